@@ -1,0 +1,110 @@
+"""Benchmark `prepare` against a single-process baseline of the original three steps.
+
+Generates (or reuses, with --data) an ISIC-like set of mixed resolutions from 640x480 to
+6000x4000, some with drawn hairs, then times in this one process:
+
+- baseline: for each melanoma, copy the file, write its caption, and run the original hair
+  heuristic on the full-size image, one image after another (what the 2023 run did);
+- prepare: `medsynth_kohya.prepare.prepare` on all cores.
+
+It prints images per second for both and their ratio, then the peak memory of `prepare` on a
+quarter of the set and on all of it (their ratio should stay near 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import pandas as pd
+
+from medsynth_kohya.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER, render_caption
+from medsynth_kohya.hair import HairMode, is_hairy, seed_score
+from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.synth import make_dataset
+
+SIZES = ((640, 480), (1024, 768), (1936, 2592), (3264, 2448), (6000, 4000))
+
+
+def baseline(metadata: Path, images: Path, out: Path) -> int:
+    """The original three steps, one image at a time: select and copy, caption, hair."""
+    frame = pd.read_csv(metadata)
+    chosen = frame[frame["target"] == 1]
+    out.mkdir(parents=True)
+    for row in chosen.itertuples(index=False):
+        source = images / f"{row.image_name}.jpg"
+        shutil.copy(source, out / source.name)
+        image = cv2.imread(str(source))
+        if image is None:
+            continue
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        hairy = is_hairy(seed_score(gray), HairMode.seed)
+        caption = render_caption(DEFAULT_TEMPLATE, {
+            "sex": None if pd.isna(row.sex) else str(row.sex),
+            "site": None if pd.isna(row.anatom_site_general_challenge)
+            else str(row.anatom_site_general_challenge),
+            "age": None if pd.isna(row.age_approx) else str(int(row.age_approx)),
+            "trigger": DEFAULT_TRIGGER, "hair": "hairy" if hairy else None})
+        (out / f"{row.image_name}.txt").write_text(caption, encoding="utf-8")
+    return len(chosen)
+
+
+def _peak_rss(metadata: Path, images: Path, out: Path) -> float:
+    """Run `prepare` in a fresh process; its peak RSS plus its workers' largest, in MiB."""
+    prepare(None, out, metadata=metadata, images=images, options=PrepareOptions())
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + workers) / 1024
+
+
+def peak_memory(metadata: Path, images: Path, out: Path) -> float:
+    """`_peak_rss` in a spawned process, so earlier work does not count."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return float(pool.apply(_peak_rss, (metadata, images, out)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=640, help="images to generate (>= 600)")
+    parser.add_argument("--data", type=Path, help="folder to keep the generated set in")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
+    data = args.data or work / "data"
+    if not (data / "train.csv").is_file():
+        started = time.perf_counter()
+        make_dataset(data, args.n, seed=11, sizes=SIZES, melanoma_fraction=1.0)
+        print(f"generated {args.n} images in {time.perf_counter() - started:.0f} s")
+    metadata, images = data / "train.csv", data / "train"
+    try:
+        started = time.perf_counter()
+        count = baseline(metadata, images, work / "baseline")
+        base_rate = count / (time.perf_counter() - started)
+        started = time.perf_counter()
+        result = prepare(data, work / "prepared")
+        rate = len(result.manifest) / (time.perf_counter() - started)
+        print(f"baseline (1 process, full-size heuristic): {base_rate:8.2f} images/s")
+        print(f"prepare  ({multiprocessing.cpu_count()} cores, reduced decode):  "
+              f"{rate:8.2f} images/s")
+        print(f"speed-up: {rate / base_rate:.2f}x (target >= 5x)")
+
+        frame = pd.read_csv(metadata)
+        quarter = work / "quarter.csv"
+        frame.iloc[: len(frame) // 4].to_csv(quarter, index=False)
+        small = peak_memory(quarter, images, work / "mem-quarter")
+        large = peak_memory(metadata, images, work / "mem-all")
+        print(f"peak memory: {small:.0f} MiB for {len(frame) // 4} images, {large:.0f} MiB "
+              f"for {len(frame)}: ratio {large / small:.2f} (target ~1)")
+    finally:
+        shutil.rmtree(work / "baseline", ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

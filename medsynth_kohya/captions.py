@@ -1,0 +1,107 @@
+"""Caption templates: `photo of {sex} skin, {trigger} on {site}, at age {age}` plus `, hairy`.
+
+A missing value drops its clause cleanly: the placeholder goes, and when it ends its
+comma-separated clause the linking words before it go too ("on {site}", "at age {age}"), so a
+caption never holds "nan", "None", a dangling "at age" or a doubled comma.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+
+from medsynth_kohya.errors import UserError
+
+DEFAULT_TEMPLATE = "photo of {sex} skin, {trigger} on {site}, at age {age}"
+DEFAULT_TRIGGER = "me1anoma"
+HAIR_TAG = "hairy"
+FIELDS = ("sex", "site", "age", "trigger", "hair")
+"""Placeholders a template may use; `{hair}` is appended as a last clause when not used."""
+_LINKING_WORDS = frozenset(
+    ["on", "at", "age", "aged", "of", "in", "from", "with", "by", "the", "a", "an", "for", "to"]
+)
+_Token = tuple[bool, str]  # (is_field, text or field name)
+
+
+def _tokens(template: str) -> list[_Token]:
+    """Split a template into literal text and field tokens, rejecting what it cannot render."""
+    tokens: list[_Token] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise UserError(f"caption template {template!r} is malformed ({exc}); "
+                        "use {field} placeholders and {{ }} for literal braces") from None
+    for literal, field, spec, conversion in parsed:
+        if literal:
+            tokens.append((False, literal))
+        if field is None:
+            continue
+        if field not in FIELDS or spec or conversion:
+            raise UserError(f"caption template placeholder {{{field}}} is unknown; "
+                            f"use {', '.join('{' + f + '}' for f in FIELDS)}")
+        tokens.append((True, field))
+    return tokens
+
+
+def validate_template(template: str) -> None:
+    """Raise UserError unless `template` renders and mentions the trigger."""
+    if not any(is_field and text == "trigger" for is_field, text in _tokens(template)):
+        raise UserError(f"caption template {template!r} has no {{trigger}}: "
+                        "every caption must carry the trigger token")
+
+
+def _clauses(tokens: list[_Token]) -> list[list[_Token]]:
+    """Group tokens into the comma-separated clauses of the template."""
+    clauses: list[list[_Token]] = [[]]
+    for is_field, text in tokens:
+        if is_field:
+            clauses[-1].append((True, text))
+            continue
+        parts = text.split(",")
+        for index, part in enumerate(parts):
+            if index:
+                clauses.append([])
+            if part:
+                clauses[-1].append((False, part))
+    return clauses
+
+
+def _render_clause(clause: list[_Token], values: Mapping[str, str | None]) -> str:
+    """Fill one clause; a missing value at the clause's end takes its linking words with it.
+
+    A clause whose placeholders are all missing and that starts with one goes whole
+    ("{age} years old"); one that only wraps it keeps its words ("photo of {sex} skin").
+    """
+    fields = [text for is_field, text in clause if is_field]
+    content = [(is_field, text) for is_field, text in clause if is_field or text.strip()]
+    if fields and not any(values.get(f) for f in fields) and content and content[0][0]:
+        return ""
+    out: list[str] = []
+    for index, (is_field, text) in enumerate(clause):
+        if not is_field:
+            out.append(text)
+            continue
+        value = values.get(text)
+        if value:
+            out.append(value)
+            continue
+        at_end = all(not f and not t.strip() for f, t in clause[index + 1 :])
+        if at_end and out:
+            words = out[-1].split(" ")
+            while words and (not words[-1] or words[-1].lower() in _LINKING_WORDS):
+                words.pop()
+            out[-1] = " ".join(words)
+    text = re.sub(r"\s+", " ", "".join(out)).strip()
+    if all(word.lower() in _LINKING_WORDS for word in text.split()):
+        return ""
+    return text
+
+
+def render_caption(template: str, values: Mapping[str, str | None]) -> str:
+    """Render one caption from `values` (a missing or empty value is None or "")."""
+    tokens = _tokens(template)
+    if not any(is_field and text == "hair" for is_field, text in tokens):
+        tokens += [(False, ", "), (True, "hair")]
+    rendered = (_render_clause(clause, values) for clause in _clauses(tokens))
+    return ", ".join(part for part in rendered if part)

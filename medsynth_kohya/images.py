@@ -1,0 +1,110 @@
+"""Check one image file and measure it: format, size, and the hair score, in one decode.
+
+Runs in worker processes, so it takes and returns plain picklable values.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsynth_kohya.hair import HairMode
+
+_EXTENSION_KIND = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"DICM", "dicom"),
+)
+_TAIL = 4096
+"""Bytes at the end of a file searched for the end-of-image marker."""
+_OUTPUT_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one file turned out to be: usable (reason "") or skipped with a reason."""
+
+    reason: str = ""
+    kind: str = ""
+    width: int = 0
+    height: int = 0
+    hair_score: float | None = None
+
+
+def sniff(data: bytes) -> str | None:
+    """The format named by a file's first bytes, or None."""
+    if data[8:12] == b"WEBP" and data[:4] == b"RIFF":
+        return "webp"
+    if data[128:132] == b"DICM":
+        return "dicom"
+    return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+
+
+def _complete(data: bytes, kind: str) -> bool:
+    """Whether the file ends the way a whole JPEG (EOI marker) or PNG (IEND chunk) does."""
+    tail = data[-_TAIL:]
+    return b"\xff\xd9" in tail if kind == "jpeg" else b"IEND" in tail
+
+
+def scan(path: str, hair: HairMode) -> Scan:
+    """Validate `path` and score its hair; never raises for a bad file, returns a reason."""
+    import cv2
+    import imagesize
+    import numpy as np
+
+    from medsynth_kohya import hair as detector
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return Scan(f"unreadable ({exc.strerror})")
+    if not data:
+        return Scan("empty file")
+    expected = _EXTENSION_KIND[Path(path).suffix.lower()]
+    kind = sniff(data[:160])
+    if kind is None:
+        return Scan("not an image")
+    if kind != expected:
+        return Scan(f"content is {kind}, extension says {expected}")
+    if not _complete(data, kind):
+        return Scan("truncated")
+    try:
+        width, height = imagesize.get(io.BytesIO(data))
+    except ValueError:
+        width = height = -1
+    if width <= 0 or height <= 0:
+        return Scan("undecodable (no image size in header)")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if hair is HairMode.seed:
+        flag = cv2.IMREAD_COLOR  # the original converted a full colour decode to grayscale
+    elif hair is HairMode.auto:
+        flag = detector.reduced_decode_flag(width, height)
+    else:
+        flag = cv2.IMREAD_REDUCED_GRAYSCALE_8
+    image = cv2.imdecode(buffer, flag)
+    if image is None or image.size == 0:
+        return Scan("undecodable")
+    score: float | None = None
+    if hair is HairMode.seed:
+        score = detector.seed_score(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    elif hair is HairMode.auto:
+        score = detector.auto_score(image)
+    return Scan("", kind, int(width), int(height), score)
+
+
+def output_suffix(source: Path) -> str:
+    """The lower-case suffix an image gets in the layout (sd-scripts skips `.Jpg`)."""
+    return _OUTPUT_SUFFIX[_EXTENSION_KIND[source.suffix.lower()]]
+
+
+def init_worker() -> None:
+    """Keep each worker process on one OpenCV thread: the pool already fills the cores."""
+    import cv2
+
+    cv2.setNumThreads(1)

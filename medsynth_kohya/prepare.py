@@ -1,0 +1,351 @@
+"""`prepare`: ISIC metadata and images to kohya's DreamBooth layout, manifest and dataset config.
+
+Data flows one way: metadata -> selection -> image scan (parallel, cached) -> manifest ->
+layout on disk -> dataset.toml. A re-run on the same OUT reuses the scans of unchanged files
+and rewrites the layout from the manifest, so it is incremental and gives the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya import __version__, captions, layout, manifest, render
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.hair import HairMode, is_hairy
+from medsynth_kohya.images import Scan, init_worker, output_suffix, scan
+from medsynth_kohya.sources import Source, index_images, locate, normalise, read_metadata, select
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Progress = Callable[[int, int], None]
+"""Called as (done, total) while images are scanned."""
+STATE_DIR = ".medsynth"
+STATE_FILE = "prepare.json"
+CACHE_FILE = "scan-cache.json"
+CacheKey = tuple[str, int, int, str]
+"""(resolved path, size, mtime_ns, hair mode): a scan is reused while all four hold."""
+_CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Everything that decides the content of a prepared folder (recorded in its state file)."""
+
+    query: str | None = None
+    class_name: str = "melanoma"
+    trigger: str = captions.DEFAULT_TRIGGER
+    caption_template: str = captions.DEFAULT_TEMPLATE
+    hair: HairMode = HairMode.auto
+    repeats: int | None = None
+    target_steps: int | None = None
+    epochs: int = 50
+    batch_size: int = 1
+    val_frac: float = 0.0
+    seed: int = 0
+    resolution: int = 1024
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What `prepare` wrote and the figures its summary shows."""
+
+    out: Path
+    source: Source
+    manifest: pd.DataFrame
+    skipped: pd.DataFrame
+    repeats: layout.Repeats
+    steps_per_epoch: int
+    train_dir: Path
+    dataset_config: Path
+    options: PrepareOptions
+    scanned: int
+    reused: int
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _check(options: PrepareOptions) -> None:
+    """Reject option values that cannot produce a trainable layout."""
+    if not _CLASS_NAME.match(options.class_name):
+        raise UserError(f"--class-name {options.class_name!r} must be letters, digits, "
+                        "spaces, '.', '_' or '-' (it names a folder)")
+    if not options.trigger.strip() or "," in options.trigger:
+        raise UserError("--trigger must be a non-empty token without commas")
+    captions.validate_template(options.caption_template)
+    if options.repeats is not None and options.target_steps is not None:
+        raise UserError("give --repeats or --target-steps, not both")
+    for name in ("repeats", "target_steps", "epochs", "batch_size"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+    if not 0 <= options.val_frac < 1:
+        raise UserError(f"--val-frac must be in [0, 1) (got {options.val_frac})")
+    if options.resolution < 64 or options.resolution % 64:
+        raise UserError(f"--resolution must be a multiple of 64 (got {options.resolution})")
+
+
+def _claim(out: Path, force: bool) -> None:
+    """Refuse a non-empty OUT that `prepare` did not make, unless --force."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    if not out.is_dir() or (out / STATE_DIR / STATE_FILE).is_file() or force:
+        return
+    if any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya prepare; "
+                        "choose an empty folder or pass --force to write into it")
+
+
+def _unsafe(identifier: str) -> bool:
+    """Whether an id could name a path outside its folder."""
+    return ("/" in identifier or "\\" in identifier or ".." in identifier
+            or "\0" in identifier or identifier in {".", ""})
+
+
+def _skip(rows: list[dict[str, str]], identifier: str, path: Path | str | None,
+          reason: str) -> None:
+    rows.append({"id": identifier, "source": str(path or ""), "reason": reason})
+
+
+def _load_cache(path: Path) -> dict[CacheKey, Scan]:
+    """Scans from an earlier run, keyed by file, size, mtime and hair mode."""
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        return {(str(e["path"]), int(e["size"]), int(e["mtime_ns"]), str(e["hair"])):
+                Scan(**e["scan"]) for e in entries}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def _save_cache(path: Path, scans: dict[CacheKey, Scan]) -> None:
+    """Keep every scan for the next run, written atomically."""
+    entries = [{"path": k[0], "size": k[1], "mtime_ns": k[2], "hair": k[3], "scan": asdict(v)}
+               for k, v in scans.items()]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(entries), encoding="utf-8")
+    temporary.replace(path)
+
+
+def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
+              workers: int, on_progress: Progress | None) -> tuple[list[Scan], int]:
+    """Scan every path once, in `workers` processes, reusing unchanged cached scans."""
+    keys: list[CacheKey] = []
+    for path in paths:
+        stat = path.stat()
+        keys.append((str(path), stat.st_size, stat.st_mtime_ns, hair.value))
+    todo = [key for key in dict.fromkeys(keys) if key not in cache]
+    total, done = len(paths), len(paths) - len(todo)
+    if on_progress:
+        on_progress(done, total)
+    results: Iterable[Scan]
+    if workers <= 1 or len(todo) < 2 * workers:
+        results = (scan(key[0], hair) for key in todo)
+        _collect(todo, results, cache, done, total, on_progress)
+    else:
+        context = multiprocessing.get_context("spawn")  # fork would inherit OpenCV's threads
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
+            results = pool.map(scan, [k[0] for k in todo], [hair] * len(todo), chunksize=2)
+            _collect(todo, results, cache, done, total, on_progress)
+    return [cache[key] for key in keys], total - len(todo)
+
+
+def _collect(todo: list[CacheKey], results: Iterable[Scan],
+             cache: dict[CacheKey, Scan], done: int, total: int,
+             on_progress: Progress | None) -> None:
+    for key, result in zip(todo, results, strict=True):
+        cache[key] = result
+        done += 1
+        if on_progress:
+            on_progress(done, total)
+
+
+def default_workers() -> int:
+    """All the cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
+            images: Path | None = None, options: PrepareOptions | None = None,
+            workers: int | None = None, force: bool = False,
+            on_progress: Progress | None = None) -> PrepareResult:
+    """Turn an ISIC data set into `OUT/img/<R>_<class>/`, captions, manifest and dataset.toml."""
+    import pandas as pd
+
+    options = options or PrepareOptions()
+    _check(options)
+    _claim(out, force)
+    located = locate(source, metadata, images)
+    raw = read_metadata(located)
+    rows = normalise(raw, located)
+    chosen = rows.loc[select(raw, located, options.query).index]
+    skipped: list[dict[str, str]] = []
+    warnings: list[str] = []
+    found = index_images(located.image_dirs)
+
+    for identifier in sorted(set(found) - set(rows["id"])):
+        _skip(skipped, identifier, found[identifier], "no metadata row")
+    keep = []
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for index, identifier in chosen["id"].items():
+        if _unsafe(identifier):
+            _skip(skipped, identifier, None, "unsafe id (path separator or '..')")
+        elif identifier in seen:
+            duplicates.append(identifier)
+            _skip(skipped, identifier, found.get(identifier), "duplicate id")
+        elif identifier not in found:
+            seen.add(identifier)
+            _skip(skipped, identifier, None, "no image file")
+        else:
+            seen.add(identifier)
+            keep.append(index)
+    if duplicates:
+        shown = ", ".join(sorted(set(duplicates))[:5])
+        warnings.append(f"{len(duplicates)} duplicate id row(s) kept once: {shown}")
+
+    state = out / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    cache = _load_cache(state / CACHE_FILE)
+    chosen = chosen.loc[keep]
+    paths = [found[i].resolve() for i in chosen["id"]]
+    scans, reused = _scan_all(paths, options.hair, cache, workers or default_workers(),
+                              on_progress)
+    _save_cache(state / CACHE_FILE, cache)
+    good = []
+    for (index, identifier), path, result in zip(chosen["id"].items(), paths, scans,
+                                                 strict=True):
+        if result.reason:
+            _skip(skipped, identifier, path, result.reason)
+        else:
+            good.append((index, path, result))
+
+    table = _manifest(chosen, good, options)
+    train = int((table["split"] == "train").sum())
+    repeats = layout.repeats_for(train, repeats=options.repeats,
+                                 target_steps=options.target_steps, epochs=options.epochs,
+                                 batch_size=options.batch_size)
+    train_dir = _write_layout(out, table, repeats.repeats, options.class_name)
+    if table.empty:
+        warnings.append("no images were prepared: check the selection and the skipped list")
+
+    skipped_frame = pd.DataFrame(skipped, columns=list(manifest.SKIPPED_COLUMNS))
+    manifest.write(skipped_frame, out / "skipped.csv")
+    manifest.write(table, out / "manifest.csv")
+    config = render.dataset_config(train_dir.resolve(), repeats=repeats.repeats,
+                                   class_tokens=options.trigger, resolution=options.resolution,
+                                   batch_size=options.batch_size)
+    render.write_toml(config, out / "dataset.toml")
+    _write_state(state / STATE_FILE, located, options)
+    return PrepareResult(
+        out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
+        steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
+        train_dir=train_dir, dataset_config=out / "dataset.toml", options=options,
+        scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings))
+
+
+def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
+              options: PrepareOptions) -> pd.DataFrame:
+    """The manifest rows for the usable images, sorted by id, captions rendered whole."""
+    import pandas as pd
+
+    from medsynth_kohya.split import patient_split
+
+    frame = chosen.loc[[index for index, _, _ in good]].copy()
+    frame["source"] = [str(path) for _, path, _ in good]
+    frame["width"] = [result.width for _, _, result in good]
+    frame["height"] = [result.height for _, _, result in good]
+    frame["hair_score"] = pd.array([result.hair_score for _, _, result in good],
+                                   dtype="Float64")
+    frame["hairy"] = [result.hair_score is not None and is_hairy(result.hair_score, options.hair)
+                      for _, _, result in good]
+    frame = frame.sort_values("id", kind="stable")
+    frame["split"] = patient_split(frame, options.val_frac, options.seed)
+    frame["caption"] = [
+        captions.render_caption(options.caption_template, {
+            "sex": None if pd.isna(row.sex) else str(row.sex),
+            "site": None if pd.isna(row.site) else str(row.site),
+            "age": None if pd.isna(row.age) else str(int(row.age)),
+            "trigger": options.trigger,
+            "hair": captions.HAIR_TAG if row.hairy else None,
+        })
+        for row in frame.itertuples(index=False)
+    ]
+    return manifest.conform(frame)
+
+
+def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str) -> Path:
+    """Link images and write captions for every manifest row; remove anything stale."""
+    wanted: set[Path] = set()
+    train_dir = layout.class_folder(out, "train", repeats, class_name)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    for row in table.itertuples(index=False):
+        folder = layout.class_folder(out, str(row.split), repeats, class_name)
+        folder.mkdir(parents=True, exist_ok=True)
+        source = Path(str(row.source))
+        image = folder / f"{row.id}{output_suffix(source)}"
+        text = folder / f"{row.id}.txt"
+        layout.place(source, image)
+        layout.write_text(text, str(row.caption))
+        wanted.update({image, text})
+    for root in (layout.TRAIN_ROOT, layout.VAL_ROOT):
+        layout.prune(out / root, wanted)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    return train_dir
+
+
+def _write_state(path: Path, source: Source, options: PrepareOptions) -> None:
+    """Mark OUT as made by `prepare` and record how, for later stages and re-runs."""
+    record = {"tool": "medsynth-kohya", "command": "prepare", "version": __version__,
+              "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
+                         "image_dirs": [str(d.resolve()) for d in source.image_dirs]},
+              "options": {**asdict(options), "hair": options.hair.value}}
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    temporary.replace(path)
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    """The options a prepared folder was made with (later stages read its trigger and template)."""
+    path = out / STATE_DIR / STATE_FILE
+    if not path.is_file():
+        raise UserError(f"{out} was not made by medsynth-kohya prepare (no {STATE_DIR}/"
+                        f"{STATE_FILE}); run `medsynth-kohya prepare SOURCE --out {out}` first")
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return record
+
+
+def summary(result: PrepareResult) -> list[tuple[str, str]]:
+    """The figures of the end-of-run table, as (label, value) rows."""
+    table = result.manifest
+    rows: list[tuple[str, str]] = [("selected and prepared", str(len(table)))]
+    train = int((table["split"] == "train").sum())
+    rows.append(("train / val", f"{train} / {len(table) - train}"))
+    for reason, count in result.skipped["reason"].value_counts().sort_index().items():
+        rows.append((f"skipped: {reason}", str(count)))
+    if len(table):
+        share = float(table["hairy"].mean())
+        hairy = int(table["hairy"].sum())
+        rows.append(("hairy", f"{hairy} ({share:.0%}, {result.options.hair.value})"))
+        for column in ("sex", "site"):
+            counts = table[column].fillna("missing").value_counts()
+            rows.append((column, ", ".join(f"{k} {v}" for k, v in counts.items())))
+        ages = table["age"].dropna()
+        spread = (f"{int(ages.min())}-{int(ages.max())}, median {float(ages.median()):g}"
+                  if len(ages) else "none")
+        rows.append(("age", f"{spread}; missing {int(table['age'].isna().sum())}"))
+    rows.append(("repeats", str(result.repeats.repeats)))
+    rows.append((f"steps per epoch (batch {result.options.batch_size})",
+                 str(result.steps_per_epoch)))
+    rows.append(("images scanned / reused", f"{result.scanned} / {result.reused}"))
+    return rows

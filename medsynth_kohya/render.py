@@ -1,0 +1,74 @@
+"""Render sd-scripts TOML files from the templates in `templates/`.
+
+A template is plain TOML; a string value that is exactly "{{name}}" is replaced by the typed
+value of `name` (so integers stay integers), and a key whose value is None is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya.resources import data_dir
+
+_PLACEHOLDER = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+
+
+def _fill(node: Any, values: Mapping[str, Any]) -> Any:
+    """Substitute placeholders through nested tables and arrays."""
+    if isinstance(node, dict):
+        filled = {key: _fill(value, values) for key, value in node.items()}
+        return {key: value for key, value in filled.items() if value is not None}
+    if isinstance(node, list):
+        return [_fill(item, values) for item in node]
+    if isinstance(node, str):
+        match = _PLACEHOLDER.match(node)
+        if match:
+            name = match.group(1)
+            if name not in values:
+                raise KeyError(f"template value {name!r} was not provided")
+            return values[name]
+    return node
+
+
+def render(template: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The template `templates/<template>` with `values` filled in, as a TOML document."""
+    import toml
+
+    text = (data_dir("templates") / template).read_text(encoding="utf-8")
+    document: dict[str, Any] = _fill(toml.loads(text), values)
+    return document
+
+
+def write_toml(document: Mapping[str, Any], path: Path) -> None:
+    """Write a TOML document atomically."""
+    import toml
+
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(toml.dumps(dict(document)), encoding="utf-8")
+    temporary.replace(path)
+
+
+def bucket_range(resolution: int, step: int = 64) -> tuple[int, int]:
+    """Aspect-ratio bucket limits around `resolution`: half to double, on the bucket grid."""
+    low = max(step, (resolution // 2) // step * step)
+    high = max(low, (resolution * 2) // step * step)
+    return low, high
+
+
+def dataset_config(image_dir: Path, *, repeats: int, class_tokens: str, resolution: int,
+                   batch_size: int) -> dict[str, Any]:
+    """An sd-scripts `--dataset_config` for one folder of captioned images."""
+    low, high = bucket_range(resolution)
+    return render("dataset.toml", {
+        "resolution": [resolution, resolution],
+        "batch_size": batch_size,
+        "min_bucket_reso": low,
+        "max_bucket_reso": high,
+        "bucket_reso_steps": 64,
+        "image_dir": str(image_dir),
+        "num_repeats": repeats,
+        "class_tokens": class_tokens,
+    })

@@ -1,0 +1,80 @@
+"""Terminal presentation shared by the commands: progress bars, tables, messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from medsynth_kohya.prepare import Progress
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; tables go to stdout, messages and progress to stderr."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Progress]:
+    """A rich progress bar on stderr, driven through a (done, total) callback.
+
+    The bar appears on the first update, so a command that fails before its long work
+    prints only its one-line error.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    bar = Bar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+              TimeElapsedColumn(), TimeRemainingColumn(), console=console(stderr=True))
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
+def table(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    """Print a two-column summary table to stdout."""
+    from rich.table import Table
+
+    grid = Table(title=title, show_header=False, title_justify="left")
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in rows:
+        grid.add_row(label, value)
+    console().print(grid)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    from rich.markup import escape
+
+    console(stderr=True).print(f"[yellow]Warning:[/yellow] {escape(message)}")
+
+
+def error(message: str) -> None:
+    """An error line on stderr: the one line a user sees for a UserError."""
+    from rich.markup import escape
+
+    console(stderr=True).print(f"[red]Error:[/red] {escape(message)}")
+
+
+def say(message: str) -> None:
+    """A plain line on stdout."""
+    console().print(message, markup=False)

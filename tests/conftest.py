@@ -1,0 +1,94 @@
+"""Shared fixtures: generated ISIC-like data sets, the CLI runner, the seed data and sd-scripts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.cli import app
+from medsynth_kohya.synth import SyntheticSet, make_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = REPO.parent / "shared" / "seed"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A CLI runner; stderr is kept apart so tests can check the one-line errors."""
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: object) -> tuple[int, str, str]:
+    """Run the CLI with `args`; returns exit code, stdout and stderr."""
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _copy(made: SyntheticSet, root: Path) -> SyntheticSet:
+    """A private copy of a generated set, so a test may damage it."""
+    shutil.copytree(made.root, root)
+    return replace(made, root=root, metadata=root / made.metadata.relative_to(made.root),
+                   images=root / made.images.relative_to(made.root), frame=made.frame.copy())
+
+
+@pytest.fixture(scope="session")
+def _isic2020(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSet:
+    return make_dataset(tmp_path_factory.mktemp("made") / "isic2020", 12, seed=3,
+                        melanoma_fraction=1.0, sizes=((640, 480), (800, 600)))
+
+
+@pytest.fixture(scope="session")
+def _archive(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSet:
+    return make_dataset(tmp_path_factory.mktemp("made") / "archive", 10, seed=4,
+                        layout="archive", melanoma_fraction=0.6, sizes=((640, 480),))
+
+
+@pytest.fixture
+def isic2020(_isic2020: SyntheticSet, tmp_path: Path) -> SyntheticSet:
+    """A small ISIC 2020-style set: train.csv and train/<id>.jpg, all melanomas."""
+    return _copy(_isic2020, tmp_path / "isic2020")
+
+
+@pytest.fixture
+def archive(_archive: SyntheticSet, tmp_path: Path) -> SyntheticSet:
+    """A small ISIC Archive-style export: metadata.csv with the images beside it."""
+    return _copy(_archive, tmp_path / "archive")
+
+
+@pytest.fixture
+def seed_images() -> Path:
+    """The 7 real ISIC 2020 melanomas of the original run (skipped when absent)."""
+    folder = SEED / "malignant_images"
+    if not folder.is_dir():
+        pytest.skip("../shared/seed/malignant_images is not present")
+    return folder
+
+
+@pytest.fixture
+def seed_configs() -> Path:
+    """The original run's sd-scripts configs (skipped when absent)."""
+    folder = SEED / "configs"
+    if not folder.is_dir():
+        pytest.skip("../shared/seed/configs is not present")
+    return folder
+
+
+@pytest.fixture
+def sd_scripts() -> Path:
+    """A checkout of sd-scripts: MEDSYNTH_SD_SCRIPTS or vendor/sd-scripts (skipped when absent)."""
+    folder = Path(os.environ.get("MEDSYNTH_SD_SCRIPTS", REPO / "vendor" / "sd-scripts"))
+    if not (folder / "library" / "config_util.py").is_file():
+        pytest.skip("no sd-scripts checkout (git submodule update --init vendor/sd-scripts)")
+    return folder
+
+
+@pytest.fixture
+def sd_python() -> str:
+    """The Python that has sd-scripts' dependencies: MEDSYNTH_SD_PYTHON or this one."""
+    return os.environ.get("MEDSYNTH_SD_PYTHON", sys.executable)

@@ -1,0 +1,142 @@
+"""Bad input through the CLI: one-line errors for unusable metadata, skips for bad rows/files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.synth import SyntheticSet, encode_jpeg, lesion_image
+
+from .conftest import invoke
+
+
+def _skipped(out: Path) -> dict[str, str]:
+    frame = pd.read_csv(out / "skipped.csv", dtype=str, keep_default_na=False)
+    return dict(zip(frame["id"], frame["reason"], strict=True))
+
+
+def _assert_one_line_error(code: int, stdout: str, stderr: str, *needles: str) -> None:
+    assert code != 0
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stdout + stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize("column", ["image_name", "sex", "anatom_site_general_challenge"])
+def test_missing_required_column(runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+                                 column: str) -> None:
+    isic2020.frame.drop(columns=[column]).to_csv(isic2020.metadata, index=False)
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o")
+    needle = "image_name" if column == "image_name" else column
+    _assert_one_line_error(code, stdout, stderr, "train.csv", needle)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01\x02\xff" * 64, b'"a,b\n"c'])
+def test_unusable_metadata_file(runner: CliRunner, tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.csv").write_bytes(content)
+    code, stdout, stderr = invoke(runner, "prepare", tmp_path / "src", "--out", tmp_path / "o")
+    _assert_one_line_error(code, stdout, stderr, "train.csv")
+
+
+def test_no_metadata_found(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, stdout, stderr = invoke(runner, "prepare", tmp_path / "empty", "--out", tmp_path / "o")
+    _assert_one_line_error(code, stdout, stderr, "--metadata")
+
+
+def test_bad_rows_and_files_are_skipped_with_reasons(runner: CliRunner, isic2020: SyntheticSet,
+                                                     tmp_path: Path) -> None:
+    frame, images = isic2020.frame.copy(), isic2020.images
+    ids = list(frame["image_name"])
+    (images / f"{ids[0]}.jpg").write_bytes(b"")
+    whole = (images / f"{ids[1]}.jpg").read_bytes()
+    (images / f"{ids[1]}.jpg").write_bytes(whole[: len(whole) // 2])
+    (images / f"{ids[2]}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x13" * 5000 + b"\xff\xd9")
+    _, png = cv2.imencode(".png", lesion_image(640, 480, hairy=False, seed=1))
+    (images / f"{ids[3]}.jpg").write_bytes(png.tobytes())
+    (images / f"{ids[4]}.jpg").unlink()
+    (images / "ISIC_9999999.jpg").write_bytes(encode_jpeg(lesion_image(640, 480, hairy=False,
+                                                                       seed=2)))
+    (images / "notes.txt").write_text("not an image", encoding="utf-8")
+    extra = frame.iloc[[5, 5, 6, 6]].copy()
+    extra["image_name"] = [ids[5], "../escape", "a/b", ids[6] + "\\x"]
+    frame["age_approx"] = frame["age_approx"].astype(object)
+    frame.loc[7, "age_approx"] = "unknown"
+    pd.concat([frame, extra]).to_csv(isic2020.metadata, index=False)
+    out = tmp_path / "out"
+
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+
+    assert code == 0, stderr
+    reasons = _skipped(out)
+    assert reasons[ids[0]] == "empty file"
+    assert reasons[ids[1]] == "truncated"
+    assert reasons[ids[2]].startswith("undecodable")
+    assert reasons[ids[3]] == "content is png, extension says jpeg"
+    assert reasons[ids[4]] == "no image file"
+    assert reasons["ISIC_9999999"] == "no metadata row"
+    assert reasons[ids[5]] == "duplicate id"
+    for unsafe in ("../escape", "a/b", ids[6] + "\\x"):
+        assert reasons[unsafe].startswith("unsafe id")
+    assert "notes" not in reasons
+    assert "duplicate" in stderr
+    table = pd.read_csv(out / "manifest.csv", dtype={"id": str})
+    assert len(table) == 12 - 5
+    assert table.loc[table["id"] == ids[7], "caption"].item().count("at age") == 0
+    assert not (tmp_path / "escape").exists() and not list(tmp_path.rglob("b.jpg"))
+    for label in ("empty file", "truncated", "no metadata row", "duplicate id"):
+        assert label in stdout
+    written = {p.resolve() for p in out.rglob("*") if p.is_file()}
+    assert all(out.resolve() in p.parents for p in written)
+
+
+def test_upper_case_extensions_are_found(runner: CliRunner, isic2020: SyntheticSet,
+                                         tmp_path: Path) -> None:
+    ids = list(isic2020.frame["image_name"])
+    images = isic2020.images
+    (images / f"{ids[0]}.jpg").rename(images / f"{ids[0]}.JPG")
+    (images / f"{ids[1]}.jpg").rename(images / f"{ids[1]}.jpeg")
+    (images / f"{ids[2]}.jpg").rename(images / f"{ids[2]}.Jpeg")
+    _, png = cv2.imencode(".png", lesion_image(640, 480, hairy=False, seed=3))
+    (images / f"{ids[3]}.jpg").unlink()
+    (images / f"{ids[3]}.PNG").write_bytes(png.tobytes())
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--repeats", 2)
+    assert code == 0, stderr
+    folder = out / "img" / "2_melanoma"
+    names = {p.name for p in folder.iterdir()}
+    assert {f"{ids[0]}.jpg", f"{ids[1]}.jpg", f"{ids[2]}.jpg", f"{ids[3]}.png"} <= names
+    assert len([n for n in names if n.endswith(".txt")]) == 12
+
+
+def test_bad_options_are_one_line_errors(runner: CliRunner, isic2020: SyntheticSet,
+                                         tmp_path: Path) -> None:
+    cases = [
+        (["--repeats", "2", "--target-steps", "100"], "--target-steps"),
+        (["--val-frac", "1.5"], "--val-frac"),
+        (["--caption-template", "{sex} skin"], "{trigger}"),
+        (["--query", "no_such_column == 1"], "--query"),
+        (["--class-name", "../up"], "--class-name"),
+        (["--resolution", "1000"], "--resolution"),
+    ]
+    for extra, needle in cases:
+        code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out",
+                                      tmp_path / "o", *extra)
+        _assert_one_line_error(code, stdout, stderr, needle)
+
+
+def test_foreign_out_is_refused_without_force(runner: CliRunner, isic2020: SyntheticSet,
+                                              tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.me").write_text("x", encoding="utf-8")
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    _assert_one_line_error(code, stdout, stderr, "--force")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.me"]

@@ -1,0 +1,52 @@
+"""Captions: the original run's wording, every combination of missing values, bad templates."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from medsynth_kohya.captions import DEFAULT_TEMPLATE, render_caption, validate_template
+from medsynth_kohya.errors import UserError
+
+MISSING = (None, "")
+
+
+def test_full_caption_matches_the_original_run() -> None:
+    values = {"sex": "male", "site": "torso", "age": "70", "trigger": "me1anoma", "hair": "hairy"}
+    assert render_caption(DEFAULT_TEMPLATE, values) == (
+        "photo of male skin, me1anoma on torso, at age 70, hairy")
+
+
+@pytest.mark.parametrize(("sex", "site", "age", "hair"), list(itertools.product(
+    ("female", *MISSING), ("lower extremity", *MISSING), ("45", *MISSING), ("hairy", None))))
+def test_missing_values_drop_their_clause(sex: str | None, site: str | None, age: str | None,
+                                          hair: str | None) -> None:
+    caption = render_caption(DEFAULT_TEMPLATE, {"sex": sex, "site": site, "age": age,
+                                                "trigger": "me1anoma", "hair": hair})
+    assert "me1anoma" in caption
+    for bad in ("nan", "None", "at age ,", ",,", ", ,", "  ", " on,", "of  "):
+        assert bad not in caption
+    assert not caption.endswith(("at age", " on", ",", " ")) and not caption.startswith(",")
+    assert ("female" in caption) == bool(sex)
+    assert ("on lower extremity" in caption) == bool(site)
+    assert ("at age 45" in caption) == bool(age)
+    assert caption.endswith(", hairy") == bool(hair)
+    assert caption.startswith("photo of ")
+
+
+def test_everything_missing_keeps_photo_and_trigger() -> None:
+    assert render_caption(DEFAULT_TEMPLATE, {"trigger": "me1anoma"}) == "photo of skin, me1anoma"
+
+
+def test_custom_template_and_hair_placement() -> None:
+    template = "{hair} dermoscopy, {trigger}, {age} years old, {sex}"
+    values = {"trigger": "mel0", "age": None, "sex": "female", "hair": "hairy"}
+    assert render_caption(template, values) == "hairy dermoscopy, mel0, female"
+
+
+@pytest.mark.parametrize("template", ["photo of {sex} skin", "{trigger} {colour}",
+                                      "{trigger} {age:>3}", "{trigger"])
+def test_bad_templates_are_user_errors(template: str) -> None:
+    with pytest.raises(UserError):
+        validate_template(template)

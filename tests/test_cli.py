@@ -1,0 +1,58 @@
+"""The command line itself: version, help, lazy imports, the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from medsynth_kohya import __version__
+
+from .conftest import invoke
+
+
+def test_version(runner: CliRunner) -> None:
+    code, stdout, _ = invoke(runner, "--version")
+    assert code == 0 and stdout.strip() == f"medsynth-kohya {__version__}"
+
+
+def test_help_lists_commands_and_teaches(runner: CliRunner) -> None:
+    code, stdout, _ = invoke(runner, "--help")
+    assert code == 0
+    for command in ("prepare", "demo"):
+        assert command in stdout
+    code, stdout, _ = invoke(runner, "prepare", "--help")
+    assert code == 0
+    for option in ("--out", "--hair", "--target-steps", "--val-frac", "--force", "train.csv"):
+        assert option in stdout
+
+
+def test_help_imports_no_heavy_module() -> None:
+    code = ("import sys; from medsynth_kohya.cli import app; "
+            "from typer.testing import CliRunner; CliRunner().invoke(app, ['--help']); "
+            "print(sorted(m for m in ('pandas', 'cv2', 'numpy', 'huggingface_hub', 'torch', "
+            "'toml') if m in sys.modules))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert output == "[]"
+
+
+def test_console_script_runs() -> None:
+    result = subprocess.run([sys.executable, "-m", "medsynth_kohya", "--version"],
+                            capture_output=True, text=True, check=True)
+    assert __version__ in result.stdout
+
+
+def test_demo_prepares_synthetic_data(runner: CliRunner, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "demo", "--out", tmp_path / "demo", "--n", 10)
+    assert code == 0, stderr
+    prepared = tmp_path / "demo" / "prepared"
+    assert (prepared / "manifest.csv").is_file() and (prepared / "dataset.toml").is_file()
+    assert list((prepared / "img").glob("*_melanoma/*.txt"))
+    source = tmp_path / "demo" / "source"
+    assert (source / "SYNTHETIC.txt").is_file()
+    assert all(p.name.startswith("SYN_") for p in (source / "train").iterdir())
+    assert b"SYNTHETIC" in next((source / "train").iterdir()).read_bytes()[:200]
+    assert "selected and prepared" in stdout

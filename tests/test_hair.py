@@ -1,0 +1,90 @@
+"""Hair detectors: `auto` is resolution-independent and right on the seed photos; `seed` exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from medsynth_kohya import hair
+from medsynth_kohya.hair import HairMode
+from medsynth_kohya.images import scan
+from medsynth_kohya.synth import encode_jpeg, lesion_image
+
+SIZES = ((640, 427), (1600, 1067), (6000, 4000))
+
+
+def _write(folder: Path, name: str, image: np.ndarray) -> Path:
+    path = folder / name
+    path.write_bytes(encode_jpeg(image))
+    return path
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("hairy", [False, True])
+def test_auto_gives_the_same_tag_at_three_resolutions(tmp_path: Path, seed: int,
+                                                      hairy: bool) -> None:
+    tags = set()
+    for width, height in SIZES:
+        path = _write(tmp_path, f"{width}.jpg", lesion_image(width, height, hairy=hairy,
+                                                             seed=seed))
+        result = scan(str(path), HairMode.auto)
+        assert result.reason == "" and (result.width, result.height) == (width, height)
+        assert result.hair_score is not None
+        tags.add(hair.is_hairy(result.hair_score, HairMode.auto))
+    assert tags == {hairy}
+
+
+def test_auto_is_deterministic(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a.jpg", lesion_image(800, 600, hairy=True, seed=9))
+    assert scan(str(path), HairMode.auto) == scan(str(path), HairMode.auto)
+
+
+def test_auto_on_the_seed_photos_matches_their_captions(seed_images: Path) -> None:
+    for photo in sorted(seed_images.glob("*.jpg")):
+        caption = photo.with_suffix(".caption").read_text(encoding="utf-8").strip()
+        result = scan(str(photo), HairMode.auto)
+        assert result.hair_score is not None
+        assert hair.is_hairy(result.hair_score, HairMode.auto) == caption.endswith("hairy"), (
+            photo.name, result.hair_score)
+
+
+def test_ruler_marks_are_not_hair(seed_images: Path) -> None:
+    result = scan(str(seed_images / "ISIC_4810142.jpg"), HairMode.auto)
+    assert result.hair_score is not None and result.hair_score < hair.AUTO_THRESHOLD / 2
+
+
+def _original_heuristic(path: Path) -> float:
+    """The 2023 heuristic as its description reads, written out independently of the package."""
+    image = cv2.imread(str(path))
+    assert image is not None
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    edges = cv2.Canny(cv2.GaussianBlur(gray, (5, 5), 0), 50, 250)
+    contours, _ = cv2.findContours(edges, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    lengths = [cv2.arcLength(c, False) for c in contours]
+    return float(sum(length for length in lengths if length >= 100))
+
+
+def test_seed_mode_is_the_original_heuristic(tmp_path: Path) -> None:
+    for index, (width, height) in enumerate(((640, 480), (1600, 1200))):
+        path = _write(tmp_path, f"{index}.jpg", lesion_image(width, height, hairy=True,
+                                                             seed=index))
+        result = scan(str(path), HairMode.seed)
+        assert result.hair_score == pytest.approx(_original_heuristic(path), abs=1e-3)
+        assert result.hair_score is not None
+        assert hair.is_hairy(result.hair_score, HairMode.seed) == (
+            _original_heuristic(path) > 4000)
+
+
+def test_seed_mode_on_the_seed_photos(seed_images: Path) -> None:
+    for photo in sorted(seed_images.glob("*.jpg")):
+        result = scan(str(photo), HairMode.seed)
+        assert result.hair_score == pytest.approx(_original_heuristic(photo), abs=1e-3)
+
+
+def test_off_checks_the_file_without_a_score(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a.jpg", lesion_image(300, 200, hairy=True, seed=1))
+    result = scan(str(path), HairMode.off)
+    assert result.reason == "" and result.hair_score is None and result.width == 300

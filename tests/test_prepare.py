@@ -1,0 +1,150 @@
+"""`prepare` through its public function: layout, manifest, dataset.toml, re-runs, splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import toml
+
+from medsynth_kohya import manifest
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.hair import HairMode
+from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.synth import SyntheticSet
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (state folder excepted) with its content."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".medsynth" not in p.parts}
+
+
+def test_layout_captions_and_manifest(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = prepare(isic2020.root, out, options=PrepareOptions(repeats=5), workers=1)
+    folder = out / "img" / "5_melanoma"
+    assert result.train_dir == folder
+    table = manifest.read(out / "manifest.csv")
+    assert list(table.columns) == list(manifest.COLUMNS)
+    assert len(table) == len(isic2020.frame) == 12
+    for identifier, source, text, hairy in zip(table["id"], table["source"], table["caption"],
+                                               table["hairy"], strict=True):
+        image, caption = folder / f"{identifier}.jpg", folder / f"{identifier}.txt"
+        assert image.samefile(str(source))
+        assert caption.read_text(encoding="utf-8") == text
+        assert str(text).startswith("photo of") and "me1anoma" in str(text)
+        assert str(text).endswith(", hairy") == bool(hairy)
+    truth = isic2020.frame.set_index("image_name")
+    assert (table.set_index("id")["hairy"] == truth["synthetic_hair"]).all()
+    assert pd.read_csv(out / "skipped.csv").empty
+
+
+def test_dataset_toml_parses_back(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare(isic2020.root, out, options=PrepareOptions(repeats=3, resolution=768,
+                                                       batch_size=2), workers=1)
+    config = toml.load(out / "dataset.toml")
+    assert config["general"]["caption_extension"] == ".txt"
+    dataset = config["datasets"][0]
+    assert dataset["resolution"] == [768, 768] and dataset["batch_size"] == 2
+    assert dataset["min_bucket_reso"] <= 768 <= dataset["max_bucket_reso"]
+    subset = dataset["subsets"][0]
+    assert Path(subset["image_dir"]) == (out / "img" / "3_melanoma").resolve()
+    assert subset["num_repeats"] == 3 and subset["class_tokens"] == "me1anoma"
+
+
+def test_rerun_is_incremental_and_identical(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = prepare(isic2020.root, out, options=PrepareOptions(val_frac=0.25), workers=1)
+    before = _tree(out)
+    second = prepare(isic2020.root, out, options=PrepareOptions(val_frac=0.25), workers=1)
+    assert (first.scanned, first.reused) == (12, 0)
+    assert (second.scanned, second.reused) == (0, 12)
+    assert _tree(out) == before
+    captions = [p.read_text(encoding="utf-8") for p in out.rglob("*.txt")]
+    assert all(c.count("hairy") <= 1 for c in captions)
+
+
+def test_changed_options_leave_no_stale_files(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare(isic2020.root, out, options=PrepareOptions(repeats=10), workers=1)
+    prepare(isic2020.root, out, options=PrepareOptions(repeats=2, hair=HairMode.off),
+            workers=1)
+    assert sorted(p.name for p in (out / "img").iterdir()) == ["2_melanoma"]
+    assert not any("hairy" in p.read_text(encoding="utf-8") for p in out.rglob("*.txt"))
+
+
+def test_parallel_run_equals_serial_run(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    serial = prepare(isic2020.root, tmp_path / "a", workers=1)
+    parallel = prepare(isic2020.root, tmp_path / "b", workers=2)
+    columns = ["id", "hairy", "hair_score", "caption", "width", "height"]
+    pd.testing.assert_frame_equal(serial.manifest[columns], parallel.manifest[columns])
+
+
+def test_patient_level_validation_split(tmp_path: Path) -> None:
+    from medsynth_kohya.synth import make_dataset
+
+    data = make_dataset(tmp_path / "src", 40, seed=8, melanoma_fraction=1.0,
+                        sizes=((640, 480),))
+    result = prepare(data.root, tmp_path / "out", options=PrepareOptions(val_frac=0.3),
+                     workers=1)
+    table = result.manifest
+    val, train = table[table["split"] == "val"], table[table["split"] == "train"]
+    assert 0.2 * len(table) <= len(val) <= 0.45 * len(table)
+    assert not set(val["patient_id"].dropna()) & set(train["patient_id"].dropna())
+    val_files = sorted(p.stem for p in (tmp_path / "out" / "val" / "1_melanoma").glob("*.jpg"))
+    assert val_files == sorted(val["id"])
+    assert result.steps_per_epoch == len(train)
+
+
+def test_target_steps_choose_repeats(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    options = PrepareOptions(target_steps=7200, epochs=50, batch_size=1)
+    result = prepare(isic2020.root, tmp_path / "out", options=options, workers=1)
+    assert result.repeats.repeats == 12  # ceil(7200 / (50 x 12))
+    assert "ceil(7200 x 1 / (50 x 12))" in result.repeats.formula
+    assert 50 * result.steps_per_epoch >= 7200
+
+
+def test_archive_export_selects_melanomas(archive: SyntheticSet, tmp_path: Path) -> None:
+    result = prepare(archive.root, tmp_path / "out", workers=1)
+    expected = archive.frame.loc[archive.frame["diagnosis_3"].str.startswith("Melanoma"),
+                                 "isic_id"]
+    assert sorted(result.manifest["id"]) == sorted(expected)
+    assert result.source.kind == "isic-archive"
+
+
+def test_query_and_class_name(archive: SyntheticSet, tmp_path: Path) -> None:
+    options = PrepareOptions(query='diagnosis_3 == "Nevus"', class_name="nevus",
+                             trigger="nev0", hair=HairMode.off)
+    result = prepare(archive.root, tmp_path / "out", options=options, workers=1)
+    assert result.train_dir.name == "1_nevus"
+    assert len(result.manifest) == int((archive.frame["diagnosis_3"] == "Nevus").sum())
+    assert all("nev0" in c for c in result.manifest["caption"])
+
+
+def test_explicit_metadata_and_images(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    result = prepare(None, tmp_path / "out", metadata=isic2020.metadata,
+                     images=isic2020.images, workers=1)
+    assert len(result.manifest) == 12
+
+
+def test_foreign_output_folder_needs_force(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(UserError, match="--force"):
+        prepare(isic2020.root, out, workers=1)
+    prepare(isic2020.root, out, workers=1, force=True)
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (out / "manifest.csv").is_file()
+
+
+def test_source_images_are_never_modified(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    before = {p.name: p.read_bytes() for p in isic2020.images.iterdir()}
+    out = tmp_path / "out"
+    prepare(isic2020.root, out, workers=1)
+    prepare(isic2020.root, out, options=PrepareOptions(caption_template="{trigger}, {sex}"),
+            workers=1)
+    assert {p.name: p.read_bytes() for p in isic2020.images.iterdir()} == before

@@ -1,0 +1,70 @@
+"""The prepared layout as sd-scripts' own code reads it (skipped without a checkout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.synth import SyntheticSet
+
+_LOAD = """
+import json, sys
+try:
+    import voluptuous
+    import sdxl_train_network
+    from library import config_util, train_util
+except ImportError as exc:
+    print("IMPORT-FAILED", exc)
+    sys.exit(3)
+path = sys.argv[1]
+sanitizer = config_util.ConfigSanitizer(True, True, False, True)
+user_config = config_util.load_user_config(path)
+try:
+    sanitizer.sanitize_user_config(user_config)
+except voluptuous.MultipleInvalid as exc:
+    print("INVALID", exc)
+    sys.exit(4)
+args = sdxl_train_network.setup_parser().parse_args(["--dataset_config", path])
+train_util.prepare_dataset_args(args, True)
+blueprint = config_util.BlueprintGenerator(sanitizer).generate(user_config, args)
+group, _ = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
+dataset = group.datasets[0]
+captions = {key: info.caption for key, info in dataset.image_data.items()}
+print("RESULT" + json.dumps({"captions": captions, "repeats": dataset.num_train_images}))
+"""
+
+
+def _load(sd_scripts: Path, sd_python: str, config: Path) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(sd_scripts)}
+    return subprocess.run([sd_python, "-c", _LOAD, str(config)], cwd=sd_scripts, text=True,
+                          capture_output=True, env=environment, timeout=600, check=False)
+
+
+def test_sd_scripts_accepts_and_reads_the_dataset(isic2020: SyntheticSet, tmp_path: Path,
+                                                  sd_scripts: Path, sd_python: str) -> None:
+    result = prepare(isic2020.root, tmp_path / "out", options=PrepareOptions(repeats=3),
+                     workers=1)
+    loaded = _load(sd_scripts, sd_python, result.dataset_config)
+    if loaded.returncode == 3:
+        pytest.skip(f"sd-scripts' dependencies are not importable: {loaded.stdout.strip()}")
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr[-2000:]
+    payload = json.loads(loaded.stdout.split("RESULT", 1)[1])
+    captions = {Path(key).stem: text for key, text in payload["captions"].items()}
+    expected = dict(zip(result.manifest["id"], result.manifest["caption"], strict=True))
+    assert captions == expected
+    assert payload["repeats"] == 3 * len(expected)
+
+
+def test_sd_scripts_rejects_a_misspelt_key(tmp_path: Path, sd_scripts: Path,
+                                           sd_python: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[general]\ncaption_extention = ".txt"\n', encoding="utf-8")
+    loaded = _load(sd_scripts, sd_python, config)
+    if loaded.returncode == 3:
+        pytest.skip(f"sd-scripts' dependencies are not importable: {loaded.stdout.strip()}")
+    assert loaded.returncode == 4 and "caption_extention" in loaded.stdout
