@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import pandas as pd
 
 from medsynth_kohya.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER, render_caption
 from medsynth_kohya.hair import HairMode, is_hairy, seed_score
-from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.prepare import prepare
 from medsynth_kohya.synth import make_dataset
 
 SIZES = ((640, 480), (1024, 768), (1936, 2592), (3264, 2448), (6000, 4000))
@@ -55,19 +56,17 @@ def baseline(metadata: Path, images: Path, out: Path) -> int:
     return len(chosen)
 
 
-def _peak_rss(metadata: Path, images: Path, out: Path) -> float:
-    """Run `prepare` in a fresh process; its peak RSS plus its workers' largest, in MiB."""
-    prepare(None, out, metadata=metadata, images=images, options=PrepareOptions())
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + workers) / 1024
-
-
 def peak_memory(metadata: Path, images: Path, out: Path) -> float:
-    """`_peak_rss` in a spawned process, so earlier work does not count."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return float(pool.apply(_peak_rss, (metadata, images, out)))
+    """Peak RSS of `prepare` in a fresh process plus its largest worker, in MiB."""
+    code = ("import resource, sys; from pathlib import Path; "
+            "from medsynth_kohya.prepare import prepare; "
+            "prepare(None, Path(sys.argv[3]), metadata=Path(sys.argv[1]), "
+            "images=Path(sys.argv[2])); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss "
+            "+ resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", code, str(metadata), str(images), str(out)],
+                            capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1]) / 1024
 
 
 def main() -> None:

@@ -75,7 +75,11 @@ def auto_score(image: MatLike) -> float:
     import numpy as np
 
     small = normalise(image)
-    value = small.max(axis=2) if small.ndim == 3 else small
+    if small.ndim == 3:
+        blue, green, red = cv2.split(small)
+        value = cv2.max(cv2.max(blue, green), red)
+    else:
+        value = small
     value = cv2.GaussianBlur(value, (3, 3), 0)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
     blackhat = cv2.morphologyEx(value, cv2.MORPH_BLACKHAT, kernel)
