@@ -153,6 +153,67 @@ def demo(
     ui.say(f"Training layout ready: {result.prepared.train_dir}")
 
 
+@app.command()
+def train(
+    prepared: Annotated[Path, typer.Argument(
+        help="Folder written by `medsynth-kohya prepare`.")],
+    preset: Annotated[str, typer.Option(
+        help="A preset in configs/ (medsynthx-2023, t4-16gb, a100-80gb, h100-80gb, cpu-smoke) "
+        "or a preset .toml file.")] = "t4-16gb",
+    set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--set", help="Override an sd-scripts option: --set learning_rate=1e-4 (TOML value; "
+        "empty removes the key). Repeatable.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Run folder; default runs/<preset>-<time>.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        help="Write and check the files, print the exact command, launch nothing.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the run in --run-dir from its last saved state.")] = False,
+    gpus: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Number of GPUs (one process each); default from the preset.")] = None,
+    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
+    ] = None,
+    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Start over in a --run-dir that holds a run.")
+    ] = False,
+) -> None:
+    """Train an SDXL LoRA with sd-scripts on a prepared folder.
+
+    Renders `RUN/config.toml`, `RUN/dataset.toml` and `RUN/sample_prompts.toml` from the
+    preset and `--set` overrides, checks every key and value against sd-scripts' own options
+    and the GPUs found, then runs `accelerate launch sdxl_train_network.py` (log in
+    `RUN/train.log`, record in `RUN/run.json`). Ctrl-C stops cleanly; `--resume` continues.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.train import train as run
+
+    with _user_errors(), ui.training_bar() as progress:
+        result = run(prepared, preset, overrides=set_ or [], run_dir=run_dir,
+                     sd_scripts=sd_scripts, python=python, gpus=gpus, dry_run=dry_run,
+                     resume=resume, force=force, on_progress=progress)
+    for warning in result.warnings:
+        ui.warn(warning)
+    rows = [("run folder", str(result.run_dir)), ("status", result.status),
+            ("config", str(result.config)), ("dataset config", str(result.dataset_config)),
+            ("sample prompts", str(result.sample_prompts)),
+            ("expected steps", str(result.expected_steps))]
+    rows += [("LoRA", str(path)) for path in result.lora_files]
+    ui.table(f"train: {result.run_dir.name}", rows)
+    if result.status == "dry-run":
+        ui.say(f"Command (run in {result.command.cwd}):")
+        ui.say(result.command.shell())
+        return
+    if result.status != "succeeded":
+        for line in result.tail[-15:]:
+            ui.say(line)
+        ui.error(f"training {result.status}: {result.message} (log: {result.log})")
+        raise typer.Exit(130 if result.status == "interrupted" else 1)
+    ui.say(result.message)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

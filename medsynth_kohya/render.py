@@ -58,12 +58,14 @@ def bucket_range(resolution: int, step: int = 64) -> tuple[int, int]:
     return low, high
 
 
-def dataset_config(image_dir: Path, *, repeats: int, class_tokens: str, resolution: int,
-                   batch_size: int) -> dict[str, Any]:
+def dataset_config(image_dir: Path, *, repeats: int, class_tokens: str,
+                   resolution: int | tuple[int, int], batch_size: int) -> dict[str, Any]:
     """An sd-scripts `--dataset_config` for one folder of captioned images."""
-    low, high = bucket_range(resolution)
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    low = bucket_range(min(width, height))[0]
+    high = bucket_range(max(width, height))[1]
     return render("dataset.toml", {
-        "resolution": [resolution, resolution],
+        "resolution": [width, height],
         "batch_size": batch_size,
         "min_bucket_reso": low,
         "max_bucket_reso": high,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from medsynth_kohya.launch import StepProgress
     from medsynth_kohya.prepare import Progress
 
 
@@ -42,6 +43,35 @@ def progress_bar(description: str) -> Iterator[Progress]:
         if not bar.live.is_started:
             bar.start()
         bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
+@contextmanager
+def training_bar() -> Iterator[Callable[[StepProgress], None]]:
+    """A progress bar for sd-scripts' optimizer steps: step, loss, s/step and ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    bar = Bar("training", BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+              TimeElapsedColumn(), console=console(stderr=True))
+    task = bar.add_task("training", total=None, info="")
+
+    def update(progress: StepProgress) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        info = []
+        if progress.loss is not None:
+            info.append(f"loss {progress.loss:.4f}")
+        if progress.seconds_per_step is not None:
+            info.append(f"{progress.seconds_per_step:.2f} s/step")
+        if progress.eta_seconds is not None:
+            minutes, seconds = divmod(int(progress.eta_seconds), 60)
+            info.append(f"ETA {minutes}:{seconds:02d}")
+        bar.update(task, completed=progress.step, total=progress.total, info=", ".join(info))
 
     try:
         yield update

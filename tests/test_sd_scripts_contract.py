@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from medsynth_kohya import presets
 from medsynth_kohya.prepare import PrepareOptions, prepare
 from medsynth_kohya.synth import SyntheticSet
+from medsynth_kohya.train import train
 
 _LOAD = """
 import json, sys
@@ -39,9 +41,39 @@ print("RESULT" + json.dumps({"captions": captions, "repeats": dataset.num_train_
 """
 
 
-def _load(sd_scripts: Path, sd_python: str, config: Path) -> subprocess.CompletedProcess[str]:
+_TRAINING = """
+import json, sys
+try:
+    import sdxl_train_network
+    from library import config_util, train_util
+except ImportError as exc:
+    print("IMPORT-FAILED", exc)
+    sys.exit(3)
+config, dataset, prompts = sys.argv[1:4]
+sys.argv = [sys.argv[0], "--config_file", config, "--dataset_config", dataset]
+parser = sdxl_train_network.setup_parser()
+args = parser.parse_args()
+train_util.verify_command_line_training_args(args)
+args = train_util.read_config_from_file(args, parser)
+train_util.verify_training_args(args)
+train_util.prepare_dataset_args(args, True)
+sanitizer = config_util.ConfigSanitizer(True, True, False, True)
+user_config = config_util.load_user_config(args.dataset_config)
+blueprint = config_util.BlueprintGenerator(sanitizer).generate(user_config, args)
+group, validation = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
+sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, group, validation)
+loaded = train_util.load_prompts(prompts)
+print("RESULT" + json.dumps({"learning_rate": args.learning_rate,
+                             "caption_extension": args.caption_extension,
+                             "output_dir": args.output_dir, "prompts": len(loaded),
+                             "images": group.datasets[0].num_train_images}))
+"""
+
+
+def _load(sd_scripts: Path, sd_python: str, *files: Path,
+          code: str = _LOAD) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(sd_scripts)}
-    return subprocess.run([sd_python, "-c", _LOAD, str(config)], cwd=sd_scripts, text=True,
+    return subprocess.run([sd_python, "-c", code, *map(str, files)], cwd=sd_scripts, text=True,
                           capture_output=True, env=environment, timeout=600, check=False)
 
 
@@ -68,3 +100,23 @@ def test_sd_scripts_rejects_a_misspelt_key(tmp_path: Path, sd_scripts: Path,
     if loaded.returncode == 3:
         pytest.skip(f"sd-scripts' dependencies are not importable: {loaded.stdout.strip()}")
     assert loaded.returncode == 4 and "caption_extention" in loaded.stdout
+
+
+@pytest.mark.parametrize("preset", sorted(presets.available()))
+def test_sd_scripts_loads_every_rendered_preset(isic2020: SyntheticSet, tmp_path: Path,
+                                                sd_scripts: Path, sd_python: str,
+                                                preset: str) -> None:
+    result = prepare(isic2020.root, tmp_path / "out", options=PrepareOptions(repeats=2),
+                     workers=1)
+    run = train(result.out, preset, run_dir=tmp_path / "run", dry_run=True, detect=lambda: [],
+                sd_scripts=sd_scripts)
+    loaded = _load(sd_scripts, sd_python, run.config, run.dataset_config, run.sample_prompts,
+                   code=_TRAINING)
+    if loaded.returncode == 3:
+        pytest.skip(f"sd-scripts' dependencies are not importable: {loaded.stdout.strip()}")
+    assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-3000:]
+    payload = json.loads(loaded.stdout.split("RESULT", 1)[1])
+    assert payload["learning_rate"] == presets.load(preset).options["learning_rate"]
+    assert payload["caption_extension"] == ".txt"
+    assert payload["output_dir"] == str((tmp_path / "run" / "output").resolve())
+    assert payload["prompts"] >= 1 and payload["images"] == 2 * len(result.manifest)

@@ -1,0 +1,320 @@
+"""Launch sd-scripts' SDXL LoRA training under accelerate, follow its output, find what it wrote.
+
+The one place that builds command lines. Commands run as argument lists (never through a
+shell) in their own process group, so Ctrl-C reaches this process first and is passed on as a
+graceful SIGINT, then SIGTERM and SIGKILL if the training does not stop.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from medsynth_kohya.errors import UserError
+
+SCRIPT = "sdxl_train_network.py"
+LAUNCHER = "accelerate.commands.launch"
+"""`python -m accelerate.commands.launch` is `accelerate launch` (same parser and function)."""
+MIXED_PRECISION = ("no", "fp16", "bf16", "fp8")
+"""The values `accelerate launch --mixed_precision` accepts."""
+ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+"""Set for the training: its log lines arrive as written, and in the encoding we decode."""
+NO_DATA = "No data found"
+"""How sd-scripts' message starts when the dataset is empty; it still exits 0."""
+TAIL_LINES = 40
+STOP_GRACE_S = 30.0
+"""How long an interrupted training may take to stop after SIGINT, before SIGTERM."""
+TERM_GRACE_S = 10.0
+"""How long after SIGTERM before SIGKILL."""
+KILL_GRACE_S = 5.0
+
+_BREAK = re.compile(r"\r\n|\r|\n")
+_PROGRESS = re.compile(
+    r"^\s*steps:\s*(?:\d+%)?\s*(?:\|[^|]*\|)?\s*(?P<step>\d+)/(?P<total>\d+)\s*"
+    r"\[(?P<elapsed>[^<\]]*)<(?P<remaining>[^,\]]*),\s*(?P<rate>[^,\]]*)(?P<postfix>[^\]]*)\]")
+_RATE = re.compile(r"^(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>s/it|it/s)$")
+_CLOCK = re.compile(r"^(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")
+_LOSS = re.compile(r"(?:^|,)\s*avr_loss=(?P<loss>[^,\s]+)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A program to run: argument list, working folder and the variables added to the env."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def shell(self) -> str:
+        """The command as one copy-pasteable shell line (for display; it never runs in a shell)."""
+        words = [f"{name}={shlex.quote(value)}" for name, value in self.env.items()]
+        return f"cd {shlex.quote(str(self.cwd))} && {' '.join([*words, shlex.join(self.argv)])}"
+
+
+@dataclass
+class StepProgress:
+    """One update of sd-scripts' "steps" bar; None where the bar shows "?" or nothing."""
+
+    step: int
+    total: int
+    loss: float | None
+    seconds_per_step: float | None
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: exit status, whether we stopped it, its last progress and lines."""
+
+    returncode: int
+    interrupted: bool
+    last: StepProgress | None
+    tail: list[str]
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequence[int] | None,
+                    cpu_threads: int) -> list[str]:
+    """`accelerate launch` flags that leave nothing to its defaults, config file or warnings."""
+    if num_processes < 1 or cpu_threads < 1:
+        raise UserError(f"need at least 1 process and 1 CPU thread per process "
+                        f"(got {num_processes} and {cpu_threads})")
+    if mixed_precision not in MIXED_PRECISION:
+        raise UserError(f"mixed_precision {mixed_precision!r} is not one of "
+                        f"{', '.join(MIXED_PRECISION)}")
+    if gpu_ids is None and num_processes > 1:
+        gpu_ids = range(num_processes)
+    if gpu_ids is not None and len(gpu_ids) != num_processes:
+        raise UserError(f"{num_processes} processes need {num_processes} GPU ids "
+                        f"(got {list(gpu_ids)})")
+    args = ["--num_processes", str(num_processes), "--num_machines", "1",
+            "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
+            "--num_cpu_threads_per_process", str(cpu_threads)]
+    if num_processes > 1:
+        args.append("--multi_gpu")
+    if gpu_ids is not None:
+        args += ["--gpu_ids", ",".join(str(gpu) for gpu in gpu_ids)]
+    return args
+
+
+def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
+                  num_processes: int = 1, mixed_precision: str = "no",
+                  gpu_ids: Sequence[int] | None = None, cpu_threads: int | None = None,
+                  resume: Path | None = None) -> Command:
+    """`accelerate launch sdxl_train_network.py` with our config, dataset and optional state."""
+    threads = cpu_threads or max(1, _cpu_count() // num_processes)
+    argv = [python, "-m", LAUNCHER,
+            *accelerate_args(num_processes=num_processes, mixed_precision=mixed_precision,
+                             gpu_ids=gpu_ids, cpu_threads=threads),
+            SCRIPT, "--config_file", str(config), "--dataset_config", str(dataset)]
+    if resume is not None:
+        argv += ["--resume", str(resume)]
+    return Command(argv, sd_scripts, dict(ENV))
+
+
+def _seconds(clock: str) -> float | None:
+    match = _CLOCK.match(clock.strip())
+    if not match:
+        return None
+    return int(match["h"] or 0) * 3600 + int(match["m"]) * 60 + float(match["s"])
+
+
+def _seconds_per_step(rate: str) -> float | None:
+    match = _RATE.match(rate.strip())
+    if not match or float(match["value"]) == 0:
+        return None
+    value = float(match["value"])
+    return value if match["unit"] == "s/it" else 1 / value
+
+
+def parse_progress(line: str) -> StepProgress | None:
+    """The training bar's state from one tqdm line (`steps:  10%|█  | 1/10 [00:05<00:45, ...]`)."""
+    match = _PROGRESS.match(line)
+    if not match:
+        return None
+    loss_match = _LOSS.search(match["postfix"])
+    loss = None
+    if loss_match:
+        try:
+            loss = float(loss_match["loss"])
+        except ValueError:
+            loss = None
+    return StepProgress(int(match["step"]), int(match["total"]), loss,
+                        _seconds_per_step(match["rate"]), _seconds(match["remaining"]))
+
+
+class _Stream:
+    """The child's bytes as lines (a line ends at \\r or \\n): logged, kept, reported."""
+
+    def __init__(self, sink: IO[str], on_progress: Callable[[StepProgress], None] | None,
+                 on_line: Callable[[str], None] | None) -> None:
+        self.sink = sink
+        self.on_progress = on_progress
+        self.on_line = on_line
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.last: StepProgress | None = None
+        self.closed = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._tail_is_progress = False
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        text = self._pending + self._decoder.decode(data, final)
+        hold = "\r" if text.endswith("\r") and not final else ""
+        *lines, rest = _BREAK.split(text[:len(text) - len(hold)])
+        self._pending = rest + hold
+        if final:
+            lines.append(self._pending)
+            self._pending, self.closed = "", True
+        for line in lines:
+            if line:
+                self._line(line)
+        self.sink.flush()
+
+    def _line(self, line: str) -> None:
+        bar = _PROGRESS.match(line)
+        if bar and line[bar.end():].strip():  # a log line written right after a bar update
+            self._line(line[:bar.end()])
+            self._line(line[bar.end():].lstrip())
+            return
+        self.sink.write(line + "\n")
+        progress = parse_progress(line)
+        if progress is None:
+            self.tail.append(line)
+            self._tail_is_progress = False
+            if self.on_line is not None:
+                self.on_line(line)
+            return
+        if self._tail_is_progress:
+            self.tail[-1] = line
+        else:
+            self.tail.append(line)
+        self._tail_is_progress = True
+        self.last = progress
+        if self.on_progress is not None:
+            self.on_progress(progress)
+
+
+def _pump(process: subprocess.Popen[bytes], stream: _Stream, grace: float | None) -> bool:
+    """Stream output until the child closes it and exits (True) or `grace` seconds pass."""
+    deadline = None if grace is None else time.monotonic() + grace
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    while not stream.closed:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            return False
+        data = os.read(fd, 65536)
+        stream.feed(data, final=not data)
+    try:
+        process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Send `sig` to the child's process group (accelerate, the training and its workers)."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _stop(process: subprocess.Popen[bytes], stream: _Stream) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL, each after its grace; a new Ctrl-C skips a wait."""
+    stages = ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, TERM_GRACE_S),
+              (signal.SIGKILL, KILL_GRACE_S))
+    for sig, grace in stages:
+        _signal(process, sig)
+        try:
+            if _pump(process, stream, grace):
+                return
+        except KeyboardInterrupt:
+            continue
+    process.wait()
+
+
+def run(command: Command, log: Path, on_progress: Callable[[StepProgress], None] | None = None,
+        on_line: Callable[[str], None] | None = None) -> RunOutcome:
+    """Run `command`, appending its output to `log`; Ctrl-C stops it and returns interrupted."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as sink:
+        sink.write(f"# {datetime.now().isoformat(timespec='seconds')} $ {command.shell()}\n")
+        sink.flush()
+        try:
+            process = subprocess.Popen(command.argv, cwd=command.cwd,
+                                       env={**os.environ, **command.env},
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise UserError(f"cannot start {command.argv[0]}: {exc}") from exc
+        stream = _Stream(sink, on_progress, on_line)
+        interrupted = False
+        try:
+            _pump(process, stream, None)
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop(process, stream)
+        except BaseException:
+            stream.on_progress = stream.on_line = None
+            _stop(process, stream)
+            raise
+        finally:
+            if process.stdout is not None:
+                process.stdout.close()
+        returncode = process.wait()
+    return RunOutcome(returncode, interrupted, stream.last, list(stream.tail))
+
+
+def lora_files(output_dir: Path, output_name: str) -> list[Path]:
+    """LoRA files sd-scripts saved: `NAME-000002` (epoch) and `NAME-step00000100` (step)
+    saves in the order written, then the final `NAME.safetensors`."""
+    if not output_dir.is_dir():
+        return []
+    saved = re.compile(rf"^{re.escape(output_name)}-(?:\d{{6,}}|step\d{{8,}})\.safetensors$")
+    saves = [path for path in output_dir.iterdir() if saved.match(path.name) and path.is_file()]
+    saves.sort(key=lambda path: (path.stat().st_mtime_ns, path.name))
+    final = output_dir / f"{output_name}.safetensors"
+    return [*saves, final] if final.is_file() else saves
+
+
+def _state_step(folder: Path) -> int:
+    """The global step a state folder records in its train_state.json; -1 when unreadable."""
+    try:
+        return int(json.loads((folder / "train_state.json").read_text())["current_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def latest_state(output_dir: Path, output_name: str) -> Path | None:
+    """The most advanced `--save_state` folder (`NAME-000002-state`, `NAME-step00000100-state`,
+    `NAME-state`) to give `--resume`; by recorded step, then time."""
+    if not output_dir.is_dir():
+        return None
+    state = re.compile(rf"^{re.escape(output_name)}-(?:\d{{6,}}-|step\d{{8,}}-)?state$")
+    folders = [path for path in output_dir.iterdir() if state.match(path.name) and path.is_dir()]
+    if not folders:
+        return None
+    return max(folders, key=lambda path: (_state_step(path), path.stat().st_mtime_ns, path.name))

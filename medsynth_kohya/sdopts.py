@@ -1,0 +1,251 @@
+"""A snapshot of sd-scripts' own argparse options, and a check of config values against it.
+
+Standard library only: `snapshot` runs inside sd-scripts' Python, which may lack this package.
+Regenerate with `python -m medsynth_kohya.sdopts regenerate --sd-scripts DIR [--python PY]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = ("sdxl_train_network", "sdxl_gen_img")
+SNAPSHOTS = Path(__file__).parent / "sd_options"
+
+IMPORT_FAILED = 3
+"""Exit status of the snapshot subprocess when sd-scripts (or a dependency) cannot be imported."""
+_MARKER = "SDOPTS-JSON:"
+_TOML_TYPE = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+              "other:int_or_float": "number", "other:Path": "string"}
+"""The TOML type each kind needs (a number is an integer or a float); other kinds pass."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One sd-scripts option as its parser declares it (help text left out)."""
+
+    name: str
+    """The argparse dest, which is also the key in a --config_file TOML."""
+    flags: tuple[str, ...]
+    kind: str
+    """"str", "int", "float", "bool" (store_true/false), "const", or "other:<type name>"."""
+    default: Any
+    choices: tuple[Any, ...] | None
+    nargs: int | str | None
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as plain JSON data (tuples become lists; anything unknown its str)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple | range):
+        return [_jsonable(item) for item in value]
+    return str(value)
+
+
+def _kind(action: argparse.Action) -> str:
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        return "bool"
+    if isinstance(action, argparse._StoreConstAction):
+        return "const"
+    if not isinstance(action, argparse._StoreAction):
+        return "other:" + type(action).__name__.strip("_")
+    if action.type is None or action.type is str:
+        return "str"
+    if action.type is int or action.type is float:
+        return action.type.__name__
+    return "other:" + getattr(action.type, "__name__", type(action.type).__name__)
+
+
+def snapshot(script: str) -> dict[str, Any]:
+    """The options of sd-scripts' `script` (e.g. "sdxl_train_network") as JSON-able data.
+
+    Run inside sd-scripts' Python with its checkout on sys.path: imports the script and walks
+    the parser that its `setup_parser()` builds.
+    """
+    module = importlib.import_module(script)
+    parser: argparse.ArgumentParser = module.setup_parser()
+    options = [
+        {"name": action.dest, "flags": list(action.option_strings), "kind": _kind(action),
+         "default": _jsonable(action.default),
+         "choices": None if action.choices is None else _jsonable(list(action.choices)),
+         "nargs": action.nargs}
+        for action in parser._actions
+        if action.dest != argparse.SUPPRESS
+        and not isinstance(action, argparse._HelpAction | argparse._VersionAction)
+    ]
+    options.sort(key=lambda option: (option["name"], option["flags"]))
+    return {"script": script, "options": options}
+
+
+def dump(data: Mapping[str, Any]) -> str:
+    """The packaged form of a snapshot: pretty-printed, sorted keys, trailing newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+class SnapshotImportError(RuntimeError):
+    """sd-scripts' Python could not import the scripts (missing checkout or dependency)."""
+
+
+_CHILD = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("_medsynth_sdopts", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+try:
+    data = {{script: module.snapshot(script) for script in sys.argv[2:]}}
+except ImportError as exc:
+    print("IMPORT-FAILED", exc)
+    sys.exit({IMPORT_FAILED})
+print({_MARKER!r} + json.dumps(data))
+"""
+
+
+def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path = SNAPSHOTS,
+               scripts: Sequence[str] = SCRIPTS) -> list[Path]:
+    """Snapshot `scripts` with sd-scripts' Python and write `<out_dir>/<script>.json` for each."""
+    # Imported here: this module is also loaded by file path inside sd-scripts' Python,
+    # where medsynth_kohya itself is not installed.
+    from medsynth_kohya import sdscripts
+
+    interpreter = sdscripts.python(python)
+    environment = {**os.environ, "PYTHONPATH": str(sd_scripts)}
+    result = subprocess.run([interpreter, "-c", _CHILD, str(Path(__file__).resolve()), *scripts],
+                            cwd=sd_scripts, env=environment, capture_output=True, text=True,
+                            timeout=900, check=False)
+    if result.returncode == IMPORT_FAILED:
+        raise SnapshotImportError(result.stdout.strip().splitlines()[-1])
+    if result.returncode != 0 or _MARKER not in result.stdout:
+        raise RuntimeError(f"snapshot failed ({result.returncode}): {result.stderr[-2000:]}")
+    data = json.loads(result.stdout.rsplit(_MARKER, 1)[1])
+    for snapshot_data in data.values():
+        snapshot_data["sd_scripts_commit"] = sdscripts.commit(sd_scripts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for script in scripts:
+        path = out_dir / f"{script}.json"
+        path.write_text(dump(data[script]), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+@cache
+def _packaged(script: str) -> dict[str, Any]:
+    path = SNAPSHOTS / f"{script}.json"
+    if not path.is_file():
+        raise ValueError(f"no sd-scripts option snapshot for {script!r} "
+                         f"(have: {', '.join(SCRIPTS)})")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@cache
+def load(script: str) -> dict[str, Option]:
+    """The packaged options of `script`, by name."""
+    return {
+        entry["name"]: Option(name=entry["name"], flags=tuple(entry["flags"]), kind=entry["kind"],
+                              default=_tuple(entry["default"]),
+                              choices=_tuple(entry["choices"]), nargs=entry["nargs"])
+        for entry in _packaged(script)["options"]
+    }
+
+
+def commit(script: str) -> str | None:
+    """The sd-scripts commit the packaged snapshot of `script` was taken from."""
+    value: str | None = _packaged(script)["sd_scripts_commit"]
+    return value
+
+
+def _show(value: Any) -> str:
+    """`value` as it reads in TOML (near enough: JSON spelling)."""
+    return json.dumps(_jsonable(value))
+
+
+def _fits(kind: str, value: Any) -> bool:
+    """Whether one TOML value is of the type the option's code expects; unknown kinds pass."""
+    if isinstance(value, bool):
+        return kind == "bool"
+    if kind in ("str", "other:Path"):
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int)
+    if kind in ("float", "other:int_or_float"):
+        return isinstance(value, int | float)
+    return kind != "bool"
+
+
+def _unknown(name: str, options: Mapping[str, Option]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "no option has a similar name"
+    return f"unknown sd-scripts option {name!r}; {hint}"
+
+
+def _check_one(option: Option, value: Any) -> str | None:
+    key, shown = option.name, _show(value)
+    if value is None:
+        nullable = option.default is None or (option.choices is not None
+                                              and None in option.choices)
+        return None if nullable else f"{key} = null is not allowed (it has a default)"
+    noun = _TOML_TYPE.get(option.kind, "value")
+    if option.nargs in ("*", "+") or (isinstance(option.nargs, int) and option.nargs > 0):
+        if not isinstance(value, list) or not all(_fits(option.kind, item) for item in value):
+            return f"{key} = {shown} must be a TOML array of {noun}s"
+        items = value
+    elif not _fits(option.kind, value):
+        return f"{key} = {shown} must be a TOML {noun}"
+    else:
+        items = [value]
+    if option.choices is not None and any(item not in option.choices for item in items):
+        allowed = ", ".join(str(choice) for choice in option.choices)
+        return f"{key} = {shown} is not one of: {allowed}"
+    return None
+
+
+def check(script: str, values: Mapping[str, Any]) -> list[str]:
+    """Errors in flat sd-scripts config `values` for `script`, one line each; empty when fine.
+
+    sd-scripts puts --config_file values into its Namespace unconverted and unchecked, so
+    the TOML types must already be what the code expects, and choices are checked here.
+    """
+    options = load(script)
+    errors: list[str] = []
+    for key, value in values.items():
+        option = options.get(key)
+        error = _unknown(key, options) if option is None else _check_one(option, value)
+        if error:
+            errors.append(error)
+    return errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Maintainer entry point: `regenerate --sd-scripts DIR [--python PY]`."""
+    parser = argparse.ArgumentParser(prog="python -m medsynth_kohya.sdopts")
+    commands = parser.add_subparsers(dest="command", required=True)
+    regen = commands.add_parser("regenerate", help="rewrite the packaged option snapshots")
+    regen.add_argument("--sd-scripts", type=Path, required=True, help="sd-scripts checkout")
+    regen.add_argument("--python", default=None,
+                       help="Python with sd-scripts' dependencies (default: $MEDSYNTH_SD_PYTHON)")
+    args = parser.parse_args(argv)
+    for path in regenerate(args.sd_scripts.resolve(), args.python):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

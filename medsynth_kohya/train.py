@@ -1,0 +1,323 @@
+"""`train`: render sd-scripts' config, dataset and sample-prompt files, check them, launch.
+
+Flow: prepared folder + preset + overrides -> resolved options -> checks (config, GPUs,
+machine) -> RUN/config.toml, RUN/dataset.toml, RUN/sample_prompts.toml -> accelerate launch
+-> RUN/run.json. Success is judged by the LoRA file written, never by the exit code alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya import __version__, checks, launch, manifest, presets, render, sdopts, sdscripts
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.gpus import Gpu, detect_gpus
+from medsynth_kohya.layout import TRAIN_ROOT
+from medsynth_kohya.prepare import read_state
+
+SCRIPT = "sdxl_train_network"
+RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "dataset_config",
+             "config_file", "train_data_dir", "in_json", "reg_data_dir", "resume")
+"""Keys the run itself sets; an override of one is refused."""
+SAMPLE_PROMPTS = 4
+"""Training-time sample prompts drawn from the prepared captions."""
+_RUNTIME_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
+                    "safetensors", "voluptuous", "toml", "einops", "cv2", "huggingface_hub")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` wrote, what it ran (or would run) and how that ended."""
+
+    run_dir: Path
+    status: str
+    """"dry-run", "succeeded", "failed" or "interrupted"."""
+    command: launch.Command
+    config: Path
+    dataset_config: Path
+    sample_prompts: Path
+    expected_steps: int | None
+    warnings: tuple[str, ...] = ()
+    lora_files: tuple[Path, ...] = ()
+    message: str = ""
+    log: Path | None = None
+    tail: tuple[str, ...] = field(default_factory=tuple)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`key=value` pairs; the value is read as TOML (1e-4, true, "x", [..]) else as text.
+
+    An empty value (`vae=`) removes the key.
+    """
+    import toml
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UserError(f"--set {item!r} must look like key=value, e.g. --set "
+                            "learning_rate=1e-4")
+        if key in RUN_OWNED:
+            raise UserError(f"--set {key} is decided by the run ({key} lives in the run "
+                            "folder); use --run-dir to choose where")
+        text = text.strip()
+        if not text:
+            parsed[key] = None
+            continue
+        try:
+            parsed[key] = toml.loads(f"value = {text}")["value"]
+        except toml.TomlDecodeError:
+            parsed[key] = text
+    return parsed
+
+
+def _merge(preset: presets.Preset, overrides: Mapping[str, Any],
+           owned: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The config document: run-owned table, then the preset's tables with overrides applied."""
+    document: dict[str, dict[str, Any]] = {}
+    run_table = render.render("config.toml", owned)
+    for name, table in run_table.items():
+        document[name] = dict(table)
+    placed: set[str] = set()
+    for name, table in preset.tables.items():
+        merged = {}
+        for key, value in table.items():
+            if key in overrides:
+                placed.add(key)
+                value = overrides[key]
+            if value is not None:
+                merged[key] = value
+        document[name] = merged
+    extra = {k: v for k, v in overrides.items() if k not in placed and v is not None}
+    if extra:
+        document["overrides"] = extra
+    return document
+
+
+def _flatten(document: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What sd-scripts sees: every table's keys in one namespace, later tables winning."""
+    return {key: value for table in document.values() for key, value in table.items()}
+
+
+def _train_folder(prepared: Path) -> tuple[Path, int]:
+    """The prepared `img/<R>_<class>` folder and its repeats."""
+    folders = sorted(p for p in (prepared / TRAIN_ROOT).glob("*_*") if p.is_dir())
+    if len(folders) != 1 or not folders[0].name.split("_", 1)[0].isdigit():
+        raise UserError(f"{prepared / TRAIN_ROOT} should hold one <repeats>_<class> folder; "
+                        f"re-run `medsynth-kohya prepare ... --out {prepared}`")
+    return folders[0], int(folders[0].name.split("_", 1)[0])
+
+
+def _sample_prompts(captions: Sequence[str], size: tuple[int, int]) -> dict[str, Any]:
+    """The original run's sample settings with prompts spread over the prepared captions."""
+    document = render.render("sample_prompts.toml", {"width": size[0], "height": size[1],
+                                                     "scale": 12, "steps": 28})
+    unique = sorted(set(captions))
+    step = max(1, len(unique) // SAMPLE_PROMPTS)
+    document["prompt"]["subset"] = [{"prompt": text} for text in unique[::step][:SAMPLE_PROMPTS]]
+    return document
+
+
+def _expected_steps(options: Mapping[str, Any], images: int, repeats: int,
+                    processes: int) -> int | None:
+    """Optimizer steps sd-scripts will run: max_train_epochs wins over max_train_steps."""
+    epochs = options.get("max_train_epochs")
+    if isinstance(epochs, int) and epochs > 0:
+        batch = int(options.get("train_batch_size", 1)) * max(processes, 1)
+        accumulation = int(options.get("gradient_accumulation_steps", 1))
+        return epochs * math.ceil(math.ceil(images * repeats / batch) / accumulation)
+    steps = options.get("max_train_steps", 1600)
+    return steps if isinstance(steps, int) else None
+
+
+def runtime_report(python: str, options: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """Modules the sd-scripts Python lacks for these options, and the versions it has."""
+    wanted = list(_RUNTIME_MODULES)
+    if options.get("xformers") is True:
+        wanted.append("xformers")
+    if "8bit" in str(options.get("optimizer_type", "")).lower():
+        wanted.append("bitsandbytes")
+    code = ("import importlib.util as u, importlib.metadata as m, json, sys\n"
+            "found = {n: u.find_spec(n) is not None for n in sys.argv[1:]}\n"
+            "versions = {}\n"
+            "for d in ('torch', 'accelerate', 'xformers', 'bitsandbytes'):\n"
+            "    try:\n        versions[d] = m.version(d)\n"
+            "    except m.PackageNotFoundError:\n        pass\n"
+            "print(json.dumps({'found': found, 'versions': versions}))")
+    try:
+        result = subprocess.run([python, "-c", code, *wanted], capture_output=True, text=True,
+                                timeout=120, check=False)
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return [f"the Python {python!r} could not be run"], {}
+    missing = [name for name, ok in report["found"].items() if not ok]
+    return missing, dict(report["versions"])
+
+
+def _machine_problems(sd_dir: Path, python: str, options: Mapping[str, Any],
+                      preset: presets.Preset, gpus: Sequence[Gpu], run_dir: Path,
+                      ) -> tuple[list[str], list[str], dict[str, str]]:
+    """Problems of this machine (refuse a launch, warn in a dry run), warnings, versions."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    versions: dict[str, str] = {}
+    if not sdscripts.present(sd_dir):
+        problems.append(f"sd-scripts not found at {sd_dir}: run `git submodule update --init "
+                        "vendor/sd-scripts`, or pass --sd-scripts DIR")
+    else:
+        found = sdscripts.commit(sd_dir)
+        if found != sdscripts.PINNED_COMMIT:
+            warnings.append(f"sd-scripts at {sd_dir} is at {found or 'an unknown commit'}, not "
+                            f"{sdscripts.PINNED_RELEASE}: {sdscripts.pin_fix(sd_dir)}")
+        missing, versions = runtime_report(python, options)
+        if missing:
+            problems.append(f"{python} cannot import {', '.join(missing)}: "
+                            "pip install 'medsynth-kohya[train]' (and torch for your CUDA) "
+                            "there, or pass --python")
+    if preset.device != "cpu" and not gpus:
+        problems.append("no NVIDIA GPU found (nvidia-smi): this preset trains on a GPU; use "
+                        "cpu-smoke to check the pipeline without one")
+    vae = options.get("vae")
+    local_vae = isinstance(vae, str) and vae.endswith((".safetensors", ".ckpt", ".pt"))
+    if local_vae and not (sd_dir / str(vae)).is_file() and not Path(str(vae)).is_file():
+        problems.append(f"vae = {vae!r} is not a file (relative paths start at {sd_dir}): "
+                            "--set vae=PATH, or --set vae= to use the base model's VAE")
+    free_gib = shutil.disk_usage(run_dir).free / 2**30
+    need_gib = 4.0
+    if free_gib < need_gib:
+        problems.append(f"only {free_gib:.1f} GiB free in {run_dir}; LoRA saves and training "
+                        f"states need about {need_gib:g} GiB")
+    return problems, warnings, versions
+
+
+def _claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
+    """Never overwrite an earlier run's record unless --force (a dry run may be replaced)."""
+    record = run_dir / "run.json"
+    if resume:
+        if not record.is_file():
+            raise UserError(f"--resume needs an earlier run in {run_dir} (no run.json there)")
+        return
+    if record.is_file() and not force:
+        status = json.loads(record.read_text(encoding="utf-8")).get("status")
+        if status != "dry-run":
+            raise UserError(f"{run_dir} already holds a {status} run; use --resume to continue "
+                            "it, another --run-dir, or --force to start over")
+
+
+def _write_record(path: Path, record: Mapping[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    temporary.replace(path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
+          run_dir: Path | None = None, sd_scripts: Path | None = None, python: str | None = None,
+          gpus: int | None = None, dry_run: bool = False, resume: bool = False,
+          force: bool = False, detect: Callable[[], list[Gpu]] = detect_gpus,
+          on_progress: Callable[[launch.StepProgress], None] | None = None) -> TrainResult:
+    """Render, check and launch (or, with `dry_run`, only render, check and show) a training run."""
+    state = read_state(prepared)
+    preset = presets.load(preset_name)
+    changes = parse_overrides(overrides)
+    run_dir = run_dir or Path("runs") / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    _claim_run_dir(run_dir, force, resume)
+    train_dir, repeats = _train_folder(prepared)
+    table = manifest.read(prepared / "manifest.csv")
+    train_rows = table[table["split"] == "train"]
+
+    owned = {"output_dir": str((run_dir / "output").resolve()),
+             "output_name": str(state["options"]["class_name"]),
+             "logging_dir": str((run_dir / "logs").resolve()),
+             "sample_prompts": str((run_dir / "sample_prompts.toml").resolve())}
+    document = _merge(preset, changes, owned)
+    options = _flatten(document)
+    errors = sdopts.check(SCRIPT, options) + checks.config_errors(options)
+    found_gpus = [] if preset.device == "cpu" else detect()
+    processes = gpus or preset.num_processes or max(1, len(found_gpus))
+    if preset.device == "cpu":
+        errors += checks.cpu_errors(options)
+    elif found_gpus:
+        errors += checks.gpu_errors(options, found_gpus, processes, preset.min_gpu_memory_gib)
+    if errors:
+        raise UserError("\n".join(errors))
+
+    size = checks.resolution(options.get("resolution", "1024,1024")) or (1024, 1024)
+    dataset = render.dataset_config(
+        train_dir.resolve(), repeats=repeats, class_tokens=str(state["options"]["trigger"]),
+        resolution=size, batch_size=int(options.get("train_batch_size", 1)))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path, dataset_path = run_dir / "config.toml", run_dir / "dataset.toml"
+    prompts_path = run_dir / "sample_prompts.toml"
+    render.write_toml(document, config_path)
+    render.write_toml(dataset, dataset_path)
+    render.write_toml(_sample_prompts(list(train_rows["caption"].astype(str)), size),
+                      prompts_path)
+
+    sd_dir = sdscripts.locate(sd_scripts)
+    runner = sdscripts.python(python)
+    problems, warnings, versions = _machine_problems(sd_dir, runner, options, preset,
+                                                     found_gpus, run_dir)
+    state_dir = launch.latest_state(run_dir / "output", owned["output_name"]) if resume else None
+    if resume and state_dir is None:
+        raise UserError(f"no saved training state in {run_dir / 'output'} yet; start the run "
+                        "again without --resume")
+    command = launch.train_command(
+        runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
+        num_processes=processes, mixed_precision=str(options.get("mixed_precision", "no")),
+        gpu_ids=list(range(processes)) if processes > 1 else None, resume=state_dir)
+    steps = _expected_steps(options, len(train_rows), repeats, processes)
+    record: dict[str, Any] = {
+        "tool": "medsynth-kohya", "version": __version__, "preset": preset.name,
+        "preset_file": str(preset.path), "overrides": list(overrides), "config": options,
+        "command": command.argv, "cwd": str(command.cwd), "expected_steps": steps,
+        "versions": {"medsynth_kohya": __version__, "sd_scripts_commit": sdscripts.commit(sd_dir)
+                     if sdscripts.present(sd_dir) else None, **versions},
+        "gpus": [{"name": g.name, "memory_mib": g.memory_mib,
+                  "compute_capability": list(g.compute_capability)} for g in found_gpus],
+        "dataset": {"prepared": str(prepared.resolve()),
+                    "manifest_sha256": manifest.digest(prepared / "manifest.csv"),
+                    "train_images": len(train_rows), "repeats": repeats},
+        "start": None, "end": None, "exit_status": None, "lora_files": [],
+    }
+    result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
+                         steps, warnings=tuple(warnings + problems))
+    if dry_run:
+        record["status"] = "dry-run"
+        _write_record(run_dir / "run.json", record)
+        return result
+    if problems:
+        raise UserError("\n".join(problems))
+
+    log = run_dir / "train.log"
+    record.update(status="running", start=_now(), resumed_from=str(state_dir or "") or None)
+    _write_record(run_dir / "run.json", record)
+    outcome = launch.run(command, log, on_progress=on_progress)
+    loras = launch.lora_files(run_dir / "output", owned["output_name"])
+    final = run_dir / "output" / f"{owned['output_name']}.safetensors"
+    if outcome.interrupted:
+        status, message = "interrupted", "stopped; continue with --resume"
+    elif outcome.returncode == 0 and final.is_file():
+        status, message = "succeeded", f"LoRA written to {final}"
+    else:
+        status = "failed"
+        message = (f"sd-scripts exited with {outcome.returncode} and wrote no LoRA file"
+                   if not final.is_file() else f"sd-scripts exited with {outcome.returncode}")
+    record.update(status=status, end=_now(), exit_status=outcome.returncode,
+                  interrupted=outcome.interrupted, message=message,
+                  lora_files=[str(p) for p in loras])
+    _write_record(run_dir / "run.json", record)
+    return replace(result, status=status, warnings=tuple(warnings), lora_files=tuple(loras),
+                   message=message, log=log, tail=tuple(outcome.tail))

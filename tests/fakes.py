@@ -1,0 +1,192 @@
+"""Stand-ins for sd-scripts' training script and for `accelerate launch`, written by tests.
+
+The trainer records its argv, cwd and environment, reads the rendered config the way
+sd-scripts does (all tables flattened), prints a real tqdm bar and writes LoRA files and
+training states; FAKE_SD_MODE picks normal, no-data, crash, slow or stubborn behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import toml
+
+from medsynth_kohya.launch import StepProgress
+
+RUNTIME_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
+                   "safetensors", "voluptuous", "einops", "bitsandbytes", "xformers")
+"""Packages sd-scripts' Python must have; empty stand-ins make `train`'s pre-flight pass."""
+
+_LAUNCHER = '''
+import argparse, json, os, subprocess, sys
+
+def main():
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    parser.add_argument("--num_processes", type=int)
+    parser.add_argument("--num_machines", type=int)
+    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16", "fp8"])
+    parser.add_argument("--dynamo_backend")
+    parser.add_argument("--num_cpu_threads_per_process", type=int)
+    parser.add_argument("--multi_gpu", action="store_true")
+    parser.add_argument("--gpu_ids")
+    parser.add_argument("training_script")
+    parser.add_argument("training_script_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("training_script")}
+    missing = [k for k, v in flags.items() if v is None and k != "gpu_ids"]
+    if missing:
+        print("The following values were not passed to `accelerate launch`:", missing)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.num_cpu_threads_per_process),
+               ACCELERATE_MIXED_PRECISION=str(args.mixed_precision),
+               FAKE_ACCELERATE_ARGS=json.dumps(flags))
+    if args.gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = args.gpu_ids
+    cmd = [sys.executable, args.training_script, *args.training_script_args]
+    process = subprocess.Popen(cmd, env=env)
+    process.wait()
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(returncode=process.returncode, cmd=cmd)
+
+if __name__ == "__main__":
+    main()
+'''
+
+_TRAINER = '''
+import argparse, json, os, signal, struct, sys, time
+import toml
+from tqdm import tqdm
+
+def save_lora(path, name, step):
+    header = json.dumps({"__metadata__": {"ss_output_name": name, "ss_steps": str(step)}})
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(header)) + header.encode())
+
+def save_state(folder, step):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "train_state.json"), "w") as file:
+        json.dump({"current_epoch": 1, "current_step": step}, file)
+
+def main():
+    parser = argparse.ArgumentParser()
+    for flag in ("--config_file", "--dataset_config", "--resume"):
+        parser.add_argument(flag)
+    args = parser.parse_args()
+    mode = os.environ.get("FAKE_SD_MODE", "normal")
+    names = ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION", "CUDA_VISIBLE_DEVICES",
+             "PYTHONUNBUFFERED", "PYTHONIOENCODING")
+    record = {"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
+              "env": {name: os.environ.get(name) for name in names},
+              "accelerate": json.loads(os.environ["FAKE_ACCELERATE_ARGS"])}
+    with open(os.environ["FAKE_SD_RECORD"], "w") as file:
+        json.dump(record, file)
+    tables = toml.load(args.config_file)
+    config = {}
+    for key, value in tables.items():
+        config.update(value if isinstance(value, dict) else {key: value})
+    out, name = config["output_dir"], config["output_name"]
+    total, every = int(config["max_train_steps"]), config.get("save_every_n_steps")
+    print("INFO     loading model for process 0/1 \\u2714", flush=True)
+    if mode == "no-data":
+        print("ERROR    No data found. Please verify arguments (train_data_dir must be the "
+              "parent of folders with images)", flush=True)
+        return
+    if mode == "stubborn":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.makedirs(out, exist_ok=True)
+    bar = tqdm(range(total), smoothing=0, desc="steps", mininterval=0)
+    for step in range(1, total + 1):
+        if mode in ("slow", "stubborn"):
+            time.sleep(0.1)
+        if mode == "crash" and step == 3:
+            raise RuntimeError("fake: CUDA out of memory")
+        bar.update(1)
+        if every and step % every == 0:
+            save_lora(f"{out}/{name}-step{step:08d}.safetensors", name, step)
+            if config.get("save_state"):
+                save_state(f"{out}/{name}-step{step:08d}-state", step)
+        bar.set_postfix(avr_loss=0.5 / step)
+    bar.close()
+    save_lora(f"{out}/{name}.safetensors", name, total)
+    if config.get("save_state"):
+        save_state(f"{out}/{name}-state", total)
+    print("INFO     model saved.", flush=True)
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@dataclass(frozen=True)
+class FakeSd:
+    """The stand-in sd-scripts checkout and the files of one run."""
+
+    sd_scripts: Path
+    config: Path
+    dataset: Path
+    output: Path
+    record: Path
+    log: Path
+
+    def write_config(self, **values: Any) -> None:
+        base = {"output_dir": str(self.output), "output_name": "melanoma",
+                "max_train_steps": 4}
+        self.config.write_text(toml.dumps({**base, **values}))
+
+    def recorded(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.record.read_text())
+        return data
+
+
+def make_fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
+    """sd-scripts/sdxl_train_network.py and an `accelerate` package that stand in for both."""
+    packages = tmp_path / "packages"
+    for module in RUNTIME_MODULES:
+        (packages / module).mkdir(parents=True, exist_ok=True)
+        (packages / module / "__init__.py").write_text("")
+    commands = packages / "accelerate" / "commands"
+    commands.mkdir(parents=True)
+    (commands.parent / "__init__.py").write_text("")
+    (commands / "__init__.py").write_text("")
+    (commands / "launch.py").write_text(_LAUNCHER)
+    sd_scripts = tmp_path / "sd scripts"
+    sd_scripts.mkdir()
+    (sd_scripts / "sdxl_train_network.py").write_text(_TRAINER)
+    paths = [str(tmp_path / "packages"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("FAKE_SD_RECORD", str(record))
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    fake = FakeSd(sd_scripts, tmp_path / "run" / "config.toml", tmp_path / "run" / "dataset.toml",
+                  tmp_path / "run" / "output", record, tmp_path / "run" / "train.log")
+    fake.config.parent.mkdir()
+    fake.dataset.write_text("[general]\n")
+    fake.write_config()
+    return fake
+
+
+
+
+def interrupt_after(step: int) -> Callable[[StepProgress], None]:
+    """A progress callback that sends SIGINT to the main thread once `step` is reached."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    main, reached = threading.get_ident(), threading.Event()
+
+    def on_progress(progress: StepProgress) -> None:
+        if progress.step >= step:
+            reached.set()
+
+    def interrupt() -> None:
+        if reached.wait(20):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    return on_progress

@@ -1,0 +1,335 @@
+"""The launch layer against a stand-in sd-scripts and accelerate; GPU detection."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medsynth_kohya import launch
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.gpus import Gpu, detect_gpus, parse_nvidia_smi
+from medsynth_kohya.launch import StepProgress
+
+from .fakes import FakeSd, interrupt_after, make_fake_sd
+
+
+@pytest.fixture
+def fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
+    """The stand-in sd-scripts and accelerate (see tests/fakes.py)."""
+    return make_fake_sd(tmp_path, monkeypatch)
+
+
+def _command(fake: FakeSd, **options: Any) -> launch.Command:
+    return launch.train_command(sys.executable, fake.sd_scripts, fake.config, fake.dataset,
+                                **options)
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """Whether process `pid` has exited (a zombie counts as exited)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# Command lines
+
+
+def test_accelerate_args_are_explicit() -> None:
+    assert launch.accelerate_args(num_processes=1, mixed_precision="fp16", gpu_ids=None,
+                                  cpu_threads=4) == [
+        "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "fp16",
+        "--dynamo_backend", "no", "--num_cpu_threads_per_process", "4"]
+    assert launch.accelerate_args(num_processes=2, mixed_precision="bf16", gpu_ids=None,
+                                  cpu_threads=8)[-3:] == ["--multi_gpu", "--gpu_ids", "0,1"]
+    assert launch.accelerate_args(num_processes=2, mixed_precision="bf16", gpu_ids=[2, 3],
+                                  cpu_threads=8)[-2:] == ["--gpu_ids", "2,3"]
+
+
+@pytest.mark.parametrize("options", [
+    {"num_processes": 1, "mixed_precision": "fp32", "gpu_ids": None, "cpu_threads": 1},
+    {"num_processes": 2, "mixed_precision": "no", "gpu_ids": [0], "cpu_threads": 1},
+    {"num_processes": 0, "mixed_precision": "no", "gpu_ids": None, "cpu_threads": 1},
+])
+def test_accelerate_args_refuse_what_accelerate_would(options: dict[str, Any]) -> None:
+    with pytest.raises(UserError):
+        launch.accelerate_args(**options)
+
+
+def test_train_command_and_shell_line(tmp_path: Path) -> None:
+    command = launch.train_command("/env/bin/python", tmp_path / "sd scripts", Path("/r/c.toml"),
+                                   Path("/r/d.toml"), cpu_threads=2, resume=Path("/r/s-state"))
+    assert command.argv == [
+        "/env/bin/python", "-m", "accelerate.commands.launch", "--num_processes", "1",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", "2", "sdxl_train_network.py", "--config_file",
+        "/r/c.toml", "--dataset_config", "/r/d.toml", "--resume", "/r/s-state"]
+    assert command.cwd == tmp_path / "sd scripts"
+    assert command.env["PYTHONUNBUFFERED"] == "1"
+    line = command.shell()
+    assert line.startswith(f"cd '{tmp_path / 'sd scripts'}' && PYTHONUNBUFFERED=1 ")
+    assert line.endswith("sdxl_train_network.py --config_file /r/c.toml --dataset_config "
+                         "/r/d.toml --resume /r/s-state")
+
+
+def test_run_passes_argv_cwd_and_env_exactly(fake_sd: FakeSd) -> None:
+    state = fake_sd.output / "melanoma-step00000002-state"
+    command = _command(fake_sd, num_processes=2, mixed_precision="bf16", gpu_ids=[0, 1],
+                       cpu_threads=3, resume=state)
+    outcome = launch.run(command, fake_sd.log)
+    assert outcome.returncode == 0 and not outcome.interrupted
+    recorded = fake_sd.recorded()
+    assert recorded["argv"] == ["sdxl_train_network.py", "--config_file", str(fake_sd.config),
+                                "--dataset_config", str(fake_sd.dataset), "--resume", str(state)]
+    assert Path(recorded["cwd"]) == fake_sd.sd_scripts.resolve()
+    assert recorded["env"] == {"OMP_NUM_THREADS": "3", "ACCELERATE_MIXED_PRECISION": "bf16",
+                               "CUDA_VISIBLE_DEVICES": "0,1", "PYTHONUNBUFFERED": "1",
+                               "PYTHONIOENCODING": "utf-8"}
+    assert recorded["accelerate"] == {
+        "num_processes": 2, "num_machines": 1, "mixed_precision": "bf16",
+        "dynamo_backend": "no", "num_cpu_threads_per_process": 3, "multi_gpu": True,
+        "gpu_ids": "0,1"}
+    assert not any("not passed to `accelerate launch`" in line for line in outcome.tail)
+
+
+def test_single_process_default_threads(fake_sd: FakeSd) -> None:
+    outcome = launch.run(_command(fake_sd), fake_sd.log)
+    assert outcome.returncode == 0
+    recorded = fake_sd.recorded()
+    assert recorded["accelerate"]["multi_gpu"] is False
+    assert recorded["accelerate"]["gpu_ids"] is None
+    assert int(recorded["env"]["OMP_NUM_THREADS"]) >= 1
+    assert "--resume" not in recorded["argv"]
+
+
+# Progress
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("steps:   0%|          | 0/10 [00:00<?, ?it/s]", StepProgress(0, 10, None, None, None)),
+    ("steps:  10%|█         | 1/10 [00:05<00:45,  5.00s/it, avr_loss=0.123]",
+     StepProgress(1, 10, 0.123, 5.0, 45.0)),
+    ("steps:  70%|███████   | 7/10 [00:02<00:00,  3.50it/s, avr_loss=1.23e-5]",
+     StepProgress(7, 10, 1.23e-5, 1 / 3.5, 0.0)),
+    ("steps:   0%|          | 7/7200 [1:06:40<1141:44:45, 571.43s/it, Keys Scaled=0, "
+     "Average key norm=0.1, avr_loss=0.0871]",
+     StepProgress(7, 7200, 0.0871, 571.43, 1141 * 3600 + 44 * 60 + 45.0)),
+    ("steps:  33%|###3      | 1/3 [00:00<00:00, 5309.25it/s, avr_loss=0.5]",
+     StepProgress(1, 3, 0.5, 1 / 5309.25, 0.0)),
+])
+def test_parse_progress(line: str, expected: StepProgress) -> None:
+    parsed = launch.parse_progress(line)
+    assert parsed is not None
+    assert (parsed.step, parsed.total) == (expected.step, expected.total)
+    for name in ("loss", "seconds_per_step", "eta_seconds"):
+        value, wanted = getattr(parsed, name), getattr(expected, name)
+        assert value == (None if wanted is None else pytest.approx(wanted)), name
+
+
+@pytest.mark.parametrize("line", [
+    "validation steps:  50%|█████     | 1/2 [00:01<00:01,  1.00s/it, val_avg_loss=0.2, "
+    "timestep=200]",
+    "epoch validation steps:  50%|█████     | 1/2 [00:01<00:01,  1.00s/it]",
+    "100%|██████████| 5/5 [00:00<00:00, 50.00it/s]",
+    "INFO     steps: 10 per epoch",
+    "",
+])
+def test_parse_progress_ignores_other_bars_and_lines(line: str) -> None:
+    assert launch.parse_progress(line) is None
+
+
+def test_parse_progress_nan_loss() -> None:
+    parsed = launch.parse_progress("steps: 100%|██████████| 10/10 [00:50<00:00,  5.00s/it, "
+                                   "avr_loss=nan]")
+    assert parsed is not None and parsed.loss is not None and math.isnan(parsed.loss)
+
+
+def test_stream_splits_on_cr_and_lf_across_chunk_boundaries() -> None:
+    data = ("INFO     start ✔\r\n\rsteps:   0%|          | 0/2 [00:00<?, ?it/s]"
+            "\rsteps:  50%|█████     | 1/2 [00:01<00:01,  1.00s/it, avr_loss=0.5]"
+            "\rsteps: 100%|██████████| 2/2 [00:02<00:00,  1.00s/it, avr_loss=0.25]  "
+            "INFO     saved\nno newline at the end").encode()
+    sink = io.StringIO()
+    seen: list[StepProgress] = []
+    lines: list[str] = []
+    stream = launch._Stream(sink, seen.append, lines.append)
+    for index in range(len(data)):
+        stream.feed(data[index:index + 1])
+    stream.feed(b"", final=True)
+    assert [(p.step, p.loss) for p in seen] == [(0, None), (1, 0.5), (2, 0.25)]
+    assert lines == ["INFO     start ✔", "INFO     saved", "no newline at the end"]
+    assert sink.getvalue().splitlines()[0] == "INFO     start ✔"
+    assert len(sink.getvalue().splitlines()) == 6
+    assert list(stream.tail) == ["INFO     start ✔", "steps: 100%|██████████| 2/2 [00:02<00:00,  "
+                           "1.00s/it, avr_loss=0.25]", "INFO     saved", "no newline at the end"]
+
+
+def test_run_reports_progress_and_logs_everything(fake_sd: FakeSd) -> None:
+    seen: list[StepProgress] = []
+    lines: list[str] = []
+    fake_sd.log.write_text("earlier run\n")
+    outcome = launch.run(_command(fake_sd), fake_sd.log, on_progress=seen.append,
+                         on_line=lines.append)
+    assert outcome.returncode == 0
+    assert sorted({p.step for p in seen if p.loss is not None}) == [1, 2, 3, 4]
+    assert {p.total for p in seen} == {4}
+    assert outcome.last is not None and outcome.last.step == 4
+    assert outcome.last.loss == pytest.approx(0.125)
+    assert "INFO     loading model for process 0/1 ✔" in lines
+    log = fake_sd.log.read_text(encoding="utf-8")
+    assert log.startswith("earlier run\n# ")
+    assert "INFO     model saved." in log and "INFO     loading model" in log
+    assert sum(line.startswith("steps:") for line in log.splitlines()) >= 5
+    assert [path.name for path in launch.lora_files(fake_sd.output, "melanoma")] == [
+        "melanoma.safetensors"]
+
+
+def test_steps_saves_and_state(fake_sd: FakeSd) -> None:
+    fake_sd.write_config(save_every_n_steps=2, save_state=True)
+    assert launch.run(_command(fake_sd), fake_sd.log).returncode == 0
+    assert [p.name for p in launch.lora_files(fake_sd.output, "melanoma")] == [
+        "melanoma-step00000002.safetensors", "melanoma-step00000004.safetensors",
+        "melanoma.safetensors"]
+    assert launch.latest_state(fake_sd.output, "melanoma") == fake_sd.output / "melanoma-state"
+
+
+# Failures
+
+
+def test_no_data_exits_zero_without_lora(fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "no-data")
+    outcome = launch.run(_command(fake_sd), fake_sd.log)
+    assert outcome.returncode == 0 and outcome.last is None
+    assert launch.lora_files(fake_sd.output, "melanoma") == []
+    assert any(launch.NO_DATA in line for line in outcome.tail)
+
+
+def test_crash_keeps_the_last_lines(fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    outcome = launch.run(_command(fake_sd), fake_sd.log)
+    assert outcome.returncode != 0 and not outcome.interrupted
+    assert outcome.last is not None and outcome.last.step == 2
+    assert any("RuntimeError: fake: CUDA out of memory" in line for line in outcome.tail)
+    assert any(line.startswith("steps:") for line in outcome.tail)
+    assert "Traceback (most recent call last):" in outcome.tail  # split off the bar's line
+    assert len(outcome.tail) <= launch.TAIL_LINES
+    assert launch.lora_files(fake_sd.output, "melanoma") == []
+
+
+def test_ctrl_c_stops_the_training_and_keeps_its_state(
+        fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")
+    fake_sd.write_config(max_train_steps=60, save_every_n_steps=1, save_state=True)
+    on_progress = interrupt_after(2)
+    outcome = launch.run(_command(fake_sd), fake_sd.log, on_progress=on_progress)
+    assert outcome.interrupted
+    assert outcome.last is not None and 2 <= outcome.last.step < 60
+    assert _gone(fake_sd.recorded()["pid"])
+    state = launch.latest_state(fake_sd.output, "melanoma")
+    assert state is not None and state.name.startswith("melanoma-step")
+    steps = [json.loads((p / "train_state.json").read_text())["current_step"]
+             for p in fake_sd.output.glob("*-state")]
+    assert json.loads((state / "train_state.json").read_text())["current_step"] == max(steps)
+    assert not (fake_sd.output / "melanoma.safetensors").exists()
+
+
+def test_a_training_that_ignores_sigint_is_terminated(
+        fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "stubborn")
+    monkeypatch.setattr(launch, "STOP_GRACE_S", 0.5)
+    fake_sd.write_config(max_train_steps=100)
+    on_progress = interrupt_after(1)
+    started = time.monotonic()
+    outcome = launch.run(_command(fake_sd), fake_sd.log, on_progress=on_progress)
+    assert outcome.interrupted and time.monotonic() - started < 8
+    assert _gone(fake_sd.recorded()["pid"])
+
+
+def test_unstartable_program_is_a_user_error(tmp_path: Path) -> None:
+    command = launch.Command([str(tmp_path / "missing-python")], tmp_path, {})
+    with pytest.raises(UserError, match="cannot start"):
+        launch.run(command, tmp_path / "log.txt")
+
+
+# Files sd-scripts wrote
+
+
+def _touch(path: Path, mtime: int, folder: bool = False) -> None:
+    if folder:
+        path.mkdir()
+    else:
+        path.write_bytes(b"x")
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_lora_files_in_save_order_final_last(tmp_path: Path) -> None:
+    names = ["melanoma.safetensors", "melanoma-000002.safetensors", "melanoma-000001.safetensors",
+             "melanoma-step00000150.safetensors", "melanoma-foo.safetensors",
+             "other-000001.safetensors", "melanoma-000001.ckpt"]
+    for index, name in enumerate(names):
+        _touch(tmp_path / name, {"melanoma-000002.safetensors": 3,
+                                 "melanoma-000001.safetensors": 1}.get(name, 2) * 10**9 + index)
+    _touch(tmp_path / "melanoma-000003-state", 5 * 10**9, folder=True)
+    assert [p.name for p in launch.lora_files(tmp_path, "melanoma")] == [
+        "melanoma-000001.safetensors", "melanoma-step00000150.safetensors",
+        "melanoma-000002.safetensors", "melanoma.safetensors"]
+    assert launch.lora_files(tmp_path / "absent", "melanoma") == []
+
+
+def test_latest_state_by_recorded_step(tmp_path: Path) -> None:
+    assert launch.latest_state(tmp_path, "melanoma") is None
+    for name, step in [("melanoma-000001-state", 10), ("melanoma-step00000030-state", 30),
+                       ("melanoma-000002-state", 20), ("other-state", 99)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train_state.json").write_text(json.dumps({"current_step": step}))
+    (tmp_path / "melanoma-step00000040-state").mkdir()  # no train_state.json: incomplete
+    assert launch.latest_state(tmp_path, "melanoma") == tmp_path / "melanoma-step00000030-state"
+
+
+# GPUs
+
+
+def test_parse_nvidia_smi() -> None:
+    assert parse_nvidia_smi("Tesla T4, 15360 MiB, 7.5\n") == [Gpu("Tesla T4", 15360, (7, 5))]
+    two = parse_nvidia_smi("NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0\n"
+                           "  NVIDIA A100-SXM4-80GB ,81920 MiB,8.0  \n\n")
+    assert two == [Gpu("NVIDIA A100-SXM4-80GB", 81920, (8, 0))] * 2
+    assert all(gpu.bf16 for gpu in two)
+    assert not parse_nvidia_smi("Tesla T4, 15360 MiB, 7.5")[0].bf16
+    assert parse_nvidia_smi("NVIDIA H100 80GB HBM3, [N/A], [N/A]") == [
+        Gpu("NVIDIA H100 80GB HBM3", 0, (0, 0))]
+    assert parse_nvidia_smi("Tesla T4, 15360, 7.5") == [Gpu("Tesla T4", 15360, (7, 5))]
+    assert parse_nvidia_smi("No devices were found\n") == []
+
+
+def test_detect_gpus_without_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_gpus() == []
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    ('[ "$1" = "--query-gpu=name,memory.total,compute_cap" ] || exit 2\n'
+     'printf "Tesla T4, 15360 MiB, 7.5\\n"', [Gpu("Tesla T4", 15360, (7, 5))]),
+    ('echo "NVIDIA-SMI has failed" >&2; exit 9', []),
+])
+def test_detect_gpus_runs_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     script: str, expected: list[Gpu]) -> None:
+    program = tmp_path / "nvidia-smi"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    assert detect_gpus() == expected

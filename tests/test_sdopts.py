@@ -1,0 +1,132 @@
+"""The packaged snapshot of sd-scripts' options, and the config check built on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import toml
+
+from medsynth_kohya import sdopts
+from medsynth_kohya.sdscripts import PINNED_COMMIT
+
+TRAIN, GEN = "sdxl_train_network", "sdxl_gen_img"
+
+
+def test_snapshot_holds_the_options_as_declared() -> None:
+    train = sdopts.load(TRAIN)
+    assert train["learning_rate"].kind == "float"
+    assert train["resolution"].kind == "str"
+    assert train["network_dim"].kind == "int"
+    assert train["xformers"] == sdopts.Option("xformers", ("--xformers",), "bool", False, None, 0)
+    assert train["mixed_precision"].choices == ("no", "fp16", "bf16")
+    assert train["mixed_precision"].default == "no"
+    assert train["save_model_as"].choices == (None, "ckpt", "pt", "safetensors")
+    assert train["network_args"].nargs == "*"
+    assert train["lr_warmup_steps"].kind == "other:int_or_float"
+    gen = sdopts.load(GEN)
+    assert {"ckpt", "from_file", "outdir", "W", "H", "steps", "scale", "seed",
+            "images_per_prompt", "sequential_file_name"} <= set(gen)
+    assert gen["network_weights"].nargs == "*"
+    assert "euler_a" in (gen["sampler"].choices or ())
+    assert "config_file" not in gen
+    assert sdopts.commit(TRAIN) == sdopts.commit(GEN) == PINNED_COMMIT
+
+
+def test_packaged_json_is_sorted_and_has_no_help_text() -> None:
+    for script in sdopts.SCRIPTS:
+        path = sdopts.SNAPSHOTS / f"{script}.json"
+        data = json.loads(path.read_text(encoding="utf-8"))
+        names = [option["name"] for option in data["options"]]
+        assert names == sorted(names)
+        assert data["script"] == script
+        assert path.read_text(encoding="utf-8") == sdopts.dump(data)
+        assert all(set(option) == {"name", "flags", "kind", "default", "choices", "nargs"}
+                   for option in data["options"])
+
+
+def test_known_good_values_pass() -> None:
+    values = {"learning_rate": 1e-4, "lr_warmup_steps": 100, "network_dim": 32,
+              "resolution": "1024,1024", "mixed_precision": "bf16", "xformers": True,
+              "network_args": ["conv_dim=4"], "save_precision": None, "seed": 42}
+    assert sdopts.check(TRAIN, values) == []
+    assert sdopts.check(GEN, {"network_module": ["networks.lora"], "network_mul": [1, 0.5],
+                              "sampler": "k_euler_a", "W": 1024, "scale": 7,
+                              "sequential_file_name": True}) == []
+
+
+def test_unknown_key_gives_the_closest_names() -> None:
+    assert sdopts.check(TRAIN, {"learning_rat": 1e-4}) == [
+        "unknown sd-scripts option 'learning_rat'; did you mean learning_rate?"]
+    (message,) = sdopts.check(TRAIN, {"network_dimm": 8})
+    assert message.startswith("unknown sd-scripts option 'network_dimm'; did you mean network_dim")
+    assert sdopts.check(TRAIN, {"qqqqzzzz": 1}) == [
+        "unknown sd-scripts option 'qqqqzzzz'; no option has a similar name"]
+    assert sdopts.check(GEN, {"config_file": "x.toml"})[0].startswith(
+        "unknown sd-scripts option 'config_file'")
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("resolution", 1024, "resolution = 1024 must be a TOML string"),
+    ("network_dim", 8.0, "network_dim = 8.0 must be a TOML integer"),
+    ("network_dim", True, "network_dim = true must be a TOML integer"),
+    ("learning_rate", "1e-4", 'learning_rate = "1e-4" must be a TOML number'),
+    ("learning_rate", False, "learning_rate = false must be a TOML number"),
+    ("xformers", 1, "xformers = 1 must be a TOML boolean"),
+    ("xformers", "true", 'xformers = "true" must be a TOML boolean'),
+    ("lr_warmup_steps", "100", 'lr_warmup_steps = "100" must be a TOML number'),
+    ("max_train_epochs", [50], "max_train_epochs = [50] must be a TOML integer"),
+    ("mixed_precision", None, "mixed_precision = null is not allowed (it has a default)"),
+])
+def test_wrong_type_names_key_value_and_toml_type(key: str, value: Any, message: str) -> None:
+    assert sdopts.check(TRAIN, {key: value}) == [message]
+
+
+def test_wrong_choice_lists_the_allowed_values() -> None:
+    assert sdopts.check(TRAIN, {"mixed_precision": "bf17"}) == [
+        'mixed_precision = "bf17" is not one of: no, fp16, bf16']
+    assert sdopts.check(TRAIN, {"save_model_as": "bin"}) == [
+        'save_model_as = "bin" is not one of: None, ckpt, pt, safetensors']
+    (message,) = sdopts.check(GEN, {"sampler": "euler_b"})
+    assert message.startswith('sampler = "euler_b" is not one of: ddim, pndm, lms, euler, ')
+
+
+def test_lists() -> None:
+    assert sdopts.check(TRAIN, {"network_args": [], "optimizer_args": ["weight_decay=0.1"]}) == []
+    assert sdopts.check(TRAIN, {"network_args": "conv_dim=4"}) == [
+        'network_args = "conv_dim=4" must be a TOML array of strings']
+    assert sdopts.check(TRAIN, {"optimizer_args": ["a", 3]}) == [
+        'optimizer_args = ["a", 3] must be a TOML array of strings']
+    assert sdopts.check(GEN, {"network_weights": "lora.safetensors"}) == [
+        'network_weights = "lora.safetensors" must be a TOML array of strings']
+    assert sdopts.check(GEN, {"network_mul": [1, "x"]}) == [
+        'network_mul = [1, "x"] must be a TOML array of numbers']
+
+
+def test_errors_come_one_per_bad_key_in_order() -> None:
+    errors = sdopts.check(TRAIN, {"resolution": 512, "learning_rate": 1e-4, "bogus_key": 1})
+    assert len(errors) == 2
+    assert errors[0].startswith("resolution = 512 ")
+    assert errors[1].startswith("unknown sd-scripts option 'bogus_key'")
+
+
+def test_original_2023_config_passes(seed_configs: Path) -> None:
+    tables = toml.load(seed_configs / "config_file.toml")
+    flat = {key: value for table in tables.values() for key, value in table.items()}
+    assert len(flat) == 50
+    assert sdopts.check(TRAIN, flat) == []
+
+
+def test_snapshot_matches_the_checkout(sd_scripts: Path, sd_python: str, tmp_path: Path) -> None:
+    try:
+        written = sdopts.regenerate(sd_scripts, sd_python, out_dir=tmp_path)
+    except sdopts.SnapshotImportError as exc:
+        pytest.skip(f"sd-scripts' dependencies are not importable: {exc}")
+    assert [path.name for path in written] == [f"{script}.json" for script in sdopts.SCRIPTS]
+    for path in written:
+        packaged = sdopts.SNAPSHOTS / path.name
+        assert path.read_text(encoding="utf-8") == packaged.read_text(encoding="utf-8"), (
+            f"{path.name} differs from the checkout: python -m medsynth_kohya.sdopts regenerate "
+            f"--sd-scripts {sd_scripts}")

@@ -1,0 +1,101 @@
+"""`train` launching the stand-in sd-scripts: success, silent failures, Ctrl-C and --resume."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.synth import SyntheticSet
+from medsynth_kohya.train import train
+
+from .conftest import invoke
+from .fakes import FakeSd, interrupt_after, make_fake_sd
+
+
+@pytest.fixture
+def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
+    out = tmp_path / "prepared"
+    prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
+    return out
+
+
+@pytest.fixture
+def fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
+    return make_fake_sd(tmp_path, monkeypatch)
+
+
+def _record(run: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    return data
+
+
+def test_a_run_launches_sd_scripts_and_records_it(runner: CliRunner, prepared: Path,
+                                                  fake_sd: FakeSd, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, "--sd-scripts", fake_sd.sd_scripts,
+                                  "--python", sys.executable)
+    assert code == 0, stdout + stderr
+    seen = fake_sd.recorded()
+    assert seen["argv"][1:] == ["--config_file", str((run / "config.toml").resolve()),
+                                "--dataset_config", str((run / "dataset.toml").resolve())]
+    assert Path(seen["cwd"]) == fake_sd.sd_scripts
+    assert seen["accelerate"]["num_processes"] == 1
+    assert seen["accelerate"]["mixed_precision"] == "no"
+    record = _record(run)
+    assert record["status"] == "succeeded" and record["exit_status"] == 0
+    assert record["expected_steps"] == 2 and record["start"] and record["end"]
+    loras = [Path(p).name for p in record["lora_files"]]  # type: ignore[attr-defined]
+    assert loras[-1] == "melanoma.safetensors"
+    assert "steps" in (run / "train.log").read_text(encoding="utf-8")
+    assert "melanoma.safetensors" in stdout
+
+
+def test_exit_zero_without_a_lora_is_a_failure(runner: CliRunner, prepared: Path,
+                                               fake_sd: FakeSd, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "no-data")
+    run = tmp_path / "run"
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, "--sd-scripts", fake_sd.sd_scripts,
+                                  "--python", sys.executable)
+    assert code == 1
+    assert "no LoRA" in stderr and "No data found" in stdout
+    assert _record(run)["status"] == "failed"
+
+
+def test_a_crash_is_reported_with_its_log_tail(runner: CliRunner, prepared: Path,
+                                               fake_sd: FakeSd, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "max_train_steps=5", "--run-dir", tmp_path / "run",
+                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    assert code == 1 and "CUDA out of memory" in stdout and "failed" in stderr
+
+
+def test_interrupted_run_resumes_from_its_last_state(prepared: Path, fake_sd: FakeSd,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")
+    run = tmp_path / "run"
+    options = {"run_dir": run, "sd_scripts": fake_sd.sd_scripts, "python": sys.executable}
+    first = train(prepared, "cpu-smoke", overrides=["max_train_steps=40"],
+                  on_progress=interrupt_after(3), **options)  # type: ignore[arg-type]
+    assert first.status == "interrupted"
+    assert _record(run)["status"] == "interrupted"
+    with pytest.raises(Exception, match="--resume"):
+        train(prepared, "cpu-smoke", overrides=["max_train_steps=40"], **options)  # type: ignore[arg-type]
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    second = train(prepared, "cpu-smoke", overrides=["max_train_steps=40"], resume=True,
+                   **options)  # type: ignore[arg-type]
+    assert second.status == "succeeded"
+    argv = fake_sd.recorded()["argv"]
+    resumed = Path(argv[argv.index("--resume") + 1])
+    assert resumed.name.startswith("melanoma-step") and resumed.parent == run / "output"
+    assert _record(run)["resumed_from"] == str(resumed)

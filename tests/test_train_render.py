@@ -1,0 +1,194 @@
+"""`train --dry-run`: rendered files, preset fidelity, and every refusal before launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya import manifest, presets
+from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.synth import SyntheticSet
+from medsynth_kohya.train import train
+
+from .conftest import invoke
+
+ORIGINAL_ONLY = {"in_json", "train_data_dir", "output_dir", "output_name", "logging_dir",
+                 "max_train_epochs"}
+"""Original keys the folder layout replaces (documented in configs/medsynthx-2023.toml)."""
+
+
+@pytest.fixture
+def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
+    out = tmp_path / "prepared"
+    prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
+    return out
+
+
+InstallGpus = Callable[..., None]
+
+
+@pytest.fixture
+def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallGpus:
+    """Put a stand-in nvidia-smi on PATH that reports the given GPU lines."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+
+    def install(*lines: str) -> None:
+        script = folder / "nvidia-smi"
+        body = "\n".join(f"echo '{line}'" for line in lines)
+        script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+        monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+    return install
+
+
+def _flat(path: Path) -> dict[str, object]:
+    return {k: v for table in toml.load(path).values() for k, v in table.items()}
+
+
+def test_every_preset_renders_and_passes_its_own_checks(prepared: Path, tmp_path: Path) -> None:
+    for name in presets.available():
+        result = train(prepared, name, run_dir=tmp_path / name, dry_run=True,
+                       detect=lambda: [])
+        assert result.status == "dry-run"
+        assert result.config.is_file() and result.dataset_config.is_file()
+        flat = _flat(result.config)
+        assert flat["caption_extension"] == ".txt"
+        assert flat["output_dir"] == str((tmp_path / name / "output").resolve())
+        for key, value in presets.load(name).options.items():
+            assert flat[key] == value, (name, key)
+
+
+def test_medsynthx_2023_holds_every_original_value(prepared: Path, tmp_path: Path,
+                                                   seed_configs: Path) -> None:
+    original = _flat(seed_configs / "config_file.toml")
+    result = train(prepared, "medsynthx-2023", run_dir=tmp_path / "run", dry_run=True,
+                   detect=lambda: [])
+    rendered = _flat(result.config)
+    for key, value in original.items():
+        if key not in ORIGINAL_ONLY:
+            assert rendered[key] == value, key
+    assert rendered["max_train_steps"] == 7200 and "max_train_epochs" not in rendered
+    assert result.expected_steps == 7200
+
+
+def test_overrides_are_rendered_and_parsed_back(prepared: Path, tmp_path: Path) -> None:
+    result = train(prepared, "t4-16gb", overrides=["learning_rate=2e-4", "network_dim=16",
+                                                   "seed=7", "sample_sampler=\"ddim\"",
+                                                   "lr_warmup_steps="],
+                   run_dir=tmp_path / "run", dry_run=True, detect=lambda: [])
+    flat = _flat(result.config)
+    expected = presets.load("t4-16gb").options
+    expected.update(learning_rate=2e-4, network_dim=16, seed=7, sample_sampler="ddim")
+    del expected["lr_warmup_steps"]
+    assert {k: flat[k] for k in expected} == expected
+    assert "lr_warmup_steps" not in flat
+
+
+def test_dataset_and_prompts_follow_the_prepared_folder(prepared: Path, tmp_path: Path) -> None:
+    result = train(prepared, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
+    dataset = toml.load(result.dataset_config)
+    subset = dataset["datasets"][0]["subsets"][0]
+    assert subset["num_repeats"] == 2
+    assert Path(subset["image_dir"]) == (prepared / "img" / "2_melanoma").resolve()
+    assert dataset["datasets"][0]["resolution"] == [64, 64]
+    assert dataset["general"]["caption_extension"] == ".txt"
+    prompts = toml.load(result.sample_prompts)["prompt"]
+    assert prompts["width"] == 64 and prompts["scale"] == 12 and prompts["sample_steps"] == 28
+    captions = set(manifest.read(prepared / "manifest.csv")["caption"])
+    assert prompts["subset"] and all(s["prompt"] in captions for s in prompts["subset"])
+    assert all(not set(s) & set(prompts) - {"subset"} for s in prompts["subset"])
+    record = json.loads((result.run_dir / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "dry-run" and record["preset"] == "cpu-smoke"
+    assert len(record["dataset"]["manifest_sha256"]) == 64
+
+
+def test_dry_run_prints_the_exact_command(runner: CliRunner, prepared: Path,
+                                          tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", tmp_path / "run", "--dry-run",
+                                  "--sd-scripts", tmp_path / "nowhere")
+    assert code == 0, stderr
+    assert "accelerate.commands.launch" in stdout and "sdxl_train_network.py" in stdout
+    assert "--config_file" in stdout and "--dataset_config" in stdout
+    assert "sd-scripts not found" in stderr
+
+
+@pytest.mark.parametrize(("setting", "needle"), [
+    ("learning_rat=1e-4", "learning_rate"),
+    ('mixed_precision="bf17"', "fp16"),
+    ("resolution=1024", "resolution"),
+    ("network_dim=\"big\"", "network_dim"),
+    ("shuffle_caption=true", "shuffle_caption"),
+    ("network_train_unet_only=false", "network_train_unet_only"),
+    ("color_aug=true", "color_aug"),
+    ("caption_dropout_rate=0.1", "caption_dropout_rate"),
+    ("token_warmup_step=5", "token_warmup_step"),
+    ('caption_extension=".caption"', ".txt"),
+    ("output_dir=/tmp/x", "--run-dir"),
+    ("nonsense", "key=value"),
+])
+def test_config_errors_refuse_even_a_dry_run(runner: CliRunner, prepared: Path, tmp_path: Path,
+                                             setting: str, needle: str) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "t4-16gb", "--set",
+                                  setting, "--run-dir", tmp_path / "run", "--dry-run")
+    assert code == 1, stdout
+    assert needle in stderr and "Traceback" not in stderr + stdout
+    assert not (tmp_path / "run" / "config.toml").exists()
+
+
+def test_bf16_on_a_t4_is_refused_even_in_a_dry_run(runner: CliRunner, prepared: Path,
+                                                   tmp_path: Path,
+                                                   nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "a100-80gb", "--run-dir",
+                             tmp_path / "run", "--dry-run")
+    assert code == 1 and "no bf16" in stderr and "15 GiB" in stderr
+
+
+def test_two_a100s_get_a_multi_gpu_launch(runner: CliRunner, prepared: Path, tmp_path: Path,
+                                          nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0", "NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "a100-80gb",
+                                  "--run-dir", tmp_path / "run", "--dry-run")
+    assert code == 0, stderr
+    assert "--multi_gpu" in stdout and "--num_processes 2" in stdout
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "a100-80gb", "--gpus", "3",
+                             "--run-dir", tmp_path / "run3", "--dry-run")
+    assert code == 1 and "--gpus 2" in stderr
+
+
+def test_machine_problems_refuse_a_real_launch(runner: CliRunner, prepared: Path,
+                                               tmp_path: Path) -> None:
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                             "--run-dir", tmp_path / "run", "--sd-scripts", tmp_path / "nowhere")
+    assert code == 1 and "sd-scripts not found" in stderr and "Traceback" not in stderr
+
+
+def test_unknown_preset_and_unprepared_folder(runner: CliRunner, prepared: Path,
+                                              tmp_path: Path) -> None:
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "nope", "--dry-run")
+    assert code == 1 and "medsynthx-2023" in stderr
+    code, _, stderr = invoke(runner, "train", tmp_path, "--dry-run")
+    assert code == 1 and "prepare" in stderr
+
+
+def test_an_earlier_run_is_not_overwritten(prepared: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(prepared, "cpu-smoke", run_dir=run, dry_run=True)
+    train(prepared, "cpu-smoke", run_dir=run, dry_run=True)
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["status"] = "succeeded"
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    from medsynth_kohya.errors import UserError
+
+    with pytest.raises(UserError, match="--force"):
+        train(prepared, "cpu-smoke", run_dir=run, dry_run=True)
