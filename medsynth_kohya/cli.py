@@ -214,6 +214,32 @@ def train(
     ui.say(result.message)
 
 
+@app.command()
+def doctor(
+    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
+    ] = None,
+    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
+    ] = None,
+    workdir: Annotated[Path, typer.Option(help="Folder whose free disk is checked.")] = Path(),
+) -> None:
+    """Check whether this machine can train: Python, torch and CUDA, GPUs, sd-scripts and its
+    packages, xformers, bitsandbytes, accelerate, the Hub token and free disk.
+
+    Exits non-zero when training cannot run; every failing row says how to fix it.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.doctor import diagnose
+
+    with _user_errors():
+        report = diagnose(sd_scripts=sd_scripts, python=python, workdir=workdir)
+    ui.checks_table(report.checks)
+    if not report.ok:
+        ui.error("training cannot run here: fix the failing rows above")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import __version__, checks, launch, manifest, presets, render, sdopts, sdscripts
+from medsynth_kohya import (
+    __version__,
+    checks,
+    doctor,
+    launch,
+    manifest,
+    presets,
+    render,
+    sdopts,
+    sdscripts,
+)
+from medsynth_kohya.doctor import WARN
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.gpus import Gpu, detect_gpus
 from medsynth_kohya.layout import TRAIN_ROOT
@@ -29,8 +38,6 @@ RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "data
 """Keys the run itself sets; an override of one is refused."""
 SAMPLE_PROMPTS = 4
 """Training-time sample prompts drawn from the prepared captions."""
-_RUNTIME_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
-                    "safetensors", "voluptuous", "toml", "einops", "cv2", "huggingface_hub")
 
 
 @dataclass(frozen=True)
@@ -139,64 +146,28 @@ def _expected_steps(options: Mapping[str, Any], images: int, repeats: int,
     return steps if isinstance(steps, int) else None
 
 
-def runtime_report(python: str, options: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """Modules the sd-scripts Python lacks for these options, and the versions it has."""
-    wanted = list(_RUNTIME_MODULES)
-    if options.get("xformers") is True:
-        wanted.append("xformers")
+def _needs(options: Mapping[str, Any]) -> list[str]:
+    """Optional packages these options cannot run without."""
+    needs = ["xformers"] if options.get("xformers") is True else []
     if "8bit" in str(options.get("optimizer_type", "")).lower():
-        wanted.append("bitsandbytes")
-    code = ("import importlib.util as u, importlib.metadata as m, json, sys\n"
-            "found = {n: u.find_spec(n) is not None for n in sys.argv[1:]}\n"
-            "versions = {}\n"
-            "for d in ('torch', 'accelerate', 'xformers', 'bitsandbytes'):\n"
-            "    try:\n        versions[d] = m.version(d)\n"
-            "    except m.PackageNotFoundError:\n        pass\n"
-            "print(json.dumps({'found': found, 'versions': versions}))")
-    try:
-        result = subprocess.run([python, "-c", code, *wanted], capture_output=True, text=True,
-                                timeout=120, check=False)
-        report = json.loads(result.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return [f"the Python {python!r} could not be run"], {}
-    missing = [name for name, ok in report["found"].items() if not ok]
-    return missing, dict(report["versions"])
+        needs.append("bitsandbytes")
+    return needs
 
 
 def _machine_problems(sd_dir: Path, python: str, options: Mapping[str, Any],
                       preset: presets.Preset, gpus: Sequence[Gpu], run_dir: Path,
                       ) -> tuple[list[str], list[str], dict[str, str]]:
-    """Problems of this machine (refuse a launch, warn in a dry run), warnings, versions."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    versions: dict[str, str] = {}
-    if not sdscripts.present(sd_dir):
-        problems.append(f"sd-scripts not found at {sd_dir}: run `git submodule update --init "
-                        "vendor/sd-scripts`, or pass --sd-scripts DIR")
-    else:
-        found = sdscripts.commit(sd_dir)
-        if found != sdscripts.PINNED_COMMIT:
-            warnings.append(f"sd-scripts at {sd_dir} is at {found or 'an unknown commit'}, not "
-                            f"{sdscripts.PINNED_RELEASE}: {sdscripts.pin_fix(sd_dir)}")
-        missing, versions = runtime_report(python, options)
-        if missing:
-            problems.append(f"{python} cannot import {', '.join(missing)}: "
-                            "pip install 'medsynth-kohya[train]' (and torch for your CUDA) "
-                            "there, or pass --python")
-    if preset.device != "cpu" and not gpus:
-        problems.append("no NVIDIA GPU found (nvidia-smi): this preset trains on a GPU; use "
-                        "cpu-smoke to check the pipeline without one")
+    """The doctor's checks for this run: failures (refuse a launch), warnings, versions."""
+    report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=run_dir, gpus=gpus,
+                             device=preset.device, needs=_needs(options), hub=False)
+    problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
+    warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks if c.status == WARN]
     vae = options.get("vae")
     local_vae = isinstance(vae, str) and vae.endswith((".safetensors", ".ckpt", ".pt"))
     if local_vae and not (sd_dir / str(vae)).is_file() and not Path(str(vae)).is_file():
         problems.append(f"vae = {vae!r} is not a file (relative paths start at {sd_dir}): "
-                            "--set vae=PATH, or --set vae= to use the base model's VAE")
-    free_gib = shutil.disk_usage(run_dir).free / 2**30
-    need_gib = 4.0
-    if free_gib < need_gib:
-        problems.append(f"only {free_gib:.1f} GiB free in {run_dir}; LoRA saves and training "
-                        f"states need about {need_gib:g} GiB")
-    return problems, warnings, versions
+                        "--set vae=PATH, or --set vae= to use the base model's VAE")
+    return problems, warnings, report.versions
 
 
 def _claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:

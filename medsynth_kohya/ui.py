@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from medsynth_kohya.doctor import Check
     from medsynth_kohya.launch import StepProgress
     from medsynth_kohya.prepare import Progress
 
@@ -88,6 +89,20 @@ def table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     grid.add_column()
     for label, value in rows:
         grid.add_row(label, value)
+    console().print(grid)
+
+
+def checks_table(checks: Sequence[Check]) -> None:
+    """The doctor's table: one row per check, coloured by status, with the fix."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    grid = Table("check", "status", "detail", "fix", title="medsynth-kohya doctor",
+                 title_justify="left")
+    for check in checks:
+        grid.add_row(check.name, f"[{colour[check.status]}]{check.status}[/]",
+                     escape(check.detail), escape(check.fix))
     console().print(grid)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +22,9 @@ SEED = REPO.parent / "shared" / "seed"
 
 @pytest.fixture
 def runner() -> CliRunner:
-    """A CLI runner; stderr is kept apart so tests can check the one-line errors."""
-    return CliRunner()
+    """A CLI runner; stderr is kept apart so tests can check the one-line errors, and tables
+    are 200 columns wide so that no cell wraps."""
+    return CliRunner(env={"COLUMNS": "200"})
 
 
 def invoke(runner: CliRunner, *args: object) -> tuple[int, str, str]:
@@ -92,3 +95,22 @@ def sd_scripts() -> Path:
 def sd_python() -> str:
     """The Python that has sd-scripts' dependencies: MEDSYNTH_SD_PYTHON or this one."""
     return os.environ.get("MEDSYNTH_SD_PYTHON", sys.executable)
+
+
+InstallGpus = Callable[..., None]
+
+
+@pytest.fixture
+def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallGpus:
+    """Put a stand-in nvidia-smi on PATH that reports the given GPU lines."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+
+    def install(*lines: str) -> None:
+        script = folder / "nvidia-smi"
+        body = "\n".join(f"echo '{line}'" for line in lines)
+        script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+        monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+    return install

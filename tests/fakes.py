@@ -151,6 +151,9 @@ def make_fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
     for module in RUNTIME_MODULES:
         (packages / module).mkdir(parents=True, exist_ok=True)
         (packages / module / "__init__.py").write_text("")
+        info = packages / f"{module}-0.0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.0.0\n")
     commands = packages / "accelerate" / "commands"
     commands.mkdir(parents=True)
     (commands.parent / "__init__.py").write_text("")

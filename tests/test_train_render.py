@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from medsynth_kohya.prepare import PrepareOptions, prepare
 from medsynth_kohya.synth import SyntheticSet
 from medsynth_kohya.train import train
 
-from .conftest import invoke
+from .conftest import InstallGpus, invoke
 
 ORIGINAL_ONLY = {"in_json", "train_data_dir", "output_dir", "output_name", "logging_dir",
                  "max_train_epochs"}
@@ -29,25 +26,6 @@ def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
     out = tmp_path / "prepared"
     prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
     return out
-
-
-InstallGpus = Callable[..., None]
-
-
-@pytest.fixture
-def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallGpus:
-    """Put a stand-in nvidia-smi on PATH that reports the given GPU lines."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-
-    def install(*lines: str) -> None:
-        script = folder / "nvidia-smi"
-        body = "\n".join(f"echo '{line}'" for line in lines)
-        script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
-        script.chmod(script.stat().st_mode | stat.S_IEXEC)
-        monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-
-    return install
 
 
 def _flat(path: Path) -> dict[str, object]:

@@ -1,0 +1,215 @@
+"""`doctor`: can this machine train? One row per check, each failing row with its fix.
+
+`train`, `sample` and `reproduce` run the same checks before they launch anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya import sdscripts
+from medsynth_kohya.gpus import Gpu, detect_gpus
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+MIN_FREE_GIB = 10.0
+"""Free disk the work folder needs: the SDXL base model (~7 GB) plus LoRA saves and states."""
+_PIN = re.compile(r"^\s*([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
+_PROBE = """
+import importlib.metadata as metadata, importlib.util as util, json, sys
+report = {"python": sys.version.split()[0], "versions": {}, "modules": {}}
+for name in sys.argv[1].split(","):
+    try:
+        report["versions"][name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        pass
+for name in sys.argv[2].split(","):
+    report["modules"][name] = util.find_spec(name) is not None
+try:
+    import torch
+    report["torch_cuda"] = bool(torch.cuda.is_available())
+    report["torch_cuda_version"] = getattr(torch.version, "cuda", None)
+except Exception as exc:
+    report["torch_error"] = type(exc).__name__ + ": " + str(exc)
+print("PROBE" + json.dumps(report))
+"""
+REQUIRED_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
+                    "safetensors", "voluptuous", "toml", "einops", "cv2", "huggingface_hub")
+"""What sd-scripts' SDXL training imports (torchvision through library/utils.py, unlisted)."""
+OPTIONAL_MODULES = ("xformers", "bitsandbytes")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the report: what was checked, how it stands, and the fix when it is not ok."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """All checks; training can run when none failed."""
+
+    checks: tuple[Check, ...]
+    versions: dict[str, str] = field(default_factory=dict)
+    """Package versions in sd-scripts' Python (torch, accelerate, …), for run records."""
+
+    @property
+    def ok(self) -> bool:
+        return all(check.status != FAIL for check in self.checks)
+
+    def failures(self) -> list[Check]:
+        """The failing rows, for commands that refuse to launch."""
+        return [check for check in self.checks if check.status == FAIL]
+
+
+def pins(sd_dir: Path) -> dict[str, str]:
+    """Exact version pins from the checkout's requirements.txt (read, never copied)."""
+    path = sd_dir / "requirements.txt"
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = _PIN.match(line)
+        if match:
+            found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+def probe(python: str, distributions: Sequence[str]) -> dict[str, Any]:
+    """Ask sd-scripts' Python for its version, packages, importable modules and CUDA."""
+    try:
+        modules = ",".join(REQUIRED_MODULES + OPTIONAL_MODULES)
+        result = subprocess.run([python, "-c", _PROBE, ",".join(distributions), modules],
+                                capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": str(exc)}
+    if "PROBE" not in result.stdout:
+        return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1]}
+    report: dict[str, Any] = json.loads(result.stdout.rsplit("PROBE", 1)[1])
+    return report
+
+
+def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
+    if device == "cpu":
+        return [Check("GPU", OK, "none needed: this run is on the CPU")]
+    if not gpus:
+        return [Check("GPU", FAIL, "no NVIDIA GPU found (nvidia-smi)",
+                      "train on a machine with a CUDA GPU (a free Colab T4 works); "
+                      "the cpu-smoke preset runs without one")]
+    checks = []
+    for index, gpu in enumerate(gpus):
+        major, minor = gpu.compute_capability
+        bf16 = "bf16" if gpu.bf16 else "no bf16 (fp16 only)"
+        checks.append(Check(f"GPU {index}", OK, f"{gpu.name}, {gpu.memory_mib / 1024:.0f} GiB, "
+                            f"compute capability {major}.{minor}, {bf16}"))
+    return checks
+
+
+def _sd_checks(sd_dir: Path) -> list[Check]:
+    if not sdscripts.present(sd_dir):
+        return [Check("sd-scripts", FAIL, f"sd-scripts not found at {sd_dir}",
+                      "git submodule update --init vendor/sd-scripts (or --sd-scripts DIR)")]
+    commit = sdscripts.commit(sd_dir)
+    if commit == sdscripts.PINNED_COMMIT:
+        return [Check("sd-scripts", OK, f"{sd_dir} at {sdscripts.PINNED_RELEASE} ({commit[:8]})")]
+    return [Check("sd-scripts", WARN, f"{sd_dir} at {commit or 'an unknown commit'}, not "
+                  f"{sdscripts.PINNED_RELEASE}", sdscripts.pin_fix(sd_dir))]
+
+
+def _python_checks(python: str, report: dict[str, Any], wanted: dict[str, str], device: str,
+                   needs: Sequence[str]) -> list[Check]:
+    if "error" in report:
+        return [Check("Python", FAIL, f"{python} could not run: {report['error']}",
+                      "pass --python with the interpreter that has sd-scripts' packages")]
+    checks = [Check("Python", OK, f"{python} ({report['python']})")]
+    versions: dict[str, str] = report["versions"]
+    modules: dict[str, bool] = report["modules"]
+    if "torch" not in versions:
+        checks.append(Check("torch", FAIL, "not installed", "pip install torch for your CUDA "
+                            "version (see pytorch.org), then pip install 'medsynth-kohya[train]'"))
+    elif not report.get("torch_cuda") and device != "cpu":
+        reason = report.get("torch_error") or "torch.cuda.is_available() is False"
+        checks.append(Check("torch", FAIL, f"{versions['torch']} without CUDA ({reason})",
+                            "install a CUDA build of torch matching the driver"))
+    else:
+        cuda = f"CUDA {report.get('torch_cuda_version')}" if report.get("torch_cuda") else "CPU"
+        checks.append(Check("torch", OK, f"{versions['torch']}, {cuda}"))
+    missing = [name for name in REQUIRED_MODULES if not modules.get(name)]
+    off_pin = [f"{name} {versions[name]} (pinned {pin})" for name, pin in wanted.items()
+               if name in versions and versions[name] != pin]
+    if missing:
+        checks.append(Check("sd-scripts packages", FAIL, "cannot import " + ", ".join(missing),
+                            "pip install 'medsynth-kohya[train]' into that Python"))
+    elif off_pin:
+        checks.append(Check("sd-scripts packages", WARN, "; ".join(off_pin),
+                            "pip install 'medsynth-kohya[train]' to match sd-scripts' pins"))
+    else:
+        pinned = ", ".join(f"{n} {versions[n]}" for n in sorted(wanted) if n in versions)
+        checks.append(Check("sd-scripts packages", OK, pinned or "importable"))
+    for name, needed_by in (("xformers", "xformers = true (medsynthx-2023)"),
+                            ("bitsandbytes", "8-bit optimizers (AdamW8bit)")):
+        if modules.get(name):
+            checks.append(Check(name, OK, versions.get(name, "importable")))
+        else:
+            checks.append(Check(name, FAIL if name in needs else WARN,
+                                f"not installed: needed for {needed_by}", f"pip install {name}"))
+    return checks
+
+
+def _accelerate_config() -> Check:
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    config = home / "accelerate" / "default_config.yaml"
+    if config.is_file():
+        return Check("accelerate config", OK, f"{config} (explicit launch flags override it)")
+    return Check("accelerate config", OK, "none; not needed: train passes every launch flag")
+
+
+def _token() -> Check:
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if token:
+        return Check("Hub token", OK, "set (HF_TOKEN or a stored login)")
+    return Check("Hub token", WARN, "not set: needed only by push",
+                 "huggingface-cli login, or export HF_TOKEN")
+
+
+def _disk(workdir: Path) -> Check:
+    folder = workdir if workdir.exists() else Path.cwd()
+    free = shutil.disk_usage(folder).free / 2**30
+    if free >= MIN_FREE_GIB:
+        return Check("disk", OK, f"{free:.0f} GiB free in {folder}")
+    return Check("disk", FAIL if free < 2 else WARN, f"{free:.1f} GiB free in {folder}; "
+                 f"about {MIN_FREE_GIB:g} GiB needed", "free space or choose another work folder")
+
+
+def diagnose(*, sd_scripts: Path | None = None, python: str | None = None,
+             workdir: Path | None = None, gpus: Sequence[Gpu] | None = None,
+             device: str = "cuda", needs: Sequence[str] = (), hub: bool = True) -> Report:
+    """Run every check; `gpus` defaults to what nvidia-smi reports.
+
+    `device` "cpu" accepts a machine without CUDA; `needs` names optional packages
+    (xformers, bitsandbytes) whose absence fails; `hub` adds the token check.
+    """
+    sd_dir = sdscripts.locate(sd_scripts)
+    runner = sdscripts.python(python)
+    wanted = pins(sd_dir)
+    report = probe(runner, sorted({*wanted, "torch", "torchvision", "xformers", "bitsandbytes"}))
+    checks = _python_checks(runner, report, wanted, device, needs)
+    checks += _gpu_checks(detect_gpus() if gpus is None else gpus, device)
+    checks += _sd_checks(sd_dir)
+    checks += [_accelerate_config(), *([_token()] if hub else []), _disk(workdir or Path.cwd())]
+    return Report(tuple(checks), dict(report.get("versions", {})))

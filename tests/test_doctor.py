@@ -1,0 +1,130 @@
+"""`doctor` against faked environments: no torch, torch without CUDA, a T4, two A100s,
+a wrong sd-scripts commit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya import sdscripts
+from medsynth_kohya.doctor import FAIL, OK, WARN, Check, diagnose, pins
+
+from .conftest import InstallGpus, invoke
+
+PINS = {"accelerate": "1.6.0", "transformers": "4.54.1", "voluptuous": "0.15.2"}
+
+
+def _package(root: Path, name: str, version: str, body: str = "") -> None:
+    """An importable stand-in package with installed-distribution metadata."""
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "__init__.py").write_text(body, encoding="utf-8")
+    info = root / f"{name}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                                   encoding="utf-8")
+
+
+def _environment(tmp_path: Path, *, torch: bool, cuda: bool = True,
+                 versions: dict[str, str] | None = None) -> str:
+    """A Python that sees only the standard library and the stand-in packages."""
+    site = tmp_path / "site"
+    for name in ("torchvision", "accelerate", "transformers", "diffusers", "safetensors",
+                 "voluptuous", "toml", "einops", "cv2", "huggingface_hub"):
+        _package(site, name, (versions or PINS).get(name, "1.0"))
+    if torch:
+        _package(site, "torch", "2.4.0+cu121",
+                 f"class cuda:\n    is_available = staticmethod(lambda: {cuda})\n"
+                 "class version:\n    cuda = '12.1'\n")
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} -S \"$@\"\n",
+                       encoding="utf-8")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _checkout(tmp_path: Path) -> Path:
+    """A stand-in sd-scripts checkout: a git repository at some commit other than the pin."""
+    folder = tmp_path / "sd-scripts"
+    folder.mkdir()
+    (folder / "sdxl_train_network.py").write_text("", encoding="utf-8")
+    (folder / "requirements.txt").write_text(
+        "".join(f"{name}=={version}\n" for name, version in PINS.items()) + "numpy\n-e .\n",
+        encoding="utf-8")
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    return folder
+
+
+def _status(checks: Sequence[Check], name: str) -> str:
+    return next(c.status for c in checks if c.name == name)
+
+
+def test_pins_are_read_from_requirements(tmp_path: Path) -> None:
+    assert pins(_checkout(tmp_path)) == PINS
+
+
+def test_no_torch_fails_with_the_fix(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    report = diagnose(sd_scripts=_checkout(tmp_path),
+                      python=_environment(tmp_path, torch=False), workdir=tmp_path)
+    assert not report.ok
+    torch = next(c for c in report.checks if c.name == "torch")
+    assert torch.status == FAIL and "pip install torch" in torch.fix
+    assert _status(report.checks, "sd-scripts packages") == FAIL
+
+
+def test_torch_without_cuda_fails(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    report = diagnose(sd_scripts=_checkout(tmp_path),
+                      python=_environment(tmp_path, torch=True, cuda=False), workdir=tmp_path)
+    torch = next(c for c in report.checks if c.name == "torch")
+    assert torch.status == FAIL and "without CUDA" in torch.detail
+
+
+def test_a_t4_passes_without_bf16(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    report = diagnose(sd_scripts=_checkout(tmp_path), python=_environment(tmp_path, torch=True),
+                      workdir=tmp_path)
+    gpu = next(c for c in report.checks if c.name == "GPU 0")
+    assert gpu.status == OK and "no bf16" in gpu.detail and "7.5" in gpu.detail
+    assert _status(report.checks, "torch") == OK
+    assert _status(report.checks, "sd-scripts packages") == OK
+    assert report.ok
+
+
+def test_two_a100s_and_packages_off_their_pins(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0", "NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0")
+    python = _environment(tmp_path, torch=True, versions={**PINS, "accelerate": "0.30.0"})
+    report = diagnose(sd_scripts=_checkout(tmp_path), python=python, workdir=tmp_path)
+    gpus = [c for c in report.checks if c.name.startswith("GPU ")]
+    assert len(gpus) == 2 and all(", bf16" in c.detail for c in gpus)
+    packages = next(c for c in report.checks if c.name == "sd-scripts packages")
+    assert packages.status == WARN and "accelerate 0.30.0 (pinned 1.6.0)" in packages.detail
+
+
+def test_wrong_commit_warns_with_the_exact_fix(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    checkout = _checkout(tmp_path)
+    report = diagnose(sd_scripts=checkout, python=_environment(tmp_path, torch=True),
+                      workdir=tmp_path)
+    row = next(c for c in report.checks if c.name == "sd-scripts")
+    assert row.status == WARN and sdscripts.PINNED_COMMIT in row.fix
+
+
+def test_cli_exits_non_zero_without_a_gpu(runner: CliRunner, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    code, stdout, stderr = invoke(runner, "doctor", "--sd-scripts", tmp_path / "missing",
+                                  "--python", _environment(tmp_path, torch=True))
+    assert code == 1
+    assert "no NVIDIA GPU" in stdout and "git submodule update --init" in stdout
+    assert "hf_secret_value_123" not in stdout + stderr
+    assert "Hub token" in stdout and "fix the failing rows" in stderr
