@@ -240,6 +240,31 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command("fetch-isic")
+def fetch_isic(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to download into.")] = Path(
+        "isic2020"),
+    limit: Annotated[int, typer.Option(help="Download at most this many images (0: all).")] = 0,
+    dry_run: Annotated[bool, typer.Option(help="Print the isic-cli command only.")] = False,
+) -> None:
+    """Download the ISIC 2020 training melanomas with metadata and attribution (isic-cli).
+
+    Runs `isic image download` (install it with `pip install 'medsynth-kohya[fetch]'`); the
+    folder it writes is what `medsynth-kohya prepare` reads. The images are CC-BY-NC 4.0:
+    keep the attribution.txt it writes with anything you publish.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.fetch import fetch_isic as run
+
+    with _user_errors():
+        result = run(out, limit=limit, dry_run=dry_run)
+    if not result.ran:
+        ui.say(result.command.shell())
+        return
+    ui.say(f"Downloaded {result.images} images to {result.out}; next: "
+           f"medsynth-kohya prepare {result.out} --out data/melanoma")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -318,3 +318,33 @@ def latest_state(output_dir: Path, output_name: str) -> Path | None:
     if not folders:
         return None
     return max(folders, key=lambda path: (_state_step(path), path.stat().st_mtime_ns, path.name))
+
+
+ISIC_MELANOMA_SEARCH = 'diagnosis_2:"Malignant melanocytic proliferations (Melanoma)"'
+"""isic-cli search for melanomas (every diagnosis_3 "Melanoma …" sits under this diagnosis_2)."""
+ISIC_2020_TRAINING = 70
+"""The ISIC Archive collection id of the ISIC 2020 Challenge training set."""
+
+
+def isic_download_command(out: Path, *, search: str = ISIC_MELANOMA_SEARCH,
+                          collections: Sequence[int] = (ISIC_2020_TRAINING,), limit: int = 0,
+                          program: str = "isic") -> Command:
+    """`isic image download`: images, metadata.csv, attribution.txt and licenses/ into `out`."""
+    argv = [program, "image", "download", "--search", search]
+    if collections:
+        argv += ["--collections", ",".join(str(c) for c in collections)]
+    if limit:
+        argv += ["--limit", str(limit)]
+    return Command([*argv, str(out)], Path.cwd())
+
+
+def run_attached(command: Command) -> int:
+    """Run a command on this terminal (its own progress bars and prompts); its exit code."""
+    try:
+        return subprocess.run(command.argv, cwd=command.cwd, env={**os.environ, **command.env},
+                              check=False).returncode
+    except FileNotFoundError:
+        raise UserError(f"{command.argv[0]} is not installed or not on PATH") from None
+    except KeyboardInterrupt:
+        raise UserError(f"{command.argv[0]} was interrupted; run the same command again to "
+                        "continue (files already downloaded are kept)") from None

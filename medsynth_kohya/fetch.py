@@ -1,0 +1,46 @@
+"""`fetch-isic`: the ISIC 2020 training melanomas, their metadata and attribution, via isic-cli.
+
+isic-cli (the ISIC Archive's own client, the optional `fetch` extra) runs as its own command
+and writes the layout `prepare` reads: `<isic_id>.jpg` files beside `metadata.csv`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsynth_kohya import launch
+from medsynth_kohya.errors import UserError
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What was (or, in a dry run, would be) downloaded, and how."""
+
+    out: Path
+    command: launch.Command
+    images: int
+    ran: bool
+
+
+def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_SEARCH,
+               collections: tuple[int, ...] = (launch.ISIC_2020_TRAINING,),
+               dry_run: bool = False) -> FetchResult:
+    """Download with `isic image download` into `out` (a re-run skips files it already has)."""
+    if limit < 0:
+        raise UserError("--limit must be 0 (everything) or more")
+    command = launch.isic_download_command(out, search=search, collections=collections,
+                                           limit=limit)
+    if dry_run:
+        return FetchResult(out, command, 0, ran=False)
+    if shutil.which(command.argv[0]) is None:
+        raise UserError("isic-cli is not installed: pip install 'medsynth-kohya[fetch]' "
+                        "(it provides the `isic` command)")
+    code = launch.run_attached(command)
+    metadata = out / "metadata.csv"
+    if code != 0 or not metadata.is_file():
+        raise UserError(f"isic image download failed (exit {code}); check the messages above "
+                        "and run the same command again")
+    images = sum(1 for p in out.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return FetchResult(out, command, images, ran=True)

@@ -1,0 +1,79 @@
+"""`fetch-isic` at its boundary: the exact isic-cli command, and prepare on what it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.launch import ISIC_MELANOMA_SEARCH
+
+from .conftest import invoke
+
+_ISIC = '''#!{python}
+"""Stand-in for isic-cli: records argv, writes what `isic image download` writes."""
+import json, os, sys
+from pathlib import Path
+from medsynth_kohya.synth import make_dataset
+with open(os.environ["FAKE_ISIC_RECORD"], "w") as file:
+    json.dump(sys.argv[1:], file)
+out = Path(sys.argv[-1])
+made = make_dataset(out, 6, seed=5, layout="archive", melanoma_fraction=1.0,
+                    sizes=((640, 480),))
+(out / "SYNTHETIC.txt").unlink()
+(out / "attribution.txt").write_text("Synthetic demo images (CC0)")
+(out / "licenses").mkdir()
+(out / "licenses" / "CC0.txt").write_text("CC0")
+sys.exit(int(os.environ.get("FAKE_ISIC_EXIT", "0")))
+'''
+
+
+@pytest.fixture
+def fake_isic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "isic"
+    program.write_text(_ISIC.format(python=sys.executable), encoding="utf-8")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    record = tmp_path / "isic-argv.json"
+    monkeypatch.setenv("FAKE_ISIC_RECORD", str(record))
+    return record
+
+
+def test_dry_run_prints_the_exact_command(runner: CliRunner, tmp_path: Path) -> None:
+    code, stdout, _ = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", "--limit", 5,
+                             "--dry-run")
+    assert code == 0
+    words = shlex.split(stdout.strip().split("&&", 1)[1])
+    assert words == ["isic", "image", "download", "--search", ISIC_MELANOMA_SEARCH,
+                     "--collections", "70", "--limit", "5", str(tmp_path / "isic")]
+
+
+def test_download_then_prepare(runner: CliRunner, tmp_path: Path, fake_isic: Path) -> None:
+    out = tmp_path / "isic"
+    code, stdout, stderr = invoke(runner, "fetch-isic", "--out", out)
+    assert code == 0, stderr
+    assert json.loads(fake_isic.read_text(encoding="utf-8")) == [
+        "image", "download", "--search", ISIC_MELANOMA_SEARCH, "--collections", "70", str(out)]
+    assert "Downloaded 6 images" in stdout
+    code, stdout, stderr = invoke(runner, "prepare", out, "--out", tmp_path / "data")
+    assert code == 0, stderr
+    assert len(list((tmp_path / "data" / "img" / "1_melanoma").glob("*.jpg"))) == 6
+    skipped = (tmp_path / "data" / "skipped.csv").read_text(encoding="utf-8").splitlines()
+    assert skipped == ["id,source,reason"]
+
+
+def test_failures_are_one_line_errors(runner: CliRunner, tmp_path: Path, fake_isic: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_ISIC_EXIT", "2")
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic")
+    assert code == 1 and "failed (exit 2)" in stderr and "Traceback" not in stderr
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic2")
+    assert code == 1 and "medsynth-kohya[fetch]" in stderr
