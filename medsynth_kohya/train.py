@@ -22,6 +22,7 @@ from medsynth_kohya import (
     launch,
     manifest,
     presets,
+    prompts,
     render,
     sdopts,
     sdscripts,
@@ -37,7 +38,7 @@ RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "data
              "config_file", "train_data_dir", "in_json", "reg_data_dir", "resume")
 """Keys the run itself sets; an override of one is refused."""
 SAMPLE_PROMPTS = 4
-"""Training-time sample prompts drawn from the prepared captions."""
+"""Training-time sample prompts: the first images of `sample`'s default set (prompts.py)."""
 
 
 @dataclass(frozen=True)
@@ -124,16 +125,6 @@ def _train_folder(prepared: Path) -> tuple[Path, int]:
     return folders[0], int(folders[0].name.split("_", 1)[0])
 
 
-def _sample_prompts(captions: Sequence[str], size: tuple[int, int]) -> dict[str, Any]:
-    """The original run's sample settings with prompts spread over the prepared captions."""
-    document = render.render("sample_prompts.toml", {"width": size[0], "height": size[1],
-                                                     "scale": 12, "steps": 28})
-    unique = sorted(set(captions))
-    step = max(1, len(unique) // SAMPLE_PROMPTS)
-    document["prompt"]["subset"] = [{"prompt": text} for text in unique[::step][:SAMPLE_PROMPTS]]
-    return document
-
-
 def _expected_steps(options: Mapping[str, Any], images: int, repeats: int,
                     processes: int) -> int | None:
     """Optimizer steps sd-scripts will run: max_train_epochs wins over max_train_steps."""
@@ -161,7 +152,9 @@ def _machine_problems(sd_dir: Path, python: str, options: Mapping[str, Any],
     report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=run_dir, gpus=gpus,
                              device=preset.device, needs=_needs(options), hub=False)
     problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
-    warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks if c.status == WARN]
+    unneeded = set(doctor.OPTIONAL_MODULES) - set(_needs(options))
+    warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks
+                if c.status == WARN and c.name not in unneeded]
     vae = options.get("vae")
     local_vae = isinstance(vae, str) and vae.endswith((".safetensors", ".ckpt", ".pt"))
     if local_vae and not (sd_dir / str(vae)).is_file() and not Path(str(vae)).is_file():
@@ -234,8 +227,9 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     prompts_path = run_dir / "sample_prompts.toml"
     render.write_toml(document, config_path)
     render.write_toml(dataset, dataset_path)
-    render.write_toml(_sample_prompts(list(train_rows["caption"].astype(str)), size),
-                      prompts_path)
+    render.write_toml(prompts.training_document(
+        table, str(state["options"]["caption_template"]), str(state["options"]["trigger"]),
+        size, SAMPLE_PROMPTS), prompts_path)
 
     sd_dir = sdscripts.locate(sd_scripts)
     runner = sdscripts.python(python)
@@ -260,7 +254,10 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
                   "compute_capability": list(g.compute_capability)} for g in found_gpus],
         "dataset": {"prepared": str(prepared.resolve()),
                     "manifest_sha256": manifest.digest(prepared / "manifest.csv"),
-                    "train_images": len(train_rows), "repeats": repeats},
+                    "train_images": len(train_rows), "repeats": repeats,
+                    "trigger": state["options"]["trigger"],
+                    "caption_template": state["options"]["caption_template"],
+                    "class_name": state["options"]["class_name"]},
         "start": None, "end": None, "exit_status": None, "lora_files": [],
     }
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
