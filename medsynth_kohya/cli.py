@@ -265,6 +265,61 @@ def fetch_isic(
            f"medsynth-kohya prepare {result.out} --out data/melanoma")
 
 
+@app.command()
+def push(
+    run_dir: Annotated[Path, typer.Argument(
+        help="Run folder written by `medsynth-kohya train`.")],
+    repo_id: Annotated[str, typer.Option(
+        "--repo-id", help="Hub repository, namespace/name (your user or an organisation).")],
+    private: Annotated[bool, typer.Option(
+        "--private/--public", help="Visibility of a repository this creates; an existing one "
+        "keeps its own.")] = True,
+    license_: Annotated[str, typer.Option(
+        "--license", help="Licence id in the card; default the ISIC 2020 images' terms. "
+        "SDXL's own licence applies as well.")] = "cc-by-nc-4.0",
+    all_checkpoints: Annotated[bool, typer.Option(
+        help="Also upload the epoch/step saves under checkpoints/.")] = False,
+    samples: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Folder written by `medsynth-kohya sample` (images/, metadata.csv, grid.jpg); "
+        "default the last training-time samples in RUN/output/sample.")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Hub URL; default $HF_ENDPOINT, else https://huggingface.co.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        help="List every file with its size and print the card; send nothing.")] = False,
+) -> None:
+    """Publish a run's LoRA to the Hugging Face Hub with a model card, in one commit.
+
+    Uploads the final LoRA, the rendered sd-scripts files and run record (training/), sample
+    images (samples/) and a README.md card (base model, trigger, licence, data attribution and
+    its sex/age/site spread, settings, usage). The token comes from HF_TOKEN or `hf auth login`
+    and is never printed or written. Pushing the same run again makes no new commit.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.hub import push as run
+
+    with _user_errors():
+        result = run(run_dir, repo_id, private=private, license=license_,
+                     all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
+                     endpoint=endpoint)
+    for warning in result.warnings:
+        ui.warn(warning)
+    total = sum(size for _, size in result.files)
+    if result.dry_run:
+        ui.table(f"push --dry-run: {result.repo_id} ({len(result.files)} files, {total} B)",
+                 [(path, f"{size} B") for path, size in result.files])
+        ui.say(result.card)
+        ui.say(f"Would push to {result.url} ({'private' if result.private else 'public'} "
+               "if created)")
+        return
+    commit = (f"{result.commit} (new)" if result.changed
+              else f"{result.commit} (unchanged: the Hub already had these files)")
+    rows = [("repository", result.repo_id), ("as", result.user or "?"),
+            ("files", f"{len(result.files)} ({total} B)"), ("commit", commit)]
+    rows += [("removed", path) for path in result.deleted]
+    ui.table(f"push: {result.repo_id}", rows)
+    ui.say(result.url)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,355 @@
+"""A small Hugging Face Hub on 127.0.0.1 for tests: just the endpoints `push` uses.
+
+huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it through
+`HfApi(endpoint=...)`, over the legacy LFS path (the tests switch Xet off):
+
+- GET  /api/whoami-v2                                    user and organisations of the token
+- POST /api/repos/create                                 409 with the URL when it exists
+- GET  /api/models/NS/NAME[/revision/REV]                id, sha, private, siblings, xetEnabled
+- POST /api/validate-yaml                                README metadata check before a commit
+- POST /api/models/NS/NAME/preupload/REV                 upload mode and remote oid per file
+- POST /NS/NAME.git/info/lfs/objects/batch               basic-transfer upload actions
+- PUT  /lfs/OID                                          the LFS object itself (sha256 checked)
+- POST /api/models/NS/NAME/commit/REV                    ndjson: file, lfsFile, deletedFile
+
+Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status or
+"drop")` makes matching requests answer that status or close the connection without an answer.
+The server stops when the test's fixture stops it; it answers at most `max_requests` requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+LFS_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".png", ".jpg", ".jpeg")
+REPO = r"(?P<repo>[^/]+/[^/]+?)"
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The git object id of a regular file, as the Hub reports it for non-LFS files."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class Repo:
+    """One model repo: its files, which of them are LFS, and its commits."""
+
+    owner: str
+    private: bool
+    files: dict[str, bytes] = field(default_factory=dict)
+    lfs: set[str] = field(default_factory=set)
+    commits: list[str] = field(default_factory=list)
+
+    @property
+    def head(self) -> str:
+        return self.commits[-1]
+
+    def commit(self, summary: str) -> str:
+        digest = hashlib.sha1()
+        digest.update((self.commits[-1] if self.commits else "").encode())
+        digest.update(summary.encode())
+        for path in sorted(self.files):
+            digest.update(path.encode() + b"\0" + hashlib.sha256(self.files[path]).digest())
+        self.commits.append(digest.hexdigest())
+        return self.commits[-1]
+
+    def oid(self, path: str) -> str:
+        data = self.files[path]
+        return hashlib.sha256(data).hexdigest() if path in self.lfs else git_blob_sha1(data)
+
+
+@dataclass
+class Fault:
+    method: str
+    path: re.Pattern[str]
+    action: int | str
+    times: int | None
+    hits: int = 0
+
+
+class FakeHub:
+    """The server and its state; `url` is the endpoint to give huggingface_hub."""
+
+    def __init__(self, token: str, user: str = "alice", orgs: tuple[str, ...] = ("medsynth-lab",),
+                 max_requests: int = 300) -> None:
+        self.token = token
+        self.user = user
+        self.orgs = orgs
+        self.max_requests = max_requests
+        self.repos: dict[str, Repo] = {}
+        self.lfs_objects: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.unknown: list[tuple[str, str]] = []
+        self.headers_seen: list[dict[str, str]] = []
+        self.faults: list[Fault] = []
+        self.lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.hub = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeHub:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def add_repo(self, repo_id: str, owner: str, *, private: bool = False) -> Repo:
+        """A repo as the Hub creates it: one initial commit holding .gitattributes."""
+        repo = Repo(owner, private, files={".gitattributes": b"*.safetensors filter=lfs\n"})
+        repo.commit("initial commit")
+        self.repos[repo_id] = repo
+        return repo
+
+    def fail(self, method: str, path: str, action: int | str, times: int | None = None) -> None:
+        """Answer matching requests with status `action`, or close the connection ("drop")."""
+        self.faults.append(Fault(method, re.compile(path), action, times))
+
+    def can_write(self, namespace: str) -> bool:
+        return namespace == self.user or namespace in self.orgs
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10
+    server: Any
+
+    @property
+    def hub(self) -> FakeHub:
+        hub: FakeHub = self.server.hub
+        return hub
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output clean."""
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, payload: Any = None, headers: dict[str, str] | None = None,
+              ) -> None:
+        body = json.dumps(payload if payload is not None else {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, code: str | None = None) -> None:
+        headers = {"X-Error-Message": message}
+        if code:
+            headers["X-Error-Code"] = code
+        self._send(status, {"error": message}, headers)
+
+    def _authorized(self) -> bool:
+        return self.headers.get("Authorization") == f"Bearer {self.hub.token}"
+
+    def _handle(self, method: str) -> None:
+        hub = self.hub
+        path = urlsplit(self.path).path
+        body = self._body()
+        with hub.lock:
+            hub.requests.append((method, path))
+            hub.headers_seen.append(dict(self.headers.items()))
+            count = len(hub.requests)
+            fault = next((f for f in hub.faults if f.method == method and f.path.search(path)
+                          and (f.times is None or f.hits < f.times)), None)
+            if fault is not None:
+                fault.hits += 1
+        if count > hub.max_requests:
+            self._error(400, "request limit of the fake Hub reached")
+            return
+        if fault is not None:
+            if fault.action == "drop":
+                self.close_connection = True
+                return
+            self._error(int(fault.action), f"injected failure {fault.action}")
+            return
+        with hub.lock:
+            self._route(method, path, body)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    # --- the endpoints ----------------------------------------------------------------------
+
+    def _route(self, method: str, path: str, body: bytes) -> None:
+        hub = self.hub
+        if method == "PUT" and (m := re.fullmatch(r"/lfs/(?P<oid>[0-9a-f]{64})", path)):
+            self._lfs_put(m["oid"], body)
+            return
+        if not self._authorized():
+            self._error(401, "Invalid credentials in Authorization header")
+            return
+        routes: list[tuple[str, str, Any]] = [
+            ("GET", r"/api/whoami-v2", self._whoami),
+            ("POST", r"/api/repos/create", self._create),
+            ("POST", r"/api/validate-yaml", self._validate_yaml),
+            ("GET", rf"/api/models/{REPO}(?:/revision/[^/]+)?", self._info),
+            ("POST", rf"/api/models/{REPO}/preupload/[^/]+", self._preupload),
+            ("POST", rf"/{REPO}\.git/info/lfs/objects/batch", self._batch),
+            ("POST", rf"/api/models/{REPO}/commit/[^/]+", self._commit),
+        ]
+        for verb, pattern, handler in routes:
+            match = re.fullmatch(pattern, path)
+            if verb == method and match:
+                handler(match.groupdict().get("repo"), body)
+                return
+        hub.unknown.append((method, path))
+        self._error(404, f"fake Hub has no {method} {path}")
+
+    def _repo(self, repo_id: str | None, write: bool) -> Repo | None:
+        """The repo if this user may read (or write) it; else an error was sent."""
+        repo = self.hub.repos.get(repo_id or "")
+        if repo is None or (repo.private and not self.hub.can_write(repo.owner)):
+            self._error(404, "Repository not found", "RepoNotFound")
+            return None
+        if write and not self.hub.can_write(repo.owner):
+            self._error(403, f"You don't have write access to {repo_id}")
+            return None
+        return repo
+
+    def _whoami(self, _: str | None, __: bytes) -> None:
+        hub = self.hub
+        self._send(200, {"type": "user", "name": hub.user,
+                         "orgs": [{"name": org, "type": "org"} for org in hub.orgs],
+                         "auth": {"type": "access_token",
+                                  "accessToken": {"displayName": "test", "role": "write"}}})
+
+    def _create(self, _: str | None, body: bytes) -> None:
+        hub = self.hub
+        payload = json.loads(body)
+        namespace = payload.get("organization") or hub.user
+        repo_id = f"{namespace}/{payload['name']}"
+        if not hub.can_write(namespace):
+            self._error(403, f"You don't have the rights to create a model under {namespace}")
+            return
+        if repo_id in hub.repos:
+            self._send(409, {"error": "You already created this model repo",
+                             "url": f"{hub.url}/{repo_id}"},
+                       {"X-Error-Message": "You already created this model repo"})
+            return
+        private = payload.get("private", payload.get("visibility") == "private")
+        hub.add_repo(repo_id, namespace, private=bool(private))
+        self._send(200, {"url": f"{hub.url}/{repo_id}", "name": repo_id})
+
+    def _validate_yaml(self, _: str | None, body: bytes) -> None:
+        content = json.loads(body)["content"]
+        if not content.startswith("---\n") or "\n---\n" not in content[4:]:
+            self._send(400, {"errors": [{"message": "no metadata block"}]})
+            return
+        self._send(200, {"errors": [], "warnings": []})
+
+    def _info(self, repo_id: str | None, _: bytes) -> None:
+        repo = self._repo(repo_id, write=False)
+        if repo is not None:
+            self._send(200, {"id": repo_id, "modelId": repo_id, "author": repo.owner,
+                             "sha": repo.head, "private": repo.private, "xetEnabled": False,
+                             "siblings": [{"rfilename": p} for p in sorted(repo.files)]})
+
+    def _preupload(self, repo_id: str | None, body: bytes) -> None:
+        repo = self._repo(repo_id, write=True)
+        if repo is None:
+            return
+        files = []
+        for item in json.loads(body)["files"]:
+            path = item["path"]
+            lfs = path.endswith(LFS_SUFFIXES) or item["size"] > 10 * 2**20
+            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular",
+                          "shouldIgnore": False,
+                          "oid": repo.oid(path) if path in repo.files else None})
+        self._send(200, {"files": files, "commitOid": repo.head})
+
+    def _batch(self, repo_id: str | None, body: bytes) -> None:
+        if self._repo(repo_id, write=True) is None:
+            return
+        hub = self.hub
+        objects = []
+        for item in json.loads(body)["objects"]:
+            entry: dict[str, Any] = {"oid": item["oid"], "size": item["size"],
+                                     "authenticated": True}
+            if item["oid"] not in hub.lfs_objects:
+                entry["actions"] = {"upload": {"href": f"{hub.url}/lfs/{item['oid']}",
+                                               "header": {}}}
+            objects.append(entry)
+        self._send(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
+
+    def _lfs_put(self, oid: str, body: bytes) -> None:
+        if hashlib.sha256(body).hexdigest() != oid:
+            self._error(400, "sha256 of the uploaded object does not match its oid")
+            return
+        self.hub.lfs_objects[oid] = body
+        self._send(200, {})
+
+    def _commit(self, repo_id: str | None, body: bytes) -> None:
+        repo = self._repo(repo_id, write=True)
+        if repo is None:
+            return
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        summary = ""
+        files = dict(repo.files)
+        lfs = set(repo.lfs)
+        for line in lines:
+            key, value = line["key"], line["value"]
+            if key == "header":
+                summary = value["summary"]
+            elif key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+                lfs.discard(value["path"])
+            elif key == "lfsFile":
+                data = self.hub.lfs_objects.get(value["oid"])
+                if data is None:
+                    self._error(400, f"LFS object {value['oid']} was never uploaded")
+                    return
+                files[value["path"]] = data
+                lfs.add(value["path"])
+            elif key == "deletedFile":
+                if value["path"] not in files:
+                    self._error(404, "A file with this name doesn't exist", "EntryNotFound")
+                    return
+                del files[value["path"]]
+                lfs.discard(value["path"])
+            else:
+                self._error(400, f"unsupported commit operation {key}")
+                return
+        repo.files, repo.lfs = files, lfs
+        oid = repo.commit(summary)
+        self._send(200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{oid}",
+                         "commitOid": oid, "pullRequestUrl": None, "success": True})

@@ -1,0 +1,481 @@
+"""`push` against a fake Hub on 127.0.0.1, through huggingface_hub's own client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya import hub as hubmod
+from medsynth_kohya import manifest
+from medsynth_kohya.errors import UserError
+
+from .conftest import invoke
+from .fake_hub import FakeHub
+
+TOKEN = "hf_TeStToKeN4d0n0tL3ak9f8e7d6c5b4a3"
+CONFIG_SECRET = "hf_ConfigSecretN0tForTheHub1234"
+REPO = "alice/melanoma-lora"
+SAMPLE_NAMES = ("melanoma_000010_00_20240102030405_42.png",
+                "melanoma_000010_01_20240102030407_43.png")
+OLD_SAMPLES = ("melanoma_000005_00_20240102020000_42.png",
+               "melanoma_000005_01_20240102020002_43.png")
+# huggingface_hub 2.x hands LFS uploads to httpx2 as `data=`, which httpx2 deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
+PROMPTS = ("photo of female skin, me1anoma on torso, at age 45",
+           "photo of male skin, me1anoma on head/neck, at age 70, hairy")
+
+
+class _NoSleep:
+    """huggingface_hub's `time` module with instant sleeps: its retries stay, the waits go."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A running fake Hub; no token or endpoint leaks in from the environment."""
+    import huggingface_hub.constants
+    import huggingface_hub.utils._http
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH",
+                        str(tmp_path / "hf-home" / "token"))
+    # Xet storage needs its own CAS service; the fake Hub speaks the LFS protocol.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(huggingface_hub.utils._http, "time", _NoSleep())
+    server = FakeHub(TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _lora(step: int, payload: bytes = b"") -> bytes:
+    header = json.dumps({"__metadata__": {"ss_output_name": "melanoma", "ss_steps": str(step)},
+                         "lora_unet.weight": {"dtype": "F16", "shape": [4, 4],
+                                              "data_offsets": [0, 32]}}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(range(32)) + payload
+
+
+def _png(seed: int) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + hashlib.sha256(str(seed).encode()).digest() * 8
+
+
+def _manifest(folder: Path) -> Path:
+    rows = []
+    spread = [("female", 45, "torso"), ("female", 52, "lower extremity"), ("male", 70, "torso"),
+              ("male", 66, "head/neck"), ("female", None, "torso"), (None, 23, None)]
+    for i, (sex, age, site) in enumerate(spread):
+        rows.append({"id": f"ISIC_{i:07d}", "source": f"/data/isic/ISIC_{i:07d}.jpg",
+                     "patient_id": f"IP_{i}", "sex": sex, "age": age, "site": site,
+                     "hairy": i % 3 == 0, "hair_score": 0.5, "caption": PROMPTS[i % 2],
+                     "width": 640, "height": 480, "split": "train"})
+    rows.append({**rows[0], "id": "ISIC_9999999", "split": "val"})
+    path = folder / "manifest.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest.write(manifest.conform(pd.DataFrame(rows)), path)
+    return path
+
+
+def make_run(root: Path, *, step: int = 10, samples: tuple[str, ...] = SAMPLE_NAMES,
+             secret: str | None = CONFIG_SECRET) -> Path:
+    """A run folder as `medsynth-kohya train` leaves it after a successful run."""
+    prepared = root / "prepared"
+    manifest_path = _manifest(prepared)
+    run = root / "run"
+    output = run / "output"
+    (output / "sample").mkdir(parents=True)
+    config = {"output_dir": str(output.resolve()), "output_name": "melanoma",
+              "pretrained_model_name_or_path": "stabilityai/stable-diffusion-xl-base-1.0",
+              "network_module": "networks.lora", "network_dim": 32, "network_alpha": 16,
+              "learning_rate": 0.0001, "max_train_steps": step, "mixed_precision": "bf16",
+              "resolution": "1024,1024", "seed": 42, "vae": "vae/sdxl_vae.safetensors"}
+    if secret:
+        config["huggingface_token"] = secret
+    (run / "config.toml").write_text(toml.dumps({"medsynth_run": config}), encoding="utf-8")
+    (run / "dataset.toml").write_text(toml.dumps({
+        "general": {"caption_extension": ".txt"},
+        "datasets": [{"resolution": [1024, 1024], "subsets": [
+            {"image_dir": str(prepared / "img" / "4_melanoma"), "num_repeats": 4,
+             "class_tokens": "me1anoma"}]}]}), encoding="utf-8")
+    (run / "sample_prompts.toml").write_text(toml.dumps({"prompt": {
+        "negative_prompt": "blurry", "width": 1024, "height": 1024, "scale": 12,
+        "sample_steps": 28, "subset": [{"prompt": p} for p in PROMPTS]}}), encoding="utf-8")
+    (run / "train.log").write_text("steps: 100%\n", encoding="utf-8")
+    (output / "melanoma-000001.safetensors").write_bytes(_lora(step // 2))
+    (output / "melanoma.safetensors").write_bytes(_lora(step))
+    for i, name in enumerate(samples):
+        (output / "sample" / name).write_bytes(_png(step * 10 + i))
+    record = {
+        "tool": "medsynth-kohya", "version": "0.1.0", "preset": "h100-80gb",
+        "preset_file": "/work/configs/h100-80gb.toml", "overrides": ["learning_rate=1e-4"],
+        "config": config,
+        "command": ["python", "-m", "accelerate.commands.launch", "--num_processes", "1",
+                    "sdxl_train_network.py", "--config_file", str(run / "config.toml")],
+        "cwd": "/work/vendor/sd-scripts", "expected_steps": step,
+        "versions": {"medsynth_kohya": "0.1.0",
+                     "sd_scripts_commit": "ae72efb92babe89ff8e70f057e42db68440e8d61",
+                     "torch": "2.5.1", "accelerate": "1.6.0"},
+        "gpus": [{"name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559,
+                  "compute_capability": [9, 0]}],
+        "dataset": {"prepared": str(prepared.resolve()),
+                    "manifest_sha256": manifest.digest(manifest_path),
+                    "train_images": 6, "repeats": 4},
+        "start": "2024-01-02T01:00:00+00:00", "end": "2024-01-02T02:30:15+00:00",
+        "exit_status": 0, "status": "succeeded", "message": "LoRA written",
+        "lora_files": [str(output / "melanoma-000001.safetensors"),
+                       str(output / "melanoma.safetensors")],
+    }
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return run
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return make_run(tmp_path / "first")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _card(text: str, tmp_path: Path) -> Any:
+    """The received README parsed back through huggingface_hub's ModelCard.load."""
+    from huggingface_hub import ModelCard
+
+    path = tmp_path / "received-README.md"
+    path.write_text(text, encoding="utf-8")
+    return ModelCard.load(path)
+
+
+# --- a push and what arrived ------------------------------------------------------------------
+
+def test_push_uploads_every_file_byte_for_byte(fake_hub: FakeHub, run: Path,
+                                               tmp_path: Path) -> None:
+    result = hubmod.push(run, REPO, private=True, endpoint=fake_hub.url, token=TOKEN)
+
+    repo = fake_hub.repos[REPO]
+    assert repo.private and len(repo.commits) == 2 and result.commit == repo.head
+    assert result.changed and result.url == f"{fake_hub.url}/{REPO}" and result.user == "alice"
+    expected = {"melanoma.safetensors": run / "output" / "melanoma.safetensors",
+                **{f"samples/{n}": run / "output" / "sample" / n for n in SAMPLE_NAMES},
+                "training/dataset.toml": run / "dataset.toml",
+                "training/sample_prompts.toml": run / "sample_prompts.toml"}
+    for path, local in expected.items():
+        assert repo.files[path] == local.read_bytes(), path
+    assert set(repo.files) == {".gitattributes", "README.md", "training/config.toml",
+                               "training/run.json", *expected}
+    assert {"melanoma.safetensors", *(f"samples/{n}" for n in SAMPLE_NAMES)} <= repo.lfs
+    assert result.files[0][0] == "README.md"
+    assert dict(result.files)["melanoma.safetensors"] == (run / "output" /
+                                                          "melanoma.safetensors").stat().st_size
+    assert not fake_hub.unknown
+
+    card = _card(repo.files["README.md"].decode(), tmp_path)
+    assert card.data.base_model == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert card.data.license == "cc-by-nc-4.0"
+    assert card.data.tags == ["text-to-image", "stable-diffusion-xl", "lora", "medical",
+                              "dermatology", "melanoma"]
+    assert card.data.instance_prompt == "me1anoma"
+    widgets = card.data.widget
+    assert [w["text"] for w in widgets] == list(PROMPTS)
+    assert [w["output"]["url"] for w in widgets] == [f"samples/{n}" for n in SAMPLE_NAMES]
+    assert all(w["output"]["url"] in repo.files for w in widgets)
+    text = card.text
+    for needle in ("Not for diagnosis", "Rotemberg", "Sci Data", "CC-BY-NC 4.0",
+                   "CreativeML Open RAIL++-M", "load_lora_weights", f'"{REPO}"',
+                   "sdxl_gen_img.py", "| female | 3 | 50.0 % |", "| unknown | 1 | 16.7 % |",
+                   "| 70-79 | 1 | 16.7 % |", "| torso | 3 | 50.0 % |", "`hairy`",
+                   "1 x NVIDIA H100 80GB HBM3 (79 GiB)", "1 h 30 min", "`network_dim` | `32`",
+                   "`sdxl_vae.safetensors` (local file)", "6 melanoma images", "h100-80gb"):
+        assert needle in text, needle
+    assert "/data/isic" not in text and "{{" not in text
+
+
+def test_secrets_are_redacted_and_the_token_never_written(fake_hub: FakeHub, run: Path,
+                                                          tmp_path: Path,
+                                                          capfd: pytest.CaptureFixture[str],
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          ) -> None:
+    hubmod.push(run, REPO, endpoint=fake_hub.url, token=TOKEN)
+
+    repo = fake_hub.repos[REPO]
+    config = toml.loads(repo.files["training/config.toml"].decode())
+    assert config["medsynth_run"]["huggingface_token"] == hubmod.REDACTED
+    assert config["medsynth_run"]["network_dim"] == 32
+    record = json.loads(repo.files["training/run.json"])
+    assert record["config"]["huggingface_token"] == hubmod.REDACTED
+    assert "pushes" not in record
+    for path, data in repo.files.items():
+        assert TOKEN.encode() not in data and CONFIG_SECRET.encode() not in data, path
+    for path, data in _snapshot(tmp_path).items():
+        assert TOKEN.encode() not in data, path
+    out, err = capfd.readouterr()
+    assert TOKEN not in out + err + caplog.text
+    pushes = json.loads((run / "run.json").read_text())["pushes"]
+    assert pushes[0]["repo_id"] == REPO and pushes[0]["commit"] == repo.head
+    assert all(h.get("Authorization") in (None, f"Bearer {TOKEN}") for h in fake_hub.headers_seen)
+
+
+def test_second_push_changes_nothing_and_a_newer_run_is_one_commit(fake_hub: FakeHub, run: Path,
+                                                                    tmp_path: Path) -> None:
+    first = hubmod.push(run, REPO, endpoint=fake_hub.url, token=TOKEN)
+    repo = fake_hub.repos[REPO]
+    commits, requests = len(repo.commits), len(fake_hub.requests)
+
+    again = hubmod.push(run, REPO, endpoint=fake_hub.url, token=TOKEN)
+    assert len(repo.commits) == commits and not again.changed and again.commit == first.commit
+    assert not any(method == "PUT" for method, _ in fake_hub.requests[requests:])
+
+    newer = make_run(tmp_path / "second", step=20, samples=OLD_SAMPLES)
+    (newer / "output" / "melanoma.safetensors").write_bytes(_lora(20, b"newer weights"))
+    result = hubmod.push(newer, REPO, endpoint=fake_hub.url, token=TOKEN)
+    assert len(repo.commits) == commits + 1 and result.changed and result.commit == repo.head
+    assert repo.files["melanoma.safetensors"].endswith(b"newer weights")
+    assert set(result.deleted) == {f"samples/{n}" for n in SAMPLE_NAMES}
+    assert {p for p in repo.files if p.startswith("samples/")} == {
+        f"samples/{n}" for n in OLD_SAMPLES}
+
+
+def test_all_checkpoints_and_a_sample_folder(fake_hub: FakeHub, run: Path, tmp_path: Path,
+                                             ) -> None:
+    synth = tmp_path / "synth"
+    (synth / "images").mkdir(parents=True)
+    for i in range(12):
+        (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(100 + i))
+    (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid")
+    rows = ["isic_id,sex,prompt,negative_prompt,seed"] + [
+        f"SYN_{i:07d},female,synthetic prompt {i},blurry,{i}" for i in reversed(range(12))]
+    (synth / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    result = hubmod.push(run, REPO, all_checkpoints=True, samples=synth, endpoint=fake_hub.url,
+                         token=TOKEN)
+
+    repo = fake_hub.repos[REPO]
+    saved = run / "output" / "melanoma-000001.safetensors"
+    assert repo.files["checkpoints/melanoma-000001.safetensors"] == saved.read_bytes()
+    assert repo.files["samples/grid.jpg"] == (synth / "grid.jpg").read_bytes()
+    uploaded = sorted(p for p in repo.files if p.startswith("samples/SYN_"))
+    assert len(uploaded) == hubmod.MAX_SAMPLE_IMAGES
+    assert "samples/SYN_0000011.png" in uploaded  # metadata.csv order, not file name order
+    card = _card(repo.files["README.md"].decode(), tmp_path)
+    assert [w["text"] for w in card.data.widget] == [f"synthetic prompt {i}"
+                                                      for i in (11, 10, 9, 8)]
+    assert card.data.widget[0]["parameters"]["negative_prompt"] == "blurry"
+    assert "![Sample grid](samples/grid.jpg)" in card.text
+    assert ("checkpoints/melanoma-000001.safetensors",
+            saved.stat().st_size) in result.files
+
+
+def test_endpoint_from_hf_endpoint_and_token_from_the_stored_login(
+        fake_hub: FakeHub, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    Path(huggingface_hub.constants.HF_TOKEN_PATH).parent.mkdir(parents=True)
+    Path(huggingface_hub.constants.HF_TOKEN_PATH).write_text(TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)  # set after import: read at call time
+    result = hubmod.push(run, "medsynth-lab/melanoma-lora", private=False)
+    assert result.url == f"{fake_hub.url}/medsynth-lab/melanoma-lora"
+    assert not fake_hub.repos["medsynth-lab/melanoma-lora"].private
+
+
+# --- the command line --------------------------------------------------------------------------
+
+def test_cli_push_prints_the_url(runner: CliRunner, fake_hub: FakeHub, run: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url, "--public")
+    assert code == 0, stderr
+    assert f"{fake_hub.url}/{REPO}" in stdout and "alice" in stdout
+    assert TOKEN not in stdout + stderr
+    assert not fake_hub.repos[REPO].private
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url)
+    assert code == 0, stderr
+    assert "unchanged" in stdout and f"{fake_hub.url}/{REPO}" in stdout
+    assert "already exists and is public" in stderr
+
+
+def test_cli_dry_run_lists_files_and_prints_the_card_offline(runner: CliRunner,
+                                                             fake_hub: FakeHub,
+                                                             run: Path) -> None:
+    before = _snapshot(run)
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
+                                  "--all-checkpoints", "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert fake_hub.requests == []
+    for path in ("README.md", "melanoma.safetensors", "checkpoints/melanoma-000001.safetensors",
+                 "training/config.toml", "training/run.json", f"samples/{SAMPLE_NAMES[0]}"):
+        assert path in stdout, path
+    size = (run / "output" / "melanoma.safetensors").stat().st_size
+    assert f"{size} B" in stdout
+    assert "base_model: stabilityai/stable-diffusion-xl-base-1.0" in stdout
+    assert "instance_prompt: me1anoma" in stdout and "## How to use" in stdout
+    assert "no token found" in stderr
+    assert _snapshot(run) == before
+
+
+def test_push_help_lists_its_options(runner: CliRunner) -> None:
+    code, stdout, _ = invoke(runner, "push", "--help")
+    assert code == 0
+    for option in ("--repo-id", "--private", "--public", "--license", "--all-checkpoints",
+                   "--samples", "--endpoint", "--dry-run", "HF_TOKEN"):
+        assert option in stdout, option
+
+
+# --- bad input and failures --------------------------------------------------------------------
+
+def _refused(runner: CliRunner, run: Path, *args: object) -> str:
+    """Run the CLI expecting a one-line error; returns it."""
+    code, stdout, stderr = invoke(runner, "push", run, *args)
+    assert code == 1, stdout + stderr
+    # huggingface_hub's upload bars and retry warnings may come first; the error is one line.
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr
+    assert TOKEN not in stdout + stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("repo_id", ["melanoma-lora", "alice/x/y", "-alice/x", "alice/x--y",
+                                     "alice/", "alice/x.git"])
+def test_a_bad_repo_id_is_refused_before_any_request(runner: CliRunner, fake_hub: FakeHub,
+                                                     run: Path, repo_id: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    message = _refused(runner, run, "--repo-id", repo_id, "--endpoint", fake_hub.url)
+    assert "namespace/name" in message and fake_hub.requests == []
+
+
+def test_no_token_is_refused_before_any_request(runner: CliRunner, fake_hub: FakeHub,
+                                                run: Path) -> None:
+    message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert "HF_TOKEN" in message and "hf auth login" in message and fake_hub.requests == []
+
+
+def test_a_run_without_a_lora_file_is_refused(runner: CliRunner, fake_hub: FakeHub, run: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    (run / "output" / "melanoma.safetensors").unlink()
+    message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert "no LoRA file" in message and "--resume" in message and fake_hub.requests == []
+    (run / "output" / "melanoma.safetensors").write_bytes(b"")
+    message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert "not a safetensors file" in message
+    message = _refused(runner, run.parent, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert "no run.json" in message
+
+
+def _failing(fake_hub: FakeHub, case: str) -> tuple[str, str]:
+    """Set the fake Hub up for one failure; the repo id to push to and the expected text."""
+    if case == "401":
+        fake_hub.token = "hf_SomeoneElsesToken"
+        return REPO, "rejected the token (401)"
+    if case == "403":
+        fake_hub.add_repo("bob/melanoma-lora", "bob")
+        return "bob/melanoma-lora", "no write access to bob/melanoma-lora (403)"
+    if case == "403-new":
+        return "bob/new-lora", "no write access to bob/new-lora (403)"
+    if case == "404":
+        fake_hub.fail("POST", r"/preupload/", 404)
+        return REPO, "was not found"
+    if case == "500":
+        fake_hub.fail("PUT", r"^/lfs/", 500)
+        return REPO, "failed with 500"
+    if case == "drop-upload":
+        fake_hub.fail("PUT", r"^/lfs/", "drop")
+        return REPO, "lost the connection"
+    fake_hub.fail("POST", r"/commit/", "drop")
+    return REPO, "lost the connection"
+
+
+@pytest.mark.parametrize("case", ["401", "403", "403-new", "404", "500", "drop-upload",
+                                  "drop-commit"])
+def test_hub_failures_are_one_line_and_leave_nothing_behind(
+        runner: CliRunner, fake_hub: FakeHub, run: Path, tmp_path: Path, case: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    repo_id, expected = _failing(fake_hub, case)
+    heads = {name: repo.head for name, repo in fake_hub.repos.items()}
+    before = _snapshot(tmp_path)
+    started = time.monotonic()
+
+    message = _refused(runner, run, "--repo-id", repo_id, "--endpoint", fake_hub.url)
+
+    assert expected in message, message
+    assert time.monotonic() - started < 20
+    assert len(fake_hub.requests) < 50
+    assert _snapshot(tmp_path) == before
+    for name, repo in fake_hub.repos.items():
+        assert repo.head == heads.get(name, repo.commits[0]), name
+    if case.startswith("403"):
+        assert "--repo-id YOUR-NAME/" in message
+
+
+def test_the_same_push_succeeds_once_the_hub_recovers(runner: CliRunner, fake_hub: FakeHub,
+                                                      run: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail("POST", r"/commit/", "drop", times=1)
+    _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    puts = sum(method == "PUT" for method, _ in fake_hub.requests)
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert sum(method == "PUT" for method, _ in fake_hub.requests) == puts  # not sent twice
+    assert len(fake_hub.repos[REPO].commits) == 2
+
+
+# --- pieces ------------------------------------------------------------------------------------
+
+def test_repo_ids_and_licences() -> None:
+    assert hubmod.check_repo_id("alice/melanoma-sdxl_lora.v2") == "alice/melanoma-sdxl_lora.v2"
+    with pytest.raises(UserError):
+        hubmod.check_repo_id("alice/" + "x" * 97)
+    assert hubmod.check_license("openrail++") == "openrail++"
+    with pytest.raises(UserError):
+        hubmod.check_license("CC BY NC")
+
+
+def test_a_changed_manifest_is_not_described(fake_hub: FakeHub, run: Path) -> None:
+    record = json.loads((run / "run.json").read_text())
+    path = Path(record["dataset"]["prepared"]) / "manifest.csv"
+    path.write_text(path.read_text() + "\n", encoding="utf-8")
+    planned = hubmod.plan(run, REPO)
+    assert "changed after training" in planned.card and "| female |" not in planned.card
+    assert any("sha256 differs" in w for w in planned.warnings)
+
+
+def test_demo_data_and_another_licence_are_stated(run: Path) -> None:
+    record = json.loads((run / "run.json").read_text())
+    path = Path(record["dataset"]["prepared"]) / "manifest.csv"
+    table = manifest.read(path)
+    table["id"] = [f"SYN_{i:07d}" for i in range(len(table))]
+    manifest.write(table, path)
+    record["dataset"]["manifest_sha256"] = manifest.digest(path)
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+
+    planned = hubmod.plan(run, REPO, license="mit")
+    assert "generated demo data" in planned.card
+    assert any("synthetic demo data" in w for w in planned.warnings)
+    assert "license: mit" in planned.card and "released under `mit`" in planned.card
+    assert "CC-BY-NC 4.0" in planned.card  # the training images' terms are still stated
