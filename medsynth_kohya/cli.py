@@ -320,6 +320,114 @@ def push(
     ui.say(result.url)
 
 
+@app.command()
+def sample(
+    lora: Annotated[Path, typer.Option(
+        help="A `train` run folder (its final LoRA) or a LoRA .safetensors file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the set.")] = Path(
+        "synthetic"),
+    n: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Number of images (ids 0..n-1); default: one per line of --prompts.")] = None,
+    like: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Draw sex, age, site and hair from this prepare manifest.csv, in its "
+        "proportions; default: the run's prepared manifest.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="One prompt for every image, instead of --like.")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="A file of prompts, one per line (# comments), used in turn.")] = None,
+    query: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="pandas expression choosing the --like rows to draw from, e.g. "
+        "`sex == \"female\"`.")] = None,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the set: image i gets its prompt from it and the seed S + i.")] = 0,
+    width: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Image width, a multiple of 8 (default 1024).")] = None,
+    height: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Image height, a multiple of 8 (default 1024).")] = None,
+    steps: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Sampling steps (default 28).")] = None,
+    scale: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Guidance scale (default 12).")] = None,
+    sampler: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="sdxl_gen_img.py sampler (default euler_a).")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Negative prompt (default: the original run's).")] = None,
+    base_model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="SDXL checkpoint or Hub id; default: the run's base model.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--set", help="Any other sdxl_gen_img.py option: --set network_mul=0.8 (TOML value; "
+        "empty removes an option taken from the run). Repeatable.")] = None,
+    num_gpus: Annotated[int, typer.Option(
+        help="Processes, one GPU each (CUDA_VISIBLE_DEVICES), sharing the images.")] = 1,
+    id_prefix: Annotated[str, typer.Option(help="Prefix of the image ids.")] = "SYN_",
+    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
+    ] = None,
+    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(
+        help="Write the prompt files, print the plan and the exact commands, run nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option(
+        help="Write into a non-empty --out that sample did not make.")] = False,
+) -> None:
+    """Generate a synthetic image set with a trained LoRA through sd-scripts' sdxl_gen_img.py.
+
+    Writes `OUT/images/<id>.png`, `OUT/metadata.csv` (ISIC Archive columns plus prompt, seed
+    and generation settings) and `OUT/grid.jpg`. Image i always gets the same prompt and the
+    seed S + i; re-running the same command generates only the missing images.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.sample import SampleOptions
+    from medsynth_kohya.sample import sample as run
+
+    options = SampleOptions(n=n, like=like, prompt=prompt, prompts_file=prompts, query=query,
+                            seed=seed, width=width, height=height, steps=steps, scale=scale,
+                            sampler=sampler, negative_prompt=negative_prompt,
+                            base_model=base_model, overrides=tuple(set_ or ()),
+                            num_gpus=num_gpus, id_prefix=id_prefix)
+    with _user_errors(), ui.progress_bar("generating images") as progress:
+        result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
+                     dry_run=dry_run, force=force, on_progress=progress)
+    for warning in result.warnings:
+        ui.warn(warning)
+    plan = result.plan
+    missing = plan.n - result.present
+    rows = [("out", str(result.out)), ("status", result.status),
+            ("images", f"{result.present} of {plan.n} present" + (
+                f", {result.generated} made now" if result.status != "dry-run" else "")),
+            ("LoRA", f"{plan.lora} (sha256 {plan.lora_sha256[:12]}…)"),
+            ("base model", plan.base_model),
+            ("settings", f"{plan.settings.width}x{plan.settings.height}, "
+                         f"{plan.settings.steps} steps, scale {plan.settings.scale:g}, "
+                         f"{plan.settings.sampler}, seeds {plan.seed}..{plan.seed + plan.n - 1}")]
+    rows += [(f"shard {s.index} (GPU {s.device})", f"{len(s.images)} images: "
+              f"{plan.image_id(s.images[0])}..{plan.image_id(s.images[-1])}"
+              + ("" if s.returncode is None else f", made {s.made}"))
+             for s in result.shards]
+    if result.status != "dry-run":
+        rows.append(("metadata", str(result.metadata)))
+        rows.append(("grid", str(result.grid or "none (no images yet)")))
+    ui.table(f"sample: {result.out}", rows)
+    if result.status == "dry-run":
+        if result.shards:
+            ui.say(f"Commands ({missing} images to make):")
+        for shard in result.shards:
+            ui.say(shard.command.shell())
+        return
+    if result.status != "succeeded":
+        for shard in result.shards:
+            if shard.failed or shard.interrupted:
+                ui.say(f"--- shard {shard.index} (GPU {shard.device}), last lines of {shard.log}:")
+                for line in shard.tail[-15:]:
+                    ui.say(line)
+        ui.error(f"sample {result.status}: {result.message}; finished images are kept, "
+                 "re-run the same command to make the rest")
+        raise typer.Exit(130 if result.status == "interrupted" else 1)
+    ui.say(result.message)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

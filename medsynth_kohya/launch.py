@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -348,3 +348,158 @@ def run_attached(command: Command) -> int:
     except KeyboardInterrupt:
         raise UserError(f"{command.argv[0]} was interrupted; run the same command again to "
                         "continue (files already downloaded are kept)") from None
+
+
+GEN_SCRIPT = "sdxl_gen_img.py"
+"""sd-scripts' SDXL image generator, which `sample` runs once per GPU."""
+
+
+def _gen_arg(value: object) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def gen_flags(options: Mapping[str, object]) -> list[str]:
+    """sdxl_gen_img.py flags for option values, in the given order.
+
+    True is a bare flag, False and None are left out, a list gives the flag then its items.
+    Every name must be one of the script's options (sdopts' snapshot), else ValueError.
+    """
+    from medsynth_kohya import sdopts
+
+    known = sdopts.load("sdxl_gen_img")
+    args: list[str] = []
+    for name, value in options.items():
+        option = known.get(name)
+        if option is None:
+            raise ValueError(f"{GEN_SCRIPT} has no option {name!r}")
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(option.flags[0])
+            continue
+        items = value if isinstance(value, list | tuple) else [value]
+        args += [option.flags[0], *(_gen_arg(item) for item in items)]
+    return args
+
+
+def gen_command(python: str, sd_scripts: Path, options: Mapping[str, object], *,
+                device: str | None = None) -> Command:
+    """`python sdxl_gen_img.py` with `options`, run in the checkout; `device` becomes
+    CUDA_VISIBLE_DEVICES, so the process sees that one GPU only."""
+    env = dict(ENV)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    return Command([python, GEN_SCRIPT, *gen_flags(options)], sd_scripts, env)
+
+
+def _start(command: Command) -> subprocess.Popen[bytes]:
+    """Start `command` in its own process group, output piped, no input."""
+    try:
+        return subprocess.Popen(command.argv, cwd=command.cwd, env={**os.environ, **command.env},
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        raise UserError(f"cannot start {command.argv[0]}: {exc}") from exc
+
+
+def _pump_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream],
+              grace: float | None) -> bool:
+    """Stream every child's output until all close it and exit (True) or `grace` passes."""
+    deadline = None if grace is None else time.monotonic() + grace
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    pending: dict[int, _Stream] = {}
+    for process, stream in zip(processes, streams, strict=True):
+        if not stream.closed and process.stdout is not None:
+            pending[process.stdout.fileno()] = stream
+    while pending:
+        ready, _, _ = select.select(list(pending), [], [], left())
+        if not ready:
+            return False
+        for fd in ready:
+            data = os.read(fd, 65536)
+            stream = pending[fd]
+            stream.feed(data, final=not data)
+            if stream.closed:
+                del pending[fd]
+    for process in processes:
+        try:
+            process.wait(left())
+        except subprocess.TimeoutExpired:
+            return False
+    return True
+
+
+def _stop_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream]) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL to every child still running, each after its grace."""
+    stages = ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, TERM_GRACE_S),
+              (signal.SIGKILL, KILL_GRACE_S))
+    for sig, grace in stages:
+        for process in processes:
+            if process.poll() is None:
+                _signal(process, sig)
+        try:
+            if _pump_all(processes, streams, grace):
+                return
+        except KeyboardInterrupt:
+            continue
+    for process in processes:
+        process.wait()
+
+
+def run_many(commands: Sequence[Command], logs: Sequence[Path],
+             on_line: Callable[[int, str], None] | None = None) -> list[RunOutcome]:
+    """Run `commands` side by side, each appending its output to its log.
+
+    `on_line(k, line)` sees command k's lines. One child failing leaves the others running.
+    Ctrl-C stops every child still running (SIGINT, SIGTERM, SIGKILL) and returns; those
+    come back `interrupted`.
+    """
+    if len(commands) != len(logs):
+        raise ValueError("one log per command")
+    processes: list[subprocess.Popen[bytes]] = []
+    streams: list[_Stream] = []
+    with contextlib.ExitStack() as stack:
+        sinks = []
+        for command, log in zip(commands, logs, strict=True):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            sink = stack.enter_context(log.open("a", encoding="utf-8"))
+            sink.write(f"# {datetime.now().isoformat(timespec='seconds')} $ {command.shell()}\n")
+            sink.flush()
+            sinks.append(sink)
+        try:
+            for index, (command, sink) in enumerate(zip(commands, sinks, strict=True)):
+                line_hook = None if on_line is None else _line_hook(on_line, index)
+                processes.append(_start(command))
+                streams.append(_Stream(sink, None, line_hook))
+        except BaseException:
+            _stop_all(processes, streams)
+            raise
+        running: list[bool] = []
+        try:
+            _pump_all(processes, streams, None)
+        except KeyboardInterrupt:
+            running = [process.poll() is None for process in processes]
+            _stop_all(processes, streams)
+        except BaseException:
+            for stream in streams:
+                stream.on_line = None
+            _stop_all(processes, streams)
+            raise
+        finally:
+            for process in processes:
+                if process.stdout is not None:
+                    process.stdout.close()
+        codes = [process.wait() for process in processes]
+    stopped = running or [False] * len(processes)
+    return [RunOutcome(code, was_running, stream.last, list(stream.tail))
+            for code, was_running, stream in zip(codes, stopped, streams, strict=True)]
+
+
+def _line_hook(on_line: Callable[[int, str], None], index: int) -> Callable[[str], None]:
+    def hook(line: str) -> None:
+        on_line(index, line)
+
+    return hook

@@ -1,0 +1,462 @@
+"""`sample` through the CLI against a stand-in sdxl_gen_img.py: prompts, shards, resume, errors."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pandas as pd
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya import manifest, prompts
+from medsynth_kohya.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.sample import (
+    COLUMNS,
+    Plan,
+    SampleOptions,
+    metadata_frame,
+    sample,
+    write_metadata,
+)
+from medsynth_kohya.synth import SyntheticSet
+from medsynth_kohya.train import train
+
+from .conftest import invoke
+from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen, write_lora, write_run
+
+SMALL = ("--width", 64, "--height", 64, "--steps", 2)
+
+
+@pytest.fixture
+def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
+    out = tmp_path / "prepared"
+    prepare(isic2020.root, out, options=PrepareOptions(repeats=2, trigger="sks melanoma",
+                                                       caption_template="dermoscopy of "
+                                                       "{trigger} on {site}, {sex}, age {age}"),
+            workers=1)
+    return out
+
+
+@pytest.fixture
+def fake_gen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
+    return make_fake_gen(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def run(prepared: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    write_run(folder, prepared, tmp_path / "base.safetensors")
+    return folder
+
+
+def _sample(runner: CliRunner, fake: FakeGen, *args: object) -> tuple[int, str, str]:
+    return invoke(runner, "sample", *args, "--sd-scripts", fake.sd_scripts, "--python", PYTHON)
+
+
+def _metadata(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "metadata.csv", dtype={"isic_id": str})
+
+
+def _images(out: Path) -> set[str]:
+    return {p.stem for p in (out / "images").glob("*.png")}
+
+
+def _lines(out: Path) -> dict[str, str]:
+    """Prompt line of every image in the current shards' prompt files, by id."""
+    found: dict[str, str] = {}
+    for folder in sorted((out / ".medsynth" / "shards").iterdir()):
+        ids = json.loads((folder / "shard.json").read_text())["ids"]
+        lines = (folder / "prompts.txt").read_text(encoding="utf-8").splitlines()
+        assert len(ids) == len(lines)
+        found.update(zip(ids, lines, strict=True))
+    return found
+
+
+def test_sample_generates_the_set_with_its_metadata(runner: CliRunner, run: Path,
+                                                    fake_gen: FakeGen, prepared: Path,
+                                                    tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 6, "--out", out,
+                                   "--seed", 100, *SMALL)
+    assert code == 0, stdout + stderr
+    assert _images(out) == {f"SYN_{i:07d}" for i in range(6)}
+    metadata = _metadata(out)
+    assert tuple(metadata.columns) == COLUMNS
+    assert list(metadata["isic_id"]) == sorted(_images(out))
+    assert list(metadata["seed"]) == list(range(100, 106))
+    assert set(metadata["diagnosis"]) == {"melanoma"}
+    assert set(metadata["benign_malignant"]) == {"malignant"}
+    assert metadata["synthetic"].all() and set(metadata["sampler"]) == {"euler_a"}
+    assert set(metadata["steps"]) == {2} and set(metadata["scale"]) == {12.0}
+    assert set(metadata["lora_file"]) == {"melanoma.safetensors"}
+    assert set(metadata["lora_sha256"].str.len()) == {64}
+    negative = prompts.original_settings().negative_prompt
+    assert set(metadata["negative_prompt"]) == {negative}
+    captions = set(manifest.read(prepared / "manifest.csv")["caption"])
+    assert set(metadata["prompt"]) <= captions
+    assert all(p.startswith("dermoscopy of sks melanoma") for p in metadata["prompt"])
+    for site, sex, age, text in zip(metadata["anatom_site_general"], metadata["sex"],
+                                    metadata["age_approx"], metadata["prompt"], strict=True):
+        clauses = str(text).split(", ")
+        assert pd.isna(site) or f"sks melanoma on {site}" in clauses[0]
+        assert pd.isna(sex) or sex in clauses
+        assert pd.isna(age) or f"age {age:.0f}" in clauses
+    grid = cv2.imread(str(out / "grid.jpg"))
+    assert grid is not None and grid.shape[1] == 4 * 256
+    [call] = fake_gen.calls()
+    args = call["args"]
+    assert args["ckpt"] == str((tmp_path / "base.safetensors").resolve())
+    assert args["network_weights"] == [str((run / "output" / "melanoma.safetensors").resolve())]
+    assert args["network_module"] == ["networks.lora"] and args["network_mul"] == [1.0]
+    assert args["sequential_file_name"] and args["sdpa"] and args["no_half_vae"]
+    assert (args["W"], args["H"], args["steps"], args["scale"]) == (64, 64, 2, 12.0)
+    assert args["sampler"] == "euler_a" and "fp16" not in args
+    assert Path(call["cwd"]) == fake_gen.sd_scripts
+    line = _lines(out)["SYN_0000003"]
+    assert line.endswith(f" --n {negative} --w 64 --h 64 --s 2 --l 12 --d 103")
+    assert "SYN_0000000" in stdout and "6" in stdout
+
+
+def test_drawn_prompts_follow_the_manifest_proportions(runner: CliRunner, run: Path,
+                                                       fake_gen: FakeGen, prepared: Path,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    n = 4000
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", n, "--out", out,
+                                   "--dry-run")
+    assert code == 0, stdout + stderr
+    assert fake_gen.calls() == []
+    drawn = collections.Counter(line.split(" --")[0] for line in _lines(out).values())
+    table = manifest.read(prepared / "manifest.csv")
+    expected = table["caption"].value_counts(normalize=True)
+    assert set(drawn) == set(expected.index)
+    for caption, share in expected.items():
+        assert abs(drawn[str(caption)] / n - share) < 0.03, caption
+    women = sum(count for text, count in drawn.items() if "female" in text.split(", "))
+    assert abs(women / n - (table["sex"] == "female").fillna(False).mean()) < 0.03
+
+
+def test_same_seed_same_prompts_and_seeds_whatever_n_or_shards(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    install_gpus(fake_gen, tmp_path, monkeypatch, 3)
+    plans = {}
+    for name, n, gpus, seed in (("a", 40, 1, 7), ("b", 40, 3, 7), ("c", 25, 2, 7),
+                                ("d", 40, 1, 8)):
+        out = tmp_path / name
+        code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", n, "--out", out,
+                                       "--seed", seed, "--num-gpus", gpus, "--dry-run")
+        assert code == 0, stdout + stderr
+        plans[name] = _lines(out)
+    assert plans["a"] == plans["b"]
+    assert plans["c"] == {k: v for k, v in plans["a"].items() if k < "SYN_0000025"}
+    assert plans["d"] != plans["a"]
+    assert plans["a"]["SYN_0000000"].endswith("--d 7")
+    assert plans["d"]["SYN_0000039"].endswith("--d 47")
+
+
+def test_shards_cover_every_image_once_one_gpu_each(runner: CliRunner, run: Path,
+                                                    fake_gen: FakeGen, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    install_gpus(fake_gen, tmp_path, monkeypatch, 4)
+    single, sharded = tmp_path / "one", tmp_path / "three"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 10, "--out", single,
+                                   *SMALL)
+    assert code == 0, stdout + stderr
+    fake_gen.forget()
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 10, "--out", sharded,
+                                   "--num-gpus", 3, *SMALL)
+    assert code == 0, stdout + stderr
+    calls = fake_gen.calls()
+    assert [c["device"] for c in calls] == ["0", "1", "2"]
+    assert all(c["args"]["outdir"] != calls[0]["args"]["outdir"] for c in calls[1:])
+    ids: list[str] = []
+    for call in calls:
+        shard = Path(call["args"]["from_file"]).parent
+        ids += json.loads((shard / "shard.json").read_text())["ids"]
+    assert sorted(ids) == [f"SYN_{i:07d}" for i in range(10)] and len(set(ids)) == 10
+    assert _images(sharded) == _images(single)
+    pd.testing.assert_frame_equal(_metadata(sharded), _metadata(single))
+    for image_id in _images(single):
+        assert (single / "images" / f"{image_id}.png").read_bytes() == (
+            sharded / "images" / f"{image_id}.png").read_bytes()
+
+
+def test_a_crashed_shard_is_reported_and_a_rerun_makes_only_the_missing(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    install_gpus(fake_gen, tmp_path, monkeypatch, 2)
+    out = tmp_path / "synth"
+    monkeypatch.setenv("FAKE_GEN_CRASH", "1:1")
+    args = ("--lora", run, "--n", 8, "--out", out, "--num-gpus", 2, *SMALL)
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 1
+    assert "CUDA out of memory" in stdout and "shard 1" in stderr and "1/4" in stderr
+    made = _images(out)
+    assert made == {f"SYN_{i:07d}" for i in (0, 1, 2, 3, 4)}
+    assert set(_metadata(out)["isic_id"]) == made
+    log = (out / "logs" / "shard-1.log").read_text(encoding="utf-8")
+    assert "RuntimeError" in log
+    monkeypatch.delenv("FAKE_GEN_CRASH")
+    fake_gen.forget()
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 0, stdout + stderr
+    calls = fake_gen.calls()
+    assert len(calls) == 2
+    remade = sorted(i for c in calls for i in json.loads(
+        (Path(c["args"]["from_file"]).parent / "shard.json").read_text())["ids"])
+    assert remade == [f"SYN_{i:07d}" for i in (5, 6, 7)]
+    assert _lines(out)["SYN_0000006"].endswith("--d 6")
+    assert _images(out) == {f"SYN_{i:07d}" for i in range(8)}
+    assert list(_metadata(out)["isic_id"]) == sorted(_images(out))
+    fake_gen.forget()
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 0 and fake_gen.calls() == [] and "already there" in stdout
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 5, "--out", out,
+                                   *SMALL)
+    assert code == 1 and "--n 8" in stderr
+
+
+def test_ctrl_c_keeps_finished_images_and_a_rerun_completes(
+        run: Path, fake_gen: FakeGen, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")
+    out = tmp_path / "synth"
+    options = SampleOptions(n=30, width=64, height=64, steps=2)
+    main = threading.get_ident()
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if list(out.glob(".medsynth/shards/*/out/im_000002.png")):
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    first = sample(run, out, options, sd_scripts=fake_gen.sd_scripts, python=PYTHON,
+                   detect=lambda: [])
+    assert first.status == "interrupted"
+    assert 2 <= first.present < 30
+    assert len(_metadata(out)) == first.present == len(_images(out))
+    monkeypatch.delenv("FAKE_GEN_SLOW")
+    second = sample(run, out, options, sd_scripts=fake_gen.sd_scripts, python=PYTHON,
+                    detect=lambda: [])
+    assert second.status == "succeeded" and second.present == 30
+    assert second.generated == 30 - first.present
+
+
+def test_prompt_and_prompts_file(runner: CliRunner, run: Path, fake_gen: FakeGen,
+                                 tmp_path: Path) -> None:
+    listing = tmp_path / "prompts.txt"
+    listing.write_text("# mine\nsks melanoma on the back\n\nsks melanoma on the arm\n")
+    out = tmp_path / "listed"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--prompts", listing,
+                                   "--out", out, *SMALL)
+    assert code == 0, stdout + stderr
+    metadata = _metadata(out)
+    assert list(metadata["prompt"]) == ["sks melanoma on the back", "sks melanoma on the arm"]
+    assert metadata["sex"].isna().all() and metadata["age_approx"].isna().all()
+    out = tmp_path / "single"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--prompt", "a mole",
+                                   "--n", 3, "--out", out, *SMALL)
+    assert code == 0, stdout + stderr
+    assert set(_metadata(out)["prompt"]) == {"a mole"} and len(_images(out)) == 3
+    assert "trigger" in stderr
+
+
+def test_a_lora_file_finds_its_run_or_needs_a_base_model(runner: CliRunner, run: Path,
+                                                        fake_gen: FakeGen, prepared: Path,
+                                                        tmp_path: Path) -> None:
+    lora = run / "output" / "melanoma.safetensors"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", lora, "--n", 2, "--out",
+                                   tmp_path / "a", *SMALL)
+    assert code == 0, stdout + stderr
+    loose = write_lora(tmp_path / "loose" / "mine.safetensors")
+    code, _, stderr = _sample(runner, fake_gen, "--lora", loose, "--n", 2, "--out",
+                              tmp_path / "b", "--like", prepared / "manifest.csv", *SMALL)
+    assert code == 1 and "--base-model" in stderr
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", loose, "--n", 2, "--out",
+                                   tmp_path / "b", "--like", prepared / "manifest.csv",
+                                   "--base-model", tmp_path / "base.safetensors", *SMALL)
+    assert code == 0, stdout + stderr
+    assert all(p.startswith("dermoscopy of sks melanoma") for p in _metadata(tmp_path / "b")
+               ["prompt"])
+
+
+def test_set_passes_checked_options(runner: CliRunner, run: Path, fake_gen: FakeGen,
+                                    tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", out,
+                                   "--set", "network_mul=0.5", "--set", "sdpa=",
+                                   "--set", "xformers=true", "--set", "clip_skip=2", *SMALL)
+    assert code == 0, stdout + stderr
+    [call] = fake_gen.calls()
+    assert call["args"]["network_mul"] == [0.5] and call["args"]["clip_skip"] == 2
+    assert "sdpa" not in call["args"] and call["args"]["xformers"]
+
+
+def test_dry_run_prints_the_plan_and_commands(runner: CliRunner, run: Path, fake_gen: FakeGen,
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    install_gpus(fake_gen, tmp_path, monkeypatch, 2)
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 5, "--out", out,
+                                   "--num-gpus", 2, "--dry-run")
+    assert code == 0, stdout + stderr
+    assert fake_gen.calls() == [] and not (out / "images").exists()
+    assert stdout.count("sdxl_gen_img.py") == 2
+    assert "CUDA_VISIBLE_DEVICES=0" in stdout and "CUDA_VISIBLE_DEVICES=1" in stdout
+    assert "--from_file" in stdout and "--sequential_file_name" in stdout
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("--sampler", "euler_b"), "unknown sampler 'euler_b'"),
+    (("--width", 100), "multiple of 8"),
+    (("--steps", 0), "between 1 and 1000"),
+    (("--set", "W=64"), "use --width"),
+    (("--set", "outdir=x"), "use --out"),
+    (("--set", "stepz=3"), "unknown sd-scripts option 'stepz'; did you mean steps"),
+    (("--set", "sampler_x"), "key=value"),
+    (("--num-gpus", 2), "no NVIDIA GPU"),
+    (("--prompt", "a --n b"), "' --'"),
+    (("--prompt", "{a|b} mole"), "dynamic-prompt"),
+    (("--id-prefix", "A/B"), "--id-prefix"),
+    (("--seed", -1), "--seed"),
+])
+def test_bad_options_fail_before_any_process(runner: CliRunner, run: Path, fake_gen: FakeGen,
+                                             tmp_path: Path, change: tuple[object, ...],
+                                             message: str) -> None:
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", out,
+                                   *change)
+    assert code == 1, stdout
+    assert message in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert fake_gen.calls() == [] and not out.exists()
+
+
+def test_bad_lora_and_manifest_fail_in_one_line(runner: CliRunner, run: Path, fake_gen: FakeGen,
+                                                prepared: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.safetensors").write_bytes(b"")
+    (bad / "text.safetensors").write_bytes(b"this is not a tensor file at all")
+    (bad / "json.safetensors").write_bytes((8).to_bytes(8, "little") + b"not json")
+    empty = bad / "manifest.csv"
+    empty.write_text(",".join(manifest.COLUMNS) + "\n")
+    cases = [
+        (("--lora", bad / "missing.safetensors"), "does not exist"),
+        (("--lora", bad / "empty.safetensors"), "is empty"),
+        (("--lora", bad / "text.safetensors"), "not a safetensors file"),
+        (("--lora", bad / "json.safetensors"), "not a safetensors file"),
+        (("--lora", bad), "without run.json"),
+        (("--lora", run, "--like", empty), "has no rows"),
+        (("--lora", run, "--like", bad / "nope.csv"), "does not exist"),
+        (("--lora", run, "--like", prepared / "manifest.csv", "--query", "age > 500"),
+         "matches no rows"),
+        (("--lora", run, "--prompt", "x", "--like", prepared / "manifest.csv"), "one of"),
+    ]
+    for args, message in cases:
+        code, stdout, stderr = _sample(runner, fake_gen, *args, "--n", 2, "--out",
+                                       tmp_path / "synth")
+        assert code == 1, (args, stdout)
+        assert message in stderr, (args, stderr)
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    assert fake_gen.calls() == [] and not (tmp_path / "synth").exists()
+
+
+def test_other_settings_in_the_same_out_are_refused(runner: CliRunner, run: Path,
+                                                    fake_gen: FakeGen, tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", out,
+                                   *SMALL)
+    assert code == 0, stdout + stderr
+    code, _, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", out,
+                              "--seed", 5, *SMALL)
+    assert code == 1 and "seed" in stderr and "another --out" in stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    code, _, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", other, *SMALL)
+    assert code == 1 and "--force" in stderr
+
+
+def test_rows_depend_on_seed_and_index_only() -> None:
+    first = prompts.rows_for(3, 50, 17).tolist()
+    assert prompts.rows_for(3, 10, 17).tolist() == first[:10]
+    assert prompts.rows_for(4, 50, 17).tolist() != first
+    assert all(0 <= row < 17 for row in first)
+    many = collections.Counter(prompts.rows_for(0, 70000, 7).tolist())
+    assert all(abs(count / 70000 - 1 / 7) < 0.01 for count in many.values())
+
+
+def test_prompt_lines_read_back_as_sd_scripts_reads_them() -> None:
+    settings = prompts.Settings("ugly, blurry", 64, 96, 3, 7.5, "ddim")
+    line = prompts.prompt_line("photo of me1anoma", settings, 12)
+    assert line == "photo of me1anoma --n ugly, blurry --w 64 --h 96 --s 3 --l 7.5 --d 12"
+    assert prompts.format_number(12.0) == "12" and prompts.format_number(1e-5) == "0.00001"
+    for text in ("", "# x", "a\nb", "x --w 3", "{a|b}"):
+        with pytest.raises(UserError):
+            prompts.check_prompt(text, "test")
+
+
+def test_train_samples_are_the_first_images_of_the_default_set(prepared: Path,
+                                                               tmp_path: Path) -> None:
+    result = train(prepared, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
+    subsets = toml.load(result.sample_prompts)["prompt"]["subset"]
+    table = manifest.read(prepared / "manifest.csv")
+    drawn = prompts.draw(table, len(subsets), 0, "dermoscopy of {trigger} on {site}, {sex}, "
+                         "age {age}", "sks melanoma")
+    assert [s["prompt"] for s in subsets] == drawn.prompts
+    assert [s["seed"] for s in subsets] == list(range(len(subsets)))
+    assert drawn.prompts != prompts.draw(table, len(subsets), 0, DEFAULT_TEMPLATE,
+                                         DEFAULT_TRIGGER).prompts
+
+
+def test_query_narrows_the_rows_drawn(runner: CliRunner, run: Path, fake_gen: FakeGen,
+                                      prepared: Path, tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 200, "--out", out,
+                                   "--query", 'sex == "female"', "--dry-run")
+    assert code == 0, stdout + stderr
+    table = manifest.read(prepared / "manifest.csv")
+    women = set(table.loc[table["sex"] == "female", "caption"])
+    assert {line.split(" --")[0] for line in _lines(out).values()} == women
+
+
+def test_metadata_file_matches_its_frame(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"sex": ["male", None, "female"], "age": [40, None, 70],
+                          "site": ["torso", "head/neck", None], "hairy": [True, False, True]})
+    drawn = prompts.draw(frame, 50, 1, DEFAULT_TEMPLATE, DEFAULT_TRIGGER)
+    plan = Plan(n=50, seed=9, id_prefix="SYN_", drawn=drawn,
+                settings=prompts.original_settings(), lora=tmp_path / "a.safetensors",
+                lora_sha256="ab" * 32, base_model="stabilityai/stable-diffusion-xl-base-1.0")
+    present = [40, 3, 0, 17]
+    write_metadata(plan, present, tmp_path / "metadata.csv")
+    written = pd.read_csv(tmp_path / "metadata.csv", dtype={
+        "sex": "string", "anatom_site_general": "string", "age_approx": "Int64",
+        "hairy": "boolean", "benign_malignant": "string"})
+    pd.testing.assert_frame_equal(written, metadata_frame(plan, present), check_dtype=False)
+    assert list(written["isic_id"]) == ["SYN_0000000", "SYN_0000003", "SYN_0000017",
+                                        "SYN_0000040"]
+    assert list(written["seed"]) == [9, 12, 26, 49]
+
+
+def test_help_teaches_the_command(runner: CliRunner) -> None:
+    code, stdout, _ = invoke(runner, "sample", "--help")
+    assert code == 0
+    for option in ("--lora", "--n", "--like", "--prompts", "--seed", "--num-gpus", "--set",
+                   "--dry-run", "metadata.csv"):
+        assert option in stdout
