@@ -428,6 +428,53 @@ def sample(
     ui.say(result.message)
 
 
+@app.command()
+def reproduce(
+    source: Annotated[Path, typer.Argument(help="ISIC 2020 download (see prepare).")],
+    workdir: Annotated[Path, typer.Option(help="Folder for every stage's output.")] = Path(
+        "medsynthx-2023"),
+    push: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--push", help="Also publish to this Hub repo (namespace/name).")] = None,
+    n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 100,
+    set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--set", help="Override an sd-scripts option of the training (see train).")] = None,
+    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
+    ] = None,
+    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(
+        help="Write nothing; print the stages, files, commands, steps and a time estimate.")
+    ] = False,
+) -> None:
+    """Re-run the original 2023 experiment: prepare, train (medsynthx-2023), sample, push.
+
+    Each stage records a digest of its inputs in WORKDIR/reproduce.json: a re-run skips the
+    stages whose inputs have not changed and resumes an interrupted training.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.reproduce import reproduce as run
+
+    with _user_errors(), ui.training_bar() as progress:
+        result = run(source, workdir, push_repo=push, n=n, overrides=set_ or [],
+                     sd_scripts=sd_scripts, python=python, dry_run=dry_run,
+                     on_progress=progress)
+    for warning in result.warnings:
+        ui.warn(warning)
+    ui.table(f"reproduce: {result.workdir}", [
+        (stage.name, f"{stage.action}: {stage.detail}".rstrip(": ")) for stage in result.stages
+    ] + [("training steps", str(result.expected_steps)), ("time", result.estimate)])
+    if result.dry_run:
+        for stage in result.stages:
+            for path in stage.outputs:
+                ui.say(f"{stage.name} writes {path}")
+            for command in stage.commands:
+                ui.say(f"{stage.name} runs: {command}")
+        return
+    ui.say(f"LoRA: {result.lora}" + (f"; published at {result.url}" if result.url else ""))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,228 @@
+"""`reproduce`: the original 2023 experiment in one command, safe to interrupt and re-run.
+
+Stages: prepare (original captions and hair heuristic) -> train (preset medsynthx-2023) ->
+sample (original prompt settings) -> push (when asked). Each stage records in
+WORKDIR/reproduce.json a digest of its inputs; a re-run skips a stage whose inputs have not
+changed and resumes an interrupted training from its last saved state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya import doctor, launch, presets, sdscripts
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.gpus import Gpu, detect_gpus
+from medsynth_kohya.hair import HairMode
+from medsynth_kohya.prepare import PrepareOptions
+
+PRESET = "medsynthx-2023"
+STATE_FILE = "reproduce.json"
+SECONDS_PER_STEP = {"T4": 3.0, "V100": 1.6, "L4": 1.5, "A10": 1.3, "RTX 3090": 1.0,
+                    "RTX 4090": 0.6, "A100": 0.55, "H100": 0.35, "H200": 0.35}
+"""Rough s/step of the original config (1024 px, batch 1, fp16, gradient checkpointing)."""
+ORIGINAL = PrepareOptions(hair=HairMode.seed, repeats=1)
+"""The original run's captions (default template and trigger) and its hair heuristic."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: what it does on this run, and what it reads and writes."""
+
+    name: str
+    action: str
+    """"run", "resume", "skip (inputs unchanged)", or "off"."""
+    inputs: str
+    outputs: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    """The stages in order, the expected training length and its estimated duration."""
+
+    workdir: Path
+    stages: tuple[Stage, ...]
+    expected_steps: int | None
+    estimate: str
+    dry_run: bool
+    status: str = "planned"
+    lora: Path | None = None
+    url: str | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _source_digest(source: Path, metadata: Path | None, images: Path | None) -> str:
+    """Metadata content plus every image's name, size and mtime: what prepare reads."""
+    from medsynth_kohya.sources import IMAGE_SUFFIXES, locate
+
+    located = locate(source, metadata, images)
+    listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for folder in located.image_dirs for p in folder.iterdir()
+                     if p.suffix.lower() in IMAGE_SUFFIXES)
+    return _digest(_file_digest(located.metadata), listing, str(ORIGINAL))
+
+
+def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
+    """A rough duration of the training on the first GPU, from SECONDS_PER_STEP."""
+    if not steps:
+        return "unknown"
+    if not gpus:
+        return f"{steps} steps; no GPU found here to estimate for"
+    rate = next((s for key, s in SECONDS_PER_STEP.items() if key in gpus[0].name), None)
+    if rate is None:
+        return f"{steps} steps; no estimate for {gpus[0].name}"
+    hours = steps * rate / 3600
+    return f"about {hours:.1f} h on {gpus[0].name} ({rate:g} s/step, rough)"
+
+
+class _State:
+    """WORKDIR/reproduce.json: per stage, the digest of the inputs it last completed with."""
+
+    def __init__(self, workdir: Path, write: bool) -> None:
+        self.path = workdir / STATE_FILE
+        self.write = write
+        self.data: dict[str, Any] = (json.loads(self.path.read_text(encoding="utf-8"))
+                                     if self.path.is_file() else {"stages": {}})
+
+    def done(self, stage: str, digest: str) -> bool:
+        entry = self.data["stages"].get(stage, {})
+        return bool(entry.get("digest") == digest and entry.get("status") == "done")
+
+    def record(self, stage: str, digest: str, status: str, **extra: Any) -> None:
+        if not self.write:
+            return
+        self.data["stages"][stage] = {"digest": digest, "status": status,
+                                      "at": datetime.now(timezone.utc).isoformat(), **extra}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(self.data, indent=2), encoding="utf-8")
+        temporary.replace(self.path)
+
+
+def _train_action(run: Path, digest: str, state: _State, name: str) -> str:
+    """"skip…", "resume" (an interrupted run with a saved state) or "run"."""
+    if state.done("train", digest):
+        return "skip (inputs unchanged)"
+    record = run / "run.json"
+    if record.is_file() and state.data["stages"].get("train", {}).get("digest") == digest:
+        status = json.loads(record.read_text(encoding="utf-8")).get("status")
+        if status != "succeeded" and launch.latest_state(run / "output", name) is not None:
+            return "resume"
+    return "run"
+
+
+def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: int = 100,
+              metadata: Path | None = None, images: Path | None = None,
+              overrides: Sequence[str] = (), sd_scripts: Path | None = None,
+              python: str | None = None, dry_run: bool = False,
+              detect: Callable[[], list[Gpu]] = detect_gpus,
+              on_progress: Callable[[launch.StepProgress], None] | None = None,
+              ) -> ReproduceResult:
+    """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment."""
+    from medsynth_kohya import hub, prepare, sample, train
+
+    if n < 1:
+        raise UserError("--n must be at least 1")
+    state = _State(workdir, write=not dry_run)
+    prepared, run, synthetic = workdir / "prepared", workdir / "run", workdir / "synthetic"
+    preset = presets.load(PRESET)
+    gpus = detect()
+    steps = preset.options.get("max_train_steps")
+    sd_dir = sdscripts.locate(sd_scripts)
+    stages: list[Stage] = []
+    report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=workdir, gpus=gpus,
+                             needs=("xformers", "bitsandbytes"), hub=push_repo is not None)
+    problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
+    if problems and not dry_run:
+        raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
+
+    source_digest = _source_digest(source, metadata, images)
+    prepare_action = "skip (inputs unchanged)" if state.done("prepare", source_digest) else "run"
+    stages.append(Stage("prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
+                        (str(prepared / "img"), str(prepared / "manifest.csv"),
+                         str(prepared / "dataset.toml")),
+                        detail="original captions, --hair seed, repeats 1"))
+    manifest = prepared / "manifest.csv"
+    if not dry_run and prepare_action == "run":
+        prepare.prepare(source, prepared, metadata=metadata, images=images, options=ORIGINAL,
+                        force=True)
+        state.record("prepare", source_digest, "done")
+    train_digest = _digest(_file_digest(manifest) if manifest.is_file() else source_digest,
+                           _file_digest(preset.path), list(overrides))
+    name = "melanoma"
+    train_action = _train_action(run, train_digest, state, name)
+    command = launch.train_command(sdscripts.python(python), sd_dir.resolve(),
+                                   (run / "config.toml").resolve(),
+                                   (run / "dataset.toml").resolve(),
+                                   mixed_precision=str(preset.options.get("mixed_precision")))
+    stages.append(Stage("train", train_action, f"{manifest}, preset {PRESET}",
+                        (str(run / "output" / f"{name}.safetensors"), str(run / "run.json")),
+                        (command.shell(),), detail=f"{steps} steps"))
+    lora: Path | None = None
+    if not dry_run and train_action != "skip (inputs unchanged)":
+        state.record("train", train_digest, "running")
+        result = train.train(prepared, PRESET, overrides=overrides, run_dir=run,
+                             sd_scripts=sd_scripts, python=python,
+                             resume=train_action == "resume", force=train_action == "run",
+                             detect=lambda: gpus, on_progress=on_progress)
+        if result.status != "succeeded":
+            state.record("train", train_digest, result.status)
+            raise UserError(f"training {result.status}: {result.message}; run the same "
+                            "reproduce command again to resume (log: "
+                            f"{result.log})")
+        state.record("train", train_digest, "done")
+    final = run / "output" / f"{name}.safetensors"
+    if final.is_file():
+        lora = final
+
+    sample_digest = _digest(_file_digest(lora) if lora else train_digest, n)
+    sample_action = "skip (inputs unchanged)" if state.done("sample", sample_digest) else "run"
+    stages.append(Stage("sample", sample_action, f"{final}, {n} images, seed 0",
+                        (str(synthetic / "images"), str(synthetic / "metadata.csv"),
+                         str(synthetic / "grid.jpg")),
+                        (f"medsynth-kohya sample --lora {run} --n {n} --out {synthetic}",),
+                        detail="1024x1024, scale 12, 28 steps, euler_a"))
+    if not dry_run and sample_action == "run":
+        made = sample.sample(run, synthetic, sample.SampleOptions(n=n),
+                             sd_scripts=sd_scripts, python=python, detect=lambda: gpus)
+        if made.status != "succeeded":
+            raise UserError(f"sampling {made.status}: {made.message}; run the same reproduce "
+                            "command again to continue")
+        state.record("sample", sample_digest, "done")
+
+    url = None
+    if push_repo is None:
+        stages.append(Stage("push", "off", "", detail="pass --push REPO_ID to publish"))
+    else:
+        push_digest = _digest(sample_digest, push_repo)
+        push_action = "skip (inputs unchanged)" if state.done("push", push_digest) else "run"
+        stages.append(Stage("push", push_action, f"{run} -> {push_repo}",
+                            (f"https://huggingface.co/{push_repo}",)))
+        if not dry_run and push_action == "run":
+            pushed = hub.push(run, push_repo, samples=synthetic)
+            url = pushed.url
+            state.record("push", push_digest, "done", url=url)
+    return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
+                           estimate(steps if isinstance(steps, int) else None, gpus), dry_run,
+                           status="planned" if dry_run else "succeeded", lora=lora, url=url,
+                           warnings=tuple(problems))

@@ -1,0 +1,109 @@
+"""`reproduce` end to end on generated data with stand-ins for sd-scripts' two programs,
+including an interruption in the middle of training and the re-run that resumes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.reproduce import reproduce
+from medsynth_kohya.synth import SyntheticSet
+
+from .conftest import InstallGpus, invoke
+from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen
+from .fakes import interrupt_after
+
+QUICK = ("max_train_steps=12", "save_every_n_steps=3")
+"""The original config, shortened so the stand-in trains in a moment."""
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
+    made = make_fake_gen(tmp_path, monkeypatch)
+    install_gpus(made, tmp_path, monkeypatch, 1)
+    (made.sd_scripts / "vae").mkdir()
+    (made.sd_scripts / "vae" / "sdxl_vae.safetensors").write_bytes(b"vae")
+    return made
+
+
+def _state(workdir: Path) -> dict[str, dict[str, str]]:
+    data: dict[str, dict[str, str]] = json.loads(
+        (workdir / "reproduce.json").read_text(encoding="utf-8"))["stages"]
+    return data
+
+
+def test_dry_run_writes_nothing_and_shows_the_plan(runner: CliRunner, isic2020: SyntheticSet,
+                                                   tmp_path: Path,
+                                                   nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    workdir = tmp_path / "work"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", workdir,
+                                  "--dry-run")
+    assert code == 0, stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert "7200" in stdout and "about 6.0 h on Tesla T4" in stdout
+    assert "sdxl_train_network.py --config_file" in stdout
+    assert str(workdir / "run" / "config.toml") in stdout
+    for stage in ("prepare", "train", "sample", "push"):
+        assert stage in stdout
+
+
+def test_full_run_interrupted_then_resumed_then_skipped(isic2020: SyntheticSet, tmp_path: Path,
+                                                        fake: FakeGen,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    workdir = tmp_path / "work"
+    options = {"n": 3, "overrides": QUICK, "sd_scripts": fake.sd_scripts, "python": PYTHON}
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")
+    with pytest.raises(UserError, match="resume"):
+        reproduce(isic2020.root, workdir, on_progress=interrupt_after(4),
+                  **options)  # type: ignore[arg-type]
+    assert _state(workdir)["prepare"]["status"] == "done"
+    assert _state(workdir)["train"]["status"] == "interrupted"
+    captions = (workdir / "prepared" / "manifest.csv").read_text(encoding="utf-8")
+
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    second = reproduce(isic2020.root, workdir, **options)  # type: ignore[arg-type]
+    actions = {stage.name: stage.action for stage in second.stages}
+    assert actions == {"prepare": "skip (inputs unchanged)", "train": "resume",
+                       "sample": "run", "push": "off"}
+    record = json.loads((workdir / "run" / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "succeeded" and "-step" in record["resumed_from"]
+    assert record["preset"] == "medsynthx-2023"
+    assert second.lora == workdir / "run" / "output" / "melanoma.safetensors"
+    assert len(list((workdir / "synthetic" / "images").glob("*.png"))) == 3
+    assert (workdir / "prepared" / "manifest.csv").read_text(encoding="utf-8") == captions
+
+    third = reproduce(isic2020.root, workdir, **options)  # type: ignore[arg-type]
+    assert {s.name: s.action for s in third.stages if s.name != "push"} == {
+        "prepare": "skip (inputs unchanged)", "train": "skip (inputs unchanged)",
+        "sample": "skip (inputs unchanged)"}
+
+
+def test_changed_source_reruns_from_prepare(isic2020: SyntheticSet, tmp_path: Path,
+                                            fake: FakeGen) -> None:
+    workdir = tmp_path / "work"
+    options = {"n": 2, "overrides": QUICK, "sd_scripts": fake.sd_scripts, "python": PYTHON}
+    reproduce(isic2020.root, workdir, **options)  # type: ignore[arg-type]
+    first = json.loads((workdir / "run" / "run.json").read_text(encoding="utf-8"))
+    victim = next(isic2020.images.glob("*.jpg"))
+    victim.unlink()
+    again = reproduce(isic2020.root, workdir, **options)  # type: ignore[arg-type]
+    assert {s.name: s.action for s in again.stages}["prepare"] == "run"
+    assert {s.name: s.action for s in again.stages}["train"] == "run"
+    second = json.loads((workdir / "run" / "run.json").read_text(encoding="utf-8"))
+    assert second["dataset"]["manifest_sha256"] != first["dataset"]["manifest_sha256"]
+
+
+def test_the_machine_is_checked_before_anything_runs(runner: CliRunner, isic2020: SyntheticSet,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    code, _, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", tmp_path / "w",
+                             "--sd-scripts", tmp_path / "missing")
+    assert code == 1 and "cannot run the original training" in stderr
+    assert "no NVIDIA GPU" in stderr and not (tmp_path / "w").exists()
