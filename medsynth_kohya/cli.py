@@ -134,10 +134,12 @@ def demo(
     n: Annotated[int, typer.Option(help="Number of synthetic photos to generate.")] = 24,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
 ) -> None:
-    """Run the pipeline on built-in synthetic ISIC-like data (no download, no GPU).
+    """Run the pipeline on built-in synthetic ISIC-like data (no download needed).
 
-    Generates `OUT/source` (photos and ISIC 2020 metadata, all marked synthetic) and
-    prepares it into `OUT/prepared`.
+    Generates `OUT/source` (photos and ISIC 2020 metadata, all marked synthetic), prepares
+    it into `OUT/prepared`, then renders and checks a t4-16gb training run in `OUT/run` and
+    prints the exact command a GPU machine would run. With a CUDA GPU, sd-scripts and the
+    SDXL base model in the Hugging Face cache, it trains for real.
     """
     from medsynth_kohya import ui
     from medsynth_kohya.demo import run_demo
@@ -146,11 +148,21 @@ def demo(
     if n < 1:
         ui.error("--n must be at least 1")
         raise typer.Exit(1)
-    with _user_errors(), ui.progress_bar("checking images") as progress:
-        result = run_demo(out, n=n, seed=seed, on_progress=progress)
+    with (_user_errors(), ui.progress_bar("checking images") as progress,
+          ui.training_bar() as step):
+        result = run_demo(out, n=n, seed=seed, on_progress=progress, on_step=step)
     ui.say(f"Generated {len(result.source.frame)} synthetic photos in {result.source.root}")
     ui.table(f"prepare: {result.prepared.out}", summary(result.prepared))
-    ui.say(f"Training layout ready: {result.prepared.train_dir}")
+    training = result.training
+    if training.status == "dry-run":
+        for warning in training.warnings:
+            ui.warn(f"a real run here would stop at: {warning}")
+        ui.say(f"Training run rendered and checked in {training.run_dir} "
+               f"({training.expected_steps} steps). On a GPU machine it runs (in "
+               f"{training.command.cwd}):")
+        ui.say(training.command.shell())
+    else:
+        ui.say(f"Training {training.status}: {training.message}")
 
 
 @app.command()

@@ -1,28 +1,55 @@
-"""`demo`: the whole pipeline on built-in synthetic data, runnable on any machine."""
+"""`demo`: the whole pipeline on built-in synthetic data, runnable on any machine.
+
+It generates an ISIC 2020-like set (marked synthetic), prepares it, then renders and checks
+the training run and shows the exact command a GPU machine would run; where a CUDA GPU,
+sd-scripts and the SDXL base model are present, it trains for real.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import sdscripts
+from medsynth_kohya.gpus import Gpu, detect_gpus
+from medsynth_kohya.launch import StepProgress
 from medsynth_kohya.prepare import PrepareOptions, PrepareResult, Progress, prepare
 from medsynth_kohya.synth import SyntheticSet, make_dataset
+from medsynth_kohya.train import TrainResult, train
+
+PRESET = "t4-16gb"
+BASE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The generated source set and the prepared training folder."""
+    """The generated source set, the prepared training folder and the training run."""
 
     source: SyntheticSet
     prepared: PrepareResult
+    training: TrainResult
+
+
+def base_model_cached(repo_id: str = BASE_MODEL) -> bool:
+    """Whether the SDXL base model is already in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
 
 
 def run_demo(out: Path, *, n: int = 24, seed: int = 0, workers: int | None = None,
-             on_progress: Progress | None = None) -> DemoResult:
-    """Generate a synthetic ISIC 2020-like set under `out/source` and prepare `out/prepared`."""
+             on_progress: Progress | None = None,
+             on_step: Callable[[StepProgress], None] | None = None,
+             detect: Callable[[], list[Gpu]] = detect_gpus) -> DemoResult:
+    """Generate `out/source`, prepare `out/prepared`, and plan (or run) training in `out/run`."""
     synthetic = make_dataset(out / "source", n, seed=seed,
                              sizes=((640, 480), (1024, 768), (1600, 1067)))
     prepared = prepare(synthetic.root, out / "prepared",
                        options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
                        workers=workers, on_progress=on_progress)
-    return DemoResult(synthetic, prepared)
+    gpus = detect()
+    real = bool(gpus) and sdscripts.present(sdscripts.locate()) and base_model_cached()
+    training = train(prepared.out, PRESET, run_dir=out / "run", dry_run=not real,
+                     detect=lambda: gpus, on_progress=on_step)
+    return DemoResult(synthetic, prepared, training)

@@ -41,9 +41,11 @@ def progress_bar(description: str) -> Iterator[Progress]:
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:
-        if not bar.live.is_started:
+        if not bar.live.is_started and done < total:
             bar.start()
         bar.update(task, completed=done, total=total)
+        if done >= total:
+            bar.stop()  # one live display at a time: the next stage may start its own
 
     try:
         yield update

@@ -56,3 +56,6 @@ def test_demo_prepares_synthetic_data(runner: CliRunner, tmp_path: Path) -> None
     assert all(p.name.startswith("SYN_") for p in (source / "train").iterdir())
     assert b"SYNTHETIC" in next((source / "train").iterdir()).read_bytes()[:200]
     assert "selected and prepared" in stdout
+    run = tmp_path / "demo" / "run"
+    assert (run / "config.toml").is_file() and (run / "dataset.toml").is_file()
+    assert "sdxl_train_network.py --config_file" in stdout and str(run / "config.toml") in stdout
