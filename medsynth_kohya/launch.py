@@ -31,8 +31,9 @@ LAUNCHER = "accelerate.commands.launch"
 """`python -m accelerate.commands.launch` is `accelerate launch` (same parser and function)."""
 MIXED_PRECISION = ("no", "fp16", "bf16", "fp8")
 """The values `accelerate launch --mixed_precision` accepts."""
-ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
-"""Set for the training: its log lines arrive as written, and in the encoding we decode."""
+ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
+"""Set for sd-scripts: its log lines arrive as written, in the encoding we decode, and 200
+columns wide (its rich log handler, writing to a pipe, would otherwise wrap them at 80)."""
 NO_DATA = "No data found"
 """How sd-scripts' message starts when the dataset is empty; it still exits 0."""
 TAIL_LINES = 40

@@ -6,7 +6,7 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.cli import app
 from medsynth_kohya.synth import SyntheticSet, make_dataset
+
+from .fake_hub import FakeHub, serve
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = REPO.parent / "shared" / "seed"
@@ -114,3 +116,9 @@ def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallGpus:
         monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
 
     return install
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A running loopback Hub (tests/fake_hub.py); no token or endpoint leaks in."""
+    yield from serve(monkeypatch, tmp_path)

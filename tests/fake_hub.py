@@ -24,10 +24,15 @@ import hashlib
 import json
 import re
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import pytest
 
 LFS_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".png", ".jpg", ".jpeg")
 REPO = r"(?P<repo>[^/]+/[^/]+?)"
@@ -353,3 +358,40 @@ class _Handler(BaseHTTPRequestHandler):
         oid = repo.commit(summary)
         self._send(200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{oid}",
                          "commitOid": oid, "pullRequestUrl": None, "success": True})
+
+
+TOKEN = "hf_TeStToKeN4d0n0tL3ak9f8e7d6c5b4a3"
+"""The token the fake Hub accepts; tests check it never leaks."""
+
+
+class _NoSleep:
+    """huggingface_hub's `time` module with instant sleeps: its retries stay, the waits go."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A running fake Hub; no token or endpoint leaks in from the environment."""
+    import huggingface_hub.constants
+    import huggingface_hub.utils._http
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH",
+                        str(tmp_path / "hf-home" / "token"))
+    # Xet storage needs its own CAS service; the fake Hub speaks the LFS protocol.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(huggingface_hub.utils._http, "time", _NoSleep())
+    server = FakeHub(TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def main():
     args = parser.parse_args()
     mode = os.environ.get("FAKE_SD_MODE", "normal")
     names = ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION", "CUDA_VISIBLE_DEVICES",
-             "PYTHONUNBUFFERED", "PYTHONIOENCODING")
+             "PYTHONUNBUFFERED", "PYTHONIOENCODING", "COLUMNS")
     record = {"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
               "env": {name: os.environ.get(name) for name in names},
               "accelerate": json.loads(os.environ["FAKE_ACCELERATE_ARGS"])}
@@ -193,3 +194,34 @@ def interrupt_after(step: int) -> Callable[[StepProgress], None]:
 
     threading.Thread(target=interrupt, daemon=True).start()
     return on_progress
+
+
+_ISIC = '''#!{python}
+"""Stand-in for isic-cli: records argv, writes what `isic image download` writes."""
+import json, os, sys
+from pathlib import Path
+from medsynth_kohya.synth import make_dataset
+with open(os.environ["FAKE_ISIC_RECORD"], "w") as file:
+    json.dump(sys.argv[1:], file)
+out = Path(sys.argv[-1])
+made = make_dataset(out, 6, seed=5, layout="archive", melanoma_fraction=1.0,
+                    sizes=((640, 480),))
+(out / "SYNTHETIC.txt").unlink()
+(out / "attribution.txt").write_text("Synthetic demo images (CC0)")
+(out / "licenses").mkdir()
+(out / "licenses" / "CC0.txt").write_text("CC0")
+sys.exit(int(os.environ.get("FAKE_ISIC_EXIT", "0")))
+'''
+
+
+def install_fake_isic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `isic` program on PATH; returns the file where it records its arguments."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "isic"
+    program.write_text(_ISIC.format(python=sys.executable), encoding="utf-8")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    record = tmp_path / "isic-argv.json"
+    monkeypatch.setenv("FAKE_ISIC_RECORD", str(record))
+    return record

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,36 +12,12 @@ from typer.testing import CliRunner
 from medsynth_kohya.launch import ISIC_MELANOMA_SEARCH
 
 from .conftest import invoke
-
-_ISIC = '''#!{python}
-"""Stand-in for isic-cli: records argv, writes what `isic image download` writes."""
-import json, os, sys
-from pathlib import Path
-from medsynth_kohya.synth import make_dataset
-with open(os.environ["FAKE_ISIC_RECORD"], "w") as file:
-    json.dump(sys.argv[1:], file)
-out = Path(sys.argv[-1])
-made = make_dataset(out, 6, seed=5, layout="archive", melanoma_fraction=1.0,
-                    sizes=((640, 480),))
-(out / "SYNTHETIC.txt").unlink()
-(out / "attribution.txt").write_text("Synthetic demo images (CC0)")
-(out / "licenses").mkdir()
-(out / "licenses" / "CC0.txt").write_text("CC0")
-sys.exit(int(os.environ.get("FAKE_ISIC_EXIT", "0")))
-'''
+from .fakes import install_fake_isic
 
 
 @pytest.fixture
 def fake_isic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    program = folder / "isic"
-    program.write_text(_ISIC.format(python=sys.executable), encoding="utf-8")
-    program.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    record = tmp_path / "isic-argv.json"
-    monkeypatch.setenv("FAKE_ISIC_RECORD", str(record))
-    return record
+    return install_fake_isic(tmp_path, monkeypatch)
 
 
 def test_dry_run_prints_the_exact_command(runner: CliRunner, tmp_path: Path) -> None:

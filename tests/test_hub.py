@@ -6,7 +6,6 @@ import hashlib
 import json
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from medsynth_kohya import manifest
 from medsynth_kohya.errors import UserError
 
 from .conftest import invoke
-from .fake_hub import FakeHub
+from .fake_hub import TOKEN, FakeHub
 
-TOKEN = "hf_TeStToKeN4d0n0tL3ak9f8e7d6c5b4a3"
 CONFIG_SECRET = "hf_ConfigSecretN0tForTheHub1234"
 REPO = "alice/melanoma-lora"
 SAMPLE_NAMES = ("melanoma_000010_00_20240102030405_42.png",
@@ -34,40 +32,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationW
 
 PROMPTS = ("photo of female skin, me1anoma on torso, at age 45",
            "photo of male skin, me1anoma on head/neck, at age 70, hairy")
-
-
-class _NoSleep:
-    """huggingface_hub's `time` module with instant sleeps: its retries stay, the waits go."""
-
-    def __init__(self) -> None:
-        self.slept: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
-@pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
-    """A running fake Hub; no token or endpoint leaks in from the environment."""
-    import huggingface_hub.constants
-    import huggingface_hub.utils._http
-
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH",
-                        str(tmp_path / "hf-home" / "token"))
-    # Xet storage needs its own CAS service; the fake Hub speaks the LFS protocol.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(huggingface_hub.utils._http, "time", _NoSleep())
-    server = FakeHub(TOKEN).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _lora(step: int, payload: bytes = b"") -> bytes:

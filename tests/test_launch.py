@@ -98,7 +98,7 @@ def test_run_passes_argv_cwd_and_env_exactly(fake_sd: FakeSd) -> None:
     assert Path(recorded["cwd"]) == fake_sd.sd_scripts.resolve()
     assert recorded["env"] == {"OMP_NUM_THREADS": "3", "ACCELERATE_MIXED_PRECISION": "bf16",
                                "CUDA_VISIBLE_DEVICES": "0,1", "PYTHONUNBUFFERED": "1",
-                               "PYTHONIOENCODING": "utf-8"}
+                               "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
     assert recorded["accelerate"] == {
         "num_processes": 2, "num_machines": 1, "mixed_precision": "bf16",
         "dynamo_backend": "no", "num_cpu_threads_per_process": 3, "multi_gpu": True,
