@@ -390,8 +390,8 @@ def _gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
                  on_gpu: bool) -> dict[str, Any]:
     """sdxl_gen_img.py's options, shared by every shard (prompt file and outdir added later).
 
-    Attention, VAE, tokenizers, clip skip and network args repeat the training run's; so does
-    fp16/bf16, on a GPU only (sd-scripts cannot run them on the CPU).
+    Attention, VAE, tokenizers, clip skip, network args and prompt length (max_token_length
+    225 -> 3 x 75 tokens) repeat the training run's; so does fp16/bf16, on a GPU only.
     """
     config: Mapping[str, Any] = (record or {}).get("config", {})
     options: dict[str, Any] = {"ckpt": base_model}
@@ -404,6 +404,9 @@ def _gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
         elif key == "network_args" and isinstance(value, list):
             value = [";".join(str(item) for item in value)]  # one "k=v;k=v" entry per network
         options[key] = value
+    tokens = config.get("max_token_length")
+    if isinstance(tokens, int) and tokens > 75:  # prompts as long as training read them
+        options["max_embeddings_multiples"] = tokens // 75
     precision = config.get("mixed_precision")
     if precision in ("fp16", "bf16") and on_gpu:
         options[precision] = True

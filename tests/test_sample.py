@@ -460,3 +460,15 @@ def test_help_teaches_the_command(runner: CliRunner) -> None:
     for option in ("--lora", "--n", "--like", "--prompts", "--seed", "--num-gpus", "--set",
                    "--dry-run", "metadata.csv"):
         assert option in stdout
+
+
+def test_prompt_length_follows_the_training_run(runner: CliRunner, prepared: Path,
+                                                fake_gen: FakeGen, tmp_path: Path) -> None:
+    run = tmp_path / "long"
+    run.mkdir()
+    write_run(run, prepared, tmp_path / "base.safetensors", max_token_length=225)
+    code, _, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out",
+                              tmp_path / "out", "--width", 64, "--height", 64, "--steps", 2)
+    assert code == 0, stderr
+    [call] = fake_gen.calls()
+    assert call["args"]["max_embeddings_multiples"] == 3
