@@ -16,6 +16,12 @@ import typer
 from medsynth_kohya import __version__
 from medsynth_kohya.hair import HairMode
 
+SdScriptsOption = Annotated[Optional[Path], typer.Option(  # noqa: UP045 (Typer needs Optional)
+    "--sd-scripts",
+    help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")]
+PythonOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--python", help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")]
+
 app = typer.Typer(
     name="medsynth-kohya",
     help="ISIC dermoscopy data to an SDXL melanoma LoRA and a synthetic image set, "
@@ -183,12 +189,8 @@ def train(
         help="Continue the run in --run-dir from its last saved state.")] = False,
     gpus: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Number of GPUs (one process each); default from the preset.")] = None,
-    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
-    ] = None,
-    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
-    ] = None,
+    sd_scripts: SdScriptsOption = None,
+    python: PythonOption = None,
     force: Annotated[bool, typer.Option(help="Start over in a --run-dir that holds a run.")
     ] = False,
 ) -> None:
@@ -228,12 +230,8 @@ def train(
 
 @app.command()
 def doctor(
-    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
-    ] = None,
-    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
-    ] = None,
+    sd_scripts: SdScriptsOption = None,
+    python: PythonOption = None,
     workdir: Annotated[Path, typer.Option(help="Folder whose free disk is checked.")] = Path(),
 ) -> None:
     """Check whether this machine can train: Python, torch and CUDA, GPUs, sd-scripts and its
@@ -372,12 +370,8 @@ def sample(
     num_gpus: Annotated[int, typer.Option(
         help="Processes, one GPU each (CUDA_VISIBLE_DEVICES), sharing the images.")] = 1,
     id_prefix: Annotated[str, typer.Option(help="Prefix of the image ids.")] = "SYN_",
-    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
-    ] = None,
-    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
-    ] = None,
+    sd_scripts: SdScriptsOption = None,
+    python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option(
         help="Write the prompt files, print the plan and the exact commands, run nothing.")
     ] = False,
@@ -450,12 +444,8 @@ def reproduce(
     n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 100,
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--set", help="Override an sd-scripts option of the training (see train).")] = None,
-    sd_scripts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")
-    ] = None,
-    python: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")
-    ] = None,
+    sd_scripts: SdScriptsOption = None,
+    python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option(
         help="Write nothing; print the stages, files, commands, steps and a time estimate.")
     ] = False,
