@@ -93,10 +93,14 @@ def _check(options: PrepareOptions) -> None:
 
 
 def _claim(out: Path, force: bool) -> None:
-    """Refuse a non-empty OUT that `prepare` did not make, unless --force."""
+    """Refuse a non-empty OUT that `prepare` did not make (no .medsynth/), unless --force.
+
+    The state folder is made before any other output, so an interrupted first run still
+    counts as ours and its re-run continues.
+    """
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
-    if not out.is_dir() or (out / STATE_DIR / STATE_FILE).is_file() or force:
+    if not out.is_dir() or (out / STATE_DIR).is_dir() or force:
         return
     if any(out.iterdir()):
         raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya prepare; "
@@ -152,9 +156,12 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
         _collect(todo, results, cache, done, total, on_progress)
     else:
         context = multiprocessing.get_context("spawn")  # fork would inherit OpenCV's threads
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker)
+        try:
             results = pool.map(scan, [k[0] for k in todo], [hair] * len(todo), chunksize=2)
             _collect(todo, results, cache, done, total, on_progress)
+        finally:  # on Ctrl-C, drop the queued scans instead of finishing them
+            pool.shutdown(wait=True, cancel_futures=True)
     return [cache[key] for key in keys], total - len(todo)
 
 
@@ -218,10 +225,13 @@ def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
     state.mkdir(parents=True, exist_ok=True)
     cache = _load_cache(state / CACHE_FILE)
     chosen = chosen.loc[keep]
-    paths = [found[i].resolve() for i in chosen["id"]]
-    scans, reused = _scan_all(paths, options.hair, cache, workers or default_workers(),
-                              on_progress)
-    _save_cache(state / CACHE_FILE, cache)
+    # absolute(), not resolve(): a symlinked image (HF cache, git-annex) keeps its own name
+    paths = [found[i].absolute() for i in chosen["id"]]
+    try:
+        scans, reused = _scan_all(paths, options.hair, cache, workers or default_workers(),
+                                  on_progress)
+    finally:  # an interrupted run keeps what it scanned
+        _save_cache(state / CACHE_FILE, cache)
     good = []
     for (index, identifier), path, result in zip(chosen["id"].items(), paths, scans,
                                                  strict=True):

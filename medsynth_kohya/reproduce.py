@@ -147,11 +147,13 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
     prepared, run, synthetic = workdir / "prepared", workdir / "run", workdir / "synthetic"
     preset = presets.load(PRESET)
     gpus = detect()
-    steps = preset.options.get("max_train_steps")
+    options = {**preset.options, **train.parse_overrides(overrides)}
+    steps = options.get("max_train_steps")
     sd_dir = sdscripts.locate(sd_scripts)
     stages: list[Stage] = []
     report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=workdir, gpus=gpus,
-                             needs=("xformers", "bitsandbytes"), hub=push_repo is not None)
+                             needs=train.needs(options),
+                             hub=push_repo is not None)
     problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
     if problems and not dry_run:
         raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
@@ -169,12 +171,12 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
         state.record("prepare", source_digest, "done")
     train_digest = _digest(_file_digest(manifest) if manifest.is_file() else source_digest,
                            _file_digest(preset.path), list(overrides))
-    name = "melanoma"
+    name = ORIGINAL.class_name
     train_action = _train_action(run, train_digest, state, name)
     command = launch.train_command(sdscripts.python(python), sd_dir.resolve(),
                                    (run / "config.toml").resolve(),
                                    (run / "dataset.toml").resolve(),
-                                   mixed_precision=str(preset.options.get("mixed_precision")))
+                                   mixed_precision=str(options.get("mixed_precision")))
     stages.append(Stage("train", train_action, f"{manifest}, preset {PRESET}",
                         (str(run / "output" / f"{name}.safetensors"), str(run / "run.json")),
                         (command.shell(),), detail=f"{steps} steps"))
@@ -187,6 +189,8 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
                              detect=lambda: gpus, on_progress=on_progress)
         if result.status != "succeeded":
             state.record("train", train_digest, result.status)
+            if result.status == "interrupted":
+                raise KeyboardInterrupt  # the CLI says: re-run the same command
             raise UserError(f"training {result.status}: {result.message}; run the same "
                             "reproduce command again to resume (log: "
                             f"{result.log})")

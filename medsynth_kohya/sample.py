@@ -203,9 +203,9 @@ def resolve_lora(given: Path) -> tuple[Path, dict[str, Any] | None]:
                             "folder or a .safetensors file")
         record = _load_run(given)
         config = record.get("config", {})
-        output = Path(str(config.get("output_dir", given / "output")))
+        output = given / "output"  # this folder's own LoRA, as push uses, even if it moved
         if not output.is_dir():
-            output = given / "output"
+            output = Path(str(config.get("output_dir", output)))
         name = str(config.get("output_name", ""))
         found = launch.lora_files(output, name) if name else []
         listed = [Path(p) for p in record.get("lora_files", []) if Path(p).is_file()]
@@ -376,15 +376,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return parsed
 
 
-def _local(value: str, base: Path) -> str:
-    """A path-like option value: absolute when it exists from here, else as given (a path
-    relative to the sd-scripts checkout, where the generator runs, or a Hub id)."""
-    path = Path(value).expanduser()
-    if path.exists() and not (base / value).exists():
-        return str(path.resolve())
-    return value
-
-
 def _gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
                  settings: prompts.Settings, overrides: Mapping[str, Any], sd_dir: Path,
                  on_gpu: bool) -> dict[str, Any]:
@@ -400,7 +391,7 @@ def _gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
         if value is None or value is False or value == []:
             continue
         if key in ("vae", "tokenizer_cache_dir") and isinstance(value, str):
-            value = _local(value, sd_dir)
+            value = sdscripts.local_path(value, sd_dir)
         elif key == "network_args" and isinstance(value, list):
             value = [";".join(str(item) for item in value)]  # one "k=v;k=v" entry per network
         options[key] = value
@@ -434,7 +425,7 @@ def _base_model(given: str | None, record: Mapping[str, Any] | None, sd_dir: Pat
         if not value:
             raise UserError("give --base-model (a .safetensors checkpoint or a Hub id): the "
                             "LoRA has no train run record naming its base model")
-    resolved = _local(value, sd_dir)
+    resolved = sdscripts.local_path(value, sd_dir)
     looks_local = value.endswith((".safetensors", ".ckpt")) or value.startswith((".", "/", "~"))
     if looks_local and not Path(resolved).exists() and not (sd_dir / value).exists():
         raise UserError(f"base model {value} is not a file (relative paths start here or at "

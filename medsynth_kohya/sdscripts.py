@@ -51,6 +51,15 @@ def commit(folder: Path) -> str | None:
     return value if result.returncode == 0 and len(value) == 40 else None
 
 
+def local_path(value: str, folder: Path) -> str:
+    """A path-like option value as sd-scripts (running in `folder`) must see it: absolute when
+    it exists from here, else as given (relative to `folder`, or a Hub id)."""
+    path = Path(value).expanduser()
+    if path.exists() and not (folder / value).exists():
+        return str(path.resolve())
+    return value
+
+
 def pin_fix(folder: Path) -> str:
     """The exact command that puts `folder` at the pinned release."""
     if folder.resolve() == (_CHECKOUT / "vendor" / "sd-scripts").resolve():

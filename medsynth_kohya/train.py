@@ -34,6 +34,8 @@ from medsynth_kohya.layout import TRAIN_ROOT
 from medsynth_kohya.prepare import read_state
 
 SCRIPT = "sdxl_train_network"
+PATH_OPTIONS = ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "network_weights")
+"""Options naming files: made absolute when they exist from here (sd-scripts runs elsewhere)."""
 RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "dataset_config",
              "config_file", "train_data_dir", "in_json", "reg_data_dir", "resume")
 """Keys the run itself sets; an override of one is refused."""
@@ -137,7 +139,7 @@ def _expected_steps(options: Mapping[str, Any], images: int, repeats: int,
     return steps if isinstance(steps, int) else None
 
 
-def _needs(options: Mapping[str, Any]) -> list[str]:
+def needs(options: Mapping[str, Any]) -> list[str]:
     """Optional packages these options cannot run without."""
     needs = ["xformers"] if options.get("xformers") is True else []
     if "8bit" in str(options.get("optimizer_type", "")).lower():
@@ -150,9 +152,9 @@ def _machine_problems(sd_dir: Path, python: str, options: Mapping[str, Any],
                       ) -> tuple[list[str], list[str], dict[str, str]]:
     """The doctor's checks for this run: failures (refuse a launch), warnings, versions."""
     report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=run_dir, gpus=gpus,
-                             device=preset.device, needs=_needs(options), hub=False)
+                             device=preset.device, needs=needs(options), hub=False)
     problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
-    unneeded = set(doctor.OPTIONAL_MODULES) - set(_needs(options))
+    unneeded = set(doctor.OPTIONAL_MODULES) - set(needs(options))
     warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks
                 if c.status == WARN and c.name not in unneeded]
     vae = options.get("vae")
@@ -163,8 +165,12 @@ def _machine_problems(sd_dir: Path, python: str, options: Mapping[str, Any],
     return problems, warnings, report.versions
 
 
-def _claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
-    """Never overwrite an earlier run's record unless --force (a dry run may be replaced)."""
+def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> None:
+    """Never overwrite an earlier run unless --force (a dry run may be replaced).
+
+    Starting over moves the earlier outputs to `output.replaced-<time>`, so neither its LoRA
+    files nor its saved states can pass for the new run's.
+    """
     record = run_dir / "run.json"
     if resume:
         if not record.is_file():
@@ -175,6 +181,9 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool) -> None:
         if status != "dry-run":
             raise UserError(f"{run_dir} already holds a {status} run; use --resume to continue "
                             "it, another --run-dir, or --force to start over")
+    output = run_dir / "output"
+    if output.is_dir() and not dry_run:
+        output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
 
 
 def _write_record(path: Path, record: Mapping[str, Any]) -> None:
@@ -197,10 +206,17 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     preset = presets.load(preset_name)
     changes = parse_overrides(overrides)
     run_dir = run_dir or Path("runs") / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    _claim_run_dir(run_dir, force, resume)
+    _claim_run_dir(run_dir, force, resume, dry_run)
     train_dir, repeats = _train_folder(prepared)
     table = manifest.read(prepared / "manifest.csv")
     train_rows = table[table["split"] == "train"]
+    if train_rows.empty:
+        raise UserError(f"{prepared} has no training images (see its skipped.csv); prepare "
+                        "a selection with images first")
+    sd_dir = sdscripts.locate(sd_scripts)
+    for key in PATH_OPTIONS:
+        if isinstance(changes.get(key), str):
+            changes[key] = sdscripts.local_path(changes[key], sd_dir)
 
     owned = {"output_dir": str((run_dir / "output").resolve()),
              "output_name": str(state["options"]["class_name"]),
@@ -231,7 +247,6 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
         table, str(state["options"]["caption_template"]), str(state["options"]["trigger"]),
         size, SAMPLE_PROMPTS), prompts_path)
 
-    sd_dir = sdscripts.locate(sd_scripts)
     runner = sdscripts.python(python)
     problems, warnings, versions = _machine_problems(sd_dir, runner, options, preset,
                                                      found_gpus, run_dir)

@@ -148,3 +148,37 @@ def test_source_images_are_never_modified(isic2020: SyntheticSet, tmp_path: Path
     prepare(isic2020.root, out, options=PrepareOptions(caption_template="{trigger}, {sex}"),
             workers=1)
     assert {p.name: p.read_bytes() for p in isic2020.images.iterdir()} == before
+
+
+def test_an_interrupted_first_run_can_be_run_again(isic2020: SyntheticSet, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.images import scan as real_scan
+
+    out = tmp_path / "out"
+    calls = {"n": 0}
+
+    def interrupted(path: str, hair: HairMode) -> object:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_scan(path, hair)
+
+    monkeypatch.setattr("medsynth_kohya.prepare.scan", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(isic2020.root, out, workers=1)
+    monkeypatch.setattr("medsynth_kohya.prepare.scan", real_scan)
+    result = prepare(isic2020.root, out, workers=1)
+    assert (result.reused, result.scanned) == (4, 8)
+    assert len(result.manifest) == 12
+
+
+def test_symlinked_images_keep_their_own_names(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for image in sorted(isic2020.images.glob("*.jpg")):
+        blob = blobs / image.stem.lower().replace("_", "")
+        image.rename(blob)
+        image.symlink_to(blob)
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    assert len(result.manifest) == 12 and result.skipped.empty
+    assert all(Path(p).suffix == ".jpg" for p in result.manifest["source"])

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import toml
 from typer.testing import CliRunner
 
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.prepare import PrepareOptions, prepare
 from medsynth_kohya.synth import SyntheticSet
 from medsynth_kohya.train import train
@@ -99,3 +101,33 @@ def test_interrupted_run_resumes_from_its_last_state(prepared: Path, fake_sd: Fa
     resumed = Path(argv[argv.index("--resume") + 1])
     assert resumed.name.startswith("melanoma-step") and resumed.parent == run / "output"
     assert _record(run)["resumed_from"] == str(resumed)
+
+
+def test_starting_over_sets_the_old_outputs_aside(prepared: Path, fake_sd: FakeSd,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    options = {"run_dir": run, "sd_scripts": fake_sd.sd_scripts, "python": sys.executable}
+    assert train(prepared, "cpu-smoke", **options).status == "succeeded"  # type: ignore[arg-type]
+    monkeypatch.setenv("FAKE_SD_MODE", "no-data")
+    again = train(prepared, "cpu-smoke", force=True, **options)  # type: ignore[arg-type]
+    assert again.status == "failed" and again.lora_files == ()
+    [aside] = run.glob("output.replaced-*")
+    assert (aside / "melanoma.safetensors").is_file()
+
+
+def test_no_training_images_is_refused(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    prepare(isic2020.root, out, options=PrepareOptions(query="target == 5"), workers=1)
+    with pytest.raises(UserError, match="no training images"):
+        train(out, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
+
+
+def test_a_local_model_path_is_made_absolute(prepared: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    result = train(prepared, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True,
+                   overrides=["pretrained_model_name_or_path=model.safetensors"])
+    config = {k: v for t in toml.load(result.config).values() for k, v in t.items()}
+    assert config["pretrained_model_name_or_path"] == str(tmp_path / "model.safetensors")
