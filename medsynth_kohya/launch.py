@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from medsynth_kohya.errors import UserError
 
@@ -43,6 +43,7 @@ TERM_GRACE_S = 10.0
 """How long after SIGTERM before SIGKILL."""
 KILL_GRACE_S = 5.0
 
+_T = TypeVar("_T")
 _BREAK = re.compile(r"\r\n|\r|\n")
 _PROGRESS = re.compile(
     r"^\s*steps:\s*(?:\d+%)?\s*(?:\|[^|]*\|)?\s*(?P<step>\d+)/(?P<total>\d+)\s*"
@@ -216,25 +217,6 @@ class _Stream:
             self.on_progress(progress)
 
 
-def _pump(process: subprocess.Popen[bytes], stream: _Stream, grace: float | None) -> bool:
-    """Stream output until the child closes it and exits (True) or `grace` seconds pass."""
-    deadline = None if grace is None else time.monotonic() + grace
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    while not stream.closed:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            return False
-        data = os.read(fd, 65536)
-        stream.feed(data, final=not data)
-    try:
-        process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
 def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     """Send `sig` to the child's process group (accelerate, the training and its workers)."""
     if process.returncode is not None:
@@ -243,50 +225,12 @@ def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
 
 
-def _stop(process: subprocess.Popen[bytes], stream: _Stream) -> None:
-    """SIGINT, then SIGTERM, then SIGKILL, each after its grace; a new Ctrl-C skips a wait."""
-    stages = ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, TERM_GRACE_S),
-              (signal.SIGKILL, KILL_GRACE_S))
-    for sig, grace in stages:
-        _signal(process, sig)
-        try:
-            if _pump(process, stream, grace):
-                return
-        except KeyboardInterrupt:
-            continue
-    process.wait()
-
-
 def run(command: Command, log: Path, on_progress: Callable[[StepProgress], None] | None = None,
         on_line: Callable[[str], None] | None = None) -> RunOutcome:
     """Run `command`, appending its output to `log`; Ctrl-C stops it and returns interrupted."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as sink:
-        sink.write(f"# {datetime.now().isoformat(timespec='seconds')} $ {command.shell()}\n")
-        sink.flush()
-        try:
-            process = subprocess.Popen(command.argv, cwd=command.cwd,
-                                       env={**os.environ, **command.env},
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
-            raise UserError(f"cannot start {command.argv[0]}: {exc}") from exc
-        stream = _Stream(sink, on_progress, on_line)
-        interrupted = False
-        try:
-            _pump(process, stream, None)
-        except KeyboardInterrupt:
-            interrupted = True
-            _stop(process, stream)
-        except BaseException:
-            stream.on_progress = stream.on_line = None
-            _stop(process, stream)
-            raise
-        finally:
-            if process.stdout is not None:
-                process.stdout.close()
-        returncode = process.wait()
-    return RunOutcome(returncode, interrupted, stream.last, list(stream.tail))
+    return run_many(
+        [command], [log], on_line=None if on_line is None else lambda _, line: on_line(line),
+        on_progress=None if on_progress is None else lambda _, step: on_progress(step))[0]
 
 
 def lora_files(output_dir: Path, output_name: str) -> list[Path]:
@@ -439,8 +383,7 @@ def _stop_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_S
               (signal.SIGKILL, KILL_GRACE_S))
     for sig, grace in stages:
         for process in processes:
-            if process.poll() is None:
-                _signal(process, sig)
+            _signal(process, sig)  # also when only its group still runs, holding the output
         try:
             if _pump_all(processes, streams, grace):
                 return
@@ -451,12 +394,14 @@ def _stop_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_S
 
 
 def run_many(commands: Sequence[Command], logs: Sequence[Path],
-             on_line: Callable[[int, str], None] | None = None) -> list[RunOutcome]:
+             on_line: Callable[[int, str], None] | None = None,
+             on_progress: Callable[[int, StepProgress], None] | None = None) -> list[RunOutcome]:
     """Run `commands` side by side, each appending its output to its log.
 
-    `on_line(k, line)` sees command k's lines. One child failing leaves the others running.
-    Ctrl-C stops every child still running (SIGINT, SIGTERM, SIGKILL) and returns; those
-    come back `interrupted`.
+    `on_line(k, line)` sees command k's lines, `on_progress(k, progress)` its "steps" bar. One
+    child failing leaves the others running. Ctrl-C stops every child still running (its
+    process or its output open: SIGINT, SIGTERM, SIGKILL) and returns; those come back
+    `interrupted`.
     """
     if len(commands) != len(logs):
         raise ValueError("one log per command")
@@ -472,9 +417,8 @@ def run_many(commands: Sequence[Command], logs: Sequence[Path],
             sinks.append(sink)
         try:
             for index, (command, sink) in enumerate(zip(commands, sinks, strict=True)):
-                line_hook = None if on_line is None else _line_hook(on_line, index)
                 processes.append(_start(command))
-                streams.append(_Stream(sink, None, line_hook))
+                streams.append(_Stream(sink, _tagged(on_progress, index), _tagged(on_line, index)))
         except BaseException:
             _stop_all(processes, streams)
             raise
@@ -482,11 +426,12 @@ def run_many(commands: Sequence[Command], logs: Sequence[Path],
         try:
             _pump_all(processes, streams, None)
         except KeyboardInterrupt:
-            running = [process.poll() is None for process in processes]
+            running = [not stream.closed or process.poll() is None
+                       for process, stream in zip(processes, streams, strict=True)]
             _stop_all(processes, streams)
         except BaseException:
             for stream in streams:
-                stream.on_line = None
+                stream.on_progress = stream.on_line = None
             _stop_all(processes, streams)
             raise
         finally:
@@ -499,8 +444,12 @@ def run_many(commands: Sequence[Command], logs: Sequence[Path],
             for code, was_running, stream in zip(codes, stopped, streams, strict=True)]
 
 
-def _line_hook(on_line: Callable[[int, str], None], index: int) -> Callable[[str], None]:
-    def hook(line: str) -> None:
-        on_line(index, line)
+def _tagged(hook: Callable[[int, _T], None] | None, index: int) -> Callable[[_T], None] | None:
+    """`hook` with its first argument fixed to `index` (None stays None)."""
+    if hook is None:
+        return None
 
-    return hook
+    def tagged(value: _T) -> None:
+        hook(index, value)
+
+    return tagged
