@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, launch, manifest
+from medsynth_kohya import __version__, files, launch, manifest
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.resources import data_dir
 
@@ -408,7 +408,7 @@ def _spread(record: Mapping[str, Any]) -> tuple[str, list[str], bool]:
                 "spread of the training images is not shown.",
                 [f"{path} not found: the card cannot show the data's sex/age/site spread"],
                 False)
-    if dataset.get("manifest_sha256") and manifest.digest(path) != dataset["manifest_sha256"]:
+    if dataset.get("manifest_sha256") and files.sha256(path) != dataset["manifest_sha256"]:
         return ("The prepared manifest changed after training, so the spread of the training "
                 "images is not shown.",
                 [f"{path} changed since the run (sha256 differs): the card omits the spread"],
@@ -729,9 +729,7 @@ def _record_push(run_dir: Path, entry: Mapping[str, Any]) -> None:
     path = run_dir / "run.json"
     record = json.loads(path.read_text(encoding="utf-8"))
     record.setdefault("pushes", []).append(dict(entry))
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    temporary.replace(path)
+    files.write_json(path, record)
 
 
 def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DEFAULT_LICENSE,

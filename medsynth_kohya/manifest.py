@@ -20,9 +20,10 @@ Schema of `OUT/manifest.csv`, in column order:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from medsynth_kohya.files import replacing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,9 +44,8 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write(frame: pd.DataFrame, path: Path) -> None:
     """Write atomically, so a crash never leaves half a manifest behind."""
-    temporary = path.with_name(path.name + ".tmp")
-    frame.to_csv(temporary, index=False)
-    temporary.replace(path)
+    with replacing(path) as temporary:
+        frame.to_csv(temporary, index=False)
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -55,7 +55,3 @@ def read(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=True)
     return conform(frame)
 
-
-def digest(path: Path) -> str:
-    """sha256 of a manifest file: what later stages record as the data they used."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()

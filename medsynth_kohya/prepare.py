@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, captions, layout, manifest, render
+from medsynth_kohya import __version__, captions, files, layout, manifest, render
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hair import HairMode, is_hairy
 from medsynth_kohya.images import Scan, init_worker, output_suffix, scan
@@ -134,9 +134,7 @@ def _save_cache(path: Path, scans: dict[CacheKey, Scan]) -> None:
     """Keep every scan for the next run, written atomically."""
     entries = [{"path": k[0], "size": k[1], "mtime_ns": k[2], "hair": k[3], "scan": asdict(v)}
                for k, v in scans.items()]
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(entries), encoding="utf-8")
-    temporary.replace(path)
+    files.write_json(path, entries, indent=None)
 
 
 def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
@@ -320,9 +318,7 @@ def _write_state(path: Path, source: Source, options: PrepareOptions) -> None:
               "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
                          "image_dirs": [str(d.resolve()) for d in source.image_dirs]},
               "options": {**asdict(options), "hair": options.hair.value}}
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-    temporary.replace(path)
+    files.write_json(path, record, sort_keys=True)
 
 
 def read_state(out: Path) -> dict[str, Any]:

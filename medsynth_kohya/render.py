@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from medsynth_kohya import files
 from medsynth_kohya.resources import data_dir
 
 _PLACEHOLDER = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
@@ -46,9 +47,7 @@ def write_toml(document: Mapping[str, Any], path: Path) -> None:
     """Write a TOML document atomically."""
     import toml
 
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(toml.dumps(dict(document)), encoding="utf-8")
-    temporary.replace(path)
+    files.write_text(path, toml.dumps(dict(document)))
 
 
 def bucket_range(resolution: int, step: int = 64) -> tuple[int, int]:

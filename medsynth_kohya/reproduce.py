@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import doctor, launch, presets, sdscripts
+from medsynth_kohya import doctor, files, launch, presets, sdscripts
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.gpus import Gpu, detect_gpus
 from medsynth_kohya.hair import HairMode
@@ -63,14 +63,6 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 def _source_digest(source: Path, metadata: Path | None, images: Path | None) -> str:
     """Metadata content plus every image's name, size and mtime: what prepare reads."""
     from medsynth_kohya.sources import IMAGE_SUFFIXES, locate
@@ -79,7 +71,7 @@ def _source_digest(source: Path, metadata: Path | None, images: Path | None) -> 
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for folder in located.image_dirs for p in folder.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES)
-    return _digest(_file_digest(located.metadata), listing, str(ORIGINAL))
+    return _digest(files.sha256(located.metadata), listing, str(ORIGINAL))
 
 
 def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
@@ -113,10 +105,7 @@ class _State:
             return
         self.data["stages"][stage] = {"digest": digest, "status": status,
                                       "at": datetime.now(timezone.utc).isoformat(), **extra}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.data, indent=2), encoding="utf-8")
-        temporary.replace(self.path)
+        files.write_json(self.path, self.data)
 
 
 def _train_action(run: Path, digest: str, state: _State, name: str) -> str:
@@ -169,8 +158,8 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
         prepare.prepare(source, prepared, metadata=metadata, images=images, options=ORIGINAL,
                         force=True)
         state.record("prepare", source_digest, "done")
-    train_digest = _digest(_file_digest(manifest) if manifest.is_file() else source_digest,
-                           _file_digest(preset.path), list(overrides))
+    train_digest = _digest(files.sha256(manifest) if manifest.is_file() else source_digest,
+                           files.sha256(preset.path), list(overrides))
     name = ORIGINAL.class_name
     train_action = _train_action(run, train_digest, state, name)
     command = launch.train_command(sdscripts.python(python), sd_dir.resolve(),
@@ -199,7 +188,7 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
     if final.is_file():
         lora = final
 
-    sample_digest = _digest(_file_digest(lora) if lora else train_digest, n)
+    sample_digest = _digest(files.sha256(lora) if lora else train_digest, n)
     sample_action = "skip (inputs unchanged)" if state.done("sample", sample_digest) else "run"
     stages.append(Stage("sample", sample_action, f"{final}, {n} images, seed 0",
                         (str(synthetic / "images"), str(synthetic / "metadata.csv"),

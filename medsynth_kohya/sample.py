@@ -27,8 +27,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, captions, launch, manifest, prompts, sdopts, sdscripts
+from medsynth_kohya import (
+    __version__,
+    captions,
+    files,
+    launch,
+    manifest,
+    prompts,
+    sdopts,
+    sdscripts,
+)
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.files import replacing
 from medsynth_kohya.gpus import Gpu, detect_gpus
 
 if TYPE_CHECKING:
@@ -172,15 +182,6 @@ def check_lora(path: Path) -> None:
             header = None
     if not isinstance(header, dict):
         raise UserError(f"LoRA file {path} is not a safetensors file (its header is not JSON)")
-
-
-def sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(2**20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_run(run_dir: Path) -> dict[str, Any]:
@@ -340,7 +341,7 @@ def _prompt_source(options: SampleOptions, n: int | None, record: Mapping[str, A
         raise UserError("give --n, the number of images to generate")
     table = _read_manifest(like, options.query)
     drawn = prompts.draw(table, n, options.seed, names.template, names.trigger)
-    identity = {"kind": "like", "manifest_sha256": manifest.digest(like),
+    identity = {"kind": "like", "manifest_sha256": files.sha256(like),
                 "query": options.query, "template": names.template, "trigger": names.trigger}
     return _Source(drawn, identity), n
 
@@ -621,8 +622,8 @@ def write_metadata(plan: Plan, present: Sequence[int], path: Path) -> None:
     malignant = "malignant" if plan.diagnosis.lower() == "melanoma" else ""
     shared = (settings.negative_prompt, settings.steps, float(settings.scale), settings.sampler,
               settings.width, settings.height, plan.lora.name, plan.lora_sha256, plan.base_model)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8", newline="") as file:
+    with replacing(path) as temporary, temporary.open("w", encoding="utf-8",
+                                                          newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(
@@ -630,7 +631,6 @@ def write_metadata(plan: Plan, present: Sequence[int], path: Path) -> None:
              plan.diagnosis, malignant, _cell(drawn.hairy[i]), "true", drawn.prompts[i],
              shared[0], plan.seed + i, *shared[1:])
             for i in sorted(present))
-    temporary.replace(path)
 
 
 def _wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
@@ -687,10 +687,9 @@ def write_grid(plan: Plan, images: Path, present: Sequence[int], path: Path,
         for number, line in enumerate(lines):
             cv2.putText(sheet, line, (left + 4, top + tile + 12 + number * line_height), font,
                         size, (0, 0, 0), 1, cv2.LINE_AA)
-    temporary = path.with_name(path.name + ".tmp.jpg")
-    if not cv2.imwrite(str(temporary), sheet, [cv2.IMWRITE_JPEG_QUALITY, 90]):
-        raise UserError(f"cannot write {path}")
-    temporary.replace(path)
+    with replacing(path) as temporary:
+        if not cv2.imwrite(str(temporary), sheet, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            raise UserError(f"cannot write {path}")
     return path
 
 
@@ -750,13 +749,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_state(path: Path, record: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    temporary.replace(path)
-
-
 def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
            sd_scripts: Path | None = None, python: str | None = None, dry_run: bool = False,
            force: bool = False, detect: Callable[[], list[Gpu]] = detect_gpus,
@@ -783,7 +775,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
         raise UserError("\n".join(errors))
     runner = sdscripts.python(python)
 
-    digest = sha256(lora_file)
+    digest = files.sha256(lora_file)
     identity = {**source.identity, "seed": options.seed, "id_prefix": options.id_prefix,
                 **asdict(settings), "base_model": base_model, "lora_sha256": digest,
                 "generator": {k: v for k, v in gen.items() if k != "network_weights"}}
@@ -804,7 +796,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     state: dict[str, Any] = {"tool": "medsynth-kohya", "command": "sample",
                              "version": __version__, "identity": identity, "n": n,
                              "lora": str(lora_file.resolve()), "status": "planned"}
-    _write_state(state_path, state)
+    files.write_json(state_path, state)
     if same:
         _harvest(out)
     _clear_shards(out)
@@ -826,13 +818,13 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
                           tuple(shards), out / METADATA, None, warnings=tuple(warnings + problems))
     if dry_run:
         state["status"] = "dry-run"
-        _write_state(state_path, state)
+        files.write_json(state_path, state)
         return result
 
     outcomes: list[launch.RunOutcome] = []
     if shards:
         state.update(status="running", start=_now())
-        _write_state(state_path, state)
+        files.write_json(state_path, state)
         outcomes = launch.run_many([s.command for s in shards], [s.log for s in shards],
                                    on_line=_counter(out, plan, len(present_before), on_progress))
     _harvest(out)
@@ -860,7 +852,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
                  shards=[{"index": s.index, "device": s.device, "images": len(s.images),
                           "made": s.made, "returncode": s.returncode,
                           "interrupted": s.interrupted, "log": str(s.log)} for s in finished])
-    _write_state(state_path, state)
+    files.write_json(state_path, state)
     return replace(result, status=status, present=len(present), shards=finished, grid=grid,
                    message=message, warnings=tuple(warnings))
 

@@ -19,6 +19,7 @@ from medsynth_kohya import (
     __version__,
     checks,
     doctor,
+    files,
     launch,
     manifest,
     presets,
@@ -186,12 +187,6 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> N
         output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
 
 
-def _write_record(path: Path, record: Mapping[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    temporary.replace(path)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -268,7 +263,7 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
         "gpus": [{"name": g.name, "memory_mib": g.memory_mib,
                   "compute_capability": list(g.compute_capability)} for g in found_gpus],
         "dataset": {"prepared": str(prepared.resolve()),
-                    "manifest_sha256": manifest.digest(prepared / "manifest.csv"),
+                    "manifest_sha256": files.sha256(prepared / "manifest.csv"),
                     "train_images": len(train_rows), "repeats": repeats,
                     "trigger": state["options"]["trigger"],
                     "caption_template": state["options"]["caption_template"],
@@ -279,14 +274,14 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
                          steps, warnings=tuple(warnings + problems))
     if dry_run:
         record["status"] = "dry-run"
-        _write_record(run_dir / "run.json", record)
+        files.write_json(run_dir / "run.json", record)
         return result
     if problems:
         raise UserError("\n".join(problems))
 
     log = run_dir / "train.log"
     record.update(status="running", start=_now(), resumed_from=str(state_dir or "") or None)
-    _write_record(run_dir / "run.json", record)
+    files.write_json(run_dir / "run.json", record)
     outcome = launch.run(command, log, on_progress=on_progress)
     loras = launch.lora_files(run_dir / "output", owned["output_name"])
     final = run_dir / "output" / f"{owned['output_name']}.safetensors"
@@ -301,6 +296,6 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     record.update(status=status, end=_now(), exit_status=outcome.returncode,
                   interrupted=outcome.interrupted, message=message,
                   lora_files=[str(p) for p in loras])
-    _write_record(run_dir / "run.json", record)
+    files.write_json(run_dir / "run.json", record)
     return replace(result, status=status, warnings=tuple(warnings), lora_files=tuple(loras),
                    message=message, log=log, tail=tuple(outcome.tail))

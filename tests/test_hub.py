@@ -14,8 +14,8 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
+from medsynth_kohya import files, manifest
 from medsynth_kohya import hub as hubmod
-from medsynth_kohya import manifest
 from medsynth_kohya.errors import UserError
 
 from .conftest import invoke
@@ -103,7 +103,7 @@ def make_run(root: Path, *, step: int = 10, samples: tuple[str, ...] = SAMPLE_NA
         "gpus": [{"name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559,
                   "compute_capability": [9, 0]}],
         "dataset": {"prepared": str(prepared.resolve()),
-                    "manifest_sha256": manifest.digest(manifest_path),
+                    "manifest_sha256": files.sha256(manifest_path),
                     "train_images": 6, "repeats": 4},
         "start": "2024-01-02T01:00:00+00:00", "end": "2024-01-02T02:30:15+00:00",
         "exit_status": 0, "status": "succeeded", "message": "LoRA written",
@@ -435,7 +435,7 @@ def test_demo_data_and_another_licence_are_stated(run: Path) -> None:
     table = manifest.read(path)
     table["id"] = [f"SYN_{i:07d}" for i in range(len(table))]
     manifest.write(table, path)
-    record["dataset"]["manifest_sha256"] = manifest.digest(path)
+    record["dataset"]["manifest_sha256"] = files.sha256(path)
     (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
 
     planned = hubmod.plan(run, REPO, license="mit")
