@@ -151,9 +151,6 @@ def demo(
     from medsynth_kohya.demo import run_demo
     from medsynth_kohya.prepare import summary
 
-    if n < 1:
-        ui.error("--n must be at least 1")
-        raise typer.Exit(1)
     with (_user_errors(), ui.progress_bar("checking images") as progress,
           ui.training_bar() as step):
         result = run_demo(out, n=n, seed=seed, on_progress=progress, on_step=step)

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medsynth_kohya import sdscripts
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.gpus import Gpu, detect_gpus
 from medsynth_kohya.launch import StepProgress
 from medsynth_kohya.prepare import PrepareOptions, PrepareResult, Progress, prepare
+from medsynth_kohya.presets import BASE_MODEL
 from medsynth_kohya.synth import SyntheticSet, make_dataset
 from medsynth_kohya.train import TrainResult, train
 
 PRESET = "t4-16gb"
-BASE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ def run_demo(out: Path, *, n: int = 24, seed: int = 0, workers: int | None = Non
              on_step: Callable[[StepProgress], None] | None = None,
              detect: Callable[[], list[Gpu]] = detect_gpus) -> DemoResult:
     """Generate `out/source`, prepare `out/prepared`, and plan (or run) training in `out/run`."""
+    if n < 1:
+        raise UserError("--n must be at least 1")
     synthetic = make_dataset(out / "source", n, seed=seed,
                              sizes=((640, 480), (1024, 768), (1600, 1067)))
     prepared = prepare(synthetic.root, out / "prepared",

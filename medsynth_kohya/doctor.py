@@ -157,7 +157,7 @@ def _python_checks(python: str, report: dict[str, Any], wanted: dict[str, str], 
     else:
         pinned = ", ".join(f"{n} {versions[n]}" for n in sorted(wanted) if n in versions)
         checks.append(Check("sd-scripts packages", OK, pinned or "importable"))
-    for name, needed_by in (("xformers", "xformers = true (medsynthx-2023)"),
+    for name, needed_by in (("xformers", "xformers = true (as in medsynthx-2023)"),
                             ("bitsandbytes", "8-bit optimizers (AdamW8bit)")):
         if modules.get(name):
             checks.append(Check(name, OK, versions.get(name, "importable")))
@@ -184,7 +184,7 @@ def _token() -> Check:
     if token:
         return Check("Hub token", OK, "set (HF_TOKEN or a stored login)")
     return Check("Hub token", WARN, "not set: needed only by push",
-                 "huggingface-cli login, or export HF_TOKEN")
+                 "hf auth login, or export HF_TOKEN")
 
 
 def _disk(workdir: Path) -> Check:

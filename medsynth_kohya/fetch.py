@@ -12,6 +12,7 @@ from pathlib import Path
 
 from medsynth_kohya import launch
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sources import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -42,5 +43,5 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     if code != 0 or not metadata.is_file():
         raise UserError(f"isic image download failed (exit {code}); check the messages above "
                         "and run the same command again")
-    images = sum(1 for p in out.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    images = sum(1 for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return FetchResult(out, command, images, ran=True)

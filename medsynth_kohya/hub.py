@@ -27,17 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files, launch, manifest
+from medsynth_kohya.captions import DEFAULT_TRIGGER
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.presets import BASE_MODEL
+from medsynth_kohya.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
 from medsynth_kohya.resources import data_dir
 
 if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-BASE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 TAGS = ("text-to-image", "stable-diffusion-xl", "lora", "medical", "dermatology", "melanoma")
 DEFAULT_LICENSE = "cc-by-nc-4.0"
-DEFAULT_TRIGGER = "me1anoma"
 MANAGED = ("checkpoints/", "samples/", "training/")
 """Repo folders that `push` owns: files there that the pushed run lacks are deleted."""
 MAX_SAMPLE_IMAGES = 8
@@ -219,9 +220,10 @@ def _prompt_settings(run_dir: Path) -> dict[str, Any]:
     table = dict(_toml(run_dir / "sample_prompts.toml").get("prompt", {}))
     subsets = table.pop("subset", [])
     prompts = [str(s.get("prompt", "")) for s in subsets if isinstance(s, dict)]
-    return {"negative_prompt": table.get("negative_prompt"), "width": table.get("width", 1024),
-            "height": table.get("height", 1024), "scale": table.get("scale", 12),
-            "steps": table.get("sample_steps", 28), "prompts": prompts}
+    return {"negative_prompt": table.get("negative_prompt"),
+            "width": table.get("width", DEFAULT_SIZE), "height": table.get("height", DEFAULT_SIZE),
+            "scale": table.get("scale", DEFAULT_SCALE),
+            "steps": table.get("sample_steps", DEFAULT_STEPS), "prompts": prompts}
 
 
 def _training_samples(run_dir: Path, name: str, prompts: Sequence[str],

@@ -6,6 +6,7 @@ A preset holds sd-scripts tables (any table name: sd-scripts flattens them) and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.resources import data_dir
 
 OWN_TABLE = "medsynth"
+BASE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+"""The SDXL base model every shipped preset trains on."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,13 @@ class Preset:
     @property
     def options(self) -> dict[str, Any]:
         """The sd-scripts options as sd-scripts sees them: all tables flattened."""
-        return {key: value for table in self.tables.values() for key, value in table.items()}
+        return flatten(self.tables)
+
+
+def flatten(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What sd-scripts reads from a --config_file: every table's keys in one namespace,
+    later tables winning."""
+    return {key: value for table in tables.values() for key, value in table.items()}
 
 
 def available() -> list[str]:

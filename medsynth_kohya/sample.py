@@ -572,39 +572,6 @@ def split(indices: Sequence[int], parts: int) -> list[list[int]]:
 # --- metadata and grid ---------------------------------------------------------------------
 
 
-def metadata_frame(plan: Plan, present: Sequence[int]) -> pd.DataFrame:
-    """metadata.csv's rows for the images `present` (indices), in id order."""
-    import pandas as pd
-
-    drawn, settings = plan.drawn, plan.settings
-    rows = sorted(present)
-    malignant = "malignant" if plan.diagnosis.lower() == "melanoma" else None
-    count = len(rows)
-    frame = pd.DataFrame({
-        "isic_id": [plan.image_id(i) for i in rows],
-        "sex": pd.array([drawn.sex[i] for i in rows], dtype="string"),
-        "age_approx": pd.array([drawn.age[i] for i in rows], dtype="Int64"),
-        "anatom_site_general": pd.array([drawn.site[i] for i in rows], dtype="string"),
-        "diagnosis": [plan.diagnosis] * count,
-        "benign_malignant": pd.array([malignant] * count, dtype="string"),
-        "hairy": pd.array([drawn.hairy[i] for i in rows], dtype="boolean"),
-        "synthetic": [True] * count,
-        "prompt": [drawn.prompts[i] for i in rows],
-        "negative_prompt": [settings.negative_prompt] * count,
-        "seed": [plan.seed + i for i in rows],
-        "steps": [settings.steps] * count,
-        "scale": [float(settings.scale)] * count,
-        "sampler": [settings.sampler] * count,
-        "width": [settings.width] * count,
-        "height": [settings.height] * count,
-        "lora_file": [plan.lora.name] * count,
-        "lora_sha256": [plan.lora_sha256] * count,
-        "base_model": [plan.base_model] * count,
-    }, columns=list(COLUMNS))
-    frame_out: pd.DataFrame = frame
-    return frame_out
-
-
 def _cell(value: object) -> object:
     if value is None:
         return ""
@@ -614,7 +581,7 @@ def _cell(value: object) -> object:
 
 
 def write_metadata(plan: Plan, present: Sequence[int], path: Path) -> None:
-    """metadata.csv for the images present (the rows of `metadata_frame`), written atomically:
+    """metadata.csv for the images `present` (indices), in id order, written atomically:
     blank for a missing value, true/false for booleans."""
     import csv
 

@@ -114,11 +114,6 @@ def _merge(preset: presets.Preset, overrides: Mapping[str, Any],
     return document
 
 
-def _flatten(document: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """What sd-scripts sees: every table's keys in one namespace, later tables winning."""
-    return {key: value for table in document.values() for key, value in table.items()}
-
-
 def _train_folder(prepared: Path) -> tuple[Path, int]:
     """The prepared `img/<R>_<class>` folder and its repeats."""
     folders = sorted(p for p in (prepared / TRAIN_ROOT).glob("*_*") if p.is_dir())
@@ -218,7 +213,7 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
              "logging_dir": str((run_dir / "logs").resolve()),
              "sample_prompts": str((run_dir / "sample_prompts.toml").resolve())}
     document = _merge(preset, changes, owned)
-    options = _flatten(document)
+    options = presets.flatten(document)
     errors = sdopts.check(SCRIPT, options) + checks.config_errors(options)
     found_gpus = [] if preset.device == "cpu" else detect()
     processes = gpus or preset.num_processes or max(1, len(found_gpus))

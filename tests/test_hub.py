@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -382,12 +381,9 @@ def test_hub_failures_are_one_line_and_leave_nothing_behind(
     repo_id, expected = _failing(fake_hub, case)
     heads = {name: repo.head for name, repo in fake_hub.repos.items()}
     before = _snapshot(tmp_path)
-    started = time.monotonic()
-
     message = _refused(runner, run, "--repo-id", repo_id, "--endpoint", fake_hub.url)
 
     assert expected in message, message
-    assert time.monotonic() - started < 20
     assert len(fake_hub.requests) < 50
     assert _snapshot(tmp_path) == before
     for name, repo in fake_hub.repos.items():

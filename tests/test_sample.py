@@ -23,7 +23,6 @@ from medsynth_kohya.sample import (
     COLUMNS,
     Plan,
     SampleOptions,
-    metadata_frame,
     sample,
     write_metadata,
 )
@@ -448,7 +447,17 @@ def test_metadata_file_matches_its_frame(tmp_path: Path) -> None:
     written = pd.read_csv(tmp_path / "metadata.csv", dtype={
         "sex": "string", "anatom_site_general": "string", "age_approx": "Int64",
         "hairy": "boolean", "benign_malignant": "string"})
-    pd.testing.assert_frame_equal(written, metadata_frame(plan, present), check_dtype=False)
+    rows = sorted(present)
+    assert list(written.columns) == list(COLUMNS)
+    assert list(written["prompt"]) == [drawn.prompts[i] for i in rows]
+    for column, values in (("sex", drawn.sex), ("age_approx", drawn.age),
+                           ("anatom_site_general", drawn.site), ("hairy", drawn.hairy)):
+        expected = [values[i] for i in rows]
+        assert [None if pd.isna(v) else v for v in written[column]] == expected, column
+    assert set(written["negative_prompt"]) == {plan.settings.negative_prompt}
+    assert set(written["lora_sha256"]) == {"ab" * 32} and written["synthetic"].all()
+    assert set(written["diagnosis"]) == {"melanoma"}
+    assert set(written["benign_malignant"]) == {"malignant"}
     assert list(written["isic_id"]) == ["SYN_0000000", "SYN_0000003", "SYN_0000017",
                                         "SYN_0000040"]
     assert list(written["seed"]) == [9, 12, 26, 49]
