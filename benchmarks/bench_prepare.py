@@ -5,7 +5,7 @@ Generates (or reuses, with --data) an ISIC-like set of mixed resolutions from 64
 
 - baseline: for each melanoma, copy the file, write its caption, and run the original hair
   heuristic on the full-size image, one image after another (what the 2023 run did);
-- prepare: `medsynth_kohya.prepare.prepare` on all cores.
+- prepare: `medsynth_kohya.data.prepare.prepare` on all cores.
 
 It prints images per second for both and their ratio, then the peak memory of `prepare` on a
 quarter of the set and on all of it (their ratio should stay near 1).
@@ -25,10 +25,10 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from medsynth_kohya.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER, render_caption
-from medsynth_kohya.hair import HairMode, is_hairy, seed_score
-from medsynth_kohya.prepare import prepare
-from medsynth_kohya.synth import make_dataset
+from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER, render_caption
+from medsynth_kohya.data.hair import HairMode, is_hairy, seed_score
+from medsynth_kohya.data.prepare import prepare
+from medsynth_kohya.data.synth import make_dataset
 
 SIZES = ((640, 480), (1024, 768), (1936, 2592), (3264, 2448), (6000, 4000))
 
@@ -59,7 +59,7 @@ def baseline(metadata: Path, images: Path, out: Path) -> int:
 def peak_memory(metadata: Path, images: Path, out: Path) -> float:
     """Peak RSS of `prepare` in a fresh process plus its largest worker, in MiB."""
     code = ("import resource, sys; from pathlib import Path; "
-            "from medsynth_kohya.prepare import prepare; "
+            "from medsynth_kohya.data.prepare import prepare; "
             "prepare(None, Path(sys.argv[3]), metadata=Path(sys.argv[1]), "
             "images=Path(sys.argv[2])); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss "

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medsynth_kohya import manifest, prompts
-from medsynth_kohya.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
-from medsynth_kohya.sample import Plan, split, write_metadata, write_shard_files
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.sample import Plan, split, write_metadata, write_shard_files
 
 SITES = ("torso", "lower extremity", "upper extremity", "head/neck", "palms/soles",
          "oral/genital", None)

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from medsynth_kohya import __version__
-from medsynth_kohya.hair import HairMode
+from medsynth_kohya.data.hair import HairMode
 
 SdScriptsOption = Annotated[Optional[Path], typer.Option(  # noqa: UP045 (Typer needs Optional)
     "--sd-scripts",
@@ -114,8 +114,8 @@ def prepare(
     A re-run on the same OUT only re-checks changed images.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.prepare import PrepareOptions, summary
-    from medsynth_kohya.prepare import prepare as run
+    from medsynth_kohya.data.prepare import PrepareOptions, summary
+    from medsynth_kohya.data.prepare import prepare as run
 
     options = PrepareOptions(query=query, class_name=class_name, trigger=trigger,
                              caption_template=caption_template, hair=hair, repeats=repeats,
@@ -148,8 +148,8 @@ def demo(
     SDXL base model in the Hugging Face cache, it trains for real.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.demo import run_demo
-    from medsynth_kohya.prepare import summary
+    from medsynth_kohya.data.prepare import summary
+    from medsynth_kohya.pipeline.demo import run_demo
 
     with (_user_errors(), ui.progress_bar("checking images") as progress,
           ui.training_bar() as step):
@@ -199,7 +199,7 @@ def train(
     `RUN/train.log`, record in `RUN/run.json`). Ctrl-C stops cleanly; `--resume` continues.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.train import train as run
+    from medsynth_kohya.training.train import train as run
 
     with _user_errors(), ui.training_bar() as progress:
         result = run(prepared, preset, overrides=set_ or [], run_dir=run_dir,
@@ -237,7 +237,7 @@ def doctor(
     Exits non-zero when training cannot run; every failing row says how to fix it.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.doctor import diagnose
+    from medsynth_kohya.machine.doctor import diagnose
 
     with _user_errors():
         report = diagnose(sd_scripts=sd_scripts, python=python, workdir=workdir)
@@ -261,7 +261,7 @@ def fetch_isic(
     keep the attribution.txt it writes with anything you publish.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.fetch import fetch_isic as run
+    from medsynth_kohya.data.fetch import fetch_isic as run
 
     with _user_errors():
         result = run(out, limit=limit, dry_run=dry_run)
@@ -302,7 +302,7 @@ def push(
     and is never printed or written. Pushing the same run again makes no new commit.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.hub import push as run
+    from medsynth_kohya.hub.push import push as run
 
     with _user_errors():
         result = run(run_dir, repo_id, private=private, license=license_,
@@ -382,8 +382,8 @@ def sample(
     seed S + i; re-running the same command generates only the missing images.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.sample import SampleOptions
-    from medsynth_kohya.sample import sample as run
+    from medsynth_kohya.sampling.sample import SampleOptions
+    from medsynth_kohya.sampling.sample import sample as run
 
     options = SampleOptions(n=n, like=like, prompt=prompt, prompts_file=prompts, query=query,
                             seed=seed, width=width, height=height, steps=steps, scale=scale,
@@ -453,7 +453,7 @@ def reproduce(
     stages whose inputs have not changed and resumes an interrupted training.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.reproduce import reproduce as run
+    from medsynth_kohya.pipeline.reproduce import reproduce as run
 
     with _user_errors(), ui.training_bar() as progress:
         result = run(source, workdir, push_repo=push, n=n, overrides=set_ or [],

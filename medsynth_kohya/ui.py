@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from medsynth_kohya.doctor import Check
-    from medsynth_kohya.launch import StepProgress
-    from medsynth_kohya.prepare import Progress
+    from medsynth_kohya.data.prepare import Progress
+    from medsynth_kohya.machine.doctor import Check
+    from medsynth_kohya.sdscripts.launch import StepProgress
 
 
 def console(stderr: bool = False) -> Console:

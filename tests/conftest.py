@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.cli import app
-from medsynth_kohya.synth import SyntheticSet, make_dataset
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
 from .fake_hub import FakeHub, serve
 

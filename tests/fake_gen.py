@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from medsynth_kohya import sdopts
+from medsynth_kohya.sdscripts import sdopts
 
 from .fakes import make_fake_sd
 

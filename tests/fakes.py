@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import toml
 
-from medsynth_kohya.launch import StepProgress
+from medsynth_kohya.sdscripts.launch import StepProgress
 
 RUNTIME_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
                    "safetensors", "voluptuous", "einops", "bitsandbytes", "xformers")
@@ -200,7 +200,7 @@ _ISIC = '''#!{python}
 """Stand-in for isic-cli: records argv, writes what `isic image download` writes."""
 import json, os, sys
 from pathlib import Path
-from medsynth_kohya.synth import make_dataset
+from medsynth_kohya.data.synth import make_dataset
 with open(os.environ["FAKE_ISIC_RECORD"], "w") as file:
     json.dump(sys.argv[1:], file)
 out = Path(sys.argv[-1])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.synth import SyntheticSet, encode_jpeg, lesion_image
+from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image
 
 from .conftest import invoke
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from medsynth_kohya.captions import DEFAULT_TEMPLATE, render_caption, validate_template
+from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, render_caption, validate_template
 from medsynth_kohya.errors import UserError
 
 MISSING = (None, "")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya import sdscripts
-from medsynth_kohya.doctor import FAIL, OK, WARN, Check, diagnose, pins
+from medsynth_kohya.machine.doctor import FAIL, OK, WARN, Check, diagnose, pins
+from medsynth_kohya.sdscripts import checkout
 
 from .conftest import InstallGpus, invoke
 
@@ -111,11 +111,11 @@ def test_two_a100s_and_packages_off_their_pins(tmp_path: Path, nvidia_smi: Insta
 
 def test_wrong_commit_warns_with_the_exact_fix(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
     nvidia_smi("Tesla T4, 15360 MiB, 7.5")
-    checkout = _checkout(tmp_path)
-    report = diagnose(sd_scripts=checkout, python=_environment(tmp_path, torch=True),
+    repo = _checkout(tmp_path)
+    report = diagnose(sd_scripts=repo, python=_environment(tmp_path, torch=True),
                       workdir=tmp_path)
     row = next(c for c in report.checks if c.name == "sd-scripts")
-    assert row.status == WARN and sdscripts.PINNED_COMMIT in row.fix
+    assert row.status == WARN and checkout.PINNED_COMMIT in row.fix
 
 
 def test_cli_exits_non_zero_without_a_gpu(runner: CliRunner, tmp_path: Path,

@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya import launch, smoke_model
-from medsynth_kohya.prepare import PrepareOptions, prepare
-from medsynth_kohya.synth import make_dataset
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import make_dataset
+from medsynth_kohya.sdscripts import launch, smoke_model
 
 from .conftest import REPO, invoke
 
@@ -95,7 +95,7 @@ def smoke_model_files(sd_runtime: tuple[Path, str],
     folder, python = sd_runtime
     cache = os.environ.get("MEDSYNTH_E2E_CACHE")
     out = Path(cache) if cache else tmp_path_factory.mktemp("smoke-model")
-    subprocess.run([python, "-m", "medsynth_kohya.smoke_model", "--out", str(out),
+    subprocess.run([python, "-m", "medsynth_kohya.sdscripts.smoke_model", "--out", str(out),
                     "--sd-scripts", str(folder)], cwd=REPO, check=True, timeout=1800,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     return out / smoke_model.CHECKPOINT, out / smoke_model.TOKENIZERS

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.launch import ISIC_MELANOMA_SEARCH
+from medsynth_kohya.sdscripts.launch import ISIC_MELANOMA_SEARCH
 
 from .conftest import invoke
 from .fakes import install_fake_isic

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from medsynth_kohya import hair
-from medsynth_kohya.hair import HairMode
-from medsynth_kohya.images import scan
-from medsynth_kohya.synth import encode_jpeg, lesion_image
+from medsynth_kohya.data import hair
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.images import scan
+from medsynth_kohya.data.synth import encode_jpeg, lesion_image
 
 SIZES = ((640, 427), (1600, 1067), (6000, 4000))
 

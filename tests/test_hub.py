@@ -13,9 +13,10 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
-from medsynth_kohya import files, manifest
-from medsynth_kohya import hub as hubmod
+from medsynth_kohya import files
+from medsynth_kohya.data import manifest
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub import push as hubmod
 
 from .conftest import invoke
 from .fake_hub import TOKEN, FakeHub

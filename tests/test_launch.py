@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from medsynth_kohya import launch
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.gpus import Gpu, detect_gpus, parse_nvidia_smi
-from medsynth_kohya.launch import StepProgress
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus, parse_nvidia_smi
+from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.sdscripts.launch import StepProgress
 
 from .fakes import FakeSd, interrupt_after, make_fake_sd
 

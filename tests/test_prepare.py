@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import toml
 
-from medsynth_kohya import manifest
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.hair import HairMode
-from medsynth_kohya.prepare import PrepareOptions, prepare
-from medsynth_kohya.synth import SyntheticSet
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -84,7 +84,7 @@ def test_parallel_run_equals_serial_run(isic2020: SyntheticSet, tmp_path: Path) 
 
 
 def test_patient_level_validation_split(tmp_path: Path) -> None:
-    from medsynth_kohya.synth import make_dataset
+    from medsynth_kohya.data.synth import make_dataset
 
     data = make_dataset(tmp_path / "src", 40, seed=8, melanoma_fraction=1.0,
                         sizes=((640, 480),))
@@ -152,7 +152,7 @@ def test_source_images_are_never_modified(isic2020: SyntheticSet, tmp_path: Path
 
 def test_an_interrupted_first_run_can_be_run_again(isic2020: SyntheticSet, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from medsynth_kohya.images import scan as real_scan
+    from medsynth_kohya.data.images import scan as real_scan
 
     out = tmp_path / "out"
     calls = {"n": 0}
@@ -163,10 +163,10 @@ def test_an_interrupted_first_run_can_be_run_again(isic2020: SyntheticSet, tmp_p
             raise KeyboardInterrupt
         return real_scan(path, hair)
 
-    monkeypatch.setattr("medsynth_kohya.prepare.scan", interrupted)
+    monkeypatch.setattr("medsynth_kohya.data.prepare.scan", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(isic2020.root, out, workers=1)
-    monkeypatch.setattr("medsynth_kohya.prepare.scan", real_scan)
+    monkeypatch.setattr("medsynth_kohya.data.prepare.scan", real_scan)
     result = prepare(isic2020.root, out, workers=1)
     assert (result.reused, result.scanned) == (4, 8)
     assert len(result.manifest) == 12

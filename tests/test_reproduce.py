@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.reproduce import reproduce
-from medsynth_kohya.synth import SyntheticSet
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.pipeline.reproduce import reproduce
 
 from .conftest import InstallGpus, invoke
 from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen

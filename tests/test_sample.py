@@ -15,19 +15,20 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
-from medsynth_kohya import manifest, prompts
-from medsynth_kohya.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.prepare import PrepareOptions, prepare
-from medsynth_kohya.sample import (
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.sample import (
     COLUMNS,
     Plan,
     SampleOptions,
     sample,
     write_metadata,
 )
-from medsynth_kohya.synth import SyntheticSet
-from medsynth_kohya.train import train
+from medsynth_kohya.training.train import train
 
 from .conftest import invoke
 from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen, write_lora, write_run

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from medsynth_kohya import launch, prompts, sdopts
-from medsynth_kohya.gpus import Gpu
-from medsynth_kohya.sample import SampleOptions, SampleResult, sample
+from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.sample import SampleOptions, SampleResult, sample
+from medsynth_kohya.sdscripts import launch, sdopts
 
 from .fake_gen import PYTHON, FakeGen, make_fake_gen, write_run
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from medsynth_kohya import presets
-from medsynth_kohya.prepare import PrepareOptions, prepare
-from medsynth_kohya.synth import SyntheticSet
-from medsynth_kohya.train import train
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.sdscripts import presets
+from medsynth_kohya.training.train import train
 
 _LOAD = """
 import json, sys

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import toml
 
-from medsynth_kohya import sdopts
-from medsynth_kohya.sdscripts import PINNED_COMMIT
+from medsynth_kohya.sdscripts import sdopts
+from medsynth_kohya.sdscripts.checkout import PINNED_COMMIT
 
 TRAIN, GEN = "sdxl_train_network", "sdxl_gen_img"
 
@@ -128,5 +128,6 @@ def test_snapshot_matches_the_checkout(sd_scripts: Path, sd_python: str, tmp_pat
     for path in written:
         packaged = sdopts.SNAPSHOTS / path.name
         assert path.read_text(encoding="utf-8") == packaged.read_text(encoding="utf-8"), (
-            f"{path.name} differs from the checkout: python -m medsynth_kohya.sdopts regenerate "
+            f"{path.name} differs from the checkout: "
+            "python -m medsynth_kohya.sdscripts.sdopts regenerate "
             f"--sd-scripts {sd_scripts}")

@@ -10,10 +10,10 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.prepare import PrepareOptions, prepare
-from medsynth_kohya.synth import SyntheticSet
-from medsynth_kohya.train import train
+from medsynth_kohya.training.train import train
 
 from .conftest import invoke
 from .fakes import FakeSd, interrupt_after, make_fake_sd

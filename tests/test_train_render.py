@@ -9,10 +9,11 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
-from medsynth_kohya import manifest, presets
-from medsynth_kohya.prepare import PrepareOptions, prepare
-from medsynth_kohya.synth import SyntheticSet
-from medsynth_kohya.train import train
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.sdscripts import presets
+from medsynth_kohya.training.train import train
 
 from .conftest import InstallGpus, invoke
 

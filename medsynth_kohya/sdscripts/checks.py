@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from medsynth_kohya.gpus import Gpu
+from medsynth_kohya.machine.gpus import Gpu
 
 _CAPTION_DROPOUT = ("caption_dropout_rate", "caption_dropout_every_n_epochs",
                     "caption_tag_dropout_rate")

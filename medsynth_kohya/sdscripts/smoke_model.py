@@ -3,7 +3,7 @@
 Nothing here can make a useful image: the weights are random. It lets the `cpu-smoke` preset
 run the real sd-scripts without downloading a model. Run it with sd-scripts' Python:
 
-    python -m medsynth_kohya.smoke_model --out DIR [--sd-scripts DIR] [--seed N]
+    python -m medsynth_kohya.sdscripts.smoke_model --out DIR [--sd-scripts DIR] [--seed N]
 
 It writes `DIR/sdxl-random.safetensors` (fp16, built with sd-scripts' own model and
 conversion code; ~6.5 GiB, ~1 min and ~14 GB of memory) and the two tokenizers that
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import sdscripts
+from medsynth_kohya.sdscripts import checkout
 
 CHECKPOINT = "sdxl-random.safetensors"
 TOKENIZERS = "tokenizers"
@@ -95,7 +95,7 @@ def build(out: Path, sd_scripts: Path, seed: int = SEED) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m medsynth_kohya.smoke_model",
+    parser = argparse.ArgumentParser(prog="python -m medsynth_kohya.sdscripts.smoke_model",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, required=True, help="Folder to write into.")
     parser.add_argument("--sd-scripts", type=Path, default=None,
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                         "vendor/sd-scripts.")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
-    checkpoint, tokenizers = build(args.out, sdscripts.locate(args.sd_scripts), args.seed)
+    checkpoint, tokenizers = build(args.out, checkout.locate(args.sd_scripts), args.seed)
     print(f"checkpoint: {checkpoint}\ntokenizer_cache_dir: {tokenizers}")
 
 

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import captions, render
+from medsynth_kohya.data import captions
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sdscripts import render
 
 if TYPE_CHECKING:
     import numpy as np

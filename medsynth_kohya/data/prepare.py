@@ -17,11 +17,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, captions, files, layout, manifest, render
+from medsynth_kohya import __version__, files
+from medsynth_kohya.data import captions, layout, manifest
+from medsynth_kohya.data.hair import HairMode, is_hairy
+from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
+from medsynth_kohya.data.sources import (
+    Source,
+    index_images,
+    locate,
+    normalise,
+    read_metadata,
+    select,
+)
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.hair import HairMode, is_hairy
-from medsynth_kohya.images import Scan, init_worker, output_suffix, scan
-from medsynth_kohya.sources import Source, index_images, locate, normalise, read_metadata, select
+from medsynth_kohya.sdscripts import render
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -267,7 +276,7 @@ def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
     """The manifest rows for the usable images, sorted by id, captions rendered whole."""
     import pandas as pd
 
-    from medsynth_kohya.split import patient_split
+    from medsynth_kohya.data.split import patient_split
 
     frame = chosen.loc[[index for index, _, _ in good]].copy()
     frame["source"] = [str(path) for _, path, _ in good]

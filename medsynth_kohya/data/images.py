@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya.hair import HairMode
+from medsynth_kohya.data.hair import HairMode
 
 _EXTENSION_KIND = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 _MAGIC = (
@@ -58,7 +58,7 @@ def scan(path: str, hair: HairMode) -> Scan:
     import imagesize
     import numpy as np
 
-    from medsynth_kohya import hair as detector
+    from medsynth_kohya.data import hair as detector
 
     try:
         data = Path(path).read_bytes()

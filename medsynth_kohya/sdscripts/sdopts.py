@@ -1,7 +1,8 @@
 """A snapshot of sd-scripts' own argparse options, and a check of config values against it.
 
 Standard library only: `snapshot` runs inside sd-scripts' Python, which may lack this package.
-Regenerate with `python -m medsynth_kohya.sdopts regenerate --sd-scripts DIR [--python PY]`.
+Regenerate with
+`python -m medsynth_kohya.sdscripts.sdopts regenerate --sd-scripts DIR [--python PY]`.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path = SNAP
     """Snapshot `scripts` with sd-scripts' Python and write `<out_dir>/<script>.json` for each."""
     # Imported here: this module is also loaded by file path inside sd-scripts' Python,
     # where medsynth_kohya itself is not installed.
-    from medsynth_kohya import sdscripts
+    from medsynth_kohya.sdscripts import checkout
 
-    interpreter = sdscripts.python(python)
+    interpreter = checkout.python(python)
     environment = {**os.environ, "PYTHONPATH": str(sd_scripts)}
     result = subprocess.run([interpreter, "-c", _CHILD, str(Path(__file__).resolve()), *scripts],
                             cwd=sd_scripts, env=environment, capture_output=True, text=True,
@@ -131,7 +132,7 @@ def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path = SNAP
         raise RuntimeError(f"snapshot failed ({result.returncode}): {result.stderr[-2000:]}")
     data = json.loads(result.stdout.rsplit(_MARKER, 1)[1])
     for snapshot_data in data.values():
-        snapshot_data["sd_scripts_commit"] = sdscripts.commit(sd_scripts)
+        snapshot_data["sd_scripts_commit"] = checkout.commit(sd_scripts)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for script in scripts:
@@ -235,7 +236,7 @@ def check(script: str, values: Mapping[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Maintainer entry point: `regenerate --sd-scripts DIR [--python PY]`."""
-    parser = argparse.ArgumentParser(prog="python -m medsynth_kohya.sdopts")
+    parser = argparse.ArgumentParser(prog="python -m medsynth_kohya.sdscripts.sdopts")
     commands = parser.add_subparsers(dest="command", required=True)
     regen = commands.add_parser("regenerate", help="rewrite the packaged option snapshots")
     regen.add_argument("--sd-scripts", type=Path, required=True, help="sd-scripts checkout")

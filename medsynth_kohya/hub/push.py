@@ -26,12 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files, launch, manifest
-from medsynth_kohya.captions import DEFAULT_TRIGGER
+from medsynth_kohya import __version__, files
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.presets import BASE_MODEL
-from medsynth_kohya.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
 from medsynth_kohya.resources import data_dir
+from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
+from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.sdscripts.presets import BASE_MODEL
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,11 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import doctor, files, launch, presets, sdscripts
+from medsynth_kohya import files
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.prepare import PrepareOptions
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.gpus import Gpu, detect_gpus
-from medsynth_kohya.hair import HairMode
-from medsynth_kohya.prepare import PrepareOptions
+from medsynth_kohya.machine import doctor
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.sdscripts import checkout, launch, presets
 
 PRESET = "medsynthx-2023"
 STATE_FILE = "reproduce.json"
@@ -65,7 +67,7 @@ def _digest(*parts: Any) -> str:
 
 def _source_digest(source: Path, metadata: Path | None, images: Path | None) -> str:
     """Metadata content plus every image's name, size and mtime: what prepare reads."""
-    from medsynth_kohya.sources import IMAGE_SUFFIXES, locate
+    from medsynth_kohya.data.sources import IMAGE_SUFFIXES, locate
 
     located = locate(source, metadata, images)
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
@@ -128,7 +130,10 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
               on_progress: Callable[[launch.StepProgress], None] | None = None,
               ) -> ReproduceResult:
     """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment."""
-    from medsynth_kohya import hub, prepare, sample, train
+    from medsynth_kohya.data import prepare
+    from medsynth_kohya.hub.push import push as publish
+    from medsynth_kohya.sampling import sample
+    from medsynth_kohya.training import train
 
     if n < 1:
         raise UserError("--n must be at least 1")
@@ -138,7 +143,7 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
     gpus = detect()
     options = {**preset.options, **train.parse_overrides(overrides)}
     steps = options.get("max_train_steps")
-    sd_dir = sdscripts.locate(sd_scripts)
+    sd_dir = checkout.locate(sd_scripts)
     stages: list[Stage] = []
     report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=workdir, gpus=gpus,
                              needs=train.needs(options),
@@ -162,7 +167,7 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
                            files.sha256(preset.path), list(overrides))
     name = ORIGINAL.class_name
     train_action = _train_action(run, train_digest, state, name)
-    command = launch.train_command(sdscripts.python(python), sd_dir.resolve(),
+    command = launch.train_command(checkout.python(python), sd_dir.resolve(),
                                    (run / "config.toml").resolve(),
                                    (run / "dataset.toml").resolve(),
                                    mixed_precision=str(options.get("mixed_precision")))
@@ -212,7 +217,7 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
         stages.append(Stage("push", push_action, f"{run} -> {push_repo}",
                             (f"https://huggingface.co/{push_repo}",)))
         if not dry_run and push_action == "run":
-            pushed = hub.push(run, push_repo, samples=synthetic)
+            pushed = publish(run, push_repo, samples=synthetic)
             url = pushed.url
             state.record("push", push_digest, "done", url=url)
     return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,

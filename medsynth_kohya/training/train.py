@@ -15,24 +15,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import (
-    __version__,
-    checks,
-    doctor,
-    files,
-    launch,
-    manifest,
-    presets,
-    prompts,
-    render,
-    sdopts,
-    sdscripts,
-)
-from medsynth_kohya.doctor import WARN
+from medsynth_kohya import __version__, files
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.layout import TRAIN_ROOT
+from medsynth_kohya.data.prepare import read_state
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.gpus import Gpu, detect_gpus
-from medsynth_kohya.layout import TRAIN_ROOT
-from medsynth_kohya.prepare import read_state
+from medsynth_kohya.machine import doctor
+from medsynth_kohya.machine.doctor import WARN
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sdscripts import checkout, checks, launch, presets, render, sdopts
 
 SCRIPT = "sdxl_train_network"
 PATH_OPTIONS = ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "network_weights")
@@ -203,10 +195,10 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     if train_rows.empty:
         raise UserError(f"{prepared} has no training images (see its skipped.csv); prepare "
                         "a selection with images first")
-    sd_dir = sdscripts.locate(sd_scripts)
+    sd_dir = checkout.locate(sd_scripts)
     for key in PATH_OPTIONS:
         if isinstance(changes.get(key), str):
-            changes[key] = sdscripts.local_path(changes[key], sd_dir)
+            changes[key] = checkout.local_path(changes[key], sd_dir)
 
     owned = {"output_dir": str((run_dir / "output").resolve()),
              "output_name": str(state["options"]["class_name"]),
@@ -237,7 +229,7 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
         table, str(state["options"]["caption_template"]), str(state["options"]["trigger"]),
         size, SAMPLE_PROMPTS), prompts_path)
 
-    runner = sdscripts.python(python)
+    runner = checkout.python(python)
     problems, warnings, versions = _machine_problems(sd_dir, runner, options, preset,
                                                      found_gpus, run_dir)
     state_dir = launch.latest_state(run_dir / "output", owned["output_name"]) if resume else None
@@ -253,8 +245,8 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
         "tool": "medsynth-kohya", "version": __version__, "preset": preset.name,
         "preset_file": str(preset.path), "overrides": list(overrides), "config": options,
         "command": command.argv, "cwd": str(command.cwd), "expected_steps": steps,
-        "versions": {"medsynth_kohya": __version__, "sd_scripts_commit": sdscripts.commit(sd_dir)
-                     if sdscripts.present(sd_dir) else None, **versions},
+        "versions": {"medsynth_kohya": __version__, "sd_scripts_commit": checkout.commit(sd_dir)
+                     if checkout.present(sd_dir) else None, **versions},
         "gpus": [{"name": g.name, "memory_mib": g.memory_mib,
                   "compute_capability": list(g.compute_capability)} for g in found_gpus],
         "dataset": {"prepared": str(prepared.resolve()),

@@ -10,9 +10,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya import launch
+from medsynth_kohya.data.sources import IMAGE_SUFFIXES
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sources import IMAGE_SUFFIXES
+from medsynth_kohya.sdscripts import launch
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya import sdscripts
+from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult, Progress, prepare
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.gpus import Gpu, detect_gpus
-from medsynth_kohya.launch import StepProgress
-from medsynth_kohya.prepare import PrepareOptions, PrepareResult, Progress, prepare
-from medsynth_kohya.presets import BASE_MODEL
-from medsynth_kohya.synth import SyntheticSet, make_dataset
-from medsynth_kohya.train import TrainResult, train
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts.launch import StepProgress
+from medsynth_kohya.sdscripts.presets import BASE_MODEL
+from medsynth_kohya.training.train import TrainResult, train
 
 PRESET = "t4-16gb"
 
@@ -52,7 +52,7 @@ def run_demo(out: Path, *, n: int = 24, seed: int = 0, workers: int | None = Non
                        options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
                        workers=workers, on_progress=on_progress)
     gpus = detect()
-    real = bool(gpus) and sdscripts.present(sdscripts.locate()) and base_model_cached()
+    real = bool(gpus) and checkout.present(checkout.locate()) and base_model_cached()
     training = train(prepared.out, PRESET, run_dir=out / "run", dry_run=not real,
                      detect=lambda: gpus, on_progress=on_step)
     return DemoResult(synthetic, prepared, training)

@@ -27,19 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import (
-    __version__,
-    captions,
-    files,
-    launch,
-    manifest,
-    prompts,
-    sdopts,
-    sdscripts,
-)
+from medsynth_kohya import __version__, files
+from medsynth_kohya.data import captions, manifest
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.files import replacing
-from medsynth_kohya.gpus import Gpu, detect_gpus
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sdscripts import checkout, launch, sdopts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -228,12 +222,12 @@ def resolve_lora(given: Path) -> tuple[Path, dict[str, Any] | None]:
 
 def _prepared_state(folder: Path | None) -> dict[str, Any]:
     """The options a prepared folder records ({} when there is none)."""
-    from medsynth_kohya.prepare import STATE_DIR as PREPARE_STATE
-    from medsynth_kohya.prepare import STATE_FILE as PREPARE_FILE
+    from medsynth_kohya.data.prepare import STATE_DIR as PREPARE_STATE
+    from medsynth_kohya.data.prepare import STATE_FILE as PREPARE_FILE
 
     if folder is None or not (folder / PREPARE_STATE / PREPARE_FILE).is_file():
         return {}
-    from medsynth_kohya.prepare import read_state
+    from medsynth_kohya.data.prepare import read_state
 
     options: dict[str, Any] = read_state(folder).get("options", {})
     return options
@@ -392,7 +386,7 @@ def _gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
         if value is None or value is False or value == []:
             continue
         if key in ("vae", "tokenizer_cache_dir") and isinstance(value, str):
-            value = sdscripts.local_path(value, sd_dir)
+            value = checkout.local_path(value, sd_dir)
         elif key == "network_args" and isinstance(value, list):
             value = [";".join(str(item) for item in value)]  # one "k=v;k=v" entry per network
         options[key] = value
@@ -426,7 +420,7 @@ def _base_model(given: str | None, record: Mapping[str, Any] | None, sd_dir: Pat
         if not value:
             raise UserError("give --base-model (a .safetensors checkpoint or a Hub id): the "
                             "LoRA has no train run record naming its base model")
-    resolved = sdscripts.local_path(value, sd_dir)
+    resolved = checkout.local_path(value, sd_dir)
     looks_local = value.endswith((".safetensors", ".ckpt")) or value.startswith((".", "/", "~"))
     if looks_local and not Path(resolved).exists() and not (sd_dir / value).exists():
         raise UserError(f"base model {value} is not a file (relative paths start here or at "
@@ -693,10 +687,10 @@ def _settings(options: SampleOptions) -> prompts.Settings:
 def _preflight(sd_dir: Path, python: str, out: Path, gpus: Sequence[Gpu],
                gen: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Problems that refuse a launch (warnings in a dry run), and warnings."""
-    from medsynth_kohya import doctor
+    from medsynth_kohya.machine import doctor
 
     problems: list[str] = []
-    if not sdscripts.present(sd_dir, launch.GEN_SCRIPT):
+    if not checkout.present(sd_dir, launch.GEN_SCRIPT):
         problems.append(f"sd-scripts not found at {sd_dir} (no {launch.GEN_SCRIPT}): run `git "
                         "submodule update --init vendor/sd-scripts`, or pass --sd-scripts DIR")
         return problems, []
@@ -732,7 +726,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     if options.seed < 0 or options.seed + n - 1 > prompts.MAX_SEED:
         raise UserError(f"--seed must be between 0 and {prompts.MAX_SEED - n + 1} for "
                         f"{n} images (seeds run from S to S + n - 1)")
-    sd_dir = sdscripts.locate(sd_scripts)
+    sd_dir = checkout.locate(sd_scripts)
     base_model = _base_model(options.base_model, record, sd_dir)
     gpus = detect()
     devices = _devices(options.num_gpus, gpus)
@@ -740,7 +734,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     errors = sdopts.check(SCRIPT, gen)
     if errors:
         raise UserError("\n".join(errors))
-    runner = sdscripts.python(python)
+    runner = checkout.python(python)
 
     digest = files.sha256(lora_file)
     identity = {**source.identity, "seed": options.seed, "id_prefix": options.id_prefix,

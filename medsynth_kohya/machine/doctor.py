@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import sdscripts
-from medsynth_kohya.gpus import Gpu, detect_gpus
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.sdscripts import checkout
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_FREE_GIB = 10.0
@@ -117,14 +117,14 @@ def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
 
 
 def _sd_checks(sd_dir: Path) -> list[Check]:
-    if not sdscripts.present(sd_dir):
+    if not checkout.present(sd_dir):
         return [Check("sd-scripts", FAIL, f"sd-scripts not found at {sd_dir}",
                       "git submodule update --init vendor/sd-scripts (or --sd-scripts DIR)")]
-    commit = sdscripts.commit(sd_dir)
-    if commit == sdscripts.PINNED_COMMIT:
-        return [Check("sd-scripts", OK, f"{sd_dir} at {sdscripts.PINNED_RELEASE} ({commit[:8]})")]
+    commit = checkout.commit(sd_dir)
+    if commit == checkout.PINNED_COMMIT:
+        return [Check("sd-scripts", OK, f"{sd_dir} at {checkout.PINNED_RELEASE} ({commit[:8]})")]
     return [Check("sd-scripts", WARN, f"{sd_dir} at {commit or 'an unknown commit'}, not "
-                  f"{sdscripts.PINNED_RELEASE}", sdscripts.pin_fix(sd_dir))]
+                  f"{checkout.PINNED_RELEASE}", checkout.pin_fix(sd_dir))]
 
 
 def _python_checks(python: str, report: dict[str, Any], wanted: dict[str, str], device: str,
@@ -204,8 +204,8 @@ def diagnose(*, sd_scripts: Path | None = None, python: str | None = None,
     `device` "cpu" accepts a machine without CUDA; `needs` names optional packages
     (xformers, bitsandbytes) whose absence fails; `hub` adds the token check.
     """
-    sd_dir = sdscripts.locate(sd_scripts)
-    runner = sdscripts.python(python)
+    sd_dir = checkout.locate(sd_scripts)
+    runner = checkout.python(python)
     wanted = pins(sd_dir)
     report = probe(runner, sorted({*wanted, "torch", "torchvision", "xformers", "bitsandbytes"}))
     checks = _python_checks(runner, report, wanted, device, needs)

@@ -309,7 +309,7 @@ def gen_flags(options: Mapping[str, object]) -> list[str]:
     True is a bare flag, False and None are left out, a list gives the flag then its items.
     Every name must be one of the script's options (sdopts' snapshot), else ValueError.
     """
-    from medsynth_kohya import sdopts
+    from medsynth_kohya.sdscripts import sdopts
 
     known = sdopts.load("sdxl_gen_img")
     args: list[str] = []

@@ -15,7 +15,7 @@ PINNED_COMMIT = "ae72efb92babe89ff8e70f057e42db68440e8d61"
 PINNED_RELEASE = "v0.10.1"
 ENV_DIR = "MEDSYNTH_SD_SCRIPTS"
 ENV_PYTHON = "MEDSYNTH_SD_PYTHON"
-_CHECKOUT = Path(__file__).resolve().parent.parent
+_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def locate(given: Path | None = None) -> Path:
