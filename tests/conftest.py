@@ -19,7 +19,18 @@ from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 from .fake_hub import FakeHub, serve
 
 REPO = Path(__file__).resolve().parent.parent
-SEED = REPO.parent / "shared" / "seed"
+
+
+def _seed_folder() -> Path:
+    """../shared/seed beside the checkout, or beside a folder up to two levels above it (a git
+    worktree, mutmut's mutants/ copy); the tests that need it skip when none is there."""
+    for folder in REPO.parents[:3]:
+        if (folder / "shared" / "seed").is_dir():
+            return folder / "shared" / "seed"
+    return REPO.parent / "shared" / "seed"
+
+
+SEED = _seed_folder()
 
 
 @pytest.fixture

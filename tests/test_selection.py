@@ -1,0 +1,146 @@
+"""The default selection on mixed metadata: melanomas are prepared, every other row is left out.
+
+Both ISIC layouts, every column the selection reads, and the spellings real exports use;
+checked on what the user gets (manifest, files on disk, summary), not on the mask alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.prepare import prepare, summary
+from medsynth_kohya.synth import SyntheticSet, make_dataset
+
+from .conftest import invoke
+
+ISIC2020_TARGET = (1, 0, 1, 0, None, 1, 0, 0, 1, 0)
+ISIC2020_DIAGNOSIS = ("melanoma", "nevus", " Melanoma ", "unknown", None, "MELANOMA",
+                      "seborrheic keratosis", "melanoma in situ", "melanoma", "lentigo NOS")
+ARCHIVE_DIAGNOSIS_3 = ("Melanoma Invasive", "Nevus", "Melanoma in situ", None,
+                       "Melanoma, NOS", "Atypical melanocytic neoplasm", " Melanoma metastasis",
+                       "Basal cell carcinoma", "Pigmented benign keratosis", "Melanoma Invasive")
+ARCHIVE_DIAGNOSIS = ("melanoma", "nevus", "Melanoma", None, "basal cell carcinoma",
+                     "melanoma", "MELANOMA ", "unknown", "nevus", "solar lentigo")
+
+
+def _relabel(made: SyntheticSet, drop: tuple[str, ...], **columns: tuple[object, ...]
+             ) -> list[str]:
+    """Rewrite the metadata's class columns; returns the ids each label makes a melanoma."""
+    frame = made.frame.drop(columns=[*drop, "synthetic_hair"])
+    for name, values in columns.items():
+        frame[name] = pd.Series(values, dtype=object)
+    frame.to_csv(made.metadata, index=False)
+    return list(frame.iloc[:, 0])
+
+
+def _prepared_ids(out: Path) -> list[str]:
+    """Stems of the images in the prepared training folder."""
+    return sorted(p.stem for p in (out / "img").glob("*_melanoma/*.jpg"))
+
+
+@pytest.fixture
+def mixed2020(tmp_path: Path) -> SyntheticSet:
+    """Ten ISIC 2020-style rows with images for all of them; the labels are set by each test."""
+    return make_dataset(tmp_path / "src", 10, seed=21, melanoma_fraction=0.5,
+                        sizes=((320, 240),))
+
+
+@pytest.fixture
+def mixed_archive(tmp_path: Path) -> SyntheticSet:
+    """Ten ISIC Archive-style rows with images beside metadata.csv."""
+    return make_dataset(tmp_path / "src", 10, seed=22, layout="archive",
+                        melanoma_fraction=0.5, sizes=((320, 240),))
+
+
+def _check_prepared(made: SyntheticSet, out: Path, expected: list[str]) -> None:
+    result = prepare(made.root, out, workers=1)
+    assert sorted(result.manifest["id"]) == sorted(expected)
+    assert _prepared_ids(out) == sorted(expected)
+    assert sorted(p.stem for p in (out / "img").glob("*_melanoma/*.txt")) == sorted(expected)
+    assert result.skipped.empty  # rows of other classes are not selected, so not "skipped"
+    assert dict(summary(result))["selected and prepared"] == str(len(expected))
+
+
+def test_isic2020_target_keeps_melanomas_only(mixed2020: SyntheticSet, tmp_path: Path) -> None:
+    ids = _relabel(mixed2020, ("target", "diagnosis", "benign_malignant"),
+                   target=ISIC2020_TARGET, diagnosis=ISIC2020_DIAGNOSIS)
+    expected = [i for i, t in zip(ids, ISIC2020_TARGET, strict=True) if t == 1]
+    assert 0 < len(expected) < len(ids)
+    _check_prepared(mixed2020, tmp_path / "out", expected)
+
+
+def test_isic2020_target_wins_over_diagnosis(mixed2020: SyntheticSet, tmp_path: Path) -> None:
+    flipped = tuple(None if t is None else 1 - t for t in ISIC2020_TARGET)
+    ids = _relabel(mixed2020, ("target", "diagnosis", "benign_malignant"),
+                   target=flipped, diagnosis=ISIC2020_DIAGNOSIS)
+    expected = [i for i, t in zip(ids, flipped, strict=True) if t == 1]
+    _check_prepared(mixed2020, tmp_path / "out", expected)
+
+
+def test_isic2020_diagnosis_without_target(mixed2020: SyntheticSet, tmp_path: Path) -> None:
+    ids = _relabel(mixed2020, ("target", "diagnosis", "benign_malignant"),
+                   diagnosis=ISIC2020_DIAGNOSIS)
+    expected = [i for i, d in zip(ids, ISIC2020_DIAGNOSIS, strict=True)
+                if d is not None and d.strip().lower() == "melanoma"]
+    assert len(expected) == 4
+    _check_prepared(mixed2020, tmp_path / "out", expected)
+
+
+def test_isic2020_target_as_text_and_floats(mixed2020: SyntheticSet, tmp_path: Path) -> None:
+    values = ("1", "0", "1.0", "0.0", "", "yes", "1", "2", "-1", "0")
+    ids = _relabel(mixed2020, ("target", "diagnosis", "benign_malignant"), target=values)
+    expected = [i for i, v in zip(ids, values, strict=True) if v in ("1", "1.0")]
+    _check_prepared(mixed2020, tmp_path / "out", expected)
+
+
+def test_archive_diagnosis_3_keeps_every_melanoma_subtype(mixed_archive: SyntheticSet,
+                                                          tmp_path: Path) -> None:
+    ids = _relabel(mixed_archive, ("diagnosis_1", "diagnosis_2", "diagnosis_3",
+                                   "benign_malignant"),
+                   diagnosis_3=ARCHIVE_DIAGNOSIS_3, diagnosis=ARCHIVE_DIAGNOSIS)
+    expected = [i for i, d in zip(ids, ARCHIVE_DIAGNOSIS_3, strict=True)
+                if d is not None and d.strip().startswith("Melanoma")]
+    assert len(expected) == 5
+    _check_prepared(mixed_archive, tmp_path / "out", expected)
+
+
+def test_archive_diagnosis_without_diagnosis_3(mixed_archive: SyntheticSet,
+                                               tmp_path: Path) -> None:
+    ids = _relabel(mixed_archive, ("diagnosis_1", "diagnosis_2", "diagnosis_3",
+                                   "benign_malignant"), diagnosis=ARCHIVE_DIAGNOSIS)
+    expected = [i for i, d in zip(ids, ARCHIVE_DIAGNOSIS, strict=True)
+                if d is not None and d.strip().lower() == "melanoma"]
+    assert len(expected) == 4
+    _check_prepared(mixed_archive, tmp_path / "out", expected)
+
+
+@pytest.mark.parametrize("layout", ["isic2020", "archive"])
+def test_no_class_column_is_a_one_line_error(runner: CliRunner, tmp_path: Path,
+                                             layout: str) -> None:
+    made = make_dataset(tmp_path / "src", 3, seed=23, layout=layout, sizes=((320, 240),))
+    drop = [c for c in ("target", "diagnosis", "diagnosis_3") if c in made.frame.columns]
+    made.frame.drop(columns=drop).to_csv(made.metadata, index=False)
+    code, stdout, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out")
+    assert code != 0 and "Traceback" not in stdout + stderr
+    assert "--query" in stderr and ("target" in stderr or "diagnosis_3" in stderr)
+
+
+def test_cli_prepares_only_the_melanomas(runner: CliRunner, mixed2020: SyntheticSet,
+                                         tmp_path: Path) -> None:
+    ids = _relabel(mixed2020, ("target", "diagnosis", "benign_malignant"),
+                   target=ISIC2020_TARGET, diagnosis=ISIC2020_DIAGNOSIS)
+    expected = sorted(i for i, t in zip(ids, ISIC2020_TARGET, strict=True) if t == 1)
+    out = tmp_path / "out"
+    code, stdout, stderr = invoke(runner, "prepare", mixed2020.root, "--out", out)
+    assert code == 0, stderr
+    assert "selected and prepared" in stdout and f" {len(expected)} " in stdout
+    assert _prepared_ids(out) == expected
+    manifest = pd.read_csv(out / "manifest.csv", dtype={"id": str})
+    assert sorted(manifest["id"]) == expected
+    left_out = sorted(set(ids) - set(expected))
+    assert not np.isin(left_out, manifest["id"]).any()
