@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from medsynth_kohya import hair
-from medsynth_kohya.hair import HairMode
-from medsynth_kohya.images import scan
-from medsynth_kohya.prepare import PrepareOptions, prepare
+from medsynth_kohya.data import hair
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.images import scan
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
 
 # id: (width, height, auto score in long sides, seed score in full-resolution pixels),
 # measured with OpenCV 4.14.0 on /work/shared/seed/malignant_images.

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import toml
 
-from medsynth_kohya import layout
-from medsynth_kohya.hair import HairMode
-from medsynth_kohya.prepare import PrepareOptions, prepare, summary
-from medsynth_kohya.synth import encode_jpeg, lesion_image, make_dataset
+from medsynth_kohya.data import layout
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
+from medsynth_kohya.data.synth import encode_jpeg, lesion_image, make_dataset
 
 # (images, target_steps, epochs, batch_size): none of them divides exactly
 UNEVEN = ((7, 1000, 10, 1), (7, 1000, 10, 4), (13, 1600, 3, 2), (584, 7200, 50, 1),

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.prepare import prepare, summary
-from medsynth_kohya.synth import SyntheticSet, make_dataset
+from medsynth_kohya.data.prepare import prepare, summary
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
 from .conftest import invoke
 
