@@ -21,6 +21,9 @@ SdScriptsOption = Annotated[Optional[Path], typer.Option(  # noqa: UP045 (Typer 
     help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")]
 PythonOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--python", help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")]
+BreakLockOption = Annotated[bool, typer.Option(
+    "--break-lock", help="Take the folder's lock although it names a command on another "
+    "machine; only when that command no longer runs.")]
 
 app = typer.Typer(
     name="medsynth-kohya",
@@ -105,6 +108,7 @@ def prepare(
         help="Processes for image checks; default all cores.")] = None,
     force: Annotated[bool, typer.Option(
         help="Write into a non-empty --out that prepare did not make.")] = False,
+    break_lock: BreakLockOption = False,
 ) -> None:
     """Build kohya's training layout from ISIC metadata and images.
 
@@ -123,7 +127,8 @@ def prepare(
                              val_frac=val_frac, seed=seed, resolution=resolution)
     with _user_errors(), ui.progress_bar("checking images") as progress:
         result = run(source, out, metadata=metadata, images=images, options=options,
-                     workers=workers, force=force, on_progress=progress)
+                     workers=workers, force=force, break_lock=break_lock,
+                     on_progress=progress)
     for warning in result.warnings:
         ui.warn(warning)
     if result.repeats.formula:
@@ -190,6 +195,7 @@ def train(
     python: PythonOption = None,
     force: Annotated[bool, typer.Option(help="Start over in a --run-dir that holds a run.")
     ] = False,
+    break_lock: BreakLockOption = False,
 ) -> None:
     """Train an SDXL LoRA with sd-scripts on a prepared folder.
 
@@ -204,7 +210,8 @@ def train(
     with _user_errors(), ui.training_bar() as progress:
         result = run(prepared, preset, overrides=set_ or [], run_dir=run_dir,
                      sd_scripts=sd_scripts, python=python, gpus=gpus, dry_run=dry_run,
-                     resume=resume, force=force, on_progress=progress)
+                     resume=resume, force=force, break_lock=break_lock,
+                     on_progress=progress)
     for warning in result.warnings:
         ui.warn(warning)
     rows = [("run folder", str(result.run_dir)), ("status", result.status),

@@ -13,11 +13,11 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files
+from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import captions, layout, manifest
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
@@ -111,7 +111,7 @@ def _claim(out: Path, force: bool) -> None:
         raise UserError(f"--out {out} is a file; choose a folder")
     if not out.is_dir() or (out / STATE_DIR).is_dir() or force:
         return
-    if any(out.iterdir()):
+    if locks.foreign_entries(out):
         raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya prepare; "
                         "choose an empty folder or pass --force to write into it")
 
@@ -191,13 +191,23 @@ def default_workers() -> int:
 
 def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
             images: Path | None = None, options: PrepareOptions | None = None,
-            workers: int | None = None, force: bool = False,
+            workers: int | None = None, force: bool = False, break_lock: bool = False,
             on_progress: Progress | None = None) -> PrepareResult:
-    """Turn an ISIC data set into `OUT/img/<R>_<class>/`, captions, manifest and dataset.toml."""
-    import pandas as pd
-
+    """Turn an ISIC data set into `OUT/img/<R>_<class>/`, captions, manifest and dataset.toml,
+    holding OUT's lock (locks.py) throughout."""
     options = options or PrepareOptions()
     _check(options)
+    with locks.hold(out, "prepare", break_lock=break_lock) as lock:
+        result = _prepare(source, out, metadata, images, options, workers, force, on_progress)
+    return result if lock.note is None else replace(result, warnings=(lock.note,
+                                                                       *result.warnings))
+
+
+def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path | None,
+             options: PrepareOptions, workers: int | None, force: bool,
+             on_progress: Progress | None) -> PrepareResult:
+    import pandas as pd
+
     _claim(out, force)
     located = locate(source, metadata, images)
     raw = read_metadata(located)

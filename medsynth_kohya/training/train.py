@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import __version__, files
+from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.layout import TRAIN_ROOT
 from medsynth_kohya.data.prepare import read_state
@@ -181,13 +181,26 @@ def _now() -> str:
 def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
           run_dir: Path | None = None, sd_scripts: Path | None = None, python: str | None = None,
           gpus: int | None = None, dry_run: bool = False, resume: bool = False,
-          force: bool = False, detect: Callable[[], list[Gpu]] = detect_gpus,
+          force: bool = False, break_lock: bool = False,
+          detect: Callable[[], list[Gpu]] = detect_gpus,
           on_progress: Callable[[launch.StepProgress], None] | None = None) -> TrainResult:
-    """Render, check and launch (or, with `dry_run`, only render, check and show) a training run."""
-    state = read_state(prepared)
+    """Render, check and launch (or, with `dry_run`, only render, check and show) a training run,
+    holding the run folder's lock (locks.py) throughout."""
     preset = presets.load(preset_name)
-    changes = parse_overrides(overrides)
     run_dir = run_dir or Path("runs") / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    with locks.hold(run_dir, "train", break_lock=break_lock) as lock:
+        result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
+                        dry_run, resume, force, detect, on_progress)
+    return result if lock.note is None else replace(result, warnings=(lock.note,
+                                                                       *result.warnings))
+
+
+def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
+           sd_scripts: Path | None, python: str | None, gpus: int | None, dry_run: bool,
+           resume: bool, force: bool, detect: Callable[[], list[Gpu]],
+           on_progress: Callable[[launch.StepProgress], None] | None) -> TrainResult:
+    state = read_state(prepared)
+    changes = parse_overrides(overrides)
     _claim_run_dir(run_dir, force, resume, dry_run)
     train_dir, repeats = _train_folder(prepared)
     table = manifest.read(prepared / "manifest.csv")

@@ -1,0 +1,95 @@
+"""Real CLI processes for the one-writer-per-folder tests: races, SIGKILL, folder snapshots."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsynth_kohya import locks
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A CLI process that ended: its exit code and output."""
+
+    pid: int
+    code: int
+    stdout: str
+    stderr: str
+
+
+def start(*args: object, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """`python -m medsynth_kohya ARGS` as its own process, output piped."""
+    return subprocess.Popen([sys.executable, "-m", "medsynth_kohya", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> Finished:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return Finished(process.pid, process.returncode, stdout, stderr)
+
+
+def wait_for(condition: object, timeout: float = 60, what: str = "") -> None:
+    """Poll `condition()` every 2 ms until it is true."""
+    deadline = time.monotonic() + timeout
+    while not callable(condition) or not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def holder_pid(folder: Path) -> int | None:
+    found = locks.read_holder(folder)
+    return found.pid if found else None
+
+
+def race(folder: Path, first: list[object], second: list[object]) -> tuple[Finished, Finished]:
+    """Start both commands together; once one holds `folder`'s lock, pause it until the other
+    has ended (so they overlap whatever the machine's speed). Returns (holder, other)."""
+    processes = [start(*first), start(*second)]
+    by_pid = {p.pid: p for p in processes}
+
+    def locked() -> bool:
+        if all(p.poll() is not None for p in processes):
+            raise AssertionError("both ended without the lock being seen: " + " | ".join(
+                finish(p).stderr for p in processes))
+        return holder_pid(folder) in by_pid
+
+    wait_for(locked, what=f"a lock on {folder}")
+    winner = by_pid[holder_pid(folder) or 0]
+    other = next(p for p in processes if p is not winner)
+    os.kill(winner.pid, signal.SIGSTOP)
+    try:
+        lost = finish(other)
+    finally:
+        os.kill(winner.pid, signal.SIGCONT)
+    return finish(winner), lost
+
+
+def kill_when(process: subprocess.Popen[str], condition: object, what: str) -> None:
+    """SIGKILL `process` and its process group's children once `condition()` holds."""
+    wait_for(lambda: process.poll() is None and callable(condition) and condition(), what=what)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+
+
+def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under `folder` by relative path, its own path in the content written as
+    <FOLDER>; paths starting with one of `skip` are left out."""
+    tree: dict[str, bytes] = {}
+    marks = [(str(folder.resolve()).encode(), b"<FOLDER>"), (str(folder).encode(), b"<FOLDER>")]
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_dir() or name.startswith(skip):
+            continue
+        data = path.read_bytes()
+        for mark, text in marks:
+            data = data.replace(mark, text)
+        tree[name] = data
+    return tree

@@ -1,0 +1,125 @@
+"""One writer per folder: the lock itself, and two real CLI processes on one folder."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medsynth_kohya import locks
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
+
+from .fakes import FakeSd, make_fake_sd
+from .processes import Finished, race, snapshot
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def _leave_record(folder: Path, pid: int, host: str, command: str = "train") -> None:
+    """A lock file as a holder that died leaves it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / locks.LOCK_NAME).write_text(json.dumps(
+        {"command": command, "pid": pid, "host": host, "since": "2026-01-01T00:00:00+00:00"}))
+
+
+def test_a_held_folder_refuses_a_second_holder_and_is_free_again_after(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "b"
+    with locks.hold(folder, "prepare") as lock:
+        assert lock.note is None
+        held = locks.holder(folder)
+        assert held is not None and held.pid == os.getpid() and held.command == "prepare"
+        with pytest.raises(UserError, match=rf"in use by `medsynth-kohya prepare` \(pid "
+                           rf"{os.getpid()} on {socket.gethostname()}, since .*--force does "
+                           "not override"), locks.hold(folder, "train"):
+            pass
+        with locks.hold(folder, "sample", part="shard-1-of-2"):  # a named part: its own lock
+            pass
+    assert locks.holder(folder) is None
+    assert not (tmp_path / "a").exists()  # folders it made and left empty are removed
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path: Path) -> None:
+    pid = _dead_pid()
+    _leave_record(tmp_path, pid, socket.gethostname())
+    assert locks.holder(tmp_path) is None
+    with locks.hold(tmp_path, "prepare") as lock:
+        assert lock.note is not None and "took over" in lock.note and f"pid {pid}" in lock.note
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_from_another_host_is_reported_until_break_lock(tmp_path: Path) -> None:
+    _leave_record(tmp_path, 4242, "lab-node-7")
+    assert locks.holder(tmp_path) is not None
+    with pytest.raises(UserError, match=r"locked by .*pid 4242 on lab-node-7.*--break-lock"), \
+            locks.hold(tmp_path, "train"):
+        pass
+    assert locks.read_holder(tmp_path) is not None  # reported, not broken
+    with locks.hold(tmp_path, "train", break_lock=True) as lock:
+        assert lock.note is not None and "broke (--break-lock)" in lock.note
+    assert locks.read_holder(tmp_path) is None
+
+
+def test_without_flock_the_record_alone_keeps_a_live_holder_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with locks.hold(tmp_path, "prepare") as lock:
+        assert lock.note is not None and "does not support locks" in lock.note
+        with pytest.raises(UserError, match="in use by"), locks.hold(tmp_path, "prepare"):
+            pass
+
+
+def _refused(lost: Finished, winner: Finished, command: str) -> None:
+    """The loser's one line names the holder; no traceback, non-zero exit."""
+    assert lost.code != 0, lost.stdout + lost.stderr
+    assert "Traceback" not in lost.stderr + lost.stdout
+    assert f"`medsynth-kohya {command}` (pid {winner.pid} on {socket.gethostname()}" in (
+        lost.stderr.replace("\n", ""))
+    assert winner.code == 0, winner.stdout + winner.stderr
+
+
+def test_two_prepares_on_one_folder(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    args: list[object] = ["prepare", isic2020.root, "--out", out, "--workers", 1]
+    winner, lost = race(out, args, args)
+    _refused(lost, winner, "prepare")
+    prepare(isic2020.root, reference, options=PrepareOptions(), workers=1)
+    assert snapshot(out) == snapshot(reference)
+
+
+@pytest.fixture
+def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
+    out = tmp_path / "prepared"
+    prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
+    return out
+
+
+def test_two_trains_on_one_run_folder_even_with_force(prepared: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fake: FakeSd = make_fake_sd(tmp_path, monkeypatch)
+    run = tmp_path / "run-race"
+    args: list[object] = ["train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                          "--sd-scripts", fake.sd_scripts, "--python", sys.executable]
+    winner, lost = race(run, args, [*args, "--force"])
+    _refused(lost, winner, "train")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "succeeded"
+    assert (run / "train.log").read_text(encoding="utf-8").count("# ") == 1  # one launch only
+    assert (run / "output" / "melanoma.safetensors").is_file()
+    assert not list(run.glob("output.replaced-*"))  # the --force loser moved nothing aside
