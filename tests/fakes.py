@@ -2,7 +2,9 @@
 
 The trainer records its argv, cwd and environment, reads the rendered config the way
 sd-scripts does (all tables flattened), prints a real tqdm bar and writes LoRA files and
-training states; FAKE_SD_MODE picks normal, no-data, crash, slow or stubborn behaviour.
+training states every `save_every_n_steps` and every `save_every_n_epochs` (an epoch being
+the dataset config's images times repeats over the batch size, named as sd-scripts names
+them); FAKE_SD_MODE picks normal, no-data, crash, slow or stubborn behaviour.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ def save_state(folder, step):
     with open(os.path.join(folder, "train_state.json"), "w") as file:
         json.dump({"current_epoch": 1, "current_step": step}, file)
 
+def steps_per_epoch(dataset_config):
+    """Batches in one epoch of the dataset config, as sd-scripts counts them."""
+    data = toml.load(dataset_config)
+    steps = 0
+    for dataset in data.get("datasets", []):
+        batch = int(dataset.get("batch_size", data.get("general", {}).get("batch_size", 1)))
+        images = sum(int(subset.get("num_repeats", 1)) * sum(
+            1 for f in os.listdir(subset["image_dir"])
+            if f.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp")))
+            for subset in dataset.get("subsets", []))
+        steps += -(-images // batch)
+    return max(steps, 1)
+
 def main():
     parser = argparse.ArgumentParser()
     for flag in ("--config_file", "--dataset_config", "--resume"):
@@ -94,6 +109,8 @@ def main():
         config.update(value if isinstance(value, dict) else {key: value})
     out, name = config["output_dir"], config["output_name"]
     total, every = int(config["max_train_steps"]), config.get("save_every_n_steps")
+    every_epochs = config.get("save_every_n_epochs")
+    per_epoch = steps_per_epoch(args.dataset_config) if every_epochs else 0
     print("INFO     loading model for process 0/1 \\u2714", flush=True)
     if mode == "no-data":
         print("ERROR    No data found. Please verify arguments (train_data_dir must be the "
@@ -113,6 +130,11 @@ def main():
             save_lora(f"{out}/{name}-step{step:08d}.safetensors", name, step)
             if config.get("save_state"):
                 save_state(f"{out}/{name}-step{step:08d}-state", step)
+        if every_epochs and step < total and step % per_epoch == 0 \\
+                and (step // per_epoch) % every_epochs == 0:
+            save_lora(f"{out}/{name}-{step // per_epoch:06d}.safetensors", name, step)
+            if config.get("save_state"):
+                save_state(f"{out}/{name}-{step // per_epoch:06d}-state", step)
         bar.set_postfix(avr_loss=0.5 / step)
     bar.close()
     save_lora(f"{out}/{name}.safetensors", name, total)
@@ -197,18 +219,28 @@ def interrupt_after(step: int) -> Callable[[StepProgress], None]:
 
 
 _ISIC = '''#!{python}
-"""Stand-in for isic-cli: records argv, writes what `isic image download` writes."""
-import json, os, sys
+"""Stand-in for isic-cli: records argv, writes what `isic image download` writes.
+
+Like isic-cli, an image already there with the same name and size is not downloaded again;
+metadata.csv, attribution.txt and licenses/ are written on every run."""
+import json, os, shutil, sys, tempfile
 from pathlib import Path
 from medsynth_kohya.data.synth import make_dataset
 with open(os.environ["FAKE_ISIC_RECORD"], "w") as file:
     json.dump(sys.argv[1:], file)
 out = Path(sys.argv[-1])
-made = make_dataset(out, 6, seed=5, layout="archive", melanoma_fraction=1.0,
-                    sizes=((640, 480),))
-(out / "SYNTHETIC.txt").unlink()
+out.mkdir(parents=True, exist_ok=True)
+with tempfile.TemporaryDirectory() as folder:
+    made = make_dataset(Path(folder), 6, seed=5, layout="archive", melanoma_fraction=1.0,
+                        sizes=((640, 480),))
+    for path in made.root.iterdir():
+        there = out / path.name
+        if path.name == "SYNTHETIC.txt" or (path.suffix == ".jpg" and there.is_file()
+                                            and there.stat().st_size == path.stat().st_size):
+            continue
+        shutil.copy(path, there)
 (out / "attribution.txt").write_text("Synthetic demo images (CC0)")
-(out / "licenses").mkdir()
+(out / "licenses").mkdir(exist_ok=True)
 (out / "licenses" / "CC0.txt").write_text("CC0")
 sys.exit(int(os.environ.get("FAKE_ISIC_EXIT", "0")))
 '''
