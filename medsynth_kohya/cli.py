@@ -446,6 +446,8 @@ def reproduce(
     push: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--push", help="Also publish to this Hub repo (namespace/name).")] = None,
     n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 100,
+    preset: Annotated[str, typer.Option(
+        help="Training preset (see train); default the original run's.")] = "medsynthx-2023",
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--set", help="Override an sd-scripts option of the training (see train).")] = None,
     sd_scripts: SdScriptsOption = None,
@@ -456,6 +458,8 @@ def reproduce(
 ) -> None:
     """Re-run the original 2023 experiment: prepare, train (medsynthx-2023), sample, push.
 
+    `--preset` trains with another preset (e.g. t4-16gb) through the same stages.
+
     Each stage records a digest of its inputs in WORKDIR/reproduce.json: a re-run skips the
     stages whose inputs have not changed and resumes an interrupted training.
     """
@@ -463,7 +467,8 @@ def reproduce(
     from medsynth_kohya.pipeline.reproduce import reproduce as run
 
     with _user_errors(), ui.training_bar() as progress:
-        result = run(source, workdir, push_repo=push, n=n, overrides=set_ or [],
+        result = run(source, workdir, push_repo=push, n=n, preset_name=preset,
+                     overrides=set_ or [],
                      sd_scripts=sd_scripts, python=python, dry_run=dry_run,
                      on_progress=progress)
     for warning in result.warnings:

@@ -106,3 +106,19 @@ def test_the_machine_is_checked_before_anything_runs(runner: CliRunner, isic2020
                              "--sd-scripts", tmp_path / "missing")
     assert code == 1 and "cannot run the original training" in stderr
     assert "no NVIDIA GPU" in stderr and not (tmp_path / "w").exists()
+
+
+def test_another_preset_goes_through_the_same_stages(isic2020: SyntheticSet, tmp_path: Path,
+                                                     fake: FakeGen) -> None:
+    workdir = tmp_path / "work"
+    options = {"n": 2, "overrides": ("max_train_steps=4",), "sd_scripts": fake.sd_scripts,
+               "python": PYTHON}
+    first = reproduce(isic2020.root, workdir, preset_name="t4-16gb",
+                      **options)  # type: ignore[arg-type]
+    assert "preset t4-16gb" in {s.name: s.inputs for s in first.stages}["train"]
+    record = json.loads((workdir / "run" / "run.json").read_text(encoding="utf-8"))
+    assert record["preset"] == "t4-16gb" and record["config"]["network_dim"] == 32
+    again = reproduce(isic2020.root, workdir, **options)  # type: ignore[arg-type]
+    assert {s.name: s.action for s in again.stages}["train"] == "run"
+    record = json.loads((workdir / "run" / "run.json").read_text(encoding="utf-8"))
+    assert record["preset"] == "medsynthx-2023" and record["config"]["network_dim"] == 128

@@ -1,9 +1,9 @@
 """`reproduce`: the original 2023 experiment in one command, safe to interrupt and re-run.
 
-Stages: prepare (original captions and hair heuristic) -> train (preset medsynthx-2023) ->
-sample (original prompt settings) -> push (when asked). Each stage records in
-WORKDIR/reproduce.json a digest of its inputs; a re-run skips a stage whose inputs have not
-changed and resumes an interrupted training from its last saved state.
+Stages: prepare (original captions and hair heuristic) -> train (preset medsynthx-2023, or
+another one such as t4-16gb) -> sample (original prompt settings) -> push (when asked). Each
+stage records in WORKDIR/reproduce.json a digest of its inputs; a re-run skips a stage whose
+inputs have not changed and resumes an interrupted training from its last saved state.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def _train_action(run: Path, digest: str, state: _State, name: str) -> str:
 
 
 def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: int = 100,
+              preset_name: str = PRESET,
               metadata: Path | None = None, images: Path | None = None,
               overrides: Sequence[str] = (), sd_scripts: Path | None = None,
               python: str | None = None, dry_run: bool = False,
@@ -139,7 +140,7 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
         raise UserError("--n must be at least 1")
     state = _State(workdir, write=not dry_run)
     prepared, run, synthetic = workdir / "prepared", workdir / "run", workdir / "synthetic"
-    preset = presets.load(PRESET)
+    preset = presets.load(preset_name)
     gpus = detect()
     options = {**preset.options, **train.parse_overrides(overrides)}
     steps = options.get("max_train_steps")
@@ -171,13 +172,13 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
                                    (run / "config.toml").resolve(),
                                    (run / "dataset.toml").resolve(),
                                    mixed_precision=str(options.get("mixed_precision")))
-    stages.append(Stage("train", train_action, f"{manifest}, preset {PRESET}",
+    stages.append(Stage("train", train_action, f"{manifest}, preset {preset.name}",
                         (str(run / "output" / f"{name}.safetensors"), str(run / "run.json")),
                         (command.shell(),), detail=f"{steps} steps"))
     lora: Path | None = None
     if not dry_run and train_action != "skip (inputs unchanged)":
         state.record("train", train_digest, "running")
-        result = train.train(prepared, PRESET, overrides=overrides, run_dir=run,
+        result = train.train(prepared, preset_name, overrides=overrides, run_dir=run,
                              sd_scripts=sd_scripts, python=python,
                              resume=train_action == "resume", force=train_action == "run",
                              detect=lambda: gpus, on_progress=on_progress)
