@@ -82,6 +82,9 @@ def prepare(
     query: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="pandas expression over the metadata columns selecting the rows, instead of "
         "melanomas, e.g. `diagnosis == \"nevus\"`.")] = None,
+    diagnosis: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Select by the ISIC Archive's diagnosis hierarchy, any level (e.g. \"Melanoma "
+        "Invasive\", \"Nevus\", \"Malignant\"); with --query, rows must match both.")] = None,
     class_name: Annotated[str, typer.Option(help="Class folder name: img/<R>_<class>.")] = (
         "melanoma"),
     trigger: Annotated[str, typer.Option(help="Trigger token written into every caption.")] = (
@@ -92,7 +95,8 @@ def prepare(
         "photo of {sex} skin, {trigger} on {site}, at age {age}"),
     hair: Annotated[HairMode, typer.Option(
         help="auto: resolution-independent detector; seed: the original 2023 heuristic "
-        "(exact reproduction); off: no hair tag.")] = HairMode.auto,
+        "(exact reproduction); metadata: the ISIC Archive's own `hairy` tag where the source "
+        "has one, auto elsewhere; off: no hair tag.")] = HairMode.auto,
     repeats: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Repeats per image per epoch (folder prefix R). Default 1.")] = None,
     target_steps: Annotated[Optional[int], typer.Option(  # noqa: UP045
@@ -121,10 +125,11 @@ def prepare(
     from medsynth_kohya.data.prepare import PrepareOptions, summary
     from medsynth_kohya.data.prepare import prepare as run
 
-    options = PrepareOptions(query=query, class_name=class_name, trigger=trigger,
-                             caption_template=caption_template, hair=hair, repeats=repeats,
-                             target_steps=target_steps, epochs=epochs, batch_size=batch_size,
-                             val_frac=val_frac, seed=seed, resolution=resolution)
+    options = PrepareOptions(query=query, diagnosis=diagnosis, class_name=class_name,
+                             trigger=trigger, caption_template=caption_template, hair=hair,
+                             repeats=repeats, target_steps=target_steps, epochs=epochs,
+                             batch_size=batch_size, val_frac=val_frac, seed=seed,
+                             resolution=resolution)
     with _user_errors(), ui.progress_bar("checking images") as progress:
         result = run(source, out, metadata=metadata, images=images, options=options,
                      workers=workers, force=force, break_lock=break_lock,

@@ -33,7 +33,7 @@ def test_help_imports_no_heavy_module() -> None:
     code = ("import sys; from medsynth_kohya.cli import app; "
             "from typer.testing import CliRunner; CliRunner().invoke(app, ['--help']); "
             "print(sorted(m for m in ('pandas', 'cv2', 'numpy', 'huggingface_hub', 'torch', "
-            "'toml') if m in sys.modules))")
+            "'toml', 'isic_metadata', 'pydantic') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert output == "[]"

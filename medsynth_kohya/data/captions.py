@@ -11,6 +11,7 @@ import re
 import string
 from collections.abc import Mapping
 
+from medsynth_kohya.data.archive import SITE_WORDS
 from medsynth_kohya.errors import UserError
 
 DEFAULT_TEMPLATE = "photo of {sex} skin, {trigger} on {site}, at age {age}"
@@ -96,6 +97,14 @@ def _render_clause(clause: list[_Token], values: Mapping[str, str | None]) -> st
     if all(word.lower() in _LINKING_WORDS for word in text.split()):
         return ""
     return text
+
+
+def caption_values(sex: str | None, age: int | None, site: str | None, trigger: str,
+                   hairy: bool) -> dict[str, str | None]:
+    """A manifest row's placeholder values: the site as its caption word (`archive.SITE_WORDS`)."""
+    return {"sex": sex, "age": None if age is None else str(age),
+            "site": None if site is None else SITE_WORDS.get(site, site),
+            "trigger": trigger, "hair": HAIR_TAG if hairy else None}
 
 
 def render_caption(template: str, values: Mapping[str, str | None]) -> str:

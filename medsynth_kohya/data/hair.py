@@ -34,6 +34,13 @@ class HairMode(str, Enum):
     auto = "auto"
     seed = "seed"
     off = "off"
+    metadata = "metadata"
+    """The source's own `hairy` tag (ISIC Archive) where it has one, `auto` elsewhere."""
+
+    @property
+    def detector(self) -> HairMode:
+        """The detector that scans the images in this mode."""
+        return HairMode.auto if self is HairMode.metadata else self
 
 
 def reduced_decode_flag(width: int, height: int, gray: bool = False) -> int:

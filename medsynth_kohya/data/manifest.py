@@ -1,21 +1,26 @@
 """The manifest: one row per prepared image, the single source of captions and layout.
 
-Schema of `OUT/manifest.csv`, in column order:
+Schema of `OUT/manifest.csv`, in column order. Vocabulary columns hold the ISIC Archive's terms
+(`archive`, through `isic-metadata`), whichever ISIC layout they were read from.
 
-| column     | type          | meaning                                                        |
-|------------|---------------|----------------------------------------------------------------|
-| id         | text          | ISIC id (image_name / isic_id); also the output file stem       |
-| source     | text          | absolute path of the source image (never modified)             |
-| patient_id | text, blank   | patient, used for the patient-level validation split           |
-| sex        | text, blank   | "male" / "female" as in the metadata                            |
-| age        | integer, blank| approximate age in years                                        |
-| site       | text, blank   | general anatomic site ("torso", "lower extremity", …)          |
-| hairy      | true/false    | hair found by the detector (false with `--hair off`)           |
-| hair_score | number, blank | the detector's score (blank with `--hair off`)                  |
-| caption    | text          | the caption written to `<id>.txt`                              |
-| width      | integer       | image width in pixels                                          |
-| height     | integer       | image height in pixels                                         |
-| split      | text          | "train" (under img/) or "val" (under val/)                      |
+| column         | type              | meaning                                                |
+|----------------|-------------------|--------------------------------------------------------|
+| id             | text              | ISIC id (image_name / isic_id); also the file stem     |
+| source         | text              | absolute path of the source image (never modified)     |
+| patient_id     | text, blank       | patient, for the patient-level validation split        |
+| sex            | text, blank       | Archive `sex`: "male" / "female"                       |
+| age            | integer, blank    | approximate age in years (`age_approx`)                |
+| site           | text, blank       | Archive `anatom_site_general`; ISIC 2020's "torso" kept |
+| diagnosis      | text, blank       | Archive `diagnosis_1..5`, joined by ":"                |
+| fitzpatrick_skin_type | text, blank | Archive skin type, I to VI                           |
+| hairy          | true/false        | the caption's hair tag (see `--hair`)                  |
+| hair_score     | number, blank     | the detector's score (blank with `--hair off`)         |
+| metadata_hairy | true/false, blank | the source's own Archive `hairy` tag                   |
+| marker_pen     | true/false, blank | the source's Archive `marker_pen` flag                 |
+| caption        | text              | the caption written to `<id>.txt`                      |
+| width          | integer           | image width in pixels                                  |
+| height         | integer           | image height in pixels                                 |
+| split          | text              | "train" (under img/) or "val" (under val/)             |
 """
 
 from __future__ import annotations
@@ -28,16 +33,24 @@ from medsynth_kohya.files import replacing
 if TYPE_CHECKING:
     import pandas as pd
 
-COLUMNS = ("id", "source", "patient_id", "sex", "age", "site", "hairy", "hair_score",
+COLUMNS = ("id", "source", "patient_id", "sex", "age", "site", "diagnosis",
+           "fitzpatrick_skin_type", "hairy", "hair_score", "metadata_hairy", "marker_pen",
            "caption", "width", "height", "split")
 DTYPES = {"id": "string", "source": "string", "patient_id": "string", "sex": "string",
-          "age": "Int64", "site": "string", "hairy": "bool", "hair_score": "Float64",
+          "age": "Int64", "site": "string", "diagnosis": "string",
+          "fitzpatrick_skin_type": "string", "hairy": "bool", "hair_score": "Float64",
+          "metadata_hairy": "boolean", "marker_pen": "boolean",
           "caption": "string", "width": "int64", "height": "int64", "split": "string"}
+OPTIONAL = ("diagnosis", "fitzpatrick_skin_type", "metadata_hairy", "marker_pen")
+"""Columns a manifest written before them lacks: read as blank."""
 SKIPPED_COLUMNS = ("id", "source", "reason")
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """The manifest columns, in order, with the schema's types."""
+    """The manifest columns, in order, with the schema's types (OPTIONAL ones blank if absent)."""
+    absent = [column for column in OPTIONAL if column not in frame.columns]
+    if absent:
+        frame = frame.assign(**dict.fromkeys(absent, None))
     conformed: pd.DataFrame = frame.loc[:, list(COLUMNS)].astype(DTYPES).reset_index(drop=True)
     return conformed
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files, locks
-from medsynth_kohya.data import captions, layout, manifest
+from medsynth_kohya.data import archive, captions, layout, manifest
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
 from medsynth_kohya.data.sources import (
     Source,
+    allowed_terms,
     index_images,
     locate,
     normalise,
@@ -50,6 +51,8 @@ class PrepareOptions:
     """Everything that decides the content of a prepared folder (recorded in its state file)."""
 
     query: str | None = None
+    diagnosis: str | None = None
+    """Any level of the ISIC Archive's diagnosis hierarchy (or a legacy term), beside query."""
     class_name: str = "melanoma"
     trigger: str = captions.DEFAULT_TRIGGER
     caption_template: str = captions.DEFAULT_TEMPLATE
@@ -79,6 +82,24 @@ class PrepareResult:
     scanned: int
     reused: int
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    hair_agreement: HairAgreement | None = None
+    diagnosis: str | None = None
+    """The deepest Archive diagnosis node all prepared images share (the class's diagnosis)."""
+
+
+@dataclass(frozen=True)
+class HairAgreement:
+    """How often the hair detector agrees with the source's own `hairy` tag, where both exist."""
+
+    detector: str
+    compared: int
+    agree: int
+    metadata_hairy: int
+    detector_hairy: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.agree / self.compared if self.compared else 0.0
 
 
 def _check(options: PrepareOptions) -> None:
@@ -89,6 +110,8 @@ def _check(options: PrepareOptions) -> None:
     if not options.trigger.strip() or "," in options.trigger:
         raise UserError("--trigger must be a non-empty token without commas")
     captions.validate_template(options.caption_template)
+    if options.diagnosis is not None:
+        archive.resolve_selection(options.diagnosis)
     if options.repeats is not None and options.target_steps is not None:
         raise UserError("give --repeats or --target-steps, not both")
     for name in ("repeats", "target_steps", "epochs", "batch_size"):
@@ -211,10 +234,10 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     _claim(out, force)
     located = locate(source, metadata, images)
     raw = read_metadata(located)
-    rows = normalise(raw, located)
-    chosen = rows.loc[select(raw, located, options.query).index]
+    rows, rejected = normalise(raw, located)
+    chosen = rows.loc[select(raw, rows, located, options.query, options.diagnosis).index]
     skipped: list[dict[str, str]] = []
-    warnings: list[str] = []
+    warnings = archive.rejections(rejected.loc[chosen.index], allowed_terms(located))
     found = index_images(located.image_dirs)
 
     for identifier in sorted(set(found) - set(rows["id"])):
@@ -245,8 +268,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     # absolute(), not resolve(): a symlinked image (HF cache, git-annex) keeps its own name
     paths = [found[i].absolute() for i in chosen["id"]]
     try:
-        scans, reused = _scan_all(paths, options.hair, cache, workers or default_workers(),
-                                  on_progress)
+        scans, reused = _scan_all(paths, options.hair.detector, cache,
+                                  workers or default_workers(), on_progress)
     finally:  # an interrupted run keeps what it scanned
         _save_cache(state / CACHE_FILE, cache)
     good = []
@@ -257,7 +280,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         else:
             good.append((index, path, result))
 
-    table = _manifest(chosen, good, options)
+    table, agreement = _manifest(chosen, good, options)
+    diagnosis = archive.common_node(table["diagnosis"])
     train = int((table["split"] == "train").sum())
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
@@ -273,17 +297,32 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                    class_tokens=options.trigger, resolution=options.resolution,
                                    batch_size=options.batch_size)
     render.write_toml(config, out / "dataset.toml")
-    _write_state(state / STATE_FILE, located, options)
+    _write_state(state / STATE_FILE, located, options, agreement, diagnosis)
     return PrepareResult(
         out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
         train_dir=train_dir, dataset_config=out / "dataset.toml", options=options,
-        scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings))
+        scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings),
+        hair_agreement=agreement, diagnosis=diagnosis)
+
+
+def _agreement(frame: pd.DataFrame, detected: pd.Series,
+               options: PrepareOptions) -> HairAgreement | None:
+    """The detector against the source's `hairy` tag on the rows that have both."""
+    both = frame["metadata_hairy"].notna() & frame["hair_score"].notna()
+    if options.hair is HairMode.off or not both.any():
+        return None
+    tagged = frame.loc[both, "metadata_hairy"].astype(bool)
+    found = detected[both].astype(bool)
+    return HairAgreement(detector=options.hair.detector.value, compared=int(both.sum()),
+                         agree=int((tagged == found).sum()), metadata_hairy=int(tagged.sum()),
+                         detector_hairy=int(found.sum()))
 
 
 def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
-              options: PrepareOptions) -> pd.DataFrame:
-    """The manifest rows for the usable images, sorted by id, captions rendered whole."""
+              options: PrepareOptions) -> tuple[pd.DataFrame, HairAgreement | None]:
+    """The manifest rows for the usable images, sorted by id, captions rendered whole; and the
+    detector's agreement with the source's hair tag."""
     import pandas as pd
 
     from medsynth_kohya.data.split import patient_split
@@ -294,21 +333,25 @@ def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
     frame["height"] = [result.height for _, _, result in good]
     frame["hair_score"] = pd.array([result.hair_score for _, _, result in good],
                                    dtype="Float64")
-    frame["hairy"] = [result.hair_score is not None and is_hairy(result.hair_score, options.hair)
-                      for _, _, result in good]
+    detected = pd.Series([result.hair_score is not None
+                          and is_hairy(result.hair_score, options.hair.detector)
+                          for _, _, result in good], index=frame.index, dtype=bool)
+    agreement = _agreement(frame, detected, options)
+    if options.hair is HairMode.metadata:
+        frame["hairy"] = frame["metadata_hairy"].fillna(detected).astype(bool)
+    else:
+        frame["hairy"] = detected
     frame = frame.sort_values("id", kind="stable")
     frame["split"] = patient_split(frame, options.val_frac, options.seed)
     frame["caption"] = [
-        captions.render_caption(options.caption_template, {
-            "sex": None if pd.isna(row.sex) else str(row.sex),
-            "site": None if pd.isna(row.site) else str(row.site),
-            "age": None if pd.isna(row.age) else str(int(row.age)),
-            "trigger": options.trigger,
-            "hair": captions.HAIR_TAG if row.hairy else None,
-        })
+        captions.render_caption(options.caption_template, captions.caption_values(
+            None if pd.isna(row.sex) else str(row.sex),
+            None if pd.isna(row.age) else int(row.age),
+            None if pd.isna(row.site) else str(row.site),
+            options.trigger, bool(row.hairy)))
         for row in frame.itertuples(index=False)
     ]
-    return manifest.conform(frame)
+    return manifest.conform(frame), agreement
 
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str) -> Path:
@@ -331,12 +374,17 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
     return train_dir
 
 
-def _write_state(path: Path, source: Source, options: PrepareOptions) -> None:
-    """Mark OUT as made by `prepare` and record how, for later stages and re-runs."""
+def _write_state(path: Path, source: Source, options: PrepareOptions,
+                 agreement: HairAgreement | None, diagnosis: str | None) -> None:
+    """Mark OUT as made by `prepare` and record how, for later stages and re-runs: with the
+    class's Archive diagnosis (for `sample`'s metadata) and the hair detector's agreement."""
     record = {"tool": "medsynth-kohya", "command": "prepare", "version": __version__,
               "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
                          "image_dirs": [str(d.resolve()) for d in source.image_dirs]},
-              "options": {**asdict(options), "hair": options.hair.value}}
+              "options": {**asdict(options), "hair": options.hair.value},
+              "diagnosis": diagnosis,
+              "hair_agreement": None if agreement is None else {
+                  **asdict(agreement), "accuracy": round(agreement.accuracy, 4)}}
     files.write_json(path, record, sort_keys=True)
 
 
@@ -362,9 +410,18 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
         share = float(table["hairy"].mean())
         hairy = int(table["hairy"].sum())
         rows.append(("hairy", f"{hairy} ({share:.0%}, {result.options.hair.value})"))
-        for column in ("sex", "site"):
+        agreement = result.hair_agreement
+        if agreement is not None:
+            rows.append((f"hair detector ({agreement.detector}) vs source's hairy tag",
+                         f"{agreement.accuracy:.1%} agree on {agreement.compared} images "
+                         f"(tag {agreement.metadata_hairy}, detector "
+                         f"{agreement.detector_hairy} hairy)"))
+        for column in ("sex", "site", "fitzpatrick_skin_type"):
+            if column == "fitzpatrick_skin_type" and table[column].isna().all():
+                continue
             counts = table[column].fillna("missing").value_counts()
             rows.append((column, ", ".join(f"{k} {v}" for k, v in counts.items())))
+        rows.append(("diagnosis (ISIC Archive)", result.diagnosis or "none shared"))
         ages = table["age"].dropna()
         spread = (f"{int(ages.min())}-{int(ages.max())}, median {float(ages.median()):g}"
                   if len(ages) else "none")

@@ -1,7 +1,8 @@
 """Find and read ISIC metadata: the ISIC 2020 challenge CSV or an ISIC Archive export.
 
-Both are normalised to one frame (`id, patient_id, sex, age, site`) next to the raw columns,
-which `--query` expressions are written against.
+Both are normalised to one frame in the ISIC Archive's terms (`id, patient_id, sex, age, site,
+diagnosis, fitzpatrick_skin_type, metadata_hairy, marker_pen`; see `archive`) next to the raw
+columns, which `--query` expressions are written against.
 """
 
 from __future__ import annotations
@@ -119,40 +120,42 @@ def read_metadata(source: Source) -> pd.DataFrame:
     return frame
 
 
-def default_selection(frame: pd.DataFrame, source: Source) -> pd.Series:
-    """Melanomas: target == 1 or diagnosis "melanoma" (ISIC 2020); diagnosis_3 "Melanoma…"."""
+def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -> pd.Series:
+    """Melanomas: `target == 1` in ISIC 2020, else a diagnosis under the Archive's melanoma node."""
     import pandas as pd
 
-    if source.kind == ISIC2020:
-        if "target" in frame.columns:
-            return pd.to_numeric(frame["target"], errors="coerce").eq(1)
-        if "diagnosis" in frame.columns:
-            return frame["diagnosis"].astype("string").str.strip().str.lower().eq("melanoma")
-        raise UserError(f"{source.metadata} is missing column target (or diagnosis) "
-                        "to select melanomas; add it or pass --query")
-    if "diagnosis_3" in frame.columns:
-        text = frame["diagnosis_3"].astype("string").str.strip()
-        return text.str.startswith("Melanoma").fillna(False).astype(bool)
-    if "diagnosis" in frame.columns:
-        return frame["diagnosis"].astype("string").str.strip().str.lower().eq("melanoma")
-    raise UserError(f"{source.metadata} is missing column diagnosis_3 to select melanomas; "
-                    "add it or pass --query")
+    from medsynth_kohya.data import archive
+
+    if source.kind == ISIC2020 and "target" in frame.columns:
+        return pd.to_numeric(frame["target"], errors="coerce").eq(1)
+    if not {"diagnosis", "diagnosis_3", "diagnosis_2"} & set(frame.columns):
+        missing = "target (or diagnosis)" if source.kind == ISIC2020 else "diagnosis_3"
+        raise UserError(f"{source.metadata} is missing column {missing} to select melanomas; "
+                        "add it or pass --query or --diagnosis")
+    return archive.under(rows["diagnosis"], archive.MELANOMA)
 
 
-def select(frame: pd.DataFrame, source: Source, query: str | None) -> pd.DataFrame:
-    """Rows picked by `query` (a pandas expression over the raw columns) or the melanoma default."""
+def select(frame: pd.DataFrame, rows: pd.DataFrame, source: Source, query: str | None,
+           diagnosis: str | None = None) -> pd.DataFrame:
+    """Rows picked by `query` (a pandas expression over the raw columns) and `diagnosis` (any
+    level of the Archive's hierarchy, matched on the normalised rows), else melanomas."""
     import pandas as pd
 
-    if query is None:
-        mask = default_selection(frame, source)
-    else:
+    from medsynth_kohya.data import archive
+
+    mask = pd.Series(True, index=frame.index)
+    if query is None and diagnosis is None:
+        mask = default_selection(frame, rows, source)
+    if diagnosis is not None:
+        mask &= archive.under(rows["diagnosis"], archive.resolve_selection(diagnosis))
+    if query is not None:
         try:
             evaluated = frame.eval(query, engine="python")
         except Exception as exc:  # pandas raises many types for a bad user expression
             raise UserError(f"--query {query!r} failed: {type(exc).__name__}: {exc}") from None
         if not isinstance(evaluated, pd.Series) or evaluated.dtype.kind != "b":
             raise UserError(f"--query {query!r} must give one True/False per row")
-        mask = evaluated
+        mask &= evaluated.fillna(False).astype(bool)
     selected: pd.DataFrame = frame.loc[mask.fillna(False).astype(bool)]
     return selected
 
@@ -166,31 +169,62 @@ def _text(series: pd.Series) -> pd.Series:
     return cleaned
 
 
-def normalise(frame: pd.DataFrame, source: Source) -> pd.DataFrame:
-    """Canonical columns id, patient_id, sex, age, site from either format."""
+def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Canonical columns from either format, in the Archive's terms, and the values rejected.
+
+    The second frame holds, under the source's column names, each value that is not an Archive
+    term (blank in the first); `archive.rejections` words the warnings with `allowed_terms`.
+    """
     import pandas as pd
+
+    from medsynth_kohya.data import archive
 
     names = _COLUMNS[source.kind]
 
-    def column(key: str) -> pd.Series:
-        name = names[key]
+    def column(name: str) -> pd.Series:
         if name in frame.columns:
             found: pd.Series = frame[name]
         else:
             found = pd.Series(pd.NA, index=frame.index, dtype="string")
         return found
 
-    sex = _text(column("sex")).str.lower()
-    age = pd.to_numeric(column("age"), errors="coerce")
+    age = pd.to_numeric(column(names["age"]), errors="coerce")
     age = age.where((age >= 0) & (age < 150)).round()
+    checked = {
+        "sex": archive.terms(column(names["sex"]), archive.sex_terms(), _MISSING_TEXT, _SEX),
+        "site": archive.terms(column(names["site"]), archive.site_terms(), _MISSING_TEXT),
+        "diagnosis": archive.diagnosis_column(frame, _MISSING_TEXT),
+        "fitzpatrick_skin_type": archive.fitzpatrick(column("fitzpatrick_skin_type"),
+                                                     _MISSING_TEXT),
+        "metadata_hairy": archive.flags(column("hairy"), _MISSING_TEXT),
+        "marker_pen": archive.flags(column("marker_pen"), _MISSING_TEXT),
+    }
     normalised: pd.DataFrame = pd.DataFrame({
-        "id": column("id").astype("string").str.strip().fillna(""),
-        "patient_id": _text(column("patient_id")),
-        "sex": sex.replace(_SEX),
+        "id": column(names["id"]).astype("string").str.strip().fillna(""),
+        "patient_id": _text(column(names["patient_id"])),
         "age": age.astype("Int64"),
-        "site": _text(column("site")).str.lower(),
+        **{name: value for name, (value, _) in checked.items()},
     }, index=frame.index)
-    return normalised
+    rejected = pd.DataFrame({_source_name(source, name): bad
+                             for name, (_, bad) in checked.items()}, index=frame.index)
+    return normalised, rejected
+
+
+def _source_name(source: Source, name: str) -> str:
+    """The source column a normalised vocabulary column is read from."""
+    return _COLUMNS[source.kind].get(name, {"metadata_hairy": "hairy"}.get(name, name))
+
+
+def allowed_terms(source: Source) -> dict[str, tuple[str, ...]]:
+    """The Archive's terms for each vocabulary column (by source name), as warnings list them."""
+    from medsynth_kohya.data import archive
+
+    flags = ("true", "false")
+    terms = {"sex": archive.sex_terms(), "site": archive.site_terms(),
+             "diagnosis": archive.diagnoses(),
+             "fitzpatrick_skin_type": archive.fitzpatrick_terms(),
+             "metadata_hairy": flags, "marker_pen": flags}
+    return {_source_name(source, name): values for name, values in terms.items()}
 
 
 def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:

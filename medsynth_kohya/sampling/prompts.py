@@ -118,9 +118,8 @@ def draw(table: pd.DataFrame, count: int, seed: int, template: str, trigger: str
     for key in keys:
         if key not in rendered:
             sex, age, site, hairy = key
-            text = captions.render_caption(template, {
-                "sex": sex, "age": None if age is None else str(age), "site": site,
-                "trigger": trigger, "hair": captions.HAIR_TAG if hairy else None})
+            text = captions.render_caption(template, captions.caption_values(
+                sex, age, site, trigger, hairy))
             check_prompt(text, f"the caption drawn from {key}")
             rendered[key] = text
     chosen = [keys[row] for row in rows_for(seed, count, len(keys)).tolist()]

@@ -1,0 +1,314 @@
+"""The ISIC Archive's vocabularies, taken from its own `isic-metadata` package.
+
+The one place that knows ISIC terms: sites (`anatom_site_general`), sex, the diagnosis
+hierarchy (`diagnosis_1..5`), `fitzpatrick_skin_type` and the acquisition flags. Reading maps
+both ISIC layouts onto the Archive's terms (keeping an ISIC 2020 challenge value that has no
+Archive equivalent, `torso`), captions turn the terms into words, and `sample` writes rows that
+the Archive's `MetadataRow` accepts. `isic_metadata` imports pydantic, so it is imported
+inside the functions, never when the CLI starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING
+
+from medsynth_kohya.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FIELDS_URL = ("https://github.com/ImageMarkup/isic-metadata/blob/main/isic_metadata/"
+              "metadata.py")
+"""The Archive's field definitions (`MetadataRow`), linked from the README's column tables."""
+CHALLENGE_ONLY_SITES = ("torso",)
+"""ISIC 2020 challenge sites with no single Archive term (the Archive splits the torso into
+anterior, posterior and lateral): kept as the challenge wrote them."""
+SITE_WORDS: Mapping[str, str] = {
+    "head/neck": "head/neck",
+    "upper extremity": "upper extremity",
+    "lower extremity": "lower extremity",
+    "anterior torso": "anterior torso",
+    "posterior torso": "posterior torso",
+    "lateral torso": "lateral torso",
+    "palms/soles": "palms/soles",
+    "oral/genital": "oral/genital",
+    "torso": "torso",
+}
+"""Caption word of each site term. The words the ISIC 2020 challenge uses stay as they are, so
+the original 2023 run's captions come out byte for byte; a term missing here is its own word."""
+CHALLENGE_SITE = {"anterior torso": "torso", "posterior torso": "torso", "lateral torso": "torso"}
+"""Archive site -> ISIC 2020 challenge site, where they differ (for `--metadata-style 2020`)."""
+LEGACY_DIAGNOSES: Mapping[str, str] = {
+    "melanoma": "Malignant melanocytic proliferations (Melanoma)",
+    "melanoma metastasis": "Melanoma metastasis",
+    "nevus": "Nevus",
+    "nevus spilus": "Nevus, Spilus",
+    "atypical melanocytic proliferation": "Indeterminate melanocytic proliferations",
+    "AIMP": "Atypical intraepithelial melanocytic proliferation",
+    "seborrheic keratosis": "Seborrheic keratosis",
+    "pigmented benign keratosis": "Pigmented benign keratosis",
+    "lichenoid keratosis": "Lichen planus like keratosis",
+    "solar lentigo": "Solar lentigo",
+    "lentigo simplex": "Lentigo simplex",
+    "lentigo NOS": "Lentigo NOS",
+    "cafe-au-lait macule": "Cafe au lait macule or patch",
+    "ephelis": "Ephelis",
+    "actinic keratosis": "Solar or actinic keratosis",
+    "basal cell carcinoma": "Basal cell carcinoma",
+    "dermatofibroma": "Dermatofibroma",
+    "angiokeratoma": "Angiokeratoma",
+    "pyogenic granuloma": "Pyogenic granuloma",
+    "clear cell acanthoma": "Clear cell acanthoma",
+    "sebaceous adenoma": "Sebaceous adenoma",
+    "sebaceous hyperplasia": "Sebaceous hyperplasia",
+    "epidermal nevus": "Epidermal nevus",
+    "neurofibroma": "Neurofibroma",
+    "scar": "Scar",
+    "verruca": "Verruca",
+}
+"""Legacy `diagnosis` values (ISIC 2020 CSV, old Archive exports) -> the Archive term they
+certainly mean, at the deepest level they allow (a legacy "melanoma" does not say invasive or
+in situ, so it maps to the melanoma node). Legacy terms not listed fall back to
+`benign_malignant`."""
+MELANOMA = "Malignant:Malignant melanocytic proliferations (Melanoma)"
+"""The node every melanoma diagnosis sits under: prepare's default selection."""
+LEVELS = 5
+_BENIGN_MALIGNANT = {"benign": "Benign", "malignant": "Malignant",
+                     "indeterminate": "Indeterminate"}
+_TRUE = frozenset({"true", "1", "yes", "y", "t", "1.0"})
+_FALSE = frozenset({"false", "0", "no", "n", "f", "0.0"})
+_ROMAN = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"}
+
+
+@cache
+def site_terms() -> tuple[str, ...]:
+    """Allowed sites: the Archive's `anatom_site_general` terms, then the challenge-only ones."""
+    from isic_metadata.fields import AnatomSiteGeneralEnum
+
+    return (*(member.value for member in AnatomSiteGeneralEnum), *CHALLENGE_ONLY_SITES)
+
+
+@cache
+def sex_terms() -> tuple[str, ...]:
+    """The Archive's `sex` values, read from `MetadataRow`'s annotation."""
+    from typing import get_args
+
+    from isic_metadata.metadata import MetadataRow
+
+    found: list[str] = []
+    pending = [MetadataRow.model_fields["sex"].annotation]
+    while pending:
+        for arg in get_args(pending.pop()):
+            if isinstance(arg, str):
+                found.append(arg)
+            else:
+                pending.append(arg)
+    return tuple(found)
+
+
+@cache
+def fitzpatrick_terms() -> tuple[str, ...]:
+    """The Archive's `fitzpatrick_skin_type` values, I to VI."""
+    from isic_metadata.fields import FitzpatrickSkinType
+
+    return tuple(member.value for member in FitzpatrickSkinType)
+
+
+@cache
+def diagnoses() -> tuple[str, ...]:
+    """Every node of the Archive's diagnosis hierarchy, as a colon-joined path."""
+    from isic_metadata.diagnosis_hierarchical import DiagnosisEnum
+
+    return tuple(member.value for member in DiagnosisEnum)
+
+
+@cache
+def _by_last_level() -> dict[str, tuple[str, ...]]:
+    """Lower-cased name of a hierarchy node -> the paths that end in it."""
+    found: dict[str, list[str]] = {}
+    for path in diagnoses():
+        found.setdefault(path.rsplit(":", 1)[-1].lower(), []).append(path)
+    return {name: tuple(paths) for name, paths in found.items()}
+
+
+def diagnosis_path(term: str) -> str | None:
+    """The hierarchy path a term names: a whole path, any level's name, or a legacy term."""
+    text = term.strip()
+    if text in diagnoses():
+        return text
+    paths = _by_last_level().get(text.lower(), ())
+    if len(paths) == 1:
+        return paths[0]
+    legacy = {key.lower(): value for key, value in LEGACY_DIAGNOSES.items()}.get(text.lower())
+    return diagnosis_path(legacy) if legacy else None
+
+
+def levels(path: str | None) -> tuple[str | None, ...]:
+    """`diagnosis_1..5` of a hierarchy path (None below its depth)."""
+    names: list[str | None] = list(path.split(":")) if path else []
+    return tuple(names + [None] * (LEVELS - len(names)))
+
+
+def legacy_diagnosis(path: str | None) -> str | None:
+    """The legacy (ISIC 2020) term closest above `path`: "melanoma" for any melanoma."""
+    if not path:
+        return None
+    best: tuple[int, str | None] = (0, None)
+    for legacy, term in LEGACY_DIAGNOSES.items():
+        target = diagnosis_path(term)
+        if target and (path == target or path.startswith(target + ":")):
+            best = max(best, (len(target), legacy), key=lambda pair: pair[0])
+    return best[1]
+
+
+def _suggest(value: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(value, list(allowed), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def resolve_selection(term: str) -> str:
+    """The hierarchy path `prepare --diagnosis TERM` selects, or a UserError saying why not."""
+    path = diagnosis_path(term)
+    if path is None:
+        names = {p.rsplit(":", 1)[-1] for p in diagnoses()} | set(LEGACY_DIAGNOSES)
+        raise UserError(f"--diagnosis {term!r} is not an ISIC Archive diagnosis"
+                        f"{_suggest(term, names)}; "
+                        "give any level of the hierarchy, e.g. \"Melanoma Invasive\", "
+                        "\"Malignant melanocytic proliferations (Melanoma)\" or \"Nevus\"")
+    return path
+
+
+def common_node(paths: pd.Series) -> str | None:
+    """The deepest hierarchy node that every (non-blank) path is at or below, or None."""
+    known = [str(path).split(":") for path in paths.dropna().unique()]
+    if not known:
+        return None
+    shared: list[str] = []
+    for names in zip(*known, strict=False):
+        if len(set(names)) > 1:
+            break
+        shared.append(names[0])
+    return ":".join(shared) or None
+
+
+def under(paths: pd.Series, node: str) -> pd.Series:
+    """Whether each path is `node` or below it (missing paths: False)."""
+    text = paths.astype("string")
+    mask = text.eq(node) | text.str.startswith(node + ":")
+    return mask.fillna(False).astype(bool)
+
+
+# --- reading: raw columns -> Archive terms -------------------------------------------------
+
+
+def _text(series: pd.Series, missing: frozenset[str]) -> pd.Series:
+    import pandas as pd
+
+    text = series.astype("string").str.strip()
+    cleaned: pd.Series = text.mask(text.str.lower().isin(missing), pd.NA)
+    return cleaned
+
+
+def _lookup(series: pd.Series, table: Mapping[str, str]) -> tuple[pd.Series, pd.Series]:
+    """Map values through `table` (keys lower-case); return the mapped and the rejected values."""
+    import pandas as pd
+
+    key = series.str.lower()
+    mapped = key.map(lambda value: table.get(value) if isinstance(value, str) else pd.NA)
+    mapped = mapped.astype("string")
+    rejected = series.where(series.notna() & mapped.isna())
+    return mapped, rejected.astype("string")
+
+
+def terms(series: pd.Series, allowed: Iterable[str], missing: frozenset[str],
+          aliases: Mapping[str, str] | None = None) -> tuple[pd.Series, pd.Series]:
+    """Text normalised to `allowed` (case-insensitively, or through `aliases`), plus the
+    values that are not allowed (blank in the first series)."""
+    table = {term.lower(): term for term in allowed}
+    table.update({key.lower(): value for key, value in (aliases or {}).items()})
+    return _lookup(_text(series, missing), table)
+
+
+def flags(series: pd.Series, missing: frozenset[str]) -> tuple[pd.Series, pd.Series]:
+    """An Archive boolean column (`hairy`, `marker_pen`) as true/false, plus unreadable values."""
+    text = _text(series, missing)
+    table = {**dict.fromkeys(_TRUE, "true"), **dict.fromkeys(_FALSE, "false")}
+    mapped, rejected = _lookup(text, table)
+    return mapped.map({"true": True, "false": False}).astype("boolean"), rejected
+
+
+def fitzpatrick(series: pd.Series, missing: frozenset[str]) -> tuple[pd.Series, pd.Series]:
+    """`fitzpatrick_skin_type` as I..VI (also read from 1..6 or "type II")."""
+    text = _text(series, missing).str.replace(r"(?i)^(fitzpatrick\s+)?(type\s+)?", "",
+                                              regex=True)
+    text = text.str.replace(r"\.0$", "", regex=True)
+    return terms(text, fitzpatrick_terms(), missing, _ROMAN)
+
+
+def diagnosis_column(frame: pd.DataFrame, missing: frozenset[str]) -> tuple[pd.Series,
+                                                                            pd.Series]:
+    """The Archive hierarchy path of each row, plus the diagnosis values that name none.
+
+    From `diagnosis_1..5` (Archive exports) where present, else `diagnosis` (a path, a
+    level's name or a legacy term), else `benign_malignant`'s top level.
+    """
+    import pandas as pd
+
+    empty = pd.Series(pd.NA, index=frame.index, dtype="string")
+    columns = [f"diagnosis_{i}" for i in range(1, LEVELS + 1) if f"diagnosis_{i}" in frame]
+    if columns:
+        parts = pd.concat([_text(frame[c], missing) for c in columns], axis=1)
+        raw = parts.apply(lambda row: ":".join(str(v) for v in row if pd.notna(v)) or pd.NA,
+                          axis=1).astype("string") if len(frame) else empty
+    elif "diagnosis" in frame:
+        raw = _text(frame["diagnosis"], missing)
+    else:
+        raw = empty
+    table = {value: diagnosis_path(value) for value in raw.dropna().unique()}
+    paths = raw.map(lambda value: table.get(value) if isinstance(value, str) else pd.NA)
+    paths = paths.astype("string")
+    rejected = raw.where(raw.notna() & paths.isna()).astype("string")
+    if "benign_malignant" in frame:
+        top, _ = terms(_text(frame["benign_malignant"], missing).str.split("/").str[0],
+                       (), missing, _BENIGN_MALIGNANT)
+        paths = paths.fillna(top)
+    return paths, rejected
+
+
+def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]]) -> list[str]:
+    """One warning per column with values outside the Archive's vocabulary."""
+    warnings = []
+    for column in rejected.columns:
+        values = rejected[column].dropna()
+        if values.empty:
+            continue
+        counts = values.value_counts()
+        shown = ", ".join(f"{value!r} ({count} row{'s' if count > 1 else ''})"
+                          for value, count in list(counts.items())[:5])
+        more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        terms_ = list(allowed[column])
+        listed = ", ".join(terms_) if len(terms_) <= 12 else (
+            f"any level of the diagnosis hierarchy ({len(terms_)} nodes, "
+            f"see {FIELDS_URL})")
+        warnings.append(f"{column} {shown}{more} is not an ISIC Archive term; left blank "
+                        f"(its caption clause is dropped). Allowed: {listed}")
+    return warnings
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def validate_row(row: Mapping[str, object]) -> str | None:
+    """Why the Archive would refuse `row` (its field names, `age` not `age_approx`), or None."""
+    from isic_metadata.metadata import MetadataRow
+    from pydantic import ValidationError
+
+    try:  # the constructor, not model_validate: MetadataRow sets up its checks in __init__
+        MetadataRow(**{k: v for k, v in row.items() if v not in (None, "")})
+    except ValidationError as exc:
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors())
+    return None

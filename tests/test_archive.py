@@ -1,0 +1,230 @@
+"""ISIC Archive vocabularies (through `isic-metadata`): reading, selection and captions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from isic_metadata.diagnosis_hierarchical import DiagnosisEnum
+from isic_metadata.fields import AnatomSiteGeneralEnum, LegacyDxEnum
+from typer.testing import CliRunner
+
+from medsynth_kohya.data import archive as vocab
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.prepare import PrepareOptions, prepare, read_state
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
+
+from .conftest import invoke
+
+INVASIVE = "Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma Invasive"
+IN_SITU = "Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma in situ"
+NEVUS = "Benign:Benign melanocytic proliferations:Nevus"
+
+
+def _archive_source(made: SyntheticSet, **columns: Sequence[str | None]) -> pd.DataFrame:
+    """Rewrite the Archive export's metadata.csv with `columns` set; returns the new table."""
+    frame = pd.read_csv(made.metadata, dtype=str)
+    for name, values in columns.items():
+        frame[name] = values
+    frame.to_csv(made.metadata, index=False)
+    return frame
+
+
+def _diagnosis_columns(paths: list[str]) -> dict[str, list[str | None]]:
+    levels = [vocab.levels(path) for path in paths]
+    return {f"diagnosis_{i + 1}": [row[i] for row in levels] for i in range(vocab.LEVELS)}
+
+
+def test_the_tables_name_only_terms_the_package_knows() -> None:
+    legacy = {member.value for member in LegacyDxEnum}
+    for term, target in vocab.LEGACY_DIAGNOSES.items():
+        assert term in legacy, term
+        assert vocab.diagnosis_path(target) in {m.value for m in DiagnosisEnum}, target
+    sites = {member.value for member in AnatomSiteGeneralEnum}
+    assert sites | set(vocab.CHALLENGE_ONLY_SITES) == set(vocab.SITE_WORDS)
+    assert set(vocab.CHALLENGE_SITE) <= sites
+    assert vocab.MELANOMA in {m.value for m in DiagnosisEnum}
+
+
+@pytest.mark.parametrize(("term", "path"), [
+    ("Melanoma Invasive", INVASIVE), ("melanoma invasive", INVASIVE), (INVASIVE, INVASIVE),
+    ("Malignant", "Malignant"), ("Nevus", NEVUS), ("nevus", NEVUS), ("melanoma", vocab.MELANOMA),
+    ("Malignant melanocytic proliferations (Melanoma)", vocab.MELANOMA),
+])
+def test_any_level_or_legacy_term_names_a_node(term: str, path: str) -> None:
+    assert vocab.resolve_selection(term) == path
+
+
+def test_an_unknown_selection_is_refused_with_a_suggestion() -> None:
+    with pytest.raises(UserError, match=r"'Melanoma Invasiv'.*did you mean 'Melanoma Invasive'"):
+        vocab.resolve_selection("Melanoma Invasiv")
+
+
+def test_archive_source_with_the_new_columns(archive: SyntheticSet, tmp_path: Path) -> None:
+    n = len(archive.frame)
+    paths = [INVASIVE, IN_SITU, NEVUS] * n
+    frame = _archive_source(
+        archive, **_diagnosis_columns(paths[:n]),
+        fitzpatrick_skin_type=(["II", "iv", "3", None, "VI"] * n)[:n],
+        hairy=(["true", "false", None] * n)[:n], marker_pen=(["false", "True", ""] * n)[:n])
+    out = tmp_path / "out"
+    result = prepare(archive.root, out, options=PrepareOptions(hair=HairMode.metadata),
+                     workers=1)
+    table = manifest.read(out / "manifest.csv").set_index("id")
+    source = frame.set_index("isic_id")
+    melanomas = [i for i, p in zip(source.index, paths, strict=False) if p != NEVUS]
+    assert sorted(table.index) == sorted(melanomas)
+    assert set(table["diagnosis"]) == {INVASIVE, IN_SITU}
+    assert result.diagnosis == vocab.MELANOMA
+    expected = {"II": "II", "iv": "IV", "3": "III", "VI": "VI"}
+    for identifier, row in table.iterrows():
+        raw = source.loc[identifier]
+        skin = row["fitzpatrick_skin_type"]
+        assert (pd.isna(skin) if pd.isna(raw["fitzpatrick_skin_type"]) else
+                skin == expected[raw["fitzpatrick_skin_type"]])
+        if pd.notna(raw["hairy"]):
+            assert row["metadata_hairy"] == (raw["hairy"] == "true")
+            assert row["hairy"] == row["metadata_hairy"]  # --hair metadata: the tag wins
+            assert str(row["caption"]).endswith(", hairy") == (raw["hairy"] == "true")
+        else:
+            assert pd.isna(row["metadata_hairy"])
+        marker = raw["marker_pen"]
+        assert (pd.isna(row["marker_pen"]) if pd.isna(marker) else
+                row["marker_pen"] == (marker.lower() == "true"))
+    assert table["site"].dropna().isin([m.value for m in AnatomSiteGeneralEnum]).all()
+    assert not result.warnings
+
+
+def test_hair_detector_agreement_is_reported_and_kept(archive: SyntheticSet,
+                                                      tmp_path: Path, runner: CliRunner) -> None:
+    truth = archive.frame["synthetic_hair"].tolist()
+    flipped = [str(not value if i == 0 else value).lower() for i, value in enumerate(truth)]
+    _archive_source(archive, hairy=flipped)
+    out = tmp_path / "out"
+    code, stdout, stderr = invoke(runner, "prepare", archive.root, "--out", out,
+                                  "--workers", 1, "--query", "isic_id == isic_id")
+    assert code == 0, stdout + stderr
+    table = manifest.read(out / "manifest.csv")
+    detector = table["hairy"].to_numpy()
+    tag = table["metadata_hairy"].astype(bool).to_numpy()
+    agree = int((detector == tag).sum())
+    kept = read_state(out)["hair_agreement"]
+    assert kept["compared"] == len(table) and kept["agree"] == agree
+    assert kept["detector"] == "auto" and agree < len(table)
+    assert kept["accuracy"] == round(agree / len(table), 4)
+    line = next(line for line in stdout.splitlines() if "hair detector (auto)" in line)
+    assert f"{100 * agree / len(table):.1f}% agree on {len(table)} images" in line
+
+
+def test_old_archive_export_with_legacy_diagnosis(archive: SyntheticSet,
+                                                  tmp_path: Path) -> None:
+    frame = pd.read_csv(archive.metadata, dtype=str)
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("diagnosis_")])
+    frame["diagnosis"] = (["melanoma", "nevus", "unknown", "seborrheic keratosis"]
+                          * len(frame))[:len(frame)]
+    frame["benign_malignant"] = ["malignant" if d == "melanoma" else "benign"
+                                 for d in frame["diagnosis"]]
+    frame.to_csv(archive.metadata, index=False)
+    out = tmp_path / "out"
+    result = prepare(archive.root, out, workers=1)
+    assert set(result.manifest["id"]) == set(frame.loc[frame["diagnosis"] == "melanoma",
+                                                       "isic_id"])
+    assert set(result.manifest["diagnosis"]) == {vocab.MELANOMA}
+    benign = prepare(archive.root, tmp_path / "benign", workers=1,
+                     options=PrepareOptions(diagnosis="Benign"))
+    assert set(benign.manifest["diagnosis"]) == {
+        NEVUS, "Benign", "Benign:Benign epidermal proliferations:Seborrheic keratosis"}
+    assert benign.diagnosis == "Benign"
+
+
+def test_diagnosis_selects_at_any_level_beside_query(archive: SyntheticSet,
+                                                     tmp_path: Path) -> None:
+    n = len(archive.frame)
+    paths = ([INVASIVE, IN_SITU, NEVUS] * n)[:n]
+    frame = _archive_source(archive, **_diagnosis_columns(paths))
+    for term, wanted in (("Melanoma Invasive", {INVASIVE}), ("Melanoma in situ", {IN_SITU}),
+                         ("Malignant", {INVASIVE, IN_SITU}), ("Nevus", {NEVUS})):
+        result = prepare(archive.root, tmp_path / term, workers=1,
+                         options=PrepareOptions(diagnosis=term, hair=HairMode.off))
+        assert set(result.manifest["diagnosis"]) == wanted, term
+        assert len(result.manifest) == sum(p in wanted for p in paths)
+    women = prepare(archive.root, tmp_path / "women", workers=1, options=PrepareOptions(
+        diagnosis="Malignant", query='sex == "female"', hair=HairMode.off))
+    malignant = pd.Series([p != NEVUS for p in paths], index=frame.index)
+    expected = frame.loc[malignant & (frame["sex"] == "female"), "isic_id"]
+    assert set(women.manifest["id"]) == set(expected)
+
+
+def test_unknown_diagnosis_in_the_cli_is_one_line(archive: SyntheticSet, tmp_path: Path,
+                                                  runner: CliRunner) -> None:
+    code, stdout, stderr = invoke(runner, "prepare", archive.root, "--out", tmp_path / "out",
+                                  "--diagnosis", "Melanom Invasive")
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert "'Melanom Invasive' is not an ISIC Archive diagnosis" in stderr
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_isic2020_torso_is_kept_and_captioned(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    frame = pd.read_csv(isic2020.metadata, dtype=str)
+    frame["anatom_site_general_challenge"] = "torso"
+    frame.to_csv(isic2020.metadata, index=False)
+    result = prepare(isic2020.root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(hair=HairMode.off))
+    assert set(result.manifest["site"]) == {"torso"}
+    assert all(" on torso, " in str(caption) for caption in result.manifest["caption"])
+    assert set(result.manifest["diagnosis"]) == {vocab.MELANOMA}
+    assert not result.warnings
+    state = json.loads((tmp_path / "out" / ".medsynth" / "prepare.json").read_text())
+    assert state["diagnosis"] == vocab.MELANOMA and state["hair_agreement"] is None
+
+
+def test_unknown_terms_warn_and_drop_their_clause(archive: SyntheticSet,
+                                                  tmp_path: Path, runner: CliRunner) -> None:
+    n = len(archive.frame)
+    frame = _archive_source(archive, **_diagnosis_columns([INVASIVE] * n))
+    frame.loc[0, "anatom_site_general"] = "left elbow"
+    frame.loc[1, "diagnosis_3"] = "Melanoma Fantastic"
+    frame.loc[2, "sex"] = "unspecified"
+    frame.to_csv(archive.metadata, index=False)
+    out = tmp_path / "out"
+    code, stdout, stderr = invoke(runner, "prepare", archive.root, "--out", out,
+                                  "--workers", 1, "--hair", "off", "--diagnosis", "Malignant")
+    assert code == 0, stdout + stderr
+    text = re.sub(r"\s+", " ", stdout + stderr)
+    assert "anatom_site_general 'left elbow' (1 row) is not an ISIC Archive term" in text
+    assert "head/neck, upper extremity" in text and "lower extremity" in text
+    assert ("diagnosis 'Malignant:Malignant melanocytic proliferations (Melanoma):"
+            "Melanoma Fantastic' (1 row) is not an ISIC Archive term") in text
+    assert "sex 'unspecified' (1 row)" in text and "Allowed: male, female" in text
+    table = manifest.read(out / "manifest.csv").set_index("id")
+    first, second, third = frame["isic_id"][:3]
+    assert pd.isna(table.loc[first, "site"]) and " on " not in table.loc[first, "caption"]
+    assert pd.isna(table.loc[third, "sex"])
+    assert table.loc[third, "caption"].startswith("photo of skin, me1anoma")
+    assert table.loc[second, "diagnosis"] == "Malignant"  # benign_malignant's level is kept
+
+
+def test_original_captions_come_out_byte_for_byte(seed_images: Path, tmp_path: Path) -> None:
+    rows = []
+    pattern = re.compile(r"photo of (\w+) skin, me1anoma on (.+), at age (\d+)(, hairy)?$")
+    for caption in sorted(seed_images.glob("*.caption")):
+        match = pattern.match(caption.read_text(encoding="utf-8"))
+        assert match, caption
+        rows.append({"image_name": caption.stem, "patient_id": f"IP_{caption.stem}",
+                     "sex": match[1], "age_approx": float(match[3]),
+                     "anatom_site_general_challenge": match[2], "diagnosis": "melanoma",
+                     "benign_malignant": "malignant", "target": 1})
+    metadata = tmp_path / "train.csv"
+    pd.DataFrame(rows).to_csv(metadata, index=False)
+    out = tmp_path / "out"
+    result = prepare(None, out, metadata=metadata, images=seed_images, workers=1)
+    assert len(result.manifest) == len(rows) == 7 and not result.warnings
+    for caption in seed_images.glob("*.caption"):
+        written = out / "img" / "1_melanoma" / f"{caption.stem}.txt"
+        assert written.read_bytes() == caption.read_bytes()
