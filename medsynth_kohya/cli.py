@@ -18,7 +18,8 @@ from medsynth_kohya.data.hair import HairMode
 
 SdScriptsOption = Annotated[Optional[Path], typer.Option(  # noqa: UP045 (Typer needs Optional)
     "--sd-scripts",
-    help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts.")]
+    help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else this checkout's "
+    "vendor/sd-scripts (editable install), else the copy install-sd-scripts makes.")]
 PythonOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--python", help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")]
 BreakLockOption = Annotated[bool, typer.Option(
@@ -257,6 +258,39 @@ def doctor(
     if not report.ok:
         ui.error("training cannot run here: fix the failing rows above")
         raise typer.Exit(1)
+
+
+@app.command("install-sd-scripts")
+def install_sd_scripts(
+    dir_: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--dir", help="Folder to clone into; default the per-user folder "
+        "(~/.local/share/medsynth-kohya/sd-scripts on Linux), found without options.")] = None,
+    pip: Annotated[bool, typer.Option(
+        "--pip", help="Also run the pip install line for sd-scripts' requirements.")] = False,
+    url: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Repository to clone; default $MEDSYNTH_SD_SCRIPTS_URL, else kohya-ss/sd-scripts "
+        "on GitHub.")] = None,
+    python: PythonOption = None,
+) -> None:
+    """Clone kohya-ss/sd-scripts at the pinned release with git and check its commit.
+
+    Prints the `pip install` line for its requirements (`--pip` runs it; install torch for
+    your CUDA first). Safe to re-run: a clone already at the pin is left alone, one at another
+    commit is moved to it; a non-empty folder that is not an sd-scripts clone is refused.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.sdscripts.install import install
+
+    with _user_errors():
+        result = install(dir_, url=url, python=python, run_pip=pip)
+    found = (f"found by {result.found_by}" if result.found_by else
+             f"not found by default: pass --sd-scripts {result.path} or export "
+             f"MEDSYNTH_SD_SCRIPTS={result.path}")
+    ui.table("install-sd-scripts", [("folder", str(result.path)), ("commit", result.commit),
+                                    ("action", result.action), ("search", found)])
+    if not result.pip_ran:
+        ui.say("Install its requirements (torch for your CUDA first) with:")
+        ui.say(result.pip.shell())
 
 
 @app.command("fetch-isic")

@@ -97,10 +97,11 @@ def table(title: str, rows: Sequence[tuple[str, str]]) -> None:
 def checks_table(checks: Sequence[Check]) -> None:
     """The doctor's table: one row per check, coloured by status, with the fix."""
     from rich.markup import escape
-    from rich.table import Table
+    from rich.table import Column, Table
 
     colour = {"ok": "green", "warn": "yellow", "fail": "red"}
-    grid = Table("check", "status", "detail", "fix", title="medsynth-kohya doctor",
+    grid = Table("check", "status", Column("detail", overflow="fold"),
+                 Column("fix", overflow="fold"), title="medsynth-kohya doctor",
                  title_justify="left")
     for check in checks:
         grid.add_row(check.name, f"[{colour[check.status]}]{check.status}[/]",

@@ -33,6 +33,14 @@ def _seed_folder() -> Path:
 SEED = _seed_folder()
 
 
+@pytest.fixture(autouse=True)
+def _own_data_home(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees or writes the user's own per-user sd-scripts copy (XDG_DATA_HOME)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "data-home"))
+    monkeypatch.delenv("MEDSYNTH_SD_SCRIPTS_URL", raising=False)
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     """A CLI runner; stderr is kept apart so tests can check the one-line errors, and tables

@@ -116,15 +116,21 @@ def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
     return checks
 
 
-def _sd_checks(sd_dir: Path) -> list[Check]:
+def _sd_checks(location: checkout.Location) -> list[Check]:
+    sd_dir = location.path
     if not checkout.present(sd_dir):
-        return [Check("sd-scripts", FAIL, f"sd-scripts not found at {sd_dir}",
-                      "git submodule update --init vendor/sd-scripts (or --sd-scripts DIR)")]
+        where = (f": no --sd-scripts, no ${checkout.ENV_DIR}, none in {sd_dir}"
+                 if location.rule == checkout.NOT_FOUND else
+                 f" at {sd_dir} (from {location.rule})")
+        return [Check("sd-scripts", FAIL, f"sd-scripts not found{where}",
+                      checkout.missing_fix(location))]
     commit = checkout.commit(sd_dir)
+    found = f"found by {location.rule}"
     if commit == checkout.PINNED_COMMIT:
-        return [Check("sd-scripts", OK, f"{sd_dir} at {checkout.PINNED_RELEASE} ({commit[:8]})")]
+        return [Check("sd-scripts", OK, f"{sd_dir} at {checkout.PINNED_RELEASE} "
+                      f"({commit[:8]}); {found}")]
     return [Check("sd-scripts", WARN, f"{sd_dir} at {commit or 'an unknown commit'}, not "
-                  f"{checkout.PINNED_RELEASE}", checkout.pin_fix(sd_dir))]
+                  f"{checkout.PINNED_RELEASE}; {found}", checkout.pin_fix(location))]
 
 
 def _python_checks(python: str, report: dict[str, Any], wanted: dict[str, str], device: str,
@@ -196,20 +202,24 @@ def _disk(workdir: Path) -> Check:
                  f"about {MIN_FREE_GIB:g} GiB needed", "free space or choose another work folder")
 
 
-def diagnose(*, sd_scripts: Path | None = None, python: str | None = None,
+def diagnose(*, sd_scripts: Path | checkout.Location | None = None, python: str | None = None,
              workdir: Path | None = None, gpus: Sequence[Gpu] | None = None,
              device: str = "cuda", needs: Sequence[str] = (), hub: bool = True) -> Report:
     """Run every check; `gpus` defaults to what nvidia-smi reports.
 
+    `sd_scripts` is the --sd-scripts option, or a location already found by the caller.
+
     `device` "cpu" accepts a machine without CUDA; `needs` names optional packages
     (xformers, bitsandbytes) whose absence fails; `hub` adds the token check.
     """
-    sd_dir = checkout.locate(sd_scripts)
+    location = (sd_scripts if isinstance(sd_scripts, checkout.Location)
+                else checkout.find(sd_scripts))
+    sd_dir = location.path
     runner = checkout.python(python)
     wanted = pins(sd_dir)
     report = probe(runner, sorted({*wanted, "torch", "torchvision", "xformers", "bitsandbytes"}))
     checks = _python_checks(runner, report, wanted, device, needs)
     checks += _gpu_checks(detect_gpus() if gpus is None else gpus, device)
-    checks += _sd_checks(sd_dir)
+    checks += _sd_checks(location)
     checks += [_accelerate_config(), *([_token()] if hub else []), _disk(workdir or Path.cwd())]
     return Report(tuple(checks), dict(report.get("versions", {})))

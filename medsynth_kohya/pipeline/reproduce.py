@@ -144,9 +144,10 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
     gpus = detect()
     options = {**preset.options, **train.parse_overrides(overrides)}
     steps = options.get("max_train_steps")
-    sd_dir = checkout.locate(sd_scripts)
+    location = checkout.find(sd_scripts)
+    sd_dir = location.path
     stages: list[Stage] = []
-    report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=workdir, gpus=gpus,
+    report = doctor.diagnose(sd_scripts=location, python=python, workdir=workdir, gpus=gpus,
                              needs=train.needs(options),
                              hub=push_repo is not None)
     problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]

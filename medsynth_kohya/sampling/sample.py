@@ -684,18 +684,18 @@ def _settings(options: SampleOptions) -> prompts.Settings:
     return settings
 
 
-def _preflight(sd_dir: Path, python: str, out: Path, gpus: Sequence[Gpu],
+def _preflight(location: checkout.Location, python: str, out: Path, gpus: Sequence[Gpu],
                gen: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Problems that refuse a launch (warnings in a dry run), and warnings."""
     from medsynth_kohya.machine import doctor
 
     problems: list[str] = []
-    if not checkout.present(sd_dir, launch.GEN_SCRIPT):
-        problems.append(f"sd-scripts not found at {sd_dir} (no {launch.GEN_SCRIPT}): run `git "
-                        "submodule update --init vendor/sd-scripts`, or pass --sd-scripts DIR")
+    if not checkout.present(location.path, launch.GEN_SCRIPT):
+        problems.append(f"sd-scripts not found at {location.path} (no {launch.GEN_SCRIPT}): "
+                        f"{checkout.missing_fix(location)}")
         return problems, []
     needs = ["xformers"] if gen.get("xformers") else []
-    report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=out, gpus=gpus,
+    report = doctor.diagnose(sd_scripts=location, python=python, workdir=out, gpus=gpus,
                              device="cuda" if gpus else "cpu", needs=needs, hub=False)
     problems += [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
     unrelated = {"bitsandbytes", "accelerate config"} | ({"xformers"} - set(needs))
@@ -726,7 +726,8 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     if options.seed < 0 or options.seed + n - 1 > prompts.MAX_SEED:
         raise UserError(f"--seed must be between 0 and {prompts.MAX_SEED - n + 1} for "
                         f"{n} images (seeds run from S to S + n - 1)")
-    sd_dir = checkout.locate(sd_scripts)
+    location = checkout.find(sd_scripts)
+    sd_dir = location.path
     base_model = _base_model(options.base_model, record, sd_dir)
     gpus = detect()
     devices = _devices(options.num_gpus, gpus)
@@ -744,7 +745,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     plan = Plan(n=n, seed=options.seed, id_prefix=options.id_prefix, drawn=source.drawn,
                 settings=settings, lora=lora_file, lora_sha256=digest, base_model=base_model,
                 diagnosis=names.diagnosis)
-    problems, warnings = _preflight(sd_dir, runner, out, gpus, gen)
+    problems, warnings = _preflight(location, runner, out, gpus, gen)
     warnings = [*source.warnings, *warnings]
     if not names.known and source.identity["kind"] == "like":
         warnings.append(f"no train run or prepared folder found: prompts use prepare's default "

@@ -1,13 +1,18 @@
 """Where sd-scripts is, which commit it is at, and which Python runs it.
 
-Shared by every command that starts an sd-scripts program (`train`, `sample`).
+Shared by every command that starts an sd-scripts program (`train`, `sample`). The search
+order is `--sd-scripts`, `$MEDSYNTH_SD_SCRIPTS`, the `vendor/sd-scripts` submodule of the
+checkout this package runs from (an editable install), then the per-user copy that
+`medsynth-kohya install-sd-scripts` makes; the first that applies wins.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 PINNED_COMMIT = "ae72efb92babe89ff8e70f057e42db68440e8d61"
@@ -15,19 +20,64 @@ PINNED_COMMIT = "ae72efb92babe89ff8e70f057e42db68440e8d61"
 PINNED_RELEASE = "v0.10.1"
 ENV_DIR = "MEDSYNTH_SD_SCRIPTS"
 ENV_PYTHON = "MEDSYNTH_SD_PYTHON"
-_CHECKOUT = Path(__file__).resolve().parents[2]
+ENV_URL = "MEDSYNTH_SD_SCRIPTS_URL"
+UPSTREAM_URL = "https://github.com/kohya-ss/sd-scripts.git"
+TRAIN_SCRIPT = "sdxl_train_network.py"
+_PACKAGE = Path(__file__).resolve().parents[1]
+_PROJECT_NAME = re.compile(r'^name\s*=\s*"medsynth-kohya"\s*$', re.MULTILINE)
+
+GIVEN, ENV, CHECKOUT, USER, NOT_FOUND = (
+    "--sd-scripts", f"${ENV_DIR}", "this checkout's vendor/sd-scripts",
+    "the per-user copy", "not found")
+"""The rules of the search, as `doctor` names them."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where sd-scripts is (or, when `rule` is NOT_FOUND, where install-sd-scripts puts it)."""
+
+    path: Path
+    rule: str
+
+
+def checkout_root() -> Path | None:
+    """The source tree this package runs from, when it is one (an editable install of this
+    project); None for an installed wheel."""
+    try:
+        text = (_PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _PACKAGE.parent if _PROJECT_NAME.search(text) else None
+
+
+def user_dir() -> Path:
+    """The per-user copy: the platform's data folder (XDG_DATA_HOME on Linux)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "medsynth-kohya" / "sd-scripts"
+
+
+def find(given: Path | None = None) -> Location:
+    """Apply the search order; the first rule that names a folder (or finds one) wins."""
+    if given is not None:
+        return Location(given.expanduser(), GIVEN)
+    if os.environ.get(ENV_DIR):
+        return Location(Path(os.environ[ENV_DIR]).expanduser(), ENV)
+    root = checkout_root()
+    if root is not None and present(root / "vendor" / "sd-scripts"):
+        return Location(root / "vendor" / "sd-scripts", CHECKOUT)
+    user = user_dir()
+    return Location(user, USER if present(user) else NOT_FOUND)
 
 
 def locate(given: Path | None = None) -> Path:
-    """--sd-scripts, else $MEDSYNTH_SD_SCRIPTS, else vendor/sd-scripts (here or in the checkout)."""
-    if given is not None:
-        return given
-    if os.environ.get(ENV_DIR):
-        return Path(os.environ[ENV_DIR])
-    for candidate in (Path.cwd() / "vendor" / "sd-scripts", _CHECKOUT / "vendor" / "sd-scripts"):
-        if (candidate / "sdxl_train_network.py").is_file():
-            return candidate
-    return Path("vendor") / "sd-scripts"
+    """The sd-scripts folder the search order picks (see `find`)."""
+    return find(given).path
 
 
 def python(given: str | None = None) -> str:
@@ -35,7 +85,7 @@ def python(given: str | None = None) -> str:
     return given or os.environ.get(ENV_PYTHON) or sys.executable
 
 
-def present(folder: Path, script: str = "sdxl_train_network.py") -> bool:
+def present(folder: Path, script: str = TRAIN_SCRIPT) -> bool:
     """Whether `folder` holds an sd-scripts checkout with `script`."""
     return (folder / script).is_file()
 
@@ -60,8 +110,23 @@ def local_path(value: str, folder: Path) -> str:
     return value
 
 
-def pin_fix(folder: Path) -> str:
-    """The exact command that puts `folder` at the pinned release."""
-    if folder.resolve() == (_CHECKOUT / "vendor" / "sd-scripts").resolve():
-        return "git submodule update --init vendor/sd-scripts"
+def missing_fix(location: Location) -> str:
+    """What to run when sd-scripts is not at `location`: right from any folder."""
+    if location.rule == GIVEN:
+        return (f"medsynth-kohya install-sd-scripts --dir {location.path}, or pass --sd-scripts "
+                f"the folder that holds {TRAIN_SCRIPT}")
+    if location.rule == ENV:
+        return (f"medsynth-kohya install-sd-scripts --dir {location.path}, or point "
+                f"${ENV_DIR} at the folder that holds {TRAIN_SCRIPT}")
+    return "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)"
+
+
+def pin_fix(location: Location) -> str:
+    """The exact command that puts the checkout at `location` at the pinned release."""
+    root = checkout_root()
+    if location.rule == CHECKOUT and root is not None:
+        return f"git -C {root} submodule update --init vendor/sd-scripts"
+    if location.rule == USER:
+        return "medsynth-kohya install-sd-scripts"
+    folder = location.path
     return f"git -C {folder} fetch --tags && git -C {folder} checkout {PINNED_COMMIT}"

@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, required=True, help="Folder to write into.")
     parser.add_argument("--sd-scripts", type=Path, default=None,
-                        help="sd-scripts checkout; default $MEDSYNTH_SD_SCRIPTS, else "
-                        "vendor/sd-scripts.")
+                        help="sd-scripts checkout; default as for medsynth-kohya train.")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
     checkpoint, tokenizers = build(args.out, checkout.locate(args.sd_scripts), args.seed)

@@ -135,11 +135,12 @@ def needs(options: Mapping[str, Any]) -> list[str]:
     return needs
 
 
-def _machine_problems(sd_dir: Path, python: str, options: Mapping[str, Any],
+def _machine_problems(location: checkout.Location, python: str, options: Mapping[str, Any],
                       preset: presets.Preset, gpus: Sequence[Gpu], run_dir: Path,
                       ) -> tuple[list[str], list[str], dict[str, str]]:
     """The doctor's checks for this run: failures (refuse a launch), warnings, versions."""
-    report = doctor.diagnose(sd_scripts=sd_dir, python=python, workdir=run_dir, gpus=gpus,
+    sd_dir = location.path
+    report = doctor.diagnose(sd_scripts=location, python=python, workdir=run_dir, gpus=gpus,
                              device=preset.device, needs=needs(options), hub=False)
     problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
     unneeded = set(doctor.OPTIONAL_MODULES) - set(needs(options))
@@ -208,7 +209,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if train_rows.empty:
         raise UserError(f"{prepared} has no training images (see its skipped.csv); prepare "
                         "a selection with images first")
-    sd_dir = checkout.locate(sd_scripts)
+    location = checkout.find(sd_scripts)
+    sd_dir = location.path
     for key in PATH_OPTIONS:
         if isinstance(changes.get(key), str):
             changes[key] = checkout.local_path(changes[key], sd_dir)
@@ -243,7 +245,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         size, SAMPLE_PROMPTS), prompts_path)
 
     runner = checkout.python(python)
-    problems, warnings, versions = _machine_problems(sd_dir, runner, options, preset,
+    problems, warnings, versions = _machine_problems(location, runner, options, preset,
                                                      found_gpus, run_dir)
     state_dir = launch.latest_state(run_dir / "output", owned["output_name"]) if resume else None
     if resume and state_dir is None:

@@ -1,0 +1,194 @@
+"""sd-scripts' search order and `install-sd-scripts`, against a local git repository standing
+in for kohya-ss/sd-scripts (its tag and commit replace the pin)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.machine.doctor import FAIL, OK, Check, diagnose
+from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts.install import install
+
+from .conftest import REPO, invoke
+
+TAG = "v9.9.9"
+
+
+def _git(folder: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c",
+                             "user.email=t@t", *args], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A tiny sd-scripts repository with the release tag; the pin is its tagged commit, the
+    install URL points at it, and neither this checkout nor $MEDSYNTH_SD_SCRIPTS is searched."""
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    (repo / "sdxl_train_network.py").write_text("print('train')\n", encoding="utf-8")
+    (repo / "requirements.txt").write_text("toml==0.10.2\n-e .\n", encoding="utf-8")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "release")
+    _git(repo, "tag", TAG)
+    pin = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "after the release")
+    monkeypatch.setattr(checkout, "PINNED_COMMIT", pin)
+    monkeypatch.setattr(checkout, "PINNED_RELEASE", TAG)
+    monkeypatch.setattr(checkout, "checkout_root", lambda: None)
+    monkeypatch.delenv(checkout.ENV_DIR, raising=False)
+    url = repo.as_uri()
+    monkeypatch.setenv(checkout.ENV_URL, url)
+    return url
+
+
+def _sd_row(stdout: str) -> str:
+    """The doctor's sd-scripts row, joined across wrapped lines."""
+    return " ".join(stdout.split())
+
+
+def test_installs_into_the_per_user_folder_found_from_anywhere(
+        upstream: str, runner: CliRunner, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert checkout.find().rule == checkout.NOT_FOUND
+    code, stdout, stderr = invoke(runner, "install-sd-scripts")
+    assert code == 0, stderr
+    folder = tmp_path / "data" / "medsynth-kohya" / "sd-scripts"
+    assert checkout.commit(folder) == checkout.PINNED_COMMIT
+    assert "cloned" in stdout and "found by the per-user copy" in stdout
+    assert f"cd {folder} && {sys.executable} -m pip install -r requirements.txt" in stdout
+    assert checkout.find() == checkout.Location(folder, checkout.USER)
+    assert not list(folder.parent.glob(".*partial*"))
+
+    code, stdout, _ = invoke(runner, "install-sd-scripts")
+    assert code == 0 and "already at the pin" in stdout
+
+
+def test_a_clone_at_another_commit_is_moved_to_the_pin(upstream: str, tmp_path: Path) -> None:
+    first = install(tmp_path / "sd")
+    _git(first.path, "commit", "-q", "--allow-empty", "-m", "local")
+    assert checkout.commit(first.path) != checkout.PINNED_COMMIT
+    again = install(tmp_path / "sd")
+    assert again.action == "moved to the pin"
+    assert checkout.commit(again.path) == checkout.PINNED_COMMIT
+    assert again.found_by is None
+
+
+def test_a_foreign_folder_is_refused_untouched(upstream: str, runner: CliRunner,
+                                               tmp_path: Path) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
+    code, stdout, stderr = invoke(runner, "install-sd-scripts", "--dir", foreign)
+    assert code == 1 and "not empty and is not an sd-scripts clone" in stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert "Traceback" not in stdout + stderr
+
+
+def test_a_tag_at_another_commit_installs_nothing(upstream: str, runner: CliRunner,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkout, "PINNED_COMMIT", "0" * 40)
+    code, _, stderr = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd")
+    assert code == 1 and f"{TAG} at {upstream}" in stderr and "0" * 40 in stderr
+    assert not (tmp_path / "sd").exists()
+
+
+def test_an_unreachable_remote_is_one_line(upstream: str, runner: CliRunner,
+                                           tmp_path: Path) -> None:
+    code, _, stderr = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd",
+                             "--url", (tmp_path / "nowhere").as_uri())
+    assert code == 1 and "git clone failed" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "sd").exists()
+
+
+def test_pip_runs_the_requirements_in_the_clone(upstream: str, runner: CliRunner,
+                                                tmp_path: Path) -> None:
+    record = tmp_path / "pip.json"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    f"json.dump({{'argv': sys.argv[1:], 'cwd': os.getcwd()}}, "
+                    f"open({str(record)!r}, 'w'))\n", encoding="utf-8")
+    fake.chmod(0o755)
+    code, stdout, stderr = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd", "--pip",
+                                  "--python", fake)
+    assert code == 0, stderr
+    ran = json.loads(record.read_text(encoding="utf-8"))
+    assert ran == {"argv": ["-m", "pip", "install", "-r", "requirements.txt"],
+                   "cwd": str(tmp_path / "sd")}
+    assert f"MEDSYNTH_SD_SCRIPTS={tmp_path / 'sd'}" in stdout
+
+
+def test_search_order(upstream: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def project(folder: Path) -> Path:
+        (folder / "vendor" / "sd-scripts").mkdir(parents=True)
+        (folder / "vendor" / "sd-scripts" / checkout.TRAIN_SCRIPT).touch()
+        return folder
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    user = install().path
+    assert checkout.find() == checkout.Location(user, checkout.USER)
+    root = project(tmp_path / "project")
+    monkeypatch.setattr(checkout, "checkout_root", lambda: root)
+    assert checkout.find() == checkout.Location(root / "vendor" / "sd-scripts",
+                                                  checkout.CHECKOUT)
+    monkeypatch.setenv(checkout.ENV_DIR, str(tmp_path / "env"))
+    assert checkout.find() == checkout.Location(tmp_path / "env", checkout.ENV)
+    assert checkout.find(tmp_path / "given") == checkout.Location(tmp_path / "given",
+                                                                    checkout.GIVEN)
+
+
+def test_only_a_checkout_of_this_project_counts(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    assert checkout.checkout_root() == REPO
+    site = tmp_path / "site-packages"
+    (site / "medsynth_kohya").mkdir(parents=True)
+    monkeypatch.setattr(checkout, "_PACKAGE", site / "medsynth_kohya")
+    assert checkout.checkout_root() is None
+    (site / "pyproject.toml").write_text('[project]\nname = "other"\n', encoding="utf-8")
+    assert checkout.checkout_root() is None
+
+
+def test_doctor_says_where_and_by_which_rule(upstream: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+    def row() -> Check:
+        report = diagnose(gpus=[], workdir=tmp_path, python=sys.executable, hub=False)
+        return next(c for c in report.checks if c.name == "sd-scripts")
+
+    missing = row()
+    assert missing.status == FAIL and missing.fix.startswith("medsynth-kohya install-sd-scripts")
+    assert str(checkout.user_dir()) in missing.detail
+    folder = install().path
+    found = row()
+    assert found.status == OK and found.detail == (
+        f"{folder} at {TAG} ({checkout.PINNED_COMMIT[:8]}); found by the per-user copy")
+    monkeypatch.setenv(checkout.ENV_DIR, str(tmp_path / "gone"))
+    gone = row()
+    assert gone.status == FAIL and f"from ${checkout.ENV_DIR}" in gone.detail
+    assert gone.fix.startswith(f"medsynth-kohya install-sd-scripts --dir {tmp_path / 'gone'}")
+
+
+def test_doctor_wraps_its_fixes_at_80_columns(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, stdout, _ = invoke(CliRunner(env={"COLUMNS": "80"}), "doctor", "--sd-scripts",
+                             tmp_path / "missing", "--python", tmp_path / "no-python")
+    assert code == 1 and "…" not in stdout
+    assert max(len(line) for line in stdout.splitlines()) <= 80
+    fixes = "".join(line.split("│")[-2].replace(" ", "") for line in stdout.splitlines()
+                    if line.count("│") == 5)
+    assert "pass--pythonwiththeinterpreterthathassd-scripts'packages" in fixes
+    assert f"medsynth-kohyainstall-sd-scripts--dir{tmp_path / 'missing'}" in fixes
