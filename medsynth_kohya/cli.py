@@ -299,6 +299,7 @@ def fetch_isic(
         "isic2020"),
     limit: Annotated[int, typer.Option(help="Download at most this many images (0: all).")] = 0,
     dry_run: Annotated[bool, typer.Option(help="Print the isic-cli command only.")] = False,
+    break_lock: BreakLockOption = False,
 ) -> None:
     """Download the ISIC 2020 training melanomas with metadata and attribution (isic-cli).
 
@@ -310,7 +311,9 @@ def fetch_isic(
     from medsynth_kohya.data.fetch import fetch_isic as run
 
     with _user_errors():
-        result = run(out, limit=limit, dry_run=dry_run)
+        result = run(out, limit=limit, dry_run=dry_run, break_lock=break_lock)
+    for warning in result.warnings:
+        ui.warn(warning)
     if not result.ran:
         ui.say(result.command.shell())
         return
@@ -339,6 +342,7 @@ def push(
         help="Hub URL; default $HF_ENDPOINT, else https://huggingface.co.")] = None,
     dry_run: Annotated[bool, typer.Option(
         help="List every file with its size and print the card; send nothing.")] = False,
+    break_lock: BreakLockOption = False,
 ) -> None:
     """Publish a run's LoRA to the Hugging Face Hub with a model card, in one commit.
 
@@ -353,7 +357,7 @@ def push(
     with _user_errors():
         result = run(run_dir, repo_id, private=private, license=license_,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
-                     endpoint=endpoint)
+                     endpoint=endpoint, break_lock=break_lock)
     for warning in result.warnings:
         ui.warn(warning)
     total = sum(size for _, size in result.files)
@@ -420,6 +424,7 @@ def sample(
     ] = False,
     force: Annotated[bool, typer.Option(
         help="Write into a non-empty --out that sample did not make.")] = False,
+    break_lock: BreakLockOption = False,
 ) -> None:
     """Generate a synthetic image set with a trained LoRA through sd-scripts' sdxl_gen_img.py.
 
@@ -438,7 +443,8 @@ def sample(
                             num_gpus=num_gpus, id_prefix=id_prefix)
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
-                     dry_run=dry_run, force=force, on_progress=progress)
+                     dry_run=dry_run, force=force, break_lock=break_lock,
+                     on_progress=progress)
     for warning in result.warnings:
         ui.warn(warning)
     plan = result.plan
@@ -494,6 +500,7 @@ def reproduce(
     dry_run: Annotated[bool, typer.Option(
         help="Write nothing; print the stages, files, commands, steps and a time estimate.")
     ] = False,
+    break_lock: BreakLockOption = False,
 ) -> None:
     """Re-run the original 2023 experiment: prepare, train (medsynthx-2023), sample, push.
 
@@ -507,8 +514,8 @@ def reproduce(
 
     with _user_errors(), ui.training_bar() as progress:
         result = run(source, workdir, push_repo=push, n=n, preset_name=preset,
-                     overrides=set_ or [],
-                     sd_scripts=sd_scripts, python=python, dry_run=dry_run,
+                     overrides=set_ or [], sd_scripts=sd_scripts, python=python,
+                     dry_run=dry_run, break_lock=break_lock,
                      on_progress=progress)
     for warning in result.warnings:
         ui.warn(warning)

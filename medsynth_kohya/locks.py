@@ -153,6 +153,15 @@ def holder(folder: Path, part: str | None = None) -> Holder | None:
         os.close(fd)
 
 
+def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",)) -> None:
+    """Refuse, with one line, to read a folder that a live command of `writers` (the ones
+    that change what `command` reads) still holds."""
+    found = holder(folder)
+    if found is not None and found.command in (*writers, "(unknown)"):
+        raise UserError(f"{folder} is still being written by {found.describe()}; `{command}` "
+                        "needs it finished: wait for it to end, then run this again")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 

@@ -17,9 +17,16 @@ from medsynth_kohya import locks
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub.push import push
+from medsynth_kohya.pipeline.reproduce import reproduce
+from medsynth_kohya.sampling.sample import SampleOptions, sample
 
-from .fakes import FakeSd, make_fake_sd
+from .fake_gen import install_gpus, make_fake_gen, write_run
+from .fake_hub import TOKEN, FakeHub
+from .fakes import FakeSd, install_fake_isic, make_fake_sd
 from .processes import Finished, race, snapshot
+from .test_hub import make_run
+from .test_sample import SMALL
 
 
 def _dead_pid() -> int:
@@ -123,3 +130,78 @@ def test_two_trains_on_one_run_folder_even_with_force(prepared: Path, tmp_path: 
     assert (run / "train.log").read_text(encoding="utf-8").count("# ") == 1  # one launch only
     assert (run / "output" / "melanoma.safetensors").is_file()
     assert not list(run.glob("output.replaced-*"))  # the --force loser moved nothing aside
+
+
+def test_two_samples_on_one_folder(prepared: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_fake_gen(tmp_path, monkeypatch)
+    trained = tmp_path / "trained"
+    write_run(trained, prepared, tmp_path / "base.safetensors")
+    out = tmp_path / "synthetic"
+    args: list[object] = ["sample", "--lora", trained, "--out", out, "--n", 3, *SMALL,
+                          "--sd-scripts", fake.sd_scripts, "--python", sys.executable]
+    winner, lost = race(out, args, [*args, "--force"])
+    _refused(lost, winner, "sample")
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        f"SYN_{i:07d}.png" for i in range(3)]
+    assert len((out / "metadata.csv").read_text(encoding="utf-8").splitlines()) == 4
+    assert (out / "logs" / "shard-0.log").read_text(encoding="utf-8").count("\n# ") == 0
+    assert len(fake.calls()) == 1  # the refused one started no generator
+
+
+def test_two_pushes_of_one_run(fake_hub: FakeHub, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path / "first")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    args: list[object] = ["push", run, "--repo-id", "alice/melanoma-lora", "--endpoint",
+                          fake_hub.url]
+    winner, lost = race(run, args, args)
+    _refused(lost, winner, "push")
+    assert "melanoma.safetensors" in fake_hub.repos["alice/melanoma-lora"].files
+    pushes = json.loads((run / "run.json").read_text(encoding="utf-8"))["pushes"]
+    assert len(pushes) == 1
+
+
+def test_two_fetches_into_one_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fake_isic(tmp_path, monkeypatch)
+    out = tmp_path / "isic"
+    winner, lost = race(out, ["fetch-isic", "--out", out], ["fetch-isic", "--out", out])
+    _refused(lost, winner, "fetch-isic")
+    assert (out / "metadata.csv").is_file() and len(list(out.glob("*.jpg"))) == 6
+
+
+def test_two_reproduces_in_one_workdir(isic2020: SyntheticSet, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_fake_gen(tmp_path, monkeypatch)
+    install_gpus(fake, tmp_path, monkeypatch, 1)
+    (fake.sd_scripts / "vae").mkdir()
+    (fake.sd_scripts / "vae" / "sdxl_vae.safetensors").write_bytes(b"vae")
+    work = tmp_path / "work"
+    args: list[object] = ["reproduce", isic2020.root, "--workdir", work, "--n", 1,
+                          "--set", "max_train_steps=2", "--sd-scripts", fake.sd_scripts,
+                          "--python", sys.executable]
+    winner, lost = race(work, args, args)
+    _refused(lost, winner, "reproduce")
+    stages = json.loads((work / "reproduce.json").read_text(encoding="utf-8"))["stages"]
+    assert {name: stage["status"] for name, stage in stages.items()} == {
+        "prepare": "done", "train": "done", "sample": "done"}
+
+
+def test_sample_push_and_reproduce_refuse_a_run_still_training(
+        prepared: Path, tmp_path: Path, isic2020: SyntheticSet) -> None:
+    trained = tmp_path / "work" / "run"
+    lora = write_run(trained, prepared, tmp_path / "base.safetensors")
+    expected = rf"still being written by `medsynth-kohya train` \(pid {os.getpid()}"
+    with locks.hold(trained, "train"):
+        for given in (trained, lora):
+            with pytest.raises(UserError, match=expected):
+                sample(given, tmp_path / "synthetic", SampleOptions(n=1))
+        with pytest.raises(UserError, match=expected):
+            push(trained, "alice/melanoma-lora", dry_run=True)
+        with pytest.raises(UserError, match=r"in use by `medsynth-kohya train` \(pid "):
+            push(trained, "alice/melanoma-lora", token=TOKEN)
+        with pytest.raises(UserError, match=expected):
+            reproduce(isic2020.root, tmp_path / "work")
+    assert not (tmp_path / "synthetic").exists()

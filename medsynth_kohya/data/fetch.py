@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import locks
 from medsynth_kohya.data.sources import IMAGE_SUFFIXES
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
@@ -23,12 +24,14 @@ class FetchResult:
     command: launch.Command
     images: int
     ran: bool
+    warnings: tuple[str, ...] = ()
 
 
 def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_SEARCH,
                collections: tuple[int, ...] = (launch.ISIC_2020_TRAINING,),
-               dry_run: bool = False) -> FetchResult:
-    """Download with `isic image download` into `out` (a re-run skips files it already has)."""
+               dry_run: bool = False, break_lock: bool = False) -> FetchResult:
+    """Download with `isic image download` into `out` (a re-run skips files it already has),
+    holding its lock (locks.py) while isic-cli writes."""
     if limit < 0:
         raise UserError("--limit must be 0 (everything) or more")
     command = launch.isic_download_command(out, search=search, collections=collections,
@@ -38,10 +41,12 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     if shutil.which(command.argv[0]) is None:
         raise UserError("isic-cli is not installed: pip install 'medsynth-kohya[fetch]' "
                         "(it provides the `isic` command)")
-    code = launch.run_attached(command)
+    with locks.hold(out, "fetch-isic", break_lock=break_lock) as lock:
+        code = launch.run_attached(command)
     metadata = out / "metadata.csv"
     if code != 0 or not metadata.is_file():
         raise UserError(f"isic image download failed (exit {code}); check the messages above "
                         "and run the same command again")
     images = sum(1 for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    return FetchResult(out, command, images, ran=True)
+    return FetchResult(out, command, images, ran=True,
+                       warnings=(lock.note,) if lock.note else ())

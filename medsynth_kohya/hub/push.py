@@ -21,12 +21,12 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files
+from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.errors import UserError
@@ -738,12 +738,32 @@ def _record_push(run_dir: Path, entry: Mapping[str, Any]) -> None:
 
 def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, dry_run: bool = False, samples: Path | None = None,
-         endpoint: str | None = None, token: str | None = None) -> PushResult:
+         endpoint: str | None = None, token: str | None = None,
+         break_lock: bool = False) -> PushResult:
     """Upload a run's LoRA, configs, record, samples and model card to `repo_id` in one commit.
 
     The token is `token`, else HF_TOKEN, else the stored login (`hf auth login`). A dry run
-    renders everything and sends nothing. Pushing unchanged files makes no new commit.
+    renders everything and sends nothing. Pushing unchanged files makes no new commit. A push
+    holds the run folder's lock (locks.py) until it has noted itself in run.json, so a run
+    still training, or pushed by another process, is refused.
     """
+    def run() -> PushResult:
+        return _push(run_dir, repo_id, private=private, license=license,
+                     all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
+                     endpoint=endpoint, token=token)
+
+    if dry_run:
+        locks.ensure_idle(run_dir, "push")
+        return run()
+    with locks.hold(run_dir, "push", break_lock=break_lock) as lock:
+        result = run()
+    return result if lock.note is None else replace(result, warnings=(lock.note,
+                                                                       *result.warnings))
+
+
+def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_checkpoints: bool,
+          dry_run: bool, samples: Path | None, endpoint: str | None,
+          token: str | None) -> PushResult:
     repo_id = check_repo_id(repo_id)
     endpoint = resolve_endpoint(endpoint)
     from huggingface_hub import get_token

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import files
+from medsynth_kohya import files, locks
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions
 from medsynth_kohya.errors import UserError
@@ -126,11 +126,30 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
               preset_name: str = PRESET,
               metadata: Path | None = None, images: Path | None = None,
               overrides: Sequence[str] = (), sd_scripts: Path | None = None,
-              python: str | None = None, dry_run: bool = False,
+              python: str | None = None, dry_run: bool = False, break_lock: bool = False,
               detect: Callable[[], list[Gpu]] = detect_gpus,
               on_progress: Callable[[launch.StepProgress], None] | None = None,
               ) -> ReproduceResult:
-    """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment."""
+    """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment,
+    holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused."""
+    def run() -> ReproduceResult:
+        return _reproduce(source, workdir, push_repo, n, preset_name, metadata, images,
+                          overrides, sd_scripts, python, dry_run, detect, on_progress)
+
+    if dry_run:
+        return run()
+    locks.ensure_idle(workdir / "run", "reproduce")
+    with locks.hold(workdir, "reproduce", break_lock=break_lock) as lock:
+        result = run()
+    return result if lock.note is None else replace(result, warnings=(lock.note,
+                                                                       *result.warnings))
+
+
+def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, preset_name: str,
+               metadata: Path | None, images: Path | None, overrides: Sequence[str],
+               sd_scripts: Path | None, python: str | None, dry_run: bool,
+               detect: Callable[[], list[Gpu]],
+               on_progress: Callable[[launch.StepProgress], None] | None) -> ReproduceResult:
     from medsynth_kohya.data import prepare
     from medsynth_kohya.hub.push import push as publish
     from medsynth_kohya.sampling import sample

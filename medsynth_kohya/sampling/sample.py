@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files
+from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import captions, manifest
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.files import replacing
@@ -467,7 +467,7 @@ def _claim(out: Path, identity: Mapping[str, Any], n: int, prefix: str, force: b
             raise UserError(f"{out} already holds {max(beyond) + 1} images; --n {n} would "
                             f"leave some out of metadata.csv (use --n {max(beyond) + 1} or more)")
         return not changed
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if out.is_dir() and locks.foreign_entries(out) and not force:
         raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya sample; "
                         "choose an empty folder or pass --force to write into it")
     return False
@@ -712,10 +712,24 @@ def _now() -> str:
 
 def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
            sd_scripts: Path | None = None, python: str | None = None, dry_run: bool = False,
-           force: bool = False, detect: Callable[[], list[Gpu]] = detect_gpus,
+           force: bool = False, break_lock: bool = False,
+           detect: Callable[[], list[Gpu]] = detect_gpus,
            on_progress: Progress | None = None) -> SampleResult:
-    """Generate (or, with `dry_run`, plan and show) the synthetic set in `out`."""
-    options = options or SampleOptions()
+    """Generate (or, with `dry_run`, plan and show) the synthetic set in `out`, holding its
+    lock (locks.py) throughout; a run still training is refused."""
+    run_dir = lora if lora.is_dir() else lora.parent.parent
+    if (run_dir / "run.json").is_file():
+        locks.ensure_idle(run_dir, "sample")
+    with locks.hold(out, "sample", break_lock=break_lock) as lock:
+        result = _sample(lora, out, options or SampleOptions(), sd_scripts, python, dry_run,
+                         force, detect, on_progress)
+    return result if lock.note is None else replace(result, warnings=(lock.note,
+                                                                       *result.warnings))
+
+
+def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | None,
+            python: str | None, dry_run: bool, force: bool, detect: Callable[[], list[Gpu]],
+            on_progress: Progress | None) -> SampleResult:
     _check_options(options)
     settings = _settings(options)
     overrides = parse_overrides(options.overrides)
