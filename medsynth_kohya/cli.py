@@ -207,25 +207,35 @@ def train(
 
     Renders `RUN/config.toml`, `RUN/dataset.toml` and `RUN/sample_prompts.toml` from the
     preset and `--set` overrides, checks every key and value against sd-scripts' own options
-    and the GPUs found, then runs `accelerate launch sdxl_train_network.py` (log in
-    `RUN/train.log`, record in `RUN/run.json`). Ctrl-C stops cleanly; `--resume` continues.
+    and the GPUs found. Steps: `--set max_train_steps` wins, else the folder's `prepare
+    --target-steps`, else the preset's; the table says which, with epochs, saves, sample
+    rounds and the disk the saves need (refused when they would not fit). Then it runs
+    `accelerate launch sdxl_train_network.py` (log in `RUN/train.log`, record in
+    `RUN/run.json`). Ctrl-C stops cleanly; `--resume` continues.
     """
     from medsynth_kohya import ui
+    from medsynth_kohya.training.train import TrainResult
     from medsynth_kohya.training.train import train as run
+
+    def plan_table(result: TrainResult) -> None:
+        rows = [("run folder", str(result.run_dir)), ("status", result.status),
+                ("config", str(result.config)), ("dataset config", str(result.dataset_config)),
+                ("sample prompts", str(result.sample_prompts))]
+        ui.table(f"train: {result.run_dir.name}", rows + (result.plan.rows() if result.plan
+                                                           else []))
 
     with _user_errors(), ui.training_bar() as progress:
         result = run(prepared, preset, overrides=set_ or [], run_dir=run_dir,
                      sd_scripts=sd_scripts, python=python, gpus=gpus, dry_run=dry_run,
                      resume=resume, force=force, break_lock=break_lock,
-                     on_progress=progress)
+                     on_progress=progress, on_launch=plan_table)
     for warning in result.warnings:
         ui.warn(warning)
-    rows = [("run folder", str(result.run_dir)), ("status", result.status),
-            ("config", str(result.config)), ("dataset config", str(result.dataset_config)),
-            ("sample prompts", str(result.sample_prompts)),
-            ("expected steps", str(result.expected_steps))]
-    rows += [("LoRA", str(path)) for path in result.lora_files]
-    ui.table(f"train: {result.run_dir.name}", rows)
+    if result.status == "dry-run":
+        plan_table(result)
+    else:
+        ui.table(f"train: {result.run_dir.name}", [("status", result.status)] + [
+            ("LoRA", str(path)) for path in result.lora_files])
     if result.status == "dry-run":
         ui.say(f"Command (run in {result.command.cwd}):")
         ui.say(result.command.shell())

@@ -8,9 +8,9 @@ machine) -> RUN/config.toml, RUN/dataset.toml, RUN/sample_prompts.toml -> accele
 from __future__ import annotations
 
 import json
-import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from medsynth_kohya.machine.doctor import WARN
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sdscripts import checkout, checks, launch, presets, render, sdopts
+from medsynth_kohya.training import plan as planning
 
 SCRIPT = "sdxl_train_network"
 PATH_OPTIONS = ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "network_weights")
@@ -49,6 +50,8 @@ class TrainResult:
     sample_prompts: Path
     expected_steps: int | None
     warnings: tuple[str, ...] = ()
+    plan: planning.RunPlan | None = None
+    """Steps, epochs, saves, sample rounds and their disk, as sd-scripts will run them."""
     lora_files: tuple[Path, ...] = ()
     message: str = ""
     log: Path | None = None
@@ -115,16 +118,41 @@ def _train_folder(prepared: Path) -> tuple[Path, int]:
     return folders[0], int(folders[0].name.split("_", 1)[0])
 
 
-def _expected_steps(options: Mapping[str, Any], images: int, repeats: int,
-                    processes: int) -> int | None:
-    """Optimizer steps sd-scripts will run: max_train_epochs wins over max_train_steps."""
+def _choose_steps(preset: presets.Preset, changes: dict[str, Any],
+                  target: Any) -> tuple[dict[str, Any], str]:
+    """The run's max_train_steps: an explicit --set, else the prepared target (prepare
+    --target-steps), else the preset's; returns the changes to apply and which one won."""
+    preset_steps = preset.options.get("max_train_steps")
+    if "max_train_steps" in changes:
+        return changes, "--set max_train_steps"
+    if isinstance(target, int) and target > 0:
+        over = (f", over preset {preset.name}'s {preset_steps}"
+                if preset_steps not in (None, target) else "")
+        return {**changes, "max_train_steps": target}, f"prepare --target-steps{over}"
+    if preset_steps is not None:
+        return changes, f"preset {preset.name}; prepare recorded no --target-steps"
+    return changes, "sd-scripts' default"
+
+
+def _steps_source(options: Mapping[str, Any], changes: Mapping[str, Any], chosen: str) -> str:
+    """`chosen`, unless max_train_epochs is set: sd-scripts then ignores max_train_steps."""
     epochs = options.get("max_train_epochs")
-    if isinstance(epochs, int) and epochs > 0:
-        batch = int(options.get("train_batch_size", 1)) * max(processes, 1)
-        accumulation = int(options.get("gradient_accumulation_steps", 1))
-        return epochs * math.ceil(math.ceil(images * repeats / batch) / accumulation)
-    steps = options.get("max_train_steps", 1600)
-    return steps if isinstance(steps, int) else None
+    if not isinstance(epochs, int) or epochs <= 0:
+        return chosen
+    origin = "--set" if "max_train_epochs" in changes else "the preset"
+    return (f"max_train_epochs = {epochs} from {origin}, which sd-scripts puts before "
+            "max_train_steps")
+
+
+def _disk_problem(run: planning.RunPlan, run_dir: Path) -> list[str]:
+    """A refusal when the saves would not fit in the free disk."""
+    if run.fits or run.disk_bytes is None:
+        return []
+    one, need = dict(run.rows())["one save"], planning.size(run.disk_bytes)
+    return [f"disk: the saves need {need} ({run.saves} saves of {one}) but "
+            f"{planning.size(run.free_bytes)} is free in {run_dir}; save less often (--set "
+            "save_every_n_steps=N or save_every_n_epochs=N), keep fewer (--set "
+            "save_last_n_steps=N or save_last_n_epochs=N), or free space"]
 
 
 def needs(options: Mapping[str, Any]) -> list[str]:
@@ -184,14 +212,16 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
           gpus: int | None = None, dry_run: bool = False, resume: bool = False,
           force: bool = False, break_lock: bool = False,
           detect: Callable[[], list[Gpu]] = detect_gpus,
-          on_progress: Callable[[launch.StepProgress], None] | None = None) -> TrainResult:
+          on_progress: Callable[[launch.StepProgress], None] | None = None,
+          on_launch: Callable[[TrainResult], None] | None = None) -> TrainResult:
     """Render, check and launch (or, with `dry_run`, only render, check and show) a training run,
-    holding the run folder's lock (locks.py) throughout."""
+    holding the run folder's lock (locks.py) throughout. `on_launch` sees the checked plan
+    just before sd-scripts starts."""
     preset = presets.load(preset_name)
     run_dir = run_dir or Path("runs") / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     with locks.hold(run_dir, "train", break_lock=break_lock) as lock:
         result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
-                        dry_run, resume, force, detect, on_progress)
+                        dry_run, resume, force, detect, on_progress, on_launch)
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))
 
@@ -199,7 +229,8 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
 def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
            sd_scripts: Path | None, python: str | None, gpus: int | None, dry_run: bool,
            resume: bool, force: bool, detect: Callable[[], list[Gpu]],
-           on_progress: Callable[[launch.StepProgress], None] | None) -> TrainResult:
+           on_progress: Callable[[launch.StepProgress], None] | None,
+           on_launch: Callable[[TrainResult], None] | None) -> TrainResult:
     state = read_state(prepared)
     changes = parse_overrides(overrides)
     _claim_run_dir(run_dir, force, resume, dry_run)
@@ -219,6 +250,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
              "output_name": str(state["options"]["class_name"]),
              "logging_dir": str((run_dir / "logs").resolve()),
              "sample_prompts": str((run_dir / "sample_prompts.toml").resolve())}
+    changes, chosen = _choose_steps(preset, changes, state["options"].get("target_steps"))
     document = _merge(preset, changes, owned)
     options = presets.flatten(document)
     errors = sdopts.check(SCRIPT, options) + checks.config_errors(options)
@@ -255,11 +287,18 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
         num_processes=processes, mixed_precision=str(options.get("mixed_precision", "no")),
         gpu_ids=list(range(processes)) if processes > 1 else None, resume=state_dir)
-    steps = _expected_steps(options, len(train_rows), repeats, processes)
+    output = run_dir / "output"
+    saved = sum(p.stat().st_size for p in output.rglob("*") if p.is_file()) if resume else 0
+    run = planning.plan(options, images=len(train_rows), repeats=repeats, processes=processes,
+                    steps_source=_steps_source(options, changes, chosen),
+                    free_bytes=shutil.disk_usage(run_dir).free + saved)
+    problems += _disk_problem(run, run_dir)
+    steps = run.steps
     record: dict[str, Any] = {
         "tool": "medsynth-kohya", "version": __version__, "preset": preset.name,
         "preset_file": str(preset.path), "overrides": list(overrides), "config": options,
         "command": command.argv, "cwd": str(command.cwd), "expected_steps": steps,
+        "plan": asdict(run),
         "versions": {"medsynth_kohya": __version__, "sd_scripts_commit": checkout.commit(sd_dir)
                      if checkout.present(sd_dir) else None, **versions},
         "gpus": [{"name": g.name, "memory_mib": g.memory_mib,
@@ -273,7 +312,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         "start": None, "end": None, "exit_status": None, "lora_files": [],
     }
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
-                         steps, warnings=tuple(warnings + problems))
+                         steps, warnings=tuple(warnings + problems), plan=run)
     if dry_run:
         record["status"] = "dry-run"
         files.write_json(run_dir / "run.json", record)
@@ -284,6 +323,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     log = run_dir / "train.log"
     record.update(status="running", start=_now(), resumed_from=str(state_dir or "") or None)
     files.write_json(run_dir / "run.json", record)
+    if on_launch is not None:
+        on_launch(replace(result, status="launching", warnings=tuple(warnings)))
     outcome = launch.run(command, log, on_progress=on_progress)
     loras = launch.lora_files(run_dir / "output", owned["output_name"])
     final = run_dir / "output" / f"{owned['output_name']}.safetensors"

@@ -1,0 +1,135 @@
+"""`train`'s plan before launch: which max_train_steps wins, epochs, saves, sample rounds, the
+size of one LoRA save (checked against sizes measured on sd-scripts v0.10.1) and its disk."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.training import plan
+from medsynth_kohya.training.train import train
+
+from .conftest import invoke
+from .fakes import FakeSd, make_fake_sd
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def _prepared(source: SyntheticSet, out: Path, options: PrepareOptions) -> Path:
+    prepare(source.root, out, options=options, workers=1)
+    return out
+
+
+def _steps(run: Path) -> object:
+    return {k: v for t in toml.load(run / "config.toml").values() for k, v in t.items()}.get(
+        "max_train_steps")
+
+
+@pytest.mark.parametrize(("precision", "dim", "measured_mb"),
+                         [("fp16", 32, 170), ("fp16", 128, 681), ("bf16", 64, 341)])
+def test_one_save_matches_the_measured_lora_size(precision: str, dim: int,
+                                                 measured_mb: int) -> None:
+    options = {"network_module": "networks.lora", "network_dim": dim,
+               "network_train_unet_only": True, "save_precision": precision}
+    run = plan.plan(options, images=10, repeats=1, processes=1, steps_source="", free_bytes=0)
+    assert run.lora_bytes is not None
+    assert run.lora_bytes / 1e6 == pytest.approx(measured_mb, rel=0.005)
+
+
+def test_text_encoders_and_precision_change_the_size() -> None:
+    base = {"network_dim": 32, "network_train_unet_only": True, "save_precision": "fp16"}
+    unet = plan.lora_shape(base)
+    both = plan.lora_shape({**base, "network_train_unet_only": False})
+    assert unet is not None and both is not None and both[0] > unet[0] and both[1] > unet[1]
+    assert plan.lora_shape({**base, "network_args": ["conv_dim=8"]}) is None
+    assert plan.lora_shape({**base, "network_module": "networks.oft"}) is None
+    fp32 = plan.plan({**base, "save_precision": "float"}, images=1, repeats=1, processes=1,
+                     steps_source="", free_bytes=0).lora_bytes
+    fp16 = plan.plan(base, images=1, repeats=1, processes=1, steps_source="",
+                     free_bytes=0).lora_bytes
+    assert fp32 is not None and fp16 is not None and 1.99 < fp32 / fp16 < 2.01
+
+
+def test_saves_and_rounds_follow_sd_scripts_rules() -> None:
+    options = {"max_train_steps": 100, "save_every_n_epochs": 2, "save_last_n_epochs": 3,
+               "sample_every_n_epochs": 2, "save_state": False, "network_dim": 4}
+    run = plan.plan(options, images=5, repeats=1, processes=1, steps_source="", free_bytes=0)
+    # 20 epochs of 5 steps; saves after epochs 2..18 (never the last) and the final one;
+    # sd-scripts writes the 4th before removing the oldest: at most 4 files at once
+    assert (run.epochs, run.steps_per_epoch, run.saves, run.sample_rounds) == (20, 5, 10, 10)
+    assert run.lora_bytes is not None and run.disk_bytes == 4 * run.lora_bytes
+    steps = plan.plan({"max_train_steps": 10, "save_every_n_steps": 5, "save_state": True,
+                       "sample_every_n_steps": 3, "train_batch_size": 2,
+                       "gradient_accumulation_steps": 2},
+                      images=7, repeats=3, processes=2, steps_source="", free_bytes=0)
+    assert (steps.steps_per_epoch, steps.epochs, steps.saves, steps.sample_rounds) == (3, 4, 3, 3)
+    assert steps.state_bytes and steps.lora_bytes and steps.disk_bytes == 3 * (
+        steps.lora_bytes + steps.state_bytes)
+    epochs = plan.plan({"max_train_steps": 10, "max_train_epochs": 4}, images=7, repeats=3,
+                       processes=1, steps_source="", free_bytes=0)
+    assert (epochs.steps, epochs.epochs) == (84, 4)
+
+
+def test_the_prepared_target_wins_over_the_preset_and_set_over_both(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    target = _prepared(isic2020, tmp_path / "target", PrepareOptions(target_steps=7200, epochs=50))
+    result = train(target, "t4-16gb", run_dir=tmp_path / "a", dry_run=True, detect=lambda: [])
+    assert _steps(tmp_path / "a") == 7200 and result.plan is not None
+    assert result.plan.steps == 7200
+    assert result.plan.steps_source == "prepare --target-steps, over preset t4-16gb's 2000"
+    result = train(target, "t4-16gb", overrides=["max_train_steps=300"], run_dir=tmp_path / "b",
+                   dry_run=True, detect=lambda: [])
+    assert _steps(tmp_path / "b") == 300 and result.plan is not None
+    assert result.plan.steps_source == "--set max_train_steps"
+    plain = _prepared(isic2020, tmp_path / "plain", PrepareOptions(repeats=2))
+    result = train(plain, "t4-16gb", run_dir=tmp_path / "c", dry_run=True, detect=lambda: [])
+    assert _steps(tmp_path / "c") == 2000 and result.plan is not None
+    assert result.plan.steps_source.startswith("preset t4-16gb")
+    result = train(plain, "t4-16gb", overrides=["max_train_epochs=3"], run_dir=tmp_path / "d",
+                   dry_run=True, detect=lambda: [])
+    assert result.plan is not None and result.plan.steps == 3 * 24 == result.expected_steps
+    assert "max_train_epochs = 3 from --set" in result.plan.steps_source
+
+
+def test_saves_that_cannot_fit_are_refused_before_launch(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    small = _prepared(isic2020, tmp_path / "small", PrepareOptions(repeats=1))
+    code, stdout, stderr = invoke(runner, "train", small, "--preset", "medsynthx-2023",
+                                  "--run-dir", tmp_path / "plan", "--dry-run")
+    assert code == 0, stderr
+    cells = dict(line.strip("│ ").split("│")[:2] for line in stdout.splitlines()
+                 if line.count("│") == 3)
+    table = {k.strip(): v.strip() for k, v in cells.items()}
+    assert table["epochs"] == "600 of 12 steps" and table["saves"] == "300"
+    assert table["sample rounds"] == "300" and table["one save"].startswith("681 MB + state")
+    assert table["disk for saves"].endswith("free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(10**12, 0, 50 * 10**9))
+    code, _, stderr = invoke(runner, "train", small, "--preset", "medsynthx-2023",
+                             "--run-dir", tmp_path / "run")
+    assert code == 1 and "disk: the saves need" in stderr and "50 GB is free" in stderr
+    assert "save_every_n_epochs=N" in stderr and not (tmp_path / "run" / "output").exists()
+
+
+def test_the_launch_table_comes_before_training(runner: CliRunner, isic2020: SyntheticSet,
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fake: FakeSd = make_fake_sd(tmp_path, monkeypatch)
+    prepared = _prepared(isic2020, tmp_path / "prepared", PrepareOptions(repeats=1))
+    run = tmp_path / "run"
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, "--sd-scripts", fake.sd_scripts,
+                                  "--python", sys.executable)
+    assert code == 0, stdout + stderr
+    assert stdout.index("disk for saves") < stdout.index("melanoma.safetensors")
+    written = sorted(p.name for p in (run / "output").glob("*.safetensors"))
+    assert len(written) == 3 and "saves" in stdout
+    assert "│ 3 " in next(line for line in stdout.splitlines() if "│ saves" in line)
