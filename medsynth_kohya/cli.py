@@ -542,6 +542,74 @@ def reproduce(
     ui.say(f"LoRA: {result.lora}" + (f"; published at {result.url}" if result.url else ""))
 
 
+
+@app.command()
+def evaluate(
+    synthetic: Annotated[Path, typer.Option(
+        help="Synthetic set: the --out folder of `sample` (metadata.csv + images/).")],
+    out: Annotated[Path, typer.Option(help="Report folder: report.html and report.json.")],
+    real: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Real data: an ISIC download (melanomas and the rest) or a prepared folder "
+        "(its training images; the classifier reads the source it was prepared from).")
+    ] = None,
+    lora: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Training run: compare with the prepared data it was trained on (instead of "
+        "--real).")] = None,
+    mix: Annotated[str, typer.Option(
+        help="Synthetic : real melanoma ratios the classifier is trained at, comma-separated.")
+    ] = "0,0.5,1,2",
+    repeats: Annotated[int, typer.Option(help="Patient splits the classifier is scored on.")
+                       ] = 3,
+    classifier: Annotated[bool, typer.Option(
+        help="Train and score the classifier (section 4, the slowest).")] = True,
+    threshold: Annotated[float, typer.Option(
+        help="Hash distance (fraction of 255 bits) at or below which an image is a near-copy."
+    )] = 0.25,
+    deep_threshold: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Also flag images whose deep-feature cosine similarity to a training photo is at "
+        "least this.")] = None,
+    features: Annotated[str, typer.Option(
+        help="Feature network: `inception` (FID's, downloaded on first use) or "
+        "MODULE:FACTORY returning a torch module.")] = "inception",
+    batch_size: Annotated[int, typer.Option(help="Images per network batch.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of splits, subsets and bootstraps.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an earlier report in --out.")] = False,
+) -> None:
+    """Evaluate a synthetic set: near-copies, prompt adherence, FID/KID, classifier utility.
+
+    Writes OUT/report.html (one self-contained page) and OUT/report.json (every figure).
+    Near-copies and adherence need nothing more; fidelity and the classifier need the `eval`
+    extra (pip install 'medsynth-kohya[eval]') and say so when it is missing. Exits 1 when a
+    synthetic image is a near-copy of a training photo.
+    """
+    from medsynth_kohya import ui
+    from medsynth_kohya.errors import UserError
+    from medsynth_kohya.evaluation.evaluate import EvaluateOptions
+    from medsynth_kohya.evaluation.evaluate import evaluate as run
+
+    with _user_errors():
+        try:
+            mixes = tuple(float(part) for part in mix.split(",") if part.strip())
+        except ValueError:
+            raise UserError(f"--mix {mix!r}: give ratios like 0,0.5,1,2") from None
+        options = EvaluateOptions(mixes=mixes, repeats=repeats, classifier=classifier,
+                                  threshold=threshold,
+                                  deep_threshold=deep_threshold, features=features,
+                                  batch_size=batch_size, seed=seed, force=force)
+        with ui.stage_bars() as progress:
+            result = run(real, synthetic, out, options, lora=lora, on_progress=progress)
+    if result.skipped:
+        ui.warn(f"{len(result.skipped)} files left out (listed in the report), first: "
+                f"{result.skipped[0]['set']} {result.skipped[0]['id']}: "
+                f"{result.skipped[0]['reason']}")
+    ui.table(f"evaluate: {result.out}", [(row["check"], f"{row['status']}: {row['detail']}")
+                                         for row in result.verdict])
+    ui.say(f"report: {result.out / 'report.html'}")
+    if result.flagged:
+        ui.error(f"{len(result.flagged)} synthetic images are near-copies of training photos; "
+                 "see the report before publishing them")
+        raise typer.Exit(1)
+
 def main() -> None:
     """Console-script entry point."""
     app()

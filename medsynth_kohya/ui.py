@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import TaskID
 
     from medsynth_kohya.data.prepare import Progress
     from medsynth_kohya.machine.doctor import Check
@@ -54,6 +55,34 @@ def progress_bar(description: str) -> Iterator[Progress]:
 
 
 @contextmanager
+def stage_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on stderr, one per named stage, driven by (stage, done, total)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    bar = Bar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+              TimeElapsedColumn(), TimeRemainingColumn(), console=console(stderr=True))
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
+@contextmanager
 def training_bar() -> Iterator[Callable[[StepProgress], None]]:
     """A progress bar for sd-scripts' optimizer steps: step, loss, s/step and ETA."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -83,14 +112,15 @@ def training_bar() -> Iterator[Callable[[StepProgress], None]]:
 
 
 def table(title: str, rows: Sequence[tuple[str, str]]) -> None:
-    """Print a two-column summary table to stdout."""
+    """Print a two-column summary table to stdout (cells are plain text, never markup)."""
+    from rich.markup import escape
     from rich.table import Table
 
-    grid = Table(title=title, show_header=False, title_justify="left")
+    grid = Table(title=escape(title), show_header=False, title_justify="left")
     grid.add_column(style="bold")
     grid.add_column()
     for label, value in rows:
-        grid.add_row(label, value)
+        grid.add_row(escape(label), escape(value))
     console().print(grid)
 
 

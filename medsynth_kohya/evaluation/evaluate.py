@@ -1,0 +1,433 @@
+"""`evaluate`: a synthetic set against the real data: near-copies, adherence, fidelity, utility.
+
+Flow: real data + synthetic set -> one pass over the training photos (hashes, hair, features)
+-> one pass over the synthetic images (nearest training photos, hair, features) -> one pass over
+the other labelled real photos (features) -> figures -> REPORT/report.json + report.html.
+Images are decoded one at a time, so memory grows with the number of images only by their
+hashes and feature vectors. Without the `eval` extra, sections 1 and 2 still run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya import __version__, files
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.evaluation import copies, report, sets
+from medsynth_kohya.evaluation.features import INCEPTION, INSTALL
+
+if TYPE_CHECKING:
+    import numpy as np
+    from cv2.typing import MatLike
+    from numpy.typing import NDArray
+
+    from medsynth_kohya.evaluation.features import Extractor
+
+StageProgress = Callable[[str, int, int], None]
+"""(stage, done, total) callback."""
+MARKER = ".medsynth-evaluate"
+"""File that marks REPORT as written by evaluate (so a re-run may replace its files)."""
+OWN_FILES = (report.JSON_NAME, report.HTML_NAME, MARKER)
+SHOWN_PAIRS = 60
+"""Image pairs embedded in the page: every flagged pair first, then the nearest others."""
+DEFAULT_MIXES = (0.0, 0.5, 1.0, 2.0)
+MAX_LABELLED = 4000
+"""Real images the classifier section reads at most (both classes kept, by patient)."""
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What to compute and how."""
+
+    mixes: tuple[float, ...] = DEFAULT_MIXES
+    repeats: int = 3
+    threshold: float = copies.THRESHOLD
+    deep_threshold: float | None = None
+    features: str = INCEPTION
+    batch_size: int = 32
+    max_labelled: int = MAX_LABELLED
+    classifier: bool = True
+    seed: int = 0
+    force: bool = False
+
+
+@dataclass
+class EvaluateResult:
+    """Where the report is and its verdict rows (check, status, detail)."""
+
+    out: Path
+    verdict: list[dict[str, str]]
+    flagged: list[dict[str, Any]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def decode(path: Path) -> MatLike | None:
+    """A BGR image reduced while decoding to a long side of at least 512 px, or None."""
+    import cv2
+    import imagesize
+    import numpy as np
+
+    from medsynth_kohya.data.hair import reduced_decode_flag
+
+    try:
+        data = path.read_bytes()
+        width, height = imagesize.get(path)
+    except (OSError, ValueError):
+        return None
+    if width <= 0 or height <= 0:
+        return None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), reduced_decode_flag(width, height))
+    return None if image is None or image.size == 0 else image
+
+
+def _claim(out: Path, force: bool) -> None:
+    """Refuse a REPORT folder holding files evaluate did not write, or an earlier report."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the report")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / MARKER).is_file():
+        raise UserError(f"--out {out} holds files evaluate did not write; give an empty or "
+                        "new folder")
+    if not force:
+        raise UserError(f"{out} already holds a report; add --force to replace it")
+
+
+def _images(frame: Any, kind: str, skipped: list[dict[str, str]],
+            on_progress: Callable[[int, int], None]) -> Iterator[tuple[str, MatLike]]:
+    """(id, image) of each row that decodes; the others are listed in `skipped`."""
+    total = len(frame)
+    for done, (identifier, path) in enumerate(zip(frame["id"], frame["path"], strict=True), 1):
+        image = decode(Path(path))
+        if image is None:
+            skipped.append({"set": kind, "id": str(identifier), "reason": "undecodable"})
+        else:
+            yield str(identifier), image
+        on_progress(done, total)
+
+
+def _hair(image: MatLike) -> float:
+    from medsynth_kohya.data.hair import auto_score
+
+    return auto_score(image)
+
+
+def _rate(values: Sequence[bool]) -> str:
+    return f"{sum(values)}/{len(values)} ({sum(values) / len(values):.0%})" if values else "-"
+
+
+def _adherence(real_scores: list[float], synthetic_scores: list[float],
+               prompted: list[bool | None]) -> dict[str, Any]:
+    """Hair found on real and synthetic images, and on synthetic ones against their prompt."""
+    from medsynth_kohya.data.hair import AUTO_THRESHOLD
+
+    found = [s > AUTO_THRESHOLD for s in synthetic_scores]
+    pairs = [(p, f) for p, f in zip(prompted, found, strict=True) if p is not None]
+    agree = sum(p == f for p, f in pairs)
+    confusion = {"prompted hairy, found": sum(p and f for p, f in pairs),
+                 "prompted hairy, not found": sum(p and not f for p, f in pairs),
+                 "prompted bare, found": sum((not p) and f for p, f in pairs),
+                 "prompted bare, not found": sum((not p) and (not f) for p, f in pairs)}
+    real_found = [s > AUTO_THRESHOLD for s in real_scores]
+    return {
+        "method": "Hair measured with prepare's `auto` detector (thin dark lines, hairy above "
+                  f"{AUTO_THRESHOLD:g} long sides) on every real training photo and every "
+                  "synthetic image; a synthetic image adheres when the hair found matches the "
+                  "`hairy` its prompt asked for.",
+        "hair": {"agreement": agree / len(pairs) if pairs else None, "n_prompted": len(pairs),
+                 "confusion": confusion,
+                 "real_hairy_rate": sum(real_found) / len(real_found) if real_found else None,
+                 "synthetic_hairy_rate": sum(found) / len(found) if found else None},
+        "table": [("hairy", [_rate(real_found), _rate(found),
+                             f"{agree}/{len(pairs)}" if pairs else "-"])],
+    }
+
+
+def _pairs(flagged_first: list[tuple[str, str, float]],
+           training: dict[str, Path], synthetic: dict[str, Path]) -> list[dict[str, str]]:
+    """Embedded thumbnails of the shown pairs (decoded again: only these few)."""
+    shown = []
+    for synthetic_id, training_id, distance in flagged_first[:SHOWN_PAIRS]:
+        left, right = decode(synthetic[synthetic_id]), decode(training[training_id])
+        if left is None or right is None:
+            continue
+        shown.append({"synthetic_src": report.thumbnail(left),
+                      "training_src": report.thumbnail(right),
+                      "caption": f"{synthetic_id} ~ {training_id}: {distance:.3f}"})
+    return shown
+
+
+def _cosine_nearest(synthetic: NDArray[np.float32], real: NDArray[np.float32]
+                    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Highest cosine similarity of each synthetic feature to a real one, and its index."""
+    import numpy as np
+
+    def unit(a: NDArray[np.float32]) -> NDArray[np.float64]:
+        a64 = a.astype(np.float64)
+        norms: NDArray[np.float64] = np.linalg.norm(a64, axis=1, keepdims=True)
+        return a64 / np.maximum(norms, 1e-12)
+
+    similarity = unit(synthetic) @ unit(real).T
+    return similarity.max(axis=1), similarity.argmax(axis=1)
+
+
+def _limit(labelled: Any, limit: int, seed: int) -> Any:
+    """At most `limit` rows, all melanomas first, whole patients only, reproducibly."""
+    if len(labelled) <= limit:
+        return labelled
+    positive = labelled.loc[labelled["label"] == 1]
+    rest = labelled.loc[labelled["label"] == 0].sample(frac=1.0, random_state=seed)
+    keep = rest.iloc[:max(0, limit - len(positive))]
+    return labelled.loc[labelled.index.isin(positive.index.union(keep.index))]
+
+
+def evaluate(real: Path | None, synthetic: Path, out: Path,
+             options: EvaluateOptions | None = None, *, lora: Path | None = None,
+             on_progress: StageProgress | None = None) -> EvaluateResult:
+    """Evaluate `synthetic` against `real` (or the prepared data of run `lora`) into `out`."""
+    from medsynth_kohya.evaluation import features as feature_module
+
+    options = options or EvaluateOptions()
+    if options.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    if any(m < 0 for m in options.mixes):
+        raise UserError("--mix ratios must be 0 or more")
+    if real is None:
+        if lora is None:
+            raise UserError("give --real (an ISIC source or a prepared folder) or --lora RUN")
+        real = sets.prepared_of_run(lora)
+    progress = on_progress or (lambda stage, done, total: None)
+    _claim(out, options.force)
+    real_set = sets.load_real(real)
+    synthetic_set = sets.load_synthetic(synthetic)
+    skipped = [{"set": "synthetic", "id": i, "reason": "in metadata.csv, no image file"}
+               for i in synthetic_set.missing]
+    absent = feature_module.missing()
+    extractor: Extractor | None = None
+    if not absent:
+        extractor = feature_module.Extractor(options.features, options.batch_size)
+
+    index = copies.HashIndex()
+    real_hair: list[float] = []
+    training_ids: list[str] = []
+    training_stream = extractor.stream() if extractor is not None else None
+    for identifier, image in _images(real_set.training, "real", skipped,
+                                     lambda d, t: progress("training photos", d, t)):
+        index.add(identifier, image)
+        real_hair.append(_hair(image))
+        training_ids.append(identifier)
+        if training_stream is not None:
+            training_stream.add(image)
+    if not len(index):
+        raise UserError(f"none of the training photos of {real} could be decoded")
+
+    nearest: list[tuple[str, list[copies.Match]]] = []
+    synthetic_hair: list[float] = []
+    prompted: list[bool | None] = []
+    synthetic_stream = extractor.stream() if extractor is not None else None
+    hairy_prompt = dict(zip(synthetic_set.frame["id"], synthetic_set.frame["hairy"], strict=True))
+    for identifier, image in _images(synthetic_set.frame, "synthetic", skipped,
+                                     lambda d, t: progress("synthetic images", d, t)):
+        nearest.append((identifier, index.nearest(copies.query_hash(image))))
+        synthetic_hair.append(_hair(image))
+        value = hairy_prompt[identifier]
+        prompted.append(value if isinstance(value, bool) else None)
+        if synthetic_stream is not None:
+            synthetic_stream.add(image)
+    if not nearest:
+        raise UserError(f"none of the images of {synthetic} could be decoded")
+
+    flagged = [{"synthetic_id": s, "training_id": m[0].training_id, "distance": m[0].distance}
+               for s, m in nearest if copies.is_copy(m, options.threshold)]
+    copies_section: dict[str, Any] = {
+        "method": f"Perceptual hash ({copies.HASH_BITS}-bit DCT hash of a 64x64 grey thumbnail; "
+                  "each training photo indexed with its mirror and crops of 90-95% of its sides "
+                  "on a 5x5 grid). Distance = fraction of differing bits to the nearest view of "
+                  f"each training photo; a near-copy is at or below {options.threshold:g} "
+                  "(on real ISIC photos, copies resized, re-encoded, mirrored or cropped by up "
+                  "to 10% score at most 0.16; different patients' photos at least 0.36).",
+        "threshold": options.threshold, "n_synthetic": len(nearest),
+        "distances": [m[0].distance for _, m in nearest],
+        "nearest": [{"synthetic_id": s, "matches": [asdict(x) for x in m]} for s, m in nearest],
+        "flagged": flagged,
+    }
+    adherence = _adherence(real_hair, synthetic_hair, prompted)
+    sections: dict[str, Any] = {"copies": copies_section, "adherence": adherence}
+    fidelity_section: dict[str, Any]
+    utility_section: dict[str, Any]
+    if extractor is None or training_stream is None or synthetic_stream is None:
+        reason = f"needs {', '.join(absent)}: {INSTALL}"
+        fidelity_section = {"skipped": reason}
+        utility_section = {"skipped": reason}
+    else:
+        features = _Features(training_ids, training_stream.result(),
+                             [s for s, _ in nearest], synthetic_stream.result())
+        fidelity_section, utility_section = _with_features(
+            extractor, features, real_set, options, skipped, progress, copies_section)
+    sections["fidelity"] = fidelity_section
+    sections["utility"] = utility_section
+
+    shown = sorted(((s, m[0].training_id, m[0].distance) for s, m in nearest),
+                   key=lambda pair: pair[2])
+    training_paths = dict(zip(real_set.training["id"], real_set.training["path"], strict=True))
+    synthetic_paths = dict(zip(synthetic_set.frame["id"], synthetic_set.frame["path"],
+                               strict=True))
+    pairs = _pairs(shown, training_paths, synthetic_paths)
+    verdict = _verdict(sections, options)
+    document = {
+        "tool": "medsynth-kohya", "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {"real": Path(real).name, "synthetic": synthetic.resolve().name,
+                   "n_training": len(index), "n_synthetic": len(nearest),
+                   "features": None if extractor is None else options.features,
+                   "packages": _versions()},
+        "notes": real_set.notes, "skipped": skipped, "sections": sections, "verdict": verdict,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_text(out / MARKER, "written by medsynth-kohya evaluate\n")
+    report.write(out, document, pairs)
+    return EvaluateResult(out, verdict, flagged, skipped)
+
+
+@dataclass(frozen=True)
+class _Features:
+    """Feature rows of the training photos and of the synthetic images, with their ids."""
+
+    training_ids: list[str]
+    training: NDArray[np.float32]
+    synthetic_ids: list[str]
+    synthetic: NDArray[np.float32]
+
+
+def _with_features(extractor: Extractor, features: _Features, real_set: sets.RealSet,
+                   options: EvaluateOptions, skipped: list[dict[str, str]],
+                   progress: StageProgress, copies_section: dict[str, Any],
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sections 3 and 4, and the deep-feature half of section 1."""
+    import numpy as np
+
+    from medsynth_kohya.evaluation import fidelity, utility
+
+    training_ids, real_features = features.training_ids, features.training
+    synthetic_ids, synthetic_features = features.synthetic_ids, features.synthetic
+    similarity, where = _cosine_nearest(synthetic_features, real_features)
+    deep: dict[str, Any] = {
+        "method": f"Cosine similarity of {options.features} features to the nearest training "
+                  "photo" + (f"; flagged at or above {options.deep_threshold:g}"
+                             if options.deep_threshold is not None else
+                             " (shown, not used to flag: pass --deep-threshold to flag)"),
+        "threshold": options.deep_threshold,
+        "similarities": [float(s) for s in similarity],
+        "nearest": [{"synthetic_id": s, "training_id": training_ids[int(w)],
+                     "similarity": float(v)}
+                    for s, w, v in zip(synthetic_ids, where, similarity, strict=True)]}
+    if options.deep_threshold is not None:
+        known = {f["synthetic_id"] for f in copies_section["flagged"]}
+        for entry in deep["nearest"]:
+            if entry["similarity"] >= options.deep_threshold and entry["synthetic_id"] not in known:
+                copies_section["flagged"].append({"synthetic_id": entry["synthetic_id"],
+                                                  "training_id": entry["training_id"],
+                                                  "similarity": entry["similarity"]})
+    copies_section["deep"] = deep
+    fidelity_method = (f"{options.features} features of the {len(training_ids)} training photos "
+                       f"and {len(synthetic_ids)} synthetic images; FID and KID by torchmetrics "
+                       "(KID: mean and std over 100 random subsets), precision and recall after "
+                       "Kynkäänniemi et al. 2019 (k-nearest-neighbour balls).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            figures = fidelity.fidelity(real_features, synthetic_features, seed=options.seed)
+        fidelity_section: dict[str, Any] = {"method": fidelity_method, "figures": asdict(figures)}
+    except ValueError as exc:
+        fidelity_section = {"skipped": str(exc)}
+
+    labelled = real_set.labelled
+    if not options.classifier:
+        return fidelity_section, {"skipped": "not asked for (--no-classifier)"}
+    if labelled is None:
+        return fidelity_section, {"skipped": "no labelled real data (see notes)"}
+    labelled = _limit(labelled, options.max_labelled, options.seed)
+    known_rows = {i: real_features[n] for n, i in enumerate(training_ids)}
+    others = labelled.loc[~labelled["id"].isin(known_rows)]
+    stream = extractor.stream()
+    other_ids = []
+    for identifier, image in _images(others, "real", skipped,
+                                     lambda d, t: progress("labelled photos", d, t)):
+        stream.add(image)
+        other_ids.append(identifier)
+    other_features = stream.result()
+    rows = {**known_rows, **{i: other_features[n] for n, i in enumerate(other_ids)}}
+    usable = labelled.loc[labelled["id"].isin(rows)]
+    matrix = (np.stack([rows[i] for i in usable["id"]]) if len(usable)
+              else np.zeros((0, 1), dtype=np.float32))
+    method = (f"Patient-level split ({int(utility.TEST_SHARE * 100)}% of patients held out) of "
+              f"{len(usable)} real photos (melanoma vs other); logistic regression on frozen "
+              f"{options.features} features, trained on real + mix x (real training melanomas) "
+              f"synthetic melanomas; {options.repeats} splits; 95% bootstrap intervals "
+              f"({utility.BOOTSTRAP} resamples of the held-out images, pooled over splits).")
+    try:
+        result = utility.utility(matrix, usable["label"].tolist(), usable["patient_id"].tolist(),
+                                 synthetic_features, options.mixes, options.repeats,
+                                 options.seed)
+    except utility.TooFewError as exc:
+        return fidelity_section, {"skipped": str(exc)}
+    return fidelity_section, {"method": method, "figures": asdict(result)}
+
+
+def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[str, str]]:
+    """One row per section: pass / warn / fail / skipped, with the figure that decided it."""
+    rows = []
+    flagged = sections["copies"]["flagged"]
+    total = sections["copies"]["n_synthetic"]
+    rows.append({"check": "near-copies of training photos",
+                 "status": "fail" if flagged else "pass",
+                 "detail": f"{len(flagged)} of {total} synthetic images within "
+                           f"{options.threshold:g} of a training photo"})
+    agreement = sections["adherence"]["hair"]["agreement"]
+    rows.append({"check": "prompt adherence (hair)",
+                 "status": "skipped" if agreement is None else
+                 ("pass" if agreement >= 0.8 else "warn"),
+                 "detail": "no prompt says hairy or not" if agreement is None else
+                 f"{agreement:.0%} of images match their prompt's hair"})
+    fidelity_section = sections["fidelity"]
+    if "skipped" in fidelity_section:
+        rows.append({"check": "fidelity (FID/KID)", "status": "skipped",
+                     "detail": fidelity_section["skipped"]})
+    else:
+        f = fidelity_section["figures"]
+        rows.append({"check": "fidelity (FID/KID)", "status": "info",
+                     "detail": f"FID {f['fid']:.2f}, KID {f['kid_mean']:.4f} ± {f['kid_std']:.4f}"
+                               f", precision {f['precision']:.2f}, recall {f['recall']:.2f} "
+                               f"(n = {f['n_real']} real, {f['n_synthetic']} synthetic)"})
+    utility_section = sections["utility"]
+    if "skipped" in utility_section:
+        rows.append({"check": "classifier utility", "status": "skipped",
+                     "detail": utility_section["skipped"]})
+    else:
+        mixes = utility_section["figures"]["mixes"]
+        base = next((m for m in mixes if m["mix"] == 0), mixes[0])
+        best = max(mixes, key=lambda m: m["auc"]["value"])
+        better = best is not base and best["auc"]["low"] > base["auc"]["value"]
+        rows.append({"check": "classifier utility",
+                     "status": "pass" if better else "warn",
+                     "detail": f"ROC-AUC {base['auc']['value']:.3f} real only; "
+                               f"{best['auc']['value']:.3f} [{best['auc']['low']:.3f}, "
+                               f"{best['auc']['high']:.3f}] at mix {best['mix']:g}"})
+    return rows
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the packages the figures depend on."""
+    found = {}
+    for name in ("numpy", "opencv-python", "torch", "torchmetrics", "scikit-learn"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found

@@ -1,0 +1,118 @@
+"""Frozen-network features of images, in batches, for fidelity and the classifier (torch).
+
+The default network is the Inception-v3 that FID is defined on (torchmetrics' port of the
+torch-fidelity weights, downloaded on first use). `module:factory` names any other: a callable
+returning a torch module that maps a uint8 RGB batch (N, 3, 299, 299) to (N, D) features.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from cv2.typing import MatLike
+    from numpy.typing import NDArray
+
+INCEPTION = "inception"
+INPUT_SIDE = 299
+INSTALL = "pip install 'medsynth-kohya[eval]'"
+_NEEDED = ("torch", "torchmetrics", "sklearn")
+
+
+def missing() -> list[str]:
+    """The packages of the `eval` extra that this Python lacks (empty when all are there)."""
+    absent = []
+    for name in _NEEDED:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            absent.append("scikit-learn" if name == "sklearn" else name)
+    return absent
+
+
+def load_network(spec: str) -> Any:
+    """The torch module named by `spec` (`inception` or `module:factory`), in eval mode."""
+    if spec == INCEPTION:
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+
+            network: Any = NoTrainInceptionV3(name="inception-v3-compat",
+                                              features_list=["2048"])
+        except ModuleNotFoundError as exc:
+            raise UserError(f"the Inception network needs torch-fidelity ({exc}): "
+                            f"{INSTALL}") from None
+        return network.eval()
+    module_name, _, factory_name = spec.partition(":")
+    if not factory_name:
+        raise UserError(f"--features {spec!r}: give 'inception' or MODULE:FACTORY")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"--features {spec!r} cannot be loaded: {exc}") from None
+    network = factory()
+    return network.eval()
+
+
+def to_input(image: MatLike) -> MatLike:
+    """A BGR photo as the network's input: RGB, INPUT_SIDE square, channels first."""
+    import cv2
+    import numpy as np
+
+    resized = cv2.resize(image, (INPUT_SIDE, INPUT_SIDE), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(resized[:, :, ::-1].transpose(2, 0, 1))
+
+
+class Extractor:
+    """A network on the GPU when there is one, and the batch size it runs at."""
+
+    def __init__(self, spec: str = INCEPTION, batch_size: int = 32) -> None:
+        import torch
+
+        self.spec = spec
+        self.batch_size = batch_size
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.network = load_network(spec).to(self.device)
+
+    def stream(self) -> FeatureStream:
+        """An accumulator that runs the network each time a batch fills."""
+        return FeatureStream(self)
+
+
+class FeatureStream:
+    """Images in, one feature row each out; holds at most one batch of images at a time."""
+
+    def __init__(self, extractor: Extractor) -> None:
+        self._extractor = extractor
+        self._batch: list[MatLike] = []
+        self._rows: list[NDArray[np.float32]] = []
+
+    def add(self, image: MatLike) -> None:
+        """Queue a BGR photo; the network runs when the batch is full."""
+        self._batch.append(to_input(image))
+        if len(self._batch) == self._extractor.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        import numpy as np
+        import torch
+
+        if not self._batch:
+            return
+        with torch.no_grad():
+            tensor = torch.from_numpy(np.stack(self._batch)).to(self._extractor.device)
+            output = self._extractor.network(tensor).reshape(len(self._batch), -1)
+        self._rows.append(output.float().cpu().numpy())
+        self._batch.clear()
+
+    def result(self) -> NDArray[np.float32]:
+        """Every row so far, in the order the images were added."""
+        import numpy as np
+
+        self._flush()
+        if not self._rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(self._rows)

@@ -1,0 +1,191 @@
+"""`report.json` (every figure) and `report.html` (one self-contained page) of an evaluation.
+
+The page needs no network and no tool to read: plots are inline SVG, images are embedded as
+base64 JPEG, and each section says how its numbers were computed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya import files
+
+if TYPE_CHECKING:
+    from cv2.typing import MatLike
+
+JSON_NAME = "report.json"
+HTML_NAME = "report.html"
+THUMB_SIDE = 160
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.3em .6em;
+text-align:left}th{background:#f3f3f3}.pass{color:#176117}.fail{color:#a11}.warn{color:#a60}
+.skipped{color:#666}.pair{display:inline-block;margin:.4em;text-align:center;font-size:.8em}
+.pair img{margin:1px}.method{color:#444;font-size:.92em}svg{background:#fafafa}
+"""
+
+
+def thumbnail(image: MatLike) -> str:
+    """A small JPEG of a BGR image as a data URI."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = THUMB_SIDE / max(height, width)
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                       interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        return ""
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _histogram(values: Sequence[float], marker: float | None, label: str) -> str:
+    """An SVG histogram of `values` in [0, max] with an optional vertical marker line."""
+    width, height, bins = 520, 180, 30
+    if not values:
+        return "<p>(no values)</p>"
+    top = max(max(values), marker or 0.0, 1e-9)
+    counts = [0] * bins
+    for value in values:
+        counts[min(bins - 1, int(value / top * bins))] += 1
+    peak = max(counts)
+    step, scale = (width - 60) / bins, (height - 50) / peak
+    bars = "".join(
+        f'<rect x="{40 + i * step:.1f}" y="{height - 30 - c * scale:.1f}" '
+        f'width="{step - 1:.1f}" height="{c * scale:.1f}" fill="#1f77b4"/>'
+        for i, c in enumerate(counts))
+    line = ""
+    if marker is not None:
+        x = 40 + marker / top * (width - 60)
+        line = (f'<line x1="{x:.1f}" y1="15" x2="{x:.1f}" y2="{height - 30}" stroke="#d62728" '
+                f'stroke-dasharray="4"/><text x="{x + 3:.1f}" y="25" font-size="11" '
+                f'fill="#d62728">threshold {marker:g}</text>')
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{_e(label)}">{bars}'
+            f'{line}<text x="40" y="{height - 10}" font-size="11">0</text>'
+            f'<text x="{width - 40}" y="{height - 10}" font-size="11">{top:.3g}</text>'
+            f'<text x="{width / 2 - 60:.0f}" y="{height - 10}" font-size="11">{_e(label)}'
+            f'</text></svg>')
+
+
+def _roc(curves: Sequence[Mapping[str, Any]]) -> str:
+    """ROC curves, one polyline per mix, with their AUC and interval in the legend."""
+    side = 300
+    lines = [f'<line x1="40" y1="{side - 30}" x2="{side - 10}" y2="10" stroke="#bbb" '
+             'stroke-dasharray="3"/>']
+    for i, curve in enumerate(curves):
+        colour = _COLOURS[i % len(_COLOURS)]
+        points = " ".join(f"{40 + f * (side - 50):.1f},{side - 30 - t * (side - 40):.1f}"
+                          for f, t in zip(curve["fpr"], curve["tpr"], strict=True))
+        auc = curve["auc"]
+        lines.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
+                     'stroke-width="1.5"/>')
+        lines.append(f'<text x="{side + 10}" y="{30 + 16 * i}" font-size="12" fill="{colour}">'
+                     f'mix {curve["mix"]:g}: AUC {auc["value"]:.3f} '
+                     f'[{auc["low"]:.3f}, {auc["high"]:.3f}]</text>')
+    return (f'<svg width="{side + 260}" height="{side}" role="img" aria-label="ROC curves">'
+            + "".join(lines) + f'<text x="{side / 2 - 40:.0f}" y="{side - 8}" font-size="11">'
+            'false positive rate</text><text x="2" y="12" font-size="11">TPR</text></svg>')
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _copies(section: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> str:
+    flagged = section["flagged"]
+    parts = [f"<h2>1. Near-copies of training photos</h2><p class='method'>{_e(section['method'])}"
+             "</p>", _histogram(section["distances"], section["threshold"],
+                                "nearest hash distance (fraction of bits)")]
+    parts.append(f"<p><b>{len(flagged)}</b> of {section['n_synthetic']} synthetic images are "
+                 f"within {section['threshold']:g} of a training photo.</p>")
+    deep = section.get("deep")
+    if deep:
+        parts.append("<p class='method'>" + _e(deep["method"]) + "</p>"
+                     + _histogram(deep["similarities"], deep.get("threshold"),
+                                  "nearest cosine similarity"))
+    if pairs:
+        parts.append("<h3>Flagged and nearest pairs (synthetic | training)</h3>")
+        for pair in pairs:
+            parts.append(f"<div class='pair'><img src='{pair['synthetic_src']}' alt='synthetic'>"
+                         f"<img src='{pair['training_src']}' alt='training'><br>"
+                         f"{_e(pair['caption'])}</div>")
+    return "".join(parts)
+
+
+def _adherence(section: Mapping[str, Any]) -> str:
+    rows = [[name, *values] for name, values in section["table"]]
+    return (f"<h2>2. Prompt adherence and attribute spread</h2><p class='method'>"
+            f"{_e(section['method'])}</p>"
+            + _table(rows, ["attribute", "real", "synthetic", "prompted and found"]))
+
+
+def _fidelity(section: Mapping[str, Any]) -> str:
+    figures = section["figures"]
+    rows = [["FID", f"{figures['fid']:.3f}"],
+            ["KID", f"{figures['kid_mean']:.5f} ± {figures['kid_std']:.5f} "
+                    f"(subsets of {figures['kid_subset_size']})"],
+            ["precision (k={})".format(figures["neighbours"]), f"{figures['precision']:.3f}"],
+            ["recall (k={})".format(figures["neighbours"]), f"{figures['recall']:.3f}"],
+            ["images", f"{figures['n_real']} real, {figures['n_synthetic']} synthetic"]]
+    return (f"<h2>3. Fidelity and diversity</h2><p class='method'>{_e(section['method'])}</p>"
+            + _table(rows, ["measure", "value"]))
+
+
+def _utility(section: Mapping[str, Any]) -> str:
+    figures = section["figures"]
+    rows = [[f"{m['mix']:g}", m["synthetic_used"],
+             f"{m['auc']['value']:.3f} [{m['auc']['low']:.3f}, {m['auc']['high']:.3f}]",
+             f"{m['balanced_accuracy']['value']:.3f} [{m['balanced_accuracy']['low']:.3f}, "
+             f"{m['balanced_accuracy']['high']:.3f}]"] for m in figures["mixes"]]
+    return (f"<h2>4. Downstream utility</h2><p class='method'>{_e(section['method'])}</p>"
+            + _table(rows, ["synthetic : real melanomas", "synthetic used", "ROC-AUC [95% CI]",
+                            "balanced accuracy [95% CI]"])
+            + _roc(figures["mixes"])
+            + "".join(f"<p class='warn'>{_e(n)}</p>" for n in figures["notes"]))
+
+
+def _skipped(title: str, section: Mapping[str, Any]) -> str:
+    return f"<h2>{_e(title)}</h2><p class='skipped'>Skipped: {_e(section['skipped'])}</p>"
+
+
+def render_html(report: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> str:
+    """The whole page from the report's figures and the embedded image pairs."""
+    sections = report["sections"]
+    verdict = "".join(
+        f"<tr><td>{_e(v['check'])}</td><td class='{_e(v['status'])}'>{_e(v['status'])}</td>"
+        f"<td>{_e(v['detail'])}</td></tr>" for v in report["verdict"])
+    inputs = report["inputs"]
+    body = [f"<h1>Synthetic set evaluation</h1><p>Real: <b>{_e(inputs['real'])}</b> "
+            f"({inputs['n_training']} training photos) · synthetic: "
+            f"<b>{_e(inputs['synthetic'])}</b> ({inputs['n_synthetic']} images) · "
+            f"medsynth-kohya {_e(report['version'])} · {_e(report['created'])}</p>",
+            "<table><tr><th>check</th><th>verdict</th><th>detail</th></tr>" + verdict
+            + "</table>", _copies(sections["copies"], pairs), _adherence(sections["adherence"])]
+    for title, key, render in (("3. Fidelity and diversity", "fidelity", _fidelity),
+                               ("4. Downstream utility", "utility", _utility)):
+        section = sections[key]
+        body.append(_skipped(title, section) if "skipped" in section else render(section))
+    skipped = report["skipped"]
+    if skipped:
+        body.append("<h2>Files left out</h2>" + _table(
+            [[s["set"], s["id"], s["reason"]] for s in skipped], ["set", "id", "reason"]))
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>medsynth-kohya "
+            f"evaluation</title><style>{_STYLE}</style></head><body>" + "".join(body)
+            + "</body></html>\n")
+
+
+def write(out: Path, report: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> None:
+    """Write both files atomically."""
+    files.write_json(out / JSON_NAME, dict(report))
+    files.write_text(out / HTML_NAME, render_html(report, pairs))

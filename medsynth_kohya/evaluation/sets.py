@@ -1,0 +1,170 @@
+"""The two image sets an evaluation compares: the real data and a synthetic set.
+
+Real data is an ISIC source (melanomas and the rest, for the classifier) or a prepared folder
+(its manifest names the exact training images; the source it was made from gives the rest).
+A synthetic set is `sample`'s output: `metadata.csv` plus `images/<id>.png`. Only paths and
+labels are read here: images are decoded later, one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SYNTHETIC_METADATA = "metadata.csv"
+SYNTHETIC_IMAGES = "images"
+PREPARED_MANIFEST = "manifest.csv"
+PREPARED_STATE = Path(".medsynth") / "prepare.json"
+RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class RealSet:
+    """Real images: `training` (id, path, patient_id) and, when known, `labelled` (+ label)."""
+
+    name: str
+    training: pd.DataFrame
+    labelled: pd.DataFrame | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """Synthetic images (id, path, hairy prompted or None, prompt) and rows without a file."""
+
+    root: Path
+    frame: pd.DataFrame
+    missing: list[str]
+
+
+def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=list(columns))
+    return frame
+
+
+def load_synthetic(root: Path) -> SyntheticSet:
+    """Read a synthetic set made by `sample`; an error when it has no metadata or no images."""
+    import pandas as pd
+
+    if not root.is_dir():
+        raise UserError(f"synthetic set {root} does not exist; give the --out folder of "
+                        "`medsynth-kohya sample`")
+    metadata = root / SYNTHETIC_METADATA
+    if not metadata.is_file():
+        raise UserError(f"{root} has no {SYNTHETIC_METADATA}: give a folder written by "
+                        "`medsynth-kohya sample` (re-run it to rewrite its metadata)")
+    try:
+        table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {metadata}: {str(exc).splitlines()[0]}") from None
+    if "isic_id" not in table.columns:
+        raise UserError(f"{metadata} has no isic_id column; it was not written by `sample`")
+    folder = root / SYNTHETIC_IMAGES
+    rows: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for record in table.to_dict("records"):
+        identifier = str(record["isic_id"])
+        path = folder / f"{identifier}.png"
+        if not path.is_file():
+            missing.append(identifier)
+            continue
+        hairy = str(record.get("hairy", "")).strip().lower()
+        rows.append({"id": identifier, "path": path,
+                     "hairy": {"true": True, "false": False}.get(hairy),
+                     "prompt": str(record.get("prompt", ""))})
+    if not rows:
+        raise UserError(f"{root} has no images for the rows of its {SYNTHETIC_METADATA} "
+                        f"(looked in {folder})")
+    return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "prompt")), missing)
+
+
+def _from_source(source: Any, training_ids: set[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, labelled rows) of an ISIC source; training = melanomas unless given."""
+    from medsynth_kohya.data import sources
+
+    raw = sources.read_metadata(source)
+    frame = sources.normalise(raw, source)
+    melanoma = sources.default_selection(raw, source).fillna(False).astype(bool)
+    images = sources.index_images(source.image_dirs)
+    labelled: list[dict[str, Any]] = []
+    for identifier, patient, label in zip(frame["id"], frame["patient_id"], melanoma,
+                                          strict=True):
+        path = images.get(str(identifier))
+        if path is None:
+            continue
+        patient_id = "" if patient is None or str(patient) in {"<NA>", "nan"} else str(patient)
+        labelled.append({"id": str(identifier), "path": path, "patient_id": patient_id,
+                         "label": int(bool(label))})
+    table = _frame(labelled, ("id", "path", "patient_id", "label"))
+    if training_ids is None:
+        training = table.loc[table["label"] == 1, ["id", "path", "patient_id"]]
+    else:
+        training = table.loc[table["id"].isin(training_ids), ["id", "path", "patient_id"]]
+    return training.reset_index(drop=True), table
+
+
+def _prepared(folder: Path) -> RealSet:
+    """The training images of a prepared folder, and the source it was prepared from."""
+    from medsynth_kohya.data import manifest, sources
+
+    table = manifest.read(folder / PREPARED_MANIFEST)
+    train = table.loc[table["split"].astype(str) == "train"]
+    training = _frame([{"id": str(r.id), "path": Path(str(r.source)),
+                        "patient_id": "" if str(r.patient_id) in {"<NA>", "nan"}
+                        else str(r.patient_id)} for r in train.itertuples()],
+                      ("id", "path", "patient_id"))
+    notes: list[str] = []
+    labelled = None
+    state_path = folder / PREPARED_STATE
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        metadata = Path(state["source"]["metadata"])
+        dirs = [Path(d) for d in state["source"]["image_dirs"]]
+        source = sources.locate(None, metadata=metadata, images=dirs[0] if dirs else None)
+        _, labelled = _from_source(source, set(training["id"]))
+    except (OSError, KeyError, ValueError, UserError) as exc:
+        notes.append(f"the source of {folder} could not be read ({exc}); the classifier "
+                     "section needs it: pass the ISIC source as --real instead")
+    missing = [str(p) for p in training["path"] if not Path(p).is_file()]
+    if missing:
+        notes.append(f"{len(missing)} training images named by {folder}/manifest.csv are gone "
+                     f"(first: {missing[0]})")
+        training = training.loc[training["path"].map(lambda p: Path(p).is_file())]
+    return RealSet(str(folder), training.reset_index(drop=True), labelled, notes)
+
+
+def prepared_of_run(run: Path) -> Path:
+    """The prepared folder a training run was made from (its run record says)."""
+    try:
+        record = json.loads((run / RUN_RECORD).read_text(encoding="utf-8"))
+        return Path(record["dataset"]["prepared"])
+    except (OSError, KeyError, TypeError, ValueError):
+        raise UserError(f"{run} is not a training run (no readable {RUN_RECORD} naming its "
+                        "prepared data); give --real instead") from None
+
+
+def load_real(path: Path) -> RealSet:
+    """An ISIC source (folder or CSV) or a prepared folder, read as a `RealSet`."""
+    from medsynth_kohya.data import sources
+
+    if not path.exists():
+        raise UserError(f"real data {path} does not exist; give an ISIC download or a folder "
+                        "made by `medsynth-kohya prepare`")
+    if path.is_dir() and (path / PREPARED_MANIFEST).is_file():
+        real = _prepared(path)
+    else:
+        training, labelled = _from_source(sources.locate(path), None)
+        real = RealSet(str(path), training, labelled)
+    if real.training.empty:
+        raise UserError(f"{path} has no training images to compare with (no melanoma with an "
+                        "image file)")
+    return real

@@ -1,0 +1,303 @@
+"""`evaluate` on generated data: planted near-copies, adherence, FID/KID, the classifier, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.evaluation import copies, features
+from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
+
+from .conftest import SEED, invoke
+from .eval_data import isic_source, photo, synthetic_set
+
+TINY = "tests.eval_data:build"
+torch_missing = bool(features.missing())
+needs_eval = pytest.mark.skipif(torch_missing, reason="the eval extra (torch, torchmetrics, "
+                                "scikit-learn) is not installed")
+
+
+def _decoded(image: Any) -> Any:
+    assert image is not None
+    return image
+
+
+def _read(path: Path) -> Any:
+    return _decoded(cv2.imread(str(path)))
+
+
+def _planted(image: Any, kind: str, rng: np.random.Generator) -> Any:
+    """A training photo as a careless generator or a copier would return it."""
+    height, width = image.shape[:2]
+    if kind == "resize":
+        return cv2.resize(image, (width // 3, height // 3), interpolation=cv2.INTER_AREA)
+    if kind == "jpeg":
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 50])
+        assert ok
+        return _decoded(cv2.imdecode(data, cv2.IMREAD_COLOR))
+    if kind == "flip":
+        return np.ascontiguousarray(image[:, ::-1])
+    top, left = rng.uniform(0, 0.1, 2)
+    return image[int(height * top):int(height * (top + 0.9)),
+                 int(width * left):int(width * (left + 0.9))]
+
+
+KINDS = ("resize", "jpeg", "flip", "crop")
+
+
+def test_planted_copies_are_found_and_unrelated_photos_are_not() -> None:
+    rng = np.random.default_rng(7)
+    training = [photo(i, melanoma=i % 3 > 0, hairy=i % 4 == 0) for i in range(24)]
+    index = copies.HashIndex()
+    for i, image in enumerate(training):
+        index.add(f"T{i}", image)
+    for i, image in enumerate(training):
+        for kind in KINDS:
+            matches = index.nearest(copies.query_hash(_planted(image, kind, rng)))
+            assert matches[0].training_id == f"T{i}", kind
+            assert copies.is_copy(matches), (kind, matches[0].distance)
+        both = _planted(_planted(_planted(image, "crop", rng), "flip", rng), "jpeg", rng)
+        assert copies.is_copy(index.nearest(copies.query_hash(both)))
+    for seed in range(1000, 1040):
+        unrelated = photo(seed, melanoma=seed % 2 == 0, hairy=seed % 3 == 0)
+        assert not copies.is_copy(index.nearest(copies.query_hash(unrelated)))
+
+
+@pytest.mark.skipif(not (SEED / "malignant_images").is_dir(), reason="../shared/seed is absent")
+def test_real_isic_photos_copies_flagged_different_patients_not() -> None:
+    paths = sorted((SEED / "malignant_images").glob("*.jpg"))
+    images = [_read(p) for p in paths]
+    rng = np.random.default_rng(3)
+    for held_out, image in enumerate(images):
+        index = copies.HashIndex()
+        for i, other in enumerate(images):
+            if i != held_out:
+                index.add(paths[i].stem, other)
+        assert not copies.is_copy(index.nearest(copies.query_hash(image))), paths[held_out]
+        index.add(paths[held_out].stem, image)
+        for kind in KINDS:
+            matches = index.nearest(copies.query_hash(_planted(image, kind, rng)))
+            assert matches[0].training_id == paths[held_out].stem
+            assert matches[0].distance <= copies.THRESHOLD
+
+
+@pytest.fixture(scope="module")
+def _source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval") / "isic"
+    isic_source(root, 16, 24, seed=1, patients=20)
+    return root
+
+
+@pytest.fixture
+def source(_source: Path, tmp_path: Path) -> dict[str, Path]:
+    """An ISIC 2020-style source at tmp_path/isic: 16 melanomas, 24 other lesions, 20 patients."""
+    shutil.copytree(_source, tmp_path / "isic")
+    return {p.stem: p for p in sorted((tmp_path / "isic" / "train").glob("*.jpg"))}
+
+
+class _Page(HTMLParser):
+    """Collects image sources and links of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "img":
+            self.images.append(values.get("src") or "")
+        for key in ("href", "src"):
+            value = values.get(key) or ""
+            if value.startswith(("http:", "https:", "//")):
+                self.urls.append(value)
+
+
+def _page(out: Path) -> _Page:
+    page = _Page()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    return page
+
+
+@needs_eval
+def test_cli_flags_planted_copies_and_writes_a_self_contained_report(
+        runner: CliRunner, tmp_path: Path, source: dict[str, Path]) -> None:
+    rng = np.random.default_rng(1)
+    melanomas = [p for i, p in enumerate(source.values()) if i < 16]
+    planted = [_planted(_read(melanomas[i]), kind, rng)
+               for i, kind in enumerate(KINDS)]
+    fresh = [photo(5000 + i, melanoma=True, hairy=i % 2 == 0) for i in range(12)]
+    synthetic_set(tmp_path / "syn", fresh + planted, [i % 2 == 0 for i in range(12)] + [None] * 4)
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic",
+                                  "--synthetic", tmp_path / "syn", "--out", tmp_path / "report",
+                                  "--features", TINY, "--mix", "0,1", "--repeats", "2")
+    assert code == 1, stderr
+    assert "4 synthetic images are near-copies" in stderr and "Traceback" not in stderr
+    assert "near-copies of training photos" in stdout and "fail" in stdout
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    flagged = {f["synthetic_id"]: f["training_id"] for f in document["sections"]["copies"]
+               ["flagged"]}
+    assert flagged == {f"SYN_{12 + i:07d}": melanomas[i].stem for i in range(4)}
+    page = _page(tmp_path / "report")
+    assert page.images and all(src.startswith("data:image/jpeg;base64,") for src in page.images)
+    assert not page.urls
+    assert str(tmp_path) not in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    mixes = document["sections"]["utility"]["figures"]["mixes"]
+    assert [m["mix"] for m in mixes] == [0.0, 1.0]
+    for mix in mixes:
+        assert mix["auc"]["low"] <= mix["auc"]["value"] <= mix["auc"]["high"]
+        assert 0.0 <= mix["balanced_accuracy"]["value"] <= 1.0
+
+
+@needs_eval
+def test_the_same_generator_scores_closer_than_a_shifted_one(tmp_path: Path,
+                                                             source: dict[str, Path]) -> None:
+    same = [photo(7000 + i, melanoma=True) for i in range(16)]
+    shifted = [photo(8000 + i, melanoma=True, shift=1.0) for i in range(16)]
+    figures = {}
+    for name, images in (("same", same), ("shifted", shifted)):
+        synthetic_set(tmp_path / name, images)
+        evaluate(tmp_path / "isic", tmp_path / name, tmp_path / f"report-{name}",
+                 EvaluateOptions(features=TINY, classifier=False))
+        document = json.loads((tmp_path / f"report-{name}" / "report.json").read_text())
+        figures[name] = document["sections"]["fidelity"]["figures"]
+        assert figures[name]["n_real"] == 16 and figures[name]["n_synthetic"] == 16
+    assert figures["same"]["fid"] < figures["shifted"]["fid"]
+    assert figures["same"]["kid_mean"] < figures["shifted"]["kid_mean"]
+    assert figures["same"]["precision"] > figures["shifted"]["precision"]
+
+
+def test_adherence_compares_the_hair_found_with_the_prompt(
+        tmp_path: Path, source: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    hairy = [i % 2 == 0 for i in range(10)]
+    synthetic_set(tmp_path / "right", [photo(6000 + i, hairy=h) for i, h in enumerate(hairy)],
+                  hairy)
+    synthetic_set(tmp_path / "wrong", [photo(6000 + i, hairy=not h) for i, h in
+                                       enumerate(hairy)], hairy)
+    agreement = {}
+    for name in ("right", "wrong"):
+        result = evaluate(tmp_path / "isic", tmp_path / name, tmp_path / f"r-{name}")
+        document = json.loads((result.out / "report.json").read_text(encoding="utf-8"))
+        agreement[name] = document["sections"]["adherence"]["hair"]["agreement"]
+    assert agreement["right"] >= 0.9
+    assert agreement["wrong"] <= 0.1
+
+
+def test_without_the_eval_extra_copies_and_adherence_still_run(
+        runner: CliRunner, tmp_path: Path, source: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda: ["torch", "torchmetrics"])
+    synthetic_set(tmp_path / "syn", [photo(9000 + i) for i in range(4)])
+    code, stdout, _ = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                             tmp_path / "syn", "--out", tmp_path / "report")
+    assert code == 0
+    assert "skipped: needs torch, torchmetrics: pip install 'medsynth-kohya[eval]'" in stdout
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert document["sections"]["copies"]["flagged"] == []
+    assert "skipped" in document["sections"]["utility"]
+    assert "Skipped: needs torch" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    ids = synthetic_set(tmp_path / "syn", [photo(9100 + i) for i in range(3)])
+    (tmp_path / "syn" / "images" / f"{ids[0]}.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (tmp_path / "syn" / "images" / f"{ids[1]}.png").unlink()
+    result = evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
+    reasons = {(s["id"], s["reason"]) for s in result.skipped}
+    assert reasons == {(ids[0], "undecodable"), (ids[1], "in metadata.csv, no image file")}
+    assert "Files left out" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_bad_input_is_one_clear_line(runner: CliRunner, tmp_path: Path,
+                                     source: dict[str, Path]) -> None:
+    synthetic_set(tmp_path / "syn", [photo(9200)])
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "images").mkdir()
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine", encoding="utf-8")
+    cases = [
+        (["--synthetic", tmp_path / "bare"], "has no metadata.csv"),
+        (["--synthetic", tmp_path / "missing"], "does not exist"),
+        (["--synthetic", tmp_path / "syn", "--real", tmp_path / "nowhere"], "does not exist"),
+        (["--synthetic", tmp_path / "syn"], "give --real"),
+        (["--synthetic", tmp_path / "syn", "--mix", "a,b"], "--mix"),
+    ]
+    for args, message in cases:
+        real = [] if "--real" in args or message == "give --real" else ["--real",
+                                                                          tmp_path / "isic"]
+        code, _, stderr = invoke(runner, "evaluate", *args, *real, "--out", tmp_path / "r")
+        assert code == 1 and message in stderr, (args, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    code, _, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                             tmp_path / "syn", "--out", tmp_path / "foreign")
+    assert code == 1 and "evaluate did not write" in stderr
+    assert (tmp_path / "foreign" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_report_is_replaced_only_with_force(tmp_path: Path, source: dict[str, Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    synthetic_set(tmp_path / "syn", [photo(9300 + i) for i in range(2)])
+    evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
+    with pytest.raises(UserError, match="--force"):
+        evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
+    evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report",
+             EvaluateOptions(force=True))
+
+
+@needs_eval
+def test_one_class_only_skips_the_classifier_with_a_reason(tmp_path: Path) -> None:
+    isic_source(tmp_path / "isic", 6, 0, seed=2)
+    synthetic_set(tmp_path / "syn", [photo(9400 + i) for i in range(4)])
+    result = evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report",
+                      EvaluateOptions(features=TINY))
+    row = next(r for r in result.verdict if r["check"] == "classifier utility")
+    assert row["status"] == "skipped" and "one class only" in row["detail"]
+
+
+def test_a_prepared_folder_gives_its_training_images(runner: CliRunner, tmp_path: Path,
+                                                     source: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    code, _, stderr = invoke(runner, "prepare", tmp_path / "isic", "--out", tmp_path / "data")
+    assert code == 0, stderr
+    melanoma = next(p for i, p in enumerate(source.values()) if i == 3)
+    other = next(p for i, p in enumerate(source.values()) if i == 30)
+    synthetic_set(tmp_path / "syn", [_read(melanoma), _read(other)])
+    result = evaluate(tmp_path / "data", tmp_path / "syn", tmp_path / "report")
+    assert [(f["synthetic_id"], f["training_id"]) for f in result.flagged] == [
+        ("SYN_0000000", melanoma.stem)]
+
+
+@pytest.mark.browser
+@needs_eval
+def test_the_report_renders_in_headless_chromium(tmp_path: Path,
+                                                 source: dict[str, Path]) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    synthetic_set(tmp_path / "syn", [photo(9500 + i, hairy=i % 2 == 0) for i in range(8)],
+                  [i % 2 == 0 for i in range(8)])
+    evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report",
+             EvaluateOptions(features=TINY, mixes=(0.0, 1.0), repeats=1))
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--screenshot={shot}", "--window-size=1200,2000",
+                    (tmp_path / "report" / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    image: Any = cv2.imread(str(shot))
+    assert image is not None and float(image.std()) > 10.0
+
