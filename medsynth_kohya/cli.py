@@ -574,6 +574,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per network batch.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of splits, subsets and bootstraps.")] = 0,
     force: Annotated[bool, typer.Option(help="Replace an earlier report in --out.")] = False,
+    break_lock: BreakLockOption = False,
 ) -> None:
     """Evaluate a synthetic set: near-copies, prompt adherence, FID/KID, classifier utility.
 
@@ -597,7 +598,8 @@ def evaluate(
                                   deep_threshold=deep_threshold, features=features,
                                   batch_size=batch_size, seed=seed, force=force)
         with ui.stage_bars() as progress:
-            result = run(real, synthetic, out, options, lora=lora, on_progress=progress)
+            result = run(real, synthetic, out, options, lora=lora, break_lock=break_lock,
+                         on_progress=progress)
     if result.skipped:
         ui.warn(f"{len(result.skipped)} files left out (listed in the report), first: "
                 f"{result.skipped[0]['set']} {result.skipped[0]['id']}: "

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files
+from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, report, sets
 from medsynth_kohya.evaluation.features import INCEPTION, INSTALL
@@ -88,9 +88,7 @@ def decode(path: Path) -> MatLike | None:
 
 def _claim(out: Path, force: bool) -> None:
     """Refuse a REPORT folder holding files evaluate did not write, or an earlier report."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder for the report")
-    if not out.exists() or not any(out.iterdir()):
+    if not locks.foreign_entries(out):
         return
     if not (out / MARKER).is_file():
         raise UserError(f"--out {out} holds files evaluate did not write; give an empty or "
@@ -189,11 +187,22 @@ def _limit(labelled: Any, limit: int, seed: int) -> Any:
 
 def evaluate(real: Path | None, synthetic: Path, out: Path,
              options: EvaluateOptions | None = None, *, lora: Path | None = None,
-             on_progress: StageProgress | None = None) -> EvaluateResult:
-    """Evaluate `synthetic` against `real` (or the prepared data of run `lora`) into `out`."""
+             break_lock: bool = False, on_progress: StageProgress | None = None
+             ) -> EvaluateResult:
+    """Evaluate `synthetic` against `real` (or the prepared data of run `lora`) into `out`,
+    holding OUT's lock; a synthetic set or run still being written is refused."""
+    options = options or EvaluateOptions()
+    with locks.hold(out, "evaluate", break_lock=break_lock):
+        locks.ensure_idle(synthetic, "evaluate", writers=("sample",))
+        if lora is not None:
+            locks.ensure_idle(lora, "evaluate")
+        return _evaluate(real, synthetic, out, options, lora, on_progress)
+
+
+def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOptions,
+              lora: Path | None, on_progress: StageProgress | None) -> EvaluateResult:
     from medsynth_kohya.evaluation import features as feature_module
 
-    options = options or EvaluateOptions()
     if options.repeats < 1:
         raise UserError("--repeats must be at least 1")
     if any(m < 0 for m in options.mixes):
@@ -289,7 +298,6 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
                    "packages": _versions()},
         "notes": real_set.notes, "skipped": skipped, "sections": sections, "verdict": verdict,
     }
-    out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / MARKER, "written by medsynth-kohya evaluate\n")
     report.write(out, document, pairs)
     return EvaluateResult(out, verdict, flagged, skipped)

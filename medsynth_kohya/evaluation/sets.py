@@ -92,8 +92,8 @@ def _from_source(source: Any, training_ids: set[str] | None) -> tuple[pd.DataFra
     from medsynth_kohya.data import sources
 
     raw = sources.read_metadata(source)
-    frame = sources.normalise(raw, source)
-    melanoma = sources.default_selection(raw, source).fillna(False).astype(bool)
+    frame, _ = sources.normalise(raw, source)
+    melanoma = sources.default_selection(raw, frame, source).fillna(False).astype(bool)
     images = sources.index_images(source.image_dirs)
     labelled: list[dict[str, Any]] = []
     for identifier, patient, label in zip(frame["id"], frame["patient_id"], melanoma,
