@@ -6,12 +6,13 @@ inside the commands so that `--help` stays instant.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from medsynth_kohya import __version__
 from medsynth_kohya.data.hair import HairMode
@@ -26,7 +27,24 @@ BreakLockOption = Annotated[bool, typer.Option(
     "--break-lock", help="Take the folder's lock although it names a command on another "
     "machine; only when that command no longer runs.")]
 
-app = typer.Typer(
+class _PlainUsage(TyperCommand):
+    """A command whose usage line names its arguments as `PREPARED`, not `{PREPARED}`."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
+class _App(typer.Typer):
+    """Typer whose commands use the plain usage line."""
+
+    def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
+                **kwargs: Any) -> Callable[[_F], _F]:
+        return super().command(name, cls=cls or _PlainUsage, **kwargs)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+app = _App(
     name="medsynth-kohya",
     help="ISIC dermoscopy data to an SDXL melanoma LoRA and a synthetic image set, "
     "through kohya-ss sd-scripts.\n\nStart with `medsynth-kohya demo`, then "
@@ -71,6 +89,7 @@ def _user_errors() -> Iterator[None]:
 @app.command()
 def prepare(
     source: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 (Typer needs Optional)
+        metavar="SOURCE",
         help="ISIC download: a folder holding train.csv / ISIC_2020_Training_GroundTruth*.csv "
         "(ISIC 2020) or metadata.csv (ISIC Archive), or the CSV itself.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the layout to.")] = Path(
@@ -181,20 +200,22 @@ def demo(
 
 @app.command()
 def train(
-    prepared: Annotated[Path, typer.Argument(
+    prepared: Annotated[Path, typer.Argument(metavar="PREPARED",
         help="Folder written by `medsynth-kohya prepare`.")],
     preset: Annotated[str, typer.Option(
         help="A preset in configs/ (medsynthx-2023, t4-16gb, a100-80gb, h100-80gb, cpu-smoke) "
         "or a preset .toml file.")] = "t4-16gb",
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--set", help="Override an sd-scripts option: --set learning_rate=1e-4 (TOML value; "
+        "--set", metavar="KEY=VALUE",
+        help="Override an sd-scripts option: --set learning_rate=1e-4 (TOML value; "
         "empty removes the key). Repeatable.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Run folder; default runs/<preset>-<time>.")] = None,
     dry_run: Annotated[bool, typer.Option(
         help="Write and check the files, print the exact command, launch nothing.")] = False,
     resume: Annotated[bool, typer.Option(
-        help="Continue the run in --run-dir from its last saved state.")] = False,
+        help="Continue the run in --run-dir (default: the newest run of PREPARED under "
+        "runs/) from its last saved state.")] = False,
     gpus: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Number of GPUs (one process each); default from the preset.")] = None,
     sd_scripts: SdScriptsOption = None,
@@ -309,6 +330,8 @@ def fetch_isic(
         "isic2020"),
     limit: Annotated[int, typer.Option(help="Download at most this many images (0: all).")] = 0,
     dry_run: Annotated[bool, typer.Option(help="Print the isic-cli command only.")] = False,
+    timeout: Annotated[float, typer.Option(
+        help="Give up after this many seconds without a new file or byte in OUT.")] = 120.0,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Download the ISIC 2020 training melanomas with metadata and attribution (isic-cli).
@@ -321,7 +344,8 @@ def fetch_isic(
     from medsynth_kohya.data.fetch import fetch_isic as run
 
     with _user_errors():
-        result = run(out, limit=limit, dry_run=dry_run, break_lock=break_lock)
+        result = run(out, limit=limit, dry_run=dry_run, break_lock=break_lock, timeout=timeout,
+                     on_wait=ui.note)
     for warning in result.warnings:
         ui.warn(warning)
     if not result.ran:
@@ -333,7 +357,7 @@ def fetch_isic(
 
 @app.command()
 def push(
-    run_dir: Annotated[Path, typer.Argument(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR",
         help="Run folder written by `medsynth-kohya train`.")],
     repo_id: Annotated[str, typer.Option(
         "--repo-id", help="Hub repository, namespace/name (your user or an organisation).")],
@@ -422,7 +446,8 @@ def sample(
     base_model: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="SDXL checkpoint or Hub id; default: the run's base model.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--set", help="Any other sdxl_gen_img.py option: --set network_mul=0.8 (TOML value; "
+        "--set", metavar="KEY=VALUE",
+        help="Any other sdxl_gen_img.py option: --set network_mul=0.8 (TOML value; "
         "empty removes an option taken from the run). Repeatable.")] = None,
     num_gpus: Annotated[int, typer.Option(
         help="Processes, one GPU each (CUDA_VISIBLE_DEVICES), sharing the images.")] = 1,
@@ -495,7 +520,8 @@ def sample(
 
 @app.command()
 def reproduce(
-    source: Annotated[Path, typer.Argument(help="ISIC 2020 download (see prepare).")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE",
+                                           help="ISIC 2020 download (see prepare).")],
     workdir: Annotated[Path, typer.Option(help="Folder for every stage's output.")] = Path(
         "medsynthx-2023"),
     push: Annotated[Optional[str], typer.Option(  # noqa: UP045
@@ -504,7 +530,8 @@ def reproduce(
     preset: Annotated[str, typer.Option(
         help="Training preset (see train); default the original run's.")] = "medsynthx-2023",
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--set", help="Override an sd-scripts option of the training (see train).")] = None,
+        "--set", metavar="KEY=VALUE",
+        help="Override an sd-scripts option of the training (see train).")] = None,
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option(

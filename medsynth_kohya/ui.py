@@ -153,6 +153,11 @@ def error(message: str) -> None:
     console(stderr=True).print(f"[red]Error:[/red] {escape(message)}")
 
 
+def note(message: str) -> None:
+    """A plain status line on stderr (what a long wait is waiting for)."""
+    console(stderr=True).print(message, markup=False)
+
+
 def say(message: str) -> None:
     """A plain line on stdout."""
     console().print(message, markup=False)

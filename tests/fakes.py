@@ -223,11 +223,12 @@ _ISIC = '''#!{python}
 
 Like isic-cli, an image already there with the same name and size is not downloaded again;
 metadata.csv, attribution.txt and licenses/ are written on every run."""
-import json, os, shutil, sys, tempfile
+import json, os, shutil, sys, tempfile, time
 from pathlib import Path
 from medsynth_kohya.data.synth import make_dataset
 with open(os.environ["FAKE_ISIC_RECORD"], "w") as file:
     json.dump(sys.argv[1:], file)
+time.sleep(float(os.environ.get("FAKE_ISIC_HANG", "0")))  # no network: isic-cli just waits
 out = Path(sys.argv[-1])
 out.mkdir(parents=True, exist_ok=True)
 with tempfile.TemporaryDirectory() as folder:

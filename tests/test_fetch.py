@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,17 @@ def test_failures_are_one_line_errors(runner: CliRunner, tmp_path: Path, fake_is
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic2")
     assert code == 1 and "medsynth-kohya[fetch]" in stderr
+
+
+def test_a_silent_isic_cli_is_given_up_after_the_timeout(runner: CliRunner, tmp_path: Path,
+                                                         fake_isic: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_ISIC_HANG", "60")
+    started = time.monotonic()
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", "--timeout", 2)
+    assert time.monotonic() - started < 30
+    assert code == 1 and "Traceback" not in stderr
+    assert "waiting for isic-cli to reach the ISIC Archive (https://api.isic-archive.com)" in (
+        " ".join(stderr.split()))
+    assert "still waiting for isic-cli" in stderr
+    assert "isic-cli wrote nothing to" in stderr and "--timeout" in stderr

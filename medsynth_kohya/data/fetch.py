@@ -7,6 +7,7 @@ and writes the layout `prepare` reads: `<isic_id>.jpg` files beside `metadata.cs
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from medsynth_kohya import locks
 from medsynth_kohya.data.sources import IMAGE_SUFFIXES
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
+
+ISIC_API = "https://api.isic-archive.com"
+"""What isic-cli talks to; named in the messages while it waits."""
+TIMEOUT_S = 120.0
+"""Seconds without a new file or byte in OUT before fetch-isic gives up."""
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,15 @@ class FetchResult:
 
 def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_SEARCH,
                collections: tuple[int, ...] = (launch.ISIC_2020_TRAINING,),
-               dry_run: bool = False, break_lock: bool = False) -> FetchResult:
+               dry_run: bool = False, break_lock: bool = False, timeout: float = TIMEOUT_S,
+               on_wait: Callable[[str], None] | None = None) -> FetchResult:
     """Download with `isic image download` into `out` (a re-run skips files it already has),
-    holding its lock (locks.py) while isic-cli writes."""
+    holding its lock (locks.py) while isic-cli writes. `on_wait` hears what it waits for;
+    after `timeout` seconds without a new file or byte in `out` it gives up."""
     if limit < 0:
         raise UserError("--limit must be 0 (everything) or more")
+    if timeout <= 0:
+        raise UserError("--timeout must be more than 0 seconds")
     command = launch.isic_download_command(out, search=search, collections=collections,
                                            limit=limit)
     if dry_run:
@@ -41,8 +51,17 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     if shutil.which(command.argv[0]) is None:
         raise UserError("isic-cli is not installed: pip install 'medsynth-kohya[fetch]' "
                         "(it provides the `isic` command)")
+    say = on_wait or (lambda _: None)
+    say(f"waiting for isic-cli to reach the ISIC Archive ({ISIC_API}) and download into "
+        f"{out}; giving up after {timeout:g} s without a new file")
     with locks.hold(out, "fetch-isic", break_lock=break_lock) as lock:
-        code = launch.run_attached(command)
+        code = launch.run_watched(command, out, stall_s=timeout, on_wait=lambda idle: say(
+            f"still waiting for isic-cli: nothing new in {out} for {idle:.0f} s "
+            f"(gives up at {timeout:g} s)"))
+    if code is None:
+        raise UserError(f"isic-cli wrote nothing to {out} for {timeout:g} s: check that this "
+                        f"machine reaches {ISIC_API} (network, proxy), then run the same "
+                        "command again (--timeout to wait longer)")
     metadata = out / "metadata.csv"
     if code != 0 or not metadata.is_file():
         raise UserError(f"isic image download failed (exit {code}); check the messages above "

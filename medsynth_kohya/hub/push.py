@@ -779,7 +779,8 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     if dry_run:
         if not token:
             result = PushResult(repo_id, url, files, planned.card, dry_run=True, private=private,
-                                warnings=(*planned.warnings, "no token found yet: " + _NO_TOKEN))
+                                warnings=(*planned.warnings,
+                                          f"a real push needs a token; {_NO_TOKEN}"))
         return result
     if not token:
         raise UserError(_NO_TOKEN)

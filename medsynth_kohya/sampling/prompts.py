@@ -185,15 +185,25 @@ def check_settings(settings: Settings) -> None:
         check_prompt(settings.negative_prompt, "the negative prompt")
 
 
+TRAINING_DRAWS = 256
+"""How far into `sample`'s default set training looks for distinct sample prompts."""
+
+
 def training_document(table: pd.DataFrame, template: str, trigger: str, size: tuple[int, int],
                       count: int, seed: int = 0) -> dict[str, Any]:
-    """train's --sample_prompts file: the first `count` images of `sample`'s default set
-    (same prompts, same seeds) with the original run's sample settings."""
+    """train's --sample_prompts file: the first `count` distinct prompts of `sample`'s default
+    set, each with its image's seed, and the original run's sample settings. Fewer when the
+    manifest has fewer distinct captions (within the first TRAINING_DRAWS images)."""
     document = sample_document(size[0], size[1])
     if table.empty:
         document["prompt"]["subset"] = []
         return document
-    drawn = draw(table, count, seed, template, trigger)
+    drawn = draw(table, max(count, TRAINING_DRAWS), seed, template, trigger)
+    first: dict[str, int] = {}
+    for index, text in enumerate(drawn.prompts):
+        if len(first) == count:
+            break
+        first.setdefault(text, index)
     document["prompt"]["subset"] = [{"prompt": text, "seed": seed + index}
-                                    for index, text in enumerate(drawn.prompts)]
+                                    for text, index in first.items()]
     return document

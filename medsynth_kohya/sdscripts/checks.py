@@ -36,7 +36,8 @@ def resolution(value: Any) -> tuple[int, int] | None:
 
 
 def config_errors(options: Mapping[str, Any]) -> list[str]:
-    """Combinations sd-scripts rejects after loading the model, or that silently misbehave."""
+    """Combinations sd-scripts rejects after loading the model, or that silently misbehave.
+    A value of the wrong type is left to sdopts.check, so each problem is said once."""
     errors: list[str] = []
     if _on(options, "cache_text_encoder_outputs") or _on(options,
                                                           "cache_text_encoder_outputs_to_disk"):
@@ -54,7 +55,7 @@ def config_errors(options: Mapping[str, Any]) -> list[str]:
     if options.get("caption_extension", ".txt") != ".txt":
         errors.append(f"caption_extension = {options['caption_extension']!r}: prepare writes "
                       "captions as .txt files; remove the override")
-    if "resolution" in options and resolution(options["resolution"]) is None:
+    if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
         errors.append(f"resolution = {options['resolution']!r} must be a string such as "
                       '"1024,1024" or "1024"')
     if _on(options, "full_fp16") and options.get("mixed_precision") != "fp16":

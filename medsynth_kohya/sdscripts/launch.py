@@ -295,6 +295,56 @@ def run_attached(command: Command) -> int:
                         "continue (files already downloaded are kept)") from None
 
 
+def _footprint(folder: Path) -> tuple[int, int]:
+    """Files under `folder` and their total size: changes while a download makes progress."""
+    count = size = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                size += (Path(root) / name).stat().st_size
+                count += 1
+    return count, size
+
+
+def run_watched(command: Command, folder: Path, *, stall_s: float,
+                on_wait: Callable[[float], None] | None = None) -> int | None:
+    """Like run_attached, but stop the command and return None once `folder` has gained no
+    file and no byte for `stall_s` seconds; `on_wait` hears how long it has been idle, about
+    every 30 s (or half of `stall_s`, when shorter)."""
+    report_every = min(30.0, stall_s / 2)
+    try:
+        process = subprocess.Popen(command.argv, cwd=command.cwd,
+                                   env={**os.environ, **command.env})
+    except FileNotFoundError:
+        raise UserError(f"{command.argv[0]} is not installed or not on PATH") from None
+    try:
+        seen, since, reported = _footprint(folder), time.monotonic(), 0
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return process.wait(timeout=min(1.0, report_every))
+            now = _footprint(folder)
+            if now != seen:
+                seen, since, reported = now, time.monotonic(), 0
+                continue
+            idle = time.monotonic() - since
+            if idle >= stall_s:
+                return None
+            if on_wait is not None and idle >= (reported + 1) * report_every:
+                reported += 1
+                on_wait(idle)
+    except KeyboardInterrupt:
+        raise UserError(f"{command.argv[0]} was interrupted; run the same command again to "
+                        "continue (files already downloaded are kept)") from None
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=TERM_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 GEN_SCRIPT = "sdxl_gen_img.py"
 """sd-scripts' SDXL image generator, which `sample` runs once per GPU."""
 

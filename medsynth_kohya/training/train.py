@@ -34,7 +34,9 @@ RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "data
              "config_file", "train_data_dir", "in_json", "reg_data_dir", "resume")
 """Keys the run itself sets; an override of one is refused."""
 SAMPLE_PROMPTS = 4
-"""Training-time sample prompts: the first images of `sample`'s default set (prompts.py)."""
+"""Training-time sample prompts: the first distinct ones of `sample`'s default set."""
+RUNS_ROOT = Path("runs")
+"""Where runs go without --run-dir, relative to the current folder."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,18 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             parsed[key] = toml.loads(f"value = {text}")["value"]
         except toml.TomlDecodeError:
             parsed[key] = text
-    return parsed
+    return {key: _as_resolution(value) if key == "resolution" else value
+            for key, value in parsed.items()}
+
+
+def _as_resolution(value: Any) -> Any:
+    """768 or [768, 1024], as users type them, in the "W,H" string sd-scripts needs."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value},{value}"
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return f"{value[0]},{value[1]}"
+    return value
 
 
 def _merge(preset: presets.Preset, overrides: Mapping[str, Any],
@@ -218,12 +231,35 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     holding the run folder's lock (locks.py) throughout. `on_launch` sees the checked plan
     just before sd-scripts starts."""
     preset = presets.load(preset_name)
-    run_dir = run_dir or Path("runs") / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    notes: list[str] = []
+    if run_dir is None and resume:
+        run_dir = newest_run(prepared, RUNS_ROOT)
+        notes.append(f"resuming {run_dir}, the newest run of {prepared} (--run-dir chooses "
+                     "another)")
+    run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     with locks.hold(run_dir, "train", break_lock=break_lock) as lock:
         result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
                         dry_run, resume, force, detect, on_progress, on_launch)
-    return result if lock.note is None else replace(result, warnings=(lock.note,
-                                                                       *result.warnings))
+    notes += [] if lock.note is None else [lock.note]
+    return replace(result, warnings=(*notes, *result.warnings))
+
+
+def newest_run(prepared: Path, root: Path) -> Path:
+    """The run folder under `root` that last started training on `prepared` (dry runs aside)."""
+    wanted = str(prepared.resolve())
+    found: list[tuple[str, float, Path]] = []
+    for record in root.glob("*/run.json"):
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (isinstance(data, dict) and data.get("status") != "dry-run"
+                and data.get("dataset", {}).get("prepared") == wanted):
+            found.append((str(data.get("start") or ""), record.stat().st_mtime, record.parent))
+    if not found:
+        raise UserError(f"--resume found no earlier run of {prepared} in {root}/; pass "
+                        "--run-dir with the run to continue")
+    return max(found)[2]
 
 
 def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run_dir: Path,

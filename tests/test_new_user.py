@@ -1,0 +1,102 @@
+"""What a new user trips over first (issue 11, section 6): resolution as typed, one message per
+problem, plain usage lines, distinct training sample prompts, --resume without --run-dir."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.training.train import newest_run, train
+
+from .conftest import invoke
+
+
+@pytest.fixture
+def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
+    """The 12 generated melanomas, repeats 1."""
+    return prepare(isic2020.root, tmp_path / "prepared", options=PrepareOptions(repeats=1),
+                   workers=1).out
+
+
+def _config(run: Path) -> dict[str, object]:
+    """The run's config.toml as sd-scripts reads it (tables flattened)."""
+    return {k: v for t in toml.load(run / "config.toml").values() for k, v in t.items()}
+
+
+@pytest.mark.parametrize(("typed", "written"), [("768", "768,768"), ("[768, 1024]", "768,1024"),
+                                                ('"832,1216"', "832,1216")])
+def test_resolution_as_a_user_types_it(prepared: Path, tmp_path: Path, typed: str,
+                                       written: str) -> None:
+    run = tmp_path / "run"
+    train(prepared, "t4-16gb", overrides=[f"resolution={typed}"], run_dir=run, dry_run=True,
+          detect=lambda: [])
+    assert _config(run)["resolution"] == written
+    width, height = (int(v) for v in written.split(","))
+    dataset = toml.load(run / "dataset.toml")["datasets"][0]
+    assert dataset["resolution"] == [width, height]
+
+
+@pytest.mark.parametrize("typed", ["1.5", "abc", "true"])
+def test_a_bad_resolution_is_one_message(runner: CliRunner, prepared: Path, tmp_path: Path,
+                                         typed: str) -> None:
+    code, _, stderr = invoke(runner, "train", prepared, "--run-dir", tmp_path / "run",
+                             "--dry-run", "--set", f"resolution={typed}")
+    assert code == 1
+    lines = [line for line in stderr.splitlines() if "resolution" in line]
+    assert len(lines) == 1, stderr
+
+
+def test_usage_lines_name_arguments_plainly(runner: CliRunner) -> None:
+    for command in ("prepare", "train", "sample", "push", "reproduce", "doctor", "fetch-isic",
+                    "install-sd-scripts", "demo"):
+        code, stdout, _ = invoke(runner, command, "--help")
+        assert code == 0
+        usage = stdout.splitlines()[0]
+        assert not re.search(r"[{}]|\[?[a-z_]+\]?$", usage) and "<list[" not in stdout, usage
+    _, stdout, _ = invoke(runner, "train", "--help")
+    assert "train [OPTIONS] PREPARED" in stdout and "--set KEY=VALUE" in stdout
+
+
+def test_training_sample_prompts_are_distinct(prepared: Path, tmp_path: Path) -> None:
+    for preset in ("t4-16gb", "medsynthx-2023"):
+        run = tmp_path / preset
+        train(prepared, preset, run_dir=run, dry_run=True, detect=lambda: [])
+        subsets = toml.load(run / "sample_prompts.toml")["prompt"]["subset"]
+        texts = [s["prompt"] for s in subsets]
+        assert len(texts) == 4 and len(set(texts)) == 4
+        assert len({s["seed"] for s in subsets}) == 4
+
+
+def _run(root: Path, name: str, prepared: Path, start: str, status: str = "interrupted") -> Path:
+    run = root / name
+    (run / "output" / "melanoma-step00000002-state").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({
+        "status": status, "start": start, "dataset": {"prepared": str(prepared.resolve())}}),
+        encoding="utf-8")
+    return run
+
+
+def test_resume_without_run_dir_takes_the_newest_run_of_that_folder(
+        runner: CliRunner, prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runs = Path("runs")
+    with pytest.raises(UserError, match="no earlier run"):
+        newest_run(prepared, runs)
+    _run(runs, "t4-16gb-20260101-100000", prepared, "2026-01-01T10:00:00+00:00")
+    newest = _run(runs, "t4-16gb-20260102-100000", prepared, "2026-01-02T10:00:00+00:00")
+    _run(runs, "t4-16gb-20260103-100000", tmp_path / "elsewhere", "2026-01-03T10:00:00+00:00")
+    _run(runs, "t4-16gb-20260104-100000", prepared, "", status="dry-run")
+    assert newest_run(prepared, runs) == newest
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", "--dry-run")
+    assert code == 0, stderr
+    assert f"resuming {newest}, the newest run of {prepared}" in " ".join(stderr.split())
+    assert "melanoma-step00000002-state" in stdout
