@@ -227,4 +227,7 @@ def test_original_captions_come_out_byte_for_byte(seed_images: Path, tmp_path: P
     assert len(result.manifest) == len(rows) == 7 and not result.warnings
     for caption in seed_images.glob("*.caption"):
         written = out / "img" / "1_melanoma" / f"{caption.stem}.txt"
-        assert written.read_bytes() == caption.read_bytes()
+        # `auto` finds the three strands of hair on ISIC_4874581 that the 2023 caption left
+        # untagged (issue 12); every other byte is the original's.
+        extra = b", hairy" if caption.stem == "ISIC_4874581" else b""
+        assert written.read_bytes() == caption.read_bytes() + extra

@@ -17,15 +17,17 @@ from medsynth_kohya.data.images import scan
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 
 # id: (width, height, auto score in long sides, seed score in full-resolution pixels),
-# measured with OpenCV 4.14.0 on /work/shared/seed/malignant_images.
+# measured with OpenCV 4.14.0 on /work/shared/seed/malignant_images. The auto scores are those
+# of the issue-12 detector (data/measure.py): it finds ISIC_4874581's three strands of hair,
+# which the original caption did not tag.
 PINNED = {
-    "ISIC_4525317": (3264, 2448, 10.2535, 21219.3589),
+    "ISIC_4525317": (3264, 2448, 3.5333, 21219.3589),
     "ISIC_4619789": (2592, 1936, 0.0, 0.0),
-    "ISIC_4649440": (640, 480, 3.3954, 2835.4428),
+    "ISIC_4649440": (640, 480, 1.3492, 2835.4428),
     "ISIC_4676270": (2592, 1936, 0.0, 0.0),
     "ISIC_4810142": (5184, 3456, 0.0, 9123.3358),
     "ISIC_4842587": (3264, 2448, 0.0, 292.1076),
-    "ISIC_4874581": (3264, 2448, 0.3199, 6506.5511),
+    "ISIC_4874581": (3264, 2448, 0.305, 6506.5511),
 }
 TOLERANCE = {HairMode.auto: (0.02, 0.01), HairMode.seed: (0.01, 1.0)}
 """(relative, absolute) tolerance of each detector's score."""
@@ -60,7 +62,8 @@ def test_seed_scores_are_pinned(seed_images: Path, identifier: str) -> None:
 def test_tags_follow_each_detectors_cut_off() -> None:
     auto = {i: hair.is_hairy(v[2], HairMode.auto) for i, v in PINNED.items()}
     seed = {i: hair.is_hairy(v[3], HairMode.seed) for i, v in PINNED.items()}
-    assert sorted(i for i, tag in auto.items() if tag) == ["ISIC_4525317", "ISIC_4649440"]
+    assert sorted(i for i, tag in auto.items() if tag) == ["ISIC_4525317", "ISIC_4649440",
+                                                           "ISIC_4874581"]
     assert sorted(i for i, tag in seed.items() if tag) == ["ISIC_4525317", "ISIC_4810142",
                                                            "ISIC_4874581"]
     assert not hair.is_hairy(hair.AUTO_THRESHOLD, HairMode.auto)

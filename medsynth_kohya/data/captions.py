@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from medsynth_kohya.data.archive import SITE_WORDS
 from medsynth_kohya.errors import UserError
@@ -17,8 +17,10 @@ from medsynth_kohya.errors import UserError
 DEFAULT_TEMPLATE = "photo of {sex} skin, {trigger} on {site}, at age {age}"
 DEFAULT_TRIGGER = "me1anoma"
 HAIR_TAG = "hairy"
-FIELDS = ("sex", "site", "age", "trigger", "hair")
+FIELDS = ("sex", "site", "age", "trigger", "hair", "tone", "artefacts")
 """Placeholders a template may use; `{hair}` is appended as a last clause when not used."""
+ARTEFACT_WORDS = {"vignette": "dark corners", "ruler": "ruler marks", "bubbles": "gel bubbles"}
+"""What `{artefacts}` says for each artefact column that is true, in this order."""
 _LINKING_WORDS = frozenset(
     ["on", "at", "age", "aged", "of", "in", "from", "with", "by", "the", "a", "an", "for", "to"]
 )
@@ -100,11 +102,15 @@ def _render_clause(clause: list[_Token], values: Mapping[str, str | None]) -> st
 
 
 def caption_values(sex: str | None, age: int | None, site: str | None, trigger: str,
-                   hairy: bool) -> dict[str, str | None]:
-    """A manifest row's placeholder values: the site as its caption word (`archive.SITE_WORDS`)."""
+                   hairy: bool, tone: str | None = None,
+                   artefacts: Sequence[str] = ()) -> dict[str, str | None]:
+    """A manifest row's placeholder values: the site as its caption word (`archive.SITE_WORDS`),
+    the skin tone category, and the artefact columns that are true (ARTEFACT_WORDS)."""
     return {"sex": sex, "age": None if age is None else str(age),
             "site": None if site is None else SITE_WORDS.get(site, site),
-            "trigger": trigger, "hair": HAIR_TAG if hairy else None}
+            "trigger": trigger, "hair": HAIR_TAG if hairy else None, "tone": tone,
+            "artefacts": ", ".join(ARTEFACT_WORDS[name] for name in ARTEFACT_WORDS
+                                   if name in artefacts) or None}
 
 
 def render_caption(template: str, values: Mapping[str, str | None]) -> str:

@@ -6,21 +6,54 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     from cv2.typing import MatLike
 
-WORK_SIZE = 512
-"""Long side, in pixels, of the image that `auto` judges."""
+WORK_SIZE = 768
+"""Long side, in pixels, of the reduced image every measurement works on."""
+DECODE_SHARE = 0.75
+"""A photo may be decoded this much smaller than WORK_SIZE, then enlarged: decoding is the
+largest cost, and 1/8 of 6000 px (750) loses nothing that 768 px would show."""
+REFERENCE = 1024
+"""Long side at which the sizes below are given; they scale with the working size."""
+KERNEL = 15
+"""Black-hat / top-hat kernel: lines thinner than this stand out from the skin."""
+DARK_LEVELS = (0.12, 0.07)
+"""(seed, grow) hysteresis levels of a dark line: black-hat over the local background."""
+DARK_FLOOR = 7
+"""Smallest black-hat (0-255) that counts at all, so flat dark areas do not."""
+LIGHT_LEVELS = (14, 8)
+"""(seed, grow) hysteresis levels of a light hair: top-hat of the darkest channel (0-255)."""
 MIN_HAIR_LENGTH = 0.08
-"""Shortest dark line counted as hair, as a share of the long side (ruler ticks are shorter)."""
-MAX_HAIR_WIDTH = 5.0
-"""Widest mean thickness, in working pixels, of a line counted as a hair."""
-BLACKHAT_LEVEL = 14
-"""How much darker than its surroundings (0-255) a pixel must be to belong to a hair."""
-AUTO_THRESHOLD = 1.0
+"""Shortest line counted as hair, as a share of the long side (ruler ticks are shorter)."""
+MAX_HAIR_WIDTH = 7.0
+"""Widest hair core; thicker cores (pen marks, filled network, bubbles) are removed."""
+CELL_AREA = 300.0
+"""Holes smaller than this are pigment-network cells and get filled."""
+BUBBLE_AREA = 4500.0
+"""Round holes smaller than this (in reference pixels squared) are gel bubbles and get filled."""
+BUBBLE_ROUNDNESS = 0.55
+"""A hole is round when it fills this share of its enclosing circle."""
+LESION_RATIO = 0.85
+"""Smoothed brightness below this share of the skin's marks the lesion, which is not searched."""
+INK_MARGIN = 20
+"""Blue above red by this much (0-255) is marker ink (blue, purple): skin and hair are redder."""
+STRAIGHT_SHARE = 0.3
+"""A line with this share of its pixels on one straight band along its whole length ..."""
+STRAIGHT_SPAN = 0.85
+"""... covering this share of its extent, with ticks on one side, is a ruler; ..."""
+SCALE_BAR = 0.3
+"""... one no longer than this share of the long side, with end caps, a scale bar."""
+BUBBLE_GLOW = 8
+"""A hole this much brighter than the skin on average (0-255) is under a bubble."""
+HIGHLIGHT = 35
+"""A round hole is a bubble when its brightest pixel outshines the skin by this (0-255)."""
+AUTO_THRESHOLD = 0.25
 """`auto` calls a photo hairy when its hairs add up to this many long sides of the image."""
 SEED_THRESHOLD = 4000.0
 """The original heuristic's cut-off on summed contour length, in full-resolution pixels."""
@@ -44,7 +77,8 @@ class HairMode(str, Enum):
 
 
 def reduced_decode_flag(width: int, height: int, gray: bool = False) -> int:
-    """OpenCV imread flag that decodes at 1/2, 1/4 or 1/8 scale while keeping >= WORK_SIZE px."""
+    """OpenCV imread flag that decodes at 1/2, 1/4 or 1/8 scale while keeping at least
+    DECODE_SHARE x WORK_SIZE pixels on the long side (JPEG's cheap reduced decode)."""
     import cv2
 
     longest = max(width, height)
@@ -54,7 +88,7 @@ def reduced_decode_flag(width: int, height: int, gray: bool = False) -> int:
             4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
     factor = 1
     for candidate in (2, 4, 8):
-        if longest / candidate >= WORK_SIZE:
+        if longest / candidate >= DECODE_SHARE * WORK_SIZE:
             factor = candidate
     return (grey if gray else color)[factor]
 
@@ -70,42 +104,229 @@ def normalise(image: MatLike) -> MatLike:
     return cv2.resize(image, size, interpolation=interpolation)
 
 
-def auto_score(image: MatLike) -> float:
-    """Total length of thin, long, dark lines, in long sides of the image (0 for no hair).
+@dataclass(frozen=True)
+class Lines:
+    """What the line finder saw on one working image."""
 
-    Works on the brightest channel, where red vessels and brown pigment stay light and hair
-    stays dark; a black-hat transform keeps only lines thinner than its kernel. A connected
-    line's length is half its outline (holes included), its width area / length, so crossing
-    hairs still count as thin while blobs and short ruler ticks do not.
+    score: float
+    """Total hair length in long sides of the image (0 for no hair)."""
+    hair: np.ndarray
+    """uint8 mask of the hair pixels, for the skin-tone measurement."""
+    straight_marks: int
+    """Straight lines with ticks or end caps: rulers and scale bars."""
+    bubbles: int
+    """Round outlines filled as gel bubbles."""
+    ticks: int
+    """Short, thin marks in a row of five or more: ruler graduations."""
+    lesion: np.ndarray
+    """uint8 mask of the lesion (and its border), which is not skin."""
+
+
+def _odd(value: float) -> int:
+    size = max(3, round(value))
+    return size if size % 2 else size + 1
+
+
+def _disc(size: int) -> MatLike:
+    """A square structuring element: separable, so far faster than a disc at these sizes."""
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+
+
+def _axis(points: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance across and position along the least-squares line through points[use]
+    (all points if too few are left)."""
+    import cv2
+
+    chosen = points[use] if use.sum() >= 2 else points
+    vx, vy, cx, cy = cv2.fitLine(chosen, cv2.DIST_L2, 0, 0.01, 0.01).ravel()
+    return ((points[:, 0] - cx) * vy - (points[:, 1] - cy) * vx,
+            (points[:, 0] - cx) * vx + (points[:, 1] - cy) * vy)
+
+
+def _ruled(along: np.ndarray, signed: np.ndarray, band: float, width: float,
+           longest: int) -> bool:
+    """Whether a line is a ruler or scale bar rather than a hair: straight along its whole
+    length, and either with ticks (four or more narrow groups of far pixels, on one side), or
+    short with end caps across both sides and little else off the line (a scale bar)."""
+    import numpy as np
+
+    across = np.abs(signed)
+    inliers = across <= band
+    share = float(inliers.mean())
+    if share < STRAIGHT_SHARE or np.ptp(along[inliers]) < STRAIGHT_SPAN * np.ptp(along):
+        return False
+    far = across > 2 * band
+    positions = np.sort(along[far])
+    groups = np.split(positions, np.nonzero(np.diff(positions) > band)[0] + 1)
+    ticks = sum(1 for group in groups if group.size and group[-1] - group[0] <= 2 * band)
+    if (far.mean() >= 0.1 and ticks >= 4 and ticks >= 0.4 * len(groups)
+            and max((signed[far] > 0).mean(), (signed[far] < 0).mean()) >= 0.75):
+        return True
+    low, high = float(along.min()), float(along.max())
+    margin = 0.1 * (high - low)
+    wide = band + width / 2
+    beside = along[across > wide + 1]
+    cap = 3 * longest / REFERENCE
+    ends = [(along <= low + margin), (along >= high - margin)]
+    capped = all(np.count_nonzero(end & (side * signed > band)) >= cap
+                 for end in ends for side in (1, -1))
+    return bool(float((across <= wide).mean()) >= 0.7 and high - low <= SCALE_BAR * longest
+                and capped and np.count_nonzero((beside > low + margin)
+                                                & (beside < high - margin)) <= 0.15 * along.size)
+
+
+def _ruler_ticks(labels: np.ndarray, stats: np.ndarray, centres: np.ndarray,
+                 short: list[int], longest: int) -> int:
+    """The longest run of parallel short strokes, evenly spaced across their direction: the
+    graduations of a ruler (0 when there is no run of five)."""
+    import cv2
+    import numpy as np
+
+    strokes = []
+    for label in short:
+        x, y, w, h = (int(v) for v in stats[label, :4])
+        moments = cv2.moments((labels[y:y + h, x:x + w] == label).astype(np.uint8), True)
+        spread = np.array([[moments["mu20"], moments["mu11"]], [moments["mu11"], moments["mu02"]]])
+        values, vectors = np.linalg.eigh(spread)
+        if values[1] > 9 * max(values[0], 1e-6):
+            strokes.append((*centres[label], *vectors[:, 1], max(w, h)))
+    if len(strokes) < 5:
+        return 0
+    table = np.array(strokes, dtype=np.float64)
+    best = 0
+    for cx, cy, dx, dy, size in table:
+        offsets = table[:, :2] - (cx, cy)
+        parallel = np.abs(table[:, 2] * dx + table[:, 3] * dy) >= np.cos(np.radians(12))
+        across = np.abs(offsets[:, 0] * dx + offsets[:, 1] * dy)
+        row = parallel & (across <= 0.5 * size + 2)
+        positions = np.sort(offsets[row, 0] * -dy + offsets[row, 1] * dx)
+        gaps = np.diff(positions)
+        if gaps.size < 4:
+            continue
+        typical = float(np.median(gaps))
+        regular = (gaps >= 0.6 * typical) & (gaps <= 1.4 * typical) & (gaps <= 0.06 * longest)
+        run = longest_run = 0
+        for ok in regular:
+            run = run + 1 if ok else 0
+            longest_run = max(longest_run, run)
+        best = max(best, longest_run + 1)
+    return best if best >= 5 else 0
+
+
+def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
+    """Hairs, rulers and bubbles on a working-size BGR image.
+
+    Dark hairs are a black-hat of the brightest channel (red vessels and brown pigment stay
+    bright there), light hairs a top-hat of the darkest; both grow by hysteresis from strong
+    seeds. Marker ink (by colour), the lesion (smoothed dark area, with its network and border)
+    and `exclude` (vignette) are not searched. Round holes (network cells, bubbles) are filled
+    and thick cores removed, so pen strokes, blobs and bubble rims drop out; long thin lines
+    remain, except straight ones with ticks or end caps (rulers, scale bars).
     """
     import cv2
     import numpy as np
 
-    small = normalise(image)
-    if small.ndim == 3:
-        blue, green, red = cv2.split(small)
-        value = cv2.max(cv2.max(blue, green), red)
-    else:
-        value = small
-    value = cv2.GaussianBlur(value, (3, 3), 0)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
-    blackhat = cv2.morphologyEx(value, cv2.MORPH_BLACKHAT, kernel)
-    mask = (blackhat >= BLACKHAT_LEVEL).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    height, width = small.shape[:2]
+    longest = max(height, width)
+    scale = longest / REFERENCE
+    blue, green, red = cv2.split(small)
+    value = cv2.GaussianBlur(cv2.max(cv2.max(blue, green), red), (3, 3), 0)
+    low = cv2.GaussianBlur(cv2.min(cv2.min(blue, green), red), (3, 3), 0)
+    size = _odd(KERNEL * scale)
+    closed = cv2.morphologyEx(value, cv2.MORPH_CLOSE, _disc(size))
+    dark = cv2.subtract(closed, value)
+    light = cv2.morphologyEx(low, cv2.MORPH_TOPHAT, _disc(size))
+    strong = ((dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[0]),
+                                  2 * DARK_FLOOR)) | (light >= LIGHT_LEVELS[0]))
+    weak = ((dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[1]), DARK_FLOOR))
+            | (light >= LIGHT_LEVELS[1]))
+
+    if ink.any():
+        ink = cv2.dilate(ink, _disc(size))
+    quarter = cv2.resize(value, (max(1, width // 4), max(1, height // 4)),
+                         interpolation=cv2.INTER_AREA)
+    smooth = cv2.GaussianBlur(quarter, (0, 0), 1.5 * scale)
+    skin = cv2.resize(exclude, smooth.shape[::-1], interpolation=cv2.INTER_NEAREST) == 0
+    level = float(np.median(smooth[skin])) if skin.any() else float(np.median(smooth))
+    lesion = cv2.morphologyEx((smooth < LESION_RATIO * level).astype(np.uint8) & skin,
+                              cv2.MORPH_OPEN, _disc(_odd(8 * scale)))
+    lesion = cv2.dilate(cv2.resize(lesion, (width, height), interpolation=cv2.INTER_NEAREST),
+                        _disc(2 * size + 1))
+    weak &= (ink == 0) & (lesion == 0) & (exclude == 0)
+
+    count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
+    seeded = np.zeros(count, dtype=bool)
+    seeded[np.unique(labels[strong & weak])] = True
+    seeded[0] = False
+    mask = np.asarray(cv2.morphologyEx(seeded[labels].astype(np.uint8), cv2.MORPH_CLOSE,
+                                       _disc(3)), dtype=np.uint8)
+    filled = np.zeros_like(mask)
+    bubbles = 0
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    for index, contour in enumerate(contours):
+        if hierarchy[0, index, 3] < 0:
+            continue
+        area = cv2.contourArea(contour)
+        if area < CELL_AREA * scale**2:
+            cv2.drawContours(filled, [contour], -1, 1, -1)
+        elif area < BUBBLE_AREA * scale**2:
+            x, y, w, h = cv2.boundingRect(contour)
+            hole = np.zeros((h, w), np.uint8)
+            cv2.drawContours(hole, [contour], -1, 1, -1, offset=(-x, -y))
+            inside = value[y:y + h, x:x + w][hole > 0]
+            _, radius = cv2.minEnclosingCircle(contour)
+            round_ = area >= BUBBLE_ROUNDNESS * np.pi * radius**2
+            bright = inside.size > 0 and float(inside.mean()) >= level + BUBBLE_GLOW
+            if round_ or bright:
+                filled[y:y + h, x:x + w] |= hole
+                bubbles += int(inside.size > 0 and int(inside.max()) >= level + HIGHLIGHT)
+    mask |= filled
+    raw = cv2.max(dark, light)
+    half = cv2.convertScaleAbs(cv2.dilate(raw, _disc(_odd(9 * scale))), alpha=0.5)
+    core = ((raw >= half) & (mask > 0)).astype(np.uint8) | filled
+    thick = cv2.distanceTransform(core, cv2.DIST_L2, 3) > MAX_HAIR_WIDTH * scale / 2
+    mask[cv2.dilate(thick.astype(np.uint8), _disc(_odd(2 * MAX_HAIR_WIDTH * scale))) > 0] = 0
+
+    count, labels, stats, centres = cv2.connectedComponentsWithStats(mask, connectivity=8)
     outline = np.zeros(count, dtype=np.float64)
-    for contour in contours:
+    for contour in cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)[0]:
         x, y = contour[0, 0]
         outline[labels[y, x]] += cv2.arcLength(contour, True)
-    min_length = MIN_HAIR_LENGTH * WORK_SIZE
-    total = 0.0
+    min_length = MIN_HAIR_LENGTH * longest
+    total, straight = 0.0, 0
+    hair = np.zeros(count, dtype=bool)
+    short: list[int] = []
     for label in range(1, count):
-        extent = max(stats[label, cv2.CC_STAT_WIDTH], stats[label, cv2.CC_STAT_HEIGHT])
+        x, y, w, h, area = (int(v) for v in stats[label])
         length = outline[label] / 2
-        thin = length > 0 and stats[label, cv2.CC_STAT_AREA] / length <= MAX_HAIR_WIDTH
-        if extent >= min_length and length >= min_length and thin:
+        thin = length > 0 and area / length <= 1.5 * MAX_HAIR_WIDTH * scale
+        if max(w, h) < min_length or length < min_length:
+            if thin and length >= 0.008 * longest:
+                short.append(label)
+            continue
+        ys, xs = np.nonzero(labels[y:y + h, x:x + w] == label)
+        points = np.stack([xs, ys], 1).astype(np.float32)
+        band = 2 * scale + 1.5
+        signed, along = _axis(points, np.ones(len(points), dtype=bool))
+        for reach in (4 * band, 2 * band):
+            signed, along = _axis(points, np.abs(signed) <= reach)
+        if _ruled(along, signed, band, area / length, longest):
+            straight += 1
+        elif thin:
+            hair[label] = True
             total += length
-    return round(total / WORK_SIZE, 4)
+    ticks = _ruler_ticks(labels, stats, centres, short, longest)
+    return Lines(round(total / longest, 4), hair[labels].astype(np.uint8), straight, bubbles,
+                 ticks, lesion)
+
+
+def auto_score(image: MatLike) -> float:
+    """Total length of hair found on `image`, in long sides of the image (0 for no hair)."""
+    from medsynth_kohya.data.measure import measure
+
+    return measure(image).hair_score
 
 
 def seed_score(gray: MatLike) -> float:

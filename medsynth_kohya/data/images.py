@@ -1,4 +1,4 @@
-"""Check one image file and measure it: format, size, and the hair score, in one decode.
+"""Check one image file and measure it: format, size, hair, skin tone and artefacts, in one decode.
 
 Runs in worker processes, so it takes and returns plain picklable values.
 """
@@ -35,6 +35,11 @@ class Scan:
     width: int = 0
     height: int = 0
     hair_score: float | None = None
+    ita: float | None = None
+    skin_tone: str | None = None
+    vignette: bool = False
+    ruler: bool = False
+    bubbles: bool = False
 
 
 def sniff(data: bytes) -> str | None:
@@ -53,12 +58,14 @@ def _complete(data: bytes, kind: str) -> bool:
 
 
 def scan(path: str, hair: HairMode) -> Scan:
-    """Validate `path` and score its hair; never raises for a bad file, returns a reason."""
+    """Validate `path` and measure it (`measure.measure`; the hair score from `hair`'s detector,
+    None with --hair off); never raises for a bad file, returns a reason."""
     import cv2
     import imagesize
     import numpy as np
 
     from medsynth_kohya.data import hair as detector
+    from medsynth_kohya.data.measure import measure
 
     try:
         data = Path(path).read_bytes()
@@ -81,21 +88,19 @@ def scan(path: str, hair: HairMode) -> Scan:
     if width <= 0 or height <= 0:
         return Scan("undecodable (no image size in header)")
     buffer = np.frombuffer(data, dtype=np.uint8)
-    if hair is HairMode.seed:
-        flag = cv2.IMREAD_COLOR  # the original converted a full colour decode to grayscale
-    elif hair is HairMode.auto:
-        flag = detector.reduced_decode_flag(width, height)
-    else:
-        flag = cv2.IMREAD_REDUCED_GRAYSCALE_8
+    full = hair is HairMode.seed  # the original converted a full colour decode to grayscale
+    flag = cv2.IMREAD_COLOR if full else detector.reduced_decode_flag(width, height)
     image = cv2.imdecode(buffer, flag)
     if image is None or image.size == 0:
         return Scan("undecodable")
+    found = measure(image)
     score: float | None = None
     if hair is HairMode.seed:
         score = detector.seed_score(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
     elif hair is HairMode.auto:
-        score = detector.auto_score(image)
-    return Scan("", kind, int(width), int(height), score)
+        score = found.hair_score
+    return Scan("", kind, int(width), int(height), score, found.ita, found.skin_tone,
+                found.vignette, found.ruler, found.bubbles)
 
 
 def output_suffix(source: Path) -> str:

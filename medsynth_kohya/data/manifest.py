@@ -15,6 +15,11 @@ Schema of `OUT/manifest.csv`, in column order. Vocabulary columns hold the ISIC 
 | fitzpatrick_skin_type | text, blank | Archive skin type, I to VI                           |
 | hairy          | true/false        | the caption's hair tag (see `--hair`)                  |
 | hair_score     | number, blank     | the detector's score (blank with `--hair off`)         |
+| ita            | number, blank     | skin's Individual Typology Angle, degrees (`measure`)  |
+| skin_tone      | text, blank       | ITA category: very light ... intermediate ... dark     |
+| vignette       | true/false, blank | dark corners of a contact dermoscope's round field     |
+| ruler          | true/false, blank | ruler graduations or a scale bar in the photo          |
+| bubbles        | true/false, blank | gel or air bubbles under the dermoscope's glass        |
 | metadata_hairy | true/false, blank | the source's own Archive `hairy` tag                   |
 | marker_pen     | true/false, blank | the source's Archive `marker_pen` flag                 |
 | caption        | text              | the caption written to `<id>.txt`                      |
@@ -34,14 +39,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
 COLUMNS = ("id", "source", "patient_id", "sex", "age", "site", "diagnosis",
-           "fitzpatrick_skin_type", "hairy", "hair_score", "metadata_hairy", "marker_pen",
+           "fitzpatrick_skin_type", "hairy", "hair_score", "ita", "skin_tone", "vignette",
+           "ruler", "bubbles", "metadata_hairy", "marker_pen",
            "caption", "width", "height", "split")
 DTYPES = {"id": "string", "source": "string", "patient_id": "string", "sex": "string",
           "age": "Int64", "site": "string", "diagnosis": "string",
           "fitzpatrick_skin_type": "string", "hairy": "bool", "hair_score": "Float64",
+          "ita": "Float64", "skin_tone": "string", "vignette": "boolean", "ruler": "boolean",
+          "bubbles": "boolean",
           "metadata_hairy": "boolean", "marker_pen": "boolean",
           "caption": "string", "width": "int64", "height": "int64", "split": "string"}
-OPTIONAL = ("diagnosis", "fitzpatrick_skin_type", "metadata_hairy", "marker_pen")
+OPTIONAL = ("diagnosis", "fitzpatrick_skin_type", "metadata_hairy", "marker_pen", "ita",
+            "skin_tone", "vignette", "ruler", "bubbles")
 """Columns a manifest written before them lacks: read as blank."""
 SKIPPED_COLUMNS = ("id", "source", "reason")
 

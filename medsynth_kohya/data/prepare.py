@@ -21,6 +21,7 @@ from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import archive, captions, layout, manifest
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
+from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
 from medsynth_kohya.data.sources import (
     Source,
     allowed_terms,
@@ -42,7 +43,8 @@ STATE_DIR = ".medsynth"
 STATE_FILE = "prepare.json"
 CACHE_FILE = "scan-cache.json"
 CacheKey = tuple[str, int, int, str]
-"""(resolved path, size, mtime_ns, hair mode): a scan is reused while all four hold."""
+"""(resolved path, size, mtime_ns, hair mode and measurement version): a scan is reused while
+all four hold."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 
 
@@ -175,7 +177,7 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
     keys: list[CacheKey] = []
     for path in paths:
         stat = path.stat()
-        keys.append((str(path), stat.st_size, stat.st_mtime_ns, hair.value))
+        keys.append((str(path), stat.st_size, stat.st_mtime_ns, f"{hair.value}/{VERSION}"))
     todo = [key for key in dict.fromkeys(keys) if key not in cache]
     total, done = len(paths), len(paths) - len(todo)
     if on_progress:
@@ -333,6 +335,11 @@ def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
     frame["height"] = [result.height for _, _, result in good]
     frame["hair_score"] = pd.array([result.hair_score for _, _, result in good],
                                    dtype="Float64")
+    frame["ita"] = pd.array([result.ita for _, _, result in good], dtype="Float64")
+    frame["skin_tone"] = pd.array([result.skin_tone for _, _, result in good], dtype="string")
+    for name in ARTEFACTS:
+        frame[name] = pd.array([getattr(result, name) for _, _, result in good],
+                               dtype="boolean")
     detected = pd.Series([result.hair_score is not None
                           and is_hairy(result.hair_score, options.hair.detector)
                           for _, _, result in good], index=frame.index, dtype=bool)
@@ -348,10 +355,19 @@ def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
             None if pd.isna(row.sex) else str(row.sex),
             None if pd.isna(row.age) else int(row.age),
             None if pd.isna(row.site) else str(row.site),
-            options.trigger, bool(row.hairy)))
+            options.trigger, bool(row.hairy),
+            None if pd.isna(row.skin_tone) else str(row.skin_tone),
+            [name for name in ARTEFACTS if _true(getattr(row, name))]))
         for row in frame.itertuples(index=False)
     ]
     return manifest.conform(frame), agreement
+
+
+def _true(value: Any) -> bool:
+    """A nullable boolean cell as True or False (blank is False)."""
+    import pandas as pd
+
+    return not pd.isna(value) and bool(value)
 
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str) -> Path:
@@ -398,6 +414,18 @@ def read_state(out: Path) -> dict[str, Any]:
     return record
 
 
+def _measured(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """Summary rows of the image measurements: skin tone (ITA) and artefacts."""
+    counts = table["skin_tone"].value_counts()
+    tones = [f"{name} {int(counts.get(name, 0))}" for name, _ in TONES]
+    missing = int(table["skin_tone"].isna().sum())
+    ita = table["ita"].dropna()
+    median = f"; median ITA {float(ita.median()):.1f} deg" if len(ita) else ""
+    found = ", ".join(f"{name} {int(table[name].fillna(False).sum())}" for name in ARTEFACTS)
+    return [("skin tone (ITA)", ", ".join(tones) + (f", unmeasured {missing}" if missing else "")
+             + median), ("artefacts", found)]
+
+
 def summary(result: PrepareResult) -> list[tuple[str, str]]:
     """The figures of the end-of-run table, as (label, value) rows."""
     table = result.manifest
@@ -426,6 +454,7 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
         spread = (f"{int(ages.min())}-{int(ages.max())}, median {float(ages.median()):g}"
                   if len(ages) else "none")
         rows.append(("age", f"{spread}; missing {int(table['age'].isna().sum())}"))
+        rows.extend(_measured(table))
     rows.append(("repeats", str(result.repeats.repeats)))
     rows.append((f"steps per epoch (batch {result.options.batch_size})",
                  str(result.steps_per_epoch)))

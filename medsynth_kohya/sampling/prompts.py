@@ -32,6 +32,8 @@ templates/sample_prompts.toml)."""
 MAX_SEED = 2**32 - 1
 """Largest generation seed: seeds stay 32-bit, as most tools that read them expect."""
 _MASK = (1 << 64) - 1
+_Key = tuple[str | None, int | None, str | None, bool, str | None, tuple[str, ...]]
+"""A drawn row: sex, age, site, hairy, skin tone and the artefacts it shows."""
 _OPTION = re.compile(r"(^| )--")
 
 
@@ -69,6 +71,7 @@ class Drawn:
     age: list[int | None]
     site: list[str | None]
     hairy: list[bool | None]
+    skin_tone: list[str | None]
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -102,30 +105,37 @@ def _value(value: Any) -> Any:
 def draw(table: pd.DataFrame, count: int, seed: int, template: str, trigger: str) -> Drawn:
     """Prompts for images 0..count-1 from manifest rows drawn with replacement.
 
-    Sex, age, site and hair therefore follow the manifest's proportions. Each distinct row is
-    rendered once, so 100,000 draws cost about as much as the manifest has distinct rows.
+    Sex, age, site, hair, skin tone and artefacts therefore follow the manifest's proportions.
+    Each distinct row is rendered once, so 100,000 draws cost about as much as the manifest
+    has distinct rows.
     """
+    from medsynth_kohya.data.measure import ARTEFACTS
+
     if table.empty:
         raise UserError("the manifest has no rows to draw prompts from")
     captions.validate_template(template)
-    keys: list[tuple[str | None, int | None, str | None, bool]] = []
-    for sex, age, site, hairy in zip(table["sex"], table["age"], table["site"], table["hairy"],
-                                     strict=True):
-        sex, age, site = _value(sex), _value(age), _value(site)
+    keys: list[_Key] = []
+    columns = [table[name] if name in table else [None] * len(table)
+               for name in ("sex", "age", "site", "hairy", "skin_tone", *ARTEFACTS)]
+    for sex, age, site, hairy, tone, *flags in zip(*columns, strict=True):
+        sex, age, site, tone = _value(sex), _value(age), _value(site), _value(tone)
         keys.append((None if sex is None else str(sex), None if age is None else int(age),
-                     None if site is None else str(site), bool(hairy)))
-    rendered: dict[tuple[str | None, int | None, str | None, bool], str] = {}
+                     None if site is None else str(site), bool(hairy),
+                     None if tone is None else str(tone),
+                     tuple(name for name, flag in zip(ARTEFACTS, flags, strict=True)
+                           if _value(flag))))
+    rendered: dict[_Key, str] = {}
     for key in keys:
         if key not in rendered:
-            sex, age, site, hairy = key
+            sex, age, site, hairy, tone, artefacts = key
             text = captions.render_caption(template, captions.caption_values(
-                sex, age, site, trigger, hairy))
+                sex, age, site, trigger, hairy, tone, artefacts))
             check_prompt(text, f"the caption drawn from {key}")
             rendered[key] = text
     chosen = [keys[row] for row in rows_for(seed, count, len(keys)).tolist()]
     return Drawn(prompts=[rendered[key] for key in chosen], sex=[key[0] for key in chosen],
                  age=[key[1] for key in chosen], site=[key[2] for key in chosen],
-                 hairy=[key[3] for key in chosen])
+                 hairy=[key[3] for key in chosen], skin_tone=[key[4] for key in chosen])
 
 
 def repeat(texts: Sequence[str], count: int) -> Drawn:
@@ -134,7 +144,8 @@ def repeat(texts: Sequence[str], count: int) -> Drawn:
         raise UserError("no prompts given")
     prompts = [texts[index % len(texts)] for index in range(count)]
     blank: list[Any] = [None] * count
-    return Drawn(prompts=prompts, sex=blank, age=blank, site=blank, hairy=blank)
+    return Drawn(prompts=prompts, sex=blank, age=blank, site=blank, hairy=blank,
+                 skin_tone=blank)
 
 
 def check_prompt(text: str, where: str) -> None:

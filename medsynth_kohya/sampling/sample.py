@@ -48,8 +48,9 @@ GRID_IMAGES = 16
 DEFAULT_PREFIX = "SYN_"
 ID_DIGITS = 7
 COLUMNS = ("isic_id", "sex", "age_approx", "anatom_site_general", "diagnosis",
-           "benign_malignant", "hairy", "synthetic", "prompt", "negative_prompt", "seed", "steps",
-           "scale", "sampler", "width", "height", "lora_file", "lora_sha256", "base_model")
+           "benign_malignant", "hairy", "skin_tone", "synthetic", "prompt", "negative_prompt",
+           "seed", "steps", "scale", "sampler", "width", "height", "lora_file", "lora_sha256",
+           "base_model")
 """metadata.csv columns: ISIC Archive names first, so the rows concatenate to ISIC's own."""
 OWNED = {"W": "--width", "H": "--height", "steps": "--steps", "scale": "--scale",
          "sampler": "--sampler", "ckpt": "--base-model", "network_weights": "--lora",
@@ -589,7 +590,8 @@ def write_metadata(plan: Plan, present: Sequence[int], path: Path) -> None:
         writer.writerow(COLUMNS)
         writer.writerows(
             (plan.image_id(i), _cell(drawn.sex[i]), _cell(drawn.age[i]), _cell(drawn.site[i]),
-             plan.diagnosis, malignant, _cell(drawn.hairy[i]), "true", drawn.prompts[i],
+             plan.diagnosis, malignant, _cell(drawn.hairy[i]), _cell(drawn.skin_tone[i]),
+             "true", drawn.prompts[i],
              shared[0], plan.seed + i, *shared[1:])
             for i in sorted(present))
 

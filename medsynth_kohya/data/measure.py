@@ -1,0 +1,174 @@
+"""Image measurements: hair, skin tone and artefacts, from one reduced decode of a photo.
+
+`measure` is the one public entry point: `prepare` calls it once per image, and an evaluation
+of generated images calls the same function, so real and synthetic sets are measured alike.
+Everything is judged on the photo resized to `hair.WORK_SIZE` on its long side, so the same
+photo gets the same figures at 640 px and at 6000 px.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medsynth_kohya.data import hair
+
+if TYPE_CHECKING:
+    import numpy as np
+    from cv2.typing import MatLike
+
+VERSION = 2
+"""Changes whenever a measurement would give other figures, so cached scans are redone."""
+TONES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0),
+         ("brown", -30.0), ("dark", -math.inf))
+"""ITA categories, lightest first, each with the angle (degrees) it lies above."""
+ARTEFACTS = ("vignette", "ruler", "bubbles")
+"""The artefact fields of a Measurement (and manifest columns), in caption order."""
+VIGNETTE_LEVEL = 0.35
+"""A pixel darker than this share of the photo's median brightness may be vignette."""
+VIGNETTE_SIZE = 21
+"""Dark regions thinner than this (reference pixels) are not vignette (hair, ruler marks)."""
+BLACK = 20
+"""Pixels whose brightest channel is below this (0-255) are never skin."""
+SKIN_STEP = 3
+"""The skin colour is the median of every third pixel in each direction."""
+MIN_SKIN_SHARE = 0.02
+"""Below this share of healthy-skin pixels the photo gets no ITA."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one photo shows: hair, skin tone (ITA and its category) and artefacts."""
+
+    hair_score: float
+    """Total hair length in long sides of the photo."""
+    hairy: bool
+    ita: float | None
+    """Individual Typology Angle of the healthy skin, degrees; None with no skin visible."""
+    skin_tone: str | None
+    vignette: bool
+    """Dark corners: the round field of a contact dermoscope."""
+    ruler: bool
+    """Ruler graduations or a scale bar."""
+    bubbles: bool
+    """Gel or air bubbles under the dermoscope's glass."""
+
+
+def tone_category(ita: float) -> str:
+    """The standard ITA category: very light > 55 > light > 41 > intermediate > 28 > tan > 10
+    > brown > -30 > dark (degrees)."""
+    return next(name for name, above in TONES if ita > above)
+
+
+def ita_degrees(lightness: float, yellow: float) -> float:
+    """ITA = arctan((L* - 50) / b*) in degrees; b* at or below 0 (bluish white balance) counts
+    as barely positive, so the angle stays within -90..90."""
+    return math.degrees(math.atan((lightness - 50.0) / max(yellow, 1e-6)))
+
+
+def decode(path: str | Path, width: int, height: int) -> MatLike | None:
+    """Decode `path` at the smallest JPEG scale that keeps WORK_SIZE pixels; None if it cannot."""
+    import cv2
+    import numpy as np
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, hair.reduced_decode_flag(width, height))
+    return None if image is None or image.size == 0 else image
+
+
+def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
+    """uint8 mask of large dark regions that touch the border, and how many corners are dark.
+
+    Found on a quarter-size copy: the regions are large, and this keeps the step cheap.
+    """
+    import cv2
+    import numpy as np
+
+    height, width = value.shape
+    dark = (value < VIGNETTE_LEVEL * float(np.median(value))).astype(np.uint8)
+    corners = _corners(dark)
+    quarter = cv2.resize(dark, (max(1, width // 4), max(1, height // 4)),
+                         interpolation=cv2.INTER_AREA)
+    size = max(3, round(VIGNETTE_SIZE * scale / 4) | 1)
+    opened = cv2.morphologyEx(quarter, cv2.MORPH_OPEN,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    big = stats[:, cv2.CC_STAT_AREA] >= 0.002 * opened.size
+    keep = np.zeros(count, dtype=bool)
+    keep[np.unique(edges)] = True
+    keep &= big
+    keep[0] = False
+    mask = cv2.resize(keep[labels].astype(np.uint8), (width, height),
+                      interpolation=cv2.INTER_NEAREST)
+    return np.asarray(mask, dtype=np.uint8), corners
+
+
+def _corners(mask: np.ndarray) -> int:
+    """How many of the four corners lie in `mask`."""
+    patch = max(2, min(mask.shape) // 50)
+    return sum(int(mask[rows, cols].mean() > 0.5) for rows in (slice(0, patch),
+               slice(-patch, None)) for cols in (slice(0, patch), slice(-patch, None)))
+
+
+def _skin_ita(small: MatLike, not_skin: np.ndarray) -> float | None:
+    """ITA from the median L* and b* of the healthy-skin pixels, or None when too few."""
+    import cv2
+    import numpy as np
+
+    pixels = small[::SKIN_STEP, ::SKIN_STEP][not_skin[::SKIN_STEP, ::SKIN_STEP] == 0]
+    if len(pixels) < MIN_SKIN_SHARE * not_skin.size / SKIN_STEP**2:
+        return None
+    lab = cv2.cvtColor(pixels.reshape(-1, 1, 3).astype(np.float32) / 255, cv2.COLOR_BGR2Lab)
+    lightness, yellow = np.median(lab[:, 0, 0]), np.median(lab[:, 0, 2])
+    return round(ita_degrees(float(lightness), float(yellow)), 2)
+
+
+def measure_reduced(small: MatLike) -> Measurement:
+    """Measure a BGR photo already reduced to WORK_SIZE on its long side."""
+    import cv2
+    import numpy as np
+
+    scale = max(small.shape[:2]) / hair.REFERENCE
+    blue, green, red = cv2.split(small)
+    value = cv2.max(cv2.max(blue, green), red)
+    vignette, corners = _vignette(value, scale)
+    grow = max(3, round(2 * hair.KERNEL * scale) | 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))
+    border = cv2.dilate(vignette, disc)
+    ink = (cv2.subtract(blue, red) > hair.INK_MARGIN).astype(np.uint8)
+    lines = hair.find_lines(small, ink, border)
+    marks = ink | lines.hair
+    black = (value < BLACK).astype(np.uint8)
+    not_skin = (border | lines.lesion | black
+                | cv2.dilate(marks, disc[: grow // 2 | 1, : grow // 2 | 1]))
+    ita = _skin_ita(small, not_skin)
+    return Measurement(
+        hair_score=float(lines.score), hairy=hair.is_hairy(lines.score, hair.HairMode.auto),
+        ita=ita,
+        skin_tone=None if ita is None else tone_category(ita),
+        vignette=corners >= 2, ruler=lines.straight_marks > 0 or lines.ticks > 0,
+        bubbles=lines.bubbles > 0)
+
+
+def measure(image: MatLike | str | Path) -> Measurement:
+    """Hair, skin tone and artefacts of one photo: a file path or a decoded BGR array.
+
+    Raises ValueError for a file OpenCV cannot decode. A path is decoded once, at a reduced
+    JPEG scale; an array (e.g. a generated image) is resized the same way.
+    """
+    import imagesize
+
+    if isinstance(image, (str, Path)):
+        width, height = imagesize.get(str(image))
+        decoded = decode(image, width, height) if width > 0 and height > 0 else None
+        if decoded is None:
+            raise ValueError(f"{image} cannot be decoded as an image")
+        image = decoded
+    if image.ndim == 2:
+        import cv2
+
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return measure_reduced(hair.normalise(image))

@@ -1,0 +1,168 @@
+"""Image measurements on labelled synthetic photos and on the seed photos.
+
+The scenes come from `synth.scene` (known skin L*a*b*, hairs and artefacts by construction);
+a fixed, small set here, the full per-bucket table in benchmarks/bench_measure.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from medsynth_kohya.data.measure import Measurement, ita_degrees, measure, tone_category
+from medsynth_kohya.data.synth import SceneTruth, encode_jpeg, scene
+
+BUCKETS = ((640, 480), (1024, 768), (2400, 1600))
+SCENES = 20
+
+
+def _f1(pairs: list[tuple[bool, bool]]) -> float:
+    hits = sum(t and p for t, p in pairs)
+    said, real = sum(p for _, p in pairs), sum(t for t, _ in pairs)
+    return 2 * hits / (said + real) if said + real else 1.0
+
+
+@pytest.fixture(scope="module", params=BUCKETS, ids=lambda size: f"{size[0]}x{size[1]}")
+def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> list[tuple[SceneTruth, Measurement]]:
+    """Scenes of one resolution bucket, written as JPEG and measured from the file."""
+    width, height = request.param
+    folder = tmp_path_factory.mktemp(f"scenes{width}")
+    results = []
+    for index in range(SCENES):
+        image, truth = scene(width, height, 7000 + index)
+        path = folder / f"{index}.jpg"
+        path.write_bytes(encode_jpeg(image))
+        results.append((truth, measure(path)))
+    return results
+
+
+def test_hair_f1_in_every_bucket(measured: list[tuple[SceneTruth, Measurement]]) -> None:
+    pairs = [(truth.hairy, found.hairy) for truth, found in measured]
+    assert 0 < sum(t for t, _ in pairs) < len(pairs)
+    assert _f1(pairs) >= 0.95, pairs
+
+
+def test_ita_within_three_degrees_and_tone_right(measured: list[tuple[SceneTruth, Measurement]]
+                                                 ) -> None:
+    right = 0
+    for truth, found in measured:
+        assert found.ita is not None
+        assert abs(found.ita - truth.ita) <= 3, (truth, found)
+        right += found.skin_tone == tone_category(truth.ita)
+    assert right >= 0.95 * len(measured)
+
+
+def test_vignette_found(measured: list[tuple[SceneTruth, Measurement]]) -> None:
+    pairs = [(truth.vignette, found.vignette) for truth, found in measured]
+    assert _f1(pairs) >= 0.9, pairs
+
+
+def test_tone_categories_and_ita() -> None:
+    assert [tone_category(a) for a in (60, 55.5, 41.5, 30, 11, -29, -31)] == [
+        "very light", "very light", "light", "intermediate", "tan", "brown", "dark"]
+    assert tone_category(55) == "light" and tone_category(-30) == "dark"
+    assert ita_degrees(50, 20) == 0
+    assert ita_degrees(70, 20) == pytest.approx(45)
+    assert ita_degrees(70, -3) == pytest.approx(90, abs=1e-3)
+
+
+def test_path_and_array_give_the_same_measurement(tmp_path: Path) -> None:
+    image, _ = scene(1600, 1200, 11)
+    path = tmp_path / "a.jpg"
+    path.write_bytes(encode_jpeg(image))
+    decoded = cv2.imread(str(path))
+    assert decoded is not None
+    from_path, from_array = measure(path), measure(decoded)
+    assert from_path.hairy == from_array.hairy and from_path.skin_tone == from_array.skin_tone
+    assert from_path.ita == pytest.approx(from_array.ita, abs=1)
+    gray = measure(cv2.cvtColor(decoded, cv2.COLOR_BGR2GRAY))
+    assert gray.hairy == from_array.hairy
+
+
+def test_a_file_that_is_no_image_raises(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        measure(path)
+
+
+def test_all_dark_photo_has_no_ita() -> None:
+    found = measure(np.zeros((480, 640, 3), np.uint8))
+    assert found.ita is None and found.skin_tone is None and not found.hairy
+
+
+def test_seed_photos(seed_images: Path) -> None:
+    """The two hairy seed photos are hairy, ISIC_4810142's ruler marks are not hair, and each
+    photo's tone is printed."""
+    found = {photo.stem: measure(photo) for photo in sorted(seed_images.glob("*.jpg"))}
+    for name, result in found.items():
+        print(f"{name}: ITA {result.ita} -> {result.skin_tone}; hair {result.hair_score}; "
+              f"vignette {result.vignette}, ruler {result.ruler}, bubbles {result.bubbles}")
+        assert result.skin_tone is not None
+    assert found["ISIC_4525317"].hairy and found["ISIC_4649440"].hairy
+    assert not found["ISIC_4810142"].hairy and found["ISIC_4810142"].hair_score == 0
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, SceneTruth]]:
+    """An ISIC 2020-style folder of six labelled scenes at two sizes."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("scenes") / "isic"
+    (root / "train").mkdir(parents=True)
+    truths = {}
+    for index in range(6):
+        identifier = f"SYN_9{index:05d}"
+        image, truth = scene(*((800, 600) if index % 2 else (1500, 1000)), 7100 + index)
+        (root / "train" / f"{identifier}.jpg").write_bytes(encode_jpeg(image))
+        truths[identifier] = truth
+    pd.DataFrame({"image_name": list(truths), "patient_id": [f"P{i}" for i in range(6)],
+                  "sex": "female", "age_approx": 50, "anatom_site_general_challenge": "torso",
+                  "target": 1}).to_csv(root / "train.csv", index=False)
+    return root, truths
+
+
+def test_prepare_records_tone_and_artefacts(scenes: tuple[Path, dict[str, SceneTruth]],
+                                            tmp_path: Path) -> None:
+    from medsynth_kohya.data import manifest
+    from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
+
+    root, truths = scenes
+    template = "photo of {tone} {sex} skin, {trigger} on {site}, {artefacts}"
+    result = prepare(root, tmp_path / "out",
+                     options=PrepareOptions(caption_template=template), workers=1)
+    table = manifest.read(tmp_path / "out" / "manifest.csv").set_index("id")
+    for identifier, truth in truths.items():
+        row = table.loc[identifier]
+        assert abs(float(row["ita"]) - truth.ita) <= 3
+        assert bool(row["vignette"]) == truth.vignette
+        caption = str(row["caption"])
+        assert caption.startswith(f"photo of {row['skin_tone']} female skin, me1anoma on torso")
+        assert ("dark corners" in caption) == truth.vignette
+        assert ("ruler marks" in caption) == bool(row["ruler"])
+        assert ("gel bubbles" in caption) == bool(row["bubbles"])
+        assert ", ," not in caption and not caption.endswith(",")
+    rows = dict(summary(result))
+    tone_row = rows["skin tone (ITA)"]
+    for name in ("very light", "light", "intermediate", "tan", "brown", "dark"):
+        assert f"{name} " in tone_row
+    assert "median ITA" in tone_row
+    assert rows["artefacts"].startswith("vignette ")
+
+
+def test_default_captions_leave_tone_and_artefacts_out(
+        scenes: tuple[Path, dict[str, SceneTruth]], tmp_path: Path) -> None:
+    from medsynth_kohya.data import manifest
+    from medsynth_kohya.data.prepare import prepare
+
+    root, _ = scenes
+    prepare(root, tmp_path / "out", workers=1)
+    table = manifest.read(tmp_path / "out" / "manifest.csv")
+    assert table["skin_tone"].notna().all()
+    for caption in table["caption"]:
+        assert not any(word in caption for word in ("light", "tan", "brown", "corners",
+                                                    "ruler", "bubbles"))
