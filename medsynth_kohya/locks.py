@@ -44,6 +44,8 @@ RETRY_S = 0.5
 """How long a busy lock whose record is missing or dead is retried (a holder writing its
 record, or releasing) before it is reported."""
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+_HELD: dict[int, Path] = {}
+"""Descriptor -> lock file of every lock this process holds now."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,13 @@ class Lock:
     path: Path
     fd: int
     note: str | None = None
+
+
+def held_fds() -> tuple[int, ...]:
+    """The descriptors of the locks this process holds. launch hands them to the subprocesses
+    it starts, so a folder stays locked while its training or generation runs, even when this
+    process dies first (the kernel frees the lock when the last holder of it exits)."""
+    return tuple(_HELD)
 
 
 def is_lock_file(path: Path) -> bool:
@@ -273,9 +282,11 @@ def hold(folder: Path, command: str, *, part: str | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     try:
         lock = _acquire(folder, lock_path(folder, part), command, break_lock)
+        _HELD[lock.fd] = lock.path
         try:
             yield lock
         finally:
+            del _HELD[lock.fd]
             _release(lock)
     finally:
         for path in made:

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from medsynth_kohya.sampling.sample import SampleOptions, sample
 from .fake_gen import install_gpus, make_fake_gen, write_run
 from .fake_hub import TOKEN, FakeHub
 from .fakes import FakeSd, install_fake_isic, make_fake_sd
-from .processes import Finished, race, snapshot
+from .processes import Finished, race, snapshot, wait_for
 from .test_hub import make_run
 from .test_sample import SMALL
 
@@ -205,3 +206,31 @@ def test_sample_push_and_reproduce_refuse_a_run_still_training(
         with pytest.raises(UserError, match=expected):
             reproduce(isic2020.root, tmp_path / "work")
     assert not (tmp_path / "synthetic").exists()
+
+
+_ORPHAN = """
+import os, subprocess, sys
+from pathlib import Path
+from medsynth_kohya import locks
+with locks.hold(Path(sys.argv[1]), "train"):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             pass_fds=locks.held_fds(), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(child.pid, flush=True)
+    os._exit(0)  # dies holding the lock, as a killed command does
+"""
+
+
+def test_a_subprocess_keeps_the_lock_after_its_command_died(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _ORPHAN, str(tmp_path)], capture_output=True,
+                          text=True, check=True)
+    child = int(done.stdout)
+    try:
+        with pytest.raises(UserError, match="which has exited while its subprocess"), \
+                locks.hold(tmp_path, "train"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+    wait_for(lambda: locks.holder(tmp_path) is None, what="the lock to be freed")
+    with locks.hold(tmp_path, "train") as lock:
+        assert lock.note is not None and "took over" in lock.note

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TypeVar
 
+from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
 
 SCRIPT = "sdxl_train_network.py"
@@ -287,7 +288,7 @@ def run_attached(command: Command) -> int:
     """Run a command on this terminal (its own progress bars and prompts); its exit code."""
     try:
         return subprocess.run(command.argv, cwd=command.cwd, env={**os.environ, **command.env},
-                              check=False).returncode
+                              pass_fds=locks.held_fds(), check=False).returncode
     except FileNotFoundError:
         raise UserError(f"{command.argv[0]} is not installed or not on PATH") from None
     except KeyboardInterrupt:
@@ -392,7 +393,8 @@ def _start(command: Command) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(command.argv, cwd=command.cwd, env={**os.environ, **command.env},
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=locks.held_fds())
     except OSError as exc:
         raise UserError(f"cannot start {command.argv[0]}: {exc}") from exc
 

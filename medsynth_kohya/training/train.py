@@ -8,8 +8,11 @@ machine) -> RUN/config.toml, RUN/dataset.toml, RUN/sample_prompts.toml -> accele
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -195,25 +198,59 @@ def _machine_problems(location: checkout.Location, python: str, options: Mapping
     return problems, warnings, report.versions
 
 
-def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> None:
-    """Never overwrite an earlier run unless --force (a dry run may be replaced).
+def _died(record: Mapping[str, Any]) -> str | None:
+    """Who left a record `running`. Read under the run folder's lock, which a live run holds
+    (with its training), so that process is gone."""
+    if record.get("status") != "running":
+        return None
+    return (f"pid {record.get('pid', '?')} on {record.get('host', '?')}, started "
+            f"{record.get('start') or '?'}")
+
+
+def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> dict[str, Any]:
+    """Never overwrite an earlier run unless --force (a dry run may be replaced); returns the
+    earlier run's record ({} when there is none).
 
     Starting over moves the earlier outputs to `output.replaced-<time>`, so neither its LoRA
     files nor its saved states can pass for the new run's.
     """
     record = run_dir / "run.json"
+    try:
+        previous: dict[str, Any] = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
     if resume:
         if not record.is_file():
             raise UserError(f"--resume needs an earlier run in {run_dir} (no run.json there)")
-        return
+        return previous
     if record.is_file() and not force:
-        status = json.loads(record.read_text(encoding="utf-8")).get("status")
+        status = previous.get("status")
+        died = _died(previous)
+        if died:
+            raise UserError(f"{run_dir} holds a run left running by {died}, which no longer "
+                            "runs; use --resume to continue it, another --run-dir, or --force "
+                            "to start over")
         if status != "dry-run":
             raise UserError(f"{run_dir} already holds a {status} run; use --resume to continue "
                             "it, another --run-dir, or --force to start over")
     output = run_dir / "output"
     if output.is_dir() and not dry_run:
         output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+    return previous
+
+
+@contextmanager
+def _record_kept_on_refusal(path: Path) -> Iterator[None]:
+    """Put run.json back as it was when the run is refused or stopped before its launch."""
+    before = path.read_text(encoding="utf-8") if path.is_file() else None
+    try:
+        yield
+    except (UserError, KeyboardInterrupt):
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            files.write_text(path, before)
+        raise
 
 
 def _now() -> str:
@@ -237,7 +274,8 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
         notes.append(f"resuming {run_dir}, the newest run of {prepared} (--run-dir chooses "
                      "another)")
     run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    with locks.hold(run_dir, "train", break_lock=break_lock) as lock:
+    with (locks.hold(run_dir, "train", break_lock=break_lock) as lock,
+          _record_kept_on_refusal(run_dir / "run.json")):
         result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
                         dry_run, resume, force, detect, on_progress, on_launch)
     notes += [] if lock.note is None else [lock.note]
@@ -269,7 +307,13 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
            on_launch: Callable[[TrainResult], None] | None) -> TrainResult:
     state = read_state(prepared)
     changes = parse_overrides(overrides)
-    _claim_run_dir(run_dir, force, resume, dry_run)
+    previous = _claim_run_dir(run_dir, force, resume, dry_run)
+    died, started = _died(previous) if resume else None, _now()
+    if not dry_run:  # the record exists from the first moment: status, process, start
+        files.write_json(run_dir / "run.json", {
+            **(previous if resume else {}), "tool": "medsynth-kohya", "version": __version__,
+            "preset": preset.name, "status": "running", "pid": os.getpid(),
+            "host": socket.gethostname(), "start": started, "end": None})
     train_dir, repeats = _train_folder(prepared)
     table = manifest.read(prepared / "manifest.csv")
     train_rows = table[table["split"] == "train"]
@@ -316,7 +360,11 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     problems, warnings, versions = _machine_problems(location, runner, options, preset,
                                                      found_gpus, run_dir)
     state_dir = launch.latest_state(run_dir / "output", owned["output_name"]) if resume else None
-    if resume and state_dir is None:
+    if died:
+        warnings.insert(0, f"the run in {run_dir} was left running by {died}, which no longer "
+                        "runs; " + (f"resuming from {state_dir.name}" if state_dir else
+                                    "it saved no training state, so it starts from step 0"))
+    elif resume and state_dir is None:
         raise UserError(f"no saved training state in {run_dir / 'output'} yet; start the run "
                         "again without --resume")
     command = launch.train_command(
@@ -357,7 +405,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         raise UserError("\n".join(problems))
 
     log = run_dir / "train.log"
-    record.update(status="running", start=_now(), resumed_from=str(state_dir or "") or None)
+    record.update(status="running", start=started, pid=os.getpid(), host=socket.gethostname(),
+                  resumed_from=str(state_dir or "") or None)
     files.write_json(run_dir / "run.json", record)
     if on_launch is not None:
         on_launch(replace(result, status="launching", warnings=tuple(warnings)))
