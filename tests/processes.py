@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +74,22 @@ def race(folder: Path, first: list[object], second: list[object]) -> tuple[Finis
     return finish(winner), lost
 
 
-def kill_when(process: subprocess.Popen[str], condition: object, what: str) -> None:
-    """SIGKILL `process` and its process group's children once `condition()` holds."""
-    wait_for(lambda: process.poll() is None and callable(condition) and condition(), what=what)
-    os.kill(process.pid, signal.SIGKILL)
+def kill_when(process: subprocess.Popen[str], condition: Callable[[], bool],
+              children: Callable[[], int | None] = lambda: None) -> bool:
+    """SIGKILL `process` (and the process group of `children()`, if it names a pid) as soon as
+    `condition()` holds; False when the process ended first."""
+    while process.poll() is None:
+        if condition():
+            child = children()
+            if child is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(child), signal.SIGKILL)
+            os.kill(process.pid, signal.SIGKILL)
+            process.communicate()
+            return True
+        time.sleep(0.002)
     process.communicate()
+    return False
 
 
 def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:

@@ -11,8 +11,9 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,9 @@ Progress = Callable[[int, int], None]
 STATE_DIR = ".medsynth"
 STATE_FILE = "prepare.json"
 CACHE_FILE = "scan-cache.json"
+JOURNAL_FILE = "scan-cache.journal"
+"""Scans made since CACHE_FILE was written, one JSON line each, appended as each finishes: what
+a killed run keeps (SIGKILL skips every `finally`). Folded into CACHE_FILE at a run's end."""
 CacheKey = tuple[str, int, int, str]
 """(resolved path, size, mtime_ns, hair mode and measurement version): a scan is reused while
 all four hold."""
@@ -152,28 +156,63 @@ def _skip(rows: list[dict[str, str]], identifier: str, path: Path | str | None,
     rows.append({"id": identifier, "source": str(path or ""), "reason": reason})
 
 
+def _entry(key: CacheKey, result: Scan) -> dict[str, Any]:
+    return {"path": key[0], "size": key[1], "mtime_ns": key[2], "hair": key[3],
+            "scan": asdict(result)}
+
+
 def _load_cache(path: Path) -> dict[CacheKey, Scan]:
-    """Scans from an earlier run, keyed by file, size, mtime and hair mode."""
-    if not path.is_file():
-        return {}
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-        return {(str(e["path"]), int(e["size"]), int(e["mtime_ns"]), str(e["hair"])):
-                Scan(**e["scan"]) for e in entries}
-    except (ValueError, KeyError, TypeError):
-        return {}
+    """Scans from earlier runs, keyed by file, size, mtime and hair mode: the cache file, then
+    the journal of a run that was killed (a line cut short by the kill is skipped)."""
+    entries: list[Any] = []
+    if path.is_file():
+        try:
+            entries = list(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError):
+            entries = []
+    journal = path.with_name(JOURNAL_FILE)
+    lines = journal.read_text(encoding="utf-8").splitlines() if journal.is_file() else []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    cache = {}
+    for e in entries:
+        try:
+            cache[(str(e["path"]), int(e["size"]), int(e["mtime_ns"]), str(e["hair"]))] = Scan(
+                **e["scan"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return cache
 
 
 def _save_cache(path: Path, scans: dict[CacheKey, Scan]) -> None:
-    """Keep every scan for the next run, written atomically."""
-    entries = [{"path": k[0], "size": k[1], "mtime_ns": k[2], "hair": k[3], "scan": asdict(v)}
-               for k, v in scans.items()]
-    files.write_json(path, entries, indent=None)
+    """Keep every scan for the next run, written atomically (sorted, so a run and its killed
+    and re-run twin write the same file); the journal is then folded in."""
+    files.write_json(path, [_entry(k, scans[k]) for k in sorted(scans)], indent=None)
+    path.with_name(JOURNAL_FILE).unlink(missing_ok=True)
+
+
+@contextmanager
+def _journal(path: Path, cache: dict[CacheKey, Scan]) -> Iterator[Callable[[CacheKey, Scan], None]]:
+    """A function that puts a scan in `cache` and appends it to the journal at once (one
+    flushed line: the kernel keeps it when the process is killed)."""
+    with path.open("a", encoding="utf-8") as log:
+        if log.tell() and path.read_bytes()[-1:] != b"\n":
+            log.write("\n")  # end a line a kill cut short
+        def keep(key: CacheKey, result: Scan) -> None:
+            cache[key] = result
+            log.write(json.dumps(_entry(key, result)) + "\n")
+            log.flush()
+        yield keep
 
 
 def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
-              workers: int, on_progress: Progress | None) -> tuple[list[Scan], int]:
-    """Scan every path once, in `workers` processes, reusing unchanged cached scans."""
+              workers: int, on_progress: Progress | None,
+              journal: Path) -> tuple[list[Scan], int]:
+    """Scan every path once, in `workers` processes, reusing unchanged cached scans; each new
+    scan is journalled as it finishes."""
     keys: list[CacheKey] = []
     for path in paths:
         stat = path.stat()
@@ -183,25 +222,26 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
     if on_progress:
         on_progress(done, total)
     results: Iterable[Scan]
-    if workers <= 1 or len(todo) < 2 * workers:
-        results = (scan(key[0], hair) for key in todo)
-        _collect(todo, results, cache, done, total, on_progress)
-    else:
-        context = multiprocessing.get_context("spawn")  # fork would inherit OpenCV's threads
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker)
-        try:
-            results = pool.map(scan, [k[0] for k in todo], [hair] * len(todo), chunksize=2)
-            _collect(todo, results, cache, done, total, on_progress)
-        finally:  # on Ctrl-C, drop the queued scans instead of finishing them
-            pool.shutdown(wait=True, cancel_futures=True)
+    with _journal(journal, cache) as keep:
+        if workers <= 1 or len(todo) < 2 * workers:
+            results = (scan(key[0], hair) for key in todo)
+            _collect(todo, results, keep, done, total, on_progress)
+        else:
+            context = multiprocessing.get_context("spawn")  # fork would inherit OpenCV's threads
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker)
+            try:
+                results = pool.map(scan, [k[0] for k in todo], [hair] * len(todo), chunksize=2)
+                _collect(todo, results, keep, done, total, on_progress)
+            finally:  # on Ctrl-C, drop the queued scans instead of finishing them
+                pool.shutdown(wait=True, cancel_futures=True)
     return [cache[key] for key in keys], total - len(todo)
 
 
 def _collect(todo: list[CacheKey], results: Iterable[Scan],
-             cache: dict[CacheKey, Scan], done: int, total: int,
+             keep: Callable[[CacheKey, Scan], None], done: int, total: int,
              on_progress: Progress | None) -> None:
     for key, result in zip(todo, results, strict=True):
-        cache[key] = result
+        keep(key, result)
         done += 1
         if on_progress:
             on_progress(done, total)
@@ -271,7 +311,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     paths = [found[i].absolute() for i in chosen["id"]]
     try:
         scans, reused = _scan_all(paths, options.hair.detector, cache,
-                                  workers or default_workers(), on_progress)
+                                  workers or default_workers(), on_progress,
+                                  state / JOURNAL_FILE)
     finally:  # an interrupted run keeps what it scanned
         _save_cache(state / CACHE_FILE, cache)
     good = []

@@ -1,0 +1,138 @@
+"""SIGKILL at several points of prepare, train and sample (stand-ins), then a re-run: the final
+folder equals an uninterrupted run's. Left out of the comparison, because they legitimately
+differ: logs appended per run (train.log, logs/), and in the records the times, process ids,
+host, the resumed-from state and the per-run shard list (run.json, .medsynth/sample.json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medsynth_kohya import locks
+from medsynth_kohya.data.prepare import JOURNAL_FILE, STATE_DIR, PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
+
+from .fake_gen import make_fake_gen, write_run
+from .fakes import make_fake_sd
+from .processes import finish, kill_when, snapshot, start
+from .test_sample import SMALL
+
+
+def _journalled(out: Path) -> int:
+    journal = out / STATE_DIR / JOURNAL_FILE
+    return len(journal.read_bytes().splitlines()) if journal.is_file() else 0
+
+
+def _linked(out: Path) -> int:
+    return sum(1 for p in (out / "img").rglob("*") if p.is_file()) if (out / "img").is_dir() else 0
+
+
+def test_prepare_killed_while_scanning_and_while_linking(isic2020: SyntheticSet,
+                                                         tmp_path: Path) -> None:
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    args: list[object] = ["prepare", isic2020.root, "--out", out, "--workers", 1]
+    assert kill_when(start(*args), lambda: _journalled(out) >= 2)
+    assert 2 <= _journalled(out) < len(isic2020.frame)
+    kill_when(start(*args), lambda: _linked(out) >= 2)  # the layout is quick: may finish first
+    last = finish(start(*args))
+    assert last.code == 0, last.stderr
+    assert "took over the lock" in last.stderr.replace("\n", "")
+    assert "0 / 12" in last.stdout  # every scan of the killed runs was kept
+    prepare(isic2020.root, reference, options=PrepareOptions(), workers=1)
+    assert snapshot(out) == snapshot(reference)
+
+
+def _record(run: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    return data
+
+
+def _kept(run: Path) -> dict[str, Any]:
+    """The run record without what differs from run to run."""
+    text = (run / "run.json").read_text(encoding="utf-8").replace(str(run.resolve()), "<RUN>")
+    record: dict[str, Any] = json.loads(text)
+    for key in ("start", "end", "pid", "host", "resumed_from", "command", "message"):
+        record.pop(key, None)
+    return record
+
+
+def test_train_killed_before_launch_and_while_training(isic2020: SyntheticSet, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_fake_sd(tmp_path, monkeypatch)
+    prepared = tmp_path / "prepared"
+    prepare(isic2020.root, prepared, options=PrepareOptions(repeats=2), workers=1)
+    run, reference = tmp_path / "run-killed", tmp_path / "run-reference"
+    args: list[object] = ["train", prepared, "--preset", "cpu-smoke", "--set",
+                          "max_train_steps=40", "--sd-scripts", fake.sd_scripts,
+                          "--python", sys.executable]
+
+    def trainer() -> int | None:
+        return int(fake.recorded()["pid"]) if fake.record.is_file() else None
+
+    def states() -> bool:
+        return (run / "output").is_dir() and any((run / "output").glob("*-state"))
+
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")
+    assert kill_when(start(*args, "--run-dir", run),  # in the pre-flight checks
+                     lambda: (run / "run.json").is_file() and "config" not in _record(run))
+    assert _record(run)["status"] == "running" and not (run / "train.log").exists()
+
+    resumed = start(*args, "--run-dir", run, "--resume")  # no saved state: from step 0
+    assert kill_when(resumed, states, trainer)  # the CLI and its training
+    assert locks.holder(run) is None
+
+    last = finish(start(*args, "--run-dir", run, "--resume"))
+    assert last.code == 0, last.stderr
+    said = last.stderr.replace("\n", "")
+    assert "left running by pid" in said and "no longer runs; resuming from melanoma-" in said
+    assert _record(run)["status"] == "succeeded" and _record(run)["resumed_from"]
+
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    done = finish(start(*args, "--run-dir", reference))
+    assert done.code == 0, done.stderr
+    skip = ("train.log", "logs/", "run.json")
+    assert snapshot(run, skip) == snapshot(reference, skip)
+    assert _kept(run) == _kept(reference)
+
+
+def test_sample_killed_while_generating(isic2020: SyntheticSet, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_fake_gen(tmp_path, monkeypatch)
+    prepared = tmp_path / "prepared"
+    prepare(isic2020.root, prepared, options=PrepareOptions(), workers=1)
+    trained = tmp_path / "trained"
+    write_run(trained, prepared, tmp_path / "base.safetensors")
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    args: list[object] = ["sample", "--lora", trained, "--n", 5, *SMALL,
+                          "--sd-scripts", fake.sd_scripts, "--python", sys.executable]
+
+    def made() -> int:
+        return len(list(out.glob(".medsynth/shards/*/out/im_*.png")))
+
+    def generator() -> int | None:
+        calls = list(fake.records.glob("*.json"))
+        return int(calls[0].stem) if calls else None
+
+    monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")
+    for count in (1, 3):  # the second run makes the rest, from the third image on
+        fake.forget()
+
+        def enough(wanted: int = count) -> bool:
+            return made() >= wanted
+
+        assert kill_when(start(*args, "--out", out), enough, generator)
+    monkeypatch.delenv("FAKE_GEN_SLOW")
+    last = finish(start(*args, "--out", out))
+    assert last.code == 0, last.stderr
+    assert finish(start(*args, "--out", reference)).code == 0
+    skip = ("logs/", ".medsynth/")
+    assert snapshot(out, skip) == snapshot(reference, skip)
+    for folder in (out, reference):
+        state = json.loads((folder / ".medsynth" / "sample.json").read_text(encoding="utf-8"))
+        assert state["status"] == "succeeded"
+    assert (json.loads((out / ".medsynth" / "sample.json").read_text())["identity"]
+            == json.loads((reference / ".medsynth" / "sample.json").read_text())["identity"])
