@@ -98,7 +98,7 @@ def _refused(lost: Finished, winner: Finished, command: str) -> None:
     assert lost.code != 0, lost.stdout + lost.stderr
     assert "Traceback" not in lost.stderr + lost.stdout
     assert f"`medsynth-kohya {command}` (pid {winner.pid} on {socket.gethostname()}" in (
-        lost.stderr.replace("\n", ""))
+        " ".join(lost.stderr.split()))  # rich wraps the line at a space
     assert winner.code == 0, winner.stdout + winner.stderr
 
 
