@@ -296,7 +296,7 @@ def test_cli_dry_run_lists_files_and_prints_the_card_offline(runner: CliRunner,
     assert f"{size} B" in stdout
     assert "base_model: stabilityai/stable-diffusion-xl-base-1.0" in stdout
     assert "instance_prompt: me1anoma" in stdout and "## How to use" in stdout
-    assert "no token found" in stderr
+    assert "a real push needs a token" in stderr
     assert _snapshot(run) == before
 
 

@@ -417,11 +417,14 @@ def test_train_samples_are_the_first_images_of_the_default_set(prepared: Path,
     result = train(prepared, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
     subsets = toml.load(result.sample_prompts)["prompt"]["subset"]
     table = manifest.read(prepared / "manifest.csv")
-    drawn = prompts.draw(table, len(subsets), 0, "dermoscopy of {trigger} on {site}, {sex}, "
-                         "age {age}", "sks melanoma")
-    assert [s["prompt"] for s in subsets] == drawn.prompts
-    assert [s["seed"] for s in subsets] == list(range(len(subsets)))
-    assert drawn.prompts != prompts.draw(table, len(subsets), 0, DEFAULT_TEMPLATE,
+    drawn = prompts.draw(table, prompts.TRAINING_DRAWS, 0, "dermoscopy of {trigger} on "
+                         "{site}, {sex}, age {age}", "sks melanoma")
+    # the first distinct prompts of the default set, each with its image's seed
+    assert [s["seed"] for s in subsets] == sorted(drawn.prompts.index(p)
+                                                  for p in set(drawn.prompts))[:len(subsets)]
+    assert [s["prompt"] for s in subsets] == [drawn.prompts[s["seed"]] for s in subsets]
+    assert len({s["prompt"] for s in subsets}) == len(subsets) == 4
+    assert drawn.prompts != prompts.draw(table, prompts.TRAINING_DRAWS, 0, DEFAULT_TEMPLATE,
                                          DEFAULT_TRIGGER).prompts
 
 

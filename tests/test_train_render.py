@@ -104,7 +104,7 @@ def test_dry_run_prints_the_exact_command(runner: CliRunner, prepared: Path,
 @pytest.mark.parametrize(("setting", "needle"), [
     ("learning_rat=1e-4", "learning_rate"),
     ('mixed_precision="bf17"', "fp16"),
-    ("resolution=1024", "resolution"),
+    ("resolution=1.5", "resolution"),
     ("network_dim=\"big\"", "network_dim"),
     ("shuffle_caption=true", "shuffle_caption"),
     ("network_train_unet_only=false", "network_train_unet_only"),
