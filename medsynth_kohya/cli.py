@@ -414,7 +414,10 @@ def push(
 @app.command()
 def sample(
     lora: Annotated[Path, typer.Option(
-        help="A `train` run folder (its final LoRA) or a LoRA .safetensors file.")],
+        help="A `train` run folder (its final LoRA), a LoRA .safetensors file, or a LoRA "
+        "pushed to the Hub: USER/REPO (its top-level LoRA) or USER/REPO:FILE.safetensors.")],
+    revision: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Branch, tag or commit of a Hub --lora; default main.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the set.")] = Path(
         "synthetic"),
     n: Annotated[Optional[int], typer.Option(  # noqa: UP045
@@ -465,7 +468,9 @@ def sample(
 
     Writes `OUT/images/<id>.png`, `OUT/metadata.csv` (ISIC Archive columns plus prompt, seed
     and generation settings) and `OUT/grid.jpg`. Image i always gets the same prompt and the
-    seed S + i; re-running the same command generates only the missing images.
+    seed S + i; re-running the same command generates only the missing images. A LoRA on the
+    Hub comes through huggingface_hub's cache; its base model, trigger and caption template
+    come from the run record push uploaded with it.
     """
     from medsynth_kohya import ui
     from medsynth_kohya.sampling.sample import SampleOptions
@@ -475,7 +480,7 @@ def sample(
                             seed=seed, width=width, height=height, steps=steps, scale=scale,
                             sampler=sampler, negative_prompt=negative_prompt,
                             base_model=base_model, overrides=tuple(set_ or ()),
-                            num_gpus=num_gpus, id_prefix=id_prefix)
+                            num_gpus=num_gpus, id_prefix=id_prefix, revision=revision)
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
                      dry_run=dry_run, force=force, break_lock=break_lock,

@@ -11,6 +11,10 @@ huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it t
 - POST /NS/NAME.git/info/lfs/objects/batch               basic-transfer upload actions
 - PUT  /lfs/OID                                          the LFS object itself (sha256 checked)
 - POST /api/models/NS/NAME/commit/REV                    ndjson: file, lfsFile, deletedFile
+- HEAD/GET /NS/NAME/resolve/REV/PATH                     a file, with X-Repo-Commit and ETag
+  (what hf_hub_download asks); REV is main or the head commit
+
+Reads of a public repo need no token; everything else does.
 
 Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status or
 "drop")` makes matching requests answer that status or close the connection without an answer.
@@ -213,12 +217,33 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._handle("PUT")
 
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
     # --- the endpoints ----------------------------------------------------------------------
 
     def _route(self, method: str, path: str, body: bytes) -> None:
         hub = self.hub
         if method == "PUT" and (m := re.fullmatch(r"/lfs/(?P<oid>[0-9a-f]{64})", path)):
             self._lfs_put(m["oid"], body)
+            return
+        read = re.fullmatch(rf"/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?|"
+                            rf"/{REPO.replace('repo', 'file_repo')}/resolve/(?P<file_rev>[^/]+)"
+                            r"/(?P<file>.+)", path)
+        if read and method in ("GET", "HEAD"):
+            repo_id = read["repo"] or read["file_repo"]
+            repo = hub.repos.get(repo_id)
+            if repo is None or (repo.private and not self._authorized()):
+                # as the Hub: 401 without a token, 404 with one, both coded RepoNotFound
+                self._error(404 if self._authorized() else 401, "Repository not found",
+                            "RepoNotFound")
+                return
+            if (read["rev"] or read["file_rev"] or "main") not in ("main", repo.head):
+                self._error(404, "Revision Not Found", "RevisionNotFound")
+            elif read["file"] is not None:
+                self._file(repo, read["file"], method == "HEAD")
+            else:
+                self._info(repo_id, body)
             return
         if not self._authorized():
             self._error(401, "Invalid credentials in Authorization header")
@@ -288,6 +313,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"id": repo_id, "modelId": repo_id, "author": repo.owner,
                              "sha": repo.head, "private": repo.private, "xetEnabled": False,
                              "siblings": [{"rfilename": p} for p in sorted(repo.files)]})
+
+    def _file(self, repo: Repo, path: str, head: bool) -> None:
+        if path not in repo.files:
+            self._error(404, "Entry not found", "EntryNotFound")
+            return
+        data = repo.files[path]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Repo-Commit", repo.head)
+        self.send_header("ETag", f'"{repo.oid(path)}"')
+        if path in repo.lfs:
+            self.send_header("X-Linked-Etag", f'"{repo.oid(path)}"')
+            self.send_header("X-Linked-Size", str(len(data)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
 
     def _preupload(self, repo_id: str | None, body: bytes) -> None:
         repo = self._repo(repo_id, write=True)

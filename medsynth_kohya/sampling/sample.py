@@ -91,6 +91,8 @@ class SampleOptions:
     overrides: tuple[str, ...] = ()
     num_gpus: int = 1
     id_prefix: str = DEFAULT_PREFIX
+    revision: str | None = None
+    """Branch, tag or commit of a Hub LoRA (--lora USER/REPO)."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,20 @@ def resolve_lora(given: Path) -> tuple[Path, dict[str, Any] | None]:
                 output and Path(str(output)).resolve() == here):
             return given, record
     return given, None
+
+
+def _lora_source(lora: Path, options: SampleOptions) -> tuple[
+        Path, dict[str, Any] | None, str | None, tuple[str, ...]]:
+    """The LoRA file, its run record, and for a Hub LoRA (`USER/REPO[:FILE.safetensors]` that
+    is no path here, downloaded) the base model it was trained on and notes saying how."""
+    from medsynth_kohya.hub import pull
+
+    if lora.exists() or pull.hub_spec(str(lora)) is None:
+        if options.revision:
+            raise UserError("--revision is for a LoRA on the Hub (--lora USER/REPO)")
+        return (*resolve_lora(lora), None, ())
+    pulled = pull.pull_lora(str(lora), revision=options.revision)
+    return pulled.file, pulled.record, pulled.base_model, pulled.notes
 
 
 def _prepared_state(folder: Path | None) -> dict[str, Any]:
@@ -735,7 +751,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     _check_options(options)
     settings = _settings(options)
     overrides = parse_overrides(options.overrides)
-    lora_file, record = resolve_lora(lora)
+    lora_file, record, pulled_base, notes = _lora_source(lora, options)
+    options = replace(options, base_model=options.base_model or pulled_base)
     check_lora(lora_file)
     names = _captions(record, options.like)
     source, n = _prompt_source(options, options.n, record, names)
@@ -762,7 +779,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                 settings=settings, lora=lora_file, lora_sha256=digest, base_model=base_model,
                 diagnosis=names.diagnosis)
     problems, warnings = _preflight(location, runner, out, gpus, gen)
-    warnings = [*source.warnings, *warnings]
+    warnings = [*notes, *source.warnings, *warnings]
     if not names.known and source.identity["kind"] == "like":
         warnings.append(f"no train run or prepared folder found: prompts use prepare's default "
                         f"template and trigger {names.trigger!r}")
