@@ -26,6 +26,10 @@ PythonOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
 BreakLockOption = Annotated[bool, typer.Option(
     "--break-lock", help="Take the folder's lock although it names a command on another "
     "machine; only when that command no longer runs.")]
+ColumnOption = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    "--column", metavar="FIELD=COLUMN",
+    help="Read a field (id, patient_id, sex, age, site) from another metadata column: "
+    "--column site=anatom_site_general_challenge. Repeatable.")]
 
 class _PlainUsage(TyperCommand):
     """A command whose usage line names its arguments as `PREPARED`, not `{PREPARED}`."""
@@ -128,6 +132,7 @@ def prepare(
         help="Share of images held out in val/ by patient (no patient on both sides).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = 0,
     resolution: Annotated[int, typer.Option(help="Training resolution (multiple of 64).")] = 1024,
+    column: ColumnOption = None,
     workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Processes for image checks; default all cores.")] = None,
     force: Annotated[bool, typer.Option(
@@ -144,12 +149,15 @@ def prepare(
     from medsynth_kohya import ui
     from medsynth_kohya.data.prepare import PrepareOptions, summary
     from medsynth_kohya.data.prepare import prepare as run
+    from medsynth_kohya.data.sources import parse_columns
 
+    with _user_errors():
+        columns = parse_columns(column or [])
     options = PrepareOptions(query=query, diagnosis=diagnosis, class_name=class_name,
                              trigger=trigger, caption_template=caption_template, hair=hair,
                              repeats=repeats, target_steps=target_steps, epochs=epochs,
                              batch_size=batch_size, val_frac=val_frac, seed=seed,
-                             resolution=resolution)
+                             resolution=resolution, columns=columns)
     with _user_errors(), ui.progress_bar("checking images") as progress:
         result = run(source, out, metadata=metadata, images=images, options=options,
                      workers=workers, force=force, break_lock=break_lock,
@@ -537,6 +545,7 @@ def reproduce(
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--set", metavar="KEY=VALUE",
         help="Override an sd-scripts option of the training (see train).")] = None,
+    column: ColumnOption = None,
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option(
@@ -552,12 +561,14 @@ def reproduce(
     stages whose inputs have not changed and resumes an interrupted training.
     """
     from medsynth_kohya import ui
+    from medsynth_kohya.data.sources import parse_columns
     from medsynth_kohya.pipeline.reproduce import reproduce as run
 
     with _user_errors(), ui.training_bar() as progress:
         result = run(source, workdir, push_repo=push, n=n, preset_name=preset,
-                     overrides=set_ or [], sd_scripts=sd_scripts, python=python,
-                     dry_run=dry_run, break_lock=break_lock,
+                     overrides=set_ or [], columns=parse_columns(column or []),
+                     sd_scripts=sd_scripts, python=python, dry_run=dry_run,
+                     break_lock=break_lock,
                      on_progress=progress)
     for warning in result.warnings:
         ui.warn(warning)

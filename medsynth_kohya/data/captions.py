@@ -47,9 +47,14 @@ def _tokens(template: str) -> list[_Token]:
     return tokens
 
 
+def fields(template: str) -> set[str]:
+    """The placeholders `template` uses."""
+    return {text for is_field, text in _tokens(template) if is_field}
+
+
 def validate_template(template: str) -> None:
     """Raise UserError unless `template` renders and mentions the trigger."""
-    if not any(is_field and text == "trigger" for is_field, text in _tokens(template)):
+    if "trigger" not in fields(template):
         raise UserError(f"caption template {template!r} has no {{trigger}}: "
                         "every caption must carry the trigger token")
 

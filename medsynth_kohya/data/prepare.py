@@ -11,7 +11,7 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -24,12 +24,14 @@ from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
 from medsynth_kohya.data.sources import (
+    CAPTION_FIELDS,
     Source,
     allowed_terms,
     index_images,
     locate,
     normalise,
     read_metadata,
+    require,
     select,
 )
 from medsynth_kohya.errors import UserError
@@ -70,6 +72,8 @@ class PrepareOptions:
     val_frac: float = 0.0
     seed: int = 0
     resolution: int = 1024
+    columns: Mapping[str, str] = field(default_factory=dict)
+    """Field -> metadata column, over the layout's own names (`--column site=…`)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,23 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def _caption_fields(options: PrepareOptions) -> list[str]:
+    """The metadata fields the caption template uses."""
+    return sorted(captions.fields(options.caption_template) & set(CAPTION_FIELDS))
+
+
+def locate_source(source: Path | None, metadata: Path | None, images: Path | None,
+                  options: PrepareOptions) -> Source:
+    """Find the metadata and images; a column the captions or the split need must be there."""
+    located = locate(source, metadata, images, options.columns)
+    used = _caption_fields(options)
+    require(located, used, "used by the caption template",
+            f", or drop {' '.join('{' + f + '}' for f in used)} from --caption-template")
+    if options.val_frac > 0:
+        require(located, ["patient_id"], "needed by --val-frac to split by patient")
+    return located
+
+
 def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
             images: Path | None = None, options: PrepareOptions | None = None,
             workers: int | None = None, force: bool = False, break_lock: bool = False,
@@ -274,12 +295,13 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     import pandas as pd
 
     _claim(out, force)
-    located = locate(source, metadata, images)
+    located = locate_source(source, metadata, images, options)
     raw = read_metadata(located)
     rows, rejected = normalise(raw, located)
     chosen = rows.loc[select(raw, rows, located, options.query, options.diagnosis).index]
     skipped: list[dict[str, str]] = []
     warnings = archive.rejections(rejected.loc[chosen.index], allowed_terms(located))
+    warnings += _mostly_blank(chosen, _caption_fields(options), located)
     found = index_images(located.image_dirs)
 
     for identifier in sorted(set(found) - set(rows["id"])):
@@ -362,6 +384,19 @@ def _agreement(frame: pd.DataFrame, detected: pd.Series,
                          detector_hairy=int(found.sum()))
 
 
+def _mostly_blank(chosen: pd.DataFrame, used: list[str], source: Source) -> list[str]:
+    """A warning for each caption field blank in more than half the selected rows."""
+    warnings = []
+    for name in used:
+        blank = int(chosen[name].isna().sum())
+        if 2 * blank > len(chosen):
+            column = source.columns[name]
+            warnings.append(f"{name} is blank in {blank} of {len(chosen)} selected rows, so "
+                            f"their captions go without it: check column {column} of "
+                            f"{source.metadata.name} or map another with --column {name}=COLUMN")
+    return warnings
+
+
 def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
               options: PrepareOptions) -> tuple[pd.DataFrame, HairAgreement | None]:
     """The manifest rows for the usable images, sorted by id, captions rendered whole; and the
@@ -438,7 +473,8 @@ def _write_state(path: Path, source: Source, options: PrepareOptions,
     record = {"tool": "medsynth-kohya", "command": "prepare", "version": __version__,
               "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
                          "image_dirs": [str(d.resolve()) for d in source.image_dirs]},
-              "options": {**asdict(options), "hair": options.hair.value},
+              "options": {**asdict(options), "hair": options.hair.value,
+                          "columns": dict(options.columns)},
               "diagnosis": diagnosis,
               "hair_agreement": None if agreement is None else {
                   **asdict(agreement), "accuracy": round(agreement.accuracy, 4)}}

@@ -2,12 +2,16 @@
 
 Both are normalised to one frame in the ISIC Archive's terms (`id, patient_id, sex, age, site,
 diagnosis, fitzpatrick_skin_type, metadata_hairy, marker_pen`; see `archive`) next to the raw
-columns, which `--query` expressions are written against.
+columns, which `--query` expressions are written against. Each field is read from its
+layout's column unless `--column FIELD=COLUMN` names another; a column the run needs must be
+present.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,10 +31,11 @@ _COLUMNS = {
     ARCHIVE: {"id": "isic_id", "patient_id": "patient_id", "sex": "sex",
               "age": "age_approx", "site": "anatom_site_general"},
 }
-_REQUIRED = {
-    ISIC2020: ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge"),
-    ARCHIVE: ("isic_id",),
-}
+FIELDS = ("id", "patient_id", "sex", "age", "site")
+"""Fields read from the metadata; `--column FIELD=COLUMN` maps any of them to another column."""
+CAPTION_FIELDS = ("sex", "age", "site")
+"""The fields a caption template may use; their columns are required when it does."""
+_SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis")}
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
 
@@ -42,6 +47,10 @@ class Source:
     kind: str
     metadata: Path
     image_dirs: tuple[Path, ...]
+    columns: Mapping[str, str] = field(default_factory=dict)
+    """Field -> column of the metadata file that holds it (the layout's names, or --column)."""
+    header: tuple[str, ...] = ()
+    """The metadata file's column names."""
 
 
 def _find_metadata(root: Path) -> Path:
@@ -67,9 +76,84 @@ def _header(path: Path) -> list[str]:
         raise UserError(f"cannot read metadata {path}: {reason}") from None
 
 
+def parse_columns(pairs: Sequence[str]) -> dict[str, str]:
+    """`--column FIELD=COLUMN` values as a field -> column mapping."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, column = pair.partition("=")
+        name, column = name.strip(), column.strip()
+        if not sep or not column or name not in FIELDS:
+            raise UserError(f"--column {pair!r} must be FIELD=COLUMN with FIELD one of "
+                            f"{', '.join(FIELDS)}, e.g. --column site=anatom_site_general")
+        if name in mapping:
+            raise UserError(f"--column {name}=… is given twice")
+        mapping[name] = column
+    return mapping
+
+
+def _closest(names: Sequence[str], header: Sequence[str]) -> list[str]:
+    """Up to three columns of `header` like any of `names`: containing one, or spelled alike."""
+    wanted = [name.lower() for name in names if len(name) >= 3]
+    pool = {column.lower(): column for column in reversed(header) if len(column) >= 3}
+    found = [column for low, column in pool.items()
+             if any(name in low or low in name for name in wanted)]
+    found += [pool[m] for name in wanted
+              for m in difflib.get_close_matches(name, list(pool), n=3, cutoff=0.6)]
+    return sorted(dict.fromkeys(found), key=header.index)[:3]
+
+
+def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence[str]],
+            why: str, advice: str, taken: Iterable[str] = ()) -> UserError:
+    """One line naming every absent column, what looks like it, and the --column that maps it.
+
+    Columns in `taken` (read for other fields) are never offered.
+    """
+    free = [c if c.isprintable() else repr(c) for c in header if c not in set(taken)]
+    parts, fixes = [], []
+    for name, columns in wanted.items():
+        closest = _closest([*columns, name], free)
+        shown = (f"closest: {', '.join(closest)}" if closest else
+                 "present: " + ", ".join(free[:8]) + (", …" if len(free) > 8 else ""))
+        parts.append(f"{' or '.join(columns)} for {name} ({shown})")
+        fixes.append(f"--column {name}={closest[0] if closest else 'COLUMN'}")
+    return UserError(f"{metadata} has no column {'; nor '.join(parts)}, {why}; "
+                     f"map {'it' if len(fixes) == 1 else 'them'} with {' '.join(fixes)}{advice}")
+
+
+def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str]) -> str:
+    """ISIC 2020 or Archive, by the id column; with --column id=…, by the layout's other names."""
+    if "image_name" in header:
+        return ISIC2020
+    if "isic_id" in header:
+        return ARCHIVE
+    if "id" in columns:
+        def score(kind: str) -> int:
+            names = (*_COLUMNS[kind].values(), *_SELECTION_COLUMNS[kind])
+            return sum(name in header for name in names)
+        return ISIC2020 if score(ISIC2020) > score(ARCHIVE) else ARCHIVE
+    raise _absent(metadata, header, {"id": ("image_name", "isic_id")},
+                  "which holds the image ids (ISIC 2020: image_name, ISIC Archive: isic_id)", "")
+
+
+def require(source: Source, fields: Iterable[str], why: str, advice: str = "") -> None:
+    """Raise a UserError naming each of `fields` whose column the metadata file lacks."""
+    missing = {name: (source.columns[name],) for name in fields
+               if source.columns[name] not in source.header}
+    if missing:
+        taken = [column for name, column in source.columns.items() if name not in missing]
+        raise _absent(source.metadata, source.header, missing, why, advice, taken)
+
+
 def locate(source: Path | None, metadata: Path | None = None,
-           images: Path | None = None) -> Source:
-    """Resolve SOURCE (a folder or a CSV) or --metadata/--images into a `Source`."""
+           images: Path | None = None, columns: Mapping[str, str] | None = None) -> Source:
+    """Resolve SOURCE (a folder or a CSV) or --metadata/--images into a `Source`.
+
+    `columns` maps fields to other column names (`--column`); each one named must exist.
+    """
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(FIELDS))
+    if unknown:
+        raise UserError(f"--column {unknown[0]}=… is not a field; use one of {', '.join(FIELDS)}")
     if metadata is None:
         if source is None:
             raise UserError("give a SOURCE folder, or --metadata CSV and --images DIR")
@@ -78,40 +162,33 @@ def locate(source: Path | None, metadata: Path | None = None,
         metadata = source if source.is_file() else _find_metadata(source)
     if not metadata.is_file():
         raise UserError(f"metadata file {metadata} does not exist")
-    columns = _header(metadata)
-    if "image_name" in columns:
-        kind = ISIC2020
-    elif "isic_id" in columns:
-        kind = ARCHIVE
-    else:
-        raise UserError(f"{metadata} is missing column image_name (ISIC 2020) "
-                        "or isic_id (ISIC Archive)")
-    for column in _REQUIRED[kind]:
-        if column not in columns:
-            raise UserError(f"{metadata} is missing required column {column}")
+    header = tuple(_header(metadata))
+    kind = _kind(metadata, header, columns)
+    located = Source(kind, metadata, (), {**_COLUMNS[kind], **columns}, header)
+    require(located, columns, "named by --column")
+    require(located, ["id"], "which holds the image ids")
     if images is not None:
         if not images.is_dir():
             raise UserError(f"images folder {images} does not exist")
-        return Source(kind, metadata, (images,))
+        return replace(located, image_dirs=(images.resolve(),))
     here = metadata.parent
     roots = [here] if source is None or source.is_file() else [here, source]
     candidates = [d for r in roots for d in (r / "train", r / "jpeg" / "train", r / "images")]
     candidates += roots
     dirs: list[Path] = []
     for folder in candidates:
-        if folder.is_dir() and folder.resolve() not in {d.resolve() for d in dirs}:
-            dirs.append(folder)
-    return Source(kind, metadata, tuple(dirs))
+        if folder.is_dir() and folder.resolve() not in dirs:
+            dirs.append(folder.resolve())
+    return replace(located, image_dirs=tuple(dirs))
 
 
 def read_metadata(source: Source) -> pd.DataFrame:
     """The raw metadata table, ids as text; a UserError when the file cannot be parsed."""
     import pandas as pd
 
-    id_column = _COLUMNS[source.kind]["id"]
+    text = {source.columns["id"]: str, source.columns["patient_id"]: str, "lesion_id": str}
     try:
-        frame = pd.read_csv(source.metadata, dtype={id_column: str, "patient_id": str,
-                                                    "lesion_id": str}, low_memory=False)
+        frame = pd.read_csv(source.metadata, dtype=text, low_memory=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -179,7 +256,7 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
 
     from medsynth_kohya.data import archive
 
-    names = _COLUMNS[source.kind]
+    names = source.columns
 
     def column(name: str) -> pd.Series:
         if name in frame.columns:
@@ -212,7 +289,7 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
 
 def _source_name(source: Source, name: str) -> str:
     """The source column a normalised vocabulary column is read from."""
-    return _COLUMNS[source.kind].get(name, {"metadata_hairy": "hairy"}.get(name, name))
+    return source.columns.get(name, {"metadata_hairy": "hairy"}.get(name, name))
 
 
 def allowed_terms(source: Source) -> dict[str, tuple[str, ...]]:

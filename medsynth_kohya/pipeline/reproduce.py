@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,15 +65,17 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _source_digest(source: Path, metadata: Path | None, images: Path | None) -> str:
+def _source_digest(source: Path, metadata: Path | None, images: Path | None,
+                   options: PrepareOptions) -> str:
     """Metadata content plus every image's name, size and mtime: what prepare reads."""
-    from medsynth_kohya.data.sources import IMAGE_SUFFIXES, locate
+    from medsynth_kohya.data.prepare import locate_source
+    from medsynth_kohya.data.sources import IMAGE_SUFFIXES
 
-    located = locate(source, metadata, images)
+    located = locate_source(source, metadata, images, options)
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for folder in located.image_dirs for p in folder.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES)
-    return _digest(files.sha256(located.metadata), listing, str(ORIGINAL))
+    return _digest(files.sha256(located.metadata), listing, str(options))
 
 
 def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
@@ -125,16 +127,19 @@ def _train_action(run: Path, digest: str, state: _State, name: str) -> str:
 def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: int = 100,
               preset_name: str = PRESET,
               metadata: Path | None = None, images: Path | None = None,
+              columns: Mapping[str, str] | None = None,
               overrides: Sequence[str] = (), sd_scripts: Path | None = None,
               python: str | None = None, dry_run: bool = False, break_lock: bool = False,
               detect: Callable[[], list[Gpu]] = detect_gpus,
               on_progress: Callable[[launch.StepProgress], None] | None = None,
               ) -> ReproduceResult:
     """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment,
-    holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused."""
+    holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused.
+    `columns` maps metadata fields to other column names, as prepare's `--column` does."""
     def run() -> ReproduceResult:
         return _reproduce(source, workdir, push_repo, n, preset_name, metadata, images,
-                          overrides, sd_scripts, python, dry_run, detect, on_progress)
+                          dict(columns or {}), overrides, sd_scripts, python, dry_run, detect,
+                          on_progress)
 
     if dry_run:
         return run()
@@ -146,7 +151,8 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
 
 
 def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, preset_name: str,
-               metadata: Path | None, images: Path | None, overrides: Sequence[str],
+               metadata: Path | None, images: Path | None, columns: dict[str, str],
+               overrides: Sequence[str],
                sd_scripts: Path | None, python: str | None, dry_run: bool,
                detect: Callable[[], list[Gpu]],
                on_progress: Callable[[launch.StepProgress], None] | None) -> ReproduceResult:
@@ -173,7 +179,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     if problems and not dry_run:
         raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
 
-    source_digest = _source_digest(source, metadata, images)
+    original = replace(ORIGINAL, columns=columns)
+    source_digest = _source_digest(source, metadata, images, original)
     prepare_action = "skip (inputs unchanged)" if state.done("prepare", source_digest) else "run"
     stages.append(Stage("prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
                         (str(prepared / "img"), str(prepared / "manifest.csv"),
@@ -181,7 +188,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                         detail="original captions, --hair seed, repeats 1"))
     manifest = prepared / "manifest.csv"
     if not dry_run and prepare_action == "run":
-        prepare.prepare(source, prepared, metadata=metadata, images=images, options=ORIGINAL,
+        prepare.prepare(source, prepared, metadata=metadata, images=images, options=original,
                         force=True)
         state.record("prepare", source_digest, "done")
     train_digest = _digest(files.sha256(manifest) if manifest.is_file() else source_digest,
