@@ -118,7 +118,8 @@ def test_starting_over_sets_the_old_outputs_aside(prepared: Path, fake_sd: FakeS
 
 def test_no_training_images_is_refused(isic2020: SyntheticSet, tmp_path: Path) -> None:
     out = tmp_path / "empty"
-    prepare(isic2020.root, out, options=PrepareOptions(query="target == 5"), workers=1)
+    with pytest.raises(UserError, match="no images were prepared"):
+        prepare(isic2020.root, out, options=PrepareOptions(query="target == 5"), workers=1)
     with pytest.raises(UserError, match="no training images"):
         train(out, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
 

@@ -299,6 +299,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     raw = read_metadata(located)
     rows, rejected = normalise(raw, located)
     chosen = rows.loc[select(raw, rows, located, options.query, options.diagnosis).index]
+    selected = len(chosen)
     skipped: list[dict[str, str]] = []
     warnings = archive.rejections(rejected.loc[chosen.index], allowed_terms(located))
     warnings += _mostly_blank(chosen, _caption_fields(options), located)
@@ -352,8 +353,6 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                  target_steps=options.target_steps, epochs=options.epochs,
                                  batch_size=options.batch_size)
     train_dir = _write_layout(out, table, repeats.repeats, options.class_name)
-    if table.empty:
-        warnings.append("no images were prepared: check the selection and the skipped list")
 
     skipped_frame = pd.DataFrame(skipped, columns=list(manifest.SKIPPED_COLUMNS))
     manifest.write(skipped_frame, out / "skipped.csv")
@@ -363,12 +362,44 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                    batch_size=options.batch_size)
     render.write_toml(config, out / "dataset.toml")
     _write_state(state / STATE_FILE, located, options, agreement, diagnosis)
+    if table.empty:
+        raise UserError(_why_empty(out, located, options, len(rows), selected,
+                                   skipped_frame, found))
     return PrepareResult(
         out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
         train_dir=train_dir, dataset_config=out / "dataset.toml", options=options,
         scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings),
         hair_agreement=agreement, diagnosis=diagnosis)
+
+
+def _why_empty(out: Path, source: Source, options: PrepareOptions, rows: int, selected: int,
+               skipped: pd.DataFrame, found: Mapping[str, Path]) -> str:
+    """Why no image was prepared: no rows, no selected rows, or the commonest skip reasons."""
+    if not rows:
+        return f"no images were prepared: {source.metadata} has no rows"
+    if not selected:
+        how = " and ".join(f"--{name} {value!r}" for name, value in
+                           (("query", options.query), ("diagnosis", options.diagnosis)) if value)
+        return (f"no images were prepared: {how or 'the default selection (melanomas)'} "
+                f"matched none of the {rows} rows of {source.metadata}; "
+                "choose rows with --query or --diagnosis")
+    orphan = skipped["reason"] == "no metadata row"
+    counts = skipped.loc[~orphan, "reason"].value_counts()
+    reasons = ", ".join(f"{count} {reason}" for reason, count in counts.head(3).items())
+    if orphan.any():
+        reasons += f"; {int(orphan.sum())} image files have no metadata row"
+    hint = ""
+    if counts.index[0] == "no image file":
+        folders = ", ".join(map(str, source.image_dirs)) or "no folder"
+        if not found:
+            hint = f"; no .jpg/.jpeg/.png files in {folders}: pass --images DIR"
+        else:
+            ids = skipped.loc[skipped["reason"] == "no image file", "id"]
+            hint = (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {ids.iloc[0]}) "
+                    f"of column {source.columns['id']}: map another with --column id=COLUMN")
+    return (f"no images were prepared from {selected} selected rows: {reasons} "
+            f"(see {out / 'skipped.csv'}){hint}")
 
 
 def _agreement(frame: pd.DataFrame, detected: pd.Series,

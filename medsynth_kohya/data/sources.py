@@ -10,6 +10,7 @@ present.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ ISIC2020 = "isic2020"
 ARCHIVE = "isic-archive"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Image files found, in any letter case."""
+_ID_SUFFIX = re.compile("(" + "|".join(map(re.escape, IMAGE_SUFFIXES)) + ")$", re.IGNORECASE)
+"""An image suffix on an id (`ISIC_4525317.jpg`), ignored when matching files."""
 _METADATA_PATTERNS = ("train.csv", "ISIC_2020_Training_GroundTruth*.csv", "metadata.csv")
 _COLUMNS = {
     ISIC2020: {"id": "image_name", "patient_id": "patient_id", "sex": "sex",
@@ -277,7 +280,8 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
         "marker_pen": archive.flags(column("marker_pen"), _MISSING_TEXT),
     }
     normalised: pd.DataFrame = pd.DataFrame({
-        "id": column(names["id"]).astype("string").str.strip().fillna(""),
+        "id": column(names["id"]).astype("string").str.strip().fillna("")
+              .str.replace(_ID_SUFFIX, "", regex=True),
         "patient_id": _text(column(names["patient_id"])),
         "age": age.astype("Int64"),
         **{name: value for name, (value, _) in checked.items()},
