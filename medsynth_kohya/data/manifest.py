@@ -65,9 +65,14 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:
-    """Write atomically, so a crash never leaves half a manifest behind."""
+    """Write atomically, so a crash never leaves half a manifest behind; true/false columns
+    as `true`/`false` (the schema's spelling), a missing one blank."""
+    from pandas.api.types import is_bool_dtype
+
+    flags = {column: frame[column].map({True: "true", False: "false"})
+             for column in frame.columns if is_bool_dtype(frame[column])}
     with replacing(path) as temporary:
-        frame.to_csv(temporary, index=False)
+        frame.assign(**flags).to_csv(temporary, index=False)
 
 
 def read(path: Path) -> pd.DataFrame:
