@@ -119,8 +119,8 @@ def prepare(
         "photo of {sex} skin, {trigger} on {site}, at age {age}"),
     hair: Annotated[HairMode, typer.Option(
         help="auto: resolution-independent detector; seed: the original 2023 heuristic "
-        "(exact reproduction); metadata: the ISIC Archive's own `hairy` tag where the source "
-        "has one, auto elsewhere; off: no hair tag.")] = HairMode.auto,
+        "exactly (resolution-dependent); metadata: the ISIC Archive's own `hairy` tag where "
+        "the source has one, auto elsewhere; off: no hair tag.")] = HairMode.auto,
     repeats: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Repeats per image per epoch (folder prefix R). Default 1.")] = None,
     target_steps: Annotated[Optional[int], typer.Option(  # noqa: UP045
