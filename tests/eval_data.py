@@ -99,20 +99,23 @@ def isic_source(root: Path, melanomas: int, others: int, *, seed: int = 0,
 
 
 def synthetic_set(root: Path, images: Sequence[MatLike],
-                  hairy: Sequence[bool | None] | None = None) -> list[str]:
-    """A folder as `sample` writes it: images/<id>.png and metadata.csv; returns the ids."""
+                  hairy: Sequence[bool | None] | None = None,
+                  tones: Sequence[str] | None = None) -> list[str]:
+    """A folder as `sample` writes it: images/<id>.png and metadata.csv (prompted hair and
+    skin tone, blank where not given); returns the ids."""
     import cv2
 
     (root / "images").mkdir(parents=True, exist_ok=True)
     ids = [f"SYN_{i:07d}" for i in range(len(images))]
     flags = hairy if hairy is not None else [None] * len(images)
+    tone_names = tones if tones is not None else [""] * len(images)
     with (root / "metadata.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["isic_id", "diagnosis", "hairy", "prompt"])
-        for identifier, image, flag in zip(ids, images, flags, strict=True):
+        writer.writerow(["isic_id", "diagnosis", "hairy", "skin_tone", "prompt"])
+        for identifier, image, flag, tone in zip(ids, images, flags, tone_names, strict=True):
             cv2.imwrite(str(root / "images" / f"{identifier}.png"), image)
             writer.writerow([identifier, "melanoma", "" if flag is None else str(flag).lower(),
-                             "photo of skin, me1anoma" + (", hairy" if flag else "")])
+                             tone, "photo of skin, me1anoma" + (", hairy" if flag else "")])
     return ids
 
 

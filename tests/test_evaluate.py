@@ -177,21 +177,35 @@ def test_the_same_generator_scores_closer_than_a_shifted_one(tmp_path: Path,
     assert figures["same"]["precision"] > figures["shifted"]["precision"]
 
 
-def test_adherence_compares_the_hair_found_with_the_prompt(
+def _scene_set(root: Path, count: int, *, lie: bool) -> None:
+    """Benchmark scenes as a synthetic set whose prompts say (or, with `lie`, contradict)
+    each scene's true hair and skin tone."""
+    from medsynth_kohya.data.measure import TONES, tone_category
+    from medsynth_kohya.data.synth import scene
+
+    images, truths = zip(*(scene(640, 480, 300 + i) for i in range(count)), strict=True)
+    tones = [name for name, _ in TONES]
+    hairy = [truth.hairy != lie for truth in truths]
+    tone = [tones[(tones.index(tone_category(truth.ita)) + (3 if lie else 0)) % len(tones)]
+            for truth in truths]
+    synthetic_set(root, list(images), hairy, tone)
+
+
+def test_adherence_compares_what_is_measured_with_the_prompt(
         tmp_path: Path, source: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(features, "missing", lambda: ["torch"])
-    hairy = [i % 2 == 0 for i in range(10)]
-    synthetic_set(tmp_path / "right", [photo(6000 + i, hairy=h) for i, h in enumerate(hairy)],
-                  hairy)
-    synthetic_set(tmp_path / "wrong", [photo(6000 + i, hairy=not h) for i, h in
-                                       enumerate(hairy)], hairy)
-    agreement = {}
-    for name in ("right", "wrong"):
+    figures = {}
+    for name, lie in (("right", False), ("wrong", True)):
+        _scene_set(tmp_path / name, 12, lie=lie)
         result = evaluate(tmp_path / "isic", tmp_path / name, tmp_path / f"r-{name}")
         document = json.loads((result.out / "report.json").read_text(encoding="utf-8"))
-        agreement[name] = document["sections"]["adherence"]["hair"]["agreement"]
-    assert agreement["right"] >= 0.9
-    assert agreement["wrong"] <= 0.1
+        figures[name] = document["sections"]["adherence"]
+    for attribute in ("hair", "skin_tone"):
+        assert figures["right"][attribute]["n_prompted"] == 12
+        assert figures["right"][attribute]["agreement"] >= 0.8, attribute
+        assert figures["wrong"][attribute]["agreement"] <= 0.2, attribute
+    spread = figures["right"]["synthetic"]
+    assert spread["n"] == 12 and sum(spread["skin_tone"].values()) == 12
 
 
 def test_without_the_eval_extra_copies_and_adherence_still_run(

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import importlib.metadata
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files, locks
+from medsynth_kohya.data.measure import Measurement, measure
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, report, sets
+from medsynth_kohya.evaluation.adherence import Prompted, adherence
 from medsynth_kohya.evaluation.features import INCEPTION, INSTALL
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ OWN_FILES = (report.JSON_NAME, report.HTML_NAME, MARKER)
 SHOWN_PAIRS = 60
 """Image pairs embedded in the page: every flagged pair first, then the nearest others."""
 DEFAULT_MIXES = (0.0, 0.5, 1.0, 2.0)
+ADHERENCE_PASS = 0.8
+"""Share of images whose measured attribute matches the prompt for a pass."""
 MAX_LABELLED = 4000
 """Real images the classifier section reads at most (both classes kept, by patient)."""
 
@@ -68,22 +72,16 @@ class EvaluateResult:
 
 
 def decode(path: Path) -> MatLike | None:
-    """A BGR image reduced while decoding to a long side of at least 512 px, or None."""
-    import cv2
+    """A BGR image reduced while decoding as prepare's measurements decode it, or None."""
     import imagesize
-    import numpy as np
 
-    from medsynth_kohya.data.hair import reduced_decode_flag
+    from medsynth_kohya.data.measure import decode as reduced
 
     try:
-        data = path.read_bytes()
         width, height = imagesize.get(path)
+        return reduced(path, width, height) if width > 0 and height > 0 else None
     except (OSError, ValueError):
         return None
-    if width <= 0 or height <= 0:
-        return None
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), reduced_decode_flag(width, height))
-    return None if image is None or image.size == 0 else image
 
 
 def _claim(out: Path, force: bool) -> None:
@@ -108,43 +106,6 @@ def _images(frame: Any, kind: str, skipped: list[dict[str, str]],
         else:
             yield str(identifier), image
         on_progress(done, total)
-
-
-def _hair(image: MatLike) -> float:
-    from medsynth_kohya.data.hair import auto_score
-
-    return auto_score(image)
-
-
-def _rate(values: Sequence[bool]) -> str:
-    return f"{sum(values)}/{len(values)} ({sum(values) / len(values):.0%})" if values else "-"
-
-
-def _adherence(real_scores: list[float], synthetic_scores: list[float],
-               prompted: list[bool | None]) -> dict[str, Any]:
-    """Hair found on real and synthetic images, and on synthetic ones against their prompt."""
-    from medsynth_kohya.data.hair import AUTO_THRESHOLD
-
-    found = [s > AUTO_THRESHOLD for s in synthetic_scores]
-    pairs = [(p, f) for p, f in zip(prompted, found, strict=True) if p is not None]
-    agree = sum(p == f for p, f in pairs)
-    confusion = {"prompted hairy, found": sum(p and f for p, f in pairs),
-                 "prompted hairy, not found": sum(p and not f for p, f in pairs),
-                 "prompted bare, found": sum((not p) and f for p, f in pairs),
-                 "prompted bare, not found": sum((not p) and (not f) for p, f in pairs)}
-    real_found = [s > AUTO_THRESHOLD for s in real_scores]
-    return {
-        "method": "Hair measured with prepare's `auto` detector (thin dark lines, hairy above "
-                  f"{AUTO_THRESHOLD:g} long sides) on every real training photo and every "
-                  "synthetic image; a synthetic image adheres when the hair found matches the "
-                  "`hairy` its prompt asked for.",
-        "hair": {"agreement": agree / len(pairs) if pairs else None, "n_prompted": len(pairs),
-                 "confusion": confusion,
-                 "real_hairy_rate": sum(real_found) / len(real_found) if real_found else None,
-                 "synthetic_hairy_rate": sum(found) / len(found) if found else None},
-        "table": [("hairy", [_rate(real_found), _rate(found),
-                             f"{agree}/{len(pairs)}" if pairs else "-"])],
-    }
 
 
 def _pairs(flagged_first: list[tuple[str, str, float]],
@@ -223,13 +184,13 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
         extractor = feature_module.Extractor(options.features, options.batch_size)
 
     index = copies.HashIndex()
-    real_hair: list[float] = []
+    real_measured: list[Measurement] = []
     training_ids: list[str] = []
     training_stream = extractor.stream() if extractor is not None else None
     for identifier, image in _images(real_set.training, "real", skipped,
                                      lambda d, t: progress("training photos", d, t)):
         index.add(identifier, image)
-        real_hair.append(_hair(image))
+        real_measured.append(measure(image))
         training_ids.append(identifier)
         if training_stream is not None:
             training_stream.add(image)
@@ -237,16 +198,17 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
         raise UserError(f"none of the training photos of {real} could be decoded")
 
     nearest: list[tuple[str, list[copies.Match]]] = []
-    synthetic_hair: list[float] = []
-    prompted: list[bool | None] = []
+    synthetic_measured: list[Measurement] = []
+    prompted: list[Prompted] = []
     synthetic_stream = extractor.stream() if extractor is not None else None
-    hairy_prompt = dict(zip(synthetic_set.frame["id"], synthetic_set.frame["hairy"], strict=True))
+    asked = {str(row.id): Prompted(row.hairy if isinstance(row.hairy, bool) else None,
+                                   str(row.skin_tone) or None)
+             for row in synthetic_set.frame.itertuples()}
     for identifier, image in _images(synthetic_set.frame, "synthetic", skipped,
                                      lambda d, t: progress("synthetic images", d, t)):
         nearest.append((identifier, index.nearest(copies.query_hash(image))))
-        synthetic_hair.append(_hair(image))
-        value = hairy_prompt[identifier]
-        prompted.append(value if isinstance(value, bool) else None)
+        synthetic_measured.append(measure(image))
+        prompted.append(asked[identifier])
         if synthetic_stream is not None:
             synthetic_stream.add(image)
     if not nearest:
@@ -266,8 +228,8 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
         "nearest": [{"synthetic_id": s, "matches": [asdict(x) for x in m]} for s, m in nearest],
         "flagged": flagged,
     }
-    adherence = _adherence(real_hair, synthetic_hair, prompted)
-    sections: dict[str, Any] = {"copies": copies_section, "adherence": adherence}
+    adherence_section = adherence(real_measured, synthetic_measured, prompted)
+    sections: dict[str, Any] = {"copies": copies_section, "adherence": adherence_section}
     fidelity_section: dict[str, Any]
     utility_section: dict[str, Any]
     if extractor is None or training_stream is None or synthetic_stream is None:
@@ -397,12 +359,15 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
                  "status": "fail" if flagged else "pass",
                  "detail": f"{len(flagged)} of {total} synthetic images within "
                            f"{options.threshold:g} of a training photo"})
-    agreement = sections["adherence"]["hair"]["agreement"]
-    rows.append({"check": "prompt adherence (hair)",
-                 "status": "skipped" if agreement is None else
-                 ("pass" if agreement >= 0.8 else "warn"),
-                 "detail": "no prompt says hairy or not" if agreement is None else
-                 f"{agreement:.0%} of images match their prompt's hair"})
+    for attribute, words in (("hair", "hair"), ("skin_tone", "skin tone")):
+        figures = sections["adherence"][attribute]
+        agreement = figures["agreement"]
+        rows.append({"check": f"prompt adherence ({words})",
+                     "status": "skipped" if agreement is None else
+                     ("pass" if agreement >= ADHERENCE_PASS else "warn"),
+                     "detail": f"no prompt names the {words}" if agreement is None else
+                     f"{agreement:.0%} of {figures['n_prompted']} images match their "
+                     f"prompt's {words}"})
     fidelity_section = sections["fidelity"]
     if "skipped" in fidelity_section:
         rows.append({"check": "fidelity (FID/KID)", "status": "skipped",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import files
+from medsynth_kohya.data.measure import ARTEFACTS
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
@@ -123,11 +124,39 @@ def _copies(section: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> s
     return "".join(parts)
 
 
+def _bars(groups: Sequence[tuple[str, float, float]]) -> str:
+    """Side-by-side bars of a real (blue) and a synthetic (red) share per attribute."""
+    row, width = 22, 560
+    parts = []
+    for i, (label, real, synthetic) in enumerate(groups):
+        y = 20 + i * row
+        parts.append(f'<text x="0" y="{y + 13}" font-size="11">{_e(label)}</text>')
+        for j, (value, colour) in enumerate(((real, _COLOURS[0]), (synthetic, _COLOURS[1]))):
+            parts.append(f'<rect x="160" y="{y + j * 9}" width="{value * (width - 230):.1f}" '
+                         f'height="8" fill="{colour}"/><text x="{165 + value * (width - 230):.1f}"'
+                         f' y="{y + 8 + j * 9}" font-size="9">{value:.0%}</text>')
+    legend = (f'<text x="160" y="12" font-size="11" fill="{_COLOURS[0]}">real</text>'
+              f'<text x="200" y="12" font-size="11" fill="{_COLOURS[1]}">synthetic</text>')
+    return (f'<svg width="{width}" height="{30 + len(groups) * row}" role="img" '
+            f'aria-label="attribute spread">{legend}{"".join(parts)}</svg>')
+
+
+def _spread_groups(section: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    real, synthetic = section["real"], section["synthetic"]
+    groups = [("hairy", real["hairy"], synthetic["hairy"])]
+    for tone in sorted(set(real["skin_tone"]) | set(synthetic["skin_tone"])):
+        groups.append((f"tone: {tone}", real["skin_tone"].get(tone, 0) / max(real["n"], 1),
+                       synthetic["skin_tone"].get(tone, 0) / max(synthetic["n"], 1)))
+    groups += [(a, real[a], synthetic[a]) for a in ARTEFACTS]
+    return groups
+
+
 def _adherence(section: Mapping[str, Any]) -> str:
     rows = [[name, *values] for name, values in section["table"]]
     return (f"<h2>2. Prompt adherence and attribute spread</h2><p class='method'>"
             f"{_e(section['method'])}</p>"
-            + _table(rows, ["attribute", "real", "synthetic", "prompted and found"]))
+            + _table(rows, ["attribute", "real", "synthetic", "prompted and found"])
+            + _bars(_spread_groups(section)))
 
 
 def _fidelity(section: Mapping[str, Any]) -> str:

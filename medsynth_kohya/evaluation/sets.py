@@ -37,7 +37,8 @@ class RealSet:
 
 @dataclass(frozen=True)
 class SyntheticSet:
-    """Synthetic images (id, path, hairy prompted or None, prompt) and rows without a file."""
+    """Synthetic images (id, path, prompted hairy or None, prompted skin_tone or "", prompt)
+    and the ids of rows without a file."""
 
     root: Path
     frame: pd.DataFrame
@@ -80,11 +81,12 @@ def load_synthetic(root: Path) -> SyntheticSet:
         hairy = str(record.get("hairy", "")).strip().lower()
         rows.append({"id": identifier, "path": path,
                      "hairy": {"true": True, "false": False}.get(hairy),
+                     "skin_tone": str(record.get("skin_tone", "")).strip(),
                      "prompt": str(record.get("prompt", ""))})
     if not rows:
         raise UserError(f"{root} has no images for the rows of its {SYNTHETIC_METADATA} "
                         f"(looked in {folder})")
-    return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "prompt")), missing)
+    return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing)
 
 
 def _from_source(source: Any, training_ids: set[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
