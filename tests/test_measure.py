@@ -166,3 +166,30 @@ def test_default_captions_leave_tone_and_artefacts_out(
     for caption in table["caption"]:
         assert not any(word in caption for word in ("light", "tan", "brown", "corners",
                                                     "ruler", "bubbles"))
+
+
+def test_card_data_table_shows_the_skin_tones() -> None:
+    import pandas as pd
+
+    from medsynth_kohya.data import manifest
+    from medsynth_kohya.hub.push import spread_markdown
+
+    tones = ["very light", "very light", "light", "light", "light", "tan", None]
+    frame = pd.DataFrame({
+        "id": [f"ISIC_{i}" for i in range(7)], "source": "x", "patient_id": "p",
+        "sex": "male", "age": 50, "site": "torso", "hairy": False, "hair_score": 0.0,
+        "ita": [60, 58, 45, 44, 42, 15, None], "skin_tone": tones,
+        "vignette": [True] * 3 + [False] * 4, "ruler": [False] * 6 + [True],
+        "bubbles": False, "caption": "c", "width": 1, "height": 1, "split": "train"})
+    text = spread_markdown(manifest.conform(frame))
+    assert "| skin tone (ITA) | images | share |" in text
+    lines = text.splitlines()
+    for name, count in (("very light", 2), ("light", 3), ("intermediate", 0), ("tan", 1),
+                        ("brown", 0), ("dark", 0), ("unmeasured", 1)):
+        assert f"| {name} | {count} | {100 * count / 7:.1f} % |" in lines
+    assert "5 of 7 images (71.4 %) show very light or light skin" in text
+    assert ("Artefacts: 3 with dark vignette corners, 1 with ruler or scale marks, "
+            "0 with gel bubbles.") in text
+    older = manifest.conform(frame.drop(columns=["ita", "skin_tone", "vignette", "ruler",
+                                                 "bubbles"]))
+    assert "skin tone" not in spread_markdown(older)

@@ -374,7 +374,7 @@ def _age_bin(age: Any) -> str:
 
 
 def spread_markdown(rows: pd.DataFrame) -> str:
-    """Tables of the training images by sex, age and site (and the hair share)."""
+    """Tables of the training images by sex, age, site and skin tone (and hair, artefacts)."""
     import pandas as pd
 
     total = len(rows)
@@ -399,8 +399,31 @@ def spread_markdown(rows: pd.DataFrame) -> str:
         _share_table("site", sites, sorted(sites, key=lambda k: (k == "unknown", -sites[k], k)),
                      total),
         f"{hairy} of {total} images ({100 * hairy / total:.1f} %) are tagged `hairy`.",
+        *_tone_markdown(rows),
     ]
     return "\n\n".join(parts)
+
+
+def _tone_markdown(rows: pd.DataFrame) -> list[str]:
+    """The skin-tone table (ITA categories measured on each photo) and the artefact counts."""
+    import pandas as pd
+
+    from medsynth_kohya.data.measure import ARTEFACTS, TONES
+
+    if "skin_tone" not in rows or rows["skin_tone"].isna().all():
+        return []
+    total = len(rows)
+    tones = Counter("unmeasured" if pd.isna(v) else str(v) for v in rows["skin_tone"])
+    order = [name for name, _ in TONES] + (["unmeasured"] if tones["unmeasured"] else [])
+    light = tones["very light"] + tones["light"]
+    words = {"vignette": "dark vignette corners", "ruler": "ruler or scale marks",
+             "bubbles": "gel bubbles"}
+    found = ", ".join(f"{int(rows[name].fillna(False).sum())} with {words[name]}"
+                      for name in ARTEFACTS if name in rows)
+    return [_share_table("skin tone (ITA)", tones, order, total),
+            f"{light} of {total} images ({100 * light / total:.1f} %) show very light or light "
+            "skin (ITA above 41 degrees, measured on the healthy skin of each photo).",
+            *([f"Artefacts: {found}."] if found else [])]
 
 
 def _spread(record: Mapping[str, Any]) -> tuple[str, list[str], bool]:
