@@ -383,7 +383,11 @@ def push(
     endpoint: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Hub URL; default $HF_ENDPOINT, else https://huggingface.co.")] = None,
     dry_run: Annotated[bool, typer.Option(
-        help="List every file with its size and print the card; send nothing.")] = False,
+        help="List every file with its size, print the card and run the privacy scan; send "
+        "nothing.")] = False,
+    show: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--show", metavar="FILE", help="Print one file (e.g. training/run.json) exactly as it "
+        "would be uploaded; send nothing.")] = None,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Publish a run's LoRA to the Hugging Face Hub with a model card, in one commit.
@@ -392,10 +396,22 @@ def push(
     images (samples/) and a README.md card (base model, trigger, licence, data attribution and
     its sex/age/site spread, settings, usage). The token comes from HF_TOKEN or `hf auth login`
     and is never printed or written. Pushing the same run again makes no new commit.
+    Secrets are redacted and local paths hidden; a last scan of every byte refuses the push
+    if a token, secret, home folder, user name or local path is left.
     """
     from medsynth_kohya import ui
     from medsynth_kohya.hub.push import push as run
 
+    if show is not None:
+        from medsynth_kohya.hub.push import show as one_file
+
+        with _user_errors():
+            data, finding = one_file(run_dir, repo_id, show, license=license_,
+                                     all_checkpoints=all_checkpoints, samples=samples)
+        if finding:
+            ui.warn(f"{show} would publish {finding}: push refuses it as it is")
+        typer.echo(data, nl=False)
+        return
     with _user_errors():
         result = run(run_dir, repo_id, private=private, license=license_,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
@@ -407,6 +423,8 @@ def push(
         ui.table(f"push --dry-run: {result.repo_id} ({len(result.files)} files, {total} B)",
                  [(path, f"{size} B") for path, size in result.files])
         ui.say(result.card)
+        ui.say(f"Privacy scan passed: {len(result.files)} files, {result.scanned} B searched; "
+               "no token, secret, home folder, user name or local path.")
         ui.say(f"Would push to {result.url} ({'private' if result.private else 'public'} "
                "if created)")
         return

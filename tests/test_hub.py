@@ -143,12 +143,13 @@ def test_push_uploads_every_file_byte_for_byte(fake_hub: FakeHub, run: Path,
     assert result.changed and result.url == f"{fake_hub.url}/{REPO}" and result.user == "alice"
     expected = {"melanoma.safetensors": run / "output" / "melanoma.safetensors",
                 **{f"samples/{n}": run / "output" / "sample" / n for n in SAMPLE_NAMES},
-                "training/dataset.toml": run / "dataset.toml",
                 "training/sample_prompts.toml": run / "sample_prompts.toml"}
     for path, local in expected.items():
         assert repo.files[path] == local.read_bytes(), path
     assert set(repo.files) == {".gitattributes", "README.md", "training/config.toml",
-                               "training/run.json", *expected}
+                               "training/dataset.toml", "training/run.json", *expected}
+    dataset = toml.loads(repo.files["training/dataset.toml"].decode())
+    assert dataset["datasets"][0]["subsets"][0]["image_dir"] == "<local>/4_melanoma"
     assert {"melanoma.safetensors", *(f"samples/{n}" for n in SAMPLE_NAMES)} <= repo.lfs
     assert result.files[0][0] == "README.md"
     assert dict(result.files)["melanoma.safetensors"] == (run / "output" /

@@ -30,6 +30,7 @@ from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub import privacy
 from medsynth_kohya.resources import data_dir
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
 from medsynth_kohya.sdscripts import launch
@@ -46,8 +47,7 @@ MANAGED = ("checkpoints/", "samples/", "training/")
 MAX_SAMPLE_IMAGES = 8
 """Sample images uploaded (besides the grid); the first WIDGETS become card widgets."""
 WIDGETS = 4
-REDACTED = "<redacted>"
-_SECRET_KEY = re.compile(r"(?:^|_)(?:token|api_key|apikey|secret|password)$", re.IGNORECASE)
+REDACTED = privacy.REDACTED
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 _LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
@@ -90,6 +90,10 @@ class PushPlan:
     uploads: tuple[Upload, ...]
     card: str
     warnings: tuple[str, ...] = ()
+    findings: tuple[tuple[str, str], ...] = ()
+    """(path in the repo, what private thing it holds): a push with any is refused."""
+    secrets: tuple[str, ...] = ()
+    """Values that must not leave the machine, for scrubbing error messages."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class PushResult:
     deleted: tuple[str, ...] = ()
     user: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    scanned: int = 0
+    """Bytes the last scan searched (all of them) before anything was sent."""
 
 
 # --- input checks -------------------------------------------------------------------------------
@@ -274,26 +280,52 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
     return samples, grid if grid.is_file() else None
 
 
-# --- redaction ---------------------------------------------------------------------------------
+# --- what is published --------------------------------------------------------------------------
 
-def _redact(node: Any) -> tuple[Any, bool]:
-    """`node` with the values of secret-looking keys (huggingface_token, wandb_api_key, …)
-    replaced; and whether anything was."""
-    if isinstance(node, dict):
-        changed = False
-        result = {}
-        for key, value in node.items():
-            if isinstance(key, str) and _SECRET_KEY.search(key) and value not in (None, ""):
-                result[key] = REDACTED
-                changed = True
-            else:
-                result[key], inner = _redact(value)
-                changed = changed or inner
-        return result, changed
-    if isinstance(node, list):
-        items = [_redact(item) for item in node]
-        return [item for item, _ in items], any(inner for _, inner in items)
-    return node, False
+TRAINING_FILES = ("config.toml", "dataset.toml", "sample_prompts.toml")
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _public_ids(record: Mapping[str, Any], repo_id: str) -> list[str]:
+    """Public strings that may hold the user's name: the repo id and Hub model ids."""
+    ids = [repo_id, "medsynth-kohya", "medsynth_kohya", BASE_MODEL]
+    for value in (record.get("config") or {}).values():
+        if isinstance(value, str) and _HUB_ID.fullmatch(value) and not Path(value).exists():
+            ids.append(value)
+    return ids
+
+
+def _public_record(record: Mapping[str, Any], policy: privacy.Policy) -> dict[str, Any]:
+    """The run record as published: no push history, secrets redacted, paths hidden."""
+    public: dict[str, Any] = policy.data({k: v for k, v in record.items()
+                                          if k not in ("pushes", "overrides", "command")})
+    public["overrides"] = [policy.override(str(o)) for o in record.get("overrides") or []]
+    command = [str(arg) for arg in record.get("command") or []]
+    hidden = {i + 1 for i, arg in enumerate(command[:-1])
+              if arg.startswith("--") and privacy.is_secret_key(arg[2:])}
+    public["command"] = [privacy.REDACTED if i in hidden else policy.text(arg)
+                         for i, arg in enumerate(command)]
+    return {key: public[key] for key in record if key in public}
+
+
+def _run_files(run_dir: Path, record: Mapping[str, Any], policy: privacy.Policy,
+               ) -> tuple[list[Upload], dict[str, Any]]:
+    """training/: the rendered sd-scripts files and the run record as published, and the
+    published record (the card is written from it)."""
+    import toml
+
+    documents = {name: _toml(run_dir / name) for name in TRAINING_FILES
+                 if (run_dir / name).is_file()}
+    for document in (*documents.values(), record):  # learn every secret before writing any
+        policy.collect(document)
+    for item in record.get("overrides") or []:
+        policy.override(str(item))
+    uploads = [Upload(f"training/{name}", toml.dumps(policy.data(document)).encode())
+               for name, document in documents.items()]
+    public = _public_record(record, policy)
+    text = json.dumps(public, indent=2, default=str) + "\n"
+    uploads.append(Upload("training/run.json", text.encode()))
+    return uploads, public
 
 
 def _scrub(data: bytes, secrets: Sequence[str]) -> bytes:
@@ -304,32 +336,17 @@ def _scrub(data: bytes, secrets: Sequence[str]) -> bytes:
     return data
 
 
-def _run_files(run_dir: Path, record: Mapping[str, Any], secrets: Sequence[str],
-               ) -> list[Upload]:
-    """training/: the rendered sd-scripts files and the run record, secrets redacted."""
-    import toml
-
-    uploads = []
-    for name in ("config.toml", "dataset.toml", "sample_prompts.toml"):
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        document, changed = _redact(_toml(path))
-        if changed:
-            data = toml.dumps(document).encode()
-        uploads.append(Upload(f"training/{name}", _scrub(data, secrets)))
-    public = {key: value for key, value in record.items() if key != "pushes"}
-    public, _ = _redact(public)
-    command = list(public.get("command") or [])
-    for i, arg in enumerate(command[:-1]):
-        if isinstance(arg, str) and arg.startswith("--") and _SECRET_KEY.search(arg[2:]):
-            command[i + 1] = REDACTED
-    if command:
-        public["command"] = command
-    text = json.dumps(public, indent=2, default=str) + "\n"
-    uploads.append(Upload("training/run.json", _scrub(text.encode(), secrets)))
-    return uploads
+def scan(uploads: Sequence[Upload], policy: privacy.Policy) -> tuple[tuple[str, str], ...]:
+    """(path in the repo, what it would publish) for every upload that holds something
+    private: the token, a redacted value, the home folder, the user name or a local path."""
+    found = []
+    for upload in uploads:
+        finding = (policy.findings(upload.source, upload.path_in_repo)
+                   if isinstance(upload.source, bytes)
+                   else privacy.scan_file(policy, upload.source, upload.path_in_repo))
+        if finding:
+            found.append((upload.path_in_repo, finding))
+    return tuple(found)
 
 
 # --- the card ----------------------------------------------------------------------------------
@@ -610,8 +627,14 @@ def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight
 
 def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
-         secrets: Sequence[str] = ()) -> PushPlan:
-    """Every file a push of `run_dir` sends, README.md (the card) first; no network."""
+         token: str | None = None, environ: Mapping[str, str] | None = None) -> PushPlan:
+    """Every file a push of `run_dir` sends, README.md (the card) first, exactly as it leaves
+    the machine, and what the last scan found in them; no network.
+
+    This is the one place that decides what is published: secrets (the token, values of keys
+    that name a secret in the configs, --set or the environment) are redacted, local paths are
+    made relative to the run folder or shown as `<local>/NAME`.
+    """
     repo_id = check_repo_id(repo_id)
     license = check_license(license)
     record = _read_record(run_dir)
@@ -632,19 +655,53 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     if synthetic:
         warnings.append("the run trained on the synthetic demo data; the card says so")
 
+    policy = privacy.Policy.for_run(run_dir, token=token, environ=environ,
+                                    allowed=_public_ids(record, repo_id))
+    training, public = _run_files(run_dir, record, policy)
     uploads = [Upload(final.name, final)]
     uploads += [Upload(f"checkpoints/{path.name}", path) for path in saves]
-    uploads += _run_files(run_dir, record, secrets)
+    uploads += training
     uploads += [Upload(sample_paths[s.path], s.path) for s in chosen]
     if grid is not None and grid_path is not None:
         uploads.append(Upload(grid_path, grid))
     files = [(u.path_in_repo, u.size) for u in uploads]
-    card = render_card(repo_id=repo_id, record=record, trigger=trigger, weight_name=final.name,
+    card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
                        license=license, prompts=prompts, samples=chosen,
                        sample_paths=sample_paths, grid=grid_path, spread=spread,
                        synthetic=synthetic, files=files)
-    readme = Upload("README.md", _scrub(card.encode(), secrets))
-    return PushPlan(repo_id, (readme, *uploads), card, tuple(warnings))
+    card = _scrub(card.encode(), policy.secrets).decode()
+    everything = (Upload("README.md", card.encode()), *uploads)
+    return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
+                    tuple(policy.secrets))
+
+
+def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAULT_LICENSE,
+         all_checkpoints: bool = False, samples: Path | None = None,
+         token: str | None = None) -> tuple[bytes, str | None]:
+    """One file's bytes exactly as a push would upload them, and what the scan found in it."""
+    from huggingface_hub import get_token
+
+    planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
+                   samples=samples, token=token or get_token())
+    wanted = path_in_repo.strip().lstrip("/")
+    for upload in planned.uploads:
+        if upload.path_in_repo == wanted:
+            data = (upload.source if isinstance(upload.source, bytes)
+                    else upload.source.read_bytes())
+            return data, dict(planned.findings).get(wanted)
+    listing = ", ".join(u.path_in_repo for u in planned.uploads)
+    raise UserError(f"--show {path_in_repo!r} is not among the files push uploads: {listing}")
+
+
+def refuse_findings(planned: PushPlan) -> None:
+    """Refuse a push whose files hold something private, naming the file and the finding."""
+    if planned.findings:
+        path, finding = planned.findings[0]
+        others = len(planned.findings) - 1
+        more = f" (and {others} more file(s))" if others else ""
+        raise UserError(f"push refused: {path} would publish {finding}{more}; see it with "
+                        f"`medsynth-kohya push RUN --repo-id {planned.repo_id} --show {path}` "
+                        "and remove it from the run's files")
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -792,18 +849,19 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     from huggingface_hub import get_token
 
     token = token or get_token()
-    secrets = [token] if token else []
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
-                   samples=samples, secrets=secrets)
+                   samples=samples, token=token)
+    refuse_findings(planned)
+    secrets = planned.secrets
     url = f"{endpoint}/{repo_id}"
     files = tuple((u.path_in_repo, u.size) for u in planned.uploads)
+    scanned = sum(size for _, size in files)
     result = PushResult(repo_id, url, files, planned.card, dry_run=dry_run, private=private,
-                        warnings=planned.warnings)
+                        warnings=planned.warnings, scanned=scanned)
     if dry_run:
         if not token:
-            result = PushResult(repo_id, url, files, planned.card, dry_run=True, private=private,
-                                warnings=(*planned.warnings,
-                                          f"a real push needs a token; {_NO_TOKEN}"))
+            result = replace(result, warnings=(*planned.warnings,
+                                               f"a real push needs a token; {_NO_TOKEN}"))
         return result
     if not token:
         raise UserError(_NO_TOKEN)
@@ -831,7 +889,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
             for u in planned.uploads]
         operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
         info = api.create_commit(
-            repo_id, operations, commit_message=f"Push run {run_dir.resolve().name}",
+            repo_id, operations, commit_message="Push a medsynth-kohya training run",
             commit_description=f"Pushed by medsynth-kohya {__version__}.")
     commit = str(info.oid)
     changed = commit != before.sha
@@ -841,7 +899,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
                                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except (OSError, ValueError) as exc:
         warnings.append(f"pushed, but could not note the push in {run_dir / 'run.json'}: {exc}")
-    return PushResult(repo_id, url, files, planned.card, dry_run=False, private=private,
-                      commit=commit, changed=changed, deleted=tuple(stale) if changed else (),
-                      user=user or None, warnings=tuple(warnings))
+    return replace(result, commit=commit, changed=changed,
+                   deleted=tuple(stale) if changed else (), user=user or None,
+                   warnings=tuple(warnings))
 

@@ -1,0 +1,282 @@
+"""What may leave this machine: secrets redacted, local paths hidden, and a last scan.
+
+`push` passes every file it publishes through one `Policy`: values of keys that name a secret
+become `<redacted>` (and are scrubbed wherever else they appear), absolute paths become
+relative to the run folder or `<local>/NAME`, and the last scan searches every byte for the
+token, the redacted values, the home folder, the user name and this machine's paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import re
+import sys
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+REDACTED = "<redacted>"
+LOCAL = "<local>"
+SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "auth", "credential")
+_SECRET_NAME = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
+NOT_SECRET = frozenset({"class_tokens", "keep_tokens", "keep_tokens_separator",
+                        "max_token_length", "token_warmup_min", "token_warmup_step",
+                        "tokenizer_cache_dir"})
+"""sd-scripts options (and dataset-config keys) whose names hold a secret word but whose
+values are no secret."""
+MIN_SECRET = 4
+"""Shorter redacted values are not searched for elsewhere (they would match everywhere)."""
+MIN_ENV_SECRET = 8
+GENERIC_USERS = frozenset({"root", "user", "users", "ubuntu", "runner", "jovyan", "colab",
+                           "admin", "nobody", "app", "home", "work", "content"})
+"""Account names shared by every machine of a kind (Colab, CI, containers): not identifying."""
+_PART = r"[^\s\"'`<>|,;()\[\]{}*/]"
+_ABSOLUTE = re.compile(rf"(?<![\w.~:/<>\\-])(/{_PART}+(?:/{_PART}*)+)")
+"""An absolute POSIX path of two or more parts inside text (not a URL's or a relative one)."""
+_WINDOWS = re.compile(r"(?<![\w])([A-Za-z]:\\[^\s\"'`<>|,;*]+)")
+_BINARY = (".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".webp")
+
+
+def is_secret_key(name: object) -> bool:
+    """Whether a key names a secret: token, key, secret, password, auth or credential, in any
+    case and any position (wandb_api_key, HF_TOKEN, s3Credentials), except sd-scripts' own
+    non-secret options such as keep_tokens."""
+    return isinstance(name, str) and name not in NOT_SECRET and bool(_SECRET_NAME.search(name))
+
+
+def environment_secrets(environ: Mapping[str, str]) -> list[str]:
+    """Values of environment variables whose names name a secret (WANDB_API_KEY, HF_TOKEN…)."""
+    return [value for name, value in environ.items()
+            if is_secret_key(name) and len(value.strip()) >= MIN_ENV_SECRET]
+
+
+def _users() -> list[str]:
+    """The user's names on this machine: the home folder's name and the login name."""
+    names = {Path.home().name}
+    with contextlib.suppress(KeyError, OSError):
+        names.add(getpass.getuser())
+    return sorted(n for n in names if len(n) >= 3 and n.lower() not in GENERIC_USERS)
+
+
+@dataclass
+class Policy:
+    """How one run's files are made public: redaction, path rewriting and the last scan."""
+
+    run_dir: Path
+    secrets: list[str] = field(default_factory=list)
+    """Values that must never leave: the token, redacted values, environment secrets."""
+    allowed: list[str] = field(default_factory=list)
+    """Public strings that may contain the user name (the repo id, Hub model ids)."""
+    home: str = field(default_factory=lambda: str(Path.home()))
+    users: list[str] = field(default_factory=_users)
+
+    @classmethod
+    def for_run(cls, run_dir: Path, *, token: str | None = None,
+                environ: Mapping[str, str] | None = None, allowed: Sequence[str] = ()) -> Policy:
+        """The policy of a push of `run_dir`: the token and environment secrets are known."""
+        found = environment_secrets(os.environ if environ is None else environ)
+        policy = cls(run_dir, allowed=list(allowed))
+        for secret in ([token] if token else []) + found:
+            policy.add_secret(secret)
+        return policy
+
+    def add_secret(self, value: object) -> None:
+        text = str(value).strip()
+        if len(text) >= MIN_SECRET and text != REDACTED and text not in self.secrets:
+            self.secrets.append(text)
+
+    # --- rewriting --------------------------------------------------------------------------
+
+    def _bases(self) -> list[Path]:
+        bases = {self.run_dir.absolute(), self.run_dir.resolve()}
+        return sorted(bases, key=lambda p: -len(str(p)))
+
+    def path(self, value: str) -> str:
+        """A local path as published: relative to the run folder, else `<local>/NAME`."""
+        if value.startswith("~"):
+            value = str(Path(value).expanduser())
+        candidate = Path(value)
+        for base in self._bases():
+            for form in (candidate, candidate.resolve()):
+                if form.is_relative_to(base):
+                    relative = form.relative_to(base).as_posix()
+                    return relative if relative != "." else "."
+        name = (PureWindowsPath(value).name if _WINDOWS.fullmatch(value)
+                else candidate.resolve().name if not candidate.is_absolute() else candidate.name)
+        return f"{LOCAL}/{name}" if name else LOCAL
+
+    def is_local(self, value: str) -> bool:
+        """Whether a whole string is an absolute path or one under the home folder (`~`)."""
+        return (value.startswith(("~/", "~\\")) or value == "~"
+                or (value.startswith("/") and len(value) > 1 and not value.startswith("//"))
+                or bool(_WINDOWS.fullmatch(value)))
+
+    def _in_run(self, value: str) -> bool:
+        """Whether a relative path (from here) names something inside the run folder."""
+        if "/" not in value or "\n" in value or len(value) > 4096 or value.startswith("<"):
+            return False
+        try:
+            return Path(value).exists() and Path(value).resolve().is_relative_to(
+                self.run_dir.resolve())
+        except (OSError, ValueError):
+            return False
+
+    def text(self, value: str) -> str:
+        """`value` with secrets scrubbed and every local path inside it rewritten."""
+        for secret in self.secrets:
+            value = value.replace(secret, REDACTED)
+        if self.is_local(value) or self._in_run(value):
+            return self.path(value)
+        for base in self._bases():
+            pattern = re.escape(str(base)) + r"(?:[/\\]([^\s\"'`<>|,;]*))?"
+            value = re.sub(pattern, lambda m: m.group(1) or ".", value)
+        value = _ABSOLUTE.sub(lambda m: self.path(m.group(1)), value)
+        value = _WINDOWS.sub(lambda m: self.path(m.group(1)), value)
+        if len(self.home) > 1:
+            value = value.replace(self.home, LOCAL)
+        return value
+
+    def data(self, node: Any, *, keys: bool = True) -> Any:
+        """A JSON/TOML document as published: secret-named keys' values redacted (and
+        remembered), every string rewritten; `keys=False` for tables of package names."""
+        if isinstance(node, dict):
+            result = {}
+            for key, value in node.items():
+                if keys and is_secret_key(key) and value not in (None, "", [], {}):
+                    self._remember(value)
+                    result[key] = REDACTED
+                else:
+                    result[key] = self.data(value, keys=keys and key != "versions")
+            return result
+        if isinstance(node, list):
+            return [self.data(item, keys=keys) for item in node]
+        if isinstance(node, str):
+            return self.text(node)
+        return node
+
+    def _remember(self, value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                self._remember(item)
+        elif isinstance(value, list):
+            for item in value:
+                self._remember(item)
+        elif not isinstance(value, bool):
+            self.add_secret(value)
+
+    def collect(self, node: Any) -> None:
+        """Remember the secret values of a document without rewriting it (before any text is
+        rewritten, so that a secret met later is scrubbed everywhere)."""
+        self.data(node)
+
+    def override(self, item: str) -> str:
+        """One `--set key=value` as published."""
+        key, sep, value = item.partition("=")
+        if sep and is_secret_key(key.strip()):
+            self._remember(value.strip().strip("'\""))
+            return f"{key}={REDACTED}"
+        return f"{key}{sep}{self.text(value)}" if sep else self.text(item)
+
+    # --- the last scan ----------------------------------------------------------------------
+
+    def _machine_paths(self) -> list[str]:
+        """Absolute paths of this machine that a published file must not hold."""
+        paths = {str(p) for p in self._bases()} | {
+            str(Path.cwd()), sys.prefix, sys.exec_prefix, tempfile.gettempdir()}
+        return sorted((p for p in paths if len(p) > 4), key=len, reverse=True)
+
+    def literal_findings(self, block: bytes) -> str | None:
+        """A secret, the home folder or a path of this machine anywhere in `block`."""
+        for secret in self.secrets:
+            if secret.encode() in block:
+                return "a secret value (a token, or a value of a key that names a secret)"
+        if len(self.home) > 1 and self.home.encode() in block:
+            return f"the home folder {self.home}"
+        for path in self._machine_paths():
+            if path.encode() in block:
+                return f"the local path {path}"
+        return None
+
+    def text_findings(self, text: str) -> str | None:
+        """The user name (outside the public ids that may hold it) or an absolute path of
+        this machine in the text of a file."""
+        for allowed in sorted(self.allowed, key=len, reverse=True):
+            text = text.replace(allowed, " ") if allowed else text
+        for user in self.users:
+            if re.search(rf"(?<![A-Za-z0-9]){re.escape(user)}(?![A-Za-z0-9])", text,
+                         re.IGNORECASE):
+                return f"the user name {user!r}"
+        for match in _ABSOLUTE.finditer(text):
+            first = PurePosixPath(match.group(1)).parts[1:2]
+            if first and Path("/", first[0]).exists():
+                return f"the local path {match.group(1)}"
+        windows = _WINDOWS.search(text)
+        return f"the local path {windows.group(1)}" if windows else None
+
+    def findings(self, data: bytes, name: str) -> str | None:
+        """The first private thing in a file's bytes, or None. Every byte is searched for
+        secrets, the home folder and this machine's paths; the text (all of a text file, the
+        metadata of a weights or image file) also for the user name and any absolute path."""
+        return (self.literal_findings(data)
+                or self.text_findings(_text_part(data, name).decode("utf-8", "replace")))
+
+
+def _text_part(data: bytes, name: str) -> bytes:
+    """The part of a file that is text: all of a text file, a safetensors file's JSON header,
+    a PNG's text chunks (where generators write their parameters)."""
+    lowered = name.lower()
+    if lowered.endswith(".safetensors") and len(data) >= 8:
+        length = int.from_bytes(data[:8], "little")
+        return bytes(data[8:8 + min(length, 100_000_000)])
+    if lowered.endswith(".png"):
+        return _png_text(data)
+    if lowered.endswith(_BINARY):
+        return b""
+    return bytes(data)
+
+
+def _png_text(data: bytes) -> bytes:
+    """The tEXt, iTXt and zTXt chunks of a PNG, one per line."""
+    parts, at = [], 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind, body = bytes(data[at + 4:at + 8]), bytes(data[at + 8:at + 8 + length])
+        if kind in (b"tEXt", b"iTXt"):
+            parts.append(body)
+        elif kind == b"zTXt":
+            try:
+                parts.append(zlib.decompress(body.split(b"\0", 1)[-1][1:]))
+            except zlib.error:
+                parts.append(body)
+        elif kind == b"IEND":
+            break
+        at += 12 + length
+    return b"\n".join(parts)
+
+
+BLOCK = 64 * 2**20
+
+
+def scan_file(policy: Policy, path: Path, name: str) -> str | None:
+    """`Policy.findings` of a file on disk, read in blocks (weights files are large)."""
+    size = path.stat().st_size
+    if size <= BLOCK:
+        return policy.findings(path.read_bytes(), name)
+    overlap = max([len(s.encode()) for s in (*policy.secrets, policy.home)] + [4096])
+    tail = b""
+    with path.open("rb") as file:
+        while block := file.read(BLOCK):
+            found = policy.literal_findings(tail + block)
+            if found:
+                return found
+            tail = block[-overlap:]
+        file.seek(0)
+        head = file.read(8)
+        length = int.from_bytes(head, "little") if name.lower().endswith(".safetensors") else 0
+        text = head + file.read(min(length, 100_000_000)) if length else b""
+    return policy.text_findings(_text_part(text, name).decode("utf-8", "replace"))
