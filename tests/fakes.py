@@ -190,8 +190,9 @@ def make_fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
     record = tmp_path / "record.json"
     monkeypatch.setenv("FAKE_SD_RECORD", str(record))
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
-    fake = FakeSd(sd_scripts, tmp_path / "run" / "config.toml", tmp_path / "run" / "dataset.toml",
-                  tmp_path / "run" / "output", record, tmp_path / "run" / "train.log")
+    own = tmp_path / "fake-run"  # not "run": tests train into that one, which must be empty
+    fake = FakeSd(sd_scripts, own / "config.toml", own / "dataset.toml", own / "output", record,
+                  own / "train.log")
     fake.config.parent.mkdir()
     fake.dataset.write_text("[general]\n")
     fake.write_config()

@@ -208,13 +208,15 @@ def _died(record: Mapping[str, Any]) -> str | None:
 
 
 def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> dict[str, Any]:
-    """Never overwrite an earlier run unless --force (a dry run may be replaced); returns the
-    earlier run's record ({} when there is none).
-
-    Starting over moves the earlier outputs to `output.replaced-<time>`, so neither its LoRA
-    files nor its saved states can pass for the new run's.
-    """
+    """Never overwrite an earlier run unless --force (a dry run may be replaced), nor write
+    into a folder that holds no run; returns the earlier run's record ({} when there is none).
+    Only checks: the earlier outputs are set aside once every check has passed."""
     record = run_dir / "run.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir} is a file; choose a folder")
+    if not record.is_file() and not resume and run_dir.is_dir() and locks.foreign_entries(run_dir):
+        raise UserError(f"--run-dir {run_dir} is not empty and holds no training run (no "
+                        "run.json); choose an empty or new folder")
     try:
         previous: dict[str, Any] = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -233,9 +235,9 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> d
         if status != "dry-run":
             raise UserError(f"{run_dir} already holds a {status} run; use --resume to continue "
                             "it, another --run-dir, or --force to start over")
-    output = run_dir / "output"
-    if output.is_dir() and not dry_run:
-        output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+    if record.is_file() and dry_run and previous.get("status") != "dry-run":
+        raise UserError(f"{run_dir} holds a {previous.get('status')} run whose record a dry run "
+                        "would replace; dry-run into another --run-dir")
     return previous
 
 
@@ -347,14 +349,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     dataset = render.dataset_config(
         train_dir.resolve(), repeats=repeats, class_tokens=str(state["options"]["trigger"]),
         resolution=size, batch_size=int(options.get("train_batch_size", 1)))
-    run_dir.mkdir(parents=True, exist_ok=True)
     config_path, dataset_path = run_dir / "config.toml", run_dir / "dataset.toml"
     prompts_path = run_dir / "sample_prompts.toml"
-    render.write_toml(document, config_path)
-    render.write_toml(dataset, dataset_path)
-    render.write_toml(prompts.training_document(
-        table, str(state["options"]["caption_template"]), str(state["options"]["trigger"]),
-        size, SAMPLE_PROMPTS), prompts_path)
 
     runner = checkout.python(python)
     problems, warnings, versions = _machine_problems(location, runner, options, preset,
@@ -397,12 +393,21 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     }
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
                          steps, warnings=tuple(warnings + problems), plan=run)
+    if problems and not dry_run:
+        raise UserError("\n".join(problems))
+    # every check has passed: only now do the earlier outputs move and the files change
+    if output.is_dir() and not dry_run and not resume:
+        output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    render.write_toml(document, config_path)
+    render.write_toml(dataset, dataset_path)
+    render.write_toml(prompts.training_document(
+        table, str(state["options"]["caption_template"]), str(state["options"]["trigger"]),
+        size, SAMPLE_PROMPTS), prompts_path)
     if dry_run:
         record["status"] = "dry-run"
         files.write_json(run_dir / "run.json", record)
         return result
-    if problems:
-        raise UserError("\n".join(problems))
 
     log = run_dir / "train.log"
     record.update(status="running", start=started, pid=os.getpid(), host=socket.gethostname(),
