@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 from medsynth_kohya import __version__
+from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.data.hair import HairMode
 
 SdScriptsOption = Annotated[Optional[Path], typer.Option(  # noqa: UP045 (Typer needs Optional)
@@ -481,6 +482,10 @@ def sample(
     num_gpus: Annotated[int, typer.Option(
         help="Processes, one GPU each (CUDA_VISIBLE_DEVICES), sharing the images.")] = 1,
     id_prefix: Annotated[str, typer.Option(help="Prefix of the image ids.")] = "SYN_",
+    metadata_style: Annotated[MetadataStyle, typer.Option(
+        help="metadata.csv schema: archive (ISIC Archive fields, each row a valid Archive "
+        "MetadataRow, image_manipulation=synthetic) or 2020 (the ISIC 2020 challenge CSV's "
+        "columns).")] = MetadataStyle.archive,
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option(
@@ -492,7 +497,7 @@ def sample(
 ) -> None:
     """Generate a synthetic image set with a trained LoRA through sd-scripts' sdxl_gen_img.py.
 
-    Writes `OUT/images/<id>.png`, `OUT/metadata.csv` (ISIC Archive columns plus prompt, seed
+    Writes `OUT/images/<id>.png`, `OUT/metadata.csv` (ISIC Archive fields, then prompt, seed
     and generation settings) and `OUT/grid.jpg`. Image i always gets the same prompt and the
     seed S + i; re-running the same command generates only the missing images. A LoRA on the
     Hub comes through huggingface_hub's cache; its base model, trigger and caption template
@@ -506,7 +511,8 @@ def sample(
                             seed=seed, width=width, height=height, steps=steps, scale=scale,
                             sampler=sampler, negative_prompt=negative_prompt,
                             base_model=base_model, overrides=tuple(set_ or ()),
-                            num_gpus=num_gpus, id_prefix=id_prefix, revision=revision)
+                            num_gpus=num_gpus, id_prefix=id_prefix, revision=revision,
+                            metadata_style=metadata_style)
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
                      dry_run=dry_run, force=force, break_lock=break_lock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Sequence
@@ -10,17 +11,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from isic_metadata.diagnosis_hierarchical import DiagnosisEnum
-from isic_metadata.fields import AnatomSiteGeneralEnum, LegacyDxEnum
+from isic_metadata.fields import AnatomSiteGeneralEnum, ImageManipulationEnum, LegacyDxEnum
+from isic_metadata.metadata import MetadataRow
 from typer.testing import CliRunner
 
 from medsynth_kohya.data import archive as vocab
 from medsynth_kohya.data import manifest
+from medsynth_kohya.data.archive import MetadataStyle
+from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions, prepare, read_state
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.sample import COLUMNS, Plan, write_metadata
 
 from .conftest import invoke
+from .fake_gen import PYTHON, make_fake_gen, write_run
 
 INVASIVE = "Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma Invasive"
 IN_SITU = "Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma in situ"
@@ -231,3 +238,91 @@ def test_original_captions_come_out_byte_for_byte(seed_images: Path, tmp_path: P
         # untagged (issue 12); every other byte is the original's.
         extra = b", hairy" if caption.stem == "ISIC_4874581" else b""
         assert written.read_bytes() == caption.read_bytes() + extra
+
+
+# --- writing: sample's metadata.csv ----------------------------------------------------------
+
+
+def _plan(tmp_path: Path, diagnosis: str | None = vocab.MELANOMA) -> Plan:
+    sites = [m.value for m in AnatomSiteGeneralEnum] + ["torso", "leg", None]  # "leg": old
+    frame = pd.DataFrame({"sex": (["male", "female", None] * 4)[:len(sites)],
+                          "age": ([40, None, 90, 15] * 3)[:len(sites)], "site": sites,
+                          "hairy": ([True, False] * 6)[:len(sites)]})
+    drawn = prompts.draw(frame, 60, 3, DEFAULT_TEMPLATE, DEFAULT_TRIGGER)
+    return Plan(n=60, seed=5, id_prefix="SYN_", drawn=drawn,
+                settings=prompts.original_settings(), lora=tmp_path / "m.safetensors",
+                lora_sha256="cd" * 32, base_model="stabilityai/stable-diffusion-xl-base-1.0",
+                diagnosis=diagnosis)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.parametrize("diagnosis", [vocab.MELANOMA, INVASIVE, NEVUS, None])
+def test_every_sampled_row_is_an_archive_metadata_row(tmp_path: Path,
+                                                      diagnosis: str | None) -> None:
+    plan = _plan(tmp_path, diagnosis)
+    write_metadata(plan, range(plan.n), tmp_path / "metadata.csv")
+    rows = _rows(tmp_path / "metadata.csv")
+    assert len(rows) == plan.n and tuple(rows[0]) == COLUMNS
+    for index, row in enumerate(rows):
+        fields = {("age" if k == "age_approx" else k): v for k, v in row.items()}
+        checked = MetadataRow(**fields)  # raises on any value the Archive would refuse
+        assert checked.image_manipulation == ImageManipulationEnum.synthetic
+        assert checked.diagnosis_1 == vocab.levels(diagnosis)[0]  # type: ignore[comparison-overlap]
+        assert [row[f"diagnosis_{i}"] or None for i in range(1, 6)] == list(
+            vocab.levels(diagnosis))
+        site = plan.drawn.site[index]
+        archive_terms = {m.value for m in AnatomSiteGeneralEnum}
+        assert row["anatom_site_general"] == (site if site in archive_terms else "")
+        assert row["anatom_site_general_challenge"] == ("torso" if site == "torso" else "")
+        assert row["prompt"] == plan.drawn.prompts[index] and int(row["seed"]) == 5 + index
+        assert row["lora_sha256"] == "cd" * 32 and row["sampler"] == "euler_a"
+
+
+def test_metadata_style_2020_writes_the_challenge_columns(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, INVASIVE)
+    write_metadata(plan, range(plan.n), tmp_path / "metadata.csv", MetadataStyle.challenge)
+    rows = _rows(tmp_path / "metadata.csv")
+    assert tuple(rows[0])[:8] == ("image_name", "sex", "age_approx",
+                                  "anatom_site_general_challenge", "diagnosis",
+                                  "benign_malignant", "target", "image_manipulation")
+    challenge = {"head/neck", "upper extremity", "lower extremity", "torso", "palms/soles",
+                 "oral/genital", ""}
+    for index, row in enumerate(rows):
+        assert row["anatom_site_general_challenge"] in challenge
+        site = plan.drawn.site[index]
+        assert (row["anatom_site_general_challenge"] == "torso") == bool(site and "torso" in site)
+        assert (row["diagnosis"], row["benign_malignant"], row["target"]) == (
+            "melanoma", "malignant", "1")
+        assert row["image_manipulation"] == "synthetic" and row["image_name"].startswith("SYN_")
+    plan = _plan(tmp_path, NEVUS)
+    write_metadata(plan, range(3), tmp_path / "nevus.csv", MetadataStyle.challenge)
+    assert {(r["diagnosis"], r["benign_malignant"], r["target"])
+            for r in _rows(tmp_path / "nevus.csv")} == {("nevus", "benign", "0")}
+
+
+def test_sample_carries_the_class_diagnosis_prepare_found(
+        archive: SyntheticSet, tmp_path: Path, runner: CliRunner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    n = len(archive.frame)
+    _archive_source(archive, **_diagnosis_columns(([INVASIVE, IN_SITU] * n)[:n]))
+    prepared = tmp_path / "prepared"
+    prepare(archive.root, prepared, workers=1, options=PrepareOptions(
+        diagnosis="Melanoma Invasive", hair=HairMode.off))
+    run = tmp_path / "trained"
+    run.mkdir()
+    write_run(run, prepared, tmp_path / "base.safetensors")
+    fake = make_fake_gen(tmp_path, monkeypatch)
+    for style, column, expected in (("archive", "diagnosis_3", "Melanoma Invasive"),
+                                    ("2020", "diagnosis", "melanoma")):
+        out = tmp_path / f"synth-{style}"
+        code, stdout, stderr = invoke(runner, "sample", "--lora", run, "--n", 3, "--out", out,
+                                      "--width", 64, "--height", 64, "--steps", 2,
+                                      "--metadata-style", style, "--sd-scripts",
+                                      fake.sd_scripts, "--python", PYTHON)
+        assert code == 0, stdout + stderr
+        rows = _rows(out / "metadata.csv")
+        assert len(rows) == 3 and {row[column] for row in rows} == {expected}

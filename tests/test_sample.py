@@ -94,9 +94,9 @@ def test_sample_generates_the_set_with_its_metadata(runner: CliRunner, run: Path
     assert tuple(metadata.columns) == COLUMNS
     assert list(metadata["isic_id"]) == sorted(_images(out))
     assert list(metadata["seed"]) == list(range(100, 106))
-    assert set(metadata["diagnosis"]) == {"melanoma"}
-    assert set(metadata["benign_malignant"]) == {"malignant"}
-    assert metadata["synthetic"].all() and set(metadata["sampler"]) == {"euler_a"}
+    assert set(metadata["image_manipulation"]) == {"synthetic"}
+    assert set(metadata["diagnosis_2"]) == {"Malignant melanocytic proliferations (Melanoma)"}
+    assert metadata["diagnosis_3"].isna().all() and set(metadata["sampler"]) == {"euler_a"}
     assert set(metadata["steps"]) == {2} and set(metadata["scale"]) == {12.0}
     assert set(metadata["lora_file"]) == {"melanoma.safetensors"}
     assert set(metadata["lora_sha256"].str.len()) == {64}
@@ -105,8 +105,9 @@ def test_sample_generates_the_set_with_its_metadata(runner: CliRunner, run: Path
     captions = set(manifest.read(prepared / "manifest.csv")["caption"])
     assert set(metadata["prompt"]) <= captions
     assert all(p.startswith("dermoscopy of sks melanoma") for p in metadata["prompt"])
-    for site, sex, age, text in zip(metadata["anatom_site_general"], metadata["sex"],
-                                    metadata["age_approx"], metadata["prompt"], strict=True):
+    sites = metadata["anatom_site_general"].fillna(metadata["anatom_site_general_challenge"])
+    for site, sex, age, text in zip(sites, metadata["sex"], metadata["age_approx"],
+                                    metadata["prompt"], strict=True):
         clauses = str(text).split(", ")
         assert pd.isna(site) or f"sks melanoma on {site}" in clauses[0]
         assert pd.isna(sex) or sex in clauses
@@ -450,18 +451,19 @@ def test_metadata_file_matches_its_frame(tmp_path: Path) -> None:
     write_metadata(plan, present, tmp_path / "metadata.csv")
     written = pd.read_csv(tmp_path / "metadata.csv", dtype={
         "sex": "string", "anatom_site_general": "string", "age_approx": "Int64",
-        "hairy": "boolean", "benign_malignant": "string"})
+        "hairy": "boolean"})
     rows = sorted(present)
     assert list(written.columns) == list(COLUMNS)
     assert list(written["prompt"]) == [drawn.prompts[i] for i in rows]
+    archive_sites = [None if site == "torso" else site for site in drawn.site]
     for column, values in (("sex", drawn.sex), ("age_approx", drawn.age),
-                           ("anatom_site_general", drawn.site), ("hairy", drawn.hairy)):
+                           ("anatom_site_general", archive_sites), ("hairy", drawn.hairy)):
         expected = [values[i] for i in rows]
         assert [None if pd.isna(v) else v for v in written[column]] == expected, column
     assert set(written["negative_prompt"]) == {plan.settings.negative_prompt}
-    assert set(written["lora_sha256"]) == {"ab" * 32} and written["synthetic"].all()
-    assert set(written["diagnosis"]) == {"melanoma"}
-    assert set(written["benign_malignant"]) == {"malignant"}
+    assert set(written["lora_sha256"]) == {"ab" * 32}
+    assert set(written["image_manipulation"]) == {"synthetic"}
+    assert set(written["diagnosis_1"]) == {"Malignant"}
     assert list(written["isic_id"]) == ["SYN_0000000", "SYN_0000003", "SYN_0000017",
                                         "SYN_0000040"]
     assert list(written["seed"]) == [9, 12, 26, 49]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -299,6 +300,55 @@ def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]]) -> 
 
 
 # --- writing -----------------------------------------------------------------------------
+
+
+class MetadataStyle(str, Enum):
+    """The schema of `sample`'s metadata.csv."""
+
+    archive = "archive"
+    """ISIC Archive fields: every row is a valid `MetadataRow` (`age_approx` read as `age`)."""
+    challenge = "2020"
+    """The ISIC 2020 challenge CSV's columns, for users of that file."""
+
+
+SYNTHETIC = "synthetic"
+"""The Archive's `image_manipulation` value for a generated image."""
+SCHEMA_COLUMNS = {
+    MetadataStyle.archive: ("isic_id", "image_manipulation", "sex", "age_approx",
+                            "anatom_site_general", "anatom_site_general_challenge",
+                            *(f"diagnosis_{i}" for i in range(1, LEVELS + 1)), "hairy"),
+    MetadataStyle.challenge: ("image_name", "sex", "age_approx",
+                              "anatom_site_general_challenge", "diagnosis", "benign_malignant",
+                              "target", "image_manipulation", "hairy"),
+}
+"""metadata.csv's schema columns per style (the id first); generation settings follow them.
+In the Archive style, `anatom_site_general_challenge` holds only a challenge site the Archive
+has no term for (`torso`), so no value is lost."""
+
+
+def synthetic_cells(style: MetadataStyle, diagnosis: str | None, sex: str | None,
+                    age: int | None, site: str | None, hairy: bool | None) -> tuple[object, ...]:
+    """The schema cells after the id of one generated image, checked against `MetadataRow`
+    in the Archive style (a value outside the vocabulary is left blank)."""
+    sex = sex if sex in sex_terms() else None
+    site = site if site in site_terms() else None
+    if style is MetadataStyle.challenge:
+        top = levels(diagnosis)[0]
+        melanoma = None if diagnosis is None else int(diagnosis == MELANOMA
+                                                      or diagnosis.startswith(MELANOMA + ":"))
+        return (sex, age, None if site is None else CHALLENGE_SITE.get(site, site),
+                legacy_diagnosis(diagnosis),
+                top.lower() if top in ("Benign", "Malignant") else None, melanoma, SYNTHETIC,
+                hairy)
+    kept = site if site in CHALLENGE_ONLY_SITES else None
+    cells = (SYNTHETIC, sex, age, None if kept else site, kept, *levels(diagnosis), hairy)
+    names = ["age" if name == "age_approx" else name
+             for name in SCHEMA_COLUMNS[MetadataStyle.archive][1:]]
+    problem = validate_row(dict(zip(names, cells, strict=True)))
+    if problem:
+        raise UserError(f"a synthetic row fails the ISIC Archive schema ({problem}); "
+                        "report this as a bug")
+    return cells
 
 
 def validate_row(row: Mapping[str, object]) -> str | None:

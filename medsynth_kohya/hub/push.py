@@ -270,7 +270,8 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
     if metadata.is_file():
         with metadata.open(newline="", encoding="utf-8") as file:
             for row in csv.DictReader(file):
-                key = row.get("isic_id") or row.get("id") or row.get("file") or ""
+                key = (row.get("isic_id") or row.get("image_name") or row.get("id")
+                       or row.get("file") or "")
                 rows.setdefault(Path(key).stem, row)
     order = {stem: i for i, stem in enumerate(rows)}
     images.sort(key=lambda path: (order.get(path.stem, len(order)), path.name))

@@ -2,11 +2,11 @@
 
 Flow: LoRA (run folder or file) + prompt source -> plan (image i: id, prompt, seed S + i) ->
 checks -> one prompt file per shard -> one sdxl_gen_img.py per GPU -> images renamed to
-OUT/images/<id>.png -> OUT/metadata.csv (ISIC Archive columns) and OUT/grid.jpg. A re-run
+OUT/images/<id>.png -> OUT/metadata.csv (ISIC Archive rows) and OUT/grid.jpg. A re-run
 with the same settings generates only the images that are missing.
 
     OUT/images/<id>.png          the set (ids <prefix><7 digits>, from 0)
-    OUT/metadata.csv             one row per image file, ISIC Archive column names first
+    OUT/metadata.csv             one row per image file: ISIC Archive fields, then settings
     OUT/grid.jpg                 contact sheet of the first images with their prompts
     OUT/logs/shard-<k>.log       sdxl_gen_img.py's output, appended on every run
     OUT/.medsynth/sample.json    the settings, checked on a re-run, and the last run's record
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files, locks
-from medsynth_kohya.data import captions, manifest
+from medsynth_kohya.data import archive, captions, manifest
+from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.files import replacing
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
@@ -47,11 +48,13 @@ GRID = "grid.jpg"
 GRID_IMAGES = 16
 DEFAULT_PREFIX = "SYN_"
 ID_DIGITS = 7
-COLUMNS = ("isic_id", "sex", "age_approx", "anatom_site_general", "diagnosis",
-           "benign_malignant", "hairy", "skin_tone", "synthetic", "prompt", "negative_prompt",
-           "seed", "steps", "scale", "sampler", "width", "height", "lora_file", "lora_sha256",
-           "base_model")
-"""metadata.csv columns: ISIC Archive names first, so the rows concatenate to ISIC's own."""
+SETTINGS_COLUMNS = ("skin_tone", "prompt", "negative_prompt", "seed", "steps", "scale", "sampler",
+                    "width", "height", "lora_file", "lora_sha256", "base_model")
+"""metadata.csv's columns after the schema's: the drawn skin tone (ITA category, no ISIC field)
+and the generation settings."""
+COLUMNS = (*archive.SCHEMA_COLUMNS[MetadataStyle.archive], *SETTINGS_COLUMNS)
+"""metadata.csv columns: ISIC Archive fields first (each row a valid Archive `MetadataRow`), so
+the rows concatenate to the Archive's own; `--metadata-style 2020` swaps in the challenge's."""
 OWNED = {"W": "--width", "H": "--height", "steps": "--steps", "scale": "--scale",
          "sampler": "--sampler", "ckpt": "--base-model", "network_weights": "--lora",
          "seed": "--seed", "outdir": "--out", "from_file": "--prompts", "prompt": "--prompt",
@@ -93,6 +96,7 @@ class SampleOptions:
     id_prefix: str = DEFAULT_PREFIX
     revision: str | None = None
     """Branch, tag or commit of a Hub LoRA (--lora USER/REPO)."""
+    metadata_style: MetadataStyle = MetadataStyle.archive
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,8 @@ class Plan:
     lora: Path
     lora_sha256: str
     base_model: str
-    diagnosis: str = "melanoma"
+    diagnosis: str | None = archive.MELANOMA
+    """The training class's ISIC Archive diagnosis path (None: unknown)."""
 
     def image_id(self, index: int) -> str:
         return f"{self.id_prefix}{index:0{ID_DIGITS}d}"
@@ -238,7 +243,7 @@ def _lora_source(lora: Path, options: SampleOptions) -> tuple[
 
 
 def _prepared_state(folder: Path | None) -> dict[str, Any]:
-    """The options a prepared folder records ({} when there is none)."""
+    """The record a prepared folder keeps (options, class diagnosis; {} when there is none)."""
     from medsynth_kohya.data.prepare import STATE_DIR as PREPARE_STATE
     from medsynth_kohya.data.prepare import STATE_FILE as PREPARE_FILE
 
@@ -246,16 +251,25 @@ def _prepared_state(folder: Path | None) -> dict[str, Any]:
         return {}
     from medsynth_kohya.data.prepare import read_state
 
-    options: dict[str, Any] = read_state(folder).get("options", {})
-    return options
+    state: dict[str, Any] = read_state(folder)
+    return state
 
 
 @dataclass(frozen=True)
 class _Captions:
     template: str
     trigger: str
-    diagnosis: str
+    diagnosis: str | None
     known: bool
+
+
+def _class_diagnosis(class_name: str, states: Sequence[Mapping[str, Any]]) -> str | None:
+    """The training class's Archive diagnosis: what prepare found its images share, else the
+    class name read as a diagnosis term ("melanoma")."""
+    for state in states:
+        if "diagnosis" in state:
+            return None if state["diagnosis"] is None else str(state["diagnosis"])
+    return archive.diagnosis_path(class_name)
 
 
 def _captions(record: Mapping[str, Any] | None, like: Path | None) -> _Captions:
@@ -266,14 +280,15 @@ def _captions(record: Mapping[str, Any] | None, like: Path | None) -> _Captions:
     """
     dataset: Mapping[str, Any] = (record or {}).get("dataset", {})
     prepared = Path(str(dataset["prepared"])) if dataset.get("prepared") else None
-    for options in (dataset, _prepared_state(prepared),
-                    _prepared_state(like.parent if like else None)):
+    states = [_prepared_state(prepared), _prepared_state(like.parent if like else None)]
+    for options in (dataset, *(state.get("options", {}) for state in states)):
         if options.get("caption_template") and options.get("trigger"):
-            diagnosis = str(options.get("class_name") or (record or {}).get("config", {}).get(
+            class_name = str(options.get("class_name") or (record or {}).get("config", {}).get(
                 "output_name") or "melanoma")
             return _Captions(str(options["caption_template"]), str(options["trigger"]),
-                             diagnosis, True)
-    return _Captions(captions.DEFAULT_TEMPLATE, captions.DEFAULT_TRIGGER, "melanoma", False)
+                             _class_diagnosis(class_name, states), True)
+    return _Captions(captions.DEFAULT_TEMPLATE, captions.DEFAULT_TRIGGER,
+                     _class_diagnosis("melanoma", states), False)
 
 
 def _read_prompts_file(path: Path) -> list[str]:
@@ -591,25 +606,33 @@ def _cell(value: object) -> object:
     return value
 
 
-def write_metadata(plan: Plan, present: Sequence[int], path: Path) -> None:
+def write_metadata(plan: Plan, present: Sequence[int], path: Path,
+                   style: MetadataStyle = MetadataStyle.archive) -> None:
     """metadata.csv for the images `present` (indices), in id order, written atomically:
+    the schema of `style` (each distinct row checked once), then the generation settings;
     blank for a missing value, true/false for booleans."""
     import csv
 
     drawn, settings = plan.drawn, plan.settings
-    malignant = "malignant" if plan.diagnosis.lower() == "melanoma" else ""
     shared = (settings.negative_prompt, settings.steps, float(settings.scale), settings.sampler,
               settings.width, settings.height, plan.lora.name, plan.lora_sha256, plan.base_model)
+    cells: dict[tuple[str | None, int | None, str | None, bool | None], tuple[object, ...]] = {}
+
+    def schema(i: int) -> tuple[object, ...]:
+        key = (drawn.sex[i], drawn.age[i], drawn.site[i], drawn.hairy[i])
+        found = cells.get(key)
+        if found is None:
+            found = cells[key] = tuple(_cell(value) for value in archive.synthetic_cells(
+                style, plan.diagnosis, *key))
+        return found
+
     with replacing(path) as temporary, temporary.open("w", encoding="utf-8",
                                                           newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(
-            (plan.image_id(i), _cell(drawn.sex[i]), _cell(drawn.age[i]), _cell(drawn.site[i]),
-             plan.diagnosis, malignant, _cell(drawn.hairy[i]), _cell(drawn.skin_tone[i]),
-             "true", drawn.prompts[i],
-             shared[0], plan.seed + i, *shared[1:])
-            for i in sorted(present))
+        writer.writerow((*archive.SCHEMA_COLUMNS[style], *SETTINGS_COLUMNS))
+        writer.writerows((plan.image_id(i), *schema(i), _cell(drawn.skin_tone[i]),
+                          drawn.prompts[i], shared[0], plan.seed + i, *shared[1:])
+                         for i in sorted(present))
 
 
 def _wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
@@ -780,6 +803,9 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                 diagnosis=names.diagnosis)
     problems, warnings = _preflight(location, runner, out, gpus, gen)
     warnings = [*notes, *source.warnings, *warnings]
+    if names.diagnosis is None:
+        warnings.append("the training class has no single ISIC Archive diagnosis (prepare "
+                        "found none its images share): metadata.csv leaves it blank")
     if not names.known and source.identity["kind"] == "like":
         warnings.append(f"no train run or prepared folder found: prompts use prepare's default "
                         f"template and trigger {names.trigger!r}")
@@ -830,7 +856,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                              tail=tuple(o.tail)) for s, o in zip(shards, outcomes, strict=True))
     if on_progress is not None:
         on_progress(len(present), n)
-    write_metadata(plan, present, out / METADATA)
+    write_metadata(plan, present, out / METADATA, options.metadata_style)
     grid = write_grid(plan, out / IMAGES, present, out / GRID)
     if any(s.interrupted for s in finished):
         status, message = "interrupted", "stopped; re-run the same command to make the rest"
