@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
 
     from medsynth_kohya.data.prepare import Progress
@@ -22,13 +23,8 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-@contextmanager
-def progress_bar(description: str) -> Iterator[Progress]:
-    """A rich progress bar on stderr, driven through a (done, total) callback.
-
-    The bar appears on the first update, so a command that fails before its long work
-    prints only its one-line error.
-    """
+def _counting_bar() -> RichProgress:
+    """A rich progress display on stderr: description, bar, done/total, elapsed, remaining."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -37,8 +33,18 @@ def progress_bar(description: str) -> Iterator[Progress]:
     )
     from rich.progress import Progress as Bar
 
-    bar = Bar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-              TimeElapsedColumn(), TimeRemainingColumn(), console=console(stderr=True))
+    return Bar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn(), console=console(stderr=True))
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Progress]:
+    """A rich progress bar on stderr, driven through a (done, total) callback.
+
+    The bar appears on the first update, so a command that fails before its long work
+    prints only its one-line error.
+    """
+    bar = _counting_bar()
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:
@@ -57,16 +63,7 @@ def progress_bar(description: str) -> Iterator[Progress]:
 @contextmanager
 def stage_bars() -> Iterator[Callable[[str, int, int], None]]:
     """Progress bars on stderr, one per named stage, driven by (stage, done, total)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as Bar
-
-    bar = Bar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-              TimeElapsedColumn(), TimeRemainingColumn(), console=console(stderr=True))
+    bar = _counting_bar()
     tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:

@@ -350,6 +350,10 @@ def _with_features(extractor: Extractor, features: _Features, real_set: sets.Rea
     return fidelity_section, {"method": method, "figures": asdict(result)}
 
 
+def _skipped_row(check: str, section: dict[str, Any]) -> dict[str, str]:
+    return {"check": check, "status": "skipped", "detail": section["skipped"]}
+
+
 def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[str, str]]:
     """One row per section: pass / warn / fail / skipped, with the figure that decided it."""
     rows = []
@@ -370,8 +374,7 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
                      f"prompt's {words}"})
     fidelity_section = sections["fidelity"]
     if "skipped" in fidelity_section:
-        rows.append({"check": "fidelity (FID/KID)", "status": "skipped",
-                     "detail": fidelity_section["skipped"]})
+        rows.append(_skipped_row("fidelity (FID/KID)", fidelity_section))
     else:
         f = fidelity_section["figures"]
         rows.append({"check": "fidelity (FID/KID)", "status": "info",
@@ -380,8 +383,7 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
                                f"(n = {f['n_real']} real, {f['n_synthetic']} synthetic)"})
     utility_section = sections["utility"]
     if "skipped" in utility_section:
-        rows.append({"check": "classifier utility", "status": "skipped",
-                     "detail": utility_section["skipped"]})
+        rows.append(_skipped_row("classifier utility", utility_section))
     else:
         mixes = utility_section["figures"]["mixes"]
         base = next((m for m in mixes if m["mix"] == 0), mixes[0])
