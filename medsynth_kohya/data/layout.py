@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,9 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def prune(root: Path, keep: set[Path]) -> int:
-    """Remove files under `root` that are not in `keep`, then empty folders; returns the count."""
+def prune(root: Path, keep: set[Path], removable: Callable[[Path], bool]) -> int:
+    """Remove the `removable` files under `root` that are not in `keep`, then empty folders;
+    returns the count. Files that are not removable (the user's own) are never touched."""
     removed = 0
     if not root.is_dir():
         return 0
@@ -81,7 +83,7 @@ def prune(root: Path, keep: set[Path]) -> int:
         if path.is_dir() and not path.is_symlink():
             if not any(path.iterdir()):
                 path.rmdir()
-        elif path not in keep:
+        elif path not in keep and removable(path):
             path.unlink()
             removed += 1
     return removed

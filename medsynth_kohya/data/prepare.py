@@ -45,6 +45,8 @@ Progress = Callable[[int, int], None]
 STATE_DIR = ".medsynth"
 STATE_FILE = "prepare.json"
 CACHE_FILE = "scan-cache.json"
+WRITTEN_FILE = "written.json"
+"""The files under img/ and val/ that prepare placed: the only ones a re-run may remove."""
 JOURNAL_FILE = "scan-cache.journal"
 """Scans made since CACHE_FILE was written, one JSON line each, appended as each finishes: what
 a killed run keeps (SIGKILL skips every `finally`). Folded into CACHE_FILE at a run's end."""
@@ -134,19 +136,57 @@ def _check(options: PrepareOptions) -> None:
         raise UserError(f"--resolution must be a multiple of 64 (got {options.resolution})")
 
 
-def _claim(out: Path, force: bool) -> None:
-    """Refuse a non-empty OUT that `prepare` did not make (no .medsynth/), unless --force.
+def _written(out: Path) -> set[Path] | None:
+    """The layout files earlier runs placed; None for a folder prepared before this list
+    existed (everything under img/ and val/ was then prepare's own)."""
+    path = out / STATE_DIR / WRITTEN_FILE
+    try:
+        return {out / name for name in json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError):
+        return None if (out / STATE_DIR / STATE_FILE).is_file() else set()
 
-    The state folder is made before any other output, so an interrupted first run still
-    counts as ours and its re-run continues.
+
+def _ours(path: Path, written: set[Path] | None) -> bool:
+    """Whether prepare (or sd-scripts' latent cache beside its images) made `path`."""
+    return written is None or path in written or path.name.endswith("_sdxl.npz")
+
+
+def _record_written(out: Path, paths: set[Path]) -> None:
+    files.write_json(out / STATE_DIR / WRITTEN_FILE,
+                     sorted(str(path.relative_to(out)) for path in paths))
+
+
+def _foreign_layout_files(out: Path, written: set[Path] | None) -> list[Path]:
+    return [path for root in (layout.TRAIN_ROOT, layout.VAL_ROOT) if (out / root).is_dir()
+            for path in sorted((out / root).rglob("*"))
+            if not path.is_dir() and not _ours(path, written)]
+
+
+def _claim(out: Path, force: bool, class_name: str) -> list[str]:
+    """Refuse a non-empty OUT that `prepare` did not make (no .medsynth/), unless --force, and
+    foreign files that would be trained on; returns warnings for foreign files it keeps.
+
+    Runs before anything is written. The state folder is made before any other output, so an
+    interrupted first run still counts as ours and its re-run continues.
     """
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
-    if not out.is_dir() or (out / STATE_DIR).is_dir() or force:
-        return
-    if locks.foreign_entries(out):
+    if not out.is_dir():
+        return []
+    if not (out / STATE_DIR).is_dir() and not force and locks.foreign_entries(out):
         raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya prepare; "
                         "choose an empty folder or pass --force to write into it")
+    foreign = _foreign_layout_files(out, _written(out))
+    trained = [p for p in foreign if re.fullmatch(rf"\d+_{re.escape(class_name)}",
+                                                  p.parent.name)]
+    if trained:
+        raise UserError(f"{len(trained)} files prepare did not write sit in a training folder "
+                        f"and would be trained on (first: {trained[0]}); move them out of "
+                        f"{out} and run this again")
+    if foreign:
+        return [f"{len(foreign)} files under {out} that prepare did not write are kept as they "
+                f"are (first: {foreign[0]})"]
+    return []
 
 
 def _unsafe(identifier: str) -> bool:
@@ -294,7 +334,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
              on_progress: Progress | None) -> PrepareResult:
     import pandas as pd
 
-    _claim(out, force)
+    foreign_warnings = _claim(out, force, options.class_name)
     located = locate_source(source, metadata, images, options)
     raw = read_metadata(located)
     rows, rejected = normalise(raw, located)
@@ -303,6 +343,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     skipped: list[dict[str, str]] = []
     warnings = archive.rejections(rejected.loc[chosen.index], allowed_terms(located))
     warnings += _mostly_blank(chosen, _caption_fields(options), located)
+    warnings += foreign_warnings
     found = index_images(located.image_dirs)
 
     for identifier in sorted(set(found) - set(rows["id"])):
@@ -478,21 +519,27 @@ def _true(value: Any) -> bool:
 
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str) -> Path:
-    """Link images and write captions for every manifest row; remove anything stale."""
-    wanted: set[Path] = set()
-    train_dir = layout.class_folder(out, "train", repeats, class_name)
-    train_dir.mkdir(parents=True, exist_ok=True)
+    """Link images and write captions for every manifest row; remove what earlier runs wrote
+    and this one does not. The files about to be written are recorded first, so a run killed
+    half-way leaves nothing its re-run would take for the user's."""
+    rows = []
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, class_name)
-        folder.mkdir(parents=True, exist_ok=True)
         source = Path(str(row.source))
-        image = folder / f"{row.id}{output_suffix(source)}"
-        text = folder / f"{row.id}.txt"
+        rows.append((source, folder / f"{row.id}{output_suffix(source)}",
+                     folder / f"{row.id}.txt", str(row.caption)))
+    wanted = {path for _, image, text, _ in rows for path in (image, text)}
+    written = _written(out)
+    _record_written(out, wanted | (written or set()))
+    train_dir = layout.class_folder(out, "train", repeats, class_name)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    for source, image, text, caption in rows:
+        image.parent.mkdir(parents=True, exist_ok=True)
         layout.place(source, image)
-        layout.write_text(text, str(row.caption))
-        wanted.update({image, text})
+        layout.write_text(text, caption)
     for root in (layout.TRAIN_ROOT, layout.VAL_ROOT):
-        layout.prune(out / root, wanted)
+        layout.prune(out / root, wanted, removable=lambda path: _ours(path, written))
+    _record_written(out, wanted)
     train_dir.mkdir(parents=True, exist_ok=True)
     return train_dir
 

@@ -1,0 +1,55 @@
+"""`prepare --force` never deletes or trains on files it did not write."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.synth import SyntheticSet
+
+from .conftest import invoke
+
+
+def _sums(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_foreign_files_are_kept_and_never_trained_on(runner: CliRunner, tmp_path: Path,
+                                                     isic2020: SyntheticSet) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    mine = out / "img" / "notes" / "my-photo.jpg"
+    mine.parent.mkdir()
+    mine.write_bytes(b"the user's own file")
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
+                             "--repeats", "3")
+    assert code == 0, stderr
+    assert mine.read_bytes() == b"the user's own file"
+    assert "prepare did not write are kept" in stderr
+    assert not list((out / "img").glob("1_melanoma/*")), "the old class folder is pruned"
+
+    train = next((out / "img").glob("3_melanoma"))
+    intruder = train / "ISIC_intruder.jpg"
+    intruder.write_bytes(b"not part of this data set")
+    before = _sums(out)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
+                             "--repeats", "2")
+    assert code == 1 and "would be trained on" in stderr and "Traceback" not in stderr
+    assert _sums(out) == before, "a refused prepare changes nothing"
+
+
+def test_force_into_a_foreign_folder_keeps_its_files(runner: CliRunner, tmp_path: Path,
+                                                     isic2020: SyntheticSet) -> None:
+    out = tmp_path / "out"
+    (out / "img" / "10_melanoma").mkdir(parents=True)
+    (out / "img" / "10_melanoma" / "mine.jpg").write_bytes(b"mine")
+    (out / "README.txt").write_text("mine", encoding="utf-8")
+    before = _sums(out)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force")
+    assert code == 1 and "would be trained on" in stderr
+    assert _sums(out) == before
+    assert not (out / ".medsynth").exists()
