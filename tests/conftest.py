@@ -41,6 +41,24 @@ def _own_data_home(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.delenv("MEDSYNTH_SD_SCRIPTS_URL", raising=False)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """While mutmut runs a mutant, keep only the tests that judge its module (pyproject's
+    [tool.medsynth-kohya.mutation-tests]); a normal run is left alone."""
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if "__mutmut_" not in mutant:
+        return
+    import toml
+
+    judges = toml.load(REPO / "pyproject.toml")["tool"]["medsynth-kohya"]["mutation-tests"]
+    files = next((tests for path, tests in judges.items()
+                  if mutant.startswith(path.removesuffix(".py").replace("/", ".") + ".")), None)
+    if files is None:
+        return
+    keep = [item for item in items if item.nodeid.split("::")[0] in files]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     """A CLI runner; stderr is kept apart so tests can check the one-line errors, and tables

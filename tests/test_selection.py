@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.data.prepare import prepare, summary
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
 from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
 from .conftest import invoke
@@ -110,6 +111,27 @@ def test_archive_diagnosis_3_keeps_every_melanoma_subtype(mixed_archive: Synthet
     _check_prepared(mixed_archive, tmp_path / "out", expected)
 
 
+def test_archive_diagnosis_3_alone_selects(mixed_archive: SyntheticSet, tmp_path: Path) -> None:
+    """An export that kept only the finest level still selects, and selects melanomas."""
+    ids = _relabel(mixed_archive, ("diagnosis_1", "diagnosis_2", "diagnosis_3",
+                                   "benign_malignant"), diagnosis_3=ARCHIVE_DIAGNOSIS_3)
+    expected = [ids[i] for i in (0, 2, 4, 6, 9)]
+    _check_prepared(mixed_archive, tmp_path / "out", expected)
+
+
+def test_archive_diagnosis_2_alone_selects(mixed_archive: SyntheticSet, tmp_path: Path) -> None:
+    """An export with only the second level selects the melanocytic malignancies."""
+    levels = ("Malignant melanocytic proliferations (Melanoma)",
+              "Benign melanocytic proliferations", None, "Malignant adnexal epithelial "
+              "proliferations - Follicular", "Malignant melanocytic proliferations (Melanoma)",
+              "Benign epidermal proliferations", "Malignant melanocytic proliferations "
+              "(Melanoma)", "Benign melanocytic proliferations",
+              "Benign melanocytic proliferations", "Indeterminate melanocytic proliferations")
+    ids = _relabel(mixed_archive, ("diagnosis_1", "diagnosis_2", "diagnosis_3",
+                                   "benign_malignant"), diagnosis_2=levels)
+    _check_prepared(mixed_archive, tmp_path / "out", [ids[i] for i in (0, 4, 6)])
+
+
 def test_archive_diagnosis_without_diagnosis_3(mixed_archive: SyntheticSet,
                                                tmp_path: Path) -> None:
     ids = _relabel(mixed_archive, ("diagnosis_1", "diagnosis_2", "diagnosis_3",
@@ -129,7 +151,9 @@ def test_no_class_column_is_a_one_line_error(runner: CliRunner, tmp_path: Path,
     made.frame.drop(columns=drop).to_csv(made.metadata, index=False)
     code, stdout, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out")
     assert code != 0 and "Traceback" not in stdout + stderr
-    assert "--query" in stderr and ("target" in stderr or "diagnosis_3" in stderr)
+    missing = "target (or diagnosis)" if layout == "isic2020" else "diagnosis_3"
+    assert stderr.strip().endswith(f"{made.metadata} is missing column {missing} to select "
+                                   "melanomas; add it or pass --query or --diagnosis"), stderr
 
 
 def test_cli_prepares_only_the_melanomas(runner: CliRunner, mixed2020: SyntheticSet,
@@ -146,3 +170,29 @@ def test_cli_prepares_only_the_melanomas(runner: CliRunner, mixed2020: Synthetic
     assert sorted(manifest["id"]) == expected
     left_out = sorted(set(ids) - set(expected))
     assert not np.isin(left_out, manifest["id"]).any()
+
+
+@pytest.mark.parametrize(("query", "needle"), [
+    ("no_such_column == 1", "failed: UndefinedVariableError: name 'no_such_column' is not "
+                            "defined"),
+    ("age_approx + 1", "must give one True/False per row"),
+    ("1 == 1", "must give one True/False per row"),
+    ("patient_id", "must give one True/False per row"),
+])
+def test_a_query_that_is_not_a_row_filter_is_refused(runner: CliRunner, mixed2020: SyntheticSet,
+                                                     tmp_path: Path, query: str,
+                                                     needle: str) -> None:
+    code, stdout, stderr = invoke(runner, "prepare", mixed2020.root, "--out", tmp_path / "out",
+                                  "--query", query)
+    assert code != 0 and "Traceback" not in stdout + stderr
+    assert f"--query {query!r}" in stderr and needle in stderr, stderr
+
+
+def test_a_query_with_string_methods_selects(mixed2020: SyntheticSet, tmp_path: Path) -> None:
+    """Queries run on pandas' Python engine, so `.str` methods work whatever is installed."""
+    ids = _relabel(mixed2020, ("target", "diagnosis", "benign_malignant"),
+                   target=ISIC2020_TARGET, diagnosis=ISIC2020_DIAGNOSIS)
+    options = PrepareOptions(query='diagnosis.str.strip().str.lower() == "melanoma"',
+                             hair=HairMode.off)
+    result = prepare(mixed2020.root, tmp_path / "out", options=options, workers=1)
+    assert sorted(result.manifest["id"]) == sorted(ids[i] for i in (0, 2, 5, 8))

@@ -255,6 +255,18 @@ def _record_kept_on_refusal(path: Path) -> Iterator[None]:
         raise
 
 
+def verdict(outcome: launch.RunOutcome, final: Path) -> tuple[str, str]:
+    """The run's status and message: "succeeded" needs exit status 0 *and* the final LoRA file;
+    an interruption is "interrupted" (resumable) whatever the exit status."""
+    if outcome.interrupted:
+        return "interrupted", "stopped; continue with --resume"
+    if outcome.returncode == 0 and final.is_file():
+        return "succeeded", f"LoRA written to {final}"
+    if final.is_file():
+        return "failed", f"sd-scripts exited with {outcome.returncode}"
+    return "failed", f"sd-scripts exited with {outcome.returncode} and wrote no LoRA file"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -418,14 +430,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     outcome = launch.run(command, log, on_progress=on_progress)
     loras = launch.lora_files(run_dir / "output", owned["output_name"])
     final = run_dir / "output" / f"{owned['output_name']}.safetensors"
-    if outcome.interrupted:
-        status, message = "interrupted", "stopped; continue with --resume"
-    elif outcome.returncode == 0 and final.is_file():
-        status, message = "succeeded", f"LoRA written to {final}"
-    else:
-        status = "failed"
-        message = (f"sd-scripts exited with {outcome.returncode} and wrote no LoRA file"
-                   if not final.is_file() else f"sd-scripts exited with {outcome.returncode}")
+    status, message = verdict(outcome, final)
     record.update(status=status, end=_now(), exit_status=outcome.returncode,
                   interrupted=outcome.interrupted, message=message,
                   lora_files=[str(p) for p in loras])

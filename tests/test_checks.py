@@ -1,0 +1,130 @@
+"""The option checks on their own: each refused combination, its message, and what passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sdscripts import checks
+
+T4 = Gpu("Tesla T4", 15360, (7, 5))
+A100 = Gpu("NVIDIA A100-SXM4-40GB", 40960, (8, 0))
+H100 = Gpu("NVIDIA H100 80GB HBM3", 81559, (9, 0))
+CACHED = {"cache_text_encoder_outputs": True, "network_train_unet_only": True}
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1024,1024", (1024, 1024)), ("768, 1024", (768, 1024)), ("896", (896, 896)),
+    (" 64 ,128 ", (64, 128)), ("1024,1024,3", None), ("0,1024", None), ("1024,", None),
+    ("-64", None), ("1e3", None), ("", None), (1024, None), ([1024, 1024], None), (None, None),
+])
+def test_resolution(value: Any, expected: tuple[int, int] | None) -> None:
+    assert checks.resolution(value) == expected
+
+
+def test_a_plain_config_passes() -> None:
+    options = {"resolution": "1024,1024", "mixed_precision": "bf16", "full_bf16": True,
+               "cache_latents": True, "caption_extension": ".txt", **CACHED}
+    assert checks.config_errors(options) == []
+    assert checks.config_errors({}) == []
+
+
+@pytest.mark.parametrize("key", ["cache_text_encoder_outputs",
+                                 "cache_text_encoder_outputs_to_disk"])
+def test_cached_text_encoder_needs_unet_only(key: str) -> None:
+    assert checks.config_errors({key: True}) == [
+        "cache_text_encoder_outputs needs network_train_unet_only = true"]
+    assert checks.config_errors({key: True, "network_train_unet_only": True}) == []
+    assert checks.config_errors({key: False}) == []
+    assert checks.config_errors({key: "true"}) == []  # only a TOML true switches it on
+
+
+def test_cached_text_encoder_refuses_what_changes_captions() -> None:
+    options = {**CACHED, "shuffle_caption": True, "token_warmup_step": 10,
+               "caption_dropout_rate": 0.1, "caption_dropout_every_n_epochs": 2,
+               "caption_tag_dropout_rate": 0.05}
+    assert checks.config_errors(options) == [
+        "cache_text_encoder_outputs cannot be used with shuffle_caption = true",
+        "cache_text_encoder_outputs cannot be used with token_warmup_step > 0",
+        "cache_text_encoder_outputs cannot be used with caption dropout "
+        "(caption_dropout_rate > 0)",
+        "cache_text_encoder_outputs cannot be used with caption dropout "
+        "(caption_dropout_every_n_epochs > 0)",
+        "cache_text_encoder_outputs cannot be used with caption dropout "
+        "(caption_tag_dropout_rate > 0)",
+    ]
+    harmless = {**CACHED, "shuffle_caption": False, "token_warmup_step": 0,
+                "caption_dropout_rate": 0.0, "caption_dropout_every_n_epochs": True,
+                "caption_tag_dropout_rate": "0.1"}
+    assert checks.config_errors(harmless) == []
+    assert checks.config_errors({"shuffle_caption": True, "token_warmup_step": 5,
+                                 "caption_dropout_rate": 0.5}) == []
+
+
+@pytest.mark.parametrize("key", ["cache_latents", "cache_latents_to_disk"])
+def test_cached_latents_refuse_augmentation(key: str) -> None:
+    assert checks.config_errors({key: True, "color_aug": True, "random_crop": True}) == [
+        "cache_latents cannot be used with color_aug = true",
+        "cache_latents cannot be used with random_crop = true"]
+    assert checks.config_errors({key: True, "color_aug": False}) == []
+    assert checks.config_errors({key: False, "color_aug": True, "random_crop": True}) == []
+
+
+def test_caption_extension_and_resolution_format() -> None:
+    assert checks.config_errors({"caption_extension": ".caption"}) == [
+        "caption_extension = '.caption': prepare writes captions as .txt files; "
+        "remove the override"]
+    assert checks.config_errors({"caption_extension": ".txt"}) == []
+    assert checks.config_errors({"resolution": [1024, 1024]}) == [
+        "resolution = [1024, 1024] must be a string such as \"1024,1024\" or \"1024\""]
+
+
+@pytest.mark.parametrize(("flag", "precision"), [("full_fp16", "fp16"), ("full_bf16", "bf16")])
+def test_full_precision_needs_its_mixed_precision(flag: str, precision: str) -> None:
+    other = "bf16" if precision == "fp16" else "fp16"
+    assert checks.config_errors({flag: True, "mixed_precision": other}) == [
+        f'{flag} needs mixed_precision = "{precision}"']
+    assert checks.config_errors({flag: True}) == [f'{flag} needs mixed_precision = "{precision}"']
+    assert checks.config_errors({flag: True, "mixed_precision": precision}) == []
+    assert checks.config_errors({flag: False, "mixed_precision": other}) == []
+
+
+def test_bf16_use() -> None:
+    assert checks.uses_bf16({"mixed_precision": "bf16"})
+    assert checks.uses_bf16({"full_bf16": True, "mixed_precision": "fp16"})
+    assert not checks.uses_bf16({"mixed_precision": "fp16", "full_bf16": False})
+    assert not checks.uses_bf16({})
+
+
+def test_cpu_errors() -> None:
+    assert checks.cpu_errors({}) == []
+    assert checks.cpu_errors({"mixed_precision": "no", "xformers": False}) == []
+    assert checks.cpu_errors({"mixed_precision": "fp16", "xformers": True}) == [
+        "mixed_precision = 'fp16' needs a GPU; use mixed_precision = \"no\" on CPU",
+        "xformers needs a CUDA GPU; use sdpa = true on CPU"]
+
+
+def test_gpu_errors_on_fitting_gpus() -> None:
+    options = {"mixed_precision": "bf16"}
+    assert checks.gpu_errors(options, [A100], 1, 40.0) == []
+    assert checks.gpu_errors(options, [H100, H100], 2, 40.0) == []
+    assert checks.gpu_errors({"mixed_precision": "fp16"}, [T4], 1, 15.0) == []
+
+
+def test_gpu_errors_name_each_problem() -> None:
+    assert checks.gpu_errors({"mixed_precision": "bf16"}, [T4], 1, 24.0) == [
+        "Tesla T4 (compute capability 7.5) has no bf16: --set mixed_precision=fp16 "
+        "--set save_precision=fp16, or the t4-16gb preset",
+        "Tesla T4 has 15 GiB; this preset needs 24 GiB: choose the t4-16gb preset or lower "
+        "train_batch_size"]
+    assert checks.gpu_errors({}, [A100], 2, 16.0) == [
+        "2 training processes need 2 GPUs; 1 found: use --gpus 1"]
+
+
+def test_only_the_gpus_that_train_are_checked() -> None:
+    assert checks.gpu_errors({"full_bf16": True}, [A100, T4], 1, 16.0) == []
+    assert len(checks.gpu_errors({"full_bf16": True}, [A100, T4], 2, 15.0)) == 1
+    assert checks.gpu_errors({}, [Gpu("small", 16384, (8, 6))], 1, 16.0) == []
+    assert checks.gpu_errors({}, [Gpu("small", 16383, (8, 6))], 1, 16.0) != []

@@ -1,0 +1,150 @@
+"""Sample planning on its own: which manifest row each image gets, its prompt, line and checks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from medsynth_kohya.data.captions import DEFAULT_TEMPLATE
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.prompts import Settings
+
+MASK = (1 << 64) - 1
+
+
+def splitmix64(seed: int, index: int) -> int:
+    """The reference splitmix64 output for the state seed + (index + 1) x golden gamma."""
+    z = (seed + (index + 1) * 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**40 + 3, 2**64 - 1])
+@pytest.mark.parametrize("rows", [1, 7, 584])
+def test_rows_follow_splitmix64(seed: int, rows: int) -> None:
+    chosen = prompts.rows_for(seed, 50, rows).tolist()
+    assert chosen == [splitmix64(seed, i) % rows for i in range(50)]
+    assert prompts.rows_for(seed, 20, rows).tolist() == chosen[:20]  # never depends on count
+
+
+def test_rows_are_spread_over_the_manifest() -> None:
+    chosen = prompts.rows_for(0, 7000, 7).tolist()
+    counts = [chosen.count(row) for row in range(7)]
+    assert min(counts) > 850 and max(counts) < 1150
+
+
+def _table() -> pd.DataFrame:
+    table: pd.DataFrame = pd.DataFrame({
+        "sex": pd.array(["male", "female", None, "female"], dtype="string"),
+        "age": pd.array([70, None, 45, 30], dtype="Int64"),
+        "site": pd.array(["torso", "head/neck", "torso", None], dtype="string"),
+        "hairy": [True, False, False, True],
+    })
+    return table
+
+
+def test_draw_renders_each_row_with_the_template() -> None:
+    table = _table()
+    drawn = prompts.draw(table, 40, 3, DEFAULT_TEMPLATE, "me1anoma")
+    rows = prompts.rows_for(3, 40, 4).tolist()
+    expected = {
+        0: ("photo of male skin, me1anoma on torso, at age 70, hairy", "male", 70, "torso", True),
+        1: ("photo of female skin, me1anoma on head/neck", "female", None, "head/neck", False),
+        2: ("photo of skin, me1anoma on torso, at age 45", None, 45, "torso", False),
+        3: ("photo of female skin, me1anoma, at age 30, hairy", "female", 30, None, True),
+    }
+    assert len(drawn) == 40
+    for index, row in enumerate(rows):
+        text, sex, age, site, hairy = expected[row]
+        assert (drawn.prompts[index], drawn.sex[index], drawn.age[index], drawn.site[index],
+                drawn.hairy[index]) == (text, sex, age, site, hairy)
+    assert set(rows) == {0, 1, 2, 3}
+
+
+def test_draw_refuses_what_cannot_be_drawn() -> None:
+    with pytest.raises(UserError, match="no rows"):
+        prompts.draw(_table().iloc[:0], 3, 0, DEFAULT_TEMPLATE, "me1anoma")
+    with pytest.raises(UserError, match="trigger"):
+        prompts.draw(_table(), 3, 0, "photo of {sex} skin", "me1anoma")
+    with pytest.raises(UserError, match="dynamic-prompt"):
+        prompts.draw(_table(), 3, 0, DEFAULT_TEMPLATE, "{me1anoma}")
+
+
+def test_repeat_cycles_the_given_prompts() -> None:
+    drawn = prompts.repeat(["a", "b", "c"], 7)
+    assert drawn.prompts == ["a", "b", "c", "a", "b", "c", "a"]
+    blank: list[object] = [None] * 7
+    assert [drawn.sex, drawn.age, drawn.site, drawn.hairy] == [blank] * 4
+    assert prompts.repeat(["x"], 0).prompts == []
+    with pytest.raises(UserError, match="no prompts"):
+        prompts.repeat([], 3)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("", "is empty"), ("   ", "is empty"), ("a\nb", "spans several lines"),
+    ("a\rb", "spans several lines"), ("# note", "starts with '#'"),
+    ("  #x", "starts with '#'"), ("photo --n x", "' --'"), ("--w 5", "' --'"),
+    ("a {b|c}", "{ or }"), ("a } b", "{ or }"),
+])
+def test_check_prompt_refuses(text: str, problem: str) -> None:
+    with pytest.raises(UserError) as caught:
+        prompts.check_prompt(text, "the prompt")
+    message = str(caught.value)
+    assert message.startswith("the prompt ") and problem in message
+    assert repr(text[:80]) in message
+
+
+@pytest.mark.parametrize("text", ["photo of skin, me1anoma", "a-b - c?", "a #1 mole", "x--y"])
+def test_check_prompt_accepts(text: str) -> None:
+    prompts.check_prompt(text, "the prompt")
+
+
+@pytest.mark.parametrize(("value", "text"), [(12, "12"), (7.5, "7.5"), (12.0, "12"),
+                                             (0.1, "0.1"), (1e-7, "0.0000001"),
+                                             (2.25, "2.25")])
+def test_format_number(value: float, text: str) -> None:
+    assert prompts.format_number(value) == text
+
+
+def test_prompt_line() -> None:
+    settings = Settings("blurry, lowres", width=832, height=1216, steps=30, scale=7.5)
+    assert prompts.prompt_line("photo of skin, me1anoma", settings, 42) == (
+        "photo of skin, me1anoma --n blurry, lowres --w 832 --h 1216 --s 30 --l 7.5 --d 42")
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"width": 63}, "--width 63"), ({"width": 1020}, "--width 1020"),
+    ({"height": 56}, "--height 56"), ({"steps": 0}, "--steps 0"), ({"steps": 1001}, "--steps"),
+    ({"scale": -1.0}, "--scale"), ({"scale": float("nan")}, "--scale"),
+    ({"scale": float("inf")}, "--scale"), ({"negative_prompt": "a --b"}, "negative prompt"),
+])
+def test_check_settings_refuses(changes: dict[str, object], needle: str) -> None:
+    settings = Settings(**{"negative_prompt": "blurry", **changes})  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=needle):
+        prompts.check_settings(settings)
+
+
+@pytest.mark.parametrize("changes", [{}, {"width": 64, "height": 64}, {"steps": 1},
+                                     {"steps": 1000}, {"scale": 0.0}, {"negative_prompt": ""},
+                                     {"negative_prompt": "   "}])
+def test_check_settings_accepts(changes: dict[str, object]) -> None:
+    prompts.check_settings(Settings(**{"negative_prompt": "blurry", **changes}))  # type: ignore[arg-type]
+
+
+def test_original_settings_and_the_training_document() -> None:
+    original = prompts.original_settings()
+    assert (original.width, original.height, original.steps, original.scale,
+            original.sampler) == (1024, 1024, 28, 12, "euler_a")
+    assert original.negative_prompt.strip()
+    document = prompts.training_document(_table(), DEFAULT_TEMPLATE, "me1anoma", (832, 1216),
+                                         4, seed=9)
+    table = document["prompt"]
+    assert (table["width"], table["height"], table["scale"]) == (832, 1216, 12)
+    drawn = prompts.draw(_table(), 4, 9, DEFAULT_TEMPLATE, "me1anoma")
+    assert table["subset"] == [{"prompt": text, "seed": 9 + i}
+                               for i, text in enumerate(drawn.prompts)]
+    empty = prompts.training_document(_table().iloc[:0], DEFAULT_TEMPLATE, "me1anoma",
+                                      (1024, 1024), 4)
+    assert empty["prompt"]["subset"] == []
