@@ -16,7 +16,7 @@ CACHED = {"cache_text_encoder_outputs": True, "network_train_unet_only": True}
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("1024,1024", (1024, 1024)), ("768, 1024", (768, 1024)), ("896", (896, 896)),
+    ("1024,1024", (1024, 1024)), ("768, 1024", (768, 1024)), ("896", (896, 896)), ("1", (1, 1)),
     (" 64 ,128 ", (64, 128)), ("1024,1024,3", None), ("0,1024", None), ("1024,", None),
     ("-64", None), ("1e3", None), ("", None), (1024, None), ([1024, 1024], None), (None, None),
 ])
@@ -70,6 +70,9 @@ def test_cached_latents_refuse_augmentation(key: str) -> None:
         "cache_latents cannot be used with random_crop = true"]
     assert checks.config_errors({key: True, "color_aug": False}) == []
     assert checks.config_errors({key: False, "color_aug": True, "random_crop": True}) == []
+    both = checks.config_errors({key: True, "color_aug": True, "cache_text_encoder_outputs": True})
+    assert both == ["cache_text_encoder_outputs needs network_train_unet_only = true",
+                    "cache_latents cannot be used with color_aug = true"]
 
 
 def test_caption_extension_and_resolution_format() -> None:
@@ -128,3 +131,6 @@ def test_only_the_gpus_that_train_are_checked() -> None:
     assert len(checks.gpu_errors({"full_bf16": True}, [A100, T4], 2, 15.0)) == 1
     assert checks.gpu_errors({}, [Gpu("small", 16384, (8, 6))], 1, 16.0) == []
     assert checks.gpu_errors({}, [Gpu("small", 16383, (8, 6))], 1, 16.0) != []
+    assert checks.gpu_errors({}, [Gpu("odd", 11780, (8, 6))], 1, 16.0) == [
+        "odd has 12 GiB; this preset needs 16 GiB: choose the t4-16gb preset or lower "
+        "train_batch_size"]  # 11780 MiB is 11.504 GiB
