@@ -142,9 +142,13 @@ def test_original_settings_and_the_training_document() -> None:
                                          4, seed=9)
     table = document["prompt"]
     assert (table["width"], table["height"], table["scale"]) == (832, 1216, 12)
-    drawn = prompts.draw(_table(), 4, 9, DEFAULT_TEMPLATE, "me1anoma")
-    assert table["subset"] == [{"prompt": text, "seed": 9 + i}
-                               for i, text in enumerate(drawn.prompts)]
+    drawn = prompts.draw(_table(), 64, 9, DEFAULT_TEMPLATE, "me1anoma")
+    subset = table["subset"]
+    assert len(subset) == 4 == len({entry["prompt"] for entry in subset})
+    for entry in subset:  # each distinct prompt with the seed of its first image
+        index = entry["seed"] - 9
+        assert drawn.prompts[index] == entry["prompt"]
+        assert entry["prompt"] not in drawn.prompts[:index]
     empty = prompts.training_document(_table().iloc[:0], DEFAULT_TEMPLATE, "me1anoma",
                                       (1024, 1024), 4)
     assert empty["prompt"]["subset"] == []
