@@ -80,8 +80,9 @@ def test_caption_extension_and_resolution_format() -> None:
         "caption_extension = '.caption': prepare writes captions as .txt files; "
         "remove the override"]
     assert checks.config_errors({"caption_extension": ".txt"}) == []
-    assert checks.config_errors({"resolution": [1024, 1024]}) == [
-        "resolution = [1024, 1024] must be a string such as \"1024,1024\" or \"1024\""]
+    assert checks.config_errors({"resolution": "1024x1024"}) == [
+        "resolution = '1024x1024' must be a string such as \"1024,1024\" or \"1024\""]
+    assert checks.config_errors({"resolution": [1024, 1024]}) == []  # a type: sdopts says it
 
 
 @pytest.mark.parametrize(("flag", "precision"), [("full_fp16", "fp16"), ("full_bf16", "bf16")])
