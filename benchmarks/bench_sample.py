@@ -24,7 +24,9 @@ import pandas as pd
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
 from medsynth_kohya.sampling import prompts
-from medsynth_kohya.sampling.sample import Plan, split, write_metadata, write_shard_files
+from medsynth_kohya.sampling.plan import Plan
+from medsynth_kohya.sampling.shards import split, write_shard_files
+from medsynth_kohya.sampling.synthset import write_metadata
 
 SITES = ("torso", "lower extremity", "upper extremity", "head/neck", "palms/soles",
          "oral/genital", None)

@@ -24,7 +24,8 @@ from medsynth_kohya.data.prepare import PrepareOptions, prepare, read_state
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
-from medsynth_kohya.sampling.sample import COLUMNS, Plan, write_metadata
+from medsynth_kohya.sampling.plan import Plan
+from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 
 from .conftest import invoke
 from .fake_gen import PYTHON, make_fake_gen, write_run

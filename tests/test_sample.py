@@ -21,13 +21,9 @@ from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
-from medsynth_kohya.sampling.sample import (
-    COLUMNS,
-    Plan,
-    SampleOptions,
-    sample,
-    write_metadata,
-)
+from medsynth_kohya.sampling.plan import Plan
+from medsynth_kohya.sampling.sample import SampleOptions, sample
+from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
 from .conftest import invoke

@@ -1,0 +1,138 @@
+"""sd-scripts' SDXL generator as `sample` runs it: its options, base model and preflight.
+
+The options every shard shares: the training run's attention, VAE, tokenizers and precision
+repeated, the generation settings, and `--set` overrides (never the options `sample` owns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sdscripts import checkout, launch, sdopts
+
+SCRIPT = "sdxl_gen_img"
+OWNED = {"W": "--width", "H": "--height", "steps": "--steps", "scale": "--scale",
+         "sampler": "--sampler", "ckpt": "--base-model", "network_weights": "--lora",
+         "seed": "--seed", "outdir": "--out", "from_file": "--prompts", "prompt": "--prompt",
+         "sequential_file_name": None, "images_per_prompt": None, "n_iter": None,
+         "interactive": None, "use_original_file_name": None, "image_path": None,
+         "mask_path": None, "highres_fix_save_1st": None}
+"""sdxl_gen_img.py options `sample` sets itself (with the flag to use instead, if any)."""
+INHERITED = ("vae", "tokenizer_cache_dir", "clip_skip", "network_args", "no_half_vae", "sdpa",
+             "xformers")
+"""Training options that generation repeats (same names in both scripts)."""
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--set key=value` for sdxl_gen_img.py: TOML values (else text); empty removes the key;
+    a single value for a many-valued option becomes a one-item list."""
+    import toml
+
+    options = sdopts.load(SCRIPT)
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key.isidentifier():
+            raise UserError(f"--set {item!r} must look like key=value, e.g. --set "
+                            "network_mul=0.8")
+        if key in OWNED:
+            instead = OWNED[key]
+            raise UserError(f"--set {key} is decided by sample" + (
+                f"; use {instead}" if instead else " (it numbers and names the images)"))
+        if not text:
+            parsed[key] = None
+            continue
+        try:
+            value: Any = toml.loads(f"value = {text}")["value"]
+        except toml.TomlDecodeError:
+            value = text
+        option = options.get(key)
+        if option is not None and option.nargs in ("*", "+") and not isinstance(value, list):
+            value = [value]
+        parsed[key] = value
+    return parsed
+
+
+def gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
+                 settings: prompts.Settings, overrides: Mapping[str, Any], sd_dir: Path,
+                 on_gpu: bool) -> dict[str, Any]:
+    """sdxl_gen_img.py's options, shared by every shard (prompt file and outdir added later).
+
+    Attention, VAE, tokenizers, clip skip, network args and prompt length (max_token_length
+    225 -> 3 x 75 tokens) repeat the training run's; so does fp16/bf16, on a GPU only.
+    """
+    config: Mapping[str, Any] = (record or {}).get("config", {})
+    options: dict[str, Any] = {"ckpt": base_model}
+    for key in INHERITED:
+        value = config.get(key)
+        if value is None or value is False or value == []:
+            continue
+        if key in ("vae", "tokenizer_cache_dir") and isinstance(value, str):
+            value = checkout.local_path(value, sd_dir)
+        elif key == "network_args" and isinstance(value, list):
+            value = [";".join(str(item) for item in value)]  # one "k=v;k=v" entry per network
+        options[key] = value
+    tokens = config.get("max_token_length")
+    if isinstance(tokens, int) and tokens > 75:  # prompts as long as training read them
+        options["max_embeddings_multiples"] = tokens // 75
+    precision = config.get("mixed_precision")
+    if precision in ("fp16", "bf16") and on_gpu:
+        options[precision] = True
+    if not options.get("xformers") and not options.get("sdpa"):
+        options["sdpa"] = True
+    network = config.get("network_module") or "networks.lora"
+    options.update({"network_module": [str(network)], "network_weights": [str(lora.resolve())],
+                    "network_mul": [1.0], "sequential_file_name": True,
+                    "W": settings.width, "H": settings.height, "steps": settings.steps,
+                    "scale": float(settings.scale), "sampler": settings.sampler,
+                    "images_per_prompt": 1, "batch_size": 1})
+    for key, value in overrides.items():
+        if value is None:
+            options.pop(key, None)
+        else:
+            options[key] = value
+    return options
+
+
+def resolve_base_model(given: str | None, record: Mapping[str, Any] | None, sd_dir: Path) -> str:
+    if given:
+        value = given
+    else:
+        value = str((record or {}).get("config", {}).get("pretrained_model_name_or_path") or "")
+        if not value:
+            raise UserError("give --base-model (a .safetensors checkpoint or a Hub id): the "
+                            "LoRA has no train run record naming its base model")
+    resolved = checkout.local_path(value, sd_dir)
+    looks_local = value.endswith((".safetensors", ".ckpt")) or value.startswith((".", "/", "~"))
+    if looks_local and not Path(resolved).exists() and not (sd_dir / value).exists():
+        raise UserError(f"base model {value} is not a file (relative paths start here or at "
+                        f"{sd_dir}); pass --base-model")
+    return resolved
+
+
+def preflight(location: checkout.Location, python: str, out: Path, gpus: Sequence[Gpu],
+               gen: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Problems that refuse a launch (warnings in a dry run), and warnings."""
+    from medsynth_kohya.machine import doctor
+
+    problems: list[str] = []
+    if not checkout.present(location.path, launch.GEN_SCRIPT):
+        problems.append(f"sd-scripts not found at {location.path} (no {launch.GEN_SCRIPT}): "
+                        f"{checkout.missing_fix(location)}")
+        return problems, []
+    needs = ["xformers"] if gen.get("xformers") else []
+    report = doctor.diagnose(sd_scripts=location, python=python, workdir=out, gpus=gpus,
+                             device="cuda" if gpus else "cpu", needs=needs, hub=False)
+    problems += [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
+    unrelated = {"bitsandbytes", "accelerate config"} | ({"xformers"} - set(needs))
+    warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks
+                if c.status == doctor.WARN and c.name not in unrelated]
+    if not gpus:
+        warnings.append("no NVIDIA GPU found: generating on the CPU (minutes per image)")
+    return problems, warnings

@@ -1,0 +1,187 @@
+"""What `sample` makes: its options, and the plan of image i (id, prompt, seed S + i).
+
+Prompts come from --prompt, --prompts FILE or --like MANIFEST (drawn with the training
+captions' template); what identifies them is checked on a re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya import files
+from medsynth_kohya.data import archive, manifest
+from medsynth_kohya.data.archive import MetadataStyle
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.generator import SCRIPT
+from medsynth_kohya.sampling.lora import Captions
+from medsynth_kohya.sdscripts import sdopts
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import pandas as pd
+
+DEFAULT_PREFIX = "SYN_"
+ID_DIGITS = 7
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """What decides the images: how many, which prompts, and how they are generated."""
+
+    n: int | None = None
+    """Images wanted; default: one per line of `prompts_file`."""
+    like: Path | None = None
+    prompt: str | None = None
+    prompts_file: Path | None = None
+    query: str | None = None
+    seed: int = 0
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    scale: float | None = None
+    sampler: str | None = None
+    negative_prompt: str | None = None
+    base_model: str | None = None
+    overrides: tuple[str, ...] = ()
+    num_gpus: int = 1
+    id_prefix: str = DEFAULT_PREFIX
+    revision: str | None = None
+    """Branch, tag or commit of a Hub LoRA (--lora USER/REPO)."""
+    metadata_style: MetadataStyle = MetadataStyle.archive
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every image of the set: id, prompt, seed, and the settings they share."""
+
+    n: int
+    seed: int
+    id_prefix: str
+    drawn: prompts.Drawn
+    settings: prompts.Settings
+    lora: Path
+    lora_sha256: str
+    base_model: str
+    diagnosis: str | None = archive.MELANOMA
+    """The training class's ISIC Archive diagnosis path (None: unknown)."""
+
+    def image_id(self, index: int) -> str:
+        return f"{self.id_prefix}{index:0{ID_DIGITS}d}"
+
+    def line(self, index: int) -> str:
+        return prompts.prompt_line(self.drawn.prompts[index], self.settings, self.seed + index)
+
+
+def check_options(options: SampleOptions) -> None:
+    if options.n is not None and options.n < 1:
+        raise UserError(f"--n must be at least 1 (got {options.n})")
+    if options.num_gpus < 1:
+        raise UserError(f"--num-gpus must be at least 1 (got {options.num_gpus})")
+    if not _PREFIX.match(options.id_prefix):
+        raise UserError(f"--id-prefix {options.id_prefix!r} must be letters, digits, '_' or '-'")
+    if options.sampler is not None:
+        choices = sdopts.load(SCRIPT)["sampler"].choices or ()
+        if options.sampler not in choices:
+            raise UserError(f"unknown sampler {options.sampler!r}; choose one of: "
+                            f"{', '.join(map(str, choices))}")
+
+
+def generation_settings(options: SampleOptions) -> prompts.Settings:
+    original = prompts.original_settings()
+    settings = prompts.Settings(
+        negative_prompt=original.negative_prompt if options.negative_prompt is None
+        else options.negative_prompt,
+        width=options.width or original.width, height=options.height or original.height,
+        steps=original.steps if options.steps is None else options.steps,
+        scale=original.scale if options.scale is None else options.scale,
+        sampler=options.sampler or original.sampler)
+    prompts.check_settings(settings)
+    return settings
+
+
+def _read_prompts_file(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"--prompts {path} does not exist")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    texts = [line for line in lines if line and not line.startswith("#")]
+    if not texts:
+        raise UserError(f"--prompts {path} holds no prompts (one per line; # starts a comment)")
+    for number, text in enumerate(texts, 1):
+        prompts.check_prompt(text, f"prompt {number} of {path}")
+    return texts
+
+
+def _read_manifest(path: Path, query: str | None) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"--like {path} does not exist; give the manifest.csv that "
+                        "`medsynth-kohya prepare` wrote")
+    try:
+        table = manifest.read(path)
+    except KeyError as exc:
+        raise UserError(f"--like {path} is not a prepare manifest (missing column {exc})"
+                        ) from None
+    except ValueError as exc:
+        raise UserError(f"--like {path} cannot be read as a manifest: {exc}") from None
+    if table.empty:
+        raise UserError(f"--like {path} has no rows")
+    if query:
+        try:
+            table = table.query(query, engine="python")
+        except Exception as exc:
+            raise UserError(f"--query {query!r} failed: {exc}") from None
+        if table.empty:
+            raise UserError(f"--query {query!r} matches no rows of {path}")
+    return table
+
+
+@dataclass(frozen=True)
+class Source:
+    drawn: prompts.Drawn
+    identity: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+
+def prompt_source(options: SampleOptions, n: int | None, record: Mapping[str, Any] | None,
+                   names: Captions) -> tuple[Source, int]:
+    """The prompts of images 0..n-1 and what identifies them (checked on a re-run)."""
+    given = [x is not None for x in (options.like, options.prompt, options.prompts_file)]
+    if sum(given) > 1:
+        raise UserError("give one of --like, --prompt and --prompts")
+    if options.query and (options.prompt is not None or options.prompts_file is not None):
+        raise UserError("--query filters the rows of --like; it does not apply to --prompt(s)")
+    if options.prompt is not None or options.prompts_file is not None:
+        if options.prompt is not None:
+            prompts.check_prompt(options.prompt, "--prompt")
+            texts = [options.prompt]
+        else:
+            assert options.prompts_file is not None
+            texts = _read_prompts_file(options.prompts_file)
+        count = n if n is not None else len(texts)
+        warnings = []
+        if names.known and not any(names.trigger in text for text in texts):
+            warnings.append(f"the prompts do not mention the trigger {names.trigger!r} the "
+                            "LoRA was trained with")
+        identity: dict[str, Any] = {"kind": "prompts", "sha256": hashlib.sha256(
+            "\n".join(texts).encode("utf-8")).hexdigest()}
+        return Source(prompts.repeat(texts, count), identity, tuple(warnings)), count
+    like = options.like
+    if like is None:
+        prepared = (record or {}).get("dataset", {}).get("prepared")
+        if not prepared:
+            raise UserError("give --like OUT/manifest.csv (or --prompt / --prompts): the LoRA "
+                            "has no train run record naming its prepared data")
+        like = Path(str(prepared)) / "manifest.csv"
+    if n is None:
+        raise UserError("give --n, the number of images to generate")
+    table = _read_manifest(like, options.query)
+    drawn = prompts.draw(table, n, options.seed, names.template, names.trigger)
+    identity = {"kind": "like", "manifest_sha256": files.sha256(like),
+                "query": options.query, "template": names.template, "trigger": names.trigger}
+    return Source(drawn, identity), n

@@ -1,0 +1,156 @@
+"""GPU shards of a `sample` run: which images each generator process makes, on which device,
+its prompt file, and the harvest of its finished images into OUT/images/<id>.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sampling.plan import Plan
+from medsynth_kohya.sampling.synthset import IMAGES, STATE_DIR
+from medsynth_kohya.sdscripts import launch
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+Progress = Callable[[int, int], None]
+"""Called as (images present, images wanted) while the generators run."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One generator process: the images it makes, on which device, and how it ended."""
+
+    index: int
+    device: str
+    images: tuple[int, ...]
+    command: launch.Command
+    log: Path
+    made: int = 0
+    returncode: int | None = None
+    interrupted: bool = False
+    tail: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return not self.interrupted and self.returncode is not None and (
+            self.returncode != 0 or self.made < len(self.images))
+
+
+def shard_devices(num_gpus: int, gpus: Sequence[Gpu]) -> list[str]:
+    """CUDA_VISIBLE_DEVICES of each shard: the entries already visible, else 0..N-1."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+               if d.strip()]
+    if num_gpus > 1:
+        if not gpus:
+            raise UserError(f"--num-gpus {num_gpus}: no NVIDIA GPU found (nvidia-smi)")
+        if len(gpus) < num_gpus:
+            raise UserError(f"--num-gpus {num_gpus}: nvidia-smi lists only {len(gpus)} GPU(s)")
+        if visible and len(visible) < num_gpus:
+            raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES="
+                            f"{os.environ['CUDA_VISIBLE_DEVICES']} shows fewer GPUs")
+    return (visible or [str(k) for k in range(num_gpus)])[:num_gpus]
+
+
+def split(indices: Sequence[int], parts: int) -> list[list[int]]:
+    """`indices` in `parts` contiguous runs of near-equal length (empty runs dropped)."""
+    size, extra = divmod(len(indices), parts)
+    runs, start = [], 0
+    for part in range(parts):
+        end = start + size + (1 if part < extra else 0)
+        if end > start:
+            runs.append(list(indices[start:end]))
+        start = end
+    return runs
+
+
+def write_shard_files(plan: Plan, folder: Path, indices: Sequence[int], highres: bool) -> Path:
+    """The prompt file of one shard (one line per image, in order) and its id list."""
+    (folder / "out").mkdir(parents=True, exist_ok=True)
+    path = folder / "prompts.txt"
+    path.write_text("\n".join(plan.line(i) for i in indices) + "\n", encoding="utf-8")
+    spec = {"ids": [plan.image_id(i) for i in indices], "highres": highres}
+    (folder / "shard.json").write_text(json.dumps(spec), encoding="utf-8")
+    return path
+
+
+def generated_name(position: int, highres: bool) -> str:
+    """What sdxl_gen_img.py --sequential_file_name calls the image of its prompt line
+    `position` (from 1): `im_000001.png`, with a `1` before the number under highres fix."""
+    return f"im_{'1' if highres else ''}{position:06d}.png"
+
+
+def _complete_png(path: Path) -> bool:
+    """Whether `path` is a PNG written to the end (a killed writer leaves no IEND chunk)."""
+    try:
+        with path.open("rb") as file:
+            if file.read(8) != _PNG:
+                return False
+            file.seek(-len(_IEND), os.SEEK_END)
+            return file.read() == _IEND
+    except OSError:
+        return False
+
+
+def harvest(out: Path) -> int:
+    """Move every finished image of earlier or current shards to images/<id>.png."""
+    shards = out / STATE_DIR / "shards"
+    if not shards.is_dir():
+        return 0
+    images = out / IMAGES
+    images.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for folder in sorted(p for p in shards.iterdir() if p.is_dir()):
+        try:
+            spec = json.loads((folder / "shard.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for position, image_id in enumerate(spec["ids"], 1):
+            made = folder / "out" / generated_name(position, bool(spec.get("highres")))
+            target = images / f"{image_id}.png"
+            if made.is_file() and not target.exists() and _complete_png(made):
+                made.replace(target)
+                moved += 1
+    return moved
+
+
+def clear_shards(out: Path) -> None:
+    """Remove the previous shards' files (after their images were harvested)."""
+    shards = out / STATE_DIR / "shards"
+    if not shards.is_dir():
+        return
+    for folder in shards.iterdir():
+        for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+        folder.rmdir()
+
+
+def counter(out: Path, plan: Plan, before: int,
+             on_progress: Progress | None) -> Callable[[int, str], None] | None:
+    """A line hook that reports images made so far, counting files at most twice a second."""
+    if on_progress is None:
+        return None
+    shards = out / STATE_DIR / "shards"
+    last = [0.0]
+    on_progress(before, plan.n)
+
+    def count(_shard: int, _line: str) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.5:
+            return
+        last[0] = now
+        made = sum(len(list((folder / "out").glob("im_*.png"))) for folder in shards.iterdir()
+                   if folder.is_dir())
+        assert on_progress is not None
+        on_progress(min(before + made, plan.n), plan.n)
+
+    return count
