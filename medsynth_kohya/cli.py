@@ -26,7 +26,8 @@ PythonOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
     "--python", help="Python that runs sd-scripts; default $MEDSYNTH_SD_PYTHON, else this one.")]
 BreakLockOption = Annotated[bool, typer.Option(
     "--break-lock", help="Take the folder's lock although it names a command on another "
-    "machine; only when that command no longer runs.")]
+    "machine whose heartbeat is recent; only when that command no longer runs (one silent "
+    "for 10 minutes is taken over without it).")]
 ColumnOption = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
     "--column", metavar="FIELD=COLUMN",
     help="Read a field (id, patient_id, sex, age, site) from another metadata column: "

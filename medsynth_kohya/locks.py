@@ -5,15 +5,25 @@ library's `fcntl` (kept with CPython; the `filelock` package wraps the same call
 the file when it opens it, so it cannot keep the holder's record there). The kernel drops the
 lock when its holder dies, however it dies (SIGKILL, out of memory), and a subprocess given the
 descriptor keeps it while it runs. The file holds the holder's record (command, pid, host,
-start) for the one-line refusal; it is removed on release, so a record found under a free lock
-was left by a holder that died: taken over when that was on this host, reported when it was on
-another host (where the kernel lock may not reach), until `--break-lock`.
+start, heartbeat) for the one-line refusal; it is removed on release, so a record found under a
+free lock was left by a holder that died: taken over when that was on this host. On another host
+(where the kernel lock may not reach) the holder's own word is its heartbeat: a thread of the
+holding process rewrites the time in its record every BEAT_S seconds while it holds the lock.
+A record from another host whose heartbeat is older than STALE_S is taken over with a note
+naming the old holder (a Colab runtime that disconnected, a node that crashed); a fresher one is
+refused until `--break-lock`. A record without a heartbeat (written before there was one) never
+goes stale. The comparison uses both machines' clocks: skew between them counts against the
+margin of STALE_S over BEAT_S.
 
 On NFS, Linux sends `flock` to the server as a byte-range lock (NLM for v3, built into v4), so
 machines sharing the mount exclude each other; mounts with `nolock` or `local_lock=flock` lock
-per machine only, and the host in the record is then what stops a second machine. A server
-without a lock manager makes `flock` fail (ENOLCK): the record alone is used, with a warning
-that two commands started in the same instant are not kept apart.
+per machine only, and the host in the record is then what stops a second machine; the
+heartbeat keeps a live holder's record fresh there (NFS's close-to-open consistency shows a
+reader the last rewrite). A command whose process was killed while its subprocess (training,
+generation) still runs keeps the kernel lock but no longer beats: on such mounts another machine
+may take its folder over STALE_S later. A server without a lock manager makes `flock` fail
+(ENOLCK): the record alone is used, with a warning that two commands started in the same
+instant are not kept apart.
 
 A lock may name a part of the folder (`part="shard-1-of-4"`, file `.medsynth-lock.shard-1-of-4`)
 so that writers of disjoint parts, such as sample shards, can run side by side.
@@ -26,9 +36,10 @@ import errno
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,6 +54,11 @@ LOCK_NAME = ".medsynth-lock"
 RETRY_S = 0.5
 """How long a busy lock whose record is missing or dead is retried (a holder writing its
 record, or releasing) before it is reported."""
+BEAT_S = 60.0
+"""How often a holder rewrites the heartbeat in its record."""
+STALE_S = 600
+"""How long a record from another host may go without a heartbeat before it is taken over: ten
+beats, room for a loaded machine, a slow network file system's caches and clock skew."""
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _HELD: dict[int, Path] = {}
 """Descriptor -> lock file of every lock this process holds now."""
@@ -56,10 +72,32 @@ class Holder:
     pid: int
     host: str
     since: str
+    beat: str | None = None
+    """When the holder last said it still runs (UTC, rewritten every BEAT_S seconds)."""
 
     def describe(self) -> str:
         return (f"`medsynth-kohya {self.command}` (pid {self.pid} on {self.host}, "
                 f"since {self.since})")
+
+    def silent_s(self) -> float | None:
+        """Seconds since the last heartbeat, by this machine's clock (None without one)."""
+        try:
+            beat = datetime.fromisoformat(self.beat or "")
+        except ValueError:
+            return None
+        if beat.tzinfo is None:
+            return None
+        return (_clock() - beat).total_seconds()
+
+    @property
+    def stale(self) -> bool:
+        """Whether this is another host's record that has gone STALE_S without a heartbeat."""
+        silent = self.silent_s()
+        return not self.here and silent is not None and silent > STALE_S
+
+    def same_holder(self, other: Holder | None) -> bool:
+        """Whether `other` is this holder's record, whatever its heartbeat."""
+        return other is not None and replace(other, beat=None) == replace(self, beat=None)
 
     @property
     def here(self) -> bool:
@@ -75,6 +113,7 @@ class Lock:
     folder: Path
     path: Path
     fd: int
+    record: Holder
     note: str | None = None
 
 
@@ -113,15 +152,23 @@ def lock_path(folder: Path, part: str | None = None) -> Path:
 def _parse(text: str) -> Holder | None:
     try:
         data = json.loads(text)
+        beat = data.get("beat")
         return Holder(str(data["command"]), int(data["pid"]), str(data["host"]),
-                      str(data["since"]))
-    except (ValueError, KeyError, TypeError):
+                      str(data["since"]), beat if isinstance(beat, str) else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def _read(fd: int) -> Holder | None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return _parse(os.read(fd, 65536).decode("utf-8", "replace"))
+    return _parse(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
+
+
+def _write(fd: int, record: Holder) -> None:
+    """Write the record over the file's bytes, then cut what is left of a longer one (a reader
+    never sees it empty; heartbeats keep the length, so a torn read still parses)."""
+    data = json.dumps(asdict(record)).encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
 
 
 def read_holder(folder: Path, part: str | None = None) -> Holder | None:
@@ -132,11 +179,12 @@ def read_holder(folder: Path, part: str | None = None) -> Holder | None:
         return None
 
 
-def holder(folder: Path, part: str | None = None) -> Holder | None:
+def holder(folder: Path, part: str | None = None, *, break_lock: bool = False,
+           ) -> Holder | None:
     """Who holds the lock on `folder` now, or None when no live process does.
 
-    Probes the kernel lock without waiting; a record from another machine counts as held
-    (this machine cannot see whether it still runs).
+    Probes the kernel lock without waiting; a record from another machine counts as held while
+    its heartbeat is fresh (this machine cannot see whether it still runs), unless `break_lock`.
     """
     path = lock_path(folder, part)
     try:
@@ -157,22 +205,38 @@ def holder(folder: Path, part: str | None = None) -> Holder | None:
                 kernel = False
         if record is None or (record.here and (kernel or not alive(record.pid))):
             return None
-        return record
+        return None if not record.here and (record.stale or break_lock) else record
     finally:
         os.close(fd)
 
 
-def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",)) -> None:
+def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",), *,
+                break_lock: bool = False) -> None:
     """Refuse, with one line, to read a folder that a live command of `writers` (the ones
-    that change what `command` reads) still holds."""
-    found = holder(folder)
-    if found is not None and found.command in (*writers, "(unknown)"):
+    that change what `command` reads) still holds; `break_lock` passes another host's record."""
+    found = holder(folder, break_lock=break_lock)
+    if found is None or found.command not in (*writers, "(unknown)"):
+        return
+    if found.here or found.command == "(unknown)":
         raise UserError(f"{folder} is still being written by {found.describe()}; `{command}` "
                         "needs it finished: wait for it to end, then run this again")
+    raise UserError(f"{folder} is still being written by {found.describe()}, another machine, "
+                    f"and {_silence(found)}; `{command}` needs it finished: wait for it to end; "
+                    "if that machine no longer runs it, run this again with --break-lock")
+
+
+def _clock() -> datetime:
+    """Now, in UTC (the one clock heartbeats are written and judged by)."""
+    return datetime.now(timezone.utc)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    return _clock().astimezone().isoformat(timespec="seconds")
+
+
+def _stamp() -> str:
+    """A heartbeat: now in UTC to the second, always the same length."""
+    return _clock().isoformat(timespec="seconds")
 
 
 def _try_flock(fd: int) -> bool | None:
@@ -210,10 +274,19 @@ def _busy(folder: Path, record: Holder | None, force_hint: str) -> UserError:
                      f"this again{force_hint}")
 
 
+def _silence(record: Holder) -> str:
+    """How long ago another host's holder last beat, in words."""
+    silent = record.silent_s()
+    if silent is None:
+        return "it records no heartbeat"
+    return (f"its last heartbeat was {max(silent, 0) / 60:.0f} min ago; it is taken over "
+            f"after {STALE_S // 60} min without one")
+
+
 def _foreign(folder: Path, record: Holder) -> UserError:
-    return UserError(f"{folder} is locked by {record.describe()}, another machine: this one "
-                     "cannot tell whether it still runs; if it does not, run this again with "
-                     "--break-lock")
+    return UserError(f"{folder} is locked by {record.describe()}, another machine, and "
+                     f"{_silence(record)}: if that machine no longer runs it, run this again "
+                     "with --break-lock")
 
 
 def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
@@ -238,7 +311,8 @@ def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
             time.sleep(0.05)  # a holder writing its record, or a probe
             continue
         if record is not None and not break_lock and (
-                not record.here or (got is None and alive(record.pid))):
+                (not record.here and not record.stale)
+                or (record.here and got is None and alive(record.pid))):
             os.close(fd)
             raise _foreign(folder, record) if not record.here else _busy(folder, record, hint)
         notes = []
@@ -248,19 +322,39 @@ def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
         if record is not None and record.here and not alive(record.pid):
             notes.append(f"took over the lock on {folder} left by {record.describe()}, which "
                          "no longer runs")
+        elif record is not None and record.stale and not break_lock:
+            notes.append(f"took over the lock on {folder} left by {record.describe()}, another "
+                         f"machine, silent for {record.silent_s() or 0:.0f} s (over {STALE_S} s)")
         elif record is not None:
             notes.append(f"broke (--break-lock) the lock on {folder} of {record.describe()}")
-        mine = Holder(command, os.getpid(), socket.gethostname(), _now())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(asdict(mine)).encode(), 0)
-        return Lock(folder, path, fd, "; ".join(notes) or None)
+        mine = Holder(command, os.getpid(), socket.gethostname(), _now(), _stamp())
+        _write(fd, mine)
+        return Lock(folder, path, fd, mine, "; ".join(notes) or None)
+
+
+def _still_mine(lock: Lock) -> bool:
+    """Whether the lock file is still this holder's (another host may have taken it over)."""
+    return _same_file(lock.fd, lock.path) and lock.record.same_holder(_read(lock.fd))
+
+
+def _beat(lock: Lock, stop: threading.Event) -> None:
+    """Rewrite the heartbeat every BEAT_S seconds until stopped or no longer the holder; a
+    failed write (a network file system's hiccup) is retried at the next beat."""
+    while not stop.wait(BEAT_S):
+        try:
+            if not _still_mine(lock):
+                return
+            _write(lock.fd, replace(lock.record, beat=_stamp()))
+        except OSError:
+            continue
 
 
 def _release(lock: Lock) -> None:
     """Remove the record, then drop the kernel lock (in that order, so a contender that opened
-    the old file sees it gone and starts over on a new one)."""
+    the old file sees it gone and starts over on a new one); a file another host has taken
+    over is left to it."""
     try:
-        if _same_file(lock.fd, lock.path):
+        if _still_mine(lock):
             lock.path.unlink()
     finally:
         os.close(lock.fd)
@@ -272,9 +366,10 @@ def hold(folder: Path, command: str, *, part: str | None = None,
     """Hold the exclusive lock on `folder` (or on one named part of it) while the block runs.
 
     A held lock refuses at once with a UserError naming the holder; a lock left by a dead
-    process on this host is taken over (`Lock.note` says so); one left on another host is
-    refused unless `break_lock`. Folders this makes are removed again if the block leaves
-    them empty (a refused command leaves nothing behind).
+    process on this host, or by another host silent for STALE_S, is taken over (`Lock.note`
+    says so); a fresher one from another host is refused unless `break_lock`. A daemon thread
+    refreshes the record's heartbeat while the block runs. Folders this makes are removed
+    again if the block leaves them empty (a refused command leaves nothing behind).
     """
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; choose a folder")
@@ -283,9 +378,15 @@ def hold(folder: Path, command: str, *, part: str | None = None,
     try:
         lock = _acquire(folder, lock_path(folder, part), command, break_lock)
         _HELD[lock.fd] = lock.path
+        stop = threading.Event()
+        beating = threading.Thread(target=_beat, args=(lock, stop), daemon=True,
+                                   name=f"medsynth-lock heartbeat {folder}")
+        beating.start()
         try:
             yield lock
         finally:
+            stop.set()
+            beating.join()
             del _HELD[lock.fd]
             _release(lock)
     finally:

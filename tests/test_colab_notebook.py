@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +28,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from medsynth_kohya import locks
 from medsynth_kohya.pipeline.reproduce import PRESET, reproduce
 from medsynth_kohya.sdscripts import checkout, presets
 
@@ -309,20 +311,40 @@ def test_runs_top_to_bottom_and_survives_a_disconnect_in_training(
     assert not any(TOKEN in output for output in everything)
 
 
-@pytest.mark.xfail(strict=True, reason="the lock records the disconnected VM left on Drive name "
-                   "another host, so reproduce refuses the run folder as still being written "
-                   "(its --break-lock covers WORKDIR only); nothing ages such a record out")
-def test_a_new_runtime_on_another_host_resumes(colab: Callable[[str], Session],
-                                               fake_hub: FakeHub, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def _moved(work: Path, silent_s: float) -> None:
+    """The lock records on Drive as the disconnected VM left them: another host's, its last
+    heartbeat `silent_s` ago (a new Colab runtime is another machine)."""
+    beat = (datetime.now(timezone.utc) - timedelta(seconds=silent_s)).isoformat(
+        timespec="seconds")
+    for lock in work.rglob(".medsynth-lock*"):
+        record = json.loads(lock.read_text(encoding="utf-8"))
+        lock.write_text(json.dumps({**record, "host": "colab-vm-that-disconnected",
+                                    "beat": beat}), encoding="utf-8")
+
+
+def test_a_new_runtime_on_another_host_resumes_once_the_old_one_is_silent(
+        colab: Callable[[str], Session], fake_hub: FakeHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "content" / "drive" / "MyDrive" / "medsynth-kohya"
     _disconnected(colab, fake_hub, work / PRESET / "run" / "output", monkeypatch)
-    for lock in work.rglob(".medsynth-lock*"):  # a new Colab VM has another host name
-        record = json.loads(lock.read_text(encoding="utf-8"))
-        lock.write_text(json.dumps({**record, "host": "colab-vm-that-disconnected"}),
-                        encoding="utf-8")
     cells, train_cell = _notebook(fake_hub)
+
+    # Reconnected at once: the old VM may still be writing, so the training cell says so.
+    _moved(work, silent_s=60)
     second = colab("second")
     second.run(cells, stop_after=train_cell)
-    assert all(r.code == 0 for r in second.shell.ran), second.shell.ran[-1]
+    assert all(r.code == 0 for r in second.shell.ran[:-1]), second.shell.ran
+    refused = second.shell.ran[-1]
+    assert refused.code != 0 and "Traceback" not in refused.output
+    said = " ".join(refused.output.split())
+    assert "on colab-vm-that-disconnected" in said and "--break-lock" in said
+    assert f"taken over after {locks.STALE_S // 60} min" in said
+
+    # Later, its heartbeat long stopped: the records are taken over and training resumes.
+    _moved(work, silent_s=locks.STALE_S + 60)
+    third = colab("third")
+    third.run(cells, stop_after=train_cell)
+    assert all(r.code == 0 for r in third.shell.ran), third.shell.ran[-1]
+    assert "took over the lock" in " ".join(third.shell.ran[-1].output.split())
     assert _resumed_from().endswith("melanoma-000002-state")
+    assert not list(work.rglob(".medsynth-lock*"))

@@ -6,22 +6,28 @@ import errno
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from medsynth_kohya import locks
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.push import push
-from medsynth_kohya.pipeline.reproduce import reproduce
+from medsynth_kohya.pipeline.reproduce import ReproduceResult, reproduce
 from medsynth_kohya.sampling.sample import SampleOptions, sample
 
+from .conftest import REPO, invoke
 from .fake_gen import install_gpus, make_fake_gen, write_run
 from .fake_hub import TOKEN, FakeHub
 from .fakes import FakeSd, install_fake_isic, make_fake_sd
@@ -79,6 +85,97 @@ def test_a_lock_from_another_host_is_reported_until_break_lock(tmp_path: Path) -
     with locks.hold(tmp_path, "train", break_lock=True) as lock:
         assert lock.note is not None and "broke (--break-lock)" in lock.note
     assert locks.read_holder(tmp_path) is None
+
+
+def _beat_ago(seconds: float) -> str:
+    """A heartbeat `seconds` ago, as a holder writes it."""
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(
+        timespec="seconds")
+
+
+def _leave_beating(folder: Path, host: str, silent_s: float, command: str = "train") -> None:
+    """A lock file of another host's holder whose last heartbeat was `silent_s` ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / locks.LOCK_NAME).write_text(json.dumps(
+        {"command": command, "pid": 4242, "host": host, "since": "2026-01-01T00:00:00+00:00",
+         "beat": _beat_ago(silent_s)}))
+
+
+def test_a_fresh_record_from_another_host_is_refused_until_break_lock(tmp_path: Path) -> None:
+    _leave_beating(tmp_path, "colab-vm-1", silent_s=locks.STALE_S - 120)
+    found = locks.holder(tmp_path)
+    assert found is not None and found.host == "colab-vm-1"
+    assert locks.holder(tmp_path, break_lock=True) is None
+    said = (r"by `medsynth-kohya train` \(pid 4242 on colab-vm-1, .*another machine, and its "
+            r"last heartbeat was 8 min ago; it is taken over after 10 min without one.*"
+            "run this again with --break-lock")
+    with pytest.raises(UserError, match="still being written " + said):
+        locks.ensure_idle(tmp_path, "sample")
+    locks.ensure_idle(tmp_path, "sample", break_lock=True)
+    with pytest.raises(UserError, match="is locked " + said), locks.hold(tmp_path, "train"):
+        pass
+    assert locks.read_holder(tmp_path) == found  # refused, left as it was
+    with locks.hold(tmp_path, "train", break_lock=True) as lock:
+        assert lock.note is not None and "broke (--break-lock)" in lock.note
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stale_record_from_another_host_is_taken_over_with_a_note(tmp_path: Path) -> None:
+    _leave_beating(tmp_path, "colab-vm-1", silent_s=locks.STALE_S + 60)
+    assert locks.holder(tmp_path) is None
+    locks.ensure_idle(tmp_path, "sample")
+    with locks.hold(tmp_path, "train") as lock:
+        assert lock.note is not None
+        assert re.search(r"took over the lock on .* left by `medsynth-kohya train` \(pid "
+                         r"4242 on colab-vm-1, since .*\), another machine, silent for 66\d s",
+                         lock.note)
+        mine = locks.read_holder(tmp_path)
+        assert mine is not None and mine.here and mine.pid == os.getpid() and not mine.stale
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stale_record_under_a_held_kernel_lock_is_still_refused(tmp_path: Path) -> None:
+    """On NFS with a lock manager the kernel lock reaches across hosts: a holder that holds it
+    is alive, whatever its heartbeat says."""
+    _leave_beating(tmp_path, "lab-node-7", silent_s=locks.STALE_S * 3)
+    fd = os.open(tmp_path / locks.LOCK_NAME, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert locks.holder(tmp_path) is not None
+        with pytest.raises(UserError, match=r"in use by .*lab-node-7"), \
+                locks.hold(tmp_path, "train", break_lock=True):
+            pass
+    finally:
+        os.close(fd)
+
+
+def test_a_holder_keeps_its_heartbeat_fresh_and_stops_when_taken_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    monkeypatch.setattr(locks, "BEAT_S", 0.01)
+    with locks.hold(tmp_path, "train") as lock:
+        first = locks.read_holder(tmp_path)
+        assert first is not None and first.beat is not None
+        monkeypatch.setattr(locks, "_clock", lambda: later)
+        wait_for(lambda: locks.read_holder(tmp_path) == replace(
+            first, beat=later.isoformat(timespec="seconds")), timeout=5, what="a heartbeat")
+        _leave_beating(tmp_path, "lab-node-7", silent_s=0)  # another host took it over
+        taken = locks.read_holder(tmp_path)
+        wait_for(lambda: not any(t.name.startswith("medsynth-lock heartbeat")
+                                 for t in threading.enumerate()), timeout=5,
+                 what="the heartbeat to stop")
+        assert locks.read_holder(tmp_path) == taken and lock.record.same_holder(first)
+    assert locks.read_holder(tmp_path) == taken  # release leaves the new holder's file
+
+
+def test_the_expiry_users_are_told_is_the_one_used(runner: CliRunner) -> None:
+    """README, the notebook and `--break-lock`'s help name STALE_S in minutes."""
+    said = f"{locks.STALE_S // 60} minutes"
+    code, help_text, _ = invoke(runner, "reproduce", "--help")
+    assert code == 0
+    for text in (help_text, (REPO / "README.md").read_text(encoding="utf-8"),
+                 (REPO / "notebooks" / "medsynth_kohya_colab.ipynb").read_text(encoding="utf-8")):
+        assert said in " ".join(text.replace("│", " ").split())
 
 
 def test_without_flock_the_record_alone_keeps_a_live_holder_out(
@@ -188,6 +285,28 @@ def test_two_reproduces_in_one_workdir(isic2020: SyntheticSet, tmp_path: Path,
     stages = json.loads((work / "reproduce.json").read_text(encoding="utf-8"))["stages"]
     assert {name: stage["status"] for name, stage in stages.items()} == {
         "prepare": "done", "train": "done", "sample": "done"}
+
+
+def test_reproduce_break_lock_reaches_the_folders_its_stages_lock(
+        isic2020: SyntheticSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime that disconnected left fresh records in WORKDIR and the stages' folders."""
+    fake = make_fake_gen(tmp_path, monkeypatch)
+    install_gpus(fake, tmp_path, monkeypatch, 1)
+    work = tmp_path / "work"
+    for folder in (work, work / "prepared", work / "run", work / "synthetic"):
+        _leave_beating(folder, "colab-vm-1", silent_s=30, command="reproduce")
+
+    def run(break_lock: bool) -> ReproduceResult:
+        return reproduce(isic2020.root, work, n=1, overrides=["max_train_steps=2", "vae="],
+                         sd_scripts=fake.sd_scripts, python=sys.executable,
+                         break_lock=break_lock)
+
+    with pytest.raises(UserError, match=r"colab-vm-1.*--break-lock"):
+        run(break_lock=False)
+    done = run(break_lock=True)
+    assert done.status == "succeeded" and done.lora is not None
+    assert any("broke (--break-lock)" in w for w in done.warnings)
+    assert not list(work.rglob(".medsynth-lock*"))
 
 
 def test_sample_push_and_reproduce_refuse_a_run_still_training(

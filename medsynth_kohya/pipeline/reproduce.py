@@ -150,15 +150,16 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
               ) -> ReproduceResult:
     """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment,
     holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused.
-    `columns` maps metadata fields to other column names, as prepare's `--column` does."""
+    `break_lock` reaches the folders inside WORKDIR that the stages lock. `columns` maps
+    metadata fields to other column names, as prepare's `--column` does."""
     def run() -> ReproduceResult:
         return _reproduce(source, workdir, push_repo, n, preset_name, metadata, images,
                           dict(columns or {}), overrides, sd_scripts, python, dry_run, detect,
-                          on_progress)
+                          on_progress, break_lock)
 
     if dry_run:
         return run()
-    locks.ensure_idle(workdir / "run", "reproduce")
+    locks.ensure_idle(workdir / "run", "reproduce", break_lock=break_lock)
     with locks.hold(workdir, "reproduce", break_lock=break_lock) as lock:
         result = run()
     return result if lock.note is None else replace(result, warnings=(lock.note,
@@ -170,7 +171,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                overrides: Sequence[str],
                sd_scripts: Path | None, python: str | None, dry_run: bool,
                detect: Callable[[], list[Gpu]],
-               on_progress: Callable[[launch.StepProgress], None] | None) -> ReproduceResult:
+               on_progress: Callable[[launch.StepProgress], None] | None,
+               break_lock: bool) -> ReproduceResult:
     from medsynth_kohya.data import prepare
     from medsynth_kohya.hub.push import push as publish
     from medsynth_kohya.sampling import sample
@@ -204,7 +206,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     manifest = prepared / "manifest.csv"
     if not dry_run and prepare_action == "run":
         prepare.prepare(source, prepared, metadata=metadata, images=images, options=original,
-                        force=True)
+                        force=True, break_lock=break_lock)
         state.record("prepare", source_digest, "done")
     train_digest = _digest(files.sha256(manifest) if manifest.is_file() else source_digest,
                            files.sha256(preset.path), list(overrides))
@@ -223,7 +225,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         result = train.train(prepared, preset_name, overrides=overrides, run_dir=run,
                              sd_scripts=sd_scripts, python=python,
                              resume=train_action == "resume", force=train_action == "run",
-                             detect=lambda: gpus, on_progress=on_progress)
+                             break_lock=break_lock, detect=lambda: gpus, on_progress=on_progress)
         if result.status != "succeeded":
             state.record("train", train_digest, result.status)
             if result.status == "interrupted":
@@ -245,7 +247,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                         detail="1024x1024, scale 12, 28 steps, euler_a"))
     if not dry_run and sample_action == "run":
         made = sample.sample(run, synthetic, sample.SampleOptions(n=n),
-                             sd_scripts=sd_scripts, python=python, detect=lambda: gpus)
+                             sd_scripts=sd_scripts, python=python, detect=lambda: gpus,
+                             break_lock=break_lock)
         if made.status != "succeeded":
             raise UserError(f"sampling {made.status}: {made.message}; run the same reproduce "
                             "command again to continue")
@@ -260,7 +263,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         stages.append(Stage("push", push_action, f"{run} -> {push_repo}",
                             (f"https://huggingface.co/{push_repo}",)))
         if not dry_run and push_action == "run":
-            pushed = publish(run, push_repo, samples=synthetic)
+            pushed = publish(run, push_repo, samples=synthetic, break_lock=break_lock)
             url = pushed.url
             state.record("push", push_digest, "done", url=url)
     return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
