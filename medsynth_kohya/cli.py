@@ -405,7 +405,7 @@ def push(
     from medsynth_kohya.hub.push import push as run
 
     if show is not None:
-        from medsynth_kohya.hub.push import show as one_file
+        from medsynth_kohya.hub.contents import show as one_file
 
         with _user_errors():
             data, finding = one_file(run_dir, repo_id, show, license=license_,

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from medsynth_kohya import files
 from medsynth_kohya.data import manifest
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
 
 from .conftest import invoke
@@ -186,10 +187,10 @@ def test_secrets_are_redacted_and_the_token_never_written(fake_hub: FakeHub, run
 
     repo = fake_hub.repos[REPO]
     config = toml.loads(repo.files["training/config.toml"].decode())
-    assert config["medsynth_run"]["huggingface_token"] == hubmod.REDACTED
+    assert config["medsynth_run"]["huggingface_token"] == contents.REDACTED
     assert config["medsynth_run"]["network_dim"] == 32
     record = json.loads(repo.files["training/run.json"])
-    assert record["config"]["huggingface_token"] == hubmod.REDACTED
+    assert record["config"]["huggingface_token"] == contents.REDACTED
     assert "pushes" not in record
     for path, data in repo.files.items():
         assert TOKEN.encode() not in data and CONFIG_SECRET.encode() not in data, path
@@ -241,7 +242,7 @@ def test_all_checkpoints_and_a_sample_folder(fake_hub: FakeHub, run: Path, tmp_p
     assert repo.files["checkpoints/melanoma-000001.safetensors"] == saved.read_bytes()
     assert repo.files["samples/grid.jpg"] == (synth / "grid.jpg").read_bytes()
     uploaded = sorted(p for p in repo.files if p.startswith("samples/SYN_"))
-    assert len(uploaded) == hubmod.MAX_SAMPLE_IMAGES
+    assert len(uploaded) == contents.MAX_SAMPLE_IMAGES
     assert "samples/SYN_0000011.png" in uploaded  # metadata.csv order, not file name order
     card = _card(repo.files["README.md"].decode(), tmp_path)
     assert [w["text"] for w in card.data.widget] == [f"synthetic prompt {i}"
@@ -410,19 +411,19 @@ def test_the_same_push_succeeds_once_the_hub_recovers(runner: CliRunner, fake_hu
 # --- pieces ------------------------------------------------------------------------------------
 
 def test_repo_ids_and_licences() -> None:
-    assert hubmod.check_repo_id("alice/melanoma-sdxl_lora.v2") == "alice/melanoma-sdxl_lora.v2"
+    assert contents.check_repo_id("alice/melanoma-sdxl_lora.v2") == "alice/melanoma-sdxl_lora.v2"
     with pytest.raises(UserError):
-        hubmod.check_repo_id("alice/" + "x" * 97)
-    assert hubmod.check_license("openrail++") == "openrail++"
+        contents.check_repo_id("alice/" + "x" * 97)
+    assert contents.check_license("openrail++") == "openrail++"
     with pytest.raises(UserError):
-        hubmod.check_license("CC BY NC")
+        contents.check_license("CC BY NC")
 
 
 def test_a_changed_manifest_is_not_described(fake_hub: FakeHub, run: Path) -> None:
     record = json.loads((run / "run.json").read_text())
     path = Path(record["dataset"]["prepared"]) / "manifest.csv"
     path.write_text(path.read_text() + "\n", encoding="utf-8")
-    planned = hubmod.plan(run, REPO)
+    planned = contents.plan(run, REPO)
     assert "changed after training" in planned.card and "| female |" not in planned.card
     assert any("sha256 differs" in w for w in planned.warnings)
 
@@ -436,7 +437,7 @@ def test_demo_data_and_another_licence_are_stated(run: Path) -> None:
     record["dataset"]["manifest_sha256"] = files.sha256(path)
     (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
 
-    planned = hubmod.plan(run, REPO, license="mit")
+    planned = contents.plan(run, REPO, license="mit")
     assert "generated demo data" in planned.card
     assert any("synthetic demo data" in w for w in planned.warnings)
     assert "license: mit" in planned.card and "released under `mit`" in planned.card

@@ -172,7 +172,7 @@ def test_card_data_table_shows_the_skin_tones() -> None:
     import pandas as pd
 
     from medsynth_kohya.data import manifest
-    from medsynth_kohya.hub.push import spread_markdown
+    from medsynth_kohya.hub.card import spread_markdown
 
     tones = ["very light", "very light", "light", "light", "light", "tan", None]
     frame = pd.DataFrame({

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.hub.push import _chain, _network_errors, resolve_endpoint
+from medsynth_kohya.hub.failures import chain, network_errors
+from medsynth_kohya.hub.push import resolve_endpoint
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 
 RECORD = "training/run.json"
@@ -105,7 +106,7 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Itera
     except UserError:
         raise
     except Exception as exc:
-        for link in _chain(exc):
+        for link in chain(exc):
             if isinstance(link, GatedRepoError):
                 raise UserError(f"{repo_id} is gated: accept its terms on the Hub and set "
                                 "HF_TOKEN (or `hf auth login`)") from None
@@ -124,7 +125,7 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Itera
                         if status in (401, 403) else "run the same command again later")
                 raise UserError(f"the Hub at {endpoint} answered {status} for {repo_id}; "
                                 f"{hint}") from None
-        if any(isinstance(link, _network_errors()) for link in _chain(exc)):
+        if any(isinstance(link, network_errors()) for link in chain(exc)):
             raise UserError(f"cannot reach {endpoint} to download {repo_id}: check the "
                             "network (files already downloaded stay in the Hub cache)") from None
         raise

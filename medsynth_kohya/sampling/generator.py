@@ -60,8 +60,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
-                 settings: prompts.Settings, overrides: Mapping[str, Any], sd_dir: Path,
-                 on_gpu: bool) -> dict[str, Any]:
+                settings: prompts.Settings, overrides: Mapping[str, Any], sd_dir: Path,
+                on_gpu: bool) -> dict[str, Any]:
     """sdxl_gen_img.py's options, shared by every shard (prompt file and outdir added later).
 
     Attention, VAE, tokenizers, clip skip, network args and prompt length (max_token_length
@@ -117,7 +117,7 @@ def resolve_base_model(given: str | None, record: Mapping[str, Any] | None, sd_d
 
 
 def preflight(location: checkout.Location, python: str, out: Path, gpus: Sequence[Gpu],
-               gen: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+              gen: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Problems that refuse a launch (warnings in a dry run), and warnings."""
     from medsynth_kohya.machine import doctor
 

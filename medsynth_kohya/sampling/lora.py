@@ -141,6 +141,6 @@ def training_captions(record: Mapping[str, Any] | None, like: Path | None) -> Ca
             class_name = str(options.get("class_name") or (record or {}).get("config", {}).get(
                 "output_name") or "melanoma")
             return Captions(str(options["caption_template"]), str(options["trigger"]),
-                             _class_diagnosis(class_name, states), True)
+                            _class_diagnosis(class_name, states), True)
     return Captions(captions.DEFAULT_TEMPLATE, captions.DEFAULT_TRIGGER,
-                     _class_diagnosis("melanoma", states), False)
+                    _class_diagnosis("melanoma", states), False)

@@ -149,7 +149,7 @@ class Source:
 
 
 def prompt_source(options: SampleOptions, n: int | None, record: Mapping[str, Any] | None,
-                   names: Captions) -> tuple[Source, int]:
+                  names: Captions) -> tuple[Source, int]:
     """The prompts of images 0..n-1 and what identifies them (checked on a re-run)."""
     given = [x is not None for x in (options.like, options.prompt, options.prompts_file)]
     if sum(given) > 1:

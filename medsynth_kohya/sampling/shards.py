@@ -135,7 +135,7 @@ def clear_shards(out: Path) -> None:
 
 
 def counter(out: Path, plan: Plan, before: int,
-             on_progress: Progress | None) -> Callable[[int, str], None] | None:
+            on_progress: Progress | None) -> Callable[[int, str], None] | None:
     """A line hook that reports images made so far, counting files at most twice a second."""
     if on_progress is None:
         return None

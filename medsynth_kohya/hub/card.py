@@ -1,0 +1,318 @@
+"""The model card of a pushed run: README.md's metadata (huggingface_hub's ModelCardData)
+and its body, rendered from `templates/model_card.md` and the published run record.
+
+Apart from the upload, as huggingface_hub keeps ModelCard apart from HfApi: a card is rendered
+with no network, and `push --show README.md` shows it exactly as it would be sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya import __version__, files
+from medsynth_kohya.data import manifest
+from medsynth_kohya.resources import data_dir
+from medsynth_kohya.sdscripts.presets import BASE_MODEL
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TAGS = ("text-to-image", "stable-diffusion-xl", "lora", "medical", "dermatology", "melanoma")
+DEFAULT_LICENSE = "cc-by-nc-4.0"
+WIDGETS = 4
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
+_SETTINGS = ("pretrained_model_name_or_path", "vae", "network_module", "network_dim",
+             "network_alpha", "network_args", "network_train_unet_only", "optimizer_type",
+             "optimizer_args", "learning_rate", "unet_lr", "text_encoder_lr", "lr_scheduler",
+             "lr_warmup_steps", "max_train_steps", "max_train_epochs", "train_batch_size",
+             "gradient_accumulation_steps", "resolution", "mixed_precision", "save_precision",
+             "noise_offset", "min_snr_gamma", "seed", "gradient_checkpointing", "cache_latents",
+             "sdpa", "xformers")
+"""sd-scripts options shown in the card's training table, when the run set them."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample image and the prompt that made it (None when unknown)."""
+
+    path: Path
+    prompt: str | None
+    negative_prompt: str | None = None
+
+
+def _md(text: object) -> str:
+    """A value safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _quoted(text: str) -> str:
+    """A prompt safe inside the card's double-quoted Python and shell strings."""
+    return re.sub(r'["\\`$]', "", text)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _share_table(label: str, counts: Counter[str], order: Sequence[str], total: int) -> str:
+    lines = [f"| {label} | images | share |", "|---|---:|---:|"]
+    for key in order:
+        lines.append(f"| {_md(key)} | {counts[key]} | {100 * counts[key] / total:.1f} % |")
+    return "\n".join(lines)
+
+
+def _age_bin(age: Any) -> str:
+    import pandas as pd
+
+    if age is None or pd.isna(age):
+        return "unknown"
+    years = int(age)
+    if years < 30:
+        return "under 30"
+    if years >= 80:
+        return "80 and over"
+    return f"{years // 10 * 10}-{years // 10 * 10 + 9}"
+
+
+def spread_markdown(rows: pd.DataFrame) -> str:
+    """Tables of the training images by sex, age, site and skin tone (and hair, artefacts)."""
+    import pandas as pd
+
+    total = len(rows)
+    if not total:
+        return "The manifest holds no training rows."
+
+    def label(value: Any) -> str:
+        return "unknown" if value is None or pd.isna(value) or not str(value).strip() else str(
+            value)
+
+    sexes = Counter(label(v) for v in rows["sex"])
+    ages = Counter(_age_bin(v) for v in rows["age"])
+    sites = Counter(label(v) for v in rows["site"])
+    age_order = sorted((k for k in ages if k != "unknown"),
+                       key=lambda k: -1 if k == "under 30" else int(k[:2]))
+    hairy = int(rows["hairy"].sum())
+    parts = [
+        _share_table("sex", sexes, sorted(sexes, key=lambda k: (k == "unknown", -sexes[k], k)),
+                     total),
+        _share_table("age", ages, [*age_order, *(["unknown"] if "unknown" in ages else [])],
+                     total),
+        _share_table("site", sites, sorted(sites, key=lambda k: (k == "unknown", -sites[k], k)),
+                     total),
+        f"{hairy} of {total} images ({100 * hairy / total:.1f} %) are tagged `hairy`.",
+        *_tone_markdown(rows),
+    ]
+    return "\n\n".join(parts)
+
+
+def _tone_markdown(rows: pd.DataFrame) -> list[str]:
+    """The skin-tone table (ITA categories measured on each photo) and the artefact counts."""
+    import pandas as pd
+
+    from medsynth_kohya.data.measure import ARTEFACTS, TONES
+
+    if "skin_tone" not in rows or rows["skin_tone"].isna().all():
+        return []
+    total = len(rows)
+    tones = Counter("unmeasured" if pd.isna(v) else str(v) for v in rows["skin_tone"])
+    order = [name for name, _ in TONES] + (["unmeasured"] if tones["unmeasured"] else [])
+    light = tones["very light"] + tones["light"]
+    words = {"vignette": "dark vignette corners", "ruler": "ruler or scale marks",
+             "bubbles": "gel bubbles"}
+    found = ", ".join(f"{int(rows[name].fillna(False).sum())} with {words[name]}"
+                      for name in ARTEFACTS if name in rows)
+    return [_share_table("skin tone (ITA)", tones, order, total),
+            f"{light} of {total} images ({100 * light / total:.1f} %) show very light or light "
+            "skin (ITA above 41 degrees, measured on the healthy skin of each photo).",
+            *([f"Artefacts: {found}."] if found else [])]
+
+
+def spread_section(record: Mapping[str, Any]) -> tuple[str, list[str], bool]:
+    """The spread section, warnings, and whether the data is the synthetic demo set."""
+    dataset = record.get("dataset") or {}
+    path = Path(str(dataset.get("prepared", ""))) / "manifest.csv"
+    if not dataset.get("prepared") or not path.is_file():
+        return ("The prepared manifest was not available when this card was written, so the "
+                "spread of the training images is not shown.",
+                [f"{path} not found: the card cannot show the data's sex/age/site spread"],
+                False)
+    if dataset.get("manifest_sha256") and files.sha256(path) != dataset["manifest_sha256"]:
+        return ("The prepared manifest changed after training, so the spread of the training "
+                "images is not shown.",
+                [f"{path} changed since the run (sha256 differs): the card omits the spread"],
+                False)
+    table = manifest.read(path)
+    rows = table[table["split"] == "train"]
+    synthetic = bool(len(rows)) and all(str(i).startswith("SYN_") for i in rows["id"])
+    return spread_markdown(rows), [], synthetic
+
+
+def _setting(value: Any) -> str:
+    local = isinstance(value, str) and ("/" in value or "\\" in value) and (
+        Path(value).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(value).is_absolute())
+    if local:
+        return f"`{Path(value).name}` (local file)"
+    if isinstance(value, list):
+        return ", ".join(f"`{v}`" for v in value)
+    return f"`{value}`"
+
+
+def _settings(record: Mapping[str, Any]) -> str:
+    config = record["config"]
+    lines = ["| sd-scripts option | value |", "|---|---|"]
+    lines += [f"| `{key}` | {_md(_setting(config[key]))} |" for key in _SETTINGS if key in config]
+    if record.get("expected_steps") is not None:
+        lines.append(f"| optimizer steps (expected) | `{record['expected_steps']}` |")
+    return "\n".join(lines)
+
+
+def _hardware(record: Mapping[str, Any]) -> str:
+    gpus = [g for g in record.get("gpus") or [] if isinstance(g, dict)]
+    command = [str(arg) for arg in record.get("command") or []]
+    processes = None
+    if "--num_processes" in command[:-1]:
+        processes = command[command.index("--num_processes") + 1]
+    if not gpus:
+        return "CPU"
+    names = Counter(f"{g.get('name', 'GPU')} ({int(g.get('memory_mib') or 0) // 1024} GiB)"
+                    for g in gpus)
+    found = ", ".join(f"{count} x {name}" for name, count in names.items())
+    if not processes:
+        return found
+    return f"{found}; trained with {processes} process{'' if processes == '1' else 'es'}"
+
+
+def _duration(record: Mapping[str, Any]) -> str:
+    try:
+        start = datetime.fromisoformat(str(record["start"]))
+        end = datetime.fromisoformat(str(record["end"]))
+    except (KeyError, TypeError, ValueError):
+        return "not recorded"
+    seconds = int((end - start).total_seconds())
+    hours, rest = divmod(max(seconds, 0), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _versions(record: Mapping[str, Any]) -> str:
+    versions = record.get("versions") or {}
+    parts = []
+    for key, value in versions.items():
+        if value:
+            text = str(value)[:12] if key == "sd_scripts_commit" else str(value)
+            parts.append(f"{'sd-scripts' if key == 'sd_scripts_commit' else key} {text}")
+    return ", ".join(parts) or "not recorded"
+
+
+def _base_model(config: Mapping[str, Any]) -> str:
+    value = str(config.get("pretrained_model_name_or_path") or "")
+    local = Path(value).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(value).exists()
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not local:
+        return value
+    return BASE_MODEL
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """Replace each `{{ name }}` once; an unknown name is a programming error."""
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise KeyError(f"model card value {name!r} was not provided")
+        return values[name]
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight_name: str,
+                license: str, prompts: Mapping[str, Any], samples: Sequence[Sample],
+                sample_paths: Mapping[Path, str], grid: str | None, spread: str,
+                synthetic: bool, files: Sequence[tuple[str, int]]) -> str:
+    """The README.md model card: ModelCardData metadata and the template's body."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = record["config"]
+    base_model = _base_model(config)
+    example = _quoted(next((p for p in prompts["prompts"] if p), "")
+                      or f"photo of skin, {trigger} on torso")
+    widgets = []
+    for sample in samples[:WIDGETS]:
+        widget: dict[str, Any] = {"text": sample.prompt or trigger}
+        if sample.negative_prompt:
+            widget["parameters"] = {"negative_prompt": sample.negative_prompt}
+        widget["output"] = {"url": sample_paths[sample.path]}
+        widgets.append(widget)
+    data = ModelCardData(base_model=base_model, license=license, tags=list(TAGS),
+                         library_name="diffusers", pipeline_tag="text-to-image",
+                         instance_prompt=trigger, widget=widgets or None)
+
+    if grid:
+        shown = f"![Sample grid]({grid})"
+    elif samples:
+        shown = "\n".join(["| image | prompt |", "|---|---|"] + [
+            f"| ![sample]({sample_paths[s.path]}) | {_md(s.prompt or '')} |" for s in samples])
+    else:
+        shown = "No sample images were uploaded with this version."
+    if samples or grid:
+        shown += ("\n\nGenerated by this LoRA; synthetic images, not patients.")
+
+    name = str(config.get("output_name") or "lora")
+    dataset = record.get("dataset") or {}
+    overrides = record.get("overrides") or []
+    license_text = (
+        f"The LoRA weights are released under `{license}`."
+        + (" This is the licence of the ISIC 2020 training images (CC-BY-NC 4.0: attribution, "
+           "no commercial use)." if license == DEFAULT_LICENSE else
+           " The ISIC 2020 training images are CC-BY-NC 4.0 (attribution, no commercial use); "
+           "their terms may limit what you can do with weights derived from them.")
+        + f" Using the LoRA also means using [SDXL base 1.0](https://huggingface.co/{BASE_MODEL}),"
+        " whose own licence (CreativeML Open RAIL++-M) applies as well, including its use"
+        " restrictions.")
+    data_warning = ("\n> **Note:** this LoRA was trained on medsynth-kohya's *generated demo "
+                    "data* (no real images). It tests the pipeline and is not a melanoma "
+                    "model.\n" if synthetic else "")
+    file_lines = ["| file | size |", "|---|---:|"] + [
+        f"| `{path}` | {_human(size)} |" for path, size in files]
+    values = {
+        "card_data": data.to_yaml(),
+        "class_name": name,
+        "title": f"{name}: SDXL LoRA for synthetic dermoscopy images ({trigger})",
+        "base_model": base_model,
+        "trigger": trigger,
+        "example_prompt": example,
+        "tool_version": str(record.get("version") or __version__),
+        "data_warning": data_warning,
+        "files": "\n".join(file_lines),
+        "train_images": str(dataset.get("train_images", "?")),
+        "repeats": str(dataset.get("repeats", "?")),
+        "manifest_sha256": str(dataset.get("manifest_sha256") or "not recorded"),
+        "spread": spread,
+        "settings": _settings(record),
+        "preset": str(record.get("preset") or "?"),
+        "overrides": ", ".join(f"`--set {_md(o)}`" for o in overrides) if overrides else "none",
+        "hardware": _hardware(record),
+        "duration": _duration(record),
+        "status": str(record.get("status") or "unknown"),
+        "versions": _versions(record),
+        "samples": shown,
+        "width": str(prompts["width"]),
+        "height": str(prompts["height"]),
+        "steps": str(prompts["steps"]),
+        "scale": str(prompts["scale"]),
+        "repo_id": repo_id,
+        "weight_name": weight_name,
+        "license_text": license_text,
+    }
+    template = (data_dir("templates") / "model_card.md").read_text(encoding="utf-8")
+    card = ModelCard(_fill(template, values))
+    return str(card).rstrip("\n") + "\n"

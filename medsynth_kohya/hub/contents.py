@@ -1,0 +1,350 @@
+"""What a push publishes: the files of a run (the final LoRA, saves, redacted sd-scripts
+files and run record, sample images) with the card first, exactly as they leave the machine,
+and the scan that refuses a push holding something private. No network.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya.data.captions import DEFAULT_TRIGGER
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub import privacy
+from medsynth_kohya.hub.card import DEFAULT_LICENSE, Sample, render_card, spread_section
+from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
+from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.sdscripts.presets import BASE_MODEL
+
+MAX_SAMPLE_IMAGES = 8
+"""Sample images uploaded (besides the grid); the first WIDGETS become card widgets."""
+REDACTED = privacy.REDACTED
+_NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+TRAINING_FILES = ("config.toml", "dataset.toml", "sample_prompts.toml")
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of the commit: where it goes in the repo and its bytes or local file."""
+
+    path_in_repo: str
+    source: Path | bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What a push sends: every file (README.md first) and the rendered card."""
+
+    repo_id: str
+    uploads: tuple[Upload, ...]
+    card: str
+    warnings: tuple[str, ...] = ()
+    findings: tuple[tuple[str, str], ...] = ()
+    """(path in the repo, what private thing it holds): a push with any is refused."""
+    secrets: tuple[str, ...] = ()
+    """Values that must not leave the machine, for scrubbing error messages."""
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`namespace/name` with Hub-valid parts, else a UserError saying what a repo id looks like."""
+    parts = repo_id.strip().split("/")
+    if (len(parts) != 2 or not all(_NAME_PART.match(part) for part in parts)
+            or any("--" in part or ".." in part for part in parts)
+            or parts[1].endswith(".git")):
+        raise UserError(f"--repo-id {repo_id!r} must be namespace/name (your user name or an "
+                        "organisation, then letters, digits, '-', '_' or '.'), e.g. "
+                        "your-name/melanoma-sdxl-lora")
+    return "/".join(parts)
+
+
+def check_license(license: str) -> str:
+    """A Hub licence identifier such as cc-by-nc-4.0."""
+    if not _LICENSE.match(license):
+        raise UserError(f"--license {license!r} must be a Hub licence id in lower case, e.g. "
+                        "cc-by-nc-4.0, mit or openrail++")
+    return license
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a training run (no run.json): pass the run folder "
+                        "that `medsynth-kohya train` wrote")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read ({exc}); re-run `medsynth-kohya train`") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise UserError(f"{path} is not a run record of `medsynth-kohya train`")
+    return record
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file starts with an 8-byte header length and a JSON object."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            header = file.read(min(length, 100_000_000)) if length else b""
+        ok = bool(header) and len(header) == length and header.lstrip().startswith(b"{")
+    except OSError:
+        ok = False
+    if not ok:
+        raise UserError(f"{path} is not a safetensors file (empty or damaged); re-run the "
+                        "training or its last epoch with `medsynth-kohya train ... --resume`")
+
+
+def _lora_files(run_dir: Path, record: Mapping[str, Any], all_checkpoints: bool,
+                ) -> tuple[Path, list[Path], list[str]]:
+    """The final LoRA, the epoch/step saves to upload and warnings."""
+    name = str(record["config"].get("output_name") or "")
+    status = str(record.get("status") or "unknown")
+    output = run_dir / "output"
+    final = output / f"{name}.safetensors"
+    if not name or not final.is_file():
+        hint = ("it was a dry run: run `medsynth-kohya train` without --dry-run"
+                if status == "dry-run" else
+                f"the run is {status}: finish it with `medsynth-kohya train PREPARED "
+                f"--run-dir {run_dir} --resume`")
+        raise UserError(f"{run_dir} has no LoRA file ({final.relative_to(run_dir)}); {hint}")
+    _check_safetensors(final)
+    warnings = []
+    if status != "succeeded":
+        warnings.append(f"run.json says the run is {status}, yet {final.name} exists; pushing it")
+    saves = [path for path in launch.lora_files(output, name) if path != final]
+    if all_checkpoints:
+        for path in saves:
+            _check_safetensors(path)
+    return final, saves if all_checkpoints else [], warnings
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    import toml
+
+    try:
+        document: dict[str, Any] = toml.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return document
+
+
+def _trigger(run_dir: Path) -> str:
+    """The class token the run trained on, from RUN/dataset.toml."""
+    document = _toml(run_dir / "dataset.toml")
+    for dataset in document.get("datasets", []):
+        for subset in dataset.get("subsets", []):
+            if subset.get("class_tokens"):
+                return str(subset["class_tokens"])
+    return DEFAULT_TRIGGER
+
+
+def _prompt_settings(run_dir: Path) -> dict[str, Any]:
+    """The training run's sample settings and prompts, from RUN/sample_prompts.toml."""
+    table = dict(_toml(run_dir / "sample_prompts.toml").get("prompt", {}))
+    subsets = table.pop("subset", [])
+    prompts = [str(s.get("prompt", "")) for s in subsets if isinstance(s, dict)]
+    return {"negative_prompt": table.get("negative_prompt"),
+            "width": table.get("width", DEFAULT_SIZE), "height": table.get("height", DEFAULT_SIZE),
+            "scale": table.get("scale", DEFAULT_SCALE),
+            "steps": table.get("sample_steps", DEFAULT_STEPS), "prompts": prompts}
+
+
+def _training_samples(run_dir: Path, name: str, prompts: Sequence[str],
+                      negative: str | None) -> list[Sample]:
+    """The last set of sample images sd-scripts wrote during training (one per prompt).
+
+    sd-scripts names them `NAME_<step:06d | e<epoch:06d>>_<prompt:02d>_<YYYYmmddHHMMSS>[_seed].png`.
+    """
+    folder = run_dir / "output" / "sample"
+    pattern = re.compile(rf"^{re.escape(name)}_(e?\d{{6}})_(\d{{2}})_(\d{{14}})(?:_\d+)?\.png$")
+    found = []
+    for path in folder.glob("*.png") if folder.is_dir() else []:
+        match = pattern.match(path.name)
+        if match:
+            found.append((match.group(3), match.group(1), int(match.group(2)), path))
+    if not found:
+        return []
+    latest = max(found)[1]
+    by_prompt: dict[int, Path] = {}
+    for _, suffix, index, path in sorted(found):
+        if suffix == latest:
+            by_prompt[index] = path
+    return [Sample(path, prompts[index] if index < len(prompts) else None, negative)
+            for index, path in sorted(by_prompt.items())]
+
+
+def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
+    """Images of a `medsynth-kohya sample` folder (metadata.csv order) and its grid."""
+    images = sorted((folder / "images").glob("*.png")) if (folder / "images").is_dir() else []
+    grid = folder / "grid.jpg"
+    if not images and not grid.is_file():
+        raise UserError(f"--samples {folder} holds no images/*.png or grid.jpg: pass the --out "
+                        "folder of `medsynth-kohya sample`")
+    rows: dict[str, dict[str, str]] = {}
+    metadata = folder / "metadata.csv"
+    if metadata.is_file():
+        with metadata.open(newline="", encoding="utf-8") as file:
+            for row in csv.DictReader(file):
+                key = (row.get("isic_id") or row.get("image_name") or row.get("id")
+                       or row.get("file") or "")
+                rows.setdefault(Path(key).stem, row)
+    order = {stem: i for i, stem in enumerate(rows)}
+    images.sort(key=lambda path: (order.get(path.stem, len(order)), path.name))
+    samples = [Sample(path, rows.get(path.stem, {}).get("prompt") or None,
+                      rows.get(path.stem, {}).get("negative_prompt") or None)
+               for path in images[:MAX_SAMPLE_IMAGES]]
+    return samples, grid if grid.is_file() else None
+
+
+def _public_ids(record: Mapping[str, Any], repo_id: str) -> list[str]:
+    """Public strings that may hold the user's name: the repo id and Hub model ids."""
+    ids = [repo_id, "medsynth-kohya", "medsynth_kohya", BASE_MODEL]
+    for value in (record.get("config") or {}).values():
+        if isinstance(value, str) and _HUB_ID.fullmatch(value) and not Path(value).exists():
+            ids.append(value)
+    return ids
+
+
+def _public_record(record: Mapping[str, Any], policy: privacy.Policy) -> dict[str, Any]:
+    """The run record as published: no push history, secrets redacted, paths hidden."""
+    public: dict[str, Any] = policy.data({k: v for k, v in record.items()
+                                          if k not in ("pushes", "overrides", "command")})
+    public["overrides"] = [policy.override(str(o)) for o in record.get("overrides") or []]
+    command = [str(arg) for arg in record.get("command") or []]
+    hidden = {i + 1 for i, arg in enumerate(command[:-1])
+              if arg.startswith("--") and privacy.is_secret_key(arg[2:])}
+    public["command"] = [privacy.REDACTED if i in hidden else policy.text(arg)
+                         for i, arg in enumerate(command)]
+    return {key: public[key] for key in record if key in public}
+
+
+def _run_files(run_dir: Path, record: Mapping[str, Any], policy: privacy.Policy,
+               ) -> tuple[list[Upload], dict[str, Any]]:
+    """training/: the rendered sd-scripts files and the run record as published, and the
+    published record (the card is written from it)."""
+    import toml
+
+    documents = {name: _toml(run_dir / name) for name in TRAINING_FILES
+                 if (run_dir / name).is_file()}
+    for document in (*documents.values(), record):  # learn every secret before writing any
+        policy.collect(document)
+    for item in record.get("overrides") or []:
+        policy.override(str(item))
+    uploads = [Upload(f"training/{name}", toml.dumps(policy.data(document)).encode())
+               for name, document in documents.items()]
+    public = _public_record(record, policy)
+    text = json.dumps(public, indent=2, default=str) + "\n"
+    uploads.append(Upload("training/run.json", text.encode()))
+    return uploads, public
+
+
+def scrub(data: bytes, secrets: Sequence[str]) -> bytes:
+    """`data` with every occurrence of a secret replaced."""
+    for secret in secrets:
+        if secret:
+            data = data.replace(secret.encode(), REDACTED.encode())
+    return data
+
+
+def scan(uploads: Sequence[Upload], policy: privacy.Policy) -> tuple[tuple[str, str], ...]:
+    """(path in the repo, what it would publish) for every upload that holds something
+    private: the token, a redacted value, the home folder, the user name or a local path."""
+    found = []
+    for upload in uploads:
+        finding = (policy.findings(upload.source, upload.path_in_repo)
+                   if isinstance(upload.source, bytes)
+                   else privacy.scan_file(policy, upload.source, upload.path_in_repo))
+        if finding:
+            found.append((upload.path_in_repo, finding))
+    return tuple(found)
+
+
+def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
+         all_checkpoints: bool = False, samples: Path | None = None,
+         token: str | None = None, environ: Mapping[str, str] | None = None) -> PushPlan:
+    """Every file a push of `run_dir` sends, README.md (the card) first, exactly as it leaves
+    the machine, and what the last scan found in them; no network.
+
+    This is the one place that decides what is published: secrets (the token, values of keys
+    that name a secret in the configs, --set or the environment) are redacted, local paths are
+    made relative to the run folder or shown as `<local>/NAME`.
+    """
+    repo_id = check_repo_id(repo_id)
+    license = check_license(license)
+    record = _read_record(run_dir)
+    final, saves, warnings = _lora_files(run_dir, record, all_checkpoints)
+    name = str(record["config"]["output_name"])
+    trigger = _trigger(run_dir)
+    prompts = _prompt_settings(run_dir)
+    grid: Path | None = None
+    if samples is not None:
+        chosen, grid = _synth_samples(samples)
+    else:
+        chosen = _training_samples(run_dir, name, prompts["prompts"],
+                                   prompts["negative_prompt"])
+    sample_paths = {s.path: f"samples/{s.path.name}" for s in chosen}
+    grid_path = f"samples/{grid.name}" if grid else None
+    spread, spread_warnings, synthetic = spread_section(record)
+    warnings += spread_warnings
+    if synthetic:
+        warnings.append("the run trained on the synthetic demo data; the card says so")
+
+    policy = privacy.Policy.for_run(run_dir, token=token, environ=environ,
+                                    allowed=_public_ids(record, repo_id))
+    training, public = _run_files(run_dir, record, policy)
+    uploads = [Upload(final.name, final)]
+    uploads += [Upload(f"checkpoints/{path.name}", path) for path in saves]
+    uploads += training
+    uploads += [Upload(sample_paths[s.path], s.path) for s in chosen]
+    if grid is not None and grid_path is not None:
+        uploads.append(Upload(grid_path, grid))
+    files = [(u.path_in_repo, u.size) for u in uploads]
+    card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
+                       license=license, prompts=prompts, samples=chosen,
+                       sample_paths=sample_paths, grid=grid_path, spread=spread,
+                       synthetic=synthetic, files=files)
+    card = scrub(card.encode(), policy.secrets).decode()
+    everything = (Upload("README.md", card.encode()), *uploads)
+    return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
+                    tuple(policy.secrets))
+
+
+def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAULT_LICENSE,
+         all_checkpoints: bool = False, samples: Path | None = None,
+         token: str | None = None) -> tuple[bytes, str | None]:
+    """One file's bytes exactly as a push would upload them, and what the scan found in it."""
+    from huggingface_hub import get_token
+
+    planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
+                   samples=samples, token=token or get_token())
+    wanted = path_in_repo.strip().lstrip("/")
+    for upload in planned.uploads:
+        if upload.path_in_repo == wanted:
+            data = (upload.source if isinstance(upload.source, bytes)
+                    else upload.source.read_bytes())
+            return data, dict(planned.findings).get(wanted)
+    listing = ", ".join(u.path_in_repo for u in planned.uploads)
+    raise UserError(f"--show {path_in_repo!r} is not among the files push uploads: {listing}")
+
+
+def refuse_findings(planned: PushPlan) -> None:
+    """Refuse a push whose files hold something private, naming the file and the finding."""
+    if planned.findings:
+        path, finding = planned.findings[0]
+        others = len(planned.findings) - 1
+        more = f" (and {others} more file(s))" if others else ""
+        raise UserError(f"push refused: {path} would publish {finding}{more}; see it with "
+                        f"`medsynth-kohya push RUN --repo-id {planned.repo_id} --show {path}` "
+                        "and remove it from the run's files")
