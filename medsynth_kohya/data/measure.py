@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     from cv2.typing import MatLike
 
-VERSION = 2
+VERSION = 3
 """Changes whenever a measurement would give other figures, so cached scans are redone."""
 TONES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0),
          ("brown", -30.0), ("dark", -math.inf))
@@ -32,8 +32,8 @@ VIGNETTE_SIZE = 21
 """Dark regions thinner than this (reference pixels) are not vignette (hair, ruler marks)."""
 BLACK = 20
 """Pixels whose brightest channel is below this (0-255) are never skin."""
-SKIN_STEP = 3
-"""The skin colour is the median of every third pixel in each direction."""
+SKIN_STEP = 6
+"""The skin colour is the median of every sixth pixel in each direction (plenty for a median)."""
 MIN_SKIN_SHARE = 0.02
 """Below this share of healthy-skin pixels the photo gets no ITA."""
 
@@ -79,15 +79,16 @@ def decode(path: str | Path, width: int, height: int) -> MatLike | None:
 
 
 def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
-    """uint8 mask of large dark regions that touch the border, and how many corners are dark.
+    """uint8 mask of large dark regions that touch the border, grown by twice the hair kernel
+    (their dim rim is not skin either), and how many corners are dark.
 
-    Found on a quarter-size copy: the regions are large, and this keeps the step cheap.
+    Found and grown on a quarter-size copy: the regions are large, and this keeps the step cheap.
     """
     import cv2
     import numpy as np
 
     height, width = value.shape
-    dark = (value < VIGNETTE_LEVEL * float(np.median(value))).astype(np.uint8)
+    dark = (value < VIGNETTE_LEVEL * median_u8(value)).astype(np.uint8)
     corners = _corners(dark)
     quarter = cv2.resize(dark, (max(1, width // 4), max(1, height // 4)),
                          interpolation=cv2.INTER_AREA)
@@ -101,9 +102,23 @@ def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
     keep[np.unique(edges)] = True
     keep &= big
     keep[0] = False
-    mask = cv2.resize(keep[labels].astype(np.uint8), (width, height),
-                      interpolation=cv2.INTER_NEAREST)
+    if not keep.any():
+        return np.zeros_like(value), corners
+    grow = max(3, round(2 * hair.KERNEL * scale / 4) | 1)
+    border = cv2.dilate(keep[labels].astype(np.uint8),
+                        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+    mask = cv2.resize(border, (width, height), interpolation=cv2.INTER_NEAREST)
     return np.asarray(mask, dtype=np.uint8), corners
+
+
+def median_u8(values: np.ndarray) -> float:
+    """np.median of a uint8 array, from its histogram: several times faster."""
+    import cv2
+    import numpy as np
+
+    counts = np.cumsum(cv2.calcHist([values], [0], None, [256], [0, 256]).ravel().astype(np.int64))
+    middle = (int(counts[-1]) - 1) // 2, int(counts[-1]) // 2
+    return sum(int(np.searchsorted(counts, rank, side="right")) for rank in middle) / 2
 
 
 def _corners(mask: np.ndarray) -> int:
@@ -134,16 +149,14 @@ def measure_reduced(small: MatLike) -> Measurement:
     scale = max(small.shape[:2]) / hair.REFERENCE
     blue, green, red = cv2.split(small)
     value = cv2.max(cv2.max(blue, green), red)
-    vignette, corners = _vignette(value, scale)
-    grow = max(3, round(2 * hair.KERNEL * scale) | 1)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))
-    border = cv2.dilate(vignette, disc)
+    border, corners = _vignette(value, scale)
     ink = (cv2.subtract(blue, red) > hair.INK_MARGIN).astype(np.uint8)
     lines = hair.find_lines(small, ink, border)
     marks = ink | lines.hair
     black = (value < BLACK).astype(np.uint8)
+    near = max(3, round(hair.KERNEL * scale) | 1)
     not_skin = (border | lines.lesion | black
-                | cv2.dilate(marks, disc[: grow // 2 | 1, : grow // 2 | 1]))
+                | cv2.dilate(marks, cv2.getStructuringElement(cv2.MORPH_RECT, (near, near))))
     ita = _skin_ita(small, not_skin)
     return Measurement(
         hair_score=float(lines.score), hairy=hair.is_hairy(lines.score, hair.HairMode.auto),

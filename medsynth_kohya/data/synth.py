@@ -370,6 +370,7 @@ def scene(width: int, height: int, seed: int, *, hairs: int | None = None) -> tu
     skin = _lab_to_bgr(lab)
     low = cv2.resize(rng.normal(0, 1.5, (5, 7, 3)).astype(np.float32), (cw, ch),
                      interpolation=cv2.INTER_CUBIC)
+    low -= low.mean(axis=(0, 1))  # uneven, but on average the skin is the labelled colour
     canvas = skin + low + rng.standard_normal((ch, cw, 3), dtype=np.float32) * 2.5
     vessels = bool(rng.random() < 0.4)
     if vessels:
