@@ -235,7 +235,9 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     size = _odd(KERNEL * scale)
     closed = cv2.morphologyEx(value, cv2.MORPH_CLOSE, _disc(size))
     dark = cv2.subtract(closed, value)
-    light = cv2.morphologyEx(low, cv2.MORPH_TOPHAT, _disc(size))
+    # closed first: the skin between two dark lines (ruler ticks) is no light hair
+    light = cv2.morphologyEx(cv2.morphologyEx(low, cv2.MORPH_CLOSE, _disc(size)),
+                             cv2.MORPH_TOPHAT, _disc(size))
     strong = ((dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[0]),
                                   2 * DARK_FLOOR)) | (light >= LIGHT_LEVELS[0]))
     weak = ((dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[1]), DARK_FLOOR))
@@ -287,8 +289,13 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     raw = cv2.max(dark, light)
     half = cv2.convertScaleAbs(cv2.dilate(raw, _disc(_odd(9 * scale))), alpha=0.5)
     core = ((raw >= half) & (mask > 0)).astype(np.uint8) | filled
-    thick = cv2.distanceTransform(core, cv2.DIST_L2, 3) > MAX_HAIR_WIDTH * scale / 2
-    mask[cv2.dilate(thick.astype(np.uint8), _disc(_odd(2 * MAX_HAIR_WIDTH * scale))) > 0] = 0
+    thick = (cv2.distanceTransform(core, cv2.DIST_L2, 3) > MAX_HAIR_WIDTH * scale / 2
+             ).astype(np.uint8)
+    for spot in cv2.findContours(thick, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
+        _, _, w, h = cv2.boundingRect(spot)
+        if w * h < MAX_HAIR_WIDTH * scale:  # where two thin lines cross: a scale bar's caps
+            cv2.drawContours(thick, [spot], -1, 0, -1)
+    mask[cv2.dilate(thick, _disc(_odd(2 * MAX_HAIR_WIDTH * scale))) > 0] = 0
 
     parts = _components(mask)
     outline = np.zeros(parts.count, dtype=np.float64)
