@@ -15,6 +15,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -62,9 +63,29 @@ def sections(root: Path, n: int) -> None:
         stream.result()
         rows.append(("3/4 features (small network)", _rate(len(decoded),
                                                             time.perf_counter() - start)))
+        rows.append(("4 fine-tuning (small network, 1 epoch)", _fine_tuning(decoded)))
     print(f"{'section':40s} {'images/s':>10s} {'vs decode':>10s}")
     for name, rate in rows:
         print(f"{name:40s} {rate:10.1f} {rate / baseline:10.2f}x")
+
+
+def _fine_tuning(images: list[Any]) -> float:
+    """Images per second of one fine-tuning epoch (+ the probe and scoring) on `images`."""
+    import numpy as np
+
+    from medsynth_kohya.evaluation.finetune import FineTune, InputStore
+    from medsynth_kohya.evaluation.utility import Rows
+
+    with InputStore() as store:
+        for image in images:
+            store.add(image)
+        rows, everything = store.rows(), np.arange(len(images))
+        labels = everything % 2
+        tuned = FineTune(Extractor(FEATURES).network, "cpu", epochs=1)
+        start = time.perf_counter()
+        tuned(Rows(rows, everything, rows, everything[:0]), labels,
+              Rows(rows, everything, rows, everything[:0]), 0)
+        return _rate(len(images), time.perf_counter() - start)
 
 
 def peak(root: Path, real: Path, name: str, n: int) -> float:
@@ -72,7 +93,7 @@ def peak(root: Path, real: Path, name: str, n: int) -> float:
     synthetic_set(root / name, [photo(20_000 + i, hairy=i % 3 == 0) for i in range(n)])
     tracemalloc.start()
     evaluate(real, root / name, root / f"report-{name}",
-             EvaluateOptions(features=FEATURES, classifier=False))
+             EvaluateOptions(features=FEATURES, classifier="none"))
     _, top = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return top / 2**20

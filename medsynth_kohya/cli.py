@@ -628,8 +628,13 @@ def evaluate(
     ] = "0,0.5,1,2",
     repeats: Annotated[int, typer.Option(help="Patient splits the classifier is scored on.")
                        ] = 3,
-    classifier: Annotated[bool, typer.Option(
-        help="Train and score the classifier (section 4, the slowest).")] = True,
+    classifier: Annotated[str, typer.Option(
+        help="Section 4's classifier: `logistic` (on frozen features), `finetune` (the feature "
+        "network fine-tuned; GPU when present) or `none`.")] = "logistic",
+    no_classifier: Annotated[bool, typer.Option(
+        "--no-classifier", help="Same as --classifier none.")] = False,
+    epochs: Annotated[int, typer.Option(help="Epochs of each fine-tuning (--classifier "
+                                        "finetune).")] = 5,
     threshold: Annotated[float, typer.Option(
         help="Hash distance (fraction of 255 bits) at or below which an image is a near-copy."
     )] = 0.25,
@@ -661,8 +666,9 @@ def evaluate(
             mixes = tuple(float(part) for part in mix.split(",") if part.strip())
         except ValueError:
             raise UserError(f"--mix {mix!r}: give ratios like 0,0.5,1,2") from None
-        options = EvaluateOptions(mixes=mixes, repeats=repeats, classifier=classifier,
-                                  threshold=threshold,
+        options = EvaluateOptions(mixes=mixes, repeats=repeats,
+                                  classifier="none" if no_classifier else classifier,
+                                  epochs=epochs, threshold=threshold,
                                   deep_threshold=deep_threshold, features=features,
                                   batch_size=batch_size, seed=seed, force=force)
         with ui.stage_bars() as progress:

@@ -168,7 +168,7 @@ def test_the_same_generator_scores_closer_than_a_shifted_one(tmp_path: Path,
     for name, images in (("same", same), ("shifted", shifted)):
         synthetic_set(tmp_path / name, images)
         evaluate(tmp_path / "isic", tmp_path / name, tmp_path / f"report-{name}",
-                 EvaluateOptions(features=TINY, classifier=False))
+                 EvaluateOptions(features=TINY, classifier="none"))
         document = json.loads((tmp_path / f"report-{name}" / "report.json").read_text())
         figures[name] = document["sections"]["fidelity"]["figures"]
         assert figures[name]["n_real"] == 16 and figures[name]["n_synthetic"] == 16

@@ -10,6 +10,7 @@ hashes and feature vectors. Without the `eval` extra, sections 1 and 2 still run
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, report, sets
 from medsynth_kohya.evaluation.adherence import Prompted, adherence
 from medsynth_kohya.evaluation.features import INCEPTION, INSTALL
+from medsynth_kohya.evaluation.finetune import EPOCHS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from medsynth_kohya.evaluation.features import Extractor
+    from medsynth_kohya.evaluation.utility import Classifier
 
 StageProgress = Callable[[str, int, int], None]
 """(stage, done, total) callback."""
@@ -43,6 +46,8 @@ ADHERENCE_PASS = 0.8
 """Share of images whose measured attribute matches the prompt for a pass."""
 MAX_LABELLED = 4000
 """Real images the classifier section reads at most (both classes kept, by patient)."""
+LOGISTIC, FINETUNE, NO_CLASSIFIER = "logistic", "finetune", "none"
+CLASSIFIERS = (LOGISTIC, FINETUNE, NO_CLASSIFIER)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,8 @@ class EvaluateOptions:
     features: str = INCEPTION
     batch_size: int = 32
     max_labelled: int = MAX_LABELLED
-    classifier: bool = True
+    classifier: str = LOGISTIC
+    epochs: int = EPOCHS
     seed: int = 0
     force: bool = False
 
@@ -168,6 +174,11 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
         raise UserError("--repeats must be at least 1")
     if any(m < 0 for m in options.mixes):
         raise UserError("--mix ratios must be 0 or more")
+    if options.classifier not in CLASSIFIERS:
+        raise UserError(f"--classifier {options.classifier!r}: give one of "
+                        f"{', '.join(CLASSIFIERS)}")
+    if options.epochs < 1:
+        raise UserError("--epochs must be at least 1")
     if real is None:
         if lora is None:
             raise UserError("give --real (an ISIC source or a prepared folder) or --lora RUN")
@@ -238,7 +249,8 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
         utility_section = {"skipped": reason}
     else:
         features = _Features(training_ids, training_stream.result(),
-                             [s for s, _ in nearest], synthetic_stream.result())
+                             [s for s, _ in nearest], synthetic_stream.result(),
+                             synthetic_set.frame)
         fidelity_section, utility_section = _with_features(
             extractor, features, real_set, options, skipped, progress, copies_section)
     sections["fidelity"] = fidelity_section
@@ -273,6 +285,8 @@ class _Features:
     training: NDArray[np.float32]
     synthetic_ids: list[str]
     synthetic: NDArray[np.float32]
+    synthetic_frame: Any
+    """The synthetic set's rows (id, path, ...)."""
 
 
 def _with_features(extractor: Extractor, features: _Features, real_set: sets.RealSet,
@@ -280,9 +294,7 @@ def _with_features(extractor: Extractor, features: _Features, real_set: sets.Rea
                    progress: StageProgress, copies_section: dict[str, Any],
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sections 3 and 4, and the deep-feature half of section 1."""
-    import numpy as np
-
-    from medsynth_kohya.evaluation import fidelity, utility
+    from medsynth_kohya.evaluation import fidelity
 
     training_ids, real_features = features.training_ids, features.training
     synthetic_ids, synthetic_features = features.synthetic_ids, features.synthetic
@@ -317,18 +329,31 @@ def _with_features(extractor: Extractor, features: _Features, real_set: sets.Rea
     except ValueError as exc:
         fidelity_section = {"skipped": str(exc)}
 
+    return fidelity_section, _utility_section(extractor, features, real_set, options, skipped,
+                                              progress)
+
+
+def _utility_section(extractor: Extractor, features: _Features, real_set: sets.RealSet,
+                     options: EvaluateOptions, skipped: list[dict[str, str]],
+                     progress: StageProgress) -> dict[str, Any]:
+    """Section 4 with the classifier `options` names, on the same patient-level splits."""
+    import numpy as np
+
+    from medsynth_kohya.evaluation import utility
+
     labelled = real_set.labelled
-    if not options.classifier:
-        return fidelity_section, {"skipped": "not asked for (--no-classifier)"}
+    if options.classifier == NO_CLASSIFIER:
+        return {"skipped": "not asked for (--classifier none)"}
     if labelled is None:
-        return fidelity_section, {"skipped": "no labelled real data (see notes)"}
+        return {"skipped": "no labelled real data (see notes)"}
     labelled = _limit(labelled, options.max_labelled, options.seed)
-    known_rows = {i: real_features[n] for n, i in enumerate(training_ids)}
-    others = labelled.loc[~labelled["id"].isin(known_rows)]
+    if options.classifier == FINETUNE:
+        return _fine_tuned(extractor, features, labelled, options, skipped, progress)
+    known_rows = {i: features.training[n] for n, i in enumerate(features.training_ids)}
     stream = extractor.stream()
     other_ids = []
-    for identifier, image in _images(others, "real", skipped,
-                                     lambda d, t: progress("labelled photos", d, t)):
+    for identifier, image in _images(labelled.loc[~labelled["id"].isin(known_rows)], "real",
+                                     skipped, lambda d, t: progress("labelled photos", d, t)):
         stream.add(image)
         other_ids.append(identifier)
     other_features = stream.result()
@@ -336,18 +361,59 @@ def _with_features(extractor: Extractor, features: _Features, real_set: sets.Rea
     usable = labelled.loc[labelled["id"].isin(rows)]
     matrix = (np.stack([rows[i] for i in usable["id"]]) if len(usable)
               else np.zeros((0, 1), dtype=np.float32))
+    return _scored(usable, matrix, features.synthetic, options,
+                   f"logistic regression on frozen {options.features} features",
+                   utility.logistic)
+
+
+def _fine_tuned(extractor: Extractor, features: _Features, labelled: Any,
+                options: EvaluateOptions, skipped: list[dict[str, str]],
+                progress: StageProgress) -> dict[str, Any]:
+    """Section 4 with the feature network fine-tuned: inputs decoded once onto disk."""
+    from medsynth_kohya.evaluation.finetune import FineTune, InputStore
+
+    known_bad = {s["id"] for s in skipped if s["set"] == "real"}
+    candidates = labelled.loc[~labelled["id"].isin(known_bad)]
+    fits, done = options.repeats * len(options.mixes), itertools.count(1)
+    with InputStore() as real_inputs, InputStore() as synthetic_inputs:
+        usable_ids = []
+        for identifier, image in _images(candidates, "real", skipped,
+                                         lambda d, t: progress("labelled photos", d, t)):
+            real_inputs.add(image)
+            usable_ids.append(identifier)
+        wanted = set(features.synthetic_ids)
+        frame = features.synthetic_frame
+        for _, image in _images(frame.loc[frame["id"].isin(wanted)], "synthetic", [],
+                                lambda d, t: progress("synthetic inputs", d, t)):
+            synthetic_inputs.add(image)
+        usable = labelled.set_index("id").loc[usable_ids].reset_index()
+        classifier = FineTune(extractor.network, extractor.device, epochs=options.epochs,
+                              batch_size=options.batch_size,
+                              on_fit=lambda: progress("fine-tuning", next(done), fits))
+        method = (f"the {options.features} network fine-tuned (all layers, a new linear head, "
+                  f"{options.epochs} epochs, random flips, class-balanced loss, AdamW) for "
+                  "every split and mix")
+        return _scored(usable, real_inputs.rows(), synthetic_inputs.rows(), options, method,
+                       classifier)
+
+
+def _scored(usable: Any, real: Any, synthetic: Any, options: EvaluateOptions, model: str,
+            classifier: Classifier) -> dict[str, Any]:
+    """The utility figures of `classifier` (described by `model`) on `usable` real photos."""
+    from medsynth_kohya.evaluation import utility
+
     method = (f"Patient-level split ({int(utility.TEST_SHARE * 100)}% of patients held out) of "
-              f"{len(usable)} real photos (melanoma vs other); logistic regression on frozen "
-              f"{options.features} features, trained on real + mix x (real training melanomas) "
-              f"synthetic melanomas; {options.repeats} splits; 95% bootstrap intervals "
-              f"({utility.BOOTSTRAP} resamples of the held-out images, pooled over splits).")
+              f"{len(usable)} real photos (melanoma vs other); {model}, trained on real + mix x "
+              f"(real training melanomas) synthetic melanomas; {options.repeats} splits; 95% "
+              f"bootstrap intervals ({utility.BOOTSTRAP} resamples of the held-out images, "
+              "pooled over splits).")
     try:
-        result = utility.utility(matrix, usable["label"].tolist(), usable["patient_id"].tolist(),
-                                 synthetic_features, options.mixes, options.repeats,
-                                 options.seed)
+        result = utility.utility(real, usable["label"].tolist(), usable["patient_id"].tolist(),
+                                 synthetic, options.mixes, options.repeats, options.seed,
+                                 classifier)
     except utility.TooFewError as exc:
-        return fidelity_section, {"skipped": str(exc)}
-    return fidelity_section, {"method": method, "figures": asdict(result)}
+        return {"skipped": str(exc)}
+    return {"method": method, "classifier": options.classifier, "figures": asdict(result)}
 
 
 def _skipped_row(check: str, section: dict[str, Any]) -> dict[str, str]:

@@ -1,17 +1,18 @@
 """Downstream utility: does adding synthetic melanomas help a classifier on held-out patients?
 
 Real images (melanoma and not) are split by patient (no patient on both sides, scikit-learn's
-GroupShuffleSplit); a logistic regression on frozen features (standardised, class-balanced) is
-trained on the real training side plus `mix` x (its melanoma count) synthetic melanomas, for
-each `mix`, and scored on the held-out real patients: ROC-AUC and balanced accuracy, with 95 %
-bootstrap intervals pooled over `repeats` splits.
+GroupShuffleSplit); a classifier is trained on the real training side plus `mix` x (its
+melanoma count) synthetic melanomas, for each `mix`, and scored on the held-out real patients:
+ROC-AUC and balanced accuracy, with 95 % bootstrap intervals pooled over `repeats` splits. The
+classifier is a logistic regression on frozen features (standardised, class-balanced) or any
+other `Classifier`, such as the fine-tuned network of `finetune`, on the same splits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,6 +26,47 @@ MIN_PER_CLASS = 2
 
 class TooFewError(ValueError):
     """The real data cannot be split into two sides that both hold both classes."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Chosen rows of the real and the synthetic array (feature rows, or network inputs on
+    disk), read only when taken: real rows first, then synthetic ones."""
+
+    real: Any
+    real_index: NDArray[np.int64]
+    synthetic: Any
+    synthetic_index: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.real_index) + len(self.synthetic_index)
+
+    def take(self, positions: Sequence[int] | NDArray[np.int64]) -> NDArray[Any]:
+        """The rows at `positions`, stacked in that order."""
+        import numpy as np
+
+        cut = len(self.real_index)
+        return np.stack([self.real[self.real_index[p]] if p < cut
+                         else self.synthetic[self.synthetic_index[p - cut]] for p in positions])
+
+
+Classifier = Callable[["Rows", "NDArray[np.int64]", "Rows", int], "NDArray[np.float64]"]
+"""(training rows, their labels, test rows, seed) -> melanoma probability of each test row."""
+
+
+def logistic(train: Rows, targets: NDArray[np.int64], test: Rows,
+             seed: int) -> NDArray[np.float64]:
+    """Logistic regression (standardised, class-balanced) on frozen feature rows."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(
+        max_iter=2000, class_weight="balanced", random_state=seed))
+    model.fit(train.take(np.arange(len(train))), targets)
+    probability: NDArray[np.float64] = model.predict_proba(test.take(np.arange(len(test))))[:, 1]
+    return probability
 
 
 @dataclass(frozen=True)
@@ -88,15 +130,13 @@ def _interval(points: list[float], boots: list[float]) -> Interval:
     return Interval(mean, float(low), float(high))
 
 
-def utility(real: NDArray[np.float32], labels: Sequence[int], patients: Sequence[str],
-            synthetic: NDArray[np.float32], mixes: Sequence[float], repeats: int = 3,
-            seed: int = 0) -> Utility:
-    """Train and score the classifier for each mix over `repeats` patient splits."""
+def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic: Any,
+            mixes: Sequence[float], repeats: int = 3, seed: int = 0,
+            classifier: Classifier = logistic) -> Utility:
+    """Train and score `classifier` for each mix over `repeats` patient splits; `real` and
+    `synthetic` hold one row per image (features, or what `classifier` reads)."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     y = np.asarray(labels, dtype=np.int64)
     if len(np.unique(y)) < 2:
@@ -122,12 +162,9 @@ def utility(real: NDArray[np.float32], labels: Sequence[int], patients: Sequence
                              f"{len(synthetic)}: all were used")
             used[mix] = count
             pick = rng.choice(len(synthetic), size=count, replace=False)
-            features = np.concatenate([real[train], synthetic[pick]])
             targets = np.concatenate([y[train], np.ones(count, dtype=np.int64)])
-            model = make_pipeline(StandardScaler(),
-                                  LogisticRegression(max_iter=2000, class_weight="balanced"))
-            model.fit(features, targets)
-            probability = model.predict_proba(real[test])[:, 1]
+            probability = classifier(Rows(real, train, synthetic, pick), targets,
+                                     Rows(real, test, synthetic, pick[:0]), seed + repeat)
             truth = y[test]
             entry = scores[mix]
             entry["auc"].append(float(roc_auc_score(truth, probability)))

@@ -1,0 +1,122 @@
+"""`evaluate`'s classifier section: the patient-level splits, and `--classifier finetune`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.evaluation import features
+
+from .conftest import invoke
+from .eval_data import build, isic_source, photo, synthetic_set
+
+pytestmark = pytest.mark.skipif(bool(features.missing()), reason="the eval extra (torch, "
+                                "torchmetrics, scikit-learn) is not installed")
+TINY = "tests.eval_data:build"
+
+
+class _Recorder:
+    """A classifier that records the rows it is given and scores by the first feature."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], list[int], list[int], int]] = []
+
+    def __call__(self, train: Any, targets: Any, test: Any, seed: int) -> Any:
+        self.calls.append((train.real_index.tolist(), train.synthetic_index.tolist(),
+                           test.real_index.tolist(), len(targets)))
+        assert len(test.synthetic_index) == 0
+        return test.take(np.arange(len(test)))[:, 0].astype(np.float64)
+
+
+def test_every_classifier_gets_the_same_patient_level_splits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 40)
+    rng = np.random.default_rng(0)
+    labels = [int(i % 3 == 0) for i in range(60)]
+    patients = [f"P{i % 20}" for i in range(60)]
+    real = rng.normal(size=(60, 4)) + np.array(labels)[:, None]
+    synthetic = rng.normal(size=(10, 4)) + 1
+    first, second = _Recorder(), _Recorder()
+    for recorder in (first, second):
+        utility.utility(real, labels, patients, synthetic, [0.0, 0.5], repeats=2, seed=4,
+                        classifier=recorder)
+    assert first.calls == second.calls and len(first.calls) == 4
+    for train, synthetic_rows, test, count in first.calls:
+        assert not {patients[i] for i in train} & {patients[i] for i in test}
+        assert count == len(train) + len(synthetic_rows)
+    melanomas = sum(labels[i] for i in first.calls[1][0])
+    assert len(first.calls[1][1]) == round(0.5 * melanomas) and first.calls[0][1] == []
+
+
+def test_fine_tuning_trains_a_copy_of_the_network_and_scores_held_out_rows() -> None:
+    from medsynth_kohya.evaluation.features import to_input
+    from medsynth_kohya.evaluation.finetune import FineTune, InputStore
+    from medsynth_kohya.evaluation.utility import Rows
+
+    network = build()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    labels = np.array([i % 2 for i in range(12)], dtype=np.int64)
+    with InputStore() as store:
+        for i, label in enumerate(labels):
+            store.add(photo(600 + i, melanoma=bool(label), size=(160, 120)))
+        inputs = store.rows()
+        assert inputs.shape == (12, 3, 299, 299) and isinstance(inputs, np.memmap)
+        assert (inputs[3] == to_input(photo(603, melanoma=True, size=(160, 120)))).all()
+        seen: list[Any] = []
+        tuned = FineTune(network, "cpu", epochs=3, batch_size=4,
+                         on_fit=lambda: seen.append(True))
+        empty = np.zeros(0, dtype=np.int64)
+        train, test = np.arange(8), np.arange(8, 12)
+        probability = tuned(Rows(inputs, train, inputs, empty), labels[train],
+                            Rows(inputs, test, inputs, empty), 0)
+    assert probability.shape == (4,) and ((probability >= 0) & (probability <= 1)).all()
+    assert probability[labels[test] == 1].min() > probability[labels[test] == 0].max()
+    assert seen == [True]
+    assert all((network.state_dict()[k] == v).all() for k, v in before.items())
+
+
+def test_cli_fine_tunes_on_the_same_splits_as_the_logistic_regression(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 100)
+    isic_source(tmp_path / "isic", 10, 14, seed=5, patients=12)
+    synthetic_set(tmp_path / "syn", [photo(6100 + i, size=(320, 240)) for i in range(6)])
+    sections = {}
+    for classifier in ("logistic", "finetune"):
+        code, stdout, stderr = invoke(
+            runner, "evaluate", "--real", tmp_path / "isic", "--synthetic", tmp_path / "syn",
+            "--out", tmp_path / classifier, "--features", TINY, "--mix", "0,1",
+            "--repeats", "2", "--classifier", classifier, "--epochs", "2", "--batch-size", "8")
+        assert code == 0, stderr
+        assert "classifier utility" in stdout
+        document = json.loads((tmp_path / classifier / "report.json").read_text("utf-8"))
+        sections[classifier] = document["sections"]["utility"]
+    tuned, plain = sections["finetune"], sections["logistic"]
+    assert tuned["classifier"] == "finetune" and "fine-tuned" in tuned["method"]
+    assert "logistic regression" in plain["method"]
+    sizes = ("n_train", "n_test", "n_test_melanoma", "n_patients")
+    assert [tuned["figures"][k] for k in sizes] == [plain["figures"][k] for k in sizes]
+    mixes = tuned["figures"]["mixes"]
+    assert [(m["mix"], m["synthetic_used"]) for m in mixes] == [
+        (m["mix"], m["synthetic_used"]) for m in plain["figures"]["mixes"]]
+    for mix in mixes:
+        assert mix["auc"]["low"] <= mix["auc"]["value"] <= mix["auc"]["high"]
+        assert mix["auc"]["value"] > 0.8
+    assert "fine-tuned" in (tmp_path / "finetune" / "report.html").read_text("utf-8")
+
+
+def test_an_unknown_classifier_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    isic_source(tmp_path / "isic", 2, 2, seed=6)
+    synthetic_set(tmp_path / "syn", [photo(6200)])
+    code, _, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                             tmp_path / "syn", "--out", tmp_path / "r", "--classifier", "forest")
+    assert code == 1 and "--classifier 'forest': give one of logistic, finetune, none" in stderr
+    assert len(stderr.strip().splitlines()) == 1
