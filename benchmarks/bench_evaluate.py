@@ -20,8 +20,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from medsynth_kohya.evaluation import copies
-from medsynth_kohya.evaluation.evaluate import EvaluateOptions, decode, evaluate
+from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 from medsynth_kohya.evaluation.features import Extractor, missing
+from medsynth_kohya.evaluation.sets import decode
 from tests.eval_data import isic_source, photo, synthetic_set
 
 FEATURES = "tests.eval_data:build"

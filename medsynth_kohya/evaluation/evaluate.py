@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import itertools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +28,6 @@ from medsynth_kohya.evaluation.finetune import EPOCHS
 
 if TYPE_CHECKING:
     import numpy as np
-    from cv2.typing import MatLike
     from numpy.typing import NDArray
 
     from medsynth_kohya.evaluation.features import Extractor
@@ -77,19 +76,6 @@ class EvaluateResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def decode(path: Path) -> MatLike | None:
-    """A BGR image reduced while decoding as prepare's measurements decode it, or None."""
-    import imagesize
-
-    from medsynth_kohya.data.measure import decode as reduced
-
-    try:
-        width, height = imagesize.get(path)
-        return reduced(path, width, height) if width > 0 and height > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
 def _claim(out: Path, force: bool) -> None:
     """Refuse a REPORT folder holding files evaluate did not write, or an earlier report."""
     if not locks.foreign_entries(out):
@@ -101,25 +87,12 @@ def _claim(out: Path, force: bool) -> None:
         raise UserError(f"{out} already holds a report; add --force to replace it")
 
 
-def _images(frame: Any, kind: str, skipped: list[dict[str, str]],
-            on_progress: Callable[[int, int], None]) -> Iterator[tuple[str, MatLike]]:
-    """(id, image) of each row that decodes; the others are listed in `skipped`."""
-    total = len(frame)
-    for done, (identifier, path) in enumerate(zip(frame["id"], frame["path"], strict=True), 1):
-        image = decode(Path(path))
-        if image is None:
-            skipped.append({"set": kind, "id": str(identifier), "reason": "undecodable"})
-        else:
-            yield str(identifier), image
-        on_progress(done, total)
-
-
 def _pairs(flagged_first: list[tuple[str, str, float]],
            training: dict[str, Path], synthetic: dict[str, Path]) -> list[dict[str, str]]:
     """Embedded thumbnails of the shown pairs (decoded again: only these few)."""
     shown = []
     for synthetic_id, training_id, distance in flagged_first[:SHOWN_PAIRS]:
-        left, right = decode(synthetic[synthetic_id]), decode(training[training_id])
+        left, right = sets.decode(synthetic[synthetic_id]), sets.decode(training[training_id])
         if left is None or right is None:
             continue
         shown.append({"synthetic_src": report.thumbnail(left),
@@ -198,8 +171,8 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
     real_measured: list[Measurement] = []
     training_ids: list[str] = []
     training_stream = extractor.stream() if extractor is not None else None
-    for identifier, image in _images(real_set.training, "real", skipped,
-                                     lambda d, t: progress("training photos", d, t)):
+    for identifier, image in sets.decoded(real_set.training, "real", skipped,
+                                          lambda d, t: progress("training photos", d, t)):
         index.add(identifier, image)
         real_measured.append(measure(image))
         training_ids.append(identifier)
@@ -215,8 +188,8 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
     asked = {str(row.id): Prompted(row.hairy if isinstance(row.hairy, bool) else None,
                                    str(row.skin_tone) or None)
              for row in synthetic_set.frame.itertuples()}
-    for identifier, image in _images(synthetic_set.frame, "synthetic", skipped,
-                                     lambda d, t: progress("synthetic images", d, t)):
+    for identifier, image in sets.decoded(synthetic_set.frame, "synthetic", skipped,
+                                          lambda d, t: progress("synthetic images", d, t)):
         nearest.append((identifier, index.nearest(copies.query_hash(image))))
         synthetic_measured.append(measure(image))
         prompted.append(asked[identifier])
@@ -352,8 +325,9 @@ def _utility_section(extractor: Extractor, features: _Features, real_set: sets.R
     known_rows = {i: features.training[n] for n, i in enumerate(features.training_ids)}
     stream = extractor.stream()
     other_ids = []
-    for identifier, image in _images(labelled.loc[~labelled["id"].isin(known_rows)], "real",
-                                     skipped, lambda d, t: progress("labelled photos", d, t)):
+    others = labelled.loc[~labelled["id"].isin(known_rows)]
+    for identifier, image in sets.decoded(others, "real", skipped,
+                                          lambda d, t: progress("labelled photos", d, t)):
         stream.add(image)
         other_ids.append(identifier)
     other_features = stream.result()
@@ -377,14 +351,14 @@ def _fine_tuned(extractor: Extractor, features: _Features, labelled: Any,
     fits, done = options.repeats * len(options.mixes), itertools.count(1)
     with InputStore() as real_inputs, InputStore() as synthetic_inputs:
         usable_ids = []
-        for identifier, image in _images(candidates, "real", skipped,
-                                         lambda d, t: progress("labelled photos", d, t)):
+        for identifier, image in sets.decoded(candidates, "real", skipped,
+                                              lambda d, t: progress("labelled photos", d, t)):
             real_inputs.add(image)
             usable_ids.append(identifier)
         wanted = set(features.synthetic_ids)
         frame = features.synthetic_frame
-        for _, image in _images(frame.loc[frame["id"].isin(wanted)], "synthetic", [],
-                                lambda d, t: progress("synthetic inputs", d, t)):
+        for _, image in sets.decoded(frame.loc[frame["id"].isin(wanted)], "synthetic", [],
+                                     lambda d, t: progress("synthetic inputs", d, t)):
             synthetic_inputs.add(image)
         usable = labelled.set_index("id").loc[usable_ids].reset_index()
         classifier = FineTune(extractor.network, extractor.device, epochs=options.epochs,

@@ -2,13 +2,14 @@
 
 Real data is an ISIC source (melanomas and the rest, for the classifier) or a prepared folder
 (its manifest names the exact training images; the source it was made from gives the rest).
-A synthetic set is `sample`'s output: `metadata.csv` plus `images/<id>.png`. Only paths and
-labels are read here: images are decoded later, one at a time.
+A synthetic set is `sample`'s output: `metadata.csv` plus `images/<id>.png`. Loading reads
+paths and labels only; `decoded` then yields the images one at a time.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from cv2.typing import MatLike
 
 SYNTHETIC_METADATA = "metadata.csv"
 SYNTHETIC_IMAGES = "images"
@@ -170,3 +172,29 @@ def load_real(path: Path) -> RealSet:
         raise UserError(f"{path} has no training images to compare with (no melanoma with an "
                         "image file)")
     return real
+
+
+def decode(path: Path) -> MatLike | None:
+    """A BGR image reduced while decoding as prepare's measurements decode it, or None."""
+    import imagesize
+
+    from medsynth_kohya.data.measure import decode as reduced
+
+    try:
+        width, height = imagesize.get(path)
+        return reduced(path, width, height) if width > 0 and height > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def decoded(frame: Any, kind: str, skipped: list[dict[str, str]],
+            on_progress: Callable[[int, int], None]) -> Iterator[tuple[str, MatLike]]:
+    """(id, image) of each row (id, path) that decodes; the others are listed in `skipped`."""
+    total = len(frame)
+    for done, (identifier, path) in enumerate(zip(frame["id"], frame["path"], strict=True), 1):
+        image = decode(Path(path))
+        if image is None:
+            skipped.append({"set": kind, "id": str(identifier), "reason": "undecodable"})
+        else:
+            yield str(identifier), image
+        on_progress(done, total)

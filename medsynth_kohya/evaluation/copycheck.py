@@ -1,0 +1,113 @@
+"""The near-copy check of a synthetic set on its own (`sample --check-copies`), and its record.
+
+The same perceptual-hash index and threshold as evaluate's section 1, without the rest: each
+synthetic image against the training photos of the prepared folder it descends from. The
+result lives with the set, in `SYNTH/copies.json` (owned here), so that `push` can refuse to
+publish a flagged image. It holds ids, distances and folder names, never a local path.
+
+    {"tool": "medsynth-kohya", "threshold": 0.25, "training": "data", "n_training": 584,
+     "checked": ["SYN_0000000", ...], "flagged": [{"synthetic_id", "training_id", "distance"}],
+     "skipped": [{"set", "id", "reason"}], "created": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya import files
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.evaluation import copies, sets
+
+NAME = "copies.json"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A synthetic image and the training photo it nearly copies."""
+
+    synthetic_id: str
+    training_id: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class CopyCheck:
+    """What was checked against what, and which images are near-copies."""
+
+    threshold: float
+    training: str
+    """The real data's folder name."""
+    n_training: int
+    checked: tuple[str, ...]
+    flagged: tuple[Flag, ...]
+    skipped: tuple[dict[str, str], ...] = ()
+
+    def summary(self) -> str:
+        """One line: how many images are near-copies, and the first few pairs."""
+        if not self.flagged:
+            return (f"no near-copies: {len(self.checked)} images checked against "
+                    f"{self.n_training} training photos of {self.training}")
+        pairs = ", ".join(f"{f.synthetic_id} ~ {f.training_id} ({f.distance:.2f})"
+                          for f in self.flagged[:5])
+        more = f" and {len(self.flagged) - 5} more" if len(self.flagged) > 5 else ""
+        return (f"{len(self.flagged)} of {len(self.checked)} images are near-copies of "
+                f"training photos of {self.training}: {pairs}{more}")
+
+
+def check(synthetic: Path, real: Path, threshold: float = copies.THRESHOLD,
+          on_progress: Callable[[str, int, int], None] | None = None) -> CopyCheck:
+    """Every image of the synthetic set against the training photos of `real` (a prepared
+    folder or an ISIC source)."""
+    progress = on_progress or (lambda stage, done, total: None)
+    real_set = sets.load_real(real)
+    synthetic_set = sets.load_synthetic(synthetic)
+    skipped: list[dict[str, str]] = []
+    index = copies.HashIndex()
+    for identifier, image in sets.decoded(real_set.training, "real", skipped,
+                                          lambda d, t: progress("training photos", d, t)):
+        index.add(identifier, image)
+    if not len(index):
+        raise UserError(f"none of the training photos of {real} could be decoded")
+    checked: list[str] = []
+    flagged: list[Flag] = []
+    for identifier, image in sets.decoded(synthetic_set.frame, "synthetic", skipped,
+                                          lambda d, t: progress("near-copy check", d, t)):
+        matches = index.nearest(copies.query_hash(image))
+        checked.append(identifier)
+        if copies.is_copy(matches, threshold):
+            flagged.append(Flag(identifier, matches[0].training_id, matches[0].distance))
+    return CopyCheck(threshold, Path(real).resolve().name, len(index), tuple(checked),
+                     tuple(flagged), tuple(skipped))
+
+
+def write(synthetic: Path, result: CopyCheck) -> Path:
+    """Record `result` as SYNTH/copies.json (atomically); returns its path."""
+    path = synthetic / NAME
+    files.write_json(path, {
+        "tool": "medsynth-kohya", "threshold": result.threshold, "training": result.training,
+        "n_training": result.n_training, "checked": list(result.checked),
+        "flagged": [asdict(f) for f in result.flagged], "skipped": list(result.skipped),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return path
+
+
+def read(synthetic: Path) -> CopyCheck | None:
+    """The recorded check of a synthetic set, or None when it was never checked."""
+    path = synthetic / NAME
+    if not path.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return CopyCheck(float(data["threshold"]), str(data["training"]),
+                         int(data["n_training"]), tuple(str(i) for i in data["checked"]),
+                         tuple(Flag(str(f["synthetic_id"]), str(f["training_id"]),
+                                    float(f["distance"])) for f in data["flagged"]),
+                         tuple(data.get("skipped", ())))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is unreadable; re-run `medsynth-kohya sample --check-copies` "
+                        "to write it again") from None

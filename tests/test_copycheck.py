@@ -1,0 +1,56 @@
+"""The near-copy check of a synthetic set on its own, and its record SYNTH/copies.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.evaluation import copycheck
+
+from .eval_data import isic_source, photo, synthetic_set
+
+
+def test_planted_copies_are_flagged_recorded_and_read_back(tmp_path: Path) -> None:
+    paths = isic_source(tmp_path / "isic", 6, 2, seed=8)
+    melanomas = sorted(paths)[:6]
+    first = cv2.imread(str(paths[melanomas[1]]))
+    second = cv2.imread(str(paths[melanomas[4]]))
+    assert first is not None and second is not None
+    planted = [cv2.resize(first, (200, 150), interpolation=cv2.INTER_AREA),
+               np.ascontiguousarray(second[:, ::-1])]
+    ids = synthetic_set(tmp_path / "syn", [photo(7100 + i) for i in range(3)] + planted)
+    stages: set[str] = set()
+    result = copycheck.check(tmp_path / "syn", tmp_path / "isic",
+                             on_progress=lambda stage, done, total: stages.add(stage))
+    assert stages == {"training photos", "near-copy check"}
+    assert [(f.synthetic_id, f.training_id) for f in result.flagged] == [
+        (ids[3], melanomas[1]), (ids[4], melanomas[4])]
+    assert result.checked == tuple(ids) and result.n_training == 6
+    assert result.summary().startswith(f"2 of 5 images are near-copies of training photos of "
+                                       f"isic: {ids[3]} ~ {melanomas[1]}")
+    path = copycheck.write(tmp_path / "syn", result)
+    assert path == tmp_path / "syn" / "copies.json"
+    assert str(tmp_path) not in path.read_text(encoding="utf-8")
+    assert copycheck.read(tmp_path / "syn") == result
+
+
+def test_an_unchecked_set_reads_as_none_and_a_damaged_record_is_one_line(
+        tmp_path: Path) -> None:
+    synthetic_set(tmp_path / "syn", [photo(7200)])
+    assert copycheck.read(tmp_path / "syn") is None
+    (tmp_path / "syn" / "copies.json").write_text(json.dumps({"threshold": 0.25}), "utf-8")
+    with pytest.raises(UserError, match="copies.json is unreadable; re-run"):
+        copycheck.read(tmp_path / "syn")
+
+
+def test_unrelated_images_make_a_clean_summary(tmp_path: Path) -> None:
+    isic_source(tmp_path / "isic", 4, 0, seed=9)
+    synthetic_set(tmp_path / "syn", [photo(7300 + i) for i in range(4)])
+    result = copycheck.check(tmp_path / "syn", tmp_path / "isic")
+    assert result.flagged == ()
+    assert result.summary() == "no near-copies: 4 images checked against 4 training photos of isic"
