@@ -494,6 +494,10 @@ def sample(
     ] = False,
     force: Annotated[bool, typer.Option(
         help="Write into a non-empty --out that sample did not make.")] = False,
+    check_copies: Annotated[bool, typer.Option(
+        help="Check the finished set for near-copies of the run's training images (evaluate's "
+        "perceptual hash); flags go to OUT/copies.json, and push refuses flagged images.")
+    ] = False,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Generate a synthetic image set with a trained LoRA through sd-scripts' sdxl_gen_img.py.
@@ -517,7 +521,7 @@ def sample(
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
                      dry_run=dry_run, force=force, break_lock=break_lock,
-                     on_progress=progress)
+                     on_progress=progress, check_copies=check_copies)
     for warning in result.warnings:
         ui.warn(warning)
     plan = result.plan
@@ -554,6 +558,12 @@ def sample(
                  "re-run the same command to make the rest")
         raise typer.Exit(130 if result.status == "interrupted" else 1)
     ui.say(result.message)
+    if result.copies is not None:
+        if result.copies.flagged:
+            ui.error(f"{result.copies.summary()}; recorded in {result.out / 'copies.json'}: "
+                     "push refuses them unless --allow-copies")
+            raise typer.Exit(1)
+        ui.say(result.copies.summary())
 
 
 @app.command()

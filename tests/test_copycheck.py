@@ -44,7 +44,7 @@ def test_an_unchecked_set_reads_as_none_and_a_damaged_record_is_one_line(
     synthetic_set(tmp_path / "syn", [photo(7200)])
     assert copycheck.read(tmp_path / "syn") is None
     (tmp_path / "syn" / "copies.json").write_text(json.dumps({"threshold": 0.25}), "utf-8")
-    with pytest.raises(UserError, match="copies.json is unreadable; re-run"):
+    with pytest.raises(UserError, match=r"copies\.json is unreadable; re-run"):
         copycheck.read(tmp_path / "syn")
 
 
@@ -54,3 +54,11 @@ def test_unrelated_images_make_a_clean_summary(tmp_path: Path) -> None:
     result = copycheck.check(tmp_path / "syn", tmp_path / "isic")
     assert result.flagged == ()
     assert result.summary() == "no near-copies: 4 images checked against 4 training photos of isic"
+
+
+def test_a_set_with_2020_style_metadata_is_read(tmp_path: Path) -> None:
+    isic_source(tmp_path / "isic", 2, 0, seed=10)
+    ids = synthetic_set(tmp_path / "syn", [photo(7400), photo(7401)])
+    metadata = tmp_path / "syn" / "metadata.csv"
+    metadata.write_text(metadata.read_text("utf-8").replace("isic_id", "image_name", 1), "utf-8")
+    assert copycheck.check(tmp_path / "syn", tmp_path / "isic").checked == tuple(ids)

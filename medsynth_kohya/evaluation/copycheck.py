@@ -13,7 +13,7 @@ publish a flagged image. It holds ids, distances and folder names, never a local
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +57,19 @@ class CopyCheck:
         more = f" and {len(self.flagged) - 5} more" if len(self.flagged) > 5 else ""
         return (f"{len(self.flagged)} of {len(self.checked)} images are near-copies of "
                 f"training photos of {self.training}: {pairs}{more}")
+
+
+def training_folder(record: Mapping[str, Any] | None) -> Path:
+    """The prepared folder a LoRA's run record names, which must still be on this machine."""
+    prepared = ((record or {}).get("dataset") or {}).get("prepared")
+    if not prepared:
+        raise UserError("--check-copies needs the training images: give --lora a train run "
+                        "folder (its run.json names the prepared data), not a bare LoRA")
+    folder = Path(str(prepared))
+    if not folder.is_dir():
+        raise UserError(f"--check-copies needs the training images, but the prepared folder "
+                        f"{folder} the run was trained on is not on this machine")
+    return folder
 
 
 def check(synthetic: Path, real: Path, threshold: float = copies.THRESHOLD,

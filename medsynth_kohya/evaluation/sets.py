@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 SYNTHETIC_METADATA = "metadata.csv"
 SYNTHETIC_IMAGES = "images"
+SYNTHETIC_ID_COLUMNS = ("isic_id", "image_name")
+"""The id column of metadata.csv: the ISIC Archive's, or the 2020 challenge's (`sample
+--metadata-style 2020`)."""
 PREPARED_MANIFEST = "manifest.csv"
 PREPARED_STATE = Path(".medsynth") / "prepare.json"
 RUN_RECORD = "run.json"
@@ -69,13 +72,15 @@ def load_synthetic(root: Path) -> SyntheticSet:
         table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {metadata}: {str(exc).splitlines()[0]}") from None
-    if "isic_id" not in table.columns:
-        raise UserError(f"{metadata} has no isic_id column; it was not written by `sample`")
+    key = next((c for c in SYNTHETIC_ID_COLUMNS if c in table.columns), None)
+    if key is None:
+        raise UserError(f"{metadata} has no isic_id (or image_name) column; it was not written "
+                        "by `sample`")
     folder = root / SYNTHETIC_IMAGES
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
     for record in table.to_dict("records"):
-        identifier = str(record["isic_id"])
+        identifier = str(record[key])
         path = folder / f"{identifier}.png"
         if not path.is_file():
             missing.append(identifier)
@@ -117,7 +122,8 @@ def _from_source(source: Any, training_ids: set[str] | None) -> tuple[pd.DataFra
 
 
 def _prepared(folder: Path) -> RealSet:
-    """The training images of a prepared folder, and the source it was prepared from."""
+    """The training images of a prepared folder, and the source it was prepared from; the
+    notes name files, never a local path (the report is meant to be shared)."""
     from medsynth_kohya.data import manifest, sources
 
     table = manifest.read(folder / PREPARED_MANIFEST)
@@ -135,13 +141,13 @@ def _prepared(folder: Path) -> RealSet:
         dirs = [Path(d) for d in state["source"]["image_dirs"]]
         source = sources.locate(None, metadata=metadata, images=dirs[0] if dirs else None)
         _, labelled = _from_source(source, set(training["id"]))
-    except (OSError, KeyError, ValueError, UserError) as exc:
-        notes.append(f"the source of {folder} could not be read ({exc}); the classifier "
-                     "section needs it: pass the ISIC source as --real instead")
-    missing = [str(p) for p in training["path"] if not Path(p).is_file()]
+    except (OSError, KeyError, ValueError, UserError):
+        notes.append(f"the ISIC source {folder.name} was prepared from could not be read; the "
+                     "classifier section needs it: pass the ISIC source as --real instead")
+    missing = [Path(p).name for p in training["path"] if not Path(p).is_file()]
     if missing:
-        notes.append(f"{len(missing)} training images named by {folder}/manifest.csv are gone "
-                     f"(first: {missing[0]})")
+        notes.append(f"{len(missing)} training images named by {folder.name}/manifest.csv are "
+                     f"gone (first: {missing[0]})")
         training = training.loc[training["path"].map(lambda p: Path(p).is_file())]
     return RealSet(str(folder), training.reset_index(drop=True), labelled, notes)
 

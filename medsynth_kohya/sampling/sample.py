@@ -20,6 +20,8 @@ from typing import Any
 
 from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.evaluation import copycheck
+from medsynth_kohya.evaluation.copycheck import CopyCheck
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.generator import (
@@ -78,6 +80,8 @@ class SampleResult:
     grid: Path | None
     message: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    copies: CopyCheck | None = None
+    """The near-copy check (`check_copies`), also recorded as OUT/copies.json."""
 
     @property
     def generated(self) -> int:
@@ -88,28 +92,30 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
            sd_scripts: Path | None = None, python: str | None = None, dry_run: bool = False,
            force: bool = False, break_lock: bool = False,
            detect: Callable[[], list[Gpu]] = detect_gpus,
-           on_progress: Progress | None = None) -> SampleResult:
+           on_progress: Progress | None = None, check_copies: bool = False) -> SampleResult:
     """Generate (or, with `dry_run`, plan and show) the synthetic set in `out`, holding its
-    lock (locks.py) throughout; a run still training is refused."""
+    lock (locks.py) throughout; a run still training is refused. With `check_copies`, a
+    finished set is checked for near-copies of the run's training images (copies.json)."""
     run_dir = lora if lora.is_dir() else lora.parent.parent
     if (run_dir / "run.json").is_file():
         locks.ensure_idle(run_dir, "sample")
     with locks.hold(out, "sample", break_lock=break_lock) as lock:
         result = _sample(lora, out, options or SampleOptions(), sd_scripts, python, dry_run,
-                         force, detect, on_progress)
+                         force, detect, on_progress, check_copies)
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))
 
 
 def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | None,
             python: str | None, dry_run: bool, force: bool, detect: Callable[[], list[Gpu]],
-            on_progress: Progress | None) -> SampleResult:
+            on_progress: Progress | None, check_copies: bool) -> SampleResult:
     check_options(options)
     settings = generation_settings(options)
     overrides = parse_overrides(options.overrides)
     lora_file, record, pulled_base, notes = lora_source(lora, options.revision)
     options = replace(options, base_model=options.base_model or pulled_base)
     check_lora(lora_file)
+    training = copycheck.training_folder(record) if check_copies else None
     names = training_captions(record, options.like)
     source, n = prompt_source(options, options.n, record, names)
     if options.seed < 0 or options.seed + n - 1 > prompts.MAX_SEED:
@@ -207,8 +213,12 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                           "made": s.made, "returncode": s.returncode,
                           "interrupted": s.interrupted, "log": str(s.log)} for s in finished])
     files.write_json(state_path, state)
+    copies = None
+    if training is not None and status == "succeeded":
+        copies = copycheck.check(out, training)
+        copycheck.write(out, copies)
     return replace(result, status=status, present=len(present), shards=finished, grid=grid,
-                   message=message, warnings=tuple(warnings))
+                   message=message, warnings=tuple(warnings), copies=copies)
 
 
 def _now() -> str:
