@@ -390,6 +390,12 @@ def push(
     show: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--show", metavar="FILE", help="Print one file (e.g. training/run.json) exactly as it "
         "would be uploaded; send nothing.")] = None,
+    evaluation: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--eval", metavar="REPORT", help="An `evaluate` --out folder: its figures go into the "
+        "card (model-index), report.html and report.json into evaluation/.")] = None,
+    allow_copies: Annotated[bool, typer.Option(
+        help="Publish sample images flagged as near-copies of training photos (by `sample "
+        "--check-copies` or the --eval report); refused without it.")] = False,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Publish a run's LoRA to the Hugging Face Hub with a model card, in one commit.
@@ -409,7 +415,8 @@ def push(
 
         with _user_errors():
             data, finding = one_file(run_dir, repo_id, show, license=license_,
-                                     all_checkpoints=all_checkpoints, samples=samples)
+                                     all_checkpoints=all_checkpoints, samples=samples,
+                                     evaluation=evaluation, allow_copies=allow_copies)
         if finding:
             ui.warn(f"{show} would publish {finding}: push refuses it as it is")
         typer.echo(data, nl=False)
@@ -417,7 +424,8 @@ def push(
     with _user_errors():
         result = run(run_dir, repo_id, private=private, license=license_,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
-                     endpoint=endpoint, break_lock=break_lock)
+                     endpoint=endpoint, break_lock=break_lock, evaluation=evaluation,
+                     allow_copies=allow_copies)
     for warning in result.warnings:
         ui.warn(warning)
     total = sum(size for _, size in result.files)

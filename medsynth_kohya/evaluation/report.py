@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import files
 from medsynth_kohya.data.measure import ARTEFACTS
+from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
@@ -218,3 +220,22 @@ def write(out: Path, report: Mapping[str, Any], pairs: Sequence[Mapping[str, str
     """Write both files atomically."""
     files.write_json(out / JSON_NAME, dict(report))
     files.write_text(out / HTML_NAME, render_html(report, pairs))
+
+
+def read(out: Path) -> dict[str, Any]:
+    """The figures of the report in `out`, whose page must be there too (for publishing)."""
+    if not (out / JSON_NAME).is_file() or not (out / HTML_NAME).is_file():
+        raise UserError(f"{out} holds no {JSON_NAME} and {HTML_NAME}: give the --out folder of "
+                        "`medsynth-kohya evaluate`")
+    try:
+        document = json.loads((out / JSON_NAME).read_text(encoding="utf-8"))
+        ok = (document.get("tool") == "medsynth-kohya"
+              and {"copies", "adherence", "fidelity", "utility"} <= set(document["sections"])
+              and isinstance(document["verdict"], list) and "inputs" in document)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{out / JSON_NAME} is not a report of `medsynth-kohya evaluate`; "
+                        "re-run evaluate to write it again")
+    result: dict[str, Any] = document
+    return result

@@ -23,6 +23,8 @@ from medsynth_kohya.sdscripts.presets import BASE_MODEL
 if TYPE_CHECKING:
     import pandas as pd
 
+    from medsynth_kohya.hub.eval_card import CardEvaluation
+
 TAGS = ("text-to-image", "stable-diffusion-xl", "lora", "medical", "dermatology", "melanoma")
 DEFAULT_LICENSE = "cc-by-nc-4.0"
 WIDGETS = 4
@@ -234,11 +236,29 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(one, template)
 
 
+def _evaluation(evaluation: CardEvaluation | None) -> str:
+    """The card's evaluation section: the report's verdict and where the report is."""
+    if evaluation is None:
+        return ("Not evaluated in this version. `medsynth-kohya evaluate` measures near-copies "
+                "of training photos, prompt adherence, FID/KID and what synthetic images add "
+                "to a classifier; `push --eval REPORT` publishes its figures here.")
+    html, data = (path for path, _ in evaluation.files)
+    rows = [f"| {_md(check)} | {_md(status)} | {_md(detail)} |"
+            for check, status, detail in evaluation.verdict]
+    return "\n".join([
+        f"Measured by medsynth-kohya {evaluation.version} `evaluate` on "
+        f"{evaluation.n_synthetic} synthetic images. The full report, with how each figure "
+        f"was computed, is [`{html}`]({html}); every figure is in `{data}` and in this card's "
+        "`model-index` metadata.", "", "| check | verdict | detail |", "|---|---|---|", *rows])
+
+
 def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight_name: str,
                 license: str, prompts: Mapping[str, Any], samples: Sequence[Sample],
                 sample_paths: Mapping[Path, str], grid: str | None, spread: str,
-                synthetic: bool, files: Sequence[tuple[str, int]]) -> str:
-    """The README.md model card: ModelCardData metadata and the template's body."""
+                synthetic: bool, files: Sequence[tuple[str, int]],
+                evaluation: CardEvaluation | None = None) -> str:
+    """The README.md model card: ModelCardData metadata (with an evaluation report's
+    figures as `model-index`) and the template's body."""
     from huggingface_hub import ModelCard, ModelCardData
 
     config = record["config"]
@@ -254,7 +274,9 @@ def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight
         widgets.append(widget)
     data = ModelCardData(base_model=base_model, license=license, tags=list(TAGS),
                          library_name="diffusers", pipeline_tag="text-to-image",
-                         instance_prompt=trigger, widget=widgets or None)
+                         instance_prompt=trigger, widget=widgets or None,
+                         model_name=repo_id.split("/")[-1] if evaluation else None,
+                         eval_results=list(evaluation.results) if evaluation else None)
 
     if grid:
         shown = f"![Sample grid]({grid})"
@@ -305,6 +327,7 @@ def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight
         "status": str(record.get("status") or "unknown"),
         "versions": _versions(record),
         "samples": shown,
+        "evaluation": _evaluation(evaluation),
         "width": str(prompts["width"]),
         "height": str(prompts["height"]),
         "steps": str(prompts["steps"]),

@@ -16,8 +16,11 @@ from typing import Any
 
 from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.hub import privacy
+from medsynth_kohya.evaluation import copycheck
+from medsynth_kohya.hub import eval_card, privacy
 from medsynth_kohya.hub.card import DEFAULT_LICENSE, Sample, render_card, spread_section
+from medsynth_kohya.hub.eval_card import CardEvaluation
+from medsynth_kohya.sampling.grid import GRID_IMAGES
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
@@ -271,15 +274,51 @@ def scan(uploads: Sequence[Upload], policy: privacy.Policy) -> tuple[tuple[str, 
     return tuple(found)
 
 
+def _copies_gate(folder: Path, chosen: Sequence[Sample], grid: Path | None,
+                 evaluation: CardEvaluation | None, allow: bool) -> list[str]:
+    """Refuse to publish sample images flagged as near-copies of training photos (by `sample
+    --check-copies` or the --eval report) unless `allow`; warnings for unchecked images."""
+    published = {s.path.stem for s in chosen}
+    if grid is not None:  # the contact sheet shows the set's first images
+        published |= set(sorted(p.stem for p in (folder / "images").glob("*.png"))[:GRID_IMAGES])
+    recorded = copycheck.read(folder)
+    flagged = {f.synthetic_id: f.training_id for f in recorded.flagged} if recorded else {}
+    sources = [copycheck.NAME] if flagged.keys() & published else []
+    if evaluation is not None and evaluation.flagged.keys() & published:
+        sources.append("the evaluation report")
+        flagged = {**evaluation.flagged, **flagged}
+    shown = sorted(flagged.keys() & published)
+    if shown and not allow:
+        pairs = ", ".join(f"{i} ~ {flagged[i]}" for i in shown[:5])
+        what = ("images are near-copies of training photos" if len(shown) > 1
+                else "image is a near-copy of a training photo")
+        raise UserError(f"--samples {folder.name}: {len(shown)} sample {what} ({pairs}; flagged "
+                        f"by {' and '.join(sources)}); publish a set without them (sample "
+                        "again with another --seed) or pass --allow-copies to publish anyway")
+    warnings = [f"publishing {len(shown)} sample images flagged as near-copies of training "
+                "photos (--allow-copies)"] if shown else []
+    checked = set(recorded.checked if recorded else ()) | set(
+        evaluation.checked if evaluation else ())
+    unchecked = published - checked
+    if unchecked:
+        warnings.append(f"{len(unchecked)} published sample images were not checked for "
+                        "near-copies of training photos (`sample --check-copies`, or "
+                        "`evaluate` and `push --eval`)")
+    return warnings
+
+
 def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
-         token: str | None = None, environ: Mapping[str, str] | None = None) -> PushPlan:
+         token: str | None = None, environ: Mapping[str, str] | None = None,
+         evaluation: Path | None = None, allow_copies: bool = False) -> PushPlan:
     """Every file a push of `run_dir` sends, README.md (the card) first, exactly as it leaves
     the machine, and what the last scan found in them; no network.
 
     This is the one place that decides what is published: secrets (the token, values of keys
     that name a secret in the configs, --set or the environment) are redacted, local paths are
-    made relative to the run folder or shown as `<local>/NAME`.
+    made relative to the run folder or shown as `<local>/NAME`. Sample images flagged as
+    near-copies are refused unless `allow_copies`; an `evaluation` report goes into
+    `evaluation/` and its figures into the card.
     """
     repo_id = check_repo_id(repo_id)
     license = check_license(license)
@@ -289,8 +328,10 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     trigger = _trigger(run_dir)
     prompts = _prompt_settings(run_dir)
     grid: Path | None = None
+    attached = eval_card.card_evaluation(evaluation) if evaluation is not None else None
     if samples is not None:
         chosen, grid = _synth_samples(samples)
+        warnings += _copies_gate(samples, chosen, grid, attached, allow_copies)
     else:
         chosen = _training_samples(run_dir, name, prompts["prompts"],
                                    prompts["negative_prompt"])
@@ -310,11 +351,13 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     uploads += [Upload(sample_paths[s.path], s.path) for s in chosen]
     if grid is not None and grid_path is not None:
         uploads.append(Upload(grid_path, grid))
+    if attached is not None:
+        uploads += [Upload(path, local) for path, local in attached.files]
     files = [(u.path_in_repo, u.size) for u in uploads]
     card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
                        license=license, prompts=prompts, samples=chosen,
                        sample_paths=sample_paths, grid=grid_path, spread=spread,
-                       synthetic=synthetic, files=files)
+                       synthetic=synthetic, files=files, evaluation=attached)
     card = scrub(card.encode(), policy.secrets).decode()
     everything = (Upload("README.md", card.encode()), *uploads)
     return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
@@ -323,12 +366,14 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
 
 def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
-         token: str | None = None) -> tuple[bytes, str | None]:
+         token: str | None = None, evaluation: Path | None = None,
+         allow_copies: bool = False) -> tuple[bytes, str | None]:
     """One file's bytes exactly as a push would upload them, and what the scan found in it."""
     from huggingface_hub import get_token
 
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
-                   samples=samples, token=token or get_token())
+                   samples=samples, token=token or get_token(), evaluation=evaluation,
+                   allow_copies=allow_copies)
     wanted = path_in_repo.strip().lstrip("/")
     for upload in planned.uploads:
         if upload.path_in_repo == wanted:

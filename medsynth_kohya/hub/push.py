@@ -30,7 +30,7 @@ from medsynth_kohya.hub.contents import check_repo_id, plan, refuse_findings
 from medsynth_kohya.hub.failures import NO_TOKEN, hub_errors
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-MANAGED = ("checkpoints/", "samples/", "training/")
+MANAGED = ("checkpoints/", "samples/", "training/", "evaluation/")
 """Repo folders that `push` owns: files there that the pushed run lacks are deleted."""
 
 
@@ -93,18 +93,22 @@ def _record_push(run_dir: Path, entry: Mapping[str, Any]) -> None:
 def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, dry_run: bool = False, samples: Path | None = None,
          endpoint: str | None = None, token: str | None = None,
-         break_lock: bool = False) -> PushResult:
+         break_lock: bool = False, evaluation: Path | None = None,
+         allow_copies: bool = False) -> PushResult:
     """Upload a run's LoRA, configs, record, samples and model card to `repo_id` in one commit.
 
     The token is `token`, else HF_TOKEN, else the stored login (`hf auth login`). A dry run
     renders everything and sends nothing. Pushing unchanged files makes no new commit. A push
     holds the run folder's lock (locks.py) until it has noted itself in run.json, so a run
-    still training, or pushed by another process, is refused.
+    still training, or pushed by another process, is refused. `evaluation` (an `evaluate`
+    report folder) adds its figures to the card and its files under evaluation/; sample images
+    flagged as near-copies are refused unless `allow_copies`.
     """
     def run() -> PushResult:
         return _push(run_dir, repo_id, private=private, license=license,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
-                     endpoint=endpoint, token=token)
+                     endpoint=endpoint, token=token, evaluation=evaluation,
+                     allow_copies=allow_copies)
 
     if dry_run:
         locks.ensure_idle(run_dir, "push")
@@ -117,14 +121,15 @@ def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DE
 
 def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_checkpoints: bool,
           dry_run: bool, samples: Path | None, endpoint: str | None,
-          token: str | None) -> PushResult:
+          token: str | None, evaluation: Path | None, allow_copies: bool) -> PushResult:
     repo_id = check_repo_id(repo_id)
     endpoint = resolve_endpoint(endpoint)
     from huggingface_hub import get_token
 
     token = token or get_token()
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
-                   samples=samples, token=token)
+                   samples=samples, token=token, evaluation=evaluation,
+                   allow_copies=allow_copies)
     refuse_findings(planned)
     secrets = planned.secrets
     url = f"{endpoint}/{repo_id}"

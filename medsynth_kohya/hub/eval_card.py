@@ -1,0 +1,128 @@
+"""An `evaluate` report on the model card: `model-index` results, a summary, the report files.
+
+`push --eval REPORT` publishes REPORT/report.html and report.json under `evaluation/` in the
+repo (through the same upload plan and last scan as every other file) and turns the report's
+figures into huggingface_hub `EvalResult`s, which ModelCardData writes as the card's
+`model-index`: the synthetic set's checks (near-copies, prompt adherence, FID, KID, precision,
+recall) as a text-to-image task, the classifier's ROC-AUC and balanced accuracy at each mix as
+an image-classification task on the held-out real patients (95 % intervals in the metric's
+args). Data only: `card` renders it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya.evaluation import report as report_files
+
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult
+
+FOLDER = "evaluation"
+"""Where the report goes in the repo."""
+DATASET_TYPE = "isic"
+_GENERATION = ("text-to-image", "Synthetic dermoscopy images")
+_CLASSIFICATION = ("image-classification", "Melanoma vs other lesions on held-out patients")
+
+
+@dataclass(frozen=True)
+class CardEvaluation:
+    """What a report adds to a push: files, card metadata and text, and flagged images."""
+
+    files: tuple[tuple[str, Path], ...]
+    """(path in the repo, local file)."""
+    results: tuple[EvalResult, ...]
+    verdict: tuple[tuple[str, str, str], ...]
+    """(check, status, detail) rows of the report's summary."""
+    n_synthetic: int
+    version: str
+    """The medsynth-kohya version that wrote the report."""
+    flagged: Mapping[str, str]
+    """Synthetic image id -> the training photo the report found it nearly copies."""
+    checked: frozenset[str]
+    """Ids of the synthetic images the report checked."""
+
+
+def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
+    """The synthetic set's figures: near-copies, adherence, fidelity."""
+    from huggingface_hub import EvalResult
+
+    inputs, sections = document["inputs"], document["sections"]
+    n_real, n_synthetic = inputs["n_training"], inputs["n_synthetic"]
+    dataset = f"{inputs['real']}: {n_real} training photos vs {n_synthetic} synthetic images"
+
+    def result(kind: str, value: float, name: str, **args: Any) -> EvalResult:
+        return EvalResult(task_type=_GENERATION[0], task_name=_GENERATION[1],
+                          dataset_type=DATASET_TYPE, dataset_name=dataset, metric_type=kind,
+                          metric_value=value, metric_name=name, metric_args=args or None)
+
+    copies = sections["copies"]
+    found = [result("near_copies", len(copies["flagged"]),
+                    f"Near-copies of training photos (hash distance <= {copies['threshold']:g})",
+                    n_synthetic=copies["n_synthetic"], threshold=copies["threshold"])]
+    for key, words in (("hair", "hair"), ("skin_tone", "skin tone")):
+        figures = sections["adherence"][key]
+        if figures["agreement"] is not None:
+            found.append(result(f"prompt_adherence_{key}", figures["agreement"],
+                                f"Prompt adherence: {words} found as prompted",
+                                n_prompted=figures["n_prompted"]))
+    fidelity = sections["fidelity"]
+    if "figures" in fidelity:
+        f = fidelity["figures"]
+        sizes = {"n_real": f["n_real"], "n_synthetic": f["n_synthetic"],
+                 "features": inputs.get("features")}
+        found += [result("fid", f["fid"], f"FID ({sizes['features']} features)", **sizes),
+                  result("kid", f["kid_mean"], "KID (mean over subsets)", std=f["kid_std"],
+                         subset_size=f["kid_subset_size"], **sizes),
+                  result("precision", f["precision"], "Precision (Kynkaanniemi et al. 2019, "
+                         f"k={f['neighbours']})", **sizes),
+                  result("recall", f["recall"], "Recall (Kynkaanniemi et al. 2019, "
+                         f"k={f['neighbours']})", **sizes)]
+    return found
+
+
+def _classification(document: Mapping[str, Any]) -> list[EvalResult]:
+    """The classifier's figures at each mix, with their 95 % intervals."""
+    from huggingface_hub import EvalResult
+
+    section = document["sections"]["utility"]
+    if "figures" not in section:
+        return []
+    figures = section["figures"]
+    dataset = (f"{document['inputs']['real']}: {figures['n_test']} held-out images "
+               f"({figures['n_test_melanoma']} melanomas) of {figures['n_patients']} patients")
+    found = []
+    for mix in figures["mixes"]:
+        for kind, key, words in (("roc_auc", "auc", "ROC-AUC"),
+                                 ("balanced_accuracy", "balanced_accuracy",
+                                  "Balanced accuracy")):
+            interval = mix[key]
+            found.append(EvalResult(
+                task_type=_CLASSIFICATION[0], task_name=_CLASSIFICATION[1],
+                dataset_type=DATASET_TYPE, dataset_name=dataset, dataset_split="test",
+                metric_type=kind, metric_value=interval["value"],
+                metric_config=f"mix-{mix['mix']:g}",
+                metric_name=f"{words}, {mix['mix']:g} synthetic per real melanoma",
+                metric_args={"ci95": [interval["low"], interval["high"]],
+                             "repeats": figures["repeats"],
+                             "synthetic_used": mix["synthetic_used"],
+                             "classifier": section.get("classifier", "logistic")}))
+    return found
+
+
+def card_evaluation(folder: Path) -> CardEvaluation:
+    """What the report in `folder` adds to the card and the repo."""
+    document = report_files.read(folder)
+    copies = document["sections"]["copies"]
+    flagged = {str(f["synthetic_id"]): str(f["training_id"]) for f in copies["flagged"]}
+    checked = frozenset(str(n["synthetic_id"]) for n in copies["nearest"])
+    return CardEvaluation(
+        ((f"{FOLDER}/{report_files.HTML_NAME}", folder / report_files.HTML_NAME),
+         (f"{FOLDER}/{report_files.JSON_NAME}", folder / report_files.JSON_NAME)),
+        tuple(_generation(document) + _classification(document)),
+        tuple((str(v["check"]), str(v["status"]), str(v["detail"])) for v in document["verdict"]),
+        int(document["inputs"]["n_synthetic"]), str(document.get("version", "?")), flagged,
+        checked)

@@ -1,0 +1,167 @@
+"""`push --eval REPORT` and `--allow-copies` against the loopback Hub: what arrives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.evaluation import copycheck, features
+from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
+from medsynth_kohya.hub import contents
+from medsynth_kohya.hub import push as hubmod
+
+from .conftest import invoke
+from .eval_data import isic_source, photo, synthetic_set
+from .fake_hub import TOKEN, FakeHub
+from .test_hub import REPO, make_run
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning"),
+    pytest.mark.skipif(bool(features.missing()), reason="the eval extra (torch, torchmetrics, "
+                       "scikit-learn) is not installed")]
+TINY = "tests.eval_data:build"
+
+
+@pytest.fixture(scope="module")
+def _evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ISIC source, a synthetic set with one planted copy (SYN_0000005) and its report."""
+    from medsynth_kohya.evaluation import utility
+
+    root = tmp_path_factory.mktemp("evaluated")
+    paths = isic_source(root / "isic", 8, 10, seed=11, patients=9)
+    planted: Any = cv2.imread(str(paths[sorted(paths)[3]]))
+    synthetic_set(root / "synth", [photo(8100 + i, hairy=i % 2 == 0) for i in range(5)]
+                  + [cv2.resize(planted, (320, 240))], [i % 2 == 0 for i in range(5)] + [None])
+    bootstrap = utility.BOOTSTRAP
+    utility.BOOTSTRAP = 50
+    try:
+        evaluate(root / "isic", root / "synth", root / "report",
+                 EvaluateOptions(features=TINY, mixes=(0.0, 1.0), repeats=1))
+    finally:
+        utility.BOOTSTRAP = bootstrap
+    return root
+
+
+@pytest.fixture
+def evaluated(_evaluated: Path, tmp_path: Path) -> Path:
+    shutil.copytree(_evaluated, tmp_path / "evaluated")
+    return tmp_path / "evaluated"
+
+
+def _card(text: str) -> Any:
+    from huggingface_hub import ModelCard
+
+    return ModelCard(text)
+
+
+def test_the_report_arrives_byte_for_byte_and_its_figures_are_the_model_index(
+        fake_hub: FakeHub, evaluated: Path, tmp_path: Path) -> None:
+    report = evaluated / "report"
+    run = make_run(tmp_path / "first")
+    result = hubmod.push(run, REPO, samples=evaluated / "synth", evaluation=report,
+                         allow_copies=True, endpoint=fake_hub.url, token=TOKEN)
+
+    repo = fake_hub.repos[REPO]
+    for name in ("report.html", "report.json"):
+        assert repo.files[f"evaluation/{name}"] == (report / name).read_bytes(), name
+        assert (f"evaluation/{name}", (report / name).stat().st_size) in result.files
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    card = _card(repo.files["README.md"].decode())
+    results = card.data.eval_results
+    assert card.data.model_name == "melanoma-lora" and results
+    by_type: dict[str, list[Any]] = {}
+    for entry in results:
+        by_type.setdefault(entry.metric_type, []).append(entry)
+    fidelity = document["sections"]["fidelity"]["figures"]
+    for kind, key in (("fid", "fid"), ("kid", "kid_mean"), ("precision", "precision"),
+                      ("recall", "recall")):
+        [entry] = by_type[kind]
+        assert entry.metric_value == pytest.approx(fidelity[key])
+        assert entry.task_type == "text-to-image"
+        assert entry.metric_args["n_real"] == fidelity["n_real"] == 8
+        assert entry.metric_args["n_synthetic"] == fidelity["n_synthetic"] == 6
+    assert by_type["kid"][0].metric_args["std"] == pytest.approx(fidelity["kid_std"])
+    [copies] = by_type["near_copies"]
+    assert copies.metric_value == 1 and copies.metric_args["n_synthetic"] == 6
+    assert by_type["prompt_adherence_hair"][0].metric_args["n_prompted"] == 5
+    mixes = document["sections"]["utility"]["figures"]["mixes"]
+    auc = sorted(by_type["roc_auc"], key=lambda e: e.metric_config)
+    assert [e.metric_config for e in auc] == ["mix-0", "mix-1"]
+    for entry, mix in zip(auc, mixes, strict=True):
+        assert entry.task_type == "image-classification" and entry.dataset_split == "test"
+        assert entry.metric_value == pytest.approx(mix["auc"]["value"])
+        assert entry.metric_args["ci95"] == pytest.approx([mix["auc"]["low"],
+                                                           mix["auc"]["high"]])
+    assert len(by_type["balanced_accuracy"]) == 2
+    text = card.text
+    assert "## Evaluation" in text and "(evaluation/report.html)" in text
+    for row in document["verdict"]:
+        assert f"| {row['check']} | {row['status']} |" in text
+    assert str(tmp_path) not in repo.files["README.md"].decode()
+    assert not fake_hub.unknown
+
+
+def test_flagged_samples_are_refused_unless_allowed(fake_hub: FakeHub, evaluated: Path,
+                                                    tmp_path: Path, runner: CliRunner,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    synth = evaluated / "synth"
+    copycheck.write(synth, copycheck.check(synth, evaluated / "isic"))
+    run = make_run(tmp_path / "first")
+    with pytest.raises(UserError, match="SYN_0000005 ~ ISIC_11"):
+        hubmod.push(run, REPO, samples=synth, endpoint=fake_hub.url, token=TOKEN)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--samples", synth,
+                             "--endpoint", fake_hub.url)
+    assert code == 1 and "Traceback" not in stderr
+    error = stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: ") and "1 sample image is a near-copy" in error
+    assert "--allow-copies" in error
+    assert fake_hub.requests == [] and REPO not in fake_hub.repos
+
+    hubmod.push(run, REPO, samples=synth, allow_copies=True, endpoint=fake_hub.url,
+                token=TOKEN)
+    assert "samples/SYN_0000005.png" in fake_hub.repos[REPO].files
+
+
+def test_the_report_alone_flags_samples_and_an_unchecked_set_is_a_warning(
+        fake_hub: FakeHub, evaluated: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "first")
+    with pytest.raises(UserError, match=r"near-copy of a training photo.*evaluation report"):
+        contents.plan(run, REPO, samples=evaluated / "synth", evaluation=evaluated / "report")
+    clean = tmp_path / "clean"
+    synthetic_set(clean, [photo(8200 + i) for i in range(3)])
+    planned = contents.plan(run, REPO, samples=clean)
+    assert any("not checked for near-copies" in w for w in planned.warnings)
+
+
+def test_a_report_holding_a_local_path_is_refused_by_the_last_scan(
+        fake_hub: FakeHub, evaluated: Path, tmp_path: Path) -> None:
+    report = evaluated / "report"
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    document["notes"].append(f"read from {evaluated / 'isic'}")
+    (report / "report.json").write_text(json.dumps(document), encoding="utf-8")
+    run = make_run(tmp_path / "first")
+    with pytest.raises(UserError, match=r"evaluation/report\.json"):
+        hubmod.push(run, REPO, evaluation=report, endpoint=fake_hub.url, token=TOKEN)
+    assert REPO not in fake_hub.repos
+
+
+def test_a_folder_without_a_report_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "first")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.json").write_text('{"tool": "else"}', encoding="utf-8")
+    (tmp_path / "other" / "report.html").write_text("<html></html>", encoding="utf-8")
+    for folder, message in ((tmp_path / "empty", "holds no report.json and report.html"),
+                            (tmp_path / "other", "is not a report of `medsynth-kohya evaluate`")):
+        code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--eval", folder,
+                                 "--dry-run")
+        assert code == 1 and message in stderr, stderr
+        assert stderr.strip().splitlines()[-1].startswith("Error: ")
