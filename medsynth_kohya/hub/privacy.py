@@ -39,6 +39,8 @@ _PART = r"[^\s\"'`<>|,;()\[\]{}*/]"
 _ABSOLUTE = re.compile(rf"(?<![\w.~:/<>\\-])(/{_PART}+(?:/{_PART}*)+)")
 """An absolute POSIX path of two or more parts inside text (not a URL's or a relative one)."""
 _WINDOWS = re.compile(r"(?<![\w])([A-Za-z]:\\[^\s\"'`<>|,;*]+)")
+_ASSIGNMENT = re.compile(r"\s*-{0,2}[A-Za-z_][\w.-]*\s*=")
+"""A list item `name=value` or `--name=value` (sd-scripts' optimizer_args, a launch argument)."""
 _BINARY = (".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -154,7 +156,8 @@ class Policy:
                     result[key] = self.data(value, keys=keys and key != "versions")
             return result
         if isinstance(node, list):
-            return [self.data(item, keys=keys) for item in node]
+            return [self.override(item) if keys and isinstance(item, str)
+                    and _ASSIGNMENT.match(item) else self.data(item, keys=keys) for item in node]
         if isinstance(node, str):
             return self.text(node)
         return node
@@ -175,9 +178,9 @@ class Policy:
         self.data(node)
 
     def override(self, item: str) -> str:
-        """One `--set key=value` as published."""
+        """One `--set key=value` (or a `key=value`, `--key=value` list item) as published."""
         key, sep, value = item.partition("=")
-        if sep and is_secret_key(key.strip()):
+        if sep and is_secret_key(key.strip().lstrip("-")):
             self._remember(value.strip().strip("'\""))
             return f"{key}={REDACTED}"
         return f"{key}{sep}{self.text(value)}" if sep else self.text(item)

@@ -1,0 +1,157 @@
+"""Secrets inside a run's values never reach the Hub: the bytes that leave are checked.
+
+`test_hub.py` and `test_privacy.py` prove the redaction of secret-named keys. Here each kind of
+secret (the Hub token, an environment secret, the value of a secret-named key in the config,
+of a `--set`, of a `key=value` item of a list such as `optimizer_args`, of a `--key=value`
+launch argument) also sits inside other, innocent values in every place a run record holds
+values: the overrides, the config, a nested list, the launch command. Every copy must arrive
+as `<redacted>` with the text around it intact, and every uploaded file must still parse.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya.hub import privacy
+from medsynth_kohya.hub import push as hubmod
+
+from .conftest import invoke
+from .fake_hub import TOKEN, FakeHub
+from .test_hub import REPO, make_run
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
+ENV = "env_WandbFromTheEnvironment0001"
+KEYED = "hf_ConfigKeyedToken000000000002"
+SET = "wb_SetOnTheCommandLine000000003"
+LISTED = "sk_ListedInOptimizerArgs0000004"
+ARGUMENT = "wb_InlineLaunchArgument00000005"
+SOURCES = {"token": TOKEN, "environment": ENV, "config key": KEYED, "--set": SET,
+           "list item": LISTED, "launch argument": ARGUMENT}
+"""Where a secret comes from: how push learns that the value is one."""
+PLACES = ("overrides", "config", "nested list", "command")
+"""Where a copy of it sits inside an innocent value."""
+
+
+def _declare(run: Path) -> None:
+    """Give every secret its source: the secret-named key, `--set`, list item or argument."""
+    config = toml.loads((run / "config.toml").read_text(encoding="utf-8"))
+    config["medsynth_run"]["huggingface_token"] = KEYED
+    config["medsynth_run"]["optimizer_args"] = ["weight_decay=0.01", f"api_key={LISTED}"]
+    (run / "config.toml").write_text(toml.dumps(config), encoding="utf-8")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["config"]["huggingface_token"] = KEYED
+    record["config"]["optimizer_args"] = ["weight_decay=0.01", f"api_key={LISTED}"]
+    record["overrides"] = ["learning_rate=1e-4", f'wandb_api_key="{SET}"']
+    record["command"] = [*record["command"], f"--wandb_api_key={ARGUMENT}"]
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def _hide(run: Path, secret: str, place: str) -> str:
+    """Put `secret` inside an innocent value at `place`; the text it must be published as."""
+    value = f"run-{secret}-7"
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    if place == "overrides":
+        record["overrides"].append(f"log_tracker_name={value}")
+    elif place == "command":
+        record["command"][-1:-1] = ["--log_tracker_name", value]
+    else:
+        entry: Any = value if place == "config" else [["wandb", value]]
+        record["config"]["log_tracker_name"] = entry
+        config = toml.loads((run / "config.toml").read_text(encoding="utf-8"))
+        config["medsynth_run"]["log_tracker_name"] = entry
+        (run / "config.toml").write_text(toml.dumps(config), encoding="utf-8")
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return f"run-{privacy.REDACTED}-7"
+
+
+def _leaks(files: dict[str, bytes]) -> list[tuple[str, str]]:
+    return [(path, name) for path, data in files.items() for name, secret in SOURCES.items()
+            if secret.encode() in data]
+
+
+def _planned(run: Path) -> dict[str, bytes]:
+    planned = hubmod.plan(run, REPO, token=TOKEN, environ={"WANDB_API_KEY": ENV})
+    assert planned.findings == ()
+    return {u.path_in_repo: u.source if isinstance(u.source, bytes) else u.source.read_bytes()
+            for u in planned.uploads}
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_a_secret_inside_a_value_is_redacted_in_place(tmp_path: Path, source: str,
+                                                      place: str) -> None:
+    run = make_run(tmp_path / "first")
+    _declare(run)
+    published = _hide(run, SOURCES[source], place)
+
+    files = _planned(run)
+    assert _leaks(files) == []
+    record = json.loads(files["training/run.json"])
+    if place == "overrides":
+        assert f"log_tracker_name={published}" in record["overrides"]
+        assert f"`--set log_tracker_name={published}`" in files["README.md"].decode()
+    elif place == "command":
+        assert record["command"][-3:-1] == ["--log_tracker_name", published]
+    else:
+        config = toml.loads(files["training/config.toml"].decode())["medsynth_run"]
+        expected = published if place == "config" else [["wandb", published]]
+        assert config["log_tracker_name"] == record["config"]["log_tracker_name"] == expected
+
+
+def test_secret_keys_in_lists_and_arguments_are_redacted(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "first")
+    _declare(run)
+
+    files = _planned(run)
+    record = json.loads(files["training/run.json"])
+    config = toml.loads(files["training/config.toml"].decode())["medsynth_run"]
+    args = ["weight_decay=0.01", f"api_key={privacy.REDACTED}"]
+    assert config["optimizer_args"] == record["config"]["optimizer_args"] == args
+    assert record["command"][-1] == f"--wandb_api_key={privacy.REDACTED}"
+    assert record["overrides"] == ["learning_rate=1e-4", f"wandb_api_key={privacy.REDACTED}"]
+    assert config["huggingface_token"] == privacy.REDACTED
+
+
+def test_no_secret_arrives_at_the_hub(fake_hub: FakeHub, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import ModelCard
+
+    monkeypatch.setenv("WANDB_API_KEY", ENV)
+    run = make_run(tmp_path / "first")
+    _declare(run)
+    for place, secret in zip(PLACES, (TOKEN, ENV, SET, LISTED), strict=True):
+        _hide(run, secret, place)
+
+    hubmod.push(run, REPO, endpoint=fake_hub.url, token=TOKEN)
+
+    files = fake_hub.repos[REPO].files
+    assert _leaks(files) == []
+    config = toml.loads(files["training/config.toml"].decode())["medsynth_run"]
+    assert config["network_dim"] == 32
+    assert config["log_tracker_name"] == [["wandb", f"run-{privacy.REDACTED}-7"]]
+    record = json.loads(files["training/run.json"])
+    assert record["overrides"][0] == "learning_rate=1e-4"
+    assert "sdxl_train_network.py" in record["command"]
+    (tmp_path / "received.md").write_bytes(files["README.md"])
+    card = ModelCard.load(tmp_path / "received.md")
+    assert card.data.base_model == "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def test_the_dry_run_shows_no_secret(runner: CliRunner, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("WANDB_API_KEY", ENV)
+    run = make_run(tmp_path / "first")
+    _declare(run)
+    _hide(run, ENV, "overrides")
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run")
+    assert code == 0, stderr
+    assert f"`--set log_tracker_name=run-{privacy.REDACTED}-7`" in stdout
+    assert [name for name, s in SOURCES.items() if s in stdout + stderr] == []
