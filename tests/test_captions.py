@@ -6,7 +6,12 @@ import itertools
 
 import pytest
 
-from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, render_caption, validate_template
+from medsynth_kohya.data.captions import (
+    DEFAULT_TEMPLATE,
+    caption_values,
+    render_caption,
+    validate_template,
+)
 from medsynth_kohya.errors import UserError
 
 MISSING = (None, "")
@@ -50,3 +55,20 @@ def test_custom_template_and_hair_placement() -> None:
 def test_bad_templates_are_user_errors(template: str) -> None:
     with pytest.raises(UserError):
         validate_template(template)
+
+
+def test_a_row_becomes_its_placeholder_values() -> None:
+    assert caption_values("male", 70, "posterior torso", "me1anoma", True, "tan",
+                          ["ruler", "vignette"]) == {
+        "sex": "male", "age": "70", "site": "posterior torso", "trigger": "me1anoma",
+        "hair": "hairy", "tone": "tan", "artefacts": "dark corners, ruler marks"}
+    assert caption_values(None, None, None, "sks", False) == {
+        "sex": None, "age": None, "site": None, "trigger": "sks", "hair": None, "tone": None,
+        "artefacts": None}
+
+
+def test_age_zero_and_an_unlisted_site_are_kept() -> None:
+    values = caption_values("female", 0, "acral", "me1anoma", False, None, ["bubbles"])
+    template = "{tone} photo of {sex} skin, {trigger} on {site}, at age {age}, {artefacts}"
+    assert render_caption(template, values) == (
+        "photo of female skin, me1anoma on acral, at age 0, gel bubbles")

@@ -21,6 +21,15 @@ def _tree(root: Path) -> dict[str, bytes]:
             if p.is_file() and ".medsynth" not in p.parts}
 
 
+def _caption(row: pd.Series, hairy: bool) -> str:
+    """The default template's caption of an ISIC 2020 metadata row, written out by hand."""
+    sex, site, age = row["sex"], row["anatom_site_general_challenge"], row["age_approx"]
+    parts = [f"photo of {sex} skin" if isinstance(sex, str) else "photo of skin",
+             f"me1anoma on {site}" if isinstance(site, str) else "me1anoma"]
+    parts += [] if pd.isna(age) else [f"at age {int(age)}"]
+    return ", ".join(parts + (["hairy"] if hairy else []))
+
+
 def test_layout_captions_and_manifest(isic2020: SyntheticSet, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = prepare(isic2020.root, out, options=PrepareOptions(repeats=5), workers=1)
@@ -37,6 +46,9 @@ def test_layout_captions_and_manifest(isic2020: SyntheticSet, tmp_path: Path) ->
         assert str(text).startswith("photo of") and "me1anoma" in str(text)
         assert str(text).endswith(", hairy") == bool(hairy)
     truth = isic2020.frame.set_index("image_name")
+    for identifier, text, hairy in zip(table["id"], table["caption"], table["hairy"],
+                                       strict=True):
+        assert text == _caption(truth.loc[identifier], bool(hairy))
     assert (table.set_index("id")["hairy"] == truth["synthetic_hair"]).all()
     assert pd.read_csv(out / "skipped.csv").empty
 
