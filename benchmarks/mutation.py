@@ -74,8 +74,9 @@ AREAS = (
     Area("option checks", "medsynth_kohya/sdscripts/checks.py"),
     Area("training verdict", "medsynth_kohya/training/train.py", ("verdict",)),
     Area("sample planning", "medsynth_kohya/sampling/prompts.py"),
-    Area("upload plan and scan", "medsynth_kohya/hub/contents.py",
-         ("plan", "_redact", "scrub", "_run_files")),
+    Area("upload plan", "medsynth_kohya/hub/contents.py",
+         ("plan", "_public_ids", "_public_record", "_run_files", "scrub", "scan")),
+    Area("upload scan", "medsynth_kohya/hub/privacy.py"),
 )
 
 

@@ -43,7 +43,7 @@ def _own_data_home(tmp_path_factory: pytest.TempPathFactory,
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """While mutmut runs a mutant, keep only the tests that judge its module (pyproject's
-    [tool.medsynth-kohya.mutation-tests]); a normal run is left alone."""
+    [tool.medsynth-kohya.mutation-tests]: files or single tests); a normal run is left alone."""
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
     if "__mutmut_" not in mutant:
         return
@@ -54,7 +54,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                   if mutant.startswith(path.removesuffix(".py").replace("/", ".") + ".")), None)
     if files is None:
         return
-    keep = [item for item in items if item.nodeid.split("::")[0] in files]
+    keep = [item for item in items
+            if item.nodeid.split("::")[0] in files or item.nodeid.split("[")[0] in files]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from medsynth_kohya.data.captions import (
     DEFAULT_TEMPLATE,
@@ -12,7 +14,10 @@ from medsynth_kohya.data.captions import (
     render_caption,
     validate_template,
 )
+from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
+
+from .conftest import invoke
 
 MISSING = (None, "")
 
@@ -72,3 +77,31 @@ def test_age_zero_and_an_unlisted_site_are_kept() -> None:
     template = "{tone} photo of {sex} skin, {trigger} on {site}, at age {age}, {artefacts}"
     assert render_caption(template, values) == (
         "photo of female skin, me1anoma on acral, at age 0, gel bubbles")
+
+
+@pytest.mark.parametrize(("template", "caption"), [
+    ("{trigger} seen from the {site}", "me1anoma seen"),
+    ("{trigger} on {site} , at age {age}", "me1anoma"),
+    ("{trigger}, of the {site} at", "me1anoma"),
+])
+def test_linking_words_go_with_a_missing_value_and_nothing_else(template: str,
+                                                                caption: str) -> None:
+    assert render_caption(template, {"trigger": "me1anoma"}) == caption
+
+
+@pytest.mark.parametrize(("template", "needles"), [
+    ("{trigger", ("'{trigger' is malformed", "use {field} placeholders and {{ }}")),
+    ("{trigger} {colour}", ("{colour} is unknown",
+                            "use {sex}, {site}, {age}, {trigger}, {hair}, {tone}, {artefacts}")),
+    ("{sex} skin", ("'{sex} skin' has no {trigger}", "must carry the trigger token")),
+])
+def test_a_bad_template_is_one_line_saying_how_to_fix_it(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, template: str,
+        needles: tuple[str, ...]) -> None:
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o",
+                                  "--caption-template", template)
+    lines = stderr.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and "Traceback" not in stdout + stderr
+    for needle in needles:
+        assert needle in lines[0]
+    assert not (tmp_path / "o").exists()

@@ -6,7 +6,9 @@ old hard link would change the user's own photo.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,22 @@ def test_a_same_size_copy_from_another_folder_is_relinked(tmp_path: Path) -> Non
     for path in other.glob("*.jpg"):
         assert (second.train_dir / path.name).samefile(path)
     assert list(first.manifest["caption"]) == list(second.manifest["caption"])
+
+
+def test_where_no_hard_link_can_be_made_the_images_are_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another file system (a USB disk, a mounted bucket): copies, with the source's time kept
+    so that a re-prepare recognises them."""
+    made = make_dataset(tmp_path / "src", 3, seed=35, melanoma_fraction=1.0,
+                        sizes=((320, 240),))
+
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    for path in made.images.glob("*.jpg"):
+        placed = result.train_dir / path.name
+        assert placed.read_bytes() == path.read_bytes() and not placed.samefile(path)
+        assert placed.stat().st_mtime_ns == path.stat().st_mtime_ns
+    assert len(list(result.train_dir.glob("*.jpg"))) == 3
