@@ -90,10 +90,12 @@ def test_linking_words_go_with_a_missing_value_and_nothing_else(template: str,
 
 
 @pytest.mark.parametrize(("template", "needles"), [
-    ("{trigger", ("'{trigger' is malformed", "use {field} placeholders and {{ }}")),
+    ("{trigger", ("'{trigger' is malformed",
+                  "use {field} placeholders and {{ }} for literal braces")),
     ("{trigger} {colour}", ("{colour} is unknown",
                             "use {sex}, {site}, {age}, {trigger}, {hair}, {tone}, {artefacts}")),
-    ("{sex} skin", ("'{sex} skin' has no {trigger}", "must carry the trigger token")),
+    ("{sex} skin", ("'{sex} skin' has no {trigger}",
+                    ": every caption must carry the trigger token")),
 ])
 def test_a_bad_template_is_one_line_saying_how_to_fix_it(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, template: str,
@@ -104,4 +106,5 @@ def test_a_bad_template_is_one_line_saying_how_to_fix_it(
     assert code != 0 and len(lines) == 1 and "Traceback" not in stdout + stderr
     for needle in needles:
         assert needle in lines[0]
+    assert lines[0].endswith(needles[-1])
     assert not (tmp_path / "o").exists()
