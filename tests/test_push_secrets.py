@@ -18,7 +18,7 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
-from medsynth_kohya.hub import privacy
+from medsynth_kohya.hub import contents, privacy
 from medsynth_kohya.hub import push as hubmod
 
 from .conftest import invoke
@@ -60,7 +60,7 @@ def _hide(run: Path, secret: str, place: str) -> str:
     if place == "overrides":
         record["overrides"].append(f"log_tracker_name={value}")
     elif place == "command":
-        record["command"][-1:-1] = ["--log_tracker_name", value]
+        record["command"] += ["--log_tracker_name", value]
     else:
         entry: Any = value if place == "config" else [["wandb", value]]
         record["config"]["log_tracker_name"] = entry
@@ -77,7 +77,7 @@ def _leaks(files: dict[str, bytes]) -> list[tuple[str, str]]:
 
 
 def _planned(run: Path) -> dict[str, bytes]:
-    planned = hubmod.plan(run, REPO, token=TOKEN, environ={"WANDB_API_KEY": ENV})
+    planned = contents.plan(run, REPO, token=TOKEN, environ={"WANDB_API_KEY": ENV})
     assert planned.findings == ()
     return {u.path_in_repo: u.source if isinstance(u.source, bytes) else u.source.read_bytes()
             for u in planned.uploads}
@@ -98,7 +98,8 @@ def test_a_secret_inside_a_value_is_redacted_in_place(tmp_path: Path, source: st
         assert f"log_tracker_name={published}" in record["overrides"]
         assert f"`--set log_tracker_name={published}`" in files["README.md"].decode()
     elif place == "command":
-        assert record["command"][-3:-1] == ["--log_tracker_name", published]
+        assert record["command"][-3:] == [f"--wandb_api_key={privacy.REDACTED}",
+                                          "--log_tracker_name", published]
     else:
         config = toml.loads(files["training/config.toml"].decode())["medsynth_run"]
         expected = published if place == "config" else [["wandb", published]]

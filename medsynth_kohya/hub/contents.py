@@ -227,7 +227,7 @@ def _public_record(record: Mapping[str, Any], policy: privacy.Policy) -> dict[st
     public["overrides"] = [policy.override(str(o)) for o in record.get("overrides") or []]
     command = [str(arg) for arg in record.get("command") or []]
     hidden = {i + 1 for i, arg in enumerate(command[:-1])
-              if arg.startswith("--") and privacy.is_secret_key(arg[2:])}
+              if arg.startswith("--") and "=" not in arg and privacy.is_secret_key(arg[2:])}
     public["command"] = [privacy.REDACTED if i in hidden else policy.text(arg)
                          for i, arg in enumerate(command)]
     return {key: public[key] for key in record if key in public}
