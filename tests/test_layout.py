@@ -173,3 +173,29 @@ def test_where_no_hard_link_can_be_made_the_images_are_copied(
         assert placed.read_bytes() == path.read_bytes() and not placed.samefile(path)
         assert placed.stat().st_mtime_ns == path.stat().st_mtime_ns
     assert len(list(result.train_dir.glob("*.jpg"))) == 3
+
+
+def test_captions_are_rewritten_only_when_changed_and_never_through_a_link(
+        tmp_path: Path) -> None:
+    """An unchanged caption keeps its file; a changed one replaces it, never writing into a
+    hard-linked copy the user made of the folder (`cp -al`, rsync --link-dest)."""
+    made = make_dataset(tmp_path / "src", 3, seed=36, melanoma_fraction=1.0,
+                        sizes=((320, 240),))
+    out = tmp_path / "out"
+    first = prepare(made.root, out, workers=1)
+    captions = sorted(first.train_dir.glob("*.txt"))
+    texts = {p.name: p.read_text(encoding="utf-8") for p in captions}
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for path in captions:
+        os.utime(path, ns=(10**18, 10**18))
+        os.link(path, backup / path.name)
+
+    prepare(made.root, out, workers=1)
+    assert [p.stat().st_mtime_ns for p in captions] == [10**18] * 3
+
+    prepare(made.root, out, options=PrepareOptions(trigger="sks"), workers=1)
+    for path in captions:
+        assert (backup / path.name).read_text(encoding="utf-8") == texts[path.name]
+        assert path.read_text(encoding="utf-8") == texts[path.name].replace("me1anoma", "sks")
+        assert not path.samefile(backup / path.name)
