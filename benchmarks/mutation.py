@@ -8,7 +8,9 @@
 Runs mutmut (configured in pyproject.toml's [tool.mutmut]) on one area at a time. Each mutant
 is tested against the tests that judge its module (pyproject's
 [tool.medsynth-kohya.mutation-tests], applied by tests/conftest.py), not every test whose
-set-up passes through it. Prints killed / mutants per area against the 85% target; results stay
+set-up passes through it. Prints killed / mutants per area against the 85% target, and the wall
+and CPU minutes of each area (with --jobs 1 on an idle machine the two agree; on a shared one
+the CPU minutes are what the run would take there); results stay
 in mutants/ (`python3 -m mutmut results`, `python3 -m mutmut show NAME`). Mutants judged
 equivalent (no behaviour can tell them apart) are listed with the reason in
 benchmarks/mutation.md; the score counts them as survivors all the same.
@@ -17,6 +19,8 @@ benchmarks/mutation.md; the score counts them as survivors all the same.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -87,16 +91,23 @@ def _results(area: Area) -> dict[str, int | None]:
     return {key: code for key, code in codes.items() if area.owns(key)}
 
 
-def measure(area: Area, jobs: int) -> tuple[dict[str, int | None], float]:
-    """Run mutmut on one area; its mutants' exit codes and the wall time in seconds."""
-    started = time.perf_counter()
+def _cpu() -> float:
+    """CPU seconds used so far by the finished child processes (mutmut and its test runs)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def measure(area: Area, jobs: int) -> tuple[dict[str, int | None], float, float]:
+    """Run mutmut on one area; its mutants' exit codes, the wall time and the CPU time in
+    seconds (on a shared machine the CPU time is the figure that does not depend on the load)."""
+    started, cpu = time.perf_counter(), _cpu()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs),
                *area.globs()]
     done = subprocess.run(command, cwd=ROOT, check=False, capture_output=True, text=True)
     if done.returncode:
         tail = "\n".join(done.stdout.replace("\r", "\n").splitlines()[-15:])
         raise SystemExit(f"mutmut failed on {area.name} (exit {done.returncode}):\n{tail}")
-    return _results(area), time.perf_counter() - started
+    return _results(area), time.perf_counter() - started, _cpu() - cpu
 
 
 def main(argv: list[str]) -> int:
@@ -107,10 +118,11 @@ def main(argv: list[str]) -> int:
         argv = argv[:at] + argv[at + 2:]
     wanted = [a for a in AREAS if not argv or a.name.split()[0] in argv or a.name in argv]
     print(f"{'area':22} {'module':38} {'mutants':>7} {'killed':>6} {'survived':>8} "
-          f"{'no tests':>8} {'score':>6} {'minutes':>7}")
+          f"{'no tests':>8} {'score':>6} {'minutes':>7} {'cpu min':>7}")
     below = 0
+    started, load = time.perf_counter(), os.getloadavg()[0]
     for area in wanted:
-        codes, seconds = measure(area, jobs)
+        codes, seconds, cpu = measure(area, jobs)
         total = len(codes)
         killed = sum(code in KILLED for code in codes.values())
         untested = sum(code in NO_TESTS for code in codes.values())
@@ -118,7 +130,10 @@ def main(argv: list[str]) -> int:
         below += score < TARGET
         print(f"{area.name:22} {area.path:38} {total:7d} {killed:6d} "
               f"{total - killed - untested:8d} {untested:8d} {score:6.1%} "
-              f"{seconds / 60:7.1f}", flush=True)
+              f"{seconds / 60:7.1f} {cpu / 60:7.1f}", flush=True)
+    print(f"all: {(time.perf_counter() - started) / 60:.1f} minutes with --jobs {jobs}, "
+          f"load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
+          f"{os.cpu_count()} CPUs")
     print(f"target: {TARGET:.0%} killed per area; survivors: `python3 -m mutmut results`")
     return 1 if below else 0
 
