@@ -199,3 +199,32 @@ def test_captions_are_rewritten_only_when_changed_and_never_through_a_link(
         assert (backup / path.name).read_text(encoding="utf-8") == texts[path.name]
         assert path.read_text(encoding="utf-8") == texts[path.name].replace("me1anoma", "sks")
         assert not path.samefile(backup / path.name)
+
+
+def test_validation_images_are_listed_once_beside_the_training_folder(tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 8, seed=37, melanoma_fraction=1.0,
+                        sizes=((320, 240),))
+    out = tmp_path / "out"
+    result = prepare(made.root, out, options=PrepareOptions(repeats=4, val_frac=0.25),
+                     workers=1)
+    split = result.manifest.set_index("id")["split"]
+    folders = {"val": out / "val" / "1_melanoma", "train": out / "img" / "4_melanoma"}
+    assert result.train_dir == folders["train"]
+    for name, folder in folders.items():
+        ids = sorted(str(i) for i in split[split == name].index)
+        assert ids and sorted(p.stem for p in folder.glob("*.jpg")) == ids
+        assert sorted(p.stem for p in folder.glob("*.txt")) == ids
+    assert sorted(p.name for p in (out / "val").iterdir()) == ["1_melanoma"]
+
+
+def test_re_prepare_with_other_repeats_leaves_no_old_folder(tmp_path: Path) -> None:
+    """The old training folder's files and the folder itself go; the new one holds all."""
+    made = make_dataset(tmp_path / "src", 8, seed=37, melanoma_fraction=1.0,
+                        sizes=((320, 240),))
+    out = tmp_path / "out"
+    prepare(made.root, out, options=PrepareOptions(repeats=5, val_frac=0.25), workers=1)
+    assert list((out / "val" / "1_melanoma").glob("*.jpg"))
+    result = prepare(made.root, out, options=PrepareOptions(repeats=3), workers=1)
+    assert sorted(p.name for p in (out / "img").iterdir()) == ["3_melanoma"]
+    assert not any((out / "val").rglob("*"))
+    assert len(list(result.train_dir.glob("*.jpg"))) == len(list(made.images.glob("*.jpg")))

@@ -73,17 +73,14 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def prune(root: Path, keep: set[Path], removable: Callable[[Path], bool]) -> int:
-    """Remove the `removable` files under `root` that are not in `keep`, then empty folders;
-    returns the count. Files that are not removable (the user's own) are never touched."""
-    removed = 0
+def prune(root: Path, keep: set[Path], removable: Callable[[Path], bool]) -> None:
+    """Remove the `removable` files under `root` that are not in `keep`, then empty folders.
+    Files that are not removable (the user's own) are never touched."""
     if not root.is_dir():
-        return 0
+        return
     for path in sorted(root.rglob("*"), reverse=True):
         if path.is_dir() and not path.is_symlink():
             if not any(path.iterdir()):
                 path.rmdir()
         elif path not in keep and removable(path):
             path.unlink()
-            removed += 1
-    return removed
