@@ -156,3 +156,29 @@ def test_the_dry_run_shows_no_secret(runner: CliRunner, tmp_path: Path,
     assert code == 0, stderr
     assert f"`--set log_tracker_name=run-{privacy.REDACTED}-7`" in stdout
     assert [name for name, s in SOURCES.items() if s in stdout + stderr] == []
+
+
+def test_a_user_named_like_the_tool_or_a_hub_model_can_push(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan looks for the user's name, but not inside the public names that may hold it:
+    the repo id, the tool's own name and Hub model ids in the config."""
+    home = tmp_path / "home" / "kohya"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LOGNAME", "kohya")
+    run = make_run(tmp_path / "first")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["config"]["vae"] = "kohya/sdxl-vae-fp16"
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    planned = contents.plan(run, "kohya/melanoma-lora", token=TOKEN, environ={})
+    assert planned.findings == ()
+    assert "kohya-ss/sd-scripts" in planned.card and "medsynth-kohya" in planned.card
+
+    (run / "vae").mkdir()
+    (run / "vae" / "kohya").mkdir()
+    record["config"]["vae"] = "vae/kohya"  # a folder of the run, not a Hub id
+    record["message"] = "trained by kohya"
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    found = contents.plan(run, "kohya/melanoma-lora", token=TOKEN, environ={}).findings
+    assert found == (("training/run.json", "the user name 'kohya'"),)

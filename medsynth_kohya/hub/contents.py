@@ -212,8 +212,9 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
 
 
 def _public_ids(record: Mapping[str, Any], repo_id: str) -> list[str]:
-    """Public strings that may hold the user's name: the repo id and Hub model ids."""
-    ids = [repo_id, "medsynth-kohya", "medsynth_kohya", BASE_MODEL]
+    """Public strings that may hold the user's name: the repo id, the tool's and sd-scripts'
+    names (the card links kohya-ss/sd-scripts) and Hub model ids."""
+    ids = [repo_id, "medsynth-kohya", "medsynth_kohya", "kohya-ss", BASE_MODEL]
     for value in (record.get("config") or {}).values():
         if isinstance(value, str) and _HUB_ID.fullmatch(value) and not Path(value).exists():
             ids.append(value)
