@@ -4,6 +4,7 @@ across the blocks a large file is read in."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import struct
 import sys
@@ -123,6 +124,8 @@ def test_the_text_of_an_image_or_weights_file_is_scanned(tmp_path: Path) -> None
     zipped = b"parameters\0\0" + zlib.compress(name)
     assert policy.findings(_png((b"zTXt", zipped)), "s.png") is not None
     assert policy.findings(_png((b"zTXt", b"parameters\0\0not zlib " + name)), "s.png")
+    assert policy.findings(_png((b"tEXt", USER.encode() + b"\0x")), "s.png") is not None
+    assert policy.findings(_png((b"zTXt", b"no separator " + name)), "s.png") is not None
     assert policy.findings(_png((b"IDAT", name)), "s.png") is None
     after_end = _png() + struct.pack(">I", len(name)) + b"tEXt" + name + b"\0\0\0\0"
     assert policy.findings(after_end, "s.png") is None
@@ -155,3 +158,25 @@ def test_a_large_file_is_scanned_across_its_blocks(tmp_path: Path,
     small = tmp_path / "small.txt"
     small.write_bytes(f"by {USER}".encode())
     assert privacy.scan_file(policy, small, "small.txt") == f"the user name {USER!r}"
+
+
+@pytest.mark.parametrize(("home", "login", "users"), [
+    ("zoe-kowalski", "zkowal", ["zkowal", "zoe-kowalski"]),
+    ("Ubuntu", "root", []),
+    ("zoe-kowalski", "ab", ["zoe-kowalski"]),
+    ("jovyan", None, []),
+])
+def test_the_user_names_searched_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     home: str, login: str | None, users: list[str]) -> None:
+    """The home folder's name and the login, unless short or shared by every machine of a
+    kind; a login that cannot be found (a container's unnamed uid) is no error."""
+    monkeypatch.setenv("HOME", str(tmp_path / home))
+
+    def no_login() -> str:
+        raise KeyError("getpwuid(): uid not found: 1000")
+
+    if login is None:
+        monkeypatch.setattr(getpass, "getuser", no_login)
+    else:
+        monkeypatch.setenv("LOGNAME", login)
+    assert privacy.Policy(tmp_path / "run").users == users
