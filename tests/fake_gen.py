@@ -175,6 +175,15 @@ def install_gpus(fake: FakeGen, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         "class version:\n    cuda = '12.1'\n", encoding="utf-8")
 
 
+def make_original_gen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
+    """Stand-ins that run the original config: one GPU and the VAE file it names."""
+    made = make_fake_gen(tmp_path, monkeypatch)
+    install_gpus(made, tmp_path, monkeypatch, 1)
+    (made.sd_scripts / "vae").mkdir()
+    (made.sd_scripts / "vae" / "sdxl_vae.safetensors").write_bytes(b"vae")
+    return made
+
+
 def write_lora(path: Path, metadata: dict[str, str] | None = None) -> Path:
     """A small valid safetensors file (one float32 tensor)."""
     header = json.dumps({"__metadata__": metadata or {"ss_network_module": "networks.lora"},

@@ -3,7 +3,6 @@ and a run folder that is not a run is never written into."""
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -14,14 +13,8 @@ from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 
 from .conftest import invoke
+from .disk import checksums
 from .fakes import FakeSd, make_fake_sd
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder` (lock files aside), by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".medsynth-lock")}
 
 
 @pytest.fixture

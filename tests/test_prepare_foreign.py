@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -10,11 +9,7 @@ from typer.testing import CliRunner
 from medsynth_kohya.data.synth import SyntheticSet
 
 from .conftest import invoke
-
-
-def _sums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+from .disk import checksums
 
 
 def test_foreign_files_are_kept_and_never_trained_on(runner: CliRunner, tmp_path: Path,
@@ -35,11 +30,11 @@ def test_foreign_files_are_kept_and_never_trained_on(runner: CliRunner, tmp_path
     train = next((out / "img").glob("3_melanoma"))
     intruder = train / "ISIC_intruder.jpg"
     intruder.write_bytes(b"not part of this data set")
-    before = _sums(out)
+    before = checksums(out)
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
                              "--repeats", "2")
     assert code == 1 and "would be trained on" in stderr and "Traceback" not in stderr
-    assert _sums(out) == before, "a refused prepare changes nothing"
+    assert checksums(out) == before, "a refused prepare changes nothing"
 
 
 def test_force_into_a_foreign_folder_keeps_its_files(runner: CliRunner, tmp_path: Path,
@@ -48,8 +43,8 @@ def test_force_into_a_foreign_folder_keeps_its_files(runner: CliRunner, tmp_path
     (out / "img" / "10_melanoma").mkdir(parents=True)
     (out / "img" / "10_melanoma" / "mine.jpg").write_bytes(b"mine")
     (out / "README.txt").write_text("mine", encoding="utf-8")
-    before = _sums(out)
+    before = checksums(out)
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force")
     assert code == 1 and "would be trained on" in stderr
-    assert _sums(out) == before
+    assert checksums(out) == before
     assert not (out / ".medsynth").exists()

@@ -13,7 +13,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.pipeline.reproduce import reproduce
 
 from .conftest import InstallGpus, invoke
-from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen
+from .fake_gen import PYTHON, FakeGen, make_original_gen
 from .fakes import interrupt_after
 
 QUICK = ("max_train_steps=12", "save_every_n_steps=3")
@@ -22,11 +22,7 @@ QUICK = ("max_train_steps=12", "save_every_n_steps=3")
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
-    made = make_fake_gen(tmp_path, monkeypatch)
-    install_gpus(made, tmp_path, monkeypatch, 1)
-    (made.sd_scripts / "vae").mkdir()
-    (made.sd_scripts / "vae" / "sdxl_vae.safetensors").write_bytes(b"vae")
-    return made
+    return make_original_gen(tmp_path, monkeypatch)
 
 
 def _state(workdir: Path) -> dict[str, dict[str, str]]:

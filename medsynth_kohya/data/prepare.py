@@ -315,6 +315,23 @@ def locate_source(source: Path | None, metadata: Path | None, images: Path | Non
     return located
 
 
+def _choose(located: Source, options: PrepareOptions,
+            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The metadata's rows, the rows rejected while reading them, and the selected rows."""
+    raw = read_metadata(located)
+    rows, rejected = normalise(raw, located)
+    return rows, rejected, rows.loc[select(raw, rows, located, options.query,
+                                           options.diagnosis).index]
+
+
+def selected_images(located: Source, options: PrepareOptions) -> int:
+    """How many images prepare would scan: selected rows with a safe id and an image file (the
+    scan may still skip unreadable ones). Reads only; reproduce plans its training on it."""
+    chosen = _choose(located, options)[2]
+    found = index_images(located.image_dirs)
+    return len({i for i in chosen["id"] if not _unsafe(i) and i in found})
+
+
 def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
             images: Path | None = None, options: PrepareOptions | None = None,
             workers: int | None = None, force: bool = False, break_lock: bool = False,
@@ -336,9 +353,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
 
     foreign_warnings = _claim(out, force, options.class_name)
     located = locate_source(source, metadata, images, options)
-    raw = read_metadata(located)
-    rows, rejected = normalise(raw, located)
-    chosen = rows.loc[select(raw, rows, located, options.query, options.diagnosis).index]
+    rows, rejected, chosen = _choose(located, options)
     selected = len(chosen)
     skipped: list[dict[str, str]] = []
     warnings = archive.rejections(rejected.loc[chosen.index], allowed_terms(located))

@@ -20,8 +20,8 @@ from typing import Any
 from medsynth_kohya import files, locks
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions
+from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine import doctor
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout, launch, presets
 
@@ -72,13 +72,10 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _source_digest(source: Path, metadata: Path | None, images: Path | None,
-                   options: PrepareOptions) -> str:
+def _source_digest(located: Source, options: PrepareOptions) -> str:
     """Metadata content plus every image's name, size and mtime: what prepare reads."""
-    from medsynth_kohya.data.prepare import locate_source
     from medsynth_kohya.data.sources import IMAGE_SUFFIXES
 
-    located = locate_source(source, metadata, images, options)
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for folder in located.image_dirs for p in folder.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -106,6 +103,42 @@ def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
     return f"about {hours:.1f} h on {gpus[0].name} ({rate:g} s/step, rough)"
 
 
+def _claim(workdir: Path) -> None:
+    """Refuse a WORKDIR that reproduce did not make: one holding anything but reproduce.json,
+    lock files and stage folders bearing their stage's mark (those of a first run killed
+    before it wrote reproduce.json). Runs before anything is written."""
+    from medsynth_kohya.data.prepare import STATE_DIR
+
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir {workdir} is a file; choose a folder")
+    if not workdir.is_dir() or (workdir / STATE_FILE).is_file():
+        return
+    marks = {"prepared": STATE_DIR, "run": "run.json", "synthetic": STATE_DIR}
+    foreign = sorted(path.name for path in locks.foreign_entries(workdir)
+                     if not (path.name in marks and (path / marks[path.name]).exists()))
+    if foreign:
+        raise UserError(f"--workdir {workdir} is not empty and was not made by medsynth-kohya "
+                        f"reproduce (no {STATE_FILE}; it holds {foreign[0]}); choose an empty "
+                        "or new --workdir")
+
+
+def _hub_ready(repo_id: str, dry_run: bool) -> list[str]:
+    """Refuse a push stage that could only fail after hours of training: a malformed repo id,
+    or (except in a dry run, which warns) no Hub token."""
+    from huggingface_hub import get_token
+
+    from medsynth_kohya.hub.push import check_repo_id
+
+    check_repo_id(repo_id)
+    if get_token():
+        return []
+    missing = ("--push needs a Hub token: run `hf auth login` or export HF_TOKEN, then run "
+               "this again")
+    if dry_run:
+        return [missing]
+    raise UserError(missing)
+
+
 class _State:
     """WORKDIR/reproduce.json: per stage, the digest of the inputs it last completed with."""
 
@@ -118,6 +151,11 @@ class _State:
     def done(self, stage: str, digest: str) -> bool:
         entry = self.data["stages"].get(stage, {})
         return bool(entry.get("digest") == digest and entry.get("status") == "done")
+
+    def claim(self) -> None:
+        """Mark WORKDIR as reproduce's before any stage writes in it."""
+        if self.write and not self.path.is_file():
+            files.write_json(self.path, self.data)
 
     def record(self, stage: str, digest: str, status: str, **extra: Any) -> None:
         if not self.write:
@@ -180,24 +218,31 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
 
     if n < 1:
         raise UserError("--n must be at least 1")
+    _claim(workdir)
     state = _State(workdir, write=not dry_run)
     prepared, run, synthetic = workdir / "prepared", workdir / "run", workdir / "synthetic"
     preset = presets.load(preset_name)
     gpus = detect()
     options = {**preset.options, **train.parse_overrides(overrides)}
     steps = options.get("max_train_steps")
-    location = checkout.find(sd_scripts)
-    sd_dir = location.path
+    sd_dir = checkout.find(sd_scripts).path
     stages: list[Stage] = []
-    report = doctor.diagnose(sd_scripts=location, python=python, workdir=workdir, gpus=gpus,
-                             needs=train.needs(options),
-                             hub=push_repo is not None)
-    problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
+    original = replace(ORIGINAL, columns=columns)
+    located = prepare.locate_source(source, metadata, images, original)
+    # every check a later stage would refuse on runs now, before the first stage writes
+    problems, warnings = train.check(preset_name, overrides, run,
+                                     class_name=original.class_name,
+                                     target_steps=original.target_steps,
+                                     images=prepare.selected_images(located, original),
+                                     repeats=original.repeats or 1, sd_scripts=sd_scripts,
+                                     python=python, detect=lambda: gpus)
     if problems and not dry_run:
         raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
+    if push_repo is not None:
+        warnings += _hub_ready(push_repo, dry_run)
+    state.claim()
 
-    original = replace(ORIGINAL, columns=columns)
-    source_digest = _source_digest(source, metadata, images, original)
+    source_digest = _source_digest(located, original)
     prepare_action = "skip (inputs unchanged)" if state.done("prepare", source_digest) else "run"
     stages.append(Stage("prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
                         (str(prepared / "img"), str(prepared / "manifest.csv"),
@@ -269,4 +314,4 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
                            estimate(steps if isinstance(steps, int) else None, gpus), dry_run,
                            status="planned" if dry_run else "succeeded", lora=lora, url=url,
-                           warnings=tuple(problems))
+                           warnings=(*problems, *warnings))

@@ -179,13 +179,18 @@ def needs(options: Mapping[str, Any]) -> list[str]:
     return needs
 
 
+def _existing(folder: Path) -> Path:
+    """`folder`, or its nearest parent that exists (where a folder not made yet will be)."""
+    return next(path for path in (folder, *folder.parents) if path.exists())
+
+
 def _machine_problems(location: checkout.Location, python: str, options: Mapping[str, Any],
                       preset: presets.Preset, gpus: Sequence[Gpu], run_dir: Path,
                       ) -> tuple[list[str], list[str], dict[str, str]]:
     """The doctor's checks for this run: failures (refuse a launch), warnings, versions."""
     sd_dir = location.path
-    report = doctor.diagnose(sd_scripts=location, python=python, workdir=run_dir, gpus=gpus,
-                             device=preset.device, needs=needs(options), hub=False)
+    report = doctor.diagnose(sd_scripts=location, python=python, workdir=_existing(run_dir),
+                             gpus=gpus, device=preset.device, needs=needs(options), hub=False)
     problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
     unneeded = set(doctor.OPTIONAL_MODULES) - set(needs(options))
     warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks
@@ -196,6 +201,77 @@ def _machine_problems(location: checkout.Location, python: str, options: Mapping
         problems.append(f"vae = {vae!r} is not a file (relative paths start at {sd_dir}): "
                         "--set vae=PATH, or --set vae= to use the base model's VAE")
     return problems, warnings, report.versions
+
+
+@dataclass(frozen=True)
+class _Config:
+    """A run's sd-scripts options, resolved and checked, and the GPUs it runs on."""
+
+    document: dict[str, dict[str, Any]]
+    options: dict[str, Any]
+    steps_source: str
+    gpus: list[Gpu]
+    processes: int
+
+
+def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path, run_dir: Path,
+               class_name: str, target_steps: Any, gpus: int | None,
+               detect: Callable[[], list[Gpu]]) -> _Config:
+    """Preset, overrides and the run's own keys merged; what sd-scripts or the GPUs present
+    would reject is refused here, even under --dry-run."""
+    changes = {key: checkout.local_path(value, sd_dir)
+               if key in PATH_OPTIONS and isinstance(value, str) else value
+               for key, value in changes.items()}
+    owned = {"output_dir": str((run_dir / "output").resolve()),
+             "output_name": class_name,
+             "logging_dir": str((run_dir / "logs").resolve()),
+             "sample_prompts": str((run_dir / "sample_prompts.toml").resolve())}
+    changes, chosen = _choose_steps(preset, changes, target_steps)
+    document = _merge(preset, changes, owned)
+    options = presets.flatten(document)
+    errors = sdopts.check(SCRIPT, options) + checks.config_errors(options)
+    found_gpus = [] if preset.device == "cpu" else detect()
+    processes = gpus or preset.num_processes or max(1, len(found_gpus))
+    if preset.device == "cpu":
+        errors += checks.cpu_errors(options)
+    elif found_gpus:
+        errors += checks.gpu_errors(options, found_gpus, processes, preset.min_gpu_memory_gib)
+    if errors:
+        raise UserError("\n".join(errors))
+    return _Config(document, options, _steps_source(options, changes, chosen), found_gpus,
+                   processes)
+
+
+def _preflight(location: checkout.Location, python: str, preset: presets.Preset,
+               config: _Config, run_dir: Path, *, images: int, repeats: int, resume: bool,
+               ) -> tuple[list[str], list[str], dict[str, str], planning.RunPlan]:
+    """The machine's and the disk's refusals, the warnings, the versions and the run's plan,
+    found without writing anything."""
+    problems, warnings, versions = _machine_problems(location, python, config.options, preset,
+                                                     config.gpus, run_dir)
+    output = run_dir / "output"
+    saved = (sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
+             if resume and output.is_dir() else 0)
+    run = planning.plan(config.options, images=images, repeats=repeats,
+                        processes=config.processes, steps_source=config.steps_source,
+                        free_bytes=shutil.disk_usage(_existing(run_dir)).free + saved)
+    return problems + _disk_problem(run, run_dir), warnings, versions, run
+
+
+def check(preset_name: str, overrides: Sequence[str], run_dir: Path, *, class_name: str,
+          target_steps: int | None, images: int, repeats: int, sd_scripts: Path | None = None,
+          python: str | None = None, detect: Callable[[], list[Gpu]] = detect_gpus,
+          ) -> tuple[list[str], list[str]]:
+    """Every check `train` runs before it writes, for a prepared folder that is not made yet
+    (`images` x `repeats` of `class_name`): config errors raise, the machine's and the disk's
+    refusals and the warnings are returned. Writes nothing; reproduce runs it before preparing."""
+    preset = presets.load(preset_name)
+    location = checkout.find(sd_scripts)
+    config = _configure(preset, parse_overrides(overrides), location.path, run_dir, class_name,
+                        target_steps, None, detect)
+    problems, warnings, _, _ = _preflight(location, checkout.python(python), preset, config,
+                                          run_dir, images=images, repeats=repeats, resume=False)
+    return problems, warnings
 
 
 def _died(record: Mapping[str, Any]) -> str | None:
@@ -336,26 +412,11 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         "a selection with images first")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
-    for key in PATH_OPTIONS:
-        if isinstance(changes.get(key), str):
-            changes[key] = checkout.local_path(changes[key], sd_dir)
-
-    owned = {"output_dir": str((run_dir / "output").resolve()),
-             "output_name": str(state["options"]["class_name"]),
-             "logging_dir": str((run_dir / "logs").resolve()),
-             "sample_prompts": str((run_dir / "sample_prompts.toml").resolve())}
-    changes, chosen = _choose_steps(preset, changes, state["options"].get("target_steps"))
-    document = _merge(preset, changes, owned)
-    options = presets.flatten(document)
-    errors = sdopts.check(SCRIPT, options) + checks.config_errors(options)
-    found_gpus = [] if preset.device == "cpu" else detect()
-    processes = gpus or preset.num_processes or max(1, len(found_gpus))
-    if preset.device == "cpu":
-        errors += checks.cpu_errors(options)
-    elif found_gpus:
-        errors += checks.gpu_errors(options, found_gpus, processes, preset.min_gpu_memory_gib)
-    if errors:
-        raise UserError("\n".join(errors))
+    name = str(state["options"]["class_name"])
+    config = _configure(preset, changes, sd_dir, run_dir, name,
+                        state["options"].get("target_steps"), gpus, detect)
+    document, options = config.document, config.options
+    found_gpus, processes = config.gpus, config.processes
 
     size = checks.resolution(options.get("resolution", "1024,1024")) or (1024, 1024)
     dataset = render.dataset_config(
@@ -365,9 +426,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     prompts_path = run_dir / "sample_prompts.toml"
 
     runner = checkout.python(python)
-    problems, warnings, versions = _machine_problems(location, runner, options, preset,
-                                                     found_gpus, run_dir)
-    state_dir = launch.latest_state(run_dir / "output", owned["output_name"]) if resume else None
+    problems, warnings, versions, run = _preflight(location, runner, preset, config, run_dir,
+                                                   images=len(train_rows), repeats=repeats,
+                                                   resume=resume)
+    state_dir = launch.latest_state(run_dir / "output", name) if resume else None
     if died:
         warnings.insert(0, f"the run in {run_dir} was left running by {died}, which no longer "
                         "runs; " + (f"resuming from {state_dir.name}" if state_dir else
@@ -380,11 +442,6 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         num_processes=processes, mixed_precision=str(options.get("mixed_precision", "no")),
         gpu_ids=list(range(processes)) if processes > 1 else None, resume=state_dir)
     output = run_dir / "output"
-    saved = sum(p.stat().st_size for p in output.rglob("*") if p.is_file()) if resume else 0
-    run = planning.plan(options, images=len(train_rows), repeats=repeats, processes=processes,
-                    steps_source=_steps_source(options, changes, chosen),
-                    free_bytes=shutil.disk_usage(run_dir).free + saved)
-    problems += _disk_problem(run, run_dir)
     steps = run.steps
     record: dict[str, Any] = {
         "tool": "medsynth-kohya", "version": __version__, "preset": preset.name,
@@ -428,8 +485,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if on_launch is not None:
         on_launch(replace(result, status="launching", warnings=tuple(warnings)))
     outcome = launch.run(command, log, on_progress=on_progress)
-    loras = launch.lora_files(run_dir / "output", owned["output_name"])
-    final = run_dir / "output" / f"{owned['output_name']}.safetensors"
+    loras = launch.lora_files(run_dir / "output", name)
+    final = run_dir / "output" / f"{name}.safetensors"
     status, message = verdict(outcome, final)
     record.update(status=status, end=_now(), exit_status=outcome.returncode,
                   interrupted=outcome.interrupted, message=message,

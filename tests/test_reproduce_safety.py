@@ -1,0 +1,107 @@
+"""`reproduce` never writes into a folder it did not make, and a refused reproduce leaves the
+disk as it was: every check a later stage would refuse on runs before the first stage writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.synth import SyntheticSet
+
+from .conftest import invoke
+from .disk import checksums, entries
+from .fake_gen import PYTHON, FakeGen, make_original_gen
+
+QUICK = ("--set", "max_train_steps=12", "--set", "save_every_n_steps=3")
+"""The original config, shortened so the stand-in trains in a moment."""
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
+    return make_original_gen(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def no_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Hub token from the environment or a stored login."""
+    import huggingface_hub.constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH",
+                        str(tmp_path / "hf-home" / "token"))
+
+
+def _reproduce(runner: CliRunner, source: Path, workdir: Path, fake: FakeGen,
+               *extra: object) -> tuple[int, str, str]:
+    return invoke(runner, "reproduce", source, "--workdir", workdir, "--n", "2", *QUICK,
+                  "--sd-scripts", fake.sd_scripts, "--python", PYTHON, *extra)
+
+
+def _mine(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def test_a_workdir_reproduce_did_not_make_is_refused_untouched(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    workdir = tmp_path / "experiments"
+    _mine(workdir / "notes.txt", "my notes")
+    _mine(workdir / "run" / "config.toml", "# my own config\n")
+    _mine(workdir / "prepared" / "img" / "10_melanoma" / "mine.txt", "my caption")
+    before, listing = checksums(workdir), entries(workdir)
+    for extra in ((), ("--dry-run",)):
+        code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, *extra)
+        assert code == 1, stdout + stderr
+        assert "not made by medsynth-kohya reproduce" in stderr
+        assert len(stderr.strip().splitlines()) == 1
+        assert checksums(workdir) == before and entries(workdir) == listing
+
+
+def test_a_refused_reproduce_leaves_every_file_as_it_was(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        no_token: None) -> None:
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    _mine(workdir / "my-notes.txt", "mine")
+    _mine(workdir / "prepared" / "notes" / "mine.txt", "mine too")
+    _mine(workdir / "run" / "my-notes.txt", "and this")
+    manifest = (workdir / "prepared" / "manifest.csv").read_bytes()
+    next(isic2020.images.glob("*.jpg")).unlink()  # prepare would run again
+    before, listing = checksums(workdir), entries(workdir)
+    refusals: list[tuple[tuple[str, ...], str]] = [
+        (("--set", "no_such_option=1"), "no_such_option"),
+        (("--set", "output_dir=elsewhere"), "decided by the run"),
+        (("--python", "/nonexistent/python3"), "cannot run the original training"),
+        (("--set", "cache_latents=true", "--set", "color_aug=true"), "cannot be used with"),
+        (("--push", "not a repo id"), "namespace/name"),
+        (("--push", "someone/melanoma-lora"), "Hub token"),
+        (("--n", "0"), "--n must be at least 1"),
+    ]
+    for extra, said in refusals:
+        code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, *extra)
+        assert code == 1 and said in stderr, (extra, stdout + stderr)
+        assert "Traceback" not in stderr
+        assert checksums(workdir) == before, extra
+        assert entries(workdir) == listing, extra
+
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    after = checksums(workdir)
+    assert (workdir / "prepared" / "manifest.csv").read_bytes() != manifest
+    for mine in ("my-notes.txt", "prepared/notes/mine.txt", "run/my-notes.txt"):
+        assert after[mine] == before[mine]
+
+
+def test_a_workdir_of_marked_stage_folders_is_taken_as_reproduces_own(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--n", "1")
+    assert code == 0, stdout + stderr
+    (workdir / "reproduce.json").unlink()  # as a run killed before it was first written
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    assert (workdir / "reproduce.json").is_file()
