@@ -20,6 +20,8 @@ from medsynth_kohya.hub import privacy
 from medsynth_kohya.resources import data_dir
 
 from .conftest import invoke
+from .disk import checksums
+from .fake_gen import write_lora
 from .fake_hub import TOKEN, FakeHub
 from .fakes import make_fake_sd
 
@@ -28,7 +30,9 @@ USER = "zoe-kowalski"
 REPO = "alice/melanoma-lora"
 TOKEN_SET_SECRET = "hf_SetTokenNotHF_TOKEN_4242"
 PRESET_SECRET = "preset-Secret-77-xyz"
-AUTH_SECRET = "AuthorPrivate-555"
+AUTH_SECRET = "AuthHeaderPrivate-555"
+AUTHOR = "Dr. Ada Example"
+"""metadata_author: a name, published (`author` is not `auth`)."""
 ENV_SECRET = "env-Secret-31337-abc"
 SECRETS = (TOKEN_SET_SECRET, PRESET_SECRET, AUTH_SECRET, ENV_SECRET, TOKEN)
 
@@ -69,14 +73,16 @@ def trained(home: Path, isic2020: SyntheticSet, fake_hub: FakeHub, runner: CliRu
     preset.parent.mkdir()
     smoke = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
     smoke["logging"] = {"log_with": "wandb", "wandb_api_key": PRESET_SECRET,
-                        "metadata_author": AUTH_SECRET}
+                        "metadata_author": AUTHOR}
     preset.write_text(toml.dumps(smoke), encoding="utf-8")
     monkeypatch.setenv("WANDB_API_KEY", ENV_SECRET)
+    monkeypatch.setenv("MY_AUTH_HEADER", AUTH_SECRET)
     code, stdout, stderr = invoke(
         runner, "train", "data/prepared", "--preset", str(preset), "--run-dir", "runs/r1",
         "--sd-scripts", fake.sd_scripts, "--python", sys.executable,
         "--set", f'huggingface_token="{TOKEN_SET_SECRET}"',
         "--set", f"log_tracker_name={ENV_SECRET}",
+        "--set", f"wandb_run_name={AUTH_SECRET}",
         "--set", f"pretrained_model_name_or_path={models / 'sd_xl_base_1.0.safetensors'}",
         "--set", "tokenizer_cache_dir=~/models/tokenizers",
         "--set", f'log_prefix="{home}/x-"')
@@ -115,8 +121,9 @@ def test_nothing_private_reaches_the_hub(runner: CliRunner, trained: Path, home:
     assert options["sample_prompts"] == "sample_prompts.toml"
     assert options["pretrained_model_name_or_path"] == "<local>/sd_xl_base_1.0.safetensors"
     assert options["tokenizer_cache_dir"] == "<local>/tokenizers"
-    for key in ("huggingface_token", "metadata_author", "wandb_api_key"):
+    for key in ("huggingface_token", "wandb_api_key", "wandb_run_name"):
         assert options[key] == privacy.REDACTED, key
+    assert options["metadata_author"] == AUTHOR
     assert options["network_dim"] == 4 and options["log_prefix"] == "<local>/x-"
     dataset = toml.loads(received["training/dataset.toml"].decode())
     assert dataset["datasets"][0]["subsets"][0]["image_dir"] == "<local>/2_melanoma"
@@ -182,11 +189,78 @@ def test_a_leak_the_rewriting_cannot_fix_refuses_the_push(
 
 def test_secret_names_in_any_case_and_position() -> None:
     for name in ("wandb_api_key", "HF_TOKEN", "s3Credentials", "db_password", "X_AUTH_HEADER",
-                 "mySecretValue", "apikey", "metadata_author", "TOKENS"):
+                 "my_auth_header", "Authorization", "proxy_authorisation", "oauth_client",
+                 "AUTH", "author_token", "mySecretValue", "apikey", "TOKENS"):
         assert privacy.is_secret_key(name), name
     for name in ("keep_tokens", "max_token_length", "tokenizer_cache_dir", "class_tokens",
-                 "learning_rate", "network_dim"):
+                 "learning_rate", "network_dim", "metadata_author", "AUTHOR", "authors",
+                 "authored_by", "Authorship", "certificate_authority"):
         assert not privacy.is_secret_key(name), name
+
+
+def test_the_author_is_published_unless_it_is_the_user(
+        runner: CliRunner, trained: Path, fake_hub: FakeHub,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    lora = trained / "output" / "melanoma.safetensors"
+    write_lora(lora, {"ss_output_name": "melanoma", "modelspec.author": AUTHOR})
+    code, stdout, stderr = invoke(runner, "push", "runs/r1", "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url)
+    assert code == 0, stdout + stderr
+    [published] = [data for path, data in fake_hub.repos[REPO].files.items()
+                   if path.endswith("melanoma.safetensors")]
+    assert AUTHOR.encode() in published
+
+    write_lora(lora, {"ss_output_name": "melanoma", "modelspec.author": USER})
+    before, sent = checksums(trained), len(fake_hub.requests)
+    code, stdout, stderr = invoke(runner, "push", "runs/r1", "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url)
+    assert code == 1, stdout
+    assert "melanoma.safetensors" in stderr and f"the user name {USER!r}" in stderr
+    assert len(fake_hub.requests) == sent and checksums(trained) == before
+
+
+def test_a_refused_push_leaves_the_run_folder_as_it_was(
+        runner: CliRunner, trained: Path, home: Path, fake_hub: FakeHub,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (trained / "my-notes.txt").write_text("mine", encoding="utf-8")
+    leak = trained / "output" / "sample" / "melanoma_000002_00_20240102030405_42.png"
+    leak.parent.mkdir(exist_ok=True)
+
+    def push(*extra: object, token: str = TOKEN) -> tuple[int, str]:
+        monkeypatch.setenv("HF_TOKEN", token)
+        code, stdout, stderr = invoke(runner, "push", "runs/r1", "--repo-id", REPO,
+                                      "--endpoint", fake_hub.url, *extra)
+        assert "Traceback" not in stderr
+        return code, stdout + stderr
+
+    leak.write_bytes(_png_with_text(f"lora: {home}/loras/x.safetensors"))
+    before = checksums(trained)
+    assert push()[0] == 1  # the last scan's finding
+    assert checksums(trained) == before
+    leak.unlink()
+    lora = trained / "output" / "melanoma.safetensors"
+    kept = lora.read_bytes()
+    before = checksums(trained)
+    refusals = [(("--repo-id", "not a repo"), TOKEN), (("--license", "Not A Licence"), TOKEN),
+                (("--endpoint", "ftp://example.org"), TOKEN), ((), "hf_WrongToken0000000000"),
+                (("--samples", trained / "nowhere"), TOKEN)]
+    for extra, token in refusals:
+        code, said = push(*extra, token=token)
+        assert code == 1, (extra, said)
+        assert checksums(trained) == before, extra
+    lora.unlink()
+    before = checksums(trained)
+    code, said = push()
+    assert code == 1 and "no LoRA file" in said
+    assert checksums(trained) == before and REPO not in fake_hub.repos
+
+    lora.write_bytes(kept)
+    before = checksums(trained)
+    code, said = push()
+    assert code == 0, said
+    after = checksums(trained)
+    assert {path for path in before if after.get(path) != before[path]} == {"run.json"}
 
 
 def test_paths_are_relative_to_the_run_or_local(tmp_path: Path) -> None:

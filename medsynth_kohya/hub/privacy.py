@@ -23,7 +23,11 @@ from typing import Any
 REDACTED = "<redacted>"
 LOCAL = "<local>"
 SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "auth", "credential")
-_SECRET_NAME = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
+_SECRET_NAME = re.compile("|".join(SECRET_WORDS).replace("auth", "auth(?!or(?!i[sz]))"),
+                          re.IGNORECASE)
+"""A secret word anywhere in a name; `auth` but not `author` (authors, authored, authority:
+a person's or an issuer's name, which the last scan checks against the user's own), while
+authorization and authorize stay secrets."""
 NOT_SECRET = frozenset({"class_tokens", "keep_tokens", "keep_tokens_separator",
                         "max_token_length", "token_warmup_min", "token_warmup_step",
                         "tokenizer_cache_dir"})
@@ -46,8 +50,8 @@ _BINARY = (".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".we
 
 def is_secret_key(name: object) -> bool:
     """Whether a key names a secret: token, key, secret, password, auth or credential, in any
-    case and any position (wandb_api_key, HF_TOKEN, s3Credentials), except sd-scripts' own
-    non-secret options such as keep_tokens."""
+    case and any position (wandb_api_key, HF_TOKEN, s3Credentials, my_auth_header), except
+    sd-scripts' own non-secret options such as keep_tokens, and author (metadata_author)."""
     return isinstance(name, str) and name not in NOT_SECRET and bool(_SECRET_NAME.search(name))
 
 
