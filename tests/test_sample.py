@@ -1,4 +1,5 @@
-"""`sample` through the CLI against a stand-in sdxl_gen_img.py: prompts, shards, resume, errors."""
+"""`sample` through the CLI against a stand-in sdxl_gen_img.py: prompts, shards, resume, errors,
+and files it did not write kept as they are (`--force` included)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
-from medsynth_kohya.sampling.plan import Plan
+from medsynth_kohya.sampling.plan import DEFAULT_PREFIX, Plan
 from medsynth_kohya.sampling.sample import SampleOptions, sample
 from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
 from .conftest import invoke
+from .disk import checksums, entries
 from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen, write_lora, write_run
 
 SMALL = ("--width", 64, "--height", 64, "--steps", 2)
@@ -483,3 +485,66 @@ def test_prompt_length_follows_the_training_run(runner: CliRunner, prepared: Pat
     assert code == 0, stderr
     [call] = fake_gen.calls()
     assert call["args"]["max_embeddings_multiples"] == 3
+
+
+def _sample_into(runner: CliRunner, fake: FakeGen, run: Path, out: Path,
+                 *extra: object) -> tuple[int, str, str]:
+    return _sample(runner, fake, "--lora", run, "--out", out, *SMALL, *extra)
+
+
+def _mine(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_force_keeps_every_file_sample_did_not_write(runner: CliRunner, run: Path,
+                                                     fake_gen: FakeGen, tmp_path: Path) -> None:
+    out = tmp_path / "my-images"
+    first = f"{DEFAULT_PREFIX}0000000"
+    clashing = {"metadata.csv": b"isic_id,mine\nX,1\n", "grid.jpg": b"my grid",
+                f"images/{first}.png": b"my own photo", "logs/shard-0.log": b"my log"}
+    for name, data in clashing.items():
+        _mine(out / name, data)
+    _mine(out / "notes.txt", b"my notes")
+    _mine(out / "images" / "holiday.png", b"another photo")
+    before, listing = checksums(out), entries(out)
+    for extra in ((), ("--dry-run",), ("--force",), ("--force", "--dry-run")):
+        code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 2, *extra)
+        assert code == 1, (extra, stdout + stderr)
+        assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+        assert ("did not write" if "--force" in extra else "--force") in stderr
+        assert checksums(out) == before and entries(out) == listing, extra
+
+    for name in clashing:
+        (out / name).rename(tmp_path / name.replace("/", "-"))
+    before = checksums(out)
+    code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 2, "--force")
+    assert code == 0, stdout + stderr
+    assert sorted(_metadata(out)["isic_id"]) == [first, f"{DEFAULT_PREFIX}0000001"]
+    after = checksums(out)
+    assert all(after[name] == digest for name, digest in before.items())
+
+    _mine(out / "images" / f"{DEFAULT_PREFIX}0000002.png", b"dropped in by hand")
+    before, listing = checksums(out), entries(out)
+    code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 3)
+    assert code == 1 and "did not write" in stderr, stdout + stderr
+    assert checksums(out) == before and entries(out) == listing
+    (out / "images" / f"{DEFAULT_PREFIX}0000002.png").unlink()
+    code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 3)
+    assert code == 0, stdout + stderr
+    assert len(_metadata(out)) == 3 and (out / "notes.txt").read_bytes() == b"my notes"
+
+
+def test_a_refused_sample_leaves_its_own_set_as_it_was(runner: CliRunner, run: Path,
+                                                       fake_gen: FakeGen,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 2)
+    assert code == 0, stdout + stderr
+    _mine(out / "my-notes.txt", b"mine")
+    before, listing = checksums(out), entries(out)
+    for extra in (("--seed", 5), ("--n", 1), ("--set", "no_such_option=1"),
+                  ("--num-gpus", 2), ("--seed", 5, "--force")):
+        code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 2, *extra)
+        assert code == 1, (extra, stdout + stderr)
+        assert checksums(out) == before and entries(out) == listing, extra

@@ -57,7 +57,9 @@ from medsynth_kohya.sampling.synthset import (
     STATE_DIR,
     STATE_FILE,
     claim,
+    outputs,
     present_images,
+    record_outputs,
     write_metadata,
 )
 from medsynth_kohya.sdscripts import checkout, launch, sdopts
@@ -136,10 +138,11 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     identity = {**source.identity, "seed": options.seed, "id_prefix": options.id_prefix,
                 **asdict(settings), "base_model": base_model, "lora_sha256": digest,
                 "generator": {k: v for k, v in gen.items() if k != "network_weights"}}
-    same = claim(out, identity, n, options.id_prefix, force)
     plan = Plan(n=n, seed=options.seed, id_prefix=options.id_prefix, drawn=source.drawn,
                 settings=settings, lora=lora_file, lora_sha256=digest, base_model=base_model,
                 diagnosis=names.diagnosis)
+    written = outputs(plan, len(devices))
+    same = claim(out, identity, plan, written, force)
     problems, warnings = preflight(location, runner, out, gpus, gen)
     warnings = [*notes, *source.warnings, *warnings]
     if names.diagnosis is None:
@@ -152,6 +155,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         raise UserError("\n".join(problems))
 
     out.mkdir(parents=True, exist_ok=True)
+    record_outputs(out, [] if dry_run else written)
     state_path = out / STATE_DIR / STATE_FILE
     state: dict[str, Any] = {"tool": "medsynth-kohya", "command": "sample",
                              "version": __version__, "identity": identity, "n": n,

@@ -5,6 +5,7 @@
     OUT/grid.jpg                 contact sheet of the first images with their prompts
     OUT/logs/shard-<k>.log       sdxl_gen_img.py's output, appended on every run
     OUT/.medsynth/sample.json    the settings, checked on a re-run, and the last run's record
+    OUT/.medsynth/written.json   every file above that sample wrote (or is writing)
     OUT/.medsynth/shards/<k>/    the prompt file and output folder of shard k
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import locks
+from medsynth_kohya import files, locks
 from medsynth_kohya.data import archive
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError
@@ -26,6 +27,7 @@ from medsynth_kohya.sampling.plan import ID_DIGITS, Plan
 
 STATE_DIR = ".medsynth"
 STATE_FILE = "sample.json"
+WRITTEN_FILE = "written.json"
 IMAGES = "images"
 METADATA = "metadata.csv"
 GRID = "grid.jpg"
@@ -38,31 +40,77 @@ COLUMNS = (*archive.SCHEMA_COLUMNS[MetadataStyle.archive], *SETTINGS_COLUMNS)
 the rows concatenate to the Archive's own; `--metadata-style 2020` swaps in the challenge's."""
 
 
-def claim(out: Path, identity: Mapping[str, Any], n: int, prefix: str, force: bool) -> bool:
-    """Refuse an OUT that holds something else, or a set made with other settings.
+def outputs(plan: Plan, shards: int) -> list[str]:
+    """The files a run may write, overwrite or remove, relative to OUT: metadata.csv, the
+    grid, its shards' logs and every image of the set."""
+    return [METADATA, GRID, *(f"logs/shard-{k}.log" for k in range(shards)),
+            *(f"{IMAGES}/{plan.image_id(i)}.png" for i in range(plan.n))]
+
+
+def _written(out: Path) -> set[str] | None:
+    """The files earlier runs recorded writing; None for a set made before that record
+    existed (all of it is then sample's own)."""
+    try:
+        return set(json.loads((out / STATE_DIR / WRITTEN_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None if (out / STATE_DIR / STATE_FILE).is_file() else set()
+
+
+def record_outputs(out: Path, names: Sequence[str]) -> None:
+    """Add `names` to the files sample wrote in OUT, before writing them (so a killed run
+    leaves none of its own files unrecorded)."""
+    written = _written(out) or set()
+    files.write_json(out / STATE_DIR / WRITTEN_FILE, sorted(written | set(names)), indent=None)
+
+
+def _foreign(out: Path, names: Sequence[str]) -> list[Path]:
+    """Files of `names` in OUT that sample did not write, and any shard files of a folder
+    that is not a set (a run would clear them)."""
+    written = _written(out)
+    if written is None:
+        return []
+    found = [out / name for name in names if name not in written and (out / name).exists()]
+    shards = out / STATE_DIR / "shards"
+    if not (out / STATE_DIR / STATE_FILE).is_file() and shards.is_dir():
+        found += sorted(path for path in shards.rglob("*") if not path.is_dir())
+    return found
+
+
+def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[str],
+          force: bool) -> bool:
+    """Refuse an OUT that holds something else, or a set made with other settings, and
+    (--force included) one where this run would overwrite, remove or take into the set a file
+    that sample did not write (`names`: the run's outputs). Writes nothing.
 
     True when OUT holds a set made with these settings (its unfinished shards may be kept).
     """
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
     state = out / STATE_DIR / STATE_FILE
+    same = False
     if state.is_file():
         record = json.loads(state.read_text(encoding="utf-8"))
         before = record.get("identity", {})
-        existing = present_images(out / IMAGES, str(before.get("id_prefix", prefix)))
+        existing = present_images(out / IMAGES, str(before.get("id_prefix", plan.id_prefix)))
         changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
         if changed and existing:
             raise UserError(f"{out} holds {len(existing)} images made with other settings "
                             f"({', '.join(changed)} differ); use another --out, or delete it")
-        beyond = [i for i in existing if i >= n]
+        beyond = [i for i in existing if i >= plan.n]
         if beyond and not changed:
-            raise UserError(f"{out} already holds {max(beyond) + 1} images; --n {n} would "
-                            f"leave some out of metadata.csv (use --n {max(beyond) + 1} or more)")
-        return not changed
-    if out.is_dir() and locks.foreign_entries(out) and not force:
+            raise UserError(f"{out} already holds {max(beyond) + 1} images; --n {plan.n} "
+                            f"would leave some out of metadata.csv (use --n {max(beyond) + 1} "
+                            "or more)")
+        same = not changed
+    elif out.is_dir() and locks.foreign_entries(out) and not force:
         raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya sample; "
                         "choose an empty folder or pass --force to write into it")
-    return False
+    foreign = _foreign(out, names)
+    if foreign:
+        raise UserError(f"{len(foreign)} files in {out} that sample did not write would be "
+                        f"overwritten, removed or taken into the set (first: {foreign[0]}); "
+                        f"move them out of {out} and run this again (--force keeps them too)")
+    return same
 
 
 def present_images(folder: Path, prefix: str) -> list[int]:
