@@ -88,6 +88,14 @@ def test_a_refused_reproduce_leaves_every_file_as_it_was(
         assert checksums(workdir) == before, extra
         assert entries(workdir) == listing, extra
 
+    generator = fake.sd_scripts / "sdxl_gen_img.py"
+    script = generator.read_bytes()
+    generator.unlink()
+    code, _, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 1 and "no sdxl_gen_img.py" in stderr
+    assert checksums(workdir) == before and entries(workdir) == listing
+    generator.write_bytes(script)
+
     code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
     assert code == 0, stdout + stderr
     after = checksums(workdir)

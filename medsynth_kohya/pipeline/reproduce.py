@@ -225,7 +225,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     gpus = detect()
     options = {**preset.options, **train.parse_overrides(overrides)}
     steps = options.get("max_train_steps")
-    sd_dir = checkout.find(sd_scripts).path
+    location = checkout.find(sd_scripts)
+    sd_dir = location.path
     stages: list[Stage] = []
     original = replace(ORIGINAL, columns=columns)
     located = prepare.locate_source(source, metadata, images, original)
@@ -236,6 +237,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                      images=prepare.selected_images(located, original),
                                      repeats=original.repeats or 1, sd_scripts=sd_scripts,
                                      python=python, detect=lambda: gpus)
+    if checkout.present(sd_dir) and not checkout.present(sd_dir, launch.GEN_SCRIPT):
+        problems.append(f"sample: {sd_dir} has no {launch.GEN_SCRIPT} to generate the "
+                        f"synthetic set with: {checkout.missing_fix(location)}")
     if problems and not dry_run:
         raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
     if push_repo is not None:
