@@ -113,3 +113,19 @@ def test_a_workdir_of_marked_stage_folders_is_taken_as_reproduces_own(
     code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
     assert code == 0, stdout + stderr
     assert (workdir / "reproduce.json").is_file()
+
+
+def test_a_new_lora_sets_the_earlier_synthetic_set_aside(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    _mine(workdir / "synthetic" / "my-notes.txt", "mine")
+    before = checksums(workdir / "synthetic")
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake,
+                                      "--set", "max_train_steps=9")
+    assert code == 0, stdout + stderr
+    [aside] = workdir.glob("synthetic.replaced-*")
+    assert checksums(aside) == before
+    assert "synthetic set of the earlier LoRA is kept" in stderr
+    assert len(list((workdir / "synthetic" / "images").glob("*.png"))) == 2

@@ -287,7 +287,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     if final.is_file():
         lora = final
 
-    sample_digest = _digest(files.sha256(lora) if lora else train_digest, n)
+    lora_digest = files.sha256(lora) if lora else None
+    sample_digest = _digest(lora_digest or train_digest, n)
     sample_action = "skip (inputs unchanged)" if state.done("sample", sample_digest) else "run"
     stages.append(Stage("sample", sample_action, f"{final}, {n} images, seed 0",
                         (str(synthetic / "images"), str(synthetic / "metadata.csv"),
@@ -295,13 +296,19 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                         (f"medsynth-kohya sample --lora {run} --n {n} --out {synthetic}",),
                         detail="1024x1024, scale 12, 28 steps, euler_a"))
     if not dry_run and sample_action == "run":
+        earlier = state.data["stages"].get("sample", {}).get("lora")
+        if earlier not in (None, lora_digest) and synthetic.is_dir():
+            aside = workdir / f"synthetic.replaced-{datetime.now():%Y%m%d-%H%M%S}"
+            synthetic.rename(aside)
+            warnings.append(f"the synthetic set of the earlier LoRA is kept in {aside}")
+        state.record("sample", sample_digest, "running", lora=lora_digest)
         made = sample.sample(run, synthetic, sample.SampleOptions(n=n),
                              sd_scripts=sd_scripts, python=python, detect=lambda: gpus,
                              break_lock=break_lock)
         if made.status != "succeeded":
             raise UserError(f"sampling {made.status}: {made.message}; run the same reproduce "
                             "command again to continue")
-        state.record("sample", sample_digest, "done")
+        state.record("sample", sample_digest, "done", lora=lora_digest)
 
     url = None
     if push_repo is None:
