@@ -105,8 +105,8 @@ def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
 
 def _claim(workdir: Path) -> None:
     """Refuse a WORKDIR that reproduce did not make: one holding anything but reproduce.json,
-    lock files and stage folders bearing their stage's mark (those of a first run killed
-    before it wrote reproduce.json). Runs before anything is written."""
+    lock files and stage folders that bear their stage's mark or hold only lock files (those
+    of a first run killed before it wrote reproduce.json). Runs before anything is written."""
     from medsynth_kohya.data.prepare import STATE_DIR
 
     if workdir.exists() and not workdir.is_dir():
@@ -114,8 +114,13 @@ def _claim(workdir: Path) -> None:
     if not workdir.is_dir() or (workdir / STATE_FILE).is_file():
         return
     marks = {"prepared": STATE_DIR, "run": "run.json", "synthetic": STATE_DIR}
+
+    def stage_folder(path: Path) -> bool:
+        return path.name in marks and path.is_dir() and (
+            (path / marks[path.name]).exists() or not locks.foreign_entries(path))
+
     foreign = sorted(path.name for path in locks.foreign_entries(workdir)
-                     if not (path.name in marks and (path / marks[path.name]).exists()))
+                     if not stage_folder(path))
     if foreign:
         raise UserError(f"--workdir {workdir} is not empty and was not made by medsynth-kohya "
                         f"reproduce (no {STATE_FILE}; it holds {foreign[0]}); choose an empty "
