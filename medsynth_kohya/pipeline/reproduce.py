@@ -132,7 +132,7 @@ def _hub_ready(repo_id: str, dry_run: bool) -> list[str]:
     or (except in a dry run, which warns) no Hub token."""
     from huggingface_hub import get_token
 
-    from medsynth_kohya.hub.push import check_repo_id
+    from medsynth_kohya.hub.contents import check_repo_id
 
     check_repo_id(repo_id)
     if get_token():

@@ -141,7 +141,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     plan = Plan(n=n, seed=options.seed, id_prefix=options.id_prefix, drawn=source.drawn,
                 settings=settings, lora=lora_file, lora_sha256=digest, base_model=base_model,
                 diagnosis=names.diagnosis)
-    written = outputs(plan, len(devices))
+    written = [*outputs(plan, len(devices)), *([copycheck.NAME] if check_copies else [])]
     same = claim(out, identity, plan, written, force)
     problems, warnings = preflight(location, runner, out, gpus, gen)
     warnings = [*notes, *source.warnings, *warnings]
