@@ -126,6 +126,8 @@ def test_the_text_of_an_image_or_weights_file_is_scanned(tmp_path: Path) -> None
     assert policy.findings(_png((b"zTXt", b"parameters\0\0not zlib " + name)), "s.png")
     assert policy.findings(_png((b"tEXt", USER.encode() + b"\0x")), "s.png") is not None
     assert policy.findings(_png((b"zTXt", b"no separator " + name)), "s.png") is not None
+    two = _png((b"tEXt", b"Author\0" + USER.encode()), (b"tEXt", b"Software\0x"))
+    assert policy.findings(two, "s.png") == f"the user name {USER!r}"
     assert policy.findings(_png((b"IDAT", name)), "s.png") is None
     after_end = _png() + struct.pack(">I", len(name)) + b"tEXt" + name + b"\0\0\0\0"
     assert policy.findings(after_end, "s.png") is None
