@@ -110,8 +110,7 @@ class Policy:
         for base in self._bases():
             for form in (candidate, candidate.resolve()):
                 if form.is_relative_to(base):
-                    relative = form.relative_to(base).as_posix()
-                    return relative if relative != "." else "."
+                    return form.relative_to(base).as_posix()
         name = (PureWindowsPath(value).name if _WINDOWS.fullmatch(value)
                 else candidate.resolve().name if not candidate.is_absolute() else candidate.name)
         return f"{LOCAL}/{name}" if name else LOCAL
