@@ -96,6 +96,7 @@ def test_paths_as_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert policy.text(f"log in {run}/logs, done") == "log in logs, done"
     assert policy.text(f"{run}") == "."
     assert policy.text(r"D:\data\isic") == "<local>/isic"
+    assert policy.text(r"saved to D:\data\isic.jpg now") == "saved to <local>/isic.jpg now"
     assert policy.path("relative/name.txt") == "<local>/name.txt"
     assert policy.is_local("~") and policy.is_local("~\\x") and not policy.is_local("~x")
 
