@@ -72,7 +72,8 @@ def test_secret_values_are_redacted_wherever_they_sit(tmp_path: Path) -> None:
         "servers": [{"name": "s3", "password": privacy.REDACTED}]}
     assert policy.override("wandb_api_key=c2VjcmV0LXZhbHVl==") == (
         f"wandb_api_key={privacy.REDACTED}")
-    assert {"pw-in-a-table", "c2VjcmV0LXZhbHVl=="} <= set(policy.secrets)
+    policy.override("api_key=XsecretX")
+    assert {"pw-in-a-table", "c2VjcmV0LXZhbHVl==", "XsecretX"} <= set(policy.secrets)
     assert policy.override("keep_tokens=2") == "keep_tokens=2"
     assert policy.override(" api_key = 'quoted-secret' ") == f" api_key ={privacy.REDACTED}"
     assert "quoted-secret" in policy.secrets
