@@ -73,9 +73,13 @@ def save_lora(path, name, step):
         file.write(struct.pack("<Q", len(header)) + header.encode())
 
 def save_state(folder, step):
+    """In sd-scripts' and accelerate's order: train_state.json, weights, optimizer, RNG last."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "train_state.json"), "w") as file:
         json.dump({"current_epoch": 1, "current_step": step}, file)
+    for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
+        with open(os.path.join(folder, name), "wb") as file:
+            file.write(name.encode() * 64)
 
 def steps_per_epoch(dataset_config):
     """Batches in one epoch of the dataset config, as sd-scripts counts them."""

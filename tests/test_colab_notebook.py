@@ -251,7 +251,7 @@ def _disconnected(colab: Callable[[str], Session], fake_hub: FakeHub, output: Pa
     cells, train_cell = _notebook(fake_hub)
     monkeypatch.setenv("FAKE_SD_MODE", "slow")
     first = colab("first")
-    first.shell.disconnect_when = lambda: any(output.glob("*-state/train_state.json"))
+    first.shell.disconnect_when = lambda: any(output.glob("*-state/random_states_0.pkl"))
     first.run(cells, stop_after=train_cell)
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
     killed = first.shell.ran[-1]
@@ -289,6 +289,9 @@ def test_runs_top_to_bottom_and_survives_a_disconnect_in_training(
     record = json.loads((work / PRESET / "run" / "run.json").read_text(encoding="utf-8"))
     assert record["status"] == "succeeded" and record["config"]["max_train_steps"] == 24
     assert len(list((work / PRESET / "synthetic" / "images").glob("*.png"))) == 3
+    saved = [p.name for p in (work / PRESET / "run" / "output").iterdir()]
+    assert sorted(saved) == ["melanoma-000002.safetensors", "melanoma-state",  # one state left
+                             "melanoma.safetensors"]
     published = fake_hub.repos[f"{fake_hub.user}/medsynth-melanoma-lora"]
     assert "melanoma.safetensors" in published.files and "README.md" in published.files
     assert [c[0] for c in _medsynth(second)] == [

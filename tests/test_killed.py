@@ -19,7 +19,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 
 from .fake_gen import make_fake_gen, write_run
 from .fakes import make_fake_sd
-from .processes import finish, kill_when, snapshot, start
+from .processes import finish, kill_when, snapshot, start, wait_for
 from .test_sample import SMALL
 
 
@@ -76,7 +76,7 @@ def test_train_killed_before_launch_and_while_training(isic2020: SyntheticSet, t
         return int(fake.recorded()["pid"]) if fake.record.is_file() else None
 
     def states() -> bool:
-        return (run / "output").is_dir() and any((run / "output").glob("*-state"))
+        return any((run / "output").glob("*-state/random_states_0.pkl"))  # one complete
 
     monkeypatch.setenv("FAKE_SD_MODE", "slow")
     assert kill_when(start(*args, "--run-dir", run),  # in the pre-flight checks
@@ -85,7 +85,8 @@ def test_train_killed_before_launch_and_while_training(isic2020: SyntheticSet, t
 
     resumed = start(*args, "--run-dir", run, "--resume")  # no saved state: from step 0
     assert kill_when(resumed, states, trainer)  # the CLI and its training
-    assert locks.holder(run) is None
+    wait_for(lambda: locks.holder(run) is None, timeout=10,  # SIGKILL lands asynchronously
+             what="the killed training to let go of the lock")
 
     last = finish(start(*args, "--run-dir", run, "--resume"))
     assert last.code == 0, last.stderr

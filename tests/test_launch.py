@@ -242,7 +242,7 @@ def test_ctrl_c_stops_the_training_and_keeps_its_state(
     state = launch.latest_state(fake_sd.output, "melanoma")
     assert state is not None and state.name.startswith("melanoma-step")
     steps = [json.loads((p / "train_state.json").read_text())["current_step"]
-             for p in fake_sd.output.glob("*-state")]
+             for p in fake_sd.output.glob("*-state") if (p / "random_states_0.pkl").is_file()]
     assert json.loads((state / "train_state.json").read_text())["current_step"] == max(steps)
     assert not (fake_sd.output / "melanoma.safetensors").exists()
 
@@ -293,14 +293,47 @@ def test_lora_files_in_save_order_final_last(tmp_path: Path) -> None:
     assert launch.lora_files(tmp_path / "absent", "melanoma") == []
 
 
-def test_latest_state_by_recorded_step(tmp_path: Path) -> None:
+def _state(folder: Path, step: int, complete: bool = True) -> Path:
+    """A state folder as sd-scripts writes it: train_state.json first, the RNG state last."""
+    folder.mkdir()
+    (folder / "train_state.json").write_text(json.dumps({"current_step": step}))
+    (folder / "optimizer.bin").write_bytes(b"o" * 1000)
+    if complete:
+        (folder / launch.STATE_WRITTEN_LAST).write_bytes(b"r" * 100)
+    return folder
+
+
+def test_latest_state_is_the_most_advanced_complete_one(tmp_path: Path) -> None:
+    assert launch.latest_state(tmp_path, "melanoma") is None
+    _state(tmp_path / "melanoma-step00000040-state", 40, complete=False)  # cut short
     assert launch.latest_state(tmp_path, "melanoma") is None
     for name, step in [("melanoma-000001-state", 10), ("melanoma-step00000030-state", 30),
                        ("melanoma-000002-state", 20), ("other-state", 99)]:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "train_state.json").write_text(json.dumps({"current_step": step}))
-    (tmp_path / "melanoma-step00000040-state").mkdir()  # no train_state.json: incomplete
+        _state(tmp_path / name, step)
+    (tmp_path / "melanoma-step00000050-state").mkdir()  # nothing written yet
     assert launch.latest_state(tmp_path, "melanoma") == tmp_path / "melanoma-step00000030-state"
+
+
+def test_replaced_states_are_emptied_then_removed(tmp_path: Path) -> None:
+    """Emptied first: a hard link to a removed file, as a synced folder's trash keeps one,
+    is left with nothing in it."""
+    older = _state(tmp_path / "melanoma-000002-state", 20)
+    newest = _state(tmp_path / "melanoma-000004-state", 40)
+    cut_short = _state(tmp_path / "melanoma-000003-state", 30, complete=False)
+    writing = _state(tmp_path / "melanoma-000006-state", 60, complete=False)
+    half_removed = _state(tmp_path / "melanoma-000001-state", 10)
+    (half_removed / "train_state.json").write_bytes(b"")
+    other = _state(tmp_path / "other-000001-state", 10)
+    trash = tmp_path / "trash"
+    trash.mkdir()
+    os.link(older / "optimizer.bin", trash / "optimizer.bin")
+    assert sorted(launch.prune_states(tmp_path, "melanoma")) == [half_removed, older]
+    assert not older.exists() and not half_removed.exists()
+    assert newest.is_dir() and cut_short.is_dir() and writing.is_dir() and other.is_dir()
+    assert (trash / "optimizer.bin").stat().st_size == 0
+    assert launch.latest_state(tmp_path, "melanoma") == newest
+    assert launch.prune_states(tmp_path, "melanoma") == []
+    assert launch.prune_states(tmp_path / "absent", "melanoma") == []
 
 
 # GPUs

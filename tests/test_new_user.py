@@ -77,7 +77,10 @@ def test_training_sample_prompts_are_distinct(prepared: Path, tmp_path: Path) ->
 
 def _run(root: Path, name: str, prepared: Path, start: str, status: str = "interrupted") -> Path:
     run = root / name
-    (run / "output" / "melanoma-step00000002-state").mkdir(parents=True)
+    state = run / "output" / "melanoma-step00000002-state"
+    state.mkdir(parents=True)
+    (state / "train_state.json").write_text(json.dumps({"current_step": 2}), encoding="utf-8")
+    (state / "random_states_0.pkl").write_bytes(b"rng")
     (run / "run.json").write_text(json.dumps({
         "status": status, "start": start, "dataset": {"prepared": str(prepared.resolve())}}),
         encoding="utf-8")

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.training import train as training
 from medsynth_kohya.training.train import train
 
 from .conftest import invoke
@@ -56,6 +58,36 @@ def test_a_run_launches_sd_scripts_and_records_it(runner: CliRunner, prepared: P
     assert loras[-1] == "melanoma.safetensors"
     assert "steps" in (run / "train.log").read_text(encoding="utf-8")
     assert "melanoma.safetensors" in stdout
+
+
+def test_a_run_keeps_only_the_newest_resume_state_beside_every_lora(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """States a newer one replaced are removed while training runs; with sd-scripts' own
+    save_last_n_* they are sd-scripts' to remove."""
+    monkeypatch.setattr(training, "PRUNE_S", 0.0)
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")  # 0.1 s a step: 3 s, a save every 0.3 s
+    pruned: list[tuple[bool, list[Path]]] = []
+    prune = launch.prune_states
+
+    def recorded(output: Path, name: str) -> list[Path]:
+        removed = prune(output, name)
+        pruned.append(((output / "melanoma.safetensors").exists(), removed))
+        return removed
+
+    monkeypatch.setattr(launch, "prune_states", recorded)
+    run = tmp_path / "run"
+    result = train(prepared, "cpu-smoke", overrides=["max_train_steps=30", "save_every_n_steps=3"],
+                   run_dir=run, sd_scripts=fake_sd.sd_scripts, python=sys.executable)
+    assert result.status == "succeeded" and len(result.lora_files) == 11
+    left = {p.name: sorted(f.name for f in p.iterdir()) for p in (run / "output").glob("*-state")}
+    assert list(left) == ["melanoma-state"], (left, pruned)
+    assert any(removed for finished, removed in pruned if not finished)  # while it trained
+    kept = train(prepared, "cpu-smoke", overrides=["max_train_steps=30", "save_every_n_steps=3",
+                                                   "save_last_n_steps_state=100"],
+                 run_dir=tmp_path / "kept", sd_scripts=fake_sd.sd_scripts, python=sys.executable)
+    assert kept.status == "succeeded"
+    assert len(list((tmp_path / "kept" / "output").glob("*-state"))) == 11
 
 
 def test_exit_zero_without_a_lora_is_a_failure(runner: CliRunner, prepared: Path,

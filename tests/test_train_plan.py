@@ -66,13 +66,16 @@ def test_saves_and_rounds_follow_sd_scripts_rules() -> None:
     # sd-scripts writes the 4th before removing the oldest: at most 4 files at once
     assert (run.epochs, run.steps_per_epoch, run.saves, run.sample_rounds) == (20, 5, 10, 10)
     assert run.lora_bytes is not None and run.disk_bytes == 4 * run.lora_bytes
-    steps = plan.plan({"max_train_steps": 10, "save_every_n_steps": 5, "save_state": True,
-                       "sample_every_n_steps": 3, "train_batch_size": 2,
-                       "gradient_accumulation_steps": 2},
-                      images=7, repeats=3, processes=2, steps_source="", free_bytes=0)
+    by_steps = {"max_train_steps": 10, "save_every_n_steps": 5, "save_state": True,
+                "sample_every_n_steps": 3, "train_batch_size": 2, "gradient_accumulation_steps": 2}
+    steps = plan.plan(by_steps, images=7, repeats=3, processes=2, steps_source="", free_bytes=0)
     assert (steps.steps_per_epoch, steps.epochs, steps.saves, steps.sample_rounds) == (3, 4, 3, 3)
-    assert steps.state_bytes and steps.lora_bytes and steps.disk_bytes == 3 * (
-        steps.lora_bytes + steps.state_bytes)
+    # train removes each state a newer one replaced: the newest and the one being written
+    assert steps.state_bytes and steps.lora_bytes and steps.disk_bytes == (
+        3 * steps.lora_bytes + 2 * steps.state_bytes)
+    kept = plan.plan({**by_steps, "save_last_n_steps_state": 100}, images=7, repeats=3,
+                     processes=2, steps_source="", free_bytes=0)  # sd-scripts' rule: all kept
+    assert kept.disk_bytes == 3 * (steps.lora_bytes + steps.state_bytes)
     epochs = plan.plan({"max_train_steps": 10, "max_train_epochs": 4}, images=7, repeats=3,
                        processes=1, steps_source="", free_bytes=0)
     assert (epochs.steps, epochs.epochs) == (84, 4)
@@ -117,6 +120,31 @@ def test_saves_that_cannot_fit_are_refused_before_launch(
                              "--run-dir", tmp_path / "run")
     assert code == 1 and "disk: the saves need" in stderr and "50 GB is free" in stderr
     assert "save_every_n_epochs=N" in stderr and not (tmp_path / "run" / "output").exists()
+
+
+def test_the_original_runs_saves_fit_a_free_google_drive(
+        isic2020: SyntheticSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original run, 7200 steps over ISIC 2020's 584 melanomas, is 13 epochs: 6 saves every
+    2 epochs and the final one, as 148 steps over these 12 images are. Its 7 LoRAs (681 MB)
+    are kept; of its states (2 GB) only the newest and the one being written exist at once."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(15 * 10**9, 0, 15 * 10**9))
+    small = _prepared(isic2020, tmp_path / "small", PrepareOptions(repeats=1))
+    result = train(small, "medsynthx-2023", overrides=["max_train_steps=148"],
+                   run_dir=tmp_path / "run", dry_run=True, detect=lambda: [])
+    run = result.plan
+    assert run is not None and (run.epochs, run.saves) == (13, 7)
+    assert run.lora_bytes and run.state_bytes and run.disk_bytes == (
+        7 * run.lora_bytes + 2 * run.state_bytes)
+    assert run.fits and 8.8e9 < run.disk_bytes < 8.9e9
+    options = {k: v for table in toml.load(tmp_path / "run" / "config.toml").values()
+               for k, v in table.items()}
+    original = plan.plan({**options, "max_train_steps": 7200}, images=584, repeats=1,
+                         processes=1, steps_source="", free_bytes=15 * 10**9)
+    assert (original.epochs, original.saves, original.disk_bytes) == (13, 7, run.disk_bytes)
+    every_state = plan.plan({**options, "save_last_n_epochs_state": 100}, images=12, repeats=1,
+                            processes=1, steps_source="", free_bytes=15 * 10**9)
+    assert every_state.disk_bytes == 7 * (run.lora_bytes + run.state_bytes)  # 19 GB
+    assert not every_state.fits
 
 
 def test_the_launch_table_comes_before_training(runner: CliRunner, isic2020: SyntheticSet,

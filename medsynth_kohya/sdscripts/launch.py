@@ -14,6 +14,7 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -246,24 +247,66 @@ def lora_files(output_dir: Path, output_name: str) -> list[Path]:
     return [*saves, final] if final.is_file() else saves
 
 
+STATE_WRITTEN_LAST = "random_states_0.pkl"
+"""accelerate's save_state writes the main process's RNG state after the weights, optimizer
+and scheduler (sd-scripts writes train_state.json first, in its pre-hook): a state folder
+without it is still being written, or was cut short, and cannot be resumed from."""
+
+
 def _state_step(folder: Path) -> int:
-    """The global step a state folder records in its train_state.json; -1 when unreadable."""
+    """The global step a complete state folder records in its train_state.json; -1 when it is
+    incomplete or unreadable."""
     try:
+        if not (folder / STATE_WRITTEN_LAST).is_file():
+            return -1
         return int(json.loads((folder / "train_state.json").read_text())["current_step"])
     except (OSError, ValueError, KeyError, TypeError):
         return -1
 
 
-def latest_state(output_dir: Path, output_name: str) -> Path | None:
-    """The most advanced `--save_state` folder (`NAME-000002-state`, `NAME-step00000100-state`,
-    `NAME-state`) to give `--resume`; by recorded step, then time."""
+def _state_folders(output_dir: Path, output_name: str) -> list[Path]:
+    """sd-scripts' `--save_state` folders: `NAME-000002-state`, `NAME-step00000100-state`,
+    `NAME-state`."""
     if not output_dir.is_dir():
-        return None
+        return []
     state = re.compile(rf"^{re.escape(output_name)}-(?:\d{{6,}}-|step\d{{8,}}-)?state$")
-    folders = [path for path in output_dir.iterdir() if state.match(path.name) and path.is_dir()]
-    if not folders:
-        return None
-    return max(folders, key=lambda path: (_state_step(path), path.stat().st_mtime_ns, path.name))
+    return [path for path in output_dir.iterdir() if state.match(path.name) and path.is_dir()]
+
+
+def latest_state(output_dir: Path, output_name: str) -> Path | None:
+    """The most advanced complete state folder, to give `--resume`; by recorded step, then the
+    final one (written after a save at the same step), then time. None when none is complete."""
+    complete = [path for path in _state_folders(output_dir, output_name)
+                if _state_step(path) >= 0]
+    final = f"{output_name}-state"
+    return max(complete, key=lambda path: (_state_step(path), path.name == final,
+                                           path.stat().st_mtime_ns)) if complete else None
+
+
+def _emptied(folder: Path) -> bool:
+    """Whether a state folder was emptied by a removal that did not finish."""
+    marker = folder / "train_state.json"
+    return marker.is_file() and marker.stat().st_size == 0
+
+
+def prune_states(output_dir: Path, output_name: str) -> list[Path]:
+    """Remove the complete state folders the newest one has replaced (`--resume` needs only
+    it), emptying their files first: a synced folder such as Google Drive keeps what is deleted
+    in its trash, counted against the quota, and an emptied file costs nothing there. Folders
+    still being written (or cut short, to be written again) are left; returns those removed."""
+    newest = latest_state(output_dir, output_name)
+    if newest is None:
+        return []
+    replaced = [path for path in _state_folders(output_dir, output_name)
+                if path != newest and (_state_step(path) >= 0 or _emptied(path))]
+    for folder in replaced:
+        with contextlib.suppress(OSError):  # what is left is emptied: removed next time
+            marker = folder / "train_state.json"
+            for file in [marker, *sorted(folder.rglob("*"))]:  # unresumable from the start
+                if file.is_file() and not file.is_symlink():
+                    os.truncate(file, 0)
+            shutil.rmtree(folder)
+    return replaced
 
 
 ISIC_MELANOMA_SEARCH = 'diagnosis_2:"Malignant melanocytic proliferations (Melanoma)"'

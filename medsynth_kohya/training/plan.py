@@ -3,7 +3,8 @@
 Computed before launch, from the resolved options, the way sd-scripts v0.10.1 computes them
 (`train_network.py`: steps per epoch from the batches per process and gradient accumulation,
 `max_train_epochs` overriding `max_train_steps`, saves every N steps or epochs with
-`save_last_n_*` removing older ones, a state folder beside each save when `save_state`).
+`save_last_n_*` removing older ones, a state folder beside each save when `save_state`; train
+itself removing the states a newer one replaced unless `save_last_n_*` is set).
 The LoRA's size follows from `network_dim` and the shapes of SDXL's LoRA-able layers.
 """
 
@@ -85,6 +86,19 @@ def _optimizer_bytes(name: str) -> int:
 def _int(options: Mapping[str, Any], key: str) -> int | None:
     value = options.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+KEEP_OPTIONS = ("save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps",
+                "save_last_n_steps_state")
+"""sd-scripts' own retention: when any is set, the states are sd-scripts' to remove."""
+PRUNED_PEAK_STATES = 2
+"""States at once when train prunes: the newest complete one and the one being written."""
+
+
+def prunes_states(options: Mapping[str, Any]) -> bool:
+    """Whether train removes the resume states a newer one replaced (launch.prune_states):
+    with `save_state`, unless sd-scripts is asked to remove them (its removals would race)."""
+    return bool(options.get("save_state")) and not any(_int(options, k) for k in KEEP_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,8 @@ def plan(options: Mapping[str, Any], *, images: int, repeats: int, processes: in
         full = options.get("full_fp16") or options.get("full_bf16")
         state = weights * ((2 if full else 4)
                            + _optimizer_bytes(str(options.get("optimizer_type") or "AdamW")))
-        disk = saves.peak_loras * lora + saves.peak_states * state
+        states = (min(saves.peak_states, PRUNED_PEAK_STATES) if prunes_states(options)
+                  else saves.peak_states)
+        disk = saves.peak_loras * lora + states * state
     return RunPlan(steps, steps_source, epochs, per_epoch, saves.loras, rounds, lora,
                    state if saves.states else None, disk, free_bytes)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +39,8 @@ RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "data
 """Keys the run itself sets; an override of one is refused."""
 SAMPLE_PROMPTS = 4
 """Training-time sample prompts: the first distinct ones of `sample`'s default set."""
+PRUNE_S = 5.0
+"""How often, at most, a running training's replaced resume states are looked for."""
 RUNS_ROOT = Path("runs")
 """Where runs go without --run-dir, relative to the current folder."""
 
@@ -169,6 +172,22 @@ def _disk_problem(run: planning.RunPlan, run_dir: Path) -> list[str]:
             f"{planning.size(run.free_bytes)} is free in {run_dir}; save less often (--set "
             "save_every_n_steps=N or save_every_n_epochs=N), keep fewer (--set "
             "save_last_n_steps=N or save_last_n_epochs=N), or free space"]
+
+
+def _pruning(output: Path, name: str, on_progress: Callable[[launch.StepProgress], None] | None,
+             ) -> Callable[[launch.StepProgress], None]:
+    """`on_progress`, also removing the resume states a newer one replaced (at most every
+    PRUNE_S), so a run keeps one state beside its LoRA saves wherever they are written."""
+    due = 0.0
+
+    def progress(step: launch.StepProgress) -> None:
+        nonlocal due
+        if time.monotonic() >= due:
+            launch.prune_states(output, name)
+            due = time.monotonic() + PRUNE_S
+        if on_progress is not None:
+            on_progress(step)
+    return progress
 
 
 def needs(options: Mapping[str, Any]) -> list[str]:
@@ -484,7 +503,11 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     files.write_json(run_dir / "run.json", record)
     if on_launch is not None:
         on_launch(replace(result, status="launching", warnings=tuple(warnings)))
-    outcome = launch.run(command, log, on_progress=on_progress)
+    pruning = planning.prunes_states(options)
+    outcome = launch.run(command, log, on_progress=_pruning(
+        output, name, on_progress) if pruning else on_progress)
+    if pruning:
+        launch.prune_states(output, name)
     loras = launch.lora_files(run_dir / "output", name)
     final = run_dir / "output" / f"{name}.safetensors"
     status, message = verdict(outcome, final)
