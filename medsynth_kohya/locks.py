@@ -210,6 +210,17 @@ def holder(folder: Path, part: str | None = None, *, break_lock: bool = False,
         os.close(fd)
 
 
+def report(folder: Path) -> str | None:
+    """One line on who holds `folder`'s lock now and, for another machine, how long until it is
+    taken over; None when it is free. For plans (`--dry-run`) that lock nothing themselves."""
+    found = holder(folder)
+    if found is None:
+        return None
+    if found.here or found.command == "(unknown)":
+        return f"{folder} is in use by {found.describe()}"
+    return f"{folder} is locked by {found.describe()}, another machine, and {_silence(found)}"
+
+
 def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",), *,
                 break_lock: bool = False) -> None:
     """Refuse, with one line, to read a folder that a live command of `writers` (the ones

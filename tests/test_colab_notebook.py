@@ -337,6 +337,9 @@ def test_a_new_runtime_on_another_host_resumes_once_the_old_one_is_silent(
     second = colab("second")
     second.run(cells, stop_after=train_cell)
     assert all(r.code == 0 for r in second.shell.ran[:-1]), second.shell.ran
+    status = " ".join(next(r.output for r in second.shell.ran if "--dry-run" in r.command
+                           ).split())  # the first cell says so already
+    assert "is locked by `medsynth-kohya reproduce`" in status and "min ago" in status
     refused = second.shell.ran[-1]
     assert refused.code != 0 and "Traceback" not in refused.output
     said = " ".join(refused.output.split())

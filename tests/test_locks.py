@@ -114,10 +114,12 @@ def test_a_fresh_record_from_another_host_is_refused_until_break_lock(tmp_path: 
     locks.ensure_idle(tmp_path, "sample", break_lock=True)
     with pytest.raises(UserError, match="is locked " + said), locks.hold(tmp_path, "train"):
         pass
+    assert re.search(r"is locked .*colab-vm-1.* taken over after 10 min", locks.report(tmp_path)
+                     or "")
     assert locks.read_holder(tmp_path) == found  # refused, left as it was
     with locks.hold(tmp_path, "train", break_lock=True) as lock:
         assert lock.note is not None and "broke (--break-lock)" in lock.note
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and locks.report(tmp_path) is None
 
 
 def test_a_stale_record_from_another_host_is_taken_over_with_a_note(tmp_path: Path) -> None:

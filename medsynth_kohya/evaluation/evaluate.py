@@ -133,9 +133,9 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
     holding OUT's lock; a synthetic set or run still being written is refused."""
     options = options or EvaluateOptions()
     with locks.hold(out, "evaluate", break_lock=break_lock):
-        locks.ensure_idle(synthetic, "evaluate", writers=("sample",))
+        locks.ensure_idle(synthetic, "evaluate", writers=("sample",), break_lock=break_lock)
         if lora is not None:
-            locks.ensure_idle(lora, "evaluate")
+            locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
         return _evaluate(real, synthetic, out, options, lora, on_progress)
 
 

@@ -111,7 +111,7 @@ def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DE
                      allow_copies=allow_copies)
 
     if dry_run:
-        locks.ensure_idle(run_dir, "push")
+        locks.ensure_idle(run_dir, "push", break_lock=break_lock)
         return run()
     with locks.hold(run_dir, "push", break_lock=break_lock) as lock:
         result = run()

@@ -27,6 +27,8 @@ from medsynth_kohya.sdscripts import checkout, launch, presets
 
 PRESET = "medsynthx-2023"
 STATE_FILE = "reproduce.json"
+STAGE_FOLDERS = ("prepared", "run", "synthetic")
+"""The folders inside WORKDIR that the stages write (and lock)."""
 SECONDS_PER_STEP = {"T4": 3.0, "V100": 1.6, "L4": 1.5, "A10": 1.3, "RTX 3090": 1.0,
                     "RTX 4090": 0.6, "A100": 0.55, "H100": 0.35, "H200": 0.35}
 """Rough s/step of the original config (1024 px, batch 1, fp16, gradient checkpointing)."""
@@ -201,7 +203,10 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
                           on_progress, break_lock)
 
     if dry_run:
-        return run()
+        planned = run()
+        held = [line for folder in (workdir, *(workdir / name for name in STAGE_FOLDERS))
+                if (line := locks.report(folder)) is not None]
+        return replace(planned, warnings=(*planned.warnings, *held))
     locks.ensure_idle(workdir / "run", "reproduce", break_lock=break_lock)
     with locks.hold(workdir, "reproduce", break_lock=break_lock) as lock:
         result = run()
@@ -225,7 +230,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         raise UserError("--n must be at least 1")
     _claim(workdir)
     state = _State(workdir, write=not dry_run)
-    prepared, run, synthetic = workdir / "prepared", workdir / "run", workdir / "synthetic"
+    prepared, run, synthetic = (workdir / name for name in STAGE_FOLDERS)
     preset = presets.load(preset_name)
     gpus = detect()
     options = {**preset.options, **train.parse_overrides(overrides)}

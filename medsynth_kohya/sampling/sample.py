@@ -100,7 +100,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     finished set is checked for near-copies of the run's training images (copies.json)."""
     run_dir = lora if lora.is_dir() else lora.parent.parent
     if (run_dir / "run.json").is_file():
-        locks.ensure_idle(run_dir, "sample")
+        locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
     with locks.hold(out, "sample", break_lock=break_lock) as lock:
         result = _sample(lora, out, options or SampleOptions(), sd_scripts, python, dry_run,
                          force, detect, on_progress, check_copies)
