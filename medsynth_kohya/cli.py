@@ -107,7 +107,9 @@ def prepare(
     ] = None,
     query: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="pandas expression over the metadata columns selecting the rows, instead of "
-        "melanomas, e.g. `diagnosis == \"nevus\"`.")] = None,
+        "melanomas, e.g. `diagnosis == \"nevus\"`; it may name the image measurements "
+        "(hair_score, hairy, ita, skin_tone, vignette, ruler, bubbles, width, height), e.g. "
+        "`target == 1 and not ruler`; terms on measurements alone narrow the melanomas.")] = None,
     diagnosis: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Select by the ISIC Archive's diagnosis hierarchy, any level (e.g. \"Melanoma "
         "Invasive\", \"Nevus\", \"Malignant\"); with --query, rows must match both.")] = None,

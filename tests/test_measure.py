@@ -11,9 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from medsynth_kohya.data.measure import Measurement, ita_degrees, measure, tone_category
 from medsynth_kohya.data.synth import SceneTruth, encode_jpeg, scene
+
+from .conftest import invoke
 
 BUCKETS = ((640, 480), (1024, 768), (2400, 1600))
 SCENES = 20
@@ -193,3 +196,63 @@ def test_card_data_table_shows_the_skin_tones() -> None:
     older = manifest.conform(frame.drop(columns=["ita", "skin_tone", "vignette", "ruler",
                                                  "bubbles"]))
     assert "skin tone" not in spread_markdown(older)
+
+
+def _with_target(root: Path, tmp_path: Path, negative: str) -> Path:
+    """A copy of the scenes folder in which `negative` is no melanoma (target 0)."""
+    import shutil
+
+    import pandas as pd
+
+    copy = tmp_path / "isic"
+    shutil.copytree(root, copy)
+    frame = pd.read_csv(copy / "train.csv")
+    frame.loc[frame["image_name"] == negative, "target"] = 0
+    frame.to_csv(copy / "train.csv", index=False)
+    return copy
+
+
+def test_query_drops_images_by_their_measurements_through_the_cli(
+        scenes: tuple[Path, dict[str, SceneTruth]], tmp_path: Path, runner: CliRunner) -> None:
+    """`--query` names measured columns: metadata terms choose what is scanned, the measured
+    terms drop images after; a query on measurements alone narrows the melanomas."""
+    from medsynth_kohya.data import manifest
+
+    root, truths = scenes
+    every = manifest.read(_prepared(runner, root, tmp_path / "all")).set_index("id")
+    negative = sorted(truths)[0]
+    source = _with_target(root, tmp_path, negative)
+    median = float(every["ita"].median())
+    ruler = every["ruler"].astype(bool)
+    cases = {"not vignette": ~every["vignette"].astype(bool),
+             f"ita > {median} and not ruler": (every["ita"] > median) & ~ruler,
+             f"target == 0 or ita > {median}": (every["ita"] > median) | (every.index == negative)}
+    for index, (expression, expected) in enumerate(cases.items()):
+        out = tmp_path / f"q{index}"
+        code, stdout, stderr = invoke(runner, "prepare", source, "--out", out, "--workers", 1,
+                                      "--query", expression)
+        assert code == 0, stderr
+        kept = set(manifest.read(out / "manifest.csv")["id"])
+        wanted = set(expected[expected].index)
+        if not expression.startswith("target"):  # measurements alone narrow the melanomas
+            wanted.discard(negative)
+            assert f"left out by --query on measurements │ {len(truths) - 1 - len(kept)}" in stdout
+        assert kept == wanted, expression
+    assert {truth.vignette for truth in truths.values()} == {True, False}
+
+
+def test_query_that_keeps_no_measured_image_says_why(
+        scenes: tuple[Path, dict[str, SceneTruth]], tmp_path: Path, runner: CliRunner) -> None:
+    root, _ = scenes
+    code, _, stderr = invoke(runner, "prepare", root, "--out", tmp_path / "out", "--workers", 1,
+                             "--query", "ita > 1000")
+    assert code != 0 and "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1
+    assert "--query 'ita > 1000' left out all 6 measured images" in errors[0]
+
+
+def _prepared(runner: CliRunner, root: Path, out: Path) -> Path:
+    code, _, stderr = invoke(runner, "prepare", root, "--out", out, "--workers", 1)
+    assert code == 0, stderr
+    return out / "manifest.csv"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files, locks
-from medsynth_kohya.data import archive, captions, layout, manifest
+from medsynth_kohya.data import archive, captions, layout, manifest, query
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
@@ -97,6 +97,8 @@ class PrepareResult:
     hair_agreement: HairAgreement | None = None
     diagnosis: str | None = None
     """The deepest Archive diagnosis node all prepared images share (the class's diagnosis)."""
+    dropped: int = 0
+    """Images measured, then left out by the --query terms that name a measurement."""
 
 
 @dataclass(frozen=True)
@@ -315,19 +317,23 @@ def locate_source(source: Path | None, metadata: Path | None, images: Path | Non
     return located
 
 
-def _choose(located: Source, options: PrepareOptions,
-            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The metadata's rows, the rows rejected while reading them, and the selected rows."""
+def _choose(located: Source, options: PrepareOptions) -> tuple[
+        pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, query.Split]:
+    """The raw metadata, its rows, the rows rejected while reading them, the selected rows
+    (before the --query terms on measurements) and the query's split."""
     raw = read_metadata(located)
     rows, rejected = normalise(raw, located)
-    return rows, rejected, rows.loc[select(raw, rows, located, options.query,
-                                           options.diagnosis).index]
+    terms = query.Split(None, False, False) if options.query is None else query.split(
+        options.query, raw.columns)
+    chosen = rows.loc[select(raw, rows, located, terms.metadata, options.diagnosis,
+                             terms.everything).index]
+    return raw, rows, rejected, chosen, terms
 
 
 def selected_images(located: Source, options: PrepareOptions) -> int:
     """How many images prepare would scan: selected rows with a safe id and an image file (the
     scan may still skip unreadable ones). Reads only; reproduce plans its training on it."""
-    chosen = _choose(located, options)[2]
+    chosen = _choose(located, options)[3]
     found = index_images(located.image_dirs)
     return len({i for i in chosen["id"] if not _unsafe(i) and i in found})
 
@@ -353,7 +359,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
 
     foreign_warnings = _claim(out, force, options.class_name)
     located = locate_source(source, metadata, images, options)
-    rows, rejected, chosen = _choose(located, options)
+    raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
     skipped: list[dict[str, str]] = []
     warnings = archive.rejections(rejected.loc[chosen.index], allowed_terms(located))
@@ -401,6 +407,12 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             _skip(skipped, identifier, path, result.reason)
         else:
             good.append((index, path, result))
+    scanned = len(good)
+    if terms.measured and good:
+        picked = query.evaluate(raw.loc[[index for index, _, _ in good]].assign(**{
+            name: values for name, values in _measurements(good, options).items()
+            if name not in raw.columns}), str(options.query))
+        good = [item for item, keep in zip(good, picked, strict=True) if keep]
 
     table, agreement = _manifest(chosen, good, options)
     diagnosis = archive.common_node(table["diagnosis"])
@@ -418,6 +430,10 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                    batch_size=options.batch_size)
     render.write_toml(config, out / "dataset.toml")
     _write_state(state / STATE_FILE, located, options, agreement, diagnosis)
+    if table.empty and scanned:
+        raise UserError(f"no images were prepared: --query {options.query!r} left out all "
+                        f"{scanned} measured images; loosen its terms on "
+                        f"{', '.join(query.MEASURED)}")
     if table.empty:
         raise UserError(_why_empty(out, located, options, len(rows), selected,
                                    skipped_frame, found))
@@ -426,7 +442,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
         train_dir=train_dir, dataset_config=out / "dataset.toml", options=options,
         scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings),
-        hair_agreement=agreement, diagnosis=diagnosis)
+        hair_agreement=agreement, diagnosis=diagnosis, dropped=scanned - len(good))
 
 
 def _why_empty(out: Path, source: Source, options: PrepareOptions, rows: int, selected: int,
@@ -494,18 +510,10 @@ def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
 
     frame = chosen.loc[[index for index, _, _ in good]].copy()
     frame["source"] = [str(path) for _, path, _ in good]
-    frame["width"] = [result.width for _, _, result in good]
-    frame["height"] = [result.height for _, _, result in good]
-    frame["hair_score"] = pd.array([result.hair_score for _, _, result in good],
-                                   dtype="Float64")
-    frame["ita"] = pd.array([result.ita for _, _, result in good], dtype="Float64")
-    frame["skin_tone"] = pd.array([result.skin_tone for _, _, result in good], dtype="string")
-    for name in ARTEFACTS:
-        frame[name] = pd.array([getattr(result, name) for _, _, result in good],
-                               dtype="boolean")
-    detected = pd.Series([result.hair_score is not None
-                          and is_hairy(result.hair_score, options.hair.detector)
-                          for _, _, result in good], index=frame.index, dtype=bool)
+    measured = _measurements(good, options)
+    for name, values in measured.items():
+        frame[name] = values
+    detected = pd.Series(measured["hairy"].fillna(False), index=frame.index, dtype=bool)
     agreement = _agreement(frame, detected, options)
     if options.hair is HairMode.metadata:
         frame["hairy"] = frame["metadata_hairy"].fillna(detected).astype(bool)
@@ -524,6 +532,27 @@ def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
         for row in frame.itertuples(index=False)
     ]
     return manifest.conform(frame), agreement
+
+
+def _measurements(good: list[tuple[Any, Path, Scan]], options: PrepareOptions
+                  ) -> dict[str, Any]:
+    """Each measurement (query.MEASURED) of the usable images, as a column; `hairy` is the
+    detector's verdict, blank with --hair off."""
+    import pandas as pd
+
+    scans = [result for _, _, result in good]
+    columns: dict[str, Any] = {
+        "width": pd.array([result.width for result in scans], dtype="Int64"),
+        "height": pd.array([result.height for result in scans], dtype="Int64"),
+        "hair_score": pd.array([result.hair_score for result in scans], dtype="Float64"),
+        "hairy": pd.array([None if result.hair_score is None
+                           else is_hairy(result.hair_score, options.hair.detector)
+                           for result in scans], dtype="boolean"),
+        "ita": pd.array([result.ita for result in scans], dtype="Float64"),
+        "skin_tone": pd.array([result.skin_tone for result in scans], dtype="string")}
+    for name in ARTEFACTS:
+        columns[name] = pd.array([getattr(result, name) for result in scans], dtype="boolean")
+    return columns
 
 
 def _true(value: Any) -> bool:
@@ -628,5 +657,7 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
     rows.append(("repeats", str(result.repeats.repeats)))
     rows.append((f"steps per epoch (batch {result.options.batch_size})",
                  str(result.steps_per_epoch)))
+    if result.dropped:
+        rows.append(("left out by --query on measurements", str(result.dropped)))
     rows.append(("images scanned / reused", f"{result.scanned} / {result.reused}"))
     return rows

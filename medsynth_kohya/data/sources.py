@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medsynth_kohya.data.query import evaluate
 from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
@@ -216,26 +217,21 @@ def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -
 
 
 def select(frame: pd.DataFrame, rows: pd.DataFrame, source: Source, query: str | None,
-           diagnosis: str | None = None) -> pd.DataFrame:
+           diagnosis: str | None = None, everything: bool = False) -> pd.DataFrame:
     """Rows picked by `query` (a pandas expression over the raw columns) and `diagnosis` (any
-    level of the Archive's hierarchy, matched on the normalised rows), else melanomas."""
+    level of the Archive's hierarchy, matched on the normalised rows), else melanomas (else
+    all rows, with `everything`)."""
     import pandas as pd
 
     from medsynth_kohya.data import archive
 
     mask = pd.Series(True, index=frame.index)
-    if query is None and diagnosis is None:
+    if query is None and diagnosis is None and not everything:
         mask = default_selection(frame, rows, source)
     if diagnosis is not None:
         mask &= archive.under(rows["diagnosis"], archive.resolve_selection(diagnosis))
     if query is not None:
-        try:
-            evaluated = frame.eval(query, engine="python")
-        except Exception as exc:  # pandas raises many types for a bad user expression
-            raise UserError(f"--query {query!r} failed: {type(exc).__name__}: {exc}") from None
-        if not isinstance(evaluated, pd.Series) or evaluated.dtype.kind != "b":
-            raise UserError(f"--query {query!r} must give one True/False per row")
-        mask &= evaluated.fillna(False).astype(bool)
+        mask &= evaluate(frame, query)
     selected: pd.DataFrame = frame.loc[mask.fillna(False).astype(bool)]
     return selected
 

@@ -1,0 +1,85 @@
+"""`--query`: a pandas expression over the metadata columns and the image measurements.
+
+Metadata is known before any image is read, measurements only after: a query is split at its
+top-level `and`s, the terms that name only metadata choose the images to scan, and the whole
+query is judged again once each image is measured.
+"""
+
+from __future__ import annotations
+
+import io
+import tokenize
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from medsynth_kohya.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MEASURED = ("width", "height", "hair_score", "hairy", "ita", "skin_tone", "vignette", "ruler",
+            "bubbles")
+"""The measurements a query may name, where the metadata has no column of that name."""
+
+
+def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
+    """One True/False per row of `frame` (blank counts as False); a bad query is a UserError."""
+    import pandas as pd
+
+    try:
+        evaluated = frame.eval(query, engine="python")
+    except Exception as exc:  # pandas raises many types for a bad user expression
+        raise UserError(f"--query {query!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(evaluated, pd.Series) or evaluated.dtype.kind != "b":
+        raise UserError(f"--query {query!r} must give one True/False per row")
+    picked: pd.Series = evaluated.fillna(False).astype(bool)
+    return picked
+
+
+@dataclass(frozen=True)
+class Split:
+    """A query cut at its top-level `and`s into what can be judged before and after the scan."""
+
+    metadata: str | None
+    """The terms that name no measurement, joined; None if there are none."""
+    measured: bool
+    """Whether any term names a measurement (the whole query is judged again after the scan)."""
+    everything: bool
+    """A term names both, so no metadata term can narrow the rows to scan: scan them all.
+    Without it, terms on measurements alone narrow the default selection (melanomas)."""
+
+
+def split(query: str, columns: Collection[str]) -> Split:
+    """Cut `query` (see Split); `columns` are the metadata's, which win over a measurement's
+    name."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(query).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return Split(query, False, False)  # not Python-like: pandas says what is wrong
+    starts = [0]
+    for line in query.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    terms: list[tuple[int, int, set[str]]] = []
+    depth, begin, names = 0, 0, set[str]()
+    for token in tokens:
+        at = starts[token.start[0] - 1] + token.start[1]
+        if token.string in ("(", "[", "{"):
+            depth += 1
+        elif token.string in (")", "]", "}"):
+            depth -= 1
+        elif depth == 0 and token.string in ("&", "and"):  # a string token keeps its quotes
+            terms.append((begin, at, names))
+            begin, names = at + len(token.string), set()
+        elif token.type == tokenize.NAME:
+            names.add(token.string)
+    terms.append((begin, len(query), names))
+    measured = [bool((found & set(MEASURED)) - set(columns)) for _, _, found in terms]
+    if not any(measured):
+        return Split(query, False, False)
+    metadata = [query[start:end].strip()
+                for (start, end, _), named in zip(terms, measured, strict=True) if not named]
+    mixed = any(named and found & set(columns)
+                for (_, _, found), named in zip(terms, measured, strict=True))
+    return Split(" and ".join(f"({term})" for term in metadata) or None, True,
+                 mixed and not metadata)
