@@ -51,9 +51,13 @@ STRAIGHT_SPAN = 0.85
 SCALE_BAR = 0.3
 """... one no longer than this share of the long side, with end caps, a scale bar."""
 BUBBLE_GLOW = 8
-"""A hole this much brighter than the skin on average (0-255) is under a bubble."""
+"""A patch this much brighter than the skin (0-255), on average, may be under a bubble."""
+BUBBLE_RADIUS = (6.0, 45.0)
+"""Smallest and largest gel bubble radius, in reference pixels."""
 HIGHLIGHT = 35
-"""A round hole is a bubble when its brightest pixel outshines the skin by this (0-255)."""
+"""A bubble holds a highlight that outshines the skin by this (0-255) ..."""
+GLARE = 245
+"""... or is this bright (0-255), whatever the skin (a highlight saturates on light skin)."""
 AUTO_THRESHOLD = 0.25
 """`auto` calls a photo hairy when its hairs add up to this many long sides of the image."""
 SEED_THRESHOLD = 4000.0
@@ -116,7 +120,7 @@ class Lines:
     straight_marks: int
     """Straight lines with ticks or end caps: rulers and scale bars."""
     bubbles: int
-    """Round outlines filled as gel bubbles."""
+    """Gel bubbles: bright round patches with a highlight."""
     ticks: int
     """Short, thin marks in a row of five or more: ruler graduations."""
     lesion: np.ndarray
@@ -221,7 +225,8 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     seeds. Marker ink (by colour), the lesion (smoothed dark area, with its network and border)
     and `exclude` (vignette) are not searched. Round holes (network cells, bubbles) are filled
     and thick cores removed, so pen strokes, blobs and bubble rims drop out; long thin lines
-    remain, except straight ones with ticks or end caps (rulers, scale bars).
+    remain, except straight ones with ticks or end caps (rulers, scale bars). Bubbles are
+    found apart (`_bubbles`).
     """
     import cv2
     import numpy as np
@@ -266,7 +271,6 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     mask[ys[grown], xs[grown]] = 1
     mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disc(3)), dtype=np.uint8)
     filled = np.zeros_like(mask)
-    bubbles = 0
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     for index, contour in enumerate(contours):
         if hierarchy[0, index, 3] < 0:
@@ -284,7 +288,6 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             bright = inside.size > 0 and float(inside.mean()) >= level + BUBBLE_GLOW
             if round_ or bright:
                 filled[y:y + h, x:x + w] |= hole
-                bubbles += int(inside.size > 0 and int(inside.max()) >= level + HIGHLIGHT)
     mask |= filled
     raw = cv2.max(dark, light)
     half = cv2.convertScaleAbs(cv2.dilate(raw, _disc(_odd(9 * scale))), alpha=0.5)
@@ -322,7 +325,39 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             hair[points[:, 1], points[:, 0]] = 1
             total += lengths[label]
     ticks = _ruler_ticks(parts, short[short > 0].tolist(), longest)
+    bubbles = _bubbles(value, closed, ink, level, scale)
     return Lines(round(total / longest, 4), hair, straight, bubbles, ticks, lesion)
+
+
+def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale: float) -> int:
+    """How many gel bubbles: round patches brighter than their surroundings (a top-hat, at half
+    size, of the photo with its dark lines closed), than the skin on average, with a highlight,
+    and no marker ink (blue and purple are bright in the brightest channel)."""
+    import cv2
+    import numpy as np
+
+    height, width = value.shape[:2]
+    half = cv2.resize(closed, (max(1, width // 2), max(1, height // 2)),
+                      interpolation=cv2.INTER_AREA)
+    glow = cv2.morphologyEx(half, cv2.MORPH_TOPHAT, _disc(_odd(BUBBLE_RADIUS[1] * scale)))
+    patches = cv2.morphologyEx((glow >= BUBBLE_GLOW).astype(np.uint8), cv2.MORPH_OPEN,
+                               np.ones((2, 2), np.uint8))
+    found = 0
+    for patch in cv2.findContours(patches, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]:
+        _, radius = cv2.minEnclosingCircle(patch)
+        if (not BUBBLE_RADIUS[0] <= 2 * radius / scale <= BUBBLE_RADIUS[1]
+                or cv2.contourArea(patch) < BUBBLE_ROUNDNESS * np.pi * radius**2):
+            continue
+        x, y, w, h = cv2.boundingRect(patch)
+        shape = np.zeros((h, w), np.uint8)
+        cv2.drawContours(shape, [patch], -1, 1, -1, offset=(-x, -y))
+        inside = cv2.resize(shape, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST) > 0
+        box = (slice(2 * y, 2 * (y + h)), slice(2 * x, 2 * (x + w)))
+        shade = value[box][inside]
+        found += int(shade.size > 0 and float(shade.mean()) >= level + BUBBLE_GLOW
+                     and int(shade.max()) >= min(level + HIGHLIGHT, GLARE)
+                     and float(ink[box][inside].mean()) < 0.2)
+    return found
 
 
 @dataclass(frozen=True)
