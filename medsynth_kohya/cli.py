@@ -390,8 +390,8 @@ def push(
         help="List every file with its size, print the card and run the privacy scan; send "
         "nothing.")] = False,
     show: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--show", metavar="FILE", help="Print one file (e.g. training/run.json) exactly as it "
-        "would be uploaded; send nothing.")] = None,
+        "--show", metavar="FILE", help="Print one file (e.g. README.md, the model card) exactly "
+        "as it would be uploaded; send nothing.")] = None,
     evaluation: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--eval", metavar="REPORT", help="An `evaluate` --out folder: its figures go into the "
         "card (model-index), report.html and report.json into evaluation/.")] = None,

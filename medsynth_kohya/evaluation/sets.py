@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.training.record import RECORD_FILE, RunFolder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +28,6 @@ SYNTHETIC_ID_COLUMNS = ("isic_id", "image_name")
 --metadata-style 2020`)."""
 PREPARED_MANIFEST = "manifest.csv"
 PREPARED_STATE = Path(".medsynth") / "prepare.json"
-RUN_RECORD = "run.json"
 
 
 @dataclass(frozen=True)
@@ -155,11 +155,13 @@ def _prepared(folder: Path) -> RealSet:
 def prepared_of_run(run: Path) -> Path:
     """The prepared folder a training run was made from (its run record says)."""
     try:
-        record = json.loads((run / RUN_RECORD).read_text(encoding="utf-8"))
-        return Path(record["dataset"]["prepared"])
-    except (OSError, KeyError, TypeError, ValueError):
-        raise UserError(f"{run} is not a training run (no readable {RUN_RECORD} naming its "
-                        "prepared data); give --real instead") from None
+        prepared = RunFolder(run).load().prepared
+    except (OSError, ValueError):
+        prepared = None
+    if prepared is None:
+        raise UserError(f"{run} is not a training run (no readable {RECORD_FILE} naming its "
+                        "prepared data); give --real instead")
+    return prepared
 
 
 def load_real(path: Path) -> RealSet:

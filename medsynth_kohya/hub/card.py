@@ -19,6 +19,7 @@ from medsynth_kohya import __version__, files
 from medsynth_kohya.data import manifest
 from medsynth_kohya.resources import data_dir
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
+from medsynth_kohya.training.record import SD_SCRIPTS_COMMIT, DatasetRecord, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,16 +141,16 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
             *([f"Artefacts: {found}."] if found else [])]
 
 
-def spread_section(record: Mapping[str, Any]) -> tuple[str, list[str], bool]:
+def spread_section(record: RunRecord) -> tuple[str, list[str], bool]:
     """The spread section, warnings, and whether the data is the synthetic demo set."""
-    dataset = record.get("dataset") or {}
-    path = Path(str(dataset.get("prepared", ""))) / "manifest.csv"
-    if not dataset.get("prepared") or not path.is_file():
+    recorded = record.dataset.manifest_sha256 if record.dataset else None
+    path = (record.prepared or Path()) / "manifest.csv"
+    if record.prepared is None or not path.is_file():
         return ("The prepared manifest was not available when this card was written, so the "
                 "spread of the training images is not shown.",
                 [f"{path} not found: the card cannot show the data's sex/age/site spread"],
                 False)
-    if dataset.get("manifest_sha256") and files.sha256(path) != dataset["manifest_sha256"]:
+    if recorded and files.sha256(path) != recorded:
         return ("The prepared manifest changed after training, so the spread of the training "
                 "images is not shown.",
                 [f"{path} changed since the run (sha256 differs): the card omits the spread"],
@@ -170,18 +171,18 @@ def _setting(value: Any) -> str:
     return f"`{value}`"
 
 
-def _settings(record: Mapping[str, Any]) -> str:
-    config = record["config"]
+def _settings(record: RunRecord) -> str:
+    config = record.options
     lines = ["| sd-scripts option | value |", "|---|---|"]
     lines += [f"| `{key}` | {_md(_setting(config[key]))} |" for key in _SETTINGS if key in config]
-    if record.get("expected_steps") is not None:
-        lines.append(f"| optimizer steps (expected) | `{record['expected_steps']}` |")
+    if record.expected_steps is not None:
+        lines.append(f"| optimizer steps (expected) | `{record.expected_steps}` |")
     return "\n".join(lines)
 
 
-def _hardware(record: Mapping[str, Any]) -> str:
-    gpus = [g for g in record.get("gpus") or [] if isinstance(g, dict)]
-    command = [str(arg) for arg in record.get("command") or []]
+def _hardware(record: RunRecord) -> str:
+    gpus = [g for g in record.gpus or [] if isinstance(g, dict)]
+    command = [str(arg) for arg in record.command or []]
     processes = None
     if "--num_processes" in command[:-1]:
         processes = command[command.index("--num_processes") + 1]
@@ -195,11 +196,11 @@ def _hardware(record: Mapping[str, Any]) -> str:
     return f"{found}; trained with {processes} process{'' if processes == '1' else 'es'}"
 
 
-def _duration(record: Mapping[str, Any]) -> str:
+def _duration(record: RunRecord) -> str:
     try:
-        start = datetime.fromisoformat(str(record["start"]))
-        end = datetime.fromisoformat(str(record["end"]))
-    except (KeyError, TypeError, ValueError):
+        start = datetime.fromisoformat(str(record.start))
+        end = datetime.fromisoformat(str(record.end))
+    except (TypeError, ValueError):
         return "not recorded"
     seconds = int((end - start).total_seconds())
     hours, rest = divmod(max(seconds, 0), 3600)
@@ -207,18 +208,18 @@ def _duration(record: Mapping[str, Any]) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
 
 
-def _versions(record: Mapping[str, Any]) -> str:
-    versions = record.get("versions") or {}
+def _versions(record: RunRecord) -> str:
+    versions = record.versions or {}
     parts = []
     for key, value in versions.items():
         if value:
-            text = str(value)[:12] if key == "sd_scripts_commit" else str(value)
-            parts.append(f"{'sd-scripts' if key == 'sd_scripts_commit' else key} {text}")
+            text = str(value)[:12] if key == SD_SCRIPTS_COMMIT else str(value)
+            parts.append(f"{'sd-scripts' if key == SD_SCRIPTS_COMMIT else key} {text}")
     return ", ".join(parts) or "not recorded"
 
 
-def _base_model(config: Mapping[str, Any]) -> str:
-    value = str(config.get("pretrained_model_name_or_path") or "")
+def _base_model(record: RunRecord) -> str:
+    value = record.base_model
     local = Path(value).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(value).exists()
     if re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not local:
         return value
@@ -252,7 +253,7 @@ def _evaluation(evaluation: CardEvaluation | None) -> str:
         "`model-index` metadata.", "", "| check | verdict | detail |", "|---|---|---|", *rows])
 
 
-def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight_name: str,
+def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: str,
                 license: str, prompts: Mapping[str, Any], samples: Sequence[Sample],
                 sample_paths: Mapping[Path, str], grid: str | None, spread: str,
                 synthetic: bool, files: Sequence[tuple[str, int]],
@@ -261,8 +262,7 @@ def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight
     figures as `model-index`) and the template's body."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    config = record["config"]
-    base_model = _base_model(config)
+    base_model = _base_model(record)
     example = _quoted(next((p for p in prompts["prompts"] if p), "")
                       or f"photo of skin, {trigger} on torso")
     widgets = []
@@ -288,9 +288,9 @@ def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight
     if samples or grid:
         shown += ("\n\nGenerated by this LoRA; synthetic images, not patients.")
 
-    name = str(config.get("output_name") or "lora")
-    dataset = record.get("dataset") or {}
-    overrides = record.get("overrides") or []
+    name = record.output_name or "lora"
+    dataset = record.dataset or DatasetRecord()
+    overrides = record.overrides or []
     license_text = (
         f"The LoRA weights are released under `{license}`."
         + (" This is the licence of the ISIC 2020 training images (CC-BY-NC 4.0: attribution, "
@@ -312,19 +312,19 @@ def render_card(*, repo_id: str, record: Mapping[str, Any], trigger: str, weight
         "base_model": base_model,
         "trigger": trigger,
         "example_prompt": example,
-        "tool_version": str(record.get("version") or __version__),
+        "tool_version": str(record.version or __version__),
         "data_warning": data_warning,
         "files": "\n".join(file_lines),
-        "train_images": str(dataset.get("train_images", "?")),
-        "repeats": str(dataset.get("repeats", "?")),
-        "manifest_sha256": str(dataset.get("manifest_sha256") or "not recorded"),
+        "train_images": "?" if dataset.train_images is None else str(dataset.train_images),
+        "repeats": "?" if dataset.repeats is None else str(dataset.repeats),
+        "manifest_sha256": str(dataset.manifest_sha256 or "not recorded"),
         "spread": spread,
         "settings": _settings(record),
-        "preset": str(record.get("preset") or "?"),
+        "preset": str(record.preset or "?"),
         "overrides": ", ".join(f"`--set {_md(o)}`" for o in overrides) if overrides else "none",
         "hardware": _hardware(record),
         "duration": _duration(record),
-        "status": str(record.get("status") or "unknown"),
+        "status": str(record.status or "unknown"),
         "versions": _versions(record),
         "samples": shown,
         "evaluation": _evaluation(evaluation),

@@ -10,7 +10,7 @@ import json
 import re
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,19 @@ from medsynth_kohya.sampling.grid import GRID_IMAGES
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
+from medsynth_kohya.training.record import (
+    PUBLISHED_RECORD,
+    RECORD_FILE,
+    NotARecord,
+    RunFolder,
+    RunRecord,
+)
 
 MAX_SAMPLE_IMAGES = 8
 """Sample images uploaded (besides the grid); the first WIDGETS become card widgets."""
 REDACTED = privacy.REDACTED
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 _LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
-TRAINING_FILES = ("config.toml", "dataset.toml", "sample_prompts.toml")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -80,16 +86,18 @@ def check_license(license: str) -> str:
     return license
 
 
-def _read_record(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a training run (no run.json): pass the run folder "
-                        "that `medsynth-kohya train` wrote")
+def _read_record(folder: RunFolder) -> RunRecord:
+    path = folder.record_file
+    if not folder.exists():
+        raise UserError(f"{folder.path} is not a training run (no {RECORD_FILE}): pass the run "
+                        "folder that `medsynth-kohya train` wrote")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = folder.load()
+    except NotARecord:
+        record = RunRecord()
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} cannot be read ({exc}); re-run `medsynth-kohya train`") from None
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+    if record.config is None:
         raise UserError(f"{path} is not a run record of `medsynth-kohya train`")
     return record
 
@@ -109,13 +117,13 @@ def _check_safetensors(path: Path) -> None:
                         "training or its last epoch with `medsynth-kohya train ... --resume`")
 
 
-def _lora_files(run_dir: Path, record: Mapping[str, Any], all_checkpoints: bool,
+def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
                 ) -> tuple[Path, list[Path], list[str]]:
     """The final LoRA, the epoch/step saves to upload and warnings."""
-    name = str(record["config"].get("output_name") or "")
-    status = str(record.get("status") or "unknown")
-    output = run_dir / "output"
-    final = output / f"{name}.safetensors"
+    name = record.output_name
+    status = record.status or "unknown"
+    run_dir, output = folder.path, folder.output
+    final = folder.final_lora(name)
     if not name or not final.is_file():
         hint = ("it was a dry run: run `medsynth-kohya train` without --dry-run"
                 if status == "dry-run" else
@@ -125,7 +133,8 @@ def _lora_files(run_dir: Path, record: Mapping[str, Any], all_checkpoints: bool,
     _check_safetensors(final)
     warnings = []
     if status != "succeeded":
-        warnings.append(f"run.json says the run is {status}, yet {final.name} exists; pushing it")
+        warnings.append(f"{RECORD_FILE} says the run is {status}, yet {final.name} exists; "
+                        "pushing it")
     saves = [path for path in launch.lora_files(output, name) if path != final]
     if all_checkpoints:
         for path in saves:
@@ -143,9 +152,9 @@ def _toml(path: Path) -> dict[str, Any]:
     return document
 
 
-def _trigger(run_dir: Path) -> str:
+def _trigger(folder: RunFolder) -> str:
     """The class token the run trained on, from RUN/dataset.toml."""
-    document = _toml(run_dir / "dataset.toml")
+    document = _toml(folder.dataset_config)
     for dataset in document.get("datasets", []):
         for subset in dataset.get("subsets", []):
             if subset.get("class_tokens"):
@@ -153,9 +162,9 @@ def _trigger(run_dir: Path) -> str:
     return DEFAULT_TRIGGER
 
 
-def _prompt_settings(run_dir: Path) -> dict[str, Any]:
+def _prompt_settings(folder: RunFolder) -> dict[str, Any]:
     """The training run's sample settings and prompts, from RUN/sample_prompts.toml."""
-    table = dict(_toml(run_dir / "sample_prompts.toml").get("prompt", {}))
+    table = dict(_toml(folder.sample_prompts).get("prompt", {}))
     subsets = table.pop("subset", [])
     prompts = [str(s.get("prompt", "")) for s in subsets if isinstance(s, dict)]
     return {"negative_prompt": table.get("negative_prompt"),
@@ -164,13 +173,13 @@ def _prompt_settings(run_dir: Path) -> dict[str, Any]:
             "steps": table.get("sample_steps", DEFAULT_STEPS), "prompts": prompts}
 
 
-def _training_samples(run_dir: Path, name: str, prompts: Sequence[str],
+def _training_samples(run: RunFolder, name: str, prompts: Sequence[str],
                       negative: str | None) -> list[Sample]:
     """The last set of sample images sd-scripts wrote during training (one per prompt).
 
     sd-scripts names them `NAME_<step:06d | e<epoch:06d>>_<prompt:02d>_<YYYYmmddHHMMSS>[_seed].png`.
     """
-    folder = run_dir / "output" / "sample"
+    folder = run.samples
     pattern = re.compile(rf"^{re.escape(name)}_(e?\d{{6}})_(\d{{2}})_(\d{{14}})(?:_\d+)?\.png$")
     found = []
     for path in folder.glob("*.png") if folder.is_dir() else []:
@@ -211,46 +220,48 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
     return samples, grid if grid.is_file() else None
 
 
-def _public_ids(record: Mapping[str, Any], repo_id: str) -> list[str]:
+def _public_ids(record: RunRecord, repo_id: str) -> list[str]:
     """Public strings that may hold the user's name: the repo id, the tool's and sd-scripts'
     names (the card links kohya-ss/sd-scripts) and Hub model ids."""
     ids = [repo_id, "medsynth-kohya", "medsynth_kohya", "kohya-ss", BASE_MODEL]
-    for value in (record.get("config") or {}).values():
+    for value in record.options.values():
         if isinstance(value, str) and _HUB_ID.fullmatch(value) and not Path(value).exists():
             ids.append(value)
     return ids
 
 
-def _public_record(record: Mapping[str, Any], policy: privacy.Policy) -> dict[str, Any]:
+def _public_record(record: RunRecord, policy: privacy.Policy) -> RunRecord:
     """The run record as published: no push history, secrets redacted, paths hidden."""
-    public: dict[str, Any] = policy.data({k: v for k, v in record.items()
-                                          if k not in ("pushes", "overrides", "command")})
-    public["overrides"] = [policy.override(str(o)) for o in record.get("overrides") or []]
-    command = [str(arg) for arg in record.get("command") or []]
+    private = replace(record, pushes=None, overrides=None, command=None)
+    public = RunRecord.from_dict(policy.data(private.to_dict()))
+    command = [str(arg) for arg in record.command or []]
     hidden = {i + 1 for i, arg in enumerate(command[:-1])
               if arg.startswith("--") and "=" not in arg and privacy.is_secret_key(arg[2:])}
-    public["command"] = [privacy.REDACTED if i in hidden else policy.text(arg)
-                         for i, arg in enumerate(command)]
-    return {key: public[key] for key in record if key in public}
+    return replace(
+        public,
+        overrides=None if record.overrides is None else [
+            policy.override(str(o)) for o in record.overrides],
+        command=None if record.command is None else [
+            privacy.REDACTED if i in hidden else policy.text(arg)
+            for i, arg in enumerate(command)])
 
 
-def _run_files(run_dir: Path, record: Mapping[str, Any], policy: privacy.Policy,
-               ) -> tuple[list[Upload], dict[str, Any]]:
+def _run_files(folder: RunFolder, record: RunRecord, policy: privacy.Policy,
+               ) -> tuple[list[Upload], RunRecord]:
     """training/: the rendered sd-scripts files and the run record as published, and the
     published record (the card is written from it)."""
     import toml
 
-    documents = {name: _toml(run_dir / name) for name in TRAINING_FILES
-                 if (run_dir / name).is_file()}
-    for document in (*documents.values(), record):  # learn every secret before writing any
+    documents = {path.name: _toml(path) for path in folder.training_files if path.is_file()}
+    for document in (*documents.values(), record.to_dict()):  # every secret before writing
         policy.collect(document)
-    for item in record.get("overrides") or []:
+    for item in record.overrides or []:
         policy.override(str(item))
     uploads = [Upload(f"training/{name}", toml.dumps(policy.data(document)).encode())
                for name, document in documents.items()]
     public = _public_record(record, policy)
-    text = json.dumps(public, indent=2, default=str) + "\n"
-    uploads.append(Upload("training/run.json", text.encode()))
+    text = json.dumps(public.to_dict(), indent=2, default=str) + "\n"
+    uploads.append(Upload(PUBLISHED_RECORD, text.encode()))
     return uploads, public
 
 
@@ -323,18 +334,19 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     """
     repo_id = check_repo_id(repo_id)
     license = check_license(license)
-    record = _read_record(run_dir)
-    final, saves, warnings = _lora_files(run_dir, record, all_checkpoints)
-    name = str(record["config"]["output_name"])
-    trigger = _trigger(run_dir)
-    prompts = _prompt_settings(run_dir)
+    folder = RunFolder(run_dir)
+    record = _read_record(folder)
+    final, saves, warnings = _lora_files(folder, record, all_checkpoints)
+    name = record.output_name
+    trigger = _trigger(folder)
+    prompts = _prompt_settings(folder)
     grid: Path | None = None
     attached = eval_card.card_evaluation(evaluation) if evaluation is not None else None
     if samples is not None:
         chosen, grid = _synth_samples(samples)
         warnings += _copies_gate(samples, chosen, grid, attached, allow_copies)
     else:
-        chosen = _training_samples(run_dir, name, prompts["prompts"],
+        chosen = _training_samples(folder, name, prompts["prompts"],
                                    prompts["negative_prompt"])
     sample_paths = {s.path: f"samples/{s.path.name}" for s in chosen}
     grid_path = f"samples/{grid.name}" if grid else None
@@ -345,7 +357,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
 
     policy = privacy.Policy.for_run(run_dir, token=token, environ=environ,
                                     allowed=_public_ids(record, repo_id))
-    training, public = _run_files(run_dir, record, policy)
+    training, public = _run_files(folder, record, policy)
     uploads = [Upload(final.name, final)]
     uploads += [Upload(f"checkpoints/{path.name}", path) for path in saves]
     uploads += training

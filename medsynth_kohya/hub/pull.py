@@ -16,15 +16,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.failures import chain, network_errors
 from medsynth_kohya.hub.push import resolve_endpoint
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
+from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
 
-RECORD = "training/run.json"
-"""Where `push` uploads the run record."""
 _SPEC = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<file>[^:]+\.safetensors))?")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _MAX_HEADER = 100 * 2**20
@@ -43,7 +41,7 @@ class PulledLora:
     repo_id: str
     commit: str
     file: Path
-    record: dict[str, Any] | None
+    record: RunRecord | None
     base_model: str
     notes: tuple[str, ...]
 
@@ -60,11 +58,19 @@ def lora_metadata(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
 
 
-def base_model(record: Mapping[str, Any] | None, metadata: Mapping[str, str]) -> tuple[str, str]:
+def _read_record(path: Path) -> RunRecord | None:
+    """The pushed run record (None when it is not one)."""
+    try:
+        return RunRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except ValueError:
+        return None
+
+
+def base_model(record: RunRecord | None, metadata: Mapping[str, str]) -> tuple[str, str]:
     """The SDXL model the LoRA was trained on, and a note saying where that came from."""
-    named = (record or {}).get("config", {}).get("pretrained_model_name_or_path")
+    named = record.base_model if record else ""
     if named:
-        return str(named), f"base model {named}, from the pushed run record ({RECORD})"
+        return str(named), f"base model {named}, from the pushed run record ({PUBLISHED_RECORD})"
     model = metadata.get("ss_sd_model_name", "")
     version = metadata.get("ss_base_model_version", "")
     if version and not version.startswith("sdxl"):
@@ -153,13 +159,12 @@ def pull_lora(spec: str, *, revision: str | None = None,
                                or "none"))
         file = Path(hf_hub_download(repo_id, filename, revision=commit, endpoint=url))
         record = None
-        if RECORD in names:
-            text = Path(hf_hub_download(repo_id, RECORD, revision=commit, endpoint=url))
-            record = json.loads(text.read_text(encoding="utf-8"))
+        if PUBLISHED_RECORD in names:
+            text = Path(hf_hub_download(repo_id, PUBLISHED_RECORD, revision=commit, endpoint=url))
+            record = _read_record(text)
     notes = [f"LoRA {repo_id}:{filename} at {commit[:12]}, from the Hugging Face cache ({file})"]
     if record is None:
-        notes.append(f"{repo_id} has no {RECORD}: prompts use prepare's default template and "
-                     "trigger unless --prompt or --like says otherwise")
+        notes.append(f"{repo_id} has no {PUBLISHED_RECORD}: prompts use prepare's default "
+                     "template and trigger unless --prompt or --like says otherwise")
     model, note = base_model(record, lora_metadata(file))
-    return PulledLora(repo_id, commit, file, record if isinstance(record, dict) else None, model,
-                      (*notes, note))
+    return PulledLora(repo_id, commit, file, record, model, (*notes, note))

@@ -9,25 +9,24 @@ locally. Unchanged files are skipped by the client, so pushing the same run twic
 commit. The token (argument, HF_TOKEN or the stored login) is only ever handed to HfApi.
 
 The parts: `contents` (what is sent, and the privacy scan), `card` (the model card),
-`failures` (Hub errors as one line); this module uploads and notes the push in run.json.
+`failures` (Hub errors as one line); this module uploads and notes the push in the run record.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from medsynth_kohya import __version__, files, locks
+from medsynth_kohya import __version__, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.card import DEFAULT_LICENSE
 from medsynth_kohya.hub.contents import check_repo_id, plan, refuse_findings
 from medsynth_kohya.hub.failures import NO_TOKEN, hub_errors
+from medsynth_kohya.training.record import RunFolder
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANAGED = ("checkpoints/", "samples/", "training/", "evaluation/")
@@ -80,14 +79,6 @@ def _default_endpoint(endpoint: str) -> Iterator[None]:
         yield
     finally:
         constants.ENDPOINT = saved
-
-
-def _record_push(run_dir: Path, entry: Mapping[str, Any]) -> None:
-    """Append the push to RUN/run.json (atomically; the uploaded copy leaves `pushes` out)."""
-    path = run_dir / "run.json"
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record.setdefault("pushes", []).append(dict(entry))
-    files.write_json(path, record)
 
 
 def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DEFAULT_LICENSE,
@@ -172,12 +163,12 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
             commit_description=f"Pushed by medsynth-kohya {__version__}.")
     commit = str(info.oid)
     changed = commit != before.sha
+    folder = RunFolder(run_dir)
     try:
-        _record_push(run_dir, {"repo_id": repo_id, "url": url, "commit": commit,
-                               "changed": changed,
-                               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        folder.add_push({"repo_id": repo_id, "url": url, "commit": commit, "changed": changed,
+                         "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except (OSError, ValueError) as exc:
-        warnings.append(f"pushed, but could not note the push in {run_dir / 'run.json'}: {exc}")
+        warnings.append(f"pushed, but could not note the push in {folder.record_file}: {exc}")
     return replace(result, commit=commit, changed=changed,
                    deleted=tuple(stale) if changed else (), user=user or None,
                    warnings=tuple(warnings))

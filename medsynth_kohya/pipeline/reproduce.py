@@ -24,6 +24,7 @@ from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout, launch, presets
+from medsynth_kohya.training.record import RunFolder
 
 PRESET = "medsynthx-2023"
 STATE_FILE = "reproduce.json"
@@ -176,10 +177,10 @@ def _train_action(run: Path, digest: str, state: _State, name: str) -> str:
     """"skip…", "resume" (an interrupted run with a saved state) or "run"."""
     if state.done("train", digest):
         return "skip (inputs unchanged)"
-    record = run / "run.json"
-    if record.is_file() and state.data["stages"].get("train", {}).get("digest") == digest:
-        status = json.loads(record.read_text(encoding="utf-8")).get("status")
-        if status != "succeeded" and launch.latest_state(run / "output", name) is not None:
+    folder = RunFolder(run)
+    if folder.exists() and state.data["stages"].get("train", {}).get("digest") == digest:
+        status = folder.load().status
+        if status != "succeeded" and launch.latest_state(folder.output, name) is not None:
             return "resume"
     return "run"
 
@@ -271,12 +272,12 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                            files.sha256(preset.path), list(overrides))
     name = ORIGINAL.class_name
     train_action = _train_action(run, train_digest, state, name)
+    folder = RunFolder(run)
     command = launch.train_command(checkout.python(python), sd_dir.resolve(),
-                                   (run / "config.toml").resolve(),
-                                   (run / "dataset.toml").resolve(),
+                                   folder.config.resolve(), folder.dataset_config.resolve(),
                                    mixed_precision=str(options.get("mixed_precision")))
     stages.append(Stage("train", train_action, f"{manifest}, preset {preset.name}",
-                        (str(run / "output" / f"{name}.safetensors"), str(run / "run.json")),
+                        (str(folder.final_lora(name)), str(folder.record_file)),
                         (command.shell(),), detail=f"{steps} steps"))
     lora: Path | None = None
     if not dry_run and train_action != "skip (inputs unchanged)":

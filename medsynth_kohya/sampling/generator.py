@@ -14,6 +14,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sdscripts import checkout, launch, sdopts
+from medsynth_kohya.training.record import RunRecord
 
 SCRIPT = "sdxl_gen_img"
 OWNED = {"W": "--width", "H": "--height", "steps": "--steps", "scale": "--scale",
@@ -59,7 +60,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return parsed
 
 
-def gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
+def gen_options(record: RunRecord | None, base_model: str, lora: Path,
                 settings: prompts.Settings, overrides: Mapping[str, Any], sd_dir: Path,
                 on_gpu: bool) -> dict[str, Any]:
     """sdxl_gen_img.py's options, shared by every shard (prompt file and outdir added later).
@@ -67,7 +68,7 @@ def gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
     Attention, VAE, tokenizers, clip skip, network args and prompt length (max_token_length
     225 -> 3 x 75 tokens) repeat the training run's; so does fp16/bf16, on a GPU only.
     """
-    config: Mapping[str, Any] = (record or {}).get("config", {})
+    config = record.options if record else {}
     options: dict[str, Any] = {"ckpt": base_model}
     for key in INHERITED:
         value = config.get(key)
@@ -100,11 +101,11 @@ def gen_options(record: Mapping[str, Any] | None, base_model: str, lora: Path,
     return options
 
 
-def resolve_base_model(given: str | None, record: Mapping[str, Any] | None, sd_dir: Path) -> str:
+def resolve_base_model(given: str | None, record: RunRecord | None, sd_dir: Path) -> str:
     if given:
         value = given
     else:
-        value = str((record or {}).get("config", {}).get("pretrained_model_name_or_path") or "")
+        value = record.base_model if record else ""
         if not value:
             raise UserError("give --base-model (a .safetensors checkpoint or a Hub id): the "
                             "LoRA has no train run record naming its base model")

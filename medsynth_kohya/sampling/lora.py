@@ -16,6 +16,7 @@ from typing import Any
 from medsynth_kohya.data import archive, captions
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.training.record import RECORD_FILE, DatasetRecord, RunFolder, RunRecord
 
 _MAX_HEADER = 100 * 2**20
 
@@ -41,50 +42,48 @@ def check_lora(path: Path) -> None:
         raise UserError(f"LoRA file {path} is not a safetensors file (its header is not JSON)")
 
 
-def _load_run(run_dir: Path) -> dict[str, Any]:
+def _load_run(folder: RunFolder) -> RunRecord:
     try:
-        record: dict[str, Any] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        return folder.load()
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {run_dir / 'run.json'}: {exc}") from None
-    return record
+        raise UserError(f"cannot read {folder.record_file}: {exc}") from None
 
 
-def resolve_lora(given: Path) -> tuple[Path, dict[str, Any] | None]:
+def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
     """The LoRA file and the record of the `train` run that made it (None when not found).
 
     A run folder gives its final LoRA (else its latest save); a file inside RUN/output/ finds
-    RUN/run.json. A run folder that was moved is found at its new place.
+    its run record. A run folder that was moved is found at its new place.
     """
     if given.is_dir():
-        if not (given / "run.json").is_file():
-            raise UserError(f"--lora {given} is a folder without run.json; give a train run "
-                            "folder or a .safetensors file")
-        record = _load_run(given)
-        config = record.get("config", {})
-        output = given / "output"  # this folder's own LoRA, as push uses, even if it moved
+        folder = RunFolder(given)
+        if not folder.exists():
+            raise UserError(f"--lora {given} is a folder without {RECORD_FILE}; give a train "
+                            "run folder or a .safetensors file")
+        record = _load_run(folder)
+        output = folder.output  # this folder's own LoRA, as push uses, even if it moved
         if not output.is_dir():
-            output = Path(str(config.get("output_dir", output)))
-        name = str(config.get("output_name", ""))
+            output = Path(record.output_dir or output)
+        name = record.output_name
         found = launch.lora_files(output, name) if name else []
-        listed = [Path(p) for p in record.get("lora_files", []) if Path(p).is_file()]
+        listed = [Path(p) for p in record.lora_files or [] if Path(p).is_file()]
         files = found or listed
         if not files:
             raise UserError(f"run {given} has no LoRA file yet (status "
-                            f"{record.get('status', 'unknown')}); train it first")
+                            f"{record.status or 'unknown'}); train it first")
         return files[-1], record
-    run_dir = given.parent.parent
-    if (run_dir / "run.json").is_file():
-        record = _load_run(run_dir)
-        output = record.get("config", {}).get("output_dir")
+    run = RunFolder(given.parent.parent)
+    if run.exists():
+        record = _load_run(run)
+        recorded = record.output_dir
         here = given.parent.resolve()
-        if here == (run_dir / "output").resolve() or (
-                output and Path(str(output)).resolve() == here):
+        if here == run.output.resolve() or (recorded and Path(recorded).resolve() == here):
             return given, record
     return given, None
 
 
 def lora_source(lora: Path, revision: str | None) -> tuple[
-        Path, dict[str, Any] | None, str | None, tuple[str, ...]]:
+        Path, RunRecord | None, str | None, tuple[str, ...]]:
     """The LoRA file, its run record, and for a Hub LoRA (`USER/REPO[:FILE.safetensors]` that
     is no path here, downloaded) the base model it was trained on and notes saying how."""
     from medsynth_kohya.hub import pull
@@ -127,20 +126,21 @@ def _class_diagnosis(class_name: str, states: Sequence[Mapping[str, Any]]) -> st
     return archive.diagnosis_path(class_name)
 
 
-def training_captions(record: Mapping[str, Any] | None, like: Path | None) -> Captions:
+def training_captions(record: RunRecord | None, like: Path | None) -> Captions:
     """The caption template, trigger and class the LoRA was trained with.
 
     From the run (its record, else its prepared folder), else the folder of --like, else
     prepare's defaults.
     """
-    dataset: Mapping[str, Any] = (record or {}).get("dataset", {})
-    prepared = Path(str(dataset["prepared"])) if dataset.get("prepared") else None
-    states = [_prepared_state(prepared), _prepared_state(like.parent if like else None)]
-    for options in (dataset, *(state.get("options", {}) for state in states)):
-        if options.get("caption_template") and options.get("trigger"):
-            class_name = str(options.get("class_name") or (record or {}).get("config", {}).get(
-                "output_name") or "melanoma")
-            return Captions(str(options["caption_template"]), str(options["trigger"]),
-                            _class_diagnosis(class_name, states), True)
+    dataset = record.dataset if record and record.dataset else DatasetRecord()
+    states = [_prepared_state(record.prepared if record else None),
+              _prepared_state(like.parent if like else None)]
+    found = [(dataset.caption_template, dataset.trigger, dataset.class_name), *(
+        (options.get("caption_template"), options.get("trigger"), options.get("class_name"))
+        for options in (state.get("options", {}) for state in states))]
+    for template, trigger, class_name in found:
+        if template and trigger:
+            name = str(class_name or (record.output_name if record else "") or "melanoma")
+            return Captions(str(template), str(trigger), _class_diagnosis(name, states), True)
     return Captions(captions.DEFAULT_TEMPLATE, captions.DEFAULT_TRIGGER,
                     _class_diagnosis("melanoma", states), False)

@@ -20,9 +20,9 @@ from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.generator import SCRIPT
 from medsynth_kohya.sampling.lora import Captions
 from medsynth_kohya.sdscripts import sdopts
+from medsynth_kohya.training.record import RunRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     import pandas as pd
 
@@ -148,7 +148,7 @@ class Source:
     warnings: tuple[str, ...] = ()
 
 
-def prompt_source(options: SampleOptions, n: int | None, record: Mapping[str, Any] | None,
+def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | None,
                   names: Captions) -> tuple[Source, int]:
     """The prompts of images 0..n-1 and what identifies them (checked on a re-run)."""
     given = [x is not None for x in (options.like, options.prompt, options.prompts_file)]
@@ -173,11 +173,11 @@ def prompt_source(options: SampleOptions, n: int | None, record: Mapping[str, An
         return Source(prompts.repeat(texts, count), identity, tuple(warnings)), count
     like = options.like
     if like is None:
-        prepared = (record or {}).get("dataset", {}).get("prepared")
-        if not prepared:
+        prepared = record.prepared if record else None
+        if prepared is None:
             raise UserError("give --like OUT/manifest.csv (or --prompt / --prompts): the LoRA "
                             "has no train run record naming its prepared data")
-        like = Path(str(prepared)) / "manifest.csv"
+        like = prepared / "manifest.csv"
     if n is None:
         raise UserError("give --n, the number of images to generate")
     table = _read_manifest(like, options.query)

@@ -63,6 +63,7 @@ from medsynth_kohya.sampling.synthset import (
     write_metadata,
 )
 from medsynth_kohya.sdscripts import checkout, launch, sdopts
+from medsynth_kohya.training.record import RunFolder
 
 __all__ = ["Plan", "SampleOptions", "SampleResult", "sample"]
 
@@ -99,7 +100,7 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     lock (locks.py) throughout; a run still training is refused. With `check_copies`, a
     finished set is checked for near-copies of the run's training images (copies.json)."""
     run_dir = lora if lora.is_dir() else lora.parent.parent
-    if (run_dir / "run.json").is_file():
+    if RunFolder(run_dir).exists():
         locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
     with locks.hold(out, "sample", break_lock=break_lock) as lock:
         result = _sample(lora, out, options or SampleOptions(), sd_scripts, python, dry_run,

@@ -2,12 +2,12 @@
 
 Flow: prepared folder + preset + overrides -> resolved options -> checks (config, GPUs,
 machine) -> RUN/config.toml, RUN/dataset.toml, RUN/sample_prompts.toml -> accelerate launch
--> RUN/run.json. Success is judged by the LoRA file written, never by the exit code alone.
+-> the run record (training/record.py). Success is judged by the LoRA file written, never by
+the exit code alone.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -30,6 +30,13 @@ from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sdscripts import checkout, checks, launch, presets, render, sdopts
 from medsynth_kohya.training import plan as planning
+from medsynth_kohya.training.record import (
+    RECORD_FILE,
+    SD_SCRIPTS_COMMIT,
+    DatasetRecord,
+    RunFolder,
+    RunRecord,
+)
 
 SCRIPT = "sdxl_train_network"
 PATH_OPTIONS = ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "network_weights")
@@ -41,6 +48,7 @@ SAMPLE_PROMPTS = 4
 """Training-time sample prompts: the first distinct ones of `sample`'s default set."""
 PRUNE_S = 5.0
 """How often, at most, a running training's replaced resume states are looked for."""
+TOOL = "medsynth-kohya"
 RUNS_ROOT = Path("runs")
 """Where runs go without --run-dir, relative to the current folder."""
 
@@ -241,10 +249,10 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
     changes = {key: checkout.local_path(value, sd_dir)
                if key in PATH_OPTIONS and isinstance(value, str) else value
                for key, value in changes.items()}
-    owned = {"output_dir": str((run_dir / "output").resolve()),
-             "output_name": class_name,
-             "logging_dir": str((run_dir / "logs").resolve()),
-             "sample_prompts": str((run_dir / "sample_prompts.toml").resolve())}
+    folder = RunFolder(run_dir)
+    owned = {"output_dir": str(folder.output.resolve()), "output_name": class_name,
+             "logging_dir": str(folder.logs.resolve()),
+             "sample_prompts": str(folder.sample_prompts.resolve())}
     changes, chosen = _choose_steps(preset, changes, target_steps)
     document = _merge(preset, changes, owned)
     options = presets.flatten(document)
@@ -268,7 +276,7 @@ def _preflight(location: checkout.Location, python: str, preset: presets.Preset,
     found without writing anything."""
     problems, warnings, versions = _machine_problems(location, python, config.options, preset,
                                                      config.gpus, run_dir)
-    output = run_dir / "output"
+    output = RunFolder(run_dir).output
     saved = (sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
              if resume and output.is_dir() else 0)
     run = planning.plan(config.options, images=images, repeats=repeats,
@@ -293,35 +301,36 @@ def check(preset_name: str, overrides: Sequence[str], run_dir: Path, *, class_na
     return problems, warnings
 
 
-def _died(record: Mapping[str, Any]) -> str | None:
+def _died(record: RunRecord) -> str | None:
     """Who left a record `running`. Read under the run folder's lock, which a live run holds
     (with its training), so that process is gone."""
-    if record.get("status") != "running":
+    if record.status != "running":
         return None
-    return (f"pid {record.get('pid', '?')} on {record.get('host', '?')}, started "
-            f"{record.get('start') or '?'}")
+    return (f"pid {'?' if record.pid is None else record.pid} on "
+            f"{'?' if record.host is None else record.host}, started {record.start or '?'}")
 
 
-def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> dict[str, Any]:
+def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> RunRecord:
     """Never overwrite an earlier run unless --force (a dry run may be replaced), nor write
-    into a folder that holds no run; returns the earlier run's record ({} when there is none).
-    Only checks: the earlier outputs are set aside once every check has passed."""
-    record = run_dir / "run.json"
+    into a folder that holds no run; returns the earlier run's record (empty when there is
+    none). Only checks: the earlier outputs are set aside once every check has passed."""
+    folder = RunFolder(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir} is a file; choose a folder")
-    if not record.is_file() and not resume and run_dir.is_dir() and locks.foreign_entries(run_dir):
+    if not folder.exists() and not resume and run_dir.is_dir() and locks.foreign_entries(run_dir):
         raise UserError(f"--run-dir {run_dir} is not empty and holds no training run (no "
-                        "run.json); choose an empty or new folder")
+                        f"{RECORD_FILE}); choose an empty or new folder")
     try:
-        previous: dict[str, Any] = json.loads(record.read_text(encoding="utf-8"))
+        previous = folder.load()
     except (OSError, ValueError):
-        previous = {}
+        previous = RunRecord()
     if resume:
-        if not record.is_file():
-            raise UserError(f"--resume needs an earlier run in {run_dir} (no run.json there)")
+        if not folder.exists():
+            raise UserError(f"--resume needs an earlier run in {run_dir} (no {RECORD_FILE} "
+                            "there)")
         return previous
-    if record.is_file() and not force:
-        status = previous.get("status")
+    if folder.exists() and not force:
+        status = previous.status
         died = _died(previous)
         if died:
             raise UserError(f"{run_dir} holds a run left running by {died}, which no longer "
@@ -330,15 +339,16 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> d
         if status != "dry-run":
             raise UserError(f"{run_dir} already holds a {status} run; use --resume to continue "
                             "it, another --run-dir, or --force to start over")
-    if record.is_file() and dry_run and previous.get("status") != "dry-run":
-        raise UserError(f"{run_dir} holds a {previous.get('status')} run whose record a dry run "
+    if folder.exists() and dry_run and previous.status != "dry-run":
+        raise UserError(f"{run_dir} holds a {previous.status} run whose record a dry run "
                         "would replace; dry-run into another --run-dir")
     return previous
 
 
 @contextmanager
 def _record_kept_on_refusal(path: Path) -> Iterator[None]:
-    """Put run.json back as it was when the run is refused or stopped before its launch."""
+    """Put the run record back as it was when the run is refused or stopped before its
+    launch."""
     before = path.read_text(encoding="utf-8") if path.is_file() else None
     try:
         yield
@@ -384,7 +394,7 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
                      "another)")
     run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     with (locks.hold(run_dir, "train", break_lock=break_lock) as lock,
-          _record_kept_on_refusal(run_dir / "run.json")):
+          _record_kept_on_refusal(RunFolder(run_dir).record_file)):
         result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
                         dry_run, resume, force, detect, on_progress, on_launch)
     notes += [] if lock.note is None else [lock.note]
@@ -395,14 +405,14 @@ def newest_run(prepared: Path, root: Path) -> Path:
     """The run folder under `root` that last started training on `prepared` (dry runs aside)."""
     wanted = str(prepared.resolve())
     found: list[tuple[str, float, Path]] = []
-    for record in root.glob("*/run.json"):
+    for folder in (RunFolder(p) for p in root.glob("*") if p.is_dir()):
         try:
-            data = json.loads(record.read_text(encoding="utf-8"))
+            record = folder.load()
         except (OSError, ValueError):
             continue
-        if (isinstance(data, dict) and data.get("status") != "dry-run"
-                and data.get("dataset", {}).get("prepared") == wanted):
-            found.append((str(data.get("start") or ""), record.stat().st_mtime, record.parent))
+        if record.status != "dry-run" and record.dataset and record.dataset.prepared == wanted:
+            found.append((str(record.start or ""), folder.record_file.stat().st_mtime,
+                          folder.path))
     if not found:
         raise UserError(f"--resume found no earlier run of {prepared} in {root}/; pass "
                         "--run-dir with the run to continue")
@@ -418,11 +428,11 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     changes = parse_overrides(overrides)
     previous = _claim_run_dir(run_dir, force, resume, dry_run)
     died, started = _died(previous) if resume else None, _now()
+    folder = RunFolder(run_dir)
     if not dry_run:  # the record exists from the first moment: status, process, start
-        files.write_json(run_dir / "run.json", {
-            **(previous if resume else {}), "tool": "medsynth-kohya", "version": __version__,
-            "preset": preset.name, "status": "running", "pid": os.getpid(),
-            "host": socket.gethostname(), "start": started, "end": None})
+        folder.save(replace(previous if resume else RunRecord(), tool=TOOL, version=__version__,
+                            preset=preset.name, status="running", pid=os.getpid(),
+                            host=socket.gethostname(), start=started, end=None))
     train_dir, repeats = _train_folder(prepared)
     table = manifest.read(prepared / "manifest.csv")
     train_rows = table[table["split"] == "train"]
@@ -441,44 +451,42 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     dataset = render.dataset_config(
         train_dir.resolve(), repeats=repeats, class_tokens=str(state["options"]["trigger"]),
         resolution=size, batch_size=int(options.get("train_batch_size", 1)))
-    config_path, dataset_path = run_dir / "config.toml", run_dir / "dataset.toml"
-    prompts_path = run_dir / "sample_prompts.toml"
+    config_path, dataset_path = folder.config, folder.dataset_config
+    prompts_path = folder.sample_prompts
 
     runner = checkout.python(python)
     problems, warnings, versions, run = _preflight(location, runner, preset, config, run_dir,
                                                    images=len(train_rows), repeats=repeats,
                                                    resume=resume)
-    state_dir = launch.latest_state(run_dir / "output", name) if resume else None
+    state_dir = launch.latest_state(folder.output, name) if resume else None
     if died:
         warnings.insert(0, f"the run in {run_dir} was left running by {died}, which no longer "
                         "runs; " + (f"resuming from {state_dir.name}" if state_dir else
                                     "it saved no training state, so it starts from step 0"))
     elif resume and state_dir is None:
-        raise UserError(f"no saved training state in {run_dir / 'output'} yet; start the run "
+        raise UserError(f"no saved training state in {folder.output} yet; start the run "
                         "again without --resume")
     command = launch.train_command(
         runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
         num_processes=processes, mixed_precision=str(options.get("mixed_precision", "no")),
         gpu_ids=list(range(processes)) if processes > 1 else None, resume=state_dir)
-    output = run_dir / "output"
+    output = folder.output
     steps = run.steps
-    record: dict[str, Any] = {
-        "tool": "medsynth-kohya", "version": __version__, "preset": preset.name,
-        "preset_file": str(preset.path), "overrides": list(overrides), "config": options,
-        "command": command.argv, "cwd": str(command.cwd), "expected_steps": steps,
-        "plan": asdict(run),
-        "versions": {"medsynth_kohya": __version__, "sd_scripts_commit": checkout.commit(sd_dir)
-                     if checkout.present(sd_dir) else None, **versions},
-        "gpus": [{"name": g.name, "memory_mib": g.memory_mib,
-                  "compute_capability": list(g.compute_capability)} for g in found_gpus],
-        "dataset": {"prepared": str(prepared.resolve()),
-                    "manifest_sha256": files.sha256(prepared / "manifest.csv"),
-                    "train_images": len(train_rows), "repeats": repeats,
-                    "trigger": state["options"]["trigger"],
-                    "caption_template": state["options"]["caption_template"],
-                    "class_name": state["options"]["class_name"]},
-        "start": None, "end": None, "exit_status": None, "lora_files": [],
-    }
+    record = RunRecord(
+        tool=TOOL, version=__version__, preset=preset.name, preset_file=str(preset.path),
+        overrides=list(overrides), config=options, command=command.argv, cwd=str(command.cwd),
+        expected_steps=steps, plan=asdict(run),
+        versions={"medsynth_kohya": __version__, SD_SCRIPTS_COMMIT: checkout.commit(sd_dir)
+                  if checkout.present(sd_dir) else None, **versions},
+        gpus=[{"name": g.name, "memory_mib": g.memory_mib,
+               "compute_capability": list(g.compute_capability)} for g in found_gpus],
+        dataset=DatasetRecord(prepared=str(prepared.resolve()),
+                              manifest_sha256=files.sha256(prepared / "manifest.csv"),
+                              train_images=len(train_rows), repeats=repeats,
+                              trigger=state["options"]["trigger"],
+                              caption_template=state["options"]["caption_template"],
+                              class_name=state["options"]["class_name"]),
+        lora_files=[])
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
                          steps, warnings=tuple(warnings + problems), plan=run)
     if problems and not dry_run:
@@ -493,27 +501,25 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         table, str(state["options"]["caption_template"]), str(state["options"]["trigger"]),
         size, SAMPLE_PROMPTS), prompts_path)
     if dry_run:
-        record["status"] = "dry-run"
-        files.write_json(run_dir / "run.json", record)
+        folder.save(replace(record, status="dry-run"))
         return result
 
-    log = run_dir / "train.log"
-    record.update(status="running", start=started, pid=os.getpid(), host=socket.gethostname(),
-                  resumed_from=str(state_dir or "") or None)
-    files.write_json(run_dir / "run.json", record)
+    log = folder.log
+    record = replace(record, status="running", start=started, pid=os.getpid(),
+                     host=socket.gethostname(), resumed_from=str(state_dir or "") or None)
+    folder.save(record)
     if on_launch is not None:
         on_launch(replace(result, status="launching", warnings=tuple(warnings)))
     pruning = planning.prunes_states(options)
     outcome = launch.run(command, log, on_progress=_pruning(
-        output, name, on_progress) if pruning else on_progress)
+        folder.output, name, on_progress) if pruning else on_progress)
     if pruning:
-        launch.prune_states(output, name)
-    loras = launch.lora_files(run_dir / "output", name)
-    final = run_dir / "output" / f"{name}.safetensors"
+        launch.prune_states(folder.output, name)
+    loras = launch.lora_files(folder.output, name)
+    final = folder.final_lora(name)
     status, message = verdict(outcome, final)
-    record.update(status=status, end=_now(), exit_status=outcome.returncode,
-                  interrupted=outcome.interrupted, message=message,
-                  lora_files=[str(p) for p in loras])
-    files.write_json(run_dir / "run.json", record)
+    folder.save(replace(record, status=status, end=_now(), exit_status=outcome.returncode,
+                        interrupted=outcome.interrupted, message=message,
+                        lora_files=[str(p) for p in loras]))
     return replace(result, status=status, warnings=tuple(warnings), lora_files=tuple(loras),
                    message=message, log=log, tail=tuple(outcome.tail))

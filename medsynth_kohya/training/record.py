@@ -1,0 +1,216 @@
+"""The run folder that `train` writes and its record, RUN/run.json: the one module that knows
+their names, so every reader goes through `RunFolder` and `RunRecord`.
+
+    RUN/run.json              the record: settings, command, dataset, status, LoRA files, pushes
+    RUN/config.toml           sd-scripts' --config_file (rendered by sdscripts/render.py)
+    RUN/dataset.toml          sd-scripts' --dataset_config
+    RUN/sample_prompts.toml   the prompts of the sample images made during training
+    RUN/output/               sd-scripts' output_dir: NAME.safetensors, saves, states, sample/
+    RUN/logs/, RUN/train.log  sd-scripts' logging_dir, and its output
+
+The record is written at the start of a run (status, process, start), again once its files are
+rendered, and at the end; `push` appends to `pushes`. Keys a newer version wrote are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from medsynth_kohya import files
+
+RECORD_FILE = "run.json"
+PUBLISHED_RECORD = f"training/{RECORD_FILE}"
+"""Where `push` uploads the record in a Hub repository (and `sample --lora USER/REPO` reads it)."""
+SD_SCRIPTS_COMMIT = "sd_scripts_commit"
+"""The key of `versions` that holds the sd-scripts commit the run used."""
+_ALWAYS = ("start", "end", "exit_status")
+"""Keys written even when empty (null), as every record since the first version has them."""
+
+
+class NotARecord(ValueError):
+    """JSON that is not a run record."""
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """The prepared data a run trained on, as `train` found it."""
+
+    prepared: str | None = None
+    """The prepared folder (absolute)."""
+    manifest_sha256: str | None = None
+    train_images: int | None = None
+    repeats: int | None = None
+    trigger: str | None = None
+    caption_template: str | None = None
+    class_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys this version does not know, kept as read."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """RUN/run.json: what a `train` run was, ran and made. None: not (yet) recorded."""
+
+    tool: str | None = None
+    version: str | None = None
+    preset: str | None = None
+    preset_file: str | None = None
+    overrides: list[str] | None = None
+    config: dict[str, Any] | None = None
+    """sd-scripts' options as rendered into RUN/config.toml (None before they are)."""
+    command: list[str] | None = None
+    cwd: str | None = None
+    expected_steps: int | None = None
+    plan: dict[str, Any] | None = None
+    versions: dict[str, Any] | None = None
+    gpus: list[dict[str, Any]] | None = None
+    dataset: DatasetRecord | None = None
+    start: str | None = None
+    end: str | None = None
+    exit_status: int | None = None
+    lora_files: list[str] | None = None
+    status: str | None = None
+    """"running", "dry-run", "succeeded", "failed" or "interrupted"."""
+    pid: int | None = None
+    host: str | None = None
+    resumed_from: str | None = None
+    interrupted: bool | None = None
+    message: str | None = None
+    pushes: list[dict[str, Any]] | None = None
+    """One entry per push to the Hub (repo, url, commit, time)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys this version does not know, kept as read."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """sd-scripts' options ({} before they are rendered)."""
+        return self.config or {}
+
+    @property
+    def output_name(self) -> str:
+        """The LoRA's file name without .safetensors ("" when not recorded)."""
+        return str(self.options.get("output_name") or "")
+
+    @property
+    def output_dir(self) -> str | None:
+        """sd-scripts' output folder as the run saw it (the run folder may have moved since)."""
+        value = self.options.get("output_dir")
+        return None if value is None else str(value)
+
+    @property
+    def base_model(self) -> str:
+        """The model the LoRA was trained on ("" when not recorded)."""
+        return str(self.options.get("pretrained_model_name_or_path") or "")
+
+    @property
+    def prepared(self) -> Path | None:
+        """The prepared folder the run trained on (None when not recorded)."""
+        folder = self.dataset.prepared if self.dataset else None
+        return Path(str(folder)) if folder else None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRecord:
+        """A record from its JSON form; NotARecord when it is not one."""
+        if not isinstance(data, dict):
+            raise NotARecord("not a JSON object")
+        known = {f.name for f in fields(cls)} - {"extra", "dataset"}
+        values = {k: v for k, v in data.items() if k in known}
+        for key, kind in (("config", dict), ("plan", dict), ("versions", dict),
+                          ("overrides", list), ("command", list), ("gpus", list),
+                          ("lora_files", list), ("pushes", list)):
+            if values.get(key) is not None and not isinstance(values[key], kind):
+                raise NotARecord(f"{key} is not a JSON {'object' if kind is dict else 'list'}")
+        dataset = data.get("dataset")
+        if dataset is not None:
+            if not isinstance(dataset, dict):
+                raise NotARecord("dataset is not a JSON object")
+            names = {f.name for f in fields(DatasetRecord)} - {"extra"}
+            values["dataset"] = DatasetRecord(
+                **{k: v for k, v in dataset.items() if k in names},
+                extra={k: v for k, v in dataset.items() if k not in names})
+        extra = {k: v for k, v in data.items() if k not in known and k != "dataset"}
+        return cls(**values, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: every recorded key (start, end and exit_status always), then the keys
+        of a newer version."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "extra" or (value is None and item.name not in _ALWAYS):
+                continue
+            if isinstance(value, DatasetRecord):
+                value = {**{f.name: getattr(value, f.name) for f in fields(value)
+                            if f.name != "extra" and getattr(value, f.name) is not None},
+                         **value.extra}
+            data[item.name] = value
+        return {**data, **self.extra}
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder's files, by what they are."""
+
+    path: Path
+
+    @property
+    def record_file(self) -> Path:
+        return self.path / RECORD_FILE
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def dataset_config(self) -> Path:
+        return self.path / "dataset.toml"
+
+    @property
+    def sample_prompts(self) -> Path:
+        return self.path / "sample_prompts.toml"
+
+    @property
+    def training_files(self) -> tuple[Path, ...]:
+        """The files rendered for sd-scripts: config, dataset config, sample prompts."""
+        return self.config, self.dataset_config, self.sample_prompts
+
+    @property
+    def output(self) -> Path:
+        return self.path / "output"
+
+    @property
+    def samples(self) -> Path:
+        """The sample images sd-scripts makes during training."""
+        return self.output / "sample"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    def final_lora(self, name: str) -> Path:
+        """The LoRA a finished run writes: output/NAME.safetensors."""
+        return self.output / f"{name}.safetensors"
+
+    def exists(self) -> bool:
+        """Whether this is a run folder (it holds a record)."""
+        return self.record_file.is_file()
+
+    def load(self) -> RunRecord:
+        """The record; OSError or ValueError when it is missing or unreadable."""
+        return RunRecord.from_dict(json.loads(self.record_file.read_text(encoding="utf-8")))
+
+    def save(self, record: RunRecord) -> None:
+        """Write the record atomically."""
+        files.write_json(self.record_file, record.to_dict())
+
+    def add_push(self, entry: dict[str, Any]) -> None:
+        """Append a push to the record (atomically; the uploaded copy leaves `pushes` out)."""
+        record = self.load()
+        self.save(replace(record, pushes=[*(record.pushes or []), entry]))

@@ -1,0 +1,116 @@
+"""One owner per on-disk format: the run record is read and written by training/record.py only.
+
+A second reader that spells `run.json` or indexes a record by its keys drifts from the writer
+(the bug this layout removed: four readers, each with its own literal keys).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+import medsynth_kohya
+from medsynth_kohya.training.record import (
+    RECORD_FILE,
+    DatasetRecord,
+    NotARecord,
+    RunFolder,
+    RunRecord,
+)
+
+PACKAGE = Path(medsynth_kohya.__file__).parent
+OWNER = PACKAGE / "training" / "record.py"
+KEYS = {f.name for f in (*dataclasses.fields(RunRecord), *dataclasses.fields(DatasetRecord))
+        } - {"extra"}
+
+
+def _modules() -> list[Path]:
+    found = sorted(p for p in PACKAGE.rglob("*.py") if p != OWNER)
+    assert len(found) > 30
+    return found
+
+
+def _documentation(tree: ast.AST) -> set[int]:
+    """ids of the string constants that stand alone as statements (docstrings)."""
+    return {id(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+
+
+def test_no_module_but_the_owner_names_the_record_file() -> None:
+    spelled = []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        prose = _documentation(tree)
+        spelled += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and RECORD_FILE in node.value and id(node) not in prose]
+    assert spelled == []
+
+
+def _key(node: ast.AST) -> tuple[ast.expr, object] | None:
+    """(what is indexed, the literal key) of `x["key"]` and `x.get("key", ...)`."""
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return node.value, node.slice.value
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault") and node.args
+            and isinstance(node.args[0], ast.Constant)):
+        return node.func.value, node.args[0].value
+    return None
+
+
+def test_no_module_but_the_owner_reads_a_record_by_its_keys() -> None:
+    read = []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            found = _key(node)
+            if found and found[1] in KEYS and "record" in ast.unparse(found[0]).lower():
+                read.append(f"{path.relative_to(PACKAGE)}: {ast.unparse(node)}")
+    assert read == []
+
+
+def test_the_checks_above_find_what_they_look_for() -> None:
+    tree = ast.parse('record.get("config", {}).get("output_name")\nrun_record["status"]\n'
+                     'x = "RUN/run.json"\n')
+    keys = [found[1] for node in ast.walk(tree) if (found := _key(node))]
+    assert "config" in keys and "status" in keys
+    assert any(isinstance(n, ast.Constant) and n.value == "RUN/run.json" for n in ast.walk(tree))
+
+
+def test_a_record_keeps_what_it_does_not_know_and_writes_no_empty_keys(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    written = {"tool": "medsynth-kohya", "status": "running", "pid": 7, "start": "t0",
+               "end": None, "nodes": 2, "dataset": {"prepared": "/p", "future": True}}
+    folder.record_file.write_text(json.dumps(written), encoding="utf-8")
+    record = folder.load()
+    assert record.status == "running" and record.pid == 7 and record.config is None
+    assert record.prepared == Path("/p") and record.extra == {"nodes": 2}
+    folder.save(record)
+    again = json.loads(folder.record_file.read_text(encoding="utf-8"))
+    assert again == {**written, "exit_status": None}
+    assert "config" not in again and "lora_files" not in again  # not yet rendered: absent
+
+
+def test_a_push_is_appended_and_everything_else_kept(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    folder.save(RunRecord(status="succeeded", config={"output_name": "melanoma"},
+                          dataset=DatasetRecord(prepared="/p", repeats=3)))
+    folder.add_push({"repo_id": "a/b"})
+    folder.add_push({"repo_id": "a/c"})
+    record = folder.load()
+    assert [p["repo_id"] for p in record.pushes or []] == ["a/b", "a/c"]
+    assert record.output_name == "melanoma" and record.dataset == DatasetRecord("/p", repeats=3)
+    assert folder.final_lora(record.output_name) == tmp_path / "output" / "melanoma.safetensors"
+
+
+@pytest.mark.parametrize("text", ["[]", '"x"', '{"config": []}', '{"dataset": "p"}',
+                                  '{"pushes": {}}'])
+def test_json_that_is_no_record_is_refused(tmp_path: Path, text: str) -> None:
+    (tmp_path / RECORD_FILE).write_text(text, encoding="utf-8")
+    with pytest.raises(NotARecord):
+        RunFolder(tmp_path).load()
