@@ -153,6 +153,7 @@ def prepare(
     from medsynth_kohya import ui
     from medsynth_kohya.data.prepare import PrepareOptions, summary
     from medsynth_kohya.data.prepare import prepare as run
+    from medsynth_kohya.data.prepared import PreparedFolder
     from medsynth_kohya.data.sources import parse_columns
 
     with _user_errors():
@@ -171,8 +172,9 @@ def prepare(
     if result.repeats.formula:
         ui.say(result.repeats.formula)
     ui.table(f"prepare: {result.out}", summary(result))
-    ui.say(f"Wrote {result.train_dir}, {result.out / 'manifest.csv'}, "
-           f"{result.out / 'skipped.csv'} and {result.dataset_config}")
+    made = PreparedFolder(result.out)
+    ui.say(f"Wrote {result.train_dir}, {made.manifest}, {made.skipped} and "
+           f"{result.dataset_config}")
 
 
 @app.command()

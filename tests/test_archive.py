@@ -20,7 +20,8 @@ from medsynth_kohya.data import manifest
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
 from medsynth_kohya.data.hair import HairMode
-from medsynth_kohya.data.prepare import PrepareOptions, prepare, read_state
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
@@ -122,7 +123,8 @@ def test_hair_detector_agreement_is_reported_and_kept(archive: SyntheticSet,
     detector = table["hairy"].to_numpy()
     tag = table["metadata_hairy"].astype(bool).to_numpy()
     agree = int((detector == tag).sum())
-    kept = read_state(out)["hair_agreement"]
+    kept = PreparedFolder(out).state().hair_agreement
+    assert kept is not None
     assert kept["compared"] == len(table) and kept["agree"] == agree
     assert kept["detector"] == "auto" and agree < len(table)
     assert kept["accuracy"] == round(agree / len(table), 4)

@@ -1,4 +1,5 @@
-"""One owner per on-disk format: the run record is read and written by training/record.py only.
+"""One owner per on-disk format: the run record is read and written by training/record.py,
+the prepared folder's state by data/prepared.py, the synthetic set's by sampling/synthset.py.
 
 A second reader that spells `run.json` or indexes a record by its keys drifts from the writer
 (the bug this layout removed: four readers, each with its own literal keys).
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import medsynth_kohya
+from medsynth_kohya.data.prepared import PreparedFolder
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.training.record import (
     RECORD_FILE,
     DatasetRecord,
@@ -24,12 +27,14 @@ from medsynth_kohya.training.record import (
 
 PACKAGE = Path(medsynth_kohya.__file__).parent
 OWNER = PACKAGE / "training" / "record.py"
+OWNERS = {RECORD_FILE: OWNER, "prepare.json": PACKAGE / "data" / "prepared.py",
+          "sample.json": PACKAGE / "sampling" / "synthset.py"}
 KEYS = {f.name for f in (*dataclasses.fields(RunRecord), *dataclasses.fields(DatasetRecord))
         } - {"extra"}
 
 
-def _modules() -> list[Path]:
-    found = sorted(p for p in PACKAGE.rglob("*.py") if p != OWNER)
+def _modules(owner: Path = OWNER) -> list[Path]:
+    found = sorted(p for p in PACKAGE.rglob("*.py") if p != owner)
     assert len(found) > 30
     return found
 
@@ -40,14 +45,16 @@ def _documentation(tree: ast.AST) -> set[int]:
             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
 
 
-def test_no_module_but_the_owner_names_the_record_file() -> None:
+@pytest.mark.parametrize("name", sorted(OWNERS))
+def test_no_module_but_the_owner_names_the_file(name: str) -> None:
+    assert name in OWNERS[name].read_text(encoding="utf-8")
     spelled = []
-    for path in _modules():
+    for path in _modules(OWNERS[name]):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         prose = _documentation(tree)
         spelled += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for node in ast.walk(tree)
                     if isinstance(node, ast.Constant) and isinstance(node.value, str)
-                    and RECORD_FILE in node.value and id(node) not in prose]
+                    and name in node.value and id(node) not in prose]
     assert spelled == []
 
 
@@ -114,3 +121,24 @@ def test_json_that_is_no_record_is_refused(tmp_path: Path, text: str) -> None:
     (tmp_path / RECORD_FILE).write_text(text, encoding="utf-8")
     with pytest.raises(NotARecord):
         RunFolder(tmp_path).load()
+
+
+def test_a_prepared_state_reads_what_later_stages_need(tmp_path: Path) -> None:
+    folder = PreparedFolder(tmp_path)
+    folder.state_dir.mkdir()
+    folder.state_file.write_text(json.dumps({
+        "options": {"class_name": "melanoma", "trigger": "me1anoma", "target_steps": None,
+                    "caption_template": "photo of {trigger}"},
+        "source": {"metadata": "/isic/metadata.csv", "image_dirs": ["/isic/images"]}}),
+        encoding="utf-8")
+    state = folder.state()
+    assert (state.class_name, state.trigger, state.target_steps) == ("melanoma", "me1anoma", None)
+    assert not state.diagnosis_recorded  # a folder prepared before the diagnosis was kept
+    assert state.source_images == (Path("/isic/images"),)
+    assert folder.manifest == tmp_path / "manifest.csv"
+
+
+def test_a_folder_prepare_did_not_make_is_refused_in_one_line(tmp_path: Path) -> None:
+    assert PreparedFolder(tmp_path).state_if_any() is None
+    with pytest.raises(UserError, match="was not made by medsynth-kohya prepare"):
+        PreparedFolder(tmp_path).state()

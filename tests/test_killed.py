@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from medsynth_kohya import locks
-from medsynth_kohya.data.prepare import JOURNAL_FILE, STATE_DIR, PrepareOptions, prepare
+from medsynth_kohya.data.prepare import JOURNAL_FILE, PrepareOptions, prepare
+from medsynth_kohya.data.prepared import STATE_DIR
 from medsynth_kohya.data.synth import SyntheticSet
 
 from .fake_gen import make_fake_gen, write_run

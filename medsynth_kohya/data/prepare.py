@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files, locks
+from medsynth_kohya import files, locks
 from medsynth_kohya.data import archive, captions, layout, manifest, query
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
+from medsynth_kohya.data.prepared import STATE_DIR, PreparedFolder
 from medsynth_kohya.data.sources import (
     CAPTION_FIELDS,
     Source,
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 """Called as (done, total) while images are scanned."""
-STATE_DIR = ".medsynth"
-STATE_FILE = "prepare.json"
 CACHE_FILE = "scan-cache.json"
 WRITTEN_FILE = "written.json"
 """The files under img/ and val/ that prepare placed: the only ones a re-run may remove."""
@@ -145,7 +144,7 @@ def _written(out: Path) -> set[Path] | None:
     try:
         return {out / name for name in json.loads(path.read_text(encoding="utf-8"))}
     except (OSError, ValueError):
-        return None if (out / STATE_DIR / STATE_FILE).is_file() else set()
+        return None if PreparedFolder(out).is_prepared() else set()
 
 
 def _ours(path: Path, written: set[Path] | None) -> bool:
@@ -422,14 +421,15 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                  batch_size=options.batch_size)
     train_dir = _write_layout(out, table, repeats.repeats, options.class_name)
 
+    folder = PreparedFolder(out)
     skipped_frame = pd.DataFrame(skipped, columns=list(manifest.SKIPPED_COLUMNS))
-    manifest.write(skipped_frame, out / "skipped.csv")
-    manifest.write(table, out / "manifest.csv")
+    manifest.write(skipped_frame, folder.skipped)
+    manifest.write(table, folder.manifest)
     config = render.dataset_config(train_dir.resolve(), repeats=repeats.repeats,
                                    class_tokens=options.trigger, resolution=options.resolution,
                                    batch_size=options.batch_size)
-    render.write_toml(config, out / "dataset.toml")
-    _write_state(state / STATE_FILE, located, options, agreement, diagnosis)
+    render.write_toml(config, folder.dataset_config)
+    folder.write_state(located, options, agreement, diagnosis)
     if table.empty and scanned:
         raise UserError(f"no images were prepared: --query {options.query!r} left out all "
                         f"{scanned} measured images; loosen its terms on "
@@ -440,7 +440,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     return PrepareResult(
         out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
-        train_dir=train_dir, dataset_config=out / "dataset.toml", options=options,
+        train_dir=train_dir, dataset_config=folder.dataset_config, options=options,
         scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings),
         hair_agreement=agreement, diagnosis=diagnosis, dropped=scanned - len(good))
 
@@ -471,7 +471,7 @@ def _why_empty(out: Path, source: Source, options: PrepareOptions, rows: int, se
             hint = (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {ids.iloc[0]}) "
                     f"of column {source.columns['id']}: map another with --column id=COLUMN")
     return (f"no images were prepared from {selected} selected rows: {reasons} "
-            f"(see {out / 'skipped.csv'}){hint}")
+            f"(see {PreparedFolder(out).skipped}){hint}")
 
 
 def _agreement(frame: pd.DataFrame, detected: pd.Series,
@@ -586,31 +586,6 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
     _record_written(out, wanted)
     train_dir.mkdir(parents=True, exist_ok=True)
     return train_dir
-
-
-def _write_state(path: Path, source: Source, options: PrepareOptions,
-                 agreement: HairAgreement | None, diagnosis: str | None) -> None:
-    """Mark OUT as made by `prepare` and record how, for later stages and re-runs: with the
-    class's Archive diagnosis (for `sample`'s metadata) and the hair detector's agreement."""
-    record = {"tool": "medsynth-kohya", "command": "prepare", "version": __version__,
-              "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
-                         "image_dirs": [str(d.resolve()) for d in source.image_dirs]},
-              "options": {**asdict(options), "hair": options.hair.value,
-                          "columns": dict(options.columns)},
-              "diagnosis": diagnosis,
-              "hair_agreement": None if agreement is None else {
-                  **asdict(agreement), "accuracy": round(agreement.accuracy, 4)}}
-    files.write_json(path, record, sort_keys=True)
-
-
-def read_state(out: Path) -> dict[str, Any]:
-    """The options a prepared folder was made with (later stages read its trigger and template)."""
-    path = out / STATE_DIR / STATE_FILE
-    if not path.is_file():
-        raise UserError(f"{out} was not made by medsynth-kohya prepare (no {STATE_DIR}/"
-                        f"{STATE_FILE}); run `medsynth-kohya prepare SOURCE --out {out}` first")
-    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return record
 
 
 def _measured(table: pd.DataFrame) -> list[tuple[str, str]]:

@@ -8,26 +8,23 @@ paths and labels only; `decoded` then yields the images one at a time.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling.synthset import IMAGES, METADATA
 from medsynth_kohya.training.record import RECORD_FILE, RunFolder
 
 if TYPE_CHECKING:
     import pandas as pd
     from cv2.typing import MatLike
 
-SYNTHETIC_METADATA = "metadata.csv"
-SYNTHETIC_IMAGES = "images"
 SYNTHETIC_ID_COLUMNS = ("isic_id", "image_name")
 """The id column of metadata.csv: the ISIC Archive's, or the 2020 challenge's (`sample
 --metadata-style 2020`)."""
-PREPARED_MANIFEST = "manifest.csv"
-PREPARED_STATE = Path(".medsynth") / "prepare.json"
 
 
 @dataclass(frozen=True)
@@ -64,9 +61,9 @@ def load_synthetic(root: Path) -> SyntheticSet:
     if not root.is_dir():
         raise UserError(f"synthetic set {root} does not exist; give the --out folder of "
                         "`medsynth-kohya sample`")
-    metadata = root / SYNTHETIC_METADATA
+    metadata = root / METADATA
     if not metadata.is_file():
-        raise UserError(f"{root} has no {SYNTHETIC_METADATA}: give a folder written by "
+        raise UserError(f"{root} has no {METADATA}: give a folder written by "
                         "`medsynth-kohya sample` (re-run it to rewrite its metadata)")
     try:
         table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
@@ -76,7 +73,7 @@ def load_synthetic(root: Path) -> SyntheticSet:
     if key is None:
         raise UserError(f"{metadata} has no isic_id (or image_name) column; it was not written "
                         "by `sample`")
-    folder = root / SYNTHETIC_IMAGES
+    folder = root / IMAGES
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
     for record in table.to_dict("records"):
@@ -91,7 +88,7 @@ def load_synthetic(root: Path) -> SyntheticSet:
                      "skin_tone": str(record.get("skin_tone", "")).strip(),
                      "prompt": str(record.get("prompt", ""))})
     if not rows:
-        raise UserError(f"{root} has no images for the rows of its {SYNTHETIC_METADATA} "
+        raise UserError(f"{root} has no images for the rows of its {METADATA} "
                         f"(looked in {folder})")
     return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing)
 
@@ -126,7 +123,7 @@ def _prepared(folder: Path) -> RealSet:
     notes name files, never a local path (the report is meant to be shared)."""
     from medsynth_kohya.data import manifest, sources
 
-    table = manifest.read(folder / PREPARED_MANIFEST)
+    table = manifest.read(PreparedFolder(folder).manifest)
     train = table.loc[table["split"].astype(str) == "train"]
     training = _frame([{"id": str(r.id), "path": Path(str(r.source)),
                         "patient_id": "" if str(r.patient_id) in {"<NA>", "nan"}
@@ -134,12 +131,13 @@ def _prepared(folder: Path) -> RealSet:
                       ("id", "path", "patient_id"))
     notes: list[str] = []
     labelled = None
-    state_path = folder / PREPARED_STATE
     try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        metadata = Path(state["source"]["metadata"])
-        dirs = [Path(d) for d in state["source"]["image_dirs"]]
-        source = sources.locate(None, metadata=metadata, images=dirs[0] if dirs else None)
+        state = PreparedFolder(folder).state()
+        if state.source_metadata is None:
+            raise ValueError("its state names no source")
+        dirs = state.source_images
+        source = sources.locate(None, metadata=state.source_metadata,
+                                images=dirs[0] if dirs else None)
         _, labelled = _from_source(source, set(training["id"]))
     except (OSError, KeyError, ValueError, UserError):
         notes.append(f"the ISIC source {folder.name} was prepared from could not be read; the "
@@ -171,7 +169,7 @@ def load_real(path: Path) -> RealSet:
     if not path.exists():
         raise UserError(f"real data {path} does not exist; give an ISIC download or a folder "
                         "made by `medsynth-kohya prepare`")
-    if path.is_dir() and (path / PREPARED_MANIFEST).is_file():
+    if path.is_dir() and PreparedFolder(path).manifest.is_file():
         real = _prepared(path)
     else:
         training, labelled = _from_source(sources.locate(path), None)

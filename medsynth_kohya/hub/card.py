@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files
 from medsynth_kohya.data import manifest
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.resources import data_dir
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import SD_SCRIPTS_COMMIT, DatasetRecord, RunRecord
@@ -144,7 +145,7 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
 def spread_section(record: RunRecord) -> tuple[str, list[str], bool]:
     """The spread section, warnings, and whether the data is the synthetic demo set."""
     recorded = record.dataset.manifest_sha256 if record.dataset else None
-    path = (record.prepared or Path()) / "manifest.csv"
+    path = PreparedFolder(record.prepared or Path()).manifest
     if record.prepared is None or not path.is_file():
         return ("The prepared manifest was not available when this card was written, so the "
                 "spread of the training images is not shown.",

@@ -22,6 +22,7 @@ from medsynth_kohya.hub.card import DEFAULT_LICENSE, Sample, render_card, spread
 from medsynth_kohya.hub.eval_card import CardEvaluation
 from medsynth_kohya.sampling.grid import GRID_IMAGES
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
+from medsynth_kohya.sampling.synthset import GRID, IMAGES, METADATA
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import (
@@ -199,13 +200,13 @@ def _training_samples(run: RunFolder, name: str, prompts: Sequence[str],
 
 def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
     """Images of a `medsynth-kohya sample` folder (metadata.csv order) and its grid."""
-    images = sorted((folder / "images").glob("*.png")) if (folder / "images").is_dir() else []
-    grid = folder / "grid.jpg"
+    images = sorted((folder / IMAGES).glob("*.png")) if (folder / IMAGES).is_dir() else []
+    grid = folder / GRID
     if not images and not grid.is_file():
         raise UserError(f"--samples {folder} holds no images/*.png or grid.jpg: pass the --out "
                         "folder of `medsynth-kohya sample`")
     rows: dict[str, dict[str, str]] = {}
-    metadata = folder / "metadata.csv"
+    metadata = folder / METADATA
     if metadata.is_file():
         with metadata.open(newline="", encoding="utf-8") as file:
             for row in csv.DictReader(file):

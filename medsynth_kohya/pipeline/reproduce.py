@@ -20,6 +20,7 @@ from typing import Any
 from medsynth_kohya import files, locks
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
@@ -225,6 +226,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     from medsynth_kohya.data import prepare
     from medsynth_kohya.hub.push import push as publish
     from medsynth_kohya.sampling import sample
+    from medsynth_kohya.sampling.synthset import GRID, IMAGES, METADATA
     from medsynth_kohya.training import train
 
     if n < 1:
@@ -259,11 +261,12 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
 
     source_digest = _source_digest(located, original)
     prepare_action = "skip (inputs unchanged)" if state.done("prepare", source_digest) else "run"
+    prepared_folder = PreparedFolder(prepared)
     stages.append(Stage("prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
-                        (str(prepared / "img"), str(prepared / "manifest.csv"),
-                         str(prepared / "dataset.toml")),
+                        (str(prepared_folder.train_root), str(prepared_folder.manifest),
+                         str(prepared_folder.dataset_config)),
                         detail=f"original captions, {hair_choice()}, repeats 1"))
-    manifest = prepared / "manifest.csv"
+    manifest = prepared_folder.manifest
     if not dry_run and prepare_action == "run":
         prepare.prepare(source, prepared, metadata=metadata, images=images, options=original,
                         force=True, break_lock=break_lock)
@@ -294,7 +297,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                             "reproduce command again to resume (log: "
                             f"{result.log})")
         state.record("train", train_digest, "done")
-    final = run / "output" / f"{name}.safetensors"
+    final = folder.final_lora(name)
     if final.is_file():
         lora = final
 
@@ -302,8 +305,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     sample_digest = _digest(lora_digest or train_digest, n)
     sample_action = "skip (inputs unchanged)" if state.done("sample", sample_digest) else "run"
     stages.append(Stage("sample", sample_action, f"{final}, {n} images, seed 0",
-                        (str(synthetic / "images"), str(synthetic / "metadata.csv"),
-                         str(synthetic / "grid.jpg")),
+                        (str(synthetic / IMAGES), str(synthetic / METADATA),
+                         str(synthetic / GRID)),
                         (f"medsynth-kohya sample --lora {run} --n {n} --out {synthetic}",),
                         detail="1024x1024, scale 12, 28 steps, euler_a"))
     if not dry_run and sample_action == "run":

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from medsynth_kohya.data import archive, captions
+from medsynth_kohya.data.prepared import PreparedFolder, PreparedState
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.training.record import RECORD_FILE, DatasetRecord, RunFolder, RunRecord
@@ -96,17 +96,9 @@ def lora_source(lora: Path, revision: str | None) -> tuple[
     return pulled.file, pulled.record, pulled.base_model, pulled.notes
 
 
-def _prepared_state(folder: Path | None) -> dict[str, Any]:
-    """The record a prepared folder keeps (options, class diagnosis; {} when there is none)."""
-    from medsynth_kohya.data.prepare import STATE_DIR as PREPARE_STATE
-    from medsynth_kohya.data.prepare import STATE_FILE as PREPARE_FILE
-
-    if folder is None or not (folder / PREPARE_STATE / PREPARE_FILE).is_file():
-        return {}
-    from medsynth_kohya.data.prepare import read_state
-
-    state: dict[str, Any] = read_state(folder)
-    return state
+def _prepared_state(folder: Path | None) -> PreparedState | None:
+    """The state a prepared folder keeps (options, class diagnosis; None when there is none)."""
+    return None if folder is None else PreparedFolder(folder).state_if_any()
 
 
 @dataclass(frozen=True)
@@ -117,12 +109,12 @@ class Captions:
     known: bool
 
 
-def _class_diagnosis(class_name: str, states: Sequence[Mapping[str, Any]]) -> str | None:
+def _class_diagnosis(class_name: str, states: Sequence[PreparedState]) -> str | None:
     """The training class's Archive diagnosis: what prepare found its images share, else the
     class name read as a diagnosis term ("melanoma")."""
     for state in states:
-        if "diagnosis" in state:
-            return None if state["diagnosis"] is None else str(state["diagnosis"])
+        if state.diagnosis_recorded:
+            return state.diagnosis
     return archive.diagnosis_path(class_name)
 
 
@@ -133,11 +125,10 @@ def training_captions(record: RunRecord | None, like: Path | None) -> Captions:
     prepare's defaults.
     """
     dataset = record.dataset if record and record.dataset else DatasetRecord()
-    states = [_prepared_state(record.prepared if record else None),
-              _prepared_state(like.parent if like else None)]
+    states = [state for state in (_prepared_state(record.prepared if record else None),
+                                  _prepared_state(like.parent if like else None)) if state]
     found = [(dataset.caption_template, dataset.trigger, dataset.class_name), *(
-        (options.get("caption_template"), options.get("trigger"), options.get("class_name"))
-        for options in (state.get("options", {}) for state in states))]
+        (state.caption_template, state.trigger, state.class_name) for state in states)]
     for template, trigger, class_name in found:
         if template and trigger:
             name = str(class_name or (record.output_name if record else "") or "melanoma")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from medsynth_kohya import files
 from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data.archive import MetadataStyle
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.generator import SCRIPT
@@ -177,7 +178,7 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
         if prepared is None:
             raise UserError("give --like OUT/manifest.csv (or --prompt / --prompts): the LoRA "
                             "has no train run record naming its prepared data")
-        like = prepared / "manifest.csv"
+        like = PreparedFolder(prepared).manifest
     if n is None:
         raise UserError("give --n, the number of images to generate")
     table = _read_manifest(like, options.query)

@@ -21,8 +21,7 @@ from typing import Any
 
 from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import manifest
-from medsynth_kohya.data.layout import TRAIN_ROOT
-from medsynth_kohya.data.prepare import read_state
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine import doctor
 from medsynth_kohya.machine.doctor import WARN
@@ -138,9 +137,10 @@ def _merge(preset: presets.Preset, overrides: Mapping[str, Any],
 
 def _train_folder(prepared: Path) -> tuple[Path, int]:
     """The prepared `img/<R>_<class>` folder and its repeats."""
-    folders = sorted(p for p in (prepared / TRAIN_ROOT).glob("*_*") if p.is_dir())
+    root = PreparedFolder(prepared).train_root
+    folders = sorted(p for p in root.glob("*_*") if p.is_dir())
     if len(folders) != 1 or not folders[0].name.split("_", 1)[0].isdigit():
-        raise UserError(f"{prepared / TRAIN_ROOT} should hold one <repeats>_<class> folder; "
+        raise UserError(f"{root} should hold one <repeats>_<class> folder; "
                         f"re-run `medsynth-kohya prepare ... --out {prepared}`")
     return folders[0], int(folders[0].name.split("_", 1)[0])
 
@@ -424,7 +424,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
            resume: bool, force: bool, detect: Callable[[], list[Gpu]],
            on_progress: Callable[[launch.StepProgress], None] | None,
            on_launch: Callable[[TrainResult], None] | None) -> TrainResult:
-    state = read_state(prepared)
+    data = PreparedFolder(prepared)
+    state = data.state()
     changes = parse_overrides(overrides)
     previous = _claim_run_dir(run_dir, force, resume, dry_run)
     died, started = _died(previous) if resume else None, _now()
@@ -434,22 +435,21 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                             preset=preset.name, status="running", pid=os.getpid(),
                             host=socket.gethostname(), start=started, end=None))
     train_dir, repeats = _train_folder(prepared)
-    table = manifest.read(prepared / "manifest.csv")
+    table = manifest.read(data.manifest)
     train_rows = table[table["split"] == "train"]
     if train_rows.empty:
         raise UserError(f"{prepared} has no training images (see its skipped.csv); prepare "
                         "a selection with images first")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
-    name = str(state["options"]["class_name"])
-    config = _configure(preset, changes, sd_dir, run_dir, name,
-                        state["options"].get("target_steps"), gpus, detect)
+    name = str(state.class_name)
+    config = _configure(preset, changes, sd_dir, run_dir, name, state.target_steps, gpus, detect)
     document, options = config.document, config.options
     found_gpus, processes = config.gpus, config.processes
 
     size = checks.resolution(options.get("resolution", "1024,1024")) or (1024, 1024)
     dataset = render.dataset_config(
-        train_dir.resolve(), repeats=repeats, class_tokens=str(state["options"]["trigger"]),
+        train_dir.resolve(), repeats=repeats, class_tokens=str(state.trigger),
         resolution=size, batch_size=int(options.get("train_batch_size", 1)))
     config_path, dataset_path = folder.config, folder.dataset_config
     prompts_path = folder.sample_prompts
@@ -481,11 +481,11 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         gpus=[{"name": g.name, "memory_mib": g.memory_mib,
                "compute_capability": list(g.compute_capability)} for g in found_gpus],
         dataset=DatasetRecord(prepared=str(prepared.resolve()),
-                              manifest_sha256=files.sha256(prepared / "manifest.csv"),
+                              manifest_sha256=files.sha256(data.manifest),
                               train_images=len(train_rows), repeats=repeats,
-                              trigger=state["options"]["trigger"],
-                              caption_template=state["options"]["caption_template"],
-                              class_name=state["options"]["class_name"]),
+                              trigger=state.trigger,
+                              caption_template=state.caption_template,
+                              class_name=state.class_name),
         lora_files=[])
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
                          steps, warnings=tuple(warnings + problems), plan=run)
@@ -498,7 +498,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     render.write_toml(document, config_path)
     render.write_toml(dataset, dataset_path)
     render.write_toml(prompts.training_document(
-        table, str(state["options"]["caption_template"]), str(state["options"]["trigger"]),
+        table, str(state.caption_template), str(state.trigger),
         size, SAMPLE_PROMPTS), prompts_path)
     if dry_run:
         folder.save(replace(record, status="dry-run"))

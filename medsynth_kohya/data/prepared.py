@@ -1,0 +1,146 @@
+"""The prepared folder that `prepare` writes: the one module that knows its file names and
+reads its state, so `train`, `sample`, the model card, `evaluate` and `reproduce` go through it.
+
+    OUT/img/<R>_<class>/          kohya's DreamBooth layout (data/layout.py places the files)
+    OUT/val/1_<class>/            held-out images (--val-frac)
+    OUT/manifest.csv              one row per prepared image (schema: data/manifest.py)
+    OUT/skipped.csv               the rows left out, with the reason
+    OUT/dataset.toml              sd-scripts' --dataset_config for this folder
+    OUT/.medsynth/prepare.json    how it was made: source, options, the class's diagnosis
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya import __version__, files
+from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT
+from medsynth_kohya.errors import UserError
+
+if TYPE_CHECKING:
+    from medsynth_kohya.data.prepare import HairAgreement, PrepareOptions
+    from medsynth_kohya.data.sources import Source
+
+STATE_DIR = ".medsynth"
+STATE_FILE = "prepare.json"
+
+
+@dataclass(frozen=True)
+class PreparedState:
+    """OUT/.medsynth/prepare.json: how the folder was prepared, as later stages need it."""
+
+    options: dict[str, Any]
+    """prepare's options (PrepareOptions' fields), as recorded."""
+    diagnosis: str | None = None
+    """The ISIC Archive diagnosis the class's images share (None: none is shared)."""
+    diagnosis_recorded: bool = False
+    """False for a folder prepared before the diagnosis was recorded."""
+    source_metadata: Path | None = None
+    source_images: tuple[Path, ...] = ()
+    hair_agreement: dict[str, Any] | None = None
+
+    @property
+    def class_name(self) -> str | None:
+        return _text(self.options.get("class_name"))
+
+    @property
+    def trigger(self) -> str | None:
+        return _text(self.options.get("trigger"))
+
+    @property
+    def caption_template(self) -> str | None:
+        return _text(self.options.get("caption_template"))
+
+    @property
+    def target_steps(self) -> Any:
+        """prepare --target-steps (None when not given)."""
+        return self.options.get("target_steps")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PreparedState:
+        """The state from its JSON form; ValueError when it is not one."""
+        if not isinstance(data, dict) or not isinstance(data.get("options", {}), dict):
+            raise ValueError("not a prepare state (a JSON object with options)")
+        found = data.get("source")
+        source: dict[str, Any] = found if isinstance(found, dict) else {}
+        metadata = source.get("metadata")
+        agreement = data.get("hair_agreement")
+        return cls(options=dict(data.get("options", {})), diagnosis=_text(data.get("diagnosis")),
+                   diagnosis_recorded="diagnosis" in data,
+                   source_metadata=Path(str(metadata)) if metadata else None,
+                   source_images=tuple(Path(str(d)) for d in source.get("image_dirs") or []),
+                   hair_agreement=agreement if isinstance(agreement, dict) else None)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class PreparedFolder:
+    """A prepared folder's files, by what they are."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.csv"
+
+    @property
+    def skipped(self) -> Path:
+        return self.path / "skipped.csv"
+
+    @property
+    def dataset_config(self) -> Path:
+        return self.path / "dataset.toml"
+
+    @property
+    def train_root(self) -> Path:
+        return self.path / TRAIN_ROOT
+
+    @property
+    def val_root(self) -> Path:
+        return self.path / VAL_ROOT
+
+    @property
+    def state_dir(self) -> Path:
+        """prepare's own files (state, scan journal, the list of files it placed)."""
+        return self.path / STATE_DIR
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def is_prepared(self) -> bool:
+        """Whether `prepare` finished writing this folder at least once."""
+        return self.state_file.is_file()
+
+    def state(self) -> PreparedState:
+        """The state; a UserError when the folder was not prepared."""
+        if not self.is_prepared():
+            raise UserError(f"{self.path} was not made by medsynth-kohya prepare (no "
+                            f"{STATE_DIR}/{STATE_FILE}); run `medsynth-kohya prepare SOURCE "
+                            f"--out {self.path}` first")
+        return PreparedState.from_dict(json.loads(self.state_file.read_text(encoding="utf-8")))
+
+    def state_if_any(self) -> PreparedState | None:
+        """The state, None when the folder was not prepared."""
+        return self.state() if self.is_prepared() else None
+
+    def write_state(self, source: Source, options: PrepareOptions,
+                    agreement: HairAgreement | None, diagnosis: str | None) -> None:
+        """Mark the folder as made by `prepare` and record how, for later stages and re-runs:
+        with the class's Archive diagnosis (for `sample`'s metadata) and the hair detector's
+        agreement."""
+        record = {"tool": "medsynth-kohya", "command": "prepare", "version": __version__,
+                  "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
+                             "image_dirs": [str(d.resolve()) for d in source.image_dirs]},
+                  "options": {**asdict(options), "hair": options.hair.value,
+                              "columns": dict(options.columns)},
+                  "diagnosis": diagnosis,
+                  "hair_agreement": None if agreement is None else {
+                      **asdict(agreement), "accuracy": round(agreement.accuracy, 4)}}
+        files.write_json(self.state_file, record, sort_keys=True)
