@@ -9,14 +9,17 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.cli import app
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
 from .fake_hub import FakeHub, serve
+from .fakes import FakeSd, make_fake_sd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,6 +105,23 @@ def isic2020(_isic2020: SyntheticSet, tmp_path: Path) -> SyntheticSet:
 def archive(_archive: SyntheticSet, tmp_path: Path) -> SyntheticSet:
     """A small ISIC Archive-style export: metadata.csv with the images beside it."""
     return _copy(_archive, tmp_path / "archive")
+
+
+def prepare_set(made: SyntheticSet, out: Path, **options: Any) -> Path:
+    """`made` prepared into `out` with these PrepareOptions, on one worker."""
+    return prepare(made.root, out, options=PrepareOptions(**options), workers=1).out
+
+
+@pytest.fixture
+def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
+    """The generated ISIC 2020 set prepared into tmp_path/prepared, repeats 2."""
+    return prepare_set(isic2020, tmp_path / "prepared", repeats=2)
+
+
+@pytest.fixture
+def fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
+    """The stand-in sd-scripts and accelerate (see tests/fakes.py)."""
+    return make_fake_sd(tmp_path, monkeypatch)
 
 
 @pytest.fixture

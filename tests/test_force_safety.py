@@ -9,24 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
-from medsynth_kohya.data.synth import SyntheticSet
-
 from .conftest import invoke
 from .disk import checksums
-from .fakes import FakeSd, make_fake_sd
-
-
-@pytest.fixture
-def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
-    out = tmp_path / "prepared"
-    prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
-    return out
-
-
-@pytest.fixture
-def fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
-    return make_fake_sd(tmp_path, monkeypatch)
+from .fakes import FakeSd
 
 
 def _train(runner: CliRunner, prepared: Path, run: Path, fake_sd: FakeSd,

@@ -18,13 +18,7 @@ from medsynth_kohya.machine.gpus import Gpu, detect_gpus, parse_nvidia_smi
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.launch import StepProgress
 
-from .fakes import FakeSd, interrupt_after, make_fake_sd
-
-
-@pytest.fixture
-def fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
-    """The stand-in sd-scripts and accelerate (see tests/fakes.py)."""
-    return make_fake_sd(tmp_path, monkeypatch)
+from .fakes import FakeSd, interrupt_after
 
 
 def _command(fake: FakeSd, **options: Any) -> launch.Command:

@@ -210,13 +210,6 @@ def test_two_prepares_on_one_folder(isic2020: SyntheticSet, tmp_path: Path) -> N
     assert snapshot(out) == snapshot(reference)
 
 
-@pytest.fixture
-def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
-    out = tmp_path / "prepared"
-    prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
-    return out
-
-
 def test_two_trains_on_one_run_folder_even_with_force(prepared: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     fake: FakeSd = make_fake_sd(tmp_path, monkeypatch)

@@ -11,19 +11,17 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.training.train import newest_run, train
 
-from .conftest import invoke
+from .conftest import invoke, prepare_set
 
 
 @pytest.fixture
 def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
     """The 12 generated melanomas, repeats 1."""
-    return prepare(isic2020.root, tmp_path / "prepared", options=PrepareOptions(repeats=1),
-                   workers=1).out
+    return prepare_set(isic2020, tmp_path / "prepared", repeats=1)
 
 
 def _config(run: Path) -> dict[str, object]:

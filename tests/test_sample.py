@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
@@ -27,7 +26,7 @@ from medsynth_kohya.sampling.sample import SampleOptions, sample
 from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
-from .conftest import invoke
+from .conftest import invoke, prepare_set
 from .disk import checksums, entries
 from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen, write_lora, write_run
 
@@ -36,12 +35,9 @@ SMALL = ("--width", 64, "--height", 64, "--steps", 2)
 
 @pytest.fixture
 def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
-    out = tmp_path / "prepared"
-    prepare(isic2020.root, out, options=PrepareOptions(repeats=2, trigger="sks melanoma",
-                                                       caption_template="dermoscopy of "
-                                                       "{trigger} on {site}, {sex}, age {age}"),
-            workers=1)
-    return out
+    """Prepared with another trigger and template than prepare's defaults."""
+    return prepare_set(isic2020, tmp_path / "prepared", repeats=2, trigger="sks melanoma",
+                       caption_template="dermoscopy of {trigger} on {site}, {sex}, age {age}")
 
 
 @pytest.fixture

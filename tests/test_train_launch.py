@@ -18,19 +18,7 @@ from medsynth_kohya.training import train as training
 from medsynth_kohya.training.train import train
 
 from .conftest import invoke
-from .fakes import FakeSd, interrupt_after, make_fake_sd
-
-
-@pytest.fixture
-def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
-    out = tmp_path / "prepared"
-    prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
-    return out
-
-
-@pytest.fixture
-def fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
-    return make_fake_sd(tmp_path, monkeypatch)
+from .fakes import FakeSd, interrupt_after
 
 
 def _record(run: Path) -> dict[str, object]:

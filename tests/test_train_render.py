@@ -10,8 +10,6 @@ import toml
 from typer.testing import CliRunner
 
 from medsynth_kohya.data import manifest
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
-from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.sdscripts import presets
 from medsynth_kohya.training.train import train
 
@@ -20,13 +18,6 @@ from .conftest import InstallGpus, invoke
 ORIGINAL_ONLY = {"in_json", "train_data_dir", "output_dir", "output_name", "logging_dir",
                  "max_train_epochs"}
 """Original keys the folder layout replaces (documented in configs/medsynthx-2023.toml)."""
-
-
-@pytest.fixture
-def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
-    out = tmp_path / "prepared"
-    prepare(isic2020.root, out, options=PrepareOptions(repeats=2), workers=1)
-    return out
 
 
 def _flat(path: Path) -> dict[str, object]:
