@@ -13,7 +13,7 @@ publish a flagged image. It holds ids, distances and folder names, never a local
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, sets
+from medsynth_kohya.training.record import RECORD_FILE, RunRecord
 
 NAME = "copies.json"
 
@@ -59,13 +60,12 @@ class CopyCheck:
                 f"training photos of {self.training}: {pairs}{more}")
 
 
-def training_folder(record: Mapping[str, Any] | None) -> Path:
+def training_folder(record: RunRecord | None) -> Path:
     """The prepared folder a LoRA's run record names, which must still be on this machine."""
-    prepared = ((record or {}).get("dataset") or {}).get("prepared")
-    if not prepared:
+    folder = record.prepared if record else None
+    if folder is None:
         raise UserError("--check-copies needs the training images: give --lora a train run "
-                        "folder (its run.json names the prepared data), not a bare LoRA")
-    folder = Path(str(prepared))
+                        f"folder (its {RECORD_FILE} names the prepared data), not a bare LoRA")
     if not folder.is_dir():
         raise UserError(f"--check-copies needs the training images, but the prepared folder "
                         f"{folder} the run was trained on is not on this machine")
