@@ -293,7 +293,7 @@ def _copies_gate(folder: Path, chosen: Sequence[Sample], grid: Path | None,
     --check-copies` or the --eval report) unless `allow`; warnings for unchecked images."""
     published = {s.path.stem for s in chosen}
     if grid is not None:  # the contact sheet shows the set's first images
-        published |= set(sorted(p.stem for p in (folder / "images").glob("*.png"))[:GRID_IMAGES])
+        published |= set(sorted(p.stem for p in (folder / IMAGES).glob("*.png"))[:GRID_IMAGES])
     recorded = copycheck.read(folder)
     flagged = {f.synthetic_id: f.training_id for f in recorded.flagged} if recorded else {}
     sources = [copycheck.NAME] if flagged.keys() & published else []
