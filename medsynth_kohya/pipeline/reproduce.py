@@ -25,7 +25,7 @@ from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout, launch, presets
-from medsynth_kohya.training.record import RunFolder
+from medsynth_kohya.training.record import RECORD_FILE, RunFolder
 
 PRESET = "medsynthx-2023"
 STATE_FILE = "reproduce.json"
@@ -111,13 +111,14 @@ def _claim(workdir: Path) -> None:
     """Refuse a WORKDIR that reproduce did not make: one holding anything but reproduce.json,
     lock files and stage folders that bear their stage's mark or hold only lock files (those
     of a first run killed before it wrote reproduce.json). Runs before anything is written."""
-    from medsynth_kohya.data.prepare import STATE_DIR
+    from medsynth_kohya.data.prepared import STATE_DIR
+    from medsynth_kohya.sampling import synthset
 
     if workdir.exists() and not workdir.is_dir():
         raise UserError(f"--workdir {workdir} is a file; choose a folder")
     if not workdir.is_dir() or (workdir / STATE_FILE).is_file():
         return
-    marks = {"prepared": STATE_DIR, "run": "run.json", "synthetic": STATE_DIR}
+    marks = {"prepared": STATE_DIR, "run": RECORD_FILE, "synthetic": synthset.STATE_DIR}
 
     def stage_folder(path: Path) -> bool:
         return path.name in marks and path.is_dir() and (
