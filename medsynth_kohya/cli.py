@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -17,6 +17,9 @@ from typer.core import TyperCommand
 from medsynth_kohya import __version__
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.data.hair import HairMode
+
+if TYPE_CHECKING:
+    from medsynth_kohya.machine.slurm import Job
 
 SdScriptsOption = Annotated[Optional[Path], typer.Option(  # noqa: UP045 (Typer needs Optional)
     "--sd-scripts",
@@ -28,6 +31,10 @@ BreakLockOption = Annotated[bool, typer.Option(
     "--break-lock", help="Take the folder's lock although it names a command on another "
     "machine whose heartbeat is recent; only when that command no longer runs (one silent "
     "for 10 minutes is taken over without it).")]
+SbatchOption = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    "--sbatch", metavar="KEY=VALUE",
+    help="With --slurm: an #SBATCH setting such as --sbatch partition=gpu or --sbatch "
+    "time=24:00:00. Repeatable.")]
 ColumnOption = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
     "--column", metavar="FIELD=COLUMN",
     help="Read a field (id, patient_id, sex, age, site) from another metadata column: "
@@ -237,6 +244,24 @@ def train(
     force: Annotated[bool, typer.Option(help="Start over in a --run-dir that holds a run.")
     ] = False,
     break_lock: BreakLockOption = False,
+    num_machines: Annotated[int, typer.Option(
+        help="Machines training together (accelerate's --num_machines); run this on each, "
+        "with the same --run-dir on a shared file system.")] = 1,
+    machine_rank: Annotated[int, typer.Option(help="This machine's rank, 0 to "
+                                              "--num-machines minus 1.")] = 0,
+    main_process_ip: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Address of the machine of rank 0.")] = None,
+    main_process_port: Annotated[int, typer.Option(help="Port on the machine of rank 0.")
+    ] = 29500,
+    accelerate_config: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="An `accelerate config` file, passed to accelerate untouched (instead of the "
+        "four options above).")] = None,
+    slurm: Annotated[bool, typer.Option(
+        help="Check the run here and write RUN/train.sbatch: one task per machine "
+        "(--num-machines), each starting `accelerate launch` with its rank from SLURM.")
+    ] = False,
+    submit: Annotated[bool, typer.Option(help="With --slurm: submit it with sbatch.")] = False,
+    sbatch: SbatchOption = None,
 ) -> None:
     """Train an SDXL LoRA with sd-scripts on a prepared folder.
 
@@ -246,11 +271,20 @@ def train(
     --target-steps`, else the preset's; the table says which, with epochs, saves, sample
     rounds and the disk the saves need (refused when they would not fit). Then it runs
     `accelerate launch sdxl_train_network.py` (log in `RUN/train.log`, record in
-    `RUN/run.json`). Ctrl-C stops cleanly; `--resume` continues.
+    `RUN/run.json`). Ctrl-C stops cleanly; `--resume` continues. On several machines, rank
+    0 waits for the others, checks every machine's GPUs and records them in run.json.
     """
     from medsynth_kohya import ui
-    from medsynth_kohya.training.train import TrainResult
+    from medsynth_kohya.sdscripts.launch import Machines
+    from medsynth_kohya.training.train import Cluster, TrainResult
     from medsynth_kohya.training.train import train as run
+
+    if (submit or sbatch) and not slurm:
+        ui.error("--submit and --sbatch are for the --slurm script: add --slurm")
+        raise typer.Exit(2)
+    cluster = Cluster(Machines(num_machines, machine_rank, main_process_ip, main_process_port),
+                      accelerate_config, tuple(sbatch or ()) if slurm else None,
+                      submit and not dry_run)
 
     def plan_table(result: TrainResult) -> None:
         rows = [("run folder", str(result.run_dir)), ("status", result.status),
@@ -262,10 +296,13 @@ def train(
     with _user_errors(), ui.training_bar() as progress:
         result = run(prepared, preset, overrides=set_ or [], run_dir=run_dir,
                      sd_scripts=sd_scripts, python=python, gpus=gpus, dry_run=dry_run,
-                     resume=resume, force=force, break_lock=break_lock,
+                     resume=resume, force=force, break_lock=break_lock, cluster=cluster,
                      on_progress=progress, on_launch=plan_table)
     for warning in result.warnings:
         ui.warn(warning)
+    if result.job is not None:
+        _show_job(result.job)
+        return
     if result.status == "dry-run":
         plan_table(result)
     else:
@@ -281,6 +318,18 @@ def train(
         ui.error(f"training {result.status}: {result.message} (log: {result.log})")
         raise typer.Exit(130 if result.status == "interrupted" else 1)
     ui.say(result.message)
+
+
+def _show_job(job: Job) -> None:
+    """A SLURM script: printed when only shown, else where it is and its job id."""
+    from medsynth_kohya import ui
+
+    if job.path is None:
+        ui.say(job.text.rstrip("\n"))
+    elif job.job_id is None:
+        ui.say(f"Wrote {job.path}; submit it with: sbatch {job.path}")
+    else:
+        ui.say(f"Submitted {job.path} as SLURM job {job.job_id}")
 
 
 @app.command()

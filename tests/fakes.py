@@ -40,10 +40,23 @@ def main():
     parser.add_argument("--num_cpu_threads_per_process", type=int)
     parser.add_argument("--multi_gpu", action="store_true")
     parser.add_argument("--gpu_ids")
+    parser.add_argument("--machine_rank", type=int)
+    parser.add_argument("--main_process_ip")
+    parser.add_argument("--main_process_port", type=int)
+    parser.add_argument("--config_file")
     parser.add_argument("training_script")
     parser.add_argument("training_script_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    flags = {k: v for k, v in vars(args).items() if not k.startswith("training_script")}
+    multi_node = ("machine_rank", "main_process_ip", "main_process_port", "config_file")
+    flags = {k: v for k, v in vars(args).items()
+             if not k.startswith("training_script") and (k not in multi_node or v is not None)}
+    if args.config_file:  # accelerate takes what no flag sets from its config file
+        import yaml
+        with open(args.config_file) as file:
+            for key, value in yaml.safe_load(file).items():
+                if flags.get(key) is None:
+                    flags[key] = value
+                    setattr(args, key, value)
     missing = [k for k, v in flags.items() if v is None and k != "gpu_ids"]
     if missing:
         print("The following values were not passed to `accelerate launch`:", missing)
@@ -68,12 +81,16 @@ import toml
 from tqdm import tqdm
 
 def save_lora(path, name, step):
+    if json.loads(os.environ["FAKE_ACCELERATE_ARGS"]).get("machine_rank"):
+        return  # as in sd-scripts, only the main process (machine 0) saves
     header = json.dumps({"__metadata__": {"ss_output_name": name, "ss_steps": str(step)}})
     with open(path, "wb") as file:
         file.write(struct.pack("<Q", len(header)) + header.encode())
 
 def save_state(folder, step):
     """In sd-scripts' and accelerate's order: train_state.json, weights, optimizer, RNG last."""
+    if json.loads(os.environ["FAKE_ACCELERATE_ARGS"]).get("machine_rank"):
+        return
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "train_state.json"), "w") as file:
         json.dump({"current_epoch": 1, "current_step": step}, file)
@@ -105,7 +122,9 @@ def main():
     record = {"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
               "env": {name: os.environ.get(name) for name in names},
               "accelerate": json.loads(os.environ["FAKE_ACCELERATE_ARGS"])}
-    with open(os.environ["FAKE_SD_RECORD"], "w") as file:
+    rank = record["accelerate"].get("machine_rank") or 0
+    where = os.environ["FAKE_SD_RECORD"] + (f".machine-{rank}" if rank else "")
+    with open(where, "w") as file:
         json.dump(record, file)
     tables = toml.load(args.config_file)
     config = {}

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,8 @@ STOP_GRACE_S = 30.0
 TERM_GRACE_S = 10.0
 """How long after SIGTERM before SIGKILL."""
 KILL_GRACE_S = 5.0
+DEFAULT_PORT = 29500
+"""accelerate's own default for --main_process_port."""
 
 _T = TypeVar("_T")
 _BREAK = re.compile(r"\r\n|\r|\n")
@@ -97,9 +100,38 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class Machines:
+    """The machines of one training run, as accelerate's multi-node options name them: how
+    many, which one this is (rank 0 hosts the rendezvous) and where rank 0 listens."""
+
+    count: int = 1
+    rank: int = 0
+    main_ip: str | None = None
+    main_port: int = DEFAULT_PORT
+
+    def problems(self) -> list[str]:
+        """What `accelerate launch` would reject, or would start and then hang on."""
+        found = []
+        if self.count < 1:
+            found.append(f"--num-machines {self.count}: need at least 1 machine")
+        elif not 0 <= self.rank < self.count:
+            found.append(f"--machine-rank {self.rank} is out of range for {self.count} "
+                         f"machine(s): use 0 to {self.count - 1}")
+        if self.count > 1 and not self.main_ip:
+            found.append(f"{self.count} machines need --main-process-ip, the address of the "
+                         "machine of rank 0 that every machine can reach")
+        if not 0 < self.main_port < 65536:
+            found.append(f"--main-process-port {self.main_port} is not a TCP port (1-65535)")
+        return found
+
+
 def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequence[int] | None,
-                    cpu_threads: int) -> list[str]:
-    """`accelerate launch` flags that leave nothing to its defaults, config file or warnings."""
+                    cpu_threads: int, machines: Machines = Machines()) -> list[str]:
+    """`accelerate launch` flags that leave nothing to its defaults, config file or warnings.
+
+    `num_processes` counts this machine's processes; every machine runs as many, so accelerate
+    is given their total."""
     if num_processes < 1 or cpu_threads < 1:
         raise UserError(f"need at least 1 process and 1 CPU thread per process "
                         f"(got {num_processes} and {cpu_threads})")
@@ -111,10 +143,17 @@ def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequen
     if gpu_ids is not None and len(gpu_ids) != num_processes:
         raise UserError(f"{num_processes} processes need {num_processes} GPU ids "
                         f"(got {list(gpu_ids)})")
-    args = ["--num_processes", str(num_processes), "--num_machines", "1",
+    problems = machines.problems()
+    if problems:
+        raise UserError(problems[0])
+    total = num_processes * machines.count
+    args = ["--num_processes", str(total), "--num_machines", str(machines.count),
             "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
             "--num_cpu_threads_per_process", str(cpu_threads)]
-    if num_processes > 1:
+    if machines.count > 1:
+        args += ["--machine_rank", str(machines.rank), "--main_process_ip",
+                 str(machines.main_ip), "--main_process_port", str(machines.main_port)]
+    if total > 1:
         args.append("--multi_gpu")
     if gpu_ids is not None:
         args += ["--gpu_ids", ",".join(str(gpu) for gpu in gpu_ids)]
@@ -124,16 +163,50 @@ def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequen
 def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
                   num_processes: int = 1, mixed_precision: str = "no",
                   gpu_ids: Sequence[int] | None = None, cpu_threads: int | None = None,
-                  resume: Path | None = None) -> Command:
-    """`accelerate launch sdxl_train_network.py` with our config, dataset and optional state."""
-    threads = cpu_threads or max(1, _cpu_count() // num_processes)
-    argv = [python, "-m", LAUNCHER,
-            *accelerate_args(num_processes=num_processes, mixed_precision=mixed_precision,
-                             gpu_ids=gpu_ids, cpu_threads=threads),
+                  resume: Path | None = None, machines: Machines = Machines(),
+                  accelerate_config: Path | None = None) -> Command:
+    """`accelerate launch sdxl_train_network.py` with our config, dataset and optional state.
+
+    With `accelerate_config`, accelerate reads everything from that file (`--config_file`,
+    passed through untouched) and no flag of ours overrides it."""
+    if accelerate_config is not None:
+        launcher = ["--config_file", str(accelerate_config)]
+    else:
+        threads = cpu_threads or max(1, _cpu_count() // num_processes)
+        launcher = accelerate_args(num_processes=num_processes, mixed_precision=mixed_precision,
+                                   gpu_ids=gpu_ids, cpu_threads=threads, machines=machines)
+    argv = [python, "-m", LAUNCHER, *launcher,
             SCRIPT, "--config_file", str(config), "--dataset_config", str(dataset)]
     if resume is not None:
         argv += ["--resume", str(resume)]
     return Command(argv, sd_scripts, dict(ENV))
+
+
+def own_command(*args: str) -> list[str]:
+    """This tool's command line, run by this Python (as on a cluster node sharing its files)."""
+    return [sys.executable, "-m", "medsynth_kohya", *args]
+
+
+def sbatch_command(script: Path) -> Command:
+    """`sbatch --parsable SCRIPT`: submits a SLURM batch script and prints the job id alone."""
+    return Command(["sbatch", "--parsable", str(script)], script.parent)
+
+
+def run_captured(command: Command) -> str:
+    """Run a short command and return its output; a failure is one line with its message."""
+    try:
+        done = subprocess.run(command.argv, cwd=command.cwd, env={**os.environ, **command.env},
+                              capture_output=True, text=True, check=False, timeout=120)
+    except FileNotFoundError:
+        raise UserError(f"{command.argv[0]} is not installed or not on PATH (run this on the "
+                        "cluster's login node)") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{command.argv[0]} did not answer within 120 s") from None
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        raise UserError(f"{shlex.join(command.argv)} failed ({done.returncode}): "
+                        f"{said[-1] if said else 'no message'}")
+    return done.stdout
 
 
 def _seconds(clock: str) -> float | None:

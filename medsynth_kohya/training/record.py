@@ -81,6 +81,10 @@ class RunRecord:
     message: str | None = None
     pushes: list[dict[str, Any]] | None = None
     """One entry per push to the Hub (repo, url, commit, time)."""
+    machines: dict[str, Any] | None = None
+    """A run on several machines: count, main process address, processes per machine."""
+    nodes: list[dict[str, Any]] | None = None
+    """A run on several machines: every machine's report (host, GPUs), rank 0 first."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept as read."""
 

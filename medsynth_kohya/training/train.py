@@ -23,11 +23,12 @@ from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine import doctor
+from medsynth_kohya.machine import doctor, slurm
 from medsynth_kohya.machine.doctor import WARN
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sdscripts import checkout, checks, launch, presets, render, sdopts
+from medsynth_kohya.training import nodes
 from medsynth_kohya.training import plan as planning
 from medsynth_kohya.training.record import (
     RECORD_FILE,
@@ -71,6 +72,8 @@ class TrainResult:
     message: str = ""
     log: Path | None = None
     tail: tuple[str, ...] = field(default_factory=tuple)
+    job: slurm.Job | None = None
+    """With --slurm: the batch script that trains on the cluster's machines."""
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -271,7 +274,8 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
 
 def _preflight(location: checkout.Location, python: str, preset: presets.Preset,
                config: _Config, run_dir: Path, *, images: int, repeats: int, resume: bool,
-               ) -> tuple[list[str], list[str], dict[str, str], planning.RunPlan]:
+               machines: int = 1) -> tuple[list[str], list[str], dict[str, str],
+                                           planning.RunPlan]:
     """The machine's and the disk's refusals, the warnings, the versions and the run's plan,
     found without writing anything."""
     problems, warnings, versions = _machine_problems(location, python, config.options, preset,
@@ -280,7 +284,8 @@ def _preflight(location: checkout.Location, python: str, preset: presets.Preset,
     saved = (sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
              if resume and output.is_dir() else 0)
     run = planning.plan(config.options, images=images, repeats=repeats,
-                        processes=config.processes, steps_source=config.steps_source,
+                        processes=config.processes * machines,
+                        steps_source=config.steps_source,
                         free_bytes=shutil.disk_usage(_existing(run_dir)).free + saved)
     return problems + _disk_problem(run, run_dir), warnings, versions, run
 
@@ -317,7 +322,8 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> R
     folder = RunFolder(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir} is a file; choose a folder")
-    if not folder.exists() and not resume and run_dir.is_dir() and locks.foreign_entries(run_dir):
+    if not folder.exists() and not resume and run_dir.is_dir() and [
+            path for path in locks.foreign_entries(run_dir) if path.name != nodes.FOLDER]:
         raise UserError(f"--run-dir {run_dir} is not empty and holds no training run (no "
                         f"{RECORD_FILE}); choose an empty or new folder")
     try:
@@ -376,17 +382,64 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """Training on more than one machine: accelerate's multi-node values, or its config file
+    passed through untouched, or (`slurm`, the #SBATCH settings) a SLURM job to write."""
+
+    machines: launch.Machines = field(default_factory=launch.Machines)
+    accelerate_config: Path | None = None
+    slurm: tuple[str, ...] | None = None
+    submit: bool = False
+    wait_s: float = nodes.WAIT_S
+
+
+def _settle(cluster: Cluster, gpus: int | None) -> tuple[Cluster, int | None]:
+    """The cluster with its machines read from --accelerate-config, and this machine's GPU
+    count; refuses what accelerate would reject."""
+    if cluster.accelerate_config is not None:
+        if cluster.machines != launch.Machines() or cluster.slurm is not None:
+            raise UserError("--accelerate-config sets the machines itself: leave out "
+                            "--num-machines, --machine-rank, --main-process-ip/-port and --slurm")
+        machines, per_machine = nodes.from_accelerate_config(cluster.accelerate_config)
+        if gpus is not None and gpus != per_machine:
+            raise UserError(f"--gpus {gpus} disagrees with --accelerate-config "
+                            f"{cluster.accelerate_config}, which starts {per_machine} "
+                            "process(es) per machine")
+        return replace(cluster, machines=machines), per_machine
+    machines = cluster.machines
+    if cluster.slurm is not None:
+        if machines.rank or machines.main_ip:
+            raise UserError("--slurm gives each machine its rank and rank 0's address: leave "
+                            "out --machine-rank and --main-process-ip")
+        machines = replace(machines, main_ip="$MEDSYNTH_MAIN_IP")
+    problems = machines.problems()
+    if problems:
+        raise UserError(problems[0])
+    return replace(cluster, machines=machines), gpus
+
+
 def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
           run_dir: Path | None = None, sd_scripts: Path | None = None, python: str | None = None,
           gpus: int | None = None, dry_run: bool = False, resume: bool = False,
-          force: bool = False, break_lock: bool = False,
+          force: bool = False, break_lock: bool = False, cluster: Cluster = Cluster(),
           detect: Callable[[], list[Gpu]] = detect_gpus,
           on_progress: Callable[[launch.StepProgress], None] | None = None,
           on_launch: Callable[[TrainResult], None] | None = None) -> TrainResult:
     """Render, check and launch (or, with `dry_run`, only render, check and show) a training run,
     holding the run folder's lock (locks.py) throughout. `on_launch` sees the checked plan
-    just before sd-scripts starts."""
+    just before sd-scripts starts. On several machines (`cluster`), rank 0 does all this and
+    the others follow it (training/nodes.py); with `cluster.slurm` the run is checked here
+    and a batch script written (and submitted) instead."""
     preset = presets.load(preset_name)
+    cluster, gpus = _settle(cluster, gpus)
+    sbatch = slurm.parse_settings(cluster.slurm or ())
+    if cluster.machines.rank > 0:
+        if run_dir is None:
+            raise UserError("machines other than rank 0 need --run-dir: the run folder rank 0 "
+                            "writes, on a file system every machine shares")
+        return _follow(preset, overrides, run_dir, sd_scripts, python, gpus, dry_run, resume,
+                       break_lock, cluster, detect, on_progress)
     notes: list[str] = []
     if run_dir is None and resume:
         run_dir = newest_run(prepared, RUNS_ROOT)
@@ -395,9 +448,24 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     with (locks.hold(run_dir, "train", break_lock=break_lock) as lock,
           _record_kept_on_refusal(RunFolder(run_dir).record_file)):
-        result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
-                        dry_run, resume, force, detect, on_progress, on_launch)
+        try:
+            result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
+                            dry_run or cluster.slurm is not None, resume, force, cluster,
+                            detect, on_progress, on_launch)
+        except UserError as exc:
+            if cluster.machines.count > 1 and not dry_run and cluster.slurm is None:
+                nodes.decide(run_dir, status="refused", message=str(exc).splitlines()[0])
+            raise
     notes += [] if lock.note is None else [lock.note]
+    if cluster.slurm is not None:
+        text = nodes.train_script(
+            prepared, preset_name, overrides, run_dir, count=cluster.machines.count,
+            gpus=gpus or preset.num_processes or 1, port=cluster.machines.main_port,
+            sd_scripts=sd_scripts, python=python, resume=resume,
+            sbatch=sbatch)
+        job = (slurm.Job(text) if dry_run else
+               slurm.write(text, run_dir / "train.sbatch", submit=cluster.submit))
+        result = replace(result, job=job)
     return replace(result, warnings=(*notes, *result.warnings))
 
 
@@ -421,7 +489,7 @@ def newest_run(prepared: Path, root: Path) -> Path:
 
 def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
            sd_scripts: Path | None, python: str | None, gpus: int | None, dry_run: bool,
-           resume: bool, force: bool, detect: Callable[[], list[Gpu]],
+           resume: bool, force: bool, cluster: Cluster, detect: Callable[[], list[Gpu]],
            on_progress: Callable[[launch.StepProgress], None] | None,
            on_launch: Callable[[TrainResult], None] | None) -> TrainResult:
     data = PreparedFolder(prepared)
@@ -457,7 +525,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     runner = checkout.python(python)
     problems, warnings, versions, run = _preflight(location, runner, preset, config, run_dir,
                                                    images=len(train_rows), repeats=repeats,
-                                                   resume=resume)
+                                                   resume=resume,
+                                                   machines=cluster.machines.count)
     state_dir = launch.latest_state(folder.output, name) if resume else None
     if died:
         warnings.insert(0, f"the run in {run_dir} was left running by {died}, which no longer "
@@ -466,10 +535,12 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     elif resume and state_dir is None:
         raise UserError(f"no saved training state in {folder.output} yet; start the run "
                         "again without --resume")
+    machines = cluster.machines
     command = launch.train_command(
         runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
         num_processes=processes, mixed_precision=str(options.get("mixed_precision", "no")),
-        gpu_ids=list(range(processes)) if processes > 1 else None, resume=state_dir)
+        gpu_ids=list(range(processes)) if processes > 1 else None, resume=state_dir,
+        machines=machines, accelerate_config=cluster.accelerate_config)
     output = folder.output
     steps = run.steps
     record = RunRecord(
@@ -478,8 +549,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         expected_steps=steps, plan=asdict(run),
         versions={"medsynth_kohya": __version__, SD_SCRIPTS_COMMIT: checkout.commit(sd_dir)
                   if checkout.present(sd_dir) else None, **versions},
-        gpus=[{"name": g.name, "memory_mib": g.memory_mib,
-               "compute_capability": list(g.compute_capability)} for g in found_gpus],
+        gpus=nodes.describe_gpus(found_gpus),
         dataset=DatasetRecord(prepared=str(prepared.resolve()),
                               manifest_sha256=files.sha256(data.manifest),
                               train_images=len(train_rows), repeats=repeats,
@@ -487,6 +557,18 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                               caption_template=state.caption_template,
                               class_name=state.class_name),
         lora_files=[])
+    if machines.count > 1:  # every machine's GPUs, checked and recorded (training/nodes.py)
+        own = nodes.report(0, found_gpus)
+        others = (nodes.present(run_dir, machines.count) if dry_run else
+                  nodes.gather(run_dir, machines.count, own, cluster.wait_s)[1:])
+        unfit = [] if preset.device == "cpu" else nodes.problems(
+            options, others, processes, preset.min_gpu_memory_gib)
+        if unfit:  # like this machine's GPUs, refused even under --dry-run
+            raise UserError("\n".join(unfit))
+        record = replace(record, machines={
+            "count": machines.count, "main_process_ip": machines.main_ip,
+            "main_process_port": machines.main_port, "processes_per_machine": processes},
+            nodes=[own, *others])
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
                          steps, warnings=tuple(warnings + problems), plan=run)
     if problems and not dry_run:
@@ -508,6 +590,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     record = replace(record, status="running", start=started, pid=os.getpid(),
                      host=socket.gethostname(), resumed_from=str(state_dir or "") or None)
     folder.save(record)
+    if machines.count > 1:
+        nodes.decide(run_dir, status="go", machines=record.nodes or [], processes=processes,
+                     mixed_precision=str(options.get("mixed_precision", "no")),
+                     resume=None if state_dir is None else str(state_dir))
     if on_launch is not None:
         on_launch(replace(result, status="launching", warnings=tuple(warnings)))
     pruning = planning.prunes_states(options)
@@ -523,3 +609,52 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         lora_files=[str(p) for p in loras]))
     return replace(result, status=status, warnings=tuple(warnings), lora_files=tuple(loras),
                    message=message, log=log, tail=tuple(outcome.tail))
+
+
+def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
+            sd_scripts: Path | None, python: str | None, gpus: int | None, dry_run: bool,
+            resume: bool, break_lock: bool, cluster: Cluster, detect: Callable[[], list[Gpu]],
+            on_progress: Callable[[launch.StepProgress], None] | None) -> TrainResult:
+    """A machine of rank > 0: report its GPUs, wait for rank 0's go, run its own `accelerate
+    launch` on rank 0's files. Its log is RUN/train-machine-R.log; rank 0 writes the LoRA."""
+    machines = cluster.machines
+    config, dataset = run_dir / "config.toml", run_dir / "dataset.toml"
+    with locks.hold(run_dir, "train", part=nodes.part(machines.rank),
+                    break_lock=break_lock) as lock:
+        found = [] if preset.device == "cpu" else detect()
+        location = checkout.find(sd_scripts)
+        runner = checkout.python(python)
+        changes = parse_overrides(overrides)
+        decision: dict[str, Any] = {
+            "processes": gpus or preset.num_processes or max(1, len(found)), "resume": None,
+            "mixed_precision": changes.get("mixed_precision",
+                                           preset.options.get("mixed_precision", "no"))}
+        if not dry_run:
+            mine = nodes.write_report(run_dir, machines.rank, found, status="waiting")
+            decision = nodes.await_decision(run_dir, mine, cluster.wait_s)
+        processes = int(decision["processes"])
+        command = launch.train_command(
+            runner, location.path.resolve(), config.resolve(), dataset.resolve(),
+            num_processes=processes, mixed_precision=str(decision["mixed_precision"]),
+            gpu_ids=list(range(processes)) if processes > 1 else None,
+            resume=Path(decision["resume"]) if decision["resume"] else None,
+            machines=machines, accelerate_config=cluster.accelerate_config)
+        notes = tuple(note for note in [lock.note] if note) + (
+            (f"machine {machines.rank} waits for machine 0's go in {run_dir / nodes.FOLDER}, "
+             "then runs:",) if dry_run else ())
+        result = TrainResult(run_dir, "dry-run", command, config, dataset,
+                             run_dir / "sample_prompts.toml", None, warnings=notes)
+        if dry_run:
+            return result
+        log = run_dir / f"train-{nodes.part(machines.rank)}.log"
+        nodes.write_report(run_dir, machines.rank, found, status="running")
+        outcome = launch.run(command, log, on_progress=on_progress)
+        status = ("interrupted" if outcome.interrupted else
+                  "succeeded" if outcome.returncode == 0 else "failed")
+        nodes.write_report(run_dir, machines.rank, found, status=status,
+                           exit_status=outcome.returncode, end=_now())
+        message = (f"machine {machines.rank} finished; machine 0 writes the LoRA into "
+                   f"{run_dir / 'output'}" if status == "succeeded" else
+                   f"accelerate on machine {machines.rank} exited with {outcome.returncode}")
+        return replace(result, status=status, message=message, log=log,
+                       tail=tuple(outcome.tail))

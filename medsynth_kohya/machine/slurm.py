@@ -1,0 +1,72 @@
+"""SLURM batch scripts that run this tool on a cluster's machines, and their submission.
+
+The scripts are plain `sbatch` files: `#SBATCH` lines (ours, then the user's `--sbatch`
+settings, which SLURM lets the later line win), a strict bash prologue, and one `srun` line
+whose command is single-quoted so that each task expands SLURM's variables (`SLURM_NODEID`,
+`SLURM_ARRAY_TASK_ID`) in its own environment.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsynth_kohya import files
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.sdscripts import launch
+
+_SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A batch script: its text, where it was written (None: only shown) and its job id
+    once submitted."""
+
+    text: str
+    path: Path | None = None
+    job_id: str | None = None
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, str]:
+    """`--sbatch KEY=VALUE` items (`partition=gpu`, `time=24:00:00`) as #SBATCH settings."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().removeprefix("--")
+        if not sep or not _SETTING.match(key) or not value.strip() or "\n" in value:
+            raise UserError(f"--sbatch {item!r} must look like KEY=VALUE, e.g. --sbatch "
+                            "partition=gpu or --sbatch time=24:00:00")
+        settings[key] = value.strip()
+    return settings
+
+
+def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence[str], *,
+           srun: Sequence[str] = ("srun",), before: Sequence[str] = ()) -> str:
+    """The batch script: #SBATCH settings, then `before` (shell lines), then `srun` running
+    `task` (a shell line that may use SLURM's variables) in every task."""
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH --{key}={value}" for key, value in {**settings, **extra}.items()]
+    lines += ["set -euo pipefail", *before,
+              shlex.join([*srun, "bash", "-c", " ".join(["exec", *task])])]
+    return "\n".join(lines) + "\n"
+
+
+def quote(words: Sequence[str]) -> list[str]:
+    """Words for a task line: quoted for the shell, except `$SLURM_…`-style variables, which
+    are double-quoted so each task expands its own."""
+    return [f'"{word}"' if re.fullmatch(r"\$[A-Z_]+", word) else shlex.quote(word)
+            for word in words]
+
+
+def write(text: str, path: Path, *, submit: bool) -> Job:
+    """Write the script to `path` (executable) and, with `submit`, hand it to `sbatch`."""
+    files.write_text(path, text)
+    path.chmod(0o755)
+    if not submit:
+        return Job(text, path)
+    said = launch.run_captured(launch.sbatch_command(path.resolve())).strip()
+    return Job(text, path, said.split(";")[0] or None)

@@ -1,0 +1,339 @@
+"""`train` past one machine: accelerate's multi-node launch, the machines' rendezvous in the run
+folder, every machine's GPUs checked and recorded, and the SLURM script that starts it all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya import locks
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.sdscripts.launch import Machines
+from medsynth_kohya.training import nodes
+from medsynth_kohya.training import plan as planning
+from medsynth_kohya.training.train import Cluster, train
+
+from .conftest import REPO, invoke
+from .fakes import FakeSd
+
+A100 = Gpu("NVIDIA A100-SXM4-80GB", 81920, (8, 0))
+RTX8000 = Gpu("Quadro RTX 8000", 49152, (7, 5))
+
+
+def _accelerate_parse(argv: list[str]) -> Any:
+    """accelerate's own `launch` parser and validation on the flags after `-m LAUNCHER`."""
+    commands = pytest.importorskip("accelerate.commands.launch")
+    start = argv.index(launch.LAUNCHER) + 1
+    args = commands.launch_command_parser().parse_args(argv[start:])
+    commands._validate_launch_command(args)
+    return args
+
+
+# accelerate's own parser
+
+
+def test_the_multi_node_launch_is_what_accelerate_parses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no user accelerate config read
+    machines = Machines(count=3, rank=2, main_ip="10.1.2.3", main_port=29611)
+    command = launch.train_command("/py", tmp_path, Path("/r/config.toml"),
+                                   Path("/r/dataset.toml"), num_processes=4,
+                                   mixed_precision="bf16", cpu_threads=6, machines=machines,
+                                   resume=Path("/r/s-state"))
+    args = _accelerate_parse(command.argv)
+    assert (args.num_processes, args.num_machines, args.machine_rank) == (12, 3, 2)
+    assert (args.main_process_ip, args.main_process_port) == ("10.1.2.3", 29611)
+    assert args.multi_gpu and args.gpu_ids == "0,1,2,3" and args.mixed_precision == "bf16"
+    assert args.num_cpu_threads_per_process == 6 and args.dynamo_backend == "no"
+    assert args.training_script == launch.SCRIPT
+    assert args.training_script_args == ["--config_file", "/r/config.toml", "--dataset_config",
+                                         "/r/dataset.toml", "--resume", "/r/s-state"]
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    prepare_multi_gpu_env(args)  # how accelerate hands the machines to torchrun
+    assert (args.nproc_per_node, args.nnodes, args.node_rank) == ("4", "3", 2)
+    assert args.rdzv_endpoint == "10.1.2.3:29611"
+
+
+def test_one_gpu_per_machine_is_still_a_distributed_launch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    command = launch.train_command("/py", tmp_path, Path("/c"), Path("/d"), num_processes=1,
+                                   machines=Machines(2, 0, "node-a"), cpu_threads=1)
+    args = _accelerate_parse(command.argv)
+    assert args.multi_gpu and args.num_processes == 2 and args.gpu_ids is None
+    single = _accelerate_parse(launch.train_command("/py", tmp_path, Path("/c"), Path("/d"),
+                                                    cpu_threads=1).argv)
+    assert not single.multi_gpu and single.num_machines == 1 and single.machine_rank is None
+
+
+def test_an_accelerate_config_is_passed_through_untouched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    config = tmp_path / "cluster.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\n"
+                      "num_machines: 2\nmachine_rank: 1\nmain_process_ip: 10.0.0.7\n"
+                      "main_process_port: 29555\nnum_processes: 16\nmixed_precision: bf16\n"
+                      "gpu_ids: all\n", encoding="utf-8")
+    command = launch.train_command("/py", tmp_path, Path("/c"), Path("/d"),
+                                   accelerate_config=config)
+    start = command.argv.index(launch.LAUNCHER) + 1
+    assert command.argv[start:start + 3] == ["--config_file", str(config), launch.SCRIPT]
+    args = _accelerate_parse(command.argv)
+    machines, per_machine = nodes.from_accelerate_config(config)
+    assert (machines.count, machines.rank, machines.main_ip, machines.main_port) == (
+        args.num_machines, args.machine_rank, args.main_process_ip, args.main_process_port)
+    assert per_machine * machines.count == args.num_processes == 16
+
+
+# refusals, one line each
+
+
+@pytest.mark.parametrize(("options", "needle"), [
+    (["--num-machines", "2", "--machine-rank", "2", "--main-process-ip", "h"],
+     "--machine-rank 2 is out of range for 2 machine(s): use 0 to 1"),
+    (["--num-machines", "2", "--machine-rank", "-1", "--main-process-ip", "h"],
+     "out of range"),
+    (["--num-machines", "0"], "need at least 1 machine"),
+    (["--num-machines", "2"], "need --main-process-ip"),
+    (["--num-machines", "2", "--main-process-ip", "h", "--main-process-port", "70000"],
+     "not a TCP port"),
+    (["--submit"], "add --slurm"),
+    (["--slurm", "--machine-rank", "1", "--num-machines", "2"], "leave out --machine-rank"),
+    (["--slurm", "--sbatch", "partition"], "KEY=VALUE"),
+])
+def test_what_accelerate_would_reject_is_refused_in_one_line(
+        runner: CliRunner, prepared: Path, tmp_path: Path, options: list[str],
+        needle: str) -> None:
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                             tmp_path / "run", "--dry-run", *options)
+    assert code != 0 and needle in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("num_machines: 4\nnum_processes: 6\nmain_process_ip: h\n",
+     "num_processes 6 does not divide over num_machines 4"),
+    ("num_machines: 2\nmachine_rank: 2\nnum_processes: 4\nmain_process_ip: h\n",
+     "out of range"),
+    ("num_machines: 2\nnum_processes: 4\n", "main-process-ip"),
+    ("num_machines: 2\nmain_process_ip: h\n", "num_processes is not set"),
+    ("num_machines: two\n", "whole numbers"),
+    ("[unclosed", "cannot be read"),
+])
+def test_a_bad_accelerate_config_is_refused_in_one_line(
+        runner: CliRunner, prepared: Path, tmp_path: Path, text: str, needle: str) -> None:
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(text, encoding="utf-8")
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                             tmp_path / "run", "--dry-run", "--accelerate-config", config)
+    assert code == 1 and needle in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_accelerate_config_and_machine_flags_are_one_or_the_other(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    config = tmp_path / "accelerate.yaml"
+    config.write_text("num_machines: 1\nnum_processes: 2\n", encoding="utf-8")
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                             tmp_path / "run", "--dry-run", "--accelerate-config", config,
+                             "--num-machines", "2", "--main-process-ip", "h")
+    assert code == 1 and "leave out --num-machines" in stderr
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                             tmp_path / "run", "--dry-run", "--accelerate-config", config,
+                             "--gpus", "4")
+    assert code == 1 and "--gpus 4 disagrees" in stderr
+
+
+# every machine's GPUs
+
+
+def test_a_machine_without_bf16_refuses_a_bf16_run_on_all(prepared: Path,
+                                                          tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with locks.hold(run, "train", part=nodes.part(1)):  # machine 1 waits, with a Turing GPU
+        nodes.write_report(run, 1, [RTX8000], status="waiting")
+        with pytest.raises(UserError) as refused:
+            train(prepared, "a100-80gb", run_dir=run, dry_run=True, detect=lambda: [A100],
+                  cluster=Cluster(Machines(2, 0, "127.0.0.1")))
+    line = str(refused.value)
+    assert line == (f"machine 1 ({socket.gethostname()}): Quadro RTX 8000 (compute capability 7.5) "
+                    "has no bf16: --set mixed_precision=fp16 --set save_precision=fp16, or the "
+                    "t4-16gb preset")
+
+
+def test_the_dry_run_records_every_machine_that_reported(prepared: Path,
+                                                         tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with locks.hold(run, "train", part=nodes.part(1)):
+        nodes.write_report(run, 1, [A100, A100], status="waiting")
+        result = train(prepared, "a100-80gb", run_dir=run, dry_run=True, gpus=2,
+                       detect=lambda: [A100, A100], cluster=Cluster(Machines(2, 0, "h0")))
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert [node["rank"] for node in record["nodes"]] == [0, 1]
+    assert all(node["gpus"] == nodes.describe_gpus([A100, A100]) for node in record["nodes"])
+    assert record["machines"] == {"count": 2, "main_process_ip": "h0",
+                                  "main_process_port": 29500, "processes_per_machine": 2}
+    assert result.plan is not None  # the epoch is split over all 4 processes
+    assert result.plan.steps_per_epoch == planning.steps_per_epoch(
+        record["config"], record["dataset"]["train_images"], 2, 4)
+    # a report whose writer is gone (its part-lock released) is not counted
+    assert nodes.present(run, 2) == []
+
+
+def test_machine_zero_times_out_naming_the_missing_machines(prepared: Path,
+                                                            tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"machine\(s\) 1, 2 of 3 did not report"):
+        train(prepared, "cpu-smoke", run_dir=tmp_path / "run", detect=lambda: [],
+              cluster=Cluster(Machines(3, 0, "127.0.0.1"), wait_s=0.6))
+    decision = json.loads((tmp_path / "run" / "nodes" / "launch.json").read_text())
+    assert decision["status"] == "refused" and "did not report" in decision["message"]
+
+
+# two machines through the CLI, and through a SLURM script
+
+
+def _machine(prepared: Path, run: Path, fake: FakeSd, rank: int, *extra: str,
+             env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    argv = launch.own_command("train", str(prepared), "--preset", "cpu-smoke", "--run-dir",
+                              str(run), "--sd-scripts", str(fake.sd_scripts), "--python",
+                              sys.executable, "--num-machines", "2", "--machine-rank",
+                              str(rank), "--main-process-ip", "127.0.0.1", *extra)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})})
+
+
+def _pythonpath() -> str:
+    return os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+
+
+def test_two_machines_train_one_run(prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    follower = _machine(prepared, run, fake_sd, 1)  # started first: it waits for machine 0
+    leader = _machine(prepared, run, fake_sd, 0)
+    said = {rank: process.communicate(timeout=300)[0]
+            for rank, process in ((0, leader), (1, follower))}
+    assert (leader.returncode, follower.returncode) == (0, 0), said
+    seen = [json.loads(Path(f"{fake_sd.record}{suffix}").read_text())
+            for suffix in ("", ".machine-1")]
+    for rank, recorded in enumerate(seen):
+        flags = recorded["accelerate"]
+        assert (flags["num_machines"], flags["num_processes"], flags["multi_gpu"]) == (2, 2, True)
+        assert flags.get("machine_rank", 0) == rank
+        assert recorded["argv"][1:] == ["--config_file", str((run / "config.toml").resolve()),
+                                        "--dataset_config",
+                                        str((run / "dataset.toml").resolve())]
+    assert seen[1]["accelerate"]["main_process_ip"] == "127.0.0.1"
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "succeeded"
+    assert [(n["rank"], n["pid"]) for n in record["nodes"]] == [(0, leader.pid),
+                                                                (1, follower.pid)]
+    report = json.loads((run / "nodes" / "machine-1.json").read_text())
+    assert report["status"] == "succeeded" and report["exit_status"] == 0
+    assert (run / "train-machine-1.log").is_file() and "machine 0 writes the LoRA" in said[1]
+    assert (run / "output" / "melanoma.safetensors").is_file()
+
+
+def test_machine_zeros_refusal_reaches_the_others(prepared: Path, fake_sd: FakeSd,
+                                                  tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    follower = _machine(prepared, run, fake_sd, 1)
+    leader = _machine(prepared, run, fake_sd, 0, "--set", "learning_rat=1e-4")
+    outputs = [process.communicate(timeout=300)[0] for process in (leader, follower)]
+    assert leader.returncode == 1 and follower.returncode == 1, outputs
+    assert "machine 0 refused the run:" in outputs[1]
+    assert not Path(f"{fake_sd.record}.machine-1").exists()
+
+
+def _install(folder: Path, name: str, body: str) -> None:
+    program = folder / name
+    program.write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
+    program.chmod(program.stat().st_mode | stat.S_IEXEC)
+
+
+def fake_slurm(folder: Path) -> Path:
+    """Stand-ins for sbatch (runs the script at once, as job 4242), srun (one task per node,
+    side by side, with SLURM_NODEID) and scontrol (the job's host names); returns the file
+    where sbatch records its arguments."""
+    folder.mkdir(exist_ok=True)
+    record = folder / "sbatch-args"
+    _install(folder, "sbatch", f'echo "$@" > {shlex.quote(str(record))}\n'
+             'SLURM_JOB_NODELIST=localhost bash "${@: -1}" > "${@: -1}.out" 2>&1 || exit 1\n'
+             "echo 4242")
+    _install(folder, "srun", 'nodes=1\nwhile [[ $1 == --* ]]; do\n'
+             '  [[ $1 == --nodes=* ]] && nodes=${1#--nodes=}\n  shift\ndone\npids=()\n'
+             'for ((i = 0; i < nodes; i++)); do SLURM_NODEID=$i "$@" & pids+=($!); done\n'
+             'code=0\nfor p in "${pids[@]}"; do wait "$p" || code=1; done\nexit $code')
+    _install(folder, "scontrol", 'echo localhost; echo localhost')
+    return record
+
+
+def test_the_slurm_script_trains_on_every_machine(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    code, stdout, stderr = invoke(
+        runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
+        fake_sd.sd_scripts, "--python", sys.executable, "--num-machines", "2", "--slurm",
+        "--sbatch", "partition=gpu", "--sbatch", "time=02:00:00", "--dry-run")
+    assert code == 0, stderr
+    assert not (run / "train.sbatch").exists()
+    lines = stdout.splitlines()
+    start = lines.index("#!/bin/bash")
+    text = "\n".join(lines[start:]) + "\n"
+    directives = dict(line.removeprefix("#SBATCH --").split("=", 1)
+                      for line in text.splitlines() if line.startswith("#SBATCH "))
+    assert directives == {
+        "job-name": "medsynth-train-run", "nodes": "2", "ntasks-per-node": "1",
+        "gpus-per-node": "1", "chdir": str(Path.cwd()),
+        "output": str(run.resolve() / "slurm-%j.out"), "partition": "gpu", "time": "02:00:00"}
+    *_, srun_line = text.strip().splitlines()
+    srun = shlex.split(srun_line)
+    assert srun[:5] == ["srun", "--nodes=2", "--ntasks-per-node=1", "bash", "-c"]
+    assert shlex.split(srun[5]) == [
+        "exec", *launch.own_command(
+            "train", str(prepared.resolve()), "--preset", "cpu-smoke", "--run-dir",
+            str(run.resolve()), "--gpus", "1", "--num-machines", "2", "--machine-rank",
+            "$SLURM_NODEID", "--main-process-ip", "$MEDSYNTH_MAIN_IP", "--main-process-port",
+            "29500", "--sd-scripts", str(fake_sd.sd_scripts.resolve()), "--python",
+            sys.executable)]
+    assert 'export MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | ' \
+        'head -n 1)"' in text.splitlines()
+    # the same script, written and submitted, trains on two "machines" (srun's tasks)
+    record = fake_slurm(tmp_path / "slurm-bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'slurm-bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())
+    code, stdout, stderr = invoke(
+        runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
+        fake_sd.sd_scripts, "--python", sys.executable, "--num-machines", "2", "--slurm",
+        "--sbatch", "partition=gpu", "--sbatch", "time=02:00:00", "--submit")
+    script = run / "train.sbatch"
+    assert code == 0, stderr + (Path(f"{script}.out").read_text() if script.exists() else "")
+    assert script.read_text(encoding="utf-8") == text
+    assert f"Submitted {script} as SLURM job 4242" in stdout
+    assert record.read_text().split() == ["--parsable", str(script.resolve())]
+    result = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert result["status"] == "succeeded" and len(result["nodes"]) == 2
+    assert json.loads(Path(f"{fake_sd.record}.machine-1").read_text())["accelerate"][
+        "machine_rank"] == 1
+
+
+def test_submit_without_sbatch_is_one_line(runner: CliRunner, prepared: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                             tmp_path / "run", "--slurm", "--submit")
+    assert code == 1 and "sbatch is not installed or not on PATH" in stderr
+    assert (tmp_path / "run" / "train.sbatch").is_file()
