@@ -502,6 +502,7 @@ def push(
 
 @app.command()
 def sample(
+    ctx: typer.Context,
     lora: Annotated[Path, typer.Option(
         help="A `train` run folder (its final LoRA), a LoRA .safetensors file, or a LoRA "
         "pushed to the Hub: USER/REPO (its top-level LoRA) or USER/REPO:FILE.safetensors.")],
@@ -560,6 +561,17 @@ def sample(
         "perceptual hash); flags go to OUT/copies.json, and push refuses flagged images.")
     ] = False,
     break_lock: BreakLockOption = False,
+    part: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--shard", metavar="K/N", help="Make only part K of N of the set (K from 1), side "
+        "by side with the other parts on other machines, into the same --out.")] = None,
+    finalize: Annotated[bool, typer.Option(
+        help="Generate nothing: write metadata.csv and grid.jpg for the images in --out.")
+    ] = False,
+    slurm: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        metavar="N", help="Write OUT/.medsynth/sample.sbatch, a SLURM array job of N tasks, "
+        "task K running this command with --shard K/N.")] = None,
+    submit: Annotated[bool, typer.Option(help="With --slurm: submit it with sbatch.")] = False,
+    sbatch: SbatchOption = None,
 ) -> None:
     """Generate a synthetic image set with a trained LoRA through sd-scripts' sdxl_gen_img.py.
 
@@ -570,9 +582,16 @@ def sample(
     come from the run record push uploaded with it.
     """
     from medsynth_kohya import ui
+    from medsynth_kohya.sampling.machines import MachineShard
     from medsynth_kohya.sampling.sample import SampleOptions
     from medsynth_kohya.sampling.sample import sample as run
 
+    if (submit or sbatch) and slurm is None:
+        ui.error("--submit and --sbatch are for the --slurm script: add --slurm N")
+        raise typer.Exit(2)
+    if slurm is not None:
+        _sample_job(ctx, slurm, submit, sbatch or [])
+        return
     options = SampleOptions(n=n, like=like, prompt=prompt, prompts_file=prompts, query=query,
                             seed=seed, width=width, height=height, steps=steps, scale=scale,
                             sampler=sampler, negative_prompt=negative_prompt,
@@ -582,13 +601,16 @@ def sample(
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
                      dry_run=dry_run, force=force, break_lock=break_lock,
-                     on_progress=progress, check_copies=check_copies)
+                     shard=None if part is None else MachineShard.parse(part),
+                     finalize=finalize, on_progress=progress, check_copies=check_copies)
     for warning in result.warnings:
         ui.warn(warning)
     plan = result.plan
-    missing = plan.n - result.present
+    missing = result.wanted - result.present
+    machine = result.machine_shard
     rows = [("out", str(result.out)), ("status", result.status),
-            ("images", f"{result.present} of {plan.n} present" + (
+            ("images", f"{result.present} of {result.wanted} present" + (
+                "" if machine is None else f" (shard {machine.k}/{machine.count})") + (
                 f", {result.generated} made now" if result.status != "dry-run" else "")),
             ("LoRA", f"{plan.lora} (sha256 {plan.lora_sha256[:12]}…)"),
             ("base model", plan.base_model),
@@ -625,6 +647,52 @@ def sample(
                      "push refuses them unless --allow-copies")
             raise typer.Exit(1)
         ui.say(result.copies.summary())
+
+
+def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str]) -> None:
+    """`sample --slurm N`: the array job running this same command as shards 1..N of N."""
+    from medsynth_kohya import ui
+    from medsynth_kohya.machine import slurm
+    from medsynth_kohya.sampling.machines import array_script
+    from medsynth_kohya.sdscripts.launch import own_command
+
+    params = ctx.params
+    if count < 1 or params["part"] or params["finalize"]:
+        ui.error("--slurm N needs N >= 1 and makes the shards itself: leave out --shard and "
+                 "--finalize")
+        raise typer.Exit(2)
+    out: Path = params["out"]
+    words = own_command("sample", *_words(ctx, {"slurm", "submit", "sbatch", "dry_run"}))
+    with _user_errors():
+        text = array_script(words, count, params["num_gpus"], out,
+                            slurm.parse_settings(sbatch))
+        if params["dry_run"]:
+            ui.say(text.rstrip("\n"))
+            return
+        (out / ".medsynth" / "slurm").mkdir(parents=True, exist_ok=True)  # SLURM's logs
+        _show_job(slurm.write(text, out / ".medsynth" / "sample.sbatch", submit=submit))
+
+
+def _words(ctx: typer.Context, leave_out: set[str]) -> list[str]:
+    """The command's options as given, as command-line words (paths as typed, so a batch
+    script run from the same folder reads the same files), except those in `leave_out`."""
+    import enum
+
+    words: list[str] = []
+    for param in ctx.command.params:
+        name, value = param.name or "", ctx.params.get(param.name or "")
+        if name in leave_out or value is None or value == [] or value == ():
+            continue
+        option = param.param_type_name == "option"
+        if option and getattr(param, "is_flag", False):
+            if value != param.default:
+                words.append(param.opts[0] if value else param.secondary_opts[0])
+            continue
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            text = str(item.value if isinstance(item, enum.Enum) else item)
+            words += [param.opts[0], text] if option else [text]
+    return words
 
 
 @app.command()

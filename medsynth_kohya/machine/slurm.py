@@ -19,6 +19,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 
 _SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
+_VARIABLE = re.compile(r"[\w./:-]*\$[A-Z_]+[\w./:-]*")
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,10 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
 
 
 def quote(words: Sequence[str]) -> list[str]:
-    """Words for a task line: quoted for the shell, except `$SLURM_…`-style variables, which
-    are double-quoted so each task expands its own."""
-    return [f'"{word}"' if re.fullmatch(r"\$[A-Z_]+", word) else shlex.quote(word)
-            for word in words]
+    """Words for a task line: quoted for the shell, except those holding a `$SLURM_…`-style
+    variable (`$SLURM_NODEID`, `$SLURM_ARRAY_TASK_ID/4`), double-quoted so each task expands
+    its own."""
+    return [f'"{word}"' if _VARIABLE.fullmatch(word) else shlex.quote(word) for word in words]
 
 
 def write(text: str, path: Path, *, submit: bool) -> Job:
@@ -68,5 +69,5 @@ def write(text: str, path: Path, *, submit: bool) -> Job:
     path.chmod(0o755)
     if not submit:
         return Job(text, path)
-    said = launch.run_captured(launch.sbatch_command(path.resolve())).strip()
-    return Job(text, path, said.split(";")[0] or None)
+    said = launch.run_captured(launch.sbatch_command(path.resolve())).strip().splitlines()
+    return Job(text, path, said[-1].split(";")[0] if said else None)  # JOBID[;CLUSTER]

@@ -12,7 +12,8 @@ harvest), `synthset` (the output folder and metadata.csv), `grid` (the contact s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from medsynth_kohya.sampling.generator import (
 )
 from medsynth_kohya.sampling.grid import write_grid
 from medsynth_kohya.sampling.lora import check_lora, lora_source, training_captions
+from medsynth_kohya.sampling.machines import MachineShard, create_state, ensure_alone
 from medsynth_kohya.sampling.plan import (
     Plan,
     SampleOptions,
@@ -85,33 +87,55 @@ class SampleResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     copies: CopyCheck | None = None
     """The near-copy check (`check_copies`), also recorded as OUT/copies.json."""
+    machine_shard: MachineShard | None = None
+    """With --shard K/N: the part of the set this run makes (`present` counts its images)."""
+    set_present: int = 0
+    """Images of the whole set in OUT after the run."""
 
     @property
     def generated(self) -> int:
         return self.present - self.present_before
 
+    @property
+    def wanted(self) -> int:
+        """The images this run is for: its shard's, or the whole set's."""
+        shard = self.machine_shard
+        return self.plan.n if shard is None else len(shard.indices(self.plan.n))
+
 
 def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
            sd_scripts: Path | None = None, python: str | None = None, dry_run: bool = False,
            force: bool = False, break_lock: bool = False,
+           shard: MachineShard | None = None, finalize: bool = False,
            detect: Callable[[], list[Gpu]] = detect_gpus,
            on_progress: Progress | None = None, check_copies: bool = False) -> SampleResult:
     """Generate (or, with `dry_run`, plan and show) the synthetic set in `out`, holding its
     lock (locks.py) throughout; a run still training is refused. With `check_copies`, a
-    finished set is checked for near-copies of the run's training images (copies.json)."""
+    finished set is checked for near-copies of the run's training images (copies.json). With
+    `shard`, only that part of the set, side by side with the other shards
+    (sampling/machines.py); with `finalize`, nothing is generated: metadata.csv and grid.jpg
+    are written for the images there."""
+    if shard is not None and finalize:
+        raise UserError("--finalize writes the whole set's files: leave out --shard")
+    if finalize and not (out / STATE_DIR / STATE_FILE).is_file():
+        raise UserError(f"--finalize: {out} holds no set made by sample yet; run its shards "
+                        "first")
     run_dir = lora if lora.is_dir() else lora.parent.parent
     if RunFolder(run_dir).exists():
         locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
-    with locks.hold(out, "sample", break_lock=break_lock) as lock:
+    with locks.hold(out, "sample", part=None if shard is None else shard.part,
+                    break_lock=break_lock) as lock:
+        ensure_alone(out, shard)
         result = _sample(lora, out, options or SampleOptions(), sd_scripts, python, dry_run,
-                         force, detect, on_progress, check_copies)
+                         force, shard, finalize, detect, on_progress, check_copies)
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))
 
 
 def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | None,
-            python: str | None, dry_run: bool, force: bool, detect: Callable[[], list[Gpu]],
-            on_progress: Progress | None, check_copies: bool) -> SampleResult:
+            python: str | None, dry_run: bool, force: bool, shard: MachineShard | None,
+            finalize: bool, detect: Callable[[], list[Gpu]], on_progress: Progress | None,
+            check_copies: bool) -> SampleResult:
     check_options(options)
     settings = generation_settings(options)
     overrides = parse_overrides(options.overrides)
@@ -161,26 +185,34 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     state: dict[str, Any] = {"tool": "medsynth-kohya", "command": "sample",
                              "version": __version__, "identity": identity, "n": n,
                              "lora": str(lora_file.resolve()), "status": "planned"}
+    tag = None
+    if shard is not None:  # sample.json is the first shard's; each keeps its own record
+        tag = f"{shard.name}."
+        placed = create_state(state_path, {**state,
+                                           "status": "dry-run" if dry_run else "sharded"})
+        _same_settings(placed, identity, out)
+        state_path = shard.record(out, ".json")
     files.write_json(state_path, state)
     if same:
-        harvest(out)
-    clear_shards(out)
-    wanted = set(range(n))
+        harvest(out, tag)
+    clear_shards(out, tag)
+    wanted = set(range(n) if shard is None else shard.indices(n))
     present_before = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
-    missing = sorted(wanted - set(present_before))
+    missing = [] if finalize else sorted(wanted - set(present_before))
     highres = gen.get("highres_fix_scale") is not None
     shards = []
     for k, indices in enumerate(split(missing, len(devices))):
-        folder = out / STATE_DIR / "shards" / str(k)
+        folder = out / STATE_DIR / "shards" / f"{tag or ''}{k}"
         prompts_file = write_shard_files(plan, folder, indices, highres)
         command = launch.gen_command(runner, sd_dir.resolve(), {
             **gen, "from_file": str(prompts_file.resolve()),
             "outdir": str((folder / "out").resolve())}, device=devices[k])
         shards.append(Shard(k, devices[k], tuple(indices), command,
-                            out / "logs" / f"shard-{k}.log"))
+                            out / "logs" / f"shard-{tag or ''}{k}.log"))
     state.update(commands=[s.command.argv for s in shards], cwd=str(sd_dir.resolve()))
     result = SampleResult(out, "dry-run", plan, len(present_before), len(present_before),
-                          tuple(shards), out / METADATA, None, warnings=tuple(warnings + problems))
+                          tuple(shards), out / METADATA, None, warnings=tuple(warnings + problems),
+                          machine_shard=shard)
     if dry_run:
         state["status"] = "dry-run"
         files.write_json(state_path, state)
@@ -191,17 +223,23 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         state.update(status="running", start=_now())
         files.write_json(state_path, state)
         outcomes = launch.run_many([s.command for s in shards], [s.log for s in shards],
-                                   on_line=counter(out, plan, len(present_before), on_progress))
-    harvest(out)
-    present = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
+                                   on_line=counter(out, len(wanted), len(present_before),
+                                                   on_progress, tag))
+    harvest(out, tag)
+    in_set = [i for i in present_images(out / IMAGES, plan.id_prefix) if i < n]
+    present = [i for i in in_set if i in wanted]
     done = set(present)
     finished = tuple(replace(s, made=sum(1 for i in s.images if i in done),
                              returncode=o.returncode, interrupted=o.interrupted,
                              tail=tuple(o.tail)) for s, o in zip(shards, outcomes, strict=True))
     if on_progress is not None:
-        on_progress(len(present), n)
-    write_metadata(plan, present, out / METADATA, options.metadata_style)
-    grid = write_grid(plan, out / IMAGES, present, out / GRID)
+        on_progress(len(present), len(wanted))
+    grid = None
+    if shard is not None:
+        write_metadata(plan, present, shard.record(out, ".csv"), options.metadata_style)
+    if shard is None or len(in_set) == n:  # whichever run finds the set complete
+        write_metadata(plan, in_set, out / METADATA, options.metadata_style)
+        grid = write_grid(plan, out / IMAGES, in_set, out / GRID)
     if any(s.interrupted for s in finished):
         status, message = "interrupted", "stopped; re-run the same command to make the rest"
     elif any(s.failed for s in finished):
@@ -212,7 +250,13 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     else:
         status = "succeeded"
         message = (f"{len(present)} images in {out / IMAGES}" if shards else
-                   f"all {n} images were already there")
+                   f"wrote {METADATA} and {GRID}" if finalize else
+                   f"all {len(wanted)} images were already there")
+    if status == "succeeded" and len(in_set) < n:
+        message = (f"{message}; the set has {len(in_set)} of {n}: " + (
+            f"{out / METADATA} lists those (re-run the missing shards, then --finalize)"
+            if shard is None else f"{METADATA} and {GRID} are written by the shard that "
+            "completes it (or run sample --finalize)"))
     state.update(status=status, end=_now(), message=message, present=len(present),
                  shards=[{"index": s.index, "device": s.device, "images": len(s.images),
                           "made": s.made, "returncode": s.returncode,
@@ -223,7 +267,18 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         copies = copycheck.check(out, training)
         copycheck.write(out, copies)
     return replace(result, status=status, present=len(present), shards=finished, grid=grid,
-                   message=message, warnings=tuple(warnings), copies=copies)
+                   message=message, warnings=tuple(warnings), copies=copies,
+                   set_present=len(in_set))
+
+
+def _same_settings(placed: Mapping[str, Any], identity: Mapping[str, Any], out: Path) -> None:
+    """Refuse a shard whose settings differ from those the set in `out` was started with."""
+    mine = json.loads(json.dumps(identity, default=str))
+    theirs = placed.get("identity", {})
+    changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if changed:
+        raise UserError(f"{out} is being made with other settings ({', '.join(changed)} "
+                        "differ); give every shard the same options, or use another --out")
 
 
 def _now() -> str:

@@ -98,15 +98,22 @@ def _complete_png(path: Path) -> bool:
         return False
 
 
-def harvest(out: Path) -> int:
-    """Move every finished image of earlier or current shards to images/<id>.png."""
+def folders(out: Path, tag: str | None = None) -> list[Path]:
+    """The shard folders in OUT: all, or those of one machine's shard (names starting `tag`)."""
     shards = out / STATE_DIR / "shards"
     if not shards.is_dir():
-        return 0
+        return []
+    return sorted(p for p in shards.iterdir()
+                  if p.is_dir() and (tag is None or p.name.startswith(tag)))
+
+
+def harvest(out: Path, tag: str | None = None) -> int:
+    """Move every finished image of earlier or current shards (those of `tag`, when given)
+    to images/<id>.png."""
     images = out / IMAGES
     images.mkdir(parents=True, exist_ok=True)
     moved = 0
-    for folder in sorted(p for p in shards.iterdir() if p.is_dir()):
+    for folder in folders(out, tag):
         try:
             spec = json.loads((folder / "shard.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -120,12 +127,9 @@ def harvest(out: Path) -> int:
     return moved
 
 
-def clear_shards(out: Path) -> None:
+def clear_shards(out: Path, tag: str | None = None) -> None:
     """Remove the previous shards' files (after their images were harvested)."""
-    shards = out / STATE_DIR / "shards"
-    if not shards.is_dir():
-        return
-    for folder in shards.iterdir():
+    for folder in folders(out, tag):
         for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if path.is_dir():
                 path.rmdir()
@@ -134,23 +138,22 @@ def clear_shards(out: Path) -> None:
         folder.rmdir()
 
 
-def counter(out: Path, plan: Plan, before: int,
-            on_progress: Progress | None) -> Callable[[int, str], None] | None:
-    """A line hook that reports images made so far, counting files at most twice a second."""
+def counter(out: Path, wanted: int, before: int, on_progress: Progress | None,
+            tag: str | None = None) -> Callable[[int, str], None] | None:
+    """A line hook that reports images made so far of the `wanted`, counting files at most
+    twice a second (in the shard folders of `tag`, when given)."""
     if on_progress is None:
         return None
-    shards = out / STATE_DIR / "shards"
     last = [0.0]
-    on_progress(before, plan.n)
+    on_progress(before, wanted)
 
     def count(_shard: int, _line: str) -> None:
         now = time.monotonic()
         if now - last[0] < 0.5:
             return
         last[0] = now
-        made = sum(len(list((folder / "out").glob("im_*.png"))) for folder in shards.iterdir()
-                   if folder.is_dir())
+        made = sum(len(list((folder / "out").glob("im_*.png"))) for folder in folders(out, tag))
         assert on_progress is not None
-        on_progress(min(before + made, plan.n), plan.n)
+        on_progress(min(before + made, wanted), wanted)
 
     return count

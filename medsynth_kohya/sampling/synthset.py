@@ -102,7 +102,8 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
                             f"would leave some out of metadata.csv (use --n {max(beyond) + 1} "
                             "or more)")
         same = not changed
-    elif out.is_dir() and locks.foreign_entries(out) and not force:
+    elif out.is_dir() and [p for p in locks.foreign_entries(out) if p.name != STATE_DIR] \
+            and not force:
         raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya sample; "
                         "choose an empty folder or pass --force to write into it")
     foreign = _foreign(out, names)

@@ -1,0 +1,216 @@
+"""`sample --shard K/N` on many machines at once into one folder, `--finalize`, and the SLURM
+array job (`--slurm N`), against the stand-in sdxl_gen_img.py run as real CLI processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling.machines import MachineShard, running
+from medsynth_kohya.sdscripts import launch
+
+from .conftest import invoke
+from .fake_gen import FakeGen, make_fake_gen, write_run
+from .processes import finish, kill_when, snapshot, start, wait_for
+from .test_multinode import _pythonpath, fake_slurm
+from .test_sample import SMALL
+
+N = 11
+
+
+@pytest.fixture
+def fake_gen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
+    return make_fake_gen(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def args(prepared: Path, fake_gen: FakeGen, tmp_path: Path) -> list[object]:
+    """`sample` of N images from a trained run, through the stand-in generator."""
+    trained = tmp_path / "trained"
+    write_run(trained, prepared, tmp_path / "base.safetensors")
+    return ["sample", "--lora", trained, "--n", N, "--seed", 40, *SMALL,
+            "--sd-scripts", fake_gen.sd_scripts, "--python", sys.executable]
+
+
+@pytest.fixture
+def reference(args: list[object], tmp_path: Path) -> dict[str, bytes]:
+    """The one-machine set: every file but the logs and the state folder."""
+    out = tmp_path / "reference"
+    done = finish(start(*args, "--out", out))
+    assert done.code == 0, done.stderr
+    return _set(out)
+
+
+def _set(out: Path) -> dict[str, bytes]:
+    return snapshot(out, ("logs/", ".medsynth/"))
+
+
+def test_shards_partition_the_set() -> None:
+    for total in (0, 1, 5, 11, 100):
+        for count in (1, 2, 3, 7):
+            parts = [list(MachineShard(k, count).indices(total)) for k in range(1, count + 1)]
+            assert [i for part in parts for i in part] == list(range(total))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert MachineShard.parse(" 2/4 ") == MachineShard(2, 4)
+    for text in ("0/4", "5/4", "2", "a/b", "1/0"):
+        with pytest.raises(UserError, match="--shard"):
+            MachineShard.parse(text)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_shards_side_by_side_make_the_one_machine_set(
+        args: list[object], reference: dict[str, bytes], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    out = tmp_path / "shared"
+    monkeypatch.setenv("FAKE_GEN_SLOW", "0.2")  # each shard works for a while: they overlap
+    processes = [start(*args, "--out", out, "--shard", f"{k}/{count}")
+                 for k in range(1, count + 1)]
+    wait_for(lambda: len(running(out)) == count, what=f"{count} shards running at once")
+    done = [finish(process) for process in processes]
+    assert [d.code for d in done] == [0] * count, [d.stderr for d in done]
+    assert _set(out) == reference  # images byte for byte, metadata.csv, grid.jpg
+    rows = (out / "metadata.csv").read_text(encoding="utf-8").splitlines()[1:]
+    ids = [row.split(",")[0] for row in rows]
+    assert ids == sorted(set(ids)) and len(ids) == N
+    said = " ".join(" ".join(d.stdout.split()) for d in done)
+    assert said.count("are written by the shard that completes it") <= count - 1
+    for k in range(1, count + 1):
+        record = json.loads((out / ".medsynth" / "machines" / f"{k}-of-{count}.json")
+                            .read_text(encoding="utf-8"))
+        assert record["status"] == "succeeded"
+        part = (out / ".medsynth" / "machines" / f"{k}-of-{count}.csv").read_text("utf-8")
+        assert part.splitlines()[1:] == [rows[i] for i in MachineShard(k, count).indices(N)]
+
+
+def test_a_killed_shard_rerun_makes_only_its_missing_images(
+        args: list[object], reference: dict[str, bytes], fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "shared"
+    fake_gen.forget()
+    monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")
+    other = start(*args, "--out", out, "--shard", "2/2")
+    first = MachineShard(1, 2).indices(N)
+
+    def made() -> int:
+        return len(list(out.glob(".medsynth/shards/1-of-2.*/out/im_*.png")))
+
+    def generator() -> int | None:  # the first shard's sdxl_gen_img.py
+        for call in fake_gen.records.glob("*.json"):
+            if "1-of-2." in call.read_text():
+                return int(call.stem)
+        return None
+
+    assert kill_when(start(*args, "--out", out, "--shard", "1/2"), lambda: made() >= 2,
+                     generator)
+    kept = sum(1 for path in out.glob(".medsynth/shards/1-of-2.*/out/im_*.png")
+               if path.read_bytes().endswith(b"IEND\xaeB`\x82"))  # written to the end
+    assert 1 <= kept < len(first)
+    second = finish(other)
+    assert second.code == 0, second.stderr
+    assert not (out / "metadata.csv").exists()  # the set is not complete yet
+    monkeypatch.delenv("FAKE_GEN_SLOW")
+    fake_gen.forget()
+    again = finish(start(*args, "--out", out, "--shard", "1/2"))
+    assert again.code == 0, again.stderr
+    assert "took over the lock" in " ".join(again.stderr.split())
+    [call] = fake_gen.calls()
+    lines = Path(call["args"]["from_file"]).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(first) - kept  # only its missing images
+    assert _set(out) == reference
+
+
+def test_finalize_writes_the_files_of_what_is_there(args: list[object], tmp_path: Path,
+                                                    reference: dict[str, bytes]) -> None:
+    out = tmp_path / "shared"
+    assert finish(start(*args, "--out", out, "--shard", "2/3")).code == 0
+    assert not (out / "metadata.csv").exists()
+    partial = finish(start(*args, "--out", out, "--finalize"))
+    assert partial.code == 0, partial.stderr
+    rows = (out / "metadata.csv").read_text(encoding="utf-8").splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == [
+        f"SYN_{i:07d}" for i in MachineShard(2, 3).indices(N)]
+    assert "re-run the missing shards" in " ".join(partial.stdout.split())
+    for k in (1, 3):
+        assert finish(start(*args, "--out", out, "--shard", f"{k}/3")).code == 0
+    assert _set(out) == reference
+
+
+def test_other_settings_and_a_whole_run_are_refused_beside_shards(
+        args: list[object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "shared"
+    monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")
+    shard = start(*args, "--out", out, "--shard", "1/2")
+    wait_for(lambda: running(out) == ["1-of-2"], what="shard 1 running")
+    whole = finish(start(*args, "--out", out))
+    other = finish(start(*args[:-2], "--seed", 41, *args[-2:], "--out", out,
+                         "--shard", "2/2"))
+    assert finish(shard).code == 0
+    assert whole.code == 1 and "shards 1-of-2 are still writing" in whole.stderr
+    assert other.code == 1 and "other settings (seed differ)" in " ".join(other.stderr.split())
+
+
+def test_the_array_job_runs_one_shard_per_task(
+        runner: CliRunner, args: list[object], reference: dict[str, bytes], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "shared"
+    code, stdout, stderr = invoke(runner, *args, "--out", out, "--slurm", 3, "--sbatch",
+                                  "partition=gpu", "--dry-run")
+    assert code == 0, stderr
+    assert not out.exists()
+    text = stdout[stdout.index("#!/bin/bash"):]
+    directives = dict(line.removeprefix("#SBATCH --").split("=", 1)
+                      for line in text.splitlines() if line.startswith("#SBATCH "))
+    assert directives == {
+        "job-name": "medsynth-sample-shared", "array": "1-3", "ntasks": "1", "gpus": "1",
+        "chdir": str(Path.cwd()),
+        "output": str(out.resolve() / ".medsynth" / "slurm" / "%A_%a.out"),
+        "partition": "gpu"}
+    srun = shlex.split(text.strip().splitlines()[-1])
+    assert srun[:3] == ["srun", "bash", "-c"]
+    task = shlex.split(srun[3])
+    assert task[0] == "exec" and task[1:5] == launch.own_command("sample")
+    assert task[-2:] == ["--shard", "$SLURM_ARRAY_TASK_ID/3"]
+    given = task[5:-2]
+    for option, value in (("--lora", args[2]), ("--n", N), ("--seed", 40), ("--out", out),
+                          ("--width", 64), ("--num-gpus", 1)):
+        assert given[given.index(option) + 1] == str(value)
+    assert "--dry-run" not in given and "--slurm" not in given
+    # submitted to a stand-in sbatch whose srun runs the array's tasks one after another
+    record = fake_slurm(tmp_path / "slurm-bin")
+    (tmp_path / "slurm-bin" / "sbatch").write_text(
+        f'#!/bin/bash\necho "$@" > {shlex.quote(str(record))}\nfor k in 1 2 3; do\n'
+        '  SLURM_ARRAY_TASK_ID=$k bash "${@: -1}" > "${@: -1}.$k.out" 2>&1 || exit 1\n'
+        'done\necho 77\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'slurm-bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())
+    code, stdout, stderr = invoke(runner, *args, "--out", out, "--slurm", 3, "--sbatch",
+                                  "partition=gpu", "--submit")
+    script = out / ".medsynth" / "sample.sbatch"
+    assert code == 0, stderr
+    assert f"Submitted {script} as SLURM job 77" in stdout
+    assert script.read_text(encoding="utf-8") == text
+    assert _set(out) == reference
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--shard", "5/4"], "K counts from 1 to N"),
+    (["--shard", "half"], "must look like K/N"),
+    (["--finalize"], "holds no set made by sample yet"),
+    (["--finalize", "--shard", "1/2"], "leave out --shard"),
+    (["--slurm", 0], "--slurm N needs N >= 1"),
+    (["--slurm", 2, "--shard", "1/2"], "leave out --shard"),
+    (["--submit"], "add --slurm N"),
+    (["--slurm", 2, "--sbatch", "=gpu"], "KEY=VALUE"),
+])
+def test_bad_shard_options_are_one_line(runner: CliRunner, args: list[object], tmp_path: Path,
+                                        extra: list[object], needle: str) -> None:
+    code, _, stderr = invoke(runner, *args, "--out", tmp_path / "shared", *extra)
+    assert code != 0 and needle in " ".join(stderr.split()), stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
