@@ -438,7 +438,7 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
         if run_dir is None:
             raise UserError("machines other than rank 0 need --run-dir: the run folder rank 0 "
                             "writes, on a file system every machine shares")
-        return _follow(preset, overrides, run_dir, sd_scripts, python, gpus, dry_run, resume,
+        return _follow(preset, overrides, run_dir, sd_scripts, python, gpus, dry_run,
                        break_lock, cluster, detect, on_progress)
     notes: list[str] = []
     if run_dir is None and resume:
@@ -613,10 +613,11 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
 
 def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             sd_scripts: Path | None, python: str | None, gpus: int | None, dry_run: bool,
-            resume: bool, break_lock: bool, cluster: Cluster, detect: Callable[[], list[Gpu]],
+            break_lock: bool, cluster: Cluster, detect: Callable[[], list[Gpu]],
             on_progress: Callable[[launch.StepProgress], None] | None) -> TrainResult:
     """A machine of rank > 0: report its GPUs, wait for rank 0's go, run its own `accelerate
-    launch` on rank 0's files. Its log is RUN/train-machine-R.log; rank 0 writes the LoRA."""
+    launch` on rank 0's files (resuming where rank 0 says). Its log is
+    RUN/train-machine-R.log; rank 0 writes the LoRA."""
     machines = cluster.machines
     config, dataset = run_dir / "config.toml", run_dir / "dataset.toml"
     with locks.hold(run_dir, "train", part=nodes.part(machines.rank),
