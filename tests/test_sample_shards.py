@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.machines import MachineShard, running
+from medsynth_kohya.sampling.machines import FINAL_PART, MachineShard, running
 from medsynth_kohya.sdscripts import launch
 
 from .conftest import invoke
@@ -214,3 +215,15 @@ def test_bad_shard_options_are_one_line(runner: CliRunner, args: list[object], t
     code, _, stderr = invoke(runner, *args, "--out", tmp_path / "shared", *extra)
     assert code != 0 and needle in " ".join(stderr.split()), stderr
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+
+
+def test_of_two_shards_completing_at_once_one_writes_the_final_files(
+        args: list[object], reference: dict[str, bytes], tmp_path: Path) -> None:
+    out = tmp_path / "shared"
+    assert finish(start(*args, "--out", out, "--shard", "1/2")).code == 0
+    with locks.hold(out, "sample", part=FINAL_PART):  # as if shard 1 were writing them now
+        last = finish(start(*args, "--out", out, "--shard", "2/2"))
+        assert last.code == 0, last.stderr
+        assert not (out / "metadata.csv").exists() and not (out / "grid.jpg").exists()
+    assert finish(start(*args, "--out", out, "--finalize")).code == 0
+    assert _set(out) == reference

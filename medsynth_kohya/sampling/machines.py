@@ -27,6 +27,8 @@ from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling.synthset import STATE_DIR
 
+FINAL_PART = "final-files"
+"""The part-lock of OUT held while a shard writes the set's metadata.csv and grid.jpg."""
 RECORDS = "machines"
 """OUT/.medsynth/machines/: each shard's record and metadata rows."""
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

@@ -12,6 +12,7 @@ harvest), `synthset` (the output folder and metadata.csv), `grid` (the contact s
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth_kohya import __version__, files, locks
+from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.evaluation.copycheck import CopyCheck
@@ -34,7 +36,12 @@ from medsynth_kohya.sampling.generator import (
 )
 from medsynth_kohya.sampling.grid import write_grid
 from medsynth_kohya.sampling.lora import check_lora, lora_source, training_captions
-from medsynth_kohya.sampling.machines import MachineShard, create_state, ensure_alone
+from medsynth_kohya.sampling.machines import (
+    FINAL_PART,
+    MachineShard,
+    create_state,
+    ensure_alone,
+)
 from medsynth_kohya.sampling.plan import (
     Plan,
     SampleOptions,
@@ -238,8 +245,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     if shard is not None:
         write_metadata(plan, present, shard.record(out, ".csv"), options.metadata_style)
     if shard is None or len(in_set) == n:  # whichever run finds the set complete
-        write_metadata(plan, in_set, out / METADATA, options.metadata_style)
-        grid = write_grid(plan, out / IMAGES, in_set, out / GRID)
+        grid = _write_final(plan, in_set, out, options.metadata_style, shard is not None)
     if any(s.interrupted for s in finished):
         status, message = "interrupted", "stopped; re-run the same command to make the rest"
     elif any(s.failed for s in finished):
@@ -269,6 +275,20 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     return replace(result, status=status, present=len(present), shards=finished, grid=grid,
                    message=message, warnings=tuple(warnings), copies=copies,
                    set_present=len(in_set))
+
+
+def _write_final(plan: Plan, present: list[int], out: Path, style: MetadataStyle,
+                 shared: bool) -> Path | None:
+    """metadata.csv and grid.jpg of the images `present`. Of shards that find the set complete
+    at the same moment, one writes them (the others' would be the same bytes)."""
+    with contextlib.ExitStack() as stack:
+        if shared:
+            try:
+                stack.enter_context(locks.hold(out, "sample", part=FINAL_PART))
+            except UserError:
+                return out / GRID
+        write_metadata(plan, present, out / METADATA, style)
+        return write_grid(plan, out / IMAGES, present, out / GRID)
 
 
 def _same_settings(placed: Mapping[str, Any], identity: Mapping[str, Any], out: Path) -> None:
