@@ -92,11 +92,11 @@ def test_a_record_keeps_what_it_does_not_know_and_writes_no_empty_keys(tmp_path:
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
     written = {"tool": "medsynth-kohya", "status": "running", "pid": 7, "start": "t0",
-               "end": None, "nodes": 2, "dataset": {"prepared": "/p", "future": True}}
+               "end": None, "cache_hint": 2, "dataset": {"prepared": "/p", "future": True}}
     folder.record_file.write_text(json.dumps(written), encoding="utf-8")
     record = folder.load()
     assert record.status == "running" and record.pid == 7 and record.config is None
-    assert record.prepared == Path("/p") and record.extra == {"nodes": 2}
+    assert record.prepared == Path("/p") and record.extra == {"cache_hint": 2}
     folder.save(record)
     again = json.loads(folder.record_file.read_text(encoding="utf-8"))
     assert again == {**written, "exit_status": None}
