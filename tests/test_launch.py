@@ -316,7 +316,10 @@ def test_replaced_states_are_emptied_then_removed(tmp_path: Path) -> None:
     cut_short = _state(tmp_path / "melanoma-000003-state", 30, complete=False)
     writing = _state(tmp_path / "melanoma-000006-state", 60, complete=False)
     half_removed = _state(tmp_path / "melanoma-000001-state", 10)
+    (half_removed / launch.REMOVING).touch()
     (half_removed / "train_state.json").write_bytes(b"")
+    being_written = _state(tmp_path / "melanoma-000008-state", 80, complete=False)
+    (being_written / "train_state.json").write_bytes(b"")  # opened by sd-scripts, not yet written
     other = _state(tmp_path / "other-000001-state", 10)
     trash = tmp_path / "trash"
     trash.mkdir()
@@ -324,6 +327,7 @@ def test_replaced_states_are_emptied_then_removed(tmp_path: Path) -> None:
     assert sorted(launch.prune_states(tmp_path, "melanoma")) == [half_removed, older]
     assert not older.exists() and not half_removed.exists()
     assert newest.is_dir() and cut_short.is_dir() and writing.is_dir() and other.is_dir()
+    assert being_written.is_dir()
     assert (trash / "optimizer.bin").stat().st_size == 0
     assert launch.latest_state(tmp_path, "melanoma") == newest
     assert launch.prune_states(tmp_path, "melanoma") == []

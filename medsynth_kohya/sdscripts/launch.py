@@ -326,11 +326,17 @@ and scheduler (sd-scripts writes train_state.json first, in its pre-hook): a sta
 without it is still being written, or was cut short, and cannot be resumed from."""
 
 
+REMOVING = ".medsynth-removing"
+"""Put in a state folder before `prune_states` empties it: a removal cut short is finished
+later, and a folder sd-scripts is still writing (its train_state.json empty for an instant)
+is never taken for one."""
+
+
 def _state_step(folder: Path) -> int:
     """The global step a complete state folder records in its train_state.json; -1 when it is
     incomplete or unreadable."""
     try:
-        if not (folder / STATE_WRITTEN_LAST).is_file():
+        if not (folder / STATE_WRITTEN_LAST).is_file() or (folder / REMOVING).exists():
             return -1
         return int(json.loads((folder / "train_state.json").read_text())["current_step"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -357,9 +363,8 @@ def latest_state(output_dir: Path, output_name: str) -> Path | None:
 
 
 def _emptied(folder: Path) -> bool:
-    """Whether a state folder was emptied by a removal that did not finish."""
-    marker = folder / "train_state.json"
-    return marker.is_file() and marker.stat().st_size == 0
+    """Whether a state folder was being emptied by a removal that did not finish."""
+    return (folder / REMOVING).exists()
 
 
 def prune_states(output_dir: Path, output_name: str) -> list[Path]:
@@ -374,6 +379,7 @@ def prune_states(output_dir: Path, output_name: str) -> list[Path]:
                 if path != newest and (_state_step(path) >= 0 or _emptied(path))]
     for folder in replaced:
         with contextlib.suppress(OSError):  # what is left is emptied: removed next time
+            (folder / REMOVING).touch()
             marker = folder / "train_state.json"
             for file in [marker, *sorted(folder.rglob("*"))]:  # unresumable from the start
                 if file.is_file() and not file.is_symlink():
