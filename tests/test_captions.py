@@ -83,6 +83,10 @@ def test_age_zero_and_an_unlisted_site_are_kept() -> None:
     ("{trigger} seen from the {site}", "me1anoma seen"),
     ("{trigger} on {site} , at age {age}", "me1anoma"),
     ("{trigger}, of the {site} at", "me1anoma"),
+    ("{trigger}\ton {site}", "me1anoma"),
+    ("{trigger} on\n{site}", "me1anoma"),
+    ("{trigger} upon {site}", "me1anoma upon"),
+    ("{trigger} ON THE {site}", "me1anoma"),
 ])
 def test_linking_words_go_with_a_missing_value_and_nothing_else(template: str,
                                                                 caption: str) -> None:

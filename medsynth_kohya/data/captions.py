@@ -24,6 +24,10 @@ ARTEFACT_WORDS = {"vignette": "dark corners", "ruler": "ruler marks", "bubbles":
 _LINKING_WORDS = frozenset(
     ["on", "at", "age", "aged", "of", "in", "from", "with", "by", "the", "a", "an", "for", "to"]
 )
+_TRAILING_LINKS = re.compile(
+    r"(?:(?:^|\s+)(?:" + "|".join(sorted(_LINKING_WORDS)) + r"))*\s*$", re.IGNORECASE
+)
+"""Linking words and whitespace (spaces, tabs, newlines) that end a piece of literal text."""
 _Token = tuple[bool, str]  # (is_field, text or field name)
 
 
@@ -96,10 +100,7 @@ def _render_clause(clause: list[_Token], values: Mapping[str, str | None]) -> st
             continue
         at_end = all(not f and not t.strip() for f, t in clause[index + 1 :])
         if at_end and out:
-            words = out[-1].split(" ")
-            while words and (not words[-1] or words[-1].lower() in _LINKING_WORDS):
-                words.pop()
-            out[-1] = " ".join(words)
+            out[-1] = _TRAILING_LINKS.sub("", out[-1])
     text = re.sub(r"\s+", " ", "".join(out)).strip()
     if all(word.lower() in _LINKING_WORDS for word in text.split()):
         return ""
