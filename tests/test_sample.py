@@ -361,6 +361,10 @@ def test_bad_lora_and_manifest_fail_in_one_line(runner: CliRunner, run: Path, fa
         (("--lora", run, "--like", bad / "nope.csv"), "does not exist"),
         (("--lora", run, "--like", prepared / "manifest.csv", "--query", "age > 500"),
          "matches no rows"),
+        (("--lora", run, "--like", prepared / "manifest.csv", "--query", "age + 1"),
+         "must give one True/False per row"),
+        (("--lora", run, "--like", prepared / "manifest.csv", "--query", "age >"),
+         "--query 'age >' failed"),
         (("--lora", run, "--prompt", "x", "--like", prepared / "manifest.csv"), "one of"),
     ]
     for args, message in cases:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import files
 from medsynth_kohya.data import archive, manifest
+from medsynth_kohya.data import query as data_query
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
@@ -133,10 +134,7 @@ def _read_manifest(path: Path, query: str | None) -> pd.DataFrame:
     if table.empty:
         raise UserError(f"--like {path} has no rows")
     if query:
-        try:
-            table = table.query(query, engine="python")
-        except Exception as exc:
-            raise UserError(f"--query {query!r} failed: {exc}") from None
+        table = table[data_query.evaluate(table, query)]
         if table.empty:
             raise UserError(f"--query {query!r} matches no rows of {path}")
     return table
