@@ -242,8 +242,11 @@ def test_bad_input_is_one_clear_line(runner: CliRunner, tmp_path: Path,
     (tmp_path / "bare" / "images").mkdir()
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine", encoding="utf-8")
+    (tmp_path / "broken" / "images").mkdir(parents=True)
+    (tmp_path / "broken" / "metadata.csv").write_bytes(b'isic_id,prompt\nSYN_1,"a"b\n')
     cases = [
         (["--synthetic", tmp_path / "bare"], "has no metadata.csv"),
+        (["--synthetic", tmp_path / "broken"], "cannot read"),
         (["--synthetic", tmp_path / "missing"], "does not exist"),
         (["--synthetic", tmp_path / "syn", "--real", tmp_path / "nowhere"], "does not exist"),
         (["--synthetic", tmp_path / "syn"], "give --real"),

@@ -10,13 +10,19 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 import medsynth_kohya
+from medsynth_kohya.data.archive import MELANOMA, MetadataStyle
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import prompts, synthset
+from medsynth_kohya.sampling.plan import Plan
+from medsynth_kohya.sampling.prompts import Drawn
+from medsynth_kohya.sampling.synthset import SynthRow, write_metadata
 from medsynth_kohya.training.record import (
     RECORD_FILE,
     DatasetRecord,
@@ -142,3 +148,59 @@ def test_a_folder_prepare_did_not_make_is_refused_in_one_line(tmp_path: Path) ->
     assert PreparedFolder(tmp_path).state_if_any() is None
     with pytest.raises(UserError, match="was not made by medsynth-kohya prepare"):
         PreparedFolder(tmp_path).state()
+
+
+# --- the synthetic set's metadata.csv: one writer, one reader ---------------------------------
+
+def _plan(tmp_path: Path) -> Plan:
+    drawn = Drawn(prompts=["photo of male skin, me1anoma, hairy", 'a "quoted", prompt',
+                           "photo of skin, me1anoma"],
+                  sex=["male", "female", None], age=[40, None, 70],
+                  site=["torso", "head/neck", None], hairy=[True, False, None],
+                  skin_tone=["light", None, "dark"])
+    return Plan(n=3, seed=9, id_prefix="SYN_", drawn=drawn,
+                settings=prompts.original_settings(), lora=tmp_path / "m.safetensors",
+                lora_sha256="ab" * 32, base_model="stabilityai/stable-diffusion-xl-base-1.0",
+                diagnosis=MELANOMA)
+
+
+@pytest.mark.parametrize("style", list(MetadataStyle))
+def test_metadata_reads_what_sample_writes_in_either_style(tmp_path: Path,
+                                                           style: MetadataStyle) -> None:
+    plan = _plan(tmp_path)
+    write_metadata(plan, [2, 0], tmp_path / synthset.METADATA, style)
+    rows = synthset.read_metadata(tmp_path)
+    assert [row.id for row in rows] == ["SYN_0000000", "SYN_0000002"]  # id order, present only
+    assert rows[0] == SynthRow("SYN_0000000", "photo of male skin, me1anoma, hairy",
+                               plan.settings.negative_prompt, True, "light")
+    assert (rows[1].hairy, rows[1].skin_tone, rows[1].prompt) == (None, "dark",
+                                                                 "photo of skin, me1anoma")
+    write_metadata(plan, [1], tmp_path / synthset.METADATA, style)
+    assert synthset.read_metadata(tmp_path) == [
+        SynthRow("SYN_0000001", 'a "quoted", prompt', plan.settings.negative_prompt, False, "")]
+
+
+def test_metadata_with_only_an_id_column_reads_blank_values(tmp_path: Path) -> None:
+    (tmp_path / synthset.METADATA).write_text("image_name\nSYN_1\n\nSYN_2\n",
+                                              encoding="utf-8-sig")  # as a spreadsheet saves it
+    assert synthset.read_metadata(tmp_path) == [SynthRow("SYN_1"), SynthRow("SYN_2")]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, "has no metadata.csv"),
+    (b"", "has no isic_id or image_name column"),
+    (b"id,prompt\nSYN_1,a\n", "has no isic_id or image_name column"),
+    (b'isic_id,prompt\nSYN_1,"never closed\n', "cannot read"),
+    (b'isic_id,prompt\nSYN_1,"a"b\n', "cannot read"),
+    (b"isic_id,prompt\nSYN_1,a,extra\n", "line 2 has 3 fields, the header 2"),
+    (b"isic_id,prompt\nSYN_1\n", "line 2 has 1 fields, the header 2"),
+    (b"isic_id,prompt\nSYN_1,\xff\xfe\n", "cannot read"),
+])
+def test_broken_metadata_is_one_line_saying_how_to_mend_it(tmp_path: Path, text: bytes | None,
+                                                          message: str) -> None:
+    if text is not None:
+        (tmp_path / synthset.METADATA).write_bytes(text)
+    with pytest.raises(UserError, match=re.escape(message)) as caught:
+        synthset.read_metadata(tmp_path)
+    assert len(str(caught.value).splitlines()) == 1
+    assert "medsynth-kohya sample" in str(caught.value)

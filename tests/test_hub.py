@@ -352,6 +352,24 @@ def test_a_run_without_a_lora_file_is_refused(runner: CliRunner, fake_hub: FakeH
     assert "no run.json" in message
 
 
+def test_sample_metadata_in_the_2020_style_orders_and_a_broken_one_is_refused(
+        runner: CliRunner, fake_hub: FakeHub, run: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    synth = tmp_path / "synth"
+    (synth / "images").mkdir(parents=True)
+    for i in range(3):
+        (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(200 + i))
+    rows = ["image_name,prompt"] + [f"SYN_{i:07d},prompt {i}" for i in (2, 0, 1)]
+    (synth / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    chosen = contents.plan(run, REPO, samples=synth, token=TOKEN).card
+    assert chosen.index("prompt 2") < chosen.index("prompt 0") < chosen.index("prompt 1")
+    (synth / "metadata.csv").write_text("name,prompt\nSYN_0000000,a\n", encoding="utf-8")
+    message = _refused(runner, run, "--repo-id", REPO, "--samples", synth, "--endpoint",
+                       fake_hub.url)
+    assert "has no isic_id or image_name column" in message and fake_hub.requests == []
+
+
 def _failing(fake_hub: FakeHub, case: str) -> tuple[str, str]:
     """Set the fake Hub up for one failure; the repo id to push to and the expected text."""
     if case == "401":

@@ -2,8 +2,9 @@
 
 Real data is an ISIC source (melanomas and the rest, for the classifier) or a prepared folder
 (its manifest names the exact training images; the source it was made from gives the rest).
-A synthetic set is `sample`'s output: `metadata.csv` plus `images/<id>.png`. Loading reads
-paths and labels only; `decoded` then yields the images one at a time.
+A synthetic set is `sample`'s output: `metadata.csv` (read by sampling/synthset.py) plus
+`images/<id>.png`. Loading reads paths and labels only; `decoded` then yields the images one at
+a time.
 """
 
 from __future__ import annotations
@@ -15,17 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.synthset import IMAGES, METADATA
+from medsynth_kohya.sampling.synthset import IMAGES, METADATA, read_metadata
 from medsynth_kohya.training.record import RECORD_FILE, RunFolder
 
 if TYPE_CHECKING:
     import pandas as pd
     from cv2.typing import MatLike
-
-SYNTHETIC_ID_COLUMNS = ("isic_id", "image_name")
-"""The id column of metadata.csv: the ISIC Archive's, or the 2020 challenge's (`sample
---metadata-style 2020`)."""
-
 
 @dataclass(frozen=True)
 class RealSet:
@@ -56,37 +52,19 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame
 
 def load_synthetic(root: Path) -> SyntheticSet:
     """Read a synthetic set made by `sample`; an error when it has no metadata or no images."""
-    import pandas as pd
-
     if not root.is_dir():
         raise UserError(f"synthetic set {root} does not exist; give the --out folder of "
                         "`medsynth-kohya sample`")
-    metadata = root / METADATA
-    if not metadata.is_file():
-        raise UserError(f"{root} has no {METADATA}: give a folder written by "
-                        "`medsynth-kohya sample` (re-run it to rewrite its metadata)")
-    try:
-        table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {metadata}: {str(exc).splitlines()[0]}") from None
-    key = next((c for c in SYNTHETIC_ID_COLUMNS if c in table.columns), None)
-    if key is None:
-        raise UserError(f"{metadata} has no isic_id (or image_name) column; it was not written "
-                        "by `sample`")
     folder = root / IMAGES
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
-    for record in table.to_dict("records"):
-        identifier = str(record[key])
-        path = folder / f"{identifier}.png"
+    for row in read_metadata(root):
+        path = folder / f"{row.id}.png"
         if not path.is_file():
-            missing.append(identifier)
+            missing.append(row.id)
             continue
-        hairy = str(record.get("hairy", "")).strip().lower()
-        rows.append({"id": identifier, "path": path,
-                     "hairy": {"true": True, "false": False}.get(hairy),
-                     "skin_tone": str(record.get("skin_tone", "")).strip(),
-                     "prompt": str(record.get("prompt", ""))})
+        rows.append({"id": row.id, "path": path, "hairy": row.hairy,
+                     "skin_tone": row.skin_tone, "prompt": row.prompt})
     if not rows:
         raise UserError(f"{root} has no images for the rows of its {METADATA} "
                         f"(looked in {folder})")

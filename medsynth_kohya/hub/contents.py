@@ -5,7 +5,6 @@ and the scan that refuses a push holding something private. No network.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import struct
@@ -22,7 +21,7 @@ from medsynth_kohya.hub.card import DEFAULT_LICENSE, Sample, render_card, spread
 from medsynth_kohya.hub.eval_card import CardEvaluation
 from medsynth_kohya.sampling.grid import GRID_IMAGES
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
-from medsynth_kohya.sampling.synthset import GRID, IMAGES, METADATA
+from medsynth_kohya.sampling.synthset import GRID, IMAGES, METADATA, SynthRow, read_metadata
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import (
@@ -199,25 +198,22 @@ def _training_samples(run: RunFolder, name: str, prompts: Sequence[str],
 
 
 def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
-    """Images of a `medsynth-kohya sample` folder (metadata.csv order) and its grid."""
+    """Images of a `medsynth-kohya sample` folder (metadata.csv order, file names when it has
+    none) and its grid."""
     images = sorted((folder / IMAGES).glob("*.png")) if (folder / IMAGES).is_dir() else []
     grid = folder / GRID
     if not images and not grid.is_file():
         raise UserError(f"--samples {folder} holds no images/*.png or grid.jpg: pass the --out "
                         "folder of `medsynth-kohya sample`")
-    rows: dict[str, dict[str, str]] = {}
-    metadata = folder / METADATA
-    if metadata.is_file():
-        with metadata.open(newline="", encoding="utf-8") as file:
-            for row in csv.DictReader(file):
-                key = (row.get("isic_id") or row.get("image_name") or row.get("id")
-                       or row.get("file") or "")
-                rows.setdefault(Path(key).stem, row)
+    rows: dict[str, SynthRow] = {}
+    for row in read_metadata(folder) if (folder / METADATA).is_file() else []:
+        rows.setdefault(row.id, row)
     order = {stem: i for i, stem in enumerate(rows)}
     images.sort(key=lambda path: (order.get(path.stem, len(order)), path.name))
-    samples = [Sample(path, rows.get(path.stem, {}).get("prompt") or None,
-                      rows.get(path.stem, {}).get("negative_prompt") or None)
-               for path in images[:MAX_SAMPLE_IMAGES]]
+    samples = []
+    for path in images[:MAX_SAMPLE_IMAGES]:
+        row = rows.get(path.stem, SynthRow(path.stem))  # an image metadata.csv does not list
+        samples.append(Sample(path, row.prompt or None, row.negative_prompt or None))
     return samples, grid if grid.is_file() else None
 
 

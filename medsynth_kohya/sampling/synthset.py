@@ -2,6 +2,7 @@
 
     OUT/images/<id>.png          the set (ids <prefix><7 digits>, from 0)
     OUT/metadata.csv             one row per image file: ISIC Archive fields, then settings
+                                 (`write_metadata` writes it, `read_metadata` reads it)
     OUT/grid.jpg                 contact sheet of the first images with their prompts
     OUT/logs/shard-<k>.log       sdxl_gen_img.py's output, appended on every run
     OUT/.medsynth/sample.json    the settings, checked on a re-run, and the last run's record
@@ -15,6 +16,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,22 @@ and the generation settings."""
 COLUMNS = (*archive.SCHEMA_COLUMNS[MetadataStyle.archive], *SETTINGS_COLUMNS)
 """metadata.csv columns: ISIC Archive fields first (each row a valid Archive `MetadataRow`), so
 the rows concatenate to the Archive's own; `--metadata-style 2020` swaps in the challenge's."""
+ID_COLUMNS = tuple(columns[0] for columns in archive.SCHEMA_COLUMNS.values())
+"""metadata.csv's id column, one per style: `isic_id` (Archive) or `image_name` (2020)."""
+
+
+@dataclass(frozen=True)
+class SynthRow:
+    """One row of metadata.csv as later stages read it, whichever `--metadata-style` wrote it."""
+
+    id: str
+    """The image id (`isic_id` or `image_name`): the image is images/<id>.png."""
+    prompt: str = ""
+    negative_prompt: str = ""
+    hairy: bool | None = None
+    """Whether the prompt asked for hair (the `hairy` column); None when blank or absent."""
+    skin_tone: str = ""
+    """The ITA category drawn for the prompt; "" when none was."""
 
 
 def outputs(plan: Plan, shards: int) -> list[str]:
@@ -163,3 +181,38 @@ def write_metadata(plan: Plan, present: Sequence[int], path: Path,
         writer.writerows((plan.image_id(i), *schema(i), _cell(drawn.skin_tone[i]),
                           drawn.prompts[i], shared[0], plan.seed + i, *shared[1:])
                          for i in sorted(present))
+
+
+def read_metadata(out: Path) -> list[SynthRow]:
+    """The rows of OUT/metadata.csv in file order. A UserError in one line when the file is
+    missing, is not CSV (bad quoting, a row longer or shorter than the header, not UTF-8) or
+    has no id column; a column other than the id may be absent (blank)."""
+    import csv
+
+    path = out / METADATA
+    if not path.is_file():
+        raise UserError(f"{out} has no {METADATA}: give a folder written by "
+                        "`medsynth-kohya sample` (re-run it to rewrite its metadata)")
+    rewrite = "re-run `medsynth-kohya sample` with the same options to rewrite it"
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:  # a spreadsheet's BOM too
+            reader = csv.reader(file, strict=True)
+            table = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read {path} ({str(exc).splitlines()[0]}); {rewrite}") from None
+    header = [name.strip() for name in table[0][1]] if table else []
+    key = next((name for name in ID_COLUMNS if name in header), None)
+    if key is None:
+        raise UserError(f"{path} has no {' or '.join(ID_COLUMNS)} column, so it was not written "
+                        f"by `medsynth-kohya sample`; {rewrite}")
+    rows = []
+    for line, cells in table[1:]:
+        if len(cells) != len(header):
+            raise UserError(f"cannot read {path}: line {line} has {len(cells)} fields, the "
+                            f"header {len(header)}; {rewrite}")
+        row = dict(zip(header, cells, strict=True))
+        hairy = row.get("hairy", "").strip().lower()
+        rows.append(SynthRow(row[key], row.get("prompt", ""), row.get("negative_prompt", ""),
+                             {"true": True, "false": False}.get(hairy),
+                             row.get("skin_tone", "").strip()))
+    return rows
