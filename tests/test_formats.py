@@ -26,17 +26,19 @@ from medsynth_kohya.sampling.synthset import SynthRow, write_metadata
 from medsynth_kohya.training.record import (
     RECORD_FILE,
     DatasetRecord,
+    GpuRecord,
     NotARecord,
     RunFolder,
     RunRecord,
+    VersionsRecord,
 )
 
 PACKAGE = Path(medsynth_kohya.__file__).parent
 OWNER = PACKAGE / "training" / "record.py"
 OWNERS = {RECORD_FILE: OWNER, "prepare.json": PACKAGE / "data" / "prepared.py",
           "sample.json": PACKAGE / "sampling" / "synthset.py"}
-KEYS = {f.name for f in (*dataclasses.fields(RunRecord), *dataclasses.fields(DatasetRecord))
-        } - {"extra"}
+KEYS = {f.name for part in (RunRecord, DatasetRecord, GpuRecord, VersionsRecord)
+        for f in dataclasses.fields(part)} - {"extra"}
 
 
 def _modules(owner: Path = OWNER) -> list[Path]:
@@ -121,8 +123,30 @@ def test_a_push_is_appended_and_everything_else_kept(tmp_path: Path) -> None:
     assert folder.final_lora(record.output_name) == tmp_path / "output" / "melanoma.safetensors"
 
 
+def test_gpus_and_versions_are_typed_and_keep_what_they_do_not_know(tmp_path: Path) -> None:
+    written = {"versions": {"medsynth_kohya": "0.1.0", "sd_scripts_commit": "ae72efb9",
+                            "torch": "2.5.1", "accelerate": "1.6.0"},
+               "gpus": [{"name": "NVIDIA A100", "memory_mib": 81920, "compute_capability": [8, 0],
+                         "uuid": "GPU-1"}, {"name": "NVIDIA T4"}],
+               "command": ["python", "-m", "accelerate.commands.launch", "--num_processes", "2",
+                           "sdxl_train_network.py"]}
+    record = RunRecord.from_dict(written)
+    assert record.versions == VersionsRecord("0.1.0", "ae72efb9",
+                                             {"torch": "2.5.1", "accelerate": "1.6.0"})
+    assert record.gpus == [GpuRecord("NVIDIA A100", 81920, [8, 0], {"uuid": "GPU-1"}),
+                           GpuRecord("NVIDIA T4")]
+    assert [gpu.memory_gib for gpu in record.gpus] == [80, 0] and record.processes == 2
+    assert RunRecord().processes is None and RunRecord(command=["x", "--num_processes"]
+                                                       ).processes is None
+    folder = RunFolder(tmp_path)
+    folder.save(record)
+    again = json.loads(folder.record_file.read_text(encoding="utf-8"))
+    assert {key: again[key] for key in written} == written
+
+
 @pytest.mark.parametrize("text", ["[]", '"x"', '{"config": []}', '{"dataset": "p"}',
-                                  '{"pushes": {}}'])
+                                  '{"pushes": {}}', '{"versions": []}', '{"gpus": {}}',
+                                  '{"gpus": ["A100"]}'])
 def test_json_that_is_no_record_is_refused(tmp_path: Path, text: str) -> None:
     (tmp_path / RECORD_FILE).write_text(text, encoding="utf-8")
     with pytest.raises(NotARecord):

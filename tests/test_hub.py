@@ -172,7 +172,9 @@ def test_push_uploads_every_file_byte_for_byte(fake_hub: FakeHub, run: Path,
                    "CreativeML Open RAIL++-M", "load_lora_weights", f'"{REPO}"',
                    "sdxl_gen_img.py", "| female | 3 | 50.0 % |", "| unknown | 1 | 16.7 % |",
                    "| 70-79 | 1 | 16.7 % |", "| torso | 3 | 50.0 % |", "`hairy`",
-                   "1 x NVIDIA H100 80GB HBM3 (79 GiB)", "1 h 30 min", "`network_dim` | `32`",
+                   "1 x NVIDIA H100 80GB HBM3 (79 GiB); trained with 1 process",
+                   "medsynth_kohya 0.1.0, sd-scripts ae72efb92bab, torch 2.5.1, accelerate 1.6.0",
+                   "1 h 30 min", "`network_dim` | `32`",
                    "`sdxl_vae.safetensors` (local file)", "6 melanoma images", "h100-80gb"):
         assert needle in text, needle
     assert "/data/isic" not in text and "{{" not in text

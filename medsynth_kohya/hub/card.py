@@ -20,7 +20,7 @@ from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.resources import data_dir
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
-from medsynth_kohya.training.record import SD_SCRIPTS_COMMIT, DatasetRecord, RunRecord
+from medsynth_kohya.training.record import DatasetRecord, RunRecord, VersionsRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,19 +182,14 @@ def _settings(record: RunRecord) -> str:
 
 
 def _hardware(record: RunRecord) -> str:
-    gpus = [g for g in record.gpus or [] if isinstance(g, dict)]
-    command = [str(arg) for arg in record.command or []]
-    processes = None
-    if "--num_processes" in command[:-1]:
-        processes = command[command.index("--num_processes") + 1]
-    if not gpus:
+    if not record.gpus:
         return "CPU"
-    names = Counter(f"{g.get('name', 'GPU')} ({int(g.get('memory_mib') or 0) // 1024} GiB)"
-                    for g in gpus)
+    names = Counter(f"{gpu.name or 'GPU'} ({gpu.memory_gib} GiB)" for gpu in record.gpus)
     found = ", ".join(f"{count} x {name}" for name, count in names.items())
+    processes = record.processes
     if not processes:
         return found
-    return f"{found}; trained with {processes} process{'' if processes == '1' else 'es'}"
+    return f"{found}; trained with {processes} process{'' if processes == 1 else 'es'}"
 
 
 def _duration(record: RunRecord) -> str:
@@ -210,13 +205,11 @@ def _duration(record: RunRecord) -> str:
 
 
 def _versions(record: RunRecord) -> str:
-    versions = record.versions or {}
-    parts = []
-    for key, value in versions.items():
-        if value:
-            text = str(value)[:12] if key == SD_SCRIPTS_COMMIT else str(value)
-            parts.append(f"{'sd-scripts' if key == SD_SCRIPTS_COMMIT else key} {text}")
-    return ", ".join(parts) or "not recorded"
+    versions = record.versions or VersionsRecord()
+    named = [("medsynth_kohya", versions.medsynth_kohya),
+             ("sd-scripts", versions.sd_scripts_commit and str(versions.sd_scripts_commit)[:12]),
+             *versions.extra.items()]
+    return ", ".join(f"{name} {value}" for name, value in named if value) or "not recorded"
 
 
 def _base_model(record: RunRecord) -> str:

@@ -26,6 +26,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sdscripts import checks
 from medsynth_kohya.sdscripts.launch import DEFAULT_PORT, Machines, own_command
+from medsynth_kohya.training.record import GpuRecord
 
 FOLDER = "nodes"
 """RUN/nodes/: the machines' reports and rank 0's decision."""
@@ -47,8 +48,7 @@ def _report_path(run_dir: Path, rank: int) -> Path:
 
 def describe_gpus(gpus: Sequence[Gpu]) -> list[dict[str, Any]]:
     """GPUs as the run record notes them."""
-    return [{"name": g.name, "memory_mib": g.memory_mib,
-             "compute_capability": list(g.compute_capability)} for g in gpus]
+    return [GpuRecord.of(gpu).to_dict() for gpu in gpus]
 
 
 def _gpus(report: Mapping[str, Any]) -> list[Gpu]:

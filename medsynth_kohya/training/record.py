@@ -17,15 +17,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from medsynth_kohya import files
+
+if TYPE_CHECKING:
+    from medsynth_kohya.machine.gpus import Gpu
 
 RECORD_FILE = "run.json"
 PUBLISHED_RECORD = f"training/{RECORD_FILE}"
 """Where `push` uploads the record in a Hub repository (and `sample --lora USER/REPO` reads it)."""
-SD_SCRIPTS_COMMIT = "sd_scripts_commit"
-"""The key of `versions` that holds the sd-scripts commit the run used."""
 _ALWAYS = ("start", "end", "exit_status")
 """Keys written even when empty (null), as every record since the first version has them."""
 
@@ -51,6 +52,61 @@ class DatasetRecord:
 
 
 @dataclass(frozen=True)
+class GpuRecord:
+    """One GPU as a record notes it (`gpus`; each machine's report in `nodes` alike)."""
+
+    name: str | None = None
+    memory_mib: int | None = None
+    compute_capability: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys this version does not know, kept as read."""
+
+    @classmethod
+    def of(cls, gpu: Gpu) -> GpuRecord:
+        """How a run notes a GPU that nvidia-smi found."""
+        return cls(gpu.name, gpu.memory_mib, list(gpu.compute_capability))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as `gpus` and a machine's report hold it."""
+        return _unpart(self)
+
+    @property
+    def memory_gib(self) -> int:
+        """Whole GiB of memory (0 when not recorded)."""
+        return self.memory_mib // 1024 if isinstance(self.memory_mib, int) else 0
+
+
+@dataclass(frozen=True)
+class VersionsRecord:
+    """What a run ran with: this tool, sd-scripts' commit and sd-scripts' Python's packages."""
+
+    medsynth_kohya: str | None = None
+    sd_scripts_commit: str | None = None
+    """The sd-scripts checkout's git commit (None when it is not a git checkout)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The packages in sd-scripts' Python (torch, accelerate, …) by name, and keys this version
+    does not know, kept as read."""
+
+
+_Part = TypeVar("_Part", DatasetRecord, GpuRecord, VersionsRecord)
+
+
+def _part(kind: type[_Part], data: Any, where: str) -> _Part:
+    """A nested object of the record: its known keys as fields, the others in `extra`."""
+    if not isinstance(data, dict):
+        raise NotARecord(f"{where} is not a JSON object")
+    names = {f.name for f in fields(kind)} - {"extra"}
+    return kind(**{k: v for k, v in data.items() if k in names},
+                extra={k: v for k, v in data.items() if k not in names})
+
+
+def _unpart(part: DatasetRecord | GpuRecord | VersionsRecord) -> dict[str, Any]:
+    """The JSON form of a nested object: its recorded fields, then the keys kept as read."""
+    return {**{f.name: getattr(part, f.name) for f in fields(part)
+               if f.name != "extra" and getattr(part, f.name) is not None}, **part.extra}
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """RUN/run.json: what a `train` run was, ran and made. None: not (yet) recorded."""
 
@@ -65,8 +121,9 @@ class RunRecord:
     cwd: str | None = None
     expected_steps: int | None = None
     plan: dict[str, Any] | None = None
-    versions: dict[str, Any] | None = None
-    gpus: list[dict[str, Any]] | None = None
+    versions: VersionsRecord | None = None
+    gpus: list[GpuRecord] | None = None
+    """The GPUs of the machine that ran it (rank 0's on several machines)."""
     dataset: DatasetRecord | None = None
     start: str | None = None
     end: str | None = None
@@ -110,6 +167,16 @@ class RunRecord:
         return str(self.options.get("pretrained_model_name_or_path") or "")
 
     @property
+    def processes(self) -> int | None:
+        """How many training processes accelerate started (its --num_processes; None when
+        the command does not say)."""
+        command = [str(arg) for arg in self.command or []]
+        if "--num_processes" not in command[:-1]:
+            return None
+        value = command[command.index("--num_processes") + 1]
+        return int(value) if value.isdigit() else None
+
+    @property
     def prepared(self) -> Path | None:
         """The prepared folder the run trained on (None when not recorded)."""
         folder = self.dataset.prepared if self.dataset else None
@@ -120,22 +187,21 @@ class RunRecord:
         """A record from its JSON form; NotARecord when it is not one."""
         if not isinstance(data, dict):
             raise NotARecord("not a JSON object")
-        known = {f.name for f in fields(cls)} - {"extra", "dataset"}
-        values = {k: v for k, v in data.items() if k in known}
-        for key, kind in (("config", dict), ("plan", dict), ("versions", dict),
-                          ("overrides", list), ("command", list), ("gpus", list),
-                          ("lora_files", list), ("pushes", list)):
-            if values.get(key) is not None and not isinstance(values[key], kind):
+        nested = {"dataset", "versions", "gpus"}
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known - nested}
+        for key, kind in (("config", dict), ("plan", dict), ("overrides", list),
+                          ("command", list), ("gpus", list), ("lora_files", list),
+                          ("pushes", list)):
+            if data.get(key) is not None and not isinstance(data[key], kind):
                 raise NotARecord(f"{key} is not a JSON {'object' if kind is dict else 'list'}")
-        dataset = data.get("dataset")
-        if dataset is not None:
-            if not isinstance(dataset, dict):
-                raise NotARecord("dataset is not a JSON object")
-            names = {f.name for f in fields(DatasetRecord)} - {"extra"}
-            values["dataset"] = DatasetRecord(
-                **{k: v for k, v in dataset.items() if k in names},
-                extra={k: v for k, v in dataset.items() if k not in names})
-        extra = {k: v for k, v in data.items() if k not in known and k != "dataset"}
+        if data.get("dataset") is not None:
+            values["dataset"] = _part(DatasetRecord, data["dataset"], "dataset")
+        if data.get("versions") is not None:
+            values["versions"] = _part(VersionsRecord, data["versions"], "versions")
+        if data.get("gpus") is not None:
+            values["gpus"] = [_part(GpuRecord, gpu, "a gpus entry") for gpu in data["gpus"]]
+        extra = {k: v for k, v in data.items() if k not in known}
         return cls(**values, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,10 +212,10 @@ class RunRecord:
             value = getattr(self, item.name)
             if item.name == "extra" or (value is None and item.name not in _ALWAYS):
                 continue
-            if isinstance(value, DatasetRecord):
-                value = {**{f.name: getattr(value, f.name) for f in fields(value)
-                            if f.name != "extra" and getattr(value, f.name) is not None},
-                         **value.extra}
+            if isinstance(value, DatasetRecord | VersionsRecord):
+                value = _unpart(value)
+            elif item.name == "gpus" and value is not None:
+                value = [_unpart(gpu) for gpu in value]
             data[item.name] = value
         return {**data, **self.extra}
 

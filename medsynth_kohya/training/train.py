@@ -32,10 +32,11 @@ from medsynth_kohya.training import nodes
 from medsynth_kohya.training import plan as planning
 from medsynth_kohya.training.record import (
     RECORD_FILE,
-    SD_SCRIPTS_COMMIT,
     DatasetRecord,
+    GpuRecord,
     RunFolder,
     RunRecord,
+    VersionsRecord,
 )
 
 SCRIPT = "sdxl_train_network"
@@ -547,9 +548,9 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         tool=TOOL, version=__version__, preset=preset.name, preset_file=str(preset.path),
         overrides=list(overrides), config=options, command=command.argv, cwd=str(command.cwd),
         expected_steps=steps, plan=asdict(run),
-        versions={"medsynth_kohya": __version__, SD_SCRIPTS_COMMIT: checkout.commit(sd_dir)
-                  if checkout.present(sd_dir) else None, **versions},
-        gpus=nodes.describe_gpus(found_gpus),
+        versions=VersionsRecord(__version__, checkout.commit(sd_dir)
+                                if checkout.present(sd_dir) else None, dict(versions)),
+        gpus=[GpuRecord.of(gpu) for gpu in found_gpus],
         dataset=DatasetRecord(prepared=str(prepared.resolve()),
                               manifest_sha256=files.sha256(data.manifest),
                               train_images=len(train_rows), repeats=repeats,
