@@ -582,6 +582,7 @@ def sample(
     come from the run record push uploaded with it.
     """
     from medsynth_kohya import ui
+    from medsynth_kohya.evaluation import copycheck
     from medsynth_kohya.sampling.machines import MachineShard
     from medsynth_kohya.sampling.sample import SampleOptions
     from medsynth_kohya.sampling.sample import sample as run
@@ -643,7 +644,7 @@ def sample(
     ui.say(result.message)
     if result.copies is not None:
         if result.copies.flagged:
-            ui.error(f"{result.copies.summary()}; recorded in {result.out / 'copies.json'}: "
+            ui.error(f"{result.copies.summary()}; recorded in {result.out / copycheck.NAME}: "
                      "push refuses them unless --allow-copies")
             raise typer.Exit(1)
         ui.say(result.copies.summary())

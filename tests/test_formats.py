@@ -1,5 +1,6 @@
 """One owner per on-disk format: the run record is read and written by training/record.py,
-the prepared folder's state by data/prepared.py, the synthetic set's by sampling/synthset.py.
+the prepared folder's state by data/prepared.py, the synthetic set's (metadata.csv included) by
+sampling/synthset.py, and every other file one command writes and another reads by one module.
 
 A second reader that spells `run.json` or indexes a record by its keys drifts from the writer
 (the bug this layout removed: four readers, each with its own literal keys).
@@ -11,13 +12,16 @@ import ast
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 import medsynth_kohya
 from medsynth_kohya.data.archive import MELANOMA, MetadataStyle
+from medsynth_kohya.data.prepare import HairAgreement, PrepareOptions
 from medsynth_kohya.data.prepared import PreparedFolder
+from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts, synthset
 from medsynth_kohya.sampling.plan import Plan
@@ -35,35 +39,78 @@ from medsynth_kohya.training.record import (
 
 PACKAGE = Path(medsynth_kohya.__file__).parent
 OWNER = PACKAGE / "training" / "record.py"
-OWNERS = {RECORD_FILE: OWNER, "prepare.json": PACKAGE / "data" / "prepared.py",
-          "sample.json": PACKAGE / "sampling" / "synthset.py"}
+PREPARED = PACKAGE / "data" / "prepared.py"
+SYNTHSET = PACKAGE / "sampling" / "synthset.py"
+OWNERS = {
+    RECORD_FILE: {OWNER},
+    "config.toml": {OWNER},
+    "sample_prompts.toml": {OWNER},
+    "dataset.toml": {OWNER, PREPARED},  # the run's and the prepared folder's
+    "prepare.json": {PREPARED},
+    "manifest.csv": {PREPARED},
+    "skipped.csv": {PREPARED},
+    "scan-cache.json": {PACKAGE / "data" / "prepare.py"},
+    "sample.json": {SYNTHSET},
+    "metadata.csv": {SYNTHSET, PACKAGE / "data" / "sources.py"},  # and an ISIC download's
+    "written.json": {SYNTHSET, PACKAGE / "data" / "prepare.py"},  # the set's and prepare's
+    "shard.json": {PACKAGE / "sampling" / "shards.py"},
+    "copies.json": {PACKAGE / "evaluation" / "copycheck.py"},
+    "report.json": {PACKAGE / "evaluation" / "report.py"},
+    "launch.json": {PACKAGE / "training" / "nodes.py"},
+    "reproduce.json": {PACKAGE / "pipeline" / "reproduce.py"},
+}
+"""Every file a command writes and another reads, and the modules that may spell its name."""
 KEYS = {f.name for part in (RunRecord, DatasetRecord, GpuRecord, VersionsRecord)
         for f in dataclasses.fields(part)} - {"extra"}
 
 
-def _modules(owner: Path = OWNER) -> list[Path]:
-    found = sorted(p for p in PACKAGE.rglob("*.py") if p != owner)
+def _modules(owners: set[Path], root: Path = PACKAGE) -> list[Path]:
+    """The package's modules (under `root`, a copy of it) but `owners`."""
+    skipped = {root / owner.relative_to(PACKAGE) for owner in owners}
+    found = sorted(p for p in root.rglob("*.py") if p not in skipped)
     assert len(found) > 30
     return found
 
 
-def _documentation(tree: ast.AST) -> set[int]:
-    """ids of the string constants that stand alone as statements (docstrings)."""
-    return {id(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+def _prose(tree: ast.AST) -> set[int]:
+    """ids of the string constants that name no file the code opens: docstrings, `help=`
+    texts of options, and template names given to `render` (files of templates/)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            found.add(id(node.value))
+        elif isinstance(node, ast.Call):
+            found |= {id(part) for keyword in node.keywords if keyword.arg == "help"
+                      for part in ast.walk(keyword.value)}
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
+                node.func, "id", None)
+            if name == "render" and node.args:
+                found.add(id(node.args[0]))
+    return found
+
+
+def _spelled(source: str, name: str) -> list[int]:
+    """Lines of `source` whose code names the file `name` as a path: a string that is the
+    name or ends in `/name` (`out / "metadata.csv"`, `f"{out}/metadata.csv"`), not prose."""
+    tree = ast.parse(source)
+    prose = _prose(tree)
+    path = re.compile(rf"(^|[/\\]){re.escape(name)}$")
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and path.search(node.value.strip()) and id(node) not in prose]
+
+
+def _stray_names(name: str, root: Path = PACKAGE) -> list[str]:
+    """Where a module that does not own `name` spells it (module:line)."""
+    return [f"{path.relative_to(root)}:{line}" for path in _modules(OWNERS[name], root)
+            for line in _spelled(path.read_text(encoding="utf-8"), name)]
 
 
 @pytest.mark.parametrize("name", sorted(OWNERS))
 def test_no_module_but_the_owner_names_the_file(name: str) -> None:
-    assert name in OWNERS[name].read_text(encoding="utf-8")
-    spelled = []
-    for path in _modules(OWNERS[name]):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        prose = _documentation(tree)
-        spelled += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for node in ast.walk(tree)
-                    if isinstance(node, ast.Constant) and isinstance(node.value, str)
-                    and name in node.value and id(node) not in prose]
-    assert spelled == []
+    for owner in OWNERS[name]:
+        assert _spelled(owner.read_text(encoding="utf-8"), name), owner
+    assert _stray_names(name) == []
 
 
 def _key(node: ast.AST) -> tuple[ast.expr, object] | None:
@@ -77,23 +124,56 @@ def _key(node: ast.AST) -> tuple[ast.expr, object] | None:
     return None
 
 
-def test_no_module_but_the_owner_reads_a_record_by_its_keys() -> None:
+def _read_by_key(owner: Path, keys: set[str], what: str, root: Path = PACKAGE) -> list[str]:
+    """`x["key"]` and `x.get("key")` outside `owner` where the key is one of `keys` and `x`
+    names `what` (a record, a state)."""
     read = []
-    for path in _modules():
+    for path in _modules({owner}, root):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             found = _key(node)
-            if found and found[1] in KEYS and "record" in ast.unparse(found[0]).lower():
-                read.append(f"{path.relative_to(PACKAGE)}: {ast.unparse(node)}")
-    assert read == []
+            if found and found[1] in keys and what in ast.unparse(found[0]).lower():
+                read.append(f"{path.relative_to(root)}: {ast.unparse(node)}")
+    return read
 
 
-def test_the_checks_above_find_what_they_look_for() -> None:
+def test_no_module_but_the_owner_reads_a_record_by_its_keys() -> None:
+    assert _read_by_key(OWNER, KEYS, "record") == []
+
+
+def _prepared_keys(folder: Path) -> set[str]:
+    """The keys of prepare.json as prepare writes it: its own, its source's and options'."""
+    prepared = PreparedFolder(folder)
+    prepared.write_state(Source("archive", folder / "isic.csv", (folder,)), PrepareOptions(),
+                         HairAgreement("detector", 2, 1, 1, 1), "melanoma")
+    data = json.loads(prepared.state_file.read_text(encoding="utf-8"))
+    return {*data, *data["source"], *data["options"]}
+
+
+def test_no_module_but_the_owner_reads_the_prepared_state_by_its_keys(tmp_path: Path) -> None:
+    keys = _prepared_keys(tmp_path)
+    assert {"options", "source", "diagnosis", "trigger", "image_dirs"} <= keys
+    assert _read_by_key(PREPARED, keys, "state") == []
+
+
+def test_the_checks_above_find_what_they_look_for(tmp_path: Path) -> None:
     tree = ast.parse('record.get("config", {}).get("output_name")\nrun_record["status"]\n'
                      'x = "RUN/run.json"\n')
     keys = [found[1] for node in ast.walk(tree) if (found := _key(node))]
     assert "config" in keys and "status" in keys
     assert any(isinstance(n, ast.Constant) and n.value == "RUN/run.json" for n in ast.walk(tree))
+    code = ('"""See OUT/metadata.csv"""\nopt = Option(help="the set\'s metadata.csv")\n'
+            'doc = render("config.toml", {})\npath = out / "metadata.csv"\n'
+            'line = f"{out}/metadata.csv"\nwhy = "metadata.csv leaves it blank"\n')
+    assert _spelled(code, "metadata.csv") == [4, 5] and _spelled(code, "config.toml") == []
+    copy = tmp_path / "package"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "sampling" / "stray.py").write_text(  # reads a set's metadata and a state alone
+        '"""A stray reader."""\nMETA = "metadata.csv"\n'
+        'def trigger(state: dict) -> str:\n    return state["options"]["trigger"]\n',
+        encoding="utf-8")
+    assert _stray_names("metadata.csv", copy) == ["sampling/stray.py:2"]
+    assert len(_read_by_key(PREPARED, _prepared_keys(tmp_path), "state", copy)) == 2
 
 
 def test_a_record_keeps_what_it_does_not_know_and_writes_no_empty_keys(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medsynth_kohya import locks
-from medsynth_kohya.data.sources import IMAGE_SUFFIXES
+from medsynth_kohya.data.sources import ARCHIVE_METADATA, IMAGE_SUFFIXES
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 
@@ -62,7 +62,7 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
         raise UserError(f"isic-cli wrote nothing to {out} for {timeout:g} s: check that this "
                         f"machine reaches {ISIC_API} (network, proxy), then run the same "
                         "command again (--timeout to wait longer)")
-    metadata = out / "metadata.csv"
+    metadata = out / ARCHIVE_METADATA
     if code != 0 or not metadata.is_file():
         raise UserError(f"isic image download failed (exit {code}); check the messages above "
                         "and run the same command again")

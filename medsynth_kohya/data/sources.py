@@ -28,7 +28,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Image files found, in any letter case."""
 _ID_SUFFIX = re.compile("(" + "|".join(map(re.escape, IMAGE_SUFFIXES)) + ")$", re.IGNORECASE)
 """An image suffix on an id (`ISIC_4525317.jpg`), ignored when matching files."""
-_METADATA_PATTERNS = ("train.csv", "ISIC_2020_Training_GroundTruth*.csv", "metadata.csv")
+CHALLENGE_METADATA = "train.csv"
+ARCHIVE_METADATA = "metadata.csv"
+"""The metadata file of an ISIC 2020 challenge download and of an ISIC Archive export (not a
+synthetic set's metadata.csv, which sampling/synthset.py owns)."""
+_METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
+                      ARCHIVE_METADATA)
 _COLUMNS = {
     ISIC2020: {"id": "image_name", "patient_id": "patient_id", "sex": "sex",
                "age": "age_approx", "site": "anatom_site_general_challenge"},

@@ -620,7 +620,8 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
     launch` on rank 0's files (resuming where rank 0 says). Its log is
     RUN/train-machine-R.log; rank 0 writes the LoRA."""
     machines = cluster.machines
-    config, dataset = run_dir / "config.toml", run_dir / "dataset.toml"
+    folder = RunFolder(run_dir)
+    config, dataset = folder.config, folder.dataset_config
     with locks.hold(run_dir, "train", part=nodes.part(machines.rank),
                     break_lock=break_lock) as lock:
         found = [] if preset.device == "cpu" else detect()
@@ -645,7 +646,7 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             (f"machine {machines.rank} waits for machine 0's go in {run_dir / nodes.FOLDER}, "
              "then runs:",) if dry_run else ())
         result = TrainResult(run_dir, "dry-run", command, config, dataset,
-                             run_dir / "sample_prompts.toml", None, warnings=notes)
+                             folder.sample_prompts, None, warnings=notes)
         if dry_run:
             return result
         log = run_dir / f"train-{nodes.part(machines.rank)}.log"
