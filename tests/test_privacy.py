@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import sys
 import zlib
 from pathlib import Path
@@ -24,37 +23,25 @@ from .disk import checksums
 from .fake_gen import write_lora
 from .fake_hub import TOKEN, FakeHub
 from .fakes import make_fake_sd
+from .private import AUTH_SECRET, ENV_SECRET, PRESET_SECRET, TOKEN_SET_SECRET, USER, make_home, png
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
-USER = "zoe-kowalski"
 REPO = "alice/melanoma-lora"
-TOKEN_SET_SECRET = "hf_SetTokenNotHF_TOKEN_4242"
-PRESET_SECRET = "preset-Secret-77-xyz"
-AUTH_SECRET = "AuthHeaderPrivate-555"
 AUTHOR = "Dr. Ada Example"
 """metadata_author: a name, published (`author` is not `auth`)."""
-ENV_SECRET = "env-Secret-31337-abc"
 SECRETS = (TOKEN_SET_SECRET, PRESET_SECRET, AUTH_SECRET, ENV_SECRET, TOKEN)
 
 
 def _png_with_text(text: str) -> bytes:
     """A 1x1 PNG with a tEXt chunk, as image tools write generation parameters."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"tEXt", b"parameters\0" + text.encode())
-            + chunk(b"IDAT", zlib.compress(b"\0\0")) + chunk(b"IEND", b""))
+    return png((b"tEXt", b"parameters\0" + text.encode()), (b"IDAT", zlib.compress(b"\0\0")))
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake home folder `.../home/<name>/` that is HOME and the working folder."""
-    folder = tmp_path / "home" / USER
-    (folder / "project").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(folder))
+    folder = make_home(tmp_path, monkeypatch)
+    (folder / "project").mkdir()
     monkeypatch.chdir(folder / "project")
     return folder
 

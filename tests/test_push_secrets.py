@@ -23,15 +23,11 @@ from medsynth_kohya.hub import push as hubmod
 
 from .conftest import invoke
 from .fake_hub import TOKEN, FakeHub
+from .private import ARGUMENT, ENV, KEYED, LISTED, SET, make_home
 from .test_hub import REPO, make_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
-ENV = "env_WandbFromTheEnvironment0001"
-KEYED = "hf_ConfigKeyedToken000000000002"
-SET = "wb_SetOnTheCommandLine000000003"
-LISTED = "sk_ListedInOptimizerArgs0000004"
-ARGUMENT = "wb_InlineLaunchArgument00000005"
 SOURCES = {"token": TOKEN, "environment": ENV, "config key": KEYED, "--set": SET,
            "list item": LISTED, "launch argument": ARGUMENT}
 """Where a secret comes from: how push learns that the value is one."""
@@ -162,10 +158,7 @@ def test_a_user_named_like_the_tool_or_a_hub_model_can_push(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan looks for the user's name, but not inside the public names that may hold it:
     the repo id, the tool's own name and Hub model ids in the config."""
-    home = tmp_path / "home" / "kohya"
-    home.mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LOGNAME", "kohya")
+    make_home(tmp_path, monkeypatch, "kohya")
     run = make_run(tmp_path / "first")
     record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     record["config"]["vae"] = "kohya/sdxl-vae-fp16"
