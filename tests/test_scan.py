@@ -8,6 +8,8 @@ import getpass
 import json
 import struct
 import sys
+import tempfile
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import pytest
 
 from medsynth_kohya.hub import privacy
 
-USER = "zoe-kowalski"
+from .private import USER, make_home, png
+
 SECRET = "wb_ScanMe0123456789"
 
 
@@ -25,16 +28,6 @@ def _policy(tmp_path: Path) -> privacy.Policy:
                             home=str(home), users=[USER])
     policy.add_secret(SECRET)
     return policy
-
-
-def _png(*chunks: tuple[bytes, bytes]) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-    return (b"\x89PNG\r\n\x1a\n" + header + b"".join(chunk(k, d) for k, d in chunks)
-            + chunk(b"IEND", b""))
 
 
 def _safetensors(metadata: dict[str, str], payload: bytes) -> bytes:
@@ -82,10 +75,9 @@ def test_secret_values_are_redacted_wherever_they_sit(tmp_path: Path) -> None:
 
 
 def test_paths_as_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home" / USER
+    home = make_home(tmp_path, monkeypatch)
     run = home / "runs" / "r1"
     (run / "output").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(home)
     policy = privacy.Policy(run, home=str(home), users=[USER])
     assert policy.text("~/models/base.safetensors") == "<local>/base.safetensors"
@@ -126,17 +118,17 @@ def test_the_text_of_an_image_or_weights_file_is_scanned(tmp_path: Path) -> None
     name = f"made by {USER}".encode()
     assert policy.findings(b"\xff\xd8" + name, "x.jpg") is None
     assert policy.findings(b"\xff\xd8" + SECRET.encode(), "x.JPG") is not None
-    assert policy.findings(_png((b"tEXt", b"parameters\0" + name)), "s.png") is not None
-    assert policy.findings(_png((b"iTXt", b"parameters\0" + name)), "s.PNG") is not None
+    assert policy.findings(png((b"tEXt", b"parameters\0" + name)), "s.png") is not None
+    assert policy.findings(png((b"iTXt", b"parameters\0" + name)), "s.PNG") is not None
     zipped = b"parameters\0\0" + zlib.compress(name)
-    assert policy.findings(_png((b"zTXt", zipped)), "s.png") is not None
-    assert policy.findings(_png((b"zTXt", b"parameters\0\0not zlib " + name)), "s.png")
-    assert policy.findings(_png((b"tEXt", USER.encode() + b"\0x")), "s.png") is not None
-    assert policy.findings(_png((b"zTXt", b"no separator " + name)), "s.png") is not None
-    two = _png((b"tEXt", b"Author\0" + USER.encode()), (b"tEXt", b"Software\0x"))
+    assert policy.findings(png((b"zTXt", zipped)), "s.png") is not None
+    assert policy.findings(png((b"zTXt", b"parameters\0\0not zlib " + name)), "s.png")
+    assert policy.findings(png((b"tEXt", USER.encode() + b"\0x")), "s.png") is not None
+    assert policy.findings(png((b"zTXt", b"no separator " + name)), "s.png") is not None
+    two = png((b"tEXt", b"Author\0" + USER.encode()), (b"tEXt", b"Software\0x"))
     assert policy.findings(two, "s.png") == f"the user name {USER!r}"
-    assert policy.findings(_png((b"IDAT", name)), "s.png") is None
-    after_end = _png() + struct.pack(">I", len(name)) + b"tEXt" + name + b"\0\0\0\0"
+    assert policy.findings(png((b"IDAT", name)), "s.png") is None
+    after_end = png() + struct.pack(">I", len(name)) + b"tEXt" + name + b"\0\0\0\0"
     assert policy.findings(after_end, "s.png") is None
     assert policy.findings(_safetensors({"ss_author": USER}, b"\0" * 16), "l.safetensors")
     assert policy.findings(_safetensors({}, name), "l.safetensors") is None
@@ -167,6 +159,104 @@ def test_a_large_file_is_scanned_across_its_blocks(tmp_path: Path,
     small = tmp_path / "small.txt"
     small.write_bytes(f"by {USER}".encode())
     assert privacy.scan_file(policy, small, "small.txt") == f"the user name {USER!r}"
+
+
+def test_the_scan_names_the_most_precise_path_of_this_machine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run folder inside the working folder is named as the run folder; short system
+    folders (/tmp, /usr) are no finding on their own (a weights file holds such bytes by
+    chance), a longer one is."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "r1"
+    policy = privacy.Policy(run, home=str(tmp_path / "elsewhere" / USER), users=[USER])
+    assert policy.findings(f"log in {run}/logs".encode(), "notes.txt") == (
+        f"the local path {run}")
+    assert policy.findings(f"{tmp_path}/x".encode(), "l.bin") == f"the local path {tmp_path}"
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp")
+    assert policy.findings(b"\0/tmp\0/usr\0", "l.bin") is None
+    monkeypatch.setattr(tempfile, "tempdir", "/data")
+    assert policy.findings(b"\0/data\0", "l.bin") == "the local path /data"
+
+
+def test_a_home_folder_is_searched_unless_it_is_the_root(tmp_path: Path) -> None:
+    """HOME=/ (a container's) would match every path; any other home, however short, is
+    searched for."""
+    assert privacy.Policy(tmp_path / "run", home="/", users=[]).findings(
+        b"/opt/x", "l.bin") is None
+    assert privacy.Policy(tmp_path / "run", home="/h", users=[]).findings(
+        b"cache /h/x", "l.bin") == "the home folder /h"
+
+
+def test_public_ids_hide_the_user_name_only_where_they_stand(tmp_path: Path) -> None:
+    """An id that holds the user name may be published (the repo id, a Hub model id), even
+    when a shorter public id stands inside it; the name right beside an id, or with an empty
+    id among them, is still found."""
+    long_id = f"lab/{USER}-melanoma"
+    policy = privacy.Policy(tmp_path / "run", allowed=["melanoma", long_id], home="/",
+                            users=[USER])
+    assert policy.findings(f"base model {long_id}".encode(), "README.md") is None
+    assert policy.findings(f"{long_id}{USER}".encode(), "README.md") == (
+        f"the user name {USER!r}")
+    policy.allowed.append("")
+    assert policy.findings(f"by {USER}".encode(), "README.md") == f"the user name {USER!r}"
+
+
+def test_a_text_that_is_not_utf8_is_still_searched(tmp_path: Path) -> None:
+    latin1 = f"Zoë's run, made by {USER}".encode("latin-1")
+    assert _policy(tmp_path).findings(b"\xff\xfe" + latin1, "notes.txt") == (
+        f"the user name {USER!r}")
+
+
+def test_every_block_of_a_large_text_file_is_searched_as_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text file over a block (a large report) is searched for the user name and absolute
+    paths in every block and where two meet (a block that ends inside a path names the path's
+    beginning); a secret longer than a block is found too."""
+    monkeypatch.setattr(privacy, "BLOCK", 64)
+    policy = _policy(tmp_path)
+    path = tmp_path / "report.html"
+    for at in (0, 58, 64, 150):
+        for planted, finding in ((USER, f"the user name {USER!r}"),
+                                 ("/usr/share/x", "the local path /usr/s")):
+            data = bytearray(b" " * 300)
+            data[at:at + len(planted)] = planted.encode()
+            path.write_bytes(bytes(data))
+            found = privacy.scan_file(policy, path, "report.html")
+            assert found is not None and found.startswith(finding), (planted, at)
+    path.write_bytes(b" " * 64)
+    assert privacy.scan_file(policy, path, "report.html") is None
+    long_secret = "L0ng-" * 30
+    policy.add_secret(long_secret)
+    path.write_bytes(b"\0" * 50 + long_secret.encode() + b"\0" * 50)
+    assert privacy.scan_file(policy, path, "l.bin") == (
+        "a secret value (a token, or a value of a key that names a secret)")
+
+
+def test_a_large_image_has_its_text_chunks_searched(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(privacy, "BLOCK", 64)
+    image = tmp_path / "s.png"
+    image.write_bytes(png((b"IDAT", b"\0" * 200), (b"tEXt", f"parameters\0{USER}".encode())))
+    assert privacy.scan_file(_policy(tmp_path), image, "samples/s.png") == (
+        f"the user name {USER!r}")
+
+
+def test_a_large_file_is_scanned_in_bounded_memory(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weights file is never read whole: a 4 MiB LoRA in 64 KiB blocks peaks far below its
+    size, and its header is read once more on its own."""
+    monkeypatch.setattr(privacy, "BLOCK", 64 * 1024)
+    weights = tmp_path / "l.safetensors"
+    weights.write_bytes(_safetensors({"ss_author": USER}, b"\0" * (4 * 2**20)))
+    policy = _policy(tmp_path)
+    tracemalloc.start()
+    try:
+        found = privacy.scan_file(policy, weights, "l.safetensors")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert found == f"the user name {USER!r}"
+    assert peak < 2**20
 
 
 @pytest.mark.parametrize(("home", "login", "users"), [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import os
 import re
 import sys
@@ -17,8 +18,8 @@ import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from pathlib import Path, PureWindowsPath
+from typing import Any, BinaryIO
 
 REDACTED = "<redacted>"
 LOCAL = "<local>"
@@ -218,8 +219,7 @@ class Policy:
                          re.IGNORECASE):
                 return f"the user name {user!r}"
         for match in _ABSOLUTE.finditer(text):
-            first = PurePosixPath(match.group(1)).parts[1:2]
-            if first and Path("/", first[0]).exists():
+            if Path("/", match.group(1).split("/")[1]).exists():
                 return f"the local path {match.group(1)}"
         windows = _WINDOWS.search(text)
         return f"the local path {windows.group(1)}" if windows else None
@@ -228,22 +228,36 @@ class Policy:
         """The first private thing in a file's bytes, or None. Every byte is searched for
         secrets, the home folder and this machine's paths; the text (all of a text file, the
         metadata of a weights or image file) also for the user name and any absolute path."""
-        return (self.literal_findings(data)
-                or self.text_findings(_text_part(data, name).decode("utf-8", "replace")))
+        return self.literal_findings(data) or self.text_findings(_text(_text_part(data, name)))
+
+
+def _text(data: bytes) -> str:
+    """Bytes searched as text: a byte that is not UTF-8 (a binary part, a Latin-1 file) ends
+    no search."""
+    return data.decode("utf-8", "replace")
 
 
 def _text_part(data: bytes, name: str) -> bytes:
     """The part of a file that is text: all of a text file, a safetensors file's JSON header,
     a PNG's text chunks (where generators write their parameters)."""
     lowered = name.lower()
-    if lowered.endswith(".safetensors") and len(data) >= 8:
-        length = int.from_bytes(data[:8], "little")
-        return bytes(data[8:8 + min(length, 100_000_000)])
+    if lowered.endswith(".safetensors"):
+        return _safetensors_header(io.BytesIO(data))
     if lowered.endswith(".png"):
         return _png_text(data)
     if lowered.endswith(_BINARY):
         return b""
-    return bytes(data)
+    return data
+
+
+MAX_HEADER = 100_000_000
+"""The longest safetensors header read: the safetensors library refuses a longer one."""
+
+
+def _safetensors_header(file: BinaryIO) -> bytes:
+    """The JSON header of a safetensors file read from its start (its length is the first 8
+    bytes, little-endian)."""
+    return file.read(min(int.from_bytes(file.read(8), "little"), MAX_HEADER))
 
 
 def _png_text(data: bytes) -> bytes:
@@ -269,20 +283,26 @@ BLOCK = 64 * 2**20
 
 
 def scan_file(policy: Policy, path: Path, name: str) -> str | None:
-    """`Policy.findings` of a file on disk, read in blocks (weights files are large)."""
-    size = path.stat().st_size
-    if size <= BLOCK:
+    """`Policy.findings` of a file on disk, in bounded memory whatever its size (weights files
+    are large): read in blocks, each searched with the end of the one before so that nothing
+    is missed where two blocks meet, the text of a text file block by block, then a
+    safetensors file's header. A PNG is read whole: its text chunks may sit anywhere."""
+    lowered = name.lower()
+    if lowered.endswith(".png"):
         return policy.findings(path.read_bytes(), name)
+    textual = not lowered.endswith(_BINARY)
     overlap = max([len(s.encode()) for s in (*policy.secrets, policy.home)] + [4096])
     tail = b""
     with path.open("rb") as file:
         while block := file.read(BLOCK):
-            found = policy.literal_findings(tail + block)
+            data = tail + block
+            found = policy.literal_findings(data) or (
+                policy.text_findings(_text(data)) if textual else None)
             if found:
                 return found
-            tail = block[-overlap:]
+            tail = data[-overlap:]
+        if not lowered.endswith(".safetensors"):
+            return None
         file.seek(0)
-        head = file.read(8)
-        length = int.from_bytes(head, "little") if name.lower().endswith(".safetensors") else 0
-        text = head + file.read(min(length, 100_000_000)) if length else b""
-    return policy.text_findings(_text_part(text, name).decode("utf-8", "replace"))
+        header = _safetensors_header(file)
+    return policy.text_findings(_text(header))
