@@ -32,6 +32,7 @@ def test_whole_patients_and_the_asked_share(fraction: float, seed: int) -> None:
     frame = _frame(PATIENTS)
     split = patient_split(frame, fraction, seed)
     assert set(split) <= {"train", "val"} and split.index.equals(frame.index)
+    assert split.dtype == "string"  # the manifest schema's type of the split column
     groups = frame["patient_id"].fillna(frame["id"])
     for _, sides in split.groupby(groups):
         assert sides.nunique() == 1  # no patient on both sides
@@ -75,6 +76,8 @@ def test_an_empty_frame_and_a_tiny_share() -> None:
     frame = _frame(["IP_A", "IP_A", "IP_B", "IP_C", "IP_C", "IP_D"])
     split = patient_split(frame, 0.01, seed=0)
     assert int((split == "val").sum()) >= 1  # at least one image is held out
+    singles = _frame(["IP_A", "IP_B", "IP_C", "IP_D"])
+    assert int((patient_split(singles, 0.01) == "val").sum()) == 1  # and no more
 
 
 def test_one_patient_is_never_moved_whole_to_validation() -> None:
