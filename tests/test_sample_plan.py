@@ -1,0 +1,195 @@
+"""`sample`'s plan on its own: its options' checks, the generation settings, and where the
+prompts come from (--prompt, --prompts FILE, --like MANIFEST with --query) with what identifies
+them on a re-run. The CLI runs of the same checks are in test_sample.py."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medsynth_kohya import files
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.captions import DEFAULT_TEMPLATE
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.lora import Captions
+from medsynth_kohya.sampling.plan import (
+    SampleOptions,
+    check_options,
+    generation_settings,
+    prompt_source,
+)
+from medsynth_kohya.training.record import DatasetRecord, RunRecord
+
+TRIGGER = "me1anoma"
+NAMES = Captions(DEFAULT_TEMPLATE, TRIGGER, None, known=True)
+
+
+def _manifest(path: Path, sexes: tuple[str, ...] = ("male", "female", "female")) -> Path:
+    """A prepare manifest of one image per sex given (ages 40, 41…, torso, every other one
+    hairy)."""
+    count = len(sexes)
+    frame = pd.DataFrame({
+        "id": [f"ISIC_{i:07d}" for i in range(count)], "source": ["/data/x.jpg"] * count,
+        "patient_id": [None] * count, "sex": list(sexes), "age": [40 + i for i in range(count)],
+        "site": ["torso"] * count, "hairy": [i % 2 == 0 for i in range(count)],
+        "hair_score": [None] * count, "caption": ["c"] * count, "width": [64] * count,
+        "height": [64] * count, "split": ["train"] * count})
+    manifest.write(manifest.conform(frame), path)
+    return path
+
+
+def _refused(options: SampleOptions, n: int | None = None, record: RunRecord | None = None,
+             ) -> str:
+    with pytest.raises(UserError) as caught:
+        prompt_source(options, n, record, NAMES)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (SampleOptions(n=0), "--n must be at least 1 (got 0)"),
+    (SampleOptions(num_gpus=0), "--num-gpus must be at least 1 (got 0)"),
+    (SampleOptions(id_prefix="A/B"), "--id-prefix 'A/B' must be letters, digits, '_' or '-'"),
+    (SampleOptions(id_prefix="_x"), "--id-prefix '_x' must be letters, digits, '_' or '-'"),
+    (SampleOptions(id_prefix=""), "--id-prefix '' must be letters, digits, '_' or '-'"),
+])
+def test_bad_options_are_refused_with_what_to_give(options: SampleOptions, message: str) -> None:
+    with pytest.raises(UserError) as caught:
+        check_options(options)
+    assert str(caught.value) == message
+
+
+def test_an_unknown_sampler_lists_the_choices() -> None:
+    with pytest.raises(UserError) as caught:
+        check_options(SampleOptions(sampler="euler_b"))
+    assert str(caught.value).startswith("unknown sampler 'euler_b'; choose one of: ddim, ")
+    assert ", euler_a, " in str(caught.value)
+
+
+@pytest.mark.parametrize("options", [
+    SampleOptions(), SampleOptions(n=1, num_gpus=1), SampleOptions(id_prefix="9a-b_C"),
+    SampleOptions(sampler="euler_a"), SampleOptions(sampler="ddim"),
+])
+def test_good_options_pass(options: SampleOptions) -> None:
+    check_options(options)
+
+
+def test_generation_settings_are_the_original_run_s_unless_given() -> None:
+    original = prompts.original_settings()
+    assert generation_settings(SampleOptions()) == original
+    given = generation_settings(SampleOptions(width=832, height=1216, steps=30, scale=7.5,
+                                              sampler="ddim", negative_prompt="blurry"))
+    assert given == prompts.Settings("blurry", 832, 1216, 30, 7.5, "ddim")
+    zero = generation_settings(SampleOptions(negative_prompt="", scale=0.0))
+    assert (zero.negative_prompt, zero.scale, zero.steps) == ("", 0.0, original.steps)
+    with pytest.raises(UserError, match="--steps 0 must be between 1 and 1000"):
+        generation_settings(SampleOptions(steps=0))
+
+
+def test_prompts_from_a_file_one_per_line(tmp_path: Path) -> None:
+    listing = tmp_path / "prompts.txt"
+    listing.write_text("# mine\n  me1anoma on the back  \n\n#x\nmole on the arm\n",
+                       encoding="utf-8")
+    source, count = prompt_source(SampleOptions(prompts_file=listing), None, None, NAMES)
+    texts = ["me1anoma on the back", "mole on the arm"]
+    assert (source.drawn.prompts, count, source.warnings) == (texts, 2, ())
+    assert source.identity == {"kind": "prompts", "sha256": hashlib.sha256(
+        "\n".join(texts).encode()).hexdigest()}
+    source, count = prompt_source(SampleOptions(prompts_file=listing), 5, None, NAMES)
+    assert (source.drawn.prompts, count) == ([*texts, *texts, texts[0]], 5)
+
+
+def test_a_prompt_without_the_trigger_is_warned_about(tmp_path: Path) -> None:
+    source, count = prompt_source(SampleOptions(prompt="a mole"), 3, None, NAMES)
+    assert (source.drawn.prompts, count) == (["a mole"] * 3, 3)
+    assert source.warnings == (
+        "the prompts do not mention the trigger 'me1anoma' the LoRA was trained with",)
+    unknown = Captions(DEFAULT_TEMPLATE, TRIGGER, None, known=False)
+    assert prompt_source(SampleOptions(prompt="a mole"), 3, None, unknown)[0].warnings == ()
+
+
+@pytest.mark.parametrize(("text", "prompt", "message"), [
+    ("", "", "--prompts {path} holds no prompts (one per line; # starts a comment)"),
+    ("# only\n\n   \n", "", "--prompts {path} holds no prompts (one per line; # starts a "
+     "comment)"),
+    ("a mole\nb --n c\n", "", "prompt 2 of {path} holds ' --', which sd-scripts reads as a "
+     "prompt option: 'b --n c'"),
+    (None, "", "--prompts {path} does not exist"),
+    (None, "{a|b} mole", "--prompt holds { or }, which sd-scripts reads as dynamic-prompt "
+     "variants: '{a|b} mole'"),
+])
+def test_bad_prompts_are_refused_in_one_line(tmp_path: Path, text: str | None, prompt: str,
+                                             message: str) -> None:
+    """A --prompts file's problem names the file (and the line); a --prompt's names it."""
+    path = tmp_path / "prompts.txt"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    options = SampleOptions(prompt=prompt) if prompt else SampleOptions(prompts_file=path)
+    assert _refused(options) == message.replace("{path}", str(path))
+
+
+def test_prompts_come_from_one_place(tmp_path: Path) -> None:
+    like = _manifest(tmp_path / "manifest.csv")
+    one = "give one of --like, --prompt and --prompts"
+    assert _refused(SampleOptions(like=like, prompt="a"), 2) == one
+    assert _refused(SampleOptions(prompt="a", prompts_file=like), 2) == one
+    assert _refused(SampleOptions(like=like, prompts_file=like), 2) == one
+    query = "--query filters the rows of --like; it does not apply to --prompt(s)"
+    assert _refused(SampleOptions(prompt="a", query="sex == 'male'"), 2) == query
+    assert _refused(SampleOptions(prompts_file=like, query="sex == 'male'"), 2) == query
+
+
+def test_prompts_drawn_like_a_manifest(tmp_path: Path) -> None:
+    like = _manifest(tmp_path / "manifest.csv")
+    source, count = prompt_source(SampleOptions(like=like, seed=5), 40, None, NAMES)
+    table = manifest.read(like)
+    assert count == 40 and source.drawn == prompts.draw(table, 40, 5, DEFAULT_TEMPLATE, TRIGGER)
+    assert source.identity == {"kind": "like", "manifest_sha256": files.sha256(like),
+                               "query": None, "template": DEFAULT_TEMPLATE, "trigger": TRIGGER}
+    narrowed, _ = prompt_source(SampleOptions(like=like, query="sex == 'female'"), 40, None,
+                                NAMES)
+    assert set(narrowed.drawn.sex) == {"female"}
+    assert narrowed.identity["query"] == "sex == 'female'"
+
+
+def test_prompts_drawn_like_the_run_s_own_data(tmp_path: Path) -> None:
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    like = _manifest(prepared / "manifest.csv", ("male",))
+    record = RunRecord(dataset=DatasetRecord(prepared=str(prepared)))
+    source, count = prompt_source(SampleOptions(), 2, record, NAMES)
+    assert count == 2 and set(source.drawn.sex) == {"male"}
+    assert source.identity["manifest_sha256"] == files.sha256(like)
+    assert _refused(SampleOptions(), None, record) == (
+        "give --n, the number of images to generate")
+    for orphan in (None, RunRecord()):
+        assert _refused(SampleOptions(), 2, orphan) == (
+            "give --like OUT/manifest.csv (or --prompt / --prompts): the LoRA has no train "
+            "run record naming its prepared data")
+
+
+def test_a_manifest_that_cannot_be_drawn_from_is_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.csv"
+    assert _refused(SampleOptions(like=missing), 2) == (
+        f"--like {missing} does not exist; give the manifest.csv that `medsynth-kohya "
+        "prepare` wrote")
+    other = tmp_path / "other.csv"
+    other.write_text("id,sex\nISIC_1,male\n", encoding="utf-8")
+    assert _refused(SampleOptions(like=other), 2).startswith(
+        f"--like {other} is not a prepare manifest (missing column ")
+    like = _manifest(tmp_path / "manifest.csv")
+    broken = tmp_path / "broken.csv"
+    broken.write_text(like.read_text(encoding="utf-8").replace(",40,", ",forty,"),
+                      encoding="utf-8")
+    assert _refused(SampleOptions(like=broken), 2).startswith(
+        f"--like {broken} cannot be read as a manifest: ")
+    empty = tmp_path / "empty.csv"
+    empty.write_text(like.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    assert _refused(SampleOptions(like=empty), 2) == f"--like {empty} has no rows"
+    assert _refused(SampleOptions(like=like, query="sex == 'none'"), 2) == (
+        f"--query \"sex == 'none'\" matches no rows of {like}")
+    assert _refused(SampleOptions(like=like, query="sex =="), 2).startswith(
+        "--query 'sex ==' failed: ")
