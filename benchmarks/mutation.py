@@ -3,15 +3,17 @@
     pip install -e ".[dev,mutation]"
     python3 benchmarks/mutation.py                  # every area below, then the table
     python3 benchmarks/mutation.py split hair       # some areas only
-    python3 benchmarks/mutation.py --jobs 2         # mutants tested side by side
+    python3 benchmarks/mutation.py --jobs 1         # one mutant at a time (default: one per CPU)
 
-Runs mutmut (configured in pyproject.toml's [tool.mutmut]) on one area at a time. Each mutant
-is tested against the tests that judge its module (pyproject's
-[tool.medsynth-kohya.mutation-tests], applied by tests/conftest.py), not every test whose
-set-up passes through it. Prints killed / mutants per area against the 85% target, and the wall
-and CPU minutes of each area (with --jobs 1 on an idle machine the two agree; on a shared one
-the CPU minutes are what the run would take there); results stay
-in mutants/ (`python3 -m mutmut results`, `python3 -m mutmut show NAME`). Mutants judged
+Runs mutmut (configured in pyproject.toml's [tool.mutmut]) on one area at a time, as many
+mutants side by side as there are CPUs. Each mutant is tested against the tests that judge its
+module (pyproject's [tool.medsynth-kohya.mutation-tests], applied by tests/conftest.py), not
+every test whose set-up passes through it; a mutant that runs past mutmut's CPU limit (a few
+times its tests' time, `timeout_multiplier`) counts as caught. Prints killed / mutants per area
+against the 85% target, the wall and CPU minutes of each area and of the whole run, and the
+machine's load: on a shared machine the wall time depends on the others' work, the CPU time
+does not, and CPU minutes / CPUs is what the run takes on an idle machine. Results stay in
+mutants/ (`python3 -m mutmut results`, `python3 -m mutmut show NAME`). Mutants judged
 equivalent (no behaviour can tell them apart) are listed with the reason in
 benchmarks/mutation.md; the score counts them as survivors all the same.
 """
@@ -78,6 +80,9 @@ AREAS = (
     Area("option checks", "medsynth_kohya/sdscripts/checks.py"),
     Area("training verdict", "medsynth_kohya/training/train.py", ("verdict",)),
     Area("sample planning", "medsynth_kohya/sampling/prompts.py"),
+    Area("sample planning", "medsynth_kohya/sampling/plan.py",
+         ("check_options", "generation_settings", "_read_prompts_file", "_read_manifest",
+          "prompt_source")),
     Area("upload plan", "medsynth_kohya/hub/contents.py",
          ("plan", "_public_ids", "_public_record", "_run_files", "scrub", "scan")),
     Area("upload scan", "medsynth_kohya/hub/privacy.py"),
@@ -111,16 +116,16 @@ def measure(area: Area, jobs: int) -> tuple[dict[str, int | None], float, float]
 
 
 def main(argv: list[str]) -> int:
-    jobs = 1
+    jobs = os.cpu_count() or 1
     if "--jobs" in argv:
         at = argv.index("--jobs")
         jobs = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2:]
     wanted = [a for a in AREAS if not argv or a.name.split()[0] in argv or a.name in argv]
     print(f"{'area':22} {'module':38} {'mutants':>7} {'killed':>6} {'survived':>8} "
-          f"{'no tests':>8} {'score':>6} {'minutes':>7} {'cpu min':>7}")
+          f"{'no tests':>8} {'score':>6} {'minutes':>7} {'cpu min':>7} {'load':>5}")
     below = 0
-    started, load = time.perf_counter(), os.getloadavg()[0]
+    started, cpu_started, load = time.perf_counter(), _cpu(), os.getloadavg()[0]
     for area in wanted:
         codes, seconds, cpu = measure(area, jobs)
         total = len(codes)
@@ -130,10 +135,12 @@ def main(argv: list[str]) -> int:
         below += score < TARGET
         print(f"{area.name:22} {area.path:38} {total:7d} {killed:6d} "
               f"{total - killed - untested:8d} {untested:8d} {score:6.1%} "
-              f"{seconds / 60:7.1f} {cpu / 60:7.1f}", flush=True)
-    print(f"all: {(time.perf_counter() - started) / 60:.1f} minutes with --jobs {jobs}, "
-          f"load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
-          f"{os.cpu_count()} CPUs")
+              f"{seconds / 60:7.1f} {cpu / 60:7.1f} {os.getloadavg()[0]:5.1f}", flush=True)
+    wall, cpu = (time.perf_counter() - started) / 60, (_cpu() - cpu_started) / 60
+    cpus = os.cpu_count() or 1
+    print(f"all: {wall:.1f} wall minutes, {cpu:.1f} CPU minutes with --jobs {jobs} on {cpus} "
+          f"CPUs (an idle machine: about {cpu / min(jobs, cpus):.1f} minutes); load "
+          f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"target: {TARGET:.0%} killed per area; survivors: `python3 -m mutmut results`")
     return 1 if below else 0
 
