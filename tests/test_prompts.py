@@ -82,18 +82,22 @@ def test_repeat_cycles_the_given_prompts() -> None:
         prompts.repeat([], 3)
 
 
+EMPTY, LINES = "is empty", "spans several lines"
+COMMENT = "starts with '#' (a comment in sd-scripts' prompt files)"
+OPTION = "holds ' --', which sd-scripts reads as a prompt option"
+VARIANTS = "holds { or }, which sd-scripts reads as dynamic-prompt variants"
+
+
 @pytest.mark.parametrize(("text", "problem"), [
-    ("", "is empty"), ("   ", "is empty"), ("a\nb", "spans several lines"),
-    ("a\rb", "spans several lines"), ("# note", "starts with '#'"),
-    ("  #x", "starts with '#'"), ("photo --n x", "' --'"), ("--w 5", "' --'"),
-    ("a {b|c}", "{ or }"), ("a } b", "{ or }"),
+    ("", EMPTY), ("   ", EMPTY), ("a\nb", LINES), ("a\rb", LINES), ("# note", COMMENT),
+    ("  #x", COMMENT), ("photo --n x", OPTION), ("--w 5", OPTION), ("a {b|c}", VARIANTS),
+    ("a } b", VARIANTS), ("a mole " * 20 + "--n x", OPTION),
 ])
 def test_check_prompt_refuses(text: str, problem: str) -> None:
+    """One line: where, what is wrong, and the prompt's first 80 characters."""
     with pytest.raises(UserError) as caught:
         prompts.check_prompt(text, "the prompt")
-    message = str(caught.value)
-    assert message.startswith("the prompt ") and problem in message
-    assert repr(text[:80]) in message
+    assert str(caught.value) == f"the prompt {problem}: {text[:80]!r}"
 
 
 @pytest.mark.parametrize("text", ["photo of skin, me1anoma", "a-b - c?", "a #1 mole", "x--y"])
@@ -103,7 +107,7 @@ def test_check_prompt_accepts(text: str) -> None:
 
 @pytest.mark.parametrize(("value", "text"), [(12, "12"), (7.5, "7.5"), (12.0, "12"),
                                              (0.1, "0.1"), (1e-7, "0.0000001"),
-                                             (2.25, "2.25")])
+                                             (2.25, "2.25"), (1e-12, "0")])
 def test_format_number(value: float, text: str) -> None:
     assert prompts.format_number(value) == text
 
