@@ -44,9 +44,9 @@ def test_environment_secrets_are_the_long_values_of_secret_names() -> None:
 def test_a_secret_is_remembered_once_and_only_when_long_enough(tmp_path: Path) -> None:
     policy = privacy.Policy.for_run(tmp_path, token=" hf_Tok3n ", environ={
         "MY_SECRET": "s3cr3t-value", "OTHER": "not-a-secret-name"})
-    for value in ("abc", privacy.REDACTED, "hf_Tok3n", 12345, "  "):
+    for value in ("abc", privacy.REDACTED, "hf_Tok3n", 12345, "  ", "wxyz"):
         policy.add_secret(value)
-    assert policy.secrets == ["hf_Tok3n", "s3cr3t-value", "12345"]
+    assert policy.secrets == ["hf_Tok3n", "s3cr3t-value", "12345", "wxyz"]
     assert privacy.Policy.for_run(tmp_path, environ={}).secrets == []
 
 
@@ -61,6 +61,8 @@ def test_secret_values_are_redacted_wherever_they_sit(tmp_path: Path) -> None:
                           "empty_key": "",
                           "versions": {"token": "1.2.3"},
                           "note": f"uses {privacy.REDACTED}"}
+    versions = {"versions": {"packages": [{"tokenizers": "0.15.0"}]}}
+    assert policy.data(versions) == versions  # package names, however they are spelt
     assert policy.data({"servers": [{"name": "s3", "password": "pw-in-a-table"}]}) == {
         "servers": [{"name": "s3", "password": privacy.REDACTED}]}
     assert policy.override("wandb_api_key=c2VjcmV0LXZhbHVl==") == (
@@ -92,6 +94,33 @@ def test_paths_as_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert policy.text(r"saved to D:\data\isic.jpg now") == "saved to <local>/isic.jpg now"
     assert policy.path("relative/name.txt") == "<local>/name.txt"
     assert policy.is_local("~") and policy.is_local("~\\x") and not policy.is_local("~x")
+
+
+def test_whole_paths_overrides_and_a_run_folder_with_a_space(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = make_home(tmp_path, monkeypatch)
+    run = home / "My Runs" / "r1"
+    (run / "logs").mkdir(parents=True)
+    policy = privacy.Policy(run, home=str(home), users=[USER])
+    assert policy.text("/data") == "<local>/data" and policy.text("/d") == "<local>/d"
+    assert policy.is_local(r"D:\data") and not policy.is_local("/")
+    assert policy.path("/") == "<local>"
+    assert policy.text(f"log in {run}/logs, done") == "log in logs, done"
+    assert policy.text(f"saved in {run}") == "saved in ."
+    assert policy.override("tokenizer_cache_dir=~/models/tok") == (
+        "tokenizer_cache_dir=<local>/tok")
+    assert policy.override(f"{home}/x/notes.txt") == "<local>/notes.txt"  # no `=`: a path
+
+
+def test_a_linked_run_folder_is_relative_under_either_name(tmp_path: Path) -> None:
+    """runs/r1 -> runs/r1-data: the longer name is made relative first, so the shorter one
+    does not cut it."""
+    real = tmp_path / "runs" / "r1-data"
+    (real / "out").mkdir(parents=True)
+    link = tmp_path / "runs" / "r1"
+    link.symlink_to(real)
+    policy = privacy.Policy(link, home="/", users=[])
+    assert policy.text(f"saved in {real}/out and {link}/out") == "saved in out and out"
 
 
 def test_the_scan_finds_each_private_thing_and_names_it(tmp_path: Path) -> None:
@@ -181,10 +210,11 @@ def test_the_scan_names_the_most_precise_path_of_this_machine(
 def test_a_home_folder_is_searched_unless_it_is_the_root(tmp_path: Path) -> None:
     """HOME=/ (a container's) would match every path; any other home, however short, is
     searched for."""
-    assert privacy.Policy(tmp_path / "run", home="/", users=[]).findings(
-        b"/opt/x", "l.bin") is None
-    assert privacy.Policy(tmp_path / "run", home="/h", users=[]).findings(
-        b"cache /h/x", "l.bin") == "the home folder /h"
+    root = privacy.Policy(tmp_path / "run", home="/", users=[])
+    assert root.findings(b"/opt/x", "l.bin") is None and root.text("a/b, c") == "a/b, c"
+    short = privacy.Policy(tmp_path / "run", home="/h", users=[])
+    assert short.findings(b"cache /h/x", "l.bin") == "the home folder /h"
+    assert short.text("file:/h/x") == "file:<local>/x"
 
 
 def test_public_ids_hide_the_user_name_only_where_they_stand(tmp_path: Path) -> None:
@@ -263,19 +293,23 @@ def test_a_large_file_is_scanned_in_bounded_memory(tmp_path: Path,
     ("zoe-kowalski", "zkowal", ["zkowal", "zoe-kowalski"]),
     ("Ubuntu", "root", []),
     ("zoe-kowalski", "ab", ["zoe-kowalski"]),
-    ("jovyan", None, []),
+    ("ana", "bob", ["ana", "bob"]),
+    ("jovyan", KeyError, []),
+    ("zoe-kowalski", OSError, ["zoe-kowalski"]),
 ])
-def test_the_user_names_searched_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     home: str, login: str | None, users: list[str]) -> None:
+def test_the_user_names_searched_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: str,
+                                     login: str | type[Exception], users: list[str]) -> None:
     """The home folder's name and the login, unless short or shared by every machine of a
-    kind; a login that cannot be found (a container's unnamed uid) is no error."""
+    kind; a login that cannot be found (a container's unnamed uid: KeyError, OSError from
+    Python 3.13) is no error."""
     monkeypatch.setenv("HOME", str(tmp_path / home))
 
     def no_login() -> str:
-        raise KeyError("getpwuid(): uid not found: 1000")
+        assert isinstance(login, type)
+        raise login("getpwuid(): uid not found: 1000")
 
-    if login is None:
-        monkeypatch.setattr(getpass, "getuser", no_login)
-    else:
+    if isinstance(login, str):
         monkeypatch.setenv("LOGNAME", login)
+    else:
+        monkeypatch.setattr(getpass, "getuser", no_login)
     assert privacy.Policy(tmp_path / "run").users == users

@@ -112,8 +112,7 @@ class Policy:
             for form in (candidate, candidate.resolve()):
                 if form.is_relative_to(base):
                     return form.relative_to(base).as_posix()
-        name = (PureWindowsPath(value).name if _WINDOWS.fullmatch(value)
-                else candidate.resolve().name if not candidate.is_absolute() else candidate.name)
+        name = PureWindowsPath(value).name  # the last part as written (a Windows path's too)
         return f"{LOCAL}/{name}" if name else LOCAL
 
     def is_local(self, value: str) -> bool:
@@ -123,8 +122,9 @@ class Policy:
                 or bool(_WINDOWS.fullmatch(value)))
 
     def _in_run(self, value: str) -> bool:
-        """Whether a relative path (from here) names something inside the run folder."""
-        if "/" not in value or "\n" in value or len(value) > 4096 or value.startswith("<"):
+        """Whether a relative path (from here) names something inside the run folder; a bare
+        word (an option's value such as `fp16`) is never taken for one."""
+        if "/" not in value:
             return False
         try:
             return Path(value).exists() and Path(value).resolve().is_relative_to(
