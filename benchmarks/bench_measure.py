@@ -5,6 +5,8 @@ L*a*b*, a lesion with network, 0 or 2-30 hairs 1-3 px wide at 1024 px, dark or l
 rulers, scale bars, vignettes, gel bubbles, vessels and marker ink), writes each as a JPEG,
 measures it through `medsynth_kohya.data.measure.measure` (the reduced decode prepare uses)
 and prints hair precision / recall / F1, ITA error and tone accuracy, and each artefact's F1.
+Each bucket draws its own scenes (seeds `--seed + bucket * --n` onwards), so the buckets are
+independent samples, not one set resized; `--misses` names the seeds each measurement got wrong.
 Targets: hair F1 >= 0.95 in every bucket; ITA within 3 degrees and the right category on
 >= 95%; artefact F1 >= 0.9.
 """
@@ -38,19 +40,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60, help="scenes per bucket")
     parser.add_argument("--seed", type=int, default=5000, help="first scene's seed")
     parser.add_argument("--buckets", default=",".join(f"{w}x{h}" for w, h in BUCKETS))
+    parser.add_argument("--misses", action="store_true", help="print the seeds got wrong")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in item.split("x")) for item in args.buckets.split(",")]
     print(f"{'bucket':>10} {'hair P':>7} {'R':>6} {'F1':>6} | {'ITA err med':>11} "
           f"{'p95':>5} {'max':>5} {'<=3':>5} {'tone ok':>7} | {'vign F1':>7} {'ruler F1':>8} "
           f"{'bubble F1':>9} | s/img")
     with tempfile.TemporaryDirectory(prefix="bench-measure-") as folder:
-        for width, height in sizes:
+        for bucket, (width, height) in enumerate(sizes):
             hairs, vignettes, rulers, bubbles = [], [], [], []
             errors: list[float] = []
             tones = 0
             spent = 0.0
-            for index in range(args.n):
-                image, truth = scene(width, height, args.seed + index)
+            seeds = range(args.seed + bucket * args.n, args.seed + (bucket + 1) * args.n)
+            for index, seed in enumerate(seeds):
+                image, truth = scene(width, height, seed)
                 path = Path(folder) / f"{index}.jpg"
                 path.write_bytes(encode_jpeg(image))
                 started = time.perf_counter()
@@ -72,6 +76,13 @@ def main() -> None:
                   f"{max(errors, default=float('nan')):5.2f} {near:5.0%} {tones / args.n:7.0%} | "
                   f"{f1(vignettes)[2]:7.3f} {f1(rulers)[2]:8.3f} {f1(bubbles)[2]:9.3f} | "
                   f"{spent / args.n:.3f}")
+            if args.misses:
+                for name, pairs in (("hair", hairs), ("vignette", vignettes),
+                                    ("ruler", rulers), ("bubbles", bubbles)):
+                    wrong = [f"{seed}{'+' if p else '-'}"
+                             for seed, (t, p) in zip(seeds, pairs, strict=True) if t != p]
+                    if wrong:
+                        print(f"  {name} wrong (+ false find, - miss): {' '.join(wrong)}")
 
 
 if __name__ == "__main__":
