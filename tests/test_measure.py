@@ -99,8 +99,8 @@ def test_all_dark_photo_has_no_ita() -> None:
 
 
 def test_seed_photos(seed_images: Path) -> None:
-    """The two hairy seed photos are hairy, ISIC_4810142's ruler marks are not hair, and each
-    photo's tone is printed."""
+    """The two hairy seed photos are hairy, ISIC_4810142's ruler marks are not hair, two photos
+    without gel bubbles have none, and each photo's tone is printed."""
     found = {photo.stem: measure(photo) for photo in sorted(seed_images.glob("*.jpg"))}
     for name, result in found.items():
         print(f"{name}: ITA {result.ita} -> {result.skin_tone}; hair {result.hair_score}; "
@@ -108,6 +108,8 @@ def test_seed_photos(seed_images: Path) -> None:
         assert result.skin_tone is not None
     assert found["ISIC_4525317"].hairy and found["ISIC_4649440"].hairy
     assert not found["ISIC_4810142"].hairy and found["ISIC_4810142"].hair_score == 0
+    # whitish patches of skin are as bright as a bubble, but neither round nor rimmed
+    assert not found["ISIC_4525317"].bubbles and not found["ISIC_4676270"].bubbles
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +258,83 @@ def _prepared(runner: CliRunner, root: Path, out: Path) -> Path:
     code, _, stderr = invoke(runner, "prepare", root, "--out", out, "--workers", 1)
     assert code == 0, stderr
     return out / "manifest.csv"
+
+
+def _skin(lightness: float, size: tuple[int, int] = (1024, 768), seed: int = 3) -> np.ndarray:
+    """Flat, slightly grainy skin of CIE L* `lightness` (a* 12, b* 16) with a dark lesion."""
+    from medsynth_kohya.data.synth import _lab_to_bgr
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    canvas = _lab_to_bgr([lightness, 12, 16]) + rng.normal(0, 2.5, (height, width, 3))
+    cv2.circle(canvas, (width // 2, height // 2), 130,
+               _lab_to_bgr([max(22.0, lightness - 25), 18, 24]).tolist(), -1, cv2.LINE_AA)
+    return canvas.astype(np.float32)
+
+
+def _photo(tmp_path: Path, canvas: np.ndarray, size: tuple[int, int]) -> Path:
+    """`canvas` as a JPEG of `size`, the way a camera of that resolution would save it."""
+    image = cv2.resize(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), size,
+                       interpolation=cv2.INTER_LINEAR)
+    path = tmp_path / f"{size[0]}.jpg"
+    path.write_bytes(encode_jpeg(image))
+    return path
+
+
+@pytest.mark.parametrize("size", [(640, 480), (3000, 2250)])
+def test_ruler_graduations_without_a_baseline_are_a_ruler_not_hair(tmp_path: Path,
+                                                                  size: tuple[int, int]) -> None:
+    """Twelve 2 px ticks 13 px long, 16 px apart (at 1024 px): thick for their length, yet
+    a ruler; the same strokes at random angles and places are neither ruler nor hair."""
+    rng = np.random.default_rng(5)
+    ruler, scattered = _skin(60), _skin(60)
+    for index in range(12):
+        cv2.line(ruler, (150 + 16 * index, 120), (150 + 16 * index, 133), (40, 40, 40), 2,
+                 cv2.LINE_AA)
+        angle = rng.uniform(0, np.pi)
+        start = rng.uniform((80, 80), (944, 200))
+        end = start + 13 * np.array([np.cos(angle), np.sin(angle)])
+        cv2.line(scattered, tuple(start.astype(int)), tuple(end.astype(int)), (40, 40, 40), 2,
+                 cv2.LINE_AA)
+    found = measure(_photo(tmp_path, ruler, size))
+    assert found.ruler and not found.hairy
+    other = measure(_photo(tmp_path, scattered, size))
+    assert not other.ruler and not other.hairy
+
+
+def _bubble(canvas: np.ndarray, centre: tuple[int, int], radius: int, *, rim: bool) -> None:
+    """A gel bubble: a disc 18 levels brighter, a specular highlight, and a dark rim or none."""
+    disc = np.zeros(canvas.shape[:2], np.uint8)
+    cv2.circle(disc, centre, radius, 255, -1, cv2.LINE_AA)
+    canvas += (disc.astype(np.float32) / 255 * 18)[..., None]
+    if rim:
+        cv2.circle(canvas, centre, radius, (60, 60, 70), 2, cv2.LINE_AA)
+    cv2.ellipse(canvas, centre, (radius * 2 // 3,) * 2, 0, 200, 250, (250, 250, 250), 2,
+                cv2.LINE_AA)
+
+
+def test_bubbles_over_the_lesion_and_touching_bubbles_are_found(tmp_path: Path) -> None:
+    """A bubble over the (darker than skin) lesion is found by its rim and highlight; two
+    touching bubbles (one patch, less round than one bubble) are found too."""
+    over = _skin(55)
+    _bubble(over, (512, 384), 30, rim=True)
+    assert measure(_photo(tmp_path, over, (1600, 1200))).bubbles
+    touching = _skin(55)
+    _bubble(touching, (220, 200), 34, rim=True)
+    _bubble(touching, (272, 216), 26, rim=True)
+    assert measure(_photo(tmp_path, touching, (1600, 1200))).bubbles
+    plain = _skin(55)
+    assert not measure(_photo(tmp_path, plain, (1600, 1200))).bubbles
+
+
+def test_light_hairs_on_very_light_skin_are_no_bubbles(tmp_path: Path) -> None:
+    """Light hairs glare on very light skin, and where they cross make roundish bright
+    patches, but have no dark rim: no bubbles (the lesion is left out: it has a dark rim)."""
+    from medsynth_kohya.data.synth import _draw_hairs, _lab_to_bgr
+
+    rng = np.random.default_rng(8)
+    canvas = (_lab_to_bgr([80, 12, 16]) + rng.normal(0, 2.5, (768, 1024, 3))).astype(np.float32)
+    _draw_hairs(canvas, rng, 25, 2, _lab_to_bgr([97, 6, 20]), (np.array([512.0, 384.0]), 100.0),
+                crossing=False)
+    found = measure(_photo(tmp_path, canvas, (1024, 768)))
+    assert found.hairy and not found.bubbles

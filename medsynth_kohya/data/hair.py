@@ -54,6 +54,15 @@ BUBBLE_GLOW = 8
 """A patch this much brighter than the skin (0-255), on average, may be under a bubble."""
 BUBBLE_RADIUS = (6.0, 45.0)
 """Smallest and largest gel bubble radius, in reference pixels."""
+PATCH_ROUNDNESS = 0.35
+"""A bright patch this round (share of its enclosing circle) may be bubbles: touching bubbles,
+and bubbles crossed by hairs, fill less of their circle than one clean bubble."""
+CLUSTER = 2.0
+"""Touching bubbles make one patch up to this many times the largest bubble."""
+RIM_WIDTH = 3
+"""Pixels around a bright patch searched for a bubble's dark rim ..."""
+RIM_DARK = 20
+"""... a fifth of which is this much darker than the skin (0-255)."""
 HIGHLIGHT = 35
 """A bubble holds a highlight that outshines the skin by this (0-255) ..."""
 GLARE = 245
@@ -191,7 +200,7 @@ def _ruler_ticks(parts: _Parts, short: list[int], longest: int) -> int:
     vxx, vyy, vxy = parts.spread[chosen].T
     mean, half_gap = (vxx + vyy) / 2, np.hypot((vxx - vyy) / 2, vxy)
     angle = np.arctan2(2 * vxy, vxx - vyy) / 2
-    elongated = mean + half_gap > 9 * np.maximum(mean - half_gap, 1e-6)
+    elongated = mean + half_gap > 4 * np.maximum(mean - half_gap, 1e-6)
     strokes = np.column_stack([parts.centre[chosen], np.cos(angle), np.sin(angle),
                                parts.extent[chosen]])[elongated]
     if len(strokes) < 5:
@@ -330,9 +339,12 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
 
 
 def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale: float) -> int:
-    """How many gel bubbles: round patches brighter than their surroundings (a top-hat, at half
-    size, of the photo with its dark lines closed), than the skin on average, with a highlight,
-    and no marker ink (blue and purple are bright in the brightest channel)."""
+    """How many gel bubbles (or touching clusters of them): roundish patches brighter than their
+    surroundings (a top-hat, at half size, of the photo with its dark lines closed), with a
+    highlight, no marker ink (blue and purple are bright in the brightest channel), and either
+    ringed by a dark rim or round as one bubble and brighter than the skin on average (a bubble
+    over the lesion is darker than the skin; whitish skin and crossing light hairs make bright
+    patches as bright, but less round and without a rim)."""
     import cv2
     import numpy as np
 
@@ -345,18 +357,24 @@ def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale:
     found = 0
     for patch in cv2.findContours(patches, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]:
         _, radius = cv2.minEnclosingCircle(patch)
-        if (not BUBBLE_RADIUS[0] <= 2 * radius / scale <= BUBBLE_RADIUS[1]
-                or cv2.contourArea(patch) < BUBBLE_ROUNDNESS * np.pi * radius**2):
+        roundness = cv2.contourArea(patch) / (np.pi * radius**2) if radius else 0.0
+        if (not BUBBLE_RADIUS[0] <= 2 * radius / scale <= CLUSTER * BUBBLE_RADIUS[1]
+                or roundness < PATCH_ROUNDNESS):
             continue
         x, y, w, h = cv2.boundingRect(patch)
-        shape = np.zeros((h, w), np.uint8)
-        cv2.drawContours(shape, [patch], -1, 1, -1, offset=(-x, -y))
-        inside = cv2.resize(shape, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST) > 0
-        box = (slice(2 * y, 2 * (y + h)), slice(2 * x, 2 * (x + w)))
-        shade = value[box][inside]
-        found += int(shade.size > 0 and float(shade.mean()) >= level + BUBBLE_GLOW
+        left, top = max(0, 2 * x - RIM_WIDTH), max(0, 2 * y - RIM_WIDTH)
+        box = (slice(top, min(height, 2 * (y + h) + RIM_WIDTH)),
+               slice(left, min(width, 2 * (x + w) + RIM_WIDTH)))
+        inside = np.zeros_like(value[box])
+        cv2.drawContours(inside, [2 * patch], -1, 1, -1, offset=(-left, -top))
+        ring = cv2.subtract(cv2.dilate(inside, _disc(2 * RIM_WIDTH + 1)), inside)
+        shade, rim = value[box][inside > 0], value[box][ring > 0]
+        found += int(shade.size > 0 and rim.size > 0
                      and int(shade.max()) >= min(level + HIGHLIGHT, GLARE)
-                     and float(ink[box][inside].mean()) < 0.2)
+                     and float(ink[box][inside > 0].mean()) < 0.2
+                     and (float(np.percentile(rim, 20)) <= level - RIM_DARK
+                          or (roundness >= BUBBLE_ROUNDNESS
+                              and float(shade.mean()) >= level + BUBBLE_GLOW)))
     return found
 
 
