@@ -1,4 +1,5 @@
-"""File helpers every stage shares: atomic writes and content digests.
+"""File helpers every stage shares: atomic writes, content digests and the header of a
+safetensors file (the LoRA sd-scripts writes).
 
 Records, manifests and configs are written to a temporary sibling and renamed over the
 target, so a crash or Ctrl-C never leaves half a file behind.
@@ -8,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+MAX_HEADER = 100 * 2**20
+"""The largest safetensors header read (a LoRA's is well under 1 MiB)."""
 
 
 @contextmanager
@@ -44,3 +49,18 @@ def sha256(path: Path) -> str:
         while block := file.read(2**20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def safetensors_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header of a safetensors file (8-byte little-endian length, then a JSON object);
+    None when `path` cannot be read or is not one (empty, truncated, damaged)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            if not 2 <= length <= min(path.stat().st_size - 8, MAX_HEADER):
+                return None
+            header = json.loads(file.read(length).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return header if isinstance(header, dict) else None

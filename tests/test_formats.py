@@ -13,11 +13,13 @@ import dataclasses
 import json
 import re
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
 
 import medsynth_kohya
+from medsynth_kohya import files
 from medsynth_kohya.data.archive import MELANOMA, MetadataStyle
 from medsynth_kohya.data.prepare import HairAgreement, PrepareOptions
 from medsynth_kohya.data.prepared import PreparedFolder
@@ -222,6 +224,29 @@ def test_gpus_and_versions_are_typed_and_keep_what_they_do_not_know(tmp_path: Pa
     folder.save(record)
     again = json.loads(folder.record_file.read_text(encoding="utf-8"))
     assert {key: again[key] for key in written} == written
+
+
+def _safetensors(header: bytes, length: int | None = None, tail: bytes = b"\0" * 16) -> bytes:
+    return struct.pack("<Q", len(header) if length is None else length) + header + tail
+
+
+@pytest.mark.parametrize(("data", "header"), [
+    (_safetensors(b'{"__metadata__": {"ss_output_name": "melanoma"}}'),
+     {"__metadata__": {"ss_output_name": "melanoma"}}),
+    (_safetensors(b"{}", tail=b""), {}),
+    (b"", None),
+    (b"\x02\0\0", None),
+    (_safetensors(b"{}", length=10**6), None),  # longer than the file
+    (_safetensors(b"{}", length=0), None),
+    (_safetensors(b'{"a": '), None),
+    (_safetensors(b"[1, 2]"), None),
+    (_safetensors(b"\xff\xfe{}"), None),
+])
+def test_the_safetensors_header_or_none(tmp_path: Path, data: bytes,
+                                        header: dict[str, object] | None) -> None:
+    (tmp_path / "lora.safetensors").write_bytes(data)
+    assert files.safetensors_header(tmp_path / "lora.safetensors") == header
+    assert files.safetensors_header(tmp_path / "missing.safetensors") is None
 
 
 @pytest.mark.parametrize("text", ["[]", '"x"', '{"config": []}', '{"dataset": "p"}',

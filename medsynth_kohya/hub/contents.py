@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from medsynth_kohya import files
 from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck
@@ -104,15 +104,7 @@ def _read_record(folder: RunFolder) -> RunRecord:
 
 def _check_safetensors(path: Path) -> None:
     """A safetensors file starts with an 8-byte header length and a JSON object."""
-    try:
-        with path.open("rb") as file:
-            head = file.read(8)
-            length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            header = file.read(min(length, 100_000_000)) if length else b""
-        ok = bool(header) and len(header) == length and header.lstrip().startswith(b"{")
-    except OSError:
-        ok = False
-    if not ok:
+    if files.safetensors_header(path) is None:
         raise UserError(f"{path} is not a safetensors file (empty or damaged); re-run the "
                         "training or its last epoch with `medsynth-kohya train ... --resume`")
 

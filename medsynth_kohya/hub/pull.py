@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.failures import chain, network_errors
 from medsynth_kohya.hub.push import resolve_endpoint
@@ -25,7 +25,6 @@ from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
 
 _SPEC = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<file>[^:]+\.safetensors))?")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_MAX_HEADER = 100 * 2**20
 
 
 def hub_spec(value: str) -> tuple[str, str | None] | None:
@@ -48,13 +47,7 @@ class PulledLora:
 
 def lora_metadata(path: Path) -> dict[str, str]:
     """The `__metadata__` of a safetensors file ({} when there is none or it is unreadable)."""
-    try:
-        with path.open("rb") as file:
-            (length,) = struct.unpack("<Q", file.read(8))
-            header = json.loads(file.read(min(length, _MAX_HEADER)).decode("utf-8"))
-    except (OSError, struct.error, UnicodeDecodeError, ValueError):
-        return {}
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    metadata = (files.safetensors_header(path) or {}).get("__metadata__")
     return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
 
 

@@ -6,40 +6,27 @@ the LoRA file, its run record, and the caption template, trigger and class it wa
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import files
 from medsynth_kohya.data import archive, captions
 from medsynth_kohya.data.prepared import PreparedFolder, PreparedState
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.training.record import RECORD_FILE, DatasetRecord, RunFolder, RunRecord
 
-_MAX_HEADER = 100 * 2**20
-
 
 def check_lora(path: Path) -> None:
     """Refuse a LoRA that is missing, empty or not a safetensors file (header length + JSON)."""
     if not path.is_file():
         raise UserError(f"LoRA file {path} does not exist")
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise UserError(f"LoRA file {path} is empty")
-    with path.open("rb") as file:
-        head = file.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        if not 2 <= length <= min(size - 8, _MAX_HEADER):
-            raise UserError(f"LoRA file {path} is not a safetensors file (no valid header "
-                            "length in its first 8 bytes)")
-        try:
-            header = json.loads(file.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            header = None
-    if not isinstance(header, dict):
-        raise UserError(f"LoRA file {path} is not a safetensors file (its header is not JSON)")
+    if files.safetensors_header(path) is None:
+        raise UserError(f"LoRA file {path} is not a safetensors file (no JSON header after "
+                        "its 8-byte length)")
 
 
 def _load_run(folder: RunFolder) -> RunRecord:
