@@ -25,6 +25,7 @@ from medsynth_kohya.data.prepare import HairAgreement, PrepareOptions
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling import prompts, synthset
 from medsynth_kohya.sampling.plan import Plan
 from medsynth_kohya.sampling.prompts import Drawn
@@ -224,6 +225,17 @@ def test_gpus_and_versions_are_typed_and_keep_what_they_do_not_know(tmp_path: Pa
     folder.save(record)
     again = json.loads(folder.record_file.read_text(encoding="utf-8"))
     assert {key: again[key] for key in written} == written
+
+
+def test_a_gpu_entry_is_the_gpu_a_machine_is_checked_against() -> None:
+    entry = GpuRecord.from_dict({"name": "NVIDIA A100", "memory_mib": 81920,
+                                 "compute_capability": [8, 0], "uuid": "GPU-1"})
+    assert entry.gpu() == Gpu("NVIDIA A100", 81920, (8, 0)) and entry.extra == {"uuid": "GPU-1"}
+    assert GpuRecord.of(entry.gpu()).to_dict() == {"name": "NVIDIA A100", "memory_mib": 81920,
+                                                   "compute_capability": [8, 0]}
+    assert GpuRecord.from_dict({"memory_mib": "lots"}).gpu() == Gpu("GPU", 0, (0, 0))
+    with pytest.raises(NotARecord):
+        GpuRecord.from_dict("A100")
 
 
 def _safetensors(header: bytes, length: int | None = None, tail: bytes = b"\0" * 16) -> bytes:

@@ -52,9 +52,9 @@ def describe_gpus(gpus: Sequence[Gpu]) -> list[dict[str, Any]]:
 
 
 def _gpus(report: Mapping[str, Any]) -> list[Gpu]:
-    return [Gpu(str(g["name"]), int(g["memory_mib"]), (int(g["compute_capability"][0]),
-                                                       int(g["compute_capability"][1])))
-            for g in report.get("gpus", [])]
+    """The GPUs a machine's report names (an entry that is not a GPU is left out)."""
+    return [GpuRecord.from_dict(entry).gpu() for entry in report.get("gpus") or []
+            if isinstance(entry, dict)]
 
 
 def report(rank: int, gpus: Sequence[Gpu]) -> dict[str, Any]:

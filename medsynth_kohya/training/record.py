@@ -70,10 +70,25 @@ class GpuRecord:
         """The JSON form, as `gpus` and a machine's report hold it."""
         return _unpart(self)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> GpuRecord:
+        """A GPU entry from its JSON form; NotARecord when it is not a JSON object."""
+        return _part(cls, data, "a gpus entry")
+
     @property
     def memory_gib(self) -> int:
         """Whole GiB of memory (0 when not recorded)."""
         return self.memory_mib // 1024 if isinstance(self.memory_mib, int) else 0
+
+    def gpu(self) -> Gpu:
+        """The GPU to check a run against; 0 MiB and capability (0, 0) where not recorded, as
+        for values nvidia-smi reports as [N/A]."""
+        from medsynth_kohya.machine.gpus import Gpu
+
+        capability = [c for c in self.compute_capability or [] if isinstance(c, int)]
+        major, minor = capability[:2] if len(capability) >= 2 else (0, 0)
+        memory = self.memory_mib if isinstance(self.memory_mib, int) else 0
+        return Gpu(str(self.name or "GPU"), memory, (major, minor))
 
 
 @dataclass(frozen=True)
@@ -200,7 +215,7 @@ class RunRecord:
         if data.get("versions") is not None:
             values["versions"] = _part(VersionsRecord, data["versions"], "versions")
         if data.get("gpus") is not None:
-            values["gpus"] = [_part(GpuRecord, gpu, "a gpus entry") for gpu in data["gpus"]]
+            values["gpus"] = [GpuRecord.from_dict(gpu) for gpu in data["gpus"]]
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**values, extra=extra)
 
