@@ -56,6 +56,7 @@ def test_the_split_is_pinned_and_independent_of_row_order() -> None:
     again = patient_split(shuffled, 0.2, seed=0)
     assert _val(again, shuffled) == _val(split, frame)
     assert _val(split, frame) == PINNED_VAL
+    assert _val(patient_split(frame, 0.2), frame) == PINNED_VAL  # seed 0 unless given
     assert _val(patient_split(frame, 0.2, seed=1), frame) != PINNED_VAL
 
 
