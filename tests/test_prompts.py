@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from medsynth_kohya.data import captions
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
@@ -63,12 +64,34 @@ def test_draw_renders_each_row_with_the_template() -> None:
     assert set(rows) == {0, 1, 2, 3}
 
 
+def test_draw_renders_skin_tone_and_artefacts() -> None:
+    """A row's skin tone and the artefacts it shows go into its prompt and the image's
+    record; a missing tone is none, a missing flag is no artefact."""
+    table = _table().assign(
+        skin_tone=pd.array(["light", None, "dark", "tan"], dtype="string"),
+        vignette=pd.array([True, None, False, True], dtype="boolean"),
+        ruler=pd.array([False, False, True, True], dtype="boolean"),
+        bubbles=pd.array([None, False, True, False], dtype="boolean"))
+    template = "photo of {tone} skin, {trigger}, {artefacts}"
+    values = {0: ("male", 70, "torso", True, "light", ("vignette",)),
+              1: ("female", None, "head/neck", False, None, ()),
+              2: (None, 45, "torso", False, "dark", ("ruler", "bubbles")),
+              3: ("female", 30, None, True, "tan", ("vignette", "ruler"))}
+    drawn = prompts.draw(table, 40, 3, template, "me1anoma")
+    for index, row in enumerate(prompts.rows_for(3, 40, 4).tolist()):
+        sex, age, site, hairy, tone, artefacts = values[row]
+        assert drawn.prompts[index] == captions.render_caption(template, captions.caption_values(
+            sex, age, site, "me1anoma", hairy, tone, artefacts))
+        assert drawn.skin_tone[index] == tone
+    assert "photo of dark skin, me1anoma, ruler marks, gel bubbles" in drawn.prompts
+
+
 def test_draw_refuses_what_cannot_be_drawn() -> None:
-    with pytest.raises(UserError, match="no rows"):
+    with pytest.raises(UserError, match=r"^the manifest has no rows to draw prompts from$"):
         prompts.draw(_table().iloc[:0], 3, 0, DEFAULT_TEMPLATE, "me1anoma")
     with pytest.raises(UserError, match="trigger"):
         prompts.draw(_table(), 3, 0, "photo of {sex} skin", "me1anoma")
-    with pytest.raises(UserError, match="dynamic-prompt"):
+    with pytest.raises(UserError, match=r"^the caption drawn from .* dynamic-prompt"):
         prompts.draw(_table(), 3, 0, DEFAULT_TEMPLATE, "{me1anoma}")
 
 
@@ -76,9 +99,9 @@ def test_repeat_cycles_the_given_prompts() -> None:
     drawn = prompts.repeat(["a", "b", "c"], 7)
     assert drawn.prompts == ["a", "b", "c", "a", "b", "c", "a"]
     blank: list[object] = [None] * 7
-    assert [drawn.sex, drawn.age, drawn.site, drawn.hairy] == [blank] * 4
+    assert [drawn.sex, drawn.age, drawn.site, drawn.hairy, drawn.skin_tone] == [blank] * 5
     assert prompts.repeat(["x"], 0).prompts == []
-    with pytest.raises(UserError, match="no prompts"):
+    with pytest.raises(UserError, match=r"^no prompts given$"):
         prompts.repeat([], 3)
 
 
@@ -91,7 +114,7 @@ VARIANTS = "holds { or }, which sd-scripts reads as dynamic-prompt variants"
 @pytest.mark.parametrize(("text", "problem"), [
     ("", EMPTY), ("   ", EMPTY), ("a\nb", LINES), ("a\rb", LINES), ("# note", COMMENT),
     ("  #x", COMMENT), ("photo --n x", OPTION), ("--w 5", OPTION), ("a {b|c}", VARIANTS),
-    ("a } b", VARIANTS), ("a mole " * 20 + "--n x", OPTION),
+    ("a } b", VARIANTS), ("a { b", VARIANTS), ("a mole " * 20 + "--n x", OPTION),
 ])
 def test_check_prompt_refuses(text: str, problem: str) -> None:
     """One line: where, what is wrong, and the prompt's first 80 characters."""
@@ -122,7 +145,8 @@ def test_prompt_line() -> None:
     ({"width": 63}, "--width 63"), ({"width": 1020}, "--width 1020"),
     ({"height": 56}, "--height 56"), ({"steps": 0}, "--steps 0"), ({"steps": 1001}, "--steps"),
     ({"scale": -1.0}, "--scale"), ({"scale": float("nan")}, "--scale"),
-    ({"scale": float("inf")}, "--scale"), ({"negative_prompt": "a --b"}, "negative prompt"),
+    ({"scale": float("inf")}, "--scale"),
+    ({"negative_prompt": "a --b"}, r"^the negative prompt holds"),
 ])
 def test_check_settings_refuses(changes: dict[str, object], needle: str) -> None:
     settings = Settings(**{"negative_prompt": "blurry", **changes})  # type: ignore[arg-type]
@@ -141,9 +165,12 @@ def test_original_settings_and_the_training_document() -> None:
     original = prompts.original_settings()
     assert (original.width, original.height, original.steps, original.scale,
             original.sampler) == (1024, 1024, 28, 12, "euler_a")
-    assert original.negative_prompt.strip()
+    assert original.negative_prompt.startswith("(worst quality, low quality")  # 2023's
     document = prompts.training_document(_table(), DEFAULT_TEMPLATE, "me1anoma", (832, 1216),
                                          4, seed=9)
+    assert prompts.training_document(_table(), DEFAULT_TEMPLATE, "me1anoma", (832, 1216), 4,
+                                     ) == prompts.training_document(
+        _table(), DEFAULT_TEMPLATE, "me1anoma", (832, 1216), 4, seed=0)  # seed 0 unless given
     table = document["prompt"]
     assert (table["width"], table["height"], table["scale"]) == (832, 1216, 12)
     drawn = prompts.draw(_table(), 64, 9, DEFAULT_TEMPLATE, "me1anoma")
