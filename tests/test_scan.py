@@ -110,6 +110,8 @@ def test_whole_paths_overrides_and_a_run_folder_with_a_space(
     assert policy.override("tokenizer_cache_dir=~/models/tok") == (
         "tokenizer_cache_dir=<local>/tok")
     assert policy.override(f"{home}/x/notes.txt") == "<local>/notes.txt"  # no `=`: a path
+    long_text = "see a/" + "b" * 5000  # too long to name a file: published as written
+    assert policy.text(long_text) == long_text
 
 
 def test_a_linked_run_folder_is_relative_under_either_name(tmp_path: Path) -> None:
