@@ -175,3 +175,38 @@ def test_a_user_named_like_the_tool_or_a_hub_model_can_push(
     (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     found = contents.plan(run, "kohya/melanoma-lora", token=TOKEN, environ={}).findings
     assert found == (("training/run.json", "the user name 'kohya'"),)
+
+
+def test_a_secret_given_as_the_next_argument_and_the_push_history_stay_home(
+        tmp_path: Path) -> None:
+    """`--password VALUE` (two launch arguments) hides VALUE and nothing around it, however
+    the secret word stands in the option's name; the record's pushes (repos, URLs, times) are
+    not published."""
+    run = make_run(tmp_path / "first")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["command"] += ["--password", ARGUMENT, "--output_name", "melanoma",
+                          "--wandb_api_key", LISTED]
+    record["pushes"] = [{"repo": "lab/private-draft", "commit": "abc1234",
+                         "url": "https://huggingface.co/lab/private-draft",
+                         "time": "2024-01-03T00:00:00+00:00"}]
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    files = _planned(run)
+    assert _leaks(files) == []
+    published = json.loads(files["training/run.json"])
+    assert published["command"][-7:] == [
+        "config.toml", "--password", privacy.REDACTED, "--output_name", "melanoma",
+        "--wandb_api_key", privacy.REDACTED]
+    assert "pushes" not in published and b"private-draft" not in files["training/run.json"]
+
+
+def test_a_record_without_overrides_or_command_is_published_without_them(
+        tmp_path: Path) -> None:
+    run = make_run(tmp_path / "first")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    del record["overrides"], record["command"]
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    published = json.loads(_planned(run)["training/run.json"])
+    assert "overrides" not in published and "command" not in published
+    assert published["config"]["network_dim"] == 32
