@@ -462,3 +462,34 @@ def test_demo_data_and_another_licence_are_stated(run: Path) -> None:
     assert any("synthetic demo data" in w for w in planned.warnings)
     assert "license: mit" in planned.card and "released under `mit`" in planned.card
     assert "CC-BY-NC 4.0" in planned.card  # the training images' terms are still stated
+
+
+def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_path: Path) -> None:
+    """A set whose copy check flags a published image is refused by default; allowed, it is
+    published with a warning beside the run's own (an interrupted run) and the unchecked one's;
+    only the final LoRA goes unless every checkpoint is asked for."""
+    from medsynth_kohya.evaluation import copycheck
+
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    (run / "run.json").write_text(json.dumps({**record, "status": "interrupted"}),
+                                  encoding="utf-8")
+    synth = tmp_path / "synth"
+    (synth / "images").mkdir(parents=True)
+    for i in range(3):
+        (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(100 + i))
+    rows = ["isic_id,sex,prompt,negative_prompt,seed"] + [
+        f"SYN_{i:07d},female,synthetic prompt {i},blurry,{i}" for i in range(3)]
+    (synth / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    copycheck.write(synth, copycheck.CopyCheck(
+        0.1, "isic", 10, ("SYN_0000000", "SYN_0000001"),
+        (copycheck.Flag("SYN_0000001", "ISIC_0000042", 0.01),)))
+
+    with pytest.raises(UserError, match=r"1 sample image is a near-copy .*SYN_0000001 ~ ISIC_"):
+        contents.plan(run, REPO, samples=synth)
+    planned = contents.plan(run, REPO, samples=synth, allow_copies=True)
+    first, allowed, unchecked = planned.warnings
+    assert first.startswith("run.json says the run is interrupted")
+    assert allowed == ("publishing 1 sample images flagged as near-copies of training photos "
+                       "(--allow-copies)")
+    assert unchecked.startswith("1 published sample images were not checked for near-copies")
+    assert not any(u.path_in_repo.startswith("checkpoints/") for u in planned.uploads)

@@ -207,6 +207,8 @@ def test_a_record_without_overrides_or_command_is_published_without_them(
     del record["overrides"], record["command"]
     (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
 
-    published = json.loads(_planned(run)["training/run.json"])
+    text = _planned(run)["training/run.json"]
+    assert text.startswith(b'{\n  "tool": ') and text.endswith(b"}\n")  # as train writes it
+    published = json.loads(text)
     assert "overrides" not in published and "command" not in published
     assert published["config"]["network_dim"] == 32
