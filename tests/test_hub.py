@@ -493,3 +493,16 @@ def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_pat
                        "(--allow-copies)")
     assert unchecked.startswith("1 published sample images were not checked for near-copies")
     assert not any(u.path_in_repo.startswith("checkpoints/") for u in planned.uploads)
+
+
+def test_a_run_on_the_demo_s_synthetic_data_says_so(run: Path) -> None:
+    """Trained on the demo's synthetic images (SYN_ ids), the push warns and the card says so;
+    the training samples' widgets carry the run's negative prompt."""
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    table = Path(record["dataset"]["prepared"]) / "manifest.csv"
+    table.write_text(table.read_text(encoding="utf-8").replace("ISIC_", "SYN_"), encoding="utf-8")
+    record["dataset"]["manifest_sha256"] = files.sha256(table)
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    planned = contents.plan(run, REPO)
+    assert planned.warnings == ("the run trained on the synthetic demo data; the card says so",)
+    assert "negative_prompt: blurry" in planned.card
