@@ -505,4 +505,7 @@ def test_a_run_on_the_demo_s_synthetic_data_says_so(run: Path) -> None:
     (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
     planned = contents.plan(run, REPO)
     assert planned.warnings == ("the run trained on the synthetic demo data; the card says so",)
+    assert "trained on medsynth-kohya's *generated demo data*" in planned.card
     assert "negative_prompt: blurry" in planned.card
+    assert 'weight_name="melanoma.safetensors"' in planned.card
+    assert planned.repo_id == REPO and TOKEN in contents.plan(run, REPO, token=TOKEN).secrets
