@@ -473,19 +473,27 @@ def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_pat
     record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     (run / "run.json").write_text(json.dumps({**record, "status": "interrupted"}),
                                   encoding="utf-8")
-    synth = tmp_path / "synth"
-    (synth / "images").mkdir(parents=True)
-    for i in range(3):
-        (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(100 + i))
-    rows = ["isic_id,sex,prompt,negative_prompt,seed"] + [
-        f"SYN_{i:07d},female,synthetic prompt {i},blurry,{i}" for i in range(3)]
-    (synth / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    copycheck.write(synth, copycheck.CopyCheck(
-        0.1, "isic", 10, ("SYN_0000000", "SYN_0000001"),
-        (copycheck.Flag("SYN_0000001", "ISIC_0000042", 0.01),)))
+    def flagged_set(folder: Path, count: int, flagged: str) -> Path:
+        """`count` images listed last to first, `flagged` a near-copy by its copy check."""
+        (folder / "images").mkdir(parents=True)
+        for i in range(count):
+            (folder / "images" / f"SYN_{i:07d}.png").write_bytes(_png(100 + i))
+        rows = ["isic_id,sex,prompt,negative_prompt,seed"] + [
+            f"SYN_{i:07d},female,synthetic prompt {i},blurry,{i}" for i in reversed(range(count))]
+        (folder / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        copycheck.write(folder, copycheck.CopyCheck(
+            0.1, "isic", 10, ("SYN_0000000", "SYN_0000001"),
+            (copycheck.Flag(flagged, "ISIC_0000042", 0.01),)))
+        return folder
 
+    synth = flagged_set(tmp_path / "synth", 3, "SYN_0000001")
     with pytest.raises(UserError, match=r"1 sample image is a near-copy .*SYN_0000001 ~ ISIC_"):
         contents.plan(run, REPO, samples=synth)
+    gridded = flagged_set(tmp_path / "gridded", 20, "SYN_0000000")  # on the grid only
+    contents.plan(run, REPO, samples=gridded)  # the grid is not published without its file
+    (gridded / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid")
+    with pytest.raises(UserError, match=r"1 sample image is a near-copy .*SYN_0000000 ~ ISIC_"):
+        contents.plan(run, REPO, samples=gridded)
     planned = contents.plan(run, REPO, samples=synth, allow_copies=True)
     first, allowed, unchecked = planned.warnings
     assert first.startswith("run.json says the run is interrupted")
