@@ -7,19 +7,28 @@ Generates (or reuses, with --data) an ISIC-like set of mixed resolutions from 64
   heuristic on the full-size image, one image after another (what the 2023 run did);
 - prepare: `medsynth_kohya.data.prepare.prepare` on all cores.
 
-It prints images per second for both and their ratio, then the peak memory of `prepare` on a
-quarter of the set and on all of it (their ratio should stay near 1).
+It runs both `--trials` times, alternating, and prints for each trial the images per second,
+their ratio and the load average, then the median ratio; beside the wall-clock figures it
+prints the CPU seconds each spent per image (prepare's main process and its workers), a ratio
+the machine's other load barely moves: on a shared machine the wall-clock ratio is
+load-limited, the CPU ratio times the free cores is what an idle machine would give.
+Last, the peak memory of `prepare` on a quarter of the set and on all of it (their ratio
+should stay near 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -56,6 +65,17 @@ def baseline(metadata: Path, images: Path, out: Path) -> int:
     return len(chosen)
 
 
+def timed(run: Callable[[], int]) -> tuple[int, float, float]:
+    """Images done, wall seconds and CPU seconds (this process and its finished children)."""
+    def cpu() -> float:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
+
+    wall, spent = time.perf_counter(), cpu()
+    count = run()
+    return count, time.perf_counter() - wall, cpu() - spent
+
+
 def peak_memory(metadata: Path, images: Path, out: Path) -> float:
     """Peak RSS of `prepare` in a fresh process plus its largest worker, in MiB."""
     code = ("import resource, sys; from pathlib import Path; "
@@ -73,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=640, help="images to generate (>= 600)")
     parser.add_argument("--data", type=Path, help="folder to keep the generated set in")
+    parser.add_argument("--trials", type=int, default=3, help="timed runs of each")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
     data = args.data or work / "data"
@@ -82,16 +103,23 @@ def main() -> None:
         print(f"generated {args.n} images in {time.perf_counter() - started:.0f} s")
     metadata, images = data / "train.csv", data / "train"
     try:
-        started = time.perf_counter()
-        count = baseline(metadata, images, work / "baseline")
-        base_rate = count / (time.perf_counter() - started)
-        started = time.perf_counter()
-        result = prepare(data, work / "prepared")
-        rate = len(result.manifest) / (time.perf_counter() - started)
-        print(f"baseline (1 process, full-size heuristic): {base_rate:8.2f} images/s")
-        print(f"prepare  ({multiprocessing.cpu_count()} cores, reduced decode):  "
-              f"{rate:8.2f} images/s")
-        print(f"speed-up: {rate / base_rate:.2f}x (target >= 5x)")
+        ratios, cpu_ratios = [], []
+        for trial in range(args.trials):
+            load = os.getloadavg()[0]
+            count, base_wall, base_cpu = timed(
+                lambda: baseline(metadata, images, work / "baseline"))
+            done, wall, cpu = timed(lambda: len(prepare(data, work / "prepared").manifest))
+            ratios.append(base_wall / count / (wall / done))
+            cpu_ratios.append(base_cpu / count / (cpu / done))
+            print(f"trial {trial + 1} (load {load:.1f} -> {os.getloadavg()[0]:.1f}): baseline "
+                  f"{count / base_wall:.2f} images/s, {1000 * base_cpu / count:.0f} CPU ms/image; "
+                  f"prepare ({multiprocessing.cpu_count()} cores) {done / wall:.2f} images/s, "
+                  f"{1000 * cpu / done:.0f} CPU ms/image; speed-up {ratios[-1]:.2f}x, "
+                  f"CPU {cpu_ratios[-1]:.2f}x")
+            shutil.rmtree(work / "baseline")
+            shutil.rmtree(work / "prepared")
+        print(f"speed-up: median {statistics.median(ratios):.2f}x of {args.trials} trials "
+              f"(target >= 5x); CPU per image: median {statistics.median(cpu_ratios):.2f}x less")
 
         frame = pd.read_csv(metadata)
         quarter = work / "quarter.csv"
@@ -101,7 +129,6 @@ def main() -> None:
         print(f"peak memory: {small:.0f} MiB for {len(frame) // 4} images, {large:.0f} MiB "
               f"for {len(frame)}: ratio {large / small:.2f} (target ~1)")
     finally:
-        shutil.rmtree(work / "baseline", ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
