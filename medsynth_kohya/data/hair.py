@@ -268,17 +268,12 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
                               cv2.MORPH_OPEN, _disc(_odd(8 * scale)))
     lesion = cv2.dilate(cv2.resize(lesion, (width, height), interpolation=cv2.INTER_NEAREST),
                         _disc(2 * size + 1))
-    weak &= (ink == 0) & (lesion == 0) & (exclude == 0)
+    weak &= cv2.bitwise_or(cv2.bitwise_or(ink, lesion), exclude) == 0
 
     count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
-    ys, xs = np.nonzero(weak)
-    owner = labels[ys, xs]
-    seeded = np.zeros(count, dtype=bool)
-    seeded[owner[strong[ys, xs]]] = True
-    grown = seeded[owner]
-    mask = np.zeros((height, width), np.uint8)
-    mask[ys[grown], xs[grown]] = 1
-    mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disc(3)), dtype=np.uint8)
+    seeded = np.zeros(count, dtype=np.uint8)  # a lookup table: which components hold a seed
+    seeded[labels[strong & weak]] = 1
+    mask = np.asarray(cv2.morphologyEx(seeded[labels], cv2.MORPH_CLOSE, _disc(3)), dtype=np.uint8)
     filled = np.zeros_like(mask)
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     for index, contour in enumerate(contours):
@@ -402,10 +397,11 @@ def _components(mask: np.ndarray) -> _Parts:
     import numpy as np
 
     count, labels = cv2.connectedComponents(mask, connectivity=8)
-    ys, xs = np.nonzero(mask)
-    owner = labels[ys, xs]
+    found = cv2.findNonZero(mask)  # (x, y) in row order, as np.nonzero but several times faster
+    pixels = np.zeros((0, 2), np.int64) if found is None else found[:, 0].astype(np.int64)
+    owner = labels[pixels[:, 1], pixels[:, 0]]
     order = np.argsort(owner, kind="stable")
-    points = np.stack([xs, ys], 1)[order]
+    points = pixels[order]
     starts = np.searchsorted(owner[order], np.arange(count))
     area = np.diff(np.append(starts, len(points)))
     if len(points) == 0:
