@@ -31,9 +31,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
-import pandas as pd
-
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER, render_caption
 from medsynth_kohya.data.hair import HairMode, is_hairy, seed_score
 from medsynth_kohya.data.prepare import prepare
@@ -44,6 +41,9 @@ SIZES = ((640, 480), (1024, 768), (1936, 2592), (3264, 2448), (6000, 4000))
 
 def baseline(metadata: Path, images: Path, out: Path) -> int:
     """The original three steps, one image at a time: select and copy, caption, hair."""
+    import cv2
+    import pandas as pd
+
     frame = pd.read_csv(metadata)
     chosen = frame[frame["target"] == 1]
     out.mkdir(parents=True)
@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="folder to keep the generated set in")
     parser.add_argument("--trials", type=int, default=3, help="timed runs of each")
     args = parser.parse_args()
+    import pandas as pd  # here, not above: prepare's spawned workers import this script
+
     work = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
     data = args.data or work / "data"
     if not (data / "train.csv").is_file():
