@@ -62,7 +62,9 @@ CLUSTER = 2.0
 RIM_WIDTH = 3
 """Pixels around a bright patch searched for a bubble's dark rim ..."""
 RIM_DARK = 20
-"""... a fifth of which is this much darker than the skin (0-255)."""
+"""... a fifth of which is this much darker than the skin (0-255) ..."""
+RIM_SECTORS = 8
+"""... in all but one of this many sectors around the patch."""
 HIGHLIGHT = 35
 """A bubble holds a highlight that outshines the skin by this (0-255) ..."""
 GLARE = 245
@@ -337,9 +339,10 @@ def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale:
     """How many gel bubbles (or touching clusters of them): roundish patches brighter than their
     surroundings (a top-hat, at half size, of the photo with its dark lines closed), with a
     highlight, no marker ink (blue and purple are bright in the brightest channel), and either
-    ringed by a dark rim or round as one bubble and brighter than the skin on average (a bubble
-    over the lesion is darker than the skin; whitish skin and crossing light hairs make bright
-    patches as bright, but less round and without a rim)."""
+    ringed all round by a dark rim (`_rimmed`) or, no larger than one bubble, as round and
+    brighter than the skin on average (a bubble over the lesion is darker than the skin;
+    whitish skin, skin between hairs and crossing light hairs make bright patches as bright,
+    but larger or less round, and without a rim all round)."""
     import cv2
     import numpy as np
 
@@ -363,14 +366,32 @@ def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale:
         inside = np.zeros_like(value[box])
         cv2.drawContours(inside, [2 * patch], -1, 1, -1, offset=(-left, -top))
         ring = cv2.subtract(cv2.dilate(inside, _disc(2 * RIM_WIDTH + 1)), inside)
-        shade, rim = value[box][inside > 0], value[box][ring > 0]
-        found += int(shade.size > 0 and rim.size > 0
+        shade = value[box][inside > 0]
+        found += int(shade.size > 0
                      and int(shade.max()) >= min(level + HIGHLIGHT, GLARE)
                      and float(ink[box][inside > 0].mean()) < 0.2
-                     and (float(np.percentile(rim, 20)) <= level - RIM_DARK
+                     and (_rimmed(value[box], ring, level)
                           or (roundness >= BUBBLE_ROUNDNESS
+                              and 2 * radius / scale <= BUBBLE_RADIUS[1]
                               and float(shade.mean()) >= level + BUBBLE_GLOW)))
     return found
+
+
+def _rimmed(value: np.ndarray, ring: np.ndarray, level: float) -> bool:
+    """Whether a dark rim runs all round: in nearly every sector of the ring around a patch, a
+    fifth of the pixels is RIM_DARK darker than the skin (hairs bounding a bright patch of skin
+    darken only some sides)."""
+    import numpy as np
+
+    ys, xs = np.nonzero(ring)
+    if ys.size == 0:
+        return False
+    angle = np.arctan2(ys - ys.mean(), xs - xs.mean())
+    sector = ((angle + np.pi) / (2 * np.pi) * RIM_SECTORS).astype(int) % RIM_SECTORS
+    shades = value[ys, xs]
+    dark = [bool(np.any(sector == k)) and float(np.percentile(shades[sector == k], 20))
+            <= level - RIM_DARK for k in range(RIM_SECTORS)]
+    return sum(dark) >= RIM_SECTORS - 1
 
 
 @dataclass(frozen=True)
