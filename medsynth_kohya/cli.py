@@ -110,7 +110,8 @@ def prepare(
     metadata: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Metadata CSV, when it is not found under SOURCE.")] = None,
     images: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Folder of images, when they are not in train/, jpeg/train/ or beside the CSV.")
+        help="Folder of images, searched with its subfolders (not hidden ones or --out), when "
+             "they are not in train/, jpeg/train/ or beside the CSV.")
     ] = None,
     query: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="pandas expression over the metadata columns selecting the rows, instead of "

@@ -194,3 +194,25 @@ def test_symlinked_images_keep_their_own_names(isic2020: SyntheticSet, tmp_path:
     result = prepare(isic2020.root, tmp_path / "out", workers=1)
     assert len(result.manifest) == 12 and result.skipped.empty
     assert all(Path(p).suffix == ".jpg" for p in result.manifest["source"])
+
+
+def test_images_in_subfolders_are_found_but_never_in_out_or_hidden_ones(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    photos = sorted(isic2020.images.glob("*.jpg"))
+    for index, photo in enumerate(photos):
+        part = isic2020.images / f"part{index % 2 + 1}"
+        part.mkdir(exist_ok=True)
+        photo.rename(part / photo.name)
+    hidden = isic2020.images / ".thumbs"
+    hidden.mkdir()
+    gone = photos[0].name
+    (hidden / gone).write_bytes((isic2020.images / "part2" / photos[1].name).read_bytes())
+    out = isic2020.images / "prepared"
+    first = prepare(None, out, metadata=isic2020.metadata, images=isic2020.images, workers=1)
+    assert len(first.manifest) == 12 and first.skipped.empty
+    assert {Path(p).parent.name for p in first.manifest["source"]} == {"part1", "part2"}
+    (isic2020.images / "part1" / gone).unlink()
+    again = prepare(None, out, metadata=isic2020.metadata, images=isic2020.images, workers=1)
+    assert list(again.skipped["id"]) == [Path(gone).stem]
+    assert list(again.skipped["reason"]) == ["no image file"]
+    assert all(out not in Path(p).parents for p in again.manifest["source"])

@@ -305,9 +305,10 @@ def _caption_fields(options: PrepareOptions) -> list[str]:
 
 
 def locate_source(source: Path | None, metadata: Path | None, images: Path | None,
-                  options: PrepareOptions) -> Source:
-    """Find the metadata and images; a column the captions or the split need must be there."""
-    located = locate(source, metadata, images, options.columns)
+                  options: PrepareOptions, out: Path) -> Source:
+    """Find the metadata and images (never inside `out`); a column the captions or the split
+    need must be there."""
+    located = locate(source, metadata, images, options.columns, exclude=out)
     used = _caption_fields(options)
     require(located, used, "used by the caption template",
             f", or drop {' '.join('{' + f + '}' for f in used)} from --caption-template")
@@ -357,7 +358,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     import pandas as pd
 
     foreign_warnings = _claim(out, force, options.class_name)
-    located = locate_source(source, metadata, images, options)
+    located = locate_source(source, metadata, images, options, out)
     raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
     skipped: list[dict[str, str]] = []

@@ -10,6 +10,7 @@ present.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -154,10 +155,13 @@ def require(source: Source, fields: Iterable[str], why: str, advice: str = "") -
 
 
 def locate(source: Path | None, metadata: Path | None = None,
-           images: Path | None = None, columns: Mapping[str, str] | None = None) -> Source:
+           images: Path | None = None, columns: Mapping[str, str] | None = None,
+           exclude: Path | None = None) -> Source:
     """Resolve SOURCE (a folder or a CSV) or --metadata/--images into a `Source`.
 
     `columns` maps fields to other column names (`--column`); each one named must exist.
+    `--images` is searched with its subfolders, except hidden ones and `exclude` (the
+    folder being written, whose hard links must never be taken for sources).
     """
     columns = dict(columns or {})
     unknown = sorted(set(columns) - set(FIELDS))
@@ -179,7 +183,7 @@ def locate(source: Path | None, metadata: Path | None = None,
     if images is not None:
         if not images.is_dir():
             raise UserError(f"images folder {images} does not exist")
-        return replace(located, image_dirs=(images.resolve(),))
+        return replace(located, image_dirs=_image_tree(images.resolve(), exclude))
     here = metadata.parent
     roots = [here] if source is None or source.is_file() else [here, source]
     candidates = [d for r in roots for d in (r / "train", r / "jpeg" / "train", r / "images")]
@@ -307,6 +311,18 @@ def allowed_terms(source: Source) -> dict[str, tuple[str, ...]]:
              "fitzpatrick_skin_type": archive.fitzpatrick_terms(),
              "metadata_hairy": flags, "marker_pen": flags}
     return {_source_name(source, name): values for name, values in terms.items()}
+
+
+def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
+    """`root`, then each folder below it that holds an image file, in sorted order."""
+    skip = exclude.resolve() if exclude is not None else None
+    found = [root]
+    for folder, names, filenames in os.walk(root):
+        here = Path(folder)
+        names[:] = sorted(n for n in names if not n.startswith(".") and here / n != skip)
+        if here != root and any(Path(n).suffix.lower() in IMAGE_SUFFIXES for n in filenames):
+            found.append(here)
+    return tuple(found)
 
 
 def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:

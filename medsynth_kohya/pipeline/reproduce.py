@@ -243,7 +243,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     sd_dir = location.path
     stages: list[Stage] = []
     original = replace(ORIGINAL, columns=columns)
-    located = prepare.locate_source(source, metadata, images, original)
+    located = prepare.locate_source(source, metadata, images, original, prepared)
     # every check a later stage would refuse on runs now, before the first stage writes
     problems, warnings = train.check(preset_name, overrides, run,
                                      class_name=original.class_name,
