@@ -140,3 +140,36 @@ def test_foreign_out_is_refused_without_force(runner: CliRunner, isic2020: Synth
     code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
     _assert_one_line_error(code, stdout, stderr, "--force")
     assert sorted(p.name for p in out.iterdir()) == ["keep.me"]
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "does not exist"),
+    (b"", "cannot be read"),
+    (b"x,y\n1,2\n", "no column id, source"),
+    (b'"a,b\n"c', "is not a manifest written by prepare"),
+    (b"\xff\xfe\x00\x81" * 64, "cannot be read"),
+])
+def test_a_broken_manifest_stops_train_in_one_line(runner: CliRunner, prepared: Path,
+                                                   tmp_path: Path, content: bytes | None,
+                                                   needle: str) -> None:
+    path = prepared / "manifest.csv"
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", tmp_path / "run", "--dry-run")
+    _assert_one_line_error(code, stdout, stderr, "manifest.csv", needle,
+                           "run `medsynth-kohya prepare` to write it again")
+
+
+def test_a_manifest_value_its_column_cannot_hold_is_one_error(prepared: Path) -> None:
+    from medsynth_kohya.data import manifest
+    from medsynth_kohya.errors import UserError
+
+    path = prepared / "manifest.csv"
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.loc[0, "width"] = "wide"
+    table.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"holds a value its column cannot take \(.+\); run"):
+        manifest.read(path)

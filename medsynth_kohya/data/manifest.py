@@ -33,6 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.files import replacing
 
 if TYPE_CHECKING:
@@ -76,9 +77,30 @@ def write(frame: pd.DataFrame, path: Path) -> None:
 
 
 def read(path: Path) -> pd.DataFrame:
-    """Read a manifest written by `write`, restoring the schema's types."""
+    """Read a manifest written by `write`, restoring the schema's types; a missing, unreadable
+    or foreign file is one UserError saying which and how to get a good one."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=True)
-    return conform(frame)
+    again = "run `medsynth-kohya prepare` to write it again"
+    try:
+        frame = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=True)
+    except FileNotFoundError:
+        raise UserError(f"manifest {path} does not exist; {again}") from None
+    except (OSError, ValueError) as exc:  # pandas' parser and empty-file errors are ValueErrors
+        raise UserError(f"manifest {path} cannot be read ({_first_line(exc)}); {again}") from None
+    missing = [column for column in COLUMNS if column not in (*frame.columns, *OPTIONAL)]
+    if missing:
+        raise UserError(f"{path} is not a manifest written by prepare (no column "
+                        f"{', '.join(missing)}); {again}")
+    try:
+        return conform(frame)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"manifest {path} holds a value its column cannot take "
+                        f"({_first_line(exc)}); {again}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """The first non-blank line of an exception's message (pandas' often span several)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()),
+                type(exc).__name__)
 

@@ -124,13 +124,7 @@ def _read_manifest(path: Path, query: str | None) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"--like {path} does not exist; give the manifest.csv that "
                         "`medsynth-kohya prepare` wrote")
-    try:
-        table = manifest.read(path)
-    except KeyError as exc:
-        raise UserError(f"--like {path} is not a prepare manifest (missing column {exc})"
-                        ) from None
-    except ValueError as exc:
-        raise UserError(f"--like {path} cannot be read as a manifest: {exc}") from None
+    table = manifest.read(path)
     if table.empty:
         raise UserError(f"--like {path} has no rows")
     if query:
