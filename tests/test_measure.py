@@ -98,14 +98,32 @@ def test_all_dark_photo_has_no_ita() -> None:
     assert found.ita is None and found.skin_tone is None and not found.hairy
 
 
+@pytest.mark.parametrize("bgr", [(150, 150, 150), (200, 160, 170), (168, 170, 172)])
+def test_a_grey_or_blue_cast_photo_has_no_ita(bgr: tuple[int, int, int]) -> None:
+    """Grey (b* 0), bluish-magenta (b* -19) and barely yellow (b* 1.3) skin: no ITA, where the
+    formula would say ~90 degrees, "very light", whatever the skin."""
+    photo = np.full((480, 640, 3), bgr, np.uint8)
+    cv2.circle(photo, (320, 240), 60, (40, 40, 60), -1)
+    found = measure(photo)
+    assert found.ita is None and found.skin_tone is None
+
+
+def test_skin_just_yellow_enough_keeps_its_ita() -> None:
+    photo = np.full((480, 640, 3), (164, 170, 174), np.uint8)  # L* 69.7, b* 3.6: ITA 79.6
+    cv2.circle(photo, (320, 240), 60, (40, 40, 60), -1)
+    found = measure(photo)
+    assert found.ita == pytest.approx(79.6, abs=0.5) and found.skin_tone == "very light"
+
+
 def test_seed_photos(seed_images: Path) -> None:
     """The two hairy seed photos are hairy, ISIC_4810142's ruler marks are not hair, two photos
-    without gel bubbles have none, and each photo's tone is printed."""
+    without gel bubbles have none, and each photo's tone is printed: none for ISIC_4810142,
+    whose skin is bluish-magenta (median b* about -8), so its ITA would be a meaningless 90."""
     found = {photo.stem: measure(photo) for photo in sorted(seed_images.glob("*.jpg"))}
     for name, result in found.items():
         print(f"{name}: ITA {result.ita} -> {result.skin_tone}; hair {result.hair_score}; "
               f"vignette {result.vignette}, ruler {result.ruler}, bubbles {result.bubbles}")
-        assert result.skin_tone is not None
+        assert (result.skin_tone is None) == (name == "ISIC_4810142"), name
     assert found["ISIC_4525317"].hairy and found["ISIC_4649440"].hairy
     assert not found["ISIC_4810142"].hairy and found["ISIC_4810142"].hair_score == 0
     # whitish patches of skin are as bright as a bubble, but neither round nor rimmed

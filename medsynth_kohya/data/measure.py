@@ -36,6 +36,10 @@ SKIN_STEP = 6
 """The skin colour is the median of every sixth pixel in each direction (plenty for a median)."""
 MIN_SKIN_SHARE = 0.02
 """Below this share of healthy-skin pixels the photo gets no ITA."""
+MIN_YELLOW = 2.0
+"""Below this median b* of the skin the photo gets no ITA: skin of every ITA category is
+yellowish (b* about 5 to 30), so a lower b* means a grey photo or a blue/magenta white-balance
+cast, where arctan((L* - 50) / b*) only says ~90 degrees ("very light") whatever the skin."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,8 @@ def _corners(mask: np.ndarray) -> int:
 
 
 def _skin_ita(small: MatLike, not_skin: np.ndarray) -> float | None:
-    """ITA from the median L* and b* of the healthy-skin pixels, or None when too few."""
+    """ITA from the median L* and b* of the healthy-skin pixels; None when too few, or when
+    their b* is below MIN_YELLOW."""
     import cv2
     import numpy as np
 
@@ -138,6 +143,8 @@ def _skin_ita(small: MatLike, not_skin: np.ndarray) -> float | None:
         return None
     lab = cv2.cvtColor(pixels.reshape(-1, 1, 3).astype(np.float32) / 255, cv2.COLOR_BGR2Lab)
     lightness, yellow = np.median(lab[:, 0, 0]), np.median(lab[:, 0, 2])
+    if yellow < MIN_YELLOW:
+        return None
     return round(ita_degrees(float(lightness), float(yellow)), 2)
 
 
