@@ -439,8 +439,8 @@ def push(
     endpoint: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Hub URL; default $HF_ENDPOINT, else https://huggingface.co.")] = None,
     dry_run: Annotated[bool, typer.Option(
-        help="List every file with its size, print the card and run the privacy scan; send "
-        "nothing.")] = False,
+        help="List every file with its size, print the card, run the privacy scan and (with a "
+        "token) read the repo to list the files the push would delete; send nothing.")] = False,
     show: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--show", metavar="FILE", help="Print one file (e.g. README.md, the model card) exactly "
         "as it would be uploaded; send nothing.")] = None,
@@ -491,6 +491,9 @@ def push(
                "no token, secret, home folder, user name or local path.")
         ui.say(f"Would push to {result.url} ({'private' if result.private else 'public'} "
                "if created)")
+        if result.listed:
+            ui.say(f"Would delete from {result.repo_id}: "
+                   + (", ".join(result.deleted) if result.deleted else "nothing"))
         return
     commit = (f"{result.commit} (new)" if result.changed
               else f"{result.commit} (unchanged: the Hub already had these files)")

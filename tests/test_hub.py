@@ -148,7 +148,8 @@ def test_push_uploads_every_file_byte_for_byte(fake_hub: FakeHub, run: Path,
     for path, local in expected.items():
         assert repo.files[path] == local.read_bytes(), path
     assert set(repo.files) == {".gitattributes", "README.md", "training/config.toml",
-                               "training/dataset.toml", "training/run.json", *expected}
+                               "training/dataset.toml", "training/run.json", contents.PUSHED,
+                               *expected}
     dataset = toml.loads(repo.files["training/dataset.toml"].decode())
     assert dataset["datasets"][0]["subsets"][0]["image_dir"] == "<local>/4_melanoma"
     assert {"melanoma.safetensors", *(f"samples/{n}" for n in SAMPLE_NAMES)} <= repo.lfs

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,9 @@ REDACTED = privacy.REDACTED
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 _LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+PUSHED = ".medsynth/pushed.json"
+"""The repo's list of the files the last push uploaded (repo paths only): a later push deletes
+only files listed there, so a file the user or another tool put in the repo stays."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,23 @@ def _run_files(folder: RunFolder, record: RunRecord, policy: privacy.Policy,
     return uploads, public
 
 
+def pushed_list(paths: Iterable[str]) -> bytes:
+    """The PUSHED file of one push: the tool's name and the sorted repo paths it uploaded."""
+    document = {"tool": "medsynth-kohya", "files": sorted(set(paths))}
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def read_pushed(data: bytes) -> frozenset[str]:
+    """The repo paths a PUSHED file lists; none when it is not one (damaged, edited by hand)."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return frozenset()
+    listed = document.get("files") if isinstance(document, dict) else None
+    return frozenset(p for p in listed if isinstance(p, str)) if isinstance(listed, list) else (
+        frozenset())
+
+
 def scrub(data: bytes, secrets: Sequence[str]) -> bytes:
     """`data` with every occurrence of a secret replaced."""
     for secret in secrets:
@@ -312,8 +332,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
          token: str | None = None, environ: Mapping[str, str] | None = None,
          evaluation: Path | None = None, allow_copies: bool = False) -> PushPlan:
-    """Every file a push of `run_dir` sends, README.md (the card) first, exactly as it leaves
-    the machine, and what the last scan found in them; no network.
+    """Every file a push of `run_dir` sends, README.md (the card) first and the PUSHED list
+    last, exactly as it leaves the machine, and what the last scan found in them; no network.
 
     This is the one place that decides what is published: secrets (the token, values of keys
     that name a secret in the configs, --set or the environment) are redacted, local paths are
@@ -362,6 +382,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
                        synthetic=synthetic, files=files, evaluation=attached)
     card = scrub(card.encode(), policy.secrets).decode()
     everything = (Upload("README.md", card.encode()), *uploads)
+    everything += (Upload(PUSHED, pushed_list(u.path_in_repo for u in everything)),)
     return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
                     tuple(policy.secrets))
 

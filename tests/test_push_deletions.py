@@ -1,0 +1,161 @@
+"""What a push deletes from the repo: only files an earlier push of the tool uploaded (its list
+in the repo, contents.PUSHED) and this one lacks; a file the user put there stays (issue 9)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.hub import contents
+from medsynth_kohya.hub import push as hubmod
+
+from .conftest import invoke
+from .fake_hub import TOKEN, FakeHub
+from .test_hub import OLD_SAMPLES, REPO, SAMPLE_NAMES, make_run
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+MINE = {"samples/my-own-figure.png": b"\x89PNG the user's own figure",
+        "training/notes.md": b"# what I changed by hand\n",
+        "evaluation/reader-study.csv": b"reader,score\n1,0.8\n"}
+
+
+def _put(fake_hub: FakeHub, found: dict[str, bytes]) -> None:
+    """Files added to the repo by hand (the web editor, another tool)."""
+    repo = fake_hub.repos[REPO]
+    repo.files.update(found)
+    repo.commit("added by hand")
+
+
+def _newer(tmp_path: Path) -> Path:
+    """A second run whose training samples differ from the first run's."""
+    return make_run(tmp_path / "second", step=20, samples=OLD_SAMPLES)
+
+
+def test_the_users_files_survive_and_the_tools_old_files_go(fake_hub: FakeHub, tmp_path: Path,
+                                                            ) -> None:
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    _put(fake_hub, MINE)
+
+    result = hubmod.push(_newer(tmp_path), REPO, endpoint=fake_hub.url, token=TOKEN)
+
+    files = fake_hub.repos[REPO].files
+    assert {p: files.get(p) for p in MINE} == MINE
+    assert set(result.deleted) == {f"samples/{n}" for n in SAMPLE_NAMES}
+    assert not any(f"samples/{n}" in files for n in SAMPLE_NAMES)
+    assert all(f"samples/{n}" in files for n in OLD_SAMPLES)
+    [warning] = [w for w in result.warnings if "left 3 file(s)" in w]
+    assert all(path in warning for path in MINE) and "\n" not in warning
+
+
+def test_the_list_names_every_uploaded_repo_path_and_nothing_local(fake_hub: FakeHub,
+                                                                    tmp_path: Path) -> None:
+    run = make_run(tmp_path / "first")
+    result = hubmod.push(run, REPO, endpoint=fake_hub.url, token=TOKEN)
+
+    data = fake_hub.repos[REPO].files[contents.PUSHED]
+    uploaded = {path for path, _ in result.files} - {contents.PUSHED}
+    assert json.loads(data) == {"tool": "medsynth-kohya", "files": sorted(uploaded)}
+    assert uploaded == set(fake_hub.repos[REPO].files) - {".gitattributes", contents.PUSHED}
+    assert "melanoma.safetensors" in uploaded and "README.md" in uploaded
+    assert str(tmp_path).encode() not in data and str(Path.home()).encode() not in data
+    assert contents.plan(run, REPO, token=TOKEN, environ={}).findings == ()
+
+
+def test_a_repo_pushed_without_a_list_loses_nothing(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """A repo from an older version (no list) or with a damaged list: nothing is deleted."""
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    repo = fake_hub.repos[REPO]
+    del repo.files[contents.PUSHED]
+    repo.commit("as an older medsynth-kohya left it")
+
+    result = hubmod.push(_newer(tmp_path), REPO, endpoint=fake_hub.url, token=TOKEN)
+
+    assert result.deleted == ()
+    assert all(f"samples/{n}" in repo.files for n in (*SAMPLE_NAMES, *OLD_SAMPLES))
+    assert any(f"left {len(SAMPLE_NAMES)} file(s)" in w for w in result.warnings)
+    repo.files[contents.PUSHED] = b"{not json"
+    repo.commit("a damaged list")
+    again = hubmod.push(make_run(tmp_path / "third", step=30), REPO, endpoint=fake_hub.url,
+                        token=TOKEN)
+    assert again.deleted == () and all(f"samples/{n}" in repo.files for n in OLD_SAMPLES)
+    assert json.loads(repo.files[contents.PUSHED])["files"]  # the push writes a good one
+
+
+def test_the_dry_run_lists_exactly_what_would_be_deleted_and_sends_nothing(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    _put(fake_hub, MINE)
+    repo = fake_hub.repos[REPO]
+    before, commits, seen = dict(repo.files), list(repo.commits), len(fake_hub.requests)
+    newer = _newer(tmp_path)
+
+    code, stdout, stderr = invoke(runner, "push", newer, "--repo-id", REPO, "--dry-run",
+                                  "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert code == 0 and "Would delete from" not in stdout  # no token: the repo is not read
+    assert "cannot list what the push would delete" in stderr
+    assert len(fake_hub.requests) == seen
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, stdout, stderr = invoke(runner, "push", newer, "--repo-id", REPO, "--dry-run",
+                                  "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    [line] = [line for line in stdout.splitlines() if line.startswith("Would delete from")]
+    assert line == (f"Would delete from {REPO}: "
+                    + ", ".join(sorted(f"samples/{n}" for n in SAMPLE_NAMES)))
+    assert "left 3 file(s)" in " ".join(stderr.split())
+    assert repo.files == before and repo.commits == commits
+    assert {method for method, _ in fake_hub.requests[seen:]} <= {"GET", "HEAD"}
+
+    code, stdout, stderr = invoke(runner, "push", newer, "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url)
+    assert code == 0, stderr
+    assert set(before) - set(repo.files) == {f"samples/{n}" for n in SAMPLE_NAMES}
+
+
+def test_a_dry_run_of_a_new_repo_deletes_nothing(runner: CliRunner, fake_hub: FakeHub,
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, stdout, stderr = invoke(runner, "push", make_run(tmp_path / "first"), "--repo-id",
+                                  REPO, "--dry-run", "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert f"Would delete from {REPO}: nothing" in stdout and REPO not in fake_hub.repos
+
+
+def test_an_unreadable_repo_makes_the_dry_run_say_so(runner: CliRunner, fake_hub: FakeHub,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail("GET", r"/api/models/", 503)
+    code, stdout, stderr = invoke(runner, "push", make_run(tmp_path / "first"), "--repo-id",
+                                  REPO, "--dry-run", "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert "Would delete from" not in stdout
+    assert f"could not read {REPO} to list what the push would delete" in " ".join(
+        stderr.split())
+    assert TOKEN not in stdout + stderr
+
+
+def test_removals_keep_what_no_push_listed_and_leave_the_top_level_alone() -> None:
+    on_hub = ["README.md", "old.safetensors", "samples/a.png", "samples/b.png", "samples/mine.png",
+              "checkpoints/x.safetensors", "training/run.json", "notes/samples/a.png"]
+    listed = {"README.md", "old.safetensors", "samples/a.png", "samples/b.png",
+              "checkpoints/x.safetensors", "training/run.json", "notes/samples/a.png"}
+    gone = hubmod.removals(on_hub, listed, {"README.md", "samples/b.png", "training/run.json"})
+    assert gone.delete == ("checkpoints/x.safetensors", "samples/a.png")
+    assert gone.kept == ("samples/mine.png",)
+    assert hubmod.removals(on_hub, set(), set()).delete == ()
+    many = hubmod.Removals(kept=tuple(f"samples/{i}.png" for i in range(8)))
+    assert many.warning(REPO) is not None and "and 3 more" in str(many.warning(REPO))
+    assert hubmod.Removals().warning(REPO) is None
+
+
+def test_read_pushed_takes_only_a_list_of_paths() -> None:
+    assert contents.read_pushed(contents.pushed_list(["b", "a", "a"])) == {"a", "b"}
+    for damaged in (b"", b"[1]", b'{"files": "samples/a.png"}', b'{"files": [1, "x"]}'):
+        assert contents.read_pushed(damaged) <= {"x"}
