@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +23,16 @@ MAX_HEADER = 100 * 2**20
 
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """A temporary path (same suffix) to write; it replaces `path` when the block succeeds."""
+    """A temporary path to write; it replaces `path` when the block succeeds, and is removed
+    when it fails.
+
+    The name is unique to this call (pid and random part), so processes writing one file at
+    once each rename a whole version over it; it sits in the same folder (a rename within one
+    file system) and keeps the suffix, which writers such as cv2.imwrite read the format from.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp{path.suffix}")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+                               f"{path.suffix}")
     try:
         yield temporary
         temporary.replace(path)
