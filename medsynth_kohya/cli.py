@@ -556,7 +556,7 @@ def sample(
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
     dry_run: Annotated[bool, typer.Option(
-        help="Write the prompt files, print the plan and the exact commands, run nothing.")
+        help="Print the plan and the exact commands; write nothing, run nothing.")
     ] = False,
     force: Annotated[bool, typer.Option(
         help="Write into a non-empty --out that sample did not make.")] = False,

@@ -65,6 +65,16 @@ def _images(out: Path) -> set[str]:
     return {p.stem for p in (out / "images").glob("*.png")}
 
 
+def _planned(run: Path, out: Path, fake: FakeGen, **options: object) -> dict[str, str]:
+    """Prompt line of every image a dry run plans, by id: what the shards' prompt files would
+    hold (a dry run writes none)."""
+    result = sample(run, out, SampleOptions(**options),  # type: ignore[arg-type]
+                    sd_scripts=fake.sd_scripts, python=PYTHON, dry_run=True)
+    assert result.status == "dry-run" and not out.exists()
+    return {result.plan.image_id(i): result.plan.line(i) for shard in result.shards
+            for i in shard.images}
+
+
 def _lines(out: Path) -> dict[str, str]:
     """Prompt line of every image in the current shards' prompt files, by id."""
     found: dict[str, str] = {}
@@ -127,11 +137,9 @@ def test_drawn_prompts_follow_the_manifest_proportions(runner: CliRunner, run: P
                                                        tmp_path: Path) -> None:
     out = tmp_path / "synth"
     n = 4000
-    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", n, "--out", out,
-                                   "--dry-run")
-    assert code == 0, stdout + stderr
+    lines = _planned(run, out, fake_gen, n=n)
     assert fake_gen.calls() == []
-    drawn = collections.Counter(line.split(" --")[0] for line in _lines(out).values())
+    drawn = collections.Counter(line.split(" --")[0] for line in lines.values())
     table = manifest.read(prepared / "manifest.csv")
     expected = table["caption"].value_counts(normalize=True)
     assert set(drawn) == set(expected.index)
@@ -148,11 +156,7 @@ def test_same_seed_same_prompts_and_seeds_whatever_n_or_shards(
     plans = {}
     for name, n, gpus, seed in (("a", 40, 1, 7), ("b", 40, 3, 7), ("c", 25, 2, 7),
                                 ("d", 40, 1, 8)):
-        out = tmp_path / name
-        code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", n, "--out", out,
-                                       "--seed", seed, "--num-gpus", gpus, "--dry-run")
-        assert code == 0, stdout + stderr
-        plans[name] = _lines(out)
+        plans[name] = _planned(run, tmp_path / name, fake_gen, n=n, seed=seed, num_gpus=gpus)
     assert plans["a"] == plans["b"]
     assert plans["c"] == {k: v for k, v in plans["a"].items() if k < "SYN_0000025"}
     assert plans["d"] != plans["a"]
@@ -430,12 +434,10 @@ def test_train_samples_are_the_first_images_of_the_default_set(prepared: Path,
 def test_query_narrows_the_rows_drawn(runner: CliRunner, run: Path, fake_gen: FakeGen,
                                       prepared: Path, tmp_path: Path) -> None:
     out = tmp_path / "synth"
-    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 200, "--out", out,
-                                   "--query", 'sex == "female"', "--dry-run")
-    assert code == 0, stdout + stderr
+    lines = _planned(run, out, fake_gen, n=200, query='sex == "female"')
     table = manifest.read(prepared / "manifest.csv")
     women = set(table.loc[table["sex"] == "female", "caption"])
-    assert {line.split(" --")[0] for line in _lines(out).values()} == women
+    assert {line.split(" --")[0] for line in lines.values()} == women
 
 
 def test_metadata_file_matches_its_frame(tmp_path: Path) -> None:

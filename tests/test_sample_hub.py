@@ -70,8 +70,10 @@ def test_base_model_trigger_and_template_come_from_the_pushed_record(
                           "class_name": "melanoma", "prepared": "/elsewhere/prepared"}}
     commit = _publish(hub, "alice/mel-lora", tmp_path, {"melanoma.safetensors": SDXL}, record)
     out = tmp_path / "syn"
-    code, stdout, stderr = _sample(runner, fake_gen, out, "--lora", "alice/mel-lora",
-                                   "--like", manifest)
+    code, stdout, stderr = invoke(runner, "sample", "--lora", "alice/mel-lora", "--like",
+                                  manifest, "--out", out, "--n", 3, "--width", 64, "--height",
+                                  64, "--steps", 2, "--sd-scripts", fake_gen.sd_scripts,
+                                  "--python", PYTHON)  # a dry run writes no prompt file
     assert code == 0, stderr
     notes = _joined(stderr)
     assert f"LoRA alice/mel-lora:melanoma.safetensors at {commit[:12]}" in notes

@@ -55,6 +55,7 @@ from medsynth_kohya.sampling.shards import (
     clear_shards,
     counter,
     harvest,
+    prompts_file,
     shard_devices,
     split,
     write_shard_files,
@@ -186,44 +187,56 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     if problems and not dry_run:
         raise UserError("\n".join(problems))
 
-    out.mkdir(parents=True, exist_ok=True)
-    record_outputs(out, [] if dry_run else written)
     state_path = out / STATE_DIR / STATE_FILE
+    wanted = set(range(n) if shard is None else shard.indices(n))
+    highres = gen.get("highres_fix_scale") is not None
+    tag = None if shard is None else f"{shard.name}."  # this machine's shard files (--shard)
+
+    def commands(missing: list[int], write: bool) -> list[Shard]:
+        """One sdxl_gen_img.py per GPU for the `missing` images (prompt files written when
+        `write`; a dry run only shows where they would go)."""
+        shards = []
+        for k, indices in enumerate(split(missing, len(devices))):
+            folder = out / STATE_DIR / "shards" / f"{tag or ''}{k}"
+            prompts_path = (write_shard_files(plan, folder, indices, highres) if write
+                            else prompts_file(folder))
+            command = launch.gen_command(runner, sd_dir.resolve(), {
+                **gen, "from_file": str(prompts_path.resolve()),
+                "outdir": str((folder / "out").resolve())}, device=devices[k])
+            shards.append(Shard(k, devices[k], tuple(indices), command,
+                                out / "logs" / f"shard-{tag or ''}{k}.log"))
+        return shards
+
+    if dry_run:  # writes nothing: images finished by a killed run are counted as missing
+        if shard is not None and state_path.is_file():
+            _same_settings(json.loads(state_path.read_text(encoding="utf-8")), identity, out)
+        present_now = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
+        shown = commands([] if finalize else sorted(wanted - set(present_now)),
+                         write=False)
+        return SampleResult(out, "dry-run", plan, len(present_now), len(present_now),
+                            tuple(shown), out / METADATA, None,
+                            warnings=tuple(warnings + problems), machine_shard=shard)
+
+    out.mkdir(parents=True, exist_ok=True)
+    record_outputs(out, written)
     state: dict[str, Any] = {"tool": "medsynth-kohya", "command": "sample",
                              "version": __version__, "identity": identity, "n": n,
                              "lora": str(lora_file.resolve()), "status": "planned"}
-    tag = None
     if shard is not None:  # sample.json is the first shard's; each keeps its own record
-        tag = f"{shard.name}."
-        placed = create_state(state_path, {**state,
-                                           "status": "dry-run" if dry_run else "sharded"})
+        placed = create_state(state_path, {**state, "status": "sharded"})
         _same_settings(placed, identity, out)
         state_path = shard.record(out, ".json")
     files.write_json(state_path, state)
     if same:
         harvest(out, tag)
     clear_shards(out, tag)
-    wanted = set(range(n) if shard is None else shard.indices(n))
     present_before = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
     missing = [] if finalize else sorted(wanted - set(present_before))
-    highres = gen.get("highres_fix_scale") is not None
-    shards = []
-    for k, indices in enumerate(split(missing, len(devices))):
-        folder = out / STATE_DIR / "shards" / f"{tag or ''}{k}"
-        prompts_file = write_shard_files(plan, folder, indices, highres)
-        command = launch.gen_command(runner, sd_dir.resolve(), {
-            **gen, "from_file": str(prompts_file.resolve()),
-            "outdir": str((folder / "out").resolve())}, device=devices[k])
-        shards.append(Shard(k, devices[k], tuple(indices), command,
-                            out / "logs" / f"shard-{tag or ''}{k}.log"))
+    shards = commands(missing, write=True)
     state.update(commands=[s.command.argv for s in shards], cwd=str(sd_dir.resolve()))
-    result = SampleResult(out, "dry-run", plan, len(present_before), len(present_before),
-                          tuple(shards), out / METADATA, None, warnings=tuple(warnings + problems),
+    result = SampleResult(out, "running", plan, len(present_before), len(present_before),
+                          tuple(shards), out / METADATA, None, warnings=tuple(warnings),
                           machine_shard=shard)
-    if dry_run:
-        state["status"] = "dry-run"
-        files.write_json(state_path, state)
-        return result
 
     outcomes: list[launch.RunOutcome] = []
     if shards:

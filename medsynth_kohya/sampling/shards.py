@@ -70,10 +70,15 @@ def split(indices: Sequence[int], parts: int) -> list[list[int]]:
     return runs
 
 
+def prompts_file(folder: Path) -> Path:
+    """Where a shard's prompt file goes (also shown, unwritten, by a dry run)."""
+    return folder / "prompts.txt"
+
+
 def write_shard_files(plan: Plan, folder: Path, indices: Sequence[int], highres: bool) -> Path:
     """The prompt file of one shard (one line per image, in order) and its id list."""
     (folder / "out").mkdir(parents=True, exist_ok=True)
-    path = folder / "prompts.txt"
+    path = prompts_file(folder)
     path.write_text("\n".join(plan.line(i) for i in indices) + "\n", encoding="utf-8")
     spec = {"ids": [plan.image_id(i) for i in indices], "highres": highres}
     (folder / "shard.json").write_text(json.dumps(spec), encoding="utf-8")
