@@ -40,12 +40,27 @@ ColumnOption = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
     help="Read a field (id, patient_id, sex, age, site) from another metadata column: "
     "--column site=anatom_site_general_challenge. Repeatable.")]
 
+def _home(value: object) -> object:
+    """A path argument with a leading `~` expanded (also in lists)."""
+    if isinstance(value, Path):
+        return value.expanduser()
+    if isinstance(value, list | tuple):
+        return type(value)(_home(item) for item in value)
+    return value
+
+
 class _PlainUsage(TyperCommand):
-    """A command whose usage line names its arguments as `PREPARED`, not `{PREPARED}`."""
+    """A command whose usage line names its arguments as `PREPARED`, not `{PREPARED}`, and
+    whose path arguments may start with `~` although no shell expanded it (`--out=~/runs`, a
+    notebook form, a batch script)."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
                 for piece in super().collect_usage_pieces(ctx)]
+
+    def invoke(self, ctx: Any) -> Any:
+        ctx.params = {name: _home(value) for name, value in ctx.params.items()}
+        return super().invoke(ctx)
 
 
 class _App(typer.Typer):

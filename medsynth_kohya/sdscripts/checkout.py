@@ -81,8 +81,10 @@ def locate(given: Path | None = None) -> Path:
 
 
 def python(given: str | None = None) -> str:
-    """--python, else $MEDSYNTH_SD_PYTHON, else the Python running this tool."""
-    return given or os.environ.get(ENV_PYTHON) or sys.executable
+    """--python, else $MEDSYNTH_SD_PYTHON, else the Python running this tool (a leading `~`
+    expanded: a command name such as python3 stays as it is)."""
+    chosen = given or os.environ.get(ENV_PYTHON) or sys.executable
+    return str(Path(chosen).expanduser()) if chosen.startswith("~") else chosen
 
 
 def present(folder: Path, script: str = TRAIN_SCRIPT) -> bool:
@@ -103,9 +105,10 @@ def commit(folder: Path) -> str | None:
 
 def local_path(value: str, folder: Path) -> str:
     """A path-like option value as sd-scripts (running in `folder`) must see it: absolute when
-    it exists from here, else as given (relative to `folder`, or a Hub id)."""
+    it exists from here or starts with `~` (sd-scripts expands no `~`), else as given
+    (relative to `folder`, or a Hub id)."""
     path = Path(value).expanduser()
-    if path.exists() and not (folder / value).exists():
+    if value.startswith("~") or (path.exists() and not (folder / value).exists()):
         return str(path.resolve())
     return value
 

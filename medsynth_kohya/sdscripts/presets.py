@@ -54,7 +54,7 @@ def load(name: str) -> Preset:
     """A shipped preset by name, or a preset file by path."""
     import toml
 
-    path = Path(name)
+    path = Path(name).expanduser()
     if not (path.suffix == ".toml" and path.is_file()):
         path = data_dir("configs") / f"{name}.toml"
     if not path.is_file():
@@ -68,7 +68,17 @@ def load(name: str) -> Preset:
     stray = [key for key, value in document.items() if not isinstance(value, dict)]
     if stray:
         raise UserError(f"preset {path}: put {', '.join(stray)} inside a table such as [settings]")
+    tables = {name: {key: _home(value) for key, value in table.items()}
+              for name, table in document.items()}
     return Preset(name=path.stem, path=path, description=str(own.get("description", "")),
                   num_processes=int(own.get("num_processes", 1)),
                   min_gpu_memory_gib=float(own.get("min_gpu_memory_gib", 0)),
-                  device=str(own.get("device", "cuda")), tables=document)
+                  device=str(own.get("device", "cuda")), tables=tables)
+
+
+def _home(value: Any) -> Any:
+    """A preset value naming a file under the home folder (`~/models/x.safetensors`) with the
+    home folder written out: sd-scripts expands no `~`."""
+    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        return str(Path(value).expanduser())
+    return value

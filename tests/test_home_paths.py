@@ -1,0 +1,98 @@
+"""Paths under the user's home written `~/…` where no shell expands them (`--out=~/runs`, a
+notebook form, a preset file, an environment variable): every command reads and writes the
+home folder's files, and no folder named `~` appears."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.resources import data_dir
+
+from .conftest import InstallGpus, invoke
+from .fake_gen import make_fake_gen
+from .fake_hub import TOKEN, FakeHub
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+SMALL = ("--width", 64, "--height", 64, "--steps", 2)
+SD = "~/tools/sd scripts"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME is `tmp/home/ana`; the working folder is `~/work`."""
+    folder = tmp_path / "home" / "ana"
+    (folder / "work").mkdir(parents=True)
+    (folder / "tools").mkdir()
+    monkeypatch.setenv("HOME", str(folder))
+    monkeypatch.chdir(folder / "work")
+    return folder
+
+
+def _tildes(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if "~" in path.name]
+
+
+def test_every_stage_takes_paths_written_from_the_home_folder(
+        runner: CliRunner, home: Path, isic2020: SyntheticSet, fake_hub: FakeHub,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(isic2020.root, home / "isic")
+    make_fake_gen(home / "tools", monkeypatch)
+    (home / "bin").mkdir()
+    (home / "bin" / "python").symlink_to(sys.executable)
+    (home / "models").mkdir()
+    (home / "models" / "base.safetensors").write_bytes(b"base")
+    preset = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
+    preset.setdefault("model", {})["pretrained_model_name_or_path"] = "~/models/base.safetensors"
+    (home / "presets").mkdir()
+    (home / "presets" / "mine.toml").write_text(toml.dumps(preset), encoding="utf-8")
+
+    code, _, stderr = invoke(runner, "prepare", "~/isic", "--out=~/data/prepared", "--repeats",
+                             2, "--workers", 1)
+    assert code == 0, stderr
+    assert (home / "data" / "prepared" / "manifest.csv").is_file()
+
+    code, stdout, stderr = invoke(runner, "train", "~/data/prepared", "--preset",
+                                  "~/presets/mine.toml", "--run-dir=~/runs/r1", "--sd-scripts",
+                                  SD, "--python", "~/bin/python")
+    assert code == 0, stdout + stderr
+    run = home / "runs" / "r1"
+    config = toml.loads((run / "config.toml").read_text(encoding="utf-8"))
+    options = {k: v for table in config.values() for k, v in table.items()}
+    assert options["pretrained_model_name_or_path"] == str(home / "models" / "base.safetensors")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "succeeded" and "~" not in json.dumps(record["config"])
+
+    monkeypatch.setenv("MEDSYNTH_SD_PYTHON", "~/bin/python")
+    code, stdout, stderr = invoke(runner, "sample", "--lora=~/runs/r1", "--out=~/synth", "--n",
+                                  2, *SMALL, "--sd-scripts", SD)
+    assert code == 0, stdout + stderr
+    assert len(list((home / "synth" / "images").glob("*.png"))) == 2
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, stdout, stderr = invoke(runner, "push", "~/runs/r1", "--repo-id", "alice/mel",
+                                  "--samples=~/synth", "--endpoint", fake_hub.url)
+    assert code == 0, stdout + stderr
+    assert any(p.startswith("samples/SYN_") for p in fake_hub.repos["alice/mel"].files)
+
+    code, stdout, _ = invoke(runner, "fetch-isic", "--out=~/more", "--dry-run")
+    assert code == 0 and str(home / "more") in stdout
+    assert _tildes(tmp_path) == [] and list((home / "work").iterdir()) == []
+
+
+def test_reproduce_plans_in_the_home_folder(runner: CliRunner, home: Path,
+                                             isic2020: SyntheticSet, tmp_path: Path,
+                                             nvidia_smi: InstallGpus) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    shutil.copytree(isic2020.root, home / "isic")
+    code, stdout, stderr = invoke(runner, "reproduce", "~/isic", "--workdir=~/w", "--dry-run")
+    assert code == 0, stderr
+    assert str(home / "w" / "run" / "config.toml") in stdout
+    assert _tildes(tmp_path) == []
