@@ -26,7 +26,9 @@ may take its folder over STALE_S later. A server without a lock manager makes `f
 instant are not kept apart.
 
 A lock may name a part of the folder (`part="shard-1-of-4"`, file `.medsynth-lock.shard-1-of-4`)
-so that writers of disjoint parts, such as sample shards, can run side by side.
+so that writers of disjoint parts, such as sample shards, can run side by side. A command that
+reads a folder for hours (train, the prepared folder) holds a part of its own (`reading`), so
+readers go side by side while the folder's writer refuses to change it (`ensure_unread`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -51,6 +54,8 @@ except ImportError:  # pragma: no cover - Windows has no flock; the record alone
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".medsynth-lock"
+READER = "reader"
+"""Part-lock names of commands reading a folder (`reading`) start with this."""
 RETRY_S = 0.5
 """How long a busy lock whose record is missing or dead is retried (a holder writing its
 record, or releasing) before it is reported."""
@@ -234,6 +239,42 @@ def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",
     raise UserError(f"{folder} is still being written by {found.describe()}, another machine, "
                     f"and {_silence(found)}; `{command}` needs it finished: wait for it to end; "
                     "if that machine no longer runs it, run this again with --break-lock")
+
+
+def readers(folder: Path, *, break_lock: bool = False) -> list[Holder]:
+    """The live commands reading `folder` now (their `reading` part-locks)."""
+    if not folder.is_dir():
+        return []
+    prefix = f"{LOCK_NAME}.{READER}-"
+    parts = sorted(path.name.removeprefix(f"{LOCK_NAME}.") for path in folder.iterdir()
+                   if path.name.startswith(prefix))
+    found = (holder(folder, part, break_lock=break_lock) for part in parts)
+    return [record for record in found if record is not None]
+
+
+def ensure_unread(folder: Path, command: str, *, break_lock: bool = False) -> None:
+    """Refuse, with one line naming a reader, to change a folder a live command still reads
+    (`command` holds the folder's own lock first, so a reader starting now sees it busy)."""
+    found = readers(folder, break_lock=break_lock)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise UserError(f"{folder} is being read by {found[0].describe()}{more}; `{command}` "
+                        "would change the files it reads: wait for it to end, or write into "
+                        "another folder (--force does not override a running command)")
+
+
+@contextlib.contextmanager
+def reading(folder: Path, command: str) -> Iterator[None]:
+    """Mark `folder` as read by this process while the block runs (see `ensure_unread`); a
+    folder this process may not write to (a shared read-only data set), or one that is not
+    there, is read unmarked."""
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):
+            if not folder.is_dir():
+                raise FileNotFoundError(folder)
+            part = f"{READER}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+            stack.enter_context(hold(folder, command, part=part))
+        yield
 
 
 def _clock() -> datetime:

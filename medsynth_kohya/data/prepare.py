@@ -343,10 +343,11 @@ def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
             workers: int | None = None, force: bool = False, break_lock: bool = False,
             on_progress: Progress | None = None) -> PrepareResult:
     """Turn an ISIC data set into `OUT/img/<R>_<class>/`, captions, manifest and dataset.toml,
-    holding OUT's lock (locks.py) throughout."""
+    holding OUT's lock (locks.py) throughout; refused while a training reads OUT."""
     options = options or PrepareOptions()
     _check(options)
     with locks.hold(out, "prepare", break_lock=break_lock) as lock:
+        locks.ensure_unread(out, "prepare", break_lock=break_lock)
         result = _prepare(source, out, metadata, images, options, workers, force, on_progress)
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))

@@ -25,6 +25,7 @@ from medsynth_kohya.evaluation import copies, report, sets
 from medsynth_kohya.evaluation.adherence import Prompted, adherence
 from medsynth_kohya.evaluation.features import INCEPTION, INSTALL
 from medsynth_kohya.evaluation.finetune import EPOCHS
+from medsynth_kohya.sampling.machines import ensure_made
 
 if TYPE_CHECKING:
     import numpy as np
@@ -133,7 +134,7 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
     holding OUT's lock; a synthetic set or run still being written is refused."""
     options = options or EvaluateOptions()
     with locks.hold(out, "evaluate", break_lock=break_lock):
-        locks.ensure_idle(synthetic, "evaluate", writers=("sample",), break_lock=break_lock)
+        ensure_made(synthetic, "evaluate", break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
         return _evaluate(real, synthetic, out, options, lora, on_progress)

@@ -36,6 +36,7 @@ from medsynth_kohya.hub.contents import (
     refuse_findings,
 )
 from medsynth_kohya.hub.failures import NO_TOKEN, hub_errors
+from medsynth_kohya.sampling.machines import ensure_made
 from medsynth_kohya.training.record import RunFolder
 
 if TYPE_CHECKING:
@@ -138,7 +139,8 @@ def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DE
     The token is `token`, else HF_TOKEN, else the stored login (`hf auth login`). A dry run
     renders everything and sends nothing. Pushing unchanged files makes no new commit. A push
     holds the run folder's lock (locks.py) until it has noted itself in run.json, so a run
-    still training, or pushed by another process, is refused. `evaluation` (an `evaluate`
+    still training, or pushed by another process, is refused, and so is a `samples` set that
+    `sample` is still making. `evaluation` (an `evaluate`
     report folder) adds its figures to the card and its files under evaluation/; sample images
     flagged as near-copies are refused unless `allow_copies`.
     """
@@ -148,6 +150,8 @@ def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DE
                      endpoint=endpoint, token=token, evaluation=evaluation,
                      allow_copies=allow_copies)
 
+    if samples is not None:  # a set still being made would be published half made
+        ensure_made(samples, "push", break_lock=break_lock)
     if dry_run:
         locks.ensure_idle(run_dir, "push", break_lock=break_lock)
         return run()

@@ -84,6 +84,15 @@ def running(out: Path) -> list[str]:
             if _PART.match(part) and locks.holder(out, part) is not None]
 
 
+def ensure_made(out: Path, command: str, *, break_lock: bool = False) -> None:
+    """Refuse, with one line, to read a set that `sample` (whole, or any shard) still makes."""
+    locks.ensure_idle(out, command, writers=("sample",), break_lock=break_lock)
+    busy = running(out)
+    if busy:
+        raise UserError(f"{out} is still being made by sample shards {', '.join(busy)}; "
+                        f"`{command}` needs the set finished: run it when they have ended")
+
+
 def ensure_alone(out: Path, shard: MachineShard | None) -> None:
     """A shard waits for a whole-set `sample` on OUT to end, and that for every shard."""
     if shard is not None:

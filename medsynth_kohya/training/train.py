@@ -13,7 +13,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -428,10 +428,11 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
           on_progress: Callable[[launch.StepProgress], None] | None = None,
           on_launch: Callable[[TrainResult], None] | None = None) -> TrainResult:
     """Render, check and launch (or, with `dry_run`, only render, check and show) a training run,
-    holding the run folder's lock (locks.py) throughout. `on_launch` sees the checked plan
-    just before sd-scripts starts. On several machines (`cluster`), rank 0 does all this and
-    the others follow it (training/nodes.py); with `cluster.slurm` the run is checked here
-    and a batch script written (and submitted) instead."""
+    holding the run folder's lock (locks.py) throughout, and marking `prepared` as read while
+    it trains (a prepare into it is refused; one writing it refuses this). `on_launch` sees
+    the checked plan just before sd-scripts starts. On several machines (`cluster`), rank 0
+    does all this and the others follow it (training/nodes.py); with `cluster.slurm` the run
+    is checked here and a batch script written (and submitted) instead."""
     preset = presets.load(preset_name)
     cluster, gpus = _settle(cluster, gpus)
     sbatch = slurm.parse_settings(cluster.slurm or ())
@@ -447,8 +448,12 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
         notes.append(f"resuming {run_dir}, the newest run of {prepared} (--run-dir chooses "
                      "another)")
     run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    launches = not dry_run and cluster.slurm is None
     with (locks.hold(run_dir, "train", break_lock=break_lock) as lock,
+          locks.reading(prepared, "train") if launches else nullcontext(),
           _record_kept_on_refusal(RunFolder(run_dir).record_file)):
+        if launches:  # after marking it read: a prepare starting now refuses
+            locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
         try:
             result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
                             dry_run or cluster.slurm is not None, resume, force, cluster,

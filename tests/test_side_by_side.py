@@ -1,0 +1,147 @@
+"""Commands run side by side on one folder that tests/test_locks.py does not pair: a prepare
+into the folder a training reads, a training on a folder prepare is writing, a push or an
+evaluate of a set sample is still making, two evaluates into one report. The second refuses
+in one line naming the holder and changes nothing (issue 9: nothing of the user's is lost or
+corrupted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya import locks
+from medsynth_kohya.data.synth import SyntheticSet
+
+from .conftest import invoke
+from .disk import checksums
+from .fake_hub import TOKEN, FakeHub
+from .fakes import make_fake_sd
+from .processes import finish, start, wait_for
+from .test_hub import make_run
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+HOLDER = f"`medsynth-kohya {{command}}` (pid {os.getpid()}"
+"""How a refusal names a lock this test process holds."""
+
+
+def _one_line(code: int, stderr: str, *parts: str) -> str:
+    """The refusal: exit 1 and one line (rich may wrap it) holding every part."""
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stderr, stderr
+    for part in parts:
+        assert part in line, (part, line)
+    return line
+
+
+def test_prepare_refuses_the_folder_a_training_process_reads(
+        isic2020: SyntheticSet, prepared: Path, tmp_path: Path, runner: CliRunner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_fake_sd(tmp_path, monkeypatch)
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")
+    before = checksums(prepared)
+    training = start("train", prepared, "--preset", "cpu-smoke", "--run-dir", tmp_path / "run",
+                     "--sd-scripts", fake.sd_scripts, "--python", sys.executable,
+                     "--set", "max_train_steps=40")
+    try:
+        wait_for(lambda: bool(locks.readers(prepared)) or training.poll() is not None,
+                 what="the training to mark the prepared folder")
+        assert training.poll() is None, finish(training).stderr
+        for extra in ((), ("--force",)):
+            code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", prepared,
+                                     "--repeats", 3, "--workers", 1, *extra)
+            _one_line(code, stderr, f"is being read by `medsynth-kohya train` (pid "
+                      f"{training.pid}", "--force does not override")
+            assert checksums(prepared) == before
+    finally:
+        done = finish(training)
+    assert done.code == 0, done.stderr
+    record = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "succeeded"
+    assert locks.readers(prepared) == []  # released: prepare may change it again
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", prepared, "--repeats", 3,
+                             "--workers", 1)
+    assert code == 0, stderr
+
+
+def test_a_training_refuses_a_folder_prepare_is_writing(
+        prepared: Path, tmp_path: Path, runner: CliRunner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_fake_sd(tmp_path, monkeypatch)
+    with locks.hold(prepared, "prepare"):
+        code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                 "--run-dir", tmp_path / "run", "--sd-scripts", fake.sd_scripts,
+                                 "--python", sys.executable)
+    _one_line(code, stderr, "still being written by `medsynth-kohya prepare` (pid")
+    assert not (tmp_path / "run").exists() and not fake.record.exists()
+    assert locks.readers(prepared) == []
+
+
+def test_a_read_only_prepared_folder_still_trains(prepared: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared data set this user may not write to is read without a mark."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    prepared.chmod(0o555)
+    try:
+        with locks.reading(prepared, "train"):
+            assert locks.readers(prepared) == []
+    finally:
+        prepared.chmod(0o755)
+
+
+def _synthetic(tmp_path: Path) -> Path:
+    out = tmp_path / "synthetic"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "SYN_0000000.png").write_bytes(b"\x89PNG half a set")
+    return out
+
+
+@pytest.mark.parametrize("part", [None, "shard-1-of-2"])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_push_refuses_a_sample_set_still_being_made(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        part: str | None, dry_run: bool) -> None:
+    run = make_run(tmp_path / "first")
+    synth = _synthetic(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    before = checksums(run)
+    with locks.hold(synth, "sample", part=part):
+        code, _, stderr = invoke(runner, "push", run, "--repo-id", "alice/mel", "--samples",
+                                 synth, "--endpoint", fake_hub.url,
+                                 *(["--dry-run"] if dry_run else []))
+    _one_line(code, stderr, str(synth), "1-of-2" if part else HOLDER.format(command="sample"))
+    assert fake_hub.requests == [] and checksums(run) == before
+
+
+def test_two_evaluates_into_one_report_and_one_beside_a_sample(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    synth = _synthetic(tmp_path)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text('{"mine": 1}\n', encoding="utf-8")
+    before = checksums(report)
+    args = ("evaluate", "--real", prepared, "--synthetic", synth, "--out", report)
+    with locks.hold(report, "evaluate"):
+        code, _, stderr = invoke(runner, *args)
+    _one_line(code, stderr, "in use by", HOLDER.format(command="evaluate"))
+    with locks.hold(synth, "sample", part="shard-2-of-3"):
+        code, _, stderr = invoke(runner, *args)
+    _one_line(code, stderr, "still being made by sample shards 2-of-3")
+    assert checksums(report) == before
+
+
+def test_readers_go_side_by_side_and_prepare_names_one(
+        runner: CliRunner, isic2020: SyntheticSet, prepared: Path) -> None:
+    """Two runs may train on one prepared folder at once; prepare waits for both."""
+    before = checksums(prepared)
+    with locks.reading(prepared, "train"), locks.reading(prepared, "train"):
+        assert [r.command for r in locks.readers(prepared)] == ["train", "train"]
+        code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", prepared,
+                                 "--workers", 1)
+    _one_line(code, stderr, HOLDER.format(command="train"), "(and 1 more)")
+    assert checksums(prepared) == before and locks.readers(prepared) == []
