@@ -44,7 +44,7 @@ def test_every_stage_takes_paths_written_from_the_home_folder(
         runner: CliRunner, home: Path, isic2020: SyntheticSet, fake_hub: FakeHub,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(isic2020.root, home / "isic")
-    make_fake_gen(home / "tools", monkeypatch)
+    gen = make_fake_gen(home / "tools", monkeypatch)
     (home / "bin").mkdir()
     (home / "bin" / "python").symlink_to(sys.executable)
     (home / "models").mkdir()
@@ -71,10 +71,13 @@ def test_every_stage_takes_paths_written_from_the_home_folder(
     assert record["status"] == "succeeded" and "~" not in json.dumps(record["config"])
 
     monkeypatch.setenv("MEDSYNTH_SD_PYTHON", "~/bin/python")
+    (home / "models" / "vae.safetensors").write_bytes(b"vae")
     code, stdout, stderr = invoke(runner, "sample", "--lora=~/runs/r1", "--out=~/synth", "--n",
-                                  2, *SMALL, "--sd-scripts", SD)
+                                  2, *SMALL, "--sd-scripts", SD,
+                                  "--set", "vae=~/models/vae.safetensors")
     assert code == 0, stdout + stderr
     assert len(list((home / "synth" / "images").glob("*.png"))) == 2
+    assert gen.calls()[0]["args"]["vae"] == str(home / "models" / "vae.safetensors")
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     code, stdout, stderr = invoke(runner, "push", "~/runs/r1", "--repo-id", "alice/mel",

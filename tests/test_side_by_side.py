@@ -118,7 +118,7 @@ def test_push_refuses_a_sample_set_still_being_made(
     assert fake_hub.requests == [] and checksums(run) == before
 
 
-def test_two_evaluates_into_one_report_and_one_beside_a_sample(
+def test_two_evaluates_into_one_report_and_one_beside_sample_or_prepare(
         runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
     synth = _synthetic(tmp_path)
     report = tmp_path / "report"
@@ -132,6 +132,9 @@ def test_two_evaluates_into_one_report_and_one_beside_a_sample(
     with locks.hold(synth, "sample", part="shard-2-of-3"):
         code, _, stderr = invoke(runner, *args)
     _one_line(code, stderr, "still being made by sample shards 2-of-3")
+    with locks.hold(prepared, "prepare"):
+        code, _, stderr = invoke(runner, *args)
+    _one_line(code, stderr, "still being written by", HOLDER.format(command="prepare"))
     assert checksums(report) == before
 
 

@@ -131,10 +131,13 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
              break_lock: bool = False, on_progress: StageProgress | None = None
              ) -> EvaluateResult:
     """Evaluate `synthetic` against `real` (or the prepared data of run `lora`) into `out`,
-    holding OUT's lock; a synthetic set or run still being written is refused."""
+    holding OUT's lock; a synthetic set, real data or run still being written is refused."""
     options = options or EvaluateOptions()
     with locks.hold(out, "evaluate", break_lock=break_lock):
         ensure_made(synthetic, "evaluate", break_lock=break_lock)
+        if real is not None:  # an ISIC download or a prepared folder still being written
+            locks.ensure_idle(real, "evaluate", writers=("prepare", "fetch-isic"),
+                              break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
         return _evaluate(real, synthetic, out, options, lora, on_progress)

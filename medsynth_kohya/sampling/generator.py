@@ -27,6 +27,9 @@ OWNED = {"W": "--width", "H": "--height", "steps": "--steps", "scale": "--scale"
 INHERITED = ("vae", "tokenizer_cache_dir", "clip_skip", "network_args", "no_half_vae", "sdpa",
              "xformers")
 """Training options that generation repeats (same names in both scripts)."""
+LOCAL_FILES = ("vae", "tokenizer_cache_dir")
+"""Options naming a file or folder: made absolute (`~` expanded) as sdxl_gen_img.py, running
+in the sd-scripts folder, must see them."""
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -74,7 +77,7 @@ def gen_options(record: RunRecord | None, base_model: str, lora: Path,
         value = config.get(key)
         if value is None or value is False or value == []:
             continue
-        if key in ("vae", "tokenizer_cache_dir") and isinstance(value, str):
+        if key in LOCAL_FILES and isinstance(value, str):
             value = checkout.local_path(value, sd_dir)
         elif key == "network_args" and isinstance(value, list):
             value = [";".join(str(item) for item in value)]  # one "k=v;k=v" entry per network
@@ -97,7 +100,8 @@ def gen_options(record: RunRecord | None, base_model: str, lora: Path,
         if value is None:
             options.pop(key, None)
         else:
-            options[key] = value
+            options[key] = (checkout.local_path(value, sd_dir)
+                            if key in LOCAL_FILES and isinstance(value, str) else value)
     return options
 
 
