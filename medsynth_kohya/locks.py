@@ -241,21 +241,30 @@ def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",
                     "if that machine no longer runs it, run this again with --break-lock")
 
 
-def readers(folder: Path, *, break_lock: bool = False) -> list[Holder]:
-    """The live commands reading `folder` now (their `reading` part-locks)."""
+def readers(folder: Path, *, break_lock: bool = False, clear: bool = False) -> list[Holder]:
+    """The live commands reading `folder` now (their `reading` part-locks); with `clear`, the
+    marks of readers that died (or another host's gone stale) are removed (each has a name of
+    its own, so no later holder takes them over)."""
     if not folder.is_dir():
         return []
     prefix = f"{LOCK_NAME}.{READER}-"
     parts = sorted(path.name.removeprefix(f"{LOCK_NAME}.") for path in folder.iterdir()
                    if path.name.startswith(prefix))
-    found = (holder(folder, part, break_lock=break_lock) for part in parts)
-    return [record for record in found if record is not None]
+    found = []
+    for part in parts:
+        record = holder(folder, part, break_lock=break_lock)
+        if record is not None:
+            found.append(record)
+        elif clear:  # one being created now notices and makes its file again (_acquire)
+            with contextlib.suppress(OSError):
+                lock_path(folder, part).unlink()
+    return found
 
 
 def ensure_unread(folder: Path, command: str, *, break_lock: bool = False) -> None:
     """Refuse, with one line naming a reader, to change a folder a live command still reads
     (`command` holds the folder's own lock first, so a reader starting now sees it busy)."""
-    found = readers(folder, break_lock=break_lock)
+    found = readers(folder, break_lock=break_lock, clear=True)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise UserError(f"{folder} is being read by {found[0].describe()}{more}; `{command}` "
@@ -272,6 +281,7 @@ def reading(folder: Path, command: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             if not folder.is_dir():
                 raise FileNotFoundError(folder)
+            readers(folder, clear=True)
             part = f"{READER}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
             stack.enter_context(hold(folder, command, part=part))
         yield

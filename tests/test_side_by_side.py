@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -148,3 +149,23 @@ def test_readers_go_side_by_side_and_prepare_names_one(
                                  "--workers", 1)
     _one_line(code, stderr, HOLDER.format(command="train"), "(and 1 more)")
     assert checksums(prepared) == before and locks.readers(prepared) == []
+
+
+_KILLED_READER = """
+import os, sys
+from pathlib import Path
+from medsynth_kohya import locks
+with locks.reading(Path(sys.argv[1]), "train"):
+    os._exit(0)  # dies marking the folder read, as a killed training does
+"""
+
+
+def test_a_dead_readers_mark_is_cleared_and_refuses_nothing(
+        runner: CliRunner, isic2020: SyntheticSet, prepared: Path) -> None:
+    subprocess.run([sys.executable, "-c", _KILLED_READER, str(prepared)], check=True)
+    [left] = list(prepared.glob(".medsynth-lock.reader-*"))
+    assert locks.readers(prepared) == [] and left.exists()
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", prepared,
+                             "--repeats", 2, "--workers", 1)
+    assert code == 0, stderr
+    assert not list(prepared.glob(".medsynth-lock*"))
