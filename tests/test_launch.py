@@ -334,6 +334,26 @@ def test_replaced_states_are_emptied_then_removed(tmp_path: Path) -> None:
     assert launch.prune_states(tmp_path / "absent", "melanoma") == []
 
 
+def test_a_state_completed_while_pruning_is_kept(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts writes its final state right after the last step's: one that completes
+    between choosing the newest and removing the others ranks above it and stays."""
+    older = _state(tmp_path / "melanoma-step00000020-state", 20)
+    _state(tmp_path / "melanoma-step00000030-state", 30)
+    chosen = launch.latest_state
+
+    def final_written_meanwhile(output_dir: Path, output_name: str) -> Path | None:
+        found = chosen(output_dir, output_name)
+        _state(tmp_path / "melanoma-state", 30)
+        return found
+
+    monkeypatch.setattr(launch, "latest_state", final_written_meanwhile)
+    assert launch.prune_states(tmp_path, "melanoma") == [older]
+    assert (tmp_path / "melanoma-state" / launch.STATE_WRITTEN_LAST).is_file()
+    monkeypatch.setattr(launch, "latest_state", chosen)
+    assert launch.prune_states(tmp_path, "melanoma") == [tmp_path / "melanoma-step00000030-state"]
+
+
 # GPUs
 
 

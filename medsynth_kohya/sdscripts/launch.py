@@ -357,9 +357,13 @@ def latest_state(output_dir: Path, output_name: str) -> Path | None:
     final one (written after a save at the same step), then time. None when none is complete."""
     complete = [path for path in _state_folders(output_dir, output_name)
                 if _state_step(path) >= 0]
-    final = f"{output_name}-state"
-    return max(complete, key=lambda path: (_state_step(path), path.name == final,
-                                           path.stat().st_mtime_ns)) if complete else None
+    return max(complete, key=lambda path: _state_rank(path, output_name)) if complete else None
+
+
+def _state_rank(folder: Path, output_name: str) -> tuple[int, bool, int]:
+    """What orders state folders: recorded step, then the final one, then time."""
+    return (_state_step(folder), folder.name == f"{output_name}-state",
+            folder.stat().st_mtime_ns)
 
 
 def _emptied(folder: Path) -> bool:
@@ -375,8 +379,11 @@ def prune_states(output_dir: Path, output_name: str) -> list[Path]:
     newest = latest_state(output_dir, output_name)
     if newest is None:
         return []
+    rank = _state_rank(newest, output_name)
+    # a state completed since `newest` was chosen (the final one, just written) ranks above it
     replaced = [path for path in _state_folders(output_dir, output_name)
-                if path != newest and (_state_step(path) >= 0 or _emptied(path))]
+                if path != newest and (_emptied(path) or (_state_step(path) >= 0 and
+                                       _state_rank(path, output_name) < rank))]
     for folder in replaced:
         with contextlib.suppress(OSError):  # what is left is emptied: removed next time
             (folder / REMOVING).touch()
