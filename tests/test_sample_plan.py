@@ -178,14 +178,16 @@ def test_a_manifest_that_cannot_be_drawn_from_is_refused(tmp_path: Path) -> None
         "prepare` wrote")
     other = tmp_path / "other.csv"
     other.write_text("id,sex\nISIC_1,male\n", encoding="utf-8")
-    assert _refused(SampleOptions(like=other), 2).startswith(
-        f"--like {other} is not a prepare manifest (missing column ")
+    assert _refused(SampleOptions(like=other), 2) == (
+        f"{other} is not a manifest written by prepare (no column source, patient_id, age, "
+        "site, hairy, hair_score, caption, width, height, split); run `medsynth-kohya prepare` "
+        "to write it again")
     like = _manifest(tmp_path / "manifest.csv")
     broken = tmp_path / "broken.csv"
     broken.write_text(like.read_text(encoding="utf-8").replace(",40,", ",forty,"),
                       encoding="utf-8")
     assert _refused(SampleOptions(like=broken), 2).startswith(
-        f"--like {broken} cannot be read as a manifest: ")
+        f"manifest {broken} holds a value its column cannot take (")
     empty = tmp_path / "empty.csv"
     empty.write_text(like.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
     assert _refused(SampleOptions(like=empty), 2) == f"--like {empty} has no rows"
