@@ -18,6 +18,7 @@ from medsynth_kohya.cli import app
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
+from .fake_gen import FakeGen, make_fake_gen, write_run
 from .fake_hub import FakeHub, serve
 from .fakes import FakeSd, make_fake_sd
 
@@ -122,6 +123,21 @@ def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
 def fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
     """The stand-in sd-scripts and accelerate (see tests/fakes.py)."""
     return make_fake_sd(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def fake_gen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
+    """The stand-in sdxl_gen_img.py (see tests/fake_gen.py)."""
+    return make_fake_gen(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def trained(prepared: Path, tmp_path: Path) -> Path:
+    """A finished run folder of `prepared` (run.json and its LoRA), as train leaves it."""
+    run = tmp_path / "trained"
+    run.mkdir()
+    write_run(run, prepared, tmp_path / "base.safetensors")
+    return run
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.hub import push as hubmod
 
 from .conftest import InstallGpus, invoke
-from .fake_gen import PYTHON, FakeGen, make_fake_gen, write_run
+from .fake_gen import PYTHON, FakeGen
 from .fake_hub import TOKEN, FakeHub
 from .test_hub import REPO
 
@@ -46,20 +46,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("HF_HOME", raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     return folder
-
-
-@pytest.fixture
-def gen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
-    return make_fake_gen(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def trained(prepared: Path, tmp_path: Path) -> Path:
-    """A finished run folder (run.json and its LoRA)."""
-    run = tmp_path / "trained"
-    run.mkdir()
-    write_run(run, prepared, tmp_path / "base.safetensors")
-    return run
 
 
 def _sample(runner: CliRunner, gen: FakeGen, *args: object) -> tuple[int, str, str]:
@@ -128,9 +114,9 @@ CASES: dict[str, Case] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_dry_run_creates_changes_and_removes_nothing(
-        case: str, runner: CliRunner, tmp_path: Path, home: Path, gen: FakeGen, trained: Path,
-        prepared: Path) -> None:
-    args = CASES[case](runner, tmp_path, gen, trained, prepared)
+        case: str, runner: CliRunner, tmp_path: Path, home: Path, fake_gen: FakeGen,
+        trained: Path, prepared: Path) -> None:
+    args = CASES[case](runner, tmp_path, fake_gen, trained, prepared)
     before, folders = _tree(tmp_path), _folders(tmp_path)
 
     code, stdout, stderr = invoke(runner, *args)
@@ -171,13 +157,13 @@ def test_the_reproduce_dry_run_writes_nothing(runner: CliRunner, isic2020: Synth
 
 @pytest.mark.parametrize("slurm", [(), ("--slurm",)])
 def test_the_train_dry_run_renders_a_new_run_folder_and_nothing_else(
-        runner: CliRunner, tmp_path: Path, home: Path, gen: FakeGen, prepared: Path,
+        runner: CliRunner, tmp_path: Path, home: Path, fake_gen: FakeGen, prepared: Path,
         slurm: tuple[str, ...]) -> None:
     """With --slurm too: the batch script is printed, not written."""
     before = _tree(tmp_path)
     run = tmp_path / "runs" / "new"
     code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
-                             run, "--sd-scripts", gen.sd_scripts, "--python", PYTHON,
+                             run, "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON,
                              *slurm, "--dry-run")
     assert code == 0, stderr
     after = _tree(tmp_path)

@@ -28,7 +28,7 @@ from medsynth_kohya.training.train import train
 
 from .conftest import invoke, prepare_set
 from .disk import checksums, entries
-from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen, write_lora, write_run
+from .fake_gen import PYTHON, FakeGen, install_gpus, write_lora, write_run
 
 SMALL = ("--width", 64, "--height", 64, "--steps", 2)
 
@@ -41,16 +41,9 @@ def prepared(isic2020: SyntheticSet, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake_gen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
-    return make_fake_gen(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def run(prepared: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "trained"
-    folder.mkdir()
-    write_run(folder, prepared, tmp_path / "base.safetensors")
-    return folder
+def run(trained: Path) -> Path:
+    """The finished run folder of this module's `prepared` (another trigger and template)."""
+    return trained
 
 
 def _sample(runner: CliRunner, fake: FakeGen, *args: object) -> tuple[int, str, str]:
