@@ -212,3 +212,23 @@ def test_a_record_without_overrides_or_command_is_published_without_them(
     published = json.loads(text)
     assert "overrides" not in published and "command" not in published
     assert published["config"]["network_dim"] == 32
+
+
+def test_the_published_record_names_no_machine(tmp_path: Path) -> None:
+    """Host names, process ids and the cluster's address stay in the local run.json."""
+    run = make_run(tmp_path / "first")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record.update(host="gpu07.radiology.example.org", pid=4242, machines={
+        "count": 2, "main_process_ip": "10.1.2.3", "main_process_port": 29500,
+        "processes_per_machine": 4}, nodes=[
+        {"rank": 0, "host": "gpu07.radiology.example.org", "pid": 4242, "gpus": []},
+        {"rank": 1, "host": "gpu08.radiology.example.org", "pid": 77, "gpus": []}])
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    text = _planned(run)["training/run.json"]
+    assert b"radiology" not in text and b"10.1.2.3" not in text and b"4242" not in text
+    published = json.loads(text)
+    assert "host" not in published and "pid" not in published
+    assert published["machines"] == {"count": 2, "processes_per_machine": 4}
+    assert published["nodes"] == [{"rank": 0, "gpus": []}, {"rank": 1, "gpus": []}]
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["host"] == record["host"]

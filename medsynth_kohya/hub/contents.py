@@ -222,9 +222,22 @@ def _public_ids(record: RunRecord, repo_id: str) -> list[str]:
     return ids
 
 
+MACHINE_KEYS = frozenset({"host", "pid", "main_process_ip", "main_process_port"})
+"""Record values that name the machines a run used: kept in run.json, never published."""
+
+
+def _anonymous(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the keys that name a machine (MACHINE_KEYS)."""
+    return {key: value for key, value in values.items() if key not in MACHINE_KEYS}
+
+
 def _public_record(record: RunRecord, policy: privacy.Policy) -> RunRecord:
-    """The run record as published: no push history, secrets redacted, paths hidden."""
-    private = replace(record, pushes=None, overrides=None, command=None)
+    """The run record as published: no push history, no host names, process ids or cluster
+    addresses, secrets redacted, paths hidden."""
+    private = replace(record, pushes=None, overrides=None, command=None, host=None, pid=None,
+                      machines=None if record.machines is None else _anonymous(record.machines),
+                      nodes=None if record.nodes is None else [
+                          _anonymous(report) for report in record.nodes])
     public = RunRecord.from_dict(policy.data(private.to_dict()))
     command = [str(arg) for arg in record.command or []]
     hidden = {i + 1 for i, arg in enumerate(command[:-1])
