@@ -10,15 +10,43 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
+import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MAX_HEADER = 100 * 2**20
 """The largest safetensors header read (a LoRA's is well under 1 MiB)."""
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+"""This machine in a temporary file's name (a short digest: names stay short, hosts unnamed)."""
+_TEMPORARY = re.compile(r"\..+\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?")
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who writes a temporary file: its machine (HOST's digest) and process."""
+
+    host: str
+    pid: int
+
+
+def temporary(path: Path) -> Path:
+    """A hidden sibling of `path` unique to this call, named after this machine and process
+    (so a later command can tell a writer that died from one still writing: `writer`); it
+    keeps the suffix, which writers such as cv2.imwrite read the format from."""
+    return path.with_name(f".{path.name}.{HOST}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+                          f"{path.suffix}")
+
+
+def writer(path: Path) -> Writer | None:
+    """The machine and process a `temporary` name was made by; None for any other name."""
+    found = _TEMPORARY.fullmatch(path.name)
+    return Writer(found["host"], int(found["pid"])) if found else None
 
 
 @contextmanager
@@ -26,18 +54,18 @@ def replacing(path: Path) -> Iterator[Path]:
     """A temporary path to write; it replaces `path` when the block succeeds, and is removed
     when it fails.
 
-    The name is unique to this call (pid and random part), so processes writing one file at
-    once each rename a whole version over it; it sits in the same folder (a rename within one
-    file system) and keeps the suffix, which writers such as cv2.imwrite read the format from.
+    The name is unique to this call (`temporary`), so processes writing one file at once each
+    rename a whole version over it; it sits in the same folder (a rename within one file
+    system). One left by a process that was killed is removed by the next command that locks
+    the folder (locks.hold).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-                               f"{path.suffix}")
+    written = temporary(path)
     try:
-        yield temporary
-        temporary.replace(path)
+        yield written
+        written.replace(path)
     finally:
-        temporary.unlink(missing_ok=True)
+        written.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:

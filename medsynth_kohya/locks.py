@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 
 try:
@@ -394,6 +395,23 @@ def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
         return Lock(folder, path, fd, mine, "; ".join(notes) or None)
 
 
+def _sweep(folder: Path) -> None:
+    """Remove the temporary files (files.replacing) under `folder` whose writer died: a process
+    of this host that no longer runs, or another host's file untouched for STALE_S. A command
+    killed while it wrote leaves one; without this, its re-run would find a file it did not
+    write (and prepare would refuse a training folder holding one). Links are not followed."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root, name)
+            found = files.writer(path)
+            if found is None:
+                continue
+            with contextlib.suppress(OSError):
+                if (not alive(found.pid) if found.host == files.HOST
+                        else time.time() - path.lstat().st_mtime > STALE_S):
+                    path.unlink()
+
+
 def _still_mine(lock: Lock) -> bool:
     """Whether the lock file is still this holder's (another host may have taken it over)."""
     return _same_file(lock.fd, lock.path) and lock.record.same_holder(_read(lock.fd))
@@ -430,8 +448,9 @@ def hold(folder: Path, command: str, *, part: str | None = None,
     A held lock refuses at once with a UserError naming the holder; a lock left by a dead
     process on this host, or by another host silent for STALE_S, is taken over (`Lock.note`
     says so); a fresher one from another host is refused unless `break_lock`. A daemon thread
-    refreshes the record's heartbeat while the block runs. Folders this makes are removed
-    again if the block leaves them empty (a refused command leaves nothing behind).
+    refreshes the record's heartbeat while the block runs. Temporary files left under `folder`
+    by writers that died are removed first (`_sweep`). Folders this makes are removed again if
+    the block leaves them empty (a refused command leaves nothing behind).
     """
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; choose a folder")
@@ -445,6 +464,7 @@ def hold(folder: Path, command: str, *, part: str | None = None,
                                    name=f"medsynth-lock heartbeat {folder}")
         beating.start()
         try:
+            _sweep(folder)
             yield lock
         finally:
             stop.set()

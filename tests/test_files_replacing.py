@@ -1,17 +1,24 @@
-"""files.replacing: a write replaces the file whole, even when processes write it at once."""
+"""files.replacing: a write replaces the file whole, even when processes write it at once, and
+what a killed writer leaves is removed by the folder's next lock holder."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from medsynth_kohya import files
+from medsynth_kohya import files, locks
+from medsynth_kohya.cli import app
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
 
 WRITES = 150
 SIZE = 256 * 1024
@@ -71,3 +78,54 @@ def test_the_temporary_keeps_the_suffix_writers_choose_the_format_by(tmp_path: P
         assert other != temporary
         other.write_bytes(path.read_bytes())
     assert path.read_bytes()[:2] == b"\xff\xd8" and len(list(path.parent.iterdir())) == 1
+
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from medsynth_kohya import files
+
+    with files.replacing(Path(sys.argv[1])) as temporary:
+        temporary.write_text("half a manifest")
+        os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def _killed_mid_write(path: Path) -> Path:
+    """The temporary a process left when it was killed while writing `path`."""
+    done = subprocess.run([sys.executable, "-c", KILLED, str(path)], check=False)
+    assert done.returncode == -9
+    (left,) = path.parent.glob(f".{path.name}.*")
+    return left
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_the_next_lock_holder_removes(
+        tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    caption = out / "img" / "1_melanoma" / "ISIC_1.txt"
+    left = [_killed_mid_write(caption), _killed_mid_write(out / "manifest.csv")]
+    live = files.temporary(out / ".medsynth" / "state.json")  # this process: still writing
+    live.parent.mkdir()
+    live.write_text("being written")
+    fresh, old = (out / ".medsynth" / f".run.json.abcdef-{n}-0123abcd.tmp.json" for n in (1, 2))
+    fresh.write_text("another machine writing now")
+    old.write_text("another machine, killed an hour ago")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    user = out / "notes" / ".draft.txt.tmp"  # not a name files.temporary makes
+    user.parent.mkdir()
+    user.write_text("the user's")
+    with locks.hold(out, "prepare"):
+        assert not any(p.exists() for p in [*left, old])
+        assert live.exists() and fresh.exists() and user.exists()
+
+
+def test_prepare_rerun_after_a_kill_mid_caption_neither_refuses_nor_keeps_the_temporary(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare(isic2020.root, out, options=PrepareOptions(), workers=1)
+    caption = next((out / "img").rglob("*.txt"))
+    left = _killed_mid_write(caption)
+    result = CliRunner().invoke(app, ["prepare", str(isic2020.root), "--out", str(out),
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert not left.exists() and not list(out.rglob("*.tmp*"))

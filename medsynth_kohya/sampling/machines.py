@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import locks
+from medsynth_kohya import files, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling.synthset import STATE_DIR
 
@@ -111,7 +111,7 @@ def create_state(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
     """Create sample.json unless another shard did first (a dry run's is replaced: it made
     no image); returns the one in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary = files.temporary(path)
     temporary.write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
     try:
         os.link(temporary, path)
