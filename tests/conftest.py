@@ -18,6 +18,7 @@ from medsynth_kohya.cli import app
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
+from . import photo_cache
 from .fake_gen import FakeGen, make_fake_gen, write_run
 from .fake_hub import FakeHub, serve
 from .fakes import FakeSd, make_fake_sd
@@ -138,6 +139,12 @@ def trained(prepared: Path, tmp_path: Path) -> Path:
     run.mkdir()
     write_run(run, prepared, tmp_path / "base.safetensors")
     return run
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The on-disk cache of generated photos (tests/photo_cache.py)."""
+    return photo_cache.folder(tmp_path_factory)
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.images import scan
 from medsynth_kohya.data.synth import encode_jpeg, lesion_image
 
+from . import photo_cache
+
 SIZES = ((640, 427), (1600, 1067), (6000, 4000))
 
 
@@ -24,12 +26,11 @@ def _write(folder: Path, name: str, image: np.ndarray) -> Path:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("hairy", [False, True])
-def test_auto_gives_the_same_tag_at_three_resolutions(tmp_path: Path, seed: int,
+def test_auto_gives_the_same_tag_at_three_resolutions(photos: Path, seed: int,
                                                       hairy: bool) -> None:
     tags = set()
     for width, height in SIZES:
-        path = _write(tmp_path, f"{width}.jpg", lesion_image(width, height, hairy=hairy,
-                                                             seed=seed))
+        path = photo_cache.lesion_jpeg(photos, width, height, hairy=hairy, seed=seed)
         result = scan(str(path), HairMode.auto)
         assert result.reason == "" and (result.width, result.height) == (width, height)
         assert result.hair_score is not None

@@ -6,6 +6,7 @@ a fixed, small set here, the full per-bucket table in benchmarks/bench_measure.p
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from medsynth_kohya.data.measure import Measurement, ita_degrees, measure, tone_category
 from medsynth_kohya.data.synth import SceneTruth, encode_jpeg, scene
 
+from . import photo_cache
 from .conftest import invoke
 
 BUCKETS = ((640, 480), (1024, 768), (2400, 1600))
@@ -29,16 +31,13 @@ def _f1(pairs: list[tuple[bool, bool]]) -> float:
 
 
 @pytest.fixture(scope="module", params=BUCKETS, ids=lambda size: f"{size[0]}x{size[1]}")
-def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+def measured(request: pytest.FixtureRequest, photos: Path
              ) -> list[tuple[SceneTruth, Measurement]]:
     """Scenes of one resolution bucket, written as JPEG and measured from the file."""
     width, height = request.param
-    folder = tmp_path_factory.mktemp(f"scenes{width}")
     results = []
     for index in range(SCENES):
-        image, truth = scene(width, height, 7000 + index)
-        path = folder / f"{index}.jpg"
-        path.write_bytes(encode_jpeg(image))
+        path, truth = photo_cache.scene_jpeg(photos, width, height, 7000 + index)
         results.append((truth, measure(path)))
     return results
 
@@ -131,7 +130,8 @@ def test_seed_photos(seed_images: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, SceneTruth]]:
+def scenes(tmp_path_factory: pytest.TempPathFactory, photos: Path
+           ) -> tuple[Path, dict[str, SceneTruth]]:
     """An ISIC 2020-style folder of six labelled scenes at two sizes."""
     import pandas as pd
 
@@ -140,8 +140,9 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Sc
     truths = {}
     for index in range(6):
         identifier = f"SYN_9{index:05d}"
-        image, truth = scene(*((800, 600) if index % 2 else (1500, 1000)), 7100 + index)
-        (root / "train" / f"{identifier}.jpg").write_bytes(encode_jpeg(image))
+        made, truth = photo_cache.scene_jpeg(
+            photos, *((800, 600) if index % 2 else (1500, 1000)), 7100 + index)
+        shutil.copyfile(made, root / "train" / f"{identifier}.jpg")
         truths[identifier] = truth
     pd.DataFrame({"image_name": list(truths), "patient_id": [f"P{i}" for i in range(6)],
                   "sex": "female", "age_approx": 50, "anatom_site_general_challenge": "torso",
@@ -358,13 +359,12 @@ def test_light_hairs_on_very_light_skin_are_no_bubbles(tmp_path: Path) -> None:
     assert found.hairy and not found.bubbles
 
 
-def test_hairs_drawn_over_a_photo_seldom_make_bubbles() -> None:
+def test_hairs_drawn_over_a_photo_seldom_make_bubbles(photos: Path) -> None:
     """Skin between dark hairs is darkened on the sides the hairs run, not all round like a
     bubble's rim: drawing hairs over the demo's photos (which have no bubbles) may not turn
     them bubbly on more than a third of them (a rim on any side did so on 13 of 24)."""
-    from medsynth_kohya.data.synth import lesion_image
+    def bubbly(hairy: bool, seed: int) -> bool:
+        return measure(photo_cache.lesion_image(photos, 1024, 768, hairy=hairy, seed=seed)).bubbles
 
-    made = [seed for seed in range(24)
-            if measure(lesion_image(1024, 768, hairy=True, seed=seed)).bubbles
-            and not measure(lesion_image(1024, 768, hairy=False, seed=seed)).bubbles]
+    made = [seed for seed in range(24) if bubbly(True, seed) and not bubbly(False, seed)]
     assert len(made) <= 8, made
