@@ -141,8 +141,9 @@ def prepare(
     trigger: Annotated[str, typer.Option(help="Trigger token written into every caption.")] = (
         "me1anoma"),
     caption_template: Annotated[str, typer.Option(
-        help="Caption with {sex} {site} {age} {trigger} {hair}; a missing value drops its "
-        "clause; `, hairy` is appended when {hair} is not used.")] = (
+        help="Caption with {sex} {site} {age} {trigger} {hair}, and {tone} (skin-tone "
+        "category) and {artefacts} (e.g. `dark corners, ruler marks`) measured on the image; a "
+        "missing value drops its clause; `, hairy` is appended when {hair} is not used.")] = (
         "photo of {sex} skin, {trigger} on {site}, at age {age}"),
     hair: Annotated[HairMode, typer.Option(
         help="auto: resolution-independent detector; seed: the original 2023 heuristic "
