@@ -92,3 +92,16 @@ def test_off_checks_the_file_without_a_score(tmp_path: Path) -> None:
     path = _write(tmp_path, "a.jpg", lesion_image(300, 200, hairy=True, seed=1))
     result = scan(str(path), HairMode.off)
     assert result.reason == "" and result.hair_score is None and result.width == 300
+
+
+@pytest.mark.parametrize(("longest", "factor"), [
+    (640, 1), (1151, 1), (1152, 2), (1872, 2), (2303, 2), (2304, 4), (4607, 4), (4608, 8),
+    (6000, 8), (24000, 8)])
+def test_the_reduced_decode_keeps_three_quarters_of_the_working_size(longest: int,
+                                                                     factor: int) -> None:
+    """The largest of 1/2, 1/4, 1/8 that leaves the long side at least 576 px (0.75 x 768), on
+    either side of each step and whichever side is the long one."""
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}
+    assert hair.reduced_decode_flag(longest, longest * 2 // 3) == flags[factor]
+    assert hair.reduced_decode_flag(longest * 2 // 3, longest) == flags[factor]

@@ -321,13 +321,16 @@ def test_ruler_graduations_without_a_baseline_are_a_ruler_not_hair(tmp_path: Pat
     assert not other.ruler and not other.hairy
 
 
-def _bubble(canvas: np.ndarray, centre: tuple[int, int], radius: int, *, rim: bool) -> None:
-    """A gel bubble: a disc 18 levels brighter, a specular highlight, and a dark rim or none."""
+def _bubble(canvas: np.ndarray, centre: tuple[int, int], radius: int, *, rim: bool,
+            gap: int = 0) -> None:
+    """A gel bubble: a disc 18 levels brighter, a specular highlight, and a dark rim (open over
+    `gap` degrees) or none."""
     disc = np.zeros(canvas.shape[:2], np.uint8)
     cv2.circle(disc, centre, radius, 255, -1, cv2.LINE_AA)
     canvas += (disc.astype(np.float32) / 255 * 18)[..., None]
     if rim:
-        cv2.circle(canvas, centre, radius, (60, 60, 70), 2, cv2.LINE_AA)
+        cv2.ellipse(canvas, centre, (radius, radius), 0, 0, 360 - gap, (60, 60, 70), 2,
+                    cv2.LINE_AA)
     cv2.ellipse(canvas, centre, (radius * 2 // 3,) * 2, 0, 200, 250, (250, 250, 250), 2,
                 cv2.LINE_AA)
 
@@ -344,6 +347,20 @@ def test_bubbles_over_the_lesion_and_touching_bubbles_are_found(tmp_path: Path) 
     assert measure(_photo(tmp_path, touching, (1600, 1200))).bubbles
     plain = _skin(55)
     assert not measure(_photo(tmp_path, plain, (1600, 1200))).bubbles
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1600, 1200), (4000, 3000)])
+def test_a_bubble_too_large_to_count_without_a_rim_is_found_by_a_rim_with_a_gap(
+        tmp_path: Path, size: tuple[int, int]) -> None:
+    """A bubble 92 px across (at 1024 px) is larger than bright round skin may be, so only a
+    dark rim all round makes it one; a rim open over a sixth of the circle (a hair across it,
+    glare) still counts, half a rim does not."""
+    found = {}
+    for gap in (0, 60, 180):
+        canvas = _skin(55)
+        _bubble(canvas, (300, 300), 46, rim=True, gap=gap)
+        found[gap] = measure(_photo(tmp_path, canvas, size)).bubbles
+    assert found == {0: True, 60: True, 180: False}
 
 
 def test_light_hairs_on_very_light_skin_are_no_bubbles(tmp_path: Path) -> None:

@@ -92,21 +92,19 @@ class HairMode(str, Enum):
         return HairMode.auto if self is HairMode.metadata else self
 
 
-def reduced_decode_flag(width: int, height: int, gray: bool = False) -> int:
-    """OpenCV imread flag that decodes at 1/2, 1/4 or 1/8 scale while keeping at least
-    DECODE_SHARE x WORK_SIZE pixels on the long side (JPEG's cheap reduced decode)."""
+def reduced_decode_flag(width: int, height: int) -> int:
+    """OpenCV imread flag that decodes in colour at 1/2, 1/4 or 1/8 scale while keeping at
+    least DECODE_SHARE x WORK_SIZE pixels on the long side (JPEG's cheap reduced decode)."""
     import cv2
 
     longest = max(width, height)
-    color = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
              8: cv2.IMREAD_REDUCED_COLOR_8}
-    grey = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-            4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
     factor = 1
     for candidate in (2, 4, 8):
         if longest / candidate >= DECODE_SHARE * WORK_SIZE:
             factor = candidate
-    return (grey if gray else color)[factor]
+    return flags[factor]
 
 
 def normalise(image: MatLike) -> MatLike:
