@@ -79,12 +79,19 @@ def write_json(path: Path, data: Any, *, indent: int | None = 2, sort_keys: bool
     write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, default=str))
 
 
+def blocks(path: Path) -> Iterator[bytes]:
+    """A file's content in 1 MiB blocks, so digests of a large file (the LoRA) never hold it
+    whole in memory."""
+    with path.open("rb") as file:
+        while block := file.read(2**20):
+            yield block
+
+
 def sha256(path: Path) -> str:
     """sha256 of a file's content, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(2**20):
-            digest.update(block)
+    for block in blocks(path):
+        digest.update(block)
     return digest.hexdigest()
 
 

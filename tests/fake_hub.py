@@ -5,12 +5,14 @@ huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it t
 
 - GET  /api/whoami-v2                                    user and organisations of the token
 - POST /api/repos/create                                 409 with the URL when it exists
-- GET  /api/models/NS/NAME[/revision/REV]                id, sha, private, siblings, xetEnabled
+- GET  /api/models/NS/NAME[/revision/REV]                id, sha, private, siblings, xetEnabled;
+  with ?blobs=true each sibling's size and blobId, and lfs {size, sha256, pointerSize} for LFS
 - POST /api/validate-yaml                                README metadata check before a commit
 - POST /api/models/NS/NAME/preupload/REV                 upload mode and remote oid per file
 - POST /NS/NAME.git/info/lfs/objects/batch               basic-transfer upload actions
 - PUT  /lfs/OID                                          the LFS object itself (sha256 checked)
-- POST /api/models/NS/NAME/commit/REV                    ndjson: file, lfsFile, deletedFile
+- POST /api/models/NS/NAME/commit/REV                    ndjson: file, lfsFile, deletedFile;
+  412 when the header's parentCommit is not the head
 - HEAD/GET /NS/NAME/resolve/REV/PATH                     a file, with X-Repo-Commit and ETag
   (what hf_hub_download asks); REV is main or the head commit
 
@@ -18,6 +20,9 @@ Reads of a public repo need no token; everything else does.
 
 Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status or
 "drop")` makes matching requests answer that status or close the connection without an answer.
+`Repo.edit` changes files as a user on the Hub's web editor would; `interleave` lands such a
+commit just before a commit request is answered, as another push between a client's read and
+its commit.
 The server stops when the test's fixture stops it; it answers at most `max_requests` requests.
 """
 
@@ -29,7 +34,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,6 +50,12 @@ REPO = r"(?P<repo>[^/]+/[^/]+?)"
 def git_blob_sha1(data: bytes) -> str:
     """The git object id of a regular file, as the Hub reports it for non-LFS files."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    """The pointer git stores for an LFS file (the Hub's blobId of it is the pointer's)."""
+    return (f"version https://git-lfs.github.com/spec/v1\n"
+            f"oid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n").encode()
 
 
 @dataclass
@@ -74,6 +85,26 @@ class Repo:
         data = self.files[path]
         return hashlib.sha256(data).hexdigest() if path in self.lfs else git_blob_sha1(data)
 
+    def sibling(self, path: str) -> dict[str, Any]:
+        """A file as model info with ?blobs=true shows it: size, blobId and, for LFS, lfs."""
+        data = self.files[path]
+        if path not in self.lfs:
+            return {"rfilename": path, "size": len(data), "blobId": git_blob_sha1(data)}
+        pointer = lfs_pointer(data)
+        return {"rfilename": path, "size": len(data), "blobId": git_blob_sha1(pointer),
+                "lfs": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                        "pointerSize": len(pointer)}}
+
+    def edit(self, changes: dict[str, bytes], summary: str = "edited on the Hub") -> str:
+        """Replace or add files in one commit, as a user on the Hub would (LFS by suffix)."""
+        for path, data in changes.items():
+            self.files[path] = data
+            if path.endswith(LFS_SUFFIXES):
+                self.lfs.add(path)
+            else:
+                self.lfs.discard(path)
+        return self.commit(summary)
+
 
 @dataclass
 class Fault:
@@ -99,6 +130,7 @@ class FakeHub:
         self.unknown: list[tuple[str, str]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.faults: list[Fault] = []
+        self.interleaved: list[Callable[[Repo], object]] = []
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -131,6 +163,11 @@ class FakeHub:
         """Answer matching requests with status `action`, or close the connection ("drop")."""
         self.faults.append(Fault(method, re.compile(path), action, times))
 
+    def interleave(self, change: Callable[[Repo], object], times: int = 1) -> None:
+        """Run `change` on the repo just before each of the next `times` commit requests is
+        answered: another commit lands between the client's read and its commit."""
+        self.interleaved += [change] * times
+
     def can_write(self, namespace: str) -> bool:
         return namespace == self.user or namespace in self.orgs
 
@@ -139,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 10
     server: Any
+    query = ""
 
     @property
     def hub(self) -> FakeHub:
@@ -186,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         hub = self.hub
-        path = urlsplit(self.path).path
+        path, self.query = urlsplit(self.path).path, urlsplit(self.path).query
         body = self._body()
         with hub.lock:
             hub.requests.append((method, path))
@@ -309,10 +347,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _info(self, repo_id: str | None, _: bytes) -> None:
         repo = self._repo(repo_id, write=False)
+        blobs = "blobs=true" in self.query.lower().split("&")
         if repo is not None:
             self._send(200, {"id": repo_id, "modelId": repo_id, "author": repo.owner,
                              "sha": repo.head, "private": repo.private, "xetEnabled": False,
-                             "siblings": [{"rfilename": p} for p in sorted(repo.files)]})
+                             "siblings": [repo.sibling(p) if blobs else {"rfilename": p}
+                                          for p in sorted(repo.files)]})
 
     def _file(self, repo: Repo, path: str, head: bool) -> None:
         if path not in repo.files:
@@ -369,7 +409,14 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id, write=True)
         if repo is None:
             return
+        if self.hub.interleaved:
+            self.hub.interleaved.pop(0)(repo)
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        parent = next((line["value"].get("parentCommit") for line in lines
+                       if line["key"] == "header"), None)
+        if parent is not None and parent != repo.head:
+            self._error(412, "A commit has happened since. Please refresh and try again.")
+            return
         summary = ""
         files = dict(repo.files)
         lfs = set(repo.lfs)

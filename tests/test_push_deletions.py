@@ -1,5 +1,6 @@
 """What a push deletes from the repo: only files an earlier push of the tool uploaded (its list
-in the repo, contents.PUSHED) and this one lacks; a file the user put there stays (issue 9)."""
+in the repo, contents.PUSHED), still as it sent them, and this one lacks; a file the user put or
+edited there stays (issue 9), also when the edit lands while the push runs."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
 
 from .conftest import invoke
-from .fake_hub import TOKEN, FakeHub
-from .test_hub import OLD_SAMPLES, REPO, SAMPLE_NAMES, make_run
+from .fake_hub import TOKEN, FakeHub, Repo, git_blob_sha1
+from .test_hub import OLD_SAMPLES, REPO, SAMPLE_NAMES, _refused, make_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 MINE = {"samples/my-own-figure.png": b"\x89PNG the user's own figure",
@@ -55,10 +56,17 @@ def test_the_list_names_every_uploaded_repo_path_and_nothing_local(fake_hub: Fak
     run = make_run(tmp_path / "first")
     result = hubmod.push(run, REPO, endpoint=fake_hub.url, token=TOKEN)
 
-    data = fake_hub.repos[REPO].files[contents.PUSHED]
+    repo = fake_hub.repos[REPO]
+    data = repo.files[contents.PUSHED]
     uploaded = {path for path, _ in result.files} - {contents.PUSHED}
-    assert json.loads(data) == {"tool": "medsynth-kohya", "files": sorted(uploaded)}
-    assert uploaded == set(fake_hub.repos[REPO].files) - {".gitattributes", contents.PUSHED}
+    listed = json.loads(data)
+    assert listed["tool"] == "medsynth-kohya" and list(listed["files"]) == sorted(uploaded)
+    assert uploaded == set(repo.files) - {".gitattributes", contents.PUSHED}
+    for path, recorded in listed["files"].items():  # as the Hub names the version it holds
+        sibling = repo.sibling(path)
+        assert (sibling["lfs"]["sha256"] == recorded["sha256"] if "lfs" in sibling
+                else sibling["blobId"] == recorded["git"]), path
+    assert {"lfs" in repo.sibling(path) for path in uploaded} == {True, False}
     assert "melanoma.safetensors" in uploaded and "README.md" in uploaded
     assert str(tmp_path).encode() not in data and str(Path.home()).encode() not in data
     assert contents.plan(run, REPO, token=TOKEN, environ={}).findings == ()
@@ -141,21 +149,112 @@ def test_an_unreadable_repo_makes_the_dry_run_say_so(runner: CliRunner, fake_hub
     assert TOKEN not in stdout + stderr
 
 
-def test_removals_keep_what_no_push_listed_and_leave_the_top_level_alone() -> None:
-    on_hub = ["README.md", "old.safetensors", "samples/a.png", "samples/b.png", "samples/mine.png",
-              "checkpoints/x.safetensors", "training/run.json", "notes/samples/a.png"]
-    listed = {"README.md", "old.safetensors", "samples/a.png", "samples/b.png",
-              "checkpoints/x.safetensors", "training/run.json", "notes/samples/a.png"}
+def test_removals_keep_what_no_push_listed_or_the_hub_changed() -> None:
+    def hub(path: str) -> str:
+        return f"{path}@hub"
+
+    paths = ["README.md", "old.safetensors", "samples/a.png", "samples/b.png", "samples/mine.png",
+             "checkpoints/x.safetensors", "training/run.json", "notes/samples/a.png",
+             "samples/edited.png", "training/edited.toml", "samples/old-list.png"]
+    on_hub: dict[str, str | None] = {path: hub(path) for path in paths}
+    listed: dict[str, frozenset[str] | None] = {
+        path: frozenset({hub(path), "sha"}) for path in paths if path != "samples/mine.png"}
+    listed |= {"samples/edited.png": frozenset({"sha", "git"}),
+               "training/edited.toml": frozenset({"sha", "git"}), "samples/old-list.png": None}
     gone = hubmod.removals(on_hub, listed, {"README.md", "samples/b.png", "training/run.json"})
-    assert gone.delete == ("checkpoints/x.safetensors", "samples/a.png")
+    assert gone.delete == ("checkpoints/x.safetensors", "samples/a.png", "samples/old-list.png")
     assert gone.kept == ("samples/mine.png",)
-    assert hubmod.removals(on_hub, set(), set()).delete == ()
+    assert gone.edited == ("samples/edited.png", "training/edited.toml")
+    warning = str(gone.warning(REPO))
+    assert warning.startswith(f"left 3 file(s) in {REPO}: 1 that no earlier push")
+    assert "2 edited on the Hub since medsynth-kohya pushed them (samples/edited.png, " in warning
+    unknown = hubmod.removals({"samples/a.png": None}, {"samples/a.png": frozenset({"sha"})}, ())
+    assert unknown.delete == () and unknown.edited == ("samples/a.png",)
+    assert hubmod.removals(on_hub, {}, set()).delete == ()
     many = hubmod.Removals(kept=tuple(f"samples/{i}.png" for i in range(8)))
     assert many.warning(REPO) is not None and "and 3 more" in str(many.warning(REPO))
     assert hubmod.Removals().warning(REPO) is None
 
 
-def test_read_pushed_takes_only_a_list_of_paths() -> None:
-    assert contents.read_pushed(contents.pushed_list(["b", "a", "a"])) == {"a", "b"}
-    for damaged in (b"", b"[1]", b'{"files": "samples/a.png"}', b'{"files": [1, "x"]}'):
-        assert contents.read_pushed(damaged) <= {"x"}
+def test_read_pushed_takes_digests_by_path_and_an_older_list_of_paths() -> None:
+    a, b = contents.Upload("a", b"first"), contents.Upload("b", b"second")
+    assert contents.read_pushed(contents.pushed_list([b, a])) == {
+        "a": frozenset(a.digests().values()), "b": frozenset(b.digests().values())}
+    assert a.digests()["git"] == git_blob_sha1(b"first")
+    assert contents.read_pushed(b'{"files": ["b", "a", 1]}') == {"a": None, "b": None}
+    for damaged in (b"", b"[1]", b'{"files": "samples/a.png"}', b"\xff",
+                    b'{"files": {"x": "abc", "y": {"sha256": 1}, "z": {"other": "abc"}}}'):
+        assert contents.read_pushed(damaged) == {}
+
+
+def test_a_file_edited_on_the_hub_since_the_push_stays(runner: CliRunner, fake_hub: FakeHub,
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dry run lists exactly what the push then deletes: the unchanged old sample."""
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    repo = fake_hub.repos[REPO]
+    edited, unchanged = (f"samples/{n}" for n in SAMPLE_NAMES)
+    repo.edit({edited: b"\x89PNG a better sample the user chose"})
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    newer = _newer(tmp_path)
+
+    code, stdout, stderr = invoke(runner, "push", newer, "--repo-id", REPO, "--dry-run",
+                                  "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert f"Would delete from {REPO}: {unchanged}" in stdout.splitlines()
+    code, stdout, stderr = invoke(runner, "push", newer, "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url)
+    assert code == 0, stderr
+    assert repo.files[edited] == b"\x89PNG a better sample the user chose"
+    assert unchanged not in repo.files
+    assert (f"left 1 file(s) in {REPO}: 1 edited on the Hub since medsynth-kohya pushed them "
+            f"({edited})") in " ".join(stderr.split())
+
+
+def _commits(fake_hub: FakeHub) -> int:
+    return sum(method == "POST" and "/commit/" in path for method, path in fake_hub.requests)
+
+
+def test_a_commit_landing_while_the_push_runs_is_read_again(fake_hub: FakeHub,
+                                                            tmp_path: Path) -> None:
+    """The user replaces an old sample between the push's read and its commit: the stale
+    commit is refused (412), and the push reads again and keeps the user's file."""
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    edited, unchanged = (f"samples/{n}" for n in SAMPLE_NAMES)
+    theirs = {edited: b"\x89PNG replaced meanwhile", "samples/theirs.png": b"\x89PNG added"}
+    fake_hub.interleave(lambda repo: repo.edit(theirs))
+    seen = _commits(fake_hub)
+
+    result = hubmod.push(_newer(tmp_path), REPO, endpoint=fake_hub.url, token=TOKEN)
+
+    files = fake_hub.repos[REPO].files
+    assert {path: files.get(path) for path in theirs} == theirs
+    assert result.deleted == (unchanged,) and unchanged not in files
+    assert all(f"samples/{n}" in files for n in OLD_SAMPLES)
+    assert _commits(fake_hub) - seen == 2 and result.changed
+    assert any(f"edited on the Hub since medsynth-kohya pushed them ({edited})" in w
+               for w in result.warnings)
+
+
+def test_a_repo_that_keeps_changing_fails_the_push_in_one_line(runner: CliRunner,
+                                                               fake_hub: FakeHub,
+                                                               tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    repo = fake_hub.repos[REPO]
+
+    def another_push(changed: Repo) -> None:
+        changed.edit({f"samples/other-{len(changed.commits)}.png": b"\x89PNG another push"})
+
+    fake_hub.interleave(another_push, times=hubmod.ATTEMPTS)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    before, seen = dict(repo.files), _commits(fake_hub)
+
+    line = _refused(runner, _newer(tmp_path), "--repo-id", REPO, "--endpoint", fake_hub.url)
+
+    assert f"another push changed {REPO} while this one ran" in line
+    assert "run the same command again" in line
+    assert _commits(fake_hub) - seen == hubmod.ATTEMPTS
+    assert {path: repo.files.get(path) for path in before} == before  # nothing pushed or gone
+    assert len(repo.files) == len(before) + hubmod.ATTEMPTS

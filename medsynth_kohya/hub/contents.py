@@ -5,6 +5,7 @@ and the scan that refuses a push holding something private. No network.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,8 +40,9 @@ _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 _LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 PUSHED = ".medsynth/pushed.json"
-"""The repo's list of the files the last push uploaded (repo paths only): a later push deletes
-only files listed there, so a file the user or another tool put in the repo stays."""
+"""The repo's list of the files the last push uploaded, with the digests of what it sent: a
+later push deletes only files listed there that the Hub still holds as sent, so a file the user
+or another tool put in the repo, or edited there since, stays."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,16 @@ class Upload:
     @property
     def size(self) -> int:
         return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
+
+    def digests(self) -> dict[str, str]:
+        """sha256 and git blob sha1 of the content (a file read in blocks): the Hub names an LFS
+        file's version by the first (lfs.sha256), a regular file's by the second (blobId)."""
+        sha256, git = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % self.size)
+        for block in ([self.source] if isinstance(self.source, bytes)
+                      else files.blocks(self.source)):
+            sha256.update(block)
+            git.update(block)
+        return {"sha256": sha256.hexdigest(), "git": git.hexdigest()}
 
 
 @dataclass(frozen=True)
@@ -270,21 +282,30 @@ def _run_files(folder: RunFolder, record: RunRecord, policy: privacy.Policy,
     return uploads, public
 
 
-def pushed_list(paths: Iterable[str]) -> bytes:
-    """The PUSHED file of one push: the tool's name and the sorted repo paths it uploaded."""
-    document = {"tool": "medsynth-kohya", "files": sorted(set(paths))}
+def pushed_list(uploads: Iterable[Upload]) -> bytes:
+    """The PUSHED file of one push: the tool's name and, by repo path, the digests of what it
+    uploaded there, so a later push can tell a file edited on the Hub since (kept)."""
+    listed = {u.path_in_repo: u.digests() for u in uploads}
+    document = {"tool": "medsynth-kohya", "files": dict(sorted(listed.items()))}
     return (json.dumps(document, indent=2) + "\n").encode()
 
 
-def read_pushed(data: bytes) -> frozenset[str]:
-    """The repo paths a PUSHED file lists; none when it is not one (damaged, edited by hand)."""
+def read_pushed(data: bytes) -> dict[str, frozenset[str] | None]:
+    """The repo paths a PUSHED file lists, each with the digests of the version pushed (None in
+    an older list of paths alone); nothing when it is not one (damaged, edited by hand), and no
+    entry whose digests are unreadable, so nothing unsure is deleted."""
     try:
         document = json.loads(data)
     except ValueError:
-        return frozenset()
+        return {}
     listed = document.get("files") if isinstance(document, dict) else None
-    return frozenset(p for p in listed if isinstance(p, str)) if isinstance(listed, list) else (
-        frozenset())
+    if isinstance(listed, list):
+        return {path: None for path in listed if isinstance(path, str)}
+    recorded = {path: frozenset(value for key, value in digests.items()
+                                if key in ("sha256", "git") and isinstance(value, str))
+                for path, digests in (listed.items() if isinstance(listed, dict) else ())
+                if isinstance(digests, dict)}
+    return {path: digests for path, digests in recorded.items() if digests}
 
 
 def scrub(data: bytes, secrets: Sequence[str]) -> bytes:
@@ -395,7 +416,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
                        synthetic=synthetic, files=files, evaluation=attached)
     card = scrub(card.encode(), policy.secrets).decode()
     everything = (Upload("README.md", card.encode()), *uploads)
-    everything += (Upload(PUSHED, pushed_list(u.path_in_repo for u in everything)),)
+    everything += (Upload(PUSHED, pushed_list(everything)),)
     return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
                     tuple(policy.secrets))
 

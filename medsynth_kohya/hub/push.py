@@ -7,8 +7,11 @@ create_repo(exist_ok) -> one create_commit. Nothing is staged on disk: the final
 the redacted config files and run record from memory, so a failure leaves nothing half-written
 locally. Unchanged files are skipped by the client, so pushing the same run twice makes no new
 commit. The token (argument, HF_TOKEN or the stored login) is only ever handed to HfApi.
-Each push uploads its list of files (contents.PUSHED); the next deletes, in its commit, only
-files of the folders push owns that an earlier push listed and it no longer uploads.
+Each push uploads its list of files with their digests (contents.PUSHED); the next deletes, in
+its commit, only files of the folders push owns that an earlier push listed, the Hub still holds
+as that push sent them, and it no longer uploads. The commit names the head it was computed
+from (parent_commit): when another push or edit lands in between, the Hub refuses it (412) and
+the push reads the repo again and recomputes, ATTEMPTS times in all.
 
 The parts: `contents` (what is sent, and the privacy scan), `card` (the model card),
 `failures` (Hub errors as one line); this module uploads and notes the push in the run record.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -40,14 +43,18 @@ from medsynth_kohya.sampling.machines import ensure_made
 from medsynth_kohya.training.record import RunFolder
 
 if TYPE_CHECKING:
-    from huggingface_hub import HfApi, ModelInfo
+    from huggingface_hub import CommitInfo, HfApi, ModelInfo
+
+    from medsynth_kohya.hub.contents import Upload
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANAGED = ("checkpoints/", "samples/", "training/", "evaluation/")
-"""Repo folders that `push` owns: a file there that an earlier push uploaded (its PUSHED list)
-and this push lacks is deleted; any other file there stays."""
+"""Repo folders that `push` owns: a file there that an earlier push uploaded (its PUSHED list),
+unchanged on the Hub since, and this push lacks is deleted; any other file there stays."""
 SHOWN = 5
-"""Kept files named in the warning (then a count)."""
+"""Kept files of each kind named in the warning (then a count)."""
+ATTEMPTS = 3
+"""Commits tried when other commits keep landing between the push's read and its commit."""
 
 
 @dataclass(frozen=True)
@@ -58,24 +65,39 @@ class Removals:
     kept: tuple[str, ...] = ()
     """Files under MANAGED that no earlier push listed (the user's, another tool's, or pushed
     by a version of medsynth-kohya that kept no list)."""
+    edited: tuple[str, ...] = ()
+    """Files an earlier push listed whose version on the Hub is not the one it sent (replaced
+    by the user on the Hub since)."""
 
     def warning(self, repo_id: str) -> str | None:
-        """One line naming the kept files, or None when there are none."""
-        if not self.kept:
+        """One line naming the kept files and why each was kept, or None when there are none."""
+        kinds = [f"{len(paths)} {why} ({_named(paths)})" for paths, why in (
+            (self.kept, f"that no earlier push of medsynth-kohya listed in {PUSHED}"),
+            (self.edited, "edited on the Hub since medsynth-kohya pushed them")) if paths]
+        if not kinds:
             return None
-        more = f" and {len(self.kept) - SHOWN} more" if len(self.kept) > SHOWN else ""
-        return (f"left {len(self.kept)} file(s) in {repo_id} that no earlier push of "
-                f"medsynth-kohya listed in {PUSHED}: {', '.join(self.kept[:SHOWN])}{more}; "
-                "delete them on the Hub if they should go")
+        return (f"left {len(self.kept) + len(self.edited)} file(s) in {repo_id}: "
+                f"{' and '.join(kinds)}; delete them on the Hub if they should go")
 
 
-def removals(on_hub: Iterable[str], pushed: Collection[str], wanted: Collection[str],
-             ) -> Removals:
+def _named(paths: Sequence[str]) -> str:
+    """The first SHOWN paths, then how many more."""
+    more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
+    return ", ".join(paths[:SHOWN]) + more
+
+
+def removals(on_hub: Mapping[str, str | None], pushed: Mapping[str, frozenset[str] | None],
+             wanted: Collection[str]) -> Removals:
     """Files under MANAGED that this push does not upload: deleted when the repo's PUSHED list
-    (`pushed`) names them, kept otherwise, so nothing the tool did not upload is lost."""
+    (`pushed`: path -> digests it recorded, None in an older list) names them and the Hub's
+    digest of the file (`on_hub`: path -> lfs sha256 or git blob id) is one it recorded; kept
+    otherwise, so nothing the tool did not upload, or the user replaced, is lost."""
     left = sorted(path for path in on_hub if path.startswith(MANAGED) and path not in wanted)
-    return Removals(tuple(path for path in left if path in pushed),
-                    tuple(path for path in left if path not in pushed))
+    listed = [path for path in left if path in pushed]
+    edited = tuple(path for path in listed
+                   if (recorded := pushed[path]) is not None and on_hub[path] not in recorded)
+    return Removals(tuple(path for path in listed if path not in edited),
+                    tuple(path for path in left if path not in pushed), edited)
 
 
 @dataclass(frozen=True)
@@ -189,29 +211,16 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     if not token:
         raise UserError(NO_TOKEN)
 
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
     warnings = list(planned.warnings)
     with hub_errors(repo_id, endpoint, secrets):
         api = _api(endpoint, token)
         user = str(api.whoami().get("name") or "")
         api.create_repo(repo_id, private=private, exist_ok=True)
-        before = api.model_info(repo_id)
-        if before.private is not None and bool(before.private) != private:
-            warnings.append(f"{repo_id} already exists and is "
-                            f"{'private' if before.private else 'public'}; push does not "
-                            "change the visibility (do it in the repo's settings on the Hub)")
-        gone = _removals(api, before, wanted)
-        operations: list[CommitOperationAdd | CommitOperationDelete] = [
-            CommitOperationAdd(path_in_repo=u.path_in_repo,
-                               path_or_fileobj=u.source if isinstance(u.source, bytes)
-                               else str(u.source))
-            for u in planned.uploads]
-        operations += [CommitOperationDelete(path_in_repo=path) for path in gone.delete]
-        with _default_endpoint(endpoint):
-            info = api.create_commit(
-                repo_id, operations, commit_message="Push a medsynth-kohya training run",
-                commit_description=f"Pushed by medsynth-kohya {__version__}.")
+        before, gone, info = _commit(api, repo_id, planned.uploads, wanted)
+    if before.private is not None and bool(before.private) != private:
+        warnings.append(f"{repo_id} already exists and is "
+                        f"{'private' if before.private else 'public'}; push does not "
+                        "change the visibility (do it in the repo's settings on the Hub)")
     kept = gone.warning(repo_id)
     warnings += [kept] if kept else []
     commit = str(info.oid)
@@ -234,20 +243,55 @@ def _api(endpoint: str, token: str) -> HfApi:
                  library_version=__version__)
 
 
+def _commit(api: HfApi, repo_id: str, uploads: Sequence[Upload], wanted: Collection[str],
+            ) -> tuple[ModelInfo, Removals, CommitInfo]:
+    """Read the repo, then commit `uploads` and the deletions judged from that read on top of
+    the commit read (parent_commit); when another commit lands in between (412), read again and
+    recompute, ATTEMPTS times in all, so no deletion rests on a stale view of the repo."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for _ in range(ATTEMPTS):
+        before = api.model_info(repo_id, files_metadata=True)
+        gone = _removals(api, before, wanted)
+        # fresh operations each try: create_commit marks them committed and keeps upload state
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(path_in_repo=u.path_in_repo,
+                               path_or_fileobj=u.source if isinstance(u.source, bytes)
+                               else str(u.source))
+            for u in uploads]
+        operations += [CommitOperationDelete(path_in_repo=path) for path in gone.delete]
+        try:
+            with _default_endpoint(api.endpoint):
+                info = api.create_commit(
+                    repo_id, operations, commit_message="Push a medsynth-kohya training run",
+                    commit_description=f"Pushed by medsynth-kohya {__version__}.",
+                    parent_commit=before.sha)
+        except HfHubHTTPError as exc:
+            if getattr(exc.response, "status_code", None) != 412:
+                raise
+            continue
+        return before, gone, info
+    raise UserError(f"another push changed {repo_id} while this one ran ({ATTEMPTS} tries); "
+                    "nothing was committed: run the same command again")
+
+
 def _removals(api: HfApi, info: ModelInfo, wanted: Collection[str]) -> Removals:
-    """What a push of `wanted` deletes from the repo as `info` shows it, judged by the repo's
-    PUSHED list (read into a temporary folder, so nothing lands in the Hub cache). Not under
-    _default_endpoint: hf_hub_url moves only URLs of the import-time endpoint to `endpoint`."""
+    """What a push of `wanted` deletes from the repo as `info` (read with files_metadata) shows
+    it, judged by the repo's PUSHED list (read into a temporary folder, so nothing lands in the
+    Hub cache). Not under _default_endpoint: hf_hub_url moves only URLs of the import-time
+    endpoint to `endpoint`."""
     from huggingface_hub import hf_hub_download
 
-    names = [sibling.rfilename for sibling in info.siblings or []]
-    pushed: frozenset[str] = frozenset()
-    if PUSHED in names:
+    on_hub = {sibling.rfilename: sibling.lfs.sha256 if sibling.lfs else sibling.blob_id
+              for sibling in info.siblings or []}
+    pushed: dict[str, frozenset[str] | None] = {}
+    if PUSHED in on_hub:
         with tempfile.TemporaryDirectory(prefix="medsynth-push-") as folder:
             path = hf_hub_download(info.id, PUSHED, revision=info.sha, local_dir=folder,
                                    endpoint=api.endpoint, token=api.token)
             pushed = read_pushed(Path(path).read_bytes())
-    return removals(names, pushed, wanted)
+    return removals(on_hub, pushed, wanted)
 
 
 def _preview(result: PushResult, endpoint: str, token: str, wanted: Collection[str],
@@ -260,7 +304,7 @@ def _preview(result: PushResult, endpoint: str, token: str, wanted: Collection[s
         with hub_errors(result.repo_id, endpoint, secrets):
             api = _api(endpoint, token)
             try:
-                info = api.model_info(result.repo_id)
+                info = api.model_info(result.repo_id, files_metadata=True)
             except RepositoryNotFoundError:
                 return replace(result, listed=True)
             gone = _removals(api, info, wanted)
