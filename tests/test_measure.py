@@ -21,7 +21,7 @@ from . import photo_cache
 from .conftest import invoke
 
 BUCKETS = ((640, 480), (1024, 768), (2400, 1600))
-SCENES = 20
+SCENES = 40
 
 
 def _f1(pairs: list[tuple[bool, bool]]) -> float:
@@ -61,6 +61,17 @@ def test_ita_within_three_degrees_and_tone_right(measured: list[tuple[SceneTruth
 def test_vignette_found(measured: list[tuple[SceneTruth, Measurement]]) -> None:
     pairs = [(truth.vignette, found.vignette) for truth, found in measured]
     assert _f1(pairs) >= 0.9, pairs
+
+
+@pytest.mark.parametrize("artefact", ["ruler", "bubbles"])
+def test_rulers_and_bubbles_found(measured: list[tuple[SceneTruth, Measurement]],
+                                  artefact: str) -> None:
+    """A floor under what the detectors reach today (F1 0.83-0.96 on these scenes), so that a
+    change that loses rulers or bubbles fails; issue 12's target is 0.9, which the benchmark
+    (benchmarks/measure.md) does not yet meet in every bucket."""
+    pairs = [(getattr(truth, artefact), getattr(found, artefact)) for truth, found in measured]
+    assert sum(t for t, _ in pairs) >= 5
+    assert _f1(pairs) >= 0.8, pairs
 
 
 def test_tone_categories_and_ita() -> None:
