@@ -169,3 +169,29 @@ def test_a_dead_readers_mark_is_cleared_and_refuses_nothing(
                              "--repeats", 2, "--workers", 1)
     assert code == 0, stderr
     assert not list(prepared.glob(".medsynth-lock*"))
+
+
+def test_evaluate_marks_the_real_data_it_reads_so_prepare_waits(
+        runner: CliRunner, isic2020: SyntheticSet, prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate reads the prepared photos for minutes (hashes, features, a classifier): a
+    prepare into that folder meanwhile would change what it compares, so it refuses."""
+    from medsynth_kohya.evaluation import features
+    from medsynth_kohya.evaluation.evaluate import evaluate
+
+    from .eval_data import photo, synthetic_set
+
+    monkeypatch.setattr(features, "missing", lambda: ["torch"])  # hashes and hair only
+    synthetic_set(tmp_path / "syn", [photo(9300 + i) for i in range(2)])
+    before = checksums(prepared)
+    refusals: list[tuple[int, str]] = []
+
+    def during(stage: str, done: int, total: int) -> None:
+        if not refusals:
+            code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", prepared,
+                                     "--repeats", 3, "--workers", 1)
+            refusals.append((code, stderr))
+
+    evaluate(prepared, tmp_path / "syn", tmp_path / "report", on_progress=during)
+    _one_line(*refusals[0], "is being read by", HOLDER.format(command="evaluate"))
+    assert checksums(prepared) == before and locks.readers(prepared) == []

@@ -140,13 +140,14 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
                               break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
-        return _evaluate(real, synthetic, out, options, lora, on_progress)
+        source = _real_source(real, lora, options)
+        with locks.reading(source, "evaluate"):  # prepare refuses to change it meanwhile
+            return _evaluate(source, synthetic, out, options, on_progress)
 
 
-def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOptions,
-              lora: Path | None, on_progress: StageProgress | None) -> EvaluateResult:
-    from medsynth_kohya.evaluation import features as feature_module
-
+def _real_source(real: Path | None, lora: Path | None, options: EvaluateOptions) -> Path:
+    """The real data to compare with (`real`, or the prepared folder run `lora` trained on),
+    once the options are checked."""
     if options.repeats < 1:
         raise UserError("--repeats must be at least 1")
     if any(m < 0 for m in options.mixes):
@@ -156,10 +157,17 @@ def _evaluate(real: Path | None, synthetic: Path, out: Path, options: EvaluateOp
                         f"{', '.join(CLASSIFIERS)}")
     if options.epochs < 1:
         raise UserError("--epochs must be at least 1")
-    if real is None:
-        if lora is None:
-            raise UserError("give --real (an ISIC source or a prepared folder) or --lora RUN")
-        real = sets.prepared_of_run(lora)
+    if real is not None:
+        return real
+    if lora is None:
+        raise UserError("give --real (an ISIC source or a prepared folder) or --lora RUN")
+    return sets.prepared_of_run(lora)
+
+
+def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
+              on_progress: StageProgress | None) -> EvaluateResult:
+    from medsynth_kohya.evaluation import features as feature_module
+
     progress = on_progress or (lambda stage, done, total: None)
     _claim(out, options.force)
     real_set = sets.load_real(real)
