@@ -7,11 +7,14 @@ original images it gives 4 of their captions' 7 hair tags, `auto` 6).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import cv2
     import numpy as np
     from cv2.typing import MatLike
 
@@ -50,6 +53,35 @@ STRAIGHT_SPAN = 0.85
 """... covering this share of its extent, with ticks on one side, is a ruler; ..."""
 SCALE_BAR = 0.3
 """... one no longer than this share of the long side, with end caps, a scale bar."""
+BAR_MIN = 0.06
+"""Shortest scale bar or ruler baseline, as a share of the long side (a bar is 90-220 px at
+1024 px, a graduation of eight ticks 100 px or more)."""
+POOL = 2
+"""Straight lines are sought on the dark-line response max-pooled by this factor: a quarter of
+the cost, and thin lines survive (by 3, more hair pieces passed for scale bars)."""
+BAR_GAP = 2.0
+"""A straight dark line runs on across gaps this long (reference pixels): a crossing hair's
+halo, JPEG blocks."""
+CAP_REACH = (6.5, 8.0)
+"""A scale bar's end caps reach this far to both sides of it (reference pixels), its middle
+does not: a thick pen stroke is dark there all along."""
+CAP_CLEAR = (4.0, 16.0)
+"""Past each end of a scale bar, from the first to the second distance and as far to either
+side (reference pixels), most steps are clear (and searched): a straight stretch of hair runs
+on past a crossing hair that looks like a cap."""
+TICK_BAND = (3.0, 10.0)
+"""Graduations run straight across this band beside their baseline (reference pixels; the
+shortest ticks are 13 px long at 1024 px), and most do not go on across the other side, as
+a hair crossing the baseline does."""
+TICK_LENGTH = 0.03
+"""Longest faint stroke taken for a tick, as a share of the long side (a long tick is 26 px at
+1024 px); faint strokes are sought apart, among the dark-line pixels below the hair seeds."""
+TICK_GAP = 0.08
+"""Widest spacing of a row of ruler strokes, as a share of the long side (millimetre marks on
+ISIC_4810142 are 7 % apart)."""
+TICK_RUN = 6
+"""Evenly spaced ticks along one side of a baseline that make a ruler; two missing ticks in a
+row (under a crossing hair), or a hair crossing the baseline between two, do not break it."""
 BUBBLE_GLOW = 8
 """A patch this much brighter than the skin (0-255), on average, may be under a bubble."""
 BUBBLE_RADIUS = (6.0, 45.0)
@@ -127,11 +159,12 @@ class Lines:
     hair: np.ndarray
     """uint8 mask of the hair pixels, for the skin-tone measurement."""
     straight_marks: int
-    """Straight lines with ticks or end caps: rulers and scale bars."""
+    """Scale bars: short straight lines capped across both ends (`_capped`)."""
     bubbles: int
     """Gel bubbles: bright round patches with a highlight."""
     ticks: int
-    """Short, thin marks in a row of five or more: ruler graduations."""
+    """Ticks in the longest evenly spaced row, beside a baseline or not: ruler graduations (0
+    when no row is long enough)."""
     lesion: np.ndarray
     """uint8 mask of the lesion (and its border), which is not skin."""
 
@@ -217,13 +250,202 @@ def _ruler_ticks(parts: _Parts, short: list[int], longest: int) -> int:
         if gaps.size < 4:
             continue
         typical = float(np.median(gaps))
-        regular = (gaps >= 0.6 * typical) & (gaps <= 1.4 * typical) & (gaps <= 0.06 * longest)
+        close = gaps <= TICK_GAP * longest
+        regular = (gaps >= 0.6 * typical) & (gaps <= 1.4 * typical) & close
+        skipped = (gaps >= 1.7 * typical) & (gaps <= 2.3 * typical) & close  # one tick lost
         run = longest_run = 0
-        for ok in regular:
+        for ok in regular | skipped:
             run = run + 1 if ok else 0
             longest_run = max(longest_run, run)
         best = max(best, longest_run + 1)
     return best if best >= 5 else 0
+
+
+@cache
+def _segment_detector() -> cv2.LineSegmentDetector:
+    """OpenCV's line-segment detector (LSD), made once per process."""
+    import cv2
+
+    return cv2.createLineSegmentDetector(cv2.LSD_REFINE_NONE)
+
+
+def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest: int
+                 ) -> tuple[int, int]:
+    """Scale bars and graduated baselines among the straight dark lines, found before thick
+    cores are removed (which eats a bar's junctions with its caps) and whatever crosses them.
+
+    Straight segments come from a line-segment detector run on the dark-line response,
+    max-pooled by POOL; each is recentred on its line and followed along `line` (dark-line
+    pixels, False where not `searched`) to its ends. A scale bar is short, capped across
+    both sides at both ends and thin in between (`_capped`); a baseline carries a row of
+    evenly spaced ticks on one side (`_comb`). Returns (scale bars, longest tick row).
+    """
+    import cv2
+    import numpy as np
+
+    scale = longest / REFERENCE
+    pooled = cv2.dilate(dark, np.ones((POOL, POOL), np.uint8))[::POOL, ::POOL]
+    found = _segment_detector().detect(pooled)[0]
+    if found is None:
+        return 0, 0
+    segments = found[:, 0].astype(np.float64) * POOL + (POOL - 1) / 2
+    spans = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
+    height, width = line.shape
+    grid = np.pad(line.astype(np.uint8) | (~searched).astype(np.uint8) << 1, 1)
+
+    def on(points: np.ndarray, unseen: bool = False) -> np.ndarray:
+        """Whether each (x, y) point lies on a dark line (False outside the image), or, if
+        `unseen`, may (in the lesion, marker ink or vignette, which are not searched)."""
+        xs = np.clip(np.rint(points[..., 0]).astype(np.intp) + 1, 0, width + 1)
+        ys = np.clip(np.rint(points[..., 1]).astype(np.intp) + 1, 0, height + 1)
+        return np.asarray(grid[ys, xs] & (3 if unseen else 1) > 0)
+
+    band = np.arange(TICK_BAND[0] * scale, TICK_BAND[1] * scale + 1)
+    beside = np.concatenate([band, -band])
+    chosen = segments[spans >= BAR_MIN * longest]
+    half = np.hypot(chosen[:, 2] - chosen[:, 0], chosen[:, 3] - chosen[:, 1])[:, None] / 2
+    along = (chosen[:, 2:] - chosen[:, :2]) / (2 * half)
+    normal = np.column_stack([-along[:, 1], along[:, 0]])
+    middle = (chosen[:, :2] + chosen[:, 2:]) / 2
+    # each end quarter of a segment, recentred on the dark line it lies along
+    offsets = np.arange(-6.0, 7.0)
+    quarters = np.stack([np.linspace(-1, -0.5, 8), np.linspace(0.5, 1, 8)])
+    cover = on(middle[:, None, None, None] + (quarters[None, :, None, :, None]
+                                                * half[:, :, None, None, None])
+               * along[:, None, None, None] + offsets[None, None, :, None, None]
+               * normal[:, None, None, None]).mean(axis=3)
+    peak = cover.max(axis=2, keepdims=True)
+    near = cover >= 0.9 * peak
+    shift = (near * offsets).sum(axis=2) / near.sum(axis=2)
+    solid = peak[..., 0] >= 0.6  # a quarter in the lesion's margin takes the other's shift
+    shift = np.where(solid, shift, shift[:, ::-1])
+    ends = (middle[:, None] + quarters.mean(axis=1)[None, :, None] * half[:, :, None]
+            * along[:, None] + shift[:, :, None] * normal[:, None])
+    along = (ends[:, 1] - ends[:, 0]) / np.hypot(*(ends[:, 1] - ends[:, 0]).T)[:, None]
+    normal = np.column_stack([-along[:, 1], along[:, 0]])
+    centre = ends.mean(axis=1)
+    reach = np.arange(-SCALE_BAR * longest, SCALE_BAR * longest + 1)
+    middle_index = int(np.argmin(np.abs(reach)))
+    across = np.array([-1.0, 0.0, 1.0])
+    bars, best = 0, 0
+    followed = np.zeros((0, 4))  # each line followed: its start, then its far end
+    for index in np.argsort(-half[:, 0]):
+        if not solid[index].any():
+            continue
+        if followed.size:  # the other edge of a line followed, or a piece of it
+            span = followed[:, 2:] - followed[:, :2]
+            length = np.hypot(span[:, 0], span[:, 1])
+            relative = ends[index][None] - followed[:, None, :2]
+            ahead = (relative * span[:, None]).sum(axis=2) / length[:, None]
+            off = np.abs(relative[..., 0] * span[:, None, 1] - relative[..., 1] * span[:, None, 0]
+                         ) / length[:, None]
+            if np.any((off.max(axis=1) < 3) & (ahead.min(axis=1) > -3)
+                      & (ahead.max(axis=1) < length + 3)):
+                continue
+        ray = np.any(on(centre[index] + reach[None, :, None] * along[index]
+                        + across[:, None, None] * normal[index]), axis=0)
+        start, end = _run(ray, middle_index, BAR_GAP * scale + 1)
+        first = centre[index] + reach[start] * along[index]
+        last = centre[index] + reach[end] * along[index]
+        if end > start:
+            followed = np.vstack([followed, np.concatenate([first, last])])
+        if end - start < BAR_MIN * longest:
+            continue
+        ahead, side = along[index], normal[index]
+        if end - start <= SCALE_BAR * longest and _capped(on, first, last, ahead, side, scale):
+            bars += 1
+        marks = on(centre[index] + reach[start:end + 1][None, :, None] * ahead
+                   + beside[:, None, None] * side)
+        for tick, other in ((marks[:band.size], marks[band.size:]),
+                            (marks[band.size:], marks[:band.size])):
+            cover = tick.mean(axis=0)
+            if np.count_nonzero(np.diff((cover >= 0.8).astype(np.int8)) == 1) >= TICK_RUN - 1:
+                best = max(best, _comb(cover, other.mean(axis=0) >= 0.8, scale))
+    return bars, best if best >= TICK_RUN else 0
+
+
+def _run(ray: np.ndarray, middle: int, gap: float) -> tuple[int, int]:
+    """First and last index of the run of True in `ray` through index `middle`, bridging
+    gaps up to `gap` long."""
+    import numpy as np
+
+    off = np.flatnonzero(~ray)
+    if off.size == 0:
+        return 0, ray.size - 1
+    breaks = np.flatnonzero(np.diff(off) > 1)
+    starts = np.concatenate([[off[0]], off[breaks + 1]])
+    ends = np.concatenate([off[breaks], [off[-1]]])
+    wide = (ends - starts + 1) > gap
+    before = ends[wide & (ends < middle)]
+    after = starts[wide & (starts > middle)]
+    return (int(before.max()) + 1 if before.size else 0,
+            int(after.min()) - 1 if after.size else ray.size - 1)
+
+
+def _capped(on: Callable[..., np.ndarray], first: np.ndarray, last: np.ndarray,
+            along: np.ndarray, normal: np.ndarray, scale: float) -> bool:
+    """Whether a straight line from `first` to `last` is a scale bar: at both ends a cap
+    across both sides and nothing straight ahead, thin along its middle."""
+    import numpy as np
+
+    ends, inward = np.stack([first, last]), np.stack([along, -along])[:, None]
+    reach = np.array(CAP_REACH) * scale
+    across = np.concatenate([reach, np.arange(CAP_REACH[1] + 4, CAP_REACH[1] + 8) * scale])
+    shifts = np.arange(-3 * scale - 1, 2)
+    hits = on((ends[:, None] - shifts[None, :, None] * inward)[:, :, None, None]
+              + np.array([1.0, -1.0])[:, None, None] * across[:, None] * normal)
+    caps = np.all(hits[..., :reach.size], axis=(2, 3))
+    crossing = np.all(np.any(hits[..., reach.size:], axis=3), axis=2)  # a line across, on
+    if not np.all(np.any(caps & ~crossing, axis=1)):
+        return False
+    clear = np.arange(CAP_CLEAR[0] * scale, CAP_CLEAR[1] * scale + 1)
+    wide = np.arange(-CAP_CLEAR[1] * scale, CAP_CLEAR[1] * scale + 1)
+    ahead = on(ends[:, None, None] - clear[:, None, None] * inward[:, None]
+               + wide[:, None] * normal, unseen=True)
+    close = np.all(np.any(ahead[:, :2, np.abs(wide) <= CAP_CLEAR[0] * scale], axis=2), axis=1)
+    if (close & (ahead.any(axis=2).mean(axis=1) >= 0.6)).any():
+        return False
+    inner = first + np.linspace(0.2, 0.8, 25)[:, None] * (last - first)
+    beside = on(inner[None, None] + np.array([1.0, -1.0])[:, None, None, None]
+                * reach[:, None, None] * normal)
+    return bool((beside.mean(axis=2) < 0.35).all())
+
+
+def _comb(cover: np.ndarray, runs_on: np.ndarray, scale: float) -> int:
+    """The longest row of evenly spaced ticks beside a baseline, from `cover` (the share of
+    the band beside it that is dark, at each position along) and `runs_on` (dark across the
+    band on the other side). A tick is a narrow run across the band with clear skin next to
+    it; each the same step from the last, two steps missed at most in a row (a hair crossing
+    there adds a run off the step, which is skipped); half of them not running on."""
+    import numpy as np
+
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (cover >= 0.8).astype(np.int8), [0]])))
+    starts, stops = edges[::2], edges[1::2]
+    padded = np.concatenate([[0.0, 0.0], cover, [0.0, 0.0]])
+    flanked = (padded[starts] <= 0.3) & (padded[stops + 3] <= 0.3)
+    past = np.concatenate([[0], np.cumsum(runs_on)])
+    alone = past[np.minimum(stops + 1, cover.size)] == past[np.maximum(starts - 1, 0)]
+    keep = (stops - starts <= 4 * scale + 3) & flanked
+    centres, alone = ((starts + stops - 1) / 2)[keep], alone[keep]
+    best = 0
+    for index in range(centres.size - 1):
+        for following in (index + 1, index + 2):
+            if following >= centres.size or centres[following] - centres[index] < 6 * scale:
+                continue
+            step = centres[following] - centres[index]
+            chain, missed = [index, following], 0
+            while missed < 3:
+                near = np.abs(centres - centres[chain[-1]] - step * (missed + 1))
+                nearest = int(np.argmin(near))
+                if near[nearest] <= 0.2 * step:
+                    chain.append(nearest)
+                    rise = centres[nearest] - centres[index]
+                    step, missed = rise / round(rise / step), 0
+                else:
+                    missed += 1
+            if 2 * alone[chain].sum() >= len(chain):
+                best = max(best, len(chain))
+    return best
 
 
 def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
@@ -234,8 +456,11 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     seeds. Marker ink (by colour), the lesion (smoothed dark area, with its network and border)
     and `exclude` (vignette) are not searched. Round holes (network cells, bubbles) are filled
     and thick cores removed, so pen strokes, blobs and bubble rims drop out; long thin lines
-    remain, except straight ones with ticks or end caps (rulers, scale bars). Bubbles are
-    found apart (`_bubbles`).
+    remain, except straight ones with ticks or end caps (`_ruled`). Rulers are found apart:
+    scale bars and graduated baselines on the dark lines before thick cores are removed
+    (`_scale_marks`), and rows of short strokes (`_ruler_ticks`); a line `_ruled` is not hair
+    but does not make a ruler (a straight hair crossed by others passes for one). Bubbles are
+    found apart too (`_bubbles`).
     """
     import cv2
     import numpy as np
@@ -268,7 +493,16 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
                               cv2.MORPH_OPEN, _disc(_odd(8 * scale)))
     lesion = cv2.dilate(cv2.resize(lesion, (width, height), interpolation=cv2.INTER_NEAREST),
                         _disc(2 * size + 1))
-    weak &= cv2.bitwise_or(cv2.bitwise_or(ink, lesion), exclude) == 0
+    searched = cv2.bitwise_or(cv2.bitwise_or(ink, lesion), exclude) == 0
+    weak &= searched
+    line = searched & (
+        dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[1]), DARK_FLOOR))
+    bars, combs = _scale_marks(dark, line, searched, longest)
+    faint = _components(line.astype(np.uint8))  # 1 px ticks on dark skin are only here
+    strokes = np.flatnonzero((faint.extent >= 0.008 * longest)
+                             & (faint.extent <= TICK_LENGTH * longest)
+                             & (faint.area <= 3 * scale * faint.extent))
+    combs = max(combs, _ruler_ticks(faint, strokes[strokes > 0].tolist(), longest))
 
     count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
     seeded = np.zeros(count, dtype=np.uint8)  # a lookup table: which components hold a seed
@@ -314,7 +548,7 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     thin = (lengths > 0) & (areas <= 1.5 * MAX_HAIR_WIDTH * scale * lengths)
     long = (parts.extent >= MIN_HAIR_LENGTH * longest) & (lengths >= MIN_HAIR_LENGTH * longest)
     short = np.flatnonzero(~long & thin & (lengths >= 0.008 * longest))
-    total, straight = 0.0, 0
+    total = 0.0
     hair = np.zeros((height, width), np.uint8)
     band = 2 * scale + 1.5
     for label in np.flatnonzero(long[1:]) + 1:
@@ -323,14 +557,13 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
         signed, along = _axis(floats, np.ones(len(points), dtype=bool))
         for reach in (4 * band, 2 * band):
             signed, along = _axis(floats, np.abs(signed) <= reach)
-        if _ruled(along, signed, band, areas[label] / lengths[label], longest):
-            straight += 1
-        elif thin[label]:
+        if thin[label] and not _ruled(along, signed, band, areas[label] / lengths[label],
+                                      longest):
             hair[points[:, 1], points[:, 0]] = 1
             total += lengths[label]
-    ticks = _ruler_ticks(parts, short[short > 0].tolist(), longest)
+    ticks = max(_ruler_ticks(parts, short[short > 0].tolist(), longest), combs)
     bubbles = _bubbles(value, closed, ink, level, scale)
-    return Lines(round(total / longest, 4), hair, straight, bubbles, ticks, lesion)
+    return Lines(round(total / longest, 4), hair, bars, bubbles, ticks, lesion)
 
 
 def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale: float) -> int:
