@@ -226,7 +226,7 @@ def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -
 
 
 def select(frame: pd.DataFrame, rows: pd.DataFrame, source: Source, query: str | None,
-           diagnosis: str | None = None, everything: bool = False) -> pd.DataFrame:
+           diagnosis: str | None, everything: bool) -> pd.DataFrame:
     """Rows picked by `query` (a pandas expression over the raw columns) and `diagnosis` (any
     level of the Archive's hierarchy, matched on the normalised rows), else melanomas (else
     all rows, with `everything`)."""
