@@ -448,9 +448,10 @@ def hold(folder: Path, command: str, *, part: str | None = None,
     A held lock refuses at once with a UserError naming the holder; a lock left by a dead
     process on this host, or by another host silent for STALE_S, is taken over (`Lock.note`
     says so); a fresher one from another host is refused unless `break_lock`. A daemon thread
-    refreshes the record's heartbeat while the block runs. Temporary files left under `folder`
-    by writers that died are removed first (`_sweep`). Folders this makes are removed again if
-    the block leaves them empty (a refused command leaves nothing behind).
+    refreshes the record's heartbeat while the block runs. A writer first removes the
+    temporary files left under `folder` by writers that died (`_sweep`); a reader (`reading`)
+    does not. Folders this makes are removed again if the block leaves them empty (a refused
+    command leaves nothing behind).
     """
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; choose a folder")
@@ -464,7 +465,8 @@ def hold(folder: Path, command: str, *, part: str | None = None,
                                    name=f"medsynth-lock heartbeat {folder}")
         beating.start()
         try:
-            _sweep(folder)
+            if part is None or not part.startswith(READER):  # a reader changes nothing
+                _sweep(folder)
             yield lock
         finally:
             stop.set()
