@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya import __version__
@@ -37,6 +38,28 @@ def test_help_imports_no_heavy_module() -> None:
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert output == "[]"
+
+
+def test_every_command_s_function_is_importable_from_the_package() -> None:
+    """`from medsynth_kohya import <command>` gives the plain function the CLI calls, for
+    every command the CLI has, without importing it before it is asked for."""
+    import medsynth_kohya
+    from medsynth_kohya.cli import app
+
+    names = {command.name or command.callback.__name__ for command in app.registered_commands
+             if command.callback is not None}
+    assert {"prepare", "train", "sample", "push", "evaluate", "fetch-isic"} <= names
+    for name in names:
+        function = getattr(medsynth_kohya, name.replace("-", "_"))
+        assert callable(function) and not isinstance(function, type(medsynth_kohya)), name
+        assert name.replace("-", "_") in medsynth_kohya.__all__
+    code = ("import sys, medsynth_kohya; print(any(m.startswith(('medsynth_kohya.data', "
+            "'medsynth_kohya.training', 'pandas', 'cv2')) for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+    with pytest.raises(AttributeError, match="no_such_command"):
+        medsynth_kohya.no_such_command  # noqa: B018
 
 
 def test_console_script_runs() -> None:
