@@ -101,6 +101,18 @@ HIGHLIGHT = 35
 """A bubble holds a highlight that outshines the skin by this (0-255) ..."""
 GLARE = 245
 """... or is this bright (0-255), whatever the skin (a highlight saturates on light skin)."""
+SPOT_AREA = 0.05
+"""A bubble's highlight (HIGHLIGHT or GLARE bright) covers at most this share of the square of
+the largest bubble's radius ..."""
+RAYS = 24
+"""... and rays cast from it in this many directions ..."""
+RING_SHARE = 0.75
+"""... hit a dark rim in this share of them, on one circle of a bubble's radius round it
+(a crossing hair, or a touching bubble's rim, takes the rest) ..."""
+SPOT_CONTRAST = 15
+"""... and it outshines the inside (of that circle, or of a bright patch) by this much (0-255),
+or on skin too light for that by half the room left below white: glare on bright skin, as
+bright as the skin around it, does not."""
 AUTO_THRESHOLD = 0.25
 """`auto` calls a photo hairy when its hairs add up to this many long sides of the image."""
 SEED_THRESHOLD = 4000.0
@@ -161,7 +173,7 @@ class Lines:
     straight_marks: int
     """Scale bars: short straight lines capped across both ends (`_capped`)."""
     bubbles: int
-    """Gel bubbles: bright round patches with a highlight."""
+    """Gel bubbles: bright round patches with a highlight, and highlights ringed by a rim."""
     ticks: int
     """Ticks in the longest evenly spaced row, beside a baseline or not: ruler graduations (0
     when no row is long enough)."""
@@ -479,8 +491,9 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
                              cv2.MORPH_TOPHAT, _disc(size))
     strong = ((dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[0]),
                                   2 * DARK_FLOOR)) | (light >= LIGHT_LEVELS[0]))
-    weak = ((dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[1]), DARK_FLOOR))
-            | (light >= LIGHT_LEVELS[1]))
+    dark_line = dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[1]),
+                                   DARK_FLOOR)
+    weak = dark_line | (light >= LIGHT_LEVELS[1])
 
     if ink.any():
         ink = cv2.dilate(ink, _disc(size))
@@ -495,8 +508,7 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
                         _disc(2 * size + 1))
     searched = cv2.bitwise_or(cv2.bitwise_or(ink, lesion), exclude) == 0
     weak &= searched
-    line = searched & (
-        dark >= np.maximum(cv2.convertScaleAbs(closed, alpha=DARK_LEVELS[1]), DARK_FLOOR))
+    line = searched & dark_line
     bars, combs = _scale_marks(dark, line, searched, longest)
     faint = _components(line.astype(np.uint8))  # 1 px ticks on dark skin are only here
     strokes = np.flatnonzero((faint.extent >= 0.008 * longest)
@@ -562,18 +574,21 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             hair[points[:, 1], points[:, 0]] = 1
             total += lengths[label]
     ticks = max(_ruler_ticks(parts, short[short > 0].tolist(), longest), combs)
-    bubbles = _bubbles(value, closed, ink, level, scale)
+    bubbles = _bubbles(value, closed, ink, dark_line, hair, level, scale)
     return Lines(round(total / longest, 4), hair, bars, bubbles, ticks, lesion)
 
 
-def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale: float) -> int:
+def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, dark_line: np.ndarray,
+             hair: np.ndarray, level: float, scale: float) -> int:
     """How many gel bubbles (or touching clusters of them): roundish patches brighter than their
     surroundings (a top-hat, at half size, of the photo with its dark lines closed), with a
-    highlight, no marker ink (blue and purple are bright in the brightest channel), and either
+    highlight that outshines the patch (`_outshines`: glare on bright skin between hairs does
+    not), no marker ink (blue and purple are bright in the brightest channel), and either
     ringed all round by a dark rim (`_rimmed`) or, no larger than one bubble, as round and
     brighter than the skin on average (a bubble over the lesion is darker than the skin;
     whitish skin, skin between hairs and crossing light hairs make bright patches as bright,
-    but larger or less round, and without a rim all round)."""
+    but larger or less round, and without a rim all round); and bubbles found from their
+    highlight (`_ringed`)."""
     import cv2
     import numpy as np
 
@@ -600,12 +615,132 @@ def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, level: float, scale:
         shade = value[box][inside > 0]
         found += int(shade.size > 0
                      and int(shade.max()) >= min(level + HIGHLIGHT, GLARE)
+                     and _outshines(int(shade.max()), float(np.median(shade)))
                      and float(ink[box][inside > 0].mean()) < 0.2
                      and (_rimmed(value[box], ring, level)
                           or (roundness >= BUBBLE_ROUNDNESS
                               and 2 * radius / scale <= BUBBLE_RADIUS[1]
                               and float(shade.mean()) >= level + BUBBLE_GLOW)))
+    return found + _ringed(value, dark_line, hair, level, scale)
+
+
+def _ringed(value: MatLike, dark_line: np.ndarray, hair: np.ndarray, level: float, scale: float
+            ) -> int:
+    """Bubbles found from their highlight: a small bright spot, off the hair, from which rays
+    hit a dark rim (`dark_line` pixels) mostly on one circle of a bubble's radius well
+    round the spot (`_circles`), which outshines the circle's inside, itself brighter than
+    what lies past the rim (`_lit`), and whose glow stays inside (`_confined`). Finds bubbles
+    in clusters, over the lesion and crossed by hairs or pen, whose bright patches `_bubbles`
+    cannot tell from skin."""
+    import cv2
+    import numpy as np
+
+    spots = cv2.threshold(value, min(level + HIGHLIGHT, GLARE) - 1, 1, cv2.THRESH_BINARY)[1]
+    x, y, w, h = cv2.boundingRect(spots)
+    if w == 0:
+        return 0
+    parts = _components(spots[y:y + h, x:x + w])  # labelled within the spots' bounding box
+    largest = BUBBLE_RADIUS[1] * scale
+    small = np.flatnonzero((parts.area <= SPOT_AREA * largest**2) & (parts.extent <= largest))
+    small = small[small > 0]
+    if small.size == 0:
+        return 0
+    height, width = value.shape[:2]
+    angles = np.linspace(0, 2 * np.pi, RAYS, endpoint=False)
+    steps = np.arange(1.0, 2 * largest)
+    rays = (np.stack([np.cos(angles), np.sin(angles)], 1)[:, None] * steps[:, None]
+            ).astype(np.float32)
+    start = (parts.centre[small] + (x, y)).astype(np.float32)
+    xs = np.rint(start[:, None, None, 0] + rays[..., 0]).astype(np.int32)  # (spot, ray, step)
+    ys = np.rint(start[:, None, None, 1] + rays[..., 1]).astype(np.int32)
+    within = (xs.astype(np.uint32) < width) & (ys.astype(np.uint32) < height)
+    xs, ys = xs * within, ys * within
+    hit = dark_line[ys, xs] & within
+    reach, radius, ringed = _circles(hit, steps, angles, scale)
+    found = 0
+    for index in np.flatnonzero(ringed):
+        pixels = parts.points[small[index]] + (x, y)
+        if hair[pixels[:, 1], pixels[:, 0]].any():  # a light hair's brightest stretch
+            continue
+        peak = int(value[pixels[:, 1], pixels[:, 0]].max())
+        inside = _lit(value[ys[index], xs[index]], hit[index], reach[index], steps, peak)
+        found += inside is not None and _confined(
+            value, (inside + peak) / 2, parts.centre[small[index]] + (x, y), radius[index])
     return found
+
+
+def _circles(hit: np.ndarray, steps: np.ndarray, angles: np.ndarray, scale: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From `hit` (spot, ray, step: on a dark line), how far each ray runs to its first hit,
+    the radius of the circle fitted to the hits (refitted to those near it), and whether it
+    rings the spot: RING_SHARE of the rays hit it, of a bubble's radius, the spot well inside."""
+    import numpy as np
+
+    seen = hit.any(axis=2)
+    reach = np.where(seen, steps[hit.argmax(axis=2)], 0.0)
+    hx, hy = reach * np.cos(angles), reach * np.sin(angles)  # each hit, from the spot
+    design = np.stack([hx, hy, np.ones_like(hx)], axis=2)
+    weight = seen.astype(np.float64)
+    for _ in range(3):  # weighted least squares of x^2 + y^2 + d x + e y + f = 0, per spot
+        normal = np.einsum("sr,sri,srj->sij", weight, design, design) + 1e-6 * np.eye(3)
+        target = np.einsum("sr,sri,sr->si", weight, design, -(hx**2 + hy**2))
+        d, e, f = np.linalg.solve(normal, target[..., None])[..., 0].T
+        cx, cy = -d / 2, -e / 2
+        radius = np.sqrt(np.maximum(cx**2 + cy**2 - f, 0))
+        off = np.abs(np.hypot(hx - cx[:, None], hy - cy[:, None]) - radius[:, None])
+        weight = (seen & (off <= 1.5 + 0.15 * radius[:, None])).astype(np.float64)  # on it
+    # a highlight lies well inside its rim (drawn at two thirds of the radius), not on it as
+    # a glint beside a hair that the circle follows
+    ringed = ((weight.mean(axis=1) >= RING_SHARE) & (np.hypot(cx, cy) < 0.8 * radius)
+              & (radius >= BUBBLE_RADIUS[0] * scale) & (radius <= BUBBLE_RADIUS[1] * scale))
+    return reach, radius, ringed
+
+
+def _lit(shades: np.ndarray, hit: np.ndarray, reach: np.ndarray, steps: np.ndarray,
+         peak: int) -> float | None:
+    """The inside's brightness if a spot `peak` bright lights a bubble, else None; from
+    `shades` along its rays (ray, step) and where each first `hit` the rim (`reach`). The spot
+    outshines the inside (`_outshines`), the inside is BUBBLE_GLOW brighter than past the rim,
+    and past the rim at most one ray is half as bright as the spot over the inside (a light
+    hair runs on through the rim)."""
+    import numpy as np
+
+    seen = (reach > 0)[:, None]
+    inner = (steps >= 2) & (steps < 0.8 * reach[:, None]) & seen  # off the spot and the rim
+    past = ~hit & (steps > reach[:, None])
+    leave = steps[past.argmax(axis=1)][:, None]  # where each ray leaves the rim
+    outer = (steps >= leave + 1) & (steps <= leave + 4) & past.any(axis=1, keepdims=True) & seen
+    if not inner.any() or not outer.any():
+        return None
+    inside = float(np.median(shades[inner]))
+    lit = np.count_nonzero((outer & (shades >= (inside + peak) / 2)).any(axis=1))
+    glows = inside - float(np.median(shades[outer])) >= BUBBLE_GLOW
+    return inside if _outshines(peak, inside) and glows and lit < 2 else None
+
+
+def _confined(value: MatLike, level: float, spot: np.ndarray, radius: float) -> bool:
+    """Whether the pixels at least `level` bright joined to the spot at `spot` (x, y) stay
+    within `radius` of it: a highlight does, a light hair crossing a rimmed cell of the
+    lesion's network runs on."""
+    import cv2
+    import numpy as np
+
+    height, width = value.shape[:2]
+    reach = int(radius) + 2
+    x, y = round(float(spot[0])), round(float(spot[1]))
+    left, top = max(0, x - reach), max(0, y - reach)
+    window = value[top:min(height, y + reach + 1), left:min(width, x + reach + 1)] >= level
+    _, labels = cv2.connectedComponents(window.astype(np.uint8), connectivity=8)
+    near = labels[max(0, y - top - 1):y - top + 2, max(0, x - left - 1):x - left + 2]
+    joined = np.isin(labels, near[near > 0])
+    return not np.concatenate([joined[0], joined[-1], joined[:, 0], joined[:, -1]]).any()
+
+
+def _outshines(peak: int, inside: float) -> bool:
+    """Whether a highlight `peak` outshines the bubble's `inside`: by SPOT_CONTRAST, or by half
+    the room left below white on skin so light that a highlight cannot (glare on skin, as
+    bright as the skin around it, does neither)."""
+    return peak - inside >= min(SPOT_CONTRAST, (255 - inside) / 2)
 
 
 def _rimmed(value: np.ndarray, ring: np.ndarray, level: float) -> bool:
