@@ -369,6 +369,15 @@ def test_a_scale_bar_crossed_by_hairs_is_a_ruler(tmp_path: Path, size: tuple[int
     assert found == {"bar": True, "uncapped": False, "hairs": False}
 
 
+@pytest.mark.parametrize("seed", [120139, 120149])
+def test_a_scale_bar_with_a_thin_line_past_its_cap_is_a_ruler(photos: Path, seed: int) -> None:
+    """Scale bars with something thinner just past an end cap (a fine hair running on nearly in
+    line, a bubble's rim) that VERSION 8 took for the bar running on, as a hair stretch does
+    past a crossing hair: what lies ahead is far less dark than the bar (`hair.RUN_ON`)."""
+    path, truth = photo_cache.scene_jpeg(photos, 1872, 1248, seed)
+    assert truth.ruler and measure(path).ruler
+
+
 @pytest.mark.parametrize("size", [(640, 480), (4000, 3000)])
 def test_graduations_on_a_baseline_crossed_by_hairs_are_a_ruler(tmp_path: Path,
                                                                 size: tuple[int, int]) -> None:

@@ -68,7 +68,11 @@ does not: a thick pen stroke is dark there all along."""
 CAP_CLEAR = (4.0, 16.0)
 """Past each end of a scale bar, from the first to the second distance and as far to either
 side (reference pixels), most steps are clear (and searched): a straight stretch of hair runs
-on past a crossing hair that looks like a cap."""
+on past a crossing hair that looks like a cap ..."""
+RUN_ON = 0.5
+"""... or, if not, what lies there is less than this share as dark as the bar (the median over
+the steps): a thin hair passing by a bar's end does not continue it, a hair stretch's own
+continuation, or the hairs crossing there, are as dark as it."""
 TICK_BAND = (3.0, 10.0)
 """Graduations run straight across this band beside their baseline (reference pixels; the
 shortest ticks are 13 px long at 1024 px), and most do not go on across the other side, as
@@ -312,6 +316,12 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
         ys = np.clip(np.rint(points[..., 1]).astype(np.intp) + 1, 0, height + 1)
         return np.asarray(grid[ys, xs] & (3 if unseen else 1) > 0)
 
+    def depth(points: np.ndarray) -> np.ndarray:
+        """The dark-line response at each (x, y) point (the nearest pixel's, at the border)."""
+        xs = np.clip(np.rint(points[..., 0]).astype(np.intp), 0, width - 1)
+        ys = np.clip(np.rint(points[..., 1]).astype(np.intp), 0, height - 1)
+        return np.asarray(dark[ys, xs])
+
     band = np.arange(TICK_BAND[0] * scale, TICK_BAND[1] * scale + 1)
     beside = np.concatenate([band, -band])
     chosen = segments[spans >= BAR_MIN * longest]
@@ -364,7 +374,8 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
         if end - start < BAR_MIN * longest:
             continue
         ahead, side = along[index], normal[index]
-        if end - start <= SCALE_BAR * longest and _capped(on, first, last, ahead, side, scale):
+        if (end - start <= SCALE_BAR * longest
+                and _capped(on, depth, first, last, ahead, side, scale)):
             bars += 1
         marks = on(centre[index] + reach[start:end + 1][None, :, None] * ahead
                    + beside[:, None, None] * side)
@@ -394,10 +405,11 @@ def _run(ray: np.ndarray, middle: int, gap: float) -> tuple[int, int]:
             int(after.min()) - 1 if after.size else ray.size - 1)
 
 
-def _capped(on: Callable[..., np.ndarray], first: np.ndarray, last: np.ndarray,
-            along: np.ndarray, normal: np.ndarray, scale: float) -> bool:
+def _capped(on: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], first: np.ndarray,
+            last: np.ndarray, along: np.ndarray, normal: np.ndarray, scale: float) -> bool:
     """Whether a straight line from `first` to `last` is a scale bar: at both ends a cap
-    across both sides and nothing straight ahead, thin along its middle."""
+    across both sides and nothing as dark as the line (`depth`) straight ahead, thin along its
+    middle."""
     import numpy as np
 
     ends, inward = np.stack([first, last]), np.stack([along, -along])[:, None]
@@ -412,12 +424,18 @@ def _capped(on: Callable[..., np.ndarray], first: np.ndarray, last: np.ndarray,
         return False
     clear = np.arange(CAP_CLEAR[0] * scale, CAP_CLEAR[1] * scale + 1)
     wide = np.arange(-CAP_CLEAR[1] * scale, CAP_CLEAR[1] * scale + 1)
-    ahead = on(ends[:, None, None] - clear[:, None, None] * inward[:, None]
-               + wide[:, None] * normal, unseen=True)
-    close = np.all(np.any(ahead[:, :2, np.abs(wide) <= CAP_CLEAR[0] * scale], axis=2), axis=1)
-    if (close & (ahead.any(axis=2).mean(axis=1) >= 0.6)).any():
-        return False
+    past = ends[:, None, None] - clear[:, None, None] * inward[:, None] + wide[:, None] * normal
+    ahead = on(past, unseen=True)
+    narrow = np.abs(wide) <= CAP_CLEAR[0] * scale
+    close = np.all(np.any(ahead[:, :2, narrow], axis=2), axis=1)
     inner = first + np.linspace(0.2, 0.8, 25)[:, None] * (last - first)
+    line = np.median(depth(inner[:, None] + np.array([-1.0, 0.0, 1.0])[:, None] * normal
+                           ).max(axis=1))
+    # how dark what lies ahead is, step by step (where unseen, as dark as may be)
+    strength = np.where(on(past), depth(past), np.where(ahead, 255, 0)).max(axis=2)
+    on_ahead = np.median(strength, axis=1) >= RUN_ON * line
+    if (close & on_ahead & (ahead.any(axis=2).mean(axis=1) >= 0.6)).any():
+        return False
     beside = on(inner[None, None] + np.array([1.0, -1.0])[:, None, None, None]
                 * reach[:, None, None] * normal)
     return bool((beside.mean(axis=2) < 0.35).all())
