@@ -369,12 +369,16 @@ def test_a_scale_bar_crossed_by_hairs_is_a_ruler(tmp_path: Path, size: tuple[int
     assert found == {"bar": True, "uncapped": False, "hairs": False}
 
 
-@pytest.mark.parametrize("seed", [120139, 120149])
-def test_a_scale_bar_with_a_thin_line_past_its_cap_is_a_ruler(photos: Path, seed: int) -> None:
-    """Scale bars with something thinner just past an end cap (a fine hair running on nearly in
-    line, a bubble's rim) that VERSION 8 took for the bar running on, as a hair stretch does
-    past a crossing hair: what lies ahead is far less dark than the bar (`hair.RUN_ON`)."""
-    path, truth = photo_cache.scene_jpeg(photos, 1872, 1248, seed)
+@pytest.mark.parametrize(("size", "seed"), [((1872, 1248), 120139), ((1872, 1248), 120149),
+                                          ((640, 480), 90006), ((1872, 1248), 120167)])
+def test_a_scale_bar_by_a_thin_line_or_the_lesion_is_a_ruler(photos: Path, size: tuple[int, int],
+                                                             seed: int) -> None:
+    """Scale bars VERSION 8 missed: with something thinner just past an end cap (a fine hair
+    running on nearly in line, a bubble's rim), taken for the bar running on as a hair stretch
+    does past a crossing hair; and with an end cap in the lesion's margin, which is not
+    searched. What lies ahead must be half as dark as the bar (`hair.RUN_ON`), and in the
+    margin a cap is whatever is that dark."""
+    path, truth = photo_cache.scene_jpeg(photos, *size, seed)
     assert truth.ruler and measure(path).ruler
 
 

@@ -409,15 +409,25 @@ def _capped(on: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], fir
             last: np.ndarray, along: np.ndarray, normal: np.ndarray, scale: float) -> bool:
     """Whether a straight line from `first` to `last` is a scale bar: at both ends a cap
     across both sides and nothing as dark as the line (`depth`) straight ahead, thin along its
-    middle."""
+    middle. Where not searched (the lesion's margin), what is half as dark as the line counts
+    as a line, and what lies ahead is as dark as it is."""
     import numpy as np
 
     ends, inward = np.stack([first, last]), np.stack([along, -along])[:, None]
     reach = np.array(CAP_REACH) * scale
     across = np.concatenate([reach, np.arange(CAP_REACH[1] + 4, CAP_REACH[1] + 8) * scale])
+    inner = first + np.linspace(0.2, 0.8, 25)[:, None] * (last - first)
+    line = np.median(depth(inner[:, None] + np.array([-1.0, 0.0, 1.0])[:, None] * normal
+                           ).max(axis=1))
+
+    def dark(points: np.ndarray) -> np.ndarray:
+        """On a dark line; where not searched (the lesion's margin), half as dark as the bar."""
+        maybe = on(points, unseen=True) & (depth(points) >= RUN_ON * line)
+        return np.asarray(on(points) | maybe)
+
     shifts = np.arange(-3 * scale - 1, 2)
-    hits = on((ends[:, None] - shifts[None, :, None] * inward)[:, :, None, None]
-              + np.array([1.0, -1.0])[:, None, None] * across[:, None] * normal)
+    hits = dark((ends[:, None] - shifts[None, :, None] * inward)[:, :, None, None]
+                + np.array([1.0, -1.0])[:, None, None] * across[:, None] * normal)
     caps = np.all(hits[..., :reach.size], axis=(2, 3))
     crossing = np.all(np.any(hits[..., reach.size:], axis=3), axis=2)  # a line across, on
     if not np.all(np.any(caps & ~crossing, axis=1)):
@@ -428,11 +438,7 @@ def _capped(on: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], fir
     ahead = on(past, unseen=True)
     narrow = np.abs(wide) <= CAP_CLEAR[0] * scale
     close = np.all(np.any(ahead[:, :2, narrow], axis=2), axis=1)
-    inner = first + np.linspace(0.2, 0.8, 25)[:, None] * (last - first)
-    line = np.median(depth(inner[:, None] + np.array([-1.0, 0.0, 1.0])[:, None] * normal
-                           ).max(axis=1))
-    # how dark what lies ahead is, step by step (where unseen, as dark as may be)
-    strength = np.where(on(past), depth(past), np.where(ahead, 255, 0)).max(axis=2)
+    strength = np.where(ahead, depth(past), 0).max(axis=2)  # how dark, step by step
     on_ahead = np.median(strength, axis=1) >= RUN_ON * line
     if (close & on_ahead & (ahead.any(axis=2).mean(axis=1) >= 0.6)).any():
         return False
