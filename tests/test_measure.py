@@ -370,14 +370,16 @@ def test_a_scale_bar_crossed_by_hairs_is_a_ruler(tmp_path: Path, size: tuple[int
 
 
 @pytest.mark.parametrize(("size", "seed"), [((1872, 1248), 120139), ((1872, 1248), 120149),
-                                          ((640, 480), 90006), ((1872, 1248), 120167)])
+                                          ((640, 480), 90006), ((1872, 1248), 120167),
+                                          ((4000, 3000), 90207)])
 def test_a_scale_bar_by_a_thin_line_or_the_lesion_is_a_ruler(photos: Path, size: tuple[int, int],
                                                              seed: int) -> None:
     """Scale bars VERSION 8 missed: with something thinner just past an end cap (a fine hair
     running on nearly in line, a bubble's rim), taken for the bar running on as a hair stretch
-    does past a crossing hair; and with an end cap in the lesion's margin, which is not
-    searched. What lies ahead must be half as dark as the bar (`hair.RUN_ON`), and in the
-    margin a cap is whatever is that dark."""
+    does past a crossing hair; and with an end, or the bar's last stretch, in the lesion's
+    margin, which is not searched. What lies ahead must be half as dark as the bar
+    (`hair.RUN_ON`); in the margin the bar runs on as far as it is that dark, and a cap is
+    whatever is a quarter as dark (`hair.CAP_FAINT`)."""
     path, truth = photo_cache.scene_jpeg(photos, *size, seed)
     assert truth.ruler and measure(path).ruler
 

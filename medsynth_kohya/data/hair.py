@@ -73,6 +73,10 @@ RUN_ON = 0.5
 """... or, if not, what lies there is less than this share as dark as the bar (the median over
 the steps): a thin hair passing by a bar's end does not continue it, a hair stretch's own
 continuation, or the hairs crossing there, are as dark as it."""
+CAP_FAINT = 0.25
+"""In the lesion's margin, which is not searched for lines, a scale bar's cap is whatever is
+this share as dark as the bar (a cap is thinner than the bar), and the bar runs on as far as
+it is RUN_ON as dark as where it was found."""
 TICK_BAND = (3.0, 10.0)
 """Graduations run straight across this band beside their baseline (reference pixels; the
 shortest ticks are 13 px long at 1024 px), and most do not go on across the other side, as
@@ -364,8 +368,13 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
             if np.any((off.max(axis=1) < 3) & (ahead.min(axis=1) > -3)
                       & (ahead.max(axis=1) < length + 3)):
                 continue
-        ray = np.any(on(centre[index] + reach[None, :, None] * along[index]
-                        + across[:, None, None] * normal[index]), axis=0)
+        line_points = (centre[index] + reach[None, :, None] * along[index]
+                       + across[:, None, None] * normal[index])
+        seen, shade = on(line_points), depth(line_points)
+        detected = np.abs(reach) <= half[index, 0]  # the segment found: how dark the line is
+        level = np.median(np.where(seen, shade, 0)[:, detected].max(axis=0))
+        # where not searched (the lesion's margin), the line runs on as long as half as dark
+        ray = np.any(seen | (on(line_points, unseen=True) & (shade >= RUN_ON * level)), axis=0)
         start, end = _run(ray, middle_index, BAR_GAP * scale + 1)
         first = centre[index] + reach[start] * along[index]
         last = centre[index] + reach[end] * along[index]
@@ -409,8 +418,8 @@ def _capped(on: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], fir
             last: np.ndarray, along: np.ndarray, normal: np.ndarray, scale: float) -> bool:
     """Whether a straight line from `first` to `last` is a scale bar: at both ends a cap
     across both sides and nothing as dark as the line (`depth`) straight ahead, thin along its
-    middle. Where not searched (the lesion's margin), what is half as dark as the line counts
-    as a line, and what lies ahead is as dark as it is."""
+    middle. Where not searched (the lesion's margin), what is CAP_FAINT as dark as the line
+    counts as a line, and what lies ahead is as dark as it is."""
     import numpy as np
 
     ends, inward = np.stack([first, last]), np.stack([along, -along])[:, None]
@@ -421,8 +430,9 @@ def _capped(on: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], fir
                            ).max(axis=1))
 
     def dark(points: np.ndarray) -> np.ndarray:
-        """On a dark line; where not searched (the lesion's margin), half as dark as the bar."""
-        maybe = on(points, unseen=True) & (depth(points) >= RUN_ON * line)
+        """On a dark line; where not searched (the lesion's margin), CAP_FAINT as dark as the
+        bar."""
+        maybe = on(points, unseen=True) & (depth(points) >= CAP_FAINT * line)
         return np.asarray(on(points) | maybe)
 
     shifts = np.arange(-3 * scale - 1, 2)
