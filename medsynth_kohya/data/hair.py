@@ -320,6 +320,12 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
         ys = np.clip(np.rint(points[..., 1]).astype(np.intp) + 1, 0, height + 1)
         return np.asarray(grid[ys, xs] & (3 if unseen else 1) > 0)
 
+    def look(points: np.ndarray) -> np.ndarray:
+        """At each (x, y) point: 1 on a dark line, 2 not searched, 0 neither or outside."""
+        xs = np.clip(np.rint(points[..., 0]).astype(np.intp) + 1, 0, width + 1)
+        ys = np.clip(np.rint(points[..., 1]).astype(np.intp) + 1, 0, height + 1)
+        return np.asarray(grid[ys, xs])
+
     def depth(points: np.ndarray) -> np.ndarray:
         """The dark-line response at each (x, y) point (the nearest pixel's, at the border)."""
         xs = np.clip(np.rint(points[..., 0]).astype(np.intp), 0, width - 1)
@@ -370,11 +376,13 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
                 continue
         line_points = (centre[index] + reach[None, :, None] * along[index]
                        + across[:, None, None] * normal[index])
-        seen, shade = on(line_points), depth(line_points)
-        detected = np.abs(reach) <= half[index, 0]  # the segment found: how dark the line is
-        level = np.median(np.where(seen, shade, 0)[:, detected].max(axis=0))
-        # where not searched (the lesion's margin), the line runs on as long as half as dark
-        ray = np.any(seen | (on(line_points, unseen=True) & (shade >= RUN_ON * level)), axis=0)
+        cells = look(line_points)
+        ray = np.any(cells == 1, axis=0)
+        if np.any(cells == 2):  # not searched (the lesion's margin): on while half as dark
+            shade = depth(line_points)
+            detected = np.abs(reach) <= half[index, 0]  # the segment found: how dark it is
+            level = np.median(np.where(cells == 1, shade, 0)[:, detected].max(axis=0))
+            ray |= np.any((cells == 2) & (shade >= RUN_ON * level), axis=0)
         start, end = _run(ray, middle_index, BAR_GAP * scale + 1)
         first = centre[index] + reach[start] * along[index]
         last = centre[index] + reach[end] * along[index]
@@ -384,7 +392,7 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
             continue
         ahead, side = along[index], normal[index]
         if (end - start <= SCALE_BAR * longest
-                and _capped(on, depth, first, last, ahead, side, scale)):
+                and _capped(look, depth, first, last, ahead, side, scale)):
             bars += 1
         marks = on(centre[index] + reach[start:end + 1][None, :, None] * ahead
                    + beside[:, None, None] * side)
@@ -414,30 +422,32 @@ def _run(ray: np.ndarray, middle: int, gap: float) -> tuple[int, int]:
             int(after.min()) - 1 if after.size else ray.size - 1)
 
 
-def _capped(on: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], first: np.ndarray,
+def _capped(look: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], first: np.ndarray,
             last: np.ndarray, along: np.ndarray, normal: np.ndarray, scale: float) -> bool:
     """Whether a straight line from `first` to `last` is a scale bar: at both ends a cap
     across both sides and nothing as dark as the line (`depth`) straight ahead, thin along its
-    middle. Where not searched (the lesion's margin), what is CAP_FAINT as dark as the line
-    counts as a line, and what lies ahead is as dark as it is."""
+    middle. Where not searched (`look` says 2: the lesion's margin), what is CAP_FAINT as dark
+    as the line counts as a line, and what lies ahead is as dark as it is."""
     import numpy as np
 
     ends, inward = np.stack([first, last]), np.stack([along, -along])[:, None]
     reach = np.array(CAP_REACH) * scale
     across = np.concatenate([reach, np.arange(CAP_REACH[1] + 4, CAP_REACH[1] + 8) * scale])
     inner = first + np.linspace(0.2, 0.8, 25)[:, None] * (last - first)
-    line = np.median(depth(inner[:, None] + np.array([-1.0, 0.0, 1.0])[:, None] * normal
-                           ).max(axis=1))
 
-    def dark(points: np.ndarray) -> np.ndarray:
-        """On a dark line; where not searched (the lesion's margin), CAP_FAINT as dark as the
-        bar."""
-        maybe = on(points, unseen=True) & (depth(points) >= CAP_FAINT * line)
-        return np.asarray(on(points) | maybe)
+    @cache
+    def line() -> float:
+        """How dark the line is: the median along its middle."""
+        return float(np.median(depth(inner[:, None] + np.array([-1.0, 0.0, 1.0])[:, None]
+                                     * normal).max(axis=1)))
 
     shifts = np.arange(-3 * scale - 1, 2)
-    hits = dark((ends[:, None] - shifts[None, :, None] * inward)[:, :, None, None]
-                + np.array([1.0, -1.0])[:, None, None] * across[:, None] * normal)
+    points = ((ends[:, None] - shifts[None, :, None] * inward)[:, :, None, None]
+              + np.array([1.0, -1.0])[:, None, None] * across[:, None] * normal)
+    cells = look(points)
+    hits = cells == 1
+    if np.any(cells == 2):
+        hits |= (cells == 2) & (depth(points) >= CAP_FAINT * line())
     caps = np.all(hits[..., :reach.size], axis=(2, 3))
     crossing = np.all(np.any(hits[..., reach.size:], axis=3), axis=2)  # a line across, on
     if not np.all(np.any(caps & ~crossing, axis=1)):
@@ -445,15 +455,15 @@ def _capped(on: Callable[..., np.ndarray], depth: Callable[..., np.ndarray], fir
     clear = np.arange(CAP_CLEAR[0] * scale, CAP_CLEAR[1] * scale + 1)
     wide = np.arange(-CAP_CLEAR[1] * scale, CAP_CLEAR[1] * scale + 1)
     past = ends[:, None, None] - clear[:, None, None] * inward[:, None] + wide[:, None] * normal
-    ahead = on(past, unseen=True)
-    narrow = np.abs(wide) <= CAP_CLEAR[0] * scale
-    close = np.all(np.any(ahead[:, :2, narrow], axis=2), axis=1)
-    strength = np.where(ahead, depth(past), 0).max(axis=2)  # how dark, step by step
-    on_ahead = np.median(strength, axis=1) >= RUN_ON * line
-    if (close & on_ahead & (ahead.any(axis=2).mean(axis=1) >= 0.6)).any():
-        return False
-    beside = on(inner[None, None] + np.array([1.0, -1.0])[:, None, None, None]
-                * reach[:, None, None] * normal)
+    ahead = look(past) > 0
+    close = np.all(np.any(ahead[:, :2, np.abs(wide) <= CAP_CLEAR[0] * scale], axis=2), axis=1)
+    close &= ahead.any(axis=2).mean(axis=1) >= 0.6
+    if close.any():
+        strength = np.where(ahead, depth(past), 0).max(axis=2)  # how dark, step by step
+        if (close & (np.median(strength, axis=1) >= RUN_ON * line())).any():
+            return False
+    beside = look(inner[None, None] + np.array([1.0, -1.0])[:, None, None, None]
+                  * reach[:, None, None] * normal) == 1
     return bool((beside.mean(axis=2) < 0.35).all())
 
 
