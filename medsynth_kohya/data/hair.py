@@ -691,7 +691,7 @@ def _ringed(value: MatLike, dark_line: np.ndarray, hair: np.ndarray, level: floa
         return 0
     height, width = value.shape[:2]
     angles = np.linspace(0, 2 * np.pi, RAYS, endpoint=False)
-    steps = np.arange(1.0, 2 * largest)
+    steps = np.arange(1.0, 2 * largest)  # the far rim is up to 5/3 of a radius off the spot
     rays = (np.stack([np.cos(angles), np.sin(angles)], 1)[:, None] * steps[:, None]
             ).astype(np.float32)
     start = (parts.centre[small] + (x, y)).astype(np.float32)
