@@ -1,0 +1,248 @@
+"""The highlight-first bubble finder (`hair._ringed` and its rules) at each threshold (issue 18).
+
+A bubble under the dermoscope's glass is a small highlight ringed by a dark rim; the scene
+tests in test_measure.py show the finder works on drawn scenes, these put each of its rules
+at its edge: how much a highlight outshines the inside, how much the inside glows over what
+lies past the rim, how many rays meet the rim on one circle, how large that circle is, and
+that the glow stays inside it. Images are drawn at the reference size (scale 1), where the
+documented sizes are in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from medsynth_kohya.data import hair
+
+SKIN = 150
+"""Skin level of the drawn images: a highlight must reach SKIN + 35 (hair.HIGHLIGHT)."""
+
+
+@pytest.mark.parametrize(("peak", "inside", "expected"), [
+    (115, 100.0, True), (114, 100.0, False),  # by 15 (SPOT_CONTRAST) on darker skin
+    (240, 225.0, True), (239, 225.0, False),  # half the room below white is 15 here too
+    (241, 226.0, True), (240, 226.0, False),  # 14.5: the room, not 15, decides
+    (248, 240.0, True), (247, 240.0, False),  # 7.5 on skin this light
+    (255, 255.0, True)])
+def test_a_highlight_outshines_the_inside_by_15_or_half_the_room_below_white(
+        peak: int, inside: float, expected: bool) -> None:
+    assert hair._outshines(peak, inside) is expected
+
+
+def _disc_image(radius: int, *, tail: int = 0, tail_level: int = 0) -> np.ndarray:
+    """A 101 px square of skin with a bright disc (220) of `radius` at (50, 50), and a line
+    `tail_level` bright running `tail` px right from the disc's edge."""
+    image = np.full((101, 101), SKIN, np.uint8)
+    cv2.circle(image, (50, 50), radius, 220, -1)
+    if tail:
+        image[50, 50 + radius:50 + radius + tail] = tail_level
+    return image
+
+
+@pytest.mark.parametrize(("disc", "radius", "expected"), [
+    (5, 5.0, True), (6, 5.0, True), (7, 5.0, False), (8, 7.9, True), (9, 7.9, False)])
+def test_a_glow_is_confined_when_it_stays_within_the_circle_and_two_pixels(
+        disc: int, radius: float, expected: bool) -> None:
+    assert hair._confined(_disc_image(disc), 200.0, np.array([50.0, 50.0]), radius) is expected
+
+
+def test_a_glow_running_on_out_of_the_circle_is_not_confined_at_or_above_its_level() -> None:
+    image = _disc_image(4, tail=20, tail_level=180)
+    spot = np.array([50.0, 50.0])
+    assert not hair._confined(image, 180.0, spot, 6.0)  # the tail is as bright as the level
+    assert hair._confined(image, 181.0, spot, 6.0)
+    # what is bright but not joined to the spot does not count
+    image[50, 54:74] = SKIN
+    image[20, 10:90] = 255
+    assert hair._confined(image, 180.0, spot, 6.0)
+
+
+def test_a_glow_is_joined_to_the_spot_through_its_eight_neighbours() -> None:
+    """The spot's own pixel may be a shade darker than the highlight beside it."""
+    image = _disc_image(12)
+    image[50, 50] = SKIN
+    assert not hair._confined(image, 200.0, np.array([50.0, 50.0]), 5.0)
+    image = np.full((101, 101), SKIN, np.uint8)
+    image[52:, :] = 255  # bright, but two pixels off the spot: not its glow
+    assert hair._confined(image, 200.0, np.array([50.0, 50.0]), 5.0)
+
+
+def _rays(reach: np.ndarray, size: int = 90) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hit (1 spot, ray, step) with each ray's first hit at `reach` (0: none), steps, angles."""
+    steps = np.arange(1.0, size + 1)
+    angles = np.linspace(0, 2 * np.pi, len(reach), endpoint=False)
+    hit = (steps[None, :] == reach[:, None])[None]
+    return hit, steps, angles
+
+
+def _circle_reach(radius: float, offset: tuple[float, float], rays: int = 24) -> np.ndarray:
+    """How far each of `rays` rays from a spot `offset` off a circle's centre runs to it."""
+    angles = np.linspace(0, 2 * np.pi, rays, endpoint=False)
+    dx, dy = np.cos(angles), np.sin(angles)
+    ox, oy = -offset[0], -offset[1]  # the centre, seen from the spot
+    along = dx * ox + dy * oy
+    return np.round(along + np.sqrt(along**2 - (ox**2 + oy**2) + radius**2))
+
+
+@pytest.mark.parametrize(("radius", "scale", "expected"), [
+    (12, 1.0, True), (44, 1.0, True), (5, 1.0, False), (46, 1.0, False),
+    (5, 0.75, True), (4, 0.75, False), (33, 0.75, True), (35, 0.75, False)])
+def test_a_ring_is_a_circle_of_a_bubble_s_radius(radius: int, scale: float,
+                                                  expected: bool) -> None:
+    """BUBBLE_RADIUS: 6 to 45 reference pixels."""
+    hit, steps, angles = _rays(_circle_reach(radius, (0, 0)))
+    reach, fitted, ringed = hair._circles(hit, steps, angles, scale)
+    assert np.allclose(reach[0], radius) and abs(fitted[0] - radius) < 0.5
+    assert bool(ringed[0]) is expected
+
+
+@pytest.mark.parametrize(("missing", "expected"), [(6, True), (7, False)])
+def test_three_quarters_of_the_rays_meet_the_ring(missing: int, expected: bool) -> None:
+    """RING_SHARE of RAYS (18 of 24): a crossing hair or a touching bubble takes the rest."""
+    distances = _circle_reach(12, (0, 0))
+    distances[:missing] = 0
+    hit, steps, angles = _rays(distances)
+    assert bool(hair._circles(hit, steps, angles, 1.0)[2][0]) is expected
+
+
+def test_rays_that_meet_something_nearer_are_left_out_of_the_circle() -> None:
+    """Four rays stopped by a hair near the spot: the circle is refitted on the others."""
+    distances = _circle_reach(14, (0, 0))
+    distances[[0, 1, 2, 3]] = 3
+    hit, steps, angles = _rays(distances)
+    _, radius, ringed = hair._circles(hit, steps, angles, 1.0)
+    assert ringed[0] and abs(radius[0] - 14) < 0.5
+
+
+@pytest.mark.parametrize(("offset", "expected"), [(0.0, True), (0.6, True), (0.95, False)])
+def test_the_highlight_lies_well_inside_its_ring(offset: float, expected: bool) -> None:
+    """Within 0.8 of the radius from the centre (a bubble's highlight is drawn at two thirds),
+    not on the rim as a glint beside a hair the circle follows."""
+    hit, steps, angles = _rays(_circle_reach(20, (offset * 20, 0)))
+    assert bool(hair._circles(hit, steps, angles, 1.0)[2][0]) is expected
+
+
+def _profile(inside: int, outside: int, *, rays: int = 24, rim: int = 12, size: int = 40
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shades along `rays` rays (inside, a dark rim at `rim` 2 px wide, outside), where they
+    hit the rim, their reach and the steps."""
+    steps = np.arange(1.0, size + 1)
+    shades = np.where(steps < rim, inside, outside).astype(np.uint8)
+    shades = np.tile(shades, (rays, 1))
+    shades[:, rim - 1:rim + 1] = 60
+    hit = np.tile((steps >= rim) & (steps <= rim + 1), (rays, 1))
+    return shades, hit, np.full(rays, float(rim)), steps
+
+
+@pytest.mark.parametrize(("outside", "expected"), [(172, 180.0), (173, None)])
+def test_the_inside_glows_8_over_what_lies_past_the_rim(outside: int,
+                                                         expected: float | None) -> None:
+    shades, hit, reach, steps = _profile(180, outside)
+    assert hair._lit(shades, hit, reach, steps, 210) == expected
+
+
+@pytest.mark.parametrize(("peak", "expected"), [(195, 180.0), (194, None)])
+def test_the_spot_outshines_the_inside_it_lights(peak: int, expected: float | None) -> None:
+    shades, hit, reach, steps = _profile(180, 160)
+    assert hair._lit(shades, hit, reach, steps, peak) == expected
+
+
+@pytest.mark.parametrize(("bright_rays", "expected"), [(1, 180.0), (2, None)])
+def test_one_ray_may_run_on_bright_past_the_rim_not_two(bright_rays: int,
+                                                         expected: float | None) -> None:
+    """A light hair runs on through the rim; one ray bright past it may be a glint."""
+    shades, hit, reach, steps = _profile(180, 160)
+    shades[:bright_rays, 15] = 195  # (inside + peak) / 2 = 195: as bright counts
+    assert hair._lit(shades, hit, reach, steps, 210) == expected
+
+
+def test_no_inside_or_no_outside_lights_nothing() -> None:
+    shades, hit, reach, steps = _profile(180, 160)
+    assert hair._lit(shades, hit, np.zeros_like(reach), steps, 210) is None
+    shades, hit, reach, steps = _profile(180, 160, rim=38)  # the rim at the rays' ends
+    hit[:, 37:] = True
+    assert hair._lit(shades, hit, reach, steps, 210) is None
+
+
+def _bubble(*, radius: int = 14, spot: int = 1, spot_level: int = 230, gap: float = 0.0,
+            inside: int = 170) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """value, dark_line and hair masks of skin with one bubble at (100, 100): a dark rim
+    (missing over `gap` of its turn), a brighter inside and a highlight of half-size `spot`."""
+    value = np.full((200, 200), SKIN, np.uint8)
+    cv2.circle(value, (100, 100), radius, inside, -1)
+    rim = np.zeros_like(value)
+    cv2.circle(rim, (100, 100), radius, 1, 2)
+    if gap:
+        angle = np.degrees(np.arctan2(*np.mgrid[-100:100, -100:100]))
+        rim[(angle % 360) < 360 * gap] = 0
+    value[rim > 0] = 90
+    value[100 - spot:101 + spot, 100 - spot:101 + spot] = spot_level
+    return value, rim.astype(bool), np.zeros_like(value)
+
+
+def test_a_highlight_ringed_by_a_rim_is_one_bubble() -> None:
+    value, dark_line, hair_mask = _bubble()
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 1
+    # two bubbles side by side are two
+    both = np.hstack([value, value])
+    assert hair._ringed(both, np.hstack([dark_line] * 2), np.hstack([hair_mask] * 2), SKIN,
+                        1.0) == 2
+
+
+def test_a_highlight_must_reach_the_highlight_level() -> None:
+    """SKIN + HIGHLIGHT (35), or GLARE (245) on skin so light that it cannot."""
+    for level, expected in ((185, 1), (184, 0)):
+        value, dark_line, hair_mask = _bubble(spot_level=level)
+        assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == expected
+    value, dark_line, hair_mask = _bubble(spot_level=245, inside=228)
+    assert hair._ringed(value, dark_line, hair_mask, 220.0, 1.0) == 1
+    value, dark_line, hair_mask = _bubble(spot_level=244, inside=228)
+    assert hair._ringed(value, dark_line, hair_mask, 220.0, 1.0) == 0
+
+
+@pytest.mark.parametrize(("spot", "expected"), [(4, 1), (5, 0)])
+def test_a_highlight_is_small_against_its_bubble(spot: int, expected: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most SPOT_AREA (5 %) of the largest bubble radius squared: 45² x 0.05 = 101 px at
+    scale 1 (a 9 x 9 spot is, an 11 x 11 one is not, and only that rule tells them apart)."""
+    value, dark_line, hair_mask = _bubble(spot=spot, radius=20)
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == expected
+    monkeypatch.setattr(hair, "SPOT_AREA", 1.0)
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 1
+
+
+def test_a_highlight_on_a_hair_is_no_bubble() -> None:
+    value, dark_line, hair_mask = _bubble()
+    hair_mask[100, 101] = 1
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+
+
+@pytest.mark.parametrize(("gap", "expected"), [(0.2, 1), (0.3, 0)])
+def test_a_rim_broken_over_more_than_a_quarter_rings_nothing(gap: float, expected: int) -> None:
+    value, dark_line, hair_mask = _bubble(gap=gap)
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == expected
+
+
+def test_no_highlight_anywhere_is_no_bubble() -> None:
+    value, dark_line, hair_mask = _bubble(spot_level=SKIN)
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+
+
+def test_a_bright_line_from_the_highlight_out_of_the_ring_is_no_bubble() -> None:
+    """A light hair crossing a rimmed cell of the lesion's network: its glow runs on."""
+    value, dark_line, hair_mask = _bubble()
+    value[100, 100:160] = 230
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+
+
+def test_the_ring_is_sought_at_the_photo_s_scale() -> None:
+    """At half the reference size the same bubble drawn half as large is still one bubble;
+    at scale 1 a rim of radius 5 is below a bubble's 6 px."""
+    value, dark_line, hair_mask = _bubble(radius=5)
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 0.5) == 1
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+    assert math.isclose(hair.BUBBLE_RADIUS[0], 6.0)
