@@ -106,7 +106,9 @@ def test_three_quarters_of_the_rays_meet_the_ring(missing: int, expected: bool) 
     distances = _circle_reach(12, (0, 0))
     distances[:missing] = 0
     hit, steps, angles = _rays(distances)
-    assert bool(hair._circles(hit, steps, angles, 1.0)[2][0]) is expected
+    reach, _, ringed = hair._circles(hit, steps, angles, 1.0)
+    assert bool(ringed[0]) is expected
+    assert np.array_equal(reach[0], distances)  # 0 where a ray meets nothing
 
 
 def test_rays_that_meet_something_nearer_are_left_out_of_the_circle() -> None:
@@ -246,3 +248,110 @@ def test_the_ring_is_sought_at_the_photo_s_scale() -> None:
     assert hair._ringed(value, dark_line, hair_mask, SKIN, 0.5) == 1
     assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
     assert math.isclose(hair.BUBBLE_RADIUS[0], 6.0)
+
+
+def _glow_from(offset: tuple[int, int]) -> np.ndarray:
+    """Skin with a bright line (230) starting `offset` from the spot at (50, 50), whose own
+    pixel stays skin, and running straight on away from it out of any window."""
+    image = np.full((101, 101), SKIN, np.uint8)
+    dx, dy = offset
+    step = max(abs(dx), abs(dy))
+    for k in range(step, 50):
+        image[50 + dy * k // step, 50 + dx * k // step] = 230
+    return image
+
+
+@pytest.mark.parametrize("offset", [(-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1),
+                                    (0, 1), (1, 1)])
+def test_a_glow_touching_the_spot_s_neighbours_is_the_spot_s(offset: tuple[int, int]) -> None:
+    assert not hair._confined(_glow_from(offset), 200.0, np.array([50.0, 50.0]), 5.0)
+
+
+@pytest.mark.parametrize("offset", [(-2, 0), (2, 0), (0, -2), (0, 2), (2, 2), (-2, -2)])
+def test_a_glow_two_pixels_off_the_spot_is_not_the_spot_s(offset: tuple[int, int]) -> None:
+    assert hair._confined(_glow_from(offset), 200.0, np.array([50.0, 50.0]), 5.0)
+
+
+@pytest.mark.parametrize("direction", [(1, 0), (0, 1), (-1, 0), (0, -1)])
+def test_a_glow_reaching_the_window_s_edge_on_one_side_runs_on(
+        direction: tuple[int, int]) -> None:
+    """The window reaches int(radius) + 2 from the spot on every side: a glow that far on one
+    side only runs on; one pixel short of it, it stays."""
+    dx, dy = direction
+    for length, expected in ((7, False), (6, True)):
+        image = np.full((101, 101), SKIN, np.uint8)
+        for k in range(length + 1):
+            image[50 + dy * k, 50 + dx * k] = 230
+        assert hair._confined(image, 200.0, np.array([50.0, 50.0]), 5.9) is expected
+
+
+@pytest.mark.parametrize("corner", [(3, 50), (50, 3)])
+def test_near_the_photo_s_edge_the_window_stops_at_it(corner: tuple[int, int]) -> None:
+    """A glow that stays within its radius is confined even where its window is cut by the
+    photo's first row or column; one that reaches the photo's edge is not."""
+    x, y = corner
+    image = np.full((101, 101), SKIN, np.uint8)
+    cv2.circle(image, (x, y), 2, 230, -1)
+    assert hair._confined(image, 200.0, np.array([float(x), float(y)]), 2.0)
+    cv2.circle(image, (x, y), 3, 230, -1)
+    assert not hair._confined(image, 200.0, np.array([float(x), float(y)]), 2.0)
+
+
+def _stepped(inside: dict[int, int], outside: dict[int, int], *, hit_at: tuple[int, ...],
+             default: int = 180, rays: int = 24, size: int = 40
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rays (all alike) with given shades per step (1-based), rim pixels at `hit_at`."""
+    steps = np.arange(1.0, size + 1)
+    row = np.full(size, default, np.uint8)
+    for step, shade in {**inside, **outside}.items():
+        row[step - 1] = shade
+    shades = np.tile(row, (rays, 1))
+    hit = np.tile(np.isin(steps, hit_at), (rays, 1))
+    return shades, hit, np.full(rays, float(hit_at[0])), steps
+
+
+def test_the_inside_is_read_from_step_two_to_four_fifths_of_the_rim() -> None:
+    """Steps 2 to 0.8 x reach, the ends excluded: (2..4 at 200, 5..7 at 170) gives a
+    median of 185 on a rim at 10; step 1 (the spot) and step 8 (the rim's blur) do not
+    count."""
+    inside = {1: 255, 2: 200, 3: 200, 4: 200, 5: 170, 6: 170, 7: 170, 8: 170, 9: 170}
+    outside = {12: 160, 13: 160, 14: 160, 15: 160, 16: 160}
+    shades, hit, reach, steps = _stepped(inside, outside, hit_at=(10, 11), default=160)
+    assert hair._lit(shades, hit, reach, steps, 220) == 185.0
+
+
+def test_past_the_rim_four_steps_are_read_after_the_first_clear_one() -> None:
+    """The rim at 12-13, step 14 the first off it (the rim's edge, skipped), 15-18 read:
+    their median 162.5 is 17.5 below the inside; 14-18, 16-18, 15-17 or 15-19 would read 175."""
+    outside = {12: 190, 13: 190, 14: 190, 15: 150, 16: 175, 17: 175, 18: 150}
+    shades, hit, reach, steps = _stepped({}, outside, hit_at=(12, 13), size=30)
+    shades[:, 18:] = 175
+    assert hair._lit(shades, hit, reach, steps, 210) == 180.0
+
+
+def test_rays_that_meet_no_rim_are_not_read() -> None:
+    """Rays with no hit (reach 0) or the rim at the first step add nothing inside or past it."""
+    shades, hit, reach, steps = _profile(180, 160)
+    shades[:6] = 200
+    hit[:6] = False
+    reach[:6] = 0
+    assert hair._lit(shades, hit, reach, steps, 210) == 180.0
+    shades, hit, reach, steps = _profile(180, 160)
+    hit[:2] = False
+    hit[:2, 0] = True
+    reach[:2] = 1
+    shades[:2, 2:8] = 200  # past a rim at step 1: bright, as a light hair running on
+    assert hair._lit(shades, hit, reach, steps, 210) is None
+
+
+@pytest.mark.parametrize("spot", [(50, 1), (1, 50)])
+def test_a_glow_along_the_photo_s_edge_beside_the_spot_is_the_spot_s(
+        spot: tuple[int, int]) -> None:
+    """A spot one pixel off the photo's edge: its neighbours on the edge are looked at too."""
+    x, y = spot
+    image = np.full((101, 101), SKIN, np.uint8)
+    if y == 1:
+        image[0, x:x + 20] = 230
+    else:
+        image[y:y + 20, 0] = 230
+    assert not hair._confined(image, 200.0, np.array([float(x), float(y)]), 5.0)
