@@ -355,3 +355,18 @@ def test_a_glow_along_the_photo_s_edge_beside_the_spot_is_the_spot_s(
     else:
         image[y:y + 20, 0] = 230
     assert not hair._confined(image, 200.0, np.array([float(x), float(y)]), 5.0)
+
+
+@pytest.mark.parametrize(("spot", "expected"), [
+    ((9, 5), 1), ((10, 5), 0),  # area: 0.05 x (45 x 2/3)² = 45 px
+    ((30, 1), 1), ((31, 1), 0)])  # extent: the largest radius, 30 px
+def test_a_highlight_is_at_most_the_area_and_length_its_scale_allows(
+        spot: tuple[int, int], expected: int) -> None:
+    """At scale 2/3 the largest bubble radius is 30 px: a highlight of 45 px or 30 px long is
+    still one, a pixel more is not."""
+    width, height = spot
+    value, dark_line, hair_mask = _bubble(radius=22, spot=0)
+    value[100, 100] = value[99, 100]
+    left, top = 100 - width // 2, 100 - height // 2
+    value[top:top + height, left:left + width] = 230
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 2 / 3) == expected
