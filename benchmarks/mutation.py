@@ -5,6 +5,7 @@
     python3 benchmarks/mutation.py split hair       # some areas only
     python3 benchmarks/mutation.py --jobs 1         # one mutant at a time (default: one per CPU)
     python3 benchmarks/mutation.py --all hair       # every mutant, also in sampled areas
+    python3 benchmarks/mutation.py --seed 7 hair    # another draw of a sampled area's mutants
 
 Runs mutmut (configured in pyproject.toml's [tool.mutmut]) on one area at a time, as many
 mutants side by side as there are CPUs. Each mutant is tested against the tests that judge its
@@ -13,7 +14,9 @@ every test whose set-up passes through it; a mutant that runs past mutmut's CPU 
 times its tests' time, `timeout_multiplier`) counts as caught. An area with a `sample` size
 (hair: 1334 mutants, most of them in tuning arithmetic) tests that many of its mutants, drawn
 with a fixed seed, unless `--all`; its score is then an estimate, printed with its 95%
-interval. Prints killed / mutants per area
+interval. The draw is fixed (SEED) so runs compare; `--seed N` draws another sample, to check
+that a score holds on mutants the tests were not written against. Prints killed / mutants per
+area
 against the 85% target, the wall and CPU minutes of each area and of the whole run, and the
 machine's load: on a shared machine the wall time depends on the others' work, the CPU time
 does not, and CPU minutes / CPUs is what the run takes on an idle machine. Results stay in
@@ -112,7 +115,7 @@ def _cpu() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def _drawn(area: Area, jobs: int) -> list[str]:
+def _drawn(area: Area, jobs: int, seed: int = SEED) -> list[str]:
     """`area.sample` of its mutants, the same ones every run (mutmut makes every mutant of the
     configured files, and its statistics, on a run that names no mutant of theirs)."""
     import random
@@ -122,7 +125,7 @@ def _drawn(area: Area, jobs: int) -> list[str]:
         _mutmut([f"{area.globs()[0].split('*')[0]}__no_such_function__*"], jobs, area)
     names = sorted(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
     names = [name for name in names if area.owns(name)]
-    return sorted(random.Random(SEED).sample(names, min(area.sample or len(names),
+    return sorted(random.Random(seed).sample(names, min(area.sample or len(names),
                                                         len(names))))
 
 
@@ -134,14 +137,14 @@ def _mutmut(names: list[str], jobs: int, area: Area) -> None:
         raise SystemExit(f"mutmut failed on {area.name} (exit {done.returncode}):\n{tail}")
 
 
-def measure(area: Area, jobs: int, everything: bool
+def measure(area: Area, jobs: int, everything: bool, seed: int = SEED
             ) -> tuple[dict[str, int | None], bool, float, float]:
     """Run mutmut on one area (its sample unless `everything`); the tested mutants' exit codes,
     whether they were a sample, the wall time and the CPU time in seconds (on a shared machine
     the CPU time is the figure that does not depend on the load)."""
     started, cpu = time.perf_counter(), _cpu()
     sampled = area.sample is not None and not everything
-    chosen = _drawn(area, jobs) if sampled else area.globs()
+    chosen = _drawn(area, jobs, seed) if sampled else area.globs()
     _mutmut(chosen, jobs, area)
     codes = _results(area)
     if sampled:
@@ -168,6 +171,11 @@ def main(argv: list[str]) -> int:
         at = argv.index("--jobs")
         jobs = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2:]
+    seed = SEED
+    if "--seed" in argv:
+        at = argv.index("--seed")
+        seed = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2:]
     everything = "--all" in argv
     argv = [word for word in argv if word != "--all"]
     wanted = [a for a in AREAS if not argv or a.name.split()[0] in argv or a.name in argv]
@@ -176,7 +184,7 @@ def main(argv: list[str]) -> int:
     below = 0
     started, cpu_started, load = time.perf_counter(), _cpu(), os.getloadavg()[0]
     for area in wanted:
-        codes, sampled, seconds, cpu = measure(area, jobs, everything)
+        codes, sampled, seconds, cpu = measure(area, jobs, everything, seed)
         total = len(codes)
         killed = sum(code in KILLED for code in codes.values())
         untested = sum(code in NO_TESTS for code in codes.values())
@@ -185,7 +193,8 @@ def main(argv: list[str]) -> int:
         print(f"{area.name:22} {area.path:38} {total:7d} {killed:6d} "
               f"{total - killed - untested:8d} {untested:8d} {score:6.1%} "
               f"{seconds / 60:7.1f} {cpu / 60:7.1f} {os.getloadavg()[0]:5.1f}"
-              f"{_interval(killed, total) if sampled else ''}", flush=True)
+              f"{_interval(killed, total) if sampled else ''}"
+              f"{f' seed {seed}' if sampled else ''}", flush=True)
     wall, cpu = (time.perf_counter() - started) / 60, (_cpu() - cpu_started) / 60
     cpus = os.cpu_count() or 1
     print(f"all: {wall:.1f} wall minutes, {cpu:.1f} CPU minutes with --jobs {jobs} on {cpus} "
