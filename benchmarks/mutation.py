@@ -6,6 +6,7 @@
     python3 benchmarks/mutation.py --jobs 1         # one mutant at a time (default: one per CPU)
     python3 benchmarks/mutation.py --all hair       # every mutant, also in sampled areas
     python3 benchmarks/mutation.py --seed 7 hair    # another draw of a sampled area's mutants
+    python3 benchmarks/mutation.py --sample 100 hair  # a smaller (or larger) draw
 
 Runs mutmut (configured in pyproject.toml's [tool.mutmut]) on one area at a time, as many
 mutants side by side as there are CPUs. Each mutant is tested against the tests that judge its
@@ -115,7 +116,7 @@ def _cpu() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def _drawn(area: Area, jobs: int, seed: int = SEED) -> list[str]:
+def _drawn(area: Area, jobs: int, seed: int = SEED, size: int | None = None) -> list[str]:
     """`area.sample` of its mutants, the same ones every run (mutmut makes every mutant of the
     configured files, and its statistics, on a run that names no mutant of theirs)."""
     import random
@@ -125,7 +126,7 @@ def _drawn(area: Area, jobs: int, seed: int = SEED) -> list[str]:
         _mutmut([f"{area.globs()[0].split('*')[0]}__no_such_function__*"], jobs, area)
     names = sorted(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
     names = [name for name in names if area.owns(name)]
-    return sorted(random.Random(seed).sample(names, min(area.sample or len(names),
+    return sorted(random.Random(seed).sample(names, min(size or area.sample or len(names),
                                                         len(names))))
 
 
@@ -137,14 +138,14 @@ def _mutmut(names: list[str], jobs: int, area: Area) -> None:
         raise SystemExit(f"mutmut failed on {area.name} (exit {done.returncode}):\n{tail}")
 
 
-def measure(area: Area, jobs: int, everything: bool, seed: int = SEED
-            ) -> tuple[dict[str, int | None], bool, float, float]:
+def measure(area: Area, jobs: int, everything: bool, seed: int = SEED,
+            size: int | None = None) -> tuple[dict[str, int | None], bool, float, float]:
     """Run mutmut on one area (its sample unless `everything`); the tested mutants' exit codes,
     whether they were a sample, the wall time and the CPU time in seconds (on a shared machine
     the CPU time is the figure that does not depend on the load)."""
     started, cpu = time.perf_counter(), _cpu()
     sampled = area.sample is not None and not everything
-    chosen = _drawn(area, jobs, seed) if sampled else area.globs()
+    chosen = _drawn(area, jobs, seed, size) if sampled else area.globs()
     _mutmut(chosen, jobs, area)
     codes = _results(area)
     if sampled:
@@ -171,10 +172,14 @@ def main(argv: list[str]) -> int:
         at = argv.index("--jobs")
         jobs = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2:]
-    seed = SEED
+    seed, size = SEED, None
     if "--seed" in argv:
         at = argv.index("--seed")
         seed = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2:]
+    if "--sample" in argv:
+        at = argv.index("--sample")
+        size = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2:]
     everything = "--all" in argv
     argv = [word for word in argv if word != "--all"]
@@ -184,7 +189,7 @@ def main(argv: list[str]) -> int:
     below = 0
     started, cpu_started, load = time.perf_counter(), _cpu(), os.getloadavg()[0]
     for area in wanted:
-        codes, sampled, seconds, cpu = measure(area, jobs, everything, seed)
+        codes, sampled, seconds, cpu = measure(area, jobs, everything, seed, size)
         total = len(codes)
         killed = sum(code in KILLED for code in codes.values())
         untested = sum(code in NO_TESTS for code in codes.values())
