@@ -560,3 +560,52 @@ def test_seed_score_is_rounded_to_four_places() -> None:
     total = sum(length for length in lengths if length >= 100)
     assert total > 300 and total != round(total, 4)
     assert hair.seed_score(gray) == round(total, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# scale bars wherever they lie
+
+
+def _bar(start: tuple[float, float], angle: float, *, caps: bool = True) -> np.ndarray:
+    """A scale bar 160 px long and 3 px wide from `start` at `angle` degrees, with end caps
+    16 px across (or none), dark on light skin."""
+    image = np.full((750, 1000, 3), 190, np.uint8)
+    along = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle))])
+    normal = np.array([-along[1], along[0]])
+    first = np.array(start)
+    last = first + along * 160
+
+    def point(at: np.ndarray) -> tuple[int, int]:
+        x, y = np.rint(at).astype(int)
+        return int(x), int(y)
+
+    cv2.line(image, point(first), point(last), (40, 40, 40), 3, cv2.LINE_AA)
+    if caps:
+        for end in (first, last):
+            cv2.line(image, point(end - normal * 8), point(end + normal * 8), (40, 40, 40), 2,
+                     cv2.LINE_AA)
+    return image
+
+
+@pytest.mark.parametrize(("start", "angle"), [
+    ((120.0, 600.0), 0.0), ((400.0, 600.0), 0.0), ((600.0, 150.0), 0.0), ((500.0, 200.0), 90.0),
+    ((300.0, 300.0), 20.0), ((300.0, 300.0), -35.0), ((700.0, 500.0), 60.0)])
+def test_a_capped_scale_bar_is_found_wherever_it_lies(start: tuple[float, float],
+                                                      angle: float) -> None:
+    found = _lines(_bar(start, angle))
+    assert found.straight_marks == 1 and found.score == 0
+    assert _lines(_bar(start, angle, caps=False)).straight_marks == 0
+
+
+@pytest.mark.parametrize("angle", [0.0, 90.0])
+def test_an_uncapped_straight_line_is_hair(angle: float) -> None:
+    assert _lines(_bar((300.0, 200.0), angle, caps=False)).score == pytest.approx(0.17,
+                                                                                  abs=0.01)
+
+
+@pytest.mark.xfail(strict=True, reason="known bug, not yet fixed: `_ruled` takes the corners of "
+                   "a thick tilted line for a scale bar's end caps, so a straight dark hair "
+                   "shorter than SCALE_BAR is neither hair nor ruler")
+@pytest.mark.parametrize("angle", [10.0, 20.0, 45.0])
+def test_a_tilted_straight_hair_is_hair(angle: float) -> None:
+    assert _lines(_bar((300.0, 200.0), angle, caps=False)).score > 0.15
