@@ -609,3 +609,22 @@ def test_an_uncapped_straight_line_is_hair(angle: float) -> None:
 @pytest.mark.parametrize("angle", [10.0, 20.0, 45.0])
 def test_a_tilted_straight_hair_is_hair(angle: float) -> None:
     assert _lines(_bar((300.0, 200.0), angle, caps=False)).score > 0.15
+
+
+def test_each_scale_bar_counts() -> None:
+    two = np.minimum(_bar((120.0, 600.0), 0.0), _bar((600.0, 150.0), 0.0))
+    assert _lines(two).straight_marks == 2
+    assert _lines(np.minimum(two, _bar((300.0, 300.0), 20.0))).straight_marks == 3
+
+
+def test_a_scale_bar_running_into_the_lesion_is_not_counted() -> None:
+    """Past a scale bar's ends the skin is clear and searched: a bar whose end meets the lesion
+    (5 px on, where it is not searched) may be a hair running on into it; with 9 px of skin
+    past its end it is a scale bar."""
+    counted = {}
+    for gap in (22, 24):
+        image = _bar((300.0, 300.0), 0.0)
+        cv2.circle(image, (560 + gap, 300), 100, (90, 90, 90), -1)
+        found = _lines(image)
+        counted[int(np.flatnonzero(found.lesion[300])[0]) - 460] = found.straight_marks
+    assert counted == {5: 0, 9: 1}
