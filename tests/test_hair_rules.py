@@ -628,3 +628,16 @@ def test_a_scale_bar_running_into_the_lesion_is_not_counted() -> None:
         found = _lines(image)
         counted[int(np.flatnonzero(found.lesion[300])[0]) - 460] = found.straight_marks
     assert counted == {5: 0, 9: 1}
+
+
+@pytest.mark.parametrize("shade", [170, 150])
+def test_ticks_are_at_least_eight_tenths_of_a_percent_long(shade: int) -> None:
+    """Ten dashes 2 px wide, 16 px apart: 8 px long (0.8 % of 1000 px) they are ruler ticks,
+    7 px long specks. Faint (170 on 200: below the hair seeds, found among the dark-line
+    pixels) or darker (150: in the hair mask)."""
+    for length, ticks in ((8, 10), (7, 0)):
+        image = _skin(200)
+        for index in range(10):
+            image[100 + 16 * index:102 + 16 * index, 300:300 + length] = shade
+        found = _lines(image)
+        assert (found.ticks, found.score) == (ticks, 0), length
