@@ -237,7 +237,7 @@ def _ruled(along: np.ndarray, signed: np.ndarray, band: float, width: float,
     beside = along[across > wide + 1]
     cap = 3 * longest / REFERENCE
     ends = [(along <= low + margin), (along >= high - margin)]
-    capped = all(np.count_nonzero(end & (side * signed > band)) >= cap
+    capped = all(np.count_nonzero(end & (side * signed > wide)) >= cap
                  for end in ends for side in (1, -1))
     return bool(float((across <= wide).mean()) >= 0.7 and high - low <= SCALE_BAR * longest
                 and capped and np.count_nonzero((beside > low + margin)
