@@ -644,3 +644,96 @@ def test_ticks_are_at_least_eight_tenths_of_a_percent_long(shade: int) -> None:
             image[100 + 16 * index:102 + 16 * index, 300:300 + length] = shade
         found = _lines(image)
         assert (found.ticks, found.score) == (ticks, 0), length
+
+
+# ---------------------------------------------------------------------------------------------
+# _comb: a row of evenly spaced ticks beside a baseline, read from the band's darkness
+
+
+def _band(positions: list[int], *, width: int = 2, level: float = 1.0, around: float = 0.0,
+          running_on: range = range(0), beside: int = 0, scale: float = 1.0,
+          size: int = 300) -> int:
+    """`_comb` on a band `level` dark over `width` px at each position, `around` elsewhere,
+    the ticks `running_on` dark across the other side too, `beside` px from their start."""
+    cover = np.full(size, around)
+    runs_on = np.zeros(size, bool)
+    for index, position in enumerate(positions):
+        cover[position:position + width] = level
+        if index in running_on:
+            runs_on[position + beside] = True
+    return hair._comb(cover, runs_on, scale)
+
+
+def _spaced(count: int, step: int, start: int = 10) -> list[int]:
+    return [start + step * k for k in range(count)]
+
+
+def test_a_comb_counts_its_evenly_spaced_ticks() -> None:
+    assert _band(_spaced(8, 10)) == 8
+    assert _band(_spaced(8, 10, start=0)) == 8  # a tick at the band's first position
+    assert _band([10]) == 0 and _band([10, 20]) == 2
+    assert hair._comb(np.zeros(50), np.zeros(50, bool), 1.0) == 0
+
+
+@pytest.mark.parametrize(("level", "around", "expected"), [
+    (0.8, 0.0, 8), (0.79, 0.0, 0), (1.0, 0.3, 8), (1.0, 0.31, 0)])
+def test_a_tick_is_four_fifths_dark_across_the_band_with_clear_skin_by_it(
+        level: float, around: float, expected: int) -> None:
+    assert _band(_spaced(8, 10), level=level, around=around) == expected
+
+
+@pytest.mark.parametrize(("where", "shade", "expected"), [
+    (-2, 0.31, 7), (-1, 0.7, 8), (3, 0.31, 7), (2, 0.7, 8)])
+def test_the_skin_two_pixels_from_a_tick_must_be_clear(where: int, shade: float,
+                                                       expected: int) -> None:
+    """Two pixels before a tick's first and after its last dark position: a dark smudge there
+    makes it no tick (the row goes on past it); one pixel off, the tick's blur, does not."""
+    cover = np.zeros(200)
+    for position in _spaced(8, 10):
+        cover[position:position + 2] = 1.0
+    cover[_spaced(8, 10)[3] + where] = shade
+    assert hair._comb(cover, np.zeros(200, bool), 1.0) == expected
+
+
+@pytest.mark.parametrize(("scale", "widest"), [(1.0, 7), (2.0, 11)])
+def test_a_tick_is_at_most_four_pixels_and_three_wide_at_the_reference_scale(
+        scale: float, widest: int) -> None:
+    assert _band(_spaced(8, 14 * round(scale)), width=widest, scale=scale) == 8
+    assert _band(_spaced(8, 14 * round(scale)), width=widest + 1, scale=scale) == 0
+
+
+@pytest.mark.parametrize(("scale", "closest"), [(1.0, 6), (2.0, 12)])
+def test_ticks_are_at_least_six_pixels_apart_at_the_reference_scale(scale: float,
+                                                                   closest: int) -> None:
+    """Closer ticks are read every other one (half the row), from the step to the next but one."""
+    assert _band(_spaced(8, closest), width=1, scale=scale) == 8
+    assert _band(_spaced(8, closest - 1), width=1, scale=scale) == 4
+
+
+@pytest.mark.parametrize(("shift", "expected"), [(2, 8), (-2, 8), (3, 7), (-3, 7)])
+def test_a_tick_within_a_fifth_of_the_step_of_its_place_belongs_to_the_spaced(
+        shift: int, expected: int) -> None:
+    positions = _spaced(8, 10)
+    positions[-1] += shift
+    assert _band(positions) == expected
+
+
+def test_two_ticks_missed_in_a_row_do_not_break_it_three_do() -> None:
+    """Lost under a crossing hair: two in a row are bridged; past three the longer part counts."""
+    positions = _spaced(10, 10)
+    assert _band(positions[:4] + positions[6:]) == 8
+    assert _band(positions[:4] + positions[7:]) == 4
+
+
+@pytest.mark.parametrize(("running", "expected"), [(4, 8), (5, 6)])
+def test_half_the_ticks_may_run_on_across_the_baseline(running: int, expected: int) -> None:
+    """A hair crossing the baseline runs on across the other side; half a row may: with five
+    of eight running on, the longest row with half its ticks alone is the last six."""
+    assert _band(_spaced(8, 10), running_on=range(running)) == expected
+
+
+@pytest.mark.parametrize(("beside", "expected"), [(-1, 6), (-2, 8), (2, 6), (3, 8)])
+def test_running_on_is_read_from_a_pixel_before_a_tick_to_a_pixel_after_it(
+        beside: int, expected: int) -> None:
+    """A 2 px tick at p, p + 1: dark across the other side at p - 1 to p + 2 runs on."""
+    assert _band(_spaced(8, 10), running_on=range(5), beside=beside) == expected
