@@ -313,18 +313,16 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
     height, width = line.shape
     grid = np.pad(line.astype(np.uint8) | (~searched).astype(np.uint8) << 1, 1)
 
-    def on(points: np.ndarray, unseen: bool = False) -> np.ndarray:
-        """Whether each (x, y) point lies on a dark line (False outside the image), or, if
-        `unseen`, may (in the lesion, marker ink or vignette, which are not searched)."""
-        xs = np.clip(np.rint(points[..., 0]).astype(np.intp) + 1, 0, width + 1)
-        ys = np.clip(np.rint(points[..., 1]).astype(np.intp) + 1, 0, height + 1)
-        return np.asarray(grid[ys, xs] & (3 if unseen else 1) > 0)
-
     def look(points: np.ndarray) -> np.ndarray:
-        """At each (x, y) point: 1 on a dark line, 2 not searched, 0 neither or outside."""
+        """At each (x, y) point: 1 on a dark line, 2 not searched (the lesion, marker ink or
+        vignette), 0 neither or outside the image."""
         xs = np.clip(np.rint(points[..., 0]).astype(np.intp) + 1, 0, width + 1)
         ys = np.clip(np.rint(points[..., 1]).astype(np.intp) + 1, 0, height + 1)
         return np.asarray(grid[ys, xs])
+
+    def on(points: np.ndarray) -> np.ndarray:
+        """Whether each (x, y) point lies on a dark line (False outside the image)."""
+        return np.asarray(look(points) == 1)
 
     def depth(points: np.ndarray) -> np.ndarray:
         """The dark-line response at each (x, y) point (the nearest pixel's, at the border)."""
