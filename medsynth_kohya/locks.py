@@ -284,7 +284,7 @@ def reading(folder: Path, command: str) -> Iterator[None]:
                 raise FileNotFoundError(folder)
             readers(folder, clear=True)
             part = f"{READER}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-            stack.enter_context(hold(folder, command, part=part))
+            stack.enter_context(hold(folder, command, part=part, sweep=False))
         yield
 
 
@@ -442,16 +442,16 @@ def _release(lock: Lock) -> None:
 
 @contextlib.contextmanager
 def hold(folder: Path, command: str, *, part: str | None = None,
-         break_lock: bool = False) -> Iterator[Lock]:
+         break_lock: bool = False, sweep: bool = True) -> Iterator[Lock]:
     """Hold the exclusive lock on `folder` (or on one named part of it) while the block runs.
 
     A held lock refuses at once with a UserError naming the holder; a lock left by a dead
     process on this host, or by another host silent for STALE_S, is taken over (`Lock.note`
     says so); a fresher one from another host is refused unless `break_lock`. A daemon thread
-    refreshes the record's heartbeat while the block runs. A writer first removes the
-    temporary files left under `folder` by writers that died (`_sweep`); a reader (`reading`)
-    does not. Folders this makes are removed again if the block leaves them empty (a refused
-    command leaves nothing behind).
+    refreshes the record's heartbeat while the block runs. With `sweep` (a writer), the
+    temporary files left under `folder` by writers that died are removed first (`_sweep`); a
+    reader (`reading`) changes nothing there. Folders this makes are removed again if the
+    block leaves them empty (a refused command leaves nothing behind).
     """
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; choose a folder")
@@ -465,7 +465,7 @@ def hold(folder: Path, command: str, *, part: str | None = None,
                                    name=f"medsynth-lock heartbeat {folder}")
         beating.start()
         try:
-            if part is None or not part.startswith(READER):  # a reader changes nothing
+            if sweep:
                 _sweep(folder)
             yield lock
         finally:
