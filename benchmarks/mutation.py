@@ -167,22 +167,17 @@ def _interval(killed: int, total: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    jobs = os.cpu_count() or 1
-    if "--jobs" in argv:
-        at = argv.index("--jobs")
-        jobs = int(argv[at + 1])
-        argv = argv[:at] + argv[at + 2:]
-    seed, size = SEED, None
-    if "--seed" in argv:
-        at = argv.index("--seed")
-        seed = int(argv[at + 1])
-        argv = argv[:at] + argv[at + 2:]
-    if "--sample" in argv:
-        at = argv.index("--sample")
-        size = int(argv[at + 1])
-        argv = argv[:at] + argv[at + 2:]
-    everything = "--all" in argv
-    argv = [word for word in argv if word != "--all"]
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("areas", nargs="*", help="areas to measure (default: all)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="mutants side by side (default: one per CPU)")
+    parser.add_argument("--all", action="store_true", help="every mutant of sampled areas too")
+    parser.add_argument("--seed", type=int, default=SEED, help="draw of a sampled area")
+    parser.add_argument("--sample", type=int, help="size of a sampled area's draw")
+    args = parser.parse_args(argv)
+    jobs, everything, seed, size, argv = args.jobs, args.all, args.seed, args.sample, args.areas
     wanted = [a for a in AREAS if not argv or a.name.split()[0] in argv or a.name in argv]
     print(f"{'area':22} {'module':38} {'mutants':>7} {'killed':>6} {'survived':>8} "
           f"{'no tests':>8} {'score':>6} {'minutes':>7} {'cpu min':>7} {'load':>5}")
