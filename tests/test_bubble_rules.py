@@ -95,8 +95,9 @@ def test_a_ring_is_a_circle_of_a_bubble_s_radius(radius: int, scale: float,
                                                   expected: bool) -> None:
     """BUBBLE_RADIUS: 6 to 45 reference pixels."""
     hit, steps, angles = _rays(_circle_reach(radius, (0, 0)))
-    reach, fitted, ringed = hair._circles(hit, steps, angles, scale)
+    reach, fitted, ringed, centre = hair._circles(hit, steps, angles, scale)
     assert np.allclose(reach[0], radius) and abs(fitted[0] - radius) < 0.5
+    assert np.abs(centre[0]).max() < 0.5
     assert bool(ringed[0]) is expected
 
 
@@ -106,7 +107,7 @@ def test_three_quarters_of_the_rays_meet_the_ring(missing: int, expected: bool) 
     distances = _circle_reach(12, (0, 0))
     distances[:missing] = 0
     hit, steps, angles = _rays(distances)
-    reach, _, ringed = hair._circles(hit, steps, angles, 1.0)
+    reach, _, ringed, _ = hair._circles(hit, steps, angles, 1.0)
     assert bool(ringed[0]) is expected
     assert np.array_equal(reach[0], distances)  # 0 where a ray meets nothing
 
@@ -116,7 +117,7 @@ def test_rays_that_meet_something_nearer_are_left_out_of_the_circle() -> None:
     distances = _circle_reach(14, (0, 0))
     distances[[0, 1, 2, 3]] = 3
     hit, steps, angles = _rays(distances)
-    _, radius, ringed = hair._circles(hit, steps, angles, 1.0)
+    _, radius, ringed, _ = hair._circles(hit, steps, angles, 1.0)
     assert ringed[0] and abs(radius[0] - 14) < 0.5
 
 
@@ -125,7 +126,9 @@ def test_the_highlight_lies_well_inside_its_ring(offset: float, expected: bool) 
     """Within 0.8 of the radius from the centre (a bubble's highlight is drawn at two thirds),
     not on the rim as a glint beside a hair the circle follows."""
     hit, steps, angles = _rays(_circle_reach(20, (offset * 20, 0)))
-    assert bool(hair._circles(hit, steps, angles, 1.0)[2][0]) is expected
+    _, _, ringed, centre = hair._circles(hit, steps, angles, 1.0)
+    assert bool(ringed[0]) is expected
+    assert np.allclose(centre[0], (-offset * 20, 0), atol=0.5)  # seen from the spot
 
 
 def _profile(inside: int, outside: int, *, rays: int = 24, rim: int = 12, size: int = 40
@@ -188,22 +191,22 @@ def _bubble(*, radius: int = 14, spot: int = 1, spot_level: int = 230, gap: floa
 
 def test_a_highlight_ringed_by_a_rim_is_one_bubble() -> None:
     value, dark_line, hair_mask = _bubble()
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 1
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == 1
     # two bubbles side by side are two
     both = np.hstack([value, value])
     assert hair._ringed(both, np.hstack([dark_line] * 2), np.hstack([hair_mask] * 2), SKIN,
-                        1.0) == 2
+                        1.0)[0] == 2
 
 
 def test_a_highlight_must_reach_the_highlight_level() -> None:
     """SKIN + HIGHLIGHT (35), or GLARE (245) on skin so light that it cannot."""
     for level, expected in ((185, 1), (184, 0)):
         value, dark_line, hair_mask = _bubble(spot_level=level)
-        assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == expected
+        assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == expected
     value, dark_line, hair_mask = _bubble(spot_level=245, inside=228)
-    assert hair._ringed(value, dark_line, hair_mask, 220.0, 1.0) == 1
+    assert hair._ringed(value, dark_line, hair_mask, 220.0, 1.0)[0] == 1
     value, dark_line, hair_mask = _bubble(spot_level=244, inside=228)
-    assert hair._ringed(value, dark_line, hair_mask, 220.0, 1.0) == 0
+    assert hair._ringed(value, dark_line, hair_mask, 220.0, 1.0)[0] == 0
 
 
 @pytest.mark.parametrize(("spot", "expected"), [(4, 1), (5, 0)])
@@ -212,41 +215,58 @@ def test_a_highlight_is_small_against_its_bubble(spot: int, expected: int,
     """At most SPOT_AREA (5 %) of the largest bubble radius squared: 45² x 0.05 = 101 px at
     scale 1 (a 9 x 9 spot is, an 11 x 11 one is not, and only that rule tells them apart)."""
     value, dark_line, hair_mask = _bubble(spot=spot, radius=20)
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == expected
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == expected
     monkeypatch.setattr(hair, "SPOT_AREA", 1.0)
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 1
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == 1
 
 
 def test_a_highlight_on_a_hair_is_no_bubble() -> None:
     value, dark_line, hair_mask = _bubble()
     hair_mask[100, 101] = 1
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == 0
+
+
+def test_a_ringed_highlight_gives_its_rim_lit_or_not() -> None:
+    """The circle round a highlight off the hair is a rim (hair measurement erases it) even
+    where the inside does not glow enough for a bubble (skin near white); a highlight on a
+    hair gives none, nor does a highlight with no ring."""
+    value, dark_line, hair_mask = _bubble(radius=18)
+    count, rims = hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)
+    assert count == 1 and rims.shape[1] == 3
+    assert np.allclose(rims[:, :2], 100, atol=1) and np.allclose(rims[:, 2], 18, atol=1)
+    unlit, _, _ = _bubble(radius=18, inside=SKIN)  # no glow inside: no bubble, still a rim
+    count, rims = hair._ringed(unlit, dark_line, hair_mask, SKIN, 1.0)
+    assert count == 0 and len(rims) >= 1 and np.allclose(rims[:, 2], 18, atol=1)
+    hair_mask[100, 101] = 1
+    assert len(hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[1]) == 0
+    bare, _, no_hair = _bubble(radius=18)
+    assert len(hair._ringed(bare, np.zeros_like(dark_line), no_hair, SKIN, 1.0)[1]) == 0
 
 
 @pytest.mark.parametrize(("gap", "expected"), [(0.2, 1), (0.3, 0)])
 def test_a_rim_broken_over_more_than_a_quarter_rings_nothing(gap: float, expected: int) -> None:
     value, dark_line, hair_mask = _bubble(gap=gap)
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == expected
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == expected
 
 
 def test_no_highlight_anywhere_is_no_bubble() -> None:
     value, dark_line, hair_mask = _bubble(spot_level=SKIN)
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == 0
 
 
 def test_a_bright_line_from_the_highlight_out_of_the_ring_is_no_bubble() -> None:
     """A light hair crossing a rimmed cell of the lesion's network: its glow runs on."""
     value, dark_line, hair_mask = _bubble()
     value[100, 100:160] = 230
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == 0
 
 
 def test_the_ring_is_sought_at_the_photo_s_scale() -> None:
     """At half the reference size the same bubble drawn half as large is still one bubble;
     at scale 1 a rim of radius 5 is below a bubble's 6 px."""
     value, dark_line, hair_mask = _bubble(radius=5)
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 0.5) == 1
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0) == 0
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 0.5)[0] == 1
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 1.0)[0] == 0
     assert math.isclose(hair.BUBBLE_RADIUS[0], 6.0)
 
 
@@ -369,4 +389,4 @@ def test_a_highlight_is_at_most_the_area_and_length_its_scale_allows(
     value[100, 100] = value[99, 100]
     left, top = 100 - width // 2, 100 - height // 2
     value[top:top + height, left:left + width] = 230
-    assert hair._ringed(value, dark_line, hair_mask, SKIN, 2 / 3) == expected
+    assert hair._ringed(value, dark_line, hair_mask, SKIN, 2 / 3)[0] == expected

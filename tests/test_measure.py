@@ -493,3 +493,35 @@ def test_bubbles_found_by_their_highlight_and_rim(photos: Path, size: tuple[int,
     path, truth = photo_cache.scene_jpeg(photos, *size, seed)
     assert truth.bubbles == bubbles
     assert measure(path).bubbles == bubbles
+
+
+@pytest.mark.parametrize(("size", "seed"), [((1872, 1248), 120127), ((1872, 1248), 120149),
+                                          ((1872, 1248), 120154), ((1024, 768), 5080)])
+def test_rims_and_scale_marks_joined_into_a_long_line_are_no_hair(photos: Path,
+                                                                  size: tuple[int, int],
+                                                                  seed: int) -> None:
+    """Hairless scenes VERSION 10 called hairy: two touching bubbles whose faint rims are
+    broken (so no hole is filled), a scale bar and a ruler's baseline touching a bubble's rim.
+    Each joined line was long, thin and not straight: a hair. The bar and baseline
+    (`hair._scale_marks`) and the circles round highlights (`hair._ringed`) are now erased
+    before hairs are measured."""
+    path, truth = photo_cache.scene_jpeg(photos, *size, seed)
+    assert not truth.hairy and not measure(path).hairy
+
+
+@pytest.mark.parametrize("size", [(640, 480), (4000, 3000)])
+def test_a_scale_bar_touching_a_bubble_is_no_hair_but_a_hair_across_it_is(
+        tmp_path: Path, size: tuple[int, int]) -> None:
+    """A capped scale bar whose end touches a bubble's rim is a ruler and no hair; erasing the
+    bar does not erase the hairs that cross it."""
+    found = {}
+    for name, strands in (("alone", []), ("crossed", [((200, 460), (260, 740))])):
+        canvas = _skin(75)
+        cv2.line(canvas, (120, 600), (240, 600), (35, 35, 35), 2, cv2.LINE_AA)
+        for x in (120, 240):
+            cv2.line(canvas, (x, 592), (x, 608), (35, 35, 35), 2, cv2.LINE_AA)
+        _bubble(canvas, (268, 600), 28, rim=True, gap=40)
+        _hairs(canvas, strands)
+        found[name] = measure(_photo(tmp_path, canvas, size))
+    assert found["alone"].ruler and not found["alone"].hairy
+    assert found["crossed"].ruler and found["crossed"].hairy

@@ -290,7 +290,7 @@ def _segment_detector() -> cv2.LineSegmentDetector:
 
 
 def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest: int
-                 ) -> tuple[int, int]:
+                 ) -> tuple[int, int, list[tuple[np.ndarray, np.ndarray]]]:
     """Scale bars and graduated baselines among the straight dark lines, found before thick
     cores are removed (which eats a bar's junctions with its caps) and whatever crosses them.
 
@@ -298,7 +298,8 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
     max-pooled by POOL; each is recentred on its line and followed along `line` (dark-line
     pixels, False where not `searched`) to its ends. A scale bar is short, capped across
     both sides at both ends and thin in between (`_capped`); a baseline carries a row of
-    evenly spaced ticks on one side (`_comb`). Returns (scale bars, longest tick row).
+    evenly spaced ticks on one side (`_comb`). Returns (scale bars, longest tick row, and the
+    ends of each bar and of each baseline with a row of TICK_RUN: these lines are no hair).
     """
     import cv2
     import numpy as np
@@ -307,7 +308,7 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
     pooled = cv2.dilate(dark, np.ones((POOL, POOL), np.uint8))[::POOL, ::POOL]
     found = _segment_detector().detect(pooled)[0]
     if found is None:
-        return 0, 0
+        return 0, 0, []
     segments = found[:, 0].astype(np.float64) * POOL + (POOL - 1) / 2
     spans = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
     height, width = line.shape
@@ -358,6 +359,7 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
     middle_index = int(np.argmin(np.abs(reach)))
     across = np.array([-1.0, 0.0, 1.0])
     bars, best = 0, 0
+    marked: list[tuple[np.ndarray, np.ndarray]] = []
     followed = np.zeros((0, 4))  # each line followed: its start, then its far end
     for index in np.argsort(-half[:, 0]):
         if not solid[index].any():
@@ -389,17 +391,21 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
         if end - start < BAR_MIN * longest:
             continue
         ahead, side = along[index], normal[index]
-        if (end - start <= SCALE_BAR * longest
-                and _capped(look, depth, first, last, ahead, side, scale)):
-            bars += 1
+        capped = (end - start <= SCALE_BAR * longest
+                  and _capped(look, depth, first, last, ahead, side, scale))
+        bars += capped
         marks = on(centre[index] + reach[start:end + 1][None, :, None] * ahead
                    + beside[:, None, None] * side)
+        row = 0
         for tick, other in ((marks[:band.size], marks[band.size:]),
                             (marks[band.size:], marks[:band.size])):
             cover = tick.mean(axis=0)
             if np.count_nonzero(np.diff((cover >= 0.8).astype(np.int8)) == 1) >= TICK_RUN - 1:
-                best = max(best, _comb(cover, other.mean(axis=0) >= 0.8, scale))
-    return bars, best if best >= TICK_RUN else 0
+                row = max(row, _comb(cover, other.mean(axis=0) >= 0.8, scale))
+        best = max(best, row)
+        if capped or row >= TICK_RUN:
+            marked.append((first, last))
+    return bars, best if best >= TICK_RUN else 0, marked
 
 
 def _run(ray: np.ndarray, middle: int, gap: float) -> tuple[int, int]:
@@ -514,7 +520,9 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     scale bars and graduated baselines on the dark lines before thick cores are removed
     (`_scale_marks`), and rows of short strokes (`_ruler_ticks`); a line `_ruled` is not hair
     but does not make a ruler (a straight hair crossed by others passes for one). Bubbles are
-    found apart too (`_bubbles`).
+    found apart too (`_bubbles`). The scale bars and baselines found, and the circles ringing a
+    highlight (a bubble's rim, broken where too faint to close), are erased before hairs are
+    measured (`_hairs`), so what they join (another rim) is not one long line.
     """
     import cv2
     import numpy as np
@@ -551,7 +559,7 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     searched = cv2.bitwise_or(cv2.bitwise_or(ink, lesion), exclude) == 0
     weak &= searched
     line = searched & dark_line
-    bars, combs = _scale_marks(dark, line, searched, longest)
+    bars, combs, marked = _scale_marks(dark, line, searched, longest)
     faint = _components(line.astype(np.uint8))  # 1 px ticks on dark skin are only here
     strokes = np.flatnonzero((faint.extent >= 0.008 * longest)
                              & (faint.extent <= TICK_LENGTH * longest)
@@ -592,6 +600,33 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             cv2.drawContours(thick, [spot], -1, 0, -1)
     mask[cv2.dilate(thick, _disc(_odd(2 * MAX_HAIR_WIDTH * scale))) > 0] = 0
 
+    for first, last in marked:  # no hair; erased, it joins no bubble's rim into a long line
+        cv2.line(mask, _pixel(first), _pixel(last), 0, _odd(MAX_HAIR_WIDTH * scale + 2))
+    hair, total, parts, short = _hairs(mask, longest)
+    ticks = max(_ruler_ticks(parts, short.tolist(), longest), combs)
+    bubbles, rims = _bubbles(value, closed, ink, dark_line, hair, level, scale)
+    if len(rims):  # the rim round a highlight is no hair, nor what it joins (another bubble's)
+        for x, y, radius in rims:
+            cv2.circle(mask, _pixel(np.array([x, y])), round(radius + RIM_WIDTH * scale / 2), 0,
+                       _odd(3 + 0.3 * radius + RIM_WIDTH * scale))
+        hair, total, _, _ = _hairs(mask, longest)
+    return Lines(round(total / longest, 4), hair, bars, bubbles, ticks, lesion)
+
+
+def _pixel(point: np.ndarray) -> tuple[int, int]:
+    """The nearest pixel to an (x, y) point, as OpenCV's drawing functions take it."""
+    return round(float(point[0])), round(float(point[1]))
+
+
+def _hairs(mask: np.ndarray, longest: int) -> tuple[np.ndarray, float, _Parts, np.ndarray]:
+    """The hairs among the lines left in `mask`: long, thin and not `_ruled`. Returns their
+    mask, their total length, the components and the labels of the short thin ones (a ruler's
+    ticks, for `_ruler_ticks`)."""
+    import cv2
+    import numpy as np
+
+    height, width = mask.shape
+    scale = longest / REFERENCE
     parts = _components(mask)
     outline = np.zeros(parts.count, dtype=np.float64)
     for contour in cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)[0]:
@@ -615,13 +650,11 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
                                       longest):
             hair[points[:, 1], points[:, 0]] = 1
             total += lengths[label]
-    ticks = max(_ruler_ticks(parts, short[short > 0].tolist(), longest), combs)
-    bubbles = _bubbles(value, closed, ink, dark_line, hair, level, scale)
-    return Lines(round(total / longest, 4), hair, bars, bubbles, ticks, lesion)
+    return hair, total, parts, short[short > 0]
 
 
 def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, dark_line: np.ndarray,
-             hair: np.ndarray, level: float, scale: float) -> int:
+             hair: np.ndarray, level: float, scale: float) -> tuple[int, np.ndarray]:
     """How many gel bubbles (or touching clusters of them): roundish patches brighter than their
     surroundings (a top-hat, at half size, of the photo with its dark lines closed), with a
     highlight that outshines the patch (`_outshines`: glare on bright skin between hairs does
@@ -630,7 +663,7 @@ def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, dark_line: np.ndarra
     brighter than the skin on average (a bubble over the lesion is darker than the skin;
     whitish skin, skin between hairs and crossing light hairs make bright patches as bright,
     but larger or less round, and without a rim all round); and bubbles found from their
-    highlight (`_ringed`)."""
+    highlight (`_ringed`). Returns the count and `_ringed`'s rims."""
     import cv2
     import numpy as np
 
@@ -663,30 +696,33 @@ def _bubbles(value: MatLike, closed: MatLike, ink: MatLike, dark_line: np.ndarra
                           or (roundness >= BUBBLE_ROUNDNESS
                               and 2 * radius / scale <= BUBBLE_RADIUS[1]
                               and float(shade.mean()) >= level + BUBBLE_GLOW)))
-    return found + _ringed(value, dark_line, hair, level, scale)
+    ringed, rims = _ringed(value, dark_line, hair, level, scale)
+    return found + ringed, rims
 
 
 def _ringed(value: MatLike, dark_line: np.ndarray, hair: np.ndarray, level: float, scale: float
-            ) -> int:
+            ) -> tuple[int, np.ndarray]:
     """Bubbles found from their highlight: a small bright spot, off the hair, from which rays
     hit a dark rim (`dark_line` pixels) mostly on one circle of a bubble's radius well
     round the spot (`_circles`), which outshines the circle's inside, itself brighter than
     what lies past the rim (`_lit`), and whose glow stays inside (`_confined`). Finds bubbles
     in clusters, over the lesion and crossed by hairs or pen, whose bright patches `_bubbles`
-    cannot tell from skin."""
+    cannot tell from skin. Returns the count, and each circle (x, y, radius) that rings a spot
+    off the hair, lit or not: a rim, whether or not the bubble glows enough to be counted."""
     import cv2
     import numpy as np
 
+    none = np.zeros((0, 3))
     spots = cv2.threshold(value, min(level + HIGHLIGHT, GLARE) - 1, 1, cv2.THRESH_BINARY)[1]
     x, y, w, h = cv2.boundingRect(spots)
     if w == 0:
-        return 0
+        return 0, none
     parts = _components(spots[y:y + h, x:x + w])  # labelled within the spots' bounding box
     largest = BUBBLE_RADIUS[1] * scale
     small = np.flatnonzero((parts.area <= SPOT_AREA * largest**2) & (parts.extent <= largest))
     small = small[small > 0]
     if small.size == 0:
-        return 0
+        return 0, none
     height, width = value.shape[:2]
     angles = np.linspace(0, 2 * np.pi, RAYS, endpoint=False)
     steps = np.arange(1.0, 2 * largest)  # the far rim is up to 5/3 of a radius off the spot
@@ -698,24 +734,26 @@ def _ringed(value: MatLike, dark_line: np.ndarray, hair: np.ndarray, level: floa
     within = (xs.astype(np.uint32) < width) & (ys.astype(np.uint32) < height)
     xs, ys = xs * within, ys * within
     hit = dark_line[ys, xs] & within
-    reach, radius, ringed = _circles(hit, steps, angles, scale)
-    found = 0
+    reach, radius, ringed, centre = _circles(hit, steps, angles, scale)
+    found, rims = 0, []
     for index in np.flatnonzero(ringed):
         pixels = parts.points[small[index]] + (x, y)
         if hair[pixels[:, 1], pixels[:, 0]].any():  # a light hair's brightest stretch
             continue
+        rims.append((*(start[index] + centre[index]), radius[index]))
         peak = int(value[pixels[:, 1], pixels[:, 0]].max())
         inside = _lit(value[ys[index], xs[index]], hit[index], reach[index], steps, peak)
         found += inside is not None and _confined(
             value, (inside + peak) / 2, parts.centre[small[index]] + (x, y), radius[index])
-    return found
+    return found, np.array(rims).reshape(-1, 3)
 
 
 def _circles(hit: np.ndarray, steps: np.ndarray, angles: np.ndarray, scale: float
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """From `hit` (spot, ray, step: on a dark line), how far each ray runs to its first hit,
-    the radius of the circle fitted to the hits (refitted to those near it), and whether it
-    rings the spot: RING_SHARE of the rays hit it, of a bubble's radius, the spot well inside."""
+    the radius of the circle fitted to the hits (refitted to those near it), whether it rings
+    the spot (RING_SHARE of the rays hit it, of a bubble's radius, the spot well inside) and
+    its centre (x, y) from the spot."""
     import numpy as np
 
     seen = hit.any(axis=2)
@@ -735,7 +773,7 @@ def _circles(hit: np.ndarray, steps: np.ndarray, angles: np.ndarray, scale: floa
     # a glint beside a hair that the circle follows
     ringed = ((weight.mean(axis=1) >= RING_SHARE) & (np.hypot(cx, cy) < 0.8 * radius)
               & (radius >= BUBBLE_RADIUS[0] * scale) & (radius <= BUBBLE_RADIUS[1] * scale))
-    return reach, radius, ringed
+    return reach, radius, ringed, np.column_stack([cx, cy])
 
 
 def _lit(shades: np.ndarray, hit: np.ndarray, reach: np.ndarray, steps: np.ndarray,
