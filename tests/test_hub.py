@@ -518,3 +518,14 @@ def test_a_run_on_the_demo_s_synthetic_data_says_so(run: Path) -> None:
     assert "negative_prompt: blurry" in planned.card
     assert 'weight_name="melanoma.safetensors"' in planned.card
     assert planned.repo_id == REPO and TOKEN in contents.plan(run, REPO, token=TOKEN).secrets
+
+
+@pytest.mark.parametrize(("repeats", "words"), [(4, "repeated 4 times per epoch"),
+                                                (1, "repeated once per epoch"),
+                                                (None, "repeated ? times per epoch")])
+def test_the_card_says_how_often_each_image_is_repeated(run: Path, repeats: int | None,
+                                                        words: str) -> None:
+    record = json.loads((run / "run.json").read_text())
+    record["dataset"]["repeats"] = repeats
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    assert words in contents.plan(run, REPO).card

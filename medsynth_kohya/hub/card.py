@@ -60,6 +60,11 @@ def _quoted(text: str) -> str:
     return re.sub(r'["\\`$]', "", text)
 
 
+def _times(count: int | None) -> str:
+    """How often an image is repeated, in words: "once", "10 times", "? times" (unrecorded)."""
+    return "? times" if count is None else "once" if count == 1 else f"{count} times"
+
+
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -310,7 +315,7 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
         "data_warning": data_warning,
         "files": "\n".join(file_lines),
         "train_images": "?" if dataset.train_images is None else str(dataset.train_images),
-        "repeats": "?" if dataset.repeats is None else str(dataset.repeats),
+        "repeats": _times(dataset.repeats),
         "manifest_sha256": str(dataset.manifest_sha256 or "not recorded"),
         "spread": spread,
         "settings": _settings(record),
