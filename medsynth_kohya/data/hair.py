@@ -36,7 +36,9 @@ LIGHT_LEVELS = (14, 8)
 MIN_HAIR_LENGTH = 0.08
 """Shortest line counted as hair, as a share of the long side (ruler ticks are shorter)."""
 MAX_HAIR_WIDTH = 7.0
-"""Widest hair core; thicker cores (pen marks, filled network, bubbles) are removed."""
+"""Cores this wide or wider (reference pixels) are removed as thick (pen marks, filled network,
+bubbles): a pixel more than half of it from the background marks one, so the widest hair kept
+is one pixel narrower."""
 CELL_AREA = 300.0
 """Holes smaller than this are pigment-network cells and get filled."""
 BUBBLE_AREA = 4500.0
