@@ -718,6 +718,27 @@ def test_a_tick_within_a_fifth_of_the_step_of_its_place_belongs_to_the_spaced(
     assert _band(positions) == expected
 
 
+@pytest.mark.parametrize("tick", [3, 4, 5, 6])
+@pytest.mark.parametrize(("shift", "expected"), [(2, 8), (-2, 8), (3, 7), (-3, 7)])
+def test_one_tick_off_its_place_does_not_shift_the_rest_of_the_row(tick: int, shift: int,
+                                                                   expected: int) -> None:
+    """One of eight ticks `shift` px off, after three on their places: within a fifth of the
+    step it is counted and the ticks after it are still found at their places (VERSION 10
+    sought each from the last one found, so the row broke after it and read 4 to 7); further
+    off it is skipped."""
+    positions = _spaced(8, 10)
+    positions[tick] += shift
+    assert _band(positions) == expected
+
+
+def test_the_step_is_refitted_to_the_ticks_found() -> None:
+    """A row whose true step (10.4) is a little longer than its first gap (10) drifts out of a
+    fixed step's reach; refitting the step to the ticks found keeps all fourteen."""
+    positions = [10 + round(10.4 * k) for k in range(14)]
+    positions[1] = positions[0] + 10
+    assert _band(positions) == 14
+
+
 def test_two_ticks_missed_in_a_row_do_not_break_it_three_do() -> None:
     """Lost under a crossing hair: two in a row are bridged; past three the longer part counts."""
     positions = _spaced(10, 10)

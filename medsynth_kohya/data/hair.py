@@ -477,8 +477,10 @@ def _comb(cover: np.ndarray, runs_on: np.ndarray, scale: float) -> int:
     """The longest row of evenly spaced ticks beside a baseline, from `cover` (the share of
     the band beside it that is dark, at each position along) and `runs_on` (dark across the
     band on the other side). A tick is a narrow run across the band with clear skin next to
-    it; each the same step from the last, two steps missed at most in a row (a hair crossing
-    there adds a run off the step, which is skipped); half of them not running on."""
+    it; each at its place, a whole number of steps from the first, within a fifth of a step,
+    two places missed at most in a row (a hair crossing there adds a run off the step, which is
+    skipped); half of them not running on. The step is refitted to all the ticks found (least
+    squares), so one tick off its place shifts the places after it by a share of its error."""
     import numpy as np
 
     edges = np.flatnonzero(np.diff(np.concatenate([[0], (cover >= 0.8).astype(np.int8), [0]])))
@@ -495,16 +497,18 @@ def _comb(cover: np.ndarray, runs_on: np.ndarray, scale: float) -> int:
             if following >= centres.size or centres[following] - centres[index] < 6 * scale:
                 continue
             step = centres[following] - centres[index]
-            chain, missed = [index, following], 0
+            chain, places, rises, place, missed = [index, following], [1], [step], 1, 0
             while missed < 3:
-                near = np.abs(centres - centres[chain[-1]] - step * (missed + 1))
+                place += 1
+                near = np.abs(centres - centres[index] - step * place)
                 nearest = int(np.argmin(near))
-                if near[nearest] <= 0.2 * step:
-                    chain.append(nearest)
-                    rise = centres[nearest] - centres[index]
-                    step, missed = rise / round(rise / step), 0
-                else:
+                if near[nearest] > 0.2 * step:
                     missed += 1
+                    continue
+                chain.append(nearest)
+                places.append(place)
+                rises.append(centres[nearest] - centres[index])
+                step, missed = float(np.dot(places, rises) / np.dot(places, places)), 0
             if 2 * alone[chain].sum() >= len(chain):
                 best = max(best, len(chain))
     return best

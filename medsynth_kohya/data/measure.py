@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     from cv2.typing import MatLike
 
-VERSION = 11
+VERSION = 12
 """Changes whenever a measurement would give other figures, so cached scans are redone."""
 TONES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0),
          ("brown", -30.0), ("dark", -math.inf))
