@@ -99,6 +99,20 @@ def test_path_and_array_give_the_same_measurement(tmp_path: Path) -> None:
     assert gray.hairy == from_array.hairy
 
 
+def test_a_measurement_is_plain_python_values() -> None:
+    """A hairy photo's Measurement holds Python floats, bools and strings (a NumPy bool once
+    slipped through as `hairy`), so a caller can write it as JSON."""
+    import json
+    from dataclasses import asdict
+
+    from medsynth_kohya.data.synth import lesion_image
+
+    found = asdict(measure(lesion_image(1024, 768, hairy=True, seed=1)))
+    assert found["hairy"] is True
+    assert all(type(value) in (float, bool, str) for value in found.values())
+    assert json.loads(json.dumps(found)) == found
+
+
 def test_a_file_that_is_no_image_raises(tmp_path: Path) -> None:
     path = tmp_path / "bad.jpg"
     path.write_bytes(b"not an image at all")

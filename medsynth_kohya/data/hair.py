@@ -915,4 +915,4 @@ def seed_score(gray: MatLike) -> float:
 def is_hairy(score: float, mode: HairMode) -> bool:
     """Apply the cut-off that belongs to the detector that produced `score`."""
     threshold = SEED_THRESHOLD if mode is HairMode.seed else AUTO_THRESHOLD
-    return score > threshold
+    return bool(score > threshold)  # a plain bool, also for a NumPy score: records are JSON
