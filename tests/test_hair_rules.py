@@ -671,6 +671,9 @@ def _spaced(count: int, step: int, start: int = 10) -> list[int]:
 def test_a_comb_counts_its_evenly_spaced_ticks() -> None:
     assert _band(_spaced(8, 10)) == 8
     assert _band(_spaced(8, 10, start=0)) == 8  # a tick at the band's first position
+    assert _band(_spaced(8, 10, start=1)) == 8  # or its second: nothing dark before the band
+    assert _band(_spaced(8, 10, start=228)) == 8  # the last tick on the band's last position
+    assert _band(_spaced(8, 10, start=227)) == 8  # or one before: nothing dark past the band
     assert _band([10]) == 0 and _band([10, 20]) == 2
     assert hair._comb(np.zeros(50), np.zeros(50, bool), 1.0) == 0
 
@@ -740,9 +743,11 @@ def test_the_step_is_refitted_to_the_ticks_found() -> None:
 
 
 def test_two_ticks_missed_in_a_row_do_not_break_it_three_do() -> None:
-    """Lost under a crossing hair: two in a row are bridged; past three the longer part counts."""
+    """Lost under a crossing hair: two in a row are bridged, also just after the first two;
+    past three the longer part counts."""
     positions = _spaced(10, 10)
     assert _band(positions[:4] + positions[6:]) == 8
+    assert _band(positions[:2] + positions[4:]) == 8
     assert _band(positions[:4] + positions[7:]) == 4
 
 
@@ -753,8 +758,68 @@ def test_half_the_ticks_may_run_on_across_the_baseline(running: int, expected: i
     assert _band(_spaced(8, 10), running_on=range(running)) == expected
 
 
+def test_a_row_from_the_band_s_start_is_read_as_running_on_or_not_there_too() -> None:
+    """The first tick at the band's first or second position: alone when nothing runs on (half
+    of eight alone is a row), running on when the other side is dark a pixel before it."""
+    assert _band(_spaced(8, 10, start=0), running_on=range(4, 8)) == 8
+    assert _band(_spaced(8, 10, start=1), running_on=range(5), beside=-1) == 6
+
+
 @pytest.mark.parametrize(("beside", "expected"), [(-1, 6), (-2, 8), (2, 6), (3, 8)])
 def test_running_on_is_read_from_a_pixel_before_a_tick_to_a_pixel_after_it(
         beside: int, expected: int) -> None:
     """A 2 px tick at p, p + 1: dark across the other side at p - 1 to p + 2 runs on."""
     assert _band(_spaced(8, 10), running_on=range(5), beside=beside) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# _hairs: which lines left in the mask are hairs, and how long
+
+
+def _blank(longest: int) -> np.ndarray:
+    return np.zeros((longest * 3 // 4, longest), np.uint8)
+
+
+@pytest.mark.parametrize(("pixels", "counted"), [(81, 80.0), (80, 0.0)])
+def test_a_hair_is_at_least_min_hair_length_of_the_long_side(pixels: int, counted: float) -> None:
+    """MIN_HAIR_LENGTH (0.08) of 1000 px is 80: a 1 px line of 81 pixels is 80 long (half its
+    closed outline) and a hair; one pixel shorter it is a short stroke, kept for the ruler."""
+    mask = _blank(1000)
+    mask[100, 100:100 + pixels] = 1
+    found, total, _, short = hair._hairs(mask, 1000)
+    assert total == counted
+    assert set(np.unique(found)) == ({0, 1} if counted else {0})
+    assert short.tolist() == ([] if counted else [1])
+
+
+@pytest.mark.parametrize(("pixels", "short"), [(9, [1]), (8, [])])
+def test_a_short_stroke_is_at_least_eight_thousandths_of_the_long_side(pixels: int,
+                                                                       short: list[int]) -> None:
+    """0.008 of 1000 px: a 9 pixel stroke (8 long) is a candidate ruler tick, 8 pixels are not."""
+    mask = _blank(1000)
+    mask[100, 100:100 + pixels] = 1
+    assert hair._hairs(mask, 1000)[3].tolist() == short
+
+
+@pytest.mark.parametrize(("longest", "counted"), [(1024, 0.0), (2048, 210.0)])
+def test_a_hair_is_thin_for_the_photo_s_scale(longest: int, counted: float) -> None:
+    """At most 1.5 x MAX_HAIR_WIDTH x scale pixels per unit of length: a bar 12 px wide and 200
+    long (2400 px, 210 long) is too thick at the reference size (2205) and thin at twice it."""
+    mask = _blank(longest)
+    mask[100:112, 100:300] = 1
+    assert hair._hairs(mask, longest)[1] == counted
+
+
+@pytest.mark.parametrize(("longest", "reach", "ruled"), [
+    (1024, 6, False), (1024, 7, True), (2048, 7, False), (2048, 8, True)])
+def test_a_straight_line_with_caps_reaching_past_its_band_is_no_hair(longest: int, reach: int,
+                                                                     ruled: bool) -> None:
+    """A 150 px line capped across both ends (1 px at the reference size, 2 px at twice it) is
+    a scale bar once each cap has 3 x scale pixels beyond the line's band (2 x scale + 1.5) and
+    half its width on both sides (`_ruled`), and a hair while it has fewer."""
+    factor = longest // 1024
+    mask = _blank(longest)
+    cv2.line(mask, (100 * factor, 300 * factor), (250 * factor, 300 * factor), 1, factor)
+    for x in (100 * factor, 250 * factor):
+        cv2.line(mask, (x, 300 * factor - reach), (x, 300 * factor + reach), 1, factor)
+    assert bool(hair._hairs(mask, longest)[1] == 0) is ruled
