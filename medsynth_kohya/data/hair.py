@@ -613,7 +613,7 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     bubbles, rims = _bubbles(value, closed, ink, dark_line, hair, level, scale)
     if len(rims):  # the rim round a highlight is no hair, nor what it joins (another bubble's)
         for x, y, radius in rims:
-            cv2.circle(mask, _pixel(np.array([x, y])), round(radius + RIM_WIDTH * scale / 2), 0,
+            cv2.circle(mask, (round(x), round(y)), round(radius + RIM_WIDTH * scale / 2), 0,
                        _odd(3 + 0.3 * radius + RIM_WIDTH * scale))
         hair, total, _, _ = _hairs(mask, longest)
     return Lines(round(total / longest, 4), hair, bars, bubbles, ticks, lesion)
