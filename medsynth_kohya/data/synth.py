@@ -205,7 +205,7 @@ class SceneTruth:
         return math.degrees(math.atan2(lightness - 50, yellow))
 
 
-def _lab_to_bgr(lab: Sequence[float] | np.ndarray) -> np.ndarray:
+def lab_to_bgr(lab: Sequence[float] | np.ndarray) -> np.ndarray:
     """One CIE L*a*b* colour (D65) as a float BGR triple in 0-255."""
     import cv2
     import numpy as np
@@ -346,7 +346,7 @@ def _draw_vessels(canvas: np.ndarray, rng: np.random.Generator, skin_lab: np.nda
     import numpy as np
 
     ch, cw = canvas.shape[:2]
-    red = _lab_to_bgr([skin_lab[0] - 10, skin_lab[1] + 25, skin_lab[2]])
+    red = lab_to_bgr([skin_lab[0] - 10, skin_lab[1] + 25, skin_lab[2]])
     for _ in range(int(rng.integers(4, 12))):
         start = rng.uniform(0.1, 0.9, 2) * [cw, ch]
         steps = rng.normal(0, 6, (30, 2)).cumsum(0) + np.linspace(0, 1, 30)[:, None] * \
@@ -369,7 +369,7 @@ def scene(width: int, height: int, seed: int, *, hairs: int | None = None) -> tu
     scale = _CANVAS / max(width, height)
     cw, ch = max(8, round(width * scale)), max(8, round(height * scale))
     lab = np.array([rng.uniform(*TONE_LIMITS[k]) for k in "Lab"], dtype=np.float32)
-    skin = _lab_to_bgr(lab)
+    skin = lab_to_bgr(lab)
     low = cv2.resize(rng.normal(0, 1.5, (5, 7, 3)).astype(np.float32), (cw, ch),
                      interpolation=cv2.INTER_CUBIC)
     low -= low.mean(axis=(0, 1))  # uneven, but on average the skin is the labelled colour
@@ -381,7 +381,7 @@ def scene(width: int, height: int, seed: int, *, hairs: int | None = None) -> tu
     mask, centre, base = _lesion(rng, cw, ch, (0.1, 0.2))
     lesion_lab = [rng.uniform(22, max(24.0, lab[0] - 12)), lab[1] + rng.uniform(0, 10),
                   lab[2] + rng.uniform(0, 12)]
-    pigment = _lab_to_bgr(lesion_lab)
+    pigment = lab_to_bgr(lesion_lab)
     if rng.random() < 0.6:
         network = np.zeros((ch, cw), np.uint8)
         step = int(rng.integers(8, 15))
@@ -411,9 +411,9 @@ def scene(width: int, height: int, seed: int, *, hairs: int | None = None) -> tu
     hair_width = int(rng.integers(1, 4))
     crossing = bool(rng.random() < 0.5)
     if hairs:
-        colour = (_lab_to_bgr([min(95.0, lab[0] + rng.uniform(15, 22)), lab[1] * 0.5,
+        colour = (lab_to_bgr([min(95.0, lab[0] + rng.uniform(15, 22)), lab[1] * 0.5,
                                lab[2] + 4]) if light
-                  else _lab_to_bgr([rng.uniform(8, min(30.0, lab[0] - 15)), 4, 8]))
+                  else lab_to_bgr([rng.uniform(8, min(30.0, lab[0] - 15)), 4, 8]))
         _draw_hairs(canvas, rng, hairs, hair_width, colour, lesion, crossing)
     bubbles = bool(rng.random() < 0.3)
     if bubbles:
