@@ -216,3 +216,32 @@ def test_images_in_subfolders_are_found_but_never_in_out_or_hidden_ones(
     assert list(again.skipped["id"]) == [Path(gone).stem]
     assert list(again.skipped["reason"]) == ["no image file"]
     assert all(out not in Path(p).parents for p in again.manifest["source"])
+
+
+def test_photos_too_small_for_the_resolution_are_named_in_a_warning(tmp_path: Path) -> None:
+    """sd-scripts enlarges a 200x150 photo 5x to a 1024x1024 bucket: prepare keeps it but warns,
+    names the smallest and the query that leaves such photos out; at 256 px none is warned of."""
+    from typer.testing import CliRunner
+
+    from medsynth_kohya.data.synth import make_dataset
+
+    from .conftest import invoke
+
+    made = make_dataset(tmp_path / "isic", 6, seed=5, sizes=((640, 480), (200, 150), (700, 380)),
+                        melanoma_fraction=1.0)
+    small = sorted(made.frame["image_name"][1::3])
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    assert len(result.manifest) == 6
+    (warning,) = [text for text in result.warnings if "training area" in text]
+    assert warning.startswith("2 of 6 images are smaller than a quarter of the 1024x1024 ")
+    assert f"(smallest: {small[0]}, 200x150)" in warning
+    assert "--query 'width * height >= 262144'" in warning
+    assert not [text for text in prepare(made.root, tmp_path / "out256", workers=1,
+                                         options=PrepareOptions(resolution=256)).warnings
+                if "training area" in text]
+
+    code, _, stderr = invoke(CliRunner(), "prepare", made.root, "--out", tmp_path / "kept",
+                             "--query", "width * height >= 262144")
+    assert code == 0 and "training area" not in stderr
+    kept = manifest.read(tmp_path / "kept" / "manifest.csv")
+    assert sorted(kept["id"]) == sorted(set(made.frame["image_name"]) - set(small))

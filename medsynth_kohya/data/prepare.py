@@ -53,6 +53,9 @@ CacheKey = tuple[str, int, int, str]
 """(resolved path, size, mtime_ns, hair mode and measurement version): a scan is reused while
 all four hold."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+MAX_UPSCALE = 2
+"""sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
+must enlarge more than this per side get a warning: they train blurred."""
 
 
 @dataclass(frozen=True)
@@ -416,6 +419,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         good = [item for item, keep in zip(good, picked, strict=True) if keep]
 
     table, agreement = _manifest(chosen, good, options)
+    warnings += _small(table, options.resolution)
     diagnosis = archive.common_node(table["diagnosis"])
     train = int((table["split"] == "train").sum())
     repeats = layout.repeats_for(train, repeats=options.repeats,
@@ -487,6 +491,21 @@ def _agreement(frame: pd.DataFrame, detected: pd.Series,
     return HairAgreement(detector=options.hair.detector.value, compared=int(both.sum()),
                          agree=int((tagged == found).sum()), metadata_hairy=int(tagged.sum()),
                          detector_hairy=int(found.sum()))
+
+
+def _small(table: pd.DataFrame, resolution: int) -> list[str]:
+    """A warning for the photos too small for the training resolution (MAX_UPSCALE)."""
+    least = (resolution // MAX_UPSCALE) ** 2
+    area = table["width"].astype("float64") * table["height"].astype("float64")
+    small = area < least
+    if not small.any():
+        return []
+    smallest = table.iloc[int(area.to_numpy().argmin())]
+    return [f"{int(small.sum())} of {len(table)} images are smaller than a quarter of the "
+            f"{resolution}x{resolution} training area (smallest: {smallest['id']}, "
+            f"{smallest['width']}x{smallest['height']}); sd-scripts enlarges them more than "
+            f"{MAX_UPSCALE}x and they train blurred: leave them out with --query "
+            f"'width * height >= {least}' or prepare with a lower --resolution"]
 
 
 def _mostly_blank(chosen: pd.DataFrame, used: list[str], source: Source) -> list[str]:
