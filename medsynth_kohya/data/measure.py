@@ -46,7 +46,7 @@ _Y_Z_FROM_BGR = ((0.072169, 0.715160, 0.212671),
                  (0.950227 / 1.088754, 0.119193 / 1.088754, 0.019334 / 1.088754))
 """CIE Y and Z over the D65 white's from linear sRGB (IEC 61966-2-1), in BGR order."""
 _EPSILON, _SLOPE = (6 / 29) ** 3, 3 * (6 / 29) ** 2
-"""Where CIE L*a*b*'s cube root gives way to a straight line, and that line's slope's inverse."""
+"""Below _EPSILON, CIE L*a*b* uses the straight line t / _SLOPE + 4/29 instead of t's cube root."""
 
 
 @dataclass(frozen=True)
