@@ -48,3 +48,28 @@ def test_force_into_a_foreign_folder_keeps_its_files(runner: CliRunner, tmp_path
     assert code == 1 and "would be trained on" in stderr
     assert checksums(out) == before
     assert not (out / ".medsynth").exists()
+
+
+def test_force_never_replaces_a_manifest_or_dataset_config_it_did_not_write(
+        runner: CliRunner, tmp_path: Path, isic2020: SyntheticSet) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("manifest.csv", "dataset.toml", "skipped.csv"):
+        (out / name).write_text(f"my own {name}", encoding="utf-8")
+    before = checksums(out)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force")
+    assert code == 1 and "Traceback" not in stderr
+    assert "holds manifest.csv, skipped.csv, dataset.toml, which prepare did not write" in stderr
+    assert checksums(out) == before
+    assert not (out / ".medsynth").exists()
+
+    (out / "manifest.csv").unlink()
+    (out / "skipped.csv").unlink()
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force")
+    assert code == 1 and "holds dataset.toml," in stderr
+    (out / "dataset.toml").unlink()
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force")
+    assert code == 0, stderr
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
+                             "--repeats", "2")
+    assert code == 0, stderr

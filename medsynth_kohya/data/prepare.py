@@ -180,6 +180,14 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
     if not (out / STATE_DIR).is_dir() and not force and locks.foreign_entries(out):
         raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya prepare; "
                         "choose an empty folder or pass --force to write into it")
+    if not (out / STATE_DIR).is_dir():
+        folder = PreparedFolder(out)
+        taken = [path.name for path in (folder.manifest, folder.skipped, folder.dataset_config)
+                 if path.exists() or path.is_symlink()]
+        if taken:
+            raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write "
+                            f"and would replace; move them out of {out} or choose another "
+                            "--out, and run this again")
     foreign = _foreign_layout_files(out, _written(out))
     trained = [p for p in foreign if re.fullmatch(rf"\d+_{re.escape(class_name)}",
                                                   p.parent.name)]
