@@ -82,3 +82,25 @@ def test_demo_prepares_synthetic_data(runner: CliRunner, tmp_path: Path) -> None
     run = tmp_path / "demo" / "run"
     assert (run / "config.toml").is_file() and (run / "dataset.toml").is_file()
     assert "sdxl_train_network.py --config_file" in stdout and str(run / "config.toml") in stdout
+    code, again, stderr = invoke(runner, "demo", "--out", tmp_path / "demo", "--n", 10)
+    assert code == 0, stderr
+    assert "selected and prepared" in again, "a second demo into its own folder runs again"
+
+
+@pytest.mark.parametrize("mine", ["source/train.csv", "notes.txt", "source/SYNTHETIC.txt"])
+def test_demo_never_writes_into_a_folder_it_did_not_make(runner: CliRunner, tmp_path: Path,
+                                                         mine: str) -> None:
+    """The user's own folder (even one with a SYNTHETIC.txt of theirs) is refused before any
+    file of it is replaced; too few photos is refused before anything is written."""
+    from .disk import checksums
+
+    out = tmp_path / "mine"
+    (out / mine).parent.mkdir(parents=True, exist_ok=True)
+    (out / mine).write_text("the user's own file", encoding="utf-8")
+    before = checksums(out)
+    code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 10)
+    assert code == 1 and "was not made by medsynth-kohya demo" in stderr, stderr
+    assert checksums(out) == before
+    code, _, stderr = invoke(runner, "demo", "--out", tmp_path / "few", "--n", 3)
+    assert code == 1 and "--n must be at least 8 (got 3)" in stderr
+    assert not (tmp_path / "few").exists()

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import locks
 from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult, Progress, prepare
-from medsynth_kohya.data.synth import SyntheticSet, make_dataset
+from medsynth_kohya.data.synth import SyntheticSet, is_synthetic_set, make_dataset
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout
@@ -21,6 +22,8 @@ from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.train import TrainResult, train
 
 PRESET = "t4-16gb"
+MIN_PHOTOS = 8
+"""Fewer photos may hold no melanoma to prepare (a quarter of them are not)."""
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,23 @@ def base_model_cached(repo_id: str = BASE_MODEL) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
 
 
+def _claim(out: Path) -> None:
+    """Refuse, before writing anything, an --out that holds more than an earlier demo's run."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and not is_synthetic_set(out / "source") and locks.foreign_entries(out):
+        raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya demo; "
+                        "choose a new or empty folder")
+
+
 def run_demo(out: Path, *, n: int = 24, seed: int = 0, workers: int | None = None,
              on_progress: Progress | None = None,
              on_step: Callable[[StepProgress], None] | None = None,
              detect: Callable[[], list[Gpu]] = detect_gpus) -> DemoResult:
     """Generate `out/source`, prepare `out/prepared`, and plan (or run) training in `out/run`."""
-    if n < 1:
-        raise UserError("--n must be at least 1")
+    if n < MIN_PHOTOS:
+        raise UserError(f"--n must be at least {MIN_PHOTOS} (got {n})")
+    _claim(out)
     synthetic = make_dataset(out / "source", n, seed=seed,
                              sizes=((640, 480), (1024, 768), (1600, 1067)))
     prepared = prepare(synthetic.root, out / "prepared",
