@@ -66,3 +66,25 @@ def test_a_silent_isic_cli_is_given_up_after_the_timeout(runner: CliRunner, tmp_
         " ".join(stderr.split()))
     assert "still waiting for isic-cli" in stderr
     assert "isic-cli wrote nothing to" in stderr and "--timeout" in stderr
+
+
+def test_a_folder_fetch_isic_did_not_make_is_refused(runner: CliRunner, tmp_path: Path,
+                                                     fake_isic: Path) -> None:
+    """A user's own metadata.csv is never replaced by isic-cli's; fetch-isic's own folder is
+    continued by a re-run."""
+    from .disk import checksums
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metadata.csv").write_text("my own metadata\n", encoding="utf-8")
+    before = checksums(mine)
+    for extra in ((), ("--dry-run",)):
+        code, _, stderr = invoke(runner, "fetch-isic", "--out", mine, *extra)
+        assert code == 1 and "was not made by medsynth-kohya fetch-isic" in stderr, stderr
+        assert checksums(mine) == before
+    assert not fake_isic.exists(), "isic-cli never ran"
+
+    out = tmp_path / "isic"
+    for _ in range(2):
+        code, stdout, stderr = invoke(runner, "fetch-isic", "--out", out)
+        assert code == 0 and "Downloaded 6 images" in stdout, stderr

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya import locks
+from medsynth_kohya import files, locks
 from medsynth_kohya.data.sources import ARCHIVE_METADATA, IMAGE_SUFFIXES
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
@@ -20,6 +20,8 @@ ISIC_API = "https://api.isic-archive.com"
 """What isic-cli talks to; named in the messages while it waits."""
 TIMEOUT_S = 120.0
 """Seconds without a new file or byte in OUT before fetch-isic gives up."""
+MARK_FILE = ".medsynth-fetch.json"
+"""Written into OUT before isic-cli starts: the folder is fetch-isic's, a re-run continues it."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
         raise UserError("--timeout must be more than 0 seconds")
     command = launch.isic_download_command(out, search=search, collections=collections,
                                            limit=limit)
+    _claim(out)
     if dry_run:
         return FetchResult(out, command, 0, ran=False)
     if shutil.which(command.argv[0]) is None:
@@ -55,6 +58,8 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     say(f"waiting for isic-cli to reach the ISIC Archive ({ISIC_API}) and download into "
         f"{out}; giving up after {timeout:g} s without a new file")
     with locks.hold(out, "fetch-isic", break_lock=break_lock) as lock:
+        files.write_json(out / MARK_FILE, {"tool": "medsynth-kohya", "command": "fetch-isic",
+                                           "argv": list(command.argv)})
         code = launch.run_watched(command, out, stall_s=timeout, on_wait=lambda idle: say(
             f"still waiting for isic-cli: nothing new in {out} for {idle:.0f} s "
             f"(gives up at {timeout:g} s)"))
@@ -69,3 +74,14 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     images = sum(1 for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return FetchResult(out, command, images, ran=True,
                        warnings=(lock.note,) if lock.note else ())
+
+
+def _claim(out: Path) -> None:
+    """Refuse an OUT that holds files fetch-isic did not download (isic-cli would replace its
+    metadata.csv and attribution.txt); an earlier fetch's folder is continued."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and not (out / MARK_FILE).is_file() and locks.foreign_entries(out):
+        raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya "
+                        "fetch-isic (isic-cli would replace its metadata.csv and "
+                        "attribution.txt); choose a new or empty folder")
