@@ -240,9 +240,9 @@ def demo(
 def train(
     prepared: Annotated[Path, typer.Argument(metavar="PREPARED",
         help="Folder written by `medsynth-kohya prepare`.")],
-    preset: Annotated[str, typer.Option(
+    preset: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="A preset in configs/ (medsynthx-2023, t4-16gb, a100-80gb, h100-80gb, cpu-smoke) "
-        "or a preset .toml file.")] = "t4-16gb",
+        "or a preset .toml file; default t4-16gb, and with --resume the run's own.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--set", metavar="KEY=VALUE",
         help="Override an sd-scripts option: --set learning_rate=1e-4 (TOML value; "

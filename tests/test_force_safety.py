@@ -3,10 +3,12 @@ and a run folder that is not a run is never written into."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import toml
 from typer.testing import CliRunner
 
 from .conftest import invoke
@@ -64,3 +66,50 @@ def test_a_dry_run_never_replaces_a_real_runs_record(
     code, _, stderr = _train(runner, prepared, run, fake_sd, "--dry-run", "--force")
     assert code == 1 and "another --run-dir" in stderr
     assert checksums(run) == before
+
+
+def test_resume_keeps_the_runs_own_preset_overrides_and_data(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    """--resume continues the run as it was started: without --preset and --set it takes
+    them from run.json, other ones (or another prepared folder, or one prepared again) are
+    refused, and a resumed dry run leaves every file of the run as it was."""
+    run = tmp_path / "run"
+    started = ("--set", "max_train_steps=6", "--set", "save_every_n_steps=2")
+    code, stdout, stderr = _train(runner, prepared, run, fake_sd, *started)
+    assert code == 0, stdout + stderr
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+
+    before = checksums(run)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  "--dry-run", *tools)
+    assert code == 0, stdout + stderr
+    assert "6 (--set max_train_steps)" in stdout and "melanoma-state" in stdout
+    assert checksums(run) == before
+
+    for other in (("--preset", "t4-16gb"), ("--set", "max_train_steps=100"),
+                  ("--preset", "cpu-smoke", "--set", "max_train_steps=7", *started[2:])):
+        code, _, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                 *other, *tools)
+        said = " ".join(stderr.split())
+        assert code == 1 and ("was started with --preset cpu-smoke --set max_train_steps=6 "
+                              "--set save_every_n_steps=2") in said, said
+        assert checksums(run) == before
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    code, _, stderr = invoke(runner, "train", copy, "--run-dir", run, "--resume", *tools)
+    assert code == 1 and f"trained on {prepared.resolve()}, not {copy}" in " ".join(
+        stderr.split())
+
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  *started, *tools)
+    assert code == 0, stdout + stderr
+    assert "--resume" in fake_sd.recorded()["argv"]
+    tables = toml.loads((run / "config.toml").read_text(encoding="utf-8")).values()
+    config = {key: value for table in tables for key, value in table.items()}
+    assert config["max_train_steps"] == 6 and config["save_every_n_steps"] == 2
+
+    with (prepared / "manifest.csv").open("a", encoding="utf-8") as manifest:
+        manifest.write("\n")
+    code, _, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume", *tools)
+    assert code == 1 and "manifest.csv changed" in " ".join(stderr.split())

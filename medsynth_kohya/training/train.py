@@ -51,6 +51,8 @@ PRUNE_S = 5.0
 """How often, at most, a running training's replaced resume states are looked for."""
 TOOL = "medsynth-kohya"
 RUNS_ROOT = Path("runs")
+DEFAULT_PRESET = "t4-16gb"
+"""The preset of a new run when none is given (a resumed run keeps its own)."""
 """Where runs go without --run-dir, relative to the current folder."""
 
 
@@ -420,7 +422,7 @@ def _settle(cluster: Cluster, gpus: int | None) -> tuple[Cluster, int | None]:
     return replace(cluster, machines=machines), gpus
 
 
-def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
+def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence[str] = (),
           run_dir: Path | None = None, sd_scripts: Path | None = None, python: str | None = None,
           gpus: int | None = None, dry_run: bool = False, resume: bool = False,
           force: bool = False, break_lock: bool = False, cluster: Cluster = Cluster(),
@@ -432,9 +434,18 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     it trains (a prepare into it is refused; one writing it refuses this). `on_launch` sees
     the checked plan just before sd-scripts starts. On several machines (`cluster`), rank 0
     does all this and the others follow it (training/nodes.py); with `cluster.slurm` the run
-    is checked here and a batch script written (and submitted) instead."""
-    preset = presets.load(preset_name)
+    is checked here and a batch script written (and submitted) instead. With `resume`, the
+    run keeps the preset and overrides it was started with (`preset_name` None, or the
+    same)."""
     cluster, gpus = _settle(cluster, gpus)
+    notes: list[str] = []
+    if resume and cluster.machines.rank == 0:
+        if run_dir is None:
+            run_dir = newest_run(prepared, RUNS_ROOT)
+            notes.append(f"resuming {run_dir}, the newest run of {prepared} (--run-dir "
+                         "chooses another)")
+        preset_name, overrides = _as_started(run_dir, prepared, preset_name, overrides)
+    preset = presets.load(preset_name or DEFAULT_PRESET)
     sbatch = slurm.parse_settings(cluster.slurm or ())
     if cluster.machines.rank > 0:
         if run_dir is None:
@@ -442,11 +453,6 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
                             "writes, on a file system every machine shares")
         return _follow(preset, overrides, run_dir, sd_scripts, python, gpus, dry_run,
                        break_lock, cluster, detect, on_progress)
-    notes: list[str] = []
-    if run_dir is None and resume:
-        run_dir = newest_run(prepared, RUNS_ROOT)
-        notes.append(f"resuming {run_dir}, the newest run of {prepared} (--run-dir chooses "
-                     "another)")
     run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     launches = not dry_run and cluster.slurm is None
     with (locks.hold(run_dir, "train", break_lock=break_lock) as lock,
@@ -465,7 +471,8 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
     notes += [] if lock.note is None else [lock.note]
     if cluster.slurm is not None:
         text = nodes.train_script(
-            prepared, preset_name, overrides, run_dir, count=cluster.machines.count,
+            prepared, preset_name or DEFAULT_PRESET, overrides, run_dir,
+            count=cluster.machines.count,
             gpus=gpus or preset.num_processes or 1, port=cluster.machines.main_port,
             sd_scripts=sd_scripts, python=python, resume=resume,
             sbatch=sbatch)
@@ -473,6 +480,37 @@ def train(prepared: Path, preset_name: str, *, overrides: Sequence[str] = (),
                slurm.write(text, run_dir / "train.sbatch", submit=cluster.submit))
         result = replace(result, job=job)
     return replace(result, warnings=(*notes, *result.warnings))
+
+
+def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
+                overrides: Sequence[str]) -> tuple[str | None, Sequence[str]]:
+    """The preset and overrides the run in `run_dir` was started with; a UserError when other
+    ones are given, or when it trained on another prepared folder or another manifest."""
+    folder = RunFolder(run_dir)
+    try:
+        previous = folder.load()
+    except (OSError, ValueError):
+        return preset_name, overrides  # _claim_run_dir says what is missing
+    if previous.config is None:  # stopped before its files were rendered: nothing to keep
+        return preset_name or previous.preset, overrides
+    started = [f"--preset {previous.preset}"] + [f"--set {o}" for o in previous.overrides or []]
+    if ((preset_name is not None and presets.load(preset_name).name != previous.preset)
+            or (overrides and list(overrides) != list(previous.overrides or []))):
+        raise UserError(f"{run_dir} was started with {' '.join(started)}; --resume continues "
+                        "it with those: leave out --preset and --set (or give the same), or "
+                        "start a new run in another --run-dir")
+    dataset = previous.dataset
+    if dataset is not None and dataset.prepared != str(prepared.resolve()):
+        raise UserError(f"{run_dir} trained on {dataset.prepared}, not {prepared}: resume it "
+                        f"with that folder, or train {prepared} in another --run-dir")
+    if (dataset is not None and dataset.manifest_sha256
+            and dataset.manifest_sha256 != files.sha256(PreparedFolder(prepared).manifest)):
+        raise UserError(f"{prepared} was prepared again since {run_dir} started (its "
+                        "manifest.csv changed), so a resumed run would train on other "
+                        "images; start a new run in another --run-dir")
+    recorded = previous.preset_file
+    return (recorded if recorded and Path(recorded).is_file() else previous.preset,
+            previous.overrides or [])
 
 
 def newest_run(prepared: Path, root: Path) -> Path:
@@ -579,6 +617,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                          steps, warnings=tuple(warnings + problems), plan=run)
     if problems and not dry_run:
         raise UserError("\n".join(problems))
+    if dry_run and resume:  # the run's own files and record stay as they are
+        return result
     # every check has passed: only now do the earlier outputs move and the files change
     if output.is_dir() and not dry_run and not resume:
         output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
