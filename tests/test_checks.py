@@ -85,6 +85,16 @@ def test_caption_extension_and_resolution_format() -> None:
     assert checks.config_errors({"resolution": [1024, 1024]}) == []  # a type: sdopts says it
 
 
+@pytest.mark.parametrize("key", ["max_train_steps", "save_every_n_steps", "network_dim",
+                                 "train_batch_size", "max_train_epochs"])
+def test_counts_below_one_are_refused(key: str) -> None:
+    for value in (0, -5):
+        assert checks.config_errors({key: value}) == [
+            f"{key} = {value} must be at least 1 (remove the override for the preset's value)"]
+    assert checks.config_errors({key: 1}) == []
+    assert checks.config_errors({key: True}) == []  # a type: sdopts says it
+
+
 @pytest.mark.parametrize(("flag", "precision"), [("full_fp16", "fp16"), ("full_bf16", "bf16")])
 def test_full_precision_needs_its_mixed_precision(flag: str, precision: str) -> None:
     other = "bf16" if precision == "fp16" else "fp16"

@@ -161,3 +161,19 @@ def test_the_launch_table_comes_before_training(runner: CliRunner, isic2020: Syn
     written = sorted(p.name for p in (run / "output").glob("*.safetensors"))
     assert len(written) == 3 and "saves" in stdout
     assert "│ 3 " in next(line for line in stdout.splitlines() if "│ saves" in line)
+
+
+def test_zero_steps_gpus_or_workers_are_refused_before_writing(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                             "max_train_steps=0", "--run-dir", tmp_path / "run", "--dry-run",
+                             "--sd-scripts", fake_sd.sd_scripts)
+    assert code == 1 and "max_train_steps = 0 must be at least 1" in stderr
+    assert not fake_sd.record.exists()
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--gpus", "0",
+                             "--run-dir", tmp_path / "run", "--dry-run")
+    assert code == 1 and "--gpus must be at least 1 (got 0)" in stderr
+    assert not (tmp_path / "run").exists()
+    code, _, stderr = invoke(runner, "prepare", prepared, "--out", tmp_path / "p",
+                             "--workers", "0")
+    assert code == 1 and "--workers must be at least 1 (got 0)" in stderr

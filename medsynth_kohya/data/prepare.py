@@ -357,6 +357,9 @@ def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
     holding OUT's lock (locks.py) throughout; refused while a training reads OUT."""
     options = options or PrepareOptions()
     _check(options)
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {workers}); leave it out for one "
+                        "per core")
     with locks.hold(out, "prepare", break_lock=break_lock) as lock:
         locks.ensure_unread(out, "prepare", break_lock=break_lock)
         result = _prepare(source, out, metadata, images, options, workers, force, on_progress)

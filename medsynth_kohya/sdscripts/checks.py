@@ -13,6 +13,10 @@ from medsynth_kohya.machine.gpus import Gpu
 
 _CAPTION_DROPOUT = ("caption_dropout_rate", "caption_dropout_every_n_epochs",
                     "caption_tag_dropout_rate")
+_COUNTS = ("max_train_steps", "max_train_epochs", "train_batch_size", "network_dim",
+           "gradient_accumulation_steps", "save_every_n_steps", "save_every_n_epochs",
+           "sample_every_n_steps", "sample_every_n_epochs")
+"""Counts sd-scripts divides by or trains for: 0 or less trains nothing or fails mid-run."""
 
 
 def _on(options: Mapping[str, Any], key: str) -> bool:
@@ -58,6 +62,10 @@ def config_errors(options: Mapping[str, Any]) -> list[str]:
     if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
         errors.append(f"resolution = {options['resolution']!r} must be a string such as "
                       '"1024,1024" or "1024"')
+    errors += [f"{key} = {options[key]} must be at least 1 (remove the override for the "
+               "preset's value)" for key in _COUNTS
+               if isinstance(options.get(key), int | float)
+               and not isinstance(options[key], bool) and options[key] < 1]
     if _on(options, "full_fp16") and options.get("mixed_precision") != "fp16":
         errors.append('full_fp16 needs mixed_precision = "fp16"')
     if _on(options, "full_bf16") and options.get("mixed_precision") != "bf16":

@@ -400,6 +400,9 @@ class Cluster:
 def _settle(cluster: Cluster, gpus: int | None) -> tuple[Cluster, int | None]:
     """The cluster with its machines read from --accelerate-config, and this machine's GPU
     count; refuses what accelerate would reject."""
+    if gpus is not None and gpus < 1:
+        raise UserError(f"--gpus must be at least 1 (got {gpus}); leave it out for the "
+                        "preset's")
     if cluster.accelerate_config is not None:
         if cluster.machines != launch.Machines() or cluster.slurm is not None:
             raise UserError("--accelerate-config sets the machines itself: leave out "
