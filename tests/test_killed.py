@@ -7,6 +7,8 @@ host, the resumed-from state, the disk's free space and the per-run shard list (
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -140,3 +142,54 @@ def test_sample_killed_while_generating(isic2020: SyntheticSet, tmp_path: Path,
         assert state["status"] == "succeeded"
     assert (json.loads((out / ".medsynth" / "sample.json").read_text())["identity"]
             == json.loads((reference / ".medsynth" / "sample.json").read_text())["identity"])
+
+
+def _living_children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, zombies aside (a container's init may not reap)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _living(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return state[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
+def test_a_killed_prepare_leaves_no_worker_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGKILL or SIGTERM to prepare alone (the OOM killer, `kill PID`), not to its process
+    group as Ctrl-C is: its scanning workers end with it instead of waiting forever."""
+    from medsynth_kohya.data.synth import make_dataset
+
+    made = make_dataset(tmp_path / "isic", 16, seed=9, sizes=((2400, 1600),),
+                        melanoma_fraction=1.0)
+    process = start("prepare", made.root, "--out", tmp_path / "out", "--workers", 2)
+    workers: list[int] = []
+
+    def scanning() -> bool:
+        workers[:] = [pid for pid in _living_children(process.pid)
+                      if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        return len(workers) == 2
+
+    wait_for(scanning, timeout=60, what="prepare's two workers to start")
+    os.kill(process.pid, sig)
+    process.wait(timeout=30)  # not communicate(): a worker left behind holds its pipes open
+    try:
+        wait_for(lambda: not any(_living(pid) for pid in workers), timeout=20,
+                 what="the workers to end with prepare")
+    finally:
+        for pid in filter(_living, workers):
+            os.kill(pid, signal.SIGKILL)
+        process.communicate()
+

@@ -6,6 +6,9 @@ Runs in worker processes, so it takes and returns plain picklable values.
 from __future__ import annotations
 
 import io
+import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,8 @@ _MAGIC = (
 _TAIL = 4096
 """Bytes at the end of a file searched for the end-of-image marker."""
 _OUTPUT_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
+_PR_SET_PDEATHSIG = 1
+"""Linux prctl option: the signal a process gets when its parent ends."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,16 @@ def output_suffix(source: Path) -> str:
     return _OUTPUT_SUFFIX[_EXTENSION_KIND[source.suffix.lower()]]
 
 
-def init_worker() -> None:
-    """Keep each worker process on one OpenCV thread: the pool already fills the cores."""
+def init_worker(parent: int) -> None:
+    """Keep each worker process on one OpenCV thread (the pool already fills the cores), and
+    end it with `parent`, the prepare that started it, however that ends (SIGKILL and the OOM
+    killer included), where the system can (Linux's PR_SET_PDEATHSIG)."""
     import cv2
 
     cv2.setNumThreads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it ended before the line above
+            os._exit(1)

@@ -284,7 +284,8 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
             _collect(todo, results, keep, done, total, on_progress)
         else:
             context = multiprocessing.get_context("spawn")  # fork would inherit OpenCV's threads
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker,
+                                       initargs=(os.getpid(),))
             try:
                 results = pool.map(scan, [k[0] for k in todo], [hair] * len(todo), chunksize=2)
                 _collect(todo, results, keep, done, total, on_progress)
