@@ -22,7 +22,7 @@ from .conftest import SEED, invoke
 from .eval_data import isic_source, photo, synthetic_set
 
 TINY = "tests.eval_data:build"
-torch_missing = bool(features.missing())
+torch_missing = bool(features.missing(TINY))
 needs_eval = pytest.mark.skipif(torch_missing, reason="the eval extra (torch, torchmetrics, "
                                 "scikit-learn) is not installed")
 
@@ -193,7 +193,7 @@ def _scene_set(root: Path, count: int, *, lie: bool) -> None:
 
 def test_adherence_compares_what_is_measured_with_the_prompt(
         tmp_path: Path, source: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
     figures = {}
     for name, lie in (("right", False), ("wrong", True)):
         _scene_set(tmp_path / name, 12, lie=lie)
@@ -211,7 +211,7 @@ def test_adherence_compares_what_is_measured_with_the_prompt(
 def test_without_the_eval_extra_copies_and_adherence_still_run(
         runner: CliRunner, tmp_path: Path, source: dict[str, Path],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(features, "missing", lambda: ["torch", "torchmetrics"])
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch", "torchmetrics"])
     synthetic_set(tmp_path / "syn", [photo(9000 + i) for i in range(4)])
     code, stdout, _ = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
                              tmp_path / "syn", "--out", tmp_path / "report")
@@ -225,7 +225,7 @@ def test_without_the_eval_extra_copies_and_adherence_still_run(
 
 def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[str, Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
     ids = synthetic_set(tmp_path / "syn", [photo(9100 + i) for i in range(3)])
     (tmp_path / "syn" / "images" / f"{ids[0]}.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     (tmp_path / "syn" / "images" / f"{ids[1]}.png").unlink()
@@ -266,7 +266,7 @@ def test_bad_input_is_one_clear_line(runner: CliRunner, tmp_path: Path,
 
 def test_a_report_is_replaced_only_with_force(tmp_path: Path, source: dict[str, Path],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
     synthetic_set(tmp_path / "syn", [photo(9300 + i) for i in range(2)])
     evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
     with pytest.raises(UserError, match="--force"):
@@ -288,7 +288,7 @@ def test_one_class_only_skips_the_classifier_with_a_reason(tmp_path: Path) -> No
 def test_a_prepared_folder_gives_its_training_images(runner: CliRunner, tmp_path: Path,
                                                      source: dict[str, Path],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(features, "missing", lambda: ["torch"])
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
     code, _, stderr = invoke(runner, "prepare", tmp_path / "isic", "--out", tmp_path / "data")
     assert code == 0, stderr
     melanoma = next(p for i, p in enumerate(source.values()) if i == 3)
@@ -318,3 +318,27 @@ def test_the_report_renders_in_headless_chromium(tmp_path: Path,
     image: Any = cv2.imread(str(shot))
     assert image is not None and float(image.std()) > 10.0
 
+
+
+def test_without_torch_fidelity_inception_is_skipped_not_fatal(
+        tmp_path: Path, source: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Torch and torchmetrics without torch-fidelity: the default Inception network cannot
+    load, so fidelity and utility are skipped and the near-copy check still runs; a network
+    of the user's own does not need it."""
+    import importlib
+
+    real = importlib.import_module
+
+    def without_fidelity(name: str, *args: Any) -> Any:
+        if name == "torch_fidelity":
+            raise ModuleNotFoundError("No module named 'torch_fidelity'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_fidelity)
+    assert "torch-fidelity" in features.missing()
+    assert "torch-fidelity" not in features.missing(TINY)
+    synthetic_set(tmp_path / "syn", [photo(9300 + i) for i in range(3)])
+    result = evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
+    document = json.loads((result.out / "report.json").read_text(encoding="utf-8"))
+    assert document["sections"]["copies"]["flagged"] == []
+    assert "torch-fidelity" in document["sections"]["utility"]["skipped"]

@@ -15,9 +15,9 @@ from medsynth_kohya.evaluation import features
 from .conftest import invoke
 from .eval_data import build, isic_source, photo, synthetic_set
 
-pytestmark = pytest.mark.skipif(bool(features.missing()), reason="the eval extra (torch, "
-                                "torchmetrics, scikit-learn) is not installed")
 TINY = "tests.eval_data:build"
+pytestmark = pytest.mark.skipif(bool(features.missing(TINY)), reason="the eval extra (torch, "
+                                "torchmetrics, scikit-learn) is not installed")
 
 
 class _Recorder:

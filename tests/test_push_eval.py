@@ -22,11 +22,11 @@ from .eval_data import isic_source, photo, synthetic_set
 from .fake_hub import TOKEN, FakeHub
 from .test_hub import REPO, make_run
 
+TINY = "tests.eval_data:build"
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning"),
-    pytest.mark.skipif(bool(features.missing()), reason="the eval extra (torch, torchmetrics, "
-                       "scikit-learn) is not installed")]
-TINY = "tests.eval_data:build"
+    pytest.mark.skipif(bool(features.missing(TINY)), reason="the eval extra (torch, "
+                       "torchmetrics, scikit-learn) is not installed")]
 
 
 @pytest.fixture(scope="module")

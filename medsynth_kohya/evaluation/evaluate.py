@@ -174,7 +174,7 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     synthetic_set = sets.load_synthetic(synthetic)
     skipped = [{"set": "synthetic", "id": i, "reason": "in metadata.csv, no image file"}
                for i in synthetic_set.missing]
-    absent = feature_module.missing()
+    absent = feature_module.missing(options.features)
     extractor: Extractor | None = None
     if not absent:
         extractor = feature_module.Extractor(options.features, options.batch_size)

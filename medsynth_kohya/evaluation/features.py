@@ -21,16 +21,19 @@ INCEPTION = "inception"
 INPUT_SIDE = 299
 INSTALL = "pip install 'medsynth-kohya[eval]'"
 _NEEDED = ("torch", "torchmetrics", "sklearn")
+_PACKAGE = {"sklearn": "scikit-learn", "torch_fidelity": "torch-fidelity"}
+"""The pip name of each module whose import name differs."""
 
 
-def missing() -> list[str]:
-    """The packages of the `eval` extra that this Python lacks (empty when all are there)."""
+def missing(spec: str = INCEPTION) -> list[str]:
+    """The packages of the `eval` extra that this Python lacks to use the network `spec`
+    (empty when all are there): the Inception network's weights come with torch-fidelity."""
     absent = []
-    for name in _NEEDED:
+    for name in (*_NEEDED, "torch_fidelity") if spec == INCEPTION else _NEEDED:
         try:
             importlib.import_module(name)
         except ImportError:
-            absent.append("scikit-learn" if name == "sklearn" else name)
+            absent.append(_PACKAGE.get(name, name))
     return absent
 
 
