@@ -84,3 +84,26 @@ def test_only_broken_images_count_their_reasons(isic2020: SyntheticSet, tmp_path
                 options=PrepareOptions(query="target == 1"))
     assert "--column" not in str(err.value)
     assert (tmp_path / "o" / "skipped.csv").is_file()
+
+
+def test_ids_and_file_names_match_whatever_their_unicode_normal_form(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """macOS writes file names in NFD, spreadsheets ids in NFC: "café" matches either way."""
+    import unicodedata
+
+    frame = isic2020.frame.copy()
+    old = list(frame["image_name"][:2])
+    nfc, nfd = (unicodedata.normalize(form, "ISIC_café") for form in ("NFC", "NFD"))
+    other_nfc, other_nfd = (unicodedata.normalize(form, "ISIC_naïve") for form in ("NFC", "NFD"))
+    (isic2020.images / f"{old[0]}.jpg").rename(isic2020.images / f"{nfd}.jpg")
+    (isic2020.images / f"{old[1]}.jpg").rename(isic2020.images / f"{other_nfc}.jpg")
+    frame["image_name"] = [nfc, other_nfd, *frame["image_name"][2:]]
+    frame.to_csv(isic2020.metadata, index=False)
+
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o")
+    assert code == 0, stderr
+    table = pd.read_csv(tmp_path / "o" / "manifest.csv", dtype=str, keep_default_na=False)
+    assert {nfc, other_nfc} <= set(table["id"]) and len(table) == len(frame)
+    assert pd.read_csv(tmp_path / "o" / "skipped.csv").empty
+    names = {p.name for p in (tmp_path / "o" / "img").rglob("*.jpg")}
+    assert {f"{nfc}.jpg", f"{other_nfc}.jpg"} <= names

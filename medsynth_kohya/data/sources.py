@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -286,7 +287,7 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
     }
     normalised: pd.DataFrame = pd.DataFrame({
         "id": column(names["id"]).astype("string").str.strip().fillna("")
-              .str.replace(_ID_SUFFIX, "", regex=True),
+              .str.replace(_ID_SUFFIX, "", regex=True).str.normalize("NFC"),
         "patient_id": _text(column(names["patient_id"])),
         "age": age.astype("Int64"),
         **{name: value for name, (value, _) in checked.items()},
@@ -326,10 +327,11 @@ def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
 
 
 def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:
-    """Map file stem to image path across `dirs` (the first folder wins a clash)."""
+    """Map file stem (Unicode NFC, as ids are: macOS names files in NFD) to image path across
+    `dirs` (the first folder wins a clash)."""
     found: dict[str, Path] = {}
     for folder in dirs:
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                found.setdefault(path.stem, path)
+                found.setdefault(unicodedata.normalize("NFC", path.stem), path)
     return found
