@@ -167,3 +167,20 @@ def test_reproduce_checks_and_maps_columns(runner: CliRunner, archive: Synthetic
     assert code == 0, stderr
     with pytest.raises(UserError, match="no column gender_x"):
         reproduce(archive.root, tmp_path / "w", columns={"sex": "gender_x"}, dry_run=True)
+
+
+@pytest.mark.parametrize(("separator", "encoding"), [(";", "utf-8"), ("\t", "utf-8"),
+                                                     (";", "utf-8-sig")])
+def test_semicolon_or_tab_separated_metadata_is_read(runner: CliRunner, isic2020: SyntheticSet,
+                                                     tmp_path: Path, separator: str,
+                                                     encoding: str) -> None:
+    """Excel saves "CSV" with semicolons where the decimal mark is a comma; some tools write
+    tabs. Either is read as the comma-separated file would be, a byte-order mark or not."""
+    reference = prepare(isic2020.root, tmp_path / "reference", workers=1).manifest
+    isic2020.frame.drop(columns=["synthetic_hair"], errors="ignore").to_csv(
+        isic2020.metadata, sep=separator, index=False, encoding=encoding)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o")
+    assert code == 0, stderr
+    table = pd.read_csv(tmp_path / "o" / "manifest.csv", dtype=str, keep_default_na=False)
+    assert list(table["id"]) == list(reference["id"])
+    assert list(table["caption"]) == list(reference["caption"])

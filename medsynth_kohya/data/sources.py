@@ -76,12 +76,23 @@ def _find_metadata(root: Path) -> Path:
                     "pass --metadata CSV --images DIR")
 
 
+def _separator(path: Path) -> str:
+    """The CSV's field separator: "," unless its header line has none and has ";" (Excel's
+    export where the decimal mark is a comma) or a tab."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as file:
+            line = file.readline()
+    except OSError:
+        return ","
+    return next((mark for mark in (";", "\t") if "," not in line and mark in line), ",")
+
+
 def _header(path: Path) -> list[str]:
     """Column names of a CSV, or a UserError saying why it is unusable."""
     import pandas as pd
 
     try:
-        return [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+        return [str(c).strip() for c in pd.read_csv(path, nrows=0, sep=_separator(path)).columns]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read metadata {path}: {reason}") from None
@@ -202,7 +213,8 @@ def read_metadata(source: Source) -> pd.DataFrame:
 
     text = {source.columns["id"]: str, source.columns["patient_id"]: str, "lesion_id": str}
     try:
-        frame = pd.read_csv(source.metadata, dtype=text, low_memory=False)
+        frame = pd.read_csv(source.metadata, dtype=text, low_memory=False,
+                            sep=_separator(source.metadata))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
