@@ -816,7 +816,7 @@ def evaluate(
     extra (pip install 'medsynth-kohya[eval]') and say so when it is missing. Exits 1 when a
     synthetic image is a near-copy of a training photo.
     """
-    from medsynth_kohya import ui
+    from medsynth_kohya import files, ui
     from medsynth_kohya.errors import UserError
     from medsynth_kohya.evaluation.evaluate import EvaluateOptions
     from medsynth_kohya.evaluation.evaluate import evaluate as run
@@ -835,8 +835,8 @@ def evaluate(
             result = run(real, synthetic, out, options, lora=lora, break_lock=break_lock,
                          on_progress=progress)
     if result.skipped:
-        ui.warn(f"{len(result.skipped)} files left out (listed in the report), first: "
-                f"{result.skipped[0]['set']} {result.skipped[0]['id']}: "
+        ui.warn(f"{files.counted(len(result.skipped))} left out (listed in the report), "
+                f"first: {result.skipped[0]['set']} {result.skipped[0]['id']}: "
                 f"{result.skipped[0]['reason']}")
     ui.table(f"evaluate: {result.out}", [(row["check"], f"{row['status']}: {row['detail']}")
                                          for row in result.verdict])

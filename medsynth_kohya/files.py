@@ -108,3 +108,8 @@ def safetensors_header(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return header if isinstance(header, dict) else None
+
+
+def counted(count: int, noun: str = "file") -> str:
+    """"1 file", "3 files": a count of `noun` in the right number."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -192,12 +192,12 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
     trained = [p for p in foreign if re.fullmatch(rf"\d+_{re.escape(class_name)}",
                                                   p.parent.name)]
     if trained:
-        raise UserError(f"{len(trained)} files prepare did not write sit in a training folder "
-                        f"and would be trained on (first: {trained[0]}); move them out of "
+        raise UserError(f"{files.counted(len(trained))} that prepare did not write would be "
+                        f"trained on where they are (first: {trained[0]}); move them out of "
                         f"{out} and run this again")
     if foreign:
-        return [f"{len(foreign)} files under {out} that prepare did not write are kept as they "
-                f"are (first: {foreign[0]})"]
+        return [f"kept as found: {files.counted(len(foreign))} under {out} that prepare did "
+                f"not write (first: {foreign[0]})"]
     return []
 
 

@@ -126,7 +126,8 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
                         "choose an empty folder or pass --force to write into it")
     foreign = _foreign(out, names)
     if foreign:
-        raise UserError(f"{len(foreign)} files in {out} that sample did not write would be "
+        raise UserError(f"{files.counted(len(foreign))} in {out} that sample did not write "
+                        "would be "
                         f"overwritten, removed or taken into the set (first: {foreign[0]}); "
                         f"move them out of {out} and run this again (--force keeps them too)")
     return same
