@@ -173,3 +173,17 @@ def test_a_manifest_value_its_column_cannot_hold_is_one_error(prepared: Path) ->
     table.to_csv(path, index=False)
     with pytest.raises(UserError, match=r"holds a value its column cannot take \(.+\); run"):
         manifest.read(path)
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    (["train", "{gone}", "--dry-run"], "{gone} does not exist: give the folder that "),
+    (["sample", "--lora", "{gone}", "--out", "{gone}-set", "--dry-run"],
+     "LoRA file {gone} does not exist"),
+    (["push", "{gone}", "--repo-id", "someone/lora", "--dry-run"], "{gone} does not exist: "),
+])
+def test_a_folder_that_does_not_exist_is_named_as_such(runner: CliRunner, tmp_path: Path,
+                                                       command: list[str], expected: str) -> None:
+    gone = str(tmp_path / "no such folder")
+    code, stdout, stderr = invoke(runner, *[word.format(gone=gone) for word in command])
+    assert code != 0 and "Traceback" not in stdout + stderr
+    assert expected.format(gone=gone) in " ".join(stderr.split())

@@ -179,6 +179,11 @@ def test_doctor_says_where_and_by_which_rule(upstream: str, tmp_path: Path,
     gone = row()
     assert gone.status == FAIL and f"from ${checkout.ENV_DIR}" in gone.detail
     assert gone.fix.startswith(f"medsynth-kohya install-sd-scripts --dir {tmp_path / 'gone'}")
+    monkeypatch.setenv(checkout.ENV_DIR, str(tmp_path / "sd scripts"))
+    assert row().fix.startswith(
+        f"medsynth-kohya install-sd-scripts --dir '{tmp_path / 'sd scripts'}',")
+    odd = checkout.Location(tmp_path / "my sd", checkout.GIVEN)
+    assert checkout.pin_fix(odd).startswith(f"git -C '{tmp_path / 'my sd'}' fetch --tags && ")
 
 
 def test_doctor_wraps_its_fixes_at_80_columns(tmp_path: Path,

@@ -120,6 +120,9 @@ class PreparedFolder:
 
     def state(self) -> PreparedState:
         """The state; a UserError when the folder was not prepared."""
+        if not self.path.is_dir():
+            raise UserError(f"{self.path} does not exist: give the folder that `medsynth-kohya "
+                            f"prepare SOURCE --out {self.path}` writes")
         if not self.is_prepared():
             raise UserError(f"{self.path} was not made by medsynth-kohya prepare (no "
                             f"{STATE_DIR}/{STATE_FILE}); run `medsynth-kohya prepare SOURCE "

@@ -116,10 +116,11 @@ def local_path(value: str, folder: Path) -> str:
 def missing_fix(location: Location) -> str:
     """What to run when sd-scripts is not at `location`: right from any folder."""
     if location.rule == GIVEN:
-        return (f"medsynth-kohya install-sd-scripts --dir {location.path}, or pass --sd-scripts "
+        return (f"medsynth-kohya install-sd-scripts --dir {_quoted(location.path)}, or pass "
+                f"--sd-scripts "
                 f"the folder that holds {TRAIN_SCRIPT}")
     if location.rule == ENV:
-        return (f"medsynth-kohya install-sd-scripts --dir {location.path}, or point "
+        return (f"medsynth-kohya install-sd-scripts --dir {_quoted(location.path)}, or point "
                 f"${ENV_DIR} at the folder that holds {TRAIN_SCRIPT}")
     return "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)"
 
@@ -128,8 +129,15 @@ def pin_fix(location: Location) -> str:
     """The exact command that puts the checkout at `location` at the pinned release."""
     root = checkout_root()
     if location.rule == CHECKOUT and root is not None:
-        return f"git -C {root} submodule update --init vendor/sd-scripts"
+        return f"git -C {_quoted(root)} submodule update --init vendor/sd-scripts"
     if location.rule == USER:
         return "medsynth-kohya install-sd-scripts"
-    folder = location.path
+    folder = _quoted(location.path)
     return f"git -C {folder} fetch --tags && git -C {folder} checkout {PINNED_COMMIT}"
+
+
+def _quoted(path: Path) -> str:
+    """`path` as one shell word, so the command it is part of can be pasted as is."""
+    import shlex
+
+    return shlex.quote(str(path))
