@@ -144,9 +144,17 @@ def test_an_unreadable_repo_makes_the_dry_run_say_so(runner: CliRunner, fake_hub
                                   REPO, "--dry-run", "--endpoint", fake_hub.url)
     assert code == 0, stderr
     assert "Would delete from" not in stdout
-    assert f"could not read {REPO} to list what the push would delete" in " ".join(
-        stderr.split())
+    said = " ".join(stderr.split())
+    assert f"could not read {REPO} to list what the push would delete" in said
+    assert "failed with 503 during a read of the repository" in said
+    assert "did not finish" not in said, "a dry run pushes nothing"
     assert TOKEN not in stdout + stderr
+
+    code, stdout, stderr = invoke(runner, "push", make_run(tmp_path / "second"), "--repo-id",
+                                  REPO, "--dry-run", "--endpoint", "http://127.0.0.1:9")
+    said = " ".join(stderr.split())
+    assert code == 0 and "lost the connection to http://127.0.0.1:9 during a read" in said, said
+    assert "push did not finish" not in said and "already uploaded" not in said
 
 
 def test_removals_keep_what_no_push_listed_or_the_hub_changed() -> None:

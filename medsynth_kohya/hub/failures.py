@@ -39,8 +39,12 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def hub_error(exc: BaseException, repo_id: str, endpoint: str) -> str | None:
-    """The one-line message for a Hub or network failure; None for anything else."""
+def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, push: bool = True
+              ) -> str | None:
+    """The one-line message for a Hub or network failure; None for anything else. `push`
+    False: the failure came while only reading the repository (a dry run's listing)."""
+    during, unfinished = (("the push", "the push did not finish: ") if push
+                          else ("a read of the repository", ""))
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
     name = repo_id.split("/")[1]
@@ -68,16 +72,17 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str) -> str | None:
             message = str(getattr(link, "server_message", "") or "").splitlines()
             detail = f": {message[0][:200]}" if message else ""
             if isinstance(status, int) and status >= 500:
-                return (f"the Hub at {endpoint} failed with {status} during the push{detail}; "
-                        "the push did not finish: run the same command again later")
-            return (f"the Hub at {endpoint} answered {status} during the push{detail}; check "
+                return (f"the Hub at {endpoint} failed with {status} during {during}{detail}; "
+                        f"{unfinished}run the same command again later")
+            return (f"the Hub at {endpoint} answered {status} during {during}{detail}; check "
                     "--repo-id and run the same command again")
     network = network_errors()
     for link in chain(exc):
         if isinstance(link, network):
-            return (f"lost the connection to {endpoint} during the push "
-                    f"({type(link).__name__}); the push did not finish: check the network and "
-                    "run the same command again (files already uploaded are not sent twice)")
+            return (f"lost the connection to {endpoint} during {during} "
+                    f"({type(link).__name__}); {unfinished}check the network and run the same "
+                    "command again" + (" (files already uploaded are not sent twice)"
+                                       if push else ""))
     for link in chain(exc):
         if isinstance(link, ValueError) and str(link).startswith("Invalid metadata in README"):
             return f"the Hub refused the model card's metadata: {str(link).splitlines()[-1]}"
@@ -85,14 +90,15 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str) -> str | None:
 
 
 @contextmanager
-def hub_errors(repo_id: str, endpoint: str, secrets: Sequence[str]) -> Iterator[None]:
+def hub_errors(repo_id: str, endpoint: str, secrets: Sequence[str], *, push: bool = True
+               ) -> Iterator[None]:
     """Turn a Hub or network failure into a one-line UserError that never holds a secret."""
     try:
         yield
     except UserError:
         raise
     except Exception as exc:
-        message = hub_error(exc, repo_id, endpoint)
+        message = hub_error(exc, repo_id, endpoint, push=push)
         if message is None:
             raise
         raise UserError(scrub(message.encode(), secrets).decode()) from None

@@ -301,7 +301,7 @@ def _preview(result: PushResult, endpoint: str, token: str, wanted: Collection[s
     from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
-        with hub_errors(result.repo_id, endpoint, secrets):
+        with hub_errors(result.repo_id, endpoint, secrets, push=False):
             api = _api(endpoint, token)
             try:
                 info = api.model_info(result.repo_id, files_metadata=True)
