@@ -187,3 +187,27 @@ def test_a_folder_that_does_not_exist_is_named_as_such(runner: CliRunner, tmp_pa
     code, stdout, stderr = invoke(runner, *[word.format(gone=gone) for word in command])
     assert code != 0 and "Traceback" not in stdout + stderr
     assert expected.format(gone=gone) in " ".join(stderr.split())
+
+
+def test_an_image_in_another_format_and_an_empty_id_are_named(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    frame, images = isic2020.frame.copy(), isic2020.images
+    ids = list(frame["image_name"])
+    photo = lesion_image(640, 480, hairy=False, seed=3)
+    for identifier, suffix in ((ids[0], ".webp"), (ids[1], ".TIF")):
+        (images / f"{identifier}.jpg").unlink()
+        assert cv2.imwrite(str(images / f"{identifier}{suffix.lower()}"), photo)
+        if suffix != suffix.lower():
+            (images / f"{identifier}{suffix.lower()}").rename(images / f"{identifier}{suffix}")
+    frame["image_name"] = frame["image_name"].astype(object)
+    frame.loc[2, "image_name"] = ""
+    frame.to_csv(isic2020.metadata, index=False)
+
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    reasons = _skipped(tmp_path / "out")
+    assert reasons[ids[0]] == "only a .webp file: convert it to .jpg or .png"
+    assert reasons[ids[1]] == "only a .TIF file: convert it to .jpg or .png"
+    assert reasons[""] == "empty id"
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str, keep_default_na=False)
+    assert skipped.set_index("id").loc[ids[0], "source"].endswith(f"{ids[0]}.webp")

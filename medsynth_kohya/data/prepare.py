@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -53,6 +54,8 @@ CacheKey = tuple[str, int, int, str]
 """(resolved path, size, mtime_ns, hair mode and measurement version): a scan is reused while
 all four hold."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+OTHER_FORMATS = (".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".avif", ".dcm")
+"""Image formats an id's file may come in that prepare does not take: named when skipped."""
 MAX_UPSCALE = 2
 """sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
 must enlarge more than this per side get a warning: they train blurred."""
@@ -199,6 +202,13 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
         return [f"kept as found: {files.counted(len(foreign))} under {out} that prepare did "
                 f"not write (first: {foreign[0]})"]
     return []
+
+
+def _other_formats(dirs: tuple[Path, ...]) -> dict[str, Path]:
+    """Image files in `dirs` of a format prepare does not take (OTHER_FORMATS), by NFC stem,
+    so a skipped id can say what it found."""
+    return {unicodedata.normalize("NFC", path.stem): path for folder in dirs
+            for path in sorted(folder.iterdir()) if path.suffix.lower() in OTHER_FORMATS}
 
 
 def _unsafe(identifier: str) -> bool:
@@ -388,15 +398,20 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     keep = []
     seen: set[str] = set()
     duplicates: list[str] = []
+    others = _other_formats(located.image_dirs)
     for index, identifier in chosen["id"].items():
-        if _unsafe(identifier):
+        if not identifier:
+            _skip(skipped, identifier, None, "empty id")
+        elif _unsafe(identifier):
             _skip(skipped, identifier, None, "unsafe id (path separator or '..')")
         elif identifier in seen:
             duplicates.append(identifier)
             _skip(skipped, identifier, found.get(identifier), "duplicate id")
         elif identifier not in found:
             seen.add(identifier)
-            _skip(skipped, identifier, None, "no image file")
+            other = others.get(identifier)
+            _skip(skipped, identifier, other, "no image file" if other is None else
+                  f"only a {other.suffix} file: convert it to .jpg or .png")
         else:
             seen.add(identifier)
             keep.append(index)
