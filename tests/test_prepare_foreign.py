@@ -36,6 +36,14 @@ def test_foreign_files_are_kept_and_never_trained_on(runner: CliRunner, tmp_path
     assert code == 1 and "would be trained on" in stderr and "Traceback" not in stderr
     assert checksums(out) == before, "a refused prepare changes nothing"
 
+    intruder.unlink()
+    (train / "README.md").write_text("notes sd-scripts never reads", encoding="utf-8")
+    (train / "ISIC_shy.Jpg").write_bytes(b"a letter case sd-scripts skips")
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
+                             "--repeats", "3")
+    assert code == 0 and "kept as found: 3 files" in " ".join(stderr.split()), stderr
+    assert (train / "README.md").is_file() and (train / "ISIC_shy.Jpg").is_file()
+
 
 def test_force_into_a_foreign_folder_keeps_its_files(runner: CliRunner, tmp_path: Path,
                                                      isic2020: SyntheticSet) -> None:

@@ -56,6 +56,9 @@ all four hold."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 OTHER_FORMATS = (".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".avif", ".dcm")
 """Image formats an id's file may come in that prepare does not take: named when skipped."""
+_TRAINED_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+                             for suffix in (lower, lower.upper()))
+"""The files sd-scripts' DreamBooth loader trains on (exactly these letter cases)."""
 MAX_UPSCALE = 2
 """sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
 must enlarge more than this per side get a warning: they train blurred."""
@@ -192,8 +195,8 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
                             f"and would replace; move them out of {out} or choose another "
                             "--out, and run this again")
     foreign = _foreign_layout_files(out, _written(out))
-    trained = [p for p in foreign if re.fullmatch(rf"\d+_{re.escape(class_name)}",
-                                                  p.parent.name)]
+    trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
+               and re.fullmatch(rf"\d+_{re.escape(class_name)}", p.parent.name)]
     if trained:
         raise UserError(f"{files.counted(len(trained))} that prepare did not write would be "
                         f"trained on where they are (first: {trained[0]}); move them out of "
