@@ -170,6 +170,7 @@ def test_a_leak_the_rewriting_cannot_fix_refuses_the_push(
         assert code == 1, stdout
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and "push refused" in lines[0] and sample.name in lines[0]
+        assert f"`medsynth-kohya push runs/r1 --repo-id {REPO} --show " in lines[0]
         assert TOKEN_SET_SECRET not in stderr
     assert fake_hub.requests == [] and REPO not in fake_hub.repos
     assert (trained / "run.json").read_bytes() == before

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -444,12 +445,14 @@ def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAU
     raise UserError(f"--show {path_in_repo!r} is not among the files push uploads: {listing}")
 
 
-def refuse_findings(planned: PushPlan) -> None:
-    """Refuse a push whose files hold something private, naming the file and the finding."""
+def refuse_findings(planned: PushPlan, run_dir: Path) -> None:
+    """Refuse a push whose files hold something private, naming the file and the finding and
+    the command that shows it."""
     if planned.findings:
         path, finding = planned.findings[0]
         others = len(planned.findings) - 1
         more = f" (and {others} more file(s))" if others else ""
         raise UserError(f"push refused: {path} would publish {finding}{more}; see it with "
-                        f"`medsynth-kohya push RUN --repo-id {planned.repo_id} --show {path}` "
+                        f"`medsynth-kohya push {shlex.quote(str(run_dir))} --repo-id "
+                        f"{planned.repo_id} --show {shlex.quote(path)}` "
                         "and remove it from the run's files")

@@ -194,7 +194,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
                    samples=samples, token=token, evaluation=evaluation,
                    allow_copies=allow_copies)
-    refuse_findings(planned)
+    refuse_findings(planned, run_dir)
     secrets = planned.secrets
     url = f"{endpoint}/{repo_id}"
     files = tuple((u.path_in_repo, u.size) for u in planned.uploads)
