@@ -211,3 +211,22 @@ def test_an_image_in_another_format_and_an_empty_id_are_named(
     assert reasons[""] == "empty id"
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str, keep_default_na=False)
     assert skipped.set_index("id").loc[ids[0], "source"].endswith(f"{ids[0]}.webp")
+
+
+def test_a_16_bit_greyscale_png_is_skipped_with_why(runner: CliRunner, isic2020: SyntheticSet,
+                                                    tmp_path: Path) -> None:
+    """PIL opens it as mode I;16 and sd-scripts' convert("RGB") makes it all white; a 16-bit
+    colour PNG is read right and kept."""
+    ids = list(isic2020.frame["image_name"])
+    grey = cv2.cvtColor(lesion_image(640, 480, hairy=False, seed=4), cv2.COLOR_BGR2GRAY)
+    colour = lesion_image(640, 480, hairy=False, seed=5)
+    for identifier, pixels in ((ids[0], grey), (ids[1], colour)):
+        (isic2020.images / f"{identifier}.jpg").unlink()
+        assert cv2.imwrite(str(isic2020.images / f"{identifier}.png"),
+                           pixels.astype("uint16") * 257)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    reasons = _skipped(tmp_path / "out")
+    assert reasons[ids[0]].startswith("16-bit greyscale PNG, which sd-scripts reads as all white")
+    assert ids[1] not in reasons
+

@@ -86,6 +86,9 @@ def scan(path: str, hair: HairMode) -> Scan:
         return Scan(f"content is {kind}, extension says {expected}")
     if not _complete(data, kind):
         return Scan("truncated")
+    if kind == "png" and data[24:26] == b"\x10\x00":  # IHDR: bit depth 16, grey
+        return Scan("16-bit greyscale PNG, which sd-scripts reads as all white: save it as "
+                    "8-bit")
     try:
         width, height = imagesize.get(io.BytesIO(data))
     except ValueError:
