@@ -181,7 +181,7 @@ def test_evaluate_marks_the_real_data_it_reads_so_prepare_waits(
 
     from .eval_data import photo, synthetic_set
 
-    monkeypatch.setattr(features, "missing", lambda: ["torch"])  # hashes and hair only
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])  # hashes and hair only
     synthetic_set(tmp_path / "syn", [photo(9300 + i) for i in range(2)])
     before = checksums(prepared)
     refusals: list[tuple[int, str]] = []
