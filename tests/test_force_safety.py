@@ -113,3 +113,41 @@ def test_resume_keeps_the_runs_own_preset_overrides_and_data(
         manifest.write("\n")
     code, _, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume", *tools)
     assert code == 1 and "manifest.csv changed" in " ".join(stderr.split())
+
+
+def test_resume_finds_a_preset_file_given_by_a_relative_path_or_asks_for_it(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started with `--preset mine.toml` in one folder resumes from any other; when
+    that file is gone, --resume asks for it (never a shipped preset of the same name), and a
+    prepared folder that is gone is named as such."""
+    from medsynth_kohya.resources import data_dir
+
+    start, elsewhere, moved = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder in (start, elsewhere, moved):
+        folder.mkdir()
+    shutil.copy(data_dir("configs") / "cpu-smoke.toml", start / "t4-16gb.toml")
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    run = tmp_path / "run"
+    monkeypatch.chdir(start)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "t4-16gb.toml",
+                                  "--set", "max_train_steps=4", "--set", "save_every_n_steps=2",
+                                  "--run-dir", run, *tools)
+    assert code == 0, stdout + stderr
+    monkeypatch.chdir(elsewhere)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  "--dry-run", *tools)
+    assert code == 0 and "4 (--set max_train_steps)" in stdout, stdout + stderr
+
+    (start / "t4-16gb.toml").rename(moved / "t4-16gb.toml")
+    code, _, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume", *tools)
+    said = " ".join(stderr.split())
+    assert code == 1 and "t4-16gb.toml, which is gone; give that preset again" in said, said
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  "--preset", moved / "t4-16gb.toml", "--dry-run", *tools)
+    assert code == 0 and "4 (--set max_train_steps)" in stdout, stdout + stderr
+
+    shutil.rmtree(prepared)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  *tools)
+    assert code == 1 and "does not exist" in stderr and "Traceback" not in stdout + stderr

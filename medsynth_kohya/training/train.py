@@ -51,9 +51,9 @@ PRUNE_S = 5.0
 """How often, at most, a running training's replaced resume states are looked for."""
 TOOL = "medsynth-kohya"
 RUNS_ROOT = Path("runs")
+"""Where runs go without --run-dir, relative to the current folder."""
 DEFAULT_PRESET = "t4-16gb"
 """The preset of a new run when none is given (a resumed run keeps its own)."""
-"""Where runs go without --run-dir, relative to the current folder."""
 
 
 @dataclass(frozen=True)
@@ -489,6 +489,8 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
                 overrides: Sequence[str]) -> tuple[str | None, Sequence[str]]:
     """The preset and overrides the run in `run_dir` was started with; a UserError when other
     ones are given, or when it trained on another prepared folder or another manifest."""
+    data = PreparedFolder(prepared)
+    data.state()  # a UserError when PREPARED is gone or was not prepared
     folder = RunFolder(run_dir)
     try:
         previous = folder.load()
@@ -507,13 +509,25 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
         raise UserError(f"{run_dir} trained on {dataset.prepared}, not {prepared}: resume it "
                         f"with that folder, or train {prepared} in another --run-dir")
     if (dataset is not None and dataset.manifest_sha256
-            and dataset.manifest_sha256 != files.sha256(PreparedFolder(prepared).manifest)):
+            and dataset.manifest_sha256 != files.sha256(data.manifest)):
         raise UserError(f"{prepared} was prepared again since {run_dir} started (its "
                         "manifest.csv changed), so a resumed run would train on other "
                         "images; start a new run in another --run-dir")
-    recorded = previous.preset_file
-    return (recorded if recorded and Path(recorded).is_file() else previous.preset,
-            previous.overrides or [])
+    return _started_preset(run_dir, previous, preset_name), previous.overrides or []
+
+
+def _started_preset(run_dir: Path, previous: RunRecord, given: str | None) -> str:
+    """The preset file a run was started with, or the one given that has its name; a shipped
+    preset by name when the package has moved since; a UserError when the file is gone."""
+    recorded = Path(previous.preset_file or "")
+    if given is not None:
+        return given
+    if previous.preset_file and recorded.is_file():
+        return str(recorded)
+    if recorded.parent.name == "configs" and str(previous.preset) in presets.available():
+        return str(previous.preset)
+    raise UserError(f"{run_dir} was started with the preset file {recorded}, which is gone; "
+                    "give that preset again with --preset FILE")
 
 
 def newest_run(prepared: Path, root: Path) -> Path:
@@ -591,7 +605,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     output = folder.output
     steps = run.steps
     record = RunRecord(
-        tool=TOOL, version=__version__, preset=preset.name, preset_file=str(preset.path),
+        tool=TOOL, version=__version__, preset=preset.name, preset_file=str(preset.path.resolve()),
         overrides=list(overrides), config=options, command=command.argv, cwd=str(command.cwd),
         expected_steps=steps, plan=asdict(run),
         versions=VersionsRecord(__version__, checkout.commit(sd_dir)
