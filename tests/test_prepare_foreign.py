@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -37,6 +38,16 @@ def test_foreign_files_are_kept_and_never_trained_on(runner: CliRunner, tmp_path
     assert checksums(out) == before, "a refused prepare changes nothing"
 
     intruder.unlink()
+    caption = next(train.glob("*.txt"))
+    caption.write_text("my own caption", encoding="utf-8")
+    (out / ".medsynth" / "written.json").write_text(json.dumps([
+        name for name in json.loads((out / ".medsynth" / "written.json").read_text())
+        if not name.endswith(caption.name)]), encoding="utf-8")
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
+                             "--repeats", "3")
+    assert code == 1 and "would be trained on" in stderr
+    assert caption.read_text(encoding="utf-8") == "my own caption"
+    caption.unlink()
     (train / "README.md").write_text("notes sd-scripts never reads", encoding="utf-8")
     (train / "ISIC_shy.Jpg").write_bytes(b"a letter case sd-scripts skips")
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",

@@ -56,9 +56,11 @@ all four hold."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 OTHER_FORMATS = (".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".avif", ".dcm")
 """Image formats an id's file may come in that prepare does not take: named when skipped."""
-_TRAINED_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_TRAINED_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".webp", ".bmp",
+                                                   ".avif", ".jxl", ".txt")
                              for suffix in (lower, lower.upper()))
-"""The files sd-scripts' DreamBooth loader trains on (exactly these letter cases)."""
+"""The files sd-scripts' DreamBooth loader reads: images (AVIF and JPEG XL with their Pillow
+plugins) and captions; a foreign one in a class folder is refused, others are kept."""
 MAX_UPSCALE = 2
 """sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
 must enlarge more than this per side get a warning: they train blurred."""
