@@ -104,3 +104,16 @@ def test_demo_never_writes_into_a_folder_it_did_not_make(runner: CliRunner, tmp_
     code, _, stderr = invoke(runner, "demo", "--out", tmp_path / "few", "--n", 3)
     assert code == 1 and "--n must be at least 8 (got 3)" in stderr
     assert not (tmp_path / "few").exists()
+
+
+def test_demo_continues_after_being_stopped_while_it_generated(runner: CliRunner,
+                                                               tmp_path: Path) -> None:
+    """The generator writes its SYNTHETIC.txt first, so a demo stopped half-way is its own."""
+    from medsynth_kohya.data.synth import NOTE, NOTE_FILE
+
+    source = tmp_path / "demo" / "source"
+    (source / "train").mkdir(parents=True)
+    (source / NOTE_FILE).write_text(NOTE, encoding="utf-8")
+    (source / "train" / "SYN_00000000.jpg").write_bytes(b"half written")
+    code, stdout, stderr = invoke(runner, "demo", "--out", tmp_path / "demo", "--n", 8)
+    assert code == 0 and "selected and prepared" in stdout, stderr

@@ -161,6 +161,7 @@ def make_dataset(root: Path, n: int = 24, *, seed: int = 0, layout: str = "isic2
     frame = _metadata(n, seed, melanoma_fraction, archive)
     images = root if archive else root / "train"
     images.mkdir(parents=True, exist_ok=True)
+    (root / NOTE_FILE).write_text(NOTE, encoding="utf-8")  # first: an interrupted set is ours
     rng = np.random.default_rng(seed + 1)
     hairy = rng.random(n) < hair_fraction
     frame["synthetic_hair"] = hairy
@@ -170,7 +171,6 @@ def make_dataset(root: Path, n: int = 24, *, seed: int = 0, layout: str = "isic2
         (images / f"{identifier}.jpg").write_bytes(encode_jpeg(photo))
     metadata = root / (ARCHIVE_METADATA if archive else CHALLENGE_METADATA)
     frame.to_csv(metadata, index=False)
-    (root / NOTE_FILE).write_text(NOTE, encoding="utf-8")
     return SyntheticSet(root, metadata, images, frame)
 
 
