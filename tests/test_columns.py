@@ -177,8 +177,9 @@ def test_semicolon_or_tab_separated_metadata_is_read(runner: CliRunner, isic2020
     """Excel saves "CSV" with semicolons where the decimal mark is a comma; some tools write
     tabs. Either is read as the comma-separated file would be, a byte-order mark or not."""
     reference = prepare(isic2020.root, tmp_path / "reference", workers=1).manifest
-    isic2020.frame.drop(columns=["synthetic_hair"], errors="ignore").to_csv(
-        isic2020.metadata, sep=separator, index=False, encoding=encoding)
+    frame = isic2020.frame.astype({"age_approx": float})  # written 45,0 with ";"
+    frame.to_csv(isic2020.metadata, sep=separator, index=False, encoding=encoding,
+                 decimal="," if separator == ";" else ".")
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o")
     assert code == 0, stderr
     table = pd.read_csv(tmp_path / "o" / "manifest.csv", dtype=str, keep_default_na=False)

@@ -78,7 +78,7 @@ def _find_metadata(root: Path) -> Path:
 
 def _separator(path: Path) -> str:
     """The CSV's field separator: "," unless its header line has none and has ";" (Excel's
-    export where the decimal mark is a comma) or a tab."""
+    export where the decimal mark is a comma, read with that mark) or a tab."""
     try:
         with path.open(encoding="utf-8", errors="replace") as file:
             line = file.readline()
@@ -213,8 +213,9 @@ def read_metadata(source: Source) -> pd.DataFrame:
 
     text = {source.columns["id"]: str, source.columns["patient_id"]: str, "lesion_id": str}
     try:
-        frame = pd.read_csv(source.metadata, dtype=text, low_memory=False,
-                            sep=_separator(source.metadata))
+        separator = _separator(source.metadata)
+        frame = pd.read_csv(source.metadata, dtype=text, low_memory=False, sep=separator,
+                            decimal="," if separator == ";" else ".")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
             ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
