@@ -227,7 +227,7 @@ def demo(
     training = result.training
     if training.status == "dry-run":
         for warning in training.warnings:
-            ui.warn(f"a real run here would stop at: {warning}")
+            ui.warn(warning)
         ui.say(f"Training run rendered and checked in {training.run_dir} "
                f"({training.expected_steps} steps). On a GPU machine it runs (in "
                f"{training.command.cwd}):")

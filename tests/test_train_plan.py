@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.training import plan
 from medsynth_kohya.training.train import train
 
@@ -177,3 +178,18 @@ def test_zero_steps_gpus_or_workers_are_refused_before_writing(
     code, _, stderr = invoke(runner, "prepare", prepared, "--out", tmp_path / "p",
                              "--workers", "0")
     assert code == 1 and "--workers must be at least 1 (got 0)" in stderr
+
+
+def test_a_dry_run_says_which_warnings_would_stop_a_real_run(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    planned = train(prepared, "t4-16gb", run_dir=tmp_path / "plan", dry_run=True,
+                    sd_scripts=fake_sd.sd_scripts, detect=lambda: [])
+    stops = [w for w in planned.warnings if w.startswith("a real run would stop at: ")]
+    assert [w for w in stops if "GPU" in w], planned.warnings
+    unpinned = [w for w in planned.warnings if "not " in w and str(fake_sd.sd_scripts) in w]
+    assert unpinned and not any(w in stops for w in unpinned)
+    with pytest.raises(UserError) as refused:
+        train(prepared, "t4-16gb", run_dir=tmp_path / "run", sd_scripts=fake_sd.sd_scripts,
+              detect=lambda: [])
+    assert "GPU" in str(refused.value) and "would stop" not in str(refused.value)
+    assert str(fake_sd.sd_scripts) not in str(refused.value)

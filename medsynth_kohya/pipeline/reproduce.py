@@ -340,4 +340,4 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
                            estimate(steps if isinstance(steps, int) else None, gpus), dry_run,
                            status="planned" if dry_run else "succeeded", lora=lora, url=url,
-                           warnings=(*problems, *warnings))
+                           warnings=(*train.would_stop(problems), *warnings))

@@ -217,6 +217,11 @@ def _existing(folder: Path) -> Path:
     return next(path for path in (folder, *folder.parents) if path.exists())
 
 
+def would_stop(problems: Sequence[str]) -> tuple[str, ...]:
+    """A dry run's refusals, worded apart from its warnings: these stop the real launch."""
+    return tuple(f"a real run would stop at: {problem}" for problem in problems)
+
+
 def _machine_problems(location: checkout.Location, python: str, options: Mapping[str, Any],
                       preset: presets.Preset, gpus: Sequence[Gpu], run_dir: Path,
                       ) -> tuple[list[str], list[str], dict[str, str]]:
@@ -631,7 +636,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
             "main_process_port": machines.main_port, "processes_per_machine": processes},
             nodes=[own, *others])
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
-                         steps, warnings=tuple(warnings + problems), plan=run)
+                         steps, warnings=(*warnings, *would_stop(problems)), plan=run)
     if problems and not dry_run:
         raise UserError("\n".join(problems))
     if dry_run and resume:  # the run's own files and record stay as they are
