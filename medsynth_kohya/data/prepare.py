@@ -47,6 +47,8 @@ Progress = Callable[[int, int], None]
 CACHE_FILE = "scan-cache.json"
 WRITTEN_FILE = "written.json"
 """The files under img/ and val/ that prepare placed: the only ones a re-run may remove."""
+REFUSED_SKIPPED_FILE = "skipped-refused.csv"
+"""Where a refused re-run lists what it skipped, so the earlier run's skipped.csv stays."""
 JOURNAL_FILE = "scan-cache.journal"
 """Scans made since CACHE_FILE was written, one JSON line each, appended as each finishes: what
 a killed run keeps (SIGKILL skips every `finally`). Folded into CACHE_FILE at a run's end."""
@@ -196,7 +198,14 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
             raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write "
                             f"and would replace; move them out of {out} or choose another "
                             "--out, and run this again")
-    foreign = _foreign_layout_files(out, _written(out))
+    written = _written(out)
+    edited = [] if force else _edited(out, written)
+    if edited:
+        raise UserError(f"{files.counted(len(edited))} that prepare wrote under {out} "
+                        f"{'was' if len(edited) == 1 else 'were'} changed since (first: "
+                        f"{edited[0]}); a re-run would replace them: copy them elsewhere, "
+                        "or pass --force to replace them")
+    foreign = _foreign_layout_files(out, written)
     trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
                and re.fullmatch(rf"\d+_{re.escape(class_name)}", p.parent.name)]
     if trained:
@@ -207,6 +216,35 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
         return [f"kept as found: {files.counted(len(foreign))} under {out} that prepare did "
                 f"not write (first: {foreign[0]})"]
     return []
+
+
+def _edited(out: Path, written: set[Path] | None) -> list[Path]:
+    """Captions and images an earlier run placed that were changed by hand since: a caption
+    whose text is not its manifest row's, an image whose pixel size is not (a crop, a resize;
+    a source replaced since is no edit of the layout's copy)."""
+    import imagesize
+    import pandas as pd
+
+    folder = PreparedFolder(out)
+    if not written or not folder.manifest.is_file():
+        return []
+    try:
+        rows = manifest.read(folder.manifest).drop_duplicates("id").set_index("id")
+    except UserError:  # an unreadable manifest: nothing to tell an edit by
+        return []
+    changed = []
+    for path in sorted(written):
+        if path.stem not in rows.index or not path.is_file() or path.is_symlink():
+            continue
+        row = rows.loc[path.stem]
+        if path.suffix == ".txt":
+            caption = "" if pd.isna(row["caption"]) else str(row["caption"])
+            if path.read_text(encoding="utf-8", errors="replace") != caption:
+                changed.append(path)
+            continue
+        if imagesize.get(str(path)) != (int(row["width"]), int(row["height"])):
+            changed.append(path)
+    return changed
 
 
 def _other_formats(dirs: tuple[Path, ...]) -> dict[str, Path]:
@@ -451,8 +489,14 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         good = [item for item, keep in zip(good, picked, strict=True) if keep]
 
     table, agreement = _manifest(chosen, good, options)
+    skipped_frame = pd.DataFrame(skipped, columns=list(manifest.SKIPPED_COLUMNS))
+    if table.empty:  # refused before the layout changes: an earlier good one stays as it was
+        raise UserError(_refusal(out, located, options, len(rows), selected, scanned,
+                                 skipped_frame, found))
     warnings += _small(table, options.resolution)
+    warnings += _no_validation(table, options)
     diagnosis = archive.common_node(table["diagnosis"])
+    warnings += _class_mismatch(diagnosis, options)
     train = int((table["split"] == "train").sum())
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
@@ -460,7 +504,6 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     train_dir = _write_layout(out, table, repeats.repeats, options.class_name)
 
     folder = PreparedFolder(out)
-    skipped_frame = pd.DataFrame(skipped, columns=list(manifest.SKIPPED_COLUMNS))
     manifest.write(skipped_frame, folder.skipped)
     manifest.write(table, folder.manifest)
     config = render.dataset_config(train_dir.resolve(), repeats=repeats.repeats,
@@ -468,13 +511,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                    batch_size=options.batch_size)
     render.write_toml(config, folder.dataset_config)
     folder.write_state(located, options, agreement, diagnosis)
-    if table.empty and scanned:
-        raise UserError(f"no images were prepared: --query {options.query!r} left out all "
-                        f"{scanned} measured images; loosen its terms on "
-                        f"{', '.join(query.MEASURED)}")
-    if table.empty:
-        raise UserError(_why_empty(out, located, options, len(rows), selected,
-                                   skipped_frame, found))
+    (state / REFUSED_SKIPPED_FILE).unlink(missing_ok=True)
     return PrepareResult(
         out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
@@ -483,8 +520,43 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         hair_agreement=agreement, diagnosis=diagnosis, dropped=scanned - len(good))
 
 
-def _why_empty(out: Path, source: Source, options: PrepareOptions, rows: int, selected: int,
-               skipped: pd.DataFrame, found: Mapping[str, Path]) -> str:
+def _refusal(out: Path, source: Source, options: PrepareOptions, rows: int, selected: int,
+             scanned: int, skipped: pd.DataFrame, found: Mapping[str, Path]) -> str:
+    """Why no image was prepared; the skipped list goes to skipped.csv on a first run, and
+    beside it (REFUSED_SKIPPED_FILE) when an earlier run's layout is kept."""
+    if scanned:
+        return (f"no images were prepared: --query {options.query!r} left out all {scanned} "
+                f"measured images; loosen its terms on {', '.join(query.MEASURED)}")
+    folder = PreparedFolder(out)
+    earlier = folder.manifest.exists()
+    listed = out / STATE_DIR / REFUSED_SKIPPED_FILE if earlier else folder.skipped
+    manifest.write(skipped, listed)
+    reason = _why_empty(source, options, rows, selected, skipped, found, listed)
+    return reason + (f"; {out} keeps its earlier layout" if earlier else "")
+
+
+def _no_validation(table: pd.DataFrame, options: PrepareOptions) -> list[str]:
+    """A warning when --val-frac asked for validation images and the split could give none."""
+    if options.val_frac <= 0 or (table["split"] == "val").any():
+        return []
+    return [f"--val-frac {options.val_frac} gave no validation images: a patient's images "
+            f"stay on one side, and the {len(table)} images here cannot be split that way "
+            "(one patient, or too few); train without --val-frac or add patients"]
+
+
+def _class_mismatch(diagnosis: str | None, options: PrepareOptions) -> list[str]:
+    """A warning when the images are not melanomas yet the class name and trigger say so."""
+    default = PrepareOptions()
+    named = (options.class_name, options.trigger) == (default.class_name, default.trigger)
+    if not named or diagnosis is None or "melanoma" in diagnosis.lower():
+        return []
+    return [f"the prepared images are {diagnosis}, but their class folder says "
+            f"{options.class_name!r} and captions use the trigger {options.trigger!r}: pass "
+            "--class-name and --trigger that name what they are"]
+
+
+def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int,
+               skipped: pd.DataFrame, found: Mapping[str, Path], listed: Path) -> str:
     """Why no image was prepared: no rows, no selected rows, or the commonest skip reasons."""
     if not rows:
         return f"no images were prepared: {source.metadata} has no rows"
@@ -509,7 +581,7 @@ def _why_empty(out: Path, source: Source, options: PrepareOptions, rows: int, se
             hint = (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {ids.iloc[0]}) "
                     f"of column {source.columns['id']}: map another with --column id=COLUMN")
     return (f"no images were prepared from {selected} selected rows: {reasons} "
-            f"(see {PreparedFolder(out).skipped}){hint}")
+            f"(see {listed}){hint}")
 
 
 def _agreement(frame: pd.DataFrame, detected: pd.Series,

@@ -1,0 +1,147 @@
+"""A re-run of `prepare` into its own folder: a refused one keeps the earlier layout whole, and
+captions or images changed by hand since are not replaced without --force."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
+from medsynth_kohya.errors import UserError
+
+from .conftest import invoke
+from .disk import checksums
+
+
+def _layout(out: Path) -> dict[str, str]:
+    """Checksums of what a training reads and a user looks at: layout, manifest, config."""
+    return {name: digest for name, digest in checksums(out).items()
+            if not name.startswith(".medsynth/")}
+
+
+@pytest.mark.parametrize("how", ["query", "images gone"])
+def test_a_refused_re_run_keeps_the_earlier_layout(runner: CliRunner, tmp_path: Path,
+                                                   isic2020: SyntheticSet, how: str) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    before = _layout(out)
+    assert any(name.endswith(".jpg") for name in before) and "manifest.csv" in before
+    extra: list[str] = []
+    if how == "query":
+        extra = ["--query", "age_approx > 500"]
+    else:  # the images folder is away for a while (an unmounted drive)
+        isic2020.images.rename(tmp_path / "away")
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, *extra)
+    message = " ".join(stderr.split())
+    assert code == 1 and "no images were prepared" in message and "Traceback" not in stderr
+    assert f"{out} keeps its earlier layout" in message
+    assert _layout(out) == before
+    if how == "images gone":
+        refused = pd.read_csv(out / ".medsynth" / "skipped-refused.csv")
+        assert set(refused["reason"]) == {"no image file"}
+        assert "skipped-refused.csv" in message
+        (tmp_path / "away").rename(isic2020.images)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    assert _layout(out) == before
+    assert not (out / ".medsynth" / "skipped-refused.csv").exists()
+
+
+def test_a_refused_first_run_lists_its_skips_in_skipped_csv(tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 4, seed=5, melanoma_fraction=1.0)
+    shutil.rmtree(made.images)
+    made.images.mkdir()
+    with pytest.raises(UserError) as refused:
+        prepare(made.root, tmp_path / "out", workers=1)
+    assert "keeps its earlier layout" not in str(refused.value)
+    assert str(tmp_path / "out" / "skipped.csv") in str(refused.value)
+    assert len(pd.read_csv(tmp_path / "out" / "skipped.csv")) == 4
+
+
+def test_a_caption_edited_by_hand_is_kept_unless_force(runner: CliRunner, tmp_path: Path,
+                                                       isic2020: SyntheticSet) -> None:
+    out = tmp_path / "out"
+    first = prepare(isic2020.root, out, workers=1)
+    caption = sorted(first.train_dir.glob("*.txt"))[1]
+    caption.write_text("photo of skin, me1anoma, my careful caption", encoding="utf-8")
+    before = checksums(out)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--repeats", "2")
+    message = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stderr
+    assert f"1 file that prepare wrote under {out} was changed since" in message
+    assert caption.name in message and "--force" in message
+    assert checksums(out) == before
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force")
+    assert code == 0, stderr
+    row = first.manifest.set_index("id").loc[caption.stem]
+    assert caption.read_text(encoding="utf-8") == row["caption"]
+
+
+def test_an_image_edited_by_hand_is_kept_unless_force(tmp_path: Path,
+                                                      isic2020: SyntheticSet) -> None:
+    out = tmp_path / "out"
+    first = prepare(isic2020.root, out, workers=1)
+    image = sorted(first.train_dir.glob("*.jpg"))[0]
+    source = isic2020.images / image.name
+    original = source.read_bytes()
+    decoded = cv2.imread(str(image))
+    assert decoded is not None
+    cropped = decoded[10:-10, 10:-10]
+    image.unlink()  # an editor saves a new file over the old name
+    cv2.imwrite(str(image), cropped)
+    with pytest.raises(UserError, match="changed since"):
+        prepare(isic2020.root, out, workers=1)
+    kept = cv2.imread(str(image))
+    assert kept is not None and kept.shape == cropped.shape
+    assert source.read_bytes() == original
+    prepare(isic2020.root, out, workers=1, force=True)
+    assert image.samefile(source)
+
+
+def test_unchanged_layouts_and_replaced_sources_re_run_without_force(
+        tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 4, seed=8, melanoma_fraction=1.0)
+    out = tmp_path / "out"
+    prepare(made.root, out, workers=1)
+    source = sorted(made.images.glob("*.jpg"))[0]
+    fresh = tmp_path / "fresh.jpg"
+    cv2.imwrite(str(fresh), np.full((200, 300, 3), 180, np.uint8))
+    fresh.replace(source)
+    again = prepare(made.root, out, workers=1, options=PrepareOptions(repeats=3))
+    assert (again.train_dir / source.name).samefile(source)
+
+
+def test_a_split_that_gives_no_validation_images_says_so(tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 6, seed=3, melanoma_fraction=1.0)
+    frame = pd.read_csv(made.metadata)
+    frame["patient_id"] = "IP_0000001"
+    frame.to_csv(made.metadata, index=False)
+    result = prepare(made.root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(val_frac=0.3))
+    assert (result.manifest["split"] == "train").all()
+    (warning,) = [w for w in result.warnings if "--val-frac" in w]
+    assert "0.3 gave no validation images" in warning and "6 images" in warning
+    several = prepare(made.root, tmp_path / "none", workers=1)
+    assert not [w for w in several.warnings if "--val-frac" in w]
+
+
+def test_images_that_are_not_melanomas_under_the_melanoma_name_are_warned_about(
+        tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 16, seed=4, melanoma_fraction=0.25)
+    nevi = prepare(made.root, tmp_path / "nevi", workers=1,
+                   options=PrepareOptions(query="target == 0"))
+    (warning,) = [w for w in nevi.warnings if "class folder says" in w]
+    assert "'melanoma'" in warning and "'me1anoma'" in warning and "--class-name" in warning
+    named = prepare(made.root, tmp_path / "named", workers=1,
+                    options=PrepareOptions(query="target == 0", class_name="nevus",
+                                           trigger="nev0s"))
+    melanomas = prepare(made.root, tmp_path / "melanomas", workers=1)
+    assert not [w for r in (named, melanomas) for w in r.warnings if "class folder says" in w]
