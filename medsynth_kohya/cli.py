@@ -462,7 +462,8 @@ def push(
         "as it would be uploaded; send nothing.")] = None,
     evaluation: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--eval", metavar="REPORT", help="An `evaluate` --out folder: its figures go into the "
-        "card (model-index), report.html and report.json into evaluation/.")] = None,
+        "card (model-index), its page without training photos and report.json into evaluation/.")
+    ] = None,
     allow_copies: Annotated[bool, typer.Option(
         help="Publish sample images flagged as near-copies of training photos (by `sample "
         "--check-copies` or the --eval report); refused without it.")] = False,
@@ -775,7 +776,8 @@ def reproduce(
 def evaluate(
     synthetic: Annotated[Path, typer.Option(
         help="Synthetic set: the --out folder of `sample` (metadata.csv + images/).")],
-    out: Annotated[Path, typer.Option(help="Report folder: report.html and report.json.")],
+    out: Annotated[Path, typer.Option(help="Report folder: report.html, report-public.html "
+                                      "(without training photos) and report.json.")],
     real: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Real data: an ISIC download (melanomas and the rest) or a prepared folder "
         "(its training images; the classifier reads the source it was prepared from).")
@@ -811,7 +813,8 @@ def evaluate(
 ) -> None:
     """Evaluate a synthetic set: near-copies, prompt adherence, FID/KID, classifier utility.
 
-    Writes OUT/report.html (one self-contained page) and OUT/report.json (every figure).
+    Writes OUT/report.html (one self-contained page), OUT/report-public.html (the same without
+    the training photos: what `push --eval` publishes) and OUT/report.json (every figure).
     Near-copies and adherence need nothing more; fidelity and the classifier need the `eval`
     extra (pip install 'medsynth-kohya[eval]') and say so when it is missing. Exits 1 when a
     synthetic image is a near-copy of a training photo.
@@ -840,7 +843,8 @@ def evaluate(
                 f"{result.skipped[0]['reason']}")
     ui.table(f"evaluate: {result.out}", [(row["check"], f"{row['status']}: {row['detail']}")
                                          for row in result.verdict])
-    ui.say(f"report: {result.out / 'report.html'}")
+    ui.say(f"report: {result.page} (keep it private: it shows training photos)")
+    ui.say(f"what `push --eval` publishes, without them: {result.public_page}")
     if result.flagged:
         ui.error(f"{len(result.flagged)} synthetic images are near-copies of training photos; "
                  "see the report before publishing them")

@@ -59,6 +59,7 @@ OWNERS = {
     "shard.json": {PACKAGE / "sampling" / "shards.py"},
     "copies.json": {PACKAGE / "evaluation" / "copycheck.py"},
     "report.json": {PACKAGE / "evaluation" / "report.py"},
+    "report-public.html": {PACKAGE / "evaluation" / "report.py"},
     "launch.json": {PACKAGE / "training" / "nodes.py"},
     "reproduce.json": {PACKAGE / "pipeline" / "reproduce.py"},
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.evaluation import copycheck, features
+from medsynth_kohya.evaluation import copycheck, features, sets
+from medsynth_kohya.evaluation import report as report_files
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
@@ -69,9 +72,9 @@ def test_the_report_arrives_byte_for_byte_and_its_figures_are_the_model_index(
                          allow_copies=True, endpoint=fake_hub.url, token=TOKEN)
 
     repo = fake_hub.repos[REPO]
-    for name in ("report.html", "report.json"):
-        assert repo.files[f"evaluation/{name}"] == (report / name).read_bytes(), name
-        assert (f"evaluation/{name}", (report / name).stat().st_size) in result.files
+    for name, local in (("report.html", "report-public.html"), ("report.json", "report.json")):
+        assert repo.files[f"evaluation/{name}"] == (report / local).read_bytes(), name
+        assert (f"evaluation/{name}", (report / local).stat().st_size) in result.files
     document = json.loads((report / "report.json").read_text(encoding="utf-8"))
     card = _card(repo.files["README.md"].decode())
     results = card.data.eval_results
@@ -106,6 +109,64 @@ def test_the_report_arrives_byte_for_byte_and_its_figures_are_the_model_index(
         assert f"| {row['check']} | {row['status']} |" in text
     assert str(tmp_path) not in repo.files["README.md"].decode()
     assert not fake_hub.unknown
+
+
+def _embedded(page: str, alt: str) -> list[str]:
+    """The base64 payloads of the page's images with this alt text."""
+    return re.findall(rf"<img src='data:image/jpeg;base64,([^']+)' alt='{alt}'>", page)
+
+
+def _payload(path: Path) -> str:
+    """The base64 of `path`'s thumbnail as evaluate embeds it."""
+    image = sets.decode(path)
+    assert image is not None
+    return report_files.thumbnail(image).split(",", 1)[1]
+
+
+def test_no_training_photo_leaves_the_machine_with_the_report(
+        fake_hub: FakeHub, evaluated: Path, tmp_path: Path, runner: CliRunner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    report, synth = evaluated / "report", evaluated / "synth"
+    local = (report / "report.html").read_text(encoding="utf-8")
+    training = sorted((evaluated / "isic" / "train").glob("*.jpg"))
+    planted = training[3]  # SYN_0000005 is a copy of it
+    shown = _embedded(local, "training")
+    assert _payload(planted) in shown and len(shown) == 6  # the user still sees every pair
+    copy, fresh = _payload(synth / "images" / "SYN_0000005.png"), _payload(
+        synth / "images" / "SYN_0000000.png")
+    assert copy in _embedded(local, "synthetic")
+    private = [payload.encode() for payload in (*shown, copy)]
+    for path in training:
+        raw = path.read_bytes()
+        private += [raw, base64.b64encode(raw), _payload(path).encode()]
+    public = (report / "report-public.html").read_bytes()
+
+    run = make_run(tmp_path / "first")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--eval", report,
+                                  "--endpoint", fake_hub.url, "--dry-run")
+    assert code == 0, stderr
+    assert re.search(rf"evaluation/report\.html\W+{len(public)} B", stdout), stdout
+    code, shown_page, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--eval", report,
+                                      "--show", "evaluation/report.html")
+    assert code == 0 and shown_page.encode() == public, stderr
+    assert REPO not in fake_hub.repos
+
+    result = hubmod.push(run, REPO, evaluation=report, endpoint=fake_hub.url, token=TOKEN)
+    uploaded = fake_hub.repos[REPO].files
+    assert uploaded["evaluation/report.html"] == public
+    assert ("evaluation/report.html", len(public)) in result.files
+    for name, data in uploaded.items():
+        assert not any(secret in data for secret in private), name
+    page = public.decode()
+    assert fresh in _embedded(page, "synthetic") and not _embedded(page, "training")
+    assert page.count("training photo withheld") == 6 and "near-copy withheld" in page
+    assert f"SYN_0000005 ~ {planted.stem}: " in page
+
+    (report / "report-public.html").unlink()  # as an older evaluate left it
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--eval", report,
+                             "--dry-run")
+    assert code == 1 and "has no report-public.html" in stderr and "--force" in stderr
 
 
 def test_flagged_samples_are_refused_unless_allowed(fake_hub: FakeHub, evaluated: Path,

@@ -2,7 +2,8 @@
 
 Flow: real data + synthetic set -> one pass over the training photos (hashes, hair, features)
 -> one pass over the synthetic images (nearest training photos, hair, features) -> one pass over
-the other labelled real photos (features) -> figures -> REPORT/report.json + report.html.
+the other labelled real photos (features) -> figures -> REPORT/report.json + report.html (and
+report-public.html, the page without training photos that push publishes).
 Images are decoded one at a time, so memory grows with the number of images only by their
 hashes and feature vectors. Without the `eval` extra, sections 1 and 2 still run.
 """
@@ -38,7 +39,7 @@ StageProgress = Callable[[str, int, int], None]
 """(stage, done, total) callback."""
 MARKER = ".medsynth-evaluate"
 """File that marks REPORT as written by evaluate (so a re-run may replace its files)."""
-OWN_FILES = (report.JSON_NAME, report.HTML_NAME, MARKER)
+OWN_FILES = (report.JSON_NAME, report.HTML_NAME, report.PUBLIC_HTML_NAME, MARKER)
 SHOWN_PAIRS = 60
 """Image pairs embedded in the page: every flagged pair first, then the nearest others."""
 DEFAULT_MIXES = (0.0, 0.5, 1.0, 2.0)
@@ -76,6 +77,16 @@ class EvaluateResult:
     flagged: list[dict[str, Any]]
     skipped: list[dict[str, str]] = field(default_factory=list)
 
+    @property
+    def page(self) -> Path:
+        """The local page, training photos included."""
+        return self.out / report.HTML_NAME
+
+    @property
+    def public_page(self) -> Path:
+        """The page `push --eval` publishes, without the training photos."""
+        return self.out / report.PUBLIC_HTML_NAME
+
 
 def _claim(out: Path, force: bool) -> None:
     """Refuse a REPORT folder holding files evaluate did not write, or an earlier report."""
@@ -88,17 +99,19 @@ def _claim(out: Path, force: bool) -> None:
         raise UserError(f"{out} already holds a report; add --force to replace it")
 
 
-def _pairs(flagged_first: list[tuple[str, str, float]],
-           training: dict[str, Path], synthetic: dict[str, Path]) -> list[dict[str, str]]:
-    """Embedded thumbnails of the shown pairs (decoded again: only these few)."""
+def _pairs(nearest: list[tuple[str, str, float]], flagged: set[str],
+           training: dict[str, Path], synthetic: dict[str, Path]) -> list[report.Pair]:
+    """Embedded thumbnails of the shown pairs, flagged first, then by distance (decoded again:
+    only these few)."""
     shown = []
-    for synthetic_id, training_id, distance in flagged_first[:SHOWN_PAIRS]:
+    ordered = sorted(nearest, key=lambda pair: (pair[0] not in flagged, pair[2]))
+    for synthetic_id, training_id, distance in ordered[:SHOWN_PAIRS]:
         left, right = sets.decode(synthetic[synthetic_id]), sets.decode(training[training_id])
         if left is None or right is None:
             continue
-        shown.append({"synthetic_src": report.thumbnail(left),
-                      "training_src": report.thumbnail(right),
-                      "caption": f"{synthetic_id} ~ {training_id}: {distance:.3f}"})
+        shown.append(report.Pair(report.thumbnail(left), report.thumbnail(right),
+                                 f"{synthetic_id} ~ {training_id}: {distance:.3f}",
+                                 synthetic_id in flagged))
     return shown
 
 
@@ -241,12 +254,12 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     sections["fidelity"] = fidelity_section
     sections["utility"] = utility_section
 
-    shown = sorted(((s, m[0].training_id, m[0].distance) for s, m in nearest),
-                   key=lambda pair: pair[2])
     training_paths = dict(zip(real_set.training["id"], real_set.training["path"], strict=True))
     synthetic_paths = dict(zip(synthetic_set.frame["id"], synthetic_set.frame["path"],
                                strict=True))
-    pairs = _pairs(shown, training_paths, synthetic_paths)
+    pairs = _pairs([(s, m[0].training_id, m[0].distance) for s, m in nearest],
+                   {f["synthetic_id"] for f in copies_section["flagged"]}, training_paths,
+                   synthetic_paths)
     verdict = _verdict(sections, options)
     document = {
         "tool": "medsynth-kohya", "version": __version__,

@@ -1,7 +1,9 @@
-"""`report.json` (every figure) and `report.html` (one self-contained page) of an evaluation.
+"""`report.json` (every figure), `report.html` (one self-contained page) and
+`report-public.html` (the same page without the training photos) of an evaluation.
 
-The page needs no network and no tool to read: plots are inline SVG, images are embedded as
-base64 JPEG, and each section says how its numbers were computed.
+The pages need no network and no tool to read: plots are inline SVG, images are embedded as
+base64 JPEG, and each section says how its numbers were computed. The training photos (perhaps
+private, clinical ones) appear only in the local page; `push --eval` publishes the public one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import html
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
 
 JSON_NAME = "report.json"
 HTML_NAME = "report.html"
+PUBLIC_HTML_NAME = "report-public.html"
+"""The page without the training photos: what `push --eval` publishes as report.html."""
 THUMB_SIDE = 160
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 _STYLE = """
@@ -30,7 +35,25 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding
 text-align:left}th{background:#f3f3f3}.pass{color:#176117}.fail{color:#a11}.warn{color:#a60}
 .skipped{color:#666}.pair{display:inline-block;margin:.4em;text-align:center;font-size:.8em}
 .pair img{margin:1px}.method{color:#444;font-size:.92em}svg{background:#fafafa}
-"""
+""" + (f".withheld{{display:inline-flex;align-items:center;justify-content:center;"
+       f"width:{THUMB_SIDE}px;height:{THUMB_SIDE}px;margin:1px;background:#eee;color:#666}}")
+_LOCAL_NOTE = (f"Only this local page shows the training photos: {PUBLIC_HTML_NAME}, the page "
+               "`push --eval` publishes, withholds them and the synthetic images flagged as "
+               "near-copies of one. Keep this page private.")
+_PUBLIC_NOTE = ("The training photos are withheld from this published page (they may be "
+                "private), and so are synthetic images flagged as near-copies of one; their ids "
+                "and distances stay.")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A synthetic image and its nearest training photo as shown: thumbnails (data URIs), the
+    caption with their distance, and whether the synthetic image is flagged as a near-copy."""
+
+    synthetic_src: str
+    training_src: str
+    caption: str
+    flagged: bool
 
 
 def thumbnail(image: MatLike) -> str:
@@ -105,7 +128,22 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _copies(section: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> str:
+def _image(src: str, alt: str, withheld: str | None) -> str:
+    """An embedded thumbnail, or a placeholder saying why it is withheld."""
+    if withheld is not None:
+        return f"<span class='withheld'>{_e(withheld)}</span>"
+    return f"<img src='{src}' alt='{alt}'>"
+
+
+def _pair(pair: Pair, public: bool) -> str:
+    """One pair; the public page withholds the training photo, and a flagged synthetic image."""
+    synthetic = _image(pair.synthetic_src, "synthetic",
+                       "near-copy withheld" if public and pair.flagged else None)
+    training = _image(pair.training_src, "training", "training photo withheld" if public else None)
+    return f"<div class='pair'>{synthetic}{training}<br>{_e(pair.caption)}</div>"
+
+
+def _copies(section: Mapping[str, Any], pairs: Sequence[Pair], public: bool) -> str:
     flagged = section["flagged"]
     parts = [f"<h2>1. Near-copies of training photos</h2><p class='method'>{_e(section['method'])}"
              "</p>", _histogram(section["distances"], section["threshold"],
@@ -118,11 +156,9 @@ def _copies(section: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> s
                      + _histogram(deep["similarities"], deep.get("threshold"),
                                   "nearest cosine similarity"))
     if pairs:
-        parts.append("<h3>Flagged and nearest pairs (synthetic | training)</h3>")
-        for pair in pairs:
-            parts.append(f"<div class='pair'><img src='{pair['synthetic_src']}' alt='synthetic'>"
-                         f"<img src='{pair['training_src']}' alt='training'><br>"
-                         f"{_e(pair['caption'])}</div>")
+        parts.append("<h3>Flagged and nearest pairs (synthetic | training)</h3><p class='method'>"
+                     + _e(_PUBLIC_NOTE if public else _LOCAL_NOTE) + "</p>")
+        parts += [_pair(pair, public) for pair in pairs]
     return "".join(parts)
 
 
@@ -190,8 +226,9 @@ def _skipped(title: str, section: Mapping[str, Any]) -> str:
     return f"<h2>{_e(title)}</h2><p class='skipped'>Skipped: {_e(section['skipped'])}</p>"
 
 
-def render_html(report: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> str:
-    """The whole page from the report's figures and the embedded image pairs."""
+def render_html(report: Mapping[str, Any], pairs: Sequence[Pair], *, public: bool) -> str:
+    """The whole page from the report's figures and the embedded image pairs; a `public` page
+    holds no training photo."""
     sections = report["sections"]
     verdict = "".join(
         f"<tr><td>{_e(v['check'])}</td><td class='{_e(v['status'])}'>{_e(v['status'])}</td>"
@@ -202,7 +239,8 @@ def render_html(report: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -
             f"<b>{_e(inputs['synthetic'])}</b> ({inputs['n_synthetic']} images) · "
             f"medsynth-kohya {_e(report['version'])} · {_e(report['created'])}</p>",
             "<table><tr><th>check</th><th>verdict</th><th>detail</th></tr>" + verdict
-            + "</table>", _copies(sections["copies"], pairs), _adherence(sections["adherence"])]
+            + "</table>", _copies(sections["copies"], pairs, public),
+            _adherence(sections["adherence"])]
     for title, key, render in (("3. Fidelity and diversity", "fidelity", _fidelity),
                                ("4. Downstream utility", "utility", _utility)):
         section = sections[key]
@@ -216,14 +254,22 @@ def render_html(report: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -
             + "</body></html>\n")
 
 
-def write(out: Path, report: Mapping[str, Any], pairs: Sequence[Mapping[str, str]]) -> None:
-    """Write both files atomically."""
+def write(out: Path, report: Mapping[str, Any], pairs: Sequence[Pair]) -> None:
+    """Write the figures and both pages atomically."""
     files.write_json(out / JSON_NAME, dict(report))
-    files.write_text(out / HTML_NAME, render_html(report, pairs))
+    files.write_text(out / HTML_NAME, render_html(report, pairs, public=False))
+    files.write_text(out / PUBLIC_HTML_NAME, render_html(report, pairs, public=True))
+
+
+def published(out: Path) -> tuple[tuple[str, Path], ...]:
+    """The files of the report in `out` that may be published, by the name each takes there:
+    the public page (no training photo) as report.html, and the figures."""
+    return (HTML_NAME, out / PUBLIC_HTML_NAME), (JSON_NAME, out / JSON_NAME)
 
 
 def read(out: Path) -> dict[str, Any]:
-    """The figures of the report in `out`, whose page must be there too (for publishing)."""
+    """The figures of the report in `out`, whose public page must be there too (for
+    publishing)."""
     if not (out / JSON_NAME).is_file() or not (out / HTML_NAME).is_file():
         raise UserError(f"{out} holds no {JSON_NAME} and {HTML_NAME}: give the --out folder of "
                         "`medsynth-kohya evaluate`")
@@ -237,5 +283,9 @@ def read(out: Path) -> dict[str, Any]:
     if not ok:
         raise UserError(f"{out / JSON_NAME} is not a report of `medsynth-kohya evaluate`; "
                         "re-run evaluate to write it again")
+    if not (out / PUBLIC_HTML_NAME).is_file():
+        raise UserError(f"{out} has no {PUBLIC_HTML_NAME}, the page without training photos "
+                        "that push publishes (an older evaluate wrote none); re-run "
+                        "`medsynth-kohya evaluate` with --force")
     result: dict[str, Any] = document
     return result

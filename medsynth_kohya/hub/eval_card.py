@@ -1,8 +1,9 @@
 """An `evaluate` report on the model card: `model-index` results, a summary, the report files.
 
-`push --eval REPORT` publishes REPORT/report.html and report.json under `evaluation/` in the
-repo (through the same upload plan and last scan as every other file) and turns the report's
-figures into huggingface_hub `EvalResult`s, which ModelCardData writes as the card's
+`push --eval REPORT` publishes REPORT/report-public.html (the page without the training photos)
+as report.html and report.json under `evaluation/` in the repo (through the same upload plan and
+last scan as every other file) and turns the report's figures into huggingface_hub
+`EvalResult`s, which ModelCardData writes as the card's
 `model-index`: the synthetic set's checks (near-copies, prompt adherence, FID, KID, precision,
 recall) as a text-to-image task, the classifier's ROC-AUC and balanced accuracy at each mix as
 an image-classification task on the held-out real patients (95 % intervals in the metric's
@@ -120,8 +121,7 @@ def card_evaluation(folder: Path) -> CardEvaluation:
     flagged = {str(f["synthetic_id"]): str(f["training_id"]) for f in copies["flagged"]}
     checked = frozenset(str(n["synthetic_id"]) for n in copies["nearest"])
     return CardEvaluation(
-        ((f"{FOLDER}/{report_files.HTML_NAME}", folder / report_files.HTML_NAME),
-         (f"{FOLDER}/{report_files.JSON_NAME}", folder / report_files.JSON_NAME)),
+        tuple((f"{FOLDER}/{name}", local) for name, local in report_files.published(folder)),
         tuple(_generation(document) + _classification(document)),
         tuple((str(v["check"]), str(v["status"]), str(v["detail"])) for v in document["verdict"]),
         int(document["inputs"]["n_synthetic"]), str(document.get("version", "?")), flagged,
