@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files
 from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT
+from medsynth_kohya.data.sources import LICENCE_COLUMNS, origin
 from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,6 +42,18 @@ class PreparedState:
     source_metadata: Path | None = None
     source_images: tuple[Path, ...] = ()
     hair_agreement: dict[str, Any] | None = None
+    source_kind: str | None = None
+    """The metadata's layout (sources.ISIC2020 or ARCHIVE); None when not recorded."""
+    licence_columns: tuple[str, ...] | None = None
+    """The sources.LICENCE_COLUMNS the metadata has (None: not recorded, an older prepare)."""
+
+    @property
+    def origin(self) -> str | None:
+        """Where the images come from (sources.origin: ISIC 2020, the Archive or the user's
+        own data); None when the source was not recorded."""
+        columns = self.options.get("columns")
+        return None if self.source_kind is None else origin(
+            self.source_kind, columns if isinstance(columns, dict) else {})
 
     @property
     def class_name(self) -> str | None:
@@ -68,11 +81,15 @@ class PreparedState:
         source: dict[str, Any] = found if isinstance(found, dict) else {}
         metadata = source.get("metadata")
         agreement = data.get("hair_agreement")
+        licences = source.get("licence_columns")
         return cls(options=dict(data.get("options", {})), diagnosis=_text(data.get("diagnosis")),
                    diagnosis_recorded="diagnosis" in data,
                    source_metadata=Path(str(metadata)) if metadata else None,
                    source_images=tuple(Path(str(d)) for d in source.get("image_dirs") or []),
-                   hair_agreement=agreement if isinstance(agreement, dict) else None)
+                   hair_agreement=agreement if isinstance(agreement, dict) else None,
+                   source_kind=_text(source.get("kind")),
+                   licence_columns=tuple(map(str, licences)) if isinstance(licences, list)
+                   else None)
 
 
 def _text(value: Any) -> str | None:
@@ -140,7 +157,9 @@ class PreparedFolder:
         agreement."""
         record = {"tool": "medsynth-kohya", "command": "prepare", "version": __version__,
                   "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
-                             "image_dirs": [str(d.resolve()) for d in source.image_dirs]},
+                             "image_dirs": [str(d.resolve()) for d in source.image_dirs],
+                             "licence_columns": [c for c in LICENCE_COLUMNS
+                                                 if c in source.header]},
                   "options": {**asdict(options), "hair": options.hair.value,
                               "columns": dict(options.columns)},
                   "diagnosis": diagnosis,

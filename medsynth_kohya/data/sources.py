@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 ISIC2020 = "isic2020"
 ARCHIVE = "isic-archive"
+OWN = "own"
+"""Where data with neither layout's id column comes from: the user's own (`origin`)."""
+LICENCE_COLUMNS = ("copyright_license", "attribution")
+"""The columns of an ISIC Archive export that give each image's licence and credit."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Image files found, in any letter case."""
 _ID_SUFFIX = re.compile("(" + "|".join(map(re.escape, IMAGE_SUFFIXES)) + ")$", re.IGNORECASE)
@@ -155,6 +159,14 @@ def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str]) -> 
         return ISIC2020 if score(ISIC2020) > score(ARCHIVE) else ARCHIVE
     raise _absent(metadata, header, {"id": ("image_name", "isic_id")},
                   "which holds the image ids (ISIC 2020: image_name, ISIC Archive: isic_id)", "")
+
+
+def origin(kind: str, columns: Mapping[str, str]) -> str:
+    """Where a source of this layout `kind` with these --column mappings comes from: the ISIC
+    2020 challenge or an ISIC Archive export when its ids are in the layout's own id column,
+    else (`--column id=…`, e.g. HAM10000's image_id) the user's OWN data."""
+    own_id = _COLUMNS.get(kind, {}).get("id")
+    return kind if own_id is not None and columns.get("id", own_id) == own_id else OWN
 
 
 def require(source: Source, fields: Iterable[str], why: str, advice: str = "") -> None:

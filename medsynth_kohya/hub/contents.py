@@ -19,7 +19,13 @@ from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.hub import eval_card, privacy
-from medsynth_kohya.hub.card import DEFAULT_LICENSE, Sample, render_card, spread_section
+from medsynth_kohya.hub.card import (
+    DEFAULT_LICENSE,
+    Sample,
+    render_card,
+    spread_section,
+    training_data,
+)
 from medsynth_kohya.hub.eval_card import CardEvaluation
 from medsynth_kohya.sampling.grid import GRID_IMAGES
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
@@ -398,7 +404,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     sample_paths = {s.path: f"samples/{s.path.name}" for s in chosen}
     grid_path = f"samples/{grid.name}" if grid else None
     spread, spread_warnings, synthetic = spread_section(record)
-    warnings += spread_warnings
+    data, data_warnings = training_data(record, synthetic)
+    warnings += spread_warnings + data_warnings
     if synthetic:
         warnings.append("the run trained on the synthetic demo data; the card says so")
 
@@ -417,7 +424,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
                        license=license, prompts=prompts, samples=chosen,
                        sample_paths=sample_paths, grid=grid_path, spread=spread,
-                       synthetic=synthetic, files=files, evaluation=attached)
+                       data=data, files=files, evaluation=attached)
     card = scrub(card.encode(), policy.secrets).decode()
     everything = (Upload("README.md", card.encode()), *uploads)
     everything += (Upload(PUSHED, pushed_list(everything)),)

@@ -1,0 +1,129 @@
+"""The model card states the data the run trained on, as `prepare` recorded it: the ISIC 2020
+challenge (its licence and citation), an ISIC Archive export (per-image licences, and where they
+are), the user's own data (whose licence the card asks for), or nothing recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from medsynth_kohya import files
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.prepared import PreparedFolder
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.hub import contents
+
+from .conftest import prepare_set
+from .test_hub import REPO, make_run
+
+ISIC_2020 = ("ISIC 2020 Challenge dataset", "Rotemberg", "rotemberg2021patient")
+ARCHIVE = ("ISIC Archive", "CC-0, CC-BY", "image by image")
+
+
+def _real(made: SyntheticSet) -> SyntheticSet:
+    """`made` with ISIC ids instead of the demo's SYN_ ones, which the card takes for the
+    generated demo data."""
+    table = pd.read_csv(made.metadata, dtype=str, keep_default_na=False)
+    column = table.columns[0]
+    for name in table[column]:
+        (made.images / f"{name}.jpg").rename(made.images / f"{name.replace('SYN_', 'ISIC_')}.jpg")
+    table[column] = table[column].str.replace("SYN_", "ISIC_")
+    table.to_csv(made.metadata, index=False)
+    return made
+
+
+def _card(tmp_path: Path, prepared: Path, license: str = "cc-by-nc-4.0",
+          ) -> contents.PushPlan:
+    """The push plan of a run whose record says it trained on `prepared`."""
+    run = make_run(tmp_path / "run")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["dataset"]["prepared"] = str(prepared.resolve())
+    record["dataset"]["manifest_sha256"] = files.sha256(PreparedFolder(prepared).manifest)
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    return contents.plan(run, REPO, license=license)
+
+
+def _section(card: str, title: str) -> str:
+    """The text of the card's `## title` section."""
+    return card.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_an_isic_2020_run_cites_the_challenge(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    prepared = prepare_set(_real(isic2020), tmp_path / "prepared")
+    planned = _card(tmp_path, prepared, license="mit")
+    data = _section(planned.card, "Training data")
+    assert all(words in data for words in ISIC_2020[:2]) and "CC-BY-NC 4.0" in data
+    assert ISIC_2020[2] in _section(planned.card, "Citation")
+    licence = _section(planned.card, "Licence")
+    assert "released under `mit`" in licence and "ISIC 2020 training images are CC-BY-NC" in (
+        licence)
+    assert not any(words in planned.card for words in ARCHIVE)
+    assert not any("own data" in w or "state" in w for w in planned.warnings), planned.warnings
+
+
+def test_an_archive_export_says_its_licences_are_per_image(archive: SyntheticSet,
+                                                           tmp_path: Path) -> None:
+    prepared = prepare_set(_real(archive), tmp_path / "prepared")
+    planned = _card(tmp_path, prepared)
+    data = _section(planned.card, "Training data")
+    assert "from an [ISIC Archive](https://www.isic-archive.com/) export" in data
+    assert "CC-0, CC-BY 4.0 or CC-BY-NC 4.0" in data
+    assert "`copyright_license` and `attribution` columns of the export's metadata file " \
+           "(`metadata.csv`)" in data
+    assert "licensed image by image" in _section(planned.card, "Licence")
+    assert "credit each training image" in _section(planned.card, "Citation")
+    assert not any(words in planned.card for words in ISIC_2020)
+    assert "ISIC 2020" not in planned.card
+
+
+def test_an_archive_export_without_licence_columns_points_to_the_archive(
+        archive: SyntheticSet, tmp_path: Path) -> None:
+    _real(archive)
+    table = pd.read_csv(archive.metadata, dtype=str, keep_default_na=False)
+    table.drop(columns=["attribution", "copyright_license"]).to_csv(archive.metadata,
+                                                                    index=False)
+    prepared = prepare_set(archive, tmp_path / "prepared")
+    data = _section(_card(tmp_path, prepared).card, "Training data")
+    assert "has no licence column: look each image up by its `isic_id`" in data
+    assert "`copyright_license`" not in data
+
+
+def test_own_data_is_named_and_its_licence_asked_for(isic2020: SyntheticSet,
+                                                     tmp_path: Path) -> None:
+    """Data in neither ISIC layout (HAM10000's columns, mapped with --column), whatever layout
+    prepare read it as."""
+    _real(isic2020)
+    own = pd.read_csv(isic2020.metadata, dtype=str, keep_default_na=False).rename(columns={
+        "image_name": "image_id", "patient_id": "lesion_id", "age_approx": "age",
+        "anatom_site_general_challenge": "localization"})
+    own.to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+    columns = {"id": "image_id", "patient_id": "lesion_id", "age": "age",
+               "site": "localization"}
+    prepared = prepare(None, tmp_path / "prepared", metadata=tmp_path / "HAM10000_metadata.csv",
+                       images=isic2020.images, workers=1,
+                       options=PrepareOptions(columns=columns)).out
+    planned = _card(tmp_path, prepared)
+    data = _section(planned.card, "Training data")
+    assert "images from the uploader's own data, not an ISIC dataset" in data
+    assert "**Licence of the training data: not stated.**" in data
+    assert "state here where the training data comes from, its licence" in data
+    assert "licence is not stated here" in _section(planned.card, "Licence")
+    assert "citation is not recorded" in _section(planned.card, "Citation")
+    for words in (*ISIC_2020, *ARCHIVE, "ISIC 2020", "CC-BY-NC 4.0", "HAM10000"):
+        assert words not in planned.card, words
+    assert any("your own data" in w for w in planned.warnings), planned.warnings
+
+
+def test_an_unrecorded_source_is_not_claimed(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    prepared = prepare_set(_real(isic2020), tmp_path / "prepared")
+    PreparedFolder(prepared).state_file.unlink()
+    planned = _card(tmp_path, prepared)
+    data = _section(planned.card, "Training data")
+    assert "from a source this card does not record" in data
+    assert "The source of these images was not recorded" in data
+    assert not any(words in planned.card for words in (*ISIC_2020, *ARCHIVE))
+    assert any("cannot say where the training images come from" in w
+               for w in planned.warnings), planned.warnings
+
