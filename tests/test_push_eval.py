@@ -163,6 +163,10 @@ def test_no_training_photo_leaves_the_machine_with_the_report(
     assert page.count("training photo withheld") == 6 and "near-copy withheld" in page
     assert f"SYN_0000005 ~ {planted.stem}: " in page
 
+    (report / "report.html").unlink()  # the private page is not needed to publish
+    hubmod.push(run, REPO, evaluation=report, endpoint=fake_hub.url, token=TOKEN)
+    assert fake_hub.repos[REPO].files["evaluation/report.html"] == public
+    (report / "report.html").write_text(local, encoding="utf-8")
     (report / "report-public.html").unlink()  # as an older evaluate left it
     code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--eval", report,
                              "--dry-run")
