@@ -8,18 +8,31 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from medsynth_kohya import files
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.prepared import PreparedFolder
+from medsynth_kohya.data.sources import ARCHIVE, ISIC2020, OWN, origin
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.hub import contents
 
 from .conftest import prepare_set
 from .test_hub import REPO, make_run
 
-ISIC_2020 = ("ISIC 2020 Challenge dataset", "Rotemberg", "rotemberg2021patient")
-ARCHIVE = ("ISIC Archive", "CC-0, CC-BY", "image by image")
+ISIC_2020_WORDS = ("ISIC 2020 Challenge dataset", "Rotemberg", "rotemberg2021patient")
+ARCHIVE_WORDS = ("ISIC Archive", "CC-0, CC-BY", "image by image")
+
+
+@pytest.mark.parametrize(("kind", "columns", "expected"), [
+    (ISIC2020, {}, ISIC2020), (ISIC2020, {"id": "image_name", "site": "location"}, ISIC2020),
+    (ARCHIVE, {"sex": "gender"}, ARCHIVE), (ARCHIVE, {"id": "isic_id"}, ARCHIVE),
+    (ARCHIVE, {"id": "image_id"}, OWN), (ISIC2020, {"id": "isic_id"}, OWN),
+    ("another layout", {}, OWN)])
+def test_origin_follows_the_id_column(kind: str, columns: dict[str, str], expected: str) -> None:
+    """Ids in the layout's own id column are that ISIC data set's; ids read from any other
+    column (--column id=…) are the user's own data."""
+    assert origin(kind, columns) == expected
 
 
 def _real(made: SyntheticSet) -> SyntheticSet:
@@ -54,12 +67,12 @@ def test_an_isic_2020_run_cites_the_challenge(isic2020: SyntheticSet, tmp_path: 
     prepared = prepare_set(_real(isic2020), tmp_path / "prepared")
     planned = _card(tmp_path, prepared, license="mit")
     data = _section(planned.card, "Training data")
-    assert all(words in data for words in ISIC_2020[:2]) and "CC-BY-NC 4.0" in data
-    assert ISIC_2020[2] in _section(planned.card, "Citation")
+    assert all(words in data for words in ISIC_2020_WORDS[:2]) and "CC-BY-NC 4.0" in data
+    assert ISIC_2020_WORDS[2] in _section(planned.card, "Citation")
     licence = _section(planned.card, "Licence")
     assert "released under `mit`" in licence and "ISIC 2020 training images are CC-BY-NC" in (
         licence)
-    assert not any(words in planned.card for words in ARCHIVE)
+    assert not any(words in planned.card for words in ARCHIVE_WORDS)
     assert not any("own data" in w or "state" in w for w in planned.warnings), planned.warnings
 
 
@@ -74,7 +87,7 @@ def test_an_archive_export_says_its_licences_are_per_image(archive: SyntheticSet
            "(`metadata.csv`)" in data
     assert "licensed image by image" in _section(planned.card, "Licence")
     assert "credit each training image" in _section(planned.card, "Citation")
-    assert not any(words in planned.card for words in ISIC_2020)
+    assert not any(words in planned.card for words in ISIC_2020_WORDS)
     assert "ISIC 2020" not in planned.card
 
 
@@ -111,7 +124,7 @@ def test_own_data_is_named_and_its_licence_asked_for(isic2020: SyntheticSet,
     assert "state here where the training data comes from, its licence" in data
     assert "licence is not stated here" in _section(planned.card, "Licence")
     assert "citation is not recorded" in _section(planned.card, "Citation")
-    for words in (*ISIC_2020, *ARCHIVE, "ISIC 2020", "CC-BY-NC 4.0", "HAM10000"):
+    for words in (*ISIC_2020_WORDS, *ARCHIVE_WORDS, "ISIC 2020", "CC-BY-NC 4.0", "HAM10000"):
         assert words not in planned.card, words
     assert any("your own data" in w for w in planned.warnings), planned.warnings
 
@@ -123,7 +136,7 @@ def test_an_unrecorded_source_is_not_claimed(isic2020: SyntheticSet, tmp_path: P
     data = _section(planned.card, "Training data")
     assert "from a source this card does not record" in data
     assert "The source of these images was not recorded" in data
-    assert not any(words in planned.card for words in (*ISIC_2020, *ARCHIVE))
+    assert not any(words in planned.card for words in (*ISIC_2020_WORDS, *ARCHIVE_WORDS))
     assert any("cannot say where the training images come from" in w
                for w in planned.warnings), planned.warnings
 
