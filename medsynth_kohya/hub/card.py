@@ -376,8 +376,9 @@ def _evaluation(evaluation: CardEvaluation | None) -> str:
     return "\n".join([
         f"Measured by medsynth-kohya {evaluation.version} `evaluate` on "
         f"{evaluation.n_synthetic} synthetic images. The full report, with how each figure "
-        f"was computed, is [`{html}`]({html}); every figure is in `{data}` and in this card's "
-        "`model-index` metadata.", "", "| check | verdict | detail |", "|---|---|---|", *rows])
+        f"was computed (training photos withheld), is [`{html}`]({html}); every figure is in "
+        f"`{data}` and in this card's `model-index` metadata.", "",
+        "| check | verdict | detail |", "|---|---|---|", *rows])
 
 
 def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: str,
