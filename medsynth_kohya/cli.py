@@ -445,8 +445,9 @@ def push(
         "--private/--public", help="Visibility of a repository this creates; an existing one "
         "keeps its own.")] = True,
     license_: Annotated[str, typer.Option(
-        "--license", help="Licence id in the card; default the ISIC 2020 images' terms. "
-        "SDXL's own licence applies as well.")] = "cc-by-nc-4.0",
+        "--license", help="Licence id in the card (default CC-BY-NC 4.0, the ISIC 2020 "
+        "images' terms: the most restrictive of the Archive's); give your data's own for "
+        "other data. SDXL's own licence applies as well.")] = "cc-by-nc-4.0",
     all_checkpoints: Annotated[bool, typer.Option(
         help="Also upload the epoch/step saves under checkpoints/.")] = False,
     samples: Annotated[Optional[Path], typer.Option(  # noqa: UP045
