@@ -100,14 +100,23 @@ def _main(
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn a UserError into one red line and exit code 1; Ctrl-C into exit code 130."""
-    from medsynth_kohya import ui
+    """Turn a UserError into one red line and exit code 1; Ctrl-C into exit code 130. A write
+    the machine refuses (permission, read-only file system, disk full: files.REFUSED) is one
+    line too; any other OSError is a bug and keeps its traceback."""
+    from medsynth_kohya import files, ui
     from medsynth_kohya.errors import UserError
 
     try:
         yield
     except UserError as exc:
         ui.error(str(exc))
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        if exc.errno not in files.REFUSED:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        ui.error(f"{where}{exc.strerror}; free space, or choose a folder you can write to, then "
+                 "run this again")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         ui.error("interrupted; re-run the same command to continue where it stopped")
@@ -674,7 +683,7 @@ def sample(
 
 def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str]) -> None:
     """`sample --slurm N`: the array job running this same command as shards 1..N of N."""
-    from medsynth_kohya import ui
+    from medsynth_kohya import files, ui
     from medsynth_kohya.machine import slurm
     from medsynth_kohya.sampling.machines import array_script
     from medsynth_kohya.sdscripts.launch import own_command
@@ -692,7 +701,7 @@ def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str])
         if params["dry_run"]:
             ui.say(text.rstrip("\n"))
             return
-        (out / ".medsynth" / "slurm").mkdir(parents=True, exist_ok=True)  # SLURM's logs
+        files.make_folder(out / ".medsynth" / "slurm")  # SLURM's logs
         _show_job(slurm.write(text, out / ".medsynth" / "sample.sbatch", submit=submit))
 
 

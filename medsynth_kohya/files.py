@@ -7,6 +7,7 @@ target, so a crash or Ctrl-C never leaves half a file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,10 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medsynth_kohya.errors import UserError
+
 MAX_HEADER = 100 * 2**20
 """The largest safetensors header read (a LoRA's is well under 1 MiB)."""
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 """This machine in a temporary file's name (a short digest: names stay short, hosts unnamed)."""
+REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+"""Errors by which the machine, not the program, refuses a write: no permission, a read-only
+file system, no space left."""
 _TEMPORARY = re.compile(r"\..+\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?")
 
 
@@ -47,6 +53,29 @@ def writer(path: Path) -> Writer | None:
     """The machine and process a `temporary` name was made by; None for any other name."""
     found = _TEMPORARY.fullmatch(path.name)
     return Writer(found["host"], int(found["pid"])) if found else None
+
+
+class FolderError(UserError):
+    """A folder this command cannot create or write in (locks.reading reads such a folder
+    unmarked instead)."""
+
+
+def folder_error(folder: Path, exc: OSError, verb: str = "create") -> FolderError:
+    """The one-line refusal of `folder`: what stood in the way (a file on its path, or the
+    system's reason) and the fix."""
+    blocker = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    reason = (f"{blocker} is a file" if blocker is not None and not blocker.is_dir()
+              else exc.strerror or str(exc))
+    return FolderError(f"cannot {verb} {folder}: {reason}; choose another folder")
+
+
+def make_folder(folder: Path) -> None:
+    """Create `folder` with its parents; one that cannot be made (a file on its path, no
+    permission, a read-only or virtual file system) is a FolderError, not a traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise folder_error(folder, exc) from None
 
 
 @contextmanager

@@ -279,7 +279,7 @@ def reading(folder: Path, command: str) -> Iterator[None]:
     folder this process may not write to (a shared read-only data set), or one that is not
     there, is read unmarked."""
     with contextlib.ExitStack() as stack:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, files.FolderError):
             if not folder.is_dir():
                 raise FileNotFoundError(folder)
             readers(folder, clear=True)
@@ -451,14 +451,18 @@ def hold(folder: Path, command: str, *, part: str | None = None,
     refreshes the record's heartbeat while the block runs. With `sweep` (a writer), the
     temporary files left under `folder` by writers that died are removed first (`_sweep`); a
     reader (`reading`) changes nothing there. Folders this makes are removed again if the
-    block leaves them empty (a refused command leaves nothing behind).
+    block leaves them empty (a refused command leaves nothing behind). A folder that cannot be
+    made or written in (no permission, a file on its path) is a one-line files.FolderError.
     """
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder} is a file; choose a folder")
     made = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
     try:
-        lock = _acquire(folder, lock_path(folder, part), command, break_lock)
+        files.make_folder(folder)
+        try:
+            lock = _acquire(folder, lock_path(folder, part), command, break_lock)
+        except OSError as exc:
+            if exc.errno not in files.REFUSED:
+                raise
+            raise files.folder_error(folder, exc, "write in") from None
         _HELD[lock.fd] = lock.path
         stop = threading.Event()
         beating = threading.Thread(target=_beat, args=(lock, stop), daemon=True,

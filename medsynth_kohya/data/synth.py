@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medsynth_kohya import files
 from medsynth_kohya.data.sources import ARCHIVE_METADATA, CHALLENGE_METADATA
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def make_dataset(root: Path, n: int = 24, *, seed: int = 0, layout: str = "isic2
     archive = layout == "archive"
     frame = _metadata(n, seed, melanoma_fraction, archive)
     images = root if archive else root / "train"
-    images.mkdir(parents=True, exist_ok=True)
+    files.make_folder(images)
     (root / NOTE_FILE).write_text(NOTE, encoding="utf-8")  # first: an interrupted set is ours
     rng = np.random.default_rng(seed + 1)
     hairy = rng.random(n) < hair_fraction

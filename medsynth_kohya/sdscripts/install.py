@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import checkout
 from medsynth_kohya.sdscripts.launch import Command
@@ -69,7 +70,7 @@ def _is_clone(folder: Path) -> bool:
 
 def _clone(url: str, folder: Path) -> None:
     """Clone the pinned release next to `folder`, then move it into place in one rename."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    files.make_folder(folder.parent)
     partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:

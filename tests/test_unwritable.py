@@ -1,0 +1,92 @@
+"""An output folder that cannot be made or written in is one line naming it and why, for every
+command; an OSError that is a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.synth import SyntheticSet
+
+from .conftest import invoke
+
+COMMANDS = {
+    "prepare": ["prepare", "{source}", "--out", "{out}"],
+    "train": ["train", "{prepared}", "--preset", "cpu-smoke", "--run-dir", "{out}", "--dry-run"],
+    "sample": ["sample", "--lora", "{run}", "--n", "2", "--out", "{out}", "--dry-run"],
+    "evaluate": ["evaluate", "--synthetic", "{source}", "--real", "{source}", "--out", "{out}"],
+    "reproduce": ["reproduce", "{source}", "--workdir", "{out}"],
+    "demo": ["demo", "--out", "{out}"],
+}
+
+
+def _invoke(runner: CliRunner, command: str, out: Path, source: Path, prepared: Path,
+            run: Path) -> tuple[int, str, str]:
+    words = [word.format(source=source, prepared=prepared, run=run, out=out)
+             for word in COMMANDS[command]]
+    return invoke(runner, *words)
+
+
+def _one_line(code: int, stdout: str, stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code != 0 and "Traceback" not in stdout + stderr
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_an_out_below_a_file_is_one_line(runner: CliRunner, isic2020: SyntheticSet,
+                                         prepared: Path, trained: Path, command: str) -> None:
+    out = isic2020.metadata / "sub"
+    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    assert f"cannot create {out}" in line
+    assert f"{isic2020.metadata} is a file; choose another folder" in line
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "sample", "evaluate"])
+@pytest.mark.parametrize("system", ["/sys", "/proc"])
+def test_an_out_the_system_refuses_is_one_line(runner: CliRunner, isic2020: SyntheticSet,
+                                               prepared: Path, trained: Path, command: str,
+                                               system: str) -> None:
+    if not Path(system, "self").exists() and not Path(system, "kernel").is_dir():
+        pytest.skip(f"no Linux {system} here")
+    out = Path(system, "medsynth-test")
+    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    assert line.startswith(f"Error: cannot create {out}: ")
+    assert line.endswith("; choose another folder")
+
+
+def test_a_folder_it_may_not_write_in_is_one_line(runner: CliRunner, isic2020: SyntheticSet,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya import locks
+
+    def refuse(*_: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(locks, "_acquire", refuse)
+    out = tmp_path / "out"
+    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", out))
+    assert f"cannot write in {out}: Permission denied; choose another folder" in line
+    assert not out.exists()  # the folder it made is removed again
+
+
+def test_a_full_disk_is_one_line_and_other_os_errors_stay_visible(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.data import prepare
+
+    failure: OSError = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o/x"))
+
+    def fail(*_: object, **__: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(prepare, "prepare", fail)
+    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    assert f"{tmp_path / 'o/x'}: No space left on device; free space" in line
+    failure = FileNotFoundError(errno.ENOENT, "No such file or directory", "gone")
+    with pytest.raises(FileNotFoundError):  # a bug: its traceback is kept
+        invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o")
