@@ -24,8 +24,8 @@ _MAGIC = (
     (b"MM\x00*", "tiff"),
     (b"DICM", "dicom"),
 )
-_TAIL = 4096
-"""Bytes at the end of a file searched for the end-of-image marker."""
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+"""JPEG markers without a length field (TEM, RST0-7)."""
 _OUTPUT_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
 _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent ends."""
@@ -56,10 +56,43 @@ def sniff(data: bytes) -> str | None:
     return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
 
 
+def _jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG holds its end-of-image marker after its first scan: the segments are
+    walked by their lengths to the first SOS (so an EOI inside an EXIF thumbnail does not
+    count), then its entropy-coded data, where FF D9 cannot occur unless it ends the image, is
+    searched. Bytes after the EOI (a camera's or an editor's trailer) are allowed."""
+    at = 2
+    while at + 1 < len(data):
+        if data[at] != 0xFF:  # not a marker where one must be: judge by any EOI after here
+            return data.find(b"\xff\xd9", at) >= 0
+        marker = data[at + 1]
+        if marker == 0xFF or marker in _JPEG_STANDALONE:  # fill byte, or a marker alone
+            at += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:  # EOI before any scan: no image data
+            return False
+        end = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xDA:
+            return data.find(b"\xff\xd9", end) >= 0
+        at = end
+    return False
+
+
+def _png_complete(data: bytes) -> bool:
+    """Whether a PNG's chunks, walked by their lengths, reach a whole IEND chunk (bytes after
+    it are allowed)."""
+    at = 8
+    while at + 8 <= len(data):
+        end = at + 12 + int.from_bytes(data[at:at + 4], "big")
+        if data[at + 4:at + 8] == b"IEND":
+            return end <= len(data)
+        at = end
+    return False
+
+
 def _complete(data: bytes, kind: str) -> bool:
-    """Whether the file ends the way a whole JPEG (EOI marker) or PNG (IEND chunk) does."""
-    tail = data[-_TAIL:]
-    return b"\xff\xd9" in tail if kind == "jpeg" else b"IEND" in tail
+    """Whether the file holds a whole JPEG (to its EOI marker) or PNG (to its IEND chunk)."""
+    return _jpeg_complete(data) if kind == "jpeg" else _png_complete(data)
 
 
 def scan(path: str, hair: HairMode) -> Scan:
