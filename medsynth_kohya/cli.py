@@ -534,7 +534,8 @@ def push(
 @app.command()
 def sample(
     ctx: typer.Context,
-    lora: Annotated[Path, typer.Option(
+    lora: Annotated[str, typer.Option(  # the text as typed: ./runs/x is no Hub id
+        metavar="<path>",
         help="A `train` run folder (its final LoRA), a LoRA .safetensors file, or a LoRA "
         "pushed to the Hub: USER/REPO (its top-level LoRA) or USER/REPO:FILE.safetensors.")],
     revision: Annotated[Optional[str], typer.Option(  # noqa: UP045

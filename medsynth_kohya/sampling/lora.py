@@ -69,6 +69,24 @@ def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
     return given, None
 
 
+def local_or_hub(given: Path | str) -> Path:
+    """--lora as typed (the CLI keeps the text, `./` included) as a Path, `~` expanded. A value
+    that names nothing here and would be looked up on the Hub, but is plainly a local path (it
+    starts with ./, ends with .safetensors without a :FILE, or its parent folder exists here),
+    is refused in one line instead: a typo must not become a download."""
+    from medsynth_kohya.hub import pull
+
+    text = str(given)
+    path = Path(text).expanduser()
+    if path.exists() or pull.hub_spec(str(path)) is None:
+        return path
+    if (text.startswith("./") or path.parent.is_dir()
+            or (text.endswith(".safetensors") and ":" not in text)):
+        raise UserError(f"--lora {text} does not exist (a local run folder or .safetensors "
+                        "file; a Hub repo id is owner/name)")
+    return path
+
+
 def lora_source(lora: Path, revision: str | None) -> tuple[
         Path, RunRecord | None, str | None, tuple[str, ...]]:
     """The LoRA file, its run record, and for a Hub LoRA (`USER/REPO[:FILE.safetensors]` that

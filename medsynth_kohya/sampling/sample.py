@@ -35,7 +35,7 @@ from medsynth_kohya.sampling.generator import (
     resolve_base_model,
 )
 from medsynth_kohya.sampling.grid import write_grid
-from medsynth_kohya.sampling.lora import check_lora, lora_source, training_captions
+from medsynth_kohya.sampling.lora import check_lora, local_or_hub, lora_source, training_captions
 from medsynth_kohya.sampling.machines import (
     FINAL_PART,
     MachineShard,
@@ -111,7 +111,7 @@ class SampleResult:
         return self.plan.n if shard is None else len(shard.indices(self.plan.n))
 
 
-def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
+def sample(lora: Path | str, out: Path, options: SampleOptions | None = None, *,
            sd_scripts: Path | None = None, python: str | None = None, dry_run: bool = False,
            force: bool = False, break_lock: bool = False,
            shard: MachineShard | None = None, finalize: bool = False,
@@ -122,7 +122,9 @@ def sample(lora: Path, out: Path, options: SampleOptions | None = None, *,
     finished set is checked for near-copies of the run's training images (copies.json). With
     `shard`, only that part of the set, side by side with the other shards
     (sampling/machines.py); with `finalize`, nothing is generated: metadata.csv and grid.jpg
-    are written for the images there."""
+    are written for the images there. `lora` is a run folder, a LoRA file or a Hub id
+    (USER/REPO[:FILE.safetensors]); as a str, the text as typed (see `local_or_hub`)."""
+    lora = local_or_hub(lora)
     if shard is not None and finalize:
         raise UserError("--finalize writes the whole set's files: leave out --shard")
     if finalize and not (out / STATE_DIR / STATE_FILE).is_file():
