@@ -148,12 +148,12 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
     options = options or EvaluateOptions()
     with locks.hold(out, "evaluate", break_lock=break_lock):
         ensure_made(synthetic, "evaluate", break_lock=break_lock)
-        if real is not None:  # an ISIC download or a prepared folder still being written
-            locks.ensure_idle(real, "evaluate", writers=("prepare", "fetch-isic"),
-                              break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
         source = _real_source(real, lora, options)
+        # an ISIC download or a prepared folder (--real, or the run's) still being written
+        locks.ensure_idle(source, "evaluate", writers=("prepare", "fetch-isic"),
+                          break_lock=break_lock)
         with locks.reading(source, "evaluate"):  # prepare refuses to change it meanwhile
             return _evaluate(source, synthetic, out, options, on_progress)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import files
+from medsynth_kohya import files, locks
 from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data import query as data_query
 from medsynth_kohya.data.archive import MetadataStyle
@@ -120,7 +120,10 @@ def _read_prompts_file(path: Path) -> list[str]:
     return texts
 
 
-def _read_manifest(path: Path, query: str | None) -> pd.DataFrame:
+def _read_manifest(path: Path, query: str | None, break_lock: bool) -> pd.DataFrame:
+    """The rows of a --like manifest that --query selects; refused while a prepare still
+    writes its folder."""
+    locks.ensure_idle(path.parent, "sample", writers=("prepare",), break_lock=break_lock)
     if not path.is_file():
         raise UserError(f"--like {path} does not exist; give the manifest.csv that "
                         "`medsynth-kohya prepare` wrote")
@@ -142,8 +145,10 @@ class Source:
 
 
 def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | None,
-                  names: Captions) -> tuple[Source, int]:
-    """The prompts of images 0..n-1 and what identifies them (checked on a re-run)."""
+                  names: Captions, *, break_lock: bool = False) -> tuple[Source, int]:
+    """The prompts of images 0..n-1 and what identifies them (checked on a re-run);
+    `break_lock` (the command's --break-lock) passes a prepare of the --like folder that
+    another machine's lock names."""
     given = [x is not None for x in (options.like, options.prompt, options.prompts_file)]
     if sum(given) > 1:
         raise UserError("give one of --like, --prompt and --prompts")
@@ -173,7 +178,7 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
         like = PreparedFolder(prepared).manifest
     if n is None:
         raise UserError("give --n, the number of images to generate")
-    table = _read_manifest(like, options.query)
+    table = _read_manifest(like, options.query, break_lock)
     drawn = prompts.draw(table, n, options.seed, names.template, names.trigger)
     identity = {"kind": "like", "manifest_sha256": files.sha256(like),
                 "query": options.query, "template": names.template, "trigger": names.trigger}

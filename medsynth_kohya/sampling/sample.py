@@ -137,15 +137,15 @@ def sample(lora: Path | str, out: Path, options: SampleOptions | None = None, *,
                     break_lock=break_lock) as lock:
         ensure_alone(out, shard)
         result = _sample(lora, out, options or SampleOptions(), sd_scripts, python, dry_run,
-                         force, shard, finalize, detect, on_progress, check_copies)
+                         force, break_lock, shard, finalize, detect, on_progress, check_copies)
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))
 
 
 def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | None,
-            python: str | None, dry_run: bool, force: bool, shard: MachineShard | None,
-            finalize: bool, detect: Callable[[], list[Gpu]], on_progress: Progress | None,
-            check_copies: bool) -> SampleResult:
+            python: str | None, dry_run: bool, force: bool, break_lock: bool,
+            shard: MachineShard | None, finalize: bool, detect: Callable[[], list[Gpu]],
+            on_progress: Progress | None, check_copies: bool) -> SampleResult:
     check_options(options)
     settings = generation_settings(options)
     overrides = parse_overrides(options.overrides)
@@ -154,7 +154,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     check_lora(lora_file)
     training = copycheck.training_folder(record) if check_copies else None
     names = training_captions(record, options.like)
-    source, n = prompt_source(options, options.n, record, names)
+    source, n = prompt_source(options, options.n, record, names, break_lock=break_lock)
     if options.seed < 0 or options.seed + n - 1 > prompts.MAX_SEED:
         raise UserError(f"--seed must be between 0 and {prompts.MAX_SEED - n + 1} for "
                         f"{n} images (seeds run from S to S + n - 1)")

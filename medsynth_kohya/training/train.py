@@ -446,6 +446,9 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
     run keeps the preset and overrides it was started with (`preset_name` None, or the
     same)."""
     cluster, gpus = _settle(cluster, gpus)
+    # a dry run and --resume read PREPARED too: a first prepare still writing it is no "not
+    # prepared" (one starting later is refused by the check after `reading` below)
+    locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
     notes: list[str] = []
     if resume and cluster.machines.rank == 0:
         if run_dir is None:
