@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya.data.images import output_suffix
+
 TRAIN_ROOT = "img"
 VAL_ROOT = "val"
 
@@ -46,6 +48,12 @@ def class_folder(out: Path, split: str, repeats: int, class_name: str) -> Path:
     if split == "val":
         return out / VAL_ROOT / f"1_{class_name}"
     return out / TRAIN_ROOT / f"{repeats}_{class_name}"
+
+
+def image_file(folder: Path, image_id: str, source: Path) -> Path:
+    """Where the image `image_id` (from `source`) lies in its class folder: `<id>.jpg` or
+    `<id>.png` after its format."""
+    return folder / f"{image_id}{output_suffix(source)}"
 
 
 def place(source: Path, target: Path) -> None:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files
-from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT
+from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT, image_file
 from medsynth_kohya.data.sources import LICENCE_COLUMNS, origin
 from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from medsynth_kohya.data.prepare import HairAgreement, PrepareOptions
     from medsynth_kohya.data.sources import Source
 
@@ -145,6 +147,13 @@ class PreparedFolder:
                             f"{STATE_DIR}/{STATE_FILE}); run `medsynth-kohya prepare SOURCE "
                             f"--out {self.path}` first")
         return PreparedState.from_dict(json.loads(self.state_file.read_text(encoding="utf-8")))
+
+    def missing_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
+        """The images manifest `rows` place in the class folder `folder` that are not there
+        (deleted or moved since prepare); one stat each."""
+        paths = (image_file(folder, str(row.id), Path(str(row.source)))
+                 for row in rows.itertuples(index=False))
+        return [path for path in paths if not path.is_file()]
 
     def state_if_any(self) -> PreparedState | None:
         """The state, None when the folder was not prepared."""

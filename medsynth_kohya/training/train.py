@@ -577,6 +577,12 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if train_rows.empty:
         raise UserError(f"{prepared} has no training images (see its skipped.csv); prepare "
                         "a selection with images first")
+    missing = data.missing_images(train_rows, train_dir)
+    if missing:  # sd-scripts would train on what is left, silently
+        raise UserError(f"{len(missing)} of {len(train_rows)} training images listed in "
+                        f"{data.manifest} are missing from {train_dir} (first: "
+                        f"{missing[0].name}): run prepare again (`medsynth-kohya prepare "
+                        f"SOURCE --out {prepared}`)")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
     name = str(state.class_name)
