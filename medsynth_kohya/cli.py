@@ -809,11 +809,12 @@ def evaluate(
     epochs: Annotated[int, typer.Option(help="Epochs of each fine-tuning (--classifier "
                                         "finetune).")] = 5,
     threshold: Annotated[float, typer.Option(
-        help="Hash distance (fraction of 255 bits) at or below which an image is a near-copy."
+        help="Hash distance (fraction of 255 bits, 0 to below 0.5) at or below which an "
+        "image is a near-copy."
     )] = 0.25,
     deep_threshold: Annotated[Optional[float], typer.Option(  # noqa: UP045
         help="Also flag images whose deep-feature cosine similarity to a training photo is at "
-        "least this.")] = None,
+        "least this (above 0, at most 1).")] = None,
     features: Annotated[str, typer.Option(
         help="Feature network: `inception` (FID's, downloaded on first use) or "
         "MODULE:FACTORY returning a torch module.")] = "inception",

@@ -27,6 +27,9 @@ HASH_SIDE = 16
 HASH_BITS = HASH_SIDE * HASH_SIDE - 1
 THRESHOLD = 0.25
 """Largest fraction of differing bits that still makes a near-copy."""
+UNRELATED = 0.5
+"""The fraction of bits two unrelated images' hashes differ in (each bit is a coefficient
+against the median, so half are set): a threshold this high flags any image."""
 CROP_SCALES = (0.95, 0.9)
 CROP_POSITIONS = 5
 WORK_SIDE = 128

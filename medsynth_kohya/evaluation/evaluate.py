@@ -49,6 +49,8 @@ MAX_LABELLED = 4000
 """Real images the classifier section reads at most (both classes kept, by patient)."""
 LOGISTIC, FINETUNE, NO_CLASSIFIER = "logistic", "finetune", "none"
 CLASSIFIERS = (LOGISTIC, FINETUNE, NO_CLASSIFIER)
+NOT_ASKED = "not asked for (--classifier none)"
+"""Section 4's skip reason under --classifier none, whatever else is missing."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,18 @@ def _real_source(real: Path | None, lora: Path | None, options: EvaluateOptions)
                         f"{', '.join(CLASSIFIERS)}")
     if options.epochs < 1:
         raise UserError("--epochs must be at least 1")
+    if not 0 <= options.threshold < copies.UNRELATED:
+        raise UserError(f"--threshold {options.threshold:g}: give a hash distance from 0 to "
+                        f"below {copies.UNRELATED:g}, the fraction of the {copies.HASH_BITS} "
+                        "bits that differ (near-copies differ in at most 0.16, different "
+                        f"patients in at least 0.36; at {copies.UNRELATED:g} and above "
+                        "unrelated images count as copies)")
+    if options.deep_threshold is not None and not 0 < options.deep_threshold <= 1:
+        raise UserError(f"--deep-threshold {options.deep_threshold:g}: give a cosine "
+                        "similarity above 0 and at most 1")
+    if real is not None and lora is not None:
+        raise UserError("give --real or --lora, not both: --lora RUN compares with the "
+                        "prepared data the run was trained on, --real with the data you name")
     if real is not None:
         return real
     if lora is None:
@@ -187,7 +201,7 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     synthetic_set = sets.load_synthetic(synthetic)
     skipped = [{"set": "synthetic", "id": i, "reason": "in metadata.csv, no image file"}
                for i in synthetic_set.missing]
-    absent = feature_module.missing(options.features)
+    absent = feature_module.missing(options.features, options.classifier != NO_CLASSIFIER)
     extractor: Extractor | None = None
     if not absent:
         extractor = feature_module.Extractor(options.features, options.batch_size)
@@ -244,7 +258,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     if extractor is None or training_stream is None or synthetic_stream is None:
         reason = f"needs {', '.join(absent)}: {INSTALL}"
         fidelity_section = {"skipped": reason}
-        utility_section = {"skipped": reason}
+        utility_section = {"skipped": NOT_ASKED if options.classifier == NO_CLASSIFIER
+                           else reason}
     else:
         features = _Features(training_ids, training_stream.result(),
                              [s for s, _ in nearest], synthetic_stream.result(),
@@ -341,7 +356,7 @@ def _utility_section(extractor: Extractor, features: _Features, real_set: sets.R
 
     labelled = real_set.labelled
     if options.classifier == NO_CLASSIFIER:
-        return {"skipped": "not asked for (--classifier none)"}
+        return {"skipped": NOT_ASKED}
     if labelled is None:
         return {"skipped": "no labelled real data (see notes)"}
     labelled = _limit(labelled, options.max_labelled, options.seed)

@@ -20,16 +20,21 @@ if TYPE_CHECKING:
 INCEPTION = "inception"
 INPUT_SIDE = 299
 INSTALL = "pip install 'medsynth-kohya[eval]'"
-_NEEDED = ("torch", "torchmetrics", "sklearn")
+_NEEDED = ("torch", "torchmetrics")
+_CLASSIFIER = "sklearn"
+"""Needed by section 4's classifier only."""
 _PACKAGE = {"sklearn": "scikit-learn", "torch_fidelity": "torch-fidelity"}
 """The pip name of each module whose import name differs."""
 
 
-def missing(spec: str = INCEPTION) -> list[str]:
-    """The packages of the `eval` extra that this Python lacks to use the network `spec`
-    (empty when all are there): the Inception network's weights come with torch-fidelity."""
+def missing(spec: str = INCEPTION, classifier: bool = True) -> list[str]:
+    """The packages of the `eval` extra that this Python lacks to use the network `spec`, and
+    with `classifier` to train section 4's (empty when all are there): the Inception network's
+    weights come with torch-fidelity, the classifier with scikit-learn."""
     absent = []
-    for name in (*_NEEDED, "torch_fidelity") if spec == INCEPTION else _NEEDED:
+    needed = (*_NEEDED, *((_CLASSIFIER,) if classifier else ()),
+              *(("torch_fidelity",) if spec == INCEPTION else ()))
+    for name in needed:
         try:
             importlib.import_module(name)
         except ImportError:

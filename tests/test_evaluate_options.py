@@ -1,0 +1,81 @@
+"""evaluate's options: a skip reason that says why (--classifier none is not a missing package),
+--threshold and --deep-threshold on their scales, --real and --lora not both."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.evaluation import features
+from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
+
+from .conftest import invoke
+from .eval_data import isic_source, photo, synthetic_set
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path]:
+    """A small ISIC-style source and a synthetic set of unrelated photos."""
+    isic_source(tmp_path / "isic", 4, 4, seed=5)
+    synthetic_set(tmp_path / "syn", [photo(9500 + i) for i in range(3)])
+    return tmp_path / "isic", tmp_path / "syn"
+
+
+def test_the_classifier_needs_scikit_learn_and_the_rest_does_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("torch", "torchmetrics"):  # there, whether installed or not
+        if name not in sys.modules:
+            monkeypatch.setitem(sys.modules, name, ModuleType(name))
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # its import fails
+    assert features.missing("pkg:factory") == ["scikit-learn"]
+    assert features.missing("pkg:factory", False) == []
+
+
+def test_classifier_none_is_said_as_such_without_the_extra(
+        runner: CliRunner, data: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch-fidelity"])
+    code, _, stderr = invoke(runner, "evaluate", "--real", data[0], "--synthetic", data[1],
+                             "--out", tmp_path / "report", "--classifier", "none")
+    assert code == 0, stderr
+    sections = json.loads((tmp_path / "report" / "report.json").read_text(
+        encoding="utf-8"))["sections"]
+    assert sections["utility"] == {"skipped": "not asked for (--classifier none)"}
+    assert sections["fidelity"]["skipped"].startswith("needs torch-fidelity")
+    result = evaluate(data[0], data[1], tmp_path / "again", EvaluateOptions())
+    row = next(r for r in result.verdict if r["check"] == "classifier utility")
+    assert row["detail"].startswith("needs torch-fidelity")  # asked for: the package is why
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--threshold", "5"], "--threshold 5: give a hash distance from 0 to below 0.5"),
+    (["--threshold", "0.5"], "--threshold 0.5: give a hash distance from 0 to below 0.5"),
+    (["--threshold", "-0.01"], "--threshold -0.01: give a hash distance"),
+    (["--deep-threshold", "1.5"], "--deep-threshold 1.5: give a cosine similarity above 0"),
+    (["--deep-threshold", "0"], "--deep-threshold 0: give a cosine similarity above 0"),
+    (["--lora", "{run}"], "give --real or --lora, not both"),
+])
+def test_out_of_range_options_and_both_sources_are_one_line(
+        runner: CliRunner, data: tuple[Path, Path], trained: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, args: list[str], said: str) -> None:
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", data[0], "--synthetic", data[1],
+                                  "--out", tmp_path / "report",
+                                  *[arg.format(run=trained) for arg in args])
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
+    assert said in lines[0]
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_threshold_on_its_scale_is_used(data: tuple[Path, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    result = evaluate(data[0], data[1], tmp_path / "report", EvaluateOptions(threshold=0.0))
+    assert result.flagged == []
+    assert "within 0 of a training photo" in result.verdict[0]["detail"]
