@@ -6,6 +6,7 @@ inside the commands so that `--help` stays instant.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,8 +116,9 @@ def _user_errors() -> Iterator[None]:
         if exc.errno not in files.REFUSED:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        ui.error(f"{where}{exc.strerror}; free space, or choose a folder you can write to, then "
-                 "run this again")
+        fix = ("free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+               else "check its permissions or choose another folder")
+        ui.error(f"{where}{exc.strerror}; {fix}, then run this again")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         ui.error("interrupted; re-run the same command to continue where it stopped")

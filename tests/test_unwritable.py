@@ -86,7 +86,12 @@ def test_a_full_disk_is_one_line_and_other_os_errors_stay_visible(
 
     monkeypatch.setattr(prepare, "prepare", fail)
     line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
-    assert f"{tmp_path / 'o/x'}: No space left on device; free space" in line
+    assert line.endswith(f"{tmp_path / 'o/x'}: No space left on device; free space there, then "
+                         "run this again")
+    failure = PermissionError(errno.EACCES, "Permission denied", "photo.jpg")
+    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    assert line.endswith("photo.jpg: Permission denied; check its permissions or choose another "
+                         "folder, then run this again")
     failure = FileNotFoundError(errno.ENOENT, "No such file or directory", "gone")
     with pytest.raises(FileNotFoundError):  # a bug: its traceback is kept
         invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o")
