@@ -54,3 +54,14 @@ def test_evaluate_a_run_whose_prepared_data_is_being_written(runner: CliRunner, 
         result = invoke(runner, "evaluate", "--lora", trained, "--synthetic", tmp_path / "syn",
                         "--out", tmp_path / "report")
     _refused(*result, prepared.resolve(), "evaluate")
+
+
+def test_push_a_run_whose_prepared_data_is_being_written(runner: CliRunner, trained: Path,
+                                                         prepared: Path) -> None:
+    with locks.hold(prepared, "prepare"):
+        result = invoke(runner, "push", trained, "--repo-id", "alice/melanoma-lora",
+                        "--dry-run")
+    _refused(*result, prepared.resolve(), "push")
+    code, _, stderr = invoke(runner, "push", trained, "--repo-id", "alice/melanoma-lora",
+                             "--dry-run")
+    assert code == 0, stderr

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from medsynth_kohya import files, locks
 from medsynth_kohya.data import archive, captions, layout, manifest, query
 from medsynth_kohya.data.hair import HairMode, is_hairy
-from medsynth_kohya.data.images import Scan, init_worker, output_suffix, scan
+from medsynth_kohya.data.images import Scan, init_worker, scan
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
 from medsynth_kohya.data.prepared import STATE_DIR, PreparedFolder
 from medsynth_kohya.data.sources import (
@@ -695,7 +695,7 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, class_name)
         source = Path(str(row.source))
-        rows.append((source, folder / f"{row.id}{output_suffix(source)}",
+        rows.append((source, layout.image_file(folder, str(row.id), source),
                      folder / f"{row.id}.txt", str(row.caption)))
     wanted = {path for _, image, text, _ in rows for path in (image, text)}
     written = _written(out)

@@ -174,6 +174,9 @@ def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DE
 
     if samples is not None:  # a set still being made would be published half made
         ensure_made(samples, "push", break_lock=break_lock)
+    prepared = _prepared_of(run_dir)
+    if prepared is not None:  # the card's data table reads its manifest
+        locks.ensure_idle(prepared, "push", writers=("prepare",), break_lock=break_lock)
     if dry_run:
         locks.ensure_idle(run_dir, "push", break_lock=break_lock)
         return run()
@@ -181,6 +184,14 @@ def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DE
         result = run()
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))
+
+
+def _prepared_of(run_dir: Path) -> Path | None:
+    """The prepared folder the run trained on, if its record says (plan refuses a bad one)."""
+    try:
+        return RunFolder(run_dir).load().prepared
+    except (OSError, ValueError):
+        return None
 
 
 def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_checkpoints: bool,
