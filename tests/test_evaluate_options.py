@@ -79,3 +79,14 @@ def test_a_threshold_on_its_scale_is_used(data: tuple[Path, Path], tmp_path: Pat
     result = evaluate(data[0], data[1], tmp_path / "report", EvaluateOptions(threshold=0.0))
     assert result.flagged == []
     assert "within 0 of a training photo" in result.verdict[0]["detail"]
+
+
+def test_a_mistyped_lora_run_is_said_not_to_exist(runner: CliRunner, data: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    missing = tmp_path / "runs" / "nothere"
+    code, stdout, stderr = invoke(runner, "evaluate", "--lora", missing, "--synthetic", data[1],
+                                  "--out", tmp_path / "report")
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert f"--lora {missing} does not exist" in line and "--real" in line
+    assert not (tmp_path / "report").exists()

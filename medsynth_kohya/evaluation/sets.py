@@ -130,6 +130,9 @@ def _prepared(folder: Path) -> RealSet:
 
 def prepared_of_run(run: Path) -> Path:
     """The prepared folder a training run was made from (its run record says)."""
+    if not run.is_dir():
+        raise UserError(f"--lora {run} does not exist: pass the run folder that "
+                        "`medsynth-kohya train` wrote, or give --real instead")
     try:
         prepared = RunFolder(run).load().prepared
     except (OSError, ValueError):
