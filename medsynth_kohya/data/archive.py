@@ -135,16 +135,38 @@ def _by_last_level() -> dict[str, tuple[str, ...]]:
     return {name: tuple(paths) for name, paths in found.items()}
 
 
+@cache
+def _by_path() -> dict[str, str]:
+    """Lower-cased hierarchy path -> the path as the Archive spells it."""
+    return {path.lower(): path for path in diagnoses()}
+
+
 def diagnosis_path(term: str) -> str | None:
-    """The hierarchy path a term names: a whole path, any level's name, or a legacy term."""
+    """The hierarchy path a term names, in any letter case: a whole path, any level's name,
+    or a legacy term."""
     text = term.strip()
-    if text in diagnoses():
-        return text
+    if text.lower() in _by_path():
+        return _by_path()[text.lower()]
     paths = _by_last_level().get(text.lower(), ())
     if len(paths) == 1:
         return paths[0]
     legacy = {key.lower(): value for key, value in LEGACY_DIAGNOSES.items()}.get(text.lower())
     return diagnosis_path(legacy) if legacy else None
+
+
+def known_ancestor(value: str) -> str | None:
+    """The deepest hierarchy node a diagnosis value names: the value itself, else its longest
+    leading path that is a node (an unknown subtype stays under its known parent), else its
+    deepest level that names one."""
+    path = diagnosis_path(value)
+    if path is not None:
+        return path
+    parts = [part.strip() for part in value.split(":")]
+    for depth in range(len(parts) - 1, 0, -1):
+        found = _by_path().get(":".join(parts[:depth]).lower())
+        if found is not None:
+            return found
+    return next((found for part in reversed(parts) if (found := diagnosis_path(part))), None)
 
 
 def levels(path: str | None) -> tuple[str | None, ...]:
@@ -251,10 +273,11 @@ def fitzpatrick(series: pd.Series, missing: frozenset[str]) -> tuple[pd.Series, 
 
 def diagnosis_column(frame: pd.DataFrame, missing: frozenset[str]) -> tuple[pd.Series,
                                                                             pd.Series]:
-    """The Archive hierarchy path of each row, plus the diagnosis values that name none.
+    """The Archive hierarchy path of each row, plus the diagnosis values that are no node.
 
     From `diagnosis_1..5` (Archive exports) where present, else `diagnosis` (a path, a
-    level's name or a legacy term), else `benign_malignant`'s top level.
+    level's name or a legacy term), in any letter case; a value that is no node is read as its
+    deepest known ancestor (`known_ancestor`), else `benign_malignant`'s top level.
     """
     import pandas as pd
 
@@ -268,10 +291,11 @@ def diagnosis_column(frame: pd.DataFrame, missing: frozenset[str]) -> tuple[pd.S
         raw = _text(frame["diagnosis"], missing)
     else:
         raw = empty
-    table = {value: diagnosis_path(value) for value in raw.dropna().unique()}
+    table = {value: known_ancestor(value) for value in raw.dropna().unique()}
+    unknown = {value for value in table if diagnosis_path(value) is None}
     paths = raw.map(lambda value: table.get(value) if isinstance(value, str) else pd.NA)
     paths = paths.astype("string")
-    rejected = raw.where(raw.notna() & paths.isna()).astype("string")
+    rejected = raw.where(raw.isin(unknown)).astype("string")
     if "benign_malignant" in frame:
         top, _ = terms(_text(frame["benign_malignant"], missing).str.split("/").str[0],
                        (), missing, _BENIGN_MALIGNANT)
@@ -294,8 +318,11 @@ def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]]) -> 
         listed = ", ".join(terms_) if len(terms_) <= 12 else (
             f"any level of the diagnosis hierarchy ({len(terms_)} nodes, "
             f"see {FIELDS_URL})")
-        warnings.append(f"{column} {shown}{more} is not an ISIC Archive term; left blank "
-                        f"(its caption clause is dropped). Allowed: {listed}")
+        done = ("read as its deepest known level (a new subtype stays under its parent)"
+                if column == "diagnosis" else
+                "left blank (its caption clause is dropped)")
+        warnings.append(f"{column} {shown}{more} is not an ISIC Archive term; {done}. "
+                        f"Allowed: {listed}")
     return warnings
 
 

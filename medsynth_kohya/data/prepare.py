@@ -431,7 +431,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
     skipped: list[dict[str, str]] = []
-    warnings = archive.rejections(rejected.loc[chosen.index], allowed_terms(located))
+    warnings = archive.rejections(rejected, allowed_terms(located))
     warnings += _mostly_blank(chosen, _caption_fields(options), located)
     warnings += foreign_warnings
     found = index_images(located.image_dirs)
