@@ -4,17 +4,80 @@ however a spreadsheet or isic-cli wrote it (encoding, letter case, unknown subty
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import io
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
 
-from .conftest import invoke
+from .conftest import invoke, prepare_set
 
 INVASIVE = "Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma Invasive"
 NEVUS = "Benign:Benign melanocytic proliferations:Nevus"
+
+
+def _error_line(code: int, stdout: str, stderr: str) -> str:
+    assert code != 0 and "Traceback" not in stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz", "7z"])
+def test_an_archive_as_source_is_one_line_saying_extract_it(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"isic.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as made:
+            for file in [isic2020.metadata, *sorted(isic2020.images.iterdir())]:
+                made.write(file, file.relative_to(isic2020.root))
+    elif kind == "7z":
+        path.write_bytes(b"7z\xbc\xaf\x27\x1c" + bytes(200))
+    else:
+        with tarfile.open(path, "w:gz" if kind.endswith("gz") else "w") as made:
+            made.add(isic2020.root, "isic")
+    line = _error_line(*invoke(runner, "prepare", path, "--out", tmp_path / "o"))
+    assert f"{path} is a" in line and "archive: extract it and pass the folder" in line
+
+
+def test_a_file_pandas_cannot_read_as_csv_is_one_short_line(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    noise = bytes((i * 7919 + 13) % 256 for i in range(20000))
+    zstd = b"\x28\xb5\x2f\xfd" + noise
+    sheet = io.BytesIO()
+    with zipfile.ZipFile(sheet, "w") as made:
+        made.writestr("[Content_Types].xml", "<Types/>")
+        made.writestr("xl/workbook.xml", "<workbook/>")
+    cases = {"junk.zst": (noise, "binary data"),
+             "isic.xlsx": (sheet.getvalue(), "export it as CSV"),
+             "sheet.csv": (sheet.getvalue(), "export it as CSV"),
+             "old.xls": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + noise, "export it as CSV"),
+             "train.csv": (noise, "binary data")}
+    if importlib.util.find_spec("zstandard") is None:
+        cases["real.csv.zst"] = (zstd, "pip install zstandard")
+    for name, (content, needle) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        line = _error_line(*invoke(runner, "prepare", tmp_path / name, "--out", tmp_path / "o"))
+        assert needle in line and len(line) < 300, line
+    long_header = "x" * 5000 + ",y\n1,2\n"
+    (tmp_path / "wide.csv").write_text(long_header, encoding="utf-8")
+    line = _error_line(*invoke(runner, "prepare", tmp_path / "wide.csv", "--out", tmp_path / "o"))
+    assert "--column id=" in line and len(line) < 600, line
+
+    packed = tmp_path / "train.csv.gz"  # one compressed CSV is read as before
+    packed.write_bytes(gzip.compress(isic2020.metadata.read_bytes()))
+    result = prepare(None, tmp_path / "gz", metadata=packed, images=isic2020.images, workers=1)
+    assert len(result.manifest) == len(isic2020.frame)
 
 
 def _levels(frame: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
@@ -50,3 +113,58 @@ def test_an_unknown_subtype_or_another_letter_case_stays_a_melanoma(
     assert "Nevus, Another new kind' (1 row)" in text  # a row not selected is named too
     assert "is not an ISIC Archive term; read as its deepest known level" in text
     assert "melanoma invasive'" not in text  # a known term in another case is no warning
+
+
+def test_a_latin1_spreadsheet_export_is_read_with_a_warning(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    frame = isic2020.frame.copy()
+    frame["patient_id"] = frame["patient_id"].astype(object)
+    frame.loc[0, "patient_id"] = "Hospital Clínic de Barcelona"
+    frame.to_csv(isic2020.metadata, index=False, encoding="cp1252", sep=";")
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    assert any("not UTF-8" in w and "cp1252" in w for w in result.warnings)
+    patients = set(result.manifest["patient_id"])
+    assert "Hospital Clínic de Barcelona" in patients
+    assert len(result.manifest) == len(frame)
+
+
+def test_option_mistakes_are_named_as_they_are(runner: CliRunner, isic2020: SyntheticSet,
+                                               tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    line = _error_line(*invoke(runner, "prepare", isic2020.root, "--images", isic2020.metadata,
+                               "--out", out))
+    assert f"--images {isic2020.metadata} is a file" in line
+    line = _error_line(*invoke(runner, "prepare", "--metadata", isic2020.root,
+                               "--images", isic2020.images, "--out", out))
+    assert f"--metadata {isic2020.root} is a folder" in line
+
+    isic2020.frame.drop(columns=["sex"]).to_csv(isic2020.metadata, index=False)
+    line = _error_line(*invoke(runner, "prepare", isic2020.root, "--out", out))
+    assert "drop {sex} from --caption-template" in line and "{age}" not in line
+
+    frame = isic2020.frame.copy()
+    frame.insert(3, "sex ", frame["sex"])
+    frame.to_csv(isic2020.metadata, index=False)
+    line = _error_line(*invoke(runner, "prepare", isic2020.root, "--out", out))
+    assert "more than one column named 'sex'" in line
+
+
+def test_column_names_match_in_any_letter_case(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    reference = prepare_set(isic2020, tmp_path / "reference")
+    renamed = {"image_name": "Image_Name", "sex": "SEX", "target": "Target",
+               "anatom_site_general_challenge": "Anatom_Site_General_Challenge"}
+    frame = isic2020.frame.rename(columns=renamed)
+    frame.loc[0, "Target"] = 0
+    frame.to_csv(isic2020.metadata, index=False)
+    out = prepare_set(isic2020, tmp_path / "out")
+    table = pd.read_csv(out / "manifest.csv", dtype=str)
+    expected = pd.read_csv(reference / "manifest.csv", dtype=str)
+    expected = expected.loc[expected["id"] != isic2020.frame["image_name"][0]]
+    assert list(table["caption"]) == list(expected["caption"])
+
+    frame.insert(3, "Sex", frame["SEX"])  # two spellings: which one is meant is unclear
+    frame.to_csv(isic2020.metadata, index=False)
+    with pytest.raises(UserError, match="no column sex for sex"):
+        prepare(isic2020.root, tmp_path / "o", workers=1,
+                options=PrepareOptions(hair=HairMode.off))
+

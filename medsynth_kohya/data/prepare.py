@@ -375,8 +375,8 @@ def locate_source(source: Path | None, metadata: Path | None, images: Path | Non
     need must be there."""
     located = locate(source, metadata, images, options.columns, exclude=out)
     used = _caption_fields(options)
-    require(located, used, "used by the caption template",
-            f", or drop {' '.join('{' + f + '}' for f in used)} from --caption-template")
+    require(located, used, "used by the caption template", lambda missing: (
+        f", or drop {' '.join('{' + f + '}' for f in missing)} from --caption-template"))
     if options.val_frac > 0:
         require(located, ["patient_id"], "needed by --val-frac to split by patient")
     return located
@@ -431,7 +431,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
     skipped: list[dict[str, str]] = []
-    warnings = archive.rejections(rejected, allowed_terms(located))
+    warnings = [*located.warnings, *archive.rejections(rejected, allowed_terms(located))]
     warnings += _mostly_blank(chosen, _caption_fields(options), located)
     warnings += foreign_warnings
     found = index_images(located.image_dirs)

@@ -9,19 +9,24 @@ present.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from medsynth_kohya.data.query import evaluate
 from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
+    import zipfile
+
     import pandas as pd
 
 ISIC2020 = "isic2020"
@@ -53,6 +58,28 @@ CAPTION_FIELDS = ("sex", "age", "site")
 _SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis")}
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
+_KNOWN = ("target", "diagnosis", *(f"diagnosis_{i}" for i in range(1, 6)), "benign_malignant",
+          "hairy", "marker_pen", "fitzpatrick_skin_type", "lesion_id")
+"""Columns read by their layout's name besides FIELDS' (selection, vocabulary, grouping)."""
+_HEAD = 64 * 1024
+"""Bytes read to tell a CSV from a spreadsheet, an archive or binary data."""
+_SPREADSHEETS = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods", ".numbers")
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+"""The start of an old Excel (.xls) file."""
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
+               (b"\x28\xb5\x2f\xfd", "zstd"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"))
+"""Magic numbers of the compressions pandas reads a one-file CSV from."""
+_ARCHIVES = ((b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"), (b"Rar!\x1a\x07", "a RAR archive"))
+_TAR_SUFFIXES = (".tar", ".tgz", ".tbz2", ".txz", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a metadata file is read: its compression, text encoding and field separator."""
+
+    compression: str | None = None
+    encoding: str = "utf-8"
+    separator: str = ","
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,12 @@ class Source:
     """Field -> column of the metadata file that holds it (the layout's names, or --column)."""
     header: tuple[str, ...] = ()
     """The metadata file's column names."""
+    text: CsvFormat = field(default_factory=CsvFormat)
+    """How the metadata file is read (compression, encoding, separator)."""
+    repeated: tuple[str, ...] = ()
+    """Column names the metadata file's header holds more than once."""
+    warnings: tuple[str, ...] = ()
+    """What the user should know about how the source was read (a non-UTF-8 file)."""
 
 
 def _find_metadata(root: Path) -> Path:
@@ -80,26 +113,178 @@ def _find_metadata(root: Path) -> Path:
                     "pass --metadata CSV --images DIR")
 
 
-def _separator(path: Path) -> str:
+def _csv_format(path: Path) -> CsvFormat:
+    """How to read `path` as CSV, or a UserError in one line saying what it is instead (a
+    spreadsheet, an archive of several files, binary data)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(_HEAD)
+    except OSError as exc:
+        raise UserError(f"cannot read metadata {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() in _SPREADSHEETS or head.startswith(_OLE2):
+        raise UserError(f"{path} is a spreadsheet, not a CSV file: export it as CSV "
+                        "(UTF-8) and pass that file")
+    other = next((kind for magic, kind in _ARCHIVES if head.startswith(magic)), None)
+    compression = next((kind for magic, kind in _COMPRESSED if head.startswith(magic)), None)
+    if other is None and compression == "zip":
+        other = _zip_kind(path)
+    if other is None:
+        with _opened(path, compression) as stream:
+            head = stream.read(_HEAD)
+        if path.name.lower().endswith(_TAR_SUFFIXES) or head[257:262] == b"ustar":
+            other = "a tar archive"
+    if other is not None:
+        raise UserError(f"{path} is {other}: extract it and pass the folder (or its "
+                        "metadata CSV)")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    elif _binary(head):
+        raise UserError(f"{path} is not a CSV file (it holds binary data): give the ISIC "
+                        "metadata CSV")
+    else:
+        encoding = _encoding(path, compression)
+    line = head.decode(encoding, errors="replace").lstrip("\ufeff").splitlines()[:1]
+    return CsvFormat(compression, encoding, _separator(line[0] if line else ""))
+
+
+def _binary(head: bytes) -> bool:
+    """Whether a file's first bytes are binary data rather than text: a NUL byte, or more
+    than one in a hundred control bytes other than tab and line ends."""
+    controls = head.translate(None, bytes(range(32, 256)) + b"\t\n\r\f")
+    return b"\0" in head or len(controls) * 100 > len(head)
+
+
+def _zip_kind(path: Path) -> str | None:
+    """None for a zip file that holds one CSV (read as it is), else what it is instead."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = _members(archive)
+    except (zipfile.BadZipFile, OSError):
+        return "a damaged zip archive"
+    if any(name.startswith(("xl/", "word/", "ppt/")) or name == "mimetype" for name in names):
+        raise UserError(f"{path} is a spreadsheet, not a CSV file: export it as CSV (UTF-8) "
+                        "and pass that file")
+    if len(names) == 1 and names[0].lower().endswith((".csv", ".tsv", ".txt")):
+        return None
+    return "a zip archive"
+
+
+def _members(archive: zipfile.ZipFile) -> list[str]:
+    """The files of a zip archive, without folders and macOS's resource forks."""
+    return [info.filename for info in archive.infolist()
+            if not info.is_dir() and not info.filename.startswith("__MACOSX/")]
+
+
+@contextmanager
+def _opened(path: Path, compression: str | None) -> Iterator[IO[bytes]]:
+    """`path`'s bytes, decompressed; a UserError when they cannot be read."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    openers: dict[str, Callable[[IO[bytes]], Any]] = {
+        "gzip": lambda raw: gzip.GzipFile(fileobj=raw), "bz2": bz2.BZ2File,
+        "xz": lzma.LZMAFile, "zstd": lambda raw: _zstandard(path).ZstdDecompressor()
+        .stream_reader(raw)}
+    try:
+        with ExitStack() as stack:
+            stream: IO[bytes] = stack.enter_context(path.open("rb"))
+            if compression == "zip":
+                archive = stack.enter_context(zipfile.ZipFile(stream))
+                stream = stack.enter_context(archive.open(_members(archive)[0]))
+            elif compression is not None:
+                stream = stack.enter_context(openers[compression](stream))
+            yield stream
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read metadata {path}: {_reason(exc)}") from None
+
+
+def _zstandard(path: Path) -> Any:
+    """The zstandard package, or a UserError saying how to read the zstd file `path`."""
+    import importlib
+
+    try:
+        return importlib.import_module("zstandard")
+    except ImportError:
+        raise UserError(f"{path} is zstd-compressed and the zstandard package is not "
+                        "installed: pip install zstandard, or decompress it (zstd -d) and "
+                        "pass the CSV") from None
+
+
+def _encoding(path: Path, compression: str | None) -> str:
+    """UTF-8 when the whole file is; else Windows' cp1252 (Excel's Western export), or
+    Latin-1 for the few bytes cp1252 leaves undefined."""
+    for encoding in ("utf-8", "cp1252"):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        with _opened(path, compression) as stream:
+            try:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    decoder.decode(chunk)
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                continue
+        return encoding
+    return "latin-1"
+
+
+def _separator(line: str) -> str:
     """The CSV's field separator: "," unless its header line has none and has ";" (Excel's
     export where the decimal mark is a comma, read with that mark) or a tab."""
-    try:
-        with path.open(encoding="utf-8", errors="replace") as file:
-            line = file.readline()
-    except OSError:
-        return ","
     return next((mark for mark in (";", "\t") if "," not in line and mark in line), ",")
 
 
-def _header(path: Path) -> list[str]:
-    """Column names of a CSV, or a UserError saying why it is unusable."""
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, cut short."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _header(path: Path, text: CsvFormat) -> list[str]:
+    """Column names of a CSV (unnamed and repeated ones as pandas names them), or a UserError
+    saying why it is unusable."""
+    return [str(c).strip() for c in _read(path, text, nrows=0).columns]
+
+
+def _repeated(path: Path, text: CsvFormat) -> tuple[str, ...]:
+    """Column names that the CSV's header line holds more than once."""
+    first = _read(path, text, header=None, nrows=1, dtype=str, keep_default_na=False)
+    counts = Counter(str(name).strip() for name in first.iloc[0]) if len(first) else Counter()
+    return tuple(name for name, count in counts.items() if count > 1)
+
+
+def _read(path: Path, text: CsvFormat, **options: Any) -> pd.DataFrame:
+    """pandas' read_csv of `path` as `text` says, or a UserError in one line."""
     import pandas as pd
 
-    try:
-        return [str(c).strip() for c in pd.read_csv(path, nrows=0, sep=_separator(path)).columns]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read metadata {path}: {reason}") from None
+    with _opened(path, text.compression) as stream:
+        try:
+            frame = cast("pd.DataFrame", pd.read_csv(stream, sep=text.separator,
+                                                     encoding=text.encoding, **options))
+        except _read_errors() as exc:
+            raise UserError(f"cannot read metadata {path}: {_reason(exc)}") from None
+    return frame
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What reading a file as CSV may raise for a file that is none: one line, no traceback."""
+    import csv
+
+    import pandas as pd
+
+    return (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError, OSError, EOFError,
+            ValueError, ImportError, csv.Error)
+
+
+def _match(name: str, header: Sequence[str]) -> str | None:
+    """`name` if the header holds it, else the one column spelled alike in another letter
+    case (None when there is none, or several)."""
+    if name in header:
+        return name
+    alike = [column for column in header if column.lower() == name.lower()]
+    return alike[0] if len(alike) == 1 else None
 
 
 def parse_columns(pairs: Sequence[str]) -> dict[str, str]:
@@ -128,18 +313,24 @@ def _closest(names: Sequence[str], header: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(found), key=header.index)[:3]
 
 
+def _shown(column: str) -> str:
+    """A column name as a message shows it: printable, and at most 40 characters."""
+    text = column if column.isprintable() else repr(column)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence[str]],
             why: str, advice: str, taken: Iterable[str] = ()) -> UserError:
     """One line naming every absent column, what looks like it, and the --column that maps it.
 
     Columns in `taken` (read for other fields) are never offered.
     """
-    free = [c if c.isprintable() else repr(c) for c in header if c not in set(taken)]
+    free = [c for c in header if c not in set(taken)]
     parts, fixes = [], []
     for name, columns in wanted.items():
         closest = _closest([*columns, name], free)
-        shown = (f"closest: {', '.join(closest)}" if closest else
-                 "present: " + ", ".join(free[:8]) + (", …" if len(free) > 8 else ""))
+        shown = (f"closest: {', '.join(map(_shown, closest))}" if closest else
+                 "present: " + ", ".join(map(_shown, free[:8])) + (", …" if len(free) > 8 else ""))
         parts.append(f"{' or '.join(columns)} for {name} ({shown})")
         fixes.append(f"--column {name}={closest[0] if closest else 'COLUMN'}")
     return UserError(f"{metadata} has no column {'; nor '.join(parts)}, {why}; "
@@ -148,14 +339,14 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
 
 def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str]) -> str:
     """ISIC 2020 or Archive, by the id column; with --column id=…, by the layout's other names."""
-    if "image_name" in header:
+    if _match("image_name", header):
         return ISIC2020
-    if "isic_id" in header:
+    if _match("isic_id", header):
         return ARCHIVE
     if "id" in columns:
         def score(kind: str) -> int:
             names = (*_COLUMNS[kind].values(), *_SELECTION_COLUMNS[kind])
-            return sum(name in header for name in names)
+            return sum(_match(name, header) is not None for name in names)
         return ISIC2020 if score(ISIC2020) > score(ARCHIVE) else ARCHIVE
     raise _absent(metadata, header, {"id": ("image_name", "isic_id")},
                   "which holds the image ids (ISIC 2020: image_name, ISIC Archive: isic_id)", "")
@@ -169,13 +360,21 @@ def origin(kind: str, columns: Mapping[str, str]) -> str:
     return kind if own_id is not None and columns.get("id", own_id) == own_id else OWN
 
 
-def require(source: Source, fields: Iterable[str], why: str, advice: str = "") -> None:
-    """Raise a UserError naming each of `fields` whose column the metadata file lacks."""
+def require(source: Source, fields: Iterable[str], why: str,
+            advice: Callable[[list[str]], str] | str = "") -> None:
+    """Raise a UserError naming each of `fields` whose column the metadata file lacks (or
+    holds twice); `advice` ends it, made from the missing fields when it is a function."""
+    fields = list(fields)
+    twice = [source.columns[name] for name in fields if source.columns[name] in source.repeated]
+    if twice:
+        raise UserError(f"{source.metadata} has more than one column named {twice[0]!r}, so "
+                        "which to read is unclear: rename or remove the copies")
     missing = {name: (source.columns[name],) for name in fields
                if source.columns[name] not in source.header}
     if missing:
         taken = [column for name, column in source.columns.items() if name not in missing]
-        raise _absent(source.metadata, source.header, missing, why, advice, taken)
+        said = advice(list(missing)) if callable(advice) else advice
+        raise _absent(source.metadata, source.header, missing, why, said, taken)
 
 
 def locate(source: Path | None, metadata: Path | None = None,
@@ -197,11 +396,22 @@ def locate(source: Path | None, metadata: Path | None = None,
         if not source.exists():
             raise UserError(f"source {source} does not exist")
         metadata = source if source.is_file() else _find_metadata(source)
+    elif metadata.is_dir():
+        raise UserError(f"--metadata {metadata} is a folder: give its metadata CSV file, or "
+                        "the folder as SOURCE")
     if not metadata.is_file():
         raise UserError(f"metadata file {metadata} does not exist")
-    header = tuple(_header(metadata))
+    if images is not None and images.exists() and not images.is_dir():
+        raise UserError(f"--images {images} is a file: give the folder that holds the images")
+    text = _csv_format(metadata)
+    header = tuple(_header(metadata, text))
     kind = _kind(metadata, header, columns)
-    located = Source(kind, metadata, (), {**_COLUMNS[kind], **columns}, header)
+    named = {name: _match(column, header) or column
+             for name, column in {**_COLUMNS[kind], **columns}.items()}
+    notes = () if text.encoding.startswith("utf") else (
+        f"{metadata.name} is not UTF-8: read as {text.encoding} (Excel's Western export); "
+        "check that accented names came out right, or save it as CSV UTF-8",)
+    located = Source(kind, metadata, (), named, header, text, _repeated(metadata, text), notes)
     require(located, columns, "named by --column")
     require(located, ["id"], "which holds the image ids")
     if images is not None:
@@ -221,19 +431,16 @@ def locate(source: Path | None, metadata: Path | None = None,
 
 def read_metadata(source: Source) -> pd.DataFrame:
     """The raw metadata table, ids as text; a UserError when the file cannot be parsed."""
-    import pandas as pd
-
-    text = {source.columns["id"]: str, source.columns["patient_id"]: str, "lesion_id": str}
-    try:
-        separator = _separator(source.metadata)
-        frame = pd.read_csv(source.metadata, dtype=text, low_memory=False, sep=separator,
-                            decimal="," if separator == ";" else ".")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
-            ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read metadata {source.metadata}: {reason}") from None
+    header = list(source.header)
+    text = {name: str for name in (source.columns["id"], source.columns["patient_id"],
+                                   _match("lesion_id", header)) if name}
+    frame = _read(source.metadata, source.text, dtype=text, low_memory=False,
+                  decimal="," if source.text.separator == ";" else ".")
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    aliases = {name: _match(name, header) for name in _KNOWN if name not in header}
+    read: pd.DataFrame = frame.assign(**{name: frame[column]
+                                         for name, column in aliases.items() if column})
+    return read
 
 
 def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -> pd.Series:
