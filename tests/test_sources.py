@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -16,11 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.data.hair import HairMode
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
-from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
+from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image
 from medsynth_kohya.errors import UserError
 
 from .conftest import invoke, prepare_set
+from .fake_gen import PYTHON, FakeGen
 
 INVASIVE = "Malignant:Malignant melanocytic proliferations (Melanoma):Melanoma Invasive"
 NEVUS = "Benign:Benign melanocytic proliferations:Nevus"
@@ -31,6 +33,47 @@ def _error_line(code: int, stdout: str, stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def _sources(out: Path) -> list[Path]:
+    table = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    return [Path(path) for path in table["source"]]
+
+
+@pytest.fixture
+def synthetic(runner: CliRunner, fake_gen: FakeGen, trained: Path, tmp_path: Path) -> Path:
+    """A synthetic set made by `sample` (from a run on the generated ISIC 2020 set)."""
+    out = tmp_path / "syn1"
+    code, stdout, stderr = invoke(runner, "sample", "--lora", trained, "--n", 3, "--out", out,
+                                  "--width", 64, "--height", 64, "--steps", 2,
+                                  "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON)
+    assert code == 0, stdout + stderr
+    return out
+
+
+def test_a_synthetic_set_is_never_taken_for_training_data(
+        runner: CliRunner, synthetic: Path, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    for args in ([synthetic], ["--metadata", synthetic / "metadata.csv",
+                               "--images", synthetic / "images"]):
+        line = _error_line(*invoke(runner, "prepare", *args, "--out", tmp_path / "o"))
+        assert "generated" in line and "its own output" in line
+        assert str(synthetic / "metadata.csv") in line
+    assert not (tmp_path / "o" / "manifest.csv").exists()
+
+    workspace = tmp_path / "wsp"
+    shutil.copytree(synthetic, workspace / "a_synthetic")
+    (workspace / "a_copy").mkdir()  # its metadata alone, without sample's state folder
+    shutil.copy(synthetic / "metadata.csv", workspace / "a_copy" / "metadata.csv")
+    line = _error_line(*invoke(runner, "prepare", workspace, "--out", tmp_path / "o"))
+    assert "a_copy" in line and "its own output" in line
+    shutil.rmtree(workspace / "a_copy")
+    shutil.copytree(isic2020.root, workspace / "b_isic")
+    result = prepare(workspace, tmp_path / "o", workers=1)
+    assert result.source.metadata == workspace / "b_isic" / "train.csv"
+    assert len(result.manifest) == len(isic2020.frame)
+    rows = dict(summary(result))
+    assert rows["metadata"] == str(workspace / "b_isic" / "train.csv")
+    assert rows["images"] == str((workspace / "b_isic" / "train").resolve())
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz", "7z"])
@@ -113,6 +156,52 @@ def test_an_unknown_subtype_or_another_letter_case_stays_a_melanoma(
     assert "Nevus, Another new kind' (1 row)" in text  # a row not selected is named too
     assert "is not an ISIC Archive term; read as its deepest known level" in text
     assert "melanoma invasive'" not in text  # a known term in another case is no warning
+
+
+def test_earlier_outputs_under_images_are_never_sources(
+        runner: CliRunner, isic2020: SyntheticSet, synthetic: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(isic2020.images, data / "train")
+    prepare(None, data / "prepared", metadata=isic2020.metadata, images=data / "train",
+            workers=1)
+    shutil.copytree(synthetic, data / "generated")
+    ids = list(isic2020.frame["image_name"])
+    made = sorted((data / "generated" / "images").iterdir())
+    for path, name in zip(made, ids, strict=False):  # generated images named like real ones
+        path.rename(path.with_name(f"{name}.png"))
+    out = tmp_path / "again"
+    code, stdout, stderr = invoke(runner, "prepare", "--metadata", isic2020.metadata,
+                                  "--images", data, "--out", out)
+    assert code == 0, stdout + stderr
+    assert {path.parent for path in _sources(out)} == {(data / "train").resolve()}
+    assert "two folders" not in stdout + stderr
+
+    copy = data / "more"  # a second, different file for one id is named
+    copy.mkdir()
+    (copy / f"{ids[0]}.jpg").write_bytes(encode_jpeg(lesion_image(320, 240, hairy=False,
+                                                                   seed=9)))
+    result = prepare(None, out, metadata=isic2020.metadata, images=data, workers=1)
+    warning = next(w for w in result.warnings if "two folders" in w)
+    assert f"{ids[0]}: " in warning and str(copy / f"{ids[0]}.jpg") in warning
+
+
+def test_symlinked_image_folders_are_followed_once(isic2020: SyntheticSet, tmp_path: Path,
+                                                   runner: CliRunner) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "linked").symlink_to(isic2020.images, target_is_directory=True)
+    (isic2020.images / "loop").symlink_to(images, target_is_directory=True)
+    result = prepare(None, tmp_path / "out", metadata=isic2020.metadata, images=images,
+                     workers=1)
+    assert len(result.manifest) == len(isic2020.frame)
+    assert not [w for w in result.warnings if "two folders" in w]
+    searched = [folder.resolve() for folder in result.source.image_dirs]
+    assert len(set(searched)) == len(searched) == 2  # the loop is walked once
+
+    (tmp_path / "empty").mkdir()
+    line = _error_line(*invoke(runner, "prepare", "--metadata", isic2020.metadata,
+                               "--images", tmp_path / "empty", "--out", tmp_path / "o"))
+    assert "no .jpg/.jpeg/.png files in" in line and "pass --images" not in line
 
 
 def test_a_latin1_spreadsheet_export_is_read_with_a_warning(

@@ -29,6 +29,8 @@ from medsynth_kohya.data.sources import (
     CAPTION_FIELDS,
     Source,
     allowed_terms,
+    described,
+    find_images,
     index_images,
     locate,
     normalise,
@@ -434,7 +436,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings = [*located.warnings, *archive.rejections(rejected, allowed_terms(located))]
     warnings += _mostly_blank(chosen, _caption_fields(options), located)
     warnings += foreign_warnings
-    found = index_images(located.image_dirs)
+    found, clashes = find_images(located.image_dirs)
+    warnings += clashes
 
     for identifier in sorted(set(found) - set(rows["id"])):
         _skip(skipped, identifier, found[identifier], "no metadata row")
@@ -575,7 +578,8 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
     if counts.index[0] == "no image file":
         folders = ", ".join(map(str, source.image_dirs)) or "no folder"
         if not found:
-            hint = f"; no .jpg/.jpeg/.png files in {folders}: pass --images DIR"
+            hint = f"; no .jpg/.jpeg/.png files in {folders}" + (
+                ": pass --images DIR" if source.images is None else " or below it")
         else:
             ids = skipped.loc[skipped["reason"] == "no image file", "id"]
             hint = (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {ids.iloc[0]}) "
@@ -728,7 +732,8 @@ def _measured(table: pd.DataFrame) -> list[tuple[str, str]]:
 def summary(result: PrepareResult) -> list[tuple[str, str]]:
     """The figures of the end-of-run table, as (label, value) rows."""
     table = result.manifest
-    rows: list[tuple[str, str]] = [("selected and prepared", str(len(table)))]
+    rows: list[tuple[str, str]] = [*described(result.source, table["source"]),
+                                   ("selected and prepared", str(len(table)))]
     train = int((table["split"] == "train").sum())
     rows.append(("train / val", f"{train} / {len(table) - train}"))
     for reason, count in result.skipped["reason"].value_counts().sort_index().items():
