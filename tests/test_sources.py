@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.data import archive as vocab
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
 from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image
@@ -257,3 +258,45 @@ def test_column_names_match_in_any_letter_case(isic2020: SyntheticSet, tmp_path:
         prepare(isic2020.root, tmp_path / "o", workers=1,
                 options=PrepareOptions(hair=HairMode.off))
 
+
+def _isic2019(made: SyntheticSet, root: Path) -> pd.DataFrame:
+    """`made` (an Archive export) in the ISIC 2019 challenge's layout: a one-hot ground truth
+    CSV, a metadata CSV (lesions, no patients) and the images in ISIC_2019_Training_Input/."""
+    frame: pd.DataFrame = made.frame.copy()
+    frame["lesion_id"] = [f"L{i // 2}" for i in range(len(frame))]  # two photos per lesion
+    melanoma = frame["diagnosis_3"].eq("Melanoma Invasive").astype(float)
+    truth = pd.DataFrame({"image": frame["isic_id"], "MEL": melanoma, "NV": 1.0 - melanoma,
+                          **dict.fromkeys(("BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"),
+                                          0.0)})
+    images = root / "ISIC_2019_Training_Input"
+    images.mkdir(parents=True)
+    for identifier in frame["isic_id"]:
+        shutil.copy(made.images / f"{identifier}.jpg", images / f"{identifier}.jpg")
+    truth.to_csv(root / "ISIC_2019_Training_GroundTruth.csv", index=False)
+    frame.rename(columns={"isic_id": "image"})[
+        ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]].iloc[::-1].to_csv(
+        root / "ISIC_2019_Training_Metadata.csv", index=False)
+    return frame
+
+
+def test_the_isic_2019_pair_of_csvs_is_merged_on_the_image(archive: SyntheticSet,
+                                                            tmp_path: Path) -> None:
+    assert all(vocab.diagnosis_path(term) for term in vocab.CLASSES_2019.values())
+    root = tmp_path / "isic2019"
+    frame = _isic2019(archive, root)
+    melanomas = frame.loc[frame["diagnosis_3"] == "Melanoma Invasive"]
+    reference = prepare(archive.root, tmp_path / "reference", workers=1)
+    for source in (root, root / "ISIC_2019_Training_GroundTruth.csv",
+                   root / "ISIC_2019_Training_Metadata.csv"):
+        out = tmp_path / "out" / source.name
+        result = prepare(source, out, workers=1,
+                         options=PrepareOptions(val_frac=0.4, seed=1))
+        table = result.manifest.set_index("id")
+        assert set(table.index) == set(melanomas["isic_id"]), source
+        assert set(table["diagnosis"]) == {vocab.MELANOMA}
+        assert dict(zip(reference.manifest["id"], reference.manifest["caption"],
+                        strict=True)) == dict(table["caption"])
+        lesions = melanomas.set_index("isic_id")["lesion_id"]
+        for _, split in table.groupby(lesions.reindex(table.index))["split"]:
+            assert split.nunique() == 1  # both photos of a lesion on one side
+        assert set(table["split"]) == {"train", "val"}

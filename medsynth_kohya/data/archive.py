@@ -74,6 +74,18 @@ LEGACY_DIAGNOSES: Mapping[str, str] = {
 certainly mean, at the deepest level they allow (a legacy "melanoma" does not say invasive or
 in situ, so it maps to the melanoma node). Legacy terms not listed fall back to
 `benign_malignant`."""
+CLASSES_2019: Mapping[str, str] = {
+    "MEL": "Malignant melanocytic proliferations (Melanoma)",
+    "NV": "Nevus",
+    "BCC": "Basal cell carcinoma",
+    "AK": "Solar or actinic keratosis",
+    "BKL": "Benign epidermal proliferations",
+    "DF": "Dermatofibroma",
+    "VASC": "Benign soft tissue proliferations - Vascular",
+    "SCC": "Squamous cell carcinoma, NOS",
+}
+"""The ISIC 2019 challenge's ground-truth columns (one-hot: 1 marks a row's class) -> the
+Archive node each certainly means; UNK means none."""
 MELANOMA = "Malignant:Malignant melanocytic proliferations (Melanoma)"
 """The node every melanoma diagnosis sits under: prepare's default selection."""
 LEVELS = 5
@@ -301,6 +313,19 @@ def diagnosis_column(frame: pd.DataFrame, missing: frozenset[str]) -> tuple[pd.S
                        (), missing, _BENIGN_MALIGNANT)
         paths = paths.fillna(top)
     return paths, rejected
+
+
+def one_hot_diagnosis(frame: pd.DataFrame) -> pd.Series:
+    """The Archive path of each row of ISIC 2019's ground truth: its class column's node
+    (CLASSES_2019), blank for UNK or no class."""
+    import pandas as pd
+
+    found: pd.Series = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column, term in CLASSES_2019.items():
+        if column in frame:
+            marked = pd.to_numeric(frame[column], errors="coerce").eq(1)
+            found = found.mask(marked & found.isna(), diagnosis_path(term))
+    return found
 
 
 def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Find and read ISIC metadata: the ISIC 2020 challenge CSV or an ISIC Archive export.
+"""Find and read ISIC metadata: the ISIC 2020 challenge CSV, the ISIC 2019 challenge's pair of
+CSVs (ground truth and metadata, merged on the image id) or an ISIC Archive export.
 
 Both are normalised to one frame in the ISIC Archive's terms (`id, patient_id, sex, age, site,
 diagnosis, fitzpatrick_skin_type, metadata_hairy, marker_pen`; see `archive`) next to the raw
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ISIC2020 = "isic2020"
+ISIC2019 = "isic2019"
 ARCHIVE = "isic-archive"
 OWN = "own"
 """Where data with neither layout's id column comes from: the user's own (`origin`)."""
@@ -46,18 +48,26 @@ ARCHIVE_METADATA = "metadata.csv"
 """The metadata file of an ISIC 2020 challenge download and of an ISIC Archive export (not a
 synthetic set's metadata.csv, which sampling/synthset.py owns)."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
+                      "ISIC_2019_*GroundTruth*.csv",
                       ARCHIVE_METADATA)
 _COLUMNS = {
     ISIC2020: {"id": "image_name", "patient_id": "patient_id", "sex": "sex",
                "age": "age_approx", "site": "anatom_site_general_challenge"},
     ARCHIVE: {"id": "isic_id", "patient_id": "patient_id", "sex": "sex",
               "age": "age_approx", "site": "anatom_site_general"},
+    ISIC2019: {"id": "image", "patient_id": "lesion_id", "sex": "sex",
+               "age": "age_approx", "site": "anatom_site_general"},
 }
+"""Each layout's column of each field. ISIC 2019 names no patient: its lesion groups the split."""
 FIELDS = ("id", "patient_id", "sex", "age", "site")
 """Fields read from the metadata; `--column FIELD=COLUMN` maps any of them to another column."""
 CAPTION_FIELDS = ("sex", "age", "site")
 """The fields a caption template may use; their columns are required when it does."""
-_SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis")}
+_SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis"),
+                      ISIC2019: ("MEL", "NV")}
+_IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
+                  "ISIC_2019_Training_Input/ISIC_2019_Training_Input")
+"""Where each layout keeps its images, below its metadata's folder (or SOURCE)."""
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
 _KNOWN = ("target", "diagnosis", *(f"diagnosis_{i}" for i in range(1, 6)), "benign_malignant",
@@ -107,6 +117,18 @@ class Source:
     """What the user should know about how the source was read (a non-UTF-8 file)."""
     images: Path | None = None
     """The --images folder, when one was given."""
+    partner: Path | None = None
+    """ISIC 2019's other CSV (metadata beside ground truth), merged with `metadata` on the id."""
+
+
+def _partner(metadata: Path) -> Path | None:
+    """The ISIC 2019 CSV that completes `metadata` (its ground truth or its metadata, named
+    alike beside it), or None."""
+    name = metadata.name
+    pairs = (("GroundTruth", "Metadata"), ("Metadata", "GroundTruth"))
+    found = [metadata.with_name(name.replace(mine, theirs)) for mine, theirs in pairs
+             if name.startswith("ISIC_2019_") and mine in name]
+    return next((path for path in found if path.is_file()), None)
 
 
 def _find_metadata(root: Path) -> Path:
@@ -129,8 +151,8 @@ def _find_metadata(root: Path) -> Path:
                         "download's folder")
     passed = f" (passed over {ours[0].name}, which medsynth-kohya wrote)" if ours else ""
     raise UserError(f"no ISIC metadata found in {root}{passed}: expected train.csv, "
-                    "ISIC_2020_Training_GroundTruth*.csv or metadata.csv; "
-                    "pass --metadata CSV --images DIR")
+                    "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv or "
+                    "metadata.csv; pass --metadata CSV --images DIR")
 
 
 def tool_output(folder: Path) -> bool:
@@ -391,7 +413,10 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
 
 
 def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str]) -> str:
-    """ISIC 2020 or Archive, by the id column; with --column id=…, by the layout's other names."""
+    """ISIC 2020, 2019 or Archive, by the id column; with --column id=…, by the layout's other
+    names."""
+    if _match("image", header) and _match("MEL", header):
+        return ISIC2019
     if _match("image_name", header):
         return ISIC2020
     if _match("isic_id", header):
@@ -400,7 +425,7 @@ def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str]) -> 
         def score(kind: str) -> int:
             names = (*_COLUMNS[kind].values(), *_SELECTION_COLUMNS[kind])
             return sum(_match(name, header) is not None for name in names)
-        return ISIC2020 if score(ISIC2020) > score(ARCHIVE) else ARCHIVE
+        return max((ARCHIVE, ISIC2019, ISIC2020), key=score)
     raise _absent(metadata, header, {"id": ("image_name", "isic_id")},
                   "which holds the image ids (ISIC 2020: image_name, ISIC Archive: isic_id)", "")
 
@@ -460,13 +485,17 @@ def locate(source: Path | None, metadata: Path | None = None,
     header = tuple(_header(metadata, text))
     if _generated(metadata, text, header):
         raise UserError(_GENERATED.format(metadata))
+    partner = _partner(metadata)
+    if partner is not None:
+        header += tuple(c for c in _header(partner, _csv_format(partner)) if c not in header)
     kind = _kind(metadata, header, columns)
     named = {name: _match(column, header) or column
              for name, column in {**_COLUMNS[kind], **columns}.items()}
     notes = () if text.encoding.startswith("utf") else (
         f"{metadata.name} is not UTF-8: read as {text.encoding} (Excel's Western export); "
         "check that accented names came out right, or save it as CSV UTF-8",)
-    located = Source(kind, metadata, (), named, header, text, _repeated(metadata, text), notes)
+    located = Source(kind, metadata, (), named, header, text, _repeated(metadata, text), notes,
+                     partner=partner)
     require(located, columns, "named by --column")
     require(located, ["id"], "which holds the image ids")
     if images is not None:
@@ -476,13 +505,30 @@ def locate(source: Path | None, metadata: Path | None = None,
                        images=images)
     here = metadata.parent
     roots = [here] if source is None or source.is_file() else [here, source]
-    candidates = [d for r in roots for d in (r / "train", r / "jpeg" / "train", r / "images")]
+    candidates = [r / name for r in roots for name in _IMAGE_FOLDERS]
     candidates += roots
     dirs: list[Path] = []
     for folder in candidates:
         if folder.is_dir() and folder.resolve() not in dirs:
             dirs.append(folder.resolve())
     return replace(located, image_dirs=tuple(dirs))
+
+
+def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame:
+    """`frame` with the columns of `partner` (ISIC 2019's other CSV) on the rows of the same
+    image id; ids that only `partner` has are left out."""
+    other = _read(partner, _csv_format(partner), dtype=str, low_memory=False)
+    other.columns = [str(c).strip() for c in other.columns]
+    column = _match(identifier, list(other.columns))
+    if column is None:
+        raise UserError(f"{partner} has no column {identifier} to match the rows of its ground "
+                        "truth by; it must be ISIC 2019's own metadata CSV")
+    other = other.drop_duplicates(column).rename(columns={column: identifier})
+    merged: pd.DataFrame = frame.merge(other[[identifier, *(c for c in other.columns
+                                                           if c not in frame.columns)]],
+                                       how="left", on=identifier)
+    merged.index = frame.index
+    return merged
 
 
 def described(source: Source, images: Iterable[str]) -> list[tuple[str, str]]:
@@ -496,12 +542,18 @@ def described(source: Source, images: Iterable[str]) -> list[tuple[str, str]]:
 
 def read_metadata(source: Source) -> pd.DataFrame:
     """The raw metadata table, ids as text; a UserError when the file cannot be parsed."""
+    from medsynth_kohya.data import archive
+
     header = list(source.header)
     text = {name: str for name in (source.columns["id"], source.columns["patient_id"],
                                    _match("lesion_id", header)) if name}
     frame = _read(source.metadata, source.text, dtype=text, low_memory=False,
                   decimal="," if source.text.separator == ";" else ".")
     frame.columns = [str(c).strip() for c in frame.columns]
+    if source.partner is not None:
+        frame = _merged(frame, source.partner, source.columns["id"])
+    if source.kind == ISIC2019 and "diagnosis" not in frame:
+        frame["diagnosis"] = archive.one_hot_diagnosis(frame)
     aliases = {name: _match(name, header) for name in _KNOWN if name not in header}
     read: pd.DataFrame = frame.assign(**{name: frame[column]
                                          for name, column in aliases.items() if column})
