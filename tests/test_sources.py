@@ -160,7 +160,8 @@ def test_an_unknown_subtype_or_another_letter_case_stays_a_melanoma(
 
 
 def test_earlier_outputs_under_images_are_never_sources(
-        runner: CliRunner, isic2020: SyntheticSet, synthetic: Path, tmp_path: Path) -> None:
+        runner: CliRunner, isic2020: SyntheticSet, synthetic: Path, trained: Path,
+        tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(isic2020.images, data / "train")
     prepare(None, data / "prepared", metadata=isic2020.metadata, images=data / "train",
@@ -170,12 +171,26 @@ def test_earlier_outputs_under_images_are_never_sources(
     made = sorted((data / "generated" / "images").iterdir())
     for path, name in zip(made, ids, strict=False):  # generated images named like real ones
         path.rename(path.with_name(f"{name}.png"))
+    shutil.copytree(trained, data / "run")  # and a run's sample images
+    (data / "run" / "output" / "sample").mkdir()
+    shutil.copy(made[0].with_name(f"{ids[0]}.png"), data / "run" / "output" / "sample" /
+                f"{ids[-1]}.png")
+    (data / "notes").mkdir()  # a run.json of another tool is no run of this one
+    (data / "notes" / "run.json").write_text('{"tool": "other"}', encoding="utf-8")
+    shutil.copy(data / "train" / f"{ids[0]}.jpg", data / "notes" / "ISIC_0000001.jpg")
     out = tmp_path / "again"
     code, stdout, stderr = invoke(runner, "prepare", "--metadata", isic2020.metadata,
                                   "--images", data, "--out", out)
     assert code == 0, stdout + stderr
     assert {path.parent for path in _sources(out)} == {(data / "train").resolve()}
     assert "two folders" not in stdout + stderr
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str).set_index("id")
+    notes = (data / "notes" / "ISIC_0000001.jpg").resolve()
+    assert skipped.loc["ISIC_0000001", "source"] == str(notes)
+    for inside in (data / "prepared" / "img", data / "generated"):
+        line = _error_line(*invoke(runner, "prepare", "--metadata", isic2020.metadata,
+                                   "--images", inside, "--out", tmp_path / "o"))
+        assert f"--images {inside} is in" in line and "which medsynth-kohya wrote" in line
 
     copy = data / "more"  # a second, different file for one id is named
     copy.mkdir()
