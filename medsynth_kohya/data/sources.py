@@ -80,6 +80,7 @@ _GENERATED = ("{} describes generated images (image_manipulation is synthetic in
 _HEAD = 64 * 1024
 """Bytes read to tell a CSV from a spreadsheet, an archive or binary data."""
 _SPREADSHEETS = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods", ".numbers")
+_SPREADSHEET = "a spreadsheet"
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 """The start of an old Excel (.xls) file."""
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
@@ -203,10 +204,8 @@ def _csv_format(path: Path) -> CsvFormat:
             head = file.read(_HEAD)
     except OSError as exc:
         raise UserError(f"cannot read metadata {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() in _SPREADSHEETS or head.startswith(_OLE2):
-        raise UserError(f"{path} is a spreadsheet, not a CSV file: export it as CSV "
-                        "(UTF-8) and pass that file")
-    other = next((kind for magic, kind in _ARCHIVES if head.startswith(magic)), None)
+    other = _SPREADSHEET if path.suffix.lower() in _SPREADSHEETS or head.startswith(_OLE2) \
+        else next((kind for magic, kind in _ARCHIVES if head.startswith(magic)), None)
     compression = next((kind for magic, kind in _COMPRESSED if head.startswith(magic)), None)
     if other is None and compression == "zip":
         other = _zip_kind(path)
@@ -215,6 +214,9 @@ def _csv_format(path: Path) -> CsvFormat:
             head = stream.read(_HEAD)
         if path.name.lower().endswith(_TAR_SUFFIXES) or head[257:262] == b"ustar":
             other = "a tar archive"
+    if other == _SPREADSHEET:
+        raise UserError(f"{path} is a spreadsheet, not a CSV file: export it as CSV (UTF-8) "
+                        "and pass that file")
     if other is not None:
         raise UserError(f"{path} is {other}: extract it and pass the folder (or its "
                         "metadata CSV)")
@@ -246,8 +248,7 @@ def _zip_kind(path: Path) -> str | None:
     except (zipfile.BadZipFile, OSError):
         return "a damaged zip archive"
     if any(name.startswith(("xl/", "word/", "ppt/")) or name == "mimetype" for name in names):
-        raise UserError(f"{path} is a spreadsheet, not a CSV file: export it as CSV (UTF-8) "
-                        "and pass that file")
+        return _SPREADSHEET
     if len(names) == 1 and names[0].lower().endswith((".csv", ".tsv", ".txt")):
         return None
     return "a zip archive"
