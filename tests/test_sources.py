@@ -80,7 +80,8 @@ def test_a_synthetic_set_is_never_taken_for_training_data(
 @pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz", "7z"])
 def test_an_archive_as_source_is_one_line_saying_extract_it(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, kind: str) -> None:
-    path = tmp_path / f"isic.{kind}"
+    path = tmp_path / "download" / f"isic.{kind}"
+    path.parent.mkdir()
     if kind == "zip":
         with zipfile.ZipFile(path, "w") as made:
             for file in [isic2020.metadata, *sorted(isic2020.images.iterdir())]:
@@ -92,6 +93,8 @@ def test_an_archive_as_source_is_one_line_saying_extract_it(
             made.add(isic2020.root, "isic")
     line = _error_line(*invoke(runner, "prepare", path, "--out", tmp_path / "o"))
     assert f"{path} is a" in line and "archive: extract it and pass the folder" in line
+    line = _error_line(*invoke(runner, "prepare", path.parent, "--out", tmp_path / "o"))
+    assert f"({path.name} is an archive: extract it here)" in line  # in the SOURCE folder
 
 
 def test_a_file_pandas_cannot_read_as_csv_is_one_short_line(

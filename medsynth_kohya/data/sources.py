@@ -151,6 +151,12 @@ def _find_metadata(root: Path) -> Path:
                         "set, a run or a report), not an ISIC download: give the ISIC "
                         "download's folder")
     passed = f" (passed over {ours[0].name}, which medsynth-kohya wrote)" if ours else ""
+    packed = [p.name for p in sorted(root.iterdir()) if p.is_file()
+              and p.name.lower().endswith((*_SPREADSHEETS, *_TAR_SUFFIXES, ".zip", ".7z", ".rar"))]
+    if packed:
+        passed += (f" ({packed[0]} is a spreadsheet: export it as CSV)"
+                   if packed[0].lower().endswith(_SPREADSHEETS) else
+                   f" ({packed[0]} is an archive: extract it here)")
     raise UserError(f"no ISIC metadata found in {root}{passed}: expected train.csv, "
                     "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv or "
                     "metadata.csv; pass --metadata CSV --images DIR")
