@@ -204,6 +204,18 @@ def test_earlier_outputs_under_images_are_never_sources(
     assert f"{ids[0]}: " in warning and str(copy / f"{ids[0]}.jpg") in warning
 
 
+def test_preparing_into_the_images_folder_never_takes_its_own_links(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(isic2020.images, data / "train")
+    for _ in range(2):  # the second run finds img/ full of the first one's links
+        prepare(None, data, metadata=isic2020.metadata, images=data, workers=1, force=True)
+        assert {path.parent for path in _sources(data)} == {(data / "train").resolve()}
+    line = _error_line(*invoke(runner, "prepare", "--metadata", isic2020.metadata,
+                               "--images", data / "img", "--out", data))
+    assert "which medsynth-kohya wrote" in line
+
+
 def test_symlinked_image_folders_are_followed_once(isic2020: SyntheticSet, tmp_path: Path,
                                                    runner: CliRunner) -> None:
     images = tmp_path / "images"

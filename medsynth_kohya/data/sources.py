@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from medsynth_kohya.data.archive import SYNTHETIC
+from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT
 from medsynth_kohya.data.prepared import STATE_DIR
 from medsynth_kohya.data.query import evaluate
 from medsynth_kohya.errors import UserError
@@ -516,8 +517,10 @@ def locate(source: Path | None, metadata: Path | None = None,
     if images is not None:
         if not images.is_dir():
             raise UserError(f"images folder {images} does not exist")
-        ours = next((folder for folder in (images, *images.resolve().parents)
-                     if tool_output(folder)), None)
+        out = exclude.resolve() if exclude is not None else None
+        ours = next((folder for folder in (images.resolve(), *images.resolve().parents)
+                     if folder in _layout(out) or (folder != out and tool_output(folder))),
+                    None)
         if ours is not None:
             raise UserError(f"--images {images} is in {ours}, which medsynth-kohya wrote "
                             "(prepared data, a synthetic set, a run or a report): give the "
@@ -684,13 +687,18 @@ def allowed_terms(source: Source) -> dict[str, tuple[str, ...]]:
     return {_source_name(source, name): values for name, values in terms.items()}
 
 
+def _layout(out: Path | None) -> set[Path]:
+    """The folders of `out` (the folder being prepared) that prepare fills with links."""
+    return set() if out is None else {out / TRAIN_ROOT, out / VAL_ROOT}
+
+
 def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
     """`root`, then each folder below it that holds an image file, in sorted order; symlinked
-    folders are followed (each real folder once), hidden ones, `exclude` and this tool's
-    outputs (`tool_output`) are not."""
+    folders are followed (each real folder once), hidden ones, `exclude` (and its layout,
+    should `root` be `exclude` itself) and this tool's outputs (`tool_output`) are not."""
     skip = exclude.resolve() if exclude is not None else None
     found = [root]
-    seen = {root.resolve()}
+    seen = {root.resolve(), *_layout(skip)}
     for folder, names, filenames in os.walk(root, followlinks=True):
         here = Path(folder)
         kept = []
