@@ -19,6 +19,7 @@ from medsynth_kohya.hub import contents
 
 from .conftest import prepare_set
 from .test_hub import REPO, make_run
+from .test_sources import _isic2019
 
 ISIC_2020_WORDS = ("ISIC 2020 Challenge dataset", "Rotemberg", "rotemberg2021patient")
 ARCHIVE_WORDS = ("ISIC Archive", "CC-0, CC-BY", "image by image")
@@ -140,3 +141,21 @@ def test_an_unrecorded_source_is_not_claimed(isic2020: SyntheticSet, tmp_path: P
     assert any("cannot say where the training images come from" in w
                for w in planned.warnings), planned.warnings
 
+
+
+def test_an_isic_2019_run_cites_that_challenge(archive: SyntheticSet, tmp_path: Path) -> None:
+    root = tmp_path / "isic2019"
+    _isic2019(archive, root)
+    for table in root.glob("*.csv"):  # ISIC ids: SYN_ ones are taken for the demo data
+        table.write_text(table.read_text(encoding="utf-8").replace("SYN_", "ISIC_"),
+                         encoding="utf-8")
+    for image in (root / "ISIC_2019_Training_Input").iterdir():
+        image.rename(image.with_name(image.name.replace("SYN_", "ISIC_")))
+    prepared = prepare(root, tmp_path / "prepared", workers=1).out
+    planned = _card(tmp_path, prepared)
+    data = _section(planned.card, "Training data")
+    assert "ISIC 2019 Challenge dataset" in data and "CC-BY-NC 4.0" in data
+    assert "Tschandl" in data and "Rotemberg" not in data
+    assert "tschandl2018ham10000" in _section(planned.card, "Citation")
+    assert "licence of the ISIC 2019 training images" in _section(planned.card, "Licence")
+    assert not any(words in planned.card for words in ARCHIVE_WORDS)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files
+from medsynth_kohya import __version__, files, outputs
 from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT, image_file
 from medsynth_kohya.data.sources import LICENCE_COLUMNS, origin
 from medsynth_kohya.errors import UserError
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from medsynth_kohya.data.prepare import HairAgreement, PrepareOptions
     from medsynth_kohya.data.sources import Source
 
-STATE_DIR = ".medsynth"
+STATE_DIR = outputs.STATE_DIR
 STATE_FILE = "prepare.json"
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from medsynth_kohya import outputs
 from medsynth_kohya.data.archive import SYNTHETIC
 from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT
-from medsynth_kohya.data.prepared import STATE_DIR
 from medsynth_kohya.data.query import evaluate
 from medsynth_kohya.errors import UserError
 
@@ -167,15 +167,13 @@ def tool_output(folder: Path) -> bool:
     """Whether `folder` is an output of this tool: a prepared folder or synthetic set (their
     state folder), a training run (its record, read as one) or an evaluate report (its
     marker). Their images are links to sources or generated, never data to prepare."""
-    from medsynth_kohya.evaluation.evaluate import MARKER
-    from medsynth_kohya.training.record import RunFolder
-    from medsynth_kohya.training.train import TOOL
-
-    if (folder / STATE_DIR).is_dir() or (folder / MARKER).is_file():
+    if (folder / outputs.STATE_DIR).is_dir() or (folder / outputs.EVALUATE_MARKER).is_file():
         return True
+    from medsynth_kohya.training.record import RunFolder  # the format's owner, no command
+
     run = RunFolder(folder)
     try:
-        return run.record_file.is_file() and run.load().tool == TOOL
+        return run.record_file.is_file() and run.load().tool == outputs.TOOL
     except (OSError, ValueError):
         return False
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files, locks
+from medsynth_kohya import __version__, files, locks, outputs
 from medsynth_kohya.data.measure import Measurement, measure
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, report, sets
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 StageProgress = Callable[[str, int, int], None]
 """(stage, done, total) callback."""
-MARKER = ".medsynth-evaluate"
+MARKER = outputs.EVALUATE_MARKER
 """File that marks REPORT as written by evaluate (so a re-run may replace its files)."""
 OWN_FILES = (report.JSON_NAME, report.HTML_NAME, report.PUBLIC_HTML_NAME, MARKER)
 SHOWN_PAIRS = 60

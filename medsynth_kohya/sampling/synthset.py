@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from medsynth_kohya import files, locks
+from medsynth_kohya import outputs as marks
 from medsynth_kohya.data import archive
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.files import replacing
 from medsynth_kohya.sampling.plan import ID_DIGITS, Plan
 
-STATE_DIR = ".medsynth"
+STATE_DIR = marks.STATE_DIR
 STATE_FILE = "sample.json"
 WRITTEN_FILE = "written.json"
 IMAGES = "images"

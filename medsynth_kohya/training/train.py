@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import __version__, files, locks
+from medsynth_kohya import __version__, files, locks, outputs
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
@@ -49,7 +49,7 @@ SAMPLE_PROMPTS = 4
 """Training-time sample prompts: the first distinct ones of `sample`'s default set."""
 PRUNE_S = 5.0
 """How often, at most, a running training's replaced resume states are looked for."""
-TOOL = "medsynth-kohya"
+TOOL = outputs.TOOL
 RUNS_ROOT = Path("runs")
 """Where runs go without --run-dir, relative to the current folder."""
 DEFAULT_PRESET = "t4-16gb"
