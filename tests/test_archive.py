@@ -201,16 +201,19 @@ def test_unknown_terms_warn_and_drop_their_clause(archive: SyntheticSet,
     frame.loc[0, "anatom_site_general"] = "left elbow"
     frame.loc[1, "diagnosis_3"] = "Melanoma Fantastic"
     frame.loc[2, "sex"] = "unspecified"
+    frame["age_approx"] = frame["age_approx"].astype(object)
+    frame.loc[3, "age_approx"], frame.loc[4, "age_approx"] = "90+", "200"
+    frame.loc[5, "age_approx"] = "unknown"  # blank, as an Archive export writes none
     frame.to_csv(archive.metadata, index=False)
     out = tmp_path / "out"
     code, stdout, stderr = invoke(runner, "prepare", archive.root, "--out", out,
                                   "--workers", 1, "--hair", "off", "--diagnosis", "Malignant")
     assert code == 0, stdout + stderr
     text = re.sub(r"\s+", " ", stdout + stderr)
-    assert "anatom_site_general 'left elbow' (1 row) is not an ISIC Archive term" in text
+    assert "anatom_site_general 'left elbow' (1 row) is not an ISIC Archive value" in text
     assert "head/neck, upper extremity" in text and "lower extremity" in text
     assert ("diagnosis 'Malignant:Malignant melanocytic proliferations (Melanoma):"
-            "Melanoma Fantastic' (1 row) is not an ISIC Archive term") in text
+            "Melanoma Fantastic' (1 row) is not an ISIC Archive value") in text
     assert "sex 'unspecified' (1 row)" in text and "Allowed: male, female" in text
     table = manifest.read(out / "manifest.csv").set_index("id")
     first, second, third = frame["isic_id"][:3]
@@ -218,6 +221,12 @@ def test_unknown_terms_warn_and_drop_their_clause(archive: SyntheticSet,
     assert pd.isna(table.loc[third, "sex"])
     assert table.loc[third, "caption"].startswith("photo of skin, me1anoma")
     assert table.loc[second, "diagnosis"] == vocab.MELANOMA  # its known parent is kept
+    assert ("age_approx '90+' (1 row), '200' (1 row) is not an ISIC Archive value; left blank "
+            "(its caption clause is dropped). Allowed: a number of years from 0 to 149") in text
+    assert "'unknown'" not in text
+    fourth, fifth = frame["isic_id"][3:5]
+    assert pd.isna(table.loc[fourth, "age"]) and " at age " not in table.loc[fourth, "caption"]
+    assert pd.isna(table.loc[fifth, "age"])
 
 
 def test_original_captions_come_out_byte_for_byte(seed_images: Path, tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ def test_an_unknown_subtype_or_another_letter_case_stays_a_melanoma(
     text = " ".join((stdout + stderr).split())
     assert text.count("Some brand-new subtype' (1 row)") == 1
     assert "Nevus, Another new kind' (1 row)" in text  # a row not selected is named too
-    assert "is not an ISIC Archive term; read as its deepest known level" in text
+    assert "is not an ISIC Archive value; read as its deepest known level" in text
     assert "melanoma invasive'" not in text  # a known term in another case is no warning
 
 

@@ -346,7 +346,7 @@ def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]]) -> 
         done = ("read as its deepest known level (a new subtype stays under its parent)"
                 if column == "diagnosis" else
                 "left blank (its caption clause is dropped)")
-        warnings.append(f"{column} {shown}{more} is not an ISIC Archive term; {done}. "
+        warnings.append(f"{column} {shown}{more} is not an ISIC Archive value; {done}. "
                         f"Allowed: {listed}")
     return warnings
 

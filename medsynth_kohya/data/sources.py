@@ -70,6 +70,8 @@ _IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
                   "ISIC_2019_Training_Input/ISIC_2019_Training_Input")
 """Where each layout keeps its images, below its metadata's folder (or SOURCE)."""
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
+MAX_AGE = 150
+"""Ages at or above this (years) are taken for typing errors and left blank."""
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
 _KNOWN = ("target", "diagnosis", *(f"diagnosis_{i}" for i in range(1, 6)), "benign_malignant",
           "hairy", "marker_pen", "fitzpatrick_skin_type", "lesion_id")
@@ -645,9 +647,8 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
             found = pd.Series(pd.NA, index=frame.index, dtype="string")
         return found
 
-    age = pd.to_numeric(column(names["age"]), errors="coerce")
-    age = age.where((age >= 0) & (age < 150)).round()
     checked = {
+        "age": _age(column(names["age"])),
         "sex": archive.terms(column(names["sex"]), archive.sex_terms(), _MISSING_TEXT, _SEX),
         "site": archive.terms(column(names["site"]), archive.site_terms(), _MISSING_TEXT),
         "diagnosis": archive.diagnosis_column(frame, _MISSING_TEXT),
@@ -660,12 +661,22 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
         "id": column(names["id"]).astype("string").str.strip().fillna("")
               .str.replace(_ID_SUFFIX, "", regex=True).str.normalize("NFC"),
         "patient_id": _text(column(names["patient_id"])),
-        "age": age.astype("Int64"),
         **{name: value for name, (value, _) in checked.items()},
     }, index=frame.index)
     rejected = pd.DataFrame({_source_name(source, name): bad
                              for name, (_, bad) in checked.items()}, index=frame.index)
     return normalised, rejected
+
+
+def _age(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Whole years from 0 to MAX_AGE - 1, and the values that are none (`90+`, `-5`, `abc`)."""
+    import pandas as pd
+
+    age = pd.to_numeric(raw, errors="coerce")
+    age = age.where((age >= 0) & (age < MAX_AGE)).round()
+    text = raw.astype("string").str.strip()
+    given = text.notna() & ~text.str.lower().isin(_MISSING_TEXT)
+    return age.astype("Int64"), text.where(given & age.isna()).astype("string")
 
 
 def _source_name(source: Source, name: str) -> str:
@@ -678,7 +689,8 @@ def allowed_terms(source: Source) -> dict[str, tuple[str, ...]]:
     from medsynth_kohya.data import archive
 
     flags = ("true", "false")
-    terms = {"sex": archive.sex_terms(), "site": archive.site_terms(),
+    terms = {"age": (f"a number of years from 0 to {MAX_AGE - 1}",),
+             "sex": archive.sex_terms(), "site": archive.site_terms(),
              "diagnosis": archive.diagnoses(),
              "fitzpatrick_skin_type": archive.fitzpatrick_terms(),
              "metadata_hairy": flags, "marker_pen": flags}
