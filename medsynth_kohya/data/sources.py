@@ -78,8 +78,9 @@ _KNOWN = ("target", "diagnosis", *(f"diagnosis_{i}" for i in range(1, 6)), "beni
 """Columns read by their layout's name besides FIELDS' (selection, vocabulary, grouping)."""
 _MANIPULATION = "image_manipulation"
 _GENERATED = ("{} describes generated images (image_manipulation is synthetic in every row, as "
-              "medsynth-kohya sample writes): training on it feeds the model its own output; "
-              "give the real ISIC download")
+              "medsynth-kohya sample writes), not real data: training on it would feed a model "
+              "its own output, and comparing against it measures nothing; give the real ISIC "
+              "download")
 _HEAD = 64 * 1024
 """Bytes read to tell a CSV from a spreadsheet, an archive or binary data."""
 _SPREADSHEETS = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods", ".numbers")
