@@ -100,6 +100,14 @@ AREAS = (
     Area("upload plan", "medsynth_kohya/hub/contents.py",
          ("plan", "_public_ids", "_public_record", "_run_files", "scrub", "scan")),
     Area("upload scan", "medsynth_kohya/hub/privacy.py"),
+    Area("config rendering", "medsynth_kohya/sdscripts/render.py"),
+    Area("run plan", "medsynth_kohya/training/plan.py"),
+    Area("command lines", "medsynth_kohya/sdscripts/launch.py",
+         ("accelerate_args", "train_command", "own_command", "sbatch_command",
+          "isic_download_command", "_gen_arg", "gen_flags", "gen_command", "Machines.problems",
+          "Command.shell")),
+    Area("manifest schema", "medsynth_kohya/data/manifest.py"),
+    Area("measurements", "medsynth_kohya/data/measure.py"),
 )
 
 

@@ -1,0 +1,118 @@
+"""The manifest's schema on its own: columns in order with their types, true/false on disk,
+older manifests without the optional columns, and one line for every file that is not one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medsynth_kohya.data import manifest
+from medsynth_kohya.errors import UserError
+
+
+def _rows() -> pd.DataFrame:
+    """Two rows as prepare makes them, the columns shuffled and one extra."""
+    return pd.DataFrame({
+        "split": ["train", "val"], "extra": [1, 2], "id": ["ISIC_0000001", "ISIC_0000002"],
+        "source": ["/d/ISIC_0000001.jpg", "/d/ISIC_0000002.jpg"],
+        "patient_id": ["007", None], "sex": ["female", None], "age": [45, None],
+        "site": ["torso", "head/neck"], "diagnosis": ["Malignant:Melanoma", None],
+        "fitzpatrick_skin_type": ["II", None], "hairy": [True, False],
+        "hair_score": [0.25, None], "ita": [41.5, None], "skin_tone": ["light", None],
+        "vignette": [True, None], "ruler": [False, True], "bubbles": [None, False],
+        "metadata_hairy": [False, None], "marker_pen": [None, True],
+        "caption": ["a photo", "another, photo"], "width": [640, 800], "height": [480, 600],
+    }, index=[5, 9])
+
+
+def test_conform_orders_and_types_the_columns() -> None:
+    frame = manifest.conform(_rows())
+    assert tuple(frame.columns) == manifest.COLUMNS
+    assert {column: str(frame[column].dtype) for column in frame} == {
+        column: str(pd.Series([], dtype=dtype).dtype)
+        for column, dtype in manifest.DTYPES.items()}
+    assert list(frame.index) == [0, 1]
+    assert frame["age"].tolist()[0] == 45 and frame["age"].isna().tolist() == [False, True]
+
+
+def test_conform_adds_the_optional_columns_blank() -> None:
+    old = _rows().drop(columns=list(manifest.OPTIONAL))
+    frame = manifest.conform(old)
+    assert tuple(frame.columns) == manifest.COLUMNS
+    assert all(frame[column].isna().all() for column in manifest.OPTIONAL)
+
+
+def test_written_and_read_back_unchanged(tmp_path: Path) -> None:
+    frame = manifest.conform(_rows())
+    path = tmp_path / "manifest.csv"
+    manifest.write(frame, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]
+    text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert text["hairy"].tolist() == ["true", "false"]
+    assert text["vignette"].tolist() == ["true", ""]
+    assert text["bubbles"].tolist() == ["", "false"]
+    assert text["patient_id"].tolist() == ["007", ""]
+    pd.testing.assert_frame_equal(manifest.read(path), frame)
+
+
+def test_a_manifest_without_the_optional_columns_reads(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.csv"
+    _rows().drop(columns=list(manifest.OPTIONAL)).to_csv(path, index=False)
+    frame = manifest.read(path)
+    assert tuple(frame.columns) == manifest.COLUMNS
+    assert frame["patient_id"].tolist()[0] == "007"
+
+
+def test_a_missing_manifest_says_how_to_get_one(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.csv"
+    with pytest.raises(UserError) as caught:
+        manifest.read(path)
+    assert str(caught.value) == (f"manifest {path} does not exist; run `medsynth-kohya "
+                                 "prepare` to write it again")
+
+
+def test_a_foreign_csv_names_the_columns_it_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.csv"
+    _rows().drop(columns=["caption", "split", "diagnosis"]).to_csv(path, index=False)
+    with pytest.raises(UserError) as caught:
+        manifest.read(path)
+    assert str(caught.value) == (f"{path} is not a manifest written by prepare (no column "
+                                 "caption, split); run `medsynth-kohya prepare` to write it "
+                                 "again")
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("", "No columns to parse from file"),
+    ('id,source\n"ISIC_1,/a\n', "EOF inside string starting at row 1"),
+])
+def test_an_unreadable_manifest_is_one_line(tmp_path: Path, content: str, reason: str) -> None:
+    path = tmp_path / "manifest.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        manifest.read(path)
+    said = str(caught.value)
+    assert said.startswith(f"manifest {path} cannot be read (") and reason in said
+    assert said.endswith("); run `medsynth-kohya prepare` to write it again")
+    assert "\n" not in said
+
+
+def test_a_folder_in_place_of_the_manifest(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"cannot be read \(\[Errno 21\] Is a directory"):
+        manifest.read(tmp_path)
+
+
+@pytest.mark.parametrize(("column", "value"), [("age", "about forty"), ("width", ""),
+                                               ("hair_score", "high")])
+def test_a_value_its_column_cannot_take(tmp_path: Path, column: str, value: str) -> None:
+    frame = manifest.conform(_rows()).astype({column: object})
+    frame.loc[1, column] = value
+    path = tmp_path / "manifest.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(UserError) as caught:
+        manifest.read(path)
+    said = str(caught.value)
+    assert said.startswith(f"manifest {path} holds a value its column cannot take (")
+    assert said.endswith("); run `medsynth-kohya prepare` to write it again")
+    assert "\n" not in said and "take ()" not in said
