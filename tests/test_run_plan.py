@@ -230,3 +230,14 @@ def test_pruned_states_are_two_at_most() -> None:
     assert _disk(_plan(every)) == (5, 2)
     assert _disk(_plan({**every, "save_last_n_epochs_state": 10})) == (5, 5)
     assert _disk(_plan({"max_train_epochs": 5, "save_state": True})) == (1, 1)
+
+
+def test_step_saves_stop_at_the_last_step() -> None:
+    """Every 3 of 14 steps: saves at 3, 6, 9 and 12 (sd-scripts never reaches 15), the final."""
+    assert _plan({"max_train_steps": 14, "save_every_n_steps": 3}).saves == 5
+    assert _plan({"max_train_steps": 14, "save_every_n_steps": 15}).saves == 1
+
+
+def test_one_save_with_its_state_is_sized() -> None:
+    run = _plan({"max_train_epochs": 2, "save_every_n_epochs": 1, "save_state": True})
+    assert run.saves == 2 and run.state_bytes and _disk(run) == (2, 2)
