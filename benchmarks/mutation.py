@@ -104,7 +104,7 @@ AREAS = (
     Area("run plan", "medsynth_kohya/training/plan.py"),
     Area("command lines", "medsynth_kohya/sdscripts/launch.py",
          ("accelerate_args", "train_command", "own_command", "sbatch_command",
-          "isic_download_command", "_gen_arg", "gen_flags", "gen_command", "Machines.problems",
+          "isic_download_command", "gen_flags", "gen_command", "Machines.problems",
           "Command.shell")),
     Area("manifest schema", "medsynth_kohya/data/manifest.py"),
     Area("measurements", "medsynth_kohya/data/measure.py"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medsynth_kohya.errors import UserError
@@ -22,6 +23,12 @@ def test_gen_flags_keep_the_order_and_spell_each_value() -> None:
     assert launch.gen_flags({"network_weights": ("a.safetensors", "b.safetensors")}) == [
         "--network_weights", "a.safetensors", "b.safetensors"]
     assert launch.gen_flags({}) == []
+
+
+def test_gen_flags_spell_numpy_numbers_as_python_does() -> None:
+    """A NumPy float's repr is `np.float64(7.5)` (NumPy 2), which sdxl_gen_img.py cannot read."""
+    assert launch.gen_flags({"scale": np.float64(7.5), "steps": np.int64(30)}) == [
+        "--scale", "7.5", "--steps", "30"]
 
 
 def test_gen_flags_refuse_an_option_the_script_lacks() -> None:

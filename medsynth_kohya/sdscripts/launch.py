@@ -479,10 +479,6 @@ GEN_SCRIPT = "sdxl_gen_img.py"
 """sd-scripts' SDXL image generator, which `sample` runs once per GPU."""
 
 
-def _gen_arg(value: object) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 def gen_flags(options: Mapping[str, object]) -> list[str]:
     """sdxl_gen_img.py flags for option values, in the given order.
 
@@ -503,7 +499,7 @@ def gen_flags(options: Mapping[str, object]) -> list[str]:
             args.append(option.flags[0])
             continue
         items = value if isinstance(value, list | tuple) else [value]
-        args += [option.flags[0], *(_gen_arg(item) for item in items)]
+        args += [option.flags[0], *(str(item) for item in items)]
     return args
 
 
