@@ -49,12 +49,22 @@ def test_written_and_read_back_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "manifest.csv"
     manifest.write(frame, path)
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]
+    assert path.read_text(encoding="utf-8").splitlines()[0] == ",".join(manifest.COLUMNS)
     text = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert text["hairy"].tolist() == ["true", "false"]
     assert text["vignette"].tolist() == ["true", ""]
     assert text["bubbles"].tolist() == ["", "false"]
     assert text["patient_id"].tolist() == ["007", ""]
     pd.testing.assert_frame_equal(manifest.read(path), frame)
+
+
+def test_ids_of_digits_keep_their_zeros(tmp_path: Path) -> None:
+    """An id is a file stem, whatever it looks like (a layout of numbered photos)."""
+    frame = manifest.conform(_rows().assign(id=["000123", "0456"], patient_id=["01", "02"]))
+    manifest.write(frame, tmp_path / "manifest.csv")
+    back = manifest.read(tmp_path / "manifest.csv")
+    assert back["id"].tolist() == ["000123", "0456"]
+    assert back["patient_id"].tolist() == ["01", "02"]
 
 
 def test_a_manifest_without_the_optional_columns_reads(tmp_path: Path) -> None:
@@ -103,9 +113,11 @@ def test_a_folder_in_place_of_the_manifest(tmp_path: Path) -> None:
         manifest.read(tmp_path)
 
 
-@pytest.mark.parametrize(("column", "value"), [("age", "about forty"), ("width", ""),
-                                               ("hair_score", "high")])
-def test_a_value_its_column_cannot_take(tmp_path: Path, column: str, value: str) -> None:
+@pytest.mark.parametrize(("column", "value", "reason"), [
+    ("age", "about forty", "'about forty'"), ("width", "", "to integer"),
+    ("hair_score", "high", "'high'")])
+def test_a_value_its_column_cannot_take(tmp_path: Path, column: str, value: str,
+                                        reason: str) -> None:
     frame = manifest.conform(_rows()).astype({column: object})
     frame.loc[1, column] = value
     path = tmp_path / "manifest.csv"
@@ -115,4 +127,16 @@ def test_a_value_its_column_cannot_take(tmp_path: Path, column: str, value: str)
     said = str(caught.value)
     assert said.startswith(f"manifest {path} holds a value its column cannot take (")
     assert said.endswith("); run `medsynth-kohya prepare` to write it again")
-    assert "\n" not in said and "take ()" not in said
+    assert reason in said and "\n" not in said
+
+
+def test_a_reader_error_without_a_message_is_named_by_its_kind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(*_: object, **__: object) -> pd.DataFrame:
+        raise PermissionError
+
+    path = tmp_path / "manifest.csv"
+    path.write_text("id\n", encoding="utf-8")
+    monkeypatch.setattr(pd, "read_csv", fails)
+    with pytest.raises(UserError, match=r"cannot be read \(PermissionError\); run"):
+        manifest.read(path)
