@@ -107,7 +107,7 @@ AREAS = (
           "isic_download_command", "gen_flags", "gen_command", "Machines.problems",
           "Command.shell")),
     Area("manifest schema", "medsynth_kohya/data/manifest.py"),
-    Area("measurements", "medsynth_kohya/data/measure.py"),
+    Area("measurements", "medsynth_kohya/data/measure.py", sample=SAMPLE),
 )
 
 

@@ -10,9 +10,22 @@ import pytest
 
 from medsynth_kohya.data import measure as measuring
 from medsynth_kohya.data.measure import measure
+from medsynth_kohya.data.synth import lab_to_bgr
 
 SKIN = (150, 170, 200)
 """A light skin colour (BGR): L* 72.6, b* 18.4."""
+DARK = (40, 45, 55)
+"""Darker than 0.35 of the skin's brightness, but not black: only a vignette keeps it out."""
+
+
+def _graded(edge: str = "bottom", side: int = 768) -> np.ndarray:
+    """Square skin whose L* runs from 45 to 75 along `edge` (ITA from -16 to 54 degrees), so
+    that every pixel wrongly read as skin, or skin wrongly left out, moves the median."""
+    along = np.array([lab_to_bgr((lightness, 10, 18))
+                      for lightness in np.linspace(45, 75, side)])
+    photo = np.broadcast_to(along[None], (side, side, 3)).round().astype(np.uint8)
+    return np.ascontiguousarray(photo.transpose(1, 0, 2) if edge in ("left", "right")
+                                else photo)
 
 
 def _skin_ita(bgr: tuple[int, int, int]) -> float:
@@ -57,6 +70,50 @@ def test_an_ita_needs_two_percent_of_the_photo_as_skin(side: int, has_ita: bool)
     found = measure(photo)
     assert found.ita == (_skin_ita(SKIN) if has_ita else None)
     assert found.skin_tone == ("very light" if has_ita else None)
+
+
+@pytest.mark.parametrize(("rows", "has_ita"), [(11, False), (12, True)])
+def test_exactly_two_percent_is_enough(rows: int, has_ita: bool) -> None:
+    """768 x 450 is 128 x 75 grid pixels: 2% of them is 192, 16 x 12."""
+    photo = np.zeros((450, 768, 3), np.uint8)
+    photo[120:120 + 6 * rows - 5, 300:300 + 6 * 16 - 5] = SKIN
+    assert measure(photo).ita == (_skin_ita(SKIN) if has_ita else None)
+
+
+def test_a_vignette_is_found_at_every_edge_alike() -> None:
+    """A dark half disc at the middle of each edge in turn, the skin graded along that edge:
+    the same photo turned, so the same ITA."""
+    found = []
+    for edge, centre in (("top", (384, 0)), ("bottom", (384, 767)), ("left", (0, 384)),
+                         ("right", (767, 384))):
+        photo = _graded(edge)
+        cv2.circle(photo, centre, 200, DARK, -1)
+        found.append(measure(photo).ita)
+    assert found[0] is not None and found == [found[0]] * 4
+
+
+@pytest.mark.parametrize("blur", [2, 4])
+def test_a_vignettes_soft_edge_is_left_out_with_it(blur: float) -> None:
+    """A vignette fades into the skin over a few pixels; the fade is dim skin, not skin, so the
+    ITA is the one of the same vignette drawn with a hard edge."""
+    shade = np.zeros((768, 768), np.float32)
+    cv2.circle(shade, (384, 767), 200, 1.0, -1)
+    hard = _graded()
+    hard[shade > 0] = DARK
+    soft = cv2.GaussianBlur(shade, (0, 0), blur)[..., None]
+    faded = (_graded() * (1 - soft) + np.array(DARK) * soft).round().astype(np.uint8)
+    assert measure(faded).ita == measure(hard).ita
+
+
+def test_a_band_along_the_edge_is_left_out_as_a_black_one() -> None:
+    """A 16 px band (over VIGNETTE_SIZE's 21 reference pixels at 768 px) is vignette: left out
+    with its rim, as the same band in black is."""
+    found = []
+    for colour in (DARK, (5, 5, 5)):
+        photo = _graded()
+        photo[752:, 234:534] = colour
+        found.append(measure(photo).ita)
+    assert found[0] == found[1]
 
 
 @pytest.mark.parametrize(("dark", "ita"), [((12, 16, 19), _skin_ita(SKIN)),
