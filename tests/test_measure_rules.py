@@ -4,6 +4,8 @@ against."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -124,3 +126,50 @@ def test_pixels_darker_than_20_are_never_skin(dark: tuple[int, int, int], ita: f
     photo = np.full((480, 640, 3), SKIN, np.uint8)
     photo[:, :384] = dark
     assert measure(photo).ita == ita
+
+
+@pytest.mark.parametrize(("blur", "within"), [(0, 0.1), (2, 0.5)])
+def test_pen_marks_and_their_edges_are_not_skin(blur: float, within: float) -> None:
+    """Blue pen lines placed alike on both sides of the graded skin's middle: left out with
+    the pixels around them (a blurred line's fringe too), they leave the median where it was."""
+    lines = np.zeros((768, 768), np.float32)
+    for x in range(84, 384, 60):
+        for column in (x, 767 - x):
+            cv2.line(lines, (column, 100), (column, 668), 1.0, 6)
+    if blur:
+        lines = cv2.GaussianBlur(lines, (0, 0), blur)
+    ink = lines[..., None]
+    marked = (_graded() * (1 - ink) + np.array((170, 60, 40)) * ink).round().astype(np.uint8)
+    plain, found = measure(_graded()).ita, measure(marked).ita
+    assert plain is not None and found == pytest.approx(plain, abs=within)
+
+
+def test_a_photo_one_pixel_wide_is_measured(tmp_path: Path) -> None:
+    path = tmp_path / "strip.png"
+    assert cv2.imwrite(str(path), np.full((64, 1, 3), SKIN, np.uint8))
+    assert measure(path).ita == _skin_ita(SKIN)
+
+
+def test_a_dark_grey_is_on_both_linear_segments() -> None:
+    """sRGB 8 is below 0.04045 (linear: 8 / 255 / 12.92) and its Y below CIE's 216/24389
+    (L* = 24389/27 Y): L* 2.19, and grey has no b*."""
+    lightness, yellow = measuring.lightness_yellow(np.array([[8, 8, 8]], np.uint8))
+    assert lightness[0] == pytest.approx(24389 / 27 * 8 / 255 / 12.92, abs=1e-3)
+    assert yellow[0] == pytest.approx(0, abs=1e-9)
+
+
+def test_a_file_with_an_image_header_but_no_image_raises(tmp_path: Path) -> None:
+    """imagesize reads the size from the header; OpenCV then finds no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    path = tmp_path / "cut.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 48, 8, 2,
+                                                                      0, 0, 0))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match="cannot be decoded as an image"):
+        measure(path)
