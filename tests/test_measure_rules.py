@@ -162,3 +162,20 @@ def test_a_file_with_an_image_header_but_no_image_raises(tmp_path: Path) -> None
                      + chunk(b"IEND", b""))
     with pytest.raises(ValueError, match="cannot be decoded as an image"):
         measure(path)
+
+
+def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin() -> None:
+    """Skin seen through a round field with dark surroundings (42% of the photo): the lesion is
+    judged against the skin's brightness, not the surroundings', so it is found and left out
+    whatever its size."""
+    found = []
+    for radius in (120, 150):
+        photo = _graded()
+        surround = np.ones((768, 768), np.uint8)
+        cv2.circle(surround, (384, 384), 330, 0, -1)
+        photo[surround == 1] = (30, 32, 36)
+        cv2.circle(photo, (384, 384), radius, lab_to_bgr((35, 20, 25)).round().tolist(), -1)
+        result = measure(photo)
+        assert result.vignette
+        found.append(result.ita)
+    assert found[0] is not None and found[1] == pytest.approx(found[0], abs=0.5)
