@@ -14,7 +14,7 @@ from medsynth_kohya.errors import UserError
 
 def _rows() -> pd.DataFrame:
     """Two rows as prepare makes them, the columns shuffled and one extra."""
-    return pd.DataFrame({
+    rows: pd.DataFrame = pd.DataFrame({
         "split": ["train", "val"], "extra": [1, 2], "id": ["ISIC_0000001", "ISIC_0000002"],
         "source": ["/d/ISIC_0000001.jpg", "/d/ISIC_0000002.jpg"],
         "patient_id": ["007", None], "sex": ["female", None], "age": [45, None],
@@ -25,6 +25,7 @@ def _rows() -> pd.DataFrame:
         "metadata_hairy": [False, None], "marker_pen": [None, True],
         "caption": ["a photo", "another, photo"], "width": [640, 800], "height": [480, 600],
     }, index=[5, 9])
+    return rows
 
 
 def test_conform_orders_and_types_the_columns() -> None:

@@ -125,9 +125,7 @@ def test_pen_marks_and_their_edges_are_not_skin(blur: float, within: float) -> N
     for x in range(84, 384, 60):
         for column in (x, 767 - x):
             cv2.line(lines, (column, 100), (column, 668), 1.0, 6)
-    if blur:
-        lines = cv2.GaussianBlur(lines, (0, 0), blur)
-    ink = lines[..., None]
+    ink = np.asarray(cv2.GaussianBlur(lines, (0, 0), blur) if blur else lines)[..., None]
     marked = (_graded() * (1 - ink) + np.array((170, 60, 40)) * ink).round().astype(np.uint8)
     plain, found = measure(_graded()).ita, measure(marked).ita
     assert plain is not None and found == pytest.approx(plain, abs=within)
