@@ -168,17 +168,19 @@ def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
     """`accelerate launch sdxl_train_network.py` with our config, dataset and optional state.
 
     With `accelerate_config`, accelerate reads everything from that file (`--config_file`,
-    passed through untouched) and no flag of ours overrides it."""
+    passed through untouched) and no flag of ours overrides it. Every path is made absolute:
+    the command runs inside `sd_scripts`, where a relative one would name nothing."""
     if accelerate_config is not None:
-        launcher = ["--config_file", str(accelerate_config)]
+        launcher = ["--config_file", str(accelerate_config.resolve())]
     else:
         threads = cpu_threads or max(1, _cpu_count() // num_processes)
         launcher = accelerate_args(num_processes=num_processes, mixed_precision=mixed_precision,
                                    gpu_ids=gpu_ids, cpu_threads=threads, machines=machines)
     argv = [python, "-m", LAUNCHER, *launcher,
-            SCRIPT, "--config_file", str(config), "--dataset_config", str(dataset)]
+            SCRIPT, "--config_file", str(config.resolve()), "--dataset_config",
+            str(dataset.resolve())]
     if resume is not None:
-        argv += ["--resume", str(resume)]
+        argv += ["--resume", str(resume.resolve())]
     return Command(argv, sd_scripts, dict(ENV))
 
 

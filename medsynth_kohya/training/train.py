@@ -602,7 +602,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                                                    images=len(train_rows), repeats=repeats,
                                                    resume=resume,
                                                    machines=cluster.machines.count)
-    state_dir = launch.latest_state(folder.output, name) if resume else None
+    state_dir = launch.latest_state(folder.output.resolve(), name) if resume else None
     if died:
         warnings.insert(0, f"the run in {run_dir} was left running by {died}, which no longer "
                         "runs; " + (f"resuming from {state_dir.name}" if state_dir else
