@@ -120,3 +120,16 @@ def test_an_unknown_classifier_is_one_line(runner: CliRunner, tmp_path: Path) ->
                              tmp_path / "syn", "--out", tmp_path / "r", "--classifier", "forest")
     assert code == 1 and "--classifier 'forest': give one of logistic, finetune, none" in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("patients", [1, 3])
+def test_too_few_patients_for_a_split_is_a_reason_not_a_crash(patients: int) -> None:
+    from medsynth_kohya.evaluation import utility
+
+    rng = np.random.default_rng(1)
+    labels = [int(i % 2 == 0) for i in range(12)]
+    real = rng.normal(size=(12, 4))
+    with pytest.raises(utility.TooFewError, match="too few"):
+        utility.utility(real, labels, [f"P{i % patients}" for i in range(12)],
+                        rng.normal(size=(3, 4)), [0.0, 1.0], repeats=1, seed=0,
+                        classifier=_Recorder())

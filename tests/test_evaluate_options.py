@@ -59,6 +59,9 @@ def test_classifier_none_is_said_as_such_without_the_extra(
     (["--deep-threshold", "1.5"], "--deep-threshold 1.5: give a cosine similarity above 0"),
     (["--deep-threshold", "0"], "--deep-threshold 0: give a cosine similarity above 0"),
     (["--lora", "{run}"], "give --real or --lora, not both"),
+    (["--mix", ""], "--mix: give one or more ratios of 0 or more"),
+    (["--mix", ","], "--mix: give one or more ratios of 0 or more"),
+    (["--mix", "0,-1"], "--mix: give one or more ratios of 0 or more"),
 ])
 def test_out_of_range_options_and_both_sources_are_one_line(
         runner: CliRunner, data: tuple[Path, Path], trained: Path, tmp_path: Path,
@@ -90,3 +93,11 @@ def test_a_mistyped_lora_run_is_said_not_to_exist(runner: CliRunner, data: tuple
     assert code == 1 and "Traceback" not in stdout + stderr
     assert f"--lora {missing} does not exist" in line and "--real" in line
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("spec", ["os:getcwd", "os:sep", "os:nothere", "no_such_module:x"])
+def test_a_features_spec_that_names_no_network_is_one_line(spec: str) -> None:
+    from medsynth_kohya.errors import UserError
+
+    with pytest.raises(UserError, match=f"--features '{spec}'"):
+        features.load_network(spec)

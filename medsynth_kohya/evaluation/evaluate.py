@@ -165,8 +165,8 @@ def _real_source(real: Path | None, lora: Path | None, options: EvaluateOptions)
     once the options are checked."""
     if options.repeats < 1:
         raise UserError("--repeats must be at least 1")
-    if any(m < 0 for m in options.mixes):
-        raise UserError("--mix ratios must be 0 or more")
+    if not options.mixes or any(m < 0 for m in options.mixes):
+        raise UserError("--mix: give one or more ratios of 0 or more, like 0,0.5,1,2")
     if options.classifier not in CLASSIFIERS:
         raise UserError(f"--classifier {options.classifier!r}: give one of "
                         f"{', '.join(CLASSIFIERS)}")

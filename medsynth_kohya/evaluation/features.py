@@ -61,7 +61,11 @@ def load_network(spec: str) -> Any:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"--features {spec!r} cannot be loaded: {exc}") from None
-    network = factory()
+    network = factory() if callable(factory) else None
+    if not callable(getattr(network, "eval", None)):
+        raise UserError(f"--features {spec!r} is not a factory of a torch network (it gave "
+                        f"{type(network).__name__}): name a function that returns a "
+                        "torch.nn.Module")
     return network.eval()
 
 

@@ -109,10 +109,16 @@ def _split(labels: NDArray[np.int64], groups: NDArray[np.str_],
     import numpy as np
     from sklearn.model_selection import GroupShuffleSplit
 
+    if len(np.unique(groups)) < 2 * MIN_PER_CLASS:  # GroupShuffleSplit cannot split it
+        raise TooFewError(f"{len(np.unique(groups))} patient(s): too few for a patient-level "
+                          "split")
     for attempt in range(20):
         splitter = GroupShuffleSplit(n_splits=1, test_size=TEST_SHARE,
                                      random_state=seed * 1000 + attempt)
-        train, test = next(splitter.split(labels, labels, groups))
+        try:
+            train, test = next(splitter.split(labels, labels, groups))
+        except ValueError:  # a side would be empty at this share
+            break
         sides_ok = all(len(np.unique(groups[side][labels[side] == c])) >= MIN_PER_CLASS
                        for side in (train, test) for c in (0, 1))
         if sides_ok:
