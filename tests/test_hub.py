@@ -511,6 +511,20 @@ def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_pat
     assert not any(u.path_in_repo.startswith("checkpoints/") for u in planned.uploads)
 
 
+def test_an_image_sample_did_not_make_is_never_published(run: Path, tmp_path: Path) -> None:
+    synth = tmp_path / "synth"
+    (synth / "images").mkdir(parents=True)
+    (synth / "images" / "SYN_0000000.png").write_bytes(_png(100))
+    (synth / "metadata.csv").write_text("isic_id,prompt\nSYN_0000000,a prompt\n",
+                                        encoding="utf-8")
+    assert [u.path_in_repo for u in contents.plan(run, REPO, samples=synth).uploads
+            if u.path_in_repo.startswith("samples/")] == ["samples/SYN_0000000.png"]
+    (synth / "images" / "my_patient.png").write_bytes(_png(7))  # a photo left there
+    with pytest.raises(UserError, match=r"1 file in images/ is not in its metadata.csv "
+                                        r"\(first: my_patient.png\)"):
+        contents.plan(run, REPO, samples=synth, allow_copies=True)
+
+
 def test_a_run_on_the_demo_s_synthetic_data_says_so(run: Path) -> None:
     """Trained on the demo's synthetic images (SYN_ ids), the push warns and the card says so;
     the training samples' widgets carry the run's negative prompt."""

@@ -225,11 +225,18 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
     rows: dict[str, SynthRow] = {}
     for row in read_metadata(folder) if (folder / METADATA).is_file() else []:
         rows.setdefault(row.id, row)
+    strays = [path for path in images if rows and path.stem not in rows]
+    if strays:  # not made by sample: it could be anything, a patient's photo included
+        raise UserError(f"--samples {folder}: {files.counted(len(strays))} in {IMAGES}/ "
+                        f"{'is' if len(strays) == 1 else 'are'} not in its {METADATA} (first: "
+                        f"{strays[0].name}), so not made by `medsynth-kohya sample`; move "
+                        f"{'it' if len(strays) == 1 else 'them'} out of {folder / IMAGES} and "
+                        "push again")
     order = {stem: i for i, stem in enumerate(rows)}
     images.sort(key=lambda path: (order.get(path.stem, len(order)), path.name))
     samples = []
     for path in images[:MAX_SAMPLE_IMAGES]:
-        row = rows.get(path.stem, SynthRow(path.stem))  # an image metadata.csv does not list
+        row = rows.get(path.stem, SynthRow(path.stem))  # a folder without metadata.csv
         samples.append(Sample(path, row.prompt or None, row.negative_prompt or None))
     return samples, grid if grid.is_file() else None
 
