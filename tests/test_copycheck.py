@@ -62,3 +62,18 @@ def test_a_set_with_2020_style_metadata_is_read(tmp_path: Path) -> None:
     metadata = tmp_path / "syn" / "metadata.csv"
     metadata.write_text(metadata.read_text("utf-8").replace("isic_id", "image_name", 1), "utf-8")
     assert copycheck.check(tmp_path / "syn", tmp_path / "isic").checked == tuple(ids)
+
+
+def test_an_image_changed_after_its_check_counts_as_unchecked(tmp_path: Path) -> None:
+    isic_source(tmp_path / "isic", 3, 3, seed=31)
+    ids = synthetic_set(tmp_path / "syn", [photo(7300 + i) for i in range(3)])
+    copycheck.write(tmp_path / "syn", copycheck.check(tmp_path / "syn", tmp_path / "isic"))
+    recorded = copycheck.read(tmp_path / "syn")
+    assert recorded is not None and recorded.checked == tuple(ids)
+    swapped = next((tmp_path / "isic").rglob("*.jpg"))  # a training photo put in its place
+    image = tmp_path / "syn" / "images" / f"{ids[1]}.png"
+    decoded = cv2.imread(str(swapped))
+    assert decoded is not None
+    cv2.imwrite(str(image), decoded)
+    again = copycheck.read(tmp_path / "syn")
+    assert again is not None and again.checked == (ids[0], ids[2])

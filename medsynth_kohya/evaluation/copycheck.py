@@ -7,7 +7,10 @@ publish a flagged image. It holds ids, distances and folder names, never a local
 
     {"tool": "medsynth-kohya", "threshold": 0.25, "training": "data", "n_training": 584,
      "checked": ["SYN_0000000", ...], "flagged": [{"synthetic_id", "training_id", "distance"}],
-     "skipped": [{"set", "id", "reason"}], "created": "..."}
+     "skipped": [{"set", "id", "reason"}], "created": "...",
+     "sha256": {"SYN_0000000": "<digest of images/SYN_0000000.png when checked>", ...}}
+
+An image changed since its check (a digest that no longer matches) counts as unchecked.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, sets
+from medsynth_kohya.sampling.synthset import IMAGES
 from medsynth_kohya.training.record import RECORD_FILE, RunRecord
 
 NAME = "copies.json"
@@ -105,19 +109,39 @@ def write(synthetic: Path, result: CopyCheck) -> Path:
         "tool": "medsynth-kohya", "threshold": result.threshold, "training": result.training,
         "n_training": result.n_training, "checked": list(result.checked),
         "flagged": [asdict(f) for f in result.flagged], "skipped": list(result.skipped),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sha256": {identifier: files.sha256(image) for identifier in result.checked
+                   if (image := _image(synthetic, identifier)).is_file()}})
     return path
 
 
+def _image(synthetic: Path, identifier: str) -> Path:
+    """Where a checked image of the set lies."""
+    return synthetic / IMAGES / f"{identifier}.png"
+
+
+def _unchanged(synthetic: Path, checked: list[str], digests: dict[str, str] | None
+               ) -> tuple[str, ...]:
+    """The checked ids whose image is still the one checked (all of them in a record written
+    before digests were kept)."""
+    if digests is None:
+        return tuple(checked)
+    return tuple(identifier for identifier in checked
+                 if (image := _image(synthetic, identifier)).is_file()
+                 and files.sha256(image) == digests.get(identifier))
+
+
 def read(synthetic: Path) -> CopyCheck | None:
-    """The recorded check of a synthetic set, or None when it was never checked."""
+    """The recorded check of a synthetic set, or None when it was never checked; its checked
+    ids leave out images changed since."""
     path = synthetic / NAME
     if not path.is_file():
         return None
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        checked = _unchanged(synthetic, [str(i) for i in data["checked"]], data.get("sha256"))
         return CopyCheck(float(data["threshold"]), str(data["training"]),
-                         int(data["n_training"]), tuple(str(i) for i in data["checked"]),
+                         int(data["n_training"]), checked,
                          tuple(Flag(str(f["synthetic_id"]), str(f["training_id"]),
                                     float(f["distance"])) for f in data["flagged"]),
                          tuple(data.get("skipped", ())))
