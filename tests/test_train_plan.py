@@ -193,3 +193,15 @@ def test_a_dry_run_says_which_warnings_would_stop_a_real_run(
               detect=lambda: [])
     assert "GPU" in str(refused.value) and "would stop" not in str(refused.value)
     assert str(fake_sd.sd_scripts) not in str(refused.value)
+
+
+@pytest.mark.parametrize("steps", ["99999999999999999999", "1000000000"])
+def test_a_run_of_absurdly_many_saves_is_refused_at_once(runner: CliRunner, prepared: Path,
+                                                        tmp_path: Path, steps: str) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  f"max_train_steps={steps}", "--set", "save_every_n_steps=5",
+                                  "--run-dir", tmp_path / "run", "--dry-run")
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert f"{steps} steps with a save every 5 steps" in line and "at most 100000" in line
+    assert not (tmp_path / "run").exists()

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from medsynth_kohya.errors import UserError
+
 SDXL_CROSS_ATTENTION_DIM = 2048
 SDXL_UNET_TRANSFORMERS = ((640, 2, 5), (1280, 10, 6))
 """(channels, transformer blocks per Transformer2DModel, how many such models) in the SDXL
@@ -91,6 +93,9 @@ def _int(options: Mapping[str, Any], key: str) -> int | None:
 KEEP_OPTIONS = ("save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps",
                 "save_last_n_steps_state")
 """sd-scripts' own retention: when any is set, the states are sd-scripts' to remove."""
+MAX_SAVES = 100_000
+"""More saves than this in one run is a typing error (an extra digit in max_train_steps, a
+save every step): refused before they are counted one by one."""
 PRUNED_PEAK_STATES = 2
 """States at once when train prunes: the newest complete one and the one being written."""
 
@@ -118,6 +123,13 @@ def _saves(options: Mapping[str, Any], steps: int, steps_per_epoch: int, epochs:
     ratio = _int(options, "save_n_epoch_ratio")
     if ratio:
         every_epochs = math.floor(epochs / ratio) or 1
+    count = (steps // every_steps if every_steps else 0) + (
+        (epochs - 1) // every_epochs if every_epochs else 0)
+    if count > MAX_SAVES:
+        raise UserError(f"{steps} steps with a save every {every_steps or '-'} steps / "
+                        f"{every_epochs or '-'} epochs make {count} saves (at most "
+                        f"{MAX_SAVES}): check max_train_steps and raise save_every_n_steps or "
+                        "save_every_n_epochs")
     keep = {kind: (_int(options, f"save_last_n_{kind}s"),
                    _int(options, f"save_last_n_{kind}s_state")
                    or _int(options, f"save_last_n_{kind}s")) for kind in ("step", "epoch")}
