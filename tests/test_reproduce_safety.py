@@ -77,7 +77,7 @@ def test_a_refused_reproduce_leaves_every_file_as_it_was(
         (("--set", "output_dir=elsewhere"), "decided by the run"),
         (("--python", "/nonexistent/python3"), "cannot run the original training"),
         (("--set", "cache_latents=true", "--set", "color_aug=true"), "cannot be used with"),
-        (("--push", "not a repo id"), "namespace/name"),
+        (("--push", "not a repo id"), "--push 'not a repo id' must be namespace/name"),
         (("--push", "someone/melanoma-lora"), "Hub token"),
         (("--n", "0"), "--n must be at least 1"),
     ]

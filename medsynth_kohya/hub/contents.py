@@ -88,13 +88,14 @@ class PushPlan:
     """Values that must not leave the machine, for scrubbing error messages."""
 
 
-def check_repo_id(repo_id: str) -> str:
-    """`namespace/name` with Hub-valid parts, else a UserError saying what a repo id looks like."""
+def check_repo_id(repo_id: str, option: str = "--repo-id") -> str:
+    """`namespace/name` with Hub-valid parts, else a UserError (naming `option`, the one the
+    user gave it by) saying what a repo id looks like."""
     parts = repo_id.strip().split("/")
     if (len(parts) != 2 or not all(_NAME_PART.match(part) for part in parts)
             or any("--" in part or ".." in part for part in parts)
             or parts[1].endswith(".git")):
-        raise UserError(f"--repo-id {repo_id!r} must be namespace/name (your user name or an "
+        raise UserError(f"{option} {repo_id!r} must be namespace/name (your user name or an "
                         "organisation, then letters, digits, '-', '_' or '.'), e.g. "
                         "your-name/melanoma-sdxl-lora")
     return "/".join(parts)

@@ -139,7 +139,7 @@ def _hub_ready(repo_id: str, dry_run: bool) -> list[str]:
 
     from medsynth_kohya.hub.contents import check_repo_id
 
-    check_repo_id(repo_id)
+    check_repo_id(repo_id, "--push")
     if get_token():
         return []
     missing = ("--push needs a Hub token: run `hf auth login` or export HF_TOKEN, then run "
