@@ -160,3 +160,13 @@ def test_a_local_model_path_is_made_absolute(prepared: Path, tmp_path: Path,
                    overrides=["pretrained_model_name_or_path=model.safetensors"])
     config = {k: v for t in toml.load(result.config).values() for k, v in t.items()}
     assert config["pretrained_model_name_or_path"] == str(tmp_path / "model.safetensors")
+
+
+def test_training_a_raw_download_says_to_prepare_it_elsewhere(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "train", isic2020.root, "--preset", "cpu-smoke",
+                                  "--run-dir", tmp_path / "run", "--dry-run")
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert (f"run `medsynth-kohya prepare {isic2020.root} --out {isic2020.root}-prepared` "
+            "first and give that folder") in line

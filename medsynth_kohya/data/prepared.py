@@ -12,6 +12,7 @@ reads its state, so `train`, `sample`, the model card, `evaluate` and `reproduce
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,9 +144,13 @@ class PreparedFolder:
             raise UserError(f"{self.path} does not exist: give the folder that `medsynth-kohya "
                             f"prepare SOURCE --out {self.path}` writes")
         if not self.is_prepared():
+            data = any(self.path.iterdir())  # an ISIC download, say: prepare it elsewhere
+            target = self.path.with_name(f"{self.path.name}-prepared") if data else self.path
+            source = shlex.quote(str(self.path)) if data else "SOURCE"
             raise UserError(f"{self.path} was not made by medsynth-kohya prepare (no "
-                            f"{STATE_DIR}/{STATE_FILE}); run `medsynth-kohya prepare SOURCE "
-                            f"--out {self.path}` first")
+                            f"{STATE_DIR}/{STATE_FILE}); run `medsynth-kohya prepare {source} "
+                            f"--out {shlex.quote(str(target))}` first"
+                            + (" and give that folder" if data else ""))
         return PreparedState.from_dict(json.loads(self.state_file.read_text(encoding="utf-8")))
 
     def missing_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
