@@ -19,6 +19,7 @@ from medsynth_kohya.training import train as training
 from medsynth_kohya.training.train import train
 
 from .conftest import invoke
+from .disk import checksums
 from .fakes import FakeSd, interrupt_after
 
 
@@ -47,6 +48,13 @@ def test_a_run_launches_sd_scripts_and_records_it(runner: CliRunner, prepared: P
     assert loras[-1] == "melanoma.safetensors"
     assert "steps" in (run / "train.log").read_text(encoding="utf-8")
     assert "melanoma.safetensors" in stdout
+    before = checksums(run)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run,
+                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr and "--resume" not in line
+    assert "already holds a succeeded run; choose another --run-dir" in line, line
+    assert checksums(run) == before
 
 
 def test_a_run_keeps_only_the_newest_resume_state_beside_every_lora(

@@ -351,8 +351,9 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> R
                             "runs; use --resume to continue it, another --run-dir, or --force "
                             "to start over")
         if status != "dry-run":
-            raise UserError(f"{run_dir} already holds a {status} run; use --resume to continue "
-                            "it, another --run-dir, or --force to start over")
+            again = "" if status == "succeeded" else "use --resume to continue it, "
+            raise UserError(f"{run_dir} already holds a {status} run; {again}choose another "
+                            "--run-dir, or pass --force to start over")
     if folder.exists() and dry_run and previous.status != "dry-run":
         raise UserError(f"{run_dir} holds a {previous.status} run whose record a dry run "
                         "would replace; dry-run into another --run-dir")
