@@ -543,3 +543,19 @@ def test_a_refused_sample_leaves_its_own_set_as_it_was(runner: CliRunner, run: P
         code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 2, *extra)
         assert code == 1, (extra, stdout + stderr)
         assert checksums(out) == before and entries(out) == listing, extra
+
+
+def test_a_run_that_did_not_finish_is_sampled_with_a_warning(run: Path, fake_gen: FakeGen,
+                                                             tmp_path: Path) -> None:
+    plain = sample(run, tmp_path / "a", SampleOptions(n=1), sd_scripts=fake_gen.sd_scripts,
+                   python=PYTHON, dry_run=True)
+    assert not [w for w in plain.warnings if "did not finish" in w]
+    (run / "output" / "melanoma.safetensors").rename(
+        write_lora(run / "output" / "melanoma-step00000002.safetensors"))
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    (run / "run.json").write_text(json.dumps({**record, "status": "failed"}), encoding="utf-8")
+    result = sample(run, tmp_path / "b", SampleOptions(n=1), sd_scripts=fake_gen.sd_scripts,
+                    python=PYTHON, dry_run=True)
+    (warning,) = [w for w in result.warnings if "did not finish" in w]
+    assert "status failed" in warning and "melanoma-step00000002.safetensors" in warning
+    assert "train --resume" in warning

@@ -69,6 +69,17 @@ def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
     return given, None
 
 
+def _unfinished(given: Path, file: Path, record: RunRecord | None) -> tuple[str, ...]:
+    """A note when a run folder's LoRA is a save from before the end of a run that did not
+    succeed (interrupted, failed, killed)."""
+    if (not given.is_dir() or record is None or record.status in ("succeeded", None)
+            or file.name == f"{record.output_name}.safetensors"):
+        return ()
+    return (f"run {given} did not finish (status {record.status}): sampling with its latest "
+            f"save, {file.name}, not a final LoRA; `medsynth-kohya train --resume --run-dir "
+            f"{given}` finishes it",)
+
+
 def local_or_hub(given: Path | str) -> Path:
     """--lora as typed (the CLI keeps the text, `./` included) as a Path, `~` expanded. A value
     that names nothing here and would be looked up on the Hub, but is plainly a local path (it
@@ -96,7 +107,8 @@ def lora_source(lora: Path, revision: str | None) -> tuple[
     if lora.exists() or pull.hub_spec(str(lora)) is None:
         if revision:
             raise UserError("--revision is for a LoRA on the Hub (--lora USER/REPO)")
-        return (*resolve_lora(lora), None, ())
+        file, record = resolve_lora(lora)
+        return file, record, None, _unfinished(lora, file, record)
     pulled = pull.pull_lora(str(lora), revision=revision)
     return pulled.file, pulled.record, pulled.base_model, pulled.notes
 
