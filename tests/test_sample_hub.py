@@ -70,6 +70,10 @@ def test_base_model_trigger_and_template_come_from_the_pushed_record(
                           "class_name": "melanoma", "prepared": "/elsewhere/prepared"}}
     commit = _publish(hub, "alice/mel-lora", tmp_path, {"melanoma.safetensors": SDXL}, record)
     out = tmp_path / "syn"
+    code, _, stderr = invoke(runner, "sample", "--lora", "alice/mel-lora", "--out", out, "--n",
+                             3, "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON)
+    assert code == 1 and ("the LoRA was trained on /elsewhere/prepared, which is not on this "
+                          "machine: give --like") in _joined(stderr), stderr
     code, stdout, stderr = invoke(runner, "sample", "--lora", "alice/mel-lora", "--like",
                                   manifest, "--out", out, "--n", 3, "--width", 64, "--height",
                                   64, "--steps", 2, "--sd-scripts", fake_gen.sd_scripts,

@@ -176,6 +176,11 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
             raise UserError("give --like OUT/manifest.csv (or --prompt / --prompts): the LoRA "
                             "has no train run record naming its prepared data")
         like = PreparedFolder(prepared).manifest
+        locks.ensure_idle(like.parent, "sample", writers=("prepare",), break_lock=break_lock)
+        if not like.is_file():  # a Hub LoRA's record names the uploader's <local> folder
+            raise UserError(f"the LoRA was trained on {prepared}, which is not on this "
+                            "machine: give --like OUT/manifest.csv of data prepared here, or "
+                            "--prompt / --prompts")
     if n is None:
         raise UserError("give --n, the number of images to generate")
     table = _read_manifest(like, options.query, break_lock)
