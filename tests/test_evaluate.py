@@ -233,6 +233,13 @@ def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[st
     reasons = {(s["id"], s["reason"]) for s in result.skipped}
     assert reasons == {(ids[0], "undecodable"), (ids[1], "in metadata.csv, no image file")}
     assert "Files left out" in (tmp_path / "report" / "report.html").read_text()
+    gone = sorted(source)[0]
+    source[gone].unlink()  # a real row without its photo is said, not dropped silently
+    evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "again")
+    notes = json.loads((tmp_path / "again" / "report.json").read_text(encoding="utf-8"))["notes"]
+    (note,) = [n for n in notes if "no image file" in n]
+    assert note == f"1 rows of train.csv have no image file and are left out (first: {gone})"
+    assert note in (tmp_path / "again" / "report.html").read_text()
 
 
 def test_bad_input_is_one_clear_line(runner: CliRunner, tmp_path: Path,

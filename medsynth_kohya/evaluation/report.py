@@ -237,7 +237,8 @@ def render_html(report: Mapping[str, Any], pairs: Sequence[Pair], *, public: boo
     body = [f"<h1>Synthetic set evaluation</h1><p>Real: <b>{_e(inputs['real'])}</b> "
             f"({inputs['n_training']} training photos) · synthetic: "
             f"<b>{_e(inputs['synthetic'])}</b> ({inputs['n_synthetic']} images) · "
-            f"medsynth-kohya {_e(report['version'])} · {_e(report['created'])}</p>",
+            f"medsynth-kohya {_e(report['version'])} · {_e(report['created'])}</p>"
+            + "".join(f"<p class='warn'>{_e(note)}</p>" for note in report.get("notes", ())),
             "<table><tr><th>check</th><th>verdict</th><th>detail</th></tr>" + verdict
             + "</table>", _copies(sections["copies"], pairs, public),
             _adherence(sections["adherence"])]

@@ -71,8 +71,10 @@ def load_synthetic(root: Path) -> SyntheticSet:
     return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing)
 
 
-def _from_source(source: Any, training_ids: set[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows, labelled rows) of an ISIC source; training = melanomas unless given."""
+def _from_source(source: Any, training_ids: set[str] | None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(training rows, labelled rows, notes) of an ISIC source; training = melanomas unless
+    given; the notes count the rows left out for want of an image file."""
     from medsynth_kohya.data import sources
 
     raw = sources.read_metadata(source)
@@ -80,10 +82,12 @@ def _from_source(source: Any, training_ids: set[str] | None) -> tuple[pd.DataFra
     melanoma = sources.default_selection(raw, frame, source).fillna(False).astype(bool)
     images = sources.index_images(source.image_dirs)
     labelled: list[dict[str, Any]] = []
+    absent: list[str] = []
     for identifier, patient, label in zip(frame["id"], frame["patient_id"], melanoma,
                                           strict=True):
         path = images.get(str(identifier))
         if path is None:
+            absent.append(str(identifier))
             continue
         patient_id = "" if patient is None or str(patient) in {"<NA>", "nan"} else str(patient)
         labelled.append({"id": str(identifier), "path": path, "patient_id": patient_id,
@@ -93,7 +97,9 @@ def _from_source(source: Any, training_ids: set[str] | None) -> tuple[pd.DataFra
         training = table.loc[table["label"] == 1, ["id", "path", "patient_id"]]
     else:
         training = table.loc[table["id"].isin(training_ids), ["id", "path", "patient_id"]]
-    return training.reset_index(drop=True), table
+    notes = [f"{len(absent)} rows of {Path(source.metadata).name} have no image file and are "
+             f"left out (first: {absent[0]})"] if absent else []
+    return training.reset_index(drop=True), table, notes
 
 
 def _prepared(folder: Path) -> RealSet:
@@ -116,7 +122,8 @@ def _prepared(folder: Path) -> RealSet:
         dirs = state.source_images
         source = sources.locate(None, metadata=state.source_metadata,
                                 images=dirs[0] if dirs else None)
-        _, labelled = _from_source(source, set(training["id"]))
+        _, labelled, absent = _from_source(source, set(training["id"]))
+        notes += absent
     except (OSError, KeyError, ValueError, UserError):
         notes.append(f"the ISIC source {folder.name} was prepared from could not be read; the "
                      "classifier section needs it: pass the ISIC source as --real instead")
@@ -153,8 +160,8 @@ def load_real(path: Path) -> RealSet:
     if path.is_dir() and PreparedFolder(path).manifest.is_file():
         real = _prepared(path)
     else:
-        training, labelled = _from_source(sources.locate(path), None)
-        real = RealSet(str(path), training, labelled)
+        training, labelled, notes = _from_source(sources.locate(path), None)
+        real = RealSet(str(path), training, labelled, notes)
     if real.training.empty:
         raise UserError(f"{path} has no training images to compare with (no melanoma with an "
                         "image file)")
