@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -206,7 +207,18 @@ def _generated(metadata: Path, text: CsvFormat, header: Sequence[str]) -> bool:
 
 def _csv_format(path: Path) -> CsvFormat:
     """How to read `path` as CSV, or a UserError in one line saying what it is instead (a
-    spreadsheet, an archive of several files, binary data)."""
+    spreadsheet, an archive of several files, binary data); decided once per version of the
+    file (the search and `locate` both ask, and the answer reads the whole file)."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise UserError(f"cannot read metadata {path}: {exc.strerror or exc}") from None
+    return _format_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _format_of(path: Path, size: int, modified: int) -> CsvFormat:
+    """`_csv_format` of one version of a file: `size` and `modified` key the cache."""
     try:
         with path.open("rb") as file:
             head = file.read(_HEAD)
