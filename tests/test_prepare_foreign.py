@@ -7,6 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from medsynth_kohya.data.prepare import PrepareOptions, locate_source, selected_images
 from medsynth_kohya.data.synth import SyntheticSet
 
 from .conftest import invoke
@@ -92,3 +93,27 @@ def test_force_never_replaces_a_manifest_or_dataset_config_it_did_not_write(
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
                              "--repeats", "2")
     assert code == 0, stderr
+
+
+
+def test_rows_of_generated_images_merged_into_real_metadata_are_never_trained_on(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    import pandas as pd
+
+    ids = list(isic2020.frame["image_name"])
+    for column in ("image_manipulation", "Image_Manipulation"):
+        frame = isic2020.frame.assign(**{column: ""})
+        frame.loc[[1, 3], column] = ["synthetic", " Synthetic "]
+        frame.to_csv(isic2020.metadata, index=False)
+        out = tmp_path / f"out-{column}"
+        code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", out,
+                                      "--hair", "off", "--workers", 1)
+        assert code == 0, stdout + stderr
+        kept = set(pd.read_csv(out / "manifest.csv", dtype=str)["id"])
+        assert kept == set(ids) - {ids[1], ids[3]}
+        skipped = pd.read_csv(out / "skipped.csv", dtype=str).set_index("id")
+        assert set(skipped.index) == {ids[1], ids[3]}
+        assert set(skipped["reason"]) == {"generated image (image_manipulation = synthetic)"}
+        assert "2 selected row(s) describe generated images" in " ".join((stdout + stderr).split())
+        located = locate_source(isic2020.root, None, None, PrepareOptions(), tmp_path / "o")
+        assert selected_images(located, PrepareOptions()) == len(ids) - 2  # reproduce's plan

@@ -31,6 +31,7 @@ from medsynth_kohya.data.sources import (
     allowed_terms,
     described,
     find_images,
+    generated_rows,
     index_images,
     locate,
     normalise,
@@ -65,6 +66,8 @@ _TRAINED_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".we
                              for suffix in (lower, lower.upper()))
 """The files sd-scripts' DreamBooth loader reads: images (AVIF and JPEG XL with their Pillow
 plugins) and captions; a foreign one in a class folder is refused, others are kept."""
+GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
+"""Skip reason of a row describing a sampled image: a model must not train on its own output."""
 MAX_UPSCALE = 2
 """sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
 must enlarge more than this per side get a warning: they train blurred."""
@@ -398,11 +401,12 @@ def _choose(located: Source, options: PrepareOptions) -> tuple[
 
 
 def selected_images(located: Source, options: PrepareOptions) -> int:
-    """How many images prepare would scan: selected rows with a safe id and an image file (the
-    scan may still skip unreadable ones). Reads only; reproduce plans its training on it."""
-    chosen = _choose(located, options)[3]
+    """How many images prepare would scan: selected real rows with a safe id and an image file
+    (the scan may still skip unreadable ones). Reads only; reproduce plans its training on it."""
+    raw, _, _, chosen, _ = _choose(located, options)
     found = index_images(located.image_dirs)
-    return len({i for i in chosen["id"] if not _unsafe(i) and i in found})
+    real = chosen["id"][~generated_rows(raw)[chosen.index]]
+    return len({i for i in real if not _unsafe(i) and i in found})
 
 
 def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
@@ -445,9 +449,12 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     seen: set[str] = set()
     duplicates: list[str] = []
     others = _other_formats(located.image_dirs)
+    generated = set(chosen.index[generated_rows(raw)[chosen.index]])
     for index, identifier in chosen["id"].items():
         if not identifier:
             _skip(skipped, identifier, None, "empty id")
+        elif index in generated:
+            _skip(skipped, identifier, found.get(identifier), GENERATED_SKIP)
         elif _unsafe(identifier):
             _skip(skipped, identifier, None, "unsafe id (path separator or '..')")
         elif identifier in seen:
@@ -461,6 +468,10 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         else:
             seen.add(identifier)
             keep.append(index)
+    dropped = sum(row["reason"] == GENERATED_SKIP for row in skipped)
+    if dropped:
+        warnings.append(f"{dropped} selected row(s) describe generated images (image_manipulation "
+                        "= synthetic) and were skipped: a LoRA must not train on its own output")
     if duplicates:
         shown = ", ".join(sorted(set(duplicates))[:5])
         warnings.append(f"{len(duplicates)} duplicate id row(s) kept once: {shown}")

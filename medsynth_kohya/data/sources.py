@@ -75,7 +75,7 @@ MAX_AGE = 150
 """Ages at or above this (years) are taken for typing errors and left blank."""
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
 _KNOWN = ("target", "diagnosis", *(f"diagnosis_{i}" for i in range(1, 6)), "benign_malignant",
-          "hairy", "marker_pen", "fitzpatrick_skin_type", "lesion_id")
+          "hairy", "marker_pen", "fitzpatrick_skin_type", "lesion_id", "image_manipulation")
 """Columns read by their layout's name besides FIELDS' (selection, vocabulary, grouping)."""
 _MANIPULATION = "image_manipulation"
 _GENERATED = ("{} describes generated images (image_manipulation is synthetic in every row, as "
@@ -194,14 +194,14 @@ def _generated_file(metadata: Path) -> bool:
 
 def _generated(metadata: Path, text: CsvFormat, header: Sequence[str]) -> bool:
     """Whether `metadata` describes generated images: `image_manipulation` is the Archive's
-    `synthetic` in every row (what `sample` writes)."""
+    `synthetic` in every row (what `sample` writes; a partly generated one is read, its
+    generated rows skipped)."""
     column = _match(_MANIPULATION, header)
     if column is None:
         return False
     values = _read(metadata, text, usecols=lambda name: str(name).strip() == column,
                    dtype=str, keep_default_na=False)[column]
     values = values.str.strip().str.lower()
-    values = values[values != ""]
     return bool(len(values)) and bool((values == SYNTHETIC).all())
 
 
@@ -595,6 +595,18 @@ def read_metadata(source: Source) -> pd.DataFrame:
     read: pd.DataFrame = frame.assign(**{name: frame[column]
                                          for name, column in aliases.items() if column})
     return read
+
+
+def generated_rows(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose `image_manipulation` is the Archive's `synthetic` (a sampled image merged
+    into real metadata): never training data, or a model would learn its own output."""
+    import pandas as pd
+
+    generated: pd.Series = pd.Series(False, index=frame.index)
+    if _MANIPULATION in frame.columns:
+        values = frame[_MANIPULATION].astype("string").str.strip().str.lower()
+        generated = values.eq(SYNTHETIC).fillna(False).astype(bool)
+    return generated
 
 
 def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -> pd.Series:
