@@ -208,6 +208,8 @@ def make_fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
     sd_scripts = tmp_path / "sd scripts"
     sd_scripts.mkdir()
     (sd_scripts / "sdxl_train_network.py").write_text(_TRAINER)
+    (sd_scripts / "networks").mkdir()
+    (sd_scripts / "networks" / "lora.py").write_text("")
     paths = [str(tmp_path / "packages"), *filter(None, [os.environ.get("PYTHONPATH")])]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     record = tmp_path / "record.json"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,3 +147,119 @@ def test_only_the_gpus_that_train_are_checked() -> None:
     assert checks.gpu_errors({}, [Gpu("odd", 11780, (8, 6))], 1, 16.0) == [
         "odd has 12 GiB; this preset needs 16 GiB: choose the t4-16gb preset or lower "
         "train_batch_size"]  # 11780 MiB is 11.504 GiB
+
+
+@pytest.mark.parametrize("key", ["learning_rate", "unet_lr"])
+@pytest.mark.parametrize("value", [0, 0.0, -1e-4, float("nan"), float("inf"), float("-inf")])
+def test_a_learning_rate_that_trains_nothing_is_refused(key: str, value: float) -> None:
+    [error] = checks.config_errors({key: value})
+    assert error.startswith(f"{key} = {value} must be a number above 0")
+    assert checks.config_errors({key: 1e-4}) == checks.config_errors({key: 1}) == []
+    assert checks.config_errors({key: True}) == []  # a type: sdopts says it
+
+
+@pytest.mark.parametrize("value", [[0.0], [1e-5, float("nan")], [-1.0]])
+def test_a_text_encoder_rate_that_trains_nothing_is_refused(value: list[float]) -> None:
+    [error] = checks.config_errors({"text_encoder_lr": value})
+    assert error.startswith(f"text_encoder_lr = {value} must be a number above 0")
+    assert "network_train_unet_only = true" in error
+    assert checks.config_errors({"text_encoder_lr": [1e-5, 2e-5]}) == []
+    assert checks.config_errors({"text_encoder_lr": []}) == []
+
+
+def test_a_seed_outside_numpys_range_is_refused() -> None:
+    for seed in (-1, 2**32, 2**40):
+        assert checks.config_errors({"seed": seed}) == [
+            f"seed = {seed} is out of range: use 0 to 4294967295 (or remove the override for "
+            "the preset's value)"]
+    for seed in (0, 42, 2**32 - 1):
+        assert checks.config_errors({"seed": seed}) == []
+
+
+@pytest.mark.parametrize("name", ["AdamW", "adamw8bit", "AdamW8bit", "PagedAdamW8bit", "Lion",
+                                  "Prodigy", "DAdaptAdam", "Adafactor", "AdamWScheduleFree",
+                                  "SGD", "RMSprop", "bitsandbytes.optim.AdEMAMix8bit",
+                                  "prodigyplus.ProdigyPlusScheduleFree", ""])
+def test_optimizers_sd_scripts_finds_pass(name: str) -> None:
+    assert checks.config_errors({"optimizer_type": name}) == []
+
+
+@pytest.mark.parametrize(("name", "close"), [("AdamW8bitt", "AdamW8bit"), ("adamww", "AdamW"),
+                                             ("sgd", "SGD"), ("Prodigyy", "Prodigy")])
+def test_an_optimizer_typo_is_refused_with_the_nearest_name(name: str, close: str) -> None:
+    [error] = checks.config_errors({"optimizer_type": name})
+    assert error.startswith(f"optimizer_type = {name!r} is neither one of sd-scripts' "
+                            "optimizers nor a class of torch.optim")
+    assert error.endswith(f"did you mean {close}?") and "module.Class" in error
+    assert checks.config_errors({"optimizer_type": "torch..Adam"}) == [
+        "optimizer_type = 'torch..Adam' is not a module.Class path"]
+
+
+def test_lr_schedulers_sd_scripts_builds_pass_and_a_typo_is_refused() -> None:
+    for name in ("constant", "cosine", "cosine_with_restarts", "polynomial",
+                 "constant_with_warmup", "linear", "warmup_stable_decay", "piecewise_constant"):
+        assert checks.config_errors({"lr_scheduler": name}) == []
+    [error] = checks.config_errors({"lr_scheduler": "cosine_with_restart"})
+    assert error.startswith("lr_scheduler = 'cosine_with_restart' is not one of: constant, ")
+    assert error.endswith("(a custom scheduler goes in lr_scheduler_type); did you mean "
+                          "cosine_with_restarts?")
+    assert checks.config_errors({"lr_scheduler": "Cosine"}) != []  # case matters there
+    custom = {"lr_scheduler": "cosine_with_restart", "lr_scheduler_type": "mine.Scheduler"}
+    assert checks.config_errors(custom) == []  # lr_scheduler is then ignored
+
+
+def test_the_adafactor_schedule_needs_its_rate_and_optimizer() -> None:
+    ada = {"optimizer_type": "Adafactor"}
+    assert checks.config_errors({**ada, "lr_scheduler": "adafactor:1e-4"}) == []
+    assert checks.config_errors({**ada, "lr_scheduler": "adafactor"}) == [
+        "lr_scheduler = 'adafactor' needs the initial learning rate, e.g. \"adafactor:1e-4\""]
+    assert checks.config_errors({"optimizer_type": "AdamW", "lr_scheduler": "adafactor:1e-4"}) \
+        == ["lr_scheduler = 'adafactor:1e-4' needs optimizer_type = \"Adafactor\""]
+
+
+def test_network_module_must_be_importable_where_sd_scripts_runs(tmp_path: Path) -> None:
+    sd = tmp_path / "sd-scripts"
+    (sd / "networks").mkdir(parents=True)
+    (sd / "sdxl_train_network.py").write_text("")
+    for name in ("lora", "dylora", "oft"):
+        (sd / "networks" / f"{name}.py").write_text("")
+    (sd / "mine" / "net").mkdir(parents=True)
+    (sd / "mine" / "net" / "__init__.py").write_text("")
+    python = sys.executable
+    for module in ("networks.lora", "networks.oft", "mine.net", "json", "email.mime"):
+        assert checks.config_errors({"network_module": module}, sd, python) == [], module
+    [error] = checks.config_errors({"network_module": "networks.lorra"}, sd, python)
+    assert error == (f"network_module = 'networks.lorra' is neither a module of sd-scripts in "
+                     f"{sd} nor installed in {python}; did you mean networks.lora?")
+    for module in ("lycoris_missing.kohya", "json.nope", "networks/lora"):
+        [error] = checks.config_errors({"network_module": module}, sd, python)
+        assert error.startswith(f"network_module = {module!r} is neither"), error
+    # without the checkout (or without sd-scripts in it) the doctor says what is missing
+    assert checks.config_errors({"network_module": "networks.lorra"}) == []
+    assert checks.config_errors({"network_module": "x"}, tmp_path / "none", python) == []
+
+
+def test_a_local_model_path_that_is_not_there_is_named(tmp_path: Path) -> None:
+    sd = tmp_path / "sd"
+    (sd / "vae").mkdir(parents=True)
+    (sd / "vae" / "sdxl_vae.safetensors").write_bytes(b"v")
+    (tmp_path / "base.safetensors").write_bytes(b"m")
+    (tmp_path / "diffusers-model").mkdir()
+    present = [{"pretrained_model_name_or_path": "stabilityai/stable-diffusion-xl-base-1.0",
+                "vae": "madebyollin/sdxl-vae-fp16-fix"},
+               {"pretrained_model_name_or_path": str(tmp_path / "base.safetensors"),
+                "vae": "vae/sdxl_vae.safetensors"},
+               {"pretrained_model_name_or_path": str(tmp_path / "diffusers-model"),
+                "vae": "./vae/sdxl_vae.safetensors"}, {}]
+    for options in present:
+        assert checks.missing_models(options, sd) == [], options
+    missing = {"pretrained_model_name_or_path": str(tmp_path / "gone.safetensors"),
+               "vae": "sdxl_vae.safetensors"}
+    assert checks.missing_models(missing, sd) == [
+        f"pretrained_model_name_or_path = '{tmp_path / 'gone.safetensors'}' is not there "
+        f"(relative paths start at {sd}): --set pretrained_model_name_or_path=PATH, or a Hub id "
+        "such as stabilityai/stable-diffusion-xl-base-1.0",
+        f"vae = 'sdxl_vae.safetensors' is not there (relative paths start at {sd}): --set "
+        "vae=PATH, or --set vae= to use the base model's VAE"]
+    for path in ("./models/x", "../x", str(tmp_path / "folder"), "model.ckpt"):
+        assert len(checks.missing_models({"pretrained_model_name_or_path": path}, sd)) == 1

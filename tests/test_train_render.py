@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,16 @@ import toml
 from typer.testing import CliRunner
 
 from medsynth_kohya.data import manifest
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.pipeline.reproduce import reproduce
+from medsynth_kohya.resources import data_dir
 from medsynth_kohya.sdscripts import presets
+from medsynth_kohya.training.train import check as train_check
 from medsynth_kohya.training.train import train
 
 from .conftest import InstallGpus, invoke
+from .fakes import FakeSd
 
 ORIGINAL_ONLY = {"in_json", "train_data_dir", "output_dir", "output_name", "logging_dir",
                  "max_train_epochs"}
@@ -105,6 +112,14 @@ def test_dry_run_prints_the_exact_command(runner: CliRunner, prepared: Path,
     ('caption_extension=".caption"', ".txt"),
     ("output_dir=/tmp/x", "--run-dir"),
     ("nonsense", "key=value"),
+    ("learning_rate=0", "learning_rate = 0 must be a number above 0"),
+    ("learning_rate=nan", "learning_rate = nan must be a number above 0"),
+    ("unet_lr=-1e-4", "unet_lr = -0.0001 must be a number above 0"),
+    ("text_encoder_lr=[inf]", "text_encoder_lr = [inf] must be a number above 0"),
+    ("seed=-1", "seed = -1 is out of range: use 0 to 4294967295"),
+    ("seed=4294967296", "seed = 4294967296 is out of range"),
+    ("optimizer_type=AdamW8bitt", "did you mean AdamW8bit?"),
+    ("lr_scheduler=cosine_with_restart", "did you mean cosine_with_restarts?"),
 ])
 def test_config_errors_refuse_even_a_dry_run(runner: CliRunner, prepared: Path, tmp_path: Path,
                                              setting: str, needle: str) -> None:
@@ -162,3 +177,65 @@ def test_an_earlier_run_is_not_overwritten(prepared: Path, tmp_path: Path) -> No
 
     with pytest.raises(UserError, match="--force"):
         train(prepared, "cpu-smoke", run_dir=run, dry_run=True)
+
+
+def test_a_preset_file_with_values_sd_scripts_fails_on_late_is_refused(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    preset = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
+    preset["settings"].update(learning_rate=0.0, seed=-1, optimizer_type="Adamw8bitt")
+    (tmp_path / "mine.toml").write_text(toml.dumps(preset), encoding="utf-8")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", tmp_path / "mine.toml",
+                                  "--run-dir", tmp_path / "run", "--dry-run")
+    said = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr
+    for needle in ("learning_rate = 0.0 must be a number above 0", "seed = -1 is out of range",
+                   "optimizer_type = 'Adamw8bitt' is neither", "did you mean AdamW8bit?"):
+        assert needle in said, said
+    assert not (tmp_path / "run" / "config.toml").exists()
+
+
+def test_a_network_module_sd_scripts_cannot_import_is_refused_before_any_launch(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    for extra in (("--dry-run",), ()):
+        code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                      "--set", "network_module=networks.lorra", "--run-dir",
+                                      tmp_path / "run", *tools, *extra)
+        said = " ".join(stderr.split())
+        assert code == 1 and "Traceback" not in stdout + stderr
+        assert ("network_module = 'networks.lorra' is neither a module of sd-scripts in "
+                f"{fake_sd.sd_scripts} nor installed in {sys.executable}; did you mean "
+                "networks.lora?") in said, said
+        assert not fake_sd.record.exists() and not (tmp_path / "run" / "config.toml").exists()
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "network_module=json", "--run-dir", tmp_path / "run", *tools,
+                                  "--dry-run")
+    assert code == 0, stdout + stderr  # an installed module is what sd-scripts imports too
+
+
+def test_reproduce_refuses_a_bad_value_before_it_prepares(isic2020: SyntheticSet,
+                                                          tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="did you mean cosine"):
+        train_check("cpu-smoke", ["lr_scheduler=cosin"], tmp_path / "run", class_name="melanoma",
+                    target_steps=None, images=4, repeats=2)
+    with pytest.raises(UserError, match="seed = -1"):
+        reproduce(isic2020.root, tmp_path / "work", n=1, overrides=["seed=-1"], dry_run=True)
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("model", ["/nowhere/sd_xl_base_1.0.safetensors", "./base.ckpt",
+                                   "~/no-such-models/base.safetensors"])
+def test_a_local_model_that_is_not_there_stops_a_launch(runner: CliRunner, prepared: Path,
+                                                        fake_sd: FakeSd, tmp_path: Path,
+                                                        model: str) -> None:
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    setting = ("--set", f"pretrained_model_name_or_path={model}")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", *setting,
+                                  "--run-dir", tmp_path / "dry", *tools, "--dry-run")
+    said = " ".join(stderr.split())
+    assert code == 0 and "a real run would stop at: pretrained_model_name_or_path" in said, said
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", *setting,
+                                  "--run-dir", tmp_path / "run", *tools)
+    said = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr and not fake_sd.record.exists()
+    assert "is not there (relative paths start at" in said and "a Hub id such as" in said, said

@@ -92,6 +92,37 @@ def present(folder: Path, script: str = TRAIN_SCRIPT) -> bool:
     return (folder / script).is_file()
 
 
+def has_module(folder: Path, module: str) -> bool:
+    """Whether `module` (dotted, e.g. "networks.lora") is a file or package under the checkout
+    `folder`, which is where sd-scripts' scripts import from first."""
+    path = folder.joinpath(*module.split("."))
+    return path.with_name(path.name + ".py").is_file() or path.is_dir()
+
+
+_FIND_SPEC = """
+import importlib.util, sys
+name = sys.argv[1]
+try:
+    found = importlib.util.find_spec(name) is not None
+except ModuleNotFoundError as exc:
+    found = not (exc.name and (name == exc.name or name.startswith(exc.name + ".")))
+except Exception:
+    found = True
+sys.exit(0 if found else 3)
+"""
+
+
+def installed(python: str, module: str) -> bool:
+    """Whether `python` can import `module`; True when that cannot be told (the interpreter
+    does not run), so only a module surely missing is refused."""
+    try:
+        result = subprocess.run([python, "-c", _FIND_SPEC, module], capture_output=True,
+                                timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return result.returncode != 3
+
+
 def commit(folder: Path) -> str | None:
     """The checked-out commit of `folder`, read with git (no network); None if unknown."""
     try:

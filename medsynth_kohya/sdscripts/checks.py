@@ -6,10 +6,14 @@ config with the GPUs that are present (refused even under --dry-run).
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeGuard
 
 from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sdscripts import checkout, sdopts
 
 _CAPTION_DROPOUT = ("caption_dropout_rate", "caption_dropout_every_n_epochs",
                     "caption_tag_dropout_rate")
@@ -17,10 +21,24 @@ _COUNTS = ("max_train_steps", "max_train_epochs", "train_batch_size", "network_d
            "gradient_accumulation_steps", "save_every_n_steps", "save_every_n_epochs",
            "sample_every_n_steps", "sample_every_n_epochs")
 """Counts sd-scripts divides by or trains for: 0 or less trains nothing or fails mid-run."""
+_RATES = ("learning_rate", "unet_lr", "text_encoder_lr")
+SEED_MAX = 2**32 - 1
+"""The largest seed sd-scripts can give numpy (its seeds are 0 to 2**32 - 1)."""
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt")
+_MODEL_FIXES = {
+    "pretrained_model_name_or_path": "--set pretrained_model_name_or_path=PATH, or a Hub id "
+                                     "such as stabilityai/stable-diffusion-xl-base-1.0",
+    "vae": "--set vae=PATH, or --set vae= to use the base model's VAE"}
+"""Options naming a model that sd-scripts loads from disk when the value is a path."""
 
 
 def _on(options: Mapping[str, Any], key: str) -> bool:
     return options.get(key) is True
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    """A TOML number (a boolean is not one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _positive(options: Mapping[str, Any], key: str) -> bool:
@@ -39,9 +57,102 @@ def resolution(value: Any) -> tuple[int, int] | None:
     return width, int(parts[-1])
 
 
-def config_errors(options: Mapping[str, Any]) -> list[str]:
-    """Combinations sd-scripts rejects after loading the model, or that silently misbehave.
-    A value of the wrong type is left to sdopts.check, so each problem is said once."""
+def _rate_errors(options: Mapping[str, Any]) -> list[str]:
+    """Learning rates that train nothing (0, nan) or break the run (below 0, inf)."""
+    errors = []
+    for key in _RATES:
+        value = options.get(key)
+        items = value if isinstance(value, list) else [value]
+        if any(_number(item) and not (math.isfinite(item) and item > 0) for item in items):
+            hint = ("; network_train_unet_only = true leaves the text encoders untrained"
+                    if key == "text_encoder_lr" else "")
+            errors.append(f"{key} = {value} must be a number above 0 such as 1e-4 (remove the "
+                          f"override for the preset's value){hint}")
+    return errors
+
+
+def _close(name: str, known: Sequence[str]) -> str:
+    """", did you mean X?" for the known name nearest `name` in any letter case, else ""."""
+    lowered = {item.lower(): item for item in known}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1)
+    return f"; did you mean {lowered[close[0]]}?" if close else ""
+
+
+def _optimizer_error(name: Any) -> str | None:
+    """An optimizer_type sd-scripts would only fail to find once the model is loaded."""
+    if not isinstance(name, str) or name == "":
+        return None
+    if "." in name:  # module.Class, which sd-scripts imports
+        if all(part.isidentifier() for part in name.split(".")):
+            return None
+        return f"optimizer_type = {name!r} is not a module.Class path"
+    if name.lower() in {known.lower() for known in sdopts.OPTIMIZERS} or (
+            name in sdopts.TORCH_OPTIMIZERS):
+        return None
+    return (f"optimizer_type = {name!r} is neither one of sd-scripts' optimizers nor a class of "
+            "torch.optim (a custom one is given as module.Class)"
+            + _close(name, [*sdopts.OPTIMIZERS, *sdopts.TORCH_OPTIMIZERS]))
+
+
+def _scheduler_error(options: Mapping[str, Any]) -> str | None:
+    """An lr_scheduler sd-scripts cannot build (it is ignored when lr_scheduler_type names a
+    custom one)."""
+    name = options.get("lr_scheduler")
+    if options.get("lr_scheduler_type") or not isinstance(name, str) or (
+            name in sdopts.LR_SCHEDULERS):
+        return None
+    if name.startswith(sdopts.ADAFACTOR_SCHEDULER):
+        try:
+            float(name.split(":")[1])
+        except (IndexError, ValueError):
+            return (f"lr_scheduler = {name!r} needs the initial learning rate, e.g. "
+                    f'"{sdopts.ADAFACTOR_SCHEDULER}:1e-4"')
+        if str(options.get("optimizer_type", "")).lower() != "adafactor":
+            return f'lr_scheduler = {name!r} needs optimizer_type = "Adafactor"'
+        return None
+    return (f"lr_scheduler = {name!r} is not one of: {', '.join(sdopts.LR_SCHEDULERS)} (a "
+            "custom scheduler goes in lr_scheduler_type)" + _close(name, sdopts.LR_SCHEDULERS))
+
+
+def _network_error(module: Any, sd_scripts: Path, python: str) -> str | None:
+    """A network_module that sd-scripts, run in `sd_scripts` by `python`, could not import."""
+    if not isinstance(module, str) or not checkout.present(sd_scripts):
+        return None  # a missing checkout is the doctor's to report
+    if all(part.isidentifier() for part in module.split(".")) and (
+            checkout.has_module(sd_scripts, module) or checkout.installed(python, module)):
+        return None
+    known = sorted(f"networks.{path.stem}" for path in (sd_scripts / "networks").glob("*.py"))
+    hint = _close(module, known) or "; networks.lora trains a LoRA"
+    return (f"network_module = {module!r} is neither a module of sd-scripts in {sd_scripts} "
+            f"nor installed in {python}{hint}")
+
+
+def config_errors(options: Mapping[str, Any], sd_scripts: Path | None = None,
+                  python: str | None = None) -> list[str]:
+    """Combinations and values sd-scripts rejects after loading the model, or that silently
+    misbehave. A value of the wrong type is left to sdopts.check, so each problem is said
+    once; with `sd_scripts` (run by `python`), network_module must be importable there."""
+    errors = _combination_errors(options) + _value_errors(options)
+    if sd_scripts is not None:
+        error = _network_error(options.get("network_module"), sd_scripts,
+                               checkout.python(python))
+        errors += [error] if error else []
+    return errors
+
+
+def _value_errors(options: Mapping[str, Any]) -> list[str]:
+    """Learning rates, seed, optimizer and scheduler that sd-scripts only fails on late."""
+    errors = _rate_errors(options)
+    seed = options.get("seed")
+    if _number(seed) and not 0 <= seed <= SEED_MAX:
+        errors.append(f"seed = {seed} is out of range: use 0 to {SEED_MAX} (or remove the "
+                      "override for the preset's value)")
+    return errors + [error for error in (_optimizer_error(options.get("optimizer_type")),
+                                         _scheduler_error(options)) if error]
+
+
+def _combination_errors(options: Mapping[str, Any]) -> list[str]:
+    """Options that sd-scripts refuses together, or that do not fit prepare's output."""
     errors: list[str] = []
     if _on(options, "cache_text_encoder_outputs") or _on(options,
                                                           "cache_text_encoder_outputs_to_disk"):
@@ -64,13 +175,27 @@ def config_errors(options: Mapping[str, Any]) -> list[str]:
                       '"1024,1024" or "1024"')
     errors += [f"{key} = {options[key]} must be at least 1 (remove the override for the "
                "preset's value)" for key in _COUNTS
-               if isinstance(options.get(key), int | float)
-               and not isinstance(options[key], bool) and options[key] < 1]
+               if _number(options.get(key)) and options[key] < 1]
     if _on(options, "full_fp16") and options.get("mixed_precision") != "fp16":
         errors.append('full_fp16 needs mixed_precision = "fp16"')
     if _on(options, "full_bf16") and options.get("mixed_precision") != "bf16":
         errors.append('full_bf16 needs mixed_precision = "bf16"')
     return errors
+
+
+def _local(value: str) -> bool:
+    """Whether an option value is a path rather than a Hub id."""
+    return (Path(value).is_absolute() or value.startswith(("./", "../", "~"))
+            or value.endswith(MODEL_SUFFIXES))
+
+
+def missing_models(options: Mapping[str, Any], sd_scripts: Path) -> list[str]:
+    """Models named by a local path that is not there; relative paths start in `sd_scripts`,
+    where sd-scripts runs."""
+    return [f"{key} = {options[key]!r} is not there (relative paths start at {sd_scripts}): "
+            f"{fix}" for key, fix in _MODEL_FIXES.items()
+            if isinstance(options.get(key), str) and _local(options[key])
+            and not (sd_scripts / Path(options[key]).expanduser()).exists()]
 
 
 def uses_bf16(options: Mapping[str, Any]) -> bool:

@@ -24,6 +24,24 @@ from typing import Any
 SCRIPTS = ("sdxl_train_network", "sdxl_gen_img")
 SNAPSHOTS = Path(__file__).parent / "sd_options"
 
+OPTIMIZERS = ("AdamW", "AdamW8bit", "PagedAdamW", "PagedAdamW8bit", "PagedAdamW32bit", "Lion",
+              "Lion8bit", "PagedLion8bit", "SGDNesterov", "SGDNesterov8bit", "DAdaptation",
+              "DAdaptAdamPreprint", "DAdaptAdaGrad", "DAdaptAdam", "DAdaptAdan", "DAdaptAdanIP",
+              "DAdaptLion", "DAdaptSGD", "Prodigy", "Adafactor", "RAdamScheduleFree",
+              "AdamWScheduleFree", "SGDScheduleFree")
+"""optimizer_type names sd-scripts' get_optimizer knows itself, in any letter case."""
+TORCH_OPTIMIZERS = ("ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax",
+                    "LBFGS", "Muon", "NAdam", "RAdam", "RMSprop", "Rprop", "SGD", "SparseAdam")
+"""Any other optimizer_type without a dot is looked up in torch.optim, spelled exactly; a
+dotted one is a `module.Class` path sd-scripts imports."""
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+                 "polynomial", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
+                 "piecewise_constant")
+"""lr_scheduler names sd-scripts' get_scheduler_fix builds (transformers' other names crash
+there); a custom scheduler goes in lr_scheduler_type instead."""
+ADAFACTOR_SCHEDULER = "adafactor"
+"""lr_scheduler "adafactor:<initial lr>": the Adafactor optimizer's own schedule."""
+
 IMPORT_FAILED = 3
 """Exit status of the snapshot subprocess when sd-scripts (or a dependency) cannot be imported."""
 _MARKER = "SDOPTS-JSON:"

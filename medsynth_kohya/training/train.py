@@ -225,7 +225,8 @@ def would_stop(problems: Sequence[str]) -> tuple[str, ...]:
 def _machine_problems(location: checkout.Location, python: str, options: Mapping[str, Any],
                       preset: presets.Preset, gpus: Sequence[Gpu], run_dir: Path,
                       ) -> tuple[list[str], list[str], dict[str, str]]:
-    """The doctor's checks for this run: failures (refuse a launch), warnings, versions."""
+    """The doctor's checks for this run and its model files: failures (refuse a launch),
+    warnings, versions."""
     sd_dir = location.path
     report = doctor.diagnose(sd_scripts=location, python=python, workdir=_existing(run_dir),
                              gpus=gpus, device=preset.device, needs=needs(options), hub=False)
@@ -233,12 +234,7 @@ def _machine_problems(location: checkout.Location, python: str, options: Mapping
     unneeded = set(doctor.OPTIONAL_MODULES) - set(needs(options))
     warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks
                 if c.status == WARN and c.name not in unneeded]
-    vae = options.get("vae")
-    local_vae = isinstance(vae, str) and vae.endswith((".safetensors", ".ckpt", ".pt"))
-    if local_vae and not (sd_dir / str(vae)).is_file() and not Path(str(vae)).is_file():
-        problems.append(f"vae = {vae!r} is not a file (relative paths start at {sd_dir}): "
-                        "--set vae=PATH, or --set vae= to use the base model's VAE")
-    return problems, warnings, report.versions
+    return problems + checks.missing_models(options, sd_dir), warnings, report.versions
 
 
 @dataclass(frozen=True)
@@ -252,8 +248,8 @@ class _Config:
     processes: int
 
 
-def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path, run_dir: Path,
-               class_name: str, target_steps: Any, gpus: int | None,
+def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path, python: str,
+               run_dir: Path, class_name: str, target_steps: Any, gpus: int | None,
                detect: Callable[[], list[Gpu]]) -> _Config:
     """Preset, overrides and the run's own keys merged; what sd-scripts or the GPUs present
     would reject is refused here, even under --dry-run."""
@@ -267,7 +263,7 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
     changes, chosen = _choose_steps(preset, changes, target_steps)
     document = _merge(preset, changes, owned)
     options = presets.flatten(document)
-    errors = sdopts.check(SCRIPT, options) + checks.config_errors(options)
+    errors = sdopts.check(SCRIPT, options) + checks.config_errors(options, sd_dir, python)
     found_gpus = [] if preset.device == "cpu" else detect()
     processes = gpus or preset.num_processes or max(1, len(found_gpus))
     if preset.device == "cpu":
@@ -307,10 +303,11 @@ def check(preset_name: str, overrides: Sequence[str], run_dir: Path, *, class_na
     refusals and the warnings are returned. Writes nothing; reproduce runs it before preparing."""
     preset = presets.load(preset_name)
     location = checkout.find(sd_scripts)
-    config = _configure(preset, parse_overrides(overrides), location.path, run_dir, class_name,
-                        target_steps, None, detect)
-    problems, warnings, _, _ = _preflight(location, checkout.python(python), preset, config,
-                                          run_dir, images=images, repeats=repeats, resume=False)
+    runner = checkout.python(python)
+    config = _configure(preset, parse_overrides(overrides), location.path, runner, run_dir,
+                        class_name, target_steps, None, detect)
+    problems, warnings, _, _ = _preflight(location, runner, preset, config, run_dir,
+                                          images=images, repeats=repeats, resume=False)
     return problems, warnings
 
 
@@ -587,7 +584,9 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     location = checkout.find(sd_scripts)
     sd_dir = location.path
     name = str(state.class_name)
-    config = _configure(preset, changes, sd_dir, run_dir, name, state.target_steps, gpus, detect)
+    runner = checkout.python(python)
+    config = _configure(preset, changes, sd_dir, runner, run_dir, name, state.target_steps, gpus,
+                        detect)
     document, options = config.document, config.options
     found_gpus, processes = config.gpus, config.processes
 
@@ -598,7 +597,6 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     config_path, dataset_path = folder.config, folder.dataset_config
     prompts_path = folder.sample_prompts
 
-    runner = checkout.python(python)
     problems, warnings, versions, run = _preflight(location, runner, preset, config, run_dir,
                                                    images=len(train_rows), repeats=repeats,
                                                    resume=resume,
