@@ -210,6 +210,7 @@ def test_no_data_exits_zero_without_lora(fake_sd: FakeSd, monkeypatch: pytest.Mo
     assert outcome.returncode == 0 and outcome.last is None
     assert launch.lora_files(fake_sd.output, "melanoma") == []
     assert any(launch.NO_DATA in line for line in outcome.tail)
+    assert outcome.error is not None and outcome.error.startswith(launch.NO_DATA)
 
 
 def test_crash_keeps_the_last_lines(fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,6 +223,53 @@ def test_crash_keeps_the_last_lines(fake_sd: FakeSd, monkeypatch: pytest.MonkeyP
     assert "Traceback (most recent call last):" in outcome.tail  # split off the bar's line
     assert len(outcome.tail) <= launch.TAIL_LINES
     assert launch.lora_files(fake_sd.output, "melanoma") == []
+    # accelerate's own CalledProcessError comes last: the trainer's error is the reason
+    assert outcome.tail[-1].startswith("subprocess.CalledProcessError")
+    assert outcome.error == "RuntimeError: fake: CUDA out of memory"
+
+
+_PRINTS_ERRORS = r"""
+import sys
+print("INFO     loading model")
+print("[rank1]: Traceback (most recent call last):")
+print('[rank1]:   File "train_network.py", line 9, in <module>')
+print("[rank1]:     main()")
+print("[rank1]: ValueError: first failure")
+print("2025-01-01 12:00:00 ERROR    could not save the state          train_util.py:5123")
+print("Traceback (most recent call last):")
+print('  File "sdxl_train_network.py", line 3, in <module>')
+print("    x = model.to(device)")
+print("        ^^^^^^^^^^^^^^^^")
+print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB.")
+print("More text of that message")
+print("Traceback (most recent call last):")
+print('  File "accelerate/commands/launch.py", line 1, in simple_launcher')
+print("subprocess.CalledProcessError: Command '['python', 'x.py']' returned non-zero exit "
+      "status 1.")
+sys.exit(1)
+"""
+
+
+_CHILD_FAILED = r"""
+print("Traceback (most recent call last):")
+print('  File "torch/distributed/run.py", line 1, in main')
+print("torch.distributed.elastic.multiprocessing.errors.ChildFailedError: sdxl_train_network.py "
+      "FAILED")
+"""
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    (_PRINTS_ERRORS, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB."),
+    (_PRINTS_ERRORS.split("print(\"Traceback")[0] + _CHILD_FAILED, "ValueError: first failure"),
+    ("print('ERROR    No data found. Please verify arguments    train_util.py:1')",
+     "No data found. Please verify arguments"),
+    ("import sys; print('INFO     ok'); sys.exit(3)", None),
+])
+def test_the_last_error_printed_is_the_outcomes(tmp_path: Path, script: str,
+                                                expected: str | None) -> None:
+    outcome = launch.run(launch.Command([sys.executable, "-c", script], tmp_path),
+                         tmp_path / "x.log")
+    assert outcome.error == expected
 
 
 def test_ctrl_c_stops_the_training_and_keeps_its_state(

@@ -56,6 +56,13 @@ _PROGRESS = re.compile(
 _RATE = re.compile(r"^(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>s/it|it/s)$")
 _CLOCK = re.compile(r"^(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")
 _LOSS = re.compile(r"(?:^|,)\s*avr_loss=(?P<loss>[^,\s]+)")
+_RANK = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
+"""torch's prefix on each line of a multi-process run's output."""
+_LOGGED_ERROR = re.compile(r"(?:^|\s)ERROR\s+(?P<message>.+?)(?:\s{2,}\S+\.py:\d+)?$")
+TRACEBACK = "Traceback (most recent call last):"
+LAUNCHER_ERRORS = ("subprocess.CalledProcessError", "torch.distributed.elastic.multiprocessing."
+                   "errors.ChildFailedError")
+"""What `accelerate launch` raises when its training process fails: not the reason itself."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class RunOutcome:
     interrupted: bool
     last: StepProgress | None
     tail: list[str]
+    error: str | None = None
+    """The last error the program printed: a Python exception's last line, else a logged
+    ERROR; None when it printed none."""
 
 
 def _cpu_count() -> int:
@@ -242,6 +252,31 @@ def parse_progress(line: str) -> StepProgress | None:
                         _seconds_per_step(match["rate"]), _seconds(match["remaining"]))
 
 
+class _Errors:
+    """Follows a program's lines for the last error it printed (see RunOutcome.error)."""
+
+    def __init__(self) -> None:
+        self.exception: str | None = None
+        self.logged: str | None = None
+        self._in_traceback = False
+
+    def see(self, line: str) -> None:
+        line = _RANK.sub("", line)
+        if line.startswith(TRACEBACK):
+            self._in_traceback = True
+        elif self._in_traceback and line.strip() and not line[0].isspace():
+            self._in_traceback = False  # the exception: the first line left unindented
+            if not line.startswith(LAUNCHER_ERRORS):
+                self.exception = line.strip()
+        elif not self._in_traceback:
+            logged = _LOGGED_ERROR.search(line)
+            self.logged = logged["message"].strip() if logged else self.logged
+
+    @property
+    def last(self) -> str | None:
+        return self.exception or self.logged
+
+
 class _Stream:
     """The child's bytes as lines (a line ends at \\r or \\n): logged, kept, reported."""
 
@@ -256,6 +291,7 @@ class _Stream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._tail_is_progress = False
+        self.errors = _Errors()
 
     def feed(self, data: bytes, final: bool = False) -> None:
         text = self._pending + self._decoder.decode(data, final)
@@ -279,6 +315,7 @@ class _Stream:
         self.sink.write(line + "\n")
         progress = parse_progress(line)
         if progress is None:
+            self.errors.see(line)
             self.tail.append(line)
             self._tail_is_progress = False
             if self.on_line is not None:
@@ -619,7 +656,7 @@ def run_many(commands: Sequence[Command], logs: Sequence[Path],
                     process.stdout.close()
         codes = [process.wait() for process in processes]
     stopped = running or [False] * len(processes)
-    return [RunOutcome(code, was_running, stream.last, list(stream.tail))
+    return [RunOutcome(code, was_running, stream.last, list(stream.tail), stream.errors.last)
             for code, was_running, stream in zip(codes, stopped, streams, strict=True)]
 
 
