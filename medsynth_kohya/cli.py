@@ -269,8 +269,9 @@ def train(
         help="Number of GPUs (one process each); default from the preset.")] = None,
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
-    force: Annotated[bool, typer.Option(help="Start over in a --run-dir that holds a run.")
-    ] = False,
+    force: Annotated[bool, typer.Option(
+        help="Start over in a --run-dir that holds a run; with --resume, from step 0 with that "
+        "run's own preset and --set values.")] = False,
     break_lock: BreakLockOption = False,
     num_machines: Annotated[int, typer.Option(
         help="Machines training together (accelerate's --num_machines); run this on each, "
@@ -334,8 +335,7 @@ def train(
     if result.status == "dry-run":
         plan_table(result)
     else:
-        ui.table(f"train: {result.run_dir.name}", [("status", result.status)] + [
-            ("LoRA", str(path)) for path in result.lora_files])
+        ui.table(f"train: {result.run_dir.name}", result.outcome_rows())
     if result.status == "dry-run":
         ui.say(f"Command (run in {result.command.cwd}):")
         ui.say(result.command.shell())
@@ -343,7 +343,8 @@ def train(
     if result.status != "succeeded":
         for line in result.tail[-15:]:
             ui.say(line)
-        ui.error(f"training {result.status}: {result.message} (log: {result.log})")
+        ui.error(f"training {result.status}: {result.message}; {result.advice} (log: "
+                 f"{result.log})")
         raise typer.Exit(130 if result.status == "interrupted" else 1)
     ui.say(result.message)
 

@@ -69,21 +69,24 @@ def test_a_dry_run_never_replaces_a_real_runs_record(
 
 
 def test_resume_keeps_the_runs_own_preset_overrides_and_data(
-        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """--resume continues the run as it was started: without --preset and --set it takes
     them from run.json, other ones (or another prepared folder, or one prepared again) are
     refused, and a resumed dry run leaves every file of the run as it was."""
     run = tmp_path / "run"
     started = ("--set", "max_train_steps=6", "--set", "save_every_n_steps=2")
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")  # fails at step 3, after the save at step 2
     code, stdout, stderr = _train(runner, prepared, run, fake_sd, *started)
-    assert code == 0, stdout + stderr
+    assert code == 1 and "--resume" in stderr, stdout + stderr
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
     tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
 
     before = checksums(run)
     code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
                                   "--dry-run", *tools)
     assert code == 0, stdout + stderr
-    assert "6 (--set max_train_steps)" in stdout and "melanoma-state" in stdout
+    assert "6 (--set max_train_steps)" in stdout and "melanoma-step00000002-state" in stdout
     assert checksums(run) == before
 
     for other in (("--preset", "t4-16gb"), ("--set", "max_train_steps=100"),
@@ -130,10 +133,11 @@ def test_resume_finds_a_preset_file_given_by_a_relative_path_or_asks_for_it(
     tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
     run = tmp_path / "run"
     monkeypatch.chdir(start)
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")  # a run left to resume: failed at step 3
     code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "t4-16gb.toml",
                                   "--set", "max_train_steps=4", "--set", "save_every_n_steps=2",
                                   "--run-dir", run, *tools)
-    assert code == 0, stdout + stderr
+    assert code == 1 and "--resume" in stderr, stdout + stderr
     monkeypatch.chdir(elsewhere)
     code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
                                   "--dry-run", *tools)

@@ -110,6 +110,53 @@ def test_a_crash_is_reported_with_its_log_tail(runner: CliRunner, prepared: Path
     assert code == 1 and "CUDA out of memory" in stdout and "failed" in stderr
 
 
+def test_a_failure_says_why_and_how_to_go_on(runner: CliRunner, prepared: Path,
+                                             fake_sd: FakeSd, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error line is the trainer's exception (not accelerate's CalledProcessError that
+    follows it), the advice is --resume from the state saved at step 2, and the table lists
+    that step's LoRA as a save, not as the run's LoRA."""
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")  # fails at step 3
+    run = tmp_path / "run"
+    tools = ("--run-dir", run, "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "max_train_steps=5", "--set", "save_every_n_steps=2", *tools)
+    said = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stderr
+    assert ("training failed: sd-scripts exited with 1 and wrote no LoRA file: RuntimeError: "
+            "fake: CUDA out of memory; continue from melanoma-step00000002-state with --resume, "
+            "or fix what failed and start over with --force (log: ") in said, said
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in stdout.splitlines() if line.count("│") == 3}
+    assert rows["status"] == "failed" and rows["LoRA"] == "none: the run did not finish"
+    assert rows["save"].endswith("melanoma-step00000002.safetensors"), rows
+    record = _record(run)
+    assert record["status"] == "failed" and "CUDA out of memory; continue from" in str(
+        record["message"])
+
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
+    assert code == 0, stdout + stderr
+    argv = fake_sd.recorded()["argv"]
+    assert Path(argv[argv.index("--resume") + 1]).name == "melanoma-step00000002-state"
+
+
+def test_a_failure_before_any_save_says_to_start_over(runner: CliRunner, prepared: Path,
+                                                      fake_sd: FakeSd, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    run = tmp_path / "run"
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "max_train_steps=5", "--set", "save_every_n_steps=4",
+                                  "--run-dir", run, "--sd-scripts", fake_sd.sd_scripts,
+                                  "--python", sys.executable)
+    said = " ".join(stderr.split())
+    assert code == 1 and "--resume " not in said.replace("--resume --force", "")
+    assert ("RuntimeError: fake: CUDA out of memory; it saved no training state to resume "
+            "from: fix what failed and start over with --resume --force (same settings) or "
+            "--force (new ones)") in said, said
+
+
 def test_interrupted_run_resumes_from_its_last_state(prepared: Path, fake_sd: FakeSd,
                                                      tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,6 +179,40 @@ def test_interrupted_run_resumes_from_its_last_state(prepared: Path, fake_sd: Fa
     assert resumed.name.startswith("melanoma-step") and resumed.is_absolute()
     assert resumed.parent == (tmp_path / "run" / "output").resolve()  # sd-scripts' cwd is its own
     assert _record(run)["resumed_from"] == str(resumed)
+
+
+def test_resuming_a_finished_run_launches_nothing_unless_forced(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts cannot go on from a run's final state (it asserts max_train_steps > the
+    state's step once the model is loaded): --resume says the run is finished, exit 0;
+    --resume --force trains it again from step 0 with its own settings."""
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs") / "first"
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "max_train_steps=3", "--run-dir", run, *tools)
+    assert code == 0, stdout + stderr
+    fake_sd.record.unlink()
+    before = checksums(run)
+    final = run / "output" / "melanoma.safetensors"
+    for extra in (("--run-dir", run), ("--run-dir", run, "--dry-run"), ()):
+        code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *extra, *tools)
+        said = " ".join(stdout.split())
+        assert code == 0, stdout + stderr
+        assert (f"{run} already finished, nothing to resume: its LoRA is {final} (--resume "
+                "--force trains it again from step 0 with the same settings)") in said, said
+        assert not fake_sd.record.exists() and checksums(run) == before
+
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  "--force", *tools)
+    assert code == 0, stdout + stderr
+    assert "--resume" not in fake_sd.recorded()["argv"]
+    [aside] = run.glob("output.replaced-*")
+    assert (aside / "melanoma.safetensors").is_file() and final.is_file()
+    record = _record(run)
+    assert record["status"] == "succeeded" and record["expected_steps"] == 3
+    assert record["overrides"] == ["max_train_steps=3"] and not record.get("resumed_from")
 
 
 def test_starting_over_sets_the_old_outputs_aside(prepared: Path, fake_sd: FakeSd,

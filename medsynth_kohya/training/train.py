@@ -72,11 +72,27 @@ class TrainResult:
     plan: planning.RunPlan | None = None
     """Steps, epochs, saves, sample rounds and their disk, as sd-scripts will run them."""
     lora_files: tuple[Path, ...] = ()
+    """Every LoRA file in the run's output: its saves, then the final one when written."""
+    lora: Path | None = None
+    """The final LoRA file, when sd-scripts wrote it."""
     message: str = ""
+    """What happened: the LoRA written, or why the run did not finish."""
+    advice: str = ""
+    """How to go on after a run that did not finish (--resume or --force)."""
     log: Path | None = None
     tail: tuple[str, ...] = field(default_factory=tuple)
     job: slurm.Job | None = None
     """With --slurm: the batch script that trains on the cluster's machines."""
+
+    def outcome_rows(self) -> list[tuple[str, str]]:
+        """The status, each save, and the final LoRA: named as the run's result only when the
+        run succeeded."""
+        rows = [("status", self.status)] + [("save", str(path)) for path in self.lora_files
+                                             if path != self.lora]
+        if self.status == "succeeded":
+            return [*rows, ("LoRA", str(self.lora))]
+        return [*rows, ("LoRA", "none: the run did not finish" if self.lora is None else
+                        f"{self.lora} (written, but the run then {self.status})")]
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -373,15 +389,33 @@ def _record_kept_on_refusal(path: Path) -> Iterator[None]:
 
 
 def verdict(outcome: launch.RunOutcome, final: Path) -> tuple[str, str]:
-    """The run's status and message: "succeeded" needs exit status 0 *and* the final LoRA file;
-    an interruption is "interrupted" (resumable) whatever the exit status."""
+    """The run's status and what happened: "succeeded" needs exit status 0 *and* the final LoRA
+    file; an interruption is "interrupted" whatever the exit status; a failure says the last
+    error sd-scripts printed."""
     if outcome.interrupted:
-        return "interrupted", "stopped; continue with --resume"
+        return "interrupted", "stopped"
     if outcome.returncode == 0 and final.is_file():
         return "succeeded", f"LoRA written to {final}"
+    said = f": {outcome.error}" if outcome.error else ""
     if final.is_file():
-        return "failed", f"sd-scripts exited with {outcome.returncode}"
-    return "failed", f"sd-scripts exited with {outcome.returncode} and wrote no LoRA file"
+        return "failed", f"sd-scripts exited with {outcome.returncode}{said}"
+    return "failed", (f"sd-scripts exited with {outcome.returncode} and wrote no LoRA "
+                      f"file{said}")
+
+
+def next_step(status: str, final: Path, state: Path | None) -> str:
+    """How to go on after a run that did not finish: from its newest saved state with --resume,
+    else over again (--resume --force keeps the run's settings)."""
+    fix = "fix what failed and " if status == "failed" else ""
+    over = (f"{fix}start over with --resume --force (same settings) or --force (new ones)")
+    if status == "succeeded":
+        return ""
+    if final.is_file():
+        return f"check {final} (written before sd-scripts stopped), or {over}"
+    if state is not None:
+        again = ", or fix what failed and start over with --force" if fix else ""
+        return f"continue from {state.name} with --resume{again}"
+    return f"it saved no training state to resume from: {over}"
 
 
 def _now() -> str:
@@ -442,7 +476,8 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
     does all this and the others follow it (training/nodes.py); with `cluster.slurm` the run
     is checked here and a batch script written (and submitted) instead. With `resume`, the
     run keeps the preset and overrides it was started with (`preset_name` None, or the
-    same)."""
+    same) and goes on from its saved state; a finished run is only reported as such; with
+    `force` too, the run starts over from step 0."""
     cluster, gpus = _settle(cluster, gpus)
     # a dry run and --resume read PREPARED too: a first prepare still writing it is no "not
     # prepared" (one starting later is refused by the check after `reading` below)
@@ -478,7 +513,7 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
                 nodes.decide(run_dir, status="refused", message=str(exc).splitlines()[0])
             raise
     notes += [] if lock.note is None else [lock.note]
-    if cluster.slurm is not None:
+    if cluster.slurm is not None and result.status == "dry-run":  # not for a finished run
         text = nodes.train_script(
             prepared, preset_name or DEFAULT_PRESET, overrides, run_dir,
             count=cluster.machines.count,
@@ -563,8 +598,16 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     state = data.state()
     changes = parse_overrides(overrides)
     previous = _claim_run_dir(run_dir, force, resume, dry_run)
-    died, started = _died(previous) if resume else None, _now()
     folder = RunFolder(run_dir)
+    name = str(state.class_name)
+    if resume and not force and previous.status == "succeeded":
+        result = _finished(run_dir, name)
+        if cluster.machines.count > 1 and not dry_run:  # the other machines stop waiting
+            nodes.decide(run_dir, status="refused", message=result.message)
+        return result
+    continues = resume and not force
+    """Whether training goes on from the run's saved state; --resume --force starts it over."""
+    died, started = _died(previous) if continues else None, _now()
     if not dry_run:  # the record exists from the first moment: status, process, start
         folder.save(replace(previous if resume else RunRecord(), tool=TOOL, version=__version__,
                             preset=preset.name, status="running", pid=os.getpid(),
@@ -583,7 +626,6 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         f"SOURCE --out {prepared}`)")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
-    name = str(state.class_name)
     runner = checkout.python(python)
     config = _configure(preset, changes, sd_dir, runner, run_dir, name, state.target_steps, gpus,
                         detect)
@@ -599,16 +641,16 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
 
     problems, warnings, versions, run = _preflight(location, runner, preset, config, run_dir,
                                                    images=len(train_rows), repeats=repeats,
-                                                   resume=resume,
+                                                   resume=continues,
                                                    machines=cluster.machines.count)
-    state_dir = launch.latest_state(folder.output.resolve(), name) if resume else None
+    state_dir = launch.latest_state(folder.output.resolve(), name) if continues else None
     if died:
         warnings.insert(0, f"the run in {run_dir} was left running by {died}, which no longer "
                         "runs; " + (f"resuming from {state_dir.name}" if state_dir else
                                     "it saved no training state, so it starts from step 0"))
-    elif resume and state_dir is None:
-        raise UserError(f"no saved training state in {folder.output} yet; start the run "
-                        "again without --resume")
+    elif continues and state_dir is None:
+        raise UserError(f"no saved training state in {folder.output} yet; --resume --force "
+                        "starts the run over with its own settings")
     machines = cluster.machines
     command = launch.train_command(
         runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
@@ -650,7 +692,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if dry_run and resume:  # the run's own files and record stay as they are
         return result
     # every check has passed: only now do the earlier outputs move and the files change
-    if output.is_dir() and not dry_run and not resume:
+    if output.is_dir() and not dry_run and not continues:
         output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
     run_dir.mkdir(parents=True, exist_ok=True)
     render.write_toml(document, config_path)
@@ -680,11 +722,32 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     loras = launch.lora_files(folder.output, name)
     final = folder.final_lora(name)
     status, message = verdict(outcome, final)
+    advice = next_step(status, final, launch.latest_state(folder.output.resolve(), name))
     folder.save(replace(record, status=status, end=_now(), exit_status=outcome.returncode,
-                        interrupted=outcome.interrupted, message=message,
+                        interrupted=outcome.interrupted,
+                        message="; ".join(filter(None, (message, advice))),
                         lora_files=[str(p) for p in loras]))
     return replace(result, status=status, warnings=tuple(warnings), lora_files=tuple(loras),
-                   message=message, log=log, tail=tuple(outcome.tail))
+                   lora=final if final.is_file() else None, message=message, advice=advice,
+                   log=log, tail=tuple(outcome.tail))
+
+
+def _finished(run_dir: Path, name: str) -> TrainResult:
+    """--resume on a run that already succeeded: nothing to launch (sd-scripts refuses to go
+    on from a run's final state), only a note saying so."""
+    folder = RunFolder(run_dir)
+    final = folder.final_lora(name)
+    if not final.is_file():
+        raise UserError(f"{run_dir} finished, but its LoRA {final} is gone; --resume --force "
+                        "trains it again from step 0 with its own settings")
+    record = folder.load()
+    return TrainResult(
+        run_dir, "succeeded", launch.Command(list(record.command or []),
+                                             Path(record.cwd or run_dir)),
+        folder.config, folder.dataset_config, folder.sample_prompts, record.expected_steps,
+        lora_files=tuple(launch.lora_files(folder.output, name)), lora=final,
+        message=f"{run_dir} already finished, nothing to resume: its LoRA is {final} (--resume "
+                "--force trains it again from step 0 with the same settings)")
 
 
 def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
