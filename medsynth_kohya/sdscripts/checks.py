@@ -43,7 +43,7 @@ def _number(value: Any) -> TypeGuard[int | float]:
 
 def _positive(options: Mapping[str, Any], key: str) -> bool:
     value = options.get(key)
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return _number(value) and value > 0
 
 
 def resolution(value: Any) -> tuple[int, int] | None:
