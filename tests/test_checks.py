@@ -217,6 +217,23 @@ def test_the_adafactor_schedule_needs_its_rate_and_optimizer() -> None:
         == ["lr_scheduler = 'adafactor:1e-4' needs optimizer_type = \"Adafactor\""]
 
 
+def test_a_warmup_for_a_schedule_without_one_is_refused() -> None:
+    """t4-16gb's lr_warmup_steps = 100 with --set lr_scheduler=constant fails in sd-scripts."""
+    assert checks.config_errors({"lr_scheduler": "constant", "lr_warmup_steps": 100}) == [
+        "lr_scheduler = 'constant' takes no warmup (lr_warmup_steps = 100): use "
+        '"constant_with_warmup", or --set lr_warmup_steps=0']
+    assert checks.config_errors({"lr_warmup_steps": 0.1}) != []  # constant is the default
+    ada = {"optimizer_type": "Adafactor", "lr_scheduler": "adafactor:1e-4", "lr_warmup_steps": 5}
+    assert len(checks.config_errors(ada)) == 1
+    assert checks.config_errors({"lr_scheduler_type": "mine.Cyclic", "lr_warmup_steps": 5}) == [
+        "lr_scheduler_type = 'mine.Cyclic' takes no warmup: --set lr_warmup_steps=0"]
+    for fine in ({"lr_scheduler": "constant", "lr_warmup_steps": 0},
+                 {"lr_scheduler": "cosine", "lr_warmup_steps": 100},
+                 {"lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 0.05},
+                 {"optimizer_type": "AdamWScheduleFree", "lr_warmup_steps": 100}):
+        assert checks.config_errors(fine) == [], fine
+
+
 def test_network_module_must_be_importable_where_sd_scripts_runs(tmp_path: Path) -> None:
     sd = tmp_path / "sd-scripts"
     (sd / "networks").mkdir(parents=True)

@@ -114,6 +114,22 @@ def _scheduler_error(options: Mapping[str, Any]) -> str | None:
             "custom scheduler goes in lr_scheduler_type)" + _close(name, sdopts.LR_SCHEDULERS))
 
 
+def _warmup_error(options: Mapping[str, Any]) -> str | None:
+    """A warmup given to a schedule that refuses one (sd-scripts raises "does not require
+    num_warmup_steps" once the model is loaded): constant, adafactor, a custom one."""
+    warmup, name = options.get("lr_warmup_steps"), options.get("lr_scheduler", "constant")
+    custom = options.get("lr_scheduler_type")
+    schedule_free = str(options.get("optimizer_type", "")).lower().endswith("schedulefree")
+    if not (_number(warmup) and warmup > 0) or schedule_free:  # the latter get no schedule
+        return None
+    if custom:
+        return f"lr_scheduler_type = {custom!r} takes no warmup: --set lr_warmup_steps=0"
+    if name == "constant" or str(name).startswith(sdopts.ADAFACTOR_SCHEDULER):
+        return (f"lr_scheduler = {name!r} takes no warmup (lr_warmup_steps = {warmup}): use "
+                '"constant_with_warmup", or --set lr_warmup_steps=0')
+    return None
+
+
 def _network_error(module: Any, sd_scripts: Path, python: str) -> str | None:
     """A network_module that sd-scripts, run in `sd_scripts` by `python`, could not import."""
     if not isinstance(module, str) or not checkout.present(sd_scripts):
@@ -141,14 +157,16 @@ def config_errors(options: Mapping[str, Any], sd_scripts: Path | None = None,
 
 
 def _value_errors(options: Mapping[str, Any]) -> list[str]:
-    """Learning rates, seed, optimizer and scheduler that sd-scripts only fails on late."""
+    """Learning rates, seed, optimizer, scheduler and warmup that sd-scripts only fails on
+    late."""
     errors = _rate_errors(options)
     seed = options.get("seed")
     if _number(seed) and not 0 <= seed <= SEED_MAX:
         errors.append(f"seed = {seed} is out of range: use 0 to {SEED_MAX} (or remove the "
                       "override for the preset's value)")
     return errors + [error for error in (_optimizer_error(options.get("optimizer_type")),
-                                         _scheduler_error(options)) if error]
+                                         _scheduler_error(options), _warmup_error(options))
+                      if error]
 
 
 def _combination_errors(options: Mapping[str, Any]) -> list[str]:
