@@ -82,8 +82,10 @@ def test_caption_extension_and_resolution_format() -> None:
         "caption_extension = '.caption': prepare writes captions as .txt files; "
         "remove the override"]
     assert checks.config_errors({"caption_extension": ".txt"}) == []
-    assert checks.config_errors({"resolution": "1024x1024"}) == [
-        "resolution = '1024x1024' must be a string such as \"1024,1024\" or \"1024\""]
+    for bad in ("1024x1024", "0,0", "1024,-8"):
+        assert checks.config_errors({"resolution": bad}) == [
+            f"resolution = {bad!r} must be a width and height above 0 such as \"1024,1024\" "
+            "or \"1024\""]
     assert checks.config_errors({"resolution": [1024, 1024]}) == []  # a type: sdopts says it
 
 
@@ -280,3 +282,18 @@ def test_a_local_model_path_that_is_not_there_is_named(tmp_path: Path) -> None:
         "vae=PATH, or --set vae= to use the base model's VAE"]
     for path in ("./models/x", "../x", str(tmp_path / "folder"), "model.ckpt"):
         assert len(checks.missing_models({"pretrained_model_name_or_path": path}, sd)) == 1
+
+
+@pytest.mark.parametrize(("options", "needed"), [
+    ({"optimizer_type": "AdamW8bit"}, ["bitsandbytes"]),
+    ({"optimizer_type": "PagedAdamW"}, ["bitsandbytes"]),
+    ({"optimizer_type": "PagedAdamW32bit"}, ["bitsandbytes"]),
+    ({"optimizer_type": "bitsandbytes.optim.AdEMAMix8bit"}, ["bitsandbytes"]),
+    ({"use_8bit_adam": True}, ["bitsandbytes"]),
+    ({"optimizer_type": "AdamW", "xformers": True}, ["xformers"]),
+    ({"optimizer_type": "Adafactor"}, []),
+])
+def test_optional_packages_an_optimizer_needs(options: dict[str, Any], needed: list[str]) -> None:
+    from medsynth_kohya.training.train import needs
+
+    assert needs(options) == needed

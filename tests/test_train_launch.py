@@ -168,7 +168,7 @@ def test_interrupted_run_resumes_from_its_last_state(prepared: Path, fake_sd: Fa
                   on_progress=interrupt_after(3), **options)  # type: ignore[arg-type]
     assert first.status == "interrupted"
     assert _record(run)["status"] == "interrupted"
-    with pytest.raises(Exception, match="--resume"):
+    with pytest.raises(Exception, match="already holds an interrupted run; use --resume"):
         train(prepared, "cpu-smoke", overrides=["max_train_steps=40"], **options)  # type: ignore[arg-type]
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
     second = train(prepared, "cpu-smoke", overrides=["max_train_steps=40"], resume=True,

@@ -189,8 +189,8 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
         errors.append(f"caption_extension = {options['caption_extension']!r}: prepare writes "
                       "captions as .txt files; remove the override")
     if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
-        errors.append(f"resolution = {options['resolution']!r} must be a string such as "
-                      '"1024,1024" or "1024"')
+        errors.append(f"resolution = {options['resolution']!r} must be a width and height "
+                      'above 0 such as "1024,1024" or "1024"')
     errors += [f"{key} = {options[key]} must be at least 1 (remove the override for the "
                "preset's value)" for key in _COUNTS
                if _number(options.get(key)) and options[key] < 1]

@@ -223,7 +223,9 @@ def _pruning(output: Path, name: str, on_progress: Callable[[launch.StepProgress
 def needs(options: Mapping[str, Any]) -> list[str]:
     """Optional packages these options cannot run without."""
     needs = ["xformers"] if options.get("xformers") is True else []
-    if "8bit" in str(options.get("optimizer_type", "")).lower():
+    optimizer = str(options.get("optimizer_type", "")).lower()
+    if ("8bit" in optimizer or optimizer.startswith(("paged", "bitsandbytes."))
+            or options.get("use_8bit_adam") is True):
         needs.append("bitsandbytes")
     return needs
 
@@ -365,8 +367,9 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> R
                             "to start over")
         if status != "dry-run":
             again = "" if status == "succeeded" else "use --resume to continue it, "
-            raise UserError(f"{run_dir} already holds a {status} run; {again}choose another "
-                            "--run-dir, or pass --force to start over")
+            article = "an" if str(status)[:1] in ("a", "e", "i", "o", "u") else "a"
+            raise UserError(f"{run_dir} already holds {article} {status} run; {again}choose "
+                            "another --run-dir, or pass --force to start over")
     if folder.exists() and dry_run and previous.status != "dry-run":
         raise UserError(f"{run_dir} holds a {previous.status} run whose record a dry run "
                         "would replace; dry-run into another --run-dir")
