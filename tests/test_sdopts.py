@@ -103,6 +103,11 @@ def test_lists() -> None:
         'network_weights = "lora.safetensors" must be a TOML array of strings']
     assert sdopts.check(GEN, {"network_mul": [1, "x"]}) == [
         'network_mul = [1, "x"] must be a TOML array of numbers']
+    # train_network.py still takes one text encoder learning rate as a number
+    assert sdopts.check(TRAIN, {"text_encoder_lr": 5e-5}) == []
+    assert sdopts.check(TRAIN, {"text_encoder_lr": [5e-5, 1e-5]}) == []
+    assert sdopts.check(TRAIN, {"text_encoder_lr": "5e-5"}) == [
+        'text_encoder_lr = "5e-5" must be a TOML array of numbers']
 
 
 def test_errors_come_one_per_bad_key_in_order() -> None:

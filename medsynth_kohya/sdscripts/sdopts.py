@@ -42,6 +42,9 @@ there); a custom scheduler goes in lr_scheduler_type instead."""
 ADAFACTOR_SCHEDULER = "adafactor"
 """lr_scheduler "adafactor:<initial lr>": the Adafactor optimizer's own schedule."""
 
+ONE_OR_MANY = frozenset({"text_encoder_lr"})
+"""List options sd-scripts also takes as one number (train_network.py keeps a single
+text_encoder_lr working for configs written before it became a list)."""
 IMPORT_FAILED = 3
 """Exit status of the snapshot subprocess when sd-scripts (or a dependency) cannot be imported."""
 _MARKER = "SDOPTS-JSON:"
@@ -222,6 +225,8 @@ def _check_one(option: Option, value: Any) -> str | None:
                                               and None in option.choices)
         return None if nullable else f"{key} = null is not allowed (it has a default)"
     noun = _TOML_TYPE.get(option.kind, "value")
+    if option.name in ONE_OR_MANY and not isinstance(value, list):
+        value = [value]
     if option.nargs in ("*", "+") or (isinstance(option.nargs, int) and option.nargs > 0):
         if not isinstance(value, list) or not all(_fits(option.kind, item) for item in value):
             return f"{key} = {shown} must be a TOML array of {noun}s"
