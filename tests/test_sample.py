@@ -16,7 +16,7 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
-from medsynth_kohya.data import manifest
+from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
@@ -370,6 +370,50 @@ def test_bad_lora_and_manifest_fail_in_one_line(runner: CliRunner, run: Path, fa
         assert code == 1, (args, stdout)
         assert message in stderr, (args, stderr)
         assert len(stderr.strip().splitlines()) == 1, stderr
+    assert fake_gen.calls() == [] and not (tmp_path / "synth").exists()
+
+
+def test_like_values_the_lora_cannot_be_prompted_with_are_refused_before_any_image(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, prepared: Path,
+        tmp_path: Path) -> None:
+    """A --like manifest's age, sex or site that prepare never writes, or that the LoRA's
+    training manifest never holds, stops the run in one line before sdxl_gen_img.py runs."""
+    trained = manifest.read(prepared / "manifest.csv")
+    unseen = next(site for site in archive.site_terms() if site not in set(trained["site"]))
+    text = pd.read_csv(prepared / "manifest.csv", dtype=str, keep_default_na=False)
+    cases = [("age", "-5", "age -5"), ("age", "400", "age 400"), ("sex", "F", "sex 'F'"),
+             ("site", "elbow", "site 'elbow'"), ("skin_tone", "green", "skin_tone 'green'"),
+             ("site", unseen, f"site {unseen!r} never occurs in the data the LoRA was trained")]
+    for column, value, message in cases:
+        like = tmp_path / f"like-{column}-{value.replace('/', '_')}.csv"
+        edited = text.copy()
+        edited.loc[len(edited) - 1, column] = value  # one row of many
+        edited.to_csv(like, index=False)
+        code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out",
+                                       tmp_path / "synth", "--like", like, *SMALL)
+        assert code == 1, (value, stdout)
+        assert message in stderr and str(like) in stderr, stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    assert fake_gen.calls() == [] and not (tmp_path / "synth").exists()
+    for value in sorted(set(trained["site"].dropna())):
+        assert value in stderr  # the values the LoRA knows are listed
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out",
+                                   tmp_path / "synth", "--like", like, "--query",
+                                   f"site != {unseen!r}", *SMALL)
+    assert code == 0, stdout + stderr
+
+
+def test_a_row_metadata_csv_cannot_hold_stops_the_run_before_any_image(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever lets a value through, metadata.csv's rows are checked before generating."""
+    monkeypatch.setattr(manifest, "value_problem", lambda frame: None)
+    like = tmp_path / "like.csv"
+    pd.read_csv(prepared / "manifest.csv", dtype=str, keep_default_na=False).assign(
+        age="-5").to_csv(like, index=False)
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out",
+                                   tmp_path / "synth", "--like", like, *SMALL)
+    assert code == 1 and "ISIC Archive schema" in stderr, stdout + stderr
     assert fake_gen.calls() == [] and not (tmp_path / "synth").exists()
 
 

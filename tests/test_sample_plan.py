@@ -192,6 +192,9 @@ def test_a_manifest_that_cannot_be_drawn_from_is_refused(tmp_path: Path) -> None
     empty.write_text(like.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
     assert _refused(SampleOptions(like=empty), 2) == f"--like {empty} has no rows"
     assert _refused(SampleOptions(like=like, query="sex == 'none'"), 2) == (
-        f"--query \"sex == 'none'\" matches no rows of {like}")
+        f"--query \"sex == 'none'\" matches no rows of {like}; its sex values: female, male")
+    assert _refused(SampleOptions(like=like, query="age > 90 and site == 'torso'"), 2) == (
+        f"--query \"age > 90 and site == 'torso'\" matches no rows of {like}; its age values: "
+        "40 to 42; its site values: torso")
     assert _refused(SampleOptions(like=like, query="sex =="), 2).startswith(
         "--query 'sex ==' failed: ")

@@ -99,6 +99,35 @@ def read(path: Path) -> pd.DataFrame:
                         f"({_first_line(exc)}); {again}") from None
 
 
+def vocabularies() -> dict[str, tuple[str, ...]]:
+    """The values prepare writes in each text column a caption is made from."""
+    from medsynth_kohya.data import archive
+    from medsynth_kohya.data.measure import TONES
+
+    return {"sex": archive.sex_terms(), "site": archive.site_terms(),
+            "skin_tone": tuple(name for name, _ in TONES)}
+
+
+def value_problem(frame: pd.DataFrame) -> str | None:
+    """The first sex, site, skin tone or age in `frame` that prepare could not have written
+    (a hand-edited or foreign manifest), said with its row's id and what is allowed; None if
+    every value is one."""
+    from medsynth_kohya.data.sources import MAX_AGE
+
+    for column, allowed in vocabularies().items():
+        values = frame[column].dropna()
+        bad = values[~values.isin(allowed)]
+        if len(bad):
+            return (f"{column} {bad.iloc[0]!r} (id {frame['id'][bad.index[0]]}) is none of "
+                    f"{', '.join(allowed)}")
+    ages = frame["age"].dropna()
+    bad = ages[(ages < 0) | (ages >= MAX_AGE)]
+    if len(bad):
+        return (f"age {bad.iloc[0]} (id {frame['id'][bad.index[0]]}) is not a number of years "
+                f"from 0 to {MAX_AGE - 1}")
+    return None
+
+
 def _first_line(exc: Exception) -> str:
     """The first non-blank line of an exception's message (pandas' often span several)."""
     return next((line.strip() for line in str(exc).splitlines() if line.strip()),

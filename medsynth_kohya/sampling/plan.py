@@ -120,9 +120,11 @@ def _read_prompts_file(path: Path) -> list[str]:
     return texts
 
 
-def _read_manifest(path: Path, query: str | None, break_lock: bool) -> pd.DataFrame:
-    """The rows of a --like manifest that --query selects; refused while a prepare still
-    writes its folder."""
+def _read_manifest(path: Path, query: str | None, break_lock: bool,
+                   training: Path | None) -> pd.DataFrame:
+    """The rows of a --like manifest that --query selects, each value one prepare writes and,
+    when the LoRA's `training` manifest is here, one it was trained on; refused while a
+    prepare still writes its folder."""
     locks.ensure_idle(path.parent, "sample", writers=("prepare",), break_lock=break_lock)
     if not path.is_file():
         raise UserError(f"--like {path} does not exist; give the manifest.csv that "
@@ -131,10 +133,58 @@ def _read_manifest(path: Path, query: str | None, break_lock: bool) -> pd.DataFr
     if table.empty:
         raise UserError(f"--like {path} has no rows")
     if query:
-        table = table[data_query.evaluate(table, query)]
-        if table.empty:
-            raise UserError(f"--query {query!r} matches no rows of {path}")
+        chosen = table[data_query.evaluate(table, query)]
+        if chosen.empty:
+            raise UserError(f"--query {query!r} matches no rows of {path}"
+                            f"{_values_named(table, query)}")
+        table = chosen
+    problem = manifest.value_problem(table)
+    if problem:
+        raise UserError(f"--like {path}: {problem}; correct it, or leave such rows out with "
+                        "--query")
+    if training is not None and training.is_file() and not training.samefile(path):
+        _check_trained_on(table, path, manifest.read(training), training)
     return table
+
+
+def _listed(values: pd.Series) -> str:
+    """A column's distinct values for a message: the range of numbers, else the first 20."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    present = values.dropna()
+    if present.empty:
+        return "none"
+    if is_numeric_dtype(present) and not is_bool_dtype(present):
+        return f"{present.min()} to {present.max()}"
+    names = sorted({str(value) for value in present})
+    return ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+
+
+def _values_named(table: pd.DataFrame, query: str) -> str:
+    """'; its COLUMN values: ...' for each manifest column the query names ('' if none)."""
+    import io
+    import tokenize
+
+    try:
+        names = {token.string for token in tokenize.generate_tokens(io.StringIO(query).readline)
+                 if token.type == tokenize.NAME}
+    except (tokenize.TokenError, SyntaxError):
+        return ""
+    return "".join(f"; its {column} values: {_listed(table[column])}"
+                   for column in table.columns if column in names)
+
+
+def _check_trained_on(table: pd.DataFrame, path: Path, trained: pd.DataFrame,
+                      training: Path) -> None:
+    """Refuse --like rows whose sex, site or skin tone never occurs in the LoRA's training
+    manifest: it never learned them, and the set's prompts and metadata would claim them."""
+    for column in manifest.vocabularies():
+        known = set(trained[column].dropna())
+        unseen = sorted(set(table[column].dropna()) - known)
+        if unseen:
+            raise UserError(f"--like {path}: {column} {unseen[0]!r} never occurs in the data "
+                            f"the LoRA was trained on ({training}; its {column} values: "
+                            f"{_listed(trained[column])}); leave such rows out with --query")
 
 
 @dataclass(frozen=True)
@@ -183,7 +233,8 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
                             "--prompt / --prompts")
     if n is None:
         raise UserError("give --n, the number of images to generate")
-    table = _read_manifest(like, options.query, break_lock)
+    trained_on = PreparedFolder(record.prepared).manifest if record and record.prepared else None
+    table = _read_manifest(like, options.query, break_lock, trained_on)
     drawn = prompts.draw(table, n, options.seed, names.template, names.trigger)
     identity = {"kind": "like", "manifest_sha256": files.sha256(like),
                 "query": options.query, "template": names.template, "trigger": names.trigger}

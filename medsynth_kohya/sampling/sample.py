@@ -70,6 +70,7 @@ from medsynth_kohya.sampling.synthset import (
     outputs,
     present_images,
     record_outputs,
+    schema_rows,
     write_metadata,
 )
 from medsynth_kohya.sdscripts import checkout, launch, sdopts
@@ -176,6 +177,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     plan = Plan(n=n, seed=options.seed, id_prefix=options.id_prefix, drawn=source.drawn,
                 settings=settings, lora=lora_file, lora_sha256=digest, base_model=base_model,
                 diagnosis=names.diagnosis)
+    schema_rows(plan, options.metadata_style)  # metadata.csv can hold every row: before any image
     written = [*outputs(plan, len(devices)), *([copycheck.NAME] if check_copies else [])]
     same = claim(out, identity, plan, written, force)
     problems, warnings = preflight(location, runner, out, gpus, gen)

@@ -156,6 +156,18 @@ def _cell(value: object) -> object:
     return value
 
 
+def schema_rows(plan: Plan, style: MetadataStyle = MetadataStyle.archive,
+                ) -> dict[tuple[str | None, int | None, str | None, bool | None],
+                          tuple[object, ...]]:
+    """The schema cells of each distinct drawn (sex, age, site, hairy), checked against the
+    Archive's `MetadataRow`: `sample` calls it before generating, so a row metadata.csv could
+    not hold stops the run before any image is made."""
+    drawn = plan.drawn
+    keys = dict.fromkeys(zip(drawn.sex, drawn.age, drawn.site, drawn.hairy, strict=True))
+    return {key: tuple(_cell(value) for value in archive.synthetic_cells(
+        style, plan.diagnosis, *key)) for key in keys}
+
+
 def write_metadata(plan: Plan, present: Sequence[int], path: Path,
                    style: MetadataStyle = MetadataStyle.archive) -> None:
     """metadata.csv for the images `present` (indices), in id order, written atomically:
@@ -166,22 +178,16 @@ def write_metadata(plan: Plan, present: Sequence[int], path: Path,
     drawn, settings = plan.drawn, plan.settings
     shared = (settings.negative_prompt, settings.steps, float(settings.scale), settings.sampler,
               settings.width, settings.height, plan.lora.name, plan.lora_sha256, plan.base_model)
-    cells: dict[tuple[str | None, int | None, str | None, bool | None], tuple[object, ...]] = {}
-
-    def schema(i: int) -> tuple[object, ...]:
-        key = (drawn.sex[i], drawn.age[i], drawn.site[i], drawn.hairy[i])
-        found = cells.get(key)
-        if found is None:
-            found = cells[key] = tuple(_cell(value) for value in archive.synthetic_cells(
-                style, plan.diagnosis, *key))
-        return found
+    cells = schema_rows(plan, style)
 
     with replacing(path) as temporary, temporary.open("w", encoding="utf-8",
                                                           newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow((*archive.SCHEMA_COLUMNS[style], *SETTINGS_COLUMNS))
-        writer.writerows((plan.image_id(i), *schema(i), _cell(drawn.skin_tone[i]),
-                          drawn.prompts[i], shared[0], plan.seed + i, *shared[1:])
+        writer.writerows((plan.image_id(i), *cells[drawn.sex[i], drawn.age[i], drawn.site[i],
+                                                    drawn.hairy[i]],
+                          _cell(drawn.skin_tone[i]), drawn.prompts[i], shared[0], plan.seed + i,
+                          *shared[1:])
                          for i in sorted(present))
 
 
