@@ -242,6 +242,24 @@ def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[st
     assert note in (tmp_path / "again" / "report.html").read_text()
 
 
+@needs_eval
+def test_an_undecodable_real_photo_is_listed_once_with_its_reason(
+        tmp_path: Path, source: dict[str, Path]) -> None:
+    """A training photo that does not decode is left out of every section, and the report
+    lists it once however many sections (near-copies, the classifier's photos) pass over it."""
+    broken = sorted(source)[0]  # a melanoma: a training photo and a labelled one
+    source[broken].write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    synthetic_set(tmp_path / "syn", [photo(9150 + i, melanoma=True) for i in range(6)])
+    result = evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report",
+                      EvaluateOptions(features=TINY, repeats=1))
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert "skipped" not in document["sections"]["utility"]
+    for listed in (result.skipped, document["skipped"]):
+        assert [s for s in listed if s["id"] == broken] == [
+            {"set": "real", "id": broken, "reason": "undecodable"}]
+    assert (tmp_path / "report" / "report.html").read_text(encoding="utf-8").count(broken) == 1
+
+
 def test_bad_input_is_one_clear_line(runner: CliRunner, tmp_path: Path,
                                      source: dict[str, Path]) -> None:
     synthetic_set(tmp_path / "syn", [photo(9200)])

@@ -386,12 +386,10 @@ def _fine_tuned(extractor: Extractor, features: _Features, labelled: Any,
     """Section 4 with the feature network fine-tuned: inputs decoded once onto disk."""
     from medsynth_kohya.evaluation.finetune import FineTune, InputStore
 
-    known_bad = {s["id"] for s in skipped if s["set"] == "real"}
-    candidates = labelled.loc[~labelled["id"].isin(known_bad)]
     fits, done = options.repeats * len(options.mixes), itertools.count(1)
     with InputStore() as real_inputs, InputStore() as synthetic_inputs:
         usable_ids = []
-        for identifier, image in sets.decoded(candidates, "real", skipped,
+        for identifier, image in sets.decoded(labelled, "real", skipped,
                                               lambda d, t: progress("labelled photos", d, t)):
             real_inputs.add(image)
             usable_ids.append(identifier)

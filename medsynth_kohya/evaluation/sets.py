@@ -183,12 +183,14 @@ def decode(path: Path) -> MatLike | None:
 
 def decoded(frame: Any, kind: str, skipped: list[dict[str, str]],
             on_progress: Callable[[int, int], None]) -> Iterator[tuple[str, MatLike]]:
-    """(id, image) of each row (id, path) that decodes; the others are listed in `skipped`."""
+    """(id, image) of each row (id, path) that decodes; the others are listed in `skipped`,
+    once: a row `skipped` already lists is passed over (a later pass over the same photos)."""
+    known = {(entry["set"], entry["id"]) for entry in skipped}
     total = len(frame)
     for done, (identifier, path) in enumerate(zip(frame["id"], frame["path"], strict=True), 1):
-        image = decode(Path(path))
-        if image is None:
-            skipped.append({"set": kind, "id": str(identifier), "reason": "undecodable"})
-        else:
+        image = None if (kind, str(identifier)) in known else decode(Path(path))
+        if image is not None:
             yield str(identifier), image
+        elif (kind, str(identifier)) not in known:
+            skipped.append({"set": kind, "id": str(identifier), "reason": "undecodable"})
         on_progress(done, total)
