@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.synthset import IMAGES, METADATA, read_metadata
+from medsynth_kohya.sampling.synthset import IMAGES, METADATA, made_with, read_metadata
 from medsynth_kohya.training.record import RECORD_FILE, RunFolder
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class SyntheticSet:
     root: Path
     frame: pd.DataFrame
     missing: list[str]
+    lora_sha256: str | None = None
+    """The LoRA that made the set, as sample recorded it (None: not recorded)."""
 
 
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -68,7 +70,8 @@ def load_synthetic(root: Path) -> SyntheticSet:
     if not rows:
         raise UserError(f"{root} has no images for the rows of its {METADATA} "
                         f"(looked in {folder})")
-    return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing)
+    return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing,
+                        made_with(root))
 
 
 def _from_source(source: Any, training_ids: set[str] | None

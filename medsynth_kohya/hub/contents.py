@@ -29,7 +29,14 @@ from medsynth_kohya.hub.card import (
 from medsynth_kohya.hub.eval_card import CardEvaluation
 from medsynth_kohya.sampling.grid import GRID_IMAGES
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
-from medsynth_kohya.sampling.synthset import GRID, IMAGES, METADATA, SynthRow, read_metadata
+from medsynth_kohya.sampling.synthset import (
+    GRID,
+    IMAGES,
+    METADATA,
+    SynthRow,
+    made_with,
+    read_metadata,
+)
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import (
@@ -380,6 +387,23 @@ def _copies_gate(folder: Path, chosen: Sequence[Sample], grid: Path | None,
     return warnings
 
 
+def _same_lora(final: Path, samples: Path | None, report: Path | None,
+               evaluation: CardEvaluation | None) -> None:
+    """Refuse a synthetic set, or the report of one, that another LoRA than the run's `final`
+    made (as sample recorded it): the card would show its images and figures as this model's."""
+    recorded = [(f"--samples {samples} was made", made_with(samples) if samples else None),
+                (f"--eval {report} evaluated a set made",
+                 evaluation.lora_sha256 if evaluation else None)]
+    if not any(digest for _, digest in recorded):
+        return
+    mine = files.sha256(final)
+    for what, digest in recorded:
+        if digest and digest != mine:
+            raise UserError(f"{what} with another LoRA (sha256 {digest[:12]}…) than this run's "
+                            f"{final.name} (sha256 {mine[:12]}…); sample this run's LoRA "
+                            "(`medsynth-kohya sample --lora RUN`) and evaluate that set")
+
+
 def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
          token: str | None = None, environ: Mapping[str, str] | None = None,
@@ -403,6 +427,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     prompts = _prompt_settings(folder)
     grid: Path | None = None
     attached = eval_card.card_evaluation(evaluation) if evaluation is not None else None
+    _same_lora(final, samples, evaluation, attached)
     if samples is not None:
         chosen, grid = _synth_samples(samples)
         warnings += _copies_gate(samples, chosen, grid, attached, allow_copies)

@@ -45,6 +45,8 @@ class CardEvaluation:
     """Synthetic image id -> the training photo the report found it nearly copies."""
     checked: frozenset[str]
     """Ids of the synthetic images the report checked."""
+    lora_sha256: str | None = None
+    """The LoRA that made the evaluated set (None: the report does not say)."""
 
 
 def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
@@ -125,4 +127,4 @@ def card_evaluation(folder: Path) -> CardEvaluation:
         tuple(_generation(document) + _classification(document)),
         tuple((str(v["check"]), str(v["status"]), str(v["detail"])) for v in document["verdict"]),
         int(document["inputs"]["n_synthetic"]), str(document.get("version", "?")), flagged,
-        checked)
+        checked, document["inputs"].get("lora_sha256") or None)

@@ -134,6 +134,17 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
     return same
 
 
+def made_with(out: Path) -> str | None:
+    """The sha256 of the LoRA that made the set in `out`, as its sample.json records it; None
+    for a folder sample did not make (or made before it recorded one)."""
+    try:
+        record = json.loads((out / STATE_DIR / STATE_FILE).read_text(encoding="utf-8"))
+        digest = record["identity"]["lora_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) and digest else None
+
+
 def present_images(folder: Path, prefix: str) -> list[int]:
     """Indices of the images in `folder` named `<prefix><digits>.png`, sorted."""
     if not folder.is_dir():
