@@ -50,6 +50,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def trained(home: Path, isic2020: SyntheticSet, fake_hub: FakeHub, runner: CliRunner,
             monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run trained with the stand-in sd-scripts from the project folder under `home`."""
+    return _train(home, isic2020, runner, monkeypatch)
+
+
+def _train(home: Path, isic2020: SyntheticSet, runner: CliRunner,
+           monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run trained with the stand-in sd-scripts from the project folder under `home`."""
     fake = make_fake_sd(home / "tools", monkeypatch)
     prepared = home / "project" / "data" / "prepared"
     prepare(isic2020.root, prepared, options=PrepareOptions(repeats=2), workers=1)
@@ -174,6 +180,41 @@ def test_a_leak_the_rewriting_cannot_fix_refuses_the_push(
         assert TOKEN_SET_SECRET not in stderr
     assert fake_hub.requests == [] and REPO not in fake_hub.repos
     assert (trained / "run.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("login", ["data", "train", "images", "text", "file"])
+def test_a_login_that_is_a_word_of_the_card_does_not_block_the_push(
+        runner: CliRunner, isic2020: SyntheticSet, fake_hub: FakeHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, login: str) -> None:
+    """The tool's own wording (the card's prose, the configs' option names) holding the login
+    as an ordinary word is no leak; the login in a path or in text the user gave still is."""
+    home = make_home(tmp_path, monkeypatch, login)
+    (home / "project").mkdir()
+    monkeypatch.chdir(home / "project")
+    run = _train(home, isic2020, runner, monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    push = ("push", "runs/r1", "--repo-id", REPO, "--endpoint", fake_hub.url)
+    code, stdout, stderr = invoke(runner, *push)
+    assert code == 0, stdout + stderr
+    card = fake_hub.repos[REPO].files["README.md"].decode()
+    assert str(home) not in card
+    sample = run / "output" / "sample" / "melanoma_000002_00_20240102030405_42.png"
+    sample.parent.mkdir(exist_ok=True)
+    for text in (f"made by {login} on a laptop", f"lora: /home/{login}/loras/x.safetensors"):
+        sample.write_bytes(_png_with_text(text))
+        code, stdout, stderr = invoke(runner, *push, "--dry-run")
+        assert code == 1 and f"the user name {login!r}" in stderr, stdout + stderr
+    sample.unlink()
+    write_lora(run / "output" / "melanoma.safetensors", {"modelspec.author": login})
+    code, stdout, stderr = invoke(runner, *push, "--dry-run")
+    assert code == 1 and f"the user name {login!r}" in stderr, stdout + stderr
+    write_lora(run / "output" / "melanoma.safetensors")
+    config = toml.loads((run / "config.toml").read_text(encoding="utf-8"))
+    next(iter(config.values()))["metadata_title"] = f"lesions by {login}"  # the user's words
+    (run / "config.toml").write_text(toml.dumps(config), encoding="utf-8")
+    code, stdout, stderr = invoke(runner, *push, "--dry-run")
+    assert code == 1 and f"the user name {login!r}" in stderr, stdout + stderr
+    assert "training/config.toml" in stderr
 
 
 def test_secret_names_in_any_case_and_position() -> None:

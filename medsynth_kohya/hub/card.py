@@ -512,3 +512,25 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
     template = (data_dir("templates") / "model_card.md").read_text(encoding="utf-8")
     card = ModelCard(_fill(template, values))
     return str(card).rstrip("\n") + "\n"
+
+
+def metadata(card: str) -> Any:
+    """The YAML metadata at the head of a rendered card (None when it has none)."""
+    import yaml
+
+    head = card.split("---", 2)[1] if card.startswith("---") else ""
+    try:
+        return yaml.safe_load(head)
+    except yaml.YAMLError:
+        return None
+
+
+def filled(card: str) -> str:
+    """What of a rendered card is not the template's own text: its metadata and the values
+    its placeholders were filled with, one a line (the whole card when it does not follow
+    the template)."""
+    template = (data_dir("templates") / "model_card.md").read_text(encoding="utf-8")
+    parts = _PLACEHOLDER.split(template)  # text, name, text, name, ..., text
+    pattern = "".join(re.escape(part) if i % 2 == 0 else "(.*?)" for i, part in enumerate(parts))
+    match = re.fullmatch(pattern, card, re.DOTALL)
+    return "\n".join(match.groups()) if match else card

@@ -21,7 +21,10 @@ from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.hub import eval_card, privacy
 from medsynth_kohya.hub.card import (
     DEFAULT_LICENSE,
+    TAGS,
     Sample,
+    filled,
+    metadata,
     render_card,
     spread_section,
     training_data,
@@ -65,6 +68,13 @@ class Upload:
 
     path_in_repo: str
     source: Path | bytes
+    own: tuple[str, ...] = ()
+    """Names the tool chose in a file it writes (a document's keys, its own files' paths):
+    with its templates' and modules' wording, the last scan does not take the user's name
+    there for a leak."""
+    named: str | None = None
+    """For a file rendered from a template: the values filled in, where the last scan looks
+    for the user's name (the template's own text is the tool's)."""
 
     @property
     def size(self) -> int:
@@ -299,11 +309,14 @@ def _run_files(folder: RunFolder, record: RunRecord, policy: privacy.Policy,
         policy.collect(document)
     for item in record.overrides or []:
         policy.override(str(item))
-    uploads = [Upload(f"training/{name}", toml.dumps(policy.data(document)).encode())
-               for name, document in documents.items()]
+    uploads = [Upload(f"training/{name}", toml.dumps(published).encode(),
+                      privacy.key_pieces(published))
+               for name, published in ((name, policy.data(document))
+                                       for name, document in documents.items())]
     public = _public_record(record, policy)
     text = json.dumps(public.to_dict(), indent=2, default=str) + "\n"
-    uploads.append(Upload(PUBLISHED_RECORD, text.encode()))
+    uploads.append(Upload(PUBLISHED_RECORD, text.encode(),
+                          privacy.key_pieces(json.loads(text))))
     return uploads, public
 
 
@@ -346,8 +359,9 @@ def scan(uploads: Sequence[Upload], policy: privacy.Policy) -> tuple[tuple[str, 
     private: the token, a redacted value, the home folder, the user name or a local path."""
     found = []
     for upload in uploads:
-        finding = (policy.findings(upload.source, upload.path_in_repo)
-                   if isinstance(upload.source, bytes)
+        finding = (policy.findings(upload.source, upload.path_in_repo,
+                                   (*privacy.tool_wording(), *upload.own), upload.named)
+                   if isinstance(upload.source, bytes)  # written by the tool
                    else privacy.scan_file(policy, upload.source, upload.path_in_repo))
         if finding:
             found.append((upload.path_in_repo, finding))
@@ -459,8 +473,12 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
                        sample_paths=sample_paths, grid=grid_path, spread=spread,
                        data=data, files=files, evaluation=attached)
     card = scrub(card.encode(), policy.secrets).decode()
-    everything = (Upload("README.md", card.encode()), *uploads)
-    everything += (Upload(PUSHED, pushed_list(everything)),)
+    named = ("README.md", PUSHED, *(u.path_in_repo for u in uploads if isinstance(
+        u.source, bytes)), *(path for path, _ in (attached.files if attached else ())))
+    everything = (Upload("README.md", card.encode(), (*privacy.key_pieces(metadata(card)),
+                                                      *(f"- {tag}" for tag in TAGS), *named),
+                         filled(card)), *uploads)
+    everything += (Upload(PUSHED, pushed_list(everything), named),)
     return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
                     tuple(policy.secrets))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import json
 import os
 import re
 import sys
@@ -18,6 +19,7 @@ import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path, PureWindowsPath
 from typing import Any, BinaryIO
 
@@ -209,13 +211,18 @@ class Policy:
                 return f"the local path {path}"
         return None
 
-    def text_findings(self, text: str) -> str | None:
-        """The user name (outside the public ids that may hold it) or an absolute path of
-        this machine in the text of a file."""
+    def text_findings(self, text: str, own: Sequence[str] = (),
+                      named: str | None = None) -> str | None:
+        """The user name (outside the public ids that may hold it, and outside `own`: the
+        tool's own wording in the file, where it is an ordinary word; in `named` alone when
+        given, the part of the text that is not a template's) or an absolute path of this
+        machine in the text of a file."""
+        named = _without(text if named is None else named, own)
         for allowed in sorted(self.allowed, key=len, reverse=True):
             text = text.replace(allowed, " ") if allowed else text
+            named = named.replace(allowed, " ") if allowed else named
         for user in self.users:
-            if re.search(rf"(?<![A-Za-z0-9]){re.escape(user)}(?![A-Za-z0-9])", text,
+            if re.search(rf"(?<![A-Za-z0-9]){re.escape(user)}(?![A-Za-z0-9])", named,
                          re.IGNORECASE):
                 return f"the user name {user!r}"
         for match in _ABSOLUTE.finditer(text):
@@ -224,11 +231,86 @@ class Policy:
         windows = _WINDOWS.search(text)
         return f"the local path {windows.group(1)}" if windows else None
 
-    def findings(self, data: bytes, name: str) -> str | None:
+    def findings(self, data: bytes, name: str, own: Sequence[str] = (),
+                 named: str | None = None) -> str | None:
         """The first private thing in a file's bytes, or None. Every byte is searched for
         secrets, the home folder and this machine's paths; the text (all of a text file, the
-        metadata of a weights or image file) also for the user name and any absolute path."""
-        return self.literal_findings(data) or self.text_findings(_text(_text_part(data, name)))
+        metadata of a weights or image file) also for any absolute path and for the user name
+        (outside `own`, the tool's own wording in a file it wrote; in `named` when given)."""
+        part = _text_part(data, name)
+        if named is None and name.lower().endswith(".safetensors"):
+            named = _metadata_values(part)
+        return self.literal_findings(data) or self.text_findings(_text(part), own, named)
+
+
+def key_pieces(node: Any) -> tuple[str, ...]:
+    """Every key of a JSON, TOML or YAML document as it stands before its value (`"k":`,
+    `k =`, `k:`): names the tool, sd-scripts or the Hub chose, never the user's values."""
+    def keys(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            return {str(k) for k in node} | {k for value in node.values() for k in keys(value)}
+        if isinstance(node, list):
+            return {k for item in node for k in keys(item)}
+        return set()
+
+    return tuple(piece for key in sorted(keys(node))
+                 for piece in (f'"{key}":', f"{key} =", f"{key}:"))
+
+
+_PLACEHOLDERS = re.compile(r"\{\{[^{}]*\}\}|\{[^{}]*\}")
+
+
+@cache
+def tool_wording() -> tuple[str, ...]:
+    """The tool's own wording: the text of its templates and presets and the string literals
+    of its modules, cut at their placeholders and lines. Only pieces of more than one bare
+    word (`third party`, `sdxl_train_network.py`), so a word the user gave stays searched."""
+    import ast
+
+    import toml
+
+    from medsynth_kohya.resources import data_dir
+
+    package = Path(__file__).resolve().parent.parent
+    texts: list[str] = []
+    for module in sorted(package.rglob("*.py")):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        texts += [node.value for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    for name in ("templates", "configs"):
+        for resource in sorted(data_dir(name).iterdir()):
+            text = resource.read_text(encoding="utf-8")
+            texts.append(text)
+            if resource.suffix == ".toml":
+                with contextlib.suppress(toml.TomlDecodeError):
+                    texts += _strings(toml.loads(text))
+    pieces = {piece.strip() for text in texts for line in text.splitlines()
+              for piece in _PLACEHOLDERS.split(line)}
+    return tuple(sorted(piece for piece in pieces
+                        if any(c.isalpha() for c in piece) and not piece.isalnum()))
+
+
+def _strings(node: Any) -> list[str]:
+    """The string values of a parsed document."""
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in _strings(value)]
+    if isinstance(node, list):
+        return [text for item in node for text in _strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def _without(text: str, own: Sequence[str]) -> str:
+    """`text` with each piece of `own` blanked where it stands as a whole (not inside a
+    longer word, so a value such as `data_lora` keeps its words)."""
+    pieces = sorted({piece for piece in own if piece.strip() and piece in text}, key=len,
+                    reverse=True)
+    if not pieces:
+        return text
+    pattern = "|".join((r"(?<!\w)" if piece[0].isalnum() or piece[0] == "_" else "")
+                       + re.escape(piece)
+                       + (r"(?!\w)" if piece[-1].isalnum() or piece[-1] == "_" else "")
+                       for piece in pieces)
+    return re.sub(pattern, " ", text)
 
 
 def _text(data: bytes) -> str:
@@ -258,6 +340,18 @@ def _safetensors_header(file: BinaryIO) -> bytes:
     """The JSON header of a safetensors file read from its start (its length is the first 8
     bytes, little-endian)."""
     return file.read(min(int.from_bytes(file.read(8), "little"), MAX_HEADER))
+
+
+def _metadata_values(header: bytes) -> str | None:
+    """The values of a safetensors header's `__metadata__`, one a line: the part its writer
+    filled in (the rest is the format's own keys and the tensors' names, such as
+    `data_offsets` and `text_model`); None when the header is not JSON."""
+    try:
+        metadata = json.loads(_text(header)).get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        return None
+    return "\n".join(str(value) for value in metadata.values()) if isinstance(
+        metadata, dict) else None
 
 
 def _png_text(data: bytes) -> bytes:
@@ -305,4 +399,4 @@ def scan_file(policy: Policy, path: Path, name: str) -> str | None:
             return None
         file.seek(0)
         header = _safetensors_header(file)
-    return policy.text_findings(_text(header))
+    return policy.text_findings(_text(header), named=_metadata_values(header))
