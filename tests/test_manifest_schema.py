@@ -68,6 +68,27 @@ def test_ids_of_digits_keep_their_zeros(tmp_path: Path) -> None:
     assert back["patient_id"].tolist() == ["01", "02"]
 
 
+@pytest.mark.parametrize("stem", ["NA", "N/A", "null", "nan", "None", "NaN", "<NA>", "n/a"])
+def test_ids_that_read_like_missing_values_stay_ids(tmp_path: Path, stem: str) -> None:
+    """A file stem of the user's own photos may be any word pandas takes for missing; only a
+    number or a flag reads as missing (blank, or spelled `NA` by hand)."""
+    rows = _rows().assign(id=[stem, "x"], caption=[stem, "a photo"])
+    rows.loc[rows.index[0], "patient_id"] = stem
+    frame = manifest.conform(rows)
+    path = tmp_path / "manifest.csv"
+    manifest.write(frame, path)
+    back = manifest.read(path)
+    assert back["id"].tolist() == [stem, "x"] and back["caption"].tolist()[0] == stem
+    assert back["patient_id"].tolist()[0] == stem and back["patient_id"].isna().tolist()[1]
+    assert back["sex"].isna().tolist() == [False, True]
+    text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    text.loc[1, ["age", "hair_score", "vignette"]] = "NA"
+    text.to_csv(path, index=False)
+    again = manifest.read(path)
+    assert again["age"].isna().tolist() == [False, True]
+    assert again["hair_score"].isna().tolist()[1] and again["vignette"].isna().tolist()[1]
+
+
 def test_a_manifest_without_the_optional_columns_reads(tmp_path: Path) -> None:
     path = tmp_path / "manifest.csv"
     _rows().drop(columns=list(manifest.OPTIONAL)).to_csv(path, index=False)

@@ -54,6 +54,9 @@ OPTIONAL = ("diagnosis", "fitzpatrick_skin_type", "metadata_hairy", "marker_pen"
             "skin_tone", "vignette", "ruler", "bubbles")
 """Columns a manifest written before them lacks: read as blank."""
 SKIPPED_COLUMNS = ("id", "source", "reason")
+_MISSING = ("", "NA", "N/A", "NaN", "nan", "<NA>", "null", "None")
+"""A missing number or flag as a manifest may spell it. A text column is missing only when
+blank: an id (a file stem of the user's own data) may be `NA`, `null` or `None`."""
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +86,9 @@ def read(path: Path) -> pd.DataFrame:
 
     again = "run `medsynth-kohya prepare` to write it again"
     try:
-        frame = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=True)
+        frame = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False,
+                            na_values={column: [""] if kind == "string" else list(_MISSING)
+                                       for column, kind in DTYPES.items()})
     except FileNotFoundError:
         raise UserError(f"manifest {path} does not exist; {again}") from None
     except (OSError, ValueError) as exc:  # pandas' parser and empty-file errors are ValueErrors
