@@ -49,3 +49,27 @@ def test_flags_are_written_true_false_as_readme_says(isic2020: SyntheticSet,
     back = manifest.read(tmp_path / "o" / "manifest.csv")
     assert back["hairy"].dtype == bool
     assert back["hairy"].tolist() == result.manifest["hairy"].tolist()
+
+
+def test_a_photo_named_like_a_missing_value_goes_through_prepare_and_train(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """File stems such as NA or null (the user's own photos) are ids from the metadata to the
+    manifest and train's checks, never taken for a blank."""
+    from medsynth_kohya.data.prepare import prepare
+    from medsynth_kohya.training.train import train
+
+    frame = pd.read_csv(isic2020.metadata, dtype=str, keep_default_na=False)
+    stems = ["NA", "null", "None"]
+    for row, stem in enumerate(stems):
+        old = str(frame.loc[row, "image_name"])
+        (isic2020.images / f"{old}.jpg").rename(isic2020.images / f"{stem}.jpg")
+        frame.loc[row, "image_name"] = stem
+    frame.to_csv(isic2020.metadata, index=False)
+    result = prepare(isic2020.root, tmp_path / "o", workers=1)
+    skipped = pd.read_csv(tmp_path / "o" / "skipped.csv", dtype=str, keep_default_na=False)
+    assert not set(stems) & set(skipped["id"]) and "" not in set(skipped["id"])
+    table = manifest.read(tmp_path / "o" / "manifest.csv")
+    assert set(stems) <= set(table["id"]) and table["id"].notna().all()
+    assert table["id"].tolist() == result.manifest["id"].tolist()
+    run = train(tmp_path / "o", "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
+    assert run.status == "dry-run"

@@ -71,6 +71,10 @@ _IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
                   "ISIC_2019_Training_Input/ISIC_2019_Training_Input")
 """Where each layout keeps its images, below its metadata's folder (or SOURCE)."""
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
+PANDAS_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                  "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+"""What pandas reads as missing by default: so read in every column but the ids, whose file
+stems (the user's own photos) may be any of these words."""
 MAX_AGE = 150
 """Ages at or above this (years) are taken for typing errors and left blank."""
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
@@ -585,7 +589,8 @@ def read_metadata(source: Source) -> pd.DataFrame:
     text = {name: str for name in (source.columns["id"], source.columns["patient_id"],
                                    _match("lesion_id", header)) if name}
     frame = _read(source.metadata, source.text, dtype=text, low_memory=False,
-                  decimal="," if source.text.separator == ";" else ".")
+                  decimal="," if source.text.separator == ";" else ".", keep_default_na=False,
+                  na_values={name: list(PANDAS_MISSING) for name in header if name not in text})
     frame.columns = [str(c).strip() for c in frame.columns]
     if source.partner is not None:
         frame = _merged(frame, source.partner, source.columns["id"])
