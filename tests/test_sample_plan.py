@@ -5,6 +5,7 @@ them on a re-run. The CLI runs of the same checks are in test_sample.py."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -112,7 +113,7 @@ def test_a_prompt_without_the_trigger_is_warned_about(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "prompt", "message"), [
-    ("", "", "--prompts {path} holds no prompts (one per line; # starts a comment)"),
+    ("", "", "--prompts {path} is empty; give a text file with one prompt per line"),
     ("# only\n\n   \n", "", "--prompts {path} holds no prompts (one per line; # starts a "
      "comment)"),
     ("a mole\nb --n c\n", "", "prompt 2 of {path} holds ' --', which sd-scripts reads as a "
@@ -129,6 +130,33 @@ def test_bad_prompts_are_refused_in_one_line(tmp_path: Path, text: str | None, p
         path.write_text(text, encoding="utf-8")
     options = SampleOptions(prompt=prompt) if prompt else SampleOptions(prompts_file=path)
     assert _refused(options) == message.replace("{path}", str(path))
+
+
+def test_a_prompts_file_in_windows_encoding_is_read_with_a_note(tmp_path: Path) -> None:
+    """A file saved by a Windows editor (cp1252) is read as prepare reads such a CSV: the
+    same prompts as its UTF-8 copy, and a note saying how it was read."""
+    texts = ["me1anoma, café-au-lait macule", "me1anoma on the naevus, Ø 6 mm"]
+    utf8, windows = tmp_path / "utf8.txt", tmp_path / "windows.txt"
+    utf8.write_text("\n".join(texts), encoding="utf-8")
+    windows.write_bytes("\r\n".join(texts).encode("cp1252"))
+    read, _ = prompt_source(SampleOptions(prompts_file=utf8), None, None, NAMES)
+    source, count = prompt_source(SampleOptions(prompts_file=windows), None, None, NAMES)
+    assert (source.drawn.prompts, count) == (read.drawn.prompts, 2) == (texts, 2)
+    assert source.identity == read.identity and read.warnings == ()
+    assert source.warnings == (f"--prompts {windows} is not UTF-8: read as cp1252; check that "
+                               "accented words came out right, or save it as UTF-8",)
+
+
+def test_a_prompts_path_that_is_no_text_file_says_what_it_is(tmp_path: Path) -> None:
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"me1anoma\0\x01\x02")
+    assert _refused(SampleOptions(prompts_file=tmp_path)) == (
+        f"--prompts {tmp_path} is a folder; give a text file with one prompt per line")
+    assert _refused(SampleOptions(prompts_file=Path(os.devnull))) == (
+        f"--prompts {os.devnull} is empty; give a text file with one prompt per line")
+    assert _refused(SampleOptions(prompts_file=binary)) == (
+        f"--prompts {binary} is not a text file (it holds binary data); give a text file "
+        "with one prompt per line")
 
 
 def test_prompts_come_from_one_place(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ captions' template); what identifies them is checked on a re-run.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class Plan:
     lora: Path
     lora_sha256: str
     base_model: str
+    """As metadata.csv records it: a Hub id, or `<local>/NAME` for a local checkpoint."""
     diagnosis: str | None = archive.MELANOMA
     """The training class's ISIC Archive diagnosis path (None: unknown)."""
 
@@ -108,16 +110,48 @@ def generation_settings(options: SampleOptions) -> prompts.Settings:
     return settings
 
 
-def _read_prompts_file(path: Path) -> list[str]:
-    if not path.is_file():
-        raise UserError(f"--prompts {path} does not exist")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+def _prompts_text(path: Path) -> tuple[str, tuple[str, ...]]:
+    """The text of a --prompts file and a note when it is not UTF-8: read as Windows' cp1252
+    (else Latin-1), as prepare reads a metadata CSV; what no text file is, is refused."""
+    if path.is_dir():
+        raise UserError(f"--prompts {path} is a folder; give a text file with one prompt per "
+                        "line")
+    try:
+        data = path.read_bytes()  # not only a regular file: a pipe such as <(…) too
+    except FileNotFoundError:
+        raise UserError(f"--prompts {path} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read --prompts {path}: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise UserError(f"--prompts {path} is empty; give a text file with one prompt per line")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16"), ()
+    if b"\0" in data:
+        raise UserError(f"--prompts {path} is not a text file (it holds binary data); give a "
+                        "text file with one prompt per line")
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        break
+    else:  # bytes cp1252 leaves undefined
+        encoding, text = "latin-1", data.decode("latin-1")
+    return text, () if encoding == "utf-8-sig" else (
+        f"--prompts {path} is not UTF-8: read as {encoding}; check that accented words came "
+        "out right, or save it as UTF-8",)
+
+
+def _read_prompts_file(path: Path) -> tuple[list[str], tuple[str, ...]]:
+    """The prompts of a --prompts file, one per line (# starts a comment), and notes."""
+    text, notes = _prompts_text(path)
+    lines = [line.strip() for line in text.splitlines()]
     texts = [line for line in lines if line and not line.startswith("#")]
     if not texts:
         raise UserError(f"--prompts {path} holds no prompts (one per line; # starts a comment)")
-    for number, text in enumerate(texts, 1):
-        prompts.check_prompt(text, f"prompt {number} of {path}")
-    return texts
+    for number, prompt in enumerate(texts, 1):
+        prompts.check_prompt(prompt, f"prompt {number} of {path}")
+    return texts, notes
 
 
 def _read_manifest(path: Path, query: str | None, break_lock: bool,
@@ -205,14 +239,15 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
     if options.query and (options.prompt is not None or options.prompts_file is not None):
         raise UserError("--query filters the rows of --like; it does not apply to --prompt(s)")
     if options.prompt is not None or options.prompts_file is not None:
+        notes: tuple[str, ...] = ()
         if options.prompt is not None:
             prompts.check_prompt(options.prompt, "--prompt")
             texts = [options.prompt]
         else:
             assert options.prompts_file is not None
-            texts = _read_prompts_file(options.prompts_file)
+            texts, notes = _read_prompts_file(options.prompts_file)
         count = n if n is not None else len(texts)
-        warnings = []
+        warnings = list(notes)
         if names.known and not any(names.trigger in text for text in texts):
             warnings.append(f"the prompts do not mention the trigger {names.trigger!r} the "
                             "LoRA was trained with")
