@@ -90,6 +90,15 @@ def test_generation_settings_are_the_original_run_s_unless_given() -> None:
         generation_settings(SampleOptions(steps=0))
 
 
+@pytest.mark.parametrize("option", ["width", "height"])
+@pytest.mark.parametrize("value", [0, -8])
+def test_a_size_that_is_not_positive_is_refused_not_replaced(option: str, value: int) -> None:
+    """--width 0 is no request for the default size: it is refused like any other bad size."""
+    with pytest.raises(UserError) as caught:
+        generation_settings(SampleOptions(**{option: value}))  # type: ignore[arg-type]
+    assert str(caught.value) == f"--{option} {value} must be a multiple of 8 (at least 64)"
+
+
 def test_prompts_from_a_file_one_per_line(tmp_path: Path) -> None:
     listing = tmp_path / "prompts.txt"
     listing.write_text("# mine\n  me1anoma on the back  \n\n#x\nmole on the arm\n",

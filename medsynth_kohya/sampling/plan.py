@@ -102,7 +102,8 @@ def generation_settings(options: SampleOptions) -> prompts.Settings:
     settings = prompts.Settings(
         negative_prompt=original.negative_prompt if options.negative_prompt is None
         else options.negative_prompt,
-        width=options.width or original.width, height=options.height or original.height,
+        width=original.width if options.width is None else options.width,
+        height=original.height if options.height is None else options.height,
         steps=original.steps if options.steps is None else options.steps,
         scale=original.scale if options.scale is None else options.scale,
         sampler=options.sampler or original.sampler)
