@@ -7,7 +7,7 @@ repeated, the generation settings, and `--set` overrides (never the options `sam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from medsynth_kohya.errors import UserError
@@ -119,6 +119,16 @@ def resolve_base_model(given: str | None, record: RunRecord | None, sd_dir: Path
         raise UserError(f"base model {value} is not a file (relative paths start here or at "
                         f"{sd_dir}); pass --base-model")
     return resolved
+
+
+def recorded_base_model(value: str, sd_dir: Path) -> str:
+    """The base model as the set's shared metadata.csv names it: a Hub id as it is, a local
+    checkpoint or folder as `<local>/NAME` (as push publishes a path), never its folders."""
+    from medsynth_kohya.hub.privacy import LOCAL
+
+    local = (Path(value).expanduser().is_absolute() or value.startswith((".", "~"))
+             or value.endswith((".safetensors", ".ckpt")) or (sd_dir / value).exists())
+    return f"{LOCAL}/{PureWindowsPath(value).name}" if local else value
 
 
 def preflight(location: checkout.Location, python: str, out: Path, gpus: Sequence[Gpu],

@@ -32,6 +32,7 @@ from medsynth_kohya.sampling.generator import (
     gen_options,
     parse_overrides,
     preflight,
+    recorded_base_model,
     resolve_base_model,
 )
 from medsynth_kohya.sampling.grid import write_grid
@@ -162,6 +163,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     location = checkout.find(sd_scripts)
     sd_dir = location.path
     base_model = resolve_base_model(options.base_model, record, sd_dir)
+    shared = recorded_base_model(base_model, sd_dir)  # metadata.csv is shared: no home folder
     gpus = detect()
     devices = shard_devices(options.num_gpus, gpus)
     gen = gen_options(record, base_model, lora_file, settings, overrides, sd_dir, bool(gpus))
@@ -175,7 +177,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                 **asdict(settings), "base_model": base_model, "lora_sha256": digest,
                 "generator": {k: v for k, v in gen.items() if k != "network_weights"}}
     plan = Plan(n=n, seed=options.seed, id_prefix=options.id_prefix, drawn=source.drawn,
-                settings=settings, lora=lora_file, lora_sha256=digest, base_model=base_model,
+                settings=settings, lora=lora_file, lora_sha256=digest, base_model=shared,
                 diagnosis=names.diagnosis)
     schema_rows(plan, options.metadata_style)  # metadata.csv can hold every row: before any image
     written = [*outputs(plan, len(devices)), *([copycheck.NAME] if check_copies else [])]
