@@ -25,7 +25,7 @@ from typing import Any
 
 from medsynth_kohya import files, locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.synthset import STATE_DIR
+from medsynth_kohya.sampling.synthset import STATE_DIR, unfinished
 
 FINAL_PART = "final-files"
 """The part-lock of OUT held while a shard writes the set's metadata.csv and grid.jpg."""
@@ -85,12 +85,18 @@ def running(out: Path) -> list[str]:
 
 
 def ensure_made(out: Path, command: str, *, break_lock: bool = False) -> None:
-    """Refuse, with one line, to read a set that `sample` (whole, or any shard) still makes."""
+    """Refuse, with one line, to read a set that `sample` (whole, or any shard) still makes,
+    or one it left unfinished (interrupted, failed, killed, shards missing)."""
     locks.ensure_idle(out, command, writers=("sample",), break_lock=break_lock)
     busy = running(out)
     if busy:
         raise UserError(f"{out} is still being made by sample shards {', '.join(busy)}; "
                         f"`{command}` needs the set finished: run it when they have ended")
+    problem = unfinished(out)
+    if problem:
+        raise UserError(f"{problem}; `{command}` needs the set finished: re-run the same "
+                        f"`medsynth-kohya sample` command to make the rest, then `{command}` "
+                        "again")
 
 
 def ensure_alone(out: Path, shard: MachineShard | None) -> None:

@@ -266,7 +266,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     if shard is None or len(in_set) == n:  # whichever run finds the set complete
         grid = _write_final(plan, in_set, out, options.metadata_style, shard is not None)
     if any(s.interrupted for s in finished):
-        status, message = "interrupted", "stopped; re-run the same command to make the rest"
+        status, message = "interrupted", f"stopped with {len(present)} of {len(wanted)} images"
     elif any(s.failed for s in finished):
         bad = [s for s in finished if s.failed]
         status = "failed"

@@ -82,6 +82,28 @@ def record_outputs(out: Path, names: Sequence[str]) -> None:
     files.write_json(out / STATE_DIR / WRITTEN_FILE, sorted(written | set(names)), indent=None)
 
 
+_STOPPED = {"interrupted": "was interrupted", "failed": "failed",
+            "running": "stopped before the end", "planned": "stopped before the end"}
+"""sample.json's status of a whole-set run that did not finish, as a message says it."""
+
+
+def unfinished(out: Path) -> str | None:
+    """Why the set in OUT is not finished (its last run stopped early, or its shards have not
+    made every image yet), as its sample.json says; None for a finished set and for a folder
+    sample did not make."""
+    try:
+        made = json.loads((out / STATE_DIR / STATE_FILE).read_text(encoding="utf-8"))
+        status, n, prefix = made["status"], int(made["n"]), str(made["identity"]["id_prefix"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    present = sum(1 for i in present_images(out / IMAGES, prefix) if i < n)
+    if status in _STOPPED:
+        return f"{out} is unfinished: sample {_STOPPED[status]} with {present} of {n} images"
+    if status == "sharded" and present < n:
+        return f"{out} is unfinished: its shards have made {present} of {n} images"
+    return None
+
+
 def _foreign(out: Path, names: Sequence[str]) -> list[Path]:
     """Files of `names` in OUT that sample did not write, and any shard files of a folder
     that is not a set (a run would clear them)."""
