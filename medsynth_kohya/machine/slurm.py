@@ -1,7 +1,8 @@
 """SLURM batch scripts that run this tool on a cluster's machines, and their submission.
 
 The scripts are plain `sbatch` files: `#SBATCH` lines (ours, then the user's `--sbatch`
-settings, which SLURM lets the later line win), a strict bash prologue, and one `srun` line
+settings, which SLURM lets the later line win; a value with spaces, quotes or # quoted as sbatch
+reads it), a strict bash prologue, and one `srun` line
 whose command is single-quoted so that each task expands SLURM's variables (`SLURM_NODEID`,
 `SLURM_ARRAY_TASK_ID`) in its own environment.
 """
@@ -20,6 +21,8 @@ from medsynth_kohya.sdscripts import launch
 
 _SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
 _VARIABLE = re.compile(r"[\w./:-]*\$[A-Z_]+[\w./:-]*")
+_PLAIN = re.compile(r"[^\s\"'\\#]*")
+"""An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,23 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
     """The batch script: #SBATCH settings, then `before` (shell lines), then `srun` running
     `task` (a shell line that may use SLURM's variables) in every task."""
     lines = ["#!/bin/bash"]
-    lines += [f"#SBATCH --{key}={value}" for key, value in {**settings, **extra}.items()]
+    lines += [f"#SBATCH --{key}={directive(key, value)}"
+              for key, value in {**settings, **extra}.items()]
     lines += ["set -euo pipefail", *before,
               shlex.join([*srun, "bash", "-c", " ".join(["exec", *task])])]
     return "\n".join(lines) + "\n"
+
+
+def directive(key: str, value: str) -> str:
+    """`value` as an #SBATCH line must hold it for sbatch to read it back whole: as it is when
+    plain, else double-quoted with `\\` and `"` escaped (sbatch splits a line at unquoted
+    whitespace, strips quotes and ends it at an unquoted #). A line break cannot be held."""
+    if "\n" in value or "\r" in value:
+        raise UserError(f"#SBATCH --{key}={value!r} cannot hold a line break: rename the "
+                        "folder or choose a value without one")
+    if _PLAIN.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def quote(words: Sequence[str]) -> list[str]:

@@ -1,0 +1,95 @@
+"""The #SBATCH lines of `train --slurm` and `sample --slurm` as sbatch reads them back: a path
+or name with spaces, quotes, a backslash or # stays one whole value."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine import slurm
+
+from .conftest import invoke
+from .fakes import FakeSd
+
+
+def _sbatch_words(line: str) -> list[str]:
+    """The arguments sbatch takes from one #SBATCH line, read as its `_get_argument`
+    (src/sbatch/opt.c) reads them: split at unquoted whitespace, ' and " group and are
+    removed, a backslash takes the next character as it is, an unquoted # ends the line."""
+    rest, at = line.removeprefix("#SBATCH"), 0
+    words: list[str] = []
+    while True:
+        while at < len(rest) and rest[at].isspace():
+            at += 1
+        if at == len(rest):
+            return words
+        word, quote, escaped = "", "", False
+        while at < len(rest) and (quote or not rest[at].isspace()):
+            char, at = rest[at], at + 1
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+                continue
+            elif quote:
+                if char == quote:
+                    quote = ""
+                    continue
+            elif char in "\"'":
+                quote = char
+                continue
+            elif char == "#":
+                return [*words, word] if word else words
+            word += char
+        assert not quote, f"sbatch stops at an unmatched {quote} in {line!r}"
+        words.append(word)
+
+
+def _directives(text: str) -> dict[str, str]:
+    """Each #SBATCH line of a script as sbatch reads it: one --key=value argument each."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("#SBATCH"):
+            [word] = _sbatch_words(line)
+            key, _, value = word.removeprefix("--").partition("=")
+            found[key] = value
+    return found
+
+
+def test_values_sbatch_would_split_or_cut_are_quoted_as_it_reads_them() -> None:
+    tricky = {"job-name": "medsynth-train-a b", "output": "/x/my runs/a b/slurm-%j.out",
+              "chdir": "/x/it's \"mine\"", "comment": "run #2 \\ tab\there",
+              "partition": "gpu"}
+    text = slurm.script(tricky, {"time": "02:00:00"}, ["true"])
+    assert _directives(text) == {**tricky, "time": "02:00:00"}
+    assert "#SBATCH --partition=gpu\n" in text  # a plain value is written as it is
+    with pytest.raises(UserError, match="cannot hold a line break"):
+        slurm.script({"output": "/x/a\nb/slurm-%j.out"}, {}, ["true"])
+
+
+def test_train_and_sample_scripts_for_folders_with_spaces(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    run = tmp_path / "my runs" / "a b"
+    code, stdout, stderr = invoke(
+        runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
+        fake_sd.sd_scripts, "--python", sys.executable, "--num-machines", "2", "--slurm",
+        "--sbatch", "comment=Alice's run #1", "--dry-run")
+    assert code == 0, stderr
+    directives = _directives(stdout[stdout.index("#!/bin/bash"):])
+    assert directives["job-name"] == "medsynth-train-a b"
+    assert directives["output"] == str(run.resolve() / "slurm-%j.out")
+    assert directives["comment"] == "Alice's run #1"
+    out = tmp_path / "my sets" / "set \"one\""
+    code, stdout, stderr = invoke(runner, "sample", "--lora", run, "--n", 4, "--out", out,
+                                  "--slurm", 2, "--dry-run")
+    assert code == 0, stderr
+    directives = _directives(stdout[stdout.index("#!/bin/bash"):])
+    assert directives["job-name"] == "medsynth-sample-set \"one\""
+    assert directives["output"] == str(out.resolve() / ".medsynth" / "slurm" / "%A_%a.out")
+    code, _, stderr = invoke(runner, "sample", "--lora", run, "--n", 4, "--out",
+                             tmp_path / "two\nlines", "--slurm", 2, "--dry-run")
+    assert code == 1 and "Traceback" not in stderr and "cannot hold a line break" in stderr
