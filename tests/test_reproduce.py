@@ -4,6 +4,7 @@ including an interruption in the middle of training and the re-run that resumes 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,25 @@ def test_another_preset_goes_through_the_same_stages(isic2020: SyntheticSet, tmp
     assert {s.name: s.action for s in again.stages}["train"] == "run"
     record = json.loads((workdir / "run" / "run.json").read_text(encoding="utf-8"))
     assert record["preset"] == "medsynthx-2023" and record["config"]["network_dim"] == 128
+
+
+def test_dry_run_commands_are_shell_lines_for_a_workdir_with_spaces(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        nvidia_smi: InstallGpus) -> None:
+    """Every "runs:" line can be pasted into a shell as it is: a path with a space or a quote
+    stays one word."""
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    workdir = tmp_path / "my work" / "Alice's run"
+    code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", workdir,
+                                  "--n", 3, "--dry-run")
+    assert code == 0, stderr
+    lines = {line.split(" runs: ", 1)[0]: line.split(" runs: ", 1)[1]
+             for line in stdout.splitlines() if " runs: " in line}
+    assert set(lines) == {"train", "sample"}
+    words = shlex.split(lines["sample"])
+    cd, command = words[:3], words[3:]
+    assert cd == ["cd", str(Path.cwd()), "&&"]
+    assert command == ["medsynth-kohya", "sample", "--lora", str(workdir / "run"), "--n", "3",
+                       "--out", str(workdir / "synthetic")]
+    train = shlex.split(lines["train"])
+    assert str((workdir / "run" / "config.toml").resolve()) in train

@@ -308,7 +308,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     stages.append(Stage("sample", sample_action, f"{final}, {n} images, seed 0",
                         (str(synthetic / IMAGES), str(synthetic / METADATA),
                          str(synthetic / GRID)),
-                        (f"medsynth-kohya sample --lora {run} --n {n} --out {synthetic}",),
+                        (launch.tool_command("sample", "--lora", str(run), "--n", str(n),
+                                             "--out", str(synthetic)).shell(),),
                         detail="1024x1024, scale 12, 28 steps, euler_a"))
     if not dry_run and sample_action == "run":
         earlier = state.data["stages"].get("sample", {}).get("lora")

@@ -199,6 +199,11 @@ def own_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "medsynth_kohya", *args]
 
 
+def tool_command(*args: str) -> Command:
+    """This tool's command as a user types it here (`medsynth-kohya ARGS`), to show."""
+    return Command(["medsynth-kohya", *args], Path.cwd())
+
+
 def sbatch_command(script: Path) -> Command:
     """`sbatch --parsable SCRIPT`: submits a SLURM batch script and prints the job id alone."""
     return Command(["sbatch", "--parsable", str(script)], script.parent)
