@@ -30,6 +30,19 @@ def test_dry_run_prints_the_exact_command(runner: CliRunner, tmp_path: Path) -> 
                      "--collections", "70", "--limit", "5", str(tmp_path / "isic")]
 
 
+def test_dry_run_says_that_a_missing_isic_cli_would_stop_the_real_run(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    code, stdout, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", "--dry-run")
+    assert code == 0 and "isic image download" in stdout
+    said = " ".join(stderr.split())
+    assert "a real run would stop at: isic-cli is not installed" in said
+    assert "pip install 'medsynth-kohya[fetch]'" in said
+    install_fake_isic(tmp_path, monkeypatch)
+    code, stdout, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", "--dry-run")
+    assert code == 0 and "isic image download" in stdout and "not installed" not in stderr
+
+
 def test_download_then_prepare(runner: CliRunner, tmp_path: Path, fake_isic: Path) -> None:
     out = tmp_path / "isic"
     code, stdout, stderr = invoke(runner, "fetch-isic", "--out", out)

@@ -20,6 +20,8 @@ ISIC_API = "https://api.isic-archive.com"
 """What isic-cli talks to; named in the messages while it waits."""
 TIMEOUT_S = 120.0
 """Seconds without a new file or byte in OUT before fetch-isic gives up."""
+NOT_INSTALLED = ("isic-cli is not installed: pip install 'medsynth-kohya[fetch]' (it provides "
+                 "the `isic` command)")
 MARK_FILE = ".medsynth-fetch.json"
 """Written into OUT before isic-cli starts: the folder is fetch-isic's, a re-run continues it."""
 
@@ -49,11 +51,12 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     command = launch.isic_download_command(out, search=search, collections=collections,
                                            limit=limit)
     _claim(out)
+    missing = shutil.which(command.argv[0]) is None
     if dry_run:
-        return FetchResult(out, command, 0, ran=False)
-    if shutil.which(command.argv[0]) is None:
-        raise UserError("isic-cli is not installed: pip install 'medsynth-kohya[fetch]' "
-                        "(it provides the `isic` command)")
+        return FetchResult(out, command, 0, ran=False, warnings=(
+            f"a real run would stop at: {NOT_INSTALLED}",) if missing else ())
+    if missing:
+        raise UserError(NOT_INSTALLED)
     say = on_wait or (lambda _: None)
     say(f"waiting for isic-cli to reach the ISIC Archive ({ISIC_API}) and download into "
         f"{out}; giving up after {timeout:g} s without a new file")
