@@ -443,8 +443,7 @@ def fetch_isic(
     if not result.ran:
         ui.say(result.command.shell())
         return
-    ui.say(f"Downloaded {result.images} images to {result.out}; next: "
-           f"medsynth-kohya prepare {result.out} --out data/melanoma")
+    ui.say(f"Downloaded {result.images} images to {result.out}; next: {result.next_step}")
 
 
 @app.command()

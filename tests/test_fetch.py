@@ -44,12 +44,14 @@ def test_dry_run_says_that_a_missing_isic_cli_would_stop_the_real_run(
 
 
 def test_download_then_prepare(runner: CliRunner, tmp_path: Path, fake_isic: Path) -> None:
-    out = tmp_path / "isic"
+    out = tmp_path / "my isic"  # the next command it suggests quotes the folder
     code, stdout, stderr = invoke(runner, "fetch-isic", "--out", out)
     assert code == 0, stderr
     assert json.loads(fake_isic.read_text(encoding="utf-8")) == [
         "image", "download", "--search", ISIC_MELANOMA_SEARCH, "--collections", "70", str(out)]
     assert "Downloaded 6 images" in stdout
+    assert shlex.split(stdout.split("next: ", 1)[1]) == [
+        "medsynth-kohya", "prepare", str(out), "--out", "data/melanoma"]
     code, stdout, stderr = invoke(runner, "prepare", out, "--out", tmp_path / "data")
     assert code == 0, stderr
     assert len(list((tmp_path / "data" / "img" / "1_melanoma").glob("*.jpg"))) == 6

@@ -36,6 +36,11 @@ class FetchResult:
     ran: bool
     warnings: tuple[str, ...] = ()
 
+    @property
+    def next_step(self) -> str:
+        """The `prepare` of what was downloaded, as a shell line."""
+        return launch.tool_command("prepare", str(self.out), "--out", "data/melanoma").line()
+
 
 def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_SEARCH,
                collections: tuple[int, ...] = (launch.ISIC_2020_TRAINING,),

@@ -76,7 +76,11 @@ class Command:
     def shell(self) -> str:
         """The command as one copy-pasteable shell line (for display; it never runs in a shell)."""
         words = [f"{name}={shlex.quote(value)}" for name, value in self.env.items()]
-        return f"cd {shlex.quote(str(self.cwd))} && {' '.join([*words, shlex.join(self.argv)])}"
+        return f"cd {shlex.quote(str(self.cwd))} && {' '.join([*words, self.line()])}"
+
+    def line(self) -> str:
+        """The arguments alone as a shell line (no folder, no variables): a step to suggest."""
+        return shlex.join(self.argv)
 
 
 @dataclass
