@@ -75,6 +75,14 @@ def test_the_shell_line_quotes_what_a_shell_would_split() -> None:
                              {"A": "1 2", "B": "x"})
     assert command.shell() == "cd '/my dir' && A='1 2' B=x python 'a b.py' --x 'it'\"'\"'s'"
     assert launch.Command(["ls"], Path("/d")).shell() == "cd /d && ls"
+    assert command.line() == "python 'a b.py' --x 'it'\"'\"'s'"
+
+
+def test_the_tool_s_own_command_as_a_user_types_it_here() -> None:
+    command = launch.tool_command("sample", "--lora", "my runs/a", "--n", "3")
+    assert command.argv == ["medsynth-kohya", "sample", "--lora", "my runs/a", "--n", "3"]
+    assert command.cwd == Path.cwd() and command.env == {}
+    assert command.line() == "medsynth-kohya sample --lora 'my runs/a' --n 3"
 
 
 @pytest.mark.parametrize(("machines", "problems"), [
