@@ -156,6 +156,21 @@ def test_a_prompts_file_in_windows_encoding_is_read_with_a_note(tmp_path: Path) 
                                "accented words came out right, or save it as UTF-8",)
 
 
+def test_a_prompts_file_in_utf16_or_latin1_is_read_as_such(tmp_path: Path) -> None:
+    """Notepad's "Unicode" (UTF-16 with its byte-order mark) is text like UTF-8; a byte that
+    cp1252 leaves undefined falls back to Latin-1, with the note naming it."""
+    texts = ["me1anoma, café-au-lait macule", "me1anoma \x81 on the back"]
+    utf16, latin1 = tmp_path / "utf16.txt", tmp_path / "latin1.txt"
+    utf16.write_text("\n".join(texts), encoding="utf-16")
+    latin1.write_bytes("\n".join(texts).encode("latin-1"))
+    source, _ = prompt_source(SampleOptions(prompts_file=utf16), None, None, NAMES)
+    assert (source.drawn.prompts, source.warnings) == (texts, ())
+    source, _ = prompt_source(SampleOptions(prompts_file=latin1), None, None, NAMES)
+    assert source.drawn.prompts == texts
+    assert source.warnings == (f"--prompts {latin1} is not UTF-8: read as latin-1; check that "
+                               "accented words came out right, or save it as UTF-8",)
+
+
 def test_a_prompts_path_that_is_no_text_file_says_what_it_is(tmp_path: Path) -> None:
     binary = tmp_path / "weights.bin"
     binary.write_bytes(b"me1anoma\0\x01\x02")
@@ -166,6 +181,12 @@ def test_a_prompts_path_that_is_no_text_file_says_what_it_is(tmp_path: Path) -> 
     assert _refused(SampleOptions(prompts_file=binary)) == (
         f"--prompts {binary} is not a text file (it holds binary data); give a text file "
         "with one prompt per line")
+    assert _refused(SampleOptions(prompts_file=binary / "prompts.txt")) == (
+        f"cannot read --prompts {binary / 'prompts.txt'}: Not a directory")
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n\t\n", encoding="utf-8")
+    assert _refused(SampleOptions(prompts_file=blank)) == (
+        f"--prompts {blank} is empty; give a text file with one prompt per line")
 
 
 def test_prompts_come_from_one_place(tmp_path: Path) -> None:
