@@ -49,7 +49,10 @@ Progress = Callable[[int, int], None]
 """Called as (done, total) while images are scanned."""
 CACHE_FILE = "scan-cache.json"
 WRITTEN_FILE = "written.json"
-"""The files under img/ and val/ that prepare placed: the only ones a re-run may remove."""
+"""The files under img/ and val/ that the last complete run placed (they match manifest.csv)."""
+UNFINISHED_FILE = "written-unfinished.json"
+"""The files a run places before its manifest is written: present only while a run writes the
+layout, or after one was interrupted there. Its files are prepare's own, never hand edits."""
 REFUSED_SKIPPED_FILE = "skipped-refused.csv"
 """Where a refused re-run lists what it skipped, so the earlier run's skipped.csv stays."""
 JOURNAL_FILE = "scan-cache.journal"
@@ -155,14 +158,27 @@ def _check(options: PrepareOptions) -> None:
         raise UserError(f"--resolution must be a multiple of 64 (got {options.resolution})")
 
 
-def _written(out: Path) -> set[Path] | None:
-    """The layout files earlier runs placed; None for a folder prepared before this list
-    existed (everything under img/ and val/ was then prepare's own)."""
-    path = out / STATE_DIR / WRITTEN_FILE
+def _listed(out: Path, name: str) -> set[Path] | None:
+    """The layout files a list in the state folder names; None when it is absent or unreadable."""
     try:
-        return {out / name for name in json.loads(path.read_text(encoding="utf-8"))}
-    except (OSError, ValueError):
-        return None if PreparedFolder(out).is_prepared() else set()
+        return {out / entry for entry in json.loads((out / STATE_DIR / name).read_text(
+            encoding="utf-8"))}
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _written(out: Path) -> set[Path] | None:
+    """The layout files the last complete run placed; None for a folder prepared before this
+    list existed (everything under img/ and val/ was then prepare's own)."""
+    found = _listed(out, WRITTEN_FILE)
+    if found is None and not PreparedFolder(out).is_prepared():
+        return set()
+    return found
+
+
+def _unfinished(out: Path) -> set[Path]:
+    """The layout files an interrupted run may have placed (UNFINISHED_FILE); empty if none."""
+    return _listed(out, UNFINISHED_FILE) or set()
 
 
 def _ours(path: Path, written: set[Path] | None) -> bool:
@@ -170,9 +186,14 @@ def _ours(path: Path, written: set[Path] | None) -> bool:
     return written is None or path in written or path.name.endswith("_sdxl.npz")
 
 
-def _record_written(out: Path, paths: set[Path]) -> None:
-    files.write_json(out / STATE_DIR / WRITTEN_FILE,
-                     sorted(str(path.relative_to(out)) for path in paths))
+def _owned(out: Path) -> set[Path] | None:
+    """Every layout file prepare placed, complete run and unfinished ones (None: all are)."""
+    written = _written(out)
+    return None if written is None else written | _unfinished(out)
+
+
+def _record_written(out: Path, paths: set[Path], name: str = WRITTEN_FILE) -> None:
+    files.write_json(out / STATE_DIR / name, sorted(str(path.relative_to(out)) for path in paths))
 
 
 def _foreign_layout_files(out: Path, written: set[Path] | None) -> list[Path]:
@@ -204,13 +225,14 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
                             f"and would replace; move them out of {out} or choose another "
                             "--out, and run this again")
     written = _written(out)
-    edited = [] if force else _edited(out, written)
+    edited = [] if force else _edited(out, None if written is None
+                                      else written - _unfinished(out))
     if edited:
         raise UserError(f"{files.counted(len(edited))} that prepare wrote under {out} "
                         f"{'was' if len(edited) == 1 else 'were'} changed since (first: "
                         f"{edited[0]}); a re-run would replace them: copy them elsewhere, "
                         "or pass --force to replace them")
-    foreign = _foreign_layout_files(out, written)
+    foreign = _foreign_layout_files(out, _owned(out))
     trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
                and re.fullmatch(rf"\d+_{re.escape(class_name)}", p.parent.name)]
     if trained:
@@ -525,6 +547,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                    batch_size=options.batch_size)
     render.write_toml(config, folder.dataset_config)
     folder.write_state(located, options, agreement, diagnosis)
+    _complete(out)
     (state / REFUSED_SKIPPED_FILE).unlink(missing_ok=True)
     return PrepareResult(
         out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
@@ -704,8 +727,9 @@ def _true(value: Any) -> bool:
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str) -> Path:
     """Link images and write captions for every manifest row; remove what earlier runs wrote
-    and this one does not. The files about to be written are recorded first, so a run killed
-    half-way leaves nothing its re-run would take for the user's."""
+    and this one does not. The files about to be written are recorded as unfinished first, so
+    a run killed half-way leaves nothing its re-run would take for the user's or for a hand
+    edit (`_complete` ends that)."""
     rows = []
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, class_name)
@@ -713,8 +737,8 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
         rows.append((source, layout.image_file(folder, str(row.id), source),
                      folder / f"{row.id}.txt", str(row.caption)))
     wanted = {path for _, image, text, _ in rows for path in (image, text)}
-    written = _written(out)
-    _record_written(out, wanted | (written or set()))
+    owned = _owned(out)
+    _record_written(out, wanted | _unfinished(out), UNFINISHED_FILE)
     train_dir = layout.class_folder(out, "train", repeats, class_name)
     train_dir.mkdir(parents=True, exist_ok=True)
     for source, image, text, caption in rows:
@@ -722,10 +746,15 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
         layout.place(source, image)
         layout.write_text(text, caption)
     for root in (layout.TRAIN_ROOT, layout.VAL_ROOT):
-        layout.prune(out / root, wanted, removable=lambda path: _ours(path, written))
-    _record_written(out, wanted)
+        layout.prune(out / root, wanted, removable=lambda path: _ours(path, owned))
+    _record_written(out, wanted)  # still unfinished: every file is in both lists
     train_dir.mkdir(parents=True, exist_ok=True)
     return train_dir
+
+
+def _complete(out: Path) -> None:
+    """Mark the run complete once its manifest is written: the layout files now match it."""
+    (out / STATE_DIR / UNFINISHED_FILE).unlink(missing_ok=True)
 
 
 def _measured(table: pd.DataFrame) -> list[tuple[str, str]]:
