@@ -196,6 +196,40 @@ def test_symlinked_images_keep_their_own_names(isic2020: SyntheticSet, tmp_path:
     assert all(Path(p).suffix == ".jpg" for p in result.manifest["source"])
 
 
+def test_symlinked_images_are_placed_as_their_files(isic2020: SyntheticSet,
+                                                    tmp_path: Path) -> None:
+    """Relative (git-annex, DVC), absolute and chained symlinks give the layout the files they
+    name, never a copy of the link (a relative one would dangle there); a link to a missing
+    file is skipped with the reason."""
+    store = isic2020.root / "store"
+    store.mkdir()
+    images = sorted(isic2020.images.glob("*.jpg"))
+    for index, image in enumerate(images):
+        blob = store / f"blob{index}"
+        image.rename(blob)
+        kind = index % 3
+        if kind == 0:
+            image.symlink_to(Path("..") / "store" / blob.name)
+        elif kind == 1:
+            image.symlink_to(blob.resolve())
+        else:
+            hop = store / f"hop{index}"
+            hop.symlink_to(blob.name)
+            image.symlink_to(Path("..") / "store" / hop.name)
+    gone = images[-1]
+    (store / f"blob{len(images) - 1}").unlink()
+    out = tmp_path / "out"
+    result = prepare(isic2020.root, out, workers=1)
+    assert len(result.manifest) == len(images) - 1
+    placed = sorted(result.train_dir.glob("*.jpg"))
+    assert len(placed) == len(images) - 1
+    for path in placed:
+        assert not path.is_symlink() and path.is_file()
+        assert path.read_bytes() == (isic2020.images / path.name).read_bytes()
+    assert list(result.skipped["id"]) == [gone.stem]
+    assert result.skipped["reason"].iloc[0].startswith("symlink to a missing file")
+
+
 def test_images_in_subfolders_are_found_but_never_in_out_or_hidden_ones(
         isic2020: SyntheticSet, tmp_path: Path) -> None:
     photos = sorted(isic2020.images.glob("*.jpg"))

@@ -57,19 +57,24 @@ def image_file(folder: Path, image_id: str, source: Path) -> Path:
 
 
 def place(source: Path, target: Path) -> None:
-    """Hard-link `source` at `target` (copy when a link is impossible); keep it if already there."""
-    if target.exists():
-        if target.samefile(source):
+    """Hard-link the file `source` names at `target` (copy when a link is impossible); keep it if
+    already there. A symlinked source (git-annex, DVC, the HF cache) is followed to its file: a
+    link to the link itself would dangle when relative. A symlink at `target` is replaced."""
+    real = source.resolve()
+    if target.is_symlink():
+        target.unlink()
+    elif target.exists():
+        if target.samefile(real):
             return
-        same = source.stat()
+        same = real.stat()
         there = target.stat()
         if (same.st_size, same.st_mtime_ns) == (there.st_size, there.st_mtime_ns):
             return
         target.unlink()
     try:
-        os.link(source, target)
+        os.link(real, target)
     except OSError:
-        shutil.copy2(source, target)
+        shutil.copy2(real, target)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -27,6 +27,7 @@ from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
 from medsynth_kohya.data.prepared import STATE_DIR, PreparedFolder
 from medsynth_kohya.data.sources import (
     CAPTION_FIELDS,
+    IMAGE_SUFFIXES,
     Source,
     allowed_terms,
     described,
@@ -274,11 +275,23 @@ def _edited(out: Path, written: set[Path] | None) -> list[Path]:
     return changed
 
 
-def _other_formats(dirs: tuple[Path, ...]) -> dict[str, Path]:
-    """Image files in `dirs` of a format prepare does not take (OTHER_FORMATS), by NFC stem,
-    so a skipped id can say what it found."""
-    return {unicodedata.normalize("NFC", path.stem): path for folder in dirs
-            for path in sorted(folder.iterdir()) if path.suffix.lower() in OTHER_FORMATS}
+def _unusable(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
+    """Files in `dirs` an id may name that prepare cannot take, with why, by NFC stem, so a
+    skipped id can say what it found: a format it does not take (OTHER_FORMATS), or a symlink
+    whose target is missing (a git-annex or DVC file not fetched)."""
+    found: dict[str, tuple[Path, str]] = {}
+    for folder in dirs:
+        for path in sorted(folder.iterdir()):
+            suffix = path.suffix.lower()
+            if suffix in OTHER_FORMATS:
+                reason = f"only a {path.suffix} file: convert it to .jpg or .png"
+            elif suffix in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
+                reason = ("symlink to a missing file: fetch its target (git annex get, dvc "
+                          "pull) or remove the link")
+            else:
+                continue
+            found.setdefault(unicodedata.normalize("NFC", path.stem), (path, reason))
+    return found
 
 
 def _unsafe(identifier: str) -> bool:
@@ -470,7 +483,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     keep = []
     seen: set[str] = set()
     duplicates: list[str] = []
-    others = _other_formats(located.image_dirs)
+    unusable = _unusable(located.image_dirs)
     generated = set(chosen.index[generated_rows(raw)[chosen.index]])
     for index, identifier in chosen["id"].items():
         if not identifier:
@@ -484,9 +497,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             _skip(skipped, identifier, found.get(identifier), "duplicate id")
         elif identifier not in found:
             seen.add(identifier)
-            other = others.get(identifier)
-            _skip(skipped, identifier, other, "no image file" if other is None else
-                  f"only a {other.suffix} file: convert it to .jpg or .png")
+            other, reason = unusable.get(identifier, (None, "no image file"))
+            _skip(skipped, identifier, other, reason)
         else:
             seen.add(identifier)
             keep.append(index)
