@@ -196,3 +196,28 @@ def test_a_query_with_string_methods_selects(mixed2020: SyntheticSet, tmp_path: 
                              hair=HairMode.off)
     result = prepare(mixed2020.root, tmp_path / "out", options=options, workers=1)
     assert sorted(result.manifest["id"]) == sorted(ids[i] for i in (0, 2, 5, 8))
+
+
+@pytest.mark.parametrize(("query", "needle"), [
+    ("skin_tone == light", "UndefinedVariableError: name 'light' is not defined"),
+    ("width", "must give one True/False per row"),
+    ("ruler = True", "assigns instead of comparing: write == for equals"),
+    ('hair_score > "0.3"', "failed:"),
+    ("sex == 'male' and ita > 'dark'", "failed:"),
+])
+def test_a_query_mistake_on_measurements_is_refused_before_any_scan(
+        runner: CliRunner, mixed2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, query: str, needle: str) -> None:
+    """A query is tried whole before the scan: no image is read, and the new --out is not left
+    behind (a refused command leaves every file as it was)."""
+    def no_scan(*args: object) -> None:
+        raise AssertionError("an image was scanned")
+
+    monkeypatch.setattr("medsynth_kohya.data.prepare._scan_all", no_scan)
+    out = tmp_path / "out"
+    code, stdout, stderr = invoke(runner, "prepare", mixed2020.root, "--out", out,
+                                  "--query", query, "--workers", "1")
+    message = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert f"--query {query!r}" in message and needle in message, message
+    assert not out.exists()

@@ -432,6 +432,8 @@ def _choose(located: Source, options: PrepareOptions) -> tuple[
         options.query, raw.columns)
     chosen = rows.loc[select(raw, rows, located, terms.metadata, options.diagnosis,
                              terms.everything).index]
+    if terms.measured:  # judged whole only after the scan: try it on one row first
+        query.check(raw.loc[chosen.index], str(options.query))
     return raw, rows, rejected, chosen, terms
 
 

@@ -18,8 +18,13 @@ from medsynth_kohya.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-MEASURED = ("width", "height", "hair_score", "hairy", "ita", "skin_tone", "vignette", "ruler",
-            "bubbles")
+_PROBE: dict[str, tuple[str, float | str]] = {
+    "width": ("Int64", 1024), "height": ("Int64", 768), "hair_score": ("Float64", 0.5),
+    "hairy": ("boolean", False), "ita": ("Float64", 30.0), "skin_tone": ("string", "intermediate"),
+    "vignette": ("boolean", False), "ruler": ("boolean", False), "bubbles": ("boolean", False)}
+"""Each measurement's dtype, as prepare gives it to a query, and a typical value: what a query
+is tried on before any image is scanned."""
+MEASURED = tuple(_PROBE)
 """The measurements a query may name, where the metadata has no column of that name."""
 
 
@@ -31,10 +36,26 @@ def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
         evaluated = frame.eval(query, engine="python")
     except Exception as exc:  # pandas raises many types for a bad user expression
         raise UserError(f"--query {query!r} failed: {type(exc).__name__}: {exc}") from None
+    if isinstance(evaluated, pd.DataFrame):  # `name = value` assigns a column
+        raise UserError(f"--query {query!r} assigns instead of comparing: write == for equals")
     if not isinstance(evaluated, pd.Series) or evaluated.dtype.kind != "b":
         raise UserError(f"--query {query!r} must give one True/False per row")
     picked: pd.Series = evaluated.fillna(False).astype(bool)
     return picked
+
+
+def check(metadata: pd.DataFrame, query: str) -> None:
+    """Judge `query` on the most complete row of `metadata` with a typical value of each
+    measurement it lacks, so that a mistake on a measurement (an unquoted string, a number
+    compared with text) is a UserError before any image is scanned."""
+    import pandas as pd
+
+    if metadata.empty:
+        return
+    row = metadata.loc[[metadata.notna().sum(axis=1).idxmax()]]
+    evaluate(row.assign(**{name: pd.Series([value], index=row.index, dtype=dtype)
+                           for name, (dtype, value) in _PROBE.items()
+                           if name not in metadata.columns}), query)
 
 
 @dataclass(frozen=True)
