@@ -204,6 +204,24 @@ def test_earlier_outputs_under_images_are_never_sources(
     assert f"{ids[0]}: " in warning and str(copy / f"{ids[0]}.jpg") in warning
 
 
+def test_two_files_of_one_id_in_one_folder_are_named_with_how_to_choose(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """X.jpg and X.png side by side: --images cannot choose between them, so the warning says
+    which one is used and to remove or rename the other."""
+    import cv2
+
+    photo = sorted(isic2020.images.glob("*.jpg"))[0]
+    other = photo.with_suffix(".png")
+    cv2.imwrite(str(other), lesion_image(320, 240, hairy=False, seed=4))
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    (warning,) = [w for w in result.warnings if photo.stem in w]
+    assert warning.startswith("1 image id(s) have two files in one folder")
+    assert f"{photo.stem}: {photo.name}, not {other.name} in {other.parent}" in warning
+    assert "remove or rename" in warning and "--images" not in warning
+    source = result.manifest.set_index("id").loc[photo.stem, "source"]
+    assert Path(source).name == photo.name
+
+
 def test_preparing_into_the_images_folder_never_takes_its_own_links(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
     data = tmp_path / "data"

@@ -761,8 +761,8 @@ def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:
 
 
 def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
-    """`index_images`, and a warning naming the ids found as different files in two folders
-    (the first folder's is used)."""
+    """`index_images`, and warnings naming the ids found as different files: two in one folder
+    (X.jpg and X.png: the first by name is used) or in two folders (the first folder's is)."""
     found: dict[str, Path] = {}
     clashes: list[tuple[str, Path]] = []
     for folder in dirs:
@@ -772,9 +772,17 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
                 first = found.setdefault(stem, path)
                 if first != path and not first.samefile(path):
                     clashes.append((stem, path))
-    if not clashes:
-        return found, []
-    stem, other = clashes[0]
-    return found, [f"{len(clashes)} image id(s) have files in two folders; the first folder's "
-                   f"is used (e.g. {stem}: {found[stem]}, not {other}): remove the copies or "
-                   "pass --images the one folder to use"]
+    beside = [(stem, path) for stem, path in clashes if found[stem].parent == path.parent]
+    apart = [clash for clash in clashes if clash not in beside]
+    warnings = []
+    if beside:
+        stem, other = beside[0]
+        warnings.append(f"{len(beside)} image id(s) have two files in one folder; the first by "
+                        f"name is used (e.g. {stem}: {found[stem].name}, not {other.name} in "
+                        f"{other.parent}): remove or rename the file not to train on")
+    if apart:
+        stem, other = apart[0]
+        warnings.append(f"{len(apart)} image id(s) have files in two folders; the first "
+                        f"folder's is used (e.g. {stem}: {found[stem]}, not {other}): remove "
+                        "the copies or pass --images the one folder to use")
+    return found, warnings
