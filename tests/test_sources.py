@@ -222,6 +222,23 @@ def test_two_files_of_one_id_in_one_folder_are_named_with_how_to_choose(
     assert Path(source).name == photo.name
 
 
+def test_images_in_subfolders_of_the_layouts_image_folder_are_found(
+        isic2020: SyntheticSet) -> None:
+    """train/batch2/X.jpg of an ISIC 2020 download is found from SOURCE as --images finds it;
+    an --out inside train/ is still never searched, on a re-run neither."""
+    photos = sorted(isic2020.images.glob("*.jpg"))
+    batch = isic2020.images / "batch2"
+    batch.mkdir()
+    for photo in photos[::3]:
+        photo.rename(batch / photo.name)
+    out = isic2020.images / "prepared"
+    for _ in range(2):
+        result = prepare(isic2020.root, out, workers=1)
+        assert result.skipped.empty and len(result.manifest) == len(photos)
+        sources = {Path(p).parent for p in result.manifest["source"]}
+        assert sources == {isic2020.images.absolute(), batch.absolute()}
+
+
 def test_preparing_into_the_images_folder_never_takes_its_own_links(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
     data = tmp_path / "data"

@@ -493,9 +493,10 @@ def locate(source: Path | None, metadata: Path | None = None,
     """Resolve SOURCE (a folder or a CSV) or --metadata/--images into a `Source`.
 
     `columns` maps fields to other column names (`--column`); each one named must exist.
-    `--images` is searched with its subfolders, except hidden ones, `exclude` (the
-    folder being written, whose hard links must never be taken for sources) and this tool's
-    other outputs. Generated data (a synthetic set) is refused.
+    `--images`, like a layout's own image folder (`train/`, `images/`…), is searched with its
+    subfolders, except hidden ones, `exclude` (the folder being written, whose hard links must
+    never be taken for sources) and this tool's other outputs; the metadata's own folder is
+    searched alone. Generated data (a synthetic set) is refused.
     """
     columns = dict(columns or {})
     unknown = sorted(set(columns) - set(FIELDS))
@@ -546,11 +547,12 @@ def locate(source: Path | None, metadata: Path | None = None,
                        images=images)
     here = metadata.parent
     roots = [here] if source is None or source.is_file() else [here, source]
-    candidates = [r / name for r in roots for name in _IMAGE_FOLDERS]
-    candidates += roots
+    own = [r / name for r in roots for name in _IMAGE_FOLDERS if (r / name).is_dir()]
+    candidates = [tree for folder in own for tree in _image_tree(folder.resolve(), exclude)]
+    candidates += [r for r in roots if r.is_dir()]
     dirs: list[Path] = []
     for folder in candidates:
-        if folder.is_dir() and folder.resolve() not in dirs:
+        if folder.resolve() not in dirs:
             dirs.append(folder.resolve())
     return replace(located, image_dirs=tuple(dirs))
 
