@@ -279,3 +279,32 @@ def test_photos_too_small_for_the_resolution_are_named_in_a_warning(tmp_path: Pa
     assert code == 0 and "training area" not in stderr
     kept = manifest.read(tmp_path / "kept" / "manifest.csv")
     assert sorted(kept["id"]) == sorted(set(made.frame["image_name"]) - set(small))
+
+
+def test_photos_more_elongated_than_any_bucket_are_named_in_a_warning(tmp_path: Path) -> None:
+    """sd-scripts' buckets at 1024 px go from 512x2048 to 2048x512 (4:1): a 2400x300 (8:1) or
+    300x1500 (5:1) photo is cropped to a quarter or so of it, so prepare warns and names the
+    most elongated and the query that leaves them out; 4:1 itself fits a bucket."""
+    from typer.testing import CliRunner
+
+    from medsynth_kohya.data.synth import make_dataset
+
+    from .conftest import invoke
+
+    sizes = ((640, 480), (2400, 300), (1600, 400), (300, 1500))
+    made = make_dataset(tmp_path / "isic", 8, seed=5, melanoma_fraction=1.0, sizes=sizes)
+    ids = list(made.frame["image_name"])
+    over = [name for index, name in enumerate(ids) if index % 4 in (1, 3)]
+    worst = min(name for index, name in enumerate(ids) if index % 4 == 1)
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    (warning,) = [text for text in result.warnings if "elongated" in text]
+    assert warning.startswith("4 of 8 images are more elongated than 4:1")
+    assert f"(most: {worst}, 2400x300)" in warning
+    query = "width <= 4 * height and height <= 4 * width"
+    assert f"--query '{query}'" in warning
+
+    code, _, stderr = invoke(CliRunner(), "prepare", made.root, "--out", tmp_path / "kept",
+                             "--query", query)
+    assert code == 0 and "elongated" not in stderr
+    kept = manifest.read(tmp_path / "kept" / "manifest.csv")
+    assert sorted(kept["id"]) == sorted(set(ids) - set(over))

@@ -544,6 +544,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         raise UserError(_refusal(out, located, options, len(rows), selected, scanned,
                                  skipped_frame, found))
     warnings += _small(table, options.resolution)
+    warnings += _elongated(table, options.resolution)
     warnings += _no_validation(table, options)
     diagnosis = archive.common_node(table["diagnosis"])
     warnings += _class_mismatch(diagnosis, options)
@@ -662,6 +663,27 @@ def _small(table: pd.DataFrame, resolution: int) -> list[str]:
             f"{smallest['width']}x{smallest['height']}); sd-scripts enlarges them more than "
             f"{MAX_UPSCALE}x and they train blurred: leave them out with --query "
             f"'width * height >= {least}' or prepare with a lower --resolution"]
+
+
+def _elongated(table: pd.DataFrame, resolution: int) -> list[str]:
+    """A warning for the photos more elongated than sd-scripts' most elongated bucket (the
+    dataset config's bucket range, as its make_bucket_resolutions builds it): it crops each to
+    that bucket's shape, so training sees only a strip of it."""
+    low, high = render.bucket_range(resolution)
+    step = render.BUCKET_STEP
+    limit = min(high, resolution * resolution // low // step * step) / low
+    width = table["width"].astype("float64")
+    height = table["height"].astype("float64")
+    ratio = (width / height).where(width >= height, height / width)
+    over = ratio > limit
+    if not over.any():
+        return []
+    worst = table.iloc[int(ratio.to_numpy().argmax())]
+    return [f"{int(over.sum())} of {len(table)} images are more elongated than {limit:g}:1, the "
+            f"most elongated bucket at --resolution {resolution} (most: {worst['id']}, "
+            f"{worst['width']}x{worst['height']}); sd-scripts crops them to that bucket and "
+            f"trains on a part of each: crop them, or leave them out with --query 'width <= "
+            f"{limit:g} * height and height <= {limit:g} * width'"]
 
 
 def _mostly_blank(chosen: pd.DataFrame, used: list[str], source: Source) -> list[str]:

@@ -50,7 +50,11 @@ def write_toml(document: Mapping[str, Any], path: Path) -> None:
     files.write_text(path, toml.dumps(dict(document)))
 
 
-def bucket_range(resolution: int, step: int = 64) -> tuple[int, int]:
+BUCKET_STEP = 64
+"""The dataset config's bucket_reso_steps: bucket sides are multiples of it."""
+
+
+def bucket_range(resolution: int, step: int = BUCKET_STEP) -> tuple[int, int]:
     """Aspect-ratio bucket limits around `resolution`: half to double, on the bucket grid."""
     low = max(step, (resolution // 2) // step * step)
     high = max(low, (resolution * 2) // step * step)
@@ -68,7 +72,7 @@ def dataset_config(image_dir: Path, *, repeats: int, class_tokens: str,
         "batch_size": batch_size,
         "min_bucket_reso": low,
         "max_bucket_reso": high,
-        "bucket_reso_steps": 64,
+        "bucket_reso_steps": BUCKET_STEP,
         "image_dir": str(image_dir),
         "num_repeats": repeats,
         "class_tokens": class_tokens,
