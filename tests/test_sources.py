@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.data import archive as vocab
 from medsynth_kohya.data.hair import HairMode
-from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
-from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image
+from medsynth_kohya.data.prepare import BELOW_SKIP, PrepareOptions, prepare, summary
+from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image, make_dataset
 from medsynth_kohya.errors import UserError
 
 from .conftest import invoke, prepare_set
@@ -237,6 +237,31 @@ def test_images_in_subfolders_of_the_layouts_image_folder_are_found(
         assert result.skipped.empty and len(result.manifest) == len(photos)
         sources = {Path(p).parent for p in result.manifest["source"]}
         assert sources == {isic2020.images.absolute(), batch.absolute()}
+
+
+def test_an_image_below_the_metadatas_folder_is_named_with_the_images_to_pass(
+        tmp_path: Path) -> None:
+    """The metadata's own folder is searched alone: an id whose file is in a subfolder of it is
+    skipped with where the file is, and a warning gives the --images that takes it."""
+    archive = make_dataset(tmp_path / "isic", 6, seed=3, layout="archive",
+                           melanoma_fraction=1.0)
+    photos = sorted(archive.images.glob("*.jpg"))
+    batch = archive.root / "batch2"
+    batch.mkdir()
+    moved = photos[:2]
+    for photo in moved:
+        photo.rename(batch / photo.name)
+    result = prepare(archive.root, tmp_path / "out", workers=1)
+    skipped = result.skipped.set_index("id")
+    assert sorted(skipped.index) == sorted(photo.stem for photo in moved)
+    assert set(skipped["reason"]) == {BELOW_SKIP}
+    assert {Path(path).name for path in skipped["source"]} == {photo.name for photo in moved}
+    (warning,) = [w for w in result.warnings if "subfolders of" in w]
+    root = archive.root.resolve()
+    assert warning.startswith(f"2 selected image(s) are only in subfolders of {root} ")
+    assert warning.endswith(f"pass --images {root} to take them")
+    again = prepare(None, tmp_path / "again", metadata=archive.metadata, images=root, workers=1)
+    assert again.skipped.empty and len(again.manifest) == len(photos)
 
 
 def test_preparing_into_the_images_folder_never_takes_its_own_links(

@@ -33,6 +33,7 @@ from medsynth_kohya.data.sources import (
     described,
     find_images,
     generated_rows,
+    images_below,
     index_images,
     locate,
     normalise,
@@ -70,6 +71,9 @@ _TRAINED_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".we
                              for suffix in (lower, lower.upper()))
 """The files sd-scripts' DreamBooth loader reads: images (AVIF and JPEG XL with their Pillow
 plugins) and captions; a foreign one in a class folder is refused, others are kept."""
+NO_FILE = "no image file"
+BELOW_SKIP = "image file only in a subfolder (see source): pass --images to search it"
+"""Skip reason of an id whose file lies below a folder searched without its subfolders."""
 GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
 """Skip reason of a row describing a sampled image: a model must not train on its own output."""
 MAX_UPSCALE = 2
@@ -294,6 +298,22 @@ def _unusable(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
     return found
 
 
+def _only_below(source: Source, out: Path, skipped: list[dict[str, str]]) -> list[str]:
+    """Name, in their skip rows and a warning, the missing ids whose file lies in a subfolder
+    of a folder searched alone (the metadata's own), with the --images that finds them."""
+    missing = [row for row in skipped if row["reason"] == NO_FILE]
+    below = images_below(source, out) if missing and source.images is None else {}
+    moved = [row for row in missing if row["id"] in below]
+    for row in moved:
+        row.update(source=str(below[row["id"]]), reason=BELOW_SKIP)
+    if not moved:
+        return []
+    path = Path(moved[0]["source"])
+    root = next(folder for folder in source.image_dirs if folder in path.parents)
+    return [f"{len(moved)} selected image(s) are only in subfolders of {root} (e.g. {path}), "
+            f"which is searched without its subfolders: pass --images {root} to take them"]
+
+
 def _unsafe(identifier: str) -> bool:
     """Whether an id could name a path outside its folder."""
     return ("/" in identifier or "\\" in identifier or ".." in identifier
@@ -499,11 +519,12 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             _skip(skipped, identifier, found.get(identifier), "duplicate id")
         elif identifier not in found:
             seen.add(identifier)
-            other, reason = unusable.get(identifier, (None, "no image file"))
+            other, reason = unusable.get(identifier, (None, NO_FILE))
             _skip(skipped, identifier, other, reason)
         else:
             seen.add(identifier)
             keep.append(index)
+    warnings += _only_below(located, out, skipped)
     dropped = sum(row["reason"] == GENERATED_SKIP for row in skipped)
     if dropped:
         warnings.append(f"{dropped} selected row(s) describe generated images (image_manipulation "
@@ -624,13 +645,13 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
     if orphan.any():
         reasons += f"; {int(orphan.sum())} image files have no metadata row"
     hint = ""
-    if counts.index[0] == "no image file":
+    if counts.index[0] == NO_FILE:
         folders = ", ".join(map(str, source.image_dirs)) or "no folder"
         if not found:
             hint = f"; no .jpg/.jpeg/.png files in {folders}" + (
                 ": pass --images DIR" if source.images is None else " or below it")
         else:
-            ids = skipped.loc[skipped["reason"] == "no image file", "id"]
+            ids = skipped.loc[skipped["reason"] == NO_FILE, "id"]
             hint = (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {ids.iloc[0]}) "
                     f"of column {source.columns['id']}: map another with --column id=COLUMN")
     return (f"no images were prepared from {selected} selected rows: {reasons} "

@@ -756,6 +756,15 @@ def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
     return tuple(found)
 
 
+def images_below(source: Source, exclude: Path | None) -> dict[str, Path]:
+    """The image files in subfolders of the folders `source` searched alone (the metadata's own
+    folder, where --images was not given), by NFC stem: where a missing id's file may lie."""
+    searched = set(source.image_dirs)
+    below = tuple(tree for folder in source.image_dirs
+                  for tree in _image_tree(folder, exclude)[1:] if tree.resolve() not in searched)
+    return index_images(below)
+
+
 def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:
     """Map file stem (Unicode NFC, as ids are: macOS names files in NFD) to image path across
     `dirs` (the first folder wins a clash)."""
