@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shlex
 import signal
 import threading
 import time
@@ -602,4 +603,6 @@ def test_a_run_that_did_not_finish_is_sampled_with_a_warning(run: Path, fake_gen
                     python=PYTHON, dry_run=True)
     (warning,) = [w for w in result.warnings if "did not finish" in w]
     assert "status failed" in warning and "melanoma-step00000002.safetensors" in warning
-    assert "train --resume" in warning
+    resume = ["medsynth-kohya", "train", record["dataset"]["prepared"], "--run-dir", str(run),
+              "--resume"]  # what the README's resume example passes, quoted to paste
+    assert f"`{shlex.join(resume)}` finishes it" in warning
