@@ -395,3 +395,26 @@ def test_the_isic_2019_pair_of_csvs_is_merged_on_the_image(archive: SyntheticSet
         for _, split in table.groupby(lesions.reindex(table.index))["split"]:
             assert split.nunique() == 1  # both photos of a lesion on one side
         assert set(table["split"]) == {"train", "val"}
+
+
+def test_isic_2019_ids_pandas_would_read_as_missing_are_merged_as_written(
+        archive: SyntheticSet, tmp_path: Path) -> None:
+    root = tmp_path / "isic2019"
+    frame = _isic2019(archive, root)
+    melanomas = list(frame.loc[frame["diagnosis_3"] == "Melanoma Invasive", "isic_id"])
+    renamed = {melanomas[0]: "NA", melanomas[1]: "null"}
+    for name in ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"):
+        table = pd.read_csv(root / name, dtype=str, keep_default_na=False)
+        table["image"] = table["image"].replace(renamed)
+        if "age_approx" in table:
+            table.loc[table["image"] == melanomas[2], "age_approx"] = "NA"
+        table.to_csv(root / name, index=False)
+    for old, new in renamed.items():
+        (root / "ISIC_2019_Training_Input" / f"{old}.jpg").rename(
+            root / "ISIC_2019_Training_Input" / f"{new}.jpg")
+    table = prepare(root, tmp_path / "out", workers=1).manifest.set_index("id")
+    assert set(table.index) == {renamed.get(i, i) for i in melanomas}
+    truth = frame.set_index("isic_id")
+    for old, new in renamed.items():  # the metadata CSV's columns reached the renamed rows
+        assert table.loc[new, "sex"] == truth.loc[old, "sex"]
+    assert pd.isna(table.loc[melanomas[2], "age"])  # an age written NA is none

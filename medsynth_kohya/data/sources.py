@@ -559,13 +559,18 @@ def locate(source: Path | None, metadata: Path | None = None,
 
 def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame:
     """`frame` with the columns of `partner` (ISIC 2019's other CSV) on the rows of the same
-    image id; ids that only `partner` has are left out."""
-    other = _read(partner, _csv_format(partner), dtype=str, low_memory=False)
-    other.columns = [str(c).strip() for c in other.columns]
-    column = _match(identifier, list(other.columns))
+    image id (read as written, like the metadata's: a stem may be `NA`); ids that only
+    `partner` has are left out."""
+    text = _csv_format(partner)
+    header = _header(partner, text)
+    column = _match(identifier, header)
     if column is None:
         raise UserError(f"{partner} has no column {identifier} to match the rows of its ground "
                         "truth by; it must be ISIC 2019's own metadata CSV")
+    ids = (column, _match("lesion_id", header))
+    other = _read(partner, text, dtype=str, low_memory=False, keep_default_na=False,
+                  na_values={name: list(PANDAS_MISSING) for name in header if name not in ids})
+    other.columns = [str(c).strip() for c in other.columns]
     other = other.drop_duplicates(column).rename(columns={column: identifier})
     merged: pd.DataFrame = frame.merge(other[[identifier, *(c for c in other.columns
                                                            if c not in frame.columns)]],
