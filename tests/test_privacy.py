@@ -200,6 +200,11 @@ def test_a_login_that_is_a_word_of_the_card_does_not_block_the_push(
     assert str(home) not in card
     sample = run / "output" / "sample" / "melanoma_000002_00_20240102030405_42.png"
     sample.parent.mkdir(exist_ok=True)
+    negative = toml.loads((run / "sample_prompts.toml").read_text(encoding="utf-8"))
+    sample.write_bytes(_png_with_text(  # sd-scripts' parameters: the prompt file's own words
+        f"photo of skin, me1anoma\nNegative prompt: {negative['prompt']['negative_prompt']}"))
+    code, stdout, stderr = invoke(runner, *push, "--dry-run")
+    assert code == 0, stdout + stderr
     for text in (f"made by {login} on a laptop", f"lora: /home/{login}/loras/x.safetensors"):
         sample.write_bytes(_png_with_text(text))
         code, stdout, stderr = invoke(runner, *push, "--dry-run")
@@ -209,12 +214,15 @@ def test_a_login_that_is_a_word_of_the_card_does_not_block_the_push(
     code, stdout, stderr = invoke(runner, *push, "--dry-run")
     assert code == 1 and f"the user name {login!r}" in stderr, stdout + stderr
     write_lora(run / "output" / "melanoma.safetensors")
-    config = toml.loads((run / "config.toml").read_text(encoding="utf-8"))
-    next(iter(config.values()))["metadata_title"] = f"lesions by {login}"  # the user's words
-    (run / "config.toml").write_text(toml.dumps(config), encoding="utf-8")
-    code, stdout, stderr = invoke(runner, *push, "--dry-run")
-    assert code == 1 and f"the user name {login!r}" in stderr, stdout + stderr
-    assert "training/config.toml" in stderr
+    original = (run / "config.toml").read_text(encoding="utf-8")
+    for title in (f"lesions by {login}", f"lesions by {login}: v2", f"{login}-lesions",
+                  f"({login}.)"):  # the user's words, a word of the tool's or not
+        config = toml.loads(original)
+        next(iter(config.values()))["metadata_title"] = title
+        (run / "config.toml").write_text(toml.dumps(config), encoding="utf-8")
+        code, stdout, stderr = invoke(runner, *push, "--dry-run")
+        assert code == 1 and f"the user name {login!r}" in stderr, (title, stdout + stderr)
+        assert "training/config.toml" in stderr
 
 
 def test_secret_names_in_any_case_and_position() -> None:

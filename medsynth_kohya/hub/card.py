@@ -526,11 +526,18 @@ def metadata(card: str) -> Any:
 
 
 def filled(card: str) -> str:
-    """What of a rendered card is not the template's own text: its metadata and the values
-    its placeholders were filled with, one a line (the whole card when it does not follow
-    the template)."""
+    """What of a rendered card is not the template's own text: its metadata (each value on one
+    line, as the tool's wording spells it) and the values its placeholders were filled with,
+    one a line (the whole card when it does not follow the template)."""
+    import yaml
+
     template = (data_dir("templates") / "model_card.md").read_text(encoding="utf-8")
     parts = _PLACEHOLDER.split(template)  # text, name, text, name, ..., text
     pattern = "".join(re.escape(part) if i % 2 == 0 else "(.*?)" for i, part in enumerate(parts))
     match = re.fullmatch(pattern, card, re.DOTALL)
-    return "\n".join(match.groups()) if match else card
+    if not match:
+        return card
+    head = metadata(card)
+    unwrapped = None if head is None else yaml.safe_dump(head, width=2**31, allow_unicode=True)
+    return "\n".join(unwrapped if name == "card_data" and unwrapped else value
+                     for name, value in zip(parts[1::2], match.groups(), strict=True))

@@ -260,11 +260,17 @@ def key_pieces(node: Any) -> tuple[str, ...]:
 _PLACEHOLDERS = re.compile(r"\{\{[^{}]*\}\}|\{[^{}]*\}")
 
 
+_EDGES = " \t,.;:!?-"
+"""What `tool_wording` strips from a piece's ends: the punctuation a word takes in a sentence
+or a name (`train:`, `image-`), which leaves a bare word the user may have written."""
+
+
 @cache
 def tool_wording() -> tuple[str, ...]:
     """The tool's own wording: the text of its templates and presets and the string literals
-    of its modules, cut at their placeholders and lines. Only pieces of more than one bare
-    word (`third party`, `sdxl_train_network.py`), so a word the user gave stays searched."""
+    of its modules, cut at their placeholders and lines, punctuation at their ends dropped.
+    Only pieces of more than one bare word (`third party`, `sdxl_train_network.py`): a
+    single word (`train:` is `train`) the user gave in a value stays searched."""
     import ast
 
     import toml
@@ -284,7 +290,7 @@ def tool_wording() -> tuple[str, ...]:
             if resource.suffix == ".toml":
                 with contextlib.suppress(toml.TomlDecodeError):
                     texts += _strings(toml.loads(text))
-    pieces = {piece.strip() for text in texts for line in text.splitlines()
+    pieces = {piece.strip().strip(_EDGES) for text in texts for line in text.splitlines()
               for piece in _PLACEHOLDERS.split(line)}
     return tuple(sorted(piece for piece in pieces
                         if any(c.isalpha() for c in piece) and not piece.isalnum()))
@@ -380,10 +386,11 @@ def scan_file(policy: Policy, path: Path, name: str) -> str | None:
     """`Policy.findings` of a file on disk, in bounded memory whatever its size (weights files
     are large): read in blocks, each searched with the end of the one before so that nothing
     is missed where two blocks meet, the text of a text file block by block, then a
-    safetensors file's header. A PNG is read whole: its text chunks may sit anywhere."""
+    safetensors file's header. A PNG is read whole: its text chunks may sit anywhere, and the
+    tool's own wording there (the negative prompt it wrote) is not taken for the user name."""
     lowered = name.lower()
-    if lowered.endswith(".png"):
-        return policy.findings(path.read_bytes(), name)
+    if lowered.endswith(".png"):  # its text holds the prompt file's words, e.g. "text font"
+        return policy.findings(path.read_bytes(), name, tool_wording())
     textual = not lowered.endswith(_BINARY)
     overlap = max([len(s.encode()) for s in (*policy.secrets, policy.home)] + [4096])
     tail = b""
