@@ -22,6 +22,8 @@ _COUNTS = ("max_train_steps", "max_train_epochs", "train_batch_size", "network_d
            "sample_every_n_steps", "sample_every_n_epochs")
 """Counts sd-scripts divides by or trains for: 0 or less trains nothing or fails mid-run."""
 _RATES = ("learning_rate", "unet_lr", "text_encoder_lr")
+_FREEZABLE = ("unet_lr", "text_encoder_lr")
+"""Rates whose 0 networks.lora takes as "do not train this part" ("NO LR skipping!")."""
 SEED_MAX = 2**32 - 1
 """The largest seed sd-scripts can give numpy (its seeds are 0 to 2**32 - 1)."""
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt")
@@ -58,16 +60,18 @@ def resolution(value: Any) -> tuple[int, int] | None:
 
 
 def _rate_errors(options: Mapping[str, Any]) -> list[str]:
-    """Learning rates that train nothing (0, nan) or break the run (below 0, inf)."""
+    """Learning rates that train nothing (a learning_rate of 0, nan) or break the run (below 0,
+    inf). A unet_lr or text_encoder_lr of 0 is sd-scripts' way to freeze that part."""
     errors = []
     for key in _RATES:
         value = options.get(key)
         items = value if isinstance(value, list) else [value]
-        if any(_number(item) and not (math.isfinite(item) and item > 0) for item in items):
-            hint = ("; network_train_unet_only = true leaves the text encoders untrained"
-                    if key == "text_encoder_lr" else "")
-            errors.append(f"{key} = {value} must be a number above 0 such as 1e-4 (remove the "
-                          f"override for the preset's value){hint}")
+        frozen = key in _FREEZABLE
+        least = 0.0 if frozen else math.ulp(0.0)  # the smallest rate above 0
+        if any(_number(item) and not (math.isfinite(item) and item >= least) for item in items):
+            what = "0 (not trained) or a number above 0" if frozen else "a number above 0"
+            errors.append(f"{key} = {value} must be {what} such as 1e-4 (remove the override "
+                          "for the preset's value)")
     return errors
 
 
@@ -107,7 +111,8 @@ def _scheduler_error(options: Mapping[str, Any]) -> str | None:
         except (IndexError, ValueError):
             return (f"lr_scheduler = {name!r} needs the initial learning rate, e.g. "
                     f'"{sdopts.ADAFACTOR_SCHEDULER}:1e-4"')
-        if str(options.get("optimizer_type", "")).lower() != "adafactor":
+        optimizer = str(options.get("optimizer_type", ""))
+        if optimizer.lower() != "adafactor" and optimizer != sdopts.ADAFACTOR_CLASS:
             return f'lr_scheduler = {name!r} needs optimizer_type = "Adafactor"'
         return None
     return (f"lr_scheduler = {name!r} is not one of: {', '.join(sdopts.LR_SCHEDULERS)} (a "
@@ -214,6 +219,17 @@ def missing_models(options: Mapping[str, Any], sd_scripts: Path) -> list[str]:
             f"{fix}" for key, fix in _MODEL_FIXES.items()
             if isinstance(options.get(key), str) and _local(options[key])
             and not (sd_scripts / Path(options[key]).expanduser()).exists()]
+
+
+def needs(options: Mapping[str, Any]) -> list[str]:
+    """Optional packages these options cannot run without (sd-scripts imports them only once the
+    model is loaded)."""
+    needs = ["xformers"] if options.get("xformers") is True else []
+    optimizer = str(options.get("optimizer_type", "")).lower()
+    if ("8bit" in optimizer or optimizer.startswith(("paged", "bitsandbytes."))
+            or options.get("use_8bit_adam") is True):
+        needs.append("bitsandbytes")
+    return needs
 
 
 def uses_bf16(options: Mapping[str, Any]) -> bool:

@@ -41,6 +41,8 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 there); a custom scheduler goes in lr_scheduler_type instead."""
 ADAFACTOR_SCHEDULER = "adafactor"
 """lr_scheduler "adafactor:<initial lr>": the Adafactor optimizer's own schedule."""
+ADAFACTOR_CLASS = "transformers.optimization.Adafactor"
+"""The optimizer class the adafactor scheduler needs (optimizer_type Adafactor gives it too)."""
 
 ONE_OR_MANY = frozenset({"text_encoder_lr"})
 """List options sd-scripts also takes as one number (train_network.py keeps a single

@@ -220,16 +220,6 @@ def _pruning(output: Path, name: str, on_progress: Callable[[launch.StepProgress
     return progress
 
 
-def needs(options: Mapping[str, Any]) -> list[str]:
-    """Optional packages these options cannot run without."""
-    needs = ["xformers"] if options.get("xformers") is True else []
-    optimizer = str(options.get("optimizer_type", "")).lower()
-    if ("8bit" in optimizer or optimizer.startswith(("paged", "bitsandbytes."))
-            or options.get("use_8bit_adam") is True):
-        needs.append("bitsandbytes")
-    return needs
-
-
 def _existing(folder: Path) -> Path:
     """`folder`, or its nearest parent that exists (where a folder not made yet will be)."""
     return next(path for path in (folder, *folder.parents) if path.exists())
@@ -246,10 +236,11 @@ def _machine_problems(location: checkout.Location, python: str, options: Mapping
     """The doctor's checks for this run and its model files: failures (refuse a launch),
     warnings, versions."""
     sd_dir = location.path
+    needed = checks.needs(options)
     report = doctor.diagnose(sd_scripts=location, python=python, workdir=_existing(run_dir),
-                             gpus=gpus, device=preset.device, needs=needs(options), hub=False)
+                             gpus=gpus, device=preset.device, needs=needed, hub=False)
     problems = [f"{c.name}: {c.detail}; {c.fix}" for c in report.failures()]
-    unneeded = set(doctor.OPTIONAL_MODULES) - set(needs(options))
+    unneeded = set(doctor.OPTIONAL_MODULES) - set(needed)
     warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks
                 if c.status == WARN and c.name not in unneeded]
     return problems + checks.missing_models(options, sd_dir), warnings, report.versions
