@@ -50,6 +50,7 @@ OWNERS = {
     "sample_prompts.toml": {OWNER},
     "dataset.toml": {OWNER, PREPARED},  # the run's and the prepared folder's
     "prepare.json": {PREPARED},
+    "written-unfinished.json": {PREPARED},
     "manifest.csv": {PREPARED},
     "skipped.csv": {PREPARED},
     "scan-cache.json": {PACKAGE / "data" / "prepare.py"},

@@ -209,3 +209,54 @@ def test_a_hand_edit_after_an_interrupted_re_run_is_still_refused(
         prepare(made.root, out, workers=1, options=changed)
     assert caption.name in str(refused.value)
     assert caption.read_text(encoding="utf-8") == "my careful caption"
+
+
+def _interrupt_before_the_manifest(root: Path, out: Path, options: PrepareOptions,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run prepare into `out` and stop it with Ctrl-C once its layout is written, before its
+    manifest is: OUT keeps the last complete run's manifest and state beside new captions."""
+    from medsynth_kohya.data import manifest
+
+    real = manifest.write
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(manifest, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(root, out, workers=1, options=options)
+    monkeypatch.setattr(manifest, "write", real)
+
+
+@pytest.mark.parametrize("edit", ["none", "caption", "image"])
+def test_a_hand_edit_of_a_file_an_interrupted_re_run_rewrote_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: str) -> None:
+    """An interrupted re-run with another trigger rewrote the captions the last complete run
+    placed, in the same folder: what it wrote is prepare's own, a hand edit of it is not,
+    whichever options the next run has."""
+    made = make_dataset(tmp_path / "src", 6, seed=3, melanoma_fraction=1.0)
+    out = tmp_path / "out"
+    first = prepare(made.root, out, workers=1)
+    changed = PrepareOptions(trigger="zzz")
+    _interrupt_before_the_manifest(made.root, out, changed, monkeypatch)
+    caption = sorted(first.train_dir.glob("*.txt"))[0]
+    assert "zzz" in caption.read_text(encoding="utf-8")  # rewritten where the first run's was
+    if edit == "none":
+        again = prepare(made.root, out, workers=1)
+        assert caption.read_text(encoding="utf-8") == again.manifest.set_index("id").loc[
+            caption.stem, "caption"]
+        return
+    path = caption if edit == "caption" else sorted(first.train_dir.glob("*.jpg"))[0]
+    if edit == "caption":
+        caption.write_text("my careful caption", encoding="utf-8")
+    else:
+        decoded = cv2.imread(str(path))
+        assert decoded is not None
+        path.unlink()  # an editor saves a new file over the old name
+        cv2.imwrite(str(path), decoded[10:-10, 10:-10])
+    edited = path.read_bytes()
+    for options in (PrepareOptions(), changed):
+        with pytest.raises(UserError, match="changed since") as refused:
+            prepare(made.root, out, workers=1, options=options)
+        assert path.name in str(refused.value)
+        assert path.read_bytes() == edited

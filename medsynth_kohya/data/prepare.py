@@ -52,9 +52,6 @@ Progress = Callable[[int, int], None]
 CACHE_FILE = "scan-cache.json"
 WRITTEN_FILE = "written.json"
 """The files under img/ and val/ that the last complete run placed (they match manifest.csv)."""
-UNFINISHED_FILE = "written-unfinished.json"
-"""The files a run places before its manifest is written: present only while a run writes the
-layout, or after one was interrupted there. Its files are prepare's own, never hand edits."""
 REFUSED_SKIPPED_FILE = "skipped-refused.csv"
 """Where a refused re-run lists what it skipped, so the earlier run's skipped.csv stays."""
 JOURNAL_FILE = "scan-cache.journal"
@@ -181,9 +178,27 @@ def _written(out: Path) -> set[Path] | None:
     return found
 
 
-def _unfinished(out: Path) -> set[Path]:
-    """The layout files an interrupted run may have placed (UNFINISHED_FILE); empty if none."""
-    return _listed(out, UNFINISHED_FILE) or set()
+def _unfinished(out: Path) -> dict[Path, set[str]]:
+    """The layout files an interrupted run may have placed (the prepared folder's unfinished
+    file), each with the contents (`_content`) runs gave it; empty if none."""
+    try:
+        found = json.loads(PreparedFolder(out).unfinished_file.read_text(encoding="utf-8"))
+        return {out / name: set(contents) for name, contents in found.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _content(path: Path) -> str:
+    """What tells a hand edit of a layout file: a caption's text, an image's pixel size."""
+    import imagesize
+
+    if path.suffix == ".txt":
+        return path.read_text(encoding="utf-8", errors="replace")
+    return _size(*imagesize.get(str(path)))
+
+
+def _size(width: Any, height: Any) -> str:
+    return f"{int(width)}x{int(height)}"
 
 
 def _ours(path: Path, written: set[Path] | None) -> bool:
@@ -194,11 +209,12 @@ def _ours(path: Path, written: set[Path] | None) -> bool:
 def _owned(out: Path) -> set[Path] | None:
     """Every layout file prepare placed, complete run and unfinished ones (None: all are)."""
     written = _written(out)
-    return None if written is None else written | _unfinished(out)
+    return None if written is None else written | set(_unfinished(out))
 
 
-def _record_written(out: Path, paths: set[Path], name: str = WRITTEN_FILE) -> None:
-    files.write_json(out / STATE_DIR / name, sorted(str(path.relative_to(out)) for path in paths))
+def _record_written(out: Path, paths: set[Path]) -> None:
+    files.write_json(out / STATE_DIR / WRITTEN_FILE,
+                     sorted(str(path.relative_to(out)) for path in paths))
 
 
 def _foreign_layout_files(out: Path, written: set[Path] | None) -> list[Path]:
@@ -229,9 +245,7 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
             raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write "
                             f"and would replace; move them out of {out} or choose another "
                             "--out, and run this again")
-    written = _written(out)
-    edited = [] if force else _edited(out, None if written is None
-                                      else written - _unfinished(out))
+    edited = [] if force else _edited(out, _written(out) or set())
     if edited:
         raise UserError(f"{files.counted(len(edited))} that prepare wrote under {out} "
                         f"{'was' if len(edited) == 1 else 'were'} changed since (first: "
@@ -250,33 +264,41 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
     return []
 
 
-def _edited(out: Path, written: set[Path] | None) -> list[Path]:
-    """Captions and images an earlier run placed that were changed by hand since: a caption
-    whose text is not its manifest row's, an image whose pixel size is not (a crop, a resize;
-    a source replaced since is no edit of the layout's copy)."""
-    import imagesize
-    import pandas as pd
-
-    folder = PreparedFolder(out)
-    if not written or not folder.manifest.is_file():
+def _edited(out: Path, written: set[Path]) -> list[Path]:
+    """Captions and images earlier runs placed (`written`, and those of an interrupted run)
+    that were changed by hand since: a caption whose text, an image whose pixel size (a crop,
+    a resize; a source replaced since is no edit of the layout's copy) is neither its manifest
+    row's nor what an interrupted run gave it."""
+    unfinished = _unfinished(out)
+    if not written and not unfinished:
         return []
-    try:
-        rows = manifest.read(folder.manifest).drop_duplicates("id").set_index("id")
-    except UserError:  # an unreadable manifest: nothing to tell an edit by
-        return []
+    rows = _manifest_contents(out)
     changed = []
-    for path in sorted(written):
-        if path.stem not in rows.index or not path.is_file() or path.is_symlink():
+    for path in sorted(written | set(unfinished)):
+        if not path.is_file() or path.is_symlink():
             continue
-        row = rows.loc[path.stem]
-        if path.suffix == ".txt":
-            caption = "" if pd.isna(row["caption"]) else str(row["caption"])
-            if path.read_text(encoding="utf-8", errors="replace") != caption:
-                changed.append(path)
+        allowed = set(unfinished.get(path, ()))
+        if path.stem in rows:
+            caption, size = rows[path.stem]
+            allowed.add(caption if path.suffix == ".txt" else size)
+        elif path not in unfinished:  # no row, no record: nothing to tell an edit by
             continue
-        if imagesize.get(str(path)) != (int(row["width"]), int(row["height"])):
+        if _content(path) not in allowed:
             changed.append(path)
     return changed
+
+
+def _manifest_contents(out: Path) -> dict[str, tuple[str, str]]:
+    """Each id's caption and pixel size (`_content`) in the last complete run's manifest;
+    empty when there is none or it is unreadable."""
+    import pandas as pd
+
+    try:
+        table = manifest.read(PreparedFolder(out).manifest).drop_duplicates("id")
+    except UserError:
+        return {}
+    return {str(row.id): ("" if pd.isna(row.caption) else str(row.caption),
+                          _size(row.width, row.height)) for row in table.itertuples(index=False)}
 
 
 def _unusable(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
@@ -784,21 +806,27 @@ def _true(value: Any) -> bool:
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str) -> Path:
     """Link images and write captions for every manifest row; remove what earlier runs wrote
-    and this one does not. The files about to be written are recorded as unfinished first, so
-    a run killed half-way leaves nothing its re-run would take for the user's or for a hand
-    edit (`_complete` ends that)."""
+    and this one does not. The files about to be written are recorded as unfinished first, with
+    the content each gets, so a run killed half-way leaves nothing its re-run would take for the
+    user's, while a hand edit of one is still told (`_edited`; `_complete` ends that)."""
     rows = []
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, class_name)
         source = Path(str(row.source))
         rows.append((source, layout.image_file(folder, str(row.id), source),
-                     folder / f"{row.id}.txt", str(row.caption)))
-    wanted = {path for _, image, text, _ in rows for path in (image, text)}
+                     folder / f"{row.id}.txt", str(row.caption), _size(row.width, row.height)))
+    wanted = {path for _, image, text, _, _ in rows for path in (image, text)}
     owned = _owned(out)
-    _record_written(out, wanted | _unfinished(out), UNFINISHED_FILE)
+    unfinished = _unfinished(out)
+    for _, image, text, caption, size in rows:
+        unfinished.setdefault(image, set()).add(size)
+        unfinished.setdefault(text, set()).add(caption)
+    files.write_json(PreparedFolder(out).unfinished_file,
+                     {str(path.relative_to(out)): sorted(contents)
+                      for path, contents in sorted(unfinished.items())})
     train_dir = layout.class_folder(out, "train", repeats, class_name)
     train_dir.mkdir(parents=True, exist_ok=True)
-    for source, image, text, caption in rows:
+    for source, image, text, caption, _ in rows:
         image.parent.mkdir(parents=True, exist_ok=True)
         layout.place(source, image)
         layout.write_text(text, caption)
@@ -811,7 +839,7 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
 
 def _complete(out: Path) -> None:
     """Mark the run complete once its manifest is written: the layout files now match it."""
-    (out / STATE_DIR / UNFINISHED_FILE).unlink(missing_ok=True)
+    PreparedFolder(out).unfinished_file.unlink(missing_ok=True)
 
 
 def _measured(table: pd.DataFrame) -> list[tuple[str, str]]:

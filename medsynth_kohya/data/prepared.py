@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 STATE_DIR = outputs.STATE_DIR
 STATE_FILE = "prepare.json"
+UNFINISHED_FILE = "written-unfinished.json"
+"""The layout files a prepare run places before its manifest is written, each with the contents
+it gives them: present only while a run writes the layout, or after one was interrupted there."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,10 @@ class PreparedFolder:
     @property
     def state_file(self) -> Path:
         return self.state_dir / STATE_FILE
+
+    @property
+    def unfinished_file(self) -> Path:
+        return self.state_dir / UNFINISHED_FILE
 
     def is_prepared(self) -> bool:
         """Whether `prepare` finished writing this folder at least once."""
