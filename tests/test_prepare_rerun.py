@@ -18,6 +18,7 @@ from medsynth_kohya.errors import UserError
 
 from .conftest import invoke
 from .disk import checksums
+from .fake_gen import PYTHON, FakeGen
 
 
 def _layout(out: Path) -> dict[str, str]:
@@ -260,3 +261,32 @@ def test_a_hand_edit_of_a_file_an_interrupted_re_run_rewrote_is_refused(
             prepare(made.root, out, workers=1, options=options)
         assert path.name in str(refused.value)
         assert path.read_bytes() == edited
+
+
+def test_a_folder_whose_re_run_was_interrupted_is_refused_until_it_is_finished(
+        runner: CliRunner, isic2020: SyntheticSet, prepared: Path, trained: Path,
+        fake_gen: FakeGen, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its state, manifest and dataset.toml are still the last complete run's while its
+    captions are the new one's: train, sample and evaluate refuse it in one line."""
+    from medsynth_kohya.evaluation.sets import load_real
+
+    changed = PrepareOptions(repeats=2, trigger="zzz")
+    _interrupt_before_the_manifest(isic2020.root, prepared, changed, monkeypatch)
+    tools = ("--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON, "--dry-run")
+    train = ("train", prepared, "--preset", "cpu-smoke", "--run-dir", tmp_path / "run", *tools)
+    sample = ("sample", "--lora", trained, "--n", 2, "--out", tmp_path / "synth", *tools)
+    said = (f"{prepared}: prepare was interrupted; re-run the same prepare command to finish "
+            "it")
+    for command in (train, sample):
+        code, stdout, stderr = invoke(runner, *command)
+        assert code == 1 and "Traceback" not in stdout + stderr, stderr
+        assert said in " ".join(stderr.split())
+    with pytest.raises(UserError, match="prepare was interrupted"):
+        load_real(prepared)
+    assert not (tmp_path / "run").exists()
+    prepare(isic2020.root, prepared, workers=1, options=changed)
+    for command in (train, sample):
+        code, stdout, stderr = invoke(runner, *command)
+        assert code == 0, stdout + stderr
+    assert 'class_tokens = "zzz"' in (prepared / "dataset.toml").read_text(encoding="utf-8")
+    assert len(load_real(prepared).training)

@@ -7,6 +7,8 @@ reads its state, so `train`, `sample`, the model card, `evaluate` and `reproduce
     OUT/skipped.csv               the rows left out, with the reason
     OUT/dataset.toml              sd-scripts' --dataset_config for this folder
     OUT/.medsynth/prepare.json    how it was made: source, options, the class's diagnosis
+    OUT/.medsynth/written-unfinished.json  present while a prepare run writes the layout, and
+                                  after one was interrupted there: later stages refuse OUT
 """
 
 from __future__ import annotations
@@ -145,11 +147,20 @@ class PreparedFolder:
         """Whether `prepare` finished writing this folder at least once."""
         return self.state_file.is_file()
 
+    def ensure_finished(self) -> None:
+        """Refuse, in one line, a folder whose last prepare run was interrupted: its state,
+        manifest and dataset.toml may still be an earlier run's while its captions are new."""
+        if self.unfinished_file.exists():
+            raise UserError(f"{self.path}: prepare was interrupted; re-run the same prepare "
+                            "command to finish it")
+
     def state(self) -> PreparedState:
-        """The state; a UserError when the folder was not prepared."""
+        """The state; a UserError when the folder was not prepared or its last prepare run
+        was interrupted."""
         if not self.path.is_dir():
             raise UserError(f"{self.path} does not exist: give the folder that `medsynth-kohya "
                             f"prepare SOURCE --out {self.path}` writes")
+        self.ensure_finished()
         if not self.is_prepared():
             data = any(self.path.iterdir())  # an ISIC download, say: prepare it elsewhere
             target = self.path.with_name(f"{self.path.name}-prepared") if data else self.path
@@ -168,7 +179,9 @@ class PreparedFolder:
         return [path for path in paths if not path.is_file()]
 
     def state_if_any(self) -> PreparedState | None:
-        """The state, None when the folder was not prepared."""
+        """The state, None when the folder was not prepared; a UserError when its last
+        prepare run was interrupted."""
+        self.ensure_finished()
         return self.state() if self.is_prepared() else None
 
     def write_state(self, source: Source, options: PrepareOptions,

@@ -110,7 +110,9 @@ def _prepared(folder: Path) -> RealSet:
     notes name files, never a local path (the report is meant to be shared)."""
     from medsynth_kohya.data import manifest, sources
 
-    table = manifest.read(PreparedFolder(folder).manifest)
+    prepared = PreparedFolder(folder)
+    prepared.ensure_finished()
+    table = manifest.read(prepared.manifest)
     train = table.loc[table["split"].astype(str) == "train"]
     training = _frame([{"id": str(r.id), "path": Path(str(r.source)),
                         "patient_id": "" if str(r.patient_id) in {"<NA>", "nan"}
@@ -119,7 +121,7 @@ def _prepared(folder: Path) -> RealSet:
     notes: list[str] = []
     labelled = None
     try:
-        state = PreparedFolder(folder).state()
+        state = prepared.state()
         if state.source_metadata is None:
             raise ValueError("its state names no source")
         dirs = state.source_images
