@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from .conftest import invoke
-from .fake_gen import PYTHON, FakeGen
+from .fake_gen import PYTHON, FakeGen, install_gpus
 from .fake_hub import FakeHub
 
 SMALL = ("--width", 64, "--height", 64, "--steps", 2)
@@ -110,3 +110,60 @@ def test_a_set_whose_shards_are_not_all_made_is_refused_by_push(
     assert code == 0, stdout + stderr
     code, stdout, stderr = invoke(runner, *push)
     assert code == 0, stdout + stderr
+
+
+@pytest.mark.parametrize("first", [(), ("--shard", "1/1")], ids=["whole", "sharded"])
+def test_a_set_extended_by_shards_is_unfinished_until_every_shard_has_run(
+        runner: CliRunner, trained: Path, fake_gen: FakeGen, fake_hub: FakeHub,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: tuple[str, ...]) -> None:
+    """A finished set of 5 is extended to 11 by `--shard 1/2` alone: the set is 6 of 11, and
+    push and evaluate refuse it until shard 2/2 has run."""
+    from medsynth_kohya.errors import UserError
+    from medsynth_kohya.sampling.machines import ensure_made
+
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
+    out = tmp_path / "synth"
+    args = ("--lora", trained, "--out", out, *SMALL)
+    push = ("push", trained, "--repo-id", "alice/mel", "--samples", out, "--endpoint",
+            fake_hub.url, "--dry-run")
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--n", 5, *first)
+    assert code == 0, stdout + stderr
+    ensure_made(out, "evaluate")
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--n", 11, "--shard", "1/2")
+    assert code == 0, stdout + stderr
+    said = f"{out} is unfinished: its shards have made 6 of 11 images"
+    with pytest.raises(UserError, match="unfinished") as refused:
+        ensure_made(out, "evaluate")
+    assert said in str(refused.value)
+    code, _, stderr = invoke(runner, *push)
+    assert code == 1 and said in _one_line(stderr)
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--n", 11, "--shard", "2/2")
+    assert code == 0, stdout + stderr
+    ensure_made(out, "evaluate")
+    assert len(pd.read_csv(out / "metadata.csv")) == 11
+    code, stdout, stderr = invoke(runner, *push)
+    assert code == 0, stdout + stderr
+
+
+def test_a_failed_whole_set_run_completed_by_shards_is_finished(
+        runner: CliRunner, trained: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shards that make the rest of a set a whole-set run left unfinished mark it as
+    theirs: once they have made every image, it is no longer taken for the failed run."""
+    from medsynth_kohya.errors import UserError
+    from medsynth_kohya.sampling.machines import ensure_made
+
+    install_gpus(fake_gen, tmp_path, monkeypatch, 2)
+    out = tmp_path / "synth"
+    args = ("--lora", trained, "--n", 8, "--out", out, *SMALL)
+    monkeypatch.setenv("FAKE_GEN_CRASH", "1:1")
+    code, _, _ = _sample(runner, fake_gen, *args, "--num-gpus", 2)
+    assert code == 1
+    with pytest.raises(UserError, match="sample failed with 5 of 8 images"):
+        ensure_made(out, "evaluate")
+    monkeypatch.delenv("FAKE_GEN_CRASH")
+    for shard in ("1/2", "2/2"):
+        code, stdout, stderr = _sample(runner, fake_gen, *args, "--shard", shard)
+        assert code == 0, stdout + stderr
+    ensure_made(out, "evaluate")
+    assert len(pd.read_csv(out / "metadata.csv")) == 8

@@ -9,8 +9,9 @@ Their generator folders are `.medsynth/shards/K-of-N.<gpu>/`; their records
 `.medsynth/machines/K-of-N.json` and their metadata rows `.medsynth/machines/K-of-N.csv`,
 each written atomically; their images land in OUT/images by rename. The first to arrive
 creates sample.json (the settings) with an exclusive link, so a shard with other settings is
-refused. metadata.csv and grid.jpg are written by whichever run finds the set complete, or by
-`sample --finalize`.
+refused; one that finds a whole-set run's, or one of a smaller --n, makes it the shards' (with
+its n), so the set stays unfinished until they have all run. metadata.csv and grid.jpg are
+written by whichever run finds the set complete, or by `sample --finalize`.
 """
 
 from __future__ import annotations
@@ -114,22 +115,36 @@ def ensure_alone(out: Path, shard: MachineShard | None) -> None:
 
 
 def create_state(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
-    """Create sample.json unless another shard did first (a dry run's is replaced: it made
-    no image); returns the one in place."""
+    """Create sample.json (status "sharded") unless another run did first; returns the one in
+    place. A found one is kept when it is another shard's with other settings (the caller
+    refuses those) or when it covers this shard's n with these settings; any other (a dry
+    run's, a whole-set run's that stopped, or one of a smaller n: the set is being extended)
+    is replaced, so the set counts as unfinished until every shard of this n has run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = files.temporary(path)
     temporary.write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
+    mine: dict[str, Any] = json.loads(temporary.read_text(encoding="utf-8"))
     try:
         os.link(temporary, path)
-        return dict(state)
+        return mine
     except FileExistsError:
         found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        if found.get("status") != "dry-run":
+        status, same = found.get("status"), found.get("identity") == mine["identity"]
+        if (status == "sharded" and not same) or (
+                status in ("sharded", "succeeded") and same and _n(found) >= mine["n"]):
             return found
         temporary.replace(path)
-        return dict(state)
+        return mine
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _n(record: Mapping[str, Any]) -> int:
+    """The number of images a sample.json says its set has (0 when it says none)."""
+    try:
+        return int(record.get("n") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def array_script(words: Sequence[str], count: int, gpus: int, out: Path,
