@@ -193,6 +193,17 @@ def test_the_dry_run_records_every_machine_that_reported(prepared: Path,
     assert nodes.present(run, 2) == []
 
 
+def test_slurm_does_not_judge_the_cluster_by_this_machines_gpus(prepared: Path,
+                                                                tmp_path: Path) -> None:
+    """--slurm writes the script from a login node whose GPUs are too few (or too small) for
+    the run: rank 0 checks the compute nodes' GPUs when the job starts."""
+    result = train(prepared, "a100-80gb", run_dir=tmp_path / "run", dry_run=True, gpus=8,
+                   detect=lambda: [RTX8000], cluster=Cluster(Machines(4), slurm=()))
+    assert result.job is not None
+    assert "#SBATCH --nodes=4" in result.job.text
+    assert "#SBATCH --gpus-per-node=8" in result.job.text
+
+
 def test_machine_zero_times_out_naming_the_missing_machines(prepared: Path,
                                                             tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"machine\(s\) 1, 2 of 3 did not report"):

@@ -498,10 +498,11 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
           _record_kept_on_refusal(RunFolder(run_dir).record_file)):
         if launches:  # after marking it read: a prepare starting now refuses
             locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
-        try:
+        try:  # under --slurm this machine's GPUs say nothing of the compute nodes' (rank
+            # 0 checks those when the job starts)
             result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
                             dry_run or cluster.slurm is not None, resume, force, cluster,
-                            detect, on_progress, on_launch)
+                            detect if cluster.slurm is None else list, on_progress, on_launch)
         except UserError as exc:
             if cluster.machines.count > 1 and not dry_run and cluster.slurm is None:
                 nodes.decide(run_dir, status="refused", message=str(exc).splitlines()[0])
