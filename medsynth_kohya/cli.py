@@ -761,19 +761,29 @@ def reproduce(
     """
     from medsynth_kohya import ui
     from medsynth_kohya.data.sources import parse_columns
+    from medsynth_kohya.pipeline.reproduce import ReproduceResult
     from medsynth_kohya.pipeline.reproduce import reproduce as run
+
+    shown: list[str] = []
+
+    def show(result: ReproduceResult, title: str) -> None:
+        """Print the warnings not shown yet and the stages' table."""
+        for warning in result.warnings:
+            if warning not in shown:
+                ui.warn(warning)
+                shown.append(warning)
+        ui.table(f"{title}: {result.workdir}", [
+            (stage.name, f"{stage.action}: {stage.detail}".rstrip(": "))
+            for stage in result.stages
+        ] + [("training steps", str(result.expected_steps)), ("time", result.estimate)])
 
     with _user_errors(), ui.training_bar() as progress:
         result = run(source, workdir, push_repo=push, n=n, preset_name=preset,
                      overrides=set_ or [], columns=parse_columns(column or []),
                      sd_scripts=sd_scripts, python=python, dry_run=dry_run,
-                     break_lock=break_lock,
-                     on_progress=progress)
-    for warning in result.warnings:
-        ui.warn(warning)
-    ui.table(f"reproduce: {result.workdir}", [
-        (stage.name, f"{stage.action}: {stage.detail}".rstrip(": ")) for stage in result.stages
-    ] + [("training steps", str(result.expected_steps)), ("time", result.estimate)])
+                     break_lock=break_lock, on_progress=progress,
+                     on_plan=None if dry_run else lambda plan: show(plan, "reproduce plan"))
+    show(result, "reproduce")
     if result.dry_run:
         for stage in result.stages:
             for path in stage.outputs:

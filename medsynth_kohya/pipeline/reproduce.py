@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -175,16 +176,41 @@ class _State:
         files.write_json(self.path, self.data)
 
 
-def _train_action(run: Path, digest: str, state: _State, name: str) -> str:
-    """"skip…", "resume" (an interrupted run with a saved state) or "run"."""
-    if state.done("train", digest):
-        return "skip (inputs unchanged)"
+def _train_action(run: Path, digest: str, state: _State, name: str) -> tuple[str, str]:
+    """"skip…" (done with these inputs and its LoRA still there), "resume" (an interrupted run
+    with a saved state) or "run"; and a warning when a finished run's LoRA is gone."""
     folder = RunFolder(run)
+    if state.done("train", digest):
+        if folder.final_lora(name).is_file():
+            return "skip (inputs unchanged)", ""
+        return "run", (f"the finished training's LoRA {folder.final_lora(name)} is gone: "
+                       "training again")
     if folder.exists() and state.data["stages"].get("train", {}).get("digest") == digest:
         status = folder.load().status
         if status != "succeeded" and launch.latest_state(folder.output, name) is not None:
-            return "resume"
-    return "run"
+            return "resume", ""
+    return "run", ""
+
+
+def _complete_set(synthetic: Path, n: int) -> bool:
+    """Whether the synthetic set holds all `n` images and its metadata.csv."""
+    from medsynth_kohya.sampling.sample import SampleOptions
+    from medsynth_kohya.sampling.synthset import IMAGES, METADATA, present_images
+
+    prefix = SampleOptions().id_prefix
+    return ((synthetic / METADATA).is_file()
+            and set(range(n)) <= set(present_images(synthetic / IMAGES, prefix)))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Each stage's action from what WORKDIR holds now, the input digests, the LoRA a
+    skipped training left, and warnings."""
+
+    stages: dict[str, Stage]
+    digests: dict[str, str]
+    lora: Path | None
+    warnings: tuple[str, ...]
 
 
 def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: int = 100,
@@ -195,15 +221,18 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
               python: str | None = None, dry_run: bool = False, break_lock: bool = False,
               detect: Callable[[], list[Gpu]] = detect_gpus,
               on_progress: Callable[[launch.StepProgress], None] | None = None,
+              on_plan: Callable[[ReproduceResult], None] | None = None,
               ) -> ReproduceResult:
     """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment,
     holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused.
     `break_lock` reaches the folders inside WORKDIR that the stages lock. `columns` maps
-    metadata fields to other column names, as prepare's `--column` does."""
+    metadata fields to other column names, as prepare's `--column` does. `on_plan` gets the
+    plan once the checks pass, before the first stage runs (a stage after one that runs is
+    planned to run; the result says what each did)."""
     def run() -> ReproduceResult:
         return _reproduce(source, workdir, push_repo, n, preset_name, metadata, images,
                           dict(columns or {}), overrides, sd_scripts, python, dry_run, detect,
-                          on_progress, break_lock)
+                          on_progress, on_plan, break_lock)
 
     if dry_run:
         planned = run()
@@ -217,12 +246,25 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
                                                                        *result.warnings))
 
 
+@contextmanager
+def _recorded(state: _State, stage: str, digest: str, **extra: Any) -> Iterator[None]:
+    """Record `stage` running, and interrupted on Ctrl-C, so reproduce.json never keeps a
+    stage `running` that no process runs."""
+    state.record(stage, digest, "running", **extra)
+    try:
+        yield
+    except KeyboardInterrupt:
+        state.record(stage, digest, "interrupted", **extra)
+        raise
+
+
 def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, preset_name: str,
                metadata: Path | None, images: Path | None, columns: dict[str, str],
                overrides: Sequence[str],
                sd_scripts: Path | None, python: str | None, dry_run: bool,
                detect: Callable[[], list[Gpu]],
                on_progress: Callable[[launch.StepProgress], None] | None,
+               on_plan: Callable[[ReproduceResult], None] | None,
                break_lock: bool) -> ReproduceResult:
     from medsynth_kohya.data import prepare
     from medsynth_kohya.hub.push import push as publish
@@ -241,7 +283,6 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     steps = options.get("max_train_steps")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
-    stages: list[Stage] = []
     original = replace(ORIGINAL, columns=columns)
     located = prepare.locate_source(source, metadata, images, original, prepared)
     # every check a later stage would refuse on runs now, before the first stage writes
@@ -259,86 +300,122 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     if push_repo is not None:
         warnings += _hub_ready(push_repo, dry_run)
     state.claim()
-
-    source_digest = _source_digest(located, original)
-    prepare_action = "skip (inputs unchanged)" if state.done("prepare", source_digest) else "run"
     prepared_folder = PreparedFolder(prepared)
-    stages.append(Stage("prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
-                        (str(prepared_folder.train_root), str(prepared_folder.manifest),
-                         str(prepared_folder.dataset_config)),
-                        detail=f"original captions, {hair_choice()}, repeats 1"))
     manifest = prepared_folder.manifest
-    if not dry_run and prepare_action == "run":
-        prepare.prepare(source, prepared, metadata=metadata, images=images, options=original,
-                        force=True, break_lock=break_lock)
-        state.record("prepare", source_digest, "done")
-    train_digest = _digest(files.sha256(manifest) if manifest.is_file() else source_digest,
-                           files.sha256(preset.path), list(overrides))
     name = ORIGINAL.class_name
-    train_action = _train_action(run, train_digest, state, name)
     folder = RunFolder(run)
+    final = folder.final_lora(name)
     command = launch.train_command(checkout.python(python), sd_dir.resolve(),
                                    folder.config.resolve(), folder.dataset_config.resolve(),
                                    mixed_precision=str(options.get("mixed_precision")))
-    stages.append(Stage("train", train_action, f"{manifest}, preset {preset.name}",
-                        (str(folder.final_lora(name)), str(folder.record_file)),
-                        (command.shell(),), detail=f"{steps} steps"))
-    lora: Path | None = None
-    if not dry_run and train_action != "skip (inputs unchanged)":
-        state.record("train", train_digest, "running")
-        result = train.train(prepared, preset_name, overrides=overrides, run_dir=run,
-                             sd_scripts=sd_scripts, python=python,
-                             resume=train_action == "resume", force=train_action == "run",
-                             break_lock=break_lock, detect=lambda: gpus, on_progress=on_progress)
-        if result.status != "succeeded":
-            state.record("train", train_digest, result.status)
-            if result.status == "interrupted":
-                raise KeyboardInterrupt  # the CLI says: re-run the same command
-            raise UserError(f"training {result.status}: {result.message}; run the same "
-                            "reproduce command again to resume (log: "
-                            f"{result.log})")
-        state.record("train", train_digest, "done")
-    final = folder.final_lora(name)
-    if final.is_file():
-        lora = final
 
-    lora_digest = files.sha256(lora) if lora else None
-    sample_digest = _digest(lora_digest or train_digest, n)
-    sample_action = "skip (inputs unchanged)" if state.done("sample", sample_digest) else "run"
-    stages.append(Stage("sample", sample_action, f"{final}, {n} images, seed 0",
-                        (str(synthetic / IMAGES), str(synthetic / METADATA),
-                         str(synthetic / GRID)),
-                        (launch.tool_command("sample", "--lora", str(run), "--n", str(n),
-                                             "--out", str(synthetic)).shell(),),
-                        detail="1024x1024, scale 12, 28 steps, euler_a"))
-    if not dry_run and sample_action == "run":
+    def plan() -> _Plan:
+        """Every stage's action from WORKDIR as it is now: a stage whose input an earlier
+        stage remakes runs (its digest cannot match)."""
+        skip = "skip (inputs unchanged)"
+        source_digest = _source_digest(located, original)
+        prepare_action = skip if state.done("prepare", source_digest) else "run"
+        stages = {"prepare": Stage(
+            "prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
+            (str(prepared_folder.train_root), str(manifest), str(prepared_folder.dataset_config)),
+            detail=f"original captions, {hair_choice()}, repeats 1")}
+        train_input = (files.sha256(manifest) if prepare_action == skip and manifest.is_file()
+                       else source_digest)
+        train_digest = _digest(train_input, files.sha256(preset.path), list(overrides))
+        train_action, gone = _train_action(run, train_digest, state, name)
+        stages["train"] = Stage("train", train_action, f"{manifest}, preset {preset.name}",
+                                (str(final), str(folder.record_file)), (command.shell(),),
+                                detail=f"{steps} steps")
+        lora = final if train_action == skip else None
+        sample_digest = _digest(files.sha256(lora) if lora else train_digest, n)
+        sample_action = (skip if state.done("sample", sample_digest)
+                         and _complete_set(synthetic, n) else "run")
+        stages["sample"] = Stage(
+            "sample", sample_action, f"{final}, {n} images, seed 0",
+            (str(synthetic / IMAGES), str(synthetic / METADATA), str(synthetic / GRID)),
+            (launch.tool_command("sample", "--lora", str(run), "--n", str(n),
+                                 "--out", str(synthetic)).shell(),),
+            detail="1024x1024, scale 12, 28 steps, euler_a")
+        digests = {"prepare": source_digest, "train": train_digest, "sample": sample_digest}
+        if push_repo is None:
+            stages["push"] = Stage("push", "off", "", detail="pass --push REPO_ID to publish")
+        else:
+            digests["push"] = _digest(sample_digest, push_repo)
+            stages["push"] = Stage("push", skip if state.done("push", digests["push"])
+                                   else "run", f"{run} -> {push_repo}",
+                                   (f"https://huggingface.co/{push_repo}",))
+        return _Plan(stages, digests, lora, (gone,) if gone else ())
+
+    def result(stages: Sequence[Stage], lora: Path | None = None, url: str | None = None,
+               notes: Sequence[str] = ()) -> ReproduceResult:
+        return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
+                               estimate(steps if isinstance(steps, int) else None, gpus),
+                               dry_run, status="planned" if dry_run else "succeeded",
+                               lora=lora, url=url,
+                               warnings=(*train.would_stop(problems), *warnings, *notes))
+
+    first = plan()
+    if on_plan is not None:
+        on_plan(result(list(first.stages.values()), notes=first.warnings))
+    if dry_run:
+        return result(list(first.stages.values()), notes=first.warnings)
+    done: list[Stage] = [first.stages["prepare"]]
+    if first.stages["prepare"].action == "run":
+        prepare.prepare(source, prepared, metadata=metadata, images=images, options=original,
+                        force=True, break_lock=break_lock)
+        state.record("prepare", first.digests["prepare"], "done")
+
+    now = plan()
+    done.append(now.stages["train"])
+    warnings += now.warnings
+    if now.stages["train"].action != "skip (inputs unchanged)":
+        train_digest = now.digests["train"]
+        with _recorded(state, "train", train_digest):
+            trained = train.train(prepared, preset_name, overrides=overrides, run_dir=run,
+                                  sd_scripts=sd_scripts, python=python,
+                                  resume=now.stages["train"].action == "resume",
+                                  force=now.stages["train"].action == "run",
+                                  break_lock=break_lock, detect=lambda: gpus,
+                                  on_progress=on_progress)
+            if trained.status == "interrupted":
+                raise KeyboardInterrupt  # the CLI says: re-run the same command
+        if trained.status != "succeeded":
+            state.record("train", train_digest, trained.status)
+            raise UserError(f"training {trained.status}: {trained.message}; run the same "
+                            f"reproduce command again to resume (log: {trained.log})")
+        state.record("train", train_digest, "done")
+
+    now = plan()
+    lora = now.lora
+    if lora is None:
+        raise UserError(f"training ended without its LoRA {final}; run the same reproduce "
+                        "command again to train it")
+    done.append(now.stages["sample"])
+    if now.stages["sample"].action == "run":
+        lora_digest = files.sha256(lora)
         earlier = state.data["stages"].get("sample", {}).get("lora")
         if earlier not in (None, lora_digest) and synthetic.is_dir():
             aside = workdir / f"synthetic.replaced-{datetime.now():%Y%m%d-%H%M%S}"
             synthetic.rename(aside)
             warnings.append(f"the synthetic set of the earlier LoRA is kept in {aside}")
-        state.record("sample", sample_digest, "running", lora=lora_digest)
-        made = sample.sample(run, synthetic, sample.SampleOptions(n=n),
-                             sd_scripts=sd_scripts, python=python, detect=lambda: gpus,
-                             break_lock=break_lock)
+        sample_digest = now.digests["sample"]
+        with _recorded(state, "sample", sample_digest, lora=lora_digest):
+            made = sample.sample(run, synthetic, sample.SampleOptions(n=n),
+                                 sd_scripts=sd_scripts, python=python, detect=lambda: gpus,
+                                 break_lock=break_lock)
+            if made.status == "interrupted":
+                raise KeyboardInterrupt
         if made.status != "succeeded":
+            state.record("sample", sample_digest, made.status, lora=lora_digest)
             raise UserError(f"sampling {made.status}: {made.message}; run the same reproduce "
                             "command again to continue")
         state.record("sample", sample_digest, "done", lora=lora_digest)
 
+    now = plan()
+    done.append(now.stages["push"])
     url = None
-    if push_repo is None:
-        stages.append(Stage("push", "off", "", detail="pass --push REPO_ID to publish"))
-    else:
-        push_digest = _digest(sample_digest, push_repo)
-        push_action = "skip (inputs unchanged)" if state.done("push", push_digest) else "run"
-        stages.append(Stage("push", push_action, f"{run} -> {push_repo}",
-                            (f"https://huggingface.co/{push_repo}",)))
-        if not dry_run and push_action == "run":
-            pushed = publish(run, push_repo, samples=synthetic, break_lock=break_lock)
-            url = pushed.url
-            state.record("push", push_digest, "done", url=url)
-    return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
-                           estimate(steps if isinstance(steps, int) else None, gpus), dry_run,
-                           status="planned" if dry_run else "succeeded", lora=lora, url=url,
-                           warnings=(*train.would_stop(problems), *warnings))
+    if now.stages["push"].action == "run":
+        pushed = publish(run, str(push_repo), samples=synthetic, break_lock=break_lock)
+        url = pushed.url
+        state.record("push", now.digests["push"], "done", url=url)
+    return result(done, lora=lora, url=url)

@@ -1,0 +1,87 @@
+"""`reproduce` re-run after outputs went missing or a stage was interrupted: it remakes what
+is gone instead of skipping it, shows its plan before any stage runs, and records a Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.pipeline.reproduce import reproduce
+from medsynth_kohya.sampling import sample
+
+from .conftest import invoke
+from .fake_gen import PYTHON, FakeGen, make_original_gen
+
+QUICK = ("max_train_steps=12", "save_every_n_steps=3")
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
+    return make_original_gen(tmp_path, monkeypatch)
+
+
+def _options(fake: FakeGen) -> dict[str, Any]:
+    return {"n": 3, "overrides": QUICK, "sd_scripts": fake.sd_scripts, "python": PYTHON}
+
+
+def _actions(result: Any) -> dict[str, str]:
+    return {stage.name: stage.action for stage in result.stages}
+
+
+def test_a_deleted_lora_is_trained_again(isic2020: SyntheticSet, tmp_path: Path,
+                                         fake: FakeGen) -> None:
+    workdir = tmp_path / "work"
+    lora = reproduce(isic2020.root, workdir, **_options(fake)).lora
+    assert lora is not None
+    lora.unlink()
+    again = reproduce(isic2020.root, workdir, **_options(fake))
+    assert _actions(again)["train"] == "run"
+    assert any(f"LoRA {lora} is gone" in warning for warning in again.warnings)
+    assert again.lora == lora and lora.is_file()
+
+
+def test_a_deleted_synthetic_image_is_made_again(isic2020: SyntheticSet, tmp_path: Path,
+                                                 fake: FakeGen) -> None:
+    workdir = tmp_path / "work"
+    reproduce(isic2020.root, workdir, **_options(fake))
+    images = workdir / "synthetic" / "images"
+    victim = sorted(images.glob("*.png"))[1]
+    victim.unlink()
+    again = reproduce(isic2020.root, workdir, **_options(fake))
+    assert _actions(again) == {"prepare": "skip (inputs unchanged)",
+                               "train": "skip (inputs unchanged)", "sample": "run",
+                               "push": "off"}
+    assert victim.is_file() and len(list(images.glob("*.png"))) == 3
+
+
+def test_ctrl_c_while_sampling_after_the_plan_was_shown(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan is printed before any stage runs; a Ctrl-C while sampling (which stops the
+    generator: sample returns "interrupted") exits 130 and is recorded as such."""
+    real = sample.sample
+
+    def interrupted(*args: Any, **kwargs: Any) -> sample.SampleResult:
+        return replace(real(*args, **kwargs), status="interrupted")
+
+    monkeypatch.setattr(sample, "sample", interrupted)
+    workdir = tmp_path / "work"
+    code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", workdir,
+                                  "--n", 2, *(w for o in QUICK for w in ("--set", o)),
+                                  "--sd-scripts", fake.sd_scripts, "--python", PYTHON)
+    assert code == 130 and "interrupted" in stderr
+    assert f"reproduce plan: {workdir}" in stdout
+    plan = stdout.split("reproduce plan", 1)[1]
+    for stage, action in (("prepare", "run"), ("train", "run"), ("sample", "run"),
+                          ("push", "off")):
+        assert re.search(rf"{stage}\s*│ {action}:", plan), plan
+    stages = json.loads((workdir / "reproduce.json").read_text(encoding="utf-8"))["stages"]
+    assert stages["sample"]["status"] == "interrupted"
+    assert stages["train"]["status"] == "done"
