@@ -314,6 +314,22 @@ def test_dry_run_prints_the_plan_and_commands(runner: CliRunner, run: Path, fake
     assert "--from_file" in stdout and "--sequential_file_name" in stdout
 
 
+def test_a_missing_base_model_stops_a_run_and_warns_a_dry_run(runner: CliRunner, run: Path,
+                                                              fake_gen: FakeGen,
+                                                              tmp_path: Path) -> None:
+    """As in train: a dry run shows what a real run would stop at, and writes nothing."""
+    absent = tmp_path / "nowhere" / "base.safetensors"
+    out = tmp_path / "synth"
+    args = ("--lora", run, "--n", 2, "--out", out, "--base-model", absent, *SMALL)
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--dry-run")
+    assert code == 0, stdout + stderr
+    assert f"base model {absent} is not a file" in " ".join(stderr.split())
+    assert not out.exists()
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 1 and f"base model {absent} is not a file" in " ".join(stderr.split())
+    assert fake_gen.calls() == []
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (("--sampler", "euler_b"), "unknown sampler 'euler_b'"),
     (("--width", 100), "multiple of 8"),

@@ -105,7 +105,10 @@ def gen_options(record: RunRecord | None, base_model: str, lora: Path,
     return options
 
 
-def resolve_base_model(given: str | None, record: RunRecord | None, sd_dir: Path) -> str:
+def resolve_base_model(given: str | None, record: RunRecord | None,
+                       sd_dir: Path) -> tuple[str, list[str]]:
+    """The base model to generate with (given, else the run's), and a problem when it names a
+    local file that is not there: a refusal, or in a dry run a warning (as train's)."""
     if given:
         value = given
     else:
@@ -116,9 +119,9 @@ def resolve_base_model(given: str | None, record: RunRecord | None, sd_dir: Path
     resolved = checkout.local_path(value, sd_dir)
     looks_local = value.endswith((".safetensors", ".ckpt")) or value.startswith((".", "/", "~"))
     if looks_local and not Path(resolved).exists() and not (sd_dir / value).exists():
-        raise UserError(f"base model {value} is not a file (relative paths start here or at "
-                        f"{sd_dir}); pass --base-model")
-    return resolved
+        return resolved, [f"base model {value} is not a file (relative paths start here or "
+                          f"at {sd_dir}); pass --base-model"]
+    return resolved, []
 
 
 def recorded_base_model(value: str, sd_dir: Path) -> str:

@@ -162,7 +162,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                         f"{n} images (seeds run from S to S + n - 1)")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
-    base_model = resolve_base_model(options.base_model, record, sd_dir)
+    base_model, absent = resolve_base_model(options.base_model, record, sd_dir)
     shared = recorded_base_model(base_model, sd_dir)  # metadata.csv is shared: no home folder
     gpus = detect()
     devices = shard_devices(options.num_gpus, gpus)
@@ -183,6 +183,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     written = [*outputs(plan, len(devices)), *([copycheck.NAME] if check_copies else [])]
     same = claim(out, identity, plan, written, force)
     problems, warnings = preflight(location, runner, out, gpus, gen)
+    problems = [*absent, *problems]
     warnings = [*notes, *source.warnings, *warnings]
     if names.diagnosis is None:
         warnings.append("the training class has no single ISIC Archive diagnosis (prepare "
