@@ -305,3 +305,16 @@ def test_a_local_model_path_that_is_not_there_is_named(tmp_path: Path) -> None:
 ])
 def test_optional_packages_an_optimizer_needs(options: dict[str, Any], needed: list[str]) -> None:
     assert checks.needs(options) == needed
+
+
+def test_one_rule_tells_a_local_model_from_a_hub_id() -> None:
+    """train's missing-model check, sample's and the shared metadata's `<local>/NAME` agree."""
+    from medsynth_kohya.sampling.generator import recorded_base_model
+
+    for local in ("./m", "../m", "~/m", "/abs/m", "sd_xl_base_1.0.safetensors", ".cache/m",
+                  "old.ckpt", "weights.pt"):
+        assert checks.names_file(local), local
+        assert recorded_base_model(local, Path("/nonexistent")) == f"<local>/{Path(local).name}"
+    for hub in ("stabilityai/stable-diffusion-xl-base-1.0", "owner/model"):
+        assert not checks.names_file(hub), hub
+        assert recorded_base_model(hub, Path("/nonexistent")) == hub

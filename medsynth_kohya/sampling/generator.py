@@ -13,7 +13,7 @@ from typing import Any
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling import prompts
-from medsynth_kohya.sdscripts import checkout, launch, sdopts
+from medsynth_kohya.sdscripts import checkout, checks, launch, sdopts
 from medsynth_kohya.training.record import RunRecord
 
 SCRIPT = "sdxl_gen_img"
@@ -117,8 +117,8 @@ def resolve_base_model(given: str | None, record: RunRecord | None,
             raise UserError("give --base-model (a .safetensors checkpoint or a Hub id): the "
                             "LoRA has no train run record naming its base model")
     resolved = checkout.local_path(value, sd_dir)
-    looks_local = value.endswith((".safetensors", ".ckpt")) or value.startswith((".", "/", "~"))
-    if looks_local and not Path(resolved).exists() and not (sd_dir / value).exists():
+    if (checks.names_file(value) and not Path(resolved).exists()
+            and not (sd_dir / value).exists()):
         return resolved, [f"base model {value} is not a file (relative paths start here or "
                           f"at {sd_dir}); pass --base-model"]
     return resolved, []
@@ -129,8 +129,7 @@ def recorded_base_model(value: str, sd_dir: Path) -> str:
     checkpoint or folder as `<local>/NAME` (as push publishes a path), never its folders."""
     from medsynth_kohya.hub.privacy import LOCAL
 
-    local = (Path(value).expanduser().is_absolute() or value.startswith((".", "~"))
-             or value.endswith((".safetensors", ".ckpt")) or (sd_dir / value).exists())
+    local = checks.names_file(value) or (sd_dir / value).exists()
     return f"{LOCAL}/{PureWindowsPath(value).name}" if local else value
 
 

@@ -206,9 +206,10 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def _local(value: str) -> bool:
-    """Whether an option value is a path rather than a Hub id."""
-    return (Path(value).is_absolute() or value.startswith(("./", "../", "~"))
+def names_file(value: str) -> bool:
+    """Whether a model option's value is a local path rather than a Hub id: absolute, from
+    `.` or `~`, or a checkpoint's name (a Hub id is `owner/name`)."""
+    return (Path(value).expanduser().is_absolute() or value.startswith((".", "~"))
             or value.endswith(MODEL_SUFFIXES))
 
 
@@ -217,7 +218,7 @@ def missing_models(options: Mapping[str, Any], sd_scripts: Path) -> list[str]:
     where sd-scripts runs."""
     return [f"{key} = {options[key]!r} is not there (relative paths start at {sd_scripts}): "
             f"{fix}" for key, fix in _MODEL_FIXES.items()
-            if isinstance(options.get(key), str) and _local(options[key])
+            if isinstance(options.get(key), str) and names_file(options[key])
             and not (sd_scripts / Path(options[key]).expanduser()).exists()]
 
 
