@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import struct
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,3 +215,21 @@ def write_run(run: Path, prepared: Path, base_model: Path, **config: Any) -> Pat
 
 
 PYTHON = sys.executable
+
+
+def interrupt_at_third_image(out: Path) -> None:
+    """Ctrl-C this test's thread (SIGINT) once a shard of the set `out` holds its third image;
+    the test is skipped where SIGINT is not Python's default handler (as under some runners)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    main = threading.get_ident()
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if list(out.glob(".medsynth/shards/*/out/im_000002.png")):
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=interrupt, daemon=True).start()

@@ -4,6 +4,8 @@ captions or images changed by hand since are not replaced without --force."""
 from __future__ import annotations
 
 import shutil
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -148,30 +150,36 @@ def test_images_that_are_not_melanomas_under_the_melanoma_name_are_warned_about(
     assert not [w for r in (named, melanomas) for w in r.warnings if "class folder says" in w]
 
 
-@pytest.mark.parametrize("after", [1, 5], ids=["early", "late"])
-def test_a_re_run_interrupted_while_writing_is_finished_by_the_same_command(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
-    """Ctrl-C while a re-run with new options writes its captions: the same command finishes
-    the write without --force, and the layout is one class folder, as an uninterrupted run's."""
+def _interrupt_writing(root: Path, out: Path, options: PrepareOptions,
+                       monkeypatch: pytest.MonkeyPatch, stop: Callable[[Path], bool]) -> None:
+    """Run prepare into `out` and stop it with Ctrl-C as it is about to write the first
+    caption `stop` picks."""
     from medsynth_kohya.data import layout
 
-    made = make_dataset(tmp_path / "src", 6, seed=3, melanoma_fraction=1.0)
-    out, reference = tmp_path / "out", tmp_path / "reference"
-    prepare(made.root, out, workers=1)
-    changed = PrepareOptions(repeats=3, caption_template="{trigger}, {sex}")
     real = layout.write_text
-    calls = []
 
     def interrupted(path: Path, text: str) -> None:
-        calls.append(path)
-        if len(calls) > after:
+        if stop(path):
             raise KeyboardInterrupt
         real(path, text)
 
     monkeypatch.setattr(layout, "write_text", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        prepare(made.root, out, workers=1, options=changed)
+        prepare(root, out, workers=1, options=options)
     monkeypatch.setattr(layout, "write_text", real)
+
+
+@pytest.mark.parametrize("after", [1, 5], ids=["early", "late"])
+def test_a_re_run_interrupted_while_writing_is_finished_by_the_same_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Ctrl-C while a re-run with new options writes its captions: the same command finishes
+    the write without --force, and the layout is one class folder, as an uninterrupted run's."""
+    made = make_dataset(tmp_path / "src", 6, seed=3, melanoma_fraction=1.0)
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    prepare(made.root, out, workers=1)
+    changed = PrepareOptions(repeats=3, caption_template="{trigger}, {sex}")
+    calls = itertools.count(1)  # the captions written so far, this one included
+    _interrupt_writing(made.root, out, changed, monkeypatch, lambda _: next(calls) > after)
     assert {p.name for p in (out / "img").iterdir()} == {"1_melanoma", "3_melanoma"}
     again = prepare(made.root, out, workers=1, options=changed)
     assert [p.name for p in (out / "img").iterdir()] == ["3_melanoma"]
@@ -187,23 +195,12 @@ def test_a_re_run_interrupted_while_writing_is_finished_by_the_same_command(
 def test_a_hand_edit_after_an_interrupted_re_run_is_still_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The files of the last complete run stay guarded while an interrupted run's are not."""
-    from medsynth_kohya.data import layout
-
     made = make_dataset(tmp_path / "src", 6, seed=3, melanoma_fraction=1.0)
     out = tmp_path / "out"
     first = prepare(made.root, out, workers=1)
     changed = PrepareOptions(repeats=3, caption_template="{trigger}, {sex}")
-    real = layout.write_text
-
-    def interrupted(path: Path, text: str) -> None:
-        if path.parent.name == "3_melanoma" and len(list(path.parent.glob("*.txt"))) >= 2:
-            raise KeyboardInterrupt
-        real(path, text)
-
-    monkeypatch.setattr(layout, "write_text", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        prepare(made.root, out, workers=1, options=changed)
-    monkeypatch.setattr(layout, "write_text", real)
+    _interrupt_writing(made.root, out, changed, monkeypatch, lambda path: (
+        path.parent.name == "3_melanoma" and len(list(path.parent.glob("*.txt"))) >= 2))
     caption = sorted(first.train_dir.glob("*.txt"))[0]
     caption.write_text("my careful caption", encoding="utf-8")
     with pytest.raises(UserError, match="changed since") as refused:

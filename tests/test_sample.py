@@ -6,9 +6,6 @@ from __future__ import annotations
 import collections
 import json
 import shlex
-import signal
-import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -29,7 +26,7 @@ from medsynth_kohya.training.train import train
 
 from .conftest import invoke, prepare_set
 from .disk import checksums, entries
-from .fake_gen import PYTHON, FakeGen, install_gpus, write_lora, write_run
+from .fake_gen import PYTHON, FakeGen, install_gpus, interrupt_at_third_image, write_lora, write_run
 
 SMALL = ("--width", 64, "--height", 64, "--steps", 2)
 
@@ -222,22 +219,10 @@ def test_a_crashed_shard_is_reported_and_a_rerun_makes_only_the_missing(
 
 def test_ctrl_c_keeps_finished_images_and_a_rerun_completes(
         run: Path, fake_gen: FakeGen, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT is not Python's default handler here")
     monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")
     out = tmp_path / "synth"
     options = SampleOptions(n=30, width=64, height=64, steps=2)
-    main = threading.get_ident()
-
-    def interrupt() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if list(out.glob(".medsynth/shards/*/out/im_000002.png")):
-                signal.pthread_kill(main, signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    interrupt_at_third_image(out)
     first = sample(run, out, options, sd_scripts=fake_gen.sd_scripts, python=PYTHON,
                    detect=lambda: [])
     assert first.status == "interrupted"

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from .conftest import invoke
-from .fake_gen import PYTHON, FakeGen, install_gpus
+from .fake_gen import PYTHON, FakeGen, install_gpus, interrupt_at_third_image
 from .fake_hub import FakeHub
 
 SMALL = ("--width", 64, "--height", 64, "--steps", 2)
@@ -53,22 +50,10 @@ def test_metadata_names_a_local_base_model_without_its_folders(
 def test_an_interrupted_set_is_refused_by_push_and_evaluate_until_finished(
         runner: CliRunner, trained: Path, fake_gen: FakeGen, fake_hub: FakeHub,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT is not Python's default handler here")
     monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
     out = tmp_path / "synth"
-    main = threading.get_ident()
-
-    def interrupt() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if list(out.glob(".medsynth/shards/*/out/im_000002.png")):
-                signal.pthread_kill(main, signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    interrupt_at_third_image(out)
     args = ("--lora", trained, "--n", 10, "--out", out, *SMALL)
     code, _, stderr = _sample(runner, fake_gen, *args)
     assert code == 130
