@@ -3,8 +3,8 @@ captions or images changed by hand since are not replaced without --force."""
 
 from __future__ import annotations
 
-import shutil
 import itertools
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
