@@ -99,11 +99,15 @@ def _main(
     """ISIC dermoscopy data to an SDXL melanoma LoRA, through kohya-ss sd-scripts."""
 
 
+RESUMABLE = "interrupted; re-run the same command to continue where it stopped"
+"""What Ctrl-C says by default: most commands pick up where they stopped."""
+
+
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn a UserError into one red line and exit code 1; Ctrl-C into exit code 130. A write
-    the machine refuses (permission, read-only file system, disk full: files.REFUSED) is one
-    line too; any other OSError is a bug and keeps its traceback."""
+def _user_errors(interrupted: str = RESUMABLE) -> Iterator[None]:
+    """Turn a UserError into one red line and exit code 1; Ctrl-C into `interrupted` and exit
+    code 130. A write the machine refuses (permission, read-only file system, disk full:
+    files.REFUSED) is one line too; any other OSError is a bug and keeps its traceback."""
     from medsynth_kohya import files, ui
     from medsynth_kohya.errors import UserError
 
@@ -121,7 +125,7 @@ def _user_errors() -> Iterator[None]:
         ui.error(f"{where}{exc.strerror}; {fix}, then run this again")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        ui.error("interrupted; re-run the same command to continue where it stopped")
+        ui.error(interrupted)
         raise typer.Exit(130) from None
 
 
@@ -809,13 +813,14 @@ def evaluate(
         help="Training run: compare with the prepared data it was trained on (instead of "
         "--real).")] = None,
     mix: Annotated[str, typer.Option(
-        help="Synthetic : real melanoma ratios the classifier is trained at, comma-separated.")
+        help="Synthetic : real melanoma ratios the classifier is trained at, comma-separated "
+        "(0, real photos only, is always scored as the baseline).")
     ] = "0,0.5,1,2",
     repeats: Annotated[int, typer.Option(help="Patient splits the classifier is scored on.")
                        ] = 3,
-    classifier: Annotated[str, typer.Option(
-        help="Section 4's classifier: `logistic` (on frozen features), `finetune` (the feature "
-        "network fine-tuned; GPU when present) or `none`.")] = "logistic",
+    classifier: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Section 4's classifier: `logistic` (on frozen features, the default), `finetune` "
+        "(the feature network fine-tuned; GPU when present) or `none`.")] = None,
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Same as --classifier none.")] = False,
     epochs: Annotated[int, typer.Option(help="Epochs of each fine-tuning (--classifier "
@@ -845,16 +850,21 @@ def evaluate(
     """
     from medsynth_kohya import files, ui
     from medsynth_kohya.errors import UserError
-    from medsynth_kohya.evaluation.evaluate import EvaluateOptions
+    from medsynth_kohya.evaluation.evaluate import LOGISTIC, NO_CLASSIFIER, EvaluateOptions
     from medsynth_kohya.evaluation.evaluate import evaluate as run
 
-    with _user_errors():
+    with _user_errors("interrupted; no report was written: run the command again to start the "
+                      "evaluation over"):
         try:
             mixes = tuple(float(part) for part in mix.split(",") if part.strip())
         except ValueError:
             raise UserError(f"--mix {mix!r}: give ratios like 0,0.5,1,2") from None
+        if no_classifier and classifier not in (None, NO_CLASSIFIER):
+            raise UserError(f"--no-classifier and --classifier {classifier} contradict each "
+                            "other: give one of them")
         options = EvaluateOptions(mixes=mixes, repeats=repeats,
-                                  classifier="none" if no_classifier else classifier,
+                                  classifier=NO_CLASSIFIER if no_classifier
+                                  else classifier or LOGISTIC,
                                   epochs=epochs, threshold=threshold,
                                   deep_threshold=deep_threshold, features=features,
                                   batch_size=batch_size, seed=seed, force=force)

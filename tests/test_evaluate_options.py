@@ -62,6 +62,12 @@ def test_classifier_none_is_said_as_such_without_the_extra(
     (["--mix", ""], "--mix: give one or more ratios of 0 or more"),
     (["--mix", ","], "--mix: give one or more ratios of 0 or more"),
     (["--mix", "0,-1"], "--mix: give one or more ratios of 0 or more"),
+    (["--mix", "nan"], "--mix: give one or more ratios of 0 or more"),
+    (["--mix", "0,inf"], "--mix: give one or more ratios of 0 or more"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--batch-size", "-2"], "--batch-size must be at least 1"),
+    (["--no-classifier", "--classifier", "logistic"],
+     "--no-classifier and --classifier logistic contradict each other"),
 ])
 def test_out_of_range_options_and_both_sources_are_one_line(
         runner: CliRunner, data: tuple[Path, Path], trained: Path, tmp_path: Path,
@@ -101,3 +107,40 @@ def test_a_features_spec_that_names_no_network_is_one_line(spec: str) -> None:
 
     with pytest.raises(UserError, match=f"--features '{spec}'"):
         features.load_network(spec)
+
+
+@pytest.mark.parametrize("args", [["--no-classifier"], ["--no-classifier", "--classifier", "none"]])
+def test_no_classifier_alone_or_agreeing_skips_the_classifier(
+        runner: CliRunner, data: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    code, _, stderr = invoke(runner, "evaluate", "--real", data[0], "--synthetic", data[1],
+                             "--out", tmp_path / "report", *args)
+    assert code == 0, stderr
+    sections = json.loads((tmp_path / "report" / "report.json").read_text("utf-8"))["sections"]
+    assert sections["utility"] == {"skipped": "not asked for (--classifier none)"}
+
+
+def test_a_run_folder_given_as_real_data_points_to_lora(
+        runner: CliRunner, data: tuple[Path, Path], trained: Path, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", trained, "--synthetic", data[1],
+                                  "--out", tmp_path / "report")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
+    assert f"give --lora {trained}" in " ".join(stderr.split())
+
+
+def test_ctrl_c_says_the_evaluation_starts_over(
+        runner: CliRunner, data: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.evaluation import sets
+
+    def interrupt(path: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sets, "load_real", interrupt)
+    code, _, stderr = invoke(runner, "evaluate", "--real", data[0], "--synthetic", data[1],
+                             "--out", tmp_path / "report")
+    said = " ".join(stderr.split())
+    assert code == 130 and "start the evaluation over" in said
+    assert "continue where it stopped" not in said

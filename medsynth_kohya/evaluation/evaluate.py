@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import math
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,12 +148,12 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
              ) -> EvaluateResult:
     """Evaluate `synthetic` against `real` (or the prepared data of run `lora`) into `out`,
     holding OUT's lock; a synthetic set, real data or run still being written is refused."""
-    options = options or EvaluateOptions()
+    options = _checked(options or EvaluateOptions())
     with locks.hold(out, "evaluate", break_lock=break_lock):
         ensure_made(synthetic, "evaluate", break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
-        source = _real_source(real, lora, options)
+        source = _real_source(real, lora)
         # an ISIC download or a prepared folder (--real, or the run's) still being written
         locks.ensure_idle(source, "evaluate", writers=("prepare", "fetch-isic"),
                           break_lock=break_lock)
@@ -160,12 +161,14 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
             return _evaluate(source, synthetic, out, options, on_progress)
 
 
-def _real_source(real: Path | None, lora: Path | None, options: EvaluateOptions) -> Path:
-    """The real data to compare with (`real`, or the prepared folder run `lora` trained on),
-    once the options are checked."""
+def _checked(options: EvaluateOptions) -> EvaluateOptions:
+    """`options` once checked, with the real-only mix 0 added (the baseline every other mix is
+    compared with) and each mix once, in increasing order."""
     if options.repeats < 1:
         raise UserError("--repeats must be at least 1")
-    if not options.mixes or any(m < 0 for m in options.mixes):
+    if options.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if not options.mixes or not all(math.isfinite(m) and m >= 0 for m in options.mixes):
         raise UserError("--mix: give one or more ratios of 0 or more, like 0,0.5,1,2")
     if options.classifier not in CLASSIFIERS:
         raise UserError(f"--classifier {options.classifier!r}: give one of "
@@ -181,6 +184,11 @@ def _real_source(real: Path | None, lora: Path | None, options: EvaluateOptions)
     if options.deep_threshold is not None and not 0 < options.deep_threshold <= 1:
         raise UserError(f"--deep-threshold {options.deep_threshold:g}: give a cosine "
                         "similarity above 0 and at most 1")
+    return replace(options, mixes=tuple(sorted({0.0, *options.mixes})))
+
+
+def _real_source(real: Path | None, lora: Path | None) -> Path:
+    """The real data to compare with: `real`, or the prepared folder run `lora` trained on."""
     if real is not None and lora is not None:
         raise UserError("give --real or --lora, not both: --lora RUN compares with the "
                         "prepared data the run was trained on, --real with the data you name")
@@ -465,7 +473,7 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
         rows.append(_skipped_row("classifier utility", utility_section))
     else:
         mixes = utility_section["figures"]["mixes"]
-        base = next((m for m in mixes if m["mix"] == 0), mixes[0])
+        base = next(m for m in mixes if m["mix"] == 0)
         best = max(mixes, key=lambda m: m["auc"]["value"])
         better = best is not base and best["auc"]["low"] > base["auc"]["value"]
         rows.append({"check": "classifier utility",

@@ -162,6 +162,10 @@ def load_real(path: Path) -> RealSet:
     if not path.exists():
         raise UserError(f"real data {path} does not exist; give an ISIC download or a folder "
                         "made by `medsynth-kohya prepare`")
+    if (path / RECORD_FILE).is_file():
+        raise UserError(f"{path} is a training run, not real data: give --lora {path} to "
+                        "compare with the data it was trained on, or --real with an ISIC "
+                        "download or a prepared folder")
     if path.is_dir() and PreparedFolder(path).manifest.is_file():
         real = _prepared(path)
     else:
