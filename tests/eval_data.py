@@ -102,7 +102,7 @@ def synthetic_set(root: Path, images: Sequence[MatLike],
                   hairy: Sequence[bool | None] | None = None,
                   tones: Sequence[str] | None = None) -> list[str]:
     """A folder as `sample` writes it: images/<id>.png and metadata.csv (prompted hair and
-    skin tone, blank where not given); returns the ids."""
+    skin tone, named in the prompt, blank where not given); returns the ids."""
     import cv2
 
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,8 @@ def synthetic_set(root: Path, images: Sequence[MatLike],
         for identifier, image, flag, tone in zip(ids, images, flags, tone_names, strict=True):
             cv2.imwrite(str(root / "images" / f"{identifier}.png"), image)
             writer.writerow([identifier, "melanoma", "" if flag is None else str(flag).lower(),
-                             tone, "photo of skin, me1anoma" + (", hairy" if flag else "")])
+                             tone, f"photo of {tone} skin, me1anoma".replace("  ", " ")
+                             + (", hairy" if flag else "")])
     return ids
 
 

@@ -367,3 +367,45 @@ def test_without_torch_fidelity_inception_is_skipped_not_fatal(
     document = json.loads((result.out / "report.json").read_text(encoding="utf-8"))
     assert document["sections"]["copies"]["flagged"] == []
     assert "torch-fidelity" in document["sections"]["utility"]["skipped"]
+
+
+def _reprompt(root: Path, prompt: str) -> None:
+    """Give every row of ROOT/metadata.csv the same prompt, keeping its recorded hair and tone."""
+    import csv
+
+    with (root / "metadata.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with (root / "metadata.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([{**row, "prompt": prompt} for row in rows])
+
+
+@pytest.mark.parametrize(("prompt", "named"), [
+    ("photo of skin, me1anoma on torso", False),  # the default template: no {tone}
+    ("photo of skin, me1anoma, dark corners", False),  # an artefact's words name no tone
+    ("photo of very light skin, me1anoma", False),  # another tone than the recorded one
+    ("photo of light skin, me1anoma", True),
+])
+def test_adherence_grades_only_the_skin_tone_a_prompt_names(
+        tmp_path: Path, source: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        prompt: str, named: bool) -> None:
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    synthetic_set(tmp_path / "syn", [photo(9600 + i) for i in range(3)], tones=["light"] * 3)
+    _reprompt(tmp_path / "syn", prompt)
+    result = evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
+    tone = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))[
+        "sections"]["adherence"]["skin_tone"]
+    row = next(r for r in result.verdict if r["check"] == "prompt adherence (skin tone)")
+    assert tone["n_prompted"] == (3 if named else 0)
+    assert (row["status"] == "skipped") != named
+    assert (row["detail"] == "no prompt names the skin tone") != named
+
+
+def test_a_hairy_row_whose_prompt_lacks_the_hair_tag_is_not_graded() -> None:
+    from medsynth_kohya.evaluation.adherence import asked_for
+
+    assert asked_for("photo of skin, me1anoma", True, None).hairy is None
+    assert asked_for("photo of skin, me1anoma, hairy", True, None).hairy is True
+    assert asked_for("photo of skin, me1anoma", False, None).hairy is False  # no tag: bare
+

@@ -4,12 +4,20 @@ the spread of every attribute over the real and the synthetic set."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medsynth_kohya.data.captions import ARTEFACT_WORDS, HAIR_TAG
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, Measurement
+
+_TONE_WORDS = re.compile(r"\b(" + "|".join(sorted((re.escape(name) for name, _ in TONES),
+                                                  key=len, reverse=True)) + r")\b")
+"""A skin tone category in a prompt, the longest first ("very light" before "light")."""
+_ARTEFACT_WORDS = re.compile("|".join(re.escape(words) for words in ARTEFACT_WORDS.values()))
+"""What a caption says for an artefact ("dark corners" names no skin tone)."""
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,17 @@ class Prompted:
 
     hairy: bool | None = None
     skin_tone: str | None = None
+
+
+def asked_for(prompt: str, hairy: bool | None, skin_tone: str | None) -> Prompted:
+    """What `prompt` asked for of the recorded hair and skin tone: a recorded value the prompt
+    does not name (a caption template without {tone}) was not asked for. A bare row's prompt
+    names its hair by leaving out the tag that captions always append for hair."""
+    text = prompt.lower()
+    tones = set(_TONE_WORDS.findall(_ARTEFACT_WORDS.sub(" ", text)))
+    hair_named = re.search(rf"\b{re.escape(HAIR_TAG)}\b", text) is not None
+    return Prompted(hairy if hairy is False or hair_named else None,
+                    skin_tone if skin_tone and skin_tone.lower() in tones else None)
 
 
 def _rate(values: Sequence[bool]) -> str:

@@ -24,7 +24,7 @@ from medsynth_kohya import __version__, files, locks, outputs
 from medsynth_kohya.data.measure import Measurement, measure
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, report, sets
-from medsynth_kohya.evaluation.adherence import Prompted, adherence
+from medsynth_kohya.evaluation.adherence import Prompted, adherence, asked_for
 from medsynth_kohya.evaluation.features import INCEPTION, INSTALL
 from medsynth_kohya.evaluation.finetune import EPOCHS
 from medsynth_kohya.sampling.machines import ensure_made
@@ -232,8 +232,9 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     synthetic_measured: list[Measurement] = []
     prompted: list[Prompted] = []
     synthetic_stream = extractor.stream() if extractor is not None else None
-    asked = {str(row.id): Prompted(row.hairy if isinstance(row.hairy, bool) else None,
-                                   str(row.skin_tone) or None)
+    asked = {str(row.id): asked_for(str(row.prompt),
+                                    row.hairy if isinstance(row.hairy, bool) else None,
+                                    str(row.skin_tone) or None)
              for row in synthetic_set.frame.itertuples()}
     for identifier, image in sets.decoded(synthetic_set.frame, "synthetic", skipped,
                                           lambda d, t: progress("synthetic images", d, t)):
