@@ -875,6 +875,8 @@ def evaluate(
         ui.warn(f"{files.counted(len(result.skipped))} left out (listed in the report), "
                 f"first: {result.skipped[0]['set']} {result.skipped[0]['id']}: "
                 f"{result.skipped[0]['reason']}")
+    for warning in result.warnings:
+        ui.warn(warning)
     ui.table(f"evaluate: {result.out}", [(row["check"], f"{row['status']}: {row['detail']}")
                                          for row in result.verdict])
     ui.say(f"report: {result.page} (keep it private: it shows training photos)")

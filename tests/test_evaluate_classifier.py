@@ -133,3 +133,51 @@ def test_too_few_patients_for_a_split_is_a_reason_not_a_crash(patients: int) -> 
         utility.utility(real, labels, [f"P{i % patients}" for i in range(12)],
                         rng.normal(size=(3, 4)), [0.0, 1.0], repeats=1, seed=0,
                         classifier=_Recorder())
+
+
+def _without_patients(root: Path, how: str) -> None:
+    """ROOT/train.csv with its patient_id column dropped ("absent") or emptied ("blank")."""
+    import pandas as pd
+
+    table = pd.read_csv(root / "train.csv")
+    table = table.drop(columns=["patient_id"]) if how == "absent" else table.assign(patient_id="")
+    table.to_csv(root / "train.csv", index=False)
+
+
+@pytest.mark.parametrize("how", ["absent", "blank"])
+def test_real_data_without_patient_ids_is_said_to_be_split_by_image(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 20)
+    isic_source(tmp_path / "isic", 8, 8, seed=7)
+    _without_patients(tmp_path / "isic", how)
+    synthetic_set(tmp_path / "syn", [photo(6300 + i, size=(320, 240)) for i in range(3)])
+    code, _, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                             tmp_path / "syn", "--out", tmp_path / "r", "--features", TINY,
+                             "--mix", "0,1", "--repeats", "1")
+    assert code == 0, stderr
+    section = json.loads((tmp_path / "r" / "report.json").read_text("utf-8"))["sections"][
+        "utility"]
+    assert section["method"].startswith("Image-level split (30% of images held out)")
+    assert "Patient-level" not in section["method"]
+    assert any("no patient ids" in note for note in section["figures"]["notes"])
+    assert "images are split one by one" in " ".join(stderr.split())
+
+
+def test_a_mix_list_without_0_still_scores_real_only(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 20)
+    isic_source(tmp_path / "isic", 8, 8, seed=8, patients=8)
+    synthetic_set(tmp_path / "syn", [photo(6400 + i, size=(320, 240)) for i in range(6)])
+    code, _, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                             tmp_path / "syn", "--out", tmp_path / "r", "--features", TINY,
+                             "--mix", "2,1,1", "--repeats", "1")
+    assert code == 0, stderr
+    document = json.loads((tmp_path / "r" / "report.json").read_text("utf-8"))
+    mixes = document["sections"]["utility"]["figures"]["mixes"]
+    assert [m["mix"] for m in mixes] == [0, 1, 2] and mixes[0]["synthetic_used"] == 0
+    row = next(r for r in document["verdict"] if r["check"] == "classifier utility")
+    assert row["detail"].startswith(f"ROC-AUC {mixes[0]['auc']['value']:.3f} real only")

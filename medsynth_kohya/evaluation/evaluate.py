@@ -79,6 +79,8 @@ class EvaluateResult:
     verdict: list[dict[str, str]]
     flagged: list[dict[str, Any]]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What weakens a figure, such as real photos without a patient id (also in the report)."""
 
     @property
     def page(self) -> Path:
@@ -297,7 +299,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     }
     files.write_text(out / MARKER, "written by medsynth-kohya evaluate\n")
     report.write(out, document, pairs)
-    return EvaluateResult(out, verdict, flagged, skipped)
+    warnings = list(utility_section.get("figures", {}).get("notes", []))
+    return EvaluateResult(out, verdict, flagged, skipped, warnings)
 
 
 @dataclass(frozen=True)
@@ -424,15 +427,17 @@ def _scored(usable: Any, real: Any, synthetic: Any, options: EvaluateOptions, mo
     """The utility figures of `classifier` (described by `model`) on `usable` real photos."""
     from medsynth_kohya.evaluation import utility
 
-    method = (f"Patient-level split ({int(utility.TEST_SHARE * 100)}% of patients held out) of "
+    patients = usable["patient_id"].tolist()
+    level, unit = ("Image", "images") if patients and not any(patients) else ("Patient",
+                                                                               "patients")
+    method = (f"{level}-level split ({int(utility.TEST_SHARE * 100)}% of {unit} held out) of "
               f"{len(usable)} real photos (melanoma vs other); {model}, trained on real + mix x "
               f"(real training melanomas) synthetic melanomas; {options.repeats} splits; 95% "
               f"bootstrap intervals ({utility.BOOTSTRAP} resamples of the held-out images, "
               "pooled over splits).")
     try:
-        result = utility.utility(real, usable["label"].tolist(), usable["patient_id"].tolist(),
-                                 synthetic, options.mixes, options.repeats, options.seed,
-                                 classifier)
+        result = utility.utility(real, usable["label"].tolist(), patients, synthetic,
+                                 options.mixes, options.repeats, options.seed, classifier)
     except utility.TooFewError as exc:
         return {"skipped": str(exc)}
     return {"method": method, "classifier": options.classifier, "figures": asdict(result)}

@@ -126,6 +126,18 @@ def _split(labels: NDArray[np.int64], groups: NDArray[np.str_],
     raise TooFewError("too few patients of each class for a patient-level split")
 
 
+def missing_patients(patients: Sequence[str]) -> str | None:
+    """What the split does with photos that have no patient id; None when every photo has one."""
+    blank = sum(not p for p in patients)
+    if not blank:
+        return None
+    if blank == len(patients):
+        return ("the real data records no patient ids: images are split one by one, so one "
+                "patient's photos may fall on both sides")
+    return (f"{blank} of {len(patients)} real photos have no patient id: each is split as a "
+            "patient of its own")
+
+
 def _interval(points: list[float], boots: list[float]) -> Interval:
     import numpy as np
 
@@ -150,7 +162,7 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
                           "and other lesions (give the whole ISIC source as --real)")
     groups = np.array([p or f"image-{i}" for i, p in enumerate(patients)])
     rng = np.random.default_rng(seed)
-    notes: list[str] = []
+    notes = [note for note in (missing_patients(patients),) if note]
     scores: dict[float, dict[str, list[float]]] = {m: {"auc": [], "ba": [], "bauc": [],
                                                        "bba": []} for m in mixes}
     pooled: dict[float, tuple[list[int], list[float]]] = {m: ([], []) for m in mixes}
