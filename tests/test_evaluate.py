@@ -409,3 +409,18 @@ def test_a_hairy_row_whose_prompt_lacks_the_hair_tag_is_not_graded() -> None:
     assert asked_for("photo of skin, me1anoma, hairy", True, None).hairy is True
     assert asked_for("photo of skin, me1anoma", False, None).hairy is False  # no tag: bare
 
+
+def test_a_repeated_metadata_row_is_counted_once_and_listed(
+        tmp_path: Path, source: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    ids = synthetic_set(tmp_path / "syn", [photo(9700 + i) for i in range(3)])
+    metadata = tmp_path / "syn" / "metadata.csv"
+    lines = metadata.read_text(encoding="utf-8").splitlines(keepends=True)
+    metadata.write_text("".join([*lines, lines[2]]), encoding="utf-8")  # ids[1] again
+    result = evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert document["inputs"]["n_synthetic"] == 3
+    assert "of 3 synthetic images" in result.verdict[0]["detail"]
+    assert [s["id"] for s in result.skipped] == [ids[1]]
+    assert "repeated row" in result.skipped[0]["reason"]
+

@@ -247,6 +247,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
             synthetic_stream.add(image)
     if not nearest:
         raise UserError(f"none of the images of {synthetic} could be decoded")
+    skipped += [{"set": "synthetic", "id": i, "reason": "a repeated row of metadata.csv (its "
+                 "first row is used)"} for i in synthetic_set.repeated]
 
     flagged = [{"synthetic_id": s, "training_id": m[0].training_id, "distance": m[0].distance}
                for s, m in nearest if copies.is_copy(m, options.threshold)]

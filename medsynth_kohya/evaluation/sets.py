@@ -43,6 +43,8 @@ class SyntheticSet:
     missing: list[str]
     lora_sha256: str | None = None
     """The LoRA that made the set, as sample recorded it (None: not recorded)."""
+    repeated: list[str] = field(default_factory=list)
+    """Ids of metadata.csv rows that repeat an earlier row's id (left out)."""
 
 
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -60,7 +62,13 @@ def load_synthetic(root: Path) -> SyntheticSet:
     folder = root / IMAGES
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
+    repeated: list[str] = []
+    seen: set[str] = set()
     for row in read_metadata(root):
+        if row.id in seen:
+            repeated.append(row.id)
+            continue
+        seen.add(row.id)
         path = folder / f"{row.id}.png"
         if not path.is_file():
             missing.append(row.id)
@@ -71,7 +79,7 @@ def load_synthetic(root: Path) -> SyntheticSet:
         raise UserError(f"{root} has no images for the rows of its {METADATA} "
                         f"(looked in {folder})")
     return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing,
-                        made_with(root))
+                        made_with(root), repeated)
 
 
 def _from_source(source: Any, training_ids: set[str] | None
