@@ -424,3 +424,18 @@ def test_a_repeated_metadata_row_is_counted_once_and_listed(
     assert [s["id"] for s in result.skipped] == [ids[1]]
     assert "repeated row" in result.skipped[0]["reason"]
 
+
+def test_a_broken_png_is_one_warning_without_opencv_log_lines(
+        runner: CliRunner, tmp_path: Path, source: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    ids = synthetic_set(tmp_path / "syn", [photo(9800 + i) for i in range(2)])
+    image = tmp_path / "syn" / "images" / f"{ids[0]}.png"
+    data = image.read_bytes()
+    image.write_bytes(data[:33])  # the signature and the header (its size reads), no pixels
+    capfd.readouterr()
+    code, _, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                             tmp_path / "syn", "--out", tmp_path / "report")
+    raw = capfd.readouterr().err  # what OpenCV writes straight to the process's stderr
+    assert code == 0 and f"synthetic {ids[0]}: undecodable" in " ".join(stderr.split())
+    assert "grfmt" not in raw + stderr and "WARN:" not in raw + stderr

@@ -186,11 +186,14 @@ def load_real(path: Path) -> RealSet:
 
 
 def decode(path: Path) -> MatLike | None:
-    """A BGR image reduced while decoding as prepare's measurements decode it, or None."""
+    """A BGR image reduced while decoding as prepare's measurements decode it, or None; OpenCV
+    logs nothing (a broken file is reported once, by the caller, in one line)."""
+    import cv2
     import imagesize
 
     from medsynth_kohya.data.measure import decode as reduced
 
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         width, height = imagesize.get(path)
         return reduced(path, width, height) if width > 0 and height > 0 else None
