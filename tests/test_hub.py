@@ -455,6 +455,28 @@ def test_a_changed_manifest_is_not_described(fake_hub: FakeHub, run: Path) -> No
     assert any("sha256 differs" in w for w in planned.warnings)
 
 
+def test_the_card_shows_the_recorded_fitzpatrick_types(run: Path) -> None:
+    """The card says the metadata records no skin type only when none is recorded; recorded
+    types (an Archive export's fitzpatrick_skin_type) are shown as a table."""
+    assert "records no Fitzpatrick skin type" in contents.plan(run, REPO).card
+    record = json.loads((run / "run.json").read_text())
+    path = Path(record["dataset"]["prepared"]) / "manifest.csv"
+    table = manifest.read(path)
+    types = ["IV", "II", "II", "VI", "I", "II", "III"]
+    table["fitzpatrick_skin_type"] = types
+    manifest.write(manifest.conform(table), path)
+    record["dataset"]["manifest_sha256"] = files.sha256(path)
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    card = contents.plan(run, REPO).card
+    assert "records no" not in card and "no skin type" not in card
+    lines = card.splitlines()
+    start = lines.index("| Fitzpatrick skin type (recorded) | images | share |")
+    train = types[:6]  # the last row is the validation split's
+    expected = [f"| {t} | {train.count(t)} | {100 * train.count(t) / 6:.1f} % |"
+                for t in ("I", "II", "IV", "VI")]
+    assert lines[start + 2:start + 6] == expected
+
+
 def test_demo_data_and_another_licence_are_stated(run: Path) -> None:
     record = json.loads((run / "run.json").read_text())
     path = Path(record["dataset"]["prepared"]) / "manifest.csv"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -196,9 +196,22 @@ def spread_markdown(rows: pd.DataFrame) -> str:
         _share_table("site", sites, sorted(sites, key=lambda k: (k == "unknown", -sites[k], k)),
                      total),
         f"{hairy} of {total} images ({100 * hairy / total:.1f} %) are tagged `hairy`.",
+        _fitzpatrick_markdown(rows, label),
         *_tone_markdown(rows),
     ]
     return "\n\n".join(parts)
+
+
+def _fitzpatrick_markdown(rows: pd.DataFrame, label: Callable[[Any], str]) -> str:
+    """The Fitzpatrick skin types the metadata records (I to VI, then unknown), or a sentence
+    saying it records none: the card must not deny a spread the data has."""
+    column = "fitzpatrick_skin_type"
+    types = Counter(label(v) for v in rows[column]) if column in rows else Counter()
+    if set(types) <= {"unknown"}:
+        return "The metadata records no Fitzpatrick skin type for these images."
+    scale = ("I", "II", "III", "IV", "V", "VI")
+    order = sorted(types, key=lambda k: (k == "unknown", scale.index(k) if k in scale else 6, k))
+    return _share_table("Fitzpatrick skin type (recorded)", types, order, len(rows))
 
 
 def _tone_markdown(rows: pd.DataFrame) -> list[str]:
