@@ -533,6 +533,35 @@ def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_pat
     assert not any(u.path_in_repo.startswith("checkpoints/") for u in planned.uploads)
 
 
+def test_a_grid_showing_a_deleted_image_is_refused(run: Path, tmp_path: Path) -> None:
+    """An image deleted after sample drew the grid (a flagged near-copy, say) is still in
+    grid.jpg: the push is refused while the grid may show it; without a grid the rest go, with
+    a warning that metadata.csv lists an image that is gone."""
+    from medsynth_kohya.evaluation import copycheck
+
+    synth = tmp_path / "synth"
+    (synth / "images").mkdir(parents=True)
+    for i in range(4):
+        (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(200 + i))
+    rows = [f"SYN_{i:07d},prompt {i}" for i in range(4)]
+    (synth / "metadata.csv").write_text("\n".join(["isic_id,prompt", *rows]) + "\n",
+                                        encoding="utf-8")
+    (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid")
+    copycheck.write(synth, copycheck.CopyCheck(
+        0.1, "isic", 10, tuple(f"SYN_{i:07d}" for i in range(4)),
+        (copycheck.Flag("SYN_0000002", "ISIC_0000042", 0.01),)))
+    (synth / "images" / "SYN_0000002.png").unlink()
+    with pytest.raises(UserError, match=r"grid.jpg shows 1 image\(s\) no longer in images/ "
+                                        r"\(first: SYN_0000002\)"):
+        contents.plan(run, REPO, samples=synth)
+    (synth / "grid.jpg").unlink()
+    planned = contents.plan(run, REPO, samples=synth)
+    assert sorted(u.path_in_repo for u in planned.uploads if u.path_in_repo.startswith(
+        "samples/")) == [f"samples/SYN_{i:07d}.png" for i in (0, 1, 3)]
+    assert any("metadata.csv lists 1 image(s) no longer in images/ (first: SYN_0000002)" in w
+               for w in planned.warnings)
+
+
 def test_an_image_sample_did_not_make_is_never_published(run: Path, tmp_path: Path) -> None:
     synth = tmp_path / "synth"
     (synth / "images").mkdir(parents=True)

@@ -232,9 +232,10 @@ def _training_samples(run: RunFolder, name: str, prompts: Sequence[str],
             for index, path in sorted(by_prompt.items())]
 
 
-def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
+def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], list[str]]:
     """Images of a `medsynth-kohya sample` folder (metadata.csv order, file names when it has
-    none) and its grid."""
+    none), its grid, the ids the grid shows and warnings. A grid that may show an image gone
+    from images/ is refused: it would publish what no check can see any more."""
     images = sorted((folder / IMAGES).glob("*.png")) if (folder / IMAGES).is_dir() else []
     grid = folder / GRID
     if not images and not grid.is_file():
@@ -250,13 +251,26 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None]:
                         f"{strays[0].name}), so not made by `medsynth-kohya sample`; move "
                         f"{'it' if len(strays) == 1 else 'them'} out of {folder / IMAGES} and "
                         "push again")
+    # sample writes metadata.csv and the grid of the same images, the grid in id order
+    shown = sorted(rows or (path.stem for path in images), key=lambda i: (len(i), i))
+    shown = shown[:GRID_IMAGES] if grid.is_file() else []
+    present = {path.stem for path in images}
+    gone = [i for i in rows if i not in present]
+    lost = [i for i in shown if i not in present]
+    if lost:
+        raise UserError(f"--samples {folder}: {GRID} shows {len(lost)} image(s) no longer in "
+                        f"{IMAGES}/ (first: {lost[0]}) that {METADATA} lists; re-run "
+                        "`medsynth-kohya sample` with the same options to remake them, the "
+                        f"metadata and the grid, or delete {GRID} to push without it")
+    warnings = [f"--samples {folder.name}: {METADATA} lists {len(gone)} image(s) no longer in "
+                f"{IMAGES}/ (first: {gone[0]}); they are not published"] if gone else []
     order = {stem: i for i, stem in enumerate(rows)}
     images.sort(key=lambda path: (order.get(path.stem, len(order)), path.name))
     samples = []
     for path in images[:MAX_SAMPLE_IMAGES]:
         row = rows.get(path.stem, SynthRow(path.stem))  # a folder without metadata.csv
         samples.append(Sample(path, row.prompt or None, row.negative_prompt or None))
-    return samples, grid if grid.is_file() else None
+    return samples, grid if grid.is_file() else None, shown, warnings
 
 
 def _public_ids(record: RunRecord, repo_id: str) -> list[str]:
@@ -368,13 +382,12 @@ def scan(uploads: Sequence[Upload], policy: privacy.Policy) -> tuple[tuple[str, 
     return tuple(found)
 
 
-def _copies_gate(folder: Path, chosen: Sequence[Sample], grid: Path | None,
+def _copies_gate(folder: Path, chosen: Sequence[Sample], in_grid: Sequence[str],
                  evaluation: CardEvaluation | None, allow: bool) -> list[str]:
     """Refuse to publish sample images flagged as near-copies of training photos (by `sample
-    --check-copies` or the --eval report) unless `allow`; warnings for unchecked images."""
-    published = {s.path.stem for s in chosen}
-    if grid is not None:  # the contact sheet shows the set's first images
-        published |= set(sorted(p.stem for p in (folder / IMAGES).glob("*.png"))[:GRID_IMAGES])
+    --check-copies` or the --eval report), on their own or in the grid (`in_grid`), unless
+    `allow`; warnings for unchecked images."""
+    published = {s.path.stem for s in chosen} | set(in_grid)
     recorded = copycheck.read(folder)
     flagged = {f.synthetic_id: f.training_id for f in recorded.flagged} if recorded else {}
     sources = [copycheck.NAME] if flagged.keys() & published else []
@@ -443,8 +456,9 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     attached = eval_card.card_evaluation(evaluation) if evaluation is not None else None
     _same_lora(final, samples, evaluation, attached)
     if samples is not None:
-        chosen, grid = _synth_samples(samples)
-        warnings += _copies_gate(samples, chosen, grid, attached, allow_copies)
+        chosen, grid, in_grid, sample_warnings = _synth_samples(samples)
+        warnings += sample_warnings
+        warnings += _copies_gate(samples, chosen, in_grid, attached, allow_copies)
     else:
         chosen = _training_samples(folder, name, prompts["prompts"],
                                    prompts["negative_prompt"])
