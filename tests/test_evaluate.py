@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, features
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
@@ -322,6 +323,8 @@ def test_a_prepared_folder_gives_its_training_images(runner: CliRunner, tmp_path
     result = evaluate(tmp_path / "data", tmp_path / "syn", tmp_path / "report")
     assert [(f["synthetic_id"], f["training_id"]) for f in result.flagged] == [
         ("SYN_0000000", melanoma.stem)]
+    inputs = json.loads((tmp_path / "report" / "report.json").read_text())["inputs"]
+    assert inputs["manifest_sha256"] == files.sha256(tmp_path / "data" / "manifest.csv")
 
 
 @pytest.mark.browser

@@ -13,6 +13,7 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck, features, sets
 from medsynth_kohya.evaluation import report as report_files
@@ -230,3 +231,32 @@ def test_a_folder_without_a_report_is_one_line(runner: CliRunner, tmp_path: Path
                                  "--dry-run")
         assert code == 1 and message in stderr, stderr
         assert stderr.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_a_report_on_other_real_data_or_an_unknown_lora_is_not_taken_for_the_run_s(
+        evaluated: Path, tmp_path: Path) -> None:
+    """A report that compared the set with another prepared folder than the run trained on is
+    refused (its near-copy verdict is about other photos); one that cannot be tied to the run's
+    data (an ISIC source) or to a LoRA is published with a warning saying so."""
+    run = make_run(tmp_path / "first")
+    report = evaluated / "report"
+    path = report / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["inputs"]["manifest_sha256"] is None  # compared with an ISIC source
+    warnings = contents.plan(run, REPO, evaluation=report).warnings
+    assert any("cannot be matched with this run's prepared data" in w for w in warnings)
+    assert any("does not record the LoRA" in w for w in warnings)
+
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    document["inputs"]["manifest_sha256"] = files.sha256(path)  # another prepared folder
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(UserError, match=r"compared the set with other real data .* than this "
+                                        r"run's prepared data .* --lora RUN"):
+        contents.plan(run, REPO, evaluation=report)
+
+    lora = files.sha256(run / "output" / "melanoma.safetensors")
+    document["inputs"].update(manifest_sha256=record["dataset"]["manifest_sha256"],
+                              lora_sha256=lora)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    warnings = contents.plan(run, REPO, evaluation=report).warnings
+    assert not any("--eval" in w for w in warnings)

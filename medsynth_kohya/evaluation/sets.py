@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsynth_kohya import files
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling.synthset import IMAGES, METADATA, made_with, read_metadata
@@ -31,6 +32,8 @@ class RealSet:
     training: pd.DataFrame
     labelled: pd.DataFrame | None
     notes: list[str] = field(default_factory=list)
+    manifest_sha256: str | None = None
+    """The prepared folder's manifest (None for an ISIC source): push matches it with a run's."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def _prepared(folder: Path) -> RealSet:
 
     prepared = PreparedFolder(folder)
     prepared.ensure_finished()
+    digest = files.sha256(prepared.manifest)
     table = manifest.read(prepared.manifest)
     train = table.loc[table["split"].astype(str) == "train"]
     training = _frame([{"id": str(r.id), "path": Path(str(r.source)),
@@ -145,7 +149,7 @@ def _prepared(folder: Path) -> RealSet:
         notes.append(f"{len(missing)} training images named by {folder.name}/manifest.csv are "
                      f"gone (first: {missing[0]})")
         training = training.loc[training["path"].map(lambda p: Path(p).is_file())]
-    return RealSet(str(folder), training.reset_index(drop=True), labelled, notes)
+    return RealSet(str(folder), training.reset_index(drop=True), labelled, notes, digest)
 
 
 def prepared_of_run(run: Path) -> Path:

@@ -431,6 +431,29 @@ def _same_lora(final: Path, samples: Path | None, report: Path | None,
                             "(`medsynth-kohya sample --lora RUN`) and evaluate that set")
 
 
+def _same_data(record: RunRecord, report: Path, evaluation: CardEvaluation) -> list[str]:
+    """Refuse a report that compared the set with other prepared data than the run trained on
+    (its near-copy verdict would be about photos that are not this model's training set);
+    warnings when the report cannot be tied to the run's data or LoRA."""
+    mine = record.dataset.manifest_sha256 if record.dataset else None
+    theirs = evaluation.manifest_sha256
+    redo = ("evaluate a set this run made with `medsynth-kohya evaluate --lora RUN --synthetic "
+            "SET` (the run's own training data)")
+    if mine and theirs and mine != theirs:
+        raise UserError(f"--eval {report} compared the set with other real data "
+                        f"({evaluation.real}, manifest sha256 {theirs[:12]}…) than this run's "
+                        f"prepared data (manifest sha256 {mine[:12]}…); {redo}")
+    warnings = []
+    if not (mine and theirs):
+        warnings.append(f"--eval {report.name} compared the set with {evaluation.real}, which "
+                        "cannot be matched with this run's prepared data, so its near-copy "
+                        f"check may not cover the run's training photos; {redo}")
+    if evaluation.lora_sha256 is None:
+        warnings.append(f"--eval {report.name} does not record the LoRA that made the evaluated "
+                        f"set, so its figures may not be this model's; {redo}")
+    return warnings
+
+
 def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
          token: str | None = None, environ: Mapping[str, str] | None = None,
@@ -455,6 +478,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     grid: Path | None = None
     attached = eval_card.card_evaluation(evaluation) if evaluation is not None else None
     _same_lora(final, samples, evaluation, attached)
+    if evaluation is not None and attached is not None:
+        warnings += _same_data(record, evaluation, attached)
     if samples is not None:
         chosen, grid, in_grid, sample_warnings = _synth_samples(samples)
         warnings += sample_warnings

@@ -47,6 +47,10 @@ class CardEvaluation:
     """Ids of the synthetic images the report checked."""
     lora_sha256: str | None = None
     """The LoRA that made the evaluated set (None: the report does not say)."""
+    real: str = "?"
+    """The name of the real data the set was compared with."""
+    manifest_sha256: str | None = None
+    """That real data's prepared manifest (None: an ISIC source, or the report does not say)."""
 
 
 def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
@@ -127,4 +131,5 @@ def card_evaluation(folder: Path) -> CardEvaluation:
         tuple(_generation(document) + _classification(document)),
         tuple((str(v["check"]), str(v["status"]), str(v["detail"])) for v in document["verdict"]),
         int(document["inputs"]["n_synthetic"]), str(document.get("version", "?")), flagged,
-        checked, document["inputs"].get("lora_sha256") or None)
+        checked, document["inputs"].get("lora_sha256") or None,
+        str(document["inputs"].get("real", "?")), document["inputs"].get("manifest_sha256") or None)
