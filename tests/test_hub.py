@@ -354,9 +354,17 @@ def test_a_run_without_a_lora_file_is_refused(runner: CliRunner, fake_hub: FakeH
     (run / "output" / "melanoma.safetensors").unlink()
     message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
     assert "no LoRA file" in message and "--resume" in message and fake_hub.requests == []
+    record = json.loads((run / "run.json").read_text())
+    again = (f"`medsynth-kohya train {record['dataset']['prepared']} --run-dir {run} --resume "
+             "--force`")  # train --resume only reports a succeeded run as finished
+    assert message.endswith(f"the run succeeded: train it again from step 0 with {again}")
     (run / "output" / "melanoma.safetensors").write_bytes(b"")
     message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
-    assert "not a safetensors file" in message
+    assert "not a safetensors file" in message and message.endswith(again)
+    (run / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert message.endswith(f"the run is interrupted: finish it with `medsynth-kohya train "
+                            f"{record['dataset']['prepared']} --run-dir {run} --resume`")
     message = _refused(runner, run.parent, "--repo-id", REPO, "--endpoint", fake_hub.url)
     assert "no run.json" in message
 

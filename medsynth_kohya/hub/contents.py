@@ -145,11 +145,24 @@ def _read_record(folder: RunFolder) -> RunRecord:
     return record
 
 
-def _check_safetensors(path: Path) -> None:
+def _retrain(record: RunRecord, run_dir: Path) -> str:
+    """How to get the run's LoRA files back, as train takes it: --resume finishes a run that
+    stopped, but only reports a succeeded one as finished (--resume --force trains it again)."""
+    if record.status == "dry-run":
+        return "it was a dry run: run `medsynth-kohya train` without --dry-run"
+    prepared = record.dataset.prepared if record.dataset else None
+    train = launch.tool_command("train", prepared or "PREPARED", "--run-dir", str(run_dir),
+                                "--resume")
+    if record.status == "succeeded":
+        return f"the run succeeded: train it again from step 0 with `{train.line()} --force`"
+    return f"the run is {record.status or 'unknown'}: finish it with `{train.line()}`"
+
+
+def _check_safetensors(path: Path, record: RunRecord, run_dir: Path) -> None:
     """A safetensors file starts with an 8-byte header length and a JSON object."""
     if files.safetensors_header(path) is None:
-        raise UserError(f"{path} is not a safetensors file (empty or damaged); re-run the "
-                        "training or its last epoch with `medsynth-kohya train ... --resume`")
+        raise UserError(f"{path} is not a safetensors file (empty or damaged); "
+                        f"{_retrain(record, run_dir)}")
 
 
 def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
@@ -160,12 +173,9 @@ def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
     run_dir, output = folder.path, folder.output
     final = folder.final_lora(name)
     if not name or not final.is_file():
-        hint = ("it was a dry run: run `medsynth-kohya train` without --dry-run"
-                if status == "dry-run" else
-                f"the run is {status}: finish it with `medsynth-kohya train PREPARED "
-                f"--run-dir {run_dir} --resume`")
-        raise UserError(f"{run_dir} has no LoRA file ({final.relative_to(run_dir)}); {hint}")
-    _check_safetensors(final)
+        raise UserError(f"{run_dir} has no LoRA file ({final.relative_to(run_dir)}); "
+                        f"{_retrain(record, run_dir)}")
+    _check_safetensors(final, record, run_dir)
     warnings = []
     if status != "succeeded":
         warnings.append(f"{RECORD_FILE} says the run is {status}, yet {final.name} exists; "
@@ -173,7 +183,7 @@ def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
     saves = [path for path in launch.lora_files(output, name) if path != final]
     if all_checkpoints:
         for path in saves:
-            _check_safetensors(path)
+            _check_safetensors(path, record, run_dir)
     return final, saves if all_checkpoints else [], warnings
 
 
