@@ -447,8 +447,8 @@ def _same_data(record: RunRecord, report: Path, evaluation: CardEvaluation) -> l
     warnings when the report cannot be tied to the run's data or LoRA."""
     mine = record.dataset.manifest_sha256 if record.dataset else None
     theirs = evaluation.manifest_sha256
-    redo = ("evaluate a set this run made with `medsynth-kohya evaluate --lora RUN --synthetic "
-            "SET` (the run's own training data)")
+    redo = ("evaluate a set this run's LoRA made against its own training data with "
+            "`medsynth-kohya evaluate --lora RUN --synthetic SET`")
     if mine and theirs and mine != theirs:
         raise UserError(f"--eval {report} compared the set with other real data "
                         f"({evaluation.real}, manifest sha256 {theirs[:12]}…) than this run's "
