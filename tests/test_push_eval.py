@@ -260,3 +260,27 @@ def test_a_report_on_other_real_data_or_an_unknown_lora_is_not_taken_for_the_run
     path.write_text(json.dumps(document), encoding="utf-8")
     warnings = contents.plan(run, REPO, evaluation=report).warnings
     assert not any("--eval" in w for w in warnings)
+
+
+def test_a_report_on_the_download_the_run_was_prepared_from_covers_the_run(
+        evaluated: Path, tmp_path: Path) -> None:
+    """`evaluate --real DOWNLOAD` (the README's first example) on the very ISIC download the
+    run's data was prepared from is tied to the run by the metadata file's sha256; once that
+    file is another (edited, or another download), the report cannot be matched again."""
+    from medsynth_kohya.data.prepare import prepare
+
+    run = make_run(tmp_path / "first")
+    report = evaluated / "report"
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    source = sets.load_real(evaluated / "isic")
+    assert document["inputs"]["source_sha256"] == source.source_sha256 is not None
+    prepared = prepare(evaluated / "isic", tmp_path / "prepared", workers=1)
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["dataset"]["prepared"] = str(prepared.out)
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    warnings = contents.plan(run, REPO, evaluation=report).warnings
+    assert not any("cannot be matched" in w for w in warnings), warnings
+    metadata = next((evaluated / "isic").glob("*.csv"))
+    metadata.write_text(metadata.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    warnings = contents.plan(run, REPO, evaluation=report).warnings
+    assert any("cannot be matched with this run's prepared data" in w for w in warnings)

@@ -34,6 +34,9 @@ class RealSet:
     notes: list[str] = field(default_factory=list)
     manifest_sha256: str | None = None
     """The prepared folder's manifest (None for an ISIC source): push matches it with a run's."""
+    source_sha256: str | None = None
+    """An ISIC source's metadata file (None for a prepared folder): push matches it with the
+    one the run's data was prepared from."""
 
 
 @dataclass(frozen=True)
@@ -181,8 +184,10 @@ def load_real(path: Path) -> RealSet:
     if path.is_dir() and PreparedFolder(path).manifest.is_file():
         real = _prepared(path)
     else:
-        training, labelled, notes = _from_source(sources.locate(path), None)
-        real = RealSet(str(path), training, labelled, notes)
+        located = sources.locate(path)
+        training, labelled, notes = _from_source(located, None)
+        real = RealSet(str(path), training, labelled, notes,
+                       source_sha256=files.sha256(located.metadata))
     if real.training.empty:
         raise UserError(f"{path} has no training images to compare with (no melanoma with an "
                         "image file)")

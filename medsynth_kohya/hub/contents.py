@@ -16,6 +16,7 @@ from typing import Any
 
 from medsynth_kohya import files
 from medsynth_kohya.data.captions import DEFAULT_TRIGGER
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.hub import eval_card, privacy
@@ -441,10 +442,19 @@ def _same_lora(final: Path, samples: Path | None, report: Path | None,
                             "(`medsynth-kohya sample --lora RUN`) and evaluate that set")
 
 
+def _prepared_from(record: RunRecord) -> str | None:
+    """The sha256 of the ISIC metadata file the run's data was prepared from, while it is
+    still on this machine (an evaluation made with --real on that download covers the run)."""
+    state = PreparedFolder(record.prepared).state_if_any() if record.prepared else None
+    source = state.source_metadata if state else None
+    return files.sha256(source) if source is not None and source.is_file() else None
+
+
 def _same_data(record: RunRecord, report: Path, evaluation: CardEvaluation) -> list[str]:
     """Refuse a report that compared the set with other prepared data than the run trained on
     (its near-copy verdict would be about photos that are not this model's training set);
-    warnings when the report cannot be tied to the run's data or LoRA."""
+    warnings when the report cannot be tied to the run's data (its prepared folder, or the
+    ISIC download that was prepared from) or LoRA."""
     mine = record.dataset.manifest_sha256 if record.dataset else None
     theirs = evaluation.manifest_sha256
     redo = ("evaluate a set this run's LoRA made against its own training data with "
@@ -454,7 +464,9 @@ def _same_data(record: RunRecord, report: Path, evaluation: CardEvaluation) -> l
                         f"({evaluation.real}, manifest sha256 {theirs[:12]}…) than this run's "
                         f"prepared data (manifest sha256 {mine[:12]}…); {redo}")
     warnings = []
-    if not (mine and theirs):
+    same_source = (evaluation.source_sha256 is not None
+                   and evaluation.source_sha256 == _prepared_from(record))
+    if not (mine and theirs) and not same_source:
         warnings.append(f"--eval {report.name} compared the set with {evaluation.real}, which "
                         "cannot be matched with this run's prepared data, so its near-copy "
                         f"check may not cover the run's training photos; {redo}")

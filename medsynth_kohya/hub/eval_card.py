@@ -51,6 +51,8 @@ class CardEvaluation:
     """The name of the real data the set was compared with."""
     manifest_sha256: str | None = None
     """That real data's prepared manifest (None: an ISIC source, or the report does not say)."""
+    source_sha256: str | None = None
+    """That ISIC source's metadata file (None: a prepared folder, or the report does not say)."""
 
 
 def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
@@ -132,4 +134,5 @@ def card_evaluation(folder: Path) -> CardEvaluation:
         tuple((str(v["check"]), str(v["status"]), str(v["detail"])) for v in document["verdict"]),
         int(document["inputs"]["n_synthetic"]), str(document.get("version", "?")), flagged,
         checked, document["inputs"].get("lora_sha256") or None,
-        str(document["inputs"].get("real", "?")), document["inputs"].get("manifest_sha256") or None)
+        str(document["inputs"].get("real", "?")), document["inputs"].get("manifest_sha256") or None,
+        document["inputs"].get("source_sha256") or None)
