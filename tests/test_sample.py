@@ -308,7 +308,8 @@ def test_a_missing_base_model_stops_a_run_and_warns_a_dry_run(runner: CliRunner,
     args = ("--lora", run, "--n", 2, "--out", out, "--base-model", absent, *SMALL)
     code, stdout, stderr = _sample(runner, fake_gen, *args, "--dry-run")
     assert code == 0, stdout + stderr
-    assert f"base model {absent} is not a file" in " ".join(stderr.split())
+    assert f"a real run would stop at: base model {absent} is not a file" in " ".join(
+        stderr.split())  # worded as train's dry run words it
     assert not out.exists()
     code, stdout, stderr = _sample(runner, fake_gen, *args)
     assert code == 1 and f"base model {absent} is not a file" in " ".join(stderr.split())

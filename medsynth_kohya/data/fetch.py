@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medsynth_kohya import files, locks
 from medsynth_kohya.data.sources import ARCHIVE_METADATA, IMAGE_SUFFIXES
-from medsynth_kohya.errors import UserError
+from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.sdscripts import launch
 
 ISIC_API = "https://api.isic-archive.com"
@@ -58,8 +58,8 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     _claim(out)
     missing = shutil.which(command.argv[0]) is None
     if dry_run:
-        return FetchResult(out, command, 0, ran=False, warnings=(
-            f"a real run would stop at: {NOT_INSTALLED}",) if missing else ())
+        return FetchResult(out, command, 0, ran=False,
+                           warnings=would_stop([NOT_INSTALLED] if missing else []))
     if missing:
         raise UserError(NOT_INSTALLED)
     say = on_wait or (lambda _: None)

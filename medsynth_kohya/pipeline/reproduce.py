@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import files, locks
+from medsynth_kohya import errors, files, locks
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions
 from medsynth_kohya.data.prepared import PreparedFolder
@@ -352,7 +352,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                estimate(steps if isinstance(steps, int) else None, gpus),
                                dry_run, status="planned" if dry_run else "succeeded",
                                lora=lora, url=url,
-                               warnings=(*train.would_stop(problems), *warnings, *notes))
+                               warnings=(*errors.would_stop(problems), *warnings, *notes))
 
     first = plan()
     if on_plan is not None:

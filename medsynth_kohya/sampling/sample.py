@@ -22,7 +22,7 @@ from typing import Any
 
 from medsynth_kohya import __version__, files, locks
 from medsynth_kohya.data.archive import MetadataStyle
-from medsynth_kohya.errors import UserError
+from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.evaluation.copycheck import CopyCheck
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
@@ -222,7 +222,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                          write=False)
         return SampleResult(out, "dry-run", plan, len(present_now), len(present_now),
                             tuple(shown), out / METADATA, None,
-                            warnings=tuple(warnings + problems), machine_shard=shard)
+                            warnings=(*warnings, *would_stop(problems)), machine_shard=shard)
 
     out.mkdir(parents=True, exist_ok=True)
     record_outputs(out, written)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import __version__, files, locks, outputs
+from medsynth_kohya import __version__, errors, files, locks, outputs
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
@@ -223,11 +223,6 @@ def _pruning(output: Path, name: str, on_progress: Callable[[launch.StepProgress
 def _existing(folder: Path) -> Path:
     """`folder`, or its nearest parent that exists (where a folder not made yet will be)."""
     return next(path for path in (folder, *folder.parents) if path.exists())
-
-
-def would_stop(problems: Sequence[str]) -> tuple[str, ...]:
-    """A dry run's refusals, worded apart from its warnings: these stop the real launch."""
-    return tuple(f"a real run would stop at: {problem}" for problem in problems)
 
 
 def _machine_problems(location: checkout.Location, python: str, options: Mapping[str, Any],
@@ -681,7 +676,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
             "main_process_port": machines.main_port, "processes_per_machine": processes},
             nodes=[own, *others])
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
-                         steps, warnings=(*warnings, *would_stop(problems)), plan=run)
+                         steps, warnings=(*warnings, *errors.would_stop(problems)), plan=run)
     if problems and not dry_run:
         raise UserError("\n".join(problems))
     if dry_run and resume:  # the run's own files and record stay as they are
