@@ -129,10 +129,14 @@ def test_too_few_patients_for_a_split_is_a_reason_not_a_crash(patients: int) -> 
     rng = np.random.default_rng(1)
     labels = [int(i % 2 == 0) for i in range(12)]
     real = rng.normal(size=(12, 4))
-    with pytest.raises(utility.TooFewError, match="too few"):
+    with pytest.raises(utility.TooFewError,
+                       match=r"too few (patients of each class )?for a patient-level split"):
         utility.utility(real, labels, [f"P{i % patients}" for i in range(12)],
                         rng.normal(size=(3, 4)), [0.0, 1.0], repeats=1, seed=0,
                         classifier=_Recorder())
+    with pytest.raises(utility.TooFewError, match=r"^3 image\(s\): too few for an image-level"):
+        utility.utility(real[:3], labels[:3], ["", "", ""], rng.normal(size=(3, 4)), [0.0],
+                        repeats=1, seed=0, classifier=_Recorder())  # no patient recorded
 
 
 def _without_patients(root: Path, how: str) -> None:

@@ -103,15 +103,16 @@ class Utility:
     notes: list[str]
 
 
-def _split(labels: NDArray[np.int64], groups: NDArray[np.str_],
-           seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Train/test indices by patient, both sides holding both classes (tries a few seeds)."""
+def _split(labels: NDArray[np.int64], groups: NDArray[np.str_], seed: int,
+           unit: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Train/test indices by group (a patient, or an image where no patient is recorded: the
+    `unit` its refusal names), both sides holding both classes (tries a few seeds)."""
     import numpy as np
     from sklearn.model_selection import GroupShuffleSplit
 
+    level = f"{'an' if unit == 'image' else 'a'} {unit}-level split"
     if len(np.unique(groups)) < 2 * MIN_PER_CLASS:  # GroupShuffleSplit cannot split it
-        raise TooFewError(f"{len(np.unique(groups))} patient(s): too few for a patient-level "
-                          "split")
+        raise TooFewError(f"{len(np.unique(groups))} {unit}(s): too few for {level}")
     for attempt in range(20):
         splitter = GroupShuffleSplit(n_splits=1, test_size=TEST_SHARE,
                                      random_state=seed * 1000 + attempt)
@@ -123,7 +124,7 @@ def _split(labels: NDArray[np.int64], groups: NDArray[np.str_],
                        for side in (train, test) for c in (0, 1))
         if sides_ok:
             return train, test
-    raise TooFewError("too few patients of each class for a patient-level split")
+    raise TooFewError(f"too few {unit}s of each class for {level}")
 
 
 def missing_patients(patients: Sequence[str]) -> str | None:
@@ -161,6 +162,7 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
         raise TooFewError("the real data holds one class only: the classifier needs melanomas "
                           "and other lesions (give the whole ISIC source as --real)")
     groups = np.array([p or f"image-{i}" for i, p in enumerate(patients)])
+    unit = "patient" if any(patients) else "image"
     rng = np.random.default_rng(seed)
     notes = [note for note in (missing_patients(patients),) if note]
     scores: dict[float, dict[str, list[float]]] = {m: {"auc": [], "ba": [], "bauc": [],
@@ -169,7 +171,7 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
     used: dict[float, int] = {}
     sizes = (0, 0, 0)
     for repeat in range(repeats):
-        train, test = _split(y, groups, seed + repeat)
+        train, test = _split(y, groups, seed + repeat, unit)
         sizes = (len(train), len(test), int(y[test].sum()))
         melanomas = int(y[train].sum())
         for mix in mixes:
