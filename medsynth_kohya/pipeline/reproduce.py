@@ -309,11 +309,13 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                    folder.config.resolve(), folder.dataset_config.resolve(),
                                    mixed_precision=str(options.get("mixed_precision")))
 
+    source_digest = _source_digest(located, original)  # no stage writes the source
+    preset_digest = files.sha256(preset.path)
+
     def plan() -> _Plan:
         """Every stage's action from WORKDIR as it is now: a stage whose input an earlier
         stage remakes runs (its digest cannot match)."""
         skip = "skip (inputs unchanged)"
-        source_digest = _source_digest(located, original)
         prepare_action = skip if state.done("prepare", source_digest) else "run"
         stages = {"prepare": Stage(
             "prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
@@ -321,7 +323,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
             detail=f"original captions, {hair_choice()}, repeats 1")}
         train_input = (files.sha256(manifest) if prepare_action == skip and manifest.is_file()
                        else source_digest)
-        train_digest = _digest(train_input, files.sha256(preset.path), list(overrides))
+        train_digest = _digest(train_input, preset_digest, list(overrides))
         train_action, gone = _train_action(run, train_digest, state, name)
         stages["train"] = Stage("train", train_action, f"{manifest}, preset {preset.name}",
                                 (str(final), str(folder.record_file)), (command.shell(),),
