@@ -16,7 +16,7 @@ An image changed since its check (a digest that no longer matches) counts as unc
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -131,15 +131,18 @@ def _unchanged(synthetic: Path, checked: list[str], digests: dict[str, str] | No
                  and files.sha256(image) == digests.get(identifier))
 
 
-def read(synthetic: Path) -> CopyCheck | None:
+def read(synthetic: Path, among: Collection[str] | None = None) -> CopyCheck | None:
     """The recorded check of a synthetic set, or None when it was never checked; its checked
-    ids leave out images changed since."""
+    ids leave out images changed since, and with `among`, the ids not in it (only those
+    images are hashed: a push publishes a few of a set of thousands)."""
     path = synthetic / NAME
     if not path.is_file():
         return None
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        checked = _unchanged(synthetic, [str(i) for i in data["checked"]], data.get("sha256"))
+        checked = _unchanged(synthetic, [str(i) for i in data["checked"]
+                                         if among is None or str(i) in among],
+                             data.get("sha256"))
         return CopyCheck(float(data["threshold"]), str(data["training"]),
                          int(data["n_training"]), checked,
                          tuple(Flag(str(f["synthetic_id"]), str(f["training_id"]),

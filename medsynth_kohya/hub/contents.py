@@ -399,7 +399,7 @@ def _copies_gate(folder: Path, chosen: Sequence[Sample], in_grid: Sequence[str],
     --check-copies` or the --eval report), on their own or in the grid (`in_grid`), unless
     `allow`; warnings for unchecked images."""
     published = {s.path.stem for s in chosen} | set(in_grid)
-    recorded = copycheck.read(folder)
+    recorded = copycheck.read(folder, among=published)
     flagged = {f.synthetic_id: f.training_id for f in recorded.flagged} if recorded else {}
     sources = [copycheck.NAME] if flagged.keys() & published else []
     if evaluation is not None and evaluation.flagged.keys() & published:
