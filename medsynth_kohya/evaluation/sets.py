@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,15 +195,22 @@ def load_real(path: Path) -> RealSet:
     return real
 
 
+@cache
+def _quiet_opencv() -> None:
+    """Silence OpenCV's own log, once per process (the setting is process-wide)."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def decode(path: Path) -> MatLike | None:
     """A BGR image reduced while decoding as prepare's measurements decode it, or None; OpenCV
     logs nothing (a broken file is reported once, by the caller, in one line)."""
-    import cv2
     import imagesize
 
     from medsynth_kohya.data.measure import decode as reduced
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    _quiet_opencv()
     try:
         width, height = imagesize.get(path)
         return reduced(path, width, height) if width > 0 and height > 0 else None
