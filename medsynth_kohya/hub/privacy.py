@@ -20,11 +20,12 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
+from medsynth_kohya.outputs import LOCAL, local_name
+
 REDACTED = "<redacted>"
-LOCAL = "<local>"
 SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "auth", "credential")
 _SECRET_NAME = re.compile("|".join(SECRET_WORDS).replace("auth", "auth(?!or(?!i[sz]))"),
                           re.IGNORECASE)
@@ -114,8 +115,7 @@ class Policy:
             for form in (candidate, candidate.resolve()):
                 if form.is_relative_to(base):
                     return form.relative_to(base).as_posix()
-        name = PureWindowsPath(value).name  # the last part as written (a Windows path's too)
-        return f"{LOCAL}/{name}" if name else LOCAL
+        return local_name(value)
 
     def is_local(self, value: str) -> bool:
         """Whether a whole string is an absolute path or one under the home folder (`~`)."""

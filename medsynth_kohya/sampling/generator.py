@@ -7,11 +7,12 @@ repeated, the generation settings, and `--set` overrides (never the options `sam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.outputs import local_name
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sdscripts import checkout, checks, launch, sdopts
 from medsynth_kohya.training.record import RunRecord
@@ -127,10 +128,8 @@ def resolve_base_model(given: str | None, record: RunRecord | None,
 def recorded_base_model(value: str, sd_dir: Path) -> str:
     """The base model as the set's shared metadata.csv names it: a Hub id as it is, a local
     checkpoint or folder as `<local>/NAME` (as push publishes a path), never its folders."""
-    from medsynth_kohya.hub.privacy import LOCAL
-
     local = checks.names_file(value) or (sd_dir / value).exists()
-    return f"{LOCAL}/{PureWindowsPath(value).name}" if local else value
+    return local_name(value) if local else value
 
 
 def preflight(location: checkout.Location, python: str, out: Path, gpus: Sequence[Gpu],
