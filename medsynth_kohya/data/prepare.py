@@ -783,18 +783,13 @@ def _measurements(good: list[tuple[Any, Path, Scan]], options: PrepareOptions
     import pandas as pd
 
     scans = [result for _, _, result in good]
-    columns: dict[str, Any] = {
-        "width": pd.array([result.width for result in scans], dtype="Int64"),
-        "height": pd.array([result.height for result in scans], dtype="Int64"),
-        "hair_score": pd.array([result.hair_score for result in scans], dtype="Float64"),
-        "hairy": pd.array([None if result.hair_score is None
-                           else is_hairy(result.hair_score, options.hair.detector)
-                           for result in scans], dtype="boolean"),
-        "ita": pd.array([result.ita for result in scans], dtype="Float64"),
-        "skin_tone": pd.array([result.skin_tone for result in scans], dtype="string")}
-    for name in ARTEFACTS:
-        columns[name] = pd.array([getattr(result, name) for result in scans], dtype="boolean")
-    return columns
+    values: dict[str, list[Any]] = {
+        name: [getattr(result, name) for result in scans]
+        for name in ("width", "height", "hair_score", "ita", "skin_tone", *ARTEFACTS)}
+    values["hairy"] = [None if result.hair_score is None
+                       else is_hairy(result.hair_score, options.hair.detector)
+                       for result in scans]
+    return {name: pd.array(values[name], dtype=dtype) for name, dtype in query.DTYPES.items()}
 
 
 def _true(value: Any) -> bool:

@@ -11,14 +11,14 @@ import io
 import tokenize
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_PROBE: dict[str, tuple[str, float | str]] = {
+_PROBE: dict[str, tuple[Literal["Int64", "Float64", "boolean", "string"], float | str]] = {
     "width": ("Int64", 1024), "height": ("Int64", 768), "hair_score": ("Float64", 0.5),
     "hairy": ("boolean", False), "ita": ("Float64", 30.0), "skin_tone": ("string", "intermediate"),
     "vignette": ("boolean", False), "ruler": ("boolean", False), "bubbles": ("boolean", False)}
@@ -26,6 +26,9 @@ _PROBE: dict[str, tuple[str, float | str]] = {
 is tried on before any image is scanned."""
 MEASURED = tuple(_PROBE)
 """The measurements a query may name, where the metadata has no column of that name."""
+DTYPES = {name: dtype for name, (dtype, _) in _PROBE.items()}
+"""Each measurement's pandas dtype: prepare builds its columns with these, so a query is
+checked on the types it will run on."""
 
 
 def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
