@@ -3,6 +3,7 @@ or name with spaces, quotes, a backslash or # stays one whole value."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -93,3 +94,28 @@ def test_train_and_sample_scripts_for_folders_with_spaces(
     code, _, stderr = invoke(runner, "sample", "--lora", run, "--n", 4, "--out",
                              tmp_path / "two\nlines", "--slurm", 2, "--dry-run")
     assert code == 1 and "Traceback" not in stderr and "cannot hold a line break" in stderr
+
+
+def _sbatch_file_name(pattern: str, job: int, task: int) -> str:
+    """The file sbatch writes for an --output `pattern` (`%j`/`%A` job, `%a` task, `%%` a %)."""
+    return re.sub(r"%([%jAa])", lambda m: {"%": "%", "j": str(job), "A": str(job),
+                                            "a": str(task)}[m.group(1)], pattern)
+
+
+def test_a_percent_in_a_folder_name_is_not_read_as_a_slurm_pattern(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    run = tmp_path / "100%j done" / "run"
+    code, stdout, stderr = invoke(
+        runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
+        fake_sd.sd_scripts, "--python", sys.executable, "--num-machines", "2", "--slurm",
+        "--dry-run")
+    assert code == 0, stderr
+    output = _directives(stdout[stdout.index("#!/bin/bash"):])["output"]
+    assert _sbatch_file_name(output, 7, 0) == str(run.resolve() / "slurm-7.out")
+    out = tmp_path / "50%a" / "set"
+    code, stdout, stderr = invoke(runner, "sample", "--lora", run, "--n", 4, "--out", out,
+                                  "--slurm", 2, "--dry-run")
+    assert code == 0, stderr
+    output = _directives(stdout[stdout.index("#!/bin/bash"):])["output"]
+    assert _sbatch_file_name(output, 9, 2) == str(out.resolve() / ".medsynth" / "slurm" /
+                                                  "9_2.out")

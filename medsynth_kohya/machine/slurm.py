@@ -72,6 +72,12 @@ def directive(key: str, value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def log_file(folder: Path, pattern: str) -> str:
+    """An --output path: `folder` with each `%` doubled (sbatch reads `%` in a file name as
+    the start of a pattern), then SLURM's `pattern` (`slurm-%j.out`)."""
+    return str(folder.resolve()).replace("%", "%%") + "/" + pattern
+
+
 def quote(words: Sequence[str]) -> list[str]:
     """Words for a task line: quoted for the shell, except those holding a `$SLURM_…`-style
     variable (`$SLURM_NODEID`, `$SLURM_ARRAY_TASK_ID/4`), double-quoted so each task expands

@@ -213,7 +213,7 @@ def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir:
         args.append("--resume")
     settings = {"job-name": f"medsynth-train-{run_dir.resolve().name}", "nodes": str(count),
                 "ntasks-per-node": "1", "gpus-per-node": str(gpus),
-                "chdir": str(Path.cwd()), "output": str(run_dir.resolve() / "slurm-%j.out")}
+                "chdir": str(Path.cwd()), "output": slurm.log_file(run_dir, "slurm-%j.out")}
     main_ip = ('export MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
                '| head -n 1)"')
     return slurm.script(settings, sbatch, slurm.quote(own_command(*args)),
