@@ -441,6 +441,24 @@ def _release(lock: Lock) -> None:
 
 
 @contextlib.contextmanager
+def briefly(path: Path) -> Iterator[None]:
+    """Wait for, then hold, the kernel lock on file `path` (made empty if absent, and kept)
+    for a read-modify-write of a file that runs side by side share; on a file system without
+    locks the block runs unlocked."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def hold(folder: Path, command: str, *, part: str | None = None,
          break_lock: bool = False, sweep: bool = True) -> Iterator[Lock]:
     """Hold the exclusive lock on `folder` (or on one named part of it) while the block runs.

@@ -7,6 +7,8 @@ import json
 import os
 import shlex
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import machines
 from medsynth_kohya.sampling.machines import FINAL_PART, MachineShard, running
 from medsynth_kohya.sdscripts import launch
 
@@ -227,3 +230,28 @@ def test_of_two_shards_completing_at_once_one_writes_the_final_files(
         assert not (out / "metadata.csv").exists() and not (out / "grid.jpg").exists()
     assert finish(start(*args, "--out", out, "--finalize")).code == 0
     assert _set(out) == reference
+
+
+def test_shards_of_different_n_side_by_side_leave_the_largest_n(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sample.json"
+    counted = machines._n
+
+    def slow_n(record: dict[str, object]) -> int:  # widens the read-then-replace window
+        time.sleep(0.2)
+        return counted(record)
+
+    monkeypatch.setattr(machines, "_n", slow_n)
+    identity = {"seed": 40}
+    machines.create_state(path, {"identity": identity, "n": 1, "status": "sharded"})
+
+    def shard(n: int) -> None:
+        machines.create_state(path, {"identity": identity, "n": n, "status": "sharded"})
+
+    threads = [threading.Thread(target=shard, args=(n,)) for n in (7, 2, 3, 5, 4, 6)]
+    for thread in threads:  # the largest first: the others read the set's n before it lands
+        thread.start()
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    assert json.loads(path.read_text(encoding="utf-8"))["n"] == 7

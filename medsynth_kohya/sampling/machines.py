@@ -8,16 +8,16 @@ once on a shared file system, while a whole-set `sample` waits for them and they
 Their generator folders are `.medsynth/shards/K-of-N.<gpu>/`; their records
 `.medsynth/machines/K-of-N.json` and their metadata rows `.medsynth/machines/K-of-N.csv`,
 each written atomically; their images land in OUT/images by rename. The first to arrive
-creates sample.json (the settings) with an exclusive link, so a shard with other settings is
-refused; one that finds a whole-set run's, or one of a smaller --n, makes it the shards' (with
-its n), so the set stays unfinished until they have all run. metadata.csv and grid.jpg are
-written by whichever run finds the set complete, or by `sample --finalize`.
+creates sample.json (the settings), so a shard with other settings is refused; one that finds a
+whole-set run's, or one of a smaller --n, makes it the shards' (with its n), so the set stays
+unfinished until they have all run. Each reads and replaces sample.json under a short lock
+(`sample.json.lock` beside it). metadata.csv and grid.jpg are written by whichever run finds
+the set complete, or by `sample --finalize`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -124,17 +124,16 @@ def create_state(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
     temporary = files.temporary(path)
     temporary.write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
     mine: dict[str, Any] = json.loads(temporary.read_text(encoding="utf-8"))
-    try:
-        os.link(temporary, path)
-        return mine
-    except FileExistsError:
-        found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        status, same = found.get("status"), found.get("identity") == mine["identity"]
-        if (status == "sharded" and not same) or (
-                status in ("sharded", "succeeded") and same and _n(found) >= mine["n"]):
-            return found
-        temporary.replace(path)
-        return mine
+    try:  # shards of different n side by side: each reads and replaces it in turn
+        with locks.briefly(path.with_name(f"{path.name}.lock")):
+            if path.is_file():
+                found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+                status, same = found.get("status"), found.get("identity") == mine["identity"]
+                if (status == "sharded" and not same) or (
+                        status in ("sharded", "succeeded") and same and _n(found) >= mine["n"]):
+                    return found
+            temporary.replace(path)
+            return mine
     finally:
         temporary.unlink(missing_ok=True)
 
