@@ -676,8 +676,9 @@ def sample(
                 ui.say(f"--- shard {shard.index} (GPU {shard.device}), last lines of {shard.log}:")
                 for line in shard.tail[-15:]:
                     ui.say(line)
-        ui.error(f"sample {result.status}: {result.message}; finished images are kept, "
-                 "re-run the same command to make the rest")
+        ui.error(f"sample {result.status}: {result.message}" + (
+            "" if result.status == "incomplete" else "; finished images are kept, re-run the "
+            "same command to make the rest"))
         raise typer.Exit(130 if result.status == "interrupted" else 1)
     ui.say(result.message)
     if result.copies is not None:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import machines
-from medsynth_kohya.sampling.machines import FINAL_PART, MachineShard, running
+from medsynth_kohya.sampling.machines import FINAL_PART, MachineShard, ensure_made, running
 from medsynth_kohya.sdscripts import launch
 
 from .conftest import invoke
@@ -136,14 +136,19 @@ def test_finalize_writes_the_files_of_what_is_there(args: list[object], tmp_path
     assert finish(start(*args, "--out", out, "--shard", "2/3")).code == 0
     assert not (out / "metadata.csv").exists()
     partial = finish(start(*args, "--out", out, "--finalize"))
-    assert partial.code == 0, partial.stderr
+    assert partial.code == 1, partial.stderr
     rows = (out / "metadata.csv").read_text(encoding="utf-8").splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == [
         f"SYN_{i:07d}" for i in MachineShard(2, 3).indices(N)]
-    assert "re-run the missing shards" in " ".join(partial.stdout.split())
+    said = " ".join(partial.stderr.split())
+    assert "sample incomplete:" in said and "re-run the missing shards" in said
+    with pytest.raises(UserError, match=f"unfinished: sample ended short of the set with "
+                                        f"{len(rows)} of {N} images"):
+        ensure_made(out, "push")  # push and evaluate refuse the partial set
     for k in (1, 3):
         assert finish(start(*args, "--out", out, "--shard", f"{k}/3")).code == 0
     assert _set(out) == reference
+    ensure_made(out, "push")
 
 
 def test_other_settings_and_a_whole_run_are_refused_beside_shards(

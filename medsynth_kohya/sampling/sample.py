@@ -86,7 +86,8 @@ class SampleResult:
 
     out: Path
     status: str
-    """"dry-run", "succeeded", "failed" or "interrupted"."""
+    """"dry-run", "succeeded", "failed", "interrupted" or "incomplete" (a whole-set run, such
+    as --finalize, that ended without every image of the set)."""
     plan: Plan
     present_before: int
     present: int
@@ -283,6 +284,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
             f"{out / METADATA} lists those (re-run the missing shards, then --finalize)"
             if shard is None else f"{METADATA} and {GRID} are written by the shard that "
             "completes it (or run sample --finalize)"))
+        if shard is None:  # the set's own record: push and evaluate must not take it as done
+            status = "incomplete"
     state.update(status=status, end=_now(), message=message, present=len(present),
                  shards=[{"index": s.index, "device": s.device, "images": len(s.images),
                           "made": s.made, "returncode": s.returncode,

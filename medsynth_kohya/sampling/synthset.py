@@ -83,7 +83,8 @@ def record_outputs(out: Path, names: Sequence[str]) -> None:
 
 
 _STOPPED = {"interrupted": "was interrupted", "failed": "failed",
-            "running": "stopped before the end", "planned": "stopped before the end"}
+            "running": "stopped before the end", "planned": "stopped before the end",
+            "incomplete": "ended short of the set"}
 """sample.json's status of a whole-set run that did not finish, as a message says it."""
 
 
