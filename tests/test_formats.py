@@ -149,6 +149,7 @@ def test_no_module_but_the_owner_reads_a_record_by_its_keys() -> None:
 def _prepared_keys(folder: Path) -> set[str]:
     """The keys of prepare.json as prepare writes it: its own, its source's and options'."""
     prepared = PreparedFolder(folder)
+    (folder / "isic.csv").write_text("isic_id,diagnosis\n", encoding="utf-8")
     prepared.write_state(Source("archive", folder / "isic.csv", (folder,)), PrepareOptions(),
                          HairAgreement("detector", 2, 1, 1, 1), "melanoma")
     data = json.loads(prepared.state_file.read_text(encoding="utf-8"))

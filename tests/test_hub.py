@@ -62,9 +62,12 @@ def _manifest(folder: Path) -> Path:
     path = folder / "manifest.csv"
     folder.mkdir(parents=True, exist_ok=True)
     manifest.write(manifest.conform(pd.DataFrame(rows)), path)
-    PreparedFolder(folder).write_state(  # prepared from an ISIC 2020 challenge download
-        Source(ISIC2020, Path("/data/isic/train.csv"), (Path("/data/isic/train"),)),
-        PrepareOptions(), None, "melanoma")
+    download = folder.parent / "isic"  # prepared from an ISIC 2020 challenge download
+    (download / "train").mkdir(parents=True, exist_ok=True)
+    (download / "train.csv").write_text("image_name,target\n", encoding="utf-8")
+    PreparedFolder(folder).write_state(Source(ISIC2020, download / "train.csv",
+                                              (download / "train",)), PrepareOptions(), None,
+                                       "melanoma")
     return path
 
 

@@ -265,8 +265,9 @@ def test_a_report_on_other_real_data_or_an_unknown_lora_is_not_taken_for_the_run
 def test_a_report_on_the_download_the_run_was_prepared_from_covers_the_run(
         evaluated: Path, tmp_path: Path) -> None:
     """`evaluate --real DOWNLOAD` (the README's first example) on the very ISIC download the
-    run's data was prepared from is tied to the run by the metadata file's sha256; once that
-    file is another (edited, or another download), the report cannot be matched again."""
+    run's data was prepared from is tied to the run by the metadata file's sha256 prepare
+    recorded, also once the download is gone; a report on another metadata file (edited, or
+    another download) cannot be matched."""
     from medsynth_kohya.data.prepare import prepare
 
     run = make_run(tmp_path / "first")
@@ -281,6 +282,12 @@ def test_a_report_on_the_download_the_run_was_prepared_from_covers_the_run(
     warnings = contents.plan(run, REPO, evaluation=report).warnings
     assert not any("cannot be matched" in w for w in warnings), warnings
     metadata = next((evaluated / "isic").glob("*.csv"))
-    metadata.write_text(metadata.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    edited = tmp_path / "edited.csv"
+    edited.write_text(metadata.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    shutil.rmtree(evaluated / "isic")  # the download is gone: prepare's record still ties it
+    warnings = contents.plan(run, REPO, evaluation=report).warnings
+    assert not any("cannot be matched" in w for w in warnings), warnings
+    document["inputs"]["source_sha256"] = files.sha256(edited)
+    (report / "report.json").write_text(json.dumps(document), encoding="utf-8")
     warnings = contents.plan(run, REPO, evaluation=report).warnings
     assert any("cannot be matched with this run's prepared data" in w for w in warnings)

@@ -48,6 +48,8 @@ class PreparedState:
     diagnosis_recorded: bool = False
     """False for a folder prepared before the diagnosis was recorded."""
     source_metadata: Path | None = None
+    source_metadata_sha256: str | None = None
+    """The metadata file's sha256 when prepare read it (None: not recorded, an older prepare)."""
     source_images: tuple[Path, ...] = ()
     hair_agreement: dict[str, Any] | None = None
     source_kind: str | None = None
@@ -93,6 +95,7 @@ class PreparedState:
         return cls(options=dict(data.get("options", {})), diagnosis=_text(data.get("diagnosis")),
                    diagnosis_recorded="diagnosis" in data,
                    source_metadata=Path(str(metadata)) if metadata else None,
+                   source_metadata_sha256=_text(source.get("metadata_sha256")),
                    source_images=tuple(Path(str(d)) for d in source.get("image_dirs") or []),
                    hair_agreement=agreement if isinstance(agreement, dict) else None,
                    source_kind=_text(source.get("kind")),
@@ -191,6 +194,7 @@ class PreparedFolder:
         agreement."""
         record = {"tool": "medsynth-kohya", "command": "prepare", "version": __version__,
                   "source": {"kind": source.kind, "metadata": str(source.metadata.resolve()),
+                             "metadata_sha256": files.sha256(source.metadata),
                              "image_dirs": [str(d.resolve()) for d in source.image_dirs],
                              "licence_columns": [c for c in LICENCE_COLUMNS
                                                  if c in source.header]},

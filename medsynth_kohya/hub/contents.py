@@ -443,10 +443,13 @@ def _same_lora(final: Path, samples: Path | None, report: Path | None,
 
 
 def _prepared_from(record: RunRecord) -> str | None:
-    """The sha256 of the ISIC metadata file the run's data was prepared from, while it is
-    still on this machine (an evaluation made with --real on that download covers the run)."""
+    """The sha256 of the ISIC metadata file the run's data was prepared from, as prepare
+    recorded it (older folders: of the file, while it is still on this machine); an evaluation
+    made with --real on that download covers the run."""
     state = PreparedFolder(record.prepared).state_if_any() if record.prepared else None
-    source = state.source_metadata if state else None
+    if state is None or state.source_metadata_sha256 is not None:
+        return None if state is None else state.source_metadata_sha256
+    source = state.source_metadata
     return files.sha256(source) if source is not None and source.is_file() else None
 
 
