@@ -608,3 +608,9 @@ def test_a_run_that_did_not_finish_is_sampled_with_a_warning(run: Path, fake_gen
     resume = ["medsynth-kohya", "train", record["dataset"]["prepared"], "--run-dir", str(run),
               "--resume"]  # what the README's resume example passes, quoted to paste
     assert f"`{shlex.join(resume)}` finishes it" in warning
+    record["dataset"]["prepared"] = None  # not recorded: train still needs PREPARED first
+    (run / "run.json").write_text(json.dumps({**record, "status": "failed"}), encoding="utf-8")
+    result = sample(run, tmp_path / "c", SampleOptions(n=1, prompt="me1anoma"),
+                    sd_scripts=fake_gen.sd_scripts, python=PYTHON, dry_run=True)
+    (warning,) = [w for w in result.warnings if "did not finish" in w]
+    assert f"`medsynth-kohya train PREPARED --run-dir {shlex.quote(str(run))} --resume`" in warning

@@ -151,9 +151,7 @@ def _retrain(record: RunRecord, run_dir: Path) -> str:
     stopped, but only reports a succeeded one as finished (--resume --force trains it again)."""
     if record.status == "dry-run":
         return "it was a dry run: run `medsynth-kohya train` without --dry-run"
-    prepared = record.dataset.prepared if record.dataset else None
-    train = launch.tool_command("train", prepared or "PREPARED", "--run-dir", str(run_dir),
-                                "--resume")
+    train = launch.resume_command(record.dataset.prepared if record.dataset else None, run_dir)
     if record.status == "succeeded":
         return f"the run succeeded: train it again from step 0 with `{train.line()} --force`"
     return f"the run is {record.status or 'unknown'}: finish it with `{train.line()}`"

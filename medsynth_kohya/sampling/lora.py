@@ -75,9 +75,7 @@ def _unfinished(given: Path, file: Path, record: RunRecord | None) -> tuple[str,
     if (not given.is_dir() or record is None or record.status in ("succeeded", None)
             or file.name == f"{record.output_name}.safetensors"):
         return ()
-    prepared = record.dataset.prepared if record.dataset else None
-    resume = launch.tool_command("train", *([prepared] if prepared else []), "--run-dir",
-                                 str(given), "--resume")
+    resume = launch.resume_command(record.dataset.prepared if record.dataset else None, given)
     return (f"run {given} did not finish (status {record.status}): sampling with its latest "
             f"save, {file.name}, not a final LoRA; `{resume.line()}` finishes it",)
 

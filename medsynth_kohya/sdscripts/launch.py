@@ -208,6 +208,12 @@ def tool_command(*args: str) -> Command:
     return Command(["medsynth-kohya", *args], Path.cwd())
 
 
+def resume_command(prepared: str | None, run_dir: Path) -> Command:
+    """`medsynth-kohya train PREPARED --run-dir RUN --resume`: how a run that stopped is
+    finished (PREPARED as the run recorded it, the placeholder when it did not)."""
+    return tool_command("train", prepared or "PREPARED", "--run-dir", str(run_dir), "--resume")
+
+
 def sbatch_command(script: Path) -> Command:
     """`sbatch --parsable SCRIPT`: submits a SLURM batch script and prints the job id alone."""
     return Command(["sbatch", "--parsable", str(script)], script.parent)
