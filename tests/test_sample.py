@@ -614,3 +614,36 @@ def test_a_run_that_did_not_finish_is_sampled_with_a_warning(run: Path, fake_gen
                     sd_scripts=fake_gen.sd_scripts, python=PYTHON, dry_run=True)
     (warning,) = [w for w in result.warnings if "did not finish" in w]
     assert f"`medsynth-kohya train PREPARED --run-dir {shlex.quote(str(run))} --resume`" in warning
+
+
+@pytest.mark.parametrize("damage", ["{oops", "[1, 2]", "", '{"status": "succeeded"}'])
+def test_a_damaged_record_is_one_line_for_sample_push_and_evaluate(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path, damage: str) -> None:
+    """A sample.json or prepare.json that is not the record the tool writes (a hand edit, a
+    disk error) stops every command that reads it with one line naming it, not a traceback;
+    a set whose record is damaged is not taken for a finished one."""
+    out = tmp_path / "set"
+    code, stdout, stderr = _sample_into(runner, fake_gen, run, out, "--n", 2)
+    assert code == 0, stdout + stderr
+    state = out / ".medsynth" / "sample.json"
+    state.write_text(damage, encoding="utf-8")
+    before = checksums(out)
+    for command in (("sample", "--lora", run, "--out", out, *SMALL, "--n", 2),
+                    ("sample", "--lora", run, "--out", out, *SMALL, "--n", 2, "--dry-run"),
+                    ("push", run, "--repo-id", "alice/mel", "--samples", out, "--dry-run"),
+                    ("evaluate", "--synthetic", out, "--out", tmp_path / "report", "--lora",
+                     run, "--no-classifier")):
+        code, stdout, stderr = invoke(runner, *command, "--sd-scripts", fake_gen.sd_scripts,
+                                      "--python", PYTHON) if command[0] == "sample" else invoke(
+                                          runner, *command)
+        assert code == 1, (command, stdout + stderr)
+        assert f"{state} is damaged" in " ".join(stderr.split()), stderr
+        assert "Traceback" not in stdout + stderr
+    assert checksums(out) == before
+    prepared = Path(json.loads((run / "run.json").read_text(encoding="utf-8"))
+                    ["dataset"]["prepared"])
+    (prepared / ".medsynth" / "prepare.json").write_text(damage, encoding="utf-8")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", tmp_path / "again",
+                                  "--preset", "cpu-smoke", "--dry-run")
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert "prepare.json is damaged" in " ".join(stderr.split()), stderr

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling import machines
+from medsynth_kohya.sampling import machines, synthset
 from medsynth_kohya.sampling.machines import FINAL_PART, MachineShard, ensure_made, running
 from medsynth_kohya.sdscripts import launch
 
@@ -240,13 +240,13 @@ def test_of_two_shards_completing_at_once_one_writes_the_final_files(
 def test_shards_of_different_n_side_by_side_leave_the_largest_n(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "sample.json"
-    counted = machines._n
+    counted = synthset.recorded_n
 
     def slow_n(record: dict[str, object]) -> int:  # widens the read-then-replace window
         time.sleep(0.2)
         return counted(record)
 
-    monkeypatch.setattr(machines, "_n", slow_n)
+    monkeypatch.setattr(machines, "recorded_n", slow_n)
     identity = {"seed": 40}
     machines.create_state(path, {"identity": identity, "n": 1, "status": "sharded"})
 

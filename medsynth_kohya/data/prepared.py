@@ -85,7 +85,7 @@ class PreparedState:
     @classmethod
     def from_dict(cls, data: Any) -> PreparedState:
         """The state from its JSON form; ValueError when it is not one."""
-        if not isinstance(data, dict) or not isinstance(data.get("options", {}), dict):
+        if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
             raise ValueError("not a prepare state (a JSON object with options)")
         found = data.get("source")
         source: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -172,7 +172,13 @@ class PreparedFolder:
                             f"{STATE_DIR}/{STATE_FILE}); run `medsynth-kohya prepare {source} "
                             f"--out {shlex.quote(str(target))}` first"
                             + (" and give that folder" if data else ""))
-        return PreparedState.from_dict(json.loads(self.state_file.read_text(encoding="utf-8")))
+        try:
+            return PreparedState.from_dict(json.loads(self.state_file.read_text(
+                encoding="utf-8")))
+        except ValueError as exc:  # a hand edit, a disk error: not something to trace back
+            raise UserError(f"{self.state_file} is damaged ({str(exc).splitlines()[0]}): run "
+                            f"the prepare command that made {self.path} again to rewrite "
+                            "it") from None
 
     def missing_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
         """The images manifest `rows` place in the class folder `folder` that are not there

@@ -26,7 +26,7 @@ from typing import Any
 
 from medsynth_kohya import files, locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.synthset import STATE_DIR, unfinished
+from medsynth_kohya.sampling.synthset import STATE_DIR, recorded_n, unfinished
 
 FINAL_PART = "final-files"
 """The part-lock of OUT held while a shard writes the set's metadata.csv and grid.jpg."""
@@ -129,21 +129,14 @@ def create_state(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
             if path.is_file():
                 found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
                 status, same = found.get("status"), found.get("identity") == mine["identity"]
-                if (status == "sharded" and not same) or (
-                        status in ("sharded", "succeeded") and same and _n(found) >= mine["n"]):
+                if (status == "sharded" and not same) or (status in ("sharded", "succeeded")
+                                                          and same
+                                                          and recorded_n(found) >= mine["n"]):
                     return found
             temporary.replace(path)
             return mine
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def _n(record: Mapping[str, Any]) -> int:
-    """The number of images a sample.json says its set has (0 when it says none)."""
-    try:
-        return int(record.get("n") or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 def array_script(words: Sequence[str], count: int, gpus: int, out: Path,

@@ -70,6 +70,7 @@ from medsynth_kohya.sampling.synthset import (
     claim,
     outputs,
     present_images,
+    read_state,
     record_outputs,
     schema_rows,
     write_metadata,
@@ -216,8 +217,9 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         return shards
 
     if dry_run:  # writes nothing: images finished by a killed run are counted as missing
-        if shard is not None and state_path.is_file():
-            _same_settings(json.loads(state_path.read_text(encoding="utf-8")), identity, out)
+        placed = read_state(out)
+        if shard is not None and placed is not None:
+            _same_settings(placed, identity, out)
         present_now = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
         shown = commands([] if finalize else sorted(wanted - set(present_now)),
                          write=False)

@@ -88,15 +88,40 @@ _STOPPED = {"interrupted": "was interrupted", "failed": "failed",
 """sample.json's status of a whole-set run that did not finish, as a message says it."""
 
 
+def read_state(out: Path) -> dict[str, Any] | None:
+    """OUT's sample.json, the set's record (its settings in "identity", n, status); None when
+    OUT has none. One that cannot be read is a UserError: nothing can then tell what the set
+    is, nor whether it is finished."""
+    path = out / STATE_DIR / STATE_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
+        raise UserError(f"{path} is damaged (not the JSON record sample writes): restore it, "
+                        "or make the set again in another --out")
+    return record
+
+
+def recorded_n(record: Mapping[str, Any]) -> int:
+    """The number of images a sample.json says its set has (0 when it says none)."""
+    try:
+        return int(record.get("n") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def unfinished(out: Path) -> str | None:
     """Why the set in OUT is not finished (its last run stopped early, or its shards have not
     made every image yet), as its sample.json says; None for a finished set and for a folder
     sample did not make."""
-    try:
-        made = json.loads((out / STATE_DIR / STATE_FILE).read_text(encoding="utf-8"))
-        status, n, prefix = made["status"], int(made["n"]), str(made["identity"]["id_prefix"])
-    except (OSError, ValueError, KeyError, TypeError):
+    made = read_state(out)
+    if made is None:
         return None
+    status, n = made.get("status"), recorded_n(made)
+    prefix = str(made["identity"].get("id_prefix", ""))
     present = sum(1 for i in present_images(out / IMAGES, prefix) if i < n)
     if status in _STOPPED:
         return f"{out} is unfinished: sample {_STOPPED[status]} with {present} of {n} images"
@@ -128,11 +153,10 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
     """
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
-    state = out / STATE_DIR / STATE_FILE
+    record = read_state(out)
     same = False
-    if state.is_file():
-        record = json.loads(state.read_text(encoding="utf-8"))
-        before = record.get("identity", {})
+    if record is not None:
+        before = record["identity"]
         existing = present_images(out / IMAGES, str(before.get("id_prefix", plan.id_prefix)))
         changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
         if changed and existing:
@@ -160,11 +184,8 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
 def made_with(out: Path) -> str | None:
     """The sha256 of the LoRA that made the set in `out`, as its sample.json records it; None
     for a folder sample did not make (or made before it recorded one)."""
-    try:
-        record = json.loads((out / STATE_DIR / STATE_FILE).read_text(encoding="utf-8"))
-        digest = record["identity"]["lora_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    record = read_state(out)
+    digest = None if record is None else record["identity"].get("lora_sha256")
     return digest if isinstance(digest, str) and digest else None
 
 
