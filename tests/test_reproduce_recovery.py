@@ -85,3 +85,19 @@ def test_ctrl_c_while_sampling_after_the_plan_was_shown(
     stages = json.loads((workdir / "reproduce.json").read_text(encoding="utf-8"))["stages"]
     assert stages["sample"]["status"] == "interrupted"
     assert stages["train"]["status"] == "done"
+
+
+@pytest.mark.parametrize("damage", ["{oops", "[]", '{"stages": 3}'])
+def test_a_damaged_record_is_one_line_and_changes_nothing(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        damage: str) -> None:
+    workdir = tmp_path / "work"
+    (workdir / "reproduce.json").parent.mkdir()
+    (workdir / "reproduce.json").write_text(damage, encoding="utf-8")
+    for extra in ((), ("--dry-run",)):
+        code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", workdir,
+                                      "--sd-scripts", fake.sd_scripts, "--python", PYTHON,
+                                      *extra)
+        assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+        assert f"{workdir / 'reproduce.json'} is damaged" in " ".join(stderr.split()), stderr
+    assert [p.name for p in workdir.iterdir()] == ["reproduce.json"]

@@ -156,8 +156,15 @@ class _State:
     def __init__(self, workdir: Path, write: bool) -> None:
         self.path = workdir / STATE_FILE
         self.write = write
-        self.data: dict[str, Any] = (json.loads(self.path.read_text(encoding="utf-8"))
-                                     if self.path.is_file() else {"stages": {}})
+        self.data: dict[str, Any] = {"stages": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            except ValueError:
+                self.data = {}
+            if not isinstance(self.data, dict) or not isinstance(self.data.get("stages"), dict):
+                raise UserError(f"{self.path} is damaged (not the JSON record reproduce writes): "
+                                "restore it, or delete it to run every stage again")
 
     def done(self, stage: str, digest: str) -> bool:
         entry = self.data["stages"].get(stage, {})
