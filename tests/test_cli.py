@@ -87,6 +87,15 @@ def test_demo_prepares_synthetic_data(runner: CliRunner, tmp_path: Path) -> None
     assert "selected and prepared" in again, "a second demo into its own folder runs again"
 
 
+@pytest.mark.parametrize("option", [("--seed", -1), ("--n", 3)])
+def test_demo_options_are_checked_in_one_line(runner: CliRunner, tmp_path: Path,
+                                              option: tuple[str, int]) -> None:
+    code, stdout, stderr = invoke(runner, "demo", "--out", tmp_path / "demo", *option)
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert f"{option[0]} must be" in stderr and f"(got {option[1]})" in stderr
+    assert not (tmp_path / "demo").exists()
+
+
 @pytest.mark.parametrize("mine", ["source/train.csv", "notes.txt", "source/SYNTHETIC.txt"])
 def test_demo_never_writes_into_a_folder_it_did_not_make(runner: CliRunner, tmp_path: Path,
                                                          mine: str) -> None:

@@ -103,3 +103,13 @@ def test_a_folder_fetch_isic_did_not_make_is_refused(runner: CliRunner, tmp_path
     for _ in range(2):
         code, stdout, stderr = invoke(runner, "fetch-isic", "--out", out)
         assert code == 0 and "Downloaded 6 images" in stdout, stderr
+
+
+@pytest.mark.parametrize("timeout", ["0", "-5", "nan"])
+def test_a_timeout_that_never_gives_up_is_refused(runner: CliRunner, tmp_path: Path,
+                                                  fake_isic: Path, timeout: str) -> None:
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", "--timeout",
+                             timeout)
+    assert code == 1 and "Traceback" not in stderr
+    assert f"--timeout must be more than 0 seconds (got {timeout})" in stderr
+    assert not (tmp_path / "isic").exists()

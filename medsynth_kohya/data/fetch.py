@@ -51,8 +51,8 @@ def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_
     after `timeout` seconds without a new file or byte in `out` it gives up."""
     if limit < 0:
         raise UserError("--limit must be 0 (everything) or more")
-    if timeout <= 0:
-        raise UserError("--timeout must be more than 0 seconds")
+    if not timeout > 0:  # nan included: it would never give up
+        raise UserError(f"--timeout must be more than 0 seconds (got {timeout:g})")
     command = launch.isic_download_command(out, search=search, collections=collections,
                                            limit=limit)
     _claim(out)

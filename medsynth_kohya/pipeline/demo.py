@@ -58,6 +58,8 @@ def run_demo(out: Path, *, n: int = 24, seed: int = 0, workers: int | None = Non
     """Generate `out/source`, prepare `out/prepared`, and plan (or run) training in `out/run`."""
     if n < MIN_PHOTOS:
         raise UserError(f"--n must be at least {MIN_PHOTOS} (got {n})")
+    if seed < 0:
+        raise UserError(f"--seed must be 0 or more (got {seed})")
     _claim(out)
     synthetic = make_dataset(out / "source", n, seed=seed,
                              sizes=((640, 480), (1024, 768), (1600, 1067)))
