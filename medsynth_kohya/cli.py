@@ -551,8 +551,8 @@ def sample(
     n: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Number of images (ids 0..n-1); default: one per line of --prompts.")] = None,
     like: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Draw sex, age, site and hair from this prepare manifest.csv, in its "
-        "proportions; default: the run's prepared manifest.")] = None,
+        help="Draw sex, age, site and hair from this prepare manifest.csv (or the folder "
+        "prepare wrote), in its proportions; default: the run's prepared manifest.")] = None,
     prompt: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="One prompt for every image, instead of --like.")] = None,
     prompts: Annotated[Optional[Path], typer.Option(  # noqa: UP045

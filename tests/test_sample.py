@@ -478,6 +478,10 @@ def test_query_narrows_the_rows_drawn(runner: CliRunner, run: Path, fake_gen: Fa
     table = manifest.read(prepared / "manifest.csv")
     women = set(table.loc[table["sex"] == "female", "caption"])
     assert {line.split(" --")[0] for line in lines.values()} == women
+    for like in (prepared, prepared / "manifest.csv"):  # the folder prepare wrote, or its file
+        assert _planned(run, out, fake_gen, n=200, query='sex == "female"', like=like) == lines
+    with pytest.raises(UserError, match=f"--like {tmp_path / 'manifest.csv'} does not exist"):
+        _planned(run, out, fake_gen, n=2, like=tmp_path)
 
 
 def test_metadata_file_matches_its_frame(tmp_path: Path) -> None:

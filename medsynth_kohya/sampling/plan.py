@@ -229,6 +229,11 @@ class Source:
     warnings: tuple[str, ...] = ()
 
 
+def like_manifest(like: Path | None) -> Path | None:
+    """--like as a manifest: a folder (the --out of `prepare`) stands for its manifest.csv."""
+    return PreparedFolder(like).manifest if like is not None and like.is_dir() else like
+
+
 def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | None,
                   names: Captions, *, break_lock: bool = False) -> tuple[Source, int]:
     """The prompts of images 0..n-1 and what identifies them (checked on a re-run);

@@ -48,6 +48,7 @@ from medsynth_kohya.sampling.plan import (
     SampleOptions,
     check_options,
     generation_settings,
+    like_manifest,
     prompt_source,
 )
 from medsynth_kohya.sampling.shards import (
@@ -151,6 +152,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
             shard: MachineShard | None, finalize: bool, detect: Callable[[], list[Gpu]],
             on_progress: Progress | None, check_copies: bool) -> SampleResult:
     check_options(options)
+    options = replace(options, like=like_manifest(options.like))
     settings = generation_settings(options)
     overrides = parse_overrides(options.overrides)
     lora_file, record, pulled_base, notes = lora_source(lora, options.revision)
