@@ -176,6 +176,9 @@ def prepare(
     seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = 0,
     resolution: Annotated[int, typer.Option(help="Training resolution (multiple of 64).")] = 1024,
     column: ColumnOption = None,
+    challenge_sites: Annotated[bool, typer.Option(
+        help="Write the Archive's anterior/posterior/lateral torso as the 2020 challenge's "
+        "`torso` in the manifest and captions, as the original run's captions have it.")] = False,
     workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Processes for image checks; default all cores.")] = None,
     force: Annotated[bool, typer.Option(
@@ -201,7 +204,8 @@ def prepare(
                              trigger=trigger, caption_template=caption_template, hair=hair,
                              repeats=repeats, target_steps=target_steps, epochs=epochs,
                              batch_size=batch_size, val_frac=val_frac, seed=seed,
-                             resolution=resolution, columns=columns)
+                             resolution=resolution, columns=columns,
+                             challenge_sites=challenge_sites)
     with _user_errors(), ui.progress_bar("checking images") as progress:
         result = run(source, out, metadata=metadata, images=images, options=options,
                      workers=workers, force=force, break_lock=break_lock,

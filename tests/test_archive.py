@@ -194,6 +194,27 @@ def test_isic2020_torso_is_kept_and_captioned(isic2020: SyntheticSet, tmp_path: 
     assert state["diagnosis"] == vocab.MELANOMA and state["hair_agreement"] is None
 
 
+def test_challenge_sites_caption_an_archive_torso_as_the_original_run(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path) -> None:
+    """--challenge-sites (what reproduce prepares with) writes the Archive's three torso terms
+    as the 2020 challenge's `torso`, in the manifest and the captions; other sites as they are."""
+    plain = prepare(archive.root, tmp_path / "plain", workers=1,
+                    options=PrepareOptions(hair=HairMode.off))
+    sites = set(plain.manifest["site"].dropna())
+    assert sites & set(vocab.CHALLENGE_SITE)  # the generated export has torso terms
+    code, stdout, stderr = invoke(runner, "prepare", archive.root, "--out", tmp_path / "orig",
+                                  "--hair", "off", "--challenge-sites", "--workers", 1)
+    assert code == 0, stdout + stderr
+    table = manifest.read(tmp_path / "orig" / "manifest.csv")
+    expected = plain.manifest["site"].replace(vocab.CHALLENGE_SITE)
+    assert table["site"].tolist() == expected.tolist() and "torso" in set(table["site"])
+    for before, after in zip(plain.manifest["caption"], table["caption"], strict=True):
+        words = re.sub(r"on (anterior|posterior|lateral) torso", "on torso", str(before))
+        assert after == words
+    assert json.loads((tmp_path / "orig" / ".medsynth" / "prepare.json").read_text(
+        encoding="utf-8"))["options"]["challenge_sites"] is True
+
+
 def test_unknown_terms_warn_and_drop_their_clause(archive: SyntheticSet,
                                                   tmp_path: Path, runner: CliRunner) -> None:
     n = len(archive.frame)

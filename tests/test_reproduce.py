@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.data import manifest
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.pipeline.reproduce import reproduce
 
@@ -78,6 +79,21 @@ def test_full_run_interrupted_then_resumed_then_skipped(isic2020: SyntheticSet, 
     assert {s.name: s.action for s in third.stages if s.name != "push"} == {
         "prepare": "skip (inputs unchanged)", "train": "skip (inputs unchanged)",
         "sample": "skip (inputs unchanged)"}
+
+
+def test_an_archive_download_gets_the_original_captions(archive: SyntheticSet, tmp_path: Path,
+                                                        fake: FakeGen) -> None:
+    """fetch-isic writes an Archive export, whose torso is anterior/posterior/lateral: the
+    original run's captions (and the prompts drawn from its manifest) say `torso`."""
+    workdir = tmp_path / "work"
+    reproduce(archive.root, workdir, n=3, overrides=QUICK, sd_scripts=fake.sd_scripts,
+              python=PYTHON)
+    table = manifest.read(workdir / "prepared" / "manifest.csv")
+    assert "torso" in set(table["site"]) and not set(table["site"]) & {
+        "anterior torso", "posterior torso", "lateral torso"}
+    assert not any(" torso" in str(c) and " on torso" not in str(c) for c in table["caption"])
+    prompts = (workdir / "synthetic" / "metadata.csv").read_text(encoding="utf-8")
+    assert "anterior torso" not in prompts and "posterior torso" not in prompts
 
 
 def test_changed_source_reruns_from_prepare(isic2020: SyntheticSet, tmp_path: Path,

@@ -98,6 +98,9 @@ class PrepareOptions:
     resolution: int = 1024
     columns: Mapping[str, str] = field(default_factory=dict)
     """Field -> metadata column, over the layout's own names (`--column site=…`)."""
+    challenge_sites: bool = False
+    """Write the Archive's anterior/posterior/lateral torso as the 2020 challenge's `torso`
+    (manifest and captions): the original run's captions from an Archive download."""
 
 
 @dataclass(frozen=True)
@@ -752,6 +755,8 @@ def _manifest(chosen: pd.DataFrame, good: list[tuple[Any, Path, Scan]],
 
     frame = chosen.loc[[index for index, _, _ in good]].copy()
     frame["source"] = [str(path) for _, path, _ in good]
+    if options.challenge_sites:
+        frame["site"] = frame["site"].replace(archive.CHALLENGE_SITE)
     measured = _measurements(good, options)
     for name, values in measured.items():
         frame[name] = values

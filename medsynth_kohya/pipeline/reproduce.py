@@ -41,8 +41,9 @@ HAIR_MATCHES = {HairMode.auto: 6, HairMode.seed: 4}
 original captions were evidently made on other copies of the images."""
 HAIR = max(HAIR_MATCHES, key=HAIR_MATCHES.__getitem__)
 """The hair mode whose tags match the original captions best."""
-ORIGINAL = PrepareOptions(hair=HAIR, repeats=1)
-"""The original run's captions (default template and trigger), hair tagged by HAIR."""
+ORIGINAL = PrepareOptions(hair=HAIR, repeats=1, challenge_sites=True)
+"""The original run's captions (default template and trigger, the 2020 challenge's sites, also
+from an Archive download), hair tagged by HAIR."""
 
 
 @dataclass(frozen=True)
