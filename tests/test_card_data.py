@@ -159,3 +159,42 @@ def test_an_isic_2019_run_cites_that_challenge(archive: SyntheticSet, tmp_path: 
     assert "tschandl2018ham10000" in _section(planned.card, "Citation")
     assert "licence of the ISIC 2019 training images" in _section(planned.card, "Licence")
     assert not any(words in planned.card for words in ARCHIVE_WORDS)
+
+
+def test_the_card_words_the_captions_as_they_were_made(isic2020: SyntheticSet,
+                                                       tmp_path: Path) -> None:
+    """The data section names the run's caption template and hair mode, not a fixed text."""
+    from medsynth_kohya.data.hair import HairMode
+
+    real = _real(isic2020)
+    plain = prepare_set(real, tmp_path / "plain")
+    data = _section(_card(tmp_path / "a", plain).card, "Training data")
+    assert ("with captions from the template `photo of {sex} skin, {trigger} on {site}, at age "
+            "{age}` (built from the patient's sex, age and lesion site), and a `hairy` tag where "
+            "hair was detected by `--hair auto`") in " ".join(data.split())
+    bare = prepare(real.root, tmp_path / "bare", workers=1, options=PrepareOptions(
+        caption_template="{trigger}, {tone}", hair=HairMode.off))
+    data = " ".join(_section(_card(tmp_path / "b", bare.out).card, "Training data").split())
+    assert ("with captions from the template `{trigger}, {tone}` (built from the skin-tone "
+            "category measured on each photo), with no hair tag (`--hair off`)") in data
+    assert "sex, age" not in data
+
+
+def test_the_skin_tone_note_follows_the_measured_spread(isic2020: SyntheticSet,
+                                                        tmp_path: Path) -> None:
+    """Lighter skin in most images: the card warns that darker skin renders poorly; darker
+    skin in most: it does not claim the data is dominated by lighter skin."""
+    from medsynth_kohya.data import manifest
+    from medsynth_kohya.hub.card import spread_markdown
+
+    prepared = prepare_set(_real(isic2020), tmp_path / "prepared")
+    table = manifest.read(PreparedFolder(prepared).manifest)
+    for tones, lighter in ((["light"] * len(table), True),
+                           (["brown", "dark", "light"] * len(table), False)):
+        table["skin_tone"] = tones[:len(table)]
+        text = " ".join(spread_markdown(table).split())
+        assert ("Most of them show lighter skin" in text) is lighter
+        assert ("render darker skin poorly" in text) is lighter
+        assert ("Unlike dermoscopy archives such as ISIC" in text) is not lighter
+    older = table.drop(columns=["skin_tone"])
+    assert "Skin tone was not measured on these images" in spread_markdown(older)

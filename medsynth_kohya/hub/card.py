@@ -115,6 +115,10 @@ class TrainingData:
     """The metadata file's name (said only of an ISIC Archive export)."""
     licence_columns: tuple[str, ...] | None = None
     """The export's sources.LICENCE_COLUMNS (None: not recorded)."""
+    hair: str | None = None
+    """prepare's --hair mode (None: not recorded)."""
+    caption_template: str | None = None
+    """prepare's caption template (the run's record names the one it trained with)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,15 @@ def _fitzpatrick_markdown(rows: pd.DataFrame, label: Callable[[Any], str]) -> st
     return _share_table("Fitzpatrick skin type (recorded)", types, order, len(rows))
 
 
+ARCHIVES = "dermoscopy archives such as ISIC, which are dominated by lighter skin"
+FOLLOW = "follow the spread above rather than that of any patient population"
+"""Pieces of the card's note under the skin-tone table."""
+ARCHIVE_SKIN = ("Dermoscopy archives such as ISIC are dominated by lighter skin, so expect this "
+                "model to render darker skin poorly and to follow its training data rather than "
+                "any patient population.")
+"""The card's word on skin tone where the training images' tones are not known."""
+
+
 def _tone_markdown(rows: pd.DataFrame) -> list[str]:
     """The skin-tone table (ITA categories measured on each photo) and the artefact counts."""
     import pandas as pd
@@ -221,7 +234,7 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
     from medsynth_kohya.data.measure import ARTEFACTS, TONES
 
     if "skin_tone" not in rows or rows["skin_tone"].isna().all():
-        return []
+        return [f"Skin tone was not measured on these images. {ARCHIVE_SKIN}"]
     total = len(rows)
     tones = Counter("unmeasured" if pd.isna(v) else str(v) for v in rows["skin_tone"])
     order = [name for name, _ in TONES] + (["unmeasured"] if tones["unmeasured"] else [])
@@ -230,10 +243,16 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
              "bubbles": "gel bubbles"}
     found = ", ".join(f"{int(rows[name].fillna(False).sum())} with {words[name]}"
                       for name in ARTEFACTS if name in rows)
+    measured = total - tones["unmeasured"]
+    note = (f"Most of them show lighter skin, as in {ARCHIVES}: expect this model to render "
+            f"darker skin poorly, and to {FOLLOW}." if 2 * light > measured else
+            f"Unlike {ARCHIVES}, fewer than half of them show lighter skin; expect this model "
+            f"to {FOLLOW}.")
     return [_share_table("skin tone (ITA)", tones, order, total),
             f"{light} of {total} images ({100 * light / total:.1f} %) show very light or light "
-            "skin (ITA above 41 degrees, measured on the healthy skin of each photo).",
+            f"skin (ITA above 41 degrees, measured on the healthy skin of each photo). {note}",
             *([f"Artefacts: {found}."] if found else [])]
+
 
 
 def spread_section(record: RunRecord) -> tuple[str, list[str], bool]:
@@ -242,12 +261,12 @@ def spread_section(record: RunRecord) -> tuple[str, list[str], bool]:
     path = PreparedFolder(record.prepared or Path()).manifest
     if record.prepared is None or not path.is_file():
         return ("The prepared manifest was not available when this card was written, so the "
-                "spread of the training images is not shown.",
+                f"spread of the training images is not shown. {ARCHIVE_SKIN}",
                 [f"{path} not found: the card cannot show the data's sex/age/site spread"],
                 False)
     if recorded and files.sha256(path) != recorded:
         return ("The prepared manifest changed after training, so the spread of the training "
-                "images is not shown.",
+                f"images is not shown. {ARCHIVE_SKIN}",
                 [f"{path} changed since the run (sha256 differs): the card omits the spread"],
                 False)
     table = manifest.read(path)
@@ -273,7 +292,35 @@ def training_data(record: RunRecord, synthetic: bool) -> tuple[TrainingData, lis
                 "licence and citation in README.md on the Hub, where the card asks for them"
                 ] if state.origin == OWN else []
     name = state.source_metadata.name if state.source_metadata else None
-    return TrainingData(state.origin, name, state.licence_columns), warnings
+    hair = state.options.get("hair")
+    return TrainingData(state.origin, name, state.licence_columns,
+                        None if hair is None else str(hair), state.caption_template), warnings
+
+
+_CAPTION_FIELDS = (("sex", "the patient's sex"), ("age", "age"), ("site", "lesion site"),
+                   ("tone", "the skin-tone category measured on each photo"),
+                   ("artefacts", "the artefacts found on it (dark corners, ruler marks, gel "
+                                 "bubbles)"))
+"""What each caption placeholder says of an image, as the card words it."""
+
+
+def _captions(template: str | None, hair: str | None) -> str:
+    """How the training captions were made, as the card's data section words it after the
+    images: the template, what it names, and the hair tag (or its absence)."""
+    from medsynth_kohya.data.captions import fields
+
+    if not template:
+        return "with captions whose template was not recorded"
+    used = fields(template)
+    words = [word for name, word in _CAPTION_FIELDS if name in used]
+    shown = template.replace("`", "'")
+    built = f"with captions from the template `{shown}`" + (
+        f" (built from {', '.join(words[:-1])} and {words[-1]})" if len(words) > 1 else
+        f" (built from {words[0]})" if words else "")
+    if hair == "off":
+        return f"{built}, with no hair tag (`--hair off`)"
+    mode = f" by `--hair {hair}`" if hair else ""
+    return f"{built}, and a `hairy` tag where hair was detected{mode}"
 
 
 def _data_source(data: TrainingData) -> str:
@@ -502,6 +549,7 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
         "repeats": _times(dataset.repeats),
         "manifest_sha256": str(dataset.manifest_sha256 or "not recorded"),
         "data_source": _data_source(data),
+        "captions": _captions(dataset.caption_template or data.caption_template, data.hair),
         "data_licence": _data_licence(data),
         "citation": _citation(data),
         "spread": spread,
