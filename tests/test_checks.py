@@ -318,3 +318,27 @@ def test_one_rule_tells_a_local_model_from_a_hub_id() -> None:
     for hub in ("stabilityai/stable-diffusion-xl-base-1.0", "owner/model"):
         assert not checks.names_file(hub), hub
         assert recorded_base_model(hub, Path("/nonexistent")) == hub
+
+
+def test_a_custom_optimizer_or_scheduler_module_must_be_importable(tmp_path: Path) -> None:
+    """sd-scripts imports the module of a module.Class optimizer_type or lr_scheduler_type
+    only once the model is loaded: a module missing where it runs is refused before."""
+    sd = tmp_path / "sd-scripts"
+    (sd / "library").mkdir(parents=True)
+    (sd / "sdxl_train_network.py").write_text("")
+    (sd / "library" / "my_optim.py").write_text("")
+    python = sys.executable
+    for fine in ({"optimizer_type": "library.my_optim.Lion"}, {"optimizer_type": "json.Adam"},
+                 {"lr_scheduler_type": "email.mime.Cyclic"}, {"optimizer_type": "AdamW"}):
+        assert checks.config_errors(fine, sd, python) == [], fine
+    [error] = checks.config_errors({"optimizer_type": "prodigyoptt.Prodigy"}, sd, python)
+    assert error == (f"optimizer_type = 'prodigyoptt.Prodigy': its module 'prodigyoptt' is "
+                     f"neither in sd-scripts in {sd} nor installed in {python}; install it "
+                     "there or correct the name")
+    [error] = checks.config_errors({"lr_scheduler_type": "library.my_sched.Cyclic"}, sd,
+                                   python)
+    assert error.startswith("lr_scheduler_type = 'library.my_sched.Cyclic': its module "
+                            "'library.my_sched' is neither")
+    assert checks.config_errors({"optimizer_type": "torch..Adam"}, sd, python) == [
+        "optimizer_type = 'torch..Adam' is not a module.Class path"]
+    assert checks.config_errors({"optimizer_type": "prodigyoptt.Prodigy"}) == []

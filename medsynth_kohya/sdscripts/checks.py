@@ -135,29 +135,45 @@ def _warmup_error(options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _network_error(module: Any, sd_scripts: Path, python: str) -> str | None:
-    """A network_module that sd-scripts, run in `sd_scripts` by `python`, could not import."""
-    if not isinstance(module, str) or not checkout.present(sd_scripts):
-        return None  # a missing checkout is the doctor's to report
-    if all(part.isidentifier() for part in module.split(".")) and (
-            checkout.has_module(sd_scripts, module) or checkout.installed(python, module)):
-        return None
-    known = sorted(f"networks.{path.stem}" for path in (sd_scripts / "networks").glob("*.py"))
-    hint = _close(module, known) or "; networks.lora trains a LoRA"
-    return (f"network_module = {module!r} is neither a module of sd-scripts in {sd_scripts} "
-            f"nor installed in {python}{hint}")
+def _importable(module: str, sd_scripts: Path, python: str) -> bool:
+    """Whether sd-scripts, run in `sd_scripts` by `python`, can import `module`."""
+    return all(part.isidentifier() for part in module.split(".")) and (
+        checkout.has_module(sd_scripts, module) or checkout.installed(python, module))
+
+
+def _import_errors(options: Mapping[str, Any], sd_scripts: Path, python: str) -> list[str]:
+    """The network_module, and the module of a module.Class optimizer_type or
+    lr_scheduler_type, that sd-scripts could not import (it would fail once the model is
+    loaded). A missing checkout is the doctor's to report."""
+    if not checkout.present(sd_scripts):
+        return []
+    errors = []
+    module = options.get("network_module")
+    if isinstance(module, str) and not _importable(module, sd_scripts, python):
+        known = sorted(f"networks.{path.stem}" for path in (sd_scripts / "networks").glob("*.py"))
+        hint = _close(module, known) or "; networks.lora trains a LoRA"
+        errors.append(f"network_module = {module!r} is neither a module of sd-scripts in "
+                      f"{sd_scripts} nor installed in {python}{hint}")
+    for key in ("optimizer_type", "lr_scheduler_type"):
+        value = options.get(key)
+        if not isinstance(value, str) or "." not in value or _optimizer_error(value):
+            continue  # a malformed optimizer path is said once, by _optimizer_error
+        module = value.rsplit(".", 1)[0]
+        if not _importable(module, sd_scripts, python):
+            errors.append(f"{key} = {value!r}: its module {module!r} is neither in sd-scripts "
+                          f"in {sd_scripts} nor installed in {python}; install it there or "
+                          "correct the name")
+    return errors
 
 
 def config_errors(options: Mapping[str, Any], sd_scripts: Path | None = None,
                   python: str | None = None) -> list[str]:
     """Combinations and values sd-scripts rejects after loading the model, or that silently
     misbehave. A value of the wrong type is left to sdopts.check, so each problem is said
-    once; with `sd_scripts` (run by `python`), network_module must be importable there."""
+    once; with `sd_scripts` (run by `python`), the modules it would import must be there."""
     errors = _combination_errors(options) + _value_errors(options)
     if sd_scripts is not None:
-        error = _network_error(options.get("network_module"), sd_scripts,
-                               checkout.python(python))
-        errors += [error] if error else []
+        errors += _import_errors(options, sd_scripts, checkout.python(python))
     return errors
 
 
