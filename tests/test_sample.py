@@ -406,6 +406,28 @@ def test_like_values_the_lora_cannot_be_prompted_with_are_refused_before_any_ima
     assert code == 0, stdout + stderr
 
 
+def test_like_ages_beyond_the_trained_ones_are_a_warning(run: Path, fake_gen: FakeGen,
+                                                         prepared: Path, tmp_path: Path) -> None:
+    """Ages prepare writes but the LoRA never saw (younger or older than all its training
+    photos) are drawn, with a warning naming the range and the --query that keeps to it."""
+    trained = manifest.read(prepared / "manifest.csv")["age"].dropna()
+    low, high = int(trained.min()), int(trained.max())
+    text = pd.read_csv(prepared / "manifest.csv", dtype=str, keep_default_na=False)
+    plain = sample(run, tmp_path / "a", SampleOptions(n=2, like=prepared),
+                   sd_scripts=fake_gen.sd_scripts, python=PYTHON, dry_run=True)
+    assert not [w for w in plain.warnings if "ages outside" in w]
+    like = tmp_path / "older.csv"
+    text.loc[len(text) - 1, "age"] = str(high + 5)
+    text.to_csv(like, index=False)
+    result = sample(run, tmp_path / "b", SampleOptions(n=2, like=like),
+                    sd_scripts=fake_gen.sd_scripts, python=PYTHON, dry_run=True)
+    [warning] = [w for w in result.warnings if "ages outside" in w]
+    assert warning == (f"--like {like}: 1 of {len(text)} rows have ages outside {low}-{high}, "
+                       f"those the LoRA was trained on (first: {high + 5}), so it may not "
+                       f"follow them; leave them out with --query 'age >= {low} and age <= "
+                       f"{high}'")
+
+
 def test_a_row_metadata_csv_cannot_hold_stops_the_run_before_any_image(
         runner: CliRunner, run: Path, fake_gen: FakeGen, prepared: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -156,10 +156,10 @@ def _read_prompts_file(path: Path) -> tuple[list[str], tuple[str, ...]]:
 
 
 def _read_manifest(path: Path, query: str | None, break_lock: bool,
-                   training: Path | None) -> pd.DataFrame:
+                   training: Path | None) -> tuple[pd.DataFrame, list[str]]:
     """The rows of a --like manifest that --query selects, each value one prepare writes and,
-    when the LoRA's `training` manifest is here, one it was trained on; refused while a
-    prepare still writes its folder."""
+    when the LoRA's `training` manifest is here, one it was trained on (with warnings for ages
+    beyond its range); refused while a prepare still writes its folder."""
     locks.ensure_idle(path.parent, "sample", writers=("prepare",), break_lock=break_lock)
     if not path.is_file():
         raise UserError(f"--like {path} does not exist; give the manifest.csv that "
@@ -178,8 +178,8 @@ def _read_manifest(path: Path, query: str | None, break_lock: bool,
         raise UserError(f"--like {path}: {problem}; correct it, or leave such rows out with "
                         "--query")
     if training is not None and training.is_file() and not training.samefile(path):
-        _check_trained_on(table, path, manifest.read(training), training)
-    return table
+        return table, _check_trained_on(table, path, manifest.read(training), training)
+    return table, []
 
 
 def _listed(values: pd.Series) -> str:
@@ -210,9 +210,10 @@ def _values_named(table: pd.DataFrame, query: str) -> str:
 
 
 def _check_trained_on(table: pd.DataFrame, path: Path, trained: pd.DataFrame,
-                      training: Path) -> None:
+                      training: Path) -> list[str]:
     """Refuse --like rows whose sex, site or skin tone never occurs in the LoRA's training
-    manifest: it never learned them, and the set's prompts and metadata would claim them."""
+    manifest: it never learned them, and the set's prompts and metadata would claim them. Ages
+    beyond the trained ones are a warning: the LoRA saw none so young or so old."""
     for column in manifest.vocabularies():
         known = set(trained[column].dropna())
         unseen = sorted(set(table[column].dropna()) - known)
@@ -220,6 +221,16 @@ def _check_trained_on(table: pd.DataFrame, path: Path, trained: pd.DataFrame,
             raise UserError(f"--like {path}: {column} {unseen[0]!r} never occurs in the data "
                             f"the LoRA was trained on ({training}; its {column} values: "
                             f"{_listed(trained[column])}); leave such rows out with --query")
+    ages, seen = table["age"].dropna(), trained["age"].dropna()
+    if seen.empty:
+        return []
+    low, high = int(seen.min()), int(seen.max())
+    beyond = ages[(ages < low) | (ages > high)]
+    if beyond.empty:
+        return []
+    return [f"--like {path}: {len(beyond)} of {len(table)} rows have ages outside {low}-{high}, "
+            f"those the LoRA was trained on (first: {int(beyond.iloc[0])}), so it may not "
+            f"follow them; leave them out with --query 'age >= {low} and age <= {high}'"]
 
 
 @dataclass(frozen=True)
@@ -275,8 +286,8 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
     if n is None:
         raise UserError("give --n, the number of images to generate")
     trained_on = PreparedFolder(record.prepared).manifest if record and record.prepared else None
-    table = _read_manifest(like, options.query, break_lock, trained_on)
+    table, warnings = _read_manifest(like, options.query, break_lock, trained_on)
     drawn = prompts.draw(table, n, options.seed, names.template, names.trigger)
     identity = {"kind": "like", "manifest_sha256": files.sha256(like),
                 "query": options.query, "template": names.template, "trigger": names.trigger}
-    return Source(drawn, identity), n
+    return Source(drawn, identity, tuple(warnings)), n
