@@ -257,6 +257,23 @@ def test_two_machines_train_one_run(prepared: Path, fake_sd: FakeSd, tmp_path: P
     assert (run / "output" / "melanoma.safetensors").is_file()
 
 
+def test_a_failed_machine_says_the_trainers_error(prepared: Path, fake_sd: FakeSd,
+                                                  tmp_path: Path) -> None:
+    """A machine of rank > 0 whose sd-scripts fails says why in its last line, as machine 0
+    does, and where its log is."""
+    run = tmp_path / "run"
+    follower = _machine(prepared, run, fake_sd, 1, env={"FAKE_SD_MODE": "crash"})
+    leader = _machine(prepared, run, fake_sd, 0, "--set", "max_train_steps=4")  # crash at 3
+    said = {rank: process.communicate(timeout=300)[0]
+            for rank, process in ((0, leader), (1, follower))}
+    assert (leader.returncode, follower.returncode) == (0, 1), said
+    text = " ".join(said[1].split())
+    assert "accelerate on machine 1 exited with 1: RuntimeError: fake: CUDA out of memory" in (
+        text), said[1]
+    assert f"(log: {run / 'train-machine-1.log'})" in text
+    assert "Traceback" not in said[1].split("Error:")[-1]
+
+
 def test_machine_zeros_refusal_reaches_the_others(prepared: Path, fake_sd: FakeSd,
                                                   tmp_path: Path) -> None:
     run = tmp_path / "run"

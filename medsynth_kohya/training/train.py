@@ -784,8 +784,10 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
                   "succeeded" if outcome.returncode == 0 else "failed")
         nodes.write_report(run_dir, machines.rank, found, status=status,
                            exit_status=outcome.returncode, end=_now())
+        said = f": {outcome.error}" if outcome.error else ""
         message = (f"machine {machines.rank} finished; machine 0 writes the LoRA into "
                    f"{run_dir / 'output'}" if status == "succeeded" else
-                   f"accelerate on machine {machines.rank} exited with {outcome.returncode}")
+                   f"accelerate on machine {machines.rank} exited with {outcome.returncode}"
+                   f"{said} (log: {log})")
         return replace(result, status=status, message=message, log=log,
                        tail=tuple(outcome.tail))
