@@ -150,6 +150,31 @@ def test_images_that_are_not_melanomas_under_the_melanoma_name_are_warned_about(
     assert not [w for r in (named, melanomas) for w in r.warnings if "class folder says" in w]
 
 
+def test_a_mixed_selection_under_a_diagnosis_name_is_warned_about_with_its_counts(
+        tmp_path: Path) -> None:
+    """Some nevi among melanomas (not only a selection that is all nevi) under the default
+    class and trigger are named, counted by diagnosis; a class named for the nevi makes the
+    melanomas the odd ones, while the default trigger still says melanoma."""
+    made = make_dataset(tmp_path / "src", 12, seed=5, layout="archive", melanoma_fraction=0.5)
+    both = 'benign_malignant in ["benign", "malignant"]'
+    mixed = prepare(made.root, tmp_path / "mixed", workers=1, options=PrepareOptions(query=both))
+    table = mixed.manifest
+    nevi = int(table["diagnosis"].str.endswith(":Nevus").sum())
+    assert 0 < nevi < len(table) and mixed.diagnosis is None
+    (warning,) = [w for w in mixed.warnings if "class folder says" in w]
+    assert warning.startswith(f"{nevi} of {len(table)} prepared images are not Malignant "
+                              f"melanocytic proliferations (Melanoma) but Nevus {nevi},")
+    assert "'melanoma'" in warning and "'me1anoma'" in warning
+    named = prepare(made.root, tmp_path / "named", workers=1,
+                    options=PrepareOptions(query=both, class_name="nevus"))
+    (folder,) = [w for w in named.warnings if "class folder says 'nevus'" in w]
+    assert folder.startswith(f"{len(table) - nevi} of {len(table)} prepared images are not "
+                             f"Nevus but Melanoma Invasive {len(table) - nevi},")
+    assert "me1anoma" not in folder
+    (trigger,) = [w for w in named.warnings if "trigger 'me1anoma'" in w]
+    assert f"but Nevus {nevi}, while captions use the trigger 'me1anoma'" in trigger
+
+
 def _interrupt_writing(root: Path, out: Path, options: PrepareOptions,
                        monkeypatch: pytest.MonkeyPatch, stop: Callable[[Path], bool]) -> None:
     """Run prepare into `out` and stop it with Ctrl-C as it is about to write the first

@@ -593,7 +593,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _elongated(table, options.resolution)
     warnings += _no_validation(table, options)
     diagnosis = archive.common_node(table["diagnosis"])
-    warnings += _class_mismatch(diagnosis, options)
+    warnings += _class_mismatch(table, options)
     train = int((table["split"] == "train").sum())
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
@@ -642,15 +642,40 @@ def _no_validation(table: pd.DataFrame, options: PrepareOptions) -> list[str]:
             "(one patient, or too few); train without --val-frac or add patients"]
 
 
-def _class_mismatch(diagnosis: str | None, options: PrepareOptions) -> list[str]:
-    """A warning when the images are not melanomas yet the class name and trigger say so."""
-    default = PrepareOptions()
-    named = (options.class_name, options.trigger) == (default.class_name, default.trigger)
-    if not named or diagnosis is None or "melanoma" in diagnosis.lower():
-        return []
-    return [f"the prepared images are {diagnosis}, but their class folder says "
-            f"{options.class_name!r} and captions use the trigger {options.trigger!r}: pass "
-            "--class-name and --trigger that name what they are"]
+def _class_mismatch(table: pd.DataFrame, options: PrepareOptions) -> list[str]:
+    """A warning for each diagnosis the class name or the trigger names (the default trigger
+    means melanoma) that prepared images are known not to be, counted by their diagnosis."""
+    trigger = (archive.MELANOMA if options.trigger == captions.DEFAULT_TRIGGER
+               else archive.diagnosis_path(options.trigger))
+    claims: dict[str, list[str]] = {}
+    for node, naming in ((archive.diagnosis_path(options.class_name.replace("_", " ")),
+                          f"their class folder says {options.class_name!r}"),
+                         (trigger, f"captions use the trigger {options.trigger!r}")):
+        if node is not None:
+            claims.setdefault(node, []).append(naming)
+    warnings = []
+    known = table["diagnosis"].dropna().astype(str)
+    for node, said in claims.items():
+        above = known.map(lambda path, node=node: node.startswith(path + ":")).astype(bool)
+        other = known[~archive.under(known, node) & ~above]
+        if len(other):
+            warnings.append(f"{len(other)} of {len(table)} prepared images are not "
+                            f"{_node_name(node)} but {_diagnosis_counts(other)}, while "
+                            f"{' and '.join(said)}: pass --class-name and --trigger that name "
+                            "what they are, or leave the others out with --diagnosis or --query")
+    return warnings
+
+
+def _node_name(path: str) -> str:
+    """A diagnosis hierarchy path as a summary shows it: its deepest level."""
+    return path.rsplit(":", 1)[-1]
+
+
+def _diagnosis_counts(paths: pd.Series) -> str:
+    """How many images each diagnosis holds, commonest first (at most five named)."""
+    counts = paths.map(_node_name).value_counts()
+    shown = ", ".join(f"{name} {count}" for name, count in counts.head(5).items())
+    return shown + (f" and {len(counts) - 5} more" if len(counts) > 5 else "")
 
 
 def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int,
@@ -878,7 +903,9 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
                 continue
             counts = table[column].fillna("missing").value_counts()
             rows.append((column, ", ".join(f"{k} {v}" for k, v in counts.items())))
-        rows.append(("diagnosis (ISIC Archive)", result.diagnosis or "none shared"))
+        known = table["diagnosis"].dropna()
+        rows.append(("diagnosis (ISIC Archive)", result.diagnosis or "none shared" + (
+            f" ({_diagnosis_counts(known)})" if len(known) else "")))
         ages = table["age"].dropna()
         spread = (f"{int(ages.min())}-{int(ages.max())}, median {float(ages.median()):g}"
                   if len(ages) else "none")
