@@ -308,3 +308,43 @@ def test_photos_more_elongated_than_any_bucket_are_named_in_a_warning(tmp_path: 
     assert code == 0 and "elongated" not in stderr
     kept = manifest.read(tmp_path / "kept" / "manifest.csv")
     assert sorted(kept["id"]) == sorted(set(ids) - set(over))
+
+
+def test_known_and_identical_duplicates_are_trained_once(tmp_path: Path) -> None:
+    """The ISIC 2020 duplicates list beside the metadata (a chain of two pairs, and a pair only
+    half selected) and a byte-identical copy under another id: one image of each is kept, the
+    others are in skipped.csv naming it, and they may no longer land in train and val both."""
+    import shutil
+
+    from medsynth_kohya.data.prepare import summary
+    from medsynth_kohya.data.synth import make_dataset
+
+    made = make_dataset(tmp_path / "src", 8, seed=6, melanoma_fraction=1.0)
+    ids = sorted(made.frame["image_name"])
+    (made.root / "ISIC_2020_Training_Duplicates.csv").write_text(
+        f"image_name_1,image_name_2\n{ids[1]},{ids[0]}\n{ids[2]}.jpg,{ids[1]}\n"
+        f"{ids[5]},ISIC_9999999\n", encoding="utf-8")
+    shutil.copy(made.images / f"{ids[3]}.jpg", made.images / f"{ids[4]}.jpg")
+    frame = pd.read_csv(made.metadata)
+    frame["patient_id"] = [f"P{i}" for i in range(len(frame))]
+    frame.to_csv(made.metadata, index=False)
+    result = prepare(made.root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(val_frac=0.5))
+    assert sorted(result.manifest["id"]) == [i for i in ids if i not in (ids[1], ids[2], ids[4])]
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str).set_index("id")
+    listed = "(listed in ISIC_2020_Training_Duplicates.csv)"
+    assert skipped["reason"].to_dict() == {ids[1]: f"duplicate image of {ids[0]} {listed}",
+                                           ids[2]: f"duplicate image of {ids[0]} {listed}",
+                                           ids[4]: f"duplicate image of {ids[3]} (identical file)"}
+    assert skipped.loc[ids[4], "source"] == str(made.images / f"{ids[4]}.jpg")
+    (warning,) = [w for w in result.warnings if "duplicate another" in w]
+    assert warning.startswith("3 selected image(s) duplicate another (1 identical file, 2 "
+                              "listed in ISIC_2020_Training_Duplicates.csv)")
+    assert dict(summary(result))["skipped: duplicate image (one copy kept)"] == "3"
+
+    (made.root / "ISIC_2020_Training_Duplicates.csv").write_text(
+        "image_name_1\nISIC_0000001\n", encoding="utf-8")
+    unlisted = prepare(made.root, tmp_path / "unlisted", workers=1)
+    (warning,) = [w for w in unlisted.warnings if "Duplicates.csv" in w]
+    assert "has fewer than two columns" in warning and "its duplicates are not skipped" in warning
+    assert set(unlisted.skipped["reason"]) == {f"duplicate image of {ids[3]} (identical file)"}

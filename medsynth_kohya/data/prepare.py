@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from medsynth_kohya.data.sources import (
     generated_rows,
     images_below,
     index_images,
+    listed_duplicates,
     locate,
     normalise,
     read_metadata,
@@ -73,6 +75,9 @@ BELOW_SKIP = "image file only in a subfolder (see source): pass --images to sear
 """Skip reason of an id whose file lies below a folder searched without its subfolders."""
 GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
 """Skip reason of a row describing a sampled image: a model must not train on its own output."""
+DUPLICATE_IMAGE = "duplicate image of "
+"""Start of the skip reason of an image another selected id holds too; the reason goes on with
+the id kept and how the two are known to be one image."""
 MAX_UPSCALE = 2
 """sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
 must enlarge more than this per side get a warning: they train blurred."""
@@ -561,6 +566,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     state = out / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     cache = _load_cache(state / CACHE_FILE)
+    keep, twins = _same_images(chosen.loc[keep, "id"], found, located, skipped)
+    warnings += twins
     chosen = chosen.loc[keep]
     # absolute(), not resolve(): a symlinked image (HF cache, git-annex) keeps its own name
     paths = [found[i].absolute() for i in chosen["id"]]
@@ -640,6 +647,54 @@ def _no_validation(table: pd.DataFrame, options: PrepareOptions) -> list[str]:
     return [f"--val-frac {options.val_frac} gave no validation images: a patient's images "
             f"stay on one side, and the {len(table)} images here cannot be split that way "
             "(one patient, or too few); train without --val-frac or add patients"]
+
+
+def _same_images(ids: pd.Series, found: Mapping[str, Path], source: Source,
+                 skipped: list[dict[str, str]]) -> tuple[list[Any], list[str]]:
+    """The rows of `ids` (each with a file) left when each image is kept once: ids that ISIC
+    2020's duplicates list pairs, then files of identical bytes. Of each group the first id
+    in sorted order stays and the others are skipped, naming it; a warning says how many."""
+    warnings = []
+    try:
+        pairs, listed = listed_duplicates(source)
+    except UserError as exc:
+        pairs, listed = [], None
+        warnings.append(f"{exc}: its duplicates are not skipped")
+    present = set(ids)
+    twin: dict[str, tuple[str, str]] = {}
+    how = f"listed in {listed.name}" if listed is not None else ""
+    for group in _groups([(a, b) for a, b in pairs if a in present and b in present]):
+        first, *others = sorted(group)
+        twin.update((other, (first, how)) for other in others)
+    by_size: dict[int, list[str]] = {}
+    for identifier in sorted(present - set(twin)):
+        by_size.setdefault(found[identifier].stat().st_size, []).append(identifier)
+    for same in (group for group in by_size.values() if len(group) > 1):
+        by_content: dict[str, list[str]] = {}
+        for identifier in same:
+            by_content.setdefault(files.sha256(found[identifier]), []).append(identifier)
+        for first, *others in by_content.values():
+            twin.update((other, (first, "identical file")) for other in others)
+    for identifier in ids[ids.isin(set(twin))]:
+        kept, how = twin[identifier]
+        _skip(skipped, identifier, found[identifier], f"{DUPLICATE_IMAGE}{kept} ({how})")
+    if twin:
+        hows = Counter(how for _, how in twin.values())
+        said = ", ".join(f"{count} {how}" for how, count in sorted(hows.items()))
+        warnings.append(f"{len(twin)} selected image(s) duplicate another ({said}) and were "
+                        "skipped: one copy of each is kept, so none is trained twice or put in "
+                        "both train and val (see skipped.csv)")
+    return [index for index, identifier in ids.items() if identifier not in twin], warnings
+
+
+def _groups(pairs: Iterable[tuple[str, str]]) -> list[set[str]]:
+    """The ids that `pairs` join, directly or through others, as groups."""
+    groups: list[set[str]] = []
+    for pair in pairs:
+        joined = [group for group in groups if group & set(pair)]
+        merged = set(pair).union(*joined)
+        groups = [group for group in groups if group not in joined] + [merged]
+    return groups
 
 
 def _class_mismatch(table: pd.DataFrame, options: PrepareOptions) -> list[str]:
@@ -886,7 +941,10 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
                                    ("selected and prepared", str(len(table)))]
     train = int((table["split"] == "train").sum())
     rows.append(("train / val", f"{train} / {len(table) - train}"))
-    for reason, count in result.skipped["reason"].value_counts().sort_index().items():
+    reasons = result.skipped["reason"].map(
+        lambda reason: "duplicate image (one copy kept)" if str(reason).startswith(
+            DUPLICATE_IMAGE) else reason)
+    for reason, count in reasons.value_counts().sort_index().items():
         rows.append((f"skipped: {reason}", str(count)))
     if len(table):
         share = float(table["hairy"].mean())

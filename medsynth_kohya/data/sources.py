@@ -49,6 +49,8 @@ CHALLENGE_METADATA = "train.csv"
 ARCHIVE_METADATA = "metadata.csv"
 """The metadata file of an ISIC 2020 challenge download and of an ISIC Archive export (not a
 synthetic set's metadata.csv, which sampling/synthset.py owns)."""
+DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
+"""The ISIC 2020 challenge's list of images it holds twice (`image_name_1, image_name_2`)."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
                       "ISIC_2019_*GroundTruth*.csv",
                       ARCHIVE_METADATA)
@@ -577,6 +579,21 @@ def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame
                                        how="left", on=identifier)
     merged.index = frame.index
     return merged
+
+
+def listed_duplicates(source: Source) -> tuple[list[tuple[str, str]], Path | None]:
+    """The pairs of ids that ISIC 2020's duplicates list (beside the metadata) names as one
+    image, and that file; none without one, a UserError when it cannot be read."""
+    found = sorted(source.metadata.parent.glob(DUPLICATES_PATTERN))
+    if not found:
+        return [], None
+    text = _csv_format(found[0])
+    frame = _read(found[0], text, dtype=str, keep_default_na=False)
+    if frame.shape[1] < 2:
+        raise UserError(f"{found[0]} has fewer than two columns (image_name_1, image_name_2)")
+    ids = [frame.iloc[:, i].str.strip().str.replace(_ID_SUFFIX, "", regex=True)
+           .str.normalize("NFC") for i in (0, 1)]
+    return [(a, b) for a, b in zip(*ids, strict=True) if a and b and a != b], found[0]
 
 
 def described(source: Source, images: Iterable[str]) -> list[tuple[str, str]]:
