@@ -348,3 +348,23 @@ def test_known_and_identical_duplicates_are_trained_once(tmp_path: Path) -> None
     (warning,) = [w for w in unlisted.warnings if "Duplicates.csv" in w]
     assert "has fewer than two columns" in warning and "its duplicates are not skipped" in warning
     assert set(unlisted.skipped["reason"]) == {f"duplicate image of {ids[3]} (identical file)"}
+
+
+def test_a_split_of_images_without_patient_ids_says_it_is_image_by_image(
+        tmp_path: Path) -> None:
+    from medsynth_kohya.data.synth import make_dataset
+
+    made = make_dataset(tmp_path / "src", 10, seed=7, melanoma_fraction=1.0)
+    frame = pd.read_csv(made.metadata)
+    frame.loc[frame.index[:4], "patient_id"] = ""
+    frame.to_csv(made.metadata, index=False)
+    split = prepare(made.root, tmp_path / "split", workers=1,
+                    options=PrepareOptions(val_frac=0.3))
+    (warning,) = [w for w in split.warnings if "no patient id" in w]
+    assert warning.startswith("4 of 10 images have no patient id (column patient_id is blank): "
+                              "--val-frac splits them image by image")
+    unsplit = prepare(made.root, tmp_path / "unsplit", workers=1)
+    whole = make_dataset(tmp_path / "whole", 10, seed=7, melanoma_fraction=1.0)
+    named = prepare(whole.root, tmp_path / "named", workers=1,
+                    options=PrepareOptions(val_frac=0.3))
+    assert not [w for r in (unsplit, named) for w in r.warnings if "no patient id" in w]

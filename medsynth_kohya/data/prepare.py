@@ -599,6 +599,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _small(table, options.resolution)
     warnings += _elongated(table, options.resolution)
     warnings += _no_validation(table, options)
+    warnings += _no_patient(table, options, located)
     diagnosis = archive.common_node(table["diagnosis"])
     warnings += _class_mismatch(table, options)
     train = int((table["split"] == "train").sum())
@@ -647,6 +648,18 @@ def _no_validation(table: pd.DataFrame, options: PrepareOptions) -> list[str]:
     return [f"--val-frac {options.val_frac} gave no validation images: a patient's images "
             f"stay on one side, and the {len(table)} images here cannot be split that way "
             "(one patient, or too few); train without --val-frac or add patients"]
+
+
+def _no_patient(table: pd.DataFrame, options: PrepareOptions, source: Source) -> list[str]:
+    """A warning when --val-frac splits images that have no patient id one by one, so one
+    patient's images may land on both sides."""
+    blank = int(table["patient_id"].isna().sum())
+    if options.val_frac <= 0 or not blank:
+        return []
+    column = source.columns["patient_id"]
+    return [f"{blank} of {len(table)} images have no patient id (column {column} is blank): "
+            "--val-frac splits them image by image, so one patient's images may fall on both "
+            f"sides; fill in {column} or map another with --column patient_id=COLUMN"]
 
 
 def _same_images(ids: pd.Series, found: Mapping[str, Path], source: Source,
