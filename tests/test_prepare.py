@@ -368,3 +368,35 @@ def test_a_split_of_images_without_patient_ids_says_it_is_image_by_image(
     named = prepare(whole.root, tmp_path / "named", workers=1,
                     options=PrepareOptions(val_frac=0.3))
     assert not [w for r in (unsplit, named) for w in r.warnings if "no patient id" in w]
+
+
+def test_image_types_are_counted_and_a_mix_is_warned_about(archive: SyntheticSet,
+                                                           tmp_path: Path) -> None:
+    """Dermoscopic, clinical and TBP-tile photos (the Archive's image_type) in one class are
+    named with the --query that keeps one; one type alone is only counted."""
+    from medsynth_kohya.data.prepare import summary
+
+    frame = pd.read_csv(archive.metadata)
+    kinds = ["clinical: close-up", "TBP tile: close-up", ""]
+    frame["image_type"] = [kinds[i % 3] for i in range(len(frame))]
+    frame.loc[frame["diagnosis_3"].str.startswith("Melanoma").idxmax(), "image_type"] = \
+        "dermoscopic"
+    frame.to_csv(archive.metadata, index=False)
+    mixed = prepare(archive.root, tmp_path / "mixed", workers=1)
+    chosen = frame.set_index("isic_id").loc[list(mixed.manifest["id"]), "image_type"]
+    counts = chosen.replace("", "missing").value_counts()
+    assert dict(mixed.image_types) == counts.to_dict()
+    assert dict(summary(mixed))["image type"] == ", ".join(
+        f"{name} {count}" for name, count in mixed.image_types)
+    (warning,) = [w for w in mixed.warnings if "mix image types" in w]
+    assert len(counts.drop("missing", errors="ignore")) > 1
+    assert warning.endswith("keep one with --query 'image_type == \"dermoscopic\"'")
+
+    frame["image_type"] = "dermoscopic"
+    frame.to_csv(archive.metadata, index=False)
+    single = prepare(archive.root, tmp_path / "single", workers=1)
+    assert single.image_types == (("dermoscopic", len(single.manifest)),)
+    assert not [w for w in single.warnings if "image types" in w]
+    frame.drop(columns="image_type").to_csv(archive.metadata, index=False)
+    plain = prepare(archive.root, tmp_path / "plain", workers=1)
+    assert plain.image_types == () and "image type" not in dict(summary(plain))

@@ -78,6 +78,10 @@ GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
 DUPLICATE_IMAGE = "duplicate image of "
 """Start of the skip reason of an image another selected id holds too; the reason goes on with
 the id kept and how the two are known to be one image."""
+IMAGE_TYPE = "image_type"
+"""The ISIC Archive's column telling dermoscopic, clinical and TBP-tile photos apart."""
+DERMOSCOPIC = "dermoscopic"
+"""The image type this tool's LoRA is made for: the one a mixed set's warning suggests."""
 MAX_UPSCALE = 2
 """sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
 must enlarge more than this per side get a warning: they train blurred."""
@@ -129,6 +133,9 @@ class PrepareResult:
     """The deepest Archive diagnosis node all prepared images share (the class's diagnosis)."""
     dropped: int = 0
     """Images measured, then left out by the --query terms that name a measurement."""
+    image_types: tuple[tuple[str, int], ...] = ()
+    """How many prepared images each `image_type` holds ("missing": blank), commonest first;
+    empty when the source has no such column."""
 
 
 @dataclass(frozen=True)
@@ -600,6 +607,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _elongated(table, options.resolution)
     warnings += _no_validation(table, options)
     warnings += _no_patient(table, options, located)
+    image_types = _image_types(raw, [index for index, _, _ in good])
+    warnings += _mixed_types(image_types)
     diagnosis = archive.common_node(table["diagnosis"])
     warnings += _class_mismatch(table, options)
     train = int((table["split"] == "train").sum())
@@ -623,7 +632,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
         train_dir=train_dir, dataset_config=folder.dataset_config, options=options,
         scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings),
-        hair_agreement=agreement, diagnosis=diagnosis, dropped=scanned - len(good))
+        hair_agreement=agreement, diagnosis=diagnosis, dropped=scanned - len(good),
+        image_types=image_types)
 
 
 def _refusal(out: Path, source: Source, options: PrepareOptions, rows: int, selected: int,
@@ -660,6 +670,28 @@ def _no_patient(table: pd.DataFrame, options: PrepareOptions, source: Source) ->
     return [f"{blank} of {len(table)} images have no patient id (column {column} is blank): "
             "--val-frac splits them image by image, so one patient's images may fall on both "
             f"sides; fill in {column} or map another with --column patient_id=COLUMN"]
+
+
+def _image_types(raw: pd.DataFrame, rows: list[Any]) -> tuple[tuple[str, int], ...]:
+    """How many of `rows` (the prepared ones) each image type holds, where the source says."""
+    if IMAGE_TYPE not in raw.columns:
+        return ()
+    types = raw.loc[rows, IMAGE_TYPE].astype("string").str.strip().replace("", None)
+    counts = types.fillna("missing").value_counts()
+    return tuple((str(name), int(count)) for name, count in counts.items())
+
+
+def _mixed_types(counts: tuple[tuple[str, int], ...]) -> list[str]:
+    """A warning when the prepared images are of several image types (dermoscopic, clinical,
+    TBP tile): the LoRA learns their looks as one; it suggests keeping the dermoscopic ones."""
+    known = [(name, count) for name, count in counts if name != "missing"]
+    if len(known) < 2:
+        return []
+    shown = ", ".join(f"{name} {count}" for name, count in known)
+    names = [name for name, _ in known]
+    keep = DERMOSCOPIC if DERMOSCOPIC in names else names[0]
+    return [f"the prepared images mix image types ({shown}): a LoRA learns them as one look; "
+            f"keep one with --query '{IMAGE_TYPE} == \"{keep}\"'"]
 
 
 def _same_images(ids: pd.Series, found: Mapping[str, Path], source: Source,
@@ -975,6 +1007,9 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
             counts = table[column].fillna("missing").value_counts()
             rows.append((column, ", ".join(f"{k} {v}" for k, v in counts.items())))
         known = table["diagnosis"].dropna()
+        if result.image_types:
+            rows.append(("image type", ", ".join(f"{name} {count}"
+                                                 for name, count in result.image_types)))
         rows.append(("diagnosis (ISIC Archive)", result.diagnosis or "none shared" + (
             f" ({_diagnosis_counts(known)})" if len(known) else "")))
         ages = table["age"].dropna()

@@ -81,7 +81,8 @@ MAX_AGE = 150
 """Ages at or above this (years) are taken for typing errors and left blank."""
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
 _KNOWN = ("target", "diagnosis", *(f"diagnosis_{i}" for i in range(1, 6)), "benign_malignant",
-          "hairy", "marker_pen", "fitzpatrick_skin_type", "lesion_id", "image_manipulation")
+          "hairy", "marker_pen", "fitzpatrick_skin_type", "lesion_id", "image_manipulation",
+          "image_type")
 """Columns read by their layout's name besides FIELDS' (selection, vocabulary, grouping)."""
 _MANIPULATION = "image_manipulation"
 _GENERATED = ("{} describes generated images (image_manipulation is synthetic in every row, as "
