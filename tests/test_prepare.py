@@ -400,3 +400,36 @@ def test_image_types_are_counted_and_a_mix_is_warned_about(archive: SyntheticSet
     frame.drop(columns="image_type").to_csv(archive.metadata, index=False)
     plain = prepare(archive.root, tmp_path / "plain", workers=1)
     assert plain.image_types == () and "image type" not in dict(summary(plain))
+
+
+def test_hair_metadata_without_any_tag_says_the_detector_tagged(archive: SyntheticSet,
+                                                                tmp_path: Path) -> None:
+    """--hair metadata on a source without a hairy column, or with one blank for every
+    prepared image, says so; the summary counts the tags by where they came from."""
+    from medsynth_kohya.data.prepare import summary
+
+    options = PrepareOptions(hair=HairMode.metadata)
+    none = prepare(archive.root, tmp_path / "none", workers=1, options=options)
+    prepared = len(none.manifest)
+    (warning,) = [w for w in none.warnings if "--hair metadata" in w]
+    assert "metadata.csv has no hairy column, so every hair tag came from the auto detector" \
+        in warning
+    assert dict(summary(none))["hairy"].endswith(
+        f"metadata: source's tag 0, auto detector {prepared})")
+
+    frame = pd.read_csv(archive.metadata)
+    frame["hairy"] = ""
+    frame.to_csv(archive.metadata, index=False)
+    blank = prepare(archive.root, tmp_path / "blank", workers=1, options=options)
+    (warning,) = [w for w in blank.warnings if "--hair metadata" in w]
+    assert "has no hairy tag for any prepared image" in warning
+
+    first = sorted(none.manifest["id"])[0]
+    frame["hairy"] = (frame["isic_id"] == first).map({True: "true", False: ""})
+    frame.to_csv(archive.metadata, index=False)
+    one = prepare(archive.root, tmp_path / "one", workers=1, options=options)
+    assert not [w for w in one.warnings if "--hair metadata" in w]
+    assert dict(summary(one))["hairy"].endswith(
+        f"metadata: source's tag 1, auto detector {prepared - 1})")
+    auto = prepare(archive.root, tmp_path / "auto", workers=1)
+    assert dict(summary(auto))["hairy"].endswith(", auto)")

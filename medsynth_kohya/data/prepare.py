@@ -607,6 +607,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _elongated(table, options.resolution)
     warnings += _no_validation(table, options)
     warnings += _no_patient(table, options, located)
+    warnings += _hair_from_detector(table, options, located, raw)
     image_types = _image_types(raw, [index for index, _, _ in good])
     warnings += _mixed_types(image_types)
     diagnosis = archive.common_node(table["diagnosis"])
@@ -670,6 +671,18 @@ def _no_patient(table: pd.DataFrame, options: PrepareOptions, source: Source) ->
     return [f"{blank} of {len(table)} images have no patient id (column {column} is blank): "
             "--val-frac splits them image by image, so one patient's images may fall on both "
             f"sides; fill in {column} or map another with --column patient_id=COLUMN"]
+
+
+def _hair_from_detector(table: pd.DataFrame, options: PrepareOptions, source: Source,
+                        raw: pd.DataFrame) -> list[str]:
+    """A warning when --hair metadata found no `hairy` tag for any prepared image, so every
+    hair tag came from the detector (the summary counts each origin)."""
+    if options.hair is not HairMode.metadata or table["metadata_hairy"].notna().any():
+        return []
+    where = ("has no hairy column" if "hairy" not in raw.columns else
+             "has no hairy tag for any prepared image")
+    return [f"--hair metadata: {source.metadata.name} {where}, so every hair tag came from the "
+            f"{options.hair.detector.value} detector"]
 
 
 def _image_types(raw: pd.DataFrame, rows: list[Any]) -> tuple[tuple[str, int], ...]:
@@ -979,6 +992,16 @@ def _measured(table: pd.DataFrame) -> list[tuple[str, str]]:
              + median), ("artefacts", found)]
 
 
+def _hair_origin(table: pd.DataFrame, options: PrepareOptions) -> str:
+    """Where the hair tags came from: the mode, and with --hair metadata how many were the
+    source's tag and how many the detector's."""
+    if options.hair is not HairMode.metadata:
+        return str(options.hair.value)
+    tagged = int(table["metadata_hairy"].notna().sum())
+    return (f"metadata: source's tag {tagged}, {options.hair.detector.value} detector "
+            f"{len(table) - tagged}")
+
+
 def summary(result: PrepareResult) -> list[tuple[str, str]]:
     """The figures of the end-of-run table, as (label, value) rows."""
     table = result.manifest
@@ -994,7 +1017,7 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
     if len(table):
         share = float(table["hairy"].mean())
         hairy = int(table["hairy"].sum())
-        rows.append(("hairy", f"{hairy} ({share:.0%}, {result.options.hair.value})"))
+        rows.append(("hairy", f"{hairy} ({share:.0%}, {_hair_origin(table, result.options)})"))
         agreement = result.hair_agreement
         if agreement is not None:
             rows.append((f"hair detector ({agreement.detector}) vs source's hairy tag",
