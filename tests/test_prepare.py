@@ -433,3 +433,31 @@ def test_hair_metadata_without_any_tag_says_the_detector_tagged(archive: Synthet
         f"metadata: source's tag 1, auto detector {prepared - 1})")
     auto = prepare(archive.root, tmp_path / "auto", workers=1)
     assert dict(summary(auto))["hairy"].endswith(", auto)")
+
+
+def test_images_a_query_on_measurements_leaves_out_are_in_skipped_csv(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """skipped.csv lists every row left out, those the --query terms on measurements drop
+    too; also when they drop every image and the run is refused."""
+    import imagesize
+
+    from medsynth_kohya.data.prepare import summary
+
+    wide = prepare(isic2020.root, tmp_path / "wide", workers=1,
+                   options=PrepareOptions(query="width > 700"))
+    skipped = pd.read_csv(tmp_path / "wide" / "skipped.csv", dtype=str)
+    narrow = [i for i in isic2020.frame["image_name"]
+              if imagesize.get(str(isic2020.images / f"{i}.jpg"))[0] <= 700]
+    assert 0 < len(narrow) < len(isic2020.frame)
+    assert sorted(skipped["id"]) == sorted(narrow)
+    assert set(skipped["reason"]) == {"left out by --query on measurements"}
+    assert set(skipped["source"]) == {str(isic2020.images / f"{i}.jpg") for i in narrow}
+    rows = dict(summary(wide))
+    assert rows["skipped: left out by --query on measurements"] == str(len(narrow))
+    assert wide.dropped == len(narrow)
+
+    with pytest.raises(UserError, match="left out all 12 measured images"):
+        prepare(isic2020.root, tmp_path / "none", workers=1,
+                options=PrepareOptions(query="width > 5000"))
+    refused = pd.read_csv(tmp_path / "none" / "skipped.csv", dtype=str)
+    assert sorted(refused["id"]) == sorted(isic2020.frame["image_name"])

@@ -78,6 +78,8 @@ GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
 DUPLICATE_IMAGE = "duplicate image of "
 """Start of the skip reason of an image another selected id holds too; the reason goes on with
 the id kept and how the two are known to be one image."""
+MEASURED_SKIP = "left out by --query on measurements"
+"""Skip reason of a measured image the --query terms on measurements leave out."""
 IMAGE_TYPE = "image_type"
 """The ISIC Archive's column telling dermoscopic, clinical and TBP-tile photos apart."""
 DERMOSCOPIC = "dermoscopic"
@@ -596,7 +598,10 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         picked = query.evaluate(raw.loc[[index for index, _, _ in good]].assign(**{
             name: values for name, values in _measurements(good, options).items()
             if name not in raw.columns}), str(options.query))
-        good = [item for item, keep in zip(good, picked, strict=True) if keep]
+        for (index, path, _), kept in zip(good, picked, strict=True):
+            if not kept:
+                _skip(skipped, chosen.at[index, "id"], path, MEASURED_SKIP)
+        good = [item for item, kept in zip(good, picked, strict=True) if kept]
 
     table, agreement = _manifest(chosen, good, options)
     skipped_frame = pd.DataFrame(skipped, columns=list(manifest.SKIPPED_COLUMNS))
@@ -641,14 +646,13 @@ def _refusal(out: Path, source: Source, options: PrepareOptions, rows: int, sele
              scanned: int, skipped: pd.DataFrame, found: Mapping[str, Path]) -> str:
     """Why no image was prepared; the skipped list goes to skipped.csv on a first run, and
     beside it (REFUSED_SKIPPED_FILE) when an earlier run's layout is kept."""
-    if scanned:
-        return (f"no images were prepared: --query {options.query!r} left out all {scanned} "
-                f"measured images; loosen its terms on {', '.join(query.MEASURED)}")
     folder = PreparedFolder(out)
     earlier = folder.manifest.exists()
     listed = out / STATE_DIR / REFUSED_SKIPPED_FILE if earlier else folder.skipped
     manifest.write(skipped, listed)
-    reason = _why_empty(source, options, rows, selected, skipped, found, listed)
+    reason = (f"no images were prepared: --query {options.query!r} left out all {scanned} "
+              f"measured images; loosen its terms on {', '.join(query.MEASURED)}" if scanned
+              else _why_empty(source, options, rows, selected, skipped, found, listed))
     return reason + (f"; {out} keeps its earlier layout" if earlier else "")
 
 
@@ -1043,7 +1047,5 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
     rows.append(("repeats", str(result.repeats.repeats)))
     rows.append((f"steps per epoch (batch {result.options.batch_size})",
                  str(result.steps_per_epoch)))
-    if result.dropped:
-        rows.append(("left out by --query on measurements", str(result.dropped)))
     rows.append(("images scanned / reused", f"{result.scanned} / {result.reused}"))
     return rows
