@@ -222,6 +222,28 @@ def test_two_files_of_one_id_in_one_folder_are_named_with_how_to_choose(
     assert Path(source).name == photo.name
 
 
+def test_of_two_files_of_one_id_the_one_whose_content_fits_its_extension_is_used(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """X.PNG holding JPEG bytes sorts before X.jpg, yet the valid X.jpg is used (in one folder
+    or in another folder searched later); the warning still names both."""
+    photos = sorted(isic2020.images.glob("*.jpg"))
+    beside = photos[0].with_suffix(".PNG")
+    shutil.copy(photos[0], beside)
+    first = isic2020.root / "a-first"  # searched before train/
+    first.mkdir()
+    shutil.copy(photos[1], first / f"{photos[1].stem}.png")
+    result = prepare(None, tmp_path / "out", metadata=isic2020.metadata,
+                     images=isic2020.root, workers=1)
+    sources = result.manifest.set_index("id")["source"]
+    assert Path(sources[photos[0].stem]) == photos[0]
+    assert Path(sources[photos[1].stem]) == photos[1]
+    assert result.skipped.empty
+    (one,) = [w for w in result.warnings if "two files in one folder" in w]
+    assert f"{photos[0].stem}: {photos[0].name}, not {beside.name} in {beside.parent}" in one
+    (two,) = [w for w in result.warnings if "two folders" in w]
+    assert f"{photos[1].stem}: {photos[1]}, not {first / photos[1].stem}.png" in two
+
+
 def test_images_in_subfolders_of_the_layouts_image_folder_are_found(
         isic2020: SyntheticSet) -> None:
     """train/batch2/X.jpg of an ISIC 2020 download is found from SOURCE as --images finds it;

@@ -56,6 +56,16 @@ def sniff(data: bytes) -> str | None:
     return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
 
 
+def content_fits(path: Path) -> bool:
+    """Whether a file's first bytes are the format its extension names (`.jpg` a JPEG)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(160)
+    except OSError:
+        return False
+    return sniff(head) == _EXTENSION_KIND.get(path.suffix.lower())
+
+
 def _jpeg_complete(data: bytes) -> bool:
     """Whether a JPEG holds its end-of-image marker after its first scan: the segments are
     walked by their lengths to the first SOS (so an EOI inside an EXIF thumbnail does not

@@ -796,7 +796,10 @@ def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:
 
 def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     """`index_images`, and warnings naming the ids found as different files: two in one folder
-    (X.jpg and X.png: the first by name is used) or in two folders (the first folder's is)."""
+    (X.jpg and X.png: the first by name is used) or in two folders (the first folder's is),
+    unless only a later file's content is the format its extension says (`content_fits`)."""
+    from medsynth_kohya.data.images import content_fits
+
     found: dict[str, Path] = {}
     clashes: list[tuple[str, Path]] = []
     for folder in dirs:
@@ -805,6 +808,8 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
                 stem = unicodedata.normalize("NFC", path.stem)
                 first = found.setdefault(stem, path)
                 if first != path and not first.samefile(path):
+                    if not content_fits(first) and content_fits(path):
+                        found[stem], path = path, first
                     clashes.append((stem, path))
     beside = [(stem, path) for stem, path in clashes if found[stem].parent == path.parent]
     apart = [clash for clash in clashes if clash not in beside]
@@ -812,11 +817,13 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     if beside:
         stem, other = beside[0]
         warnings.append(f"{len(beside)} image id(s) have two files in one folder; the first by "
-                        f"name is used (e.g. {stem}: {found[stem].name}, not {other.name} in "
-                        f"{other.parent}): remove or rename the file not to train on")
+                        "name whose content fits its extension is used (e.g. "
+                        f"{stem}: {found[stem].name}, not {other.name} in {other.parent}): "
+                        "remove or rename the file not to train on")
     if apart:
         stem, other = apart[0]
         warnings.append(f"{len(apart)} image id(s) have files in two folders; the first "
-                        f"folder's is used (e.g. {stem}: {found[stem]}, not {other}): remove "
-                        "the copies or pass --images the one folder to use")
+                        "folder's whose content fits its extension is used (e.g. "
+                        f"{stem}: {found[stem]}, not {other}): remove the copies or pass "
+                        "--images the one folder to use")
     return found, warnings
