@@ -72,25 +72,32 @@ def test_values_sbatch_would_split_or_cut_are_quoted_as_it_reads_them() -> None:
         slurm.script({"output": "/x/a\nb/slurm-%j.out"}, {}, ["true"])
 
 
+def _scripts(runner: CliRunner, prepared: Path, fake_sd: FakeSd, run: Path, out: Path,
+             *extra: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The #SBATCH directives of `train --slurm` into `run` and `sample --slurm 2` of it into
+    `out`, both dry runs."""
+    found = []
+    for words in (("train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
+                   fake_sd.sd_scripts, "--python", sys.executable, "--num-machines", "2",
+                   "--slurm", *extra),
+                  ("sample", "--lora", run, "--n", 4, "--out", out, "--slurm", 2)):
+        code, stdout, stderr = invoke(runner, *words, "--dry-run")
+        assert code == 0, stderr
+        found.append(_directives(stdout[stdout.index("#!/bin/bash"):]))
+    return found[0], found[1]
+
+
 def test_train_and_sample_scripts_for_folders_with_spaces(
         runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
     run = tmp_path / "my runs" / "a b"
-    code, stdout, stderr = invoke(
-        runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
-        fake_sd.sd_scripts, "--python", sys.executable, "--num-machines", "2", "--slurm",
-        "--sbatch", "comment=Alice's run #1", "--dry-run")
-    assert code == 0, stderr
-    directives = _directives(stdout[stdout.index("#!/bin/bash"):])
-    assert directives["job-name"] == "medsynth-train-a b"
-    assert directives["output"] == str(run.resolve() / "slurm-%j.out")
-    assert directives["comment"] == "Alice's run #1"
     out = tmp_path / "my sets" / "set \"one\""
-    code, stdout, stderr = invoke(runner, "sample", "--lora", run, "--n", 4, "--out", out,
-                                  "--slurm", 2, "--dry-run")
-    assert code == 0, stderr
-    directives = _directives(stdout[stdout.index("#!/bin/bash"):])
-    assert directives["job-name"] == "medsynth-sample-set \"one\""
-    assert directives["output"] == str(out.resolve() / ".medsynth" / "slurm" / "%A_%a.out")
+    trained, sampled = _scripts(runner, prepared, fake_sd, run, out, "--sbatch",
+                                "comment=Alice's run #1")
+    assert trained["job-name"] == "medsynth-train-a b"
+    assert trained["output"] == str(run.resolve() / "slurm-%j.out")
+    assert trained["comment"] == "Alice's run #1"
+    assert sampled["job-name"] == "medsynth-sample-set \"one\""
+    assert sampled["output"] == str(out.resolve() / ".medsynth" / "slurm" / "%A_%a.out")
     code, _, stderr = invoke(runner, "sample", "--lora", run, "--n", 4, "--out",
                              tmp_path / "two\nlines", "--slurm", 2, "--dry-run")
     assert code == 1 and "Traceback" not in stderr and "cannot hold a line break" in stderr
@@ -104,18 +111,8 @@ def _sbatch_file_name(pattern: str, job: int, task: int) -> str:
 
 def test_a_percent_in_a_folder_name_is_not_read_as_a_slurm_pattern(
         runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
-    run = tmp_path / "100%j done" / "run"
-    code, stdout, stderr = invoke(
-        runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
-        fake_sd.sd_scripts, "--python", sys.executable, "--num-machines", "2", "--slurm",
-        "--dry-run")
-    assert code == 0, stderr
-    output = _directives(stdout[stdout.index("#!/bin/bash"):])["output"]
-    assert _sbatch_file_name(output, 7, 0) == str(run.resolve() / "slurm-7.out")
-    out = tmp_path / "50%a" / "set"
-    code, stdout, stderr = invoke(runner, "sample", "--lora", run, "--n", 4, "--out", out,
-                                  "--slurm", 2, "--dry-run")
-    assert code == 0, stderr
-    output = _directives(stdout[stdout.index("#!/bin/bash"):])["output"]
-    assert _sbatch_file_name(output, 9, 2) == str(out.resolve() / ".medsynth" / "slurm" /
-                                                  "9_2.out")
+    run, out = tmp_path / "100%j done" / "run", tmp_path / "50%a" / "set"
+    trained, sampled = _scripts(runner, prepared, fake_sd, run, out)
+    assert _sbatch_file_name(trained["output"], 7, 0) == str(run.resolve() / "slurm-7.out")
+    assert _sbatch_file_name(sampled["output"], 9, 2) == str(
+        out.resolve() / ".medsynth" / "slurm" / "9_2.out")
