@@ -198,3 +198,25 @@ def test_the_skin_tone_note_follows_the_measured_spread(isic2020: SyntheticSet,
         assert ("Unlike dermoscopy archives such as ISIC" in text) is not lighter
     older = table.drop(columns=["skin_tone"])
     assert "Skin tone was not measured on these images" in spread_markdown(older)
+
+
+def test_mixed_diagnoses_are_tabled_on_the_card(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """Training images of several diagnoses (a --query that let nevi in) are counted by
+    diagnosis in the card's spread; images of one diagnosis get no such table."""
+    from medsynth_kohya.data import manifest
+    from medsynth_kohya.data.archive import MELANOMA, diagnosis_path
+    from medsynth_kohya.hub.card import spread_markdown
+
+    prepared = prepare_set(_real(isic2020), tmp_path / "prepared")
+    table = manifest.read(PreparedFolder(prepared).manifest)
+    assert "diagnosis (ISIC Archive)" not in spread_markdown(table)
+    nevus = diagnosis_path("Nevus")
+    assert nevus is not None
+    table["diagnosis"] = [nevus if i % 3 == 0 else MELANOMA for i in range(len(table))]
+    lines = spread_markdown(table).splitlines()
+    assert lines[0] == "| diagnosis (ISIC Archive) | images | share |"
+    nevi = (len(table) + 2) // 3
+    assert f"| Nevus | {nevi} | {100 * nevi / len(table):.1f} % |" in lines
+    melanomas = len(table) - nevi
+    assert f"| {MELANOMA.rsplit(':', 1)[-1]} | {melanomas} | {100 * melanomas / len(table):.1f} %"\
+        " |" in lines

@@ -175,7 +175,8 @@ def _age_bin(age: Any) -> str:
 
 
 def spread_markdown(rows: pd.DataFrame) -> str:
-    """Tables of the training images by sex, age, site and skin tone (and hair, artefacts)."""
+    """Tables of the training images by sex, age, site and skin tone (and hair, artefacts),
+    first by diagnosis when they are of more than one: the card must not pass them off as one."""
     import pandas as pd
 
     total = len(rows)
@@ -192,7 +193,11 @@ def spread_markdown(rows: pd.DataFrame) -> str:
     age_order = sorted((k for k in ages if k != "unknown"),
                        key=lambda k: -1 if k == "under 30" else int(k[:2]))
     hairy = int(rows["hairy"].sum())
+    diagnoses = Counter(label(v).rsplit(":", 1)[-1] for v in rows["diagnosis"])
     parts = [
+        *([_share_table("diagnosis (ISIC Archive)", diagnoses, sorted(
+            diagnoses, key=lambda k: (k == "unknown", -diagnoses[k], k)), total)]
+          if len(set(diagnoses) - {"unknown"}) > 1 else []),
         _share_table("sex", sexes, sorted(sexes, key=lambda k: (k == "unknown", -sexes[k], k)),
                      total),
         _share_table("age", ages, [*age_order, *(["unknown"] if "unknown" in ages else [])],
