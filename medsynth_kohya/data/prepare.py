@@ -223,10 +223,23 @@ def _ours(path: Path, written: set[Path] | None) -> bool:
     return written is None or path in written or path.name.endswith("_sdxl.npz")
 
 
-def _owned(out: Path) -> set[Path] | None:
-    """Every layout file prepare placed, complete run and unfinished ones (None: all are)."""
-    written = _written(out)
-    return None if written is None else written | set(_unfinished(out))
+@dataclass(frozen=True)
+class _Placed:
+    """What earlier runs placed in the layout, read once from the state folder: the last
+    complete run's files (`_written`) and an interrupted run's with their contents
+    (`_unfinished`)."""
+
+    written: set[Path] | None
+    unfinished: dict[Path, set[str]]
+
+    @classmethod
+    def read(cls, out: Path) -> _Placed:
+        return cls(_written(out), _unfinished(out))
+
+    @property
+    def owned(self) -> set[Path] | None:
+        """Every layout file prepare placed, complete run and unfinished ones (None: all are)."""
+        return None if self.written is None else self.written | set(self.unfinished)
 
 
 def _record_written(out: Path, paths: set[Path]) -> None:
@@ -262,13 +275,14 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
             raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write "
                             f"and would replace; move them out of {out} or choose another "
                             "--out, and run this again")
-    edited = [] if force else _edited(out, _written(out) or set())
+    placed = _Placed.read(out)
+    edited = [] if force else _edited(out, placed)
     if edited:
         raise UserError(f"{files.counted(len(edited))} that prepare wrote under {out} "
                         f"{'was' if len(edited) == 1 else 'were'} changed since (first: "
                         f"{edited[0]}); a re-run would replace them: copy them elsewhere, "
                         "or pass --force to replace them")
-    foreign = _foreign_layout_files(out, _owned(out))
+    foreign = _foreign_layout_files(out, placed.owned)
     trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
                and re.fullmatch(rf"\d+_{re.escape(class_name)}", p.parent.name)]
     if trained:
@@ -281,12 +295,12 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
     return []
 
 
-def _edited(out: Path, written: set[Path]) -> list[Path]:
-    """Captions and images earlier runs placed (`written`, and those of an interrupted run)
-    that were changed by hand since: a caption whose text, an image whose pixel size (a crop,
-    a resize; a source replaced since is no edit of the layout's copy) is neither its manifest
-    row's nor what an interrupted run gave it."""
-    unfinished = _unfinished(out)
+def _edited(out: Path, placed: _Placed) -> list[Path]:
+    """Captions and images earlier runs `placed` (complete and interrupted runs) that were
+    changed by hand since: a caption whose text, an image whose pixel size (a crop, a resize; a
+    source replaced since is no edit of the layout's copy) is neither its manifest row's nor
+    what an interrupted run gave it."""
+    written, unfinished = placed.written or set(), placed.unfinished
     if not written and not unfinished:
         return []
     rows = _manifest_contents(out)
@@ -958,8 +972,9 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
         rows.append((source, layout.image_file(folder, str(row.id), source),
                      folder / f"{row.id}.txt", str(row.caption), _size(row.width, row.height)))
     wanted = {path for _, image, text, _, _ in rows for path in (image, text)}
-    owned = _owned(out)
-    unfinished = _unfinished(out)
+    placed = _Placed.read(out)
+    owned = placed.owned
+    unfinished = {path: set(contents) for path, contents in placed.unfinished.items()}
     for _, image, text, caption, size in rows:
         unfinished.setdefault(image, set()).add(size)
         unfinished.setdefault(text, set()).add(caption)
