@@ -78,6 +78,11 @@ class PreparedState:
         return _text(self.options.get("caption_template"))
 
     @property
+    def hair(self) -> str | None:
+        """prepare's --hair mode (None when not recorded)."""
+        return _text(self.options.get("hair"))
+
+    @property
     def target_steps(self) -> Any:
         """prepare --target-steps (None when not given)."""
         return self.options.get("target_steps")

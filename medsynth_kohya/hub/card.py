@@ -297,9 +297,8 @@ def training_data(record: RunRecord, synthetic: bool) -> tuple[TrainingData, lis
                 "licence and citation in README.md on the Hub, where the card asks for them"
                 ] if state.origin == OWN else []
     name = state.source_metadata.name if state.source_metadata else None
-    hair = state.options.get("hair")
-    return TrainingData(state.origin, name, state.licence_columns,
-                        None if hair is None else str(hair), state.caption_template), warnings
+    return TrainingData(state.origin, name, state.licence_columns, state.hair,
+                        state.caption_template), warnings
 
 
 _CAPTION_FIELDS = (("sex", "the patient's sex"), ("age", "age"), ("site", "lesion site"),
