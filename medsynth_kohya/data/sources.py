@@ -621,10 +621,26 @@ def read_metadata(source: Source) -> pd.DataFrame:
         frame = _merged(frame, source.partner, source.columns["id"])
     if source.kind == ISIC2019 and "diagnosis" not in frame:
         frame["diagnosis"] = archive.one_hot_diagnosis(frame)
+    frame = frame.assign(**{name: flags for name in frame.columns if name not in text
+                            and (flags := _true_false(frame[name])) is not None})
     aliases = {name: _match(name, header) for name in _KNOWN if name not in header}
     read: pd.DataFrame = frame.assign(**{name: frame[column]
                                          for name, column in aliases.items() if column})
     return read
+
+
+def _true_false(column: pd.Series) -> pd.Series | None:
+    """A column of only true/false (any case) and blanks as pandas' nullable booleans, so a
+    query can use it as a condition (a blank matches neither it nor its negation); else None."""
+    if column.dtype.kind in "biuf":
+        return None
+    text = column.astype("string").str.strip().str.lower()
+    given = text.dropna()
+    given = given[given != ""]
+    if given.empty or not given.isin(("true", "false")).all():
+        return None
+    flags: pd.Series = text.map({"true": True, "false": False}).astype("boolean")
+    return flags
 
 
 def generated_rows(frame: pd.DataFrame) -> pd.Series:
