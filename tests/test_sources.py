@@ -440,3 +440,20 @@ def test_isic_2019_ids_pandas_would_read_as_missing_are_merged_as_written(
     for old, new in renamed.items():  # the metadata CSV's columns reached the renamed rows
         assert table.loc[new, "sex"] == truth.loc[old, "sex"]
     assert pd.isna(table.loc[melanomas[2], "age"])  # an age written NA is none
+
+
+@pytest.mark.parametrize(("kept", "missing"), [
+    ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"),
+    ("ISIC_2019_Training_Metadata.csv", "ISIC_2019_Training_GroundTruth.csv")])
+def test_one_isic_2019_csv_without_the_other_says_which_to_download(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path, kept: str,
+        missing: str) -> None:
+    """No --column advice that cannot work: the other half of the pair is named, whether the
+    folder or the CSV is given."""
+    root = tmp_path / "isic2019"
+    _isic2019(archive, root)
+    (root / missing).unlink()
+    for source in (root, root / kept):
+        line = _error_line(*invoke(runner, "prepare", source, "--out", tmp_path / "out"))
+        assert f"{missing} is missing beside {root / kept}" in line, line
+        assert "--column" not in line and "no ISIC metadata found" not in line

@@ -53,7 +53,7 @@ DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
 """The ISIC 2020 challenge's list of images it holds twice (`image_name_1, image_name_2`)."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
                       "ISIC_2019_*GroundTruth*.csv",
-                      ARCHIVE_METADATA)
+                      ARCHIVE_METADATA, "ISIC_2019_*Metadata*.csv")
 _COLUMNS = {
     ISIC2020: {"id": "image_name", "patient_id": "patient_id", "sex": "sex",
                "age": "age_approx", "site": "anatom_site_general_challenge"},
@@ -134,14 +134,33 @@ class Source:
     """ISIC 2019's other CSV (metadata beside ground truth), merged with `metadata` on the id."""
 
 
-def _partner(metadata: Path) -> Path | None:
-    """The ISIC 2019 CSV that completes `metadata` (its ground truth or its metadata, named
-    alike beside it), or None."""
+_HOLDS_2019 = {"GroundTruth": "the diagnoses, one-hot MEL, NV, …",
+               "Metadata": "age_approx, anatom_site_general, lesion_id and sex"}
+"""What each of ISIC 2019's two CSVs holds, by the word that names it."""
+
+
+def _partner_path(metadata: Path) -> Path | None:
+    """Where the ISIC 2019 CSV that completes `metadata` (its ground truth or its metadata,
+    named alike) belongs beside it, or None when `metadata` is neither."""
     name = metadata.name
     pairs = (("GroundTruth", "Metadata"), ("Metadata", "GroundTruth"))
     found = [metadata.with_name(name.replace(mine, theirs)) for mine, theirs in pairs
              if name.startswith("ISIC_2019_") and mine in name]
-    return next((path for path in found if path.is_file()), None)
+    return found[0] if found else None
+
+
+def _partner(metadata: Path) -> Path | None:
+    """`_partner_path` when that file is there, else None."""
+    path = _partner_path(metadata)
+    return path if path is not None and path.is_file() else None
+
+
+def _lone_half(metadata: Path) -> UserError:
+    """The error for one of ISIC 2019's two CSVs found without the other: download it."""
+    other = cast("Path", _partner_path(metadata))
+    holds = next(text for word, text in _HOLDS_2019.items() if word in other.name)
+    return UserError(f"{other.name} is missing beside {metadata} (ISIC 2019's metadata comes in "
+                     f"two CSVs; that one holds {holds}): download it into {metadata.parent}")
 
 
 def _find_metadata(root: Path) -> Path:
@@ -484,6 +503,9 @@ def require(source: Source, fields: Iterable[str], why: str,
                         "which to read is unclear: rename or remove the copies")
     missing = {name: (source.columns[name],) for name in fields
                if source.columns[name] not in source.header}
+    if missing and source.kind == ISIC2019 and source.partner is None \
+            and _partner_path(source.metadata) is not None:
+        raise _lone_half(source.metadata)
     if missing:
         taken = [column for name, column in source.columns.items() if name not in missing]
         said = advice(list(missing)) if callable(advice) else advice
@@ -523,6 +545,8 @@ def locate(source: Path | None, metadata: Path | None = None,
     if _generated(metadata, text, header):
         raise UserError(_GENERATED.format(metadata))
     partner = _partner(metadata)
+    if partner is None and _partner_path(metadata) is not None and "Metadata" in metadata.name:
+        raise _lone_half(metadata)
     if partner is not None:
         header += tuple(c for c in _header(partner, _csv_format(partner)) if c not in header)
     kind = _kind(metadata, header, columns)
