@@ -10,6 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.data import manifest
+from medsynth_kohya.data.measure import TONES
+from medsynth_kohya.data.prepare import CACHE_FILE
+from medsynth_kohya.data.prepared import STATE_DIR
 from medsynth_kohya.data.synth import SyntheticSet
 
 from .conftest import invoke
@@ -51,3 +54,49 @@ def test_a_column_with_other_words_stays_text(runner: CliRunner, archive: Synthe
     """Only true/false columns turn boolean: one that also holds `maybe` is compared as text."""
     ids = _with_column(archive, "reviewed", ("true", "maybe", *FLAGS[2:]))
     assert _prepared(runner, archive, tmp_path / "out", 'reviewed == "maybe"') == {ids[1]}
+
+
+def _refused(runner: CliRunner, made: SyntheticSet, out: Path, query: str) -> str:
+    """The one error line of a prepare refused before any image was scanned."""
+    code, stdout, stderr = invoke(runner, "prepare", made.root, "--out", out, "--workers", 1,
+                                  "--query", query)
+    assert code != 0 and "Traceback" not in stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert not (out / STATE_DIR / CACHE_FILE).exists()  # nothing was measured
+    return lines[0]
+
+
+@pytest.mark.parametrize(("query", "wrong"), [
+    ('skin_tone == "very dark"', "very dark"), ('"Tan" != skin_tone', "Tan"),
+    ('sex == "male" and skin_tone in ["tan", "black"]', "black"),
+    ('skin_tone not in ("light", "olive")', "olive")])
+def test_a_skin_tone_no_image_can_have_names_the_tones(runner: CliRunner, archive: SyntheticSet,
+                                                       tmp_path: Path, query: str,
+                                                       wrong: str) -> None:
+    line = _refused(runner, archive, tmp_path / "out", query)
+    assert f"skin_tone is never {wrong!r}" in line
+    assert ", ".join(name for name, _ in TONES) in line
+
+
+def test_every_tone_is_accepted(runner: CliRunner, archive: SyntheticSet, tmp_path: Path) -> None:
+    tones = ", ".join(repr(name) for name, _ in TONES)
+    code, _, stderr = invoke(runner, "prepare", archive.root, "--out", tmp_path / "out",
+                             "--workers", 1, "--query", f"skin_tone in [{tones}]")
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize(("query", "fixed"), [
+    ("skin_tone == dark", 'skin_tone == "dark"'), ("sex == female", 'sex == "female"'),
+    ("not ruler and age_approx > 40 and sex != male", 'sex != "male"')])
+def test_an_unquoted_text_value_is_named_with_the_quoted_query(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path, query: str,
+        fixed: str) -> None:
+    line = _refused(runner, archive, tmp_path / "out", query)
+    assert "quote text values" in line and fixed in line and "UndefinedVariableError" not in line
+
+
+def test_a_misspelt_column_is_named_with_the_closest(runner: CliRunner, archive: SyntheticSet,
+                                                     tmp_path: Path) -> None:
+    line = _refused(runner, archive, tmp_path / "out", 'sexx == "male"')
+    assert "sexx is neither a column nor a measurement" in line and "closest: sex" in line

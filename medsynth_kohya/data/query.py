@@ -7,7 +7,9 @@ query is judged again once each image is measured.
 
 from __future__ import annotations
 
+import difflib
 import io
+import re
 import tokenize
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
 
     try:
         evaluated = frame.eval(query, engine="python")
+    except NameError as exc:  # pandas' UndefinedVariableError: a bare word
+        raise UserError(_unknown_name(query, str(exc), frame.columns)) from None
     except Exception as exc:  # pandas raises many types for a bad user expression
         raise UserError(f"--query {query!r} failed: {type(exc).__name__}: {exc}") from None
     if isinstance(evaluated, pd.DataFrame):  # `name = value` assigns a column
@@ -47,14 +51,92 @@ def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
     return picked
 
 
+def _tokens(query: str) -> list[tokenize.TokenInfo]:
+    """`query`'s Python tokens, or none when it is not Python-like (pandas says why)."""
+    try:
+        return list(tokenize.generate_tokens(io.StringIO(query).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return []
+
+
+def _unknown_name(query: str, error: str, columns: Collection[object]) -> str:
+    """The message for a word in `query` that is neither a column nor a measurement: most
+    often an unquoted text value, else a misspelt column."""
+    found = re.search(r"'(.+)' is not defined", error)
+    name = found.group(1) if found else error
+    quoted = query
+    for token in reversed(_tokens(query) if "\n" not in query else []):
+        if token.type == tokenize.NAME and token.string == name:
+            quoted = quoted[:token.start[1]] + f'"{name}"' + quoted[token.end[1]:]
+    known = [str(column) for column in columns] + [m for m in MEASURED if m not in columns]
+    closest = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    example = f" ({quoted})" if quoted != query else ""
+    column = f", or name a column (closest: {', '.join(closest)})" if closest else ""
+    return (f"--query {query!r}: {name} is neither a column nor a measurement; quote text "
+            f"values{example}{column}")
+
+
+def _category_values(query: str, names: Collection[str]) -> list[tuple[str, str]]:
+    """Each (measurement of `names`, literal) that `query` compares it with by ==, != or in:
+    `skin_tone == "dark"`, `"tan" != skin_tone`, `skin_tone in ["a", "b"]`."""
+    tokens = [t for t in _tokens(query) if t.type in (tokenize.NAME, tokenize.OP,
+                                                      tokenize.STRING, tokenize.NUMBER)]
+    found = []
+    for at, token in enumerate(tokens):
+        if token.type != tokenize.NAME or token.string not in names:
+            continue
+        after = [t.string for t in tokens[at + 1:at + 3]]
+        if at >= 2 and tokens[at - 1].string in ("==", "!=") \
+                and tokens[at - 2].type == tokenize.STRING:
+            found.append((token.string, tokens[at - 2].string))
+        if after[:1] in (["=="], ["!="], ["in"]):
+            operands = _operand(tokens, at + 2)
+        elif after == ["not", "in"]:
+            operands = _operand(tokens, at + 3)
+        else:
+            continue
+        found += [(token.string, t.string) for t in operands if t.type == tokenize.STRING]
+    return found
+
+
+def _operand(tokens: list[tokenize.TokenInfo], start: int) -> list[tokenize.TokenInfo]:
+    """The tokens of the operand at `start`: one token, or a bracketed list to its end."""
+    depth = 0
+    for end, token in enumerate(tokens[start:], start):
+        depth += (token.string in ("(", "[", "{")) - (token.string in (")", "]", "}"))
+        if depth <= 0:
+            return tokens[start:end + 1]
+    return tokens[start:]
+
+
+def _categories() -> dict[str, tuple[str, ...]]:
+    """The values of each categorical measurement a query may compare with text."""
+    from medsynth_kohya.data.measure import TONES
+
+    return {"skin_tone": tuple(name for name, _ in TONES)}
+
+
 def check(metadata: pd.DataFrame, query: str) -> None:
     """Judge `query` on the most complete row of `metadata` with a typical value of each
     measurement it lacks, so that a mistake on a measurement (an unquoted string, a number
-    compared with text) is a UserError before any image is scanned."""
+    compared with text, a category no image can have) is a UserError before any image is
+    scanned."""
+    import ast
+
     import pandas as pd
 
     if metadata.empty:
         return
+    categories = {name: values for name, values in _categories().items()
+                  if name not in metadata.columns}
+    for name, literal in _category_values(query, categories):
+        try:
+            value = ast.literal_eval(literal)
+        except (ValueError, SyntaxError):  # an f-string: pandas judges it
+            continue
+        if value not in categories[name]:
+            raise UserError(f"--query {query!r}: {name} is never {value!r}; it is one of "
+                            f"{', '.join(categories[name])}")
     row = metadata.loc[[metadata.notna().sum(axis=1).idxmax()]]
     evaluate(row.assign(**{name: pd.Series([value], index=row.index, dtype=dtype)
                            for name, (dtype, value) in _PROBE.items()
