@@ -86,6 +86,17 @@ CLASSES_2019: Mapping[str, str] = {
 }
 """The ISIC 2019 challenge's ground-truth columns (one-hot: 1 marks a row's class) -> the
 Archive node each certainly means; UNK means none."""
+HAM_DX: Mapping[str, str] = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AK",
+                             "bkl": "BKL", "df": "DF", "vasc": "VASC"}
+"""HAM10000's (ISIC 2018's) `dx` codes -> the ISIC 2019 class its images went to (ISIC 2019
+took HAM10000 whole), whose node in CLASSES_2019 each is read as."""
+HAM_SITES: Mapping[str, str] = {
+    "back": "posterior torso", "chest": "anterior torso", "abdomen": "anterior torso",
+    "trunk": "torso", "face": "head/neck", "scalp": "head/neck", "ear": "head/neck",
+    "neck": "head/neck", "hand": "upper extremity", "foot": "lower extremity",
+    "acral": "palms/soles", "genital": "oral/genital"}
+"""HAM10000's `localization` words -> the Archive's `anatom_site_general` term each lies in
+(`trunk`, which spans front and back, is the 2020 challenge's `torso`)."""
 MELANOMA = "Malignant:Malignant melanocytic proliferations (Melanoma)"
 """The node every melanoma diagnosis sits under: prepare's default selection."""
 LEVELS = 5
@@ -205,8 +216,11 @@ def _suggest(value: str, allowed: Iterable[str]) -> str:
 
 
 def resolve_selection(term: str) -> str:
-    """The hierarchy path `prepare --diagnosis TERM` selects, or a UserError saying why not."""
-    path = diagnosis_path(term)
+    """The hierarchy path `prepare --diagnosis TERM` selects (also an ISIC 2019 class or a
+    HAM10000 `dx` code: MEL, nv…), or a UserError saying why not."""
+    codes = {**{name.lower(): name for name in CLASSES_2019}, **HAM_DX}
+    code = codes.get(term.strip().lower())
+    path = diagnosis_path(CLASSES_2019[code] if code else term)
     if path is None:
         names = {p.rsplit(":", 1)[-1] for p in diagnoses()} | set(LEGACY_DIAGNOSES)
         raise UserError(f"--diagnosis {term!r} is not an ISIC Archive diagnosis"
@@ -313,6 +327,15 @@ def diagnosis_column(frame: pd.DataFrame, missing: frozenset[str]) -> tuple[pd.S
                        (), missing, _BENIGN_MALIGNANT)
         paths = paths.fillna(top)
     return paths, rejected
+
+
+def dx_diagnosis(dx: pd.Series) -> pd.Series:
+    """HAM10000's `dx` column as Archive paths (HAM_DX, any letter case); another value is
+    kept as written, so it is read (or warned of) like any diagnosis."""
+    paths = {code: diagnosis_path(CLASSES_2019[name]) for code, name in HAM_DX.items()}
+    text = dx.astype("string").str.strip()
+    read: pd.Series = text.str.lower().map(paths).astype("string").fillna(text)
+    return read
 
 
 def one_hot_diagnosis(frame: pd.DataFrame) -> pd.Series:

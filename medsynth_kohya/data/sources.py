@@ -1,5 +1,6 @@
 """Find and read ISIC metadata: the ISIC 2020 challenge CSV, the ISIC 2019 challenge's pair of
-CSVs (ground truth and metadata, merged on the image id) or an ISIC Archive export.
+CSVs (ground truth and metadata, merged on the image id), an ISIC Archive export or HAM10000's
+metadata CSV.
 
 Each is normalised to one frame in the ISIC Archive's terms (`id, patient_id, sex, age, site,
 diagnosis, fitzpatrick_skin_type, metadata_hairy, marker_pen`; see `archive`) next to the raw
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 ISIC2020 = "isic2020"
 ISIC2019 = "isic2019"
 ARCHIVE = "isic-archive"
+HAM10000 = "ham10000"
 OWN = "own"
 """Where data with neither layout's id column comes from: the user's own (`origin`)."""
 LICENCE_COLUMNS = ("copyright_license", "attribution")
@@ -52,7 +54,7 @@ synthetic set's metadata.csv, which sampling/synthset.py owns)."""
 DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
 """The ISIC 2020 challenge's list of images it holds twice (`image_name_1, image_name_2`)."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
-                      "ISIC_2019_*GroundTruth*.csv",
+                      "ISIC_2019_*GroundTruth*.csv", "HAM10000_metadata*.csv",
                       ARCHIVE_METADATA, "ISIC_2019_*Metadata*.csv")
 _COLUMNS = {
     ISIC2020: {"id": "image_name", "patient_id": "patient_id", "sex": "sex",
@@ -61,16 +63,20 @@ _COLUMNS = {
               "age": "age_approx", "site": "anatom_site_general"},
     ISIC2019: {"id": "image", "patient_id": "lesion_id", "sex": "sex",
                "age": "age_approx", "site": "anatom_site_general"},
+    HAM10000: {"id": "image_id", "patient_id": "lesion_id", "sex": "sex", "age": "age",
+               "site": "localization"},
 }
-"""Each layout's column of each field. ISIC 2019 names no patient: its lesion groups the split."""
+"""Each layout's column of each field. ISIC 2019 and HAM10000 name no patient: their lesion
+groups the split."""
 FIELDS = ("id", "patient_id", "sex", "age", "site")
 """Fields read from the metadata; `--column FIELD=COLUMN` maps any of them to another column."""
 CAPTION_FIELDS = ("sex", "age", "site")
 """The fields a caption template may use; their columns are required when it does."""
 _SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis"),
-                      ISIC2019: ("MEL", "NV")}
+                      ISIC2019: ("MEL", "NV"), HAM10000: ("dx",)}
 _IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
-                  "ISIC_2019_Training_Input/ISIC_2019_Training_Input")
+                  "ISIC_2019_Training_Input/ISIC_2019_Training_Input", "HAM10000_images",
+                  "HAM10000_images_part_1", "HAM10000_images_part_2")
 """Where each layout keeps its images, below its metadata's folder (or SOURCE)."""
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
 PANDAS_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -189,8 +195,8 @@ def _find_metadata(root: Path) -> Path:
                    if packed[0].lower().endswith(_SPREADSHEETS) else
                    f" ({packed[0]} is an archive: extract it here)")
     raise UserError(f"no ISIC metadata found in {root}{passed}: expected train.csv, "
-                    "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv or "
-                    "metadata.csv; pass --metadata CSV --images DIR")
+                    "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv, "
+                    "HAM10000_metadata.csv or metadata.csv; pass --metadata CSV --images DIR")
 
 
 def tool_output(folder: Path) -> bool:
@@ -449,16 +455,20 @@ def _shown(column: str) -> str:
 
 
 def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence[str]],
-            why: str, advice: str, taken: Iterable[str] = ()) -> UserError:
+            why: str, advice: str, taken: Iterable[str] = (),
+            naming: str | None = None) -> UserError:
     """One line naming every absent column, what looks like it, and the --column that maps it.
 
-    Columns in `taken` (read for other fields) are never offered.
+    Columns in `taken` (read for other fields) are never offered; `naming`, the column whose
+    values name the image files, is offered for the id.
     """
     free = [c for c in header if c not in set(taken)]
     parts, fixes = [], []
     for name, columns in wanted.items():
-        closest = _closest([*columns, name], free)
-        shown = (f"closest: {', '.join(map(_shown, closest))}" if closest else
+        named = naming if name == "id" else None
+        closest = [named] if named else _closest([*columns, name], free)
+        shown = (f"its values name the image files: {_shown(named)}" if named else
+                 f"closest: {', '.join(map(_shown, closest))}" if closest else
                  "present: " + ", ".join(map(_shown, free[:8])) + (", …" if len(free) > 8 else ""))
         parts.append(f"{' or '.join(columns)} for {name} ({shown})")
         fixes.append(f"--column {name}={closest[0] if closest else 'COLUMN'}")
@@ -466,11 +476,14 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
                      f"map {'it' if len(fixes) == 1 else 'them'} with {' '.join(fixes)}{advice}")
 
 
-def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str]) -> str:
-    """ISIC 2020, 2019 or Archive, by the id column; with --column id=…, by the layout's other
-    names."""
+def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str],
+          naming: Callable[[], str | None]) -> str:
+    """ISIC 2020, 2019, Archive or HAM10000, by the id column; with --column id=…, by the
+    layout's other names. Without either, the error offers `naming()`'s column for the ids."""
     if _match("image", header) and _match("MEL", header):
         return ISIC2019
+    if _match("image_id", header) and _match("dx", header):
+        return HAM10000
     if _match("image_name", header):
         return ISIC2020
     if _match("isic_id", header):
@@ -481,7 +494,23 @@ def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str]) -> 
             return sum(_match(name, header) is not None for name in names)
         return max((ARCHIVE, ISIC2019, ISIC2020), key=score)
     raise _absent(metadata, header, {"id": ("image_name", "isic_id")},
-                  "which holds the image ids (ISIC 2020: image_name, ISIC Archive: isic_id)", "")
+                  "which holds the image ids (ISIC 2020: image_name, ISIC Archive: isic_id)", "",
+                  naming=naming())
+
+
+def _naming_column(metadata: Path, text: CsvFormat, folder: Path,
+                   exclude: Path | None) -> str | None:
+    """The column whose values name the most image files in or below `folder` (HAM10000's
+    image_id, not its lesion_id), or None when none names any."""
+    if not folder.is_dir():
+        return None
+    stems = set(index_images(_image_tree(folder.resolve(), exclude)))
+    frame = _read(metadata, text, dtype=str, keep_default_na=False)
+    counts = {str(name).strip(): int(values.str.strip().str.replace(_ID_SUFFIX, "", regex=True)
+                                     .str.normalize("NFC").isin(stems).sum())
+              for name, values in frame.items()} if stems else {}
+    best = max(counts, key=lambda name: counts[name], default=None)
+    return best if best is not None and counts[best] else None
 
 
 def origin(kind: str, columns: Mapping[str, str]) -> str:
@@ -549,7 +578,8 @@ def locate(source: Path | None, metadata: Path | None = None,
         raise _lone_half(metadata)
     if partner is not None:
         header += tuple(c for c in _header(partner, _csv_format(partner)) if c not in header)
-    kind = _kind(metadata, header, columns)
+    kind = _kind(metadata, header, columns, lambda: _naming_column(
+        metadata, text, images if images is not None else metadata.parent, exclude))
     named = {name: _match(column, header) or column
              for name, column in {**_COLUMNS[kind], **columns}.items()}
     notes = () if text.encoding.startswith("utf") else (
@@ -645,6 +675,9 @@ def read_metadata(source: Source) -> pd.DataFrame:
         frame = _merged(frame, source.partner, source.columns["id"])
     if source.kind == ISIC2019 and "diagnosis" not in frame:
         frame["diagnosis"] = archive.one_hot_diagnosis(frame)
+    dx = _match("dx", list(frame.columns))
+    if dx and not {"diagnosis", *(f"diagnosis_{i}" for i in range(1, 6))} & set(frame.columns):
+        frame["diagnosis"] = archive.dx_diagnosis(frame[dx])
     frame = frame.assign(**{name: flags for name in frame.columns if name not in text
                             and (flags := _true_false(frame[name])) is not None})
     aliases = {name: _match(name, header) for name in _KNOWN if name not in header}
@@ -745,7 +778,8 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
     checked = {
         "age": _age(column(names["age"])),
         "sex": archive.terms(column(names["sex"]), archive.sex_terms(), _MISSING_TEXT, _SEX),
-        "site": archive.terms(column(names["site"]), archive.site_terms(), _MISSING_TEXT),
+        "site": archive.terms(column(names["site"]), archive.site_terms(), _MISSING_TEXT,
+                              archive.HAM_SITES),
         "diagnosis": archive.diagnosis_column(frame, _MISSING_TEXT),
         "fitzpatrick_skin_type": archive.fitzpatrick(column("fitzpatrick_skin_type"),
                                                      _MISSING_TEXT),

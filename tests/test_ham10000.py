@@ -1,0 +1,115 @@
+"""HAM10000 (the ISIC 2018 training set) as it is downloaded: `HAM10000_metadata.csv` beside
+its two image folders, read without --column: `dx` is the diagnosis, `localization` the site
+(its words read as the Archive's), `lesion_id` groups the split; data without a known id column
+is pointed at the column whose values name the image files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.data import archive as vocab
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import SyntheticSet
+
+from .conftest import invoke
+
+LOCALIZATION = {"back": "posterior torso", "face": "head/neck", "trunk": "torso",
+                "hand": "upper extremity", "acral": "palms/soles", "scalp": "head/neck",
+                "chest": "anterior torso", "foot": "lower extremity", "genital": "oral/genital",
+                "unknown": None}
+"""HAM10000's site words, each with the Archive term it must be read as."""
+DX = {"Melanoma Invasive": "mel", "Nevus": "nv"}
+NEVUS = "Benign:Benign melanocytic proliferations:Nevus"
+
+
+def _ham(made: SyntheticSet, root: Path, *, dx: bool = True) -> pd.DataFrame:
+    """`made` (an Archive export) in HAM10000's layout: its metadata CSV (two photos per
+    lesion, the sites in HAM's words) and the images split over its two folders."""
+    frame = made.frame
+    words = list(LOCALIZATION)
+    ham = pd.DataFrame({
+        "lesion_id": [f"HAM_{i // 2:07d}" for i in range(len(frame))],
+        "image_id": frame["isic_id"],
+        "dx": frame["diagnosis_3"].map(DX), "dx_type": "histo",
+        "age": frame["age_approx"], "sex": frame["sex"],
+        "localization": [words[i % len(words)] for i in range(len(frame))]})
+    for index, identifier in enumerate(ham["image_id"]):
+        folder = root / f"HAM10000_images_part_{1 + index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(made.images / f"{identifier}.jpg", folder / f"{identifier}.jpg")
+    (ham if dx else ham.drop(columns=["dx"])).to_csv(root / "HAM10000_metadata.csv",
+                                                      index=False)
+    return ham
+
+
+def test_ham10000_prepares_its_melanomas_with_archive_sites(archive: SyntheticSet,
+                                                              tmp_path: Path) -> None:
+    root = tmp_path / "ham"
+    ham = _ham(archive, root).set_index("image_id")
+    melanomas = set(ham.index[ham["dx"] == "mel"])
+    assert 0 < len(melanomas) < len(ham)
+    result = prepare(root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(val_frac=0.4, seed=1))
+    table = result.manifest.set_index("id")
+    assert set(table.index) == melanomas
+    assert set(table["diagnosis"]) == {vocab.MELANOMA}
+    for identifier, row in table.iterrows():
+        expected = LOCALIZATION[ham.loc[identifier, "localization"]]
+        assert (row["site"] if pd.notna(row["site"]) else None) == expected, identifier
+        assert row["patient_id"] == ham.loc[identifier, "lesion_id"]
+        assert int(row["age"]) == int(ham.loc[identifier, "age"])
+    for _, split in table.groupby("patient_id")["split"]:
+        assert split.nunique() == 1  # a lesion's photos stay on one side
+    assert {Path(path).parent.name for path in table["source"]} == {
+        "HAM10000_images_part_1", "HAM10000_images_part_2"}
+    assert not any("localization" in warning or "site is blank" in warning
+                   for warning in result.warnings), result.warnings
+
+
+@pytest.mark.parametrize("term", ["nv", "NV", "Nevus"])
+def test_diagnosis_takes_hams_codes(archive: SyntheticSet, tmp_path: Path, term: str) -> None:
+    root = tmp_path / "ham"
+    ham = _ham(archive, root)
+    result = prepare(root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(diagnosis=term, class_name="nevus"))
+    assert set(result.manifest["id"]) == set(ham.loc[ham["dx"] == "nv", "image_id"])
+    assert set(result.manifest["diagnosis"]) == {NEVUS}
+
+
+def test_the_columns_mapped_by_hand_read_the_same(runner: CliRunner, archive: SyntheticSet,
+                                                  tmp_path: Path) -> None:
+    """The --column mapping a user of an older version passed still selects the melanomas."""
+    root = tmp_path / "ham"
+    ham = _ham(archive, root)
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", "--metadata", root / "HAM10000_metadata.csv",
+                             "--images", root, "--out", out, "--workers", 1,
+                             "--column", "id=image_id", "--column", "age=age",
+                             "--column", "site=localization", "--column", "patient_id=lesion_id")
+    assert code == 0, stderr
+    prepared = manifest.read(out / "manifest.csv")
+    assert set(prepared["id"]) == set(ham.loc[ham["dx"] == "mel", "image_id"])
+    assert prepared["site"].notna().any()
+
+
+@pytest.mark.parametrize("with_images", [False, True])
+def test_an_unknown_id_column_is_found_by_the_image_files(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path, with_images: bool) -> None:
+    """Without dx the file is no known layout: the id advice names image_id, whose values are
+    the file names, not lesion_id (which only looks like an id)."""
+    root = tmp_path / "own"
+    _ham(archive, root, dx=False)
+    source = ["--metadata", root / "HAM10000_metadata.csv", "--images", root] if with_images \
+        else [root]
+    code, stdout, stderr = invoke(runner, "prepare", *source, "--out", tmp_path / "out")
+    assert code != 0 and "Traceback" not in stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "its values name the image files: image_id" in lines[0]
+    assert lines[0].endswith("map it with --column id=image_id")
