@@ -13,11 +13,12 @@ import pytest
 from medsynth_kohya import files
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.prepared import PreparedFolder
-from medsynth_kohya.data.sources import ARCHIVE, ISIC2020, OWN, origin
+from medsynth_kohya.data.sources import ARCHIVE, HAM10000, ISIC2020, OWN, origin
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.hub import contents
 
 from .conftest import prepare_set
+from .test_ham10000 import _ham
 from .test_hub import REPO, make_run
 from .test_sources import _isic2019
 
@@ -29,6 +30,8 @@ ARCHIVE_WORDS = ("ISIC Archive", "CC-0, CC-BY", "image by image")
     (ISIC2020, {}, ISIC2020), (ISIC2020, {"id": "image_name", "site": "location"}, ISIC2020),
     (ARCHIVE, {"sex": "gender"}, ARCHIVE), (ARCHIVE, {"id": "isic_id"}, ARCHIVE),
     (ARCHIVE, {"id": "image_id"}, OWN), (ISIC2020, {"id": "isic_id"}, OWN),
+    (HAM10000, {}, HAM10000), (HAM10000, {"id": "image_id"}, HAM10000),
+    (HAM10000, {"id": "lesion_id"}, OWN),
     ("another layout", {}, OWN)])
 def test_origin_follows_the_id_column(kind: str, columns: dict[str, str], expected: str) -> None:
     """Ids in the layout's own id column are that ISIC data set's; ids read from any other
@@ -220,3 +223,22 @@ def test_mixed_diagnoses_are_tabled_on_the_card(isic2020: SyntheticSet, tmp_path
     melanomas = len(table) - nevi
     assert f"| {MELANOMA.rsplit(':', 1)[-1]} | {melanomas} | {100 * melanomas / len(table):.1f} %"\
         " |" in lines
+
+
+def test_a_ham10000_run_cites_it_without_claiming_a_licence(archive: SyntheticSet,
+                                                            tmp_path: Path) -> None:
+    root = tmp_path / "ham"
+    _ham(archive, root)
+    table = root / "HAM10000_metadata.csv"  # ISIC ids: SYN_ ones are taken for the demo data
+    table.write_text(table.read_text(encoding="utf-8").replace("SYN_", "ISIC_"), encoding="utf-8")
+    for image in root.glob("HAM10000_images_part_*/*.jpg"):
+        image.rename(image.with_name(image.name.replace("SYN_", "ISIC_")))
+    planned = _card(tmp_path, prepare(root, tmp_path / "prepared", workers=1).out)
+    data = _section(planned.card, "Training data")
+    assert "[HAM10000 dataset](https://doi.org/10.7910/DVN/DBW86T)" in data and "Tschandl" in data
+    assert "non-commercial" in data and "CC-BY-NC 4.0" not in planned.card
+    assert "tschandl2018ham10000" in _section(planned.card, "Citation")
+    assert "codella2018skin" not in planned.card
+    assert "HAM10000 training images" in _section(planned.card, "Licence")
+    for words in (*ISIC_2020_WORDS, *ARCHIVE_WORDS, "own data", "not recorded"):
+        assert words not in planned.card, words

@@ -33,7 +33,7 @@ def _ham(made: SyntheticSet, root: Path, *, dx: bool = True) -> pd.DataFrame:
     lesion, the sites in HAM's words) and the images split over its two folders."""
     frame = made.frame
     words = list(LOCALIZATION)
-    ham = pd.DataFrame({
+    ham: pd.DataFrame = pd.DataFrame({
         "lesion_id": [f"HAM_{i // 2:07d}" for i in range(len(frame))],
         "image_id": frame["isic_id"],
         "dx": frame["diagnosis_3"].map(DX), "dx_type": "histo",
