@@ -250,6 +250,30 @@ def test_unknown_terms_warn_and_drop_their_clause(archive: SyntheticSet,
     assert pd.isna(table.loc[fifth, "age"])
 
 
+@pytest.mark.parametrize(("extra", "hairy", "sex"), [
+    ([], "left blank. Allowed", "left blank (its caption clause is dropped)"),
+    (["--hair", "metadata"], "left blank (the hair detector tags that image)",
+     "left blank (its caption clause is dropped)"),
+    (["--caption-template", "{trigger}, {site}"], "left blank. Allowed", "left blank. Allowed")])
+def test_a_blanked_value_says_what_it_does_to_the_captions(
+        archive: SyntheticSet, tmp_path: Path, runner: CliRunner, extra: list[str], hairy: str,
+        sex: str) -> None:
+    """Only a field the captions read loses a clause: `hairy` feeds them only through
+    --hair metadata (then the detector decides), sex only when the template names it."""
+    n = len(archive.frame)
+    _archive_source(archive, hairy=["maybe", *["true"] * (n - 1)],
+                    sex=["unspecified", *archive.frame["sex"][1:]],
+                    fitzpatrick_skin_type=["VII", *[None] * (n - 1)])
+    code, stdout, stderr = invoke(runner, "prepare", archive.root, "--out", tmp_path / "out",
+                                  "--workers", 1, "--diagnosis", "Malignant", *extra)
+    assert code == 0, stdout + stderr
+    text = re.sub(r"\s+", " ", stdout + stderr)
+    assert f"hairy 'maybe' (1 row) is not an ISIC Archive value; {hairy}" in text
+    assert f"sex 'unspecified' (1 row) is not an ISIC Archive value; {sex}" in text
+    assert "fitzpatrick_skin_type 'VII' (1 row) is not an ISIC Archive value; left blank. " \
+           "Allowed" in text
+
+
 def test_original_captions_come_out_byte_for_byte(seed_images: Path, tmp_path: Path) -> None:
     rows = []
     pattern = re.compile(r"photo of (\w+) skin, me1anoma on (.+), at age (\d+)(, hairy)?$")

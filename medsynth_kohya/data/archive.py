@@ -351,8 +351,10 @@ def one_hot_diagnosis(frame: pd.DataFrame) -> pd.Series:
     return found
 
 
-def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]]) -> list[str]:
-    """One warning per column with values outside the Archive's vocabulary."""
+def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]],
+               blanked: Mapping[str, str]) -> list[str]:
+    """One warning per column with values outside the Archive's vocabulary; `blanked` says,
+    by column, what leaving its value blank does to the captions (nothing, if absent)."""
     warnings = []
     for column in rejected.columns:
         values = rejected[column].dropna()
@@ -368,7 +370,7 @@ def rejections(rejected: pd.DataFrame, allowed: Mapping[str, Iterable[str]]) -> 
             f"see {FIELDS_URL})")
         done = ("read as its deepest known level (a new subtype stays under its parent)"
                 if column == "diagnosis" else
-                "left blank (its caption clause is dropped)")
+                "left blank" + (f" ({blanked[column]})" if column in blanked else ""))
         warnings.append(f"{column} {shown}{more} is not an ISIC Archive value; {done}. "
                         f"Allowed: {listed}")
     return warnings

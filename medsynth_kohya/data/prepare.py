@@ -31,6 +31,7 @@ from medsynth_kohya.data.sources import (
     IMAGE_SUFFIXES,
     Source,
     allowed_terms,
+    blank_effects,
     described,
     find_images,
     generated_rows,
@@ -547,7 +548,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
     skipped: list[dict[str, str]] = []
-    warnings = [*located.warnings, *archive.rejections(rejected, allowed_terms(located))]
+    blanked = blank_effects(located, _caption_fields(options), options.hair is HairMode.metadata)
+    warnings = [*located.warnings, *archive.rejections(rejected, allowed_terms(located), blanked)]
     warnings += _mostly_blank(chosen, _caption_fields(options), located)
     warnings += foreign_warnings
     found, clashes = find_images(located.image_dirs)

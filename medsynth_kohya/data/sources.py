@@ -826,6 +826,16 @@ def allowed_terms(source: Source) -> dict[str, tuple[str, ...]]:
     return {_source_name(source, name): values for name, values in terms.items()}
 
 
+def blank_effects(source: Source, captioned: Iterable[str], hair_tags: bool) -> dict[str, str]:
+    """What a value left blank in each column does (by source name): the caption clause of a
+    field the template uses is dropped; the source's `hairy` tag, when `hair_tags` reads it,
+    falls back to the detector. Other columns feed no caption."""
+    effects = {_source_name(source, name): "its caption clause is dropped" for name in captioned}
+    if hair_tags:
+        effects[_source_name(source, "metadata_hairy")] = "the hair detector tags that image"
+    return effects
+
+
 def _layout(out: Path | None) -> set[Path]:
     """The folders of `out` (the folder being prepared) that prepare fills with links."""
     return set() if out is None else {out / TRAIN_ROOT, out / VAL_ROOT}
