@@ -691,11 +691,10 @@ def _true_false(column: pd.Series) -> pd.Series | None:
     query can use it as a condition (a blank matches neither it nor its negation); else None."""
     if column.dtype.kind in "biuf":
         return None
-    text = column.astype("string").str.strip().str.lower()
-    given = text.dropna()
-    given = given[given != ""]
-    if given.empty or not given.isin(("true", "false")).all():
+    words = {str(value).strip().lower() for value in column.dropna().unique()} - {""}
+    if not words or not words <= {"true", "false"}:
         return None
+    text = column.astype("string").str.strip().str.lower()
     flags: pd.Series = text.map({"true": True, "false": False}).astype("boolean")
     return flags
 
