@@ -591,9 +591,10 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     state = out / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     cache = _load_cache(state / CACHE_FILE)
-    keep, twins = _same_images(chosen.loc[keep, "id"], found, located, skipped)
-    warnings += twins
-    chosen = chosen.loc[keep]
+    selected_ids = chosen.loc[keep, "id"]
+    twins, unlisted = _listed_twins(selected_ids, located)
+    warnings += unlisted
+    chosen = chosen.loc[keep][~selected_ids.isin(set(twins))]
     # absolute(), not resolve(): a symlinked image (HF cache, git-annex) keeps its own name
     paths = [found[i].absolute() for i in chosen["id"]]
     try:
@@ -609,6 +610,9 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             _skip(skipped, identifier, path, result.reason)
         else:
             good.append((index, path, result))
+    twins.update(_identical_twins(good, chosen["id"]))
+    good = [item for item in good if str(chosen.at[item[0], "id"]) not in twins]
+    warnings += _skip_twins(twins, selected_ids, found, skipped)
     scanned = len(good)
     if terms.measured and good:
         picked = query.evaluate(raw.loc[[index for index, _, _ in good]].assign(**{
@@ -727,42 +731,57 @@ def _mixed_types(counts: tuple[tuple[str, int], ...]) -> list[str]:
             f"keep one with --query '{IMAGE_TYPE} == \"{keep}\"'"]
 
 
-def _same_images(ids: pd.Series, found: Mapping[str, Path], source: Source,
-                 skipped: list[dict[str, str]]) -> tuple[list[Any], list[str]]:
-    """The rows of `ids` (each with a file) left when each image is kept once: ids that ISIC
-    2020's duplicates list pairs, then files of identical bytes. Of each group the first id
-    in sorted order stays and the others are skipped, naming it; a warning says how many."""
-    warnings = []
+def _listed_twins(ids: pd.Series, source: Source) -> tuple[dict[str, tuple[str, str]],
+                                                           list[str]]:
+    """Each of `ids` that ISIC 2020's duplicates list pairs with another, with the id kept
+    (the first in sorted order) and how they are known to be one image; judged before any
+    image is scanned. A warning when the list cannot be read."""
     try:
         pairs, listed = listed_duplicates(source)
     except UserError as exc:
-        pairs, listed = [], None
-        warnings.append(f"{exc}: its duplicates are not skipped")
+        return {}, [f"{exc}: its duplicates are not skipped"]
     present = set(ids)
     twin: dict[str, tuple[str, str]] = {}
     how = f"listed in {listed.name}" if listed is not None else ""
     for group in _groups([(a, b) for a, b in pairs if a in present and b in present]):
         first, *others = sorted(group)
         twin.update((other, (first, how)) for other in others)
+    return twin, []
+
+
+def _identical_twins(good: list[tuple[Any, Path, Scan]],
+                     ids: pd.Series) -> dict[str, tuple[str, str]]:
+    """Each usable image whose file has the same bytes as another's, with the id kept: judged
+    after the scan, so broken files (all empty files are alike) keep their own reason. Only
+    files of equal size are hashed."""
+    path_of = {str(ids[index]): path for index, path, _ in good}
     by_size: dict[int, list[str]] = {}
-    for identifier in sorted(present - set(twin)):
-        by_size.setdefault(found[identifier].stat().st_size, []).append(identifier)
+    for identifier in sorted(path_of):
+        by_size.setdefault(path_of[identifier].stat().st_size, []).append(identifier)
+    twin: dict[str, tuple[str, str]] = {}
     for same in (group for group in by_size.values() if len(group) > 1):
         by_content: dict[str, list[str]] = {}
         for identifier in same:
-            by_content.setdefault(files.sha256(found[identifier]), []).append(identifier)
+            by_content.setdefault(files.sha256(path_of[identifier]), []).append(identifier)
         for first, *others in by_content.values():
             twin.update((other, (first, "identical file")) for other in others)
+    return twin
+
+
+def _skip_twins(twin: Mapping[str, tuple[str, str]], ids: pd.Series,
+                found: Mapping[str, Path], skipped: list[dict[str, str]]) -> list[str]:
+    """List each of `twin` (id -> the id kept and how they are known to be one image) in
+    skipped.csv, naming the one kept; a warning says how many."""
     for identifier in ids[ids.isin(set(twin))]:
         kept, how = twin[identifier]
         _skip(skipped, identifier, found[identifier], f"{DUPLICATE_IMAGE}{kept} ({how})")
-    if twin:
-        hows = Counter(how for _, how in twin.values())
-        said = ", ".join(f"{count} {how}" for how, count in sorted(hows.items()))
-        warnings.append(f"{len(twin)} selected image(s) duplicate another ({said}) and were "
-                        "skipped: one copy of each is kept, so none is trained twice or put in "
-                        "both train and val (see skipped.csv)")
-    return [index for index, identifier in ids.items() if identifier not in twin], warnings
+    if not twin:
+        return []
+    hows = Counter(how for _, how in twin.values())
+    said = ", ".join(f"{count} {how}" for how, count in sorted(hows.items()))
+    return [f"{len(twin)} selected image(s) duplicate another ({said}) and were skipped: one "
+            "copy of each is kept, so none is trained twice or put in both train and val (see "
+            "skipped.csv)"]
 
 
 def _groups(pairs: Iterable[tuple[str, str]]) -> list[set[str]]:
