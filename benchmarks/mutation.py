@@ -108,6 +108,10 @@ AREAS = (
           "Command.shell")),
     Area("manifest schema", "medsynth_kohya/data/manifest.py"),
     Area("measurements", "medsynth_kohya/data/measure.py", sample=SAMPLE),
+    Area("prepared state", "medsynth_kohya/data/prepared.py"),
+    Area("shards", "medsynth_kohya/sampling/machines.py"),
+    Area("synthetic set", "medsynth_kohya/sampling/synthset.py", sample=SAMPLE),
+    Area("locks", "medsynth_kohya/locks.py", sample=SAMPLE),
 )
 
 
