@@ -37,6 +37,11 @@ UNFINISHED_FILE = "written-unfinished.json"
 it gives them: present only while a run writes the layout, or after one was interrupted there."""
 
 
+class DamagedState(UserError, ValueError):
+    """A prepare.json that is not JSON or not a state: one line for the user, and a ValueError
+    for readers that go on without the state (the model card)."""
+
+
 @dataclass(frozen=True)
 class PreparedState:
     """OUT/.medsynth/prepare.json: how the folder was prepared, as later stages need it."""
@@ -164,8 +169,8 @@ class PreparedFolder:
                             "command to finish it")
 
     def state(self) -> PreparedState:
-        """The state; a UserError when the folder was not prepared or its last prepare run
-        was interrupted."""
+        """The state; a UserError when the folder was not prepared, its last prepare run was
+        interrupted or its state file is damaged."""
         if not self.path.is_dir():
             raise UserError(f"{self.path} does not exist: give the folder that `medsynth-kohya "
                             f"prepare SOURCE --out {self.path}` writes")
@@ -181,10 +186,10 @@ class PreparedFolder:
         try:
             return PreparedState.from_dict(json.loads(self.state_file.read_text(
                 encoding="utf-8")))
-        except ValueError as exc:  # a hand edit, a disk error: not something to trace back
-            raise UserError(f"{self.state_file} is damaged ({str(exc).splitlines()[0]}): run "
-                            f"the prepare command that made {self.path} again to rewrite "
-                            "it") from None
+        except ValueError as exc:  # a hand edit, a disk error: not JSON or not a state
+            raise DamagedState(f"{self.state_file} is damaged ({str(exc).splitlines()[0]}): "
+                               f"run the prepare command that made {self.path} again to "
+                               "rewrite it") from None
 
     def missing_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
         """The images manifest `rows` place in the class folder `folder` that are not there
