@@ -1,0 +1,186 @@
+"""What a sample output folder holds and who may write into it (sampling/synthset.py), called
+directly: the files a run writes, the record of them, an unfinished set, `claim`'s refusals and
+the images found by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medsynth_kohya import locks
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import prompts, synthset
+from medsynth_kohya.sampling.plan import Plan
+from medsynth_kohya.sampling.prompts import Drawn
+
+IDENTITY = {"seed": 40, "lora_sha256": "ab" * 32, "id_prefix": "SYN_"}
+
+
+def _plan(n: int, prefix: str = "SYN_") -> Plan:
+    drawn = Drawn(prompts=["photo of skin"] * n, sex=[None] * n, age=[None] * n,
+                  site=[None] * n, hairy=[None] * n, skin_tone=[None] * n)
+    return Plan(n=n, seed=40, id_prefix=prefix, drawn=drawn,
+                settings=prompts.original_settings(), lora=Path("m.safetensors"),
+                lora_sha256="ab" * 32, base_model="base")
+
+
+def _images(out: Path, *indices: int, prefix: str = "SYN_") -> None:
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        (out / "images" / f"{prefix}{i:07d}.png").write_bytes(b"png")
+
+
+def _sample_json(out: Path, **record: Any) -> None:
+    (out / ".medsynth").mkdir(parents=True, exist_ok=True)
+    (out / ".medsynth" / "sample.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_a_runs_outputs_are_the_metadata_grid_logs_and_images() -> None:
+    assert synthset.outputs(_plan(2, "X-"), 3) == [
+        "metadata.csv", "grid.jpg", "logs/shard-0.log", "logs/shard-1.log", "logs/shard-2.log",
+        "images/X-0000000.png", "images/X-0000001.png"]
+
+
+def test_the_record_of_written_files_grows_and_is_sorted(tmp_path: Path) -> None:
+    synthset.record_outputs(tmp_path, ["grid.jpg", "metadata.csv"])
+    synthset.record_outputs(tmp_path, ["images/A0000000.png", "grid.jpg"])
+    text = (tmp_path / ".medsynth" / "written.json").read_text(encoding="utf-8")
+    assert text == '["grid.jpg", "images/A0000000.png", "metadata.csv"]'
+    (tmp_path / ".medsynth" / "written.json").write_text("not json", encoding="utf-8")
+    synthset.record_outputs(tmp_path, ["grid.jpg"])  # a damaged record starts again
+    assert json.loads((tmp_path / ".medsynth" / "written.json").read_text()) == ["grid.jpg"]
+
+
+@pytest.mark.parametrize(("status", "said"), [
+    ("interrupted", "sample was interrupted with 2 of 4 images"),
+    ("failed", "sample failed with 2 of 4 images"),
+    ("running", "sample stopped before the end with 2 of 4 images"),
+    ("planned", "sample stopped before the end with 2 of 4 images"),
+    ("incomplete", "sample ended short of the set with 2 of 4 images"),
+    ("sharded", "its shards have made 2 of 4 images")])
+def test_an_unfinished_set_says_why_and_how_far_it_got(tmp_path: Path, status: str,
+                                                      said: str) -> None:
+    _sample_json(tmp_path, status=status, n=4, identity={"id_prefix": "SYN_"})
+    _images(tmp_path, 0, 3, 4, 7)  # 4 and 7 are beyond n
+    _images(tmp_path, 1, prefix="OTHER_")
+    assert synthset.unfinished(tmp_path) == f"{tmp_path} is unfinished: {said}"
+
+
+@pytest.mark.parametrize("record", [
+    {"status": "succeeded", "n": 2, "identity": {"id_prefix": "SYN_"}},
+    {"status": "sharded", "n": "2", "identity": {"id_prefix": "SYN_"}},
+    {"status": "interrupted", "n": 2},
+    {"status": "interrupted", "n": 2, "identity": None},
+    {"status": "interrupted", "n": "two", "identity": {"id_prefix": "SYN_"}},
+    {"n": 2, "identity": {"id_prefix": "SYN_"}}])
+def test_a_finished_set_or_an_unreadable_record_is_not_unfinished(tmp_path: Path,
+                                                                   record: Any) -> None:
+    _sample_json(tmp_path, **record)
+    _images(tmp_path, 0, 1)
+    assert synthset.unfinished(tmp_path) is None
+    assert synthset.unfinished(tmp_path / "elsewhere") is None
+
+
+def test_claim_refuses_a_file_and_a_folder_of_other_files(tmp_path: Path) -> None:
+    plan, names = _plan(2), synthset.outputs(_plan(2), 1)
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        synthset.claim(tmp_path / "file", IDENTITY, plan, names, force=True)
+    assert str(caught.value) == f"--out {tmp_path / 'file'} is a file; choose a folder"
+    assert synthset.claim(tmp_path / "new", IDENTITY, plan, names, force=False) is False
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / locks.LOCK_NAME).write_text("{}", encoding="utf-8")
+    (out / ".medsynth").mkdir()
+    assert synthset.claim(out, IDENTITY, plan, names, force=False) is False  # only ours there
+    (out / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(UserError) as caught:
+        synthset.claim(out, IDENTITY, plan, names, force=False)
+    assert str(caught.value) == (f"--out {out} is not empty and was not made by medsynth-kohya "
+                                 "sample; choose an empty folder or pass --force to write into it")
+    assert synthset.claim(out, IDENTITY, plan, names, force=True) is False
+
+
+def test_claim_with_force_still_keeps_files_sample_did_not_write(tmp_path: Path) -> None:
+    plan = _plan(2)
+    names = synthset.outputs(plan, 1)
+    (tmp_path / "grid.jpg").write_bytes(b"mine")
+    _images(tmp_path, 1)
+    with pytest.raises(UserError) as caught:
+        synthset.claim(tmp_path, IDENTITY, plan, names, force=True)
+    assert str(caught.value) == (
+        f"2 files in {tmp_path} that sample did not write would be overwritten, removed or "
+        f"taken into the set (first: {tmp_path / 'grid.jpg'}); move them out of {tmp_path} and "
+        "run this again (--force keeps them too)")
+    synthset.record_outputs(tmp_path, ["grid.jpg"])
+    with pytest.raises(UserError, match=r"^1 file in .* \(first: .*SYN_0000001.png\)"):
+        synthset.claim(tmp_path, IDENTITY, plan, names, force=True)
+    synthset.record_outputs(tmp_path, names)
+    assert synthset.claim(tmp_path, IDENTITY, plan, names, force=True) is False
+
+
+def test_shard_files_in_a_folder_that_is_no_set_are_foreign(tmp_path: Path) -> None:
+    plan = _plan(1)
+    shard = tmp_path / ".medsynth" / "shards" / "0" / "prompts.txt"
+    shard.parent.mkdir(parents=True)
+    shard.write_text("x", encoding="utf-8")
+    (tmp_path / ".medsynth" / "shards" / "1").mkdir()
+    with pytest.raises(UserError, match=rf"^1 file in .*\(first: {shard}\)"):
+        synthset.claim(tmp_path, IDENTITY, plan, synthset.outputs(plan, 1), force=True)
+    _sample_json(tmp_path, identity=IDENTITY)  # a set's own shard folder is its own
+    assert synthset.claim(tmp_path, IDENTITY, plan, synthset.outputs(plan, 1), force=False)
+
+
+def test_claim_refuses_a_set_of_other_settings_or_more_images(tmp_path: Path) -> None:
+    plan, names = _plan(3), synthset.outputs(_plan(3), 1)
+    _sample_json(tmp_path, identity={**IDENTITY, "steps": 30})
+    assert synthset.claim(tmp_path, IDENTITY, plan, names, force=False) is False  # no images
+    _images(tmp_path, 0, 1)
+    with pytest.raises(UserError) as caught:
+        synthset.claim(tmp_path, {**IDENTITY, "seed": 41}, plan, names, force=True)
+    assert str(caught.value) == (f"{tmp_path} holds 2 images made with other settings (seed, "
+                                 "steps differ); use another --out, or delete it")
+    _sample_json(tmp_path, identity=IDENTITY)
+    assert synthset.claim(tmp_path, IDENTITY, plan, names, force=False) is True
+    _images(tmp_path, 3, 5)
+    with pytest.raises(UserError) as caught:
+        synthset.claim(tmp_path, IDENTITY, plan, names, force=False)
+    assert str(caught.value) == (f"{tmp_path} already holds 6 images; --n 3 would leave some "
+                                 "out of metadata.csv (use --n 6 or more)")
+    assert synthset.claim(tmp_path, IDENTITY, _plan(6), synthset.outputs(_plan(6), 1),
+                          force=False) is True
+
+
+def test_claim_counts_the_images_of_the_recorded_prefix(tmp_path: Path) -> None:
+    plan = _plan(2, "NEW_")
+    _sample_json(tmp_path, identity=IDENTITY)
+    _images(tmp_path, 0, 1, 2)  # SYN_: the set's own
+    with pytest.raises(UserError, match="holds 3 images made with other settings"):
+        synthset.claim(tmp_path, {**IDENTITY, "id_prefix": "NEW_"}, plan,
+                       synthset.outputs(plan, 1), force=False)
+    _sample_json(tmp_path, identity={"seed": 40})  # recorded before the prefix was
+    _images(tmp_path, 0, 1, 2, prefix="NEW_")
+    with pytest.raises(UserError, match="already holds 3 images; --n 2"):
+        synthset.claim(tmp_path, {"seed": 40}, plan, synthset.outputs(plan, 1), force=False)
+
+
+@pytest.mark.parametrize(("identity", "digest"), [
+    ({"lora_sha256": "cd" * 32}, "cd" * 32), ({"lora_sha256": ""}, None),
+    ({"lora_sha256": 7}, None), ({}, None), (None, None)])
+def test_made_with_is_the_recorded_lora_digest(tmp_path: Path, identity: Any,
+                                               digest: str | None) -> None:
+    _sample_json(tmp_path, identity=identity)
+    assert synthset.made_with(tmp_path) == digest
+    assert synthset.made_with(tmp_path / "elsewhere") is None
+
+
+def test_present_images_are_the_prefixs_numbered_pngs(tmp_path: Path) -> None:
+    assert synthset.present_images(tmp_path / "images", "A.") == []
+    _images(tmp_path, 12, 3, 10**7, prefix="A.")
+    for name in ("AX0000001.png", "A.000001.png", "A.0000002.jpg", "A.0000004.png.tmp",
+                 "xA.0000005.png", "A.00000x6.png"):
+        (tmp_path / "images" / name).write_bytes(b"")
+    assert synthset.present_images(tmp_path / "images", "A.") == [3, 12, 10**7]
