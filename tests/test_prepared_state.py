@@ -3,6 +3,7 @@ the files by name, and the refusals of a folder that is missing, not prepared or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -86,8 +87,9 @@ def test_the_origin_follows_the_recorded_kind_and_id_column(kind: str, columns: 
 
 @pytest.mark.parametrize("data", [[], "state", None, {"options": []}, {"options": "x"}])
 def test_json_that_is_no_prepare_state_is_a_value_error(data: Any) -> None:
-    with pytest.raises(ValueError, match="not a prepare state"):
+    with pytest.raises(ValueError) as caught:
         PreparedState.from_dict(data)
+    assert str(caught.value) == "not a prepare state (a JSON object with options)"
 
 
 def test_a_folder_that_does_not_exist_names_the_command_that_makes_it(tmp_path: Path) -> None:
@@ -176,6 +178,7 @@ def test_the_written_state_records_the_source_and_options(tmp_path: Path) -> Non
                               "metadata_sha256": files.sha256(metadata),
                               "image_dirs": [str(source_dir.resolve())],
                               "licence_columns": ["attribution"]}
+    assert set(data["options"]) == {field.name for field in dataclasses.fields(options)}
     assert data["options"]["hair"] == "seed" and data["options"]["columns"] == {"sex": "gender"}
     assert data["hair_agreement"] == {"detector": "seed", "compared": 3, "agree": 2,
                                       "metadata_hairy": 1, "detector_hairy": 1,
