@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,17 @@ def test_a_set_being_made_or_left_unfinished_is_refused_to_readers(tmp_path: Pat
         machines.ensure_made(out, "push")
     assert str(caught.value) == (f"{out} is still being made by sample shards 1-of-2, 2-of-2; "
                                  "`push` needs the set finished: run it when they have ended")
-    with locks.hold(out, "sample"), pytest.raises(UserError, match="still being written by"):
+    with locks.hold(out, "sample"), pytest.raises(UserError, match=r"still being written by .*"
+                                                               "; `evaluate` needs it finished"):
         machines.ensure_made(out, "evaluate")
+    beat = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    locks.lock_path(out).write_text(json.dumps(  # a whole-set run on another machine
+        {"command": "sample", "pid": 4, "host": "lab-node-7", "since": "t0", "beat": beat}),
+        encoding="utf-8")
+    with pytest.raises(UserError, match="another machine"):
+        machines.ensure_made(out, "evaluate")
+    machines.ensure_made(out, "evaluate", break_lock=True)
+    locks.lock_path(out).unlink()
     (out / "images" / "SYN_0000002.png").unlink()
     with pytest.raises(UserError) as caught:
         machines.ensure_made(out, "evaluate")
@@ -125,7 +135,7 @@ def _create(path: Path, **state: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("found", "kept"), [
     ({"identity": {"seed": 2}, "n": 4, "status": "sharded"}, True),  # other settings: refused
-    ({"identity": {"seed": 1}, "n": 4, "status": "sharded"}, True),
+    ({"identity": {"seed": 1}, "n": 4, "status": "sharded", "by": "shard 2"}, True),
     ({"identity": {"seed": 1}, "n": 9, "status": "succeeded"}, True),
     ({"identity": {"seed": 1}, "n": 3, "status": "sharded"}, False),  # being extended
     ({"identity": {"seed": 1}, "n": 3, "status": "succeeded"}, False),
@@ -170,3 +180,14 @@ def test_the_array_script_runs_shard_k_of_count_in_task_k(tmp_path: Path,
     task = shlex.split(shlex.split(lines[-1])[3])
     assert task == ["exec", "medsynth-kohya", "sample", "--out", str(out), "--shard",
                     "$SLURM_ARRAY_TASK_ID/4"]
+
+
+@pytest.mark.parametrize("n", [None, "one", [1]])
+def test_a_sample_json_that_says_no_n_counts_as_none_made(tmp_path: Path, n: Any) -> None:
+    """Even a set of one image replaces it: its n is read as 0, below any shard's."""
+    path = tmp_path / "sample.json"
+    path.write_text(json.dumps({"identity": {"seed": 1}, "status": "sharded", "n": n}),
+                    encoding="utf-8")
+    mine = {"identity": {"seed": 1}, "n": 1, "status": "sharded"}
+    assert machines.create_state(path, mine) == mine
+    assert json.loads(path.read_text(encoding="utf-8")) == mine
