@@ -184,3 +184,21 @@ def test_present_images_are_the_prefixs_numbered_pngs(tmp_path: Path) -> None:
                  "xA.0000005.png", "A.00000x6.png"):
         (tmp_path / "images" / name).write_bytes(b"")
     assert synthset.present_images(tmp_path / "images", "A.") == [3, 12, 10**7]
+
+
+def test_a_set_whose_record_names_no_settings_is_refused_as_other_settings(tmp_path: Path,
+                                                                          ) -> None:
+    plan = _plan(2)
+    _sample_json(tmp_path, status="succeeded", n=2)  # a record from before settings were kept
+    _images(tmp_path, 0)
+    with pytest.raises(UserError, match=r"holds 1 images made with other settings \(id_prefix, "
+                                        r"lora_sha256, seed differ\)"):
+        synthset.claim(tmp_path, IDENTITY, plan, synthset.outputs(plan, 1), force=False)
+
+
+def test_unreadable_metadata_names_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "metadata.csv").write_bytes(b"isic_id,prompt\nSYN_0000000,\xff\n")
+    with pytest.raises(UserError) as caught:
+        synthset.read_metadata(tmp_path)
+    assert str(caught.value).startswith(f"cannot read {tmp_path / 'metadata.csv'} ('utf-8' "
+                                        "codec can't decode byte 0xff")
