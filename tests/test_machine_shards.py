@@ -120,12 +120,13 @@ def test_a_shard_waits_for_a_whole_run_and_a_whole_run_for_every_shard(tmp_path:
         machines.ensure_alone(out, MachineShard(1, 2))
     assert str(caught.value) == (f"{out} is in use by {lock.record.describe()}; run the shard "
                                  "when it has finished")
-    with locks.hold(out, "sample", part="shard-2-of-2"):
-        machines.ensure_alone(out, MachineShard(1, 2))  # shards go side by side
+    with locks.hold(out, "sample", part="shard-2-of-3"), \
+            locks.hold(out, "sample", part="shard-3-of-3"):
+        machines.ensure_alone(out, MachineShard(1, 3))  # shards go side by side
         with pytest.raises(UserError) as caught:
             machines.ensure_alone(out, None)
-    assert str(caught.value) == (f"shards 2-of-2 are still writing {out}; wait for them to "
-                                 "finish, then run this again")
+    assert str(caught.value) == (f"shards 2-of-3, 3-of-3 are still writing {out}; wait for them "
+                                 "to finish, then run this again")
 
 
 def _create(path: Path, **state: Any) -> dict[str, Any]:
