@@ -175,6 +175,8 @@ def test_reports_name_the_holder_and_when_another_hosts_record_expires(tmp_path:
         f"{tmp_path} is locked by `medsynth-kohya train` (pid 4 on {OTHER}, since t0), another "
         "machine, and its last heartbeat was 2 min ago; it is taken over after 10 min without "
         "one")
+    _record(tmp_path, Holder("train", 4, OTHER, "t0", _at(90)))  # 1.5 min, rounded to even
+    assert "its last heartbeat was 2 min ago;" in (locks.report(tmp_path) or "")
     _record(tmp_path, Holder("train", 4, OTHER, "t0"))
     assert locks.report(tmp_path) == (
         f"{tmp_path} is locked by `medsynth-kohya train` (pid 4 on {OTHER}, since t0), another "
