@@ -62,7 +62,7 @@ def test_a_full_state_reads_back_every_field(tmp_path: Path) -> None:
 
 
 def test_an_older_or_hand_edited_state_reads_as_not_recorded(tmp_path: Path) -> None:
-    state = _state(tmp_path, {"diagnosis": None, "hair_agreement": [1], "source": {
+    state = _state(tmp_path, {"options": {}, "diagnosis": None, "hair_agreement": [1], "source": {
         "metadata": "", "image_dirs": None, "licence_columns": "attribution"}})
     assert state.options == {} and state.diagnosis is None and state.diagnosis_recorded
     assert (state.class_name, state.trigger, state.caption_template, state.target_steps) == (
@@ -85,7 +85,8 @@ def test_the_origin_follows_the_recorded_kind_and_id_column(kind: str, columns: 
     assert state.origin == expected
 
 
-@pytest.mark.parametrize("data", [[], "state", None, {"options": []}, {"options": "x"}])
+@pytest.mark.parametrize("data", [[], "state", None, {"options": []}, {"options": "x"},
+                                  {"diagnosis": None}])
 def test_json_that_is_no_prepare_state_is_a_value_error(data: Any) -> None:
     with pytest.raises(ValueError) as caught:
         PreparedState.from_dict(data)
