@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import __version__, files
 from medsynth_kohya.data import manifest
+from medsynth_kohya.data.captions import ARTEFACT_WORDS, fields
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import (
     ARCHIVE,
@@ -315,16 +316,14 @@ def training_data(record: RunRecord, synthetic: bool) -> tuple[TrainingData, lis
 
 _CAPTION_FIELDS = (("sex", "the patient's sex"), ("age", "age"), ("site", "lesion site"),
                    ("tone", "the skin-tone category measured on each photo"),
-                   ("artefacts", "the artefacts found on it (dark corners, ruler marks, gel "
-                                 "bubbles)"))
+                   ("artefacts", "the artefacts found on it ("
+                                 f"{', '.join(ARTEFACT_WORDS.values())})"))
 """What each caption placeholder says of an image, as the card words it."""
 
 
 def _captions(template: str | None, hair: str | None) -> str:
     """How the training captions were made, as the card's data section words it after the
     images: the template, what it names, and the hair tag (or its absence)."""
-    from medsynth_kohya.data.captions import fields
-
     if not template:
         return "with captions whose template was not recorded"
     used = fields(template)

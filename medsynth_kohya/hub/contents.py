@@ -31,7 +31,7 @@ from medsynth_kohya.hub.card import (
     training_data,
 )
 from medsynth_kohya.hub.eval_card import CardEvaluation
-from medsynth_kohya.sampling.grid import GRID_IMAGES
+from medsynth_kohya.sampling.grid import shown_ids
 from medsynth_kohya.sampling.prompts import DEFAULT_SCALE, DEFAULT_SIZE, DEFAULT_STEPS
 from medsynth_kohya.sampling.synthset import (
     GRID,
@@ -260,9 +260,8 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
                         f"{strays[0].name}), so not made by `medsynth-kohya sample`; move "
                         f"{'it' if len(strays) == 1 else 'them'} out of {folder / IMAGES} and "
                         "push again")
-    # sample writes metadata.csv and the grid of the same images, the grid in id order
-    shown = sorted(rows or (path.stem for path in images), key=lambda i: (len(i), i))
-    shown = shown[:GRID_IMAGES] if grid.is_file() else []
+    # sample writes metadata.csv and the grid of the same images
+    shown = shown_ids(rows or (path.stem for path in images)) if grid.is_file() else []
     present = {path.stem for path in images}
     gone = [i for i in rows if i not in present]
     lost = [i for i in shown if i not in present]

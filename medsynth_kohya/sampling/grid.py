@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from medsynth_kohya.errors import UserError
@@ -27,6 +27,12 @@ def _wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
             word = word[cut:]
         lines.append(word)
     return lines
+
+
+def shown_ids(ids: Iterable[str]) -> list[str]:
+    """The ids of the images a grid shows, given a set's ids: the first GRID_IMAGES in id
+    order (same-width ids, so shorter is smaller), as `write_grid` picks them by index."""
+    return sorted(ids, key=lambda i: (len(i), i))[:GRID_IMAGES]
 
 
 def write_grid(plan: Plan, images: Path, present: Sequence[int], path: Path,

@@ -122,8 +122,9 @@ def create_state(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
     is replaced, so the set counts as unfinished until every shard of this n has run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = files.temporary(path)
-    temporary.write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
-    mine: dict[str, Any] = json.loads(temporary.read_text(encoding="utf-8"))
+    text = json.dumps(state, indent=2, default=str)
+    temporary.write_text(text, encoding="utf-8")
+    mine: dict[str, Any] = json.loads(text)
     try:  # shards of different n side by side: each reads and replaces it in turn
         with locks.briefly(path.with_name(f"{path.name}.lock")):
             if path.is_file():
