@@ -319,6 +319,16 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
 
     source_digest = _source_digest(located, original)  # no stage writes the source
     preset_digest = files.sha256(preset.path)
+    hashed: dict[tuple[Path, int, int, int], str] = {}
+
+    def digest(path: Path) -> str:
+        """The sha256 of the manifest or the LoRA, hashed again only once a stage has
+        rewritten it (another file, size or time): plan() runs before and after each stage."""
+        stat = path.stat()
+        key = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if key not in hashed:
+            hashed[key] = files.sha256(path)
+        return hashed[key]
 
     def plan() -> _Plan:
         """Every stage's action from WORKDIR as it is now: a stage whose input an earlier
@@ -329,7 +339,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
             "prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
             (str(prepared_folder.train_root), str(manifest), str(prepared_folder.dataset_config)),
             detail=f"original captions, {hair_choice()}, repeats 1")}
-        train_input = (files.sha256(manifest) if prepare_action == skip and manifest.is_file()
+        train_input = (digest(manifest) if prepare_action == skip and manifest.is_file()
                        else source_digest)
         train_digest = _digest(train_input, preset_digest, list(overrides))
         train_action, gone = _train_action(run, train_digest, state, name)
@@ -337,7 +347,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                 (str(final), str(folder.record_file)), (command.shell(),),
                                 detail=f"{steps} steps")
         lora = final if train_action == skip else None
-        sample_digest = _digest(files.sha256(lora) if lora else train_digest, n)
+        sample_digest = _digest(digest(lora) if lora else train_digest, n)
         sample_action = (skip if state.done("sample", sample_digest)
                          and _complete_set(synthetic, n) else "run")
         stages["sample"] = Stage(
@@ -402,7 +412,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                         "command again to train it")
     done.append(now.stages["sample"])
     if now.stages["sample"].action == "run":
-        lora_digest = files.sha256(lora)
+        lora_digest = digest(lora)
         earlier = state.data["stages"].get("sample", {}).get("lora")
         if earlier not in (None, lora_digest) and synthetic.is_dir():
             aside = workdir / f"synthetic.replaced-{datetime.now():%Y%m%d-%H%M%S}"
