@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import files
 from medsynth_kohya.data.images import output_suffix
 
 TRAIN_ROOT = "img"
@@ -78,12 +79,11 @@ def place(source: Path, target: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write `text` whole (replacing, never appending), and only when it changed."""
+    """Write `text` whole (replacing, never appending, never through a link), and only when
+    it changed; atomically, so a run killed mid-write leaves no cut caption behind."""
     if path.is_file() and not path.is_symlink() and path.read_text(encoding="utf-8") == text:
         return
-    if path.exists() or path.is_symlink():
-        path.unlink()
-    path.write_text(text, encoding="utf-8")
+    files.write_text(path, text)
 
 
 def prune(root: Path, keep: set[Path], removable: Callable[[Path], bool]) -> None:
