@@ -254,9 +254,10 @@ def _foreign_layout_files(out: Path, written: set[Path] | None) -> list[Path]:
             if not path.is_dir() and not _ours(path, written)]
 
 
-def _claim(out: Path, force: bool, class_name: str) -> list[str]:
+def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str]:
     """Refuse a non-empty OUT that `prepare` did not make (no .medsynth/), unless --force, and
-    foreign files that would be trained on; returns warnings for foreign files it keeps.
+    foreign files that would be trained on (`placed`: what earlier runs wrote); returns
+    warnings for foreign files it keeps.
 
     Runs before anything is written. The state folder is made before any other output, so an
     interrupted first run still counts as ours and its re-run continues.
@@ -276,7 +277,6 @@ def _claim(out: Path, force: bool, class_name: str) -> list[str]:
             raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write "
                             f"and would replace; move them out of {out} or choose another "
                             "--out, and run this again")
-    placed = _Placed.read(out)
     edited = [] if force else _edited(out, placed)
     if edited:
         raise UserError(f"{files.counted(len(edited))} that prepare wrote under {out} "
@@ -543,7 +543,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
              on_progress: Progress | None) -> PrepareResult:
     import pandas as pd
 
-    foreign_warnings = _claim(out, force, options.class_name)
+    placed = _Placed.read(out)  # nothing before _write_layout changes it: read once
+    foreign_warnings = _claim(out, force, options.class_name, placed)
     located = locate_source(source, metadata, images, options, out)
     raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
@@ -641,7 +642,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
                                  batch_size=options.batch_size)
-    train_dir = _write_layout(out, table, repeats.repeats, options.class_name)
+    train_dir = _write_layout(out, table, repeats.repeats, options.class_name, placed)
 
     folder = PreparedFolder(out)
     manifest.write(skipped_frame, folder.skipped)
@@ -981,11 +982,13 @@ def _true(value: Any) -> bool:
     return not pd.isna(value) and bool(value)
 
 
-def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str) -> Path:
-    """Link images and write captions for every manifest row; remove what earlier runs wrote
-    and this one does not. The files about to be written are recorded as unfinished first, with
-    the content each gets, so a run killed half-way leaves nothing its re-run would take for the
-    user's, while a hand edit of one is still told (`_edited`; `_complete` ends that)."""
+def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str,
+                  placed: _Placed) -> Path:
+    """Link images and write captions for every manifest row; remove what earlier runs
+    `placed` and this one does not. The files about to be written are recorded as unfinished
+    first, with the content each gets, so a run killed half-way leaves nothing its re-run would
+    take for the user's, while a hand edit of one is still told (`_edited`; `_complete` ends
+    that)."""
     rows = []
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, class_name)
@@ -993,7 +996,6 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str)
         rows.append((source, layout.image_file(folder, str(row.id), source),
                      folder / f"{row.id}.txt", str(row.caption), _size(row.width, row.height)))
     wanted = {path for _, image, text, _, _ in rows for path in (image, text)}
-    placed = _Placed.read(out)
     owned = placed.owned
     unfinished = {path: set(contents) for path, contents in placed.unfinished.items()}
     for _, image, text, caption, size in rows:
