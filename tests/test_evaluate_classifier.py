@@ -139,6 +139,15 @@ def test_too_few_patients_for_a_split_is_a_reason_not_a_crash(patients: int) -> 
                         repeats=1, seed=0, classifier=_Recorder())  # no patient recorded
 
 
+@pytest.mark.parametrize(("patients", "unit"), [(["P1", "", "P1"], "patient"),
+                                                 (["", "", ""], "image")])
+def test_the_split_keeps_patients_whole_unless_no_photo_records_one(patients: list[str],
+                                                                     unit: str) -> None:
+    from medsynth_kohya.evaluation import utility
+
+    assert utility.split_unit(patients) == unit
+
+
 def _without_patients(root: Path, how: str) -> None:
     """ROOT/train.csv with its patient_id column dropped ("absent") or emptied ("blank")."""
     import pandas as pd

@@ -432,13 +432,12 @@ def _scored(usable: Any, real: Any, synthetic: Any, options: EvaluateOptions, mo
     from medsynth_kohya.evaluation import utility
 
     patients = usable["patient_id"].tolist()
-    level, unit = ("Image", "images") if patients and not any(patients) else ("Patient",
-                                                                               "patients")
-    method = (f"{level}-level split ({int(utility.TEST_SHARE * 100)}% of {unit} held out) of "
-              f"{len(usable)} real photos (melanoma vs other); {model}, trained on real + mix x "
-              f"(real training melanomas) synthetic melanomas; {options.repeats} splits; 95% "
-              f"bootstrap intervals ({utility.BOOTSTRAP} resamples of the held-out images, "
-              "pooled over splits).")
+    unit = utility.split_unit(patients)
+    method = (f"{unit.capitalize()}-level split ({int(utility.TEST_SHARE * 100)}% of {unit}s "
+              f"held out) of {len(usable)} real photos (melanoma vs other); {model}, trained on "
+              "real + mix x (real training melanomas) synthetic melanomas; "
+              f"{options.repeats} splits; 95% bootstrap intervals ({utility.BOOTSTRAP} "
+              "resamples of the held-out images, pooled over splits).")
     try:
         result = utility.utility(real, usable["label"].tolist(), patients, synthetic,
                                  options.mixes, options.repeats, options.seed, classifier)

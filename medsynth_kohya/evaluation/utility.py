@@ -127,6 +127,12 @@ def _split(labels: NDArray[np.int64], groups: NDArray[np.str_], seed: int,
     raise TooFewError(f"too few {unit}s of each class for {level}")
 
 
+def split_unit(patients: Sequence[str]) -> str:
+    """What a split keeps whole: "patient", or "image" when no photo records a patient id;
+    `evaluate`'s report names the same unit."""
+    return "patient" if any(patients) else "image"
+
+
 def missing_patients(patients: Sequence[str]) -> str | None:
     """What the split does with photos that have no patient id; None when every photo has one."""
     blank = sum(not p for p in patients)
@@ -162,7 +168,7 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
         raise TooFewError("the real data holds one class only: the classifier needs melanomas "
                           "and other lesions (give the whole ISIC source as --real)")
     groups = np.array([p or f"image-{i}" for i, p in enumerate(patients)])
-    unit = "patient" if any(patients) else "image"
+    unit = split_unit(patients)
     rng = np.random.default_rng(seed)
     notes = [note for note in (missing_patients(patients),) if note]
     scores: dict[float, dict[str, list[float]]] = {m: {"auc": [], "ba": [], "bauc": [],
