@@ -75,6 +75,16 @@ def test_an_unknown_selection_is_refused_with_a_suggestion() -> None:
         vocab.resolve_selection("Melanoma Invasiv")
 
 
+def test_flag_words_read_as_nullable_booleans_and_others_are_blank() -> None:
+    words = pd.Series(["true", "false", None, "maybe"], dtype="string")
+    read = vocab.booleans(words)
+    assert str(read.dtype) == "boolean"
+    assert read.tolist()[:2] == [True, False] and read[2:].isna().all()
+    flags, rejected = vocab.flags(pd.Series(["Yes", " 0 ", "", "maybe"]), frozenset({""}))
+    assert flags.tolist()[:2] == [True, False] and flags[2:].isna().all()
+    assert rejected.dropna().tolist() == ["maybe"]
+
+
 def test_archive_source_with_the_new_columns(archive: SyntheticSet, tmp_path: Path) -> None:
     n = len(archive.frame)
     paths = [INVASIVE, IN_SITU, NEVUS] * n

@@ -102,8 +102,10 @@ MELANOMA = "Malignant:Malignant melanocytic proliferations (Melanoma)"
 LEVELS = 5
 _BENIGN_MALIGNANT = {"benign": "Benign", "malignant": "Malignant",
                      "indeterminate": "Indeterminate"}
-_TRUE = frozenset({"true", "1", "yes", "y", "t", "1.0"})
-_FALSE = frozenset({"false", "0", "no", "n", "f", "0.0"})
+BOOLEANS = {"true": True, "false": False}
+"""The words a flag is written as (lower case); `flags` also reads the others of _FLAG_WORDS."""
+_FLAG_WORDS = {**dict.fromkeys(("true", "1", "yes", "y", "t", "1.0"), "true"),
+               **dict.fromkeys(("false", "0", "no", "n", "f", "0.0"), "false")}
 _ROMAN = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"}
 
 
@@ -283,10 +285,14 @@ def terms(series: pd.Series, allowed: Iterable[str], missing: frozenset[str],
 
 def flags(series: pd.Series, missing: frozenset[str]) -> tuple[pd.Series, pd.Series]:
     """An Archive boolean column (`hairy`, `marker_pen`) as true/false, plus unreadable values."""
-    text = _text(series, missing)
-    table = {**dict.fromkeys(_TRUE, "true"), **dict.fromkeys(_FALSE, "false")}
-    mapped, rejected = _lookup(text, table)
-    return mapped.map({"true": True, "false": False}).astype("boolean"), rejected
+    mapped, rejected = _lookup(_text(series, missing), _FLAG_WORDS)
+    return booleans(mapped), rejected
+
+
+def booleans(words: pd.Series) -> pd.Series:
+    """Lower-case BOOLEANS words as pandas' nullable booleans (anything else blank)."""
+    found: pd.Series = words.map(BOOLEANS).astype("boolean")
+    return found
 
 
 def fitzpatrick(series: pd.Series, missing: frozenset[str]) -> tuple[pd.Series, pd.Series]:

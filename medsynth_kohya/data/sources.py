@@ -688,15 +688,19 @@ def read_metadata(source: Source) -> pd.DataFrame:
 
 def _true_false(column: pd.Series) -> pd.Series | None:
     """A column of only true/false (any case) and blanks as pandas' nullable booleans, so a
-    query can use it as a condition (a blank matches neither it nor its negation); else None."""
-    if column.dtype.kind in "biuf":
+    query can use it as a condition (a blank matches neither it nor its negation); else None.
+    Only text columns are looked at: a numeric or boolean one is a condition as it is."""
+    import pandas as pd
+
+    from medsynth_kohya.data import archive
+
+    if not (pd.api.types.is_object_dtype(column.dtype) or isinstance(column.dtype,
+                                                                      pd.StringDtype)):
         return None
     words = {str(value).strip().lower() for value in column.dropna().unique()} - {""}
-    if not words or not words <= {"true", "false"}:
+    if not words or not words <= archive.BOOLEANS.keys():
         return None
-    text = column.astype("string").str.strip().str.lower()
-    flags: pd.Series = text.map({"true": True, "false": False}).astype("boolean")
-    return flags
+    return archive.booleans(column.astype("string").str.strip().str.lower())
 
 
 def generated_rows(frame: pd.DataFrame) -> pd.Series:
@@ -816,7 +820,7 @@ def allowed_terms(source: Source) -> dict[str, tuple[str, ...]]:
     """The Archive's terms for each vocabulary column (by source name), as warnings list them."""
     from medsynth_kohya.data import archive
 
-    flags = ("true", "false")
+    flags = tuple(archive.BOOLEANS)
     terms = {"age": (f"a number of years from 0 to {MAX_AGE - 1}",),
              "sex": archive.sex_terms(), "site": archive.site_terms(),
              "diagnosis": archive.diagnoses(),
