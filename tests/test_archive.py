@@ -85,6 +85,15 @@ def test_flag_words_read_as_nullable_booleans_and_others_are_blank() -> None:
     assert rejected.dropna().tolist() == ["maybe"]
 
 
+@pytest.mark.parametrize(("code", "name"), sorted(vocab.HAM_DX.items()))
+def test_an_isic_2019_class_reads_as_one_node_however_it_is_given(code: str, name: str) -> None:
+    path = vocab.class_path(name)
+    assert path is not None and path.startswith(("Benign", "Malignant", "Indeterminate"))
+    assert vocab.resolve_selection(code) == vocab.resolve_selection(name) == path
+    assert vocab.dx_diagnosis(pd.Series([code.upper()])).tolist() == [path]
+    assert vocab.one_hot_diagnosis(pd.DataFrame({name: [1, 0]})).tolist()[0] == path
+
+
 def test_archive_source_with_the_new_columns(archive: SyntheticSet, tmp_path: Path) -> None:
     n = len(archive.frame)
     paths = [INVASIVE, IN_SITU, NEVUS] * n

@@ -217,12 +217,17 @@ def _suggest(value: str, allowed: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
+def class_path(name: str) -> str | None:
+    """The hierarchy path of ISIC 2019 class `name` (a CLASSES_2019 key: MEL, NV…)."""
+    return diagnosis_path(CLASSES_2019[name])
+
+
 def resolve_selection(term: str) -> str:
     """The hierarchy path `prepare --diagnosis TERM` selects (also an ISIC 2019 class or a
     HAM10000 `dx` code: MEL, nv…), or a UserError saying why not."""
     codes = {**{name.lower(): name for name in CLASSES_2019}, **HAM_DX}
     code = codes.get(term.strip().lower())
-    path = diagnosis_path(CLASSES_2019[code] if code else term)
+    path = class_path(code) if code else diagnosis_path(term)
     if path is None:
         names = {p.rsplit(":", 1)[-1] for p in diagnoses()} | set(LEGACY_DIAGNOSES)
         raise UserError(f"--diagnosis {term!r} is not an ISIC Archive diagnosis"
@@ -338,7 +343,7 @@ def diagnosis_column(frame: pd.DataFrame, missing: frozenset[str]) -> tuple[pd.S
 def dx_diagnosis(dx: pd.Series) -> pd.Series:
     """HAM10000's `dx` column as Archive paths (HAM_DX, any letter case); another value is
     kept as written, so it is read (or warned of) like any diagnosis."""
-    paths = {code: diagnosis_path(CLASSES_2019[name]) for code, name in HAM_DX.items()}
+    paths = {code: class_path(name) for code, name in HAM_DX.items()}
     text = dx.astype("string").str.strip()
     read: pd.Series = text.str.lower().map(paths).astype("string").fillna(text)
     return read
@@ -350,10 +355,10 @@ def one_hot_diagnosis(frame: pd.DataFrame) -> pd.Series:
     import pandas as pd
 
     found: pd.Series = pd.Series(pd.NA, index=frame.index, dtype="string")
-    for column, term in CLASSES_2019.items():
+    for column in CLASSES_2019:
         if column in frame:
             marked = pd.to_numeric(frame[column], errors="coerce").eq(1)
-            found = found.mask(marked & found.isna(), diagnosis_path(term))
+            found = found.mask(marked & found.isna(), class_path(column))
     return found
 
 
