@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from medsynth_kohya import files
 from medsynth_kohya.data import manifest
 from medsynth_kohya.errors import UserError
 
@@ -57,6 +58,16 @@ def test_written_and_read_back_unchanged(tmp_path: Path) -> None:
     assert text["bubbles"].tolist() == ["", "false"]
     assert text["patient_id"].tolist() == ["007", ""]
     pd.testing.assert_frame_equal(manifest.read(path), frame)
+
+
+def test_read_hashed_gives_the_table_and_the_digest_of_the_file_it_read(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.csv"
+    manifest.write(manifest.conform(_rows()), path)
+    table, digest = manifest.read_hashed(path)
+    pd.testing.assert_frame_equal(table, manifest.read(path))
+    assert digest == files.sha256(path)
+    with pytest.raises(UserError, match=r"cannot be read \(\[Errno 21\] Is a directory"):
+        manifest.read_hashed(tmp_path)
 
 
 def test_ids_of_digits_keep_their_zeros(tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ Schema of `OUT/manifest.csv`, in column order. Vocabulary columns hold the ISIC 
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,11 +84,28 @@ def write(frame: pd.DataFrame, path: Path) -> None:
 def read(path: Path) -> pd.DataFrame:
     """Read a manifest written by `write`, restoring the schema's types; a missing, unreadable
     or foreign file is one UserError saying which and how to get a good one."""
+    return _read(path, None)
+
+
+def read_hashed(path: Path) -> tuple[pd.DataFrame, str]:
+    """`read`, and the sha256 of the bytes it parsed: the file is read once, so the digest is
+    the table's even when prepare replaces the file meanwhile."""
+    digest = hashlib.sha256()
+    return _read(path, digest), digest.hexdigest()
+
+
+def _read(path: Path, digest: hashlib._Hash | None) -> pd.DataFrame:
+    """`read`, parsing the file's bytes held in memory and fed to `digest` when one is given."""
     import pandas as pd
 
     again = "run `medsynth-kohya prepare` to write it again"
     try:
-        frame = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False,
+        content: Path | io.BytesIO = path
+        if digest is not None:
+            data = path.read_bytes()
+            digest.update(data)
+            content = io.BytesIO(data)
+        frame = pd.read_csv(content, dtype={"id": str, "patient_id": str}, keep_default_na=False,
                             na_values={column: [""] if kind == "string" else list(_MISSING)
                                        for column, kind in DTYPES.items()})
     except FileNotFoundError:

@@ -127,8 +127,7 @@ def _prepared(folder: Path) -> RealSet:
 
     prepared = PreparedFolder(folder)
     prepared.ensure_finished()
-    digest = files.sha256(prepared.manifest)
-    table = manifest.read(prepared.manifest)
+    table, digest = manifest.read_hashed(prepared.manifest)
     train = table.loc[table["split"].astype(str) == "train"]
     training = _frame([{"id": str(r.id), "path": Path(str(r.source)),
                         "patient_id": "" if str(r.patient_id) in {"<NA>", "nan"}
