@@ -157,3 +157,31 @@ def test_dry_run_commands_are_shell_lines_for_a_workdir_with_spaces(
                        "--out", str(workdir / "synthetic")]
     train = shlex.split(lines["train"])
     assert str((workdir / "run" / "config.toml").resolve()) in train
+
+
+def test_the_plan_counts_the_images_prepare_keeps_of_listed_duplicates(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dry run plans the training on as many images as prepare then prepares: of each group
+    ISIC 2020's duplicates list joins, one image (a pair naming an absent id changes nothing)."""
+    from medsynth_kohya.data.prepare import prepare
+    from medsynth_kohya.pipeline.reproduce import ORIGINAL
+    from medsynth_kohya.training import train
+
+    ids = sorted(isic2020.frame["image_name"])
+    (isic2020.root / "ISIC_2020_Training_Duplicates.csv").write_text(
+        f"image_name_1,image_name_2\n{ids[1]},{ids[0]}\n{ids[2]},{ids[1]}\n{ids[5]},{ids[6]}\n"
+        f"{ids[7]},ISIC_9999999\n", encoding="utf-8")
+    planned: list[int] = []
+    check = train.check
+
+    def spy(*args: object, images: int, **kwargs: object) -> tuple[list[str], list[str]]:
+        planned.append(images)
+        return check(*args, images=images, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train, "check", spy)
+    code, _, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", tmp_path / "w",
+                             "--dry-run")
+    assert code == 0, stderr
+    prepared = prepare(isic2020.root, tmp_path / "prepared", options=ORIGINAL, workers=1)
+    assert planned == [len(prepared.manifest)] == [len(ids) - 3]

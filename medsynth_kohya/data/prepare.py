@@ -512,12 +512,17 @@ def _choose(located: Source, options: PrepareOptions) -> tuple[
 
 
 def selected_images(located: Source, options: PrepareOptions) -> int:
-    """How many images prepare would scan: selected real rows with a safe id and an image file
-    (the scan may still skip unreadable ones). Reads only; reproduce plans its training on it."""
+    """How many images prepare would scan: selected real rows with a safe id and an image file,
+    less the twins ISIC 2020's duplicates list names (the scan may still skip unreadable ones
+    and identical files). Reads only; reproduce plans its training on it."""
+    import pandas as pd
+
     raw, _, _, chosen, _ = _choose(located, options)
     found = index_images(located.image_dirs)
     real = chosen["id"][~generated_rows(raw)[chosen.index]]
-    return len({i for i in real if not _unsafe(i) and i in found})
+    usable = pd.Series(sorted({i for i in real if not _unsafe(i) and i in found}), dtype=object)
+    twins, _ = _listed_twins(usable, located)
+    return len(usable) - len(twins)
 
 
 def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
