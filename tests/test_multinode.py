@@ -26,7 +26,7 @@ from medsynth_kohya.training import plan as planning
 from medsynth_kohya.training.train import Cluster, train
 
 from .conftest import REPO, invoke
-from .fakes import FakeSd
+from .fakes import FakeSd, interrupt_after
 
 A100 = Gpu("NVIDIA A100-SXM4-80GB", 81920, (8, 0))
 RTX8000 = Gpu("Quadro RTX 8000", 49152, (7, 5))
@@ -283,6 +283,33 @@ def test_machine_zeros_refusal_reaches_the_others(prepared: Path, fake_sd: FakeS
     assert leader.returncode == 1 and follower.returncode == 1, outputs
     assert "machine 0 refused the run:" in outputs[1]
     assert not Path(f"{fake_sd.record}.machine-1").exists()
+
+
+def test_a_followers_resume_dry_run_shows_the_runs_own_settings(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine 1's `--resume --dry-run` shows the launch it will run: the run's recorded preset
+    (not the default one) and the saved state machine 0 goes on from; other settings are
+    refused as on machine 0."""
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")
+    run = tmp_path / "run"
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    first = train(prepared, "cpu-smoke", overrides=["max_train_steps=40"], run_dir=run,
+                  sd_scripts=fake_sd.sd_scripts, python=sys.executable,
+                  on_progress=interrupt_after(3))
+    assert first.status == "interrupted"
+    state = launch.latest_state(run.resolve() / "output", "melanoma")
+    assert state is not None
+    follower = ("--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "h0",
+                "--run-dir", run, "--resume", "--dry-run", *tools)
+    code, stdout, stderr = invoke(runner, "train", prepared, *follower)
+    assert code == 0, stdout + stderr
+    words = shlex.split(stdout.split("Command (run in", 1)[1].split("\n", 1)[1])
+    assert words[words.index("--mixed_precision") + 1] == "no"  # cpu-smoke's, not t4-16gb's
+    assert words[words.index("--resume") + 1] == str(state)
+    code, _, stderr = invoke(runner, "train", prepared, *follower, "--preset", "t4-16gb")
+    assert code == 1 and "was started with --preset cpu-smoke --set max_train_steps=40" in (
+        " ".join(stderr.split()))
 
 
 def _install(folder: Path, name: str, body: str) -> None:

@@ -472,11 +472,11 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
     # prepared" (one starting later is refused by the check after `reading` below)
     locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
     notes: list[str] = []
-    if resume and cluster.machines.rank == 0:
-        if run_dir is None:
-            run_dir = newest_run(prepared, RUNS_ROOT)
-            notes.append(f"resuming {run_dir}, the newest run of {prepared} (--run-dir "
-                         "chooses another)")
+    if resume and run_dir is None and cluster.machines.rank == 0:
+        run_dir = newest_run(prepared, RUNS_ROOT)
+        notes.append(f"resuming {run_dir}, the newest run of {prepared} (--run-dir chooses "
+                     "another)")
+    if resume and run_dir is not None:  # every machine runs the run's own settings
         preset_name, overrides = _as_started(run_dir, prepared, preset_name, overrides)
     preset = presets.load(preset_name or DEFAULT_PRESET)
     sbatch = slurm.parse_settings(cluster.slurm or ())
@@ -484,8 +484,9 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
         if run_dir is None:
             raise UserError("machines other than rank 0 need --run-dir: the run folder rank 0 "
                             "writes, on a file system every machine shares")
+        state_dir = _resume_state(prepared, run_dir) if dry_run and resume and not force else None
         return _follow(preset, overrides, run_dir, sd_scripts, python, gpus, dry_run,
-                       break_lock, cluster, detect, on_progress)
+                       break_lock, cluster, detect, on_progress, state_dir)
     run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     launches = not dry_run and cluster.slurm is None
     with (locks.hold(run_dir, "train", break_lock=break_lock) as lock,
@@ -514,6 +515,12 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
                slurm.write(text, run_dir / "train.sbatch", submit=cluster.submit))
         result = replace(result, job=job)
     return replace(result, warnings=(*notes, *result.warnings))
+
+
+def _resume_state(prepared: Path, run_dir: Path) -> Path | None:
+    """The saved state machine 0 would resume `run_dir` from now: its newest complete one."""
+    name = str(PreparedFolder(prepared).state().class_name)
+    return launch.latest_state(RunFolder(run_dir).output.resolve(), name)
 
 
 def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
@@ -743,10 +750,11 @@ def _finished(run_dir: Path, name: str) -> TrainResult:
 def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             sd_scripts: Path | None, python: str | None, gpus: int | None, dry_run: bool,
             break_lock: bool, cluster: Cluster, detect: Callable[[], list[Gpu]],
-            on_progress: Callable[[launch.StepProgress], None] | None) -> TrainResult:
+            on_progress: Callable[[launch.StepProgress], None] | None,
+            state_dir: Path | None) -> TrainResult:
     """A machine of rank > 0: report its GPUs, wait for rank 0's go, run its own `accelerate
-    launch` on rank 0's files (resuming where rank 0 says). Its log is
-    RUN/train-machine-R.log; rank 0 writes the LoRA."""
+    launch` on rank 0's files (resuming where rank 0 says; a dry run shows `state_dir`). Its
+    log is RUN/train-machine-R.log; rank 0 writes the LoRA."""
     machines = cluster.machines
     folder = RunFolder(run_dir)
     config, dataset = folder.config, folder.dataset_config
@@ -757,7 +765,8 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
         runner = checkout.python(python)
         changes = parse_overrides(overrides)
         decision: dict[str, Any] = {
-            "processes": gpus or preset.num_processes or max(1, len(found)), "resume": None,
+            "processes": gpus or preset.num_processes or max(1, len(found)),
+            "resume": None if state_dir is None else str(state_dir),
             "mixed_precision": changes.get("mixed_precision",
                                            preset.options.get("mixed_precision", "no"))}
         if not dry_run:
