@@ -242,3 +242,46 @@ def test_a_ham10000_run_cites_it_without_claiming_a_licence(archive: SyntheticSe
     assert "HAM10000 training images" in _section(planned.card, "Licence")
     for words in (*ISIC_2020_WORDS, *ARCHIVE_WORDS, "own data", "not recorded"):
         assert words not in planned.card, words
+
+
+def test_the_card_names_the_image_types_it_trained_on(archive: SyntheticSet,
+                                                      tmp_path: Path) -> None:
+    """The manifest keeps the Archive's image_type; a card of dermoscopic photos says
+    dermoscopy, one of another type or of a mix says which, with a table of their counts."""
+    from medsynth_kohya.data import manifest
+
+    made = _real(archive)
+    frame = pd.read_csv(made.metadata, dtype=str, keep_default_na=False)
+    kinds = ["dermoscopic", " clinical: close-up", "TBP tile: close-up", ""]
+    cases = {"mixed": [kinds[i % 4] for i in range(len(frame))],
+             "clinical": ["clinical: close-up"] * len(frame),
+             "dermoscopic": ["dermoscopic"] * len(frame), "none": None}
+    for name, types in cases.items():
+        table = frame if types is None else frame.assign(image_type=types)
+        table.to_csv(made.metadata, index=False)
+        prepared = prepare_set(made, tmp_path / name)
+        kept = manifest.read(PreparedFolder(prepared).manifest).set_index("id")["image_type"]
+        given = table.set_index("isic_id").get("image_type", pd.Series(dtype=str))
+        assert kept.fillna("").to_dict() == {i: given.get(i, "").strip() for i in kept.index}
+        card = _card(tmp_path / f"run-{name}", prepared).card
+        title = card.split("\n# ", 1)[1].split("\n", 1)[0]
+        intro = " ".join(card.split(title, 1)[1].split("## ", 1)[0].split())
+        spread = _section(card, "Training data")
+        counts = kept.fillna("unknown").value_counts()
+        if name == "mixed":
+            known = [f"`{kind}`" for kind, _ in sorted(
+                counts.drop("unknown", errors="ignore").items(), key=lambda k: (-k[1], k[0]))]
+            assert len(known) > 1
+            assert "synthetic skin-lesion images" in title and "dermoscopy" not in intro
+            assert (f"generates a mix of {', '.join(known[:-1])} and {known[-1]} photos of "
+                    "melanoma") in intro
+            assert "mix image types" in spread
+        elif name == "clinical":
+            assert "synthetic clinical: close-up images" in title
+            assert "generates `clinical: close-up` photos of" in intro
+        else:
+            assert "synthetic dermoscopy images" in title
+            assert "generates dermoscopy photos of" in intro
+        assert ("| image type (ISIC Archive) | images | share |" in spread) is (name != "none")
+        for kind, count in counts.items() if name != "none" else ():
+            assert f"| {kind} | {count} | {100 * count / len(kept):.1f} % |" in spread

@@ -24,6 +24,7 @@ def _rows() -> pd.DataFrame:
         "hair_score": [0.25, None], "ita": [41.5, None], "skin_tone": ["light", None],
         "vignette": [True, None], "ruler": [False, True], "bubbles": [None, False],
         "metadata_hairy": [False, None], "marker_pen": [None, True],
+        "image_type": ["dermoscopic", None],
         "caption": ["a photo", "another, photo"], "width": [640, 800], "height": [480, 600],
     }, index=[5, 9])
     return rows

@@ -22,6 +22,7 @@ Schema of `OUT/manifest.csv`, in column order. Vocabulary columns hold the ISIC 
 | bubbles        | true/false, blank | gel or air bubbles under the dermoscope's glass        |
 | metadata_hairy | true/false, blank | the source's own Archive `hairy` tag                   |
 | marker_pen     | true/false, blank | the source's Archive `marker_pen` flag                 |
+| image_type     | text, blank       | the source's Archive `image_type` ("dermoscopic", ...) |
 | caption        | text              | the caption written to `<id>.txt`                      |
 | width          | integer           | image width in pixels                                  |
 | height         | integer           | image height in pixels                                 |
@@ -43,17 +44,17 @@ if TYPE_CHECKING:
 
 COLUMNS = ("id", "source", "patient_id", "sex", "age", "site", "diagnosis",
            "fitzpatrick_skin_type", "hairy", "hair_score", "ita", "skin_tone", "vignette",
-           "ruler", "bubbles", "metadata_hairy", "marker_pen",
+           "ruler", "bubbles", "metadata_hairy", "marker_pen", "image_type",
            "caption", "width", "height", "split")
 DTYPES = {"id": "string", "source": "string", "patient_id": "string", "sex": "string",
           "age": "Int64", "site": "string", "diagnosis": "string",
           "fitzpatrick_skin_type": "string", "hairy": "bool", "hair_score": "Float64",
           "ita": "Float64", "skin_tone": "string", "vignette": "boolean", "ruler": "boolean",
           "bubbles": "boolean",
-          "metadata_hairy": "boolean", "marker_pen": "boolean",
+          "metadata_hairy": "boolean", "marker_pen": "boolean", "image_type": "string",
           "caption": "string", "width": "int64", "height": "int64", "split": "string"}
 OPTIONAL = ("diagnosis", "fitzpatrick_skin_type", "metadata_hairy", "marker_pen", "ita",
-            "skin_tone", "vignette", "ruler", "bubbles")
+            "skin_tone", "vignette", "ruler", "bubbles", "image_type")
 """Columns a manifest written before them lacks: read as blank."""
 SKIPPED_COLUMNS = ("id", "source", "reason")
 _MISSING = ("", "NA", "N/A", "NaN", "nan", "<NA>", "null", "None")

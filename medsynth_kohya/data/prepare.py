@@ -28,7 +28,9 @@ from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
 from medsynth_kohya.data.prepared import STATE_DIR, PreparedFolder
 from medsynth_kohya.data.sources import (
     CAPTION_FIELDS,
+    DERMOSCOPIC,
     IMAGE_SUFFIXES,
+    IMAGE_TYPE,
     Source,
     allowed_terms,
     blank_effects,
@@ -81,10 +83,6 @@ DUPLICATE_IMAGE = "duplicate image of "
 the id kept and how the two are known to be one image."""
 MEASURED_SKIP = "left out by --query on measurements"
 """Skip reason of a measured image the --query terms on measurements leave out."""
-IMAGE_TYPE = "image_type"
-"""The ISIC Archive's column telling dermoscopic, clinical and TBP-tile photos apart."""
-DERMOSCOPIC = "dermoscopic"
-"""The image type this tool's LoRA is made for: the one a mixed set's warning suggests."""
 MAX_UPSCALE = 2
 """sd-scripts enlarges a photo to its bucket's area (bucket_no_upscale is false); photos it
 must enlarge more than this per side get a warning: they train blurred."""
@@ -639,7 +637,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _no_validation(table, options)
     warnings += _no_patient(table, options, located)
     warnings += _hair_from_detector(table, options, located, raw)
-    image_types = _image_types(raw, [index for index, _, _ in good])
+    image_types = _image_types(raw, table)
     warnings += _mixed_types(image_types)
     diagnosis = archive.common_node(table["diagnosis"])
     warnings += _class_mismatch(table, options)
@@ -715,12 +713,12 @@ def _hair_from_detector(table: pd.DataFrame, options: PrepareOptions, source: So
             f"{options.hair.detector.value} detector"]
 
 
-def _image_types(raw: pd.DataFrame, rows: list[Any]) -> tuple[tuple[str, int], ...]:
-    """How many of `rows` (the prepared ones) each image type holds, where the source says."""
+def _image_types(raw: pd.DataFrame, table: pd.DataFrame) -> tuple[tuple[str, int], ...]:
+    """How many of the prepared images (`table`, the manifest) each image type holds, where
+    the source has the column."""
     if IMAGE_TYPE not in raw.columns:
         return ()
-    types = raw.loc[rows, IMAGE_TYPE].astype("string").str.strip().replace("", None)
-    counts = types.fillna("missing").value_counts()
+    counts = table[IMAGE_TYPE].fillna("missing").value_counts()
     return tuple((str(name), int(count)) for name, count in counts.items())
 
 

@@ -86,9 +86,13 @@ stems (the user's own photos) may be any of these words."""
 MAX_AGE = 150
 """Ages at or above this (years) are taken for typing errors and left blank."""
 _SEX = {"m": "male", "f": "female", "man": "male", "woman": "female"}
+IMAGE_TYPE = "image_type"
+"""The Archive's column of each photo's kind: dermoscopic, clinical: close-up, TBP tile: ..."""
+DERMOSCOPIC = "dermoscopic"
+"""The image type this tool's LoRA is made for: the one a mixed set's warning suggests."""
 _KNOWN = ("target", "diagnosis", *(f"diagnosis_{i}" for i in range(1, 6)), "benign_malignant",
           "hairy", "marker_pen", "fitzpatrick_skin_type", "lesion_id", "image_manipulation",
-          "image_type")
+          IMAGE_TYPE)
 """Columns read by their layout's name besides FIELDS' (selection, vocabulary, grouping)."""
 _MANIPULATION = "image_manipulation"
 _GENERATED = ("{} describes generated images (image_manipulation is synthetic in every row, as "
@@ -794,6 +798,7 @@ def normalise(frame: pd.DataFrame, source: Source) -> tuple[pd.DataFrame, pd.Dat
               .str.replace(_ID_SUFFIX, "", regex=True).str.normalize("NFC"),
         "patient_id": _text(column(names["patient_id"])),
         **{name: value for name, (value, _) in checked.items()},
+        IMAGE_TYPE: _text(column(IMAGE_TYPE)),
     }, index=frame.index)
     rejected = pd.DataFrame({_source_name(source, name): bad
                              for name, (_, bad) in checked.items()}, index=frame.index)

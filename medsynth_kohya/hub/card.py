@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +22,9 @@ from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import (
     ARCHIVE,
     ARCHIVE_METADATA,
+    DERMOSCOPIC,
     HAM10000,
+    IMAGE_TYPE,
     ISIC2019,
     ISIC2020,
     OWN,
@@ -187,30 +189,70 @@ def _age_bin(age: Any) -> str:
     return f"{years // 10 * 10}-{years // 10 * 10 + 9}"
 
 
-def spread_markdown(rows: pd.DataFrame) -> str:
-    """Tables of the training images by sex, age, site and skin tone (and hair, artefacts),
-    first by diagnosis when they are of more than one: the card must not pass them off as one."""
+def _label(value: Any) -> str:
+    """A manifest cell as the card's tables name it ("unknown" when blank)."""
     import pandas as pd
 
+    return "unknown" if value is None or pd.isna(value) or not str(value).strip() else str(value)
+
+
+def image_types(rows: pd.DataFrame) -> Counter[str]:
+    """How many of `rows` each image type holds ("unknown": blank); empty when none is recorded
+    (a source without `image_type`, or a manifest written before the column)."""
+    if IMAGE_TYPE not in rows or rows[IMAGE_TYPE].isna().all():
+        return Counter()
+    return Counter(_label(v) for v in rows[IMAGE_TYPE])
+
+
+def _known_types(types: Counter[str]) -> list[str]:
+    """The recorded image types, commonest first."""
+    return sorted((k for k in types if k != "unknown"), key=lambda k: (-types[k], k))
+
+
+def _image_kind(types: Counter[str]) -> tuple[str, str]:
+    """What the LoRA generates, for the card's title ("synthetic ... images") and its first
+    sentence ("generates ... of CLASS"): dermoscopy unless other image types were trained on."""
+    known = [_md(k).replace("`", "'") for k in _known_types(types)]
+    if not known or known == [DERMOSCOPIC]:
+        return "dermoscopy", "dermoscopy photos"
+    if len(known) == 1:
+        return known[0], f"`{known[0]}` photos"
+    named = ", ".join(f"`{k}`" for k in known[:-1]) + f" and `{known[-1]}`"
+    return "skin-lesion", f"a mix of {named} photos"
+
+
+def _types_markdown(types: Counter[str], total: int) -> list[str]:
+    """The image-type table (the source's `image_type`) and, for a mix, what that means."""
+    if not types:
+        return []
+    table = _share_table("image type (ISIC Archive)", types,
+                         [*_known_types(types), *(["unknown"] if types["unknown"] else [])],
+                         total)
+    if len(_known_types(types)) < 2:
+        return [table]
+    return [table, "The training images mix image types: the LoRA learned their looks as one, "
+                   "so its images may be any of them, or a blend."]
+
+
+def spread_markdown(rows: pd.DataFrame) -> str:
+    """Tables of the training images by sex, age, site and skin tone (and hair, artefacts),
+    first by diagnosis when they are of more than one and by image type where the source
+    records it: the card must not pass them off as one."""
     total = len(rows)
     if not total:
         return "The manifest holds no training rows."
-
-    def label(value: Any) -> str:
-        return "unknown" if value is None or pd.isna(value) or not str(value).strip() else str(
-            value)
-
-    sexes = Counter(label(v) for v in rows["sex"])
+    sexes = Counter(_label(v) for v in rows["sex"])
     ages = Counter(_age_bin(v) for v in rows["age"])
-    sites = Counter(label(v) for v in rows["site"])
+    sites = Counter(_label(v) for v in rows["site"])
     age_order = sorted((k for k in ages if k != "unknown"),
                        key=lambda k: -1 if k == "under 30" else int(k[:2]))
     hairy = int(rows["hairy"].sum())
-    diagnoses = Counter(label(v).rsplit(":", 1)[-1] for v in rows["diagnosis"])
+    diagnoses = Counter(_label(v).rsplit(":", 1)[-1] for v in rows["diagnosis"])
     parts = [
         *([_share_table("diagnosis (ISIC Archive)", diagnoses, sorted(
             diagnoses, key=lambda k: (k == "unknown", -diagnoses[k], k)), total)]
           if len(set(diagnoses) - {"unknown"}) > 1 else []),
+        *_types_markdown(image_types(rows), total),
         _share_table("sex", sexes, sorted(sexes, key=lambda k: (k == "unknown", -sexes[k], k)),
                      total),
         _share_table("age", ages, [*age_order, *(["unknown"] if "unknown" in ages else [])],
@@ -218,17 +260,17 @@ def spread_markdown(rows: pd.DataFrame) -> str:
         _share_table("site", sites, sorted(sites, key=lambda k: (k == "unknown", -sites[k], k)),
                      total),
         f"{hairy} of {total} images ({100 * hairy / total:.1f} %) are tagged `hairy`.",
-        _fitzpatrick_markdown(rows, label),
+        _fitzpatrick_markdown(rows),
         *_tone_markdown(rows),
     ]
     return "\n\n".join(parts)
 
 
-def _fitzpatrick_markdown(rows: pd.DataFrame, label: Callable[[Any], str]) -> str:
+def _fitzpatrick_markdown(rows: pd.DataFrame) -> str:
     """The Fitzpatrick skin types the metadata records (I to VI, then unknown), or a sentence
     saying it records none: the card must not deny a spread the data has."""
     column = "fitzpatrick_skin_type"
-    types = Counter(label(v) for v in rows[column]) if column in rows else Counter()
+    types = Counter(_label(v) for v in rows[column]) if column in rows else Counter()
     if set(types) <= {"unknown"}:
         return "The metadata records no Fitzpatrick skin type for these images."
     scale = ("I", "II", "III", "IV", "V", "VI")
@@ -273,24 +315,25 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
 
 
 
-def spread_section(record: RunRecord) -> tuple[str, list[str], bool]:
-    """The spread section, warnings, and whether the data is the synthetic demo set."""
+def spread_section(record: RunRecord) -> tuple[str, list[str], bool, Counter[str]]:
+    """The spread section, warnings, whether the data is the synthetic demo set, and the
+    training images' image types (empty when not recorded)."""
     recorded = record.dataset.manifest_sha256 if record.dataset else None
     path = PreparedFolder(record.prepared or Path()).manifest
     if record.prepared is None or not path.is_file():
         return ("The prepared manifest was not available when this card was written, so the "
                 f"spread of the training images is not shown. {ARCHIVE_SKIN}",
                 [f"{path} not found: the card cannot show the data's sex/age/site spread"],
-                False)
+                False, Counter())
     if recorded and files.sha256(path) != recorded:
         return ("The prepared manifest changed after training, so the spread of the training "
                 f"images is not shown. {ARCHIVE_SKIN}",
                 [f"{path} changed since the run (sha256 differs): the card omits the spread"],
-                False)
+                False, Counter())
     table = manifest.read(path)
     rows = table[table["split"] == "train"]
     synthetic = bool(len(rows)) and all(str(i).startswith("SYN_") for i in rows["id"])
-    return spread_markdown(rows), [], synthetic
+    return spread_markdown(rows), [], synthetic, image_types(rows)
 
 
 def training_data(record: RunRecord, synthetic: bool) -> tuple[TrainingData, list[str]]:
@@ -517,9 +560,11 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
                 license: str, prompts: Mapping[str, Any], samples: Sequence[Sample],
                 sample_paths: Mapping[Path, str], grid: str | None, spread: str,
                 data: TrainingData, files: Sequence[tuple[str, int]],
-                evaluation: CardEvaluation | None = None) -> str:
+                evaluation: CardEvaluation | None = None,
+                types: Counter[str] | None = None) -> str:
     """The README.md model card: ModelCardData metadata (with an evaluation report's
-    figures as `model-index`) and the template's body."""
+    figures as `model-index`) and the template's body; `types` are the training images'
+    image types (spread_section), which its title and first sentence name."""
     from huggingface_hub import ModelCard, ModelCardData
 
     base_model = _base_model(record)
@@ -549,6 +594,7 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
         shown += ("\n\nGenerated by this LoRA; synthetic images, not patients.")
 
     name = record.output_name or "lora"
+    kind, photos = _image_kind(types or Counter())
     dataset = record.dataset or DatasetRecord()
     overrides = record.overrides or []
     license_text = (
@@ -564,7 +610,8 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
     values = {
         "card_data": card_data.to_yaml(),
         "class_name": name,
-        "title": f"{name}: SDXL LoRA for synthetic dermoscopy images ({trigger})",
+        "title": f"{name}: SDXL LoRA for synthetic {kind} images ({trigger})",
+        "photos": photos,
         "base_model": base_model,
         "trigger": trigger,
         "example_prompt": example,

@@ -511,7 +511,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
                                    prompts["negative_prompt"])
     sample_paths = {s.path: f"samples/{s.path.name}" for s in chosen}
     grid_path = f"samples/{grid.name}" if grid else None
-    spread, spread_warnings, synthetic = spread_section(record)
+    spread, spread_warnings, synthetic, types = spread_section(record)
     data, data_warnings = training_data(record, synthetic)
     warnings += spread_warnings + data_warnings
     if synthetic:
@@ -532,7 +532,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
                        license=license, prompts=prompts, samples=chosen,
                        sample_paths=sample_paths, grid=grid_path, spread=spread,
-                       data=data, files=files, evaluation=attached)
+                       data=data, files=files, evaluation=attached, types=types)
     card = scrub(card.encode(), policy.secrets).decode()
     named = ("README.md", PUSHED, *(u.path_in_repo for u in uploads if isinstance(
         u.source, bytes)), *(path for path, _ in (attached.files if attached else ())))
