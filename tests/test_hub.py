@@ -21,6 +21,7 @@ from medsynth_kohya.data.sources import ISIC2020, Source
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
+from medsynth_kohya.sdscripts import render
 
 from .conftest import invoke
 from .fake_hub import TOKEN, FakeHub
@@ -86,15 +87,16 @@ def make_run(root: Path, *, step: int = 10, samples: tuple[str, ...] = SAMPLE_NA
               "resolution": "1024,1024", "seed": 42, "vae": "vae/sdxl_vae.safetensors"}
     if secret:
         config["huggingface_token"] = secret
-    (run / "config.toml").write_text(toml.dumps({"medsynth_run": config}), encoding="utf-8")
-    (run / "dataset.toml").write_text(toml.dumps({
+    render.write_toml({"medsynth_run": config}, run / "config.toml")
+    render.write_toml({
         "general": {"caption_extension": ".txt"},
         "datasets": [{"resolution": [1024, 1024], "subsets": [
             {"image_dir": str(prepared / "img" / "4_melanoma"), "num_repeats": 4,
-             "class_tokens": "me1anoma"}]}]}), encoding="utf-8")
-    (run / "sample_prompts.toml").write_text(toml.dumps({"prompt": {
+             "class_tokens": "me1anoma"}]}]}, run / "dataset.toml")
+    render.write_toml({"prompt": {
         "negative_prompt": "blurry", "width": 1024, "height": 1024, "scale": 12,
-        "sample_steps": 28, "subset": [{"prompt": p} for p in PROMPTS]}}), encoding="utf-8")
+        "sample_steps": 28, "subset": [{"prompt": p} for p in PROMPTS]}},
+        run / "sample_prompts.toml")
     (run / "train.log").write_text("steps: 100%\n", encoding="utf-8")
     (output / "melanoma-000001.safetensors").write_bytes(_lora(step // 2))
     (output / "melanoma.safetensors").write_bytes(_lora(step))

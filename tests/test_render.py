@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 import toml
+from typer.testing import CliRunner
 
 from medsynth_kohya.sdscripts import render
+
+from .conftest import invoke
+from .fake_gen import PYTHON, FakeGen
 
 TEMPLATE = """\
 plain = "{{ plain }}"
@@ -50,6 +54,29 @@ def test_written_toml_reads_back(tmp_path: Path) -> None:
     render.write_toml(document, path)
     assert toml.load(path) == document
     assert [p.name for p in tmp_path.iterdir()] == ["d.toml"]
+
+
+@pytest.mark.parametrize("text", [
+    r"C:\xampp\runs", r"/tmp/runs\xmas/output", r"a\u0041b", r"C:\new\table", 'say "hi"',
+    "tab\there", "line\nbreak", "ünï \u2013 😀", "\x7f\x01",
+])
+def test_written_strings_read_back_as_sd_scripts_reads_them(tmp_path: Path, text: str) -> None:
+    """sd-scripts reads --config_file with toml 0.10.2, whose own writer leaves `\\x` unescaped."""
+    document = {"output_dir": text, "datasets": [{"subsets": [{"image_dir": text}]}]}
+    path = tmp_path / "c.toml"
+    render.write_toml(document, path)
+    assert toml.load(path) == document
+
+
+def test_a_run_folder_with_a_backslash_gives_a_config_sd_scripts_reads(
+        runner: CliRunner, tmp_path: Path, fake_gen: FakeGen, prepared: Path) -> None:
+    run = tmp_path / "runs\\xmas"
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                             run, "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON,
+                             "--dry-run")
+    assert code == 0, stderr
+    config = toml.load(run / "config.toml")
+    assert Path(config["medsynth_run"]["output_dir"]).parent == run
 
 
 @pytest.mark.parametrize(("resolution", "step", "expected"), [

@@ -41,7 +41,7 @@ from medsynth_kohya.sampling.synthset import (
     made_with,
     read_metadata,
 )
-from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.sdscripts import launch, render
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import (
     PUBLISHED_RECORD,
@@ -324,14 +324,12 @@ def _run_files(folder: RunFolder, record: RunRecord, policy: privacy.Policy,
                ) -> tuple[list[Upload], RunRecord]:
     """training/: the rendered sd-scripts files and the run record as published, and the
     published record (the card is written from it)."""
-    import toml
-
     documents = {path.name: _toml(path) for path in folder.training_files if path.is_file()}
     for document in (*documents.values(), record.to_dict()):  # every secret before writing
         policy.collect(document)
     for item in record.overrides or []:
         policy.override(str(item))
-    uploads = [Upload(f"training/{name}", toml.dumps(published).encode(),
+    uploads = [Upload(f"training/{name}", render.dumps(published).encode(),
                       privacy.key_pieces(published))
                for name, published in ((name, policy.data(document))
                                        for name, document in documents.items())]

@@ -43,11 +43,17 @@ def render(template: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return document
 
 
+def dumps(document: Mapping[str, Any]) -> str:
+    """`document` as TOML text that sd-scripts' reader (toml 0.10.2) reads back as the same
+    values; every string is escaped the TOML way, backslashes in Windows paths included."""
+    import tomli_w
+
+    return tomli_w.dumps(document)
+
+
 def write_toml(document: Mapping[str, Any], path: Path) -> None:
     """Write a TOML document atomically."""
-    import toml
-
-    files.write_text(path, toml.dumps(dict(document)))
+    files.write_text(path, dumps(document))
 
 
 BUCKET_STEP = 64
