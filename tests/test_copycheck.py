@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import cv2
@@ -37,6 +38,31 @@ def test_planted_copies_are_flagged_recorded_and_read_back(tmp_path: Path) -> No
     assert path == tmp_path / "syn" / "copies.json"
     assert str(tmp_path) not in path.read_text(encoding="utf-8")
     assert copycheck.read(tmp_path / "syn") == result
+
+
+def _turned(path: Path, orientation: int) -> None:
+    """Give the JPEG at `path` an EXIF Orientation tag, as a phone writes it (6: viewers show
+    the photo turned a quarter clockwise); its stored pixels stay as they are."""
+    tiff = (b"MM\x00*\x00\x00\x00\x08\x00\x01"
+            + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00" * 4)
+    exif = b"Exif\x00\x00" + tiff
+    data = path.read_bytes()
+    path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + data[2:])
+
+
+def test_a_copy_of_what_sd_scripts_trains_on_is_flagged_when_exif_turns_the_photo(
+        tmp_path: Path) -> None:
+    """sd-scripts trains a photo's stored pixels (PIL's open ignores EXIF orientation), so
+    a generated copy of them is a near-copy, though viewers show the photo turned."""
+    paths = isic_source(tmp_path / "isic", 4, 2, seed=9)
+    melanoma = sorted(paths)[2]
+    _turned(paths[melanoma], 6)
+    shown = cv2.imread(str(paths[melanoma]))
+    trained = cv2.imread(str(paths[melanoma]), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    assert shown is not None and trained is not None and shown.shape != trained.shape
+    ids = synthetic_set(tmp_path / "syn", [photo(7200), trained])
+    result = copycheck.check(tmp_path / "syn", tmp_path / "isic")
+    assert [(f.synthetic_id, f.training_id) for f in result.flagged] == [(ids[1], melanoma)]
 
 
 def test_an_unchecked_set_reads_as_none_and_a_damaged_record_is_one_line(

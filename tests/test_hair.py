@@ -100,8 +100,11 @@ def test_off_checks_the_file_without_a_score(tmp_path: Path) -> None:
 def test_the_reduced_decode_keeps_three_quarters_of_the_working_size(longest: int,
                                                                      factor: int) -> None:
     """The largest of 1/2, 1/4, 1/8 that leaves the long side at least 576 px (0.75 x 768), on
-    either side of each step and whichever side is the long one."""
+    either side of each step and whichever side is the long one; `full` never reduces. The
+    stored pixels always: EXIF orientation is not applied."""
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
              8: cv2.IMREAD_REDUCED_COLOR_8}
-    assert hair.reduced_decode_flag(longest, longest * 2 // 3) == flags[factor]
-    assert hair.reduced_decode_flag(longest * 2 // 3, longest) == flags[factor]
+    stored = cv2.IMREAD_IGNORE_ORIENTATION
+    assert hair.decode_flag(longest, longest * 2 // 3) == flags[factor] | stored
+    assert hair.decode_flag(longest * 2 // 3, longest) == flags[factor] | stored
+    assert hair.decode_flag(longest, longest, full=True) == cv2.IMREAD_COLOR | stored

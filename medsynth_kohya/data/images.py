@@ -140,8 +140,7 @@ def scan(path: str, hair: HairMode) -> Scan:
         return Scan("undecodable (no image size in header)")
     buffer = np.frombuffer(data, dtype=np.uint8)
     full = hair is HairMode.seed  # the original converted a full colour decode to grayscale
-    flag = cv2.IMREAD_COLOR if full else detector.reduced_decode_flag(width, height)
-    image = cv2.imdecode(buffer, flag)
+    image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))
     if image is None or image.size == 0:
         return Scan("undecodable")
     found = measure(image)

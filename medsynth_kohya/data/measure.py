@@ -100,7 +100,7 @@ def decode(path: str | Path, width: int, height: int) -> MatLike | None:
     import numpy as np
 
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, hair.reduced_decode_flag(width, height))
+    image = cv2.imdecode(data, hair.decode_flag(width, height))
     return None if image is None or image.size == 0 else image
 
 
