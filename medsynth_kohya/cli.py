@@ -842,7 +842,9 @@ def evaluate(
         "MODULE:FACTORY returning a torch module.")] = "inception",
     batch_size: Annotated[int, typer.Option(help="Images per network batch.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of splits, subsets and bootstraps.")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace an earlier report in --out.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Replace an earlier report in --out; with --lora, also compare with its prepared "
+        "folder when it was prepared again since the run trained on it.")] = False,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Evaluate a synthetic set: near-copies, prompt adherence, FID/KID, classifier utility.

@@ -65,7 +65,8 @@ class CopyCheck:
 
 
 def training_folder(record: RunRecord | None) -> Path:
-    """The prepared folder a LoRA's run record names, which must still be on this machine."""
+    """The prepared folder a LoRA's run record names, which must still be on this machine and
+    hold what the run trained on (else the check would look at other photos)."""
     folder = record.prepared if record else None
     if folder is None:
         raise UserError("--check-copies needs the training images: give --lora a train run "
@@ -73,6 +74,11 @@ def training_folder(record: RunRecord | None) -> Path:
     if not folder.is_dir():
         raise UserError(f"--check-copies needs the training images, but the prepared folder "
                         f"{folder} the run was trained on is not on this machine")
+    if record is not None and record.prepared_again():
+        raise UserError(f"--check-copies needs the photos the LoRA was trained on, but {folder} "
+                        "was prepared again since the run trained on it (manifest changed): "
+                        "leave out --check-copies and evaluate the set with --real <the ISIC "
+                        "download it was prepared from>, or train again")
     return folder
 
 

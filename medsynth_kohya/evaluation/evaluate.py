@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from medsynth_kohya.evaluation.features import Extractor
     from medsynth_kohya.evaluation.utility import Classifier
+    from medsynth_kohya.training.record import RunRecord
 
 StageProgress = Callable[[str, int, int], None]
 """(stage, done, total) callback."""
@@ -155,12 +156,12 @@ def evaluate(real: Path | None, synthetic: Path, out: Path,
         ensure_made(synthetic, "evaluate", break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
-        source = _real_source(real, lora)
+        source, trained = _real_source(real, lora)
         # an ISIC download or a prepared folder (--real, or the run's) still being written
         locks.ensure_idle(source, "evaluate", writers=("prepare", "fetch-isic"),
                           break_lock=break_lock)
         with locks.reading(source, "evaluate"):  # prepare refuses to change it meanwhile
-            return _evaluate(source, synthetic, out, options, on_progress)
+            return _evaluate(source, synthetic, out, options, on_progress, trained)
 
 
 def _checked(options: EvaluateOptions) -> EvaluateOptions:
@@ -189,25 +190,53 @@ def _checked(options: EvaluateOptions) -> EvaluateOptions:
     return replace(options, mixes=tuple(sorted({0.0, *options.mixes})))
 
 
-def _real_source(real: Path | None, lora: Path | None) -> Path:
-    """The real data to compare with: `real`, or the prepared folder run `lora` trained on."""
+@dataclass(frozen=True)
+class _Run:
+    """The training run of --lora, as given, and its record."""
+
+    given: Path
+    record: RunRecord
+
+
+def _real_source(real: Path | None, lora: Path | None) -> tuple[Path, _Run | None]:
+    """The real data to compare with: `real`, or the prepared folder run `lora` trained on
+    (with the run)."""
     if real is not None and lora is not None:
         raise UserError("give --real or --lora, not both: --lora RUN compares with the "
                         "prepared data the run was trained on, --real with the data you name")
     if real is not None:
-        return real
+        return real, None
     if lora is None:
         raise UserError("give --real (an ISIC source or a prepared folder) or --lora RUN")
-    return sets.prepared_of_run(lora)
+    prepared, record = sets.training_run(lora)
+    return prepared, _Run(lora, record)
+
+
+def _prepared_again(run: _Run | None, real_set: sets.RealSet, force: bool) -> list[str]:
+    """Refuse the prepared folder of the --lora run when it was prepared again since the run
+    trained on it: its photos are not the ones the LoRA saw, so the near-copy check would miss
+    those. With `force`, a note instead (the report and the result carry it)."""
+    if run is None or not run.record.prepared_again(real_set.manifest_sha256):
+        return []
+    name = Path(real_set.name).name
+    if not force:
+        raise UserError(f"{real_set.name} was prepared again since {run.given} trained on it "
+                        "(manifest changed), so its photos are not the ones the LoRA saw: "
+                        "evaluate with --real <the ISIC download it was prepared from> or train "
+                        "again (--force compares with the folder as it is now)")
+    return [f"{name} was prepared again since the run trained on it (manifest changed): the "
+            "near-copy check and the figures use its photos now, not the ones the LoRA was "
+            "trained on (--force)"]
 
 
 def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
-              on_progress: StageProgress | None) -> EvaluateResult:
+              on_progress: StageProgress | None, run: _Run | None) -> EvaluateResult:
     from medsynth_kohya.evaluation import features as feature_module
 
     progress = on_progress or (lambda stage, done, total: None)
     _claim(out, options.force)
     real_set = sets.load_real(real)
+    again = _prepared_again(run, real_set, options.force)
     synthetic_set = sets.load_synthetic(synthetic)
     skipped = [{"set": "synthetic", "id": i, "reason": "in metadata.csv, no image file"}
                for i in synthetic_set.missing]
@@ -299,11 +328,12 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
                    "source_sha256": real_set.source_sha256,
                    "features": None if extractor is None else options.features,
                    "packages": _versions()},
-        "notes": real_set.notes, "skipped": skipped, "sections": sections, "verdict": verdict,
+        "notes": [*again, *real_set.notes], "skipped": skipped, "sections": sections,
+        "verdict": verdict,
     }
     files.write_text(out / MARKER, "written by medsynth-kohya evaluate\n")
     report.write(out, document, pairs)
-    warnings = list(utility_section.get("figures", {}).get("notes", []))
+    warnings = [*again, *utility_section.get("figures", {}).get("notes", [])]
     return EvaluateResult(out, verdict, flagged, skipped, warnings)
 
 

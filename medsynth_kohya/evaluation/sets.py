@@ -19,7 +19,7 @@ from medsynth_kohya import files
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling.synthset import IMAGES, METADATA, made_with, read_metadata
-from medsynth_kohya.training.record import RECORD_FILE, RunFolder
+from medsynth_kohya.training.record import RECORD_FILE, RunFolder, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,19 +155,21 @@ def _prepared(folder: Path) -> RealSet:
     return RealSet(str(folder), training.reset_index(drop=True), labelled, notes, digest)
 
 
-def prepared_of_run(run: Path) -> Path:
-    """The prepared folder a training run was made from (its run record says)."""
+def training_run(run: Path) -> tuple[Path, RunRecord]:
+    """The prepared folder a training run was made from (its run record says), and the
+    record."""
     if not run.is_dir():
         raise UserError(f"--lora {run} does not exist: pass the run folder that "
                         "`medsynth-kohya train` wrote, or give --real instead")
     try:
-        prepared = RunFolder(run).load().prepared
+        record: RunRecord | None = RunFolder(run).load()
     except (OSError, ValueError):
-        prepared = None
-    if prepared is None:
+        record = None
+    prepared = record.prepared if record else None
+    if record is None or prepared is None:
         raise UserError(f"{run} is not a training run (no readable {RECORD_FILE} naming its "
                         "prepared data); give --real instead")
-    return prepared
+    return prepared, record
 
 
 def load_real(path: Path) -> RealSet:

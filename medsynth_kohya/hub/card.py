@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files
+from medsynth_kohya import __version__
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.captions import ARTEFACT_WORDS, fields
 from medsynth_kohya.data.prepared import PreparedFolder
@@ -318,19 +318,18 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
 def spread_section(record: RunRecord) -> tuple[str, list[str], bool, Counter[str]]:
     """The spread section, warnings, whether the data is the synthetic demo set, and the
     training images' image types (empty when not recorded)."""
-    recorded = record.dataset.manifest_sha256 if record.dataset else None
     path = PreparedFolder(record.prepared or Path()).manifest
     if record.prepared is None or not path.is_file():
         return ("The prepared manifest was not available when this card was written, so the "
                 f"spread of the training images is not shown. {ARCHIVE_SKIN}",
                 [f"{path} not found: the card cannot show the data's sex/age/site spread"],
                 False, Counter())
-    if recorded and files.sha256(path) != recorded:
+    table, digest = manifest.read_hashed(path)
+    if record.prepared_again(digest):
         return ("The prepared manifest changed after training, so the spread of the training "
                 f"images is not shown. {ARCHIVE_SKIN}",
                 [f"{path} changed since the run (sha256 differs): the card omits the spread"],
                 False, Counter())
-    table = manifest.read(path)
     rows = table[table["split"] == "train"]
     synthetic = bool(len(rows)) and all(str(i).startswith("SYN_") for i in rows["id"])
     return spread_markdown(rows), [], synthetic, image_types(rows)

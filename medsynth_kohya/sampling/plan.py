@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import files, locks
+from medsynth_kohya import locks
 from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data import query as data_query
 from medsynth_kohya.data.archive import MetadataStyle
@@ -156,15 +156,16 @@ def _read_prompts_file(path: Path) -> tuple[list[str], tuple[str, ...]]:
 
 
 def _read_manifest(path: Path, query: str | None, break_lock: bool,
-                   training: Path | None) -> tuple[pd.DataFrame, list[str]]:
-    """The rows of a --like manifest that --query selects, each value one prepare writes and,
-    when the LoRA's `training` manifest is here, one it was trained on (with warnings for ages
-    beyond its range); refused while a prepare still writes its folder."""
+                   record: RunRecord | None) -> tuple[pd.DataFrame, str, list[str]]:
+    """The rows of a --like manifest that --query selects, the sha256 of the file as read, and
+    warnings; each value one prepare writes and, when the manifest the LoRA's run trained on
+    is here, one it was trained on (ages beyond its range: a warning); refused while a prepare
+    still writes its folder."""
     locks.ensure_idle(path.parent, "sample", writers=("prepare",), break_lock=break_lock)
     if not path.is_file():
         raise UserError(f"--like {path} does not exist; give the manifest.csv that "
                         "`medsynth-kohya prepare` wrote")
-    table = manifest.read(path)
+    table, digest = manifest.read_hashed(path)
     if table.empty:
         raise UserError(f"--like {path} has no rows")
     if query:
@@ -177,9 +178,23 @@ def _read_manifest(path: Path, query: str | None, break_lock: bool,
     if problem:
         raise UserError(f"--like {path}: {problem}; correct it, or leave such rows out with "
                         "--query")
-    if training is not None and training.is_file() and not training.samefile(path):
-        return table, _check_trained_on(table, path, manifest.read(training), training)
-    return table, []
+    prepared = record.prepared if record else None
+    training = PreparedFolder(prepared).manifest if prepared else None
+    if record is None or training is None or not training.is_file():
+        return table, digest, []
+    if training.samefile(path):
+        return table, digest, ([] if not record.prepared_again(digest) else [
+            f"the prompts are drawn from {path}, but {prepared} was prepared again since the "
+            "LoRA was trained on it (manifest changed), so their sex, age and site mix is not "
+            "the training data's: give --like a manifest of the data it was trained on, or "
+            "train again"])
+    trained, trained_digest = manifest.read_hashed(training)
+    if record.prepared_again(trained_digest):
+        return table, digest, [
+            f"--like {path} was not checked against the data the LoRA was trained on: "
+            f"{prepared} was prepared again since (manifest changed), so the prompts may ask "
+            "for a sex, site or skin tone the LoRA never saw"]
+    return table, digest, _check_trained_on(table, path, trained, training)
 
 
 def _listed(values: pd.Series) -> str:
@@ -285,9 +300,8 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
                             "--prompt / --prompts")
     if n is None:
         raise UserError("give --n, the number of images to generate")
-    trained_on = PreparedFolder(record.prepared).manifest if record and record.prepared else None
-    table, warnings = _read_manifest(like, options.query, break_lock, trained_on)
+    table, digest, warnings = _read_manifest(like, options.query, break_lock, record)
     drawn = prompts.draw(table, n, options.seed, names.template, names.trigger)
-    identity = {"kind": "like", "manifest_sha256": files.sha256(like),
+    identity = {"kind": "like", "manifest_sha256": digest,
                 "query": options.query, "template": names.template, "trigger": names.trigger}
     return Source(drawn, identity, tuple(warnings)), n

@@ -197,6 +197,22 @@ class RunRecord:
         folder = self.dataset.prepared if self.dataset else None
         return Path(str(folder)) if folder else None
 
+    def prepared_again(self, digest: str | None = None) -> bool:
+        """Whether the prepared folder no longer holds what the run trained on: the sha256 of
+        its manifest (`digest`, of the bytes a caller read, else the file's now) is not the one
+        the run recorded. False when either is unknown (not recorded, or the file is gone)."""
+        from medsynth_kohya.data.prepared import PreparedFolder
+
+        recorded = self.dataset.manifest_sha256 if self.dataset else None
+        if not recorded or self.prepared is None:
+            return False
+        if digest is None:
+            try:
+                digest = files.sha256(PreparedFolder(self.prepared).manifest)
+            except OSError:
+                return False
+        return digest != recorded
+
     @classmethod
     def from_dict(cls, data: Any) -> RunRecord:
         """A record from its JSON form; NotARecord when it is not one."""

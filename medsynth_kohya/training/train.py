@@ -546,8 +546,7 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
     if dataset is not None and dataset.prepared != str(prepared.resolve()):
         raise UserError(f"{run_dir} trained on {dataset.prepared}, not {prepared}: resume it "
                         f"with that folder, or train {prepared} in another --run-dir")
-    if (dataset is not None and dataset.manifest_sha256
-            and dataset.manifest_sha256 != files.sha256(data.manifest)):
+    if previous.prepared_again():
         raise UserError(f"{prepared} was prepared again since {run_dir} started (its "
                         "manifest.csv changed), so a resumed run would train on other "
                         "images; start a new run in another --run-dir")
