@@ -14,12 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya import files
+from medsynth_kohya.data import manifest
+from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck, features, sets
 from medsynth_kohya.evaluation import report as report_files
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
+from medsynth_kohya.training.record import RunFolder
 
 from .conftest import invoke
 from .eval_data import isic_source, photo, synthetic_set
@@ -260,6 +263,35 @@ def test_a_report_on_other_real_data_or_an_unknown_lora_is_not_taken_for_the_run
     path.write_text(json.dumps(document), encoding="utf-8")
     warnings = contents.plan(run, REPO, evaluation=report).warnings
     assert not any("--eval" in w for w in warnings)
+
+
+def test_a_report_on_the_run_s_folder_prepared_again_is_refused_as_such(
+        evaluated: Path, tmp_path: Path) -> None:
+    """A report made against the run's prepared folder after it was prepared again (`evaluate
+    --lora RUN --force`) is refused saying so; since `evaluate --lora RUN` now refuses that
+    folder, the way on is --real or training again, for any report on other data alike."""
+    run = make_run(tmp_path / "first")
+    prepared = RunFolder(run).load().prepared
+    assert prepared is not None
+    path = PreparedFolder(prepared).manifest
+    manifest.write(manifest.read(path).iloc[:3], path)  # prepared again, with fewer images
+    report = evaluated / "report"
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    document["inputs"].update(real=prepared.name, manifest_sha256=files.sha256(path))
+    (report / "report.json").write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        contents.plan(run, REPO, evaluation=report)
+    message = str(caught.value)
+    assert (f"compared the set with {prepared.name} as it was prepared again after this run "
+            "trained on it") in message
+    assert "--real <the ISIC download" in message and "train again" in message
+    assert "--lora RUN" not in message
+
+    document["inputs"]["real"] = "elsewhere"  # another folder's report: the same way on
+    (report / "report.json").write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(UserError, match="compared the set with other real data") as caught:
+        contents.plan(run, REPO, evaluation=report)
+    assert "--lora RUN" not in str(caught.value) and "--real" in str(caught.value)
 
 
 def test_a_report_on_the_download_the_run_was_prepared_from_covers_the_run(

@@ -455,9 +455,17 @@ def _same_data(record: RunRecord, report: Path, evaluation: CardEvaluation) -> l
     ISIC download that was prepared from) or LoRA."""
     mine = record.dataset.manifest_sha256 if record.dataset else None
     theirs = evaluation.manifest_sha256
-    redo = ("evaluate a set this run's LoRA made against its own training data with "
-            "`medsynth-kohya evaluate --lora RUN --synthetic SET`")
+    again = record.prepared_again()  # then `evaluate --lora RUN` refuses the folder
+    redo = ("evaluate a set this run's LoRA made with `medsynth-kohya evaluate --real <the ISIC "
+            "download its data was prepared from> --synthetic SET`, or train again"
+            if again else "evaluate a set this run's LoRA made against its own training data "
+            "with `medsynth-kohya evaluate --lora RUN --synthetic SET`")
     if mine and theirs and mine != theirs:
+        if again and record.prepared is not None and evaluation.real == record.prepared.name:
+            raise UserError(f"--eval {report} compared the set with {evaluation.real} as it "
+                            "was prepared again after this run trained on it (manifest sha256 "
+                            f"{theirs[:12]}…, the run's {mine[:12]}…), so it checked other "
+                            f"photos than the LoRA saw; {redo}")
         raise UserError(f"--eval {report} compared the set with other real data "
                         f"({evaluation.real}, manifest sha256 {theirs[:12]}…) than this run's "
                         f"prepared data (manifest sha256 {mine[:12]}…); {redo}")
