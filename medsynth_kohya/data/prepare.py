@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -452,11 +453,30 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker,
                                        initargs=(os.getpid(),))
             try:
-                results = pool.map(scan, [k[0] for k in todo], [hair] * len(todo), chunksize=2)
+                with _main_hidden():  # spawn starts workers in submit: map submits every chunk
+                    results = pool.map(scan, [k[0] for k in todo], [hair] * len(todo),
+                                       chunksize=2)
                 _collect(todo, results, keep, done, total, on_progress)
             finally:  # on Ctrl-C, drop the queued scans instead of finishing them
                 pool.shutdown(wait=True, cancel_futures=True)
     return [cache[key] for key in keys], total - len(todo)
+
+
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Hide the caller's `__main__` script (its `__file__` and `__spec__`, all that spawn's
+    `get_preparation_data` looks at) while worker processes start, so that they do not run it
+    again: the workers only call this package's functions, and a script without an
+    `if __name__ == "__main__":` guard, or one read from stdin, would break the pool."""
+    main = vars(sys.modules["__main__"])
+    kept: dict[str, object] = {name: main.pop(name) for name in ("__file__", "__spec__")
+                               if name in main}
+    main["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.pop("__spec__")
+        main.update(kept)
 
 
 def _collect(todo: list[CacheKey], results: Iterable[Scan],
