@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya import files, locks
+from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.data.sources import ARCHIVE_METADATA, IMAGE_SUFFIXES
 from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.sdscripts import launch
@@ -42,13 +42,14 @@ class FetchResult:
         return launch.tool_command("prepare", str(self.out), "--out", "data/melanoma").line()
 
 
-def fetch_isic(out: Path, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_SEARCH,
+def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_SEARCH,
                collections: tuple[int, ...] = (launch.ISIC_2020_TRAINING,),
                dry_run: bool = False, break_lock: bool = False, timeout: float = TIMEOUT_S,
                on_wait: Callable[[str], None] | None = None) -> FetchResult:
     """Download with `isic image download` into `out` (a re-run skips files it already has),
     holding its lock (locks.py) while isic-cli writes. `on_wait` hears what it waits for;
     after `timeout` seconds without a new file or byte in `out` it gives up."""
+    out = arguments.path(out, "out")
     if limit < 0:
         raise UserError("--limit must be 0 (everything) or more")
     if not timeout > 0:  # nan included: it would never give up

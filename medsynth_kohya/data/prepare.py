@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import files, locks
+from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.data import archive, captions, layout, manifest, query
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, scan
@@ -112,6 +112,9 @@ class PrepareOptions:
     challenge_sites: bool = False
     """Write the Archive's anterior/posterior/lateral torso as the 2020 challenge's `torso`
     (manifest and captions): the original run's captions from an Archive download."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hair", arguments.choice(self.hair, HairMode, "hair"))
 
 
 @dataclass(frozen=True)
@@ -543,13 +546,17 @@ def selected_images(located: Source, options: PrepareOptions) -> int:
     return len(usable) - len(twins)
 
 
-def prepare(source: Path | None, out: Path, *, metadata: Path | None = None,
-            images: Path | None = None, options: PrepareOptions | None = None,
-            workers: int | None = None, force: bool = False, break_lock: bool = False,
+def prepare(source: arguments.PathArg | None, out: arguments.PathArg, *,
+            metadata: arguments.PathArg | None = None, images: arguments.PathArg | None = None,
+            options: PrepareOptions | None = None, workers: int | None = None,
+            force: bool = False, break_lock: bool = False,
             on_progress: Progress | None = None) -> PrepareResult:
     """Turn an ISIC data set into `OUT/img/<R>_<class>/`, captions, manifest and dataset.toml,
     holding OUT's lock (locks.py) throughout; refused while a training reads OUT."""
-    options = options or PrepareOptions()
+    source, out = arguments.optional_path(source, "source"), arguments.path(out, "out")
+    metadata = arguments.optional_path(metadata, "metadata")
+    images = arguments.optional_path(images, "images")
+    options = arguments.options(options, PrepareOptions)
     _check(options)
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}); leave it out for one "

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__, files, locks, outputs
+from medsynth_kohya import __version__, arguments, files, locks, outputs
 from medsynth_kohya.data.measure import Measurement, measure
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, report, sets
@@ -145,13 +145,16 @@ def _limit(labelled: Any, limit: int, seed: int) -> Any:
     return labelled.loc[labelled.index.isin(positive.index.union(keep.index))]
 
 
-def evaluate(real: Path | None, synthetic: Path, out: Path,
-             options: EvaluateOptions | None = None, *, lora: Path | None = None,
+def evaluate(real: arguments.PathArg | None, synthetic: arguments.PathArg,
+             out: arguments.PathArg, options: EvaluateOptions | None = None, *,
+             lora: arguments.PathArg | None = None,
              break_lock: bool = False, on_progress: StageProgress | None = None
              ) -> EvaluateResult:
     """Evaluate `synthetic` against `real` (or the prepared data of run `lora`) into `out`,
     holding OUT's lock; a synthetic set, real data or run still being written is refused."""
-    options = _checked(options or EvaluateOptions())
+    real, lora = arguments.optional_path(real, "real"), arguments.optional_path(lora, "lora")
+    synthetic, out = arguments.path(synthetic, "synthetic"), arguments.path(out, "out")
+    options = _checked(arguments.options(options, EvaluateOptions))
     with locks.hold(out, "evaluate", break_lock=break_lock):
         ensure_made(synthetic, "evaluate", break_lock=break_lock)
         if lora is not None:

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medsynth_kohya import __version__, locks
+from medsynth_kohya import __version__, arguments, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.card import DEFAULT_LICENSE
 from medsynth_kohya.hub.contents import (
@@ -151,11 +151,11 @@ def _default_endpoint(endpoint: str) -> Iterator[None]:
         constants.ENDPOINT = saved
 
 
-def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DEFAULT_LICENSE,
-         all_checkpoints: bool = False, dry_run: bool = False, samples: Path | None = None,
-         endpoint: str | None = None, token: str | None = None,
-         break_lock: bool = False, evaluation: Path | None = None,
-         allow_copies: bool = False) -> PushResult:
+def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
+         license: str = DEFAULT_LICENSE, all_checkpoints: bool = False, dry_run: bool = False,
+         samples: arguments.PathArg | None = None, endpoint: str | None = None,
+         token: str | None = None, break_lock: bool = False,
+         evaluation: arguments.PathArg | None = None, allow_copies: bool = False) -> PushResult:
     """Upload a run's LoRA, configs, record, samples and model card to `repo_id` in one commit.
 
     The token is `token`, else HF_TOKEN, else the stored login (`hf auth login`). A dry run
@@ -166,6 +166,10 @@ def push(run_dir: Path, repo_id: str, *, private: bool = True, license: str = DE
     report folder) adds its figures to the card and its files under evaluation/; sample images
     flagged as near-copies are refused unless `allow_copies`.
     """
+    run_dir, samples = arguments.path(run_dir, "run_dir"), arguments.optional_path(samples,
+                                                                                   "samples")
+    evaluation = arguments.optional_path(evaluation, "evaluation")
+
     def run() -> PushResult:
         return _push(run_dir, repo_id, private=private, license=license,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,

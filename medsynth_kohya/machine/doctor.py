@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medsynth_kohya import arguments
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout
 
@@ -202,8 +203,9 @@ def _disk(workdir: Path) -> Check:
                  f"about {MIN_FREE_GIB:g} GiB needed", "free space or choose another work folder")
 
 
-def diagnose(*, sd_scripts: Path | checkout.Location | None = None, python: str | None = None,
-             workdir: Path | None = None, gpus: Sequence[Gpu] | None = None,
+def diagnose(*, sd_scripts: arguments.PathArg | checkout.Location | None = None,
+             python: str | None = None, workdir: arguments.PathArg | None = None,
+             gpus: Sequence[Gpu] | None = None,
              device: str = "cuda", needs: Sequence[str] = (), hub: bool = True) -> Report:
     """Run every check; `gpus` defaults to what nvidia-smi reports.
 
@@ -213,7 +215,8 @@ def diagnose(*, sd_scripts: Path | checkout.Location | None = None, python: str 
     (xformers, bitsandbytes) whose absence fails; `hub` adds the token check.
     """
     location = (sd_scripts if isinstance(sd_scripts, checkout.Location)
-                else checkout.find(sd_scripts))
+                else checkout.find(arguments.optional_path(sd_scripts, "sd_scripts")))
+    workdir = arguments.optional_path(workdir, "workdir")
     sd_dir = location.path
     runner = checkout.python(python)
     wanted = pins(sd_dir)

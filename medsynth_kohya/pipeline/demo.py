@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya import locks
+from medsynth_kohya import arguments, locks
 from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult, Progress, prepare
 from medsynth_kohya.data.synth import SyntheticSet, is_synthetic_set, make_dataset
 from medsynth_kohya.errors import UserError
@@ -51,11 +51,12 @@ def _claim(out: Path) -> None:
                         "choose a new or empty folder")
 
 
-def run_demo(out: Path, *, n: int = 24, seed: int = 0, workers: int | None = None,
+def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int | None = None,
              on_progress: Progress | None = None,
              on_step: Callable[[StepProgress], None] | None = None,
              detect: Callable[[], list[Gpu]] = detect_gpus) -> DemoResult:
     """Generate `out/source`, prepare `out/prepared`, and plan (or run) training in `out/run`."""
+    out = arguments.path(out, "out")
     if n < MIN_PHOTOS:
         raise UserError(f"--n must be at least {MIN_PHOTOS} (got {n})")
     if seed < 0:

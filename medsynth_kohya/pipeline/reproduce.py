@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import errors, files, locks
+from medsynth_kohya import arguments, errors, files, locks
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions
 from medsynth_kohya.data.prepared import PreparedFolder
@@ -221,11 +221,11 @@ class _Plan:
     warnings: tuple[str, ...]
 
 
-def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: int = 100,
-              preset_name: str = PRESET,
-              metadata: Path | None = None, images: Path | None = None,
-              columns: Mapping[str, str] | None = None,
-              overrides: Sequence[str] = (), sd_scripts: Path | None = None,
+def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
+              push_repo: str | None = None, n: int = 100, preset_name: str = PRESET,
+              metadata: arguments.PathArg | None = None,
+              images: arguments.PathArg | None = None, columns: Mapping[str, str] | None = None,
+              overrides: Sequence[str] = (), sd_scripts: arguments.PathArg | None = None,
               python: str | None = None, dry_run: bool = False, break_lock: bool = False,
               detect: Callable[[], list[Gpu]] = detect_gpus,
               on_progress: Callable[[launch.StepProgress], None] | None = None,
@@ -237,6 +237,12 @@ def reproduce(source: Path, workdir: Path, *, push_repo: str | None = None, n: i
     metadata fields to other column names, as prepare's `--column` does. `on_plan` gets the
     plan once the checks pass, before the first stage runs (a stage after one that runs is
     planned to run; the result says what each did)."""
+    source, workdir = arguments.path(source, "source"), arguments.path(workdir, "workdir")
+    metadata = arguments.optional_path(metadata, "metadata")
+    images = arguments.optional_path(images, "images")
+    sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
+    overrides = arguments.texts(overrides, "overrides")
+
     def run() -> ReproduceResult:
         return _reproduce(source, workdir, push_repo, n, preset_name, metadata, images,
                           dict(columns or {}), overrides, sd_scripts, python, dry_run, detect,

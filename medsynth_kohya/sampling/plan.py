@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import locks
+from medsynth_kohya import arguments, locks
 from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data import query as data_query
 from medsynth_kohya.data.archive import MetadataStyle
@@ -58,6 +58,13 @@ class SampleOptions:
     revision: str | None = None
     """Branch, tag or commit of a Hub LoRA (--lora USER/REPO)."""
     metadata_style: MetadataStyle = MetadataStyle.archive
+
+    def __post_init__(self) -> None:
+        for name in ("like", "prompts_file"):
+            object.__setattr__(self, name, arguments.optional_path(getattr(self, name), name))
+        object.__setattr__(self, "overrides", arguments.texts(self.overrides, "overrides"))
+        object.__setattr__(self, "metadata_style", arguments.choice(
+            self.metadata_style, MetadataStyle, "metadata_style"))
 
 
 @dataclass(frozen=True)

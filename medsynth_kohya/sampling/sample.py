@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import __version__, files, locks
+from medsynth_kohya import __version__, arguments, files, locks
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.evaluation import copycheck
@@ -116,8 +116,9 @@ class SampleResult:
         return self.plan.n if shard is None else len(shard.indices(self.plan.n))
 
 
-def sample(lora: Path | str, out: Path, options: SampleOptions | None = None, *,
-           sd_scripts: Path | None = None, python: str | None = None, dry_run: bool = False,
+def sample(lora: arguments.PathArg, out: arguments.PathArg,
+           options: SampleOptions | None = None, *, sd_scripts: arguments.PathArg | None = None,
+           python: str | None = None, dry_run: bool = False,
            force: bool = False, break_lock: bool = False,
            shard: MachineShard | None = None, finalize: bool = False,
            detect: Callable[[], list[Gpu]] = detect_gpus,
@@ -129,7 +130,9 @@ def sample(lora: Path | str, out: Path, options: SampleOptions | None = None, *,
     (sampling/machines.py); with `finalize`, nothing is generated: metadata.csv and grid.jpg
     are written for the images there. `lora` is a run folder, a LoRA file or a Hub id
     (USER/REPO[:FILE.safetensors]); as a str, the text as typed (see `local_or_hub`)."""
-    lora = local_or_hub(lora)
+    lora, out = local_or_hub(arguments.fspath(lora, "lora")), arguments.path(out, "out")
+    sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
+    options = arguments.options(options, SampleOptions)
     if shard is not None and finalize:
         raise UserError("--finalize writes the whole set's files: leave out --shard")
     if finalize and not (out / STATE_DIR / STATE_FILE).is_file():
@@ -141,7 +144,7 @@ def sample(lora: Path | str, out: Path, options: SampleOptions | None = None, *,
     with locks.hold(out, "sample", part=None if shard is None else shard.part,
                     break_lock=break_lock) as lock:
         ensure_alone(out, shard)
-        result = _sample(lora, out, options or SampleOptions(), sd_scripts, python, dry_run,
+        result = _sample(lora, out, options, sd_scripts, python, dry_run,
                          force, break_lock, shard, finalize, detect, on_progress, check_copies)
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya import files
+from medsynth_kohya import arguments, files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import checkout
 from medsynth_kohya.sdscripts.launch import Command
@@ -93,9 +93,10 @@ def _move_to_pin(folder: Path) -> None:
     _git("-C", str(folder), "checkout", "--quiet", "--detach", checkout.PINNED_COMMIT)
 
 
-def install(folder: Path | None = None, *, url: str | None = None, python: str | None = None,
-            run_pip: bool = False) -> InstallResult:
+def install(folder: arguments.PathArg | None = None, *, url: str | None = None,
+            python: str | None = None, run_pip: bool = False) -> InstallResult:
     """Put sd-scripts at the pinned commit in `folder` (default: the per-user folder)."""
+    folder = arguments.optional_path(folder, "folder")
     target = (folder or checkout.user_dir()).expanduser().absolute()
     source = url or os.environ.get(checkout.ENV_URL) or checkout.UPSTREAM_URL
     if target.exists() and not target.is_dir():

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import __version__, errors, files, locks, outputs
+from medsynth_kohya import __version__, arguments, errors, files, locks, outputs
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
@@ -422,6 +422,10 @@ class Cluster:
     submit: bool = False
     wait_s: float = nodes.WAIT_S
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accelerate_config", arguments.optional_path(
+            self.accelerate_config, "accelerate_config"))
+
 
 def _settle(cluster: Cluster, gpus: int | None) -> tuple[Cluster, int | None]:
     """The cluster with its machines read from --accelerate-config, and this machine's GPU
@@ -451,8 +455,9 @@ def _settle(cluster: Cluster, gpus: int | None) -> tuple[Cluster, int | None]:
     return replace(cluster, machines=machines), gpus
 
 
-def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence[str] = (),
-          run_dir: Path | None = None, sd_scripts: Path | None = None, python: str | None = None,
+def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
+          overrides: Sequence[str] = (), run_dir: arguments.PathArg | None = None,
+          sd_scripts: arguments.PathArg | None = None, python: str | None = None,
           gpus: int | None = None, dry_run: bool = False, resume: bool = False,
           force: bool = False, break_lock: bool = False, cluster: Cluster = Cluster(),
           detect: Callable[[], list[Gpu]] = detect_gpus,
@@ -467,7 +472,11 @@ def train(prepared: Path, preset_name: str | None = None, *, overrides: Sequence
     run keeps the preset and overrides it was started with (`preset_name` None, or the
     same) and goes on from its saved state; a finished run is only reported as such; with
     `force` too, the run starts over from step 0."""
-    cluster, gpus = _settle(cluster, gpus)
+    prepared, overrides = arguments.path(prepared, "prepared"), arguments.texts(overrides,
+                                                                                "overrides")
+    run_dir = arguments.optional_path(run_dir, "run_dir")
+    sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
+    cluster, gpus = _settle(arguments.options(cluster, Cluster, "cluster"), gpus)
     # a dry run and --resume read PREPARED too: a first prepare still writing it is no "not
     # prepared" (one starting later is refused by the check after `reading` below)
     locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
