@@ -18,6 +18,7 @@ from typer.core import TyperCommand
 from medsynth_kohya import __version__
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.layout import LinkMode
 
 if TYPE_CHECKING:
     from medsynth_kohya.machine.slurm import Job
@@ -179,6 +180,10 @@ def prepare(
     challenge_sites: Annotated[bool, typer.Option(
         help="Write the Archive's anterior/posterior/lateral torso as the 2020 challenge's "
         "`torso` in the manifest and captions, as the original run's captions have it.")] = False,
+    link: Annotated[LinkMode, typer.Option(
+        help="copy: img/ holds its own copy of each image (a copy-on-write clone where the "
+        "file system can); hard: hard links, no extra disk, but editing an image in img/ "
+        "changes your source image too.")] = LinkMode.copy,
     workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Processes for image checks; default all cores.")] = None,
     force: Annotated[bool, typer.Option(
@@ -187,9 +192,10 @@ def prepare(
 ) -> None:
     """Build kohya's training layout from ISIC metadata and images.
 
-    Writes `OUT/img/<R>_<class>/<id>.jpg` (hard links) with `<id>.txt` captions,
-    `OUT/val/1_<class>/` for `--val-frac`, `OUT/manifest.csv`, `OUT/skipped.csv` (bad or
-    missing files, with the reason) and `OUT/dataset.toml` for sd-scripts' `--dataset_config`.
+    Writes `OUT/img/<R>_<class>/<id>.jpg` (copies, or hard links with `--link hard`) with
+    `<id>.txt` captions, `OUT/val/1_<class>/` for `--val-frac`, `OUT/manifest.csv`,
+    `OUT/skipped.csv` (bad or missing files, with the reason) and `OUT/dataset.toml` for
+    sd-scripts' `--dataset_config`.
     A re-run on the same OUT only re-checks changed images.
     """
     from medsynth_kohya import ui
@@ -205,7 +211,7 @@ def prepare(
                              repeats=repeats, target_steps=target_steps, epochs=epochs,
                              batch_size=batch_size, val_frac=val_frac, seed=seed,
                              resolution=resolution, columns=columns,
-                             challenge_sites=challenge_sites)
+                             challenge_sites=challenge_sites, link=link)
     with _user_errors(), ui.progress_bar("checking images") as progress:
         result = run(source, out, metadata=metadata, images=images, options=options,
                      workers=workers, force=force, break_lock=break_lock,

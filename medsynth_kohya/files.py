@@ -13,7 +13,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
+import stat
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,9 @@ from typing import Any
 
 from medsynth_kohya.errors import UserError
 
+FICLONE = 0x40049409
+"""Linux's ioctl that makes a file share another's blocks until either is written (btrfs, xfs,
+bcachefs; ext4 and tmpfs refuse it)."""
 MAX_HEADER = 100 * 2**20
 """The largest safetensors header read (a LoRA's is well under 1 MiB)."""
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
@@ -106,6 +111,22 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
     """Write `data` as JSON atomically (paths and dates as strings)."""
     write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, default=str))
+
+
+def clone(source: Path, target: Path) -> None:
+    """Make `target` a copy of `source` that costs no disk where the file system can share
+    blocks (a copy-on-write clone), a byte copy elsewhere; with the source's times (a re-run
+    tells an unchanged copy by them) and mode, writable by its owner (a copy of a read-only
+    git-annex object can still be cropped in place)."""
+    import fcntl
+
+    with source.open("rb") as read, target.open("wb") as write:
+        try:
+            fcntl.ioctl(write.fileno(), FICLONE, read.fileno())
+        except OSError:  # no clones here (ext4, tmpfs, another file system): copy the bytes
+            shutil.copyfileobj(read, write, 2**20)
+    shutil.copystat(source, target)
+    target.chmod(stat.S_IMODE(target.stat().st_mode) | stat.S_IWUSR)
 
 
 def blocks(path: Path) -> Iterator[bytes]:

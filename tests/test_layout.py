@@ -1,7 +1,7 @@
 """Repeats from --target-steps on counts that do not divide, and re-preparing a changed source.
 
-Rounding repeats down would train fewer steps than asked; a re-prepare that wrote into the
-old hard link would change the user's own photo.
+Rounding repeats down would train fewer steps than asked; a re-prepare that wrote into an
+old hard link (`--link hard`) would change the user's own photo.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import toml
 
 from medsynth_kohya.data import layout
 from medsynth_kohya.data.hair import HairMode
+from medsynth_kohya.data.layout import LinkMode
 from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
 from medsynth_kohya.data.synth import encode_jpeg, lesion_image, make_dataset
 
@@ -84,37 +85,49 @@ def _inode(path: Path) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def test_a_source_replaced_in_place_is_used_on_re_prepare(tmp_path: Path) -> None:
+def _holds(placed: Path, source: Path, link: LinkMode) -> bool:
+    """Whether the layout file `placed` holds `source`'s bytes the way `link` says: its own
+    copy, or the source's file itself."""
+    return (placed.read_bytes() == source.read_bytes()
+            and placed.samefile(source) == (link is LinkMode.hard))
+
+
+@pytest.mark.parametrize("link", list(LinkMode))
+def test_a_source_replaced_in_place_is_used_on_re_prepare(tmp_path: Path,
+                                                          link: LinkMode) -> None:
     made = make_dataset(tmp_path / "src", 4, seed=32, melanoma_fraction=1.0,
                         hair_fraction=0.0, sizes=((320, 240),))
     out = tmp_path / "out"
-    first = prepare(made.root, out, workers=1)
+    first = prepare(made.root, out, workers=1, options=PrepareOptions(link=link))
     identifier = str(first.manifest["id"].iloc[0])
     source = made.images / f"{identifier}.jpg"
     linked = first.train_dir / f"{identifier}.jpg"
     old = source.read_bytes()
-    assert linked.samefile(source) and not bool(first.manifest["hairy"].iloc[0])
+    assert _holds(linked, source, link) and not bool(first.manifest["hairy"].iloc[0])
 
     # a download tool writes the new version beside it and renames it over the old name
     fresh = tmp_path / "fresh.jpg"
     new = _photo(fresh, 400, 300, hairy=True, seed=7)
     fresh.replace(source)
-    second = prepare(made.root, out, workers=1)
+    second = prepare(made.root, out, workers=1, options=PrepareOptions(link=link))
 
     row = second.manifest.set_index("id").loc[identifier]
     assert (int(row["width"]), int(row["height"])) == (400, 300)
     assert bool(row["hairy"]) and str(row["caption"]).endswith(", hairy")
     assert (second.train_dir / f"{identifier}.txt").read_text(encoding="utf-8") == row["caption"]
-    assert linked.read_bytes() == new and linked.samefile(source)
+    assert linked.read_bytes() == new and _holds(linked, source, link)
     assert (second.scanned, second.reused) == (1, 3)
     assert old != new
 
 
-def test_re_prepare_from_another_folder_never_writes_into_the_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("link", list(LinkMode))
+def test_re_prepare_from_another_folder_never_writes_into_the_first(tmp_path: Path,
+                                                                    link: LinkMode) -> None:
     made = make_dataset(tmp_path / "src", 4, seed=33, melanoma_fraction=1.0,
                         hair_fraction=0.0, sizes=((320, 240),))
     out = tmp_path / "out"
-    prepare(None, out, metadata=made.metadata, images=made.images, workers=1)
+    options = PrepareOptions(link=link)
+    prepare(None, out, metadata=made.metadata, images=made.images, workers=1, options=options)
     originals = {p.name: (p.read_bytes(), _inode(p)) for p in made.images.iterdir()}
 
     # the user's second copy of the set: one photo differs (another size, so another length)
@@ -125,13 +138,14 @@ def test_re_prepare_from_another_folder_never_writes_into_the_first(tmp_path: Pa
     changed = sorted(other.glob("*.jpg"))[1]
     new = _photo(changed, 400, 300, hairy=True, seed=8)
 
-    second = prepare(None, out, metadata=made.metadata, images=other, workers=1)
+    second = prepare(None, out, metadata=made.metadata, images=other, workers=1,
+                     options=options)
 
     assert {p.name: (p.read_bytes(), _inode(p)) for p in made.images.iterdir()} == originals
     placed = second.train_dir / changed.name
-    assert placed.read_bytes() == new and placed.samefile(changed)
+    assert placed.read_bytes() == new and _holds(placed, changed, link)
     for path in other.glob("*.jpg"):
-        assert (second.train_dir / path.name).samefile(path)
+        assert _holds(second.train_dir / path.name, path, link)
         assert not (second.train_dir / path.name).samefile(made.images / path.name)
     row = second.manifest.set_index("id").loc[changed.stem]
     assert (int(row["width"]), int(row["height"])) == (400, 300)
@@ -139,17 +153,20 @@ def test_re_prepare_from_another_folder_never_writes_into_the_first(tmp_path: Pa
 
 
 def test_a_same_size_copy_from_another_folder_is_relinked(tmp_path: Path) -> None:
-    """Same bytes but another file: the layout follows the new source, the old is untouched."""
+    """`--link hard`, same bytes but another file: the layout follows the new source, the old
+    is untouched."""
     made = make_dataset(tmp_path / "src", 3, seed=34, melanoma_fraction=1.0,
                         sizes=((320, 240),))
     out = tmp_path / "out"
-    first = prepare(None, out, metadata=made.metadata, images=made.images, workers=1)
+    hard = PrepareOptions(link=LinkMode.hard)
+    first = prepare(None, out, metadata=made.metadata, images=made.images, workers=1,
+                    options=hard)
     other = tmp_path / "other"
     other.mkdir()
     for path in made.images.glob("*.jpg"):
         (other / path.name).write_bytes(path.read_bytes())
     before = {p.name: _inode(p) for p in made.images.glob("*.jpg")}
-    second = prepare(None, out, metadata=made.metadata, images=other, workers=1)
+    second = prepare(None, out, metadata=made.metadata, images=other, workers=1, options=hard)
     assert {p.name: _inode(p) for p in made.images.glob("*.jpg")} == before
     for path in other.glob("*.jpg"):
         assert (second.train_dir / path.name).samefile(path)
@@ -158,8 +175,8 @@ def test_a_same_size_copy_from_another_folder_is_relinked(tmp_path: Path) -> Non
 
 def test_where_no_hard_link_can_be_made_the_images_are_copied(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another file system (a USB disk, a mounted bucket): copies, with the source's time kept
-    so that a re-prepare recognises them."""
+    """`--link hard` onto another file system (a USB disk, a mounted bucket): copies, with the
+    source's time kept so that a re-prepare recognises them."""
     made = make_dataset(tmp_path / "src", 3, seed=35, melanoma_fraction=1.0,
                         sizes=((320, 240),))
 
@@ -167,7 +184,8 @@ def test_where_no_hard_link_can_be_made_the_images_are_copied(
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", cross_device)
-    result = prepare(made.root, tmp_path / "out", workers=1)
+    result = prepare(made.root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(link=LinkMode.hard))
     for path in made.images.glob("*.jpg"):
         placed = result.train_dir / path.name
         assert placed.read_bytes() == path.read_bytes() and not placed.samefile(path)

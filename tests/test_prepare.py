@@ -41,7 +41,8 @@ def test_layout_captions_and_manifest(isic2020: SyntheticSet, tmp_path: Path) ->
     for identifier, source, text, hairy in zip(table["id"], table["source"], table["caption"],
                                                table["hairy"], strict=True):
         image, caption = folder / f"{identifier}.jpg", folder / f"{identifier}.txt"
-        assert image.samefile(str(source))
+        assert image.read_bytes() == Path(source).read_bytes()
+        assert not image.samefile(str(source)), "its own copy: an edit never reaches the source"
         assert caption.read_text(encoding="utf-8") == text
         assert str(text).startswith("photo of") and "me1anoma" in str(text)
         assert str(text).endswith(", hairy") == bool(hairy)

@@ -1,16 +1,18 @@
 """kohya's DreamBooth folder layout on disk: `img/<repeats>_<class>/<id>.jpg` + `<id>.txt`.
 
-Images are hard-linked (copied across file systems); files are replaced by unlinking first,
-so a link never lets a write reach the source image.
+Each image is the layout's own copy of its source (a copy-on-write clone where the file system
+can), so a crop in place never reaches the user's download; `LinkMode.hard` links them instead
+for users who want no extra disk. Files are replaced by renaming a new one over them, so a
+write never goes through a link into another file.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from medsynth_kohya import files
@@ -18,6 +20,19 @@ from medsynth_kohya.data.images import output_suffix
 
 TRAIN_ROOT = "img"
 VAL_ROOT = "val"
+
+
+Stamp = tuple[int, int]
+"""A placed image's (size, mtime_ns): a copy keeps its source's, and any write changes it."""
+
+
+class LinkMode(str, Enum):
+    """How the layout holds each image."""
+
+    copy = "copy"
+    """Its own copy (a copy-on-write clone where the file system can): edits stay in it."""
+    hard = "hard"
+    """A hard link to the source (no extra disk): an edit of either changes both."""
 
 
 @dataclass(frozen=True)
@@ -57,25 +72,34 @@ def image_file(folder: Path, image_id: str, source: Path) -> Path:
     return folder / f"{image_id}{output_suffix(source)}"
 
 
-def place(source: Path, target: Path) -> None:
-    """Hard-link the file `source` names at `target` (copy when a link is impossible); keep it if
-    already there. A symlinked source (git-annex, DVC, the HF cache) is followed to its file: a
-    link to the link itself would dangle when relative. A symlink at `target` is replaced."""
+def stamp(path: Path) -> Stamp:
+    """`path`'s size and modification time, which tell an untouched copy from an edited one."""
+    found = path.stat()
+    return found.st_size, found.st_mtime_ns
+
+
+def place(source: Path, target: Path, link: LinkMode = LinkMode.copy) -> None:
+    """Put the image `source` names at `target`: a copy of it (a clone where the file system
+    can), or with `LinkMode.hard` a hard link (a copy where none can be made). A copy with the
+    source's size and time, or the link, is kept. A symlinked source (git-annex, DVC, the HF
+    cache) is followed to its file; whatever is at `target` (an earlier run's hard link to the
+    source, a symlink) is replaced, never written through."""
     real = source.resolve()
-    if target.is_symlink():
-        target.unlink()
-    elif target.exists():
-        if target.samefile(real):
+    there = None if target.is_symlink() or not target.exists() else target.stat()
+    shared = there is not None and os.path.samestat(there, real.stat())
+    if shared and link is LinkMode.hard:
+        return
+    if link is LinkMode.hard:
+        try:
+            with files.replacing(target) as written:
+                os.link(real, written)
             return
-        same = real.stat()
-        there = target.stat()
-        if (same.st_size, same.st_mtime_ns) == (there.st_size, there.st_mtime_ns):
-            return
-        target.unlink()
-    try:
-        os.link(real, target)
-    except OSError:
-        shutil.copy2(real, target)
+        except OSError:  # another file system, a read-only one, a file we may not link: copy
+            pass
+    if there is not None and not shared and stamp(target) == stamp(real):
+        return
+    with files.replacing(target) as written:
+        files.clone(real, written)
 
 
 def write_text(path: Path, text: str) -> None:

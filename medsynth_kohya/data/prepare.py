@@ -57,7 +57,8 @@ Progress = Callable[[int, int], None]
 """Called as (done, total) while images are scanned."""
 CACHE_FILE = "scan-cache.json"
 WRITTEN_FILE = "written.json"
-"""The files under img/ and val/ that the last complete run placed (they match manifest.csv)."""
+"""The files under img/ and val/ that the last complete run placed (they match manifest.csv),
+each image with its stamp (layout.Stamp) as placed, a caption with none."""
 REFUSED_SKIPPED_FILE = "skipped-refused.csv"
 """Where a refused re-run lists what it skipped, so the earlier run's skipped.csv stays."""
 JOURNAL_FILE = "scan-cache.journal"
@@ -112,6 +113,9 @@ class PrepareOptions:
     challenge_sites: bool = False
     """Write the Archive's anterior/posterior/lateral torso as the 2020 challenge's `torso`
     (manifest and captions): the original run's captions from an Archive download."""
+    link: layout.LinkMode = layout.LinkMode.copy
+    """How img/ and val/ hold each image: its own copy, or a hard link to the source (`--link
+    hard`: no extra disk, but an edit of either changes both)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hair", arguments.choice(self.hair, HairMode, "hair"))
@@ -180,22 +184,19 @@ def _check(options: PrepareOptions) -> None:
         raise UserError(f"--resolution must be a multiple of 64 (got {options.resolution})")
 
 
-def _listed(out: Path, name: str) -> set[Path] | None:
-    """The layout files a list in the state folder names; None when it is absent or unreadable."""
+def _written(out: Path) -> dict[Path, layout.Stamp | None] | None:
+    """The layout files the last complete run placed, with the images' stamps (None where not
+    recorded: a list written before stamps were); None for a folder prepared before this list
+    existed, or whose list is unreadable (everything under img/ and val/ is then prepare's
+    own); empty for a folder not prepared yet."""
     try:
-        return {out / entry for entry in json.loads((out / STATE_DIR / name).read_text(
-            encoding="utf-8"))}
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def _written(out: Path) -> set[Path] | None:
-    """The layout files the last complete run placed; None for a folder prepared before this
-    list existed (everything under img/ and val/ was then prepare's own)."""
-    found = _listed(out, WRITTEN_FILE)
-    if found is None and not PreparedFolder(out).is_prepared():
-        return set()
-    return found
+        found = json.loads((out / STATE_DIR / WRITTEN_FILE).read_text(encoding="utf-8"))
+        if isinstance(found, list):
+            return dict.fromkeys((out / entry for entry in found), None)
+        return {out / entry: None if value is None else (int(value[0]), int(value[1]))
+                for entry, value in found.items()}
+    except (OSError, ValueError, TypeError, AttributeError, IndexError):
+        return None if PreparedFolder(out).is_prepared() else {}
 
 
 def _unfinished(out: Path) -> dict[Path, set[str]]:
@@ -232,7 +233,7 @@ class _Placed:
     complete run's files (`_written`) and an interrupted run's with their contents
     (`_unfinished`)."""
 
-    written: set[Path] | None
+    written: dict[Path, layout.Stamp | None] | None
     unfinished: dict[Path, set[str]]
 
     @classmethod
@@ -242,12 +243,12 @@ class _Placed:
     @property
     def owned(self) -> set[Path] | None:
         """Every layout file prepare placed, complete run and unfinished ones (None: all are)."""
-        return None if self.written is None else self.written | set(self.unfinished)
+        return None if self.written is None else set(self.written) | set(self.unfinished)
 
 
-def _record_written(out: Path, paths: set[Path]) -> None:
+def _record_written(out: Path, placed: dict[Path, layout.Stamp | None]) -> None:
     files.write_json(out / STATE_DIR / WRITTEN_FILE,
-                     sorted(str(path.relative_to(out)) for path in paths))
+                     {str(path.relative_to(out)): placed[path] for path in sorted(placed)})
 
 
 def _foreign_layout_files(out: Path, written: set[Path] | None) -> list[Path]:
@@ -300,21 +301,31 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
 
 def _edited(out: Path, placed: _Placed) -> list[Path]:
     """Captions and images earlier runs `placed` (complete and interrupted runs) that were
-    changed by hand since: a caption whose text, an image whose pixel size (a crop, a resize; a
-    source replaced since is no edit of the layout's copy) is neither its manifest row's nor
-    what an interrupted run gave it."""
-    written, unfinished = placed.written or set(), placed.unfinished
+    changed by hand since: a caption whose text is neither its manifest row's nor what an
+    interrupted run gave it; an image written since it was placed (its stamp changed and it
+    no longer holds its source's bytes) or, where no stamp was recorded, whose pixel size (a
+    crop, a resize) is neither. An image that is a hard link to its source is never one: a
+    change to it is the source's, which this run measures again."""
+    written, unfinished = placed.written or {}, placed.unfinished
     if not written and not unfinished:
         return []
     rows = _manifest_contents(out)
     changed = []
-    for path in sorted(written | set(unfinished)):
+    for path in sorted(set(written) | set(unfinished)):
         if not path.is_file() or path.is_symlink():
             continue
+        row = rows.get(path.stem)
+        image = path.suffix != ".txt"
+        if image and row is not None and _shared(path, row[2]):
+            continue
+        recorded = written.get(path)
+        if image and recorded is not None and path not in unfinished:
+            if layout.stamp(path) != recorded and not (row and _same_bytes(path, row[2])):
+                changed.append(path)
+            continue
         allowed = set(unfinished.get(path, ()))
-        if path.stem in rows:
-            caption, size = rows[path.stem]
-            allowed.add(caption if path.suffix == ".txt" else size)
+        if row is not None:
+            allowed.add(row[1] if image else row[0])
         elif path not in unfinished:  # no row, no record: nothing to tell an edit by
             continue
         if _content(path) not in allowed:
@@ -322,9 +333,27 @@ def _edited(out: Path, placed: _Placed) -> list[Path]:
     return changed
 
 
-def _manifest_contents(out: Path) -> dict[str, tuple[str, str]]:
-    """Each id's caption and pixel size (`_content`) in the last complete run's manifest;
-    empty when there is none or it is unreadable."""
+def _shared(path: Path, source: Path) -> bool:
+    """Whether the layout file `path` is the file `source` names (a hard link to it)."""
+    try:
+        return path.samefile(source)
+    except OSError:
+        return False
+
+
+def _same_bytes(path: Path, source: Path) -> bool:
+    """Whether `path` holds the bytes of `source` (a copy touched, or copied back, by hand)."""
+    import filecmp
+
+    try:
+        return filecmp.cmp(path, source, shallow=False)
+    except OSError:
+        return False
+
+
+def _manifest_contents(out: Path) -> dict[str, tuple[str, str, Path]]:
+    """Each id's caption, pixel size (`_content`) and source image in the last complete run's
+    manifest; empty when there is none or it is unreadable."""
     import pandas as pd
 
     try:
@@ -332,7 +361,8 @@ def _manifest_contents(out: Path) -> dict[str, tuple[str, str]]:
     except UserError:
         return {}
     return {str(row.id): ("" if pd.isna(row.caption) else str(row.caption),
-                          _size(row.width, row.height)) for row in table.itertuples(index=False)}
+                          _size(row.width, row.height), Path(str(row.source)))
+            for row in table.itertuples(index=False)}
 
 
 def _unusable(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
@@ -672,7 +702,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
                                  batch_size=options.batch_size)
-    train_dir = _write_layout(out, table, repeats.repeats, options.class_name, placed)
+    train_dir = _write_layout(out, table, repeats.repeats, options, placed)
 
     folder = PreparedFolder(out)
     manifest.write(skipped_frame, folder.skipped)
@@ -1012,16 +1042,17 @@ def _true(value: Any) -> bool:
     return not pd.isna(value) and bool(value)
 
 
-def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str,
+def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: PrepareOptions,
                   placed: _Placed) -> Path:
-    """Link images and write captions for every manifest row; remove what earlier runs
+    """Place images (`options.link`) and write captions for every manifest row, recording
+    each image's stamp as placed (what tells a later hand edit); remove what earlier runs
     `placed` and this one does not. The files about to be written are recorded as unfinished
     first, with the content each gets, so a run killed half-way leaves nothing its re-run would
     take for the user's, while a hand edit of one is still told (`_edited`; `_complete` ends
     that)."""
     rows = []
     for row in table.itertuples(index=False):
-        folder = layout.class_folder(out, str(row.split), repeats, class_name)
+        folder = layout.class_folder(out, str(row.split), repeats, options.class_name)
         source = Path(str(row.source))
         rows.append((source, layout.image_file(folder, str(row.id), source),
                      folder / f"{row.id}.txt", str(row.caption), _size(row.width, row.height)))
@@ -1034,15 +1065,17 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, class_name: str,
     files.write_json(PreparedFolder(out).unfinished_file,
                      {str(path.relative_to(out)): sorted(contents)
                       for path, contents in sorted(unfinished.items())})
-    train_dir = layout.class_folder(out, "train", repeats, class_name)
+    train_dir = layout.class_folder(out, "train", repeats, options.class_name)
     train_dir.mkdir(parents=True, exist_ok=True)
+    stamps: dict[Path, layout.Stamp | None] = {}
     for source, image, text, caption, _ in rows:
         image.parent.mkdir(parents=True, exist_ok=True)
-        layout.place(source, image)
+        layout.place(source, image, options.link)
         layout.write_text(text, caption)
+        stamps.update({image: layout.stamp(image), text: None})
     for root in (layout.TRAIN_ROOT, layout.VAL_ROOT):
         layout.prune(out / root, wanted, removable=lambda path: _ours(path, owned))
-    _record_written(out, wanted)  # still unfinished: every file is in both lists
+    _record_written(out, stamps)  # still unfinished: every file is in both lists
     train_dir.mkdir(parents=True, exist_ok=True)
     return train_dir
 

@@ -216,6 +216,7 @@ class PreparedFolder:
                              "licence_columns": [c for c in LICENCE_COLUMNS
                                                  if c in source.header]},
                   "options": {**asdict(options), "hair": options.hair.value,
+                              "link": options.link.value,
                               "columns": dict(options.columns)},
                   "diagnosis": diagnosis,
                   "hair_agreement": None if agreement is None else {
