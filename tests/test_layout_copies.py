@@ -99,6 +99,7 @@ def test_an_edit_keeping_the_pixel_size_is_refused_and_a_touch_is_not(tmp_path: 
     os.utime(image)  # touched: the same bytes, a new time
     again = prepare(made.root, out, workers=1)
     assert image.read_bytes() == original and again.reused == len(again.manifest)
+    assert not [w for w in again.warnings if "hard links" in w]
 
 
 def test_link_hard_shares_the_source_files_and_a_plain_re_run_copies_them(
@@ -114,6 +115,7 @@ def test_link_hard_shares_the_source_files_and_a_plain_re_run_copies_them(
 
     code, _, stderr = invoke(runner, "prepare", made.root, "--out", out)
     assert code == 0, stderr
+    assert "4 images under" in stderr and "are now copies" in " ".join(stderr.split())
     for path in images:
         source = made.images / path.name
         assert path.read_bytes() == source.read_bytes() and not path.samefile(source)
@@ -167,6 +169,7 @@ def test_a_folder_an_earlier_version_hard_linked_gets_copies_without_a_false_edi
 
     second = prepare(made.root, out, workers=1)
 
+    assert next(w for w in second.warnings if "were hard links" in w).startswith("4 images")
     for path in made.images.glob("*.jpg"):
         placed = second.train_dir / path.name
         assert placed.read_bytes() == path.read_bytes() and not placed.samefile(path)
@@ -217,3 +220,24 @@ def test_a_clone_falls_back_to_a_byte_copy_where_the_file_system_refuses(
     assert asked == [files.FICLONE] and files.FICLONE == 0x40049409
     assert target.read_bytes() == source.read_bytes()
     assert target.stat().st_mtime_ns == 10**18 and not target.samefile(source)
+
+
+@pytest.mark.parametrize("link", list(LinkMode))
+def test_a_disk_too_full_for_the_copies_says_how_much_and_the_ways_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: LinkMode) -> None:
+    made = _made(tmp_path, 58)
+
+    def full(source: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(files, "clone", full)
+    monkeypatch.setattr(os, "link", cross_device)
+    with pytest.raises(UserError) as refused:
+        prepare(made.root, tmp_path / "out", workers=1, options=PrepareOptions(link=link))
+    said = str(refused.value)
+    assert "no space left" in said and "4 images" in said and " GB in all" in said
+    assert ("pass --link hard" in said) == (link is LinkMode.copy)
+    assert "\n" not in said

@@ -78,28 +78,30 @@ def stamp(path: Path) -> Stamp:
     return found.st_size, found.st_mtime_ns
 
 
-def place(source: Path, target: Path, link: LinkMode = LinkMode.copy) -> None:
+def place(source: Path, target: Path, link: LinkMode = LinkMode.copy) -> bool:
     """Put the image `source` names at `target`: a copy of it (a clone where the file system
     can), or with `LinkMode.hard` a hard link (a copy where none can be made). A copy with the
     source's size and time, or the link, is kept. A symlinked source (git-annex, DVC, the HF
     cache) is followed to its file; whatever is at `target` (an earlier run's hard link to the
-    source, a symlink) is replaced, never written through."""
+    source, a symlink) is replaced, never written through. True when a hard link to the source
+    was replaced by a copy."""
     real = source.resolve()
     there = None if target.is_symlink() or not target.exists() else target.stat()
     shared = there is not None and os.path.samestat(there, real.stat())
     if shared and link is LinkMode.hard:
-        return
+        return False
     if link is LinkMode.hard:
         try:
             with files.replacing(target) as written:
                 os.link(real, written)
-            return
+            return False
         except OSError:  # another file system, a read-only one, a file we may not link: copy
             pass
     if there is not None and not shared and stamp(target) == stamp(real):
-        return
+        return False
     with files.replacing(target) as written:
         files.clone(real, written)
+    return shared
 
 
 def write_text(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ and rewrites the layout from the manifest, so it is incremental and gives the sa
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -702,7 +703,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
                                  batch_size=options.batch_size)
-    train_dir = _write_layout(out, table, repeats.repeats, options, placed)
+    train_dir, unlinked = _write_layout(out, table, repeats.repeats, options, placed)
+    warnings += _unlinked(out, unlinked)
 
     folder = PreparedFolder(out)
     manifest.write(skipped_frame, folder.skipped)
@@ -1043,13 +1045,14 @@ def _true(value: Any) -> bool:
 
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: PrepareOptions,
-                  placed: _Placed) -> Path:
+                  placed: _Placed) -> tuple[Path, list[Path]]:
     """Place images (`options.link`) and write captions for every manifest row, recording
     each image's stamp as placed (what tells a later hand edit); remove what earlier runs
     `placed` and this one does not. The files about to be written are recorded as unfinished
     first, with the content each gets, so a run killed half-way leaves nothing its re-run would
     take for the user's, while a hand edit of one is still told (`_edited`; `_complete` ends
-    that)."""
+    that). Returns the training folder and the images that were hard links to their sources
+    and are copies now."""
     rows = []
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, options.class_name)
@@ -1068,16 +1071,45 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: Prepare
     train_dir = layout.class_folder(out, "train", repeats, options.class_name)
     train_dir.mkdir(parents=True, exist_ok=True)
     stamps: dict[Path, layout.Stamp | None] = {}
+    unlinked = []
     for source, image, text, caption, _ in rows:
         image.parent.mkdir(parents=True, exist_ok=True)
-        layout.place(source, image, options.link)
+        try:
+            if layout.place(source, image, options.link):
+                unlinked.append(image)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(_no_space(out, [row[0] for row in rows], options.link)) from None
         layout.write_text(text, caption)
         stamps.update({image: layout.stamp(image), text: None})
     for root in (layout.TRAIN_ROOT, layout.VAL_ROOT):
         layout.prune(out / root, wanted, removable=lambda path: _ours(path, owned))
     _record_written(out, stamps)  # still unfinished: every file is in both lists
     train_dir.mkdir(parents=True, exist_ok=True)
-    return train_dir
+    return train_dir, unlinked
+
+
+def _unlinked(out: Path, images: list[Path]) -> list[str]:
+    """A warning when images that were hard links to their sources (an earlier version's
+    layout, or --link hard) are copies now: the disk they take, and how to keep links."""
+    if not images:
+        return []
+    size = sum(path.stat().st_size for path in images) / 1e9
+    return [f"{files.counted(len(images), 'image')} under {out} were hard links to the source "
+            f"images and are now copies, so that an edit of one never changes your download "
+            f"({size:.1f} GB, less where the file system clones them); pass --link hard to keep "
+            "them linked"]
+
+
+def _no_space(out: Path, sources: list[Path], link: layout.LinkMode) -> str:
+    """Why the layout's images did not fit under `out`: their total size, and the ways on."""
+    total = sum(path.stat().st_size for path in sources) / 1e9
+    way = ("choose an --out on the images' own file system, where hard links take no space"
+           if link is layout.LinkMode.hard else "choose another --out, or pass --link hard to "
+           "hard-link them (no extra disk; an edit of one then changes the source image)")
+    return (f"no space left under {out} for copies of the {files.counted(len(sources), 'image')}"
+            f" ({total:.1f} GB in all): free space there, {way}; then run this again")
 
 
 def _complete(out: Path) -> None:
