@@ -5,9 +5,9 @@ The stages are subpackages (`data`, `sdscripts`, `training`, `sampling`, `hub`, 
 from here under the command's name: `from medsynth_kohya import prepare, train, sample, push,
 reproduce, evaluate, doctor, demo, fetch_isic, install_sd_scripts`, beside the option classes
 they take (`PrepareOptions`, `SampleOptions`, `EvaluateOptions`, train's `Cluster` and
-`Machines`, sample's `MachineShard`, the enums `HairMode` and `MetadataStyle`) and `UserError`.
-Paths may be `str` or `os.PathLike`, enums their string values. Everything is imported on first
-use, so that importing the package (and `--help`) stays fast.
+`Machines`, sample's `MachineShard`, the enums `HairMode`, `LinkMode` and `MetadataStyle`)
+and `UserError`. Paths may be `str` or `os.PathLike`, enums their string values. Everything
+is imported on first use, so that importing the package (and `--help`) stays fast.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _COMMANDS = {
 _TYPES = {
     "PrepareOptions": "medsynth_kohya.data.prepare:PrepareOptions",
     "HairMode": "medsynth_kohya.data.hair:HairMode",
+    "LinkMode": "medsynth_kohya.data.layout:LinkMode",
     "SampleOptions": "medsynth_kohya.sampling.plan:SampleOptions",
     "MachineShard": "medsynth_kohya.sampling.machines:MachineShard",
     "MetadataStyle": "medsynth_kohya.data.archive:MetadataStyle",
@@ -42,7 +43,7 @@ _TYPES = {
     "UserError": "medsynth_kohya.errors:UserError",
 }
 """The classes the commands' functions take (and raise), importable beside them."""
-__all__ = ["Cluster", "EvaluateOptions", "HairMode", "MachineShard", "Machines",
+__all__ = ["Cluster", "EvaluateOptions", "HairMode", "LinkMode", "MachineShard", "Machines",
            "MetadataStyle", "PrepareOptions", "SampleOptions", "UserError", "__version__",
            "demo", "doctor", "evaluate", "fetch_isic", "install_sd_scripts", "prepare", "push",
            "reproduce", "sample", "train"]
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from medsynth_kohya.data.archive import MetadataStyle
     from medsynth_kohya.data.fetch import fetch_isic
     from medsynth_kohya.data.hair import HairMode
+    from medsynth_kohya.data.layout import LinkMode
     from medsynth_kohya.data.prepare import PrepareOptions, prepare
     from medsynth_kohya.errors import UserError
     from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate

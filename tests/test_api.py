@@ -74,7 +74,7 @@ def test_the_option_classes_are_importable_from_the_package() -> None:
             mk.UserError) == (PrepareOptions, SampleOptions, EvaluateOptions, Cluster,
                               UserError)
     for name in ("PrepareOptions", "SampleOptions", "EvaluateOptions", "Cluster", "Machines",
-                 "MachineShard", "HairMode", "MetadataStyle", "UserError"):
+                 "MachineShard", "HairMode", "LinkMode", "MetadataStyle", "UserError"):
         assert name in mk.__all__ and isinstance(getattr(mk, name), type), name
 
 
@@ -82,9 +82,10 @@ def test_prepare_and_train_take_str_paths_and_an_enum_string(
         isic2020: SyntheticSet, tmp_path: Path, fake_gen: FakeGen,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    options = mk.PrepareOptions(hair="off", repeats=2)  # type: ignore[arg-type]
+    options = mk.PrepareOptions(hair="off", link="hard", repeats=2)  # type: ignore[arg-type]
     prepared = mk.prepare(str(isic2020.root), "prepared", workers=1, options=options)
     assert prepared.out == Path("prepared") and prepared.options.hair is mk.HairMode.off
+    assert prepared.options.link is mk.LinkMode.hard
     assert PreparedFolder(tmp_path / "prepared").state().options["hair"] == "off"
     assert prepared.manifest["hairy"].eq(False).all()  # off: nobody is tagged hairy
 

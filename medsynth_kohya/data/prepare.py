@@ -120,6 +120,7 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hair", arguments.choice(self.hair, HairMode, "hair"))
+        object.__setattr__(self, "link", arguments.choice(self.link, layout.LinkMode, "link"))
 
 
 @dataclass(frozen=True)
