@@ -118,13 +118,13 @@ def clone(source: Path, target: Path) -> None:
     blocks (a copy-on-write clone), a byte copy elsewhere; with the source's times (a re-run
     tells an unchanged copy by them) and mode, writable by its owner (a copy of a read-only
     git-annex object can still be cropped in place)."""
-    import fcntl
+    try:
+        import fcntl
 
-    with source.open("rb") as read, target.open("wb") as write:
-        try:
+        with source.open("rb") as read, target.open("wb") as write:
             fcntl.ioctl(write.fileno(), FICLONE, read.fileno())
-        except OSError:  # no clones here (ext4, tmpfs, another file system): copy the bytes
-            shutil.copyfileobj(read, write, 2**20)
+    except (ImportError, OSError):  # no clones here (ext4, tmpfs, Windows): copy the bytes
+        shutil.copyfile(source, target)
     shutil.copystat(source, target)
     target.chmod(stat.S_IMODE(target.stat().st_mode) | stat.S_IWUSR)
 
