@@ -262,6 +262,8 @@ def _disconnected(colab: Callable[[str], Session], fake_hub: FakeHub, output: Pa
     assert "starting fresh" in next(r.output for r in first.shell.ran
                                     if "reproduce.json" in r.command)
     assert first.shell.pip and "medsynth-kohya[train,fetch]" in first.shell.pip[0]
+    # xformers' wheels each need one torch: pinning the runtime's own keeps Colab's build
+    assert f'xformers "torch=={sys.modules["torch"].__version__}"' in first.shell.pip[0]
     return first
 
 
