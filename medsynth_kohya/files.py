@@ -74,6 +74,15 @@ def folder_error(folder: Path, exc: OSError, verb: str = "create") -> FolderErro
     return FolderError(f"cannot {verb} {folder}: {reason}; choose another folder")
 
 
+def ensure_folder(path: Path, fix: str, option: str = "") -> None:
+    """Refuse, in one line, a folder argument that is not a folder: "does not exist" only when
+    nothing is there, "is a file" when a file is; `fix` says what to give instead."""
+    if path.is_dir():
+        return
+    what = "is a file, not a folder" if path.exists() else "does not exist"
+    raise UserError(f"{option} {path} {what}: {fix}".lstrip())
+
+
 def make_folder(folder: Path) -> None:
     """Create `folder` with its parents; one that cannot be made (a file on its path, no
     permission, a read-only or virtual file system) is a FolderError, not a traceback."""

@@ -176,7 +176,7 @@ def test_a_manifest_value_its_column_cannot_hold_is_one_error(prepared: Path) ->
 
 
 @pytest.mark.parametrize(("command", "expected"), [
-    (["train", "{gone}", "--dry-run"], "{gone} does not exist: give the folder that "),
+    (["train", "{gone}", "--dry-run"], "{gone} does not exist: give the --out folder of "),
     (["sample", "--lora", "{gone}", "--out", "{gone}-set", "--dry-run"],
      "LoRA file {gone} does not exist"),
     (["push", "{gone}", "--repo-id", "someone/lora", "--dry-run"], "{gone} does not exist: "),

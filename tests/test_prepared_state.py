@@ -97,8 +97,8 @@ def test_a_folder_that_does_not_exist_names_the_command_that_makes_it(tmp_path: 
     missing = tmp_path / "prepared"
     with pytest.raises(UserError) as caught:
         PreparedFolder(missing).state()
-    assert str(caught.value) == (f"{missing} does not exist: give the folder that "
-                                 f"`medsynth-kohya prepare SOURCE --out {missing}` writes")
+    assert str(caught.value) == (f"{missing} does not exist: give the --out folder of "
+                                 "`medsynth-kohya prepare`")
 
 
 def test_an_empty_folder_is_to_be_prepared_in_place(tmp_path: Path) -> None:

@@ -171,9 +171,7 @@ class PreparedFolder:
     def state(self) -> PreparedState:
         """The state; a UserError when the folder was not prepared, its last prepare run was
         interrupted or its state file is damaged."""
-        if not self.path.is_dir():
-            raise UserError(f"{self.path} does not exist: give the folder that `medsynth-kohya "
-                            f"prepare SOURCE --out {self.path}` writes")
+        files.ensure_folder(self.path, "give the --out folder of `medsynth-kohya prepare`")
         self.ensure_finished()
         if not self.is_prepared():
             data = any(self.path.iterdir())  # an ISIC download, say: prepare it elsewhere

@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from medsynth_kohya import outputs
+from medsynth_kohya import files, outputs
 from medsynth_kohya.data.archive import SYNTHETIC
 from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT
 from medsynth_kohya.data.query import evaluate
@@ -571,8 +571,8 @@ def locate(source: Path | None, metadata: Path | None = None,
                         "the folder as SOURCE")
     if not metadata.is_file():
         raise UserError(f"metadata file {metadata} does not exist")
-    if images is not None and images.exists() and not images.is_dir():
-        raise UserError(f"--images {images} is a file: give the folder that holds the images")
+    if images is not None:
+        files.ensure_folder(images, "give the folder that holds the images", "--images")
     text = _csv_format(metadata)
     header = tuple(_header(metadata, text))
     if _generated(metadata, text, header):
@@ -594,8 +594,6 @@ def locate(source: Path | None, metadata: Path | None = None,
     require(located, columns, "named by --column")
     require(located, ["id"], "which holds the image ids")
     if images is not None:
-        if not images.is_dir():
-            raise UserError(f"images folder {images} does not exist")
         out = exclude.resolve() if exclude is not None else None
         ours = next((folder for folder in (images.resolve(), *images.resolve().parents)
                      if folder in _layout(out) or (folder != out and tool_output(folder))),

@@ -156,7 +156,7 @@ def evaluate(real: arguments.PathArg | None, synthetic: arguments.PathArg,
     synthetic, out = arguments.path(synthetic, "synthetic"), arguments.path(out, "out")
     options = _checked(arguments.options(options, EvaluateOptions))
     with locks.hold(out, "evaluate", break_lock=break_lock):
-        ensure_made(synthetic, "evaluate", break_lock=break_lock)
+        ensure_made(synthetic, "evaluate", "--synthetic", break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
         source, trained = _real_source(real, lora)

@@ -271,6 +271,7 @@ def published(out: Path) -> tuple[tuple[str, Path], ...]:
 def read(out: Path) -> dict[str, Any]:
     """The figures of the report in `out`, whose public page must be there too (for
     publishing; the local page may be gone)."""
+    files.ensure_folder(out, "give the --out folder of `medsynth-kohya evaluate`", "--eval")
     pages = (out / HTML_NAME, out / PUBLIC_HTML_NAME)
     if not (out / JSON_NAME).is_file() or not any(page.is_file() for page in pages):
         raise UserError(f"{out} holds no {JSON_NAME} and {HTML_NAME}: give the --out folder of "

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from medsynth_kohya import files
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.synthset import IMAGES, METADATA, made_with, read_metadata
+from medsynth_kohya.sampling.synthset import IMAGES, METADATA, SET_FIX, made_with, read_metadata
 from medsynth_kohya.training.record import RECORD_FILE, RunFolder, RunRecord
 
 if TYPE_CHECKING:
@@ -63,9 +63,7 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame
 
 def load_synthetic(root: Path) -> SyntheticSet:
     """Read a synthetic set made by `sample`; an error when it has no metadata or no images."""
-    if not root.is_dir():
-        raise UserError(f"synthetic set {root} does not exist; give the --out folder of "
-                        "`medsynth-kohya sample`")
+    files.ensure_folder(root, SET_FIX, "synthetic set")
     folder = root / IMAGES
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
@@ -158,9 +156,8 @@ def _prepared(folder: Path) -> RealSet:
 def training_run(run: Path) -> tuple[Path, RunRecord]:
     """The prepared folder a training run was made from (its run record says), and the
     record."""
-    if not run.is_dir():
-        raise UserError(f"--lora {run} does not exist: pass the run folder that "
-                        "`medsynth-kohya train` wrote, or give --real instead")
+    files.ensure_folder(run, "pass the run folder that `medsynth-kohya train` wrote, or give "
+                        "--real instead", "--lora")
     try:
         record: RunRecord | None = RunFolder(run).load()
     except (OSError, ValueError):

@@ -129,9 +129,7 @@ def check_license(license: str) -> str:
 
 def _read_record(folder: RunFolder) -> RunRecord:
     path = folder.record_file
-    if not folder.path.is_dir():
-        raise UserError(f"{folder.path} does not exist: pass the run folder that "
-                        "`medsynth-kohya train` wrote")
+    files.ensure_folder(folder.path, "pass the run folder that `medsynth-kohya train` wrote")
     if not folder.exists():
         raise UserError(f"{folder.path} is not a training run (no {RECORD_FILE}): pass the run "
                         "folder that `medsynth-kohya train` wrote")

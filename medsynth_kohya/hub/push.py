@@ -177,7 +177,7 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
                      allow_copies=allow_copies)
 
     if samples is not None:  # a set still being made would be published half made
-        ensure_made(samples, "push", break_lock=break_lock)
+        ensure_made(samples, "push", "--samples", break_lock=break_lock)
     prepared = _prepared_of(run_dir)
     if prepared is not None:  # the card's data table reads its manifest
         locks.ensure_idle(prepared, "push", writers=("prepare",), break_lock=break_lock)

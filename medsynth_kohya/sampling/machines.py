@@ -26,7 +26,7 @@ from typing import Any
 
 from medsynth_kohya import files, locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.synthset import STATE_DIR, recorded_n, unfinished
+from medsynth_kohya.sampling.synthset import SET_FIX, STATE_DIR, recorded_n, unfinished
 
 FINAL_PART = "final-files"
 """The part-lock of OUT held while a shard writes the set's metadata.csv and grid.jpg."""
@@ -85,9 +85,12 @@ def running(out: Path) -> list[str]:
             if _PART.match(part) and locks.holder(out, part) is not None]
 
 
-def ensure_made(out: Path, command: str, *, break_lock: bool = False) -> None:
-    """Refuse, with one line, to read a set that `sample` (whole, or any shard) still makes,
-    or one it left unfinished (interrupted, failed, killed, shards missing)."""
+def ensure_made(out: Path, command: str, option: str = "synthetic set", *,
+                break_lock: bool = False) -> None:
+    """Refuse, with one line, to read a set that is no folder (given as `option`), one that
+    `sample` (whole, or any shard) still makes, or one it left unfinished (interrupted,
+    failed, killed, shards missing)."""
+    files.ensure_folder(out, SET_FIX, option)
     locks.ensure_idle(out, command, writers=("sample",), break_lock=break_lock)
     busy = running(out)
     if busy:

@@ -82,6 +82,8 @@ def record_outputs(out: Path, names: Sequence[str]) -> None:
     files.write_json(out / STATE_DIR / WRITTEN_FILE, sorted(written | set(names)), indent=None)
 
 
+SET_FIX = "give the --out folder of `medsynth-kohya sample`"
+"""What to give where a synthetic set is expected (evaluate --synthetic, push --samples)."""
 _STOPPED = {"interrupted": "was interrupted", "failed": "failed",
             "running": "stopped before the end", "planned": "stopped before the end",
             "incomplete": "ended short of the set"}
