@@ -4,6 +4,7 @@ before the cut (an EXIF thumbnail, a text chunk)."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -12,11 +13,12 @@ from typing import TYPE_CHECKING
 import cv2
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.images import scan
-from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image
+from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image, scene
 
 from .conftest import invoke
 
@@ -60,6 +62,11 @@ def _scan_start(jpeg: bytes) -> int:
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return (struct.pack(">I", len(data)) + kind + data
             + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def _reason(tmp_path: Path, name: str, data: bytes) -> str:
@@ -109,3 +116,56 @@ def test_prepare_keeps_a_jpeg_with_a_trailer(runner: CliRunner, isic2020: Synthe
     assert code == 0, stderr
     manifest = pd.read_csv(out / "manifest.csv", dtype={"id": str})
     assert first in set(manifest["id"])
+
+
+def _cut_and_closed(jpeg: bytes) -> bytes:
+    """`jpeg` cut at half and closed by an EOI marker, as partial downloads and recovery tools
+    leave files: libjpeg decodes the missing half as flat grey, without an error."""
+    return jpeg[:len(jpeg) // 2] + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("hair", [HairMode.off, HairMode.auto, HairMode.seed])
+@pytest.mark.parametrize("size", [(640, 480), (3000, 2000)])
+def test_a_jpeg_cut_then_closed_by_an_end_marker_is_truncated(
+        tmp_path: Path, size: tuple[int, int], hair: HairMode) -> None:
+    """Whether the scan decodes it whole (seed) or reduced (3000 px: at 1/4 or 1/8), the flat
+    grey that stands for the missing data is found; the whole file passes."""
+    whole = encode_jpeg(scene(*size, seed=4)[0])
+    assert scan(str(_written(tmp_path / "whole.jpg", whole)), hair).reason == ""
+    cut = _written(tmp_path / "cut.jpg", _cut_and_closed(whole))
+    assert scan(str(cut), hair).reason == "truncated"
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_turned_jpeg_cut_then_closed_is_truncated(tmp_path: Path, orientation: int) -> None:
+    """The decode turns the image by its EXIF orientation, so the grey band of the missing data
+    may lie along any edge."""
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(scene(800, 600, seed=2)[0][:, :, ::-1]).save(buffer, "JPEG", quality=92,
+                                                                 exif=exif)
+    path = _written(tmp_path / "turned.jpg", _cut_and_closed(buffer.getvalue()))
+    assert scan(str(path), HairMode.auto).reason == "truncated"
+
+
+def test_drawn_scenes_and_lesions_have_no_grey_fill_band(tmp_path: Path) -> None:
+    """No generated image the benchmarks and tests measure is taken for a cut one."""
+    for seed in range(8):
+        for image in (scene(900, 600, seed)[0], lesion_image(640, 480, hairy=True, seed=seed)):
+            path = _written(tmp_path / f"{seed}.jpg", encode_jpeg(image, 95))
+            assert scan(str(path), HairMode.auto).reason == "", seed
+
+
+def test_prepare_skips_a_jpeg_cut_then_closed(runner: CliRunner, isic2020: SyntheticSet,
+                                              tmp_path: Path) -> None:
+    first = str(isic2020.frame["image_name"].iloc[0])
+    path = isic2020.images / f"{first}.jpg"
+    path.write_bytes(_cut_and_closed(path.read_bytes()))
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str)
+    assert skipped.set_index("id")["reason"].to_dict() == {first: "truncated"}
+    manifest = pd.read_csv(out / "manifest.csv", dtype={"id": str})
+    assert first not in set(manifest["id"]) and len(manifest) == len(isic2020.frame) - 1

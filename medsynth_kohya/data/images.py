@@ -11,8 +11,12 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medsynth_kohya.data.hair import HairMode
+
+if TYPE_CHECKING:
+    from cv2.typing import MatLike
 
 _EXTENSION_KIND = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 _MAGIC = (
@@ -27,6 +31,11 @@ _MAGIC = (
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 """JPEG markers without a length field (TEM, RST0-7)."""
 _OUTPUT_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
+_JPEG_FILL = 128
+"""What libjpeg decodes every channel of a block to when the entropy data that should hold it
+is missing (all coefficients zero), with no error: a JPEG cut short then closed by an EOI."""
+_BLOCK = 8
+"""Rows of pixels of a JPEG block row (the smallest MCU row) in a full-size decode."""
 _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent ends."""
 
@@ -105,6 +114,20 @@ def _complete(data: bytes, kind: str) -> bool:
     return _jpeg_complete(data) if kind == "jpeg" else _png_complete(data)
 
 
+def _grey_filled(image: MatLike, longest: int) -> bool:
+    """Whether a decoded JPEG (long side `longest` pixels in the file, perhaps decoded reduced)
+    has a band along a whole edge, one block row deep or more, of exactly libjpeg's fill for
+    missing data: what a file cut short then closed by an end marker decodes to. Photos (sensor
+    noise) and drawn scenes hold no such band; each edge is looked at, as the decode turns the
+    image by its EXIF orientation."""
+    depth = max(1, round(_BLOCK * max(image.shape[:2]) / max(longest, 1)))
+    if image.ndim != 3 or min(image.shape[:2]) <= depth:
+        return False
+    filled = (image == _JPEG_FILL).all(axis=2)
+    bands = (filled[-depth:], filled[:depth], filled[:, -depth:], filled[:, :depth])
+    return any(bool(band.all()) for band in bands)
+
+
 def scan(path: str, hair: HairMode) -> Scan:
     """Validate `path` and measure it (`measure.measure`; the hair score from `hair`'s detector,
     None with --hair off); never raises for a bad file, returns a reason."""
@@ -143,6 +166,8 @@ def scan(path: str, hair: HairMode) -> Scan:
     image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))
     if image is None or image.size == 0:
         return Scan("undecodable")
+    if kind == "jpeg" and _grey_filled(image, max(width, height)):
+        return Scan("truncated")
     found = measure(image)
     score: float | None = None
     if hair is HairMode.seed:
