@@ -9,6 +9,7 @@ import io
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +55,7 @@ class Scan:
     vignette: bool = False
     ruler: bool = False
     bubbles: bool = False
+    transparent: bool = False
 
 
 def sniff(data: bytes) -> str | None:
@@ -97,16 +99,36 @@ def _jpeg_complete(data: bytes) -> bool:
     return False
 
 
-def _png_complete(data: bytes) -> bool:
-    """Whether a PNG's chunks, walked by their lengths, reach a whole IEND chunk (bytes after
-    it are allowed)."""
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int]]:
+    """A PNG's chunks, walked by their lengths: each one's type and where it ends."""
     at = 8
     while at + 8 <= len(data):
         end = at + 12 + int.from_bytes(data[at:at + 4], "big")
-        if data[at + 4:at + 8] == b"IEND":
-            return end <= len(data)
+        yield data[at + 4:at + 8], end
         at = end
-    return False
+
+
+def _png_complete(data: bytes) -> bool:
+    """Whether a PNG's chunks reach a whole IEND chunk (bytes after it are allowed)."""
+    return any(kind == b"IEND" and end <= len(data) for kind, end in _png_chunks(data))
+
+
+def _transparent(data: bytes) -> bool:
+    """Whether a PNG has a pixel that is not wholly opaque, which sd-scripts' convert("RGB")
+    shows with the colour stored under it. Only a PNG whose header says it has alpha (colour
+    type 4 or 6) or that holds a tRNS chunk (before its image data) is decoded to look."""
+    from PIL import Image
+
+    alpha = data[25:26] in (b"\x04", b"\x06") or next(
+        (kind == b"tRNS" for kind, _ in _png_chunks(data) if kind in (b"tRNS", b"IDAT")), False)
+    if not alpha:
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            lowest = image.convert("RGBA").getchannel("A").getextrema()[0]
+    except (OSError, ValueError, Image.DecompressionBombError):  # the scan's decode judged it
+        return False
+    return bool(lowest < 255)
 
 
 def _complete(data: bytes, kind: str) -> bool:
@@ -175,7 +197,8 @@ def scan(path: str, hair: HairMode) -> Scan:
     elif hair is HairMode.auto:
         score = found.hair_score
     return Scan("", kind, int(width), int(height), score, found.ita, found.skin_tone,
-                found.vignette, found.ruler, found.bubbles)
+                found.vignette, found.ruler, found.bubbles,
+                kind == "png" and _transparent(data))
 
 
 def output_suffix(source: Path) -> str:

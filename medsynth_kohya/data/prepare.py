@@ -693,6 +693,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                  skipped_frame, found))
     warnings += _small(table, options.resolution)
     warnings += _elongated(table, options.resolution)
+    warnings += _transparent(good, chosen)
     warnings += _no_validation(table, options)
     warnings += _no_patient(table, options, located)
     warnings += _hair_from_detector(table, options, located, raw)
@@ -950,6 +951,18 @@ def _small(table: pd.DataFrame, resolution: int) -> list[str]:
             f"{smallest['width']}x{smallest['height']}); sd-scripts enlarges them more than "
             f"{MAX_UPSCALE}x and they train blurred: leave them out with --query "
             f"'width * height >= {least}' or prepare with a lower --resolution"]
+
+
+def _transparent(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
+    """A warning for the images with transparent pixels: sd-scripts drops the alpha channel and
+    trains on the colours stored under them, which a viewer does not show."""
+    ids = sorted(str(chosen.at[index, "id"]) for index, _, result in good if result.transparent)
+    if not ids:
+        return []
+    return [f"{len(ids)} of {len(good)} images have transparent pixels (first: {ids[0]}); "
+            "sd-scripts drops the transparency and trains on the colours stored under them, "
+            "which viewers do not show: flatten them onto the background you want (e.g. "
+            "`magick IN.png -background white -flatten OUT.png`) and prepare again"]
 
 
 def _elongated(table: pd.DataFrame, resolution: int) -> list[str]:
