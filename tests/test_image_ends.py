@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -169,3 +170,26 @@ def test_prepare_skips_a_jpeg_cut_then_closed(runner: CliRunner, isic2020: Synth
     assert skipped.set_index("id")["reason"].to_dict() == {first: "truncated"}
     manifest = pd.read_csv(out / "manifest.csv", dtype={"id": str})
     assert first not in set(manifest["id"]) and len(manifest) == len(isic2020.frame) - 1
+
+
+def _progressive(mode: str, subsampling: int) -> bytes:
+    buffer = io.BytesIO()
+    rgb = np.ascontiguousarray(scene(800, 600, seed=3)[0][:, :, ::-1])
+    Image.fromarray(rgb).convert(mode).save(buffer, "JPEG", progressive=True,
+                                            subsampling=subsampling, quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("mode", "subsampling"), [("RGB", 2), ("RGB", 0), ("L", 0),
+                                                   ("CMYK", 0)])
+def test_a_progressive_jpeg_cut_before_its_last_scan_then_closed_is_truncated(
+        tmp_path: Path, mode: str, subsampling: int) -> None:
+    """Its first scans already give the whole picture, blurred, so no grey shows: the scans
+    must bring every coefficient to full precision. A cut inside the last scan is not found
+    (only its last bit of detail is missing there)."""
+    whole = _progressive(mode, subsampling)
+    assert _reason(tmp_path, "whole.jpg", whole) == ""
+    scans = [i for i in range(len(whole)) if whole.startswith(b"\xff\xda", i)]
+    assert len(scans) > 2
+    for cut in (scans[1] + 50, (scans[-2] + scans[-1]) // 2, scans[-1]):
+        assert _reason(tmp_path, "cut.jpg", whole[:cut] + b"\xff\xd9") == "truncated", cut

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,10 @@ _MAGIC = (
 )
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 """JPEG markers without a length field (TEM, RST0-7)."""
+_JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+"""Start-of-frame markers of progressive JPEGs, whose image comes in several scans."""
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""The first marker after entropy-coded data (not a stuffed zero, a restart or a fill byte)."""
 _OUTPUT_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
 _JPEG_FILL = 128
 """What libjpeg decodes every channel of a block to when the entropy data that should hold it
@@ -81,8 +86,10 @@ def _jpeg_complete(data: bytes) -> bool:
     """Whether a JPEG holds its end-of-image marker after its first scan: the segments are
     walked by their lengths to the first SOS (so an EOI inside an EXIF thumbnail does not
     count), then its entropy-coded data, where FF D9 cannot occur unless it ends the image, is
-    searched. Bytes after the EOI (a camera's or an editor's trailer) are allowed."""
+    searched; a progressive JPEG must also hold all its scans (`_refined`). Bytes after the EOI
+    (a camera's or an editor's trailer) are allowed."""
     at = 2
+    components: bytes | None = None
     while at + 1 < len(data):
         if data[at] != 0xFF:  # not a marker where one must be: judge by any EOI after here
             return data.find(b"\xff\xd9", at) >= 0
@@ -93,9 +100,41 @@ def _jpeg_complete(data: bytes) -> bool:
         if marker == 0xD9:  # EOI before any scan: no image data
             return False
         end = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in _JPEG_PROGRESSIVE:  # its components' ids, after precision and size
+            components = data[at + 10:end:3]
         if marker == 0xDA:
-            return data.find(b"\xff\xd9", end) >= 0
+            return (data.find(b"\xff\xd9", end) >= 0 if components is None
+                    else _refined(data, at, components))
         at = end
+    return False
+
+
+def _refined(data: bytes, at: int, components: bytes) -> bool:
+    """Whether a progressive JPEG's scans, from the SOS at `at` to the EOI, bring every
+    coefficient of each of its `components` to full precision (a scan whose successive
+    approximation ends at bit 0). One cut short then closed by an EOI lacks its later scans,
+    and libjpeg decodes it, blurred, without an error."""
+    done: set[tuple[int, int]] = set()
+    while at + 1 < len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xD9:
+            return all((component, k) in done for component in components for k in range(64))
+        if marker == 0xFF:  # a fill byte
+            at += 1
+            continue
+        end = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if marker != 0xDA:
+            at = end
+            continue
+        count = data[at + 4] if at + 4 < len(data) else 0
+        spectrum = data[at + 5 + 2 * count:at + 8 + 2 * count]  # Ss, Se, Ah/Al
+        if len(spectrum) == 3 and spectrum[2] & 0x0F == 0:
+            done.update((component, k) for component in data[at + 5:at + 5 + 2 * count:2]
+                        for k in range(spectrum[0], spectrum[1] + 1))
+        found = _JPEG_NEXT_MARKER.search(data, end)
+        if found is None:
+            return False
+        at = found.start()
     return False
 
 
