@@ -50,6 +50,7 @@ def test_sample_like_a_folder_prepare_is_writing(runner: CliRunner, trained: Pat
 def test_evaluate_a_run_whose_prepared_data_is_being_written(runner: CliRunner, trained: Path,
                                                              prepared: Path,
                                                              tmp_path: Path) -> None:
+    (tmp_path / "syn").mkdir()  # a set that is there: a missing one is refused first
     with locks.hold(prepared, "prepare"):
         result = invoke(runner, "evaluate", "--lora", trained, "--synthetic", tmp_path / "syn",
                         "--out", tmp_path / "report")
