@@ -139,8 +139,8 @@ def test_a_jpeg_cut_then_closed_by_an_end_marker_is_truncated(
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_a_turned_jpeg_cut_then_closed_is_truncated(tmp_path: Path, orientation: int) -> None:
-    """The decode turns the image by its EXIF orientation, so the grey band of the missing data
-    may lie along any edge."""
+    """The scan decodes the pixels as stored, as sd-scripts trains them, so the grey band of
+    the missing data is at the bottom whatever the EXIF orientation says."""
     buffer = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = orientation

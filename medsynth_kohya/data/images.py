@@ -176,17 +176,14 @@ def _complete(data: bytes, kind: str) -> bool:
 
 
 def _grey_filled(image: MatLike, longest: int) -> bool:
-    """Whether a decoded JPEG (long side `longest` pixels in the file, perhaps decoded reduced)
-    has a band along a whole edge, one block row deep or more, of exactly libjpeg's fill for
-    missing data: what a file cut short then closed by an end marker decodes to. Photos (sensor
-    noise) and drawn scenes hold no such band; each edge is looked at, as the decode turns the
-    image by its EXIF orientation."""
+    """Whether a JPEG decoded as stored (long side `longest` pixels in the file, perhaps decoded
+    reduced) ends in rows across its whole width, one block row deep or more, of exactly
+    libjpeg's fill for missing data: what a file cut short then closed by an end marker decodes
+    to. Photos (sensor noise) and drawn scenes hold no such band."""
     depth = max(1, round(_BLOCK * max(image.shape[:2]) / max(longest, 1)))
-    if image.ndim != 3 or min(image.shape[:2]) <= depth:
+    if image.ndim != 3 or image.shape[0] <= depth:
         return False
-    filled = (image == _JPEG_FILL).all(axis=2)
-    bands = (filled[-depth:], filled[:depth], filled[:, -depth:], filled[:, :depth])
-    return any(bool(band.all()) for band in bands)
+    return bool((image[-depth:] == _JPEG_FILL).all())
 
 
 def scan(path: str, hair: HairMode) -> Scan:
