@@ -14,6 +14,9 @@ PathArg: TypeAlias = str | os.PathLike[str]
 """What a path parameter of the API takes."""
 E = TypeVar("E", bound=Enum)
 T = TypeVar("T")
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy, pandas and scikit-learn take 0 to 2**32 - 1, sd-scripts gives its
+seed to numpy, and most tools that read a seed back expect 32 bits."""
 
 
 def fspath(value: object, name: str) -> str:
@@ -63,3 +66,12 @@ def texts(value: object, name: str) -> tuple[str, ...]:
             isinstance(item, str) for item in value):
         raise UserError(f"{name} must be a list of strings, e.g. [\"key=value\"], not {value!r}")
     return tuple(value)
+
+
+def check_seed(seed: int, count: int = 1, name: str = "--seed") -> None:
+    """Refuse a seed the libraries that get it would reject late; with `count`, the seeds S to
+    S + count - 1 (one per image) must all fit."""
+    top = MAX_SEED - count + 1
+    if not 0 <= seed <= top:
+        per = f" for {count} images (seeds run from S to S + n - 1)" if count > 1 else ""
+        raise UserError(f"{name} must be 0 to {top}{per} (got {seed})")

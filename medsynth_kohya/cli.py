@@ -230,8 +230,10 @@ def prepare(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo run.")] = Path(
         "medsynth-demo"),
-    n: Annotated[int, typer.Option(help="Number of synthetic photos to generate.")] = 24,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
+    n: Annotated[int, typer.Option(
+        help="Number of synthetic photos to generate, 8 to 10,000 (each takes about 0.2 s to "
+        "draw, more to prepare: the demo only shows the pipeline).")] = 24,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data, 0 to 2**32 - 1.")] = 0,
 ) -> None:
     """Run the pipeline on built-in synthetic ISIC-like data (no download needed).
 
@@ -379,7 +381,9 @@ def _show_job(job: Job) -> None:
 def doctor(
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
-    workdir: Annotated[Path, typer.Option(help="Folder whose free disk is checked.")] = Path(),
+    workdir: Annotated[Path, typer.Option(
+        help="Folder whose free disk is checked (one not made yet: where it would be made).")
+    ] = Path(),
 ) -> None:
     """Check whether this machine can train: Python, torch and CUDA, GPUs, sd-scripts and its
     packages, xformers, bitsandbytes, accelerate, the Hub token and free disk.
@@ -559,7 +563,9 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the set.")] = Path(
         "synthetic"),
     n: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Number of images (ids 0..n-1); default: one per line of --prompts.")] = None,
+        help="Number of images (ids 0..n-1), at most 10,000,000 (ids have 7 digits, and the "
+        "plan holds every image's prompt in memory); default: one per line of --prompts.")
+    ] = None,
     like: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Draw sex, age, site and hair from this prepare manifest.csv (or the folder "
         "prepare wrote), in its proportions; default: the run's prepared manifest.")] = None,
@@ -571,11 +577,12 @@ def sample(
         help="pandas expression choosing the --like rows to draw from, e.g. "
         "`sex == \"female\"`.")] = None,
     seed: Annotated[int, typer.Option(
-        help="Seed of the set: image i gets its prompt from it and the seed S + i.")] = 0,
+        help="Seed of the set: image i gets its prompt from it and the seed S + i (all 0 to "
+        "2**32 - 1).")] = 0,
     width: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Image width, a multiple of 8 (default 1024).")] = None,
+        help="Image width, a multiple of 8 from 64 to 4096 (default 1024).")] = None,
     height: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Image height, a multiple of 8 (default 1024).")] = None,
+        help="Image height, a multiple of 8 from 64 to 4096 (default 1024).")] = None,
     steps: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Sampling steps (default 28).")] = None,
     scale: Annotated[Optional[float], typer.Option(  # noqa: UP045
@@ -753,7 +760,8 @@ def reproduce(
         "medsynthx-2023"),
     push: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--push", help="Also publish to this Hub repo (namespace/name).")] = None,
-    n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 100,
+    n: Annotated[int, typer.Option(
+        help="Synthetic images to generate, at most 10,000,000 (as sample).")] = 100,
     preset: Annotated[str, typer.Option(
         help="Training preset (see train); default the original run's.")] = "medsynthx-2023",
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
@@ -847,7 +855,8 @@ def evaluate(
         help="Feature network: `inception` (FID's, downloaded on first use) or "
         "MODULE:FACTORY returning a torch module.")] = "inception",
     batch_size: Annotated[int, typer.Option(help="Images per network batch.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of splits, subsets and bootstraps.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Seed of splits, subsets and bootstraps, 0 to 2**32 - 1.")] = 0,
     force: Annotated[bool, typer.Option(
         help="Replace an earlier report in --out; with --lora, also compare with its prepared "
         "folder when it was prepared again since the run trained on it.")] = False,
@@ -877,7 +886,7 @@ def evaluate(
                             "other: give one of them")
         options = EvaluateOptions(mixes=mixes, repeats=repeats,
                                   classifier=NO_CLASSIFIER if no_classifier
-                                  else classifier or LOGISTIC,
+                                  else LOGISTIC if classifier is None else classifier,
                                   epochs=epochs, threshold=threshold,
                                   deep_threshold=deep_threshold, features=features,
                                   batch_size=batch_size, seed=seed, force=force)

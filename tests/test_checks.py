@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from medsynth_kohya.machine.gpus import Gpu
-from medsynth_kohya.sdscripts import checks
+from medsynth_kohya.sdscripts import checks, sdopts
 
 T4 = Gpu("Tesla T4", 15360, (7, 5))
 A100 = Gpu("NVIDIA A100-SXM4-40GB", 40960, (8, 0))
 H100 = Gpu("NVIDIA H100 80GB HBM3", 81559, (9, 0))
 CACHED = {"cache_text_encoder_outputs": True, "network_train_unet_only": True}
+
+TRAIN = "sdxl_train_network"
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -154,24 +156,24 @@ def test_only_the_gpus_that_train_are_checked() -> None:
 @pytest.mark.parametrize("key", ["learning_rate", "unet_lr"])
 @pytest.mark.parametrize("value", [0, 0.0, -1e-4, float("nan"), float("inf"), float("-inf")])
 def test_a_learning_rate_that_trains_nothing_is_refused(key: str, value: float) -> None:
-    errors = checks.config_errors({key: value})
+    errors = sdopts.check(TRAIN, {key: value})
     if key == "unet_lr" and value == 0:  # networks.lora leaves the U-Net untrained
         assert errors == []
     else:
         what = "0 (not trained) or a number above 0" if key == "unet_lr" else "a number above 0"
         assert errors == [f"{key} = {value} must be {what} such as 1e-4 (remove the override "
                           "for the preset's value)"]
-    assert checks.config_errors({key: 1e-4}) == checks.config_errors({key: 1}) == []
-    assert checks.config_errors({key: True}) == []  # a type: sdopts says it
+    assert sdopts.check(TRAIN, {key: 1e-4}) == sdopts.check(TRAIN, {key: 1}) == []
+    assert checks.config_errors({key: value}) == []  # said once, by sdopts
 
 
 @pytest.mark.parametrize("value", [[1e-5, float("nan")], [-1.0], float("inf"), [0, -0.5]])
 def test_a_text_encoder_rate_that_breaks_the_run_is_refused(value: Any) -> None:
-    [error] = checks.config_errors({"text_encoder_lr": value})
+    [error] = sdopts.check(TRAIN, {"text_encoder_lr": value})
     assert error.startswith(f"text_encoder_lr = {value} must be 0 (not trained) or a number "
                             "above 0")
     for frozen in ([1e-5, 2e-5], [], [1e-5, 0], [0.0], 0, 5e-5):  # 0: that encoder stays as is
-        assert checks.config_errors({"text_encoder_lr": frozen}) == [], frozen
+        assert sdopts.check(TRAIN, {"text_encoder_lr": frozen}) == [], frozen
 
 
 def test_a_seed_outside_numpys_range_is_refused() -> None:

@@ -111,7 +111,7 @@ def test_demo_never_writes_into_a_folder_it_did_not_make(runner: CliRunner, tmp_
     assert code == 1 and "was not made by medsynth-kohya demo" in stderr, stderr
     assert checksums(out) == before
     code, _, stderr = invoke(runner, "demo", "--out", tmp_path / "few", "--n", 3)
-    assert code == 1 and "--n must be at least 8 (got 3)" in stderr
+    assert code == 1 and "--n must be 8 to 10,000 (got 3)" in stderr
     assert not (tmp_path / "few").exists()
 
 

@@ -79,7 +79,7 @@ def test_a_refused_reproduce_leaves_every_file_as_it_was(
         (("--set", "cache_latents=true", "--set", "color_aug=true"), "cannot be used with"),
         (("--push", "not a repo id"), "--push 'not a repo id' must be namespace/name"),
         (("--push", "someone/melanoma-lora"), "Hub token"),
-        (("--n", "0"), "--n must be at least 1"),
+        (("--n", "0"), "--n must be 1 to 10,000,000 (got 0)"),
     ]
     for extra, said in refusals:
         code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, *extra)

@@ -51,7 +51,7 @@ def _refused(options: SampleOptions, n: int | None = None, record: RunRecord | N
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (SampleOptions(n=0), "--n must be at least 1 (got 0)"),
+    (SampleOptions(n=0), "--n must be 1 to 10,000,000 (got 0)"),
     (SampleOptions(num_gpus=0), "--num-gpus must be at least 1 (got 0)"),
     (SampleOptions(id_prefix="A/B"), "--id-prefix 'A/B' must be letters, digits, '_' or '-'"),
     (SampleOptions(id_prefix="_x"), "--id-prefix '_x' must be letters, digits, '_' or '-'"),
@@ -96,7 +96,7 @@ def test_a_size_that_is_not_positive_is_refused_not_replaced(option: str, value:
     """--width 0 is no request for the default size: it is refused like any other bad size."""
     with pytest.raises(UserError) as caught:
         generation_settings(SampleOptions(**{option: value}))  # type: ignore[arg-type]
-    assert str(caught.value) == f"--{option} {value} must be a multiple of 8 (at least 64)"
+    assert str(caught.value) == f"--{option} {value} must be a multiple of 8 from 64 to 4096"
 
 
 def test_prompts_from_a_file_one_per_line(tmp_path: Path) -> None:

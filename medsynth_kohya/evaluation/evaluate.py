@@ -172,6 +172,7 @@ def _checked(options: EvaluateOptions) -> EvaluateOptions:
     compared with) and each mix once, in increasing order."""
     if options.repeats < 1:
         raise UserError("--repeats must be at least 1")
+    arguments.check_seed(options.seed)
     if options.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if not options.mixes or not all(math.isfinite(m) and m >= 0 for m in options.mixes):

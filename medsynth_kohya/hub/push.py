@@ -127,7 +127,7 @@ class PushResult:
 
 def resolve_endpoint(endpoint: str | None) -> str:
     """The Hub URL: the argument, else HF_ENDPOINT read now (not at import), else the public Hub."""
-    chosen = endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    chosen = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT) if endpoint is None else endpoint
     if not chosen.startswith(("http://", "https://")):
         raise UserError(f"--endpoint {chosen!r} must be an http:// or https:// URL")
     return chosen.rstrip("/")

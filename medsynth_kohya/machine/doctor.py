@@ -195,11 +195,17 @@ def _token() -> Check:
 
 
 def _disk(workdir: Path) -> Check:
-    folder = workdir if workdir.exists() else Path.cwd()
+    """Free space on the disk of the work folder; one not made yet is made in its nearest
+    existing parent, whose free space is the one that counts (and is said to be)."""
+    if workdir.exists() and not workdir.is_dir():
+        return Check("disk", FAIL, f"{workdir} is a file, not a folder",
+                     "choose a folder to work in (a new one is made)")
+    folder = next(path for path in (workdir, *workdir.parents) if path.exists())
+    new = "" if folder == workdir else f" ({workdir} does not exist yet: it is made there)"
     free = shutil.disk_usage(folder).free / 2**30
     if free >= MIN_FREE_GIB:
-        return Check("disk", OK, f"{free:.0f} GiB free in {folder}")
-    return Check("disk", FAIL if free < 2 else WARN, f"{free:.1f} GiB free in {folder}; "
+        return Check("disk", OK, f"{free:.0f} GiB free in {folder}{new}")
+    return Check("disk", FAIL if free < 2 else WARN, f"{free:.1f} GiB free in {folder}{new}; "
                  f"about {MIN_FREE_GIB:g} GiB needed", "free space or choose another work folder")
 
 

@@ -283,11 +283,11 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     from medsynth_kohya.data import prepare
     from medsynth_kohya.hub.push import push as publish
     from medsynth_kohya.sampling import sample
+    from medsynth_kohya.sampling.plan import check_options as check_sample_options
     from medsynth_kohya.sampling.synthset import GRID, IMAGES, METADATA
     from medsynth_kohya.training import train
 
-    if n < 1:
-        raise UserError("--n must be at least 1")
+    check_sample_options(sample.SampleOptions(n=n))  # the sample stage's, before any stage
     _claim(workdir)
     state = _State(workdir, write=not dry_run)
     prepared, run, synthetic = (workdir / name for name in STAGE_FOLDERS)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PREFIX = "SYN_"
 ID_DIGITS = 7
+MAX_IMAGES = 10**ID_DIGITS
+"""The most images a set can have: ids hold 7 digits, and the plan keeps each image's prompt
+and manifest values in memory (about 2 GB at this many; a GPU makes far fewer in a year)."""
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -91,8 +94,13 @@ class Plan:
 
 
 def check_options(options: SampleOptions) -> None:
-    if options.n is not None and options.n < 1:
-        raise UserError(f"--n must be at least 1 (got {options.n})")
+    """Refuse options that are wrong whatever the LoRA and prompts: before anything is read."""
+    if options.n is not None and not 1 <= options.n <= MAX_IMAGES:
+        raise UserError(f"--n must be 1 to {MAX_IMAGES:,} (got {options.n:,})")
+    arguments.check_seed(options.seed)
+    if options.base_model is not None and not options.base_model.strip():
+        raise UserError("--base-model is empty: give a .safetensors checkpoint or a Hub id, or "
+                        "leave it out for the run's base model")
     if options.num_gpus < 1:
         raise UserError(f"--num-gpus must be at least 1 (got {options.num_gpus})")
     if not _PREFIX.match(options.id_prefix):

@@ -29,8 +29,10 @@ DEFAULT_STEPS = 28
 DEFAULT_SAMPLER = "euler_a"
 """The original 2023 run's sample settings (with the negative prompt in
 templates/sample_prompts.toml)."""
-MAX_SEED = 2**32 - 1
-"""Largest generation seed: seeds stay 32-bit, as most tools that read them expect."""
+MIN_SIZE = 64
+MAX_SIZE = 4096
+"""Image sides, in pixels: SDXL is trained at about 1024x1024, and past 4096 a side (4x) it
+repeats its subject, while the attention's memory grows with the square of the pixel count."""
 _MASK = (1 << 64) - 1
 _Key = tuple[str | None, int | None, str | None, bool, str | None, tuple[str, ...]]
 """A drawn row: sex, age, site, hairy, skin tone and the artefacts it shows."""
@@ -186,8 +188,9 @@ def prompt_line(prompt: str, settings: Settings, seed: int) -> str:
 def check_settings(settings: Settings) -> None:
     """Refuse settings that sd-scripts would reject, clamp or misread."""
     for name, value in (("width", settings.width), ("height", settings.height)):
-        if value < 64 or value % 8:
-            raise UserError(f"--{name} {value} must be a multiple of 8 (at least 64)")
+        if not MIN_SIZE <= value <= MAX_SIZE or value % 8:
+            raise UserError(f"--{name} {value} must be a multiple of 8 from {MIN_SIZE} to "
+                            f"{MAX_SIZE}")
     if not 1 <= settings.steps <= 1000:
         raise UserError(f"--steps {settings.steps} must be between 1 and 1000")
     if not math.isfinite(settings.scale) or settings.scale < 0:

@@ -26,7 +26,6 @@ from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.evaluation.copycheck import CopyCheck
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
-from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.generator import (
     SCRIPT,
     gen_options,
@@ -164,9 +163,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     training = copycheck.training_folder(record) if check_copies else None
     names = training_captions(record, options.like)
     source, n = prompt_source(options, options.n, record, names, break_lock=break_lock)
-    if options.seed < 0 or options.seed + n - 1 > prompts.MAX_SEED:
-        raise UserError(f"--seed must be between 0 and {prompts.MAX_SEED - n + 1} for "
-                        f"{n} images (seeds run from S to S + n - 1)")
+    arguments.check_seed(options.seed, n)
     location = checkout.find(sd_scripts)
     sd_dir = location.path
     base_model, absent = resolve_base_model(options.base_model, record, sd_dir)

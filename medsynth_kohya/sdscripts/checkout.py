@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya.errors import UserError
+
 PINNED_COMMIT = "ae72efb92babe89ff8e70f057e42db68440e8d61"
 """sd-scripts v0.10.1, the release this tool is written and tested against."""
 PINNED_RELEASE = "v0.10.1"
@@ -83,6 +85,9 @@ def locate(given: Path | None = None) -> Path:
 def python(given: str | None = None) -> str:
     """--python, else $MEDSYNTH_SD_PYTHON, else the Python running this tool (a leading `~`
     expanded: a command name such as python3 stays as it is)."""
+    if given is not None and not given.strip():
+        raise UserError("--python is empty: give the Python that runs sd-scripts, or leave it "
+                        f"out for ${ENV_PYTHON}, else this one")
     chosen = given or os.environ.get(ENV_PYTHON) or sys.executable
     return str(Path(chosen).expanduser()) if chosen.startswith("~") else chosen
 

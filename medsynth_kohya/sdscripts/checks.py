@@ -7,11 +7,11 @@ config with the GPUs that are present (refused even under --dry-run).
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from medsynth_kohya.arguments import MAX_SEED
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sdscripts import checkout, sdopts
 
@@ -21,11 +21,6 @@ _COUNTS = ("max_train_steps", "max_train_epochs", "train_batch_size", "network_d
            "gradient_accumulation_steps", "save_every_n_steps", "save_every_n_epochs",
            "sample_every_n_steps", "sample_every_n_epochs")
 """Counts sd-scripts divides by or trains for: 0 or less trains nothing or fails mid-run."""
-_RATES = ("learning_rate", "unet_lr", "text_encoder_lr")
-_FREEZABLE = ("unet_lr", "text_encoder_lr")
-"""Rates whose 0 networks.lora takes as "do not train this part" ("NO LR skipping!")."""
-SEED_MAX = 2**32 - 1
-"""The largest seed sd-scripts can give numpy (its seeds are 0 to 2**32 - 1)."""
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 _MODEL_FIXES = {
     "pretrained_model_name_or_path": "--set pretrained_model_name_or_path=PATH, or a Hub id "
@@ -57,22 +52,6 @@ def resolution(value: Any) -> tuple[int, int] | None:
         return None
     width = int(parts[0])
     return width, int(parts[-1])
-
-
-def _rate_errors(options: Mapping[str, Any]) -> list[str]:
-    """Learning rates that train nothing (a learning_rate of 0, nan) or break the run (below 0,
-    inf). A unet_lr or text_encoder_lr of 0 is sd-scripts' way to freeze that part."""
-    errors = []
-    for key in _RATES:
-        value = options.get(key)
-        items = value if isinstance(value, list) else [value]
-        frozen = key in _FREEZABLE
-        least = 0.0 if frozen else math.ulp(0.0)  # the smallest rate above 0
-        if any(_number(item) and not (math.isfinite(item) and item >= least) for item in items):
-            what = "0 (not trained) or a number above 0" if frozen else "a number above 0"
-            errors.append(f"{key} = {value} must be {what} such as 1e-4 (remove the override "
-                          "for the preset's value)")
-    return errors
 
 
 def _close(name: str, known: Sequence[str]) -> str:
@@ -178,12 +157,12 @@ def config_errors(options: Mapping[str, Any], sd_scripts: Path | None = None,
 
 
 def _value_errors(options: Mapping[str, Any]) -> list[str]:
-    """Learning rates, seed, optimizer, scheduler and warmup that sd-scripts only fails on
-    late."""
-    errors = _rate_errors(options)
+    """Seed, optimizer, scheduler and warmup that sd-scripts only fails on late (learning
+    rates and other numbers are sdopts.check's, by its RANGES)."""
+    errors = []
     seed = options.get("seed")
-    if _number(seed) and not 0 <= seed <= SEED_MAX:
-        errors.append(f"seed = {seed} is out of range: use 0 to {SEED_MAX} (or remove the "
+    if _number(seed) and not 0 <= seed <= MAX_SEED:
+        errors.append(f"seed = {seed} is out of range: use 0 to {MAX_SEED} (or remove the "
                       "override for the preset's value)")
     return errors + [error for error in (_optimizer_error(options.get("optimizer_type")),
                                          _scheduler_error(options), _warmup_error(options))

@@ -12,10 +12,11 @@ import difflib
 import importlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -47,6 +48,25 @@ ADAFACTOR_CLASS = "transformers.optimization.Adafactor"
 ONE_OR_MANY = frozenset({"text_encoder_lr"})
 """List options sd-scripts also takes as one number (train_network.py keeps a single
 text_encoder_lr working for configs written before it became a list)."""
+_KEEP = " (remove the override for the preset's value)"
+_FROZEN = "0 (not trained) or a number above 0 such as 1e-4" + _KEEP
+"""unet_lr and text_encoder_lr: networks.lora takes 0 as "do not train this part"."""
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "learning_rate": (lambda v: v > 0, "a number above 0 such as 1e-4" + _KEEP),
+    "unet_lr": (lambda v: v >= 0, _FROZEN),
+    "text_encoder_lr": (lambda v: v >= 0, _FROZEN),
+    "network_alpha": (lambda v: v >= 0, "0 (the same as network_dim) or above, such as 16"),
+    "network_dropout": (lambda v: 0 <= v < 1, "0 to below 1 (torch's dropout probability)"),
+    "caption_dropout_rate": (lambda v: 0 <= v <= 1, "0 to 1 (a share of the captions)"),
+    "caption_tag_dropout_rate": (lambda v: 0 <= v <= 1, "0 to 1 (a share of the tags)"),
+    "min_snr_gamma": (lambda v: v >= 0, "above 0, such as 5, or 0 for off (below 0 makes the "
+                      "loss weights negative)"),
+    "noise_offset": (lambda v: v >= 0, "0 (off) or above, such as 0.0357"),
+    "network_mul": (math.isfinite, "finite numbers, one per LoRA, such as [0.8]"),
+}
+"""Numeric options whose values sd-scripts takes unchecked and only fails on (or trains
+nothing with) once training runs: the allowed range, as a test and as the refusal says it.
+Every other number must be finite, as `_check_one` requires of all of them."""
 IMPORT_FAILED = 3
 """Exit status of the snapshot subprocess when sd-scripts (or a dependency) cannot be imported."""
 _MARKER = "SDOPTS-JSON:"
@@ -197,7 +217,11 @@ def commit(script: str) -> str | None:
 
 
 def _show(value: Any) -> str:
-    """`value` as it reads in TOML (near enough: JSON spelling)."""
+    """`value` as it reads in TOML (near enough: JSON spelling, nan and inf as TOML's)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return json.dumps(_jsonable(value))
 
 
@@ -240,6 +264,12 @@ def _check_one(option: Option, value: Any) -> str | None:
     if option.choices is not None and any(item not in option.choices for item in items):
         allowed = ", ".join(str(choice) for choice in option.choices)
         return f"{key} = {shown} is not one of: {allowed}"
+    test, allowed = RANGES.get(key, (None, "a finite number"))
+    numbers = [item for item in items if isinstance(item, int | float)
+               and not isinstance(item, bool)]
+    if any(not math.isfinite(item) or (test is not None and not test(item))
+           for item in numbers):
+        return f"{key} = {shown} must be {allowed}"
     return None
 
 
@@ -247,7 +277,8 @@ def check(script: str, values: Mapping[str, Any]) -> list[str]:
     """Errors in flat sd-scripts config `values` for `script`, one line each; empty when fine.
 
     sd-scripts puts --config_file values into its Namespace unconverted and unchecked, so
-    the TOML types must already be what the code expects, and choices are checked here.
+    the TOML types must already be what the code expects, and choices, finite numbers and
+    RANGES are checked here.
     """
     options = load(script)
     errors: list[str] = []

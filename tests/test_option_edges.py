@@ -1,0 +1,218 @@
+"""Option values at their edges: too large, not finite, out of range or empty values are
+refused in one line before anything is read, run or written, not taken as a default or left
+to crash late."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya import arguments
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
+from medsynth_kohya.hub.push import resolve_endpoint
+from medsynth_kohya.machine import doctor
+from medsynth_kohya.pipeline.demo import MAX_PHOTOS, run_demo
+from medsynth_kohya.sampling.plan import (
+    MAX_IMAGES,
+    SampleOptions,
+    check_options,
+    generation_settings,
+)
+from medsynth_kohya.sampling.prompts import MAX_SIZE
+from medsynth_kohya.sdscripts import checkout, sdopts
+
+from .conftest import invoke
+from .fake_gen import PYTHON, FakeGen, make_original_gen
+from .fakes import FakeSd
+
+TRAIN = "sdxl_train_network"
+
+
+def _refused(code: int, stdout: str, stderr: str, needle: str) -> None:
+    """Exit 1 with `needle` in the one-line message, no traceback."""
+    assert code == 1, stdout + stderr
+    assert needle in " ".join(stderr.split()) and "Traceback" not in stdout + stderr
+
+
+# --- sample --n and reproduce's pre-flight ------------------------------------------------------
+
+def test_an_n_past_the_id_digits_is_refused_by_the_options_check() -> None:
+    check_options(SampleOptions(n=MAX_IMAGES))
+    for n in (MAX_IMAGES + 1, 10**10):
+        with pytest.raises(UserError, match=f"--n must be 1 to {MAX_IMAGES:,}"):
+            check_options(SampleOptions(n=n))
+
+
+def test_a_huge_sample_n_is_refused_even_in_a_dry_run(runner: CliRunner, trained: Path,
+                                                      fake_gen: FakeGen, tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    _refused(*invoke(runner, "sample", "--lora", trained, "--n", 10**10, "--out", out,
+                     "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON, "--dry-run"),
+             f"--n must be 1 to {MAX_IMAGES:,} (got 10,000,000,000)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "needle"), [
+    (("--n", 10**10), f"--n must be 1 to {MAX_IMAGES:,}"),
+    (("--set", "network_alpha=nan"), "network_alpha = nan must be 0"),
+])
+def test_reproduce_refuses_a_later_stage_option_before_any_stage(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, option: tuple[object, ...], needle: str) -> None:
+    fake = make_original_gen(tmp_path, monkeypatch)
+    workdir = tmp_path / "w"
+    _refused(*invoke(runner, "reproduce", isic2020.root, "--workdir", workdir, "--preset",
+                     "cpu-smoke", "--sd-scripts", fake.sd_scripts, "--python", PYTHON, *option),
+             needle)
+    assert not workdir.exists()  # neither prepare nor train ran
+
+
+def test_demo_refuses_a_huge_n_and_an_out_of_range_seed(runner: CliRunner,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    _refused(*invoke(runner, "demo", "--out", out, "--n", 10**9),
+             f"--n must be 8 to {MAX_PHOTOS:,}")
+    _refused(*invoke(runner, "demo", "--out", out, "--seed", 2**32),
+             f"--seed must be 0 to {arguments.MAX_SEED}")
+    with pytest.raises(UserError, match="--seed must be 0 to"):
+        run_demo(out, seed=-1)
+    assert not out.exists()
+
+
+# --- one rule for seeds -------------------------------------------------------------------------
+
+def test_the_seed_rule_allows_0_to_2_to_the_32_minus_one_per_image() -> None:
+    for seed in (0, 2**32 - 1):
+        arguments.check_seed(seed)
+    arguments.check_seed(2**32 - 10, count=10)
+    for seed, count in ((-1, 1), (2**32, 1), (2**32 - 9, 10)):
+        with pytest.raises(UserError, match="--seed must be 0 to"):
+            arguments.check_seed(seed, count)
+
+
+@pytest.mark.parametrize("seed", [-5, 2**32])
+def test_evaluate_refuses_a_seed_before_reading_any_image(runner: CliRunner, tmp_path: Path,
+                                                          seed: int) -> None:
+    out = tmp_path / "eval"
+    _refused(*invoke(runner, "evaluate", "--real", tmp_path / "real", "--synthetic",
+                     tmp_path / "syn", "--out", out, "--seed", seed),
+             f"--seed must be 0 to 4294967295 (got {seed})")
+    with pytest.raises(UserError, match="--seed must be 0 to 4294967295"):
+        evaluate(tmp_path / "real", tmp_path / "syn", out, EvaluateOptions(seed=seed))
+    assert not out.exists()
+
+
+# --- --set numbers: finite, and in sd-scripts' range --------------------------------------------
+
+@pytest.mark.parametrize(("setting", "needle"), [
+    ("network_alpha=nan", "network_alpha = nan must be 0 (the same as network_dim) or above"),
+    ("network_alpha=-1", "network_alpha = -1 must be 0"),
+    ("noise_offset=nan", "noise_offset = nan must be 0 (off) or above"),
+    ("noise_offset=-0.1", "noise_offset = -0.1 must be 0 (off) or above"),
+    ("network_dropout=2", "network_dropout = 2 must be 0 to below 1"),
+    ("network_dropout=1", "network_dropout = 1 must be 0 to below 1"),
+    ("min_snr_gamma=-1", "min_snr_gamma = -1 must be above 0"),
+    ("caption_dropout_rate=1.5", "caption_dropout_rate = 1.5 must be 0 to 1"),
+    ("adaptive_noise_scale=inf", "adaptive_noise_scale = inf must be a finite number"),
+    ("max_grad_norm=-inf", "max_grad_norm = -inf must be a finite number"),
+])
+def test_train_refuses_a_non_finite_or_out_of_range_number(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path, setting: str,
+        needle: str) -> None:
+    run = tmp_path / "run"
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                     "--sd-scripts", fake_sd.sd_scripts, "--dry-run", "--set", setting), needle)
+    assert not (run / "config.toml").exists()
+
+
+def test_the_ranges_let_the_values_sd_scripts_takes_through() -> None:
+    fine = {"network_alpha": 0, "noise_offset": 0.0357, "network_dropout": 0.0,
+            "min_snr_gamma": 5, "caption_dropout_rate": 1.0, "max_grad_norm": 0.0,
+            "learning_rate": 1e-4, "unet_lr": 0, "text_encoder_lr": [1e-5, 0]}
+    assert sdopts.check(TRAIN, fine) == []
+    assert sdopts.check(TRAIN, {"min_snr_gamma": 0}) == []  # sd-scripts' "off"
+    assert sdopts.check(TRAIN, {"network_dropout": 0.999}) == []
+    assert sdopts.check(TRAIN, {"network_alpha": float("inf"), "network_dim": 8}) == [
+        "network_alpha = inf must be 0 (the same as network_dim) or above, such as 16"]
+    assert sdopts.check("sdxl_gen_img", {"network_mul": [0.8, -1.0]}) == []
+
+
+def test_sample_refuses_a_non_finite_network_mul(runner: CliRunner, trained: Path,
+                                                 fake_gen: FakeGen, tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    _refused(*invoke(runner, "sample", "--lora", trained, "--n", 2, "--out", out,
+                     "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON, "--dry-run",
+                     "--set", "network_mul=nan"), "network_mul = [nan] must be finite numbers")
+    assert fake_gen.calls() == []
+
+
+# --- empty and absurd values --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("option", "needle"), [
+    (("--height", 100_000), f"--height 100000 must be a multiple of 8 from 64 to {MAX_SIZE}"),
+    (("--width", MAX_SIZE + 8), f"--width {MAX_SIZE + 8} must be a multiple of 8"),
+    (("--base-model", ""), "--base-model is empty"),
+    (("--python", ""), "--python is empty"),
+])
+def test_sample_refuses_an_absurd_size_or_an_empty_value(
+        runner: CliRunner, trained: Path, fake_gen: FakeGen, tmp_path: Path,
+        option: tuple[object, ...], needle: str) -> None:
+    out = tmp_path / "synth"
+    _refused(*invoke(runner, "sample", "--lora", trained, "--n", 2, "--out", out,
+                     "--sd-scripts", fake_gen.sd_scripts, "--dry-run", *option), needle)
+    assert not out.exists()
+
+
+def test_the_largest_size_is_accepted() -> None:
+    settings = generation_settings(SampleOptions(width=MAX_SIZE, height=MAX_SIZE))
+    assert (settings.width, settings.height) == (MAX_SIZE, MAX_SIZE)
+
+
+def test_train_refuses_an_empty_python(runner: CliRunner, prepared: Path, fake_sd: FakeSd,
+                                       tmp_path: Path) -> None:
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                     tmp_path / "run", "--sd-scripts", fake_sd.sd_scripts, "--dry-run",
+                     "--python", ""), "--python is empty")
+    with pytest.raises(UserError, match="--python is empty"):
+        checkout.python(" ")
+
+
+def test_push_refuses_an_empty_endpoint(runner: CliRunner, trained: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    assert resolve_endpoint(None) == "https://hub.example"
+    with pytest.raises(UserError, match="--endpoint '' must be an http:// or https:// URL"):
+        resolve_endpoint("")
+    _refused(*invoke(runner, "push", trained, "--repo-id", "alice/melanoma", "--endpoint", "",
+                     "--dry-run"), "--endpoint '' must be an http")
+
+
+def test_evaluate_refuses_an_empty_classifier(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    _refused(*invoke(runner, "evaluate", "--real", tmp_path / "real", "--synthetic",
+                     tmp_path / "syn", "--out", out, "--classifier", ""),
+             "--classifier '': give one of")
+    assert not out.exists()
+
+
+def test_doctor_says_a_workdir_does_not_exist_and_whose_free_space_it_shows(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "nosuch" / "deeper"
+    row = doctor._disk(missing)
+    assert row.status != doctor.FAIL
+    assert row.detail.endswith(f"free in {tmp_path} ({missing} does not exist yet: it is made "
+                               "there)")
+    assert doctor._disk(tmp_path).detail.endswith(f"free in {tmp_path}")
+    afile = tmp_path / "a.txt"
+    afile.write_text("x")
+    assert doctor._disk(afile) == doctor.Check(
+        "disk", doctor.FAIL, f"{afile} is a file, not a folder",
+        "choose a folder to work in (a new one is made)")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    _, stdout, _ = invoke(runner, "doctor", "--sd-scripts", tmp_path / "missing",
+                          "--workdir", missing)
+    assert "does not exist yet" in " ".join(stdout.split())
