@@ -790,15 +790,17 @@ def reproduce(
     shown: list[str] = []
 
     def show(result: ReproduceResult, title: str) -> None:
-        """Print the warnings not shown yet and the stages' table."""
+        """Print the warnings not shown yet and the stages' table: the plan, or what each
+        stage did once they ran."""
         for warning in result.warnings:
             if warning not in shown:
                 ui.warn(warning)
                 shown.append(warning)
-        ui.table(f"{title}: {result.workdir}", [
-            (stage.name, f"{stage.action}: {stage.detail}".rstrip(": "))
-            for stage in result.stages
-        ] + [("training steps", str(result.expected_steps)), ("time", result.estimate)])
+        rows = [(stage.name, stage.outcome or f"{stage.action}: {stage.detail}".rstrip(": "))
+                for stage in result.stages]
+        if result.status == "planned":
+            rows += [("training steps", str(result.expected_steps)), ("time", result.estimate)]
+        ui.table(f"{title}: {result.workdir}", rows)
 
     with _user_errors(), ui.training_bar() as progress:
         result = run(source, workdir, push_repo=push, n=n, preset_name=preset,

@@ -185,3 +185,60 @@ def test_the_plan_counts_the_images_prepare_keeps_of_listed_duplicates(
     assert code == 0, stderr
     prepared = prepare(isic2020.root, tmp_path / "prepared", options=ORIGINAL, workers=1)
     assert planned == [len(prepared.manifest)] == [len(ids) - 3]
+
+
+def test_the_closing_table_says_what_each_stage_did(runner: CliRunner, isic2020: SyntheticSet,
+                                                   tmp_path: Path, fake: FakeGen) -> None:
+    """The last table reports each stage's outcome, not the plan again: images prepared and
+    skipped (with skipped.csv), the steps and LoRA, the set's folder and size; a re-run says
+    which stages were already done. The plan's sample command runs as pasted."""
+    workdir = tmp_path / "work"
+    victim = sorted(isic2020.images.glob("*.jpg"))[0]
+    victim.unlink()
+    kept = len(isic2020.frame) - 1
+    args = ("reproduce", isic2020.root, "--workdir", workdir, "--n", 2, "--set", QUICK[0],
+            "--sd-scripts", fake.sd_scripts, "--python", PYTHON)
+    code, stdout, stderr = invoke(runner, *args, "--dry-run")
+    assert code == 0, stderr
+    line = next(line.split(" runs: ", 1)[1] for line in stdout.splitlines()
+                if line.startswith("sample runs: "))
+    assert shlex.split(line)[-4:] == ["--sd-scripts", str(fake.sd_scripts), "--python", PYTHON]
+    assert f"{kept} images to prepare" in stdout
+
+    code, stdout, stderr = invoke(runner, *args)
+    assert code == 0, stderr
+    closing = stdout.split(f"reproduce: {workdir}", 1)[1]
+    skipped = workdir / "prepared" / "skipped.csv"
+    assert (f"done, {kept} images prepared (1 skipped: no image file; see {skipped})"
+            in closing)
+    lora = workdir / "run" / "output" / "melanoma.safetensors"
+    assert f"done, 12 steps, LoRA {lora}" in closing
+    assert f"done, 2 images in {workdir / 'synthetic' / 'images'}" in closing
+    assert "run: " not in closing and "training steps" not in closing
+
+    code, stdout, stderr = invoke(runner, *args)
+    assert code == 0, stderr
+    closing = stdout.split(f"reproduce: {workdir}", 1)[1]
+    assert f"already done (inputs unchanged): {kept} images in {workdir / 'prepared'}" in closing
+    assert f"already done (inputs unchanged): LoRA {lora}" in closing
+    assert "already done (inputs unchanged): 2 images in" in closing
+
+
+def test_reproduce_passes_on_prepare_warnings(isic2020: SyntheticSet, tmp_path: Path,
+                                              fake: FakeGen,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning prepare gives reaches reproduce's result, which the CLI prints."""
+    from medsynth_kohya.data import prepare
+
+    real = prepare.prepare
+
+    def warned(*args: object, **kwargs: object) -> prepare.PrepareResult:
+        from dataclasses import replace
+
+        made = real(*args, **kwargs)  # type: ignore[arg-type]
+        return replace(made, warnings=("prepare's own warning",))
+
+    monkeypatch.setattr(prepare, "prepare", warned)
+    done = reproduce(isic2020.root, tmp_path / "work", n=1, overrides=QUICK,
+                     sd_scripts=fake.sd_scripts, python=PYTHON)
+    assert "prepare's own warning" in done.warnings

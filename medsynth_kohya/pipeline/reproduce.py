@@ -20,7 +20,7 @@ from typing import Any
 
 from medsynth_kohya import arguments, errors, files, locks
 from medsynth_kohya.data.hair import HairMode
-from medsynth_kohya.data.prepare import PrepareOptions
+from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
@@ -57,11 +57,14 @@ class Stage:
     outputs: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
     detail: str = ""
+    outcome: str = ""
+    """What the stage did on a run (empty in a plan): its figures, or that it was already done."""
 
 
 @dataclass(frozen=True)
 class ReproduceResult:
-    """The stages in order, the expected training length and its estimated duration."""
+    """The stages in order (with their outcomes once run), the expected training length and its
+    estimated duration."""
 
     workdir: Path
     stages: tuple[Stage, ...]
@@ -69,6 +72,7 @@ class ReproduceResult:
     estimate: str
     dry_run: bool
     status: str = "planned"
+    """"planned" (a dry run, or the plan shown before the stages run) or "succeeded"."""
     lora: Path | None = None
     url: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
@@ -210,6 +214,23 @@ def _complete_set(synthetic: Path, n: int) -> bool:
             and set(range(n)) <= set(present_images(synthetic / IMAGES, prefix)))
 
 
+def _prepared(made: PrepareResult) -> str:
+    """What prepare did: the images prepared, and those it skipped, why, and where listed."""
+    text = f"done, {files.counted(len(made.manifest), 'image')} prepared"
+    if len(made.skipped):
+        reasons = made.skipped["reason"].value_counts()
+        why = (str(reasons.index[0]) if len(reasons) == 1 else
+               ", ".join(f"{count} {reason}" for reason, count in reasons.items()))
+        text += (f" ({len(made.skipped)} skipped: {why}; see "
+                 f"{PreparedFolder(made.out).skipped})")
+    return text
+
+
+def _already(stage: Stage, what: str) -> Stage:
+    """`stage` as a re-run skipped it: done by an earlier run, with what it left."""
+    return replace(stage, outcome=f"already done (inputs unchanged): {what}")
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Each stage's action from what WORKDIR holds now, the input digests, the LoRA a
@@ -299,11 +320,12 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     sd_dir = location.path
     original = replace(ORIGINAL, columns=columns)
     located = prepare.locate_source(source, metadata, images, original, prepared)
+    selected = prepare.selected_images(located, original)
     # every check a later stage would refuse on runs now, before the first stage writes
     problems, warnings = train.check(preset_name, overrides, run,
                                      class_name=original.class_name,
                                      target_steps=original.target_steps,
-                                     images=prepare.selected_images(located, original),
+                                     images=selected,
                                      repeats=original.repeats or 1, sd_scripts=sd_scripts,
                                      python=python, detect=lambda: gpus)
     if checkout.present(sd_dir) and not checkout.present(sd_dir, launch.GEN_SCRIPT):
@@ -323,6 +345,10 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                    folder.config.resolve(), folder.dataset_config.resolve(),
                                    mixed_precision=str(options.get("mixed_precision")))
 
+    # the sample command shown runs with the sd-scripts and Python reproduce was given
+    given = [*(["--sd-scripts", str(sd_scripts)] if sd_scripts is not None else []),
+             *(["--python", python] if python is not None else [])]
+    skip = "skip (inputs unchanged)"
     source_digest = _source_digest(located, original)  # no stage writes the source
     preset_digest = files.sha256(preset.path)
     hashed: dict[tuple[Path, int, int, int], str] = {}
@@ -339,12 +365,12 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     def plan() -> _Plan:
         """Every stage's action from WORKDIR as it is now: a stage whose input an earlier
         stage remakes runs (its digest cannot match)."""
-        skip = "skip (inputs unchanged)"
         prepare_action = skip if state.done("prepare", source_digest) else "run"
         stages = {"prepare": Stage(
             "prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
             (str(prepared_folder.train_root), str(manifest), str(prepared_folder.dataset_config)),
-            detail=f"original captions, {hair_choice()}, repeats 1")}
+            detail=(f"{files.counted(selected, 'image')} to prepare, original captions, "
+                    f"{hair_choice()}, repeats 1"))}
         train_input = (digest(manifest) if prepare_action == skip and manifest.is_file()
                        else source_digest)
         train_digest = _digest(train_input, preset_digest, list(overrides))
@@ -360,7 +386,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
             "sample", sample_action, f"{final}, {n} images, seed 0",
             (str(synthetic / IMAGES), str(synthetic / METADATA), str(synthetic / GRID)),
             (launch.tool_command("sample", "--lora", str(run), "--n", str(n),
-                                 "--out", str(synthetic)).shell(),),
+                                 "--out", str(synthetic), *given).shell(),),
             detail="1024x1024, scale 12, 28 steps, euler_a")
         digests = {"prepare": source_digest, "train": train_digest, "sample": sample_digest}
         if push_repo is None:
@@ -373,28 +399,35 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         return _Plan(stages, digests, lora, (gone,) if gone else ())
 
     def result(stages: Sequence[Stage], lora: Path | None = None, url: str | None = None,
-               notes: Sequence[str] = ()) -> ReproduceResult:
+               notes: Sequence[str] = (), planned: bool = True) -> ReproduceResult:
+        said = (*errors.would_stop(problems), *warnings, *notes)
         return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
                                estimate(steps if isinstance(steps, int) else None, gpus),
-                               dry_run, status="planned" if dry_run else "succeeded",
-                               lora=lora, url=url,
-                               warnings=(*errors.would_stop(problems), *warnings, *notes))
+                               dry_run, status="planned" if planned else "succeeded",
+                               lora=lora, url=url, warnings=tuple(dict.fromkeys(said)))
 
     first = plan()
     if on_plan is not None:
         on_plan(result(list(first.stages.values()), notes=first.warnings))
     if dry_run:
         return result(list(first.stages.values()), notes=first.warnings)
-    done: list[Stage] = [first.stages["prepare"]]
     if first.stages["prepare"].action == "run":
-        prepare.prepare(source, prepared, metadata=metadata, images=images, options=original,
-                        force=True, break_lock=break_lock)
+        made_ready = prepare.prepare(source, prepared, metadata=metadata, images=images,
+                                     options=original, force=True, break_lock=break_lock)
         state.record("prepare", first.digests["prepare"], "done")
+        warnings += made_ready.warnings
+        done = [replace(first.stages["prepare"], outcome=_prepared(made_ready))]
+    else:
+        from medsynth_kohya.data import manifest as manifest_file
+
+        kept = files.counted(len(manifest_file.read(manifest)), "image")
+        done = [_already(first.stages["prepare"], f"{kept} in {prepared}")]
 
     now = plan()
-    done.append(now.stages["train"])
     warnings += now.warnings
-    if now.stages["train"].action != "skip (inputs unchanged)":
+    if now.stages["train"].action == skip:
+        done.append(_already(now.stages["train"], f"LoRA {final}"))
+    else:
         train_digest = now.digests["train"]
         with _recorded(state, "train", train_digest):
             trained = train.train(prepared, preset_name, overrides=overrides, run_dir=run,
@@ -410,14 +443,22 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
             raise UserError(f"training {trained.status}: {trained.message}; run the same "
                             f"reproduce command again to resume (log: {trained.log})")
         state.record("train", train_digest, "done")
+        warnings += trained.warnings
+        resumed = now.stages["train"].action == "resume"
+        how = " (resumed from its last saved state)" if resumed else ""
+        length = trained.plan.steps if trained.plan is not None else trained.expected_steps
+        done.append(replace(now.stages["train"],
+                            outcome=f"done{how}, {length} steps, LoRA {trained.lora or final}"))
 
     now = plan()
     lora = now.lora
     if lora is None:
         raise UserError(f"training ended without its LoRA {final}; run the same reproduce "
                         "command again to train it")
-    done.append(now.stages["sample"])
-    if now.stages["sample"].action == "run":
+    if now.stages["sample"].action == skip:
+        done.append(_already(now.stages["sample"],
+                             f"{files.counted(n, 'image')} in {synthetic / IMAGES}"))
+    else:
         lora_digest = digest(lora)
         earlier = state.data["stages"].get("sample", {}).get("lora")
         if earlier not in (None, lora_digest) and synthetic.is_dir():
@@ -436,12 +477,20 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
             raise UserError(f"sampling {made.status}: {made.message}; run the same reproduce "
                             "command again to continue")
         state.record("sample", sample_digest, "done", lora=lora_digest)
+        warnings += made.warnings
+        new = "" if made.generated == made.set_present else f" ({made.generated} new)"
+        done.append(replace(now.stages["sample"], outcome=(
+            f"done, {files.counted(made.set_present, 'image')} in {synthetic / IMAGES}{new}")))
 
     now = plan()
-    done.append(now.stages["push"])
     url = None
-    if now.stages["push"].action == "run":
+    pushing = now.stages["push"]
+    if pushing.action == "run":
         pushed = publish(run, str(push_repo), samples=synthetic, break_lock=break_lock)
         url = pushed.url
         state.record("push", now.digests["push"], "done", url=url)
-    return result(done, lora=lora, url=url)
+        pushing = replace(pushing, outcome=f"done, published at {url}")
+    elif pushing.action == skip:
+        pushing = _already(pushing, f"published to {push_repo}")
+    done.append(pushing)
+    return result(done, lora=lora, url=url, planned=False)
