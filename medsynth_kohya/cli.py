@@ -450,7 +450,7 @@ def fetch_isic(
     folder it writes is what `medsynth-kohya prepare` reads. The images are CC-BY-NC 4.0:
     keep the attribution.txt it writes with anything you publish.
     """
-    from medsynth_kohya import ui
+    from medsynth_kohya import files, ui
     from medsynth_kohya.data.fetch import fetch_isic as run
 
     with _user_errors():
@@ -461,7 +461,8 @@ def fetch_isic(
     if not result.ran:
         ui.say(result.command.shell())
         return
-    ui.say(f"Downloaded {result.images} images to {result.out}; next: {result.next_step}")
+    ui.say(f"Downloaded {files.counted(result.images, 'image')} to {result.out}; "
+           f"next: {result.next_step}")
 
 
 @app.command()
@@ -636,7 +637,7 @@ def sample(
     Hub comes through huggingface_hub's cache; its base model, trigger and caption template
     come from the run record push uploaded with it.
     """
-    from medsynth_kohya import ui
+    from medsynth_kohya import files, ui
     from medsynth_kohya.evaluation import copycheck
     from medsynth_kohya.sampling.machines import MachineShard
     from medsynth_kohya.sampling.sample import SampleOptions
@@ -673,17 +674,20 @@ def sample(
             ("settings", f"{plan.settings.width}x{plan.settings.height}, "
                          f"{plan.settings.steps} steps, scale {plan.settings.scale:g}, "
                          f"{plan.settings.sampler}, seeds {plan.seed}..{plan.seed + plan.n - 1}")]
-    rows += [(f"shard {s.index} (GPU {s.device})", f"{len(s.images)} images: "
-              f"{plan.image_id(s.images[0])}..{plan.image_id(s.images[-1])}"
+    rows += [(f"shard {s.index} (GPU {s.device})", f"{files.counted(len(s.images), 'image')}: "
+              + (plan.image_id(s.images[0]) if len(s.images) == 1 else
+                 f"{plan.image_id(s.images[0])}..{plan.image_id(s.images[-1])}")
               + ("" if s.returncode is None else f", made {s.made}"))
              for s in result.shards]
     if result.status != "dry-run":
-        rows.append(("metadata", str(result.metadata)))
-        rows.append(("grid", str(result.grid or "none (no images yet)")))
+        later = "written when the set is complete"
+        rows.append(("metadata", str(result.metadata or later)))
+        rows.append(("grid", str(result.grid or (later if result.metadata is None
+                                                 else "none (no images yet)"))))
     ui.table(f"sample: {result.out}", rows)
     if result.status == "dry-run":
         if result.shards:
-            ui.say(f"Commands ({missing} images to make):")
+            ui.say(f"Commands ({files.counted(missing, 'image')} to make):")
         for shard in result.shards:
             ui.say(shard.command.shell())
         return
@@ -906,7 +910,8 @@ def evaluate(
     ui.say(f"report: {result.page} (keep it private: it shows training photos)")
     ui.say(f"what `push --eval` publishes, without them: {result.public_page}")
     if result.flagged:
-        ui.error(f"{len(result.flagged)} synthetic images are near-copies of training photos; "
+        ui.error(f"near-copies of training photos: "
+                 f"{files.counted(len(result.flagged), 'synthetic image')}; "
                  "see the report before publishing them")
         raise typer.Exit(1)
 

@@ -673,3 +673,45 @@ def test_a_damaged_record_is_one_line_for_sample_push_and_evaluate(
                                   "--preset", "cpu-smoke", "--dry-run")
     assert code == 1 and "Traceback" not in stdout + stderr
     assert "prepare.json is damaged" in " ".join(stderr.split()), stderr
+
+
+def test_shard_summaries_say_what_the_shard_made_and_whether_the_set_is_complete(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """The first shard does not list a metadata.csv that does not exist yet; the shard that
+    completes the set counts the whole set and says it is complete."""
+    out = tmp_path / "synth"
+    args = ("--lora", run, "--n", 5, "--out", out, *SMALL)
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--shard", "1/2")
+    assert code == 0, stderr
+    assert not (out / "metadata.csv").exists() and str(out / "metadata.csv") not in stdout
+    assert "metadata │ written when the set is complete" in " ".join(stdout.split())
+    assert f"shard 1/2: 3 images made; the set has 3 of 5 in {out / 'images'}" in stdout
+    assert "complete (" not in stdout
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--shard", "2/2")
+    assert code == 0, stderr
+    assert len(_images(out)) == 5 and (out / "metadata.csv").is_file()
+    said = " ".join(stdout.split())
+    assert (f"shard 2/2: 2 images made; 5 images in {out / 'images'}: the set is complete "
+            "(metadata.csv, grid.jpg written)") in said
+    assert f"metadata │ {out / 'metadata.csv'}" in said
+
+
+def test_a_rerun_counts_only_the_images_it_makes(run: Path, fake_gen: FakeGen,
+                                                 tmp_path: Path) -> None:
+    """The progress bar of a re-run goes to the images missing, not the whole set."""
+    out = tmp_path / "synth"
+    options = SampleOptions(n=7, width=64, height=64, steps=2)
+    sample(run, out, options, sd_scripts=fake_gen.sd_scripts, python=PYTHON, detect=lambda: [])
+    for image in sorted((out / "images").glob("*.png"))[2:4]:
+        image.unlink()
+    seen: list[tuple[int, int]] = []
+    again = sample(run, out, options, sd_scripts=fake_gen.sd_scripts, python=PYTHON,
+                   detect=lambda: [], on_progress=lambda done, total: seen.append((done, total)))
+    assert again.generated == 2 and seen[0] == (0, 2) and seen[-1] == (2, 2)
+    assert {total for _, total in seen} == {2}
+    assert again.message == f"2 images made; 7 images in {out / 'images'}"
+    seen.clear()
+    sample(run, out, options, sd_scripts=fake_gen.sd_scripts, python=PYTHON, detect=lambda: [],
+           on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == []
+

@@ -93,7 +93,9 @@ class SampleResult:
     present_before: int
     present: int
     shards: tuple[Shard, ...]
-    metadata: Path
+    metadata: Path | None
+    """OUT/metadata.csv; None after a --shard run that left the set incomplete (the shard that
+    completes it writes it)."""
     grid: Path | None
     message: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
@@ -255,8 +257,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         state.update(status="running", start=_now())
         files.write_json(state_path, state)
         outcomes = launch.run_many([s.command for s in shards], [s.log for s in shards],
-                                   on_line=counter(out, len(wanted), len(present_before),
-                                                   on_progress, tag))
+                                   on_line=counter(out, len(missing), on_progress, tag))
     harvest(out, tag)
     in_set = [i for i in present_images(out / IMAGES, plan.id_prefix) if i < n]
     present = [i for i in in_set if i in wanted]
@@ -264,15 +265,18 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     finished = tuple(replace(s, made=sum(1 for i in s.images if i in done),
                              returncode=o.returncode, interrupted=o.interrupted,
                              tail=tuple(o.tail)) for s, o in zip(shards, outcomes, strict=True))
-    if on_progress is not None:
-        on_progress(len(present), len(wanted))
-    grid = None
+    made = sum(s.made for s in finished)
+    if on_progress is not None and shards:
+        on_progress(made, len(missing))
+    grid, metadata = None, None
     if shard is not None:
         write_metadata(plan, present, shard.record(out, ".csv"), options.metadata_style)
     if shard is None or len(in_set) == n:  # whichever run finds the set complete
         grid = _write_final(plan, in_set, out, options.metadata_style, shard is not None)
+        metadata = out / METADATA
     if any(s.interrupted for s in finished):
-        status, message = "interrupted", f"stopped with {len(present)} of {len(wanted)} images"
+        status = "interrupted"
+        message = f"stopped with {len(present)} of {files.counted(len(wanted), 'image')}"
     elif any(s.failed for s in finished):
         bad = [s for s in finished if s.failed]
         status = "failed"
@@ -280,11 +284,10 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                             f"after {s.made}/{len(s.images)} images (log: {s.log})" for s in bad)
     else:
         status = "succeeded"
-        message = (f"{len(present)} images in {out / IMAGES}" if shards else
-                   f"wrote {METADATA} and {GRID}" if finalize else
-                   f"all {len(wanted)} images were already there")
+        message = _made(out, shard, made if shards else None, len(wanted), len(in_set), n,
+                        finalize)
     if status == "succeeded" and len(in_set) < n:
-        message = (f"{message}; the set has {len(in_set)} of {n}: " + (
+        message += ("; " + (
             f"{out / METADATA} lists those (re-run the missing shards, then --finalize)"
             if shard is None else f"{METADATA} and {GRID} are written by the shard that "
             "completes it (or run sample --finalize)"))
@@ -300,8 +303,27 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         copies = copycheck.check(out, training)
         copycheck.write(out, copies)
     return replace(result, status=status, present=len(present), shards=finished, grid=grid,
-                   message=message, warnings=tuple(warnings), copies=copies,
+                   metadata=metadata, message=message, warnings=tuple(warnings), copies=copies,
                    set_present=len(in_set))
+
+
+def _made(out: Path, shard: MachineShard | None, made: int | None, wanted: int, in_set: int,
+          n: int, finalize: bool) -> str:
+    """What a run that succeeded did (`made` None: it had nothing to make) and how many of the
+    set's `n` images OUT holds now; a --shard run also says when the set is complete."""
+    if made is not None:
+        did = f"{files.counted(made, 'image')} made"
+    elif finalize:
+        did = f"wrote {METADATA} and {GRID}"
+    else:
+        did = (f"{'the' if wanted == 1 else 'all'} {files.counted(wanted, 'image')} "
+               f"{'was' if wanted == 1 else 'were'} already there")
+    if shard is not None:
+        did = f"shard {shard.k}/{shard.count}: {did}"
+    if in_set < n:
+        return f"{did}; the set has {in_set} of {n} in {out / IMAGES}"
+    complete = "" if shard is None else f": the set is complete ({METADATA}, {GRID} written)"
+    return f"{did}; {files.counted(n, 'image')} in {out / IMAGES}{complete}"
 
 
 def _write_final(plan: Plan, present: list[int], out: Path, style: MetadataStyle,

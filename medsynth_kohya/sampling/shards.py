@@ -143,14 +143,15 @@ def clear_shards(out: Path, tag: str | None = None) -> None:
         folder.rmdir()
 
 
-def counter(out: Path, wanted: int, before: int, on_progress: Progress | None,
+def counter(out: Path, missing: int, on_progress: Progress | None,
             tag: str | None = None) -> Callable[[int, str], None] | None:
-    """A line hook that reports images made so far of the `wanted`, counting files at most
-    twice a second (in the shard folders of `tag`, when given)."""
+    """A line hook that reports the images this run has made so far of the `missing` it makes
+    (images already there are not counted), counting files at most twice a second (in the
+    shard folders of `tag`, when given)."""
     if on_progress is None:
         return None
     last = [0.0]
-    on_progress(before, wanted)
+    on_progress(0, missing)
 
     def count(_shard: int, _line: str) -> None:
         now = time.monotonic()
@@ -159,6 +160,6 @@ def counter(out: Path, wanted: int, before: int, on_progress: Progress | None,
         last[0] = now
         made = sum(len(list((folder / "out").glob("im_*.png"))) for folder in folders(out, tag))
         assert on_progress is not None
-        on_progress(min(before + made, wanted), wanted)
+        on_progress(min(made, missing), missing)
 
     return count
