@@ -910,8 +910,9 @@ def evaluate(
     ui.say(f"report: {result.page} (keep it private: it shows training photos)")
     ui.say(f"what `push --eval` publishes, without them: {result.public_page}")
     if result.flagged:
-        ui.error(f"near-copies of training photos: "
-                 f"{files.counted(len(result.flagged), 'synthetic image')}; "
+        flagged = len(result.flagged)
+        ui.error(f"{files.counted(flagged, 'synthetic image')} "
+                 f"{'is a near-copy' if flagged == 1 else 'are near-copies'} of training photos; "
                  "see the report before publishing them")
         raise typer.Exit(1)
 

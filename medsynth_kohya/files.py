@@ -170,5 +170,15 @@ def safetensors_header(path: Path) -> dict[str, Any] | None:
 
 
 def counted(count: int, noun: str = "file") -> str:
-    """"1 file", "3 files": a count of `noun` in the right number."""
+    """"1 file", "3 files": a count of `noun` in the right number (every summary says counts
+    through this)."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def percent(part: float, total: float = 1) -> str:
+    """"37.5 %": `part` of `total` with one decimal, rounded half up, the one way the evaluation
+    report and the model card write a share (format's round-half-even would give 12 for 1/8)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    share = Decimal(part) * 100 / Decimal(total)
+    return f"{share.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)} %"

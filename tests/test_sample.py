@@ -715,3 +715,18 @@ def test_a_rerun_counts_only_the_images_it_makes(run: Path, fake_gen: FakeGen,
            on_progress=lambda done, total: seen.append((done, total)))
     assert seen == []
 
+
+def test_a_set_of_one_is_counted_in_the_singular(runner: CliRunner, run: Path,
+                                                 fake_gen: FakeGen, tmp_path: Path) -> None:
+    """Counts meet their noun through one helper: no "1 images" in any summary line."""
+    out = tmp_path / "one"
+    args = ("--lora", run, "--n", 1, "--out", out, *SMALL)
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 0, stderr
+    said = " ".join(stdout.split())
+    assert "1 image: SYN_0000000, made 1" in said and f"1 image in {out / 'images'}" in said
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--check-copies")
+    assert code == 0, stderr
+    said = " ".join(stdout.split())
+    assert "the 1 image was already there" in said and "no near-copies: 1 image checked" in said
+    assert "1 images" not in said

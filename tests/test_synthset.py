@@ -212,7 +212,7 @@ def test_a_set_whose_record_has_other_settings_is_refused(tmp_path: Path) -> Non
     plan = _plan(2)
     _sample_json(tmp_path, status="succeeded", n=2, identity={})
     _images(tmp_path, 0)
-    with pytest.raises(UserError, match=r"holds 1 images made with other settings \(id_prefix, "
+    with pytest.raises(UserError, match=r"holds 1 image made with other settings \(id_prefix, "
                                         r"lora_sha256, seed differ\)"):
         synthset.claim(tmp_path, IDENTITY, plan, synthset.outputs(plan, 1), force=False)
 

@@ -757,7 +757,8 @@ def _no_patient(table: pd.DataFrame, options: PrepareOptions, source: Source) ->
     if options.val_frac <= 0 or not blank:
         return []
     column = source.columns["patient_id"]
-    return [f"{blank} of {len(table)} images have no patient id (column {column} is blank): "
+    return [f"{blank} of {files.counted(len(table), 'image')} have no patient id (column "
+            f"{column} is blank): "
             "--val-frac splits them image by image, so one patient's images may fall on both "
             f"sides; fill in {column} or map another with --column patient_id=COLUMN"]
 
@@ -946,7 +947,8 @@ def _small(table: pd.DataFrame, resolution: int) -> list[str]:
     if not small.any():
         return []
     smallest = table.iloc[int(area.to_numpy().argmin())]
-    return [f"{int(small.sum())} of {len(table)} images are smaller than a quarter of the "
+    return [f"{int(small.sum())} of {files.counted(len(table), 'image')} are smaller than a "
+            "quarter of the "
             f"{resolution}x{resolution} training area (smallest: {smallest['id']}, "
             f"{smallest['width']}x{smallest['height']}); sd-scripts enlarges them more than "
             f"{MAX_UPSCALE}x and they train blurred: leave them out with --query "
@@ -979,7 +981,8 @@ def _elongated(table: pd.DataFrame, resolution: int) -> list[str]:
     if not over.any():
         return []
     worst = table.iloc[int(ratio.to_numpy().argmax())]
-    return [f"{int(over.sum())} of {len(table)} images are more elongated than {limit:g}:1, the "
+    return [f"{int(over.sum())} of {files.counted(len(table), 'image')} are more elongated "
+            f"than {limit:g}:1, the "
             f"most elongated bucket at --resolution {resolution} (most: {worst['id']}, "
             f"{worst['width']}x{worst['height']}); sd-scripts crops them to that bucket and "
             f"trains on a part of each: crop them, or leave them out with --query 'width <= "
@@ -1172,7 +1175,8 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
         agreement = result.hair_agreement
         if agreement is not None:
             rows.append((f"hair detector ({agreement.detector}) vs source's hairy tag",
-                         f"{agreement.accuracy:.1%} agree on {agreement.compared} images "
+                         f"{agreement.accuracy:.1%} agree on "
+                         f"{files.counted(agreement.compared, 'image')} "
                          f"(tag {agreement.metadata_hairy}, detector "
                          f"{agreement.detector_hairy} hairy)"))
         for column in ("sex", "site", "fitzpatrick_skin_type"):

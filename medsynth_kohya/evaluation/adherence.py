@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medsynth_kohya import files
 from medsynth_kohya.data.captions import ARTEFACT_WORDS, HAIR_TAG
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, Measurement
 
@@ -40,7 +41,8 @@ def asked_for(prompt: str, hairy: bool | None, skin_tone: str | None) -> Prompte
 
 
 def _rate(values: Sequence[bool]) -> str:
-    return f"{sum(values)}/{len(values)} ({sum(values) / len(values):.0%})" if values else "-"
+    return (f"{sum(values)}/{len(values)} ({files.percent(sum(values), len(values))})" if values
+            else "-")
 
 
 def _share(values: Sequence[str | None], name: str) -> str:

@@ -55,12 +55,14 @@ class CopyCheck:
     def summary(self) -> str:
         """One line: how many images are near-copies, and the first few pairs."""
         if not self.flagged:
-            return (f"no near-copies: {len(self.checked)} images checked against "
-                    f"{self.n_training} training photos of {self.training}")
+            return (f"no near-copies: {files.counted(len(self.checked), 'image')} checked "
+                    f"against {files.counted(self.n_training, 'training photo')} of "
+                    f"{self.training}")
         pairs = ", ".join(f"{f.synthetic_id} ~ {f.training_id} ({f.distance:.2f})"
                           for f in self.flagged[:5])
         more = f" and {len(self.flagged) - 5} more" if len(self.flagged) > 5 else ""
-        return (f"{len(self.flagged)} of {len(self.checked)} images are near-copies of "
+        return (f"{len(self.flagged)} of {files.counted(len(self.checked), 'image')} are "
+                "near-copies of "
                 f"training photos of {self.training}: {pairs}{more}")
 
 

@@ -382,7 +382,8 @@ def _with_features(extractor: Extractor, features: _Features, real_set: sets.Rea
                                                   "similarity": entry["similarity"]})
     copies_section["deep"] = deep
     fidelity_method = (f"{options.features} features of the {len(training_ids)} training photos "
-                       f"and {len(synthetic_ids)} synthetic images; FID and KID by torchmetrics "
+                       f"and {files.counted(len(synthetic_ids), 'synthetic image')}; "
+                       "FID and KID by torchmetrics "
                        "(KID: mean and std over 100 random subsets), precision and recall after "
                        "Kynkäänniemi et al. 2019 (k-nearest-neighbour balls).")
     try:
@@ -491,7 +492,7 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
     total = sections["copies"]["n_synthetic"]
     rows.append({"check": "near-copies of training photos",
                  "status": "fail" if flagged else "pass",
-                 "detail": f"{len(flagged)} of {total} synthetic images within "
+                 "detail": f"{len(flagged)} of {files.counted(total, 'synthetic image')} within "
                            f"{options.threshold:g} of a training photo"})
     for attribute, words in (("hair", "hair"), ("skin_tone", "skin tone")):
         figures = sections["adherence"][attribute]
@@ -500,7 +501,8 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
                      "status": "skipped" if agreement is None else
                      ("pass" if agreement >= ADHERENCE_PASS else "warn"),
                      "detail": f"no prompt names the {words}" if agreement is None else
-                     f"{agreement:.0%} of {figures['n_prompted']} images match their "
+                     f"{files.percent(agreement)} of "
+                     f"{files.counted(figures['n_prompted'], 'image')} match their "
                      f"prompt's {words}"})
     fidelity_section = sections["fidelity"]
     if "skipped" in fidelity_section:

@@ -148,7 +148,8 @@ def _copies(section: Mapping[str, Any], pairs: Sequence[Pair], public: bool) -> 
     parts = [f"<h2>1. Near-copies of training photos</h2><p class='method'>{_e(section['method'])}"
              "</p>", _histogram(section["distances"], section["threshold"],
                                 "nearest hash distance (fraction of bits)")]
-    parts.append(f"<p><b>{len(flagged)}</b> of {section['n_synthetic']} synthetic images are "
+    parts.append(f"<p><b>{len(flagged)}</b> of "
+                 f"{files.counted(section['n_synthetic'], 'synthetic image')} are "
                  f"within {section['threshold']:g} of a training photo.</p>")
     deep = section.get("deep")
     if deep:
@@ -235,8 +236,8 @@ def render_html(report: Mapping[str, Any], pairs: Sequence[Pair], *, public: boo
         f"<td>{_e(v['detail'])}</td></tr>" for v in report["verdict"])
     inputs = report["inputs"]
     body = [f"<h1>Synthetic set evaluation</h1><p>Real: <b>{_e(inputs['real'])}</b> "
-            f"({inputs['n_training']} training photos) · synthetic: "
-            f"<b>{_e(inputs['synthetic'])}</b> ({inputs['n_synthetic']} images) · "
+            f"({files.counted(inputs['n_training'], 'training photo')}) · synthetic: "
+            f"<b>{_e(inputs['synthetic'])}</b> ({files.counted(inputs['n_synthetic'], 'image')}) · "
             f"medsynth-kohya {_e(report['version'])} · {_e(report['created'])}</p>"
             + "".join(f"<p class='warn'>{_e(note)}</p>" for note in report.get("notes", ())),
             "<table><tr><th>check</th><th>verdict</th><th>detail</th></tr>" + verdict

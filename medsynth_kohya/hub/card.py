@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import __version__
+from medsynth_kohya import __version__, files
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.captions import ARTEFACT_WORDS, fields
 from medsynth_kohya.data.prepared import PreparedFolder
@@ -172,7 +172,7 @@ def _human(size: int) -> str:
 def _share_table(label: str, counts: Counter[str], order: Sequence[str], total: int) -> str:
     lines = [f"| {label} | images | share |", "|---|---:|---:|"]
     for key in order:
-        lines.append(f"| {_md(key)} | {counts[key]} | {100 * counts[key] / total:.1f} % |")
+        lines.append(f"| {_md(key)} | {counts[key]} | {files.percent(counts[key], total)} |")
     return "\n".join(lines)
 
 
@@ -259,7 +259,8 @@ def spread_markdown(rows: pd.DataFrame) -> str:
                      total),
         _share_table("site", sites, sorted(sites, key=lambda k: (k == "unknown", -sites[k], k)),
                      total),
-        f"{hairy} of {total} images ({100 * hairy / total:.1f} %) are tagged `hairy`.",
+        f"{hairy} of {files.counted(total, 'image')} ({files.percent(hairy, total)}) are tagged "
+        "`hairy`.",
         _fitzpatrick_markdown(rows),
         *_tone_markdown(rows),
     ]
@@ -309,7 +310,8 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
             f"Unlike {ARCHIVES}, fewer than half of them show lighter skin; expect this model "
             f"to {FOLLOW}.")
     return [_share_table("skin tone (ITA)", tones, order, total),
-            f"{light} of {total} images ({100 * light / total:.1f} %) show very light or light "
+            f"{light} of {files.counted(total, 'image')} ({files.percent(light, total)}) show "
+            "very light or light "
             f"skin (ITA above 41 degrees, measured on the healthy skin of each photo). {note}",
             *([f"Artefacts: {found}."] if found else [])]
 
@@ -549,7 +551,8 @@ def _evaluation(evaluation: CardEvaluation | None) -> str:
             for check, status, detail in evaluation.verdict]
     return "\n".join([
         f"Measured by medsynth-kohya {evaluation.version} `evaluate` on "
-        f"{evaluation.n_synthetic} synthetic images. The full report, with how each figure "
+        f"{files.counted(evaluation.n_synthetic, 'synthetic image')}. The full report, with "
+        "how each figure "
         f"was computed (training photos withheld), is [`{html}`]({html}); every figure is in "
         f"`{data}` and in this card's `model-index` metadata.", "",
         "| check | verdict | detail |", "|---|---|---|", *rows])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsynth_kohya import files
 from medsynth_kohya.evaluation import report as report_files
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
 
     inputs, sections = document["inputs"], document["sections"]
     n_real, n_synthetic = inputs["n_training"], inputs["n_synthetic"]
-    dataset = f"{inputs['real']}: {n_real} training photos vs {n_synthetic} synthetic images"
+    dataset = (f"{inputs['real']}: {files.counted(n_real, 'training photo')} vs "
+               f"{files.counted(n_synthetic, 'synthetic image')}")
 
     def result(kind: str, value: float, name: str, **args: Any) -> EvalResult:
         return EvalResult(task_type=_GENERATION[0], task_name=_GENERATION[1],

@@ -105,10 +105,10 @@ def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
     if not steps:
         return "unknown"
     if not gpus:
-        return f"{steps} steps; no GPU found here to estimate for"
+        return f"{files.counted(steps, 'step')}; no GPU found here to estimate for"
     rate = next((s for key, s in SECONDS_PER_STEP.items() if key in gpus[0].name), None)
     if rate is None:
-        return f"{steps} steps; no estimate for {gpus[0].name}"
+        return f"{files.counted(steps, 'step')}; no estimate for {gpus[0].name}"
     hours = steps * rate / 3600
     return f"about {hours:.1f} h on {gpus[0].name} ({rate:g} s/step, rough)"
 
@@ -377,13 +377,14 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         train_action, gone = _train_action(run, train_digest, state, name)
         stages["train"] = Stage("train", train_action, f"{manifest}, preset {preset.name}",
                                 (str(final), str(folder.record_file)), (command.shell(),),
-                                detail=f"{steps} steps")
+                                detail=files.counted(steps, "step") if isinstance(steps, int)
+                                else f"{steps} steps")
         lora = final if train_action == skip else None
         sample_digest = _digest(digest(lora) if lora else train_digest, n)
         sample_action = (skip if state.done("sample", sample_digest)
                          and _complete_set(synthetic, n) else "run")
         stages["sample"] = Stage(
-            "sample", sample_action, f"{final}, {n} images, seed 0",
+            "sample", sample_action, f"{final}, {files.counted(n, 'image')}, seed 0",
             (str(synthetic / IMAGES), str(synthetic / METADATA), str(synthetic / GRID)),
             (launch.tool_command("sample", "--lora", str(run), "--n", str(n),
                                  "--out", str(synthetic), *given).shell(),),
@@ -447,8 +448,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         resumed = now.stages["train"].action == "resume"
         how = " (resumed from its last saved state)" if resumed else ""
         length = trained.plan.steps if trained.plan is not None else trained.expected_steps
+        trained_for = "" if length is None else f", {files.counted(length, 'step')}"
         done.append(replace(now.stages["train"],
-                            outcome=f"done{how}, {length} steps, LoRA {trained.lora or final}"))
+                            outcome=f"done{how}{trained_for}, LoRA {trained.lora or final}"))
 
     now = plan()
     lora = now.lora

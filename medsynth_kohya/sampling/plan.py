@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsynth_kohya import arguments, locks
+from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data import query as data_query
 from medsynth_kohya.data.archive import MetadataStyle
@@ -258,7 +258,8 @@ def _check_trained_on(table: pd.DataFrame, path: Path, trained: pd.DataFrame,
     beyond = ages[(ages < low) | (ages > high)]
     if beyond.empty:
         return []
-    return [f"--like {path}: {len(beyond)} of {len(table)} rows have ages outside {low}-{high}, "
+    return [f"--like {path}: {len(beyond)} of {files.counted(len(table), 'row')} have ages outside "
+            f"{low}-{high}, "
             f"those the LoRA was trained on (first: {int(beyond.iloc[0])}), so it may not "
             f"follow them; leave them out with --query 'age >= {low} and age <= {high}'"]
 

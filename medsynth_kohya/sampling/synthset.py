@@ -126,9 +126,11 @@ def unfinished(out: Path) -> str | None:
     prefix = str(made["identity"].get("id_prefix", ""))
     present = sum(1 for i in present_images(out / IMAGES, prefix) if i < n)
     if status in _STOPPED:
-        return f"{out} is unfinished: sample {_STOPPED[status]} with {present} of {n} images"
+        return (f"{out} is unfinished: sample {_STOPPED[status]} with {present} of "
+                f"{files.counted(n, 'image')}")
     if status == "sharded" and present < n:
-        return f"{out} is unfinished: its shards have made {present} of {n} images"
+        return (f"{out} is unfinished: its shards have made {present} of "
+                f"{files.counted(n, 'image')}")
     return None
 
 
@@ -162,7 +164,8 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
         existing = present_images(out / IMAGES, str(before.get("id_prefix", plan.id_prefix)))
         changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
         if changed and existing:
-            raise UserError(f"{out} holds {len(existing)} images made with other settings "
+            raise UserError(f"{out} holds {files.counted(len(existing), 'image')} made with "
+                            "other settings "
                             f"({', '.join(changed)} differ); use another --out, or delete it")
         beyond = [i for i in existing if i >= plan.n]
         if beyond and not changed:
