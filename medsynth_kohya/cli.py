@@ -509,7 +509,7 @@ def push(
     Secrets are redacted and local paths hidden; a last scan of every byte refuses the push
     if a token, secret, home folder, user name or local path is left.
     """
-    from medsynth_kohya import ui
+    from medsynth_kohya import files, ui
     from medsynth_kohya.hub.push import push as run
 
     if show is not None:
@@ -532,10 +532,12 @@ def push(
         ui.warn(warning)
     total = sum(size for _, size in result.files)
     if result.dry_run:
-        ui.table(f"push --dry-run: {result.repo_id} ({len(result.files)} files, {total} B)",
+        ui.table(f"push --dry-run: {result.repo_id} ({files.counted(len(result.files))}, "
+                 f"{total} B)",
                  [(path, f"{size} B") for path, size in result.files])
         ui.say(result.card)
-        ui.say(f"Privacy scan passed: {len(result.files)} files, {result.scanned} B searched; "
+        ui.say(f"Privacy scan passed: {files.counted(len(result.files))}, {result.scanned} B "
+               "searched; "
                "no token, secret, home folder, user name or local path.")
         ui.say(f"Would push to {result.url} ({'private' if result.private else 'public'} "
                "if created)")
@@ -672,7 +674,8 @@ def sample(
             ("LoRA", f"{plan.lora} (sha256 {plan.lora_sha256[:12]}…)"),
             ("base model", plan.base_model),
             ("settings", f"{plan.settings.width}x{plan.settings.height}, "
-                         f"{plan.settings.steps} steps, scale {plan.settings.scale:g}, "
+                         f"{files.counted(plan.settings.steps, 'step')}, "
+                         f"scale {plan.settings.scale:g}, "
                          f"{plan.settings.sampler}, seeds {plan.seed}..{plan.seed + plan.n - 1}")]
     rows += [(f"shard {s.index} (GPU {s.device})", f"{files.counted(len(s.images), 'image')}: "
               + (plan.image_id(s.images[0]) if len(s.images) == 1 else

@@ -239,7 +239,7 @@ def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[st
     evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "again")
     notes = json.loads((tmp_path / "again" / "report.json").read_text(encoding="utf-8"))["notes"]
     (note,) = [n for n in notes if "no image file" in n]
-    assert note == f"1 rows of train.csv have no image file and are left out (first: {gone})"
+    assert note == f"1 row of train.csv has no image file and is left out (first: {gone})"
     assert note in (tmp_path / "again" / "report.html").read_text()
 
 

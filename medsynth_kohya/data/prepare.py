@@ -746,7 +746,8 @@ def _no_validation(table: pd.DataFrame, options: PrepareOptions) -> list[str]:
     if options.val_frac <= 0 or (table["split"] == "val").any():
         return []
     return [f"--val-frac {options.val_frac} gave no validation images: a patient's images "
-            f"stay on one side, and the {len(table)} images here cannot be split that way "
+            f"stay on one side, and the {files.counted(len(table), 'image')} here cannot be "
+            "split that way "
             "(one patient, or too few); train without --val-frac or add patients"]
 
 
@@ -905,7 +906,7 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
         how = " and ".join(f"--{name} {value!r}" for name, value in
                            (("query", options.query), ("diagnosis", options.diagnosis)) if value)
         return (f"no images were prepared: {how or 'the default selection (melanomas)'} "
-                f"matched none of the {rows} rows of {source.metadata}; "
+                f"matched none of the {files.counted(rows, 'row')} of {source.metadata}; "
                 "choose rows with --query or --diagnosis")
     orphan = skipped["reason"] == "no metadata row"
     counts = skipped.loc[~orphan, "reason"].value_counts()

@@ -113,8 +113,10 @@ def _from_source(source: Any, training_ids: set[str] | None
         training = table.loc[table["label"] == 1, ["id", "path", "patient_id"]]
     else:
         training = table.loc[table["id"].isin(training_ids), ["id", "path", "patient_id"]]
-    notes = [f"{len(absent)} rows of {Path(source.metadata).name} have no image file and are "
-             f"left out (first: {absent[0]})"] if absent else []
+    notes = [f"{files.counted(len(absent), 'row')} of {Path(source.metadata).name} "
+             f"{'has' if len(absent) == 1 else 'have'} no image file and "
+             f"{'is' if len(absent) == 1 else 'are'} left out (first: {absent[0]})"
+             ] if absent else []
     return training.reset_index(drop=True), table, notes
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 
 SDXL_CROSS_ATTENTION_DIM = 2048
@@ -187,7 +188,7 @@ class RunPlan:
                                            if self.state_bytes else ""))
         disk = "unknown" if self.disk_bytes is None else size(self.disk_bytes)
         return [("steps", f"{self.steps} ({self.steps_source})"),
-                ("epochs", f"{self.epochs} of {self.steps_per_epoch} steps"),
+                ("epochs", f"{self.epochs} of {files.counted(self.steps_per_epoch, 'step')}"),
                 ("saves", str(self.saves)), ("sample rounds", str(self.sample_rounds)),
                 ("one save", one),
                 ("disk for saves", f"{disk} of {size(self.free_bytes)} free")]
