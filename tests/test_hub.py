@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -452,11 +453,43 @@ def test_the_same_push_succeeds_once_the_hub_recovers(runner: CliRunner, fake_hu
 
 def test_repo_ids_and_licences() -> None:
     assert contents.check_repo_id("alice/melanoma-sdxl_lora.v2") == "alice/melanoma-sdxl_lora.v2"
-    with pytest.raises(UserError):
-        contents.check_repo_id("alice/" + "x" * 97)
+    assert contents.check_repo_id("a/" + "x" * 96) == "a/" + "x" * 96
+    for repo_id, rule in (("alice/" + "x" * 97, "its name has 97 characters; the Hub allows at "
+                                                "most 96"),
+                          ("alice/lora--x", "its name holds '--' or '..'"),
+                          ("al..ice/lora", "its namespace holds '--' or '..'"),
+                          ("alice/lora.git", "its name may not end in .git"),
+                          ("alice/-lora", "its name must start and end with a letter or digit"),
+                          ("alice/lo ra", "its name holds ' ': the Hub allows only letters"),
+                          ("alice", "must be namespace/name")):
+        with pytest.raises(UserError, match=re.escape(rule)):
+            contents.check_repo_id(repo_id)
     assert contents.check_license("openrail++") == "openrail++"
-    with pytest.raises(UserError):
-        contents.check_license("CC BY NC")
+    assert contents.check_license("llama3.1") == "llama3.1"
+    for license, close in (("CC BY NC", "; did you mean cc-by-nc-4.0, "),
+                           ("cc-by-nc", "; did you mean cc-by-nc-4.0, "),
+                           ("apache", "; did you mean apache-2.0?"), ("foo", "; see https://")):
+        with pytest.raises(UserError, match=f"--license {license!r} is not a licence id the "
+                                            f"Hub knows{re.escape(close)}"):
+            contents.check_license(license)
+    with pytest.raises(UserError, match="needs a license_name"):
+        contents.check_license("other")
+
+
+def test_a_licence_the_hub_does_not_know_is_refused_before_anything_is_sent(
+        runner: CliRunner, fake_hub: FakeHub, run: Path) -> None:
+    for license in ("foo", "cc-by-nc"):
+        code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--license",
+                                      license, "--endpoint", fake_hub.url, "--dry-run")
+        assert code == 1 and "is not a licence id the Hub knows" in stderr, stdout + stderr
+        assert len(stderr.strip().splitlines()) == 1
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", "me/" + "x" * 100,
+                                  "--endpoint", fake_hub.url, "--dry-run")
+    assert code == 1 and "the Hub allows at most 96" in stderr, stdout + stderr
+    code, stdout, _ = invoke(runner, "push", run, "--repo-id", REPO, "--license", "mit",
+                             "--show", "README.md")
+    assert code == 0 and "license: mit" in stdout.splitlines()
+    assert fake_hub.requests == []
 
 
 def test_a_changed_manifest_is_not_described(fake_hub: FakeHub, run: Path) -> None:

@@ -5,6 +5,7 @@ and the scan that refuses a push holding something private. No network.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.hub import eval_card, privacy
 from medsynth_kohya.hub.card import (
     DEFAULT_LICENSE,
+    HUB_LICENSES,
     TAGS,
     Sample,
     filled,
@@ -54,8 +56,9 @@ from medsynth_kohya.training.record import (
 MAX_SAMPLE_IMAGES = 8
 """Sample images uploaded (besides the grid); the first WIDGETS become card widgets."""
 REDACTED = privacy.REDACTED
-_NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
-_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+_NAME_CHARACTERS = re.compile(r"^[A-Za-z0-9._-]+$")
+REPO_NAME_MAX = 96
+"""The most characters the Hub allows in each part of a repo id."""
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 PUSHED = ".medsynth/pushed.json"
 """The repo's list of the files the last push uploaded, with the digests of what it sent: a
@@ -108,23 +111,52 @@ class PushPlan:
 
 def check_repo_id(repo_id: str, option: str = "--repo-id") -> str:
     """`namespace/name` with Hub-valid parts, else a UserError (naming `option`, the one the
-    user gave it by) saying what a repo id looks like."""
+    user gave it by) saying which of the Hub's rules it breaks."""
     parts = repo_id.strip().split("/")
-    if (len(parts) != 2 or not all(_NAME_PART.match(part) for part in parts)
-            or any("--" in part or ".." in part for part in parts)
-            or parts[1].endswith(".git")):
+    if len(parts) != 2 or not all(parts):
         raise UserError(f"{option} {repo_id!r} must be namespace/name (your user name or an "
                         "organisation, then letters, digits, '-', '_' or '.'), e.g. "
                         "your-name/melanoma-sdxl-lora")
+    problem = next(filter(None, (_part_problem(label, part) for label, part in
+                                 zip(("namespace", "name"), parts, strict=True))), None)
+    if problem is None and parts[1].lower().endswith(".git"):
+        problem = "its name may not end in .git"
+    if problem:
+        raise UserError(f"{option} {repo_id!r}: {problem}")
     return "/".join(parts)
 
 
+def _part_problem(label: str, part: str) -> str | None:
+    """Which of the Hub's rules for a repo id's namespace or name `part` breaks, if any."""
+    wrong = sorted({char for char in part if not _NAME_CHARACTERS.match(char)})
+    if wrong:
+        return (f"its {label} holds {', '.join(map(repr, wrong))}: the Hub allows only "
+                "letters, digits, '-', '_' and '.'")
+    if len(part) > REPO_NAME_MAX:
+        return (f"its {label} has {len(part)} characters; the Hub allows at most "
+                f"{REPO_NAME_MAX}")
+    if "--" in part or ".." in part:
+        return f"its {label} holds '--' or '..', which the Hub does not allow"
+    if not (part[0].isalnum() and part[-1].isalnum()):
+        return f"its {label} must start and end with a letter or digit"
+    return None
+
+
 def check_license(license: str) -> str:
-    """A Hub licence identifier such as cc-by-nc-4.0."""
-    if not _LICENSE.match(license):
-        raise UserError(f"--license {license!r} must be a Hub licence id in lower case, e.g. "
-                        "cc-by-nc-4.0, mit or openrail++")
-    return license
+    """One of the Hub's licence ids (HUB_LICENSES), else a UserError naming the closest."""
+    if license in HUB_LICENSES and license != "other":
+        return license
+    if license == "other":
+        raise UserError("--license other needs a license_name and a LICENSE file in the repo, "
+                        "which push does not write: choose one of the Hub's licence ids, or "
+                        "edit README.md on the Hub after the push")
+    close = difflib.get_close_matches(license.strip().lower().replace(" ", "-"),
+                                      HUB_LICENSES, n=3, cutoff=0.5)
+    hint = (f"did you mean {', '.join(close[:-1])} or {close[-1]}? " if len(close) > 1 else
+            f"did you mean {close[0]}? " if close else "")
+    raise UserError(f"--license {license!r} is not a licence id the Hub knows; {hint}see "
+                    "https://huggingface.co/docs/hub/repositories-licenses (e.g. cc-by-nc-4.0, "
+                    "mit or openrail++)")
 
 
 def _read_record(folder: RunFolder) -> RunRecord:
