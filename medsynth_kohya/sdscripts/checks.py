@@ -14,6 +14,7 @@ from typing import Any, TypeGuard
 from medsynth_kohya.arguments import MAX_SEED
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sdscripts import checkout, sdopts
+from medsynth_kohya.sdscripts.presets import BASE_MODEL
 
 _CAPTION_DROPOUT = ("caption_dropout_rate", "caption_dropout_every_n_epochs",
                     "caption_tag_dropout_rate")
@@ -27,6 +28,10 @@ _MODEL_FIXES = {
                                      "such as stabilityai/stable-diffusion-xl-base-1.0",
     "vae": "--set vae=PATH, or --set vae= to use the base model's VAE"}
 """Options naming a model that sd-scripts loads from disk when the value is a path."""
+REQUIRED = {"pretrained_model_name_or_path": f"the SDXL base model, e.g. {BASE_MODEL}",
+            "network_module": "networks.lora trains a LoRA"}
+"""Options sdxl_train_network.py has no default for and cannot run without (it fails once
+launched: no model to load, `importlib.import_module(None)`), with what to give."""
 
 
 def _on(options: Mapping[str, Any], key: str) -> bool:
@@ -143,6 +148,12 @@ def _import_errors(options: Mapping[str, Any], sd_scripts: Path, python: str) ->
                           f"in {sd_scripts} nor installed in {python}; install it there or "
                           "correct the name")
     return errors
+
+
+def unset_required(options: Mapping[str, Any]) -> list[str]:
+    """The REQUIRED options that `options` leaves out or sets to an empty text."""
+    return [key for key in REQUIRED if options.get(key) is None
+            or (isinstance(options[key], str) and not options[key].strip())]
 
 
 def config_errors(options: Mapping[str, Any], sd_scripts: Path | None = None,

@@ -6,6 +6,8 @@ A preset holds sd-scripts tables (any table name: sd-scripts flattens them) and 
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,10 @@ from medsynth_kohya.resources import data_dir
 OWN_TABLE = "medsynth"
 BASE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 """The SDXL base model every shipped preset trains on."""
+OWN_KEYS = ("description", "num_processes", "min_gpu_memory_gib", "device")
+"""The settings of a preset's [medsynth] table."""
+DEVICES = ("cuda", "cpu")
+"""A preset's [medsynth] device: "cpu" for one meant to run without a GPU."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,7 @@ def load(name: str) -> Preset:
     """A shipped preset by name, or a preset file by path."""
     import toml
 
-    path = Path(name).expanduser()
-    if not (path.suffix == ".toml" and path.is_file()):
-        path = data_dir("configs") / f"{name}.toml"
-    if not path.is_file():
-        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(available())} "
-                        "(or give a preset .toml file)")
+    path = _locate(name)
     try:
         document = toml.loads(path.read_text(encoding="utf-8"))
     except (toml.TomlDecodeError, UnicodeDecodeError) as exc:
@@ -70,10 +71,58 @@ def load(name: str) -> Preset:
         raise UserError(f"preset {path}: put {', '.join(stray)} inside a table such as [settings]")
     tables = {name: {key: _home(value) for key, value in table.items()}
               for name, table in document.items()}
-    return Preset(name=path.stem, path=path, description=str(own.get("description", "")),
-                  num_processes=int(own.get("num_processes", 1)),
-                  min_gpu_memory_gib=float(own.get("min_gpu_memory_gib", 0)),
-                  device=str(own.get("device", "cuda")), tables=tables)
+    return Preset(name=path.stem, path=path, tables=tables, **_own_settings(own, path))
+
+
+def _locate(name: str) -> Path:
+    """The file of preset `name`: a path when it looks like one (it ends in .toml or names a
+    folder), else a shipped preset's name."""
+    choose = f"choose one of: {', '.join(available())} (or give a preset .toml file)"
+    if not name.strip():
+        raise UserError(f"--preset is empty; {choose}")
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".toml" or len(Path(name).parts) > 1:
+        if path.is_file():
+            return path
+        shipped = (f"; the shipped preset is --preset {path.stem}"
+                   if path.stem in available() and len(Path(name).parts) == 1 else "")
+        state = "is not a file" if path.exists() else "does not exist"
+        raise UserError(f"preset file {name} {state}{shipped}")
+    path = data_dir("configs") / f"{name}.toml"
+    if not path.is_file():
+        close = difflib.get_close_matches(name, available(), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"unknown preset {name!r}; {hint}{choose}")
+    return path
+
+
+def _own_settings(own: Any, path: Path) -> dict[str, Any]:
+    """The [medsynth] table's settings as Preset fields; a UserError naming a setting it does
+    not know, or one whose value is of the wrong kind."""
+    if not isinstance(own, dict):
+        raise UserError(f"preset {path}: [{OWN_TABLE}] must be a table ({', '.join(OWN_KEYS)})")
+    unknown = sorted(set(own) - set(OWN_KEYS))
+    if unknown:
+        raise UserError(f"preset {path}: [{OWN_TABLE}] has no setting {unknown[0]!r}; it takes "
+                        f"{', '.join(OWN_KEYS)} (sd-scripts options go in a table such as "
+                        "[settings])")
+    description = own.get("description", "")
+    processes = own.get("num_processes", 1)
+    memory = own.get("min_gpu_memory_gib", 0)
+    device = own.get("device", "cuda")
+    checked = (
+        ("description", description, "text", isinstance(description, str)),
+        ("num_processes", processes, "a whole number, 0 or more (0: one process per GPU found)",
+         isinstance(processes, int) and not isinstance(processes, bool) and processes >= 0),
+        ("min_gpu_memory_gib", memory, "a number of GiB, 0 or more",
+         isinstance(memory, int | float) and not isinstance(memory, bool)
+         and math.isfinite(memory) and memory >= 0),
+        ("device", device, f"one of: {', '.join(DEVICES)}", device in DEVICES))
+    for key, value, kind, fits in checked:
+        if not fits:
+            raise UserError(f"preset {path}: [{OWN_TABLE}] {key} = {value!r} must be {kind}")
+    return {"description": description, "num_processes": processes,
+            "min_gpu_memory_gib": float(memory), "device": device}
 
 
 def _home(value: Any) -> Any:

@@ -267,7 +267,8 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
     changes, chosen = _choose_steps(preset, changes, target_steps)
     document = _merge(preset, changes, owned)
     options = presets.flatten(document)
-    errors = sdopts.check(SCRIPT, options) + checks.config_errors(options, sd_dir, python)
+    errors = (_unset_errors(preset, changes, options) + sdopts.check(SCRIPT, options)
+              + checks.config_errors(options, sd_dir, python))
     found_gpus = [] if preset.device == "cpu" else detect()
     processes = gpus or preset.num_processes or max(1, len(found_gpus))
     if preset.device == "cpu":
@@ -278,6 +279,25 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
         raise UserError("\n".join(errors))
     return _Config(document, options, _steps_source(options, changes, chosen), found_gpus,
                    processes)
+
+
+def _unset_errors(preset: presets.Preset, changes: Mapping[str, Any],
+                  options: Mapping[str, Any]) -> list[str]:
+    """One line naming the options sd-scripts cannot run without that the config lacks, and
+    where to give them: the preset file, or the --set that removed one."""
+    unset = checks.unset_required(options)
+    if not unset:
+        return []
+    given = [key for key in unset if key in changes]
+    if given:
+        key, value = given[0], changes[given[0]]
+        return [f"--set {key}={'' if value is None else repr(value)} leaves no {key} "
+                f"({checks.REQUIRED[key]}), which {SCRIPT}.py cannot run without: leave it "
+                f"out or give {key}=VALUE"]
+    named = " and no ".join(f"{key} ({checks.REQUIRED[key]})" for key in unset)
+    return [f"preset {preset.path.name} sets no {named}, which {SCRIPT}.py cannot run without: "
+            f"add {'them' if len(unset) > 1 else 'it'} under [settings] in {preset.path}, or "
+            f"--set {unset[0]}=VALUE"]
 
 
 def _preflight(location: checkout.Location, python: str, preset: presets.Preset,
@@ -487,7 +507,7 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
                      "another)")
     if resume and run_dir is not None:  # every machine runs the run's own settings
         preset_name, overrides = _as_started(run_dir, prepared, preset_name, overrides)
-    preset = presets.load(preset_name or DEFAULT_PRESET)
+    preset = presets.load(DEFAULT_PRESET if preset_name is None else preset_name)
     sbatch = slurm.parse_settings(cluster.slurm or ())
     if cluster.machines.rank > 0:
         if run_dir is None:
@@ -515,7 +535,7 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
     notes += [] if lock.note is None else [lock.note]
     if cluster.slurm is not None and result.status == "dry-run":  # not for a finished run
         text = nodes.train_script(
-            prepared, preset_name or DEFAULT_PRESET, overrides, run_dir,
+            prepared, DEFAULT_PRESET if preset_name is None else preset_name, overrides, run_dir,
             count=cluster.machines.count,
             gpus=gpus or preset.num_processes or 1, port=cluster.machines.main_port,
             sd_scripts=sd_scripts, python=python, resume=resume,
@@ -544,7 +564,7 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
     except (OSError, ValueError):
         return preset_name, overrides  # _claim_run_dir says what is missing
     if previous.config is None:  # stopped before its files were rendered: nothing to keep
-        return preset_name or previous.preset, overrides
+        return previous.preset if preset_name is None else preset_name, overrides
     started = [f"--preset {previous.preset}"] + [f"--set {o}" for o in previous.overrides or []]
     if ((preset_name is not None and presets.load(preset_name).name != previous.preset)
             or (overrides and list(overrides) != list(previous.overrides or []))):

@@ -1,0 +1,140 @@
+"""Presets: what a preset file must hold and how --preset names one, refused before anything
+is written or launched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import toml
+from typer.testing import CliRunner
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.resources import data_dir
+from medsynth_kohya.sdscripts import presets
+from medsynth_kohya.training.train import check as train_check
+from medsynth_kohya.training.train import train
+
+from .conftest import invoke
+
+
+def _preset(tmp_path: Path, name: str = "mine.toml", *, drop: tuple[str, ...] = (),
+            own: dict[str, Any] | None = None) -> Path:
+    """cpu-smoke written to `name`, without the settings in `drop`, its [medsynth] table
+    updated with `own`."""
+    document = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
+    for key in drop:
+        document["settings"].pop(key)
+    document["medsynth"].update(own or {})
+    path = tmp_path / name
+    path.write_text(toml.dumps(document), encoding="utf-8")
+    return path
+
+
+def _refused(runner: CliRunner, *args: object) -> str:
+    """The one line a refused `train` prints (exit 1, no traceback)."""
+    code, stdout, stderr = invoke(runner, "train", *args)
+    assert code == 1, stdout + stderr
+    assert "Traceback" not in stdout + stderr and len(stderr.strip().splitlines()) == 1, stderr
+    return " ".join(stderr.split())
+
+
+# what a preset must set
+
+
+def test_an_empty_preset_is_refused_in_one_line_even_in_a_dry_run(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("", encoding="utf-8")
+    said = _refused(runner, prepared, "--preset", empty, "--run-dir", tmp_path / "run",
+                    "--dry-run")
+    assert ("preset empty.toml sets no pretrained_model_name_or_path (the SDXL base model, e.g. "
+            f"{presets.BASE_MODEL}) and no network_module (networks.lora trains a LoRA), which "
+            "sdxl_train_network.py cannot run without: add them under [settings] in "
+            f"{empty}") in said, said
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("key", ["pretrained_model_name_or_path", "network_module"])
+def test_a_preset_without_a_required_option_is_refused_before_it_plans(
+        prepared: Path, tmp_path: Path, key: str) -> None:
+    mine = _preset(tmp_path, drop=(key,))
+    with pytest.raises(UserError, match=f"preset mine.toml sets no {key} ") as refused:
+        train(prepared, str(mine), run_dir=tmp_path / "run", dry_run=True)
+    assert "and no" not in str(refused.value) and f"--set {key}=VALUE" in str(refused.value)
+    with pytest.raises(UserError, match=f"sets no {key} "):  # reproduce's check before prepare
+        train_check(str(mine), [], tmp_path / "run", class_name="melanoma", target_steps=None,
+                    images=4, repeats=2)
+    value = presets.BASE_MODEL if key == "pretrained_model_name_or_path" else "networks.lora"
+    given = train(prepared, str(mine), overrides=[f"{key}={value}"],
+                  run_dir=tmp_path / "given", dry_run=True)  # the option given by --set is enough
+    assert given.status == "dry-run"
+
+
+def test_a_set_that_removes_a_required_option_says_so(runner: CliRunner, prepared: Path,
+                                                       tmp_path: Path) -> None:
+    said = _refused(runner, prepared, "--preset", "cpu-smoke", "--set", "network_module=",
+                    "--run-dir", tmp_path / "run", "--dry-run")
+    assert ("--set network_module= leaves no network_module (networks.lora trains a LoRA), "
+            "which sdxl_train_network.py cannot run without: leave it out or give "
+            "network_module=VALUE") in said
+    said = _refused(runner, prepared, "--preset", "cpu-smoke", "--set",
+                    'pretrained_model_name_or_path=" "', "--run-dir", tmp_path / "run",
+                    "--dry-run")
+    assert "--set pretrained_model_name_or_path=' ' leaves no pretrained_model_name_or_path" in said
+
+
+# how --preset names one
+
+
+def test_an_empty_preset_name_is_refused_not_the_default(runner: CliRunner, prepared: Path,
+                                                         tmp_path: Path) -> None:
+    said = _refused(runner, prepared, "--preset", "", "--run-dir", tmp_path / "run",
+                    "--dry-run")
+    assert said.startswith("Error: --preset is empty; choose one of: a100-80gb, cpu-smoke")
+    with pytest.raises(UserError, match="--preset is empty"):
+        train(prepared, " ", run_dir=tmp_path / "run", dry_run=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_preset_file_that_is_not_there_is_named_as_a_file(
+        runner: CliRunner, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        ) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("missing.toml", "presets/mine", str(tmp_path / "nowhere" / "x.TOML")):
+        said = _refused(runner, prepared, "--preset", name, "--dry-run")
+        assert said == f"Error: preset file {name} does not exist", said
+    said = _refused(runner, prepared, "--preset", "t4-16gb.toml", "--dry-run")
+    assert said.endswith("does not exist; the shipped preset is --preset t4-16gb")
+    (tmp_path / "folder.toml").mkdir()
+    assert _refused(runner, prepared, "--preset", "folder.toml", "--dry-run").endswith(
+        "preset file folder.toml is not a file")
+    said = _refused(runner, prepared, "--preset", "t4-16g", "--dry-run")
+    assert said.startswith("Error: unknown preset 't4-16g'; did you mean t4-16gb? choose one")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("own", "needle"), [
+    ({"num_processes": -1}, "num_processes = -1 must be a whole number, 0 or more"),
+    ({"num_processes": "two"}, "num_processes = 'two' must be a whole number"),
+    ({"num_processes": 1.5}, "num_processes = 1.5 must be a whole number"),
+    ({"min_gpu_memory_gib": "lots"}, "min_gpu_memory_gib = 'lots' must be a number of GiB"),
+    ({"device": "gpu"}, "device = 'gpu' must be one of: cuda, cpu"),
+    ({"num_process": 2}, "[medsynth] has no setting 'num_process'; it takes description, "
+                         "num_processes"),
+])
+def test_a_wrong_setting_of_the_tools_own_table_is_one_line(
+        runner: CliRunner, prepared: Path, tmp_path: Path, own: dict[str, Any],
+        needle: str) -> None:
+    mine = _preset(tmp_path, own=own)
+    said = _refused(runner, prepared, "--preset", mine, "--run-dir", tmp_path / "run",
+                    "--dry-run")
+    assert f"preset {mine}: " in said and needle in said, said
+
+
+def test_the_tools_own_settings_are_read(tmp_path: Path) -> None:
+    mine = presets.load(str(_preset(tmp_path, own={"num_processes": 0, "device": "cuda",
+                                                    "min_gpu_memory_gib": 12})))
+    assert (mine.num_processes, mine.device, mine.min_gpu_memory_gib) == (0, "cuda", 12.0)
+    assert presets.load("cpu-smoke").device == "cpu"
