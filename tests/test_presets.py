@@ -1,8 +1,9 @@
-"""Presets: what a preset file must hold and how --preset names one, refused before anything
-is written or launched."""
+"""Presets and --gpus: what a preset file must hold, how --preset names one, and how many
+training processes a machine can start, refused before anything is written or launched."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,16 @@ import toml
 from typer.testing import CliRunner
 
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.resources import data_dir
 from medsynth_kohya.sdscripts import presets
 from medsynth_kohya.training.train import check as train_check
 from medsynth_kohya.training.train import train
 
 from .conftest import invoke
+from .fakes import FakeSd
+
+A100 = Gpu("NVIDIA A100-SXM4-80GB", 81920, (8, 0))
 
 
 def _preset(tmp_path: Path, name: str = "mine.toml", *, drop: tuple[str, ...] = (),
@@ -138,3 +143,49 @@ def test_the_tools_own_settings_are_read(tmp_path: Path) -> None:
                                                     "min_gpu_memory_gib": 12})))
     assert (mine.num_processes, mine.device, mine.min_gpu_memory_gib) == (0, "cuda", 12.0)
     assert presets.load("cpu-smoke").device == "cpu"
+
+
+# how many processes the machine can start
+
+
+def test_a_cpu_preset_refuses_more_than_one_process(runner: CliRunner, prepared: Path,
+                                                    fake_sd: FakeSd, tmp_path: Path) -> None:
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    for extra in (("--dry-run",), ()):
+        said = _refused(runner, prepared, "--preset", "cpu-smoke", "--gpus", "3", "--run-dir",
+                        tmp_path / "run", *tools, *extra)
+        assert said == ('Error: preset cpu-smoke runs on the CPU (device = "cpu"), in one '
+                        "process, not 3: leave out --gpus")
+    assert not fake_sd.record.exists() and not (tmp_path / "run").exists()
+    mine = _preset(tmp_path, own={"num_processes": 2})
+    with pytest.raises(UserError, match=r"in one process, not 2: set num_processes = 1 in "):
+        train(prepared, str(mine), run_dir=tmp_path / "run", dry_run=True)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--gpus",
+                                  "1", "--run-dir", tmp_path / "one", *tools, "--dry-run")
+    assert code == 0 and "--multi_gpu" not in stdout, stderr
+
+
+def test_more_gpus_than_a_machine_without_gpus_has_refuse_a_real_launch_only(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    tools: dict[str, Any] = {"sd_scripts": fake_sd.sd_scripts, "python": sys.executable}
+    line = ("3 training processes need 3 GPUs; nvidia-smi found none on this machine: train on "
+            "a machine with 3 GPUs, or ask for fewer with --gpus")
+    planned = train(prepared, "t4-16gb", run_dir=tmp_path / "plan", gpus=3, dry_run=True,
+                    detect=lambda: [], **tools)  # planning a run for another machine
+    assert f"a real run would stop at: {line}" in planned.warnings
+    with pytest.raises(UserError) as refused:
+        train(prepared, "t4-16gb", run_dir=tmp_path / "run", gpus=3, detect=lambda: [], **tools)
+    assert line in str(refused.value).splitlines()
+    assert not fake_sd.record.exists()
+    one = train(prepared, "t4-16gb", run_dir=tmp_path / "one", dry_run=True, detect=lambda: [],
+                **tools)
+    assert not any("training processes need" in warning for warning in one.warnings)
+
+
+def test_more_gpus_than_found_are_refused_naming_how_many(prepared: Path,
+                                                         tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^1000 training processes need 1000 GPUs; 1 found: use "
+                                        r"--gpus 1$"):
+        train(prepared, "a100-80gb", run_dir=tmp_path / "run", gpus=1000, dry_run=True,
+              detect=lambda: [A100])
+    assert not (tmp_path / "run").exists()

@@ -255,6 +255,15 @@ def cpu_errors(options: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def missing_gpus(processes: int, gpus: Sequence[Gpu]) -> list[str]:
+    """More training processes than this machine has GPUs, when it has none: a real launch
+    fails (a dry run may be preparing for another machine)."""
+    if gpus or processes <= 1:
+        return []
+    return [f"{processes} training processes need {processes} GPUs; nvidia-smi found none on "
+            f"this machine: train on a machine with {processes} GPUs, or ask for fewer with --gpus"]
+
+
 def gpu_errors(options: Mapping[str, Any], gpus: Sequence[Gpu], processes: int,
                min_memory_gib: float) -> list[str]:
     """What the GPUs that are present cannot run: precision, memory, process count."""

@@ -270,7 +270,7 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
     errors = (_unset_errors(preset, changes, options) + sdopts.check(SCRIPT, options)
               + checks.config_errors(options, sd_dir, python))
     found_gpus = [] if preset.device == "cpu" else detect()
-    processes = gpus or preset.num_processes or max(1, len(found_gpus))
+    processes = _processes(preset, gpus, found_gpus)
     if preset.device == "cpu":
         errors += checks.cpu_errors(options)
     elif found_gpus:
@@ -279,6 +279,18 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
         raise UserError("\n".join(errors))
     return _Config(document, options, _steps_source(options, changes, chosen), found_gpus,
                    processes)
+
+
+def _processes(preset: presets.Preset, gpus: int | None, found: Sequence[Gpu]) -> int:
+    """This machine's training processes: --gpus, else the preset's, else one per GPU found;
+    a CPU preset runs one, and asking it for more is refused."""
+    processes = gpus or preset.num_processes or max(1, len(found))
+    if preset.device == "cpu" and processes > 1:
+        fix = ("leave out --gpus" if gpus else
+               f"set num_processes = 1 in [{presets.OWN_TABLE}] of {preset.path}")
+        raise UserError(f"preset {preset.name} runs on the CPU (device = \"cpu\"), in one "
+                        f"process, not {processes}: {fix}")
+    return processes
 
 
 def _unset_errors(preset: presets.Preset, changes: Mapping[str, Any],
@@ -308,6 +320,8 @@ def _preflight(location: checkout.Location, python: str, preset: presets.Preset,
     found without writing anything."""
     problems, warnings, versions = _machine_problems(location, python, config.options, preset,
                                                      config.gpus, run_dir)
+    if preset.device != "cpu":
+        problems += checks.missing_gpus(config.processes, config.gpus)
     output = RunFolder(run_dir).output
     saved = (sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
              if resume and output.is_dir() else 0)
@@ -793,7 +807,7 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
         runner = checkout.python(python)
         changes = parse_overrides(overrides)
         decision: dict[str, Any] = {
-            "processes": gpus or preset.num_processes or max(1, len(found)),
+            "processes": _processes(preset, gpus, found),
             "resume": None if state_dir is None else str(state_dir),
             "mixed_precision": changes.get("mixed_precision",
                                            preset.options.get("mixed_precision", "no"))}
