@@ -122,7 +122,7 @@ def check_repo_id(repo_id: str, option: str = "--repo-id") -> str:
     if problem is None and parts[1].lower().endswith(".git"):
         problem = "its name may not end in .git"
     if problem:
-        raise UserError(f"{option} {repo_id!r}: {problem}")
+        raise UserError(f"{option} {repo_id!r} is not a valid Hub namespace/name: {problem}")
     return "/".join(parts)
 
 
