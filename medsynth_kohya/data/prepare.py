@@ -318,11 +318,13 @@ def _edited(out: Path, placed: _Placed) -> list[Path]:
             continue
         row = rows.get(path.stem)
         image = path.suffix != ".txt"
+        recorded = written.get(path) if path not in unfinished else None
+        if image and recorded is not None and layout.stamp(path) == recorded:
+            continue  # untouched since placed, the common case: one stat
         if image and row is not None and _shared(path, row[2]):
             continue
-        recorded = written.get(path)
-        if image and recorded is not None and path not in unfinished:
-            if layout.stamp(path) != recorded and not (row and _same_bytes(path, row[2])):
+        if image and recorded is not None:
+            if not (row and _same_bytes(path, row[2])):
                 changed.append(path)
             continue
         allowed = set(unfinished.get(path, ()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,6 @@ from medsynth_kohya.resources import data_dir
 OWN_TABLE = "medsynth"
 BASE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 """The SDXL base model every shipped preset trains on."""
-OWN_KEYS = ("description", "num_processes", "min_gpu_memory_gib", "device")
-"""The settings of a preset's [medsynth] table."""
 DEVICES = ("cuda", "cpu")
 """A preset's [medsynth] device: "cpu" for one meant to run without a GPU."""
 
@@ -44,6 +42,9 @@ class Preset:
         """The sd-scripts options as sd-scripts sees them: all tables flattened."""
         return flatten(self.tables)
 
+
+OWN_KEYS = tuple(f.name for f in fields(Preset) if f.name not in ("name", "path", "tables"))
+"""The settings of a preset's [medsynth] table: Preset's own fields."""
 
 def flatten(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """What sd-scripts reads from a --config_file: every table's keys in one namespace,
