@@ -91,14 +91,18 @@ def test_caption_extension_and_resolution_format() -> None:
     assert checks.config_errors({"resolution": [1024, 1024]}) == []  # a type: sdopts says it
 
 
-@pytest.mark.parametrize("key", ["max_train_steps", "save_every_n_steps", "network_dim",
-                                 "train_batch_size", "max_train_epochs"])
+@pytest.mark.parametrize("key", ["max_train_steps", "max_train_epochs", "train_batch_size",
+                                 "network_dim", "gradient_accumulation_steps",
+                                 "save_every_n_steps", "save_every_n_epochs",
+                                 "sample_every_n_steps", "sample_every_n_epochs"])
 def test_counts_below_one_are_refused(key: str) -> None:
     for value in (0, -5):
-        assert checks.config_errors({key: value}) == [
+        assert sdopts.check("sdxl_train_network", {key: value}) == [
             f"{key} = {value} must be at least 1 (remove the override for the preset's value)"]
-    assert checks.config_errors({key: 1}) == []
-    assert checks.config_errors({key: True}) == []  # a type: sdopts says it
+    assert sdopts.check("sdxl_train_network", {key: 1}) == []
+    assert sdopts.check("sdxl_train_network", {key: True}) == [
+        f"{key} = true must be a TOML integer"]
+    assert checks.config_errors({key: 0}) == []  # said once, by sdopts
 
 
 @pytest.mark.parametrize(("flag", "precision"), [("full_fp16", "fp16"), ("full_bf16", "bf16")])

@@ -18,10 +18,6 @@ from medsynth_kohya.sdscripts.presets import BASE_MODEL
 
 _CAPTION_DROPOUT = ("caption_dropout_rate", "caption_dropout_every_n_epochs",
                     "caption_tag_dropout_rate")
-_COUNTS = ("max_train_steps", "max_train_epochs", "train_batch_size", "network_dim",
-           "gradient_accumulation_steps", "save_every_n_steps", "save_every_n_epochs",
-           "sample_every_n_steps", "sample_every_n_epochs")
-"""Counts sd-scripts divides by or trains for: 0 or less trains nothing or fails mid-run."""
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 _MODEL_FIXES = {
     "pretrained_model_name_or_path": "--set pretrained_model_name_or_path=PATH, or a Hub id "
@@ -202,9 +198,6 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
     if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
         errors.append(f"resolution = {options['resolution']!r} must be a width and height "
                       'above 0 such as "1024,1024" or "1024"')
-    errors += [f"{key} = {options[key]} must be at least 1 (remove the override for the "
-               "preset's value)" for key in _COUNTS
-               if _number(options.get(key)) and options[key] < 1]
     if _on(options, "full_fp16") and options.get("mixed_precision") != "fp16":
         errors.append('full_fp16 needs mixed_precision = "fp16"')
     if _on(options, "full_bf16") and options.get("mixed_precision") != "bf16":
@@ -255,13 +248,19 @@ def cpu_errors(options: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def _too_few_gpus(processes: int, found: str, fix: str) -> str:
+    """The one refusal of more training processes than GPUs, with what was found and the fix."""
+    return f"{processes} training processes need {processes} GPUs; {found}: {fix}"
+
+
 def missing_gpus(processes: int, gpus: Sequence[Gpu]) -> list[str]:
     """More training processes than this machine has GPUs, when it has none: a real launch
     fails (a dry run may be preparing for another machine)."""
     if gpus or processes <= 1:
         return []
-    return [f"{processes} training processes need {processes} GPUs; nvidia-smi found none on "
-            f"this machine: train on a machine with {processes} GPUs, or ask for fewer with --gpus"]
+    return [_too_few_gpus(processes, "nvidia-smi found none on this machine",
+                          f"train on a machine with {processes} GPUs, or ask for fewer with "
+                          "--gpus")]
 
 
 def gpu_errors(options: Mapping[str, Any], gpus: Sequence[Gpu], processes: int,
@@ -269,8 +268,7 @@ def gpu_errors(options: Mapping[str, Any], gpus: Sequence[Gpu], processes: int,
     """What the GPUs that are present cannot run: precision, memory, process count."""
     errors = []
     if processes > len(gpus):
-        errors.append(f"{processes} training processes need {processes} GPUs; "
-                      f"{len(gpus)} found: use --gpus {len(gpus)}")
+        errors.append(_too_few_gpus(processes, f"{len(gpus)} found", f"use --gpus {len(gpus)}"))
     for gpu in gpus[:processes]:
         major, minor = gpu.compute_capability
         if uses_bf16(options) and not gpu.bf16:

@@ -63,10 +63,15 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
                       "loss weights negative)"),
     "noise_offset": (lambda v: v >= 0, "0 (off) or above, such as 0.0357"),
     "network_mul": (math.isfinite, "finite numbers, one per LoRA, such as [0.8]"),
+    **{key: (lambda v: v >= 1, "at least 1" + _KEEP)
+       for key in ("max_train_steps", "max_train_epochs", "train_batch_size", "network_dim",
+                   "gradient_accumulation_steps", "save_every_n_steps", "save_every_n_epochs",
+                   "sample_every_n_steps", "sample_every_n_epochs")},
 }
 """Numeric options whose values sd-scripts takes unchecked and only fails on (or trains
 nothing with) once training runs: the allowed range, as a test and as the refusal says it.
-Every other number must be finite, as `_check_one` requires of all of them."""
+The counts are what sd-scripts divides by or trains for: 0 or less trains nothing or fails
+mid-run. Every other number must be finite, as `_check_one` requires of all of them."""
 IMPORT_FAILED = 3
 """Exit status of the snapshot subprocess when sd-scripts (or a dependency) cannot be imported."""
 _MARKER = "SDOPTS-JSON:"
