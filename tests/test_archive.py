@@ -15,6 +15,7 @@ from isic_metadata.fields import AnatomSiteGeneralEnum, ImageManipulationEnum, L
 from isic_metadata.metadata import MetadataRow
 from typer.testing import CliRunner
 
+from medsynth_kohya import files
 from medsynth_kohya.data import archive as vocab
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.archive import MetadataStyle
@@ -148,7 +149,9 @@ def test_hair_detector_agreement_is_reported_and_kept(archive: SyntheticSet,
     assert kept["detector"] == "auto" and agree < len(table)
     assert kept["accuracy"] == round(agree / len(table), 4)
     line = next(line for line in stdout.splitlines() if "hair detector (auto)" in line)
-    assert f"{100 * agree / len(table):.1f}% agree on {len(table)} images" in line
+    assert f"{files.percent(agree, len(table))} agree on {len(table)} images" in line
+    hairy = int(table["hairy"].sum())
+    assert f"{hairy} ({files.percent(hairy, len(table))}, " in stdout
 
 
 def test_old_archive_export_with_legacy_diagnosis(archive: SyntheticSet,

@@ -1172,13 +1172,13 @@ def summary(result: PrepareResult) -> list[tuple[str, str]]:
     for reason, count in reasons.value_counts().sort_index().items():
         rows.append((f"skipped: {reason}", str(count)))
     if len(table):
-        share = float(table["hairy"].mean())
         hairy = int(table["hairy"].sum())
-        rows.append(("hairy", f"{hairy} ({share:.0%}, {_hair_origin(table, result.options)})"))
+        rows.append(("hairy", f"{hairy} ({files.percent(hairy, len(table))}, "
+                              f"{_hair_origin(table, result.options)})"))
         agreement = result.hair_agreement
         if agreement is not None:
             rows.append((f"hair detector ({agreement.detector}) vs source's hairy tag",
-                         f"{agreement.accuracy:.1%} agree on "
+                         f"{files.percent(agreement.agree, agreement.compared)} agree on "
                          f"{files.counted(agreement.compared, 'image')} "
                          f"(tag {agreement.metadata_hairy}, detector "
                          f"{agreement.detector_hairy} hairy)"))
