@@ -678,9 +678,7 @@ def sample(
                          f"scale {plan.settings.scale:g}, "
                          f"{plan.settings.sampler}, seeds {plan.seed}..{plan.seed + plan.n - 1}")]
     rows += [(f"shard {s.index} (GPU {s.device})", f"{files.counted(len(s.images), 'image')}: "
-              + (plan.image_id(s.images[0]) if len(s.images) == 1 else
-                 f"{plan.image_id(s.images[0])}..{plan.image_id(s.images[-1])}")
-              + ("" if s.returncode is None else f", made {s.made}"))
+              + plan.image_ids(s.images) + ("" if s.returncode is None else f", made {s.made}"))
              for s in result.shards]
     if result.status != "dry-run":
         later = "written when the set is complete"

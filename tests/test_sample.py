@@ -730,3 +730,19 @@ def test_a_set_of_one_is_counted_in_the_singular(runner: CliRunner, run: Path,
     said = " ".join(stdout.split())
     assert "the 1 image was already there" in said and "no near-copies: 1 image checked" in said
     assert "1 images" not in said
+
+
+def test_a_rerun_that_fills_gaps_names_exactly_the_images_it_makes(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    args = ("--lora", run, "--n", 10, "--out", out, *SMALL)
+    assert _sample(runner, fake_gen, *args)[0] == 0
+    for gaps, said in (((1, 4, 5), "3 images: SYN_0000001, SYN_0000004..SYN_0000005, made 3"),
+                       ((0, 2, 4, 6, 9), "5 images: SYN_0000000, SYN_0000002, SYN_0000004 "
+                                         "and 2 more, made 5")):
+        for index in gaps:
+            (out / "images" / f"SYN_{index:07d}.png").unlink()
+        code, stdout, stderr = _sample(runner, fake_gen, *args)
+        assert code == 0, stdout + stderr
+        assert said in " ".join(stdout.replace("│", " ").split())
+        assert _images(out) == {f"SYN_{i:07d}" for i in range(10)}

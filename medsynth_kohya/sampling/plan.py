@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,21 @@ class Plan:
 
     def image_id(self, index: int) -> str:
         return f"{self.id_prefix}{index:0{ID_DIGITS}d}"
+
+    def image_ids(self, indices: Sequence[int], shown: int = 3) -> str:
+        """`indices` (ascending) as their ids, each unbroken run as `first..last`: a re-run that
+        fills gaps reads "SYN_0000001, SYN_0000004", never a range holding images it keeps.
+        Past `shown` runs, how many more."""
+        runs: list[list[int]] = []
+        for index in indices:
+            if runs and index == runs[-1][1] + 1:
+                runs[-1][1] = index
+            else:
+                runs.append([index, index])
+        said = [self.image_id(first) if first == last else
+                f"{self.image_id(first)}..{self.image_id(last)}" for first, last in runs[:shown]]
+        more = len(runs) - shown
+        return ", ".join(said) + (f" and {more} more" if more > 0 else "")
 
     def line(self, index: int) -> str:
         return prompts.prompt_line(self.drawn.prompts[index], self.settings, self.seed + index)
