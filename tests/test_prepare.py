@@ -10,7 +10,7 @@ import toml
 
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.hair import HairMode
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.prepare import PrepareOptions, prepare, summary
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 
@@ -462,3 +462,12 @@ def test_images_a_query_on_measurements_leaves_out_are_in_skipped_csv(
                 options=PrepareOptions(query="width > 5000"))
     refused = pd.read_csv(tmp_path / "none" / "skipped.csv", dtype=str)
     assert sorted(refused["id"]) == sorted(isic2020.frame["image_name"])
+
+
+def test_the_summary_names_metadata_and_images_alike_whatever_was_typed(
+        isic2020: SyntheticSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(isic2020.images)
+    result = prepare(Path(".."), tmp_path / "out", workers=1)
+    rows = dict(summary(result))
+    assert rows["metadata"] == str(isic2020.metadata.resolve())
+    assert rows["images"] == str(isic2020.images.resolve())

@@ -655,11 +655,12 @@ def listed_duplicates(source: Source) -> tuple[list[tuple[str, str]], Path | Non
 
 def described(source: Source, images: Iterable[str]) -> list[tuple[str, str]]:
     """Summary rows naming the metadata file and the folder the prepared `images` (paths)
-    came from (the commonest first), else the first folder searched."""
+    came from (the commonest first), else the first folder searched; both as absolute paths,
+    as the images are recorded, whatever was typed."""
     folders = Counter(str(Path(path).parent) for path in images).most_common()
     first = folders[0][0] if folders else str(source.image_dirs[0]) if source.image_dirs else "none"
     more = f" (and {len(folders) - 1} more folders)" if len(folders) > 1 else ""
-    return [("metadata", str(source.metadata)), ("images", first + more)]
+    return [("metadata", str(source.metadata.resolve())), ("images", first + more)]
 
 
 def read_metadata(source: Source) -> pd.DataFrame:
