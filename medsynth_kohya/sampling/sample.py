@@ -296,7 +296,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     state.update(status=status, end=_now(), message=message, present=len(present),
                  shards=[{"index": s.index, "device": s.device, "images": len(s.images),
                           "made": s.made, "returncode": s.returncode,
-                          "interrupted": s.interrupted, "log": str(s.log)} for s in finished])
+                          "interrupted": s.interrupted, "log": str(s.log.absolute())}
+                         for s in finished])
     files.write_json(state_path, state)
     copies = None
     if training is not None and status == "succeeded":

@@ -765,7 +765,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     folder.save(replace(record, status=status, end=_now(), exit_status=outcome.returncode,
                         interrupted=outcome.interrupted,
                         message="; ".join(filter(None, (message, advice))),
-                        lora_files=[str(p) for p in loras]))
+                        lora_files=[str(p.absolute()) for p in loras]))
     return replace(result, status=status, warnings=tuple(warnings), lora_files=tuple(loras),
                    lora=final if final.is_file() else None, message=message, advice=advice,
                    log=log, tail=tuple(outcome.tail))
