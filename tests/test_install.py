@@ -197,3 +197,18 @@ def test_doctor_wraps_its_fixes_at_80_columns(tmp_path: Path,
                     if line.count("│") == 5)
     assert "pass--pythonwiththeinterpreterthathassd-scripts'packages" in fixes
     assert f"medsynth-kohyainstall-sd-scripts--dir{tmp_path / 'missing'}" in fixes
+
+
+def test_doctor_points_a_checkout_at_its_empty_submodule(upstream: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    root = tmp_path / "my project"
+    (root / "vendor" / "sd-scripts").mkdir(parents=True)  # a clone without --recursive
+    monkeypatch.setattr(checkout, "checkout_root", lambda: root)
+    report = diagnose(gpus=[], workdir=tmp_path, python=sys.executable, hub=False)
+    missing = next(c for c in report.checks if c.name == "sd-scripts")
+    assert missing.status == FAIL
+    assert f"{root / 'vendor' / 'sd-scripts'} empty" in missing.detail
+    assert missing.fix.startswith(
+        f"git -C '{root}' submodule update --init vendor/sd-scripts, or medsynth-kohya "
+        "install-sd-scripts")

@@ -120,7 +120,9 @@ def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
 def _sd_checks(location: checkout.Location) -> list[Check]:
     sd_dir = location.path
     if not checkout.present(sd_dir):
-        where = (f": no --sd-scripts, no ${checkout.ENV_DIR}, none in {sd_dir}"
+        root = checkout.checkout_root()
+        submodule = "" if root is None else f", {root / 'vendor' / 'sd-scripts'} empty"
+        where = (f": no --sd-scripts, no ${checkout.ENV_DIR}{submodule}, none in {sd_dir}"
                  if location.rule == checkout.NOT_FOUND else
                  f" at {sd_dir} (from {location.rule})")
         return [Check("sd-scripts", FAIL, f"sd-scripts not found{where}",

@@ -162,6 +162,10 @@ def missing_fix(location: Location) -> str:
     if location.rule == ENV:
         return (f"medsynth-kohya install-sd-scripts --dir {_quoted(location.path)}, or point "
                 f"${ENV_DIR} at the folder that holds {TRAIN_SCRIPT}")
+    root = checkout_root()
+    if root is not None:  # an editable install whose submodule was never checked out
+        return (f"git -C {_quoted(root)} submodule update --init vendor/sd-scripts, or "
+                "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)")
     return "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)"
 
 
