@@ -671,7 +671,7 @@ def sample(
             ("images", f"{result.present} of {result.wanted} present" + (
                 "" if machine is None else f" (shard {machine.k}/{machine.count})") + (
                 f", {result.generated} made now" if result.status != "dry-run" else "")),
-            ("LoRA", f"{plan.lora} (sha256 {plan.lora_sha256[:12]}…)"),
+            ("LoRA", plan.lora_shown),
             ("base model", plan.base_model),
             ("settings", f"{plan.settings.width}x{plan.settings.height}, "
                          f"{files.counted(plan.settings.steps, 'step')}, "

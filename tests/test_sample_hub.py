@@ -4,7 +4,12 @@ else SDXL base, said in each case."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,17 +25,27 @@ from .fake_hub import FakeHub
 
 fake_gen = pytest.fixture(make_fake_gen, name="fake_gen")
 TEMPLATE = "dermoscopy of {trigger} on {site}, {sex}, age {age}"
+def _cache(tmp_path: Path) -> Path:
+    """The Hub cache under the test's HF_HOME."""
+    return tmp_path / "hf-home" / "hub"
+
+
 SDXL = {"ss_network_module": "networks.lora", "ss_base_model_version": "sdxl_base_v1-0",
         "ss_sd_model_name": "sd_xl_base_1.0.safetensors"}
 
 
 @pytest.fixture
 def hub(fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
-    """The loopback Hub as HF_ENDPOINT, with a Hub cache of this test's own."""
+    """The loopback Hub as HF_ENDPOINT, with a Hub cache of this test's own (HF_HOME in
+    tmp_path, for a CLI process too)."""
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(_cache(tmp_path)))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     return fake_hub
 
 
@@ -87,7 +102,7 @@ def test_base_model_trigger_and_template_come_from_the_pushed_record(
              for line in p.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 3 and all(line.startswith("dermoscopy of sks melanoma on")
                                    for line in lines)
-    cached = list((tmp_path / "hf-cache").rglob("melanoma.safetensors"))
+    cached = list(_cache(tmp_path).rglob("melanoma.safetensors"))
     assert cached and ("GET", "/alice/mel-lora/resolve/" + commit + "/training/run.json") in [
         (m, p) for m, p in hub.requests]
 
@@ -138,3 +153,118 @@ def test_a_private_repo_needs_the_token_and_a_revision_pins_it(
                               "--revision", commit, "--prompt", "a")
     assert code == 0, stderr
     assert f"at {commit[:12]}" in _joined(stderr) and hub.token not in stderr
+
+
+RECORD = {"config": {"pretrained_model_name_or_path": "my-org/sdxl-derm",
+                     "network_module": "networks.lora"},
+          "dataset": {"trigger": "sks melanoma", "caption_template": TEMPLATE,
+                      "class_name": "melanoma", "prepared": "<local>/prepared"}}
+
+
+def _offline_cli(fake: FakeGen, out: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    """`sample --dry-run` as its own process with HF_HUB_OFFLINE=1 (huggingface_hub reads it
+    at import), the test's HF_HOME and endpoint inherited."""
+    return subprocess.run(
+        [sys.executable, "-m", "medsynth_kohya", "sample", *map(str, args), "--out", str(out),
+         "--n", "2", "--dry-run", "--sd-scripts", str(fake.sd_scripts), "--python", PYTHON],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}, check=False)
+
+
+def test_offline_the_cached_commit_of_main_is_used_and_named(
+        runner: CliRunner, hub: FakeHub, fake_gen: FakeGen, manifest: Path,
+        tmp_path: Path) -> None:
+    first = _publish(hub, "alice/mel-lora", tmp_path, {"melanoma.safetensors": SDXL}, RECORD)
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "online", "--lora", "alice/mel-lora",
+                              "--like", manifest)
+    assert code == 0, stderr
+    assert (_cache(tmp_path) / "models--alice--mel-lora" / "refs" / "main").read_text() == first
+    later = hub.repos["alice/mel-lora"].edit({"README.md": b"newer"})  # main moves on the Hub
+    asked = len(hub.requests)
+    done = _offline_cli(fake_gen, tmp_path / "offline", "--lora", "alice/mel-lora", "--like",
+                        manifest)
+    notes = _joined(done.stderr)
+    assert done.returncode == 0, done.stderr
+    assert len(hub.requests) == asked  # the Hub was not asked
+    assert (f"LoRA alice/mel-lora:melanoma.safetensors at {first[:12]}, from the Hugging Face "
+            "cache") in notes and later[:12] not in notes
+    assert "without asking the Hub (HF_HUB_OFFLINE is set): the commit main named" in notes
+    assert "base model my-org/sdxl-derm, from the pushed run record" in notes  # cached too
+    assert f"alice/mel-lora at {first[:12]} (melanoma.safetensors, sha256" in done.stdout
+
+
+def test_offline_with_nothing_cached_says_how_to_fill_the_cache(
+        runner: CliRunner, hub: FakeHub, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    commit = _publish(hub, "alice/pinned", tmp_path, {"m.safetensors": SDXL})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "a", "--lora", "alice/pinned",
+                              "--prompt", "a mole")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, stderr
+    assert (f"HF_HUB_OFFLINE is set, and the Hugging Face cache ({_cache(tmp_path)}) has no "
+            "alice/pinned at main") in _joined(stderr)
+    assert "run this command once where the Hub can be reached" in _joined(stderr)
+    # a compute node's case: downloaded once by commit (--revision SHA), then run offline
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "b", "--lora", "alice/pinned",
+                              "--revision", commit, "--prompt", "a mole")
+    assert code == 0, stderr
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "c", "--lora", "alice/pinned",
+                              "--revision", commit, "--prompt", "a mole")
+    assert code == 0 and f"LoRA alice/pinned:m.safetensors at {commit[:12]}, from the" in (
+        _joined(stderr)), stderr
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "d", "--lora", "alice/pinned",
+                              "--prompt", "a mole")
+    assert code == 1 and f"it holds alice/pinned only at commit {commit}" in _joined(stderr)
+
+
+@pytest.mark.parametrize(("failure", "reason"), [("drop", "cannot reach {}"),
+                                                 (503, "the Hub at {} answered 503")])
+def test_a_hub_that_cannot_be_reached_falls_back_to_the_cache(
+        runner: CliRunner, hub: FakeHub, fake_gen: FakeGen, tmp_path: Path,
+        failure: str | int, reason: str) -> None:
+    commit = _publish(hub, "bob/lora", tmp_path, {"x.safetensors": SDXL})
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "a", "--lora", "bob/lora",
+                              "--prompt", "a mole")
+    assert code == 0, stderr
+    hub.fail("GET", r"/api/models/.*", failure)  # a lost connection, or the Hub down
+    reason = reason.format(hub.url)
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "b", "--lora", "bob/lora",
+                              "--prompt", "a mole")
+    assert code == 0, stderr
+    assert (f"LoRA bob/lora:x.safetensors at {commit[:12]}, from the Hugging Face cache") in (
+        _joined(stderr)) and f"without asking the Hub ({reason})" in _joined(stderr)
+
+
+def test_the_set_records_the_hub_repo_and_commit(
+        runner: CliRunner, hub: FakeHub, fake_gen: FakeGen, manifest: Path,
+        tmp_path: Path) -> None:
+    commit = _publish(hub, "alice/rec", tmp_path, {"final/melanoma.safetensors": SDXL}, RECORD)
+    out = tmp_path / "syn"
+    code, stdout, stderr = invoke(runner, "sample", "--lora", "alice/rec:final/melanoma"
+                                  ".safetensors", "--out", out, "--n", 2, "--sd-scripts",
+                                  fake_gen.sd_scripts, "--python", PYTHON)
+    assert code == 1 and ("the folder the LoRA was trained on is not known: its published "
+                          "run record hides local paths (<local>/prepared); give --like "
+                          "PREPARED") in _joined(stderr), stderr
+    code, stdout, stderr = invoke(runner, "sample", "--lora", "alice/rec:final/melanoma"
+                                  ".safetensors", "--like", manifest.parent, "--out", out,
+                                  "--n", 2, "--width", 64, "--height", 64, "--steps", 2,
+                                  "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON)
+    assert code == 0, stderr
+    assert f"alice/rec at {commit[:12]} (final/melanoma.safetensors, sha256" in _joined(stdout)
+    assert "hf-home" not in stdout  # not the cache path
+    with (out / "metadata.csv").open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 and {(row["lora_repo"], row["lora_commit"], row["lora_file"])
+                               for row in rows} == {("alice/rec", commit,
+                                                     "final/melanoma.safetensors")}
+    digest = hashlib.sha256(hub.repos["alice/rec"].files["final/melanoma.safetensors"])
+    assert {row["lora_sha256"] for row in rows} == {digest.hexdigest()}
+    state = json.loads((out / ".medsynth" / "sample.json").read_text(encoding="utf-8"))
+    assert state["lora_hub"] == {"repo_id": "alice/rec", "commit": commit,
+                                 "path": "final/melanoma.safetensors"}

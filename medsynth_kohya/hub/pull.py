@@ -34,11 +34,21 @@ def hub_spec(value: str) -> tuple[str, str | None] | None:
 
 
 @dataclass(frozen=True)
-class PulledLora:
-    """A LoRA file from the Hub cache, what it was trained on, and how that was decided."""
+class HubOrigin:
+    """Where a LoRA from the Hub came from, as a synthetic set records it."""
 
     repo_id: str
     commit: str
+    """The full commit sha the file was taken at."""
+    path: str
+    """The file's path in the repository."""
+
+
+@dataclass(frozen=True)
+class PulledLora:
+    """A LoRA file from the Hub cache, what it was trained on, and how that was decided."""
+
+    origin: HubOrigin
     file: Path
     record: RunRecord | None
     base_model: str
@@ -77,25 +87,38 @@ def base_model(record: RunRecord | None, metadata: Mapping[str, str]) -> tuple[s
                         f"({seen or 'none'}): using {BASE_MODEL}; --base-model chooses another")
 
 
-def _choose(names: list[str], repo_id: str) -> str:
-    """The repository's one top-level LoRA (push puts the final LoRA there)."""
+def _choose(names: list[str], repo_id: str, holder: str) -> str:
+    """The repository's one top-level LoRA (push puts the final LoRA there); `holder` names
+    where `names` were listed (the repository, or its copy in the cache)."""
     top = [name for name in names if "/" not in name and name.endswith(".safetensors")]
     if len(top) == 1:
         return top[0]
-    listed = [name for name in names if name.endswith(".safetensors")]
+    listed = sorted(name for name in names if name.endswith(".safetensors"))
     if not listed:
-        raise UserError(f"{repo_id} holds no .safetensors file: is it a LoRA repository?")
-    raise UserError(f"{repo_id} holds {len(listed)} .safetensors files; choose one as "
+        raise UserError(f"{holder} holds no .safetensors file: is it a LoRA repository?")
+    raise UserError(f"{holder} holds {len(listed)} .safetensors files; choose one as "
                     f"{repo_id}:FILE, e.g. {repo_id}:{listed[0]}")
+
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+class _Unreachable(Exception):
+    """The Hub could not be asked (HF_HUB_OFFLINE, no connection, a server error): the Hub
+    cache answers instead. Its text says why, as the start of a message."""
 
 
 @contextmanager
 def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Iterator[None]:
-    """A missing repository, revision or file, or a failed connection, as one line."""
+    """A missing repository, revision or file as one line; a Hub that cannot be asked as
+    `_Unreachable`."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -105,7 +128,14 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Itera
     except UserError:
         raise
     except Exception as exc:
-        for link in chain(exc):
+        links = list(chain(exc))
+        if any(isinstance(link, OfflineModeIsEnabled) for link in links):
+            raise _Unreachable("HF_HUB_OFFLINE is set") from None
+        if any(isinstance(link, network_errors()) for link in links):
+            raise _Unreachable(f"cannot reach {endpoint}") from None
+        for link in links:
+            if isinstance(link, LocalEntryNotFoundError):  # the client found no cached copy
+                continue
             if isinstance(link, GatedRepoError):
                 raise UserError(f"{repo_id} is gated: accept its terms on the Hub and set "
                                 "HF_TOKEN (or `hf auth login`)") from None
@@ -120,20 +150,101 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Itera
                 raise UserError(f"{repo_id} has no such file: {link}".splitlines()[0]) from None
             if isinstance(link, HfHubHTTPError):
                 status = getattr(getattr(link, "response", None), "status_code", "an error")
+                if isinstance(status, int) and status >= 500:
+                    raise _Unreachable(f"the Hub at {endpoint} answered {status}") from None
                 hint = ("set HF_TOKEN to a token that may read it (or `hf auth login`)"
                         if status in (401, 403) else "run the same command again later")
                 raise UserError(f"the Hub at {endpoint} answered {status} for {repo_id}; "
                                 f"{hint}") from None
-        if any(isinstance(link, network_errors()) for link in chain(exc)):
-            raise UserError(f"cannot reach {endpoint} to download {repo_id}: check the "
-                            "network (files already downloaded stay in the Hub cache)") from None
+        if any(isinstance(link, LocalEntryNotFoundError) for link in links):
+            raise _Unreachable(f"cannot reach {endpoint}") from None
         raise
+
+
+def _snapshot_commit(file: Path, filename: str) -> str | None:
+    """The commit of the cache snapshot `file` (`.../snapshots/COMMIT/FILENAME`) lies in."""
+    snapshot = file
+    for _ in filename.split("/"):
+        snapshot = snapshot.parent
+    name = snapshot.name
+    return name if snapshot.parent.name == "snapshots" and _COMMIT.fullmatch(name) else None
+
+
+def _download(repo_id: str, wanted: str | None, revision: str | None,
+              endpoint: str) -> tuple[HubOrigin, Path, Path | None]:
+    """The LoRA file and the pushed record (None when the repository has none), downloaded
+    by `revision` (default main), so that the cache keeps refs/REVISION for a run offline."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision)
+    names = [sibling.rfilename for sibling in info.siblings or []]
+    filename = wanted or _choose(names, repo_id, repo_id)
+    if filename not in names:
+        raise UserError(f"{repo_id} has no {filename}; its .safetensors files: "
+                        + (", ".join(n for n in names if n.endswith(".safetensors"))
+                           or "none"))
+    file = Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint))
+    commit = _snapshot_commit(file, filename) or str(info.sha)  # main may have moved since
+    record = (Path(hf_hub_download(repo_id, PUBLISHED_RECORD, revision=commit,
+                                   endpoint=endpoint)) if PUBLISHED_RECORD in names else None)
+    return HubOrigin(repo_id, commit, filename), file, record
+
+
+def _cached(repo_id: str, revision: str) -> tuple[str | None, dict[str, Path], list[str]]:
+    """The commit `revision` (a branch, tag or commit) names in the Hub cache and the files
+    cached at it (path in the repository -> file); else None and {}, with the commits the
+    cache holds of the repository at all."""
+    from huggingface_hub import constants, scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = scan_cache_dir(constants.HF_HUB_CACHE).repos
+    except CacheNotFound:
+        return None, {}, []
+    revisions = [cached for repo in repos if repo.repo_id == repo_id
+                 and repo.repo_type == "model" for cached in repo.revisions]
+    for cached in revisions:
+        if revision in cached.refs or cached.commit_hash == revision:
+            return cached.commit_hash, {
+                file.file_path.relative_to(cached.snapshot_path).as_posix(): file.file_path
+                for file in cached.files}, []
+    return None, {}, sorted(cached.commit_hash for cached in revisions)
+
+
+def _from_cache(repo_id: str, wanted: str | None, revision: str | None,
+                reason: str) -> tuple[HubOrigin, Path, Path | None, str]:
+    """The LoRA and the record as the Hub cache holds them at `revision` (default main),
+    with a note saying which commit that is; one line saying how to fill the cache when it
+    holds neither."""
+    from huggingface_hub import constants
+
+    named = revision or "main"
+    commit, cached, others = _cached(repo_id, named)
+    online = ("run this command once where the Hub can be reached (no HF_HUB_OFFLINE, the "
+              "same HF_HOME) to download it")
+    if commit is None:
+        held = (f" (it holds {repo_id} only at commit {', '.join(others[:3])}: --revision "
+                "COMMIT uses one)" if others else "")
+        raise UserError(f"{reason}, and the Hugging Face cache ({constants.HF_HUB_CACHE}) has "
+                        f"no {repo_id} at {named}{held}; {online}")
+    filename = wanted or _choose(list(cached), repo_id, f"the cached {repo_id} at {commit[:12]}")
+    if filename not in cached:
+        raise UserError(f"{reason}, and the Hugging Face cache holds no {filename} of "
+                        f"{repo_id} at {commit[:12]}; {online}")
+    which = ("" if commit == revision else
+             f": the commit {named} named when it was last downloaded; the Hub may hold a "
+             "newer one")
+    note = (f"LoRA {repo_id}:{filename} at {commit[:12]}, from the Hugging Face cache "
+            f"({cached[filename]}) without asking the Hub ({reason}){which}")
+    return (HubOrigin(repo_id, commit, filename), cached[filename],
+            cached.get(PUBLISHED_RECORD), note)
 
 
 def pull_lora(spec: str, *, revision: str | None = None,
               endpoint: str | None = None) -> PulledLora:
-    """Download the LoRA named by `spec` (and the pushed run record) into the Hub cache."""
-    from huggingface_hub import HfApi, hf_hub_download
+    """Download the LoRA named by `spec` (and the pushed run record) into the Hub cache; with
+    HF_HUB_OFFLINE, or when the Hub cannot be reached, take them from the cache instead."""
+    from huggingface_hub import constants
 
     parsed = hub_spec(spec)
     if parsed is None:
@@ -141,23 +252,19 @@ def pull_lora(spec: str, *, revision: str | None = None,
                         "USER/REPO:FILE.safetensors")
     repo_id, wanted = parsed
     url = resolve_endpoint(endpoint)
-    with _download_errors(repo_id, url, revision):
-        info = HfApi(endpoint=url).model_info(repo_id, revision=revision)
-        commit = str(info.sha)
-        names = [sibling.rfilename for sibling in info.siblings or []]
-        filename = wanted or _choose(names, repo_id)
-        if filename not in names:
-            raise UserError(f"{repo_id} has no {filename}; its .safetensors files: "
-                            + (", ".join(n for n in names if n.endswith(".safetensors"))
-                               or "none"))
-        file = Path(hf_hub_download(repo_id, filename, revision=commit, endpoint=url))
-        record = None
-        if PUBLISHED_RECORD in names:
-            text = Path(hf_hub_download(repo_id, PUBLISHED_RECORD, revision=commit, endpoint=url))
-            record = _read_record(text)
-    notes = [f"LoRA {repo_id}:{filename} at {commit[:12]}, from the Hugging Face cache ({file})"]
+    try:
+        if constants.HF_HUB_OFFLINE:
+            raise _Unreachable("HF_HUB_OFFLINE is set")
+        with _download_errors(repo_id, url, revision):
+            origin, file, record_file = _download(repo_id, wanted, revision, url)
+        note = (f"LoRA {repo_id}:{origin.path} at {origin.commit[:12]}, from the Hugging Face "
+                f"cache ({file})")
+    except _Unreachable as reason:
+        origin, file, record_file, note = _from_cache(repo_id, wanted, revision, str(reason))
+    record = None if record_file is None else _read_record(record_file)
+    notes = [note]
     if record is None:
         notes.append(f"{repo_id} has no {PUBLISHED_RECORD}: prompts use prepare's default "
                      "template and trigger unless --prompt or --like says otherwise")
-    model, note = base_model(record, lora_metadata(file))
-    return PulledLora(repo_id, commit, file, record, model, (*notes, note))
+    model, base_note = base_model(record, lora_metadata(file))
+    return PulledLora(origin, file, record, model, (*notes, base_note))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medsynth_kohya import files
 from medsynth_kohya.data import archive, captions
@@ -16,6 +17,9 @@ from medsynth_kohya.data.prepared import PreparedFolder, PreparedState
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.training.record import RECORD_FILE, DatasetRecord, RunFolder, RunRecord
+
+if TYPE_CHECKING:
+    from medsynth_kohya.hub.pull import PulledLora
 
 
 def check_lora(path: Path) -> None:
@@ -98,19 +102,29 @@ def local_or_hub(given: Path | str) -> Path:
     return path
 
 
-def lora_source(lora: Path, revision: str | None) -> tuple[
-        Path, RunRecord | None, str | None, tuple[str, ...]]:
-    """The LoRA file, its run record, and for a Hub LoRA (`USER/REPO[:FILE.safetensors]` that
-    is no path here, downloaded) the base model it was trained on and notes saying how."""
+@dataclass(frozen=True)
+class LoraSource:
+    """The LoRA file sample generates with, its run record, notes on how they were found, and
+    for a Hub LoRA where it came from and the base model it was trained on."""
+
+    file: Path
+    record: RunRecord | None
+    notes: tuple[str, ...]
+    pulled: PulledLora | None = None
+
+
+def lora_source(lora: Path, revision: str | None) -> LoraSource:
+    """The LoRA named by --lora: a local run folder or file, else a Hub LoRA
+    (`USER/REPO[:FILE.safetensors]`), downloaded or taken from the Hub cache."""
     from medsynth_kohya.hub import pull
 
     if lora.exists() or pull.hub_spec(str(lora)) is None:
         if revision:
             raise UserError("--revision is for a LoRA on the Hub (--lora USER/REPO)")
         file, record = resolve_lora(lora)
-        return file, record, None, _unfinished(lora, file, record)
+        return LoraSource(file, record, _unfinished(lora, file, record))
     pulled = pull.pull_lora(str(lora), revision=revision)
-    return pulled.file, pulled.record, pulled.base_model, pulled.notes
+    return LoraSource(pulled.file, pulled.record, pulled.notes, pulled)
 
 
 def _prepared_state(folder: Path | None) -> PreparedState | None:

@@ -20,6 +20,7 @@ from medsynth_kohya.data import query as data_query
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.outputs import LOCAL
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.generator import SCRIPT
 from medsynth_kohya.sampling.lora import Captions
@@ -29,6 +30,8 @@ from medsynth_kohya.training.record import RunRecord
 if TYPE_CHECKING:
 
     import pandas as pd
+
+    from medsynth_kohya.hub.pull import HubOrigin
 
 DEFAULT_PREFIX = "SYN_"
 ID_DIGITS = 7
@@ -86,6 +89,17 @@ class Plan:
     """As metadata.csv records it: a Hub id, or `<local>/NAME` for a local checkpoint."""
     diagnosis: str | None = archive.MELANOMA
     """The training class's ISIC Archive diagnosis path (None: unknown)."""
+    lora_hub: HubOrigin | None = None
+    """For a LoRA from the Hub: its repository, commit and path there (metadata.csv's
+    lora_repo, lora_commit and lora_file)."""
+
+    @property
+    def lora_shown(self) -> str:
+        """The LoRA as summaries show it: its file, or `USER/REPO at COMMIT` for one from the
+        Hub (not the cache path), with the start of its sha256."""
+        digest, hub = f"sha256 {self.lora_sha256[:12]}…", self.lora_hub
+        return (f"{self.lora} ({digest})" if hub is None
+                else f"{hub.repo_id} at {hub.commit[:12]} ({hub.path}, {digest})")
 
     def image_id(self, index: int) -> str:
         return f"{self.id_prefix}{index:0{ID_DIGITS}d}"
@@ -292,6 +306,16 @@ def like_manifest(like: Path | None) -> Path | None:
     return PreparedFolder(like).manifest if like is not None and like.is_dir() else like
 
 
+def _unknown_prepared(prepared: Path) -> str:
+    """Why the prepared folder a run record names cannot give the prompts, and what to give."""
+    instead = ("give --like PREPARED (the `prepare` output it was trained on, or data "
+               "prepared here like it) or --prompt / --prompts")
+    if prepared.parts and prepared.parts[0] == LOCAL:  # as push publishes a local path
+        return (f"the folder the LoRA was trained on is not known: its published run record "
+                f"hides local paths ({prepared}); {instead}")
+    return f"the LoRA was trained on {prepared}, which is not on this machine: {instead}"
+
+
 def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | None,
                   names: Captions, *, break_lock: bool = False) -> tuple[Source, int]:
     """The prompts of images 0..n-1 and what identifies them (checked on a re-run);
@@ -326,10 +350,8 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
                             "has no train run record naming its prepared data")
         like = PreparedFolder(prepared).manifest
         locks.ensure_idle(like.parent, "sample", writers=("prepare",), break_lock=break_lock)
-        if not like.is_file():  # a Hub LoRA's record names the uploader's <local> folder
-            raise UserError(f"the LoRA was trained on {prepared}, which is not on this "
-                            "machine: give --like OUT/manifest.csv of data prepared here, or "
-                            "--prompt / --prompts")
+        if not like.is_file():
+            raise UserError(_unknown_prepared(prepared))
     if n is None:
         raise UserError("give --n, the number of images to generate")
     table, digest, warnings = _read_manifest(like, options.query, break_lock, record)

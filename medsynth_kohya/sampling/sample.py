@@ -159,8 +159,10 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     options = replace(options, like=like_manifest(options.like))
     settings = generation_settings(options)
     overrides = parse_overrides(options.overrides)
-    lora_file, record, pulled_base, notes = lora_source(lora, options.revision)
-    options = replace(options, base_model=options.base_model or pulled_base)
+    found = lora_source(lora, options.revision)
+    lora_file, record, pulled = found.file, found.record, found.pulled
+    options = replace(options, base_model=options.base_model
+                      or (pulled.base_model if pulled else None))
     check_lora(lora_file)
     training = copycheck.training_folder(record) if check_copies else None
     names = training_captions(record, options.like)
@@ -184,13 +186,13 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                 "generator": {k: v for k, v in gen.items() if k != "network_weights"}}
     plan = Plan(n=n, seed=options.seed, id_prefix=options.id_prefix, drawn=source.drawn,
                 settings=settings, lora=lora_file, lora_sha256=digest, base_model=shared,
-                diagnosis=names.diagnosis)
+                diagnosis=names.diagnosis, lora_hub=pulled.origin if pulled else None)
     schema_rows(plan, options.metadata_style)  # metadata.csv can hold every row: before any image
     written = [*outputs(plan, len(devices)), *([copycheck.NAME] if check_copies else [])]
     same = claim(out, identity, plan, written, force)
     problems, warnings = preflight(location, runner, out, gpus, gen)
     problems = [*absent, *problems]
-    warnings = [*notes, *source.warnings, *warnings]
+    warnings = [*found.notes, *source.warnings, *warnings]
     if names.diagnosis is None:
         warnings.append("the training class has no single ISIC Archive diagnosis (prepare "
                         "found none its images share): metadata.csv leaves it blank")
@@ -236,6 +238,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     state: dict[str, Any] = {"tool": "medsynth-kohya", "command": "sample",
                              "version": __version__, "identity": identity, "n": n,
                              "lora": str(lora_file.resolve()), "status": "planned"}
+    if pulled is not None:  # the cache path above is this machine's; this names it anywhere
+        state["lora_hub"] = asdict(pulled.origin)
     if shard is not None:  # sample.json is the first shard's; each keeps its own record
         placed = create_state(state_path, {**state, "status": "sharded"})
         _same_settings(placed, identity, out)

@@ -35,9 +35,11 @@ IMAGES = "images"
 METADATA = "metadata.csv"
 GRID = "grid.jpg"
 SETTINGS_COLUMNS = ("skin_tone", "prompt", "negative_prompt", "seed", "steps", "scale", "sampler",
-                    "width", "height", "lora_file", "lora_sha256", "base_model")
+                    "width", "height", "lora_file", "lora_sha256", "base_model", "lora_repo",
+                    "lora_commit")
 """metadata.csv's columns after the schema's: the drawn skin tone (ITA category, no ISIC field)
-and the generation settings."""
+and the generation settings; lora_repo and lora_commit (blank for a local LoRA) say where a Hub
+LoRA came from."""
 COLUMNS = (*archive.SCHEMA_COLUMNS[MetadataStyle.archive], *SETTINGS_COLUMNS)
 """metadata.csv columns: ISIC Archive fields first (each row a valid Archive `MetadataRow`), so
 the rows concatenate to the Archive's own; `--metadata-style 2020` swaps in the challenge's."""
@@ -236,8 +238,11 @@ def write_metadata(plan: Plan, present: Sequence[int], path: Path,
     import csv
 
     drawn, settings = plan.drawn, plan.settings
+    hub = plan.lora_hub
     shared = (settings.negative_prompt, settings.steps, float(settings.scale), settings.sampler,
-              settings.width, settings.height, plan.lora.name, plan.lora_sha256, plan.base_model)
+              settings.width, settings.height, plan.lora.name if hub is None else hub.path,
+              plan.lora_sha256, plan.base_model, "" if hub is None else hub.repo_id,
+              "" if hub is None else hub.commit)
     cells = schema_rows(plan, style)
 
     with replacing(path) as temporary, temporary.open("w", encoding="utf-8",
