@@ -155,10 +155,11 @@ def test_a_private_repo_needs_the_token_and_a_revision_pins_it(
     assert f"at {commit[:12]}" in _joined(stderr) and hub.token not in stderr
 
 
-RECORD = {"config": {"pretrained_model_name_or_path": "my-org/sdxl-derm",
-                     "network_module": "networks.lora"},
-          "dataset": {"trigger": "sks melanoma", "caption_template": TEMPLATE,
-                      "class_name": "melanoma", "prepared": "<local>/prepared"}}
+RECORD: dict[str, object] = {
+    "config": {"pretrained_model_name_or_path": "my-org/sdxl-derm",
+               "network_module": "networks.lora"},
+    "dataset": {"trigger": "sks melanoma", "caption_template": TEMPLATE,
+                "class_name": "melanoma", "prepared": "<local>/prepared"}}
 
 
 def _offline_cli(fake: FakeGen, out: Path, *args: object) -> subprocess.CompletedProcess[str]:
