@@ -207,7 +207,8 @@ def test_offline_with_nothing_cached_says_how_to_fill_the_cache(
     assert code == 1 and len(lines) == 1, stderr
     assert (f"HF_HUB_OFFLINE is set, and the Hugging Face cache ({_cache(tmp_path)}) has no "
             "alice/pinned at main") in _joined(stderr)
-    assert "run this command once where the Hub can be reached" in _joined(stderr)
+    assert "run this command once (--dry-run is enough) where the Hub can be reached" in (
+        _joined(stderr))
     # a compute node's case: downloaded once by commit (--revision SHA), then run offline
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     code, _, stderr = _sample(runner, fake_gen, tmp_path / "b", "--lora", "alice/pinned",

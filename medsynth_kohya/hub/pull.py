@@ -100,7 +100,6 @@ def _choose(names: list[str], repo_id: str, holder: str) -> str:
                     f"{repo_id}:FILE, e.g. {repo_id}:{listed[0]}")
 
 
-
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -220,8 +219,8 @@ def _from_cache(repo_id: str, wanted: str | None, revision: str | None,
 
     named = revision or "main"
     commit, cached, others = _cached(repo_id, named)
-    online = ("run this command once where the Hub can be reached (no HF_HUB_OFFLINE, the "
-              "same HF_HOME) to download it")
+    online = ("run this command once (--dry-run is enough) where the Hub can be reached, "
+              "without HF_HUB_OFFLINE and with the same HF_HOME, to download it")
     if commit is None:
         held = (f" (it holds {repo_id} only at commit {', '.join(others[:3])}: --revision "
                 "COMMIT uses one)" if others else "")
