@@ -5,12 +5,17 @@ enum as its string, the option classes imported from the package."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import os
 import re
 import subprocess
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -144,7 +149,7 @@ def test_the_other_commands_take_str_paths(isic2020: SyntheticSet, tmp_path: Pat
     (lambda p: mk.SampleOptions(metadata_style="2019"),  # type: ignore[arg-type]
      "^metadata_style '2019' is not one of"),
     (lambda p: mk.prepare(p, p / "out", options={"hair": "off"}),  # type: ignore[arg-type]
-     r"^options must be a medsynth_kohya.PrepareOptions\(...\), not dict$"),
+     r"^options must be a medsynth_kohya.PrepareOptions\(...\) or None, not dict$"),
     (lambda p: mk.train(p, "cpu-smoke", overrides="max_train_steps=2"),
      "^overrides must be a list of strings"),
     (lambda p: mk.sample(p, p / "out", mk.EvaluateOptions()),  # type: ignore[arg-type]
@@ -195,3 +200,145 @@ def test_the_readme_signatures_are_the_functions_own() -> None:
             given = defaults.get(parameter.name)
             if isinstance(given, ast.Constant) and given.value is not Ellipsis:
                 assert given.value == parameter.default, (name, parameter.name)
+
+
+LOOSE: Any = mk
+"""The package as a caller without type checking sees it: any value may be passed."""
+COMMANDS = {"prepare": ("p/src", "p/out"), "train": ("p/prepared",), "sample": ("p/run", "p/out"),
+            "push": ("p/run", "alice/lora"), "reproduce": ("p/src", "p/work"),
+            "evaluate": (None, "p/synthetic", "p/out"), "doctor": (), "demo": ("p/out",),
+            "fetch_isic": ("p/out",), "install_sd_scripts": ()}
+"""Each function of the API and arguments of the right kinds for its required parameters."""
+OPTION_CLASSES = ("PrepareOptions", "SampleOptions", "EvaluateOptions", "Cluster", "Machines",
+                  "MachineShard")
+REQUIRED = {"MachineShard": {"k": 1, "count": 2}}
+"""Values for the option classes' fields without a default."""
+
+
+@pytest.mark.parametrize(("call", "said"), [
+    # trial 8's cases
+    (lambda: LOOSE.SampleOptions(n="2"), r"n must be a whole number \(int\) or None, not '2'"),
+    (lambda: LOOSE.SampleOptions(n=2, seed=1.5), r"seed must be a whole number \(int\), not 1.5"),
+    (lambda: LOOSE.SampleOptions(n=True), r"n must be a whole number \(int\) or None, not True"),
+    (lambda: LOOSE.EvaluateOptions(threshold="0.2"),
+     r"threshold must be a number \(int or float\), not '0.2'"),
+    (lambda: LOOSE.EvaluateOptions(mixes="0,1"), "mixes must be a list of numbers, not '0,1'"),
+    (lambda: LOOSE.push("run", None, dry_run=True), "repo_id must be a str, not None"),
+    (lambda: LOOSE.push("run", "alice/x", license=None, dry_run=True),
+     "license must be a str, not None"),
+    (lambda: LOOSE.push("run", "alice/x", endpoint=123, dry_run=True),
+     "endpoint must be a str or None, not 123"),
+    (lambda: LOOSE.push("run", "alice/x", token=123, dry_run=True),
+     "token must be a str or None, not 123"),
+    (lambda: LOOSE.push("run", "alice/x", private="false", dry_run=True),
+     "private must be True or False, not 'false'"),
+    (lambda: LOOSE.reproduce("src", "w", n="3", dry_run=True),
+     r"n must be a whole number \(int\), not '3'"),
+    (lambda: LOOSE.reproduce("src", "w", columns=["id=isic_id"], dry_run=True),
+     r'columns must be a dict of strings to strings \(e.g. \{"key": "value"\}\) or None, not '
+     "list"),
+    (lambda: LOOSE.sample("run", "out", dry_run="no"), "dry_run must be True or False, not 'no'"),
+    (lambda: LOOSE.sample("run", "out", check_copies="yes"),
+     "check_copies must be True or False, not 'yes'"),
+    # and more
+    (lambda: LOOSE.EvaluateOptions(mixes=[0, "1"]),
+     "mixes must be a list of numbers, not one holding '1'"),
+    (lambda: LOOSE.EvaluateOptions(force=1), "force must be True or False, not 1"),
+    (lambda: LOOSE.EvaluateOptions(classifier=None), "classifier must be a str, not None"),
+    (lambda: LOOSE.train("prepared", overrides=["a=1", 2]),
+     "overrides must be a list of strings .*, not one holding 2"),
+    (lambda: LOOSE.reproduce("src", "w", columns={"site": 3}),
+     "columns must be a dict .* or None, not one holding 3"),
+    (lambda: LOOSE.reproduce("src", "w", push_repo=["alice/x"]),
+     "push_repo must be a str or None, not list"),
+    (lambda: LOOSE.PrepareOptions(repeats=2.0),
+     r"repeats must be a whole number \(int\) or None, not 2.0"),
+    (lambda: LOOSE.PrepareOptions(val_frac="0.1"),
+     r"val_frac must be a number \(int or float\), not '0.1'"),
+    (lambda: LOOSE.PrepareOptions(challenge_sites="yes"),
+     "challenge_sites must be True or False, not 'yes'"),
+    (lambda: LOOSE.PrepareOptions(trigger=None), "trigger must be a str, not None"),
+    (lambda: LOOSE.PrepareOptions(columns="site=x"), "columns must be a dict of strings"),
+    (lambda: LOOSE.SampleOptions(scale="7"), r"scale must be a number \(int or float\) or None"),
+    (lambda: LOOSE.SampleOptions(prompt=3), "prompt must be a str or None, not 3"),
+    (lambda: LOOSE.SampleOptions(like=3), r"like must be a path \(a str or pathlib.Path\) or "
+                                          "None, not 3"),
+    (lambda: LOOSE.prepare("src", "out", workers="2"),
+     r"workers must be a whole number \(int\) or None, not '2'"),
+    (lambda: LOOSE.prepare("src", "out", force="yes"), "force must be True or False"),
+    (lambda: LOOSE.train("prepared", 3), "preset_name must be a str or None, not 3"),
+    (lambda: LOOSE.train("prepared", gpus=True), r"gpus must be a whole number \(int\) or None"),
+    (lambda: LOOSE.train("prepared", on_progress=print.__name__),
+     "on_progress must be a function or None, not 'print'"),
+    (lambda: LOOSE.train("prepared", cluster=None), r"cluster must be a medsynth_kohya.Cluster"),
+    (lambda: LOOSE.evaluate(None, "syn", "out", break_lock=1),
+     "break_lock must be True or False, not 1"),
+    (lambda: LOOSE.doctor(hub="no"), "hub must be True or False, not 'no'"),
+    (lambda: LOOSE.doctor(device=None), "device must be a str, not None"),
+    (lambda: LOOSE.demo("out", n=True), r"n must be a whole number \(int\), not True"),
+    (lambda: LOOSE.fetch_isic("out", limit="5"), r"limit must be a whole number \(int\), not '5'"),
+    (lambda: LOOSE.fetch_isic("out", collections=[1.5]),
+     "collections must be a list of whole numbers, not one holding 1.5"),
+    (lambda: LOOSE.install_sd_scripts(run_pip="yes"), "run_pip must be True or False"),
+    (lambda: LOOSE.Machines(count="2"), r"count must be a whole number \(int\), not '2'"),
+    (lambda: LOOSE.MachineShard(1, True), r"count must be a whole number \(int\), not True"),
+    (lambda: LOOSE.Cluster(slurm="partition=gpu"),
+     r'slurm must be a list of strings \(e.g. \["key=value"\]\) or None, not .partition=gpu.'),
+    (lambda: LOOSE.Cluster(submit="no"), "submit must be True or False, not 'no'"),
+])
+def test_a_value_of_the_wrong_kind_is_one_line_naming_the_parameter_and_its_kind(
+        call: Callable[[], object], said: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked where the function starts (or the option class is made): nothing is written,
+    and no traceback from deep inside, nor a value taken as something else."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(mk.UserError, match=f"^{said}") as raised:
+        call()
+    assert "\n" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fields(name: str) -> list[tuple[str, str]]:
+    return [(name, field.name) for field in dataclasses.fields(getattr(mk, name))]
+
+
+@pytest.mark.parametrize(("kind", "name"), [pair for kind in OPTION_CLASSES
+                                            for pair in _fields(kind)])
+def test_every_option_field_refuses_a_value_of_no_kind_and_takes_none_if_optional(
+        kind: str, name: str) -> None:
+    """Each field is checked by its annotation, one shared way, not a check per field."""
+    option_class, required = getattr(mk, kind), REQUIRED.get(kind, {})
+    with pytest.raises(mk.UserError, match=rf"^{name} (must be .*, not object|<object .* is "
+                                           "not one of)"):
+        option_class(**{**required, name: object()})
+    if type(None) in typing.get_args(typing.get_type_hints(option_class)[name]):
+        assert getattr(option_class(**{**required, name: None}), name) is None
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    (command, name) for command in COMMANDS
+    for name in inspect.signature(getattr(mk, command)).parameters if name != "detect"])
+def test_every_parameter_refuses_a_value_of_no_kind(command: str, name: str,
+                                                    tmp_path: Path) -> None:
+    """A new parameter is checked too: its annotation says what it takes."""
+    function, required = getattr(mk, command), COMMANDS[command]
+    positional = [parameter.name for parameter in inspect.signature(function).parameters
+                  .values() if parameter.default is inspect.Parameter.empty]
+    given = {key: value.replace("p/", f"{tmp_path}/") if isinstance(value, str) else value
+             for key, value in zip(positional, required, strict=True)}
+    with pytest.raises(mk.UserError, match=rf"^{name} must be .*not object$"):
+        function(**{**given, name: object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_values_of_the_right_kind_are_taken_as_that_kind() -> None:
+    """A whole number where a float is meant, any list, a numpy integer, any mapping."""
+    import numpy as np
+
+    options = LOOSE.SampleOptions(n=np.int64(3), scale=7, overrides=["a=1"])
+    assert (options.n, options.scale, options.overrides) == (3, 7.0, ("a=1",))
+    assert type(options.n) is int and type(options.scale) is float
+    assert LOOSE.EvaluateOptions(mixes=[0, 1], threshold=0).mixes == (0.0, 1.0)
+    columns = LOOSE.PrepareOptions(columns=types.MappingProxyType({"site": "anatom"})).columns
+    assert columns == {"site": "anatom"}
+    assert LOOSE.Cluster(slurm=["time=1:00:00"], wait_s=5).slurm == ("time=1:00:00",)

@@ -42,6 +42,7 @@ class FetchResult:
         return launch.tool_command("prepare", str(self.out), "--out", "data/melanoma").line()
 
 
+@arguments.checked
 def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.ISIC_MELANOMA_SEARCH,
                collections: tuple[int, ...] = (launch.ISIC_2020_TRAINING,),
                dry_run: bool = False, break_lock: bool = False, timeout: float = TIMEOUT_S,

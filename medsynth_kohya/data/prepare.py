@@ -119,8 +119,7 @@ class PrepareOptions:
     hard`: no extra disk, but an edit of either changes both)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hair", arguments.choice(self.hair, HairMode, "hair"))
-        object.__setattr__(self, "link", arguments.choice(self.link, layout.LinkMode, "link"))
+        arguments.check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -580,6 +579,7 @@ def selected_images(located: Source, options: PrepareOptions) -> int:
     return len(usable) - len(twins)
 
 
+@arguments.checked
 def prepare(source: arguments.PathArg | None, out: arguments.PathArg, *,
             metadata: arguments.PathArg | None = None, images: arguments.PathArg | None = None,
             options: PrepareOptions | None = None, workers: int | None = None,

@@ -71,6 +71,9 @@ class EvaluateOptions:
     seed: int = 0
     force: bool = False
 
+    def __post_init__(self) -> None:
+        arguments.check_fields(self)
+
 
 @dataclass
 class EvaluateResult:
@@ -145,6 +148,7 @@ def _limit(labelled: Any, limit: int, seed: int) -> Any:
     return labelled.loc[labelled.index.isin(positive.index.union(keep.index))]
 
 
+@arguments.checked
 def evaluate(real: arguments.PathArg | None, synthetic: arguments.PathArg,
              out: arguments.PathArg, options: EvaluateOptions | None = None, *,
              lora: arguments.PathArg | None = None,

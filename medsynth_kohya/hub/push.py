@@ -151,6 +151,7 @@ def _default_endpoint(endpoint: str) -> Iterator[None]:
         constants.ENDPOINT = saved
 
 
+@arguments.checked
 def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
          license: str = DEFAULT_LICENSE, all_checkpoints: bool = False, dry_run: bool = False,
          samples: arguments.PathArg | None = None, endpoint: str | None = None,

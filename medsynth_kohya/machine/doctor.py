@@ -211,6 +211,7 @@ def _disk(workdir: Path) -> Check:
                  f"about {MIN_FREE_GIB:g} GiB needed", "free space or choose another work folder")
 
 
+@arguments.checked
 def diagnose(*, sd_scripts: arguments.PathArg | checkout.Location | None = None,
              python: str | None = None, workdir: arguments.PathArg | None = None,
              gpus: Sequence[Gpu] | None = None,

@@ -54,6 +54,7 @@ def _claim(out: Path) -> None:
                         "choose a new or empty folder")
 
 
+@arguments.checked
 def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int | None = None,
              on_progress: Progress | None = None,
              on_step: Callable[[StepProgress], None] | None = None,

@@ -242,6 +242,7 @@ class _Plan:
     warnings: tuple[str, ...]
 
 
+@arguments.checked
 def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
               push_repo: str | None = None, n: int = 100, preset_name: str = PRESET,
               metadata: arguments.PathArg | None = None,

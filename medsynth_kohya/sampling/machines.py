@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import files, locks
+from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling.synthset import SET_FIX, STATE_DIR, recorded_n, unfinished
 
@@ -42,6 +42,9 @@ class MachineShard:
 
     k: int
     count: int
+
+    def __post_init__(self) -> None:
+        arguments.check_fields(self)
 
     @classmethod
     def parse(cls, text: str) -> MachineShard:

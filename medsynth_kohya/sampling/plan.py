@@ -67,11 +67,7 @@ class SampleOptions:
     metadata_style: MetadataStyle = MetadataStyle.archive
 
     def __post_init__(self) -> None:
-        for name in ("like", "prompts_file"):
-            object.__setattr__(self, name, arguments.optional_path(getattr(self, name), name))
-        object.__setattr__(self, "overrides", arguments.texts(self.overrides, "overrides"))
-        object.__setattr__(self, "metadata_style", arguments.choice(
-            self.metadata_style, MetadataStyle, "metadata_style"))
+        arguments.check_fields(self)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ class SampleResult:
         return self.plan.n if shard is None else len(shard.indices(self.plan.n))
 
 
+@arguments.checked
 def sample(lora: arguments.PathArg, out: arguments.PathArg,
            options: SampleOptions | None = None, *, sd_scripts: arguments.PathArg | None = None,
            python: str | None = None, dry_run: bool = False,

@@ -93,6 +93,7 @@ def _move_to_pin(folder: Path) -> None:
     _git("-C", str(folder), "checkout", "--quiet", "--detach", checkout.PINNED_COMMIT)
 
 
+@arguments.checked
 def install(folder: arguments.PathArg | None = None, *, url: str | None = None,
             python: str | None = None, run_pip: bool = False) -> InstallResult:
     """Put sd-scripts at the pinned commit in `folder` (default: the per-user folder)."""

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TypeVar
 
-from medsynth_kohya import locks
+from medsynth_kohya import arguments, locks
 from medsynth_kohya.errors import UserError
 
 SCRIPT = "sdxl_train_network.py"
@@ -123,6 +123,9 @@ class Machines:
     rank: int = 0
     main_ip: str | None = None
     main_port: int = DEFAULT_PORT
+
+    def __post_init__(self) -> None:
+        arguments.check_fields(self)
 
     def problems(self) -> list[str]:
         """What `accelerate launch` would reject, or would start and then hang on."""

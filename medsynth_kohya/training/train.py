@@ -457,8 +457,7 @@ class Cluster:
     wait_s: float = nodes.WAIT_S
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "accelerate_config", arguments.optional_path(
-            self.accelerate_config, "accelerate_config"))
+        arguments.check_fields(self)
 
 
 def _settle(cluster: Cluster, gpus: int | None) -> tuple[Cluster, int | None]:
@@ -489,6 +488,7 @@ def _settle(cluster: Cluster, gpus: int | None) -> tuple[Cluster, int | None]:
     return replace(cluster, machines=machines), gpus
 
 
+@arguments.checked
 def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
           overrides: Sequence[str] = (), run_dir: arguments.PathArg | None = None,
           sd_scripts: arguments.PathArg | None = None, python: str | None = None,
