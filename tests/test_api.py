@@ -43,6 +43,9 @@ assert (getattr(main, "__file__", None), main.__spec__) == before, "__main__ not
 print("prepared", len(result.manifest), "scanned", result.scanned)
 """
 
+LOOSE: Any = mk
+"""The package as a caller without type checking sees it: any value may be passed."""
+
 
 @pytest.mark.parametrize("how", ["file", "stdin", "-c"])
 def test_prepare_with_workers_runs_from_a_script_without_a_main_guard(
@@ -140,6 +143,51 @@ def test_the_other_commands_take_str_paths(isic2020: SyntheticSet, tmp_path: Pat
         mk.install_sd_scripts(str(tmp_path / "a-file"))
 
 
+def test_a_path_starting_with_a_tilde_is_under_home_as_on_the_command_line(
+        trained: Path, isic2020: SyntheticSet, tmp_path: Path, fake_gen: FakeGen,
+        fake_hub: FakeHub, nvidia_smi: InstallGpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every path parameter and option-class path field expands `~` (a notebook has no shell):
+    sample(run, "~/synthetic") once made a folder named `~` in the current directory."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def home(path: Path) -> str:
+        return f"~/{path.relative_to(tmp_path).as_posix()}"
+
+    sd_scripts = home(fake_gen.sd_scripts)
+    assert mk.prepare(home(isic2020.root), "~/again", workers=1).out == tmp_path / "again"
+    planned = mk.train("~/prepared", "cpu-smoke", run_dir="~/run", dry_run=True,
+                       sd_scripts=sd_scripts, python=PYTHON)
+    assert planned.run_dir == tmp_path / "run" and planned.config.is_file()
+    options = LOOSE.SampleOptions(n=2, width=64, height=64, steps=2, like="~/prepared")
+    assert options.like == tmp_path / "prepared"
+    made = mk.sample(f"~/{trained.name}", "~/synth", options, sd_scripts=sd_scripts,
+                     python=PYTHON)
+    assert made.out == tmp_path / "synth" and made.status == "succeeded", made
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch-fidelity"])  # no FID here
+    report = mk.evaluate(None, "~/synth", "~/report", mk.EvaluateOptions(classifier="none"),
+                         lora=f"~/{trained.name}")
+    assert report.out == tmp_path / "report" and report.page.is_file()
+    pushed = mk.push(f"~/{trained.name}", HUB_REPO, samples="~/synth", evaluation="~/report",
+                     dry_run=True, endpoint=fake_hub.url, token=TOKEN)
+    assert any(name.startswith("samples/") for name, _ in pushed.files), pushed.files
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    reproduced = mk.reproduce(home(isic2020.root), "~/work", dry_run=True)
+    assert reproduced.workdir == tmp_path / "work"
+    assert mk.fetch_isic("~/isic", limit=5, dry_run=True).out == tmp_path / "isic"
+    report_of = mk.doctor(sd_scripts=sd_scripts, workdir="~", gpus=[], hub=False)
+    disk = next(check for check in report_of.checks if check.name == "disk")
+    assert str(tmp_path) in disk.detail
+    assert mk.demo("~/demo", n=10).prepared.out == tmp_path / "demo" / "prepared"
+    assert LOOSE.Cluster(accelerate_config="~/a.yaml").accelerate_config == tmp_path / "a.yaml"
+    (tmp_path / "a-file").touch()
+    with pytest.raises(mk.UserError, match=re.escape(str(tmp_path / "a-file"))):
+        mk.install_sd_scripts("~/a-file")
+    assert list(cwd.iterdir()) == []  # no folder named ~, nothing else
+
+
 @pytest.mark.parametrize(("call", "said"), [
     (lambda p: mk.prepare(3, p),  # type: ignore[arg-type]
      r"^source must be a path \(a str or pathlib.Path\), not 3$"),
@@ -202,8 +250,6 @@ def test_the_readme_signatures_are_the_functions_own() -> None:
                 assert given.value == parameter.default, (name, parameter.name)
 
 
-LOOSE: Any = mk
-"""The package as a caller without type checking sees it: any value may be passed."""
 COMMANDS = {"prepare": ("p/src", "p/out"), "train": ("p/prepared",), "sample": ("p/run", "p/out"),
             "push": ("p/run", "alice/lora"), "reproduce": ("p/src", "p/work"),
             "evaluate": (None, "p/synthetic", "p/out"), "doctor": (), "demo": ("p/out",),
