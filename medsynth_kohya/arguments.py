@@ -73,14 +73,10 @@ def choice(value: object, kind: type[E], name: str) -> E:
         raise UserError(f"{name} {value!r} is not one of: {allowed}") from None
 
 
-def options(value: T | None, kind: type[T], name: str = "options") -> T:
-    """`value` when it is a `kind` (the option class of a command), `kind()` for None."""
-    if value is None:
-        return kind()
-    if not isinstance(value, kind):
-        raise UserError(f"{name} must be a medsynth_kohya.{kind.__name__}(...), not "
-                        f"{type(value).__name__}")
-    return value
+def options(value: T | None, kind: type[T]) -> T:
+    """`value`, a command's option object (`checked` has checked its kind), or `kind()` for
+    None."""
+    return kind() if value is None else value
 
 
 def texts(value: object, name: str) -> tuple[str, ...]:

@@ -510,7 +510,7 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
                                                                                 "overrides")
     run_dir = arguments.optional_path(run_dir, "run_dir")
     sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
-    cluster, gpus = _settle(arguments.options(cluster, Cluster, "cluster"), gpus)
+    cluster, gpus = _settle(cluster, gpus)
     # a dry run and --resume read PREPARED too: a first prepare still writing it is no "not
     # prepared" (one starting later is refused by the check after `reading` below)
     locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
