@@ -45,7 +45,10 @@ ColumnOption = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
 def _home(value: object) -> object:
     """A path argument with a leading `~` expanded (also in lists)."""
     if isinstance(value, Path):
-        return value.expanduser()
+        try:
+            return value.expanduser()
+        except RuntimeError:  # `~nosuchuser/…`: the command's own check says so in one line
+            return value
     if isinstance(value, list | tuple):
         return type(value)(_home(item) for item in value)
     return value

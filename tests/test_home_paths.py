@@ -99,3 +99,20 @@ def test_reproduce_plans_in_the_home_folder(runner: CliRunner, home: Path,
     assert code == 0, stderr
     assert str(home / "w" / "run" / "config.toml") in stdout
     assert _tildes(tmp_path) == []
+
+
+@pytest.mark.parametrize("args", [
+    ("prepare", "~nosuchuser-medsynth/isic", "--out", "OUT"),
+    ("train", "~nosuchuser-medsynth/prepared", "--run-dir", "OUT", "--dry-run"),
+    ("sample", "--lora", "~nosuchuser-medsynth/run", "--n", "1", "--out", "OUT", "--dry-run"),
+    ("evaluate", "--real", "~nosuchuser-medsynth/isic", "--synthetic", "OUT", "--out", "OUT"),
+    ("push", "~nosuchuser-medsynth/run", "--repo-id", "alice/x", "--dry-run"),
+])
+def test_a_tilde_of_no_such_user_is_one_line(runner: CliRunner, tmp_path: Path,
+                                             args: tuple[str, ...]) -> None:
+    given = [str(tmp_path / "out") if arg == "OUT" else arg for arg in args]
+    code, stdout, stderr = invoke(runner, *given)
+    message = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert "~nosuchuser-medsynth/" in message and "cannot expand its ~" in message
+    assert not (tmp_path / "out").exists()

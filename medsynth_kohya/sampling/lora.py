@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medsynth_kohya import files
+from medsynth_kohya import arguments, files
 from medsynth_kohya.data import archive, captions
 from medsynth_kohya.data.prepared import PreparedFolder, PreparedState
 from medsynth_kohya.errors import UserError
@@ -92,7 +92,7 @@ def local_or_hub(given: Path | str) -> Path:
     from medsynth_kohya.hub import pull
 
     text = str(given)
-    path = Path(text).expanduser()
+    path = arguments.path(text, "--lora")
     if path.exists() or pull.hub_spec(str(path)) is None:
         return path
     if (text.startswith("./") or path.parent.is_dir()
