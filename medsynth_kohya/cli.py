@@ -542,7 +542,8 @@ def push(
         ui.say(f"Privacy scan passed: {files.counted(len(result.files))}, {result.scanned} B "
                "searched; "
                "no token, secret, home folder, user name or local path.")
-        ui.say(f"Would push to {result.url} ({'private' if result.private else 'public'} "
+        as_user = f" as {result.user}" if result.user else ""
+        ui.say(f"Would push to {result.url}{as_user} ({'private' if result.private else 'public'} "
                "if created)")
         if result.listed:
             ui.say(f"Would delete from {result.repo_id}: "

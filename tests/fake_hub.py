@@ -3,7 +3,9 @@
 huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it through
 `HfApi(endpoint=...)`, over the legacy LFS path (the tests switch Xet off):
 
-- GET  /api/whoami-v2                                    user and organisations of the token
+- GET  /api/whoami-v2                                    the token's account, its organisations
+  and the token's role (read, write, or fineGrained with per-namespace permissions), shaped as
+  the Hub answers
 - POST /api/repos/create                                 409 with the URL when it exists
 - GET  /api/models/NS/NAME[/revision/REV]                id, sha, private, siblings, xetEnabled;
   with ?blobs=true each sibling's size and blobId, and lfs {size, sha256, pointerSize} for LFS
@@ -123,6 +125,10 @@ class FakeHub:
         self.token = token
         self.user = user
         self.orgs = orgs
+        self.role = "write"
+        """The token's role: "read", "write" or "fineGrained" (then `scoped` decides)."""
+        self.scoped: dict[str, tuple[str, ...]] = {}
+        """A fine-grained token's permissions per user or organisation it names."""
         self.max_requests = max_requests
         self.repos: dict[str, Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
@@ -169,7 +175,37 @@ class FakeHub:
         self.interleaved += [change] * times
 
     def can_write(self, namespace: str) -> bool:
+        """Whether the token may write there: the user's or an org's namespace, as its role
+        (or, when fine-grained, its permissions for that namespace) allows."""
+        if namespace != self.user and namespace not in self.orgs:
+            return False
+        if self.role == "fineGrained":
+            return "repo.write" in self.scoped.get(namespace, ())
+        return self.role == "write"
+
+    def can_read(self, namespace: str) -> bool:
         return namespace == self.user or namespace in self.orgs
+
+    def whoami(self) -> dict[str, Any]:
+        """GET /api/whoami-v2 as the Hub answers it for a user's access token."""
+        token: dict[str, Any] = {"displayName": "test", "role": self.role,
+                                 "createdAt": "2026-01-02T03:04:05.000Z"}
+        if self.role == "fineGrained":
+            token["fineGrained"] = {
+                "canReadGatedRepos": False, "global": ["discussion.write", "post.write"],
+                "scoped": [{"entity": {"_id": f"id-{name}", "name": name,
+                                       "type": "user" if name == self.user else "org"},
+                            "permissions": list(permissions)}
+                           for name, permissions in self.scoped.items()]}
+        return {"type": "user", "id": f"id-{self.user}", "name": self.user,
+                "fullname": self.user.title(), "email": f"{self.user}@example.org",
+                "emailVerified": True, "canPay": False, "periodEnd": None, "isPro": False,
+                "avatarUrl": "/avatars/default.svg",
+                "orgs": [{"type": "org", "id": f"id-{org}", "name": org, "fullname": org,
+                          "email": None, "canPay": False, "periodEnd": None,
+                          "avatarUrl": "/avatars/org.svg", "roleInOrg": "write",
+                          "isEnterprise": False} for org in self.orgs],
+                "auth": {"type": "access_token", "accessToken": token}}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -306,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _repo(self, repo_id: str | None, write: bool) -> Repo | None:
         """The repo if this user may read (or write) it; else an error was sent."""
         repo = self.hub.repos.get(repo_id or "")
-        if repo is None or (repo.private and not self.hub.can_write(repo.owner)):
+        if repo is None or (repo.private and not self.hub.can_read(repo.owner)):
             self._error(404, "Repository not found", "RepoNotFound")
             return None
         if write and not self.hub.can_write(repo.owner):
@@ -315,11 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     def _whoami(self, _: str | None, __: bytes) -> None:
-        hub = self.hub
-        self._send(200, {"type": "user", "name": hub.user,
-                         "orgs": [{"name": org, "type": "org"} for org in hub.orgs],
-                         "auth": {"type": "access_token",
-                                  "accessToken": {"displayName": "test", "role": "write"}}})
+        self._send(200, self.hub.whoami())
 
     def _create(self, _: str | None, body: bytes) -> None:
         hub = self.hub

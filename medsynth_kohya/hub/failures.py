@@ -39,50 +39,72 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, push: bool = True
-              ) -> str | None:
-    """The one-line message for a Hub or network failure; None for anything else. `push`
-    False: the failure came while only reading the repository (a dry run's listing)."""
-    during, unfinished = (("the push", "the push did not finish: ") if push
-                          else ("a read of the repository", ""))
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+PUSHING = "the push"
+"""What `hub_error` says failed by default: an unfinished push, which a re-run completes."""
+
+
+def _answer(exc: BaseException) -> BaseException | None:
+    """The first Hub answer in `exc`'s chain: HfHubHTTPError, or the client's own error where
+    huggingface_hub lets one through (0.x raises requests.HTTPError after retrying an LFS
+    upload)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return next((link for link in chain(exc) if isinstance(link, HfHubHTTPError)
+                 or isinstance(_status(link), int)), None)
+
+
+def _status(link: BaseException | None) -> int | None:
+    status = getattr(getattr(link, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status the Hub answered with (None: no answer, e.g. a lost connection)."""
+    return _status(_answer(exc))
+
+
+def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = PUSHING,
+              option: str = "--repo-id") -> str | None:
+    """The one-line message for a Hub or network failure; None for anything else. `during`
+    names what failed when it is not the push itself (a dry run's read of the repository, the
+    check of the token); `option` is the one the user named the repository by."""
+    unfinished = "the push did not finish: " if during == PUSHING else ""
+    from huggingface_hub.errors import LocalTokenNotFoundError
 
     name = repo_id.split("/")[1]
-    for link in chain(exc):
-        if isinstance(link, LocalTokenNotFoundError):
-            return NO_TOKEN
-        # HfHubHTTPError, or the client's own error where huggingface_hub lets one through
-        # (0.x raises requests.HTTPError after retrying an LFS upload).
-        status = getattr(getattr(link, "response", None), "status_code", None)
-        if isinstance(link, HfHubHTTPError) or isinstance(status, int):
-            if status == 401:
-                return (f"the Hub at {endpoint} rejected the token (401): set HF_TOKEN to a "
-                        "valid token with write access, or run `hf auth login`")
-            if status == 403:
-                return (f"no write access to {repo_id} (403): it belongs to another user or "
-                        "organisation, or the token is read-only; push to your own namespace "
-                        f"(--repo-id YOUR-NAME/{name}) with a write token")
-            if status == 404:
-                return (f"{repo_id} was not found at {endpoint} (404): check --repo-id's "
-                        "namespace (your user name or an organisation you belong to) and "
-                        "--endpoint / HF_ENDPOINT")
-            if status == 429:
-                return (f"the Hub at {endpoint} is rate-limiting this token (429); wait a few "
-                        "minutes and run the same command again")
-            message = str(getattr(link, "server_message", "") or "").splitlines()
-            detail = f": {message[0][:200]}" if message else ""
-            if isinstance(status, int) and status >= 500:
-                return (f"the Hub at {endpoint} failed with {status} during {during}{detail}; "
-                        f"{unfinished}run the same command again later")
-            return (f"the Hub at {endpoint} answered {status} during {during}{detail}; check "
-                    "--repo-id and run the same command again")
+    if any(isinstance(link, LocalTokenNotFoundError) for link in chain(exc)):
+        return NO_TOKEN
+    answer = _answer(exc)
+    if answer is not None:
+        status = _status(answer)
+        if status == 401:
+            return (f"the Hub at {endpoint} rejected the token (401): set HF_TOKEN to a "
+                    "valid token with write access, or run `hf auth login`")
+        if status == 403:
+            return (f"no write access to {repo_id} (403): it belongs to another user or "
+                    "organisation, or the token is read-only; push to your own namespace "
+                    f"({option} YOUR-NAME/{name}) with a write token")
+        if status == 404:
+            return (f"{repo_id} was not found at {endpoint} (404): check {option}'s "
+                    "namespace (your user name or an organisation you belong to) and "
+                    "--endpoint / HF_ENDPOINT")
+        if status == 429:
+            return (f"the Hub at {endpoint} is rate-limiting this token (429); wait a few "
+                    "minutes and run the same command again")
+        message = str(getattr(answer, "server_message", "") or "").splitlines()
+        detail = f": {message[0][:200]}" if message else ""
+        if isinstance(status, int) and status >= 500:
+            return (f"the Hub at {endpoint} failed with {status} during {during}{detail}; "
+                    f"{unfinished}run the same command again later")
+        return (f"the Hub at {endpoint} answered {status} during {during}{detail}; check "
+                f"{option} and run the same command again")
     network = network_errors()
     for link in chain(exc):
         if isinstance(link, network):
             return (f"lost the connection to {endpoint} during {during} "
                     f"({type(link).__name__}); {unfinished}check the network and run the same "
                     "command again" + (" (files already uploaded are not sent twice)"
-                                       if push else ""))
+                                       if unfinished else ""))
     for link in chain(exc):
         if isinstance(link, ValueError) and str(link).startswith("Invalid metadata in README"):
             return f"the Hub refused the model card's metadata: {str(link).splitlines()[-1]}"
@@ -90,15 +112,15 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, push: bool = T
 
 
 @contextmanager
-def hub_errors(repo_id: str, endpoint: str, secrets: Sequence[str], *, push: bool = True
-               ) -> Iterator[None]:
+def hub_errors(repo_id: str, endpoint: str, secrets: Sequence[str], *, during: str = PUSHING,
+               option: str = "--repo-id") -> Iterator[None]:
     """Turn a Hub or network failure into a one-line UserError that never holds a secret."""
     try:
         yield
     except UserError:
         raise
     except Exception as exc:
-        message = hub_error(exc, repo_id, endpoint, push=push)
+        message = hub_error(exc, repo_id, endpoint, during=during, option=option)
         if message is None:
             raise
         raise UserError(scrub(message.encode(), secrets).decode()) from None

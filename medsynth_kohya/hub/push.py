@@ -1,25 +1,32 @@
 """`push`: publish a training run's LoRA to the Hugging Face Hub with a model card.
 
 Flow: run folder -> plan (the files and their place in the repo, the card rendered from
-`templates/model_card.md` through huggingface_hub's ModelCard/ModelCardData) -> whoami ->
-create_repo(exist_ok) -> one create_commit. Nothing is staged on disk: the final LoRA (and with
-`all_checkpoints` the epoch saves) and sample images are sent from where they lie, the card and
-the redacted config files and run record from memory, so a failure leaves nothing half-written
-locally. Unchanged files are skipped by the client, so pushing the same run twice makes no new
-commit. The token (argument, HF_TOKEN or the stored login) is only ever handed to HfApi.
+`templates/model_card.md` through huggingface_hub's ModelCard/ModelCardData) -> whoami (access:
+a rejected or read-only token, or another's namespace, is refused before anything is sent; a
+dry run with a token asks too) -> create_repo(exist_ok) -> one create_commit. Nothing is staged
+on disk: the final LoRA (and with `all_checkpoints` the epoch saves) and sample images are sent
+from where they lie, the card and the redacted config files and run record from memory, so a
+failure leaves nothing half-written locally. Unchanged files are skipped by the client, so
+pushing the same run twice makes no new commit. The token (argument, HF_TOKEN or the stored
+login) is only ever handed to HfApi.
 Each push uploads its list of files with their digests (contents.PUSHED); the next deletes, in
 its commit, only files of the folders push owns that an earlier push listed, the Hub still holds
 as that push sent them, and it no longer uploads. The commit names the head it was computed
 from (parent_commit): when another push or edit lands in between, the Hub refuses it (412) and
-the push reads the repo again and recomputes, ATTEMPTS times in all.
+the push reads the repo again and recomputes, ATTEMPTS times in all. While it talks to the Hub,
+huggingface_hub's log says only errors, and its progress bars are off when stderr is no
+terminal (they would leave their frames in a log).
 
 The parts: `contents` (what is sent, and the privacy scan), `card` (the model card),
-`failures` (Hub errors as one line); this module uploads and notes the push in the run record.
+`access` (whoami), `failures` (Hub errors as one line); this module uploads and notes the push
+in the run record.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from medsynth_kohya import __version__, arguments, locks
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub.access import Unanswered, hub_api, writer
 from medsynth_kohya.hub.card import DEFAULT_LICENSE
 from medsynth_kohya.hub.contents import (
     PUSHED,
@@ -120,6 +128,7 @@ class PushResult:
     listed: bool = False
     """In a dry run: whether the repo was read, so `deleted` is exactly what a push deletes."""
     user: str | None = None
+    """The account the token belongs to, as the Hub said (None: no token, or not asked)."""
     warnings: tuple[str, ...] = field(default_factory=tuple)
     scanned: int = 0
     """Bytes the last scan searched (all of them) before anything was sent."""
@@ -129,8 +138,36 @@ def resolve_endpoint(endpoint: str | None) -> str:
     """The Hub URL: the argument, else HF_ENDPOINT read now (not at import), else the public Hub."""
     chosen = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT) if endpoint is None else endpoint
     if not chosen.startswith(("http://", "https://")):
-        raise UserError(f"--endpoint {chosen!r} must be an http:// or https:// URL")
+        given = "--endpoint" if endpoint is not None else "HF_ENDPOINT"
+        raise UserError(f"{given} {chosen!r} must be an http:// or https:// URL")
     return chosen.rstrip("/")
+
+
+@contextmanager
+def quiet_client() -> Iterator[None]:
+    """huggingface_hub's log at ERROR and, when stderr is no terminal, its progress bars off
+    (their carriage returns and cursor-up escapes would stay in a log), unless the user's
+    HF_HUB_DISABLE_PROGRESS_BARS=0 asks for them; both restored after."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils.tqdm import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    forced = constants.HF_HUB_DISABLE_PROGRESS_BARS is False  # HF_HUB_DISABLE_PROGRESS_BARS=0
+    bars = not (forced or are_progress_bars_disabled() or sys.stderr.isatty())
+    logger.setLevel(max(level, logging.ERROR))
+    if bars:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bars:
+            enable_progress_bars()
 
 
 @contextmanager
@@ -156,7 +193,8 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
          license: str = DEFAULT_LICENSE, all_checkpoints: bool = False, dry_run: bool = False,
          samples: arguments.PathArg | None = None, endpoint: str | None = None,
          token: str | None = None, break_lock: bool = False,
-         evaluation: arguments.PathArg | None = None, allow_copies: bool = False) -> PushResult:
+         evaluation: arguments.PathArg | None = None, allow_copies: bool = False,
+         option: str = "--repo-id") -> PushResult:
     """Upload a run's LoRA, configs, record, samples and model card to `repo_id` in one commit.
 
     The token is `token`, else HF_TOKEN, else the stored login (`hf auth login`). A dry run
@@ -165,7 +203,8 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
     still training, or pushed by another process, is refused, and so is a `samples` set that
     `sample` is still making. `evaluation` (an `evaluate`
     report folder) adds its figures to the card and its files under evaluation/; sample images
-    flagged as near-copies are refused unless `allow_copies`.
+    flagged as near-copies are refused unless `allow_copies`. `option` names `repo_id` in
+    messages (reproduce's is --push).
     """
     run_dir, samples = arguments.path(run_dir, "run_dir"), arguments.optional_path(samples,
                                                                                    "samples")
@@ -175,7 +214,7 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
         return _push(run_dir, repo_id, private=private, license=license,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
                      endpoint=endpoint, token=token, evaluation=evaluation,
-                     allow_copies=allow_copies)
+                     allow_copies=allow_copies, option=option)
 
     if samples is not None:  # a set still being made would be published half made
         ensure_made(samples, "push", "--samples", break_lock=break_lock)
@@ -201,8 +240,9 @@ def _prepared_of(run_dir: Path) -> Path | None:
 
 def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_checkpoints: bool,
           dry_run: bool, samples: Path | None, endpoint: str | None,
-          token: str | None, evaluation: Path | None, allow_copies: bool) -> PushResult:
-    repo_id = check_repo_id(repo_id)
+          token: str | None, evaluation: Path | None, allow_copies: bool, option: str,
+          ) -> PushResult:
+    repo_id = check_repo_id(repo_id, option)
     endpoint = resolve_endpoint(endpoint)
     from huggingface_hub import get_token
 
@@ -223,14 +263,15 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
             return replace(result, warnings=(
                 *planned.warnings, f"a real push needs a token; {NO_TOKEN}; without one the "
                 "dry run cannot list what the push would delete from the repo"))
-        return _preview(result, endpoint, token, wanted, secrets)
+        with quiet_client():
+            return _preview(result, hub_api(endpoint, token), wanted, secrets, option)
     if not token:
         raise UserError(NO_TOKEN)
 
     warnings = list(planned.warnings)
-    with hub_errors(repo_id, endpoint, secrets):
-        api = _api(endpoint, token)
-        user = str(api.whoami().get("name") or "")
+    with quiet_client(), hub_errors(repo_id, endpoint, secrets, option=option):
+        api = hub_api(endpoint, token)
+        user = writer(api, repo_id, option=option, secrets=secrets)
         api.create_repo(repo_id, private=private, exist_ok=True)
         before, gone, info = _commit(api, repo_id, planned.uploads, wanted)
     if before.private is not None and bool(before.private) != private:
@@ -250,13 +291,6 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     return replace(result, commit=commit, changed=changed,
                    deleted=gone.delete if changed else (), user=user or None,
                    warnings=tuple(warnings))
-
-
-def _api(endpoint: str, token: str) -> HfApi:
-    from huggingface_hub import HfApi
-
-    return HfApi(endpoint=endpoint, token=token, library_name="medsynth-kohya",
-                 library_version=__version__)
 
 
 def _commit(api: HfApi, repo_id: str, uploads: Sequence[Upload], wanted: Collection[str],
@@ -310,24 +344,35 @@ def _removals(api: HfApi, info: ModelInfo, wanted: Collection[str]) -> Removals:
     return removals(on_hub, pushed, wanted)
 
 
-def _preview(result: PushResult, endpoint: str, token: str, wanted: Collection[str],
-             secrets: Sequence[str]) -> PushResult:
-    """A dry run's list of what the push would delete: the repo is read, never written; when it
-    cannot be read, a warning says what the push would delete is unknown."""
+def _preview(result: PushResult, api: HfApi, wanted: Collection[str], secrets: Sequence[str],
+             option: str) -> PushResult:
+    """A dry run's check of the token (refused as the push would refuse it) and list of what
+    the push would delete: the repo is read, never written; when the Hub cannot be asked or
+    the repo cannot be read, a warning says what the push would delete is unknown."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
-        with hub_errors(result.repo_id, endpoint, secrets, push=False):
-            api = _api(endpoint, token)
+        user = writer(api, result.repo_id, option=option, secrets=secrets)
+    except Unanswered as exc:
+        return _unlisted(result, exc)
+    result = replace(result, user=user or None)
+    try:
+        with hub_errors(result.repo_id, api.endpoint, secrets, during="a read of the repository",
+                        option=option):
             try:
                 info = api.model_info(result.repo_id, files_metadata=True)
             except RepositoryNotFoundError:
                 return replace(result, listed=True)
             gone = _removals(api, info, wanted)
     except UserError as exc:
-        return replace(result, warnings=(
-            *result.warnings, f"could not read {result.repo_id} to list what the push would "
-            f"delete from it: {exc}"))
+        return _unlisted(result, exc)
     kept = gone.warning(result.repo_id)
     return replace(result, deleted=gone.delete, listed=True,
                    warnings=(*result.warnings, *([kept] if kept else [])))
+
+
+def _unlisted(result: PushResult, exc: UserError) -> PushResult:
+    """A dry run that could not learn what the push would delete, saying why."""
+    return replace(result, warnings=(
+        *result.warnings, f"could not read {result.repo_id} to list what the push would "
+        f"delete from it: {exc}"))

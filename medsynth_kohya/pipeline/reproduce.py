@@ -138,21 +138,31 @@ def _claim(workdir: Path) -> None:
                         "or new --workdir")
 
 
-def _hub_ready(repo_id: str, dry_run: bool) -> list[str]:
-    """Refuse a push stage that could only fail after hours of training: a malformed repo id,
-    or (except in a dry run, which warns) no Hub token."""
+def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str]]:
+    """The URL the push stage writes, once the Hub has been asked about the token: refuse a
+    push that could only fail after hours of training (a malformed repo id, no Hub token, a
+    token the Hub rejects or that cannot write to the namespace; hub.access); a dry run warns
+    instead, and without a token asks nothing."""
     from huggingface_hub import get_token
 
+    from medsynth_kohya.hub.access import hub_api, writer
     from medsynth_kohya.hub.contents import check_repo_id
+    from medsynth_kohya.hub.push import quiet_client, resolve_endpoint
 
-    check_repo_id(repo_id, "--push")
-    if get_token():
-        return []
-    missing = ("--push needs a Hub token: run `hf auth login` or export HF_TOKEN, then run "
-               "this again")
-    if dry_run:
-        return [missing]
-    raise UserError(missing)
+    repo_id = check_repo_id(repo_id, "--push")
+    endpoint = resolve_endpoint(None)
+    token = get_token()
+    try:
+        if not token:
+            raise UserError("--push needs a Hub token: run `hf auth login` or export "
+                            "HF_TOKEN, then run this again")
+        with quiet_client():
+            writer(hub_api(endpoint, token), repo_id, option="--push", secrets=(token,))
+    except UserError as exc:
+        if not dry_run:
+            raise
+        return f"{endpoint}/{repo_id}", [str(exc)]
+    return f"{endpoint}/{repo_id}", []
 
 
 class _State:
@@ -334,8 +344,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                         f"synthetic set with: {checkout.missing_fix(location)}")
     if problems and not dry_run:
         raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
-    if push_repo is not None:
-        warnings += _hub_ready(push_repo, dry_run)
+    push_url, refused = ("", []) if push_repo is None else _hub_ready(push_repo, dry_run)
+    problems += refused
     state.claim()
     prepared_folder = PreparedFolder(prepared)
     manifest = prepared_folder.manifest
@@ -396,8 +406,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         else:
             digests["push"] = _digest(sample_digest, push_repo)
             stages["push"] = Stage("push", skip if state.done("push", digests["push"])
-                                   else "run", f"{run} -> {push_repo}",
-                                   (f"https://huggingface.co/{push_repo}",))
+                                   else "run", f"{run} -> {push_repo}", (push_url,))
         return _Plan(stages, digests, lora, (gone,) if gone else ())
 
     def result(stages: Sequence[Stage], lora: Path | None = None, url: str | None = None,
@@ -489,7 +498,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     url = None
     pushing = now.stages["push"]
     if pushing.action == "run":
-        pushed = publish(run, str(push_repo), samples=synthetic, break_lock=break_lock)
+        pushed = publish(run, str(push_repo), samples=synthetic, break_lock=break_lock,
+                         option="--push")
         url = pushed.url
         state.record("push", now.digests["push"], "done", url=url)
         pushing = replace(pushing, outcome=f"done, published at {url}")

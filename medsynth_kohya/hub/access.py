@@ -1,0 +1,78 @@
+"""Who the token belongs to, and whether it may write to a repo, asked before anything is
+written (huggingface_hub's `whoami`): a rejected token (401), a read-only token and a namespace
+that is neither the user's nor one of their organisations are refused in one line.
+
+Only what whoami states plainly is judged: a fine-grained token's permissions are per repo, so
+for it (and for OAuth tokens, which carry no role) the namespace is the one check; the Hub
+itself refuses the rest when the push is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from medsynth_kohya import __version__
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub.contents import scrub
+from medsynth_kohya.hub.failures import http_status, hub_error
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+CHECKING = "the check of the token"
+"""What a failed whoami was doing, in hub_error's message."""
+
+
+class Unanswered(UserError):
+    """The Hub could not be asked (lost connection, server error, rate limit): no verdict on
+    the token, so a dry run can go on without one."""
+
+
+def hub_api(endpoint: str, token: str) -> HfApi:
+    """The client every push and pre-flight call goes through, with the tool's user agent."""
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint, token=token, library_name="medsynth-kohya",
+                 library_version=__version__)
+
+
+def writer(api: HfApi, repo_id: str, *, option: str = "--repo-id",
+           secrets: Sequence[str] = ()) -> str:
+    """The user name the token of `api` belongs to, once the Hub says it may write to
+    `repo_id`'s namespace; else a one-line UserError (Unanswered when the Hub gave no verdict).
+    `option` is the one the user named the repository by."""
+    try:
+        info = api.whoami()
+    except Exception as exc:
+        message = hub_error(exc, repo_id, api.endpoint, during=CHECKING, option=option)
+        if message is None:
+            raise
+        kind = UserError if http_status(exc) in (401, 403) else Unanswered
+        raise kind(scrub(message.encode(), secrets).decode()) from None
+    problem = refusal(info, repo_id, api.endpoint, option)
+    if problem is not None:
+        raise UserError(problem)
+    return str(info.get("name") or "")
+
+
+def refusal(info: Mapping[str, Any], repo_id: str, endpoint: str, option: str) -> str | None:
+    """Why whoami's answer `info` rules out a push to `repo_id`, or None: a token whose role is
+    read, or a namespace that is neither the account's name nor one of its organisations
+    (compared without case, as the Hub resolves names)."""
+    user = str(info.get("name") or "")
+    auth = info.get("auth")
+    token = auth.get("accessToken") if isinstance(auth, Mapping) else None
+    if isinstance(token, Mapping) and token.get("role") == "read":
+        return (f"the token of {user} at {endpoint} is read-only: a push needs one with the "
+                f"write role ({endpoint}/settings/tokens); set HF_TOKEN to it or run "
+                "`hf auth login`")
+    orgs = [str(org.get("name")) for org in info.get("orgs") or ()
+            if isinstance(org, Mapping) and org.get("name")]
+    namespace, name = repo_id.split("/")
+    if not user or namespace.casefold() in {n.casefold() for n in (user, *orgs)}:
+        return None
+    theirs = f" or an organisation of theirs ({', '.join(orgs)})" if orgs else ""
+    return (f"{option} {repo_id}: the token belongs to {user}, who cannot write to "
+            f"{namespace} at {endpoint}; push to {user}/{name}{theirs}, or use a token of an "
+            f"account that can write to {namespace}")
