@@ -398,11 +398,17 @@ def _failing(fake_hub: FakeHub, case: str) -> tuple[str, str]:
     if case == "401":
         fake_hub.token = "hf_SomeoneElsesToken"
         return REPO, "rejected the token (401)"
-    if case == "403":
+    if case.startswith("403"):  # a fine-grained token that may only read alice's repos
+        fake_hub.role, fake_hub.scoped = "fineGrained", {"alice": ("repo.content.read",)}
+        if case == "403":
+            fake_hub.add_repo(REPO, "alice")
+        return REPO, f"no write access to {REPO} (403)"
+    if case == "namespace":
         fake_hub.add_repo("bob/melanoma-lora", "bob")
-        return "bob/melanoma-lora", "no write access to bob/melanoma-lora (403)"
-    if case == "403-new":
-        return "bob/new-lora", "no write access to bob/new-lora (403)"
+        return "bob/melanoma-lora", "the token belongs to alice, who cannot write to bob"
+    if case == "read-only":
+        fake_hub.role = "read"
+        return REPO, "the token of alice at http://127.0.0.1:"
     if case == "404":
         fake_hub.fail("POST", r"/preupload/", 404)
         return REPO, "was not found"
@@ -416,8 +422,8 @@ def _failing(fake_hub: FakeHub, case: str) -> tuple[str, str]:
     return REPO, "lost the connection"
 
 
-@pytest.mark.parametrize("case", ["401", "403", "403-new", "404", "500", "drop-upload",
-                                  "drop-commit"])
+@pytest.mark.parametrize("case", ["401", "403", "403-new", "namespace", "read-only", "404", "500",
+                                  "drop-upload", "drop-commit"])
 def test_hub_failures_are_one_line_and_leave_nothing_behind(
         runner: CliRunner, fake_hub: FakeHub, run: Path, tmp_path: Path, case: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -434,6 +440,8 @@ def test_hub_failures_are_one_line_and_leave_nothing_behind(
         assert repo.head == heads.get(name, repo.commits[0]), name
     if case.startswith("403"):
         assert "--repo-id YOUR-NAME/" in message
+    if case in ("401", "namespace", "read-only"):  # refused on whoami's answer alone
+        assert fake_hub.requests == [("GET", "/api/whoami-v2")]
 
 
 def test_the_same_push_succeeds_once_the_hub_recovers(runner: CliRunner, fake_hub: FakeHub,
