@@ -195,6 +195,17 @@ def test_only_what_whoami_states_plainly_refuses(info: dict[str, Any], repo_id: 
     assert said is None if refused is None else (said is not None and refused in said), said
 
 
+class _Kept(logging.Handler):
+    """Keeps every record the logger lets through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def test_push_output_has_no_progress_frames_or_client_log_lines(
         runner: CliRunner, fake_hub: FakeHub, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,9 +215,7 @@ def test_push_output_has_no_progress_frames_or_client_log_lines(
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     logger = logging.getLogger("huggingface_hub")
-    logged: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = logged.append  # type: ignore[method-assign]
+    handler = _Kept()
     previous = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
@@ -219,7 +228,7 @@ def test_push_output_has_no_progress_frames_or_client_log_lines(
             assert not any(escape in stderr for escape in ESCAPES), repr(stderr)
             assert all(line.startswith("Warning: ") for line in stderr.splitlines()), stderr
         assert "unchanged" in stdout
-        assert [record.getMessage() for record in logged] == []
+        assert [record.getMessage() for record in handler.records] == []
         assert logger.level == logging.INFO and not are_progress_bars_disabled()
     finally:
         logger.removeHandler(handler)
