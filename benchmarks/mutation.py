@@ -112,6 +112,8 @@ AREAS = (
     Area("shards", "medsynth_kohya/sampling/machines.py"),
     Area("synthetic set", "medsynth_kohya/sampling/synthset.py", sample=SAMPLE),
     Area("locks", "medsynth_kohya/locks.py", sample=SAMPLE),
+    Area("run record", "medsynth_kohya/training/record.py"),
+    Area("model card", "medsynth_kohya/hub/card.py", sample=SAMPLE),
 )
 
 
