@@ -520,12 +520,14 @@ def _hardware(record: RunRecord) -> str:
 
 
 def _duration(record: RunRecord) -> str:
+    """How long the run took, from the record's start and end ("not recorded" when either is
+    missing, unreadable, or one has a time zone and the other not, as a hand edit may leave)."""
     try:
         start = datetime.fromisoformat(str(record.start))
         end = datetime.fromisoformat(str(record.end))
+        seconds = int((end - start).total_seconds())
     except (TypeError, ValueError):
         return "not recorded"
-    seconds = int((end - start).total_seconds())
     hours, rest = divmod(max(seconds, 0), 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
