@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import toml
 
+from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.launch import StepProgress
 
 RUNTIME_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
@@ -54,7 +55,7 @@ def main():
         import yaml
         with open(args.config_file) as file:
             for key, value in yaml.safe_load(file).items():
-                if flags.get(key) is None:
+                if key in vars(args) and getattr(args, key) is None:
                     flags[key] = value
                     setattr(args, key, value)
     missing = [k for k, v in flags.items() if v is None and k != "gpu_ids"]
@@ -63,7 +64,7 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(args.num_cpu_threads_per_process),
                ACCELERATE_MIXED_PRECISION=str(args.mixed_precision),
                FAKE_ACCELERATE_ARGS=json.dumps(flags))
-    if args.gpu_ids:
+    if args.gpu_ids and args.gpu_ids != "all":
         env["CUDA_VISIBLE_DEVICES"] = args.gpu_ids
     cmd = [sys.executable, args.training_script, *args.training_script_args]
     process = subprocess.Popen(cmd, env=env)
@@ -181,10 +182,17 @@ class FakeSd:
     record: Path
     log: Path
 
+    @property
+    def accelerate_config(self) -> Path:
+        """The run's accelerate config, beside its config (one process, as train writes it)."""
+        return self.config.parent / "accelerate.json"
+
     def write_config(self, **values: Any) -> None:
         base = {"output_dir": str(self.output), "output_name": "melanoma",
                 "max_train_steps": 4}
         self.config.write_text(toml.dumps({**base, **values}))
+        launch.write_accelerate_config(launch.accelerate_config(
+            num_processes=1, mixed_precision="no", gpu_ids=None), self.accelerate_config)
 
     def recorded(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.record.read_text())

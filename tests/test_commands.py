@@ -148,19 +148,22 @@ def test_cpu_threads_default_to_a_share_of_the_cpus(
         monkeypatch: pytest.MonkeyPatch, cpus: int, processes: int, threads: int) -> None:
     monkeypatch.setattr(launch, "_cpu_count", lambda: cpus)
     argv = launch.train_command("/py", Path("/sd"), Path("/c"), Path("/d"),
-                                num_processes=processes).argv
+                                accelerate_config=Path("/a.json"), num_processes=processes).argv
     assert argv[argv.index("--num_cpu_threads_per_process") + 1] == str(threads)
     given = launch.train_command("/py", Path("/sd"), Path("/c"), Path("/d"),
-                                 num_processes=processes, cpu_threads=5).argv
+                                 accelerate_config=Path("/a.json"), num_processes=processes,
+                                 cpu_threads=5).argv
     assert given[given.index("--num_cpu_threads_per_process") + 1] == "5"
 
 
 def test_train_command_without_resume_and_with_machine_flags() -> None:
     command = launch.train_command("/py", Path("/sd"), Path("/r/c.toml"), Path("/r/d.toml"),
+                                   accelerate_config=Path("/r/accelerate.json"),
                                    num_processes=2, mixed_precision="fp16", gpu_ids=[2, 3],
                                    cpu_threads=1, machines=Machines(2, 0, "h", 1234))
     assert command.argv == [
-        "/py", "-m", "accelerate.commands.launch", "--num_processes", "4", "--num_machines", "2",
+        "/py", "-m", "accelerate.commands.launch", "--config_file", "/r/accelerate.json",
+        "--num_processes", "4", "--num_machines", "2",
         "--mixed_precision", "fp16", "--dynamo_backend", "no", "--num_cpu_threads_per_process",
         "1", "--machine_rank", "0", "--main_process_ip", "h", "--main_process_port", "1234",
         "--multi_gpu", "--gpu_ids", "2,3", "sdxl_train_network.py", "--config_file",
@@ -173,7 +176,7 @@ def test_train_command_without_resume_and_with_machine_flags() -> None:
 def test_an_accelerate_config_replaces_every_flag(tmp_path: Path) -> None:
     command = launch.train_command("/py", tmp_path, Path("/c"), Path("/d"), num_processes=0,
                                    mixed_precision="bad", resume=Path("/s"),
-                                   accelerate_config=tmp_path / "a.yaml")
+                                   accelerate_config=tmp_path / "a.yaml", given=True)
     assert command.argv == ["/py", "-m", "accelerate.commands.launch", "--config_file",
                             str(tmp_path / "a.yaml"), "sdxl_train_network.py", "--config_file",
                             "/c", "--dataset_config", "/d", "--resume", "/s"]

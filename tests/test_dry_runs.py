@@ -24,7 +24,7 @@ from .test_hub import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 SMALL = ("--width", 64, "--height", 64, "--steps", 2)
-RENDERED = {"config.toml", "dataset.toml", "sample_prompts.toml", "run.json"}
+RENDERED = {"config.toml", "dataset.toml", "sample_prompts.toml", "accelerate.json", "run.json"}
 
 
 def _tree(root: Path) -> dict[str, str]:

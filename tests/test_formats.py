@@ -48,6 +48,7 @@ OWNERS = {
     RECORD_FILE: {OWNER},
     "config.toml": {OWNER},
     "sample_prompts.toml": {OWNER},
+    "accelerate.json": {OWNER},
     "dataset.toml": {OWNER, PREPARED},  # the run's and the prepared folder's
     "prepare.json": {PREPARED},
     "written-unfinished.json": {PREPARED},

@@ -23,7 +23,7 @@ from .fakes import FakeSd, interrupt_after
 
 def _command(fake: FakeSd, **options: Any) -> launch.Command:
     return launch.train_command(sys.executable, fake.sd_scripts, fake.config, fake.dataset,
-                                **options)
+                                accelerate_config=fake.accelerate_config, **options)
 
 
 def _gone(pid: int, within: float = 5.0) -> bool:
@@ -66,9 +66,11 @@ def test_accelerate_args_refuse_what_accelerate_would(options: dict[str, Any]) -
 
 def test_train_command_and_shell_line(tmp_path: Path) -> None:
     command = launch.train_command("/env/bin/python", tmp_path / "sd scripts", Path("/r/c.toml"),
-                                   Path("/r/d.toml"), cpu_threads=2, resume=Path("/r/s-state"))
+                                   Path("/r/d.toml"), accelerate_config=Path("/r/a.json"),
+                                   cpu_threads=2, resume=Path("/r/s-state"))
     assert command.argv == [
-        "/env/bin/python", "-m", "accelerate.commands.launch", "--num_processes", "1",
+        "/env/bin/python", "-m", "accelerate.commands.launch", "--config_file", "/r/a.json",
+        "--num_processes", "1",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--num_cpu_threads_per_process", "2", "sdxl_train_network.py", "--config_file",
         "/r/c.toml", "--dataset_config", "/r/d.toml", "--resume", "/r/s-state"]
@@ -96,7 +98,7 @@ def test_run_passes_argv_cwd_and_env_exactly(fake_sd: FakeSd) -> None:
     assert recorded["accelerate"] == {
         "num_processes": 2, "num_machines": 1, "mixed_precision": "bf16",
         "dynamo_backend": "no", "num_cpu_threads_per_process": 3, "multi_gpu": True,
-        "gpu_ids": "0,1"}
+        "gpu_ids": "0,1", "config_file": str(fake_sd.accelerate_config)}
     assert not any("not passed to `accelerate launch`" in line for line in outcome.tail)
 
 
@@ -105,7 +107,8 @@ def test_single_process_default_threads(fake_sd: FakeSd) -> None:
     assert outcome.returncode == 0
     recorded = fake_sd.recorded()
     assert recorded["accelerate"]["multi_gpu"] is False
-    assert recorded["accelerate"]["gpu_ids"] is None
+    assert recorded["accelerate"]["gpu_ids"] == "all"  # from the run's accelerate config
+    assert recorded["env"]["CUDA_VISIBLE_DEVICES"] == os.environ.get("CUDA_VISIBLE_DEVICES")
     assert int(recorded["env"]["OMP_NUM_THREADS"]) >= 1
     assert "--resume" not in recorded["argv"]
 

@@ -48,10 +48,14 @@ def test_the_multi_node_launch_is_what_accelerate_parses(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no user accelerate config read
     machines = Machines(count=3, rank=2, main_ip="10.1.2.3", main_port=29611)
+    own = tmp_path / "accelerate.json"  # as machine 0 writes it (rank 0 in the file)
+    launch.write_accelerate_config(launch.accelerate_config(
+        num_processes=4, mixed_precision="bf16", gpu_ids=None,
+        machines=Machines(3, 0, "10.1.2.3", 29611)), own)
     command = launch.train_command("/py", tmp_path, Path("/r/config.toml"),
-                                   Path("/r/dataset.toml"), num_processes=4,
-                                   mixed_precision="bf16", cpu_threads=6, machines=machines,
-                                   resume=Path("/r/s-state"))
+                                   Path("/r/dataset.toml"), accelerate_config=own,
+                                   num_processes=4, mixed_precision="bf16", cpu_threads=6,
+                                   machines=machines, resume=Path("/r/s-state"))
     args = _accelerate_parse(command.argv)
     assert (args.num_processes, args.num_machines, args.machine_rank) == (12, 3, 2)
     assert (args.main_process_ip, args.main_process_port) == ("10.1.2.3", 29611)
@@ -70,13 +74,21 @@ def test_the_multi_node_launch_is_what_accelerate_parses(
 def test_one_gpu_per_machine_is_still_a_distributed_launch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    two, one = tmp_path / "two.json", tmp_path / "one.json"
+    launch.write_accelerate_config(launch.accelerate_config(
+        num_processes=1, mixed_precision="no", gpu_ids=None, machines=Machines(2, 0, "node-a")),
+        two)
+    launch.write_accelerate_config(launch.accelerate_config(
+        num_processes=1, mixed_precision="no", gpu_ids=None), one)
     command = launch.train_command("/py", tmp_path, Path("/c"), Path("/d"), num_processes=1,
-                                   machines=Machines(2, 0, "node-a"), cpu_threads=1)
+                                   accelerate_config=two, machines=Machines(2, 0, "node-a"),
+                                   cpu_threads=1)
     args = _accelerate_parse(command.argv)
-    assert args.multi_gpu and args.num_processes == 2 and args.gpu_ids is None
+    assert args.multi_gpu and args.num_processes == 2 and args.gpu_ids == "all"
     single = _accelerate_parse(launch.train_command("/py", tmp_path, Path("/c"), Path("/d"),
-                                                    cpu_threads=1).argv)
-    assert not single.multi_gpu and single.num_machines == 1 and single.machine_rank is None
+                                                    accelerate_config=one, cpu_threads=1).argv)
+    assert not single.multi_gpu and single.num_machines == 1 and single.machine_rank == 0
+    assert not single.use_deepspeed and not single.use_fsdp and single.gpu_ids == "all"
 
 
 def test_an_accelerate_config_is_passed_through_untouched(
@@ -88,7 +100,7 @@ def test_an_accelerate_config_is_passed_through_untouched(
                       "main_process_port: 29555\nnum_processes: 16\nmixed_precision: bf16\n"
                       "gpu_ids: all\n", encoding="utf-8")
     command = launch.train_command("/py", tmp_path, Path("/c"), Path("/d"),
-                                   accelerate_config=config)
+                                   accelerate_config=config, given=True)
     start = command.argv.index(launch.LAUNCHER) + 1
     assert command.argv[start:start + 3] == ["--config_file", str(config), launch.SCRIPT]
     args = _accelerate_parse(command.argv)

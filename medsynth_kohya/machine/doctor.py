@@ -17,7 +17,7 @@ from typing import Any
 
 from medsynth_kohya import arguments
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
-from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts import checkout, launch
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_FREE_GIB = 10.0
@@ -177,11 +177,13 @@ def _python_checks(python: str, report: dict[str, Any], wanted: dict[str, str], 
 
 
 def _accelerate_config() -> Check:
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    config = home / "accelerate" / "default_config.yaml"
-    if config.is_file():
-        return Check("accelerate config", OK, f"{config} (explicit launch flags override it)")
-    return Check("accelerate config", OK, "none; not needed: train passes every launch flag")
+    """The user's own accelerate config, which train's launch never reads: it passes the
+    run's own (RUN/accelerate.json), or --accelerate-config FILE."""
+    found = launch.user_configs()
+    own = "train launches with the run's own RUN/accelerate.json (or --accelerate-config FILE)"
+    if found:
+        return Check("accelerate config", OK, f"{found[0]} is not read: {own}")
+    return Check("accelerate config", OK, f"none; not needed: {own}")
 
 
 def _token() -> Check:

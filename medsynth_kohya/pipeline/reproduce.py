@@ -354,6 +354,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     final = folder.final_lora(name)
     command = launch.train_command(checkout.python(python), sd_dir.resolve(),
                                    folder.config.resolve(), folder.dataset_config.resolve(),
+                                   accelerate_config=folder.accelerate_config,
                                    mixed_precision=str(options.get("mixed_precision")))
 
     # the sample command shown runs with the sd-scripts and Python reproduce was given

@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
-from medsynth_kohya import arguments, locks
+from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.errors import UserError
 
 SCRIPT = "sdxl_train_network.py"
@@ -143,15 +143,12 @@ class Machines:
         return found
 
 
-def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequence[int] | None,
-                    cpu_threads: int, machines: Machines = Machines()) -> list[str]:
-    """`accelerate launch` flags that leave nothing to its defaults, config file or warnings.
-
-    `num_processes` counts this machine's processes; every machine runs as many, so accelerate
-    is given their total."""
-    if num_processes < 1 or cpu_threads < 1:
-        raise UserError(f"need at least 1 process and 1 CPU thread per process "
-                        f"(got {num_processes} and {cpu_threads})")
+def _checked_gpu_ids(num_processes: int, mixed_precision: str, gpu_ids: Sequence[int] | None,
+                     machines: Machines) -> list[int] | None:
+    """The GPU ids a launch names (one per process when it starts more than one), refusing
+    what `accelerate launch` would reject."""
+    if num_processes < 1:
+        raise UserError(f"need at least 1 process (got {num_processes})")
     if mixed_precision not in MIXED_PRECISION:
         raise UserError(f"mixed_precision {mixed_precision!r} is not one of "
                         f"{', '.join(MIXED_PRECISION)}")
@@ -163,6 +160,19 @@ def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequen
     problems = machines.problems()
     if problems:
         raise UserError(problems[0])
+    return None if gpu_ids is None else list(gpu_ids)
+
+
+def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequence[int] | None,
+                    cpu_threads: int, machines: Machines = Machines()) -> list[str]:
+    """`accelerate launch` flags that leave nothing to its defaults or warnings.
+
+    `num_processes` counts this machine's processes; every machine runs as many, so accelerate
+    is given their total."""
+    if num_processes < 1 or cpu_threads < 1:
+        raise UserError(f"need at least 1 process and 1 CPU thread per process "
+                        f"(got {num_processes} and {cpu_threads})")
+    ids = _checked_gpu_ids(num_processes, mixed_precision, gpu_ids, machines)
     total = num_processes * machines.count
     args = ["--num_processes", str(total), "--num_machines", str(machines.count),
             "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
@@ -172,27 +182,67 @@ def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequen
                  str(machines.main_ip), "--main_process_port", str(machines.main_port)]
     if total > 1:
         args.append("--multi_gpu")
-    if gpu_ids is not None:
-        args += ["--gpu_ids", ",".join(str(gpu) for gpu in gpu_ids)]
+    if ids is not None:
+        args += ["--gpu_ids", ",".join(str(gpu) for gpu in ids)]
     return args
 
 
-def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
-                  num_processes: int = 1, mixed_precision: str = "no",
-                  gpu_ids: Sequence[int] | None = None, cpu_threads: int | None = None,
-                  resume: Path | None = None, machines: Machines = Machines(),
-                  accelerate_config: Path | None = None) -> Command:
-    """`accelerate launch sdxl_train_network.py` with our config, dataset and optional state.
+def accelerate_config(*, num_processes: int, mixed_precision: str,
+                      gpu_ids: Sequence[int] | None, machines: Machines = Machines(),
+                      ) -> dict[str, Any]:
+    """The run's own accelerate config file (JSON, which accelerate reads by its .json name):
+    the settings of `accelerate_args`' flags, and the launch's kind (no DeepSpeed, FSDP or
+    other plugin; every GPU visible to a single process). Given as `--config_file`, it is read
+    instead of the user's default config (`user_configs`), which would otherwise fill in what
+    no flag sets. Each machine's rank stays its own flag."""
+    ids = _checked_gpu_ids(num_processes, mixed_precision, gpu_ids, machines)
+    total = num_processes * machines.count
+    document: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": "MULTI_GPU" if total > 1 else "NO",
+        "num_processes": total, "num_machines": machines.count,
+        "gpu_ids": "all" if ids is None else ",".join(str(gpu) for gpu in ids),
+        "mixed_precision": mixed_precision, "dynamo_config": {}, "use_cpu": False,
+        "debug": False}
+    if machines.count > 1:
+        document |= {"main_process_ip": machines.main_ip,
+                     "main_process_port": machines.main_port}
+    return document
 
-    With `accelerate_config`, accelerate reads everything from that file (`--config_file`,
-    passed through untouched) and no flag of ours overrides it. Every path is made absolute:
-    the command runs inside `sd_scripts`, where a relative one would name nothing."""
-    if accelerate_config is not None:
-        launcher = ["--config_file", str(accelerate_config.resolve())]
-    else:
+
+def write_accelerate_config(document: Mapping[str, Any], path: Path) -> None:
+    """Write an `accelerate_config` document atomically, as the JSON accelerate reads."""
+    files.write_json(path, dict(document), sort_keys=True)
+
+
+def user_configs() -> list[Path]:
+    """The user's own accelerate config files, where `accelerate launch` looks for one when no
+    `--config_file` is given: `default_config.yaml` (or an older `default_config.json`) in
+    $HF_HOME/accelerate, else $XDG_CACHE_HOME/huggingface/accelerate, else
+    ~/.cache/huggingface/accelerate; those that exist."""
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    home = Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface").expanduser()
+    return [path for path in (home / "accelerate" / f"default_config.{kind}"
+                              for kind in ("yaml", "json")) if path.is_file()]
+
+
+def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
+                  accelerate_config: Path, given: bool = False, num_processes: int = 1,
+                  mixed_precision: str = "no", gpu_ids: Sequence[int] | None = None,
+                  cpu_threads: int | None = None, resume: Path | None = None,
+                  machines: Machines = Machines()) -> Command:
+    """`accelerate launch --config_file ACCELERATE_CONFIG sdxl_train_network.py` with our
+    config, dataset and optional state.
+
+    `accelerate_config` is the run's own (`write_accelerate_config` of the same values), and
+    the flags after it say them again; a user's config (`given`, --accelerate-config) is
+    passed alone and untouched. Either way no user's default config is read. Every path is
+    made absolute: the command runs inside `sd_scripts`, where a relative one names nothing."""
+    launcher = ["--config_file", str(accelerate_config.resolve())]
+    if not given:
         threads = cpu_threads or max(1, _cpu_count() // num_processes)
-        launcher = accelerate_args(num_processes=num_processes, mixed_precision=mixed_precision,
-                                   gpu_ids=gpu_ids, cpu_threads=threads, machines=machines)
+        launcher += accelerate_args(num_processes=num_processes, mixed_precision=mixed_precision,
+                                    gpu_ids=gpu_ids, cpu_threads=threads, machines=machines)
     argv = [python, "-m", LAUNCHER, *launcher,
             SCRIPT, "--config_file", str(config.resolve()), "--dataset_config",
             str(dataset.resolve())]

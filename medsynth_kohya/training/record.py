@@ -5,6 +5,8 @@ their names, so every reader goes through `RunFolder` and `RunRecord`.
     RUN/config.toml           sd-scripts' --config_file (rendered by sdscripts/render.py)
     RUN/dataset.toml          sd-scripts' --dataset_config
     RUN/sample_prompts.toml   the prompts of the sample images made during training
+    RUN/accelerate.json       accelerate's --config_file (sdscripts/launch.py writes it), so
+                              no user's default accelerate config changes the launch
     RUN/output/               sd-scripts' output_dir: NAME.safetensors, saves, states, sample/
     RUN/logs/, RUN/train.log  sd-scripts' logging_dir, and its output
 
@@ -272,6 +274,10 @@ class RunFolder:
     @property
     def sample_prompts(self) -> Path:
         return self.path / "sample_prompts.toml"
+
+    @property
+    def accelerate_config(self) -> Path:
+        return self.path / "accelerate.json"
 
     @property
     def training_files(self) -> tuple[Path, ...]:

@@ -691,11 +691,13 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         raise UserError(f"no saved training state in {folder.output} yet; --resume --force "
                         "starts the run over with its own settings")
     machines = cluster.machines
+    precision = str(options.get("mixed_precision", "no"))
+    gpu_ids = list(range(processes)) if processes > 1 else None
     command = launch.train_command(
         runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
-        num_processes=processes, mixed_precision=str(options.get("mixed_precision", "no")),
-        gpu_ids=list(range(processes)) if processes > 1 else None, resume=state_dir,
-        machines=machines, accelerate_config=cluster.accelerate_config)
+        accelerate_config=cluster.accelerate_config or folder.accelerate_config,
+        given=cluster.accelerate_config is not None, num_processes=processes,
+        mixed_precision=precision, gpu_ids=gpu_ids, resume=state_dir, machines=machines)
     output = folder.output
     steps = run.steps
     record = RunRecord(
@@ -739,6 +741,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     render.write_toml(prompts.training_document(
         table, str(state.caption_template), str(state.trigger),
         size, SAMPLE_PROMPTS), prompts_path)
+    if cluster.accelerate_config is None:  # the launch's own, read instead of the user's
+        launch.write_accelerate_config(launch.accelerate_config(
+            num_processes=processes, mixed_precision=precision, gpu_ids=gpu_ids,
+            machines=machines), folder.accelerate_config)
     if dry_run:
         folder.save(replace(record, status="dry-run"))
         return result
@@ -815,12 +821,14 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             mine = nodes.write_report(run_dir, machines.rank, found, status="waiting")
             decision = nodes.await_decision(run_dir, mine, cluster.wait_s)
         processes = int(decision["processes"])
-        command = launch.train_command(
+        command = launch.train_command(  # rank 0 wrote the run's accelerate config
             runner, location.path.resolve(), config.resolve(), dataset.resolve(),
-            num_processes=processes, mixed_precision=str(decision["mixed_precision"]),
+            accelerate_config=cluster.accelerate_config or folder.accelerate_config,
+            given=cluster.accelerate_config is not None, num_processes=processes,
+            mixed_precision=str(decision["mixed_precision"]),
             gpu_ids=list(range(processes)) if processes > 1 else None,
             resume=Path(decision["resume"]) if decision["resume"] else None,
-            machines=machines, accelerate_config=cluster.accelerate_config)
+            machines=machines)
         notes = tuple(note for note in [lock.note] if note) + (
             (f"machine {machines.rank} waits for machine 0's go in {run_dir / nodes.FOLDER}, "
              "then runs:",) if dry_run else ())
