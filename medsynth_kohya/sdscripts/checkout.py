@@ -83,13 +83,18 @@ def locate(given: Path | None = None) -> Path:
 
 
 def python(given: str | None = None) -> str:
-    """--python, else $MEDSYNTH_SD_PYTHON, else the Python running this tool (a leading `~`
-    expanded: a command name such as python3 stays as it is)."""
+    """--python, else $MEDSYNTH_SD_PYTHON, else the Python running this tool. A path (a value
+    with a folder separator or a leading `~`) is made absolute from the current folder, as
+    every path option is: the launch runs inside sd-scripts' folder, so the interpreter checked
+    here is the one launched there. A command name such as python3 stays as it is (PATH)."""
     if given is not None and not given.strip():
         raise UserError("--python is empty: give the Python that runs sd-scripts, or leave it "
                         f"out for ${ENV_PYTHON}, else this one")
     chosen = given or os.environ.get(ENV_PYTHON) or sys.executable
-    return str(Path(chosen).expanduser()) if chosen.startswith("~") else chosen
+    separators = [os.sep, *([os.altsep] if os.altsep else [])]
+    if chosen.startswith("~") or any(separator in chosen for separator in separators):
+        return str(Path(chosen).expanduser().absolute())  # symlinks kept: a venv's python
+    return chosen
 
 
 def present(folder: Path, script: str = TRAIN_SCRIPT) -> bool:

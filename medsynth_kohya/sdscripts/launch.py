@@ -65,6 +65,10 @@ LAUNCHER_ERRORS = ("subprocess.CalledProcessError", "torch.distributed.elastic.m
 """What `accelerate launch` raises when its training process fails: not the reason itself."""
 
 
+class StartError(UserError):
+    """A program that could not be started at all (missing, not executable): nothing ran."""
+
+
 @dataclass(frozen=True)
 class Command:
     """A program to run: argument list, working folder and the variables added to the env."""
@@ -628,7 +632,7 @@ def _start(command: Command) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 pass_fds=locks.held_fds())
     except OSError as exc:
-        raise UserError(f"cannot start {command.argv[0]}: {exc}") from exc
+        raise StartError(f"cannot start {command.argv[0]}: {exc}") from exc
 
 
 def _pump_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream],

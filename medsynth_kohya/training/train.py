@@ -760,12 +760,18 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if on_launch is not None:
         on_launch(replace(result, status="launching", warnings=tuple(warnings)))
     pruning = planning.prunes_states(options)
-    outcome = launch.run(command, log, on_progress=_pruning(
-        folder.output, name, on_progress) if pruning else on_progress)
+    final = folder.final_lora(name)
+    try:
+        outcome = launch.run(command, log, on_progress=_pruning(
+            folder.output, name, on_progress) if pruning else on_progress)
+    except launch.StartError as exc:  # nothing ran: a failed run, which --force starts over
+        advice = next_step("failed", final, state_dir)
+        folder.save(replace(record, status="failed", end=_now(), message=f"{exc}; {advice}"))
+        return replace(result, status="failed", warnings=tuple(warnings), message=str(exc),
+                       advice=advice, log=log)
     if pruning:
         launch.prune_states(folder.output, name)
     loras = launch.lora_files(folder.output, name)
-    final = folder.final_lora(name)
     status, message = verdict(outcome, final)
     advice = next_step(status, final, launch.latest_state(folder.output.resolve(), name))
     folder.save(replace(record, status=status, end=_now(), exit_status=outcome.returncode,

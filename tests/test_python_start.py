@@ -1,0 +1,104 @@
+"""The Python that runs sd-scripts: a relative `--python` is the one checked and the one
+launched (the launch runs in sd-scripts' folder), and a launch that cannot start leaves a run
+the same command can go on from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.training.train import TrainResult, train
+
+from .conftest import invoke
+from .fakes import FakeSd
+
+
+def _venv(folder: Path) -> Path:
+    """folder/venv/bin/python: a link to this Python, as a virtual environment has."""
+    python = folder / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    return python
+
+
+def test_a_python_path_is_made_absolute_from_here(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(checkout.ENV_PYTHON, raising=False)
+    assert checkout.python("venv/bin/python") == str(tmp_path / "venv" / "bin" / "python")
+    assert checkout.python("./py") == str(tmp_path / "py")
+    assert checkout.python("python3") == "python3"  # a command name: looked up on PATH
+    assert checkout.python("/opt/py/bin/python") == "/opt/py/bin/python"
+    assert checkout.python("~/py") == str(Path.home() / "py")
+    monkeypatch.setenv(checkout.ENV_PYTHON, "env/bin/python")
+    assert checkout.python() == str(tmp_path / "env" / "bin" / "python")
+
+
+def test_a_relative_python_is_the_one_launched(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    _venv(work)
+    other = fake_sd.sd_scripts / "venv" / "bin" / "python"  # sd-scripts' own, never checked
+    other.parent.mkdir(parents=True)
+    other.write_text("#!/bin/sh\necho 'the wrong python' >&2\nexit 7\n", encoding="utf-8")
+    other.chmod(0o755)
+    monkeypatch.chdir(work)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", tmp_path / "run", "--sd-scripts",
+                                  fake_sd.sd_scripts, "--python", "venv/bin/python")
+    assert code == 0, stdout + stderr
+    record = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "succeeded"
+    assert record["command"][0] == str(work / "venv" / "bin" / "python")
+
+
+def test_a_launch_that_cannot_start_is_a_failed_run_that_can_start_over(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    python = _venv(tmp_path)
+    run = tmp_path / "run"
+
+    def python_gone(_: TrainResult) -> None:  # checked, then removed before the launch
+        python.unlink()
+
+    result = train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                   python=str(python), on_launch=python_gone)
+    assert result.status == "failed" and result.message.startswith(f"cannot start {python}")
+    assert "--force" in result.advice
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "failed" and record["end"] and "cannot start" in record["message"]
+    python.symlink_to(sys.executable)
+    again = ["train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
+             fake_sd.sd_scripts, "--python", python]
+    code, _, stderr = invoke(runner, *again)
+    assert code == 1 and "already holds a failed run" in stderr and "--force" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    code, stdout, stderr = invoke(runner, *again, "--force")
+    assert code == 0, stdout + stderr
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["status"] == "succeeded"
+
+
+def test_the_cli_says_a_launch_could_not_start(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    python = _venv(tmp_path)
+    from medsynth_kohya.sdscripts import launch
+
+    started = launch.run
+
+    def gone_first(*args: object, **kwargs: object) -> launch.RunOutcome:
+        python.unlink()
+        return started(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(launch, "run", gone_first)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", tmp_path / "run", "--sd-scripts",
+                                  fake_sd.sd_scripts, "--python", python)
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert f"training failed: cannot start {python}" in " ".join(stderr.split())
