@@ -7,14 +7,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.pipeline.reproduce import reproduce
+from medsynth_kohya.sdscripts import checkout, launch
 from medsynth_kohya.training.train import TrainResult, train
 
 from .conftest import invoke
+from .fake_gen import make_original_gen
 from .fakes import FakeSd
 
 
@@ -88,13 +93,11 @@ def test_the_cli_says_a_launch_could_not_start(
         runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     python = _venv(tmp_path)
-    from medsynth_kohya.sdscripts import launch
-
     started = launch.run
 
-    def gone_first(*args: object, **kwargs: object) -> launch.RunOutcome:
+    def gone_first(*args: Any, **kwargs: Any) -> launch.RunOutcome:
         python.unlink()
-        return started(*args, **kwargs)  # type: ignore[arg-type]
+        return started(*args, **kwargs)
 
     monkeypatch.setattr(launch, "run", gone_first)
     code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
@@ -102,3 +105,26 @@ def test_the_cli_says_a_launch_could_not_start(
                                   fake_sd.sd_scripts, "--python", python)
     assert code == 1 and "Traceback" not in stdout + stderr
     assert f"training failed: cannot start {python}" in " ".join(stderr.split())
+
+
+def test_reproduce_trains_again_after_a_launch_that_could_not_start(
+        isic2020: SyntheticSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_original_gen(tmp_path, monkeypatch)
+    python = _venv(tmp_path)
+    started, calls = launch.run, []
+
+    def gone_once(*args: Any, **kwargs: Any) -> launch.RunOutcome:
+        calls.append(1)
+        if len(calls) == 1:
+            python.unlink()
+        return started(*args, **kwargs)
+
+    monkeypatch.setattr(launch, "run", gone_once)
+    options: dict[str, Any] = {"n": 1, "overrides": ("max_train_steps=2",),
+                               "sd_scripts": fake.sd_scripts, "python": str(python)}
+    workdir = tmp_path / "work"
+    with pytest.raises(UserError, match="cannot start"):
+        reproduce(isic2020.root, workdir, **options)
+    python.symlink_to(sys.executable)
+    result = reproduce(isic2020.root, workdir, **options)
+    assert result.lora is not None and result.lora.is_file()
