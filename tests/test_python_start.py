@@ -19,7 +19,7 @@ from medsynth_kohya.sdscripts import checkout, launch
 from medsynth_kohya.training.train import TrainResult, train
 
 from .conftest import invoke
-from .fake_gen import make_original_gen
+from .fake_gen import FakeGen, make_original_gen
 from .fakes import FakeSd
 
 
@@ -128,3 +128,18 @@ def test_reproduce_trains_again_after_a_launch_that_could_not_start(
     python.symlink_to(sys.executable)
     result = reproduce(isic2020.root, workdir, **options)
     assert result.lora is not None and result.lora.is_file()
+
+
+def test_sample_launches_a_relative_python_from_here(
+        runner: CliRunner, trained: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    _venv(work)
+    monkeypatch.chdir(work)
+    code, stdout, stderr = invoke(runner, "sample", "--lora", trained, "--n", 2, "--out",
+                                  tmp_path / "synth", "--width", 64, "--height", 64, "--steps",
+                                  2, "--sd-scripts", fake_gen.sd_scripts, "--python",
+                                  "venv/bin/python")
+    assert code == 0, stdout + stderr
+    assert len(list((tmp_path / "synth" / "images").glob("*.png"))) == 2
