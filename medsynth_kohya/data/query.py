@@ -145,7 +145,8 @@ def check(metadata: pd.DataFrame, query: str) -> None:
 
 @dataclass(frozen=True)
 class Split:
-    """A query cut at its top-level `and`s into what can be judged before and after the scan."""
+    """A query cut at its top-level `and`s into what can be judged before and after the scan
+    (left whole when an `or` stands beside them)."""
 
     metadata: str | None
     """The terms that name no measurement, joined; None if there are none."""
@@ -167,7 +168,7 @@ def split(query: str, columns: Collection[str]) -> Split:
     for line in query.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
     terms: list[tuple[int, int, set[str]]] = []
-    depth, begin, names = 0, 0, set[str]()
+    depth, begin, names, either = 0, 0, set[str](), False
     for token in tokens:
         at = starts[token.start[0] - 1] + token.start[1]
         if token.string in ("(", "[", "{"):
@@ -177,9 +178,13 @@ def split(query: str, columns: Collection[str]) -> Split:
         elif depth == 0 and token.string in ("&", "and"):  # a string token keeps its quotes
             terms.append((begin, at, names))
             begin, names = at + len(token.string), set()
+        elif depth == 0 and token.string in ("|", "or"):
+            either = True
         elif token.type == tokenize.NAME:
             names.add(token.string)
     terms.append((begin, len(query), names))
+    if either:  # `and` binds tighter than `or` (`&` than `|`): no `and` term stands alone
+        terms = [(0, len(query), set().union(*(found for _, _, found in terms)))]
     measured = [bool((found & set(MEASURED)) - set(columns)) for _, _, found in terms]
     if not any(measured):
         return Split(query, False, False)
