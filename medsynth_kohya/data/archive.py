@@ -167,9 +167,9 @@ def _by_path() -> dict[str, str]:
 
 
 def diagnosis_path(term: str) -> str | None:
-    """The hierarchy path a term names, in any letter case: a whole path, any level's name,
-    or a legacy term."""
-    text = term.strip()
+    """The hierarchy path a term names, in any letter case and spacing around its colons: a
+    whole path, any level's name, or a legacy term."""
+    text = ":".join(part.strip() for part in term.split(":"))
     if text.lower() in _by_path():
         return _by_path()[text.lower()]
     paths = _by_last_level().get(text.lower(), ())
