@@ -114,6 +114,8 @@ AREAS = (
     Area("locks", "medsynth_kohya/locks.py", sample=SAMPLE),
     Area("run record", "medsynth_kohya/training/record.py"),
     Area("model card", "medsynth_kohya/hub/card.py", sample=SAMPLE),
+    Area("isic schema", "medsynth_kohya/data/archive.py", sample=SAMPLE),
+    Area("query", "medsynth_kohya/data/query.py", sample=SAMPLE),
 )
 
 

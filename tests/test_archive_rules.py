@@ -299,6 +299,12 @@ def test_a_synthetic_row_the_archive_would_refuse_is_a_bug_report() -> None:
                               None)
 
 
+def test_a_synthetic_age_is_checked_as_the_archives_age_field() -> None:
+    """`age_approx` is checked under the Archive's field name `age`, so a bad age is caught."""
+    with pytest.raises(UserError, match=r"\(age: Input should be greater than or equal to 0\)"):
+        vocab.synthetic_cells(MetadataStyle.archive, NEVUS, "male", -5, None, None)
+
+
 def test_validate_row_names_each_refused_field_and_ignores_blanks() -> None:
     assert vocab.validate_row({"sex": "male", "age": 40, "hairy": "", "diagnosis_1": None}) \
         is None
