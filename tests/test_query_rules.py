@@ -81,7 +81,8 @@ def _checked(text: str, frame: pd.DataFrame | None = None) -> None:
 @pytest.mark.parametrize("text", [
     "skin_tone == 'lght'", "'lght' != skin_tone", "skin_tone in ['tan', 'lght']",
     "skin_tone not in ('lght',)", "skin_tone != 'lght' and width > 3",
-    "(skin_tone == 'lght')", "skin_tone in [['tan'], 'lght']"])
+    "(skin_tone == 'lght')", "skin_tone in [['tan'], 'lght']", "skin_tone in {'tan', 'lght'}",
+    "skin_tone in ('tan', 'lght') and age > 3"])
 def test_a_skin_tone_no_image_can_have_is_refused_with_the_tones(text: str) -> None:
     with pytest.raises(UserError) as caught:
         _checked(text)
@@ -93,7 +94,8 @@ def test_a_skin_tone_no_image_can_have_is_refused_with_the_tones(text: str) -> N
 @pytest.mark.parametrize("text", [
     "skin_tone == 'tan'", "'dark' == skin_tone", "skin_tone in ['tan', 'very light']",
     "skin_tone not in ('brown',)", "skin_tone > 'lght' or age > 3",
-    "age > 3 or 'lght' > skin_tone", "skin_tone.str.len() > 2"])
+    "age > 3 or 'lght' > skin_tone", "skin_tone.str.len() > 2",
+    "skin_tone == 'tan' and sex == 'lght'", "skin_tone in ['tan'] and sex == 'lght'"])
 def test_tones_that_exist_or_are_not_compared_as_equal_pass(text: str) -> None:
     _checked(text)
 
@@ -127,6 +129,7 @@ def test_every_measurement_is_tried_with_its_own_type() -> None:
 def test_the_most_complete_row_is_the_one_tried() -> None:
     frame = pd.DataFrame({"sex": ["male", None, "female"], "age": [None, None, 40]})
     _checked("age.astype('int64') > 3 and sex.str.len() > 2", frame)
+    _checked("width.astype('int64') > 3 and ita.astype('float64') > 3", frame)
 
 
 def test_no_metadata_means_nothing_to_check() -> None:
@@ -151,6 +154,8 @@ def test_no_metadata_means_nothing_to_check() -> None:
     ('(sex == "a" or width > 3) and age > 2', "(age > 2)", True, False),
     ('hairy and width > 3', "(hairy)", True, False),
     ('width > 3 and ruler', None, True, False),
+    ("width>3&age>2", "(age>2)", True, False),
+    ("age>2&width>3", "(age>2)", True, False),
     ("a b c (", "a b c (", False, False)])
 def test_a_query_is_cut_at_its_top_level_ands(text: str, metadata: str | None, measured: bool,
                                               everything: bool) -> None:
