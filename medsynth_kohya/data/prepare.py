@@ -14,7 +14,6 @@ import os
 import re
 import sys
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.data import archive, captions, layout, manifest, query
+from medsynth_kohya.data.duplicates import (
+    DUPLICATE_ID,
+    DUPLICATE_IMAGE,
+    Twins,
+    counted,
+    identical_twins,
+    listed_twins,
+    twin_reason,
+)
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import Scan, init_worker, scan
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
@@ -41,7 +49,6 @@ from medsynth_kohya.data.sources import (
     generated_rows,
     images_below,
     index_images,
-    listed_duplicates,
     locate,
     normalise,
     read_metadata,
@@ -81,9 +88,6 @@ BELOW_SKIP = "image file only in a subfolder (see source): pass --images to sear
 """Skip reason of an id whose file lies below a folder searched without its subfolders."""
 GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
 """Skip reason of a row describing a sampled image: a model must not train on its own output."""
-DUPLICATE_IMAGE = "duplicate image of "
-"""Start of the skip reason of an image another selected id holds too; the reason goes on with
-the id kept and how the two are known to be one image."""
 MEASURED_SKIP = "left out by --query on measurements"
 """Skip reason of a measured image the --query terms on measurements leave out."""
 MAX_UPSCALE = 2
@@ -575,7 +579,7 @@ def selected_images(located: Source, options: PrepareOptions) -> int:
     found = index_images(located.image_dirs)
     real = chosen["id"][~generated_rows(raw)[chosen.index]]
     usable = pd.Series(sorted({i for i in real if not _unsafe(i) and i in found}), dtype=object)
-    twins, _ = _listed_twins(usable, located)
+    twins, _ = listed_twins(usable, located)
     return len(usable) - len(twins)
 
 
@@ -636,7 +640,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             _skip(skipped, identifier, None, "unsafe id (path separator or '..')")
         elif identifier in seen:
             duplicates.append(identifier)
-            _skip(skipped, identifier, found.get(identifier), "duplicate id")
+            _skip(skipped, identifier, found.get(identifier), DUPLICATE_ID)
         elif identifier not in found:
             seen.add(identifier)
             other, reason = unusable.get(identifier, (None, NO_FILE))
@@ -657,7 +661,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     state.mkdir(parents=True, exist_ok=True)
     cache = _load_cache(state / CACHE_FILE)
     selected_ids = chosen.loc[keep, "id"]
-    twins, unlisted = _listed_twins(selected_ids, located)
+    twins, unlisted = listed_twins(selected_ids, located)
     warnings += unlisted
     chosen = chosen.loc[keep][~selected_ids.isin(set(twins))]
     # absolute(), not resolve(): a symlinked image (HF cache, git-annex) keeps its own name
@@ -675,7 +679,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             _skip(skipped, identifier, path, result.reason)
         else:
             good.append((index, path, result))
-    twins.update(_identical_twins(good, chosen["id"]))
+    twins.update(identical_twins({str(chosen.at[index, "id"]): path
+                                  for index, path, _ in good}))
     good = [item for item in good if str(chosen.at[item[0], "id"]) not in twins]
     warnings += _skip_twins(twins, selected_ids, found, skipped)
     scanned = len(good)
@@ -800,67 +805,19 @@ def _mixed_types(counts: tuple[tuple[str, int], ...]) -> list[str]:
             f"keep one with --query '{IMAGE_TYPE} == \"{keep}\"'"]
 
 
-def _listed_twins(ids: pd.Series, source: Source) -> tuple[dict[str, tuple[str, str]],
-                                                           list[str]]:
-    """Each of `ids` that ISIC 2020's duplicates list pairs with another, with the id kept
-    (the first in sorted order) and how they are known to be one image; judged before any
-    image is scanned. A warning when the list cannot be read."""
-    try:
-        pairs, listed = listed_duplicates(source)
-    except UserError as exc:
-        return {}, [f"{exc}: its duplicates are not skipped"]
-    present = set(ids)
-    twin: dict[str, tuple[str, str]] = {}
-    how = f"listed in {listed.name}" if listed is not None else ""
-    for group in _groups([(a, b) for a, b in pairs if a in present and b in present]):
-        first, *others = sorted(group)
-        twin.update((other, (first, how)) for other in others)
-    return twin, []
-
-
-def _identical_twins(good: list[tuple[Any, Path, Scan]],
-                     ids: pd.Series) -> dict[str, tuple[str, str]]:
-    """Each usable image whose file has the same bytes as another's, with the id kept: judged
-    after the scan, so broken files (all empty files are alike) keep their own reason. Only
-    files of equal size are hashed."""
-    path_of = {str(ids[index]): path for index, path, _ in good}
-    by_size: dict[int, list[str]] = {}
-    for identifier in sorted(path_of):
-        by_size.setdefault(path_of[identifier].stat().st_size, []).append(identifier)
-    twin: dict[str, tuple[str, str]] = {}
-    for same in (group for group in by_size.values() if len(group) > 1):
-        by_content: dict[str, list[str]] = {}
-        for identifier in same:
-            by_content.setdefault(files.sha256(path_of[identifier]), []).append(identifier)
-        for first, *others in by_content.values():
-            twin.update((other, (first, "identical file")) for other in others)
-    return twin
-
-
-def _skip_twins(twin: Mapping[str, tuple[str, str]], ids: pd.Series,
+def _skip_twins(twin: Twins, ids: pd.Series,
                 found: Mapping[str, Path], skipped: list[dict[str, str]]) -> list[str]:
     """List each of `twin` (id -> the id kept and how they are known to be one image) in
     skipped.csv, naming the one kept; a warning says how many."""
     for identifier in ids[ids.isin(set(twin))]:
         kept, how = twin[identifier]
-        _skip(skipped, identifier, found[identifier], f"{DUPLICATE_IMAGE}{kept} ({how})")
+        _skip(skipped, identifier, found[identifier], twin_reason(kept, how))
     if not twin:
         return []
-    hows = Counter(how for _, how in twin.values())
-    said = ", ".join(f"{count} {how}" for how, count in sorted(hows.items()))
-    return [f"{len(twin)} selected image(s) duplicate another ({said}) and were skipped: one "
+    return [f"{len(twin)} selected image(s) duplicate another ({counted(twin)}) and were "
+            "skipped: one "
             "copy of each is kept, so none is trained twice or put in both train and val (see "
             "skipped.csv)"]
-
-
-def _groups(pairs: Iterable[tuple[str, str]]) -> list[set[str]]:
-    """The ids that `pairs` join, directly or through others, as groups."""
-    groups: list[set[str]] = []
-    for pair in pairs:
-        joined = [group for group in groups if group & set(pair)]
-        merged = set(pair).union(*joined)
-        groups = [group for group in groups if group not in joined] + [merged]
-    return groups
 
 
 def _class_mismatch(table: pd.DataFrame, options: PrepareOptions) -> list[str]:

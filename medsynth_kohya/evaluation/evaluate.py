@@ -318,6 +318,7 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
             extractor, features, real_set, options, skipped, progress, copies_section)
     sections["fidelity"] = fidelity_section
     sections["utility"] = utility_section
+    skipped += real_set.skipped  # after every decoding pass: a repeated id is decoded once
 
     training_paths = dict(zip(real_set.training["id"], real_set.training["path"], strict=True))
     synthetic_paths = dict(zip(synthetic_set.frame["id"], synthetic_set.frame["path"],

@@ -9,7 +9,7 @@ a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -38,6 +38,9 @@ class RealSet:
     source_sha256: str | None = None
     """An ISIC source's metadata file (None for a prepared folder): push matches it with the
     one the run's data was prepared from."""
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """Rows of the source left out as prepare leaves them out (set "real", id, reason): a
+    repeated id, a duplicate photo, a generated image."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,18 @@ def load_synthetic(root: Path) -> SyntheticSet:
                         made_with(root), repeated)
 
 
+def _real(identifier: str, reason: str) -> dict[str, str]:
+    """A skipped row of the real set, as the report lists it."""
+    return {"set": "real", "id": identifier, "reason": reason}
+
+
 def _from_source(source: Any, training_ids: set[str] | None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(training rows, labelled rows, notes) of an ISIC source; training = melanomas unless
-    given; the notes count the rows left out for want of an image file."""
-    from medsynth_kohya.data import sources
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[dict[str, str]]]:
+    """(training rows, labelled rows, notes, skipped rows) of an ISIC source, by prepare's
+    rules: generated images left out, a repeated id and a photo held twice (ISIC 2020's
+    duplicates list, identical files) counted once; training = melanomas unless given."""
+    from medsynth_kohya.data import duplicates, sources
+    from medsynth_kohya.data.prepare import GENERATED_SKIP
 
     raw = sources.read_metadata(source)
     frame, _ = sources.normalise(raw, source)
@@ -99,25 +109,65 @@ def _from_source(source: Any, training_ids: set[str] | None
     images = sources.index_images(source.image_dirs)
     labelled: list[dict[str, Any]] = []
     absent: list[str] = []
-    for identifier, patient, label in zip(frame["id"], frame["patient_id"], melanoma,
-                                          strict=True):
-        path = images.get(str(identifier))
+    skipped: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for identifier, patient, label, generated in zip(
+            frame["id"].astype(str), frame["patient_id"], melanoma, sources.generated_rows(raw),
+            strict=True):
+        path = images.get(identifier)
+        if generated:
+            skipped.append(_real(identifier, GENERATED_SKIP))
+            continue
+        if identifier in seen:
+            skipped.append(_real(identifier, duplicates.DUPLICATE_ID))
+            continue
+        seen.add(identifier)
         if path is None:
-            absent.append(str(identifier))
+            absent.append(identifier)
             continue
         patient_id = "" if patient is None or str(patient) in {"<NA>", "nan"} else str(patient)
-        labelled.append({"id": str(identifier), "path": path, "patient_id": patient_id,
+        labelled.append({"id": identifier, "path": path, "patient_id": patient_id,
                          "label": int(bool(label))})
     table = _frame(labelled, ("id", "path", "patient_id", "label"))
-    if training_ids is None:
-        training = table.loc[table["label"] == 1, ["id", "path", "patient_id"]]
-    else:
-        training = table.loc[table["id"].isin(training_ids), ["id", "path", "patient_id"]]
-    notes = [f"{files.counted(len(absent), 'row')} of {Path(source.metadata).name} "
-             f"{'has' if len(absent) == 1 else 'have'} no image file and "
-             f"{'is' if len(absent) == 1 else 'are'} left out (first: {absent[0]})"
+    paths = dict(zip(table["id"], table["path"], strict=True))
+    twins: duplicates.Twins = {}
+    notes: list[str] = []
+    if training_ids is None:  # as prepare picks among the melanomas alone
+        melanomas = table.loc[table["label"] == 1, "id"]
+        twins, notes = duplicates.twins({i: paths[i] for i in melanomas}, source)
+        training_ids = set(melanomas) - set(twins)
+    others, unlisted = duplicates.twins(paths, source, preferred=training_ids)
+    twins = {**others, **twins}
+    skipped += [_real(i, duplicates.twin_reason(*twins[i])) for i in sorted(twins)]
+    table = table.loc[~table["id"].isin(twins)]
+    training = table.loc[table["id"].isin(training_ids), ["id", "path", "patient_id"]]
+    name = Path(source.metadata).name
+    notes = [*dict.fromkeys([*notes, *unlisted]), *_dropped(name, absent, skipped, twins)]
+    return training.reset_index(drop=True), table.reset_index(drop=True), notes, skipped
+
+
+def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
+             twins: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Notes counting the rows of metadata file `name` left out of the real set, and why."""
+    from medsynth_kohya.data import duplicates
+    from medsynth_kohya.data.prepare import GENERATED_SKIP
+
+    def rows(count: int) -> str:
+        return f"{files.counted(count, 'row')} of {name} {'is' if count == 1 else 'are'}"
+
+    notes = [f"{rows(len(absent))} without an image file and left out (first: {absent[0]})"
              ] if absent else []
-    return training.reset_index(drop=True), table, notes
+    for reason, why in ((duplicates.DUPLICATE_ID, "a repeat of an earlier row's id"),
+                        (GENERATED_SKIP, "a generated image (image_manipulation = synthetic)")):
+        ids = [row["id"] for row in skipped if row["reason"] == reason]
+        if ids:
+            notes.append(f"{rows(len(ids))} {why} and left out (first: {ids[0]})")
+    if twins:
+        notes.append(f"{files.counted(len(twins), 'photo')} duplicate another "
+                     f"({duplicates.counted(twins)}) and {'is' if len(twins) == 1 else 'are'} "
+                     "left out: each photo counts once, on one side of the classifier's "
+                     "patient split (see skipped)")
+    return notes
 
 
 def _prepared(folder: Path) -> RealSet:
@@ -135,6 +185,7 @@ def _prepared(folder: Path) -> RealSet:
                       ("id", "path", "patient_id"))
     notes: list[str] = []
     labelled = None
+    skipped: list[dict[str, str]] = []
     try:
         state = prepared.state()
         if state.source_metadata is None:
@@ -142,8 +193,8 @@ def _prepared(folder: Path) -> RealSet:
         dirs = state.source_images
         source = sources.locate(None, metadata=state.source_metadata,
                                 images=dirs[0] if dirs else None)
-        _, labelled, absent = _from_source(source, set(training["id"]))
-        notes += absent
+        _, labelled, dropped, skipped = _from_source(source, set(training["id"]))
+        notes += dropped
     except (OSError, KeyError, ValueError, UserError):
         notes.append(f"the ISIC source {folder.name} was prepared from could not be read; the "
                      "classifier section needs it: pass the ISIC source as --real instead")
@@ -152,7 +203,8 @@ def _prepared(folder: Path) -> RealSet:
         notes.append(f"{len(missing)} training images named by {folder.name}/manifest.csv are "
                      f"gone (first: {missing[0]})")
         training = training.loc[training["path"].map(lambda p: Path(p).is_file())]
-    return RealSet(str(folder), training.reset_index(drop=True), labelled, notes, digest)
+    return RealSet(str(folder), training.reset_index(drop=True), labelled, notes, digest,
+                   skipped=skipped)
 
 
 def training_run(run: Path) -> tuple[Path, RunRecord]:
@@ -186,9 +238,9 @@ def load_real(path: Path) -> RealSet:
         real = _prepared(path)
     else:
         located = sources.locate(path)
-        training, labelled, notes = _from_source(located, None)
+        training, labelled, notes, skipped = _from_source(located, None)
         real = RealSet(str(path), training, labelled, notes,
-                       source_sha256=files.sha256(located.metadata))
+                       source_sha256=files.sha256(located.metadata), skipped=skipped)
     if real.training.empty:
         raise UserError(f"{path} has no training images to compare with (no melanoma with an "
                         "image file)")
