@@ -155,7 +155,9 @@ def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
     def rows(count: int) -> str:
         return f"{files.counted(count, 'row')} of {name} {'is' if count == 1 else 'are'}"
 
-    notes = [f"{rows(len(absent))} without an image file and left out (first: {absent[0]})"
+    notes = [f"{files.counted(len(absent), 'row')} of {name} "
+             f"{'has' if len(absent) == 1 else 'have'} no image file and "
+             f"{'is' if len(absent) == 1 else 'are'} left out (first: {absent[0]})"
              ] if absent else []
     for reason, why in ((duplicates.DUPLICATE_ID, "a repeat of an earlier row's id"),
                         (GENERATED_SKIP, "a generated image (image_manipulation = synthetic)")):
