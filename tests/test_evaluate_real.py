@@ -106,6 +106,6 @@ def test_the_real_set_counts_each_photo_once_as_prepare_does(
 def test_the_classifier_splits_each_photo_once(tmp_path: Path, twice: dict[str, Path]) -> None:
     synthetic_set(tmp_path / "syn", [photo(9900 + i) for i in range(4)])
     evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report",
-             EvaluateOptions(features=TINY, repeats=1))
+             EvaluateOptions(features=TINY, mixes=(0.0,), repeats=1))
     document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     assert f"of {len(twice)} real photos" in document["sections"]["utility"]["method"]
