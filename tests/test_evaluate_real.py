@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import files
 from medsynth_kohya.data import manifest
+from medsynth_kohya.data.prepare import GENERATED_SKIP
 from medsynth_kohya.evaluation import features, sets
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 
@@ -25,13 +26,16 @@ LISTED_TWIN = "ISIC_0499991"
 COPY_OF_OTHER = "ISIC_0499992"
 NEVUS_COPY = "ISIC_0000001"
 """A nevus row holding a melanoma's file, under an id that sorts before the melanoma's."""
+GENERATED = "ISIC_0499993"
+"""A melanoma row of a generated image (image_manipulation = synthetic)."""
 
 
 @pytest.fixture
 def twice(tmp_path: Path) -> dict[str, Path]:
     """An ISIC 2020-style source of 6 melanomas and 4 other lesions (ids ISIC_0400000..9) that
     holds some photos twice: a repeated id row, identical files under new ids and patients, and
-    a re-encoded copy paired in ISIC_2020_Training_Duplicates.csv; returns the 10 photos."""
+    a re-encoded copy paired in ISIC_2020_Training_Duplicates.csv; and a generated melanoma;
+    returns the 10 real photos."""
     root = tmp_path / "isic"
     paths = isic_source(root, 6, 4, seed=4)
     table = root / "train.csv"
@@ -52,8 +56,10 @@ def twice(tmp_path: Path) -> dict[str, Path]:
     shutil.copy(paths["ISIC_0400004"], root / "train" / f"{NEVUS_COPY}.jpg")
     again(NEVUS_COPY, "ISIC_0400004", "IP_9993", diagnosis="nevus", benign_malignant="benign",
           target="0")
+    write_jpeg(root / "train" / f"{GENERATED}.jpg", photo(40_100))
+    again(GENERATED, "ISIC_0400005", "IP_9994", image_manipulation="synthetic")
     with table.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "image_manipulation"], restval="")
         writer.writeheader()
         writer.writerows(rows)
     (root / "ISIC_2020_Training_Duplicates.csv").write_text(
@@ -91,7 +97,8 @@ def test_the_real_set_counts_each_photo_once_as_prepare_does(
         (LISTED_TWIN, "duplicate image of ISIC_0400003 (listed in "
                       "ISIC_2020_Training_Duplicates.csv)"),
         (COPY_OF_OTHER, "duplicate image of ISIC_0400007 (identical file)"),
-        (NEVUS_COPY, "duplicate image of ISIC_0400004 (identical file)")}
+        (NEVUS_COPY, "duplicate image of ISIC_0400004 (identical file)"),
+        (GENERATED, GENERATED_SKIP)}
     assert result.skipped == document["skipped"]
     assert "4 photos duplicate another (3 identical file, 1 listed in " \
            "ISIC_2020_Training_Duplicates.csv)" in " ".join(document["notes"])
