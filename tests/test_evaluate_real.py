@@ -102,6 +102,7 @@ def test_the_real_set_counts_each_photo_once_as_prepare_does(
     assert result.skipped == document["skipped"]
     assert "4 photos duplicate another (3 identical file, 1 listed in " \
            "ISIC_2020_Training_Duplicates.csv)" in " ".join(document["notes"])
+    assert "1 row of train.csv left out: duplicate id (first: ISIC_0400001)" in document["notes"]
 
     _once(sets.load_real(tmp_path / "isic"), twice)
     from_prepared = sets.load_real(tmp_path / "data")

@@ -152,23 +152,21 @@ def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
     from medsynth_kohya.data import duplicates
     from medsynth_kohya.data.prepare import GENERATED_SKIP
 
-    def rows(count: int) -> str:
-        return f"{files.counted(count, 'row')} of {name} {'is' if count == 1 else 'are'}"
-
     notes = [f"{files.counted(len(absent), 'row')} of {name} "
              f"{'has' if len(absent) == 1 else 'have'} no image file and "
              f"{'is' if len(absent) == 1 else 'are'} left out (first: {absent[0]})"
              ] if absent else []
-    for reason, why in ((duplicates.DUPLICATE_ID, "a repeat of an earlier row's id"),
-                        (GENERATED_SKIP, "a generated image (image_manipulation = synthetic)")):
+    for reason in (duplicates.DUPLICATE_ID, GENERATED_SKIP):
         ids = [row["id"] for row in skipped if row["reason"] == reason]
         if ids:
-            notes.append(f"{rows(len(ids))} {why} and left out (first: {ids[0]})")
+            notes.append(f"{files.counted(len(ids), 'row')} of {name} left out: {reason} "
+                         f"(first: {ids[0]})")
     if twins:
-        notes.append(f"{files.counted(len(twins), 'photo')} duplicate another "
-                     f"({duplicates.counted(twins)}) and {'is' if len(twins) == 1 else 'are'} "
-                     "left out: each photo counts once, on one side of the classifier's "
-                     "patient split (see skipped)")
+        one = len(twins) == 1
+        notes.append(f"{files.counted(len(twins), 'photo')} {'duplicates' if one else 'duplicate'}"
+                     f" another ({duplicates.counted(twins)}) and {'is' if one else 'are'} left "
+                     "out: each photo counts once, on one side of the classifier's patient "
+                     "split (see skipped)")
     return notes
 
 
