@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from .conftest import invoke
 from .fake_gen import PYTHON, FakeGen, install_gpus, interrupt_at_third_image
-from .fake_hub import FakeHub
+from .fake_hub import TOKEN, FakeHub
 
 SMALL = ("--width", 64, "--height", 64, "--steps", 2)
 HUB_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -51,7 +51,7 @@ def test_an_interrupted_set_is_refused_by_push_and_evaluate_until_finished(
         runner: CliRunner, trained: Path, fake_gen: FakeGen, fake_hub: FakeHub,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")
-    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # a dry run asks whoami, so a token the Hub takes
     out = tmp_path / "synth"
     interrupt_at_third_image(out)
     args = ("--lora", trained, "--n", 10, "--out", out, *SMALL)
@@ -81,7 +81,7 @@ def test_an_interrupted_set_is_refused_by_push_and_evaluate_until_finished(
 def test_a_set_whose_shards_are_not_all_made_is_refused_by_push(
         runner: CliRunner, trained: Path, fake_gen: FakeGen, fake_hub: FakeHub,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # a dry run asks whoami, so a token the Hub takes
     out = tmp_path / "synth"
     args = ("--lora", trained, "--n", 6, "--out", out, *SMALL)
     push = ("push", trained, "--repo-id", "alice/mel", "--samples", out, "--endpoint",
@@ -106,7 +106,7 @@ def test_a_set_extended_by_shards_is_unfinished_until_every_shard_has_run(
     from medsynth_kohya.errors import UserError
     from medsynth_kohya.sampling.machines import ensure_made
 
-    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # a dry run asks whoami, so a token the Hub takes
     out = tmp_path / "synth"
     args = ("--lora", trained, "--out", out, *SMALL)
     push = ("push", trained, "--repo-id", "alice/mel", "--samples", out, "--endpoint",
