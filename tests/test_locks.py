@@ -265,6 +265,22 @@ def test_two_fetches_into_one_folder(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (out / "metadata.csv").is_file() and len(list(out.glob("*.jpg"))) == 6
 
 
+def test_a_fetch_finding_another_fetchs_files_names_it_not_a_foreign_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other fetch holds the lock and has begun writing (its mark not yet there): this one
+    names it, rather than calling the folder someone else's."""
+    from medsynth_kohya.data.fetch import fetch_isic
+
+    install_fake_isic(tmp_path, monkeypatch)
+    out = tmp_path / "isic"
+    with locks.hold(out, "fetch-isic"):
+        (out / ".fetch.json.tmp-1234").write_text("{", encoding="utf-8")
+        with pytest.raises(UserError) as refused:
+            fetch_isic(out)
+    assert f"{out} is in use by `medsynth-kohya fetch-isic` (pid {os.getpid()}" in str(
+        refused.value)
+
+
 def test_two_reproduces_in_one_workdir(isic2020: SyntheticSet, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     fake = make_fake_gen(tmp_path, monkeypatch)

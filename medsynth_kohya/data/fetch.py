@@ -57,17 +57,18 @@ def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.I
         raise UserError(f"--timeout must be more than 0 seconds (got {timeout:g})")
     command = launch.isic_download_command(out, search=search, collections=collections,
                                            limit=limit)
-    _claim(out)
     missing = shutil.which(command.argv[0]) is None
     if dry_run:
+        _claim(out)
         return FetchResult(out, command, 0, ran=False,
                            warnings=would_stop([NOT_INSTALLED] if missing else []))
     if missing:
         raise UserError(NOT_INSTALLED)
     say = on_wait or (lambda _: None)
-    say(f"waiting for isic-cli to reach the ISIC Archive ({ISIC_API}) and download into "
-        f"{out}; giving up after {timeout:g} s without a new file")
     with locks.hold(out, "fetch-isic", break_lock=break_lock) as lock:
+        _claim(out)  # under the lock: what a fetch beside us is writing is no foreign file
+        say(f"waiting for isic-cli to reach the ISIC Archive ({ISIC_API}) and download into "
+            f"{out}; giving up after {timeout:g} s without a new file")
         files.write_json(out / MARK_FILE, {"tool": "medsynth-kohya", "command": "fetch-isic",
                                            "argv": list(command.argv)})
         code = launch.run_watched(command, out, stall_s=timeout, on_wait=lambda idle: say(
