@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import files
 from medsynth_kohya.data import manifest
-from medsynth_kohya.data.prepare import GENERATED_SKIP
+from medsynth_kohya.data.sources import GENERATED_SKIP
 from medsynth_kohya.evaluation import features, sets
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 

@@ -39,6 +39,7 @@ from medsynth_kohya.data.prepared import STATE_DIR, PreparedFolder
 from medsynth_kohya.data.sources import (
     CAPTION_FIELDS,
     DERMOSCOPIC,
+    GENERATED_SKIP,
     IMAGE_SUFFIXES,
     IMAGE_TYPE,
     Source,
@@ -86,8 +87,6 @@ plugins) and captions; a foreign one in a class folder is refused, others are ke
 NO_FILE = "no image file"
 BELOW_SKIP = "image file only in a subfolder (see source): pass --images to search it"
 """Skip reason of an id whose file lies below a folder searched without its subfolders."""
-GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
-"""Skip reason of a row describing a sampled image: a model must not train on its own output."""
 MEASURED_SKIP = "left out by --query on measurements"
 """Skip reason of a measured image the --query terms on measurements leave out."""
 MAX_UPSCALE = 2

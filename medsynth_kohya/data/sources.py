@@ -706,6 +706,10 @@ def _true_false(column: pd.Series) -> pd.Series | None:
     return archive.booleans(column.astype("string").str.strip().str.lower())
 
 
+GENERATED_SKIP = "generated image (image_manipulation = synthetic)"
+"""Skip reason of a row describing a sampled image: a model must not train on its own output."""
+
+
 def generated_rows(frame: pd.DataFrame) -> pd.Series:
     """Rows whose `image_manipulation` is the Archive's `synthetic` (a sampled image merged
     into real metadata): never training data, or a model would learn its own output."""

@@ -101,7 +101,7 @@ def _from_source(source: Any, training_ids: set[str] | None
     rules: generated images left out, a repeated id and a photo held twice (ISIC 2020's
     duplicates list, identical files) counted once; training = melanomas unless given."""
     from medsynth_kohya.data import duplicates, sources
-    from medsynth_kohya.data.prepare import GENERATED_SKIP
+    from medsynth_kohya.data.sources import GENERATED_SKIP
 
     raw = sources.read_metadata(source)
     frame, _ = sources.normalise(raw, source)
@@ -150,7 +150,7 @@ def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
              twins: Mapping[str, tuple[str, str]]) -> list[str]:
     """Notes counting the rows of metadata file `name` left out of the real set, and why."""
     from medsynth_kohya.data import duplicates
-    from medsynth_kohya.data.prepare import GENERATED_SKIP
+    from medsynth_kohya.data.sources import GENERATED_SKIP
 
     notes = [f"{files.counted(len(absent), 'row')} of {name} "
              f"{'has' if len(absent) == 1 else 'have'} no image file and "
