@@ -78,6 +78,13 @@ def invoke(runner: CliRunner, *args: object) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def squeezed(text: str) -> str:
+    """`text` without whitespace or a table's vertical rules, so a phrase is found in a table
+    cell however the cell wraps it (between words, or a long path folded anywhere) as long as
+    the cells beside it are blank on those lines."""
+    return "".join(text.translate({ord("│"): None, ord("┃"): None}).split())
+
+
 def _copy(made: SyntheticSet, root: Path) -> SyntheticSet:
     """A private copy of a generated set, so a test may damage it."""
     shutil.copytree(made.root, root)

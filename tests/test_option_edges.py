@@ -25,7 +25,7 @@ from medsynth_kohya.sampling.plan import (
 from medsynth_kohya.sampling.prompts import MAX_SIZE
 from medsynth_kohya.sdscripts import checkout, sdopts
 
-from .conftest import invoke
+from .conftest import invoke, squeezed
 from .fake_gen import PYTHON, FakeGen, make_original_gen
 from .fakes import FakeSd
 
@@ -215,4 +215,4 @@ def test_doctor_says_a_workdir_does_not_exist_and_whose_free_space_it_shows(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     _, stdout, _ = invoke(runner, "doctor", "--sd-scripts", tmp_path / "missing",
                           "--workdir", missing)
-    assert "does not exist yet" in " ".join(stdout.split())
+    assert squeezed(f"{missing} does not exist yet") in squeezed(stdout)
