@@ -109,13 +109,14 @@ def training_bar() -> Iterator[Callable[[StepProgress], None]]:
 
 
 def table(title: str, rows: Sequence[tuple[str, str]]) -> None:
-    """Print a two-column summary table to stdout (cells are plain text, never markup)."""
+    """Print a two-column summary table to stdout (cells are plain text, never markup). A value
+    too long for its line (a path) is folded onto the next, never cut short with an ellipsis."""
     from rich.markup import escape
     from rich.table import Table
 
     grid = Table(title=escape(title), show_header=False, title_justify="left")
     grid.add_column(style="bold")
-    grid.add_column()
+    grid.add_column(overflow="fold")
     for label, value in rows:
         grid.add_row(escape(label), escape(value))
     console().print(grid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.training.train import newest_run, train
 
-from .conftest import invoke, prepare_set
+from .conftest import invoke, prepare_set, squeezed
 
 
 @pytest.fixture
@@ -101,3 +102,17 @@ def test_resume_without_run_dir_takes_the_newest_run_of_that_folder(
     assert code == 0, stderr
     assert f"resuming {newest}, the newest run of {prepared}" in " ".join(stderr.split())
     assert "melanoma-step00000002-state" in stdout
+
+
+def test_a_long_path_in_a_summary_is_shown_whole_on_an_80_column_terminal(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """The summary's paths are what a user copies next: folded onto the next line, not cut."""
+    source = tmp_path / ("a-folder-with-a-long-name-" * 3) / "isic"
+    shutil.copytree(isic2020.root, source)
+    code, stdout, _ = invoke(CliRunner(env={"COLUMNS": "80"}), "prepare", source, "--out",
+                             tmp_path / "prepared")
+    assert code == 0
+    rows = [line for line in stdout.splitlines() if line.startswith("│")]
+    assert rows and max(len(line) for line in rows) == 80
+    assert "…" not in stdout
+    assert squeezed(f"metadata {source / isic2020.metadata.name}") in squeezed(stdout)
