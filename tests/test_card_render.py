@@ -423,6 +423,7 @@ def test_the_training_facts_come_from_the_run_record() -> None:
     ("yesterday", "2026-01-01T10:00:00", "not recorded"),
     ("2026-01-01T10:00:00+00:00", "2026-01-01T11:30:00+01:00", "30 min 00 s"),  # zones
     ("2026-01-01T10:00:00+00:00", "2026-01-01T11:00:00", "not recorded"),  # a hand edit
+    ("2026-01-01T10:00:00Z", "2026-01-01T10:01:00.123456789+00:00", "1 min 00 s"),
 ])
 def test_the_duration_is_the_recorded_start_to_end(start: str | None, end: str | None,
                                                    duration: str) -> None:

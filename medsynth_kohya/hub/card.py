@@ -523,14 +523,21 @@ def _duration(record: RunRecord) -> str:
     """How long the run took, from the record's start and end ("not recorded" when either is
     missing, unreadable, or one has a time zone and the other not, as a hand edit may leave)."""
     try:
-        start = datetime.fromisoformat(str(record.start))
-        end = datetime.fromisoformat(str(record.end))
+        start, end = _instant(str(record.start)), _instant(str(record.end))
         seconds = int((end - start).total_seconds())
     except (TypeError, ValueError):
         return "not recorded"
     hours, rest = divmod(max(seconds, 0), 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time read as Python 3.11's fromisoformat reads it, on 3.10 too (whose
+    fromisoformat refuses a trailing Z and a fraction of other than 3 or 6 digits)."""
+    text = re.sub(r"[Zz]$", "+00:00", text.strip())
+    return datetime.fromisoformat(
+        re.sub(r"\.(\d+)", lambda digits: "." + digits[1][:6].ljust(6, "0"), text, count=1))
 
 
 def _versions(record: RunRecord) -> str:
