@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
 import sys
@@ -76,6 +77,16 @@ def invoke(runner: CliRunner, *args: object) -> tuple[int, str, str]:
     """Run the CLI with `args`; returns exit code, stdout and stderr."""
     result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
+
+
+def this_python_at(path: Path) -> Path:
+    """An executable at `path` that runs this Python, as a user's venv/bin/python would. Not a
+    link to it: a link outside a virtual environment's folder runs the base interpreter, without
+    the packages of the environment the tests run in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n', encoding="utf-8")
+    path.chmod(0o755)
+    return path
 
 
 def squeezed(text: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.resources import data_dir
 
-from .conftest import InstallGpus, invoke
+from .conftest import InstallGpus, invoke, this_python_at
 from .fake_gen import make_fake_gen
 from .fake_hub import TOKEN, FakeHub
 
@@ -45,8 +44,7 @@ def test_every_stage_takes_paths_written_from_the_home_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(isic2020.root, home / "isic")
     gen = make_fake_gen(home / "tools", monkeypatch)
-    (home / "bin").mkdir()
-    (home / "bin" / "python").symlink_to(sys.executable)
+    this_python_at(home / "bin" / "python")
     (home / "models").mkdir()
     (home / "models" / "base.safetensors").write_bytes(b"base")
     preset = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))

@@ -5,7 +5,6 @@ the same command can go on from."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,14 @@ from medsynth_kohya.pipeline.reproduce import reproduce
 from medsynth_kohya.sdscripts import checkout, launch
 from medsynth_kohya.training.train import TrainResult, train
 
-from .conftest import invoke
+from .conftest import invoke, this_python_at
 from .fake_gen import FakeGen, make_original_gen
 from .fakes import FakeSd
 
 
 def _venv(folder: Path) -> Path:
-    """folder/venv/bin/python: a link to this Python, as a virtual environment has."""
-    python = folder / "venv" / "bin" / "python"
-    python.parent.mkdir(parents=True)
-    python.symlink_to(sys.executable)
-    return python
+    """folder/venv/bin/python, running this Python."""
+    return this_python_at(folder / "venv" / "bin" / "python")
 
 
 def test_a_python_path_is_made_absolute_from_here(
@@ -78,7 +74,7 @@ def test_a_launch_that_cannot_start_is_a_failed_run_that_can_start_over(
     assert "--force" in result.advice
     record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert record["status"] == "failed" and record["end"] and "cannot start" in record["message"]
-    python.symlink_to(sys.executable)
+    this_python_at(python)
     again = ["train", prepared, "--preset", "cpu-smoke", "--run-dir", run, "--sd-scripts",
              fake_sd.sd_scripts, "--python", python]
     code, _, stderr = invoke(runner, *again)
@@ -125,7 +121,7 @@ def test_reproduce_trains_again_after_a_launch_that_could_not_start(
     workdir = tmp_path / "work"
     with pytest.raises(UserError, match="cannot start"):
         reproduce(isic2020.root, workdir, **options)
-    python.symlink_to(sys.executable)
+    this_python_at(python)
     result = reproduce(isic2020.root, workdir, **options)
     assert result.lora is not None and result.lora.is_file()
 
