@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.evaluation import copies, features
+from medsynth_kohya.evaluation import copies, features, sets
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 
 from .conftest import SEED, invoke
@@ -442,3 +442,23 @@ def test_a_broken_png_is_one_warning_without_opencv_log_lines(
     raw = capfd.readouterr().err  # what OpenCV writes straight to the process's stderr
     assert code == 0 and f"synthetic {ids[0]}: undecodable" in " ".join(stderr.split())
     assert "grfmt" not in raw + stderr and "WARN:" not in raw + stderr
+
+
+def test_opencv_says_nothing_of_a_broken_image(tmp_path: Path,
+                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """A broken file is named once, in evaluate's own words: OpenCV's warnings are silenced."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x40\x00\x00\x00\x40"
+                       b"\x08\x02\x00\x00\x00broken")
+    assert sets.decode(broken) is None
+    assert capfd.readouterr().err == ""
+
+
+def test_opencv_before_4_11_is_silenced_through_cv2_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts' pin, opencv-python 4.10, has setLogLevel on cv2, not cv2.utils.logging."""
+    levels: list[int] = []
+    monkeypatch.delattr(cv2.utils, "logging", raising=False)
+    monkeypatch.setattr(cv2, "setLogLevel", levels.append, raising=False)
+    sets._quiet_opencv.__wrapped__()
+    assert levels == [0]

@@ -249,10 +249,12 @@ def load_real(path: Path) -> RealSet:
 
 @cache
 def _quiet_opencv() -> None:
-    """Silence OpenCV's own log, once per process (the setting is process-wide)."""
+    """Silence OpenCV's own log, once per process (the setting is process-wide). OpenCV 4.11
+    and later set it in cv2.utils.logging, earlier ones (sd-scripts' pin, 4.10) in cv2 itself;
+    0 is LOG_LEVEL_SILENT in both."""
     import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    getattr(cv2.utils, "logging", cv2).setLogLevel(0)
 
 
 def decode(path: Path) -> MatLike | None:
