@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import pytest
 
+from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.measure import measure
 
 from . import photo_cache
@@ -53,6 +55,11 @@ PINNED = {
     (1872, 7215): (0.0, -21.41, 1, 0, 1),
 }
 """(long side, scene seed): (hair score, ITA, vignette, ruler, bubbles)."""
+PINNED_OPENCV = "4.14"
+"""The OpenCV the scenes were drawn with. Another draws them a little differently (its JPEG
+encoder, its anti-aliased lines): with opencv-python 4.10, sd-scripts' pin, 3 of the 32 hair
+scores move (by 0.1 to 0.3; no tag, ITA or artefact does), while `measure` gives the same figures
+on the same files with either."""
 
 
 @pytest.mark.parametrize("long_side", sorted(HEIGHT))
@@ -63,7 +70,9 @@ def test_measurements_are_pinned(photos: Path, long_side: int) -> None:
             continue
         path, _ = photo_cache.scene_jpeg(photos, side, HEIGHT[side], seed)
         got = measure(path)
-        assert got.hair_score == pytest.approx(score, rel=0.03, abs=0.02), seed
+        if cv2.__version__.startswith(f"{PINNED_OPENCV}."):
+            assert got.hair_score == pytest.approx(score, rel=0.03, abs=0.02), seed
+        assert got.hairy == is_hairy(score, HairMode.auto), seed
         assert got.ita == pytest.approx(ita, abs=0.5), seed
         found[seed] = (got.vignette, got.ruler, got.bubbles)
         expected[seed] = (bool(vignette), bool(ruler), bool(bubbles))
