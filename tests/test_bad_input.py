@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -230,3 +231,43 @@ def test_a_16_bit_greyscale_png_is_skipped_with_why(runner: CliRunner, isic2020:
     assert reasons[ids[0]].startswith("16-bit greyscale PNG, which sd-scripts reads as all white")
     assert ids[1] not in reasons
 
+
+
+def _other_format(kind: str) -> bytes:
+    """A photo saved as `kind` (a DICOM only in outline: its preamble and magic)."""
+    photo = lesion_image(320, 240, hairy=False, seed=6)
+    if kind == "dicom":
+        return bytes(128) + b"DICM" + bytes(64)
+    if kind == "gif":
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(photo[:, :, ::-1]).save(buffer, format="GIF")
+        return buffer.getvalue()
+    ok, encoded = cv2.imencode({"webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}[kind], photo)
+    assert ok
+    return encoded.tobytes()
+
+
+def test_a_jpg_holding_another_format_is_skipped_naming_both(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """A download saved under the wrong name (a WebP from a browser, a DICOM export) is named
+    by what its bytes are; bytes of no known format are 'not an image'; a header without a size
+    says so."""
+    ids = list(isic2020.frame["image_name"])
+    kinds = ("webp", "gif", "bmp", "tiff", "dicom")
+    for identifier, kind in zip(ids[:5], kinds, strict=True):
+        (isic2020.images / f"{identifier}.jpg").write_bytes(_other_format(kind))
+    (isic2020.images / f"{ids[5]}.jpg").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt " + bytes(64))
+    (isic2020.images / f"{ids[6]}.jpg").write_bytes(b"\x00" * 128 + b"DICX" + bytes(64))
+    no_frame = (b"\xff\xd8" + b"\xff\xe0\x00\x10JFIF\x00" + bytes(9)  # SOI, APP0: no SOF
+                + b"\xff\xda\x00\x08" + bytes(6) + b"\x13" * 100 + b"\xff\xd9")
+    (isic2020.images / f"{ids[7]}.jpg").write_bytes(no_frame)
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    reasons = _skipped(tmp_path / "out")
+    for identifier, kind in zip(ids[:5], kinds, strict=True):
+        assert reasons[identifier] == f"content is {kind}, extension says jpeg"
+    assert reasons[ids[5]] == reasons[ids[6]] == "not an image"
+    assert reasons[ids[7]] == "undecodable (no image size in header)"
+    assert sorted(reasons) == sorted(ids[:8])
