@@ -116,6 +116,9 @@ AREAS = (
     Area("model card", "medsynth_kohya/hub/card.py", sample=SAMPLE),
     Area("isic schema", "medsynth_kohya/data/archive.py", sample=SAMPLE),
     Area("query", "medsynth_kohya/data/query.py", sample=SAMPLE),
+    Area("image checks", "medsynth_kohya/data/images.py",
+         ("sniff", "content_fits", "_jpeg_complete", "_refined", "_png_chunks", "_png_complete",
+          "_transparent", "_complete", "_grey_filled", "scan", "output_suffix")),
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import medsynth_kohya.data.prepare as preparing
 from medsynth_kohya.cli import app
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet, make_dataset
@@ -45,6 +46,15 @@ def _own_data_home(tmp_path_factory: pytest.TempPathFactory,
     """No test sees or writes the user's own per-user sd-scripts copy (XDG_DATA_HOME)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "data-home"))
     monkeypatch.delenv("MEDSYNTH_SD_SCRIPTS_URL", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _scans_in_process_under_mutmut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While mutmut gathers its statistics or runs a mutant, prepare scans in this process:
+    mutmut maps each test to the functions it calls in its own process, so a scan in a worker
+    (images.scan, measure) mapped to no test and its mutants passed untested."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        monkeypatch.setattr(preparing, "default_workers", lambda: 1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
