@@ -471,3 +471,18 @@ def test_the_summary_names_metadata_and_images_alike_whatever_was_typed(
     rows = dict(summary(result))
     assert rows["metadata"] == str(isic2020.metadata.resolve())
     assert rows["images"] == str(isic2020.images.resolve())
+
+
+def test_the_manifest_holds_each_photos_measurements(isic2020: SyntheticSet,
+                                                      tmp_path: Path) -> None:
+    """What `measure` finds on each photo is what its manifest row says, every field."""
+    from medsynth_kohya.data.measure import ARTEFACTS, measure
+
+    prepare(isic2020.root, tmp_path / "out")
+    table = manifest.read(tmp_path / "out" / "manifest.csv")
+    for row in table.itertuples(index=False):
+        found = measure(str(row.source))
+        assert row.hair_score == pytest.approx(found.hair_score) and row.hairy == found.hairy
+        assert row.ita == pytest.approx(found.ita) and row.skin_tone == found.skin_tone
+        assert [getattr(row, name) for name in ARTEFACTS] == [
+            getattr(found, name) for name in ARTEFACTS]
