@@ -118,7 +118,7 @@ AREAS = (
     Area("query", "medsynth_kohya/data/query.py", sample=SAMPLE),
     Area("image checks", "medsynth_kohya/data/images.py",
          ("sniff", "content_fits", "_jpeg_complete", "_refined", "_png_chunks", "_png_complete",
-          "_transparent", "_complete", "_grey_filled", "scan", "output_suffix")),
+          "_alpha_flagged", "_in_pillow", "_complete", "_grey_filled", "scan", "output_suffix")),
 )
 
 

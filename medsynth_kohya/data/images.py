@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ _JPEG_FILL = 128
 is missing (all coefficients zero), with no error: a JPEG cut short then closed by an EOI."""
 _BLOCK = 8
 """Rows of pixels of a JPEG block row (the smallest MCU row) in a full-size decode."""
+_PILLOW = "Pillow (which sd-scripts reads images with)"
 _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent ends."""
 
@@ -152,22 +154,38 @@ def _png_complete(data: bytes) -> bool:
     return any(kind == b"IEND" and end <= len(data) for kind, end in _png_chunks(data))
 
 
-def _transparent(data: bytes) -> bool:
-    """Whether a PNG has a pixel that is not wholly opaque, which sd-scripts' convert("RGB")
-    shows with the colour stored under it. Only a PNG whose header says it has alpha (colour
-    type 4 or 6) or that holds a tRNS chunk (before its image data) is decoded to look."""
+def _alpha_flagged(data: bytes) -> bool:
+    """Whether a PNG may have see-through pixels: colour type 4 or 6 in its header, or a tRNS
+    chunk before its image data (where the PNG standard and libpng look for one; Pillow would
+    take one after it too, which viewers ignore)."""
+    return data[25:26] in (b"\x04", b"\x06") or next(
+        (kind == b"tRNS" for kind, _ in _png_chunks(data) if kind in (b"tRNS", b"IDAT")), False)
+
+
+def _in_pillow(data: bytes, kind: str) -> tuple[str, bool]:
+    """What Pillow, which sd-scripts loads every training image with, makes of a file: why it
+    would refuse it ("" when it reads it), and whether a PNG has a pixel that is not wholly
+    opaque, which sd-scripts' convert("RGB") shows with the colour stored under it.
+
+    A JPEG is only opened (its header: Pillow's pixel limit); a PNG is read whole, as Pillow
+    reads text chunks after the image data only then."""
     from PIL import Image
 
-    alpha = data[25:26] in (b"\x04", b"\x06") or next(
-        (kind == b"tRNS" for kind, _ in _png_chunks(data) if kind in (b"tRNS", b"IDAT")), False)
-    if not alpha:
-        return False
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            lowest = image.convert("RGBA").getchannel("A").getextrema()[0]
-    except (OSError, ValueError, Image.DecompressionBombError):  # the scan's decode judged it
-        return False
-    return bool(lowest < 255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a large image, corrupt EXIF: sd-scripts goes on too
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                if kind != "png":
+                    return "", False
+                image.load()
+                if not _alpha_flagged(data):
+                    return "", False
+                return "", image.convert("RGBA").getchannel("A").getextrema()[0] < 255
+        except Image.DecompressionBombError:
+            return f"more pixels than {_PILLOW} opens: downsize it", False
+        except (OSError, ValueError, SyntaxError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return f"{_PILLOW} cannot read it ({why}): re-save it", False
 
 
 def _complete(data: bytes, kind: str) -> bool:
@@ -190,11 +208,10 @@ def scan(path: str, hair: HairMode) -> Scan:
     """Validate `path` and measure it (`measure.measure`; the hair score from `hair`'s detector,
     None with --hair off); never raises for a bad file, returns a reason."""
     import cv2
-    import imagesize
     import numpy as np
 
     from medsynth_kohya.data import hair as detector
-    from medsynth_kohya.data.measure import measure
+    from medsynth_kohya.data.measure import measure, pixel_size
 
     try:
         data = Path(path).read_bytes()
@@ -213,10 +230,7 @@ def scan(path: str, hair: HairMode) -> Scan:
     if kind == "png" and data[24:26] == b"\x10\x00":  # IHDR: bit depth 16, grey
         return Scan("16-bit greyscale PNG, which sd-scripts reads as all white: save it as "
                     "8-bit")
-    try:
-        width, height = imagesize.get(io.BytesIO(data))
-    except ValueError:
-        width = height = -1
+    width, height = pixel_size(data)
     if width <= 0 or height <= 0:
         return Scan("undecodable (no image size in header)")
     buffer = np.frombuffer(data, dtype=np.uint8)
@@ -226,15 +240,17 @@ def scan(path: str, hair: HairMode) -> Scan:
         return Scan("undecodable")
     if kind == "jpeg" and _grey_filled(image, max(width, height)):
         return Scan("truncated")
+    refusal, transparent = _in_pillow(data, kind)
+    if refusal:
+        return Scan(refusal)
     found = measure(image)
     score: float | None = None
     if hair is HairMode.seed:
         score = detector.seed_score(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
     elif hair is HairMode.auto:
         score = found.hair_score
-    return Scan("", kind, int(width), int(height), score, found.ita, found.skin_tone,
-                found.vignette, found.ruler, found.bubbles,
-                kind == "png" and _transparent(data))
+    return Scan("", kind, width, height, score, found.ita, found.skin_tone,
+                found.vignette, found.ruler, found.bubbles, transparent)
 
 
 def output_suffix(source: Path) -> str:

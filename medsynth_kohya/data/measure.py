@@ -8,7 +8,9 @@ photo gets the same figures at 640 px and at 6000 px.
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +95,31 @@ def lightness_yellow(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     luminance = linear[bgr] @ np.array(_Y_Z_FROM_BGR).T
     cube = np.where(luminance > _EPSILON, np.cbrt(luminance), luminance / _SLOPE + 4 / 29)
     return 116 * cube[:, 0] - 16, 200 * (cube[:, 0] - cube[:, 1])
+
+
+def pixel_size(source: str | Path | bytes) -> tuple[int, int]:
+    """Width and height from an image's header (a path or the file's bytes), read as sd-scripts
+    reads them: by imagesize, else by Pillow (a JPEG with a marker imagesize does not know
+    before its frame header); (-1, -1) when neither finds them."""
+    import imagesize
+    from PIL import Image
+
+    def opened() -> str | Path | io.BytesIO:
+        return io.BytesIO(source) if isinstance(source, bytes) else source
+
+    try:
+        width, height = imagesize.get(opened())
+    except ValueError:
+        width = height = -1
+    if width > 0 and height > 0:
+        return int(width), int(height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's warnings on a large image or corrupt EXIF
+        try:
+            with Image.open(opened()) as image:
+                return int(image.width), int(image.height)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return -1, -1
 
 
 def decode(path: str | Path, width: int, height: int) -> MatLike | None:
@@ -200,10 +227,8 @@ def measure(image: MatLike | str | Path) -> Measurement:
     Raises ValueError for a file OpenCV cannot decode. A path is decoded once, at a reduced
     JPEG scale; an array (e.g. a generated image) is resized the same way.
     """
-    import imagesize
-
     if isinstance(image, (str, Path)):
-        width, height = imagesize.get(str(image))
+        width, height = pixel_size(image)
         decoded = decode(image, width, height) if width > 0 and height > 0 else None
         if decoded is None:
             raise ValueError(f"{image} cannot be decoded as an image")

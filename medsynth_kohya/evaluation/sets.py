@@ -260,13 +260,12 @@ def _quiet_opencv() -> None:
 def decode(path: Path) -> MatLike | None:
     """A BGR image reduced while decoding as prepare's measurements decode it, or None; OpenCV
     logs nothing (a broken file is reported once, by the caller, in one line)."""
-    import imagesize
-
     from medsynth_kohya.data.measure import decode as reduced
+    from medsynth_kohya.data.measure import pixel_size
 
     _quiet_opencv()
     try:
-        width, height = imagesize.get(path)
+        width, height = pixel_size(path)
         return reduced(path, width, height) if width > 0 and height > 0 else None
     except (OSError, ValueError):
         return None
