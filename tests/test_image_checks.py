@@ -1,5 +1,7 @@
-"""The scan's verdict on one file, case by case: what Pillow (sd-scripts' reader) refuses, and
-how a size imagesize cannot read is found."""
+"""The scan's verdict on one file, case by case: how a JPEG's segments are walked (fill bytes,
+markers without a length, junk, component ids, a long comment between scans), cuts at every
+boundary, images one block row small, what Pillow (sd-scripts' reader) refuses, and what each
+usable file's Scan holds."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from medsynth_kohya.data import hair as detector
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.images import scan
-from medsynth_kohya.data.measure import measure, pixel_size
-from medsynth_kohya.data.synth import SyntheticSet, lesion_image
+from medsynth_kohya.data.measure import measure, pixel_size, tone_category
+from medsynth_kohya.data.synth import SyntheticSet, lesion_image, scene
 
 from .conftest import invoke
 
@@ -57,6 +60,46 @@ def _thumbnail() -> bytes:
     return _segment(0xE1, b"Exif\x00\x00II*\x00\x08\x00\x00\x00" + thumb)
 
 
+def _markers(data: bytes) -> list[int]:
+    """Where each marker of a JPEG starts (not stuffed zeros, restarts or fill bytes)."""
+    return [i for i in range(len(data) - 1)
+            if data[i] == 0xFF and data[i + 1] not in (0x00, 0xFF, *range(0xD0, 0xD8))]
+
+
+def _progressive(*, ids: tuple[int, int, int] = (1, 2, 3)) -> bytes:
+    """A progressive JPEG (libjpeg's standard scans: the luma's last refinement is the last
+    scan), its three components renumbered to `ids` in the frame and in every scan header."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(scene(480, 360, seed=3)[0][:, :, ::-1])).save(
+        buffer, "JPEG", progressive=True, quality=90)
+    data = bytearray(buffer.getvalue())
+    old = {data[data.index(b"\xff\xc2") + 10 + 3 * i]: new for i, new in enumerate(ids)}
+    for at in _markers(bytes(data)):
+        if data[at + 1] == 0xC2:
+            for i in range(3):
+                data[at + 10 + 3 * i] = old[data[at + 10 + 3 * i]]
+        if data[at + 1] == 0xDA:
+            for j in range(data[at + 4]):
+                data[at + 5 + 2 * j] = old[data[at + 5 + 2 * j]]
+    return bytes(data)
+
+
+def _scans(data: bytes) -> list[int]:
+    return [at for at in _markers(data) if data[at + 1] == 0xDA]
+
+
+@pytest.mark.parametrize("between", [b"\xff", b"\xff\xff", b"\xff\xd3"],
+                         ids=["one fill byte", "two fill bytes", "a restart marker"])
+def test_fill_bytes_and_markers_without_a_length_are_stepped_over(tmp_path: Path,
+                                                                  between: bytes) -> None:
+    """Before the thumbnail's segment: a walk that lost its step would take the thumbnail's
+    end marker for the image's own, and call a file without one whole."""
+    photo = _jpeg(lesion_image(320, 240, hairy=False, seed=2))
+    whole = photo[:2] + between + _thumbnail() + photo[2:]
+    assert _reason(tmp_path, whole) == ""
+    assert _reason(tmp_path, whole[:-2]) == "truncated"
+
+
 def test_a_stray_byte_between_segments_is_judged_by_the_end_marker_after_it(
         tmp_path: Path) -> None:
     """libjpeg skips such a byte (with a warning); only an end marker after it counts, not the
@@ -87,6 +130,108 @@ def test_a_jpeg_imagesize_cannot_size_is_sized_by_pillow_as_sd_scripts_does(
     reduced = decode(path)
     assert reduced is not None and reduced.shape == (240, 320, 3)
     assert pixel_size(b"\xff\xd8\xff\xe0" + bytes(40)) == (-1, -1)
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive"])
+def test_a_jpeg_cut_at_or_just_after_any_marker_is_truncated(tmp_path: Path, kind: str) -> None:
+    """Cuts on a segment's first bytes (marker, length, a scan's component count) and inside
+    each scan's data, none closed by an end marker: each is 'truncated', none raises."""
+    if kind == "baseline":
+        photo = _jpeg(lesion_image(320, 240, hairy=False, seed=2))
+        whole = photo[:2] + _thumbnail() + photo[2:]
+    else:
+        whole = _progressive()
+    assert _reason(tmp_path, whole) == ""
+    starts = [at for at in _markers(whole) if at > 0][:-1]  # every marker before the EOI
+    cuts = {at + step for at in starts for step in range(6) if at + step > 2}
+    ends = [*_scans(whole)[1:], len(whole) - 2]
+    cuts |= {(scan_at + end) // 2 for scan_at, end in zip(_scans(whole), ends, strict=True)}
+    for cut in sorted(cuts):
+        assert _reason(tmp_path, whole[:cut]) == "truncated", cut
+
+
+def test_a_progressive_jpeg_with_fill_bytes_and_a_long_comment_between_scans_is_whole(
+        tmp_path: Path) -> None:
+    """Segments between scans are walked by their two-byte lengths (a 300-byte comment), fill
+    bytes before a marker skipped; without its last scan the same file is still cut."""
+    whole = _progressive()
+    tables = [at for at in _markers(whole) if whole[at + 1] == 0xC4 and at > _scans(whole)[0]]
+    after = tables[-1] + 2 + int.from_bytes(whole[tables[-1] + 2:tables[-1] + 4], "big")
+    comment = _segment(0xFE, bytes(range(1, 251)) + b"medsynth" * 5)
+    padded = whole[:after] + b"\xff" + comment + b"\xff\xff" + whole[after:]
+    assert _reason(tmp_path, padded) == ""
+    last = _scans(padded)[-1]
+    assert _reason(tmp_path, padded[:last] + b"\xff\xd9") == "truncated"
+
+
+@pytest.mark.parametrize("ids", [(1, 2, 3), (82, 71, 66), (8, 12, 218)],
+                         ids=["1 2 3", "R G B, as Adobe writes them", "8 12 218"])
+def test_a_progressive_jpeg_missing_its_last_scan_is_truncated_whatever_its_component_ids(
+        tmp_path: Path, ids: tuple[int, int, int]) -> None:
+    """Ids are any byte, even one equal to a scan header's length (8, 12) or marker (218):
+    each is read from its own place in each scan header."""
+    whole = _progressive(ids=ids)
+    assert _reason(tmp_path, whole) == ""
+    assert _reason(tmp_path, whole[:_scans(whole)[-1]] + b"\xff\xd9") == "truncated"
+
+
+def test_a_progressive_jpeg_without_its_dc_refinement_is_truncated(tmp_path: Path) -> None:
+    """Every coefficient must reach full precision, the DC ones too: the later scans that
+    complete the AC coefficients do not stand for a missing DC refinement scan."""
+    whole = _progressive()
+    refinement = next(at for at in _scans(whole)
+                      if whole[at + 4] == 3 and whole[at + 11:at + 14] == b"\x00\x00\x10")
+    following = next(at for at in _markers(whole) if at > refinement)
+    assert _reason(tmp_path, whole[:refinement] + whole[following:]) == "truncated"
+
+
+def test_images_one_block_row_small_are_whole(tmp_path: Path) -> None:
+    """Flat grey the colour of libjpeg's fill, no taller than a block row: nothing below the
+    image can be missing. Strips one pixel thin keep their size."""
+    for width, height in ((8, 8), (16, 8), (8, 3)):
+        grey = np.full((height, width, 3), 128, np.uint8)
+        assert _reason(tmp_path, _jpeg(grey, cv2.IMWRITE_JPEG_QUALITY, 100)) == "", (width,
+                                                                                    height)
+    photo = lesion_image(96, 96, hairy=False, seed=4)
+    for strip in (photo[:, :1], photo[:1, :]):
+        path = tmp_path / "strip.jpg"
+        path.write_bytes(_jpeg(np.ascontiguousarray(strip)))
+        found = scan(str(path), HairMode.off)
+        assert (found.reason, found.width, found.height) == ("", strip.shape[1], strip.shape[0])
+
+
+def test_a_narrow_jpeg_cut_then_closed_is_truncated(tmp_path: Path) -> None:
+    strip = np.ascontiguousarray(lesion_image(96, 320, hairy=False, seed=4)[:, :4])
+    whole = _jpeg(strip, cv2.IMWRITE_JPEG_QUALITY, 95)
+    assert _reason(tmp_path, whole) == ""
+    assert _reason(tmp_path, whole[:len(whole) // 2] + b"\xff\xd9") == "truncated"
+
+
+def test_a_photo_with_one_grey_pixel_row_at_the_bottom_is_whole(tmp_path: Path) -> None:
+    """A band of libjpeg's fill grey must be a block row deep to count as missing data."""
+    photo = lesion_image(640, 481, hairy=False, seed=3).copy()
+    photo[-1] = 128
+    data = _jpeg(photo, cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    assert (decoded[-1] == 128).all() and not (decoded[-2] == 128).all()
+    assert _reason(tmp_path, data) == ""
+
+
+def test_a_large_jpeg_missing_only_its_last_block_row_is_truncated(tmp_path: Path) -> None:
+    """Decoded at 1/8 scale, the missing block row is one pixel row of grey."""
+    width, height = 6400, 960
+    data = _jpeg(scene(width, height, seed=5)[0], cv2.IMWRITE_JPEG_QUALITY, 90,
+                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+                 cv2.IMWRITE_JPEG_RST_INTERVAL, width // 8)  # a restart marker per block row
+    flag = detector.decode_flag(width, height) & ~cv2.IMREAD_IGNORE_ORIENTATION
+    assert flag == cv2.IMREAD_REDUCED_COLOR_8
+    restarts = [at for at in range(len(data) - 1)
+                if data[at] == 0xFF and 0xD0 <= data[at + 1] <= 0xD7]
+    assert len(restarts) == height // 8 - 1
+    assert _reason(tmp_path, data) == ""
+    assert _reason(tmp_path, data[:restarts[-1]] + b"\xff\xd9") == "truncated"
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -170,3 +315,59 @@ def test_a_trns_chunk_after_the_pixels_is_not_transparency(tmp_path: Path) -> No
         path.write_bytes(_inserted(_png(photo), key, before=where))
         found = scan(str(path), HairMode.off)
         assert (found.reason, found.transparent) == ("", expected), where
+
+
+def test_files_no_reader_can_use_are_named_for_what_is_wrong(tmp_path: Path) -> None:
+    photo = lesion_image(320, 240, hairy=False, seed=1)
+    jpeg = _jpeg(photo)
+    tables = jpeg.index(b"\xff\xc4")
+    bogus = jpeg[:tables + 5] + bytes([255] * 16) + jpeg[tables + 21:]  # 4080 Huffman codes
+    assert _reason(tmp_path, bogus) == "undecodable"
+    frame = jpeg.index(b"\xff\xc0")
+    for offset in (5, 7):  # height, then width, 0 in the frame header
+        sizeless = jpeg[:frame + offset] + b"\x00\x00" + jpeg[frame + offset + 2:]
+        assert _reason(tmp_path, sizeless) == "undecodable (no image size in header)", offset
+    png = _png(photo)
+    data = png.index(b"IDAT")
+    length = int.from_bytes(png[data - 4:data], "big")
+    garbage = _chunk(b"IDAT", bytes(range(256)) * (length // 256) + bytes(length % 256))
+    assert _reason(tmp_path, png[:data - 4] + garbage + png[data + 4 + length + 4:],
+                   "a.png") == "undecodable"
+    (tmp_path / "folder.jpg").mkdir()
+    assert scan(str(tmp_path / "folder.jpg"), HairMode.off).reason == "unreadable (Is a directory)"
+
+
+def test_a_16_bit_greyscale_png_is_skipped_saying_how_to_fix_it(tmp_path: Path) -> None:
+    grey = cv2.cvtColor(lesion_image(320, 240, hairy=False, seed=4), cv2.COLOR_BGR2GRAY)
+    ok, buffer = cv2.imencode(".png", grey.astype(np.uint16) * 257)
+    assert ok
+    assert _reason(tmp_path, buffer.tobytes(), "a.png") == (
+        "16-bit greyscale PNG, which sd-scripts reads as all white: save it as 8-bit")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_usable_file_s_scan_holds_its_kind_size_and_every_measurement(
+        tmp_path: Path, suffix: str) -> None:
+    """Each field as measure() finds it on the same file; the hair score from the chosen
+    detector (the original's on the whole photo in grey, none with --hair off)."""
+    seen: set[str] = set()
+    for seed in (0, 3, 12):
+        photo = scene(900, 600, seed)[0]
+        path = tmp_path / f"{seed}{suffix}"
+        assert cv2.imwrite(str(path), photo)
+        expected = measure(path)
+        off, auto, seed_mode = (scan(str(path), mode) for mode in
+                                (HairMode.off, HairMode.auto, HairMode.seed))
+        assert (off.reason, off.kind, off.width, off.height) == ("", suffix[1:].replace(
+            "jpg", "jpeg"), 900, 600)
+        assert off.hair_score is None
+        assert auto.hair_score == expected.hair_score
+        assert seed_mode.hair_score == detector.seed_score(
+            cv2.cvtColor(_read(path), cv2.COLOR_BGR2GRAY))
+        assert (off.ita, off.skin_tone, off.vignette, off.ruler, off.bubbles) == (
+            expected.ita, expected.skin_tone, expected.vignette, expected.ruler,
+            expected.bubbles)
+        assert off.skin_tone == (None if off.ita is None else tone_category(off.ita))
+        seen |= {name for name in ("ruler", "bubbles", "vignette") if getattr(off, name)}
+        seen |= {"tone"} if off.skin_tone else set()
+    assert seen == {"ruler", "bubbles", "vignette", "tone"}
