@@ -305,6 +305,32 @@ def test_prepare_skips_a_png_pillow_refuses_and_keeps_the_rest(
     assert len(manifest) == len(isic2020.frame) - 1
 
 
+def test_a_rerun_redoes_scans_cached_before_pillow_was_asked(isic2020: SyntheticSet,
+                                                            tmp_path: Path) -> None:
+    """A file an older version found usable, cached under that version, is scanned again."""
+    import json
+
+    from medsynth_kohya.data.prepare import CACHE_FILE, prepare
+    from medsynth_kohya.data.prepared import STATE_DIR
+
+    first = str(isic2020.frame["image_name"].iloc[0])
+    jpeg = isic2020.images / f"{first}.jpg"
+    text = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
+    jpeg.with_suffix(".png").write_bytes(_inserted(_png(_read(jpeg)), text, before=b"IEND"))
+    jpeg.unlink()
+    out = tmp_path / "out"
+    assert first in set(prepare(isic2020.root, out, workers=1).skipped["id"])
+    cache = out / STATE_DIR / CACHE_FILE
+    entries = json.loads(cache.read_text(encoding="utf-8"))
+    for entry in entries:  # as version 14 left them: the PNG usable
+        if entry["path"].endswith(".png"):
+            entry["scan"].update(reason="", kind="png", width=640, height=480)
+        entry["hair"] = entry["hair"].rsplit("/", 1)[0] + "/14"
+    cache.write_text(json.dumps(entries), encoding="utf-8")
+    again = prepare(isic2020.root, out, workers=1)
+    assert first in set(again.skipped["id"])
+
+
 def test_a_trns_chunk_after_the_pixels_is_not_transparency(tmp_path: Path) -> None:
     """The PNG standard puts tRNS before the image data and libpng ignores one after it (as
     viewers do), so the photo shows as it trains; before the data, the same chunk counts."""
