@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.data import hair as detector
 from medsynth_kohya.data.hair import HairMode
-from medsynth_kohya.data.images import scan
+from medsynth_kohya.data.images import content_fits, scan
 from medsynth_kohya.data.measure import measure, pixel_size, tone_category
 from medsynth_kohya.data.synth import SyntheticSet, lesion_image, scene
 
@@ -46,6 +46,12 @@ def _jpeg(image: MatLike, *params: int) -> bytes:
 
 def _read(path: Path) -> MatLike:
     image = cv2.imread(str(path))
+    assert image is not None
+    return image
+
+
+def _decoded(data: bytes) -> MatLike:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image
 
@@ -129,7 +135,7 @@ def test_a_jpeg_imagesize_cannot_size_is_sized_by_pillow_as_sd_scripts_does(
     assert measure(path) == measure(_read(path))
     reduced = decode(path)
     assert reduced is not None and reduced.shape == (240, 320, 3)
-    assert pixel_size(b"\xff\xd8\xff\xe0" + bytes(40)) == (-1, -1)
+    assert pixel_size(b"\xff\xd8\xff\xe0" + bytes(40)) is None
 
 
 @pytest.mark.parametrize("kind", ["baseline", "progressive"])
@@ -213,8 +219,7 @@ def test_a_photo_with_one_grey_pixel_row_at_the_bottom_is_whole(tmp_path: Path) 
     photo[-1] = 128
     data = _jpeg(photo, cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert decoded is not None
+    decoded = _decoded(data)
     assert (decoded[-1] == 128).all() and not (decoded[-2] == 128).all()
     assert _reason(tmp_path, data) == ""
 
@@ -267,7 +272,7 @@ def test_a_png_pillow_refuses_is_skipped_with_its_words(tmp_path: Path, where: b
                              np.full((240, 320), 200, np.uint8)])
     text = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
     data = _inserted(_png(translucent), text, before=where)
-    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+    assert _decoded(data).size > 0
     assert _reason(tmp_path, data, "a.png") == (
         f"{PILLOW} cannot read it ({_pillow_says(data)}): re-save it")
 
@@ -284,6 +289,23 @@ def test_an_image_over_pillows_pixel_limit_is_skipped(tmp_path: Path,
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 320 * 240 // 2 + 1)
     assert scan(str(path), HairMode.off).reason == ""
     assert not recwarn.list
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (OSError(), "OSError"), (SyntaxError("broken PNG file\nchunk 3"), "broken PNG file")])
+def test_pillow_s_words_are_one_line_and_never_none(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   error: Exception, said: str) -> None:
+    """The reason is one line of a table and of skipped.csv: an error without words is named
+    by its type, one of several lines by its first."""
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg(lesion_image(320, 240, hairy=False, seed=2)))
+
+    def refuse(*_: object, **__: object) -> None:
+        raise error
+
+    monkeypatch.setattr(Image, "open", refuse)
+    assert scan(str(path), HairMode.off).reason == f"{PILLOW} cannot read it ({said}): re-save it"
 
 
 def test_prepare_skips_a_png_pillow_refuses_and_keeps_the_rest(
@@ -361,6 +383,20 @@ def test_files_no_reader_can_use_are_named_for_what_is_wrong(tmp_path: Path) -> 
                    "a.png") == "undecodable"
     (tmp_path / "folder.jpg").mkdir()
     assert scan(str(tmp_path / "folder.jpg"), HairMode.off).reason == "unreadable (Is a directory)"
+
+
+def test_content_fits_the_extension_only_when_the_bytes_say_so(tmp_path: Path) -> None:
+    """What sources use to choose between two files of one id: a file that cannot be read
+    (gone since it was listed, not readable) fits nothing."""
+    jpeg = _jpeg(lesion_image(64, 48, hairy=False, seed=1))
+    for name, data, fits in (("a.jpg", jpeg, True), ("b.JPEG", jpeg, True),
+                             ("c.png", jpeg, False), ("d.png", _png(_decoded(jpeg)), True),
+                             ("e.jpg", b"", False)):
+        (tmp_path / name).write_bytes(data)
+        assert content_fits(tmp_path / name) is fits, name
+    assert content_fits(tmp_path / "gone.jpg") is False
+    (tmp_path / "folder.jpg").mkdir()
+    assert content_fits(tmp_path / "folder.jpg") is False
 
 
 def test_a_16_bit_greyscale_png_is_skipped_saying_how_to_fix_it(tmp_path: Path) -> None:

@@ -230,9 +230,10 @@ def scan(path: str, hair: HairMode) -> Scan:
     if kind == "png" and data[24:26] == b"\x10\x00":  # IHDR: bit depth 16, grey
         return Scan("16-bit greyscale PNG, which sd-scripts reads as all white: save it as "
                     "8-bit")
-    width, height = pixel_size(data)
-    if width <= 0 or height <= 0:
+    size = pixel_size(data)
+    if size is None:
         return Scan("undecodable (no image size in header)")
+    width, height = size
     buffer = np.frombuffer(data, dtype=np.uint8)
     full = hair is HairMode.seed  # the original converted a full colour decode to grayscale
     image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))

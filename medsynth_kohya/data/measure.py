@@ -97,10 +97,10 @@ def lightness_yellow(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 116 * cube[:, 0] - 16, 200 * (cube[:, 0] - cube[:, 1])
 
 
-def pixel_size(source: str | Path | bytes) -> tuple[int, int]:
+def pixel_size(source: str | Path | bytes) -> tuple[int, int] | None:
     """Width and height from an image's header (a path or the file's bytes), read as sd-scripts
     reads them: by imagesize, else by Pillow (a JPEG with a marker imagesize does not know
-    before its frame header); (-1, -1) when neither finds them."""
+    before its frame header, which libjpeg skips); None when neither finds a size."""
     import imagesize
     from PIL import Image
 
@@ -116,10 +116,10 @@ def pixel_size(source: str | Path | bytes) -> tuple[int, int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's warnings on a large image or corrupt EXIF
         try:
-            with Image.open(opened()) as image:
+            with Image.open(opened()) as image:  # Pillow refuses a size of 0 itself
                 return int(image.width), int(image.height)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            return -1, -1
+            return None
 
 
 def decode(path: str | Path, width: int, height: int) -> MatLike | None:
@@ -228,8 +228,8 @@ def measure(image: MatLike | str | Path) -> Measurement:
     JPEG scale; an array (e.g. a generated image) is resized the same way.
     """
     if isinstance(image, (str, Path)):
-        width, height = pixel_size(image)
-        decoded = decode(image, width, height) if width > 0 and height > 0 else None
+        size = pixel_size(image)
+        decoded = None if size is None else decode(image, *size)
         if decoded is None:
             raise ValueError(f"{image} cannot be decoded as an image")
         image = decoded

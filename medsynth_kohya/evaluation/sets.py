@@ -265,8 +265,8 @@ def decode(path: Path) -> MatLike | None:
 
     _quiet_opencv()
     try:
-        width, height = pixel_size(path)
-        return reduced(path, width, height) if width > 0 and height > 0 else None
+        size = pixel_size(path)
+        return None if size is None else reduced(path, *size)
     except (OSError, ValueError):
         return None
 
