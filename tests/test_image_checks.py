@@ -94,48 +94,60 @@ def _scans(data: bytes) -> list[int]:
     return [at for at in _markers(data) if data[at + 1] == 0xDA]
 
 
+def _after_frame(jpeg: bytes, extra: bytes) -> bytes:
+    """`jpeg` with `extra` right after its frame header (SOF0; a thumbnail's comes before it),
+    where imagesize stops reading."""
+    frame = jpeg.rindex(b"\xff\xc0")
+    end = frame + 2 + int.from_bytes(jpeg[frame + 2:frame + 4], "big")
+    return jpeg[:end] + extra + jpeg[end:]
+
+
 @pytest.mark.parametrize("between", [b"\xff", b"\xff\xff", b"\xff\xd3"],
                          ids=["one fill byte", "two fill bytes", "a restart marker"])
 def test_fill_bytes_and_markers_without_a_length_are_stepped_over(tmp_path: Path,
                                                                   between: bytes) -> None:
-    """Before the thumbnail's segment: a walk that lost its step would take the thumbnail's
-    end marker for the image's own, and call a file without one whole."""
+    """Before a thumbnail's segment (after the frame header, where imagesize has stopped): a
+    walk that lost its step would take the thumbnail's end marker for the image's own, and
+    call a file without one whole."""
     photo = _jpeg(lesion_image(320, 240, hairy=False, seed=2))
-    whole = photo[:2] + between + _thumbnail() + photo[2:]
+    whole = _after_frame(photo, between + _thumbnail())
     assert _reason(tmp_path, whole) == ""
     assert _reason(tmp_path, whole[:-2]) == "truncated"
 
 
 def test_a_stray_byte_between_segments_is_judged_by_the_end_marker_after_it(
         tmp_path: Path) -> None:
-    """libjpeg skips such a byte (with a warning); only an end marker after it counts, not the
-    thumbnail's before it."""
+    """libjpeg and Pillow skip such a byte (libjpeg with a warning); only an end marker after
+    it counts, not the thumbnail's before it."""
     photo = _jpeg(lesion_image(320, 240, hairy=False, seed=2))
-    whole = photo[:2] + _thumbnail() + b"\x00" + photo[2:]
+    whole = _after_frame(photo, _thumbnail() + b"\x00")
     assert _reason(tmp_path, whole) == ""
     assert _reason(tmp_path, whole[:-2]) == "truncated"
 
 
-def test_a_jpeg_imagesize_cannot_size_is_sized_by_pillow_as_sd_scripts_does(
+def test_a_jpeg_imagesize_cannot_size_is_skipped_as_sd_scripts_would_stop_on_it(
         tmp_path: Path) -> None:
-    """imagesize stops at a stray byte before the frame header; sd-scripts then asks Pillow,
-    and so do the scan, measure() and the evaluation's decode. Bytes neither reads: no size."""
+    """A stray byte before the frame header: libjpeg reads the photo, but imagesize raises,
+    and sd-scripts sizes every image with it without catching that (train_util's
+    get_image_size asks Pillow only for a width of 0). The scan skips it; measure() and the
+    evaluation's decode find no size either."""
     import imagesize
 
     from medsynth_kohya.evaluation.sets import decode
 
-    photo = lesion_image(320, 240, hairy=False, seed=2)
-    encoded = _jpeg(photo)
+    encoded = _jpeg(lesion_image(320, 240, hairy=False, seed=2))
     data = encoded[:2] + _thumbnail() + b"\x00" + encoded[2:]
     path = tmp_path / "stray.jpg"
     path.write_bytes(data)
     with pytest.raises(ValueError):
         imagesize.get(str(path))
-    assert pixel_size(path) == pixel_size(str(path)) == pixel_size(data) == (320, 240)
-    assert measure(path) == measure(_read(path))
-    reduced = decode(path)
-    assert reduced is not None and reduced.shape == (240, 320, 3)
-    assert pixel_size(b"\xff\xd8\xff\xe0" + bytes(40)) is None
+    assert _decoded(data).shape == (240, 320, 3)
+    assert pixel_size(path) is pixel_size(str(path)) is pixel_size(data) is None
+    assert _reason(tmp_path, data) == "undecodable (no image size in header)"
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        measure(path)
+    assert decode(path) is None
+    assert pixel_size(encoded) == pixel_size(_after_frame(encoded, b"\x00")) == (320, 240)
 
 
 @pytest.mark.parametrize("kind", ["baseline", "progressive"])
@@ -314,24 +326,26 @@ def test_prepare_skips_a_png_pillow_refuses_and_keeps_the_rest(
     jpeg = isic2020.images / f"{first}.jpg"
     photo = _read(jpeg)
     text = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
-    jpeg.with_suffix(".png").write_bytes(_inserted(_png(photo), text, before=b"IEND"))
+    data = _inserted(_png(photo), text, before=b"IEND")
+    jpeg.with_suffix(".png").write_bytes(data)
     jpeg.unlink()
     out = tmp_path / "out"
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
     assert code == 0, stderr
     skipped = pd.read_csv(out / "skipped.csv", dtype=str)
     assert skipped.set_index("id")["reason"].to_dict() == {
-        first: f"{PILLOW} cannot read it (Decompressed data too large for "
-               "PngImagePlugin.MAX_TEXT_CHUNK): re-save it"}
+        first: f"{PILLOW} cannot read it ({_pillow_says(data)}): re-save it"}
     manifest = pd.read_csv(out / "manifest.csv", dtype={"id": str})
     assert len(manifest) == len(isic2020.frame) - 1
 
 
 def test_a_rerun_redoes_scans_cached_before_pillow_was_asked(isic2020: SyntheticSet,
                                                             tmp_path: Path) -> None:
-    """A file an older version found usable, cached under that version, is scanned again."""
+    """A file an older version found usable, cached under that version, is scanned again;
+    the same entry under this version is reused, so the version is what tells them apart."""
     import json
 
+    from medsynth_kohya.data.measure import VERSION
     from medsynth_kohya.data.prepare import CACHE_FILE, prepare
     from medsynth_kohya.data.prepared import STATE_DIR
 
@@ -343,14 +357,18 @@ def test_a_rerun_redoes_scans_cached_before_pillow_was_asked(isic2020: Synthetic
     out = tmp_path / "out"
     assert first in set(prepare(isic2020.root, out, workers=1).skipped["id"])
     cache = out / STATE_DIR / CACHE_FILE
-    entries = json.loads(cache.read_text(encoding="utf-8"))
-    for entry in entries:  # as version 14 left them: the PNG usable
-        if entry["path"].endswith(".png"):
-            entry["scan"].update(reason="", kind="png", width=640, height=480)
-        entry["hair"] = entry["hair"].rsplit("/", 1)[0] + "/14"
-    cache.write_text(json.dumps(entries), encoding="utf-8")
-    again = prepare(isic2020.root, out, workers=1)
-    assert first in set(again.skipped["id"])
+
+    def skipped_with_the_png_cached_usable_by(version: int) -> set[str]:
+        entries = json.loads(cache.read_text(encoding="utf-8"))
+        for entry in entries:
+            if entry["path"].endswith(".png"):
+                entry["scan"].update(reason="", kind="png", width=640, height=480)
+            entry["hair"] = f"{entry['hair'].rsplit('/', 1)[0]}/{version}"
+        cache.write_text(json.dumps(entries), encoding="utf-8")
+        return set(prepare(isic2020.root, out, workers=1).skipped["id"])
+
+    assert first not in skipped_with_the_png_cached_usable_by(VERSION)
+    assert first in skipped_with_the_png_cached_usable_by(14)
 
 
 def test_a_trns_chunk_after_the_pixels_is_not_transparency(tmp_path: Path) -> None:

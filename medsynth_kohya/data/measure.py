@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,28 +97,17 @@ def lightness_yellow(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pixel_size(source: str | Path | bytes) -> tuple[int, int] | None:
-    """Width and height from an image's header (a path or the file's bytes), read as sd-scripts
-    reads them: by imagesize, else by Pillow (a JPEG with a marker imagesize does not know
-    before its frame header, which libjpeg skips); None when neither finds a size."""
+    """Width and height from an image's header (a path or the file's bytes), by imagesize as
+    sd-scripts sizes its images; None where it finds none. sd-scripts does not catch
+    imagesize's error on a header it cannot walk (training stops), and asks Pillow only where
+    the width is 0, which Pillow refuses as well."""
     import imagesize
-    from PIL import Image
-
-    def opened() -> str | Path | io.BytesIO:
-        return io.BytesIO(source) if isinstance(source, bytes) else source
 
     try:
-        width, height = imagesize.get(opened())
+        width, height = imagesize.get(io.BytesIO(source) if isinstance(source, bytes) else source)
     except ValueError:
-        width = height = -1
-    if width > 0 and height > 0:
-        return int(width), int(height)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pillow's warnings on a large image or corrupt EXIF
-        try:
-            with Image.open(opened()) as image:  # Pillow refuses a size of 0 itself
-                return int(image.width), int(image.height)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            return None
+        return None
+    return (int(width), int(height)) if width > 0 and height > 0 else None
 
 
 def decode(path: str | Path, width: int, height: int) -> MatLike | None:
