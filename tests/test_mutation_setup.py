@@ -16,11 +16,14 @@ def _missing(judges: set[str], timed: set[str]) -> set[str]:
     return {judge for judge in judges if judge not in timed and judge.split("::")[0] not in timed}
 
 
-def test_every_judge_is_timed_and_every_timed_test_judges() -> None:
+def test_every_judge_is_timed_once_and_every_timed_test_judges() -> None:
     config = toml.load(REPO / "pyproject.toml")
-    timed = set(config["tool"]["mutmut"]["pytest_add_cli_args_test_selection"])
-    judges = {test for tests in config["tool"]["medsynth-kohya"]["mutation-tests"].values()
-              for test in tests}
+    listed = config["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]
+    areas = config["tool"]["medsynth-kohya"]["mutation-tests"]
+    assert {name for name, tests in {"timed": listed, **areas}.items()
+            if len(tests) != len(set(tests))} == set()
+    timed = set(listed)
+    judges = {test for tests in areas.values() for test in tests}
     assert not _missing(judges, timed)
     assert {entry for entry in timed
             if not any(judge == entry or judge.startswith(entry + "::") for judge in judges)
