@@ -6,7 +6,9 @@ import os
 import shlex
 import shutil
 import stat
+import struct
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -81,6 +83,12 @@ def runner() -> CliRunner:
     """A CLI runner; stderr is kept apart so tests can check the one-line errors, and tables
     are 200 columns wide so that no cell wraps."""
     return CliRunner(env={"COLUMNS": "200"})
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC, for tests that build PNG files by hand."""
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
 
 def invoke(runner: CliRunner, *args: object) -> tuple[int, str, str]:

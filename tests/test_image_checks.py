@@ -24,7 +24,7 @@ from medsynth_kohya.data.images import content_fits, scan
 from medsynth_kohya.data.measure import measure, pixel_size, tone_category
 from medsynth_kohya.data.synth import SyntheticSet, lesion_image, scene
 
-from .conftest import invoke
+from .conftest import invoke, png_chunk
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
@@ -251,11 +251,6 @@ def test_a_large_jpeg_missing_only_its_last_block_row_is_truncated(tmp_path: Pat
     assert _reason(tmp_path, data[:restarts[-1]] + b"\xff\xd9") == "truncated"
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
 def _png(image: MatLike) -> bytes:
     ok, buffer = cv2.imencode(".png", image)
     assert ok
@@ -282,7 +277,7 @@ def test_a_png_pillow_refuses_is_skipped_with_its_words(tmp_path: Path, where: b
     with Pillow, would stop on it when training begins."""
     translucent = np.dstack([lesion_image(320, 240, hairy=False, seed=1),
                              np.full((240, 320), 200, np.uint8)])
-    text = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
+    text = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
     data = _inserted(_png(translucent), text, before=where)
     assert _decoded(data).size > 0
     assert _reason(tmp_path, data, "a.png") == (
@@ -325,7 +320,7 @@ def test_prepare_skips_a_png_pillow_refuses_and_keeps_the_rest(
     first = str(isic2020.frame["image_name"].iloc[0])
     jpeg = isic2020.images / f"{first}.jpg"
     photo = _read(jpeg)
-    text = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
+    text = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
     data = _inserted(_png(photo), text, before=b"IEND")
     jpeg.with_suffix(".png").write_bytes(data)
     jpeg.unlink()
@@ -351,7 +346,7 @@ def test_a_rerun_redoes_scans_cached_before_pillow_was_asked(isic2020: Synthetic
 
     first = str(isic2020.frame["image_name"].iloc[0])
     jpeg = isic2020.images / f"{first}.jpg"
-    text = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
+    text = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
     jpeg.with_suffix(".png").write_bytes(_inserted(_png(_read(jpeg)), text, before=b"IEND"))
     jpeg.unlink()
     out = tmp_path / "out"
@@ -375,7 +370,7 @@ def test_a_trns_chunk_after_the_pixels_is_not_transparency(tmp_path: Path) -> No
     """The PNG standard puts tRNS before the image data and libpng ignores one after it (as
     viewers do), so the photo shows as it trains; before the data, the same chunk counts."""
     photo = lesion_image(320, 240, hairy=False, seed=1)
-    key = _chunk(b"tRNS", struct.pack(">HHH", *(int(v) for v in photo[0, 0][::-1])))
+    key = png_chunk(b"tRNS", struct.pack(">HHH", *(int(v) for v in photo[0, 0][::-1])))
     for where, expected in ((b"IEND", False), (b"IDAT", True)):
         path = tmp_path / "a.png"
         path.write_bytes(_inserted(_png(photo), key, before=where))
@@ -396,7 +391,7 @@ def test_files_no_reader_can_use_are_named_for_what_is_wrong(tmp_path: Path) -> 
     png = _png(photo)
     data = png.index(b"IDAT")
     length = int.from_bytes(png[data - 4:data], "big")
-    garbage = _chunk(b"IDAT", bytes(range(256)) * (length // 256) + bytes(length % 256))
+    garbage = png_chunk(b"IDAT", bytes(range(256)) * (length // 256) + bytes(length % 256))
     assert _reason(tmp_path, png[:data - 4] + garbage + png[data + 4 + length + 4:],
                    "a.png") == "undecodable"
     (tmp_path / "folder.jpg").mkdir()

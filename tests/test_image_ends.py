@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +20,7 @@ from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.images import scan
 from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image, scene
 
-from .conftest import invoke
+from .conftest import invoke, png_chunk
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
@@ -60,11 +59,6 @@ def _scan_start(jpeg: bytes) -> int:
     return at + 2 + int(struct.unpack(">H", jpeg[at + 2:at + 4])[0])
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
 def _written(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -100,7 +94,7 @@ def test_a_png_with_bytes_after_its_end_is_whole_and_a_cut_one_is_not(tmp_path: 
     whole = _png()
     assert _reason(tmp_path, "a.png", whole + TRAILER) == ""
     iend = whole.rindex(b"IEND") - 4
-    text = _chunk(b"tEXt", b"Comment\x00IEND of the story")
+    text = png_chunk(b"tEXt", b"Comment\x00IEND of the story")
     with_text = whole[:iend] + text + whole[iend:]
     assert _reason(tmp_path, "b.png", with_text + TRAILER) == ""
     for cut in (iend - 50, iend + len(text) - 1, len(with_text) - 1, 12):
