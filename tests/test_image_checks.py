@@ -150,6 +150,27 @@ def test_a_jpeg_imagesize_cannot_size_is_skipped_as_sd_scripts_would_stop_on_it(
     assert pixel_size(encoded) == pixel_size(_after_frame(encoded, b"\x00")) == (320, 240)
 
 
+@pytest.mark.parametrize(("width", "height", "size"), [
+    (7, 1, (7, 1)), (1, 5, (1, 5)), (0, 5, None), (5, 0, None), (0, 0, None)])
+def test_a_header_s_size_is_taken_only_when_both_sides_are_positive(
+        tmp_path: Path, width: int, height: int, size: tuple[int, int] | None) -> None:
+    """A PNG header of 0 rows or columns has no pixels to train on (sd-scripts would bucket
+    it by a side of 0); one row or column is an image. The same for a path and for bytes."""
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IEND", b"")
+    path = tmp_path / "header.png"
+    path.write_bytes(data)
+    assert pixel_size(path) == pixel_size(data) == size
+
+
+def test_a_file_no_image_header_reader_knows_has_no_size(tmp_path: Path) -> None:
+    """imagesize answers -1 x -1 for a format it does not know: no size, not a negative one."""
+    data = b"GIF8 is not enough; this is text\n" * 4
+    path = tmp_path / "notes.txt"
+    path.write_bytes(data)
+    assert pixel_size(path) is pixel_size(data) is None
+
+
 @pytest.mark.parametrize("kind", ["baseline", "progressive"])
 def test_a_jpeg_cut_at_or_just_after_any_marker_is_truncated(tmp_path: Path, kind: str) -> None:
     """Cuts on a segment's first bytes (marker, length, a scan's component count) and inside

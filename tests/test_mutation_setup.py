@@ -30,6 +30,23 @@ def test_every_judge_is_timed_once_and_every_timed_test_judges() -> None:
             } == set()
     named = {test.split("::")[0] for test in judges | timed}
     assert {name for name in named if not (REPO / name).is_file()} == set()
+    assert {test for test in judges | timed if "::" in test
+            and test.split("::")[1] not in _functions(REPO / test.split("::")[0])} == set()
+
+
+def _functions(path: Path) -> set[str]:
+    """Names of the functions a test file defines: a judge naming a renamed test judges
+    nothing, silently, as pytest selects no test by a name it does not find."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+
+
+def test_a_renamed_test_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "test_x.py"
+    path.write_text("def test_kept() -> None:\n    assert True\n", encoding="utf-8")
+    assert _functions(path) == {"test_kept"}
 
 
 def test_a_judge_left_out_of_the_timed_tests_is_found() -> None:
