@@ -4,15 +4,19 @@ against."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from medsynth_kohya.data import hair
 from medsynth_kohya.data import measure as measuring
 from medsynth_kohya.data.measure import measure
 from medsynth_kohya.data.synth import lab_to_bgr
+
+from .conftest import png_chunk
 
 SKIN = (150, 170, 200)
 """A light skin colour (BGR): L* 72.6, b* 18.4."""
@@ -61,6 +65,79 @@ def test_two_dark_corners_make_a_vignette(dark: tuple[int, int, int], corners: i
     found = measure(photo)
     assert found.vignette is vignette
     assert found.ita == _skin_ita(SKIN) and not found.ruler
+
+
+@pytest.mark.parametrize(("dark", "vignette"), [(50, False), (51, True)])
+def test_a_corner_is_dark_when_more_than_half_of_its_patch_is(dark: int, vignette: bool) -> None:
+    """A 768 x 500 photo's corners are 10 x 10 patches (a fiftieth of the short side). The
+    bottom right one is dark; the top left one on its outer row and column and on inner pixels
+    up to `dark` of its 100, and its outer row and column count as much as the rest."""
+    photo = np.full((500, 768, 3), SKIN, np.uint8)
+    photo[-10:, -10:] = DARK
+    patch = np.zeros((10, 10), bool)
+    patch[0, :] = patch[:, 0] = True
+    inner = np.argwhere(~patch)[:dark - 19]
+    patch[inner[:, 0], inner[:, 1]] = True
+    photo[:10, :10][patch] = DARK
+    assert measure(photo).vignette is vignette
+
+
+@pytest.mark.parametrize(("dark", "vignette"), [(2, False), (3, True)])
+def test_a_strip_photo_s_corners_are_two_pixels_square(dark: int, vignette: bool) -> None:
+    """A photo 120 px high at working size still has corners: 2 x 2 patches, dark when 3 of
+    their 4 pixels are (2 is only half)."""
+    photo = np.full((120, 768, 3), SKIN, np.uint8)
+    for row, col in ((0, 0), (0, 1), (1, 0), (1, 1))[:dark]:
+        photo[row, col] = photo[-1 - row, -1 - col] = DARK
+    assert measure(photo).vignette is vignette
+
+
+@pytest.mark.parametrize(("colour", "ink"), [((170, 185, 150), False), ((171, 185, 150), True)])
+def test_blue_above_red_by_more_than_20_is_ink_not_skin(colour: tuple[int, int, int],
+                                                        ink: bool) -> None:
+    """A cool grey over most of the photo: skin while its blue exceeds its red by 20 (then it
+    is the median, so its ITA is the photo's), marker ink from 21 on (left out)."""
+    photo = np.full((576, 768, 3), SKIN, np.uint8)
+    photo[:, :430] = colour
+    assert measure(photo).ita == _skin_ita(SKIN if ink else colour) != _skin_ita(colour if ink
+                                                                                 else SKIN)
+
+
+def _dark_half_disc(radius: int, centre: tuple[int, int] = (384, 575)) -> np.ndarray:
+    """A working-size brightness image: skin at 200, a disc of `radius` at 10 (its half inside
+    the photo when centred on the bottom edge)."""
+    value = np.full((576, 768), 200, np.uint8)
+    cv2.circle(value, centre, radius, 10, -1)
+    return value
+
+
+WORKING_SCALE = hair.WORK_SIZE / hair.REFERENCE
+
+
+@pytest.mark.parametrize(("radius", "kept"), [(20, False), (25, True)])
+def test_a_vignette_covers_a_fifth_of_a_percent_of_the_photo(radius: int, kept: bool) -> None:
+    """A dark half disc on an edge: 628 px (radius 20) is under 0.2% of 768 x 576 (885 px), a
+    shadow or a mark; 982 px (radius 25) is over."""
+    mask, _ = measuring._vignette(_dark_half_disc(radius), WORKING_SCALE)
+    assert bool(mask.any()) is kept
+
+
+def test_a_large_dark_region_away_from_the_edges_is_no_vignette() -> None:
+    """A lesion in the middle is as dark as a vignette; only regions reaching the edge are."""
+    mask, corners = measuring._vignette(_dark_half_disc(150, (384, 288)), WORKING_SCALE)
+    assert not mask.any() and corners == 0
+
+
+@pytest.mark.parametrize("radius", [100, 150, 200])
+def test_a_vignette_is_grown_over_its_dim_rim(radius: int) -> None:
+    """The mask covers the dark region and 8 to 14 px past it (the hair kernel at working size
+    is 11): the dim rim is not skin either, the skin beyond it is."""
+    value = _dark_half_disc(radius)
+    mask, _ = measuring._vignette(value, WORKING_SCALE)
+    assert mask[value < 100].all()
+    reach = 575 - int(np.flatnonzero(mask[:, 384]).min())
+    assert 8 <= reach - radius <= 14
+    assert mask[575 - reach:, 384].all()
 
 
 @pytest.mark.parametrize(("side", "has_ita"), [(15, False), (16, True)])
@@ -147,17 +224,10 @@ def test_a_dark_grey_is_on_both_linear_segments() -> None:
 
 def test_a_file_with_an_image_header_but_no_image_raises(tmp_path: Path) -> None:
     """imagesize reads the size from the header; OpenCV then finds no pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
     path = tmp_path / "cut.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 48, 8, 2,
-                                                                      0, 0, 0))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 48, 8, 2, 0, 0, 0))
+                     + png_chunk(b"IEND", b""))
     with pytest.raises(ValueError, match="cannot be decoded as an image"):
         measure(path)
 
