@@ -131,13 +131,17 @@ def test_a_large_dark_region_away_from_the_edges_is_no_vignette() -> None:
 @pytest.mark.parametrize("radius", [100, 150, 200])
 def test_a_vignette_is_grown_over_its_dim_rim(radius: int) -> None:
     """The mask covers the dark region and 8 to 14 px past it (the hair kernel at working size
-    is 11): the dim rim is not skin either, the skin beyond it is."""
+    is 11), straight up from the disc's centre and at 45 degrees alike (grown by a disc, not a
+    square): the dim rim is not skin either, the skin beyond it is."""
     value = _dark_half_disc(radius)
     mask, _ = measuring._vignette(value, WORKING_SCALE)
     assert mask[value < 100].all()
-    reach = 575 - int(np.flatnonzero(mask[:, 384]).min())
-    assert 8 <= reach - radius <= 14
-    assert mask[575 - reach:, 384].all()
+    for step in ((-1.0, 0.0), (-0.5**0.5, -0.5**0.5)):
+        ray = [bool(mask[round(575 + step[0] * t), round(384 + step[1] * t)])
+               for t in range(400)]
+        reach = ray.index(False)
+        assert not any(ray[reach:])
+        assert 8 <= reach - radius <= 14
 
 
 @pytest.mark.parametrize(("side", "has_ita"), [(15, False), (16, True)])
