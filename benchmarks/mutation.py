@@ -142,7 +142,7 @@ def _drawn(area: Area, jobs: int, seed: int = SEED, size: int | None = None) -> 
 
     meta = ROOT / "mutants" / f"{area.path}.meta"
     if not meta.is_file():
-        # mutmut writes the meta file, then stops on a filter that names no mutant (exit 1).
+        # mutmut writes the meta file, then stops on the filter that names no mutant.
         _mutmut([f"{area.globs()[0].split('*')[0]}__no_such_function__*"], jobs, area,
                 made=meta)
     names = sorted(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
@@ -151,14 +151,20 @@ def _drawn(area: Area, jobs: int, seed: int = SEED, size: int | None = None) -> 
                                                         len(names))))
 
 
+NOTHING_MATCHES = "Filtered for specific mutants, but nothing matches"
+"""mutmut's words on a filter that names no mutant, after it has written the meta files."""
+
+
 def _mutmut(names: list[str], jobs: int, area: Area, made: Path | None = None) -> None:
     """Run mutmut on `names`; a failure stops the run with mutmut's last words, unless the one
-    thing wanted of it was to write the file `made`."""
+    thing wanted of it was to write the file `made` and it stopped only on a filter that
+    matched nothing (a failing statistics run still stops it)."""
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *names]
-    done = subprocess.run(command, cwd=ROOT, check=False, capture_output=True, text=True)
-    if done.returncode and not (made and made.is_file()):
-        output = (done.stdout + done.stderr).replace("\r", "\n").splitlines()
-        tail = "\n".join(line for line in output[-15:] if line.strip())
+    done = subprocess.run(command, cwd=ROOT, check=False, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    if done.returncode and not (made and made.is_file() and NOTHING_MATCHES in done.stdout):
+        lines = [line for line in done.stdout.replace("\r", "\n").splitlines() if line.strip()]
+        tail = "\n".join(lines[-15:])
         raise SystemExit(f"mutmut failed on {area.name} (exit {done.returncode}):\n{tail}")
 
 
