@@ -91,6 +91,13 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
             + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG of an 8-bit RGB header and no pixel data: sized by its header, decoded by nothing."""
+    return (b"\x89PNG\r\n\x1a\n"
+            + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + png_chunk(b"IEND", b""))
+
+
 def invoke(runner: CliRunner, *args: object) -> tuple[int, str, str]:
     """Run the CLI with `args`; returns exit code, stdout and stderr."""
     result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)

@@ -24,7 +24,7 @@ from medsynth_kohya.data.images import content_fits, scan
 from medsynth_kohya.data.measure import measure, pixel_size, tone_category
 from medsynth_kohya.data.synth import SyntheticSet, lesion_image, scene
 
-from .conftest import invoke, png_chunk
+from .conftest import invoke, png_chunk, png_header_only
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
@@ -156,8 +156,7 @@ def test_a_header_s_size_is_taken_only_when_both_sides_are_positive(
         tmp_path: Path, width: int, height: int, size: tuple[int, int] | None) -> None:
     """A PNG header of 0 rows or columns has no pixels to train on (sd-scripts would bucket
     it by a side of 0); one row or column is an image. The same for a path and for bytes."""
-    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    data = b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IEND", b"")
+    data = png_header_only(width, height)
     path = tmp_path / "header.png"
     path.write_bytes(data)
     assert pixel_size(path) == pixel_size(data) == size

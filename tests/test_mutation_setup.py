@@ -4,6 +4,7 @@ runs against a mutant, and every mutant it would catch counts as a survivor."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import toml
@@ -30,23 +31,34 @@ def test_every_judge_is_timed_once_and_every_timed_test_judges() -> None:
             } == set()
     named = {test.split("::")[0] for test in judges | timed}
     assert {name for name in named if not (REPO / name).is_file()} == set()
-    assert {test for test in judges | timed if "::" in test
-            and test.split("::")[1] not in _functions(REPO / test.split("::")[0])} == set()
+    assert _unknown(judges | timed, REPO) == set()
 
 
-def _functions(path: Path) -> set[str]:
-    """Names of the functions a test file defines: a judge naming a renamed test judges
-    nothing, silently, as pytest selects no test by a name it does not find."""
-    import ast
-
+def _defined(path: Path) -> set[str]:
+    """The top-level functions and classes of a test file: the names `FILE::NAME` selects."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    return {node.name for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
-def test_a_renamed_test_is_found(tmp_path: Path) -> None:
-    path = tmp_path / "test_x.py"
-    path.write_text("def test_kept() -> None:\n    assert True\n", encoding="utf-8")
-    assert _functions(path) == {"test_kept"}
+def _unknown(tests: set[str], root: Path) -> set[str]:
+    """The `FILE::NAME` entries whose file defines no NAME (a parametrised id's brackets
+    aside): pytest selects nothing by it, silently, so a judge naming a renamed test judges
+    nothing."""
+    return {test for test in tests if "::" in test
+            and test.split("::")[1].split("[")[0] not in _defined(root / test.split("::")[0])}
+
+
+def test_a_judge_naming_a_test_the_file_does_not_define_is_found(tmp_path: Path) -> None:
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\n\ndef test_kept() -> None:\n    def test_inner() -> None:\n"
+        "        pass\n\n\nasync def test_async() -> None:\n    pass\n\n\n"
+        "class TestGroup:\n    def test_method(self) -> None:\n        pass\n",
+        encoding="utf-8")
+    found = {"test_x.py", "test_x.py::test_kept", "test_x.py::test_kept[1-True]",
+             "test_x.py::test_async", "test_x.py::TestGroup::test_method"}
+    gone = {"test_x.py::test_renamed", "test_x.py::test_inner", "test_x.py::test_method"}
+    assert _unknown(found | gone, tmp_path) == gone
 
 
 def test_a_judge_left_out_of_the_timed_tests_is_found() -> None:
