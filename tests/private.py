@@ -5,10 +5,11 @@ every source a run can learn them from. Each value is unique, so a leak names it
 from __future__ import annotations
 
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
+
+from .conftest import png_chunk
 
 USER = "zoe-kowalski"
 """A login that names a person (not an account name every machine of a kind shares)."""
@@ -40,10 +41,6 @@ def make_home(root: Path, monkeypatch: pytest.MonkeyPatch, name: str = USER) -> 
 def png(*chunks: tuple[bytes, bytes]) -> bytes:
     """A 1x1 PNG with `chunks` (kind, data) between its header and its end, as image tools
     write generation parameters into tEXt, iTXt or zTXt chunks."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-    return (b"\x89PNG\r\n\x1a\n" + header + b"".join(chunk(k, d) for k, d in chunks)
-            + chunk(b"IEND", b""))
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + header + b"".join(png_chunk(k, d) for k, d in chunks)
+            + png_chunk(b"IEND", b""))
