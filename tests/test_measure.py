@@ -69,6 +69,25 @@ def test_vignette_found(measured: list[tuple[SceneTruth, Measurement]]) -> None:
     assert _f1(pairs) >= 0.9, pairs
 
 
+def test_a_round_field_in_wide_dark_surroundings_is_vignette_not_skin(photos: Path) -> None:
+    """A contact dermoscope's round field on a wide frame: the scenes seen through a disc whose
+    dark surroundings (soft-edged, 3-25 levels) cover 45-70% of the photo keep their ITA."""
+    rng = np.random.default_rng(7)
+    right = 0
+    for seed in range(7000, 7020):
+        path, truth = photo_cache.scene_jpeg(photos, 1024, 768, seed)
+        radius = round(np.sqrt((1 - rng.uniform(0.45, 0.7)) * 1024 * 768 / np.pi))
+        surround = np.ones((768, 1024), np.float32)
+        cv2.circle(surround, (512, 384), radius, 0, -1)
+        dark = cv2.GaussianBlur(surround, (0, 0), 3)[..., None]
+        photo = np.asarray(cv2.imread(str(path))) * (1 - dark) + rng.uniform(3, 25) * dark
+        found = measure(photo.round().astype(np.uint8))
+        assert found.vignette and found.ita is not None, (seed, truth, found)
+        assert abs(found.ita - truth.ita) <= 3, (seed, truth, found)
+        right += found.skin_tone == tone_category(truth.ita)
+    assert right >= 19
+
+
 def test_ruler_f1_in_every_bucket(measured: list[tuple[SceneTruth, Measurement]]) -> None:
     pairs = [(truth.ruler, found.ruler) for truth, found in measured]
     assert 0 < sum(t for t, _ in pairs) < len(pairs)

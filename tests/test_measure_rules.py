@@ -39,10 +39,11 @@ def _skin_ita(bgr: tuple[int, int, int]) -> float:
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 255, 256, 1001])
-def test_the_histogram_median_is_numpys(size: int) -> None:
+def test_an_evenly_lit_photo_s_skin_level_is_numpys_median(size: int) -> None:
+    """Taken from the histogram, but the same median as numpy's, for odd and even counts."""
     values = np.random.default_rng(size).integers(0, 256, (size, 3), dtype=np.uint8)
-    assert measuring.median_u8(values) == np.median(values)
-    assert measuring.median_u8(np.array([[10, 20]], np.uint8)) == 15
+    assert measuring.skin_level(values) == np.median(values)
+    assert measuring.skin_level(np.array([[10, 20]], np.uint8)) == 15
 
 
 def test_plain_skin_has_its_own_ita_and_no_artefacts() -> None:
@@ -193,10 +194,10 @@ def test_a_vignettes_soft_edge_is_left_out_with_it(blur: float) -> None:
 @pytest.mark.parametrize(("dark", "ita"), [((12, 16, 19), _skin_ita(SKIN)),
                                            ((12, 16, 20), _skin_ita((12, 16, 20)))])
 def test_pixels_darker_than_20_are_never_skin(dark: tuple[int, int, int], ita: float) -> None:
-    """Three fifths of the photo nearly black: left out below 20 on every channel, its median
-    read as the skin's at 20."""
+    """Nine tenths of the photo nearly black (too much for the rest to be a round field, so
+    no vignette): left out below 20 on every channel, its median read as the skin's at 20."""
     photo = np.full((480, 640, 3), SKIN, np.uint8)
-    photo[:, :384] = dark
+    photo[:, :590] = dark
     assert measure(photo).ita == ita
 
 
@@ -236,18 +237,37 @@ def test_a_file_with_an_image_header_but_no_image_raises(tmp_path: Path) -> None
         measure(path)
 
 
-def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin() -> None:
-    """Skin seen through a round field with dark surroundings (42% of the photo): the lesion is
-    judged against the skin's brightness, not the surroundings', so it is found and left out
-    whatever its size."""
+@pytest.mark.parametrize("field", [330, 300, 250, 200])
+def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin(field: int) -> None:
+    """Skin seen through a round field with dark surroundings (42, 52, 67 and 79% of the
+    photo): the surroundings are vignette and the lesion is judged against the skin's
+    brightness, not the surroundings', so it is found and left out whatever its size (up to a
+    fifth of the field)."""
     found = []
-    for radius in (120, 150):
+    for radius in (0, round(field * 0.36), round(field * 0.45)):
         photo = _graded()
         surround = np.ones((768, 768), np.uint8)
-        cv2.circle(surround, (384, 384), 330, 0, -1)
+        cv2.circle(surround, (384, 384), field, 0, -1)
         photo[surround == 1] = (30, 32, 36)
-        cv2.circle(photo, (384, 384), radius, lab_to_bgr((35, 20, 25)).round().tolist(), -1)
+        if radius:
+            cv2.circle(photo, (384, 384), radius, lab_to_bgr((35, 20, 25)).round().tolist(), -1)
         result = measure(photo)
         assert result.vignette
         found.append(result.ita)
-    assert found[0] is not None and found[1] == pytest.approx(found[0], abs=0.5)
+    assert found[0] is not None
+    assert found[1:] == [pytest.approx(found[0], abs=1.5)] * 2
+
+
+@pytest.mark.parametrize(("shares", "level"), [
+    ({10: 60, 200: 40}, 200), ({10: 40, 200: 60}, 200), ({10: 50, 200: 50}, 105),
+    ({10: 49, 69: 2, 200: 49}, 200), ({10: 48, 70: 4, 200: 48}, 70), ({10: 89, 200: 11}, 200),
+    ({10: 90, 200: 10}, 10), ({70: 91, 250: 9}, 70),
+    ({0: 60, 100: 40}, 100), ({10: 60, 100: 20, 200: 20}, 150)])
+def test_vignette_is_judged_against_the_skin_not_wide_dark_surroundings(
+        shares: dict[int, int], level: float) -> None:
+    """The photo's median, unless more than half of it is darker than 0.35 of its brightest
+    tenth (70 of 200): then the median of the rest. A tenth of the photo is too little to judge
+    by, such as glare on very dark skin."""
+    value = np.concatenate([np.full(share * 10, shade, np.uint8)
+                            for shade, share in shares.items()])[None]
+    assert measuring.skin_level(value) == level

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     from cv2.typing import MatLike
 
-VERSION = 15
+VERSION = 16
 """Changes whenever a measurement would give other figures (or the scan finds more, such as
 a PNG's transparency, or what Pillow refuses), so cached scans are redone."""
 TONES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0),
@@ -29,7 +29,10 @@ TONES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 
 ARTEFACTS = ("vignette", "ruler", "bubbles")
 """The artefact fields of a Measurement (and manifest columns), in caption order."""
 VIGNETTE_LEVEL = 0.35
-"""A pixel darker than this share of the photo's median brightness may be vignette."""
+"""A pixel darker than this share of the skin's brightness (`skin_level`) may be vignette."""
+FIELD_SHARE = 10
+"""Percent of the photo its brightest part must cover to count as the skin of a round field in
+wide dark surroundings: more than bubbles' highlights or glare on very dark skin cover."""
 VIGNETTE_SIZE = 21
 """Dark regions thinner than this (reference pixels) are not vignette (hair, ruler marks)."""
 BLACK = 20
@@ -130,7 +133,7 @@ def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
     import numpy as np
 
     height, width = value.shape
-    dark = (value < VIGNETTE_LEVEL * median_u8(value)).astype(np.uint8)
+    dark = (value < VIGNETTE_LEVEL * skin_level(value)).astype(np.uint8)
     corners = _corners(dark)
     quarter = cv2.resize(dark, (max(1, width // 4), max(1, height // 4)),
                          interpolation=cv2.INTER_AREA)
@@ -153,14 +156,35 @@ def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
     return np.asarray(mask, dtype=np.uint8), corners
 
 
-def median_u8(values: np.ndarray) -> float:
-    """np.median of a uint8 array, from its histogram: several times faster."""
+def skin_level(value: np.ndarray) -> float:
+    """The brightness vignette is judged against: the photo's median, or, where more than half
+    the photo is darker than VIGNETTE_LEVEL of its brightest FIELD_SHARE percent (a
+    dermoscope's round field in wide dark surroundings), the median of the brighter rest."""
+    import numpy as np
+
+    counts = _cumulative(value)
+    median = _middle(counts, 0)
+    rank = (int(counts[-1]) - 1) * (100 - FIELD_SHARE) // 100
+    floor = math.ceil(VIGNETTE_LEVEL * int(np.searchsorted(counts, rank, side="right")))
+    return median if median >= floor else _middle(counts, int(counts[floor - 1]))
+
+
+def _cumulative(values: np.ndarray) -> np.ndarray:
+    """How many of the uint8 `values` lie at or below each level 0-255."""
     import cv2
     import numpy as np
 
-    counts = np.cumsum(cv2.calcHist([values], [0], None, [256], [0, 256]).ravel().astype(np.int64))
-    middle = (int(counts[-1]) - 1) // 2, int(counts[-1]) // 2
-    return sum(int(np.searchsorted(counts, rank, side="right")) for rank in middle) / 2
+    return np.cumsum(cv2.calcHist([values], [0], None, [256], [0, 256]).ravel().astype(np.int64))
+
+
+def _middle(counts: np.ndarray, start: int) -> float:
+    """The median of the values ranked `start` and up, from their cumulative histogram (several
+    times faster than np.median)."""
+    import numpy as np
+
+    rest = int(counts[-1]) - start
+    return sum(int(np.searchsorted(counts, start + rank, side="right"))
+               for rank in ((rest - 1) // 2, rest // 2)) / 2
 
 
 def _corners(mask: np.ndarray) -> int:
