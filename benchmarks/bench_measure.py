@@ -6,7 +6,8 @@ rulers, scale bars, vignettes, gel bubbles, vessels and marker ink), writes each
 measures it through `medsynth_kohya.data.measure.measure` (the reduced decode prepare uses)
 and prints hair precision / recall / F1, ITA error and tone accuracy, and each artefact's F1.
 Each bucket draws its own scenes (seeds `--seed + bucket * --n` onwards), so the buckets are
-independent samples, not one set resized; `--misses` names the seeds each measurement got wrong.
+independent samples, not one set resized; `--misses` names the seeds each measurement got wrong,
+and `--lesion 0.45,0.55` draws lesions filling about half the photo or more.
 Targets: hair F1 >= 0.95 in every bucket; ITA within 3 degrees and the right category on
 >= 95%; artefact F1 >= 0.9.
 """
@@ -41,8 +42,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5000, help="first scene's seed")
     parser.add_argument("--buckets", default=",".join(f"{w}x{h}" for w, h in BUCKETS))
     parser.add_argument("--misses", action="store_true", help="print the seeds got wrong")
+    parser.add_argument("--lesion", default="0.1,0.2",
+                        help="the lesion's mean radius, shares of the short side (low,high)")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in item.split("x")) for item in args.buckets.split(",")]
+    low, high = (float(v) for v in args.lesion.split(","))
     print(f"{'bucket':>10} {'hair P':>7} {'R':>6} {'F1':>6} | {'ITA err med':>11} "
           f"{'p95':>5} {'max':>5} {'<=3':>5} {'tone ok':>7} | {'vign F1':>7} {'ruler F1':>8} "
           f"{'bubble F1':>9} | s/img")
@@ -54,7 +58,7 @@ def main() -> None:
             spent = 0.0
             seeds = range(args.seed + bucket * args.n, args.seed + (bucket + 1) * args.n)
             for index, seed in enumerate(seeds):
-                image, truth = scene(width, height, seed)
+                image, truth = scene(width, height, seed, lesion_size=(low, high))
                 path = Path(folder) / f"{index}.jpg"
                 path.write_bytes(encode_jpeg(image))
                 started = time.perf_counter()

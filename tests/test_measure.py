@@ -88,6 +88,19 @@ def test_a_round_field_in_wide_dark_surroundings_is_vignette_not_skin(photos: Pa
     assert right >= 19
 
 
+def test_a_lesion_filling_half_the_view_or_more_is_not_skin() -> None:
+    """Scenes whose lesion's mean radius is 45-55% of the short side (about half to three
+    quarters of the photo): the median of the skin in view is the lesion's, so the lesion is
+    judged against the outer skin, and every ITA is the skin's."""
+    right = 0
+    for seed in range(7000, 7020):
+        image, truth = scene(1024, 768, seed, lesion_size=(0.45, 0.55))
+        found = measure(image)
+        assert found.ita is not None and abs(found.ita - truth.ita) <= 3, (seed, truth, found)
+        right += found.skin_tone == tone_category(truth.ita)
+    assert right >= 19
+
+
 def test_ruler_f1_in_every_bucket(measured: list[tuple[SceneTruth, Measurement]]) -> None:
     pairs = [(truth.ruler, found.ruler) for truth, found in measured]
     assert 0 < sum(t for t, _ in pairs) < len(pairs)

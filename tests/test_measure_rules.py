@@ -237,6 +237,15 @@ def test_a_file_with_an_image_header_but_no_image_raises(tmp_path: Path) -> None
         measure(path)
 
 
+@pytest.mark.parametrize("axes", [(350, 270), (420, 330), (480, 370), (520, 400)])
+def test_a_lesion_filling_most_of_the_photo_is_not_skin(axes: tuple[int, int]) -> None:
+    """A lesion covering 38, 55, 71 and 82% of the photo (up to its edges): judged against the
+    outer skin when the median falls in it, so the ITA is the skin's."""
+    photo = np.full((768, 1024, 3), SKIN, np.uint8)
+    cv2.ellipse(photo, (512, 384), axes, 0, 0, 360, lab_to_bgr((45, 20, 25)).round().tolist(), -1)
+    assert measure(photo).ita == _skin_ita(SKIN)
+
+
 @pytest.mark.parametrize("field", [330, 300, 250, 200])
 def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin(field: int) -> None:
     """Skin seen through a round field with dark surroundings (42, 52, 67 and 79% of the

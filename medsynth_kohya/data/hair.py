@@ -47,6 +47,12 @@ BUBBLE_ROUNDNESS = 0.55
 """A hole is round when it fills this share of its enclosing circle."""
 LESION_RATIO = 0.85
 """Smoothed brightness below this share of the skin's marks the lesion, which is not searched."""
+OUTER_SKIN = 0.25
+"""The share of the skin in view farthest from the photo's centre: healthy skin where the lesion
+fills much of the view (dermoscopy photos are centred on the lesion)."""
+LESION_MEDIAN = 0.9
+"""A median of the skin in view darker than this share of the outer skin's is the lesion's own
+(a lesion filling about half the view or more), so the lesion is judged against the outer skin."""
 INK_MARGIN = 20
 """Blue above red by this much (0-255) is marker ink (blue, purple): skin and hair are redder."""
 STRAIGHT_SHARE = 0.3
@@ -190,7 +196,9 @@ class Lines:
     """Ticks in the longest evenly spaced row, beside a baseline or not: ruler graduations (0
     when no row is long enough)."""
     lesion: np.ndarray
-    """uint8 mask of the lesion (and its border), which is not skin."""
+    """uint8 mask of the lesion (and its border), which is not skin. Where the lesion fills
+    about half the view, it is judged against the outer skin (`_outer_level`) here, but the
+    hairs are still sought over all of it but its darkest: most of them lie on it."""
 
 
 def _odd(value: float) -> int:
@@ -560,10 +568,7 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     smooth = cv2.GaussianBlur(quarter, (0, 0), 1.5 * scale)
     skin = cv2.resize(exclude, smooth.shape[::-1], interpolation=cv2.INTER_NEAREST) == 0
     level = float(np.median(smooth[skin])) if skin.any() else float(np.median(smooth))
-    lesion = cv2.morphologyEx((smooth < LESION_RATIO * level).astype(np.uint8) & skin,
-                              cv2.MORPH_OPEN, _disc(_odd(8 * scale)))
-    lesion = cv2.dilate(cv2.resize(lesion, (width, height), interpolation=cv2.INTER_NEAREST),
-                        _disc(2 * size + 1))
+    lesion = _lesion(smooth, skin, level, scale, (width, height))
     searched = cv2.bitwise_or(cv2.bitwise_or(ink, lesion), exclude) == 0
     weak &= searched
     line = searched & dark_line
@@ -618,7 +623,38 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             cv2.circle(mask, (round(x), round(y)), round(radius + RIM_WIDTH * scale / 2), 0,
                        _odd(3 + 0.3 * radius + RIM_WIDTH * scale))
         hair, total, _, _ = _hairs(mask, longest)
-    return Lines(round(total / longest, 4), hair, bars, bubbles, ticks, lesion)
+    outer = _outer_level(smooth, skin, level)
+    return Lines(round(total / longest, 4), hair, bars, bubbles, ticks,
+                 lesion if outer == level else _lesion(smooth, skin, outer, scale, (width, height)))
+
+
+def _lesion(smooth: np.ndarray, skin: np.ndarray, level: float, scale: float,
+            size: tuple[int, int]) -> np.ndarray:
+    """uint8 mask, at `size` (width, height), of the smoothed skin darker than LESION_RATIO of
+    `level`, opened (hairs and network drop out) and grown over the lesion's border."""
+    import cv2
+    import numpy as np
+
+    found = cv2.morphologyEx((smooth < LESION_RATIO * level).astype(np.uint8) & skin,
+                             cv2.MORPH_OPEN, _disc(_odd(8 * scale)))
+    return np.asarray(cv2.dilate(cv2.resize(found, size, interpolation=cv2.INTER_NEAREST),
+                                 _disc(2 * _odd(KERNEL * scale) + 1)), dtype=np.uint8)
+
+
+def _outer_level(smooth: np.ndarray, skin: np.ndarray, level: float) -> float:
+    """The skin brightness the lesion is judged against: `level`, the median of the skin in
+    view, or, where that is darker than LESION_MEDIAN of it, the median of its outer part
+    (OUTER_SKIN): the median is then the lesion's own, which fills about half the view."""
+    import numpy as np
+
+    rows, cols = np.nonzero(skin)
+    if not len(rows):
+        return level
+    height, width = skin.shape
+    reach = np.hypot((cols + 0.5) / width - 0.5, (rows + 0.5) / height - 0.5)
+    outer = smooth[rows, cols][reach >= np.quantile(reach, 1 - OUTER_SKIN)]
+    outer_level = float(np.median(outer))
+    return outer_level if level < LESION_MEDIAN * outer_level else level
 
 
 def _pixel(point: np.ndarray) -> tuple[int, int]:

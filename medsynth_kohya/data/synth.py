@@ -366,12 +366,13 @@ def _draw_vessels(canvas: np.ndarray, rng: np.random.Generator, skin_lab: np.nda
                       int(rng.integers(1, 3)), cv2.LINE_AA)
 
 
-def scene(width: int, height: int, seed: int, *, hairs: int | None = None) -> tuple[
-        MatLike, SceneTruth]:
+def scene(width: int, height: int, seed: int, *, hairs: int | None = None,
+          lesion_size: tuple[float, float] = (0.1, 0.2)) -> tuple[MatLike, SceneTruth]:
     """One labelled benchmark photo: skin of known L*a*b*, a lesion with network, maybe hairs
     (0 or 2-30, 1-3 px at 1024 px long side, dark or light) and things that are not hair.
 
-    The same seed gives the same scene at any size; it is drawn at 1024 px long side.
+    The same seed gives the same scene at any size; it is drawn at 1024 px long side. The
+    lesion's mean radius is drawn from `lesion_size`, in shares of the short side.
     """
     import cv2
     import numpy as np
@@ -389,7 +390,7 @@ def scene(width: int, height: int, seed: int, *, hairs: int | None = None) -> tu
     if vessels:
         _draw_vessels(canvas, rng, lab)
 
-    mask, centre, base = _lesion(rng, cw, ch, (0.1, 0.2))
+    mask, centre, base = _lesion(rng, cw, ch, lesion_size)
     lesion_lab = [rng.uniform(22, max(24.0, lab[0] - 12)), lab[1] + rng.uniform(0, 10),
                   lab[2] + rng.uniform(0, 12)]
     pigment = lab_to_bgr(lesion_lab)
