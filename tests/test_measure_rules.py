@@ -246,6 +246,24 @@ def test_a_lesion_filling_most_of_the_photo_is_not_skin(axes: tuple[int, int]) -
     assert measure(photo).ita == _skin_ita(SKIN)
 
 
+def test_hairs_over_a_lesion_filling_most_of_the_photo_are_still_sought() -> None:
+    """Eight dark hairs, all on a lesion covering 71% of the photo: the skin tone leaves the
+    lesion out, but the hair search keeps to what the median calls lesion (nothing here), as
+    such a lesion carries most of the hairs."""
+    photo = np.full((768, 1024, 3), SKIN, np.uint8)
+    cv2.ellipse(photo, (512, 384), (480, 370), 0, 0, 360,
+                lab_to_bgr((45, 20, 25)).round().tolist(), -1)
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        middle = rng.integers((250, 200), (774, 568))
+        angle = rng.uniform(0, np.pi)
+        reach = (np.array([np.cos(angle), np.sin(angle)]) * 120).astype(int)
+        cv2.line(photo, tuple(middle - reach), tuple(middle + reach), (25, 22, 20), 2,
+                 cv2.LINE_AA)
+    found = measure(photo)
+    assert found.hairy and found.ita == _skin_ita(SKIN)
+
+
 @pytest.mark.parametrize("field", [330, 300, 250, 200])
 def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin(field: int) -> None:
     """Skin seen through a round field with dark surroundings (42, 52, 67 and 79% of the
@@ -267,16 +285,20 @@ def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin(field: int) -> None:
     assert found[1:] == [pytest.approx(found[0], abs=1.5)] * 2
 
 
-@pytest.mark.parametrize(("shares", "level"), [
-    ({10: 60, 200: 40}, 200), ({10: 40, 200: 60}, 200), ({10: 50, 200: 50}, 105),
-    ({10: 49, 69: 2, 200: 49}, 200), ({10: 48, 70: 4, 200: 48}, 70), ({10: 89, 200: 11}, 200),
-    ({10: 90, 200: 10}, 10), ({70: 91, 250: 9}, 70),
-    ({0: 60, 100: 40}, 100), ({10: 60, 100: 20, 200: 20}, 150)])
+@pytest.mark.parametrize(("counts", "level"), [
+    ({10: 600, 200: 400}, 200), ({10: 400, 200: 600}, 200), ({10: 500, 200: 500}, 105),
+    ({10: 490, 69: 20, 200: 490}, 200), ({10: 480, 70: 40, 200: 480}, 70),
+    ({10: 890, 200: 110}, 200), ({10: 899, 200: 101}, 200), ({10: 900, 200: 100}, 10),
+    ({70: 910, 250: 90}, 70), ({10: 490, 70: 10, 71: 10, 201: 490}, 70.5),
+    ({10: 490, 70: 20, 201: 490}, 201), ({10: 550, 71: 250, 201: 200}, 71),
+    ({10: 550, 70: 250, 201: 200}, 201), ({0: 600, 100: 400}, 100),
+    ({10: 600, 100: 200, 200: 200}, 150)])
 def test_vignette_is_judged_against_the_skin_not_wide_dark_surroundings(
-        shares: dict[int, int], level: float) -> None:
+        counts: dict[int, int], level: float) -> None:
     """The photo's median, unless more than half of it is darker than 0.35 of its brightest
-    tenth (70 of 200): then the median of the rest. A tenth of the photo is too little to judge
-    by, such as glare on very dark skin."""
-    value = np.concatenate([np.full(share * 10, shade, np.uint8)
-                            for shade, share in shares.items()])[None]
+    tenth (70 of 200; 70.35 of 201, which a median of 70.5 is not): then the median of the
+    rest, from the first level not darker. A tenth of the photo is too little to judge by
+    (100 of 1000 pixels; 101 are enough), such as glare on very dark skin."""
+    value = np.concatenate([np.full(count, shade, np.uint8)
+                            for shade, count in counts.items()])[None]
     assert measuring.skin_level(value) == level

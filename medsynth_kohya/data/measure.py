@@ -165,8 +165,10 @@ def skin_level(value: np.ndarray) -> float:
     counts = _cumulative(value)
     median = _middle(counts, 0)
     rank = (int(counts[-1]) - 1) * (100 - FIELD_SHARE) // 100
-    floor = math.ceil(VIGNETTE_LEVEL * int(np.searchsorted(counts, rank, side="right")))
-    return median if median >= floor else _middle(counts, int(counts[floor - 1]))
+    bright = VIGNETTE_LEVEL * int(np.searchsorted(counts, rank, side="right"))
+    if median >= bright:
+        return median
+    return _middle(counts, int(counts[math.ceil(bright) - 1]))  # from the first level >= bright
 
 
 def _cumulative(values: np.ndarray) -> np.ndarray:
