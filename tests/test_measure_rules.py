@@ -42,8 +42,9 @@ def _skin_ita(bgr: tuple[int, int, int]) -> float:
 def test_an_evenly_lit_photo_s_skin_level_is_numpys_median(size: int) -> None:
     """Taken from the histogram, but the same median as numpy's, for odd and even counts."""
     values = np.random.default_rng(size).integers(0, 256, (size, 3), dtype=np.uint8)
-    assert measuring.skin_level(values) == np.median(values)
-    assert measuring.skin_level(np.array([[10, 20]], np.uint8)) == 15
+    assert measuring.skin_level(values, np.ones_like(values)) == np.median(values)
+    pair = np.array([[10, 20]], np.uint8)
+    assert measuring.skin_level(pair, np.ones_like(pair)) == 15
 
 
 def test_plain_skin_has_its_own_ita_and_no_artefacts() -> None:
@@ -113,6 +114,8 @@ def _dark_disc(radius: int, centre: tuple[int, int] = (384, 575)) -> np.ndarray:
 
 WORKING_SCALE = hair.WORK_SIZE / hair.REFERENCE
 """The scale `measure` hands `_vignette`: every photo is measured at WORK_SIZE."""
+_TINTED = np.ones((576, 768), np.uint8)
+"""Every pixel of a `_dark_disc` image skin-coloured (it has no colour of its own)."""
 
 
 @pytest.mark.parametrize(("radius", "kept"), [(20, False), (28, True)])
@@ -120,13 +123,13 @@ def test_a_vignette_covers_a_fifth_of_a_percent_of_the_photo(radius: int, kept: 
     """A dark half disc on an edge: 649 px (radius 20) is under 0.2% of 768 x 576 (885 px), a
     shadow or a mark; 1255 px (radius 28) is over (on the quarter-size copy the rule is judged
     on, 40 and 78 of its 192 x 144 pixels, against 55)."""
-    mask, _ = measuring._vignette(_dark_disc(radius), WORKING_SCALE)
+    mask, _ = measuring._vignette(_dark_disc(radius), _TINTED, WORKING_SCALE)
     assert bool(mask.any()) is kept
 
 
 def test_a_large_dark_region_away_from_the_edges_is_no_vignette() -> None:
     """A lesion in the middle is as dark as a vignette; only regions reaching the edge are."""
-    mask, corners = measuring._vignette(_dark_disc(150, (384, 288)), WORKING_SCALE)
+    mask, corners = measuring._vignette(_dark_disc(150, (384, 288)), _TINTED, WORKING_SCALE)
     assert not mask.any() and corners == 0
 
 
@@ -137,7 +140,7 @@ def test_a_vignette_is_grown_over_its_dim_rim(radius: int) -> None:
     45 degrees alike (grown by a disc, not a square): the dim rim is not skin either, the skin
     beyond it is."""
     value = _dark_disc(radius)
-    mask, _ = measuring._vignette(value, WORKING_SCALE)
+    mask, _ = measuring._vignette(value, _TINTED, WORKING_SCALE)
     assert mask[value < 100].all()
     for step in ((-1.0, 0.0), (-0.5**0.5, -0.5**0.5)):
         ray = [bool(mask[round(575 + step[0] * t), round(384 + step[1] * t)])
@@ -281,8 +284,44 @@ def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin(field: int) -> None:
         result = measure(photo)
         assert result.vignette
         found.append(result.ita)
-    assert found[0] is not None
-    assert found[1:] == [pytest.approx(found[0], abs=1.5)] * 2
+    assert found[0] is not None and found[1] is not None
+    assert found[2] == pytest.approx(found[1], abs=0.5)
+
+
+def test_a_median_at_seven_eighths_of_the_outer_skin_is_the_lesions() -> None:
+    """A lesion of 55% of the photo, its core (40%, 0.8 of the skin's brightness) ringed by a
+    paler halo (15%, 0.875): the median is the halo's, under 0.9 of the outer skin's, so the
+    core is judged against the skin and left out, and the median of what is left is the
+    skin's."""
+    photo = np.full((768, 1024, 3), SKIN, np.uint8)
+    cv2.ellipse(photo, (512, 384), (420, 330), 0, 0, 360, (130, 150, 175), -1)
+    cv2.ellipse(photo, (512, 384), (360, 280), 0, 0, 360, (115, 135, 160), -1)
+    assert measure(photo).ita == _skin_ita(SKIN)
+
+
+@pytest.mark.parametrize(("lightness", "white"), [(25, "strip"), (25, "glare"), (60, "corners"),
+                                                  (60, "sides")])
+def test_white_labels_and_glare_are_no_skin_to_judge_by(lightness: int, white: str) -> None:
+    """White covering a fifth of the photo: a label strip along the bottom, glare spots, round
+    corners or strips down both sides. Very dark skin (L* 25) is far below 0.35 of white, but
+    white is no skin colour, so it is no round field; nor is white at the edges the outer skin
+    a lesion is judged against. The skin keeps its ITA and no vignette is found."""
+    skin = lab_to_bgr((lightness, 12, 20)).round().astype(np.uint8)
+    photo = np.full((768, 1024, 3), skin, np.uint8)
+    if white == "strip":
+        photo[-154:] = 245
+    elif white == "sides":
+        photo[:, :103] = photo[:, -103:] = 250
+    elif white == "corners":
+        for corner in ((0, 0), (1024, 0), (0, 768), (1024, 768)):
+            cv2.circle(photo, corner, 250, (250, 250, 250), -1)
+    else:
+        rng = np.random.default_rng(1)
+        while (photo[..., 0] == 250).mean() < 0.2:
+            cv2.circle(photo, tuple(rng.integers((60, 60), (964, 708)).tolist()),
+                       int(rng.integers(8, 25)), (250, 250, 250), -1)
+    found = measure(photo)
+    assert found.ita == _skin_ita(tuple(skin.tolist())) and not found.vignette
 
 
 @pytest.mark.parametrize(("counts", "level"), [
@@ -301,4 +340,15 @@ def test_vignette_is_judged_against_the_skin_not_wide_dark_surroundings(
     (100 of 1000 pixels; 101 are enough), such as glare on very dark skin."""
     value = np.concatenate([np.full(count, shade, np.uint8)
                             for shade, count in counts.items()])[None]
-    assert measuring.skin_level(value) == level
+    assert measuring.skin_level(value, np.ones_like(value)) == level
+
+
+@pytest.mark.parametrize(("coloured", "level"), [(100, 10), (101, 200)])
+def test_the_bright_tenth_must_be_skin_coloured(coloured: int, level: float) -> None:
+    """600 dark pixels and 400 bright ones, of which only `coloured` have skin's colour: 100
+    are too few to be the skin of a round field (the rest may be labels or glare), 101 make
+    the tenth of the photo it takes."""
+    value = np.array([[10] * 600 + [200] * 400], np.uint8)
+    tinted = np.zeros_like(value)
+    tinted[0, 600:600 + coloured] = 1
+    assert measuring.skin_level(value, tinted) == level

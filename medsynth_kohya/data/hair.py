@@ -54,6 +54,9 @@ fills much of the view (dermoscopy photos are centred on the lesion)."""
 LESION_MEDIAN = 0.9
 """A median of the skin in view darker than this share of the outer skin's is the lesion's own
 (a lesion filling about half the view or more), so the lesion is judged against the outer skin."""
+SKIN_TINT = 10
+"""Red above blue by this much (0-255) is skin-coloured: skin of every ITA category is (by 23
+levels or more from L* 15 to 90); white labels, glare, grey and black are not."""
 INK_MARGIN = 20
 """Blue above red by this much (0-255) is marker ink (blue, purple): skin and hair are redder."""
 STRAIGHT_SHARE = 0.3
@@ -624,7 +627,9 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             cv2.circle(mask, (round(x), round(y)), round(radius + RIM_WIDTH * scale / 2), 0,
                        _odd(3 + 0.3 * radius + RIM_WIDTH * scale))
         hair, total, _, _ = _hairs(mask, longest)
-    outer = _outer_level(smooth, skin, level)
+    tinted = cv2.resize(cv2.subtract(red, blue), smooth.shape[::-1],
+                        interpolation=cv2.INTER_AREA) >= SKIN_TINT
+    outer = _outer_level(smooth, skin, tinted, level)
     return Lines(round(total / longest, 4), hair, bars, bubbles, ticks,
                  lesion if outer == level else _lesion(smooth, skin, outer, scale, (width, height)))
 
@@ -642,10 +647,13 @@ def _lesion(smooth: np.ndarray, skin: np.ndarray, level: float, scale: float,
                                  _disc(2 * _odd(KERNEL * scale) + 1)), dtype=np.uint8)
 
 
-def _outer_level(smooth: np.ndarray, skin: np.ndarray, level: float) -> float:
+def _outer_level(smooth: np.ndarray, skin: np.ndarray, tinted: np.ndarray, level: float
+                 ) -> float:
     """The skin brightness the lesion is judged against: `level`, the median of the skin in
-    view, or, where that is darker than LESION_MEDIAN of it, the median of its outer part
-    (OUTER_SKIN): the median is then the lesion's own, which fills about half the view."""
+    view, or, where `level` is darker than LESION_MEDIAN of the median of the outer part of
+    the skin in view (OUTER_SKIN), that: the median is then the lesion's own. The outer part
+    must be mostly skin-coloured (`tinted`): white labels, glare and black surroundings at the
+    edges are no skin to judge by."""
     import numpy as np
 
     height, width = skin.shape
@@ -653,8 +661,11 @@ def _outer_level(smooth: np.ndarray, skin: np.ndarray, level: float) -> float:
     reach = (rows[:, None] + ((np.arange(width) + 0.5) / width - 0.5)[None] ** 2)[skin]
     if not reach.size:
         return level
-    rank = math.ceil((1 - OUTER_SKIN) * (reach.size - 1))  # np.quantile's cut, without a sort
-    outer_level = float(np.median(smooth[skin][reach >= np.partition(reach, rank)[rank]]))
+    rank = math.ceil((1 - OUTER_SKIN) * (reach.size - 1))
+    outer = reach >= np.partition(reach, rank)[rank]
+    if 2 * np.count_nonzero(tinted[skin][outer]) <= np.count_nonzero(outer):
+        return level
+    outer_level = float(np.median(smooth[skin][outer]))
     return outer_level if level < LESION_MEDIAN * outer_level else level
 
 

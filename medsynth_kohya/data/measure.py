@@ -123,7 +123,7 @@ def decode(path: str | Path, width: int, height: int) -> MatLike | None:
     return None if image is None or image.size == 0 else image
 
 
-def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
+def _vignette(value: np.ndarray, tinted: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
     """uint8 mask of large dark regions that touch the border, grown by twice the hair kernel
     (their dim rim is not skin either), and how many corners are dark.
 
@@ -133,7 +133,7 @@ def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
     import numpy as np
 
     height, width = value.shape
-    dark = (value < VIGNETTE_LEVEL * skin_level(value)).astype(np.uint8)
+    dark = (value < VIGNETTE_LEVEL * skin_level(value, tinted)).astype(np.uint8)
     corners = _corners(dark)
     quarter = cv2.resize(dark, (max(1, width // 4), max(1, height // 4)),
                          interpolation=cv2.INTER_AREA)
@@ -156,27 +156,32 @@ def _vignette(value: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
     return np.asarray(mask, dtype=np.uint8), corners
 
 
-def skin_level(value: np.ndarray) -> float:
-    """The brightness vignette is judged against: the photo's median, or, where more than half
-    the photo is darker than VIGNETTE_LEVEL of its brightest FIELD_SHARE percent (a
-    dermoscope's round field in wide dark surroundings), the median of the brighter rest."""
+def skin_level(value: np.ndarray, tinted: np.ndarray) -> float:
+    """The brightness vignette is judged against: the photo's median, or, where that is darker
+    than VIGNETTE_LEVEL of the brightest skin-coloured pixels (`tinted`, uint8) that make
+    FIELD_SHARE percent of the photo (a dermoscope's round field in wide dark surroundings;
+    white labels and glare are no skin), the median of the pixels not darker than that."""
     import numpy as np
 
     counts = _cumulative(value)
     median = _middle(counts, 0)
-    rank = (int(counts[-1]) - 1) * (100 - FIELD_SHARE) // 100
-    bright = VIGNETTE_LEVEL * int(np.searchsorted(counts, rank, side="right"))
+    if median >= VIGNETTE_LEVEL * 255:  # no level is bright enough to make it dark
+        return median
+    skin = _cumulative(value, tinted)
+    top = int(counts[-1]) - (int(counts[-1]) - 1) * (100 - FIELD_SHARE) // 100
+    # fewer skin-coloured pixels than that: a rank below 0, level 0, nothing is darker
+    bright = VIGNETTE_LEVEL * int(np.searchsorted(skin, int(skin[-1]) - top, side="right"))
     if median >= bright:
         return median
     return _middle(counts, int(counts[math.ceil(bright) - 1]))  # from the first level >= bright
 
 
-def _cumulative(values: np.ndarray) -> np.ndarray:
-    """How many of the uint8 `values` lie at or below each level 0-255."""
+def _cumulative(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """How many of the uint8 `values` (where `mask` is set) lie at or below each level 0-255."""
     import cv2
     import numpy as np
 
-    return np.cumsum(cv2.calcHist([values], [0], None, [256], [0, 256]).ravel().astype(np.int64))
+    return np.cumsum(cv2.calcHist([values], [0], mask, [256], [0, 256]).ravel().astype(np.int64))
 
 
 def _middle(counts: np.ndarray, start: int) -> float:
@@ -218,7 +223,8 @@ def measure_reduced(small: MatLike) -> Measurement:
     scale = max(small.shape[:2]) / hair.REFERENCE
     blue, green, red = cv2.split(small)
     value = cv2.max(cv2.max(blue, green), red)
-    border, corners = _vignette(value, scale)
+    tinted = (cv2.subtract(red, blue) >= hair.SKIN_TINT).astype(np.uint8)
+    border, corners = _vignette(value, tinted, scale)
     ink = (cv2.subtract(blue, red) > hair.INK_MARGIN).astype(np.uint8)
     lines = hair.find_lines(small, ink, border)
     marks = ink | lines.hair
