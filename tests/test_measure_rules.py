@@ -4,6 +4,7 @@ against."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -267,18 +268,23 @@ def test_hairs_over_a_lesion_filling_most_of_the_photo_are_still_sought() -> Non
     assert found.hairy and found.ita == _skin_ita(SKIN)
 
 
-@pytest.mark.parametrize("field", [330, 300, 250, 200])
-def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin(field: int) -> None:
+@pytest.mark.parametrize(("field", "surroundings"), [
+    (330, (30, 32, 36)), (300, (30, 32, 36)), (250, (30, 32, 36)), (200, (30, 32, 36)),
+    (300, (20, 30, 45)), (250, (20, 30, 45)), (200, (20, 30, 45))])
+def test_a_lesion_in_a_dermoscopes_round_field_is_not_skin(
+        field: int, surroundings: tuple[int, int, int]) -> None:
     """Skin seen through a round field with dark surroundings (42, 52, 67 and 79% of the
-    photo): the surroundings are vignette and the lesion is judged against the skin's
-    brightness, not the surroundings', so it is found and left out whatever its size (up to a
-    fifth of the field)."""
+    photo; grey, or brownish and skin-coloured where they cover more than half): the
+    surroundings are vignette and the lesion is judged against the skin's brightness, not the
+    surroundings', so it is found and left out whatever its size (up to a fifth of the
+    field). Covering less than half, brownish surroundings at 45 levels are not darker than
+    0.35 of a median the lesion lifts, as before."""
     found = []
     for radius in (0, round(field * 0.36), round(field * 0.45)):
         photo = _graded()
         surround = np.ones((768, 768), np.uint8)
         cv2.circle(surround, (384, 384), field, 0, -1)
-        photo[surround == 1] = (30, 32, 36)
+        photo[surround == 1] = surroundings
         if radius:
             cv2.circle(photo, (384, 384), radius, lab_to_bgr((35, 20, 25)).round().tolist(), -1)
         result = measure(photo)
@@ -299,45 +305,102 @@ def test_a_median_at_seven_eighths_of_the_outer_skin_is_the_lesions() -> None:
     assert measure(photo).ita == _skin_ita(SKIN)
 
 
-@pytest.mark.parametrize(("lightness", "white"), [(25, "strip"), (25, "glare"), (60, "corners"),
-                                                  (60, "sides")])
-def test_white_labels_and_glare_are_no_skin_to_judge_by(lightness: int, white: str) -> None:
-    """White covering a fifth of the photo: a label strip along the bottom, glare spots, round
-    corners or strips down both sides. Very dark skin (L* 25) is far below 0.35 of white, but
-    white is no skin colour, so it is no round field; nor is white at the edges the outer skin
-    a lesion is judged against. The skin keeps its ITA and no vignette is found."""
+@pytest.mark.parametrize(("lightness", "white", "colour"), [
+    (25, "strip", (245, 245, 245)), (25, "strip", (240, 250, 250)), (25, "strip", (215, 240, 250)),
+    (25, "glare", (250, 250, 250)), (40, "glare", (225, 245, 250)),
+    (60, "corners", (250, 250, 250)), (60, "sides", (250, 250, 250)),
+    (25, "corners", (250, 250, 250)), (40, "corners", (240, 250, 250))])
+def test_white_labels_and_glare_are_no_skin_to_judge_by(
+        lightness: int, white: str, colour: tuple[int, int, int]) -> None:
+    """White, warm white or cream (BGR `colour`) covering a fifth of the photo: a label strip
+    along the bottom, glare spots, round corners or strips down both sides. Very dark skin
+    (L* 25) is far below 0.35 of white, but it is no near-black surroundings; nor is white at
+    the edges the outer skin a lesion is judged against. The skin keeps its ITA and no
+    vignette is found."""
     skin = lab_to_bgr((lightness, 12, 20)).round().astype(np.uint8)
     photo = np.full((768, 1024, 3), skin, np.uint8)
     if white == "strip":
-        photo[-154:] = 245
+        photo[-154:] = colour
     elif white == "sides":
-        photo[:, :103] = photo[:, -103:] = 250
+        photo[:, :103] = photo[:, -103:] = colour
     elif white == "corners":
         for corner in ((0, 0), (1024, 0), (0, 768), (1024, 768)):
-            cv2.circle(photo, corner, 250, (250, 250, 250), -1)
+            cv2.circle(photo, corner, 250, colour, -1)
     else:
         rng = np.random.default_rng(1)
-        while (photo[..., 0] == 250).mean() < 0.2:
+        while (photo == colour).all(axis=2).mean() < 0.2:
             cv2.circle(photo, tuple(rng.integers((60, 60), (964, 708)).tolist()),
-                       int(rng.integers(8, 25)), (250, 250, 250), -1)
+                       int(rng.integers(8, 25)), colour, -1)
     found = measure(photo)
     assert found.ita == _skin_ita(tuple(skin.tolist())) and not found.vignette
 
 
+@pytest.mark.parametrize(("lightness", "radius"), [(25, 170), (40, 174), (60, 178)])
+def test_white_corners_on_half_the_outer_skin_leave_the_skin_alone(lightness: int,
+                                                                   radius: int) -> None:
+    """White corners covering about half of the outer quarter of the photo: only the
+    skin-coloured outer pixels give the outer skin's brightness, so the skin is not taken for
+    lesion."""
+    skin = lab_to_bgr((lightness, 12, 20)).round().astype(np.uint8)
+    photo = np.full((768, 1024, 3), skin, np.uint8)
+    for corner in ((0, 0), (1024, 0), (0, 768), (1024, 768)):
+        cv2.circle(photo, corner, radius, (250, 250, 250), -1)
+    assert measure(photo).ita == _skin_ita(tuple(skin.tolist()))
+
+
+def test_a_white_label_beside_a_round_field_of_very_dark_skin_is_no_skin_to_judge_by() -> None:
+    """Very dark skin (L* 25, 84 levels) in a round field with black surroundings (over half
+    the photo) and a white label strip (16%): the skin, not the label, is the brightest tenth
+    the surroundings are judged against, so only they are vignette (0.35 of 245 is above
+    84)."""
+    skin = lab_to_bgr((25, 12, 20)).round().astype(np.uint8)
+    photo = np.full((768, 1024, 3), 4, np.uint8)
+    cv2.circle(photo, (512, 384), 250, skin.tolist(), -1)
+    photo[-120:] = 245
+    found = measure(photo)
+    assert found.vignette and found.ita == _skin_ita(tuple(skin.tolist()))
+
+
+@pytest.mark.parametrize(("bgr", "coloured"), [
+    ((211, 222, 245), True), ((27, 34, 50), True), ((224, 240, 250), True),
+    ((225, 240, 250), False), ((240, 250, 250), False), ((128, 128, 128), False),
+    ((0, 0, 0), False), ((12, 16, 20), True), ((250, 240, 200), False)])
+def test_skin_coloured_is_red_above_blue_by_more_than_a_tenth_of_red(
+        bgr: tuple[int, int, int], coloured: bool) -> None:
+    """The lightest and darkest skin drawn (L* 90 and 15 at a* 6, b* 8), red above blue by 26
+    and 25 where a tenth of red is 25 (cream paper is skin-coloured, warm white is not),
+    grey, black, near-black brown and blue."""
+    pixel = np.array([[bgr]], np.uint8)
+    assert bool(hair.skin_coloured(pixel[..., 0], pixel[..., 2])[0, 0]) is coloured
+
+
+def test_a_photo_with_no_skin_colour_measures_without_warnings() -> None:
+    """Grey with a darker grey disc: no pixel is skin-coloured, so there is no outer skin to
+    judge by, and no empty median (numpy's warning) is taken."""
+    photo = np.full((768, 1024, 3), 160, np.uint8)
+    cv2.circle(photo, (512, 384), 330, (90, 90, 90), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = measure(photo)
+    assert found.ita is None and not found.vignette
+
+
 @pytest.mark.parametrize(("counts", "level"), [
-    ({10: 600, 200: 400}, 200), ({10: 400, 200: 600}, 200), ({10: 500, 200: 500}, 105),
-    ({10: 490, 69: 20, 200: 490}, 200), ({10: 480, 70: 40, 200: 480}, 70),
-    ({10: 890, 200: 110}, 200), ({10: 899, 200: 101}, 200), ({10: 900, 200: 100}, 10),
-    ({70: 910, 250: 90}, 70), ({10: 490, 70: 10, 71: 10, 201: 490}, 70.5),
-    ({10: 490, 70: 20, 201: 490}, 201), ({10: 550, 71: 250, 201: 200}, 71),
-    ({10: 550, 70: 250, 201: 200}, 201), ({0: 600, 100: 400}, 100),
-    ({10: 600, 100: 200, 200: 200}, 150)])
+    ({10: 600, 100: 400}, 100), ({10: 400, 100: 600}, 100), ({10: 500, 100: 500}, 55),
+    ({10: 490, 34: 20, 100: 490}, 100), ({10: 480, 35: 40, 100: 480}, 35),
+    ({10: 890, 100: 110}, 100), ({10: 899, 100: 101}, 100), ({10: 900, 100: 100}, 10),
+    ({10: 490, 35: 10, 36: 10, 101: 490}, 35.5), ({10: 490, 35: 20, 101: 490}, 101),
+    ({10: 550, 36: 250, 101: 200}, 36), ({10: 550, 35: 250, 101: 200}, 101),
+    ({0: 600, 100: 400}, 100), ({10: 600, 100: 200, 200: 200}, 150),
+    ({10: 490, 60: 20, 250: 490}, 250), ({10: 490, 61: 20, 250: 490}, 61),
+    ({70: 910, 250: 90}, 70), ({84: 800, 250: 200}, 84)])
 def test_vignette_is_judged_against_the_skin_not_wide_dark_surroundings(
         counts: dict[int, int], level: float) -> None:
-    """The photo's median, unless more than half of it is darker than 0.35 of its brightest
-    tenth (70 of 200; 70.35 of 201, which a median of 70.5 is not): then the median of the
-    rest, from the first level not darker. A tenth of the photo is too little to judge by
-    (100 of 1000 pixels; 101 are enough), such as glare on very dark skin."""
+    """The photo's median, unless it is near black (60 or less) and darker than 0.35 of the
+    photo's brightest tenth (35 of 100; 35.35 of 101, which a median of 35.5 is not): then the
+    median of the rest, from the first level not darker. A tenth of the photo is too little to
+    judge by (100 of 1000 pixels; 101 are enough); very dark skin (84) is no surroundings,
+    whatever white lies beside it."""
     value = np.concatenate([np.full(count, shade, np.uint8)
                             for shade, count in counts.items()])[None]
     assert measuring.skin_level(value, np.ones_like(value)) == level

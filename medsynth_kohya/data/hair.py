@@ -54,9 +54,10 @@ fills much of the view (dermoscopy photos are centred on the lesion)."""
 LESION_MEDIAN = 0.9
 """A median of the skin in view darker than this share of the outer skin's is the lesion's own
 (a lesion filling about half the view or more), so the lesion is judged against the outer skin."""
-SKIN_TINT = 10
-"""Red above blue by this much (0-255) is skin-coloured: skin of every ITA category is (by 23
-levels or more from L* 15 to 90); white labels, glare, grey and black are not."""
+SKIN_TINT = 0.1
+"""Red above blue by more than this share of red is skin-coloured: skin of every ITA category
+is (by 0.13 or more from L* 15 to 90); white labels, glare (warm ones too), grey and black are
+not."""
 INK_MARGIN = 20
 """Blue above red by this much (0-255) is marker ink (blue, purple): skin and hair are redder."""
 STRAIGHT_SHARE = 0.3
@@ -627,8 +628,8 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             cv2.circle(mask, (round(x), round(y)), round(radius + RIM_WIDTH * scale / 2), 0,
                        _odd(3 + 0.3 * radius + RIM_WIDTH * scale))
         hair, total, _, _ = _hairs(mask, longest)
-    tinted = cv2.resize(cv2.subtract(red, blue), smooth.shape[::-1],
-                        interpolation=cv2.INTER_AREA) >= SKIN_TINT
+    tinted = cv2.resize(skin_coloured(blue, red), smooth.shape[::-1],
+                        interpolation=cv2.INTER_AREA) > 0
     outer = _outer_level(smooth, skin, tinted, level)
     return Lines(round(total / longest, 4), hair, bars, bubbles, ticks,
                  lesion if outer == level else _lesion(smooth, skin, outer, scale, (width, height)))
@@ -651,9 +652,9 @@ def _outer_level(smooth: np.ndarray, skin: np.ndarray, tinted: np.ndarray, level
                  ) -> float:
     """The skin brightness the lesion is judged against: `level`, the median of the skin in
     view, or, where `level` is darker than LESION_MEDIAN of the median of the outer part of
-    the skin in view (OUTER_SKIN), that: the median is then the lesion's own. The outer part
-    must be mostly skin-coloured (`tinted`): white labels, glare and black surroundings at the
-    edges are no skin to judge by."""
+    the skin-coloured (`tinted`) pixels of the outer part of the skin in view (OUTER_SKIN),
+    that: the median is then the lesion's own. White labels, glare and black surroundings at
+    the edges are no skin to judge by."""
     import numpy as np
 
     height, width = skin.shape
@@ -663,10 +664,21 @@ def _outer_level(smooth: np.ndarray, skin: np.ndarray, tinted: np.ndarray, level
         return level
     rank = math.ceil((1 - OUTER_SKIN) * (reach.size - 1))
     outer = reach >= np.partition(reach, rank)[rank]
-    if 2 * np.count_nonzero(tinted[skin][outer]) <= np.count_nonzero(outer):
+    coloured = smooth[skin][outer][tinted[skin][outer]]
+    if not coloured.size:
         return level
-    outer_level = float(np.median(smooth[skin][outer]))
+    outer_level = float(np.median(coloured))
     return outer_level if level < LESION_MEDIAN * outer_level else level
+
+
+def skin_coloured(blue: MatLike, red: MatLike) -> np.ndarray:
+    """uint8 mask of the pixels whose red exceeds their blue by more than SKIN_TINT of the red
+    (rounded to a level): black is not skin-coloured either."""
+    import cv2
+    import numpy as np
+
+    return np.asarray(cv2.subtract(red, blue) > cv2.convertScaleAbs(red, alpha=SKIN_TINT),
+                      dtype=np.uint8)
 
 
 def _pixel(point: np.ndarray) -> tuple[int, int]:

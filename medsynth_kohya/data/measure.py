@@ -30,6 +30,9 @@ ARTEFACTS = ("vignette", "ruler", "bubbles")
 """The artefact fields of a Measurement (and manifest columns), in caption order."""
 VIGNETTE_LEVEL = 0.35
 """A pixel darker than this share of the skin's brightness (`skin_level`) may be vignette."""
+SURROUNDINGS = 60
+"""A photo whose median is at most this bright (0-255) may be mostly dark surroundings: those
+of a dermoscope's field are near black, while very dark skin (L* 20) is 61 or more."""
 FIELD_SHARE = 10
 """Percent of the photo its brightest part must cover to count as the skin of a round field in
 wide dark surroundings: more than bubbles' highlights or glare on very dark skin cover."""
@@ -157,15 +160,16 @@ def _vignette(value: np.ndarray, tinted: np.ndarray, scale: float) -> tuple[np.n
 
 
 def skin_level(value: np.ndarray, tinted: np.ndarray) -> float:
-    """The brightness vignette is judged against: the photo's median, or, where that is darker
-    than VIGNETTE_LEVEL of the brightest skin-coloured pixels (`tinted`, uint8) that make
-    FIELD_SHARE percent of the photo (a dermoscope's round field in wide dark surroundings;
-    white labels and glare are no skin), the median of the pixels not darker than that."""
+    """The brightness vignette is judged against: the photo's median, or, where that is near
+    black (SURROUNDINGS) and darker than VIGNETTE_LEVEL of the brightest skin-coloured pixels
+    (`tinted`, uint8) that make FIELD_SHARE percent of the photo (a dermoscope's round field in
+    wide dark surroundings; white labels and glare are no skin), the median of the pixels not
+    darker than that."""
     import numpy as np
 
     counts = _cumulative(value)
     median = _middle(counts, 0)
-    if median >= VIGNETTE_LEVEL * 255:  # no level is bright enough to make it dark
+    if median > SURROUNDINGS:
         return median
     skin = _cumulative(value, tinted)
     top = int(counts[-1]) - (int(counts[-1]) - 1) * (100 - FIELD_SHARE) // 100
@@ -223,7 +227,7 @@ def measure_reduced(small: MatLike) -> Measurement:
     scale = max(small.shape[:2]) / hair.REFERENCE
     blue, green, red = cv2.split(small)
     value = cv2.max(cv2.max(blue, green), red)
-    tinted = (cv2.subtract(red, blue) >= hair.SKIN_TINT).astype(np.uint8)
+    tinted = hair.skin_coloured(blue, red)
     border, corners = _vignette(value, tinted, scale)
     ink = (cv2.subtract(blue, red) > hair.INK_MARGIN).astype(np.uint8)
     lines = hair.find_lines(small, ink, border)
