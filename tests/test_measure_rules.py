@@ -393,7 +393,8 @@ def test_a_photo_with_no_skin_colour_measures_without_warnings() -> None:
     ({10: 550, 36: 250, 101: 200}, 36), ({10: 550, 35: 250, 101: 200}, 101),
     ({0: 600, 100: 400}, 100), ({10: 600, 100: 200, 200: 200}, 150),
     ({10: 490, 60: 20, 250: 490}, 250), ({10: 490, 61: 20, 250: 490}, 61),
-    ({70: 910, 250: 90}, 70), ({84: 800, 250: 200}, 84)])
+    ({70: 910, 250: 90}, 70), ({84: 800, 250: 200}, 84), ({10: 899, 255: 101}, 255),
+    ({10: 700, 70: 150, 150: 50, 255: 100}, 110)])
 def test_vignette_is_judged_against_the_skin_not_wide_dark_surroundings(
         counts: dict[int, int], level: float) -> None:
     """The photo's median, unless it is near black (60 or less) and darker than 0.35 of the
