@@ -651,10 +651,9 @@ def _lesion(smooth: np.ndarray, skin: np.ndarray, level: float, scale: float,
 def _outer_level(smooth: np.ndarray, skin: np.ndarray, tinted: np.ndarray, level: float
                  ) -> float:
     """The skin brightness the lesion is judged against: `level`, the median of the skin in
-    view, or, where `level` is darker than LESION_MEDIAN of the median of the outer part of
-    the skin-coloured (`tinted`) pixels of the outer part of the skin in view (OUTER_SKIN),
-    that: the median is then the lesion's own. White labels, glare and black surroundings at
-    the edges are no skin to judge by."""
+    view, or the median of the skin-coloured (`tinted`) pixels of the skin's outer part
+    (OUTER_SKIN) where `level` is darker than LESION_MEDIAN of that: the median is then the
+    lesion's own. White labels, glare and black surroundings at the edges are no skin."""
     import numpy as np
 
     height, width = skin.shape

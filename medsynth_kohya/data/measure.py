@@ -34,8 +34,8 @@ SURROUNDINGS = 60
 """A photo whose median is at most this bright (0-255) may be mostly dark surroundings: those
 of a dermoscope's field are near black, while very dark skin (L* 20) is 61 or more."""
 FIELD_SHARE = 10
-"""Percent of the photo its brightest part must cover to count as the skin of a round field in
-wide dark surroundings: more than bubbles' highlights or glare on very dark skin cover."""
+"""Percent of the photo the brightest skin-coloured pixels must make to count as the skin of a
+round field in wide dark surroundings (more than a bubble's highlights make)."""
 VIGNETTE_SIZE = 21
 """Dark regions thinner than this (reference pixels) are not vignette (hair, ruler marks)."""
 BLACK = 20
