@@ -409,7 +409,8 @@ def _skin(level: int = 200) -> np.ndarray:
 
 def _lines(image: np.ndarray) -> hair.Lines:
     nothing = np.zeros(image.shape[:2], np.uint8)
-    return hair.find_lines(image, nothing, nothing)
+    return hair.find_lines(image, nothing, nothing,
+                           hair.skin_coloured(image[..., 0], image[..., 2]))
 
 
 def _extent(mask: np.ndarray) -> tuple[int, int]:

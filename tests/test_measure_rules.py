@@ -305,6 +305,13 @@ def test_a_median_at_seven_eighths_of_the_outer_skin_is_the_lesions() -> None:
     assert measure(photo).ita == _skin_ita(SKIN)
 
 
+def _round_corners(photo: np.ndarray, radius: int, colour: tuple[int, int, int]) -> None:
+    """Paint a quarter disc of `radius` into each corner of `photo`."""
+    height, width = photo.shape[:2]
+    for corner in ((0, 0), (width, 0), (0, height), (width, height)):
+        cv2.circle(photo, corner, radius, colour, -1)
+
+
 @pytest.mark.parametrize(("lightness", "white", "colour"), [
     (25, "strip", (245, 245, 245)), (25, "strip", (240, 250, 250)), (25, "strip", (215, 240, 250)),
     (25, "glare", (250, 250, 250)), (40, "glare", (225, 245, 250)),
@@ -324,8 +331,7 @@ def test_white_labels_and_glare_are_no_skin_to_judge_by(
     elif white == "sides":
         photo[:, :103] = photo[:, -103:] = colour
     elif white == "corners":
-        for corner in ((0, 0), (1024, 0), (0, 768), (1024, 768)):
-            cv2.circle(photo, corner, 250, colour, -1)
+        _round_corners(photo, 250, colour)
     else:
         rng = np.random.default_rng(1)
         while (photo == colour).all(axis=2).mean() < 0.2:
@@ -343,8 +349,7 @@ def test_white_corners_on_half_the_outer_skin_leave_the_skin_alone(lightness: in
     lesion."""
     skin = lab_to_bgr((lightness, 12, 20)).round().astype(np.uint8)
     photo = np.full((768, 1024, 3), skin, np.uint8)
-    for corner in ((0, 0), (1024, 0), (0, 768), (1024, 768)):
-        cv2.circle(photo, corner, radius, (250, 250, 250), -1)
+    _round_corners(photo, radius, (250, 250, 250))
     assert measure(photo).ita == _skin_ita(tuple(skin.tolist()))
 
 

@@ -529,7 +529,7 @@ def _comb(cover: np.ndarray, runs_on: np.ndarray, scale: float) -> int:
     return best
 
 
-def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
+def find_lines(small: MatLike, ink: MatLike, exclude: MatLike, tinted: MatLike) -> Lines:
     """Hairs, rulers and bubbles on a working-size BGR image.
 
     Dark hairs are a black-hat of the brightest channel (red vessels and brown pigment stay
@@ -543,7 +543,8 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
     but does not make a ruler (a straight hair crossed by others passes for one). Bubbles are
     found apart too (`_bubbles`). The scale bars and baselines found, and the circles ringing a
     highlight (a bubble's rim, broken where too faint to close), are erased before hairs are
-    measured (`_hairs`), so what they join (another rim) is not one long line.
+    measured (`_hairs`), so what they join (another rim) is not one long line. `tinted`
+    (`skin_coloured`) is the skin the outer skin's brightness is taken from (`_outer_level`).
     """
     import cv2
     import numpy as np
@@ -628,9 +629,8 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike) -> Lines:
             cv2.circle(mask, (round(x), round(y)), round(radius + RIM_WIDTH * scale / 2), 0,
                        _odd(3 + 0.3 * radius + RIM_WIDTH * scale))
         hair, total, _, _ = _hairs(mask, longest)
-    tinted = cv2.resize(skin_coloured(blue, red), smooth.shape[::-1],
-                        interpolation=cv2.INTER_AREA) > 0
-    outer = _outer_level(smooth, skin, tinted, level)
+    outer = _outer_level(smooth, skin, cv2.resize(tinted, smooth.shape[::-1],
+                                                  interpolation=cv2.INTER_AREA) > 0, level)
     return Lines(round(total / longest, 4), hair, bars, bubbles, ticks,
                  lesion if outer == level else _lesion(smooth, skin, outer, scale, (width, height)))
 

@@ -230,7 +230,7 @@ def measure_reduced(small: MatLike) -> Measurement:
     tinted = hair.skin_coloured(blue, red)
     border, corners = _vignette(value, tinted, scale)
     ink = (cv2.subtract(blue, red) > hair.INK_MARGIN).astype(np.uint8)
-    lines = hair.find_lines(small, ink, border)
+    lines = hair.find_lines(small, ink, border, tinted)
     marks = ink | lines.hair
     black = (value < BLACK).astype(np.uint8)
     near = max(3, round(hair.KERNEL * scale) | 1)
