@@ -44,6 +44,7 @@ is missing (all coefficients zero), with no error: a JPEG cut short then closed 
 _BLOCK = 8
 """Rows of pixels of a JPEG block row (the smallest MCU row) in a full-size decode."""
 _PILLOW = "Pillow (which sd-scripts reads images with)"
+_TOO_LARGE = f"more pixels than {_PILLOW} opens: downsize it"
 _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent ends."""
 
@@ -162,6 +163,15 @@ def _alpha_flagged(data: bytes) -> bool:
         (kind == b"tRNS" for kind, _ in _png_chunks(data) if kind in (b"tRNS", b"IDAT")), False)
 
 
+def _past_pillow_limit(width: int, height: int) -> bool:
+    """Whether Pillow refuses an image of this size when it opens it (more than twice its
+    MAX_IMAGE_PIXELS): OpenCV would decode a PNG that large whole first, or raise past 2**30."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and width * height > 2 * limit
+
+
 def _in_pillow(data: bytes, kind: str) -> tuple[str, bool]:
     """What Pillow, which sd-scripts loads every training image with, makes of a file: why it
     would refuse it ("" when it reads it), and whether a PNG has a pixel that is not wholly
@@ -182,7 +192,7 @@ def _in_pillow(data: bytes, kind: str) -> tuple[str, bool]:
                     return "", False
                 return "", image.convert("RGBA").getchannel("A").getextrema()[0] < 255
         except Image.DecompressionBombError:
-            return f"more pixels than {_PILLOW} opens: downsize it", False
+            return _TOO_LARGE, False
         except (OSError, ValueError, SyntaxError) as exc:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return f"{_PILLOW} cannot read it ({why}): re-save it", False
@@ -234,9 +244,14 @@ def scan(path: str, hair: HairMode) -> Scan:
     if size is None:
         return Scan("undecodable (no image size in header)")
     width, height = size
+    if _past_pillow_limit(width, height):  # known from the header: decode nothing
+        return Scan(_TOO_LARGE)
     buffer = np.frombuffer(data, dtype=np.uint8)
     full = hair is HairMode.seed  # the original converted a full colour decode to grayscale
-    image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))
+    try:
+        image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))
+    except cv2.error as exc:  # past OpenCV's own pixel limit, where Pillow's is lifted
+        return Scan(f"undecodable (OpenCV: {exc.err})")
     if image is None or image.size == 0:
         return Scan("undecodable")
     if kind == "jpeg" and _grey_filled(image, max(width, height)):
