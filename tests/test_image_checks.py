@@ -413,7 +413,7 @@ def test_files_no_reader_can_use_are_named_for_what_is_wrong(tmp_path: Path) -> 
     length = int.from_bytes(png[data - 4:data], "big")
     garbage = png_chunk(b"IDAT", bytes(range(256)) * (length // 256) + bytes(length % 256))
     assert _reason(tmp_path, png[:data - 4] + garbage + png[data + 4 + length + 4:],
-                   "a.png") == "undecodable"
+                   "a.png") == "undecodable (libpng error: IDAT: incorrect header check)"
     (tmp_path / "folder.jpg").mkdir()
     assert scan(str(tmp_path / "folder.jpg"), HairMode.off).reason == "unreadable (Is a directory)"
 

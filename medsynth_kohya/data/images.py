@@ -12,6 +12,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +48,14 @@ _PILLOW = "Pillow (which sd-scripts reads images with)"
 _TOO_LARGE = f"more pixels than {_PILLOW} opens: downsize it"
 _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent ends."""
+_CORRUPT = "Corrupt JPEG data"
+"""How libjpeg begins its warnings about the file's data rather than its metadata."""
+_FILLED_IN = ("premature end", "bad huffman code", "bad arithmetic code", "instead of rst",
+              "inconsistent progression")
+"""libjpeg's warnings for image data it could not read, whose pixels it fills in (grey, or the
+colour of the last block it read) before it goes on: a file cut short, a hole, flipped bits.
+Its other warnings (bytes left before a marker, an unknown JFIF revision, a bad ICC marker)
+leave every pixel as stored."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,9 @@ class Scan:
     ruler: bool = False
     bubbles: bool = False
     transparent: bool = False
+    decoder: str = ""
+    """What the JPEG decoder called corrupt in a file it decoded whole (bytes left over before
+    a marker: flipped bits may have ended the image data early), in its words."""
 
 
 def sniff(data: bytes) -> str | None:
@@ -214,6 +226,39 @@ def _grey_filled(image: MatLike, longest: int) -> bool:
     return bool((image[-depth:] == _JPEG_FILL).all())
 
 
+@contextmanager
+def _decoders_said() -> Iterator[list[str]]:
+    """The lines C libraries (libjpeg, libpng) write straight to the process's stderr in the
+    block, kept off the terminal (they name no file; the scan reports per file what they
+    mean). A pipe takes them whose writing end never blocks: what passes its buffer (64 KiB on
+    Linux) is lost. Lines holding terminal controls are a progress bar's, which redraws.
+    Elsewhere than POSIX the lines go to the terminal and none are returned."""
+    said: list[str] = []
+    if os.name != "posix":
+        yield said
+        return
+    kept = os.dup(2)
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    os.dup2(write, 2)
+    os.close(write)
+    try:
+        yield said
+    finally:
+        os.dup2(kept, 2)
+        os.close(kept)
+        with os.fdopen(read, "rb") as pipe:
+            text = pipe.read().decode("utf-8", "replace")
+        said += [line.strip() for line in text.splitlines()
+                 if line.strip() and "\x1b" not in line]
+
+
+def _filled_in(said: list[str]) -> str | None:
+    """The first of the decoder's lines that says it filled in pixels (`_FILLED_IN`)."""
+    return next((line for line in said if any(words in line.lower() for words in _FILLED_IN)),
+                None)
+
+
 def scan(path: str, hair: HairMode) -> Scan:
     """Validate `path` and measure it (`measure.measure`; the hair score from `hair`'s detector,
     None with --hair off); never raises for a bad file, returns a reason."""
@@ -248,14 +293,21 @@ def scan(path: str, hair: HairMode) -> Scan:
         return Scan(_TOO_LARGE)
     buffer = np.frombuffer(data, dtype=np.uint8)
     full = hair is HairMode.seed  # the original converted a full colour decode to grayscale
-    try:
-        image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))
-    except cv2.error as exc:  # past OpenCV's own pixel limit, where Pillow's is lifted
-        return Scan(f"undecodable (OpenCV: {exc.err})")
+    failure = ""
+    with _decoders_said() as said:
+        try:
+            image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))
+        except cv2.error as exc:  # past OpenCV's own pixel limit, where Pillow's is lifted
+            image, failure = None, f"OpenCV: {exc.err}"
     if image is None or image.size == 0:
-        return Scan("undecodable")
+        why = failure or next(iter(said), "")
+        return Scan(f"undecodable ({why})" if why else "undecodable")
     if kind == "jpeg" and _grey_filled(image, max(width, height)):
         return Scan("truncated")
+    filled = _filled_in(said) if kind == "jpeg" else None
+    if filled:
+        words = filled.removeprefix(f"{_CORRUPT}: ")
+        return Scan(f"corrupt JPEG data: {words[:1].lower()}{words[1:]}")
     refusal, transparent = _in_pillow(data, kind)
     if refusal:
         return Scan(refusal)
@@ -266,7 +318,8 @@ def scan(path: str, hair: HairMode) -> Scan:
     elif hair is HairMode.auto:
         score = found.hair_score
     return Scan("", kind, width, height, score, found.ita, found.skin_tone,
-                found.vignette, found.ruler, found.bubbles, transparent)
+                found.vignette, found.ruler, found.bubbles, transparent,
+                next((line for line in said if line.startswith(_CORRUPT)), ""))
 
 
 def output_suffix(source: Path) -> str:

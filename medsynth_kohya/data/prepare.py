@@ -700,6 +700,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _small(table, options.resolution)
     warnings += _elongated(table, options.resolution)
     warnings += _transparent(good, chosen)
+    warnings += _decoder_warned(good, chosen)
     warnings += _no_validation(table, options)
     warnings += _no_patient(table, options, located)
     warnings += _hair_from_detector(table, options, located, raw)
@@ -924,6 +925,18 @@ def _transparent(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> li
             "sd-scripts drops the transparency and trains on the colours stored under them, "
             "which viewers do not show: flatten them onto the background you want (e.g. "
             "`magick IN.png -background white -flatten OUT.png`) and prepare again"]
+
+
+def _decoder_warned(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
+    """A warning for the JPEGs the decoder called corrupt but read whole: flipped bits can end
+    the image data early and show as stripes or a colour shift to the bottom of the photo."""
+    said = sorted((str(chosen.at[index, "id"]), result.decoder) for index, _, result in good
+                  if result.decoder)
+    if not said:
+        return []
+    return [f"{len(said)} of {len(good)} images drew the JPEG decoder's warning and are used as "
+            f"decoded (first: {said[0][0]}: \"{said[0][1]}\"); look at them and replace any "
+            "that shows stripes, smears or a colour shift towards the bottom"]
 
 
 def _elongated(table: pd.DataFrame, resolution: int) -> list[str]:
