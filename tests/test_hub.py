@@ -628,6 +628,14 @@ def test_an_image_sample_did_not_make_is_never_published(run: Path, tmp_path: Pa
     with pytest.raises(UserError, match=r"1 file in images/ is not in its metadata.csv "
                                         r"\(first: my_patient.png\)"):
         contents.plan(run, REPO, samples=synth, allow_copies=True)
+    (synth / "metadata.csv").unlink()  # then nothing tells which images sample made
+    with pytest.raises(UserError, match=r"synth has no metadata.csv: give a folder written by "):
+        contents.plan(run, REPO, samples=synth, allow_copies=True)
+    for image in (synth / "images").iterdir():
+        image.unlink()
+    (synth / "grid.jpg").write_bytes(_png(7))  # a grid alone, no more telling
+    with pytest.raises(UserError, match=r"synth has no metadata.csv"):
+        contents.plan(run, REPO, samples=synth, allow_copies=True)
 
 
 def test_a_run_on_the_demo_s_synthetic_data_says_so(run: Path) -> None:

@@ -272,18 +272,19 @@ def _training_samples(run: RunFolder, name: str, prompts: Sequence[str],
 
 
 def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], list[str]]:
-    """Images of a `medsynth-kohya sample` folder (metadata.csv order, file names when it has
-    none), its grid, the ids the grid shows and warnings. A grid that may show an image gone
-    from images/ is refused: it would publish what no check can see any more."""
+    """Images of a `medsynth-kohya sample` folder (metadata.csv order), its grid, the ids the
+    grid shows and warnings. A folder without metadata.csv is refused (nothing tells which of
+    its images sample made), as is a grid that may show an image gone from images/: it would
+    publish what no check can see any more."""
     images = sorted((folder / IMAGES).glob("*.png")) if (folder / IMAGES).is_dir() else []
     grid = folder / GRID
     if not images and not grid.is_file():
         raise UserError(f"--samples {folder} holds no images/*.png or grid.jpg: pass the --out "
                         "folder of `medsynth-kohya sample`")
     rows: dict[str, SynthRow] = {}
-    for row in read_metadata(folder) if (folder / METADATA).is_file() else []:
+    for row in read_metadata(folder):
         rows.setdefault(row.id, row)
-    strays = [path for path in images if rows and path.stem not in rows]
+    strays = [path for path in images if path.stem not in rows]
     if strays:  # not made by sample: it could be anything, a patient's photo included
         raise UserError(f"--samples {folder}: {files.counted(len(strays))} in {IMAGES}/ "
                         f"{'is' if len(strays) == 1 else 'are'} not in its {METADATA} (first: "
@@ -291,7 +292,7 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
                         f"{'it' if len(strays) == 1 else 'them'} out of {folder / IMAGES} and "
                         "push again")
     # sample writes metadata.csv and the grid of the same images
-    shown = shown_ids(rows or (path.stem for path in images)) if grid.is_file() else []
+    shown = shown_ids(rows) if grid.is_file() else []
     present = {path.stem for path in images}
     gone = [i for i in rows if i not in present]
     lost = [i for i in shown if i not in present]
@@ -306,7 +307,7 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
     images.sort(key=lambda path: (order.get(path.stem, len(order)), path.name))
     samples = []
     for path in images[:MAX_SAMPLE_IMAGES]:
-        row = rows.get(path.stem, SynthRow(path.stem))  # a folder without metadata.csv
+        row = rows[path.stem]
         samples.append(Sample(path, row.prompt or None, row.negative_prompt or None))
     return samples, grid if grid.is_file() else None, shown, warnings
 
