@@ -38,3 +38,33 @@ def test_missing_training_images_stop_train(runner: CliRunner, prepared: Path, f
             f"missing from {images[0].parent} (first: {images[0].name}): run prepare "
             "again") in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("added", "counted"), [(["ISIC_9999999.jpg"], "1 image"),
+                                                (["stray.PNG", "stray.webp"], "2 images")])
+def test_images_the_manifest_does_not_list_stop_train(runner: CliRunner, prepared: Path,
+                                                      fake_sd: FakeSd, tmp_path: Path,
+                                                      added: list[str], counted: str) -> None:
+    """sd-scripts trains on every image in the class folder: one put there by hand would be
+    trained on, yet neither counted in the run's figures nor checked for near-copies by
+    evaluate (which reads the manifest). Files sd-scripts passes over (hidden ones such as
+    macOS's ._ files, other suffixes, subfolders, captions) do not count."""
+    folder = next((prepared / "img").glob("*_melanoma"))
+    photo = next(folder.glob("*.jpg")).read_bytes()
+    (folder / "._ISIC_0000001.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (folder / "notes.md").write_text("mine", encoding="utf-8")
+    (folder / "ISIC_9999999.txt").write_text("a caption", encoding="utf-8")
+    (folder / "older").mkdir()
+    (folder / "older" / "ISIC_8888888.jpg").write_bytes(photo)
+    code, _, stderr = _train(runner, prepared, fake_sd, tmp_path / "before")
+    assert code == 0, stderr
+    for name in added:
+        (folder / name).write_bytes(photo)
+    code, stdout, stderr = _train(runner, prepared, fake_sd, tmp_path / "run")
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stderr
+    them = "it" if len(added) == 1 else "them"
+    assert (f"{counted} in {folder} that manifest.csv does not list would be trained on (first: "
+            f"{sorted(added)[0]}): move {them} out of {folder}, or add {them} to your source and "
+            "run prepare again") in line
+    assert not (tmp_path / "run").exists()

@@ -79,11 +79,9 @@ all four hold."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 OTHER_FORMATS = (".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".avif", ".dcm")
 """Image formats an id's file may come in that prepare does not take: named when skipped."""
-_TRAINED_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".webp", ".bmp",
-                                                   ".avif", ".jxl", ".txt")
-                             for suffix in (lower, lower.upper()))
-"""The files sd-scripts' DreamBooth loader reads: images (AVIF and JPEG XL with their Pillow
-plugins) and captions; a foreign one in a class folder is refused, others are kept."""
+_TRAINED_SUFFIXES = render.IMAGE_SUFFIXES | {".txt", ".TXT"}
+"""The files sd-scripts' DreamBooth loader reads: images and captions; a foreign one in a
+class folder is refused, others are kept."""
 NO_FILE = "no image file"
 BELOW_SKIP = "image file only in a subfolder (see source): pass --images to search it"
 """Skip reason of an id whose file lies below a folder searched without its subfolders."""

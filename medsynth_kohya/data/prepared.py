@@ -23,6 +23,7 @@ from medsynth_kohya import __version__, files, outputs
 from medsynth_kohya.data.layout import TRAIN_ROOT, VAL_ROOT, image_file
 from medsynth_kohya.data.sources import LICENCE_COLUMNS, origin
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.sdscripts import render
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -195,6 +196,15 @@ class PreparedFolder:
         paths = (image_file(folder, str(row.id), Path(str(row.source)))
                  for row in rows.itertuples(index=False))
         return [path for path in paths if not path.is_file()]
+
+    def unlisted_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
+        """The images sd-scripts would train on in the class folder `folder` that manifest
+        `rows` do not place there (put there by hand since prepare), sorted."""
+        listed = {image_file(folder, str(row.id), Path(str(row.source))).name
+                  for row in rows.itertuples(index=False)}
+        return sorted(path for path in folder.iterdir()
+                      if path.suffix in render.IMAGE_SUFFIXES and not path.name.startswith(".")
+                      and path.name not in listed and not path.is_dir())
 
     def state_if_any(self) -> PreparedState | None:
         """The state, None when the folder was not prepared; a UserError when its last

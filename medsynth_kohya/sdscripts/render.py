@@ -58,6 +58,12 @@ def write_toml(document: Mapping[str, Any], path: Path) -> None:
 
 BUCKET_STEP = 64
 """The dataset config's bucket_reso_steps: bucket sides are multiples of it."""
+IMAGE_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".webp", ".bmp",
+                                                ".avif", ".jxl")
+                           for suffix in (lower, lower.upper()))
+"""The suffixes of the files sd-scripts' DreamBooth loader trains on in an image_dir (its
+IMAGE_EXTENSIONS, AVIF and JPEG XL where their Pillow plugins are installed), found by
+glob.glob("*<suffix>"), which passes over hidden files."""
 
 
 def bucket_range(resolution: int, step: int = BUCKET_STEP) -> tuple[int, int]:

@@ -663,6 +663,13 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         f"{data.manifest} are missing from {train_dir} (first: "
                         f"{missing[0].name}): run prepare again (`medsynth-kohya prepare "
                         f"SOURCE --out {prepared}`)")
+    unlisted = data.unlisted_images(train_rows, train_dir)
+    if unlisted:  # trained on by sd-scripts, but neither counted nor checked for near-copies
+        raise UserError(f"{files.counted(len(unlisted), 'image')} in {train_dir} that "
+                        f"{data.manifest.name} does not list would be trained on (first: "
+                        f"{unlisted[0].name}): move {'it' if len(unlisted) == 1 else 'them'} "
+                        f"out of {train_dir}, or add {'it' if len(unlisted) == 1 else 'them'} "
+                        "to your source and run prepare again")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
     runner = checkout.python(python)
