@@ -48,7 +48,9 @@ def _lora(step: int, payload: bytes = b"") -> bytes:
 
 
 def _png(seed: int) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + hashlib.sha256(str(seed).encode()).digest() * 8
+    """PNG-framed bytes of their own for each seed, whole to their IEND chunk."""
+    return (b"\x89PNG\r\n\x1a\n" + hashlib.sha256(str(seed).encode()).digest() * 8
+            + b"\x00\x00\x00\x00IEND\xaeB`\x82")
 
 
 def _manifest(folder: Path) -> Path:
@@ -636,6 +638,24 @@ def test_an_image_sample_did_not_make_is_never_published(run: Path, tmp_path: Pa
     (synth / "grid.jpg").write_bytes(_png(7))  # a grid alone, no more telling
     with pytest.raises(UserError, match=r"synth has no metadata.csv"):
         contents.plan(run, REPO, samples=synth, allow_copies=True)
+
+
+def test_an_image_emptied_or_cut_short_is_never_published(run: Path, tmp_path: Path) -> None:
+    """A sample image a full disk or a cut copy left without its end would be a blank card
+    widget: the push is refused until sample makes it again."""
+    synth = tmp_path / "synth"
+    (synth / "images").mkdir(parents=True)
+    rows = [f"SYN_{i:07d},a prompt" for i in range(3)]
+    (synth / "metadata.csv").write_text("\n".join(["isic_id,prompt", *rows]) + "\n",
+                                        encoding="utf-8")
+    for i in range(3):
+        (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(i))
+    assert len(contents.plan(run, REPO, samples=synth).uploads) > 3
+    for damage in (b"", _png(1)[:-1]):
+        (synth / "images" / "SYN_0000001.png").write_bytes(damage)
+        with pytest.raises(UserError, match=r"1 image in images/ is not whole \(first: "
+                                            r"SYN_0000001.png: empty or cut short\); re-run "):
+            contents.plan(run, REPO, samples=synth)
 
 
 def test_a_run_on_the_demo_s_synthetic_data_says_so(run: Path) -> None:

@@ -217,6 +217,36 @@ def test_a_crashed_shard_is_reported_and_a_rerun_makes_only_the_missing(
     assert code == 1 and "--n 8" in stderr
 
 
+def test_a_rerun_makes_again_the_images_emptied_or_cut_short_since(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """A full disk or a copy cut short leaves images/ holding files named like the set's that
+    are no whole PNG: they count as missing (a dry run says so too), a re-run removes and makes
+    them again, with the same pixels, and says so; the whole ones are kept."""
+    out = tmp_path / "synth"
+    args = ("--lora", run, "--n", 4, "--out", out, *SMALL)
+    code, _, stderr = _sample(runner, fake_gen, *args)
+    assert code == 0, stderr
+    images = out / "images"
+    made = {path.name: path.read_bytes() for path in images.glob("*.png")}
+    (images / "SYN_0000001.png").write_bytes(b"")
+    (images / "SYN_0000002.png").write_bytes(made["SYN_0000002.png"][:300])
+    kept = (images / "SYN_0000003.png").stat().st_mtime_ns
+    fake_gen.forget()
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--dry-run")
+    assert code == 0 and fake_gen.calls() == [], stderr
+    said = " ".join(stdout.split())
+    assert "images │ 2 of 4 present" in said and "2 images: SYN_0000001..SYN_0000002" in said
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 0, stdout + stderr
+    remade = sorted(i for c in fake_gen.calls() for i in json.loads(
+        (Path(c["args"]["from_file"]).parent / "shard.json").read_text())["ids"])
+    assert remade == ["SYN_0000001", "SYN_0000002"]
+    assert {path.name: path.read_bytes() for path in images.glob("*.png")} == made
+    assert (images / "SYN_0000003.png").stat().st_mtime_ns == kept
+    assert (f"2 images in {images} were not whole (emptied or cut short since made: "
+            "SYN_0000001..SYN_0000002); made again") in " ".join(stderr.split())
+
+
 def test_ctrl_c_keeps_finished_images_and_a_rerun_completes(
         run: Path, fake_gen: FakeGen, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")

@@ -40,6 +40,7 @@ from medsynth_kohya.sampling.synthset import (
     IMAGES,
     METADATA,
     SynthRow,
+    complete_png,
     made_with,
     read_metadata,
 )
@@ -291,6 +292,12 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
                         f"{strays[0].name}), so not made by `medsynth-kohya sample`; move "
                         f"{'it' if len(strays) == 1 else 'them'} out of {folder / IMAGES} and "
                         "push again")
+    broken = [path for path in images if not complete_png(path)]
+    if broken:  # emptied or cut short since sample made it: a blank widget on the card
+        raise UserError(f"--samples {folder}: {files.counted(len(broken), 'image')} in {IMAGES}/ "
+                        f"{'is' if len(broken) == 1 else 'are'} not whole (first: "
+                        f"{broken[0].name}: empty or cut short); re-run `medsynth-kohya sample` "
+                        "with the same options to make them again, then push")
     # sample writes metadata.csv and the grid of the same images
     shown = shown_ids(rows) if grid.is_file() else []
     present = {path.stem for path in images}

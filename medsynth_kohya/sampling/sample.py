@@ -68,6 +68,7 @@ from medsynth_kohya.sampling.synthset import (
     STATE_DIR,
     STATE_FILE,
     claim,
+    damaged,
     outputs,
     present_images,
     read_state,
@@ -228,6 +229,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         if shard is not None and placed is not None:
             _same_settings(placed, identity, out)
         present_now = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
+        present_now = sorted(set(present_now) - set(damaged(out / IMAGES, plan, present_now)))
         shown = commands([] if finalize else sorted(wanted - set(present_now)),
                          write=False)
         return SampleResult(out, "dry-run", plan, len(present_now), len(present_now),
@@ -250,6 +252,14 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         harvest(out, tag)
     clear_shards(out, tag)
     present_before = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
+    broken = damaged(out / IMAGES, plan, present_before)
+    for index in broken:  # emptied or cut short: the same seed makes the image again
+        (out / IMAGES / f"{plan.image_id(index)}.png").unlink()
+    if broken:
+        warnings.append(f"{files.counted(len(broken), 'image')} in {out / IMAGES} "
+                        f"{'was' if len(broken) == 1 else 'were'} not whole (emptied or cut "
+                        f"short since made: {plan.image_ids(broken)}); made again")
+    present_before = sorted(set(present_before) - set(broken))
     missing = [] if finalize else sorted(wanted - set(present_before))
     shards = commands(missing, write=True)
     state.update(commands=[s.command.argv for s in shards], cwd=str(sd_dir.resolve()))

@@ -14,11 +14,9 @@ from pathlib import Path
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling.plan import Plan
-from medsynth_kohya.sampling.synthset import IMAGES, STATE_DIR
+from medsynth_kohya.sampling.synthset import IMAGES, STATE_DIR, complete_png
 from medsynth_kohya.sdscripts import launch
 
-_PNG = b"\x89PNG\r\n\x1a\n"
-_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 Progress = Callable[[int, int], None]
 """Called as (images present, images wanted) while the generators run."""
 
@@ -91,18 +89,6 @@ def generated_name(position: int, highres: bool) -> str:
     return f"im_{'1' if highres else ''}{position:06d}.png"
 
 
-def _complete_png(path: Path) -> bool:
-    """Whether `path` is a PNG written to the end (a killed writer leaves no IEND chunk)."""
-    try:
-        with path.open("rb") as file:
-            if file.read(8) != _PNG:
-                return False
-            file.seek(-len(_IEND), os.SEEK_END)
-            return file.read() == _IEND
-    except OSError:
-        return False
-
-
 def folders(out: Path, tag: str | None = None) -> list[Path]:
     """The shard folders in OUT: all, or those of one machine's shard (names starting `tag`)."""
     shards = out / STATE_DIR / "shards"
@@ -126,7 +112,7 @@ def harvest(out: Path, tag: str | None = None) -> int:
         for position, image_id in enumerate(spec["ids"], 1):
             made = folder / "out" / generated_name(position, bool(spec.get("highres")))
             target = images / f"{image_id}.png"
-            if made.is_file() and not target.exists() and _complete_png(made):
+            if made.is_file() and not target.exists() and complete_png(made):
                 made.replace(target)
                 moved += 1
     return moved

@@ -34,6 +34,8 @@ WRITTEN_FILE = "written.json"
 IMAGES = "images"
 METADATA = "metadata.csv"
 GRID = "grid.jpg"
+_PNG = b"\x89PNG\r\n\x1a\n"
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 SETTINGS_COLUMNS = ("skin_tone", "prompt", "negative_prompt", "seed", "steps", "scale", "sampler",
                     "width", "height", "lora_file", "lora_sha256", "base_model", "lora_repo",
                     "lora_commit")
@@ -208,6 +210,25 @@ def present_images(folder: Path, prefix: str) -> list[int]:
             if match:
                 found.append(int(match.group(1)))
     return sorted(found)
+
+
+def complete_png(path: Path) -> bool:
+    """Whether `path` is a PNG written to the end (a killed writer, a full disk or a copy cut
+    short leaves no IEND chunk)."""
+    try:
+        with path.open("rb") as file:
+            if file.read(8) != _PNG:
+                return False
+            file.seek(-len(_IEND), os.SEEK_END)
+            return file.read() == _IEND
+    except OSError:
+        return False
+
+
+def damaged(folder: Path, plan: Plan, indices: Sequence[int]) -> list[int]:
+    """Those of `indices`, images present in `folder`, that are not whole PNGs (emptied or cut
+    short since they were made): they count as missing."""
+    return [i for i in indices if not complete_png(folder / f"{plan.image_id(i)}.png")]
 
 
 def _cell(value: object) -> object:
