@@ -98,6 +98,34 @@ def test_bad_rows_and_files_are_skipped_with_reasons(runner: CliRunner, isic2020
     assert all(out.resolve() in p.parents for p in written)
 
 
+@pytest.mark.parametrize("layout", ["isic2020", "archive"])
+def test_macos_extras_are_no_images(runner: CliRunner, isic2020: SyntheticSet,
+                                    archive: SyntheticSet, tmp_path: Path, layout: str) -> None:
+    """A download copied from a Mac to another disk holds a ._ AppleDouble file beside each
+    photo (and its zip, a __MACOSX folder of them): none is an image, an id or a skip row,
+    and an id whose photo is missing is still found missing, not in __MACOSX."""
+    made = isic2020 if layout == "isic2020" else archive
+    code, _, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "before")
+    assert code == 0, stderr
+    selected = list(pd.read_csv(tmp_path / "before" / "manifest.csv", dtype=str)["id"])
+    extras = made.root / "__MACOSX" / made.images.relative_to(made.root)
+    extras.mkdir(parents=True)
+    for photo in made.images.glob("*.jpg"):
+        for folder in (photo.parent, extras):
+            (folder / f"._{photo.name}").write_bytes(b"\x00\x05\x16\x07\x00\x02Mac OS X")
+    gone = made.images / f"{selected[0]}.jpg"
+    (extras / gone.name).write_bytes(gone.read_bytes())
+    gone.unlink()
+    out = tmp_path / "out"
+
+    code, stdout, stderr = invoke(runner, "prepare", made.root, "--out", out)
+
+    assert code == 0, stderr
+    assert _skipped(out) == {selected[0]: "no image file"}
+    assert "two folders" not in stderr and "._" not in stdout + stderr
+    assert list(pd.read_csv(out / "manifest.csv", dtype=str)["id"]) == selected[1:]
+
+
 def test_upper_case_extensions_are_found(runner: CliRunner, isic2020: SyntheticSet,
                                          tmp_path: Path) -> None:
     ids = list(isic2020.frame["image_name"])

@@ -45,6 +45,8 @@ LICENCE_COLUMNS = ("copyright_license", "attribution")
 """The columns of an ISIC Archive export that give each image's licence and credit."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Image files found, in any letter case."""
+_MACOS_EXTRAS = "__MACOSX"
+"""The folder macOS's Archive Utility zips the ._ files of the files it zips into."""
 _ID_SUFFIX = re.compile("(" + "|".join(map(re.escape, IMAGE_SUFFIXES)) + ")$", re.IGNORECASE)
 """An image suffix on an id (`ISIC_4525317.jpg`), ignored when matching files."""
 CHALLENGE_METADATA = "train.csv"
@@ -852,10 +854,17 @@ def _layout(out: Path | None) -> set[Path]:
     return set() if out is None else {out / TRAIN_ROOT, out / VAL_ROOT}
 
 
+def hidden(name: str) -> bool:
+    """Whether a file or folder is no one's data: hidden (macOS's ._ AppleDouble files beside
+    each photo copied to a non-Mac disk among them) or macOS's zip extras."""
+    return name.startswith(".") or name == _MACOS_EXTRAS
+
+
 def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
     """`root`, then each folder below it that holds an image file, in sorted order; symlinked
-    folders are followed (each real folder once), hidden ones, `exclude` (and its layout,
-    should `root` be `exclude` itself) and this tool's outputs (`tool_output`) are not."""
+    folders are followed (each real folder once), hidden ones (`hidden`), `exclude` (and its
+    layout, should `root` be `exclude` itself) and this tool's outputs (`tool_output`) are
+    not."""
     skip = exclude.resolve() if exclude is not None else None
     found = [root]
     seen = {root.resolve(), *_layout(skip)}
@@ -864,7 +873,7 @@ def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
         kept = []
         for name in sorted(names):
             real = (here / name).resolve()
-            if not name.startswith(".") and real != skip and real not in seen \
+            if not hidden(name) and real != skip and real not in seen \
                     and not tool_output(here / name):
                 seen.add(real)
                 kept.append(name)
@@ -899,7 +908,8 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     clashes: list[tuple[str, Path]] = []
     for folder in dirs:
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if path.suffix.lower() in IMAGE_SUFFIXES and not hidden(path.name) \
+                    and path.is_file():
                 stem = unicodedata.normalize("NFC", path.stem)
                 first = found.setdefault(stem, path)
                 if first != path and not first.samefile(path):
