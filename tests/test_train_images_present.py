@@ -68,3 +68,20 @@ def test_images_the_manifest_does_not_list_stop_train(runner: CliRunner, prepare
             f"{sorted(added)[0]}): move {them} out of {folder}, or add {them} to your source and "
             "run prepare again") in line
     assert not (tmp_path / "run").exists()
+
+
+def test_missing_captions_stop_train(runner: CliRunner, prepared: Path, fake_sd: FakeSd,
+                                     tmp_path: Path) -> None:
+    """sd-scripts captions an image without its .txt with the dataset's class tokens (the
+    trigger) alone, without a word."""
+    captions = sorted((prepared / "img").glob("*/*.txt"))
+    train = int((pd.read_csv(prepared / "manifest.csv", dtype=str)["split"] == "train").sum())
+    for caption in captions[1:3]:
+        caption.unlink()
+    code, stdout, stderr = _train(runner, prepared, fake_sd, tmp_path / "run")
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stderr
+    assert (f"2 of {train} training images have no caption in {captions[0].parent} (first: "
+            f"{captions[1].name} is missing), so sd-scripts would caption them with the "
+            "trigger alone: run prepare again") in line
+    assert not (tmp_path / "run").exists()

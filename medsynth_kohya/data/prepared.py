@@ -197,6 +197,12 @@ class PreparedFolder:
                  for row in rows.itertuples(index=False))
         return [path for path in paths if not path.is_file()]
 
+    def missing_captions(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
+        """The captions (`<id>.txt`) of manifest `rows` that are not in the class folder
+        `folder`; one stat each."""
+        paths = (folder / f"{row.id}.txt" for row in rows.itertuples(index=False))
+        return [path for path in paths if not path.is_file()]
+
     def unlisted_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
         """The images sd-scripts would train on in the class folder `folder` that manifest
         `rows` do not place there (put there by hand since prepare), sorted."""

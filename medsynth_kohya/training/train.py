@@ -663,6 +663,12 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         f"{data.manifest} are missing from {train_dir} (first: "
                         f"{missing[0].name}): run prepare again (`medsynth-kohya prepare "
                         f"SOURCE --out {prepared}`)")
+    uncaptioned = data.missing_captions(train_rows, train_dir)
+    if uncaptioned:  # sd-scripts would caption those images with the trigger alone, silently
+        raise UserError(f"{len(uncaptioned)} of {len(train_rows)} training images have no "
+                        f"caption in {train_dir} (first: {uncaptioned[0].name} is missing), so "
+                        "sd-scripts would caption them with the trigger alone: run prepare "
+                        f"again (`medsynth-kohya prepare SOURCE --out {prepared}`)")
     unlisted = data.unlisted_images(train_rows, train_dir)
     if unlisted:  # trained on by sd-scripts, but neither counted nor checked for near-copies
         raise UserError(f"{files.counted(len(unlisted), 'image')} in {train_dir} that "
