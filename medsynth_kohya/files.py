@@ -66,11 +66,16 @@ class FolderError(UserError):
 
 
 def folder_error(folder: Path, exc: OSError, verb: str = "create") -> FolderError:
-    """The one-line refusal of `folder`: what stood in the way (a file on its path, or the
-    system's reason) and the fix."""
-    blocker = next((path for path in (folder, *folder.parents) if path.exists()), None)
-    reason = (f"{blocker} is a file" if blocker is not None and not blocker.is_dir()
-              else exc.strerror or str(exc))
+    """The one-line refusal of `folder`: what stood in the way (a file on its path, a symlink
+    to nothing, or the system's reason) and the fix."""
+    blocker = next((path for path in (folder, *folder.parents)
+                    if path.exists() or path.is_symlink()), None)
+    if blocker is not None and not blocker.exists():
+        reason = f"{blocker} is a symlink to {blocker.readlink()}, which does not exist"
+    elif blocker is not None and not blocker.is_dir():
+        reason = f"{blocker} is a file"
+    else:
+        reason = exc.strerror or str(exc)
     return FolderError(f"cannot {verb} {folder}: {reason}; choose another folder")
 
 

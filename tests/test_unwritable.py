@@ -46,6 +46,22 @@ def test_an_out_below_a_file_is_one_line(runner: CliRunner, isic2020: SyntheticS
     assert f"{isic2020.metadata} is a file; choose another folder" in line
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("below", [False, True])
+def test_an_out_that_is_a_symlink_to_nothing_is_one_line(
+        runner: CliRunner, isic2020: SyntheticSet, prepared: Path, trained: Path,
+        tmp_path: Path, command: str, below: bool) -> None:
+    """The system says only "File exists" (a link is there, to a folder that is not)."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone" / "folder")
+    out = link / "sub" if below else link
+    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    said = " ".join(line.split())
+    assert f"cannot create {out}" in said  # demo names the first folder it makes in it
+    assert (f": {link} is a symlink to {tmp_path / 'gone' / 'folder'}, which does not exist; "
+            "choose another folder") in said
+
+
 @pytest.mark.parametrize("command", ["prepare", "train", "sample", "evaluate"])
 @pytest.mark.parametrize("system", ["/sys", "/proc"])
 def test_an_out_the_system_refuses_is_one_line(runner: CliRunner, isic2020: SyntheticSet,
