@@ -180,6 +180,16 @@ def counted(count: int, noun: str = "file") -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def size_text(count: float) -> str:
+    """"3.2 GB", "480 MB", "12 kB", "800 B": a byte count in decimal units, to two or three
+    significant figures, never rounded to nothing."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        value = count / scale
+        if round(value, 1) >= 1:  # 999,999 B is "1.0 MB", not "1000 kB"
+            return f"{value:.1f} {unit}" if round(value, 1) < 10 else f"{value:.0f} {unit}"
+    return f"{int(count)} B"
+
+
 def percent(part: float, total: float = 1) -> str:
     """"37.5 %": `part` of `total` with one decimal, rounded half up, the one way the evaluation
     report and the model card write a share (format's round-half-even would give 12 for 1/8)."""

@@ -12,7 +12,10 @@ import errno
 import fcntl
 import json
 import os
+import re
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -238,6 +241,35 @@ def test_a_disk_too_full_for_the_copies_says_how_much_and_the_ways_on(
     with pytest.raises(UserError) as refused:
         prepare(made.root, tmp_path / "out", workers=1, options=PrepareOptions(link=link))
     said = str(refused.value)
-    assert "no space left" in said and "4 images" in said and " GB in all" in said
+    assert "no space left" in said and "4 images" in said
+    assert re.search(r" \(\d+(\.\d)? kB in all\)", said), said  # small photos: not "0.0 GB"
     assert ("pass --link hard" in said) == (link is LinkMode.copy)
     assert "\n" not in said
+
+
+def test_a_full_disk_on_another_file_system_offers_no_hard_links_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hard links cannot cross file systems: the way on is an --out on the images' own."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system to put --out on")
+    made = _made(tmp_path, 58)
+
+    def full(source: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "clone", full)
+    out = Path(tempfile.mkdtemp(dir=shm)) / "out"
+    try:
+        with pytest.raises(UserError) as refused:
+            prepare(made.root, out, workers=1)
+    finally:
+        shutil.rmtree(out.parent)
+    assert ("choose another --out, or one on the images' own file system with --link hard, "
+            "where hard links take no space") in str(refused.value)
+
+
+def test_sizes_are_never_rounded_to_nothing() -> None:
+    assert [files.size_text(n) for n in (0, 940, 1000, 9_940, 12_345, 999_999, 4_200_000,
+                                         12_600_000_000)] == [
+        "0 B", "940 B", "1.0 kB", "9.9 kB", "12 kB", "1.0 MB", "4.2 MB", "13 GB"]

@@ -1082,21 +1082,26 @@ def _unlinked(out: Path, images: list[Path]) -> list[str]:
     layout, or --link hard) are copies now: the disk they take, and how to keep links."""
     if not images:
         return []
-    size = sum(path.stat().st_size for path in images) / 1e9
+    size = files.size_text(sum(path.stat().st_size for path in images))
     return [f"{files.counted(len(images), 'image')} under {out} were hard links to the source "
             f"images and are now copies, so that an edit of one never changes your download "
-            f"({size:.1f} GB, less where the file system clones them); pass --link hard to keep "
+            f"({size}, less where the file system clones them); pass --link hard to keep "
             "them linked"]
 
 
 def _no_space(out: Path, sources: list[Path], link: layout.LinkMode) -> str:
-    """Why the layout's images did not fit under `out`: their total size, and the ways on."""
-    total = sum(path.stat().st_size for path in sources) / 1e9
-    way = ("choose an --out on the images' own file system, where hard links take no space"
-           if link is layout.LinkMode.hard else "choose another --out, or pass --link hard to "
-           "hard-link them (no extra disk; an edit of one then changes the source image)")
+    """Why the layout's images did not fit under `out`: their total size, and the ways on
+    (hard links only where `out` is on the images' own file system: they cannot cross one)."""
+    total = files.size_text(sum(path.stat().st_size for path in sources))
+    beside = out.stat().st_dev == sources[0].stat().st_dev
+    if link is layout.LinkMode.hard or not beside:
+        way = ("choose another --out, or one on the images' own file system with --link hard, "
+               "where hard links take no space")
+    else:
+        way = ("choose another --out, or pass --link hard to hard-link them (no extra disk; an "
+               "edit of one then changes the source image)")
     return (f"no space left under {out} for copies of the {files.counted(len(sources), 'image')}"
-            f" ({total:.1f} GB in all): free space there, {way}; then run this again")
+            f" ({total} in all): free space there, {way}; then run this again")
 
 
 def _complete(out: Path) -> None:
