@@ -154,6 +154,13 @@ def test_bad_options_are_one_line_errors(runner: CliRunner, isic2020: SyntheticS
         (["--query", "no_such_column == 1"], "--query"),
         (["--class-name", "../up"], "--class-name"),
         (["--resolution", "1000"], "--resolution"),
+        (["--repeats", "0"], "--repeats must be 1 to 2147483647 (got 0)"),
+        (["--repeats", str(2**31)], f"--repeats must be 1 to 2147483647 (got {2**31})"),
+        (["--target-steps", "99999999999999999999"], "--target-steps must be 1 to 2147483647"),
+        (["--epochs", str(2**31)], "--epochs must be 1 to 2147483647"),
+        (["--batch-size", "-1"], "--batch-size must be 1 to 2147483647 (got -1)"),
+        (["--seed", "-1"], "--seed must be 0 to 4294967295 (got -1)"),
+        (["--seed", str(2**32)], f"--seed must be 0 to 4294967295 (got {2**32})"),
     ]
     for extra, needle in cases:
         code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out",

@@ -82,6 +82,9 @@ OTHER_FORMATS = (".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".avif", ".d
 _TRAINED_SUFFIXES = render.IMAGE_SUFFIXES | {".txt", ".TXT"}
 """The files sd-scripts' DreamBooth loader reads: images and captions; a foreign one in a
 class folder is refused, others are kept."""
+_MOST = 2**31 - 1
+"""The largest count prepare takes (repeats, steps, epochs, batch size): a 32-bit integer's,
+far past any run, and well within the 64-bit integers of TOML's dataset config."""
 NO_FILE = "no image file"
 BELOW_SKIP = "image file only in a subfolder (see source): pass --images to search it"
 """Skip reason of an id whose file lies below a folder searched without its subfolders."""
@@ -178,8 +181,9 @@ def _check(options: PrepareOptions) -> None:
         raise UserError("give --repeats or --target-steps, not both")
     for name in ("repeats", "target_steps", "epochs", "batch_size"):
         value = getattr(options, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+        if value is not None and not 1 <= value <= _MOST:
+            raise UserError(f"--{name.replace('_', '-')} must be 1 to {_MOST} (got {value})")
+    arguments.check_seed(options.seed)
     if not 0 <= options.val_frac < 1:
         raise UserError(f"--val-frac must be in [0, 1) (got {options.val_frac})")
     if options.resolution < 64 or options.resolution % 64:
