@@ -217,6 +217,24 @@ def test_a_crashed_shard_is_reported_and_a_rerun_makes_only_the_missing(
     assert code == 1 and "--n 8" in stderr
 
 
+def test_a_run_whose_prepared_folder_is_gone_or_lost_its_manifest_says_which(
+        runner: CliRunner, run: Path, prepared: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """Without --like, the prompts come from the prepared folder the run names: a deleted
+    manifest is not a folder "not on this machine"."""
+    args = ("--lora", run, "--n", 2, "--out", tmp_path / "synth", *SMALL, "--dry-run")
+    (prepared / "manifest.csv").unlink()
+    code, _, stderr = _sample(runner, fake_gen, *args)
+    said = " ".join(stderr.split())
+    assert code == 1 and (f"the LoRA was trained on {prepared}, which has no manifest.csv any "
+                          "more: run the prepare command that made it again to rewrite it, or "
+                          "give --like PREPARED") in said, said
+    prepared.rename(tmp_path / "elsewhere")
+    code, _, stderr = _sample(runner, fake_gen, *args)
+    said = " ".join(stderr.split())
+    assert code == 1 and (f"the LoRA was trained on {prepared}, which is not on this machine: "
+                          "give --like PREPARED") in said, said
+
+
 def test_a_rerun_makes_again_the_images_emptied_or_cut_short_since(
         runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
     """A full disk or a copy cut short leaves images/ holding files named like the set's that

@@ -309,6 +309,10 @@ def _unknown_prepared(prepared: Path) -> str:
     if prepared.parts and prepared.parts[0] == LOCAL:  # as push publishes a local path
         return (f"the folder the LoRA was trained on is not known: its published run record "
                 f"hides local paths ({prepared}); {instead}")
+    if prepared.is_dir():  # there, but its manifest deleted or moved
+        return (f"the LoRA was trained on {prepared}, which has no "
+                f"{PreparedFolder(prepared).manifest.name} any more: run the prepare command "
+                f"that made it again to rewrite it, or {instead}")
     return f"the LoRA was trained on {prepared}, which is not on this machine: {instead}"
 
 
