@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from medsynth_kohya.data import images
+from medsynth_kohya.data import measure
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.images import scan
 from medsynth_kohya.data.synth import SyntheticSet, lesion_image
@@ -213,7 +213,7 @@ def test_the_decoders_lines_are_taken_and_stderr_is_given_back(
     def say(text: bytes) -> None:
         libc.write(2, text, len(text))
 
-    with images._decoders_said() as said:
+    with measure.decoders_said() as said:
         say(b"libpng warning: one\n\x1b[2Kchecking images 3/9\nsecond line\n")
     assert said == ["libpng warning: one", "second line"]
     def stuck(*args: object) -> None:
@@ -222,14 +222,26 @@ def test_the_decoders_lines_are_taken_and_stderr_is_given_back(
     previous = signal.signal(signal.SIGALRM, stuck)  # a blocked write fails, not hangs
     signal.alarm(20)
     try:
-        with images._decoders_said() as flood:
+        with measure.decoders_said() as flood:
             for _ in range(4000):
                 say(b"x" * 99 + b"\n")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert 0 < len(flood) < 4000
-    with pytest.raises(KeyError), images._decoders_said():
+    with pytest.raises(KeyError), measure.decoders_said():
         raise KeyError
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"
+
+
+def test_evaluate_decodes_its_photos_quietly(tmp_path: Path,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    """evaluate decodes its real and synthetic photos through measure.decode: the decoders'
+    lines stay off its progress bars too."""
+    from medsynth_kohya.evaluation import sets
+
+    path = _write(tmp_path / "a.jpg", _holed(_jpeg()))
+    image = sets.decode(path)
+    assert image is not None and image.shape[:2] == (480, 640)
+    assert capfd.readouterr().err == ""

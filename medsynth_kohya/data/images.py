@@ -12,7 +12,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -226,33 +225,6 @@ def _grey_filled(image: MatLike, longest: int) -> bool:
     return bool((image[-depth:] == _JPEG_FILL).all())
 
 
-@contextmanager
-def _decoders_said() -> Iterator[list[str]]:
-    """The lines C libraries (libjpeg, libpng) write straight to the process's stderr in the
-    block, kept off the terminal (they name no file; the scan reports per file what they
-    mean). A pipe takes them whose writing end never blocks: what passes its buffer (64 KiB on
-    Linux) is lost. Lines holding terminal controls are a progress bar's, which redraws.
-    Elsewhere than POSIX the lines go to the terminal and none are returned."""
-    said: list[str] = []
-    if os.name != "posix":
-        yield said
-        return
-    kept = os.dup(2)
-    read, write = os.pipe()
-    os.set_blocking(write, False)
-    os.dup2(write, 2)
-    os.close(write)
-    try:
-        yield said
-    finally:
-        os.dup2(kept, 2)
-        os.close(kept)
-        with os.fdopen(read, "rb") as pipe:
-            text = pipe.read().decode("utf-8", "replace")
-        said += [line.strip() for line in text.splitlines()
-                 if line.strip() and "\x1b" not in line]
-
-
 def _filled_in(said: list[str]) -> str | None:
     """The first of the decoder's lines that says it filled in pixels (`_FILLED_IN`)."""
     return next((line for line in said if any(words in line.lower() for words in _FILLED_IN)),
@@ -266,7 +238,7 @@ def scan(path: str, hair: HairMode) -> Scan:
     import numpy as np
 
     from medsynth_kohya.data import hair as detector
-    from medsynth_kohya.data.measure import measure, pixel_size
+    from medsynth_kohya.data.measure import decoders_said, measure, pixel_size
 
     try:
         data = Path(path).read_bytes()
@@ -294,7 +266,7 @@ def scan(path: str, hair: HairMode) -> Scan:
     buffer = np.frombuffer(data, dtype=np.uint8)
     full = hair is HairMode.seed  # the original converted a full colour decode to grayscale
     failure = ""
-    with _decoders_said() as said:
+    with decoders_said() as said:
         try:
             image = cv2.imdecode(buffer, detector.decode_flag(width, height, full=full))
         except cv2.error as exc:  # past OpenCV's own pixel limit, where Pillow's is lifted

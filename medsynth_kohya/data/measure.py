@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,13 +120,42 @@ def pixel_size(source: str | Path | bytes) -> tuple[int, int] | None:
     return (int(width), int(height)) if width > 0 and height > 0 else None
 
 
+@contextmanager
+def decoders_said() -> Iterator[list[str]]:
+    """The lines C libraries (libjpeg, libpng) write straight to the process's stderr in the
+    block, kept off the terminal (they name no file; the scan reports per file what they
+    mean). A pipe takes them whose writing end never blocks: what passes its buffer (64 KiB on
+    Linux) is lost. Lines holding terminal controls are a progress bar's, which redraws.
+    Elsewhere than POSIX the lines go to the terminal and none are returned."""
+    said: list[str] = []
+    if os.name != "posix":
+        yield said
+        return
+    kept = os.dup(2)
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    os.dup2(write, 2)
+    os.close(write)
+    try:
+        yield said
+    finally:
+        os.dup2(kept, 2)
+        os.close(kept)
+        with os.fdopen(read, "rb") as pipe:
+            text = pipe.read().decode("utf-8", "replace")
+        said += [line.strip() for line in text.splitlines()
+                 if line.strip() and "\x1b" not in line]
+
+
 def decode(path: str | Path, width: int, height: int) -> MatLike | None:
-    """Decode `path` at the smallest JPEG scale that keeps WORK_SIZE pixels; None if it cannot."""
+    """Decode `path` at the smallest JPEG scale that keeps WORK_SIZE pixels; None if it cannot.
+    The decoders' lines are kept off the terminal (the caller reports a file it cannot use)."""
     import cv2
     import numpy as np
 
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, hair.decode_flag(width, height))
+    with decoders_said():
+        image = cv2.imdecode(data, hair.decode_flag(width, height))
     return None if image is None or image.size == 0 else image
 
 
