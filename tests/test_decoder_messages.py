@@ -12,6 +12,8 @@ import os
 import re
 import signal
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -245,3 +247,20 @@ def test_evaluate_decodes_its_photos_quietly(tmp_path: Path,
     image = sets.decode(path)
     assert image is not None and image.shape[:2] == (480, 640)
     assert capfd.readouterr().err == ""
+
+
+def test_a_closed_stderr_still_scans(tmp_path: Path) -> None:
+    """Run with stderr closed (`2>&-`), as from some schedulers, the scan gives the same
+    verdicts, and stderr is closed again after each."""
+    path = _write(tmp_path / "a.jpg", _holed(_jpeg()))
+    whole = _write(tmp_path / "b.jpg", _jpeg())
+    code = ("import os, sys; os.close(2)\n"
+            "from medsynth_kohya.data.images import scan\n"
+            "from medsynth_kohya.data.hair import HairMode\n"
+            "found = [scan(path, HairMode.auto).reason for path in sys.argv[1:]]\n"
+            "try:\n    os.fstat(2)\nexcept OSError:\n    found.append('closed')\n"
+            "print(found)")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(whole)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, str([HOLE, "", "closed"])), (
+        done.stdout + done.stderr)

@@ -265,6 +265,27 @@ def test_a_rerun_makes_again_the_images_emptied_or_cut_short_since(
             "SYN_0000001..SYN_0000002); made again") in " ".join(stderr.split())
 
 
+def test_finalize_leaves_a_damaged_image_and_odd_entries_are_no_images(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """--finalize generates nothing, so it removes nothing either; a folder named like an image,
+    or a name with more digits than the set's ids, is no image of the set to remake."""
+    out = tmp_path / "synth"
+    args = ("--lora", run, "--n", 4, "--out", out, *SMALL)
+    assert _sample(runner, fake_gen, *args)[0] == 0
+    images = out / "images"
+    (images / "SYN_0000001.png").write_bytes(b"")
+    fake_gen.forget()
+    code, stdout, stderr = _sample(runner, fake_gen, *args, "--finalize")
+    assert code == 0 and fake_gen.calls() == [] and "made again" not in stderr, stdout + stderr
+    assert (images / "SYN_0000001.png").read_bytes() == b""
+    (images / "SYN_0000001.png").unlink()
+    (images / "SYN_0000001.png").mkdir()
+    (images / "SYN_0000002.png").rename(images / "SYN_00000002.png")
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 0 and "made again" not in stderr, stdout + stderr
+    assert (images / "SYN_0000001.png").is_dir()
+
+
 def test_ctrl_c_keeps_finished_images_and_a_rerun_completes(
         run: Path, fake_gen: FakeGen, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_GEN_SLOW", "0.3")

@@ -85,3 +85,17 @@ def test_missing_captions_stop_train(runner: CliRunner, prepared: Path, fake_sd:
             f"{captions[1].name} is missing), so sd-scripts would caption them with the "
             "trigger alone: run prepare again") in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_name_a_mac_file_system_returns_decomposed_is_still_listed(tmp_path: Path) -> None:
+    """HFS+ and some SMB shares return file names in Unicode NFD; ids are compared in NFC."""
+    import unicodedata
+
+    from medsynth_kohya.data.prepared import PreparedFolder
+
+    composed = "Müller_1"
+    (tmp_path / f"{unicodedata.normalize('NFD', composed)}.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "Other_2.jpg").write_bytes(b"\xff\xd8")
+    rows = pd.DataFrame({"id": [composed], "source": ["/data/Müller_1.JPG"]})
+    assert [p.name for p in PreparedFolder(tmp_path).unlisted_images(rows, tmp_path)] == [
+        "Other_2.jpg"]

@@ -126,21 +126,36 @@ def decoders_said() -> Iterator[list[str]]:
     block, kept off the terminal (they name no file; the scan reports per file what they
     mean). A pipe takes them whose writing end never blocks: what passes its buffer (64 KiB on
     Linux) is lost. Lines holding terminal controls are a progress bar's, which redraws.
-    Elsewhere than POSIX the lines go to the terminal and none are returned."""
+    Elsewhere than POSIX the lines go to the terminal and none are returned. Stderr is the
+    caller's again however the block ends (closed again, where it was closed: 2>&-)."""
     said: list[str] = []
     if os.name != "posix":
         yield said
         return
-    kept = os.dup(2)
-    read, write = os.pipe()
-    os.set_blocking(write, False)
-    os.dup2(write, 2)
-    os.close(write)
+    import fcntl
+
     try:
+        kept = os.dup(2)
+    except OSError:  # stderr closed
+        kept = -1
+    ends = os.pipe()  # with stderr closed, one end may be 2: both are moved past it
+    read, write = (fcntl.fcntl(end, fcntl.F_DUPFD_CLOEXEC, 3) for end in ends)
+    for end in ends:
+        os.close(end)
+    try:
+        os.set_blocking(write, False)
+        os.dup2(write, 2)
+        os.close(write)
+        write = -1
         yield said
     finally:
-        os.dup2(kept, 2)
-        os.close(kept)
+        if kept >= 0:
+            os.dup2(kept, 2)
+            os.close(kept)
+        else:
+            os.close(2)
+        if write >= 0:  # interrupted before it was handed to stderr
+            os.close(write)
         with os.fdopen(read, "rb") as pipe:
             text = pipe.read().decode("utf-8", "replace")
         said += [line.strip() for line in text.splitlines()

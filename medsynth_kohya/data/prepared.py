@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,11 @@ class PreparedState:
                    else None)
 
 
+def _nfc(name: str) -> str:
+    """A file name as ids are compared (Unicode NFC): macOS's file systems return NFD."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -206,11 +212,11 @@ class PreparedFolder:
     def unlisted_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
         """The images sd-scripts would train on in the class folder `folder` that manifest
         `rows` do not place there (put there by hand since prepare), sorted."""
-        listed = {image_file(folder, str(row.id), Path(str(row.source))).name
+        listed = {_nfc(image_file(folder, str(row.id), Path(str(row.source))).name)
                   for row in rows.itertuples(index=False)}
         return sorted(path for path in folder.iterdir()
                       if path.suffix in render.IMAGE_SUFFIXES and not path.name.startswith(".")
-                      and path.name not in listed and not path.is_dir())
+                      and _nfc(path.name) not in listed and not path.is_dir())
 
     def state_if_any(self) -> PreparedState | None:
         """The state, None when the folder was not prepared; a UserError when its last

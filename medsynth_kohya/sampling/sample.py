@@ -252,7 +252,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         harvest(out, tag)
     clear_shards(out, tag)
     present_before = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
-    broken = damaged(out / IMAGES, plan, present_before)
+    broken = [] if finalize else damaged(out / IMAGES, plan, present_before)
     for index in broken:  # emptied or cut short: the same seed makes the image again
         (out / IMAGES / f"{plan.image_id(index)}.png").unlink()
     if broken:

@@ -226,9 +226,11 @@ def complete_png(path: Path) -> bool:
 
 
 def damaged(folder: Path, plan: Plan, indices: Sequence[int]) -> list[int]:
-    """Those of `indices`, images present in `folder`, that are not whole PNGs (emptied or cut
-    short since they were made): they count as missing."""
-    return [i for i in indices if not complete_png(folder / f"{plan.image_id(i)}.png")]
+    """Those of `indices`, images present in `folder`, whose file is not a whole PNG (emptied
+    or cut short since it was made): they count as missing. A folder or a name padded with
+    more digits than the set's ids is no image of the set, and not one of these."""
+    paths = ((i, folder / f"{plan.image_id(i)}.png") for i in indices)
+    return [i for i, path in paths if path.is_file() and not complete_png(path)]
 
 
 def _cell(value: object) -> object:
