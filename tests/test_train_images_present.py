@@ -34,9 +34,9 @@ def test_missing_training_images_stop_train(runner: CliRunner, prepared: Path, f
     line = " ".join(stderr.split())
     assert code == 1 and "Traceback" not in stdout + stderr, stderr
     gone = len(images[:removed])
-    assert (f"{gone} of {train} training images listed in {prepared / 'manifest.csv'} are "
-            f"missing from {images[0].parent} (first: {images[0].name}): run prepare "
-            "again") in line
+    assert (f"{gone} of {train} training images listed in {prepared / 'manifest.csv'} "
+            f"{'is' if gone == 1 else 'are'} missing from {images[0].parent} (first: "
+            f"{images[0].name}): run prepare again") in line
     assert not (tmp_path / "run").exists()
 
 
@@ -76,15 +76,16 @@ def test_missing_captions_stop_train(runner: CliRunner, prepared: Path, fake_sd:
     trigger) alone, without a word."""
     captions = sorted((prepared / "img").glob("*/*.txt"))
     train = int((pd.read_csv(prepared / "manifest.csv", dtype=str)["split"] == "train").sum())
-    for caption in captions[1:3]:
-        caption.unlink()
-    code, stdout, stderr = _train(runner, prepared, fake_sd, tmp_path / "run")
-    line = " ".join(stderr.split())
-    assert code == 1 and "Traceback" not in stdout + stderr, stderr
-    assert (f"2 of {train} training images have no caption in {captions[0].parent} (first: "
-            f"{captions[1].name} is missing), so sd-scripts would caption them with the "
-            "trigger alone: run prepare again") in line
-    assert not (tmp_path / "run").exists()
+    for gone, verb in ((captions[1:2], "has"), (captions[1:3], "have")):
+        for caption in gone:
+            caption.unlink(missing_ok=True)
+        code, stdout, stderr = _train(runner, prepared, fake_sd, tmp_path / "run")
+        line = " ".join(stderr.split())
+        assert code == 1 and "Traceback" not in stdout + stderr, stderr
+        assert (f"{len(gone)} of {train} training images {verb} no caption in "
+                f"{captions[0].parent} (first: {captions[1].name} is missing), so sd-scripts "
+                "would caption them with the trigger alone: run prepare again") in line
+        assert not (tmp_path / "run").exists()
 
 
 def test_a_name_a_mac_file_system_returns_decomposed_is_still_listed(tmp_path: Path) -> None:

@@ -660,13 +660,15 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     missing = data.missing_images(train_rows, train_dir)
     if missing:  # sd-scripts would train on what is left, silently
         raise UserError(f"{len(missing)} of {len(train_rows)} training images listed in "
-                        f"{data.manifest} are missing from {train_dir} (first: "
+                        f"{data.manifest} {'is' if len(missing) == 1 else 'are'} missing from "
+                        f"{train_dir} (first: "
                         f"{missing[0].name}): run prepare again (`medsynth-kohya prepare "
                         f"SOURCE --out {prepared}`)")
     uncaptioned = data.missing_captions(train_rows, train_dir)
     if uncaptioned:  # sd-scripts would caption those images with the trigger alone, silently
-        raise UserError(f"{len(uncaptioned)} of {len(train_rows)} training images have no "
-                        f"caption in {train_dir} (first: {uncaptioned[0].name} is missing), so "
+        raise UserError(f"{len(uncaptioned)} of {len(train_rows)} training images "
+                        f"{'has' if len(uncaptioned) == 1 else 'have'} no caption in "
+                        f"{train_dir} (first: {uncaptioned[0].name} is missing), so "
                         "sd-scripts would caption them with the trigger alone: run prepare "
                         f"again (`medsynth-kohya prepare SOURCE --out {prepared}`)")
     unlisted = data.unlisted_images(train_rows, train_dir)
