@@ -163,15 +163,17 @@ def test_a_size_past_pillows_limit_is_refused_before_any_decode(
     assert scan(str(path), hair).reason.startswith("undecodable (OpenCV: ")
 
 
+@pytest.mark.parametrize(("trailed", "words"), [(1, "is used as decoded"),
+                                                (2, "are used as decoded")])
 def test_prepare_skips_corrupt_jpegs_and_warns_of_those_it_uses(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
-        capfd: pytest.CaptureFixture[str]) -> None:
+        capfd: pytest.CaptureFixture[str], trailed: int, words: str) -> None:
     """Through the CLI, scanned in worker processes: skipped.csv and the summary give the
-    corrupt file's reason, a warning names the file used as decoded, the terminal holds
-    neither decoder's line, and a header past Pillow's limit ends in no traceback."""
+    corrupt file's reason, a warning names the first file used as decoded, and the terminal
+    holds neither decoder's line."""
     ids = list(isic2020.frame["image_name"].astype(str))
     folder = isic2020.images
-    for identifier, change in ((ids[0], _holed), (ids[1], _trailed)):
+    for identifier, change in ((ids[0], _holed), *((i, _trailed) for i in ids[1:1 + trailed])):
         path = folder / f"{identifier}.jpg"
         path.write_bytes(change(path.read_bytes()))
     out = tmp_path / "out"
@@ -185,8 +187,9 @@ def test_prepare_skips_corrupt_jpegs_and_warns_of_those_it_uses(
     assert f"skipped: {HOLE}" in " ".join(stdout.split())
     assert ids[1] in set(pd.read_csv(out / "manifest.csv", dtype=str)["id"])
     warning = " ".join(stderr.split())
-    assert re.search(f"1 of {len(ids) - 1} images drew the JPEG decoder's warning and are used "
-                     f"as decoded \\(first: {ids[1]}: \"{TRAILED}\"\\); look at them", warning)
+    assert re.search(f"{trailed} of {len(ids) - 1} images drew the JPEG decoder's warning and "
+                     f"{words} \\(first: {ids[1]}: \"{TRAILED}\"\\); look at "
+                     f"{'it' if trailed == 1 else 'them'} and replace", warning)
     assert "Corrupt JPEG data" not in capfd.readouterr().err
 
 

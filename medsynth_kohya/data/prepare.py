@@ -936,8 +936,9 @@ def _decoder_warned(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) ->
                   if result.decoder)
     if not said:
         return []
-    return [f"{len(said)} of {len(good)} images drew the JPEG decoder's warning and are used as "
-            f"decoded (first: {said[0][0]}: \"{said[0][1]}\"); look at them and replace any "
+    return [f"{len(said)} of {len(good)} images drew the JPEG decoder's warning and "
+            f"{'is' if len(said) == 1 else 'are'} used as decoded (first: {said[0][0]}: "
+            f"\"{said[0][1]}\"); look at {'it' if len(said) == 1 else 'them'} and replace any "
             "that shows stripes, smears or a colour shift towards the bottom"]
 
 

@@ -854,7 +854,7 @@ def _layout(out: Path | None) -> set[Path]:
     return set() if out is None else {out / TRAIN_ROOT, out / VAL_ROOT}
 
 
-def hidden(name: str) -> bool:
+def _hidden(name: str) -> bool:
     """Whether a file or folder is no one's data: hidden (macOS's ._ AppleDouble files beside
     each photo copied to a non-Mac disk among them) or macOS's zip extras."""
     return name.startswith(".") or name == _MACOS_EXTRAS
@@ -862,7 +862,7 @@ def hidden(name: str) -> bool:
 
 def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
     """`root`, then each folder below it that holds an image file, in sorted order; symlinked
-    folders are followed (each real folder once), hidden ones (`hidden`), `exclude` (and its
+    folders are followed (each real folder once), hidden ones (`_hidden`), `exclude` (and its
     layout, should `root` be `exclude` itself) and this tool's outputs (`tool_output`) are
     not."""
     skip = exclude.resolve() if exclude is not None else None
@@ -873,7 +873,7 @@ def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
         kept = []
         for name in sorted(names):
             real = (here / name).resolve()
-            if not hidden(name) and real != skip and real not in seen \
+            if not _hidden(name) and real != skip and real not in seen \
                     and not tool_output(here / name):
                 seen.add(real)
                 kept.append(name)
@@ -908,7 +908,7 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     clashes: list[tuple[str, Path]] = []
     for folder in dirs:
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES and not hidden(path.name) \
+            if path.suffix.lower() in IMAGE_SUFFIXES and not _hidden(path.name) \
                     and path.is_file():
                 stem = unicodedata.normalize("NFC", path.stem)
                 first = found.setdefault(stem, path)
