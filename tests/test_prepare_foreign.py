@@ -51,9 +51,10 @@ def test_foreign_files_are_kept_and_never_trained_on(runner: CliRunner, tmp_path
     caption.unlink()
     (train / "README.md").write_text("notes sd-scripts never reads", encoding="utf-8")
     (train / "ISIC_shy.Jpg").write_bytes(b"a letter case sd-scripts skips")
+    (train / f"._{caption.stem}.jpg").write_bytes(b"macOS's AppleDouble file: hidden")
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force",
                              "--repeats", "3")
-    assert code == 0 and "kept as found: 3 files" in " ".join(stderr.split()), stderr
+    assert code == 0 and "kept as found: 4 files" in " ".join(stderr.split()), stderr
     assert (train / "README.md").is_file() and (train / "ISIC_shy.Jpg").is_file()
 
 

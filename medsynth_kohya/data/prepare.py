@@ -294,6 +294,7 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
                         "or pass --force to replace them")
     foreign = _foreign_layout_files(out, placed.owned)
     trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
+               and not p.name.startswith(".")  # sd-scripts' glob passes hidden files over
                and re.fullmatch(rf"\d+_{re.escape(class_name)}", p.parent.name)]
     if trained:
         raise UserError(f"{files.counted(len(trained))} that prepare did not write would be "
