@@ -217,6 +217,16 @@ def write_run(run: Path, prepared: Path, base_model: Path, **config: Any) -> Pat
 PYTHON = sys.executable
 
 
+def shard_images(out: Path, name: str = "im_*.png") -> list[Path]:
+    """The images the generator has written so far into the shard folders of the set `out`;
+    a folder sample removes while the glob walks it (a re-run clearing the last run's
+    shards) counts as empty, as it is a moment later."""
+    try:
+        return list(out.glob(f".medsynth/shards/*/out/{name}"))
+    except FileNotFoundError:
+        return []
+
+
 def interrupt_at_third_image(out: Path) -> None:
     """Ctrl-C this test's thread (SIGINT) once a shard of the set `out` holds its third image;
     the test is skipped where SIGINT is not Python's default handler (as under some runners)."""
@@ -227,7 +237,7 @@ def interrupt_at_third_image(out: Path) -> None:
     def interrupt() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if list(out.glob(".medsynth/shards/*/out/im_000002.png")):
+            if shard_images(out, "im_000002.png"):
                 signal.pthread_kill(main, signal.SIGINT)
                 return
             time.sleep(0.05)

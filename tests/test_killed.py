@@ -20,7 +20,7 @@ from medsynth_kohya.data.prepare import JOURNAL_FILE, PrepareOptions, prepare
 from medsynth_kohya.data.prepared import STATE_DIR
 from medsynth_kohya.data.synth import SyntheticSet
 
-from .fake_gen import make_fake_gen, write_run
+from .fake_gen import make_fake_gen, shard_images, write_run
 from .fakes import make_fake_sd
 from .processes import finish, kill_when, snapshot, start, wait_for
 from .test_sample import SMALL
@@ -117,7 +117,7 @@ def test_sample_killed_while_generating(isic2020: SyntheticSet, tmp_path: Path,
                           "--sd-scripts", fake.sd_scripts, "--python", sys.executable]
 
     def made() -> int:
-        return len(list(out.glob(".medsynth/shards/*/out/im_*.png")))
+        return len(shard_images(out))
 
     def generator() -> int | None:
         calls = list(fake.records.glob("*.json"))
