@@ -189,3 +189,46 @@ def test_more_gpus_than_found_are_refused_naming_how_many(prepared: Path,
         train(prepared, "a100-80gb", run_dir=tmp_path / "run", gpus=1000, dry_run=True,
               detect=lambda: [A100])
     assert not (tmp_path / "run").exists()
+
+
+# what a preset may not set: the run's own folders and tables
+
+
+@pytest.mark.parametrize("key", presets.RUN_OWNED)
+def test_a_preset_that_sets_an_option_the_run_owns_is_refused_before_anything_is_written(
+        runner: CliRunner, prepared: Path, tmp_path: Path, key: str) -> None:
+    document = toml.loads(_preset(tmp_path).read_text(encoding="utf-8"))
+    document["settings"][key] = str(tmp_path / "elsewhere")
+    mine = tmp_path / "mine.toml"
+    mine.write_text(toml.dumps(document), encoding="utf-8")
+    said = _refused(runner, prepared, "--preset", mine, "--run-dir", tmp_path / "run")
+    assert (f"preset {mine}: [settings] sets {key}, which the run decides (its run folder); "
+            "remove it from the preset and choose the folder with --run-dir") in said, said
+    assert not (tmp_path / "run").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_run_config_copied_as_a_preset_cannot_write_into_that_run(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    """A finished run's config.toml names its output folder: as another run's preset it
+    would have sd-scripts overwrite the first run's LoRA."""
+    first = tmp_path / "first"
+    train(prepared, str(_preset(tmp_path)), run_dir=first, dry_run=True)
+    config = (first / "config.toml").read_text(encoding="utf-8")
+    assert f"[{presets.RUN_TABLE}]" in config  # the table the template renders the run's keys in
+    copy = tmp_path / "copy.toml"
+    copy.write_text('[medsynth]\ndevice = "cpu"\n' + config, encoding="utf-8")
+    said = _refused(runner, prepared, "--preset", copy, "--run-dir", tmp_path / "second")
+    assert f"preset {copy}: the table [{presets.RUN_TABLE}] is the run's own; rename it" in said
+    assert not (tmp_path / "second").exists()
+
+
+def test_a_preset_table_named_overrides_is_refused_as_set_options_would_replace_it(
+        prepared: Path, tmp_path: Path) -> None:
+    document = toml.loads(_preset(tmp_path).read_text(encoding="utf-8"))
+    document[presets.OVERRIDES_TABLE] = {"network_alpha": 2}
+    mine = tmp_path / "mine.toml"
+    mine.write_text(toml.dumps(document), encoding="utf-8")
+    with pytest.raises(UserError, match=r"the table \[overrides\] is the run's own; rename it "
+                       r"\(e\.g\. \[settings\]\)"):
+        train(prepared, str(mine), overrides=["noise_offset=0.05"], run_dir=tmp_path / "run",
+              dry_run=True)

@@ -21,6 +21,12 @@ BASE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 """The SDXL base model every shipped preset trains on."""
 DEVICES = ("cuda", "cpu")
 """A preset's [medsynth] device: "cpu" for one meant to run without a GPU."""
+RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "dataset_config",
+             "config_file", "train_data_dir", "in_json", "reg_data_dir", "resume")
+"""Options the run itself sets (its folders and files): neither a preset nor --set may."""
+RUN_TABLE, OVERRIDES_TABLE = "medsynth_run", "overrides"
+"""The config file's tables that hold the run's own options and the --set options no preset
+table holds: a preset table of either name would replace them."""
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,25 @@ def load(name: str) -> Preset:
     stray = [key for key, value in document.items() if not isinstance(value, dict)]
     if stray:
         raise UserError(f"preset {path}: put {', '.join(stray)} inside a table such as [settings]")
+    _check_run_owned(document, path)
     tables = {name: {key: _home(value) for key, value in table.items()}
               for name, table in document.items()}
     return Preset(name=path.stem, path=path, tables=tables, **_own_settings(own, path))
+
+
+def _check_run_owned(tables: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Refuse a table or an option the run owns: training with it would write where another
+    run (or nothing of this run) is, or replace the run's --set options."""
+    for name, table in tables.items():
+        if name in (RUN_TABLE, OVERRIDES_TABLE):
+            raise UserError(f"preset {path}: the table [{name}] is the run's own; rename it "
+                            "(e.g. [settings]) and leave out the options the run sets ("
+                            f"{', '.join(RUN_OWNED)})")
+        owned = [key for key in table if key in RUN_OWNED]
+        if owned:
+            raise UserError(f"preset {path}: [{name}] sets {owned[0]}, which the run decides "
+                            "(its run folder); remove it from the preset and choose the "
+                            "folder with --run-dir")
 
 
 def _locate(name: str) -> Path:

@@ -42,9 +42,6 @@ from medsynth_kohya.training.record import (
 SCRIPT = "sdxl_train_network"
 PATH_OPTIONS = ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "network_weights")
 """Options naming files: made absolute when they exist from here (sd-scripts runs elsewhere)."""
-RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "dataset_config",
-             "config_file", "train_data_dir", "in_json", "reg_data_dir", "resume")
-"""Keys the run itself sets; an override of one is refused."""
 SAMPLE_PROMPTS = 4
 """Training-time sample prompts: the first distinct ones of `sample`'s default set."""
 PRUNE_S = 5.0
@@ -109,7 +106,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.isidentifier():
             raise UserError(f"--set {item!r} must look like key=value, e.g. --set "
                             "learning_rate=1e-4")
-        if key in RUN_OWNED:
+        if key in presets.RUN_OWNED:
             raise UserError(f"--set {key} is decided by the run ({key} lives in the run "
                             "folder); use --run-dir to choose where")
         text = text.strip()
@@ -153,7 +150,7 @@ def _merge(preset: presets.Preset, overrides: Mapping[str, Any],
         document[name] = merged
     extra = {k: v for k, v in overrides.items() if k not in placed and v is not None}
     if extra:
-        document["overrides"] = extra
+        document[presets.OVERRIDES_TABLE] = extra
     return document
 
 
