@@ -259,3 +259,35 @@ def test_training_a_raw_download_says_to_prepare_it_elsewhere(
     assert code == 1 and "Traceback" not in stdout + stderr
     assert (f"run `medsynth-kohya prepare {isic2020.root} --out {isic2020.root}-prepared` "
             "first and give that folder") in line
+
+
+@pytest.mark.parametrize("record", ["{not json", "[]", ""])
+def test_a_run_whose_record_cannot_be_read_is_neither_resumed_nor_replaced(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        record: str) -> None:
+    """Without its record nothing says what the run trained on or whether it finished, so
+    --resume (which would rewrite its LoRA) and a new run are refused; --force starts over."""
+    run = tmp_path / "run"
+    launch_with = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, *launch_with)
+    assert code == 0, stdout + stderr
+    (run / "run.json").write_text(record, encoding="utf-8")
+    before = checksums(run)
+    for again in (["--resume"], ["--resume", "--preset", "cpu-smoke"], ["--preset", "cpu-smoke"],
+                  ["--preset", "cpu-smoke", "--dry-run"], ["--resume", "--force"]):
+        code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, *again,
+                                      *launch_with)
+        line = " ".join(stderr.split())
+        assert code == 1 and "Traceback" not in stdout + stderr, (again, stdout + stderr)
+        assert line.startswith(f"Error: cannot read {run / 'run.json'} ("), (again, line)
+        assert ("--resume needs it to continue the run: mend it, or start over with --force "
+                "(without --resume)" if "--resume" in again else
+                f"so what {run} holds is unknown: mend it, choose another --run-dir, or pass "
+                "--force to start over") in line, (again, line)
+        assert checksums(run) == before, again
+    fake_sd.record.unlink()
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, "--force", *launch_with)
+    assert code == 0 and _record(run)["status"] == "succeeded", stdout + stderr
+    assert "--resume" not in fake_sd.recorded()["argv"]

@@ -366,10 +366,10 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> R
             path for path in locks.foreign_entries(run_dir) if path.name != nodes.FOLDER]:
         raise UserError(f"--run-dir {run_dir} is not empty and holds no training run (no "
                         f"{RECORD_FILE}); choose an empty or new folder")
-    try:
-        previous = folder.load()
-    except (OSError, ValueError):
-        previous = RunRecord()
+    previous = RunRecord()
+    if folder.exists() and not (force and not resume):
+        previous = _readable(folder, f"so what {run_dir} holds is unknown: mend it, choose "
+                             "another --run-dir, or pass --force to start over")
     if resume:
         if not folder.exists():
             raise UserError(f"--resume needs an earlier run in {run_dir} (no {RECORD_FILE} "
@@ -391,6 +391,18 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> R
         raise UserError(f"{run_dir} holds a {previous.status} run whose record a dry run "
                         "would replace; dry-run into another --run-dir")
     return previous
+
+
+def _readable(folder: RunFolder, advice: str) -> RunRecord:
+    """The run's record; a UserError naming the file and giving `advice` when it cannot be
+    read: with no record to say what the run was, no check on resuming or replacing it can be
+    made."""
+    try:
+        return folder.load()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"cannot read {folder.record_file} ({why.splitlines()[0]}); "
+                        f"{advice}") from None
 
 
 @contextmanager
@@ -570,10 +582,10 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
     data = PreparedFolder(prepared)
     data.state()  # a UserError when PREPARED is gone or was not prepared
     folder = RunFolder(run_dir)
-    try:
-        previous = folder.load()
-    except (OSError, ValueError):
+    if not folder.exists():
         return preset_name, overrides  # _claim_run_dir says what is missing
+    previous = _readable(folder, "--resume needs it to continue the run: mend it, or start "
+                         "over with --force (without --resume) or in another --run-dir")
     if previous.config is None:  # stopped before its files were rendered: nothing to keep
         return previous.preset if preset_name is None else preset_name, overrides
     started = [f"--preset {previous.preset}"] + [f"--set {o}" for o in previous.overrides or []]
