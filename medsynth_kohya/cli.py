@@ -278,7 +278,8 @@ def train(
         help="Override an sd-scripts option: --set learning_rate=1e-4 (TOML value; "
         "empty removes the key). Repeatable.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Run folder; default runs/<preset>-<time>.")] = None,
+        help="Run folder; default runs/<preset>-<time> (-2, -3, … for runs started in the "
+        "same second).")] = None,
     dry_run: Annotated[bool, typer.Option(
         help="Write and check the files, print the exact command, launch nothing.")] = False,
     resume: Annotated[bool, typer.Option(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import pandas as pd
@@ -291,3 +292,37 @@ def test_a_run_whose_record_cannot_be_read_is_neither_resumed_nor_replaced(
                                   "--run-dir", run, "--force", *launch_with)
     assert code == 0 and _record(run)["status"] == "succeeded", stdout + stderr
     assert "--resume" not in fake_sd.recorded()["argv"]
+
+
+def test_runs_started_in_the_same_second_without_run_dir_each_get_their_own_folder(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default run folder is named by the start time to the second: two trains started
+    side by side must not meet in one folder (the second refused as 'in use')."""
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Frozen:
+            return cls(2026, 12, 5, 22, 16, 56, tzinfo=tz)
+
+    monkeypatch.setattr(training, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                      "--sd-scripts", fake_sd.sd_scripts, "--python",
+                                      sys.executable)
+        assert code == 0, stdout + stderr
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["cpu-smoke-20261205-221656", "cpu-smoke-20261205-221656-2",
+                    "cpu-smoke-20261205-221656-3"]
+    assert all(_record(tmp_path / "runs" / name)["status"] == "succeeded" for name in runs)
+
+
+def test_a_refused_run_without_run_dir_leaves_no_folder_behind(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--set", "network_dim=0", "--sd-scripts", fake_sd.sd_scripts,
+                                  "--python", sys.executable)
+    assert code == 1 and "network_dim" in stderr, stdout + stderr
+    assert not (tmp_path / "runs").exists()

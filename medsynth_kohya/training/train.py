@@ -13,7 +13,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -539,9 +539,11 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
         state_dir = _resume_state(prepared, run_dir) if dry_run and resume and not force else None
         return _follow(preset, overrides, run_dir, sd_scripts, python, gpus, dry_run,
                        break_lock, cluster, detect, on_progress, state_dir)
-    run_dir = run_dir or RUNS_ROOT / f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    fresh = run_dir is None
+    run_dir = run_dir or _new_run_dir(preset.name)
     launches = not dry_run and cluster.slurm is None
-    with (locks.hold(run_dir, "train", break_lock=break_lock) as lock,
+    with (_removed_if_empty(run_dir) if fresh else nullcontext(),
+          locks.hold(run_dir, "train", break_lock=break_lock) as lock,
           locks.reading(prepared, "train") if launches else nullcontext(),
           _record_kept_on_refusal(RunFolder(run_dir).record_file)):
         if launches:  # after marking it read: a prepare starting now refuses
@@ -567,6 +569,35 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
                slurm.write(text, run_dir / "train.sbatch", submit=cluster.submit))
         result = replace(result, job=job)
     return replace(result, warnings=(*notes, *result.warnings))
+
+
+def _new_run_dir(preset: str) -> Path:
+    """`runs/<preset>-<start time>`, made here, at once: a run started in the same second
+    (two trains side by side) finds it made and takes the next free `-2`, `-3`, …."""
+    stamp = f"{preset}-{datetime.now():%Y%m%d-%H%M%S}"
+    files.make_folder(RUNS_ROOT)
+    number = 1
+    while True:
+        folder = RUNS_ROOT / (stamp if number == 1 else f"{stamp}-{number}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+        except OSError as exc:
+            raise files.folder_error(folder, exc) from None
+
+
+@contextmanager
+def _removed_if_empty(folder: Path) -> Iterator[None]:
+    """Remove the run folder made for this run, and `runs/`, when the run is refused before
+    it writes anything there."""
+    try:
+        yield
+    finally:
+        for made in (folder, RUNS_ROOT):
+            with suppress(OSError):
+                made.rmdir()
 
 
 def _resume_state(prepared: Path, run_dir: Path) -> Path | None:
