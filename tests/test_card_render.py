@@ -664,7 +664,7 @@ def test_an_evaluation_is_summed_up_on_the_card_and_in_its_metadata(tmp_path: Pa
                ("evaluation/report.json", tmp_path / "r.json")),
         results=(result,), verdict=(("near-copies", "pass", "0 of 8 | none"),
                                     ("FID", "n/a", "too few\nimages")),
-        n_synthetic=8, version="0.2.0", flagged={}, checked=frozenset())
+        n_synthetic=8, version="0.2.0", flagged={}, checked={})
     card = render_card(repo_id=REPO, record=RunRecord(), trigger="mlnm", weight_name="w",
                        license="mit", prompts=PROMPTS, samples=[], sample_paths={}, grid=None,
                        spread="", data=TrainingData(DEMO), files=[], evaluation=evaluation)

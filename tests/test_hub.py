@@ -583,9 +583,9 @@ def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_pat
     planned = contents.plan(run, REPO, samples=synth, allow_copies=True)
     first, allowed, unchecked = planned.warnings
     assert first.startswith("run.json says the run is interrupted")
-    assert allowed == ("publishing 1 sample images flagged as near-copies of training photos "
+    assert allowed == ("publishing 1 sample image flagged as near-copies of training photos "
                        "(--allow-copies)")
-    assert unchecked.startswith("1 published sample images were not checked for near-copies")
+    assert unchecked.startswith("1 published sample image was not checked for near-copies")
     assert not any(u.path_in_repo.startswith("checkpoints/") for u in planned.uploads)
 
 

@@ -210,6 +210,29 @@ def test_the_report_alone_flags_samples_and_an_unchecked_set_is_a_warning(
     assert any("not checked for near-copies" in w for w in planned.warnings)
 
 
+def test_the_report_vouches_only_for_the_images_it_checked_not_for_their_ids(
+        evaluated: Path, tmp_path: Path) -> None:
+    """Every set numbers its images SYN_0000000, …: the report on one set must not pass
+    another set's near-copy, nor an image replaced since it was evaluated, as checked."""
+    run, report = make_run(tmp_path / "first"), evaluated / "report"
+    planned = contents.plan(run, REPO, samples=evaluated / "synth", evaluation=report,
+                            allow_copies=True)
+    assert not any("not checked" in w for w in planned.warnings), planned.warnings
+    training = sorted((evaluated / "isic").rglob("*.jpg"))[0]
+    other = tmp_path / "other"
+    synthetic_set(other, [photo(8300), cv2.resize(cv2.imread(str(training)), (320, 240)),
+                          photo(8302)])
+    planned = contents.plan(run, REPO, samples=other, evaluation=report)
+    assert ("3 published sample images were not checked for near-copies of training photos"
+            in " ".join(planned.warnings)), planned.warnings
+    replaced = evaluated / "synth" / "images" / "SYN_0000001.png"
+    shutil.copy(other / "images" / "SYN_0000001.png", replaced)
+    planned = contents.plan(run, REPO, samples=evaluated / "synth", evaluation=report,
+                            allow_copies=True)
+    assert ("1 published sample image was not checked for near-copies of training photos"
+            in " ".join(planned.warnings)), planned.warnings
+
+
 def test_a_report_holding_a_local_path_is_refused_by_the_last_scan(
         fake_hub: FakeHub, evaluated: Path, tmp_path: Path) -> None:
     report = evaluated / "report"

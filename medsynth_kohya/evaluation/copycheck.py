@@ -128,10 +128,10 @@ def _image(synthetic: Path, identifier: str) -> Path:
     return synthetic / IMAGES / f"{identifier}.png"
 
 
-def _unchanged(synthetic: Path, checked: list[str], digests: dict[str, str] | None
+def unchanged(synthetic: Path, checked: list[str], digests: dict[str, str] | None
                ) -> tuple[str, ...]:
-    """The checked ids whose image is still the one checked (all of them in a record written
-    before digests were kept)."""
+    """The checked ids whose image in the set `synthetic` is still the one checked (all of them
+    in a record written before digests were kept)."""
     if digests is None:
         return tuple(checked)
     return tuple(identifier for identifier in checked
@@ -148,7 +148,7 @@ def read(synthetic: Path, among: Collection[str] | None = None) -> CopyCheck | N
         return None
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        checked = _unchanged(synthetic, [str(i) for i in data["checked"]
+        checked = unchanged(synthetic, [str(i) for i in data["checked"]
                                          if among is None or str(i) in among],
                              data.get("sha256"))
         return CopyCheck(float(data["threshold"]), str(data["training"]),

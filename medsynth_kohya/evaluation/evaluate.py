@@ -289,6 +289,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
 
     flagged = [{"synthetic_id": s, "training_id": m[0].training_id, "distance": m[0].distance}
                for s, m in nearest if copies.is_copy(m, options.threshold)]
+    synthetic_paths = dict(zip(synthetic_set.frame["id"], synthetic_set.frame["path"],
+                               strict=True))
     copies_section: dict[str, Any] = {
         "method": f"Perceptual hash ({copies.HASH_BITS}-bit DCT hash of a 64x64 grey thumbnail; "
                   "each training photo indexed with its mirror and crops of 90-95% of its sides "
@@ -298,7 +300,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
                   "to 10% score at most 0.16; different patients' photos at least 0.36).",
         "threshold": options.threshold, "n_synthetic": len(nearest),
         "distances": [m[0].distance for _, m in nearest],
-        "nearest": [{"synthetic_id": s, "matches": [asdict(x) for x in m]} for s, m in nearest],
+        "nearest": [{"synthetic_id": s, "sha256": files.sha256(Path(synthetic_paths[s])),
+                     "matches": [asdict(x) for x in m]} for s, m in nearest],
         "flagged": flagged,
     }
     adherence_section = adherence(real_measured, synthetic_measured, prompted)
@@ -321,8 +324,6 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     skipped += real_set.skipped  # after every decoding pass: a repeated id is decoded once
 
     training_paths = dict(zip(real_set.training["id"], real_set.training["path"], strict=True))
-    synthetic_paths = dict(zip(synthetic_set.frame["id"], synthetic_set.frame["path"],
-                               strict=True))
     pairs = _pairs([(s, m[0].training_id, m[0].distance) for s, m in nearest],
                    {f["synthetic_id"] for f in copies_section["flagged"]}, training_paths,
                    synthetic_paths)

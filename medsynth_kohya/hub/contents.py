@@ -430,7 +430,8 @@ def _copies_gate(folder: Path, chosen: Sequence[Sample], in_grid: Sequence[str],
                  evaluation: CardEvaluation | None, allow: bool) -> list[str]:
     """Refuse to publish sample images flagged as near-copies of training photos (by `sample
     --check-copies` or the --eval report), on their own or in the grid (`in_grid`), unless
-    `allow`; warnings for unchecked images."""
+    `allow`; warnings for unchecked images (an image the report checked is the one published
+    only when their digests agree)."""
     published = {s.path.stem for s in chosen} | set(in_grid)
     recorded = copycheck.read(folder, among=published)
     flagged = {f.synthetic_id: f.training_id for f in recorded.flagged} if recorded else {}
@@ -446,13 +447,15 @@ def _copies_gate(folder: Path, chosen: Sequence[Sample], in_grid: Sequence[str],
         raise UserError(f"--samples {folder.name}: {len(shown)} sample {what} ({pairs}; flagged "
                         f"by {' and '.join(sources)}); publish a set without them (sample "
                         "again with another --seed) or pass --allow-copies to publish anyway")
-    warnings = [f"publishing {len(shown)} sample images flagged as near-copies of training "
-                "photos (--allow-copies)"] if shown else []
+    warnings = [f"publishing {files.counted(len(shown), 'sample image')} flagged as "
+                "near-copies of training photos (--allow-copies)"] if shown else []
+    vouched = evaluation.checked if evaluation else {}
     checked = set(recorded.checked if recorded else ()) | set(
-        evaluation.checked if evaluation else ())
+        copycheck.unchanged(folder, sorted(vouched.keys() & published), dict(vouched)))
     unchecked = published - checked
     if unchecked:
-        warnings.append(f"{len(unchecked)} published sample images were not checked for "
+        warnings.append(f"{files.counted(len(unchecked), 'published sample image')} "
+                        f"{'was' if len(unchecked) == 1 else 'were'} not checked for "
                         "near-copies of training photos (`sample --check-copies`, or "
                         "`evaluate` and `push --eval`)")
     return warnings

@@ -44,8 +44,9 @@ class CardEvaluation:
     """The medsynth-kohya version that wrote the report."""
     flagged: Mapping[str, str]
     """Synthetic image id -> the training photo the report found it nearly copies."""
-    checked: frozenset[str]
-    """Ids of the synthetic images the report checked."""
+    checked: Mapping[str, str]
+    """Synthetic image id -> the sha256 of the image the report checked (a report lies outside
+    the set: an id alone would vouch for whatever image bears it in any set)."""
     lora_sha256: str | None = None
     """The LoRA that made the evaluated set (None: the report does not say)."""
     real: str = "?"
@@ -129,7 +130,8 @@ def card_evaluation(folder: Path) -> CardEvaluation:
     document = report_files.read(folder)
     copies = document["sections"]["copies"]
     flagged = {str(f["synthetic_id"]): str(f["training_id"]) for f in copies["flagged"]}
-    checked = frozenset(str(n["synthetic_id"]) for n in copies["nearest"])
+    checked = {str(n["synthetic_id"]): str(n["sha256"]) for n in copies["nearest"]
+               if n.get("sha256")}  # an older report's ids alone vouch for nothing
     return CardEvaluation(
         tuple((f"{FOLDER}/{name}", local) for name, local in report_files.published(folder)),
         tuple(_generation(document) + _classification(document)),
