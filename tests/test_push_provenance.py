@@ -58,6 +58,22 @@ def test_samples_and_a_report_of_another_lora_are_refused(
         assert "melanoma.safetensors" in line and "Traceback" not in stderr
     code, stdout, stderr = invoke(runner, *push, "--samples", mine, "--eval", f"{mine}-report")
     assert code == 0, stdout + stderr
+    copied = tmp_path / "copied"  # as `cp -r theirs/* copied/` copies it: no .medsynth/
+    copied.mkdir()
+    for entry in theirs.iterdir():
+        if not entry.name.startswith("."):
+            (shutil.copytree if entry.is_dir() else shutil.copy)(entry, copied / entry.name)
+    code, stdout, stderr = invoke(runner, *push, "--samples", copied)
+    assert code == 1 and "--samples" in stderr and "another LoRA" in stderr, stdout + stderr
+    mixed = tmp_path / "mixed"
+    shutil.copytree(copied, mixed)
+    theirs_rows = (theirs / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    mine_rows = (mine / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    (mixed / "metadata.csv").write_text("\n".join([*theirs_rows[:2], *mine_rows[2:]]) + "\n",
+                                        encoding="utf-8")
+    code, stdout, stderr = invoke(runner, *push, "--samples", mixed)
+    line = " ".join(stderr.split())
+    assert code == 1 and "names images of 2 LoRAs (lora_sha256 " in line, stdout + stderr
     code, stdout, stderr = invoke(runner, *push, "--samples", mine, "--eval",
                                   f"{theirs}-report")
     assert code == 1 and "--eval" in stderr and "another LoRA" in stderr

@@ -199,6 +199,21 @@ def test_made_with_is_the_recorded_lora_digest(tmp_path: Path, identity: Any,
     assert synthset.made_with(tmp_path / "elsewhere") is None
 
 
+def test_made_with_falls_back_to_the_lora_metadata_csv_names(tmp_path: Path) -> None:
+    """A set copied without its hidden .medsynth/ still says which LoRA made it."""
+    header = "isic_id,prompt,lora_sha256\n"
+    (tmp_path / "metadata.csv").write_text(header + f"SYN_0000000,p,{'EF' * 32}\n"
+                                           "SYN_0000001,p,\n", encoding="utf-8")
+    assert synthset.made_with(tmp_path) == "ef" * 32
+    _sample_json(tmp_path, identity={})  # an older record without the digest
+    assert synthset.made_with(tmp_path) == "ef" * 32
+    _sample_json(tmp_path, identity={"lora_sha256": "cd" * 32})
+    assert synthset.made_with(tmp_path) == "cd" * 32
+    (tmp_path / "metadata.csv").write_text(header + "SYN_0000000,p,\n", encoding="utf-8")
+    _sample_json(tmp_path, identity={})
+    assert synthset.made_with(tmp_path) is None
+
+
 def test_present_images_are_the_prefixs_numbered_pngs(tmp_path: Path) -> None:
     assert synthset.present_images(tmp_path / "images", "A.") == []
     _images(tmp_path, 12, 3, 10**7, prefix="A.")

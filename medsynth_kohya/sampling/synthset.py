@@ -61,6 +61,8 @@ class SynthRow:
     """Whether the prompt asked for hair (the `hairy` column); None when blank or absent."""
     skin_tone: str = ""
     """The ITA category drawn for the prompt; "" when none was."""
+    lora_sha256: str = ""
+    """The LoRA that made the image, as sample wrote it; "" when the column is blank or absent."""
 
 
 def outputs(plan: Plan, shards: int) -> list[str]:
@@ -191,11 +193,22 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
 
 
 def made_with(out: Path) -> str | None:
-    """The sha256 of the LoRA that made the set in `out`, as its sample.json records it; None
-    for a folder sample did not make (or made before it recorded one)."""
+    """The sha256 of the LoRA that made the set in `out`, as its sample.json records it, else
+    (a set copied without its hidden state folder, an older record) as the rows of its
+    metadata.csv do; None where neither says. A UserError when metadata.csv names several LoRAs: no one model made
+    the set."""
     record = read_state(out)
     digest = None if record is None else record["identity"].get("lora_sha256")
-    return digest if isinstance(digest, str) and digest else None
+    if isinstance(digest, str) and digest:
+        return digest
+    if not (out / METADATA).is_file():
+        return None
+    named = sorted({row.lora_sha256 for row in read_metadata(out) if row.lora_sha256})
+    if len(named) > 1:
+        raise UserError(f"{out / METADATA} names images of {len(named)} LoRAs (lora_sha256 "
+                        f"{', '.join(d[:12] + '…' for d in named[:3])}): keep each LoRA's "
+                        "images in a folder of their own")
+    return named[0] if named else None
 
 
 def present_images(folder: Path, prefix: str) -> list[int]:
@@ -310,5 +323,6 @@ def read_metadata(out: Path) -> list[SynthRow]:
         hairy = row.get("hairy", "").strip().lower()
         rows.append(SynthRow(row[key], row.get("prompt", ""), row.get("negative_prompt", ""),
                              {"true": True, "false": False}.get(hairy),
-                             row.get("skin_tone", "").strip()))
+                             row.get("skin_tone", "").strip(),
+                             row.get("lora_sha256", "").strip().lower()))
     return rows
