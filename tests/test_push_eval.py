@@ -218,10 +218,9 @@ def test_the_report_vouches_only_for_the_images_it_checked_not_for_their_ids(
     planned = contents.plan(run, REPO, samples=evaluated / "synth", evaluation=report,
                             allow_copies=True)
     assert not any("not checked" in w for w in planned.warnings), planned.warnings
-    training = sorted((evaluated / "isic").rglob("*.jpg"))[0]
+    training: Any = cv2.imread(str(sorted((evaluated / "isic").rglob("*.jpg"))[0]))
     other = tmp_path / "other"
-    synthetic_set(other, [photo(8300), cv2.resize(cv2.imread(str(training)), (320, 240)),
-                          photo(8302)])
+    synthetic_set(other, [photo(8300), cv2.resize(training, (320, 240)), photo(8302)])
     planned = contents.plan(run, REPO, samples=other, evaluation=report)
     assert ("3 published sample images were not checked for near-copies of training photos"
             in " ".join(planned.warnings)), planned.warnings

@@ -195,8 +195,8 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
 def made_with(out: Path) -> str | None:
     """The sha256 of the LoRA that made the set in `out`, as its sample.json records it, else
     (a set copied without its hidden state folder, an older record) as the rows of its
-    metadata.csv do; None where neither says. A UserError when metadata.csv names several LoRAs: no one model made
-    the set."""
+    metadata.csv do; None where neither says. A UserError when metadata.csv names several
+    LoRAs: no one model made the set."""
     record = read_state(out)
     digest = None if record is None else record["identity"].get("lora_sha256")
     if isinstance(digest, str) and digest:
