@@ -182,7 +182,8 @@ def test_a_leak_the_rewriting_cannot_fix_refuses_the_push(
     assert (trained / "run.json").read_bytes() == before
 
 
-@pytest.mark.parametrize("login", ["data", "train", "images", "text", "file"])
+@pytest.mark.parametrize("login", ["data", "train", "images", "text", "file", "brown", "tan",
+                                   "dark", "light", "unknown"])
 def test_a_login_that_is_a_word_of_the_card_does_not_block_the_push(
         runner: CliRunner, isic2020: SyntheticSet, fake_hub: FakeHub, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, login: str) -> None:

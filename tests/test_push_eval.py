@@ -27,6 +27,7 @@ from medsynth_kohya.training.record import RunFolder
 from .conftest import invoke
 from .eval_data import isic_source, photo, synthetic_set
 from .fake_hub import TOKEN, FakeHub
+from .private import make_home
 from .test_hub import REPO, make_run
 
 TINY = "tests.eval_data:build"
@@ -230,6 +231,25 @@ def test_the_report_vouches_only_for_the_images_it_checked_not_for_their_ids(
                             allow_copies=True)
     assert ("1 published sample image was not checked for near-copies of training photos"
             in " ".join(planned.warnings)), planned.warnings
+
+
+@pytest.mark.parametrize("login", ["may", "private"])
+def test_a_login_that_is_a_word_of_the_report_s_prose_does_not_block_the_push(
+        evaluated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, login: str) -> None:
+    """The public page says the training photos "may be private": the tool's wording; the
+    login in what the report says of the user's data still is a leak."""
+    run = make_run(tmp_path / "first")
+    report = evaluated / "report"
+    page = (report / "report-public.html").read_text(encoding="utf-8")
+    assert f" {login} " in page or f"{login})" in page
+    make_home(tmp_path, monkeypatch, login)
+    planned = contents.plan(run, REPO, evaluation=report)
+    assert planned.findings == (), planned.findings
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    document["notes"].append(f"real photos copied by {login}")
+    (report / "report.json").write_text(json.dumps(document), encoding="utf-8")
+    planned = contents.plan(run, REPO, evaluation=report)
+    assert planned.findings == (("evaluation/report.json", f"the user name {login!r}"),)
 
 
 def test_a_report_holding_a_local_path_is_refused_by_the_last_scan(

@@ -285,6 +285,16 @@ def spread_markdown(rows: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
+def vocabulary_rows() -> tuple[str, ...]:
+    """The spread tables' rows whose label is the tool's own word (the skin-tone categories,
+    `unknown`, `unmeasured`), as each row starts: a login such as `brown` or `tan` is no leak
+    there, and the tone table lists every category, at 0 images too."""
+    from medsynth_kohya.data.measure import TONES
+
+    return tuple(f"| {name} |" for name in (*(name for name, _ in TONES), "unknown",
+                                            "unmeasured"))
+
+
 def _fitzpatrick_markdown(rows: pd.DataFrame) -> str:
     """The Fitzpatrick skin types the metadata records (I to VI, then unknown), or a sentence
     saying it records none: the card must not deny a spread the data has."""

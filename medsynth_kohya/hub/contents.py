@@ -31,6 +31,7 @@ from medsynth_kohya.hub.card import (
     render_card,
     spread_section,
     training_data,
+    vocabulary_rows,
 )
 from medsynth_kohya.hub.eval_card import CardEvaluation
 from medsynth_kohya.sampling.grid import shown_ids
@@ -420,7 +421,9 @@ def scan(uploads: Sequence[Upload], policy: privacy.Policy) -> tuple[tuple[str, 
         finding = (policy.findings(upload.source, upload.path_in_repo,
                                    (*privacy.tool_wording(), *upload.own), upload.named)
                    if isinstance(upload.source, bytes)  # written by the tool
-                   else privacy.scan_file(policy, upload.source, upload.path_in_repo))
+                   else privacy.scan_file(policy, upload.source, upload.path_in_repo,
+                                          (*privacy.tool_wording(), *upload.own)
+                                          if upload.own else ()))
         if finding:
             found.append((upload.path_in_repo, finding))
     return tuple(found)
@@ -574,7 +577,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     if grid is not None and grid_path is not None:
         uploads.append(Upload(grid_path, grid))
     if attached is not None:
-        uploads += [Upload(path, local) for path, local in attached.files]
+        uploads += [Upload(path, local, attached.own) for path, local in attached.files]
     files = [(u.path_in_repo, u.size) for u in uploads]
     card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
                        license=license, prompts=prompts, samples=chosen,
@@ -584,7 +587,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     named = ("README.md", PUSHED, *(u.path_in_repo for u in uploads if isinstance(
         u.source, bytes)), *(path for path, _ in (attached.files if attached else ())))
     everything = (Upload("README.md", card.encode(), (*privacy.key_pieces(metadata(card)),
-                                                      *(f"- {tag}" for tag in TAGS), *named),
+                                                      *(f"- {tag}" for tag in TAGS),
+                                                      *vocabulary_rows(), *named),
                          filled(card)), *uploads)
     everything += (Upload(PUSHED, pushed_list(everything), named),)
     return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),

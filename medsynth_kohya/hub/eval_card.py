@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import files
 from medsynth_kohya.evaluation import report as report_files
+from medsynth_kohya.hub import privacy
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult
@@ -55,6 +56,9 @@ class CardEvaluation:
     """That real data's prepared manifest (None: an ISIC source, or the report does not say)."""
     source_sha256: str | None = None
     """That ISIC source's metadata file (None: a prepared folder, or the report does not say)."""
+    own: tuple[str, ...] = ()
+    """The report's own names (its JSON keys): with the tool's wording, what the last scan does
+    not take the user's name in (a login such as `may` is a word of the report's prose)."""
 
 
 def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
@@ -139,4 +143,4 @@ def card_evaluation(folder: Path) -> CardEvaluation:
         int(document["inputs"]["n_synthetic"]), str(document.get("version", "?")), flagged,
         checked, document["inputs"].get("lora_sha256") or None,
         str(document["inputs"].get("real", "?")), document["inputs"].get("manifest_sha256") or None,
-        document["inputs"].get("source_sha256") or None)
+        document["inputs"].get("source_sha256") or None, privacy.key_pieces(document))

@@ -382,15 +382,17 @@ def _png_text(data: bytes) -> bytes:
 BLOCK = 64 * 2**20
 
 
-def scan_file(policy: Policy, path: Path, name: str) -> str | None:
+def scan_file(policy: Policy, path: Path, name: str, own: Sequence[str] = ()) -> str | None:
     """`Policy.findings` of a file on disk, in bounded memory whatever its size (weights files
     are large): read in blocks, each searched with the end of the one before so that nothing
     is missed where two blocks meet, the text of a text file block by block, then a
     safetensors file's header. A PNG is read whole: its text chunks may sit anywhere, and the
-    tool's own wording there (the negative prompt it wrote) is not taken for the user name."""
+    tool's own wording there (the negative prompt it wrote) is not taken for the user name;
+    nor is `own` (a file the tool wrote: the tool's wording and its names there) in a text
+    file."""
     lowered = name.lower()
     if lowered.endswith(".png"):  # its text holds the prompt file's words, e.g. "text font"
-        return policy.findings(path.read_bytes(), name, tool_wording())
+        return policy.findings(path.read_bytes(), name, (*tool_wording(), *own))
     textual = not lowered.endswith(_BINARY)
     overlap = max([len(s.encode()) for s in (*policy.secrets, policy.home)] + [4096])
     tail = b""
@@ -398,7 +400,7 @@ def scan_file(policy: Policy, path: Path, name: str) -> str | None:
         while block := file.read(BLOCK):
             data = tail + block
             found = policy.literal_findings(data) or (
-                policy.text_findings(_text(data)) if textual else None)
+                policy.text_findings(_text(data), own) if textual else None)
             if found:
                 return found
             tail = data[-overlap:]
