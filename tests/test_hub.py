@@ -246,7 +246,7 @@ def test_all_checkpoints_and_a_sample_folder(fake_hub: FakeHub, run: Path, tmp_p
     (synth / "images").mkdir(parents=True)
     for i in range(12):
         (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(100 + i))
-    (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid")
+    (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid\xff\xd9")
     rows = ["isic_id,sex,prompt,negative_prompt,seed"] + [
         f"SYN_{i:07d},female,synthetic prompt {i},blurry,{i}" for i in reversed(range(12))]
     (synth / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -577,7 +577,7 @@ def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_pat
         contents.plan(run, REPO, samples=synth)
     gridded = flagged_set(tmp_path / "gridded", 20, "SYN_0000000")  # on the grid only
     contents.plan(run, REPO, samples=gridded)  # the grid is not published without its file
-    (gridded / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid")
+    (gridded / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid\xff\xd9")
     with pytest.raises(UserError, match=r"1 sample image is a near-copy .*SYN_0000000 ~ ISIC_"):
         contents.plan(run, REPO, samples=gridded)
     planned = contents.plan(run, REPO, samples=synth, allow_copies=True)
@@ -602,7 +602,7 @@ def test_a_grid_showing_a_deleted_image_is_refused(run: Path, tmp_path: Path) ->
     rows = [f"SYN_{i:07d},prompt {i}" for i in range(4)]
     (synth / "metadata.csv").write_text("\n".join(["isic_id,prompt", *rows]) + "\n",
                                         encoding="utf-8")
-    (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid")
+    (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid\xff\xd9")
     copycheck.write(synth, copycheck.CopyCheck(
         0.1, "isic", 10, tuple(f"SYN_{i:07d}" for i in range(4)),
         (copycheck.Flag("SYN_0000002", "ISIC_0000042", 0.01),)))
@@ -655,6 +655,29 @@ def test_an_image_emptied_or_cut_short_is_never_published(run: Path, tmp_path: P
         (synth / "images" / "SYN_0000001.png").write_bytes(damage)
         with pytest.raises(UserError, match=r"1 image in images/ is not whole \(first: "
                                             r"SYN_0000001.png: empty or cut short\); re-run "):
+            contents.plan(run, REPO, samples=synth)
+
+
+def test_a_grid_emptied_cut_short_or_not_a_jpeg_is_never_published(run: Path,
+                                                                      tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    synth = tmp_path / "synth"
+    (synth / "images").mkdir(parents=True)
+    (synth / "metadata.csv").write_text("isic_id,prompt\nSYN_0000000,a prompt\n",
+                                        encoding="utf-8")
+    (synth / "images" / "SYN_0000000.png").write_bytes(_png(0))
+    ok, encoded = cv2.imencode(".jpg", np.full((32, 32, 3), 128, np.uint8))
+    assert ok
+    grid = encoded.tobytes()
+    (synth / "grid.jpg").write_bytes(grid)
+    assert "samples/grid.jpg" in {u.path_in_repo for u in contents.plan(run, REPO,
+                                                                         samples=synth).uploads}
+    for damage in (b"", grid[: len(grid) // 3], b"garbage", _png(1)):
+        (synth / "grid.jpg").write_bytes(damage)
+        with pytest.raises(UserError, match=r"synth: grid.jpg is not whole \(empty or cut short\);"
+                                            r" re-run `medsynth-kohya sample` with the same "):
             contents.plan(run, REPO, samples=synth)
 
 

@@ -41,6 +41,7 @@ from medsynth_kohya.sampling.synthset import (
     IMAGES,
     METADATA,
     SynthRow,
+    complete_jpeg,
     complete_png,
     made_with,
     read_metadata,
@@ -299,6 +300,10 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
                         f"{'is' if len(broken) == 1 else 'are'} not whole (first: "
                         f"{broken[0].name}: empty or cut short); re-run `medsynth-kohya sample` "
                         "with the same options to make them again, then push")
+    if grid.is_file() and not complete_jpeg(grid):
+        raise UserError(f"--samples {folder}: {GRID} is not whole (empty or cut short); re-run "
+                        "`medsynth-kohya sample` with the same options to make it again, or "
+                        f"delete {GRID} to push without it")
     # sample writes metadata.csv and the grid of the same images
     shown = shown_ids(rows) if grid.is_file() else []
     present = {path.stem for path in images}

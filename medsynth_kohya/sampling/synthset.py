@@ -225,6 +225,19 @@ def present_images(folder: Path, prefix: str) -> list[int]:
     return sorted(found)
 
 
+def complete_jpeg(path: Path) -> bool:
+    """Whether `path` is a JPEG written to the end (SOI first, EOI last): the grid a killed
+    writer, a full disk or a copy cut short leaves is none."""
+    try:
+        with path.open("rb") as file:
+            if file.read(2) != b"\xff\xd8" or file.seek(0, os.SEEK_END) < 4:
+                return False
+            file.seek(-2, os.SEEK_END)
+            return file.read() == b"\xff\xd9"
+    except OSError:
+        return False
+
+
 def complete_png(path: Path) -> bool:
     """Whether `path` is a PNG written to the end (a killed writer, a full disk or a copy cut
     short leaves no IEND chunk)."""
