@@ -681,6 +681,19 @@ def test_a_grid_emptied_cut_short_or_not_a_jpeg_is_never_published(run: Path,
             contents.plan(run, REPO, samples=synth)
 
 
+@pytest.mark.parametrize("name", ["config.toml", "dataset.toml", "sample_prompts.toml"])
+def test_a_rendered_file_that_cannot_be_read_is_refused_not_published_empty(
+        run: Path, name: str) -> None:
+    (run / name).write_text("[[[bad toml", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"cannot read {re.escape(str(run / name))} \(.+\): "
+                       r"push publishes the run's rendered sd-scripts files; restore it, or "
+                       r"delete it to push without it"):
+        contents.plan(run, REPO)
+    (run / name).unlink()
+    planned = contents.plan(run, REPO)
+    assert f"training/{name}" not in {u.path_in_repo for u in planned.uploads}
+
+
 def test_a_run_on_the_demo_s_synthetic_data_says_so(run: Path) -> None:
     """Trained on the demo's synthetic images (SYN_ ids), the push warns and the card says so;
     the training samples' widgets carry the run's negative prompt."""

@@ -220,12 +220,19 @@ def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
 
 
 def _toml(path: Path) -> dict[str, Any]:
+    """One of the run's rendered sd-scripts files; nothing when it is absent. One that cannot be
+    read is a UserError: published as nothing, it would leave the card's claims unbacked."""
     import toml
 
     try:
         document: dict[str, Any] = toml.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"cannot read {path} ({why.splitlines()[0]}): push publishes the run's "
+                        "rendered sd-scripts files; restore it, or delete it to push without "
+                        "it") from None
     return document
 
 
