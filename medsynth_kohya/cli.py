@@ -67,6 +67,42 @@ class _PlainUsage(TyperCommand):
         ctx.params = {name: _home(value) for name, value in ctx.params.items()}
         return super().invoke(ctx)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _refuse_empty_paths(self, ctx, args)
+        return super().parse_args(ctx, args)
+
+
+def _refuse_empty_paths(command: TyperCommand, ctx: Any, args: list[str]) -> None:
+    """Refuse a path given as "" (`--images "$DIR"` with DIR unset): Path("") is the current
+    folder, which the command would search or write in without a word."""
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(inspect.unwrap(command.callback)) if command.callback else {}
+    paths = {name for name, hint in hints.items() if Path in (hint, *typing.get_args(hint))}
+    params: list[Any] = list(command.params)
+    options = {opt: param for param in params if param.param_type_name == "option"
+               and not getattr(param, "is_flag", False) for opt in param.opts}
+    positional = iter([param for param in params if param.param_type_name == "argument"])
+    words, only_positional = iter(args), False
+    for word in words:
+        name, equals, given = word.partition("=")
+        param: Any
+        value: str | None
+        if only_positional or not word.startswith("-") or word == "-":
+            param, value = next(positional, None), word
+        elif word == "--":
+            only_positional = True
+            continue
+        elif (word.startswith("--") and name in options and equals) or word in options:
+            param = options[name if equals else word]
+            value = given if equals else next(words, None)
+        else:
+            continue
+        if value == "" and param is not None and param.name in paths:
+            raise typer.BadParameter("is empty (an unset shell variable?); give a path, or . "
+                                     "for the current folder", ctx=ctx, param=param)
+
 
 class _App(typer.Typer):
     """Typer whose commands use the plain usage line."""

@@ -306,3 +306,41 @@ def test_a_jpg_holding_another_format_is_skipped_naming_both(
     assert reasons[ids[5]] == reasons[ids[6]] == "not an image"
     assert reasons[ids[7]] == "undecodable (no image size in header)"
     assert sorted(reasons) == sorted(ids[:8])
+
+
+@pytest.mark.parametrize("args", [
+    ("prepare", "{source}", "--images", ""), ("prepare", "", "--out", "{out}"),
+    ("prepare", "{source}", "--out="), ("prepare", "{source}", "-o", ""),
+    ("prepare", "{source}", "--metadata", "", "--out", "{out}"),
+    ("prepare", "--out", "{out}", "--", ""),
+    ("train", "", "--dry-run"), ("train", "{out}", "--run-dir", "", "--dry-run"),
+    ("push", "", "--repo-id", "alice/melanoma", "--dry-run"),
+    ("sample", "--lora", "{out}", "--out", "", "--dry-run"),
+    ("evaluate", "--synthetic", "", "--out", "{out}"), ("demo", "--out", "")])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
+    """`--images "$DIR"` with DIR unset: Path("") is ".", which the command would search (and
+    take another download's images from) or write in."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    given = [a.format(source=isic2020.root, out=tmp_path / "out") for a in args]
+    code, stdout, stderr = invoke(runner, *given)
+    assert code == 2 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert "is empty (an unset shell variable?); give a path, or . for the current folder" in (
+        " ".join(stderr.split())), stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_text_option_may_be_empty_and_a_path_option_may_be_the_current_folder(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an empty *path* is refused: `--query ""` goes on to its own check, and `.` is the
+    current folder as asked."""
+    monkeypatch.chdir(isic2020.root)
+    code, stdout, stderr = invoke(runner, "prepare", ".", "--out", tmp_path / "out",
+                                  "--trigger", "", "--workers", 1)
+    assert code == 1 and "--trigger" in stderr and "is empty (an unset" not in stderr, stderr
+    code, stdout, stderr = invoke(runner, "prepare", ".", "--out", tmp_path / "out",
+                                  "--workers", 1)
+    assert code == 0, stdout + stderr
