@@ -344,3 +344,22 @@ def test_a_text_option_may_be_empty_and_a_path_option_may_be_the_current_folder(
     code, stdout, stderr = invoke(runner, "prepare", ".", "--out", tmp_path / "out",
                                   "--workers", 1)
     assert code == 0, stdout + stderr
+
+
+def test_a_csv_source_and_another_metadata_csv_are_refused_as_two_answers(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """`prepare train.csv --metadata other.csv` read only other.csv: SOURCE went unread."""
+    csv = isic2020.root / "train.csv"
+    other = tmp_path / "other.csv"
+    other.write_bytes(csv.read_bytes())
+    code, stdout, stderr = invoke(runner, "prepare", csv, "--metadata", other, "--out",
+                                  tmp_path / "out")
+    _assert_one_line_error(code, stdout, stderr, f"SOURCE {csv} is a file and --metadata "
+                           f"{other} another: give one metadata CSV")
+    assert not (tmp_path / "out").exists()
+    code, stdout, stderr = invoke(runner, "prepare", csv, "--metadata", csv, "--out",
+                                  tmp_path / "same", "--workers", 1)
+    assert code == 0, stdout + stderr
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--metadata", other,
+                                  "--out", tmp_path / "folder", "--workers", 1)
+    assert code == 0, stdout + stderr  # the folder as the images' place

@@ -571,6 +571,9 @@ def locate(source: Path | None, metadata: Path | None = None,
     elif metadata.is_dir():
         raise UserError(f"--metadata {metadata} is a folder: give its metadata CSV file, or "
                         "the folder as SOURCE")
+    elif source is not None and source.is_file() and not _same_file(source, metadata):
+        raise UserError(f"SOURCE {source} is a file and --metadata {metadata} another: give "
+                        "one metadata CSV (SOURCE may be the folder of its images instead)")
     if not metadata.is_file():
         raise UserError(f"metadata file {metadata} does not exist")
     if images is not None:
@@ -616,6 +619,14 @@ def locate(source: Path | None, metadata: Path | None = None,
         if folder.resolve() not in dirs:
             dirs.append(folder.resolve())
     return replace(located, image_dirs=tuple(dirs))
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether both paths name one existing file."""
+    try:
+        return one.samefile(other)
+    except OSError:
+        return False
 
 
 def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame:
