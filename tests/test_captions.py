@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,36 @@ def test_a_bad_template_is_one_line_saying_how_to_fix_it(
         assert needle in lines[0]
     assert lines[0].endswith(needles[-1])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("template", "values", "caption"), [
+    ("photo of {sex} skin with {trigger} on {site} at age {age}", {"sex": "male", "age": "35"},
+     "photo of male skin with me1anoma at age 35"),
+    ("{trigger}, {sex} patient aged {age} on the {site}", {"sex": "male", "site": "torso"},
+     "me1anoma, male patient on the torso"),
+    ("{trigger} ({sex}, {age})", {"sex": "male"}, "me1anoma (male)"),
+    ("{trigger} ({sex}, {age})", {"age": "35"}, "me1anoma (35)"),
+    ("{trigger} ({sex}, {age})", {}, "me1anoma"),
+    ("{trigger} [{tone}] on {site}", {"site": "torso"}, "me1anoma on torso"),
+    ("{trigger}, {age}-year-old {sex}", {"sex": "female"}, "me1anoma, female"),
+    ("{trigger}, {age}-year-old {sex}", {"age": "40", "sex": "female"},
+     "me1anoma, 40-year-old female"),
+    ("{trigger}; site: {site}; tone: {tone}", {"site": "torso"}, "me1anoma; site: torso"),
+    ("{trigger}; site: {site}; tone: {tone}", {"tone": "tan"}, "me1anoma; tone: tan"),
+    ("{trigger}; {sex}, {age}", {"age": "35"}, "me1anoma, 35"),
+])
+def test_a_missing_value_inside_a_clause_leaves_no_dangling_words(
+        template: str, values: dict[str, str], caption: str) -> None:
+    """Linking words before a missing value go when another linking phrase or the clause's
+    end follows it; so do a label before it, text glued to it and brackets left empty."""
+    assert render_caption(template, {"trigger": "me1anoma", **values}) == caption
+
+
+@pytest.mark.parametrize(("template", "needle"), [
+    ("{trigger} {sex!r}", "{sex} has a conversion or format (!r), which captions do not take; "
+                          "write {sex}"),
+    ("{trigger} {age:>5}", "{age} has a conversion or format (:>5), which captions do not "
+                           "take; write {age}")])
+def test_a_placeholder_with_a_format_is_named_as_such(template: str, needle: str) -> None:
+    with pytest.raises(UserError, match=re.escape(needle)):
+        validate_template(template)

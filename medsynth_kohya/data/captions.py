@@ -1,8 +1,10 @@
 """Caption templates: `photo of {sex} skin, {trigger} on {site}, at age {age}` plus `, hairy`.
 
-A missing value drops its clause cleanly: the placeholder goes, and when it ends its
-comma-separated clause the linking words before it go too ("on {site}", "at age {age}"), so a
-caption never holds "nan", "None", a dangling "at age" or a doubled comma.
+A missing value drops its clause cleanly: the placeholder goes, and when it ends its clause
+(split at commas and semicolons outside brackets) or is followed by another linking phrase, the
+linking words or the label before it go too ("on {site}", "at age {age}", "tone: {tone}"), as
+does text glued to it ("{age}-year-old"), so a caption never holds "nan", "None", a dangling
+"at age", a doubled comma or an empty bracket.
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ ARTEFACT_WORDS = {"vignette": "dark corners", "ruler": "ruler marks", "bubbles":
 _LINKING_WORDS = frozenset(
     ["on", "at", "age", "aged", "of", "in", "from", "with", "by", "the", "a", "an", "for", "to"]
 )
-_TRAILING_LINKS = re.compile(
-    r"(?:(?:^|\s+)(?:" + "|".join(sorted(_LINKING_WORDS)) + r"))*\s*$", re.IGNORECASE
-)
-"""Linking words and whitespace (spaces, tabs, newlines) that end a piece of literal text."""
+_LINKS = "|".join(sorted(_LINKING_WORDS))
+_TRAILING_LINKS = re.compile(r"(?:(?:^|\s+)[^\s:]+:)?(?:(?:^|\s+)(?:" + _LINKS + r"))*\s*$",
+                             re.IGNORECASE)
+"""A label (`tone:`), linking words and whitespace (spaces, tabs, newlines) that end a piece of
+literal text: they go with a missing value after them."""
+_LEADING_LINK = re.compile(r"^(?:\s+(?:" + _LINKS + r")\b|\s*[,;)\]])", re.IGNORECASE)
+"""Literal text after a value that starts another linking phrase or closes it: the value's own
+linking words before it are then no one else's."""
+_GLUED = re.compile(r"^[^\s,;()\[\]]+")
+"""Text glued to a value, with no space between (`-year-old` in `{age}-year-old`)."""
+_SEPARATORS, _OPENING, _CLOSING = ",;", "([", ")]"
 _Token = tuple[bool, str]  # (is_field, text or field name)
 
 
@@ -44,7 +53,11 @@ def _tokens(template: str) -> list[_Token]:
             tokens.append((False, literal))
         if field is None:
             continue
-        if field not in FIELDS or spec or conversion:
+        if field in FIELDS and (spec or conversion):
+            raise UserError(f"caption template placeholder {{{field}}} has a conversion or "
+                            f"format ({f'!{conversion}' if conversion else f':{spec}'}), which "
+                            f"captions do not take; write {{{field}}}")
+        if field not in FIELDS:
             raise UserError(f"caption template placeholder {{{field}}} is unknown; "
                             f"use {', '.join('{' + f + '}' for f in FIELDS)}")
         tokens.append((True, field))
@@ -63,24 +76,33 @@ def validate_template(template: str) -> None:
                         "every caption must carry the trigger token")
 
 
-def _clauses(tokens: list[_Token]) -> list[list[_Token]]:
-    """Group tokens into the comma-separated clauses of the template."""
-    clauses: list[list[_Token]] = [[]]
+def _clauses(tokens: list[_Token]) -> list[tuple[str, list[_Token]]]:
+    """Group tokens into the template's clauses, split at commas and semicolons outside
+    brackets, each with the separator before it ("" for the first)."""
+    clauses: list[tuple[str, list[_Token]]] = [("", [])]
+    depth = 0
     for is_field, text in tokens:
         if is_field:
-            clauses[-1].append((True, text))
+            clauses[-1][1].append((True, text))
             continue
-        parts = text.split(",")
-        for index, part in enumerate(parts):
-            if index:
-                clauses.append([])
-            if part:
-                clauses[-1].append((False, part))
+        piece = ""
+        for char in text:
+            depth += (char in _OPENING) - (char in _CLOSING and depth > 0)
+            if char in _SEPARATORS and not depth:
+                if piece:
+                    clauses[-1][1].append((False, piece))
+                clauses.append((char, []))
+                piece = ""
+            else:
+                piece += char
+        if piece:
+            clauses[-1][1].append((False, piece))
     return clauses
 
 
 def _render_clause(clause: list[_Token], values: Mapping[str, str | None]) -> str:
-    """Fill one clause; a missing value at the clause's end takes its linking words with it.
+    """Fill one clause; a missing value takes with it the linking words or label before it
+    when it ends the clause or another linking phrase follows, and text glued to it.
 
     A clause whose placeholders are all missing and that starts with one goes whole
     ("{age} years old"); one that only wraps it keeps its words ("photo of {sex} skin").
@@ -90,21 +112,36 @@ def _render_clause(clause: list[_Token], values: Mapping[str, str | None]) -> st
     if fields and not any(values.get(f) for f in fields) and content and content[0][0]:
         return ""
     out: list[str] = []
+    glued_to_missing = False
     for index, (is_field, text) in enumerate(clause):
         if not is_field:
-            out.append(text)
+            out.append(_GLUED.sub("", text, count=1) if glued_to_missing else text)
+            glued_to_missing = False
             continue
         value = values.get(text)
         if value:
             out.append(value)
             continue
+        after = clause[index + 1][1] if index + 1 < len(clause) and not clause[index + 1][0] \
+            else ""
         at_end = all(not f and not t.strip() for f, t in clause[index + 1 :])
-        if at_end and out:
+        if (at_end or _LEADING_LINK.match(after)) and out:
             out[-1] = _TRAILING_LINKS.sub("", out[-1])
-    text = re.sub(r"\s+", " ", "".join(out)).strip()
+        glued_to_missing = bool(_GLUED.match(after))
+    text = _tidy("".join(out))
     if all(word.lower() in _LINKING_WORDS for word in text.split()):
         return ""
     return text
+
+
+def _tidy(text: str) -> str:
+    """What dropped values leave: a separator beside a bracket, an empty bracket pair, a space
+    before a separator or a closing bracket, runs of whitespace."""
+    text = re.sub(r"([(\[])\s*[,;]\s*", r"\1", text)
+    text = re.sub(r"\s*[,;]\s*([)\]])", r"\1", text)
+    text = re.sub(r"\s*(?:\(\s*\)|\[\s*\])", "", text)
+    text = re.sub(r"\s+([,;)\]])", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def caption_values(sex: str | None, age: int | None, site: str | None, trigger: str,
@@ -124,5 +161,7 @@ def render_caption(template: str, values: Mapping[str, str | None]) -> str:
     tokens = _tokens(template)
     if not any(is_field and text == "hair" for is_field, text in tokens):
         tokens += [(False, ", "), (True, "hair")]
-    rendered = (_render_clause(clause, values) for clause in _clauses(tokens))
-    return ", ".join(part for part in rendered if part)
+    kept = [(separator, text) for separator, clause in _clauses(tokens)
+            if (text := _render_clause(clause, values))]
+    return "".join(text if index == 0 else f"{separator} {text}"
+                   for index, (separator, text) in enumerate(kept))
