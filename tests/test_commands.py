@@ -92,8 +92,8 @@ def test_the_tool_s_own_command_as_a_user_types_it_here() -> None:
     (Machines(0), ["--num-machines 0: need at least 1 machine"]),
     (Machines(-1, 5, None, 0), ["--num-machines -1: need at least 1 machine",
                                 "--main-process-port 0 is not a TCP port (1-65535)"]),
-    (Machines(2, 2, "h"), ["--machine-rank 2 is out of range for 2 machine(s): use 0 to 1"]),
-    (Machines(1, -1), ["--machine-rank -1 is out of range for 1 machine(s): use 0 to 0"]),
+    (Machines(2, 2, "h"), ["--machine-rank 2 is out of range for 2 machines: use 0 to 1"]),
+    (Machines(1, -1), ["--machine-rank -1 is out of range for 1 machine: use 0 to 0"]),
     (Machines(2, 0, ""), ["2 machines need --main-process-ip, the address of the machine of "
                           "rank 0 that every machine can reach"]),
     (Machines(1, 0, None, 65536), ["--main-process-port 65536 is not a TCP port (1-65535)"]),
@@ -115,7 +115,7 @@ def test_machines_default_to_one_on_accelerates_port() -> None:
     ({"num_processes": 2, "gpu_ids": [1]}, "2 processes need 2 GPU ids (got [1])"),
     ({"gpu_ids": [0, 1]}, "1 processes need 1 GPU ids (got [0, 1])"),
     ({"machines": Machines(2, 3, "h")},
-     "--machine-rank 3 is out of range for 2 machine(s): use 0 to 1"),
+     "--machine-rank 3 is out of range for 2 machines: use 0 to 1"),
 ])
 def test_accelerate_args_refuse_in_one_line(options: dict[str, object], message: str) -> None:
     settings: dict[str, object] = {"num_processes": 1, "mixed_precision": "no", "gpu_ids": None,

@@ -134,7 +134,7 @@ def test_too_few_patients_for_a_split_is_a_reason_not_a_crash(patients: int) -> 
         utility.utility(real, labels, [f"P{i % patients}" for i in range(12)],
                         rng.normal(size=(3, 4)), [0.0, 1.0], repeats=1, seed=0,
                         classifier=_Recorder())
-    with pytest.raises(utility.TooFewError, match=r"^3 image\(s\): too few for an image-level"):
+    with pytest.raises(utility.TooFewError, match=r"^3 images: too few for an image-level"):
         utility.utility(real[:3], labels[:3], ["", "", ""], rng.normal(size=(3, 4)), [0.0],
                         repeats=1, seed=0, classifier=_Recorder())  # no patient recorded
 

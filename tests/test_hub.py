@@ -614,7 +614,7 @@ def test_a_grid_showing_a_deleted_image_is_refused(run: Path, tmp_path: Path) ->
     planned = contents.plan(run, REPO, samples=synth)
     assert sorted(u.path_in_repo for u in planned.uploads if u.path_in_repo.startswith(
         "samples/")) == [f"samples/SYN_{i:07d}.png" for i in (0, 1, 3)]
-    assert any("metadata.csv lists 1 image(s) no longer in images/ (first: SYN_0000002)" in w
+    assert any("metadata.csv lists 1 image no longer in images/ (first: SYN_0000002)" in w
                for w in planned.warnings)
 
 

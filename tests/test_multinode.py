@@ -115,7 +115,7 @@ def test_an_accelerate_config_is_passed_through_untouched(
 
 @pytest.mark.parametrize(("options", "needle"), [
     (["--num-machines", "2", "--machine-rank", "2", "--main-process-ip", "h"],
-     "--machine-rank 2 is out of range for 2 machine(s): use 0 to 1"),
+     "--machine-rank 2 is out of range for 2 machines: use 0 to 1"),
     (["--num-machines", "2", "--machine-rank", "-1", "--main-process-ip", "h"],
      "out of range"),
     (["--num-machines", "0"], "need at least 1 machine"),

@@ -339,7 +339,7 @@ def test_known_and_identical_duplicates_are_trained_once(tmp_path: Path) -> None
                                            ids[4]: f"duplicate image of {ids[3]} (identical file)"}
     assert skipped.loc[ids[4], "source"] == str(made.images / f"{ids[4]}.jpg")
     (warning,) = [w for w in result.warnings if "duplicate another" in w]
-    assert warning.startswith("3 selected image(s) duplicate another (1 identical file, 2 "
+    assert warning.startswith("3 selected images duplicate another (1 identical file, 2 "
                               "listed in ISIC_2020_Training_Duplicates.csv)")
     assert dict(summary(result))["skipped: duplicate image (one copy kept)"] == "3"
 
@@ -486,3 +486,12 @@ def test_the_manifest_holds_each_photos_measurements(isic2020: SyntheticSet,
         assert row.ita == pytest.approx(found.ita) and row.skin_tone == found.skin_tone
         assert [getattr(row, name) for name in ARTEFACTS] == [
             getattr(found, name) for name in ARTEFACTS]
+
+
+def test_twins_are_counted_in_the_right_number() -> None:
+    from medsynth_kohya.data.duplicates import IDENTICAL, counted
+
+    listed = "listed in ISIC_2020_Training_Duplicates.csv"
+    assert counted({"b": ("a", IDENTICAL)}) == "1 identical file"
+    assert counted({"b": ("a", IDENTICAL), "c": ("a", IDENTICAL), "e": ("d", listed)}) == (
+        f"2 identical files, 1 {listed}")

@@ -115,6 +115,6 @@ def test_rows_of_generated_images_merged_into_real_metadata_are_never_trained_on
         skipped = pd.read_csv(out / "skipped.csv", dtype=str).set_index("id")
         assert set(skipped.index) == {ids[1], ids[3]}
         assert set(skipped["reason"]) == {"generated image (image_manipulation = synthetic)"}
-        assert "2 selected row(s) describe generated images" in " ".join((stdout + stderr).split())
+        assert "2 selected rows describe generated images" in " ".join((stdout + stderr).split())
         located = locate_source(isic2020.root, None, None, PrepareOptions(), tmp_path / "o")
         assert selected_images(located, PrepareOptions()) == len(ids) - 2  # reproduce's plan

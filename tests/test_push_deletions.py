@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya import files
 from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
 
@@ -47,7 +48,7 @@ def test_the_users_files_survive_and_the_tools_old_files_go(fake_hub: FakeHub, t
     assert set(result.deleted) == {f"samples/{n}" for n in SAMPLE_NAMES}
     assert not any(f"samples/{n}" in files for n in SAMPLE_NAMES)
     assert all(f"samples/{n}" in files for n in OLD_SAMPLES)
-    [warning] = [w for w in result.warnings if "left 3 file(s)" in w]
+    [warning] = [w for w in result.warnings if "left 3 files" in w]
     assert all(path in warning for path in MINE) and "\n" not in warning
 
 
@@ -83,7 +84,7 @@ def test_a_repo_pushed_without_a_list_loses_nothing(fake_hub: FakeHub, tmp_path:
 
     assert result.deleted == ()
     assert all(f"samples/{n}" in repo.files for n in (*SAMPLE_NAMES, *OLD_SAMPLES))
-    assert any(f"left {len(SAMPLE_NAMES)} file(s)" in w for w in result.warnings)
+    assert any(f"left {files.counted(len(SAMPLE_NAMES))}" in w for w in result.warnings)
     repo.files[contents.PUSHED] = b"{not json"
     repo.commit("a damaged list")
     again = hubmod.push(make_run(tmp_path / "third", step=30), REPO, endpoint=fake_hub.url,
@@ -115,7 +116,7 @@ def test_the_dry_run_lists_exactly_what_would_be_deleted_and_sends_nothing(
     [line] = [line for line in stdout.splitlines() if line.startswith("Would delete from")]
     assert line == (f"Would delete from {REPO}: "
                     + ", ".join(sorted(f"samples/{n}" for n in SAMPLE_NAMES)))
-    assert "left 3 file(s)" in " ".join(stderr.split())
+    assert "left 3 files" in " ".join(stderr.split())
     assert repo.files == before and repo.commits == commits
     assert {method for method, _ in fake_hub.requests[seen:]} <= {"GET", "HEAD"}
 
@@ -174,7 +175,7 @@ def test_removals_keep_what_no_push_listed_or_the_hub_changed() -> None:
     assert gone.kept == ("samples/mine.png",)
     assert gone.edited == ("samples/edited.png", "training/edited.toml")
     warning = str(gone.warning(REPO))
-    assert warning.startswith(f"left 3 file(s) in {REPO}: 1 that no earlier push")
+    assert warning.startswith(f"left 3 files in {REPO}: 1 that no earlier push")
     assert "2 edited on the Hub since medsynth-kohya pushed them (samples/edited.png, " in warning
     unknown = hubmod.removals({"samples/a.png": None}, {"samples/a.png": frozenset({"sha"})}, ())
     assert unknown.delete == () and unknown.edited == ("samples/a.png",)
@@ -215,7 +216,7 @@ def test_a_file_edited_on_the_hub_since_the_push_stays(runner: CliRunner, fake_h
     assert code == 0, stderr
     assert repo.files[edited] == b"\x89PNG a better sample the user chose"
     assert unchanged not in repo.files
-    assert (f"left 1 file(s) in {REPO}: 1 edited on the Hub since medsynth-kohya pushed them "
+    assert (f"left 1 file in {REPO}: 1 edited on the Hub since medsynth-kohya pushed them "
             f"({edited})") in " ".join(stderr.split())
 
 

@@ -215,7 +215,7 @@ def test_two_files_of_one_id_in_one_folder_are_named_with_how_to_choose(
     cv2.imwrite(str(other), lesion_image(320, 240, hairy=False, seed=4))
     result = prepare(isic2020.root, tmp_path / "out", workers=1)
     (warning,) = [w for w in result.warnings if photo.stem in w]
-    assert warning.startswith("1 image id(s) have two files in one folder")
+    assert warning.startswith("1 image id has two files in one folder")
     assert f"{photo.stem}: {photo.name}, not {other.name} in {other.parent}" in warning
     assert "remove or rename" in warning and "--images" not in warning
     source = result.manifest.set_index("id").loc[photo.stem, "source"]
@@ -280,7 +280,7 @@ def test_an_image_below_the_metadatas_folder_is_named_with_the_images_to_pass(
     assert {Path(path).name for path in skipped["source"]} == {photo.name for photo in moved}
     (warning,) = [w for w in result.warnings if "subfolders of" in w]
     root = archive.root.resolve()
-    assert warning.startswith(f"2 selected image(s) are only in subfolders of {root} ")
+    assert warning.startswith(f"2 selected images are only in subfolders of {root} ")
     assert warning.endswith(f"pass --images {root} to take them")
     again = prepare(None, tmp_path / "again", metadata=archive.metadata, images=root, workers=1)
     assert again.skipped.empty and len(again.manifest) == len(photos)

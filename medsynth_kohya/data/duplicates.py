@@ -13,6 +13,8 @@ from medsynth_kohya.data.sources import Source, listed_duplicates
 from medsynth_kohya.errors import UserError
 
 DUPLICATE_ID = "duplicate id"
+IDENTICAL = "identical file"
+"""How an image found twice by its content is named where it is skipped."""
 """Skip reason of a metadata row whose id an earlier row has (the first row is kept)."""
 DUPLICATE_IMAGE = "duplicate image of "
 """Start of the skip reason of an image another id holds too; the reason goes on with the id
@@ -71,7 +73,7 @@ def identical_twins(paths: Mapping[str, Path], preferred: Collection[str] = ()) 
             by_content.setdefault(files.sha256(paths[identifier]), []).append(identifier)
         for group in by_content.values():
             first, *others = _kept(group, preferred)
-            twin.update((other, (first, "identical file")) for other in others)
+            twin.update((other, (first, IDENTICAL)) for other in others)
     return twin
 
 
@@ -93,4 +95,5 @@ def twin_reason(kept: str, how: str) -> str:
 def counted(twin: Mapping[str, tuple[str, str]]) -> str:
     """How many of `twin` each way found, e.g. "1 identical file, 2 listed in X.csv"."""
     hows = Counter(how for _, how in twin.values())
-    return ", ".join(f"{count} {how}" for how, count in sorted(hows.items()))
+    return ", ".join(files.counted(count, how) if how == IDENTICAL else f"{count} {how}"
+                     for how, count in sorted(hows.items()))

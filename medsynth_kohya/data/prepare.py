@@ -405,7 +405,8 @@ def _only_below(source: Source, out: Path, skipped: list[dict[str, str]]) -> lis
         return []
     path = Path(moved[0]["source"])
     root = next(folder for folder in source.image_dirs if folder in path.parents)
-    return [f"{len(moved)} selected image(s) are only in subfolders of {root} (e.g. {path}), "
+    return [f"{files.counted(len(moved), 'selected image')} "
+            f"{'is' if len(moved) == 1 else 'are'} only in subfolders of {root} (e.g. {path}), "
             f"which is searched without its subfolders: pass --images {root} to take them"]
 
 
@@ -653,11 +654,16 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _only_below(located, out, skipped)
     dropped = sum(row["reason"] == GENERATED_SKIP for row in skipped)
     if dropped:
-        warnings.append(f"{dropped} selected row(s) describe generated images (image_manipulation "
-                        "= synthetic) and were skipped: a LoRA must not train on its own output")
+        what = ("describes a generated image" if dropped == 1
+                else "describe generated images")
+        warnings.append(f"{files.counted(dropped, 'selected row')} {what} "
+                        "(image_manipulation = synthetic) and "
+                        f"{'was' if dropped == 1 else 'were'} skipped: a LoRA must not train on "
+                        "its own output")
     if duplicates:
         shown = ", ".join(sorted(set(duplicates))[:5])
-        warnings.append(f"{len(duplicates)} duplicate id row(s) kept once: {shown}")
+        warnings.append(f"{files.counted(len(duplicates), 'duplicate id row')} kept once: "
+                        f"{shown}")
 
     state = out / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
@@ -817,8 +823,9 @@ def _skip_twins(twin: Twins, ids: pd.Series,
         _skip(skipped, identifier, found[identifier], twin_reason(kept, how))
     if not twin:
         return []
-    return [f"{len(twin)} selected image(s) duplicate another ({counted(twin)}) and were "
-            "skipped: one "
+    return [f"{files.counted(len(twin), 'selected image')} "
+            f"{'duplicates' if len(twin) == 1 else 'duplicate'} another ({counted(twin)}) and "
+            f"{'was' if len(twin) == 1 else 'were'} skipped: one "
             "copy of each is kept, so none is trained twice or put in both train and val (see "
             "skipped.csv)"]
 
@@ -910,7 +917,8 @@ def _small(table: pd.DataFrame, resolution: int) -> list[str]:
     if not small.any():
         return []
     smallest = table.iloc[int(area.to_numpy().argmin())]
-    return [f"{int(small.sum())} of {files.counted(len(table), 'image')} are smaller than a "
+    return [f"{int(small.sum())} of {files.counted(len(table), 'image')} "
+            f"{'is' if small.sum() == 1 else 'are'} smaller than a "
             "quarter of the "
             f"{resolution}x{resolution} training area (smallest: {smallest['id']}, "
             f"{smallest['width']}x{smallest['height']}); sd-scripts enlarges them more than "

@@ -672,7 +672,7 @@ def described(source: Source, images: Iterable[str]) -> list[tuple[str, str]]:
     as the images are recorded, whatever was typed."""
     folders = Counter(str(Path(path).parent) for path in images).most_common()
     first = folders[0][0] if folders else str(source.image_dirs[0]) if source.image_dirs else "none"
-    more = f" (and {len(folders) - 1} more folders)" if len(folders) > 1 else ""
+    more = f" (and {files.counted(len(folders) - 1, 'more folder')})" if len(folders) > 1 else ""
     return [("metadata", str(source.metadata.resolve())), ("images", first + more)]
 
 
@@ -932,13 +932,16 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     warnings = []
     if beside:
         stem, other = beside[0]
-        warnings.append(f"{len(beside)} image id(s) have two files in one folder; the first by "
+        warnings.append(f"{files.counted(len(beside), 'image id')} "
+                        f"{'has' if len(beside) == 1 else 'have'} two files in one folder; the "
+                        "first by "
                         "name whose content fits its extension is used (e.g. "
                         f"{stem}: {found[stem].name}, not {other.name} in {other.parent}): "
                         "remove or rename the file not to train on")
     if apart:
         stem, other = apart[0]
-        warnings.append(f"{len(apart)} image id(s) have files in two folders; the first "
+        warnings.append(f"{files.counted(len(apart), 'image id')} "
+                        f"{'has' if len(apart) == 1 else 'have'} files in two folders; the first "
                         "folder's whose content fits its extension is used (e.g. "
                         f"{stem}: {found[stem]}, not {other}): remove the copies or pass "
                         "--images the one folder to use")

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from medsynth_kohya import files
+
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
@@ -112,7 +114,7 @@ def _split(labels: NDArray[np.int64], groups: NDArray[np.str_], seed: int,
 
     level = f"{'an' if unit == 'image' else 'a'} {unit}-level split"
     if len(np.unique(groups)) < 2 * MIN_PER_CLASS:  # GroupShuffleSplit cannot split it
-        raise TooFewError(f"{len(np.unique(groups))} {unit}(s): too few for {level}")
+        raise TooFewError(f"{files.counted(len(np.unique(groups)), unit)}: too few for {level}")
     for attempt in range(20):
         splitter = GroupShuffleSplit(n_splits=1, test_size=TEST_SHARE,
                                      random_state=seed * 1000 + attempt)

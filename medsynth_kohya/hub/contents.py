@@ -317,11 +317,13 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
     gone = [i for i in rows if i not in present]
     lost = [i for i in shown if i not in present]
     if lost:
-        raise UserError(f"--samples {folder}: {GRID} shows {len(lost)} image(s) no longer in "
+        raise UserError(f"--samples {folder}: {GRID} shows {files.counted(len(lost), 'image')} "
+                        "no longer in "
                         f"{IMAGES}/ (first: {lost[0]}) that {METADATA} lists; re-run "
                         "`medsynth-kohya sample` with the same options to remake them, the "
                         f"metadata and the grid, or delete {GRID} to push without it")
-    warnings = [f"--samples {folder.name}: {METADATA} lists {len(gone)} image(s) no longer in "
+    warnings = [f"--samples {folder.name}: {METADATA} lists {files.counted(len(gone), 'image')} "
+                f"no longer in "
                 f"{IMAGES}/ (first: {gone[0]}); they are not published"] if gone else []
     order = {stem: i for i, stem in enumerate(rows)}
     images.sort(key=lambda path: (order.get(path.stem, len(order)), path.name))
@@ -633,7 +635,7 @@ def refuse_findings(planned: PushPlan, run_dir: Path) -> None:
     if planned.findings:
         path, finding = planned.findings[0]
         others = len(planned.findings) - 1
-        more = f" (and {others} more file(s))" if others else ""
+        more = f" (and {files.counted(others, 'more file')})" if others else ""
         raise UserError(f"push refused: {path} would publish {finding}{more}; see it with "
                         f"`medsynth-kohya push {shlex.quote(str(run_dir))} --repo-id "
                         f"{planned.repo_id} --show {shlex.quote(path)}` "

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medsynth_kohya import __version__, arguments, locks
+from medsynth_kohya import __version__, arguments, files, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.access import Unanswered, hub_api, writer
 from medsynth_kohya.hub.card import DEFAULT_LICENSE
@@ -84,7 +84,7 @@ class Removals:
             (self.edited, "edited on the Hub since medsynth-kohya pushed them")) if paths]
         if not kinds:
             return None
-        return (f"left {len(self.kept) + len(self.edited)} file(s) in {repo_id}: "
+        return (f"left {files.counted(len(self.kept) + len(self.edited))} in {repo_id}: "
                 f"{' and '.join(kinds)}; delete them on the Hub if they should go")
 
 

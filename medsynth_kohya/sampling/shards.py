@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling.plan import Plan
@@ -49,7 +50,8 @@ def shard_devices(num_gpus: int, gpus: Sequence[Gpu]) -> list[str]:
         if not gpus:
             raise UserError(f"--num-gpus {num_gpus}: no NVIDIA GPU found (nvidia-smi)")
         if len(gpus) < num_gpus:
-            raise UserError(f"--num-gpus {num_gpus}: nvidia-smi lists only {len(gpus)} GPU(s)")
+            raise UserError(f"--num-gpus {num_gpus}: nvidia-smi lists only "
+                            f"{files.counted(len(gpus), 'GPU')}")
         if visible and len(visible) < num_gpus:
             raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES="
                             f"{os.environ['CUDA_VISIBLE_DEVICES']} shows fewer GPUs")

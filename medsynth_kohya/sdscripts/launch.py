@@ -138,7 +138,8 @@ class Machines:
             found.append(f"--num-machines {self.count}: need at least 1 machine")
         elif not 0 <= self.rank < self.count:
             found.append(f"--machine-rank {self.rank} is out of range for {self.count} "
-                         f"machine(s): use 0 to {self.count - 1}")
+                         f"{'machine' if self.count == 1 else 'machines'}: use 0 to "
+                         f"{self.count - 1}")
         if self.count > 1 and not self.main_ip:
             found.append(f"{self.count} machines need --main-process-ip, the address of the "
                          "machine of rank 0 that every machine can reach")

@@ -98,7 +98,8 @@ def gather(run_dir: Path, count: int, own: dict[str, Any],
             return [own, *others]
         if time.monotonic() >= deadline:
             missing = sorted(set(range(1, count)) - {int(r["rank"]) for r in others})
-            raise UserError(f"machine(s) {', '.join(map(str, missing))} of {count} did not "
+            raise UserError(f"{'machine' if len(missing) == 1 else 'machines'} "
+                            f"{', '.join(map(str, missing))} of {count} did not "
                             f"report in {run_dir / FOLDER} within {wait_s:g} s: start `train` "
                             "with the same options and --machine-rank there, on the same run "
                             "folder (a shared file system)")
