@@ -334,6 +334,11 @@ def test_a_latin1_spreadsheet_export_is_read_with_a_warning(
     assert "Hospital Clínic de Barcelona" in set(result.manifest["patient_id"])
     assert not any("not UTF-8" in w for w in result.warnings)
 
+    frame.to_csv(isic2020.metadata, index=False, sep="|")  # a database's export
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    assert "Hospital Clínic de Barcelona" in set(result.manifest["patient_id"])
+    assert list(result.manifest["age"].dropna()) == list(frame["age_approx"].dropna())
+
 
 def test_option_mistakes_are_named_as_they_are(runner: CliRunner, isic2020: SyntheticSet,
                                                tmp_path: Path) -> None:

@@ -373,8 +373,9 @@ def _encoding(path: Path, compression: str | None) -> str:
 
 def _separator(line: str) -> str:
     """The CSV's field separator: "," unless its header line has none and has ";" (Excel's
-    export where the decimal mark is a comma, read with that mark) or a tab."""
-    return next((mark for mark in (";", "\t") if "," not in line and mark in line), ",")
+    export where the decimal mark is a comma, read with that mark), a tab or "|" (a database's
+    export)."""
+    return next((mark for mark in (";", "\t", "|") if "," not in line and mark in line), ",")
 
 
 def _reason(exc: BaseException) -> str:
