@@ -142,16 +142,19 @@ def test_archive_diagnosis_without_diagnosis_3(mixed_archive: SyntheticSet,
     _check_prepared(mixed_archive, tmp_path / "out", expected)
 
 
-@pytest.mark.parametrize("layout", ["isic2020", "archive"])
+@pytest.mark.parametrize(("layout", "kept", "missing"), [
+    ("isic2020", (), "target (or diagnosis)"), ("archive", (), "diagnosis_2 or diagnosis_3"),
+    ("archive", ("diagnosis_1",),
+     "diagnosis_2 or diagnosis_3 (diagnosis_1 says only benign or malignant)")])
 def test_no_class_column_is_a_one_line_error(runner: CliRunner, tmp_path: Path,
-                                             layout: str) -> None:
+                                             layout: str, kept: tuple[str, ...],
+                                             missing: str) -> None:
     made = make_dataset(tmp_path / "src", 3, seed=23, layout=layout, sizes=((320, 240),))
-    drop = [c for c in made.frame.columns if c in ("target", "diagnosis")
-            or c.startswith("diagnosis_")]
+    drop = [c for c in made.frame.columns if (c in ("target", "diagnosis")
+            or c.startswith("diagnosis_")) and c not in kept]
     made.frame.drop(columns=drop).to_csv(made.metadata, index=False)
     code, stdout, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out")
     assert code != 0 and "Traceback" not in stdout + stderr
-    missing = "target (or diagnosis)" if layout == "isic2020" else "diagnosis_3"
     assert stderr.strip().endswith(f"{made.metadata} is missing column {missing} to select "
                                    "melanomas; add it or pass --query or --diagnosis"), stderr
 

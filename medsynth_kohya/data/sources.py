@@ -745,8 +745,11 @@ def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -
     if source.kind == ISIC2020 and "target" in frame.columns:
         return pd.to_numeric(frame["target"], errors="coerce").eq(1)
     if not {"diagnosis", "diagnosis_3", "diagnosis_2"} & set(frame.columns):
-        missing = "target (or diagnosis)" if source.kind == ISIC2020 else "diagnosis_3"
-        raise UserError(f"{source.metadata} is missing column {missing} to select melanomas; "
+        missing = ("column target (or diagnosis)" if source.kind == ISIC2020 else
+                   "column diagnosis_2 or diagnosis_3" + (
+                       " (diagnosis_1 says only benign or malignant)"
+                       if "diagnosis_1" in frame.columns else ""))
+        raise UserError(f"{source.metadata} is missing {missing} to select melanomas; "
                         "add it or pass --query or --diagnosis")
     return archive.under(rows["diagnosis"], archive.MELANOMA)
 
