@@ -363,3 +363,20 @@ def test_a_csv_source_and_another_metadata_csv_are_refused_as_two_answers(
     code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--metadata", other,
                                   "--out", tmp_path / "folder", "--workers", 1)
     assert code == 0, stdout + stderr  # the folder as the images' place
+
+
+@pytest.mark.parametrize(("terms", "name"), [("hairy", "hairy"), ("not hairy", "hairy"),
+                                             ("hair_score > 0.1 and ita > 0", "hair_score")])
+def test_a_query_on_hair_with_hair_off_is_refused_before_the_scan(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, terms: str,
+        name: str) -> None:
+    """--hair off measures no hair: `hairy` is blank on every photo, so such a query would
+    leave out everything (or keep everything) after a whole scan, blaming the query."""
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+                                  "--hair", "off", "--query", terms)
+    _assert_one_line_error(code, stdout, stderr, f"--query {terms!r} names {name}, which "
+                           "--hair off leaves blank on every photo: prepare with --hair auto")
+    assert not (tmp_path / "out").exists()
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "ok",
+                                  "--hair", "off", "--query", "ita > -90", "--workers", 1)
+    assert code == 0, stdout + stderr

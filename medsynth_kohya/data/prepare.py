@@ -567,6 +567,11 @@ def _choose(located: Source, options: PrepareOptions) -> tuple[
         options.query, raw.columns)
     chosen = rows.loc[select(raw, rows, located, terms.metadata, options.diagnosis,
                              terms.everything).index]
+    unmeasured = {"hairy", "hair_score"} if options.hair is HairMode.off else set()
+    blank = sorted(query.names(str(options.query)) & unmeasured - set(raw.columns))
+    if terms.measured and blank:
+        raise UserError(f"--query {options.query!r} names {blank[0]}, which --hair off leaves "
+                        "blank on every photo: prepare with --hair auto to select by hair")
     if terms.measured:  # judged whole only after the scan: try it on one row first
         query.check(raw.loc[chosen.index], str(options.query))
     return raw, rows, rejected, chosen, terms

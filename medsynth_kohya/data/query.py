@@ -59,6 +59,11 @@ def _tokens(query: str) -> list[tokenize.TokenInfo]:
         return []
 
 
+def names(query: str) -> set[str]:
+    """The names `query` uses: columns, measurements, and words such as `and`."""
+    return {token.string for token in _tokens(query) if token.type == tokenize.NAME}
+
+
 def _unknown_name(query: str, error: str, columns: Collection[object]) -> str:
     """The message for a word in `query` that is neither a column nor a measurement: most
     often an unquoted text value, else a misspelt column."""
