@@ -711,6 +711,20 @@ def test_a_run_that_did_not_finish_is_sampled_with_a_warning(run: Path, fake_gen
     assert f"`medsynth-kohya train PREPARED --run-dir {shlex.quote(str(run))} --resume`" in warning
 
 
+@pytest.mark.parametrize("status", ["failed", "interrupted", "running"])
+def test_a_final_lora_written_before_the_run_failed_is_sampled_with_a_warning(
+        run: Path, fake_gen: FakeGen, tmp_path: Path, status: str) -> None:
+    """train says "written, but the run then failed": sample says so too."""
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    (run / "run.json").write_text(json.dumps({**record, "status": status}), encoding="utf-8")
+    result = sample(run, tmp_path / "a", SampleOptions(n=1), sd_scripts=fake_gen.sd_scripts,
+                    python=PYTHON, dry_run=True)
+    (warning,) = [w for w in result.warnings if "final LoRA" in w]
+    assert warning == (f"run {run} wrote its final LoRA melanoma.safetensors, but its status "
+                       f"is {status} (see {run / 'train.log'}): check why before trusting the "
+                       "images")
+
+
 @pytest.mark.parametrize("damage", ["{oops", "[1, 2]", "", '{"status": "succeeded"}'])
 def test_a_damaged_record_is_one_line_for_sample_push_and_evaluate(
         runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path, damage: str) -> None:

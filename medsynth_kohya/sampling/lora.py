@@ -74,11 +74,14 @@ def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
 
 
 def _unfinished(given: Path, file: Path, record: RunRecord | None) -> tuple[str, ...]:
-    """A note when a run folder's LoRA is a save from before the end of a run that did not
-    succeed (interrupted, failed, killed)."""
-    if (not given.is_dir() or record is None or record.status in ("succeeded", None)
-            or file.name == f"{record.output_name}.safetensors"):
+    """A note when a run folder's LoRA comes from a run that did not succeed (interrupted,
+    failed, killed): a save from before its end, or its final file written before it failed."""
+    if not given.is_dir() or record is None or record.status in ("succeeded", None):
         return ()
+    if file.name == f"{record.output_name}.safetensors":
+        return (f"run {given} wrote its final LoRA {file.name}, but its status is "
+                f"{record.status} (see {RunFolder(given).log}): check why before trusting the "
+                "images",)
     resume = launch.resume_command(record.dataset.prepared if record.dataset else None, given)
     return (f"run {given} did not finish (status {record.status}): sampling with its latest "
             f"save, {file.name}, not a final LoRA; `{resume.line()}` finishes it",)
