@@ -144,15 +144,41 @@ RESUMABLE = "interrupted; re-run the same command to continue where it stopped"
 
 
 @contextmanager
+def _stops_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`, a batch scheduler's cancel) and SIGHUP (a closed terminal) stop the
+    command as Ctrl-C does: its children stopped in turn, its records saying "interrupted",
+    one line and exit code 130, where the default would end it at once and leave a run
+    "running"."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kinds = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    before = [signal.signal(kind, interrupt) for kind in kinds]
+    try:
+        yield
+    finally:
+        for kind, handler in zip(kinds, before, strict=True):
+            signal.signal(kind, signal.SIG_DFL if handler is None else handler)
+
+
+@contextmanager
 def _user_errors(interrupted: str = RESUMABLE) -> Iterator[None]:
-    """Turn a UserError into one red line and exit code 1; Ctrl-C into `interrupted` and exit
-    code 130. A write the machine refuses (permission, read-only file system, disk full:
-    files.REFUSED) is one line too; any other OSError is a bug and keeps its traceback."""
+    """Turn a UserError into one red line and exit code 1; Ctrl-C (or SIGTERM, SIGHUP) into
+    `interrupted` and exit code 130. A write the machine refuses (permission, read-only file
+    system, disk full: files.REFUSED) is one line too; any other OSError is a bug and keeps its
+    traceback."""
     from medsynth_kohya import files, ui
     from medsynth_kohya.errors import UserError
 
     try:
-        yield
+        with _stops_as_ctrl_c():
+            yield
     except UserError as exc:
         ui.error(str(exc))
         raise typer.Exit(1) from None

@@ -193,3 +193,34 @@ def test_a_killed_prepare_leaves_no_worker_behind(tmp_path: Path, sig: signal.Si
             os.kill(pid, signal.SIGKILL)
         process.communicate()
 
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_train_stopped_by_sigterm_or_sighup_stops_as_ctrl_c_does(
+        isic2020: SyntheticSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sig: signal.Signals) -> None:
+    """`kill PID`, a scheduler's cancel or a closed terminal: the training is stopped in turn,
+    the run says "interrupted" (not "running"), one line and exit code 130; --resume goes on."""
+    fake = make_fake_sd(tmp_path, monkeypatch)
+    prepared = tmp_path / "prepared"
+    prepare(isic2020.root, prepared, options=PrepareOptions(), workers=1)
+    run = tmp_path / "run"
+    args: list[object] = ["train", prepared, "--preset", "cpu-smoke", "--set",
+                          "max_train_steps=40", "--sd-scripts", fake.sd_scripts,
+                          "--python", sys.executable, "--run-dir", run]
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")
+    process = start(*args)
+    wait_for(lambda: fake.record.is_file() and any((run / "output").glob("*-state")),
+             timeout=60, what="the training to save a state")
+    trainer = int(fake.recorded()["pid"])
+    os.kill(process.pid, sig)  # to the CLI alone, not its process group
+    stopped = finish(process)
+    assert stopped.code == 130, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1].startswith("Error: training interrupted: "
+                                                              "stopped; continue from ")
+    assert "Traceback" not in stopped.stderr
+    assert _record(run)["status"] == "interrupted"
+    wait_for(lambda: not _living(trainer), timeout=30, what="the training to stop with it")
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    last = finish(start(*args, "--resume"))
+    assert last.code == 0 and _record(run)["status"] == "succeeded", last.stderr
