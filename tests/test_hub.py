@@ -420,12 +420,16 @@ def _failing(fake_hub: FakeHub, case: str) -> tuple[str, str]:
     if case == "drop-upload":
         fake_hub.fail("PUT", r"^/lfs/", "drop")
         return REPO, "lost the connection"
+    if case == "card-400":
+        fake_hub.fail("POST", r"/api/validate-yaml", 400)
+        return REPO, ("refused the model card's metadata (400: injected failure 400); check the "
+                      "values the card takes from you (--license, the run's prompts)")
     fake_hub.fail("POST", r"/commit/", "drop")
     return REPO, "lost the connection"
 
 
 @pytest.mark.parametrize("case", ["401", "403", "403-new", "namespace", "read-only", "404", "500",
-                                  "drop-upload", "drop-commit"])
+                                  "drop-upload", "drop-commit", "card-400"])
 def test_hub_failures_are_one_line_and_leave_nothing_behind(
         runner: CliRunner, fake_hub: FakeHub, run: Path, tmp_path: Path, case: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -607,7 +611,7 @@ def test_a_grid_showing_a_deleted_image_is_refused(run: Path, tmp_path: Path) ->
         0.1, "isic", 10, tuple(f"SYN_{i:07d}" for i in range(4)),
         (copycheck.Flag("SYN_0000002", "ISIC_0000042", 0.01),)))
     (synth / "images" / "SYN_0000002.png").unlink()
-    with pytest.raises(UserError, match=r"grid.jpg shows 1 image\(s\) no longer in images/ "
+    with pytest.raises(UserError, match=r"grid.jpg shows 1 image no longer in images/ "
                                         r"\(first: SYN_0000002\)"):
         contents.plan(run, REPO, samples=synth)
     (synth / "grid.jpg").unlink()

@@ -95,8 +95,8 @@ def test_reproduce_refuses_in_one_line_when_the_hub_cannot_be_reached(
         reproduce(isic2020.root, tmp_path / "work", push_repo="alice/lora", n=2,
                   overrides=QUICK[1::2], sd_scripts=fake.sd_scripts, python=PYTHON)
     message = str(refused.value)
-    assert message.startswith("lost the connection to http://127.0.0.1:9 during the check "
-                              "of the token") and "\n" not in message
+    assert message.startswith("could not connect to http://127.0.0.1:9 during the check "
+                              "of the token (") and "\n" not in message
     assert not (tmp_path / "work").exists()
 
 

@@ -218,7 +218,7 @@ def test_slurm_does_not_judge_the_cluster_by_this_machines_gpus(prepared: Path,
 
 def test_machine_zero_times_out_naming_the_missing_machines(prepared: Path,
                                                             tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"machine\(s\) 1, 2 of 3 did not report"):
+    with pytest.raises(UserError, match=r"machines 1, 2 of 3 did not report"):
         train(prepared, "cpu-smoke", run_dir=tmp_path / "run", detect=lambda: [],
               cluster=Cluster(Machines(3, 0, "127.0.0.1"), wait_s=0.6))
     decision = json.loads((tmp_path / "run" / "nodes" / "launch.json").read_text())

@@ -93,12 +93,21 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                     "minutes and run the same command again")
         message = str(getattr(answer, "server_message", "") or "").splitlines()
         detail = f": {message[0][:200]}" if message else ""
+        if "validate-yaml" in str(getattr(getattr(answer, "response", None), "url", "")):
+            return (f"the Hub at {endpoint} refused the model card's metadata ({status}"
+                    f"{detail}); check the values the card takes from you (--license, the "
+                    "run's prompts) and run the same command again")
         if isinstance(status, int) and status >= 500:
             return (f"the Hub at {endpoint} failed with {status} during {during}{detail}; "
                     f"{unfinished}run the same command again later")
         return (f"the Hub at {endpoint} answered {status} during {during}{detail}; check "
                 f"{option} and run the same command again")
     network = network_errors()
+    for link in chain(exc):
+        if isinstance(link, ConnectionRefusedError) or type(link).__name__ == "ConnectError":
+            return (f"could not connect to {endpoint} during {during} ({type(link).__name__}):"
+                    " check --endpoint / HF_ENDPOINT and the network, then run the same "
+                    "command again")
     for link in chain(exc):
         if isinstance(link, network):
             return (f"lost the connection to {endpoint} during {during} "
