@@ -100,7 +100,7 @@ def test_the_real_set_counts_each_photo_once_as_prepare_does(
         (NEVUS_COPY, "duplicate image of ISIC_0400004 (identical file)"),
         (GENERATED, GENERATED_SKIP)}
     assert result.skipped == document["skipped"]
-    assert "4 photos duplicate another (3 identical file, 1 listed in " \
+    assert "4 photos duplicate another (3 identical files, 1 listed in " \
            "ISIC_2020_Training_Duplicates.csv)" in " ".join(document["notes"])
     assert "1 row of train.csv left out: duplicate id (first: ISIC_0400001)" in document["notes"]
 

@@ -317,12 +317,13 @@ def test_metadata_reads_what_sample_writes_in_either_style(tmp_path: Path,
     rows = synthset.read_metadata(tmp_path)
     assert [row.id for row in rows] == ["SYN_0000000", "SYN_0000002"]  # id order, present only
     assert rows[0] == SynthRow("SYN_0000000", "photo of male skin, me1anoma, hairy",
-                               plan.settings.negative_prompt, True, "light")
+                               plan.settings.negative_prompt, True, "light", "ab" * 32)
     assert (rows[1].hairy, rows[1].skin_tone, rows[1].prompt) == (None, "dark",
                                                                  "photo of skin, me1anoma")
     write_metadata(plan, [1], tmp_path / synthset.METADATA, style)
     assert synthset.read_metadata(tmp_path) == [
-        SynthRow("SYN_0000001", 'a "quoted", prompt', plan.settings.negative_prompt, False, "")]
+        SynthRow("SYN_0000001", 'a "quoted", prompt', plan.settings.negative_prompt, False, "",
+                 "ab" * 32)]
 
 
 def test_metadata_with_only_an_id_column_reads_blank_values(tmp_path: Path) -> None:
