@@ -194,3 +194,25 @@ def test_a_mix_list_without_0_still_scores_real_only(
     assert [m["mix"] for m in mixes] == [0, 1, 2] and mixes[0]["synthetic_used"] == 0
     row = next(r for r in document["verdict"] if r["check"] == "classifier utility")
     assert row["detail"].startswith(f"ROC-AUC {mixes[0]['auc']['value']:.3f} real only")
+
+
+def _mix(mix: float, value: float, low: float) -> dict[str, Any]:
+    return {"mix": mix, "auc": {"value": value, "low": low, "high": 1.0}}
+
+
+@pytest.mark.parametrize(("mixes", "status", "detail"), [
+    ([_mix(0, 1.0, 1.0), _mix(1, 1.0, 1.0)], "warn",
+     "ROC-AUC 1.000 real only; best with synthetic images 1.000 [1.000, 1.000] at mix 1"),
+    ([_mix(0, 0.7, 0.6), _mix(1, 0.9, 0.8), _mix(2, 0.8, 0.75)], "pass",
+     "ROC-AUC 0.700 real only; best with synthetic images 0.900 [0.800, 1.000] at mix 1"),
+    ([_mix(0, 0.8, 0.7), _mix(0.5, 0.6, 0.5)], "warn",
+     "ROC-AUC 0.800 real only; best with synthetic images 0.600 [0.500, 1.000] at mix 0.5"),
+    ([_mix(0, 0.8, 0.7)], "warn",
+     "ROC-AUC 0.800 real only; no mix with synthetic images was asked (--mix)")])
+def test_the_verdict_compares_the_best_synthetic_mix_with_the_real_only_baseline(
+        mixes: list[dict[str, Any]], status: str, detail: str) -> None:
+    """A tie, or a baseline better than every mix, never reads as the baseline 'at mix 0'."""
+    from medsynth_kohya.evaluation.evaluate import _utility_row
+
+    assert _utility_row({"figures": {"mixes": mixes}}) == {
+        "check": "classifier utility", "status": status, "detail": detail}
