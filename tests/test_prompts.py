@@ -112,7 +112,9 @@ VARIANTS = "holds { or }, which sd-scripts reads as dynamic-prompt variants"
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    ("", EMPTY), ("   ", EMPTY), ("a\nb", LINES), ("a\rb", LINES), ("# note", COMMENT),
+    ("", EMPTY), ("   ", EMPTY), ("a\nb", LINES), ("a\rb", LINES), ("a\x0bb", LINES),
+    ("a\x0cb", LINES), ("a\x85b", LINES), ("a\u2028b", LINES), ("a\u2029b", LINES),
+    ("a\x1cb", LINES), ("ugly, bad\x0b", LINES), ("# note", COMMENT),
     ("  #x", COMMENT), ("photo --n x", OPTION), ("--w 5", OPTION), ("a {b|c}", VARIANTS),
     ("a } b", VARIANTS), ("a { b", VARIANTS), ("a mole " * 20 + "--n x", OPTION),
 ])

@@ -153,14 +153,15 @@ def repeat(texts: Sequence[str], count: int) -> Drawn:
 def check_prompt(text: str, where: str) -> None:
     """Refuse text that sdxl_gen_img.py's prompt file would read as something else.
 
-    It reads one prompt per line, skips lines starting with '#', splits options at " --" and
-    expands {a|b} as dynamic-prompt variants (changing how many images a line makes).
+    It reads one prompt per line (cut by `str.splitlines`, so a vertical tab or U+2028 ends a
+    line too), skips lines starting with '#', splits options at " --" and expands {a|b} as
+    dynamic-prompt variants (changing how many images a line makes).
     """
     problem = None
     if not text.strip():
         problem = "is empty"
-    elif "\n" in text or "\r" in text:
-        problem = "spans several lines"
+    elif text.splitlines() != [text]:  # \n, \r, \v, \f, \x85, \u2028…: str.splitlines'
+        problem = "spans several lines"  # breaks, where sd-scripts cuts its prompt file
     elif text.lstrip().startswith("#"):
         problem = "starts with '#' (a comment in sd-scripts' prompt files)"
     elif _OPTION.search(text):
