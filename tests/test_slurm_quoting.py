@@ -116,3 +116,35 @@ def test_a_percent_in_a_folder_name_is_not_read_as_a_slurm_pattern(
     assert _sbatch_file_name(trained["output"], 7, 0) == str(run.resolve() / "slurm-7.out")
     assert _sbatch_file_name(sampled["output"], 9, 2) == str(
         out.resolve() / ".medsynth" / "slurm" / "9_2.out")
+
+
+def test_only_the_tool_s_own_variables_expand_in_a_task_a_dollar_in_a_value_stays(
+        tmp_path: Path) -> None:
+    """A prompt `$HOME` or an --out `set$RUN` reach each task as typed (with `set -u` the
+    second killed every task); $SLURM_ARRAY_TASK_ID and $SLURM_NODEID expand per task."""
+    import os
+    import subprocess
+
+    from medsynth_kohya.sampling.machines import array_script
+    from medsynth_kohya.training.nodes import train_script
+
+    texts = [array_script(["sample", "--prompt", "$HOME", "--out", "set$RUN"], 3, 1,
+                          tmp_path / "out", {}),
+             train_script(tmp_path / "prep$X", "cpu-smoke", ["metadata_title=$USER"],
+                          tmp_path / "run", count=2, gpus=1, port=29500, sd_scripts=None,
+                          python=None, resume=False, sbatch={})]
+    said = []
+    for text in texts:
+        task = re.search(r"^srun .*bash -c (.*)$", text, re.MULTILINE)
+        assert task is not None, text
+        script = (f"set -u; export MEDSYNTH_MAIN_IP=10.0.0.1; "
+                  f"exec() {{ printf '%s\\n' \"$@\"; }}; eval {task.group(1)}")
+        said.append(subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                   check=True, env={**os.environ, "SLURM_ARRAY_TASK_ID": "2",
+                                                    "SLURM_NODEID": "1"}).stdout.splitlines())
+    sample_words, train_words = said
+    assert sample_words[:5] == ["sample", "--prompt", "$HOME", "--out", "set$RUN"]
+    assert sample_words[-2:] == ["--shard", "2/3"]
+    assert str(tmp_path / "prep$X") in train_words and "metadata_title=$USER" in train_words
+    assert train_words[train_words.index("--machine-rank") + 1] == "1"
+    assert train_words[train_words.index("--main-process-ip") + 1] == "10.0.0.1"

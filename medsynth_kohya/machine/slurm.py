@@ -20,7 +20,6 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 
 _SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
-_VARIABLE = re.compile(r"[\w./:-]*\$[A-Z_]+[\w./:-]*")
 _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
@@ -78,11 +77,15 @@ def log_file(folder: Path, pattern: str) -> str:
     return str(folder.resolve()).replace("%", "%%") + "/" + pattern
 
 
+class Variable(str):
+    """A task word that holds a variable each task expands for itself (`$SLURM_NODEID`,
+    `$SLURM_ARRAY_TASK_ID/4`): the tool's own words, never a value the user gave."""
+
+
 def quote(words: Sequence[str]) -> list[str]:
-    """Words for a task line: quoted for the shell, except those holding a `$SLURM_…`-style
-    variable (`$SLURM_NODEID`, `$SLURM_ARRAY_TASK_ID/4`), double-quoted so each task expands
-    its own."""
-    return [f'"{word}"' if _VARIABLE.fullmatch(word) else shlex.quote(word) for word in words]
+    """Words for a task line: quoted for the shell, `Variable`s double-quoted so each task
+    expands its own; a `$` in anything else (a prompt, a path) stays as written."""
+    return [f'"{word}"' if isinstance(word, Variable) else shlex.quote(word) for word in words]
 
 
 def write(text: str, path: Path, *, submit: bool) -> Job:

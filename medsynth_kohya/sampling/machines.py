@@ -154,5 +154,5 @@ def array_script(words: Sequence[str], count: int, gpus: int, out: Path,
     settings = {"job-name": f"medsynth-sample-{out.resolve().name}", "array": f"1-{count}",
                 "ntasks": "1", "gpus": str(gpus), "chdir": str(Path.cwd()),
                 "output": slurm.log_file(out / STATE_DIR / "slurm", "%A_%a.out")}
-    task = [*words, "--shard", f"$SLURM_ARRAY_TASK_ID/{count}"]
+    task = [*words, "--shard", slurm.Variable(f"$SLURM_ARRAY_TASK_ID/{count}")]
     return slurm.script(settings, sbatch, slurm.quote(task))

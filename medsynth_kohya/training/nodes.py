@@ -204,8 +204,9 @@ def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir:
     args = ["train", str(prepared.resolve()), "--preset", preset_arg,
             *[word for item in overrides for word in ("--set", item)],
             "--run-dir", str(run_dir.resolve()), "--gpus", str(gpus),
-            "--num-machines", str(count), "--machine-rank", "$SLURM_NODEID",
-            "--main-process-ip", "$MEDSYNTH_MAIN_IP", "--main-process-port", str(port)]
+            "--num-machines", str(count), "--machine-rank", slurm.Variable("$SLURM_NODEID"),
+            "--main-process-ip", slurm.Variable("$MEDSYNTH_MAIN_IP"), "--main-process-port",
+            str(port)]
     if sd_scripts is not None:
         args += ["--sd-scripts", str(sd_scripts.resolve())]
     if python is not None:
