@@ -260,3 +260,27 @@ def test_shards_of_different_n_side_by_side_leave_the_largest_n(
     for thread in threads:
         thread.join()
     assert json.loads(path.read_text(encoding="utf-8"))["n"] == 7
+
+
+def test_a_shard_with_a_smaller_n_or_another_metadata_style_is_refused(
+        args: list[object], tmp_path: Path) -> None:
+    """Shard 2/2 of n=8 beside shard 1/2 of n=11 called the set complete at 8 images while its
+    record said 11 (evaluate then called it unfinished); another --metadata-style made
+    metadata.csv whichever style finished last."""
+    out = tmp_path / "shared"
+    first = finish(start(*args, "--out", out, "--shard", "1/2"))
+    assert first.code == 0, first.stderr
+    before = snapshot(out)
+    at = args.index("--n")
+    smaller = [*args[:at + 1], 8, *args[at + 2:]]
+    for extra, said in (
+            ((), f"{out} is a set of {N} images made by shards: give every shard --n {N}"),
+            (("--dry-run",), f"give every shard --n {N}")):
+        done = finish(start(*smaller, "--out", out, "--shard", "2/2", *extra))
+        assert done.code == 1 and said in " ".join(done.stderr.split()), done.stderr
+    other = finish(start(*args, "--out", out, "--shard", "2/2", "--metadata-style", "2020"))
+    assert other.code == 1
+    assert "other settings (metadata_style differ)" in " ".join(other.stderr.split())
+    assert snapshot(out) == before
+    last = finish(start(*args, "--out", out, "--shard", "2/2"))
+    assert last.code == 0 and "the set is complete" in " ".join(last.stdout.split()), last.stderr

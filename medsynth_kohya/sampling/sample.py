@@ -73,6 +73,7 @@ from medsynth_kohya.sampling.synthset import (
     present_images,
     read_state,
     record_outputs,
+    recorded_n,
     schema_rows,
     write_metadata,
 )
@@ -227,7 +228,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     if dry_run:  # writes nothing: images finished by a killed run are counted as missing
         placed = read_state(out)
         if shard is not None and placed is not None:
-            _same_settings(placed, identity, out)
+            _same_settings(placed, identity, out, n, options.metadata_style.value)
         present_now = [i for i in present_images(out / IMAGES, plan.id_prefix) if i in wanted]
         present_now = sorted(set(present_now) - set(damaged(out / IMAGES, plan, present_now)))
         shown = commands([] if finalize else sorted(wanted - set(present_now)),
@@ -240,12 +241,13 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     record_outputs(out, written)
     state: dict[str, Any] = {"tool": "medsynth-kohya", "command": "sample",
                              "version": __version__, "identity": identity, "n": n,
+                             "metadata_style": options.metadata_style.value,
                              "lora": str(lora_file.resolve()), "status": "planned"}
     if pulled is not None:  # the cache path above is this machine's; this names it anywhere
         state["lora_hub"] = asdict(pulled.origin)
     if shard is not None:  # sample.json is the first shard's; each keeps its own record
         placed = create_state(state_path, {**state, "status": "sharded"})
-        _same_settings(placed, identity, out)
+        _same_settings(placed, identity, out, n, options.metadata_style.value)
         state_path = shard.record(out, ".json")
     files.write_json(state_path, state)
     if same:
@@ -356,14 +358,22 @@ def _write_final(plan: Plan, present: list[int], out: Path, style: MetadataStyle
         return write_grid(plan, out / IMAGES, present, out / GRID)
 
 
-def _same_settings(placed: Mapping[str, Any], identity: Mapping[str, Any], out: Path) -> None:
-    """Refuse a shard whose settings differ from those the set in `out` was started with."""
+def _same_settings(placed: Mapping[str, Any], identity: Mapping[str, Any], out: Path, n: int,
+                   style: str) -> None:
+    """Refuse a shard whose settings differ from those the set in `out` was started with: its
+    options, its metadata style, or an --n smaller than the set's (a larger one extends it;
+    a smaller one would call the set complete short of its images)."""
     mine = json.loads(json.dumps(identity, default=str))
     theirs = placed.get("identity", {})
     changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    changed += ["metadata_style"] if placed.get("metadata_style", style) != style else []
     if changed:
         raise UserError(f"{out} is being made with other settings ({', '.join(changed)} "
                         "differ); give every shard the same options, or use another --out")
+    size = recorded_n(placed)
+    if placed.get("status") in ("sharded", "succeeded") and size > n:
+        raise UserError(f"{out} is a set of {size} images made by shards: give every shard "
+                        f"--n {size} (a larger --n extends it), or use another --out")
 
 
 def _now() -> str:
