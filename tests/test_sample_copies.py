@@ -75,3 +75,21 @@ def test_without_the_training_images_it_refuses_before_generating(
     assert code == 1 and "--check-copies needs the training images" in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert fake.calls() == [] and not (tmp_path / "synth" / "images").exists()
+
+
+def test_with_shards_the_shard_that_completes_the_set_checks_it(
+        runner: CliRunner, tmp_path: Path, trained: tuple[Path, FakeGen]) -> None:
+    """Each shard but the last found no metadata.csv to check and failed; now it leaves the
+    check to the shard that completes the set."""
+    run, fake = trained
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake, run, out, "--shard", "1/2")
+    said = " ".join(stdout.split())
+    assert code == 0, stdout + stderr
+    assert "are written and the set checked for near-copies by the shard that completes" in said
+    assert copycheck.read(out) is None
+    code, stdout, stderr = _sample(runner, fake, run, out, "--shard", "2/2")
+    assert code == 0, stdout + stderr
+    assert "no near-copies: 4 images checked against" in stdout
+    recorded = copycheck.read(out)
+    assert recorded is not None and len(recorded.checked) == 4

@@ -306,8 +306,9 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     if status == "succeeded" and len(in_set) < n:
         message += ("; " + (
             f"{out / METADATA} lists those (re-run the missing shards, then --finalize)"
-            if shard is None else f"{METADATA} and {GRID} are written by the shard that "
-            "completes it (or run sample --finalize)"))
+            if shard is None else f"{METADATA} and {GRID} are written"
+            f"{' and the set checked for near-copies' if training is not None else ''} by the "
+            "shard that completes it (or run sample --finalize)"))
         if shard is None:  # the set's own record: push and evaluate must not take it as done
             status = "incomplete"
     state.update(status=status, end=_now(), message=message, present=len(present),
@@ -317,7 +318,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                          for s in finished])
     files.write_json(state_path, state)
     copies = None
-    if training is not None and status == "succeeded":
+    if training is not None and status == "succeeded" and len(in_set) == n:  # the whole set
         copies = copycheck.check(out, training)
         copycheck.write(out, copies)
     return replace(result, status=status, present=len(present), shards=finished, grid=grid,
