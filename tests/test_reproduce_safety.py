@@ -129,3 +129,24 @@ def test_a_new_lora_sets_the_earlier_synthetic_set_aside(
     assert checksums(aside) == before
     assert "synthetic set of the earlier LoRA is kept" in stderr
     assert len(list((workdir / "synthetic" / "images").glob("*.png"))) == 2
+
+
+def test_a_caption_edited_by_hand_is_not_replaced_when_the_source_changes(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """reproduce prepared again with prepare's --force: a hand-edited caption was replaced
+    without a word, where `prepare` itself refuses."""
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    caption = next((workdir / "prepared" / "img").rglob("*.txt"))
+    caption.write_text("my own words", encoding="utf-8")
+    frame = isic2020.frame.copy()
+    frame.loc[0, "age_approx"] = 85
+    frame.to_csv(isic2020.metadata, index=False)
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert (f"1 file that reproduce prepared under {workdir / 'prepared'} was changed by hand "
+            f"since (first: {caption}); preparing again would replace them: copy them "
+            f"elsewhere, or delete {workdir / 'prepared'} to prepare it again") in line, line
+    assert caption.read_text(encoding="utf-8") == "my own words"

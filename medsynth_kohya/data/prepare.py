@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -263,6 +263,15 @@ def _foreign_layout_files(out: Path, written: set[Path] | None) -> list[Path]:
             if not path.is_dir() and not _ours(path, written)]
 
 
+class EditedLayout(UserError):
+    """Files prepare wrote in OUT were changed by hand since (`edited`): a re-run would
+    replace them."""
+
+    def __init__(self, message: str, edited: Sequence[Path]) -> None:
+        super().__init__(message)
+        self.edited = tuple(edited)
+
+
 def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str]:
     """Refuse a non-empty OUT that `prepare` did not make (no .medsynth/), unless --force, and
     foreign files that would be trained on (`placed`: what earlier runs wrote); returns
@@ -288,10 +297,10 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
                             "--out, and run this again")
     edited = [] if force else _edited(out, placed)
     if edited:
-        raise UserError(f"{files.counted(len(edited))} that prepare wrote under {out} "
-                        f"{'was' if len(edited) == 1 else 'were'} changed since (first: "
-                        f"{edited[0]}); a re-run would replace them: copy them elsewhere, "
-                        "or pass --force to replace them")
+        raise EditedLayout(f"{files.counted(len(edited))} that prepare wrote under {out} "
+                           f"{'was' if len(edited) == 1 else 'were'} changed since (first: "
+                           f"{edited[0]}); a re-run would replace them: copy them elsewhere, "
+                           "or pass --force to replace them", edited)
     foreign = _foreign_layout_files(out, placed.owned)
     trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
                and not p.name.startswith(".")  # sd-scripts' glob passes hidden files over

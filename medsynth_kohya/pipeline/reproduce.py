@@ -424,8 +424,15 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     if dry_run:
         return result(list(first.stages.values()), notes=first.warnings)
     if first.stages["prepare"].action == "run":
-        made_ready = prepare.prepare(source, prepared, metadata=metadata, images=images,
-                                     options=original, force=True, break_lock=break_lock)
+        try:
+            made_ready = prepare.prepare(source, prepared, metadata=metadata, images=images,
+                                         options=original, break_lock=break_lock)
+        except prepare.EditedLayout as edited:
+            raise UserError(f"{files.counted(len(edited.edited))} that reproduce prepared "
+                            f"under {prepared} {'was' if len(edited.edited) == 1 else 'were'} "
+                            f"changed by hand since (first: {edited.edited[0]}); preparing "
+                            "again would replace them: copy them elsewhere, or delete "
+                            f"{prepared} to prepare it again") from None
         state.record("prepare", first.digests["prepare"], "done")
         warnings += made_ready.warnings
         done = [replace(first.stages["prepare"], outcome=_prepared(made_ready))]
