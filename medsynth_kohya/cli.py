@@ -317,15 +317,21 @@ def demo(
     ui.say(f"Generated {len(result.source.frame)} synthetic photos in {result.source.root}")
     ui.table(f"prepare: {result.prepared.out}", summary(result.prepared))
     training = result.training
+    for warning in training.warnings:
+        ui.warn(warning)
     if training.status == "dry-run":
-        for warning in training.warnings:
-            ui.warn(warning)
         ui.say(f"Training run rendered and checked in {training.run_dir} "
                f"({training.expected_steps} steps). On a GPU machine it runs (in "
                f"{training.command.cwd}):")
         ui.say(training.command.shell())
-    else:
+    elif training.status == "succeeded":
         ui.say(f"Training {training.status}: {training.message}")
+    else:
+        log = f" (log: {training.log})" if training.log else ""
+        fix = "" if training.status == "interrupted" else "see the log, then "
+        ui.error(f"training {training.status}: {training.message}{log}; {fix}run the same "
+                 "demo again to go on from its last saved state")
+        raise typer.Exit(130 if training.status == "interrupted" else 1)
 
 
 @app.command()

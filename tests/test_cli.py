@@ -126,3 +126,60 @@ def test_demo_continues_after_being_stopped_while_it_generated(runner: CliRunner
     (source / "train" / "SYN_00000000.jpg").write_bytes(b"half written")
     code, stdout, stderr = invoke(runner, "demo", "--out", tmp_path / "demo", "--n", 8)
     assert code == 0 and "selected and prepared" in stdout, stderr
+
+
+def test_a_demo_refuses_a_folder_another_demo_is_writing(runner: CliRunner,
+                                                         tmp_path: Path) -> None:
+    """Two demos into one --out mixed their photos: the second is refused at once."""
+    from medsynth_kohya import locks
+
+    out = tmp_path / "demo"
+    code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
+    assert code == 0, stderr
+    before = sorted(p.name for p in (out / "source" / "train").iterdir())
+    with locks.hold(out, "demo"):
+        code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 12, "--seed", 7)
+    assert code == 1 and f"{out} is in use by `medsynth-kohya demo`" in " ".join(stderr.split())
+    assert sorted(p.name for p in (out / "source" / "train").iterdir()) == before
+
+
+@pytest.mark.parametrize(("status", "code"), [("failed", 1), ("interrupted", 130)])
+def test_a_demo_whose_training_did_not_finish_exits_non_zero_saying_so(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: str,
+        code: int) -> None:
+    """It printed 'Training failed: …' and exited 0, its warnings unshown."""
+    from dataclasses import replace
+
+    from medsynth_kohya.pipeline import demo
+
+    planned = demo.run_demo(tmp_path / "demo", n=8, workers=1)
+    stopped = replace(planned.training, status=status, message="sd-scripts exited with 1",
+                      log=tmp_path / "demo" / "run" / "train.log", warnings=("a warning",))
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: replace(planned, training=stopped))
+    exit_code, stdout, stderr = invoke(runner, "demo", "--out", tmp_path / "demo", "--n", 8)
+    said = " ".join(stderr.split())
+    assert exit_code == code, stdout + stderr
+    assert "Warning: a warning" in said
+    assert said.endswith(f"Error: training {status}: sd-scripts exited with 1 (log: "
+                         f"{tmp_path / 'demo' / 'run' / 'train.log'}); "
+                         f"{'' if status == 'interrupted' else 'see the log, then '}run the "
+                         "same demo again to go on from its last saved state"), said
+
+
+def test_a_demo_that_trained_for_real_goes_on_from_its_run(tmp_path: Path) -> None:
+    """A re-run resumed nothing: train refused 'already holds a succeeded run … --force',
+    options demo does not have. A run that trained (finished or not) is resumed; a dry run's
+    record, or none, starts afresh."""
+    import json
+
+    from medsynth_kohya.pipeline.demo import _trained
+
+    run = tmp_path / "run"
+    assert not _trained(tmp_path)
+    run.mkdir()
+    for status, trained in (("dry-run", False), ("succeeded", True), ("interrupted", True),
+                            ("failed", True)):
+        (run / "run.json").write_text(json.dumps({"status": status}), encoding="utf-8")
+        assert _trained(tmp_path) is trained, status
+    (run / "run.json").write_text("{oops", encoding="utf-8")
+    assert not _trained(tmp_path)

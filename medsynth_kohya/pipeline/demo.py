@@ -19,6 +19,7 @@ from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout
 from medsynth_kohya.sdscripts.launch import StepProgress
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
+from medsynth_kohya.training.record import RunFolder
 from medsynth_kohya.training.train import TrainResult, train
 
 PRESET = "t4-16gb"
@@ -65,13 +66,25 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
         raise UserError(f"--n must be {MIN_PHOTOS} to {MAX_PHOTOS:,} (got {n:,})")
     arguments.check_seed(seed)
     _claim(out)
-    synthetic = make_dataset(out / "source", n, seed=seed,
-                             sizes=((640, 480), (1024, 768), (1600, 1067)))
-    prepared = prepare(synthetic.root, out / "prepared",
-                       options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
-                       workers=workers, on_progress=on_progress)
-    gpus = detect()
-    real = bool(gpus) and checkout.present(checkout.locate()) and base_model_cached()
-    training = train(prepared.out, PRESET, run_dir=out / "run", dry_run=not real,
-                     detect=lambda: gpus, on_progress=on_step)
+    with locks.hold(out, "demo"):  # one demo per folder, from its first photo on
+        synthetic = make_dataset(out / "source", n, seed=seed,
+                                 sizes=((640, 480), (1024, 768), (1600, 1067)))
+        prepared = prepare(synthetic.root, out / "prepared",
+                           options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
+                           workers=workers, on_progress=on_progress)
+        gpus = detect()
+        real = bool(gpus) and checkout.present(checkout.locate()) and base_model_cached()
+        training = train(prepared.out, None if real and _trained(out) else PRESET,
+                         run_dir=out / "run", dry_run=not real, resume=real and _trained(out),
+                         detect=lambda: gpus, on_progress=on_step)
     return DemoResult(synthetic, prepared, training)
+
+
+def _trained(out: Path) -> bool:
+    """Whether an earlier demo trained for real in OUT/run (finished or not): a re-run goes
+    on from it (or, when it finished, says so) instead of refusing the folder."""
+    try:
+        status = RunFolder(out / "run").load().status
+    except (OSError, ValueError):
+        return False
+    return status not in (None, "dry-run")
