@@ -721,15 +721,33 @@ def sample(
     if (submit or sbatch) and slurm is None:
         ui.error("--submit and --sbatch are for the --slurm script: add --slurm N")
         raise typer.Exit(2)
-    if slurm is not None:
-        _sample_job(ctx, slurm, submit, sbatch or [])
-        return
     options = SampleOptions(n=n, like=like, prompt=prompt, prompts_file=prompts, query=query,
                             seed=seed, width=width, height=height, steps=steps, scale=scale,
                             sampler=sampler, negative_prompt=negative_prompt,
                             base_model=base_model, overrides=tuple(set_ or ()),
                             num_gpus=num_gpus, id_prefix=id_prefix, revision=revision,
                             metadata_style=metadata_style)
+    if slurm is not None:
+        def planned(count: int) -> object:
+            """The first task's dry run, on the GPUs a task is given: what would refuse
+            every task is refused here, before the script is written (all but the LoRA
+            itself where the run that trains it has not yet: a job written ahead)."""
+            from medsynth_kohya.machine.gpus import Gpu
+            from medsynth_kohya.sampling.lora import untrained_run
+            from medsynth_kohya.sampling.plan import check_options
+
+            if untrained_run(lora):
+                ui.warn(f"{lora} has no LoRA yet: the tasks check it and their options "
+                        "against it when they run")
+                check_options(options)
+                return None
+            return run(lora, out, options, sd_scripts=sd_scripts, python=python, dry_run=True,
+                       force=force, break_lock=break_lock, shard=MachineShard(1, count),
+                       detect=lambda: [Gpu("a GPU of the job", 0, (0, 0))] * num_gpus,
+                       check_copies=check_copies)
+
+        _sample_job(ctx, slurm, submit, sbatch or [], planned)
+        return
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
                      dry_run=dry_run, force=force, break_lock=break_lock,
@@ -784,8 +802,10 @@ def sample(
         ui.say(result.copies.summary())
 
 
-def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str]) -> None:
-    """`sample --slurm N`: the array job running this same command as shards 1..N of N."""
+def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str],
+                planned: Callable[[int], object]) -> None:
+    """`sample --slurm N`: the array job running this same command as shards 1..N of N, once
+    `planned` (a task's dry run) has found nothing that would refuse the tasks."""
     from medsynth_kohya import files, ui
     from medsynth_kohya.machine import slurm
     from medsynth_kohya.sampling.machines import array_script
@@ -799,6 +819,7 @@ def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str])
     out: Path = params["out"]
     words = own_command("sample", *_words(ctx, {"slurm", "submit", "sbatch", "dry_run"}))
     with _user_errors():
+        planned(count)
         text = array_script(words, count, params["num_gpus"], out,
                             slurm.parse_settings(sbatch))
         if params["dry_run"]:

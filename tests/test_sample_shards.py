@@ -284,3 +284,32 @@ def test_a_shard_with_a_smaller_n_or_another_metadata_style_is_refused(
     assert snapshot(out) == before
     last = finish(start(*args, "--out", out, "--shard", "2/2"))
     assert last.code == 0 and "the set is complete" in " ".join(last.stdout.split()), last.stderr
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (("--lora", "{tmp}/nothere"), "nothere"), (("--n", "-5"), "--n"),
+    (("--width", "13"), "--width"), (("--set", "bogus=1"), "bogus"),
+    (("--prompt", "a me1anoma", "--prompts", "{tmp}/nothere.txt"), "--prompt")])
+def test_the_array_job_is_refused_when_every_task_would_be(
+        runner: CliRunner, args: list[object], tmp_path: Path, extra: tuple[str, ...],
+        said: str) -> None:
+    """The script was written (and with --submit submitted) whatever its options; its N tasks
+    then failed on the nodes."""
+    out = tmp_path / "shared"
+    given = [*args, *[word.format(tmp=tmp_path) for word in extra]]
+    if "--lora" in extra:  # the later --lora wins: take the run's out
+        at = given.index("--lora")
+        del given[at:at + 2]
+    code, stdout, stderr = invoke(runner, *given, "--out", out, "--slurm", 2)
+    assert code != 0 and said in stderr, stdout + stderr
+    assert "Traceback" not in stdout + stderr and not out.exists()
+
+
+def test_the_array_job_refuses_a_folder_sample_did_not_make(
+        runner: CliRunner, args: list[object], tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    code, stdout, stderr = invoke(runner, *args, "--out", out, "--slurm", 2)
+    assert code == 1 and "not made by medsynth-kohya sample" in stderr, stdout + stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -40,6 +40,20 @@ def _load_run(folder: RunFolder) -> RunRecord:
         raise UserError(f"cannot read {folder.record_file}: {exc}") from None
 
 
+def untrained_run(given: Path | str) -> bool:
+    """Whether --lora names a run folder whose training has written no LoRA yet (a batch job
+    written before the training that makes it)."""
+    folder = RunFolder(Path(given))
+    if not folder.exists():
+        return False
+    try:
+        record = _load_run(folder)
+    except UserError:
+        return False
+    output = folder.output if folder.output.is_dir() else Path(record.output_dir or folder.output)
+    return not (record.output_name and launch.lora_files(output, record.output_name))
+
+
 def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
     """The LoRA file and the record of the `train` run that made it (None when not found).
 
