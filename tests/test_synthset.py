@@ -238,3 +238,24 @@ def test_unreadable_metadata_names_the_reason(tmp_path: Path) -> None:
         synthset.read_metadata(tmp_path)
     assert str(caught.value).startswith(f"cannot read {tmp_path / 'metadata.csv'} ('utf-8' "
                                         "codec can't decode byte 0xff")
+
+
+def test_shards_recording_their_files_side_by_side_lose_none(tmp_path: Path) -> None:
+    """record_outputs read, added and wrote unlocked: two shards at once kept 394 of 600."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from medsynth_kohya.sampling import synthset\n"
+            "for i in range(150): synthset.record_outputs(Path(sys.argv[1]), "
+            "[f'images/{sys.argv[2]}{i:07d}.png'])")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), prefix])
+               for prefix in ("A_", "B_")]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    recorded = json.loads((tmp_path / ".medsynth" / "written.json").read_text())
+    assert len(recorded) == 300
+
+
+def test_a_machine_shard_s_logs_are_recorded_as_it_names_them() -> None:
+    plan = _plan(1)
+    assert synthset.outputs(plan, 2, "1-of-3.")[:4] == [
+        "metadata.csv", "grid.jpg", "logs/shard-1-of-3.0.log", "logs/shard-1-of-3.1.log"]

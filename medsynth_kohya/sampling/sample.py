@@ -191,7 +191,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                 settings=settings, lora=lora_file, lora_sha256=digest, base_model=shared,
                 diagnosis=names.diagnosis, lora_hub=pulled.origin if pulled else None)
     schema_rows(plan, options.metadata_style)  # metadata.csv can hold every row: before any image
-    written = [*outputs(plan, len(devices)), *([copycheck.NAME] if check_copies else [])]
+    written = [*outputs(plan, len(devices), "" if shard is None else f"{shard.name}."),
+               *([copycheck.NAME] if check_copies else [])]
     same = claim(out, identity, plan, written, force)
     problems, warnings = preflight(location, runner, out, gpus, gen)
     problems = [*absent, *problems]

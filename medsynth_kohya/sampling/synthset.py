@@ -65,10 +65,10 @@ class SynthRow:
     """The LoRA that made the image, as sample wrote it; "" when the column is blank or absent."""
 
 
-def outputs(plan: Plan, shards: int) -> list[str]:
+def outputs(plan: Plan, shards: int, tag: str = "") -> list[str]:
     """The files a run may write, overwrite or remove, relative to OUT: metadata.csv, the
-    grid, its shards' logs and every image of the set."""
-    return [METADATA, GRID, *(f"logs/shard-{k}.log" for k in range(shards)),
+    grid, its shards' logs (`tag`: a machine shard's, `1-of-2.`) and every image of the set."""
+    return [METADATA, GRID, *(f"logs/shard-{tag}{k}.log" for k in range(shards)),
             *(f"{IMAGES}/{plan.image_id(i)}.png" for i in range(plan.n))]
 
 
@@ -84,8 +84,11 @@ def _written(out: Path) -> set[str] | None:
 def record_outputs(out: Path, names: Sequence[str]) -> None:
     """Add `names` to the files sample wrote in OUT, before writing them (so a killed run
     leaves none of its own files unrecorded)."""
-    written = _written(out) or set()
-    files.write_json(out / STATE_DIR / WRITTEN_FILE, sorted(written | set(names)), indent=None)
+    path = out / STATE_DIR / WRITTEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locks.briefly(path.with_name(f"{path.name}.lock")):  # shards add theirs side by side
+        written = _written(out) or set()
+        files.write_json(path, sorted(written | set(names)), indent=None)
 
 
 SET_FIX = "give the --out folder of `medsynth-kohya sample`"
