@@ -239,7 +239,6 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                             warnings=(*warnings, *would_stop(problems)), machine_shard=shard)
 
     out.mkdir(parents=True, exist_ok=True)
-    record_outputs(out, written)
     state: dict[str, Any] = {"tool": "medsynth-kohya", "command": "sample",
                              "version": __version__, "identity": identity, "n": n,
                              "metadata_style": options.metadata_style.value,
@@ -250,6 +249,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         placed = create_state(state_path, {**state, "status": "sharded"})
         _same_settings(placed, identity, out, n, options.metadata_style.value)
         state_path = shard.record(out, ".json")
+    record_outputs(out, written)  # a refused shard adds none
     files.write_json(state_path, state)
     if same:
         harvest(out, tag)
