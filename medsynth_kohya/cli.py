@@ -439,12 +439,14 @@ def train(
 
 def _show_job(job: Job) -> None:
     """A SLURM script: printed when only shown, else where it is and its job id."""
+    import shlex
+
     from medsynth_kohya import ui
 
     if job.path is None:
         ui.say(job.text.rstrip("\n"))
     elif job.job_id is None:
-        ui.say(f"Wrote {job.path}; submit it with: sbatch {job.path}")
+        ui.say(f"Wrote {job.path}; submit it with: {shlex.join(['sbatch', str(job.path)])}")
     else:
         ui.say(f"Submitted {job.path} as SLURM job {job.job_id}")
 

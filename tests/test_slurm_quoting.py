@@ -148,3 +148,16 @@ def test_only_the_tool_s_own_variables_expand_in_a_task_a_dollar_in_a_value_stay
     assert str(tmp_path / "prep$X") in train_words and "metadata_title=$USER" in train_words
     assert train_words[train_words.index("--machine-rank") + 1] == "1"
     assert train_words[train_words.index("--main-process-ip") + 1] == "10.0.0.1"
+
+
+def test_the_submit_hint_pastes_as_shown_for_a_folder_with_spaces(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    import shlex
+
+    run = tmp_path / "my runs" / "a b"
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, "--sd-scripts", fake_sd.sd_scripts,
+                                  "--python", sys.executable, "--num-machines", "2", "--slurm")
+    assert code == 0, stdout + stderr
+    hint = " ".join(stdout.split()).split("submit it with: ")[1]
+    assert shlex.split(hint) == ["sbatch", str(run / "train.sbatch")]
