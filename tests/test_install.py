@@ -212,3 +212,19 @@ def test_doctor_points_a_checkout_at_its_empty_submodule(upstream: str, tmp_path
     assert missing.fix.startswith(
         f"git -C '{root}' submodule update --init vendor/sd-scripts, or medsynth-kohya "
         "install-sd-scripts")
+
+
+def test_a_clone_with_local_changes_in_the_way_names_git_s_own_reason(
+        upstream: str, runner: CliRunner, tmp_path: Path) -> None:
+    """It said 'git -C failed: Aborting': the option, not the command, and git's last line,
+    not its reason."""
+    clone = tmp_path / "sd"
+    subprocess.run(["git", "clone", "-q", upstream, str(clone)], check=True)
+    (clone / "sdxl_train_network.py").write_text("print('v2')\n", encoding="utf-8")
+    _git(clone, "commit", "-qam", "a later version")  # the pin's file differs from it
+    (clone / "sdxl_train_network.py").write_text("print('mine')\n", encoding="utf-8")
+    code, _, stderr = invoke(runner, "install-sd-scripts", "--dir", clone)
+    line = " ".join(stderr.split())
+    assert code == 1 and "git checkout failed: error: Your local changes to the following " \
+        "files would be overwritten by checkout" in line, line
+    assert (clone / "sdxl_train_network.py").read_text(encoding="utf-8") == "print('mine')\n"

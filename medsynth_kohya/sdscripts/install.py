@@ -39,8 +39,11 @@ class InstallResult:
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
-    """Run git without prompts; a failure is one line naming the command and git's reason."""
+    """Run git without prompts; a failure is one line naming the git command (`checkout`, not
+    the `-C` before it) and git's reason (its `fatal:` or `error:` line, else its first)."""
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    command = next((arg for arg, before in zip(args, ("", *args), strict=False)
+                    if not arg.startswith("-") and before != "-C"), args[0])
     try:
         result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
                                 timeout=GIT_TIMEOUT_S, check=False, env=env)
@@ -48,12 +51,13 @@ def _git(*args: str, cwd: Path | None = None) -> str:
         raise UserError("git is not installed: install it (https://git-scm.com) and "
                         "re-run medsynth-kohya install-sd-scripts") from None
     except subprocess.TimeoutExpired:
-        raise UserError(f"git {args[0]} took over {GIT_TIMEOUT_S} s; check the network and "
+        raise UserError(f"git {command} took over {GIT_TIMEOUT_S} s; check the network and "
                         "re-run") from None
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
-        reason = next((line for line in lines if line.startswith("fatal:")), lines[-1])
-        raise UserError(f"git {args[0]} failed: {reason}")
+        reason = next((line for line in lines if line.startswith(("fatal:", "error:"))),
+                      lines[0])
+        raise UserError(f"git {command} failed: {reason}")
     return result.stdout.strip()
 
 
