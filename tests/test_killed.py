@@ -224,3 +224,32 @@ def test_train_stopped_by_sigterm_or_sighup_stops_as_ctrl_c_does(
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
     last = finish(start(*args, "--resume"))
     assert last.code == 0 and _record(run)["status"] == "succeeded", last.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP")
+def test_a_closed_terminal_stops_prepare_cleanly(tmp_path: Path) -> None:
+    """A hang-up reaches the whole process group: multiprocessing's resource tracker died of
+    it, and the stopping prepare printed KeyError tracebacks from it."""
+    import subprocess
+
+    from medsynth_kohya.data.synth import make_dataset
+
+    made = make_dataset(tmp_path / "isic", 16, seed=9, sizes=((2400, 1600),),
+                        melanoma_fraction=1.0)
+    process = subprocess.Popen([sys.executable, "-m", "medsynth_kohya", "prepare", str(made.root),
+                                "--out", str(tmp_path / "out"), "--workers", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    workers: list[int] = []
+
+    def scanning() -> bool:
+        workers[:] = [pid for pid in _living_children(process.pid)
+                      if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        return len(workers) == 2
+
+    wait_for(scanning, timeout=60, what="prepare's two workers to start")
+    os.killpg(process.pid, signal.SIGHUP)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("Error: interrupted")

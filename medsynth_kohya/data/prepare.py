@@ -12,7 +12,9 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -502,6 +504,7 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
             _collect(todo, results, keep, done, total, on_progress)
         else:
             context = multiprocessing.get_context("spawn")  # fork would inherit OpenCV's threads
+            _tracker_deaf_to_hangups()
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker,
                                        initargs=(os.getpid(),))
             try:
@@ -512,6 +515,23 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
             finally:  # on Ctrl-C, drop the queued scans instead of finishing them
                 pool.shutdown(wait=True, cancel_futures=True)
     return [cache[key] for key in keys], total - len(todo)
+
+
+def _tracker_deaf_to_hangups() -> None:
+    """Start multiprocessing's resource tracker with SIGHUP ignored (it ignores SIGINT and
+    SIGTERM itself): a closed terminal hangs up the whole process group, and a tracker killed
+    by it leaves the stopping prepare printing KeyError tracebacks. An ignored signal stays
+    ignored in the program the tracker runs; the handler here is put back at once."""
+    from multiprocessing import resource_tracker
+
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        resource_tracker.ensure_running()
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
 
 
 @contextmanager
