@@ -210,7 +210,8 @@ def test_train_stopped_by_sigterm_or_sighup_stops_as_ctrl_c_does(
                           "--python", sys.executable, "--run-dir", run]
     monkeypatch.setenv("FAKE_SD_MODE", "slow")
     process = start(*args)
-    wait_for(lambda: fake.record.is_file() and any((run / "output").glob("*-state")),
+    wait_for(lambda: fake.record.is_file()
+             and any((run / "output").glob("*-state/random_states_0.pkl")),  # one complete
              timeout=60, what="the training to save a state")
     trainer = int(fake.recorded()["pid"])
     os.kill(process.pid, sig)  # to the CLI alone, not its process group
