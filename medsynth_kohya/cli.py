@@ -855,8 +855,9 @@ def _words(ctx: typer.Context, leave_out: set[str]) -> list[str]:
 
 @app.command()
 def reproduce(
-    source: Annotated[Path, typer.Argument(metavar="SOURCE",
-                                           help="ISIC 2020 download (see prepare).")],
+    source: Annotated[Path, typer.Argument(
+        metavar="SOURCE",
+        help="ISIC download, as prepare reads it (ISIC 2020's is the original run's).")],
     workdir: Annotated[Path, typer.Option(help="Folder for every stage's output.")] = Path(
         "medsynthx-2023"),
     push: Annotated[Optional[str], typer.Option(  # noqa: UP045
