@@ -136,3 +136,12 @@ def test_snapshot_matches_the_checkout(sd_scripts: Path, sd_python: str, tmp_pat
             f"{path.name} differs from the checkout: "
             "python -m medsynth_kohya.sdscripts.sdopts regenerate "
             f"--sd-scripts {sd_scripts}")
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_the_generator_s_batch_size_must_be_at_least_1(value: int) -> None:
+    """0 put a whole shard in one batch; -1 generated nothing."""
+    assert sdopts.check(GEN, {"batch_size": value}) == [
+        f"batch_size = {value} must be at least 1 (sdxl_gen_img.py's images made together; "
+        "leave it out for 1)"]
+    assert sdopts.check(GEN, {"batch_size": 4}) == []

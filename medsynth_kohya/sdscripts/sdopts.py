@@ -67,6 +67,8 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
        for key in ("max_train_steps", "max_train_epochs", "train_batch_size", "network_dim",
                    "gradient_accumulation_steps", "save_every_n_steps", "save_every_n_epochs",
                    "sample_every_n_steps", "sample_every_n_epochs")},
+    "batch_size": (lambda v: v >= 1, "at least 1 (sdxl_gen_img.py's images made together; "
+                   "leave it out for 1)"),
 }
 """Numeric options whose values sd-scripts takes unchecked and only fails on (or trains
 nothing with) once training runs: the allowed range, as a test and as the refusal says it.
