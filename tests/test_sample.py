@@ -829,3 +829,31 @@ def test_a_rerun_that_fills_gaps_names_exactly_the_images_it_makes(
         assert code == 0, stdout + stderr
         assert said in " ".join(stdout.replace("│", " ").split())
         assert _images(out) == {f"SYN_{i:07d}" for i in range(10)}
+
+
+@pytest.mark.parametrize(("visible", "gpus", "said"), [
+    ("", 4, "CUDA_VISIBLE_DEVICES is set but empty, which hides every GPU"),
+    ("0,0", 4, "CUDA_VISIBLE_DEVICES=0,0 names a GPU twice"),
+    ("0", 4, "CUDA_VISIBLE_DEVICES=0 shows fewer GPUs"),
+    (None, 1, "nvidia-smi lists only 1 GPU")])
+def test_the_gpus_a_set_is_spread_over_are_visible_distinct_ones(
+        monkeypatch: pytest.MonkeyPatch, visible: str | None, gpus: int, said: str) -> None:
+    from medsynth_kohya.machine.gpus import Gpu
+    from medsynth_kohya.sampling.shards import shard_devices
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with pytest.raises(UserError, match=f"^--num-gpus 2: {said}"):
+        shard_devices(2, [Gpu("A100", 81920, (8, 0))] * gpus)
+
+
+def test_mig_instances_may_outnumber_the_gpus_nvidia_smi_lists(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.machine.gpus import Gpu
+    from medsynth_kohya.sampling.shards import shard_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-a,MIG-b")
+    assert shard_devices(2, [Gpu("A100", 81920, (8, 0))]) == ["MIG-a", "MIG-b"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert shard_devices(2, [Gpu("A100", 81920, (8, 0))] * 2) == ["0", "1"]

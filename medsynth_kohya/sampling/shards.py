@@ -43,19 +43,27 @@ class Shard:
 
 
 def shard_devices(num_gpus: int, gpus: Sequence[Gpu]) -> list[str]:
-    """CUDA_VISIBLE_DEVICES of each shard: the entries already visible, else 0..N-1."""
-    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-               if d.strip()]
+    """CUDA_VISIBLE_DEVICES of each shard: the entries already visible (a GPU's index, UUID
+    or MIG instance, each once), else 0..N-1."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = [d.strip() for d in (given or "").split(",") if d.strip()]
     if num_gpus > 1:
+        if given is not None and not visible:
+            raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES is set but empty, "
+                            "which hides every GPU; unset it or list the GPUs to use")
         if not gpus:
             raise UserError(f"--num-gpus {num_gpus}: no NVIDIA GPU found (nvidia-smi)")
-        if len(gpus) < num_gpus:
+        if visible and len(visible) < num_gpus:
+            raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES={given} shows "
+                            "fewer GPUs")
+        if not visible and len(gpus) < num_gpus:  # MIG instances outnumber the GPUs listed
             raise UserError(f"--num-gpus {num_gpus}: nvidia-smi lists only "
                             f"{files.counted(len(gpus), 'GPU')}")
-        if visible and len(visible) < num_gpus:
-            raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES="
-                            f"{os.environ['CUDA_VISIBLE_DEVICES']} shows fewer GPUs")
-    return (visible or [str(k) for k in range(num_gpus)])[:num_gpus]
+    chosen = (visible or [str(k) for k in range(num_gpus)])[:num_gpus]
+    if len(set(chosen)) < len(chosen):
+        raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES={given} names a GPU "
+                        "twice, which would run two generators on it; list each once")
+    return chosen
 
 
 def split(indices: Sequence[int], parts: int) -> list[list[int]]:
