@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,18 @@ def test_the_generator_s_batch_size_must_be_at_least_1(value: int) -> None:
         f"batch_size = {value} must be at least 1 (sdxl_gen_img.py's images made together; "
         "leave it out for 1)"]
     assert sdopts.check(GEN, {"batch_size": 4}) == []
+
+
+def test_regenerating_with_a_python_that_cannot_import_sd_scripts_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's maintainer command printed a traceback ending in SnapshotImportError."""
+    fake = tmp_path / "sd-scripts"
+    fake.mkdir()
+    for script in sdopts.SCRIPTS:
+        (fake / f"{script}.py").write_text("import no_such_module_here\n", encoding="utf-8")
+    assert sdopts.main(["regenerate", "--sd-scripts", str(fake), "--python",
+                        sys.executable]) == 1
+    said = capsys.readouterr()
+    assert said.out == "" and said.err.startswith(
+        "error: sd-scripts' Python could not import its scripts (IMPORT-FAILED No module "
+        "named 'no_such_module_here'); give --python")

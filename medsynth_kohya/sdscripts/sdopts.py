@@ -306,7 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     regen.add_argument("--python", default=None,
                        help="Python with sd-scripts' dependencies (default: $MEDSYNTH_SD_PYTHON)")
     args = parser.parse_args(argv)
-    for path in regenerate(args.sd_scripts.resolve(), args.python):
+    try:
+        written = regenerate(args.sd_scripts.resolve(), args.python)
+    except SnapshotImportError as exc:  # the one failure a maintainer fixes by installing
+        print(f"error: sd-scripts' Python could not import its scripts ({exc}); give --python "
+              "the Python that has its requirements installed", file=sys.stderr)
+        return 1
+    for path in written:
         print(path)
     return 0
 
