@@ -228,3 +228,18 @@ def test_a_clone_with_local_changes_in_the_way_names_git_s_own_reason(
     assert code == 1 and "git checkout failed: error: Your local changes to the following " \
         "files would be overwritten by checkout" in line, line
     assert (clone / "sdxl_train_network.py").read_text(encoding="utf-8") == "print('mine')\n"
+
+
+def test_a_folder_of_other_files_is_not_offered_as_an_install_target(tmp_path: Path) -> None:
+    """doctor advised `install-sd-scripts --dir FOLDER`, which refuses a non-empty folder."""
+    folder = tmp_path / "ex1"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine", encoding="utf-8")
+    for rule, named in ((checkout.GIVEN, "--sd-scripts"), (checkout.ENV, f"${checkout.ENV_DIR}")):
+        fix = checkout.missing_fix(checkout.Location(folder, rule))
+        assert fix == (f"{folder} holds other files: point {named} at the folder that holds "
+                       f"{checkout.TRAIN_SCRIPT}, or install it into a new folder with "
+                       "`medsynth-kohya install-sd-scripts --dir NEW`"), fix
+    (folder / "notes.txt").unlink()
+    assert checkout.missing_fix(checkout.Location(folder, checkout.GIVEN)).startswith(
+        f"medsynth-kohya install-sd-scripts --dir {folder}")

@@ -156,10 +156,15 @@ def local_path(value: str, folder: Path) -> str:
 
 def missing_fix(location: Location) -> str:
     """What to run when sd-scripts is not at `location`: right from any folder."""
+    named = "--sd-scripts" if location.rule == GIVEN else f"${ENV_DIR}"
     if location.rule in (GIVEN, ENV) and location.path.is_file():  # install would refuse it
-        named = "--sd-scripts" if location.rule == GIVEN else f"${ENV_DIR}"
         return (f"{location.path} is a file, not a folder: point {named} at the folder that "
                 f"holds {TRAIN_SCRIPT}")
+    if location.rule in (GIVEN, ENV) and location.path.is_dir() and any(
+            location.path.iterdir()):  # install refuses a folder of other files too
+        return (f"{location.path} holds other files: point {named} at the folder that holds "
+                f"{TRAIN_SCRIPT}, or install it into a new folder with `medsynth-kohya "
+                "install-sd-scripts --dir NEW`")
     if location.rule == GIVEN:
         return (f"medsynth-kohya install-sd-scripts --dir {_quoted(location.path)}, or pass "
                 f"--sd-scripts "
