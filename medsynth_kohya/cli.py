@@ -311,9 +311,10 @@ def demo(
     from medsynth_kohya.data.prepare import summary
     from medsynth_kohya.pipeline.demo import run_demo
 
-    with (_user_errors(), ui.progress_bar("checking images") as progress,
-          ui.training_bar() as step):
-        result = run_demo(out, n=n, seed=seed, on_progress=progress, on_step=step)
+    with (_user_errors(), ui.progress_bar("drawing photos") as drawing,
+          ui.progress_bar("checking images") as progress, ui.training_bar() as step):
+        result = run_demo(out, n=n, seed=seed, on_progress=progress, on_step=step,
+                          on_draw=drawing)
     ui.say(f"Generated {len(result.source.frame)} synthetic photos in {result.source.root}")
     ui.table(f"prepare: {result.prepared.out}", summary(result.prepared))
     training = result.training

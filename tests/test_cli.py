@@ -183,3 +183,22 @@ def test_a_demo_that_trained_for_real_goes_on_from_its_run(tmp_path: Path) -> No
         assert _trained(tmp_path) is trained, status
     (run / "run.json").write_text("{oops", encoding="utf-8")
     assert not _trained(tmp_path)
+
+
+def test_a_demo_run_again_reuses_its_scans_and_drops_photos_of_another_n(
+        tmp_path: Path) -> None:
+    """Each run rewrote every photo, byte for byte, with a new time, so prepare scanned them all
+    again; a smaller --n left the earlier photos, listed as skipped for having no row."""
+    from medsynth_kohya.pipeline.demo import run_demo
+
+    out = tmp_path / "demo"
+    drawn: list[tuple[int, int]] = []
+    first = run_demo(out, n=12, workers=1, on_draw=lambda done, total: drawn.append((done, total)))
+    assert drawn[-1] == (12, 12) and len(drawn) == 12
+    again = run_demo(out, n=12, workers=1)
+    assert again.prepared.reused == first.prepared.scanned and again.prepared.scanned == 0
+    fewer = run_demo(out, n=9, workers=1)
+    assert sorted(p.stem for p in (out / "source" / "train").iterdir()) == sorted(
+        fewer.source.frame["image_name"])
+    skipped = (out / "prepared" / "skipped.csv").read_text(encoding="utf-8")
+    assert "no metadata row" not in skipped

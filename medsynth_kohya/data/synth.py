@@ -7,7 +7,7 @@ ids start with `SYN_`, each JPEG carries a comment saying so, the metadata has a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,11 +150,14 @@ def _metadata(n: int, seed: int, melanoma_fraction: float, archive: bool) -> pd.
 
 def make_dataset(root: Path, n: int = 24, *, seed: int = 0, layout: str = "isic2020",
                  sizes: Sequence[tuple[int, int]] = ((640, 480),), hair_fraction: float = 0.4,
-                 melanoma_fraction: float = 0.75) -> SyntheticSet:
+                 melanoma_fraction: float = 0.75,
+                 on_progress: Callable[[int, int], None] | None = None) -> SyntheticSet:
     """Write `n` synthetic photos and their metadata in the ISIC 2020 or ISIC Archive layout.
 
     ISIC 2020: `root/train.csv` and `root/train/<id>.jpg`; Archive (`layout="archive"`):
-    `root/metadata.csv` with the images beside it, as `isic image download` writes them.
+    `root/metadata.csv` with the images beside it, as `isic image download` writes them. A
+    photo already there with the same bytes is left as it is (a re-run's prepare then reuses
+    its scan); `on_progress` gets (photos drawn, n).
     """
     import numpy as np
 
@@ -169,7 +172,11 @@ def make_dataset(root: Path, n: int = 24, *, seed: int = 0, layout: str = "isic2
     for index, identifier in enumerate(frame.iloc[:, 0]):
         width, height = sizes[index % len(sizes)]
         photo = lesion_image(width, height, hairy=bool(hairy[index]), seed=seed * 100_003 + index)
-        (images / f"{identifier}.jpg").write_bytes(encode_jpeg(photo))
+        data, target = encode_jpeg(photo), images / f"{identifier}.jpg"
+        if not (target.is_file() and target.read_bytes() == data):
+            target.write_bytes(data)
+        if on_progress is not None:
+            on_progress(index + 1, n)
     metadata = root / (ARCHIVE_METADATA if archive else CHALLENGE_METADATA)
     frame.to_csv(metadata, index=False)
     return SyntheticSet(root, metadata, images, frame)

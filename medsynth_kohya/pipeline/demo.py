@@ -59,8 +59,10 @@ def _claim(out: Path) -> None:
 def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int | None = None,
              on_progress: Progress | None = None,
              on_step: Callable[[StepProgress], None] | None = None,
-             detect: Callable[[], list[Gpu]] = detect_gpus) -> DemoResult:
-    """Generate `out/source`, prepare `out/prepared`, and plan (or run) training in `out/run`."""
+             detect: Callable[[], list[Gpu]] = detect_gpus,
+             on_draw: Progress | None = None) -> DemoResult:
+    """Generate `out/source` (`on_draw` gets each photo drawn), prepare `out/prepared`, and
+    plan (or run) training in `out/run`."""
     out = arguments.path(out, "out")
     if not MIN_PHOTOS <= n <= MAX_PHOTOS:
         raise UserError(f"--n must be {MIN_PHOTOS} to {MAX_PHOTOS:,} (got {n:,})")
@@ -68,7 +70,9 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
     _claim(out)
     with locks.hold(out, "demo"):  # one demo per folder, from its first photo on
         synthetic = make_dataset(out / "source", n, seed=seed,
-                                 sizes=((640, 480), (1024, 768), (1600, 1067)))
+                                 sizes=((640, 480), (1024, 768), (1600, 1067)),
+                                 on_progress=on_draw)
+        _drop_stale_photos(synthetic)
         prepared = prepare(synthetic.root, out / "prepared",
                            options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
                            workers=workers, on_progress=on_progress)
@@ -78,6 +82,15 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
                          run_dir=out / "run", dry_run=not real, resume=real and _trained(out),
                          detect=lambda: gpus, on_progress=on_step)
     return DemoResult(synthetic, prepared, training)
+
+
+def _drop_stale_photos(synthetic: SyntheticSet) -> None:
+    """Remove photos an earlier demo of another --n or --seed drew and this one did not: its
+    metadata has no row for them (prepare would list each as skipped)."""
+    kept = {f"{identifier}.jpg" for identifier in synthetic.frame.iloc[:, 0]}
+    for photo in synthetic.images.glob("SYN_*.jpg"):
+        if photo.name not in kept:
+            photo.unlink()
 
 
 def _trained(out: Path) -> bool:
