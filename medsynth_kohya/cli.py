@@ -887,7 +887,7 @@ def reproduce(
     """
     from medsynth_kohya import ui
     from medsynth_kohya.data.sources import parse_columns
-    from medsynth_kohya.pipeline.reproduce import ReproduceResult
+    from medsynth_kohya.pipeline.reproduce import PREPARE_COUNT, SAMPLE_COUNT, ReproduceResult
     from medsynth_kohya.pipeline.reproduce import reproduce as run
 
     shown: list[str] = []
@@ -905,12 +905,15 @@ def reproduce(
             rows += [("training steps", str(result.expected_steps)), ("time", result.estimate)]
         ui.table(f"{title}: {result.workdir}", rows)
 
-    with _user_errors(), ui.training_bar() as progress:
+    with (_user_errors(), ui.training_bar() as progress,
+          ui.progress_bar(PREPARE_COUNT) as checking, ui.progress_bar(SAMPLE_COUNT) as making):
+        bars = {PREPARE_COUNT: checking, SAMPLE_COUNT: making}
         result = run(source, workdir, push_repo=push, n=n, preset_name=preset,
                      overrides=set_ or [], columns=parse_columns(column or []),
                      sd_scripts=sd_scripts, python=python, dry_run=dry_run,
                      break_lock=break_lock, on_progress=progress,
-                     on_plan=None if dry_run else lambda plan: show(plan, "reproduce plan"))
+                     on_plan=None if dry_run else lambda plan: show(plan, "reproduce plan"),
+                     on_count=lambda stage, done, total: bars[stage](done, total))
     show(result, "reproduce")
     if result.dry_run:
         for stage in result.stages:

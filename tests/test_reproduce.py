@@ -242,3 +242,20 @@ def test_reproduce_passes_on_prepare_warnings(isic2020: SyntheticSet, tmp_path: 
     done = reproduce(isic2020.root, tmp_path / "work", n=1, overrides=QUICK,
                      sd_scripts=fake.sd_scripts, python=PYTHON)
     assert "prepare's own warning" in done.warnings
+
+
+def test_reproduce_counts_the_images_prepare_checks_and_sample_makes(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """Only training showed progress: prepare's scan and the synthetic set's generation (hours
+    for --n 10000) showed nothing."""
+    from medsynth_kohya.pipeline.reproduce import PREPARE_COUNT, SAMPLE_COUNT
+
+    counted: dict[str, list[tuple[int, int]]] = {}
+    reproduce(isic2020.root, tmp_path / "work", n=2, overrides=QUICK,
+              sd_scripts=fake.sd_scripts, python=PYTHON,
+              on_count=lambda stage, done, total: counted.setdefault(stage, []).append(
+                  (done, total)))
+    assert set(counted) == {PREPARE_COUNT, SAMPLE_COUNT}
+    assert counted[SAMPLE_COUNT][-1] == (2, 2)
+    done, total = counted[PREPARE_COUNT][-1]
+    assert done == total > 0

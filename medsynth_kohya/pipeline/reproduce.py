@@ -252,6 +252,18 @@ class _Plan:
     warnings: tuple[str, ...]
 
 
+PREPARE_COUNT, SAMPLE_COUNT = "checking images", "generating images"
+"""The stages `on_count` reports (stage, done, total) for, beside training's steps."""
+
+
+def _counting(on_count: Callable[[str, int, int], None] | None,
+              stage: str) -> Callable[[int, int], None] | None:
+    """A stage's (done, total) callback that reports to `on_count` under the stage's name."""
+    if on_count is None:
+        return None
+    return lambda done, total: on_count(stage, done, total)
+
+
 @arguments.checked
 def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
               push_repo: str | None = None, n: int = 100, preset_name: str = PRESET,
@@ -262,6 +274,7 @@ def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
               detect: Callable[[], list[Gpu]] = detect_gpus,
               on_progress: Callable[[launch.StepProgress], None] | None = None,
               on_plan: Callable[[ReproduceResult], None] | None = None,
+              on_count: Callable[[str, int, int], None] | None = None,
               ) -> ReproduceResult:
     """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment,
     holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused.
@@ -278,7 +291,7 @@ def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
     def run() -> ReproduceResult:
         return _reproduce(source, workdir, push_repo, n, preset_name, metadata, images,
                           dict(columns or {}), overrides, sd_scripts, python, dry_run, detect,
-                          on_progress, on_plan, break_lock)
+                          on_progress, on_plan, break_lock, on_count)
 
     if dry_run:
         planned = run()
@@ -311,7 +324,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                detect: Callable[[], list[Gpu]],
                on_progress: Callable[[launch.StepProgress], None] | None,
                on_plan: Callable[[ReproduceResult], None] | None,
-               break_lock: bool) -> ReproduceResult:
+               break_lock: bool,
+               on_count: Callable[[str, int, int], None] | None) -> ReproduceResult:
     from medsynth_kohya.data import prepare
     from medsynth_kohya.hub.push import push as publish
     from medsynth_kohya.sampling import sample
@@ -426,7 +440,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     if first.stages["prepare"].action == "run":
         try:
             made_ready = prepare.prepare(source, prepared, metadata=metadata, images=images,
-                                         options=original, break_lock=break_lock)
+                                         options=original, break_lock=break_lock,
+                                         on_progress=_counting(on_count, PREPARE_COUNT))
         except prepare.EditedLayout as edited:
             raise UserError(f"{files.counted(len(edited.edited))} that reproduce prepared "
                             f"under {prepared} {'was' if len(edited.edited) == 1 else 'were'} "
@@ -489,7 +504,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         with _recorded(state, "sample", sample_digest, lora=lora_digest):
             made = sample.sample(run, synthetic, sample.SampleOptions(n=n),
                                  sd_scripts=sd_scripts, python=python, detect=lambda: gpus,
-                                 break_lock=break_lock)
+                                 break_lock=break_lock,
+                                 on_progress=_counting(on_count, SAMPLE_COUNT))
             if made.status == "interrupted":
                 raise KeyboardInterrupt
         if made.status != "succeeded":
