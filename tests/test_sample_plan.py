@@ -256,3 +256,14 @@ def test_a_manifest_that_cannot_be_drawn_from_is_refused(tmp_path: Path) -> None
         "40 to 42; its site values: torso")
     assert _refused(SampleOptions(like=like, query="sex =="), 2).startswith(
         "--query 'sex ==' failed: ")
+
+
+@pytest.mark.parametrize("key", ["network_module", "network_mul"])
+def test_set_may_change_but_not_remove_what_applies_the_lora(key: str) -> None:
+    """`--set network_module=` removed the option, so the images were the base model's while
+    metadata.csv named the LoRA."""
+    from medsynth_kohya.sampling.generator import parse_overrides
+
+    with pytest.raises(UserError, match=rf"^--set {key}= would generate without the LoRA"):
+        parse_overrides([f"{key}="])
+    assert parse_overrides(["network_mul=0.8"]) == {"network_mul": [0.8]}

@@ -25,6 +25,8 @@ OWNED = {"W": "--width", "H": "--height", "steps": "--steps", "scale": "--scale"
          "interactive": None, "use_original_file_name": None, "image_path": None,
          "mask_path": None, "highres_fix_save_1st": None}
 """sdxl_gen_img.py options `sample` sets itself (with the flag to use instead, if any)."""
+_APPLY_LORA = ("network_module", "network_mul")
+"""Options `--set KEY=` may change but not remove: without them the LoRA is not applied."""
 INHERITED = ("vae", "tokenizer_cache_dir", "clip_skip", "network_args", "no_half_vae", "sdpa",
              "xformers")
 """Training options that generation repeats (same names in both scripts)."""
@@ -50,6 +52,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             instead = OWNED[key]
             raise UserError(f"--set {key} is decided by sample" + (
                 f"; use {instead}" if instead else " (it numbers and names the images)"))
+        if not text and key in _APPLY_LORA:
+            raise UserError(f"--set {key}= would generate without the LoRA (sdxl_gen_img.py "
+                            f"applies it only with {' and '.join(_APPLY_LORA)}); give a value, "
+                            "e.g. --set network_mul=0.8")
         if not text:
             parsed[key] = None
             continue
