@@ -161,3 +161,16 @@ def test_the_submit_hint_pastes_as_shown_for_a_folder_with_spaces(
     assert code == 0, stdout + stderr
     hint = " ".join(stdout.split()).split("submit it with: ")[1]
     assert shlex.split(hint) == ["sbatch", str(run / "train.sbatch")]
+
+
+@pytest.mark.parametrize(("settings", "extra"), [
+    ({"array": "1-2", "ntasks": "1"}, {"array": "1-5"}),
+    ({"nodes": "2", "ntasks-per-node": "1"}, {"nodes": "3"}),
+    ({"nodes": "2", "ntasks-per-node": "1"}, {"ntasks-per-node": "4"})])
+def test_sbatch_may_not_change_the_job_s_shape(settings: dict[str, str],
+                                               extra: dict[str, str]) -> None:
+    """--slurm 2 with --sbatch array=1-5 ran tasks 3 to 5 as the invalid --shard 3/2."""
+    [key] = extra
+    with pytest.raises(UserError, match=rf"^--sbatch {key}=… would change the job's shape"):
+        slurm.script(settings, extra, ["true"])
+    assert "#SBATCH --time=01:00:00" in slurm.script(settings, {"time": "01:00:00"}, ["true"])

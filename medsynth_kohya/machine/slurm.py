@@ -20,6 +20,9 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 
 _SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
+_SHAPE = frozenset({"array", "nodes", "ntasks", "ntasks-per-node"})
+"""#SBATCH settings each task's command is written for (its --shard K/N, its machine rank):
+another value would run tasks for shards or ranks that do not exist, or leave some out."""
 _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
@@ -51,6 +54,11 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
            srun: Sequence[str] = ("srun",), before: Sequence[str] = ()) -> str:
     """The batch script: #SBATCH settings, then `before` (shell lines), then `srun` running
     `task` (a shell line that may use SLURM's variables) in every task."""
+    fixed = sorted(key for key in extra if key in _SHAPE and key in settings)
+    if fixed:
+        raise UserError(f"--sbatch {fixed[0]}=… would change the job's shape, which the tasks "
+                        f"follow (#SBATCH --{fixed[0]}={settings[fixed[0]]}); leave it out and "
+                        "set the count with --slurm / --num-machines")
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH --{key}={directive(key, value)}"
               for key, value in {**settings, **extra}.items()]
