@@ -140,6 +140,14 @@ def foreign_entries(folder: Path) -> list[Path]:
     return [path for path in folder.iterdir() if not is_lock_file(path)]
 
 
+def holds(entries: list[Path]) -> str:
+    """What a refused folder holds, for its message: `it holds .DS_Store` (a hidden file alone
+    makes a folder not empty), `it holds notes.txt and 2 more`."""
+    names = sorted(path.name for path in entries)
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return f"it holds {names[0]}{more}" if names else "it is empty"
+
+
 def alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine."""
     try:

@@ -202,3 +202,15 @@ def test_a_demo_run_again_reuses_its_scans_and_drops_photos_of_another_n(
         fewer.source.frame["image_name"])
     skipped = (out / "prepared" / "skipped.csv").read_text(encoding="utf-8")
     assert "no metadata row" not in skipped
+
+
+def test_a_folder_holding_only_a_hidden_file_is_refused_naming_it(runner: CliRunner,
+                                                                  tmp_path: Path) -> None:
+    """Finder's .DS_Store alone makes a folder 'not empty': the refusal names it."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0")
+    for command in (("demo", "--out", out, "--n", 8), ("prepare", tmp_path, "--out", out)):
+        code, _, stderr = invoke(runner, *command)
+        assert code == 1 and f"--out {out} is not empty (it holds .DS_Store) and was not made " \
+            "by medsynth-kohya" in " ".join(stderr.split()), stderr

@@ -121,8 +121,9 @@ def test_claim_refuses_a_file_and_a_folder_of_other_files(tmp_path: Path) -> Non
     (out / "holiday.jpg").write_bytes(b"jpeg")
     with pytest.raises(UserError) as caught:
         synthset.claim(out, IDENTITY, plan, names, force=False)
-    assert str(caught.value) == (f"--out {out} is not empty and was not made by medsynth-kohya "
-                                 "sample; choose an empty folder or pass --force to write into it")
+    assert str(caught.value) == (f"--out {out} is not empty (it holds holiday.jpg) and was not "
+                                 "made by medsynth-kohya sample; choose an empty folder or pass "
+                                 "--force to write into it")
     assert synthset.claim(out, IDENTITY, plan, names, force=True) is False
 
 

@@ -93,6 +93,7 @@ def _claim(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
     if out.is_dir() and not (out / MARK_FILE).is_file() and locks.foreign_entries(out):
-        raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya "
+        raise UserError(f"--out {out} is not empty ({locks.holds(locks.foreign_entries(out))}) "
+                        "and was not made by medsynth-kohya "
                         "fetch-isic (isic-cli would replace its metadata.csv and "
                         "attribution.txt); choose a new or empty folder")

@@ -287,7 +287,8 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
     if not out.is_dir():
         return []
     if not (out / STATE_DIR).is_dir() and not force and locks.foreign_entries(out):
-        raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya prepare; "
+        raise UserError(f"--out {out} is not empty ({locks.holds(locks.foreign_entries(out))}) "
+                        "and was not made by medsynth-kohya prepare; "
                         "choose an empty folder or pass --force to write into it")
     if not (out / STATE_DIR).is_dir():
         folder = PreparedFolder(out)

@@ -51,7 +51,8 @@ def _claim(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
     if out.is_dir() and not is_synthetic_set(out / "source") and locks.foreign_entries(out):
-        raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya demo; "
+        raise UserError(f"--out {out} is not empty ({locks.holds(locks.foreign_entries(out))}) "
+                        "and was not made by medsynth-kohya demo; "
                         "choose a new or empty folder")
 
 

@@ -184,7 +184,9 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
         same = not changed
     elif out.is_dir() and [p for p in locks.foreign_entries(out) if p.name != STATE_DIR] \
             and not force:
-        raise UserError(f"--out {out} is not empty and was not made by medsynth-kohya sample; "
+        held = locks.holds([p for p in locks.foreign_entries(out) if p.name != STATE_DIR])
+        raise UserError(f"--out {out} is not empty ({held}) and was not made by "
+                        "medsynth-kohya sample; "
                         "choose an empty folder or pass --force to write into it")
     foreign = _foreign(out, names)
     if foreign:
