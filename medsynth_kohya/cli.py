@@ -870,6 +870,10 @@ def reproduce(
     set_: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--set", metavar="KEY=VALUE",
         help="Override an sd-scripts option of the training (see train).")] = None,
+    metadata: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Metadata CSV, when it is not found under SOURCE (as prepare).")] = None,
+    images: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Folder of images, when they are not beside the metadata (as prepare).")] = None,
     column: ColumnOption = None,
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
@@ -909,6 +913,7 @@ def reproduce(
           ui.progress_bar(PREPARE_COUNT) as checking, ui.progress_bar(SAMPLE_COUNT) as making):
         bars = {PREPARE_COUNT: checking, SAMPLE_COUNT: making}
         result = run(source, workdir, push_repo=push, n=n, preset_name=preset,
+                     metadata=metadata, images=images,
                      overrides=set_ or [], columns=parse_columns(column or []),
                      sd_scripts=sd_scripts, python=python, dry_run=dry_run,
                      break_lock=break_lock, on_progress=progress,

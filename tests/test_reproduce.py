@@ -259,3 +259,23 @@ def test_reproduce_counts_the_images_prepare_checks_and_sample_makes(
     assert counted[SAMPLE_COUNT][-1] == (2, 2)
     done, total = counted[PREPARE_COUNT][-1]
     assert done == total > 0
+
+
+def test_the_cli_takes_metadata_and_images_apart_from_source_as_the_api_does(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        nvidia_smi: InstallGpus) -> None:
+    """`reproduce(metadata=, images=)` had no --metadata / --images on the command line."""
+    import shutil
+
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    elsewhere = tmp_path / "csv"
+    elsewhere.mkdir()
+    moved = shutil.move(str(isic2020.metadata), str(elsewhere / "my-metadata.csv"))
+    code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir",
+                                  tmp_path / "work", "--dry-run")
+    assert code == 1, stdout + stderr
+    code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir",
+                                  tmp_path / "work", "--metadata", moved, "--images",
+                                  isic2020.images, "--dry-run")
+    assert code == 0, stdout + stderr
+    assert "prepare" in stdout and not (tmp_path / "work").exists()
