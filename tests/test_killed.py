@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -165,16 +166,16 @@ def _living(pid: int) -> bool:
     return state[0] != "Z"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
-def test_a_killed_prepare_leaves_no_worker_behind(tmp_path: Path, sig: signal.Signals) -> None:
-    """SIGKILL or SIGTERM to prepare alone (the OOM killer, `kill PID`), not to its process
-    group as Ctrl-C is: its scanning workers end with it instead of waiting forever."""
+def _large_source(tmp_path: Path) -> Path:
+    """An ISIC 2020-like download whose scan takes long enough to stop prepare in it."""
     from medsynth_kohya.data.synth import make_dataset
 
-    made = make_dataset(tmp_path / "isic", 16, seed=9, sizes=((2400, 1600),),
-                        melanoma_fraction=1.0)
-    process = start("prepare", made.root, "--out", tmp_path / "out", "--workers", 2)
+    return make_dataset(tmp_path / "isic", 16, seed=9, sizes=((2400, 1600),),
+                        melanoma_fraction=1.0).root
+
+
+def _scanning_workers(process: subprocess.Popen[str]) -> list[int]:
+    """The process ids of prepare's two scanning workers, once both have started."""
     workers: list[int] = []
 
     def scanning() -> bool:
@@ -183,6 +184,17 @@ def test_a_killed_prepare_leaves_no_worker_behind(tmp_path: Path, sig: signal.Si
         return len(workers) == 2
 
     wait_for(scanning, timeout=60, what="prepare's two workers to start")
+    return workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
+def test_a_killed_prepare_leaves_no_worker_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGKILL or SIGTERM to prepare alone (the OOM killer, `kill PID`), not to its process
+    group as Ctrl-C is: its scanning workers end with it instead of waiting forever."""
+    process = start("prepare", _large_source(tmp_path), "--out", tmp_path / "out",
+                    "--workers", 2)
+    workers = _scanning_workers(process)
     os.kill(process.pid, sig)
     process.wait(timeout=30)  # not communicate(): a worker left behind holds its pipes open
     try:
@@ -231,24 +243,12 @@ def test_train_stopped_by_sigterm_or_sighup_stops_as_ctrl_c_does(
 def test_a_closed_terminal_stops_prepare_cleanly(tmp_path: Path) -> None:
     """A hang-up reaches the whole process group: multiprocessing's resource tracker died of
     it, and the stopping prepare printed KeyError tracebacks from it."""
-    import subprocess
-
-    from medsynth_kohya.data.synth import make_dataset
-
-    made = make_dataset(tmp_path / "isic", 16, seed=9, sizes=((2400, 1600),),
-                        melanoma_fraction=1.0)
-    process = subprocess.Popen([sys.executable, "-m", "medsynth_kohya", "prepare", str(made.root),
-                                "--out", str(tmp_path / "out"), "--workers", "2"],
+    process = subprocess.Popen([sys.executable, "-m", "medsynth_kohya", "prepare",
+                                str(_large_source(tmp_path)), "--out", str(tmp_path / "out"),
+                                "--workers", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    workers: list[int] = []
-
-    def scanning() -> bool:
-        workers[:] = [pid for pid in _living_children(process.pid)
-                      if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        return len(workers) == 2
-
-    wait_for(scanning, timeout=60, what="prepare's two workers to start")
+                               start_new_session=True)  # its own process group, as a terminal's
+    _scanning_workers(process)
     os.killpg(process.pid, signal.SIGHUP)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
