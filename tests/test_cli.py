@@ -214,3 +214,29 @@ def test_a_folder_holding_only_a_hidden_file_is_refused_naming_it(runner: CliRun
         code, _, stderr = invoke(runner, *command)
         assert code == 1 and f"--out {out} is not empty (it holds .DS_Store) and was not made " \
             "by medsynth-kohya" in " ".join(stderr.split()), stderr
+
+
+def test_a_demo_on_a_gpu_machine_that_only_plans_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said 'On a GPU machine it runs…' on a GPU machine, with nothing about what was
+    missing for it to train there."""
+    from medsynth_kohya.machine.gpus import Gpu
+    from medsynth_kohya.pipeline import demo
+    from medsynth_kohya.sdscripts import checkout
+    from medsynth_kohya.sdscripts.presets import BASE_MODEL
+
+    t4 = [Gpu("Tesla T4", 15360, (7, 5))]
+    monkeypatch.setattr(checkout, "present", lambda *_: False)
+    result = demo.run_demo(tmp_path / "a", n=8, workers=1, detect=lambda: t4)
+    assert result.training.status == "dry-run"
+    assert ("not training on this GPU machine: no sd-scripts checkout (`medsynth-kohya "
+            "install-sd-scripts`)") in result.training.warnings
+    result = demo.run_demo(tmp_path / "c", n=8, workers=1, detect=lambda: [])
+    assert not [w for w in result.training.warnings if "not training" in w]
+    monkeypatch.setattr(checkout, "present", lambda *_: True)
+    monkeypatch.setattr(demo, "base_model_cached", lambda *_: False)
+    assert demo._missing_for_training(t4) == (
+        f"the SDXL base model is not in the Hugging Face cache (`hf download "
+        f"{BASE_MODEL}`)")
+    monkeypatch.setattr(demo, "base_model_cached", lambda *_: True)
+    assert demo._missing_for_training(t4) == "" and demo._missing_for_training([])

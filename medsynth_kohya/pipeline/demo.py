@@ -8,7 +8,7 @@ sd-scripts and the SDXL base model are present, it trains for real.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medsynth_kohya import arguments, locks
@@ -78,11 +78,27 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
                            options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
                            workers=workers, on_progress=on_progress)
         gpus = detect()
-        real = bool(gpus) and checkout.present(checkout.locate()) and base_model_cached()
+        missing = _missing_for_training(gpus)
+        real = not missing
         training = train(prepared.out, None if real and _trained(out) else PRESET,
                          run_dir=out / "run", dry_run=not real, resume=real and _trained(out),
                          detect=lambda: gpus, on_progress=on_step)
+    if gpus and missing:  # a GPU machine that only plans: say why
+        training = replace(training, warnings=(
+            *training.warnings, f"not training on this GPU machine: {missing}"))
     return DemoResult(synthetic, prepared, training)
+
+
+def _missing_for_training(gpus: list[Gpu]) -> str:
+    """What keeps the demo from training for real here ("" when nothing does)."""
+    if not gpus:
+        return "no CUDA GPU"
+    if not checkout.present(checkout.locate()):
+        return "no sd-scripts checkout (`medsynth-kohya install-sd-scripts`)"
+    if not base_model_cached():
+        return (f"the SDXL base model is not in the Hugging Face cache (`hf download "
+                f"{BASE_MODEL}`)")
+    return ""
 
 
 def _drop_stale_photos(synthetic: SyntheticSet) -> None:
