@@ -80,9 +80,10 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
         gpus = detect()
         missing = _missing_for_training(gpus)
         real = not missing
-        training = train(prepared.out, None if real and _trained(out) else PRESET,
-                         run_dir=out / "run", dry_run=not real, resume=real and _trained(out),
-                         detect=lambda: gpus, on_progress=on_step)
+        going_on = real and _trained(out)
+        training = train(prepared.out, None if going_on else PRESET, run_dir=out / "run",
+                         dry_run=not real, resume=going_on, detect=lambda: gpus,
+                         on_progress=on_step)
     if gpus and missing:  # a GPU machine that only plans: say why
         training = replace(training, warnings=(
             *training.warnings, f"not training on this GPU machine: {missing}"))
