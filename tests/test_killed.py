@@ -217,8 +217,8 @@ def test_train_stopped_by_sigterm_or_sighup_stops_as_ctrl_c_does(
     prepared = tmp_path / "prepared"
     prepare(isic2020.root, prepared, options=PrepareOptions(), workers=1)
     run = tmp_path / "run"
-    args: list[object] = ["train", prepared, "--preset", "cpu-smoke", "--set",
-                          "max_train_steps=40", "--sd-scripts", fake.sd_scripts,
+    args: list[object] = ["train", prepared, "--preset", "cpu-smoke", "--set",  # 0.1 s a step:
+                          "max_train_steps=400", "--sd-scripts", fake.sd_scripts,  # no end first
                           "--python", sys.executable, "--run-dir", run]
     monkeypatch.setenv("FAKE_SD_MODE", "slow")
     process = start(*args)
