@@ -66,6 +66,20 @@ def test_an_unknown_word_is_named_with_the_query_quoted_and_the_closest_column(
     assert _refusal(_metadata(), text) == message
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("@age > 3", "--query '@age > 3': @ marks a Python variable, which a query has none of; name "
+                 "the column without it (age > 3)"),
+    ("@width > 3", "--query '@width > 3': @ marks a Python variable, which a query has none of; "
+                   "name the column without it (width > 3)"),
+    ("sex == @male", "--query 'sex == @male': male is neither a column nor a measurement; drop "
+                     'the @ and quote text values (sex == "male")'),
+    ("@agex > 3", "--query '@agex > 3': agex is neither a column nor a measurement; drop the @ "
+                  'and quote text values ("agex" > 3), or name a column (closest: age)')])
+def test_a_python_variable_is_named_as_such_with_the_query_written_without_it(
+        text: str, message: str) -> None:
+    assert _refusal(_metadata(), text) == message
+
+
 def test_a_measurement_already_a_column_is_suggested_once() -> None:
     frame = _metadata().assign(width=[1, 2, 3], widths=[1, 2, 3])
     assert _refusal(frame, "widht > 3").endswith("or name a column (closest: width, widths)")

@@ -69,16 +69,23 @@ def _unknown_name(query: str, error: str, columns: Collection[object]) -> str:
     often an unquoted text value, else a misspelt column."""
     found = re.search(r"'(.+)' is not defined", error)
     name = found.group(1) if found else error
+    known = [str(column) for column in columns] + [m for m in MEASURED if m not in columns]
+    variable = error.startswith("local variable")  # `@name`: pandas' Python variables
+    replacement = name if variable and name in known else f'"{name}"'
     quoted = query
     for token in reversed(_tokens(query) if "\n" not in query else []):
         if token.type == tokenize.NAME and token.string == name:
-            quoted = quoted[:token.start[1]] + f'"{name}"' + quoted[token.end[1]:]
-    known = [str(column) for column in columns] + [m for m in MEASURED if m not in columns]
-    closest = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            start = token.start[1] - (variable and quoted[:token.start[1]].endswith("@"))
+            quoted = quoted[:start] + replacement + quoted[token.end[1]:]
     example = f" ({quoted})" if quoted != query else ""
+    if variable and name in known:
+        return (f"--query {query!r}: @ marks a Python variable, which a query has none of; "
+                f"name the column without it{example}")
+    closest = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     column = f", or name a column (closest: {', '.join(closest)})" if closest else ""
-    return (f"--query {query!r}: {name} is neither a column nor a measurement; quote text "
-            f"values{example}{column}")
+    without = "; drop the @ and" if variable else ";"
+    return (f"--query {query!r}: {name} is neither a column nor a measurement{without} quote "
+            f"text values{example}{column}")
 
 
 def _category_values(query: str, names: Collection[str]) -> list[tuple[str, str]]:
