@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import cv2
@@ -571,8 +572,26 @@ def test_query_narrows_the_rows_drawn(runner: CliRunner, run: Path, fake_gen: Fa
     assert {line.split(" --")[0] for line in lines.values()} == women
     for like in (prepared, prepared / "manifest.csv"):  # the folder prepare wrote, or its file
         assert _planned(run, out, fake_gen, n=200, query='sex == "female"', like=like) == lines
-    with pytest.raises(UserError, match=f"--like {tmp_path / 'manifest.csv'} does not exist"):
-        _planned(run, out, fake_gen, n=2, like=tmp_path)
+    download = tmp_path / "isic"  # a folder prepare did not write: named, with how to
+    download.mkdir()
+    (download / "metadata.csv").write_text("isic_id,sex\nISIC_1,male\n", encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        _planned(run, out, fake_gen, n=2, like=download)
+    assert str(caught.value) == (
+        f"{download} was not made by medsynth-kohya prepare (no .medsynth/prepare.json); run "
+        f"`medsynth-kohya prepare {download} --out {download}-prepared` first and give that "
+        "folder")
+    with pytest.raises(UserError) as caught:
+        _planned(run, out, fake_gen, n=2, like=download / "metadata.csv")
+    assert str(caught.value) == (
+        f"{download / 'metadata.csv'} is not a manifest written by prepare (no column id or "
+        "caption): give the manifest.csv in the folder `medsynth-kohya prepare SOURCE --out "
+        "DATA` wrote")
+    shutil.copytree(prepared, tmp_path / "copy")  # a prepared folder that lost its manifest
+    (tmp_path / "copy" / "manifest.csv").unlink()
+    with pytest.raises(UserError, match=f"--like {tmp_path / 'copy' / 'manifest.csv'} does "
+                                        "not exist"):
+        _planned(run, out, fake_gen, n=2, like=tmp_path / "copy")
 
 
 def test_metadata_file_matches_its_frame(tmp_path: Path) -> None:

@@ -204,6 +204,8 @@ def _read_manifest(path: Path, query: str | None, break_lock: bool,
     still writes its folder."""
     locks.ensure_idle(path.parent, "sample", writers=("prepare",), break_lock=break_lock)
     if not path.is_file():
+        if path == PreparedFolder(path.parent).manifest and path.parent.is_dir():
+            PreparedFolder(path.parent).state()  # refuses a folder prepare did not write
         raise UserError(f"--like {path} does not exist; give the manifest.csv that "
                         "`medsynth-kohya prepare` wrote")
     table, digest = manifest.read_hashed(path)
