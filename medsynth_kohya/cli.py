@@ -792,9 +792,10 @@ def sample(
                 ui.say(f"--- shard {shard.index} (GPU {shard.device}), last lines of {shard.log}:")
                 for line in shard.tail[-15:]:
                     ui.say(line)
+        rest = "make the rest" if missing else "finish the set (its metadata, grid and checks)"
         ui.error(f"sample {result.status}: {result.message}" + (
             "" if result.status == "incomplete" else "; finished images are kept, re-run the "
-            "same command to make the rest"))
+            f"same command to {rest}"))
         raise typer.Exit(130 if result.status == "interrupted" else 1)
     ui.say(result.message)
     if result.copies is not None:

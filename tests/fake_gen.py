@@ -5,7 +5,8 @@ types, choices and nargs); it reads the --from_file prompt file and its per-line
 way the real script does, writes one PNG per prompt line named as the real one names them
 (`im_000001.png` under --sequential_file_name), and records its argv, working folder and
 CUDA_VISIBLE_DEVICES. FAKE_GEN_CRASH="<device>:<k>" makes the process on that device crash
-after k images, leaving a half-written next file; FAKE_GEN_SLOW=<seconds> slows each image.
+after k images, leaving a half-written next file; FAKE_GEN_SLOW=<seconds> slows each image,
+FAKE_GEN_LINGER=<seconds> keeps the process running after its last one.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def main():
         with open(os.path.join(args.outdir, name), "wb") as file:
             file.write(data)
     print("INFO     done!", flush=True)
+    if os.environ.get("FAKE_GEN_LINGER"):  # the real one unloads its models after the last
+        time.sleep(float(os.environ["FAKE_GEN_LINGER"]))
 
 
 if __name__ == "__main__":
@@ -159,6 +162,7 @@ def make_fake_gen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGen:
     monkeypatch.setenv("FAKE_GEN_RECORD", str(records))
     monkeypatch.delenv("FAKE_GEN_CRASH", raising=False)
     monkeypatch.delenv("FAKE_GEN_SLOW", raising=False)
+    monkeypatch.delenv("FAKE_GEN_LINGER", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return FakeGen(fake.sd_scripts, records, packages)
 

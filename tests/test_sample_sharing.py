@@ -78,6 +78,24 @@ def test_an_interrupted_set_is_refused_by_push_and_evaluate_until_finished(
     assert code == 0, stdout + stderr
 
 
+def test_a_set_interrupted_after_its_last_image_is_finished_not_made_by_a_rerun(
+        runner: CliRunner, trained: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped while the generator winds down after the last image: the message says the
+    re-run finishes the set, not that it makes the rest, and the re-run makes no image."""
+    monkeypatch.setenv("FAKE_GEN_LINGER", "30")
+    out = tmp_path / "synth"
+    interrupt_at_third_image(out)
+    args = ("--lora", trained, "--n", 3, "--out", out, *SMALL)
+    code, _, stderr = _sample(runner, fake_gen, *args)
+    said = _one_line(stderr)
+    assert code == 130 and "stopped with 3 of 3 images" in said, stderr
+    assert "re-run the same command to finish the set" in said and "make the rest" not in said
+    monkeypatch.delenv("FAKE_GEN_LINGER")
+    code, stdout, stderr = _sample(runner, fake_gen, *args)
+    assert code == 0 and "all 3 images were already there" in " ".join(stdout.split()), stdout
+
+
 def test_a_set_whose_shards_are_not_all_made_is_refused_by_push(
         runner: CliRunner, trained: Path, fake_gen: FakeGen, fake_hub: FakeHub,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
