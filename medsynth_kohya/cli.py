@@ -615,8 +615,9 @@ def push(
                "searched; "
                "no token, secret, home folder, user name or local path.")
         as_user = f" as {result.user}" if result.user else ""
-        ui.say(f"Would push to {result.url}{as_user} ({'private' if result.private else 'public'} "
-               "if created)")
+        visibility = "private" if result.private else "public"
+        ui.say(f"Would push to {result.url}{as_user} (" + (
+            f"an existing {visibility} repo)" if result.exists else f"{visibility} if created)"))
         if result.listed:
             ui.say(f"Would delete from {result.repo_id}: "
                    + (", ".join(result.deleted) if result.deleted else "nothing"))

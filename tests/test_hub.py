@@ -298,6 +298,15 @@ def test_cli_push_prints_the_url(runner: CliRunner, fake_hub: FakeHub, run: Path
     assert code == 0, stderr
     assert "unchanged" in stdout and f"{fake_hub.url}/{REPO}" in stdout
     assert "already exists and is public" in stderr
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url, "--dry-run")  # private asked: said before
+    assert code == 0, stderr
+    assert "already exists and is public" in " ".join(stderr.split())
+    assert f"Would push to {fake_hub.url}/{REPO} as alice (an existing public repo)" in stdout
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", "alice/new-lora",
+                                  "--endpoint", fake_hub.url, "--dry-run")
+    assert code == 0 and "as alice (private if created)" in stdout, stdout + stderr
+    assert "already exists" not in stderr
 
 
 def test_cli_dry_run_lists_files_and_prints_the_card_offline(runner: CliRunner,

@@ -127,6 +127,8 @@ class PushResult:
     """Files the push deleted from the repo (in a dry run: would delete)."""
     listed: bool = False
     """In a dry run: whether the repo was read, so `deleted` is exactly what a push deletes."""
+    exists: bool = False
+    """In a dry run: the repo was read and exists; `private` is then its visibility, kept."""
     user: str | None = None
     """The account the token belongs to, as the Hub said (None: no token, or not asked)."""
     warnings: tuple[str, ...] = field(default_factory=tuple)
@@ -274,10 +276,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
         user = writer(api, repo_id, option=option, secrets=secrets)
         api.create_repo(repo_id, private=private, exist_ok=True)
         before, gone, info = _commit(api, repo_id, planned.uploads, wanted)
-    if before.private is not None and bool(before.private) != private:
-        warnings.append(f"{repo_id} already exists and is "
-                        f"{'private' if before.private else 'public'}; push does not "
-                        "change the visibility (do it in the repo's settings on the Hub)")
+    warnings += _visibility_kept(repo_id, before, private)
     kept = gone.warning(repo_id)
     warnings += [kept] if kept else []
     commit = str(info.oid)
@@ -367,8 +366,19 @@ def _preview(result: PushResult, api: HfApi, wanted: Collection[str], secrets: S
     except UserError as exc:
         return _unlisted(result, exc)
     kept = gone.warning(result.repo_id)
-    return replace(result, deleted=gone.delete, listed=True,
-                   warnings=(*result.warnings, *([kept] if kept else [])))
+    return replace(result, deleted=gone.delete, listed=True, exists=True,
+                   private=bool(info.private) if info.private is not None else result.private,
+                   warnings=(*result.warnings, *_visibility_kept(result.repo_id, info,
+                                                                 result.private),
+                             *([kept] if kept else [])))
+
+
+def _visibility_kept(repo_id: str, info: ModelInfo, private: bool) -> list[str]:
+    """The warning that the existing repo `info` keeps a visibility other than the one asked."""
+    if info.private is None or bool(info.private) == private:
+        return []
+    return [f"{repo_id} already exists and is {'private' if info.private else 'public'}; push "
+            "does not change the visibility (do it in the repo's settings on the Hub)"]
 
 
 def _unlisted(result: PushResult, exc: UserError) -> PushResult:
