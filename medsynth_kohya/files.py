@@ -180,6 +180,15 @@ def counted(count: int, noun: str = "file") -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+_PLURALS = {"is": "are", "was": "were", "has": "have", "it": "them"}
+
+
+def agreeing(count: int, singular: str) -> str:
+    """"is" or "are" (was/were, has/have, it/them): the word that agrees with a count, as
+    `counted` gives the noun."""
+    return singular if count == 1 else _PLURALS[singular]
+
+
 def size_text(count: float) -> str:
     """"3.2 GB", "480 MB", "12 kB", "800 B": a byte count in decimal units, to two or three
     significant figures, never rounded to nothing."""

@@ -19,6 +19,8 @@ def test_counts_and_percents() -> None:
     assert [files.counted(k, "image") for k in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
     assert [files.percent(k, 8) for k in (1, 3, 8)] == ["12.5 %", "37.5 %", "100.0 %"]
     assert files.percent(1, 16) == "6.3 %" and files.percent(0.625) == "62.5 %"
+    assert [files.agreeing(k, word) for k in (0, 1, 2) for word in ("is", "was", "has", "it")] == [
+        "are", "were", "have", "them", "is", "was", "has", "it", "are", "were", "have", "them"]
 
 
 def test_the_report_and_the_card_write_a_share_alike() -> None:

@@ -301,7 +301,7 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
     edited = [] if force else _edited(out, placed)
     if edited:
         raise EditedLayout(f"{files.counted(len(edited))} that prepare wrote under {out} "
-                           f"{'was' if len(edited) == 1 else 'were'} changed since (first: "
+                           f"{files.agreeing(len(edited), 'was')} changed since (first: "
                            f"{edited[0]}); a re-run would replace them: copy them elsewhere, "
                            "or pass --force to replace them", edited)
     foreign = _foreign_layout_files(out, placed.owned)
@@ -418,7 +418,7 @@ def _only_below(source: Source, out: Path, skipped: list[dict[str, str]]) -> lis
     path = Path(moved[0]["source"])
     root = next(folder for folder in source.image_dirs if folder in path.parents)
     return [f"{files.counted(len(moved), 'selected image')} "
-            f"{'is' if len(moved) == 1 else 'are'} only in subfolders of {root} (e.g. {path}), "
+            f"{files.agreeing(len(moved), 'is')} only in subfolders of {root} (e.g. {path}), "
             f"which is searched without its subfolders: pass --images {root} to take them"]
 
 
@@ -693,7 +693,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                 else "describe generated images")
         warnings.append(f"{files.counted(dropped, 'selected row')} {what} "
                         "(image_manipulation = synthetic) and "
-                        f"{'was' if dropped == 1 else 'were'} skipped: a LoRA must not train on "
+                        f"{files.agreeing(dropped, 'was')} skipped: a LoRA must not train on "
                         "its own output")
     if duplicates:
         shown = ", ".join(sorted(set(duplicates))[:5])
@@ -860,7 +860,7 @@ def _skip_twins(twin: Twins, ids: pd.Series,
         return []
     return [f"{files.counted(len(twin), 'selected image')} "
             f"{'duplicates' if len(twin) == 1 else 'duplicate'} another ({counted(twin)}) and "
-            f"{'was' if len(twin) == 1 else 'were'} skipped: one "
+            f"{files.agreeing(len(twin), 'was')} skipped: one "
             "copy of each is kept, so none is trained twice or put in both train and val (see "
             "skipped.csv)"]
 
@@ -952,10 +952,10 @@ def _small(table: pd.DataFrame, resolution: int) -> list[str]:
     if not small.any():
         return []
     smallest = table.iloc[int(area.to_numpy().argmin())]
-    return [f"{int(small.sum())} of {files.counted(len(table), 'image')} "
-            f"{'is' if small.sum() == 1 else 'are'} smaller than a "
-            "quarter of the "
-            f"{resolution}x{resolution} training area (smallest: {smallest['id']}, "
+    count = int(small.sum())
+    return [f"{count} of {files.counted(len(table), 'image')} {files.agreeing(count, 'is')} "
+            f"smaller than a quarter of the {resolution}x{resolution} training area (smallest: "
+            f"{smallest['id']}, "
             f"{smallest['width']}x{smallest['height']}); sd-scripts enlarges them more than "
             f"{MAX_UPSCALE}x and they train blurred: leave them out with --query "
             f"'width * height >= {least}' or prepare with a lower --resolution"]
@@ -981,8 +981,8 @@ def _decoder_warned(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) ->
     if not said:
         return []
     return [f"{len(said)} of {len(good)} images drew the JPEG decoder's warning and "
-            f"{'is' if len(said) == 1 else 'are'} used as decoded (first: {said[0][0]}: "
-            f"\"{said[0][1]}\"); look at {'it' if len(said) == 1 else 'them'} and replace any "
+            f"{files.agreeing(len(said), 'is')} used as decoded (first: {said[0][0]}: "
+            f"\"{said[0][1]}\"); look at {files.agreeing(len(said), 'it')} and replace any "
             "that shows stripes, smears or a colour shift towards the bottom"]
 
 

@@ -480,7 +480,7 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
         parts.append(f"{' or '.join(columns)} for {name} ({shown})")
         fixes.append(f"--column {name}={closest[0] if closest else 'COLUMN'}")
     return UserError(f"{metadata} has no column {'; nor '.join(parts)}, {why}; "
-                     f"map {'it' if len(fixes) == 1 else 'them'} with {' '.join(fixes)}{advice}")
+                     f"map {files.agreeing(len(fixes), 'it')} with {' '.join(fixes)}{advice}")
 
 
 def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str],
@@ -937,7 +937,7 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     if beside:
         stem, other = beside[0]
         warnings.append(f"{files.counted(len(beside), 'image id')} "
-                        f"{'has' if len(beside) == 1 else 'have'} two files in one folder; the "
+                        f"{files.agreeing(len(beside), 'has')} two files in one folder; the "
                         "first by "
                         "name whose content fits its extension is used (e.g. "
                         f"{stem}: {found[stem].name}, not {other.name} in {other.parent}): "
@@ -945,7 +945,7 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     if apart:
         stem, other = apart[0]
         warnings.append(f"{files.counted(len(apart), 'image id')} "
-                        f"{'has' if len(apart) == 1 else 'have'} files in two folders; the first "
+                        f"{files.agreeing(len(apart), 'has')} files in two folders; the first "
                         "folder's whose content fits its extension is used (e.g. "
                         f"{stem}: {found[stem]}, not {other}): remove the copies or pass "
                         "--images the one folder to use")

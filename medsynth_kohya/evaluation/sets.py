@@ -153,8 +153,8 @@ def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
     from medsynth_kohya.data.sources import GENERATED_SKIP
 
     notes = [f"{files.counted(len(absent), 'row')} of {name} "
-             f"{'has' if len(absent) == 1 else 'have'} no image file and "
-             f"{'is' if len(absent) == 1 else 'are'} left out (first: {absent[0]})"
+             f"{files.agreeing(len(absent), 'has')} no image file and "
+             f"{files.agreeing(len(absent), 'is')} left out (first: {absent[0]})"
              ] if absent else []
     for reason in (duplicates.DUPLICATE_ID, GENERATED_SKIP):
         ids = [row["id"] for row in skipped if row["reason"] == reason]
@@ -162,11 +162,11 @@ def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
             notes.append(f"{files.counted(len(ids), 'row')} of {name} left out: {reason} "
                          f"(first: {ids[0]})")
     if twins:
-        one = len(twins) == 1
-        notes.append(f"{files.counted(len(twins), 'photo')} {'duplicates' if one else 'duplicate'}"
-                     f" another ({duplicates.counted(twins)}) and {'is' if one else 'are'} left "
-                     "out: each photo counts once, on one side of the classifier's patient "
-                     "split (see skipped)")
+        count = len(twins)
+        notes.append(f"{files.counted(count, 'photo')} duplicate{'s' if count == 1 else ''} "
+                     f"another ({duplicates.counted(twins)}) and "
+                     f"{files.agreeing(count, 'is')} left out: each photo counts once, on one "
+                     "side of the classifier's patient split (see skipped)")
     return notes
 
 

@@ -297,14 +297,14 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
     strays = [path for path in images if path.stem not in rows]
     if strays:  # not made by sample: it could be anything, a patient's photo included
         raise UserError(f"--samples {folder}: {files.counted(len(strays))} in {IMAGES}/ "
-                        f"{'is' if len(strays) == 1 else 'are'} not in its {METADATA} (first: "
+                        f"{files.agreeing(len(strays), 'is')} not in its {METADATA} (first: "
                         f"{strays[0].name}), so not made by `medsynth-kohya sample`; move "
-                        f"{'it' if len(strays) == 1 else 'them'} out of {folder / IMAGES} and "
+                        f"{files.agreeing(len(strays), 'it')} out of {folder / IMAGES} and "
                         "push again")
     broken = [path for path in images if not complete_png(path)]
     if broken:  # emptied or cut short since sample made it: a blank widget on the card
         raise UserError(f"--samples {folder}: {files.counted(len(broken), 'image')} in {IMAGES}/ "
-                        f"{'is' if len(broken) == 1 else 'are'} not whole (first: "
+                        f"{files.agreeing(len(broken), 'is')} not whole (first: "
                         f"{broken[0].name}: empty or cut short); re-run `medsynth-kohya sample` "
                         "with the same options to make them again, then push")
     if grid.is_file() and not complete_jpeg(grid):
@@ -472,7 +472,7 @@ def _copies_gate(folder: Path, chosen: Sequence[Sample], in_grid: Sequence[str],
     unchecked = published - checked
     if unchecked:
         warnings.append(f"{files.counted(len(unchecked), 'published sample image')} "
-                        f"{'was' if len(unchecked) == 1 else 'were'} not checked for "
+                        f"{files.agreeing(len(unchecked), 'was')} not checked for "
                         "near-copies of training photos (`sample --check-copies`, or "
                         "`evaluate` and `push --eval`)")
     return warnings

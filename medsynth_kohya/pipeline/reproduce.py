@@ -444,7 +444,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                          on_progress=_counting(on_count, PREPARE_COUNT))
         except prepare.EditedLayout as edited:
             raise UserError(f"{files.counted(len(edited.edited))} that reproduce prepared "
-                            f"under {prepared} {'was' if len(edited.edited) == 1 else 'were'} "
+                            f"under {prepared} {files.agreeing(len(edited.edited), 'was')} "
                             f"changed by hand since (first: {edited.edited[0]}); preparing "
                             "again would replace them: copy them elsewhere, or delete "
                             f"{prepared} to prepare it again") from None

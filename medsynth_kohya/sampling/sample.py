@@ -260,7 +260,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         (out / IMAGES / f"{plan.image_id(index)}.png").unlink()
     if broken:
         warnings.append(f"{files.counted(len(broken), 'image')} in {out / IMAGES} "
-                        f"{'was' if len(broken) == 1 else 'were'} not whole (emptied or cut "
+                        f"{files.agreeing(len(broken), 'was')} not whole (emptied or cut "
                         f"short since made: {plan.image_ids(broken)}); made again")
     present_before = sorted(set(present_before) - set(broken))
     missing = [] if finalize else sorted(wanted - set(present_before))
@@ -337,7 +337,7 @@ def _made(out: Path, shard: MachineShard | None, made: int | None, wanted: int, 
         did = f"wrote {METADATA} and {GRID}"
     else:
         did = (f"{'the' if wanted == 1 else 'all'} {files.counted(wanted, 'image')} "
-               f"{'was' if wanted == 1 else 'were'} already there")
+               f"{files.agreeing(wanted, 'was')} already there")
     if shard is not None:
         did = f"shard {shard.k}/{shard.count}: {did}"
     if in_set < n:

@@ -700,14 +700,14 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     missing = data.missing_images(train_rows, train_dir)
     if missing:  # sd-scripts would train on what is left, silently
         raise UserError(f"{len(missing)} of {len(train_rows)} training images listed in "
-                        f"{data.manifest} {'is' if len(missing) == 1 else 'are'} missing from "
+                        f"{data.manifest} {files.agreeing(len(missing), 'is')} missing from "
                         f"{train_dir} (first: "
                         f"{missing[0].name}): run prepare again (`medsynth-kohya prepare "
                         f"SOURCE --out {prepared}`)")
     uncaptioned = data.missing_captions(train_rows, train_dir)
     if uncaptioned:  # sd-scripts would caption those images with the trigger alone, silently
         raise UserError(f"{len(uncaptioned)} of {len(train_rows)} training images "
-                        f"{'has' if len(uncaptioned) == 1 else 'have'} no caption in "
+                        f"{files.agreeing(len(uncaptioned), 'has')} no caption in "
                         f"{train_dir} (first: {uncaptioned[0].name} is missing), so "
                         "sd-scripts would caption them with the trigger alone: run prepare "
                         f"again (`medsynth-kohya prepare SOURCE --out {prepared}`)")
@@ -715,8 +715,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if unlisted:  # trained on by sd-scripts, but neither counted nor checked for near-copies
         raise UserError(f"{files.counted(len(unlisted), 'image')} in {train_dir} that "
                         f"{data.manifest.name} does not list would be trained on (first: "
-                        f"{unlisted[0].name}): move {'it' if len(unlisted) == 1 else 'them'} "
-                        f"out of {train_dir}, or add {'it' if len(unlisted) == 1 else 'them'} "
+                        f"{unlisted[0].name}): move {files.agreeing(len(unlisted), 'it')} "
+                        f"out of {train_dir}, or add {files.agreeing(len(unlisted), 'it')} "
                         "to your source and run prepare again")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
