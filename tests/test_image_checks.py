@@ -256,6 +256,22 @@ def test_a_photo_with_one_grey_pixel_row_at_the_bottom_is_whole(tmp_path: Path) 
     assert _reason(tmp_path, data) == ""
 
 
+def test_a_whole_photo_ending_in_a_block_row_of_fill_grey_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Padding the grey of libjpeg's fill is a valid photo: the decoder says nothing of it, so
+    it is kept; only where the decoder's lines cannot be heard is the band taken as missing."""
+    from medsynth_kohya.data import measure
+
+    photo = lesion_image(640, 480, hairy=False, seed=3).copy()
+    photo[-16:] = 128
+    data = _jpeg(photo, cv2.IMWRITE_JPEG_QUALITY, 95)
+    assert (_decoded(data)[-8:] == 128).all()
+    assert _reason(tmp_path, data) == ""
+    assert _reason(tmp_path, data[:len(data) // 2] + b"\xff\xd9") == "truncated"
+    monkeypatch.setattr(measure, "HEARS_DECODERS", False)
+    assert _reason(tmp_path, data) == "truncated"
+
+
 def test_a_large_jpeg_missing_only_its_last_block_row_is_truncated(tmp_path: Path) -> None:
     """Decoded at 1/8 scale, the missing block row is one pixel row of grey."""
     width, height = 6400, 960

@@ -238,7 +238,7 @@ def scan(path: str, hair: HairMode) -> Scan:
     import numpy as np
 
     from medsynth_kohya.data import hair as detector
-    from medsynth_kohya.data.measure import decoders_said, measure, pixel_size
+    from medsynth_kohya.data.measure import HEARS_DECODERS, decoders_said, measure, pixel_size
 
     try:
         data = Path(path).read_bytes()
@@ -274,9 +274,10 @@ def scan(path: str, hair: HairMode) -> Scan:
     if image is None or image.size == 0:
         why = failure or next(iter(said), "")
         return Scan(f"undecodable ({why})" if why else "undecodable")
-    if kind == "jpeg" and _grey_filled(image, max(width, height)):
-        return Scan("truncated")
     filled = _filled_in(said) if kind == "jpeg" else None
+    if kind == "jpeg" and (filled or not HEARS_DECODERS) and _grey_filled(image,
+                                                                         max(width, height)):
+        return Scan("truncated")  # a valid photo may end in that grey, without the decoder's line
     if filled:
         words = filled.removeprefix(f"{_CORRUPT}: ")
         return Scan(f"corrupt JPEG data: {words[:1].lower()}{words[1:]}")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     from cv2.typing import MatLike
 
-VERSION = 17
+VERSION = 18
 """Changes whenever a measurement would give other figures (or the scan finds more, such as
 a PNG's transparency, what Pillow refuses, or what the JPEG decoder fills in), so cached scans
 are redone."""
@@ -120,6 +120,10 @@ def pixel_size(source: str | Path | bytes) -> tuple[int, int] | None:
     return (int(width), int(height)) if width > 0 and height > 0 else None
 
 
+HEARS_DECODERS = os.name == "posix"
+"""Whether `decoders_said` can catch the decoders' lines here (a pipe on fd 2)."""
+
+
 @contextmanager
 def decoders_said() -> Iterator[list[str]]:
     """The lines C libraries (libjpeg, libpng) write straight to the process's stderr in the
@@ -129,7 +133,7 @@ def decoders_said() -> Iterator[list[str]]:
     Elsewhere than POSIX the lines go to the terminal and none are returned. Stderr is the
     caller's again however the block ends (closed again, where it was closed: 2>&-)."""
     said: list[str] = []
-    if os.name != "posix":
+    if not HEARS_DECODERS:
         yield said
         return
     import fcntl
