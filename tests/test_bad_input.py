@@ -181,7 +181,8 @@ def test_foreign_out_is_refused_without_force(runner: CliRunner, isic2020: Synth
 @pytest.mark.parametrize(("content", "needle"), [
     (None, "does not exist"),
     (b"", "cannot be read"),
-    (b"x,y\n1,2\n", "no column id, source"),
+    (b"x,y\n1,2\n", "no column id or caption"),
+    (b"id,y\n1,2\n", "no column source, patient_id"),
     (b'"a,b\n"c', "is not a manifest written by prepare"),
     (b"\xff\xfe\x00\x81" * 64, "cannot be read"),
 ])

@@ -585,8 +585,8 @@ def test_query_narrows_the_rows_drawn(runner: CliRunner, run: Path, fake_gen: Fa
         _planned(run, out, fake_gen, n=2, like=download / "metadata.csv")
     assert str(caught.value) == (
         f"{download / 'metadata.csv'} is not a manifest written by prepare (no column id or "
-        "caption): give the manifest.csv in the folder `medsynth-kohya prepare SOURCE --out "
-        "DATA` wrote")
+        "caption): give the manifest.csv that prepare wrote, or run `medsynth-kohya prepare` "
+        "to write it again")
     shutil.copytree(prepared, tmp_path / "copy")  # a prepared folder that lost its manifest
     (tmp_path / "copy" / "manifest.csv").unlink()
     with pytest.raises(UserError, match=f"--like {tmp_path / 'copy' / 'manifest.csv'} does "

@@ -63,8 +63,12 @@ blueprint = config_util.BlueprintGenerator(sanitizer).generate(user_config, args
 group, validation = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
 sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, group, validation)
 loaded = train_util.load_prompts(prompts)
+subset = group.datasets[0].subsets[0]
 print("RESULT" + json.dumps({"learning_rate": args.learning_rate,
                              "caption_extension": args.caption_extension,
+                             "shuffle_caption": subset.shuffle_caption,
+                             "keep_tokens": subset.keep_tokens,
+                             "enable_bucket": group.datasets[0].enable_bucket,
                              "output_dir": args.output_dir, "prompts": len(loaded),
                              "images": group.datasets[0].num_train_images}))
 """
@@ -120,3 +124,23 @@ def test_sd_scripts_loads_every_rendered_preset(isic2020: SyntheticSet, tmp_path
     assert payload["caption_extension"] == ".txt"
     assert payload["output_dir"] == str((tmp_path / "run" / "output").resolve())
     assert payload["prompts"] >= 1 and payload["images"] == 2 * len(result.manifest)
+
+
+def test_sd_scripts_trains_with_the_dataset_options_a_run_sets(
+        isic2020: SyntheticSet, tmp_path: Path, sd_scripts: Path, sd_python: str) -> None:
+    """--set shuffle_caption, keep_tokens and enable_bucket reach sd-scripts' dataset, which
+    takes the dataset config's values over the config file's."""
+    result = prepare(isic2020.root, tmp_path / "out", options=PrepareOptions(repeats=2),
+                     workers=1)
+    run = train(result.out, "t4-16gb", run_dir=tmp_path / "run", dry_run=True,
+                detect=lambda: [], sd_scripts=sd_scripts,
+                overrides=["shuffle_caption=true", "cache_text_encoder_outputs=false",
+                           "keep_tokens=2", "enable_bucket=false"])
+    loaded = _load(sd_scripts, sd_python, run.config, run.dataset_config, run.sample_prompts,
+                   code=_TRAINING)
+    if loaded.returncode == 3:
+        pytest.skip(f"sd-scripts' dependencies are not importable: {loaded.stdout.strip()}")
+    assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-3000:]
+    payload = json.loads(loaded.stdout.split("RESULT", 1)[1])
+    assert (payload["shuffle_caption"], payload["keep_tokens"], payload["enable_bucket"]) == (
+        True, 2, False)

@@ -70,6 +70,49 @@ def test_overrides_are_rendered_and_parsed_back(prepared: Path, tmp_path: Path) 
     assert "lr_warmup_steps" not in flat
 
 
+DATASET_SETS = ["shuffle_caption=true", "cache_text_encoder_outputs=false", "keep_tokens=2",
+                "enable_bucket=false", "bucket_no_upscale=true", "min_bucket_reso=256",
+                "max_bucket_reso=1024", "bucket_reso_steps=32"]
+"""--set options sd-scripts would take from the dataset config over the config file."""
+
+
+def test_options_the_dataset_config_sets_follow_the_run_not_its_defaults(
+        prepared: Path, tmp_path: Path) -> None:
+    """sd-scripts prefers the dataset config's shuffle_caption, keep_tokens and bucket keys to
+    its config file's: a preset's or --set value is written there too."""
+    result = train(prepared, "t4-16gb", overrides=DATASET_SETS, run_dir=tmp_path / "run",
+                   dry_run=True, detect=lambda: [])
+    dataset = toml.load(result.dataset_config)
+    assert dataset["general"] == {"caption_extension": ".txt", "shuffle_caption": True,
+                                  "keep_tokens": 2}
+    assert {key: dataset["datasets"][0][key] for key in (
+        "enable_bucket", "bucket_no_upscale", "min_bucket_reso", "max_bucket_reso",
+        "bucket_reso_steps")} == {"enable_bucket": False, "bucket_no_upscale": True,
+                                  "min_bucket_reso": 256, "max_bucket_reso": 1024,
+                                  "bucket_reso_steps": 32}
+    steps = train(prepared, "t4-16gb", overrides=["bucket_reso_steps=32", "resolution=768"],
+                  run_dir=tmp_path / "steps", dry_run=True, detect=lambda: [])
+    buckets = toml.load(steps.dataset_config)["datasets"][0]
+    assert (buckets["min_bucket_reso"], buckets["max_bucket_reso"]) == (384, 1536)
+    plain = toml.load(train(prepared, "t4-16gb", run_dir=tmp_path / "plain", dry_run=True,
+                            detect=lambda: []).dataset_config)
+    assert plain["general"] == {"caption_extension": ".txt", "shuffle_caption": False,
+                                "keep_tokens": 0}
+    assert (plain["datasets"][0]["enable_bucket"], plain["datasets"][0]["min_bucket_reso"],
+            plain["datasets"][0]["max_bucket_reso"]) == (True, 512, 2048)
+
+
+def test_dataset_repeats_is_refused_as_the_prepared_folder_decides_it(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "t4-16gb", "--run-dir",
+                             tmp_path / "run", "--dry-run", "--set", "dataset_repeats=5")
+    assert code == 1 and " ".join(stderr.split()) == (
+        "Error: --set dataset_repeats does not reach a prepared folder: its images repeat as the "
+        "class folder's name says (img/<R>_<class>); choose R with `medsynth-kohya prepare "
+        "--repeats R` (or --target-steps)"), stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_dataset_and_prompts_follow_the_prepared_folder(prepared: Path, tmp_path: Path) -> None:
     result = train(prepared, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
     dataset = toml.load(result.dataset_config)

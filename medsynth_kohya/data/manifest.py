@@ -114,10 +114,10 @@ def _read(path: Path, digest: hashlib._Hash | None) -> pd.DataFrame:
     except (OSError, ValueError) as exc:  # pandas' parser and empty-file errors are ValueErrors
         raise UserError(f"manifest {path} cannot be read ({_first_line(exc)}); {again}") from None
     missing = [column for column in COLUMNS if column not in (*frame.columns, *OPTIONAL)]
-    if {"id", "caption"} <= set(missing) and path.name != "manifest.csv":  # another CSV
+    if {"id", "caption"} <= set(missing):  # another CSV, an ISIC download's metadata say
         raise UserError(f"{path} is not a manifest written by prepare (no column id or "
-                        "caption): give the manifest.csv in the folder `medsynth-kohya prepare "
-                        "SOURCE --out DATA` wrote")
+                        "caption): give the manifest.csv that prepare wrote, or "
+                        f"{again}")
     if missing:
         raise UserError(f"{path} is not a manifest written by prepare (no column "
                         f"{', '.join(missing)}); {again}")

@@ -73,18 +73,31 @@ def bucket_range(resolution: int, step: int = BUCKET_STEP) -> tuple[int, int]:
     return low, high
 
 
+DATASET_OPTIONS: dict[str, Any] = {
+    "caption_extension": ".txt", "shuffle_caption": False, "keep_tokens": 0,
+    "enable_bucket": True, "bucket_no_upscale": False, "bucket_reso_steps": BUCKET_STEP,
+    "min_bucket_reso": None, "max_bucket_reso": None}
+"""The training options the dataset config sets, with its values (None: from the resolution):
+sd-scripts takes a dataset config's over the config file's, so a run's own are written here."""
+
+
 def dataset_config(image_dir: Path, *, repeats: int, class_tokens: str,
-                   resolution: int | tuple[int, int], batch_size: int) -> dict[str, Any]:
-    """An sd-scripts `--dataset_config` for one folder of captioned images."""
+                   resolution: int | tuple[int, int], batch_size: int,
+                   options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An sd-scripts `--dataset_config` for one folder of captioned images; `options` (a run's
+    training options) give the DATASET_OPTIONS they set."""
     width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
-    low = bucket_range(min(width, height))[0]
-    high = bucket_range(max(width, height))[1]
+    given = {key: value for key, value in (options or {}).items() if key in DATASET_OPTIONS}
+    values = {**DATASET_OPTIONS, **given}
+    step = int(values["bucket_reso_steps"])
+    if values["min_bucket_reso"] is None:
+        values["min_bucket_reso"] = bucket_range(min(width, height), step)[0]
+    if values["max_bucket_reso"] is None:
+        values["max_bucket_reso"] = bucket_range(max(width, height), step)[1]
     return render("dataset.toml", {
+        **values,
         "resolution": [width, height],
         "batch_size": batch_size,
-        "min_bucket_reso": low,
-        "max_bucket_reso": high,
-        "bucket_reso_steps": BUCKET_STEP,
         "image_dir": str(image_dir),
         "num_repeats": repeats,
         "class_tokens": class_tokens,

@@ -266,6 +266,10 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
     options = presets.flatten(document)
     errors = (_unset_errors(preset, changes, options) + sdopts.check(SCRIPT, options)
               + checks.config_errors(options, sd_dir, python))
+    if "dataset_repeats" in changes:  # sd-scripts takes the dataset config's num_repeats
+        errors.append("--set dataset_repeats does not reach a prepared folder: its images repeat "
+                      "as the class folder's name says (img/<R>_<class>); choose R with "
+                      "`medsynth-kohya prepare --repeats R` (or --target-steps)")
     found_gpus = [] if preset.device == "cpu" else detect()
     processes = _processes(preset, gpus, found_gpus)
     if preset.device == "cpu":
@@ -729,7 +733,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     size = checks.resolution(options.get("resolution", "1024,1024")) or (1024, 1024)
     dataset = render.dataset_config(
         train_dir.resolve(), repeats=repeats, class_tokens=str(state.trigger),
-        resolution=size, batch_size=int(options.get("train_batch_size", 1)))
+        resolution=size, batch_size=int(options.get("train_batch_size", 1)), options=options)
     config_path, dataset_path = folder.config, folder.dataset_config
     prompts_path = folder.sample_prompts
 
