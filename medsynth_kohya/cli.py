@@ -331,7 +331,7 @@ def demo(
         log = f" (log: {training.log})" if training.log else ""
         fix = "" if training.status == "interrupted" else "see the log, then "
         ui.error(f"training {training.status}: {training.message}{log}; {fix}run the same "
-                 "demo again to go on from its last saved state")
+                 "demo again to go on from its last saved state (or over, if it saved none)")
         raise typer.Exit(130 if training.status == "interrupted" else 1)
 
 

@@ -163,7 +163,8 @@ def test_a_demo_whose_training_did_not_finish_exits_non_zero_saying_so(
     assert said.endswith(f"Error: training {status}: sd-scripts exited with 1 (log: "
                          f"{tmp_path / 'demo' / 'run' / 'train.log'}); "
                          f"{'' if status == 'interrupted' else 'see the log, then '}run the "
-                         "same demo again to go on from its last saved state"), said
+                         "same demo again to go on from its last saved state (or over, if it "
+                         "saved none)"), said
 
 
 def test_a_demo_that_trained_for_real_goes_on_from_its_run(tmp_path: Path) -> None:
@@ -172,17 +173,50 @@ def test_a_demo_that_trained_for_real_goes_on_from_its_run(tmp_path: Path) -> No
     record, or none, starts afresh."""
     import json
 
-    from medsynth_kohya.pipeline.demo import _trained
+    from medsynth_kohya.pipeline.demo import AFRESH, OVER, RESUME, _earlier
+    from medsynth_kohya.sdscripts import launch
 
     run = tmp_path / "run"
-    assert not _trained(tmp_path)
+    assert _earlier(tmp_path, "melanoma") == AFRESH
     run.mkdir()
-    for status, trained in (("dry-run", False), ("succeeded", True), ("interrupted", True),
-                            ("failed", True)):
+    for status, how in (("dry-run", AFRESH), ("succeeded", RESUME), ("running", RESUME),
+                        ("interrupted", OVER), ("failed", OVER)):
         (run / "run.json").write_text(json.dumps({"status": status}), encoding="utf-8")
-        assert _trained(tmp_path) is trained, status
+        assert _earlier(tmp_path, "melanoma") == how, status
+    state = run / "output" / "melanoma-step00000100-state"
+    state.mkdir(parents=True)
+    (state / "train_state.json").write_text(json.dumps({"current_step": 100}), encoding="utf-8")
+    (state / launch.STATE_WRITTEN_LAST).write_bytes(b"")
+    assert _earlier(tmp_path, "melanoma") == RESUME
     (run / "run.json").write_text("{oops", encoding="utf-8")
-    assert not _trained(tmp_path)
+    assert _earlier(tmp_path, "melanoma") == AFRESH
+
+
+def test_a_demo_stopped_before_its_first_save_trains_over_when_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's run saves once, at its end: one stopped or failed before that left nothing
+    to resume, and every re-run was refused ('no saved training state … --resume --force',
+    options demo lacks)."""
+    from medsynth_kohya.pipeline import demo
+
+    from .fake_gen import PYTHON, install_gpus, make_fake_gen
+
+    fake = make_fake_gen(tmp_path / "fake", monkeypatch)
+    install_gpus(fake, tmp_path / "fake", monkeypatch, 1)
+    monkeypatch.setenv("MEDSYNTH_SD_SCRIPTS", str(fake.sd_scripts))
+    monkeypatch.setenv("MEDSYNTH_SD_PYTHON", PYTHON)
+    monkeypatch.setattr(demo, "base_model_cached", lambda *_: True)
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    out = tmp_path / "demo"
+    assert demo.run_demo(out, n=8, workers=1).training.status == "failed"
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    again = demo.run_demo(out, n=8, workers=1)
+    assert again.training.status == "succeeded", again.training.message
+    assert again.training.warnings[0] == (f"the earlier training in {out / 'run'} stopped "
+                                          "before it saved a state to go on from: it started "
+                                          "over")
+    assert (out / "run" / "output" / "melanoma.safetensors").is_file()
+    assert demo.run_demo(out, n=8, workers=1).training.status == "succeeded"
 
 
 def test_a_demo_run_again_reuses_its_scans_and_drops_photos_of_another_n(

@@ -16,7 +16,7 @@ from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult, Progress,
 from medsynth_kohya.data.synth import SyntheticSet, is_synthetic_set, make_dataset
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
-from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts import checkout, launch
 from medsynth_kohya.sdscripts.launch import StepProgress
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import RunFolder
@@ -80,13 +80,18 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
         gpus = detect()
         missing = _missing_for_training(gpus)
         real = not missing
-        going_on = real and _trained(out)
+        earlier = _earlier(out, str(prepared.options.class_name)) if real else AFRESH
+        going_on = earlier == RESUME
         training = train(prepared.out, None if going_on else PRESET, run_dir=out / "run",
-                         dry_run=not real, resume=going_on, detect=lambda: gpus,
-                         on_progress=on_step)
+                         dry_run=not real, resume=going_on, force=earlier == OVER,
+                         detect=lambda: gpus, on_progress=on_step)
     if gpus and missing:  # a GPU machine that only plans: say why
         training = replace(training, warnings=(
             *training.warnings, f"not training on this GPU machine: {missing}"))
+    if earlier == OVER:
+        training = replace(training, warnings=(
+            f"the earlier training in {out / 'run'} stopped before it saved a state to go on "
+            "from: it started over", *training.warnings))
     return DemoResult(synthetic, prepared, training)
 
 
@@ -111,11 +116,22 @@ def _drop_stale_photos(synthetic: SyntheticSet) -> None:
             photo.unlink()
 
 
-def _trained(out: Path) -> bool:
-    """Whether an earlier demo trained for real in OUT/run (finished or not): a re-run goes
-    on from it (or, when it finished, says so) instead of refusing the folder."""
+AFRESH, RESUME, OVER = "afresh", "resume", "over"
+"""How a demo trains after an earlier one: as a new run (none trained for real), going on
+from it, or over again in its place (it stopped before saving a state)."""
+
+
+def _earlier(out: Path, name: str) -> str:
+    """How to train after what an earlier demo left in OUT/run: a run that trained for real
+    goes on (or, when it finished, says so) instead of refusing the folder; one stopped before
+    its first save (the demo's run saves once, at its end) starts over."""
+    folder = RunFolder(out / "run")
     try:
-        status = RunFolder(out / "run").load().status
+        status = folder.load().status
     except (OSError, ValueError):
-        return False
-    return status not in (None, "dry-run")
+        return AFRESH
+    if status in (None, "dry-run"):
+        return AFRESH
+    if status in ("succeeded", "running") or launch.latest_state(folder.output, name):
+        return RESUME  # "running": left by a process that died; train says so and goes on
+    return OVER
