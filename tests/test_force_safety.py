@@ -98,11 +98,19 @@ def test_resume_keeps_the_runs_own_preset_overrides_and_data(
                               "--set save_every_n_steps=2") in said, said
         assert checksums(run) == before
 
-    copy = tmp_path / "copy"
+    copy = tmp_path / "copy"  # the folder moved or copied (Drive): the same manifest resumes
     shutil.copytree(prepared, copy)
-    code, _, stderr = invoke(runner, "train", copy, "--run-dir", run, "--resume", *tools)
-    assert code == 1 and f"trained on {prepared.resolve()}, not {copy}" in " ".join(
-        stderr.split())
+    code, stdout, stderr = invoke(runner, "train", copy, "--run-dir", run, "--resume",
+                                  "--dry-run", *tools)
+    assert code == 0 and "melanoma-step00000002-state" in stdout, stdout + stderr
+    assert checksums(run) == before
+    changed = tmp_path / "changed"  # another prepared folder is not the run's
+    shutil.copytree(prepared, changed)
+    with (changed / "manifest.csv").open("a", encoding="utf-8") as manifest:
+        manifest.write("\n")
+    code, _, stderr = invoke(runner, "train", changed, "--run-dir", run, "--resume", *tools)
+    assert code == 1 and (f"trained on {prepared.resolve()}, not {changed} (its manifest.csv "
+                          "differs)") in " ".join(stderr.split()), stderr
 
     code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
                                   *started, *tools)

@@ -630,9 +630,12 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
                         "it with those: leave out --preset and --set (or give the same), or "
                         "start a new run in another --run-dir")
     dataset = previous.dataset
-    if dataset is not None and dataset.prepared != str(prepared.resolve()):
-        raise UserError(f"{run_dir} trained on {dataset.prepared}, not {prepared}: resume it "
-                        f"with that folder, or train {prepared} in another --run-dir")
+    if dataset is not None and dataset.prepared != str(prepared.resolve()) and not (
+            dataset.manifest_sha256 and data.manifest.is_file()
+            and files.sha256(data.manifest) == dataset.manifest_sha256):  # moved or copied
+        raise UserError(f"{run_dir} trained on {dataset.prepared}, not {prepared} (its "
+                        "manifest.csv differs): resume it with that folder, or train "
+                        f"{prepared} in another --run-dir")
     if previous.prepared_again():
         raise UserError(f"{prepared} was prepared again since {run_dir} started (its "
                         "manifest.csv changed), so a resumed run would train on other "
