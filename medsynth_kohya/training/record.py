@@ -17,6 +17,7 @@ rendered, and at the end; `push` appends to `pushes`. Keys a newer version wrote
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -316,6 +317,19 @@ class RunFolder:
     def save(self, record: RunRecord) -> None:
         """Write the record atomically."""
         files.write_json(self.record_file, record.to_dict())
+
+    def set_aside(self, stamp: str, record: bytes | None) -> Path:
+        """Move output/ to output.replaced-STAMP with the run's `record` (as read before a new
+        run replaced it), config files and log beside its LoRAs, so a run started over
+        (--force) keeps how they were made."""
+        kept = self.path / f"output.replaced-{stamp}"
+        self.output.rename(kept)
+        if record is not None:
+            (kept / RECORD_FILE).write_bytes(record)
+        for path in (*self.training_files, self.accelerate_config, self.log):
+            if path.is_file():
+                shutil.copy2(path, kept / path.name)
+        return kept
 
     def add_push(self, entry: dict[str, Any]) -> None:
         """Append a push to the record (atomically; the uploaded copy leaves `pushes` out)."""

@@ -694,6 +694,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     continues = resume and not force
     """Whether training goes on from the run's saved state; --resume --force starts it over."""
     died, started = _died(previous) if continues else None, _now()
+    earlier = (folder.record_file.read_bytes()  # kept with the outputs --force sets aside
+               if force and not continues and folder.exists() else None)
     if not dry_run:  # the record exists from the first moment: status, process, start
         folder.save(replace(previous if resume else RunRecord(), tool=TOOL, version=__version__,
                             preset=preset.name, status="running", pid=os.getpid(),
@@ -796,7 +798,9 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         return result
     # every check has passed: only now do the earlier outputs move and the files change
     if output.is_dir() and not dry_run and not continues:
-        output.rename(run_dir / f"output.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+        kept = folder.set_aside(f"{datetime.now():%Y%m%d-%H%M%S}", earlier)
+        warnings.insert(0, f"--force: the earlier run's LoRAs, states and record are kept in "
+                        f"{kept}")
     run_dir.mkdir(parents=True, exist_ok=True)
     render.write_toml(document, config_path)
     render.write_toml(dataset, dataset_path)
