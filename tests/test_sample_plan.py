@@ -267,3 +267,14 @@ def test_set_may_change_but_not_remove_what_applies_the_lora(key: str) -> None:
     with pytest.raises(UserError, match=rf"^--set {key}= would generate without the LoRA"):
         parse_overrides([f"{key}="])
     assert parse_overrides(["network_mul=0.8"]) == {"network_mul": [0.8]}
+
+
+def test_an_array_mixing_whole_numbers_and_decimals_is_read_as_numbers() -> None:
+    """toml 0.10.2 refuses `[1, 0.5]`, valid TOML: it was kept as the text "[1, 0.5]" and then
+    refused as 'must be a TOML array of numbers'."""
+    from medsynth_kohya.sampling.generator import parse_overrides
+    from medsynth_kohya.training.train import parse_overrides as train_overrides
+
+    assert parse_overrides(["network_mul=[1, 0.5]"]) == {"network_mul": [1.0, 0.5]}
+    assert train_overrides(["text_encoder_lr=[1, 5e-5]", "network_args=[\"a=1\", 2]"]) == {
+        "text_encoder_lr": [1.0, 5e-5], "network_args": "[\"a=1\", 2]"}

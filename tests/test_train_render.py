@@ -113,6 +113,15 @@ def test_dataset_repeats_is_refused_as_the_prepared_folder_decides_it(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_mixed_number_array_is_rendered_as_sd_scripts_reads_it(prepared: Path,
+                                                                  tmp_path: Path) -> None:
+    """sd-scripts reads its config with toml 0.10.2, which refuses arrays of mixed number
+    kinds: the rendered array holds decimals only and parses back."""
+    result = train(prepared, "t4-16gb", overrides=["text_encoder_lr=[1, 5e-5]"],
+                   run_dir=tmp_path / "run", dry_run=True, detect=lambda: [])
+    assert _flat(result.config)["text_encoder_lr"] == [1.0, 5e-5]
+
+
 def test_dataset_and_prompts_follow_the_prepared_folder(prepared: Path, tmp_path: Path) -> None:
     result = train(prepared, "cpu-smoke", run_dir=tmp_path / "run", dry_run=True)
     dataset = toml.load(result.dataset_config)

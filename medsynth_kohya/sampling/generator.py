@@ -14,7 +14,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.outputs import local_name
 from medsynth_kohya.sampling import prompts
-from medsynth_kohya.sdscripts import checkout, checks, launch, sdopts
+from medsynth_kohya.sdscripts import checkout, checks, launch, render, sdopts
 from medsynth_kohya.training.record import RunRecord
 
 SCRIPT = "sdxl_gen_img"
@@ -38,8 +38,6 @@ in the sd-scripts folder, must see them."""
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """`--set key=value` for sdxl_gen_img.py: TOML values (else text); empty removes the key;
     a single value for a many-valued option becomes a one-item list."""
-    import toml
-
     options = sdopts.load(SCRIPT)
     parsed: dict[str, Any] = {}
     for item in items:
@@ -59,10 +57,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not text:
             parsed[key] = None
             continue
-        try:
-            value: Any = toml.loads(f"value = {text}")["value"]
-        except toml.TomlDecodeError:
-            value = text
+        value = render.value(text)
         option = options.get(key)
         if option is not None and option.nargs in ("*", "+") and not isinstance(value, list):
             value = [value]

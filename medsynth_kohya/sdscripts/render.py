@@ -6,6 +6,7 @@ value of `name` (so integers stay integers), and a key whose value is None is dr
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,26 @@ def dumps(document: Mapping[str, Any]) -> str:
     import tomli_w
 
     return tomli_w.dumps(document)
+
+
+def value(text: str) -> Any:
+    """A `--set` value read as TOML (1e-4, true, "x", [..]), else the text itself. An array of
+    numbers that mixes whole numbers and decimals, which sd-scripts' reader (toml 0.10.2)
+    refuses, is read as all decimals, as sd-scripts uses them."""
+    import toml
+
+    try:
+        return toml.loads(f"value = {text}")["value"]
+    except toml.TomlDecodeError as exc:
+        if not str(exc).startswith("Not a homogeneous array"):
+            return text
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return text
+    numbers = isinstance(items, list) and all(
+        isinstance(item, (int, float)) and not isinstance(item, bool) for item in items)
+    return [float(item) for item in items] if numbers else text
 
 
 def write_toml(document: Mapping[str, Any], path: Path) -> None:

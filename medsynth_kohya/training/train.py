@@ -97,8 +97,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
     An empty value (`vae=`) removes the key.
     """
-    import toml
-
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -113,10 +111,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not text:
             parsed[key] = None
             continue
-        try:
-            parsed[key] = toml.loads(f"value = {text}")["value"]
-        except toml.TomlDecodeError:
-            parsed[key] = text
+        parsed[key] = render.value(text)
     return {key: _as_resolution(value) if key == "resolution" else value
             for key, value in parsed.items()}
 
