@@ -312,3 +312,31 @@ def test_a_folder_whose_re_run_was_interrupted_is_refused_until_it_is_finished(
         assert code == 0, stdout + stderr
     assert 'class_tokens = "zzz"' in (prepared / "dataset.toml").read_text(encoding="utf-8")
     assert len(load_real(prepared).training)
+
+
+@pytest.mark.parametrize("name", ["dataset.toml", "manifest.csv"])
+def test_a_dataset_toml_or_manifest_edited_by_hand_is_kept_unless_force(
+        runner: CliRunner, tmp_path: Path, isic2020: SyntheticSet, name: str) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    edited = out / name
+    written = edited.read_text(encoding="utf-8")
+    edit = ("shuffle_caption = false", "shuffle_caption = true") if name == "dataset.toml" \
+        else ("\n", ",my note\n")
+    assert edit[0] in written
+    edited.write_text(written.replace(edit[0], edit[1], 1), encoding="utf-8")
+    before = checksums(out)
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    message = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stderr + stdout
+    assert len(stderr.strip().splitlines()) == 1
+    assert f"{edited} was changed since prepare wrote it" in message
+    assert "pass --force to replace it" in message
+    assert ("renders its own RUN/dataset.toml" in message) == (name == "dataset.toml")
+    assert checksums(out) == before
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, "--force")
+    assert code == 0, stderr
+    assert edited.read_text(encoding="utf-8") == written
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr

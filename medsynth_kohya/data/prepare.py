@@ -298,12 +298,10 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
             raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write "
                             f"and would replace; move them out of {out} or choose another "
                             "--out, and run this again")
-    edited = [] if force else _edited(out, placed)
+    outputs = [] if force else PreparedFolder(out).edited_outputs()
+    edited = [*outputs, *([] if force else _edited(out, placed))]
     if edited:
-        raise EditedLayout(f"{files.counted(len(edited))} that prepare wrote under {out} "
-                           f"{files.agreeing(len(edited), 'was')} changed since (first: "
-                           f"{edited[0]}); a re-run would replace them: copy them elsewhere, "
-                           "or pass --force to replace them", edited)
+        raise EditedLayout(_edited_message(out, edited, outputs), edited)
     foreign = _foreign_layout_files(out, placed.owned)
     trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
                and not p.name.startswith(".")  # sd-scripts' glob passes hidden files over
@@ -316,6 +314,27 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
         return [f"kept as found: {files.counted(len(foreign))} under {out} that prepare did "
                 f"not write (first: {foreign[0]})"]
     return []
+
+
+def _edited_message(out: Path, edited: Sequence[Path], outputs: Sequence[Path]) -> str:
+    """Why a re-run is refused: the files prepare wrote that were edited since, the prepared
+    folder's own files (manifest.csv, dataset.toml) named first, and what --force does."""
+    them = files.agreeing(len(edited), "it")
+    if outputs:
+        layout_files = len(edited) - len(outputs)
+        said = (f"{' and '.join(str(path) for path in outputs)} "
+                f"{files.agreeing(len(outputs), 'was')} changed since prepare wrote "
+                f"{files.agreeing(len(outputs), 'it')}"
+                + (f" (and {files.counted(layout_files)} under img/ or val/)"
+                   if layout_files else ""))
+    else:
+        said = (f"{files.counted(len(edited))} that prepare wrote under {out} "
+                f"{files.agreeing(len(edited), 'was')} changed since (first: {edited[0]})")
+    unused = ("; `medsynth-kohya train` does not read it either way: it renders its own "
+              "RUN/dataset.toml from its preset and --set (this one is for running sd-scripts "
+              "yourself)" if PreparedFolder(out).dataset_config in outputs else "")
+    return (f"{said}; a re-run would replace {them}: copy {them} elsewhere, or pass --force "
+            f"to replace {them}{unused}")
 
 
 def _edited(out: Path, placed: _Placed) -> list[Path]:

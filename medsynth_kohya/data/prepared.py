@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shlex
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,9 @@ class PreparedState:
     recorded."""
     licence_columns: tuple[str, ...] | None = None
     """The sources.LICENCE_COLUMNS the metadata has (None: not recorded, an older prepare)."""
+    written_sha256: dict[str, str] = field(default_factory=dict)
+    """The sha256 of manifest.csv and dataset.toml, by name, as prepare wrote them (empty: not
+    recorded, an older prepare): what tells a hand edit a re-run would replace."""
 
     @property
     def origin(self) -> str | None:
@@ -105,6 +108,7 @@ class PreparedState:
         metadata = source.get("metadata")
         agreement = data.get("hair_agreement")
         licences = source.get("licence_columns")
+        written = data.get("written")
         return cls(options=dict(data.get("options", {})), diagnosis=_text(data.get("diagnosis")),
                    diagnosis_recorded="diagnosis" in data,
                    source_metadata=Path(str(metadata)) if metadata else None,
@@ -113,7 +117,9 @@ class PreparedState:
                    hair_agreement=agreement if isinstance(agreement, dict) else None,
                    source_kind=_text(source.get("kind")),
                    licence_columns=tuple(map(str, licences)) if isinstance(licences, list)
-                   else None)
+                   else None,
+                   written_sha256={str(name): str(digest) for name, digest in written.items()}
+                   if isinstance(written, dict) else {})
 
 
 def _nfc(name: str) -> str:
@@ -218,6 +224,25 @@ class PreparedFolder:
                       if path.suffix in render.IMAGE_SUFFIXES and not path.name.startswith(".")
                       and _nfc(path.name) not in listed and not path.is_dir())
 
+    @property
+    def outputs(self) -> tuple[Path, Path]:
+        """The files prepare writes beside the layout that a user may edit by hand."""
+        return self.manifest, self.dataset_config
+
+    def edited_outputs(self) -> list[Path]:
+        """Those of `outputs` changed since prepare wrote them (their sha256 is not the one its
+        state recorded), which a re-run would replace; none where no sha256 was recorded, the
+        state is unreadable, or a run was interrupted (it may have rewritten them itself)."""
+        if self.unfinished_file.exists():
+            return []
+        try:
+            recorded = PreparedState.from_dict(json.loads(self.state_file.read_text(
+                encoding="utf-8"))).written_sha256
+        except (OSError, ValueError):
+            return []
+        return [path for path in self.outputs if path.name in recorded and path.is_file()
+                and files.sha256(path) != recorded[path.name]]
+
     def state_if_any(self) -> PreparedState | None:
         """The state, None when the folder was not prepared; a UserError when its last
         prepare run was interrupted."""
@@ -239,6 +264,8 @@ class PreparedFolder:
                               "link": options.link.value,
                               "columns": dict(options.columns)},
                   "diagnosis": diagnosis,
+                  "written": {path.name: files.sha256(path) for path in self.outputs
+                              if path.is_file()},
                   "hair_agreement": None if agreement is None else {
                       **asdict(agreement), "accuracy": round(agreement.accuracy, 4)}}
         files.write_json(self.state_file, record, sort_keys=True)
