@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.measure import TONES
-from medsynth_kohya.data.prepare import CACHE_FILE
+from medsynth_kohya.data.prepare import CACHE_FILE, PrepareOptions, prepare
 from medsynth_kohya.data.prepared import STATE_DIR
 from medsynth_kohya.data.synth import SyntheticSet
 
@@ -100,3 +100,37 @@ def test_a_misspelt_column_is_named_with_the_closest(runner: CliRunner, archive:
                                                      tmp_path: Path) -> None:
     line = _refused(runner, archive, tmp_path / "out", 'sexx == "male"')
     assert "sexx is neither a column nor a measurement" in line and "closest: sex" in line
+
+
+def _ages(made: SyntheticSet, ages: list[str]) -> list[str]:
+    """Give `made`'s rows these age_approx values (the rest blank); returns the ids in order."""
+    frame = pd.read_csv(made.metadata, dtype=str, keep_default_na=False)
+    frame["age_approx"] = [*ages, *[""] * (len(frame) - len(ages))][:len(frame)]
+    frame.to_csv(made.metadata, index=False)
+    return list(frame["image_name"])
+
+
+def test_an_age_column_with_words_is_compared_as_its_numbers(isic2020: SyntheticSet,
+                                                            tmp_path: Path) -> None:
+    ids = _ages(isic2020, ["unknown", "85+", "100", "55.0", "45", "70,0"])
+    result = prepare(isic2020.root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(query="age_approx > 50"))
+    assert sorted(result.manifest["id"]) == sorted([ids[2], ids[3]])
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ('age_approx > "50"', "--query 'age_approx > \"50\"' orders age_approx against the text "
+     "\"50\", which compares letter by letter (\"100\" < \"50\"): write the number without "
+     "quotes (--query 'age_approx > 50')"),
+    ('"7" <= patient_id', "orders patient_id against the text \"7\""),
+    ("patient_id > 5", "--query 'patient_id > 5': column patient_id holds text, not numbers "
+     "(e.g. 'SYNP_"),
+])
+def test_text_ordered_against_a_number_is_refused_in_one_line(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, text: str, said: str) -> None:
+    _ages(isic2020, ["unknown", "100", "55"])
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+                             "--query", text)
+    message = " ".join(stderr.split())
+    assert code == 1 and said in message and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "TypeError" not in message

@@ -54,6 +54,7 @@ from medsynth_kohya.data.sources import (
     index_images,
     locate,
     normalise,
+    queried,
     read_metadata,
     require,
     select,
@@ -608,10 +609,12 @@ def locate_source(source: Path | None, metadata: Path | None, images: Path | Non
 
 def _choose(located: Source, options: PrepareOptions) -> tuple[
         pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, query.Split]:
-    """The raw metadata, its rows, the rows rejected while reading them, the selected rows
-    (before the --query terms on measurements) and the query's split."""
-    raw = read_metadata(located)
-    rows, rejected = normalise(raw, located)
+    """The raw metadata (as --query reads it: `queried`), its rows, the rows rejected while
+    reading them, the selected rows (before the --query terms on measurements) and the query's
+    split."""
+    read = read_metadata(located)
+    rows, rejected = normalise(read, located)
+    raw = queried(read, rows, located)
     terms = query.Split(None, False, False) if options.query is None else query.split(
         options.query, raw.columns)
     chosen = rows.loc[select(raw, rows, located, terms.metadata, options.diagnosis,

@@ -37,18 +37,76 @@ def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
     """One True/False per row of `frame` (blank counts as False); a bad query is a UserError."""
     import pandas as pd
 
+    _refuse_quoted_numbers(query)
     try:
         evaluated = frame.eval(query, engine="python")
     except NameError as exc:  # pandas' UndefinedVariableError: a bare word
         raise UserError(_unknown_name(query, str(exc), frame.columns)) from None
     except Exception as exc:  # pandas raises many types for a bad user expression
-        raise UserError(f"--query {query!r} failed: {type(exc).__name__}: {exc}") from None
+        said = _text_ordered(frame, query) if isinstance(exc, TypeError) else None
+        raise UserError(said or f"--query {query!r} failed: {type(exc).__name__}: {exc}"
+                        ) from None
     if isinstance(evaluated, pd.DataFrame):  # `name = value` assigns a column
         raise UserError(f"--query {query!r} assigns instead of comparing: write == for equals")
     if not isinstance(evaluated, pd.Series) or evaluated.dtype.kind != "b":
         raise UserError(f"--query {query!r} must give one True/False per row")
     picked: pd.Series = evaluated.fillna(False).astype(bool)
     return picked
+
+
+def _ordered(query: str) -> list[tuple[str, tokenize.TokenInfo]]:
+    """Each (name, literal) that `query` orders by <, >, <= or >=: `age_approx > 50`,
+    `"50" <= age_approx`."""
+    tokens = [t for t in _tokens(query) if t.type in (tokenize.NAME, tokenize.OP,
+                                                      tokenize.STRING, tokenize.NUMBER)]
+    literal = (tokenize.STRING, tokenize.NUMBER)
+    found = []
+    for left, operator, right in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if operator.string not in ("<", ">", "<=", ">="):
+            continue
+        if left.type == tokenize.NAME and right.type in literal:
+            found.append((left.string, right))
+        elif right.type == tokenize.NAME and left.type in literal:
+            found.append((right.string, left))
+    return found
+
+
+def _refuse_quoted_numbers(query: str) -> None:
+    """Refuse a number in quotes ordered against a column (`age_approx > "50"`): text is
+    ordered letter by letter, so "100" < "50" and "unknown" > "50", silently."""
+    import ast
+
+    for name, literal in _ordered(query):
+        if literal.type != tokenize.STRING:
+            continue
+        try:
+            value = ast.literal_eval(literal.string)
+            float(value)
+        except (ValueError, SyntaxError, TypeError):  # not a number in quotes, or an f-string
+            continue
+        fixed = query.replace(literal.string, str(value).strip(), 1)
+        raise UserError(f"--query {query!r} orders {name} against the text {literal.string}, "
+                        "which compares letter by letter (\"100\" < \"50\"): write the number "
+                        f"without quotes (--query {fixed!r})")
+
+
+def _text_ordered(frame: pd.DataFrame, query: str) -> str | None:
+    """Why ordering a column against a number failed: the column holds text (one value shown
+    that is no number) where it should hold numbers; None when `query` orders none."""
+    import pandas as pd
+
+    for name, literal in _ordered(query):
+        if literal.type != tokenize.NUMBER or name not in frame.columns \
+                or pd.api.types.is_numeric_dtype(frame[name]):
+            continue
+        values = frame[name].dropna().astype(str)
+        text = values[pd.to_numeric(values, errors="coerce").isna()]
+        example = (text if len(text) else values).iloc[0] if len(values) else ""
+        return (f"--query {query!r}: column {name} holds text, not numbers (e.g. {example!r}), "
+                f"so it cannot be ordered against {literal.string}: order a column of "
+                f"numbers, or make {name}'s values numbers (blank where unknown) in the "
+                "metadata CSV")
+    return None
 
 
 def _tokens(query: str) -> list[tokenize.TokenInfo]:

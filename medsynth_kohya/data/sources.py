@@ -774,6 +774,19 @@ def select(frame: pd.DataFrame, rows: pd.DataFrame, source: Source, query: str |
     return selected
 
 
+def queried(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -> pd.DataFrame:
+    """`frame` as --query reads it: an age column holding text ('unknown', '85+', '70,0') is
+    the whole years `normalise` read from it (`rows`; blank where none, as in the captions),
+    so `age_approx > 50` compares numbers, not text."""
+    import pandas as pd
+
+    column = source.columns["age"]
+    if column not in frame.columns or pd.api.types.is_numeric_dtype(frame[column]):
+        return frame
+    cleaned: pd.DataFrame = frame.assign(**{column: rows["age"]})
+    return cleaned
+
+
 def _text(series: pd.Series) -> pd.Series:
     """Strip text and turn the spellings of 'unknown' into missing values."""
     import pandas as pd
