@@ -13,7 +13,7 @@ from medsynth_kohya.data import manifest
 from medsynth_kohya.data.measure import TONES
 from medsynth_kohya.data.prepare import CACHE_FILE, PrepareOptions, prepare
 from medsynth_kohya.data.prepared import STATE_DIR
-from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
 from .conftest import invoke
 
@@ -134,3 +134,21 @@ def test_text_ordered_against_a_number_is_refused_in_one_line(
     message = " ".join(stderr.split())
     assert code == 1 and said in message and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and "TypeError" not in message
+
+
+def test_the_small_photo_warning_s_query_works_where_the_metadata_has_a_width_column(
+        tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 4, seed=6, melanoma_fraction=1.0,
+                        sizes=((640, 480), (1200, 1000)))
+    frame = pd.read_csv(made.metadata, dtype=str, keep_default_na=False)
+    frame["width"], frame["height"] = "6000", "4000"  # Kaggle's: the original photo's size
+    frame.to_csv(made.metadata, index=False)
+    first = prepare(made.root, tmp_path / "out", workers=1,
+                    options=PrepareOptions(resolution=1536))
+    advice = next(w for w in first.warnings if "smaller than a quarter" in w)
+    asked = advice.split("--query '")[1].split("'")[0]
+    assert asked == "width * height >= 589824"
+    again = prepare(made.root, tmp_path / "out", workers=1,
+                    options=PrepareOptions(resolution=1536, query=asked))
+    assert set(again.manifest["width"]) == {1200} and len(again.manifest) == 2
+    assert not [w for w in again.warnings if "smaller than a quarter" in w]

@@ -184,9 +184,11 @@ def test_a_query_is_cut_at_its_top_level_ands(text: str, metadata: str | None, m
     assert query.split(text, COLUMNS) == query.Split(metadata, measured, everything)
 
 
-def test_a_measurement_named_by_the_metadata_is_metadata() -> None:
+def test_a_measurement_named_by_the_metadata_is_metadata_but_the_size() -> None:
+    assert query.split("ita > 3 and age > 2", ("ita", "age")) == query.Split(
+        "ita > 3 and age > 2", False, False)
     assert query.split("width > 3 and age > 2", ("width", "age")) == query.Split(
-        "width > 3 and age > 2", False, False)
+        "(age > 2)", True, False)
 
 
 def test_a_skin_tone_beside_an_f_string_is_still_checked() -> None:

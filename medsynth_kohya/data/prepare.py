@@ -752,7 +752,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     if terms.measured and good:
         picked = query.evaluate(raw.loc[[index for index, _, _ in good]].assign(**{
             name: values for name, values in _measurements(good, options).items()
-            if name not in raw.columns}), str(options.query))
+            if name in query.measured(raw.columns)}), str(options.query))
         for (index, path, _), kept in zip(good, picked, strict=True):
             if not kept:
                 _skip(skipped, chosen.at[index, "id"], path, MEASURED_SKIP)

@@ -28,6 +28,9 @@ _PROBE: dict[str, tuple[Literal["Int64", "Float64", "boolean", "string"], float 
 is tried on before any image is scanned."""
 MEASURED = tuple(_PROBE)
 """The measurements a query may name, where the metadata has no column of that name."""
+SIZE = ("width", "height")
+"""The photo's pixel size, which a metadata column of that name never stands in for: Kaggle's
+resized ISIC 2020 JPEGs come with the original photos' width and height in train.csv."""
 DTYPES = {name: dtype for name, (dtype, _) in _PROBE.items()}
 """Each measurement's pandas dtype: prepare builds its columns with these, so a query is
 checked on the types it will run on."""
@@ -109,6 +112,12 @@ def _text_ordered(frame: pd.DataFrame, query: str) -> str | None:
     return None
 
 
+def measured(columns: Collection[object]) -> tuple[str, ...]:
+    """The measurements a query's names mean beside metadata `columns`: those no column is
+    named, and always the photo's SIZE (the manifest's width and height)."""
+    return tuple(name for name in MEASURED if name in SIZE or name not in columns)
+
+
 def _tokens(query: str) -> list[tokenize.TokenInfo]:
     """`query`'s Python tokens, or none when it is not Python-like (pandas says why)."""
     try:
@@ -127,7 +136,8 @@ def _unknown_name(query: str, error: str, columns: Collection[object]) -> str:
     often an unquoted text value, else a misspelt column."""
     found = re.search(r"'(.+)' is not defined", error)
     name = found.group(1) if found else error
-    known = [str(column) for column in columns] + [m for m in MEASURED if m not in columns]
+    known = [str(column) for column in columns] + [m for m in measured(columns)
+                                                    if m not in columns]
     variable = error.startswith("local variable")  # `@name`: pandas' Python variables
     replacement = name if variable and name in known else f'"{name}"'
     quoted = query
@@ -198,7 +208,7 @@ def check(metadata: pd.DataFrame, query: str) -> None:
     if metadata.empty:
         return
     categories = {name: values for name, values in _categories().items()
-                  if name not in metadata.columns}
+                  if name in measured(metadata.columns)}
     for name, literal in _category_values(query, categories):
         try:
             value = ast.literal_eval(literal)
@@ -210,7 +220,7 @@ def check(metadata: pd.DataFrame, query: str) -> None:
     row = metadata.loc[[metadata.notna().sum(axis=1).idxmax()]]
     evaluate(row.assign(**{name: pd.Series([value], index=row.index, dtype=dtype)
                            for name, (dtype, value) in _PROBE.items()
-                           if name not in metadata.columns}), query)
+                           if name in measured(metadata.columns)}), query)
 
 
 @dataclass(frozen=True)
@@ -229,7 +239,7 @@ class Split:
 
 def split(query: str, columns: Collection[str]) -> Split:
     """Cut `query` (see Split); `columns` are the metadata's, which win over a measurement's
-    name."""
+    name but the photo's SIZE (`measured`)."""
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(query).readline))
     except (tokenize.TokenError, SyntaxError):
@@ -255,12 +265,13 @@ def split(query: str, columns: Collection[str]) -> Split:
     terms.append((begin, len(query), names))
     if either:  # `and` binds tighter than `or` (`&` than `|`): no `and` term stands alone
         terms = [(0, len(query), set().union(*(found for _, _, found in terms)))]
-    measured = [bool((found & set(MEASURED)) - set(columns)) for _, _, found in terms]
-    if not any(measured):
+    measuring = set(measured(columns))
+    named = [bool(found & measuring) for _, _, found in terms]
+    if not any(named):
         return Split(query, False, False)
     metadata = [query[start:end].strip()
-                for (start, end, _), named in zip(terms, measured, strict=True) if not named]
-    mixed = any(named and found & set(columns)
-                for (_, _, found), named in zip(terms, measured, strict=True))
+                for (start, end, _), on in zip(terms, named, strict=True) if not on]
+    mixed = any(on and found & set(columns) - measuring
+                for (_, _, found), on in zip(terms, named, strict=True))
     return Split(" and ".join(f"({term})" for term in metadata) or None, True,
                  mixed and not metadata)
