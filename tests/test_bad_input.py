@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.data.prepare import prepare
 from medsynth_kohya.data.synth import SyntheticSet, encode_jpeg, lesion_image
 
 from .conftest import invoke
@@ -381,3 +382,17 @@ def test_a_query_on_hair_with_hair_off_is_refused_before_the_scan(
     code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "ok",
                                   "--hair", "off", "--query", "ita > -90", "--workers", 1)
     assert code == 0, stdout + stderr
+
+
+def test_rows_of_one_id_that_disagree_are_named(isic2020: SyntheticSet, tmp_path: Path) -> None:
+    frame = pd.read_csv(isic2020.metadata, dtype=str, keep_default_na=False)
+    copy = frame.iloc[[0, 1]].copy()
+    copy.loc[copy.index[0], ["sex", "age_approx"]] = ["female" if frame.at[0, "sex"] == "male"
+                                                     else "male", "33"]
+    pd.concat([frame, copy]).to_csv(isic2020.metadata, index=False)
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    said = [w for w in result.warnings if "disagree" in w]
+    first = str(frame.at[0, "image_name"])
+    assert said == [f"1 image id has rows that disagree (first: {first}, "
+                    "on sex, age); the first row of each is used: correct or remove the wrong "
+                    "rows in the metadata"]

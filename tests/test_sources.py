@@ -462,3 +462,22 @@ def test_one_isic_2019_csv_without_the_other_says_which_to_download(
         line = _error_line(*invoke(runner, "prepare", source, "--out", tmp_path / "out"))
         assert f"{missing} is missing beside {root / kept}" in line, line
         assert "--column" not in line and "no ISIC metadata found" not in line
+
+
+def test_an_isic_2019_row_with_two_classes_set_is_named(archive: SyntheticSet,
+                                                        tmp_path: Path) -> None:
+    root = tmp_path / "isic2019"
+    frame = _isic2019(archive, root)
+    truth_file = root / "ISIC_2019_Training_GroundTruth.csv"
+    truth = pd.read_csv(truth_file)
+    first = frame.loc[frame["diagnosis_3"] == "Melanoma Invasive", "isic_id"].min()
+    truth.loc[truth["image"] == first, "NV"] = 1.0
+    truth.to_csv(truth_file, index=False)
+    result = prepare(root, tmp_path / "out", workers=1)
+    said = [w for w in result.warnings if "more than one class" in w]
+    assert said == [f"1 selected row has more than one class set (first: {first}: MEL, NV), "
+                    "each read as its first (MEL): correct the ground truth, or leave them out "
+                    "with --query 'MEL + NV + BCC + AK + BKL + DF + VASC + SCC == 1'"]
+    again = prepare(root, tmp_path / "out2", workers=1, options=PrepareOptions(
+        query="MEL == 1 and MEL + NV + BCC + AK + BKL + DF + VASC + SCC == 1"))
+    assert first not in set(again.manifest["id"])

@@ -721,6 +721,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         shown = ", ".join(sorted(set(duplicates))[:5])
         warnings.append(f"{files.counted(len(duplicates), 'duplicate id row')} kept once: "
                         f"{shown}")
+    warnings += _disagreeing(raw, rows, chosen["id"])
+    warnings += _several_classes(raw.loc[chosen.index], chosen["id"])
 
     state = out / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
@@ -869,6 +871,46 @@ def _mixed_types(counts: tuple[tuple[str, int], ...]) -> list[str]:
     keep = DERMOSCOPIC if DERMOSCOPIC in names else names[0]
     return [f"the prepared images mix image types ({shown}): a LoRA learns them as one look; "
             f"keep one with --query '{IMAGE_TYPE} == \"{keep}\"'"]
+
+
+def _disagreeing(raw: pd.DataFrame, rows: pd.DataFrame, ids: pd.Series) -> list[str]:
+    """A warning for the selected ids whose rows (any, selected or not) disagree on what is
+    trained (diagnosis, target, sex, age, site): the first row's values are used, silently
+    right or wrong."""
+    compared = rows[["id", "diagnosis", "sex", "age", "site"]].assign(
+        **{name: raw[name] for name in ("target",) if name in raw.columns})
+    repeated = compared[compared["id"].isin(set(ids)) & compared["id"].duplicated(keep=False)]
+    if repeated.empty:
+        return []
+    distinct = repeated.astype("string").fillna("").groupby("id").nunique()
+    clash = distinct[(distinct > 1).any(axis=1)]
+    if clash.empty:
+        return []
+    first = str(clash.index[0])
+    columns = ", ".join(name for name in clash.columns if clash.at[first, name] > 1)
+    return [f"{files.counted(len(clash), 'image id')} {files.agreeing(len(clash), 'has')} "
+            f"rows that disagree (first: {first}, on {columns}); the first row of each is "
+            "used: correct or remove the wrong rows in the metadata"]
+
+
+def _several_classes(raw: pd.DataFrame, ids: pd.Series) -> list[str]:
+    """A warning for the selected rows of ISIC 2019's one-hot ground truth that mark more than
+    one class (MEL and NV): each is read as its first class, perhaps the wrong one."""
+    import pandas as pd
+
+    columns = [name for name in archive.CLASSES_2019 if name in raw.columns]
+    marked = pd.DataFrame({name: pd.to_numeric(raw[name], errors="coerce").eq(1)
+                           for name in columns}, index=raw.index)
+    several = marked[marked.sum(axis=1) > 1] if columns else marked
+    if several.empty:
+        return []
+    first = several.index[0]
+    classes = [name for name in columns if several.at[first, name]]
+    return [f"{files.counted(len(several), 'selected row')} "
+            f"{files.agreeing(len(several), 'has')} more than one class set (first: "
+            f"{ids[first]}: {', '.join(classes)}), each read as its "
+            f"first ({classes[0]}): correct the ground truth, or leave them out with --query "
+            f"'{' + '.join(columns)} == 1'"]
 
 
 def _skip_twins(twin: Twins, ids: pd.Series,
