@@ -396,3 +396,16 @@ def test_rows_of_one_id_that_disagree_are_named(isic2020: SyntheticSet, tmp_path
     assert said == [f"1 image id has rows that disagree (first: {first}, "
                     "on sex, age); the first row of each is used: correct or remove the wrong "
                     "rows in the metadata"]
+
+
+@pytest.mark.parametrize(("option", "value"), [("--trigger", "me1\nanoma"),
+                                               ("--trigger", "me1\tanoma"),
+                                               ("--class-name", "melanoma\n")])
+def test_a_control_character_in_the_trigger_or_class_is_refused(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, option: str,
+        value: str) -> None:
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+                                  option, value)
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert len(stderr.strip().splitlines()) == 1 and option in stderr
+    assert not (tmp_path / "out").exists()

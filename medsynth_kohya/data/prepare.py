@@ -172,11 +172,14 @@ class HairAgreement:
 
 def _check(options: PrepareOptions) -> None:
     """Reject option values that cannot produce a trainable layout."""
-    if not _CLASS_NAME.match(options.class_name):
+    if not _CLASS_NAME.fullmatch(options.class_name):
         raise UserError(f"--class-name {options.class_name!r} must be letters, digits, "
                         "spaces, '.', '_' or '-' (it names a folder)")
     if not options.trigger.strip() or "," in options.trigger:
         raise UserError("--trigger must be a non-empty token without commas")
+    if not options.trigger.isprintable():  # a line break would split the caption file
+        raise UserError(f"--trigger {options.trigger!r} holds a line break or another control "
+                        "character: give it as one line of printable text")
     captions.validate_template(options.caption_template)
     if options.diagnosis is not None:
         archive.resolve_selection(options.diagnosis)
