@@ -4,6 +4,7 @@ however a spreadsheet or isic-cli wrote it (encoding, letter case, unknown subty
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import importlib.util
 import io
@@ -338,6 +339,20 @@ def test_a_latin1_spreadsheet_export_is_read_with_a_warning(
     result = prepare(isic2020.root, tmp_path / "out", workers=1)
     assert "Hospital Clínic de Barcelona" in set(result.manifest["patient_id"])
     assert list(result.manifest["age"].dropna()) == list(frame["age_approx"].dropna())
+
+
+def test_a_utf8_file_with_a_bom_and_one_stray_western_byte_keeps_its_first_column(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """Read as cp1252, the UTF-8 byte-order mark became 'ï»¿' in the first column's name, so
+    image_name was not found and the user was told to map ---column id=ï»¿image_name."""
+    frame = isic2020.frame.copy()
+    frame["patient_id"] = frame["patient_id"].astype(object)
+    frame.loc[0, "patient_id"] = "IP_Zoë"
+    text = frame.to_csv(index=False)
+    isic2020.metadata.write_bytes(codecs.BOM_UTF8 + text.encode("cp1252"))
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    assert len(result.manifest) == len(frame) and "IP_Zoë" in set(result.manifest["patient_id"])
+    assert any("not UTF-8: read as cp1252" in w for w in result.warnings)
 
 
 def test_option_mistakes_are_named_as_they_are(runner: CliRunner, isic2020: SyntheticSet,

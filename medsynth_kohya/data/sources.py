@@ -407,6 +407,11 @@ def _read(path: Path, text: CsvFormat, **options: Any) -> pd.DataFrame:
                                                      encoding=text.encoding, **options))
         except _read_errors() as exc:
             raise UserError(f"cannot read metadata {path}: {_reason(exc)}") from None
+    if not text.encoding.startswith("utf") and len(frame.columns):  # a UTF-8 file, but for a
+        mark = codecs.BOM_UTF8.decode(text.encoding)  # stray Western byte: its BOM, as read
+        first = frame.columns[0]
+        if isinstance(first, str) and first.startswith(mark):
+            frame = frame.rename(columns={first: first.removeprefix(mark)})
     return frame
 
 
