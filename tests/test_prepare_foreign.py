@@ -71,6 +71,34 @@ def test_force_into_a_foreign_folder_keeps_its_files(runner: CliRunner, tmp_path
     assert not (out / ".medsynth").exists()
 
 
+def test_a_prepared_folder_that_lost_its_state_is_never_told_to_use_a_force_that_refuses(
+        runner: CliRunner, tmp_path: Path, isic2020: SyntheticSet) -> None:
+    """Copied without its hidden .medsynth/, a prepared folder was refused with 'pass --force',
+    and --force then refused its files: each refusal now offers only what works."""
+    import shutil
+
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    shutil.rmtree(out / ".medsynth")
+    for force in ((), ("--force",)):
+        code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out, *force)
+        said = " ".join(stderr.split())
+        assert code == 1 and "--force" not in said, said
+        assert ("which prepare did not write (it has no .medsynth/ of its own: a prepared "
+                "folder copied without its hidden files?) and would replace; prepare into a "
+                "new or empty --out") in said
+    for name in ("manifest.csv", "skipped.csv", "dataset.toml"):
+        (out / name).unlink()
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    said = " ".join(stderr.split())
+    assert code == 1 and said == (f"Error: --out {out} is not empty (it holds img) and was "
+                                  "not made by medsynth-kohya prepare; choose an empty "
+                                  "folder"), said
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "fresh")
+    assert code == 0, stderr
+
+
 def test_force_never_replaces_a_manifest_or_dataset_config_it_did_not_write(
         runner: CliRunner, tmp_path: Path, isic2020: SyntheticSet) -> None:
     out = tmp_path / "out"

@@ -290,26 +290,28 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
         raise UserError(f"--out {out} is a file; choose a folder")
     if not out.is_dir():
         return []
-    if not (out / STATE_DIR).is_dir() and not force and locks.foreign_entries(out):
-        raise UserError(f"--out {out} is not empty ({locks.holds(locks.foreign_entries(out))}) "
-                        "and was not made by medsynth-kohya prepare; "
-                        "choose an empty folder or pass --force to write into it")
-    if not (out / STATE_DIR).is_dir():
-        folder = PreparedFolder(out)
-        taken = [path.name for path in (folder.manifest, folder.skipped, folder.dataset_config)
-                 if path.exists() or path.is_symlink()]
-        if taken:
-            raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write "
-                            f"and would replace; move them out of {out} or choose another "
-                            "--out, and run this again")
-    outputs = [] if force else PreparedFolder(out).edited_outputs()
-    edited = [*outputs, *([] if force else _edited(out, placed))]
-    if edited:
-        raise EditedLayout(_edited_message(out, edited, outputs), edited)
+    ours = (out / STATE_DIR).is_dir()
+    folder = PreparedFolder(out)
+    taken = [] if ours else [path.name for path in (
+        folder.manifest, folder.skipped, folder.dataset_config)
+        if path.exists() or path.is_symlink()]
+    if taken:  # --force would not write over them: say so before offering it
+        raise UserError(f"--out {out} holds {', '.join(taken)}, which prepare did not write (it "
+                        f"has no {STATE_DIR}/ of its own: a prepared folder copied without its "
+                        "hidden files?) and would replace; prepare into a new or empty --out, "
+                        f"or move them out of {out} and run this again")
     foreign = _foreign_layout_files(out, placed.owned)
     trained = [p for p in foreign if p.suffix in _TRAINED_SUFFIXES
                and not p.name.startswith(".")  # sd-scripts' glob passes hidden files over
                and re.fullmatch(rf"\d+_{re.escape(class_name)}", p.parent.name)]
+    if not ours and not force and locks.foreign_entries(out):
+        raise UserError(f"--out {out} is not empty ({locks.holds(locks.foreign_entries(out))}) "
+                        "and was not made by medsynth-kohya prepare; choose an empty folder"
+                        + ("" if trained else " or pass --force to write into it"))
+    outputs = [] if force else folder.edited_outputs()
+    edited = [*outputs, *([] if force else _edited(out, placed))]
+    if edited:
+        raise EditedLayout(_edited_message(out, edited, outputs), edited)
     if trained:
         raise UserError(f"{files.counted(len(trained))} that prepare did not write would be "
                         f"trained on where they are (first: {trained[0]}); move them out of "
