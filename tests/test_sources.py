@@ -318,6 +318,25 @@ def test_symlinked_image_folders_are_followed_once(isic2020: SyntheticSet, tmp_p
     assert "no .jpg/.jpeg/.png files in" in line and "pass --images" not in line
 
 
+def test_an_unextracted_download_beside_the_metadata_is_named(
+        isic2020: SyntheticSet, tmp_path: Path, runner: CliRunner) -> None:
+    """A folder of the metadata CSV and ISIC_2020_Training_JPEG.zip said only 'pass --images
+    DIR'."""
+    import zipfile
+
+    source = tmp_path / "download"
+    source.mkdir()
+    shutil.copy(isic2020.metadata, source / isic2020.metadata.name)
+    archive = source / "ISIC_2020_Training_JPEG.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for image in sorted(isic2020.images.iterdir()):
+            packed.write(image, f"train/{image.name}")
+    line = _error_line(*invoke(runner, "prepare", source, "--out", tmp_path / "o"))
+    assert line.endswith(f"no .jpg/.jpeg/.png files in {source}, but {archive.name} is there: "
+                         f"extract it (unzip {archive} -d {source}) and run this again"), line
+    assert f"from {len(isic2020.frame)} selected rows:" in line
+
+
 def test_a_latin1_spreadsheet_export_is_read_with_a_warning(
         isic2020: SyntheticSet, tmp_path: Path) -> None:
     frame = isic2020.frame.copy()

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -989,15 +990,21 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
     hint = ""
     if counts.index[0] == NO_FILE:
         folders = ", ".join(map(str, source.image_dirs)) or "no folder"
-        if not found:
+        archives = sorted({path for folder in (*source.image_dirs, source.metadata.parent)
+                           for path in folder.glob("*.zip")})
+        if not found and archives:  # the download, not yet extracted
+            hint = (f"; no .jpg/.jpeg/.png files in {folders}, but {archives[0].name} is there: "
+                    f"extract it (unzip {shlex.quote(str(archives[0]))} -d "
+                    f"{shlex.quote(str(archives[0].parent))}) and run this again")
+        elif not found:
             hint = f"; no .jpg/.jpeg/.png files in {folders}" + (
                 ": pass --images DIR" if source.images is None else " or below it")
         else:
             ids = skipped.loc[skipped["reason"] == NO_FILE, "id"]
             hint = (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {ids.iloc[0]}) "
                     f"of column {source.columns['id']}: map another with --column id=COLUMN")
-    return (f"no images were prepared from {selected} selected rows: {reasons} "
-            f"(see {listed}){hint}")
+    return (f"no images were prepared from {files.counted(selected, 'selected row')}: "
+            f"{reasons} (see {listed}){hint}")
 
 
 def _agreement(frame: pd.DataFrame, detected: pd.Series,
