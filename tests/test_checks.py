@@ -252,6 +252,35 @@ def test_a_warmup_for_a_schedule_without_one_is_refused() -> None:
         assert checks.config_errors(fine) == [], fine
 
 
+@pytest.mark.parametrize("key", ["lr_warmup_steps", "lr_decay_steps"])
+def test_a_float_of_steps_is_refused_as_sd_scripts_reads_it_as_a_fraction(key: str) -> None:
+    """From a config file sd-scripts takes 100.0 as a share of the run (100 x its steps)."""
+    for value in (100.0, 1.5, 1.0, -1):
+        errors = sdopts.check(TRAIN, {key: value})
+        assert len(errors) == 1 and errors[0].startswith(f"{key} = {value} must be whole steps "
+                                                         "such as 100, or a fraction"), errors
+    for fine in (0, 1, 100, 0.0, 0.05, 0.999):
+        assert sdopts.check(TRAIN, {key: fine}) == [], fine
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_of() -> None:
+    """sd-scripts counts warmup over steps x processes; a float is a share of them."""
+    cosine = {"lr_scheduler": "cosine", "lr_warmup_steps": 100}
+    assert checks.warmup_warning(cosine, 50, 1) == (
+        "lr_warmup_steps = 100 is not shorter than the run (50 steps), so the learning rate "
+        "never reaches learning_rate: lower it, or give a share of the run such as --set "
+        "lr_warmup_steps=0.05")
+    assert "(100 steps x 2 processes)" in str(checks.warmup_warning(
+        {**cosine, "lr_warmup_steps": 200}, 100, 2))
+    assert checks.warmup_warning(cosine, 100, 1) is not None
+    for fine, steps, processes in ((cosine, 101, 1), (cosine, 60, 2),
+                                   ({**cosine, "lr_warmup_steps": 0.99}, 1, 1),
+                                   ({**cosine, "lr_warmup_steps": 0}, 1, 1),
+                                   ({**cosine, "lr_scheduler": "constant"}, 50, 1),
+                                   ({**cosine, "optimizer_type": "AdamWScheduleFree"}, 50, 1)):
+        assert checks.warmup_warning(fine, steps, processes) is None, (fine, steps)
+
+
 def test_network_module_must_be_importable_where_sd_scripts_runs(tmp_path: Path) -> None:
     sd = tmp_path / "sd-scripts"
     (sd / "networks").mkdir(parents=True)

@@ -129,6 +129,29 @@ def test_train_refuses_a_non_finite_or_out_of_range_number(
     assert not (run / "config.toml").exists()
 
 
+@pytest.mark.parametrize("setting", ["lr_warmup_steps=100.0", "lr_decay_steps=1.5"])
+def test_train_refuses_a_float_of_steps_sd_scripts_would_take_as_a_fraction(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path, setting: str) -> None:
+    run = tmp_path / "run"
+    key, value = setting.split("=")
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                     "--sd-scripts", fake_sd.sd_scripts, "--dry-run", "--set",
+                     "lr_scheduler=cosine", "--set", setting),
+             f"{key} = {value} must be whole steps such as 100, or a fraction of the run")
+    assert not (run / "config.toml").exists()
+
+
+def test_train_warns_of_a_warmup_as_long_as_the_run(runner: CliRunner, prepared: Path,
+                                                    fake_sd: FakeSd, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                                  tmp_path / "run", "--sd-scripts", fake_sd.sd_scripts,
+                                  "--dry-run", "--set", "lr_scheduler=cosine", "--set",
+                                  "lr_warmup_steps=100", "--set", "max_train_steps=50")
+    said = " ".join((stdout + stderr).split())
+    assert code == 0 and ("Warning: lr_warmup_steps = 100 is not shorter than the run (50 "
+                          "steps)" in said), said
+
+
 def test_the_ranges_let_the_values_sd_scripts_takes_through() -> None:
     fine = {"network_alpha": 0, "noise_offset": 0.0357, "network_dropout": 0.0,
             "min_snr_gamma": 5, "caption_dropout_rate": 1.0, "max_grad_norm": 0.0,

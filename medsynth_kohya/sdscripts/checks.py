@@ -99,13 +99,19 @@ def _scheduler_error(options: Mapping[str, Any]) -> str | None:
             "custom scheduler goes in lr_scheduler_type)" + _close(name, sdopts.LR_SCHEDULERS))
 
 
+def _warmup(options: Mapping[str, Any]) -> int | float | None:
+    """lr_warmup_steps when above 0 and a schedule takes it (schedule-free optimizers get none)."""
+    warmup = options.get("lr_warmup_steps")
+    schedule_free = str(options.get("optimizer_type", "")).lower().endswith("schedulefree")
+    return warmup if _number(warmup) and warmup > 0 and not schedule_free else None
+
+
 def _warmup_error(options: Mapping[str, Any]) -> str | None:
     """A warmup given to a schedule that refuses one (sd-scripts raises "does not require
     num_warmup_steps" once the model is loaded): constant, adafactor, a custom one."""
-    warmup, name = options.get("lr_warmup_steps"), options.get("lr_scheduler", "constant")
+    warmup, name = _warmup(options), options.get("lr_scheduler", "constant")
     custom = options.get("lr_scheduler_type")
-    schedule_free = str(options.get("optimizer_type", "")).lower().endswith("schedulefree")
-    if not (_number(warmup) and warmup > 0) or schedule_free:  # the latter get no schedule
+    if warmup is None:
         return None
     if custom:
         return f"lr_scheduler_type = {custom!r} takes no warmup: --set lr_warmup_steps=0"
@@ -113,6 +119,22 @@ def _warmup_error(options: Mapping[str, Any]) -> str | None:
         return (f"lr_scheduler = {name!r} takes no warmup (lr_warmup_steps = {warmup}): use "
                 '"constant_with_warmup", or --set lr_warmup_steps=0')
     return None
+
+
+def warmup_warning(options: Mapping[str, Any], steps: int, processes: int) -> str | None:
+    """A warmup as long as the run: the learning rate never reaches its target. sd-scripts
+    counts warmup over steps x processes (its scheduler ticks once per process), a float below
+    1 as that share of them."""
+    warmup, ticks = _warmup(options), steps * processes
+    if warmup is None or _warmup_error(options):
+        return None
+    resolved = int(warmup * ticks) if isinstance(warmup, float) else warmup
+    if resolved < ticks:
+        return None
+    run = f"{steps} steps" + (f" x {processes} processes" if processes > 1 else "")
+    return (f"lr_warmup_steps = {warmup} is not shorter than the run ({run}), so the learning "
+            "rate never reaches learning_rate: lower it, or give a share of the run such as "
+            "--set lr_warmup_steps=0.05")
 
 
 def _importable(module: str, sd_scripts: Path, python: str) -> bool:

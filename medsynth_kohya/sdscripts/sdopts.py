@@ -63,6 +63,10 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
                       "loss weights negative)"),
     "noise_offset": (lambda v: v >= 0, "0 (off) or above, such as 0.0357"),
     "network_mul": (math.isfinite, "finite numbers, one per LoRA, such as [0.8]"),
+    **{key: (lambda v: v >= 0 and not (isinstance(v, float) and v >= 1),
+             "whole steps such as 100, or a fraction of the run below 1 such as 0.05 (a TOML "
+             "float is read as a fraction: 100.0 would be 100 times the run's steps)")
+       for key in ("lr_warmup_steps", "lr_decay_steps")},
     **{key: (lambda v: v >= 1, "at least 1" + _KEEP)
        for key in ("max_train_steps", "max_train_epochs", "train_batch_size", "network_dim",
                    "gradient_accumulation_steps", "save_every_n_steps", "save_every_n_epochs",
@@ -73,7 +77,9 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 """Numeric options whose values sd-scripts takes unchecked and only fails on (or trains
 nothing with) once training runs: the allowed range, as a test and as the refusal says it.
 The counts are what sd-scripts divides by or trains for: 0 or less trains nothing or fails
-mid-run. Every other number must be finite, as `_check_one` requires of all of them."""
+mid-run. lr_warmup_steps and lr_decay_steps: sd-scripts' command line makes 1 and above an
+int, but a config file's float is a share of the run (100.0 warms up for 100 runs' steps).
+Every other number must be finite, as `_check_one` requires of all of them."""
 IMPORT_FAILED = 3
 """Exit status of the snapshot subprocess when sd-scripts (or a dependency) cannot be imported."""
 _MARKER = "SDOPTS-JSON:"

@@ -325,7 +325,9 @@ def _preflight(location: checkout.Location, python: str, preset: presets.Preset,
                         processes=config.processes * machines,
                         steps_source=config.steps_source,
                         free_bytes=shutil.disk_usage(_existing(run_dir)).free + saved)
-    return problems + _disk_problem(run, run_dir), warnings, versions, run
+    warmup = checks.warmup_warning(config.options, run.steps, config.processes * machines)
+    return (problems + _disk_problem(run, run_dir), warnings + ([warmup] if warmup else []),
+            versions, run)
 
 
 def check(preset_name: str, overrides: Sequence[str], run_dir: Path, *, class_name: str,
