@@ -252,6 +252,15 @@ def test_a_warmup_for_a_schedule_without_one_is_refused() -> None:
         assert checks.config_errors(fine) == [], fine
 
 
+@pytest.mark.parametrize("value", ["ckpt", "pt", "diffusers", "diffusers_safetensors"])
+def test_a_lora_saved_other_than_as_safetensors_is_refused(value: str) -> None:
+    """train judges the run, and sample and push find the LoRA, by its .safetensors file."""
+    assert checks.config_errors({"save_model_as": value}) == [
+        f"save_model_as = {value!r}: train, sample and push take the LoRA only as a "
+        ".safetensors file; remove the override"]
+    assert checks.config_errors({"save_model_as": "safetensors"}) == []
+
+
 @pytest.mark.parametrize("key", ["lr_warmup_steps", "lr_decay_steps"])
 def test_a_float_of_steps_is_refused_as_sd_scripts_reads_it_as_a_fraction(key: str) -> None:
     """From a config file sd-scripts takes 100.0 as a share of the run (100 x its steps)."""

@@ -141,6 +141,17 @@ def test_train_refuses_a_float_of_steps_sd_scripts_would_take_as_a_fraction(
     assert not (run / "config.toml").exists()
 
 
+def test_train_refuses_a_lora_saved_as_ckpt(runner: CliRunner, prepared: Path, fake_sd: FakeSd,
+                                           tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                     "--sd-scripts", fake_sd.sd_scripts, "--dry-run", "--set",
+                     "save_model_as=ckpt"),
+             "save_model_as = 'ckpt': train, sample and push take the LoRA only as a "
+             ".safetensors file")
+    assert not (run / "config.toml").exists()
+
+
 def test_train_warns_of_a_warmup_as_long_as_the_run(runner: CliRunner, prepared: Path,
                                                     fake_sd: FakeSd, tmp_path: Path) -> None:
     code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",

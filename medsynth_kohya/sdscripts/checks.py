@@ -217,6 +217,9 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
     if options.get("caption_extension", ".txt") != ".txt":
         errors.append(f"caption_extension = {options['caption_extension']!r}: prepare writes "
                       "captions as .txt files; remove the override")
+    if options.get("save_model_as", "safetensors") not in ("safetensors", None):
+        errors.append(f"save_model_as = {options['save_model_as']!r}: train, sample and push "
+                      "take the LoRA only as a .safetensors file; remove the override")
     if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
         errors.append(f"resolution = {options['resolution']!r} must be a width and height "
                       'above 0 such as "1024,1024" or "1024"')
