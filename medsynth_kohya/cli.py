@@ -660,9 +660,9 @@ def sample(
         help="Seed of the set: image i gets its prompt from it and the seed S + i (all 0 to "
         "2**32 - 1).")] = 0,
     width: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Image width, a multiple of 8 from 64 to 4096 (default 1024).")] = None,
+        help="Image width, a multiple of 32 from 64 to 4096 (default 1024).")] = None,
     height: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Image height, a multiple of 8 from 64 to 4096 (default 1024).")] = None,
+        help="Image height, a multiple of 32 from 64 to 4096 (default 1024).")] = None,
     steps: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Sampling steps (default 28).")] = None,
     scale: Annotated[Optional[float], typer.Option(  # noqa: UP045

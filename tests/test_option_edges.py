@@ -187,8 +187,11 @@ def test_sample_refuses_a_non_finite_network_mul(runner: CliRunner, trained: Pat
 # --- empty and absurd values --------------------------------------------------------------------
 
 @pytest.mark.parametrize(("option", "needle"), [
-    (("--height", 100_000), f"--height 100000 must be a multiple of 8 from 64 to {MAX_SIZE}"),
-    (("--width", MAX_SIZE + 8), f"--width {MAX_SIZE + 8} must be a multiple of 8"),
+    (("--height", 100_000), "--height 100000 must be a multiple of 32 (as SDXL's UNet needs) "
+                            f"from 64 to {MAX_SIZE}: use {MAX_SIZE}"),
+    (("--width", MAX_SIZE + 8), f"--width {MAX_SIZE + 8} must be a multiple of 32"),
+    (("--width", 1000), "--width 1000 must be a multiple of 32 (as SDXL's UNet needs) from 64 "
+                        f"to {MAX_SIZE}: use 992 or 1024"),
     (("--base-model", ""), "--base-model is empty"),
     (("--python", ""), "--python is empty"),
 ])

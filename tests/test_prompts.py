@@ -163,6 +163,30 @@ def test_check_settings_accepts(changes: dict[str, object]) -> None:
     prompts.check_settings(Settings(**{"negative_prompt": "blurry", **changes}))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"width": 1000}, "--width 1000 must be a multiple of 32 (as SDXL's UNet needs) from 64 to "
+                      "4096: use 992 or 1024"),
+    ({"height": 1016}, "--height 1016 must be a multiple of 32 (as SDXL's UNet needs) from 64 "
+                       "to 4096: use 992 or 1024"),
+    ({"width": 40}, "--width 40 must be a multiple of 32 (as SDXL's UNet needs) from 64 to "
+                    "4096: use 64"),
+])
+def test_a_size_the_sdxl_unet_cannot_take_is_refused_with_the_nearest(
+        changes: dict[str, object], said: str) -> None:
+    """1000 or 1016 pass sd-scripts' multiple-of-8 check, then crash in the UNet's torch.cat."""
+    with pytest.raises(UserError) as refused:
+        prompts.check_settings(Settings(**{"negative_prompt": "", **changes}))  # type: ignore[arg-type]
+    assert str(refused.value) == said
+    prompts.check_settings(Settings("", width=992, height=1024))
+
+
+def test_trainings_sample_images_have_sides_the_unet_takes() -> None:
+    """train writes its sample prompts at the training resolution, which may be 1000."""
+    table = prompts.training_document(_table(), DEFAULT_TEMPLATE, "me1anoma", (1000, 1016),
+                                      4)["prompt"]
+    assert (table["width"], table["height"]) == (992, 992)
+
+
 def test_original_settings_and_the_training_document() -> None:
     original = prompts.original_settings()
     assert (original.width, original.height, original.steps, original.scale,

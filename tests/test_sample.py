@@ -388,7 +388,7 @@ def test_a_missing_base_model_stops_a_run_and_warns_a_dry_run(runner: CliRunner,
 
 @pytest.mark.parametrize(("change", "message"), [
     (("--sampler", "euler_b"), "unknown sampler 'euler_b'"),
-    (("--width", 100), "multiple of 8"),
+    (("--width", 100), "multiple of 32"),
     (("--steps", 0), "between 1 and 1000"),
     (("--set", "W=64"), "use --width"),
     (("--set", "outdir=x"), "use --out"),

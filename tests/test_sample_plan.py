@@ -96,7 +96,8 @@ def test_a_size_that_is_not_positive_is_refused_not_replaced(option: str, value:
     """--width 0 is no request for the default size: it is refused like any other bad size."""
     with pytest.raises(UserError) as caught:
         generation_settings(SampleOptions(**{option: value}))  # type: ignore[arg-type]
-    assert str(caught.value) == f"--{option} {value} must be a multiple of 8 from 64 to 4096"
+    assert str(caught.value) == (f"--{option} {value} must be a multiple of 32 (as SDXL's UNet "
+                                 "needs) from 64 to 4096: use 64")
 
 
 def test_prompts_from_a_file_one_per_line(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ MIN_SIZE = 64
 MAX_SIZE = 4096
 """Image sides, in pixels: SDXL is trained at about 1024x1024, and past 4096 a side (4x) it
 repeats its subject, while the attention's memory grows with the square of the pixel count."""
+UNET_MULTIPLE = 32
+"""SDXL's UNet halves the latent (an eighth of the image) three times and joins the halves
+back: any other side fails at the first denoising step (a size mismatch in torch.cat)."""
 _MASK = (1 << 64) - 1
 _Key = tuple[str | None, int | None, str | None, bool, str | None, tuple[str, ...]]
 """A drawn row: sex, age, site, hairy, skin tone and the artefacts it shows."""
@@ -186,12 +189,24 @@ def prompt_line(prompt: str, settings: Settings, seed: int) -> str:
             f"--d {seed}")
 
 
+def unet_side(side: int) -> int:
+    """`side` rounded down to a side SDXL's UNet takes, within MIN_SIZE to MAX_SIZE."""
+    return min(MAX_SIZE, max(MIN_SIZE, side - side % UNET_MULTIPLE))
+
+
+def _nearest(side: int) -> str:
+    """The valid sides nearest `side`, as a message offers them."""
+    low = unet_side(side)
+    high = low if side <= low else unet_side(low + UNET_MULTIPLE)
+    return str(low) if high == low else f"{low} or {high}"
+
+
 def check_settings(settings: Settings) -> None:
-    """Refuse settings that sd-scripts would reject, clamp or misread."""
+    """Refuse settings that sd-scripts would reject, clamp or misread, or crash on."""
     for name, value in (("width", settings.width), ("height", settings.height)):
-        if not MIN_SIZE <= value <= MAX_SIZE or value % 8:
-            raise UserError(f"--{name} {value} must be a multiple of 8 from {MIN_SIZE} to "
-                            f"{MAX_SIZE}")
+        if not MIN_SIZE <= value <= MAX_SIZE or value % UNET_MULTIPLE:
+            raise UserError(f"--{name} {value} must be a multiple of {UNET_MULTIPLE} (as SDXL's "
+                            f"UNet needs) from {MIN_SIZE} to {MAX_SIZE}: use {_nearest(value)}")
     if not 1 <= settings.steps <= 1000:
         raise UserError(f"--steps {settings.steps} must be between 1 and 1000")
     if not math.isfinite(settings.scale) or settings.scale < 0:
@@ -208,8 +223,9 @@ def training_document(table: pd.DataFrame, template: str, trigger: str, size: tu
                       count: int, seed: int = 0) -> dict[str, Any]:
     """train's --sample_prompts file: the first `count` distinct prompts of `sample`'s default
     set, each with its image's seed, and the original run's sample settings. Fewer when the
-    manifest has fewer distinct captions (within the first TRAINING_DRAWS images)."""
-    document = sample_document(size[0], size[1])
+    manifest has fewer distinct captions (within the first TRAINING_DRAWS images). The images
+    are `size` rounded down to sides the UNet takes (sd-scripts rounds only to 8)."""
+    document = sample_document(unet_side(size[0]), unet_side(size[1]))
     if table.empty:
         document["prompt"]["subset"] = []
         return document
