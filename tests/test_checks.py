@@ -91,6 +91,15 @@ def test_caption_extension_and_resolution_format() -> None:
     assert checks.config_errors({"resolution": [1024, 1024]}) == []  # a type: sdopts says it
 
 
+@pytest.mark.parametrize("value", ["32", "1024,32", "63,1024"])
+def test_a_resolution_below_the_smallest_bucket_is_refused(value: str) -> None:
+    """The dataset config's min_bucket_reso is at least 64; sd-scripts refuses a smaller side."""
+    assert checks.config_errors({"resolution": value}) == [
+        f"resolution = {value!r} is below the dataset's smallest bucket (min_bucket_reso 64), "
+        'which sd-scripts refuses: give at least 64 a side, such as "1024,1024"']
+    assert checks.config_errors({"resolution": "64,1024"}) == []
+
+
 @pytest.mark.parametrize("key", ["max_train_steps", "max_train_epochs", "train_batch_size",
                                  "network_dim", "gradient_accumulation_steps",
                                  "save_every_n_steps", "save_every_n_epochs",

@@ -152,6 +152,16 @@ def test_train_refuses_a_lora_saved_as_ckpt(runner: CliRunner, prepared: Path, f
     assert not (run / "config.toml").exists()
 
 
+@pytest.mark.parametrize("setting", ["resolution=32", "resolution=[1024, 32]"])
+def test_train_refuses_a_resolution_below_the_smallest_bucket(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path, setting: str) -> None:
+    run = tmp_path / "run"
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                     "--sd-scripts", fake_sd.sd_scripts, "--dry-run", "--set", setting),
+             "is below the dataset's smallest bucket (min_bucket_reso 64)")
+    assert not (run / "dataset.toml").exists()
+
+
 def test_train_warns_of_a_warmup_as_long_as_the_run(runner: CliRunner, prepared: Path,
                                                     fake_sd: FakeSd, tmp_path: Path) -> None:
     code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",

@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 
 from medsynth_kohya.arguments import MAX_SEED
 from medsynth_kohya.machine.gpus import Gpu
-from medsynth_kohya.sdscripts import checkout, sdopts
+from medsynth_kohya.sdscripts import checkout, render, sdopts
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 
 _CAPTION_DROPOUT = ("caption_dropout_rate", "caption_dropout_every_n_epochs",
@@ -220,9 +220,16 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
     if options.get("save_model_as", "safetensors") not in ("safetensors", None):
         errors.append(f"save_model_as = {options['save_model_as']!r}: train, sample and push "
                       "take the LoRA only as a .safetensors file; remove the override")
-    if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
-        errors.append(f"resolution = {options['resolution']!r} must be a width and height "
-                      'above 0 such as "1024,1024" or "1024"')
+    if isinstance(options.get("resolution"), str):
+        size = resolution(options["resolution"])
+        if size is None:
+            errors.append(f"resolution = {options['resolution']!r} must be a width and height "
+                          'above 0 such as "1024,1024" or "1024"')
+        elif min(size) < render.BUCKET_STEP:
+            errors.append(f"resolution = {options['resolution']!r} is below the dataset's "
+                          f"smallest bucket (min_bucket_reso {render.BUCKET_STEP}), which "
+                          f"sd-scripts refuses: give at least {render.BUCKET_STEP} a side, such "
+                          'as "1024,1024"')
     if _on(options, "full_fp16") and options.get("mixed_precision") != "fp16":
         errors.append('full_fp16 needs mixed_precision = "fp16"')
     if _on(options, "full_bf16") and options.get("mixed_precision") != "bf16":
