@@ -355,6 +355,18 @@ def test_a_local_model_path_that_is_not_there_is_named(tmp_path: Path) -> None:
     ({"use_8bit_adam": True}, ["bitsandbytes"]),
     ({"optimizer_type": "AdamW", "xformers": True}, ["xformers"]),
     ({"optimizer_type": "Adafactor"}, []),
+    ({"optimizer_type": "DAdaptAdam"}, ["dadaptation"]),
+    ({"optimizer_type": "prodigy"}, ["prodigyopt"]),
+    ({"optimizer_type": "Lion"}, ["lion_pytorch"]),
+    ({"use_lion_optimizer": True}, ["lion_pytorch"]),
+    ({"optimizer_type": "Lion8bit"}, ["bitsandbytes"]),
+    ({"optimizer_type": "PagedLion8bit"}, ["bitsandbytes"]),
+    ({"optimizer_type": "AdamWScheduleFree"}, ["schedulefree"]),
+    ({"optimizer_type": "AdamW", "optimizer_schedulefree_wrapper": True}, ["schedulefree"]),
+    ({"log_with": "wandb", "logging_dir": "/logs"}, ["wandb"]),
+    ({"log_with": "all"}, ["wandb", "tensorboard"]),
+    ({"log_with": "tensorboard"}, ["tensorboard"]),
+    ({"logging_dir": "/logs"}, ["tensorboard"]),  # sd-scripts' default logger then
 ])
 def test_optional_packages_an_optimizer_needs(options: dict[str, Any], needed: list[str]) -> None:
     assert checks.needs(options) == needed

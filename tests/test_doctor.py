@@ -99,6 +99,23 @@ def test_a_t4_passes_without_bf16(tmp_path: Path, nvidia_smi: InstallGpus) -> No
     assert report.ok
 
 
+def test_an_optional_module_a_run_needs_fails_and_one_it_does_not_is_left_out(
+        tmp_path: Path, nvidia_smi: InstallGpus) -> None:
+    """DAdapt*, Prodigy, Lion, *ScheduleFree and wandb are imported only once the model is
+    loaded: the run that needs one is refused without it; others do not list them."""
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    python, sd_scripts = _environment(tmp_path, torch=True), _checkout(tmp_path)
+    report = diagnose(sd_scripts=sd_scripts, python=python, workdir=tmp_path,
+                      needs=["dadaptation", "wandb"])
+    failed = {c.name: c for c in report.failures()}
+    assert set(failed) == {"dadaptation", "wandb"}
+    assert failed["dadaptation"].detail == "not installed: needed for the DAdapt* optimizers"
+    assert failed["wandb"].fix == "pip install wandb"
+    names = [c.name for c in diagnose(sd_scripts=sd_scripts, python=python,
+                                      workdir=tmp_path).checks]
+    assert "xformers" in names and "prodigyopt" not in names and "tensorboard" not in names
+
+
 def test_two_a100s_and_packages_off_their_pins(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
     nvidia_smi("NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0", "NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0")
     python = _environment(tmp_path, torch=True, versions={**PINS, "accelerate": "0.30.0"})

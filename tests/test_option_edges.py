@@ -162,6 +162,25 @@ def test_train_refuses_a_resolution_below_the_smallest_bucket(
     assert not (run / "dataset.toml").exists()
 
 
+@pytest.mark.parametrize(("setting", "module"), [
+    ("optimizer_type=DAdaptAdam", "dadaptation"), ("optimizer_type=Prodigy", "prodigyopt"),
+    ("optimizer_type=Lion", "lion_pytorch"), ("optimizer_type=AdamWScheduleFree", "schedulefree"),
+    ("log_with=wandb", "wandb"),
+])
+def test_a_dry_run_says_a_missing_optimizer_or_logger_package_would_stop_the_run(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path, setting: str,
+        module: str) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                                  tmp_path / "run", "--sd-scripts", fake_sd.sd_scripts,
+                                  "--dry-run", "--set", setting)
+    said = " ".join((stdout + stderr).split())
+    assert code == 0 and (f"a real run would stop at: {module}: not installed: needed for "
+                          in said), said
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                     tmp_path / "real", "--sd-scripts", fake_sd.sd_scripts, "--set", setting),
+             f"{module}: not installed")
+
+
 def test_train_warns_of_a_warmup_as_long_as_the_run(runner: CliRunner, prepared: Path,
                                                     fake_sd: FakeSd, tmp_path: Path) -> None:
     code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",

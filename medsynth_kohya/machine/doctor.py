@@ -44,7 +44,17 @@ print("PROBE" + json.dumps(report))
 REQUIRED_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
                     "safetensors", "voluptuous", "toml", "einops", "cv2", "huggingface_hub")
 """What sd-scripts' SDXL training imports (torchvision through library/utils.py, unlisted)."""
-OPTIONAL_MODULES = ("xformers", "bitsandbytes")
+OPTIONAL_MODULES = {"xformers": "xformers = true (as in medsynthx-2023)",
+                    "bitsandbytes": "8-bit and paged optimizers (AdamW8bit)",
+                    "dadaptation": "the DAdapt* optimizers", "prodigyopt": "the Prodigy optimizer",
+                    "lion_pytorch": "the Lion optimizer",
+                    "schedulefree": "the *ScheduleFree optimizers and wrapper",
+                    "wandb": "log_with = wandb or all",
+                    "tensorboard": "the training logs (without it accelerate writes none)"}
+"""Modules sd-scripts imports only for some options (checks.needs says which), with what needs
+each; a run that needs one fails without it once the model is loaded."""
+SHOWN = ("xformers", "bitsandbytes")
+"""The optional modules the doctor reports even when no run needs them (the presets use them)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ def pins(sd_dir: Path) -> dict[str, str]:
 def probe(python: str, distributions: Sequence[str]) -> dict[str, Any]:
     """Ask sd-scripts' Python for its version, packages, importable modules and CUDA."""
     try:
-        modules = ",".join(REQUIRED_MODULES + OPTIONAL_MODULES)
+        modules = ",".join((*REQUIRED_MODULES, *OPTIONAL_MODULES))
         result = subprocess.run([python, "-c", _PROBE, ",".join(distributions), modules],
                                 capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -166,8 +176,9 @@ def _python_checks(python: str, report: dict[str, Any], wanted: dict[str, str], 
     else:
         pinned = ", ".join(f"{n} {versions[n]}" for n in sorted(wanted) if n in versions)
         checks.append(Check("sd-scripts packages", OK, pinned or "importable"))
-    for name, needed_by in (("xformers", "xformers = true (as in medsynthx-2023)"),
-                            ("bitsandbytes", "8-bit optimizers (AdamW8bit)")):
+    for name, needed_by in OPTIONAL_MODULES.items():
+        if name not in SHOWN and name not in needs:
+            continue
         if modules.get(name):
             checks.append(Check(name, OK, versions.get(name, "importable")))
         else:
@@ -223,7 +234,7 @@ def diagnose(*, sd_scripts: arguments.PathArg | checkout.Location | None = None,
     `sd_scripts` is the --sd-scripts option, or a location already found by the caller.
 
     `device` "cpu" accepts a machine without CUDA; `needs` names optional packages
-    (xformers, bitsandbytes) whose absence fails; `hub` adds the token check.
+    (OPTIONAL_MODULES) whose absence fails; `hub` adds the token check.
     """
     location = (sd_scripts if isinstance(sd_scripts, checkout.Location)
                 else checkout.find(arguments.optional_path(sd_scripts, "sd_scripts")))
@@ -231,7 +242,7 @@ def diagnose(*, sd_scripts: arguments.PathArg | checkout.Location | None = None,
     sd_dir = location.path
     runner = checkout.python(python)
     wanted = pins(sd_dir)
-    report = probe(runner, sorted({*wanted, "torch", "torchvision", "xformers", "bitsandbytes"}))
+    report = probe(runner, sorted({*wanted, "torch", "torchvision", *SHOWN, *needs}))
     checks = _python_checks(runner, report, wanted, device, needs)
     checks += _gpu_checks(detect_gpus() if gpus is None else gpus, device)
     checks += _sd_checks(location)

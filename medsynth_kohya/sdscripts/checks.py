@@ -254,14 +254,23 @@ def missing_models(options: Mapping[str, Any], sd_scripts: Path) -> list[str]:
 
 
 def needs(options: Mapping[str, Any]) -> list[str]:
-    """Optional packages these options cannot run without (sd-scripts imports them only once the
-    model is loaded)."""
-    needs = ["xformers"] if options.get("xformers") is True else []
+    """Optional modules these options cannot run without, as sd-scripts' get_optimizer and
+    logging import them only once the model is loaded (tensorboard: by accelerate, which
+    writes no logs without it; sd-scripts logs there when only logging_dir is given)."""
     optimizer = str(options.get("optimizer_type", "")).lower()
-    if ("8bit" in optimizer or optimizer.startswith(("paged", "bitsandbytes."))
-            or options.get("use_8bit_adam") is True):
-        needs.append("bitsandbytes")
-    return needs
+    log_with = options.get("log_with") or ("tensorboard" if options.get("logging_dir") else "")
+    wanted = {
+        "xformers": options.get("xformers") is True,
+        "bitsandbytes": "8bit" in optimizer or optimizer.startswith(("paged", "bitsandbytes."))
+        or options.get("use_8bit_adam") is True,
+        "dadaptation": optimizer.startswith("dadapt"),
+        "prodigyopt": optimizer == "prodigy",
+        "lion_pytorch": optimizer == "lion" or options.get("use_lion_optimizer") is True,
+        "schedulefree": optimizer.endswith("schedulefree")
+        or options.get("optimizer_schedulefree_wrapper") is True,
+        "wandb": log_with in ("wandb", "all"),
+        "tensorboard": log_with in ("tensorboard", "all")}
+    return [module for module, needed in wanted.items() if needed]
 
 
 def uses_bf16(options: Mapping[str, Any]) -> bool:
