@@ -270,6 +270,29 @@ def test_a_lora_saved_other_than_as_safetensors_is_refused(value: str) -> None:
     assert checks.config_errors({"save_model_as": "safetensors"}) == []
 
 
+@pytest.mark.parametrize(("entry", "said"), [
+    ("conv_dim = 4", "network_args entry 'conv_dim = 4': sd-scripts keeps the spaces round the "
+                     "key, so it is ignored: write conv_dim=4"),
+    ("conv_dim", 'network_args entry \'conv_dim\' must be key=value, such as "conv_dim=4"'),
+    ("=4", 'network_args entry \'=4\' must be key=value, such as "conv_dim=4"'),
+    ("conv_dmi=4", "network_args key 'conv_dmi' is not one networks.lora reads (it would be "
+                   "ignored); did you mean conv_dim?"),
+])
+def test_a_network_arg_sd_scripts_misreads_or_ignores_is_refused(entry: str, said: str) -> None:
+    """sd-scripts splits each entry at its first "=" without stripping, and networks.lora
+    ignores keys it does not read: conv layers then silently do not train."""
+    lora = {"network_module": "networks.lora"}
+    assert checks.config_errors({**lora, "network_args": ["conv_alpha=1", entry]}) == [said]
+    fine = [f"{key}=1" for key in sdopts.LORA_NETWORK_ARGS] + ["conv_dim= 4"]
+    assert checks.config_errors({**lora, "network_args": fine}) == []
+
+
+def test_another_network_modules_args_are_checked_for_their_form_only() -> None:
+    lycoris = {"network_module": "lycoris.kohya"}
+    assert checks.config_errors({**lycoris, "network_args": ["algo=lokr", "factor=8"]}) == []
+    assert len(checks.config_errors({**lycoris, "network_args": ["algo = lokr", "x"]})) == 2
+
+
 @pytest.mark.parametrize("key", ["lr_warmup_steps", "lr_decay_steps"])
 def test_a_float_of_steps_is_refused_as_sd_scripts_reads_it_as_a_fraction(key: str) -> None:
     """From a config file sd-scripts takes 100.0 as a share of the run (100 x its steps)."""

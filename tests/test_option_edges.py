@@ -181,6 +181,22 @@ def test_a_dry_run_says_a_missing_optimizer_or_logger_package_would_stop_the_run
              f"{module}: not installed")
 
 
+@pytest.mark.parametrize(("setting", "needle"), [
+    ('network_args=["conv_dim = 4"]', "sd-scripts keeps the spaces round the key, so it is "
+                                      "ignored: write conv_dim=4"),
+    ('network_args=["conv_dmi=4"]', "network_args key 'conv_dmi' is not one networks.lora "
+                                    "reads (it would be ignored); did you mean conv_dim?"),
+    ('network_args=["conv_dim"]', "network_args entry 'conv_dim' must be key=value"),
+])
+def test_train_refuses_a_network_arg_sd_scripts_would_misread(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path, setting: str,
+        needle: str) -> None:
+    run = tmp_path / "run"
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                     "--sd-scripts", fake_sd.sd_scripts, "--dry-run", "--set", setting), needle)
+    assert not (run / "config.toml").exists()
+
+
 def test_train_warns_of_a_warmup_as_long_as_the_run(runner: CliRunner, prepared: Path,
                                                     fake_sd: FakeSd, tmp_path: Path) -> None:
     code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",

@@ -161,3 +161,15 @@ def test_regenerating_with_a_python_that_cannot_import_sd_scripts_is_one_line(
     assert said.out == "" and said.err.startswith(
         "error: sd-scripts' Python could not import its scripts (IMPORT-FAILED No module "
         "named 'no_such_module_here'); give --python")
+
+
+def test_the_lora_network_args_are_those_create_network_reads(sd_scripts: Path) -> None:
+    """Read from networks/lora.py's source (create_network and parse_block_lr_kwargs), so a
+    key a new release adds or drops shows here."""
+    import re
+
+    source = (sd_scripts / "networks" / "lora.py").read_text(encoding="utf-8")
+    start = source.index("def parse_block_lr_kwargs")
+    body = source[start:source.index("def get_block_dims_and_alphas", start)]
+    read = set(re.findall(r"kwargs\.get\(\"(\w+)\"", body))
+    assert read == set(sdopts.LORA_NETWORK_ARGS)

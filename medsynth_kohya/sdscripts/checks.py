@@ -121,6 +121,28 @@ def _warmup_error(options: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _network_args_errors(options: Mapping[str, Any]) -> list[str]:
+    """network_args entries sd-scripts misreads: it splits each at its first "=" and strips
+    nothing ("conv_dim = 4" sets "conv_dim ", which no network reads; no "=" crashes), and
+    networks.lora ignores a key it does not know."""
+    entries = options.get("network_args")
+    lora = options.get("network_module") == "networks.lora"
+    errors = []
+    for entry in entries if isinstance(entries, list) else []:
+        key, sep, value = str(entry).partition("=")
+        if not sep or not key.strip():
+            errors.append(f"network_args entry {entry!r} must be key=value, such as "
+                          '"conv_dim=4"')
+        elif key != key.strip():
+            errors.append(f"network_args entry {entry!r}: sd-scripts keeps the spaces round "
+                          f"the key, so it is ignored: write {key.strip()}={value.strip()}")
+        elif lora and key not in sdopts.LORA_NETWORK_ARGS:
+            errors.append(f"network_args key {key!r} is not one networks.lora reads (it would "
+                          "be ignored)" + (_close(key, sdopts.LORA_NETWORK_ARGS)
+                                           or f"; it reads {', '.join(sdopts.LORA_NETWORK_ARGS)}"))
+    return errors
+
+
 def warmup_warning(options: Mapping[str, Any], steps: int, processes: int) -> str | None:
     """A warmup as long as the run: the learning rate never reaches its target. sd-scripts
     counts warmup over steps x processes (its scheduler ticks once per process), a float below
@@ -186,16 +208,16 @@ def config_errors(options: Mapping[str, Any], sd_scripts: Path | None = None,
 
 
 def _value_errors(options: Mapping[str, Any]) -> list[str]:
-    """Seed, optimizer, scheduler and warmup that sd-scripts only fails on late (learning
-    rates and other numbers are sdopts.check's, by its RANGES)."""
+    """Seed, network args, optimizer, scheduler and warmup that sd-scripts only fails on or
+    ignores late (learning rates and other numbers are sdopts.check's, by its RANGES)."""
     errors = []
     seed = options.get("seed")
     if _number(seed) and not 0 <= seed <= MAX_SEED:
         errors.append(f"seed = {seed} is out of range: use 0 to {MAX_SEED} (or remove the "
                       "override for the preset's value)")
-    return errors + [error for error in (_optimizer_error(options.get("optimizer_type")),
-                                         _scheduler_error(options), _warmup_error(options))
-                      if error]
+    return errors + _network_args_errors(options) + [
+        error for error in (_optimizer_error(options.get("optimizer_type")),
+                            _scheduler_error(options), _warmup_error(options)) if error]
 
 
 def _combination_errors(options: Mapping[str, Any]) -> list[str]:

@@ -44,6 +44,12 @@ ADAFACTOR_SCHEDULER = "adafactor"
 """lr_scheduler "adafactor:<initial lr>": the Adafactor optimizer's own schedule."""
 ADAFACTOR_CLASS = "transformers.optimization.Adafactor"
 """The optimizer class the adafactor scheduler needs (optimizer_type Adafactor gives it too)."""
+LORA_NETWORK_ARGS = ("conv_dim", "conv_alpha", "block_dims", "block_alphas", "conv_block_dims",
+                     "conv_block_alphas", "down_lr_weight", "mid_lr_weight", "up_lr_weight",
+                     "block_lr_zero_threshold", "rank_dropout", "module_dropout",
+                     "loraplus_lr_ratio", "loraplus_unet_lr_ratio",
+                     "loraplus_text_encoder_lr_ratio")
+"""network_args keys networks/lora.py's create_network reads; it ignores any other silently."""
 
 ONE_OR_MANY = frozenset({"text_encoder_lr"})
 """List options sd-scripts also takes as one number (train_network.py keeps a single
