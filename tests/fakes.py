@@ -26,8 +26,7 @@ from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.launch import StepProgress
 
 RUNTIME_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
-                   "safetensors", "voluptuous", "einops", "bitsandbytes", "xformers",
-                   "tensorboard")
+                   "safetensors", "voluptuous", "einops", "bitsandbytes", "xformers")
 """Packages sd-scripts' Python must have; empty stand-ins make `train`'s pre-flight pass."""
 
 _LAUNCHER = '''

@@ -49,8 +49,7 @@ OPTIONAL_MODULES = {"xformers": "xformers = true (as in medsynthx-2023)",
                     "dadaptation": "the DAdapt* optimizers", "prodigyopt": "the Prodigy optimizer",
                     "lion_pytorch": "the Lion optimizer",
                     "schedulefree": "the *ScheduleFree optimizers and wrapper",
-                    "wandb": "log_with = wandb or all",
-                    "tensorboard": "the training logs (without it accelerate writes none)"}
+                    "wandb": "log_with = wandb or all"}
 """Modules sd-scripts imports only for some options (checks.needs says which), with what needs
 each; a run that needs one fails without it once the model is loaded."""
 SHOWN = ("xformers", "bitsandbytes")

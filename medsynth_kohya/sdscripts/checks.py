@@ -277,10 +277,10 @@ def missing_models(options: Mapping[str, Any], sd_scripts: Path) -> list[str]:
 
 def needs(options: Mapping[str, Any]) -> list[str]:
     """Optional modules these options cannot run without, as sd-scripts' get_optimizer and
-    logging import them only once the model is loaded (tensorboard: by accelerate, which
-    writes no logs without it; sd-scripts logs there when only logging_dir is given)."""
+    logging import them only once the model is loaded (tensorboard is none: accelerate passes
+    over a logger it cannot import)."""
     optimizer = str(options.get("optimizer_type", "")).lower()
-    log_with = options.get("log_with") or ("tensorboard" if options.get("logging_dir") else "")
+    log_with = options.get("log_with")
     wanted = {
         "xformers": options.get("xformers") is True,
         "bitsandbytes": "8bit" in optimizer or optimizer.startswith(("paged", "bitsandbytes."))
@@ -290,8 +290,7 @@ def needs(options: Mapping[str, Any]) -> list[str]:
         "lion_pytorch": optimizer == "lion" or options.get("use_lion_optimizer") is True,
         "schedulefree": optimizer.endswith("schedulefree")
         or options.get("optimizer_schedulefree_wrapper") is True,
-        "wandb": log_with in ("wandb", "all"),
-        "tensorboard": log_with in ("tensorboard", "all")}
+        "wandb": log_with in ("wandb", "all")}
     return [module for module, needed in wanted.items() if needed]
 
 
