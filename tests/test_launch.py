@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import struct
 import sys
 import time
 from pathlib import Path
@@ -324,18 +325,42 @@ def _touch(path: Path, mtime: int, folder: bool = False) -> None:
     os.utime(path, ns=(mtime, mtime))
 
 
+def _save(path: Path, mtime: int, step: int | None = None) -> None:
+    """A LoRA save as sd-scripts writes it (its global step in the header's `ss_steps`; none
+    with --no_metadata), its time set as a copy may leave it."""
+    metadata = {} if step is None else {"ss_steps": str(step)}
+    header = json.dumps({"__metadata__": metadata}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    os.utime(path, ns=(mtime, mtime))
+
+
 def test_lora_files_in_save_order_final_last(tmp_path: Path) -> None:
-    names = ["melanoma.safetensors", "melanoma-000002.safetensors", "melanoma-000001.safetensors",
-             "melanoma-step00000150.safetensors", "melanoma-foo.safetensors",
-             "other-000001.safetensors", "melanoma-000001.ckpt"]
-    for index, name in enumerate(names):
-        _touch(tmp_path / name, {"melanoma-000002.safetensors": 3,
-                                 "melanoma-000001.safetensors": 1}.get(name, 2) * 10**9 + index)
+    """By the step each save records, whatever the times a copy (cp -r, a synced folder)
+    gave them: here the higher the step, the older the time."""
+    names = [("melanoma.safetensors", 300), ("melanoma-000002.safetensors", 200),
+             ("melanoma-step00000150.safetensors", 150), ("melanoma-000001.safetensors", 100),
+             ("melanoma-step00000050.safetensors", 50)]
+    for index, (name, step) in enumerate(names):
+        _save(tmp_path / name, (index + 1) * 10**9, step)
+    for index, name in enumerate(["melanoma-foo.safetensors", "other-000001.safetensors",
+                                  "melanoma-000001.ckpt"]):
+        _touch(tmp_path / name, 9 * 10**9 + index)
     _touch(tmp_path / "melanoma-000003-state", 5 * 10**9, folder=True)
     assert [p.name for p in launch.lora_files(tmp_path, "melanoma")] == [
-        "melanoma-000001.safetensors", "melanoma-step00000150.safetensors",
-        "melanoma-000002.safetensors", "melanoma.safetensors"]
+        "melanoma-step00000050.safetensors", "melanoma-000001.safetensors",
+        "melanoma-step00000150.safetensors", "melanoma-000002.safetensors",
+        "melanoma.safetensors"]
     assert launch.lora_files(tmp_path / "absent", "melanoma") == []
+
+
+def test_lora_files_without_metadata_by_the_number_in_their_names(tmp_path: Path) -> None:
+    for index, name in enumerate(["my-lora-step00000050.safetensors",
+                                  "my-lora-step00000010.safetensors",
+                                  "my-lora-step00000100.safetensors", "my-lora.safetensors"]):
+        _save(tmp_path / name, (9 - index) * 10**9)
+    assert [p.name for p in launch.lora_files(tmp_path, "my-lora")] == [
+        "my-lora-step00000010.safetensors", "my-lora-step00000050.safetensors",
+        "my-lora-step00000100.safetensors", "my-lora.safetensors"]
 
 
 def _state(folder: Path, step: int, complete: bool = True) -> Path:

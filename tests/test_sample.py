@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -728,6 +729,26 @@ def test_a_run_that_did_not_finish_is_sampled_with_a_warning(run: Path, fake_gen
                     sd_scripts=fake_gen.sd_scripts, python=PYTHON, dry_run=True)
     (warning,) = [w for w in result.warnings if "did not finish" in w]
     assert f"`medsynth-kohya train PREPARED --run-dir {shlex.quote(str(run))} --resume`" in warning
+
+
+def test_a_copied_run_that_did_not_finish_is_sampled_with_its_latest_save(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """A copy (cp -r, a synced folder) rewrites the saves' times: the latest save is the one
+    of the highest step, not the one copied last."""
+    (run / "output" / "melanoma.safetensors").unlink()
+    for step in (10, 50):
+        write_lora(run / "output" / f"melanoma-step{step:08d}.safetensors",
+                   {"ss_steps": str(step)})
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    (run / "run.json").write_text(json.dumps({**record, "status": "interrupted"}),
+                                  encoding="utf-8")
+    copy = Path(shutil.copytree(run, tmp_path / "run-copy"))
+    for step, when in ((10, 2 * 10**18), (50, 10**18)):
+        os.utime(copy / "output" / f"melanoma-step{step:08d}.safetensors", ns=(when, when))
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", copy, "--n", 1, "--out",
+                                   tmp_path / "synth", "--dry-run", *SMALL)
+    assert code == 0, stdout + stderr
+    assert "latest save, melanoma-step00000050.safetensors" in " ".join((stdout + stderr).split())
 
 
 @pytest.mark.parametrize("status", ["failed", "interrupted", "running"])

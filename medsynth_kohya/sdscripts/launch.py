@@ -420,15 +420,41 @@ def run(command: Command, log: Path, on_progress: Callable[[StepProgress], None]
         on_progress=None if on_progress is None else lambda _, step: on_progress(step))[0]
 
 
-def lora_files(output_dir: Path, output_name: str) -> list[Path]:
-    """LoRA files sd-scripts saved: `NAME-000002` (epoch) and `NAME-step00000100` (step)
-    saves in the order written, then the final `NAME.safetensors`."""
+def _saves(output_dir: Path, output_name: str, suffix: str) -> list[Path]:
+    """What sd-scripts saved in `output_dir` under names ending in `suffix`: `NAME-000002`
+    (epoch), `NAME-step00000100` (step) and the final `NAME`."""
     if not output_dir.is_dir():
         return []
-    saved = re.compile(rf"^{re.escape(output_name)}-(?:\d{{6,}}|step\d{{8,}})\.safetensors$")
-    saves = [path for path in output_dir.iterdir() if saved.match(path.name) and path.is_file()]
-    saves.sort(key=lambda path: (path.stat().st_mtime_ns, path.name))
-    final = output_dir / f"{output_name}.safetensors"
+    saved = re.compile(rf"^{re.escape(output_name)}(?:-\d{{6,}}|-step\d{{8,}})?"
+                       rf"{re.escape(suffix)}$")
+    return [path for path in output_dir.iterdir() if saved.match(path.name)]
+
+
+def _save_rank(path: Path, output_name: str, suffix: str, step: int) -> tuple[int, bool, str]:
+    """What orders saves (LoRA files, state folders): the step each recorded, then the final
+    one (written after a save at the same step), then the name; never the time, which a copy
+    rewrites."""
+    return (step, path.name == f"{output_name}{suffix}", path.name)
+
+
+def _lora_step(path: Path) -> int:
+    """The global step a LoRA save records in its header (sd-scripts' `ss_steps`), else the
+    number in its name (without metadata an epoch's save orders among the epochs only)."""
+    metadata = (files.safetensors_header(path) or {}).get("__metadata__")
+    steps = metadata.get("ss_steps") if isinstance(metadata, dict) else None
+    if isinstance(steps, str) and steps.isdigit():
+        return int(steps)
+    return int(path.stem.rpartition("-")[2].removeprefix("step"))
+
+
+def lora_files(output_dir: Path, output_name: str) -> list[Path]:
+    """LoRA files sd-scripts saved: `NAME-000002` (epoch) and `NAME-step00000100` (step) saves
+    by the step they were made at, then the final `NAME.safetensors`."""
+    suffix = ".safetensors"
+    final = output_dir / f"{output_name}{suffix}"
+    saves = [path for path in _saves(output_dir, output_name, suffix)
+             if path.is_file() and path != final]
+    saves.sort(key=lambda path: _save_rank(path, output_name, suffix, _lora_step(path)))
     return [*saves, final] if final.is_file() else saves
 
 
@@ -458,24 +484,20 @@ def _state_step(folder: Path) -> int:
 def _state_folders(output_dir: Path, output_name: str) -> list[Path]:
     """sd-scripts' `--save_state` folders: `NAME-000002-state`, `NAME-step00000100-state`,
     `NAME-state`."""
-    if not output_dir.is_dir():
-        return []
-    state = re.compile(rf"^{re.escape(output_name)}-(?:\d{{6,}}-|step\d{{8,}}-)?state$")
-    return [path for path in output_dir.iterdir() if state.match(path.name) and path.is_dir()]
+    return [path for path in _saves(output_dir, output_name, "-state") if path.is_dir()]
 
 
 def latest_state(output_dir: Path, output_name: str) -> Path | None:
     """The most advanced complete state folder, to give `--resume`; by recorded step, then the
-    final one (written after a save at the same step), then time. None when none is complete."""
+    final one (written after a save at the same step), then name. None when none is complete."""
     complete = [path for path in _state_folders(output_dir, output_name)
                 if _state_step(path) >= 0]
     return max(complete, key=lambda path: _state_rank(path, output_name)) if complete else None
 
 
-def _state_rank(folder: Path, output_name: str) -> tuple[int, bool, int]:
-    """What orders state folders: recorded step, then the final one, then time."""
-    return (_state_step(folder), folder.name == f"{output_name}-state",
-            folder.stat().st_mtime_ns)
+def _state_rank(folder: Path, output_name: str) -> tuple[int, bool, str]:
+    """What orders state folders: `_save_rank` by the step recorded in train_state.json."""
+    return _save_rank(folder, output_name, "-state", _state_step(folder))
 
 
 def _emptied(folder: Path) -> bool:
