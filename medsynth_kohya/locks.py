@@ -13,7 +13,9 @@ A record from another host whose heartbeat is older than STALE_S is taken over w
 naming the old holder (a Colab runtime that disconnected, a node that crashed); a fresher one is
 refused until `--break-lock`. A record without a heartbeat (written before there was one) never
 goes stale. The comparison uses both machines' clocks: skew between them counts against the
-margin of STALE_S over BEAT_S.
+margin of STALE_S over BEAT_S; a heartbeat ahead of this machine's clock (the other's is ahead,
+or the file was copied or touched) is timed from the lock file's last change instead, so that
+it too is taken over STALE_S after its holder stopped.
 
 On NFS, Linux sends `flock` to the server as a byte-range lock (NLM for v3, built into v4), so
 machines sharing the mount exclude each other; mounts with `nolock` or `local_lock=flock` lock
@@ -42,7 +44,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -65,6 +67,8 @@ BEAT_S = 60.0
 STALE_S = 600
 """How long a record from another host may go without a heartbeat before it is taken over: ten
 beats, room for a loaded machine, a slow network file system's caches and clock skew."""
+_BREAK_HINT = "if that machine no longer runs it, run this again with --break-lock"
+"""How a refusal by another machine's lock or mark ends: --break-lock passes it."""
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _HELD: dict[int, Path] = {}
 """Descriptor -> lock file of every lock this process holds now."""
@@ -80,13 +84,17 @@ class Holder:
     since: str
     beat: str | None = None
     """When the holder last said it still runs (UTC, rewritten every BEAT_S seconds)."""
+    changed: float | None = field(default=None, compare=False)
+    """When its lock file last changed (its ctime, POSIX seconds, as this machine's file system
+    says); read beside the record, never written in it."""
 
     def describe(self) -> str:
         return (f"`medsynth-kohya {self.command}` (pid {self.pid} on {self.host}, "
                 f"since {self.since})")
 
-    def silent_s(self) -> float | None:
-        """Seconds since the last heartbeat, by this machine's clock (None without one)."""
+    def _beat_age_s(self) -> float | None:
+        """Seconds from the last heartbeat to now by this machine's clock, negative when the
+        heartbeat lies ahead of it (None without one)."""
         try:
             beat = datetime.fromisoformat(self.beat or "")
         except ValueError:
@@ -94,6 +102,19 @@ class Holder:
         if beat.tzinfo is None:
             return None
         return (_clock() - beat).total_seconds()
+
+    def ahead_s(self) -> float:
+        """How far the last heartbeat lies ahead of this machine's clock (0 when it does not)."""
+        return max(-(self._beat_age_s() or 0.0), 0.0)
+
+    def silent_s(self) -> float | None:
+        """Seconds since the last heartbeat, by this machine's clock (None without one); one
+        from the future is timed from the lock file's last change (0 when that is unknown)."""
+        age = self._beat_age_s()
+        if age is None or age >= 0:
+            return age
+        now = _clock().timestamp()
+        return max(now - (self.changed or now), 0.0)
 
     @property
     def stale(self) -> bool:
@@ -163,32 +184,34 @@ def lock_path(folder: Path, part: str | None = None) -> Path:
     return folder / (LOCK_NAME if part is None else f"{LOCK_NAME}.{part}")
 
 
-def _parse(text: str) -> Holder | None:
+def _parse(text: str, changed: float) -> Holder | None:
     try:
         data = json.loads(text)
         beat = data.get("beat")
         return Holder(str(data["command"]), int(data["pid"]), str(data["host"]),
-                      str(data["since"]), beat if isinstance(beat, str) else None)
+                      str(data["since"]), beat if isinstance(beat, str) else None, changed)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def _read(fd: int) -> Holder | None:
-    return _parse(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
+    return _parse(os.pread(fd, 65536, 0).decode("utf-8", "replace"), os.fstat(fd).st_ctime)
 
 
 def _write(fd: int, record: Holder) -> None:
     """Write the record over the file's bytes, then cut what is left of a longer one (a reader
     never sees it empty; heartbeats keep the length, so a torn read still parses)."""
-    data = json.dumps(asdict(record)).encode()
+    data = json.dumps({key: value for key, value in asdict(record).items()
+                       if key != "changed"}).encode()
     os.pwrite(fd, data, 0)
     os.ftruncate(fd, len(data))
 
 
 def read_holder(folder: Path, part: str | None = None) -> Holder | None:
     """The record in a folder's lock file (None when there is none), without locking."""
+    path = lock_path(folder, part)
     try:
-        return _parse(lock_path(folder, part).read_text(encoding="utf-8"))
+        return _parse(path.read_text(encoding="utf-8"), path.stat().st_ctime)
     except OSError:
         return None
 
@@ -230,9 +253,9 @@ def report(folder: Path) -> str | None:
     found = holder(folder)
     if found is None:
         return None
-    if found.here or found.command == "(unknown)":
+    if not _elsewhere(found):
         return f"{folder} is in use by {found.describe()}"
-    return f"{folder} is locked by {found.describe()}, another machine, and {_silence(found)}"
+    return f"{folder} is locked by {_who(found)}"
 
 
 def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",), *,
@@ -242,43 +265,50 @@ def ensure_idle(folder: Path, command: str, writers: tuple[str, ...] = ("train",
     found = holder(folder, break_lock=break_lock)
     if found is None or found.command not in (*writers, "(unknown)"):
         return
-    if found.here or found.command == "(unknown)":
-        raise UserError(f"{folder} is still being written by {found.describe()}; `{command}` "
-                        "needs it finished: wait for it to end, then run this again")
-    raise UserError(f"{folder} is still being written by {found.describe()}, another machine, "
-                    f"and {_silence(found)}; `{command}` needs it finished: wait for it to end; "
-                    "if that machine no longer runs it, run this again with --break-lock")
+    then = f"; {_BREAK_HINT}" if _elsewhere(found) else ", then run this again"
+    raise UserError(f"{folder} is still being written by {_who(found)}; `{command}` needs it "
+                    f"finished: wait for it to end{then}")
+
+
+def _readers(folder: Path, break_lock: bool, clear: bool) -> tuple[list[Holder], list[str]]:
+    """The live readers of `folder` and, with `clear`, the notes on the marks removed."""
+    if not folder.is_dir():
+        return [], []
+    prefix = f"{LOCK_NAME}.{READER}-"
+    parts = sorted(path.name.removeprefix(f"{LOCK_NAME}.") for path in folder.iterdir()
+                   if path.name.startswith(prefix))
+    found, notes = [], []
+    for part in parts:
+        record = holder(folder, part, break_lock=break_lock)
+        if record is not None:
+            found.append(record)
+        elif clear:  # one being created now notices and makes its file again (_acquire)
+            note = _taken_over(folder, read_holder(folder, part), break_lock, mark=True)
+            with contextlib.suppress(OSError):
+                lock_path(folder, part).unlink()
+                notes += [note] if note else []
+    return found, notes
 
 
 def readers(folder: Path, *, break_lock: bool = False, clear: bool = False) -> list[Holder]:
     """The live commands reading `folder` now (their `reading` part-locks); with `clear`, the
     marks of readers that died (or another host's gone stale) are removed (each has a name of
     its own, so no later holder takes them over)."""
-    if not folder.is_dir():
-        return []
-    prefix = f"{LOCK_NAME}.{READER}-"
-    parts = sorted(path.name.removeprefix(f"{LOCK_NAME}.") for path in folder.iterdir()
-                   if path.name.startswith(prefix))
-    found = []
-    for part in parts:
-        record = holder(folder, part, break_lock=break_lock)
-        if record is not None:
-            found.append(record)
-        elif clear:  # one being created now notices and makes its file again (_acquire)
-            with contextlib.suppress(OSError):
-                lock_path(folder, part).unlink()
-    return found
+    return _readers(folder, break_lock, clear)[0]
 
 
-def ensure_unread(folder: Path, command: str, *, break_lock: bool = False) -> None:
+def ensure_unread(folder: Path, command: str, *, break_lock: bool = False) -> list[str]:
     """Refuse, with one line naming a reader, to change a folder a live command still reads
-    (`command` holds the folder's own lock first, so a reader starting now sees it busy)."""
-    found = readers(folder, break_lock=break_lock, clear=True)
+    (`command` holds the folder's own lock first, so a reader starting now sees it busy);
+    returns the notes on the marks it removed (dead, stale, or broken with `break_lock`)."""
+    found, notes = _readers(folder, break_lock, True)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise UserError(f"{folder} is being read by {found[0].describe()}{more}; `{command}` "
-                        "would change the files it reads: wait for it to end, or write into "
-                        "another folder (--force does not override a running command)")
+        then = f"; {_BREAK_HINT}" if all(map(_elsewhere, found)) else ""
+        raise UserError(f"{folder} is being read by {_who(found[0])}{more}; `{command}` would "
+                        "change the files it reads: wait for it to end, or write into another "
+                        f"folder (--force does not override a running command){then}")
+    return notes
 
 
 @contextlib.contextmanager
@@ -346,18 +376,49 @@ def _busy(folder: Path, record: Holder | None, force_hint: str) -> UserError:
 
 
 def _silence(record: Holder) -> str:
-    """How long ago another host's holder last beat, in words."""
+    """How long ago another host's holder last beat, and when it is taken over, in words."""
     silent = record.silent_s()
     if silent is None:
         return "it records no heartbeat"
-    return (f"its last heartbeat was {max(silent, 0) / 60:.0f} min ago; it is taken over "
-            f"after {STALE_S // 60} min without one")
+    ahead = record.ahead_s()
+    since = (f"its last heartbeat is {ahead / 60:.0f} min ahead of this machine's clock (that "
+             "machine's clock is ahead, or the file was copied), so it is timed from the lock "
+             f"file's last change, {silent / 60:.0f} min ago" if ahead else
+             f"its last heartbeat was {silent / 60:.0f} min ago")
+    return f"{since}; it is taken over after {STALE_S // 60} min without one"
+
+
+def _elsewhere(record: Holder) -> bool:
+    """Whether `record` names another machine (whose holder this one cannot check)."""
+    return not record.here and record.command != "(unknown)"
+
+
+def _who(record: Holder) -> str:
+    """The holder as a refusal names it; for another machine, when it is taken over."""
+    if not _elsewhere(record):
+        return record.describe()
+    return f"{record.describe()}, another machine, and {_silence(record)}"
+
 
 
 def _foreign(folder: Path, record: Holder) -> UserError:
-    return UserError(f"{folder} is locked by {record.describe()}, another machine, and "
-                     f"{_silence(record)}: if that machine no longer runs it, run this again "
-                     "with --break-lock")
+    return UserError(f"{folder} is locked by {_who(record)}: {_BREAK_HINT}")
+
+
+def _taken_over(folder: Path, record: Holder | None, break_lock: bool, *,
+                mark: bool = False) -> str | None:
+    """The note on a lock (or, with `mark`, a reader's mark) taken from a holder that died on
+    this host, another host's gone stale, or one broken with `break_lock`."""
+    if record is None:
+        return None
+    what = f"the reading mark on {folder}" if mark else f"the lock on {folder}"
+    took = "removed" if mark else "took over"
+    if record.here and not alive(record.pid):
+        return f"{took} {what} left by {record.describe()}, which no longer runs"
+    if record.stale and not break_lock:
+        return (f"{took} {what} left by {record.describe()}, another machine, silent for "
+                f"{record.silent_s() or 0:.0f} s (over {STALE_S} s)")
+    return f"broke (--break-lock) {what} of {record.describe()}" if break_lock else None
 
 
 def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
@@ -386,18 +447,10 @@ def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
                 or (record.here and got is None and alive(record.pid))):
             os.close(fd)
             raise _foreign(folder, record) if not record.here else _busy(folder, record, hint)
-        notes = []
-        if got is None:
-            notes.append(f"{folder}: this file system does not support locks (flock); "
-                         "commands started in the same instant on it are not kept apart")
-        if record is not None and record.here and not alive(record.pid):
-            notes.append(f"took over the lock on {folder} left by {record.describe()}, which "
-                         "no longer runs")
-        elif record is not None and record.stale and not break_lock:
-            notes.append(f"took over the lock on {folder} left by {record.describe()}, another "
-                         f"machine, silent for {record.silent_s() or 0:.0f} s (over {STALE_S} s)")
-        elif record is not None:
-            notes.append(f"broke (--break-lock) the lock on {folder} of {record.describe()}")
+        notes = [f"{folder}: this file system does not support locks (flock); commands "
+                 "started in the same instant on it are not kept apart"] if got is None else []
+        note = _taken_over(folder, record, break_lock)
+        notes += [note] if note else []
         mine = Holder(command, os.getpid(), socket.gethostname(), _now(), _stamp())
         _write(fd, mine)
         return Lock(folder, path, fd, mine, "; ".join(notes) or None)

@@ -8,6 +8,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_a_holder_is_described_in_one_phrase() -> None:
 @pytest.mark.usefixtures("clock")
 @pytest.mark.parametrize(("beat", "silent", "stale"), [
     (_at(601), 601.0, True), (_at(600), 600.0, False), (_at(0), 0.0, False),
-    ((NOW + timedelta(seconds=30)).isoformat(), -30.0, False),
+    ((NOW + timedelta(seconds=30)).isoformat(), 0.0, False),
     ("2026-03-01T11:00:00", None, False), ("yesterday", None, False), (None, None, False)])
 def test_silence_is_measured_from_the_last_utc_heartbeat(beat: str | None, silent: float | None,
                                                          stale: bool) -> None:
@@ -182,10 +183,38 @@ def test_reports_name_the_holder_and_when_another_hosts_record_expires(tmp_path:
         f"{tmp_path} is locked by `medsynth-kohya train` (pid 4 on {OTHER}, since t0), another "
         "machine, and it records no heartbeat")
     _record(tmp_path, Holder("train", 4, OTHER, "t0", (NOW + timedelta(minutes=5)).isoformat()))
-    assert "its last heartbeat was 0 min ago" in (locks.report(tmp_path) or "")  # a fast clock
+    assert "its last heartbeat is 5 min ahead of this machine's clock" in (
+        locks.report(tmp_path) or "")  # a fast clock
     with locks.hold(tmp_path / "mine", "sample") as lock:
         assert locks.report(tmp_path / "mine") == (
             f"{tmp_path / 'mine'} is in use by {lock.record.describe()}")
+
+
+def test_a_heartbeat_from_the_future_is_timed_from_the_lock_files_last_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another machine's clock ahead (or a copied, touched lock file): refused, saying so,
+    then taken over STALE_S after the file last changed, as the refusal promised."""
+    now = [datetime.now(timezone.utc)]
+    monkeypatch.setattr(locks, "_clock", lambda: now[0])
+    ahead = Holder("train", 4242, OTHER, "t0", (now[0] + timedelta(hours=1)).isoformat())
+    _record(tmp_path, ahead)
+    with pytest.raises(UserError) as caught, locks.hold(tmp_path, "sample"):
+        pass
+    assert str(caught.value) == (
+        f"{tmp_path} is locked by {ahead.describe()}, another machine, and its last heartbeat "
+        "is 60 min ahead of this machine's clock (that machine's clock is ahead, or the file "
+        "was copied), so it is timed from the lock file's last change, 0 min ago; it is taken "
+        "over after 10 min without one: if that machine no longer runs it, run this again with "
+        "--break-lock")
+    now[0] += timedelta(seconds=locks.STALE_S + 60)
+    with locks.hold(tmp_path, "sample") as lock:
+        assert lock.note is not None and re.fullmatch(
+            rf"took over the lock on {re.escape(str(tmp_path))} left by "
+            rf"{re.escape(ahead.describe())}, another machine, silent for 66\d s \(over 600 s\)",
+            lock.note)
+    past = Holder("train", 1, OTHER, "t0", ahead.beat, changed=now[0].timestamp() - 30)
+    assert past.ahead_s() == pytest.approx(3600 - locks.STALE_S - 60, abs=1)
+    assert past.silent_s() == pytest.approx(30, abs=1) and not past.stale
 
 
 @pytest.mark.usefixtures("clock")
@@ -245,9 +274,11 @@ def test_readers_are_the_live_marks_and_dead_ones_are_cleared(tmp_path: Path) ->
 def test_ensure_unread_names_the_first_reader_and_counts_the_others(tmp_path: Path) -> None:
     locks.ensure_unread(tmp_path, "prepare")
     _record(tmp_path, Holder("train", 5, OTHER, "t0", _at(60)), "reader-a")
-    said = (f"{tmp_path} is being read by `medsynth-kohya train` (pid 5 on {OTHER}, since t0)"
-            "{more}; `prepare` would change the files it reads: wait for it to end, or write "
-            "into another folder (--force does not override a running command)")
+    said = (f"{tmp_path} is being read by `medsynth-kohya train` (pid 5 on {OTHER}, since t0), "
+            "another machine, and its last heartbeat was 1 min ago; it is taken over after 10 "
+            "min without one{more}; `prepare` would change the files it reads: wait for it to "
+            "end, or write into another folder (--force does not override a running command); "
+            "if that machine no longer runs it, run this again with --break-lock")
     with pytest.raises(UserError) as caught:
         locks.ensure_unread(tmp_path, "prepare")
     assert str(caught.value) == said.format(more="")
@@ -256,8 +287,31 @@ def test_ensure_unread_names_the_first_reader_and_counts_the_others(tmp_path: Pa
     with pytest.raises(UserError) as caught:
         locks.ensure_unread(tmp_path, "prepare")
     assert str(caught.value) == said.format(more=" (and 2 more)")
-    locks.ensure_unread(tmp_path, "prepare", break_lock=True)
+    assert locks.ensure_unread(tmp_path, "prepare", break_lock=True) == [
+        f"broke (--break-lock) the reading mark on {tmp_path} of `medsynth-kohya {command}` "
+        f"(pid {pid} on {OTHER}, since t0)" for command, pid in
+        (("train", 5), ("evaluate", 6), ("evaluate", 6))]
     assert locks.foreign_entries(tmp_path) == [] and list(tmp_path.iterdir()) == []
+    (tmp_path / "x").mkdir()
+    with locks.reading(tmp_path / "x", "evaluate"):  # one reader here: --break-lock won't pass
+        _record(tmp_path / "x", Holder("train", 5, OTHER, "t0", _at(60)), "reader-a")
+        with pytest.raises(UserError) as caught:
+            locks.ensure_unread(tmp_path / "x", "prepare")
+        assert "(and 1 more)" in str(caught.value) and "--break-lock" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("clock")
+def test_the_notes_of_reading_marks_removed(tmp_path: Path) -> None:
+    dead = Holder("train", _dead_pid(), socket.gethostname(), "t0")
+    stale = Holder("evaluate", 4, OTHER, "t0", _at(700))
+    _record(tmp_path, dead, "reader-a")
+    _record(tmp_path, stale, "reader-b")
+    assert locks.ensure_unread(tmp_path, "prepare") == [
+        f"removed the reading mark on {tmp_path} left by {dead.describe()}, which no longer "
+        "runs",
+        f"removed the reading mark on {tmp_path} left by {stale.describe()}, another machine, "
+        "silent for 700 s (over 600 s)"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_reading_marks_the_folder_and_clears_dead_marks(tmp_path: Path) -> None:

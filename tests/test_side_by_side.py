@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,25 @@ def test_a_dead_readers_mark_is_cleared_and_refuses_nothing(
     assert not list(prepared.glob(".medsynth-lock*"))
 
 
+def test_another_machines_reading_mark_says_how_to_pass_it_and_breaking_it_is_warned(
+        runner: CliRunner, isic2020: SyntheticSet, prepared: Path) -> None:
+    """A Colab VM that disconnected while training left its mark on the prepared folder."""
+    beat = (datetime.now(timezone.utc) - timedelta(minutes=2)).isoformat(timespec="seconds")
+    (prepared / f"{locks.LOCK_NAME}.{locks.READER}-colab-old-vm-4242-abcdef").write_text(
+        json.dumps({"command": "train", "pid": 4242, "host": "colab-old-vm", "since": "t0",
+                    "beat": beat}), encoding="utf-8")
+    args = ("prepare", isic2020.root, "--out", prepared, "--repeats", 2, "--workers", 1)
+    code, _, stderr = invoke(runner, *args)
+    _one_line(code, stderr, "is being read by `medsynth-kohya train` (pid 4242 on colab-old-vm, "
+              "since t0), another machine, and its last heartbeat was 2 min ago; it is taken "
+              "over after 10 min without one;", "run this again with --break-lock")
+    code, _, stderr = invoke(runner, *args, "--break-lock")
+    assert code == 0, stderr
+    assert ("broke (--break-lock) the reading mark on " in " ".join(stderr.split())
+            and "pid 4242 on colab-old-vm" in " ".join(stderr.split()))
+    assert not list(prepared.glob(".medsynth-lock*"))
+
+
 def test_evaluate_marks_the_real_data_it_reads_so_prepare_waits(
         runner: CliRunner, isic2020: SyntheticSet, prepared: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,3 +215,4 @@ def test_evaluate_marks_the_real_data_it_reads_so_prepare_waits(
     evaluate(prepared, tmp_path / "syn", tmp_path / "report", on_progress=during)
     _one_line(*refusals[0], "is being read by", HOLDER.format(command="evaluate"))
     assert checksums(prepared) == before and locks.readers(prepared) == []
+

@@ -666,10 +666,10 @@ def prepare(source: arguments.PathArg | None, out: arguments.PathArg, *,
         raise UserError(f"--workers must be at least 1 (got {workers}); leave it out for one "
                         "per core")
     with locks.hold(out, "prepare", break_lock=break_lock) as lock:
-        locks.ensure_unread(out, "prepare", break_lock=break_lock)
+        notes = locks.ensure_unread(out, "prepare", break_lock=break_lock)
         result = _prepare(source, out, metadata, images, options, workers, force, on_progress)
-    return result if lock.note is None else replace(result, warnings=(lock.note,
-                                                                       *result.warnings))
+    notes = [note for note in (lock.note, *notes) if note]
+    return replace(result, warnings=(*notes, *result.warnings))
 
 
 def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path | None,
