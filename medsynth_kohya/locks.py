@@ -29,8 +29,9 @@ instant are not kept apart.
 
 A lock may name a part of the folder (`part="shard-1-of-4"`, file `.medsynth-lock.shard-1-of-4`)
 so that writers of disjoint parts, such as sample shards, can run side by side. A command that
-reads a folder for hours (train, the prepared folder) holds a part of its own (`reading`), so
-readers go side by side while the folder's writer refuses to change it (`ensure_unread`).
+reads a folder for long (train the prepared folder, sample the run whose LoRA it uses, evaluate
+the synthetic set) holds a part of its own (`reading`), so readers go side by side while the
+folder's writer refuses to change it (`ensure_unread`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 
 from .conftest import invoke
 from .disk import checksums
+from .fake_gen import FakeGen
 from .fake_hub import TOKEN, FakeHub
 from .fakes import make_fake_sd
 from .processes import finish, start, wait_for
@@ -216,3 +217,49 @@ def test_evaluate_marks_the_real_data_it_reads_so_prepare_waits(
     _one_line(*refusals[0], "is being read by", HOLDER.format(command="evaluate"))
     assert checksums(prepared) == before and locks.readers(prepared) == []
 
+
+def test_train_force_refuses_a_run_whose_lora_a_sample_reads(
+        runner: CliRunner, prepared: Path, trained: Path, fake_gen: FakeGen,
+        tmp_path: Path) -> None:
+    """--force would move the run's output/ aside and write a new LoRA mid-sample."""
+    from medsynth_kohya.sampling.sample import SampleOptions, sample
+
+    before = checksums(trained)
+    refusals: list[tuple[int, str, str]] = []
+
+    def during(made: int, total: int) -> None:
+        if not refusals:
+            refusals.append(invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                   "--run-dir", trained, "--force", "--sd-scripts",
+                                   fake_gen.sd_scripts, "--python", sys.executable))
+
+    sample(trained, tmp_path / "synth", SampleOptions(n=2, width=64, height=64, steps=2),
+           sd_scripts=fake_gen.sd_scripts, python=sys.executable, on_progress=during)
+    _one_line(*refusals[0][::2], f"{trained} is being read by",
+              HOLDER.format(command="sample"), "`train` would change the files it reads")
+    assert checksums(trained) == before and locks.readers(trained) == []
+
+
+def test_sample_refuses_to_extend_a_set_an_evaluate_reads(
+        runner: CliRunner, prepared: Path, trained: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.evaluation import features
+    from medsynth_kohya.evaluation.evaluate import evaluate
+
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])  # hashes and hair only
+    synth = tmp_path / "syn"
+    args = ("sample", "--lora", trained, "--out", synth, "--width", 64, "--height", 64,
+            "--steps", 2, "--sd-scripts", fake_gen.sd_scripts, "--python", sys.executable)
+    code, _, stderr = invoke(runner, *args, "--n", 2)
+    assert code == 0, stderr
+    before = checksums(synth)
+    refusals: list[tuple[int, str, str]] = []
+
+    def during(stage: str, done: int, total: int) -> None:
+        if not refusals:  # a larger --n would add images to the set being compared
+            refusals.append(invoke(runner, *args, "--n", 3))
+
+    evaluate(prepared, synth, tmp_path / "report", on_progress=during)
+    _one_line(*refusals[0][::2], f"{synth} is being read by",
+              HOLDER.format(command="evaluate"), "`sample` would change the files it reads")
+    assert checksums(synth) == before and locks.readers(synth) == []

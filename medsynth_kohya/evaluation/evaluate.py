@@ -167,7 +167,8 @@ def evaluate(real: arguments.PathArg | None, synthetic: arguments.PathArg,
         # an ISIC download or a prepared folder (--real, or the run's) still being written
         locks.ensure_idle(source, "evaluate", writers=("prepare", "fetch-isic"),
                           break_lock=break_lock)
-        with locks.reading(source, "evaluate"):  # prepare refuses to change it meanwhile
+        # prepare and sample refuse to change what it reads meanwhile
+        with locks.reading(source, "evaluate"), locks.reading(synthetic, "evaluate"):
             return _evaluate(source, synthetic, out, options, on_progress, trained)
 
 

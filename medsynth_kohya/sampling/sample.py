@@ -128,12 +128,13 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
            detect: Callable[[], list[Gpu]] = detect_gpus,
            on_progress: Progress | None = None, check_copies: bool = False) -> SampleResult:
     """Generate (or, with `dry_run`, plan and show) the synthetic set in `out`, holding its
-    lock (locks.py) throughout; a run still training is refused. With `check_copies`, a
-    finished set is checked for near-copies of the run's training images (copies.json). With
-    `shard`, only that part of the set, side by side with the other shards
-    (sampling/machines.py); with `finalize`, nothing is generated: metadata.csv and grid.jpg
-    are written for the images there. `lora` is a run folder, a LoRA file or a Hub id
-    (USER/REPO[:FILE.safetensors]); as a str, the text as typed (see `local_or_hub`)."""
+    lock (locks.py) throughout and marking the run it reads (`locks.reading`); a run still
+    training, or a set an evaluate reads, is refused. With `check_copies`, a finished set is
+    checked for near-copies of the run's training images (copies.json). With `shard`, only
+    that part of the set, side by side with the other shards (sampling/machines.py); with
+    `finalize`, nothing is generated: metadata.csv and grid.jpg are written for the images
+    there. `lora` is a run folder, a LoRA file or a Hub id (USER/REPO[:FILE.safetensors]); as
+    a str, the text as typed (see `local_or_hub`)."""
     lora, out = local_or_hub(arguments.fspath(lora, "lora")), arguments.path(out, "out")
     sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
     options = arguments.options(options, SampleOptions)
@@ -143,15 +144,18 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
         raise UserError(f"--finalize: {out} holds no set made by sample yet; run its shards "
                         "first")
     run_dir = lora if lora.is_dir() else lora.parent.parent
-    if RunFolder(run_dir).exists():
-        locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
-    with locks.hold(out, "sample", part=None if shard is None else shard.part,
-                    break_lock=break_lock) as lock:
+    run = RunFolder(run_dir).exists()
+    with (locks.reading(run_dir, "sample") if run else contextlib.nullcontext(),
+          locks.hold(out, "sample", part=None if shard is None else shard.part,
+                     break_lock=break_lock) as lock):
+        if run:  # after marking it read: a train starting now refuses to change its LoRA
+            locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
         ensure_alone(out, shard)
+        notes = [] if dry_run else locks.ensure_unread(out, "sample", break_lock=break_lock)
         result = _sample(lora, out, options, sd_scripts, python, dry_run,
                          force, break_lock, shard, finalize, detect, on_progress, check_copies)
-    return result if lock.note is None else replace(result, warnings=(lock.note,
-                                                                       *result.warnings))
+    notes = [note for note in (lock.note, *notes) if note]
+    return replace(result, warnings=(*notes, *result.warnings))
 
 
 def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | None,

@@ -549,6 +549,8 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
           _record_kept_on_refusal(RunFolder(run_dir).record_file)):
         if launches:  # after marking it read: a prepare starting now refuses
             locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
+            # a sample reading the run's LoRA: this would change it (--force moves it aside)
+            notes += locks.ensure_unread(run_dir, "train", break_lock=break_lock)
         try:  # under --slurm this machine's GPUs say nothing of the compute nodes' (rank
             # 0 checks those when the job starts)
             result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
