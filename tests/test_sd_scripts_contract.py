@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,41 +107,42 @@ def test_sd_scripts_rejects_a_misspelt_key(tmp_path: Path, sd_scripts: Path,
     assert loaded.returncode == 4 and "caption_extention" in loaded.stdout
 
 
-@pytest.mark.parametrize("preset", sorted(presets.available()))
-def test_sd_scripts_loads_every_rendered_preset(isic2020: SyntheticSet, tmp_path: Path,
-                                                sd_scripts: Path, sd_python: str,
-                                                preset: str) -> None:
+def _trained_as_sd_scripts_reads_it(isic2020: SyntheticSet, tmp_path: Path, sd_scripts: Path,
+                                    sd_python: str, preset: str,
+                                    overrides: list[str]) -> tuple[int, dict[str, Any]]:
+    """A run rendered (dry run) on 2 repeats of `isic2020`, as sd-scripts' own code reads it:
+    the images prepared and what _TRAINING prints."""
     result = prepare(isic2020.root, tmp_path / "out", options=PrepareOptions(repeats=2),
                      workers=1)
     run = train(result.out, preset, run_dir=tmp_path / "run", dry_run=True, detect=lambda: [],
-                sd_scripts=sd_scripts)
+                sd_scripts=sd_scripts, overrides=overrides)
     loaded = _load(sd_scripts, sd_python, run.config, run.dataset_config, run.sample_prompts,
                    code=_TRAINING)
     if loaded.returncode == 3:
         pytest.skip(f"sd-scripts' dependencies are not importable: {loaded.stdout.strip()}")
     assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-3000:]
-    payload = json.loads(loaded.stdout.split("RESULT", 1)[1])
+    return len(result.manifest), json.loads(loaded.stdout.split("RESULT", 1)[1])
+
+
+@pytest.mark.parametrize("preset", sorted(presets.available()))
+def test_sd_scripts_loads_every_rendered_preset(isic2020: SyntheticSet, tmp_path: Path,
+                                                sd_scripts: Path, sd_python: str,
+                                                preset: str) -> None:
+    images, payload = _trained_as_sd_scripts_reads_it(isic2020, tmp_path, sd_scripts,
+                                                      sd_python, preset, [])
     assert payload["learning_rate"] == presets.load(preset).options["learning_rate"]
     assert payload["caption_extension"] == ".txt"
     assert payload["output_dir"] == str((tmp_path / "run" / "output").resolve())
-    assert payload["prompts"] >= 1 and payload["images"] == 2 * len(result.manifest)
+    assert payload["prompts"] >= 1 and payload["images"] == 2 * images
 
 
 def test_sd_scripts_trains_with_the_dataset_options_a_run_sets(
         isic2020: SyntheticSet, tmp_path: Path, sd_scripts: Path, sd_python: str) -> None:
     """--set shuffle_caption, keep_tokens and enable_bucket reach sd-scripts' dataset, which
     takes the dataset config's values over the config file's."""
-    result = prepare(isic2020.root, tmp_path / "out", options=PrepareOptions(repeats=2),
-                     workers=1)
-    run = train(result.out, "t4-16gb", run_dir=tmp_path / "run", dry_run=True,
-                detect=lambda: [], sd_scripts=sd_scripts,
-                overrides=["shuffle_caption=true", "cache_text_encoder_outputs=false",
-                           "keep_tokens=2", "enable_bucket=false"])
-    loaded = _load(sd_scripts, sd_python, run.config, run.dataset_config, run.sample_prompts,
-                   code=_TRAINING)
-    if loaded.returncode == 3:
-        pytest.skip(f"sd-scripts' dependencies are not importable: {loaded.stdout.strip()}")
-    assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-3000:]
-    payload = json.loads(loaded.stdout.split("RESULT", 1)[1])
+    _, payload = _trained_as_sd_scripts_reads_it(
+        isic2020, tmp_path, sd_scripts, sd_python, "t4-16gb",
+        ["shuffle_caption=true", "cache_text_encoder_outputs=false", "keep_tokens=2",
+         "enable_bucket=false"])
     assert (payload["shuffle_caption"], payload["keep_tokens"], payload["enable_bucket"]) == (
         True, 2, False)
