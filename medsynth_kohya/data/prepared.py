@@ -202,12 +202,26 @@ class PreparedFolder:
                                f"run the prepare command that made {self.path} again to "
                                "rewrite it") from None
 
+    def train_folder(self) -> tuple[Path, int]:
+        """The `img/<R>_<class>` folder sd-scripts trains on, and its repeats R; a UserError
+        when img/ does not hold exactly one."""
+        root = self.train_root
+        folders = sorted(p for p in root.glob("*_*") if p.is_dir())
+        if len(folders) != 1 or not folders[0].name.split("_", 1)[0].isdigit():
+            raise UserError(f"{root} should hold one <repeats>_<class> folder; "
+                            f"re-run `medsynth-kohya prepare ... --out {self.path}`")
+        return folders[0], int(folders[0].name.split("_", 1)[0])
+
+    def placed_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
+        """Where manifest `rows` place their images in the class folder `folder` (the files
+        sd-scripts reads, whether they are still there or not)."""
+        return [image_file(folder, str(row.id), Path(str(row.source)))
+                for row in rows.itertuples(index=False)]
+
     def missing_images(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
         """The images manifest `rows` place in the class folder `folder` that are not there
         (deleted or moved since prepare); one stat each."""
-        paths = (image_file(folder, str(row.id), Path(str(row.source)))
-                 for row in rows.itertuples(index=False))
-        return [path for path in paths if not path.is_file()]
+        return [path for path in self.placed_images(rows, folder) if not path.is_file()]
 
     def missing_captions(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
         """The captions (`<id>.txt`) of manifest `rows` that are not in the class folder

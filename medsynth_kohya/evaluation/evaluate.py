@@ -84,7 +84,8 @@ class EvaluateResult:
     flagged: list[dict[str, Any]]
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    """What weakens a figure, such as real photos without a patient id (also in the report)."""
+    """What weakens a figure (also in the report): the real set's notes, such as training
+    photos gone or left out, and real photos without a patient id."""
 
     @property
     def page(self) -> Path:
@@ -344,7 +345,7 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     }
     files.write_text(out / MARKER, "written by medsynth-kohya evaluate\n")
     report.write(out, document, pairs)
-    warnings = [*again, *utility_section.get("figures", {}).get("notes", [])]
+    warnings = [*document["notes"], *utility_section.get("figures", {}).get("notes", [])]
     return EvaluateResult(out, verdict, flagged, skipped, warnings)
 
 

@@ -1,7 +1,8 @@
 """The two image sets an evaluation compares: the real data and a synthetic set.
 
 Real data is an ISIC source (melanomas and the rest, for the classifier) or a prepared folder
-(its manifest names the exact training images; the source it was made from gives the rest).
+(the exact training images: its own copies of them that sd-scripts trains on, as its manifest
+places them; the source it was made from gives the rest).
 A synthetic set is `sample`'s output: `metadata.csv` (read by sampling/synthset.py) plus
 `images/<id>.png`. Loading reads paths and labels only; `decoded` then yields the images one at
 a time.
@@ -170,6 +171,44 @@ def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
     return notes
 
 
+def _trained_on(prepared: PreparedFolder, rows: pd.DataFrame
+                ) -> tuple[list[Path | None], list[str]]:
+    """The file of each training row to compare with: the folder's own copy in
+    img/<R>_<class>/, which sd-scripts trains on (the download may have changed or gone since
+    prepare); where that copy is gone, the download's file it was made from; else None. The
+    notes count the rows of either kind, naming files, never a local path."""
+    sources = [Path(str(source)) for source in rows["source"]]
+    try:
+        folder = prepared.train_folder()[0]
+        copies: list[Path | None] = list(prepared.placed_images(rows, folder))
+    except UserError:  # img/ gone, or holding other folders than prepare's one
+        folder, copies = prepared.train_root, [None] * len(sources)
+    paths: list[Path | None] = []
+    borrowed: list[str] = []
+    gone: list[str] = []
+    for copy, source in zip(copies, sources, strict=True):
+        if copy is not None and copy.is_file():
+            paths.append(copy)
+        elif source.is_file():
+            paths.append(source)
+            borrowed.append(source.name)
+        else:
+            paths.append(None)
+            gone.append(source.name)
+    where = f"{prepared.path.name}/{folder.relative_to(prepared.path).as_posix()}"
+    listing = f"{prepared.path.name}/{prepared.manifest.name}"
+    notes = [f"{files.counted(len(borrowed), 'training image')} of {listing} "
+             f"{files.agreeing(len(borrowed), 'is')} not in {where} and "
+             f"{files.agreeing(len(borrowed), 'is')} read from the ISIC download it was "
+             f"prepared from, which may have changed since (first: {borrowed[0]})"
+             ] if borrowed else []
+    if gone:
+        notes.append(f"{files.counted(len(gone), 'training image')} named by {listing} "
+                     f"{files.agreeing(len(gone), 'is')} gone from {where} and from the ISIC "
+                     f"download (first: {gone[0]})")
+    return paths, notes
+
+
 def _prepared(folder: Path) -> RealSet:
     """The training images of a prepared folder, and the source it was prepared from; the
     notes name files, never a local path (the report is meant to be shared)."""
@@ -179,11 +218,12 @@ def _prepared(folder: Path) -> RealSet:
     prepared.ensure_finished()
     table, digest = manifest.read_hashed(prepared.manifest)
     train = table.loc[table["split"].astype(str) == "train"]
-    training = _frame([{"id": str(r.id), "path": Path(str(r.source)),
+    paths, notes = _trained_on(prepared, train)
+    training = _frame([{"id": str(r.id), "path": path,
                         "patient_id": "" if str(r.patient_id) in {"<NA>", "nan"}
-                        else str(r.patient_id)} for r in train.itertuples()],
+                        else str(r.patient_id)}
+                       for r, path in zip(train.itertuples(), paths, strict=True) if path],
                       ("id", "path", "patient_id"))
-    notes: list[str] = []
     labelled = None
     skipped: list[dict[str, str]] = []
     try:
@@ -193,16 +233,11 @@ def _prepared(folder: Path) -> RealSet:
         dirs = state.source_images
         source = sources.locate(None, metadata=state.source_metadata,
                                 images=dirs[0] if dirs else None)
-        _, labelled, dropped, skipped = _from_source(source, set(training["id"]))
+        _, labelled, dropped, skipped = _from_source(source, set(train["id"].astype(str)))
         notes += dropped
     except (OSError, KeyError, ValueError, UserError):
         notes.append(f"the ISIC source {folder.name} was prepared from could not be read; the "
                      "classifier section needs it: pass the ISIC source as --real instead")
-    missing = [Path(p).name for p in training["path"] if not Path(p).is_file()]
-    if missing:
-        notes.append(f"{len(missing)} training images named by {folder.name}/manifest.csv are "
-                     f"gone (first: {missing[0]})")
-        training = training.loc[training["path"].map(lambda p: Path(p).is_file())]
     return RealSet(str(folder), training.reset_index(drop=True), labelled, notes, digest,
                    skipped=skipped)
 

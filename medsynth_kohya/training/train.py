@@ -149,16 +149,6 @@ def _merge(preset: presets.Preset, overrides: Mapping[str, Any],
     return document
 
 
-def _train_folder(prepared: Path) -> tuple[Path, int]:
-    """The prepared `img/<R>_<class>` folder and its repeats."""
-    root = PreparedFolder(prepared).train_root
-    folders = sorted(p for p in root.glob("*_*") if p.is_dir())
-    if len(folders) != 1 or not folders[0].name.split("_", 1)[0].isdigit():
-        raise UserError(f"{root} should hold one <repeats>_<class> folder; "
-                        f"re-run `medsynth-kohya prepare ... --out {prepared}`")
-    return folders[0], int(folders[0].name.split("_", 1)[0])
-
-
 def _choose_steps(preset: presets.Preset, changes: dict[str, Any],
                   target: Any) -> tuple[dict[str, Any], str]:
     """The run's max_train_steps: an explicit --set, else the prepared target (prepare
@@ -699,7 +689,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         folder.save(replace(previous if resume else RunRecord(), tool=TOOL, version=__version__,
                             preset=preset.name, status="running", pid=os.getpid(),
                             host=socket.gethostname(), start=started, end=None))
-    train_dir, repeats = _train_folder(prepared)
+    train_dir, repeats = data.train_folder()
     table = manifest.read(data.manifest)
     train_rows = table[table["split"] == "train"]
     if train_rows.empty:
