@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, features, sets
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 
-from .conftest import SEED, invoke
+from .conftest import SEED, invoke, png_chunk, png_header_only
 from .eval_data import isic_source, photo, synthetic_set
 
 TINY = "tests.eval_data:build"
@@ -241,6 +242,28 @@ def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[st
     (note,) = [n for n in notes if "no image file" in n]
     assert note == f"1 row of train.csv has no image file and is left out (first: {gone})"
     assert note in (tmp_path / "again" / "report.html").read_text()
+
+
+def test_a_header_claiming_huge_dimensions_is_undecodable_not_a_crash(
+        runner: CliRunner, tmp_path: Path, source: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PNG whose header claims 60000 x 60000 pixels (OpenCV raises on its image data), as a
+    synthetic image and as a training photo: prepare refuses that size from the header, and
+    evaluate leaves it out as undecodable."""
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    header = png_header_only(60000, 60000)
+    huge = header[:-12] + png_chunk(b"IDAT", zlib.compress(b"\0" * 100)) + header[-12:]
+    ids = synthetic_set(tmp_path / "syn", [photo(9120 + i) for i in range(3)])
+    (tmp_path / "syn" / "images" / f"{ids[0]}.png").write_bytes(huge)
+    melanoma = sorted(source)[1]  # a training photo
+    source[melanoma].write_bytes(huge)
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic",
+                                  "--synthetic", tmp_path / "syn", "--out", tmp_path / "report")
+    assert code == 0 and "Traceback" not in stdout + stderr, stderr
+    skipped = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))[
+        "skipped"]
+    assert {"set": "synthetic", "id": ids[0], "reason": "undecodable"} in skipped
+    assert {"set": "real", "id": melanoma, "reason": "undecodable"} in skipped
 
 
 @needs_eval

@@ -174,7 +174,7 @@ def _alpha_flagged(data: bytes) -> bool:
         (kind == b"tRNS" for kind, _ in _png_chunks(data) if kind in (b"tRNS", b"IDAT")), False)
 
 
-def _past_pillow_limit(width: int, height: int) -> bool:
+def past_pillow_limit(width: int, height: int) -> bool:
     """Whether Pillow refuses an image of this size when it opens it (more than twice its
     MAX_IMAGE_PIXELS): OpenCV would decode a PNG that large whole first, or raise past 2**30."""
     from PIL import Image
@@ -261,7 +261,7 @@ def scan(path: str, hair: HairMode) -> Scan:
     if size is None:
         return Scan("undecodable (no image size in header)")
     width, height = size
-    if _past_pillow_limit(width, height):  # known from the header: decode nothing
+    if past_pillow_limit(width, height):  # known from the header: decode nothing
         return Scan(_TOO_LARGE)
     buffer = np.frombuffer(data, dtype=np.uint8)
     full = hair is HairMode.seed  # the original converted a full colour decode to grayscale

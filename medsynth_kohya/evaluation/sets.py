@@ -293,16 +293,21 @@ def _quiet_opencv() -> None:
 
 
 def decode(path: Path) -> MatLike | None:
-    """A BGR image reduced while decoding as prepare's measurements decode it, or None; OpenCV
-    logs nothing (a broken file is reported once, by the caller, in one line)."""
+    """A BGR image reduced while decoding as prepare's measurements decode it, or None: also
+    for a header claiming more pixels than prepare takes (OpenCV would decode such a PNG whole,
+    or raise). OpenCV logs nothing (a broken file is reported once, by the caller, in one
+    line)."""
+    import cv2
+
+    from medsynth_kohya.data.images import past_pillow_limit
     from medsynth_kohya.data.measure import decode as reduced
     from medsynth_kohya.data.measure import pixel_size
 
     _quiet_opencv()
     try:
         size = pixel_size(path)
-        return None if size is None else reduced(path, *size)
-    except (OSError, ValueError):
+        return None if size is None or past_pillow_limit(*size) else reduced(path, *size)
+    except (OSError, ValueError, cv2.error):
         return None
 
 
