@@ -40,6 +40,23 @@ def test_planted_copies_are_flagged_recorded_and_read_back(tmp_path: Path) -> No
     assert copycheck.read(tmp_path / "syn") == result
 
 
+def test_a_training_photo_turned_or_flipped_any_way_is_flagged(tmp_path: Path) -> None:
+    """Dermoscopy has no up: a copy flipped upside down or turned a quarter or half is a
+    near-copy as much as a mirrored one."""
+    paths = isic_source(tmp_path / "isic", 4, 0, seed=13)
+    melanomas = sorted(paths)
+    image = cv2.imread(str(paths[melanomas[1]]))
+    assert image is not None
+    turned = [np.ascontiguousarray(image[::-1]), cv2.rotate(image, cv2.ROTATE_180),
+              cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE),
+              cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE),
+              np.ascontiguousarray(image.transpose(1, 0, 2))]
+    ids = synthetic_set(tmp_path / "syn", [photo(7150), *turned])
+    result = copycheck.check(tmp_path / "syn", tmp_path / "isic")
+    assert [(f.synthetic_id, f.training_id) for f in result.flagged] == [
+        (identifier, melanomas[1]) for identifier in ids[1:]]
+
+
 def _turned(path: Path, orientation: int) -> None:
     """Give the JPEG at `path` an EXIF Orientation tag, as a phone writes it (6: viewers show
     the photo turned a quarter clockwise); its stored pixels stay as they are."""

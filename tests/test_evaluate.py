@@ -57,12 +57,20 @@ def _planted(image: Any, kind: str, rng: np.random.Generator) -> Any:
 KINDS = ("resize", "jpeg", "flip", "crop")
 
 
-def test_planted_copies_are_found_and_unrelated_photos_are_not() -> None:
-    rng = np.random.default_rng(7)
+@pytest.fixture(scope="module")
+def indexed() -> tuple[list[Any], copies.HashIndex]:
+    """24 varied training photos and their index, under the ids T0 to T23."""
     training = [photo(i, melanoma=i % 3 > 0, hairy=i % 4 == 0) for i in range(24)]
     index = copies.HashIndex()
     for i, image in enumerate(training):
         index.add(f"T{i}", image)
+    return training, index
+
+
+def test_planted_copies_are_found_and_unrelated_photos_are_not(
+        indexed: tuple[list[Any], copies.HashIndex]) -> None:
+    training, index = indexed
+    rng = np.random.default_rng(7)
     for i, image in enumerate(training):
         for kind in KINDS:
             matches = index.nearest(copies.query_hash(_planted(image, kind, rng)))
@@ -70,9 +78,30 @@ def test_planted_copies_are_found_and_unrelated_photos_are_not() -> None:
             assert copies.is_copy(matches), (kind, matches[0].distance)
         both = _planted(_planted(_planted(image, "crop", rng), "flip", rng), "jpeg", rng)
         assert copies.is_copy(index.nearest(copies.query_hash(both)))
-    for seed in range(1000, 1040):
+    for seed in range(1000, 1060):
         unrelated = photo(seed, melanoma=seed % 2 == 0, hairy=seed % 3 == 0)
         assert not copies.is_copy(index.nearest(copies.query_hash(unrelated)))
+
+
+def _oriented(image: Any, orientation: int) -> Any:
+    """`image` turned `orientation // 2` quarter turns, mirrored when `orientation` is odd:
+    the 8 ways a dermoscopy photo may lie."""
+    turned = np.rot90(image, orientation // 2)
+    return np.ascontiguousarray(turned[:, ::-1] if orientation % 2 else turned)
+
+
+def test_a_copy_turned_or_flipped_any_way_is_found(
+        indexed: tuple[list[Any], copies.HashIndex]) -> None:
+    """Vertical flips and quarter or half turns as well as the mirror: dermoscopy has no up."""
+    training, index = indexed
+    rng = np.random.default_rng(11)
+    for i, image in enumerate(training):
+        for orientation in range(1, 8):
+            cropped = _planted(_oriented(_planted(image, "crop", rng), orientation), "jpeg", rng)
+            for copy in (_oriented(image, orientation), cropped):
+                matches = index.nearest(copies.query_hash(copy))
+                assert matches[0].training_id == f"T{i}", orientation
+                assert copies.is_copy(matches), (orientation, matches[0].distance)
 
 
 @pytest.mark.skipif(not (SEED / "malignant_images").is_dir(), reason="../shared/seed is absent")
@@ -88,9 +117,11 @@ def test_real_isic_photos_copies_flagged_different_patients_not() -> None:
         assert not copies.is_copy(index.nearest(copies.query_hash(image))), paths[held_out]
         index.add(paths[held_out].stem, image)
         for kind in KINDS:
-            matches = index.nearest(copies.query_hash(_planted(image, kind, rng)))
-            assert matches[0].training_id == paths[held_out].stem
-            assert matches[0].distance <= copies.THRESHOLD
+            for orientation in range(8):
+                copy = _oriented(_planted(image, kind, rng), orientation)
+                matches = index.nearest(copies.query_hash(copy))
+                assert matches[0].training_id == paths[held_out].stem
+                assert matches[0].distance <= copies.THRESHOLD
 
 
 @pytest.fixture(scope="module")

@@ -191,8 +191,8 @@ def _checked(options: EvaluateOptions) -> EvaluateOptions:
     if not 0 <= options.threshold < copies.UNRELATED:
         raise UserError(f"--threshold {options.threshold:g}: give a hash distance from 0 to "
                         f"below {copies.UNRELATED:g}, the fraction of the {copies.HASH_BITS} "
-                        "bits that differ (near-copies differ in at most 0.16, different "
-                        f"patients in at least 0.36; at {copies.UNRELATED:g} and above "
+                        "bits that differ (near-copies differ in at most 0.19, different "
+                        f"patients in at least 0.33; at {copies.UNRELATED:g} and above "
                         "unrelated images count as copies)")
     if options.deep_threshold is not None and not 0 < options.deep_threshold <= 1:
         raise UserError(f"--deep-threshold {options.deep_threshold:g}: give a cosine "
@@ -295,11 +295,12 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
                                strict=True))
     copies_section: dict[str, Any] = {
         "method": f"Perceptual hash ({copies.HASH_BITS}-bit DCT hash of a 64x64 grey thumbnail; "
-                  "each training photo indexed with its mirror and crops of 90-95% of its sides "
-                  "on a 5x5 grid). Distance = fraction of differing bits to the nearest view of "
+                  "each training photo indexed with crops of 90-95% of its sides on a 5x5 grid, "
+                  "each synthetic image looked up in all 8 orientations: quarter turns, each "
+                  "also mirrored). Distance = fraction of differing bits to the nearest view of "
                   f"each training photo; a near-copy is at or below {options.threshold:g} "
-                  "(on real ISIC photos, copies resized, re-encoded, mirrored or cropped by up "
-                  "to 10% score at most 0.16; different patients' photos at least 0.36).",
+                  "(on real ISIC photos, copies resized, re-encoded, flipped, turned or cropped "
+                  "by up to 10% score at most 0.19; different patients' photos at least 0.33).",
         "threshold": options.threshold, "n_synthetic": len(nearest),
         "distances": [m[0].distance for _, m in nearest],
         "nearest": [{"synthetic_id": s, "sha256": files.sha256(Path(synthetic_paths[s])),
