@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -107,6 +109,81 @@ def test_a_features_spec_that_names_no_network_is_one_line(spec: str) -> None:
 
     with pytest.raises(UserError, match=f"--features '{spec}'"):
         features.load_network(spec)
+
+
+def needs_an_argument(width: int) -> Any:
+    """A factory that cannot be called as --features calls it."""
+    return width
+
+
+def fails_to_build() -> Any:
+    raise RuntimeError("no weights in ~/weights.pt")
+
+
+def _network(forward: Callable[[Any], Any]) -> Any:
+    """A torch module running `forward`."""
+    import torch
+
+    class Network(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> Any:
+            return forward(x)
+
+    return Network()
+
+
+def fails_to_run() -> Any:
+    def forward(x: Any) -> Any:
+        raise ValueError("expected 224 x 224 inputs")
+
+    return _network(forward)
+
+
+def gives_one_row() -> Any:
+    import torch
+
+    return _network(lambda x: torch.zeros(1, 8))
+
+
+def gives_a_tuple() -> Any:
+    return _network(lambda x: (x,))
+
+
+def gives_nan() -> Any:
+    import torch
+
+    return _network(lambda x: torch.full((len(x), 8), float("nan")))
+
+
+def gives_infinity() -> Any:
+    import torch
+
+    return _network(lambda x: torch.cat([torch.ones(len(x), 7),
+                                         torch.full((len(x), 1), float("inf"))], dim=1))
+
+
+@pytest.mark.skipif(bool(features.missing("pkg:factory", False)),
+                    reason="the eval extra is not installed")
+@pytest.mark.parametrize(("factory", "said"), [
+    ("needs_an_argument", "calling needs_an_argument() failed (TypeError: "),
+    ("fails_to_build", "calling fails_to_build() failed (RuntimeError: no weights in "),
+    ("fails_to_run", "the network failed on a batch of 4 images (ValueError: expected 224"),
+    ("gives_one_row", "the network gave a tensor of shape (1, 8) for a batch of 4 images, not "
+                      "one row of features per image"),
+    ("gives_a_tuple", "the network gave a tuple for a batch of 4 images"),
+    ("gives_nan", "the network gave NaN or infinite features"),
+    ("gives_infinity", "the network gave NaN or infinite features"),
+])
+def test_a_features_network_that_fails_is_one_line_and_writes_nothing(
+        runner: CliRunner, data: tuple[Path, Path], tmp_path: Path, factory: str,
+        said: str) -> None:
+    spec = f"{__name__}:{factory}"
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", data[0], "--synthetic", data[1],
+                                  "--out", tmp_path / "report", "--features", spec,
+                                  "--no-classifier")
+    lines = [line for line in stderr.splitlines() if line.strip() and "━" not in line]
+    assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
+    assert f"--features '{spec}': {said}" in " ".join(lines[0].split())
+    assert not (tmp_path / "report" / "report.json").exists()
 
 
 @pytest.mark.parametrize("args", [["--no-classifier"], ["--no-classifier", "--classifier", "none"]])

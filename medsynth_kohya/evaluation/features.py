@@ -2,7 +2,8 @@
 
 The default network is the Inception-v3 that FID is defined on (torchmetrics' port of the
 torch-fidelity weights, downloaded on first use). `module:factory` names any other: a callable
-returning a torch module that maps a uint8 RGB batch (N, 3, 299, 299) to (N, D) features.
+returning a torch module that maps a uint8 RGB batch (N, 3, 299, 299) to (N, D) features;
+what that user code raises or returns amiss is a one-line UserError naming it.
 """
 
 from __future__ import annotations
@@ -61,12 +62,23 @@ def load_network(spec: str) -> Any:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"--features {spec!r} cannot be loaded: {exc}") from None
-    network = factory() if callable(factory) else None
+    try:
+        network = factory() if callable(factory) else None
+    except Exception as exc:  # the user's own code: whatever it raises is theirs to fix
+        raise UserError(f"--features {spec!r}: calling {factory_name}() failed ({_said(exc)}); "
+                        "it is called with no arguments and must return a torch.nn.Module"
+                        ) from None
     if not callable(getattr(network, "eval", None)):
         raise UserError(f"--features {spec!r} is not a factory of a torch network (it gave "
                         f"{type(network).__name__}): name a function that returns a "
                         "torch.nn.Module")
     return network.eval()
+
+
+def _said(exc: Exception) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
 def to_input(image: MatLike) -> MatLike:
@@ -93,6 +105,33 @@ class Extractor:
         """An accumulator that runs the network each time a batch fills."""
         return FeatureStream(self)
 
+    def rows(self, batch: list[MatLike]) -> NDArray[np.float32]:
+        """The network's feature row of each input of `batch`; a one-line UserError naming the
+        network when it fails, gives other than one row per input, or a NaN or infinity (which
+        would make every figure on them NaN, and report.json invalid JSON)."""
+        import numpy as np
+        import torch
+
+        count = len(batch)
+        with torch.no_grad():
+            tensor = torch.from_numpy(np.stack(batch)).to(self.device)
+            try:
+                output = self.network(tensor)
+            except Exception as exc:  # the user's own network: whatever it raises is theirs
+                raise UserError(f"--features {self.spec!r}: the network failed on a batch of "
+                                f"{count} images ({_said(exc)})") from None
+        if (not isinstance(output, torch.Tensor) or output.ndim == 0 or output.numel() == 0
+                or output.shape[0] != count):
+            got = (f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
+                   else f"a {type(output).__name__}")
+            raise UserError(f"--features {self.spec!r}: the network gave {got} for a batch of "
+                            f"{count} images, not one row of features per image (N, D)")
+        rows: NDArray[np.float32] = output.reshape(count, -1).float().cpu().numpy()
+        if not np.isfinite(rows).all():
+            raise UserError(f"--features {self.spec!r}: the network gave NaN or infinite "
+                            "features, on which no figure means anything: fix the network")
+        return rows
+
 
 class FeatureStream:
     """Images in, one feature row each out; holds at most one batch of images at a time."""
@@ -109,15 +148,9 @@ class FeatureStream:
             self._flush()
 
     def _flush(self) -> None:
-        import numpy as np
-        import torch
-
         if not self._batch:
             return
-        with torch.no_grad():
-            tensor = torch.from_numpy(np.stack(self._batch)).to(self._extractor.device)
-            output = self._extractor.network(tensor).reshape(len(self._batch), -1)
-        self._rows.append(output.float().cpu().numpy())
+        self._rows.append(self._extractor.rows(self._batch))
         self._batch.clear()
 
     def result(self) -> NDArray[np.float32]:
