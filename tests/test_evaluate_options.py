@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import features
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 
@@ -221,3 +222,34 @@ def test_ctrl_c_says_the_evaluation_starts_over(
     said = " ".join(stderr.split())
     assert code == 130 and "start the evaluation over" in said
     assert "continue where it stopped" not in said
+
+
+def test_a_report_stopped_while_written_is_never_taken_for_whole(
+        data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`evaluate --force` stopped between its files left the new report.json beside the old
+    report's public page, which push --eval then published; its re-run asked for --force."""
+    from medsynth_kohya.evaluation import report
+
+    out = tmp_path / "report"
+    first = evaluate(data[0], data[1], out, EvaluateOptions(classifier="none"))
+    page = first.public_page.read_text(encoding="utf-8")
+    synthetic_set(tmp_path / "other", [photo(9600 + i) for i in range(4)])
+    render = report.render_html
+
+    def stopped(document: Any, pairs: Any, public: bool) -> str:
+        if public:
+            raise KeyboardInterrupt
+        return render(document, pairs, public=public)
+
+    monkeypatch.setattr(report, "render_html", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(data[0], tmp_path / "other", out, EvaluateOptions(classifier="none",
+                                                                    force=True))
+    assert not (out / "report.json").exists() and first.public_page.read_text(
+        encoding="utf-8") == page
+    with pytest.raises(UserError, match=r"holds no report\.json"):  # what push --eval reads
+        report.read(out)
+    monkeypatch.setattr(report, "render_html", render)
+    again = evaluate(data[0], tmp_path / "other", out, EvaluateOptions(classifier="none"))
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["inputs"][
+        "n_synthetic"] == 4 and again.public_page.read_text(encoding="utf-8") != page

@@ -105,7 +105,7 @@ def _claim(out: Path, force: bool) -> None:
     if not (out / MARKER).is_file():
         raise UserError(f"--out {out} holds files evaluate did not write; give an empty or "
                         "new folder")
-    if not force:
+    if not force and report.written(out):  # one stopped before its figures is replaced
         raise UserError(f"{out} already holds a report; add --force to replace it")
 
 

@@ -257,10 +257,18 @@ def render_html(report: Mapping[str, Any], pairs: Sequence[Pair], *, public: boo
 
 
 def write(out: Path, report: Mapping[str, Any], pairs: Sequence[Pair]) -> None:
-    """Write the figures and both pages atomically."""
-    files.write_json(out / JSON_NAME, dict(report))
+    """Write both pages, then the figures, each atomically; an earlier report's figures go
+    first, so a write stopped half-way leaves no report.json beside another report's pages
+    (`read` refuses the folder, and push never publishes a torn report)."""
+    (out / JSON_NAME).unlink(missing_ok=True)
     files.write_text(out / HTML_NAME, render_html(report, pairs, public=False))
     files.write_text(out / PUBLIC_HTML_NAME, render_html(report, pairs, public=True))
+    files.write_json(out / JSON_NAME, dict(report))
+
+
+def written(out: Path) -> bool:
+    """Whether `out` holds a whole report: its figures are written last."""
+    return (out / JSON_NAME).is_file()
 
 
 def published(out: Path) -> tuple[tuple[str, Path], ...]:
