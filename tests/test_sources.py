@@ -515,3 +515,19 @@ def test_an_isic_2019_row_with_two_classes_set_is_named(archive: SyntheticSet,
     again = prepare(root, tmp_path / "out2", workers=1, options=PrepareOptions(
         query="MEL == 1 and MEL + NV + BCC + AK + BKL + DF + VASC + SCC == 1"))
     assert first not in set(again.manifest["id"])
+
+
+def test_other_metadata_files_beside_the_one_read_are_named(isic2020: SyntheticSet,
+                                                            tmp_path: Path) -> None:
+    """A folder with train.csv and ISIC_2020_Training_GroundTruth.csv (the challenge's and
+    Kaggle's) read one by the documented order and said nothing of the other."""
+    beside = isic2020.root / "ISIC_2020_Training_GroundTruth_v2.csv"
+    shutil.copy(isic2020.metadata, beside)
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    read = result.source.metadata
+    [other] = {isic2020.metadata, beside} - {read}
+    assert (f"{read.name} is read as the metadata; also in {read.parent} and not read: "
+            f"{other.name} (give another with --metadata FILE)") in result.warnings
+    chosen = prepare(None, tmp_path / "chosen", metadata=other, images=isic2020.images,
+                     workers=1)  # a file the user named: nothing to say
+    assert not [w for w in chosen.warnings if "is read as the metadata" in w]

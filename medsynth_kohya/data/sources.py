@@ -205,6 +205,15 @@ def _find_metadata(root: Path) -> Path:
                     "HAM10000_metadata.csv or metadata.csv; pass --metadata CSV --images DIR")
 
 
+def _other_metadata(chosen: Path, partner: Path | None) -> list[Path]:
+    """The other files beside `chosen` that _find_metadata could have taken (an ISIC 2019
+    ground truth's metadata partner aside): a user may have meant one of them."""
+    return sorted({path for pattern in _METADATA_PATTERNS
+                   for path in chosen.parent.glob(pattern)
+                   if path.is_file() and path not in (chosen, partner)
+                   and not _generated_file(path)})
+
+
 def tool_output(folder: Path) -> bool:
     """Whether `folder` is an output of this tool: a prepared folder or synthetic set (their
     state folder), a training run (its record, read as one) or an evaluate report (its
@@ -565,6 +574,7 @@ def locate(source: Path | None, metadata: Path | None = None,
     searched alone. Generated data (a synthetic set) is refused.
     """
     columns = dict(columns or {})
+    searched = False
     unknown = sorted(set(columns) - set(FIELDS))
     if unknown:
         raise UserError(f"--column {unknown[0]}=… is not a field; use one of {', '.join(FIELDS)}")
@@ -573,6 +583,7 @@ def locate(source: Path | None, metadata: Path | None = None,
             raise UserError("give a SOURCE folder, or --metadata CSV and --images DIR")
         if not source.exists():
             raise UserError(f"source {source} does not exist")
+        searched = not source.is_file()  # the metadata is the one _find_metadata chose
         metadata = source if source.is_file() else _find_metadata(source)
     elif metadata.is_dir():
         raise UserError(f"--metadata {metadata} is a folder: give its metadata CSV file, or "
@@ -597,9 +608,14 @@ def locate(source: Path | None, metadata: Path | None = None,
         metadata, text, images if images is not None else metadata.parent, exclude))
     named = {name: _match(column, header) or column
              for name, column in {**_COLUMNS[kind], **columns}.items()}
-    notes = () if text.encoding.startswith("utf") else (
+    notes: tuple[str, ...] = () if text.encoding.startswith("utf") else (
         f"{metadata.name} is not UTF-8: read as {text.encoding} (Excel's Western export); "
         "check that accented names came out right, or save it as CSV UTF-8",)
+    others = _other_metadata(metadata, partner) if searched else []
+    if others:
+        notes += (f"{metadata.name} is read as the metadata; also in {metadata.parent} and not "
+                  f"read: {', '.join(path.name for path in others)} (give another with "
+                  "--metadata FILE)",)
     located = Source(kind, metadata, (), named, header, text, _repeated(metadata, text), notes,
                      partner=partner)
     require(located, columns, "named by --column")
