@@ -458,6 +458,25 @@ def test_the_isic_2019_pair_of_csvs_is_merged_on_the_image(archive: SyntheticSet
         assert set(table["split"]) == {"train", "val"}
 
 
+def test_isic_2019_ids_the_metadata_csv_lacks_are_named(archive: SyntheticSet,
+                                                        tmp_path: Path) -> None:
+    """A ground truth id without a row in the metadata CSV was prepared with blank sex, age and
+    site, its caption short of them, without a word."""
+    root = tmp_path / "isic2019"
+    frame = _isic2019(archive, root)
+    melanomas = sorted(frame.loc[frame["diagnosis_3"] == "Melanoma Invasive", "isic_id"])
+    metadata = root / "ISIC_2019_Training_Metadata.csv"
+    table = pd.read_csv(metadata, dtype=str)
+    table[~table["image"].isin(melanomas[:2])].to_csv(metadata, index=False)
+    result = prepare(root, tmp_path / "out", workers=1)
+    assert (f"2 selected ids of ISIC_2019_Training_GroundTruth.csv have no row in "
+            f"ISIC_2019_Training_Metadata.csv (first: {melanomas[0]}), so no sex, age or site "
+            "for their captions: use the two CSVs of one ISIC 2019 download") in result.warnings
+    _isic2019(archive, tmp_path / "whole")
+    whole = prepare(tmp_path / "whole", tmp_path / "whole-out", workers=1)
+    assert not [w for w in whole.warnings if "no row in" in w]
+
+
 def test_isic_2019_ids_pandas_would_read_as_missing_are_merged_as_written(
         archive: SyntheticSet, tmp_path: Path) -> None:
     root = tmp_path / "isic2019"

@@ -59,6 +59,7 @@ from medsynth_kohya.data.sources import (
     read_metadata,
     require,
     select,
+    unpartnered,
 )
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import render
@@ -728,6 +729,13 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         warnings.append(f"{files.counted(len(duplicates), 'duplicate id row')} kept once: "
                         f"{shown}")
     warnings += _disagreeing(raw, rows, chosen["id"])
+    unmatched = unpartnered(located, chosen["id"])
+    if unmatched and located.partner is not None:
+        warnings.append(f"{files.counted(len(unmatched), 'selected id')} of "
+                        f"{located.metadata.name} {files.agreeing(len(unmatched), 'has')} no "
+                        f"row in {located.partner.name} (first: {unmatched[0]}), so no sex, "
+                        "age or site for their captions: use the two CSVs of one ISIC 2019 "
+                        "download")
     warnings += _several_classes(raw.loc[chosen.index], chosen["id"])
 
     state = out / STATE_DIR

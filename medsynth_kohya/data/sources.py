@@ -673,6 +673,19 @@ def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame
     return merged
 
 
+def unpartnered(source: Source, ids: Iterable[str]) -> list[str]:
+    """Those of `ids` that ISIC 2019's other CSV (`source.partner`) has no row for, sorted:
+    read with the metadata's blank sex, age and site."""
+    if source.partner is None:
+        return []
+    text = _csv_format(source.partner)
+    column = _match(source.columns["id"], _header(source.partner, text))
+    if column is None:
+        return []
+    partner = _read(source.partner, text, dtype=str, keep_default_na=False, usecols=[column])
+    return sorted(set(ids) - set(partner[column].str.strip()))
+
+
 def listed_duplicates(source: Source) -> tuple[list[tuple[str, str]], Path | None]:
     """The pairs of ids that ISIC 2020's duplicates list (beside the metadata) names as one
     image, and that file; none without one, a UserError when it cannot be read."""
