@@ -550,3 +550,26 @@ def test_other_metadata_files_beside_the_one_read_are_named(isic2020: SyntheticS
     chosen = prepare(None, tmp_path / "chosen", metadata=other, images=isic2020.images,
                      workers=1)  # a file the user named: nothing to say
     assert not [w for w in chosen.warnings if "is read as the metadata" in w]
+
+
+def test_a_target_that_is_not_0_or_1_is_named_with_the_query_that_takes_it(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """`yes` or `True` in ISIC 2020's target was neither selected nor named: those melanomas
+    were left out silently."""
+    frame = isic2020.frame.copy()
+    frame["target"] = frame["target"].map({1: "yes", 0: "0"})
+    frame.to_csv(isic2020.metadata, index=False)
+    count = int((frame["target"] == "yes").sum())
+    with pytest.raises(UserError, match="no images were prepared"):  # none is 1
+        prepare(isic2020.root, tmp_path / "o", workers=1)
+    frame.loc[frame.index[0], "target"] = "1"
+    frame.to_csv(isic2020.metadata, index=False)
+    result = prepare(isic2020.root, tmp_path / "o", workers=1)
+    odd = count - (isic2020.frame["target"].iloc[0] == 1)
+    assert (f"{odd} rows of {isic2020.metadata.name} have a target that is neither 0 nor 1 "
+            "(first: 'yes') and were not selected: write 1 for a melanoma, or choose rows "
+            "with --query (--query 'target == \"yes\"')") in result.warnings
+    chosen = prepare(isic2020.root, tmp_path / "q", workers=1, options=PrepareOptions(
+        query='target == "yes"'))
+    assert len(chosen.manifest) == odd and not [
+        w for w in chosen.warnings if "neither 0 nor 1" in w]

@@ -45,6 +45,7 @@ from medsynth_kohya.data.sources import (
     GENERATED_SKIP,
     IMAGE_SUFFIXES,
     IMAGE_TYPE,
+    ISIC2020,
     Source,
     allowed_terms,
     blank_effects,
@@ -729,6 +730,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         warnings.append(f"{files.counted(len(duplicates), 'duplicate id row')} kept once: "
                         f"{shown}")
     warnings += _disagreeing(raw, rows, chosen["id"])
+    warnings += _odd_targets(raw, located, options)
     unmatched = unpartnered(located, chosen["id"])
     if unmatched and located.partner is not None:
         warnings.append(f"{files.counted(len(unmatched), 'selected id')} of "
@@ -905,6 +907,26 @@ def _disagreeing(raw: pd.DataFrame, rows: pd.DataFrame, ids: pd.Series) -> list[
     return [f"{files.counted(len(clash), 'image id')} {files.agreeing(len(clash), 'has')} "
             f"rows that disagree (first: {first}, on {columns}); the first row of each is "
             "used: correct or remove the wrong rows in the metadata"]
+
+
+def _odd_targets(raw: pd.DataFrame, source: Source, options: PrepareOptions) -> list[str]:
+    """A warning for ISIC 2020 rows whose target is neither 0 nor 1 (`yes`, `True`, `2`) when
+    the default selection (target == 1) leaves them out."""
+    import pandas as pd
+
+    if source.kind != ISIC2020 or "target" not in raw.columns or options.query \
+            or options.diagnosis:
+        return []
+    written = raw["target"].astype("string").str.strip()
+    odd = written[~pd.to_numeric(written, errors="coerce").isin([0, 1])
+                  & written.fillna("").ne("")]
+    if odd.empty:
+        return []
+    return [f"{files.counted(len(odd), 'row')} of {source.metadata.name} "
+            f"{files.agreeing(len(odd), 'has')} a target that is neither 0 nor 1 (first: "
+            f"{odd.iloc[0]!r}) and "
+            f"{files.agreeing(len(odd), 'was')} not selected: write 1 for a melanoma, or "
+            f"choose rows with --query (--query 'target == \"{odd.iloc[0]}\"')"]
 
 
 def _several_classes(raw: pd.DataFrame, ids: pd.Series) -> list[str]:
