@@ -199,15 +199,21 @@ class FakeSd:
         return data
 
 
+def stand_in(packages: Path, module: str) -> None:
+    """An empty, installed-looking package `module` in the folder `packages` (on PYTHONPATH)."""
+    (packages / module).mkdir(parents=True, exist_ok=True)
+    (packages / module / "__init__.py").write_text("")
+    info = packages / f"{module}-0.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.0.0\n")
+
+
 def make_fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
-    """sd-scripts/sdxl_train_network.py and an `accelerate` package that stand in for both."""
+    """sd-scripts/sdxl_train_network.py and an `accelerate` package that stand in for both
+    (in tmp_path/packages, on PYTHONPATH)."""
     packages = tmp_path / "packages"
     for module in RUNTIME_MODULES:
-        (packages / module).mkdir(parents=True, exist_ok=True)
-        (packages / module / "__init__.py").write_text("")
-        info = packages / f"{module}-0.0.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.0.0\n")
+        stand_in(packages, module)
     commands = packages / "accelerate" / "commands"
     commands.mkdir(parents=True)
     (commands.parent / "__init__.py").write_text("")

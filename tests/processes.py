@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -94,7 +95,8 @@ def kill_when(process: subprocess.Popen[str], condition: Callable[[], bool],
 
 def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
     """Every file under `folder` by relative path, its own path in the content written as
-    <FOLDER>; paths starting with one of `skip` are left out."""
+    <FOLDER>; paths starting with one of `skip` are left out. prepare.json's `written` digests
+    are left out too: they are of files that name their folder."""
     tree: dict[str, bytes] = {}
     marks = [(str(folder.resolve()).encode(), b"<FOLDER>"), (str(folder).encode(), b"<FOLDER>")]
     for path in sorted(folder.rglob("*")):
@@ -102,6 +104,10 @@ def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
         if path.is_dir() or name.startswith(skip):
             continue
         data = path.read_bytes()
+        if name == ".medsynth/prepare.json":
+            state = json.loads(data)
+            state.pop("written", None)
+            data = json.dumps(state, sort_keys=True).encode()
         for mark, text in marks:
             data = data.replace(mark, text)
         tree[name] = data

@@ -22,7 +22,7 @@ from .conftest import invoke
 from .disk import checksums
 from .fake_gen import write_lora
 from .fake_hub import TOKEN, FakeHub
-from .fakes import make_fake_sd
+from .fakes import make_fake_sd, stand_in
 from .private import AUTH_SECRET, ENV_SECRET, PRESET_SECRET, TOKEN_SET_SECRET, USER, make_home, png
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -57,6 +57,7 @@ def _train(home: Path, isic2020: SyntheticSet, runner: CliRunner,
            monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run trained with the stand-in sd-scripts from the project folder under `home`."""
     fake = make_fake_sd(home / "tools", monkeypatch)
+    stand_in(home / "tools" / "packages", "wandb")  # the preset logs with it
     prepared = home / "project" / "data" / "prepared"
     prepare(isic2020.root, prepared, options=PrepareOptions(repeats=2), workers=1)
     models = home / "models"

@@ -204,7 +204,7 @@ def test_a_query_with_string_methods_selects(mixed2020: SyntheticSet, tmp_path: 
     ("skin_tone == light", 'quote text values (skin_tone == "light")'),
     ("width", "must give one True/False per row"),
     ("ruler = True", "assigns instead of comparing: write == for equals"),
-    ('hair_score > "0.3"', "failed:"),
+    ('hair_score > "0.3"', 'write the number without quotes (--query \'hair_score > 0.3\')'),
     ("sex == 'male' and ita > 'dark'", "failed:"),
 ])
 def test_a_query_mistake_on_measurements_is_refused_before_any_scan(
