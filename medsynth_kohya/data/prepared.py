@@ -247,12 +247,11 @@ class PreparedFolder:
         """Those of `outputs` changed since prepare wrote them (their sha256 is not the one its
         state recorded), which a re-run would replace; none where no sha256 was recorded, the
         state is unreadable, or a run was interrupted (it may have rewritten them itself)."""
-        if self.unfinished_file.exists():
+        if self.unfinished_file.exists() or not self.is_prepared():
             return []
         try:
-            recorded = PreparedState.from_dict(json.loads(self.state_file.read_text(
-                encoding="utf-8"))).written_sha256
-        except (OSError, ValueError):
+            recorded = self.state().written_sha256
+        except (OSError, DamagedState):
             return []
         return [path for path in self.outputs if path.name in recorded and path.is_file()
                 and files.sha256(path) != recorded[path.name]]

@@ -60,8 +60,7 @@ def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
 def _ordered(query: str) -> list[tuple[str, tokenize.TokenInfo]]:
     """Each (name, literal) that `query` orders by <, >, <= or >=: `age_approx > 50`,
     `"50" <= age_approx`."""
-    tokens = [t for t in _tokens(query) if t.type in (tokenize.NAME, tokenize.OP,
-                                                      tokenize.STRING, tokenize.NUMBER)]
+    tokens = _operators_and_operands(query)
     literal = (tokenize.STRING, tokenize.NUMBER)
     found = []
     for left, operator, right in zip(tokens, tokens[1:], tokens[2:], strict=False):
@@ -118,6 +117,12 @@ def measured(columns: Collection[object]) -> tuple[str, ...]:
     return tuple(name for name in MEASURED if name in SIZE or name not in columns)
 
 
+def _operators_and_operands(query: str) -> list[tokenize.TokenInfo]:
+    """`query`'s names, operators, strings and numbers (no layout tokens)."""
+    return [t for t in _tokens(query) if t.type in (tokenize.NAME, tokenize.OP, tokenize.STRING,
+                                                    tokenize.NUMBER)]
+
+
 def _tokens(query: str) -> list[tokenize.TokenInfo]:
     """`query`'s Python tokens, or none when it is not Python-like (pandas says why)."""
     try:
@@ -159,8 +164,7 @@ def _unknown_name(query: str, error: str, columns: Collection[object]) -> str:
 def _category_values(query: str, names: Collection[str]) -> list[tuple[str, str]]:
     """Each (measurement of `names`, literal) that `query` compares it with by ==, != or in:
     `skin_tone == "dark"`, `"tan" != skin_tone`, `skin_tone in ["a", "b"]`."""
-    tokens = [t for t in _tokens(query) if t.type in (tokenize.NAME, tokenize.OP,
-                                                      tokenize.STRING, tokenize.NUMBER)]
+    tokens = _operators_and_operands(query)
     found = []
     for at, token in enumerate(tokens):
         if token.type != tokenize.NAME or token.string not in names:
