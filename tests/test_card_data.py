@@ -18,7 +18,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.hub import contents
 
 from .conftest import prepare_set
-from .test_ham10000 import _ham
+from .test_ham10000 import _ham, _isic2018
 from .test_hub import REPO, make_run
 from .test_sources import _isic2019
 
@@ -49,6 +49,16 @@ def _real(made: SyntheticSet) -> SyntheticSet:
     table[column] = table[column].str.replace("SYN_", "ISIC_")
     table.to_csv(made.metadata, index=False)
     return made
+
+
+def _isic_ids(root: Path, images: Path) -> None:
+    """The challenge download in `root` with ISIC ids (in its CSVs and `images`' names): SYN_
+    ones are taken for the demo data."""
+    for table in root.glob("*.csv"):
+        table.write_text(table.read_text(encoding="utf-8").replace("SYN_", "ISIC_"),
+                         encoding="utf-8")
+    for image in images.iterdir():
+        image.rename(image.with_name(image.name.replace("SYN_", "ISIC_")))
 
 
 def _card(tmp_path: Path, prepared: Path, license: str = "cc-by-nc-4.0",
@@ -149,11 +159,7 @@ def test_an_unrecorded_source_is_not_claimed(isic2020: SyntheticSet, tmp_path: P
 def test_an_isic_2019_run_cites_that_challenge(archive: SyntheticSet, tmp_path: Path) -> None:
     root = tmp_path / "isic2019"
     _isic2019(archive, root)
-    for table in root.glob("*.csv"):  # ISIC ids: SYN_ ones are taken for the demo data
-        table.write_text(table.read_text(encoding="utf-8").replace("SYN_", "ISIC_"),
-                         encoding="utf-8")
-    for image in (root / "ISIC_2019_Training_Input").iterdir():
-        image.rename(image.with_name(image.name.replace("SYN_", "ISIC_")))
+    _isic_ids(root, root / "ISIC_2019_Training_Input")
     prepared = prepare(root, tmp_path / "prepared", workers=1).out
     planned = _card(tmp_path, prepared)
     data = _section(planned.card, "Training data")
@@ -162,6 +168,20 @@ def test_an_isic_2019_run_cites_that_challenge(archive: SyntheticSet, tmp_path: 
     assert "tschandl2018ham10000" in _section(planned.card, "Citation")
     assert "licence of the ISIC 2019 training images" in _section(planned.card, "Licence")
     assert not any(words in planned.card for words in ARCHIVE_WORDS)
+
+
+def test_an_isic_2018_run_cites_that_challenge(archive: SyntheticSet, tmp_path: Path) -> None:
+    root = tmp_path / "isic2018"
+    _isic2018(archive, root)
+    _isic_ids(root, root / "ISIC2018_Task3_Training_Input")
+    prepared = prepare(root, tmp_path / "prepared", workers=1, options=PrepareOptions(
+        caption_template="photo of skin, {trigger}")).out
+    planned = _card(tmp_path, prepared)
+    data = _section(planned.card, "Training data")
+    assert "ISIC 2018 Challenge dataset" in data and "CC-BY-NC 4.0" in data
+    assert "Tschandl" in data and "Rotemberg" not in data
+    assert "codella2019skin" in _section(planned.card, "Citation")
+    assert "licence of the ISIC 2018 training images" in _section(planned.card, "Licence")
 
 
 def test_the_card_words_the_captions_as_they_were_made(isic2020: SyntheticSet,

@@ -1,7 +1,8 @@
 """HAM10000 (the ISIC 2018 training set) as it is downloaded: `HAM10000_metadata.csv` beside
 its two image folders, read without --column: `dx` is the diagnosis, `localization` the site
 (its words read as the Archive's), `lesion_id` groups the split; data without a known id column
-is pointed at the column whose values name the image files."""
+is pointed at the column whose values name the image files. The ISIC 2018 Task 3 download (a
+one-hot ground truth of the same images) is read too."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typer.testing import CliRunner
 from medsynth_kohya.data import archive as vocab
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.prepared import PreparedFolder
+from medsynth_kohya.data.sources import HAM10000, ISIC2018
 from medsynth_kohya.data.synth import SyntheticSet
 
 from .conftest import invoke
@@ -113,3 +116,79 @@ def test_an_unknown_id_column_is_found_by_the_image_files(
     assert len(lines) == 1, stderr
     assert "its values name the image files: image_id" in lines[0]
     assert lines[0].endswith("map it with --column id=image_id")
+
+
+def _isic2018(made: SyntheticSet, root: Path, *, ham: bool = False) -> pd.DataFrame:
+    """`made` in the ISIC 2018 Task 3 download's layout: its one-hot ground truth (AKIEC where
+    2019 has AK, no SCC; the diagnoses alone) and ISIC2018_Task3_Training_Input/; with `ham`,
+    HAM10000_metadata.csv beside it, as a user who also fetched HAM10000's metadata has."""
+    images = root / "ISIC2018_Task3_Training_Input"
+    frame = _ham(made, images, dx=True)
+    for part in images.glob("HAM10000_images_part_*"):
+        for image in part.iterdir():
+            image.rename(images / image.name)
+        part.rmdir()
+    (images / "HAM10000_metadata.csv").unlink()
+    frame.loc[frame.index[-1], "dx"] = "akiec"
+    if ham:
+        frame.to_csv(root / "HAM10000_metadata.csv", index=False)
+    codes = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AKIEC", "bkl": "BKL", "df": "DF",
+             "vasc": "VASC"}
+    truth = pd.DataFrame({"image": frame["image_id"],
+                          **{column: frame["dx"].eq(code).astype(float)
+                             for code, column in codes.items()}})
+    truth.to_csv(root / "ISIC2018_Task3_Training_GroundTruth.csv", index=False)
+    return frame
+
+
+def test_the_isic_2018_ground_truth_selects_by_its_one_hot_columns(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path) -> None:
+    """ISIC 2018 Task 3's download is found by its names and read like ISIC 2019's one-hot
+    ground truth, AKIEC as actinic keratosis; it is recorded as ISIC 2018, for the card."""
+    root = tmp_path / "isic2018"
+    frame = _isic2018(archive, root)
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", root, "--out", out, "--workers", 1,
+                             "--caption-template", "photo of skin, {trigger}")
+    assert code == 0, stderr
+    prepared = manifest.read(out / "manifest.csv")
+    assert set(prepared["id"]) == set(frame.loc[frame["dx"] == "mel", "image_id"])
+    assert set(prepared["diagnosis"]) == {vocab.MELANOMA}
+    assert {Path(path).parent.name for path in prepared["source"]} == {
+        "ISIC2018_Task3_Training_Input"}
+    assert PreparedFolder(out).state().origin == ISIC2018
+    keratosis = prepare(root, tmp_path / "ak", workers=1, options=PrepareOptions(
+        diagnosis="Solar or actinic keratosis", class_name="ak",
+        caption_template="photo of skin, {trigger}"))
+    assert list(keratosis.manifest["id"]) == [frame["image_id"].iloc[-1]]
+
+
+def test_the_isic_2018_ground_truth_alone_asks_for_hams_metadata(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path) -> None:
+    """Captions need sex, age and site, which only HAM10000's metadata holds: one line says
+    where to put it, or how to caption without them."""
+    root = tmp_path / "isic2018"
+    _isic2018(archive, root)
+    code, stdout, stderr = invoke(runner, "prepare", root, "--out", tmp_path / "out")
+    assert code != 0 and "Traceback" not in stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "ISIC 2018 Task 3" in lines[0] and "HAM10000_metadata.csv" in lines[0]
+    assert f"put it in {root}" in lines[0]
+    assert lines[0].endswith("from --caption-template")
+
+
+def test_hams_metadata_beside_the_isic_2018_download_is_read_first(
+        archive: SyntheticSet, tmp_path: Path) -> None:
+    """With HAM10000_metadata.csv beside the ground truth, prepare reads it (sexes, ages,
+    sites, lesions) and finds the images in ISIC2018_Task3_Training_Input/."""
+    root = tmp_path / "isic2018"
+    frame = _isic2018(archive, root, ham=True).set_index("image_id")
+    result = prepare(root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(val_frac=0.4, seed=1))
+    table = result.manifest.set_index("id")
+    assert set(table.index) == set(frame.index[frame["dx"] == "mel"])
+    assert result.source.metadata.name == "HAM10000_metadata.csv"
+    assert (table["patient_id"] == frame.loc[table.index, "lesion_id"]).all()
+    assert table["site"].notna().any() and table["age"].notna().all()
+    assert PreparedFolder(result.out).state().origin == HAM10000

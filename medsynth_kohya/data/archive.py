@@ -90,6 +90,10 @@ HAM_DX: Mapping[str, str] = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "A
                              "bkl": "BKL", "df": "DF", "vasc": "VASC"}
 """HAM10000's (ISIC 2018's) `dx` codes -> the ISIC 2019 class its images went to (ISIC 2019
 took HAM10000 whole), whose node in CLASSES_2019 each is read as."""
+ONE_HOT: Mapping[str, str] = {**{name: name for name in CLASSES_2019}, "AKIEC": "AK"}
+"""The one-hot ground truths' columns (ISIC 2019's; ISIC 2018 Task 3's, the same but AKIEC,
+actinic keratosis and intraepithelial carcinoma) -> the CLASSES_2019 class each is read as
+(AKIEC as AK, like HAM10000's `akiec`)."""
 HAM_SITES: Mapping[str, str] = {
     "back": "posterior torso", "chest": "anterior torso", "abdomen": "anterior torso",
     "trunk": "torso", "face": "head/neck", "scalp": "head/neck", "ear": "head/neck",
@@ -350,15 +354,15 @@ def dx_diagnosis(dx: pd.Series) -> pd.Series:
 
 
 def one_hot_diagnosis(frame: pd.DataFrame) -> pd.Series:
-    """The Archive path of each row of ISIC 2019's ground truth: its class column's node
-    (CLASSES_2019), blank for UNK or no class."""
+    """The Archive path of each row of a one-hot ground truth (ISIC 2019, ISIC 2018 Task 3): its
+    class column's node (ONE_HOT), blank for UNK or no class."""
     import pandas as pd
 
     found: pd.Series = pd.Series(pd.NA, index=frame.index, dtype="string")
-    for column in CLASSES_2019:
+    for column, name in ONE_HOT.items():
         if column in frame:
             marked = pd.to_numeric(frame[column], errors="coerce").eq(1)
-            found = found.mask(marked & found.isna(), class_path(column))
+            found = found.mask(marked & found.isna(), class_path(name))
     return found
 
 

@@ -930,11 +930,11 @@ def _odd_targets(raw: pd.DataFrame, source: Source, options: PrepareOptions) -> 
 
 
 def _several_classes(raw: pd.DataFrame, ids: pd.Series) -> list[str]:
-    """A warning for the selected rows of ISIC 2019's one-hot ground truth that mark more than
-    one class (MEL and NV): each is read as its first class, perhaps the wrong one."""
+    """A warning for the selected rows of a one-hot ground truth (ISIC 2019, 2018) that mark
+    more than one class (MEL and NV): each is read as its first class, perhaps the wrong one."""
     import pandas as pd
 
-    columns = [name for name in archive.CLASSES_2019 if name in raw.columns]
+    columns = [name for name in archive.ONE_HOT if name in raw.columns]
     marked = pd.DataFrame({name: pd.to_numeric(raw[name], errors="coerce").eq(1)
                            for name in columns}, index=raw.index)
     several = marked[marked.sum(axis=1) > 1] if columns else marked

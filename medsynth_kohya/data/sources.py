@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 ISIC2020 = "isic2020"
 ISIC2019 = "isic2019"
+ISIC2018 = "isic2018"
+"""ISIC 2018 Task 3's ground truth: HAM10000's images, one-hot like ISIC 2019 (AKIEC for AK)."""
+HAM10000_PAGE = "https://doi.org/10.7910/DVN/DBW86T"
+"""Where HAM10000 (its images and HAM10000_metadata.csv) is published."""
 ARCHIVE = "isic-archive"
 HAM10000 = "ham10000"
 OWN = "own"
@@ -57,28 +61,35 @@ DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
 """The ISIC 2020 challenge's list of images it holds twice (`image_name_1, image_name_2`)."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
                       "ISIC_2019_*GroundTruth*.csv", "HAM10000_metadata*.csv",
-                      ARCHIVE_METADATA, "ISIC_2019_*Metadata*.csv")
+                      ARCHIVE_METADATA, "ISIC_2019_*Metadata*.csv",
+                      "ISIC2018_Task3_*GroundTruth*.csv")
+_ONE_HOT_COLUMNS = {"id": "image", "patient_id": "lesion_id", "sex": "sex", "age": "age_approx",
+                    "site": "anatom_site_general"}
+"""ISIC 2019's column of each field (its ground truth and metadata merged); ISIC 2018's too."""
 _COLUMNS = {
     ISIC2020: {"id": "image_name", "patient_id": "patient_id", "sex": "sex",
                "age": "age_approx", "site": "anatom_site_general_challenge"},
     ARCHIVE: {"id": "isic_id", "patient_id": "patient_id", "sex": "sex",
               "age": "age_approx", "site": "anatom_site_general"},
-    ISIC2019: {"id": "image", "patient_id": "lesion_id", "sex": "sex",
-               "age": "age_approx", "site": "anatom_site_general"},
+    ISIC2019: _ONE_HOT_COLUMNS,
+    ISIC2018: _ONE_HOT_COLUMNS,
     HAM10000: {"id": "image_id", "patient_id": "lesion_id", "sex": "sex", "age": "age",
                "site": "localization"},
 }
 """Each layout's column of each field. ISIC 2019 and HAM10000 name no patient: their lesion
-groups the split."""
+groups the split. ISIC 2018 Task 3's ground truth has the id column alone: its sex, age, site
+and lesion are HAM10000's metadata."""
 FIELDS = ("id", "patient_id", "sex", "age", "site")
 """Fields read from the metadata; `--column FIELD=COLUMN` maps any of them to another column."""
 CAPTION_FIELDS = ("sex", "age", "site")
 """The fields a caption template may use; their columns are required when it does."""
 _SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis"),
-                      ISIC2019: ("MEL", "NV"), HAM10000: ("dx",)}
+                      ISIC2019: ("MEL", "NV"), ISIC2018: ("MEL", "NV"), HAM10000: ("dx",)}
 _IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
                   "ISIC_2019_Training_Input/ISIC_2019_Training_Input", "HAM10000_images",
-                  "HAM10000_images_part_1", "HAM10000_images_part_2")
+                  "HAM10000_images_part_1", "HAM10000_images_part_2",
+                  "ISIC2018_Task3_Training_Input", "ISIC2018_Task3_Validation_Input",
+                  "ISIC2018_Task3_Test_Input")
 """Where each layout keeps its images, below its metadata's folder (or SOURCE)."""
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
 PANDAS_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -202,7 +213,8 @@ def _find_metadata(root: Path) -> Path:
                    f" ({packed[0]} is an archive: extract it here)")
     raise UserError(f"no ISIC metadata found in {root}{passed}: expected train.csv, "
                     "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv, "
-                    "HAM10000_metadata.csv or metadata.csv; pass --metadata CSV --images DIR")
+                    "HAM10000_metadata.csv, ISIC2018_Task3_Training_GroundTruth.csv or "
+                    "metadata.csv; pass --metadata CSV --images DIR")
 
 
 def _other_metadata(chosen: Path, partner: Path | None) -> list[Path]:
@@ -502,7 +514,7 @@ def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str],
     """ISIC 2020, 2019, Archive or HAM10000, by the id column; with --column id=…, by the
     layout's other names. Without either, the error offers `naming()`'s column for the ids."""
     if _match("image", header) and _match("MEL", header):
-        return ISIC2019
+        return ISIC2018 if _match("AKIEC", header) else ISIC2019
     if _match("image_id", header) and _match("dx", header):
         return HAM10000
     if _match("image_name", header):
@@ -556,9 +568,14 @@ def require(source: Source, fields: Iterable[str], why: str,
     if missing and source.kind == ISIC2019 and source.partner is None \
             and _partner_path(source.metadata) is not None:
         raise _lone_half(source.metadata)
+    said = advice(list(missing)) if callable(advice) else advice
+    if missing and source.kind == ISIC2018:
+        raise UserError(f"{source.metadata} (ISIC 2018 Task 3) holds the diagnoses alone, no "
+                        f"{' or '.join(missing)} {why}: its training images' sex, age, site "
+                        f"and lesion_id are in HAM10000_metadata.csv ({HAM10000_PAGE}); put it "
+                        f"in {source.metadata.parent}, where prepare reads it instead{said}")
     if missing:
         taken = [column for name, column in source.columns.items() if name not in missing]
-        said = advice(list(missing)) if callable(advice) else advice
         raise _absent(source.metadata, source.header, missing, why, said, taken)
 
 
@@ -724,7 +741,7 @@ def read_metadata(source: Source) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     if source.partner is not None:
         frame = _merged(frame, source.partner, source.columns["id"])
-    if source.kind == ISIC2019 and "diagnosis" not in frame:
+    if source.kind in (ISIC2019, ISIC2018) and "diagnosis" not in frame:
         frame["diagnosis"] = archive.one_hot_diagnosis(frame)
     dx = _match("dx", list(frame.columns))
     if dx and not {"diagnosis", *(f"diagnosis_{i}" for i in range(1, 6))} & set(frame.columns):
