@@ -66,6 +66,11 @@ def test_the_tables_name_only_terms_the_package_knows() -> None:
     ("Melanoma Invasive", INVASIVE), ("melanoma invasive", INVASIVE), (INVASIVE, INVASIVE),
     ("Malignant", "Malignant"), ("Nevus", NEVUS), ("nevus", NEVUS), ("melanoma", vocab.MELANOMA),
     ("Malignant melanocytic proliferations (Melanoma)", vocab.MELANOMA),
+    ("squamous cell carcinoma",
+     "Malignant:Malignant epidermal proliferations:Squamous cell carcinoma, NOS"),
+    ("Acrochordon",
+     "Benign:Benign soft tissue proliferations - Fibro-histiocytic:Fibroepithelial polyp"),
+    ("angioma", "Benign:Benign soft tissue proliferations - Vascular"),
 ])
 def test_any_level_or_legacy_term_names_a_node(term: str, path: str) -> None:
     assert vocab.resolve_selection(term) == path

@@ -69,10 +69,18 @@ LEGACY_DIAGNOSES: Mapping[str, str] = {
     "neurofibroma": "Neurofibroma",
     "scar": "Scar",
     "verruca": "Verruca",
+    "squamous cell carcinoma": "Squamous cell carcinoma, NOS",
+    "merkel cell carcinoma": "Merkel cell carcinoma",
+    "atypical spitz tumor": "Atypical Spitz tumor",
+    "vascular lesion": "Benign soft tissue proliferations - Vascular",
+    "angioma": "Benign soft tissue proliferations - Vascular",
+    "angiofibroma or fibrous papule": "Angiofibroma",
+    "acrochordon": "Fibroepithelial polyp",
 }
 """Legacy `diagnosis` values (ISIC 2020 CSV, old Archive exports) -> the Archive term they
 certainly mean, at the deepest level they allow (a legacy "melanoma" does not say invasive or
-in situ, so it maps to the melanoma node). Legacy terms not listed fall back to
+in situ, so it maps to the melanoma node; "vascular lesion" is benign, as ISIC 2019's VASC).
+Legacy terms not listed (adnexal tumor, mucosal melanosis, other) fall back to
 `benign_malignant`."""
 CLASSES_2019: Mapping[str, str] = {
     "MEL": "Malignant melanocytic proliferations (Melanoma)",
