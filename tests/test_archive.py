@@ -180,6 +180,25 @@ def test_old_archive_export_with_legacy_diagnosis(archive: SyntheticSet,
     assert benign.diagnosis == "Benign"
 
 
+def test_class_codes_in_a_diagnosis_column_are_read_as_their_classes(
+        archive: SyntheticSet, tmp_path: Path) -> None:
+    """A diagnosis column of ISIC 2019/2018 class or HAM10000 dx codes (a CSV made from those
+    downloads) selects like the names: MEL is melanoma, not an unknown value left blank."""
+    frame = pd.read_csv(archive.metadata, dtype=str)
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("diagnosis_")])
+    frame["diagnosis"] = (["MEL", "nv", "AKIEC", "mel"] * len(frame))[:len(frame)]
+    frame.to_csv(archive.metadata, index=False)
+    result = prepare(archive.root, tmp_path / "out", workers=1)
+    assert set(result.manifest["id"]) == set(
+        frame.loc[frame["diagnosis"].str.lower() == "mel", "isic_id"])
+    assert set(result.manifest["diagnosis"]) == {vocab.MELANOMA}
+    assert not any("diagnosis" in warning for warning in result.warnings), result.warnings
+    keratosis = prepare(archive.root, tmp_path / "ak", workers=1,
+                        options=PrepareOptions(diagnosis="AK", class_name="ak"))
+    assert set(keratosis.manifest["id"]) == set(
+        frame.loc[frame["diagnosis"] == "AKIEC", "isic_id"])
+
+
 def test_diagnosis_selects_at_any_level_beside_query(archive: SyntheticSet,
                                                      tmp_path: Path) -> None:
     n = len(archive.frame)

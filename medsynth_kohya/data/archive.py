@@ -180,7 +180,8 @@ def _by_path() -> dict[str, str]:
 
 def diagnosis_path(term: str) -> str | None:
     """The hierarchy path a term names, in any letter case and spacing around its colons: a
-    whole path, any level's name, or a legacy term."""
+    whole path, any level's name, a legacy term, or an ISIC 2019/2018 class or HAM10000 `dx`
+    code (MEL, nv, AKIEC…)."""
     text = ":".join(part.strip() for part in term.split(":"))
     if text.lower() in _by_path():
         return _by_path()[text.lower()]
@@ -188,7 +189,11 @@ def diagnosis_path(term: str) -> str | None:
     if len(paths) == 1:
         return paths[0]
     legacy = {key.lower(): value for key, value in LEGACY_DIAGNOSES.items()}.get(text.lower())
-    return diagnosis_path(legacy) if legacy else None
+    if legacy:
+        return diagnosis_path(legacy)
+    codes = {**{code.lower(): name for code, name in ONE_HOT.items()}, **HAM_DX}
+    code = codes.get(text.lower())
+    return class_path(code) if code else None
 
 
 def known_ancestor(value: str) -> str | None:
@@ -235,11 +240,9 @@ def class_path(name: str) -> str | None:
 
 
 def resolve_selection(term: str) -> str:
-    """The hierarchy path `prepare --diagnosis TERM` selects (also an ISIC 2019 class or a
-    HAM10000 `dx` code: MEL, nv…), or a UserError saying why not."""
-    codes = {**{name.lower(): name for name in CLASSES_2019}, **HAM_DX}
-    code = codes.get(term.strip().lower())
-    path = class_path(code) if code else diagnosis_path(term)
+    """The hierarchy path `prepare --diagnosis TERM` selects (diagnosis_path's terms), or a
+    UserError saying why not."""
+    path = diagnosis_path(term)
     if path is None:
         names = {p.rsplit(":", 1)[-1] for p in diagnoses()} | set(LEGACY_DIAGNOSES)
         raise UserError(f"--diagnosis {term!r} is not an ISIC Archive diagnosis"
