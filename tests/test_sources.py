@@ -560,8 +560,9 @@ def test_a_target_that_is_not_0_or_1_is_named_with_the_query_that_takes_it(
     frame["target"] = frame["target"].map({1: "yes", 0: "0"})
     frame.to_csv(isic2020.metadata, index=False)
     count = int((frame["target"] == "yes").sum())
-    with pytest.raises(UserError, match="no images were prepared"):  # none is 1
-        prepare(isic2020.root, tmp_path / "o", workers=1)
+    with pytest.raises(UserError, match=r"no images were prepared \(the default selection is "
+                       rf"target 1\): {count} rows .* neither 0 nor 1 \(first: 'yes'\)"):
+        prepare(isic2020.root, tmp_path / "o", workers=1)  # none is 1: the refusal says why
     frame.loc[frame.index[0], "target"] = "1"
     frame.to_csv(isic2020.metadata, index=False)
     result = prepare(isic2020.root, tmp_path / "o", workers=1)

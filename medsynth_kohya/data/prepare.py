@@ -730,7 +730,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         warnings.append(f"{files.counted(len(duplicates), 'duplicate id row')} kept once: "
                         f"{shown}")
     warnings += _disagreeing(raw, rows, chosen["id"])
-    warnings += _odd_targets(raw, located, options)
+    odd = _odd_targets(raw, located, options)
+    warnings += odd
     unmatched = unpartnered(located, chosen["id"])
     if unmatched and located.partner is not None:
         warnings.append(f"{files.counted(len(unmatched), 'selected id')} of "
@@ -780,7 +781,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     skipped_frame = pd.DataFrame(skipped, columns=list(manifest.SKIPPED_COLUMNS))
     if table.empty:  # refused before the layout changes: an earlier good one stays as it was
         raise UserError(_refusal(out, located, options, len(rows), selected, scanned,
-                                 skipped_frame, found))
+                                 skipped_frame, found, odd))
     warnings += _small(table, options.resolution)
     warnings += _elongated(table, options.resolution)
     warnings += _transparent(good, chosen)
@@ -819,16 +820,18 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
 
 
 def _refusal(out: Path, source: Source, options: PrepareOptions, rows: int, selected: int,
-             scanned: int, skipped: pd.DataFrame, found: Mapping[str, Path]) -> str:
-    """Why no image was prepared; the skipped list goes to skipped.csv on a first run, and
-    beside it (REFUSED_SKIPPED_FILE) when an earlier run's layout is kept."""
+             scanned: int, skipped: pd.DataFrame, found: Mapping[str, Path],
+             odd: Sequence[str]) -> str:
+    """Why no image was prepared (`odd`: _odd_targets' warning); the skipped list goes to
+    skipped.csv on a first run, and beside it (REFUSED_SKIPPED_FILE) when an earlier run's
+    layout is kept."""
     folder = PreparedFolder(out)
     earlier = folder.manifest.exists()
     listed = out / STATE_DIR / REFUSED_SKIPPED_FILE if earlier else folder.skipped
     manifest.write(skipped, listed)
     reason = (f"no images were prepared: --query {options.query!r} left out all {scanned} "
               f"measured images; loosen its terms on {', '.join(query.MEASURED)}" if scanned
-              else _why_empty(source, options, rows, selected, skipped, found, listed))
+              else _why_empty(source, options, rows, selected, skipped, found, listed, odd))
     return reason + (f"; {out} keeps its earlier layout" if earlier else "")
 
 
@@ -1002,10 +1005,14 @@ def _diagnosis_counts(paths: pd.Series) -> str:
 
 
 def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int,
-               skipped: pd.DataFrame, found: Mapping[str, Path], listed: Path) -> str:
-    """Why no image was prepared: no rows, no selected rows, or the commonest skip reasons."""
+               skipped: pd.DataFrame, found: Mapping[str, Path], listed: Path,
+               odd: Sequence[str]) -> str:
+    """Why no image was prepared: no rows, no selected rows (targets that are neither 0 nor 1
+    named), or the commonest skip reasons."""
     if not rows:
         return f"no images were prepared: {source.metadata} has no rows"
+    if not selected and odd:
+        return f"no images were prepared (the default selection is target 1): {odd[0]}"
     if not selected:
         how = " and ".join(f"--{name} {value!r}" for name, value in
                            (("query", options.query), ("diagnosis", options.diagnosis)) if value)
