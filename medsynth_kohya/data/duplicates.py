@@ -13,9 +13,9 @@ from medsynth_kohya.data.sources import Source, listed_duplicates
 from medsynth_kohya.errors import UserError
 
 DUPLICATE_ID = "duplicate id"
+"""Skip reason of a metadata row whose id an earlier row has (the first row is kept)."""
 IDENTICAL = "identical file"
 """How an image found twice by its content is named where it is skipped."""
-"""Skip reason of a metadata row whose id an earlier row has (the first row is kept)."""
 DUPLICATE_IMAGE = "duplicate image of "
 """Start of the skip reason of an image another id holds too; the reason goes on with the id
 kept and how the two are known to be one image."""
