@@ -488,6 +488,22 @@ def test_the_manifest_holds_each_photos_measurements(isic2020: SyntheticSet,
             getattr(found, name) for name in ARTEFACTS]
 
 
+def test_pairs_joined_through_a_later_pair_make_one_group(tmp_path: Path) -> None:
+    """Two groups a later pair bridges become one (the id kept names one that stays), and
+    empty files, all alike, are no twins of one another but left to the decoder."""
+    from medsynth_kohya.data.duplicates import groups, identical_twins
+
+    assert groups([("a", "b"), ("c", "d"), ("b", "c")]) == [{"a", "b", "c", "d"}]
+    assert groups([("a", "b"), ("c", "d")]) == [{"a", "b"}, {"c", "d"}]
+    empty = {name: tmp_path / f"{name}.jpg" for name in ("x", "y")}
+    for path in empty.values():
+        path.write_bytes(b"")
+    same = {name: tmp_path / f"{name}.png" for name in ("p", "q")}
+    for path in same.values():
+        path.write_bytes(b"same bytes")
+    assert identical_twins({**empty, **same}) == {"q": ("p", "identical file")}
+
+
 def test_twins_are_counted_in_the_right_number() -> None:
     from medsynth_kohya.data.duplicates import IDENTICAL, counted
 
