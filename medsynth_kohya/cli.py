@@ -171,8 +171,8 @@ def _stops_as_ctrl_c() -> Iterator[None]:
 def _user_errors(interrupted: str = RESUMABLE) -> Iterator[None]:
     """Turn a UserError into one red line and exit code 1; Ctrl-C (or SIGTERM, SIGHUP) into
     `interrupted` and exit code 130. A write the machine refuses (permission, read-only file
-    system, disk full: files.REFUSED) is one line too; any other OSError is a bug and keeps its
-    traceback."""
+    system, disk full, a name too long: files.REFUSED) is one line too; any other OSError is a
+    bug and keeps its traceback."""
     from medsynth_kohya import files, ui
     from medsynth_kohya.errors import UserError
 
@@ -187,6 +187,7 @@ def _user_errors(interrupted: str = RESUMABLE) -> Iterator[None]:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         fix = ("free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+               else "choose a shorter path" if exc.errno == errno.ENAMETOOLONG
                else "check its permissions or choose another folder")
         ui.error(f"{where}{exc.strerror}; {fix}, then run this again")
         raise typer.Exit(1) from None

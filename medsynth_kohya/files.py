@@ -32,9 +32,10 @@ MAX_HEADER = 100 * 2**20
 """The largest safetensors header read (a LoRA's is well under 1 MiB)."""
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 """This machine in a temporary file's name (a short digest: names stay short, hosts unnamed)."""
-REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                     errno.ENAMETOOLONG})
 """Errors by which the machine, not the program, refuses a write: no permission, a read-only
-file system, no space left."""
+file system, no space left, a name longer than the file system allows."""
 _TEMPORARY = re.compile(r"\..+\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?")
 
 

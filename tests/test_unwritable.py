@@ -75,6 +75,20 @@ def test_an_out_the_system_refuses_is_one_line(runner: CliRunner, isic2020: Synt
     assert line.endswith("; choose another folder")
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_an_out_whose_name_is_too_long_is_one_line(runner: CliRunner, isic2020: SyntheticSet,
+                                                   prepared: Path, trained: Path, tmp_path: Path,
+                                                   command: str) -> None:
+    """A name longer than the file system allows (255 bytes on most) fails every look at the
+    path, not only the write: one line saying so, whichever look came first."""
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    out = outs / ("x" * 300) / "out"
+    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    assert line.endswith("File name too long; choose a shorter path, then run this again")
+    assert not list(outs.iterdir())
+
+
 def test_a_folder_it_may_not_write_in_is_one_line(runner: CliRunner, isic2020: SyntheticSet,
                                                   tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
