@@ -119,6 +119,8 @@ AREAS = (
     Area("image checks", "medsynth_kohya/data/images.py",
          ("sniff", "content_fits", "_jpeg_complete", "_refined", "_png_chunks", "_png_complete",
           "_alpha_flagged", "_in_pillow", "_complete", "_grey_filled", "scan", "output_suffix")),
+    Area("file safety", "medsynth_kohya/files.py"),
+    Area("file safety", "medsynth_kohya/outputs.py"),
 )
 
 
