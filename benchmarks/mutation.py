@@ -121,6 +121,8 @@ AREAS = (
           "_alpha_flagged", "_in_pillow", "_complete", "_grey_filled", "scan", "output_suffix")),
     Area("file safety", "medsynth_kohya/files.py"),
     Area("file safety", "medsynth_kohya/outputs.py"),
+    Area("push deletions", "medsynth_kohya/hub/push.py",
+         ("removals", "Removals.warning", "_named", "_removals", "_commit")),
 )
 
 

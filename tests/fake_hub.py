@@ -69,12 +69,15 @@ class Repo:
     files: dict[str, bytes] = field(default_factory=dict)
     lfs: set[str] = field(default_factory=set)
     commits: list[str] = field(default_factory=list)
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    """Each commit's summary and description, as the repo's history shows them."""
 
     @property
     def head(self) -> str:
         return self.commits[-1]
 
-    def commit(self, summary: str) -> str:
+    def commit(self, summary: str, description: str = "") -> str:
+        self.messages.append((summary, description))
         digest = hashlib.sha1()
         digest.update((self.commits[-1] if self.commits else "").encode())
         digest.update(summary.encode())
@@ -449,13 +452,13 @@ class _Handler(BaseHTTPRequestHandler):
         if parent is not None and parent != repo.head:
             self._error(412, "A commit has happened since. Please refresh and try again.")
             return
-        summary = ""
+        summary = description = ""
         files = dict(repo.files)
         lfs = set(repo.lfs)
         for line in lines:
             key, value = line["key"], line["value"]
             if key == "header":
-                summary = value["summary"]
+                summary, description = value["summary"], value.get("description") or ""
             elif key == "file":
                 files[value["path"]] = base64.b64decode(value["content"])
                 lfs.discard(value["path"])
@@ -476,7 +479,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(400, f"unsupported commit operation {key}")
                 return
         repo.files, repo.lfs = files, lfs
-        oid = repo.commit(summary)
+        oid = repo.commit(summary, description)
         self._send(200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{oid}",
                          "commitOid": oid, "pullRequestUrl": None, "success": True})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya import files
+from medsynth_kohya import __version__, files
 from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
 
@@ -50,6 +50,33 @@ def test_the_users_files_survive_and_the_tools_old_files_go(fake_hub: FakeHub, t
     assert all(f"samples/{n}" in files for n in OLD_SAMPLES)
     [warning] = [w for w in result.warnings if "left 3 files" in w]
     assert all(path in warning for path in MINE) and "\n" not in warning
+
+
+def test_the_commit_says_it_is_a_push_of_this_version_and_leaves_no_cache(
+        fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repo's history names the tool and its version; the earlier push's list, read to
+    judge deletions, is read into a temporary folder, not the user's Hugging Face cache."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    hubmod.push(_newer(tmp_path), REPO, endpoint=fake_hub.url, token=TOKEN)
+    pushes = fake_hub.repos[REPO].messages[-2:]
+    assert pushes == [("Push a medsynth-kohya training run",
+                       f"Pushed by medsynth-kohya {__version__}.")] * 2
+    assert not cache.exists() or not [p for p in cache.rglob("*") if p.is_file()]
+
+
+def test_a_kept_file_warning_names_both_kinds_and_at_most_five_of_each() -> None:
+    five = tuple(f"samples/{i}.png" for i in range(5))
+    gone = hubmod.Removals(kept=five, edited=("training/run.toml",))
+    assert gone.warning(REPO) == (
+        f"left 6 files in {REPO}: 5 that no earlier push of medsynth-kohya listed in "
+        f"{contents.PUSHED} ({', '.join(five)}) and 1 edited on the Hub since medsynth-kohya "
+        "pushed them (training/run.toml); delete them on the Hub if they should go")
+    six = hubmod.Removals(edited=(*five, "samples/5.png"))
+    assert f"({', '.join(five)} and 1 more)" in str(six.warning(REPO))
 
 
 def test_the_list_names_every_uploaded_repo_path_and_nothing_local(fake_hub: FakeHub,
@@ -262,8 +289,9 @@ def test_a_repo_that_keeps_changing_fails_the_push_in_one_line(runner: CliRunner
 
     line = _refused(runner, _newer(tmp_path), "--repo-id", REPO, "--endpoint", fake_hub.url)
 
-    assert f"another push changed {REPO} while this one ran" in line
-    assert "run the same command again" in line
+    assert line == (f"Error: another push changed {REPO} while this one ran "
+                    f"({hubmod.ATTEMPTS} tries); nothing was committed: run the same command "
+                    "again")
     assert _commits(fake_hub) - seen == hubmod.ATTEMPTS
     assert {path: repo.files.get(path) for path in before} == before  # nothing pushed or gone
     assert len(repo.files) == len(before) + hubmod.ATTEMPTS
