@@ -20,8 +20,10 @@ huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it t
 
 Reads of a public repo need no token; everything else does.
 
-Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status or
-"drop")` makes matching requests answer that status or close the connection without an answer.
+Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status, "drop"
+or "html")` makes matching requests answer that status, close the connection without an answer,
+or answer 200 with a web page (a server that is not the Hub: a proxy's login page, a mirror's
+site).
 `Repo.edit` changes files as a user on the Hub's web editor would; `interleave` lands such a
 commit just before a commit request is answered, as another push between a client's read and
 its commit.
@@ -169,7 +171,8 @@ class FakeHub:
         return repo
 
     def fail(self, method: str, path: str, action: int | str, times: int | None = None) -> None:
-        """Answer matching requests with status `action`, or close the connection ("drop")."""
+        """Answer matching requests with status `action`, close the connection ("drop") or
+        answer with a web page ("html")."""
         self.faults.append(Fault(method, re.compile(path), action, times))
 
     def interleave(self, change: Callable[[Repo], object], times: int = 1) -> None:
@@ -252,6 +255,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _page(self) -> None:
+        """200 with a web page, as a server that is not the Hub answers any URL."""
+        page = b"<!DOCTYPE html><html><body><h1>Sign in to continue</h1></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(page)
+
     def _error(self, status: int, message: str, code: str | None = None) -> None:
         headers = {"X-Error-Message": message}
         if code:
@@ -279,6 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             if fault.action == "drop":
                 self.close_connection = True
+                return
+            if fault.action == "html":
+                self._page()
                 return
             self._error(int(fault.action), f"injected failure {fault.action}")
             return

@@ -5,6 +5,7 @@ never holds a secret (HTTP status, lost connection, refused card metadata, no to
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,12 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def not_the_hub(exc: BaseException) -> bool:
+    """Whether `exc` comes of an answer that is not the Hub's JSON (a proxy's login page, a web
+    site at HF_ENDPOINT): huggingface_hub lets the parser's error through."""
+    return any(isinstance(link, json.JSONDecodeError) for link in chain(exc))
 
 
 PUSHING = "the push"
@@ -102,6 +109,11 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                     f"{unfinished}run the same command again later")
         return (f"the Hub at {endpoint} answered {status} during {during}{detail}; check "
                 f"{option} and run the same command again")
+    if not_the_hub(exc):
+        return (f"{endpoint} did not answer as the Hugging Face Hub does during {during} (it "
+                "sent a web page or other text where the Hub sends JSON): check --endpoint / "
+                "HF_ENDPOINT (the public Hub is https://huggingface.co) and run the same command "
+                "again")
     network = network_errors()
     for link in chain(exc):
         if isinstance(link, ConnectionRefusedError) or type(link).__name__ == "ConnectError":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.hub.failures import chain, network_errors
+from medsynth_kohya.hub.failures import chain, network_errors, not_the_hub
 from medsynth_kohya.hub.push import resolve_endpoint
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
@@ -132,6 +132,9 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Itera
             raise _Unreachable("HF_HUB_OFFLINE is set") from None
         if any(isinstance(link, network_errors()) for link in links):
             raise _Unreachable(f"cannot reach {endpoint}") from None
+        if not_the_hub(exc):
+            raise _Unreachable(f"{endpoint} did not answer as the Hugging Face Hub does (check "
+                               "HF_ENDPOINT)") from None
         for link in links:
             if isinstance(link, LocalEntryNotFoundError):  # the client found no cached copy
                 continue

@@ -1,0 +1,69 @@
+"""`push` and `sample --lora` against servers that answer, but not as the Hub does (a proxy's
+login page, a mirror's web site at HF_ENDPOINT): one line naming the endpoint, never a
+traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub.pull import pull_lora
+
+from .conftest import invoke
+from .fake_hub import TOKEN, FakeHub
+from .test_hub import REPO, make_run
+
+# huggingface_hub 2.x hands LFS uploads to httpx2 as `data=`, which httpx2 deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", r"/api/whoami-v2"),
+                                              ("POST", r"/api/repos/create"),
+                                              ("GET", r"/api/models/"),
+                                              ("POST", r"/preupload/"),
+                                              ("POST", r"/commit/")])
+def test_a_push_to_a_server_that_is_not_the_hub_is_one_line(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, method: str, path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+    fake_hub.fail(method, path, "html")
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO)
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1, stderr
+    assert f"{fake_hub.url} did not answer as the Hugging Face Hub does" in lines[0]
+    assert "--endpoint / HF_ENDPOINT" in lines[0] and TOKEN not in stderr
+
+
+def test_a_dry_run_against_a_server_that_is_not_the_hub_says_so(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail("GET", r"/api/", "html")
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
+                                  "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and f"Would push to {fake_hub.url}/{REPO}" in stdout
+    assert f"{fake_hub.url} did not answer as the Hugging Face Hub does" in " ".join(
+        stderr.split())
+
+
+def test_a_lora_from_a_server_that_is_not_the_hub_is_one_line(
+        fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    fake_hub.add_repo(REPO, "alice")
+    fake_hub.fail("GET", r"/api/models/", "html")
+    with pytest.raises(UserError) as caught:
+        pull_lora(REPO)
+    message = str(caught.value)
+    assert f"{fake_hub.url} did not answer as the Hugging Face Hub does" in message
+    assert "\n" not in message
