@@ -574,6 +574,10 @@ def push(
     allow_copies: Annotated[bool, typer.Option(
         help="Publish sample images flagged as near-copies of training photos (by `sample "
         "--check-copies` or the --eval report); refused without it.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace files the repo holds in another version than medsynth-kohya "
+        "pushed (put there by hand or another tool, or edited on the Hub); refused without "
+        "it.")] = False,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Publish a run's LoRA to the Hugging Face Hub with a model card, in one commit.
@@ -603,7 +607,7 @@ def push(
         result = run(run_dir, repo_id, private=private, license=license_,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
                      endpoint=endpoint, break_lock=break_lock, evaluation=evaluation,
-                     allow_copies=allow_copies)
+                     allow_copies=allow_copies, force=force)
     for warning in result.warnings:
         ui.warn(warning)
     total = sum(size for _, size in result.files)
@@ -622,12 +626,15 @@ def push(
         if result.listed:
             ui.say(f"Would delete from {result.repo_id}: "
                    + (", ".join(result.deleted) if result.deleted else "nothing"))
+            if result.replaced and force:
+                ui.say(f"Would replace in {result.repo_id}: " + ", ".join(result.replaced))
         return
     commit = (f"{result.commit} (new)" if result.changed
               else f"{result.commit} (unchanged: the Hub already had these files)")
     rows = [("repository", result.repo_id), ("as", result.user or "?"),
             ("files", f"{len(result.files)} ({total} B)"), ("commit", commit)]
     rows += [("removed", path) for path in result.deleted]
+    rows += [("replaced", path) for path in result.replaced]
     ui.table(f"push: {result.repo_id}", rows)
     ui.say(result.url)
 

@@ -11,7 +11,9 @@ pushing the same run twice makes no new commit. The token (argument, HF_TOKEN or
 login) is only ever handed to HfApi.
 Each push uploads its list of files with their digests (contents.PUSHED); the next deletes, in
 its commit, only files of the folders push owns that an earlier push listed, the Hub still holds
-as that push sent them, and it no longer uploads. The commit names the head it was computed
+as that push sent them, and it no longer uploads; and it replaces a file the Hub holds in
+another version than an earlier push sent (the user's, another model's, edited on the Hub)
+only with `force`. The commit names the head it was computed
 from (parent_commit): when another push or edit lands in between, the Hub refuses it (412) and
 the push reads the repo again and recomputes, ATTEMPTS times in all. While it talks to the Hub,
 huggingface_hub's log says only errors, and its progress bars are off when stderr is no
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -61,6 +64,8 @@ MANAGED = ("checkpoints/", "samples/", "training/", "evaluation/")
 unchanged on the Hub since, and this push lacks is deleted; any other file there stays."""
 SHOWN = 5
 """Kept files of each kind named in the warning (then a count)."""
+TOOL_CARD = re.compile(r"\bby medsynth-kohya \d")
+"""The line of templates/model_card.md that tells a card rendered by push."""
 ATTEMPTS = 3
 """Commits tried when other commits keep landing between the push's read and its commit."""
 
@@ -76,6 +81,8 @@ class Removals:
     edited: tuple[str, ...] = ()
     """Files an earlier push listed whose version on the Hub is not the one it sent (replaced
     by the user on the Hub since)."""
+    replaced: tuple[str, ...] = ()
+    """Files the push uploads over another version on the Hub that no earlier push sent."""
 
     def warning(self, repo_id: str) -> str | None:
         """One line naming the kept files and why each was kept, or None when there are none."""
@@ -88,6 +95,15 @@ class Removals:
                 f"{' and '.join(kinds)}; delete them on the Hub if they should go")
 
 
+    def refusal(self, repo_id: str) -> str:
+        """One line saying which files only --force replaces, and why."""
+        return (f"{repo_id} holds {files.counted(len(self.replaced))} that this push would "
+                f"replace ({_named(self.replaced)}) in another version than medsynth-kohya "
+                "pushed: put there by hand or another tool, or edited on the Hub since; keep a "
+                "copy of what you need, then push again with --force to replace them (the "
+                "repo's history keeps the old versions)")
+
+
 def _named(paths: Sequence[str]) -> str:
     """The first SHOWN paths, then how many more."""
     more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
@@ -95,17 +111,25 @@ def _named(paths: Sequence[str]) -> str:
 
 
 def removals(on_hub: Mapping[str, str | None], pushed: Mapping[str, frozenset[str] | None],
-             wanted: Collection[str]) -> Removals:
+             wanted: Collection[str],
+             sending: Mapping[str, frozenset[str] | None] | None = None) -> Removals:
     """Files under MANAGED that this push does not upload: deleted when the repo's PUSHED list
     (`pushed`: path -> digests it recorded, None in an older list) names them and the Hub's
     digest of the file (`on_hub`: path -> lfs sha256 or git blob id) is one it recorded; kept
-    otherwise, so nothing the tool did not upload, or the user replaced, is lost."""
+    otherwise, so nothing the tool did not upload, or the user replaced, is lost. With
+    `sending` (path -> digests of what this push uploads), the files it would replace that
+    are not the tool's in that sense."""
     left = sorted(path for path in on_hub if path.startswith(MANAGED) and path not in wanted)
     listed = [path for path in left if path in pushed]
     edited = tuple(path for path in listed
                    if (recorded := pushed[path]) is not None and on_hub[path] not in recorded)
+    replaced = tuple(sorted(
+        path for path, mine in (sending or {}).items()
+        if path in on_hub and path != PUSHED and mine is not None and on_hub[path] not in mine
+        and (path not in pushed or ((recorded := pushed[path]) is not None
+                                    and on_hub[path] not in recorded))))
     return Removals(tuple(path for path in listed if path not in edited),
-                    tuple(path for path in left if path not in pushed), edited)
+                    tuple(path for path in left if path not in pushed), edited, replaced)
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,9 @@ class PushResult:
     """True when the push made a new commit; False when the Hub already had these files."""
     deleted: tuple[str, ...] = ()
     """Files the push deleted from the repo (in a dry run: would delete)."""
+    replaced: tuple[str, ...] = ()
+    """Files of another version than an earlier push sent that the push replaced (--force; in a
+    dry run: would replace)."""
     listed: bool = False
     """In a dry run: whether the repo was read, so `deleted` is exactly what a push deletes."""
     exists: bool = False
@@ -196,7 +223,7 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
          samples: arguments.PathArg | None = None, endpoint: str | None = None,
          token: str | None = None, break_lock: bool = False,
          evaluation: arguments.PathArg | None = None, allow_copies: bool = False,
-         option: str = "--repo-id") -> PushResult:
+         option: str = "--repo-id", force: bool = False) -> PushResult:
     """Upload a run's LoRA, configs, record, samples and model card to `repo_id` in one commit.
 
     The token is `token`, else HF_TOKEN, else the stored login (`hf auth login`). A dry run
@@ -205,8 +232,9 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
     still training, or pushed by another process, is refused, and so is a `samples` set that
     `sample` is still making. `evaluation` (an `evaluate`
     report folder) adds its figures to the card and its files under evaluation/; sample images
-    flagged as near-copies are refused unless `allow_copies`. `option` names `repo_id` in
-    messages (reproduce's is --push).
+    flagged as near-copies are refused unless `allow_copies`. A file the repo holds in another
+    version than an earlier push sent is replaced only with `force`. `option` names `repo_id`
+    in messages (reproduce's is --push).
     """
     run_dir, samples = arguments.path(run_dir, "run_dir"), arguments.optional_path(samples,
                                                                                    "samples")
@@ -216,7 +244,7 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
         return _push(run_dir, repo_id, private=private, license=license,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
                      endpoint=endpoint, token=token, evaluation=evaluation,
-                     allow_copies=allow_copies, option=option)
+                     allow_copies=allow_copies, option=option, force=force)
 
     if samples is not None:  # a set still being made would be published half made
         ensure_made(samples, "push", "--samples", break_lock=break_lock)
@@ -243,7 +271,7 @@ def _prepared_of(run_dir: Path) -> Path | None:
 def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_checkpoints: bool,
           dry_run: bool, samples: Path | None, endpoint: str | None,
           token: str | None, evaluation: Path | None, allow_copies: bool, option: str,
-          ) -> PushResult:
+          force: bool) -> PushResult:
     repo_id = check_repo_id(repo_id, option)
     endpoint = resolve_endpoint(endpoint)
     from huggingface_hub import get_token
@@ -259,14 +287,14 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     scanned = sum(size for _, size in files)
     result = PushResult(repo_id, url, files, planned.card, dry_run=dry_run, private=private,
                         warnings=planned.warnings, scanned=scanned)
-    wanted = {u.path_in_repo for u in planned.uploads}
+    wanted = _sent(planned.uploads)
     if dry_run:
         if not token:
             return replace(result, warnings=(
                 *planned.warnings, f"a real push needs a token; {NO_TOKEN}; without one the "
                 "dry run cannot list what the push would delete from the repo"))
         with quiet_client():
-            return _preview(result, hub_api(endpoint, token), wanted, secrets, option)
+            return _preview(result, hub_api(endpoint, token), wanted, secrets, option, force)
     if not token:
         raise UserError(NO_TOKEN)
 
@@ -275,7 +303,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
         api = hub_api(endpoint, token)
         user = writer(api, repo_id, option=option, secrets=secrets)
         api.create_repo(repo_id, private=private, exist_ok=True)
-        before, gone, info = _commit(api, repo_id, planned.uploads, wanted)
+        before, gone, info = _commit(api, repo_id, planned.uploads, wanted, force)
     warnings += _visibility_kept(repo_id, before, private)
     kept = gone.warning(repo_id)
     warnings += [kept] if kept else []
@@ -288,21 +316,34 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     except (OSError, ValueError) as exc:
         warnings.append(f"pushed, but could not note the push in {folder.record_file}: {exc}")
     return replace(result, commit=commit, changed=changed,
-                   deleted=gone.delete if changed else (), user=user or None,
+                   deleted=gone.delete if changed else (),
+                   replaced=gone.replaced if changed else (), user=user or None,
                    warnings=tuple(warnings))
 
 
-def _commit(api: HfApi, repo_id: str, uploads: Sequence[Upload], wanted: Collection[str],
+def _sent(uploads: Sequence[Upload]) -> dict[str, frozenset[str] | None]:
+    """Every path a push uploads, with the digests of what it sends there (from its PUSHED
+    list, which holds them already)."""
+    listed = next((u.source for u in uploads if u.path_in_repo == PUSHED), b"")
+    digests = read_pushed(listed) if isinstance(listed, bytes) else {}
+    return {u.path_in_repo: digests.get(u.path_in_repo) for u in uploads}
+
+
+def _commit(api: HfApi, repo_id: str, uploads: Sequence[Upload],
+            wanted: Mapping[str, frozenset[str] | None], force: bool,
             ) -> tuple[ModelInfo, Removals, CommitInfo]:
     """Read the repo, then commit `uploads` and the deletions judged from that read on top of
     the commit read (parent_commit); when another commit lands in between (412), read again and
-    recompute, ATTEMPTS times in all, so no deletion rests on a stale view of the repo."""
+    recompute, ATTEMPTS times in all, so no deletion or replacement rests on a stale view of
+    the repo. A file not the tool's that the commit would replace is refused without `force`."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.errors import HfHubHTTPError
 
     for _ in range(ATTEMPTS):
         before = api.model_info(repo_id, files_metadata=True)
         gone = _removals(api, before, wanted)
+        if gone.replaced and not force:
+            raise UserError(gone.refusal(repo_id))
         # fresh operations each try: create_commit marks them committed and keeps upload state
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(path_in_repo=u.path_in_repo,
@@ -325,28 +366,37 @@ def _commit(api: HfApi, repo_id: str, uploads: Sequence[Upload], wanted: Collect
                     "nothing was committed: run the same command again")
 
 
-def _removals(api: HfApi, info: ModelInfo, wanted: Collection[str]) -> Removals:
-    """What a push of `wanted` deletes from the repo as `info` (read with files_metadata) shows
-    it, judged by the repo's PUSHED list (read into a temporary folder, so nothing lands in the
-    Hub cache). Not under _default_endpoint: hf_hub_url moves only URLs of the import-time
-    endpoint to `endpoint`."""
+def _removals(api: HfApi, info: ModelInfo,
+              wanted: Mapping[str, frozenset[str] | None]) -> Removals:
+    """What a push of `wanted` (path -> digests of what it sends) deletes from the repo as
+    `info` (read with files_metadata) shows it, and replaces there, judged by the repo's
+    PUSHED list. A repo without a readable list whose card is the tool's was pushed by an older
+    medsynth-kohya: its files are the tool's to replace (never to delete). Files are read into a
+    temporary folder, so nothing lands in the Hub cache; not under _default_endpoint:
+    hf_hub_url moves only URLs of the import-time endpoint to `endpoint`."""
     from huggingface_hub import hf_hub_download
 
     on_hub = {sibling.rfilename: sibling.lfs.sha256 if sibling.lfs else sibling.blob_id
               for sibling in info.siblings or []}
-    pushed: dict[str, frozenset[str] | None] = {}
-    if PUSHED in on_hub:
+
+    def read(filename: str) -> bytes:
         with tempfile.TemporaryDirectory(prefix="medsynth-push-") as folder:
-            path = hf_hub_download(info.id, PUSHED, revision=info.sha, local_dir=folder,
-                                   endpoint=api.endpoint, token=api.token)
-            pushed = read_pushed(Path(path).read_bytes())
-    return removals(on_hub, pushed, wanted)
+            return Path(hf_hub_download(info.id, filename, revision=info.sha, local_dir=folder,
+                                        endpoint=api.endpoint, token=api.token)).read_bytes()
+
+    pushed = read_pushed(read(PUSHED)) if PUSHED in on_hub else {}
+    gone = removals(on_hub, pushed, wanted, wanted)
+    if gone.replaced and not pushed and "README.md" in on_hub and TOOL_CARD.search(
+            read("README.md").decode("utf-8", "replace")):
+        return replace(gone, replaced=())
+    return gone
 
 
-def _preview(result: PushResult, api: HfApi, wanted: Collection[str], secrets: Sequence[str],
-             option: str) -> PushResult:
+def _preview(result: PushResult, api: HfApi, wanted: Mapping[str, frozenset[str] | None],
+             secrets: Sequence[str], option: str, force: bool) -> PushResult:
     """A dry run's check of the token (refused as the push would refuse it) and list of what
-    the push would delete: the repo is read, never written; when the Hub cannot be asked or
+    the push would delete and replace (a warning when it would refuse to): the repo is read,
+    never written; when the Hub cannot be asked or
     the repo cannot be read, a warning says what the push would delete is unknown."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -366,11 +416,14 @@ def _preview(result: PushResult, api: HfApi, wanted: Collection[str], secrets: S
     except UserError as exc:
         return _unlisted(result, exc)
     kept = gone.warning(result.repo_id)
-    return replace(result, deleted=gone.delete, listed=True, exists=True,
+    refused = ([f"the push will be refused: {gone.refusal(result.repo_id)}"]
+               if gone.replaced and not force else [])
+    return replace(result, deleted=gone.delete, replaced=gone.replaced, listed=True,
+                   exists=True,
                    private=bool(info.private) if info.private is not None else result.private,
                    warnings=(*result.warnings, *_visibility_kept(result.repo_id, info,
                                                                  result.private),
-                             *([kept] if kept else [])))
+                             *([kept] if kept else []), *refused))
 
 
 def _visibility_kept(repo_id: str, info: ModelInfo, private: bool) -> list[str]:
