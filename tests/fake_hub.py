@@ -20,10 +20,10 @@ huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it t
 
 Reads of a public repo need no token; everything else does.
 
-Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status, "drop"
-or "html")` makes matching requests answer that status, close the connection without an answer,
-or answer 200 with a web page (a server that is not the Hub: a proxy's login page, a mirror's
-site).
+Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status, "drop",
+"html" or "short")` makes matching requests answer that status, close the connection without an
+answer, answer 200 with a web page (a server that is not the Hub: a proxy's login page, a
+mirror's site), or close it partway through a 200 answer's body (a download cut short).
 `Repo.edit` changes files as a user on the Hub's web editor would; `interleave` lands such a
 commit just before a commit request is answered, as another push between a client's read and
 its commit.
@@ -171,8 +171,8 @@ class FakeHub:
         return repo
 
     def fail(self, method: str, path: str, action: int | str, times: int | None = None) -> None:
-        """Answer matching requests with status `action`, close the connection ("drop") or
-        answer with a web page ("html")."""
+        """Answer matching requests with status `action`, close the connection ("drop"), answer
+        with a web page ("html") or cut a 200 answer's body short ("short")."""
         self.faults.append(Fault(method, re.compile(path), action, times))
 
     def interleave(self, change: Callable[[Repo], object], times: int = 1) -> None:
@@ -295,6 +295,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.action == "html":
                 self._page()
+                return
+            if fault.action == "short":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(2**20))
+                self.end_headers()
+                self.wfile.write(b"\0" * 64)
+                self.close_connection = True
                 return
             self._error(int(fault.action), f"injected failure {fault.action}")
             return

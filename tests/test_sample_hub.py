@@ -242,6 +242,25 @@ def test_a_hub_that_cannot_be_reached_falls_back_to_the_cache(
         _joined(stderr)) and f"without asking the Hub ({reason})" in _joined(stderr)
 
 
+def test_a_download_cut_short_is_one_line_that_says_so(
+        hub: FakeHub, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """The Hub answers the file's metadata, then the connection drops partway through the file:
+    the cache has the commit but not the LoRA, which is what the one line says (in a process of
+    its own, where huggingface_hub's log is set up as a user's is: its retries are not shown)."""
+    _publish(hub, "bob/lora", tmp_path, {"x.safetensors": SDXL})
+    hub.fail("GET", r"/resolve/", "short")
+    done = subprocess.run(
+        [sys.executable, "-m", "medsynth_kohya", "sample", "--lora", "bob/lora", "--prompt",
+         "a mole", "--out", str(tmp_path / "a"), "--n", "2", "--dry-run", "--sd-scripts",
+         str(fake_gen.sd_scripts), "--python", PYTHON],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+        check=False)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert f"cannot reach {hub.url}" in _joined(done.stderr) and "is it a LoRA" not in lines[0]
+    assert "holds no LoRA file of bob/lora" in _joined(done.stderr)
+
+
 def test_the_set_records_the_hub_repo_and_commit(
         runner: CliRunner, hub: FakeHub, fake_gen: FakeGen, manifest: Path,
         tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.failures import chain, network_errors, not_the_hub
-from medsynth_kohya.hub.push import resolve_endpoint
+from medsynth_kohya.hub.push import quiet_client, resolve_endpoint
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
 
@@ -229,6 +229,9 @@ def _from_cache(repo_id: str, wanted: str | None, revision: str | None,
                 "COMMIT uses one)" if others else "")
         raise UserError(f"{reason}, and the Hugging Face cache ({constants.HF_HUB_CACHE}) has "
                         f"no {repo_id} at {named}{held}; {online}")
+    if wanted is None and not any(name.endswith(".safetensors") for name in cached):
+        raise UserError(f"{reason}, and the Hugging Face cache holds no LoRA file of {repo_id} "
+                        f"at {commit[:12]} (a download that did not finish); {online}")
     filename = wanted or _choose(list(cached), repo_id, f"the cached {repo_id} at {commit[:12]}")
     if filename not in cached:
         raise UserError(f"{reason}, and the Hugging Face cache holds no {filename} of "
@@ -245,7 +248,8 @@ def _from_cache(repo_id: str, wanted: str | None, revision: str | None,
 def pull_lora(spec: str, *, revision: str | None = None,
               endpoint: str | None = None) -> PulledLora:
     """Download the LoRA named by `spec` (and the pushed run record) into the Hub cache; with
-    HF_HUB_OFFLINE, or when the Hub cannot be reached, take them from the cache instead."""
+    HF_HUB_OFFLINE, or when the Hub cannot be reached, take them from the cache instead. The
+    client's retries are not logged: the one line of a failure says what happened."""
     from huggingface_hub import constants
 
     parsed = hub_spec(spec)
@@ -257,7 +261,7 @@ def pull_lora(spec: str, *, revision: str | None = None,
     try:
         if constants.HF_HUB_OFFLINE:
             raise _Unreachable("HF_HUB_OFFLINE is set")
-        with _download_errors(repo_id, url, revision):
+        with quiet_client(), _download_errors(repo_id, url, revision):
             origin, file, record_file = _download(repo_id, wanted, revision, url)
         note = (f"LoRA {repo_id}:{origin.path} at {origin.commit[:12]}, from the Hugging Face "
                 f"cache ({file})")

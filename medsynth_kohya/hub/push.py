@@ -176,7 +176,10 @@ def resolve_endpoint(endpoint: str | None) -> str:
 def quiet_client() -> Iterator[None]:
     """huggingface_hub's log at ERROR and, when stderr is no terminal, its progress bars off
     (their carriage returns and cursor-up escapes would stay in a log), unless the user's
-    HF_HUB_DISABLE_PROGRESS_BARS=0 asks for them; both restored after."""
+    HF_HUB_DISABLE_PROGRESS_BARS=0 asks for them; both restored after. Its logging module is
+    imported first: importing it sets the log's level, which would undo ours when a client call
+    imports it later."""
+    import huggingface_hub.utils.logging  # noqa: F401
     from huggingface_hub import constants
     from huggingface_hub.utils.tqdm import (
         are_progress_bars_disabled,
