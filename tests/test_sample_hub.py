@@ -141,6 +141,19 @@ def test_hub_problems_are_one_line(runner: CliRunner, hub: FakeHub, fake_gen: Fa
         assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 2
 
 
+@pytest.mark.parametrize("spec", ["carol/x--y", "carol/.lora", "carol/lora-",
+                                  "carol/lora.git:x.safetensors", "carol/" + "x" * 97])
+def test_a_repo_id_the_hub_cannot_hold_is_one_line(runner: CliRunner, hub: FakeHub,
+                                                   fake_gen: FakeGen, tmp_path: Path,
+                                                   spec: str) -> None:
+    code, _, stderr = _sample(runner, fake_gen, tmp_path / "out", "--lora", spec,
+                              "--prompt", "a")
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "is not a valid Hub namespace/name" in lines[0] and "--lora" in lines[0]
+    assert hub.requests == []
+
+
 def test_a_private_repo_needs_the_token_and_a_revision_pins_it(
         runner: CliRunner, hub: FakeHub, fake_gen: FakeGen, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

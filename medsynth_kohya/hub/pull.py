@@ -18,6 +18,7 @@ from pathlib import Path
 
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub.contents import check_repo_id
 from medsynth_kohya.hub.failures import chain, network_errors, not_the_hub
 from medsynth_kohya.hub.push import quiet_client, resolve_endpoint
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
@@ -257,6 +258,7 @@ def pull_lora(spec: str, *, revision: str | None = None,
         raise UserError(f"--lora {spec!r} is not a Hub LoRA: use USER/REPO or "
                         "USER/REPO:FILE.safetensors")
     repo_id, wanted = parsed
+    repo_id = check_repo_id(repo_id, "--lora")  # one line, where huggingface_hub would raise
     url = resolve_endpoint(endpoint)
     try:
         if constants.HF_HUB_OFFLINE:
