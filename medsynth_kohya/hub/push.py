@@ -100,8 +100,8 @@ class Removals:
         return (f"{repo_id} holds {files.counted(len(self.replaced))} that this push would "
                 f"replace ({_named(self.replaced)}) in another version than medsynth-kohya "
                 "pushed: put there by hand or another tool, or edited on the Hub since; keep a "
-                "copy of what you need, then push again with --force to replace them (the "
-                "repo's history keeps the old versions)")
+                "copy of what you need, then run `medsynth-kohya push` again with --force to "
+                "replace them (the repo's history keeps the old versions)")
 
 
 def _named(paths: Sequence[str]) -> str:
