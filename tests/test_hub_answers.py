@@ -67,3 +67,27 @@ def test_a_lora_from_a_server_that_is_not_the_hub_is_one_line(
     message = str(caught.value)
     assert f"{fake_hub.url} did not answer as the Hugging Face Hub does" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("endpoint", ["http://", "https://", "http://127.0.0.1:99999",
+                                      "http://[::1", "http://hub example.org",
+                                      "https://hub.example.org:port"])
+@pytest.mark.parametrize("given", ["--endpoint", "HF_ENDPOINT"])
+def test_an_endpoint_that_is_no_url_is_one_line_before_any_request(
+        runner: CliRunner, tmp_path: Path, endpoint: str, given: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    args: tuple[str, ...] = ()
+    if given == "HF_ENDPOINT":
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    else:
+        args = ("--endpoint", endpoint)
+    for dry in ((), ("--dry-run",)):
+        code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, *args, *dry)
+        lines = stderr.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+        assert f"{given} {endpoint!r}" in lines[0] and "https://huggingface.co" in lines[0]
+    if given == "HF_ENDPOINT":
+        with pytest.raises(UserError, match="HF_ENDPOINT"):
+            pull_lora(REPO)

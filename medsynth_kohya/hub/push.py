@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from medsynth_kohya import __version__, arguments, files, locks
 from medsynth_kohya.errors import UserError
@@ -166,10 +167,29 @@ class PushResult:
 def resolve_endpoint(endpoint: str | None) -> str:
     """The Hub URL: the argument, else HF_ENDPOINT read now (not at import), else the public Hub."""
     chosen = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT) if endpoint is None else endpoint
+    given = "--endpoint" if endpoint is not None else "HF_ENDPOINT"
     if not chosen.startswith(("http://", "https://")):
-        given = "--endpoint" if endpoint is not None else "HF_ENDPOINT"
         raise UserError(f"{given} {chosen!r} must be an http:// or https:// URL")
+    problem = _url_problem(chosen)
+    if problem:
+        raise UserError(f"{given} {chosen!r} is not a URL the Hub can be reached at ({problem}); "
+                        f"give one such as {DEFAULT_ENDPOINT}")
     return chosen.rstrip("/")
+
+
+def _url_problem(url: str) -> str | None:
+    """What keeps `url` from naming a server (no host, a bad port, a space), else None: the
+    client would fail on it with its own traceback, or take it for a lost connection."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if not parts.hostname:
+        return "no host"
+    if any(char.isspace() for char in url):
+        return "it holds a space"
+    return None if port is None or 0 < port < 65536 else f"port {port} is out of range"
 
 
 @contextmanager
