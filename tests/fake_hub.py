@@ -11,7 +11,8 @@ huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it t
   with ?blobs=true each sibling's size and blobId, and lfs {size, sha256, pointerSize} for LFS
 - POST /api/validate-yaml                                README metadata check before a commit
 - POST /api/models/NS/NAME/preupload/REV                 upload mode and remote oid per file
-- POST /NS/NAME.git/info/lfs/objects/batch               basic-transfer upload actions
+- POST /NS/NAME.git/info/lfs/objects/batch               basic-transfer upload actions, or
+  per-object errors (`lfs_refusal`)
 - PUT  /lfs/OID                                          the LFS object itself (sha256 checked)
 - POST /api/models/NS/NAME/commit/REV                    ndjson: file, lfsFile, deletedFile;
   412 when the header's parentCommit is not the head
@@ -142,6 +143,9 @@ class FakeHub:
         self.headers_seen: list[dict[str, str]] = []
         self.faults: list[Fault] = []
         self.interleaved: list[Callable[[Repo], object]] = []
+        self.lfs_refusal: str | None = None
+        """When set, the LFS batch answers each object with this error (code 422), as the Hub
+        does for a file it will not store (too large, storage quota used up)."""
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -451,7 +455,9 @@ class _Handler(BaseHTTPRequestHandler):
         for item in json.loads(body)["objects"]:
             entry: dict[str, Any] = {"oid": item["oid"], "size": item["size"],
                                      "authenticated": True}
-            if item["oid"] not in hub.lfs_objects:
+            if hub.lfs_refusal is not None:
+                entry["error"] = {"code": 422, "message": hub.lfs_refusal}
+            elif item["oid"] not in hub.lfs_objects:
                 entry["actions"] = {"upload": {"href": f"{hub.url}/lfs/{item['oid']}",
                                                "header": {}}}
             objects.append(entry)

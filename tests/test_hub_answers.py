@@ -91,3 +91,19 @@ def test_an_endpoint_that_is_no_url_is_one_line_before_any_request(
     if given == "HF_ENDPOINT":
         with pytest.raises(UserError, match="HF_ENDPOINT"):
             pull_lora(REPO)
+
+
+def test_a_file_the_hub_will_not_store_is_one_line(runner: CliRunner, fake_hub: FakeHub,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LFS batch answers an error for each object (git-lfs' per-object errors): the line
+    gives the Hub's reason, and nothing is committed."""
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.lfs_refusal = "Storage quota exceeded for this repository"
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "Storage quota exceeded for this repository" in lines[0]
+    assert fake_hub.url in lines[0] and "run the same command again" in lines[0]
+    assert len(fake_hub.repos[REPO].commits) == 1

@@ -46,6 +46,9 @@ def not_the_hub(exc: BaseException) -> bool:
     return any(isinstance(link, json.JSONDecodeError) for link in chain(exc))
 
 
+LFS_REFUSED = ("LFS batch API returned errors", "LFS batch endpoint returned errors")
+"""How huggingface_hub (2.x, 0.x) starts the error it raises when the Hub will not store an
+upload (the LFS batch's per-object errors: too large, storage quota used up)."""
 PUSHING = "the push"
 """What `hub_error` says failed by default: an unfinished push, which a re-run completes."""
 
@@ -109,6 +112,13 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                     f"{unfinished}run the same command again later")
         return (f"the Hub at {endpoint} answered {status} during {during}{detail}; check "
                 f"{option} and run the same command again")
+    refused = next((str(link) for link in chain(exc) if isinstance(link, ValueError)
+                    and str(link).startswith(LFS_REFUSED)), None)
+    if refused is not None:  # "...errors:\nEncountered error for file with OID X: `REASON"
+        reason = next(iter(refused.splitlines()[1:]), "").partition(": `")[2].strip("` ")
+        return (f"the Hub at {endpoint} would not store a file during {during} "
+                f"({reason[:200] or 'no reason given'}); {unfinished}check the repository's "
+                "storage on the Hub, then run the same command again")
     if not_the_hub(exc):
         return (f"{endpoint} did not answer as the Hugging Face Hub does during {during} (it "
                 "sent a web page or other text where the Hub sends JSON): check --endpoint / "
