@@ -11,11 +11,11 @@ pushing the same run twice makes no new commit. The token (argument, HF_TOKEN or
 login) is only ever handed to HfApi.
 Each push uploads its list of files with their digests (contents.PUSHED); the next deletes, in
 its commit, only files of the folders push owns that an earlier push listed, the Hub still holds
-as that push sent them, and it no longer uploads; and it replaces a file the Hub holds in
-another version than an earlier push sent (the user's, another model's, edited on the Hub)
-only with `force`. The commit names the head it was computed
-from (parent_commit): when another push or edit lands in between, the Hub refuses it (412) and
-the push reads the repo again and recomputes, ATTEMPTS times in all. While it talks to the Hub,
+as that push sent them, and it no longer uploads; it replaces a file the Hub holds in another
+version than an earlier push sent (the user's, another model's, edited on the Hub) only with
+`force`. The commit names the head it was computed from (parent_commit): when another push or
+edit lands in between, the Hub refuses it (412) and the push reads the repo again and
+recomputes, ATTEMPTS times in all. While it talks to the Hub,
 huggingface_hub's log says only errors, and its progress bars are off when stderr is no
 terminal (they would leave their frames in a log).
 
@@ -94,7 +94,6 @@ class Removals:
             return None
         return (f"left {files.counted(len(self.kept) + len(self.edited))} in {repo_id}: "
                 f"{' and '.join(kinds)}; delete them on the Hub if they should go")
-
 
     def refusal(self, repo_id: str) -> str:
         """One line saying which files only --force replaces, and why."""
