@@ -107,3 +107,21 @@ def test_a_file_the_hub_will_not_store_is_one_line(runner: CliRunner, fake_hub: 
     assert "Storage quota exceeded for this repository" in lines[0]
     assert fake_hub.url in lines[0] and "run the same command again" in lines[0]
     assert len(fake_hub.repos[REPO].commits) == 1
+
+
+def test_an_endpoint_with_a_password_is_refused_without_showing_it(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub would send the URL's credentials instead of the token (a 401 that then
+    prints the URL): refused before any request, the password never shown."""
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", "https://bob:S3cretPassw0rd@hub.example.org")
+    for dry in ((), ("--dry-run",)):
+        code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, *dry)
+        lines = stderr.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+        assert "HF_ENDPOINT" in lines[0] and "hub.example.org" in lines[0]
+        assert "S3cretPassw0rd" not in stdout + stderr
+    with pytest.raises(UserError) as refused:
+        pull_lora(REPO)
+    assert "S3cretPassw0rd" not in str(refused.value)

@@ -164,11 +164,18 @@ class PushResult:
 
 
 def resolve_endpoint(endpoint: str | None) -> str:
-    """The Hub URL: the argument, else HF_ENDPOINT read now (not at import), else the public Hub."""
+    """The Hub URL: the argument, else HF_ENDPOINT read now (not at import), else the public Hub;
+    a UserError for one that names no server or holds credentials (not echoed)."""
     chosen = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT) if endpoint is None else endpoint
     given = "--endpoint" if endpoint is not None else "HF_ENDPOINT"
     if not chosen.startswith(("http://", "https://")):
         raise UserError(f"{given} {chosen!r} must be an http:// or https:// URL")
+    authority = re.split(r"[/?#]", chosen.partition("://")[2], maxsplit=1)[0]
+    if "@" in authority:  # never echoed: the part before @ may be a password
+        shown = chosen.replace(authority, f"…@{authority.rpartition('@')[2]}", 1)
+        raise UserError(f"{given} {shown!r} holds a user name or password before its host: the "
+                        "Hub takes the token alone (HF_TOKEN or `hf auth login`); remove them "
+                        "from the URL")
     problem = _url_problem(chosen)
     if problem:
         raise UserError(f"{given} {chosen!r} is not a URL the Hub can be reached at ({problem}); "
