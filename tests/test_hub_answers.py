@@ -125,3 +125,27 @@ def test_an_endpoint_with_a_password_is_refused_without_showing_it(
     with pytest.raises(UserError) as refused:
         pull_lora(REPO)
     assert "S3cretPassw0rd" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (403, f"no write access to {REPO} (403)"),
+    (404, "set HF_HUB_DISABLE_XET=1 and run the same command again")])
+def test_a_refused_xet_upload_is_said_as_the_hub_said_it(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, status: int, expected: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub >= 1 uploads through Xet when hf_xet is installed; hf_xet reports the
+    Hub's answer to its token request as a ConnectionError, not a lost connection."""
+    import huggingface_hub
+    import huggingface_hub.constants
+    from huggingface_hub.utils._runtime import is_xet_available
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", False)
+    if int(huggingface_hub.__version__.split(".")[0]) < 1 or not is_xet_available():
+        pytest.skip("this huggingface_hub uploads through Xet only when the Hub offers it")
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail("GET", r"/xet-write-token/", status)
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert expected in " ".join(lines[0].split()) and "lost the connection" not in lines[0]

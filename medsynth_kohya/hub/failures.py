@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -63,9 +64,17 @@ def _answer(exc: BaseException) -> BaseException | None:
                  or isinstance(_status(link), int)), None)
 
 
+_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b")
+"""How hf_xet (huggingface_hub's Xet uploads) words the Hub's answer to one of its requests, in
+the ConnectionError it raises for any failure."""
+
+
 def _status(link: BaseException | None) -> int | None:
     status = getattr(getattr(link, "response", None), "status_code", None)
-    return status if isinstance(status, int) else None
+    if isinstance(status, int):
+        return status
+    found = _XET_STATUS.search(str(link)) if isinstance(link, ConnectionError) else None
+    return int(found[1]) if found else None
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -87,6 +96,10 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
     answer = _answer(exc)
     if answer is not None:
         status = _status(answer)
+        if status == 404 and "/xet-write-token/" in str(answer):
+            return (f"the Hub at {endpoint} does not offer Xet uploads, which this "
+                    "huggingface_hub uses when hf_xet is installed: set HF_HUB_DISABLE_XET=1 "
+                    "and run the same command again")
         if status == 401:
             return (f"the Hub at {endpoint} rejected the token (401): set HF_TOKEN to a "
                     "valid token with write access, or run `hf auth login`")
