@@ -149,3 +149,23 @@ def test_a_refused_xet_upload_is_said_as_the_hub_said_it(
     lines = stderr.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
     assert expected in " ".join(lines[0].split()) and "lost the connection" not in lines[0]
+
+
+def test_a_push_with_hf_hub_offline_set_says_so(runner: CliRunner, fake_hub: FakeHub,
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE (set for `sample` on a machine without network) keeps huggingface_hub
+    from sending anything: the line names it, not the network."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1, stderr
+    assert "HF_HUB_OFFLINE is set" in lines[0] and "lost the connection" not in lines[0]
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url,
+                             "--dry-run")
+    assert code == 0 and "HF_HUB_OFFLINE is set" in " ".join(stderr.split())
+    assert fake_hub.requests == []

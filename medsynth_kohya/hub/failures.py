@@ -88,11 +88,14 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
     names what failed when it is not the push itself (a dry run's read of the repository, the
     check of the token); `option` is the one the user named the repository by."""
     unfinished = "the push did not finish: " if during == PUSHING else ""
-    from huggingface_hub.errors import LocalTokenNotFoundError
+    from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 
     name = repo_id.split("/")[1]
     if any(isinstance(link, LocalTokenNotFoundError) for link in chain(exc)):
         return NO_TOKEN
+    if any(isinstance(link, OfflineModeIsEnabled) for link in chain(exc)):
+        return (f"HF_HUB_OFFLINE is set, so huggingface_hub sends nothing to {endpoint}: unset "
+                "it (it is for `sample` from the Hub cache) and run the same command again")
     answer = _answer(exc)
     if answer is not None:
         status = _status(answer)
