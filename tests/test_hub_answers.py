@@ -4,6 +4,9 @@ traceback."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,21 +154,19 @@ def test_a_refused_xet_upload_is_said_as_the_hub_said_it(
     assert expected in " ".join(lines[0].split()) and "lost the connection" not in lines[0]
 
 
-def test_a_push_with_hf_hub_offline_set_says_so(runner: CliRunner, fake_hub: FakeHub,
-                                                tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_push_with_hf_hub_offline_set_says_so(fake_hub: FakeHub, tmp_path: Path) -> None:
     """HF_HUB_OFFLINE (set for `sample` on a machine without network) keeps huggingface_hub
-    from sending anything: the line names it, not the network."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    from sending anything: the line names it, not the network. In a process of its own, as
+    huggingface_hub reads the variable at import."""
     run = make_run(tmp_path)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url)
-    lines = stderr.strip().splitlines()
-    assert code == 1 and len(lines) == 1, stderr
-    assert "HF_HUB_OFFLINE is set" in lines[0] and "lost the connection" not in lines[0]
-    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url,
-                             "--dry-run")
-    assert code == 0 and "HF_HUB_OFFLINE is set" in " ".join(stderr.split())
+    for dry in ((), ("--dry-run",)):
+        done = subprocess.run(
+            [sys.executable, "-m", "medsynth_kohya", "push", str(run), "--repo-id", REPO,
+             "--endpoint", fake_hub.url, *dry], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": TOKEN, "COLUMNS": "200"},
+            check=False)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == (0 if dry else 1) and "Traceback" not in done.stderr
+        assert any("HF_HUB_OFFLINE is set" in line for line in lines), done.stderr
+        assert dry or len(lines) == 1
     assert fake_hub.requests == []
