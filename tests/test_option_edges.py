@@ -142,6 +142,56 @@ def test_train_refuses_a_value_sd_scripts_would_fail_on_or_misread(
     assert not (run / "config.toml").exists()
 
 
+@pytest.mark.parametrize(("settings", "needle"), [
+    (["bucket_reso_steps=0"], "bucket_reso_steps = 0 must be a multiple of 32 above 0"),
+    (["bucket_reso_steps=48"], "bucket_reso_steps = 48 must be a multiple of 32 above 0"),
+    (["resolution=512", "min_bucket_reso=576"],
+     "min_bucket_reso = 576 is above the shorter side of resolution '512,512'"),
+    (["resolution=[1024, 768]", "min_bucket_reso=832"],
+     "min_bucket_reso = 832 is above the shorter side of resolution '1024,768'"),
+    (["resolution=512", "max_bucket_reso=256"],
+     "max_bucket_reso = 256 is below the longer side of resolution '512,512'"),
+    (["resolution=512", "max_bucket_reso=0"],
+     "max_bucket_reso = 0 is below the longer side of resolution '512,512'"),
+    (["resolution=512", "min_bucket_reso=32"], "min_bucket_reso = 32 is below "
+                                               "bucket_reso_steps (64)"),
+    (["resolution=96", "bucket_reso_steps=128"],
+     "resolution = '96,96' is below the dataset's smallest bucket (min_bucket_reso 128)"),
+])
+def test_train_refuses_bucket_options_sd_scripts_stops_on(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        settings: list[str], needle: str) -> None:
+    """sd-scripts' SDXL trainer takes bucket sides in multiples of 32, and its dataset rounds
+    the bucket range to that step and asserts it holds the resolution (or divides by zero)."""
+    run = tmp_path / "run"
+    sets = [part for setting in settings for part in ("--set", setting)]
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                     "--sd-scripts", fake_sd.sd_scripts, "--dry-run", *sets), needle)
+    assert not (run / "config.toml").exists()
+
+
+@pytest.mark.parametrize(("settings", "buckets"), [
+    (["resolution=512", "min_bucket_reso=500", "max_bucket_reso=1000"], (500, 1000)),
+    (["resolution=[1000, 700]", "bucket_reso_steps=32"], (320, 1984)),
+    (["resolution=512", "min_bucket_reso=1024", "enable_bucket=false"], (1024, 1024)),
+])
+def test_train_takes_bucket_options_sd_scripts_rounds_or_ignores(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        settings: list[str], buckets: tuple[int, int]) -> None:
+    """A bucket range sd-scripts rounds onto its step around the resolution, or one it does
+    not use (no bucketing), is written as given."""
+    import toml
+
+    run = tmp_path / "run"
+    sets = [part for setting in settings for part in ("--set", setting)]
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, "--sd-scripts", fake_sd.sd_scripts,
+                                  "--dry-run", *sets)
+    assert code == 0, stdout + stderr
+    dataset = toml.load(run / "dataset.toml")["datasets"][0]
+    assert (dataset["min_bucket_reso"], dataset["max_bucket_reso"]) == buckets
+
+
 @pytest.mark.parametrize(("setting", "module"), [
     ("optimizer_type=DAdaptAdam", "dadaptation"), ("optimizer_type=Prodigy", "prodigyopt"),
     ("optimizer_type=Lion", "lion_pytorch"), ("optimizer_type=AdamWScheduleFree", "schedulefree"),

@@ -70,6 +70,7 @@ print("RESULT" + json.dumps({"learning_rate": args.learning_rate,
                              "shuffle_caption": subset.shuffle_caption,
                              "keep_tokens": subset.keep_tokens,
                              "enable_bucket": group.datasets[0].enable_bucket,
+                             "resolution": list(args.resolution),
                              "output_dir": args.output_dir, "prompts": len(loaded),
                              "images": group.datasets[0].num_train_images}))
 """
@@ -146,3 +147,20 @@ def test_sd_scripts_trains_with_the_dataset_options_a_run_sets(
          "enable_bucket=false"])
     assert (payload["shuffle_caption"], payload["keep_tokens"], payload["enable_bucket"]) == (
         True, 2, False)
+
+
+@pytest.mark.parametrize(("overrides", "size"), [
+    (["resolution=512"], [512, 512]),
+    (["resolution=[1024, 768]"], [1024, 768]),
+    (["resolution=[1000, 700]", "bucket_reso_steps=32"], [1000, 700]),
+    (["resolution=768", "min_bucket_reso=800", "max_bucket_reso=1000"], [768, 768]),
+    (["resolution=512", "min_bucket_reso=1024", "enable_bucket=false"], [512, 512]),
+])
+def test_sd_scripts_takes_the_resolutions_and_buckets_train_takes(
+        isic2020: SyntheticSet, tmp_path: Path, sd_scripts: Path, sd_python: str,
+        overrides: list[str], size: list[int]) -> None:
+    """What train's checks let through at other resolutions and bucket ranges (rounded onto
+    the bucket step by sd-scripts) is what sd-scripts' dataset and SDXL trainer start with."""
+    images, payload = _trained_as_sd_scripts_reads_it(isic2020, tmp_path, sd_scripts,
+                                                      sd_python, "t4-16gb", overrides)
+    assert payload["resolution"] == size and payload["images"] == 2 * images

@@ -242,20 +242,49 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
     if options.get("save_model_as", "safetensors") not in ("safetensors", None):
         errors.append(f"save_model_as = {options['save_model_as']!r}: train, sample and push "
                       "take the LoRA only as a .safetensors file; remove the override")
-    if isinstance(options.get("resolution"), str):
-        size = resolution(options["resolution"])
-        if size is None:
-            errors.append(f"resolution = {options['resolution']!r} must be a width and height "
-                          'above 0 such as "1024,1024" or "1024"')
-        elif min(size) < render.BUCKET_STEP:
-            errors.append(f"resolution = {options['resolution']!r} is below the dataset's "
-                          f"smallest bucket (min_bucket_reso {render.BUCKET_STEP}), which "
-                          f"sd-scripts refuses: give at least {render.BUCKET_STEP} a side, such "
-                          'as "1024,1024"')
+    if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
+        errors.append(f"resolution = {options['resolution']!r} must be a width and height "
+                      'above 0 such as "1024,1024" or "1024"')
+    errors += _bucket_errors(options)
     if _on(options, "full_fp16") and options.get("mixed_precision") != "fp16":
         errors.append('full_fp16 needs mixed_precision = "fp16"')
     if _on(options, "full_bf16") and options.get("mixed_precision") != "bf16":
         errors.append('full_bf16 needs mixed_precision = "bf16"')
+    return errors
+
+
+def _bucket_errors(options: Mapping[str, Any]) -> list[str]:
+    """The dataset config's buckets as sd-scripts checks them before it trains: SDXL takes bucket
+    sides in multiples of 32; the dataset rounds min_bucket_reso down and max_bucket_reso up
+    to that step and asserts the range holds the resolution (a range from 0 divides by zero).
+    Values of the wrong type are left to sdopts.check; without bucketing none is used."""
+    given = options.get("resolution", "1024,1024")
+    size = resolution(given)
+    step = options.get("bucket_reso_steps", render.BUCKET_STEP)
+    if size is None or options.get("enable_bucket", True) is False or not _number(step):
+        return []
+    if step <= 0 or step % 32:
+        return [f"bucket_reso_steps = {step} must be a multiple of 32 above 0 (SDXL's latent "
+                "grid, which sd-scripts requires), such as 64"]
+    values = render.dataset_options(options, size)
+    low, high = values["min_bucket_reso"], values["max_bucket_reso"]
+    if not (_number(low) and _number(high)):
+        return []
+    shown = f"resolution {given!r}"
+    errors = []
+    if "min_bucket_reso" not in options and low > min(size):
+        errors.append(f"resolution = {given!r} is below the dataset's smallest "
+                      f"bucket (min_bucket_reso {low}), which sd-scripts refuses: give at least "
+                      f'{step} a side, such as "1024,1024"')
+    elif low - low % step > min(size):
+        errors.append(f"min_bucket_reso = {low} is above the shorter side of {shown}, which "
+                      f"sd-scripts refuses: give at most {min(size)}, or remove the override")
+    elif low - low % step < step and values["bucket_no_upscale"] is not True:
+        errors.append(f"min_bucket_reso = {low} is below bucket_reso_steps ({step}): sd-scripts "
+                      f"rounds it down to 0 and fails dividing by it; give at least {step}")
+    if high + -high % step < max(size):
+        errors.append(f"max_bucket_reso = {high} is below the longer side of {shown}, which "
+                      f"sd-scripts refuses: give at least {max(size)}, or remove the override")
     return errors
 
 

@@ -102,21 +102,28 @@ DATASET_OPTIONS: dict[str, Any] = {
 sd-scripts takes a dataset config's over the config file's, so a run's own are written here."""
 
 
+def dataset_options(options: Mapping[str, Any] | None,
+                    resolution: tuple[int, int]) -> dict[str, Any]:
+    """The DATASET_OPTIONS a dataset config holds for a run's `options` at `resolution`
+    (width, height): the run's values, else the defaults, the bucket range around it."""
+    given = {key: value for key, value in (options or {}).items() if key in DATASET_OPTIONS}
+    values = {**DATASET_OPTIONS, **given}
+    step = int(values["bucket_reso_steps"])
+    if values["min_bucket_reso"] is None:
+        values["min_bucket_reso"] = bucket_range(min(resolution), step)[0]
+    if values["max_bucket_reso"] is None:
+        values["max_bucket_reso"] = bucket_range(max(resolution), step)[1]
+    return values
+
+
 def dataset_config(image_dir: Path, *, repeats: int, class_tokens: str,
                    resolution: int | tuple[int, int], batch_size: int,
                    options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """An sd-scripts `--dataset_config` for one folder of captioned images; `options` (a run's
     training options) give the DATASET_OPTIONS they set."""
     width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
-    given = {key: value for key, value in (options or {}).items() if key in DATASET_OPTIONS}
-    values = {**DATASET_OPTIONS, **given}
-    step = int(values["bucket_reso_steps"])
-    if values["min_bucket_reso"] is None:
-        values["min_bucket_reso"] = bucket_range(min(width, height), step)[0]
-    if values["max_bucket_reso"] is None:
-        values["max_bucket_reso"] = bucket_range(max(width, height), step)[1]
     return render("dataset.toml", {
-        **values,
+        **dataset_options(options, (width, height)),
         "resolution": [width, height],
         "batch_size": batch_size,
         "image_dir": str(image_dir),
