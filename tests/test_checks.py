@@ -430,3 +430,45 @@ def test_a_custom_optimizer_or_scheduler_module_must_be_importable(tmp_path: Pat
     assert checks.config_errors({"optimizer_type": "torch..Adam"}, sd, python) == [
         "optimizer_type = 'torch..Adam' is not a module.Class path"]
     assert checks.config_errors({"optimizer_type": "prodigyoptt.Prodigy"}) == []
+
+
+def test_bucket_ranges_are_judged_as_sd_scripts_rounds_them_onto_the_step() -> None:
+    """min_bucket_reso rounds down and max_bucket_reso up to bucket_reso_steps before sd-scripts
+    asserts they hold the resolution; a step SDXL cannot take or a range from 0 is refused."""
+    square = {"resolution": "512"}
+    for fine in ({"min_bucket_reso": 512}, {"min_bucket_reso": 575}, {"max_bucket_reso": 449},
+                 {"max_bucket_reso": 512}, {"bucket_reso_steps": 32}, {"min_bucket_reso": 64},
+                 {"min_bucket_reso": 32, "bucket_no_upscale": True},
+                 {"min_bucket_reso": 4096, "max_bucket_reso": 0, "enable_bucket": False}):
+        assert checks.config_errors({**square, **fine}) == [], fine
+    assert checks.config_errors({**square, "min_bucket_reso": 576}) == [
+        "min_bucket_reso = 576 is above the shorter side of resolution '512', which sd-scripts "
+        "refuses: give at most 512, or remove the override"]
+    assert checks.config_errors({**square, "max_bucket_reso": 448}) == [
+        "max_bucket_reso = 448 is below the longer side of resolution '512', which sd-scripts "
+        "refuses: give at least 512, or remove the override"]
+    assert checks.config_errors({**square, "min_bucket_reso": 63}) == [
+        "min_bucket_reso = 63 is below bucket_reso_steps (64): sd-scripts rounds it down to 0 "
+        "and fails dividing by it; give at least 64"]
+    for step in (0, -32, 16, 48):
+        assert checks.config_errors({**square, "bucket_reso_steps": step}) == [
+            f"bucket_reso_steps = {step} must be a multiple of 32 above 0 (SDXL's latent grid, "
+            "which sd-scripts requires), such as 64"]
+
+
+def test_a_photo_without_a_bucket_under_bucket_no_upscale_is_found() -> None:
+    """sd-scripts' no-upscale bucket: the photo shrunk to the training area when larger, its
+    sides rounded down to the step; a side of 0 stops it."""
+    kept = {"bucket_no_upscale": True}
+    fits = [("a", 64, 64), ("b", 2000, 300), ("c", 640, 480)]
+    assert checks.bucketless(kept, (256, 256), fits) is None
+    for lost in (("d", 63, 64), ("e", 64, 63), ("f", 6000, 40)):
+        found = checks.bucketless(kept, (256, 256), [*fits, lost])
+        assert found is not None and found.startswith(
+            f"bucket_no_upscale = true leaves 1 of 4 training images without a bucket (first: "
+            f"{lost[0]}, {lost[1]}x{lost[2]})")
+    assert checks.bucketless({**kept, "bucket_reso_steps": 32}, (256, 256),
+                             [("d", 63, 64)]) is None
+    assert checks.bucketless({}, (256, 256), [("d", 63, 64)]) is None
+    assert checks.bucketless({**kept, "enable_bucket": False}, (256, 256),
+                             [("d", 63, 64)]) is None

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya import arguments
-from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 from medsynth_kohya.hub.push import resolve_endpoint
@@ -25,7 +26,7 @@ from medsynth_kohya.sampling.plan import (
 from medsynth_kohya.sampling.prompts import MAX_SIZE
 from medsynth_kohya.sdscripts import checkout, sdopts
 
-from .conftest import invoke, squeezed
+from .conftest import invoke, prepare_set, squeezed
 from .fake_gen import PYTHON, FakeGen, make_original_gen
 from .fakes import FakeSd
 
@@ -168,6 +169,33 @@ def test_train_refuses_bucket_options_sd_scripts_stops_on(
     _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
                      "--sd-scripts", fake_sd.sd_scripts, "--dry-run", *sets), needle)
     assert not (run / "config.toml").exists()
+
+
+@pytest.mark.parametrize(("sizes", "resolution", "first"), [
+    (((640, 480), (48, 300)), "1024", "48x300"),
+    (((640, 480), (3000, 20)), "768", "3000x20"),
+    (((640, 480), (6000, 40)), "256", "6000x40"),  # shrunk to the area first: 40 -> 10
+])
+def test_train_refuses_bucket_no_upscale_where_a_photo_gets_no_bucket(
+        runner: CliRunner, fake_sd: FakeSd, tmp_path: Path, sizes: tuple[tuple[int, int], ...],
+        resolution: str, first: str) -> None:
+    """With bucket_no_upscale sd-scripts rounds each photo's sides (shrunk to the training
+    area when larger) down to bucket_reso_steps; a side below it becomes 0 and sd-scripts
+    divides by it when it starts."""
+    made = make_dataset(tmp_path / "src", n=8, sizes=sizes)
+    prepared = prepare_set(made, tmp_path / "prepared")
+    run = tmp_path / "run"
+    common = ("train", prepared, "--preset", "t4-16gb", "--sd-scripts", fake_sd.sd_scripts,
+              "--dry-run", "--set", f"resolution={resolution}")
+    table = pd.read_csv(prepared / "manifest.csv")
+    small = table[(table["width"] == sizes[1][0]) & (table["height"] == sizes[1][1])]
+    assert 0 < len(small) < len(table)
+    _refused(*invoke(runner, *common, "--run-dir", run, "--set", "bucket_no_upscale=true"),
+             f"bucket_no_upscale = true leaves {len(small)} of {len(table)} training images "
+             f"without a bucket (first: {min(small['id'])}, {first})")
+    assert not (run / "config.toml").exists()
+    code, stdout, stderr = invoke(runner, *common, "--run-dir", tmp_path / "upscaled")
+    assert code == 0, stdout + stderr
 
 
 @pytest.mark.parametrize(("settings", "buckets"), [

@@ -7,7 +7,8 @@ config with the GPUs that are present (refused even under --dry-run).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -286,6 +287,50 @@ def _bucket_errors(options: Mapping[str, Any]) -> list[str]:
         errors.append(f"max_bucket_reso = {high} is below the longer side of {shown}, which "
                       f"sd-scripts refuses: give at least {max(size)}, or remove the override")
     return errors
+
+
+def _kept_size_bucket(width: int, height: int, area: int, step: int) -> tuple[int, int]:
+    """The bucket sd-scripts' BucketManager.select_bucket gives a photo under bucket_no_upscale:
+    shrunk to `area` where larger (the rounding of its sides to `step` that keeps the aspect
+    nearest), then its sides rounded down to `step`; (0, 0) where that rounding divides by 0."""
+    ratio = width / height
+    if width * height > area:
+        def stepped(side: float) -> int:
+            whole = int(side + 0.5)
+            return whole - whole % step
+
+        wide = math.sqrt(area * ratio)
+        by_width, by_height = stepped(wide), stepped(area / wide)
+        height_of_width, width_of_height = stepped(by_width / ratio), stepped(by_height * ratio)
+        if not height_of_width or not by_height:
+            return 0, 0
+        if abs(by_width / height_of_width - ratio) < abs(width_of_height / by_height - ratio):
+            width, height = by_width, int(by_width / ratio + 0.5)
+        else:
+            width, height = int(by_height * ratio + 0.5), by_height
+    return width - width % step, height - height % step
+
+
+def bucketless(options: Mapping[str, Any], size: tuple[int, int],
+               images: Iterable[tuple[str, int, int]]) -> str | None:
+    """Why sd-scripts would stop on these training `images` (id, width, height) at `size`:
+    under bucket_no_upscale a photo whose side, shrunk to the training area, is below
+    bucket_reso_steps gets a bucket side of 0, which it divides by when it starts."""
+    step = options.get("bucket_reso_steps", render.BUCKET_STEP)
+    if (options.get("enable_bucket", True) is False or options.get("bucket_no_upscale") is not True
+            or not _number(step) or step <= 0):
+        return None
+    rows = list(images)
+    lost = [(identifier, width, height) for identifier, width, height in rows
+            if 0 in _kept_size_bucket(width, height, size[0] * size[1], int(step))]
+    if not lost:
+        return None
+    identifier, width, height = lost[0]
+    return (f"bucket_no_upscale = true leaves {len(lost)} of {len(rows)} training images "
+            f"without a bucket (first: {identifier}, {width}x{height}): sd-scripts rounds their "
+            f"sides, shrunk to the training area, down to bucket_reso_steps ({step}), gets 0 "
+            "and stops dividing by it; remove the bucket_no_upscale override, or prepare again "
+            "without such images (--query on width and height)")
 
 
 def names_file(value: str) -> bool:

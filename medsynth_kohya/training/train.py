@@ -725,6 +725,11 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     found_gpus, processes = config.gpus, config.processes
 
     size = checks.resolution(options.get("resolution", "1024,1024")) or (1024, 1024)
+    bucketless = checks.bucketless(options, size, zip(
+        train_rows["id"].astype(str), train_rows["width"].astype(int),
+        train_rows["height"].astype(int), strict=True))
+    if bucketless:
+        raise UserError(bucketless)
     dataset = render.dataset_config(
         train_dir.resolve(), repeats=repeats, class_tokens=str(state.trigger),
         resolution=size, batch_size=int(options.get("train_batch_size", 1)), options=options)
