@@ -107,6 +107,18 @@ def test_evaluate_refuses_a_seed_before_reading_any_image(runner: CliRunner, tmp
     assert not out.exists()
 
 
+@pytest.mark.parametrize("resolution", [0, -64, -1024, 1000, 32])
+def test_prepare_says_which_resolutions_it_takes(runner: CliRunner, isic2020: SyntheticSet,
+                                                 tmp_path: Path, resolution: int) -> None:
+    """0 and -64 are multiples of 64 too: the refusal names the least side and a usual one."""
+    out = tmp_path / "out"
+    _refused(*invoke(runner, "prepare", isic2020.root, "--out", out, "--resolution",
+                     resolution),
+             f"--resolution must be a multiple of 64 from 64 up, such as 1024 (SDXL's) or 512 "
+             f"(got {resolution})")
+    assert not out.exists()
+
+
 # --- --set values: finite, in sd-scripts' range, read as meant --------------------------------
 
 @pytest.mark.parametrize(("setting", "needle"), [

@@ -196,7 +196,8 @@ def _check(options: PrepareOptions) -> None:
     if not 0 <= options.val_frac < 1:
         raise UserError(f"--val-frac must be in [0, 1) (got {options.val_frac})")
     if options.resolution < 64 or options.resolution % 64:
-        raise UserError(f"--resolution must be a multiple of 64 (got {options.resolution})")
+        raise UserError("--resolution must be a multiple of 64 from 64 up, such as 1024 (SDXL's) "
+                        f"or 512 (got {options.resolution})")
 
 
 def _written(out: Path) -> dict[Path, layout.Stamp | None] | None:
