@@ -275,6 +275,26 @@ def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[st
     assert note in (tmp_path / "again" / "report.html").read_text()
 
 
+def test_a_real_photo_in_a_format_prepare_does_not_take_is_named_with_the_fix(
+        tmp_path: Path, source: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real row whose only file is a .tif or .webp has a file: the note says what it is and
+    how to make it usable, as prepare's skipped.csv does, not that there is none."""
+    import cv2
+
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])
+    synthetic_set(tmp_path / "syn", [photo(9200 + i) for i in range(2)])
+    converted = sorted(source)[:2]
+    for identifier in converted:
+        path = source[identifier]
+        cv2.imwrite(str(path.with_suffix(".tif")), cv2.imread(str(path)))
+        path.unlink()
+    evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
+    notes = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["notes"]
+    assert f"2 rows of train.csv have only a file evaluate does not take and are left out " \
+           f"(first: {converted[0]}: only a .tif file: convert it to .jpg or .png)" in notes
+    assert not [note for note in notes if "no image file" in note]
+
+
 def test_a_header_claiming_huge_dimensions_is_undecodable_not_a_crash(
         runner: CliRunner, tmp_path: Path, source: dict[str, Path],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,6 @@ import shlex
 import signal
 import sys
 import threading
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -43,7 +42,6 @@ from medsynth_kohya.data.sources import (
     CAPTION_FIELDS,
     DERMOSCOPIC,
     GENERATED_SKIP,
-    IMAGE_SUFFIXES,
     IMAGE_TYPE,
     ISIC2020,
     Source,
@@ -61,6 +59,7 @@ from medsynth_kohya.data.sources import (
     require,
     select,
     unpartnered,
+    unusable_files,
 )
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import render
@@ -83,8 +82,6 @@ CacheKey = tuple[str, int, int, str]
 """(resolved path, size, mtime_ns, hair mode and measurement version): a scan is reused while
 all four hold."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
-OTHER_FORMATS = (".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".avif", ".dcm")
-"""Image formats an id's file may come in that prepare does not take: named when skipped."""
 _TRAINED_SUFFIXES = render.IMAGE_SUFFIXES | {".txt", ".TXT"}
 """The files sd-scripts' DreamBooth loader reads: images and captions; a foreign one in a
 class folder is refused, others are kept."""
@@ -415,25 +412,6 @@ def _manifest_contents(out: Path) -> dict[str, tuple[str, str, Path]]:
             for row in table.itertuples(index=False)}
 
 
-def _unusable(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
-    """Files in `dirs` an id may name that prepare cannot take, with why, by NFC stem, so a
-    skipped id can say what it found: a format it does not take (OTHER_FORMATS), or a symlink
-    whose target is missing (a git-annex or DVC file not fetched)."""
-    found: dict[str, tuple[Path, str]] = {}
-    for folder in dirs:
-        for path in sorted(folder.iterdir()):
-            suffix = path.suffix.lower()
-            if suffix in OTHER_FORMATS:
-                reason = f"only a {path.suffix} file: convert it to .jpg or .png"
-            elif suffix in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
-                reason = ("symlink to a missing file: fetch its target (git annex get, dvc "
-                          "pull) or remove the link")
-            else:
-                continue
-            found.setdefault(unicodedata.normalize("NFC", path.stem), (path, reason))
-    return found
-
-
 def _only_below(source: Source, out: Path, skipped: list[dict[str, str]]) -> list[str]:
     """Name, in their skip rows and a warning, the missing ids whose file lies in a subfolder
     of a folder searched alone (the metadata's own), with the --images that finds them."""
@@ -698,7 +676,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     keep = []
     seen: set[str] = set()
     duplicates: list[str] = []
-    unusable = _unusable(located.image_dirs)
+    unusable = unusable_files(located.image_dirs)
     generated = set(chosen.index[generated_rows(raw)[chosen.index]])
     for index, identifier in chosen["id"].items():
         if not identifier:

@@ -49,6 +49,8 @@ LICENCE_COLUMNS = ("copyright_license", "attribution")
 """The columns of an ISIC Archive export that give each image's licence and credit."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Image files found, in any letter case."""
+OTHER_FORMATS = (".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".avif", ".dcm")
+"""Image formats an id's file may come in that prepare does not take: named when skipped."""
 _MACOS_EXTRAS = "__MACOSX"
 """The folder macOS's Archive Utility zips the ._ files of the files it zips into."""
 _ID_SUFFIX = re.compile("(" + "|".join(map(re.escape, IMAGE_SUFFIXES)) + ")$", re.IGNORECASE)
@@ -969,6 +971,26 @@ def images_below(source: Source, exclude: Path | None) -> dict[str, Path]:
     below = tuple(tree for folder in source.image_dirs
                   for tree in _image_tree(folder, exclude)[1:] if tree.resolve() not in searched)
     return index_images(below)
+
+
+def unusable_files(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
+    """Files in `dirs` an id may name that prepare and evaluate cannot take, with why and how
+    to fix it, by NFC stem, so a skipped id can say what it found: a format they do not take
+    (OTHER_FORMATS), or a symlink whose target is missing (a git-annex or DVC file not
+    fetched)."""
+    found: dict[str, tuple[Path, str]] = {}
+    for folder in dirs:
+        for path in sorted(folder.iterdir()):
+            suffix = path.suffix.lower()
+            if suffix in OTHER_FORMATS:
+                reason = f"only a {path.suffix} file: convert it to .jpg or .png"
+            elif suffix in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
+                reason = ("symlink to a missing file: fetch its target (git annex get, dvc "
+                          "pull) or remove the link")
+            else:
+                continue
+            found.setdefault(unicodedata.normalize("NFC", path.stem), (path, reason))
+    return found
 
 
 def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:

@@ -143,8 +143,21 @@ def _from_source(source: Any, training_ids: set[str] | None
     table = table.loc[~table["id"].isin(twins)]
     training = table.loc[table["id"].isin(training_ids), ["id", "path", "patient_id"]]
     name = Path(source.metadata).name
-    notes = [*dict.fromkeys([*notes, *unlisted]), *_dropped(name, absent, skipped, twins)]
+    unusable = sources.unusable_files(source.image_dirs)
+    notes = [*dict.fromkeys([*notes, *unlisted]),
+             *_dropped(name, [i for i in absent if i not in unusable], skipped, twins),
+             *_unusable(name, [(i, unusable[i][1]) for i in absent if i in unusable])]
     return training.reset_index(drop=True), table.reset_index(drop=True), notes, skipped
+
+
+def _unusable(name: str, found: list[tuple[str, str]]) -> list[str]:
+    """A note counting the rows of metadata file `name` whose only file evaluate cannot take
+    (another format, a broken symlink), naming the first with what to do, as prepare does."""
+    if not found:
+        return []
+    return [f"{files.counted(len(found), 'row')} of {name} {files.agreeing(len(found), 'has')} "
+            f"only a file evaluate does not take and {files.agreeing(len(found), 'is')} left "
+            f"out (first: {found[0][0]}: {found[0][1]})"]
 
 
 def _dropped(name: str, absent: list[str], skipped: list[dict[str, str]],
