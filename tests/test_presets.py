@@ -232,3 +232,23 @@ def test_a_preset_table_named_overrides_is_refused_as_set_options_would_replace_
                        r"\(e\.g\. \[settings\]\)"):
         train(prepared, str(mine), overrides=["noise_offset=0.05"], run_dir=tmp_path / "run",
               dry_run=True)
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    (512, "512,512"), ([1024, 768], "1024,768"), ("768", "768")])
+def test_a_preset_resolution_is_read_as_set_reads_it(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path, value: Any,
+        written: str) -> None:
+    """`resolution = 512` or `[1024, 768]` in a preset file is what `--set resolution=512`
+    takes: sd-scripts' "W,H" text, not a refusal of the number."""
+    document = toml.loads(_preset(tmp_path).read_text(encoding="utf-8"))
+    document["settings"]["resolution"] = value
+    mine = tmp_path / "mine.toml"
+    mine.write_text(toml.dumps(document), encoding="utf-8")
+    run = tmp_path / "run"
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", mine, "--run-dir", run,
+                                  "--sd-scripts", fake_sd.sd_scripts, "--dry-run")
+    assert code == 0, stdout + stderr
+    assert presets.flatten(toml.load(run / "config.toml"))["resolution"] == written
+    size = [int(side) for side in written.split(",")] * (2 if "," not in written else 1)
+    assert toml.load(run / "dataset.toml")["datasets"][0]["resolution"] == size

@@ -77,7 +77,7 @@ def load(name: str) -> Preset:
     if stray:
         raise UserError(f"preset {path}: put {', '.join(stray)} inside a table such as [settings]")
     _check_run_owned(document, path)
-    tables = {name: {key: _home(value) for key, value in table.items()}
+    tables = {name: {key: _home(as_written(key, value)) for key, value in table.items()}
               for name, table in document.items()}
     return Preset(name=path.stem, path=path, tables=tables, **_own_settings(own, path))
 
@@ -146,6 +146,19 @@ def _own_settings(own: Any, path: Path) -> dict[str, Any]:
             raise UserError(f"preset {path}: [{OWN_TABLE}] {key} = {value!r} must be {kind}")
     return {"description": description, "num_processes": processes,
             "min_gpu_memory_gib": float(memory), "device": device}
+
+
+def as_written(key: str, value: Any) -> Any:
+    """An option's value as sd-scripts needs it, from a preset or --set alike: a resolution
+    of 768 or [768, 1024], as users write it, becomes the "W,H" text it parses."""
+    if key != "resolution":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value},{value}"
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return f"{value[0]},{value[1]}"
+    return value
 
 
 def _home(value: Any) -> Any:

@@ -112,18 +112,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             parsed[key] = None
             continue
         parsed[key] = render.value(text)
-    return {key: _as_resolution(value) if key == "resolution" else value
-            for key, value in parsed.items()}
-
-
-def _as_resolution(value: Any) -> Any:
-    """768 or [768, 1024], as users type them, in the "W,H" string sd-scripts needs."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value},{value}"
-    if (isinstance(value, list) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        return f"{value[0]},{value[1]}"
-    return value
+    return {key: presets.as_written(key, value) for key, value in parsed.items()}
 
 
 def _merge(preset: presets.Preset, overrides: Mapping[str, Any],
