@@ -20,6 +20,7 @@ from medsynth_kohya.data.hair import HairMode
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
+    from PIL import Image
 
 _EXTENSION_KIND = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 _MAGIC = (
@@ -45,6 +46,11 @@ _BLOCK = 8
 """Rows of pixels of a JPEG block row (the smallest MCU row) in a full-size decode."""
 _PILLOW = "Pillow (which sd-scripts reads images with)"
 _TOO_LARGE = f"more pixels than {_PILLOW} opens: downsize it"
+_ORIENTATION_TAG = 0x0112
+TURNS = {2: "mirrored", 3: "turned 180°", 4: "mirrored upside down",
+         5: "mirrored and turned 90° anticlockwise", 6: "turned 90° clockwise",
+         7: "mirrored and turned 90° clockwise", 8: "turned 90° anticlockwise"}
+"""How a viewer shows a photo of each EXIF orientation other than 1 (as stored)."""
 _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent ends."""
 _CORRUPT = "Corrupt JPEG data"
@@ -75,6 +81,9 @@ class Scan:
     decoder: str = ""
     """What the JPEG decoder called corrupt in a file it decoded whole (bytes left over before
     a marker: flipped bits may have ended the image data early), in its words."""
+    orientation: int = 1
+    """The EXIF orientation tag (1: as stored, or none): viewers turn the photo by it, while
+    it is measured and sd-scripts trains on it as stored."""
 
 
 def sniff(data: bytes) -> str | None:
@@ -183,13 +192,24 @@ def past_pillow_limit(width: int, height: int) -> bool:
     return limit is not None and width * height > 2 * limit
 
 
-def _in_pillow(data: bytes, kind: str) -> tuple[str, bool]:
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an open image (1, as stored, where it has none or an
+    unreadable or unknown one): what a viewer turns or mirrors it by, and sd-scripts ignores."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return 1
+    return value if isinstance(value, int) and value in TURNS else 1
+
+
+def _in_pillow(data: bytes, kind: str) -> tuple[str, bool, int]:
     """What Pillow, which sd-scripts loads every training image with, makes of a file: why it
-    would refuse it ("" when it reads it), and whether a PNG has a pixel that is not wholly
-    opaque, which sd-scripts' convert("RGB") shows with the colour stored under it.
+    would refuse it ("" when it reads it), whether a PNG has a pixel that is not wholly
+    opaque, which sd-scripts' convert("RGB") shows with the colour stored under it, and its
+    EXIF orientation (`_orientation`), which sd-scripts never applies.
 
     A JPEG is only opened (its header: Pillow's pixel limit); a PNG is read whole, as Pillow
-    reads text chunks after the image data only then."""
+    reads text chunks (and an eXIf chunk) after the image data only then."""
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -197,16 +217,17 @@ def _in_pillow(data: bytes, kind: str) -> tuple[str, bool]:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 if kind != "png":
-                    return "", False
+                    return "", False, _orientation(image)
                 image.load()
                 if not _alpha_flagged(data):
-                    return "", False
-                return "", image.convert("RGBA").getchannel("A").getextrema()[0] < 255
+                    return "", False, _orientation(image)
+                return ("", image.convert("RGBA").getchannel("A").getextrema()[0] < 255,
+                        _orientation(image))
         except Image.DecompressionBombError:
-            return _TOO_LARGE, False
+            return _TOO_LARGE, False, 1
         except (OSError, ValueError, SyntaxError) as exc:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return f"{_PILLOW} cannot read it ({why}): re-save it", False
+            return f"{_PILLOW} cannot read it ({why}): re-save it", False, 1
 
 
 def _complete(data: bytes, kind: str) -> bool:
@@ -281,7 +302,7 @@ def scan(path: str, hair: HairMode) -> Scan:
     if filled:
         words = filled.removeprefix(f"{_CORRUPT}: ")
         return Scan(f"corrupt JPEG data: {words[:1].lower()}{words[1:]}")
-    refusal, transparent = _in_pillow(data, kind)
+    refusal, transparent, orientation = _in_pillow(data, kind)
     if refusal:
         return Scan(refusal)
     found = measure(image)
@@ -292,7 +313,7 @@ def scan(path: str, hair: HairMode) -> Scan:
         score = found.hair_score
     return Scan("", kind, width, height, score, found.ita, found.skin_tone,
                 found.vignette, found.ruler, found.bubbles, transparent,
-                next((line for line in said if line.startswith(_CORRUPT)), ""))
+                next((line for line in said if line.startswith(_CORRUPT)), ""), orientation)
 
 
 def output_suffix(source: Path) -> str:

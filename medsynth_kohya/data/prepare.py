@@ -35,7 +35,7 @@ from medsynth_kohya.data.duplicates import (
     twin_reason,
 )
 from medsynth_kohya.data.hair import HairMode, is_hairy
-from medsynth_kohya.data.images import Scan, init_worker, scan
+from medsynth_kohya.data.images import TURNS, Scan, init_worker, scan
 from medsynth_kohya.data.measure import ARTEFACTS, TONES, VERSION
 from medsynth_kohya.data.prepared import STATE_DIR, PreparedFolder
 from medsynth_kohya.data.sources import (
@@ -764,6 +764,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _small(table, options.resolution)
     warnings += _elongated(table, options.resolution)
     warnings += _transparent(good, chosen)
+    warnings += _turned(good, chosen)
     warnings += _decoder_warned(good, chosen)
     warnings += _no_validation(table, options)
     warnings += _no_patient(table, options, located)
@@ -1063,6 +1064,24 @@ def _transparent(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> li
             "sd-scripts drops the transparency and trains on the colours stored under them, "
             "which viewers do not show: flatten them onto the background you want (e.g. "
             "`magick IN.png -background white -flatten OUT.png`) and prepare again"]
+
+
+def _turned(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
+    """A warning for the photos with an EXIF orientation: viewers show them turned or
+    mirrored, while they are measured, copied and trained (sd-scripts opens them with Pillow,
+    which applies no orientation) as their pixels are stored."""
+    turned = sorted((str(chosen.at[index, "id"]), result.orientation)
+                    for index, _, result in good if result.orientation != 1)
+    if not turned:
+        return []
+    count = len(turned)
+    return [f"{count} of {len(good)} images {files.agreeing(count, 'has')} an EXIF "
+            f"orientation (first: {turned[0][0]}, {TURNS[turned[0][1]]}): viewers show "
+            f"{files.agreeing(count, 'it')} so, but sd-scripts trains "
+            f"{files.agreeing(count, 'it')} as stored, as prepare measures "
+            f"{files.agreeing(count, 'it')}; dermoscopy has no up, so only where up matters "
+            "turn the pixels (e.g. `exiftran -ai FILE.jpg` or `magick mogrify -auto-orient "
+            "FILE`) and prepare again"]
 
 
 def _decoder_warned(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
