@@ -282,6 +282,18 @@ def test_photos_too_small_for_the_resolution_are_named_in_a_warning(tmp_path: Pa
     assert sorted(kept["id"]) == sorted(set(made.frame["image_name"]) - set(small))
 
 
+def test_one_photo_more_elongated_than_any_bucket_is_counted_in_the_singular(
+        tmp_path: Path) -> None:
+    from medsynth_kohya.data.synth import make_dataset
+
+    made = make_dataset(tmp_path / "isic", 4, seed=5, melanoma_fraction=1.0,
+                        sizes=((640, 480), (2400, 300), (640, 480), (640, 480)))
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    (warning,) = [text for text in result.warnings if "elongated" in text]
+    assert warning.startswith("1 of 4 images is more elongated than 4:1")
+    assert "sd-scripts crops it to that bucket and trains on a part of it: crop it" in warning
+
+
 def test_photos_more_elongated_than_any_bucket_are_named_in_a_warning(tmp_path: Path) -> None:
     """sd-scripts' buckets at 1024 px go from 512x2048 to 2048x512 (4:1): a 2400x300 (8:1) or
     300x1500 (5:1) photo is cropped to a quarter or so of it, so prepare warns and names the

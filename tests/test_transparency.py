@@ -90,6 +90,19 @@ def test_prepare_warns_of_transparent_images(runner: CliRunner, isic2020: Synthe
     assert len(manifest) == len(ids)
 
 
+def test_one_transparent_image_is_counted_in_the_singular(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    ids = sorted(str(i) for i in isic2020.frame["image_name"])
+    jpeg = isic2020.images / f"{ids[1]}.jpg"
+    _saved(jpeg.with_suffix(".png"), _cut_out(np.asarray(Image.open(jpeg).convert("RGB"))))
+    jpeg.unlink()
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert (f"1 of {len(ids)} images has transparent pixels (first: {ids[1]}); sd-scripts "
+            "drops the transparency and trains on the colours stored under it") in " ".join(
+                (stdout + stderr).split())
+
+
 def test_a_rerun_finds_transparency_in_images_scanned_before(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
     """Scans cached by a version that did not look for transparency are redone."""

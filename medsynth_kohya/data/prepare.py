@@ -1060,10 +1060,12 @@ def _transparent(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> li
     ids = sorted(str(chosen.at[index, "id"]) for index, _, result in good if result.transparent)
     if not ids:
         return []
-    return [f"{len(ids)} of {len(good)} images have transparent pixels (first: {ids[0]}); "
-            "sd-scripts drops the transparency and trains on the colours stored under them, "
-            "which viewers do not show: flatten them onto the background you want (e.g. "
-            "`magick IN.png -background white -flatten OUT.png`) and prepare again"]
+    them = files.agreeing(len(ids), "it")
+    return [f"{len(ids)} of {len(good)} images {files.agreeing(len(ids), 'has')} transparent "
+            f"pixels (first: {ids[0]}); sd-scripts drops the transparency and trains on the "
+            f"colours stored under {them}, which viewers do not show: flatten {them} onto the "
+            "background you want (e.g. `magick IN.png -background white -flatten OUT.png`) and "
+            "prepare again"]
 
 
 def _turned(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
@@ -1111,12 +1113,15 @@ def _elongated(table: pd.DataFrame, resolution: int) -> list[str]:
     if not over.any():
         return []
     worst = table.iloc[int(ratio.to_numpy().argmax())]
-    return [f"{int(over.sum())} of {files.counted(len(table), 'image')} are more elongated "
-            f"than {limit:g}:1, the "
+    count = int(over.sum())
+    them = files.agreeing(count, "it")
+    return [f"{count} of {files.counted(len(table), 'image')} {files.agreeing(count, 'is')} "
+            f"more elongated than {limit:g}:1, the "
             f"most elongated bucket at --resolution {resolution} (most: {worst['id']}, "
-            f"{worst['width']}x{worst['height']}); sd-scripts crops them to that bucket and "
-            f"trains on a part of each: crop them, or leave them out with --query 'width <= "
-            f"{limit:g} * height and height <= {limit:g} * width'"]
+            f"{worst['width']}x{worst['height']}); sd-scripts crops {them} to that bucket and "
+            f"trains on a part of {'it' if count == 1 else 'each'}: crop {them}, or leave "
+            f"{them} out with --query 'width <= {limit:g} * height and height <= {limit:g} * "
+            "width'"]
 
 
 def _mostly_blank(chosen: pd.DataFrame, used: list[str], source: Source) -> list[str]:
