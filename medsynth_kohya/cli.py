@@ -241,7 +241,8 @@ def prepare(
     val_frac: Annotated[float, typer.Option(
         help="Share of images held out in val/ by patient (no patient on both sides).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = 0,
-    resolution: Annotated[int, typer.Option(help="Training resolution (multiple of 64).")] = 1024,
+    resolution: Annotated[int, typer.Option(
+        help="Training resolution (multiple of 64, at most 4096).")] = 1024,
     column: ColumnOption = None,
     challenge_sites: Annotated[bool, typer.Option(
         help="Write the Archive's anterior/posterior/lateral torso as the 2020 challenge's "

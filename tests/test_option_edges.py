@@ -107,16 +107,36 @@ def test_evaluate_refuses_a_seed_before_reading_any_image(runner: CliRunner, tmp
     assert not out.exists()
 
 
-@pytest.mark.parametrize("resolution", [0, -64, -1024, 1000, 32])
+@pytest.mark.parametrize("resolution", [0, -64, -1024, 1000, 32, MAX_SIZE + 64, 2**40,
+                                        10**22 + 64])
 def test_prepare_says_which_resolutions_it_takes(runner: CliRunner, isic2020: SyntheticSet,
                                                  tmp_path: Path, resolution: int) -> None:
-    """0 and -64 are multiples of 64 too: the refusal names the least side and a usual one."""
+    """0 and -64 are multiples of 64 too: the refusal names the least and the largest side
+    (sd-scripts would loop over every bucket side up to twice a huge one) and a usual one."""
     out = tmp_path / "out"
     _refused(*invoke(runner, "prepare", isic2020.root, "--out", out, "--resolution",
                      resolution),
-             f"--resolution must be a multiple of 64 from 64 up, such as 1024 (SDXL's) or 512 "
-             f"(got {resolution})")
+             f"--resolution must be a multiple of 64 from 64 to {MAX_SIZE}, such as 1024 "
+             f"(SDXL's) or 512 (got {resolution})")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("setting", [f"resolution={MAX_SIZE + 64}",
+                                     f"resolution=[1024, {MAX_SIZE + 32}]",
+                                     f'resolution="{10**22}"'])
+def test_train_refuses_a_resolution_past_the_largest_side(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        setting: str) -> None:
+    """The training side has the bound sample's images have: past it SDXL repeats its subject,
+    memory grows with the square, and sd-scripts builds its buckets side by side up to twice
+    it (a 20-digit one never ends)."""
+    run = tmp_path / "run"
+    _refused(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir", run,
+                     "--sd-scripts", fake_sd.sd_scripts, "--dry-run", "--set", setting),
+             f"is past {MAX_SIZE} a side, where SDXL repeats its subject and its memory grows "
+             f"with the square of the pixels: give at most {MAX_SIZE} a side, such as "
+             '"1024,1024"')
+    assert not (run / "config.toml").exists()
 
 
 # --- --set values: finite, in sd-scripts' range, read as meant --------------------------------

@@ -192,9 +192,9 @@ def _check(options: PrepareOptions) -> None:
     arguments.check_seed(options.seed)
     if not 0 <= options.val_frac < 1:
         raise UserError(f"--val-frac must be in [0, 1) (got {options.val_frac})")
-    if options.resolution < 64 or options.resolution % 64:
-        raise UserError("--resolution must be a multiple of 64 from 64 up, such as 1024 (SDXL's) "
-                        f"or 512 (got {options.resolution})")
+    if not 64 <= options.resolution <= render.MAX_SIDE or options.resolution % 64:
+        raise UserError(f"--resolution must be a multiple of 64 from 64 to {render.MAX_SIDE}, "
+                        f"such as 1024 (SDXL's) or 512 (got {options.resolution})")
 
 
 def _written(out: Path) -> dict[Path, layout.Stamp | None] | None:

@@ -30,9 +30,8 @@ DEFAULT_SAMPLER = "euler_a"
 """The original 2023 run's sample settings (with the negative prompt in
 templates/sample_prompts.toml)."""
 MIN_SIZE = 64
-MAX_SIZE = 4096
-"""Image sides, in pixels: SDXL is trained at about 1024x1024, and past 4096 a side (4x) it
-repeats its subject, while the attention's memory grows with the square of the pixel count."""
+MAX_SIZE = render.MAX_SIDE
+"""Image sides, in pixels, at most: the largest side trained on (render.MAX_SIDE)."""
 UNET_MULTIPLE = 32
 """SDXL's UNet halves the latent (an eighth of the image) three times and joins the halves
 back: any other side fails at the first denoising step (a size mismatch in torch.cat)."""

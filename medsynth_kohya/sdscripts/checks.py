@@ -243,9 +243,16 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
     if options.get("save_model_as", "safetensors") not in ("safetensors", None):
         errors.append(f"save_model_as = {options['save_model_as']!r}: train, sample and push "
                       "take the LoRA only as a .safetensors file; remove the override")
-    if isinstance(options.get("resolution"), str) and resolution(options["resolution"]) is None:
-        errors.append(f"resolution = {options['resolution']!r} must be a width and height "
-                      'above 0 such as "1024,1024" or "1024"')
+    if isinstance(options.get("resolution"), str):
+        size = resolution(options["resolution"])
+        if size is None:
+            errors.append(f"resolution = {options['resolution']!r} must be a width and height "
+                          'above 0 such as "1024,1024" or "1024"')
+        elif max(size) > render.MAX_SIDE:
+            errors.append(f"resolution = {options['resolution']!r} is past {render.MAX_SIDE} "
+                          "a side, where SDXL repeats its subject and its memory grows with the "
+                          f"square of the pixels: give at most {render.MAX_SIDE} a side, such "
+                          'as "1024,1024"')
     errors += _bucket_errors(options)
     if _on(options, "full_fp16") and options.get("mixed_precision") != "fp16":
         errors.append('full_fp16 needs mixed_precision = "fp16"')
@@ -262,7 +269,8 @@ def _bucket_errors(options: Mapping[str, Any]) -> list[str]:
     given = options.get("resolution", "1024,1024")
     size = resolution(given)
     step = options.get("bucket_reso_steps", render.BUCKET_STEP)
-    if size is None or options.get("enable_bucket", True) is False or not _number(step):
+    if (size is None or max(size) > render.MAX_SIDE or options.get("enable_bucket", True) is False
+            or not _number(step)):
         return []
     if step <= 0 or step % 32:
         return [f"bucket_reso_steps = {step} must be a multiple of 32 above 0 (SDXL's latent "

@@ -77,6 +77,10 @@ def write_toml(document: Mapping[str, Any], path: Path) -> None:
     files.write_text(path, dumps(document))
 
 
+MAX_SIDE = 4096
+"""The largest image side, in pixels, trained on or generated: SDXL is trained at about
+1024x1024, and past 4096 a side (4x) it repeats its subject, while the attention's memory grows
+with the square of the pixel count."""
 BUCKET_STEP = 64
 """The dataset config's bucket_reso_steps: bucket sides are multiples of it."""
 IMAGE_SUFFIXES = frozenset(suffix for lower in (".png", ".jpg", ".jpeg", ".webp", ".bmp",
