@@ -482,3 +482,17 @@ def test_a_usable_file_s_scan_holds_its_kind_size_and_every_measurement(
         seen |= {name for name in ("ruler", "bubbles", "vignette") if getattr(off, name)}
         seen |= {"tone"} if off.skin_tone else set()
     assert seen == {"ruler", "bubbles", "vignette", "tone"}
+
+
+@pytest.mark.parametrize(("width", "height"), [(3, 3000), (3000, 3), (7, 5000), (5, 900)])
+def test_a_photo_thinner_than_the_decode_reduction_is_read_whole_in_any_format(
+        tmp_path: Path, width: int, height: int) -> None:
+    """A reduced decode of a long photo fewer pixels across than the reduction (a 3 px strip
+    halved, quartered) has no pixel left across: the same pixels are taken as a JPEG and as a
+    PNG, at their size, not called undecodable in one format."""
+    pixels = lesion_image(width, height, hairy=False, seed=3)
+    for suffix in (".jpg", ".png"):
+        path = tmp_path / f"strip{suffix}"
+        assert cv2.imwrite(str(path), pixels)
+        result = scan(str(path), HairMode.auto)
+        assert (result.reason, result.width, result.height) == ("", width, height), suffix

@@ -159,17 +159,18 @@ class HairMode(str, Enum):
 
 def decode_flag(width: int, height: int, *, full: bool = False) -> int:
     """OpenCV imread flag that decodes in colour at 1/2, 1/4 or 1/8 scale while keeping at
-    least DECODE_SHARE x WORK_SIZE pixels on the long side (JPEG's cheap reduced decode), or
-    whole when `full`. The pixels as stored, EXIF orientation not applied: sd-scripts trains
-    them so (PIL's open), and what is measured and compared must be what is trained on."""
+    least DECODE_SHARE x WORK_SIZE pixels on the long side (JPEG's cheap reduced decode) and a
+    pixel on the short one (OpenCV reduces a PNG by resizing it, which fails at 0), or whole
+    when `full`. The pixels as stored, EXIF orientation not applied: sd-scripts trains them so
+    (PIL's open), and what is measured and compared must be what is trained on."""
     import cv2
 
-    longest = max(width, height)
+    longest, shortest = max(width, height), min(width, height)
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
              8: cv2.IMREAD_REDUCED_COLOR_8}
     factor = 1
     for candidate in () if full else (2, 4, 8):
-        if longest / candidate >= DECODE_SHARE * WORK_SIZE:
+        if longest / candidate >= DECODE_SHARE * WORK_SIZE and shortest >= candidate:
             factor = candidate
     return flags[factor] | cv2.IMREAD_IGNORE_ORIENTATION
 
