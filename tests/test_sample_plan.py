@@ -56,6 +56,8 @@ def _refused(options: SampleOptions, n: int | None = None, record: RunRecord | N
     (SampleOptions(id_prefix="A/B"), "--id-prefix 'A/B' must be letters, digits, '_' or '-'"),
     (SampleOptions(id_prefix="_x"), "--id-prefix '_x' must be letters, digits, '_' or '-'"),
     (SampleOptions(id_prefix=""), "--id-prefix '' must be letters, digits, '_' or '-'"),
+    (SampleOptions(id_prefix="SYN\n"),  # `$` alone lets a last line break through
+     "--id-prefix 'SYN\\n' must be letters, digits, '_' or '-'"),
 ])
 def test_bad_options_are_refused_with_what_to_give(options: SampleOptions, message: str) -> None:
     with pytest.raises(UserError) as caught:

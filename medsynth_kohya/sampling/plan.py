@@ -129,7 +129,7 @@ def check_options(options: SampleOptions) -> None:
                         "leave it out for the run's base model")
     if options.num_gpus < 1:
         raise UserError(f"--num-gpus must be at least 1 (got {options.num_gpus})")
-    if not _PREFIX.match(options.id_prefix):
+    if not _PREFIX.fullmatch(options.id_prefix):
         raise UserError(f"--id-prefix {options.id_prefix!r} must be letters, digits, '_' or '-'")
     if options.sampler is not None:
         choices = sdopts.load(SCRIPT)["sampler"].choices or ()
