@@ -99,19 +99,24 @@ def make_folder(folder: Path) -> None:
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path, *, keep_mode: bool = True) -> Iterator[Path]:
     """A temporary path to write; it replaces `path` when the block succeeds, and is removed
     when it fails.
 
     The name is unique to this call (`temporary`), so processes writing one file at once each
     rename a whole version over it; it sits in the same folder (a rename within one file
     system). One left by a process that was killed is removed by the next command that locks
-    the folder (locks.hold).
+    the folder (locks.hold). The new version keeps the permissions of the file it replaces (a
+    manifest the user made private stays so), unless `keep_mode` is False (a hard link or a
+    clone, whose mode is its source's).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     written = temporary(path)
     try:
+        mode = stat.S_IMODE(path.stat().st_mode) if keep_mode and path.is_file() else None
         yield written
+        if mode is not None:
+            written.chmod(mode)
         written.replace(path)
     finally:
         written.unlink(missing_ok=True)

@@ -286,7 +286,9 @@ def test_a_real_photo_in_a_format_prepare_does_not_take_is_named_with_the_fix(
     converted = sorted(source)[:2]
     for identifier in converted:
         path = source[identifier]
-        cv2.imwrite(str(path.with_suffix(".tif")), cv2.imread(str(path)))
+        image = cv2.imread(str(path))
+        assert image is not None
+        cv2.imwrite(str(path.with_suffix(".tif")), image)
         path.unlink()
     evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report")
     notes = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["notes"]

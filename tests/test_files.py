@@ -64,6 +64,23 @@ def test_a_write_replaces_the_file_whole_and_leaves_nothing_beside_it(tmp_path: 
     assert [p.name for p in path.parent.iterdir()] == ["notes.txt"]
 
 
+def test_a_rewritten_file_keeps_the_permissions_the_user_gave_it(tmp_path: Path) -> None:
+    """A manifest made private (chmod 600) stays private when a command rewrites it; a hard
+    link put in its place leaves its source's own alone."""
+    private = tmp_path / "manifest.csv"
+    private.write_text("id\n", encoding="utf-8")
+    private.chmod(0o600)
+    files.write_text(private, "id\nISIC_1\n")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert private.read_text(encoding="utf-8") == "id\nISIC_1\n"
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(b"jpeg")
+    source.chmod(0o644)
+    with files.replacing(private, keep_mode=False) as written:
+        os.link(source, written)
+    assert stat.S_IMODE(source.stat().st_mode) == 0o644  # the source was not changed
+
+
 def test_a_text_is_utf_8_whatever_the_locale_says(tmp_path: Path) -> None:
     """A machine whose locale is ASCII (a bare container, PYTHONCOERCECLOCALE=0) or Windows'
     cp1252 writes captions and records as the same UTF-8 bytes as this one, which every reader

@@ -340,3 +340,20 @@ def test_a_dataset_toml_or_manifest_edited_by_hand_is_kept_unless_force(
     assert edited.read_text(encoding="utf-8") == written
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
     assert code == 0, stderr
+
+
+def test_files_the_user_made_private_stay_private_on_a_re_run(isic2020: SyntheticSet,
+                                                             tmp_path: Path) -> None:
+    """manifest.csv names patients: one the user made readable by them alone (chmod 600) is
+    still so after a re-run rewrites it, as are skipped.csv and dataset.toml."""
+    import stat
+
+    out = tmp_path / "out"
+    prepare(isic2020.root, out, workers=1)
+    kept = [out / "manifest.csv", out / "skipped.csv", out / "dataset.toml"]
+    for path in kept:
+        path.chmod(0o600)
+    before = [path.read_bytes() for path in kept]
+    prepare(isic2020.root, out, workers=1, options=PrepareOptions(repeats=3))
+    assert [path.read_bytes() for path in kept] != before  # rewritten: the repeats changed
+    assert [stat.S_IMODE(path.stat().st_mode) for path in kept] == [0o600] * 3

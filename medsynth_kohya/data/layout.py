@@ -92,14 +92,14 @@ def place(source: Path, target: Path, link: LinkMode = LinkMode.copy) -> bool:
         return False
     if link is LinkMode.hard:
         try:
-            with files.replacing(target) as written:
+            with files.replacing(target, keep_mode=False) as written:
                 os.link(real, written)
             return False
         except OSError:  # another file system, a read-only one, a file we may not link: copy
             pass
     if there is not None and not shared and stamp(target) == stamp(real):
         return False
-    with files.replacing(target) as written:
+    with files.replacing(target, keep_mode=False) as written:
         files.clone(real, written)
     return shared
 
