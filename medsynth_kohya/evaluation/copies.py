@@ -2,14 +2,16 @@
 
 The hash is a 255-bit DCT hash (the 16x16 lowest frequencies but the mean, each compared with
 their median, on a 64x64 grey thumbnail of the photo reduced to a 128 px long side). A training
-photo is indexed under 51 hashes: itself and 50 crops of 90-95 % of its sides on a 5x5 grid of
-positions. A synthetic image is looked up under 8: each of its quarter turns, each also
-mirrored (dermoscopy has no up), so a copy that was resized, re-encoded, flipped, turned or
-cropped by up to about 10 % lands near one of the training hashes. It is a near-copy when its
-nearest training hash differs in at most `THRESHOLD` of the bits. Measured on the 7 real ISIC
-2020 photos of the seed set: copies (cropped to 90 % of each side at a random position, in
-each of the 8 orientations, resized 0.2-1.2x, JPEG quality 60) differ in at most 0.19 of the
-bits; different patients' photos, in any orientation, in at least 0.33.
+photo is indexed under itself, its crops of 90-95 % of its sides and its largest square crops
+(the framing of a square generation), each at positions at most 2.5 % of the crop's side apart
+(about 70 hashes for a 4:3 photo). A synthetic image is looked up under 8: each of its quarter
+turns, each also mirrored (dermoscopy has no up), so a copy that was resized, re-encoded,
+flipped, turned, cropped by up to about 10 % or cropped to a square lands near one of the
+training hashes. It is a near-copy when its nearest training hash differs in at most
+`THRESHOLD` of the bits. Measured on the 7 real ISIC 2020 photos of the seed set: copies
+(cropped to 90 % of each side at a random position, in each of the 8 orientations, resized
+0.2-1.2x, JPEG quality 60) differ in at most 0.19 of the bits, square crops at any position in
+at most 0.10; different patients' photos, in any orientation, in at least 0.33.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ UNRELATED = 0.5
 """The fraction of bits two unrelated images' hashes differ in (each bit is a coefficient
 against the median, so half are set): a threshold this high flags any image."""
 CROP_SCALES = (0.95, 0.9)
-CROP_POSITIONS = 5
+CROP_STEP = 0.025
+"""Largest shift between neighbouring crops, as a fraction of the crop's side: a copy shifted
+by half of it from the nearest crop still differs in few enough bits."""
 WORK_SIDE = 128
 """Long side images are reduced to before hashing."""
 NEAREST = 3
@@ -83,17 +87,25 @@ def query_hash(image: MatLike) -> NDArray[np.uint8]:
     return np.stack([_hash(view) for view in _orientations(_grey(image))])
 
 
-def _views(grey: MatLike) -> Iterator[MatLike]:
-    """The photo and its crops on the grid (orientations are the query's side)."""
+def _positions(room: int, side: int) -> list[int]:
+    """Offsets from 0 to `room` at most CROP_STEP of the crop's `side` apart."""
+    import math
+
     import numpy as np
 
+    count = math.ceil(room / (side * CROP_STEP)) + 1
+    return sorted({int(offset) for offset in np.linspace(0, room, count)})
+
+
+def _views(grey: MatLike) -> Iterator[MatLike]:
+    """The photo, its crops of the same shape and its largest square crops (a square
+    generation's framing), at positions CROP_STEP apart (orientations are the query's side)."""
     height, width = grey.shape[:2]
-    yield grey
-    for scale in CROP_SCALES:
-        crop_h, crop_w = max(1, int(height * scale)), max(1, int(width * scale))
-        for fy in np.linspace(0, 1, CROP_POSITIONS):
-            for fx in np.linspace(0, 1, CROP_POSITIONS):
-                top, left = int((height - crop_h) * fy), int((width - crop_w) * fx)
+    shapes = [(height, width)] + [(max(1, int(height * scale)), max(1, int(width * scale)))
+                                  for scale in CROP_SCALES] + [(min(height, width),) * 2]
+    for crop_h, crop_w in dict.fromkeys(shapes):
+        for top in _positions(height - crop_h, crop_h):
+            for left in _positions(width - crop_w, crop_w):
                 yield grey[top:top + crop_h, left:left + crop_w]
 
 

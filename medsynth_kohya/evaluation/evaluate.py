@@ -295,12 +295,14 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
                                strict=True))
     copies_section: dict[str, Any] = {
         "method": f"Perceptual hash ({copies.HASH_BITS}-bit DCT hash of a 64x64 grey thumbnail; "
-                  "each training photo indexed with crops of 90-95% of its sides on a 5x5 grid, "
+                  "each training photo indexed with crops of 90-95% of its sides and its "
+                  "largest square crops, at positions 2.5% of the crop's side apart; "
                   "each synthetic image looked up in all 8 orientations: quarter turns, each "
                   "also mirrored). Distance = fraction of differing bits to the nearest view of "
                   f"each training photo; a near-copy is at or below {options.threshold:g} "
                   "(on real ISIC photos, copies resized, re-encoded, flipped, turned or cropped "
-                  "by up to 10% score at most 0.19; different patients' photos at least 0.33).",
+                  "by up to 10% score at most 0.19, square crops at most 0.10; different "
+                  "patients' photos at least 0.33).",
         "threshold": options.threshold, "n_synthetic": len(nearest),
         "distances": [m[0].distance for _, m in nearest],
         "nearest": [{"synthetic_id": s, "sha256": files.sha256(Path(synthetic_paths[s])),
