@@ -100,6 +100,8 @@ AREAS = (
     Area("upload plan", "medsynth_kohya/hub/contents.py",
          ("plan", "_public_ids", "_public_record", "_run_files", "scrub", "scan")),
     Area("upload scan", "medsynth_kohya/hub/privacy.py"),
+    Area("near-copies", "medsynth_kohya/evaluation/copies.py"),
+    Area("near-copies", "medsynth_kohya/evaluation/copycheck.py"),
     Area("config rendering", "medsynth_kohya/sdscripts/render.py"),
     Area("run plan", "medsynth_kohya/training/plan.py"),
     Area("command lines", "medsynth_kohya/sdscripts/launch.py",
