@@ -12,8 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, copycheck
+from medsynth_kohya.training.record import RunRecord
 
 from .eval_data import isic_source, photo, synthetic_set
 
@@ -98,6 +100,14 @@ def test_the_eight_query_hashes_are_the_same_whichever_way_the_photo_lies() -> N
                    image.transpose(1, 0, 2)):
         query = copies.query_hash(np.ascontiguousarray(turned))
         assert query.shape == (8, 32) and {bytes(row) for row in query} == rows
+
+
+def test_the_index_holds_only_the_views_the_crop_step_needs() -> None:
+    """Every lookup compares with every hash: a 4:3 photo is indexed under 68 views (itself,
+    4 x 4 crops of 95 %, 6 x 6 of 90 %, 15 squares), a square one under 53."""
+    assert len(copies.reference_hashes(photo(83))) == 68
+    assert len(copies.reference_hashes(photo(84, size=(300, 400)))) == 68
+    assert len(copies.reference_hashes(photo(85, size=(256, 256)))) == 53
 
 
 def test_the_distance_is_the_fraction_of_bits_to_the_nearest_view() -> None:
@@ -258,3 +268,32 @@ def test_a_damaged_record_says_how_to_write_it_again(tmp_path: Path, record: str
         copycheck.read(tmp_path)
     assert str(raised.value) == (f"{tmp_path / 'copies.json'} is unreadable; re-run "
                                  "`medsynth-kohya sample --check-copies` to write it again")
+
+
+def _record(prepared: Path, manifest_sha256: str | None = None) -> RunRecord:
+    return RunRecord.from_dict({"dataset": {"prepared": str(prepared),
+                                            "manifest_sha256": manifest_sha256}})
+
+
+def test_the_training_folder_is_the_one_the_run_trained_on_or_one_line(tmp_path: Path
+                                                                      ) -> None:
+    (tmp_path / "prepared").mkdir()
+    manifest = tmp_path / "prepared" / "manifest.csv"
+    manifest.write_text("id\n", "utf-8")
+    folder = tmp_path / "prepared"
+    assert copycheck.training_folder(_record(folder, files.sha256(manifest))) == folder
+    assert copycheck.training_folder(_record(folder)) == folder
+    bare = ("--check-copies needs the training images: give --lora a train run folder (its "
+            "run.json names the prepared data), not a bare LoRA")
+    gone = (f"--check-copies needs the training images, but the prepared folder "
+            f"{tmp_path / 'gone'} the run was trained on is not on this machine")
+    again = (f"--check-copies needs the photos the LoRA was trained on, but {folder} was "
+             "prepared again since the run trained on it (manifest changed): leave out "
+             "--check-copies and evaluate the set with --real <the ISIC download it was "
+             "prepared from>, or train again")
+    for record, message in ((None, bare), (RunRecord(), bare),
+                            (_record(tmp_path / "gone"), gone),
+                            (_record(folder, "0" * 64), again)):
+        with pytest.raises(UserError) as raised:
+            copycheck.training_folder(record)
+        assert str(raised.value) == message
