@@ -409,3 +409,21 @@ def test_a_control_character_in_the_trigger_or_class_is_refused(
     assert code == 1 and "Traceback" not in stdout + stderr
     assert len(stderr.strip().splitlines()) == 1 and option in stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_id_whose_file_differs_only_in_letter_case_is_named_once(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """`isic_1` in the metadata and `ISIC_1.jpg` on disk were two skips ("no image file" and
+    "no metadata row") and no hint; now one skip names the file and a warning the fix."""
+    ids = sorted(isic2020.frame["image_name"])
+    (isic2020.images / f"{ids[0]}.jpg").rename(isic2020.images / f"{ids[0].lower()}.jpg")
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    table = pd.read_csv(out / "skipped.csv", dtype=str)
+    assert list(table["id"]) == [ids[0]]
+    assert table["reason"].item() == ("image file named in another letter case (see source): "
+                                      "correct the id or rename the file")
+    assert Path(table["source"].item()).name == f"{ids[0].lower()}.jpg"
+    assert (f"1 selected id has an image file only in another letter case (first: {ids[0]}, "
+            f"file {ids[0].lower()}.jpg)") in " ".join(stderr.split())

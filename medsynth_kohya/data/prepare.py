@@ -91,6 +91,11 @@ far past any run, and well within the 64-bit integers of TOML's dataset config."
 NO_FILE = "no image file"
 BELOW_SKIP = "image file only in a subfolder (see source): pass --images to search it"
 """Skip reason of an id whose file lies below a folder searched without its subfolders."""
+CASE_SKIP = ("image file named in another letter case (see source): correct the id or rename "
+             "the file")
+"""Skip reason of an id whose only file differs from it in letter case (isic_1 / ISIC_1.jpg)."""
+NO_ROW = "no metadata row"
+"""Skip reason of an image file whose name no metadata row has as its id."""
 MEASURED_SKIP = "left out by --query on measurements"
 """Skip reason of a measured image the --query terms on measurements leave out."""
 MAX_UPSCALE = 2
@@ -429,6 +434,28 @@ def _only_below(source: Source, out: Path, skipped: list[dict[str, str]]) -> lis
             f"which is searched without its subfolders: pass --images {root} to take them"]
 
 
+def _case_only(skipped: list[dict[str, str]], found: Mapping[str, Path]) -> list[str]:
+    """Name, in their skip rows and a warning, the missing ids that one image file matches
+    when letter case is ignored (ids match file names exactly); that file's own "no metadata
+    row" is then dropped, so it is not skipped twice."""
+    folded: dict[str, list[Path]] = {}
+    for name, path in found.items():
+        folded.setdefault(name.casefold(), []).append(path)
+    rows = [row for row in skipped if row["reason"] == NO_FILE
+            and len(folded.get(row["id"].casefold(), ())) == 1]
+    for row in rows:
+        row.update(source=str(folded[row["id"].casefold()][0]), reason=CASE_SKIP)
+    taken = {row["source"] for row in rows}
+    skipped[:] = [row for row in skipped if not (row["reason"] == NO_ROW
+                                                 and row["source"] in taken)]
+    if not rows:
+        return []
+    return [f"{files.counted(len(rows), 'selected id')} {files.agreeing(len(rows), 'has')} an "
+            f"image file only in another letter case (first: {rows[0]['id']}, file "
+            f"{Path(rows[0]['source']).name}): ids must match file names exactly; correct the "
+            "ids in the metadata or rename the files"]
+
+
 def _unsafe(identifier: str) -> bool:
     """Whether an id could name a path outside its folder."""
     return ("/" in identifier or "\\" in identifier or ".." in identifier
@@ -672,7 +699,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += clashes
 
     for identifier in sorted(set(found) - set(rows["id"])):
-        _skip(skipped, identifier, found[identifier], "no metadata row")
+        _skip(skipped, identifier, found[identifier], NO_ROW)
     keep = []
     seen: set[str] = set()
     duplicates: list[str] = []
@@ -696,6 +723,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             seen.add(identifier)
             keep.append(index)
     warnings += _only_below(located, out, skipped)
+    warnings += _case_only(skipped, found)
     dropped = sum(row["reason"] == GENERATED_SKIP for row in skipped)
     if dropped:
         what = ("describes a generated image" if dropped == 1
@@ -999,7 +1027,7 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
         return (f"no images were prepared: {how or 'the default selection (melanomas)'} "
                 f"matched none of the {files.counted(rows, 'row')} of {source.metadata}; "
                 "choose rows with --query or --diagnosis")
-    orphan = skipped["reason"] == "no metadata row"
+    orphan = skipped["reason"] == NO_ROW
     counts = skipped.loc[~orphan, "reason"].value_counts()
     reasons = ", ".join(f"{count} {reason}" for reason, count in counts.head(3).items())
     if orphan.any():
