@@ -28,8 +28,9 @@ from medsynth_kohya.errors import UserError
 FICLONE = 0x40049409
 """Linux's ioctl that makes a file share another's blocks until either is written (btrfs, xfs,
 bcachefs; ext4 and tmpfs refuse it)."""
-MAX_HEADER = 100 * 2**20
-"""The largest safetensors header read (a LoRA's is well under 1 MiB)."""
+MAX_HEADER = 100_000_000
+"""The longest safetensors header read: the safetensors library (so sd-scripts) refuses a
+longer one; a LoRA's is well under 1 MB."""
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 """This machine in a temporary file's name (a short digest: names stay short, hosts unnamed)."""
 REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,

@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from medsynth_kohya import files
 from medsynth_kohya.outputs import LOCAL, local_name
 
 REDACTED = "<redacted>"
@@ -338,14 +339,10 @@ def _text_part(data: bytes, name: str) -> bytes:
     return data
 
 
-MAX_HEADER = 100_000_000
-"""The longest safetensors header read: the safetensors library refuses a longer one."""
-
-
 def _safetensors_header(file: BinaryIO) -> bytes:
     """The JSON header of a safetensors file read from its start (its length is the first 8
     bytes, little-endian)."""
-    return file.read(min(int.from_bytes(file.read(8), "little"), MAX_HEADER))
+    return file.read(min(int.from_bytes(file.read(8), "little"), files.MAX_HEADER))
 
 
 def _metadata_values(header: bytes) -> str | None:
