@@ -192,3 +192,20 @@ def test_hams_metadata_beside_the_isic_2018_download_is_read_first(
     assert (table["patient_id"] == frame.loc[table.index, "lesion_id"]).all()
     assert table["site"].notna().any() and table["age"].notna().all()
     assert PreparedFolder(result.out).state().origin == HAM10000
+
+
+def test_the_isic_2018_training_ground_truth_is_read_before_the_validation_one(
+        archive: SyntheticSet, tmp_path: Path) -> None:
+    """With the validation (or test) ground truth downloaded beside the training one, prepare
+    reads the training set's, which README names, and notes the other as not read."""
+    root = tmp_path / "isic2018"
+    frame = _isic2018(archive, root)
+    training = pd.read_csv(root / "ISIC2018_Task3_Training_GroundTruth.csv")
+    for part in ("Validation", "Test"):
+        training.head(1).to_csv(root / f"ISIC2018_Task3_{part}_GroundTruth.csv", index=False)
+    result = prepare(root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(caption_template="photo of skin, {trigger}"))
+    assert result.source.metadata.name == "ISIC2018_Task3_Training_GroundTruth.csv"
+    assert set(result.manifest["id"]) == set(frame.loc[frame["dx"] == "mel", "image_id"])
+    assert any("ISIC2018_Task3_Validation_GroundTruth.csv" in warning
+               for warning in result.warnings), result.warnings

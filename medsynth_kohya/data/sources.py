@@ -64,7 +64,11 @@ DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
                       "ISIC_2019_*GroundTruth*.csv", "HAM10000_metadata*.csv",
                       ARCHIVE_METADATA, "ISIC_2019_*Metadata*.csv",
+                      "ISIC2018_Task3_Training_GroundTruth*.csv",
                       "ISIC2018_Task3_*GroundTruth*.csv")
+"""Metadata file names searched for, in this order (within one, the last in sorted order first:
+a _v2 before its first version); ISIC 2018's training ground truth before its validation and
+test ones."""
 _ONE_HOT_COLUMNS = {"id": "image", "patient_id": "lesion_id", "sex": "sex", "age": "age_approx",
                     "site": "anatom_site_general"}
 """ISIC 2019's column of each field (its ground truth and metadata merged); ISIC 2018's too."""
