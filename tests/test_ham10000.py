@@ -209,3 +209,23 @@ def test_the_isic_2018_training_ground_truth_is_read_before_the_validation_one(
     assert set(result.manifest["id"]) == set(frame.loc[frame["dx"] == "mel", "image_id"])
     assert any("ISIC2018_Task3_Validation_GroundTruth.csv" in warning
                for warning in result.warnings), result.warnings
+
+
+def test_the_isic_2018_ground_truth_given_by_name_asks_for_hams_metadata_in_its_place(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path) -> None:
+    """Given with --metadata, the ground truth is read whatever lies beside it: the line says to
+    give HAM10000_metadata.csv in its place, not to put it in a folder that is not searched."""
+    root = tmp_path / "isic2018"
+    _isic2018(archive, root, ham=True)
+    code, stdout, stderr = invoke(
+        runner, "prepare", "--metadata", root / "ISIC2018_Task3_Training_GroundTruth.csv",
+        "--images", root / "ISIC2018_Task3_Training_Input", "--out", tmp_path / "out")
+    assert code != 0 and "Traceback" not in stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "ISIC 2018 Task 3" in lines[0] and "put it in" not in lines[0]
+    assert "give it in place of ISIC2018_Task3_Training_GroundTruth.csv" in lines[0]
+    code, _, stderr = invoke(
+        runner, "prepare", "--metadata", root / "HAM10000_metadata.csv",
+        "--images", root / "ISIC2018_Task3_Training_Input", "--out", tmp_path / "out")
+    assert code == 0, stderr

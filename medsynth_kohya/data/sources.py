@@ -161,6 +161,9 @@ class Source:
     """The --images folder, when one was given."""
     partner: Path | None = None
     """ISIC 2019's other CSV (metadata beside ground truth), merged with `metadata` on the id."""
+    searched: bool = False
+    """Whether `metadata` was found in a SOURCE folder (not named by --metadata or SOURCE), so
+    another file put beside it is found in its place."""
 
 
 _HOLDS_2019 = {"GroundTruth": "the diagnoses, one-hot MEL, NV, …",
@@ -576,10 +579,13 @@ def require(source: Source, fields: Iterable[str], why: str,
         raise _lone_half(source.metadata)
     said = advice(list(missing)) if callable(advice) else advice
     if missing and source.kind == ISIC2018:
+        fix = (f"put it in {source.metadata.parent}, where prepare reads it instead"
+               if source.searched else
+               f"give it in place of {source.metadata.name} (as --metadata or SOURCE)")
         raise UserError(f"{source.metadata} (ISIC 2018 Task 3) holds the diagnoses alone, no "
                         f"{' or '.join(missing)} {why}: its training images' sex, age, site "
-                        f"and lesion_id are in HAM10000_metadata.csv ({HAM10000_PAGE}); put it "
-                        f"in {source.metadata.parent}, where prepare reads it instead{said}")
+                        f"and lesion_id are in HAM10000_metadata.csv ({HAM10000_PAGE}); "
+                        f"{fix}{said}")
     if missing:
         taken = [column for name, column in source.columns.items() if name not in missing]
         raise _absent(source.metadata, source.header, missing, why, said, taken)
@@ -640,7 +646,7 @@ def locate(source: Path | None, metadata: Path | None = None,
                   f"read: {', '.join(path.name for path in others)} (give another with "
                   "--metadata FILE)",)
     located = Source(kind, metadata, (), named, header, text, _repeated(metadata, text), notes,
-                     partner=partner)
+                     partner=partner, searched=searched)
     require(located, columns, "named by --column")
     require(located, ["id"], "which holds the image ids")
     if images is not None:
