@@ -520,8 +520,9 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
 
 def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str],
           naming: Callable[[], str | None]) -> str:
-    """ISIC 2020, 2019, Archive or HAM10000, by the id column; with --column id=…, by the
-    layout's other names. Without either, the error offers `naming()`'s column for the ids."""
+    """ISIC 2020, 2019 (2018 where AKIEC stands for AK), Archive or HAM10000, by the id column;
+    with --column id=…, by the layout's other names. Without either, the error offers
+    `naming()`'s column for the ids."""
     if _match("image", header) and _match("MEL", header):
         return ISIC2018 if _match("AKIEC", header) else ISIC2019
     if _match("image_id", header) and _match("dx", header):
