@@ -5,6 +5,7 @@ are), the user's own data (whose licence the card asks for), or nothing recorded
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -156,32 +157,24 @@ def test_an_unrecorded_source_is_not_claimed(isic2020: SyntheticSet, tmp_path: P
 
 
 
-def test_an_isic_2019_run_cites_that_challenge(archive: SyntheticSet, tmp_path: Path) -> None:
-    root = tmp_path / "isic2019"
-    _isic2019(archive, root)
-    _isic_ids(root, root / "ISIC_2019_Training_Input")
-    prepared = prepare(root, tmp_path / "prepared", workers=1).out
-    planned = _card(tmp_path, prepared)
-    data = _section(planned.card, "Training data")
-    assert "ISIC 2019 Challenge dataset" in data and "CC-BY-NC 4.0" in data
-    assert "Tschandl" in data and "Rotemberg" not in data
-    assert "tschandl2018ham10000" in _section(planned.card, "Citation")
-    assert "licence of the ISIC 2019 training images" in _section(planned.card, "Licence")
-    assert not any(words in planned.card for words in ARCHIVE_WORDS)
-
-
-def test_an_isic_2018_run_cites_that_challenge(archive: SyntheticSet, tmp_path: Path) -> None:
-    root = tmp_path / "isic2018"
-    _isic2018(archive, root)
-    _isic_ids(root, root / "ISIC2018_Task3_Training_Input")
+@pytest.mark.parametrize(("year", "layout", "images", "cited"), [
+    (2019, _isic2019, "ISIC_2019_Training_Input", "tschandl2018ham10000"),
+    (2018, _isic2018, "ISIC2018_Task3_Training_Input", "codella2019skin")])
+def test_a_challenge_run_cites_that_challenge(
+        archive: SyntheticSet, tmp_path: Path, year: int,
+        layout: Callable[[SyntheticSet, Path], pd.DataFrame], images: str, cited: str) -> None:
+    root = tmp_path / f"isic{year}"
+    layout(archive, root)
+    _isic_ids(root, root / images)
     prepared = prepare(root, tmp_path / "prepared", workers=1, options=PrepareOptions(
-        caption_template="photo of skin, {trigger}")).out
+        caption_template="photo of skin, {trigger}")).out  # ISIC 2018's CSV has no sex or age
     planned = _card(tmp_path, prepared)
     data = _section(planned.card, "Training data")
-    assert "ISIC 2018 Challenge dataset" in data and "CC-BY-NC 4.0" in data
+    assert f"ISIC {year} Challenge dataset" in data and "CC-BY-NC 4.0" in data
     assert "Tschandl" in data and "Rotemberg" not in data
-    assert "codella2019skin" in _section(planned.card, "Citation")
-    assert "licence of the ISIC 2018 training images" in _section(planned.card, "Licence")
+    assert cited in _section(planned.card, "Citation")
+    assert f"licence of the ISIC {year} training images" in _section(planned.card, "Licence")
+    assert not any(words in planned.card for words in ARCHIVE_WORDS)
 
 
 def test_the_card_words_the_captions_as_they_were_made(isic2020: SyntheticSet,
