@@ -190,6 +190,11 @@ def test_train_refuses_a_value_sd_scripts_would_fail_on_or_misread(
                                                "bucket_reso_steps (64)"),
     (["resolution=96", "bucket_reso_steps=128"],
      "resolution = '96,96' is below the dataset's smallest bucket (min_bucket_reso 128)"),
+    (["resolution=1000", "enable_bucket=false"],
+     "resolution = '1000,1000' with enable_bucket = false is resized to as it is, and SDXL "
+     "trains only on sides in multiples of 32"),
+    (["resolution=[1024, 720]", "enable_bucket=false"],
+     "resolution = '1024,720' with enable_bucket = false"),
 ])
 def test_train_refuses_bucket_options_sd_scripts_stops_on(
         runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,

@@ -265,12 +265,20 @@ def _bucket_errors(options: Mapping[str, Any]) -> list[str]:
     """The dataset config's buckets as sd-scripts checks them before it trains: SDXL takes bucket
     sides in multiples of 32; the dataset rounds min_bucket_reso down and max_bucket_reso up
     to that step and asserts the range holds the resolution (a range from 0 divides by zero).
-    Values of the wrong type are left to sdopts.check; without bucketing none is used."""
+    Without bucketing every photo is resized to the resolution itself, whose sides must then
+    be multiples of 32 (SDXL's U-Net halves the latent grid twice and joins the halves back).
+    Values of the wrong type are left to sdopts.check."""
     given = options.get("resolution", "1024,1024")
     size = resolution(given)
     step = options.get("bucket_reso_steps", render.BUCKET_STEP)
-    if (size is None or max(size) > render.MAX_SIDE or options.get("enable_bucket", True) is False
-            or not _number(step)):
+    if size is None or max(size) > render.MAX_SIDE:
+        return []
+    if options.get("enable_bucket", True) is False:
+        return [] if not (size[0] % 32 or size[1] % 32) else [
+            f"resolution = {given!r} with enable_bucket = false is resized to as it is, and "
+            "SDXL trains only on sides in multiples of 32 (it stops at its first step): give "
+            'such a size, e.g. "1024,1024", or leave bucketing on']
+    if not _number(step):
         return []
     if step <= 0 or step % 32:
         return [f"bucket_reso_steps = {step} must be a multiple of 32 above 0 (SDXL's latent "
