@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from medsynth_kohya.pipeline.reproduce import reproduce
 from .conftest import InstallGpus, invoke
 from .fake_gen import PYTHON, FakeGen, make_original_gen
 from .fakes import interrupt_after
+from .test_sources import _isic2019
 
 QUICK = ("max_train_steps=12", "save_every_n_steps=3")
 """The original config, shortened so the stand-in trains in a moment."""
@@ -109,6 +111,45 @@ def test_changed_source_reruns_from_prepare(isic2020: SyntheticSet, tmp_path: Pa
     assert {s.name: s.action for s in again.stages}["train"] == "run"
     second = json.loads((workdir / "run" / "run.json").read_text(encoding="utf-8"))
     assert second["dataset"]["manifest_sha256"] != first["dataset"]["manifest_sha256"]
+
+
+def test_an_edited_isic_2019_metadata_csv_reruns_from_prepare(archive: SyntheticSet,
+                                                              tmp_path: Path,
+                                                              fake: FakeGen) -> None:
+    """ISIC 2019's sites are in its metadata CSV, read beside the ground truth: editing it
+    changes the captions, so prepare and training run again (rewritten unchanged, it does
+    not)."""
+    root, workdir = tmp_path / "isic2019", tmp_path / "work"
+    _isic2019(archive, root)
+    options = {"n": 2, "overrides": QUICK, "sd_scripts": fake.sd_scripts, "python": PYTHON}
+    reproduce(root, workdir, **options)  # type: ignore[arg-type]
+    before = manifest.read(workdir / "prepared" / "manifest.csv")
+    csv = root / "ISIC_2019_Training_Metadata.csv"
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    frame.to_csv(csv, index=False)
+    unchanged = reproduce(root, workdir, dry_run=True, **options)  # type: ignore[arg-type]
+    assert unchanged.stages[0].action == "skip (inputs unchanged)"
+    frame["anatom_site_general"] = "head/neck"
+    frame.to_csv(csv, index=False)
+    again = reproduce(root, workdir, **options)  # type: ignore[arg-type]
+    assert [s.action for s in again.stages[:2]] == ["run", "run"]
+    after = manifest.read(workdir / "prepared" / "manifest.csv")
+    assert set(after["site"]) == {"head/neck"} != set(before["site"])
+
+
+def test_a_duplicates_list_put_beside_the_metadata_reruns_prepare(isic2020: SyntheticSet,
+                                                                   tmp_path: Path,
+                                                                   fake: FakeGen) -> None:
+    """ISIC 2020's duplicates list changes which images prepare keeps: one added beside the
+    metadata after a run is a changed source."""
+    workdir = tmp_path / "work"
+    options = {"n": 2, "overrides": QUICK, "sd_scripts": fake.sd_scripts, "python": PYTHON}
+    reproduce(isic2020.root, workdir, **options)  # type: ignore[arg-type]
+    kept = sorted(manifest.read(workdir / "prepared" / "manifest.csv")["id"])
+    (isic2020.metadata.parent / "ISIC_2020_Training_Duplicates.csv").write_text(
+        f"image_name_1,image_name_2\n{kept[0]},{kept[1]}\n", encoding="utf-8")
+    planned = reproduce(isic2020.root, workdir, dry_run=True, **options)  # type: ignore[arg-type]
+    assert [s.action for s in planned.stages[:3]] == ["run", "run", "run"]
 
 
 def test_the_machine_is_checked_before_anything_runs(runner: CliRunner, isic2020: SyntheticSet,

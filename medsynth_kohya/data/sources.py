@@ -716,19 +716,30 @@ def unpartnered(source: Source, ids: Iterable[str]) -> list[str]:
     return sorted(set(ids) - set(partner[column].str.strip()))
 
 
+def _duplicates_list(source: Source) -> Path | None:
+    """ISIC 2020's duplicates list beside the metadata, when there."""
+    return next(iter(sorted(source.metadata.parent.glob(DUPLICATES_PATTERN))), None)
+
+
+def read_files(source: Source) -> tuple[Path, ...]:
+    """Every file besides the images that reading `source` takes in: the metadata, ISIC 2019's
+    other CSV and ISIC 2020's duplicates list, when there (what a change to the source is)."""
+    return tuple(path for path in (source.metadata, source.partner, _duplicates_list(source))
+                 if path is not None)
+
+
 def listed_duplicates(source: Source) -> tuple[list[tuple[str, str]], Path | None]:
     """The pairs of ids that ISIC 2020's duplicates list (beside the metadata) names as one
     image, and that file; none without one, a UserError when it cannot be read."""
-    found = sorted(source.metadata.parent.glob(DUPLICATES_PATTERN))
-    if not found:
+    listed = _duplicates_list(source)
+    if listed is None:
         return [], None
-    text = _csv_format(found[0])
-    frame = _read(found[0], text, dtype=str, keep_default_na=False)
+    frame = _read(listed, _csv_format(listed), dtype=str, keep_default_na=False)
     if frame.shape[1] < 2:
-        raise UserError(f"{found[0]} has fewer than two columns (image_name_1, image_name_2)")
+        raise UserError(f"{listed} has fewer than two columns (image_name_1, image_name_2)")
     ids = [frame.iloc[:, i].str.strip().str.replace(_ID_SUFFIX, "", regex=True)
            .str.normalize("NFC") for i in (0, 1)]
-    return [(a, b) for a, b in zip(*ids, strict=True) if a and b and a != b], found[0]
+    return [(a, b) for a, b in zip(*ids, strict=True) if a and b and a != b], listed
 
 
 def described(source: Source, images: Iterable[str]) -> list[tuple[str, str]]:

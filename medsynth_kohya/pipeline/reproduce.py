@@ -83,13 +83,16 @@ def _digest(*parts: Any) -> str:
 
 
 def _source_digest(located: Source, options: PrepareOptions) -> str:
-    """Metadata content plus every image's name, size and mtime: what prepare reads."""
-    from medsynth_kohya.data.sources import IMAGE_SUFFIXES
+    """The content of every file read besides the images (the metadata, ISIC 2019's other
+    CSV, ISIC 2020's duplicates list) plus every image's name, size and mtime: what prepare
+    reads."""
+    from medsynth_kohya.data.sources import IMAGE_SUFFIXES, read_files
 
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for folder in located.image_dirs for p in folder.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES)
-    return _digest(files.sha256(located.metadata), listing, str(options))
+    read = [(path.name, files.sha256(path)) for path in read_files(located)]
+    return _digest(read, listing, str(options))
 
 
 def hair_choice() -> str:
