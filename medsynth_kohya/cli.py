@@ -892,6 +892,9 @@ def reproduce(
         help="Write nothing; print the stages, files, commands, steps and a time estimate.")
     ] = False,
     break_lock: BreakLockOption = False,
+    force_push: Annotated[bool, typer.Option(
+        "--force-push", help="Let the push replace files of the Hub repo edited there or put "
+        "there by hand (as push --force; the repo's history keeps the old versions).")] = False,
 ) -> None:
     """Re-run the original 2023 experiment: prepare, train (medsynthx-2023), sample, push.
 
@@ -927,7 +930,7 @@ def reproduce(
                      metadata=metadata, images=images,
                      overrides=set_ or [], columns=parse_columns(column or []),
                      sd_scripts=sd_scripts, python=python, dry_run=dry_run,
-                     break_lock=break_lock, on_progress=progress,
+                     break_lock=break_lock, force_push=force_push, on_progress=progress,
                      on_plan=None if dry_run else lambda plan: show(plan, "reproduce plan"),
                      on_count=lambda stage, done, total: bars[stage](done, total))
     show(result, "reproduce")

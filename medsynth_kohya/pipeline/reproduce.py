@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import arguments, errors, files, locks
 from medsynth_kohya.data.hair import HairMode
@@ -27,6 +27,9 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout, launch, presets
 from medsynth_kohya.training.record import RECORD_FILE, RunFolder
+
+if TYPE_CHECKING:
+    from medsynth_kohya.hub.push import PushResult
 
 PRESET = "medsynthx-2023"
 STATE_FILE = "reproduce.json"
@@ -274,6 +277,7 @@ def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
               images: arguments.PathArg | None = None, columns: Mapping[str, str] | None = None,
               overrides: Sequence[str] = (), sd_scripts: arguments.PathArg | None = None,
               python: str | None = None, dry_run: bool = False, break_lock: bool = False,
+              force_push: bool = False,
               detect: Callable[[], list[Gpu]] = detect_gpus,
               on_progress: Callable[[launch.StepProgress], None] | None = None,
               on_plan: Callable[[ReproduceResult], None] | None = None,
@@ -281,7 +285,8 @@ def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
               ) -> ReproduceResult:
     """Run (or, with `dry_run`, only plan, writing nothing) the whole original experiment,
     holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused.
-    `break_lock` reaches the folders inside WORKDIR that the stages lock. `columns` maps
+    `break_lock` reaches the folders inside WORKDIR that the stages lock; `force_push` lets the
+    push replace files of the repo that push keeps without --force. `columns` maps
     metadata fields to other column names, as prepare's `--column` does. `on_plan` gets the
     plan once the checks pass, before the first stage runs (a stage after one that runs is
     planned to run; the result says what each did)."""
@@ -294,7 +299,7 @@ def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
     def run() -> ReproduceResult:
         return _reproduce(source, workdir, push_repo, n, preset_name, metadata, images,
                           dict(columns or {}), overrides, sd_scripts, python, dry_run, detect,
-                          on_progress, on_plan, break_lock, on_count)
+                          on_progress, on_plan, break_lock, on_count, force_push)
 
     if dry_run:
         planned = run()
@@ -320,6 +325,29 @@ def _recorded(state: _State, stage: str, digest: str, **extra: Any) -> Iterator[
         raise
 
 
+def _publish(run: Path, repo_id: str, synthetic: Path, break_lock: bool,
+             force: bool) -> PushResult:
+    """The push stage; push's refusal to replace files edited or put in the repo by hand is
+    said as reproduce's, whose --force-push lets it finish."""
+    from medsynth_kohya.hub.push import push
+
+    def send(dry_run: bool) -> PushResult:
+        return push(run, repo_id, samples=synthetic, break_lock=break_lock, option="--push",
+                    force=force, dry_run=dry_run)
+
+    try:
+        return send(dry_run=False)
+    except UserError:
+        kept = () if force else send(dry_run=True).replaced
+        if not kept:
+            raise
+        raise UserError(f"--push {repo_id} holds {files.counted(len(kept))} that the push "
+                        f"would replace ({', '.join(kept)}) in another version than "
+                        "medsynth-kohya pushed (edited on the Hub, or put there by hand); keep "
+                        "a copy of what you need, then run the same reproduce command again "
+                        "with --force-push to replace them") from None
+
+
 def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, preset_name: str,
                metadata: Path | None, images: Path | None, columns: dict[str, str],
                overrides: Sequence[str],
@@ -328,9 +356,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                on_progress: Callable[[launch.StepProgress], None] | None,
                on_plan: Callable[[ReproduceResult], None] | None,
                break_lock: bool,
-               on_count: Callable[[str, int, int], None] | None) -> ReproduceResult:
+               on_count: Callable[[str, int, int], None] | None,
+               force_push: bool) -> ReproduceResult:
     from medsynth_kohya.data import prepare
-    from medsynth_kohya.hub.push import push as publish
     from medsynth_kohya.sampling import sample
     from medsynth_kohya.sampling.plan import check_options as check_sample_options
     from medsynth_kohya.sampling.synthset import GRID, IMAGES, METADATA
@@ -525,8 +553,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     url = None
     pushing = now.stages["push"]
     if pushing.action == "run":
-        pushed = publish(run, str(push_repo), samples=synthetic, break_lock=break_lock,
-                         option="--push")
+        pushed = _publish(run, str(push_repo), synthetic, break_lock, force_push)
         url = pushed.url
         state.record("push", now.digests["push"], "done", url=url)
         pushing = replace(pushing, outcome=f"done, published at {url}")
