@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -150,6 +151,52 @@ def test_a_duplicates_list_put_beside_the_metadata_reruns_prepare(isic2020: Synt
         f"image_name_1,image_name_2\n{kept[0]},{kept[1]}\n", encoding="utf-8")
     planned = reproduce(isic2020.root, workdir, dry_run=True, **options)  # type: ignore[arg-type]
     assert [s.action for s in planned.stages[:3]] == ["run", "run", "run"]
+
+
+def test_the_same_set_options_in_another_order_skip_training(isic2020: SyntheticSet,
+                                                            tmp_path: Path,
+                                                            fake: FakeGen) -> None:
+    """--set options are the training's inputs as a whole: given in another order (or one
+    given twice, the last winning) they are the same inputs; another value is not."""
+    workdir = tmp_path / "work"
+    options: dict[str, Any] = {"n": 2, "sd_scripts": fake.sd_scripts, "python": PYTHON}
+    reproduce(isic2020.root, workdir, overrides=QUICK, **options)
+    for same in (QUICK[::-1], ("max_train_steps=7", *QUICK)):
+        planned = reproduce(isic2020.root, workdir, overrides=same,
+                            dry_run=True, **options)
+        assert [s.action for s in planned.stages[1:3]] == ["skip (inputs unchanged)"] * 2
+    other = reproduce(isic2020.root, workdir,
+                      overrides=(*QUICK, "max_train_steps=9"), dry_run=True, **options)
+    assert [s.action for s in other.stages[1:3]] == ["run", "run"]
+
+
+def test_a_workdir_of_the_earlier_digests_is_not_run_again(isic2020: SyntheticSet,
+                                                           tmp_path: Path,
+                                                           fake: FakeGen) -> None:
+    """reproduce.json written before prepare's digest took in the duplicates list and
+    training's took the --set options as a whole: an upgrade alone runs no stage again."""
+    from medsynth_kohya import files
+    from medsynth_kohya.data.sources import IMAGE_SUFFIXES
+    from medsynth_kohya.pipeline import reproduce as module
+    from medsynth_kohya.sdscripts import presets
+
+    workdir = tmp_path / "work"
+    options: dict[str, Any] = {"n": 2, "overrides": QUICK, "sd_scripts": fake.sd_scripts,
+                               "python": PYTHON}
+    reproduce(isic2020.root, workdir, **options)
+    record = json.loads((workdir / "reproduce.json").read_text(encoding="utf-8"))
+    listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in isic2020.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    stages = record["stages"]
+    stages["prepare"]["digest"] = module._digest(files.sha256(isic2020.metadata), listing,
+                                                 str(module.ORIGINAL))
+    preset = presets.load(module.PRESET)
+    stages["train"]["digest"] = module._digest(
+        files.sha256(workdir / "prepared" / "manifest.csv"), files.sha256(preset.path),
+        list(QUICK))
+    (workdir / "reproduce.json").write_text(json.dumps(record), encoding="utf-8")
+    again = reproduce(isic2020.root, workdir, **options)
+    assert {s.action for s in again.stages[:3]} == {"skip (inputs unchanged)"}
 
 
 def test_the_machine_is_checked_before_anything_runs(runner: CliRunner, isic2020: SyntheticSet,

@@ -85,17 +85,18 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _source_digest(located: Source, options: PrepareOptions) -> str:
+def _source_digests(located: Source, options: PrepareOptions) -> tuple[str, str | None]:
     """The content of every file read besides the images (the metadata, ISIC 2019's other
     CSV, ISIC 2020's duplicates list) plus every image's name, size and mtime: what prepare
-    reads."""
+    reads; and, for a source of the metadata alone, the older digest of the same inputs."""
     from medsynth_kohya.data.sources import IMAGE_SUFFIXES, read_files
 
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for folder in located.image_dirs for p in folder.iterdir()
                      if p.suffix.lower() in IMAGE_SUFFIXES)
     read = [(path.name, files.sha256(path)) for path in read_files(located)]
-    return _digest(read, listing, str(options))
+    earlier = _digest(read[0][1], listing, str(options)) if len(read) == 1 else None
+    return _digest(read, listing, str(options)), earlier
 
 
 def hair_choice() -> str:
@@ -190,6 +191,13 @@ class _State:
     def done(self, stage: str, digest: str) -> bool:
         entry = self.data["stages"].get(stage, {})
         return bool(entry.get("digest") == digest and entry.get("status") == "done")
+
+    def adopt(self, stage: str, earlier: str, digest: str) -> None:
+        """Take `stage`'s `earlier` digest (of an older way to digest the same inputs) for
+        `digest`, so an upgrade alone never runs a stage again."""
+        entry = self.data["stages"].get(stage, {})
+        if entry.get("digest") == earlier:
+            entry["digest"] = digest
 
     def claim(self) -> None:
         """Mark WORKDIR as reproduce's before any stage writes in it."""
@@ -370,7 +378,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     prepared, run, synthetic = (workdir / name for name in STAGE_FOLDERS)
     preset = presets.load(preset_name)
     gpus = detect()
-    options = {**preset.options, **train.parse_overrides(overrides)}
+    overridden = train.parse_overrides(overrides)
+    options = {**preset.options, **overridden}
     steps = options.get("max_train_steps")
     location = checkout.find(sd_scripts)
     sd_dir = location.path
@@ -406,7 +415,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     given = [*(["--sd-scripts", str(sd_scripts)] if sd_scripts is not None else []),
              *(["--python", python] if python is not None else [])]
     skip = "skip (inputs unchanged)"
-    source_digest = _source_digest(located, original)  # no stage writes the source
+    source_digest, earlier = _source_digests(located, original)  # no stage writes the source
+    if earlier is not None:
+        state.adopt("prepare", earlier, source_digest)
     preset_digest = files.sha256(preset.path)
     hashed: dict[tuple[Path, int, int, int], str] = {}
 
@@ -430,7 +441,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                     f"{hair_choice()}, repeats 1"))}
         train_input = (digest(manifest) if prepare_action == skip and manifest.is_file()
                        else source_digest)
-        train_digest = _digest(train_input, preset_digest, list(overrides))
+        train_digest = _digest(train_input, preset_digest, overridden)
+        state.adopt("train", _digest(train_input, preset_digest, list(overrides)), train_digest)
         train_action, gone = _train_action(run, train_digest, state, name)
         stages["train"] = Stage("train", train_action, f"{manifest}, preset {preset.name}",
                                 (str(final), str(folder.record_file)), (command.shell(),),
