@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -13,6 +14,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 from .conftest import invoke
 from .disk import checksums, entries
 from .fake_gen import PYTHON, FakeGen, make_original_gen
+from .test_ham10000 import _isic2018
 
 QUICK = ("--set", "max_train_steps=12", "--set", "save_every_n_steps=3")
 """The original config, shortened so the stand-in trains in a moment."""
@@ -150,3 +152,24 @@ def test_a_caption_edited_by_hand_is_not_replaced_when_the_source_changes(
             f"since (first: {caption}); preparing again would replace them: copy them "
             f"elsewhere, or delete {workdir / 'prepared'} to prepare it again") in line, line
     assert caption.read_text(encoding="utf-8") == "my own words"
+
+
+def test_a_source_without_the_original_captions_fields_names_no_caption_template(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """reproduce's captions are the original ones, so a source lacking a field they use is
+    refused with the fixes reproduce takes (the file that holds it, --column), never an option
+    it does not have."""
+    isic2018 = tmp_path / "isic2018"
+    _isic2018(archive, isic2018)  # the diagnoses alone: HAM10000_metadata.csv is not beside it
+    frame = pd.read_csv(archive.metadata, dtype=str, keep_default_na=False)
+    own = tmp_path / "own.csv"
+    frame.drop(columns=["sex"]).to_csv(own, index=False)
+    for source, extra, fix in ((isic2018, (), "HAM10000_metadata.csv"),
+                               (archive.images, ("--metadata", own), "--column sex=")):
+        workdir = tmp_path / f"work-{source.name}"
+        code, _, stderr = _reproduce(runner, source, workdir, fake, *extra)
+        lines = stderr.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+        assert fix in lines[0] and "original captions" in lines[0]
+        assert "--caption-template" not in lines[0]
+        assert not workdir.exists()

@@ -609,13 +609,17 @@ def _caption_fields(options: PrepareOptions) -> list[str]:
 
 
 def locate_source(source: Path | None, metadata: Path | None, images: Path | None,
-                  options: PrepareOptions, out: Path) -> Source:
+                  options: PrepareOptions, out: Path, *, fixed_captions: bool = False) -> Source:
     """Find the metadata and images (never inside `out`); a column the captions or the split
-    need must be there."""
+    need must be there. `fixed_captions`: the template is not the user's to change (reproduce's
+    original captions), so a refusal offers no --caption-template."""
     located = locate(source, metadata, images, options.columns, exclude=out)
     used = _caption_fields(options)
-    require(located, used, "used by the caption template", lambda missing: (
-        f", or drop {' '.join('{' + f + '}' for f in missing)} from --caption-template"))
+    if fixed_captions:
+        require(located, used, "used by the original captions")
+    else:
+        require(located, used, "used by the caption template", lambda missing: (
+            f", or drop {' '.join('{' + f + '}' for f in missing)} from --caption-template"))
     if options.val_frac > 0:
         require(located, ["patient_id"], "needed by --val-frac to split by patient")
     return located

@@ -384,7 +384,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     location = checkout.find(sd_scripts)
     sd_dir = location.path
     original = replace(ORIGINAL, columns=columns)
-    located = prepare.locate_source(source, metadata, images, original, prepared)
+    located = prepare.locate_source(source, metadata, images, original, prepared,
+                                    fixed_captions=True)
     selected = prepare.selected_images(located, original)
     # every check a later stage would refuse on runs now, before the first stage writes
     problems, warnings = train.check(preset_name, overrides, run,
