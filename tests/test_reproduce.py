@@ -153,6 +153,36 @@ def test_a_duplicates_list_put_beside_the_metadata_reruns_prepare(isic2020: Synt
     assert [s.action for s in planned.stages[:3]] == ["run", "run", "run"]
 
 
+def test_an_image_edited_in_place_trains_again_and_an_unselected_row_does_not(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """Training reads the prepared images: one edited at the source, its size in pixels and
+    its measurements unchanged, is a new training input; a metadata row prepare does not
+    select re-runs prepare alone."""
+    from PIL import Image, ImageDraw
+
+    workdir = tmp_path / "work"
+    options: dict[str, Any] = {"n": 2, "overrides": QUICK, "sd_scripts": fake.sd_scripts,
+                               "python": PYTHON}
+    reproduce(isic2020.root, workdir, **options)
+    frame = pd.read_csv(isic2020.metadata, dtype=str, keep_default_na=False)
+    added = frame.iloc[[0]].assign(image_name="ISIC_9999999", target="0",
+                                   benign_malignant="benign", diagnosis="nevus")
+    pd.concat([frame, added]).to_csv(isic2020.metadata, index=False)
+    unselected = reproduce(isic2020.root, workdir, **options)
+    assert [s.action for s in unselected.stages[:2]] == ["run", "skip (inputs unchanged)"]
+
+    table = manifest.read(workdir / "prepared" / "manifest.csv")
+    photo = Path(str(table["source"].iloc[0]))
+    with Image.open(photo) as opened:
+        edited = opened.convert("RGB")
+    middle = (edited.width // 2, edited.height // 2)
+    ImageDraw.Draw(edited).rectangle((*middle, middle[0] + 30, middle[1] + 30), fill="black")
+    edited.save(photo, quality=90)  # a mark painted out of the lesion
+    again = reproduce(isic2020.root, workdir, **options)
+    assert [s.action for s in again.stages[:2]] == ["run", "run"]
+    assert manifest.read(workdir / "prepared" / "manifest.csv").equals(table)
+
+
 def test_the_same_set_options_in_another_order_skip_training(isic2020: SyntheticSet,
                                                             tmp_path: Path,
                                                             fake: FakeGen) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya import arguments, errors, files, locks
+from medsynth_kohya.data import layout
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult
 from medsynth_kohya.data.prepared import PreparedFolder
@@ -97,6 +98,18 @@ def _source_digests(located: Source, options: PrepareOptions) -> tuple[str, str 
     read = [(path.name, files.sha256(path)) for path in read_files(located)]
     earlier = _digest(read[0][1], listing, str(options)) if len(read) == 1 else None
     return _digest(read, listing, str(options)), earlier
+
+
+def _layout(root: Path) -> list[tuple[str, Any]]:
+    """What training reads of the prepared layout: each caption's text and each image's size
+    and mtime (a copy keeps its source's, so an image edited since tells, and an unchanged one
+    prepared again does not); sd-scripts' latent caches are left out."""
+    from medsynth_kohya.data.sources import IMAGE_SUFFIXES
+
+    found = sorted(path for path in root.rglob("*") if path.is_file()) if root.is_dir() else []
+    return [(str(path.relative_to(root)), files.sha256(path) if path.suffix == ".txt"
+             else layout.stamp(path)) for path in found
+            if path.suffix == ".txt" or path.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def hair_choice() -> str:
@@ -442,7 +455,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                     f"{hair_choice()}, repeats 1"))}
         train_input = (digest(manifest) if prepare_action == skip and manifest.is_file()
                        else source_digest)
-        train_digest = _digest(train_input, preset_digest, overridden)
+        train_digest = _digest(train_input, _layout(prepared_folder.train_root)
+                               if prepare_action == skip else None, preset_digest, overridden)
         state.adopt("train", _digest(train_input, preset_digest, list(overrides)), train_digest)
         train_action, gone = _train_action(run, train_digest, state, name)
         stages["train"] = Stage("train", train_action, f"{manifest}, preset {preset.name}",
