@@ -101,3 +101,22 @@ def test_a_damaged_record_is_one_line_and_changes_nothing(
         assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
         assert f"{workdir / 'reproduce.json'} is damaged" in " ".join(stderr.split()), stderr
     assert [p.name for p in workdir.iterdir()] == ["reproduce.json"]
+
+
+@pytest.mark.parametrize("gone", ["prepared", "prepared/img", "prepared/manifest.csv",
+                                  "an image", "a caption"])
+def test_a_deleted_part_of_the_prepared_folder_is_prepared_again(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen, gone: str) -> None:
+    """What training reads of the prepared folder, deleted since, is prepared again (as a
+    deleted LoRA is trained again) rather than skipped for a training that cannot read it."""
+    import shutil
+
+    workdir = tmp_path / "work"
+    reproduce(isic2020.root, workdir, **_options(fake))
+    folder = next((workdir / "prepared" / "img").iterdir())
+    suffix = {"an image": ".jpg", "a caption": ".txt"}.get(gone)
+    path = next(folder.glob(f"*{suffix}")) if suffix else workdir / gone
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    again = reproduce(isic2020.root, workdir, **_options(fake))
+    assert _actions(again)["prepare"] == "run" and again.status == "succeeded"
+    assert path.exists()

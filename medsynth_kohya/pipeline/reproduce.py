@@ -112,6 +112,23 @@ def _layout(root: Path) -> list[tuple[str, Any]]:
             if path.suffix == ".txt" or path.suffix.lower() in IMAGE_SUFFIXES]
 
 
+def _whole(prepared: PreparedFolder) -> bool:
+    """Whether the prepared folder still holds what training reads (a finished prepare's
+    manifest, dataset config, class folder, and every listed image and caption): a part
+    deleted since makes the prepare stage run again instead of training failing on it."""
+    from medsynth_kohya.data import manifest as manifest_file
+
+    if not (prepared.is_prepared() and not prepared.unfinished_file.exists()
+            and prepared.manifest.is_file() and prepared.dataset_config.is_file()):
+        return False
+    try:
+        folder, _ = prepared.train_folder()
+        rows = manifest_file.read(prepared.manifest)
+    except UserError:
+        return False
+    return not (prepared.missing_images(rows, folder) or prepared.missing_captions(rows, folder))
+
+
 def hair_choice() -> str:
     """The hair mode reproduce uses, and why: its match with the original captions' tags."""
     others = "; ".join(f"--hair {mode.value} {count} of 7" for mode, count in HAIR_MATCHES.items()
@@ -447,7 +464,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     def plan() -> _Plan:
         """Every stage's action from WORKDIR as it is now: a stage whose input an earlier
         stage remakes runs (its digest cannot match)."""
-        prepare_action = skip if state.done("prepare", source_digest) else "run"
+        prepare_action = (skip if state.done("prepare", source_digest)
+                          and _whole(prepared_folder) else "run")
         stages = {"prepare": Stage(
             "prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
             (str(prepared_folder.train_root), str(manifest), str(prepared_folder.dataset_config)),
