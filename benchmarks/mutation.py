@@ -125,6 +125,8 @@ AREAS = (
     Area("file safety", "medsynth_kohya/outputs.py"),
     Area("push deletions", "medsynth_kohya/hub/push.py",
          ("removals", "Removals.warning", "_named", "_removals", "_commit")),
+    Area("lora source", "medsynth_kohya/hub/pull.py"),
+    Area("lora source", "medsynth_kohya/sampling/lora.py"),
 )
 
 
