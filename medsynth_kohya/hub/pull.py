@@ -89,12 +89,13 @@ def base_model(record: RunRecord | None, metadata: Mapping[str, str]) -> tuple[s
 
 
 def _choose(names: list[str], repo_id: str, holder: str) -> str:
-    """The repository's one top-level LoRA (push puts the final LoRA there); `holder` names
-    where `names` were listed (the repository, or its copy in the cache)."""
+    """The repository's one top-level LoRA (push puts the final LoRA there), else its only
+    LoRA in a folder; `holder` names where `names` were listed (the repository, or its copy
+    in the cache)."""
     top = [name for name in names if "/" not in name and name.endswith(".safetensors")]
-    if len(top) == 1:
-        return top[0]
     listed = sorted(name for name in names if name.endswith(".safetensors"))
+    if len(top) == 1 or len(listed) == 1:
+        return (top or listed)[0]
     if not listed:
         raise UserError(f"{holder} holds no .safetensors file: is it a LoRA repository?")
     raise UserError(f"{holder} holds {len(listed)} .safetensors files; choose one as "
