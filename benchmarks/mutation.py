@@ -125,7 +125,7 @@ AREAS = (
     Area("file safety", "medsynth_kohya/outputs.py"),
     Area("push deletions", "medsynth_kohya/hub/push.py",
          ("removals", "Removals.warning", "_named", "_removals", "_commit")),
-    Area("lora source", "medsynth_kohya/hub/pull.py"),
+    Area("lora source", "medsynth_kohya/hub/pull.py", sample=SAMPLE),
     Area("lora source", "medsynth_kohya/sampling/lora.py"),
 )
 
