@@ -379,3 +379,20 @@ def test_the_commit_named_is_the_one_the_file_was_taken_at_when_main_moves_meanw
     head = hub.repos["alice/moving"].head
     assert pulled.origin == HubOrigin("alice/moving", head, "final/m.safetensors")
     assert pulled.base_model == "org/new" and head in str(pulled.file)
+
+
+def test_pull_names_what_it_refuses_and_asks_the_endpoint_it_is_given(
+        hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _refusal("alice") == ("--lora 'alice' is not a Hub LoRA: use USER/REPO or "
+                                 "USER/REPO:FILE.safetensors")
+    assert _refusal("carol/x--y").startswith("--lora 'carol/x--y' is not a valid Hub ")
+    assert _refusal("carol/nothing-here") == (
+        f"carol/nothing-here was not found at {hub.url}: check the name, and for a private "
+        "repository set HF_TOKEN (or `hf auth login`)")
+    commit = _publish(hub, "erin/bare", tmp_path, ["x.safetensors"])
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    pulled = pull_lora("erin/bare", endpoint=hub.url)
+    assert pulled.origin == HubOrigin("erin/bare", commit, "x.safetensors")
+    assert pulled.record is None and pulled.notes[1] == (
+        "erin/bare has no training/run.json: prompts use prepare's default template and "
+        "trigger unless --prompt or --like says otherwise")
