@@ -154,7 +154,9 @@ def test_an_unfinished_runs_lora_says_which_file_and_how_to_finish(tmp_path: Pat
     assert f"`{launch.resume_command(None, lonely).line()}` finishes it" in note
     done = _run(tmp_path / "done", status="succeeded")
     write_lora(done / "output" / "melanoma-000001.safetensors")
-    assert lora_source(done, None).notes == ()
+    source = lora_source(done, None)
+    assert source.notes == () and source.record is not None
+    assert source.record.status == "succeeded" and source.pulled is None
     file = write_lora(tmp_path / "loose.safetensors")
     assert lora_source(file, None) == lora_source(file, None) and not lora_source(file, None).notes
 
@@ -179,6 +181,10 @@ def test_a_path_is_taken_as_typed_and_only_a_plain_hub_id_is_left_to_the_hub(
     assert local_or_hub("bob/lora:x.safetensors") == Path("bob/lora:x.safetensors")
     assert local_or_hub("bob/lora:sub/x.safetensors") == Path("bob/lora:sub/x.safetensors")
     assert local_or_hub(tmp_path / "no" / "such" / "place") == tmp_path / "no/such/place"
+    with pytest.raises(UserError) as refused:
+        local_or_hub("~no-such-user-here/lora")
+    assert str(refused.value) == ("--lora ~no-such-user-here/lora: cannot expand its ~ (no such "
+                                  "user or no home directory); give the path in full")
     for typo in ("./bob/lora", "alice/lora2", "bob/lora.safetensors"):
         with pytest.raises(UserError) as refused:
             local_or_hub(typo)
