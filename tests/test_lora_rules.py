@@ -344,6 +344,34 @@ def test_offline_what_the_cache_lacks_is_one_line_saying_how_to_fill_it(
         f"{start} holds no z.safetensors of carol/two at {commit[:12]}; {ONLINE}")
 
 
+def test_offline_at_most_three_cached_commits_are_named(
+        hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    commits = [_publish(hub, "carol/many", tmp_path, ["x.safetensors"])]
+    for n in range(4):  # each downloaded by its sha while the head: the fake Hub serves no other
+        pull_lora("carol/many", revision=commits[-1])
+        commits.append(hub.repos["carol/many"].edit({"README.md": str(n).encode()}))
+    commits.pop()
+    _offline(monkeypatch)
+    cache = huggingface_hub.constants.HF_HUB_CACHE
+    assert _refusal("carol/many", "v2") == (
+        f"HF_HUB_OFFLINE is set, and the Hugging Face cache ({cache}) has no carol/many at "
+        "v2 (it holds carol/many only at commit "
+        f"{', '.join(sorted(commits)[:3])}: --revision COMMIT uses one); {ONLINE}")
+
+
+def test_a_file_the_repo_does_not_hold_is_named_with_the_loras_it_does(
+        hub: FakeHub, tmp_path: Path) -> None:
+    _publish(hub, "carol/pair", tmp_path, ["y.safetensors", "x.safetensors"],
+             {"config": {}})
+    assert _refusal("carol/pair:z.safetensors") == (
+        "carol/pair has no z.safetensors; its .safetensors files: x.safetensors, y.safetensors")
+    _publish(hub, "carol/none", tmp_path, [], {"config": {}})
+    assert _refusal("carol/none:z.safetensors") == (
+        "carol/none has no z.safetensors; its .safetensors files: none")
+
+
 def test_a_download_cut_short_leaves_a_cache_without_the_lora(
         hub: FakeHub, tmp_path: Path) -> None:
     commit = _publish(hub, "bob/lora", tmp_path, ["x.safetensors"])
