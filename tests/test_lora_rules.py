@@ -142,6 +142,8 @@ def test_an_unfinished_runs_lora_says_which_file_and_how_to_finish(tmp_path: Pat
     assert lora_source(run, None).notes == (
         f"run {run} wrote its final LoRA melanoma.safetensors, but its status is failed (see "
         f"{run / 'train.log'}): check why before trusting the images",)
+    chosen = lora_source(final, None)  # a file chosen by name: its run is read, no note
+    assert chosen.notes == () and chosen.record is not None and chosen.record.status == "failed"
     final.unlink()
     write_lora(run / "output" / "melanoma-000003.safetensors")
     resume = launch.resume_command(str(prepared), run)
