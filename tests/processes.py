@@ -77,15 +77,17 @@ def race(folder: Path, first: list[object], second: list[object]) -> tuple[Finis
 
 def kill_when(process: subprocess.Popen[str], condition: Callable[[], bool],
               children: Callable[[], int | None] = lambda: None) -> bool:
-    """SIGKILL `process` (and the process group of `children()`, if it names a pid) as soon as
-    `condition()` holds; False when the process ended first."""
+    """SIGKILL `process` (then the process group of `children()`, if it names a pid) as soon
+    as `condition()` holds; False when the process ended first. The command goes first: killed
+    after its child, a loaded machine may let it see the child end and record that, which a
+    command killed with its child never does."""
     while process.poll() is None:
         if condition():
             child = children()
+            os.kill(process.pid, signal.SIGKILL)
             if child is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(os.getpgid(child), signal.SIGKILL)
-            os.kill(process.pid, signal.SIGKILL)
             process.communicate()
             return True
         time.sleep(0.002)
