@@ -104,6 +104,15 @@ class Removals:
                 "replace them (the repo's history keeps the old versions)")
 
 
+class ReplaceRefused(UserError):
+    """push's refusal to replace files of the repo that it did not send (`replaced`), so a
+    caller (reproduce) can word its own way past it without asking the Hub again."""
+
+    def __init__(self, message: str, replaced: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.replaced = replaced
+
+
 def _named(paths: Sequence[str]) -> str:
     """The first SHOWN paths, then how many more."""
     more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
@@ -372,7 +381,7 @@ def _commit(api: HfApi, repo_id: str, uploads: Sequence[Upload],
         before = api.model_info(repo_id, files_metadata=True)
         gone = _removals(api, before, wanted)
         if gone.replaced and not force:
-            raise UserError(gone.refusal(repo_id))
+            raise ReplaceRefused(gone.refusal(repo_id), gone.replaced)
         # fresh operations each try: create_commit marks them committed and keeps upload state
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(path_in_repo=u.path_in_repo,

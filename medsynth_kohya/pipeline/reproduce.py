@@ -367,18 +367,13 @@ def _publish(run: Path, repo_id: str, synthetic: Path, break_lock: bool,
              force: bool) -> PushResult:
     """The push stage; push's refusal to replace files edited or put in the repo by hand is
     said as reproduce's, whose --force-push lets it finish."""
-    from medsynth_kohya.hub.push import push
-
-    def send(dry_run: bool) -> PushResult:
-        return push(run, repo_id, samples=synthetic, break_lock=break_lock, option="--push",
-                    force=force, dry_run=dry_run)
+    from medsynth_kohya.hub.push import ReplaceRefused, push
 
     try:
-        return send(dry_run=False)
-    except UserError:
-        kept = () if force else send(dry_run=True).replaced
-        if not kept:
-            raise
+        return push(run, repo_id, samples=synthetic, break_lock=break_lock, option="--push",
+                    force=force)
+    except ReplaceRefused as refused:
+        kept = refused.replaced
         raise UserError(f"--push {repo_id} holds {files.counted(len(kept))} that the push "
                         f"would replace ({', '.join(kept)}) in another version than "
                         "medsynth-kohya pushed (edited on the Hub, or put there by hand); keep "
