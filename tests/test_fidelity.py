@@ -1,0 +1,77 @@
+"""evaluation.fidelity's figures on feature sets whose answers follow from their construction:
+precision and recall (Kynkäänniemi et al.: a ball's edge is inside it), FID of a shifted copy,
+and KID's subsets on sets of unequal size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsynth_kohya.evaluation import features
+
+pytestmark = pytest.mark.skipif(bool(features.missing("tests.eval_data:build")),
+                                reason="the eval extra (torch, torchmetrics) is not installed")
+
+REAL = np.array([[0, 0], [2, 0], [10, 1], [12, 1]], dtype=np.float32)
+"""Two pairs 2 apart: with k = 1, every real ball has radius 2."""
+SYNTHETIC = np.array([[4, 0], [20, 3], [100, 7], [101, 7]], dtype=np.float32)
+"""(4, 0) lies on the edge of (2, 0)'s ball, the others outside every real ball; the two
+synthetic balls of (4, 0) and (20, 3) (radius about 16.3) hold all four real points."""
+
+
+def test_precision_counts_synthetic_images_in_real_balls_edge_included() -> None:
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    result = fidelity(REAL, SYNTHETIC, k=1)
+    assert (result.precision, result.recall) == (0.25, 1.0)
+    assert (result.neighbours, result.n_real, result.n_synthetic) == (1, 4, 4)
+
+
+def test_recall_counts_real_images_in_synthetic_balls() -> None:
+    """The same sets the other way round: the two figures trade places."""
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    result = fidelity(SYNTHETIC, REAL, k=1)
+    assert (result.precision, result.recall) == (1.0, 0.25)
+
+
+def test_a_ball_is_its_kth_neighbour_not_the_point_itself() -> None:
+    """k = 2 on four points of a line 1 apart: each ball reaches two neighbours away, so a
+    synthetic point 2 past the end is inside, and one 3 past it is not."""
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    line = np.array([[0, 0], [1, 0], [2, 0], [3, 0]], dtype=np.float32)
+    line[:, 1] = [0, 0.5, 0, 0.5]  # not collinear: FID needs a full-rank covariance
+    probes = np.array([[5, 0.5], [6, 0.5], [7, 0.5]], dtype=np.float32)
+    assert fidelity(line, probes, k=2).precision == pytest.approx(1 / 3)
+
+
+def test_fid_of_a_shifted_copy_is_the_squared_shift_and_kid_grows_with_it() -> None:
+    """Equal covariances leave FID = |mean difference|^2; KID of a second draw from the same
+    distribution is small beside KID of the shifted copy."""
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(40, 3)).astype(np.float32)
+    shift = np.array([3.0, 0.0, 4.0], dtype=np.float32)
+    shifted = fidelity(real, real + shift)
+    assert shifted.fid == pytest.approx(25.0, rel=1e-3)
+    assert fidelity(real, real.copy()).fid == pytest.approx(0.0, abs=1e-3)
+    again = fidelity(real, rng.normal(size=(40, 3)).astype(np.float32))
+    assert abs(again.kid_mean) < 0.01 * shifted.kid_mean
+
+
+def test_kid_subsets_fit_the_smaller_set() -> None:
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    rng = np.random.default_rng(4)
+    real, synthetic = rng.normal(size=(9, 2)), rng.normal(size=(5, 2))
+    assert fidelity(real.astype(np.float32), synthetic.astype(np.float32)).kid_subset_size == 5
+    assert fidelity(synthetic.astype(np.float32), real.astype(np.float32)).kid_subset_size == 5
+
+
+def test_fewer_than_two_images_on_a_side_is_refused() -> None:
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    with pytest.raises(ValueError, match="at least 2 real and 2 synthetic"):
+        fidelity(REAL[:1], SYNTHETIC)
