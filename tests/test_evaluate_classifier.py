@@ -55,6 +55,86 @@ def test_every_classifier_gets_the_same_patient_level_splits(
     assert len(first.calls[1][1]) == round(0.5 * melanomas) and first.calls[0][1] == []
 
 
+class _Targets(_Recorder):
+    """A recorder that also keeps the labels each classifier is trained on and the rows
+    it is tested on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[list[int]] = []
+        self.tests: list[list[int]] = []
+
+    def __call__(self, train: Any, targets: Any, test: Any, seed: int) -> Any:
+        self.targets.append(targets.tolist())
+        self.tests.append(test.real_index.tolist())
+        return super().__call__(train, targets, test, seed)
+
+
+def test_synthetic_rows_train_as_melanomas_and_each_repeat_splits_anew(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every synthetic row is labelled melanoma, each repeat draws its own split, and a mix
+    wanting more synthetic images than the set holds uses them all, said once."""
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 30)
+    rng = np.random.default_rng(2)
+    labels = [int(i % 3 == 0) for i in range(60)]
+    patients = [f"P{i % 20}" for i in range(60)]
+    real = rng.normal(size=(60, 4)) + np.array(labels)[:, None]
+    recorder = _Targets()
+    result = utility.utility(real, labels, patients, rng.normal(size=(3, 4)) + 1, [0.0, 2.0],
+                             repeats=3, seed=1, classifier=recorder)
+    for (train, synthetic_rows, _, _), targets in zip(recorder.calls, recorder.targets,
+                                                      strict=True):
+        assert targets == [labels[i] for i in train] + [1] * len(synthetic_rows)
+    assert len(recorder.calls[1][1]) == 3 and result.mixes[1].synthetic_used == 3
+    assert len({tuple(test) for test in recorder.tests[::2]}) == 3
+    wanting = [note for note in result.notes if note.startswith("mix 2 wants")]
+    assert len(wanting) == 1 and wanting[0].endswith("the set has 3: all were used")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_both_sides_of_a_split_hold_patients_of_both_classes(seed: int) -> None:
+    """Four patients with benign lesions among thirty with melanomas: each side of every
+    split still holds two of each."""
+    from medsynth_kohya.evaluation import utility
+
+    patients = [f"M{i}" for i in range(30) for _ in range(2)] + [f"B{i}" for i in range(4)]
+    labels = [1] * 60 + [0] * 4
+    recorder = _Targets()
+    utility.utility(np.random.default_rng(seed).normal(size=(64, 4)), labels, patients,
+                    np.zeros((1, 4)), [0.0], repeats=1, seed=seed, classifier=recorder)
+    train, test = recorder.calls[0][0], recorder.tests[0]
+    for side in (train, test):
+        assert len({patients[i] for i in side if labels[i] == 0}) >= utility.MIN_PER_CLASS
+        assert len({patients[i] for i in side if labels[i] == 1}) >= utility.MIN_PER_CLASS
+
+
+def test_an_interval_spans_the_middle_95_percent_of_the_bootstrap() -> None:
+    from medsynth_kohya.evaluation.utility import _interval
+
+    interval = _interval([0.5, 0.7], [i / 400 for i in range(401)])
+    assert (interval.value, interval.low, interval.high) == pytest.approx((0.6, 0.025, 0.975))
+    assert _interval([0.4], []) == type(interval)(0.4, 0.4, 0.4)
+
+
+def test_the_logistic_regression_weighs_the_rare_melanomas_up() -> None:
+    """One melanoma in twenty, its feature shifted by one standard deviation: unweighted, no
+    row reaches 0.5; class-balanced, melanomas are found (balanced accuracy past chance)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from medsynth_kohya.evaluation.utility import Rows, logistic
+
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 10 + [0] * 190, dtype=np.int64)
+    rows = rng.normal(size=(200, 2))
+    rows[:, 0] += labels
+    every, none = np.arange(200), np.zeros(0, dtype=np.int64)
+    probability = logistic(Rows(rows, every, rows, none), labels, Rows(rows, every, rows, none),
+                           0)
+    assert balanced_accuracy_score(labels, probability >= 0.5) > 0.65
+
+
 def test_fine_tuning_trains_a_copy_of_the_network_and_scores_held_out_rows() -> None:
     from medsynth_kohya.evaluation.features import to_input
     from medsynth_kohya.evaluation.finetune import FineTune, InputStore
