@@ -129,7 +129,7 @@ def test_the_plan_names_the_endpoint_the_push_uses(
     assert code == 0, stderr
     assert f"push writes {fake_hub.url}/medsynth-lab/lora" in stdout
     assert "huggingface.co" not in stdout
-    assert fake_hub.requests == [WHOAMI]
+    assert fake_hub.requests == [WHOAMI, ("GET", "/api/models/medsynth-lab/lora")]
 
     monkeypatch.setenv("HF_ENDPOINT", "hub.example")
     code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir",

@@ -10,6 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.hub.contents import paths_before
+from medsynth_kohya.pipeline.reproduce import ORIGINAL
+from medsynth_kohya.sampling.synthset import IMAGES
+from medsynth_kohya.training.record import RunFolder
 
 from .conftest import invoke
 from .fake_gen import PYTHON, FakeGen, make_original_gen
@@ -58,3 +62,82 @@ def test_a_card_edited_on_the_hub_is_refused_then_replaced_with_force_push(
     assert state["push"]["status"] == "done"
     code, stdout, _ = reproduce(3)
     assert code == 0 and "already done (inputs unchanged): published" in stdout
+
+
+def _run(runner: CliRunner, isic2020: SyntheticSet, workdir: Path, fake: FakeGen,
+         *extra: str) -> tuple[int, str, str]:
+    return invoke(runner, "reproduce", isic2020.root, "--workdir", workdir, "--n", 2,
+                  "--set", "max_train_steps=6", "--set", "save_every_n_steps=3",
+                  "--sd-scripts", fake.sd_scripts, "--python", PYTHON, "--push", REPO, *extra)
+
+
+@pytest.mark.parametrize("placed", ["README.md", "training/config.toml", "samples/grid.jpg"])
+def test_files_the_push_would_replace_are_refused_before_any_stage(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, placed: str) -> None:
+    """A repo made on the Hub by hand holding a file at a path the push uploads: reproduce
+    refuses before preparing or training (not hours later at the push), asking the Hub only
+    to read; its dry run says a real run would stop there; --force-push goes through."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+    repo = fake_hub.add_repo(REPO, "alice")
+    repo.edit({placed: CARD})
+    head, workdir = repo.head, tmp_path / "work"
+
+    code, stdout, stderr = _run(runner, isic2020, workdir, fake)
+    assert code == 1, stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr
+    assert placed in lines[0] and "--force-push" in lines[0]
+    assert not workdir.exists()  # nothing prepared, trained or sampled
+    assert {method for method, _ in fake_hub.requests} <= {"GET", "HEAD"}
+    assert repo.head == head
+
+    code, stdout, stderr = _run(runner, isic2020, workdir, fake, "--dry-run")
+    assert code == 0, stderr
+    stops = [line for line in stderr.splitlines() if "a real run would stop at: " in line]
+    assert len(stops) == 1 and placed in stops[0], stderr
+    assert not workdir.exists()
+
+    code, stdout, stderr = _run(runner, isic2020, workdir, fake, "--force-push")
+    assert code == 0, stderr
+    assert placed in stdout + stderr and "published at" in stdout
+    assert repo.files[placed] != CARD
+
+
+def test_files_the_push_leaves_alone_do_not_stop_it(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+    repo = fake_hub.add_repo(REPO, "alice")
+    theirs = {"notes.md": CARD, "samples/by-hand.png": b"\x89PNG not ours"}
+    repo.edit(theirs)
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _run(runner, isic2020, workdir, fake)
+    assert code == 0, stderr
+    assert "published at" in stdout
+    assert all(repo.files[path] == data for path, data in theirs.items())
+    # the paths asked about before training are the ones the push then uploaded
+    lora = RunFolder(workdir / "run").final_lora(ORIGINAL.class_name)
+    images = sorted(path.name for path in (workdir / "synthetic" / IMAGES).glob("*.png"))
+    assert set(paths_before(lora.name, images)) == set(repo.files) - {".gitattributes", *theirs}
+
+
+def test_a_repo_that_cannot_be_read_before_training_is_checked_at_the_push(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub answering whoami but not the repo's listing is no verdict: reproduce warns and
+    runs, and the push stage, which reads the repo again, still refuses what it would replace."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+    repo = fake_hub.add_repo(REPO, "alice")
+    repo.edit({"README.md": CARD})
+    fake_hub.fail("GET", rf"^/api/models/{REPO}$", 500, times=1)
+    code, stdout, stderr = _run(runner, isic2020, tmp_path / "work", fake)
+    assert code == 1
+    assert "could not check before training" in stdout + stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "README.md" in last and "--force-push" in last
+    assert (tmp_path / "work" / "synthetic").is_dir()  # the stages ran
+    assert repo.files["README.md"] == CARD

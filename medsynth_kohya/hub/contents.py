@@ -382,7 +382,7 @@ def _run_files(folder: RunFolder, record: RunRecord, policy: privacy.Policy,
         policy.collect(document)
     for item in record.overrides or []:
         policy.override(str(item))
-    uploads = [Upload(f"training/{name}", render.dumps(published).encode(),
+    uploads = [Upload(_training_path(name), render.dumps(published).encode(),
                       privacy.key_pieces(published))
                for name, published in ((name, policy.data(document))
                                        for name, document in documents.items())]
@@ -540,6 +540,26 @@ def _same_data(record: RunRecord, report: Path, evaluation: CardEvaluation) -> l
     return warnings
 
 
+def _training_path(name: str) -> str:
+    """Where a push puts the rendered sd-scripts file `name` in the repo."""
+    return f"training/{name}"
+
+
+def _sample_path(name: str) -> str:
+    """Where a push puts the sample image (or grid) `name` in the repo."""
+    return f"samples/{name}"
+
+
+def paths_before(lora: str, samples: Sequence[str]) -> tuple[str, ...]:
+    """The repo paths plan() gives a run's files before the run exists: the card, the LoRA
+    file `lora`, the training files and record, the first sample images of a synthetic set
+    whose file names are `samples` (in its order) with its grid, and the PUSHED list; what
+    reproduce asks the Hub about before training (checkpoints and an evaluation aside)."""
+    training = (_training_path(path.name) for path in RunFolder(Path()).training_files)
+    shown = (_sample_path(name) for name in (*samples[:MAX_SAMPLE_IMAGES], GRID))
+    return ("README.md", lora, *training, PUBLISHED_RECORD, *shown, PUSHED)
+
+
 def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
          token: str | None = None, environ: Mapping[str, str] | None = None,
@@ -573,8 +593,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     else:
         chosen = _training_samples(folder, name, prompts["prompts"],
                                    prompts["negative_prompt"])
-    sample_paths = {s.path: f"samples/{s.path.name}" for s in chosen}
-    grid_path = f"samples/{grid.name}" if grid else None
+    sample_paths = {s.path: _sample_path(s.path.name) for s in chosen}
+    grid_path = _sample_path(grid.name) if grid else None
     spread, spread_warnings, synthetic, types = spread_section(record)
     data, data_warnings = training_data(record, synthetic)
     warnings += spread_warnings + data_warnings

@@ -430,6 +430,28 @@ def _removals(api: HfApi, info: ModelInfo,
     return gone
 
 
+def replaced_before(repo_id: str, paths: Collection[str], *, endpoint: str, token: str,
+                    option: str, force: bool) -> tuple[str, ...]:
+    """The files of `repo_id` at `paths` that a push would replace though no earlier push sent
+    them (any version counts: the push's own files do not exist yet), read from the Hub and
+    never written, for a check before the push's files are made (reproduce); ReplaceRefused
+    for them without `force`, as the push would. A repo not yet made holds none; a Hub that
+    cannot be read is a one-line UserError."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    api = hub_api(endpoint, token)
+    with quiet_client(), hub_errors(repo_id, endpoint, (token,),
+                                    during="a read of the repository", option=option):
+        try:
+            info = api.model_info(repo_id, files_metadata=True)
+        except RepositoryNotFoundError:
+            return ()
+        gone = _removals(api, info, dict.fromkeys(paths, frozenset()))
+    if gone.replaced and not force:
+        raise ReplaceRefused(gone.refusal(repo_id), gone.replaced)
+    return gone.replaced
+
+
 def _preview(result: PushResult, api: HfApi, wanted: Mapping[str, frozenset[str] | None],
              secrets: Sequence[str], option: str, force: bool) -> PushResult:
     """A dry run's check of the token (refused as the push would refuse it) and list of what

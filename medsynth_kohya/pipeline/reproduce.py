@@ -175,11 +175,12 @@ def _claim(workdir: Path) -> None:
                         "or new --workdir")
 
 
-def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str]]:
+def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str], str | None]:
     """The URL the push stage writes, once the Hub has been asked about the token: refuse a
     push that could only fail after hours of training (a malformed repo id, no Hub token, a
     token the Hub rejects or that cannot write to the namespace; hub.access); a dry run warns
-    instead, and without a token asks nothing."""
+    instead, and without a token asks nothing. With the URL, what a dry run would stop at and
+    the token the Hub accepted (None when it did not)."""
     from huggingface_hub import get_token
 
     from medsynth_kohya.hub.access import hub_api, writer
@@ -198,8 +199,33 @@ def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str]]:
     except UserError as exc:
         if not dry_run:
             raise
-        return f"{endpoint}/{repo_id}", [str(exc)]
-    return f"{endpoint}/{repo_id}", []
+        return f"{endpoint}/{repo_id}", [str(exc)], None
+    return f"{endpoint}/{repo_id}", [], token
+
+
+def _replace_check(repo_id: str, token: str, lora: Path, n: int,
+                   force: bool) -> tuple[str | None, list[str]]:
+    """What the push stage would refuse to replace in `repo_id` (files put there by hand or
+    edited on the Hub at the paths it uploads), asked before any stage so the refusal comes
+    before hours of training; and warnings: the files --force-push will replace, or that the
+    repo could not be read (the push stage checks again, so that goes on)."""
+    from medsynth_kohya.hub.contents import paths_before
+    from medsynth_kohya.hub.push import ReplaceRefused, replaced_before, resolve_endpoint
+    from medsynth_kohya.sampling.plan import image_id
+    from medsynth_kohya.sampling.sample import SampleOptions
+
+    prefix = SampleOptions().id_prefix
+    paths = paths_before(lora.name, [f"{image_id(prefix, i)}.png" for i in range(n)])
+    try:
+        replaced = replaced_before(repo_id, paths, endpoint=resolve_endpoint(None), token=token,
+                                   option="--push", force=force)
+    except ReplaceRefused as refused:
+        return _replace_refusal(repo_id, refused.replaced), []
+    except UserError as exc:
+        return None, [f"could not check before training which files of {repo_id} the push "
+                      f"would replace ({exc}); the push stage checks again"]
+    return None, [f"--force-push: the push will replace {files.counted(len(replaced))} of "
+                  f"{repo_id} ({', '.join(replaced)})"] if replaced else []
 
 
 class _State:
@@ -373,12 +399,15 @@ def _publish(run: Path, repo_id: str, synthetic: Path, break_lock: bool,
         return push(run, repo_id, samples=synthetic, break_lock=break_lock, option="--push",
                     force=force)
     except ReplaceRefused as refused:
-        kept = refused.replaced
-        raise UserError(f"--push {repo_id} holds {files.counted(len(kept))} that the push "
-                        f"would replace ({', '.join(kept)}) in another version than "
-                        "medsynth-kohya pushed (edited on the Hub, or put there by hand); keep "
-                        "a copy of what you need, then run the same reproduce command again "
-                        "with --force-push to replace them") from None
+        raise UserError(_replace_refusal(repo_id, refused.replaced)) from None
+
+
+def _replace_refusal(repo_id: str, kept: Sequence[str]) -> str:
+    """push's refusal to replace `kept` in `repo_id`, said as reproduce's (--force-push)."""
+    return (f"--push {repo_id} holds {files.counted(len(kept))} that the push would replace "
+            f"({', '.join(kept)}) in another version than medsynth-kohya pushed (edited on "
+            "the Hub, or put there by hand); keep a copy of what you need, then run the same "
+            "reproduce command again with --force-push to replace them")
 
 
 def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, preset_name: str,
@@ -424,9 +453,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                         f"synthetic set with: {checkout.missing_fix(location)}")
     if problems and not dry_run:
         raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
-    push_url, refused = ("", []) if push_repo is None else _hub_ready(push_repo, dry_run)
+    push_url, refused, token = (("", [], None) if push_repo is None
+                                else _hub_ready(push_repo, dry_run))
     problems += refused
-    state.claim()
     prepared_folder = PreparedFolder(prepared)
     manifest = prepared_folder.manifest
     name = ORIGINAL.class_name
@@ -504,6 +533,13 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                lora=lora, url=url, warnings=tuple(dict.fromkeys(said)))
 
     first = plan()
+    if push_repo is not None and token and first.stages["push"].action == "run":
+        replacing, checked = _replace_check(push_repo, token, final, n, force_push)
+        if replacing is not None and not dry_run:
+            raise UserError(replacing)
+        problems += [replacing] if replacing is not None else []
+        warnings += checked
+    state.claim()
     if on_plan is not None:
         on_plan(result(list(first.stages.values()), notes=first.warnings))
     if dry_run:

@@ -41,6 +41,11 @@ and manifest values in memory (about 2 GB at this many; a GPU makes far fewer in
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+def image_id(prefix: str, index: int) -> str:
+    """The id (and file stem) of image `index` of a set whose ids start with `prefix`."""
+    return f"{prefix}{index:0{ID_DIGITS}d}"
+
+
 @dataclass(frozen=True)
 class SampleOptions:
     """What decides the images: how many, which prompts, and how they are generated."""
@@ -98,7 +103,7 @@ class Plan:
                 else f"{hub.repo_id} at {hub.commit[:12]} ({hub.path}, {digest})")
 
     def image_id(self, index: int) -> str:
-        return f"{self.id_prefix}{index:0{ID_DIGITS}d}"
+        return image_id(self.id_prefix, index)
 
     def image_ids(self, indices: Sequence[int], shown: int = 3) -> str:
         """`indices` (ascending) as their ids, each unbroken run as `first..last`: a re-run that
