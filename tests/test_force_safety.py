@@ -46,8 +46,8 @@ def test_a_refused_train_force_leaves_the_succeeded_run_as_it_was(
     # how the kept LoRAs were made travels with them: the run's record and files as they were
     for name in ("run.json", "config.toml", "dataset.toml", "sample_prompts.toml", "train.log"):
         assert checksums(aside)[name] == before[name], name
-    assert (f"Warning: --force: the earlier run's LoRAs, states and record are kept in "
-            f"{aside}") in " ".join(stderr.split()), stderr
+    assert (f"Warning: the run started over from step 0; the earlier run's LoRAs, states and "
+            f"record are kept in {aside}") in " ".join(stderr.split()), stderr
 
 
 def test_train_never_writes_into_a_folder_that_is_not_a_run(

@@ -397,3 +397,18 @@ def test_the_cli_takes_metadata_and_images_apart_from_source_as_the_api_does(
                                   isic2020.images, "--dry-run")
     assert code == 0, stdout + stderr
     assert "prepare" in stdout and not (tmp_path / "work").exists()
+
+
+def test_a_retraining_says_what_happened_not_an_option_the_user_never_gave(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """A re-run with other training inputs starts the run over; the earlier LoRAs are kept,
+    and the warning saying where names no --force (reproduce takes none)."""
+    workdir = tmp_path / "work"
+    options: dict[str, Any] = {"n": 2, "sd_scripts": fake.sd_scripts, "python": PYTHON}
+    reproduce(isic2020.root, workdir, overrides=QUICK, **options)
+    again = reproduce(isic2020.root, workdir, overrides=(*QUICK, "max_train_steps=9"),
+                      **options)
+    [aside] = (workdir / "run").glob("output.replaced-*")
+    kept = [line for line in again.warnings if str(aside) in line]
+    assert len(kept) == 1 and "LoRA" in kept[0], again.warnings
+    assert not [line for line in again.warnings if "--force" in line], again.warnings

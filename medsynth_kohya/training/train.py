@@ -782,8 +782,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     # every check has passed: only now do the earlier outputs move and the files change
     if output.is_dir() and not dry_run and not continues:
         kept = folder.set_aside(f"{datetime.now():%Y%m%d-%H%M%S}", earlier)
-        warnings.insert(0, f"--force: the earlier run's LoRAs, states and record are kept in "
-                        f"{kept}")
+        warnings.insert(0, f"the run started over from step 0; the earlier run's LoRAs, "
+                        f"states and record are kept in {kept}")
     run_dir.mkdir(parents=True, exist_ok=True)
     render.write_toml(document, config_path)
     render.write_toml(dataset, dataset_path)
