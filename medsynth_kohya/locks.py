@@ -23,7 +23,9 @@ per machine only, and the host in the record is then what stops a second machine
 heartbeat keeps a live holder's record fresh there (NFS's close-to-open consistency shows a
 reader the last rewrite). A command whose process was killed while its subprocess (training,
 generation) still runs keeps the kernel lock but no longer beats: on such mounts another machine
-may take its folder over STALE_S later. A server without a lock manager makes `flock` fail
+may take its folder over STALE_S later. On its own host such a lock is refused naming the
+processes that hold it now (found by their open descriptor of the lock file in /proc), never
+the dead command's pid as if it still ran. A server without a lock manager makes `flock` fail
 (ENOLCK): the record alone is used, with a warning that two commands started in the same
 instant are not kept apart.
 
@@ -70,6 +72,8 @@ STALE_S = 600
 beats, room for a loaded machine, a slow network file system's caches and clock skew."""
 _BREAK_HINT = "if that machine no longer runs it, run this again with --break-lock"
 """How a refusal by another machine's lock or mark ends: --break-lock passes it."""
+COMMAND_SHOWN = 80
+"""The most characters of a process's command line a refusal shows."""
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _HELD: dict[int, Path] = {}
 """Descriptor -> lock file of every lock this process holds now."""
@@ -88,10 +92,14 @@ class Holder:
     changed: float | None = field(default=None, compare=False)
     """When its lock file last changed (its ctime, POSIX seconds, as this machine's file system
     says); read beside the record, never written in it."""
+    left: str | None = field(default=None, compare=False)
+    """For a holder of this host gone while its lock is still held: who holds it now, in words
+    (`_orphaned`); read beside the record, never written in it."""
 
     def describe(self) -> str:
-        return (f"`medsynth-kohya {self.command}` (pid {self.pid} on {self.host}, "
-                f"since {self.since})")
+        """The holder as messages name it: the command, or who holds its lock since it died."""
+        return self.left or (f"`medsynth-kohya {self.command}` (pid {self.pid} on {self.host}, "
+                             f"since {self.since})")
 
     def _beat_age_s(self) -> float | None:
         """Seconds from the last heartbeat to now by this machine's clock, negative when the
@@ -203,9 +211,63 @@ def _write(fd: int, record: Holder) -> None:
     """Write the record over the file's bytes, then cut what is left of a longer one (a reader
     never sees it empty; heartbeats keep the length, so a torn read still parses)."""
     data = json.dumps({key: value for key, value in asdict(record).items()
-                       if key != "changed"}).encode()
+                       if key not in ("changed", "left")}).encode()
     os.pwrite(fd, data, 0)
     os.ftruncate(fd, len(data))
+
+
+def _holds(pid: int, key: tuple[int, int], probe: int | None = None) -> bool | None:
+    """Whether process `pid` has the file `key` (device, inode) open (Linux's /proc) through a
+    descriptor other than this process's `probe`; None when its descriptors cannot be read
+    (another user's process)."""
+    try:
+        entries = os.scandir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    with entries:
+        for entry in entries:
+            if pid == os.getpid() and entry.name == str(probe):
+                continue
+            with contextlib.suppress(OSError):
+                found = Path(entry.path).stat()
+                if (found.st_dev, found.st_ino) == key:
+                    return True
+    return False
+
+
+def _command_line(pid: int) -> str:
+    """Process `pid`'s command line, shortened to fit a one-line message ("" when unknown)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return ""
+    line = " ".join(arg.decode("utf-8", "replace") for arg in argv)
+    return line if len(line) <= COMMAND_SHOWN else line[:COMMAND_SHOWN - 1] + "…"
+
+
+def _orphaned(record: Holder, fd: int, path: Path) -> Holder:
+    """`record` of this host, whose kernel lock (open as `fd`) is held: as it is while its
+    process holds it; else, its process gone (a pid it had may run something else now), with
+    `left` naming the processes that hold the lock now, the training or generation it left
+    running (launch hands them the lock), or, where they cannot be found, how to find them."""
+    stat = os.fstat(fd)
+    key, proc = (stat.st_dev, stat.st_ino), Path("/proc/self/fd").is_dir()
+    if alive(record.pid) and (not proc or _holds(record.pid, key, fd) is not False):
+        return record
+    holding: list[int] = []
+    if proc:
+        with os.scandir("/proc") as entries:
+            holding = sorted(int(entry.name) for entry in entries
+                             if entry.name.isdigit() and _holds(int(entry.name), key, fd))
+    gone = f"left running by {record.describe()}, which no longer runs"
+    if not holding:
+        return replace(record, left=f"a process {gone} (`fuser -v {path}` names it)")
+    shown = _command_line(holding[0])
+    who = f"pid {holding[0]}" + (f" (`{shown}`)" if shown else "")
+    more = f" and {len(holding) - 1} more" if len(holding) > 1 else ""
+    return replace(record, left=f"{who}{more}, {gone}")
 
 
 def read_holder(folder: Path, part: str | None = None) -> Holder | None:
@@ -236,7 +298,9 @@ def holder(folder: Path, part: str | None = None, *, break_lock: bool = False,
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return record or Holder("(unknown)", 0, "?", "?")
+                if record is None:
+                    return Holder("(unknown)", 0, "?", "?")
+                return _orphaned(record, fd, path) if record.here else record
             except OSError as exc:
                 if exc.errno not in _UNSUPPORTED:
                     raise
@@ -365,13 +429,8 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def _busy(folder: Path, record: Holder | None, force_hint: str) -> UserError:
-    if record is None:
-        who = "another medsynth-kohya command (its record is unreadable)"
-    elif record.here and not alive(record.pid):
-        who = (f"a process started by {record.describe()}, which has exited while its "
-               "subprocess (training or generation) still runs")
-    else:
-        who = record.describe()
+    who = ("another medsynth-kohya command (its record is unreadable)" if record is None
+           else record.describe())
     return UserError(f"{folder} is in use by {who}; wait for it to finish or stop it, then run "
                      f"this again{force_hint}")
 
@@ -437,10 +496,14 @@ def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
             os.close(fd)
             continue
         if got is False:
-            os.close(fd)
             settled = record is not None and (not record.here or alive(record.pid))
             if settled or time.monotonic() > deadline:
-                raise _busy(folder, record, hint)
+                try:
+                    found = _orphaned(record, fd, path) if record and record.here else record
+                finally:
+                    os.close(fd)
+                raise _busy(folder, found, hint)
+            os.close(fd)
             time.sleep(0.05)  # a holder writing its record, or a probe
             continue
         if record is not None and not break_lock and (

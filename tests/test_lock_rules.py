@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -350,9 +351,12 @@ def test_a_busy_lock_is_refused_naming_its_holder(tmp_path: Path,
         "wait for it to finish or stop it, then run this again")
     dead = Holder("train", _dead_pid(), socket.gethostname(), "t0")
     assert str(locks._busy(tmp_path, dead, " (hint)")) == (
-        f"{tmp_path} is in use by a process started by {dead.describe()}, which has exited "
-        "while its subprocess (training or generation) still runs; wait for it to finish or "
-        "stop it, then run this again (hint)")
+        f"{tmp_path} is in use by {dead.describe()}; wait for it to finish or stop it, then "
+        "run this again (hint)")
+    left = replace(dead, left="pid 7 (`python train_network.py`), left running by it")
+    assert str(locks._busy(tmp_path, left, "")) == (
+        f"{tmp_path} is in use by pid 7 (`python train_network.py`), left running by it; wait "
+        "for it to finish or stop it, then run this again")
     away = Holder("train", _dead_pid(), OTHER, "t0")
     assert f"is in use by {away.describe()}; wait" in str(locks._busy(tmp_path, away, ""))
 
@@ -372,7 +376,9 @@ def test_a_lock_whose_record_never_comes_is_reported_after_a_short_wait(
         assert locks.RETRY_S <= time.monotonic() - started < locks.RETRY_S + 2
         locks._write(fd, Holder("train", _dead_pid(), socket.gethostname(), "t0"))
         started = time.monotonic()
-        with pytest.raises(UserError, match="which has exited while its subprocess"), \
+        with pytest.raises(UserError, match=rf"in use by pid {os.getpid()} \(`.*`\), left "
+                                            r"running by `medsynth-kohya train` \(pid \d+ on .*"
+                                            r"\), which no longer runs; wait"), \
                 locks.hold(tmp_path, "sample"):
             pass
         assert time.monotonic() - started >= locks.RETRY_S

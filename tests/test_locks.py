@@ -351,16 +351,89 @@ with locks.hold(Path(sys.argv[1]), "train"):
 """
 
 
-def test_a_subprocess_keeps_the_lock_after_its_command_died(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", _ORPHAN, str(tmp_path)], capture_output=True,
+def _orphan(folder: Path) -> tuple[int, int]:
+    """Lock `folder` as a `train` whose process died, its subprocess (in a session of its
+    own, as launch starts training) left holding the lock: the dead pid and the child's."""
+    done = subprocess.run([sys.executable, "-c", _ORPHAN, str(folder)], capture_output=True,
                           text=True, check=True)
     child = int(done.stdout)
+    record = locks.read_holder(folder)
+    assert record is not None
+    wait_for(lambda: not locks.alive(record.pid), what="the command to exit")
+    return record.pid, child
+
+
+def _names_the_living(message: str, dead: int, child: int) -> None:
+    """A refusal naming the child that holds the lock, the dead command as gone."""
+    assert re.search(rf"\bpid {child}\b", message), message
+    assert re.search(rf"\(pid {dead} on [^)]*\), which no longer runs", message), message
+    assert "\n" not in message
+
+
+def test_a_subprocess_keeps_the_lock_after_its_command_died(tmp_path: Path) -> None:
+    dead, child = _orphan(tmp_path)
     try:
-        with pytest.raises(UserError, match="which has exited while its subprocess"), \
-                locks.hold(tmp_path, "train"):
+        with pytest.raises(UserError) as busy, locks.hold(tmp_path, "train"):
             pass
+        _names_the_living(str(busy.value), dead, child)
     finally:
         os.kill(child, signal.SIGKILL)
     wait_for(lambda: locks.holder(tmp_path) is None, what="the lock to be freed")
     with locks.hold(tmp_path, "train") as lock:
         assert lock.note is not None and "took over" in lock.note
+
+
+def test_a_lock_left_to_a_subprocess_names_it_wherever_it_refuses(
+        tmp_path: Path, isic2020: SyntheticSet) -> None:
+    """reproduce killed with its process group: the training it started in a session of its
+    own still holds the run's lock. Every refusal and report names that process, never the
+    dead command's pid as if it still ran."""
+    run = tmp_path / "work" / "run"
+    dead, child = _orphan(run)
+    try:
+        with pytest.raises(UserError) as idle:
+            locks.ensure_idle(run, "reproduce")
+        _names_the_living(str(idle.value), dead, child)
+        with pytest.raises(UserError) as again:
+            reproduce(isic2020.root, tmp_path / "work")
+        _names_the_living(str(again.value), dead, child)
+        said = locks.report(run)
+        assert said is not None
+        _names_the_living(said, dead, child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_dead_holders_pid_run_by_another_process_is_not_taken_for_the_holder(
+        tmp_path: Path) -> None:
+    """The dead command's pid given to an unrelated process since: the refusal still names
+    the process that holds the lock."""
+    _, child = _orphan(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = locks.lock_path(tmp_path)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps({**record, "pid": other.pid}), encoding="utf-8")
+        said = locks.report(tmp_path)
+        assert said is not None
+        _names_the_living(said, other.pid, child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        other.kill()
+        other.wait()
+
+
+def test_a_holder_that_cannot_be_found_is_said_gone_with_how_to_find_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no process's descriptors can be read (another user's), the refusal says the
+    command is gone and how to find what holds its lock."""
+    dead, child = _orphan(tmp_path)
+    monkeypatch.setattr(locks, "_holds", lambda pid, key, probe: None)
+    try:
+        with pytest.raises(UserError) as busy:
+            locks.ensure_idle(tmp_path, "reproduce")
+        message = str(busy.value)
+        assert re.search(rf"\(pid {dead} on [^)]*\), which no longer runs", message), message
+        assert f"fuser -v {locks.lock_path(tmp_path)}" in message
+    finally:
+        os.kill(child, signal.SIGKILL)
