@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya import __version__, files
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
 
@@ -295,3 +296,29 @@ def test_a_repo_that_keeps_changing_fails_the_push_in_one_line(runner: CliRunner
     assert _commits(fake_hub) - seen == hubmod.ATTEMPTS
     assert {path: repo.files.get(path) for path in before} == before  # nothing pushed or gone
     assert len(repo.files) == len(before) + hubmod.ATTEMPTS
+
+
+def test_a_check_before_the_files_exist_finds_what_the_push_would_replace(
+        fake_hub: FakeHub, tmp_path: Path) -> None:
+    """replaced_before, reproduce's check before training: any version of a file at a path
+    asked about that no push of the tool sent is refused as the push refuses it (unless
+    forced); the tool's own files, files at other paths and a repo not made yet are not."""
+    asked = {"endpoint": fake_hub.url, "token": TOKEN, "option": "--push"}
+    assert hubmod.replaced_before(REPO, ["README.md"], force=False, **asked) == ()
+    sent = [path for path, _ in hubmod.push(make_run(tmp_path / "first"), REPO,
+                                            endpoint=fake_hub.url, token=TOKEN).files]
+    assert hubmod.replaced_before(REPO, sent, force=False, **asked) == ()
+    _put(fake_hub, {**MINE, "README.md": b"# rewritten by hand\n"})
+    with pytest.raises(hubmod.ReplaceRefused) as refused:
+        hubmod.replaced_before(REPO, [*sent, "samples/my-own-figure.png"], force=False,
+                               **asked)
+    assert refused.value.replaced == ("README.md", "samples/my-own-figure.png")
+    assert "--force" in str(refused.value) and "\n" not in str(refused.value)
+    assert hubmod.replaced_before(REPO, sent, force=True, **asked) == ("README.md",)
+    repo_head = fake_hub.repos[REPO].head
+    fake_hub.fail("GET", rf"^/api/models/{REPO}$", 500, times=1)
+    with pytest.raises(UserError) as unread:
+        hubmod.replaced_before(REPO, sent, force=False, **asked)
+    assert not isinstance(unread.value, hubmod.ReplaceRefused)
+    assert "500" in str(unread.value) and TOKEN not in str(unread.value)
+    assert fake_hub.repos[REPO].head == repo_head
