@@ -130,6 +130,27 @@ def test_an_endpoint_with_a_password_is_refused_without_showing_it(
     assert "S3cretPassw0rd" not in str(refused.value)
 
 
+@pytest.mark.parametrize("tail", ["/?x=1", "?", "#frag", "/#", "/api?token=1#top"])
+def test_an_endpoint_with_a_query_or_fragment_is_refused_before_any_request(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, tail: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub puts its API paths after the endpoint, so after its query or fragment:
+    every request would go to the server's root page."""
+    run = make_run(tmp_path)
+    endpoint = fake_hub.url + tail
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    for dry in ((), ("--dry-run",)):
+        code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", endpoint,
+                                 *dry)
+        lines = stderr.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+        assert f"--endpoint {endpoint!r}" in lines[0] and "query or fragment" in lines[0]
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(UserError, match=r"HF_ENDPOINT .*query or fragment"):
+        pull_lora(REPO)
+    assert fake_hub.requests == []
+
+
 @pytest.mark.parametrize(("status", "expected"), [
     (403, f"no write access to {REPO} (403)"),
     (404, "set HF_HUB_DISABLE_XET=1 and run the same command again")])

@@ -193,8 +193,9 @@ def resolve_endpoint(endpoint: str | None) -> str:
 
 
 def _url_problem(url: str) -> str | None:
-    """What keeps `url` from naming a server (no host, a bad port, a space), else None: the
-    client would fail on it with its own traceback, or take it for a lost connection."""
+    """What keeps `url` from naming a server (no host, a bad port, a space, a query or
+    fragment), else None: the client would fail on it with its own traceback, take it for a lost
+    connection, or put its API paths after the query or fragment."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -204,6 +205,8 @@ def _url_problem(url: str) -> str | None:
         return "no host"
     if any(char.isspace() for char in url):
         return "it holds a space"
+    if "?" in url or "#" in url:
+        return "a query or fragment: remove the part from its ? or #"
     return None if port is None or 0 < port < 65536 else f"port {port} is out of range"
 
 
