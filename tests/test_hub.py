@@ -359,10 +359,33 @@ def test_a_bad_repo_id_is_refused_before_any_request(runner: CliRunner, fake_hub
     assert "namespace/name" in message and fake_hub.requests == []
 
 
+@pytest.mark.parametrize("given", ["--endpoint", "HF_ENDPOINT"])
 def test_no_token_is_refused_before_any_request(runner: CliRunner, fake_hub: FakeHub,
-                                                run: Path) -> None:
-    message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
-    assert "HF_TOKEN" in message and "hf auth login" in message and fake_hub.requests == []
+                                                run: Path, given: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line names the token page of the Hub pushed to, and a login that checks the token
+    there (`hf auth login` asks HF_ENDPOINT's Hub), not huggingface.co's."""
+    args: tuple[str, ...] = ("--endpoint", fake_hub.url)
+    if given == "HF_ENDPOINT":
+        monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+        args = ()
+    message = _refused(runner, run, "--repo-id", REPO, *args)
+    assert "HF_TOKEN" in message and fake_hub.requests == []
+    assert f"({fake_hub.url}/settings/tokens)" in message and "huggingface.co" not in message
+    assert f"`HF_ENDPOINT={fake_hub.url} hf auth login`" in message
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run", *args)
+    warned = " ".join(stderr.split())
+    assert code == 0 and f"({fake_hub.url}/settings/tokens)" in warned, stderr
+    assert "huggingface.co" not in warned
+
+
+def test_no_token_for_the_public_hub_names_its_token_page(runner: CliRunner, run: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(run / "no-token"))
+    message = _refused(runner, run, "--repo-id", REPO)
+    assert "(https://huggingface.co/settings/tokens) or run `hf auth login`" in message
 
 
 def test_a_run_without_a_lora_file_is_refused(runner: CliRunner, fake_hub: FakeHub, run: Path,

@@ -14,8 +14,17 @@ from contextlib import contextmanager
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.contents import scrub
 
-NO_TOKEN = ("no Hugging Face token found: set HF_TOKEN to a token with write access "
-            "(https://huggingface.co/settings/tokens) or run `hf auth login`")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def no_token(endpoint: str) -> str:
+    """The line for a push without a token: the token page of the Hub at `endpoint`, and a
+    login that checks the token there (`hf auth login` asks HF_ENDPOINT's Hub)."""
+    if endpoint == DEFAULT_ENDPOINT:
+        return ("no Hugging Face token found: set HF_TOKEN to a token with write access "
+                f"({DEFAULT_ENDPOINT}/settings/tokens) or run `hf auth login`")
+    return (f"no Hub token found: set HF_TOKEN to a token of {endpoint} with write access "
+            f"({endpoint}/settings/tokens) or run `HF_ENDPOINT={endpoint} hf auth login`")
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
@@ -92,7 +101,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
 
     name = repo_id.split("/")[1]
     if any(isinstance(link, LocalTokenNotFoundError) for link in chain(exc)):
-        return NO_TOKEN
+        return no_token(endpoint)
     if any(isinstance(link, OfflineModeIsEnabled) for link in chain(exc)):
         return (f"HF_HUB_OFFLINE is set, so huggingface_hub sends nothing to {endpoint}: unset "
                 "it (it is for `sample` from the Hub cache) and run the same command again")

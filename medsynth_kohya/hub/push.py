@@ -50,7 +50,7 @@ from medsynth_kohya.hub.contents import (
     read_pushed,
     refuse_findings,
 )
-from medsynth_kohya.hub.failures import NO_TOKEN, hub_errors
+from medsynth_kohya.hub.failures import DEFAULT_ENDPOINT, hub_errors, no_token
 from medsynth_kohya.sampling.machines import ensure_made
 from medsynth_kohya.training.record import RunFolder
 
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
     from medsynth_kohya.hub.contents import Upload
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 MANAGED = ("checkpoints/", "samples/", "training/", "evaluation/")
 """Repo folders that `push` owns: a file there that an earlier push uploaded (its PUSHED list),
 unchanged on the Hub since, and this push lacks is deleted; any other file there stays."""
@@ -332,12 +331,12 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     if dry_run:
         if not token:
             return replace(result, warnings=(
-                *planned.warnings, f"a real push needs a token; {NO_TOKEN}; without one the "
-                "dry run cannot list what the push would delete from the repo"))
+                *planned.warnings, f"a real push needs a token; {no_token(endpoint)}; without one "
+                "the dry run cannot list what the push would delete from the repo"))
         with quiet_client():
             return _preview(result, hub_api(endpoint, token), wanted, secrets, option, force)
     if not token:
-        raise UserError(NO_TOKEN)
+        raise UserError(no_token(endpoint))
 
     warnings = list(planned.warnings)
     with quiet_client(), hub_errors(repo_id, endpoint, secrets, option=option):
