@@ -69,7 +69,46 @@ def test_a_lora_from_a_server_that_is_not_the_hub_is_one_line(
         pull_lora(REPO)
     message = str(caught.value)
     assert f"{fake_hub.url} did not answer as the Hugging Face Hub does" in message
-    assert "\n" not in message
+    assert "\n" not in message and "(check HF_ENDPOINT" in message
+    monkeypatch.delenv("HF_ENDPOINT")
+    with pytest.raises(UserError, match=r"\(check the endpoint given"):
+        pull_lora(REPO, endpoint=fake_hub.url)
+
+
+@pytest.mark.parametrize("proxy", [None, "HTTP_PROXY", "all_proxy"])
+def test_a_web_page_in_place_of_the_public_hub_names_what_answered(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, proxy: str | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no endpoint set, the public Hub (the fake one stands in) was asked: a proxy the
+    environment names, or a network's sign-in page, answered in its place; HF_ENDPOINT and
+    --endpoint, which nobody set, are not what to check."""
+    import huggingface_hub.constants
+
+    from medsynth_kohya.hub import failures, push
+
+    monkeypatch.setattr(push, "DEFAULT_ENDPOINT", fake_hub.url)
+    monkeypatch.setattr(failures, "DEFAULT_ENDPOINT", fake_hub.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    if proxy is not None:  # NO_PROXY (the fake Hub's fixture) keeps it from being used
+        monkeypatch.setenv(proxy, "http://proxy.example:3128")
+    fake_hub.add_repo(REPO, "alice")
+    fake_hub.fail("GET", r"/api/", "html")
+    with pytest.raises(UserError) as caught:
+        pull_lora(REPO)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, _, stderr = invoke(runner, "push", make_run(tmp_path), "--repo-id", REPO)
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    for message in (str(caught.value), " ".join(stderr.split())):
+        assert f"{fake_hub.url} did not answer as the Hugging Face Hub does" in message
+        assert "HF_ENDPOINT" not in message and "--endpoint" not in message
+        if proxy is None:
+            assert "a network's sign-in page" in message and "_PROXY" not in message
+        else:
+            assert f"the proxy {proxy.upper()} names answered in its place" in message
 
 
 @pytest.mark.parametrize("endpoint", ["http://", "https://", "http://127.0.0.1:99999",

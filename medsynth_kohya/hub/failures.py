@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,22 @@ def not_the_hub(exc: BaseException) -> bool:
     """Whether `exc` comes of an answer that is not the Hub's JSON (a proxy's login page, a web
     site at HF_ENDPOINT): huggingface_hub lets the parser's error through."""
     return any(isinstance(link, json.JSONDecodeError) for link in chain(exc))
+
+
+def answered_instead(endpoint: str, setting: str) -> str:
+    """What to check when `endpoint` answered with a web page: `setting` (what chose it) for
+    another Hub; for the public Hub, which no setting chose, what answers in its place: the
+    proxy the environment names for its scheme, else a network's sign-in page."""
+    if endpoint != DEFAULT_ENDPOINT:
+        return f"check {setting} (the public Hub is {DEFAULT_ENDPOINT})"
+    scheme = endpoint.partition("://")[0].upper()
+    proxies = [name for name in (f"{scheme}_PROXY", "ALL_PROXY")
+               if os.environ.get(name) or os.environ.get(name.lower())]
+    if proxies:
+        return (f"the proxy {' / '.join(proxies)} names answered in its place: check that "
+                "proxy (and sign in to it if it asks)")
+    return ("something between this machine and the Hub answered in its place, such as a "
+            "network's sign-in page or a filtering proxy: sign in to the network or use another")
 
 
 LFS_REFUSED = ("LFS batch API returned errors", "LFS batch endpoint returned errors")
@@ -146,9 +163,9 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                 "storage on the Hub, then run the same command again")
     if not_the_hub(exc):
         return (f"{endpoint} did not answer as the Hugging Face Hub does during {during} (it "
-                "sent a web page or other text where the Hub sends JSON): check --endpoint / "
-                "HF_ENDPOINT (the public Hub is https://huggingface.co) and run the same command "
-                "again")
+                "sent a web page or other text where the Hub sends JSON): "
+                f"{answered_instead(endpoint, '--endpoint / HF_ENDPOINT')}, then run the same "
+                "command again")
     network = network_errors()
     for link in chain(exc):
         if isinstance(link, ConnectionRefusedError) or type(link).__name__ == "ConnectError":

@@ -19,7 +19,12 @@ from pathlib import Path
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.contents import check_repo_id
-from medsynth_kohya.hub.failures import chain, network_errors, not_the_hub
+from medsynth_kohya.hub.failures import (
+    answered_instead,
+    chain,
+    network_errors,
+    not_the_hub,
+)
 from medsynth_kohya.hub.push import quiet_client, resolve_endpoint
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
@@ -111,9 +116,10 @@ class _Unreachable(Exception):
 
 
 @contextmanager
-def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Iterator[None]:
+def _download_errors(repo_id: str, endpoint: str, revision: str | None,
+                     setting: str) -> Iterator[None]:
     """A missing repository, revision or file as one line; a Hub that cannot be asked as
-    `_Unreachable`."""
+    `_Unreachable`. `setting` names what chose `endpoint`."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -135,8 +141,8 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None) -> Itera
         if any(isinstance(link, network_errors()) for link in links):
             raise _Unreachable(f"cannot reach {endpoint}") from None
         if not_the_hub(exc):
-            raise _Unreachable(f"{endpoint} did not answer as the Hugging Face Hub does (check "
-                               "HF_ENDPOINT)") from None
+            raise _Unreachable(f"{endpoint} did not answer as the Hugging Face Hub does "
+                               f"({answered_instead(endpoint, setting)})") from None
         for link in links:
             if isinstance(link, LocalEntryNotFoundError):  # the client found no cached copy
                 continue
@@ -264,7 +270,8 @@ def pull_lora(spec: str, *, revision: str | None = None,
     try:
         if constants.HF_HUB_OFFLINE:
             raise _Unreachable("HF_HUB_OFFLINE is set")
-        with quiet_client(), _download_errors(repo_id, url, revision):
+        setting = "HF_ENDPOINT" if endpoint is None else "the endpoint given"
+        with quiet_client(), _download_errors(repo_id, url, revision, setting):
             origin, file, record_file = _download(repo_id, wanted, revision, url)
         note = (f"LoRA {repo_id}:{origin.path} at {origin.commit[:12]}, from the Hugging Face "
                 f"cache ({file})")
