@@ -230,3 +230,27 @@ def test_a_push_with_hf_hub_offline_set_says_so(fake_hub: FakeHub, tmp_path: Pat
         assert any("HF_HUB_OFFLINE is set" in line for line in lines), done.stderr
         assert dry or len(lines) == 1
     assert fake_hub.requests == []
+
+
+@pytest.mark.parametrize(("status", "exists"), [(409, True), (409, False), (200, False)])
+def test_a_repo_creation_answered_without_its_url_is_no_traceback(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, status: int, exists: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub reads the repo's URL from the creation's answer unchecked (a KeyError
+    when a proxy drops it): the push goes on to an existing repo, and says in one line that a
+    repo the answer claimed is not there."""
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    if exists:
+        fake_hub.add_repo(REPO, "alice")
+    fake_hub.fail("POST", r"/api/repos/create", status)
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert "Traceback" not in stderr and "KeyError" not in stderr, stderr
+    if exists:
+        assert code == 0, stderr
+        assert fake_hub.repos[REPO].files["melanoma.safetensors"] == (
+            run / "output" / "melanoma.safetensors").read_bytes()
+    else:
+        lines = stderr.strip().splitlines()
+        assert code == 1 and len(lines) == 1, stderr
+        assert f"{REPO} was not found at {fake_hub.url} (404)" in lines[0]

@@ -342,7 +342,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     with quiet_client(), hub_errors(repo_id, endpoint, secrets, option=option):
         api = hub_api(endpoint, token)
         user = writer(api, repo_id, option=option, secrets=secrets)
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        _create_repo(api, repo_id, private)
         before, gone, info = _commit(api, repo_id, planned.uploads, wanted, force)
     warnings += _visibility_kept(repo_id, before, private)
     kept = gone.warning(repo_id)
@@ -359,6 +359,18 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
                    deleted=gone.delete if changed else (),
                    replaced=gone.replaced if changed else (), user=user or None,
                    warnings=tuple(warnings))
+
+
+def _create_repo(api: HfApi, repo_id: str, private: bool) -> None:
+    """Create the repo unless it exists. huggingface_hub takes the repo's URL from the answer
+    unchecked: one without it (from a proxy; the Hub sends it always) is a KeyError after the
+    status said the repo exists (409) or was made, so it is passed over; the read of the repo
+    that follows says, in one line, when it is not there."""
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+    except KeyError as exc:
+        if exc.args != ("url",):
+            raise
 
 
 def _sent(uploads: Sequence[Upload]) -> dict[str, frozenset[str] | None]:
