@@ -588,7 +588,8 @@ def push(
     its sex/age/site spread, settings, usage). The token comes from HF_TOKEN or `hf auth login`
     and is never printed or written. Pushing the same run again makes no new commit.
     Secrets are redacted and local paths hidden; a last scan of every byte refuses the push
-    if a token, secret, home folder, user name or local path is left.
+    if a token, secret, home folder, user name or local path is left. Each request waits at
+    most MEDSYNTH_HUB_TIMEOUT seconds (default 60) for each read or write of its answer.
     """
     from medsynth_kohya import files, ui
     from medsynth_kohya.hub.push import push as run

@@ -22,9 +22,12 @@ huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it t
 Reads of a public repo need no token; everything else does.
 
 Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status, "drop",
-"html" or "short")` makes matching requests answer that status, close the connection without an
-answer, answer 200 with a web page (a server that is not the Hub: a proxy's login page, a
-mirror's site), or close it partway through a 200 answer's body (a download cut short).
+"html", "short", "hang" or "slow")` makes matching requests answer that status, close the
+connection without an answer, answer 200 with a web page (a server that is not the Hub: a
+proxy's login page, a mirror's site), close it partway through a 200 answer's body (a download
+cut short), never answer (until the server stops, or for `HANG` seconds: a client without
+a timeout then sees the connection closed), or answer as usual with a pause of `SLOW`
+seconds before each piece written (its headers, its body).
 `Repo.edit` changes files as a user on the Hub's web editor would; `interleave` lands such a
 commit just before a commit request is answered, as another push between a client's read and
 its commit.
@@ -42,8 +45,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -147,6 +151,8 @@ class FakeHub:
         """When set, the LFS batch answers each object with this error (code 422), as the Hub
         does for a file it will not store (too large, storage quota used up)."""
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        """Set when the server stops: "hang" faults end then."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.hub = self  # type: ignore[attr-defined]
@@ -163,6 +169,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -176,7 +183,8 @@ class FakeHub:
 
     def fail(self, method: str, path: str, action: int | str, times: int | None = None) -> None:
         """Answer matching requests with status `action`, close the connection ("drop"), answer
-        with a web page ("html") or cut a 200 answer's body short ("short")."""
+        with a web page ("html"), cut a 200 answer's body short ("short"), never answer
+        ("hang") or answer slowly ("slow")."""
         self.faults.append(Fault(method, re.compile(path), action, times))
 
     def interleave(self, change: Callable[[Repo], object], times: int = 1) -> None:
@@ -216,6 +224,28 @@ class FakeHub:
                           "avatarUrl": "/avatars/org.svg", "roleInOrg": "write",
                           "isEnterprise": False} for org in self.orgs],
                 "auth": {"type": "access_token", "accessToken": token}}
+
+
+SLOW = 0.7
+"""Seconds a "slow" answer pauses before each piece it writes."""
+HANG = 30.0
+"""Seconds a "hang" fault keeps the connection without answering (at most)."""
+
+
+class _Slow:
+    """A handler's output that pauses SLOW seconds before each write: an answer that keeps
+    coming, but takes longer in all than a short per-read timeout."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def write(self, data: bytes) -> int:
+        time.sleep(SLOW)
+        written: int = self.inner.write(data)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -293,7 +323,19 @@ class _Handler(BaseHTTPRequestHandler):
         if count > hub.max_requests:
             self._error(400, "request limit of the fake Hub reached")
             return
+        if fault is not None and fault.action == "slow":  # this answer only, not the next
+            plain, self.wfile = self.wfile, cast(BufferedIOBase, _Slow(self.wfile))
+            try:
+                with hub.lock:
+                    self._route(method, path, body)
+            finally:
+                self.wfile = plain
+            return
         if fault is not None:
+            if fault.action == "hang":
+                hub.stopping.wait(HANG)
+                self.close_connection = True
+                return
             if fault.action == "drop":
                 self.close_connection = True
                 return

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.contents import scrub
+from medsynth_kohya.hub.timeouts import advice
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -40,6 +41,20 @@ def network_errors() -> tuple[type[BaseException], ...]:
         loaded = importlib.import_module(module)
         kinds += [getattr(loaded, name) for name in names if hasattr(loaded, name)]
     return tuple(kinds)
+
+
+def timed_out(exc: BaseException) -> BaseException | None:
+    """The link of `exc`'s chain that says the Hub did not answer in time (timeouts.py), if
+    any: httpx's TimeoutException (huggingface_hub >= 1), requests' Timeout, or urllib3's
+    ReadTimeoutError, which requests lets through as a ConnectionError while it reads an answer
+    (0.x). Not urllib3's ConnectTimeoutError: its NewConnectionError is a refused connection."""
+    kinds: list[type[BaseException]] = [TimeoutError]
+    for module, name in (("httpx2", "TimeoutException"), ("httpx", "TimeoutException"),
+                         ("requests.exceptions", "Timeout"),
+                         ("urllib3.exceptions", "ReadTimeoutError")):
+        loaded = sys.modules.get(module)
+        kinds += [getattr(loaded, name)] if hasattr(loaded, name) else []
+    return next((link for link in chain(exc) if isinstance(link, tuple(kinds))), None)
 
 
 def chain(exc: BaseException) -> Iterator[BaseException]:
@@ -172,6 +187,11 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
             return (f"could not connect to {endpoint} during {during} ({type(link).__name__}):"
                     " check --endpoint / HF_ENDPOINT and the network, then run the same "
                     "command again")
+    late = timed_out(exc)
+    if late is not None:
+        return (f"{endpoint} did not answer in time during {during} ({type(late).__name__}); "
+                f"{unfinished}check the network and --endpoint / HF_ENDPOINT, then run the same "
+                f"command again; {advice()}")
     for link in chain(exc):
         if isinstance(link, network):
             return (f"lost the connection to {endpoint} during {during} "

@@ -24,8 +24,10 @@ from medsynth_kohya.hub.failures import (
     chain,
     network_errors,
     not_the_hub,
+    timed_out,
 )
-from medsynth_kohya.hub.push import quiet_client, resolve_endpoint
+from medsynth_kohya.hub.push import hub_client, resolve_endpoint
+from medsynth_kohya.hub.timeouts import advice
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
 
@@ -138,6 +140,10 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None,
         links = list(chain(exc))
         if any(isinstance(link, OfflineModeIsEnabled) for link in links):
             raise _Unreachable("HF_HUB_OFFLINE is set") from None
+        late = timed_out(exc)
+        if late is not None:
+            raise _Unreachable(f"{endpoint} did not answer in time ({type(late).__name__}: "
+                               f"{advice()})") from None
         if any(isinstance(link, network_errors()) for link in links):
             raise _Unreachable(f"cannot reach {endpoint}") from None
         if not_the_hub(exc):
@@ -271,7 +277,7 @@ def pull_lora(spec: str, *, revision: str | None = None,
         if constants.HF_HUB_OFFLINE:
             raise _Unreachable("HF_HUB_OFFLINE is set")
         setting = "HF_ENDPOINT" if endpoint is None else "the endpoint given"
-        with quiet_client(), _download_errors(repo_id, url, revision, setting):
+        with hub_client(), _download_errors(repo_id, url, revision, setting):
             origin, file, record_file = _download(repo_id, wanted, revision, url)
         note = (f"LoRA {repo_id}:{origin.path} at {origin.commit[:12]}, from the Hugging Face "
                 f"cache ({file})")

@@ -16,8 +16,9 @@ version than an earlier push sent (the user's, another model's, edited on the Hu
 `force`. The commit names the head it was computed from (parent_commit): when another push or
 edit lands in between, the Hub refuses it (412) and the push reads the repo again and
 recomputes, ATTEMPTS times in all. While it talks to the Hub,
-huggingface_hub's log says only errors, and its progress bars are off when stderr is no
-terminal (they would leave their frames in a log).
+huggingface_hub's log says only errors, its progress bars are off when stderr is no
+terminal (they would leave their frames in a log), and each request's wait is bounded
+(`timeouts`).
 
 The parts: `contents` (what is sent, and the privacy scan), `card` (the model card),
 `access` (whoami), `failures` (Hub errors as one line); this module uploads and notes the push
@@ -51,6 +52,7 @@ from medsynth_kohya.hub.contents import (
     refuse_findings,
 )
 from medsynth_kohya.hub.failures import DEFAULT_ENDPOINT, hub_errors, no_token
+from medsynth_kohya.hub.timeouts import bounded
 from medsynth_kohya.sampling.machines import ensure_made
 from medsynth_kohya.training.record import RunFolder
 
@@ -210,12 +212,13 @@ def _url_problem(url: str) -> str | None:
 
 
 @contextmanager
-def quiet_client() -> Iterator[None]:
-    """huggingface_hub's log at ERROR and, when stderr is no terminal, its progress bars off
-    (their carriage returns and cursor-up escapes would stay in a log), unless the user's
-    HF_HUB_DISABLE_PROGRESS_BARS=0 asks for them; both restored after. Its logging module is
-    imported first: importing it sets the log's level, which would undo ours when a client call
-    imports it later."""
+def hub_client() -> Iterator[None]:
+    """huggingface_hub set up for one command's requests, all restored after: each request's
+    wait bounded (timeouts.bounded), its log at ERROR and, when stderr is no terminal, its
+    progress bars off (their carriage returns and cursor-up escapes would stay in a log), unless
+    the user's HF_HUB_DISABLE_PROGRESS_BARS=0 asks for them. Its logging module is imported
+    first: importing it sets the log's level, which would undo ours when a client call imports
+    it later."""
     import huggingface_hub.utils.logging  # noqa: F401
     from huggingface_hub import constants
     from huggingface_hub.utils.tqdm import (
@@ -228,15 +231,16 @@ def quiet_client() -> Iterator[None]:
     level = logger.level
     forced = constants.HF_HUB_DISABLE_PROGRESS_BARS is False  # HF_HUB_DISABLE_PROGRESS_BARS=0
     bars = not (forced or are_progress_bars_disabled() or sys.stderr.isatty())
-    logger.setLevel(max(level, logging.ERROR))
-    if bars:
-        disable_progress_bars()
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    with bounded():
+        logger.setLevel(max(level, logging.ERROR))
         if bars:
-            enable_progress_bars()
+            disable_progress_bars()
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+            if bars:
+                enable_progress_bars()
 
 
 @contextmanager
@@ -333,13 +337,13 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
             return replace(result, warnings=(
                 *planned.warnings, f"a real push needs a token; {no_token(endpoint)}; without one "
                 "the dry run cannot list what the push would delete from the repo"))
-        with quiet_client():
+        with hub_client():
             return _preview(result, hub_api(endpoint, token), wanted, secrets, option, force)
     if not token:
         raise UserError(no_token(endpoint))
 
     warnings = list(planned.warnings)
-    with quiet_client(), hub_errors(repo_id, endpoint, secrets, option=option):
+    with hub_client(), hub_errors(repo_id, endpoint, secrets, option=option):
         api = hub_api(endpoint, token)
         user = writer(api, repo_id, option=option, secrets=secrets)
         _create_repo(api, repo_id, private)
@@ -454,8 +458,8 @@ def replaced_before(repo_id: str, paths: Collection[str], *, endpoint: str, toke
     from huggingface_hub.errors import RepositoryNotFoundError
 
     api = hub_api(endpoint, token)
-    with quiet_client(), hub_errors(repo_id, endpoint, (token,),
-                                    during="a read of the repository", option=option):
+    with hub_client(), hub_errors(repo_id, endpoint, (token,),
+                                  during="a read of the repository", option=option):
         try:
             info = api.model_info(repo_id, files_metadata=True)
         except RepositoryNotFoundError:

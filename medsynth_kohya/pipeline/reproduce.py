@@ -185,7 +185,7 @@ def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str], str | None]
 
     from medsynth_kohya.hub.access import hub_api, writer
     from medsynth_kohya.hub.contents import check_repo_id
-    from medsynth_kohya.hub.push import quiet_client, resolve_endpoint
+    from medsynth_kohya.hub.push import hub_client, resolve_endpoint
 
     repo_id = check_repo_id(repo_id, "--push")
     endpoint = resolve_endpoint(None)
@@ -194,7 +194,7 @@ def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str], str | None]
         if not token:
             raise UserError("--push needs a Hub token: run `hf auth login` or export "
                             "HF_TOKEN, then run this again")
-        with quiet_client():
+        with hub_client():
             writer(hub_api(endpoint, token), repo_id, option="--push", secrets=(token,))
     except UserError as exc:
         if not dry_run:
