@@ -45,9 +45,11 @@ SEED = _seed_folder()
 @pytest.fixture(autouse=True)
 def _own_data_home(tmp_path_factory: pytest.TempPathFactory,
                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees or writes the user's own per-user sd-scripts copy (XDG_DATA_HOME)."""
+    """No test sees or writes the user's own per-user sd-scripts copy (XDG_DATA_HOME), nor
+    trains on the GPUs its shell chose."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "data-home"))
     monkeypatch.delenv("MEDSYNTH_SD_SCRIPTS_URL", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # a GPU runner's own choice
 
 
 @pytest.fixture(autouse=True)

@@ -18,18 +18,19 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.machine.gpus import Gpu, visible
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.launch import Machines
 from medsynth_kohya.training import nodes
 from medsynth_kohya.training import plan as planning
 from medsynth_kohya.training.train import Cluster, train
 
-from .conftest import REPO, invoke
+from .conftest import REPO, InstallGpus, invoke
 from .fakes import FakeSd, interrupt_after
 
 A100 = Gpu("NVIDIA A100-SXM4-80GB", 81920, (8, 0))
 RTX8000 = Gpu("Quadro RTX 8000", 49152, (7, 5))
+V100 = Gpu("Tesla V100-SXM2-32GB", 32768, (7, 0))
 
 
 def _accelerate_parse(argv: list[str]) -> Any:
@@ -108,6 +109,57 @@ def test_an_accelerate_config_is_passed_through_untouched(
     assert (machines.count, machines.rank, machines.main_ip, machines.main_port) == (
         args.num_machines, args.machine_rank, args.main_process_ip, args.main_process_port)
     assert per_machine * machines.count == args.num_processes == 16
+
+
+def test_the_launch_trains_on_the_gpus_cuda_visible_devices_shows(
+        prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a shared box whose first GPUs are another user's V100s, CUDA_VISIBLE_DEVICES picks
+    the A100s: the run is checked against those, starts one process per visible GPU, and
+    accelerate (which sets CUDA_VISIBLE_DEVICES to --gpu_ids) is given them, on every
+    machine of the run."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7,4,5")
+    box = [V100] * 4 + [A100] * 4
+    for rank in (0, 1):  # machine 1 reads the accelerate config machine 0 wrote
+        result = train(prepared, "a100-80gb", run_dir=tmp_path / "run", dry_run=True,
+                       detect=lambda: box,
+                       cluster=Cluster(Machines(2, rank, "h0")))
+        args = _accelerate_parse(result.command.argv)
+        assert (args.num_processes, args.gpu_ids) == (8, "6,7,4,5")
+        from accelerate.utils.launch import prepare_multi_gpu_env
+
+        assert prepare_multi_gpu_env(args)["CUDA_VISIBLE_DEVICES"] == "6,7,4,5"
+    record = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
+    assert record["gpus"] == nodes.describe_gpus([A100] * 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(UserError, match="has no bf16"):
+        train(prepared, "a100-80gb", run_dir=tmp_path / "v100", dry_run=True,
+              detect=lambda: box)
+
+
+@pytest.mark.parametrize(("given", "seen"), [
+    (None, [0, 1, 2, 3]), ("3,1", [3, 1]), ("GPU-a, 2", [0, 2]), ("1,7,2", [1]), ("-1,0", []),
+    ("", [])])
+def test_the_gpus_seen_are_those_cuda_reads_from_cuda_visible_devices(
+        monkeypatch: pytest.MonkeyPatch, given: str | None, seen: list[int]) -> None:
+    """Indices pick nvidia-smi's GPUs, a UUID stands for the one at its place, and CUDA stops
+    at the first entry that names no GPU."""
+    box = [Gpu(f"GPU {k}", 1024 * (k + 1), (8, 0)) for k in range(4)]
+    if given is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+    assert visible(box) == [box[k] for k in seen]
+
+
+def test_more_processes_than_visible_gpus_are_refused_in_one_line(
+        runner: CliRunner, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        nvidia_smi: InstallGpus) -> None:
+    nvidia_smi(*["NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0"] * 8)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5d1c,GPU-77ab")
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "a100-80gb", "--gpus",
+                             "4", "--run-dir", tmp_path / "run", "--dry-run")
+    assert code == 1 and "Traceback" not in stderr
+    assert ("4 training processes need 4 GPUs; 2 visible "
+            "(CUDA_VISIBLE_DEVICES=GPU-5d1c,GPU-77ab): use --gpus 2") in " ".join(stderr.split())
 
 
 # refusals, one line each
@@ -205,10 +257,11 @@ def test_the_dry_run_records_every_machine_that_reported(prepared: Path,
     assert nodes.present(run, 2) == []
 
 
-def test_slurm_does_not_judge_the_cluster_by_this_machines_gpus(prepared: Path,
-                                                                tmp_path: Path) -> None:
+def test_slurm_does_not_judge_the_cluster_by_this_machines_gpus(
+        prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--slurm writes the script from a login node whose GPUs are too few (or too small) for
-    the run: rank 0 checks the compute nodes' GPUs when the job starts."""
+    the run, or hidden: rank 0 checks the compute nodes' GPUs when the job starts."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     result = train(prepared, "a100-80gb", run_dir=tmp_path / "run", dry_run=True, gpus=8,
                    detect=lambda: [RTX8000], cluster=Cluster(Machines(4), slurm=()))
     assert result.job is not None

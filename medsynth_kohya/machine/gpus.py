@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from medsynth_kohya.errors import UserError
 
 QUERY = ["--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader"]
 """The `nvidia-smi` arguments whose output `parse_nvidia_smi` reads."""
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB)?$", re.IGNORECASE)
 _CAPABILITY = re.compile(r"^(\d+)\.(\d+)$")
 _MIB_PER_UNIT = {"kib": 1 / 1024, "mib": 1.0, "gib": 1024.0}
+VISIBLE = "CUDA_VISIBLE_DEVICES"
+"""Which GPUs a CUDA program sees (indices, `GPU-…` UUIDs or `MIG-…` ids); nvidia-smi ignores
+it and lists every GPU of the machine."""
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,53 @@ def detect_gpus() -> list[Gpu]:
     except (OSError, subprocess.SubprocessError):
         return []
     return parse_nvidia_smi(result.stdout) if result.returncode == 0 else []
+
+
+def visible_devices() -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES' entries as written; None when it is unset (every GPU is seen)."""
+    given = os.environ.get(VISIBLE)
+    return None if given is None else [entry.strip() for entry in given.split(",")
+                                       if entry.strip()]
+
+
+def visible(gpus: Sequence[Gpu]) -> list[Gpu]:
+    """The GPUs of nvidia-smi's list a CUDA program started here sees, in its order: those
+    CUDA_VISIBLE_DEVICES names by index, a UUID or MIG entry standing for the GPU at its
+    position (the list does not name them); CUDA reads the entries up to one naming no GPU."""
+    entries = visible_devices()
+    if entries is None:
+        return list(gpus)
+    seen = []
+    for position, entry in enumerate(entries):
+        index = int(entry) if entry.isdigit() else (
+            position if entry.startswith(("GPU-", "MIG-")) else len(gpus))
+        if index >= len(gpus):
+            break
+        seen.append(gpus[index])
+    return seen
+
+
+def describe_visible(count: int) -> str:
+    """How many GPUs were found, saying CUDA_VISIBLE_DEVICES when it chose them."""
+    given = os.environ.get(VISIBLE)
+    return f"{count} found" if given is None else f"{count} visible ({VISIBLE}={given})"
+
+
+def devices(count: int, asked: str) -> list[str]:
+    """The device ids of `count` processes of one GPU each: the first `count` entries of
+    CUDA_VISIBLE_DEVICES when it is set (a launcher that sets the variable itself, as
+    `accelerate launch --gpu_ids` does, must name those), else 0..count-1. `asked` (what
+    asked for `count`, e.g. `--num-gpus 4`) begins the refusal of too few or a repeated one."""
+    given = os.environ.get(VISIBLE)
+    entries = visible_devices()
+    if count > 1 and given is not None and not entries:
+        raise UserError(f"{asked}: {VISIBLE} is set but empty, which hides every GPU; unset "
+                        "it or list the GPUs to use")
+    if count > 1 and entries and len(entries) < count:
+        raise UserError(f"{asked}: {VISIBLE}={given} shows fewer GPUs; ask for "
+                        f"{len(entries)} or list more there")
+    chosen = (entries or [str(k) for k in range(count)])[:count]
+    if len(set(chosen)) < len(chosen):
+        raise UserError(f"{asked}: {VISIBLE}={given} names a GPU twice, which would run two "
+                        "processes on it; list each once")
+    return chosen

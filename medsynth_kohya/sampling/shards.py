@@ -5,7 +5,6 @@ its prompt file, and the harvest of its finished images into OUT/images/<id>.png
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.machine.gpus import Gpu, devices, visible_devices
 from medsynth_kohya.sampling.plan import Plan
 from medsynth_kohya.sampling.synthset import IMAGES, STATE_DIR, complete_png
 from medsynth_kohya.sdscripts import launch
@@ -44,26 +43,13 @@ class Shard:
 
 def shard_devices(num_gpus: int, gpus: Sequence[Gpu]) -> list[str]:
     """CUDA_VISIBLE_DEVICES of each shard: the entries already visible (a GPU's index, UUID
-    or MIG instance, each once), else 0..N-1."""
-    given = os.environ.get("CUDA_VISIBLE_DEVICES")
-    visible = [d.strip() for d in (given or "").split(",") if d.strip()]
-    if num_gpus > 1:
-        if given is not None and not visible:
-            raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES is set but empty, "
-                            "which hides every GPU; unset it or list the GPUs to use")
-        if not gpus:
-            raise UserError(f"--num-gpus {num_gpus}: no NVIDIA GPU found (nvidia-smi)")
-        if visible and len(visible) < num_gpus:
-            raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES={given} shows "
-                            "fewer GPUs")
-        if not visible and len(gpus) < num_gpus:  # MIG instances outnumber the GPUs listed
-            raise UserError(f"--num-gpus {num_gpus}: nvidia-smi lists only "
-                            f"{files.counted(len(gpus), 'GPU')}")
-    chosen = (visible or [str(k) for k in range(num_gpus)])[:num_gpus]
-    if len(set(chosen)) < len(chosen):
-        raise UserError(f"--num-gpus {num_gpus}: CUDA_VISIBLE_DEVICES={given} names a GPU "
-                        "twice, which would run two generators on it; list each once")
-    return chosen
+    or MIG instance, each once; MIG instances may outnumber the GPUs listed), else 0..N-1."""
+    asked = f"--num-gpus {num_gpus}"
+    if num_gpus > 1 and not gpus:
+        raise UserError(f"{asked}: no NVIDIA GPU found (nvidia-smi)")
+    if num_gpus > 1 and visible_devices() is None and len(gpus) < num_gpus:
+        raise UserError(f"{asked}: nvidia-smi lists only {files.counted(len(gpus), 'GPU')}")
+    return devices(num_gpus, asked)
 
 
 def split(indices: Sequence[int], parts: int) -> list[list[int]]:

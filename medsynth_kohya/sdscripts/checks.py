@@ -416,11 +416,13 @@ def missing_gpus(processes: int, gpus: Sequence[Gpu]) -> list[str]:
 
 
 def gpu_errors(options: Mapping[str, Any], gpus: Sequence[Gpu], processes: int,
-               min_memory_gib: float) -> list[str]:
-    """What the GPUs that are present cannot run: precision, memory, process count."""
+               min_memory_gib: float, found: str | None = None) -> list[str]:
+    """What the GPUs that are present cannot run: precision, memory, process count (`found`
+    says how many there are, when not simply found)."""
     errors = []
     if processes > len(gpus):
-        errors.append(_too_few_gpus(processes, f"{len(gpus)} found", f"use --gpus {len(gpus)}"))
+        errors.append(_too_few_gpus(processes, found or f"{len(gpus)} found",
+                                    f"use --gpus {len(gpus)}"))
     for gpu in gpus[:processes]:
         major, minor = gpu.compute_capability
         if uses_bf16(options) and not gpu.bf16:

@@ -148,8 +148,9 @@ class Machines:
         return found
 
 
-def _checked_gpu_ids(num_processes: int, mixed_precision: str, gpu_ids: Sequence[int] | None,
-                     machines: Machines) -> list[int] | None:
+def _checked_gpu_ids(num_processes: int, mixed_precision: str,
+                     gpu_ids: Sequence[int | str] | None,
+                     machines: Machines) -> list[int | str] | None:
     """The GPU ids a launch names (one per process when it starts more than one), refusing
     what `accelerate launch` would reject."""
     if num_processes < 1:
@@ -168,8 +169,9 @@ def _checked_gpu_ids(num_processes: int, mixed_precision: str, gpu_ids: Sequence
     return None if gpu_ids is None else list(gpu_ids)
 
 
-def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequence[int] | None,
-                    cpu_threads: int, machines: Machines = Machines()) -> list[str]:
+def accelerate_args(*, num_processes: int, mixed_precision: str,
+                    gpu_ids: Sequence[int | str] | None, cpu_threads: int,
+                    machines: Machines = Machines()) -> list[str]:
     """`accelerate launch` flags that leave nothing to its defaults or warnings.
 
     `num_processes` counts this machine's processes; every machine runs as many, so accelerate
@@ -193,7 +195,7 @@ def accelerate_args(*, num_processes: int, mixed_precision: str, gpu_ids: Sequen
 
 
 def accelerate_config(*, num_processes: int, mixed_precision: str,
-                      gpu_ids: Sequence[int] | None, machines: Machines = Machines(),
+                      gpu_ids: Sequence[int | str] | None, machines: Machines = Machines(),
                       ) -> dict[str, Any]:
     """The run's own accelerate config file (JSON, which accelerate reads by its .json name):
     the settings of `accelerate_args`' flags, and the launch's kind (no DeepSpeed, FSDP or
@@ -233,7 +235,7 @@ def user_configs() -> list[Path]:
 
 def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
                   accelerate_config: Path, given: bool = False, num_processes: int = 1,
-                  mixed_precision: str = "no", gpu_ids: Sequence[int] | None = None,
+                  mixed_precision: str = "no", gpu_ids: Sequence[int | str] | None = None,
                   cpu_threads: int | None = None, resume: Path | None = None,
                   machines: Machines = Machines()) -> Command:
     """`accelerate launch --config_file ACCELERATE_CONFIG sdxl_train_network.py` with our

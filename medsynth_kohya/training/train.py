@@ -25,7 +25,7 @@ from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine import doctor, slurm
 from medsynth_kohya.machine.doctor import WARN
-from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.machine.gpus import Gpu, describe_visible, detect_gpus, devices, visible
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sdscripts import checkout, checks, launch, presets, render, sdopts
 from medsynth_kohya.training import nodes
@@ -244,12 +244,13 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
         errors.append("--set dataset_repeats does not reach a prepared folder: its images repeat "
                       "as the class folder's name says (img/<R>_<class>); choose R with "
                       "`medsynth-kohya prepare --repeats R` (or --target-steps)")
-    found_gpus = [] if preset.device == "cpu" else detect()
+    found_gpus = [] if preset.device == "cpu" else visible(detect())
     processes = _processes(preset, gpus, found_gpus)
     if preset.device == "cpu":
         errors += checks.cpu_errors(options)
     elif found_gpus:
-        errors += checks.gpu_errors(options, found_gpus, processes, preset.min_gpu_memory_gib)
+        errors += checks.gpu_errors(options, found_gpus, processes, preset.min_gpu_memory_gib,
+                                    found=describe_visible(len(found_gpus)))
     if errors:
         raise UserError("\n".join(errors))
     return _Config(document, options, _steps_source(options, changes, chosen), found_gpus,
@@ -266,6 +267,13 @@ def _processes(preset: presets.Preset, gpus: int | None, found: Sequence[Gpu]) -
         raise UserError(f"preset {preset.name} runs on the CPU (device = \"cpu\"), in one "
                         f"process, not {processes}: {fix}")
     return processes
+
+
+def _gpu_ids(processes: int) -> list[str] | None:
+    """`accelerate launch --gpu_ids` of this machine's processes (None for one, which sees
+    every visible GPU): accelerate sets CUDA_VISIBLE_DEVICES to them, so they are the GPUs
+    the shell left visible, never others of the machine."""
+    return devices(processes, f"{processes} training processes") if processes > 1 else None
 
 
 def _unset_errors(preset: presets.Preset, changes: Mapping[str, Any],
@@ -739,7 +747,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         "starts the run over with its own settings")
     machines = cluster.machines
     precision = str(options.get("mixed_precision", "no"))
-    gpu_ids = list(range(processes)) if processes > 1 else None
+    gpu_ids = None if cluster.slurm is not None else _gpu_ids(processes)  # not the login
+    # node's CUDA_VISIBLE_DEVICES: each machine of the job names its own when it launches
     command = launch.train_command(
         runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
         accelerate_config=cluster.accelerate_config or folder.accelerate_config,
@@ -863,7 +872,7 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
     config, dataset = folder.config, folder.dataset_config
     with locks.hold(run_dir, "train", part=nodes.part(machines.rank),
                     break_lock=break_lock) as lock:
-        found = [] if preset.device == "cpu" else detect()
+        found = [] if preset.device == "cpu" else visible(detect())
         location = checkout.find(sd_scripts)
         runner = checkout.python(python)
         changes = parse_overrides(overrides)
@@ -881,7 +890,7 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             accelerate_config=cluster.accelerate_config or folder.accelerate_config,
             given=cluster.accelerate_config is not None, num_processes=processes,
             mixed_precision=str(decision["mixed_precision"]),
-            gpu_ids=list(range(processes)) if processes > 1 else None,
+            gpu_ids=_gpu_ids(processes),
             resume=Path(decision["resume"]) if decision["resume"] else None,
             machines=machines)
         notes = tuple(note for note in [lock.note] if note) + (
