@@ -450,6 +450,45 @@ def test_the_slurm_script_trains_on_every_machine(
         "machine_rank"] == 1
 
 
+def test_the_slurm_job_starts_over_when_asked_to(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--force (and --resume --force) reach the job's tasks, which start the run over; the
+    run folder stays as it is until then (a plain --dry-run --force is refused, naming the
+    run it would replace)."""
+    run = tmp_path / "run"
+    first = train(prepared, "cpu-smoke", overrides=["max_train_steps=40"], run_dir=run,
+                  sd_scripts=fake_sd.sd_scripts, python=sys.executable,
+                  on_progress=interrupt_after(3))
+    assert first.status == "interrupted"
+    assert launch.latest_state(run.resolve() / "output", "melanoma") is not None
+    fake_slurm(tmp_path / "slurm-bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'slurm-bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())
+    job = ("train", prepared, "--run-dir", run, "--sd-scripts", fake_sd.sd_scripts,
+           "--python", sys.executable, "--num-machines", "2", "--slurm")
+    before = (run / "run.json").read_bytes()
+    code, _, stderr = invoke(runner, *job[:8], "--force", "--dry-run")
+    assert code == 1 and (f"{run} holds an interrupted run whose record a dry run would "
+                          "replace") in " ".join(stderr.split())
+    again = (["--resume", "--force"], ["--force", "--preset", "cpu-smoke"])
+    for options in again:
+        code, stdout, stderr = invoke(runner, *job, *options, "--dry-run")
+        assert code == 0, stderr
+        task = shlex.split(shlex.split(stdout.strip().splitlines()[-1])[-1])
+        assert "--force" in task and ("--resume" in task) == ("--resume" in options)
+        assert (run / "run.json").read_bytes() == before
+    for options, kept in zip(again, (["max_train_steps=40"], []), strict=True):
+        code, _, stderr = invoke(runner, *job, *options, "--submit")
+        script = run / "train.sbatch"
+        assert code == 0, stderr + Path(f"{script}.out").read_text()
+        record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        assert record["status"] == "succeeded" and record.get("resumed_from") is None
+        assert "--resume" not in fake_sd.recorded()["argv"]
+        assert record["overrides"] == kept  # --resume --force keeps the run's own settings
+    assert len(list(tmp_path.glob("run/output.replaced-*"))) == 2
+
+
 def test_submit_without_sbatch_is_one_line(runner: CliRunner, prepared: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))

@@ -132,7 +132,7 @@ def test_only_the_tool_s_own_variables_expand_in_a_task_a_dollar_in_a_value_stay
                           tmp_path / "out", {}),
              train_script(tmp_path / "prep$X", "cpu-smoke", ["metadata_title=$USER"],
                           tmp_path / "run", count=2, gpus=1, port=29500, sd_scripts=None,
-                          python=None, resume=False, sbatch={})]
+                          python=None, resume=False, force=False, sbatch={})]
     said = []
     for text in texts:
         task = re.search(r"^srun .*bash -c (.*)$", text, re.MULTILINE)

@@ -194,10 +194,11 @@ def from_accelerate_config(path: Path) -> tuple[Machines, int]:
 
 def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir: Path, *,
                  count: int, gpus: int, port: int, sd_scripts: Path | None, python: str | None,
-                 resume: bool, sbatch: Mapping[str, str]) -> str:
+                 resume: bool, force: bool, sbatch: Mapping[str, str]) -> str:
     """The sbatch script of a training run on `count` machines of `gpus` GPUs each: one task
     per machine runs `train` with its rank from SLURM (SLURM_NODEID) and rank 0's address
-    (the job's first host), and so one `accelerate launch` per machine."""
+    (the job's first host), and so one `accelerate launch` per machine; `resume` and `force`
+    as given, so the job goes on from the run or starts it over as asked."""
     from medsynth_kohya.machine import slurm
 
     preset_arg = str(Path(preset).resolve()) if Path(preset).suffix == ".toml" else preset
@@ -211,8 +212,7 @@ def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir:
         args += ["--sd-scripts", str(sd_scripts.resolve())]
     if python is not None:
         args += ["--python", python]
-    if resume:
-        args.append("--resume")
+    args += [flag for flag, given in (("--resume", resume), ("--force", force)) if given]
     settings = {"job-name": f"medsynth-train-{run_dir.resolve().name}", "nodes": str(count),
                 "ntasks-per-node": "1", "gpus-per-node": str(gpus),
                 "chdir": str(Path.cwd()), "output": slurm.log_file(run_dir, "slurm-%j.out")}

@@ -372,13 +372,24 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> R
                             "to start over")
         if status != "dry-run":
             again = "" if status == "succeeded" else "use --resume to continue it, "
-            article = "an" if str(status)[:1] in ("a", "e", "i", "o", "u") else "a"
-            raise UserError(f"{run_dir} already holds {article} {status} run; {again}choose "
+            raise UserError(f"{run_dir} already holds {_a_run(status)}; {again}choose "
                             "another --run-dir, or pass --force to start over")
-    if folder.exists() and dry_run and previous.status != "dry-run":
-        raise UserError(f"{run_dir} holds a {previous.status} run whose record a dry run "
-                        "would replace; dry-run into another --run-dir")
+    if folder.exists() and dry_run:  # with --force: only a dry run's record may be replaced
+        try:
+            status = folder.load().status
+        except (OSError, ValueError):
+            status = None
+        if status != "dry-run":
+            raise UserError(f"{run_dir} holds {_a_run(status)} whose record a dry run would "
+                            "replace; dry-run into another --run-dir")
     return previous
+
+
+def _a_run(status: str | None) -> str:
+    """A run of this status, as a message names it: "a failed run", "an interrupted run"."""
+    if status is None:
+        return "a run"
+    return f"{'an' if status[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {status} run"
 
 
 def _readable(folder: RunFolder, advice: str) -> RunRecord:
@@ -553,7 +564,7 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
             prepared, DEFAULT_PRESET if preset_name is None else preset_name, overrides, run_dir,
             count=cluster.machines.count,
             gpus=gpus or preset.num_processes or 1, port=cluster.machines.main_port,
-            sd_scripts=sd_scripts, python=python, resume=resume,
+            sd_scripts=sd_scripts, python=python, resume=resume, force=force,
             sbatch=sbatch)
         job = (slurm.Job(text) if dry_run else
                slurm.write(text, run_dir / "train.sbatch", submit=cluster.submit))
@@ -669,7 +680,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     data = PreparedFolder(prepared)
     state = data.state()
     changes = parse_overrides(overrides)
-    previous = _claim_run_dir(run_dir, force, resume, dry_run)
+    # --slurm only checks the run, which its job then replaces (--force) or continues
+    previous = _claim_run_dir(run_dir, force, resume, dry_run and cluster.slurm is None)
     folder = RunFolder(run_dir)
     name = str(state.class_name)
     if resume and not force and previous.status == "succeeded":
@@ -786,8 +798,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                          steps, warnings=(*warnings, *errors.would_stop(problems)), plan=run)
     if problems and not dry_run:
         raise UserError("\n".join(problems))
-    if dry_run and resume:  # the run's own files and record stay as they are
-        return result
+    if dry_run and (resume or (force and cluster.slurm is not None and folder.exists())):
+        return result  # the run's files and record stay as they are (--slurm's job replaces them)
     # every check has passed: only now do the earlier outputs move and the files change
     if output.is_dir() and not dry_run and not continues:
         kept = folder.set_aside(f"{datetime.now():%Y%m%d-%H%M%S}", earlier)
