@@ -531,6 +531,11 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
         preset_name, overrides = _as_started(run_dir, prepared, preset_name, overrides)
     preset = presets.load(DEFAULT_PRESET if preset_name is None else preset_name)
     sbatch = slurm.parse_settings(cluster.slurm or ())
+    if cluster.slurm is not None and gpus is None and not preset.num_processes and (
+            preset.device != "cpu"):  # the job would ask SLURM for one GPU per machine
+        raise UserError(f"--slurm needs --gpus G, the GPUs of each machine for the job to ask "
+                        f"SLURM for: preset {preset.name} starts one process per GPU found, "
+                        "which the login node cannot see (e.g. --gpus 8)")
     if cluster.machines.rank > 0:
         if run_dir is None:
             raise UserError("machines other than rank 0 need --run-dir: the run folder rank 0 "
