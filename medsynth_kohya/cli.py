@@ -746,8 +746,8 @@ def sample(
             """The first task's dry run, on the GPUs a task is given: what would refuse
             every task is refused here, before the script is written (all but the LoRA
             itself where the run that trains it has not yet: a job written ahead)."""
-            from medsynth_kohya.machine.gpus import Gpu
             from medsynth_kohya.sampling.lora import untrained_run
+            from medsynth_kohya.sampling.machines import JobGpus
             from medsynth_kohya.sampling.plan import check_options
 
             if untrained_run(lora):
@@ -757,7 +757,7 @@ def sample(
                 return None
             return run(lora, out, options, sd_scripts=sd_scripts, python=python, dry_run=True,
                        force=force, break_lock=break_lock, shard=MachineShard(1, count),
-                       detect=lambda: [Gpu("a GPU of the job", 0, (0, 0))] * num_gpus,
+                       detect=JobGpus(num_gpus),
                        check_copies=check_copies)
 
         _sample_job(ctx, slurm, submit, sbatch or [], planned)

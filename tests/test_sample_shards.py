@@ -208,6 +208,19 @@ def test_the_array_job_runs_one_shard_per_task(
     assert _set(out) == reference
 
 
+def test_an_array_job_is_planned_whatever_gpus_this_shell_shows(
+        runner: CliRunner, args: list[object], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--slurm is run where the job's GPUs are not (a login node, an salloc shell that
+    shows one GPU): each task gets its own from SLURM, so this shell's are not counted."""
+    for visible in ("0", ""):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        code, stdout, stderr = invoke(runner, *args, "--out", tmp_path / "shared",
+                                      "--num-gpus", 4, "--slurm", 2, "--dry-run")
+        assert code == 0, stderr
+        assert "#SBATCH --gpus=4" in stdout.splitlines()
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--shard", "5/4"], "K counts from 1 to N"),
     (["--shard", "half"], "must look like K/N"),

@@ -26,6 +26,7 @@ from typing import Any
 
 from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling.synthset import SET_FIX, STATE_DIR, recorded_n, unfinished
 
 FINAL_PART = "final-files"
@@ -76,6 +77,17 @@ class MachineShard:
     def record(self, out: Path, suffix: str) -> Path:
         """Its record (`.json`) or metadata rows (`.csv`) in OUT."""
         return out / STATE_DIR / RECORDS / f"{self.name}{suffix}"
+
+
+@dataclass(frozen=True)
+class JobGpus:
+    """`detect` for a task of a `--slurm` job, planned where it does not run: the `count`
+    GPUs SLURM will give it (and show it in its own CUDA_VISIBLE_DEVICES, not this shell's)."""
+
+    count: int
+
+    def __call__(self) -> list[Gpu]:
+        return [Gpu("a GPU of the job", 0, (0, 0))] * self.count
 
 
 def running(out: Path) -> list[str]:

@@ -38,6 +38,7 @@ from medsynth_kohya.sampling.grid import write_grid
 from medsynth_kohya.sampling.lora import check_lora, local_or_hub, lora_source, training_captions
 from medsynth_kohya.sampling.machines import (
     FINAL_PART,
+    JobGpus,
     MachineShard,
     create_state,
     ensure_alone,
@@ -180,7 +181,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     base_model, absent = resolve_base_model(options.base_model, record, sd_dir)
     shared = recorded_base_model(base_model, sd_dir)  # metadata.csv is shared: no home folder
     gpus = detect()
-    devices = shard_devices(options.num_gpus, gpus)
+    devices = shard_devices(options.num_gpus, gpus, own=not isinstance(detect, JobGpus))
     gen = gen_options(record, base_model, lora_file, settings, overrides, sd_dir, bool(gpus))
     errors = sdopts.check(SCRIPT, gen)
     if errors:

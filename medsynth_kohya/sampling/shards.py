@@ -41,9 +41,12 @@ class Shard:
             self.returncode != 0 or self.made < len(self.images))
 
 
-def shard_devices(num_gpus: int, gpus: Sequence[Gpu]) -> list[str]:
+def shard_devices(num_gpus: int, gpus: Sequence[Gpu], own: bool = True) -> list[str]:
     """CUDA_VISIBLE_DEVICES of each shard: the entries already visible (a GPU's index, UUID
-    or MIG instance, each once; MIG instances may outnumber the GPUs listed), else 0..N-1."""
+    or MIG instance, each once; MIG instances may outnumber the GPUs listed), else 0..N-1;
+    always 0..N-1 for GPUs not `own` (another machine's, whose variable is not this one's)."""
+    if not own:
+        return [str(k) for k in range(num_gpus)]
     asked = f"--num-gpus {num_gpus}"
     if num_gpus > 1 and not gpus:
         raise UserError(f"{asked}: no NVIDIA GPU found (nvidia-smi)")
