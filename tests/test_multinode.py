@@ -177,6 +177,8 @@ def test_more_processes_than_visible_gpus_are_refused_in_one_line(
     (["--submit"], "add --slurm"),
     (["--slurm", "--machine-rank", "1", "--num-machines", "2"], "leave out --machine-rank"),
     (["--slurm", "--sbatch", "partition"], "KEY=VALUE"),
+    (["--slurm", "--num-machines", "2", "--sbatch", "gpus-per-node=4"],
+     "--sbatch gpus-per-node=4 asks for other GPUs than the 1 each task is written for"),
     (["--slurm", "--num-machines", "2", "--preset", "a100-80gb"],
      "--slurm needs --gpus G, the GPUs of each machine for the job to ask SLURM for: preset "
      "a100-80gb starts one process per GPU found"),

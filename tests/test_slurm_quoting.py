@@ -174,3 +174,17 @@ def test_sbatch_may_not_change_the_job_s_shape(settings: dict[str, str],
     with pytest.raises(UserError, match=rf"^--sbatch {key}=… would change the job's shape"):
         slurm.script(settings, extra, ["true"])
     assert "#SBATCH --time=01:00:00" in slurm.script(settings, {"time": "01:00:00"}, ["true"])
+
+
+@pytest.mark.parametrize(("key", "ours", "given"), [
+    ("gpus-per-node", "8", "4"), ("gpus", "4", "a100:2"), ("gpus", "1", "gpu:a100:2")])
+def test_sbatch_may_choose_the_gpu_type_but_not_another_count(key: str, ours: str,
+                                                              given: str) -> None:
+    """Each task runs --gpus G (train) or --num-gpus G (sample): a job given another count
+    failed or idled GPUs only once it ran, after its wait in the queue."""
+    with pytest.raises(UserError, match=rf"^--sbatch {key}={given} asks for other GPUs than "
+                                        rf"the {ours} each task is written for"):
+        slurm.script({key: ours}, {key: given}, ["true"])
+    text = slurm.script({key: ours}, {key: f"a100:{ours}"}, ["true"])
+    assert [line for line in text.splitlines() if line.startswith(f"#SBATCH --{key}=")] == [
+        f"#SBATCH --{key}=a100:{ours}"]

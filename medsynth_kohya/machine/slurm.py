@@ -23,6 +23,9 @@ _SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
 _SHAPE = frozenset({"array", "nodes", "ntasks", "ntasks-per-node"})
 """#SBATCH settings each task's command is written for (its --shard K/N, its machine rank):
 another value would run tasks for shards or ranks that do not exist, or leave some out."""
+_GPUS = frozenset({"gpus", "gpus-per-node"})
+"""#SBATCH settings of the GPUs each task's command is written for (its --gpus G, its
+--num-gpus G): the user may name their type (`a100:8`), not another count."""
 _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
@@ -59,6 +62,12 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
         raise UserError(f"--sbatch {fixed[0]}=… would change the job's shape, which the tasks "
                         f"follow (#SBATCH --{fixed[0]}={settings[fixed[0]]}); leave it out and "
                         "set the count with --slurm / --num-machines")
+    for key in sorted(key for key in extra if key in _GPUS and key in settings):
+        if extra[key].rpartition(":")[2] != settings[key]:
+            raise UserError(f"--sbatch {key}={extra[key]} asks for other GPUs than the "
+                            f"{settings[key]} each task is written for (#SBATCH --{key}="
+                            f"{settings[key]}); set the count with --gpus (train) or "
+                            f"--num-gpus (sample), and a type as --sbatch {key}=TYPE:COUNT")
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH --{key}={directive(key, value)}"
               for key, value in {**settings, **extra}.items()]
