@@ -53,6 +53,18 @@ def test_dry_run_writes_nothing_and_shows_the_plan(runner: CliRunner, isic2020: 
         assert stage in stdout
 
 
+def test_the_estimate_is_for_the_gpu_cuda_visible_devices_shows(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, nvidia_smi: InstallGpus,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a box of mixed GPUs, the training runs on the one the shell shows, not the first."""
+    nvidia_smi("NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0", "Tesla T4, 15360 MiB, 7.5")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    code, stdout, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir",
+                                  tmp_path / "work", "--dry-run")
+    assert code == 0, stderr
+    assert "about 6.0 h on Tesla T4" in stdout
+
+
 def test_full_run_interrupted_then_resumed_then_skipped(isic2020: SyntheticSet, tmp_path: Path,
                                                         fake: FakeGen,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus, visible
 from medsynth_kohya.sdscripts import checkout, launch, presets
 from medsynth_kohya.training.record import RECORD_FILE, RunFolder
 
@@ -138,7 +138,8 @@ def hair_choice() -> str:
 
 
 def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
-    """A rough duration of the training on the first GPU, from SECONDS_PER_STEP."""
+    """A rough duration of the training on the first of `gpus` (those it may run on), from
+    SECONDS_PER_STEP."""
     if not steps:
         return "unknown"
     if not gpus:
@@ -528,7 +529,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                notes: Sequence[str] = (), planned: bool = True) -> ReproduceResult:
         said = (*errors.would_stop(problems), *warnings, *notes)
         return ReproduceResult(workdir, tuple(stages), steps if isinstance(steps, int) else None,
-                               estimate(steps if isinstance(steps, int) else None, gpus),
+                               estimate(steps if isinstance(steps, int) else None,
+                                        visible(gpus)),
                                dry_run, status="planned" if planned else "succeeded",
                                lora=lora, url=url, warnings=tuple(dict.fromkeys(said)))
 
