@@ -327,6 +327,32 @@ def test_two_machines_train_one_run(prepared: Path, fake_sd: FakeSd, tmp_path: P
     assert (run / "output" / "melanoma.safetensors").is_file()
 
 
+def test_a_go_given_as_soon_as_a_machine_reports_is_not_missed(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine 0 may answer a report before its writer has looked at the decision file: that
+    answer is the one it waits for, not one to wait past (it waited out --wait and failed)."""
+    run = tmp_path / "run"
+    train(prepared, "cpu-smoke", run_dir=run, dry_run=True,  # machine 0's files
+          sd_scripts=fake_sd.sd_scripts, python=sys.executable,
+          cluster=Cluster(Machines(2, 0, "127.0.0.1")))
+    reported = nodes.write_report
+
+    def answered_at_once(run_dir: Path, rank: int, gpus: list[Gpu],
+                         **status: Any) -> dict[str, Any]:
+        written = reported(run_dir, rank, gpus, **status)
+        if status["status"] == "waiting":
+            nodes.decide(run_dir, status="go", machines=[written], processes=1,
+                         mixed_precision="no", resume=None)
+        return written
+
+    monkeypatch.setattr(nodes, "write_report", answered_at_once)
+    result = train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                   python=sys.executable, cluster=Cluster(Machines(2, 1, "127.0.0.1"), wait_s=2))
+    assert result.status == "succeeded", result.message
+    assert json.loads(Path(f"{fake_sd.record}.machine-1").read_text())["accelerate"][
+        "machine_rank"] == 1
+
+
 def test_a_failed_machine_says_the_trainers_error(prepared: Path, fake_sd: FakeSd,
                                                   tmp_path: Path) -> None:
     """A machine of rank > 0 whose sd-scripts fails says why in its last line, as machine 0

@@ -128,7 +128,9 @@ def decide(run_dir: Path, **decision: Any) -> None:
     files.write_json(run_dir / FOLDER / DECISION, {**decision, "leader": leader})
 
 
-def _read_decision(run_dir: Path) -> dict[str, Any] | None:
+def read_decision(run_dir: Path) -> dict[str, Any] | None:
+    """Rank 0's decision now in the run folder (an earlier one, or None). A machine reads it
+    before it reports, since rank 0 may answer its report at once."""
     try:
         data: dict[str, Any] = json.loads((run_dir / FOLDER / DECISION).read_text("utf-8"))
     except (OSError, ValueError):
@@ -136,14 +138,14 @@ def _read_decision(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def await_decision(run_dir: Path, mine: Mapping[str, Any],
+def await_decision(run_dir: Path, mine: Mapping[str, Any], old: Mapping[str, Any] | None,
                    wait_s: float = WAIT_S) -> dict[str, Any]:
-    """Rank 0's go for this machine's report; its refusal, or a timeout, is a UserError."""
-    old = _read_decision(run_dir)
+    """Rank 0's go for this machine's report (a decision other than `old`, read before the
+    report was written); its refusal, or a timeout, is a UserError."""
     deadline = time.monotonic() + wait_s
     key = (mine["rank"], mine["host"], mine["pid"])
     while True:
-        decision = _read_decision(run_dir)
+        decision = read_decision(run_dir)
         if decision is not None and decision != old:
             if decision.get("status") == "refused":
                 raise UserError(f"machine 0 refused the run: {decision.get('message')}")

@@ -899,8 +899,9 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             "mixed_precision": changes.get("mixed_precision",
                                            preset.options.get("mixed_precision", "no"))}
         if not dry_run:
+            old = nodes.read_decision(run_dir)
             mine = nodes.write_report(run_dir, machines.rank, found, status="waiting")
-            decision = nodes.await_decision(run_dir, mine, cluster.wait_s)
+            decision = nodes.await_decision(run_dir, mine, old, cluster.wait_s)
         processes = int(decision["processes"])
         command = launch.train_command(  # rank 0 wrote the run's accelerate config
             runner, location.path.resolve(), config.resolve(), dataset.resolve(),
