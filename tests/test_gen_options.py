@@ -1,0 +1,130 @@
+"""sampling.generator's options for sdxl_gen_img.py: what generation repeats of the training
+run, what it sets itself, and what `--set` changes or removes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling.generator import (
+    gen_options,
+    parse_overrides,
+    recorded_base_model,
+    resolve_base_model,
+)
+from medsynth_kohya.training.record import RunRecord
+
+SETTINGS = prompts.Settings(negative_prompt="blurry", width=896, height=1152, steps=28,
+                            scale=6.5, sampler="euler_a")
+
+
+def _options(tmp_path: Path, config: dict[str, Any] | None, on_gpu: bool = True,
+             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    record = None if config is None else RunRecord(config=config)
+    sd_dir = tmp_path / "sd-scripts"
+    sd_dir.mkdir(exist_ok=True)
+    return gen_options(record, "base.safetensors", tmp_path / "run" / "m.safetensors",
+                       SETTINGS, overrides or {}, sd_dir, on_gpu)
+
+
+def test_generation_repeats_the_training_runs_attention_vae_and_network(
+        tmp_path: Path) -> None:
+    (tmp_path / "vae.safetensors").write_bytes(b"v")
+    options = _options(tmp_path, {
+        "xformers": True, "vae": str(tmp_path / "vae.safetensors"), "clip_skip": 2,
+        "network_args": ["conv_dim=4", "conv_alpha=1"], "network_module": "networks.dylora",
+        "no_half_vae": False, "tokenizer_cache_dir": [], "mixed_precision": "bf16"})
+    assert options["xformers"] is True and "sdpa" not in options
+    assert options["vae"] == str((tmp_path / "vae.safetensors").resolve())
+    assert options["clip_skip"] == 2
+    assert options["network_args"] == ["conv_dim=4;conv_alpha=1"]
+    assert options["network_module"] == ["networks.dylora"]
+    assert "no_half_vae" not in options and "tokenizer_cache_dir" not in options
+    assert options["bf16"] is True
+
+
+def test_what_sample_sets_itself(tmp_path: Path) -> None:
+    options = _options(tmp_path, None)
+    assert options["ckpt"] == "base.safetensors" and options["sdpa"] is True
+    assert options["network_module"] == ["networks.lora"]
+    assert options["network_weights"] == [str((tmp_path / "run" / "m.safetensors").resolve())]
+    assert options["network_mul"] == [1.0]
+    assert (options["W"], options["H"], options["steps"], options["scale"],
+            options["sampler"]) == (896, 1152, 28, 6.5, "euler_a")
+    assert (options["images_per_prompt"], options["batch_size"]) == (1, 1)
+    assert options["sequential_file_name"] is True
+
+
+@pytest.mark.parametrize(("tokens", "multiples"), [(75, None), (150, 2), (225, 3), (None, None)])
+def test_prompts_are_as_long_as_training_read_them(tmp_path: Path, tokens: int | None,
+                                                   multiples: int | None) -> None:
+    options = _options(tmp_path, {"max_token_length": tokens})
+    assert options.get("max_embeddings_multiples") == multiples
+
+
+@pytest.mark.parametrize(("precision", "on_gpu", "flag"), [
+    ("fp16", True, "fp16"), ("bf16", True, "bf16"), ("fp16", False, None), ("no", True, None)])
+def test_half_precision_is_repeated_on_a_gpu_only(tmp_path: Path, precision: str, on_gpu: bool,
+                                                 flag: str | None) -> None:
+    options = _options(tmp_path, {"mixed_precision": precision}, on_gpu=on_gpu)
+    assert [key for key in ("fp16", "bf16") if options.get(key)] == ([flag] if flag else [])
+
+
+def test_set_overrides_change_remove_and_place_files(tmp_path: Path) -> None:
+    (tmp_path / "other-vae.safetensors").write_bytes(b"v")
+    options = _options(tmp_path, {"xformers": True, "clip_skip": 2}, overrides={
+        "clip_skip": None, "network_mul": [0.7], "vae": str(tmp_path / "other-vae.safetensors"),
+        "xformers": None})
+    assert "clip_skip" not in options and "xformers" not in options
+    assert options["network_mul"] == [0.7]
+    assert options["vae"] == str((tmp_path / "other-vae.safetensors").resolve())
+
+
+def test_set_parses_values_and_refuses_what_sample_decides() -> None:
+    assert parse_overrides(["clip_skip=2", "vae=", "network_mul=0.5"]) == {
+        "clip_skip": 2, "vae": None, "network_mul": [0.5]}
+    for item, words in (("W=512", "use --width"), ("network_mul=", "without the LoRA"),
+                        ("clip skip=2", "key=value"), ("clip_skip", "key=value")):
+        with pytest.raises(UserError, match=words):
+            parse_overrides([item])
+
+
+def test_vae_files_given_from_home_are_written_out_for_sd_scripts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sdxl_gen_img.py runs in the sd-scripts folder and expands no `~`: the training run's
+    VAE and a --set one, given from the home folder, reach it as absolute paths."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("vae.safetensors", "other.safetensors"):
+        (tmp_path / name).write_bytes(b"v")
+    trained = _options(tmp_path, {"vae": "~/vae.safetensors"})
+    assert trained["vae"] == str((tmp_path / "vae.safetensors").resolve())
+    overridden = _options(tmp_path, {}, overrides={"vae": "~/other.safetensors"})
+    assert overridden["vae"] == str((tmp_path / "other.safetensors").resolve())
+
+
+def test_the_base_model_is_the_given_one_else_the_runs_and_a_missing_file_is_said(
+        tmp_path: Path) -> None:
+    sd_dir = tmp_path / "sd-scripts"
+    (sd_dir / "models").mkdir(parents=True)
+    (sd_dir / "models" / "sdxl.safetensors").write_bytes(b"m")
+    record = RunRecord(config={"pretrained_model_name_or_path": "models/sdxl.safetensors"})
+    assert resolve_base_model(None, record, sd_dir) == ("models/sdxl.safetensors", [])
+    assert resolve_base_model("owner/model", record, sd_dir) == ("owner/model", [])
+    resolved, problems = resolve_base_model("models/gone.safetensors", record, sd_dir)
+    assert resolved == "models/gone.safetensors"
+    assert problems and "base model models/gone.safetensors is not a file" in problems[0]
+    with pytest.raises(UserError, match="give --base-model"):
+        resolve_base_model(None, RunRecord(), sd_dir)
+
+
+def test_metadata_names_a_local_base_model_without_its_folders(tmp_path: Path) -> None:
+    sd_dir = tmp_path / "sd-scripts"
+    (sd_dir / "diffusers" / "sdxl").mkdir(parents=True)
+    assert recorded_base_model("diffusers/sdxl", sd_dir) == "<local>/sdxl"
+    assert recorded_base_model(str(tmp_path / "x.safetensors"), sd_dir) == "<local>/x.safetensors"
+    assert recorded_base_model("stabilityai/stable-diffusion-xl-base-1.0", sd_dir) == (
+        "stabilityai/stable-diffusion-xl-base-1.0")
