@@ -128,3 +128,41 @@ def test_metadata_names_a_local_base_model_without_its_folders(tmp_path: Path) -
     assert recorded_base_model(str(tmp_path / "x.safetensors"), sd_dir) == "<local>/x.safetensors"
     assert recorded_base_model("stabilityai/stable-diffusion-xl-base-1.0", sd_dir) == (
         "stabilityai/stable-diffusion-xl-base-1.0")
+
+
+@pytest.mark.parametrize("xformers", [False, True])
+def test_preflight_passes_on_what_generation_uses_and_warns_of_the_cpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xformers: bool) -> None:
+    """Training's own concerns (bitsandbytes, accelerate's config) and xformers, unless the
+    generation uses it, are no warning of `sample`'s; no GPU is."""
+    from medsynth_kohya.machine import doctor
+    from medsynth_kohya.machine.gpus import Gpu
+    from medsynth_kohya.sampling.generator import preflight
+    from medsynth_kohya.sdscripts import checkout
+
+    asked: list[list[str]] = []
+
+    def diagnose(**kwargs: Any) -> doctor.Report:
+        asked.append(list(kwargs["needs"]))
+        return doctor.Report((
+            doctor.Check("bitsandbytes", doctor.WARN, "missing", "pip install bitsandbytes"),
+            doctor.Check("accelerate config", doctor.WARN, "none", "accelerate config"),
+            doctor.Check("xformers", doctor.WARN, "missing", "pip install xformers"),
+            doctor.Check("disk", doctor.WARN, "3 GiB free", "free some space"),
+            doctor.Check("torch", doctor.FAIL, "missing", "pip install torch")))
+
+    monkeypatch.setattr(doctor, "diagnose", diagnose)
+    sd_dir = tmp_path / "sd-scripts"
+    sd_dir.mkdir()
+    location = checkout.Location(sd_dir, checkout.GIVEN)
+    gen = {"xformers": True} if xformers else {}
+    missing, _ = preflight(location, "python3", tmp_path, [], gen)
+    assert missing and "sd-scripts not found" in missing[0] and not asked
+    (sd_dir / "sdxl_gen_img.py").write_text("", encoding="utf-8")
+    problems, warnings = preflight(location, "python3", tmp_path, [], gen)
+    assert problems == ["torch: missing; pip install torch"]
+    assert asked == [["xformers"] if xformers else []]
+    assert [w.split(":")[0] for w in warnings] == [
+        *(["xformers"] if xformers else []), "disk", "no NVIDIA GPU found"]
+    _, on_gpu = preflight(location, "python3", tmp_path, [Gpu("T4", 15360, (7, 5))], gen)
+    assert not any("no NVIDIA GPU" in w for w in on_gpu)
