@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.machine.doctor import FAIL, OK, WARN, Check, diagnose, pins
+from medsynth_kohya.machine.doctor import FAIL, OK, WARN, Check, diagnose, pins, probe
 from medsynth_kohya.sdscripts import checkout
 
 from .conftest import InstallGpus, invoke
@@ -146,3 +146,54 @@ def test_cli_exits_non_zero_without_a_gpu(runner: CliRunner, tmp_path: Path,
     assert "medsynth-kohya install-sd-scripts --dir" in stdout
     assert "hf_secret_value_123" not in stdout + stderr
     assert "Hub token" in stdout and "fix the failing rows" in stderr
+
+
+@pytest.mark.parametrize(("device", "status"), [("cpu", OK), ("cuda", FAIL)])
+def test_a_cpu_run_needs_no_gpu_and_no_cuda_build_of_torch(tmp_path: Path, device: str,
+                                                          status: str) -> None:
+    report = diagnose(sd_scripts=_checkout(tmp_path), gpus=[], device=device, hub=False,
+                      python=_environment(tmp_path, torch=True, cuda=False), workdir=tmp_path)
+    assert _status(report.checks, "GPU") == _status(report.checks, "torch") == status
+    assert report.ok is (status == OK)
+
+
+def test_pins_are_matched_whatever_the_case_requirements_write_them_in(tmp_path: Path) -> None:
+    repo = _checkout(tmp_path)
+    (repo / "requirements.txt").write_text("Accelerate==1.6.0\nTransformers[torch]==4.54.1\n",
+                                           encoding="utf-8")
+    assert pins(repo) == {"accelerate": "1.6.0", "transformers": "4.54.1"}
+
+
+def test_the_probe_reads_its_own_line_past_what_the_python_prints_first(tmp_path: Path) -> None:
+    """A sitecustomize or a wrapper may print to stdout, even the word PROBE; a Python that
+    prints but cannot run the probe is a failing row with its last error line."""
+    python = _environment(tmp_path, torch=True)
+    noisy = tmp_path / "noisy"
+    noisy.write_text(f"#!/bin/sh\necho 'loading PROBE hooks'\nexec {python} \"$@\"\n",
+                     encoding="utf-8")
+    noisy.chmod(0o755)
+    assert probe(str(noisy), ["accelerate"])["versions"] == {"accelerate": PINS["accelerate"]}
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'starting'\necho 'ImportError: no site' >&2\nexit 1\n",
+                      encoding="utf-8")
+    broken.chmod(0o755)
+    assert probe(str(broken), ["accelerate"]) == {"error": "ImportError: no site"}
+
+
+@pytest.mark.parametrize(("free_gib", "status"), [(40.0, OK), (5.0, WARN), (1.0, FAIL)])
+def test_the_disk_row_judges_the_nearest_existing_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_gib: float, status: str) -> None:
+    import shutil
+
+    from medsynth_kohya.machine import doctor
+
+    asked: list[Path] = []
+
+    def usage(path: Path) -> shutil._ntuple_diskusage:
+        asked.append(Path(path))
+        return shutil._ntuple_diskusage(0, 0, int(free_gib * 2**30))
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    row = doctor._disk(tmp_path / "runs" / "new")
+    assert (row.status, asked) == (status, [tmp_path])
+    assert f"{tmp_path} ({tmp_path / 'runs' / 'new'} does not exist yet" in row.detail
