@@ -283,6 +283,8 @@ with tempfile.TemporaryDirectory() as folder:
 (out / "attribution.txt").write_text("Synthetic demo images (CC0)")
 (out / "licenses").mkdir(exist_ok=True)
 (out / "licenses" / "CC0.txt").write_text("CC0")
+if os.environ.get("FAKE_ISIC_NO_METADATA"):  # a download cut short of its metadata
+    (out / "metadata.csv").unlink()
 sys.exit(int(os.environ.get("FAKE_ISIC_EXIT", "0")))
 '''
 

@@ -113,3 +113,61 @@ def test_a_timeout_that_never_gives_up_is_refused(runner: CliRunner, tmp_path: P
     assert code == 1 and "Traceback" not in stderr
     assert f"--timeout must be more than 0 seconds (got {timeout})" in stderr
     assert not (tmp_path / "isic").exists()
+
+
+def test_a_download_that_exits_0_without_its_metadata_is_a_failure(
+        runner: CliRunner, tmp_path: Path, fake_isic: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_ISIC_NO_METADATA", "1")
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic")
+    assert code == 1 and "isic image download failed (exit 0)" in stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("--limit", "-1"), "--limit must be 0 (everything) or more"),
+    (("--timeout", "0"), "--timeout must be more than 0 seconds")])
+def test_a_bad_limit_or_timeout_is_one_line(runner: CliRunner, tmp_path: Path,
+                                            args: tuple[str, str], said: str) -> None:
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", *args,
+                             "--dry-run")
+    assert code == 1 and said in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_a_limit_of_one_is_passed_on(runner: CliRunner, tmp_path: Path) -> None:
+    code, stdout, _ = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", "--limit", 1,
+                             "--dry-run")
+    assert code == 0 and "--limit 1 " in stdout
+
+
+def test_an_out_that_is_a_file_is_refused(runner: CliRunner, tmp_path: Path,
+                                          fake_isic: Path) -> None:
+    (tmp_path / "isic").write_text("not a folder", encoding="utf-8")
+    for dry in ((), ("--dry-run",)):
+        code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", *dry)
+        assert code == 1 and f"{tmp_path / 'isic'} is a file" in stderr, stderr
+    assert (tmp_path / "isic").read_text(encoding="utf-8") == "not a folder"
+
+
+def test_a_lock_left_by_a_dead_fetch_is_taken_over_and_said(runner: CliRunner, tmp_path: Path,
+                                                           fake_isic: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from medsynth_kohya import locks
+    from medsynth_kohya.data.fetch import MARK_FILE
+
+    out = tmp_path / "isic"
+    out.mkdir()
+    (out / MARK_FILE).write_text("{}", encoding="utf-8")
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    path = locks.lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": "fetch-isic", "pid": gone.pid,
+                                "host": socket.gethostname(),
+                                "since": "2026-03-01T12:00:00+00:00"}), encoding="utf-8")
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    assert code == 0, stderr
+    assert f"took over the lock on {out} left by `medsynth-kohya fetch-isic` (pid {gone.pid}" in (
+        " ".join(stderr.split()))
