@@ -54,6 +54,14 @@ def untrained_run(given: Path | str) -> bool:
     return not (record.output_name and launch.lora_files(output, record.output_name))
 
 
+def lora_run(given: Path) -> Path | None:
+    """The train run folder --lora `given` names or lies in (the folder, or RUN of a file
+    RUN/output/NAME however it is written: `melanoma.safetensors` typed inside RUN/output
+    too); None when there is none, or `given` is not here (a Hub id)."""
+    folder = given if given.is_dir() else given.absolute().parent.parent
+    return folder if given.exists() and RunFolder(folder).exists() else None
+
+
 def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
     """The LoRA file and the record of the `train` run that made it (None when not found).
 
@@ -77,8 +85,9 @@ def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
             raise UserError(f"run {given} has no LoRA file yet (status "
                             f"{record.status or 'unknown'}); train it first")
         return files[-1], record
-    run = RunFolder(given.parent.parent)
-    if run.exists():
+    home = lora_run(given)
+    if home is not None:
+        run = RunFolder(home)
         record = _load_run(run)
         recorded = record.output_dir
         here = given.parent.resolve()

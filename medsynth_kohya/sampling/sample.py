@@ -35,7 +35,13 @@ from medsynth_kohya.sampling.generator import (
     resolve_base_model,
 )
 from medsynth_kohya.sampling.grid import write_grid
-from medsynth_kohya.sampling.lora import check_lora, local_or_hub, lora_source, training_captions
+from medsynth_kohya.sampling.lora import (
+    check_lora,
+    local_or_hub,
+    lora_run,
+    lora_source,
+    training_captions,
+)
 from medsynth_kohya.sampling.machines import (
     FINAL_PART,
     JobGpus,
@@ -79,7 +85,6 @@ from medsynth_kohya.sampling.synthset import (
     write_metadata,
 )
 from medsynth_kohya.sdscripts import checkout, launch, sdopts
-from medsynth_kohya.training.record import RunFolder
 
 __all__ = ["Plan", "SampleOptions", "SampleResult", "sample"]
 
@@ -144,12 +149,11 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
     if finalize and not (out / STATE_DIR / STATE_FILE).is_file():
         raise UserError(f"--finalize: {out} holds no set made by sample yet; run its shards "
                         "first")
-    run_dir = lora if lora.is_dir() else lora.parent.parent
-    run = RunFolder(run_dir).exists()
-    with (locks.reading(run_dir, "sample") if run else contextlib.nullcontext(),
+    run_dir = lora_run(lora)
+    with (locks.reading(run_dir, "sample") if run_dir else contextlib.nullcontext(),
           locks.hold(out, "sample", part=None if shard is None else shard.part,
                      break_lock=break_lock) as lock):
-        if run:  # after marking it read: a train starting now refuses to change its LoRA
+        if run_dir:  # after marking it read: a train starting now refuses to change its LoRA
             locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
         ensure_alone(out, shard)
         notes = [] if dry_run else locks.ensure_unread(out, "sample", break_lock=break_lock)
