@@ -127,6 +127,7 @@ AREAS = (
          ("removals", "Removals.warning", "_named", "_removals", "_commit")),
     Area("lora source", "medsynth_kohya/hub/pull.py", sample=SAMPLE),
     Area("lora source", "medsynth_kohya/sampling/lora.py"),
+    Area("sample run", "medsynth_kohya/sampling/sample.py", sample=SAMPLE),
 )
 
 
