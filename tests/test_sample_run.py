@@ -257,3 +257,20 @@ def test_a_run_stopped_by_ctrl_c_is_interrupted_with_the_images_it_kept(
     assert _state(out)["status"] == "interrupted"
     assert synthset.unfinished(out) == (f"{out} is unfinished: sample was interrupted with "
                                         f"{result.present} of 6 images")
+
+
+def test_shards_keep_the_sets_metadata_style_and_a_record_without_one_takes_any(
+        trained: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    _sample(trained, out, fake_gen, n=4, shard=MachineShard(1, 2),
+            metadata_style=MetadataStyle("2020"))
+    assert _state(out)["metadata_style"] == "2020"
+    own = json.loads((out / ".medsynth" / "machines" / "1-of-2.json").read_text("utf-8"))
+    assert own["status"] == "succeeded" and own["present"] == 2
+    with pytest.raises(UserError, match=r"other settings \(metadata_style differ\)"):
+        _sample(trained, out, fake_gen, n=4, shard=MachineShard(2, 2), dry_run=True)
+    state = _state(out)
+    del state["metadata_style"]  # a record written before sample kept the style
+    (out / ".medsynth" / "sample.json").write_text(json.dumps(state), encoding="utf-8")
+    planned = _sample(trained, out, fake_gen, n=4, shard=MachineShard(2, 2), dry_run=True)
+    assert planned.status == "dry-run"
