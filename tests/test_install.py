@@ -243,3 +243,78 @@ def test_a_folder_of_other_files_is_not_offered_as_an_install_target(tmp_path: P
     (folder / "notes.txt").unlink()
     assert checkout.missing_fix(checkout.Location(folder, checkout.GIVEN)).startswith(
         f"medsynth-kohya install-sd-scripts --dir {folder}")
+
+
+def test_a_failed_clone_leaves_no_partial_copy_and_names_gits_reason(
+        upstream: str, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkout, "PINNED_COMMIT", "0" * 40)
+    code, _, _ = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd")
+    assert code == 1 and not list(tmp_path.glob(".sd.partial*"))
+    code, _, stderr = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd2",
+                             "--url", (tmp_path / "nowhere").as_uri())
+    assert code == 1 and "git clone failed: fatal: " in " ".join(stderr.split())
+    assert not list(tmp_path.glob(".sd2.partial*"))
+
+
+def test_an_empty_folder_is_cloned_into_and_a_file_is_refused(upstream: str,
+                                                             tmp_path: Path) -> None:
+    from medsynth_kohya.errors import UserError
+
+    (tmp_path / "empty").mkdir()
+    assert install(tmp_path / "empty").action == "cloned"
+    (tmp_path / "file").write_text("mine", encoding="utf-8")
+    with pytest.raises(UserError, match="is a file; choose another --dir"):
+        install(tmp_path / "file")
+    assert (tmp_path / "file").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_folder_inside_another_git_repository_is_no_clone(upstream: str,
+                                                            tmp_path: Path) -> None:
+    """A copy of sd-scripts' files in a folder of the user's own repository: moving "it" to
+    the pin would check out that repository."""
+    from medsynth_kohya.errors import UserError
+
+    project = tmp_path / "project"
+    inner = project / "sd"
+    inner.mkdir(parents=True)
+    (inner / "sdxl_train_network.py").write_text("", encoding="utf-8")
+    _git(project, "init", "-q")
+    _git(project, "add", ".")
+    _git(project, "commit", "-qm", "mine")
+    head = _git(project, "rev-parse", "HEAD")
+    with pytest.raises(UserError, match="is not empty and is not an sd-scripts clone"):
+        install(inner)
+    assert _git(project, "rev-parse", "HEAD") == head
+
+
+def test_a_failing_pip_is_one_line_and_a_run_one_is_said(upstream: str, tmp_path: Path) -> None:
+    from medsynth_kohya.errors import UserError
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit \"${PIP_EXIT:-0}\"\n", encoding="utf-8")
+    fake.chmod(0o755)
+    assert install(tmp_path / "sd", python=str(fake), run_pip=True).pip_ran
+    assert not install(tmp_path / "sd", python=str(fake)).pip_ran
+    fake.write_text("#!/bin/sh\nexit 1\n", encoding="utf-8")
+    with pytest.raises(UserError, match="pip install exited with 1"):
+        install(tmp_path / "sd", python=str(fake), run_pip=True)
+
+
+def test_git_never_waits_for_a_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private or mistyped URL makes git prompt for credentials, which would hang a Colab
+    cell; git is run with GIT_TERMINAL_PROMPT=0."""
+    from medsynth_kohya.errors import UserError
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "prompt"
+    (bin_dir / "git").write_text(f"#!/bin/sh\necho \"$GIT_TERMINAL_PROMPT\" > {record}\n"
+                                 "echo \"Cloning into 'sd'...\" >&2\n"
+                                 "echo 'fatal: could not read Username' >&2\nexit 128\n",
+                                 encoding="utf-8")
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.delenv("GIT_TERMINAL_PROMPT", raising=False)
+    with pytest.raises(UserError, match="git clone failed: fatal: could not read Username"):
+        install(tmp_path / "sd", url="https://example.invalid/private.git")
+    assert record.read_text(encoding="utf-8").strip() == "0"
