@@ -137,3 +137,25 @@ def test_a_timeout_that_is_no_number_of_seconds_is_one_line_before_any_request(
     with pytest.raises(UserError, match="MEDSYNTH_HUB_TIMEOUT"):
         pull_lora(REPO)
     assert hub.requests == []
+
+
+@pytest.mark.parametrize("limit", ["1", "60"])
+def test_a_connection_not_made_in_time_gives_advice_that_lengthens_that_wait(
+        monkeypatch: pytest.MonkeyPatch, limit: str) -> None:
+    """A connection waits min(CONNECT, MEDSYNTH_HUB_TIMEOUT) seconds: the line asks for more
+    than that wait only where raising the variable lengthens it, never for more than the read
+    limit, which a connection never reaches."""
+    import httpx2
+
+    from medsynth_kohya.hub.failures import hub_error
+    from medsynth_kohya.hub.timeouts import CONNECT, limits
+
+    monkeypatch.setenv("MEDSYNTH_HUB_TIMEOUT", limit)
+    connect = limits().connect
+    line = hub_error(httpx2.ConnectTimeout("timed out"), REPO, "https://hub.example")
+    assert line is not None and "did not answer in time" in line and "ConnectTimeout" in line
+    if connect < CONNECT:
+        assert f"set MEDSYNTH_HUB_TIMEOUT to more than {connect:g} (seconds)" in line
+    else:
+        assert "MEDSYNTH_HUB_TIMEOUT to more than" not in line
+        assert f"{CONNECT:g} s" in line

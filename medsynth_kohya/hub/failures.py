@@ -57,6 +57,12 @@ def timed_out(exc: BaseException) -> BaseException | None:
     return next((link for link in chain(exc) if isinstance(link, tuple(kinds))), None)
 
 
+def wait_advice(late: BaseException) -> str:
+    """timeouts.advice for the link `late` of timed_out: a connection not made in time
+    (httpx's or requests' ConnectTimeout) has its own, shorter limit."""
+    return advice(connecting=type(late).__name__ == "ConnectTimeout")
+
+
 def chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -191,7 +197,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
     if late is not None:
         return (f"{endpoint} did not answer in time during {during} ({type(late).__name__}); "
                 f"{unfinished}check the network and --endpoint / HF_ENDPOINT, then run the same "
-                f"command again; {advice()}")
+                f"command again; {wait_advice(late)}")
     for link in chain(exc):
         if isinstance(link, network):
             return (f"lost the connection to {endpoint} during {during} "

@@ -25,9 +25,9 @@ from medsynth_kohya.hub.failures import (
     network_errors,
     not_the_hub,
     timed_out,
+    wait_advice,
 )
 from medsynth_kohya.hub.push import hub_client, resolve_endpoint
-from medsynth_kohya.hub.timeouts import advice
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
 
@@ -143,7 +143,7 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None,
         late = timed_out(exc)
         if late is not None:
             raise _Unreachable(f"{endpoint} did not answer in time ({type(late).__name__}: "
-                               f"{advice()})") from None
+                               f"{wait_advice(late)})") from None
         if any(isinstance(link, network_errors()) for link in links):
             raise _Unreachable(f"cannot reach {endpoint}") from None
         if not_the_hub(exc):

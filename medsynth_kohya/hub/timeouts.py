@@ -54,13 +54,19 @@ def limits() -> Limits:
     return Limits(min(CONNECT, seconds), seconds)
 
 
-def advice() -> str:
-    """How to wait longer than the limit now in force."""
+def advice(connecting: bool = False) -> str:
+    """How to wait longer than the limit now in force: the read limit, or, for a connection
+    not made in time, the connect limit, which the variable lengthens up to CONNECT only."""
     try:
-        read = limits().read
+        chosen = limits()
     except UserError:
-        read = READ
-    return f"set {ENV} to more than {read:g} (seconds) to wait longer for each answer"
+        chosen = Limits(CONNECT, READ)
+    if not connecting:
+        return f"set {ENV} to more than {chosen.read:g} (seconds) to wait longer for each answer"
+    if chosen.connect < CONNECT:
+        return (f"set {ENV} to more than {chosen.connect:g} (seconds) to wait longer for the "
+                "connection")
+    return f"a connection is given at most {CONNECT:g} s whatever {ENV} says"
 
 
 @contextmanager
