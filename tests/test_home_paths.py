@@ -114,3 +114,36 @@ def test_a_tilde_of_no_such_user_is_one_line(runner: CliRunner, tmp_path: Path,
     assert code == 1 and "Traceback" not in stdout + stderr
     assert "~nosuchuser-medsynth/" in message and "cannot expand its ~" in message
     assert not (tmp_path / "out").exists()
+
+
+NO_ONE = "~nosuchuser-medsynth"
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (("train", "PREPARED", "--preset", f"{NO_ONE}/p.toml"), "--preset"),
+    (("train", "PREPARED", "--set", f"vae={NO_ONE}/v.safetensors"), "--set vae"),
+    (("train", "PREPARED", "--set", f"pretrained_model_name_or_path={NO_ONE}/m.safetensors"),
+     "--set pretrained_model_name_or_path"),
+    (("train", "PREPARED", "--python", f"{NO_ONE}/bin/python"), "--python"),
+    (("train", "PREPARED", "ENV"), "$MEDSYNTH_SD_SCRIPTS"),
+    (("sample", "--lora", "TRAINED", "--base-model", f"{NO_ONE}/m.safetensors"),
+     "--base-model"),
+    (("sample", "--lora", "TRAINED", "--set", f"vae={NO_ONE}/v.safetensors"), "--set vae"),
+    (("doctor", "--python", f"{NO_ONE}/bin/python"), "--python"),
+])
+def test_an_option_value_from_the_home_of_no_such_user_is_one_line(
+        runner: CliRunner, trained: Path, prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], named: str) -> None:
+    """Values inside options (--preset, --set, --python, --base-model, $MEDSYNTH_SD_SCRIPTS)
+    were expanded with no check: `~user` of no one ended in a RuntimeError traceback."""
+    if "ENV" in args:
+        monkeypatch.setenv("MEDSYNTH_SD_SCRIPTS", f"{NO_ONE}/sd-scripts")
+    places = {"PREPARED": str(prepared), "TRAINED": str(trained)}
+    given = [places.get(arg, arg) for arg in args if arg != "ENV"]
+    if given[0] != "doctor":
+        given += ["--dry-run", *(("--run-dir", str(tmp_path / "run")) if given[0] == "train"
+                                 else ("--n", "1", "--out", str(tmp_path / "syn")))]
+    code, stdout, stderr = invoke(runner, *given)
+    message = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert f"{named} {NO_ONE}/" in message and "cannot expand its ~" in message, message

@@ -110,7 +110,8 @@ class Policy:
     def path(self, value: str) -> str:
         """A local path as published: relative to the run folder, else `<local>/NAME`."""
         if value.startswith("~"):
-            value = str(Path(value).expanduser())
+            with contextlib.suppress(RuntimeError):  # `~user` of no one: <local>/NAME below
+                value = str(Path(value).expanduser())
         candidate = Path(value)
         for base in self._bases():
             for form in (candidate, candidate.resolve()):

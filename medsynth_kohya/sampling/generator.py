@@ -80,7 +80,7 @@ def gen_options(record: RunRecord | None, base_model: str, lora: Path,
         if value is None or value is False or value == []:
             continue
         if key in LOCAL_FILES and isinstance(value, str):
-            value = checkout.local_path(value, sd_dir)
+            value = checkout.local_path(value, sd_dir, f"the run's {key}")
         elif key == "network_args" and isinstance(value, list):
             value = [";".join(str(item) for item in value)]  # one "k=v;k=v" entry per network
         options[key] = value
@@ -102,7 +102,7 @@ def gen_options(record: RunRecord | None, base_model: str, lora: Path,
         if value is None:
             options.pop(key, None)
         else:
-            options[key] = (checkout.local_path(value, sd_dir)
+            options[key] = (checkout.local_path(value, sd_dir, f"--set {key}")
                             if key in LOCAL_FILES and isinstance(value, str) else value)
     return options
 
@@ -118,7 +118,8 @@ def resolve_base_model(given: str | None, record: RunRecord | None,
         if not value:
             raise UserError("give --base-model (a .safetensors checkpoint or a Hub id): the "
                             "LoRA has no train run record naming its base model")
-    resolved = checkout.local_path(value, sd_dir)
+    resolved = checkout.local_path(value, sd_dir,
+                                   "--base-model" if given else "the run's base model")
     if (checks.names_file(value) and not Path(resolved).exists()
             and not (sd_dir / value).exists()):
         return resolved, [f"base model {value} is not a file (relative paths start here or "

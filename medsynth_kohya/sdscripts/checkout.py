@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsynth_kohya import arguments
 from medsynth_kohya.errors import UserError
 
 PINNED_COMMIT = "ae72efb92babe89ff8e70f057e42db68440e8d61"
@@ -69,7 +70,7 @@ def find(given: Path | None = None) -> Location:
     if given is not None:
         return Location(given.expanduser(), GIVEN)
     if os.environ.get(ENV_DIR):
-        return Location(Path(os.environ[ENV_DIR]).expanduser(), ENV)
+        return Location(arguments.path(os.environ[ENV_DIR], f"${ENV_DIR}"), ENV)
     root = checkout_root()
     if root is not None and present(root / "vendor" / "sd-scripts"):
         return Location(root / "vendor" / "sd-scripts", CHECKOUT)
@@ -91,9 +92,10 @@ def python(given: str | None = None) -> str:
         raise UserError("--python is empty: give the Python that runs sd-scripts, or leave it "
                         f"out for ${ENV_PYTHON}, else this one")
     chosen = given or os.environ.get(ENV_PYTHON) or sys.executable
+    name = "--python" if given else f"${ENV_PYTHON}"
     separators = [os.sep, *([os.altsep] if os.altsep else [])]
     if chosen.startswith("~") or any(separator in chosen for separator in separators):
-        return str(Path(chosen).expanduser().absolute())  # symlinks kept: a venv's python
+        return str(arguments.path(chosen, name).absolute())  # symlinks kept: a venv's python
     return chosen
 
 
@@ -144,11 +146,12 @@ def commit(folder: Path) -> str | None:
     return value if result.returncode == 0 and len(value) == 40 else None
 
 
-def local_path(value: str, folder: Path) -> str:
+def local_path(value: str, folder: Path, name: str = "path") -> str:
     """A path-like option value as sd-scripts (running in `folder`) must see it: absolute when
     it exists from here or starts with `~` (sd-scripts expands no `~`), else as given
-    (relative to `folder`, or a Hub id)."""
-    path = Path(value).expanduser()
+    (relative to `folder`, or a Hub id); a `~user` that names no one is a UserError naming
+    option `name`."""
+    path = arguments.path(value, name)
     if value.startswith("~") or (path.exists() and not (folder / value).exists()):
         return str(path.resolve())
     return value

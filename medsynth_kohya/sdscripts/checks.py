@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from medsynth_kohya import arguments
 from medsynth_kohya.arguments import MAX_SEED
 from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sdscripts import checkout, render, sdopts
@@ -352,7 +353,7 @@ def bucketless(options: Mapping[str, Any], size: tuple[int, int],
 def names_file(value: str) -> bool:
     """Whether a model option's value is a local path rather than a Hub id: absolute, from
     `.` or `~`, or a checkpoint's name (a Hub id is `owner/name`)."""
-    return (Path(value).expanduser().is_absolute() or value.startswith((".", "~"))
+    return (value.startswith((".", "~")) or Path(value).is_absolute()
             or value.endswith(MODEL_SUFFIXES))
 
 
@@ -362,7 +363,7 @@ def missing_models(options: Mapping[str, Any], sd_scripts: Path) -> list[str]:
     return [f"{key} = {options[key]!r} is not there (relative paths start at {sd_scripts}): "
             f"{fix}" for key, fix in _MODEL_FIXES.items()
             if isinstance(options.get(key), str) and names_file(options[key])
-            and not (sd_scripts / Path(options[key]).expanduser()).exists()]
+            and not (sd_scripts / arguments.path(options[key], key)).exists()]
 
 
 def needs(options: Mapping[str, Any]) -> list[str]:

@@ -228,7 +228,8 @@ def user_configs() -> list[Path]:
     $HF_HOME/accelerate, else $XDG_CACHE_HOME/huggingface/accelerate, else
     ~/.cache/huggingface/accelerate; those that exist."""
     cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    home = Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface").expanduser()
+    named = "$HF_HOME" if os.environ.get("HF_HOME") else "$XDG_CACHE_HOME"
+    home = arguments.path(os.environ.get("HF_HOME") or Path(cache) / "huggingface", named)
     return [path for path in (home / "accelerate" / f"default_config.{kind}"
                               for kind in ("yaml", "json")) if path.is_file()]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from medsynth_kohya import arguments
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.resources import data_dir
 
@@ -103,7 +104,7 @@ def _locate(name: str) -> Path:
     choose = f"choose one of: {', '.join(available())} (or give a preset .toml file)"
     if not name.strip():
         raise UserError(f"--preset is empty; {choose}")
-    path = Path(name).expanduser()
+    path = arguments.path(name, "--preset")
     if path.suffix.lower() == ".toml" or len(Path(name).parts) > 1:
         if path.is_file():
             return path

@@ -228,7 +228,7 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
                detect: Callable[[], list[Gpu]]) -> _Config:
     """Preset, overrides and the run's own keys merged; what sd-scripts or the GPUs present
     would reject is refused here, even under --dry-run."""
-    changes = {key: checkout.local_path(value, sd_dir)
+    changes = {key: checkout.local_path(value, sd_dir, f"--set {key}")
                if key in PATH_OPTIONS and isinstance(value, str) else value
                for key, value in changes.items()}
     folder = RunFolder(run_dir)
