@@ -126,6 +126,37 @@ def test_two_a100s_and_packages_off_their_pins(tmp_path: Path, nvidia_smi: Insta
     assert packages.status == WARN and "accelerate 0.30.0 (pinned 1.6.0)" in packages.detail
 
 
+def test_only_the_gpus_cuda_visible_devices_leaves_are_listed(
+        tmp_path: Path, nvidia_smi: InstallGpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a box whose scheduler gave this shell one GPU of two, the doctor shows the one
+    train and sample will use, as CUDA numbers it, and says how many are hidden."""
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5", "NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    report = diagnose(sd_scripts=_checkout(tmp_path), python=_environment(tmp_path, torch=True),
+                      workdir=tmp_path)
+    gpus = {c.name: c for c in report.checks if c.name.startswith("GPU")}
+    assert list(gpus) == ["GPU 0"] and "A100" in gpus["GPU 0"].detail
+    hidden = next(c for c in report.checks if c.name == "hidden GPUs")
+    assert hidden.status == OK
+    assert hidden.detail == ("1 of 2 hidden by CUDA_VISIBLE_DEVICES=1: train and sample use "
+                             "only the 1 above")
+
+
+def test_a_cuda_visible_devices_hiding_every_gpu_fails(
+        runner: CliRunner, tmp_path: Path, nvidia_smi: InstallGpus,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    sd_scripts, python = _checkout(tmp_path), _environment(tmp_path, torch=True)
+    code, stdout, _ = invoke(runner, "doctor", "--sd-scripts", sd_scripts, "--python", python)
+    assert code == 1
+    said = " ".join(stdout.replace("│", " ").split())
+    assert "no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=)" in said
+    assert "unset CUDA_VISIBLE_DEVICES or list the GPUs to use in it" in said
+    assert "GPU 0" not in stdout
+    assert diagnose(sd_scripts=sd_scripts, python=python, workdir=tmp_path, device="cpu").ok
+
+
 def test_wrong_commit_warns_with_the_exact_fix(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
     nvidia_smi("Tesla T4, 15360 MiB, 7.5")
     repo = _checkout(tmp_path)

@@ -163,6 +163,6 @@ def test_preflight_passes_on_what_generation_uses_and_warns_of_the_cpu(
     assert problems == ["torch: missing; pip install torch"]
     assert asked == [["xformers"] if xformers else []]
     assert [w.split(":")[0] for w in warnings] == [
-        *(["xformers"] if xformers else []), "disk", "no NVIDIA GPU found"]
+        *(["xformers"] if xformers else []), "disk", "no NVIDIA GPU found (nvidia-smi)"]
     _, on_gpu = preflight(location, "python3", tmp_path, [Gpu("T4", 15360, (7, 5))], gen)
     assert not any("no NVIDIA GPU" in w for w in on_gpu)

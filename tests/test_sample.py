@@ -897,3 +897,33 @@ def test_mig_instances_may_outnumber_the_gpus_nvidia_smi_lists(
     assert shard_devices(2, [Gpu("A100", 81920, (8, 0))]) == ["MIG-a", "MIG-b"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert shard_devices(2, [Gpu("A100", 81920, (8, 0))] * 2) == ["0", "1"]
+
+
+def test_gpus_cuda_visible_devices_hides_are_not_generated_on(
+        runner: CliRunner, prepared: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every GPU nvidia-smi lists hidden from CUDA, the generator runs on the CPU, as
+    torch will: no half precision it cannot run there, and a warning that says why."""
+    install_gpus(fake_gen, tmp_path, monkeypatch, 1)
+    run = tmp_path / "fp16"
+    run.mkdir()
+    write_run(run, prepared, tmp_path / "base.safetensors", mixed_precision="fp16")
+    seen = {}
+    for visible in (None, ""):
+        if visible is not None:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        out = tmp_path / f"synth-{visible is None}"
+        code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out", out,
+                                       *SMALL)
+        assert code == 0, stdout + stderr
+        seen[visible] = (fake_gen.calls()[-1]["args"], " ".join((stdout + stderr).split()))
+    (on_gpu, said_gpu), (on_cpu, said_cpu) = seen[None], seen[""]
+    assert on_gpu.get("fp16") and "fp16" not in on_cpu
+    assert "generating on the CPU" not in said_gpu
+    assert ("no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=): generating on the CPU"
+            in said_cpu)
+    code, _, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out",
+                              tmp_path / "two", "--num-gpus", 2, *SMALL)
+    assert code == 1 and " ".join(stderr.split()) == (
+        "Error: --num-gpus 2: no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=); unset "
+        "CUDA_VISIBLE_DEVICES or list the GPUs to use in it")

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from medsynth_kohya import arguments
-from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.machine.gpus import (
+    UNHIDE,
+    VISIBLE,
+    Gpu,
+    detect_gpus,
+    none_seen,
+    visible,
+)
 from medsynth_kohya.sdscripts import checkout, launch
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -114,15 +121,28 @@ def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
     if device == "cpu":
         return [Check("GPU", OK, "none needed: this run is on the CPU")]
     if not gpus:
-        return [Check("GPU", FAIL, "no NVIDIA GPU found (nvidia-smi)",
-                      "train on a machine with a CUDA GPU (a free Colab T4 works); "
-                      "the cpu-smoke preset runs without one")]
+        fix = ("train on a machine with a CUDA GPU (a free Colab T4 works); the cpu-smoke "
+               "preset runs without one") if VISIBLE not in os.environ else UNHIDE
+        return [Check("GPU", FAIL, none_seen(), fix)]
     checks = []
     for index, gpu in enumerate(gpus):
         major, minor = gpu.compute_capability
         bf16 = "bf16" if gpu.bf16 else "no bf16 (fp16 only)"
         checks.append(Check(f"GPU {index}", OK, f"{gpu.name}, {gpu.memory_mib / 1024:.0f} GiB, "
                             f"compute capability {major}.{minor}, {bf16}"))
+    return checks
+
+
+def _visible_gpu_checks(listed: Sequence[Gpu], device: str) -> list[Check]:
+    """The GPU rows for those of nvidia-smi's `listed` GPUs CUDA_VISIBLE_DEVICES leaves to
+    CUDA (what train and sample use), saying how many it hides."""
+    shown = visible(listed)
+    hidden = len(listed) - len(shown)
+    checks = _gpu_checks(shown, device)
+    if hidden and shown and device != "cpu":
+        checks.append(Check("hidden GPUs", OK, f"{hidden} of {len(listed)} hidden by "
+                            f"{VISIBLE}={os.environ[VISIBLE]}: train and sample use only the "
+                            f"{len(shown)} above"))
     return checks
 
 
@@ -228,7 +248,8 @@ def diagnose(*, sd_scripts: arguments.PathArg | checkout.Location | None = None,
              python: str | None = None, workdir: arguments.PathArg | None = None,
              gpus: Sequence[Gpu] | None = None,
              device: str = "cuda", needs: Sequence[str] = (), hub: bool = True) -> Report:
-    """Run every check; `gpus` defaults to what nvidia-smi reports.
+    """Run every check; `gpus` defaults to those nvidia-smi lists that CUDA_VISIBLE_DEVICES
+    leaves to CUDA.
 
     `sd_scripts` is the --sd-scripts option, or a location already found by the caller.
 
@@ -243,7 +264,8 @@ def diagnose(*, sd_scripts: arguments.PathArg | checkout.Location | None = None,
     wanted = pins(sd_dir)
     report = probe(runner, sorted({*wanted, "torch", "torchvision", *SHOWN, *needs}))
     checks = _python_checks(runner, report, wanted, device, needs)
-    checks += _gpu_checks(detect_gpus() if gpus is None else gpus, device)
+    checks += (_gpu_checks(gpus, device) if gpus is not None else
+               _visible_gpu_checks(detect_gpus(), device))
     checks += _sd_checks(location)
     checks += [_accelerate_config(), *([_token()] if hub else []), _disk(workdir or Path.cwd())]
     return Report(tuple(checks), dict(report.get("versions", {})))

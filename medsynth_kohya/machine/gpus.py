@@ -97,6 +97,17 @@ def visible(gpus: Sequence[Gpu]) -> list[Gpu]:
     return seen
 
 
+UNHIDE = f"unset {VISIBLE} or list the GPUs to use in it"
+"""The fix where CUDA_VISIBLE_DEVICES hides the GPUs a run needs."""
+
+
+def none_seen() -> str:
+    """Why a run here sees no GPU: nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them."""
+    given = os.environ.get(VISIBLE)
+    return ("no NVIDIA GPU found (nvidia-smi)" if given is None else
+            f"no NVIDIA GPU visible ({VISIBLE}={given})")
+
+
 def describe_visible(count: int) -> str:
     """How many GPUs were found, saying CUDA_VISIBLE_DEVICES when it chose them."""
     given = os.environ.get(VISIBLE)

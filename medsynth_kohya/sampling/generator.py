@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.machine.gpus import Gpu, none_seen
 from medsynth_kohya.outputs import local_name
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sdscripts import checkout, checks, launch, render, sdopts
@@ -152,5 +152,5 @@ def preflight(location: checkout.Location, python: str, out: Path, gpus: Sequenc
     warnings = [f"{c.name}: {c.detail}; {c.fix}" for c in report.checks
                 if c.status == doctor.WARN and c.name not in unrelated]
     if not gpus:
-        warnings.append("no NVIDIA GPU found: generating on the CPU (minutes per image)")
+        warnings.append(f"{none_seen()}: generating on the CPU (minutes per image)")
     return problems, warnings

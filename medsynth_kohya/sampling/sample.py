@@ -25,7 +25,7 @@ from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.evaluation.copycheck import CopyCheck
-from medsynth_kohya.machine.gpus import Gpu, detect_gpus
+from medsynth_kohya.machine.gpus import Gpu, detect_gpus, visible
 from medsynth_kohya.sampling.generator import (
     SCRIPT,
     gen_options,
@@ -184,8 +184,9 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     sd_dir = location.path
     base_model, absent = resolve_base_model(options.base_model, record, sd_dir)
     shared = recorded_base_model(base_model, sd_dir)  # metadata.csv is shared: no home folder
-    gpus = detect()
-    devices = shard_devices(options.num_gpus, gpus, own=not isinstance(detect, JobGpus))
+    own = not isinstance(detect, JobGpus)  # a job's task sees its own CUDA_VISIBLE_DEVICES
+    gpus = visible(detect()) if own else detect()
+    devices = shard_devices(options.num_gpus, gpus, own=own)
     gen = gen_options(record, base_model, lora_file, settings, overrides, sd_dir, bool(gpus))
     errors = sdopts.check(SCRIPT, gen)
     if errors:
