@@ -291,3 +291,20 @@ def test_a_local_model_that_is_not_there_stops_a_launch(runner: CliRunner, prepa
     said = " ".join(stderr.split())
     assert code == 1 and "Traceback" not in stdout + stderr and not fake_sd.record.exists()
     assert "is not there (relative paths start at" in said and "a Hub id such as" in said, said
+
+
+def test_training_at_another_size_than_prepared_for_is_a_warning(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    """prepare --resolution chose the size its small- and elongated-photo warnings were for;
+    a run at another size says so, and how to train at the prepared one."""
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "t4-16gb", "--run-dir",
+                                  tmp_path / "run", "--dry-run", "--set", "resolution=768")
+    said = " ".join((stdout + stderr).split())
+    assert code == 0, said
+    assert (f"{prepared} was prepared for 1024x1024 (prepare --resolution), this run trains at "
+            "768x768: prepare's warnings of small and elongated photos were for the other "
+            "size; add --set resolution=1024 to train at it, or prepare again at this one"
+            ) in said
+    same = train(prepared, "t4-16gb", run_dir=tmp_path / "same", dry_run=True,
+                 detect=lambda: [])
+    assert not any("was prepared for" in warning for warning in same.warnings)

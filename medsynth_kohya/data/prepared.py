@@ -94,6 +94,13 @@ class PreparedState:
         return _text(self.options.get("hair"))
 
     @property
+    def resolution(self) -> int | None:
+        """prepare --resolution, the side its photo checks and dataset.toml were for (None when
+        not recorded)."""
+        value = self.options.get("resolution")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
     def target_steps(self) -> Any:
         """prepare --target-steps (None when not given)."""
         return self.options.get("target_steps")

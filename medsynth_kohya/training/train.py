@@ -762,6 +762,12 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     elif continues and state_dir is None:
         raise UserError(f"no saved training state in {folder.output} yet; --resume --force "
                         "starts the run over with its own settings")
+    side = state.resolution
+    if side and size != (side, side) and preset.device != "cpu":  # a CPU smoke run is tiny
+        warnings.append(f"{prepared} was prepared for {side}x{side} (prepare --resolution), "
+                        f"this run trains at {size[0]}x{size[1]}: prepare's warnings of small "
+                        "and elongated photos were for the other size; add --set "
+                        f"resolution={side} to train at it, or prepare again at this one")
     machines = cluster.machines
     precision = str(options.get("mixed_precision", "no"))
     gpu_ids = None if cluster.slurm is not None else _gpu_ids(processes)  # not the login
