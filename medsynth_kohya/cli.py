@@ -65,7 +65,8 @@ class _PlainUsage(TyperCommand):
 
     def invoke(self, ctx: Any) -> Any:
         ctx.params = {name: _home(value) for name, value in ctx.params.items()}
-        return super().invoke(ctx)
+        with _user_errors():  # also what options' own checks refuse before the command's work
+            return super().invoke(ctx)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         _refuse_empty_paths(self, ctx, args)

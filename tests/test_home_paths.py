@@ -130,12 +130,17 @@ NO_ONE = "~nosuchuser-medsynth"
      "--base-model"),
     (("sample", "--lora", "TRAINED", "--set", f"vae={NO_ONE}/v.safetensors"), "--set vae"),
     (("doctor", "--python", f"{NO_ONE}/bin/python"), "--python"),
+    (("train", "PREPARED", "--accelerate-config", f"{NO_ONE}/a.yaml"), "accelerate_config"),
+    (("sample", "--lora", "TRAINED", "--like", f"{NO_ONE}/m.csv"), "like"),
+    (("sample", "--lora", "TRAINED", "--prompts", f"{NO_ONE}/p.txt"), "prompts_file"),
 ])
 def test_an_option_value_from_the_home_of_no_such_user_is_one_line(
         runner: CliRunner, trained: Path, prepared: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], named: str) -> None:
     """Values inside options (--preset, --set, --python, --base-model, $MEDSYNTH_SD_SCRIPTS)
-    were expanded with no check: `~user` of no one ended in a RuntimeError traceback."""
+    were expanded with no check: `~user` of no one ended in a RuntimeError traceback; the
+    options checked as the command's options are built (--accelerate-config, --like,
+    --prompts) raised their one-line error as a traceback."""
     if "ENV" in args:
         monkeypatch.setenv("MEDSYNTH_SD_SCRIPTS", f"{NO_ONE}/sd-scripts")
     places = {"PREPARED": str(prepared), "TRAINED": str(trained)}
