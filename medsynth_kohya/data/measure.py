@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,13 +110,14 @@ def lightness_yellow(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def pixel_size(source: str | Path | bytes) -> tuple[int, int] | None:
     """Width and height from an image's header (a path or the file's bytes), by imagesize as
     sd-scripts sizes its images; None where it finds none. sd-scripts does not catch
-    imagesize's error on a header it cannot walk (training stops), and asks Pillow only where
-    the width is 0, which Pillow refuses as well."""
+    imagesize's error on a header it cannot walk (training stops; a header cut short raises
+    ValueError, struct.error or IndexError), and asks Pillow only where the width is 0, which
+    Pillow refuses as well."""
     import imagesize
 
     try:
         width, height = imagesize.get(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except ValueError:
+    except (ValueError, IndexError, struct.error):
         return None
     return (int(width), int(height)) if width > 0 and height > 0 else None
 
