@@ -9,6 +9,7 @@ what that user code raises or returns amiss is a one-line UserError naming it.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsynth_kohya.errors import UserError
@@ -45,6 +46,8 @@ def missing(spec: str = INCEPTION, classifier: bool = True) -> list[str]:
 
 def load_network(spec: str) -> Any:
     """The torch module named by `spec` (`inception` or `module:factory`), in eval mode."""
+    import torch
+
     if spec == INCEPTION:
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
@@ -54,6 +57,12 @@ def load_network(spec: str) -> Any:
         except ModuleNotFoundError as exc:
             raise UserError(f"the Inception network needs torch-fidelity ({exc}): "
                             f"{INSTALL}") from None
+        except (OSError, RuntimeError) as exc:  # offline first use, a broken download
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            raise UserError(f"the Inception network's weights could not be loaded ({_said(exc)}):"
+                            " they are downloaded on first use, so connect to the internet once "
+                            f"or remove a broken download from {cache}; or give --features "
+                            "MODULE:FACTORY") from None
         return network.eval()
     module_name, _, factory_name = spec.partition(":")
     if not factory_name:
@@ -68,7 +77,7 @@ def load_network(spec: str) -> Any:
         raise UserError(f"--features {spec!r}: calling {factory_name}() failed ({_said(exc)}); "
                         "it is called with no arguments and must return a torch.nn.Module"
                         ) from None
-    if not callable(getattr(network, "eval", None)):
+    if not isinstance(network, torch.nn.Module):
         raise UserError(f"--features {spec!r} is not a factory of a torch network (it gave "
                         f"{type(network).__name__}): name a function that returns a "
                         "torch.nn.Module")
