@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.evaluation import features
-from medsynth_kohya.evaluation.evaluate import evaluate
+from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 
 from .conftest import invoke
 from .eval_data import isic_source, photo, synthetic_set
@@ -121,3 +122,110 @@ def test_inception_weights_that_cannot_be_had_are_one_line_saying_what_to_do(
             f"{str(failure).splitlines()[0]})") in line
     assert str(Path(torch.hub.get_dir()) / "checkpoints") in line and "--features" in line
     assert not (tmp_path / "report" / "report.json").exists()
+
+
+@pytest.mark.parametrize("rows", ["without their files", "none"])
+def test_a_synthetic_set_with_no_image_for_its_rows_is_one_line(
+        runner: CliRunner, tmp_path: Path, data: tuple[dict[str, Path], list[str]],
+        no_network: None, rows: str) -> None:
+    syn = tmp_path / "syn"
+    if rows == "none":
+        header = (syn / "metadata.csv").read_text(encoding="utf-8").splitlines()[0]
+        (syn / "metadata.csv").write_text(header + "\n", encoding="utf-8")
+    else:
+        for image in (syn / "images").iterdir():
+            image.unlink()
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                                  syn, "--out", tmp_path / "report")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
+    assert (f"{syn} has no images for the rows of its metadata.csv (looked in {syn / 'images'})"
+            in "".join(lines[0].split("\n")))
+    assert not (tmp_path / "report" / "report.json").exists()
+
+
+def test_real_data_without_a_melanoma_photo_is_one_line(
+        runner: CliRunner, tmp_path: Path, no_network: None) -> None:
+    isic_source(tmp_path / "benign", 0, 3, seed=4)
+    synthetic_set(tmp_path / "syn", [photo(9350)])
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "benign",
+                                  "--synthetic", tmp_path / "syn", "--out", tmp_path / "report")
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert (f"{tmp_path / 'benign'} has no training images to compare with (no melanoma with "
+            "an image file)") in stderr
+
+
+@pytest.mark.parametrize("run", ["folder", "record"])
+def test_a_lora_that_is_no_training_run_is_one_line(
+        runner: CliRunner, tmp_path: Path, data: tuple[dict[str, Path], list[str]],
+        run: str) -> None:
+    """A folder without a run record, or one whose record names no prepared data."""
+    (tmp_path / "run").mkdir()
+    if run == "record":
+        (tmp_path / "run" / "run.json").write_text('{"tool": "medsynth-kohya"}',
+                                                  encoding="utf-8")
+    code, stdout, stderr = invoke(runner, "evaluate", "--lora", tmp_path / "run", "--synthetic",
+                                  tmp_path / "syn", "--out", tmp_path / "report")
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert (f"{tmp_path / 'run'} is not a training run (no readable run.json naming its "
+            "prepared data); give --real instead") in " ".join(stderr.split())
+
+
+def test_paths_under_the_home_folder_given_with_a_tilde(
+        runner: CliRunner, tmp_path: Path, data: tuple[dict[str, Path], list[str]],
+        no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code, _, stderr = invoke(runner, "evaluate", "--real", "~/isic", "--synthetic", "~/syn",
+                             "--out", "~/report")
+    assert code == 0, stderr
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert document["inputs"]["n_synthetic"] == len(data[1])
+    result = evaluate("~/isic", "~/syn", "~/again")
+    assert result.out == tmp_path / "again" and result.page.is_file()
+
+
+def test_progress_counts_every_row_of_each_set_decoded_or_not(
+        tmp_path: Path, data: tuple[dict[str, Path], list[str]], no_network: None) -> None:
+    synthetic = data[1]
+    (tmp_path / "syn" / "images" / f"{synthetic[0]}.png").write_bytes(b"no image")
+    said: list[tuple[str, int, int]] = []
+    evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report",
+             on_progress=lambda stage, done, total: said.append((stage, done, total)))
+    melanomas = 4
+    assert [s for s in said if s[0] == "training photos"] == [
+        ("training photos", done, melanomas) for done in range(1, melanomas + 1)]
+    assert [s for s in said if s[0] == "synthetic images"] == [
+        ("synthetic images", done, len(synthetic)) for done in range(1, len(synthetic) + 1)]
+
+
+def test_the_network_gets_rgb_at_its_input_side_channels_first() -> None:
+    bgr = np.zeros((40, 70, 3), np.uint8)
+    bgr[:, :, 2] = 200  # red, as OpenCV holds it
+    bgr[:, :35, 0] = 90  # and blue on the left half
+    given = features.to_input(bgr)
+    assert given.shape == (3, features.INPUT_SIDE, features.INPUT_SIDE)
+    assert given.flags["C_CONTIGUOUS"] and given.dtype == np.uint8
+    assert (given[0] == 200).all() and (given[1] == 0).all()
+    assert given[2, :, :140].min() == 90 and given[2, :, 160:].max() == 0
+
+
+@needs_torch
+def test_figures_do_not_depend_on_the_batch_size(
+        tmp_path: Path, data: tuple[dict[str, Path], list[str]]) -> None:
+    """The network runs on batches as they fill and on the rest at the end: every image gives
+    one row, whatever the batch size divides."""
+    figures = []
+    for size in (1, 2, 32):
+        evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / f"b{size}",
+                 EvaluateOptions(features=TINY, batch_size=size, classifier="none"))
+        document = json.loads((tmp_path / f"b{size}" / "report.json").read_text("utf-8"))
+        fidelity = document["sections"]["fidelity"]
+        assert "skipped" not in fidelity, fidelity
+        figures.append(fidelity)
+    for other in figures[1:]:
+        assert other.keys() == figures[0].keys()
+        for key, value in figures[0].items():
+            if isinstance(value, float):
+                assert other[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+            else:
+                assert other[key] == value, key
