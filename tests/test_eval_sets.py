@@ -229,3 +229,41 @@ def test_figures_do_not_depend_on_the_batch_size(
                 assert other[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
             else:
                 assert other[key] == value, key
+
+
+def test_a_prepared_folders_source_is_read_back_from_every_image_folder_prepare_searched(
+        runner: CliRunner, tmp_path: Path, no_network: None) -> None:
+    """The classifier's labelled photos come from the download the folder was prepared from,
+    searched where prepare searched it: a layout with two image folders (HAM10000's part_1
+    and part_2) loses no row."""
+    real = isic_source(tmp_path / "isic", 4, 4, seed=6)
+    (tmp_path / "isic" / "images").mkdir()
+    for identifier in sorted(real)[1::2]:  # every other photo, melanomas and others
+        real[identifier].rename(tmp_path / "isic" / "images" / real[identifier].name)
+    code, _, stderr = invoke(runner, "prepare", tmp_path / "isic", "--out", tmp_path / "data")
+    assert code == 0, stderr
+    synthetic_set(tmp_path / "syn", [photo(9360 + i) for i in range(2)])
+    result = evaluate(tmp_path / "data", tmp_path / "syn", tmp_path / "report")
+    assert not [note for note in result.warnings if "train.csv" in note], result.warnings
+    from_source = evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "again")
+    assert from_source.warnings == result.warnings
+
+
+@needs_torch
+def test_a_prepared_folders_source_is_read_back_with_the_columns_prepare_was_given(
+        runner: CliRunner, tmp_path: Path) -> None:
+    """`prepare --column patient_id=subject`: evaluate reads the download the same way, so the
+    classifier's photos keep their patients."""
+    isic_source(tmp_path / "isic", 4, 4, seed=7)
+    metadata = tmp_path / "isic" / "train.csv"
+    text = metadata.read_text(encoding="utf-8")
+    metadata.write_text(text.replace("patient_id", "subject", 1), encoding="utf-8")
+    code, _, stderr = invoke(runner, "prepare", tmp_path / "isic", "--out", tmp_path / "data",
+                             "--column", "patient_id=subject")
+    assert code == 0, stderr
+    synthetic_set(tmp_path / "syn", [photo(9370 + i) for i in range(2)])
+    evaluate(tmp_path / "data", tmp_path / "syn", tmp_path / "report",
+             EvaluateOptions(features=TINY, mixes=(0.0,), repeats=1))
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    section = document["sections"]["utility"]
+    assert "skipped" not in section and "patient id" not in json.dumps(section), section

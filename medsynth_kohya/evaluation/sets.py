@@ -11,7 +11,7 @@ a time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -243,9 +243,13 @@ def _prepared(folder: Path) -> RealSet:
         state = prepared.state()
         if state.source_metadata is None:
             raise ValueError("its state names no source")
-        dirs = state.source_images
-        source = sources.locate(None, metadata=state.source_metadata,
-                                images=dirs[0] if dirs else None)
+        dirs = tuple(folder for folder in state.source_images if folder.is_dir())
+        columns = state.options.get("columns")  # prepare --column, read back as prepare read
+        located = sources.locate(None, metadata=state.source_metadata,
+                                 images=dirs[0] if dirs else None,
+                                 columns=columns if isinstance(columns, dict) else None)
+        # every folder prepare searched (HAM10000's two), not the first one's tree alone
+        source = replace(located, image_dirs=dirs or located.image_dirs)
         _, labelled, dropped, skipped = _from_source(source, set(train["id"].astype(str)))
         notes += dropped
     except (OSError, KeyError, ValueError, UserError):
