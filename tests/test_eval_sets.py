@@ -92,8 +92,8 @@ def test_a_factory_of_something_with_eval_that_is_no_torch_module_is_one_line(
                                   spec, "--no-classifier")
     line = " ".join(stderr.split())
     assert code == 1 and "Traceback" not in stdout + stderr, stderr
-    assert (f"--features '{spec}' is not a factory of a torch network (it gave {gave})"
-            in line)
+    assert line.endswith(f"--features '{spec}' is not a factory of a torch network (it gave "
+                         f"{gave}): name a function that returns a torch.nn.Module")
     assert not (tmp_path / "report" / "report.json").exists()
 
 
@@ -108,7 +108,7 @@ def test_inception_weights_that_cannot_be_had_are_one_line_saying_what_to_do(
     """Offline on first use (the weights download) or a broken download in torch's cache."""
     import torch
 
-    def unavailable(*_: Any, **__: Any) -> Any:
+    def unavailable(name: str, features_list: list[str]) -> Any:  # torchmetrics' signature
         raise failure
 
     monkeypatch.setattr(features, "missing", lambda *_: [])  # as with torch-fidelity installed
@@ -198,7 +198,7 @@ def test_progress_counts_every_row_of_each_set_decoded_or_not(
         ("synthetic images", done, len(synthetic)) for done in range(1, len(synthetic) + 1)]
 
 
-def test_the_network_gets_rgb_at_its_input_side_channels_first() -> None:
+def test_the_network_gets_rgb_at_its_input_side_channels_first_averaged_down() -> None:
     bgr = np.zeros((40, 70, 3), np.uint8)
     bgr[:, :, 2] = 200  # red, as OpenCV holds it
     bgr[:, :35, 0] = 90  # and blue on the left half
@@ -207,6 +207,9 @@ def test_the_network_gets_rgb_at_its_input_side_channels_first() -> None:
     assert given.flags["C_CONTIGUOUS"] and given.dtype == np.uint8
     assert (given[0] == 200).all() and (given[1] == 0).all()
     assert given[2, :, :140].min() == 90 and given[2, :, 160:].max() == 0
+    lines = np.zeros((8, 4 * features.INPUT_SIDE, 3), np.uint8)
+    lines[:, ::4] = 200  # a pattern finer than the input: reduced to its mean, not aliased
+    assert (features.to_input(lines) == 50).all()
 
 
 @needs_torch

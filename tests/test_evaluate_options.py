@@ -171,8 +171,10 @@ def gives_infinity() -> Any:
     ("gives_one_row", "the network gave a tensor of shape (1, 8) for a batch of 4 images, not "
                       "one row of features per image"),
     ("gives_a_tuple", "the network gave a tuple for a batch of 4 images"),
-    ("gives_nan", "the network gave NaN or infinite features"),
-    ("gives_infinity", "the network gave NaN or infinite features"),
+    ("gives_nan", "the network gave NaN or infinite features, on which no figure means "
+                  "anything: fix the network"),
+    ("gives_infinity", "the network gave NaN or infinite features, on which no figure means "
+                       "anything: fix the network"),
 ])
 def test_a_features_network_that_fails_is_one_line_and_writes_nothing(
         runner: CliRunner, data: tuple[Path, Path], tmp_path: Path, factory: str,
@@ -184,6 +186,9 @@ def test_a_features_network_that_fails_is_one_line_and_writes_nothing(
     lines = [line for line in stderr.splitlines() if line.strip() and "━" not in line]
     assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
     assert f"--features '{spec}': {said}" in " ".join(lines[0].split())
+    if "calling" in said:  # what the factory must be
+        assert " ".join(lines[0].split()).endswith(
+            "); it is called with no arguments and must return a torch.nn.Module")
     assert not (tmp_path / "report" / "report.json").exists()
 
 
