@@ -4,6 +4,7 @@ files that are no image or are cut short, sets with nothing usable, networks tha
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,11 @@ def test_a_prepared_folders_source_is_read_back_with_the_columns_prepare_was_giv
     document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     section = document["sections"]["utility"]
     assert "skipped" not in section and "patient id" not in json.dumps(section), section
+
+
+def test_each_missing_package_is_named_as_pip_installs_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("torch", "torchmetrics", "sklearn", "torch_fidelity"):
+        monkeypatch.setitem(sys.modules, name, None)  # its import fails
+    assert features.missing() == ["torch", "torchmetrics", "scikit-learn", "torch-fidelity"]
+    assert features.missing("pkg:factory", False) == ["torch", "torchmetrics"]
