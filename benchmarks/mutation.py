@@ -128,6 +128,8 @@ AREAS = (
     Area("lora source", "medsynth_kohya/hub/pull.py", sample=SAMPLE),
     Area("lora source", "medsynth_kohya/sampling/lora.py"),
     Area("sample run", "medsynth_kohya/sampling/sample.py", sample=SAMPLE),
+    Area("synthetic set reading", "medsynth_kohya/evaluation/sets.py", sample=SAMPLE),
+    Area("synthetic set reading", "medsynth_kohya/evaluation/features.py"),
 )
 
 
