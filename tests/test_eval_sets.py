@@ -279,3 +279,24 @@ def test_each_missing_package_is_named_as_pip_installs_it(
         monkeypatch.setitem(sys.modules, name, None)  # its import fails
     assert features.missing() == ["torch", "torchmetrics", "scikit-learn", "torch-fidelity"]
     assert features.missing("pkg:factory", False) == ["torch", "torchmetrics"]
+
+
+@pytest.mark.parametrize("side", ["real", "synthetic"])
+def test_a_set_none_of_whose_photos_decode_is_one_line_saying_what_to_do(
+        runner: CliRunner, tmp_path: Path, data: tuple[dict[str, Path], list[str]],
+        no_network: None, side: str) -> None:
+    real, synthetic = data
+    broken = ([real[i] for i in sorted(real)] if side == "real" else
+              [tmp_path / "syn" / "images" / f"{i}.png" for i in synthetic])
+    for path in broken:
+        path.write_bytes(_cut("bmp"))
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
+                                  tmp_path / "syn", "--out", tmp_path / "report")
+    said = " ".join(stderr[stderr.find("Error:"):].split())  # after the progress bars
+    assert code == 1 and "Traceback" not in stdout + stderr and said.count("Error:") == 1
+    assert said == ("Error: none of the training photos of " f"{tmp_path / 'isic'} could be "
+                    "decoded: give a download or prepared folder whose photos open as images"
+                    if side == "real" else
+                    f"Error: none of the images of {tmp_path / 'syn'} could be decoded: re-run "
+                    "the `medsynth-kohya sample` command that made it, which makes them again")
+    assert not (tmp_path / "report" / "report.json").exists()

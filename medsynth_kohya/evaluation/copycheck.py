@@ -97,7 +97,8 @@ def check(synthetic: Path, real: Path, threshold: float = copies.THRESHOLD,
                                           lambda d, t: progress("training photos", d, t)):
         index.add(identifier, image)
     if not len(index):
-        raise UserError(f"none of the training photos of {real} could be decoded")
+        raise UserError(f"none of the training photos of {real} could be decoded: "
+                        "give a download or prepared folder whose photos open as images")
     checked: list[str] = []
     flagged: list[Flag] = []
     for identifier, image in sets.decoded(synthetic_set.frame, "synthetic", skipped,

@@ -267,7 +267,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
         if training_stream is not None:
             training_stream.add(image)
     if not len(index):
-        raise UserError(f"none of the training photos of {real} could be decoded")
+        raise UserError(f"none of the training photos of {real} could be decoded: "
+                        "give a download or prepared folder whose photos open as images")
 
     nearest: list[tuple[str, list[copies.Match]]] = []
     synthetic_measured: list[Measurement] = []
@@ -285,7 +286,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
         if synthetic_stream is not None:
             synthetic_stream.add(image)
     if not nearest:
-        raise UserError(f"none of the images of {synthetic} could be decoded")
+        raise UserError(f"none of the images of {synthetic} could be decoded: re-run the "
+                        "`medsynth-kohya sample` command that made it, which makes them again")
     skipped += [{"set": "synthetic", "id": i, "reason": "a repeated row of metadata.csv (its "
                  "first row is used)"} for i in synthetic_set.repeated]
 
