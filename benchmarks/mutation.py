@@ -128,7 +128,7 @@ AREAS = (
     Area("push flow", "medsynth_kohya/hub/push.py",
          ("Removals.refusal", "ReplaceRefused.__init__", "resolve_endpoint", "_url_problem",
           "_prepared_of", "_push", "_create_repo", "_sent", "replaced_before", "_preview",
-          "_visibility_kept", "_unlisted"), sample=SAMPLE),
+          "_visibility", "_visibility_kept", "_unlisted"), sample=SAMPLE),
     Area("lora source", "medsynth_kohya/hub/pull.py", sample=SAMPLE),
     Area("lora source", "medsynth_kohya/sampling/lora.py"),
     Area("sample run", "medsynth_kohya/sampling/sample.py", sample=SAMPLE),

@@ -59,11 +59,12 @@ def test_a_dry_run_shows_the_visibility_an_existing_repo_keeps(
 def test_a_push_keeps_an_existing_repos_visibility_and_says_so(
         runner: CliRunner, fake_hub: FakeHub, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The result's `private` is the repo's visibility after the push, not the one asked for."""
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     run = make_run(tmp_path)
     fake_hub.add_repo(REPO, "alice", private=False)
     result = hubmod.push(run, REPO, private=True, endpoint=fake_hub.url)
-    assert result.changed and _kept(REPO, "public") in result.warnings
+    assert result.changed and result.private is False and _kept(REPO, "public") in result.warnings
     fake_hub.add_repo("alice/other-lora", "alice", private=True)
     code, stdout, stderr = invoke(runner, "push", run, "--repo-id", "alice/other-lora",
                                   "--public", "--endpoint", fake_hub.url)

@@ -153,6 +153,8 @@ class PushResult:
     card: str
     dry_run: bool
     private: bool
+    """The repo's visibility: an existing repo's own, which push keeps (in a dry run, when
+    `exists`); else the one asked for."""
     commit: str | None = None
     """The repo's head commit after the push (None in a dry run)."""
     changed: bool = False
@@ -359,7 +361,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
                          "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except (OSError, ValueError) as exc:
         warnings.append(f"pushed, but could not note the push in {folder.record_file}: {exc}")
-    return replace(result, commit=commit, changed=changed,
+    return replace(result, commit=commit, changed=changed, private=_visibility(before, private),
                    deleted=gone.delete if changed else (),
                    replaced=gone.replaced if changed else (), user=user or None,
                    warnings=tuple(warnings))
@@ -498,10 +500,16 @@ def _preview(result: PushResult, api: HfApi, wanted: Mapping[str, frozenset[str]
                if gone.replaced and not force else [])
     return replace(result, deleted=gone.delete, replaced=gone.replaced, listed=True,
                    exists=True,
-                   private=bool(info.private) if info.private is not None else result.private,
+                   private=_visibility(info, result.private),
                    warnings=(*result.warnings, *_visibility_kept(result.repo_id, info,
                                                                  result.private),
                              *([kept] if kept else []), *refused))
+
+
+def _visibility(info: ModelInfo, asked: bool) -> bool:
+    """Whether the repo `info` is private: its own visibility, which a push keeps, where the
+    Hub says it."""
+    return bool(info.private) if info.private is not None else asked
 
 
 def _visibility_kept(repo_id: str, info: ModelInfo, private: bool) -> list[str]:
