@@ -130,15 +130,40 @@ def test_a_check_that_cannot_read_the_repo_does_not_say_a_push_failed(
     assert "push did not finish" not in message
 
 
+@pytest.mark.parametrize(("endpoint", "shown"), [
+    ("https://bob:S3cret@hub.example.org/api", "https://…@hub.example.org/api"),
+    ("https://bob@lab.example:S3cret@hub.example.org", "https://…@hub.example.org")])
 def test_an_endpoint_with_a_password_is_one_whole_line_without_it(
-        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner: CliRunner, tmp_path: Path, endpoint: str, shown: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also when the user name is an e-mail address: the host is what follows the last @."""
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    message = _refused(runner, make_run(tmp_path), "--repo-id", REPO, "--endpoint",
-                       "https://bob:S3cret@hub.example.org/api")
+    message = _refused(runner, make_run(tmp_path), "--repo-id", REPO, "--endpoint", endpoint)
     assert _said(message) == (
-        "Error: --endpoint 'https://…@hub.example.org/api' holds a user name or password "
-        "before its host: the Hub takes the token alone (HF_TOKEN or `hf auth login`); remove "
-        "them from the URL")
+        f"Error: --endpoint {shown!r} holds a user name or password before its host: the Hub "
+        "takes the token alone (HF_TOKEN or `hf auth login`); remove them from the URL")
+
+
+def test_an_endpoint_ending_in_a_slash_gives_the_repos_url(fake_hub: FakeHub,
+                                                           tmp_path: Path) -> None:
+    result = hubmod.push(make_run(tmp_path), REPO, endpoint=fake_hub.url + "/", token=TOKEN)
+    assert result.url == f"{fake_hub.url}/{REPO}" and result.commit == fake_hub.repos[REPO].head
+
+
+def test_a_dry_run_without_a_token_scans_every_byte_a_push_sends(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path) -> None:
+    """What the dry run says it searched is what then lands on the Hub; without a token it
+    says it cannot list deletions, and asks nothing."""
+    run = make_run(tmp_path)
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
+                                  "--endpoint", fake_hub.url)
+    assert code == 0 and fake_hub.requests == [], stderr
+    assert ("; without one the dry run cannot list what the push would delete from the repo"
+            in _said(stderr)), stderr
+    pushed = hubmod.push(run, REPO, endpoint=fake_hub.url, token=TOKEN)
+    sent = sum(len(fake_hub.repos[REPO].files[path]) for path, _ in pushed.files)
+    assert sent > 0 and f"Privacy scan passed: {len(pushed.files)} files, {sent} B searched" in (
+        _said(stdout))
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
