@@ -134,6 +134,7 @@ AREAS = (
     Area("sample run", "medsynth_kohya/sampling/sample.py", sample=SAMPLE),
     Area("synthetic set reading", "medsynth_kohya/evaluation/sets.py", sample=SAMPLE),
     Area("synthetic set reading", "medsynth_kohya/evaluation/features.py"),
+    Area("reproduce", "medsynth_kohya/pipeline/reproduce.py", sample=SAMPLE),
 )
 
 
