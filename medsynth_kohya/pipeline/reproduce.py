@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -139,12 +140,14 @@ def hair_choice() -> str:
 
 def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
     """A rough duration of the training on the first of `gpus` (those it may run on), from
-    SECONDS_PER_STEP."""
+    SECONDS_PER_STEP: the family its name holds as a whole model (an A100 is no A10)."""
     if not steps:
         return "unknown"
     if not gpus:
         return f"{files.counted(steps, 'step')}; no GPU found here to estimate for"
-    rate = next((s for key, s in SECONDS_PER_STEP.items() if key in gpus[0].name), None)
+    rate = next((s for key, s in SECONDS_PER_STEP.items()
+                 if re.search(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![0-9])", gpus[0].name)),
+                None)
     if rate is None:
         return f"{files.counted(steps, 'step')}; no estimate for {gpus[0].name}"
     hours = steps * rate / 3600
