@@ -87,7 +87,8 @@ def test_ctrl_c_while_sampling_after_the_plan_was_shown(
     assert stages["train"]["status"] == "done"
 
 
-@pytest.mark.parametrize("damage", ["{oops", "[]", '{"stages": 3}'])
+@pytest.mark.parametrize("damage", ["{oops", "[]", '{"stages": 3}', '{"stages": {"train": "done"}}',
+                                    '{"stages": {"prepare": ["done"], "sample": 3}}'])
 def test_a_damaged_record_is_one_line_and_changes_nothing(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
         damage: str) -> None:

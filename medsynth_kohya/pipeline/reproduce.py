@@ -244,7 +244,9 @@ class _State:
                 self.data = json.loads(self.path.read_text(encoding="utf-8"))
             except ValueError:
                 self.data = {}
-            if not isinstance(self.data, dict) or not isinstance(self.data.get("stages"), dict):
+            stages = self.data.get("stages") if isinstance(self.data, dict) else None
+            if not isinstance(stages, dict) or not all(isinstance(entry, dict)
+                                                       for entry in stages.values()):
                 raise UserError(f"{self.path} is damaged (not the JSON record reproduce writes): "
                                 "restore it, or delete it to run every stage again")
 
