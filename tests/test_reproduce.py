@@ -47,8 +47,11 @@ def test_dry_run_writes_nothing_and_shows_the_plan(runner: CliRunner, isic2020: 
     assert code == 0, stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert "7200" in stdout and "about 6.0 h on Tesla T4" in stdout
+    assert "run: 7200 steps" in stdout  # the train stage's own row
     assert "sdxl_train_network.py --config_file" in stdout
     assert str(workdir / "run" / "config.toml") in stdout
+    for writes in (workdir / "synthetic" / "images", workdir / "synthetic" / "metadata.csv"):
+        assert f"sample writes {writes}" in stdout
     for stage in ("prepare", "train", "sample", "push"):
         assert stage in stdout
 
@@ -87,6 +90,8 @@ def test_full_run_interrupted_then_resumed_then_skipped(isic2020: SyntheticSet, 
     assert record["status"] == "succeeded" and "-step" in record["resumed_from"]
     assert record["preset"] == "medsynthx-2023"
     assert second.lora == workdir / "run" / "output" / "melanoma.safetensors"
+    outcomes = {stage.name: stage.outcome for stage in second.stages}
+    assert outcomes["train"].startswith("done (resumed from its last saved state), 12 steps")
     assert len(list((workdir / "synthetic" / "images").glob("*.png"))) == 3
     assert (workdir / "prepared" / "manifest.csv").read_text(encoding="utf-8") == captions
 
@@ -424,3 +429,38 @@ def test_a_retraining_says_what_happened_not_an_option_the_user_never_gave(
     kept = [line for line in again.warnings if str(aside) in line]
     assert len(kept) == 1 and "LoRA" in kept[0], again.warnings
     assert not [line for line in again.warnings if "--force" in line], again.warnings
+
+
+def test_metadata_and_images_apart_from_source_are_prepared_and_trained_on(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """A real run with `metadata=` and `images=` in folders the source folder does not hold
+    prepares those images (not only its plan counts them)."""
+    import shutil
+
+    source = tmp_path / "csv"
+    source.mkdir()
+    moved = Path(shutil.move(str(isic2020.metadata), str(source / "my-metadata.csv")))
+    photos = Path(shutil.move(str(isic2020.images), str(tmp_path / "photos")))
+    done = reproduce(source, tmp_path / "work", metadata=moved, images=photos, n=1,
+                     overrides=QUICK, sd_scripts=fake.sd_scripts, python=PYTHON)
+    table = manifest.read(tmp_path / "work" / "prepared" / "manifest.csv")
+    assert len(table) > 0 and {Path(str(p)).parent for p in table["source"]} == {photos}
+    assert done.lora is not None and done.lora.is_file()
+
+
+def test_another_column_mapping_prepares_and_trains_again(isic2020: SyntheticSet,
+                                                          tmp_path: Path,
+                                                          fake: FakeGen) -> None:
+    """`columns` decides what the captions say: the same source read through another mapping
+    is another input, so prepare and training run again (the same mapping again does not)."""
+    frame = pd.read_csv(isic2020.metadata, dtype=str, keep_default_na=False)
+    frame.assign(site_by_hand="palms/soles").to_csv(isic2020.metadata, index=False)
+    workdir = tmp_path / "work"
+    options: dict[str, Any] = {"n": 1, "overrides": QUICK, "sd_scripts": fake.sd_scripts,
+                               "python": PYTHON}
+    reproduce(isic2020.root, workdir, **options)
+    same = reproduce(isic2020.root, workdir, columns={}, dry_run=True, **options)
+    assert [s.action for s in same.stages[:2]] == ["skip (inputs unchanged)"] * 2
+    mapped = reproduce(isic2020.root, workdir, columns={"site": "site_by_hand"}, **options)
+    assert [s.action for s in mapped.stages[:2]] == ["run", "run"]
+    assert set(manifest.read(workdir / "prepared" / "manifest.csv")["site"]) == {"palms/soles"}

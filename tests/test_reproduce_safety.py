@@ -173,3 +173,20 @@ def test_a_source_without_the_original_captions_fields_names_no_caption_template
         assert fix in lines[0] and "original captions" in lines[0]
         assert "--caption-template" not in lines[0]
         assert not workdir.exists()
+
+
+def test_a_checkout_that_cannot_generate_is_refused_before_the_first_stage(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """An sd-scripts checkout with the training script but no sdxl_gen_img.py would train for
+    hours, then fail at the sample stage: refused before anything is written; the dry run says
+    a real run would stop there."""
+    from medsynth_kohya.sdscripts.launch import GEN_SCRIPT
+
+    (fake.sd_scripts / GEN_SCRIPT).unlink()
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--dry-run")
+    said = " ".join((stdout + stderr).split())
+    assert code == 0 and f"would stop at: sample: {fake.sd_scripts} has no {GEN_SCRIPT}" in said
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 1 and f"has no {GEN_SCRIPT}" in " ".join(stderr.split()), stdout + stderr
+    assert not [path for path in workdir.rglob("*") if not path.name.startswith(".")]
