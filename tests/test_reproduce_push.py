@@ -116,7 +116,7 @@ def test_files_the_push_leaves_alone_do_not_stop_it(
     workdir = tmp_path / "work"
     code, stdout, stderr = _run(runner, isic2020, workdir, fake)
     assert code == 0, stderr
-    assert "published at" in stdout
+    assert "published at" in stdout and "will replace" not in stdout + stderr
     assert all(repo.files[path] == data for path, data in theirs.items())
     # the paths asked about before training are the ones the push then uploaded
     lora = RunFolder(workdir / "run").final_lora(ORIGINAL.class_name)

@@ -121,3 +121,17 @@ def test_a_deleted_part_of_the_prepared_folder_is_prepared_again(
     again = reproduce(isic2020.root, workdir, **_options(fake))
     assert _actions(again)["prepare"] == "run" and again.status == "succeeded"
     assert path.exists()
+
+
+def test_a_prepare_interrupted_in_the_prepared_folder_is_prepared_again(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """A prepare run by hand into WORKDIR/prepared and stopped midway leaves captions of
+    unknown age: reproduce prepares again instead of training on them."""
+    from medsynth_kohya import files
+    from medsynth_kohya.data.prepared import PreparedFolder
+
+    workdir = tmp_path / "work"
+    reproduce(isic2020.root, workdir, **_options(fake))
+    files.write_json(PreparedFolder(workdir / "prepared").unfinished_file, {})
+    planned = reproduce(isic2020.root, workdir, dry_run=True, **_options(fake))
+    assert [planned.stages[0].action, planned.stages[1].action] == ["run", "run"]
