@@ -50,8 +50,10 @@ def test_dry_run_writes_nothing_and_shows_the_plan(runner: CliRunner, isic2020: 
     assert "run: 7200 steps" in stdout  # the train stage's own row
     assert "sdxl_train_network.py --config_file" in stdout
     assert str(workdir / "run" / "config.toml") in stdout
-    for writes in (workdir / "synthetic" / "images", workdir / "synthetic" / "metadata.csv"):
-        assert f"sample writes {writes}" in stdout
+    for stage, writes in (("prepare", "prepared/manifest.csv"), ("prepare", "prepared/img"),
+                          ("train", "run/output/melanoma.safetensors"),
+                          ("sample", "synthetic/images"), ("sample", "synthetic/metadata.csv")):
+        assert f"{stage} writes {workdir / writes}" in stdout
     for stage in ("prepare", "train", "sample", "push"):
         assert stage in stdout
 
@@ -464,3 +466,16 @@ def test_another_column_mapping_prepares_and_trains_again(isic2020: SyntheticSet
     mapped = reproduce(isic2020.root, workdir, columns={"site": "site_by_hand"}, **options)
     assert [s.action for s in mapped.stages[:2]] == ["run", "run"]
     assert set(manifest.read(workdir / "prepared" / "manifest.csv")["site"]) == {"palms/soles"}
+
+
+def test_another_set_size_plans_the_sample_stage_again(isic2020: SyntheticSet, tmp_path: Path,
+                                                       fake: FakeGen) -> None:
+    """The set's size is one of the sample stage's inputs: after --n 2, a smaller --n is not
+    planned as done (sample then refuses to leave images out), nor a larger one."""
+    workdir = tmp_path / "work"
+    options: dict[str, Any] = {"overrides": QUICK, "sd_scripts": fake.sd_scripts,
+                               "python": PYTHON}
+    reproduce(isic2020.root, workdir, n=2, **options)
+    for n in (1, 3):
+        planned = reproduce(isic2020.root, workdir, n=n, dry_run=True, **options)
+        assert [s.action for s in planned.stages[1:3]] == ["skip (inputs unchanged)", "run"]
