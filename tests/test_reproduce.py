@@ -479,3 +479,4 @@ def test_another_set_size_plans_the_sample_stage_again(isic2020: SyntheticSet, t
     for n in (1, 3):
         planned = reproduce(isic2020.root, workdir, n=n, dry_run=True, **options)
         assert [s.action for s in planned.stages[1:3]] == ["skip (inputs unchanged)", "run"]
+        assert f", {n} image{'s' if n > 1 else ''}, seed 0" in planned.stages[2].inputs
