@@ -135,6 +135,8 @@ AREAS = (
     Area("synthetic set reading", "medsynth_kohya/evaluation/sets.py", sample=SAMPLE),
     Area("synthetic set reading", "medsynth_kohya/evaluation/features.py"),
     Area("reproduce", "medsynth_kohya/pipeline/reproduce.py", sample=SAMPLE),
+    Area("several machines", "medsynth_kohya/training/nodes.py", sample=SAMPLE),
+    Area("several machines", "medsynth_kohya/machine/slurm.py"),
 )
 
 
