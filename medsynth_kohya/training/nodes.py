@@ -72,10 +72,13 @@ def write_report(run_dir: Path, rank: int, gpus: Sequence[Gpu], **status: Any) -
 
 
 def _live_report(run_dir: Path, rank: int) -> dict[str, Any] | None:
-    """Machine `rank`'s report when the process that wrote it still holds its part-lock."""
+    """Machine `rank`'s report when the process that wrote it still holds its part-lock and
+    waits for a go (one still running an earlier launch would follow no new one)."""
     try:
         report: dict[str, Any] = json.loads(_report_path(run_dir, rank).read_text("utf-8"))
     except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("status") != "waiting":
         return None
     holder = locks.holder(run_dir, part(rank))
     if holder is None or (holder.host, holder.pid) != (report.get("host"), report.get("pid")):
@@ -84,7 +87,7 @@ def _live_report(run_dir: Path, rank: int) -> dict[str, Any] | None:
 
 
 def present(run_dir: Path, count: int) -> list[dict[str, Any]]:
-    """The reports of machines 1..count-1 whose process is still there, by rank."""
+    """The reports of machines 1..count-1 whose process is still there waiting, by rank."""
     return [r for r in (_live_report(run_dir, rank) for rank in range(1, count)) if r]
 
 
@@ -104,6 +107,25 @@ def gather(run_dir: Path, count: int, own: dict[str, Any],
                             "with the same options and --machine-rank there, on the same run "
                             "folder (a shared file system)")
         time.sleep(POLL_S)
+
+
+def mismatches(reports: Sequence[Mapping[str, Any]], machines: Machines) -> list[str]:
+    """Machines started with another machine count or port than rank 0: accelerate would
+    start them all and then wait for machines that never join."""
+    found = []
+    ours = {"--num-machines": machines.count, "--main-process-port": machines.main_port}
+    for report in reports:
+        theirs = {"--num-machines": report.get("num_machines", machines.count),
+                  "--main-process-port": report.get("main_process_port", machines.main_port)}
+        if theirs != ours:
+            found.append(f"machine {report['rank']} ({report['host']}) was started with "
+                         f"{_flags(theirs)}, machine 0 with {_flags(ours)}: start every "
+                         "machine with the same values")
+    return found
+
+
+def _flags(values: Mapping[str, Any]) -> str:
+    return " ".join(f"{flag} {value}" for flag, value in values.items())
 
 
 def problems(options: Mapping[str, Any], reports: Sequence[Mapping[str, Any]],

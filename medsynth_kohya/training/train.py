@@ -797,8 +797,9 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         own = nodes.report(0, found_gpus)
         others = (nodes.present(run_dir, machines.count) if dry_run else
                   nodes.gather(run_dir, machines.count, own, cluster.wait_s)[1:])
-        unfit = [] if preset.device == "cpu" else nodes.problems(
-            options, others, processes, preset.min_gpu_memory_gib)
+        unfit = nodes.mismatches(others, machines) + ([] if preset.device == "cpu" else
+                                                      nodes.problems(options, others, processes,
+                                                                     preset.min_gpu_memory_gib))
         if unfit:  # like this machine's GPUs, refused even under --dry-run
             raise UserError("\n".join(unfit))
         record = replace(record, machines={
@@ -906,7 +907,9 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
                                            preset.options.get("mixed_precision", "no"))}
         if not dry_run:
             old = nodes.read_decision(run_dir)
-            mine = nodes.write_report(run_dir, machines.rank, found, status="waiting")
+            mine = nodes.write_report(run_dir, machines.rank, found, status="waiting",
+                                      num_machines=machines.count,
+                                      main_process_port=machines.main_port)
             decision = nodes.await_decision(run_dir, mine, old, cluster.wait_s)
         processes = int(decision["processes"])
         command = launch.train_command(  # rank 0 wrote the run's accelerate config
