@@ -460,8 +460,8 @@ def test_the_slurm_script_trains_on_every_machine(
             "$SLURM_NODEID", "--main-process-ip", "$MEDSYNTH_MAIN_IP", "--main-process-port",
             "29500", "--sd-scripts", str(fake_sd.sd_scripts.resolve()), "--python",
             sys.executable)]
-    assert 'export MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | ' \
-        'head -n 1)"' in text.splitlines()
+    assert 'MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' \
+        in text.splitlines() and "export MEDSYNTH_MAIN_IP" in text.splitlines()
     # the same script, written and submitted, trains on two "machines" (srun's tasks)
     record = fake_slurm(tmp_path / "slurm-bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'slurm-bin'}{os.pathsep}{os.environ['PATH']}")

@@ -188,3 +188,132 @@ def test_sbatch_may_choose_the_gpu_type_but_not_another_count(key: str, ours: st
     text = slurm.script({key: ours}, {key: f"a100:{ours}"}, ["true"])
     assert [line for line in text.splitlines() if line.startswith(f"#SBATCH --{key}=")] == [
         f"#SBATCH --{key}=a100:{ours}"]
+
+
+def _job(kind: str, sbatch: list[str], tmp_path: Path) -> str:
+    """The train script of 2 machines of 8 GPUs, or the sample array of 3 one-GPU tasks."""
+    from medsynth_kohya.sampling.machines import array_script
+    from medsynth_kohya.training.nodes import train_script
+
+    settings = slurm.parse_settings(sbatch)
+    if kind == "sample":
+        return array_script(["sample", "--out", "set"], 3, 1, tmp_path / "set", settings)
+    return train_script(tmp_path / "prep", "a100-80gb", [], tmp_path / "run", count=2, gpus=8,
+                        port=29500, sd_scripts=None, python=None, resume=False, force=False,
+                        sbatch=settings)
+
+
+@pytest.mark.parametrize(("kind", "given", "shape"), [
+    ("train", "ntasks=16", "--nodes=2 --ntasks-per-node=1"),
+    ("sample", "nodes=2", "--array=1-3 --ntasks=1"),
+    ("sample", "ntasks-per-node=4", "--array=1-3 --ntasks=1")])
+def test_sbatch_may_not_add_a_shape_setting_the_script_leaves_out(
+        kind: str, given: str, shape: str, tmp_path: Path) -> None:
+    """--sbatch ntasks=16 beside the train script's --nodes=2 --ntasks-per-node=1 asked SLURM
+    for a job the tasks' ranks were not written for; it went into the script unremarked."""
+    key = given.partition("=")[0]
+    with pytest.raises(UserError) as refused:
+        _job(kind, [given], tmp_path)
+    assert str(refused.value) == (f"--sbatch {key}=… would change the job's shape, which the "
+                                  f"tasks follow (#SBATCH {shape}); leave it out and set the "
+                                  "count with --slurm / --num-machines")
+
+
+@pytest.mark.parametrize(("kind", "given", "ours"), [
+    ("train", "gpus=4", "gpus-per-node=8"), ("train", "gpus-per-task=a100:8", "gpus-per-node=8"),
+    ("sample", "gpus-per-node=2", "gpus=1"), ("sample", "gpus-per-task=1", "gpus=1")])
+def test_sbatch_may_not_ask_for_gpus_through_another_setting(
+        kind: str, given: str, ours: str, tmp_path: Path) -> None:
+    """--sbatch gpus=4 beside the train script's --gpus-per-node=8 asked SLURM for GPUs the
+    tasks were not written for (or SLURM refused the job only once it was submitted)."""
+    key, _, value = ours.partition("=")
+    with pytest.raises(UserError) as refused:
+        _job(kind, [given], tmp_path)
+    assert str(refused.value) == (
+        f"--sbatch {given} asks for other GPUs than the {value} each task is written for "
+        f"(#SBATCH --{ours}); set the count with --gpus (train) or --num-gpus (sample), and "
+        f"a type as --sbatch {key}=TYPE:{value}")
+    assert f"#SBATCH --{key}=h100:{value}" in _job(kind, [f"{key}=h100:{value}"], tmp_path)
+
+
+def test_a_shape_setting_given_to_train_slurm_is_one_line(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", tmp_path / "run", "--sd-scripts",
+                                  fake_sd.sd_scripts, "--python", sys.executable,
+                                  "--num-machines", "2", "--slurm", "--sbatch", "ntasks=4",
+                                  "--dry-run")
+    assert code == 1 and "#!/bin/bash" not in stdout and "Traceback" not in stderr
+    assert "--sbatch ntasks=… would change the job's shape" in " ".join(stderr.split())
+
+
+def test_the_script_written_is_the_job_s_text_run_by_anyone_changed_by_its_owner(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `train --slurm` returns (and shows) is the script sbatch was given; the script is
+    executable, and no one but its owner can change what the job will run."""
+    import os
+    import stat
+
+    from medsynth_kohya.sdscripts.launch import Machines
+    from medsynth_kohya.training.train import Cluster, train
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "sbatch").write_text(f'#!/bin/bash\necho "$@" > {tmp_path / "given"}\n'
+                                  'echo "4242;cluster-a"\n', encoding="utf-8")
+    (tools / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    for submit, job_id in ((False, None), (True, "4242")):
+        run = tmp_path / f"run-{submit}"
+        job = train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                    python=sys.executable, cluster=Cluster(Machines(2), slurm=(),
+                                                           submit=submit)).job
+        script = run / "train.sbatch"
+        assert job is not None and (job.path, job.job_id) == (script, job_id)
+        assert job.text == script.read_text(encoding="utf-8")
+        assert job.text.startswith("#!/bin/bash\n#SBATCH --job-name=medsynth-train-run-")
+        assert stat.S_IMODE(script.stat().st_mode) == 0o755
+    assert (tmp_path / "given").read_text().split() == [
+        "--parsable", str((tmp_path / "run-True" / "train.sbatch").resolve())]
+
+
+def test_the_user_s_other_settings_replace_the_script_s(tmp_path: Path) -> None:
+    """A job name or log file of the user's own replaces the script's; only the job's shape
+    and GPUs are the script's alone."""
+    directives = _directives(_job("train", ["job-name=mine", "output=/logs/%j.out"], tmp_path))
+    assert (directives["job-name"], directives["output"]) == ("mine", "/logs/%j.out")
+    assert (directives["nodes"], directives["gpus-per-node"]) == ("2", "8")
+
+
+@pytest.mark.parametrize("value", ["a\rb", "a\nb"])
+def test_a_line_break_in_a_value_is_one_line_saying_so(value: str) -> None:
+    with pytest.raises(UserError) as refused:
+        slurm.script({"ntasks": "1"}, {"comment": value}, ["true"])
+    assert str(refused.value) == (f"#SBATCH --comment={value!r} cannot hold a line break: "
+                                  "rename the folder or choose a value without one")
+
+
+def test_a_job_whose_first_host_cannot_be_found_stops_before_any_task(tmp_path: Path) -> None:
+    """scontrol failing in the prologue (not on the compute node's PATH, the controller not
+    answering) ends the job at once with its error, not with every task told to give a
+    --main-process-ip it cannot give under SLURM."""
+    import os
+    import subprocess
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name, body in (("scontrol", "echo 'scontrol: error: no controller' >&2; exit 1"),
+                       ("srun", f"touch {tmp_path / 'started'}")):
+        (tools / name).write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
+        (tools / name).chmod(0o755)
+    (tmp_path / "job.sbatch").write_text(_job("train", [], tmp_path), encoding="utf-8")
+    done = subprocess.run(["bash", str(tmp_path / "job.sbatch")], capture_output=True,
+                          text=True, env={**os.environ, "SLURM_JOB_NODELIST": "n[1-2]",
+                                          "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode != 0 and "no controller" in done.stderr
+    assert not (tmp_path / "started").exists()
+
+
+def test_a_value_may_hold_an_equals_sign() -> None:
+    assert slurm.parse_settings(["export=ALL,NCCL_DEBUG=INFO", "--time=1:00:00"]) == {
+        "export": "ALL,NCCL_DEBUG=INFO", "time": "1:00:00"}

@@ -21,11 +21,13 @@ from medsynth_kohya.sdscripts import launch
 
 _SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
 _SHAPE = frozenset({"array", "nodes", "ntasks", "ntasks-per-node"})
-"""#SBATCH settings each task's command is written for (its --shard K/N, its machine rank):
-another value would run tasks for shards or ranks that do not exist, or leave some out."""
-_GPUS = frozenset({"gpus", "gpus-per-node"})
+"""#SBATCH settings of the job's shape, which each task's command is written for (its --shard
+K/N, its machine rank): another value, or one of these the script leaves to SLURM, would run
+tasks for shards or ranks that do not exist, or leave some out."""
+_GPUS = frozenset({"gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket"})
 """#SBATCH settings of the GPUs each task's command is written for (its --gpus G, its
---num-gpus G): the user may name their type (`a100:8`), not another count."""
+--num-gpus G): the user may name their type on the script's own one (`a100:8`), not another
+count, nor ask for more GPUs through another of them."""
 _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
@@ -57,17 +59,20 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
            srun: Sequence[str] = ("srun",), before: Sequence[str] = ()) -> str:
     """The batch script: #SBATCH settings, then `before` (shell lines), then `srun` running
     `task` (a shell line that may use SLURM's variables) in every task."""
-    fixed = sorted(key for key in extra if key in _SHAPE and key in settings)
+    fixed = sorted(key for key in extra if key in _SHAPE)
     if fixed:
+        shape = " ".join(f"--{key}={value}" for key, value in settings.items() if key in _SHAPE)
         raise UserError(f"--sbatch {fixed[0]}=… would change the job's shape, which the tasks "
-                        f"follow (#SBATCH --{fixed[0]}={settings[fixed[0]]}); leave it out and "
-                        "set the count with --slurm / --num-machines")
-    for key in sorted(key for key in extra if key in _GPUS and key in settings):
-        if extra[key].rpartition(":")[2] != settings[key]:
-            raise UserError(f"--sbatch {key}={extra[key]} asks for other GPUs than the "
-                            f"{settings[key]} each task is written for (#SBATCH --{key}="
-                            f"{settings[key]}); set the count with --gpus (train) or "
-                            f"--num-gpus (sample), and a type as --sbatch {key}=TYPE:COUNT")
+                        f"follow (#SBATCH {shape}); leave it out and set the count with "
+                        "--slurm / --num-machines")
+    ours = [key for key in settings if key in _GPUS]
+    for key in sorted(key for key in extra if key in _GPUS and ours):
+        mine, count = ours[0], settings[ours[0]]
+        if key != mine or extra[key].rpartition(":")[2] != count:
+            raise UserError(f"--sbatch {key}={extra[key]} asks for other GPUs than the {count} "
+                            f"each task is written for (#SBATCH --{mine}={count}); set the "
+                            "count with --gpus (train) or --num-gpus (sample), and a type as "
+                            f"--sbatch {mine}=TYPE:{count}")
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH --{key}={directive(key, value)}"
               for key, value in {**settings, **extra}.items()]

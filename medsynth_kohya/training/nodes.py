@@ -240,8 +240,9 @@ def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir:
     settings = {"job-name": f"medsynth-train-{run_dir.resolve().name}", "nodes": str(count),
                 "ntasks-per-node": "1", "gpus-per-node": str(gpus),
                 "chdir": str(Path.cwd()), "output": slurm.log_file(run_dir, "slurm-%j.out")}
-    main_ip = ('export MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
+    # assigned apart from `export`, whose own status would hide scontrol's failure from set -e
+    main_ip = ('MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
                '| head -n 1)"')
     return slurm.script(settings, sbatch, slurm.quote(own_command(*args)),
                         srun=("srun", f"--nodes={count}", "--ntasks-per-node=1"),
-                        before=(main_ip,))
+                        before=(main_ip, "export MEDSYNTH_MAIN_IP"))
