@@ -4,6 +4,9 @@ through `train` itself (machines of rank > 0 run in threads of this process)."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import socket
 import sys
 import threading
@@ -15,10 +18,12 @@ import pytest
 from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.launch import Machines
 from medsynth_kohya.training import nodes
 from medsynth_kohya.training.train import Cluster, train
 
+from .conftest import REPO
 from .fakes import FakeSd
 
 A100 = Gpu("NVIDIA A100-SXM4-80GB", 81920, (8, 0))
@@ -104,3 +109,70 @@ def test_machines_started_alike_get_the_go(prepared: Path, fake_sd: FakeSd,
     assert [result.status for result in results] == ["succeeded"]
     record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert [node["rank"] for node in record["nodes"]] == [0, 1]
+    # the go names the process of machine 0 that gave it: no old decision passes for new
+    decision = json.loads((run / "nodes" / "launch.json").read_text())
+    assert decision["status"] == "go" and sorted(decision["leader"]) == ["host", "pid", "time"]
+    assert (decision["leader"]["host"], decision["leader"]["pid"]) == (HOST, os.getpid())
+
+
+def test_machine_zero_names_only_the_machines_that_did_not_report(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with locks.hold(run, "train", part=nodes.part(2)):
+        nodes.write_report(run, 2, [A100], status="waiting")
+        with pytest.raises(UserError) as refused:
+            _leader(prepared, run, fake_sd, Machines(4, 0, "127.0.0.1"), 0.6)
+    assert str(refused.value) == (
+        f"machines 1, 3 of 4 did not report in {run / 'nodes'} within 0.6 s: start `train` "
+        "with the same options and --machine-rank there, on the same run folder (a shared "
+        "file system)")
+
+
+def test_a_machine_that_gets_no_go_says_where_to_start_machine_zero(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(UserError) as refused:
+        train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
+              python=sys.executable, detect=lambda: [],
+              cluster=Cluster(Machines(2, 1, "127.0.0.1"), wait_s=0.5))
+    assert str(refused.value) == (
+        f"machine 0 did not start the run in {run} within 0.5 s: start `train` with the same "
+        "options and --machine-rank 0 on the machine at --main-process-ip")
+
+
+
+def test_the_slurm_script_runs_train_with_each_machine_s_rank(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's tasks run from the folder the script was written in, with the run's options
+    as given: a preset file and the run folder by absolute path, a preset name as it is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "presets").mkdir()
+    shutil.copy(REPO / "configs" / "cpu-smoke.toml", tmp_path / "presets" / "mine.toml")
+    cluster = Cluster(Machines(3, main_port=29601), slurm=("partition=gpu",))
+    result = train(prepared, "presets/mine.toml", overrides=["max_train_steps=3"],
+                   run_dir="runs/r1", sd_scripts=fake_sd.sd_scripts, python="python3",
+                   force=True, dry_run=True, detect=lambda: [], cluster=cluster)
+    assert result.job is not None and result.job.path is None
+    lines = result.job.text.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    directives = dict(line.removeprefix("#SBATCH --").split("=", 1)
+                      for line in lines if line.startswith("#SBATCH "))
+    run = tmp_path / "runs" / "r1"
+    assert directives == {
+        "job-name": "medsynth-train-r1", "nodes": "3", "ntasks-per-node": "1",
+        "gpus-per-node": "1", "chdir": str(tmp_path), "output": f"{run}/slurm-%j.out",
+        "partition": "gpu"}
+    srun = shlex.split(lines[-1])
+    assert srun[:5] == ["srun", "--nodes=3", "--ntasks-per-node=1", "bash", "-c"]
+    assert shlex.split(srun[5]) == ["exec", *launch.own_command(
+        "train", str(prepared.resolve()), "--preset", str(tmp_path / "presets" / "mine.toml"),
+        "--set", "max_train_steps=3", "--run-dir", str(run), "--gpus", "1",
+        "--num-machines", "3", "--machine-rank", "$SLURM_NODEID", "--main-process-ip",
+        "$MEDSYNTH_MAIN_IP", "--main-process-port", "29601", "--sd-scripts",
+        str(fake_sd.sd_scripts.resolve()), "--python", "python3", "--force")]
+    named = train(prepared, "cpu-smoke", run_dir="runs/r2", dry_run=True, detect=lambda: [],
+                  cluster=Cluster(Machines(2), slurm=()))
+    assert named.job is not None
+    words = shlex.split(shlex.split(named.job.text.splitlines()[-1])[-1])
+    assert words[words.index("--preset") + 1] == "cpu-smoke"
+    assert "--sd-scripts" not in words and "--python" not in words
