@@ -317,3 +317,12 @@ def test_a_job_whose_first_host_cannot_be_found_stops_before_any_task(tmp_path: 
 def test_a_value_may_hold_an_equals_sign() -> None:
     assert slurm.parse_settings(["export=ALL,NCCL_DEBUG=INFO", "--time=1:00:00"]) == {
         "export": "ALL,NCCL_DEBUG=INFO", "time": "1:00:00"}
+
+
+@pytest.mark.parametrize("item", ["partition", "=gpu", "Partition=gpu", "part ition=gpu",
+                                  "time=", "time=  ", "comment=a\nb"])
+def test_an_sbatch_item_that_is_not_key_value_is_one_line(item: str) -> None:
+    with pytest.raises(UserError) as refused:
+        slurm.parse_settings(["time=1:00:00", item])
+    assert str(refused.value) == (f"--sbatch {item!r} must look like KEY=VALUE, e.g. --sbatch "
+                                  "partition=gpu or --sbatch time=24:00:00")
