@@ -442,17 +442,21 @@ def train(
 
 
 def _show_job(job: Job) -> None:
-    """A SLURM script: printed when only shown, else where it is and its job id."""
+    """A SLURM script: printed when only shown, else where it is and its job id (a job sbatch
+    took without printing one may be queued: never offered for submitting again)."""
     import shlex
 
     from medsynth_kohya import ui
 
     if job.path is None:
         ui.say(job.text.rstrip("\n"))
-    elif job.job_id is None:
-        ui.say(f"Wrote {job.path}; submit it with: {shlex.join(['sbatch', str(job.path)])}")
-    else:
+    elif job.job_id is not None:
         ui.say(f"Submitted {job.path} as SLURM job {job.job_id}")
+    elif job.submitted:
+        ui.say(f"Handed {job.path} to sbatch, which succeeded but printed no job id: the job "
+               "may well be queued; check with squeue --me")
+    else:
+        ui.say(f"Wrote {job.path}; submit it with: {shlex.join(['sbatch', str(job.path)])}")
 
 
 @app.command()

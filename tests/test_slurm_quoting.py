@@ -326,3 +326,30 @@ def test_an_sbatch_item_that_is_not_key_value_is_one_line(item: str) -> None:
         slurm.parse_settings(["time=1:00:00", item])
     assert str(refused.value) == (f"--sbatch {item!r} must look like KEY=VALUE, e.g. --sbatch "
                                   "partition=gpu or --sbatch time=24:00:00")
+
+
+@pytest.mark.parametrize("said", ["", "sbatch: warning: no partition given\n"])
+def test_a_job_sbatch_took_without_an_id_is_never_offered_for_submitting_again(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, said: str) -> None:
+    """sbatch exiting 0 with no job id on stdout may well have queued the job: the tool said
+    "submit it with: sbatch …", inviting a second copy of the job into the queue."""
+    import os
+    import shlex
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "sbatch").write_text(f"#!/bin/bash\nprintf %s {shlex.quote(said)}\n"
+                                  f"touch {tmp_path / 'took'}\n", encoding="utf-8")
+    (tools / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    run = tmp_path / "run"
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", run, "--sd-scripts", fake_sd.sd_scripts,
+                                  "--python", sys.executable, "--num-machines", "2", "--slurm",
+                                  "--submit")
+    told = " ".join(stdout.split())
+    assert code == 0 and (tmp_path / "took").exists(), stdout + stderr
+    assert "submit it" not in told and "sbatch " not in told.replace(str(run / "train.sbatch"), "")
+    assert f"Handed {run / 'train.sbatch'} to sbatch" in told and "squeue --me" in told
+

@@ -32,14 +32,19 @@ _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
 
+_JOB_ID = re.compile(r"(\d+)(?:;.*)?")
+"""What `sbatch --parsable` prints: JOBID[;CLUSTER]."""
+
+
 @dataclass(frozen=True)
 class Job:
-    """A batch script: its text, where it was written (None: only shown) and its job id
-    once submitted."""
+    """A batch script: its text, where it was written (None: only shown), whether sbatch took
+    it, and the job id sbatch printed (None: none could be read, though it may be queued)."""
 
     text: str
     path: Path | None = None
     job_id: str | None = None
+    submitted: bool = False
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, str]:
@@ -117,4 +122,5 @@ def write(text: str, path: Path, *, submit: bool) -> Job:
     if not submit:
         return Job(text, path)
     said = launch.run_captured(launch.sbatch_command(path.resolve())).strip().splitlines()
-    return Job(text, path, said[-1].split(";")[0] if said else None)  # JOBID[;CLUSTER]
+    found = _JOB_ID.fullmatch(said[-1].strip()) if said else None
+    return Job(text, path, found[1] if found else None, submitted=True)
