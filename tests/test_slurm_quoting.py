@@ -353,3 +353,33 @@ def test_a_job_sbatch_took_without_an_id_is_never_offered_for_submitting_again(
     assert "submit it" not in told and "sbatch " not in told.replace(str(run / "train.sbatch"), "")
     assert f"Handed {run / 'train.sbatch'} to sbatch" in told and "squeue --me" in told
 
+
+
+@pytest.mark.parametrize(("kind", "given", "ours"), [
+    ("train", "gres=gpu:4", "gpus-per-node=8"), ("train", "gres=gpu:a100:2", "gpus-per-node=8"),
+    ("train", "gres=tmpfs:10G,gpu:a100:16", "gpus-per-node=8"),
+    ("sample", "gres=gpu", "gpus=2"), ("sample", "gres=gpu:h100:4(S:0)", "gpus=2")])
+def test_sbatch_gres_may_not_ask_for_another_gpu_count(kind: str, given: str, ours: str,
+                                                       tmp_path: Path) -> None:
+    """--sbatch gres=gpu:4 beside the train script's --gpus-per-node=8 went into the script
+    unchecked: the job waited in the queue for GPUs its tasks were not written for."""
+    from medsynth_kohya.sampling.machines import array_script
+
+    key, _, value = ours.partition("=")
+
+    def job(sbatch: list[str]) -> str:
+        if kind == "sample":
+            return array_script(["sample", "--out", "set"], 3, int(value), tmp_path / "set",
+                                slurm.parse_settings(sbatch))
+        return _job(kind, sbatch, tmp_path)
+
+    with pytest.raises(UserError) as refused:
+        job([given])
+    assert str(refused.value) == (
+        f"--sbatch {given} asks for other GPUs than the {value} each task is written for "
+        f"(#SBATCH --{ours}); set the count with --gpus (train) or --num-gpus (sample), and "
+        f"a type as --sbatch {key}=TYPE:{value}")
+    same = f"gres=tmpfs:10G,gpu:h100:{value}"
+    assert f"#SBATCH --gres={same.partition('=')[2]}" in job([same])
+    assert "#SBATCH --gres=tmpfs:10G" in job(["gres=tmpfs:10G"])
+

@@ -27,7 +27,7 @@ tasks for shards or ranks that do not exist, or leave some out."""
 _GPUS = frozenset({"gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket"})
 """#SBATCH settings of the GPUs each task's command is written for (its --gpus G, its
 --num-gpus G): the user may name their type on the script's own one (`a100:8`), not another
-count, nor ask for more GPUs through another of them."""
+count, nor ask for more GPUs through another of them (nor through --gres=gpu:N, another N)."""
 _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
@@ -71,9 +71,13 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
                         f"follow (#SBATCH {shape}); leave it out and set the count with "
                         "--slurm / --num-machines")
     ours = [key for key in settings if key in _GPUS]
-    for key in sorted(key for key in extra if key in _GPUS and ours):
+    for key in sorted(key for key in extra if (key in _GPUS or key == "gres") and ours):
         mine, count = ours[0], settings[ours[0]]
-        if key != mine or extra[key].rpartition(":")[2] != count:
+        if key == "gres":
+            wrong = _gres_gpus(extra[key]) not in (None, count)
+        else:
+            wrong = key != mine or extra[key].rpartition(":")[2] != count
+        if wrong:
             raise UserError(f"--sbatch {key}={extra[key]} asks for other GPUs than the {count} "
                             f"each task is written for (#SBATCH --{mine}={count}); set the "
                             "count with --gpus (train) or --num-gpus (sample), and a type as "
@@ -84,6 +88,16 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
     lines += ["set -euo pipefail", *before,
               shlex.join([*srun, "bash", "-c", " ".join(["exec", *task])])]
     return "\n".join(lines) + "\n"
+
+
+def _gres_gpus(value: str) -> str | None:
+    """The GPU count a --gres value asks for on each node (`gpu`, `gpu:4`, `gpu:a100:4`, in a
+    comma list, flags in parentheses after it), or None when it asks for no GPU."""
+    for item in value.split(","):
+        name, *rest = item.partition("(")[0].strip().split(":")
+        if name == "gpu":
+            return rest[-1] if rest and rest[-1].isdigit() else "1"
+    return None
 
 
 def directive(key: str, value: str) -> str:
