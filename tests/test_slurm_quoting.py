@@ -383,3 +383,21 @@ def test_sbatch_gres_may_not_ask_for_another_gpu_count(kind: str, given: str, ou
     assert f"#SBATCH --gres={same.partition('=')[2]}" in job([same])
     assert "#SBATCH --gres=tmpfs:10G" in job(["gres=tmpfs:10G"])
 
+
+
+def test_a_job_told_no_first_host_stops_before_any_task(tmp_path: Path) -> None:
+    """scontrol answering 0 with no host named gave every task an empty --main-process-ip."""
+    import os
+    import subprocess
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name, body in (("scontrol", "exit 0"), ("srun", f"touch {tmp_path / 'started'}")):
+        (tools / name).write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
+        (tools / name).chmod(0o755)
+    (tmp_path / "job.sbatch").write_text(_job("train", [], tmp_path), encoding="utf-8")
+    done = subprocess.run(["bash", str(tmp_path / "job.sbatch")], capture_output=True,
+                          text=True, env={**os.environ, "SLURM_JOB_NODELIST": "n[1-2]",
+                                          "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode != 0 and not (tmp_path / "started").exists()
+    assert "named no host for n[1-2]" in done.stderr

@@ -243,6 +243,9 @@ def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir:
     # assigned apart from `export`, whose own status would hide scontrol's failure from set -e
     main_ip = ('MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
                '| head -n 1)"')
+    # scontrol may answer 0 with no host: no task may start with an empty --main-process-ip
+    named = ('test -n "$MEDSYNTH_MAIN_IP" || { echo "scontrol show hostnames named no host '
+             'for $SLURM_JOB_NODELIST, so no task has rank 0\'s address" >&2; exit 1; }')
     return slurm.script(settings, sbatch, slurm.quote(own_command(*args)),
                         srun=("srun", f"--nodes={count}", "--ntasks-per-node=1"),
-                        before=(main_ip, "export MEDSYNTH_MAIN_IP"))
+                        before=(main_ip, named, "export MEDSYNTH_MAIN_IP"))
