@@ -401,3 +401,15 @@ def test_a_job_told_no_first_host_stops_before_any_task(tmp_path: Path) -> None:
                                           "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
     assert done.returncode != 0 and not (tmp_path / "started").exists()
     assert "named no host for n[1-2]" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["train", "sample"])
+def test_sbatch_may_not_move_the_job_s_working_folder(kind: str, tmp_path: Path) -> None:
+    """--sbatch chdir=/elsewhere replaced the script's own chdir: the tasks' relative paths
+    (--python, a --lora or --out as typed) were then read from another folder."""
+    with pytest.raises(UserError) as refused:
+        _job(kind, ["chdir=/elsewhere"], tmp_path)
+    assert str(refused.value) == (
+        f"--sbatch chdir=… would move the job out of {Path.cwd()}, the folder its paths are "
+        "read from (#SBATCH --chdir); leave it out and run the command from the folder the "
+        "job should start in")

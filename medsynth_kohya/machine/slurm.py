@@ -70,6 +70,10 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
         raise UserError(f"--sbatch {fixed[0]}=… would change the job's shape, which the tasks "
                         f"follow (#SBATCH {shape}); leave it out and set the count with "
                         "--slurm / --num-machines")
+    if "chdir" in extra and "chdir" in settings:
+        raise UserError(f"--sbatch chdir=… would move the job out of {settings['chdir']}, the "
+                        "folder its paths are read from (#SBATCH --chdir); leave it out and "
+                        "run the command from the folder the job should start in")
     ours = [key for key in settings if key in _GPUS]
     for key in sorted(key for key in extra if (key in _GPUS or key == "gres") and ours):
         mine, count = ours[0], settings[ours[0]]
