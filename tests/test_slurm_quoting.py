@@ -413,3 +413,19 @@ def test_sbatch_may_not_move_the_job_s_working_folder(kind: str, tmp_path: Path)
         f"--sbatch chdir=… would move the job out of {Path.cwd()}, the folder its paths are "
         "read from (#SBATCH --chdir); leave it out and run the command from the folder the "
         "job should start in")
+
+
+@pytest.mark.parametrize(("kind", "given", "full"), [
+    ("sample", "arr=1-9", "--array"), ("train", "node=3", "--nodes"),
+    ("train", "gpus-per-n=4", "--gpus-per-node"), ("sample", "chd=/elsewhere", "--chdir"),
+    ("train", "gre=gpu:4", "--gres")])
+def test_a_shortened_name_of_a_checked_setting_is_refused(kind: str, given: str, full: str,
+                                                         tmp_path: Path) -> None:
+    """sbatch reads #SBATCH options as getopt_long does, a unique start of a name as the whole
+    name: --sbatch arr=1-9 went in unchecked and ran shards 4 to 9 of the --shard K/3 job."""
+    key = given.partition("=")[0]
+    with pytest.raises(UserError) as refused:
+        _job(kind, [given], tmp_path)
+    assert str(refused.value).startswith(f"--sbatch {key}=… may be read by sbatch as ")
+    assert full in str(refused.value) and "write the setting's full name" in str(refused.value)
+    assert "#SBATCH --partition=gpu" in _job(kind, ["partition=gpu"], tmp_path)

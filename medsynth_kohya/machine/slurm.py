@@ -28,6 +28,9 @@ _GPUS = frozenset({"gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket"})
 """#SBATCH settings of the GPUs each task's command is written for (its --gpus G, its
 --num-gpus G): the user may name their type on the script's own one (`a100:8`), not another
 count, nor ask for more GPUs through another of them (nor through --gres=gpu:N, another N)."""
+_CHECKED = _SHAPE | _GPUS | {"gres", "chdir"}
+"""The #SBATCH settings `script` checks the user's against; sbatch reads an option as
+getopt_long does, so a unique start of one of these names (`arr`) would be read as it."""
 _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
@@ -64,6 +67,12 @@ def script(settings: Mapping[str, str], extra: Mapping[str, str], task: Sequence
            srun: Sequence[str] = ("srun",), before: Sequence[str] = ()) -> str:
     """The batch script: #SBATCH settings, then `before` (shell lines), then `srun` running
     `task` (a shell line that may use SLURM's variables) in every task."""
+    for key in extra:
+        longer = sorted(name for name in _CHECKED if name.startswith(key))
+        if longer and key not in _CHECKED:
+            raise UserError(f"--sbatch {key}=… may be read by sbatch as --{' or --'.join(longer)}"
+                            " (it takes the start of a name for the whole name), which the "
+                            "script checks; write the setting's full name")
     fixed = sorted(key for key in extra if key in _SHAPE)
     if fixed:
         shape = " ".join(f"--{key}={value}" for key, value in settings.items() if key in _SHAPE)
