@@ -927,3 +927,31 @@ def test_gpus_cuda_visible_devices_hides_are_not_generated_on(
     assert code == 1 and " ".join(stderr.split()) == (
         "Error: --num-gpus 2: no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=); unset "
         "CUDA_VISIBLE_DEVICES or list the GPUs to use in it")
+
+
+def test_a_bf16_run_sampled_on_a_gpu_without_bf16_is_warned_with_the_fp16_fix(
+        runner: CliRunner, prepared: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LoRA trained in bf16 on an A100 and sampled on a free Colab T4: generation repeats
+    the run's bf16, which a T4 does not compute; the warning's fix is taken as written."""
+    install_gpus(fake_gen, tmp_path, monkeypatch, 1)
+    (tmp_path / "gpu-bin" / "nvidia-smi").write_text("#!/bin/sh\necho 'Tesla T4, 15360 MiB, 7.5'\n",
+                                                     encoding="utf-8")
+    run = tmp_path / "bf16"
+    run.mkdir()
+    write_run(run, prepared, tmp_path / "base.safetensors", mixed_precision="bf16")
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out",
+                                   tmp_path / "t4", *SMALL)
+    said = " ".join((stdout + stderr).split())
+    assert code == 0, said
+    assert fake_gen.calls()[-1]["args"].get("bf16")
+    assert ("the run trained in bf16, which generation repeats, and Tesla T4 (compute "
+            "capability 7.5) has no bf16: it may run slowly or fail; --set bf16= --set "
+            "fp16=true --set no_half_vae=true generates in fp16 with the VAE in full "
+            "precision") in said
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out",
+                                   tmp_path / "fp16", "--set", "bf16=", "--set", "fp16=true",
+                                   "--set", "no_half_vae=true", *SMALL)
+    assert code == 0 and "has no bf16" not in stdout + stderr, stdout + stderr
+    args = fake_gen.calls()[-1]["args"]
+    assert args.get("fp16") and args.get("no_half_vae") and "bf16" not in args
