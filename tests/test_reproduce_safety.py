@@ -190,3 +190,21 @@ def test_a_checkout_that_cannot_generate_is_refused_before_the_first_stage(
     code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
     assert code == 1 and f"has no {GEN_SCRIPT}" in " ".join(stderr.split()), stdout + stderr
     assert not [path for path in workdir.rglob("*") if not path.name.startswith(".")]
+
+
+def test_a_set_whose_record_is_gone_is_set_aside_when_a_new_lora_replaces_it(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """reproduce.json deleted (as a damaged one's message advises): the set's own record says
+    which LoRA made it, so a new LoRA's sample stage sets it aside instead of refusing it after
+    the training."""
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    before = checksums(workdir / "synthetic")
+    (workdir / "reproduce.json").unlink()
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake,
+                                      "--set", "max_train_steps=9")
+    assert code == 0, stdout + stderr
+    [aside] = workdir.glob("synthetic.replaced-*")
+    assert checksums(aside) == before
+    assert len(list((workdir / "synthetic" / "images").glob("*.png"))) == 2

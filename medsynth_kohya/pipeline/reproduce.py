@@ -300,6 +300,18 @@ def _complete_set(synthetic: Path, n: int) -> bool:
             and set(range(n)) <= set(present_images(synthetic / IMAGES, prefix)))
 
 
+def _set_lora(state: _State, synthetic: Path) -> str | None:
+    """The sha256 of the LoRA that made the set in `synthetic`: as reproduce.json records it,
+    else as the set itself says (a reproduce.json deleted since); None where there is no set.
+    A UserError for a set whose record cannot say (sample refuses such a set too)."""
+    from medsynth_kohya.sampling.synthset import made_with
+
+    recorded = state.data["stages"].get("sample", {}).get("lora")
+    if recorded is not None or not synthetic.is_dir():
+        return None if recorded is None else str(recorded)
+    return made_with(synthetic)
+
+
 def _prepared(made: PrepareResult) -> str:
     """What prepare did: the images prepared, and those it skipped, why, and where listed."""
     text = f"done, {files.counted(len(made.manifest), 'image')} prepared"
@@ -609,7 +621,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                              f"{files.counted(n, 'image')} in {synthetic / IMAGES}"))
     else:
         lora_digest = digest(lora)
-        earlier = state.data["stages"].get("sample", {}).get("lora")
+        earlier = _set_lora(state, synthetic)
         if earlier not in (None, lora_digest) and synthetic.is_dir():
             aside = workdir / f"synthetic.replaced-{datetime.now():%Y%m%d-%H%M%S}"
             synthetic.rename(aside)
