@@ -192,6 +192,25 @@ def test_a_checkout_that_cannot_generate_is_refused_before_the_first_stage(
     assert not [path for path in workdir.rglob("*") if not path.name.startswith(".")]
 
 
+def test_a_smaller_n_than_the_set_of_the_same_lora_is_refused_before_any_stage(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """A set of the LoRA sample will use holding more images than --n would be refused by the
+    sample stage: the dry run says a real run would stop there, and the real run refuses it
+    before any stage writes."""
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--n", "3")
+    assert code == 0, stdout + stderr
+    before, listing = checksums(workdir), entries(workdir)
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--n", "1",
+                                      "--dry-run")
+    said = " ".join((stdout + stderr).split())
+    assert code == 0 and "would stop at: sample:" in said and "use --n 3 or more" in said, said
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--n", "1")
+    assert code == 1 and "use --n 3 or more" in " ".join(stderr.split()), stdout + stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert checksums(workdir) == before and entries(workdir) == listing
+
+
 def test_a_set_whose_record_is_gone_is_set_aside_when_a_new_lora_replaces_it(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
     """reproduce.json deleted (as a damaged one's message advises): the set's own record says
@@ -208,3 +227,41 @@ def test_a_set_whose_record_is_gone_is_set_aside_when_a_new_lora_replaces_it(
     [aside] = workdir.glob("synthetic.replaced-*")
     assert checksums(aside) == before
     assert len(list((workdir / "synthetic" / "images").glob("*.png"))) == 2
+
+
+
+def test_files_put_in_the_synthetic_folder_before_sampling_are_refused_before_training(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample stage refuses a synthetic folder it did not make: after a run whose training
+    failed, files put there are said before the training runs again, not hours after."""
+    workdir = tmp_path / "work"
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 1 and "training failed" in stderr, stdout + stderr
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    _mine(workdir / "synthetic" / "my-notes.txt", "mine")
+    before, listing = checksums(workdir), entries(workdir)
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--dry-run")
+    said = " ".join((stdout + stderr).split())
+    assert code == 0 and "would stop at: sample:" in said and "my-notes.txt" in said, said
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 1 and "my-notes.txt" in stderr and "Traceback" not in stderr, stdout + stderr
+    assert checksums(workdir) == before and entries(workdir) == listing
+
+
+def test_a_damaged_set_record_stops_the_dry_run_unless_a_new_lora_sets_it_aside(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """A set whose sample.json is damaged is refused by the sample stage when it would write
+    into it (the same LoRA, another --n), not when a new LoRA's set is set aside."""
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    record = workdir / "synthetic" / ".medsynth" / "sample.json"
+    record.write_text("{not json", encoding="utf-8")
+    for extra, stops in ((("--n", "3"), True), (("--set", "max_train_steps=9"), False)):
+        code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, *extra,
+                                          "--dry-run")
+        said = " ".join((stdout + stderr).split())
+        assert code == 0, said
+        assert (f"would stop at: sample: {record} is damaged" in said) is stops, (extra, said)

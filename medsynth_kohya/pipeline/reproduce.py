@@ -312,6 +312,37 @@ def _set_lora(state: _State, synthetic: Path) -> str | None:
     return made_with(synthetic)
 
 
+def _sample_refusal(state: _State, synthetic: Path, n: int, lora: str | None) -> str | None:
+    """Why the sample stage would refuse `synthetic`, known before any stage runs (`lora`: the
+    LoRA it will use, None while training is to make it; a new LoRA's set is set aside): a
+    set whose record cannot be read, files sample did not make, or a set of this LoRA holding
+    images beyond --n, which metadata.csv would leave out."""
+    from medsynth_kohya.sampling.sample import SampleOptions
+    from medsynth_kohya.sampling.synthset import IMAGES, STATE_DIR, present_images, read_state
+
+    try:
+        made = _set_lora(state, synthetic)
+        if made is not None and made != lora:
+            return None
+        record = read_state(synthetic)
+    except UserError as exc:
+        return f"sample: {exc}"
+    if record is None:
+        found = ([path for path in locks.foreign_entries(synthetic) if path.name != STATE_DIR]
+                 if synthetic.is_dir() else [])
+        return (f"sample: {synthetic} was not made by medsynth-kohya sample "
+                f"({locks.holds(found)}); move that out of it, then run this again"
+                if found else None)
+    prefix = str(record["identity"].get("id_prefix", SampleOptions().id_prefix))
+    beyond = [i for i in present_images(synthetic / IMAGES, prefix) if i >= n]
+    if not beyond:
+        return None
+    held = max(beyond) + 1
+    return (f"sample: {synthetic} already holds {held} images of this LoRA; --n {n} would "
+            f"leave some out of its metadata.csv: use --n {held} or more, or move "
+            f"{synthetic} elsewhere to make a set of {n}")
+
+
 def _prepared(made: PrepareResult) -> str:
     """What prepare did: the images prepared, and those it skipped, why, and where listed."""
     text = f"done, {files.counted(len(made.manifest), 'image')} prepared"
@@ -552,6 +583,11 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                lora=lora, url=url, warnings=tuple(dict.fromkeys(said)))
 
     first = plan()
+    if first.stages["sample"].action == "run":
+        refusal = _sample_refusal(state, synthetic, n, digest(first.lora) if first.lora else None)
+        if refusal is not None and not dry_run:
+            raise UserError(refusal)
+        problems += [refusal] if refusal is not None else []
     if push_repo is not None and token and first.stages["push"].action == "run":
         replacing, checked = _replace_check(push_repo, token, final, n, force_push)
         if replacing is not None and not dry_run:
