@@ -318,7 +318,13 @@ def _sample_refusal(state: _State, synthetic: Path, n: int, lora: str | None) ->
     set whose record cannot be read, files sample did not make, or a set of this LoRA holding
     images beyond --n, which metadata.csv would leave out."""
     from medsynth_kohya.sampling.sample import SampleOptions
-    from medsynth_kohya.sampling.synthset import IMAGES, STATE_DIR, present_images, read_state
+    from medsynth_kohya.sampling.synthset import (
+        IMAGES,
+        held_beyond,
+        others,
+        present_images,
+        read_state,
+    )
 
     try:
         made = _set_lora(state, synthetic)
@@ -328,16 +334,14 @@ def _sample_refusal(state: _State, synthetic: Path, n: int, lora: str | None) ->
     except UserError as exc:
         return f"sample: {exc}"
     if record is None:
-        found = ([path for path in locks.foreign_entries(synthetic) if path.name != STATE_DIR]
-                 if synthetic.is_dir() else [])
+        found = others(synthetic)
         return (f"sample: {synthetic} was not made by medsynth-kohya sample "
                 f"({locks.holds(found)}); move that out of it, then run this again"
                 if found else None)
     prefix = str(record["identity"].get("id_prefix", SampleOptions().id_prefix))
-    beyond = [i for i in present_images(synthetic / IMAGES, prefix) if i >= n]
-    if not beyond:
+    held = held_beyond(present_images(synthetic / IMAGES, prefix), n)
+    if held is None:
         return None
-    held = max(beyond) + 1
     return (f"sample: {synthetic} already holds {held} images of this LoRA; --n {n} would "
             f"leave some out of its metadata.csv: use --n {held} or more, or move "
             f"{synthetic} elsewhere to make a set of {n}")

@@ -176,15 +176,13 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
             raise UserError(f"{out} holds {files.counted(len(existing), 'image')} made with "
                             "other settings "
                             f"({', '.join(changed)} differ); use another --out, or delete it")
-        beyond = [i for i in existing if i >= plan.n]
-        if beyond and not changed:
-            raise UserError(f"{out} already holds {max(beyond) + 1} images; --n {plan.n} "
-                            f"would leave some out of metadata.csv (use --n {max(beyond) + 1} "
-                            "or more)")
+        count = held_beyond(existing, plan.n)
+        if count and not changed:
+            raise UserError(f"{out} already holds {count} images; --n {plan.n} would leave "
+                            f"some out of metadata.csv (use --n {count} or more)")
         same = not changed
-    elif out.is_dir() and [p for p in locks.foreign_entries(out) if p.name != STATE_DIR] \
-            and not force:
-        held = locks.holds([p for p in locks.foreign_entries(out) if p.name != STATE_DIR])
+    elif others(out) and not force:
+        held = locks.holds(others(out))
         raise UserError(f"--out {out} is not empty ({held}) and was not made by "
                         "medsynth-kohya sample; "
                         "choose an empty folder or pass --force to write into it")
@@ -195,6 +193,19 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
                         f"overwritten, removed or taken into the set (first: {foreign[0]}); "
                         f"move them out of {out} and run this again (--force keeps them too)")
     return same
+
+
+def held_beyond(existing: Sequence[int], n: int) -> int | None:
+    """How many images a set holding images `existing` (by index) has, where some lie beyond
+    --n `n`, which metadata.csv would leave out; None where none do."""
+    beyond = [i for i in existing if i >= n]
+    return max(beyond) + 1 if beyond else None
+
+
+def others(out: Path) -> list[Path]:
+    """What OUT holds that no sample run made (a folder without a set record)."""
+    return ([path for path in locks.foreign_entries(out) if path.name != STATE_DIR]
+            if out.is_dir() else [])
 
 
 def made_with(out: Path) -> str | None:
