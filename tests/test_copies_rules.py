@@ -217,7 +217,8 @@ def test_no_decodable_training_photo_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError) as raised:
         copycheck.check(tmp_path / "syn", tmp_path / "isic")
     assert str(raised.value) == (f"none of the training photos of {tmp_path / 'isic'} could "
-                                 "be decoded")
+                                 "be decoded: give a download or prepared folder whose photos "
+                                 "open as images")
 
 
 def test_the_record_holds_what_was_checked_when_and_by_what(tmp_path: Path) -> None:

@@ -72,9 +72,13 @@ class PreparedState:
     def origin(self) -> str | None:
         """Where the images come from (sources.origin: ISIC 2020, the Archive or the user's
         own data); None when the source was not recorded."""
-        columns = self.options.get("columns")
-        return None if self.source_kind is None else origin(
-            self.source_kind, columns if isinstance(columns, dict) else {})
+        return None if self.source_kind is None else origin(self.source_kind, self.columns)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """prepare --column, field to metadata column (empty when none or not recorded)."""
+        given = self.options.get("columns")
+        return {str(k): str(v) for k, v in given.items()} if isinstance(given, dict) else {}
 
     @property
     def class_name(self) -> str | None:

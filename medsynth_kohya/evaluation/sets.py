@@ -244,10 +244,9 @@ def _prepared(folder: Path) -> RealSet:
         if state.source_metadata is None:
             raise ValueError("its state names no source")
         dirs = tuple(folder for folder in state.source_images if folder.is_dir())
-        columns = state.options.get("columns")  # prepare --column, read back as prepare read
-        located = sources.locate(None, metadata=state.source_metadata,
+        located = sources.locate(None, metadata=state.source_metadata,  # as prepare read it
                                  images=dirs[0] if dirs else None,
-                                 columns=columns if isinstance(columns, dict) else None)
+                                 columns=state.columns or None)
         # every folder prepare searched (HAM10000's two), not the first one's tree alone
         source = replace(located, image_dirs=dirs or located.image_dirs)
         _, labelled, dropped, skipped = _from_source(source, set(train["id"].astype(str)))
