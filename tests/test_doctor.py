@@ -157,6 +157,19 @@ def test_a_cuda_visible_devices_hiding_every_gpu_fails(
     assert diagnose(sd_scripts=sd_scripts, python=python, workdir=tmp_path, device="cpu").ok
 
 
+def test_cuda_visible_devices_on_a_machine_without_gpus_is_no_reason_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set on a machine where nvidia-smi lists no GPU, the variable hides nothing: the row
+    says no GPU was found, with the fix for that, not advice to unset it."""
+    sd_scripts, python = _checkout(tmp_path), _environment(tmp_path, torch=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    report = diagnose(sd_scripts=sd_scripts, python=python, workdir=tmp_path)
+    gpu = next(c for c in report.checks if c.name == "GPU")
+    assert gpu.status == FAIL and gpu.detail == "no NVIDIA GPU found (nvidia-smi)"
+    assert "CUDA_VISIBLE_DEVICES" not in gpu.fix and "CUDA GPU" in gpu.fix
+
+
 def test_wrong_commit_warns_with_the_exact_fix(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
     nvidia_smi("Tesla T4, 15360 MiB, 7.5")
     repo = _checkout(tmp_path)

@@ -21,6 +21,7 @@ from medsynth_kohya.machine.gpus import (
     VISIBLE,
     Gpu,
     detect_gpus,
+    hides_gpus,
     none_seen,
     visible,
 )
@@ -122,7 +123,7 @@ def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
         return [Check("GPU", OK, "none needed: this run is on the CPU")]
     if not gpus:
         fix = ("train on a machine with a CUDA GPU (a free Colab T4 works); the cpu-smoke "
-               "preset runs without one") if VISIBLE not in os.environ else UNHIDE
+               "preset runs without one") if not hides_gpus() else UNHIDE
         return [Check("GPU", FAIL, none_seen(), fix)]
     checks = []
     for index, gpu in enumerate(gpus):

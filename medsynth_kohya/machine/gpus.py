@@ -101,11 +101,16 @@ UNHIDE = f"unset {VISIBLE} or list the GPUs to use in it"
 """The fix where CUDA_VISIBLE_DEVICES hides the GPUs a run needs."""
 
 
+def hides_gpus() -> bool:
+    """Whether CUDA_VISIBLE_DEVICES is set on a machine whose nvidia-smi lists GPUs (so it,
+    not their absence, is why a run here may see none)."""
+    return VISIBLE in os.environ and bool(detect_gpus())
+
+
 def none_seen() -> str:
     """Why a run here sees no GPU: nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them."""
-    given = os.environ.get(VISIBLE)
-    return ("no NVIDIA GPU found (nvidia-smi)" if given is None else
-            f"no NVIDIA GPU visible ({VISIBLE}={given})")
+    return (f"no NVIDIA GPU visible ({VISIBLE}={os.environ[VISIBLE]})" if hides_gpus() else
+            "no NVIDIA GPU found (nvidia-smi)")
 
 
 def describe_visible(count: int) -> str:

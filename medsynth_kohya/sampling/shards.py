@@ -12,7 +12,14 @@ from pathlib import Path
 
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import UNHIDE, Gpu, devices, none_seen, visible_devices
+from medsynth_kohya.machine.gpus import (
+    UNHIDE,
+    Gpu,
+    devices,
+    hides_gpus,
+    none_seen,
+    visible_devices,
+)
 from medsynth_kohya.sampling.plan import Plan
 from medsynth_kohya.sampling.synthset import IMAGES, STATE_DIR, complete_png
 from medsynth_kohya.sdscripts import launch
@@ -49,7 +56,7 @@ def shard_devices(num_gpus: int, gpus: Sequence[Gpu], own: bool = True) -> list[
         return [str(k) for k in range(num_gpus)]
     asked = f"--num-gpus {num_gpus}"
     if num_gpus > 1 and not gpus:
-        fix = "" if visible_devices() is None else f"; {UNHIDE}"
+        fix = f"; {UNHIDE}" if hides_gpus() else ""
         raise UserError(f"{asked}: {none_seen()}{fix}")
     if num_gpus > 1 and visible_devices() is None and len(gpus) < num_gpus:
         raise UserError(f"{asked}: nvidia-smi lists only {files.counted(len(gpus), 'GPU')}")
