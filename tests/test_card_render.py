@@ -680,3 +680,17 @@ def test_an_evaluation_is_summed_up_on_the_card_and_in_its_metadata(tmp_path: Pa
     assert head["model-index"][0]["results"][0]["metrics"][0] == {"type": "near_copies",
                                                                   "value": 0}
     assert "model-index" not in metadata(_card())
+
+
+def test_the_cards_sd_scripts_command_runs_on_every_cuda_gpu_with_its_own_options() -> None:
+    """The card's sdxl_gen_img.py line names only options of the pinned script, in fp16 with
+    the VAE in full precision: a reader on a free Colab T4 (no bf16) can run it as written."""
+    from medsynth_kohya.sdscripts import sdopts
+
+    card = _card()
+    start = card.index("python sdxl_gen_img.py")
+    command = card[start:card.index("```", start)].replace("\\\n", " ")
+    flags = [word for word in command.split() if word.startswith("--")]
+    known = {flag for option in sdopts.load("sdxl_gen_img").values() for flag in option.flags}
+    assert flags and set(flags) <= known
+    assert "--fp16" in flags and "--no_half_vae" in flags and "--bf16" not in flags
