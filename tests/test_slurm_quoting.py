@@ -3,7 +3,9 @@ or name with spaces, quotes, a backslash or # stays one whole value."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -122,9 +124,6 @@ def test_only_the_tool_s_own_variables_expand_in_a_task_a_dollar_in_a_value_stay
         tmp_path: Path) -> None:
     """A prompt `$HOME` or an --out `set$RUN` reach each task as typed (with `set -u` the
     second killed every task); $SLURM_ARRAY_TASK_ID and $SLURM_NODEID expand per task."""
-    import os
-    import subprocess
-
     from medsynth_kohya.sampling.machines import array_script
     from medsynth_kohya.training.nodes import train_script
 
@@ -251,7 +250,6 @@ def test_the_script_written_is_the_job_s_text_run_by_anyone_changed_by_its_owner
         prepared: Path, fake_sd: FakeSd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What `train --slurm` returns (and shows) is the script sbatch was given; the script is
     executable, and no one but its owner can change what the job will run."""
-    import os
     import stat
 
     from medsynth_kohya.sdscripts.launch import Machines
@@ -293,23 +291,25 @@ def test_a_line_break_in_a_value_is_one_line_saying_so(value: str) -> None:
                                   "rename the folder or choose a value without one")
 
 
+def _run_train_job(tmp_path: Path, scontrol: str) -> subprocess.CompletedProcess[str]:
+    """The train job's script run by bash on nodes n[1-2], with `scontrol` as the stand-in's
+    body and an srun that only marks tmp_path/started."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name, body in (("scontrol", scontrol), ("srun", f"touch {tmp_path / 'started'}")):
+        (tools / name).write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
+        (tools / name).chmod(0o755)
+    (tmp_path / "job.sbatch").write_text(_job("train", [], tmp_path), encoding="utf-8")
+    return subprocess.run(["bash", str(tmp_path / "job.sbatch")], capture_output=True,
+                          text=True, env={**os.environ, "SLURM_JOB_NODELIST": "n[1-2]",
+                                          "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
+
+
 def test_a_job_whose_first_host_cannot_be_found_stops_before_any_task(tmp_path: Path) -> None:
     """scontrol failing in the prologue (not on the compute node's PATH, the controller not
     answering) ends the job at once with its error, not with every task told to give a
     --main-process-ip it cannot give under SLURM."""
-    import os
-    import subprocess
-
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    for name, body in (("scontrol", "echo 'scontrol: error: no controller' >&2; exit 1"),
-                       ("srun", f"touch {tmp_path / 'started'}")):
-        (tools / name).write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
-        (tools / name).chmod(0o755)
-    (tmp_path / "job.sbatch").write_text(_job("train", [], tmp_path), encoding="utf-8")
-    done = subprocess.run(["bash", str(tmp_path / "job.sbatch")], capture_output=True,
-                          text=True, env={**os.environ, "SLURM_JOB_NODELIST": "n[1-2]",
-                                          "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
+    done = _run_train_job(tmp_path, "echo 'scontrol: error: no controller' >&2; exit 1")
     assert done.returncode != 0 and "no controller" in done.stderr
     assert not (tmp_path / "started").exists()
 
@@ -334,7 +334,6 @@ def test_a_job_sbatch_took_without_an_id_is_never_offered_for_submitting_again(
         monkeypatch: pytest.MonkeyPatch, said: str) -> None:
     """sbatch exiting 0 with no job id on stdout may well have queued the job: the tool said
     "submit it with: sbatch …", inviting a second copy of the job into the queue."""
-    import os
     import shlex
 
     tools = tmp_path / "bin"
@@ -387,18 +386,7 @@ def test_sbatch_gres_may_not_ask_for_another_gpu_count(kind: str, given: str, ou
 
 def test_a_job_told_no_first_host_stops_before_any_task(tmp_path: Path) -> None:
     """scontrol answering 0 with no host named gave every task an empty --main-process-ip."""
-    import os
-    import subprocess
-
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    for name, body in (("scontrol", "exit 0"), ("srun", f"touch {tmp_path / 'started'}")):
-        (tools / name).write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
-        (tools / name).chmod(0o755)
-    (tmp_path / "job.sbatch").write_text(_job("train", [], tmp_path), encoding="utf-8")
-    done = subprocess.run(["bash", str(tmp_path / "job.sbatch")], capture_output=True,
-                          text=True, env={**os.environ, "SLURM_JOB_NODELIST": "n[1-2]",
-                                          "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
+    done = _run_train_job(tmp_path, "exit 0")
     assert done.returncode != 0 and not (tmp_path / "started").exists()
     assert "named no host for n[1-2]" in done.stderr
 
