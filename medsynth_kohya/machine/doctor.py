@@ -122,9 +122,10 @@ def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
     if device == "cpu":
         return [Check("GPU", OK, "none needed: this run is on the CPU")]
     if not gpus:
+        hidden = hides_gpus()  # nvidia-smi run once for the detail and the fix
         fix = ("train on a machine with a CUDA GPU (a free Colab T4 works); the cpu-smoke "
-               "preset runs without one") if not hides_gpus() else UNHIDE
-        return [Check("GPU", FAIL, none_seen(), fix)]
+               "preset runs without one") if not hidden else UNHIDE
+        return [Check("GPU", FAIL, none_seen(hidden), fix)]
     checks = []
     for index, gpu in enumerate(gpus):
         major, minor = gpu.compute_capability

@@ -107,9 +107,11 @@ def hides_gpus() -> bool:
     return VISIBLE in os.environ and bool(detect_gpus())
 
 
-def none_seen() -> str:
-    """Why a run here sees no GPU: nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them."""
-    return (f"no NVIDIA GPU visible ({VISIBLE}={os.environ[VISIBLE]})" if hides_gpus() else
+def none_seen(hidden: bool | None = None) -> str:
+    """Why a run here sees no GPU: nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them
+    (`hidden`: hides_gpus() where the caller has it already)."""
+    hidden = hides_gpus() if hidden is None else hidden
+    return (f"no NVIDIA GPU visible ({VISIBLE}={os.environ[VISIBLE]})" if hidden else
             "no NVIDIA GPU found (nvidia-smi)")
 
 
