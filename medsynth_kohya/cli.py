@@ -752,7 +752,6 @@ def sample(
             every task is refused here, before the script is written (all but the LoRA
             itself where the run that trains it has not yet: a job written ahead)."""
             from medsynth_kohya.sampling.lora import untrained_run
-            from medsynth_kohya.sampling.machines import JobGpus
             from medsynth_kohya.sampling.plan import check_options
 
             if untrained_run(lora):
@@ -762,7 +761,7 @@ def sample(
                 return None
             return run(lora, out, options, sd_scripts=sd_scripts, python=python, dry_run=True,
                        force=force, break_lock=break_lock, shard=MachineShard(1, count),
-                       detect=JobGpus(num_gpus),
+                       job_gpus=num_gpus,
                        check_copies=check_copies)
 
         _sample_job(ctx, slurm, submit, sbatch or [], planned)

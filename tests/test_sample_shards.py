@@ -16,8 +16,11 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling import machines, synthset
 from medsynth_kohya.sampling.machines import FINAL_PART, MachineShard, ensure_made, running
+from medsynth_kohya.sampling.plan import SampleOptions
+from medsynth_kohya.sampling.sample import sample
 from medsynth_kohya.sdscripts import launch
 
 from .conftest import invoke
@@ -219,6 +222,29 @@ def test_an_array_job_is_planned_whatever_gpus_this_shell_shows(
                                       "--num-gpus", 4, "--slurm", 2, "--dry-run")
         assert code == 0, stderr
         assert "#SBATCH --gpus=4" in stdout.splitlines()
+
+
+def test_a_task_planned_from_python_takes_the_gpus_it_is_given(
+        prepared: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`job_gpus`: the task's GPUs are SLURM's, numbered 0..N-1 in its own variable; this
+    shell's GPUs are never asked for, and a task of no GPU is refused."""
+    trained = tmp_path / "trained"
+    write_run(trained, prepared, tmp_path / "base.safetensors")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    options = SampleOptions(n=N, seed=40, width=64, height=64, steps=2, num_gpus=3)
+
+    def no_gpus_here() -> list[Gpu]:
+        raise AssertionError("this shell's GPUs were asked for")
+
+    planned = sample(trained, tmp_path / "out", options, sd_scripts=fake_gen.sd_scripts,
+                     python=sys.executable, dry_run=True, shard=MachineShard(1, 2),
+                     detect=no_gpus_here, job_gpus=3)
+    assert [shard.device for shard in planned.shards] == ["0", "1", "2"]
+    with pytest.raises(UserError, match=r"^job_gpus must be at least 1 \(got 0\)"):
+        sample(trained, tmp_path / "out", options, sd_scripts=fake_gen.sd_scripts,
+               python=sys.executable, dry_run=True, job_gpus=0)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("extra", "needle"), [

@@ -79,15 +79,10 @@ class MachineShard:
         return out / STATE_DIR / RECORDS / f"{self.name}{suffix}"
 
 
-@dataclass(frozen=True)
-class JobGpus:
-    """`detect` for a task of a `--slurm` job, planned where it does not run: the `count`
-    GPUs SLURM will give it (and show it in its own CUDA_VISIBLE_DEVICES, not this shell's)."""
-
-    count: int
-
-    def __call__(self) -> list[Gpu]:
-        return [Gpu("a GPU of the job", 0, (0, 0))] * self.count
+def slurm_task_gpus(count: int) -> list[Gpu]:
+    """The `count` GPUs SLURM gives a task of a `--slurm` job, planned where it does not run
+    (the task sees them in its own CUDA_VISIBLE_DEVICES, not this shell's)."""
+    return [Gpu("a GPU of the job", 0, (0, 0))] * count
 
 
 def running(out: Path) -> list[str]:

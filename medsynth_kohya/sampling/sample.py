@@ -44,10 +44,10 @@ from medsynth_kohya.sampling.lora import (
 )
 from medsynth_kohya.sampling.machines import (
     FINAL_PART,
-    JobGpus,
     MachineShard,
     create_state,
     ensure_alone,
+    slurm_task_gpus,
 )
 from medsynth_kohya.sampling.plan import (
     Plan,
@@ -131,7 +131,7 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
            python: str | None = None, dry_run: bool = False,
            force: bool = False, break_lock: bool = False,
            shard: MachineShard | None = None, finalize: bool = False,
-           detect: Callable[[], list[Gpu]] = detect_gpus,
+           detect: Callable[[], list[Gpu]] = detect_gpus, job_gpus: int | None = None,
            on_progress: Progress | None = None, check_copies: bool = False) -> SampleResult:
     """Generate (or, with `dry_run`, plan and show) the synthetic set in `out`, holding its
     lock (locks.py) throughout and marking the run it reads (`locks.reading`); a run still
@@ -140,10 +140,14 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
     that part of the set, side by side with the other shards (sampling/machines.py); with
     `finalize`, nothing is generated: metadata.csv and grid.jpg are written for the images
     there. `lora` is a run folder, a LoRA file or a Hub id (USER/REPO[:FILE.safetensors]); as
-    a str, the text as typed (see `local_or_hub`)."""
+    a str, the text as typed (see `local_or_hub`). With `job_gpus`, the run is planned for a
+    task of a `--slurm` job given that many GPUs elsewhere: `detect` is not asked."""
     lora, out = local_or_hub(arguments.fspath(lora, "lora")), arguments.path(out, "out")
     sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
     options = arguments.options(options, SampleOptions)
+    if job_gpus is not None and job_gpus < 1:
+        raise UserError(f"job_gpus must be at least 1 (got {job_gpus}): the GPUs each task of "
+                        "the job is given")
     if shard is not None and finalize:
         raise UserError("--finalize writes the whole set's files: leave out --shard")
     if finalize and not (out / STATE_DIR / STATE_FILE).is_file():
@@ -158,7 +162,8 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
         ensure_alone(out, shard)
         notes = [] if dry_run else locks.ensure_unread(out, "sample", break_lock=break_lock)
         result = _sample(lora, out, options, sd_scripts, python, dry_run,
-                         force, break_lock, shard, finalize, detect, on_progress, check_copies)
+                         force, break_lock, shard, finalize, detect, job_gpus, on_progress,
+                         check_copies)
     notes = [note for note in (lock.note, *notes) if note]
     return replace(result, warnings=(*notes, *result.warnings))
 
@@ -166,7 +171,8 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
 def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | None,
             python: str | None, dry_run: bool, force: bool, break_lock: bool,
             shard: MachineShard | None, finalize: bool, detect: Callable[[], list[Gpu]],
-            on_progress: Progress | None, check_copies: bool) -> SampleResult:
+            job_gpus: int | None, on_progress: Progress | None,
+            check_copies: bool) -> SampleResult:
     check_options(options)
     options = replace(options, like=like_manifest(options.like))
     settings = generation_settings(options)
@@ -184,9 +190,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     sd_dir = location.path
     base_model, absent = resolve_base_model(options.base_model, record, sd_dir)
     shared = recorded_base_model(base_model, sd_dir)  # metadata.csv is shared: no home folder
-    own = not isinstance(detect, JobGpus)  # a job's task sees its own CUDA_VISIBLE_DEVICES
-    gpus = visible(detect()) if own else detect()
-    devices = shard_devices(options.num_gpus, gpus, own=own)
+    gpus = visible(detect()) if job_gpus is None else slurm_task_gpus(job_gpus)
+    devices = shard_devices(options.num_gpus, gpus, own=job_gpus is None)
     gen = gen_options(record, base_model, lora_file, settings, overrides, sd_dir, bool(gpus))
     errors = sdopts.check(SCRIPT, gen)
     if errors:
