@@ -172,7 +172,8 @@ def test_claim_refuses_a_set_of_other_settings_or_more_images(tmp_path: Path) ->
     with pytest.raises(UserError) as caught:
         synthset.claim(tmp_path, IDENTITY, plan, names, force=False)
     assert str(caught.value) == (f"{tmp_path} already holds 6 images; --n 3 would leave some "
-                                 "out of metadata.csv (use --n 6 or more)")
+                                 "out of its metadata.csv: use --n 6 or more, or choose "
+                                 "another --out")
     assert synthset.claim(tmp_path, IDENTITY, _plan(6), synthset.outputs(_plan(6), 1),
                           force=False) is True
 

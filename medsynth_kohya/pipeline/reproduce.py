@@ -320,6 +320,7 @@ def _sample_refusal(state: _State, synthetic: Path, n: int, lora: str | None) ->
     from medsynth_kohya.sampling.sample import SampleOptions
     from medsynth_kohya.sampling.synthset import (
         IMAGES,
+        beyond_n,
         held_beyond,
         others,
         present_images,
@@ -342,9 +343,8 @@ def _sample_refusal(state: _State, synthetic: Path, n: int, lora: str | None) ->
     held = held_beyond(present_images(synthetic / IMAGES, prefix), n)
     if held is None:
         return None
-    return (f"sample: {synthetic} already holds {held} images of this LoRA; --n {n} would "
-            f"leave some out of its metadata.csv: use --n {held} or more, or move "
-            f"{synthetic} elsewhere to make a set of {n}")
+    return (f"sample: {beyond_n(synthetic, held, n)}, or move {synthetic} elsewhere to make a "
+            f"set of {n}")
 
 
 def _prepared(made: PrepareResult) -> str:

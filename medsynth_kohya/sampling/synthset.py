@@ -178,8 +178,7 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
                             f"({', '.join(changed)} differ); use another --out, or delete it")
         count = held_beyond(existing, plan.n)
         if count and not changed:
-            raise UserError(f"{out} already holds {count} images; --n {plan.n} would leave "
-                            f"some out of metadata.csv (use --n {count} or more)")
+            raise UserError(f"{beyond_n(out, count, plan.n)}, or choose another --out")
         same = not changed
     elif others(out) and not force:
         held = locks.holds(others(out))
@@ -200,6 +199,13 @@ def held_beyond(existing: Sequence[int], n: int) -> int | None:
     --n `n`, which metadata.csv would leave out; None where none do."""
     beyond = [i for i in existing if i >= n]
     return max(beyond) + 1 if beyond else None
+
+
+def beyond_n(out: Path, held: int, n: int) -> str:
+    """What is wrong with a set of `held` images made again with --n `n` (fewer): sample's
+    refusal, and reproduce's before any stage runs."""
+    return (f"{out} already holds {held} images; --n {n} would leave some out of its "
+            f"metadata.csv: use --n {held} or more")
 
 
 def others(out: Path) -> list[Path]:
