@@ -75,12 +75,14 @@ def test_a_lora_from_a_server_that_is_not_the_hub_is_one_line(
         pull_lora(REPO, endpoint=fake_hub.url)
 
 
-@pytest.mark.parametrize("proxy", [None, "HTTP_PROXY", "all_proxy"])
+@pytest.mark.parametrize(("proxy", "bypassed"), [(None, False), ("HTTP_PROXY", False),
+                                                ("all_proxy", False), ("HTTP_PROXY", True)])
 def test_a_web_page_in_place_of_the_public_hub_names_what_answered(
         runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, proxy: str | None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        bypassed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no endpoint set, the public Hub (the fake one stands in) was asked: a proxy the
-    environment names, or a network's sign-in page, answered in its place; HF_ENDPOINT and
+    environment names (the fake Hub is that proxy too), or, where there is none or NO_PROXY
+    names the Hub's host, a network's sign-in page, answered in its place; HF_ENDPOINT and
     --endpoint, which nobody set, are not what to check."""
     import huggingface_hub.constants
 
@@ -93,8 +95,10 @@ def test_a_web_page_in_place_of_the_public_hub_names_what_answered(
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
-    if proxy is not None:  # NO_PROXY (the fake Hub's fixture) keeps it from being used
-        monkeypatch.setenv(proxy, "http://proxy.example:3128")
+    if proxy is not None:
+        monkeypatch.setenv(proxy, fake_hub.url)
+    if not bypassed:  # the fake Hub's fixture names its host in NO_PROXY
+        monkeypatch.delenv("NO_PROXY")
     fake_hub.add_repo(REPO, "alice")
     fake_hub.fail("GET", r"/api/", "html")
     with pytest.raises(UserError) as caught:
@@ -105,7 +109,7 @@ def test_a_web_page_in_place_of_the_public_hub_names_what_answered(
     for message in (str(caught.value), " ".join(stderr.split())):
         assert f"{fake_hub.url} did not answer as the Hugging Face Hub does" in message
         assert "HF_ENDPOINT" not in message and "--endpoint" not in message
-        if proxy is None:
+        if proxy is None or bypassed:
             assert "a network's sign-in page" in message and "_PROXY" not in message
         else:
             assert f"the proxy {proxy.upper()} names answered in its place" in message

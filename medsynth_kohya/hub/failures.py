@@ -81,12 +81,17 @@ def not_the_hub(exc: BaseException) -> bool:
 def answered_instead(endpoint: str, setting: str) -> str:
     """What to check when `endpoint` answered with a web page: `setting` (what chose it) for
     another Hub; for the public Hub, which no setting chose, what answers in its place: the
-    proxy the environment names for its scheme, else a network's sign-in page."""
+    proxy the environment names for its scheme (unless NO_PROXY names the Hub's host), else
+    a network's sign-in page."""
+    from urllib.parse import urlsplit
+    from urllib.request import proxy_bypass_environment
+
     if endpoint != DEFAULT_ENDPOINT:
         return f"check {setting} (the public Hub is {DEFAULT_ENDPOINT})"
-    scheme = endpoint.partition("://")[0].upper()
-    proxies = [name for name in (f"{scheme}_PROXY", "ALL_PROXY")
-               if os.environ.get(name) or os.environ.get(name.lower())]
+    scheme, _, rest = endpoint.partition("://")
+    bypassed = bool(proxy_bypass_environment(urlsplit(endpoint).netloc or rest))
+    proxies = [name for name in (f"{scheme.upper()}_PROXY", "ALL_PROXY")
+               if not bypassed and (os.environ.get(name) or os.environ.get(name.lower()))]
     if proxies:
         return (f"the proxy {' / '.join(proxies)} names answered in its place: check that "
                 "proxy (and sign in to it if it asks)")
