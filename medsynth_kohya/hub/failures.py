@@ -84,12 +84,12 @@ def answered_instead(endpoint: str, setting: str) -> str:
     proxy the environment names for its scheme (unless NO_PROXY names the Hub's host), else
     a network's sign-in page."""
     from urllib.parse import urlsplit
-    from urllib.request import proxy_bypass_environment
+    from urllib.request import proxy_bypass
 
     if endpoint != DEFAULT_ENDPOINT:
         return f"check {setting} (the public Hub is {DEFAULT_ENDPOINT})"
     scheme, _, rest = endpoint.partition("://")
-    bypassed = bool(proxy_bypass_environment(urlsplit(endpoint).netloc or rest))
+    bypassed = bool(proxy_bypass(urlsplit(endpoint).netloc or rest))
     proxies = [name for name in (f"{scheme.upper()}_PROXY", "ALL_PROXY")
                if not bypassed and (os.environ.get(name) or os.environ.get(name.lower()))]
     if proxies:
