@@ -177,7 +177,8 @@ def test_more_processes_than_visible_gpus_are_refused_in_one_line(
     (["--submit"], "add --slurm"),
     (["--slurm", "--machine-rank", "1", "--num-machines", "2"], "leave out --machine-rank"),
     (["--slurm", "--sbatch", "partition"], "KEY=VALUE"),
-    (["--slurm", "--num-machines", "2", "--sbatch", "gpus-per-node=4"],
+    (["--slurm", "--num-machines", "2", "--preset", "t4-16gb", "--gpus", "1", "--sbatch",
+      "gpus-per-node=4"],
      "--sbatch gpus-per-node=4 asks for other GPUs than the 1 each task is written for"),
     (["--slurm", "--num-machines", "2", "--preset", "a100-80gb"],
      "--slurm needs --gpus G, the GPUs of each machine for the job to ask SLURM for: preset "
@@ -448,7 +449,7 @@ def test_the_slurm_script_trains_on_every_machine(
                       for line in text.splitlines() if line.startswith("#SBATCH "))
     assert directives == {
         "job-name": "medsynth-train-run", "nodes": "2", "ntasks-per-node": "1",
-        "gpus-per-node": "1", "chdir": str(Path.cwd()),
+        "chdir": str(Path.cwd()),
         "output": str(run.resolve() / "slurm-%j.out"), "partition": "gpu", "time": "02:00:00"}
     *_, srun_line = text.strip().splitlines()
     srun = shlex.split(srun_line)
@@ -456,11 +457,11 @@ def test_the_slurm_script_trains_on_every_machine(
     assert shlex.split(srun[5]) == [
         "exec", *launch.own_command(
             "train", str(prepared.resolve()), "--preset", "cpu-smoke", "--run-dir",
-            str(run.resolve()), "--gpus", "1", "--num-machines", "2", "--machine-rank",
+            str(run.resolve()), "--num-machines", "2", "--machine-rank",
             "$SLURM_NODEID", "--main-process-ip", "$MEDSYNTH_MAIN_IP", "--main-process-port",
             "29500", "--sd-scripts", str(fake_sd.sd_scripts.resolve()), "--python",
             sys.executable)]
-    assert 'MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' \
+    assert 'MEDSYNTH_HOSTS="$(scontrol show hostnames "$SLURM_JOB_NODELIST")"' \
         in text.splitlines() and "export MEDSYNTH_MAIN_IP" in text.splitlines()
     # the same script, written and submitted, trains on two "machines" (srun's tasks)
     record = fake_slurm(tmp_path / "slurm-bin")

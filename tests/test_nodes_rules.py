@@ -160,15 +160,15 @@ def test_the_slurm_script_runs_train_with_each_machine_s_rank(
     run = tmp_path / "runs" / "r1"
     assert directives == {
         "job-name": "medsynth-train-r1", "nodes": "3", "ntasks-per-node": "1",
-        "gpus-per-node": "1", "chdir": str(tmp_path), "output": f"{run}/slurm-%j.out",
+        "chdir": str(tmp_path), "output": f"{run}/slurm-%j.out",
         "partition": "gpu"}
     srun = shlex.split(lines[-1])
     assert srun[:5] == ["srun", "--nodes=3", "--ntasks-per-node=1", "bash", "-c"]
     assert shlex.split(srun[5]) == ["exec", *launch.own_command(
         "train", str(prepared.resolve()), "--preset", str(tmp_path / "presets" / "mine.toml"),
-        "--set", "max_train_steps=3", "--run-dir", str(run), "--gpus", "1",
-        "--num-machines", "3", "--machine-rank", "$SLURM_NODEID", "--main-process-ip",
-        "$MEDSYNTH_MAIN_IP", "--main-process-port", "29601", "--sd-scripts",
+        "--set", "max_train_steps=3", "--run-dir", str(run), "--num-machines", "3",
+        "--machine-rank", "$SLURM_NODEID", "--main-process-ip", "$MEDSYNTH_MAIN_IP",
+        "--main-process-port", "29601", "--sd-scripts",
         str(fake_sd.sd_scripts.resolve()), "--python", "python3", "--force")]
     named = train(prepared, "cpu-smoke", run_dir="runs/r2", dry_run=True, detect=lambda: [],
                   cluster=Cluster(Machines(2), slurm=()))

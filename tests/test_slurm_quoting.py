@@ -291,12 +291,14 @@ def test_a_line_break_in_a_value_is_one_line_saying_so(value: str) -> None:
                                   "rename the folder or choose a value without one")
 
 
-def _run_train_job(tmp_path: Path, scontrol: str) -> subprocess.CompletedProcess[str]:
+def _run_train_job(tmp_path: Path, scontrol: str,
+                   srun: str | None = None) -> subprocess.CompletedProcess[str]:
     """The train job's script run by bash on nodes n[1-2], with `scontrol` as the stand-in's
-    body and an srun that only marks tmp_path/started."""
+    body and an srun whose body is `srun`, by default one that only marks tmp_path/started."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for name, body in (("scontrol", scontrol), ("srun", f"touch {tmp_path / 'started'}")):
+    for name, body in (("scontrol", scontrol),
+                       ("srun", srun or f"touch {tmp_path / 'started'}")):
         (tools / name).write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
         (tools / name).chmod(0o755)
     (tmp_path / "job.sbatch").write_text(_job("train", [], tmp_path), encoding="utf-8")
@@ -312,6 +314,17 @@ def test_a_job_whose_first_host_cannot_be_found_stops_before_any_task(tmp_path: 
     done = _run_train_job(tmp_path, "echo 'scontrol: error: no controller' >&2; exit 1")
     assert done.returncode != 0 and "no controller" in done.stderr
     assert not (tmp_path / "started").exists()
+
+
+def test_a_job_of_many_hosts_starts_its_tasks_with_the_first(tmp_path: Path) -> None:
+    """scontrol lists every host of a large job; reading only the first must not end the job
+    (under `set -o pipefail`, `| head -n 1` closing the pipe killed scontrol with SIGPIPE, and
+    the script stopped there without a word)."""
+    srun = f'echo "$MEDSYNTH_MAIN_IP" > {tmp_path / "started"}'
+    done = _run_train_job(tmp_path, 'for ((i = 1; i <= 50000; i++)); do echo "n$i"; done',
+                          srun=srun)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (tmp_path / "started").read_text(encoding="utf-8") == "n1\n"
 
 
 def test_a_value_may_hold_an_equals_sign() -> None:

@@ -219,16 +219,17 @@ def from_accelerate_config(path: Path) -> tuple[Machines, int]:
 def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir: Path, *,
                  count: int, gpus: int, port: int, sd_scripts: Path | None, python: str | None,
                  resume: bool, force: bool, sbatch: Mapping[str, str]) -> str:
-    """The sbatch script of a training run on `count` machines of `gpus` GPUs each: one task
-    per machine runs `train` with its rank from SLURM (SLURM_NODEID) and rank 0's address
-    (the job's first host), and so one `accelerate launch` per machine; `resume` and `force`
-    as given, so the job goes on from the run or starts it over as asked."""
+    """The sbatch script of a training run on `count` machines of `gpus` GPUs each (0: a CPU
+    preset's run, which asks SLURM for none): one task per machine runs `train` with its rank
+    from SLURM (SLURM_NODEID) and rank 0's address (the job's first host), and so one
+    `accelerate launch` per machine; `resume` and `force` as given, so the job goes on from
+    the run or starts it over as asked."""
     from medsynth_kohya.machine import slurm
 
     preset_arg = str(Path(preset).resolve()) if Path(preset).suffix == ".toml" else preset
     args = ["train", str(prepared.resolve()), "--preset", preset_arg,
             *[word for item in overrides for word in ("--set", item)],
-            "--run-dir", str(run_dir.resolve()), "--gpus", str(gpus),
+            "--run-dir", str(run_dir.resolve()), *(["--gpus", str(gpus)] if gpus else []),
             "--num-machines", str(count), "--machine-rank", slurm.Variable("$SLURM_NODEID"),
             "--main-process-ip", slurm.Variable("$MEDSYNTH_MAIN_IP"), "--main-process-port",
             str(port)]
@@ -238,14 +239,15 @@ def train_script(prepared: Path, preset: str, overrides: Sequence[str], run_dir:
         args += ["--python", python]
     args += [flag for flag, given in (("--resume", resume), ("--force", force)) if given]
     settings = {"job-name": f"medsynth-train-{run_dir.resolve().name}", "nodes": str(count),
-                "ntasks-per-node": "1", "gpus-per-node": str(gpus),
+                "ntasks-per-node": "1", **({"gpus-per-node": str(gpus)} if gpus else {}),
                 "chdir": str(Path.cwd()), "output": slurm.log_file(run_dir, "slurm-%j.out")}
-    # assigned apart from `export`, whose own status would hide scontrol's failure from set -e
-    main_ip = ('MEDSYNTH_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
-               '| head -n 1)"')
+    # assigned apart from `export`, whose own status would hide scontrol's failure from set -e;
+    # no `| head -n 1`: under pipefail, the pipe it closes kills a long listing's scontrol
+    hosts = 'MEDSYNTH_HOSTS="$(scontrol show hostnames "$SLURM_JOB_NODELIST")"'
+    main_ip = 'MEDSYNTH_MAIN_IP="${MEDSYNTH_HOSTS%%[[:space:]]*}"'  # the first line's host
     # scontrol may answer 0 with no host: no task may start with an empty --main-process-ip
     named = ('test -n "$MEDSYNTH_MAIN_IP" || { echo "scontrol show hostnames named no host '
              'for $SLURM_JOB_NODELIST, so no task has rank 0\'s address" >&2; exit 1; }')
     return slurm.script(settings, sbatch, slurm.quote(own_command(*args)),
                         srun=("srun", f"--nodes={count}", "--ntasks-per-node=1"),
-                        before=(main_ip, named, "export MEDSYNTH_MAIN_IP"))
+                        before=(hosts, main_ip, named, "export MEDSYNTH_MAIN_IP"))

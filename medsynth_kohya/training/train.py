@@ -568,7 +568,8 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
         text = nodes.train_script(
             prepared, DEFAULT_PRESET if preset_name is None else preset_name, overrides, run_dir,
             count=cluster.machines.count,
-            gpus=gpus or preset.num_processes or 1, port=cluster.machines.main_port,
+            gpus=0 if preset.device == "cpu" else gpus or preset.num_processes or 1,
+            port=cluster.machines.main_port,
             sd_scripts=sd_scripts, python=python, resume=resume, force=force,
             sbatch=sbatch)
         job = (slurm.Job(text) if dry_run else
