@@ -22,6 +22,7 @@ from medsynth_kohya.data.layout import LinkMode
 
 if TYPE_CHECKING:
     from medsynth_kohya.machine.slurm import Job
+    from medsynth_kohya.sampling.sample import SampleJob
 
 SdScriptsOption = Annotated[Optional[Path], typer.Option(  # noqa: UP045 (Typer needs Optional)
     "--sd-scripts",
@@ -734,7 +735,7 @@ def sample(
     from medsynth_kohya import files, ui
     from medsynth_kohya.evaluation import copycheck
     from medsynth_kohya.sampling.machines import MachineShard
-    from medsynth_kohya.sampling.sample import SampleOptions
+    from medsynth_kohya.sampling.sample import SampleOptions, sample_job
     from medsynth_kohya.sampling.sample import sample as run
 
     if (submit or sbatch) and slurm is None:
@@ -747,24 +748,10 @@ def sample(
                             num_gpus=num_gpus, id_prefix=id_prefix, revision=revision,
                             metadata_style=metadata_style)
     if slurm is not None:
-        def planned(count: int) -> object:
-            """The first task's dry run, on the GPUs a task is given: what would refuse
-            every task is refused here, before the script is written (all but the LoRA
-            itself where the run that trains it has not yet: a job written ahead)."""
-            from medsynth_kohya.sampling.lora import untrained_run
-            from medsynth_kohya.sampling.plan import check_options
-
-            if untrained_run(lora):
-                ui.warn(f"{lora} has no LoRA yet: the tasks check it and their options "
-                        "against it when they run")
-                check_options(options)
-                return None
-            return run(lora, out, options, sd_scripts=sd_scripts, python=python, dry_run=True,
-                       force=force, break_lock=break_lock, shard=MachineShard(1, count),
-                       job_gpus=num_gpus,
-                       check_copies=check_copies)
-
-        _sample_job(ctx, slurm, submit, sbatch or [], planned)
+        _sample_job(ctx, slurm, lambda task: sample_job(
+            lora, out, task, slurm, options, sbatch=tuple(sbatch or ()), submit=submit,
+            dry_run=dry_run, sd_scripts=sd_scripts, python=python, force=force,
+            break_lock=break_lock, check_copies=check_copies))
         return
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
@@ -821,13 +808,11 @@ def sample(
         ui.say(result.copies.summary())
 
 
-def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str],
-                planned: Callable[[int], object]) -> None:
-    """`sample --slurm N`: the array job running this same command as shards 1..N of N, once
-    `planned` (a task's dry run) has found nothing that would refuse the tasks."""
-    from medsynth_kohya import files, ui
-    from medsynth_kohya.machine import slurm
-    from medsynth_kohya.sampling.machines import array_script
+def _sample_job(ctx: typer.Context, count: int,
+                make: Callable[[tuple[str, ...]], SampleJob]) -> None:
+    """`sample --slurm N`: `make` the array job running this same command as shards 1..N of
+    N, and show it."""
+    from medsynth_kohya import ui
     from medsynth_kohya.sdscripts.launch import own_command
 
     params = ctx.params
@@ -835,17 +820,12 @@ def _sample_job(ctx: typer.Context, count: int, submit: bool, sbatch: list[str],
         ui.error("--slurm N needs N >= 1 and makes the shards itself: leave out --shard and "
                  "--finalize")
         raise typer.Exit(2)
-    out: Path = params["out"]
-    words = own_command("sample", *_words(ctx, {"slurm", "submit", "sbatch", "dry_run"}))
+    task = own_command("sample", *_words(ctx, {"slurm", "submit", "sbatch", "dry_run"}))
     with _user_errors():
-        planned(count)
-        text = array_script(words, count, params["num_gpus"], out,
-                            slurm.parse_settings(sbatch))
-        if params["dry_run"]:
-            ui.say(text.rstrip("\n"))
-            return
-        files.make_folder(out / ".medsynth" / "slurm")  # SLURM's logs
-        _show_job(slurm.write(text, out / ".medsynth" / "sample.sbatch", submit=submit))
+        made = make(tuple(task))
+    for warning in made.warnings:
+        ui.warn(warning)
+    _show_job(made.job)
 
 
 def _words(ctx: typer.Context, leave_out: set[str]) -> list[str]:

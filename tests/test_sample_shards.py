@@ -20,7 +20,7 @@ from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling import machines, synthset
 from medsynth_kohya.sampling.machines import FINAL_PART, MachineShard, ensure_made, running
 from medsynth_kohya.sampling.plan import SampleOptions
-from medsynth_kohya.sampling.sample import sample
+from medsynth_kohya.sampling.sample import sample, sample_job
 from medsynth_kohya.sdscripts import launch
 
 from .conftest import invoke
@@ -245,6 +245,42 @@ def test_a_task_planned_from_python_takes_the_gpus_it_is_given(
         sample(trained, tmp_path / "out", options, sd_scripts=fake_gen.sd_scripts,
                python=sys.executable, dry_run=True, job_gpus=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_array_job_is_made_from_python_and_says_the_first_task_s_warnings(
+        prepared: Path, fake_gen: FakeGen, tmp_path: Path, runner: CliRunner) -> None:
+    """`sample_job`: the script is shown (dry run) or written into OUT, its tasks run the
+    command given with --shard K/N, and what the first task's dry run warns of (here: a LoRA
+    file with no run record, so no trigger or template known) reaches the user, through the
+    CLI too, where it was dropped."""
+    lora = write_run(tmp_path / "trained", prepared, tmp_path / "base.safetensors")
+    alone = tmp_path / "alone.safetensors"
+    alone.write_bytes(lora.read_bytes())
+    options = SampleOptions(n=N, seed=40, width=64, height=64, steps=2, num_gpus=2,
+                            base_model=str(tmp_path / "base.safetensors"),
+                            like=prepared / "manifest.csv")
+    task = ("medsynth-kohya", "sample", "--lora", str(alone))
+    shown = sample_job(alone, tmp_path / "out", task, 3, options, dry_run=True,
+                       sbatch=("partition=gpu",), sd_scripts=fake_gen.sd_scripts,
+                       python=sys.executable)
+    assert any("at an unknown commit" in warning for warning in shown.warnings)
+    assert shown.job.path is None and "#SBATCH --array=1-3" in shown.job.text
+    assert "#SBATCH --gpus=2" in shown.job.text and "#SBATCH --partition=gpu" in shown.job.text
+    assert f'{alone} --shard "$SLURM_ARRAY_TASK_ID/3"' in shown.job.text.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+    written = sample_job(alone, tmp_path / "out", task, 3, options, sbatch=("partition=gpu",),
+                         sd_scripts=fake_gen.sd_scripts, python=sys.executable)
+    assert written.job.path == tmp_path / "out" / ".medsynth" / "sample.sbatch"
+    assert written.job.path.read_text(encoding="utf-8") == shown.job.text
+    assert (tmp_path / "out" / ".medsynth" / "slurm").is_dir()
+    with pytest.raises(UserError, match=r"^--slurm N needs N >= 1 \(got 0\)$"):
+        sample_job(alone, tmp_path / "out", task, 0, options)
+    code, _, stderr = invoke(runner, "sample", "--lora", alone, "--out", tmp_path / "cli",
+                             "--like", prepared / "manifest.csv", "--n", N, *SMALL,
+                             "--base-model", tmp_path / "base.safetensors", "--sd-scripts",
+                             fake_gen.sd_scripts, "--python", sys.executable, "--slurm", 2,
+                             "--dry-run")
+    assert code == 0 and "at an unknown commit" in " ".join(stderr.split()), stderr
 
 
 @pytest.mark.parametrize(("extra", "needle"), [

@@ -26,6 +26,7 @@ from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.evaluation.copycheck import CopyCheck
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus, visible
+from medsynth_kohya.machine.slurm import Job
 from medsynth_kohya.sampling.generator import (
     SCRIPT,
     gen_options,
@@ -395,3 +396,50 @@ def _same_settings(placed: Mapping[str, Any], identity: Mapping[str, Any], out: 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """`sample --slurm N`: the array job's script (shown, written or submitted) and what the
+    first task's dry run warned of."""
+
+    job: Job
+    warnings: tuple[str, ...] = ()
+
+
+@arguments.checked
+def sample_job(lora: arguments.PathArg, out: arguments.PathArg, task: tuple[str, ...],
+               count: int, options: SampleOptions | None = None, *,
+               sbatch: tuple[str, ...] = (), submit: bool = False, dry_run: bool = False,
+               sd_scripts: arguments.PathArg | None = None, python: str | None = None,
+               force: bool = False, break_lock: bool = False,
+               check_copies: bool = False) -> SampleJob:
+    """The SLURM array job whose task K runs `task` (a `sample` command line) with --shard
+    K/`count`, written to OUT/.medsynth/sample.sbatch (shown only, with `dry_run`; handed to
+    sbatch, with `submit`) once the first task's dry run, on the GPUs SLURM gives a task, has
+    found nothing that would refuse every task. A run folder that has no LoRA yet (a job
+    written ahead of the training that makes it) is left for the tasks to check."""
+    from medsynth_kohya.machine import slurm
+    from medsynth_kohya.sampling.lora import untrained_run
+    from medsynth_kohya.sampling.machines import array_script
+
+    options = arguments.options(options, SampleOptions)
+    if count < 1:
+        raise UserError(f"--slurm N needs N >= 1 (got {count})")
+    settings = slurm.parse_settings(sbatch)
+    if untrained_run(arguments.fspath(lora, "lora")):
+        check_options(options)
+        warnings: tuple[str, ...] = (f"{lora} has no LoRA yet: the tasks check it and their "
+                                     "options against it when they run",)
+    else:
+        warnings = sample(lora, out, options, sd_scripts=sd_scripts, python=python,
+                          dry_run=True, force=force, break_lock=break_lock,
+                          shard=MachineShard(1, count), job_gpus=options.num_gpus,
+                          check_copies=check_copies).warnings
+    out = arguments.path(out, "out")
+    text = array_script(task, count, options.num_gpus, out, settings)
+    if dry_run:
+        return SampleJob(slurm.Job(text), warnings)
+    files.make_folder(out / STATE_DIR / "slurm")  # SLURM's logs
+    return SampleJob(slurm.write(text, out / STATE_DIR / "sample.sbatch", submit=submit),
+                     warnings)
