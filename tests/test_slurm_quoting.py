@@ -367,6 +367,29 @@ def test_a_job_sbatch_took_without_an_id_is_never_offered_for_submitting_again(
 
 
 
+def test_an_sbatch_that_does_not_answer_may_have_queued_the_job(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow controller: sbatch given up after its time may still queue the job, so the
+    message says to look in the queue before submitting again."""
+    from medsynth_kohya.sdscripts import launch
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "sbatch").write_text("#!/bin/bash\nexec sleep 30\n", encoding="utf-8")
+    (tools / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(launch, "SHORT_TIMEOUT_S", 0.5)
+    run = tmp_path / "run"
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--run-dir",
+                             run, "--sd-scripts", fake_sd.sd_scripts, "--python",
+                             sys.executable, "--slurm", "--submit")
+    told = " ".join(stderr.split())
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert (f"sbatch did not answer within 0.5 s; it may have queued the job all the same: "
+            f"check squeue --me before submitting {run / 'train.sbatch'} again") in told
+
+
 @pytest.mark.parametrize(("kind", "given", "ours"), [
     ("train", "gres=gpu:4", "gpus-per-node=8"), ("train", "gres=gpu:a100:2", "gpus-per-node=8"),
     ("train", "gres=tmpfs:10G,gpu:a100:16", "gpus-per-node=8"),

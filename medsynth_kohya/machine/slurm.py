@@ -148,6 +148,8 @@ def write(text: str, path: Path, *, submit: bool) -> Job:
     path.chmod(0o755)
     if not submit:
         return Job(text, path)
-    said = launch.run_captured(launch.sbatch_command(path.resolve())).strip().splitlines()
+    unsure = (f"; it may have queued the job all the same: check squeue --me before "
+              f"submitting {path} again")
+    said = launch.run_captured(launch.sbatch_command(path.resolve()), unsure).strip().splitlines()
     found = _JOB_ID.fullmatch(said[-1].strip()) if said else None
     return Job(text, path, found[1] if found else None, submitted=True)

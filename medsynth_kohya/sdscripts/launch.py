@@ -280,16 +280,23 @@ def sbatch_command(script: Path) -> Command:
     return Command(["sbatch", "--parsable", str(script)], script.parent)
 
 
-def run_captured(command: Command) -> str:
-    """Run a short command and return its output; a failure is one line with its message."""
+SHORT_TIMEOUT_S = 120.0
+"""Seconds a short command (`run_captured`: sbatch) may take before it is given up."""
+
+
+def run_captured(command: Command, unanswered: str = "") -> str:
+    """Run a short command and return its output; a failure is one line with its message,
+    one that did not answer in SHORT_TIMEOUT_S with `unanswered` (what it may have done)."""
     try:
         done = subprocess.run(command.argv, cwd=command.cwd, env={**os.environ, **command.env},
-                              capture_output=True, text=True, check=False, timeout=120)
+                              capture_output=True, text=True, check=False,
+                              timeout=SHORT_TIMEOUT_S)
     except FileNotFoundError:
         raise UserError(f"{command.argv[0]} is not installed or not on PATH (run this on the "
                         "cluster's login node)") from None
     except subprocess.TimeoutExpired:
-        raise UserError(f"{command.argv[0]} did not answer within 120 s") from None
+        raise UserError(f"{command.argv[0]} did not answer within {SHORT_TIMEOUT_S:g} s"
+                        f"{unanswered}") from None
     if done.returncode != 0:
         said = (done.stderr.strip() or done.stdout.strip()).splitlines()
         raise UserError(f"{shlex.join(command.argv)} failed ({done.returncode}): "
