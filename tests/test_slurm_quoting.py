@@ -367,6 +367,22 @@ def test_a_job_sbatch_took_without_an_id_is_never_offered_for_submitting_again(
 
 
 
+def test_a_training_job_that_asks_no_cpus_is_warned_of(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    """SLURM gives a task one CPU unless asked (or configured) otherwise: every training
+    process of the machine and its data loaders would share it."""
+    base = ("train", prepared, "--preset", "cpu-smoke", "--run-dir", tmp_path / "run",
+            "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable, "--slurm",
+            "--dry-run")
+    code, stdout, stderr = invoke(runner, *base)
+    assert code == 0 and "#SBATCH --cpus" not in stdout, stderr
+    assert "add --sbatch cpus-per-task=N" in " ".join(stderr.split())
+    for setting in ("cpus-per-task=16", "cpus-per-gpu=8", "mincpus=32"):
+        code, stdout, stderr = invoke(runner, *base, "--sbatch", setting)
+        assert code == 0 and f"#SBATCH --{setting}" in stdout.splitlines(), stderr
+        assert "cpus-per-task=N" not in " ".join(stderr.split())
+
+
 def test_an_sbatch_that_does_not_answer_may_have_queued_the_job(
         runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

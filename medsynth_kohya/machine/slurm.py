@@ -35,6 +35,20 @@ _PLAIN = re.compile(r"[^\s\"'\\#]*")
 """An #SBATCH value sbatch reads as it is written: no whitespace, quote, backslash or #."""
 
 
+_CPUS = frozenset({"cpus-per-task", "cpus-per-gpu", "mincpus"})
+"""#SBATCH settings that give a task more than SLURM's default of one CPU."""
+FEW_CPUS = ("the job asks SLURM for no CPUs: unless the cluster gives more by default (per "
+            "GPU, or whole nodes), each machine's training processes and their data loaders "
+            "share one CPU; add --sbatch cpus-per-task=N (the cores of each machine the job "
+            "may use)")
+"""The warning of a training job written without a CPU setting."""
+
+
+def asks_cpus(settings: Mapping[str, str]) -> bool:
+    """Whether the user's #SBATCH settings ask for CPUs beyond SLURM's default one."""
+    return any(key in _CPUS for key in settings)
+
+
 _JOB_ID = re.compile(r"(\d+)(?:;.*)?")
 """What `sbatch --parsable` prints: JOBID[;CLUSTER]."""
 

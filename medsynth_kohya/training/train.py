@@ -575,6 +575,7 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
         job = (slurm.Job(text) if dry_run else
                slurm.write(text, run_dir / "train.sbatch", submit=cluster.submit))
         result = replace(result, job=job)
+        notes += [] if slurm.asks_cpus(sbatch) else [slurm.FEW_CPUS]
     return replace(result, warnings=(*notes, *result.warnings))
 
 
