@@ -137,6 +137,7 @@ AREAS = (
     Area("reproduce", "medsynth_kohya/pipeline/reproduce.py", sample=SAMPLE),
     Area("several machines", "medsynth_kohya/training/nodes.py", sample=SAMPLE),
     Area("several machines", "medsynth_kohya/machine/slurm.py"),
+    Area("prepare run", "medsynth_kohya/data/prepare.py", sample=SAMPLE),
 )
 
 
