@@ -78,9 +78,10 @@ REFUSED_SKIPPED_FILE = "skipped-refused.csv"
 JOURNAL_FILE = "scan-cache.journal"
 """Scans made since CACHE_FILE was written, one JSON line each, appended as each finishes: what
 a killed run keeps (SIGKILL skips every `finally`). Folded into CACHE_FILE at a run's end."""
-CacheKey = tuple[str, int, int, str]
-"""(resolved path, size, mtime_ns, hair mode and measurement version): a scan is reused while
-all four hold."""
+CacheKey = tuple[str, int, int, int, str]
+"""(absolute path, size, mtime_ns, ctime_ns, hair mode and measurement version): a scan is
+reused while all five hold. The ctime tells a file rewritten with its size and time restored
+(`cp -p`, `touch -r`), which no program can set back."""
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 _TRAINED_SUFFIXES = render.IMAGE_SUFFIXES | {".txt", ".TXT"}
 """The files sd-scripts' DreamBooth loader reads: images and captions; a foreign one in a
@@ -468,12 +469,12 @@ def _skip(rows: list[dict[str, str]], identifier: str, path: Path | str | None,
 
 
 def _entry(key: CacheKey, result: Scan) -> dict[str, Any]:
-    return {"path": key[0], "size": key[1], "mtime_ns": key[2], "hair": key[3],
-            "scan": asdict(result)}
+    return {"path": key[0], "size": key[1], "mtime_ns": key[2], "ctime_ns": key[3],
+            "hair": key[4], "scan": asdict(result)}
 
 
 def _load_cache(path: Path) -> dict[CacheKey, Scan]:
-    """Scans from earlier runs, keyed by file, size, mtime and hair mode: the cache file, then
+    """Scans from earlier runs, keyed by file, size, times and hair mode: the cache file, then
     the journal of a run that was killed (a line cut short by the kill is skipped)."""
     entries: list[Any] = []
     if path.is_file():
@@ -491,8 +492,8 @@ def _load_cache(path: Path) -> dict[CacheKey, Scan]:
     cache = {}
     for e in entries:
         try:
-            cache[(str(e["path"]), int(e["size"]), int(e["mtime_ns"]), str(e["hair"]))] = Scan(
-                **e["scan"])
+            cache[(str(e["path"]), int(e["size"]), int(e["mtime_ns"]), int(e["ctime_ns"]),
+                   str(e["hair"]))] = Scan(**e["scan"])
         except (KeyError, TypeError, ValueError):
             continue
     return cache
@@ -519,15 +520,30 @@ def _journal(path: Path, cache: dict[CacheKey, Scan]) -> Iterator[Callable[[Cach
         yield keep
 
 
-def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
-              workers: int, on_progress: Progress | None,
-              journal: Path) -> tuple[list[Scan], int]:
-    """Scan every path once, in `workers` processes, reusing unchanged cached scans; each new
-    scan is journalled as it finishes."""
+def _keys(paths: list[Path], hair: HairMode) -> list[CacheKey]:
+    """Each path's cache key as the file is now."""
     keys: list[CacheKey] = []
     for path in paths:
         stat = path.stat()
-        keys.append((str(path), stat.st_size, stat.st_mtime_ns, f"{hair.value}/{VERSION}"))
+        keys.append((str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+                     f"{hair.value}/{VERSION}"))
+    return keys
+
+
+def _relinked(cache: dict[CacheKey, Scan], keys: list[CacheKey], hair: HairMode) -> None:
+    """Keep the scans of the sources the layout just linked or unlinked (`keys`: as scanned):
+    a hard link made or removed changes a file's ctime, not its bytes, size or mtime."""
+    for key, now in zip(keys, _keys([Path(key[0]) for key in keys], hair), strict=True):
+        if now != key and now[:3] == key[:3] and key in cache:
+            cache[now] = cache.pop(key)
+
+
+def _scan_all(keys: list[CacheKey], hair: HairMode, cache: dict[CacheKey, Scan],
+              workers: int, on_progress: Progress | None,
+              journal: Path) -> tuple[list[Scan], set[Path]]:
+    """Scan every file (`keys`) once, in `workers` processes, reusing unchanged cached scans;
+    each new scan is journalled as it finishes. Returns the scans and the files scanned anew."""
+    paths = [Path(key[0]) for key in keys]
     todo = [key for key in dict.fromkeys(keys) if key not in cache]
     total, done = len(paths), len(paths) - len(todo)
     if on_progress:
@@ -549,7 +565,7 @@ def _scan_all(paths: list[Path], hair: HairMode, cache: dict[CacheKey, Scan],
                 _collect(todo, results, keep, done, total, on_progress)
             finally:  # on Ctrl-C, drop the queued scans instead of finishing them
                 pool.shutdown(wait=True, cancel_futures=True)
-    return [cache[key] for key in keys], total - len(todo)
+    return [cache[key] for key in keys], {Path(key[0]) for key in todo}
 
 
 def _tracker_deaf_to_hangups() -> None:
@@ -761,10 +777,11 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     chosen = chosen.loc[keep][~selected_ids.isin(set(twins))]
     # absolute(), not resolve(): a symlinked image (HF cache, git-annex) keeps its own name
     paths = [found[i].absolute() for i in chosen["id"]]
+    keys = _keys(paths, options.hair.detector)
     try:
-        scans, reused = _scan_all(paths, options.hair.detector, cache,
-                                  workers or default_workers(), on_progress,
-                                  state / JOURNAL_FILE)
+        scans, fresh = _scan_all(keys, options.hair.detector, cache,
+                                 workers or default_workers(), on_progress,
+                                 state / JOURNAL_FILE)
     finally:  # an interrupted run keeps what it scanned
         _save_cache(state / CACHE_FILE, cache)
     good = []
@@ -809,8 +826,10 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
                                  batch_size=options.batch_size)
-    train_dir, unlinked = _write_layout(out, table, repeats.repeats, options, placed)
+    train_dir, unlinked = _write_layout(out, table, repeats.repeats, options, placed, fresh)
     warnings += _unlinked(out, unlinked)
+    _relinked(cache, keys, options.hair.detector)
+    _save_cache(state / CACHE_FILE, cache)
 
     folder = PreparedFolder(out)
     manifest.write(skipped_frame, folder.skipped)
@@ -826,7 +845,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
         train_dir=train_dir, dataset_config=folder.dataset_config, options=options,
-        scanned=len(paths) - reused, reused=reused, warnings=tuple(warnings),
+        scanned=len(fresh), reused=len(paths) - len(fresh), warnings=tuple(warnings),
         hair_agreement=agreement, diagnosis=diagnosis, dropped=scanned - len(good),
         image_types=image_types)
 
@@ -1229,14 +1248,15 @@ def _true(value: Any) -> bool:
 
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: PrepareOptions,
-                  placed: _Placed) -> tuple[Path, list[Path]]:
+                  placed: _Placed, fresh: set[Path]) -> tuple[Path, list[Path]]:
     """Place images (`options.link`) and write captions for every manifest row, recording
     each image's stamp as placed (what tells a later hand edit); remove what earlier runs
     `placed` and this one does not. The files about to be written are recorded as unfinished
     first, with the content each gets, so a run killed half-way leaves nothing its re-run would
     take for the user's, while a hand edit of one is still told (`_edited`; `_complete` ends
-    that). Returns the training folder and the images that were hard links to their sources
-    and are copies now."""
+    that). A copy of a source scanned anew (`fresh`) is made again where it holds other bytes.
+    Returns the training folder and the images that were hard links to their sources and are
+    copies now."""
     rows = []
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, options.class_name)
@@ -1258,6 +1278,8 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: Prepare
     unlinked = []
     for source, image, text, caption, _ in rows:
         image.parent.mkdir(parents=True, exist_ok=True)
+        if source in fresh and _stale(image, source):
+            image.unlink()
         try:
             if layout.place(source, image, options.link):
                 unlinked.append(image)
@@ -1272,6 +1294,14 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: Prepare
     _record_written(out, stamps)  # still unfinished: every file is in both lists
     train_dir.mkdir(parents=True, exist_ok=True)
     return train_dir, unlinked
+
+
+def _stale(copy: Path, source: Path) -> bool:
+    """Whether `copy` has its source's size and mtime but other bytes: the source was rewritten
+    with both restored, which `layout.place` takes for the copy it made."""
+    if copy.is_symlink() or not copy.is_file() or _shared(copy, source):
+        return False
+    return layout.stamp(copy) == layout.stamp(source.resolve()) and not _same_bytes(copy, source)
 
 
 def _unlinked(out: Path, images: list[Path]) -> list[str]:

@@ -1,0 +1,75 @@
+"""A `prepare` re-run whose source photos changed: what it measures again, copies again and
+keeps, as the manifest, the layout and the summary's counts show it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medsynth_kohya.data.layout import LinkMode
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.synth import encode_jpeg, lesion_image, make_dataset
+
+
+def _padded(data: bytes, length: int) -> bytes:
+    """The JPEG `data` grown to `length` bytes by comment segments after its start marker
+    (a viewer shows the same photo)."""
+    assert len(data) + 4 <= length
+    segments = b""
+    missing = length - len(data)
+    while missing:
+        size = min(missing, 65535 + 2)
+        if 0 < missing - size < 4:  # leave room for one more whole segment
+            size -= 4
+        segments += b"\xff\xfe" + (size - 2).to_bytes(2, "big") + b"\0" * (size - 4)
+        missing -= size
+    return data[:2] + segments + data[2:]
+
+
+def _rewrite_keeping_size_and_time(path: Path, width: int, height: int) -> bytes:
+    """Write another photo (`width` x `height`) over `path` in place with the same byte size,
+    then set its times back, as `cp -p` or `touch -r` leave a file."""
+    before = path.stat()
+    data = _padded(encode_jpeg(lesion_image(width, height, hairy=True, seed=11)),
+                   before.st_size)
+    path.write_bytes(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    return data
+
+
+@pytest.mark.parametrize("link", list(LinkMode))
+def test_a_photo_rewritten_with_its_size_and_time_restored_is_measured_and_placed_again(
+        tmp_path: Path, link: LinkMode) -> None:
+    made = make_dataset(tmp_path / "src", 4, seed=5, melanoma_fraction=1.0, sizes=((640, 480),))
+    out = tmp_path / "out"
+    options = PrepareOptions(link=link)
+    first = prepare(made.root, out, workers=1, options=options)
+    identifier = str(first.manifest["id"].iloc[0])
+    source = Path(str(first.manifest["source"].iloc[0]))
+    new = _rewrite_keeping_size_and_time(source, 320, 256)
+
+    second = prepare(made.root, out, workers=1, options=options)
+    row = second.manifest.set_index("id").loc[identifier]
+    assert (int(row["width"]), int(row["height"])) == (320, 256)
+    assert (first.train_dir / f"{identifier}.jpg").read_bytes() == new
+    assert (second.scanned, second.reused) == (1, 3)
+    written = pd.read_csv(out / "manifest.csv").set_index("id").loc[identifier]
+    assert (int(written["width"]), int(written["height"])) == (320, 256)
+
+
+def test_a_re_run_after_linking_reuses_every_scan(tmp_path: Path) -> None:
+    """Hard links made or removed by a run change the sources' ctime only: the next run
+    measures nothing again."""
+    made = make_dataset(tmp_path / "src", 4, seed=5, melanoma_fraction=1.0)
+    out = tmp_path / "out"
+    first = prepare(made.root, out, workers=1, options=PrepareOptions(link=LinkMode.hard))
+    again = prepare(made.root, out, workers=1, options=PrepareOptions(link=LinkMode.hard))
+    copied = prepare(made.root, out, workers=1)
+    last = prepare(made.root, out, workers=1)
+    assert (first.scanned, first.reused) == (4, 0)
+    assert [(run.scanned, run.reused) for run in (again, copied, last)] == [(0, 4)] * 3
