@@ -4,14 +4,19 @@ keeps, as the manifest, the layout and the summary's counts show it."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from medsynth_kohya.data.layout import LinkMode
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import encode_jpeg, lesion_image, make_dataset
+
+from .conftest import invoke
 
 
 def _padded(data: bytes, length: int) -> bytes:
@@ -73,3 +78,24 @@ def test_a_re_run_after_linking_reuses_every_scan(tmp_path: Path) -> None:
     last = prepare(made.root, out, workers=1)
     assert (first.scanned, first.reused) == (4, 0)
     assert [(run.scanned, run.reused) for run in (again, copied, last)] == [(0, 4)] * 3
+
+
+def test_the_images_option_a_warning_offers_works_pasted_for_a_folder_with_spaces(
+        runner: CliRunner, tmp_path: Path) -> None:
+    """A photo in a subfolder of the metadata's folder is named with the --images that takes
+    it, quoted as a shell reads it: pasted, it prepares every photo."""
+    made = make_dataset(tmp_path / "my isic ~photos", 4, seed=3, layout="archive",
+                        melanoma_fraction=1.0)
+    photo = sorted(made.images.glob("*.jpg"))[0]
+    (made.root / "batch 2").mkdir()
+    photo.rename(made.root / "batch 2" / photo.name)
+    code, _, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out",
+                             "--workers", "1")
+    assert code == 0, stderr
+    offered = re.search(r"pass (--images .+) to take them", " ".join(stderr.split()))
+    assert offered is not None, stderr
+    code, _, stderr = invoke(runner, "prepare", "--metadata", made.metadata,
+                             *shlex.split(offered[1]), "--out", tmp_path / "again",
+                             "--workers", "1")
+    assert code == 0, stderr
+    assert len(pd.read_csv(tmp_path / "again" / "manifest.csv")) == 4

@@ -432,7 +432,8 @@ def _only_below(source: Source, out: Path, skipped: list[dict[str, str]]) -> lis
     root = next(folder for folder in source.image_dirs if folder in path.parents)
     return [f"{files.counted(len(moved), 'selected image')} "
             f"{files.agreeing(len(moved), 'is')} only in subfolders of {root} (e.g. {path}), "
-            f"which is searched without its subfolders: pass --images {root} to take them"]
+            f"which is searched without its subfolders: pass --images "
+            f"{shlex.quote(str(root))} to take them"]
 
 
 def _case_only(skipped: list[dict[str, str]], found: Mapping[str, Path]) -> list[str]:
