@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.data.layout import LinkMode
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.prepare import PrepareOptions, default_workers, prepare
 from medsynth_kohya.data.synth import encode_jpeg, lesion_image, make_dataset
 
 from .conftest import invoke
@@ -99,3 +99,54 @@ def test_the_images_option_a_warning_offers_works_pasted_for_a_folder_with_space
                              "--workers", "1")
     assert code == 0, stderr
     assert len(pd.read_csv(tmp_path / "again" / "manifest.csv")) == 4
+
+
+def test_a_selection_of_many_other_diagnoses_names_five_and_counts_the_rest(
+        tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 8, seed=5, melanoma_fraction=1.0)
+    frame = pd.read_csv(made.metadata)
+    others = ["nevus", "seborrheic keratosis", "solar lentigo", "lentigo NOS", "dermatofibroma",
+              "verruca", "scar"]
+    frame.loc[1:, "diagnosis"] = others
+    frame.to_csv(made.metadata, index=False)
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    (warning,) = [w for w in result.warnings if "class folder says" in w]
+    counts = re.search(r" but (.*) and 2 more, while ", warning)
+    assert warning.startswith(f"{len(others)} of 8 prepared images are not ") and counts
+    assert len(counts[1].split(", ")) == 5 and all(n.endswith(" 1") for n in counts[1].split(", "))
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ((), "the default selection (melanomas)"),
+    (("--query", "age_approx > 500", "--diagnosis", "nevus"),
+     "--query 'age_approx > 500' and --diagnosis 'nevus'")])
+def test_a_selection_that_matches_no_row_says_which_in_one_line(
+        runner: CliRunner, tmp_path: Path, extra: tuple[str, ...], said: str) -> None:
+    made = make_dataset(tmp_path / "src", 4, seed=6, melanoma_fraction=0.0)
+    code, _, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out", *extra)
+    assert code == 1 and "Traceback" not in stderr
+    assert (f"no images were prepared: {said} matched none of the 4 rows of {made.metadata}; "
+            "choose rows with --query or --diagnosis") in " ".join(stderr.split())
+
+
+def test_image_files_named_otherwise_than_the_ids_are_said_not_to_match(
+        runner: CliRunner, tmp_path: Path) -> None:
+    made = make_dataset(tmp_path / "src", 4, seed=6, melanoma_fraction=1.0)
+    for photo in made.images.glob("*.jpg"):
+        photo.rename(photo.with_name(f"photo_{photo.name}"))
+    code, _, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out")
+    message = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stderr
+    assert "no images were prepared from 4 selected rows: 4 no image file" in message
+    assert re.search(r"file names \(e\.g\. photo_\w+\) do not match the ids \(e\.g\. \w+\) of "
+                     r"column image_name: map another with --column id=COLUMN", message)
+
+
+def test_one_worker_per_cpu_where_no_cpu_affinity_is_known(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS and Windows have no sched_getaffinity: prepare scans with every CPU there too."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert default_workers() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert default_workers() == 1
