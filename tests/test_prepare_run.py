@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -150,3 +152,27 @@ def test_one_worker_per_cpu_where_no_cpu_affinity_is_known(
     assert default_workers() == 3
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert default_workers() == 1
+
+
+def test_the_unzip_command_offered_for_a_download_not_extracted_extracts_it(
+        runner: CliRunner, tmp_path: Path) -> None:
+    """Metadata beside its images' zip, in a folder with a space: the refusal gives the unzip
+    command, quoted; extracting as it says (zip, then -d folder) lets the next prepare run."""
+    made = make_dataset(tmp_path / "made", 4, seed=6, melanoma_fraction=1.0)
+    download = tmp_path / "isic download"
+    download.mkdir()
+    shutil.copy(made.metadata, download / made.metadata.name)
+    packed = download / "ISIC_2020_Training_JPEG.zip"
+    with zipfile.ZipFile(packed, "w") as writing:
+        for image in sorted(made.images.iterdir()):
+            writing.write(image, f"train/{image.name}")
+    code, _, stderr = invoke(runner, "prepare", download, "--out", tmp_path / "out")
+    offered = re.search(r"extract it \((unzip .+)\) and run this again", " ".join(stderr.split()))
+    assert code == 1 and offered is not None, stderr
+    command, archive, flag, folder = shlex.split(offered[1])
+    assert (command, Path(archive), flag, Path(folder)) == ("unzip", packed, "-d", download)
+    with zipfile.ZipFile(archive) as reading:
+        reading.extractall(folder)
+    code, _, stderr = invoke(runner, "prepare", download, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert len(pd.read_csv(tmp_path / "out" / "manifest.csv")) == 4
