@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from medsynth_kohya.data.prepare import PrepareOptions, default_workers, prepare
 from medsynth_kohya.data.synth import encode_jpeg, lesion_image, make_dataset
 
 from .conftest import invoke
+from .test_sources import zipped_download
 
 
 def _padded(data: bytes, length: int) -> bytes:
@@ -160,12 +160,7 @@ def test_the_unzip_command_offered_for_a_download_not_extracted_extracts_it(
     command, quoted; extracting as it says (zip, then -d folder) lets the next prepare run."""
     made = make_dataset(tmp_path / "made", 4, seed=6, melanoma_fraction=1.0)
     download = tmp_path / "isic download"
-    download.mkdir()
-    shutil.copy(made.metadata, download / made.metadata.name)
-    packed = download / "ISIC_2020_Training_JPEG.zip"
-    with zipfile.ZipFile(packed, "w") as writing:
-        for image in sorted(made.images.iterdir()):
-            writing.write(image, f"train/{image.name}")
+    packed = zipped_download(made, download)
     code, _, stderr = invoke(runner, "prepare", download, "--out", tmp_path / "out")
     offered = re.search(r"extract it \((unzip .+)\) and run this again", " ".join(stderr.split()))
     assert code == 1 and offered is not None, stderr

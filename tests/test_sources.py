@@ -318,19 +318,24 @@ def test_symlinked_image_folders_are_followed_once(isic2020: SyntheticSet, tmp_p
     assert "no .jpg/.jpeg/.png files in" in line and "pass --images" not in line
 
 
+def zipped_download(made: SyntheticSet, folder: Path) -> Path:
+    """An ISIC 2020 download not yet extracted: `made`'s metadata CSV in `folder` beside
+    ISIC_2020_Training_JPEG.zip of its images (under train/), which is returned."""
+    folder.mkdir()
+    shutil.copy(made.metadata, folder / made.metadata.name)
+    archive = folder / "ISIC_2020_Training_JPEG.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for image in sorted(made.images.iterdir()):
+            packed.write(image, f"train/{image.name}")
+    return archive
+
+
 def test_an_unextracted_download_beside_the_metadata_is_named(
         isic2020: SyntheticSet, tmp_path: Path, runner: CliRunner) -> None:
     """A folder of the metadata CSV and ISIC_2020_Training_JPEG.zip said only 'pass --images
     DIR'."""
-    import zipfile
-
     source = tmp_path / "download"
-    source.mkdir()
-    shutil.copy(isic2020.metadata, source / isic2020.metadata.name)
-    archive = source / "ISIC_2020_Training_JPEG.zip"
-    with zipfile.ZipFile(archive, "w") as packed:
-        for image in sorted(isic2020.images.iterdir()):
-            packed.write(image, f"train/{image.name}")
+    archive = zipped_download(isic2020, source)
     line = _error_line(*invoke(runner, "prepare", source, "--out", tmp_path / "o"))
     assert line.endswith(f"no .jpg/.jpeg/.png files in {source}, but {archive.name} is there: "
                          f"extract it (unzip {archive} -d {source}) and run this again"), line
