@@ -330,13 +330,13 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
     segments = found[:, 0].astype(np.float64) * POOL + (POOL - 1) / 2
     spans = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
     height, width = line.shape
-    grid = np.pad(line.astype(np.uint8) | (~searched).astype(np.uint8) << 1, 1)
+    grid = np.pad(line.astype(np.uint8) | (~searched).astype(np.uint8) << 1, 1).ravel()
+    shades = np.asarray(dark).ravel()
 
     def look(points: np.ndarray) -> np.ndarray:
         """At each (x, y) point: 1 on a dark line, 2 not searched (the lesion, marker ink or
         vignette), 0 neither or outside the image."""
-        cells = _nearest(points, 1, (width + 1, height + 1))
-        return np.asarray(grid[cells[..., 1], cells[..., 0]])
+        return np.asarray(grid.take(_nearest(points, 1, (width + 1, height + 1))))
 
     def on(points: np.ndarray) -> np.ndarray:
         """Whether each (x, y) point lies on a dark line (False outside the image)."""
@@ -344,8 +344,7 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
 
     def depth(points: np.ndarray) -> np.ndarray:
         """The dark-line response at each (x, y) point (the nearest pixel's, at the border)."""
-        cells = _nearest(points, 0, (width - 1, height - 1))
-        return np.asarray(dark[cells[..., 1], cells[..., 0]])
+        return np.asarray(shades.take(_nearest(points, 0, (width - 1, height - 1))))
 
     band = np.arange(TICK_BAND[0] * scale, TICK_BAND[1] * scale + 1)
     beside = np.concatenate([band, -band])
@@ -425,15 +424,16 @@ def _scale_marks(dark: MatLike, line: np.ndarray, searched: np.ndarray, longest:
 
 
 def _nearest(points: np.ndarray, offset: int, limit: tuple[int, int]) -> np.ndarray:
-    """The pixel nearest each (x, y) point, plus `offset`, held within 0 to `limit` (x, y):
-    in place, as np.clip's own overhead is several times the work on the few points looked up."""
+    """The flat index, in an image `limit` (x, y) + 1 in size, of the pixel nearest each (x, y)
+    point plus `offset`, held within it. Clamped in place (np.clip's own overhead is several
+    times the work on the few points looked up) and one flat take is faster than two indices."""
     import numpy as np
 
     cells: np.ndarray = np.rint(points).astype(np.intp)
     cells += offset
     np.maximum(cells, 0, out=cells)
     np.minimum(cells, limit, out=cells)
-    return cells
+    return np.asarray(cells[..., 1] * (limit[0] + 1) + cells[..., 0])
 
 
 def _run(ray: np.ndarray, middle: int, gap: float) -> tuple[int, int]:
@@ -599,7 +599,8 @@ def find_lines(small: MatLike, ink: MatLike, exclude: MatLike, tinted: MatLike) 
     count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
     seeded = np.zeros(count, dtype=np.uint8)  # a lookup table: which components hold a seed
     seeded[labels[strong & weak]] = 1
-    mask = np.asarray(cv2.morphologyEx(seeded[labels], cv2.MORPH_CLOSE, _disc(3)), dtype=np.uint8)
+    mask = np.asarray(cv2.morphologyEx(seeded.take(np.asarray(labels)), cv2.MORPH_CLOSE, _disc(3)),
+                      dtype=np.uint8)  # take: twice as fast as seeded[labels]
     filled = np.zeros_like(mask)
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     for index, contour in enumerate(contours):
@@ -811,7 +812,7 @@ def _ringed(value: MatLike, dark_line: np.ndarray, hair: np.ndarray, level: floa
     ys = np.rint(start[:, None, None, 1] + rays[..., 1]).astype(np.int32)
     within = (xs.astype(np.uint32) < width) & (ys.astype(np.uint32) < height)
     xs, ys = xs * within, ys * within
-    hit = dark_line[ys, xs] & within
+    hit = dark_line.ravel().take(ys * width + xs) & within  # one flat take: faster than two
     reach, radius, ringed, centre = _circles(hit, steps, angles, scale)
     found, rims = 0, []
     for index in np.flatnonzero(ringed):
@@ -954,12 +955,18 @@ def _components(mask: np.ndarray) -> _Parts:
         return _Parts(count, labels, [points] * count, area, area, zeros, np.zeros((count, 3)))
     extent = (np.maximum.reduceat(points, starts)
               - np.minimum.reduceat(points, starts)).max(axis=1) + 1
-    coords = points.astype(np.float64)
-    share = np.maximum(area, 1)[:, None]
-    centre = np.add.reduceat(coords, starts) / share
-    squares = np.add.reduceat(np.column_stack([coords**2, coords[:, 0] * coords[:, 1]]),
-                              starts) / share
-    spread = squares - np.column_stack([centre**2, centre[:, 0] * centre[:, 1]])
+    xs, ys = points.astype(np.float64).T
+    share = np.maximum(area, 1)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        """Each label's mean of `values` (one per pixel), column by column: stacking the
+        columns first copies every pixel's."""
+        return np.asarray(np.add.reduceat(values, starts) / share)
+
+    cx, cy = mean(xs), mean(ys)
+    centre = np.column_stack([cx, cy])
+    spread = np.column_stack([mean(xs * xs) - cx * cx, mean(ys * ys) - cy * cy,
+                              mean(xs * ys) - cx * cy])
     return _Parts(count, labels, np.split(points, starts[1:]), area, extent, centre, spread)
 
 
