@@ -3,6 +3,7 @@ or an interpreter holds, paths as sd-scripts sees them, and the fix for an old c
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,3 +74,81 @@ def test_an_old_per_user_copy_is_fixed_by_installing_again(tmp_path: Path) -> No
     given = checkout.pin_fix(checkout.Location(tmp_path / "my sd", checkout.GIVEN))
     assert given == (f"git -C '{tmp_path / 'my sd'}' fetch --tags && git -C "
                      f"'{tmp_path / 'my sd'}' checkout {checkout.PINNED_COMMIT}")
+
+
+def _git(folder: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c",
+                           "user.email=t@t", *args], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_only_a_clone_of_its_own_has_a_commit(tmp_path: Path) -> None:
+    """sd-scripts' files copied into a folder of the user's own repository (or a download
+    unpacked in one): git answers with that repository's commit, which is not sd-scripts'."""
+    project = tmp_path / "project"
+    copy = project / "sd-scripts"
+    copy.mkdir(parents=True)
+    (copy / checkout.TRAIN_SCRIPT).write_text("", encoding="utf-8")
+    _git(project, "init", "-q")
+    _git(project, "add", ".")
+    _git(project, "commit", "-qm", "mine")
+    head = _git(project, "rev-parse", "HEAD")
+    assert checkout.commit(project) == head
+    assert checkout.commit(copy) is None
+    assert checkout.commit(tmp_path / "no-such-folder") is None
+    link = tmp_path / "linked"
+    link.symlink_to(project, target_is_directory=True)
+    assert checkout.commit(link) == head  # a clone reached through a link is still one
+
+
+def test_a_copy_that_is_no_clone_is_replaced_by_a_new_clone(tmp_path: Path) -> None:
+    """git can neither read nor move such a copy's commit: `git -C COPY checkout PIN` would
+    run in the repository around it, or fail outside one."""
+    for rule, named in ((checkout.GIVEN, "--sd-scripts"), (checkout.ENV, f"${checkout.ENV_DIR}"),
+                        (checkout.USER, f"${checkout.ENV_DIR}"),
+                        (checkout.CHECKOUT, f"${checkout.ENV_DIR}")):
+        assert checkout.pin_fix(checkout.Location(tmp_path, rule), clone=False) == (
+            f"medsynth-kohya install-sd-scripts --dir NEW (a new folder), then point {named} "
+            "at NEW")
+
+
+def test_the_pin_is_the_commit_this_projects_submodule_records() -> None:
+    """In a checkout of this project the doctor's fix for sd-scripts at another commit is
+    `git submodule update --init vendor/sd-scripts`, which checks out the commit the index
+    records for the submodule: another commit than the pin would leave the warning standing."""
+    root = checkout.checkout_root()
+    if root is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout of this project")
+    entry = _git(root, "ls-files", "--stage", "--", "vendor/sd-scripts").split()
+    assert entry[:2] == ["160000", checkout.PINNED_COMMIT]
+    assert _git(root, "config", "-f", ".gitmodules", "submodule.vendor/sd-scripts.url") == (
+        checkout.UPSTREAM_URL)
+
+
+def test_the_per_user_folder_on_windows_and_macos(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where install-sd-scripts puts sd-scripts by default, and the search finds it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert checkout.user_dir() == tmp_path / "Local" / "medsynth-kohya" / "sd-scripts"
+    monkeypatch.delenv("LOCALAPPDATA")
+    assert checkout.user_dir() == (tmp_path / "AppData" / "Local" / "medsynth-kohya" /
+                                   "sd-scripts")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert checkout.user_dir() == (tmp_path / "Library" / "Application Support" /
+                                   "medsynth-kohya" / "sd-scripts")
+
+
+def test_locate_is_the_folder_the_search_finds(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(checkout.ENV_DIR, str(tmp_path / "env"))
+    assert checkout.locate() == tmp_path / "env"
+    assert checkout.locate(tmp_path / "given") == tmp_path / "given"
+
+
+def test_a_path_from_the_home_of_no_such_user_names_what_it_is(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^path ~nosuchuser-medsynth/model: cannot expand"):
+        checkout.local_path("~nosuchuser-medsynth/model", tmp_path)
+    with pytest.raises(UserError, match=r"^--vae ~nosuchuser-medsynth/vae: cannot expand"):
+        checkout.local_path("~nosuchuser-medsynth/vae", tmp_path, "--vae")

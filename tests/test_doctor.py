@@ -3,6 +3,7 @@ a wrong sd-scripts commit."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -30,14 +31,18 @@ def _package(root: Path, name: str, version: str, body: str = "") -> None:
 
 
 def _environment(tmp_path: Path, *, torch: bool, cuda: bool = True,
-                 versions: dict[str, str] | None = None) -> str:
-    """A Python that sees only the standard library and the stand-in packages."""
+                 versions: dict[str, str] | None = None, without: Sequence[str] = (),
+                 broken: str = "") -> str:
+    """A Python that sees only the standard library and the stand-in packages (all that
+    sd-scripts imports but those `without`; a torch whose import raises `broken`)."""
     site = tmp_path / "site"
     for name in ("torchvision", "accelerate", "transformers", "diffusers", "safetensors",
-                 "voluptuous", "toml", "einops", "cv2", "huggingface_hub"):
-        _package(site, name, (versions or PINS).get(name, "1.0"))
+                 "voluptuous", "toml", "einops", "cv2", "huggingface_hub", "imagesize"):
+        if name not in without:
+            _package(site, name, (versions or PINS).get(name, "1.0"))
     if torch:
         _package(site, "torch", "2.4.0+cu121",
+                 f"raise OSError({broken!r})\n" if broken else
                  f"class cuda:\n    is_available = staticmethod(lambda: {cuda})\n"
                  "class version:\n    cuda = '12.1'\n")
     wrapper = tmp_path / "python"
@@ -66,6 +71,34 @@ def _status(checks: Sequence[Check], name: str) -> str:
     return next(c.status for c in checks if c.name == name)
 
 
+def _row(checks: Sequence[Check], name: str) -> Check:
+    return next(c for c in checks if c.name == name)
+
+
+def _table(stdout: str) -> dict[str, list[str]]:
+    """The doctor's table as printed: row name -> its cells, lines a cell wraps onto joined."""
+    rows: list[list[str]] = []
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) == 4 and cells[0]:
+            rows.append(cells)
+        elif len(cells) == 4 and rows:  # a wrapped row's next line
+            rows[-1] = [" ".join(filter(None, pair)) for pair in zip(rows[-1], cells, strict=True)]
+    return {cells[0]: cells[1:] for cells in rows[1:]}  # not the header
+
+
+@pytest.fixture
+def no_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No Hub token in the environment; the path a stored login would be read from."""
+    import huggingface_hub.constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_OIDC_ID_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    stored = tmp_path / "hf-home" / "token"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(stored))
+    return stored
+
+
 def test_pins_are_read_from_requirements(tmp_path: Path) -> None:
     assert pins(_checkout(tmp_path)) == PINS
 
@@ -75,8 +108,9 @@ def test_no_torch_fails_with_the_fix(tmp_path: Path, nvidia_smi: InstallGpus) ->
     report = diagnose(sd_scripts=_checkout(tmp_path),
                       python=_environment(tmp_path, torch=False), workdir=tmp_path)
     assert not report.ok
-    torch = next(c for c in report.checks if c.name == "torch")
-    assert torch.status == FAIL and "pip install torch" in torch.fix
+    assert _row(report.checks, "torch") == Check(
+        "torch", FAIL, "not installed", "pip install torch for your CUDA version (see "
+        "pytorch.org), then pip install 'medsynth-kohya[train]'")
     assert _status(report.checks, "sd-scripts packages") == FAIL
 
 
@@ -94,7 +128,7 @@ def test_a_t4_passes_without_bf16(tmp_path: Path, nvidia_smi: InstallGpus) -> No
                       workdir=tmp_path)
     gpu = next(c for c in report.checks if c.name == "GPU 0")
     assert gpu.status == OK and "no bf16" in gpu.detail and "7.5" in gpu.detail
-    assert _status(report.checks, "torch") == OK
+    assert _row(report.checks, "torch") == Check("torch", OK, "2.4.0+cu121, CUDA 12.1")
     assert _status(report.checks, "sd-scripts packages") == OK
     assert report.ok
 
@@ -124,6 +158,7 @@ def test_two_a100s_and_packages_off_their_pins(tmp_path: Path, nvidia_smi: Insta
     assert len(gpus) == 2 and all(", bf16" in c.detail for c in gpus)
     packages = next(c for c in report.checks if c.name == "sd-scripts packages")
     assert packages.status == WARN and "accelerate 0.30.0 (pinned 1.6.0)" in packages.detail
+    assert packages.fix == "pip install 'medsynth-kohya[train]' to match sd-scripts' pins"
 
 
 def test_only_the_gpus_cuda_visible_devices_leaves_are_listed(
@@ -167,7 +202,8 @@ def test_cuda_visible_devices_on_a_machine_without_gpus_is_no_reason_given(
     report = diagnose(sd_scripts=sd_scripts, python=python, workdir=tmp_path)
     gpu = next(c for c in report.checks if c.name == "GPU")
     assert gpu.status == FAIL and gpu.detail == "no NVIDIA GPU found (nvidia-smi)"
-    assert "CUDA_VISIBLE_DEVICES" not in gpu.fix and "CUDA GPU" in gpu.fix
+    assert gpu.fix == ("train on a machine with a CUDA GPU (a free Colab T4 works); the "
+                       "cpu-smoke preset runs without one")
 
 
 def test_wrong_commit_warns_with_the_exact_fix(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
@@ -239,5 +275,153 @@ def test_the_disk_row_judges_the_nearest_existing_folder(
 
     monkeypatch.setattr(shutil, "disk_usage", usage)
     row = doctor._disk(tmp_path / "runs" / "new")
-    assert (row.status, asked) == (status, [tmp_path])
+    assert (row.name, row.status, asked) == ("disk", status, [tmp_path])
     assert f"{tmp_path} ({tmp_path / 'runs' / 'new'} does not exist yet" in row.detail
+    if status != OK:
+        assert row.detail.endswith("; about 10 GiB needed")
+        assert row.fix == "free space or choose another work folder"
+
+
+def test_a_python_without_imagesize_cannot_train(runner: CliRunner, tmp_path: Path,
+                                                 nvidia_smi: InstallGpus) -> None:
+    """sd-scripts' library/train_util.py imports imagesize, which none of the other packages
+    brings: a Python with all the rest passed the doctor, and train stopped at that import."""
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    python = _environment(tmp_path, torch=True, without=["imagesize"])
+    code, stdout, stderr = invoke(runner, "doctor", "--sd-scripts", _checkout(tmp_path),
+                                  "--python", python, "--workdir", tmp_path)
+    assert code == 1 and "training cannot run here: fix the failing rows above" in stderr
+    assert _table(stdout)["sd-scripts packages"] == [
+        "fail", "cannot import imagesize", "pip install 'medsynth-kohya[train]' into that Python"]
+
+
+def test_a_torch_that_cannot_load_says_why(tmp_path: Path) -> None:
+    """A torch whose import fails (a CUDA library missing) is installed but unusable: its
+    row gives the import's own error, not only that CUDA is unavailable."""
+    python = _environment(tmp_path, torch=True, broken="libcudart.so.12: cannot open")
+    report = diagnose(sd_scripts=_checkout(tmp_path), python=python, gpus=[], hub=False,
+                      workdir=tmp_path)
+    assert _row(report.checks, "torch") == Check(
+        "torch", FAIL, "2.4.0+cu121 without CUDA (OSError: libcudart.so.12: cannot open)",
+        "install a CUDA build of torch matching the driver")
+
+
+def test_a_python_that_does_not_run_is_the_one_failing_row_of_its_own(tmp_path: Path) -> None:
+    report = diagnose(sd_scripts=_checkout(tmp_path), python=str(tmp_path / "no-python"),
+                      gpus=[], hub=False, workdir=tmp_path)
+    python = _row(report.checks, "Python")
+    assert python.status == FAIL and python.detail.startswith(f"{tmp_path / 'no-python'} could "
+                                                              "not run: ")
+    assert python.fix == "pass --python with the interpreter that has sd-scripts' packages"
+    assert "torch" not in [c.name for c in report.checks]
+
+
+def test_the_hub_token_may_be_a_stored_login(tmp_path: Path, no_token: Path) -> None:
+    """`hf auth login` stores the token in a file, not in HF_TOKEN."""
+    python, sd_scripts = _environment(tmp_path, torch=True), _checkout(tmp_path)
+
+    def row() -> Check:
+        report = diagnose(sd_scripts=sd_scripts, python=python, gpus=[], workdir=tmp_path)
+        return _row(report.checks, "Hub token")
+
+    assert row() == Check("Hub token", WARN, "not set: needed only by push",
+                          "hf auth login, or export HF_TOKEN")
+    no_token.parent.mkdir(parents=True)
+    no_token.write_text("hf_stored_login_token", encoding="utf-8")
+    assert row() == Check("Hub token", OK, "set (HF_TOKEN or a stored login)")
+
+
+def test_a_hub_token_that_cannot_be_read_is_a_warning_not_a_crash(
+        runner: CliRunner, tmp_path: Path, nvidia_smi: InstallGpus, no_token: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub raises on HF_OIDC_RESOURCE without an id token to exchange (outside
+    GitHub Actions): the doctor printed a traceback instead of its table."""
+    import huggingface_hub.errors
+
+    if not hasattr(huggingface_hub.errors, "OIDCError"):
+        pytest.skip("this huggingface_hub has no OIDC token exchange")
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    monkeypatch.setenv("HF_OIDC_RESOURCE", "someone/model")
+    monkeypatch.delenv("ACTIONS_ID_TOKEN_REQUEST_URL", raising=False)
+    code, stdout, _ = invoke(runner, "doctor", "--sd-scripts", _checkout(tmp_path),
+                             "--python", _environment(tmp_path, torch=True),
+                             "--workdir", tmp_path)
+    status, detail, fix = _table(stdout)["Hub token"]
+    assert (code, status) == (0, WARN)
+    assert detail.startswith("cannot be read: HF_OIDC_RESOURCE is set but no OIDC id token")
+    assert fix == "unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN); needed only by push"
+
+
+def test_warnings_alone_leave_the_exit_code_zero(
+        runner: CliRunner, tmp_path: Path, nvidia_smi: InstallGpus, no_token: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token, sd-scripts at another commit, packages off their pins and no xformers: each
+    a warning with its fix, and training can still run, so the doctor exits 0."""
+    import shutil
+
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(0, 0, 2**40))
+    python = _environment(tmp_path, torch=True, versions={**PINS, "accelerate": "0.30.0"})
+    code, stdout, stderr = invoke(runner, "doctor", "--sd-scripts", _checkout(tmp_path),
+                                  "--python", python, "--workdir", tmp_path)
+    table = _table(stdout)
+    assert (code, stderr) == (0, "")
+    assert {name for name, cells in table.items() if cells[0] == WARN} == {
+        "sd-scripts", "sd-scripts packages", "xformers", "bitsandbytes", "Hub token"}
+    assert all(cells[0] == OK for name, cells in table.items() if cells[0] != WARN)
+    assert all(cells[2] for cells in table.values() if cells[0] == WARN)
+
+
+def test_a_users_own_accelerate_config_is_named_as_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    own = ("train launches with the run's own RUN/accelerate.json (or --accelerate-config "
+           "FILE)")
+
+    def row() -> Check:
+        report = diagnose(sd_scripts=tmp_path / "missing", python=str(tmp_path / "no-python"),
+                          gpus=[], hub=False, workdir=tmp_path)
+        return _row(report.checks, "accelerate config")
+
+    assert row() == Check("accelerate config", OK, f"none; not needed: {own}")
+    config = tmp_path / "hf" / "accelerate" / "default_config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("num_processes: 8\n", encoding="utf-8")
+    assert row() == Check("accelerate config", OK, f"{config} is not read: {own}")
+
+
+def test_no_visible_gpu_asks_nvidia_smi_once_more_not_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvidia-smi can take seconds on a busy or unwell driver: the no-GPU row asks once
+    whether CUDA_VISIBLE_DEVICES hides the GPUs, for both its detail and its fix."""
+    log, folder = tmp_path / "asked", tmp_path / "bin"
+    folder.mkdir()
+    smi = folder / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho x >> '{log}'\necho 'Tesla T4, 15360 MiB, 7.5'\n",
+                   encoding="utf-8")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    report = diagnose(sd_scripts=tmp_path / "missing", python=str(tmp_path / "no-python"),
+                      hub=False, workdir=tmp_path)
+    gpu = _row(report.checks, "GPU")
+    assert (gpu.detail, gpu.fix) == ("no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=)",
+                                     "unset CUDA_VISIBLE_DEVICES or list the GPUs to use in it")
+    assert log.read_text(encoding="utf-8").count("x") == 2  # the GPUs, then what hides them
+
+
+def test_a_copy_inside_another_repository_is_not_given_that_repositorys_commit(
+        tmp_path: Path) -> None:
+    """It said the copy was at the user's own repository's commit, with a fix that ran git
+    fetch and checkout in that repository."""
+    project = tmp_path / "project"
+    project.mkdir()
+    copy = _checkout(project)
+    (copy / ".git").rename(project / ".git")  # the repository is now the one around the copy
+    row = _row(diagnose(sd_scripts=copy, python=sys.executable, gpus=[], hub=False,
+                        workdir=tmp_path).checks, "sd-scripts")
+    assert row == Check(
+        "sd-scripts", WARN, f"{copy}: git reads no commit of its own (no git clone, or no "
+        f"git), so it is not checked against {checkout.PINNED_RELEASE}; found by --sd-scripts",
+        "medsynth-kohya install-sd-scripts --dir NEW (a new folder), then point --sd-scripts "
+        "at NEW")

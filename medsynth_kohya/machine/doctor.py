@@ -50,8 +50,10 @@ except Exception as exc:
 print("PROBE" + json.dumps(report))
 """
 REQUIRED_MODULES = ("torch", "torchvision", "accelerate", "transformers", "diffusers",
-                    "safetensors", "voluptuous", "toml", "einops", "cv2", "huggingface_hub")
-"""What sd-scripts' SDXL training imports (torchvision through library/utils.py, unlisted)."""
+                    "safetensors", "voluptuous", "toml", "einops", "cv2", "huggingface_hub",
+                    "imagesize")
+"""What sd-scripts' SDXL training imports (torchvision through library/utils.py, unlisted;
+imagesize through library/train_util.py, which none of the others brings)."""
 OPTIONAL_MODULES = {"xformers": "xformers = true (as in medsynthx-2023)",
                     "bitsandbytes": "8-bit and paged optimizers (AdamW8bit)",
                     "dadaptation": "the DAdapt* optimizers", "prodigyopt": "the Prodigy optimizer",
@@ -163,8 +165,13 @@ def _sd_checks(location: checkout.Location) -> list[Check]:
     if commit == checkout.PINNED_COMMIT:
         return [Check("sd-scripts", OK, f"{sd_dir} at {checkout.PINNED_RELEASE} "
                       f"({commit[:8]}); {found}")]
-    return [Check("sd-scripts", WARN, f"{sd_dir} at {commit or 'an unknown commit'}, not "
-                  f"{checkout.PINNED_RELEASE}; {found}", checkout.pin_fix(location))]
+    if commit is None:
+        return [Check("sd-scripts", WARN, f"{sd_dir}: git reads no commit of its own (no git "
+                      f"clone, or no git), so it is not checked against "
+                      f"{checkout.PINNED_RELEASE}; {found}",
+                      checkout.pin_fix(location, clone=False))]
+    return [Check("sd-scripts", WARN, f"{sd_dir} at {commit}, not {checkout.PINNED_RELEASE}; "
+                  f"{found}", checkout.pin_fix(location))]
 
 
 def _python_checks(python: str, report: dict[str, Any], wanted: dict[str, str], device: str,
@@ -219,11 +226,20 @@ def _accelerate_config() -> Check:
 
 
 def _token() -> Check:
+    """Whether push will find a token; one the Hub library cannot read (HF_OIDC_RESOURCE set
+    with no id token to exchange, which it raises on) is a warning with the reason."""
     token = os.environ.get("HF_TOKEN")
     if not token:
         from huggingface_hub import get_token
 
-        token = get_token()
+        try:
+            token = get_token()
+        except Exception as exc:  # OIDCError, HTTP errors of the exchange: not in every version
+            fix = ("unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"
+                   if os.environ.get("HF_OIDC_RESOURCE") else "hf auth login, or export HF_TOKEN")
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return Check("Hub token", WARN, f"cannot be read: {reason}",
+                         f"{fix}; needed only by push")
     if token:
         return Check("Hub token", OK, "set (HF_TOKEN or a stored login)")
     return Check("Hub token", WARN, "not set: needed only by push",

@@ -136,14 +136,18 @@ def installed(python: str, module: str) -> bool:
 
 
 def commit(folder: Path) -> str | None:
-    """The checked-out commit of `folder`, read with git (no network); None if unknown."""
+    """The checked-out commit of `folder`, read with git (no network); None if unknown, as for
+    a copy that is no clone of its own, where git would answer with the repository around it."""
     try:
-        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=20, check=False)
+        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel",
+                                 "HEAD"], capture_output=True, text=True, timeout=20,
+                                check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    value = result.stdout.strip()
-    return value if result.returncode == 0 and len(value) == 40 else None
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or len(lines) != 2 or len(lines[1]) != 40:
+        return None
+    return lines[1] if Path(lines[0]).resolve() == folder.resolve() else None
 
 
 def local_path(value: str, folder: Path, name: str = "path") -> str:
@@ -182,8 +186,14 @@ def missing_fix(location: Location) -> str:
     return "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)"
 
 
-def pin_fix(location: Location) -> str:
-    """The exact command that puts the checkout at `location` at the pinned release."""
+def pin_fix(location: Location, clone: bool = True) -> str:
+    """The exact command that puts the checkout at `location` at the pinned release; for a
+    copy that is no git `clone` of its own (git can neither read nor move its commit), a new
+    clone of the pin for the search to find instead."""
+    if not clone:
+        named = "--sd-scripts" if location.rule == GIVEN else f"${ENV_DIR}"
+        return (f"medsynth-kohya install-sd-scripts --dir NEW (a new folder), then point "
+                f"{named} at NEW")
     root = checkout_root()
     if location.rule == CHECKOUT and root is not None:
         return f"git -C {_quoted(root)} submodule update --init vendor/sd-scripts"
