@@ -138,8 +138,8 @@ AREAS = (
     Area("several machines", "medsynth_kohya/training/nodes.py", sample=SAMPLE),
     Area("several machines", "medsynth_kohya/machine/slurm.py"),
     Area("prepare run", "medsynth_kohya/data/prepare.py", sample=SAMPLE),
-    Area("new user's checks", "medsynth_kohya/machine/doctor.py"),
-    Area("new user's checks", "medsynth_kohya/sdscripts/checkout.py"),
+    Area("new user's checks", "medsynth_kohya/machine/doctor.py", sample=SAMPLE),
+    Area("new user's checks", "medsynth_kohya/sdscripts/checkout.py", sample=SAMPLE),
 )
 
 
