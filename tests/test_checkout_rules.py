@@ -125,10 +125,14 @@ def test_the_pin_is_the_commit_this_projects_submodule_records() -> None:
         checkout.UPSTREAM_URL)
 
 
-def test_the_per_user_folder_on_windows_and_macos(tmp_path: Path,
+def test_the_per_user_folder_on_each_platform(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where install-sd-scripts puts sd-scripts by default, and the search finds it."""
+    """Where install-sd-scripts puts sd-scripts by default, and the search finds it (on Linux
+    without XDG_DATA_HOME: ~/.local/share)."""
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert checkout.user_dir() == tmp_path / ".local" / "share" / "medsynth-kohya" / "sd-scripts"
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
     assert checkout.user_dir() == tmp_path / "Local" / "medsynth-kohya" / "sd-scripts"
@@ -152,3 +156,25 @@ def test_a_path_from_the_home_of_no_such_user_names_what_it_is(tmp_path: Path) -
         checkout.local_path("~nosuchuser-medsynth/model", tmp_path)
     with pytest.raises(UserError, match=r"^--vae ~nosuchuser-medsynth/vae: cannot expand"):
         checkout.local_path("~nosuchuser-medsynth/vae", tmp_path, "--vae")
+
+
+def test_an_empty_python_is_refused_in_one_line_with_the_fix() -> None:
+    with pytest.raises(UserError) as refused:
+        checkout.python(" ")
+    assert str(refused.value) == (
+        f"--python is empty: give the Python that runs sd-scripts, or leave it out for "
+        f"${checkout.ENV_PYTHON}, else this one")
+
+
+def test_an_installed_wheel_without_sd_scripts_is_told_to_install_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No submodule to initialise outside a checkout of this project: the doctor's row names
+    where it looked and the one command that puts sd-scripts where it looks last."""
+    from medsynth_kohya.machine.doctor import FAIL, Check, diagnose
+
+    monkeypatch.setattr(checkout, "checkout_root", lambda: None)
+    monkeypatch.delenv(checkout.ENV_DIR, raising=False)
+    report = diagnose(python=str(tmp_path / "no-python"), gpus=[], hub=False, workdir=tmp_path)
+    assert next(c for c in report.checks if c.name == "sd-scripts") == Check(
+        "sd-scripts", FAIL, f"sd-scripts not found: no --sd-scripts, no ${checkout.ENV_DIR}, "
+        f"none in {checkout.user_dir()}", "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)")

@@ -317,7 +317,9 @@ def test_a_python_that_does_not_run_is_the_one_failing_row_of_its_own(tmp_path: 
 
 
 def test_the_hub_token_may_be_a_stored_login(tmp_path: Path, no_token: Path) -> None:
-    """`hf auth login` stores the token in a file, not in HF_TOKEN."""
+    """`hf auth login` stores the token in a file, not in HF_TOKEN; a file that cannot be
+    read (the Hub library passes on every error but a missing file) is a warning, not a
+    traceback."""
     python, sd_scripts = _environment(tmp_path, torch=True), _checkout(tmp_path)
 
     def row() -> Check:
@@ -326,7 +328,12 @@ def test_the_hub_token_may_be_a_stored_login(tmp_path: Path, no_token: Path) -> 
 
     assert row() == Check("Hub token", WARN, "not set: needed only by push",
                           "hf auth login, or export HF_TOKEN")
-    no_token.parent.mkdir(parents=True)
+    no_token.mkdir(parents=True)  # unreadable, as one a `sudo hf auth login` left is
+    unreadable = row()
+    assert (unreadable.status, unreadable.fix) == (
+        WARN, "hf auth login, or export HF_TOKEN; needed only by push")
+    assert unreadable.detail.startswith("cannot be read: [Errno 21] Is a directory")
+    no_token.rmdir()
     no_token.write_text("hf_stored_login_token", encoding="utf-8")
     assert row() == Check("Hub token", OK, "set (HF_TOKEN or a stored login)")
 
