@@ -178,3 +178,26 @@ def test_an_installed_wheel_without_sd_scripts_is_told_to_install_it(
     assert next(c for c in report.checks if c.name == "sd-scripts") == Check(
         "sd-scripts", FAIL, f"sd-scripts not found: no --sd-scripts, no ${checkout.ENV_DIR}, "
         f"none in {checkout.user_dir()}", "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)")
+
+
+def test_a_submodule_at_another_commit_is_updated_by_git(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `git pull` of this project that moved the pin leaves vendor/sd-scripts where it was
+    until the submodule is updated: the doctor warns and names that one command."""
+    from medsynth_kohya.machine.doctor import WARN, diagnose
+
+    root = tmp_path / "my project"
+    sd_dir = root / "vendor" / "sd-scripts"
+    sd_dir.mkdir(parents=True)
+    (sd_dir / checkout.TRAIN_SCRIPT).write_text("", encoding="utf-8")
+    _git(sd_dir, "init", "-q")
+    _git(sd_dir, "add", ".")
+    _git(sd_dir, "commit", "-qm", "an older sd-scripts")
+    monkeypatch.setattr(checkout, "checkout_root", lambda: root)
+    monkeypatch.delenv(checkout.ENV_DIR, raising=False)
+    report = diagnose(python=str(tmp_path / "no-python"), gpus=[], hub=False, workdir=tmp_path)
+    row = next(c for c in report.checks if c.name == "sd-scripts")
+    assert (row.status, row.fix) == (
+        WARN, f"git -C '{root}' submodule update --init vendor/sd-scripts")
+    assert row.detail == (f"{sd_dir} at {checkout.commit(sd_dir)}, not "
+                          f"{checkout.PINNED_RELEASE}; found by {checkout.CHECKOUT}")

@@ -357,6 +357,22 @@ def test_a_hub_token_that_cannot_be_read_is_a_warning_not_a_crash(
     assert (code, status) == (0, WARN)
     assert detail.startswith("cannot be read: HF_OIDC_RESOURCE is set but no OIDC id token")
     assert fix == "unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN); needed only by push"
+    monkeypatch.setenv("HF_TOKEN", "hf_not_the_one_push_takes")  # the exchange comes first
+    assert _row(diagnose(sd_scripts=tmp_path / "sd-scripts", python=sys.executable, gpus=[],
+                         workdir=tmp_path).checks, "Hub token").detail == detail
+
+
+def test_a_hub_error_without_words_is_named_by_its_kind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def unreadable() -> str:
+        raise PermissionError
+
+    monkeypatch.setattr(huggingface_hub, "get_token", unreadable)
+    row = _row(diagnose(sd_scripts=tmp_path / "missing", python=str(tmp_path / "no-python"),
+                        gpus=[], workdir=tmp_path).checks, "Hub token")
+    assert row.detail == "cannot be read: PermissionError"
 
 
 def test_warnings_alone_leave_the_exit_code_zero(

@@ -226,20 +226,18 @@ def _accelerate_config() -> Check:
 
 
 def _token() -> Check:
-    """Whether push will find a token; one the Hub library cannot read (HF_OIDC_RESOURCE set
-    with no id token to exchange, which it raises on) is a warning with the reason."""
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        from huggingface_hub import get_token
+    """Whether push will find a token, asked as push asks (HF_OIDC_RESOURCE's exchange, else
+    HF_TOKEN, else a stored login); one the Hub library raises on is a warning with why."""
+    from huggingface_hub import get_token
 
-        try:
-            token = get_token()
-        except Exception as exc:  # OIDCError, HTTP errors of the exchange: not in every version
-            fix = ("unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"
-                   if os.environ.get("HF_OIDC_RESOURCE") else "hf auth login, or export HF_TOKEN")
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            return Check("Hub token", WARN, f"cannot be read: {reason}",
-                         f"{fix}; needed only by push")
+    try:
+        token = get_token()
+    except Exception as exc:  # an OIDC exchange, an unreadable token file: any kind it raises
+        fix = ("unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"
+               if os.environ.get("HF_OIDC_RESOURCE") else "hf auth login, or export HF_TOKEN")
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return Check("Hub token", WARN, f"cannot be read: {reason}",
+                     f"{fix}; needed only by push")
     if token:
         return Check("Hub token", OK, "set (HF_TOKEN or a stored login)")
     return Check("Hub token", WARN, "not set: needed only by push",
