@@ -258,3 +258,30 @@ def test_a_repo_creation_answered_without_its_url_is_no_traceback(
         lines = stderr.strip().splitlines()
         assert code == 1 and len(lines) == 1, stderr
         assert f"{REPO} was not found at {fake_hub.url} (404)" in lines[0]
+
+
+def _unreadable_token() -> str:
+    raise PermissionError(13, "Permission denied", "/home/someone/.cache/huggingface/token")
+
+
+@pytest.mark.parametrize("extra", [(), ("--dry-run",), ("--show", "README.md")])
+def test_a_token_the_hub_library_cannot_read_is_one_line(
+        runner: CliRunner, tmp_path: Path, extra: tuple[str, ...],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub raises where it cannot read the token (a token file left by `sudo hf
+    auth login`, HF_OIDC_RESOURCE without an id token): push printed its traceback."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", _unreadable_token)
+    code, stdout, stderr = invoke(runner, "push", make_run(tmp_path), "--repo-id", REPO, *extra)
+    said = " ".join(stderr.split())
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stdout + stderr
+    assert said == ("Error: the Hub token cannot be read: [Errno 13] Permission denied: "
+                    "'/home/someone/.cache/huggingface/token'; hf auth login, or export "
+                    "HF_TOKEN")
+    monkeypatch.setenv("HF_OIDC_RESOURCE", "someone/model")
+    code, _, stderr = invoke(runner, "push", make_run(tmp_path / "again"), "--repo-id", REPO,
+                             *extra)
+    assert code == 1 and " ".join(stderr.split()).endswith(
+        "; unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"), stderr
+

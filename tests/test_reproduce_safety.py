@@ -106,6 +106,30 @@ def test_a_refused_reproduce_leaves_every_file_as_it_was(
         assert after[mine] == before[mine]
 
 
+def test_a_hub_token_that_cannot_be_read_stops_reproduce_before_any_stage(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--push reads the token before the first stage; one huggingface_hub cannot read was a
+    traceback, and a dry run's warning is the same line."""
+    import huggingface_hub
+
+    def unreadable() -> str:
+        raise PermissionError(13, "Permission denied", "/home/someone/.cache/huggingface/token")
+
+    monkeypatch.setattr(huggingface_hub, "get_token", unreadable)
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--push",
+                                      "someone/melanoma-lora")
+    assert code == 1 and "Traceback" not in stderr, stdout + stderr
+    assert "the Hub token cannot be read: [Errno 13] Permission denied" in " ".join(
+        stderr.split())
+    assert not (workdir / "prepared").exists()
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake, "--push",
+                                      "someone/melanoma-lora", "--dry-run")
+    assert code == 0 and "the Hub token cannot be read" in " ".join(
+        (stdout + stderr).split()), stdout + stderr
+
+
 def test_a_workdir_of_marked_stage_folders_is_taken_as_reproduces_own(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
     workdir = tmp_path / "work"

@@ -24,6 +24,31 @@ CHECKING = "the check of the token"
 """What a failed whoami was doing, in hub_error's message."""
 
 
+class UnreadableToken(UserError):
+    """The Hub library could not read the token a push would send (HF_OIDC_RESOURCE without
+    an id token to exchange, a token file it may not read): why, and what to do."""
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(f"the Hub token cannot be read: {reason}; {fix}")
+        self.reason, self.fix = reason, fix
+
+
+def read_token() -> str | None:
+    """The token push sends, read as huggingface_hub reads it (HF_OIDC_RESOURCE's exchange,
+    else HF_TOKEN, else a stored login); None where there is none."""
+    import os
+
+    from huggingface_hub import get_token
+
+    try:
+        return get_token()
+    except Exception as exc:  # an OIDC exchange, an unreadable token file: any kind it raises
+        fix = ("unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"
+               if os.environ.get("HF_OIDC_RESOURCE") else "hf auth login, or export HF_TOKEN")
+        raise UnreadableToken((str(exc).strip().splitlines() or [type(exc).__name__])[0],
+                              fix) from None
+
+
 class Unanswered(UserError):
     """The Hub could not be asked (lost connection, server error, rate limit): no verdict on
     the token, so a dry run can go on without one."""

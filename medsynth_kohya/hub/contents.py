@@ -634,10 +634,10 @@ def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAU
          token: str | None = None, evaluation: Path | None = None,
          allow_copies: bool = False) -> tuple[bytes, str | None]:
     """One file's bytes exactly as a push would upload them, and what the scan found in it."""
-    from huggingface_hub import get_token
+    from medsynth_kohya.hub.access import read_token
 
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
-                   samples=samples, token=token or get_token(), evaluation=evaluation,
+                   samples=samples, token=token or read_token(), evaluation=evaluation,
                    allow_copies=allow_copies)
     wanted = path_in_repo.strip().lstrip("/")
     for upload in planned.uploads:

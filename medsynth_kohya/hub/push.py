@@ -320,9 +320,9 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
           force: bool) -> PushResult:
     repo_id = check_repo_id(repo_id, option)
     endpoint = resolve_endpoint(endpoint)
-    from huggingface_hub import get_token
+    from medsynth_kohya.hub.access import read_token
 
-    token = token or get_token()
+    token = token or read_token()
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
                    samples=samples, token=token, evaluation=evaluation,
                    allow_copies=allow_copies)

@@ -228,16 +228,13 @@ def _accelerate_config() -> Check:
 def _token() -> Check:
     """Whether push will find a token, asked as push asks (HF_OIDC_RESOURCE's exchange, else
     HF_TOKEN, else a stored login); one the Hub library raises on is a warning with why."""
-    from huggingface_hub import get_token
+    from medsynth_kohya.hub.access import UnreadableToken, read_token
 
     try:
-        token = get_token()
-    except Exception as exc:  # an OIDC exchange, an unreadable token file: any kind it raises
-        fix = ("unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"
-               if os.environ.get("HF_OIDC_RESOURCE") else "hf auth login, or export HF_TOKEN")
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return Check("Hub token", WARN, f"cannot be read: {reason}",
-                     f"{fix}; needed only by push")
+        token = read_token()
+    except UnreadableToken as exc:
+        return Check("Hub token", WARN, f"cannot be read: {exc.reason}",
+                     f"{exc.fix}; needed only by push")
     if token:
         return Check("Hub token", OK, "set (HF_TOKEN or a stored login)")
     return Check("Hub token", WARN, "not set: needed only by push",

@@ -185,16 +185,14 @@ def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str], str | None]
     token the Hub rejects or that cannot write to the namespace; hub.access); a dry run warns
     instead, and without a token asks nothing. With the URL, what a dry run would stop at and
     the token the Hub accepted (None when it did not)."""
-    from huggingface_hub import get_token
-
-    from medsynth_kohya.hub.access import hub_api, writer
+    from medsynth_kohya.hub.access import hub_api, read_token, writer
     from medsynth_kohya.hub.contents import check_repo_id
     from medsynth_kohya.hub.push import hub_client, resolve_endpoint
 
     repo_id = check_repo_id(repo_id, "--push")
     endpoint = resolve_endpoint(None)
-    token = get_token()
     try:
+        token = read_token()
         if not token:
             raise UserError("--push needs a Hub token: run `hf auth login` or export "
                             "HF_TOKEN, then run this again")
