@@ -285,3 +285,23 @@ def test_a_token_the_hub_library_cannot_read_is_one_line(
     assert code == 1 and " ".join(stderr.split()).endswith(
         "; unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"), stderr
 
+
+def test_a_hub_lora_is_not_asked_for_with_a_token_that_cannot_be_read(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sample --lora USER/REPO: huggingface_hub read the token inside its download and the
+    traceback ended the run; offline, from the cache, no token is read."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", _unreadable_token)
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+    fake_hub.add_repo(REPO, "alice")
+    with pytest.raises(UserError, match=r"^the Hub token cannot be read: \[Errno 13\] "
+                                        r"Permission denied: .*; hf auth login, or export "
+                                        r"HF_TOKEN$"):
+        pull_lora(REPO)
+    code, _, stderr = invoke(runner, "sample", "--lora", REPO, "--out", tmp_path / "set",
+                             "--n", 2, "--dry-run")
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "the Hub token cannot be read" in stderr and not fake_hub.requests
+

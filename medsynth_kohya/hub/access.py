@@ -45,8 +45,8 @@ def read_token() -> str | None:
     except Exception as exc:  # an OIDC exchange, an unreadable token file: any kind it raises
         fix = ("unset HF_OIDC_RESOURCE (or set HF_OIDC_ID_TOKEN)"
                if os.environ.get("HF_OIDC_RESOURCE") else "hf auth login, or export HF_TOKEN")
-        raise UnreadableToken((str(exc).strip().splitlines() or [type(exc).__name__])[0],
-                              fix) from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnreadableToken(reason.rstrip("."), fix) from None
 
 
 class Unanswered(UserError):

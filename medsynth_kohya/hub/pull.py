@@ -18,6 +18,7 @@ from pathlib import Path
 
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub.access import read_token
 from medsynth_kohya.hub.contents import check_repo_id
 from medsynth_kohya.hub.failures import (
     answered_instead,
@@ -186,23 +187,25 @@ def _snapshot_commit(file: Path, filename: str) -> str | None:
     return name if snapshot.parent.name == "snapshots" and _COMMIT.fullmatch(name) else None
 
 
-def _download(repo_id: str, wanted: str | None, revision: str | None,
-              endpoint: str) -> tuple[HubOrigin, Path, Path | None]:
+def _download(repo_id: str, wanted: str | None, revision: str | None, endpoint: str,
+              token: str | None) -> tuple[HubOrigin, Path, Path | None]:
     """The LoRA file and the pushed record (None when the repository has none), downloaded
     by `revision` (default main), so that the cache keeps refs/REVISION for a run offline."""
     from huggingface_hub import HfApi, hf_hub_download
 
-    info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision)
+    info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision)
     names = [sibling.rfilename for sibling in info.siblings or []]
     filename = wanted or _choose(names, repo_id, repo_id)
     if filename not in names:
         raise UserError(f"{repo_id} has no {filename}; its .safetensors files: "
                         + (", ".join(n for n in names if n.endswith(".safetensors"))
                            or "none"))
-    file = Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint))
+    file = Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint,
+                                token=token))
     commit = _snapshot_commit(file, filename) or str(info.sha)  # main may have moved since
     record = (Path(hf_hub_download(repo_id, PUBLISHED_RECORD, revision=commit,
-                                   endpoint=endpoint)) if PUBLISHED_RECORD in names else None)
+                                   endpoint=endpoint, token=token))
+              if PUBLISHED_RECORD in names else None)
     return HubOrigin(repo_id, commit, filename), file, record
 
 
@@ -277,8 +280,9 @@ def pull_lora(spec: str, *, revision: str | None = None,
         if constants.HF_HUB_OFFLINE:
             raise _Unreachable("HF_HUB_OFFLINE is set")
         setting = "HF_ENDPOINT" if endpoint is None else "the endpoint given"
+        token = read_token()  # one line where the library cannot read it, not its traceback
         with hub_client(), _download_errors(repo_id, url, revision, setting):
-            origin, file, record_file = _download(repo_id, wanted, revision, url)
+            origin, file, record_file = _download(repo_id, wanted, revision, url, token)
         note = (f"LoRA {repo_id}:{origin.path} at {origin.commit[:12]}, from the Hugging Face "
                 f"cache ({file})")
     except _Unreachable as reason:
