@@ -93,6 +93,7 @@ AREAS = (
     Area("hair", "medsynth_kohya/data/hair.py", sample=SAMPLE),
     Area("option checks", "medsynth_kohya/sdscripts/checks.py"),
     Area("training verdict", "medsynth_kohya/training/train.py", ("verdict",)),
+    Area("train run", "medsynth_kohya/training/train.py", sample=SAMPLE),
     Area("sample planning", "medsynth_kohya/sampling/prompts.py"),
     Area("sample planning", "medsynth_kohya/sampling/plan.py",
          ("check_options", "generation_settings", "_read_prompts_file", "_read_manifest",
