@@ -4,7 +4,10 @@ The trainer records its argv, cwd and environment, reads the rendered config the
 sd-scripts does (all tables flattened), prints a real tqdm bar and writes LoRA files and
 training states every `save_every_n_steps` and every `save_every_n_epochs` (an epoch being
 the dataset config's images times repeats over the batch size, named as sd-scripts names
-them); FAKE_SD_MODE picks normal, no-data, crash, slow or stubborn behaviour.
+them), the final state before the final LoRA, as sd-scripts saves them. `--resume` goes on
+from the state's step, refused (as sd-scripts asserts) when that is not below
+max_train_steps. FAKE_SD_MODE picks normal, no-data, crash, slow, stubborn or
+final-save-fails (the final LoRA's save fails, after the final state) behaviour.
 """
 
 from __future__ import annotations
@@ -142,9 +145,15 @@ def main():
         return
     if mode == "stubborn":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    start, state = 0, os.path.join(args.resume or "", "train_state.json")
+    if args.resume and os.path.isfile(state):  # as sd-scripts: go on from the state's step,
+        with open(state) as file:  # which must be below max_train_steps
+            start = json.load(file)["current_step"]
+        assert total > start, (f"max_train_steps should be greater than initial step: "
+                               f"{total} vs {start}")
     os.makedirs(out, exist_ok=True)
-    bar = tqdm(range(total), smoothing=0, desc="steps", mininterval=0)
-    for step in range(1, total + 1):
+    bar = tqdm(range(total - start), smoothing=0, desc="steps", mininterval=0)
+    for step in range(start + 1, total + 1):
         if mode in ("slow", "stubborn"):
             time.sleep(0.1)
         if mode == "crash" and step == 3:
@@ -161,9 +170,11 @@ def main():
                 save_state(f"{out}/{name}-{step // per_epoch:06d}-state", step)
         bar.set_postfix(avr_loss=0.5 / step)
     bar.close()
-    save_lora(f"{out}/{name}.safetensors", name, total)
-    if config.get("save_state"):
+    if config.get("save_state"):  # sd-scripts saves the final state before the final LoRA
         save_state(f"{out}/{name}-state", total)
+    if mode == "final-save-fails":
+        raise OSError(28, "No space left on device")
+    save_lora(f"{out}/{name}.safetensors", name, total)
     print("INFO     model saved.", flush=True)
 
 if __name__ == "__main__":

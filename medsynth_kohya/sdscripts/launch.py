@@ -480,7 +480,7 @@ later, and a folder sd-scripts is still writing (its train_state.json empty for 
 is never taken for one."""
 
 
-def _state_step(folder: Path) -> int:
+def state_step(folder: Path) -> int:
     """The global step a complete state folder records in its train_state.json; -1 when it is
     incomplete or unreadable."""
     try:
@@ -501,13 +501,13 @@ def latest_state(output_dir: Path, output_name: str) -> Path | None:
     """The most advanced complete state folder, to give `--resume`; by recorded step, then the
     final one (written after a save at the same step), then name. None when none is complete."""
     complete = [path for path in _state_folders(output_dir, output_name)
-                if _state_step(path) >= 0]
+                if state_step(path) >= 0]
     return max(complete, key=lambda path: _state_rank(path, output_name)) if complete else None
 
 
 def _state_rank(folder: Path, output_name: str) -> tuple[int, bool, str]:
     """What orders state folders: `_save_rank` by the step recorded in train_state.json."""
-    return _save_rank(folder, output_name, "-state", _state_step(folder))
+    return _save_rank(folder, output_name, "-state", state_step(folder))
 
 
 def _emptied(folder: Path) -> bool:
@@ -526,7 +526,7 @@ def prune_states(output_dir: Path, output_name: str) -> list[Path]:
     rank = _state_rank(newest, output_name)
     # a state completed since `newest` was chosen (the final one, just written) ranks above it
     replaced = [path for path in _state_folders(output_dir, output_name)
-                if path != newest and (_emptied(path) or (_state_step(path) >= 0 and
+                if path != newest and (_emptied(path) or (state_step(path) >= 0 and
                                        _state_rank(path, output_name) < rank))]
     for folder in replaced:
         with contextlib.suppress(OSError):  # what is left is emptied: removed next time

@@ -434,19 +434,31 @@ def verdict(outcome: launch.RunOutcome, final: Path) -> tuple[str, str]:
                       f"file{said}")
 
 
-def next_step(status: str, final: Path, state: Path | None) -> str:
+def next_step(status: str, final: Path, state: Path | None, steps: int | None = None) -> str:
     """How to go on after a run that did not finish: from its newest saved state with --resume,
-    else over again (--resume --force keeps the run's settings)."""
+    else over again (--resume --force keeps the run's settings); a state at the run's last
+    step of `steps` (saved just before the final LoRA) is no place to go on from."""
     fix = "fix what failed and " if status == "failed" else ""
     over = (f"{fix}start over with --resume --force (same settings) or --force (new ones)")
     if status == "succeeded":
         return ""
     if final.is_file():
         return f"check {final} (written before sd-scripts stopped), or {over}"
+    if state is not None and _at_end(state, steps):
+        return f"its newest state, {state.name}, {_at_end(state, steps)}: {over}"
     if state is not None:
         again = ", or fix what failed and start over with --force" if fix else ""
         return f"continue from {state.name} with --resume{again}"
     return f"it saved no training state to resume from: {over}"
+
+
+def _at_end(state: Path, steps: int | None) -> str:
+    """Why sd-scripts cannot go on from `state` (it asserts max_train_steps > the state's
+    step), or "" when it can or the run's `steps` are unknown."""
+    step = launch.state_step(state)
+    if steps is None or step < steps:
+        return ""
+    return f"is at step {step} of {steps}, which sd-scripts cannot go on from"
 
 
 def _now() -> str:
@@ -764,6 +776,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     elif continues and state_dir is None:
         raise UserError(f"no saved training state in {folder.output} yet; --resume --force "
                         "starts the run over with its own settings")
+    if state_dir is not None and _at_end(state_dir, run.steps):
+        raise UserError(f"the newest saved state in {folder.output}, {state_dir.name}, "
+                        f"{_at_end(state_dir, run.steps)}; --resume --force starts the run over "
+                        "with its own settings")
     side = state.resolution
     if side and size != (side, side) and preset.device != "cpu":  # a CPU smoke run is tiny
         warnings.append(f"{prepared} was prepared for {side}x{side} (prepare --resolution), "
@@ -849,7 +865,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         outcome = launch.run(command, log, on_progress=_pruning(
             folder.output, name, on_progress) if pruning else on_progress)
     except launch.StartError as exc:  # nothing ran: a failed run, which --force starts over
-        advice = next_step("failed", final, state_dir)
+        advice = next_step("failed", final, state_dir, steps)
         folder.save(replace(record, status="failed", end=_now(), message=f"{exc}; {advice}"))
         return replace(result, status="failed", warnings=tuple(warnings), message=str(exc),
                        advice=advice, log=log)
@@ -857,7 +873,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         launch.prune_states(folder.output, name)
     loras = launch.lora_files(folder.output, name)
     status, message = verdict(outcome, final)
-    advice = next_step(status, final, launch.latest_state(folder.output.resolve(), name))
+    advice = next_step(status, final, launch.latest_state(folder.output.resolve(), name), steps)
     folder.save(replace(record, status=status, end=_now(), exit_status=outcome.returncode,
                         interrupted=outcome.interrupted,
                         message="; ".join(filter(None, (message, advice))),
