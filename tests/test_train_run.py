@@ -4,13 +4,25 @@ records, says and keeps (judges training/train.py with tests/test_train_launch.p
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from .conftest import invoke
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts.launch import Machines, StepProgress
+from medsynth_kohya.training.train import Cluster, train
+from medsynth_kohya.training.train import check as train_check
+
+from .conftest import REPO, invoke, this_python_at
 from .disk import checksums
 from .fakes import FakeSd
 
@@ -53,3 +65,154 @@ def test_a_run_stopped_after_its_last_state_is_not_sent_to_resume(
     assert code == 0, stdout + stderr
     assert _record(run)["status"] == "succeeded" and "--resume" not in fake_sd.recorded()["argv"]
 
+
+def test_a_dry_run_warns_of_what_this_run_needs_and_nothing_else(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor's warnings that concern training only: no line for the checks that passed,
+    none for the Hub token (push needs it, not train), and the free disk counted where the run
+    folder is made, not in the current folder."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf home"))  # no stored login either
+    small, here = tmp_path / "small disk", tmp_path / "here"
+    small.mkdir()
+    here.mkdir()
+    monkeypatch.chdir(here)
+    real = shutil.disk_usage
+
+    def usage(path: str | os.PathLike[str]) -> Any:
+        found = real(path)
+        return found._replace(free=5 * 2**30) if Path(path).resolve().is_relative_to(
+            small) else found._replace(free=max(found.free, 100 * 2**30))
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    sd = fake_sd.sd_scripts
+    unknown = (f"sd-scripts: {sd} at an unknown commit, not {checkout.PINNED_RELEASE}; found "
+               f"by --sd-scripts; git -C {shlex.quote(str(sd))} fetch --tags && git -C "
+               f"{shlex.quote(str(sd))} checkout {checkout.PINNED_COMMIT}")
+    run = small / "run"
+    result = train(prepared, "cpu-smoke", run_dir=run, dry_run=True, sd_scripts=sd,
+                   python=sys.executable)
+    assert result.warnings == (
+        unknown, f"disk: 5.0 GiB free in {run}; about 10 GiB needed; free space or choose "
+        "another work folder")
+    result = train(prepared, "cpu-smoke", run_dir=here / "run", dry_run=True, sd_scripts=sd,
+                   python=sys.executable)
+    assert result.warnings == (unknown,)
+
+
+def test_processes_on_a_machine_without_gpus_would_stop_a_real_launch(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    """A GPU preset asked for 2 processes where nvidia-smi finds no GPU: the dry run says the
+    launch would stop (it may be preparing for another machine); the real launch refuses."""
+    options: dict[str, Any] = {"sd_scripts": fake_sd.sd_scripts, "python": sys.executable,
+                               "gpus": 2, "detect": lambda: []}
+    line = ("2 training processes need 2 GPUs; nvidia-smi found none on this machine: train "
+            "on a machine with 2 GPUs, or ask for fewer with --gpus")
+    result = train(prepared, "t4-16gb", run_dir=tmp_path / "dry", dry_run=True, **options)
+    assert f"a real run would stop at: {line}" in result.warnings, result.warnings
+    with pytest.raises(UserError) as refused:
+        train(prepared, "t4-16gb", run_dir=tmp_path / "real", **options)
+    assert str(refused.value).splitlines()[-1] == line
+    assert not fake_sd.record.exists()
+
+
+def test_the_python_given_is_the_one_that_launches(prepared: Path, fake_sd: FakeSd,
+                                                   tmp_path: Path) -> None:
+    python = this_python_at(tmp_path / "sd venv" / "bin" / "python")
+    result = train(prepared, "cpu-smoke", run_dir=tmp_path / "run", sd_scripts=fake_sd.sd_scripts,
+                   python=str(python))
+    assert result.status == "succeeded", result.message
+    assert result.command.argv[0] == str(python)
+    assert _record(tmp_path / "run")["command"] == result.command.argv
+
+
+def _follower(prepared: Path, fake: FakeSd, run: Path, preset: str = "cpu-smoke",
+              **options: Any) -> Any:
+    return train(prepared, preset, run_dir=run, sd_scripts=fake.sd_scripts,
+                 python=sys.executable, detect=lambda: [],
+                 cluster=Cluster(Machines(2, 1, "127.0.0.1"), wait_s=60), **options)
+
+
+@pytest.mark.parametrize(("precision", "given"), [("fp16", None), ("no", "absent")])
+def test_a_following_machine_s_dry_run_shows_its_own_launch(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path, precision: str,
+        given: str | None) -> None:
+    """Machine 1's dry run: its accelerate command with the preset's mixed precision
+    (sd-scripts' "no" for a preset that sets none), after a note saying it waits for machine 0."""
+    preset = "t4-16gb"
+    if given == "absent":
+        text = (REPO / "configs" / "cpu-smoke.toml").read_text(encoding="utf-8")
+        preset = str(tmp_path / "mine.toml")
+        Path(preset).write_text(text.replace('mixed_precision = "no"\n', ""), encoding="utf-8")
+    run = tmp_path / "run"
+    result = _follower(prepared, fake_sd, run, preset, dry_run=True)
+    assert result.status == "dry-run"
+    assert result.warnings == (f"machine 1 waits for machine 0's go in {run / 'nodes'}, then "
+                               "runs:",)
+    argv = result.command.argv
+    assert argv[argv.index("--mixed_precision") + 1] == precision
+    assert "--resume" not in argv and not fake_sd.record.exists()
+
+
+def test_a_following_machine_says_how_its_launch_ended_and_resumes_with_machine_zero(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine 1 of 2 in a thread of this process: its failure names the trainer's error and
+    its log; resumed with machine 0, it goes on from machine 0's state and says where the LoRA
+    is written."""
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")  # both machines fail at step 3
+    run = tmp_path / "run"
+    overrides = ["max_train_steps=5", "save_every_n_steps=2"]
+
+    seen: list[str] = []
+
+    def report(_: StepProgress) -> None:
+        seen.append(json.loads((run / "nodes" / "machine-1.json").read_text())["status"])
+
+    def both(**options: Any) -> tuple[Any, Any]:
+        followed: list[Any] = []
+        thread = threading.Thread(target=lambda: followed.append(_follower(
+            prepared, fake_sd, run, on_progress=report if options.get("resume") else None,
+            **options)))
+        thread.start()
+        try:
+            leader = train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                           python=sys.executable, detect=lambda: [],
+                           cluster=Cluster(Machines(2, 0, "127.0.0.1"), wait_s=60), **options)
+        finally:
+            thread.join(120)
+        return leader, followed[0]
+
+    leader, follower = both(overrides=overrides)
+    assert (leader.status, follower.status) == ("failed", "failed")
+    log = run / "train-machine-1.log"
+    assert follower.message == ("accelerate on machine 1 exited with 1: RuntimeError: fake: "
+                                f"CUDA out of memory (log: {log})")
+    assert follower.log == log and log.is_file()
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    leader, follower = both(resume=True)
+    assert (leader.status, follower.status) == ("succeeded", "succeeded")
+    assert follower.message == ("machine 1 finished; machine 0 writes the LoRA into "
+                                f"{run / 'output'}")
+    assert seen and set(seen) == {"running"}  # its report while it trains
+    argv = json.loads(Path(f"{fake_sd.record}.machine-1").read_text(encoding="utf-8"))["argv"]
+    assert Path(argv[argv.index("--resume") + 1]).name == "melanoma-step00000002-state"
+
+
+def test_check_before_preparing_judges_the_gpus_it_is_given(fake_sd: FakeSd,
+                                                           tmp_path: Path) -> None:
+    """`check` (reproduce's pre-flight, before the prepared folder exists) refuses a GPU the
+    preset does not fit, and returns the launch's refusals and warnings for a GPU that fits."""
+    small, fits = Gpu("NVIDIA GeForce GTX 1650", 4096, (7, 5)), Gpu("Tesla T4", 15360, (7, 5))
+    options: dict[str, Any] = {"class_name": "melanoma", "target_steps": None, "images": 10,
+                               "repeats": 2, "sd_scripts": fake_sd.sd_scripts,
+                               "python": sys.executable}
+    with pytest.raises(UserError, match=r"^NVIDIA GeForce GTX 1650 has 4 GiB; this preset "
+                       "needs 15 GiB"):
+        train_check("t4-16gb", [], tmp_path / "run", detect=lambda: [small], **options)
+    problems, warnings = train_check("t4-16gb", [], tmp_path / "run", detect=lambda: [fits],
+                                     **options)
+    assert [line.split(":")[0] for line in problems] == ["torch"]  # the stand-in's, no CUDA
+    assert [line.split(":")[0] for line in warnings] == ["sd-scripts"]  # at no known commit
+    assert not (tmp_path / "run").exists() and not fake_sd.record.exists()
