@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import toml
 from typer.testing import CliRunner
 
 from medsynth_kohya.errors import UserError
@@ -216,3 +217,56 @@ def test_check_before_preparing_judges_the_gpus_it_is_given(fake_sd: FakeSd,
     assert [line.split(":")[0] for line in problems] == ["torch"]  # the stand-in's, no CUDA
     assert [line.split(":")[0] for line in warnings] == ["sd-scripts"]  # at no known commit
     assert not (tmp_path / "run").exists() and not fake_sd.record.exists()
+
+
+def test_the_dataset_config_follows_the_run_s_options(prepared: Path, fake_sd: FakeSd,
+                                                      tmp_path: Path) -> None:
+    """sd-scripts takes keep_tokens and the batch size from the dataset config: a --set value
+    is written there, and a preset that sets no train_batch_size gets sd-scripts' 1."""
+    text = (REPO / "configs" / "cpu-smoke.toml").read_text(encoding="utf-8")
+    preset = tmp_path / "unbatched.toml"
+    preset.write_text(text.replace("train_batch_size = 1\n", ""), encoding="utf-8")
+    result = train(prepared, str(preset), overrides=["keep_tokens=1"], run_dir=tmp_path / "run",
+                   sd_scripts=fake_sd.sd_scripts, python=sys.executable)
+    assert result.status == "succeeded", result.message
+    dataset = toml.load(result.dataset_config)
+    assert dataset["general"]["keep_tokens"] == 1
+    assert dataset["datasets"][0]["batch_size"] == 1
+
+
+def test_resuming_a_run_whose_process_died_says_where_it_goes_on_from(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record left `running` (its process killed outright, no lock held): --resume says who
+    left it and goes on from its newest state."""
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")  # fails at step 3, after the state of step 2
+    run = tmp_path / "run"
+    options: dict[str, Any] = {"run_dir": run, "sd_scripts": fake_sd.sd_scripts,
+                               "python": sys.executable}
+    first = train(prepared, "cpu-smoke", overrides=["max_train_steps=5", "save_every_n_steps=2"],
+                  **options)
+    assert first.status == "failed"
+    record = _record(run)
+    start = record["start"]
+    (run / "run.json").write_text(json.dumps({**record, "status": "running", "pid": 4242,
+                                              "host": "gpu-node-7"}), encoding="utf-8")
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    again = train(prepared, resume=True, **options)
+    assert again.status == "succeeded", again.message
+    assert again.warnings[0] == (f"the run in {run} was left running by pid 4242 on gpu-node-7, "
+                                 f"started {start}, which no longer runs; resuming from "
+                                 "melanoma-step00000002-state")
+
+
+def test_every_process_asked_for_is_launched(prepared: Path, fake_sd: FakeSd,
+                                            tmp_path: Path) -> None:
+    """--gpus 2 on a machine with two fitting GPUs: accelerate starts two processes, on them."""
+    t4 = Gpu("Tesla T4", 15360, (7, 5))
+    result = train(prepared, "t4-16gb", run_dir=tmp_path / "run", dry_run=True, gpus=2,
+                   detect=lambda: [t4, t4], sd_scripts=fake_sd.sd_scripts,
+                   python=sys.executable)
+    argv = result.command.argv
+    assert argv[argv.index("--num_processes") + 1] == "2"
+    assert argv[argv.index("--gpu_ids") + 1] == "0,1"
+    accelerate = json.loads((tmp_path / "run" / "accelerate.json").read_text(encoding="utf-8"))
+    assert accelerate["num_processes"] == 2
