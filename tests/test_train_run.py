@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -125,7 +126,27 @@ def test_the_python_given_is_the_one_that_launches(prepared: Path, fake_sd: Fake
                    python=str(python))
     assert result.status == "succeeded", result.message
     assert result.command.argv[0] == str(python)
-    assert _record(tmp_path / "run")["command"] == result.command.argv
+    record = _record(tmp_path / "run")
+    assert record["command"] == result.command.argv
+    assert (record["pid"], record["host"]) == (os.getpid(), socket.gethostname())
+
+
+def test_a_python_gone_at_launch_is_a_failed_run_with_its_reason(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    """The Python passed every check, then went away just before the launch (a venv being
+    rebuilt): nothing ran; the run failed, saying why, and its record says when it ended."""
+    python = this_python_at(tmp_path / "sd venv" / "bin" / "python")
+    run = tmp_path / "run"
+    result = train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                   python=str(python), on_launch=lambda _: python.unlink())
+    assert result.status == "failed" and not fake_sd.record.exists()
+    assert result.message.startswith(f"cannot start {python}: "), result.message
+    assert result.advice == ("it saved no training state to resume from: fix what failed and "
+                             "start over with --resume --force (same settings) or --force (new "
+                             "ones)")
+    record = _record(run)
+    assert record["status"] == "failed" and record["end"]
+    assert record["message"] == f"{result.message}; {result.advice}"
 
 
 def _follower(prepared: Path, fake: FakeSd, run: Path, preset: str = "cpu-smoke",
