@@ -291,3 +291,14 @@ def test_every_process_asked_for_is_launched(prepared: Path, fake_sd: FakeSd,
     assert argv[argv.index("--gpu_ids") + 1] == "0,1"
     accelerate = json.loads((tmp_path / "run" / "accelerate.json").read_text(encoding="utf-8"))
     assert accelerate["num_processes"] == 2
+
+
+def test_a_cpu_preset_asked_for_more_processes_is_refused(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--gpus", 2,
+                                  "--run-dir", tmp_path / "run", "--sd-scripts",
+                                  fake_sd.sd_scripts, "--python", sys.executable)
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert " ".join(stderr.split()) == ('Error: preset cpu-smoke runs on the CPU (device = '
+                                        '"cpu"), in one process, not 2: leave out --gpus')
+    assert not fake_sd.record.exists() and not (tmp_path / "run" / "run.json").exists()
