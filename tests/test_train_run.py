@@ -302,3 +302,19 @@ def test_a_cpu_preset_asked_for_more_processes_is_refused(
     assert " ".join(stderr.split()) == ('Error: preset cpu-smoke runs on the CPU (device = '
                                         '"cpu"), in one process, not 2: leave out --gpus')
     assert not fake_sd.record.exists() and not (tmp_path / "run" / "run.json").exists()
+
+
+
+def test_resume_without_run_dir_passes_over_dry_runs(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--resume alone continues the newest run that trained on PREPARED: a dry run never
+    trained, so with only dry runs under runs/ there is nothing to resume."""
+    monkeypatch.chdir(tmp_path)
+    tools: dict[str, Any] = {"sd_scripts": fake_sd.sd_scripts, "python": sys.executable}
+    train(prepared, "cpu-smoke", run_dir=Path("runs") / "looked", dry_run=True, **tools)
+    with pytest.raises(UserError) as refused:
+        train(prepared, resume=True, **tools)
+    assert str(refused.value) == (f"--resume found no earlier run of {prepared} in runs/; pass "
+                                  "--run-dir with the run to continue")
+    assert not fake_sd.record.exists()
