@@ -318,3 +318,14 @@ def test_resume_without_run_dir_passes_over_dry_runs(
     assert str(refused.value) == (f"--resume found no earlier run of {prepared} in runs/; pass "
                                   "--run-dir with the run to continue")
     assert not fake_sd.record.exists()
+
+
+def test_several_machines_without_machine_zero_s_address_are_one_line(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--num-machines", 2, "--run-dir", tmp_path / "run",
+                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert " ".join(stderr.split()) == ("Error: 2 machines need --main-process-ip, the address "
+                                        "of the machine of rank 0 that every machine can reach")
+    assert not (tmp_path / "run").exists() and not fake_sd.record.exists()
