@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import socket
 import sys
@@ -89,9 +88,10 @@ def test_a_dry_run_warns_of_what_this_run_needs_and_nothing_else(
 
     monkeypatch.setattr(shutil, "disk_usage", usage)
     sd = fake_sd.sd_scripts
-    unknown = (f"sd-scripts: {sd} at an unknown commit, not {checkout.PINNED_RELEASE}; found "
-               f"by --sd-scripts; git -C {shlex.quote(str(sd))} fetch --tags && git -C "
-               f"{shlex.quote(str(sd))} checkout {checkout.PINNED_COMMIT}")
+    unknown = (f"sd-scripts: {sd}: git reads no commit of its own (no git clone, or no git), "
+               f"so it is not checked against {checkout.PINNED_RELEASE}; found by --sd-scripts; "
+               "medsynth-kohya install-sd-scripts --dir NEW (a new folder), then point "
+               "--sd-scripts at NEW")
     run = small / "run"
     result = train(prepared, "cpu-smoke", run_dir=run, dry_run=True, sd_scripts=sd,
                    python=sys.executable)
