@@ -248,6 +248,22 @@ def test_a_folder_holding_only_a_hidden_file_is_refused_naming_it(runner: CliRun
         code, _, stderr = invoke(runner, *command)
         assert code == 1 and f"--out {out} is not empty (it holds .DS_Store) and was not made " \
             "by medsynth-kohya" in " ".join(stderr.split()), stderr
+    code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
+    assert " ".join(stderr.split()).endswith("was not made by medsynth-kohya demo; choose a new "
+                                             "or empty folder"), stderr
+
+
+def test_a_demo_out_that_is_a_file_is_refused_in_one_line_and_kept(runner: CliRunner,
+                                                                    tmp_path: Path) -> None:
+    """An --out naming a file says so and how to fix it; the file stays as it was."""
+    out = tmp_path / "notes.txt"
+    out.write_text("the user's own file", encoding="utf-8")
+    code, stdout, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        f"Error: --out {out} is a file; choose a folder"], stderr
+    assert out.read_text(encoding="utf-8") == "the user's own file"
+    assert list(tmp_path.iterdir()) == [out]
 
 
 def test_a_demo_on_a_gpu_machine_that_only_plans_says_why(
