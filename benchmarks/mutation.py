@@ -141,6 +141,8 @@ AREAS = (
     Area("prepare run", "medsynth_kohya/data/prepare.py", sample=SAMPLE),
     Area("new user's checks", "medsynth_kohya/machine/doctor.py", sample=SAMPLE),
     Area("new user's checks", "medsynth_kohya/sdscripts/checkout.py", sample=SAMPLE),
+    Area("demo", "medsynth_kohya/pipeline/demo.py"),
+    Area("demo", "medsynth_kohya/sdscripts/smoke_model.py"),
 )
 
 
