@@ -143,6 +143,8 @@ AREAS = (
     Area("new user's checks", "medsynth_kohya/sdscripts/checkout.py", sample=SAMPLE),
     Area("demo", "medsynth_kohya/pipeline/demo.py"),
     Area("demo", "medsynth_kohya/sdscripts/smoke_model.py"),
+    Area("evaluate run", "medsynth_kohya/evaluation/evaluate.py", sample=SAMPLE),
+    Area("evaluate run", "medsynth_kohya/evaluation/report.py", sample=SAMPLE),
 )
 
 

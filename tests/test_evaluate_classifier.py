@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,9 @@ def test_real_data_without_patient_ids_is_said_to_be_split_by_image(
     assert "Patient-level" not in section["method"]
     assert any("no patient ids" in note for note in section["figures"]["notes"])
     assert "images are split one by one" in " ".join(stderr.split())
+    page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert all(f"<p class='warn'>{html.escape(note)}</p>" in page
+               for note in section["figures"]["notes"])
 
 
 def test_a_mix_list_without_0_still_scores_real_only(
