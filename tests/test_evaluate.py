@@ -260,7 +260,9 @@ def test_without_the_eval_extra_copies_and_adherence_still_run(
     document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     assert document["sections"]["copies"]["flagged"] == []
     assert "skipped" in document["sections"]["utility"]
-    assert "Skipped: needs torch" in (tmp_path / "report" / "report.html").read_text()
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    for title in ("3. Fidelity and diversity", "4. Downstream utility"):
+        assert f"<h2>{title}</h2><p class='skipped'>Skipped: needs torch" in page
 
 
 def test_undecodable_images_are_listed_not_fatal(tmp_path: Path, source: dict[str, Path],

@@ -81,7 +81,7 @@ def test_out_of_range_options_and_both_sources_are_one_line(
                                   *[arg.format(run=trained) for arg in args])
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
-    assert said in lines[0]
+    assert lines[0].startswith(f"Error: {said}")
     assert not (tmp_path / "report").exists()
 
 
