@@ -270,8 +270,20 @@ def test_a_folder_without_a_report_is_one_line(runner: CliRunner, tmp_path: Path
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "report.json").write_text('{"tool": "else"}', encoding="utf-8")
     (tmp_path / "other" / "report.html").write_text("<html></html>", encoding="utf-8")
+    shutil.copytree(tmp_path / "other", tmp_path / "shaped")  # a report's shape, not its tool
+    (tmp_path / "shaped" / "report.json").write_text(json.dumps(
+        {"tool": "else", "sections": {key: {} for key in ("copies", "adherence", "fidelity",
+                                                          "utility")},
+         "verdict": [], "inputs": {}}),
+        encoding="utf-8")
+    shutil.copytree(tmp_path / "other", tmp_path / "broken")
+    (tmp_path / "broken" / "report.json").write_text('{"tool": "medsynth', encoding="utf-8")
     for folder, message in ((tmp_path / "empty", "holds no report.json and report.html"),
-                            (tmp_path / "other", "is not a report of `medsynth-kohya evaluate`")):
+                            (tmp_path / "broken", "is not a report of `medsynth-kohya evaluate`"),
+                            (tmp_path / "other", "is not a report of `medsynth-kohya evaluate`"),
+                            (tmp_path / "shaped", "is not a report of `medsynth-kohya evaluate`"),
+                            (tmp_path / "gone",
+                             "give the --out folder of `medsynth-kohya evaluate`")):
         code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--eval", folder,
                                  "--dry-run")
         assert code == 1 and message in stderr, stderr
