@@ -12,12 +12,14 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya import locks
 from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
 
 from .conftest import invoke
 from .disk import checksums
@@ -95,6 +97,37 @@ def test_a_read_only_prepared_folder_still_trains(prepared: Path, tmp_path: Path
             assert locks.readers(prepared) == []
     finally:
         prepared.chmod(0o755)
+
+
+def test_a_sample_starting_while_evaluate_checks_its_set_finds_it_read(
+        prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate checked that no sample was making the set, then marked it read: a sample that
+    took the set's lock in between found no reader, and wrote while evaluate read. The marks
+    come first now, so that sample is refused."""
+    from medsynth_kohya.evaluation import evaluate as module
+    from medsynth_kohya.evaluation import features
+    from medsynth_kohya.sampling.machines import ensure_made as checked
+
+    from .eval_data import photo, synthetic_set
+
+    monkeypatch.setattr(features, "missing", lambda *_: ["torch"])  # hashes and hair only
+    synthetic = tmp_path / "syn"
+    synthetic_set(synthetic, [photo(9400 + i) for i in range(2)])
+    rivals: list[str] = []
+
+    def with_a_rival(folder: Path, *args: Any, **kwargs: Any) -> None:
+        with locks.hold(folder, "sample"):
+            try:
+                locks.ensure_unread(folder, "sample")
+                rivals.append("sample found no reader")
+            except UserError as refused:
+                rivals.append(str(refused))
+        checked(folder, *args, **kwargs)
+
+    monkeypatch.setattr(module, "ensure_made", with_a_rival)
+    module.evaluate(prepared, synthetic, tmp_path / "report")
+    assert len(rivals) == 1 and "is being read by" in rivals[0], rivals
+    assert locks.readers(synthetic) == []
 
 
 def _synthetic(tmp_path: Path) -> Path:

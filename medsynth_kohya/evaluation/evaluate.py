@@ -161,15 +161,16 @@ def evaluate(real: arguments.PathArg | None, synthetic: arguments.PathArg,
     synthetic, out = arguments.path(synthetic, "synthetic"), arguments.path(out, "out")
     options = _checked(arguments.options(options, EvaluateOptions))
     with locks.hold(out, "evaluate", break_lock=break_lock):
-        ensure_made(synthetic, "evaluate", "--synthetic", break_lock=break_lock)
         if lora is not None:
             locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
         source, trained = _real_source(real, lora)
-        # an ISIC download or a prepared folder (--real, or the run's) still being written
-        locks.ensure_idle(source, "evaluate", writers=("prepare", "fetch-isic"),
-                          break_lock=break_lock)
-        # prepare and sample refuse to change what it reads meanwhile
+        # marked before they are checked: prepare and sample take their lock, then refuse a
+        # folder marked read, so one starting in between is refused, not read half-written
         with locks.reading(source, "evaluate"), locks.reading(synthetic, "evaluate"):
+            ensure_made(synthetic, "evaluate", "--synthetic", break_lock=break_lock)
+            # an ISIC download or a prepared folder (--real, or the run's) still being written
+            locks.ensure_idle(source, "evaluate", writers=("prepare", "fetch-isic"),
+                              break_lock=break_lock)
             return _evaluate(source, synthetic, out, options, on_progress, trained)
 
 
