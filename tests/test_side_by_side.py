@@ -130,6 +130,33 @@ def test_a_sample_starting_while_evaluate_checks_its_set_finds_it_read(
     assert locks.readers(synthetic) == []
 
 
+def test_a_prepare_starting_while_push_checks_the_data_finds_it_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """push checked that no prepare was writing the run's prepared folder (its manifest fills
+    the card's data table) without marking it read: a prepare starting then went on."""
+    from medsynth_kohya.hub.push import push
+
+    run = make_run(tmp_path)
+    prepared = tmp_path / "prepared"
+    rivals: list[str] = []
+    checked = locks.ensure_idle
+
+    def with_a_rival(folder: Path, command: str, **kwargs: Any) -> None:
+        if folder == prepared and not rivals:
+            with locks.hold(folder, "prepare"):
+                try:
+                    locks.ensure_unread(folder, "prepare")
+                    rivals.append("prepare found no reader")
+                except UserError as refused:
+                    rivals.append(str(refused))
+        checked(folder, command, **kwargs)
+
+    monkeypatch.setattr(locks, "ensure_idle", with_a_rival)
+    push(run, "alice/lora", dry_run=True)
+    assert len(rivals) == 1 and "is being read by" in rivals[0], rivals
+    assert locks.readers(prepared) == []
+
+
 def _synthetic(tmp_path: Path) -> Path:
     out = tmp_path / "synthetic"
     (out / "images").mkdir(parents=True)

@@ -27,6 +27,7 @@ in the run record.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -292,16 +293,21 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
                      endpoint=endpoint, token=token, evaluation=evaluation,
                      allow_copies=allow_copies, option=option, force=force)
 
-    if samples is not None:  # a set still being made would be published half made
-        ensure_made(samples, "push", "--samples", break_lock=break_lock)
     prepared = _prepared_of(run_dir)
-    if prepared is not None:  # the card's data table reads its manifest
-        locks.ensure_idle(prepared, "push", writers=("prepare",), break_lock=break_lock)
-    if dry_run:
-        locks.ensure_idle(run_dir, "push", break_lock=break_lock)
-        return run()
-    with locks.hold(run_dir, "push", break_lock=break_lock) as lock:
-        result = run()
+    # each folder read is marked before it is checked: a sample or prepare starting in between
+    # finds the mark and refuses, instead of changing files the push is sending
+    with contextlib.ExitStack() as marks:
+        if samples is not None:  # a set still being made would be published half made
+            marks.enter_context(locks.reading(samples, "push"))
+            ensure_made(samples, "push", "--samples", break_lock=break_lock)
+        if prepared is not None:  # the card's data table reads its manifest
+            marks.enter_context(locks.reading(prepared, "push"))
+            locks.ensure_idle(prepared, "push", writers=("prepare",), break_lock=break_lock)
+        if dry_run:
+            locks.ensure_idle(run_dir, "push", break_lock=break_lock)
+            return run()
+        with locks.hold(run_dir, "push", break_lock=break_lock) as lock:
+            result = run()
     return result if lock.note is None else replace(result, warnings=(lock.note,
                                                                        *result.warnings))
 
