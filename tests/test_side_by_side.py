@@ -99,6 +99,17 @@ def test_a_read_only_prepared_folder_still_trains(prepared: Path, tmp_path: Path
         prepared.chmod(0o755)
 
 
+def _rival(folder: Path, command: str) -> str:
+    """What a writer (`command`) starting now says of `folder`: it takes the folder's lock,
+    then looks for readers, as prepare and sample do."""
+    with locks.hold(folder, command):
+        try:
+            locks.ensure_unread(folder, command)
+        except UserError as refused:
+            return str(refused)
+    return f"{command} found no reader"
+
+
 def test_a_sample_starting_while_evaluate_checks_its_set_finds_it_read(
         prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate checked that no sample was making the set, then marked it read: a sample that
@@ -116,12 +127,7 @@ def test_a_sample_starting_while_evaluate_checks_its_set_finds_it_read(
     rivals: list[str] = []
 
     def with_a_rival(folder: Path, *args: Any, **kwargs: Any) -> None:
-        with locks.hold(folder, "sample"):
-            try:
-                locks.ensure_unread(folder, "sample")
-                rivals.append("sample found no reader")
-            except UserError as refused:
-                rivals.append(str(refused))
+        rivals.append(_rival(folder, "sample"))
         checked(folder, *args, **kwargs)
 
     monkeypatch.setattr(module, "ensure_made", with_a_rival)
@@ -143,12 +149,7 @@ def test_a_prepare_starting_while_push_checks_the_data_finds_it_read(
 
     def with_a_rival(folder: Path, command: str, **kwargs: Any) -> None:
         if folder == prepared and not rivals:
-            with locks.hold(folder, "prepare"):
-                try:
-                    locks.ensure_unread(folder, "prepare")
-                    rivals.append("prepare found no reader")
-                except UserError as refused:
-                    rivals.append(str(refused))
+            rivals.append(_rival(folder, "prepare"))
         checked(folder, command, **kwargs)
 
     monkeypatch.setattr(locks, "ensure_idle", with_a_rival)
