@@ -59,6 +59,27 @@ def test_download_then_prepare(runner: CliRunner, tmp_path: Path, fake_isic: Pat
     assert skipped == ["id,source,reason"]
 
 
+def test_a_download_under_way_is_not_prepared_nor_one_being_read_fetched_into(
+        runner: CliRunner, tmp_path: Path, fake_isic: Path) -> None:
+    """prepare of a folder fetch-isic was still downloading into prepared the photos there so
+    far; fetch-isic into a download an evaluate reads (--real) changed it under it."""
+    from medsynth_kohya import locks
+
+    out = tmp_path / "isic"
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    assert code == 0, stderr
+    with locks.hold(out, "fetch-isic"):
+        code, _, stderr = invoke(runner, "prepare", out, "--out", tmp_path / "data")
+    said = " ".join(stderr.split())
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"{out} is still being written by `medsynth-kohya fetch-isic`" in said
+    assert "`prepare` needs it finished" in said and not (tmp_path / "data" / "img").exists()
+    with locks.reading(out, "evaluate"):
+        code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    said = " ".join(stderr.split())
+    assert code == 1 and f"{out} is being read by `medsynth-kohya evaluate`" in said, stderr
+
+
 def test_failures_are_one_line_errors(runner: CliRunner, tmp_path: Path, fake_isic: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_ISIC_EXIT", "2")

@@ -66,6 +66,7 @@ def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.I
         raise UserError(NOT_INSTALLED)
     say = on_wait or (lambda _: None)
     with locks.hold(out, "fetch-isic", break_lock=break_lock) as lock:
+        notes = locks.ensure_unread(out, "fetch-isic", break_lock=break_lock)  # an evaluate
         _claim(out)  # under the lock: what a fetch beside us is writing is no foreign file
         say(f"waiting for isic-cli to reach the ISIC Archive ({ISIC_API}) and download into "
             f"{out}; giving up after {timeout:g} s without a new file")
@@ -84,7 +85,7 @@ def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.I
                         "and run the same command again")
     images = sum(1 for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return FetchResult(out, command, images, ran=True,
-                       warnings=(lock.note,) if lock.note else ())
+                       warnings=tuple(note for note in (lock.note, *notes) if note))
 
 
 def _claim(out: Path) -> None:

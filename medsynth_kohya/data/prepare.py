@@ -709,6 +709,9 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     placed = _Placed.read(out)  # nothing before _write_layout changes it: read once
     foreign_warnings = _claim(out, force, options.class_name, placed)
     located = locate_source(source, metadata, images, options, out)
+    for read in dict.fromkeys((located.metadata.parent, *located.image_dirs)):
+        # a download still under way would be prepared in part
+        locks.ensure_idle(read, "prepare", writers=("fetch-isic",))
     raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
     skipped: list[dict[str, str]] = []
