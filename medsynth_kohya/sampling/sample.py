@@ -25,8 +25,8 @@ from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError, would_stop
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.evaluation.copycheck import CopyCheck
+from medsynth_kohya.machine import slurm
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus, visible
-from medsynth_kohya.machine.slurm import Job
 from medsynth_kohya.sampling.generator import (
     SCRIPT,
     gen_options,
@@ -87,7 +87,7 @@ from medsynth_kohya.sampling.synthset import (
 )
 from medsynth_kohya.sdscripts import checkout, launch, sdopts
 
-__all__ = ["Plan", "SampleOptions", "SampleResult", "sample"]
+__all__ = ["Plan", "SampleJob", "SampleOptions", "SampleResult", "sample", "sample_job"]
 
 
 @dataclass(frozen=True)
@@ -403,7 +403,7 @@ class SampleJob:
     """`sample --slurm N`: the array job's script (shown, written or submitted) and what the
     first task's dry run warned of."""
 
-    job: Job
+    job: slurm.Job
     warnings: tuple[str, ...] = ()
 
 
@@ -419,7 +419,6 @@ def sample_job(lora: arguments.PathArg, out: arguments.PathArg, task: tuple[str,
     sbatch, with `submit`) once the first task's dry run, on the GPUs SLURM gives a task, has
     found nothing that would refuse every task. A run folder that has no LoRA yet (a job
     written ahead of the training that makes it) is left for the tasks to check."""
-    from medsynth_kohya.machine import slurm
     from medsynth_kohya.sampling.lora import untrained_run
     from medsynth_kohya.sampling.machines import array_script
 
