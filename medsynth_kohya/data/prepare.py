@@ -531,12 +531,16 @@ def _keys(paths: list[Path], hair: HairMode) -> list[CacheKey]:
     return keys
 
 
-def _relinked(cache: dict[CacheKey, Scan], keys: list[CacheKey], hair: HairMode) -> None:
+def _relinked(cache: dict[CacheKey, Scan], keys: list[CacheKey], hair: HairMode) -> bool:
     """Keep the scans of the sources the layout just linked or unlinked (`keys`: as scanned):
-    a hard link made or removed changes a file's ctime, not its bytes, size or mtime."""
+    a hard link made or removed changes a file's ctime, not its bytes, size or mtime. Whether
+    any was re-keyed (the cache file is then written again)."""
+    moved = False
     for key, now in zip(keys, _keys([Path(key[0]) for key in keys], hair), strict=True):
         if now != key and now[:3] == key[:3] and key in cache:
             cache[now] = cache.pop(key)
+            moved = True
+    return moved
 
 
 def _scan_all(keys: list[CacheKey], hair: HairMode, cache: dict[CacheKey, Scan],
@@ -832,8 +836,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
                                  batch_size=options.batch_size)
     train_dir, unlinked = _write_layout(out, table, repeats.repeats, options, placed, fresh)
     warnings += _unlinked(out, unlinked)
-    _relinked(cache, keys, options.hair.detector)
-    _save_cache(state / CACHE_FILE, cache)
+    if _relinked(cache, keys, options.hair.detector):  # else the file saved above holds it
+        _save_cache(state / CACHE_FILE, cache)
 
     folder = PreparedFolder(out)
     manifest.write(skipped_frame, folder.skipped)
