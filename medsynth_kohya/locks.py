@@ -362,17 +362,19 @@ def readers(folder: Path, *, break_lock: bool = False, clear: bool = False) -> l
     return _readers(folder, break_lock, clear)[0]
 
 
-def ensure_unread(folder: Path, command: str, *, break_lock: bool = False) -> list[str]:
+def ensure_unread(folder: Path, command: str, *, break_lock: bool = False,
+                  has_force: bool = True) -> list[str]:
     """Refuse, with one line naming a reader, to change a folder a live command still reads
     (`command` holds the folder's own lock first, so a reader starting now sees it busy);
-    returns the notes on the marks it removed (dead, stale, or broken with `break_lock`)."""
+    returns the notes on the marks it removed (dead, stale, or broken with `break_lock`).
+    `has_force` says whether `command` has a --force the refusal should say does not help."""
     found, notes = _readers(folder, break_lock, True)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         then = f"; {_BREAK_HINT}" if all(map(_elsewhere, found)) else ""
         raise UserError(f"{folder} is being read by {_who(found[0])}{more}; `{command}` would "
                         "change the files it reads: wait for it to end, or write into another "
-                        f"folder (--force does not override a running command){then}")
+                        f"folder{_force_hint(has_force)}{then}")
     return notes
 
 
@@ -428,6 +430,11 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
+def _force_hint(has_force: bool) -> str:
+    """The refusal's reminder, for a command with --force, that it does not pass a holder."""
+    return " (--force does not override a running command)" if has_force else ""
+
+
 def _busy(folder: Path, record: Holder | None, force_hint: str) -> UserError:
     who = ("another medsynth-kohya command (its record is unreadable)" if record is None
            else record.describe())
@@ -481,8 +488,8 @@ def _taken_over(folder: Path, record: Holder | None, break_lock: bool, *,
     return f"broke (--break-lock) {what} of {record.describe()}" if break_lock else None
 
 
-def _acquire(folder: Path, path: Path, command: str, break_lock: bool) -> Lock:
-    hint = " (--force does not override a running command)"
+def _acquire(folder: Path, path: Path, command: str, break_lock: bool, has_force: bool) -> Lock:
+    hint = _force_hint(has_force)
     deadline = time.monotonic() + RETRY_S
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -585,7 +592,7 @@ def briefly(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def hold(folder: Path, command: str, *, part: str | None = None,
-         break_lock: bool = False, sweep: bool = True) -> Iterator[Lock]:
+         break_lock: bool = False, sweep: bool = True, has_force: bool = True) -> Iterator[Lock]:
     """Hold the exclusive lock on `folder` (or on one named part of it) while the block runs.
 
     A held lock refuses at once with a UserError naming the holder; a lock left by a dead
@@ -596,12 +603,13 @@ def hold(folder: Path, command: str, *, part: str | None = None,
     reader (`reading`) changes nothing there. Folders this makes are removed again if the
     block leaves them empty (a refused command leaves nothing behind). A folder that cannot be
     made or written in (no permission, a file on its path) is a one-line files.FolderError.
+    `has_force` says whether `command` has a --force the refusal should say does not help.
     """
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         files.make_folder(folder)
         try:
-            lock = _acquire(folder, lock_path(folder, part), command, break_lock)
+            lock = _acquire(folder, lock_path(folder, part), command, break_lock, has_force)
         except OSError as exc:
             if exc.errno not in files.REFUSED:
                 raise

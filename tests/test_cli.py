@@ -130,7 +130,8 @@ def test_demo_continues_after_being_stopped_while_it_generated(runner: CliRunner
 
 def test_a_demo_refuses_a_folder_another_demo_is_writing(runner: CliRunner,
                                                          tmp_path: Path) -> None:
-    """Two demos into one --out mixed their photos: the second is refused at once."""
+    """Two demos into one --out mixed their photos: the second is refused at once, and not
+    told that a --force it does not have would not help."""
     from medsynth_kohya import locks
 
     out = tmp_path / "demo"
@@ -139,7 +140,9 @@ def test_a_demo_refuses_a_folder_another_demo_is_writing(runner: CliRunner,
     before = sorted(p.name for p in (out / "source" / "train").iterdir())
     with locks.hold(out, "demo"):
         code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 12, "--seed", 7)
-    assert code == 1 and f"{out} is in use by `medsynth-kohya demo`" in " ".join(stderr.split())
+    said = " ".join(stderr.split())
+    assert code == 1 and f"{out} is in use by `medsynth-kohya demo`" in said
+    assert said.rstrip().endswith("then run this again") and "--force" not in said, said
     assert sorted(p.name for p in (out / "source" / "train").iterdir()) == before
 
 

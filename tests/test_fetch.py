@@ -62,7 +62,8 @@ def test_download_then_prepare(runner: CliRunner, tmp_path: Path, fake_isic: Pat
 def test_a_download_under_way_is_not_prepared_nor_one_being_read_fetched_into(
         runner: CliRunner, tmp_path: Path, fake_isic: Path) -> None:
     """prepare of a folder fetch-isic was still downloading into prepared the photos there so
-    far; fetch-isic into a download an evaluate reads (--real) changed it under it."""
+    far; fetch-isic into a download an evaluate reads (--real) changed it under it. fetch-isic,
+    which has no --force, is not told that --force would not help."""
     from medsynth_kohya import locks
 
     out = tmp_path / "isic"
@@ -78,6 +79,12 @@ def test_a_download_under_way_is_not_prepared_nor_one_being_read_fetched_into(
         code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
     said = " ".join(stderr.split())
     assert code == 1 and f"{out} is being read by `medsynth-kohya evaluate`" in said, stderr
+    assert "write into another folder" in said and "--force" not in said, said
+    with locks.hold(out, "fetch-isic"):
+        code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    said = " ".join(stderr.split())
+    assert code == 1 and f"{out} is in use by `medsynth-kohya fetch-isic`" in said, stderr
+    assert said.rstrip().endswith("then run this again") and "--force" not in said, said
 
 
 def test_failures_are_one_line_errors(runner: CliRunner, tmp_path: Path, fake_isic: Path,

@@ -65,8 +65,9 @@ def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.I
     if missing:
         raise UserError(NOT_INSTALLED)
     say = on_wait or (lambda _: None)
-    with locks.hold(out, "fetch-isic", break_lock=break_lock) as lock:
-        notes = locks.ensure_unread(out, "fetch-isic", break_lock=break_lock)  # an evaluate
+    with locks.hold(out, "fetch-isic", break_lock=break_lock, has_force=False) as lock:
+        notes = locks.ensure_unread(out, "fetch-isic", break_lock=break_lock,  # an evaluate
+                                    has_force=False)
         _claim(out)  # under the lock: what a fetch beside us is writing is no foreign file
         say(f"waiting for isic-cli to reach the ISIC Archive ({ISIC_API}) and download into "
             f"{out}; giving up after {timeout:g} s without a new file")

@@ -69,7 +69,7 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
         raise UserError(f"--n must be {MIN_PHOTOS} to {MAX_PHOTOS:,} (got {n:,})")
     arguments.check_seed(seed)
     _claim(out)
-    with locks.hold(out, "demo"):  # one demo per folder, from its first photo on
+    with locks.hold(out, "demo", has_force=False):  # one demo per folder, from its first photo on
         synthetic = make_dataset(out / "source", n, seed=seed,
                                  sizes=((640, 480), (1024, 768), (1600, 1067)),
                                  on_progress=on_draw)
