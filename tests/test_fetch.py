@@ -87,6 +87,38 @@ def test_a_download_under_way_is_not_prepared_nor_one_being_read_fetched_into(
     assert said.rstrip().endswith("then run this again") and "--force" not in said, said
 
 
+def test_a_download_being_prepared_is_not_fetched_into(
+        runner: CliRunner, tmp_path: Path, fake_isic: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch-isic started into a download while prepare read it changed its photos under
+    prepare: it is refused while prepare runs, and runs once prepare has ended."""
+    from medsynth_kohya.data import prepare as preparing
+    from medsynth_kohya.data.fetch import fetch_isic
+    from medsynth_kohya.errors import UserError
+
+    out = tmp_path / "isic"
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    assert code == 0, stderr
+    refusals: list[str] = []
+    choose = preparing._choose
+
+    def fetch_meanwhile(*args: object, **kwargs: object) -> object:
+        try:
+            fetch_isic(out)
+        except UserError as exc:
+            refusals.append(str(exc))
+        return choose(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(preparing, "_choose", fetch_meanwhile)
+    code, _, stderr = invoke(runner, "prepare", out, "--out", tmp_path / "data")
+    assert code == 0, stderr
+    assert len(refusals) == 1 and f"{out} is being read by `medsynth-kohya prepare`" in \
+        refusals[0], refusals
+    monkeypatch.setattr(preparing, "_choose", choose)
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    assert code == 0, stderr
+
+
 def test_failures_are_one_line_errors(runner: CliRunner, tmp_path: Path, fake_isic: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_ISIC_EXIT", "2")

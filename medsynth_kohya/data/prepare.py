@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -698,23 +698,27 @@ def prepare(source: arguments.PathArg | None, out: arguments.PathArg, *,
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}); leave it out for one "
                         "per core")
-    with locks.hold(out, "prepare", break_lock=break_lock) as lock:
+    with locks.hold(out, "prepare", break_lock=break_lock) as lock, ExitStack() as marks:
         notes = locks.ensure_unread(out, "prepare", break_lock=break_lock)
-        result = _prepare(source, out, metadata, images, options, workers, force, on_progress)
+        result = _prepare(source, out, metadata, images, options, workers, force, on_progress,
+                          marks)
     notes = [note for note in (lock.note, *notes) if note]
     return replace(result, warnings=(*notes, *result.warnings))
 
 
 def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path | None,
              options: PrepareOptions, workers: int | None, force: bool,
-             on_progress: Progress | None) -> PrepareResult:
+             on_progress: Progress | None, marks: ExitStack) -> PrepareResult:
+    """prepare's work; the source's folders are marked read (locks.reading) in `marks`, which
+    `prepare` closes when it is done, so a fetch-isic into them is refused meanwhile."""
     import pandas as pd
 
     placed = _Placed.read(out)  # nothing before _write_layout changes it: read once
     foreign_warnings = _claim(out, force, options.class_name, placed)
     located = locate_source(source, metadata, images, options, out)
     for read in dict.fromkeys((located.metadata.parent, *located.image_dirs)):
-        # a download still under way would be prepared in part
+        # marked first, then checked: a download still under way would be prepared in part
+        marks.enter_context(locks.reading(read, "prepare"))
         locks.ensure_idle(read, "prepare", writers=("fetch-isic",))
     raw, rows, rejected, chosen, terms = _choose(located, options)
     selected = len(chosen)
