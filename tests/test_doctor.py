@@ -282,6 +282,17 @@ def test_the_disk_row_judges_the_nearest_existing_folder(
         assert row.fix == "free space or choose another work folder"
 
 
+def test_the_disk_row_names_a_relative_work_folder_in_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default work folder, the current one, was named "." in the row."""
+    from medsynth_kohya.machine import doctor
+
+    monkeypatch.chdir(tmp_path)
+    assert f"GiB free in {tmp_path}" in doctor._disk(Path()).detail
+    assert f"free in {tmp_path} ({tmp_path / 'runs'} does not exist yet: it is made there)" in \
+        doctor._disk(Path("runs")).detail
+
+
 def test_a_python_without_imagesize_cannot_train(runner: CliRunner, tmp_path: Path,
                                                  nvidia_smi: InstallGpus) -> None:
     """sd-scripts' library/train_util.py imports imagesize, which none of the other packages

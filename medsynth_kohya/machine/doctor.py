@@ -243,7 +243,9 @@ def _token() -> Check:
 
 def _disk(workdir: Path) -> Check:
     """Free space on the disk of the work folder; one not made yet is made in its nearest
-    existing parent, whose free space is the one that counts (and is said to be)."""
+    existing parent, whose free space is the one that counts (and is said to be). The folder
+    is named in full: the default, the current folder, read as a bare "."."""
+    workdir = workdir.absolute()
     if workdir.exists() and not workdir.is_dir():
         return Check("disk", FAIL, f"{workdir} is a file, not a folder",
                      "choose a folder to work in (a new one is made)")
