@@ -459,3 +459,26 @@ def test_a_copy_inside_another_repository_is_not_given_that_repositorys_commit(
         f"git), so it is not checked against {checkout.PINNED_RELEASE}; found by --sd-scripts",
         "medsynth-kohya install-sd-scripts --dir NEW (a new folder), then point --sd-scripts "
         "at NEW")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving the checkout to another user needs root")
+def test_a_clone_another_user_owns_is_named_with_git_s_own_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git refuses a repository another user owns (safe.directory); the row said it was no
+    clone and sent the user to install a new one."""
+    copy = _checkout(tmp_path)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "empty-gitconfig"))
+    for path in (copy, *copy.rglob("*")):
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+    row = _row(diagnose(sd_scripts=copy, python=sys.executable, gpus=[], hub=False,
+                        workdir=tmp_path).checks, "sd-scripts")
+    assert row == Check(
+        "sd-scripts", WARN, f"{copy}: git refuses to read it (another user owns it), so it is "
+        f"not checked against {checkout.PINNED_RELEASE}; found by --sd-scripts",
+        f"git config --global --add safe.directory {copy}, if you trust it")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "safe.directory")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", str(copy))
+    assert checkout.head(copy) == (checkout.commit(copy), None) and checkout.commit(copy)
+

@@ -160,11 +160,15 @@ def _sd_checks(location: checkout.Location) -> list[Check]:
                  f" at {sd_dir} (from {location.rule})")
         return [Check("sd-scripts", FAIL, f"sd-scripts not found{where}",
                       checkout.missing_fix(location))]
-    commit = checkout.commit(sd_dir)
+    commit, trust = checkout.head(sd_dir)
     found = f"found by {location.rule}"
     if commit == checkout.PINNED_COMMIT:
         return [Check("sd-scripts", OK, f"{sd_dir} at {checkout.PINNED_RELEASE} "
                       f"({commit[:8]}); {found}")]
+    if trust is not None:
+        return [Check("sd-scripts", WARN, f"{sd_dir}: git refuses to read it (another user owns "
+                      f"it), so it is not checked against {checkout.PINNED_RELEASE}; {found}",
+                      f"{trust}, if you trust it")]
     if commit is None:
         return [Check("sd-scripts", WARN, f"{sd_dir}: git reads no commit of its own (no git "
                       f"clone, or no git), so it is not checked against "

@@ -138,16 +138,24 @@ def installed(python: str, module: str) -> bool:
 def commit(folder: Path) -> str | None:
     """The checked-out commit of `folder`, read with git (no network); None if unknown, as for
     a copy that is no clone of its own, where git would answer with the repository around it."""
+    return head(folder)[0]
+
+
+def head(folder: Path) -> tuple[str | None, str | None]:
+    """`commit`, and, where git refuses to read `folder` because another user owns it, the
+    command git gives to trust it (`git config --global --add safe.directory …`)."""
     try:
         result = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel",
                                  "HEAD"], capture_output=True, text=True, timeout=20,
                                 check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return None, None
     lines = result.stdout.splitlines()
     if result.returncode != 0 or len(lines) != 2 or len(lines[1]) != 40:
-        return None
-    return lines[1] if Path(lines[0]).resolve() == folder.resolve() else None
+        trust = [line.strip() for line in result.stderr.splitlines()
+                 if line.strip().startswith("git config") and "safe.directory" in line]
+        return None, (trust[0] if trust and "dubious ownership" in result.stderr else None)
+    return (lines[1] if Path(lines[0]).resolve() == folder.resolve() else None), None
 
 
 def local_path(value: str, folder: Path, name: str = "path") -> str:
