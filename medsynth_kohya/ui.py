@@ -37,6 +37,13 @@ def _counting_bar() -> RichProgress:
                TimeElapsedColumn(), TimeRemainingColumn(), console=console(stderr=True))
 
 
+def _stop(bar: RichProgress) -> None:
+    """End a bar's display, if it was ever shown: rich's stop prints a line break off a
+    terminal each time it is called, which left blank lines in logs and piped output."""
+    if bar.live.is_started:
+        bar.stop()
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Progress]:
     """A rich progress bar on stderr, driven through a (done, total) callback.
@@ -52,12 +59,12 @@ def progress_bar(description: str) -> Iterator[Progress]:
             bar.start()
         bar.update(task, completed=done, total=total)
         if done >= total:
-            bar.stop()  # one live display at a time: the next stage may start its own
+            _stop(bar)  # one live display at a time: the next stage may start its own
 
     try:
         yield update
     finally:
-        bar.stop()
+        _stop(bar)
 
 
 @contextmanager
@@ -76,7 +83,7 @@ def stage_bars() -> Iterator[Callable[[str, int, int], None]]:
     try:
         yield update
     finally:
-        bar.stop()
+        _stop(bar)
 
 
 @contextmanager
@@ -105,7 +112,7 @@ def training_bar() -> Iterator[Callable[[StepProgress], None]]:
     try:
         yield update
     finally:
-        bar.stop()
+        _stop(bar)
 
 
 def table(title: str, rows: Sequence[tuple[str, str]]) -> None:

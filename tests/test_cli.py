@@ -128,6 +128,19 @@ def test_demo_continues_after_being_stopped_while_it_generated(runner: CliRunner
     assert code == 0 and "selected and prepared" in stdout, stderr
 
 
+def test_progress_bars_leave_no_blank_lines_off_a_terminal(runner: CliRunner,
+                                                          tmp_path: Path) -> None:
+    """rich's stop prints a line break off a terminal each time it is called: a bar never
+    shown, or stopped twice, left a blank line in logs and piped output."""
+    out = tmp_path / "demo"
+    code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
+    assert code == 0 and "checking images" in stderr and "drawing photos" in stderr, stderr
+    assert all(line.strip() for line in stderr.splitlines()), stderr
+    code, _, stderr = invoke(runner, "train", out / "prepared", "--dry-run")
+    assert code == 0 and "Warning:" in stderr, stderr
+    assert all(line.strip() for line in stderr.splitlines()), stderr
+
+
 def test_a_demo_refuses_a_folder_another_demo_is_writing(runner: CliRunner,
                                                          tmp_path: Path) -> None:
     """Two demos into one --out mixed their photos: the second is refused at once, and not
