@@ -150,6 +150,63 @@ def test_the_gpus_seen_are_those_cuda_reads_from_cuda_visible_devices(
     assert visible(box) == [box[k] for k in seen]
 
 
+LISTED = """GPU 0: Tesla T4 (UUID: GPU-0a1b2c3d-1111-2222-3333-444455556666)
+GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff)
+  MIG 3g.40gb     Device  0: (UUID: MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f)
+  MIG 3g.40gb Device 1: (UUID: MIG-GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff/2/0)
+"""
+
+
+def _mixed_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An nvidia-smi on PATH for a T4 then an A100 (with two MIG instances), answering the
+    GPU query and `-L` as the real one does."""
+    folder = tmp_path / "smi"
+    folder.mkdir()
+    (folder / "listed.txt").write_text(LISTED, encoding="utf-8")
+    script = folder / "nvidia-smi"
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = "-L" ]; then cat {shlex.quote(str(folder / "listed.txt"))}; exit 0; fi
+echo 'Tesla T4, 15360 MiB, 7.5'
+echo 'NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0'
+""", encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(("given", "seen"), [
+    ("GPU-7f8e9d0c", ["NVIDIA A100-SXM4-80GB"]),
+    ("GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff,GPU-0a1b", ["NVIDIA A100-SXM4-80GB", "Tesla T4"]),
+    ("MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f", ["NVIDIA A100-SXM4-80GB"]),
+    ("MIG-GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff/2/0", ["NVIDIA A100-SXM4-80GB"]),
+    ("GPU-0a1b,GPU-99999999,1", ["Tesla T4"]), ("1,GPU-0a1b", ["NVIDIA A100-SXM4-80GB",
+                                                              "Tesla T4"])])
+def test_a_uuid_or_mig_id_picks_the_gpu_it_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, seen: list[str]) -> None:
+    """A UUID stood for the GPU at its place in CUDA_VISIBLE_DEVICES: on a box of mixed GPUs
+    the run was planned for the T4 where CUDA gave it the A100. nvidia-smi -L names them."""
+    from medsynth_kohya.machine.gpus import detect_gpus
+
+    _mixed_box(tmp_path, monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+    assert [gpu.name for gpu in visible(detect_gpus())] == seen
+
+
+def test_a_run_on_the_a100_a_uuid_picks_is_planned_for_it(
+        runner: CliRunner, prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The a100-80gb preset was refused for the T4 listed first (no bf16), though the UUID
+    given picks the A100; and the T4 picked by its UUID is refused."""
+    _mixed_box(tmp_path, monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff")
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "a100-80gb", "--run-dir",
+                             tmp_path / "a100", "--dry-run")
+    assert code == 0 and "bf16" not in stderr, stderr
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-0a1b2c3d")
+    code, _, stderr = invoke(runner, "train", prepared, "--preset", "a100-80gb", "--run-dir",
+                             tmp_path / "t4", "--dry-run")
+    assert code == 1 and "bf16" in stderr, stderr
+
+
 def test_more_processes_than_visible_gpus_are_refused_in_one_line(
         runner: CliRunner, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         nvidia_smi: InstallGpus) -> None:

@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from medsynth_kohya.errors import UserError
 
@@ -15,6 +15,8 @@ QUERY = ["--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader"]
 """The `nvidia-smi` arguments whose output `parse_nvidia_smi` reads."""
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB)?$", re.IGNORECASE)
 _CAPABILITY = re.compile(r"^(\d+)\.(\d+)$")
+_LISTED = re.compile(r"^\s*(GPU|MIG)\b.*\(UUID:\s*((?:GPU|MIG)-[^)\s]+)\)")
+"""A line of `nvidia-smi -L`: a GPU, or a MIG instance of the GPU listed above it."""
 _MIB_PER_UNIT = {"kib": 1 / 1024, "mib": 1.0, "gib": 1024.0}
 VISIBLE = "CUDA_VISIBLE_DEVICES"
 """Which GPUs a CUDA program sees (indices, `GPU-…` UUIDs or `MIG-…` ids); nvidia-smi ignores
@@ -28,6 +30,9 @@ class Gpu:
     name: str
     memory_mib: int
     compute_capability: tuple[int, int]
+    ids: tuple[str, ...] = field(default=(), compare=False)
+    """Its UUID and its MIG instances' (`nvidia-smi -L`), read only where CUDA_VISIBLE_DEVICES
+    names GPUs by them; never written into a record."""
 
     @property
     def bf16(self) -> bool:
@@ -61,16 +66,49 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
 
 
 def detect_gpus() -> list[Gpu]:
-    """The GPUs `nvidia-smi` lists; [] when it is absent, fails or hangs."""
+    """The GPUs `nvidia-smi` lists; [] when it is absent, fails or hangs. Where
+    CUDA_VISIBLE_DEVICES names GPUs by UUID or MIG id, each GPU gets its `ids` as well."""
     program = shutil.which("nvidia-smi")
     if program is None:
         return []
+    gpus = parse_nvidia_smi(_ask(program, QUERY))
+    if any(entry.startswith(("GPU-", "MIG-")) for entry in visible_devices() or []):
+        ids = parse_listed(_ask(program, ["-L"]))
+        if len(ids) == len(gpus):  # else which is which is unknown: matched by position
+            gpus = [replace(gpu, ids=found) for gpu, found in zip(gpus, ids, strict=True)]
+    return gpus
+
+
+def _ask(program: str, arguments: list[str]) -> str:
+    """What `nvidia-smi ARGUMENTS` prints; "" when it fails or hangs."""
     try:
-        result = subprocess.run([program, *QUERY], capture_output=True, text=True, timeout=30,
-                                check=False)
+        result = subprocess.run([program, *arguments], capture_output=True, text=True,
+                                timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
-        return []
-    return parse_nvidia_smi(result.stdout) if result.returncode == 0 else []
+        return ""
+    return result.stdout if result.returncode == 0 else ""
+
+
+def parse_listed(text: str) -> list[tuple[str, ...]]:
+    """Per GPU of `nvidia-smi -L`, in its order: its UUID, then its MIG instances' ids."""
+    listed: list[tuple[str, ...]] = []
+    for line in text.splitlines():
+        match = _LISTED.match(line)
+        if match and match.group(1) == "GPU":
+            listed.append((match.group(2),))
+        elif match and listed:
+            listed[-1] += (match.group(2),)
+    return listed
+
+
+def _named(entry: str, gpus: Sequence[Gpu]) -> int:
+    """The position in `gpus` of the GPU a UUID or MIG entry names (CUDA takes a UUID's unique
+    beginning, and old drivers' `MIG-GPU-<uuid>/<gi>/<ci>`); len(gpus) where none is."""
+    parent = entry[len("MIG-"):].split("/")[0] if entry.startswith("MIG-GPU-") else None
+    for index, gpu in enumerate(gpus):
+        if any(known.startswith(entry) or known == parent for known in gpu.ids):
+            return index
+    return len(gpus)
 
 
 def visible_devices() -> list[str] | None:
@@ -82,15 +120,17 @@ def visible_devices() -> list[str] | None:
 
 def visible(gpus: Sequence[Gpu]) -> list[Gpu]:
     """The GPUs of nvidia-smi's list a CUDA program started here sees, in its order: those
-    CUDA_VISIBLE_DEVICES names by index, a UUID or MIG entry standing for the GPU at its
-    position (the list does not name them); CUDA reads the entries up to one naming no GPU."""
+    CUDA_VISIBLE_DEVICES names by index, UUID or MIG id (one of GPUs whose ids are unknown
+    standing for the GPU at its position); CUDA reads the entries up to one naming no GPU."""
     entries = visible_devices()
     if entries is None:
         return list(gpus)
+    known = any(gpu.ids for gpu in gpus)
     seen = []
     for position, entry in enumerate(entries):
-        index = int(entry) if entry.isdigit() else (
-            position if entry.startswith(("GPU-", "MIG-")) else len(gpus))
+        index = int(entry) if entry.isdigit() else len(gpus)
+        if entry.startswith(("GPU-", "MIG-")):
+            index = _named(entry, gpus) if known else position
         if index >= len(gpus):
             break
         seen.append(gpus[index])
