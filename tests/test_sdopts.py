@@ -16,6 +16,13 @@ from medsynth_kohya.sdscripts.checkout import PINNED_COMMIT
 TRAIN, GEN = "sdxl_train_network", "sdxl_gen_img"
 
 
+@pytest.fixture
+def unmutated_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot child loads sdopts.py by path; under mutmut that copy is trampolined, and
+    its statistics mode would read mutmut's config from sd-scripts' folder and fail there."""
+    monkeypatch.delenv("MUTANT_UNDER_TEST", raising=False)
+
+
 def test_snapshot_holds_the_options_as_declared() -> None:
     train = sdopts.load(TRAIN)
     assert train["learning_rate"].kind == "float"
@@ -125,6 +132,7 @@ def test_original_2023_config_passes(seed_configs: Path) -> None:
     assert sdopts.check(TRAIN, flat) == []
 
 
+@pytest.mark.usefixtures("unmutated_child")
 def test_snapshot_matches_the_checkout(sd_scripts: Path, sd_python: str, tmp_path: Path) -> None:
     try:
         written = sdopts.regenerate(sd_scripts, sd_python, out_dir=tmp_path)
@@ -148,6 +156,7 @@ def test_the_generator_s_batch_size_must_be_at_least_1(value: int) -> None:
     assert sdopts.check(GEN, {"batch_size": 4}) == []
 
 
+@pytest.mark.usefixtures("unmutated_child")
 def test_regenerating_with_a_python_that_cannot_import_sd_scripts_is_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's maintainer command printed a traceback ending in SnapshotImportError."""
@@ -173,3 +182,4 @@ def test_the_lora_network_args_are_those_create_network_reads(sd_scripts: Path) 
     body = source[start:source.index("def get_block_dims_and_alphas", start)]
     read = set(re.findall(r"kwargs\.get\(\"(\w+)\"", body))
     assert read == set(sdopts.LORA_NETWORK_ARGS)
+
