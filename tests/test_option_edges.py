@@ -165,6 +165,7 @@ def test_train_refuses_a_resolution_past_the_largest_side(
     ('network_args=["conv_dmi=4"]', "network_args key 'conv_dmi' is not one networks.lora "
                                     "reads (it would be ignored); did you mean conv_dim?"),
     ('network_args=["conv_dim"]', "network_args entry 'conv_dim' must be key=value"),
+    (f"max_train_steps={10**400}", "is past TOML's 64-bit integers"),  # was an OverflowError
 ])
 def test_train_refuses_a_value_sd_scripts_would_fail_on_or_misread(
         runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path, setting: str,

@@ -183,3 +183,15 @@ def test_the_lora_network_args_are_those_create_network_reads(sd_scripts: Path) 
     read = set(re.findall(r"kwargs\.get\(\"(\w+)\"", body))
     assert read == set(sdopts.LORA_NETWORK_ARGS)
 
+
+@pytest.mark.parametrize("value", [2**63, -2**63 - 1, 10**400, [1, 10**400]])
+def test_an_integer_past_toml_s_64_bits_is_one_line(value: Any) -> None:
+    """A 400-digit --set max_train_steps crashed the check with OverflowError (math.isfinite
+    of an int too large for a float); TOML's integers are 64-bit and torch takes no more."""
+    key = "network_mul" if isinstance(value, list) else "max_train_steps"
+    script = GEN if isinstance(value, list) else TRAIN
+    shown = f"[1, {10**400}]" if isinstance(value, list) else str(value)
+    assert sdopts.check(script, {key: value}) == [
+        f"{key} = {shown} is past TOML's 64-bit integers "
+        f"(-9223372036854775808 to 9223372036854775807)"]
+    assert sdopts.check(TRAIN, {"seed": 2**63 - 1, "max_train_steps": 2**63 - 1}) == []

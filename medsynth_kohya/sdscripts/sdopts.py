@@ -86,6 +86,9 @@ The counts are what sd-scripts divides by or trains for: 0 or less trains nothin
 mid-run. lr_warmup_steps and lr_decay_steps: sd-scripts' command line makes 1 and above an
 int, but a config file's float is a share of the run (100.0 warms up for 100 runs' steps).
 Every other number must be finite, as `_check_one` requires of all of them."""
+TOML_INTEGERS = (-2**63, 2**63 - 1)
+"""TOML's integers are 64-bit (Python's toml reads longer ones, which sd-scripts' torch cannot
+take and `math.isfinite` cannot convert)."""
 IMPORT_FAILED = 3
 """Exit status of the snapshot subprocess when sd-scripts (or a dependency) cannot be imported."""
 _MARKER = "SDOPTS-JSON:"
@@ -286,6 +289,9 @@ def _check_one(option: Option, value: Any) -> str | None:
     test, allowed = RANGES.get(key, (None, "a finite number"))
     numbers = [item for item in items if isinstance(item, int | float)
                and not isinstance(item, bool)]
+    low, high = TOML_INTEGERS
+    if any(isinstance(item, int) and not low <= item <= high for item in numbers):
+        return f"{key} = {shown} is past TOML's 64-bit integers ({low} to {high})"
     if any(not math.isfinite(item) or (test is not None and not test(item))
            for item in numbers):
         return f"{key} = {shown} must be {allowed}"
