@@ -145,7 +145,7 @@ AREAS = (
     Area("demo", "medsynth_kohya/sdscripts/smoke_model.py"),
     Area("evaluate run", "medsynth_kohya/evaluation/evaluate.py", sample=SAMPLE),
     Area("evaluate run", "medsynth_kohya/evaluation/report.py", sample=SAMPLE),
-    Area("sd-scripts options", "medsynth_kohya/sdscripts/sdopts.py"),
+    Area("sd-scripts options", "medsynth_kohya/sdscripts/sdopts.py", sample=SAMPLE),
     Area("sd-scripts options", "medsynth_kohya/sdscripts/install.py"),
 )
 
