@@ -195,3 +195,71 @@ def test_an_integer_past_toml_s_64_bits_is_one_line(value: Any) -> None:
         f"{key} = {shown} is past TOML's 64-bit integers "
         f"(-9223372036854775808 to 9223372036854775807)"]
     assert sdopts.check(TRAIN, {"seed": 2**63 - 1, "max_train_steps": 2**63 - 1}) == []
+
+
+FAKE_SCRIPT = '''
+import argparse
+from pathlib import Path
+
+
+def int_or_float(value):
+    return float(value)
+
+
+def setup_parser():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--version", action="version", version="1")
+    parser.add_argument("--name", default="x")
+    parser.add_argument("--text", type=str)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=1e-4)
+    parser.add_argument("--warmup", type=int_or_float, default=0)
+    parser.add_argument("--dataset_config", type=Path, default=Path("set.toml"))
+    parser.add_argument("--log", type=argparse.FileType("w"))
+    parser.add_argument("--sizes", type=int, nargs=2, default=(512, 768))
+    parser.add_argument("--mode", choices=("no", "fp16"), default="no")
+    parser.add_argument("--weights", nargs="*")
+    parser.add_argument("--flag", action="store_true")
+    parser.add_argument("--no_flag", dest="flag", action="store_false")
+    parser.add_argument("--fast", action="store_const", const="fast")
+    parser.add_argument("--extra", action="append")
+    return parser
+'''
+
+
+@pytest.fixture
+def fake_sd_scripts(tmp_path: Path) -> Path:
+    """A checkout whose two scripts declare one option of every kind the snapshot tells apart."""
+    folder = tmp_path / "fake-sd-scripts"
+    folder.mkdir()
+    for script in sdopts.SCRIPTS:
+        (folder / f"{script}.py").write_text(FAKE_SCRIPT, encoding="utf-8")
+    return folder
+
+
+def test_the_snapshot_tells_each_kind_of_option_apart(
+        fake_sd_scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(fake_sd_scripts))
+    data = sdopts.snapshot(TRAIN)
+    assert data["script"] == TRAIN
+    options = {(option["name"], tuple(option["flags"])): option for option in data["options"]}
+    assert list(options) == [
+        ("dataset_config", ("--dataset_config",)), ("extra", ("--extra",)), ("fast", ("--fast",)),
+        ("flag", ("--flag",)), ("flag", ("--no_flag",)), ("log", ("--log",)),
+        ("mode", ("--mode",)), ("name", ("--name",)), ("rate", ("--rate",)),
+        ("sizes", ("--sizes",)), ("steps", ("--steps",)), ("text", ("--text",)),
+        ("warmup", ("--warmup",)), ("weights", ("--weights",))]
+    kinds = {name: option["kind"] for (name, _), option in options.items()}
+    assert kinds == {"dataset_config": "other:Path", "extra": "other:AppendAction",
+                     "fast": "const", "flag": "bool", "log": "other:FileType", "mode": "str",
+                     "name": "str", "rate": "float", "sizes": "int", "steps": "int",
+                     "text": "str", "warmup": "other:int_or_float", "weights": "str"}
+    assert options[("sizes", ("--sizes",))] == {
+        "name": "sizes", "flags": ["--sizes"], "kind": "int", "default": [512, 768],
+        "choices": None, "nargs": 2}
+    assert options[("mode", ("--mode",))]["choices"] == ["no", "fp16"]
+    assert options[("dataset_config", ("--dataset_config",))]["default"] == "set.toml"
+    assert options[("flag", ("--no_flag",))]["default"] is True
+    assert options[("weights", ("--weights",))]["nargs"] == "*"
+    assert json.loads(json.dumps(data)) == data
+
