@@ -263,3 +263,61 @@ def test_the_snapshot_tells_each_kind_of_option_apart(
     assert options[("weights", ("--weights",))]["nargs"] == "*"
     assert json.loads(json.dumps(data)) == data
 
+
+@pytest.mark.usefixtures("unmutated_child")
+def test_regenerating_writes_each_script_s_options_and_commit(
+        fake_sd_scripts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The maintainer command, on a checkout that is a git clone, into a folder not yet made."""
+    import subprocess
+
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t",
+                                                "commit", "-qm", "release"]):
+        subprocess.run(["git", "-C", str(fake_sd_scripts), *args], check=True)
+    head = subprocess.run(["git", "-C", str(fake_sd_scripts), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    out = tmp_path / "new" / "sd_options"
+    assert sdopts.main(["regenerate", "--sd-scripts", str(fake_sd_scripts), "--python",
+                        sys.executable, "--out", str(out)]) == 0
+    written = [out / f"{script}.json" for script in sdopts.SCRIPTS]
+    assert capsys.readouterr().out.splitlines() == [str(path) for path in written]
+    for script, path in zip(sdopts.SCRIPTS, written, strict=True):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert path.read_text(encoding="utf-8") == sdopts.dump(data)
+        assert data["script"] == script and data["sd_scripts_commit"] == head
+        assert [option["name"] for option in data["options"]][:3] == [
+            "dataset_config", "extra", "fast"]
+
+
+@pytest.mark.usefixtures("unmutated_child")
+@pytest.mark.parametrize("broken", ["folder", "python", "script", "hang"])
+def test_regenerating_from_a_broken_checkout_or_python_is_one_line(
+        broken: str, fake_sd_scripts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each of these printed a traceback (FileNotFoundError, RuntimeError, TimeoutExpired)."""
+    folder, python = fake_sd_scripts, sys.executable
+    if broken == "folder":
+        folder = tmp_path / "not-sd-scripts"
+        folder.mkdir()
+    elif broken == "python":
+        python = str(tmp_path / "no-python")
+    elif broken == "script":
+        (folder / f"{GEN}.py").write_text("raise SystemExit('sd-scripts says no')\n",
+                                          encoding="utf-8")
+    else:
+        monkeypatch.setattr(sdopts, "SNAPSHOT_TIMEOUT_S", 1)
+        (folder / f"{GEN}.py").write_text("import time\ntime.sleep(30)\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert sdopts.main(["regenerate", "--sd-scripts", str(folder), "--python", python,
+                        "--out", str(out)]) == 1
+    said = capsys.readouterr()
+    assert said.out == "" and len(said.err.strip().splitlines()) == 1
+    assert said.err.startswith("error: ")
+    assert {
+        "folder": f"{folder} holds no {TRAIN}.py, {GEN}.py: give --sd-scripts the sd-scripts "
+                  "checkout",
+        "python": f"cannot run {python} (No such file or directory): give --python the Python "
+                  "that has sd-scripts' requirements",
+        "script": "snapshot failed (exit 1): sd-scripts says no",
+        "hang": "importing sd-scripts' scripts took over 1 s",
+    }[broken] in said.err
+    assert not out.exists()

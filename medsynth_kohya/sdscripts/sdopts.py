@@ -160,7 +160,15 @@ def dump(data: Mapping[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-class SnapshotImportError(RuntimeError):
+SNAPSHOT_TIMEOUT_S = 900
+"""Importing the scripts (torch, transformers) takes seconds to minutes; a hung one must end."""
+
+
+class SnapshotError(RuntimeError):
+    """The options could not be read: no scripts in the folder, no such Python, or a failure."""
+
+
+class SnapshotImportError(SnapshotError):
     """sd-scripts' Python could not import the scripts (missing checkout or dependency)."""
 
 
@@ -186,15 +194,28 @@ def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path = SNAP
     # where medsynth_kohya itself is not installed.
     from medsynth_kohya.sdscripts import checkout
 
+    missing = [f"{script}.py" for script in scripts if not (sd_scripts / f"{script}.py").is_file()]
+    if missing:
+        raise SnapshotError(f"{sd_scripts} holds no {', '.join(missing)}: give --sd-scripts the "
+                            "sd-scripts checkout")
     interpreter = checkout.python(python)
     environment = {**os.environ, "PYTHONPATH": str(sd_scripts)}
-    result = subprocess.run([interpreter, "-c", _CHILD, str(Path(__file__).resolve()), *scripts],
-                            cwd=sd_scripts, env=environment, capture_output=True, text=True,
-                            timeout=900, check=False)
-    if result.returncode == IMPORT_FAILED:
-        raise SnapshotImportError(result.stdout.strip().splitlines()[-1])
+    try:
+        result = subprocess.run([interpreter, "-c", _CHILD, str(Path(__file__).resolve()),
+                                 *scripts], cwd=sd_scripts, env=environment, capture_output=True,
+                                text=True, timeout=SNAPSHOT_TIMEOUT_S, check=False)
+    except OSError as exc:
+        raise SnapshotError(f"cannot run {interpreter} ({exc.strerror}): give --python the "
+                            "Python that has sd-scripts' requirements") from None
+    except subprocess.TimeoutExpired:
+        raise SnapshotError(f"importing sd-scripts' scripts took over {SNAPSHOT_TIMEOUT_S} s"
+                            ) from None
+    failed = [line for line in result.stdout.splitlines() if line.startswith("IMPORT-FAILED")]
+    if result.returncode == IMPORT_FAILED and failed:
+        raise SnapshotImportError(failed[-1])
     if result.returncode != 0 or _MARKER not in result.stdout:
-        raise RuntimeError(f"snapshot failed ({result.returncode}): {result.stderr[-2000:]}")
+        said = result.stderr.strip().splitlines() or [f"no {_MARKER} line in its output"]
+        raise SnapshotError(f"snapshot failed (exit {result.returncode}): {said[-1]}")
     data = json.loads(result.stdout.rsplit(_MARKER, 1)[1])
     for snapshot_data in data.values():
         snapshot_data["sd_scripts_commit"] = checkout.commit(sd_scripts)
@@ -316,19 +337,26 @@ def check(script: str, values: Mapping[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Maintainer entry point: `regenerate --sd-scripts DIR [--python PY]`."""
+    """Maintainer entry point: `regenerate --sd-scripts DIR [--python PY] [--out DIR]`."""
     parser = argparse.ArgumentParser(prog="python -m medsynth_kohya.sdscripts.sdopts")
     commands = parser.add_subparsers(dest="command", required=True)
     regen = commands.add_parser("regenerate", help="rewrite the packaged option snapshots")
     regen.add_argument("--sd-scripts", type=Path, required=True, help="sd-scripts checkout")
     regen.add_argument("--python", default=None,
                        help="Python with sd-scripts' dependencies (default: $MEDSYNTH_SD_PYTHON)")
+    regen.add_argument("--out", type=Path, default=SNAPSHOTS,
+                       help="folder to write the snapshots into (default: the packaged one)")
     args = parser.parse_args(argv)
+    from medsynth_kohya.errors import UserError
+
     try:
-        written = regenerate(args.sd_scripts.resolve(), args.python)
+        written = regenerate(args.sd_scripts.resolve(), args.python, args.out)
     except SnapshotImportError as exc:  # the one failure a maintainer fixes by installing
         print(f"error: sd-scripts' Python could not import its scripts ({exc}); give --python "
               "the Python that has its requirements installed", file=sys.stderr)
+        return 1
+    except (SnapshotError, UserError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in written:
         print(path)
