@@ -318,3 +318,42 @@ def test_git_never_waits_for_a_password(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(UserError, match="git clone failed: fatal: could not read Username"):
         install(tmp_path / "sd", url="https://example.invalid/private.git")
     assert record.read_text(encoding="utf-8").strip() == "0"
+
+
+def test_a_link_to_an_empty_folder_is_cloned_through_and_a_dangling_one_refused(
+        upstream: str, runner: CliRunner, tmp_path: Path) -> None:
+    """--dir a link to a folder on a bigger disk crashed with NotADirectoryError after the
+    clone (rmdir of the link); a dangling link crashed the same way."""
+    disk = tmp_path / "big disk" / "sd"
+    disk.mkdir(parents=True)
+    link = tmp_path / "sd"
+    link.symlink_to(disk)
+    code, stdout, stderr = invoke(runner, "install-sd-scripts", "--dir", link)
+    assert code == 0, stderr
+    assert link.is_symlink() and checkout.commit(disk) == checkout.PINNED_COMMIT
+    assert str(link) in stdout and "cloned" in stdout
+    assert not list(disk.parent.glob(".*partial*")) and not list(tmp_path.glob(".*partial*"))
+    assert install(link).action == "already at the pin"
+
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "unmounted" / "sd")
+    code, stdout, stderr = invoke(runner, "install-sd-scripts", "--dir", dangling)
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert " ".join(stderr.split()) == (
+        f"Error: {dangling} is a link to {tmp_path / 'unmounted' / 'sd'}, which does not "
+        "exist; create that folder or choose another --dir")
+    assert dangling.is_symlink() and not (tmp_path / "unmounted").exists()
+
+
+def test_a_python_that_cannot_run_pip_is_one_line(upstream: str, runner: CliRunner,
+                                                  tmp_path: Path) -> None:
+    """--pip with a mistyped --python printed a FileNotFoundError traceback."""
+    missing = tmp_path / "venv" / "bin" / "python"
+    code, stdout, stderr = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd", "--pip",
+                                  "--python", missing)
+    assert code == 1 and "Traceback" not in stdout + stderr
+    assert " ".join(stderr.split()) == (
+        f"Error: cannot run {missing} (No such file or directory); sd-scripts itself is in place "
+        f"at {tmp_path / 'sd'}: pass --python the Python for sd-scripts and re-run with --pip")
+    assert checkout.commit(tmp_path / "sd") == checkout.PINNED_COMMIT
+

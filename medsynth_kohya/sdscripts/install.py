@@ -3,7 +3,7 @@
 Clones into the per-user folder (or `--dir`), checks the commit, and builds the `pip install`
 line for its requirements. Safe to re-run: a clone already at the pin is left as it is, one at
 another commit is moved to the pin, and a non-empty folder that is not an sd-scripts clone is
-refused.
+refused. A --dir that links to an empty folder is cloned into that folder.
 """
 
 from __future__ import annotations
@@ -103,7 +103,10 @@ def install(folder: arguments.PathArg | None = None, *, url: str | None = None,
     """Put sd-scripts at the pinned commit in `folder` (default: the per-user folder)."""
     folder = arguments.optional_path(folder, "folder")
     target = (folder or checkout.user_dir()).expanduser().absolute()
-    source = url or os.environ.get(checkout.ENV_URL) or checkout.UPSTREAM_URL
+    chosen = url or os.environ.get(checkout.ENV_URL)
+    if target.is_symlink() and not target.exists():
+        raise UserError(f"{target} is a link to {target.parent / target.readlink()}, which does "
+                        "not exist; create that folder or choose another --dir")
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file; choose another --dir")
     if target.is_dir() and any(target.iterdir()):
@@ -116,7 +119,8 @@ def install(folder: arguments.PathArg | None = None, *, url: str | None = None,
             _move_to_pin(target)
             action = "moved to the pin"
     else:
-        _clone(source, target)
+        _clone(chosen or checkout.UPSTREAM_URL, target.resolve() if target.is_symlink()
+               else target)  # through a link: the clone goes where it points, the link stays
         action = "cloned"
     head = checkout.commit(target)
     if head != checkout.PINNED_COMMIT:
@@ -126,7 +130,12 @@ def install(folder: arguments.PathArg | None = None, *, url: str | None = None,
     location = checkout.find()
     found_by = location.rule if location.path.resolve() == target.resolve() else None
     if run_pip:
-        code = subprocess.run(pip.argv, cwd=pip.cwd, check=False).returncode
+        try:
+            code = subprocess.run(pip.argv, cwd=pip.cwd, check=False).returncode
+        except OSError as exc:
+            raise UserError(f"cannot run {pip.argv[0]} ({exc.strerror}); sd-scripts itself is in "
+                            f"place at {target}: pass --python the Python for sd-scripts and "
+                            "re-run with --pip") from None
         if code != 0:
             raise UserError(f"pip install exited with {code} (its output is above); sd-scripts "
                             f"itself is in place at {target}: fix the cause and re-run with --pip")
