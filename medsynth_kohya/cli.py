@@ -492,8 +492,9 @@ def install_sd_scripts(
     pip: Annotated[bool, typer.Option(
         "--pip", help="Also run the pip install line for sd-scripts' requirements.")] = False,
     url: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Repository to clone; default $MEDSYNTH_SD_SCRIPTS_URL, else kohya-ss/sd-scripts "
-        "on GitHub.")] = None,
+        help="Repository to clone, or to fetch the release from into a clone at another "
+        "commit; default $MEDSYNTH_SD_SCRIPTS_URL, else kohya-ss/sd-scripts on GitHub (the "
+        "clone's origin for a fetch).")] = None,
     python: PythonOption = None,
 ) -> None:
     """Clone kohya-ss/sd-scripts at the pinned release with git and check its commit.

@@ -357,3 +357,21 @@ def test_a_python_that_cannot_run_pip_is_one_line(upstream: str, runner: CliRunn
         f"at {tmp_path / 'sd'}: pass --python the Python for sd-scripts and re-run with --pip")
     assert checkout.commit(tmp_path / "sd") == checkout.PINNED_COMMIT
 
+
+def test_a_clone_is_moved_to_the_pin_from_the_url_given(upstream: str, tmp_path: Path) -> None:
+    """A clone of a fork without the release tag: --url (or $MEDSYNTH_SD_SCRIPTS_URL) was
+    ignored and the fetch from origin failed."""
+    from medsynth_kohya.errors import UserError
+
+    fork = tmp_path / "fork"
+    subprocess.run(["git", "clone", "-q", "--no-tags", upstream, str(fork)], check=True)
+    _git(fork, "commit", "-q", "--allow-empty", "-m", "the fork's own")
+    assert _git(fork, "tag") == ""
+    clone = tmp_path / "sd"
+    subprocess.run(["git", "clone", "-q", "--no-tags", fork.as_uri(), str(clone)], check=True)
+    assert checkout.commit(clone) != checkout.PINNED_COMMIT
+    with pytest.raises(UserError, match="git fetch failed"):
+        install(clone, url=fork.as_uri())
+    moved = install(clone, url=upstream)
+    assert moved.action == "moved to the pin"
+    assert checkout.commit(clone) == checkout.PINNED_COMMIT

@@ -2,8 +2,9 @@
 
 Clones into the per-user folder (or `--dir`), checks the commit, and builds the `pip install`
 line for its requirements. Safe to re-run: a clone already at the pin is left as it is, one at
-another commit is moved to the pin, and a non-empty folder that is not an sd-scripts clone is
-refused. A --dir that links to an empty folder is cloned into that folder.
+another commit is moved to the pin (fetched from --url, else $MEDSYNTH_SD_SCRIPTS_URL, else its
+origin), and a non-empty folder that is not an sd-scripts clone is refused. A --dir that links
+to an empty folder is cloned into that folder.
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ def _clone(url: str, folder: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _move_to_pin(folder: Path) -> None:
-    """Fetch the pinned release into an existing clone and check it out."""
-    _git("-C", str(folder), "fetch", "--quiet", "origin", "tag", checkout.PINNED_RELEASE)
+def _move_to_pin(folder: Path, remote: str) -> None:
+    """Fetch the pinned release from `remote` (a URL, or the clone's "origin") into an existing
+    clone and check it out."""
+    _git("-C", str(folder), "fetch", "--quiet", remote, "tag", checkout.PINNED_RELEASE)
     _git("-C", str(folder), "checkout", "--quiet", "--detach", checkout.PINNED_COMMIT)
 
 
@@ -116,7 +118,7 @@ def install(folder: arguments.PathArg | None = None, *, url: str | None = None,
         if checkout.commit(target) == checkout.PINNED_COMMIT:
             action = "already at the pin"
         else:
-            _move_to_pin(target)
+            _move_to_pin(target, chosen or "origin")
             action = "moved to the pin"
     else:
         _clone(chosen or checkout.UPSTREAM_URL, target.resolve() if target.is_symlink()
