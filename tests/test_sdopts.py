@@ -87,6 +87,8 @@ def test_unknown_key_gives_the_closest_names() -> None:
     ("lr_warmup_steps", "100", 'lr_warmup_steps = "100" must be a TOML number'),
     ("max_train_epochs", [50], "max_train_epochs = [50] must be a TOML integer"),
     ("mixed_precision", None, "mixed_precision = null is not allowed (it has a default)"),
+    ("dataset_config", 5, "dataset_config = 5 must be a TOML string"),  # a Path option
+    ("lr_warmup_steps", True, "lr_warmup_steps = true must be a TOML number"),
 ])
 def test_wrong_type_names_key_value_and_toml_type(key: str, value: Any, message: str) -> None:
     assert sdopts.check(TRAIN, {key: value}) == [message]
