@@ -39,14 +39,14 @@ class InstallResult:
     pip_ran: bool = False
 
 
-def _git(*args: str, cwd: Path | None = None) -> str:
+def _git(*args: str) -> str:
     """Run git without prompts; a failure is one line naming the git command (`checkout`, not
     the `-C` before it) and git's reason (its `fatal:` or `error:` line, else its first)."""
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
     command = next((arg for arg, before in zip(args, ("", *args), strict=False)
                     if not arg.startswith("-") and before != "-C"), args[0])
     try:
-        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+        result = subprocess.run(["git", *args], capture_output=True, text=True,
                                 timeout=GIT_TIMEOUT_S, check=False, env=env)
     except FileNotFoundError:
         raise UserError("git is not installed: install it (https://git-scm.com) and "
