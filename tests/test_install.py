@@ -375,3 +375,73 @@ def test_a_clone_is_moved_to_the_pin_from_the_url_given(upstream: str, tmp_path:
     moved = install(clone, url=upstream)
     assert moved.action == "moved to the pin"
     assert checkout.commit(clone) == checkout.PINNED_COMMIT
+    assert _git(clone, "describe", "--tags") == TAG  # the release's tag came with it
+
+
+def _fake_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """A `git` first on PATH that runs the shell `body`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+@pytest.mark.parametrize(("stderr", "code", "reason"), [
+    ("hint: use --force\\nerror: the reason\\nfatal: later", 1, "error: the reason"),
+    ("Cloning into 'sd'...\\nsomething odd", 128, "Cloning into 'sd'..."),
+    ("", 5, "exit code 5"),
+])
+def test_a_failing_git_is_one_line_with_its_reason(
+        stderr: str, code: int, reason: str, runner: CliRunner, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """git's first `fatal:` or `error:` line, else its first line, else its exit code."""
+    _fake_git(tmp_path, monkeypatch, f'printf "{stderr}" >&2\nexit {code}')
+    exit_code, stdout, said = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd",
+                                     "--url", "https://example.invalid/sd-scripts.git")
+    assert exit_code == 1 and "Traceback" not in stdout + said
+    assert said.strip() == f"Error: git clone failed: {reason}"
+    assert not (tmp_path / "sd").exists() and not list(tmp_path.glob(".sd.partial*"))
+
+
+def test_a_hung_git_ends_after_its_time_and_a_missing_git_is_named(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.sdscripts import install as install_module
+
+    monkeypatch.setattr(install_module, "GIT_TIMEOUT_S", 1)
+    _fake_git(tmp_path, monkeypatch, "exec sleep 30")
+    code, _, stderr = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd")
+    assert code == 1 and stderr.strip() == (
+        "Error: git clone took over 1 s; check the network and re-run")
+    assert not list(tmp_path.glob(".sd.partial*"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, _, stderr = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd")
+    assert code == 1 and " ".join(stderr.split()) == (
+        "Error: git is not installed: install it (https://git-scm.com) and re-run "
+        "medsynth-kohya install-sd-scripts")
+
+
+def test_a_copy_of_sd_scripts_that_is_no_clone_is_refused(upstream: str, tmp_path: Path) -> None:
+    """sd-scripts' files without a git repository: nothing to move to the pin."""
+    from medsynth_kohya.errors import UserError
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / checkout.TRAIN_SCRIPT).write_text("print('train')\n", encoding="utf-8")
+    with pytest.raises(UserError) as refused:
+        install(copy)
+    assert str(refused.value) == (f"{copy} is not empty and is not an sd-scripts clone; empty it "
+                                  "or choose another --dir")
+    assert [path.name for path in copy.iterdir()] == [checkout.TRAIN_SCRIPT]
+
+
+def test_a_partial_clone_left_under_this_process_id_is_cleared(upstream: str,
+                                                               tmp_path: Path) -> None:
+    """A killed run's `.NAME.partial-PID`, its process id since taken by this run."""
+    import os
+
+    stale = tmp_path / f".sd.partial-{os.getpid()}"
+    stale.mkdir()
+    (stale / "half.pack").write_text("x", encoding="utf-8")
+    assert install(tmp_path / "sd").action == "cloned"
+    assert not stale.exists() and checkout.commit(tmp_path / "sd") == checkout.PINNED_COMMIT
