@@ -94,6 +94,13 @@ def test_wrong_type_names_key_value_and_toml_type(key: str, value: Any, message:
     assert sdopts.check(TRAIN, {key: value}) == [message]
 
 
+def test_null_is_taken_where_the_default_or_a_choice_is_none() -> None:
+    """save_model_as lists None among its choices (its default is "safetensors")."""
+    assert sdopts.check(TRAIN, {"save_model_as": None, "max_token_length": None}) == []
+    assert sdopts.check(TRAIN, {"learning_rate": None}) == [
+        "learning_rate = null is not allowed (it has a default)"]
+
+
 def test_wrong_choice_lists_the_allowed_values() -> None:
     assert sdopts.check(TRAIN, {"mixed_precision": "bf17"}) == [
         'mixed_precision = "bf17" is not one of: no, fp16, bf16']
