@@ -237,8 +237,11 @@ def setup_parser():
 
 
 @pytest.fixture
-def fake_sd_scripts(tmp_path: Path) -> Path:
-    """A checkout whose two scripts declare one option of every kind the snapshot tells apart."""
+def fake_sd_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout whose two scripts declare one option of every kind the snapshot tells apart.
+    The packaged folder is moved aside, so that nothing (a mutant dropping --out) writes the
+    fake's options over the real ones."""
+    monkeypatch.setattr(sdopts, "SNAPSHOTS", tmp_path / "packaged")
     folder = tmp_path / "fake-sd-scripts"
     folder.mkdir()
     for script in sdopts.SCRIPTS:
@@ -276,7 +279,8 @@ def test_the_snapshot_tells_each_kind_of_option_apart(
 @pytest.mark.usefixtures("unmutated_child")
 def test_regenerating_writes_each_script_s_options_and_commit(
         fake_sd_scripts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The maintainer command, on a checkout that is a git clone, into a folder not yet made."""
+    """The maintainer command, on a checkout that is a git clone, into a folder not yet made
+    and again into the same folder."""
     import subprocess
 
     for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t",
@@ -295,6 +299,12 @@ def test_regenerating_writes_each_script_s_options_and_commit(
         assert data["script"] == script and data["sd_scripts_commit"] == head
         assert [option["name"] for option in data["options"]][:3] == [
             "dataset_config", "extra", "fast"]
+    # Again into the folder, which now exists (as the packaged one always does).
+    written[0].write_text("{}", encoding="utf-8")
+    assert sdopts.main(["regenerate", "--sd-scripts", str(fake_sd_scripts), "--python",
+                        sys.executable, "--out", str(out)]) == 0
+    assert json.loads(written[0].read_text(encoding="utf-8"))["script"] == TRAIN
+    assert not sdopts.SNAPSHOTS.exists()
 
 
 @pytest.mark.usefixtures("unmutated_child")
@@ -320,6 +330,7 @@ def test_regenerating_from_a_broken_checkout_or_python_is_one_line(
                         "--out", str(out)]) == 1
     said = capsys.readouterr()
     assert said.out == "" and len(said.err.strip().splitlines()) == 1
+    assert not sdopts.SNAPSHOTS.exists()
     assert said.err.startswith("error: ")
     assert {
         "folder": f"{folder} holds no {TRAIN}.py, {GEN}.py: give --sd-scripts the sd-scripts "

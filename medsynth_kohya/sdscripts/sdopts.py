@@ -187,9 +187,10 @@ print({_MARKER!r} + json.dumps(data))
 """
 
 
-def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path = SNAPSHOTS,
+def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path | None = None,
                scripts: Sequence[str] = SCRIPTS) -> list[Path]:
-    """Snapshot `scripts` with sd-scripts' Python and write `<out_dir>/<script>.json` for each."""
+    """Snapshot `scripts` with sd-scripts' Python and write `<out_dir>/<script>.json` for each
+    (default: the packaged SNAPSHOTS, read when called)."""
     # Imported here: this module is also loaded by file path inside sd-scripts' Python,
     # where medsynth_kohya itself is not installed.
     from medsynth_kohya.sdscripts import checkout
@@ -219,6 +220,7 @@ def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path = SNAP
     data = json.loads(result.stdout.rsplit(_MARKER, 1)[1])
     for snapshot_data in data.values():
         snapshot_data["sd_scripts_commit"] = checkout.commit(sd_scripts)
+    out_dir = out_dir or SNAPSHOTS
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for script in scripts:
