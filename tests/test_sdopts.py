@@ -341,3 +341,13 @@ def test_regenerating_from_a_broken_checkout_or_python_is_one_line(
         "hang": "importing sd-scripts' scripts took over 1 s",
     }[broken] in said.err
     assert not out.exists()
+
+
+def test_the_maintainer_command_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["regenerate", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            sdopts.main(argv)
+        assert done.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "regenerate rewrite the packaged option snapshots" in said
+    assert "--out OUT folder to write the snapshots into (default: the packaged one)" in said
