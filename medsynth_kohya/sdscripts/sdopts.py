@@ -209,8 +209,8 @@ def regenerate(sd_scripts: Path, python: str | None = None, out_dir: Path | None
         raise SnapshotError(f"cannot run {interpreter} ({exc.strerror}): give --python the "
                             "Python that has sd-scripts' requirements") from None
     except subprocess.TimeoutExpired:
-        raise SnapshotError(f"importing sd-scripts' scripts took over {SNAPSHOT_TIMEOUT_S} s"
-                            ) from None
+        took = f"importing sd-scripts' scripts took over {SNAPSHOT_TIMEOUT_S} s"
+        raise SnapshotError(took) from None
     failed = [line for line in result.stdout.splitlines() if line.startswith("IMPORT-FAILED")]
     if result.returncode == IMPORT_FAILED and failed:
         raise SnapshotImportError(failed[-1])
