@@ -95,11 +95,13 @@ def test_synthetic_rows_train_as_melanomas_and_each_repeat_splits_anew(
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_both_sides_of_a_split_hold_patients_of_both_classes(seed: int) -> None:
+def test_both_sides_of_a_split_hold_patients_of_both_classes(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Four patients with benign lesions among thirty with melanomas: each side of every
     split still holds two of each."""
     from medsynth_kohya.evaluation import utility
 
+    monkeypatch.setattr(utility, "BOOTSTRAP", 20)  # the split is judged, not the intervals
     patients = [f"M{i}" for i in range(30) for _ in range(2)] + [f"B{i}" for i in range(4)]
     labels = [1] * 60 + [0] * 4
     recorder = _Targets()
