@@ -75,3 +75,59 @@ def test_fewer_than_two_images_on_a_side_is_refused() -> None:
 
     with pytest.raises(ValueError, match="at least 2 real and 2 synthetic"):
         fidelity(REAL[:1], SYNTHETIC)
+
+
+def _coverage(anchors: np.ndarray, probes: np.ndarray, k: int) -> float:
+    """The share of `probes` within the distance of some anchor to its k-th nearest other
+    anchor, by brute force in numpy."""
+    def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        difference = a[:, None, :].astype(np.float64) - b[None, :, :]
+        distance: np.ndarray = np.sqrt((difference ** 2).sum(axis=2))
+        return distance
+
+    radii = np.sort(distances(anchors, anchors), axis=1)[:, k]
+    return float((distances(probes, anchors) <= radii).any(axis=1).mean())
+
+
+def test_precision_and_recall_take_a_block_of_distances_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for 500 distances, 300 synthetic images against 40 real ones: every pair is
+    measured once and no block holds more (memory stays flat as sets grow); the figures are
+    the brute-force shares at the paper's k = 3 by default; KID's subsets are as large as the
+    real set, drawn by the seed."""
+    import torch
+
+    from medsynth_kohya.evaluation import fidelity
+
+    sizes: list[int] = []
+    cdist = torch.cdist
+
+    def counted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(a) * len(b))
+        return cdist(a, b)
+
+    monkeypatch.setattr(fidelity, "BLOCK", 500)
+    monkeypatch.setattr(torch, "cdist", counted)
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(40, 2)).astype(np.float32)
+    synthetic = (rng.normal(size=(300, 2)) * 1.5 + 0.5).astype(np.float32)
+    result = fidelity.fidelity(real, synthetic)
+    assert max(sizes) <= 500 and sum(sizes) == (len(real) + len(synthetic)) ** 2
+    assert result.precision == pytest.approx(_coverage(real, synthetic, 3))
+    assert result.recall == pytest.approx(_coverage(synthetic, real, 3))
+    assert (result.neighbours, result.kid_subset_size) == (3, len(real))
+    assert result == fidelity.fidelity(real, synthetic, seed=0) and result.kid_std > 0
+    assert fidelity.fidelity(real, synthetic, seed=1).kid_mean != result.kid_mean
+
+
+def test_two_images_a_side_are_enough_and_use_their_one_neighbour() -> None:
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    real = np.array([[0, 1], [2, 0]], dtype=np.float32)
+    synthetic = SYNTHETIC[:2]
+    result = fidelity(real, synthetic, k=5)
+    assert (result.neighbours, result.n_real, result.n_synthetic) == (1, 2, 2)
+    assert (result.precision, result.recall) == (_coverage(real, synthetic, 1),
+                                                 _coverage(synthetic, real, 1))
+    with pytest.raises(ValueError, match="at least 2 real and 2 synthetic"):
+        fidelity(REAL, SYNTHETIC[:1])
