@@ -94,6 +94,53 @@ def test_synthetic_rows_train_as_melanomas_and_each_repeat_splits_anew(
     assert len(wanting) == 1 and wanting[0].endswith("the set has 3: all were used")
 
 
+def test_the_figures_are_the_classifiers_scores_on_each_held_out_side(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each mix's ROC-AUC and balanced accuracy are the means over repeats of sklearn's scores
+    of the probabilities on the held-out rows, inside their bootstrap interval; the ROC curve
+    pools every repeat; sizes are the last split's; notes name photos without a patient id and
+    a mix the set is too small for, once."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
+
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 60)
+    rng = np.random.default_rng(5)
+    labels = [int(i % 3 == 0) for i in range(60)]
+    patients = ["" if i % 10 == 7 else f"P{i % 20}" for i in range(60)]
+    real = rng.normal(size=(60, 3))
+    real[:, 0] = rng.uniform(size=60) * 0.8 + 0.3 * np.array(labels)  # overlapping classes
+    recorder = _Targets()
+    result = utility.utility(real, labels, patients, rng.normal(size=(20, 3)), [0.0, 1.0, 9.0],
+                             repeats=2, seed=3, classifier=recorder)
+    for number, mix in enumerate(result.mixes):
+        tests = recorder.tests[number::3]
+        truths = [[labels[i] for i in test] for test in tests]
+        scores = [real[test, 0] for test in tests]
+        auc = np.mean([roc_auc_score(t, p) for t, p in zip(truths, scores, strict=True)])
+        accuracy = np.mean([balanced_accuracy_score(t, p >= 0.5)
+                            for t, p in zip(truths, scores, strict=True)])
+        assert (mix.auc.value, mix.balanced_accuracy.value) == pytest.approx((auc, accuracy))
+        for interval in (mix.auc, mix.balanced_accuracy):
+            assert interval.low <= interval.value <= interval.high and interval.low < interval.high
+        fpr, tpr, _ = roc_curve(np.concatenate(truths), np.concatenate(scores))
+        assert (mix.fpr, mix.tpr) == (fpr.tolist(), tpr.tolist())
+    last_train, last_test = recorder.calls[-1][0], recorder.tests[-1]
+    melanomas = [sum(labels[i] for i in train) for train, *_ in recorder.calls[::3]]
+    assert [m.synthetic_used for m in result.mixes] == [0, melanomas[-1], 20]
+    assert (result.n_train, result.n_test, result.n_test_melanoma, result.repeats) == (
+        len(last_train), len(last_test), sum(labels[i] for i in last_test), 2)
+    blank = patients.count("")
+    assert result.n_patients == len(set(patients) - {""}) + blank
+    assert result.notes == [
+        f"{blank} of 60 real photos have no patient id: each is split as a patient of its own",
+        f"mix 9 wants {round(9 * melanomas[0])} synthetic images, the set has 20: all were used"]
+    with pytest.raises(utility.TooFewError, match=r"^the real data holds one class only: the "
+                       r"classifier needs melanomas and other lesions \(give the whole ISIC "
+                       r"source as --real\)$"):
+        utility.utility(real, [1] * 60, patients, real[:2], [0.0], classifier=recorder)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_both_sides_of_a_split_hold_patients_of_both_classes(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
