@@ -168,6 +168,17 @@ def test_an_interval_spans_the_middle_95_percent_of_the_bootstrap() -> None:
     assert _interval([0.4], []) == type(interval)(0.4, 0.4, 0.4)
 
 
+def test_rows_are_the_chosen_real_rows_then_the_chosen_synthetic_ones() -> None:
+    from medsynth_kohya.evaluation.utility import Rows
+
+    real, synthetic = np.arange(12).reshape(6, 2), -np.arange(8).reshape(4, 2)
+    rows = Rows(real, np.array([4, 1]), synthetic, np.array([3, 0, 2]))
+    assert len(rows) == 5
+    assert rows.take([4, 0, 2, 1, 3]).tolist() == [synthetic[2].tolist(), real[4].tolist(),
+                                                   synthetic[3].tolist(), real[1].tolist(),
+                                                   synthetic[0].tolist()]
+
+
 def test_the_logistic_regression_weighs_the_rare_melanomas_up() -> None:
     """One melanoma in twenty, its feature shifted by one standard deviation: unweighted, no
     row reaches 0.5; class-balanced, melanomas are found (balanced accuracy past chance)."""
