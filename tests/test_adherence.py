@@ -3,6 +3,8 @@ of the images are compared with it and spread over each set."""
 
 from __future__ import annotations
 
+import pytest
+
 from medsynth_kohya.data.measure import Measurement
 from medsynth_kohya.evaluation.adherence import Prompted, adherence, asked_for
 
@@ -130,3 +132,8 @@ def test_nothing_measured_or_prompted_is_a_dash_and_zero_rates() -> None:
     assert figures["real"] == {"n": 0, "hairy": 0.0, "skin_tone": {}, "ita": [],
                                "vignette": 0.0, "ruler": 0.0, "bubbles": 0.0}
     assert figures["method"].startswith("Every ") and figures["method"].endswith(".")
+
+
+def test_a_prompt_for_each_synthetic_image_or_a_refusal() -> None:
+    with pytest.raises(ValueError, match="zip"):
+        adherence([], [_measured(True, "tan")] * 2, [Prompted(True, "tan")])

@@ -121,13 +121,57 @@ def test_precision_and_recall_take_a_block_of_distances_at_a_time(
 
 
 def test_two_images_a_side_are_enough_and_use_their_one_neighbour() -> None:
+    """The balls' k is at most one less than the smaller set, whichever side it is."""
     from medsynth_kohya.evaluation.fidelity import fidelity
 
-    real = np.array([[0, 1], [2, 0]], dtype=np.float32)
-    synthetic = SYNTHETIC[:2]
-    result = fidelity(real, synthetic, k=5)
-    assert (result.neighbours, result.n_real, result.n_synthetic) == (1, 2, 2)
-    assert (result.precision, result.recall) == (_coverage(real, synthetic, 1),
-                                                 _coverage(synthetic, real, 1))
-    with pytest.raises(ValueError, match="at least 2 real and 2 synthetic"):
-        fidelity(REAL, SYNTHETIC[:1])
+    two = np.array([[0, 1], [2, 0]], dtype=np.float32)
+    for real, synthetic in ((two, SYNTHETIC), (SYNTHETIC, two), (two, SYNTHETIC[:2])):
+        result = fidelity(real, synthetic, k=5)
+        assert (result.neighbours, result.n_real, result.n_synthetic) == (
+            min(len(real), len(synthetic)) - 1, len(real), len(synthetic))
+        assert (result.precision, result.recall) == (_coverage(real, synthetic, 1),
+                                                     _coverage(synthetic, real, 1))
+    assert fidelity(SYNTHETIC, REAL, k=5).neighbours == len(REAL) - 1
+    for real, synthetic in ((REAL, SYNTHETIC[:1]), (REAL[:1], SYNTHETIC)):
+        with pytest.raises(ValueError, match=r"^fidelity needs at least 2 real and 2 synthetic "
+                                             r"images$"):
+            fidelity(real, synthetic)
+
+
+def test_kid_subsets_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsynth_kohya.evaluation import fidelity
+
+    monkeypatch.setattr(fidelity, "KID_SUBSET_SIZE", 5)
+    rng = np.random.default_rng(9)
+    real, synthetic = rng.normal(size=(9, 2)), rng.normal(size=(7, 2))
+    result = fidelity.fidelity(real.astype(np.float32), synthetic.astype(np.float32))
+    assert result.kid_subset_size == 5 and result.kid_std > 0
+
+
+def test_fid_and_kid_are_the_formulas_on_the_two_sets() -> None:
+    """Two random sets of different means and covariances: FID is |mu1 - mu2|^2 +
+    Tr(S1 + S2 - 2 (S1 S2)^1/2) with sample covariances (the trace of the root: the sum of the
+    roots of S1 S2's eigenvalues); KID, with subsets as large as both sets, is the unbiased
+    MMD^2 of the cubic kernel (x.y / d + 1)^3 on every subset alike."""
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    rng = np.random.default_rng(8)
+    real = rng.normal(size=(30, 3)).astype(np.float32)
+    synthetic = (rng.normal(size=(30, 3)) @ [[1, 0.5, 0], [0, 2, 0], [0, 0, 0.5]]
+                 + [1, 0, -1]).astype(np.float32)
+    a, b = real.astype(np.float64), synthetic.astype(np.float64)
+    covariances = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = np.sqrt(np.linalg.eigvals(covariances[0] @ covariances[1]).real).sum()
+    fid = ((a.mean(axis=0) - b.mean(axis=0)) ** 2).sum() + np.trace(
+        covariances[0] + covariances[1]) - 2 * root
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        value: np.ndarray = (x @ y.T / x.shape[1] + 1) ** 3
+        return value
+
+    n = len(a)
+    within = sum((kernel(x, x).sum() - np.trace(kernel(x, x))) / (n * (n - 1)) for x in (a, b))
+    kid = within - 2 * kernel(a, b).mean()
+    result = fidelity(real, synthetic)
+    assert result.fid == pytest.approx(fid, rel=1e-4)
+    assert (result.kid_mean, result.kid_std) == pytest.approx((kid, 0), rel=1e-6, abs=1e-9)
