@@ -110,9 +110,9 @@ def test_the_figures_are_the_classifiers_scores_on_each_held_out_side(
     patients = ["" if i % 10 == 7 else f"P{i % 20}" for i in range(60)]
     real = rng.normal(size=(60, 3))
     real[:, 0] = rng.uniform(size=60) * 0.8 + 0.3 * np.array(labels)  # overlapping classes
-    recorder = _Targets()
-    result = utility.utility(real, labels, patients, rng.normal(size=(20, 3)), [0.0, 1.0, 9.0],
-                             repeats=2, seed=3, classifier=recorder)
+    recorder, synthetic = _Targets(), rng.normal(size=(20, 3))
+    result = utility.utility(real, labels, patients, synthetic, [0.0, 1.0, 9.0], repeats=2,
+                             seed=3, classifier=recorder)
     for number, mix in enumerate(result.mixes):
         tests = recorder.tests[number::3]
         truths = [[labels[i] for i in test] for test in tests]
@@ -127,18 +127,40 @@ def test_the_figures_are_the_classifiers_scores_on_each_held_out_side(
         assert (mix.fpr, mix.tpr) == (fpr.tolist(), tpr.tolist())
     last_train, last_test = recorder.calls[-1][0], recorder.tests[-1]
     melanomas = [sum(labels[i] for i in train) for train, *_ in recorder.calls[::3]]
-    assert [m.synthetic_used for m in result.mixes] == [0, melanomas[-1], 20]
+    assert [m.synthetic_used for m in result.mixes] == [0, max(melanomas), 20]
     assert (result.n_train, result.n_test, result.n_test_melanoma, result.repeats) == (
         len(last_train), len(last_test), sum(labels[i] for i in last_test), 2)
     blank = patients.count("")
     assert result.n_patients == len(set(patients) - {""}) + blank
     assert result.notes == [
         f"{blank} of 60 real photos have no patient id: each is split as a patient of its own",
-        f"mix 9 wants {round(9 * melanomas[0])} synthetic images, the set has 20: all were used"]
+        f"mix 9 wants {9 * max(melanomas)} synthetic images, the set has 20: all were used"]
     with pytest.raises(utility.TooFewError, match=r"^the real data holds one class only: the "
                        r"classifier needs melanomas and other lesions \(give the whole ISIC "
                        r"source as --real\)$"):
         utility.utility(real, [1] * 60, patients, real[:2], [0.0], classifier=recorder)
+
+
+@pytest.mark.parametrize(("seed", "size"), [(2, 20), (0, 25)])
+def test_a_mix_counts_the_synthetic_images_of_every_split_not_only_one(
+        seed: int, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Splits differ in their training melanomas: seed 2 wants 18, 18 then 24 of a set of 20
+    (only the last split runs short), seed 0 wants 21, 21 then 18 of 25. "synthetic used" is
+    the most any split used, and a split that ran short is said, whichever it was."""
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 6)
+    labels = [int(i % 3 == 0) for i in range(90)]
+    patients = [f"P{i % 30}" for i in range(90)]
+    recorder = _Targets()
+    result = utility.utility(np.random.default_rng(0).normal(size=(90, 3)), labels, patients,
+                             np.zeros((size, 3)), [1.0], repeats=3, seed=seed,
+                             classifier=recorder)
+    wanted = max(sum(labels[i] for i in train) for train, *_ in recorder.calls)
+    assert result.mixes[0].synthetic_used == max(len(c[1]) for c in recorder.calls)
+    assert result.mixes[0].synthetic_used == min(wanted, size)
+    assert result.notes == ([f"mix 1 wants {wanted} synthetic images, the set has {size}: all "
+                             "were used"] if wanted > size else [])
 
 
 @pytest.mark.parametrize("seed", range(6))

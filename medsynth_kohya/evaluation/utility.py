@@ -86,6 +86,7 @@ class MixResult:
 
     mix: float
     synthetic_used: int
+    """The most synthetic images one split trained on (splits differ in their melanomas)."""
     auc: Interval
     balanced_accuracy: Interval
     fpr: list[float]
@@ -177,6 +178,7 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
                                                        "bba": []} for m in mixes}
     pooled: dict[float, tuple[list[int], list[float]]] = {m: ([], []) for m in mixes}
     used: dict[float, int] = {}
+    short: dict[float, int] = {}
     sizes = (0, 0, 0)
     for repeat in range(repeats):
         train, test = _split(y, groups, seed + repeat, unit)
@@ -185,10 +187,9 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
         for mix in mixes:
             wanted = round(mix * melanomas)
             count = min(wanted, len(synthetic))
-            if count < wanted and repeat == 0:
-                notes.append(f"mix {mix:g} wants {wanted} synthetic images, the set has "
-                             f"{len(synthetic)}: all were used")
-            used[mix] = count
+            if count < wanted:
+                short[mix] = max(short.get(mix, 0), wanted)
+            used[mix] = max(used.get(mix, 0), count)
             pick = rng.choice(len(synthetic), size=count, replace=False)
             targets = np.concatenate([y[train], np.ones(count, dtype=np.int64)])
             probability = classifier(Rows(real, train, synthetic, pick), targets,
@@ -206,6 +207,8 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
                     truth[sample], probability[sample] >= 0.5)))
             pooled[mix][0].extend(truth.tolist())
             pooled[mix][1].extend(probability.tolist())
+    notes += [f"mix {mix:g} wants {short[mix]} synthetic images, the set has "
+              f"{len(synthetic)}: all were used" for mix in mixes if mix in short]
     results = []
     for mix in mixes:
         fpr, tpr, _ = roc_curve(pooled[mix][0], pooled[mix][1])
