@@ -57,17 +57,21 @@ def test_every_classifier_gets_the_same_patient_level_splits(
 
 
 class _Targets(_Recorder):
-    """A recorder that also keeps the labels each classifier is trained on and the rows
-    it is tested on."""
+    """A recorder that also keeps the labels, rows and seed each classifier is trained with
+    and the rows it is tested on."""
 
     def __init__(self) -> None:
         super().__init__()
         self.targets: list[list[int]] = []
         self.tests: list[list[int]] = []
+        self.rows: list[Any] = []
+        self.seeds: list[int] = []
 
     def __call__(self, train: Any, targets: Any, test: Any, seed: int) -> Any:
         self.targets.append(targets.tolist())
         self.tests.append(test.real_index.tolist())
+        self.rows.append(train.take(np.arange(len(train))))
+        self.seeds.append(seed)
         return super().__call__(train, targets, test, seed)
 
 
@@ -113,6 +117,9 @@ def test_the_figures_are_the_classifiers_scores_on_each_held_out_side(
     recorder, synthetic = _Targets(), rng.normal(size=(20, 3))
     result = utility.utility(real, labels, patients, synthetic, [0.0, 1.0, 9.0], repeats=2,
                              seed=3, classifier=recorder)
+    for (train, picked, _, _), rows in zip(recorder.calls, recorder.rows, strict=True):
+        assert rows.tolist() == np.concatenate([real[train], synthetic[picked]]).tolist()
+    assert recorder.seeds == [3] * 3 + [4] * 3  # a split's seed: fine-tuning repeats with it
     for number, mix in enumerate(result.mixes):
         tests = recorder.tests[number::3]
         truths = [[labels[i] for i in test] for test in tests]
@@ -199,6 +206,29 @@ def test_rows_are_the_chosen_real_rows_then_the_chosen_synthetic_ones() -> None:
     assert rows.take([4, 0, 2, 1, 3]).tolist() == [synthetic[2].tolist(), real[4].tolist(),
                                                    synthetic[3].tolist(), real[1].tolist(),
                                                    synthetic[0].tolist()]
+
+
+def test_photos_without_any_patient_id_are_said_to_be_split_one_by_one() -> None:
+    from medsynth_kohya.evaluation import utility
+
+    note = utility.missing_patients(["", ""])
+    assert note is not None and note.startswith("the real data records no patient ids: ")
+    assert note.endswith(" may fall on both sides") and utility.missing_patients(["P1"]) is None
+
+
+def test_the_logistic_regression_does_not_depend_on_the_features_units() -> None:
+    """Features standardised first: one column in other units (x 1000) gives the same
+    probabilities, as no penalty falls harder on a column for its scale."""
+    from medsynth_kohya.evaluation.utility import Rows, logistic
+
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1] * 30, dtype=np.int64)
+    rows = rng.normal(size=(60, 3)) + labels[:, None] * [0.2, 0.1, 0.0]
+    other = rows * [1000.0, 1.0, 0.001]
+    every, none = np.arange(60), np.zeros(0, dtype=np.int64)
+    probabilities = [logistic(Rows(r, every, r, none), labels, Rows(r, every, r, none), 0)
+                     for r in (rows, other)]
+    assert probabilities[0] == pytest.approx(probabilities[1], abs=1e-6)
 
 
 def test_the_logistic_regression_weighs_the_rare_melanomas_up() -> None:
