@@ -68,6 +68,7 @@ class _Targets(_Recorder):
         self.seeds: list[int] = []
 
     def __call__(self, train: Any, targets: Any, test: Any, seed: int) -> Any:
+        assert targets.dtype == np.int64  # the labels `Classifier` is given
         self.targets.append(targets.tolist())
         self.tests.append(test.real_index.tolist())
         self.rows.append(train.take(np.arange(len(train))))
