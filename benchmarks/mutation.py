@@ -147,7 +147,6 @@ AREAS = (
     Area("evaluate run", "medsynth_kohya/evaluation/report.py", sample=SAMPLE),
     Area("sd-scripts options", "medsynth_kohya/sdscripts/sdopts.py", sample=SAMPLE),
     Area("sd-scripts options", "medsynth_kohya/sdscripts/install.py"),
-    Area("evaluation measures", "medsynth_kohya/evaluation/utility.py"),
     Area("evaluation measures", "medsynth_kohya/evaluation/utility.py", sample=SAMPLE),
     Area("evaluation measures", "medsynth_kohya/evaluation/fidelity.py"),
     Area("evaluation measures", "medsynth_kohya/evaluation/adherence.py"),
