@@ -171,6 +171,31 @@ def test_a_mix_counts_the_synthetic_images_of_every_split_not_only_one(
                              "were used"] if wanted > size else [])
 
 
+@pytest.mark.parametrize(("bootstrap", "repeats"), [(10, 3), (2, 3), (9, 3), (4, 1)])
+def test_the_intervals_draw_every_resample_the_method_says_whatever_the_repeats(
+        bootstrap: int, repeats: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each split drew BOOTSTRAP // repeats resamples: 999 of the 1000 the report names at 3
+    repeats, and none at all past 1000 repeats, so the intervals collapsed to their means."""
+    import sklearn.metrics
+
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", bootstrap)
+    scored = [0]
+    roc_auc = sklearn.metrics.roc_auc_score
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scored[0] += 1
+        return roc_auc(*args, **kwargs)
+
+    monkeypatch.setattr(sklearn.metrics, "roc_auc_score", counted)
+    labels = [int(i % 2 == 0) for i in range(120)]
+    utility.utility(np.random.default_rng(1).normal(size=(120, 3)), labels,
+                    [f"P{i % 60}" for i in range(120)], np.zeros((10, 3)), [0.0],
+                    repeats=repeats, seed=0, classifier=_Recorder())
+    assert scored[0] == repeats + bootstrap  # one score per split, then one per resample
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_both_sides_of_a_split_hold_patients_of_both_classes(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:

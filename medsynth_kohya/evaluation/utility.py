@@ -198,7 +198,7 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
             entry = scores[mix]
             entry["auc"].append(float(roc_auc_score(truth, probability)))
             entry["ba"].append(float(balanced_accuracy_score(truth, probability >= 0.5)))
-            for _ in range(BOOTSTRAP // repeats):
+            for _ in range(BOOTSTRAP // repeats + (repeat < BOOTSTRAP % repeats)):
                 sample = rng.integers(0, len(truth), len(truth))
                 if len(np.unique(truth[sample])) < 2:
                     continue
