@@ -150,6 +150,9 @@ AREAS = (
     Area("evaluation measures", "medsynth_kohya/evaluation/utility.py", sample=SAMPLE),
     Area("evaluation measures", "medsynth_kohya/evaluation/fidelity.py"),
     Area("evaluation measures", "medsynth_kohya/evaluation/adherence.py"),
+    Area("hub access", "medsynth_kohya/hub/access.py"),
+    Area("hub access", "medsynth_kohya/hub/failures.py"),
+    Area("hub access", "medsynth_kohya/hub/timeouts.py"),
 )
 
 
