@@ -151,7 +151,7 @@ AREAS = (
     Area("evaluation measures", "medsynth_kohya/evaluation/fidelity.py"),
     Area("evaluation measures", "medsynth_kohya/evaluation/adherence.py"),
     Area("hub access", "medsynth_kohya/hub/access.py"),
-    Area("hub access", "medsynth_kohya/hub/failures.py"),
+    Area("hub access", "medsynth_kohya/hub/failures.py", sample=SAMPLE),
     Area("hub access", "medsynth_kohya/hub/timeouts.py"),
 )
 
