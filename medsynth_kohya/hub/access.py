@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from medsynth_kohya import __version__
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.contents import scrub
-from medsynth_kohya.hub.failures import http_status, hub_error
+from medsynth_kohya.hub.failures import answered_otherwise, http_status, hub_error, login
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -75,6 +75,8 @@ def writer(api: HfApi, repo_id: str, *, option: str = "--repo-id",
             raise
         kind = UserError if http_status(exc) in (401, 403) else Unanswered
         raise kind(scrub(message.encode(), secrets).decode()) from None
+    if not isinstance(info, Mapping):  # JSON, but not the account the Hub describes
+        raise Unanswered(answered_otherwise(api.endpoint, CHECKING))
     problem = refusal(info, repo_id, api.endpoint, option)
     if problem is not None:
         raise UserError(problem)
@@ -91,7 +93,7 @@ def refusal(info: Mapping[str, Any], repo_id: str, endpoint: str, option: str) -
     if isinstance(token, Mapping) and token.get("role") == "read":
         return (f"the token of {user} at {endpoint} is read-only: a push needs one with the "
                 f"write role ({endpoint}/settings/tokens); set HF_TOKEN to it or run "
-                "`hf auth login`")
+                f"{login(endpoint)}")
     orgs = [str(org.get("name")) for org in info.get("orgs") or ()
             if isinstance(org, Mapping) and org.get("name")]
     namespace, name = repo_id.split("/")

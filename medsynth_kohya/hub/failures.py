@@ -19,14 +19,20 @@ from medsynth_kohya.hub.timeouts import advice
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
+def login(endpoint: str) -> str:
+    """The login that stores a token of the Hub at `endpoint`: `hf auth login` checks the token
+    at HF_ENDPOINT's Hub (the public one where it is unset), not at --endpoint's."""
+    return f"`{'' if endpoint == DEFAULT_ENDPOINT else f'HF_ENDPOINT={endpoint} '}hf auth login`"
+
+
 def no_token(endpoint: str) -> str:
     """The line for a push without a token: the token page of the Hub at `endpoint`, and a
-    login that checks the token there (`hf auth login` asks HF_ENDPOINT's Hub)."""
+    login that checks the token there."""
     if endpoint == DEFAULT_ENDPOINT:
         return ("no Hugging Face token found: set HF_TOKEN to a token with write access "
-                f"({DEFAULT_ENDPOINT}/settings/tokens) or run `hf auth login`")
+                f"({DEFAULT_ENDPOINT}/settings/tokens) or run {login(endpoint)}")
     return (f"no Hub token found: set HF_TOKEN to a token of {endpoint} with write access "
-            f"({endpoint}/settings/tokens) or run `HF_ENDPOINT={endpoint} hf auth login`")
+            f"({endpoint}/settings/tokens) or run {login(endpoint)}")
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
@@ -99,6 +105,15 @@ def answered_instead(endpoint: str, setting: str) -> str:
             "network's sign-in page or a filtering proxy: sign in to the network or use another")
 
 
+def answered_otherwise(endpoint: str, during: str) -> str:
+    """The line for an answer the Hub never gives (a web page, JSON of another shape) to a
+    request made during `during`."""
+    return (f"{endpoint} did not answer as the Hugging Face Hub does during {during} (it sent a "
+            "web page or other text where the Hub sends its JSON answer): "
+            f"{answered_instead(endpoint, '--endpoint / HF_ENDPOINT')}, then run the same "
+            "command again")
+
+
 LFS_REFUSED = ("LFS batch API returned errors", "LFS batch endpoint returned errors")
 """How huggingface_hub (2.x, 0.x) starts the error it raises when the Hub will not store an
 upload (the LFS batch's per-object errors: too large, storage quota used up)."""
@@ -151,13 +166,18 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
     answer = _answer(exc)
     if answer is not None:
         status = _status(answer)
+        url = str(getattr(getattr(answer, "response", None), "url", ""))
         if status == 404 and "/xet-write-token/" in str(answer):
             return (f"the Hub at {endpoint} does not offer Xet uploads, which this "
                     "huggingface_hub uses when hf_xet is installed: set HF_HUB_DISABLE_XET=1 "
                     "and run the same command again")
         if status == 401:
             return (f"the Hub at {endpoint} rejected the token (401): set HF_TOKEN to a "
-                    "valid token with write access, or run `hf auth login`")
+                    f"valid token with write access, or run {login(endpoint)}")
+        if status == 404 and "/api/whoami" in url:  # asks for no repository: not the Hub's API
+            return (f"{endpoint} answered 404 during {during}, which any Hugging Face Hub "
+                    f"answers: {answered_instead(endpoint, '--endpoint / HF_ENDPOINT')}, then "
+                    "run the same command again")
         if status == 403:
             return (f"no write access to {repo_id} (403): it belongs to another user or "
                     "organisation, or the token is read-only; push to your own namespace "
@@ -171,7 +191,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                     "minutes and run the same command again")
         message = str(getattr(answer, "server_message", "") or "").splitlines()
         detail = f": {message[0][:200]}" if message else ""
-        if "validate-yaml" in str(getattr(getattr(answer, "response", None), "url", "")):
+        if "validate-yaml" in url:
             return (f"the Hub at {endpoint} refused the model card's metadata ({status}"
                     f"{detail}); check the values the card takes from you (--license, the "
                     "run's prompts) and run the same command again")
@@ -188,10 +208,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                 f"({reason[:200] or 'no reason given'}); {unfinished}check the repository's "
                 "storage on the Hub, then run the same command again")
     if not_the_hub(exc):
-        return (f"{endpoint} did not answer as the Hugging Face Hub does during {during} (it "
-                "sent a web page or other text where the Hub sends JSON): "
-                f"{answered_instead(endpoint, '--endpoint / HF_ENDPOINT')}, then run the same "
-                "command again")
+        return answered_otherwise(endpoint, during)
     network = network_errors()
     for link in chain(exc):
         if isinstance(link, ConnectionRefusedError) or type(link).__name__ == "ConnectError":

@@ -1,0 +1,541 @@
+"""The Hub's verdict on the token (hub/access.py), the one line each Hub or network failure
+becomes (hub/failures.py) and the limits on each wait (hub/timeouts.py), read whole, against
+the loopback Hub or a loopback server that answers as told: never the network."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from medsynth_kohya import __version__
+from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub import failures, timeouts
+from medsynth_kohya.hub.access import Unanswered, hub_api, read_token, refusal, writer
+from medsynth_kohya.hub.failures import hub_error, no_token
+
+from .conftest import invoke
+from .fake_hub import TOKEN, FakeHub
+from .test_hub import REPO, make_run
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+PUBLIC = "https://huggingface.co"
+OTHER = "https://hub.example.org"
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers every request with the server's `status`, `headers` and `body`; or never, while
+    the server's `hang` is set."""
+
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output clean."""
+
+    def _answer(self) -> None:
+        self.server.seen.append((self.command, self.path, dict(self.headers.items())))
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        if self.server.hang:
+            self.server.stopping.wait(30)
+            self.close_connection = True
+            return
+        self.send_response(self.server.status)
+        for key, value in {"Content-Type": "application/json",
+                           "Content-Length": str(len(self.server.body)),
+                           **self.server.headers}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+    do_GET = do_POST = _answer
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    """A loopback server that answers 200 `{}` until told otherwise (`answer`)."""
+    served = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    served.daemon_threads = True
+    served.seen, served.hang, served.stopping = [], False, threading.Event()  # type: ignore[attr-defined]
+    answer(served, 200, {})
+    thread = threading.Thread(target=served.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        served.stopping.set()  # type: ignore[attr-defined]
+        served.shutdown()
+        served.server_close()
+
+
+def answer(server: ThreadingHTTPServer, status: int, payload: Any,
+           message: str | None = None) -> None:
+    """Make `server` answer `status` with `payload` as JSON (and the Hub's error header)."""
+    server.status, server.body = status, json.dumps(payload).encode()  # type: ignore[attr-defined]
+    server.headers = {} if message is None else {"X-Error-Message": message}  # type: ignore[attr-defined]
+
+
+def url_of(server: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def caught(call: Any) -> BaseException:
+    """What `call()` raises: a real client's exception, to hand to hub_error."""
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    raise AssertionError("the call did not fail")
+
+
+def one_line(runner: CliRunner, *args: object) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of the CLI, stderr's words joined on one line."""
+    code, stdout, stderr = invoke(runner, *args)
+    assert "Traceback" not in stderr, stderr
+    return code, stdout, " ".join(stderr.split())
+
+
+# --- the verdict on the token (access.py) -------------------------------------------------------
+
+def _whoami(role: Any = "write", orgs: Any = ({"type": "org", "name": "Lab"},),
+            name: Any = "alice") -> dict[str, Any]:
+    return {"type": "user", "name": name, "orgs": list(orgs),
+            "auth": {"type": "access_token", "accessToken": {"role": role}}}
+
+
+@pytest.mark.parametrize("endpoint", [PUBLIC, OTHER])
+def test_a_read_only_token_is_refused_in_one_whole_line(endpoint: str) -> None:
+    login = "`hf auth login`" if endpoint == PUBLIC else f"`HF_ENDPOINT={endpoint} hf auth login`"
+    assert refusal(_whoami("read"), "alice/x", endpoint, "--repo-id") == (
+        f"the token of alice at {endpoint} is read-only: a push needs one with the write role "
+        f"({endpoint}/settings/tokens); set HF_TOKEN to it or run {login}")
+
+
+def test_a_namespace_the_account_cannot_write_to_is_refused_in_one_whole_line() -> None:
+    said = refusal(_whoami(orgs=({"name": "Lab"}, {"name": "clinic"})), "bob/lora", OTHER,
+                   "--push")
+    assert said == (f"--push bob/lora: the token belongs to alice, who cannot write to bob at "
+                    f"{OTHER}; push to alice/lora or an organisation of theirs (Lab, clinic), "
+                    "or use a token of an account that can write to bob")
+    assert refusal(_whoami(orgs=()), "bob/lora", OTHER, "--repo-id") == (
+        f"--repo-id bob/lora: the token belongs to alice, who cannot write to bob at {OTHER}; "
+        "push to alice/lora, or use a token of an account that can write to bob")
+
+
+def test_organisations_are_read_by_name_and_the_rest_of_whoami_is_ignored() -> None:
+    """An organisation entry without a name, or not an object, names no namespace; the names
+    are compared without case; an answer without `auth`, or with an `auth` of another shape,
+    is judged by its namespace alone; one without a user name is left to the Hub."""
+    odd = _whoami(orgs=({"type": "org"}, "lab", {"name": ""}, {"name": "Clinic"}))
+    assert refusal(odd, "CLINIC/x", OTHER, "--repo-id") is None
+    said = refusal(odd, "lab/x", OTHER, "--repo-id")
+    assert said is not None and "organisation of theirs (Clinic)," in said
+    assert refusal(_whoami(), "ALICE/x", OTHER, "--repo-id") is None
+    assert refusal(_whoami(), "lab/x", OTHER, "--repo-id") is None
+    for auth in (None, "read", {"accessToken": "read"}, {"accessToken": {"role": "READ"}}):
+        info = {**_whoami(), "auth": auth}
+        assert refusal(info, "alice/x", OTHER, "--repo-id") is None, auth
+    assert refusal({**_whoami(), "orgs": None}, "alice/x", OTHER, "--repo-id") is None
+    assert refusal(_whoami(name=None), "bob/x", OTHER, "--repo-id") is None
+    assert refusal(_whoami(name=""), "bob/x", OTHER, "--repo-id") is None
+
+
+def test_the_writer_is_the_account_whoami_names_asked_with_the_tools_user_agent(
+        fake_hub: FakeHub) -> None:
+    fake_hub.user, fake_hub.orgs = "carol", ("lab",)
+    assert writer(hub_api(fake_hub.url, TOKEN), "Lab/lora") == "carol"
+    assert fake_hub.requests == [("GET", "/api/whoami-v2")]
+    headers = {key.lower(): value for key, value in fake_hub.headers_seen[0].items()}
+    assert headers["authorization"] == f"Bearer {TOKEN}"
+    assert f"medsynth-kohya/{__version__}" in headers["user-agent"]
+
+
+def test_an_account_without_a_name_writes_as_nobody_the_hub_judges_the_push(
+        server: ThreadingHTTPServer) -> None:
+    answer(server, 200, {"type": "user", "orgs": []})
+    assert writer(hub_api(url_of(server), TOKEN), "bob/lora") == ""
+
+
+@pytest.mark.parametrize(("status", "refused"), [(401, True), (403, True), (404, False),
+                                                 (429, False), (500, False), (400, False)])
+def test_whoami_refusals_are_verdicts_and_other_failures_are_not(
+        server: ThreadingHTTPServer, status: int, refused: bool) -> None:
+    """401 and 403 refuse (a dry run stops on them as the push would); a server error, a rate
+    limit or a server without the Hub's API give no verdict on the token (a dry run goes on);
+    the Hub's words never carry the token."""
+    answer(server, status, {"error": f"no {TOKEN} here"}, message=f"no {TOKEN} here")
+    with pytest.raises(UserError) as raised:
+        writer(hub_api(url_of(server), TOKEN), "alice/lora", option="--push",
+               secrets=(TOKEN,))
+    assert isinstance(raised.value, Unanswered) is not refused
+    assert TOKEN not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_whoami_answered_with_json_that_is_no_account_is_one_line_not_a_traceback(
+        server: ThreadingHTTPServer) -> None:
+    """A server at the endpoint that answers JSON of another shape (a list): whoami's answer
+    was read as a mapping, and push ended in an AttributeError's traceback."""
+    for payload in (["not", "an", "account"], "ok", 3):
+        answer(server, 200, payload)
+        with pytest.raises(Unanswered) as raised:
+            writer(hub_api(url_of(server), TOKEN), "alice/lora")
+        assert str(raised.value) == (
+            f"{url_of(server)} did not answer as the Hugging Face Hub does during the check of "
+            "the token (it sent a web page or other text where the Hub sends its JSON answer): "
+            f"check --endpoint / HF_ENDPOINT (the public Hub is {PUBLIC}), then run the same "
+            "command again")
+
+
+def test_a_push_to_a_server_answering_json_that_is_no_account_is_one_line(
+        runner: CliRunner, server: ThreadingHTTPServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    answer(server, 200, [])
+    run = make_run(tmp_path)
+    code, _, said = one_line(runner, "push", run, "--repo-id", REPO, "--endpoint",
+                             url_of(server))
+    assert code == 1 and said.startswith(f"Error: {url_of(server)} did not answer as the "
+                                         "Hugging Face Hub does during the check of the token")
+    code, stdout, said = one_line(runner, "push", run, "--repo-id", REPO, "--endpoint",
+                                  url_of(server), "--dry-run")
+    assert code == 0 and f"Would push to {url_of(server)}/{REPO}" in stdout
+    assert "did not answer as the Hugging Face Hub does" in said
+
+
+def test_a_token_that_cannot_be_read_names_the_library_s_first_line_or_its_kind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def unreadable(error: Exception) -> Any:
+        def get_token() -> str:
+            raise error
+        return get_token
+
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", unreadable(OSError(" No id token.\nmore ")))
+    with pytest.raises(UserError) as raised:
+        read_token()
+    assert str(raised.value) == ("the Hub token cannot be read: No id token; hf auth login, or "
+                                 "export HF_TOKEN")
+    monkeypatch.setattr(huggingface_hub, "get_token", unreadable(RuntimeError()))
+    monkeypatch.setenv("HF_OIDC_RESOURCE", "")
+    with pytest.raises(UserError, match=r"^the Hub token cannot be read: RuntimeError; hf auth "):
+        read_token()
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_stored")
+    assert read_token() == "hf_stored"
+
+
+# --- whoami's answers through the CLI -------------------------------------------------------------
+
+@pytest.mark.parametrize(("status", "line"), [
+    (401, "the Hub at {url} rejected the token (401): set HF_TOKEN to a valid token with write "
+          "access, or run `HF_ENDPOINT={url} hf auth login`"),
+    (403, f"no write access to {REPO} (403): it belongs to another user or organisation, or "
+          "the token is read-only; push to your own namespace (--repo-id YOUR-NAME/"
+          f"{REPO.split('/')[1]}) with a write token"),
+    (404, "{url} answered 404 during the check of the token, which any Hugging Face Hub "
+          "answers: check --endpoint / HF_ENDPOINT (the public Hub is https://huggingface.co), "
+          "then run the same command again"),
+    (429, "the Hub at {url} is rate-limiting this token (429); wait a few minutes and run the "
+          "same command again"),
+    (503, "the Hub at {url} failed with 503 during the check of the token: injected failure "
+          "503; run the same command again later"),
+    (400, "the Hub at {url} answered 400 during the check of the token: injected failure 400; "
+          "check --repo-id and run the same command again")])
+def test_each_whoami_failure_is_its_own_whole_line_and_only_refusals_stop_a_dry_run(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, status: int, line: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 404 to whoami is no repository missing (a push makes the repository): it said
+    "alice/melanoma-lora was not found", and told the user to check --repo-id."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail("GET", r"/api/whoami-v2", status)
+    run = make_run(tmp_path)
+    expected = line.format(url=fake_hub.url)
+    code, _, said = one_line(runner, "push", run, "--repo-id", REPO, "--endpoint", fake_hub.url)
+    assert code == 1 and said == f"Error: {expected}"
+    code, stdout, said = one_line(runner, "push", run, "--repo-id", REPO, "--endpoint",
+                                  fake_hub.url, "--dry-run")
+    if status in (401, 403):
+        assert code == 1 and said == f"Error: {expected}" and "Would push" not in stdout
+    else:
+        assert code == 0 and expected in said and f"Would push to {fake_hub.url}" in stdout
+    assert {path for _, path in fake_hub.requests} == {"/api/whoami-v2"}
+
+
+# --- each failure's line (failures.py) ------------------------------------------------------------
+
+def test_no_token_names_the_login_of_the_hub_pushed_to() -> None:
+    assert no_token(PUBLIC) == ("no Hugging Face token found: set HF_TOKEN to a token with "
+                                f"write access ({PUBLIC}/settings/tokens) or run `hf auth "
+                                "login`")
+    assert no_token(OTHER) == (f"no Hub token found: set HF_TOKEN to a token of {OTHER} with "
+                               f"write access ({OTHER}/settings/tokens) or run `HF_ENDPOINT="
+                               f"{OTHER} hf auth login`")
+
+
+def test_a_missing_token_or_offline_mode_anywhere_in_the_chain_is_said(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = LocalTokenNotFoundError("no token")
+    assert hub_error(wrapped, REPO, OTHER) == no_token(OTHER)
+    later = RuntimeError("later")
+    later.__context__ = OfflineModeIsEnabled("offline")
+    assert hub_error(later, REPO, OTHER) == (
+        f"HF_HUB_OFFLINE is set, so huggingface_hub sends nothing to {OTHER}: unset it (it is "
+        "for `sample` from the Hub cache) and run the same command again")
+
+
+@pytest.mark.parametrize("during", [failures.PUSHING, "a read of the repository"])
+def test_server_errors_say_what_failed_and_the_hubs_first_line(
+        server: ThreadingHTTPServer, during: str) -> None:
+    from huggingface_hub import HfApi
+
+    url = url_of(server)
+    answer(server, 502, {"error": "x"}, message="Bad gateway " + "z" * 300)
+    exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
+    unfinished = "the push did not finish: " if during == failures.PUSHING else ""
+    assert hub_error(exc, REPO, url, during=during) == (
+        f"the Hub at {url} failed with 502 during {during}: Bad gateway {'z' * 188}; "
+        f"{unfinished}run the same command again later")
+    answer(server, 500, {})
+    exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
+    assert str(hub_error(exc, REPO, url)).startswith(f"the Hub at {url} failed with 500 "
+                                                     "during the push")
+
+
+def test_other_answers_name_the_status_and_the_option(server: ThreadingHTTPServer) -> None:
+    from huggingface_hub import HfApi
+
+    url = url_of(server)
+    answer(server, 409, {"error": "x"}, message="Conflict here")
+    exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
+    assert hub_error(exc, REPO, url, during="a read of the repository", option="--push") == (
+        f"the Hub at {url} answered 409 during a read of the repository: Conflict here; check "
+        "--push and run the same command again")
+    answer(server, 404, {})
+    exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
+    assert hub_error(exc, REPO, url, option="--push") == (
+        f"{REPO} was not found at {url} (404): check --push's namespace (your user name or an "
+        "organisation you belong to) and --endpoint / HF_ENDPOINT")
+    answer(server, 403, {})
+    exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
+    assert str(hub_error(exc, REPO, url, option="--push")).endswith(
+        f"push to your own namespace (--push YOUR-NAME/{REPO.split('/')[1]}) with a write token")
+    answer(server, 401, {})
+    exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).whoami())
+    assert hub_error(exc, REPO, PUBLIC) == (
+        f"the Hub at {PUBLIC} rejected the token (401): set HF_TOKEN to a valid token with write "
+        "access, or run `hf auth login`")
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_xet_s_words_for_the_hub_s_answer_are_that_answer(status: int) -> None:
+    """hf_xet reports the Hub's answer to its token request in a ConnectionError's words; a
+    404 there is a Hub that offers no Xet uploads."""
+    url = f"{OTHER}/api/models/{REPO}/xet-write-token/main"
+    words = ("Request failed: HTTP status client error ({} Not Found) for url ({})")
+    exc = ConnectionError(words.format(status, url))
+    said = hub_error(exc, REPO, OTHER)
+    if status == 404:
+        assert said == (f"the Hub at {OTHER} does not offer Xet uploads, which this "
+                        "huggingface_hub uses when hf_xet is installed: set HF_HUB_DISABLE_XET=1 "
+                        "and run the same command again")
+    else:
+        assert said is not None and said.startswith(f"no write access to {REPO} (403)")
+    assert failures.http_status(exc) == status
+    server_side = ConnectionError(words.format(503, url).replace("client", "server"))
+    assert failures.http_status(server_side) == 503
+    assert failures.http_status(ConnectionError("HTTP status client error (4044)")) is None
+    assert failures.http_status(OSError(words.format(404, url))) is None
+
+
+def test_files_the_hub_will_not_store_give_its_reason_or_say_there_was_none() -> None:
+    for start in failures.LFS_REFUSED:
+        refused = ValueError(f"{start}:\nEncountered error for file with OID abc: `Too large`")
+        assert hub_error(refused, REPO, OTHER) == (
+            f"the Hub at {OTHER} would not store a file during the push (Too large); the push "
+            "did not finish: check the repository's storage on the Hub, then run the same "
+            "command again")
+    bare = RuntimeError("upload")
+    bare.__context__ = ValueError(f"{failures.LFS_REFUSED[0]}:")
+    assert hub_error(bare, REPO, OTHER, during="a read of the repository") == (
+        f"the Hub at {OTHER} would not store a file during a read of the repository (no reason "
+        "given); check the repository's storage on the Hub, then run the same command again")
+
+
+def test_refused_card_metadata_and_failures_of_other_kinds(runner: CliRunner,
+                                                           fake_hub: FakeHub, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    """The Hub's check of the card's metadata refuses it: the line says which values come from
+    the user; the client's own refusal says its last line; anything else is no Hub failure."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail("POST", r"/api/validate-yaml", 422)
+    code, _, said = one_line(runner, "push", make_run(tmp_path), "--repo-id", REPO,
+                             "--endpoint", fake_hub.url)
+    assert code == 1 and said == (
+        f"Error: the Hub at {fake_hub.url} refused the model card's metadata (422: injected "
+        "failure 422); check the values the card takes from you (--license, the run's "
+        "prompts) and run the same command again")
+    invalid = ValueError("Invalid metadata in README.md.\n- \"license\" must be one of [...]")
+    assert hub_error(invalid, REPO, OTHER) == (
+        "the Hub refused the model card's metadata: - \"license\" must be one of [...]")
+    for other in (KeyError("url"), ValueError("Invalid repo id"), RuntimeError("boom")):
+        assert hub_error(other, REPO, OTHER) is None
+
+
+def test_a_connection_refused_or_lost_says_which_and_what_a_re_run_does(
+        runner: CliRunner, fake_hub: FakeHub, server: ThreadingHTTPServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import HfApi
+
+    closed = url_of(server)
+    server.shutdown()
+    server.server_close()
+    exc = caught(lambda: HfApi(endpoint=closed, token=TOKEN).model_info(REPO))
+    said = hub_error(exc, REPO, closed, during="a read of the repository")
+    assert said is not None and said.startswith(
+        f"could not connect to {closed} during a read of the repository (")
+    assert said.endswith("): check --endpoint / HF_ENDPOINT and the network, then run the "
+                         "same command again")
+    refused = OSError("wrapped")
+    refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    assert hub_error(refused, REPO, OTHER) == (
+        f"could not connect to {OTHER} during the push (ConnectionRefusedError): check "
+        "--endpoint / HF_ENDPOINT and the network, then run the same command again")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail("POST", r"/commit/", "drop")
+    code, _, said = one_line(runner, "push", make_run(tmp_path), "--repo-id", REPO,
+                             "--endpoint", fake_hub.url)
+    assert code == 1 and said.startswith(f"Error: lost the connection to {fake_hub.url} during "
+                                         "the push (")
+    assert said.endswith("); the push did not finish: check the network and run the same "
+                         "command again (files already uploaded are not sent twice)")
+    lost = RuntimeError("read")
+    lost.__context__ = ConnectionResetError(104, "reset")
+    assert hub_error(lost, REPO, OTHER, during="a read of the repository") == (
+        f"lost the connection to {OTHER} during a read of the repository (ConnectionResetError);"
+        " check the network and run the same command again")
+
+
+@pytest.mark.parametrize("during", [failures.PUSHING, "the check of the token"])
+def test_an_answer_not_in_time_says_how_to_wait_longer(
+        monkeypatch: pytest.MonkeyPatch, during: str) -> None:
+    monkeypatch.setenv(timeouts.ENV, "2.5")
+    late = RuntimeError("late")
+    late.__cause__ = TimeoutError("timed out")
+    unfinished = "the push did not finish: " if during == failures.PUSHING else ""
+    assert hub_error(late, REPO, OTHER, during=during) == (
+        f"{OTHER} did not answer in time during {during} (TimeoutError); {unfinished}check the "
+        "network and --endpoint / HF_ENDPOINT, then run the same command again; set "
+        f"{timeouts.ENV} to more than 2.5 (seconds) to wait longer for each answer")
+    assert failures.timed_out(late) is late.__cause__
+    assert failures.timed_out(RuntimeError("no")) is None
+
+
+def test_a_chain_that_loops_or_never_ends_is_read_to_an_end() -> None:
+    first, second = RuntimeError("a"), RuntimeError("b")
+    first.__cause__, second.__cause__ = second, first
+    assert list(failures.chain(first)) == [first, second]
+    links = [RuntimeError(str(n)) for n in range(30)]
+    for link, following in itertools.pairwise(links):
+        link.__context__ = following
+    assert list(failures.chain(links[0])) == links[:20]
+    links[25].__context__ = TimeoutError("late")
+    assert failures.timed_out(links[0]) is None
+
+
+# --- the limits on each wait (timeouts.py) --------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "connect", "read"), [
+    (None, 10.0, 60.0), ("", 10.0, 60.0), ("  ", 10.0, 60.0), ("2.5", 2.5, 2.5),
+    (" 10 ", 10.0, 10.0), ("30", 10.0, 30.0)])
+def test_the_limits_follow_the_variable(monkeypatch: pytest.MonkeyPatch, raw: str | None,
+                                        connect: float, read: float) -> None:
+    if raw is None:
+        monkeypatch.delenv(timeouts.ENV, raising=False)
+    else:
+        monkeypatch.setenv(timeouts.ENV, raw)
+    assert timeouts.limits() == timeouts.Limits(connect, read)
+
+
+def test_a_limit_that_is_no_number_is_one_whole_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(timeouts.ENV, " soon ")
+    with pytest.raises(UserError) as raised:
+        timeouts.limits()
+    assert str(raised.value) == (f"{timeouts.ENV} 'soon' is not a number of seconds above 0: "
+                                 "set it to how long to wait for each answer of the Hub "
+                                 "(default 60), or unset it")
+
+
+@pytest.mark.parametrize(("raw", "read", "connecting"), [
+    (None, "set MEDSYNTH_HUB_TIMEOUT to more than 60 (seconds) to wait longer for each answer",
+     "a connection is given at most 10 s whatever MEDSYNTH_HUB_TIMEOUT says"),
+    ("soon", "set MEDSYNTH_HUB_TIMEOUT to more than 60 (seconds) to wait longer for each answer",
+     "a connection is given at most 10 s whatever MEDSYNTH_HUB_TIMEOUT says"),
+    ("10", "set MEDSYNTH_HUB_TIMEOUT to more than 10 (seconds) to wait longer for each answer",
+     "a connection is given at most 10 s whatever MEDSYNTH_HUB_TIMEOUT says"),
+    ("0.5", "set MEDSYNTH_HUB_TIMEOUT to more than 0.5 (seconds) to wait longer for each answer",
+     "set MEDSYNTH_HUB_TIMEOUT to more than 0.5 (seconds) to wait longer for the connection")])
+def test_the_advice_names_the_limit_in_force(monkeypatch: pytest.MonkeyPatch, raw: str | None,
+                                             read: str, connecting: str) -> None:
+    if raw is None:
+        monkeypatch.delenv(timeouts.ENV, raising=False)
+    else:
+        monkeypatch.setenv(timeouts.ENV, raw)
+    assert timeouts.advice() == read and timeouts.advice(connecting=True) == connecting
+
+
+def test_inside_bounded_each_request_waits_the_limits_a_caller_left_unset(
+        server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's client sends with no limit of its own; inside `bounded` each wait
+    the request leaves unset gets the limit, one it sets (HF_HUB_ETAG_TIMEOUT's) stays, and
+    the library's own client factory is back after."""
+    import httpx2
+    from huggingface_hub import get_session
+    from huggingface_hub.utils import _http
+
+    monkeypatch.setenv(timeouts.ENV, "30")
+    before = _http._GLOBAL_CLIENT_FACTORY
+    with timeouts.bounded() as chosen:
+        assert chosen == timeouts.Limits(10.0, 30.0)
+        session = get_session()
+        unset = session.get(url_of(server), timeout=None).request.extensions["timeout"]
+        given = session.get(url_of(server), timeout=httpx2.Timeout(
+            5.0, connect=None)).request.extensions["timeout"]
+    assert unset == {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": None}
+    assert given == {"connect": 10.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+    assert _http._GLOBAL_CLIENT_FACTORY is before
+    after = get_session().get(url_of(server), timeout=None).request.extensions["timeout"]
+    assert after == {"connect": None, "read": None, "write": None, "pool": None}
+
+
+def test_a_requests_session_waits_the_limits_a_caller_left_unset(
+        server: ThreadingHTTPServer) -> None:
+    """huggingface_hub 0.x sends through a requests Session for each thread: `bounded` wraps
+    its adapters; a wait the caller gives stays, one it leaves unset gets the limit."""
+    import requests
+
+    session = timeouts._mounted(requests.Session(), timeouts.Limits(1.0, 1.0))
+    url = url_of(server)
+    assert session.get(url).status_code == 200
+    server.hang = True  # type: ignore[attr-defined]
+    for timeout in (None, (None, None), (5.0, None)):
+        with pytest.raises(requests.exceptions.ReadTimeout, match=r"read timeout=1\.0"):
+            session.get(url, timeout=timeout)
+    with pytest.raises(requests.exceptions.ReadTimeout, match=r"read timeout=0\.2"):
+        session.get(url, timeout=(None, 0.2))
+    with pytest.raises(requests.exceptions.ReadTimeout, match=r"read timeout=0\.3"):
+        session.get(url, timeout=0.3)
+    session.close()
