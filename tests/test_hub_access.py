@@ -32,10 +32,10 @@ OTHER = "https://hub.example.org"
 
 class _Answers(BaseHTTPRequestHandler):
     """Answers every request with the server's `status`, `headers` and `body`; or never, while
-    the server's `hang` is set."""
+    the server's `hang` is set; or cut short after the headers, while its `short` is set."""
 
     protocol_version = "HTTP/1.1"
-    server: Any
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output clean."""
@@ -50,41 +50,51 @@ class _Answers(BaseHTTPRequestHandler):
             return
         self.send_response(self.server.status)
         for key, value in {"Content-Type": "application/json",
-                           "Content-Length": str(len(self.server.body)),
+                           "Content-Length": str(len(self.server.body) + 64 * self.server.short),
                            **self.server.headers}.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(self.server.body)
+        self.close_connection = self.server.short
 
     do_GET = do_POST = _answer
 
 
+class _Server(ThreadingHTTPServer):
+    """A loopback server: what it answers (`answer`) and the requests it saw."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Answers)
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.hang = self.short = False
+        self.stopping = threading.Event()
+        self.status, self.body, self.headers = 200, b"{}", dict[str, str]()
+
+
 @pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
+def server() -> Iterator[_Server]:
     """A loopback server that answers 200 `{}` until told otherwise (`answer`)."""
-    served = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    served.daemon_threads = True
-    served.seen, served.hang, served.stopping = [], False, threading.Event()  # type: ignore[attr-defined]
-    answer(served, 200, {})
+    served = _Server()
     thread = threading.Thread(target=served.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
     try:
         yield served
     finally:
-        served.stopping.set()  # type: ignore[attr-defined]
+        served.stopping.set()
         served.shutdown()
         served.server_close()
 
 
-def answer(server: ThreadingHTTPServer, status: int, payload: Any,
-           message: str | None = None) -> None:
+def answer(server: _Server, status: int, payload: Any, message: str | None = None) -> None:
     """Make `server` answer `status` with `payload` as JSON (and the Hub's error header)."""
-    server.status, server.body = status, json.dumps(payload).encode()  # type: ignore[attr-defined]
-    server.headers = {} if message is None else {"X-Error-Message": message}  # type: ignore[attr-defined]
+    server.status, server.body = status, json.dumps(payload).encode()
+    server.headers = {} if message is None else {"X-Error-Message": message}
 
 
-def url_of(server: ThreadingHTTPServer) -> str:
+def url_of(server: _Server) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
@@ -160,7 +170,7 @@ def test_the_writer_is_the_account_whoami_names_asked_with_the_tools_user_agent(
 
 
 def test_an_account_without_a_name_writes_as_nobody_the_hub_judges_the_push(
-        server: ThreadingHTTPServer) -> None:
+        server: _Server) -> None:
     answer(server, 200, {"type": "user", "orgs": []})
     assert writer(hub_api(url_of(server), TOKEN), "bob/lora") == ""
 
@@ -168,20 +178,26 @@ def test_an_account_without_a_name_writes_as_nobody_the_hub_judges_the_push(
 @pytest.mark.parametrize(("status", "refused"), [(401, True), (403, True), (404, False),
                                                  (429, False), (500, False), (400, False)])
 def test_whoami_refusals_are_verdicts_and_other_failures_are_not(
-        server: ThreadingHTTPServer, status: int, refused: bool) -> None:
+        server: _Server, status: int, refused: bool) -> None:
     """401 and 403 refuse (a dry run stops on them as the push would); a server error, a rate
     limit or a server without the Hub's API give no verdict on the token (a dry run goes on);
     the Hub's words never carry the token."""
     answer(server, status, {"error": f"no {TOKEN} here"}, message=f"no {TOKEN} here")
-    with pytest.raises(UserError) as raised:
-        writer(hub_api(url_of(server), TOKEN), "alice/lora", option="--push",
-               secrets=(TOKEN,))
-    assert isinstance(raised.value, Unanswered) is not refused
-    assert TOKEN not in str(raised.value) and "\n" not in str(raised.value)
+    for option, named in (("--push", "--push"), (None, "--repo-id")):
+        with pytest.raises(UserError) as raised:
+            if option is None:
+                writer(hub_api(url_of(server), TOKEN), "alice/lora", secrets=(TOKEN,))
+            else:
+                writer(hub_api(url_of(server), TOKEN), "alice/lora", option=option,
+                       secrets=(TOKEN,))
+        said = str(raised.value)
+        assert isinstance(raised.value, Unanswered) is not refused
+        assert TOKEN not in said and "\n" not in said
+        assert (named in said) is (status in (400, 403)), said
 
 
 def test_whoami_answered_with_json_that_is_no_account_is_one_line_not_a_traceback(
-        server: ThreadingHTTPServer) -> None:
+        server: _Server) -> None:
     """A server at the endpoint that answers JSON of another shape (a list): whoami's answer
     was read as a mapping, and push ended in an AttributeError's traceback."""
     for payload in (["not", "an", "account"], "ok", 3):
@@ -196,7 +212,7 @@ def test_whoami_answered_with_json_that_is_no_account_is_one_line_not_a_tracebac
 
 
 def test_a_push_to_a_server_answering_json_that_is_no_account_is_one_line(
-        runner: CliRunner, server: ThreadingHTTPServer, tmp_path: Path,
+        runner: CliRunner, server: _Server, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     answer(server, 200, [])
@@ -298,7 +314,7 @@ def test_a_missing_token_or_offline_mode_anywhere_in_the_chain_is_said(
 
 @pytest.mark.parametrize("during", [failures.PUSHING, "a read of the repository"])
 def test_server_errors_say_what_failed_and_the_hubs_first_line(
-        server: ThreadingHTTPServer, during: str) -> None:
+        server: _Server, during: str) -> None:
     from huggingface_hub import HfApi
 
     url = url_of(server)
@@ -310,11 +326,12 @@ def test_server_errors_say_what_failed_and_the_hubs_first_line(
         f"{unfinished}run the same command again later")
     answer(server, 500, {})
     exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
-    assert str(hub_error(exc, REPO, url)).startswith(f"the Hub at {url} failed with 500 "
-                                                     "during the push")
+    assert hub_error(exc, REPO, url) == (f"the Hub at {url} failed with 500 during the push; "
+                                         "the push did not finish: run the same command again "
+                                         "later")
 
 
-def test_other_answers_name_the_status_and_the_option(server: ThreadingHTTPServer) -> None:
+def test_other_answers_name_the_status_and_the_option(server: _Server) -> None:
     from huggingface_hub import HfApi
 
     url = url_of(server)
@@ -367,6 +384,10 @@ def test_files_the_hub_will_not_store_give_its_reason_or_say_there_was_none() ->
             f"the Hub at {OTHER} would not store a file during the push (Too large); the push "
             "did not finish: check the repository's storage on the Hub, then run the same "
             "command again")
+    quoted = ValueError(f"{failures.LFS_REFUSED[1]}:\nEncountered error for file with OID "
+                        "abc: `Over quota: `10 GB` used`\nEncountered error for file x: `other`")
+    assert str(hub_error(quoted, REPO, OTHER)).startswith(
+        f"the Hub at {OTHER} would not store a file during the push (Over quota: `10 GB` used);")
     bare = RuntimeError("upload")
     bare.__context__ = ValueError(f"{failures.LFS_REFUSED[0]}:")
     assert hub_error(bare, REPO, OTHER, during="a read of the repository") == (
@@ -396,7 +417,7 @@ def test_refused_card_metadata_and_failures_of_other_kinds(runner: CliRunner,
 
 
 def test_a_connection_refused_or_lost_says_which_and_what_a_re_run_does(
-        runner: CliRunner, fake_hub: FakeHub, server: ThreadingHTTPServer, tmp_path: Path,
+        runner: CliRunner, fake_hub: FakeHub, server: _Server, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import HfApi
 
@@ -409,6 +430,13 @@ def test_a_connection_refused_or_lost_says_which_and_what_a_re_run_does(
         f"could not connect to {closed} during a read of the repository (")
     assert said.endswith("): check --endpoint / HF_ENDPOINT and the network, then run the "
                          "same command again")
+    import httpx2
+
+    unknown = httpx2.ConnectError("[Errno -2] Name or service not known")
+    unknown.__cause__ = OSError(-2, "Name or service not known")
+    assert hub_error(unknown, REPO, OTHER) == (
+        f"could not connect to {OTHER} during the push (ConnectError): check --endpoint / "
+        "HF_ENDPOINT and the network, then run the same command again")
     refused = OSError("wrapped")
     refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
     assert hub_error(refused, REPO, OTHER) == (
@@ -498,7 +526,7 @@ def test_the_advice_names_the_limit_in_force(monkeypatch: pytest.MonkeyPatch, ra
 
 
 def test_inside_bounded_each_request_waits_the_limits_a_caller_left_unset(
-        server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """huggingface_hub's client sends with no limit of its own; inside `bounded` each wait
     the request leaves unset gets the limit, one it sets (HF_HUB_ETAG_TIMEOUT's) stays, and
     the library's own client factory is back after."""
@@ -515,27 +543,86 @@ def test_inside_bounded_each_request_waits_the_limits_a_caller_left_unset(
         given = session.get(url_of(server), timeout=httpx2.Timeout(
             5.0, connect=None)).request.extensions["timeout"]
     assert unset == {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": None}
+    assert all("X-Amzn-Trace-Id" in headers for _, _, headers in server.seen)  # its own hook
     assert given == {"connect": 10.0, "read": 5.0, "write": 5.0, "pool": 5.0}
     assert _http._GLOBAL_CLIENT_FACTORY is before
     after = get_session().get(url_of(server), timeout=None).request.extensions["timeout"]
     assert after == {"connect": None, "read": None, "write": None, "pool": None}
 
 
+def test_a_hub_that_never_answers_is_said_by_the_clients_timeout(
+        server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv(timeouts.ENV, "0.5")
+    server.hang = True
+    url = url_of(server)
+    with timeouts.bounded():
+        exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
+    assert hub_error(exc, REPO, url, during="a read of the repository") == (
+        f"{url} did not answer in time during a read of the repository (ReadTimeout); check the "
+        "network and --endpoint / HF_ENDPOINT, then run the same command again; set "
+        f"{timeouts.ENV} to more than 0.5 (seconds) to wait longer for each answer")
+
+
 def test_a_requests_session_waits_the_limits_a_caller_left_unset(
-        server: ThreadingHTTPServer) -> None:
+        server: _Server) -> None:
     """huggingface_hub 0.x sends through a requests Session for each thread: `bounded` wraps
-    its adapters; a wait the caller gives stays, one it leaves unset gets the limit."""
+    its adapters; each wait the caller leaves unset gets the limit, one it gives stays."""
     import requests
 
-    session = timeouts._mounted(requests.Session(), timeouts.Limits(1.0, 1.0))
+    class Recording(requests.adapters.HTTPAdapter):
+        """requests' own adapter, noting the limits each request reaches it with."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.timeouts: list[Any] = []
+
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            self.timeouts.append(kwargs.get("timeout"))
+            return super().send(request, *args, **kwargs)
+
+    session = requests.Session()
+    inner = Recording()
+    session.mount("http://", inner)
+    session = timeouts._mounted(session, timeouts.Limits(1.0, 1.5))
     url = url_of(server)
-    assert session.get(url).status_code == 200
-    server.hang = True  # type: ignore[attr-defined]
-    for timeout in (None, (None, None), (5.0, None)):
-        with pytest.raises(requests.exceptions.ReadTimeout, match=r"read timeout=1\.0"):
-            session.get(url, timeout=timeout)
-    with pytest.raises(requests.exceptions.ReadTimeout, match=r"read timeout=0\.2"):
-        session.get(url, timeout=(None, 0.2))
-    with pytest.raises(requests.exceptions.ReadTimeout, match=r"read timeout=0\.3"):
-        session.get(url, timeout=0.3)
+    for timeout in (None, (None, None), (5.0, None), (None, 2.0), 3.0):
+        assert session.get(url, timeout=timeout).status_code == 200
+    assert inner.timeouts == [(1.0, 1.5), (1.0, 1.5), (5.0, 1.5), (1.0, 2.0), 3.0]
+    server.hang = True
+    late = caught(lambda: session.get(url, timeout=(None, 0.3)))
+    assert isinstance(late, requests.exceptions.ReadTimeout) and "read timeout=0.3" in str(late)
     session.close()
+    said = hub_error(late, REPO, OTHER)
+    assert said is not None and " during the push (ReadTimeout); the push did not finish" in said
+
+
+def test_a_read_timing_out_that_requests_calls_a_lost_connection_is_a_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests lets urllib3's ReadTimeoutError through as a ConnectionError while it reads an
+    answer's body: the line is the timeout's, with its advice."""
+    import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    monkeypatch.setenv(timeouts.ENV, "7")
+    wrapped = requests.exceptions.ConnectionError("Read timed out.")
+    wrapped.__context__ = ReadTimeoutError(None, OTHER, "Read timed out.")  # type: ignore[arg-type]
+    assert hub_error(wrapped, REPO, OTHER) == (
+        f"{OTHER} did not answer in time during the push (ReadTimeoutError); the push did not "
+        "finish: check the network and --endpoint / HF_ENDPOINT, then run the same command "
+        f"again; set {timeouts.ENV} to more than 7 (seconds) to wait longer for each answer")
+
+
+def test_a_download_cut_short_through_requests_is_a_lost_connection(
+        server: _Server) -> None:
+    """huggingface_hub 0.x reads through requests, which reports a body cut short as its
+    ChunkedEncodingError (not a ConnectionError)."""
+    import requests
+
+    server.short = True
+    exc = caught(lambda: requests.get(url_of(server), timeout=5).content)
+    assert isinstance(exc, requests.exceptions.ChunkedEncodingError)
+    assert hub_error(exc, REPO, OTHER, during="a read of the repository") == (
+        f"lost the connection to {OTHER} during a read of the repository "
+        "(ChunkedEncodingError); check the network and run the same command again")
