@@ -169,6 +169,25 @@ def test_the_writer_is_the_account_whoami_names_asked_with_the_tools_user_agent(
     assert f"medsynth-kohya/{__version__}" in headers["user-agent"]
 
 
+def test_the_writer_refuses_what_whoami_rules_out_naming_the_endpoint_and_option(
+        fake_hub: FakeHub) -> None:
+    api = hub_api(fake_hub.url, TOKEN)
+    with pytest.raises(UserError) as raised:
+        writer(api, "bob/lora", option="--push")
+    assert str(raised.value) == (
+        f"--push bob/lora: the token belongs to alice, who cannot write to bob at {fake_hub.url};"
+        " push to alice/lora or an organisation of theirs (medsynth-lab), or use a token of an "
+        "account that can write to bob")
+    fake_hub.role = "read"
+    with pytest.raises(UserError) as raised:
+        writer(api, "alice/lora")
+    assert str(raised.value) == (
+        f"the token of alice at {fake_hub.url} is read-only: a push needs one with the write "
+        f"role ({fake_hub.url}/settings/tokens); set HF_TOKEN to it or run `HF_ENDPOINT="
+        f"{fake_hub.url} hf auth login`")
+    assert not isinstance(raised.value, Unanswered)
+
+
 def test_an_account_without_a_name_writes_as_nobody_the_hub_judges_the_push(
         server: _Server) -> None:
     answer(server, 200, {"type": "user", "orgs": []})
@@ -193,7 +212,8 @@ def test_whoami_refusals_are_verdicts_and_other_failures_are_not(
         said = str(raised.value)
         assert isinstance(raised.value, Unanswered) is not refused
         assert TOKEN not in said and "\n" not in said
-        assert (named in said) is (status in (400, 403)), said
+        named_as = {400: f"check {named} and run", 403: f"({named} YOUR-NAME/lora)"}
+        assert named_as.get(status, said) in said, said
 
 
 def test_whoami_answered_with_json_that_is_no_account_is_one_line_not_a_traceback(
@@ -289,7 +309,14 @@ def test_each_whoami_failure_is_its_own_whole_line_and_only_refusals_stop_a_dry_
 
 # --- each failure's line (failures.py) ------------------------------------------------------------
 
-def test_no_token_names_the_login_of_the_hub_pushed_to() -> None:
+def test_no_token_names_the_login_of_the_hub_pushed_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf auth login` checks the token at HF_ENDPOINT's Hub: a push to the public Hub while
+    HF_ENDPOINT names another says so too."""
+    monkeypatch.setenv("HF_ENDPOINT", OTHER + "/")
+    assert no_token(PUBLIC).endswith(f"or run `HF_ENDPOINT={PUBLIC} hf auth login`")
+    monkeypatch.setenv("HF_ENDPOINT", PUBLIC + "/")
+    assert no_token(PUBLIC).endswith("or run `hf auth login`")
+    monkeypatch.delenv("HF_ENDPOINT")
     assert no_token(PUBLIC) == ("no Hugging Face token found: set HF_TOKEN to a token with "
                                 f"write access ({PUBLIC}/settings/tokens) or run `hf auth "
                                 "login`")

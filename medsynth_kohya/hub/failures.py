@@ -22,7 +22,9 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 def login(endpoint: str) -> str:
     """The login that stores a token of the Hub at `endpoint`: `hf auth login` checks the token
     at HF_ENDPOINT's Hub (the public one where it is unset), not at --endpoint's."""
-    return f"`{'' if endpoint == DEFAULT_ENDPOINT else f'HF_ENDPOINT={endpoint} '}hf auth login`"
+    asked = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    plain = endpoint == DEFAULT_ENDPOINT and asked == DEFAULT_ENDPOINT
+    return f"`{'' if plain else f'HF_ENDPOINT={endpoint} '}hf auth login`"
 
 
 def no_token(endpoint: str) -> str:
