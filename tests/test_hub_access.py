@@ -257,11 +257,12 @@ def test_a_token_that_cannot_be_read_names_the_library_s_first_line_or_its_kind(
         return get_token
 
     monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
-    monkeypatch.setattr(huggingface_hub, "get_token", unreadable(OSError(" No id token.\nmore ")))
+    monkeypatch.setattr(huggingface_hub, "get_token",
+                        unreadable(OSError(" No id token for resource MAX.\nmore ")))
     with pytest.raises(UserError) as raised:
         read_token()
-    assert str(raised.value) == ("the Hub token cannot be read: No id token; hf auth login, or "
-                                 "export HF_TOKEN")
+    assert str(raised.value) == ("the Hub token cannot be read: No id token for resource MAX; "
+                                 "hf auth login, or export HF_TOKEN")
     monkeypatch.setattr(huggingface_hub, "get_token", unreadable(RuntimeError()))
     monkeypatch.setenv("HF_OIDC_RESOURCE", "")
     with pytest.raises(UserError, match=r"^the Hub token cannot be read: RuntimeError; hf auth "):
@@ -575,6 +576,30 @@ def test_inside_bounded_each_request_waits_the_limits_a_caller_left_unset(
     assert _http._GLOBAL_CLIENT_FACTORY is before
     after = get_session().get(url_of(server), timeout=None).request.extensions["timeout"]
     assert after == {"connect": None, "read": None, "write": None, "pool": None}
+
+
+def test_a_client_factory_of_the_callers_own_is_bounded_and_put_back(
+        server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code using huggingface_hub in the same process may have set a client factory of its own
+    (without the library's hooks): `bounded` adds its limits to that client and puts the
+    caller's factory back."""
+    import httpx2
+    from huggingface_hub import get_session, set_client_factory
+    from huggingface_hub.utils import _http
+
+    def own() -> httpx2.Client:
+        return httpx2.Client(timeout=None)
+
+    monkeypatch.setenv(timeouts.ENV, "4")
+    default = _http._GLOBAL_CLIENT_FACTORY
+    set_client_factory(own)
+    try:
+        with timeouts.bounded():
+            sent = get_session().get(url_of(server), timeout=None).request.extensions["timeout"]
+        assert sent == {"connect": 4.0, "read": 4.0, "write": 4.0, "pool": None}
+        assert _http._GLOBAL_CLIENT_FACTORY is own
+    finally:
+        set_client_factory(default)
 
 
 def test_a_hub_that_never_answers_is_said_by_the_clients_timeout(
