@@ -141,6 +141,25 @@ def test_a_namespace_the_account_cannot_write_to_is_refused_in_one_whole_line() 
         "push to alice/lora, or use a token of an account that can write to bob")
 
 
+def test_an_organisation_in_which_the_account_may_only_read_is_refused() -> None:
+    """whoami names the account's role in each organisation: with the read role it cannot
+    write there, and reproduce --push found that out at the push, after the training."""
+    info = _whoami(orgs=({"name": "Lab", "roleInOrg": "read"},
+                         {"name": "clinic", "roleInOrg": "contributor"},
+                         {"name": "ward", "roleInOrg": "admin"}))
+    assert refusal(info, "lab/lora", OTHER, "--push") == (
+        f"--push lab/lora: the token belongs to alice, whose role in lab at {OTHER} is read; "
+        "push to alice/lora or an organisation of theirs (clinic, ward), or ask an admin of lab "
+        "for the write role")
+    for writable in ("clinic/lora", "WARD/lora", "alice/lora"):
+        assert refusal(info, writable, OTHER, "--push") is None, writable
+    only = _whoami(orgs=({"name": "lab", "roleInOrg": "read"},))
+    said = refusal(only, "lab/lora", OTHER, "--repo-id")
+    assert said is not None and "push to alice/lora, or ask an admin of lab" in said
+    said = refusal(only, "bob/lora", OTHER, "--repo-id")
+    assert said is not None and "push to alice/lora, or use a token of an account" in said
+
+
 def test_organisations_are_read_by_name_and_the_rest_of_whoami_is_ignored() -> None:
     """An organisation entry without a name, or not an object, names no namespace; the names
     are compared without case; an answer without `auth`, or with an `auth` of another shape,
@@ -186,6 +205,30 @@ def test_the_writer_refuses_what_whoami_rules_out_naming_the_endpoint_and_option
         f"role ({fake_hub.url}/settings/tokens); set HF_TOKEN to it or run `HF_ENDPOINT="
         f"{fake_hub.url} hf auth login`")
     assert not isinstance(raised.value, Unanswered)
+
+
+def test_a_push_to_an_organisation_the_account_may_only_read_is_refused_at_the_token_check(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loopback Hub's whoami gives alice the read role in medsynth-lab: the refusal comes
+    from the token check, with nothing written and nothing asked after it."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    original = fake_hub.whoami
+
+    def reader() -> dict[str, Any]:
+        info = original()
+        info["orgs"][0]["roleInOrg"] = "read"
+        return info
+
+    monkeypatch.setattr(fake_hub, "whoami", reader)
+    run = make_run(tmp_path)
+    code, _, said = one_line(runner, "push", run, "--repo-id", "medsynth-lab/lora",
+                             "--endpoint", fake_hub.url, "--dry-run")
+    assert code == 1 and said == (
+        f"Error: --repo-id medsynth-lab/lora: the token belongs to alice, whose role in "
+        f"medsynth-lab at {fake_hub.url} is read; push to alice/lora, or ask an admin of "
+        "medsynth-lab for the write role")
+    assert fake_hub.requests == [("GET", "/api/whoami-v2")]
 
 
 def test_an_account_without_a_name_writes_as_nobody_the_hub_judges_the_push(

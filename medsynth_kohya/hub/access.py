@@ -1,6 +1,7 @@
 """Who the token belongs to, and whether it may write to a repo, asked before anything is
 written (huggingface_hub's `whoami`): a rejected token (401), a read-only token and a namespace
-that is neither the user's nor one of their organisations are refused in one line.
+that is neither the user's nor one of their organisations (one where their role is more than
+read) are refused in one line.
 
 Only what whoami states plainly is judged: a fine-grained token's permissions are per repo, so
 for it (and for OAuth tokens, which carry no role) the namespace is the one check; the Hub
@@ -85,8 +86,8 @@ def writer(api: HfApi, repo_id: str, *, option: str = "--repo-id",
 
 def refusal(info: Mapping[str, Any], repo_id: str, endpoint: str, option: str) -> str | None:
     """Why whoami's answer `info` rules out a push to `repo_id`, or None: a token whose role is
-    read, or a namespace that is neither the account's name nor one of its organisations
-    (compared without case, as the Hub resolves names)."""
+    read, or a namespace that is neither the account's name nor one of its organisations in
+    which its role is more than read (compared without case, as the Hub resolves names)."""
     user = str(info.get("name") or "")
     auth = info.get("auth")
     token = auth.get("accessToken") if isinstance(auth, Mapping) else None
@@ -94,12 +95,17 @@ def refusal(info: Mapping[str, Any], repo_id: str, endpoint: str, option: str) -
         return (f"the token of {user} at {endpoint} is read-only: a push needs one with the "
                 f"write role ({endpoint}/settings/tokens); set HF_TOKEN to it or run "
                 f"{login(endpoint)}")
-    orgs = [str(org.get("name")) for org in info.get("orgs") or ()
-            if isinstance(org, Mapping) and org.get("name")]
+    roles = {str(org.get("name")): org.get("roleInOrg") for org in info.get("orgs") or ()
+             if isinstance(org, Mapping) and org.get("name")}
+    orgs = [org for org, role in roles.items() if role != "read"]
     namespace, name = repo_id.split("/")
     if not user or namespace.casefold() in {n.casefold() for n in (user, *orgs)}:
         return None
     theirs = f" or an organisation of theirs ({', '.join(orgs)})" if orgs else ""
+    if namespace.casefold() in {org.casefold() for org in roles}:
+        return (f"{option} {repo_id}: the token belongs to {user}, whose role in {namespace} at "
+                f"{endpoint} is read; push to {user}/{name}{theirs}, or ask an admin of "
+                f"{namespace} for the write role")
     return (f"{option} {repo_id}: the token belongs to {user}, who cannot write to "
             f"{namespace} at {endpoint}; push to {user}/{name}{theirs}, or use a token of an "
             f"account that can write to {namespace}")
