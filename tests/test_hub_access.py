@@ -32,7 +32,8 @@ OTHER = "https://hub.example.org"
 
 class _Answers(BaseHTTPRequestHandler):
     """Answers every request with the server's `status`, `headers` and `body`; or never, while
-    the server's `hang` is set; or cut short after the headers, while its `short` is set."""
+    the server's `hang` is set; or cut short after the headers, while its `short` is set; or
+    closes the connection without an answer, while its `drop` is set."""
 
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -44,8 +45,8 @@ class _Answers(BaseHTTPRequestHandler):
         self.server.seen.append((self.command, self.path, dict(self.headers.items())))
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
-        if self.server.hang:
-            self.server.stopping.wait(30)
+        if self.server.hang or self.server.drop:
+            self.server.stopping.wait(30 * self.server.hang)
             self.close_connection = True
             return
         self.send_response(self.server.status)
@@ -68,7 +69,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Answers)
         self.seen: list[tuple[str, str, dict[str, str]]] = []
-        self.hang = self.short = False
+        self.hang = self.short = self.drop = False
         self.stopping = threading.Event()
         self.status, self.body, self.headers = 200, b"{}", dict[str, str]()
 
@@ -709,13 +710,20 @@ def test_a_read_timing_out_that_requests_calls_a_lost_connection_is_a_timeout(
         f"again; set {timeouts.ENV} to more than 7 (seconds) to wait longer for each answer")
 
 
-def test_a_download_cut_short_through_requests_is_a_lost_connection(
+def test_a_connection_dropped_or_cut_short_through_requests_is_a_lost_connection(
         server: _Server) -> None:
-    """huggingface_hub 0.x reads through requests, which reports a body cut short as its
-    ChunkedEncodingError (not a ConnectionError)."""
+    """huggingface_hub 0.x sends through requests, which reports a connection closed without
+    an answer as its ConnectionError and a body cut short as its ChunkedEncodingError (neither
+    is Python's ConnectionError)."""
     import requests
 
-    server.short = True
+    server.drop = True
+    exc = caught(lambda: requests.get(url_of(server), timeout=5))
+    assert hub_error(exc, REPO, OTHER) == (
+        f"lost the connection to {OTHER} during the push (ConnectionError); the push did not "
+        "finish: check the network and run the same command again (files already uploaded are "
+        "not sent twice)")
+    server.drop, server.short = False, True
     exc = caught(lambda: requests.get(url_of(server), timeout=5).content)
     assert isinstance(exc, requests.exceptions.ChunkedEncodingError)
     assert hub_error(exc, REPO, OTHER, during="a read of the repository") == (
