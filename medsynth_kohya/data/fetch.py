@@ -50,7 +50,14 @@ def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.I
     """Download with `isic image download` into `out` (a re-run skips files it already has),
     holding its lock (locks.py) while isic-cli writes. `on_wait` hears what it waits for;
     after `timeout` seconds without a new file or byte in `out` it gives up."""
-    out = arguments.path(out, "out")
+    return _fetch(arguments.path(out, "out"), limit, search, collections, dry_run, break_lock,
+                  timeout, on_wait or (lambda _: None))
+
+
+def _fetch(out: Path, limit: int, search: str, collections: tuple[int, ...], dry_run: bool,
+           break_lock: bool, timeout: float, say: Callable[[str], None]) -> FetchResult:
+    """`fetch_isic`'s work once its arguments are conformed: the checks, then the dry run or
+    the download (apart, as mutmut mutates no decorated function)."""
     if limit < 0:
         raise UserError("--limit must be 0 (everything) or more")
     if not timeout > 0:  # nan included: it would never give up
@@ -64,7 +71,6 @@ def fetch_isic(out: arguments.PathArg, *, limit: int = 0, search: str = launch.I
                            warnings=would_stop([NOT_INSTALLED] if missing else []))
     if missing:
         raise UserError(NOT_INSTALLED)
-    say = on_wait or (lambda _: None)
     with locks.hold(out, "fetch-isic", break_lock=break_lock, has_force=False) as lock:
         notes = locks.ensure_unread(out, "fetch-isic", break_lock=break_lock,  # an evaluate
                                     has_force=False)
