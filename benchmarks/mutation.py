@@ -153,6 +153,8 @@ AREAS = (
     Area("hub access", "medsynth_kohya/hub/access.py"),
     Area("hub access", "medsynth_kohya/hub/failures.py", sample=SAMPLE),
     Area("hub access", "medsynth_kohya/hub/timeouts.py"),
+    Area("isic download", "medsynth_kohya/data/fetch.py"),
+    Area("isic download", "medsynth_kohya/data/duplicates.py"),
 )
 
 
