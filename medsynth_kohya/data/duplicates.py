@@ -41,9 +41,9 @@ def groups(pairs: Iterable[tuple[str, str]]) -> list[set[str]]:
 
 def listed_twins(ids: Iterable[str], source: Source, preferred: Collection[str] = ()
                  ) -> tuple[Twins, list[str]]:
-    """Each of `ids` that ISIC 2020's duplicates list pairs with another of them, with the id
-    kept (a `preferred` one, else the first in sorted order); needs no image. A warning when
-    the list cannot be read."""
+    """Each of `ids` that ISIC 2020's duplicates list pairs with another of them, directly or
+    through ids not among them, with the id kept (a `preferred` one, else the first in sorted
+    order); needs no image. A warning when the list cannot be read."""
     try:
         pairs, listed = listed_duplicates(source)
     except UserError as exc:
@@ -51,9 +51,11 @@ def listed_twins(ids: Iterable[str], source: Source, preferred: Collection[str] 
     present = set(ids)
     twin: Twins = {}
     how = f"listed in {listed.name}" if listed is not None else ""
-    for group in groups([(a, b) for a, b in pairs if a in present and b in present]):
-        first, *others = _kept(group, preferred)
-        twin.update((other, (first, how)) for other in others)
+    # joined before the absent are left out: a ~ b ~ c makes a ~ c without b's file
+    for group in (group & present for group in groups(pairs)):
+        if group:
+            first, *others = _kept(group, preferred)
+            twin.update((other, (first, how)) for other in others)
     return twin, []
 
 

@@ -1,0 +1,42 @@
+"""Photos held twice (data/duplicates.py), as prepare keeps them: one readable copy of each,
+joined however the duplicates list joins them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from medsynth_kohya.data.prepare import prepare
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
+
+LIST = "ISIC_2020_Training_Duplicates.csv"
+LISTED = f"(listed in {LIST})"
+
+
+def _listed(made: SyntheticSet, *pairs: tuple[str, str]) -> None:
+    """ISIC 2020's duplicates list beside the metadata, naming `pairs`."""
+    (made.root / LIST).write_text(
+        "image_name_1,image_name_2\n" + "".join(f"{a},{b}\n" for a, b in pairs),
+        encoding="utf-8")
+
+
+def _reasons(out: Path) -> dict[str, str]:
+    """skipped.csv as id -> reason."""
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str)
+    return dict(zip(skipped["id"], skipped["reason"], strict=True))
+
+
+def test_a_chain_through_an_id_without_a_file_still_joins_its_ends(tmp_path: Path) -> None:
+    """a ~ b and b ~ c make a and c one photo, even where b's file was never downloaded (a
+    --limit, a download cut short): one of them is trained, not both."""
+    made = make_dataset(tmp_path / "src", 6, seed=6, melanoma_fraction=1.0)
+    ids = sorted(made.frame["image_name"])
+    middle, ends = ids[2], (ids[4], ids[1])
+    _listed(made, (ends[0], middle), (middle, ends[1]), (ids[5], "ISIC_9999999"))
+    (made.images / f"{middle}.jpg").unlink()
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    assert sorted(result.manifest["id"]) == [ids[0], ids[1], ids[3], ids[5]]
+    assert _reasons(tmp_path / "out") == {
+        middle: "no image file", ids[4]: f"duplicate image of {ids[1]} {LISTED}"}
+
