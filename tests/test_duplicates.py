@@ -40,3 +40,18 @@ def test_a_chain_through_an_id_without_a_file_still_joins_its_ends(tmp_path: Pat
     assert _reasons(tmp_path / "out") == {
         middle: "no image file", ids[4]: f"duplicate image of {ids[1]} {LISTED}"}
 
+
+def test_the_copy_kept_of_a_listed_pair_is_one_that_reads(tmp_path: Path) -> None:
+    """The copy a pair would keep (the first id) is truncated: the other copy is trained in its
+    place, not left out as the duplicate of a photo that is itself left out."""
+    made = make_dataset(tmp_path / "src", 5, seed=6, melanoma_fraction=1.0)
+    ids = sorted(made.frame["image_name"])
+    _listed(made, (ids[3], ids[1]), (ids[0], ids[4]))
+    broken = made.images / f"{ids[1]}.jpg"
+    broken.write_bytes(broken.read_bytes()[:2000])
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    assert sorted(result.manifest["id"]) == [ids[0], ids[2], ids[3]]
+    assert _reasons(tmp_path / "out") == {
+        ids[1]: "truncated", ids[4]: f"duplicate image of {ids[0]} {LISTED}"}
+    (warning,) = [w for w in result.warnings if "duplicate" in w]
+    assert warning.startswith(f"1 selected image duplicates another (1 {LISTED[1:-1]})")

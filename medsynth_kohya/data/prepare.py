@@ -30,9 +30,9 @@ from medsynth_kohya.data.duplicates import (
     DUPLICATE_IMAGE,
     Twins,
     counted,
-    identical_twins,
     listed_twins,
     twin_reason,
+    twins,
 )
 from medsynth_kohya.data.hair import HairMode, is_hairy
 from medsynth_kohya.data.images import TURNS, Scan, init_worker, scan
@@ -669,9 +669,10 @@ def _choose(located: Source, options: PrepareOptions) -> tuple[
 
 
 def selected_images(located: Source, options: PrepareOptions) -> int:
-    """How many images prepare would scan: selected real rows with a safe id and an image file,
-    less the twins ISIC 2020's duplicates list names (the scan may still skip unreadable ones
-    and identical files). Reads only; reproduce plans its training on it."""
+    """How many images prepare would keep were every one readable: selected real rows with a
+    safe id and an image file, less the twins ISIC 2020's duplicates list names (the scan may
+    still skip unreadable ones and identical files). Reads only; reproduce plans its training on
+    it."""
     import pandas as pd
 
     raw, _, _, chosen, _ = _choose(located, options)
@@ -784,9 +785,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     state.mkdir(parents=True, exist_ok=True)
     cache = _load_cache(state / CACHE_FILE)
     selected_ids = chosen.loc[keep, "id"]
-    twins, unlisted = listed_twins(selected_ids, located)
-    warnings += unlisted
-    chosen = chosen.loc[keep][~selected_ids.isin(set(twins))]
+    chosen = chosen.loc[keep]  # twins too: the copy kept must be one that reads
     # absolute(), not resolve(): a symlinked image (HF cache, git-annex) keeps its own name
     paths = [found[i].absolute() for i in chosen["id"]]
     keys = _keys(paths, options.hair.detector)
@@ -803,10 +802,11 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
             _skip(skipped, identifier, path, result.reason)
         else:
             good.append((index, path, result))
-    twins.update(identical_twins({str(chosen.at[index, "id"]): path
-                                  for index, path, _ in good}))
-    good = [item for item in good if str(chosen.at[item[0], "id"]) not in twins]
-    warnings += _skip_twins(twins, selected_ids, found, skipped)
+    twin, unlisted = twins({str(chosen.at[index, "id"]): path for index, path, _ in good},
+                           located)
+    warnings += unlisted
+    good = [item for item in good if str(chosen.at[item[0], "id"]) not in twin]
+    warnings += _skip_twins(twin, selected_ids, found, skipped)
     scanned = len(good)
     if terms.measured and good:
         picked = query.evaluate(raw.loc[[index for index, _, _ in good]].assign(**{
