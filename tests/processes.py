@@ -52,6 +52,19 @@ def holder_pid(folder: Path) -> int | None:
     return found.pid if found else None
 
 
+def living_children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, zombies aside (a container's init may not reap)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
 def race(folder: Path, first: list[object], second: list[object]) -> tuple[Finished, Finished]:
     """Start both commands together; once one holds `folder`'s lock, pause it until the other
     has ended (so they overlap whatever the machine's speed). Returns (holder, other)."""

@@ -231,3 +231,43 @@ def test_a_lock_left_by_a_dead_fetch_is_taken_over_and_said(runner: CliRunner, t
     assert code == 0, stderr
     assert f"took over the lock on {out} left by `medsynth-kohya fetch-isic` (pid {gone.pid}" in (
         " ".join(stderr.split()))
+
+
+def test_isic_cli_outliving_a_killed_fetch_keeps_the_folder_locked(
+        runner: CliRunner, tmp_path: Path, fake_isic: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch continuing an earlier one, killed outright (the OOM killer, kill -9) while
+    isic-cli downloads: isic-cli goes on writing into OUT and holds its lock until it ends, so
+    no prepare reads the download half done and no second fetch writes beside it."""
+    import contextlib
+    import os
+    import signal
+
+    from medsynth_kohya import locks
+    from medsynth_kohya.data.prepare import prepare
+    from medsynth_kohya.errors import UserError
+
+    from .processes import living_children, start, wait_for
+
+    out = tmp_path / "isic"
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    assert code == 0, stderr
+    fake_isic.unlink()
+    monkeypatch.setenv("FAKE_ISIC_HANG", "60")
+    fetch = start("fetch-isic", "--out", out)
+    wait_for(fake_isic.is_file, what="isic-cli to start")
+    (isic,) = living_children(fetch.pid)
+    os.kill(fetch.pid, signal.SIGKILL)
+    fetch.wait()  # not its output: isic-cli holds the pipes open
+    try:
+        with pytest.raises(UserError) as refused:
+            prepare(out, tmp_path / "data")
+        said = str(refused.value)
+        assert f"{out} is still being written by pid {isic} " in said, said
+        assert "medsynth-kohya fetch-isic" in said and "`prepare` needs it finished" in said
+        with pytest.raises(UserError), locks.hold(out, "fetch-isic"):
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(isic, signal.SIGKILL)
+        fetch.communicate()

@@ -23,7 +23,7 @@ from medsynth_kohya.data.synth import SyntheticSet
 
 from .fake_gen import make_fake_gen, shard_images, write_run
 from .fakes import make_fake_sd
-from .processes import finish, kill_when, snapshot, start, wait_for
+from .processes import finish, kill_when, living_children, snapshot, start, wait_for
 from .test_sample import SMALL
 
 
@@ -145,19 +145,6 @@ def test_sample_killed_while_generating(isic2020: SyntheticSet, tmp_path: Path,
             == json.loads((reference / ".medsynth" / "sample.json").read_text())["identity"])
 
 
-def _living_children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`, zombies aside (a container's init may not reap)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _living(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
@@ -179,7 +166,7 @@ def _scanning_workers(process: subprocess.Popen[str]) -> list[int]:
     workers: list[int] = []
 
     def scanning() -> bool:
-        workers[:] = [pid for pid in _living_children(process.pid)
+        workers[:] = [pid for pid in living_children(process.pid)
                       if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         return len(workers) == 2
 

@@ -588,7 +588,7 @@ def run_watched(command: Command, folder: Path, *, stall_s: float,
     report_every = min(30.0, stall_s / 2)
     try:
         process = subprocess.Popen(command.argv, cwd=command.cwd,
-                                   env={**os.environ, **command.env})
+                                   env={**os.environ, **command.env}, pass_fds=locks.held_fds())
     except FileNotFoundError:
         raise UserError(f"{command.argv[0]} is not installed or not on PATH") from None
     try:
