@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.data.fetch import MARK_FILE
 from medsynth_kohya.sdscripts.launch import ISIC_MELANOMA_SEARCH
 
 from .conftest import invoke
@@ -47,8 +48,11 @@ def test_download_then_prepare(runner: CliRunner, tmp_path: Path, fake_isic: Pat
     out = tmp_path / "my isic"  # the next command it suggests quotes the folder
     code, stdout, stderr = invoke(runner, "fetch-isic", "--out", out)
     assert code == 0, stderr
-    assert json.loads(fake_isic.read_text(encoding="utf-8")) == [
-        "image", "download", "--search", ISIC_MELANOMA_SEARCH, "--collections", "70", str(out)]
+    argv = ["image", "download", "--search", ISIC_MELANOMA_SEARCH, "--collections", "70",
+            str(out)]
+    assert json.loads(fake_isic.read_text(encoding="utf-8")) == argv
+    assert json.loads((out / MARK_FILE).read_text(encoding="utf-8")) == {
+        "tool": "medsynth-kohya", "command": "fetch-isic", "argv": ["isic", *argv]}
     assert "Downloaded 6 images" in stdout
     assert shlex.split(stdout.split("next: ", 1)[1]) == [
         "medsynth-kohya", "prepare", str(out), "--out", "data/melanoma"]
@@ -123,7 +127,10 @@ def test_failures_are_one_line_errors(runner: CliRunner, tmp_path: Path, fake_is
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_ISIC_EXIT", "2")
     code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic")
-    assert code == 1 and "failed (exit 2)" in stderr and "Traceback" not in stderr
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "Error: isic image download failed (exit 2); check the messages above and run the "
+        "same command again"), stderr
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic2")
     assert code == 1 and "medsynth-kohya[fetch]" in stderr
@@ -140,7 +147,9 @@ def test_a_silent_isic_cli_is_given_up_after_the_timeout(runner: CliRunner, tmp_
     assert "waiting for isic-cli to reach the ISIC Archive (https://api.isic-archive.com)" in (
         " ".join(stderr.split()))
     assert "still waiting for isic-cli" in stderr
-    assert "isic-cli wrote nothing to" in stderr and "--timeout" in stderr
+    assert (f"Error: isic-cli wrote nothing to {tmp_path / 'isic'} for 2 s: check that this "
+            "machine reaches https://api.isic-archive.com (network, proxy), then run the same "
+            "command again (--timeout to wait longer)") in " ".join(stderr.split())
 
 
 def test_a_folder_fetch_isic_did_not_make_is_refused(runner: CliRunner, tmp_path: Path,
@@ -215,7 +224,6 @@ def test_a_lock_left_by_a_dead_fetch_is_taken_over_and_said(runner: CliRunner, t
     import sys
 
     from medsynth_kohya import locks
-    from medsynth_kohya.data.fetch import MARK_FILE
 
     out = tmp_path / "isic"
     out.mkdir()
@@ -271,3 +279,70 @@ def test_isic_cli_outliving_a_killed_fetch_keeps_the_folder_locked(
         with contextlib.suppress(ProcessLookupError):
             os.kill(isic, signal.SIGKILL)
         fetch.communicate()
+
+
+def test_a_dry_run_of_another_search_gives_its_command_and_downloads_nothing(
+        tmp_path: Path) -> None:
+    """From Python, another search and collections reach isic-cli's command; a dry run
+    (any positive --timeout, a fraction of a second too) has downloaded nothing."""
+    from medsynth_kohya.data.fetch import fetch_isic
+
+    out = tmp_path / "nevi"
+    fetched = fetch_isic(out, search='diagnosis_3:"Nevus"', collections=(249, 70), limit=3,
+                         timeout=0.5, dry_run=True)
+    assert fetched.command.argv == ["isic", "image", "download", "--search",
+                                    'diagnosis_3:"Nevus"', "--collections", "249,70",
+                                    "--limit", "3", str(out)]
+    assert (fetched.out, fetched.images, fetched.ran) == (out, 0, False)
+    assert not out.exists()
+
+
+def test_refusals_are_the_whole_line_with_the_fix(tmp_path: Path) -> None:
+    from medsynth_kohya.data.fetch import fetch_isic
+    from medsynth_kohya.errors import UserError
+
+    with pytest.raises(UserError) as limit:
+        fetch_isic(tmp_path / "isic", limit=-1)
+    assert str(limit.value) == "--limit must be 0 (everything) or more"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "attribution.txt").write_text("my photos", encoding="utf-8")
+    with pytest.raises(UserError) as foreign:
+        fetch_isic(mine, dry_run=True)
+    assert str(foreign.value) == (
+        f"--out {mine} is not empty (it holds attribution.txt) and was not made by "
+        "medsynth-kohya fetch-isic (isic-cli would replace its metadata.csv and "
+        "attribution.txt); choose a new or empty folder")
+
+
+def test_a_fetch_locked_or_read_on_another_host_goes_on_only_with_break_lock(
+        runner: CliRunner, tmp_path: Path, fake_isic: Path) -> None:
+    """A fresh mark of an evaluate reading the download on another machine sharing the folder,
+    then a fetch-isic's lock there, are refused, naming that machine and --break-lock; with
+    --break-lock the download goes on and says what it broke."""
+    from datetime import datetime, timezone
+
+    from medsynth_kohya import locks
+
+    out = tmp_path / "isic"
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+    assert code == 0, stderr
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    refusals = (
+        ("reader-lab", "evaluate", f"{out} is being read by `medsynth-kohya evaluate` (pid 4243 "
+                                   "on lab-node-7, since", "`fetch-isic` would change the files"),
+        (None, "fetch-isic", f"{out} is locked by `medsynth-kohya fetch-isic` (pid 4242 on "
+                             "lab-node-7, since", "--break-lock"))
+    for part, command, who, then in refusals:
+        locks.lock_path(out, part).write_text(json.dumps(
+            {"command": command, "pid": 4243 if part else 4242, "host": "lab-node-7",
+             "since": now, "beat": now}), encoding="utf-8")
+        code, _, stderr = invoke(runner, "fetch-isic", "--out", out)
+        said = " ".join(stderr.split())
+        assert code == 1 and who in said and then in said and "--break-lock" in said, said
+    code, stdout, stderr = invoke(runner, "fetch-isic", "--out", out, "--break-lock")
+    assert code == 0 and "Downloaded 6 images" in stdout, stderr
+    said = " ".join(stderr.split())
+    for what, command in (("lock", "fetch-isic"), ("reading mark", "evaluate")):
+        assert f"broke (--break-lock) the {what} on {out} of `medsynth-kohya {command}` (pid" in (
+            said)
