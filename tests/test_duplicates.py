@@ -55,3 +55,23 @@ def test_the_copy_kept_of_a_listed_pair_is_one_that_reads(tmp_path: Path) -> Non
         ids[1]: "truncated", ids[4]: f"duplicate image of {ids[0]} {LISTED}"}
     (warning,) = [w for w in result.warnings if "duplicate" in w]
     assert warning.startswith(f"1 selected image duplicates another (1 {LISTED[1:-1]})")
+
+
+def test_the_preferred_copy_is_kept_whichever_way_the_two_are_known(tmp_path: Path) -> None:
+    """evaluate's real set keeps the copy its training set holds (`preferred`), even where its
+    twin sorts first: of a listed pair and of identical files alike."""
+    import shutil
+
+    from medsynth_kohya.data.duplicates import IDENTICAL, twins
+    from medsynth_kohya.data.sources import locate
+
+    made = make_dataset(tmp_path / "src", 5, seed=6, melanoma_fraction=1.0)
+    ids = sorted(made.frame["image_name"])
+    _listed(made, (ids[0], ids[1]))
+    shutil.copy(made.images / f"{ids[3]}.jpg", made.images / f"{ids[2]}.jpg")
+    paths = {i: made.images / f"{i}.jpg" for i in ids}
+    source = locate(made.root)
+    assert twins(paths, source) == (
+        {ids[1]: (ids[0], f"listed in {LIST}"), ids[3]: (ids[2], IDENTICAL)}, [])
+    assert twins(paths, source, preferred={ids[1], ids[3], ids[4]}) == (
+        {ids[0]: (ids[1], f"listed in {LIST}"), ids[2]: (ids[3], IDENTICAL)}, [])

@@ -48,9 +48,11 @@ def listed_twins(ids: Iterable[str], source: Source, preferred: Collection[str] 
         pairs, listed = listed_duplicates(source)
     except UserError as exc:
         return {}, [f"{exc}: its duplicates are not skipped"]
+    if listed is None:
+        return {}, []
     present = set(ids)
     twin: Twins = {}
-    how = f"listed in {listed.name}" if listed is not None else ""
+    how = f"listed in {listed.name}"
     # joined before the absent are left out: a ~ b ~ c makes a ~ c without b's file
     for group in (group & present for group in groups(pairs)):
         if group:
