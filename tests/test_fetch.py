@@ -123,6 +123,23 @@ def test_a_download_being_prepared_is_not_fetched_into(
     assert code == 0, stderr
 
 
+def test_a_first_download_under_way_without_its_metadata_yet_is_not_prepared(
+        runner: CliRunner, tmp_path: Path) -> None:
+    """isic-cli writes metadata.csv after every image: prepare of a first download under way
+    says that fetch-isic is still writing it, not that the folder has no metadata."""
+    from medsynth_kohya import locks
+    from medsynth_kohya.data.synth import make_dataset
+
+    out = tmp_path / "isic"
+    with locks.hold(out, "fetch-isic"):
+        made = make_dataset(out, 3, seed=5, layout="archive")
+        made.metadata.unlink()
+        code, _, stderr = invoke(runner, "prepare", out, "--out", tmp_path / "data")
+    said = " ".join(stderr.split())
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"{out} is still being written by `medsynth-kohya fetch-isic`" in said, said
+    assert "`prepare` needs it finished" in said and not (tmp_path / "data" / "img").exists()
+
 def test_failures_are_one_line_errors(runner: CliRunner, tmp_path: Path, fake_isic: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_ISIC_EXIT", "2")

@@ -716,6 +716,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
 
     placed = _Placed.read(out)  # nothing before _write_layout changes it: read once
     foreign_warnings = _claim(out, force, options.class_name, placed)
+    if source is not None and source.is_dir():  # isic-cli writes metadata.csv last of all
+        locks.ensure_idle(source, "prepare", writers=("fetch-isic",))
     located = locate_source(source, metadata, images, options, out)
     for read in dict.fromkeys((located.metadata.parent, *located.image_dirs)):
         # marked first, then checked: a download still under way would be prepared in part
