@@ -314,6 +314,18 @@ def test_a_dry_run_of_another_search_gives_its_command_and_downloads_nothing(
     assert not out.exists()
 
 
+def test_a_download_from_python_gives_what_it_ran_and_what_it_got(tmp_path: Path,
+                                                                   fake_isic: Path) -> None:
+    from medsynth_kohya.data.fetch import fetch_isic
+
+    out = tmp_path / "isic"
+    fetched = fetch_isic(out, limit=6)
+    argv = ["image", "download", "--search", ISIC_MELANOMA_SEARCH, "--collections", "70",
+            "--limit", "6", str(out)]
+    assert json.loads(fake_isic.read_text(encoding="utf-8")) == argv
+    assert fetched.command.argv == ["isic", *argv]
+    assert (fetched.out, fetched.images, fetched.ran, fetched.warnings) == (out, 6, True, ())
+
 def test_refusals_are_the_whole_line_with_the_fix(tmp_path: Path) -> None:
     from medsynth_kohya.data.fetch import fetch_isic
     from medsynth_kohya.errors import UserError
