@@ -75,3 +75,14 @@ def test_the_preferred_copy_is_kept_whichever_way_the_two_are_known(tmp_path: Pa
         {ids[1]: (ids[0], f"listed in {LIST}"), ids[3]: (ids[2], IDENTICAL)}, [])
     assert twins(paths, source, preferred={ids[1], ids[3], ids[4]}) == (
         {ids[0]: (ids[1], f"listed in {LIST}"), ids[2]: (ids[3], IDENTICAL)}, [])
+
+
+def test_files_of_one_size_are_twins_only_with_the_same_bytes(tmp_path: Path) -> None:
+    """Size only narrows the search: two photos of one size and other bytes are two photos."""
+    from medsynth_kohya.data.duplicates import IDENTICAL, identical_twins
+
+    contents = {"a": b"same size 1", "b": b"same size 2", "c": b"same size 1", "d": b"other"}
+    paths = {name: tmp_path / f"{name}.jpg" for name in contents}
+    for name, data in contents.items():
+        paths[name].write_bytes(data)
+    assert identical_twins(paths) == {"c": ("a", IDENTICAL)}
