@@ -558,15 +558,20 @@ def test_a_chain_that_loops_or_never_ends_is_read_to_an_end() -> None:
 
 # --- the limits on each wait (timeouts.py) --------------------------------------------------------
 
+def _set_limit(monkeypatch: pytest.MonkeyPatch, raw: str | None) -> None:
+    """MEDSYNTH_HUB_TIMEOUT set to `raw`, or unset for None."""
+    if raw is None:
+        monkeypatch.delenv(timeouts.ENV, raising=False)
+    else:
+        monkeypatch.setenv(timeouts.ENV, raw)
+
+
 @pytest.mark.parametrize(("raw", "connect", "read"), [
     (None, 10.0, 60.0), ("", 10.0, 60.0), ("  ", 10.0, 60.0), ("2.5", 2.5, 2.5),
     (" 10 ", 10.0, 10.0), ("30", 10.0, 30.0)])
 def test_the_limits_follow_the_variable(monkeypatch: pytest.MonkeyPatch, raw: str | None,
                                         connect: float, read: float) -> None:
-    if raw is None:
-        monkeypatch.delenv(timeouts.ENV, raising=False)
-    else:
-        monkeypatch.setenv(timeouts.ENV, raw)
+    _set_limit(monkeypatch, raw)
     assert timeouts.limits() == timeouts.Limits(connect, read)
 
 
@@ -590,10 +595,7 @@ def test_a_limit_that_is_no_number_is_one_whole_line(monkeypatch: pytest.MonkeyP
      "set MEDSYNTH_HUB_TIMEOUT to more than 0.5 (seconds) to wait longer for the connection")])
 def test_the_advice_names_the_limit_in_force(monkeypatch: pytest.MonkeyPatch, raw: str | None,
                                              read: str, connecting: str) -> None:
-    if raw is None:
-        monkeypatch.delenv(timeouts.ENV, raising=False)
-    else:
-        monkeypatch.setenv(timeouts.ENV, raw)
+    _set_limit(monkeypatch, raw)
     assert timeouts.advice() == read and timeouts.advice(connecting=True) == connecting
 
 
