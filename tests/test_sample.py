@@ -888,6 +888,21 @@ def test_the_gpus_a_set_is_spread_over_are_visible_distinct_ones(
         shard_devices(2, [Gpu("A100", 81920, (8, 0))] * gpus)
 
 
+@pytest.mark.parametrize(("listed", "given"), [(1, "0,1"), (4, "0,5,1"), (2, "1,2")])
+def test_visible_entries_naming_no_gpu_here_are_refused_not_run_on(
+        monkeypatch: pytest.MonkeyPatch, listed: int, given: str) -> None:
+    """CUDA sees the listed GPUs CUDA_VISIBLE_DEVICES names up to the first naming none: a
+    generator given a later entry would find no GPU, so too few seen is refused up front."""
+    from medsynth_kohya.machine.gpus import Gpu, visible
+    from medsynth_kohya.sampling.shards import shard_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+    gpus = visible([Gpu("A100", 81920, (8, 0))] * listed)
+    with pytest.raises(UserError, match=f"^--num-gpus 2: CUDA_VISIBLE_DEVICES={given} shows "
+                                        f"only {len(gpus)} GPU"):
+        shard_devices(2, gpus)
+
+
 def test_mig_instances_may_outnumber_the_gpus_nvidia_smi_lists(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from medsynth_kohya.machine.gpus import Gpu

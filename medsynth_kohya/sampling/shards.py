@@ -14,6 +14,7 @@ from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import (
     UNHIDE,
+    VISIBLE,
     Gpu,
     devices,
     hides_gpus,
@@ -58,9 +59,14 @@ def shard_devices(num_gpus: int, gpus: Sequence[Gpu], own: bool = True) -> list[
     if num_gpus > 1 and not gpus:
         fix = f"; {UNHIDE}" if hides_gpus() else ""
         raise UserError(f"{asked}: {none_seen()}{fix}")
-    if num_gpus > 1 and visible_devices() is None and len(gpus) < num_gpus:
-        raise UserError(f"{asked}: nvidia-smi lists only {files.counted(len(gpus), 'GPU')}")
-    return devices(num_gpus, asked)
+    chosen = devices(num_gpus, asked)
+    if num_gpus > 1 and len(gpus) < num_gpus and not any(d.startswith("MIG-") for d in chosen):
+        shown, given = files.counted(len(gpus), "GPU"), visible_devices()
+        raise UserError(f"{asked}: nvidia-smi lists only {shown}" if given is None else
+                        f"{asked}: {VISIBLE}={','.join(given)} shows only {shown} of this "
+                        "machine (CUDA reads its entries up to the first naming no GPU "
+                        "nvidia-smi lists); list GPUs this machine has")
+    return chosen
 
 
 def split(indices: Sequence[int], parts: int) -> list[list[int]]:
