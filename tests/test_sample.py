@@ -931,9 +931,12 @@ def test_gpus_cuda_visible_devices_hides_are_not_generated_on(
         code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out", out,
                                        *SMALL)
         assert code == 0, stdout + stderr
-        seen[visible] = (fake_gen.calls()[-1]["args"], " ".join((stdout + stderr).split()))
-    (on_gpu, said_gpu), (on_cpu, said_cpu) = seen[None], seen[""]
+        [call] = fake_gen.calls()
+        fake_gen.forget()
+        seen[visible] = (call["args"], " ".join((stdout + stderr).split()), call["device"])
+    (on_gpu, said_gpu, _), (on_cpu, said_cpu, device) = seen[None], seen[""]
     assert on_gpu.get("fp16") and "fp16" not in on_cpu
+    assert device == "", "the generator must stay hidden from every GPU, as the user asked"
     assert "generating on the CPU" not in said_gpu
     assert ("no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=): generating on the CPU"
             in said_cpu)
