@@ -446,6 +446,14 @@ def test_parse_nvidia_smi() -> None:
     assert parse_nvidia_smi("No devices were found\n") == []
 
 
+@pytest.mark.parametrize(("memory", "mib"), [
+    ("80 GiB", 81920), ("1048576 KiB", 1024), ("15360.7 MiB", 15360), ("16 gib", 16384),
+    ("80 GB", 0), ("MiB", 0)])
+def test_memory_is_read_in_the_unit_nvidia_smi_prints(memory: str, mib: int) -> None:
+    """A GPU's memory in MiB whatever unit it is printed in; an unknown one reads as [N/A]."""
+    assert parse_nvidia_smi(f"Some GPU, {memory}, 8.6") == [Gpu("Some GPU", mib, (8, 6))]
+
+
 def test_detect_gpus_without_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     assert detect_gpus() == []
