@@ -937,6 +937,7 @@ def test_gpus_cuda_visible_devices_hides_are_not_generated_on(
     (on_gpu, said_gpu, _), (on_cpu, said_cpu, device) = seen[None], seen[""]
     assert on_gpu.get("fp16") and "fp16" not in on_cpu
     assert device == "", "the generator must stay hidden from every GPU, as the user asked"
+    assert "shard 0 (no GPU)" in said_cpu and "shard 0 (GPU 0)" in said_gpu
     assert "generating on the CPU" not in said_gpu
     assert ("no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=): generating on the CPU"
             in said_cpu)

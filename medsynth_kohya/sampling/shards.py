@@ -44,6 +44,11 @@ class Shard:
     tail: tuple[str, ...] = ()
 
     @property
+    def where(self) -> str:
+        """Its device as a summary names it: `GPU 0`, or `no GPU` where every GPU is hidden."""
+        return f"GPU {self.device}" if self.device else "no GPU"
+
+    @property
     def failed(self) -> bool:
         return not self.interrupted and self.returncode is not None and (
             self.returncode != 0 or self.made < len(self.images))
