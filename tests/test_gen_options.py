@@ -47,6 +47,15 @@ def test_generation_repeats_the_training_runs_attention_vae_and_network(
     assert options["bf16"] is True
 
 
+@pytest.mark.parametrize("given", ["conv_dim=4;conv_alpha=1", ["conv_dim=4", "conv_alpha=1"]])
+def test_network_args_are_one_entry_whether_recorded_as_a_list_or_a_string(
+        tmp_path: Path, given: str | list[str]) -> None:
+    """A record written by hand may hold network_args as one string: it is one entry, not
+    split into its letters."""
+    options = _options(tmp_path, {"network_args": given})
+    assert options["network_args"] == ["conv_dim=4;conv_alpha=1"]
+
+
 def test_what_sample_sets_itself(tmp_path: Path) -> None:
     options = _options(tmp_path, None)
     assert options["ckpt"] == "base.safetensors" and options["sdpa"] is True

@@ -81,8 +81,9 @@ def gen_options(record: RunRecord | None, base_model: str, lora: Path,
             continue
         if key in LOCAL_FILES and isinstance(value, str):
             value = checkout.local_path(value, sd_dir, f"the run's {key}")
-        elif key == "network_args" and isinstance(value, list):
-            value = [";".join(str(item) for item in value)]  # one "k=v;k=v" entry per network
+        elif key == "network_args":  # one "k=v;k=v" entry per network (one string: as one)
+            value = [";".join(str(item) for item in (value if isinstance(value, list)
+                                                      else [value]))]
         options[key] = value
     tokens = config.get("max_token_length")
     if isinstance(tokens, int) and tokens > 75:  # prompts as long as training read them
