@@ -130,6 +130,23 @@ def test_the_base_model_is_the_given_one_else_the_runs_and_a_missing_file_is_sai
         resolve_base_model(None, RunRecord(), sd_dir)
 
 
+def test_a_base_model_that_cannot_be_found_is_refused_naming_where_it_came_from(
+        tmp_path: Path) -> None:
+    """The refusal says which base model is at fault (the run's, or --base-model) and the fix."""
+    sd_dir = tmp_path / "sd-scripts"
+    sd_dir.mkdir()
+    with pytest.raises(UserError) as none:
+        resolve_base_model(None, RunRecord(), sd_dir)
+    assert str(none.value) == ("give --base-model (a .safetensors checkpoint or a Hub id): the "
+                               "LoRA has no train run record naming its base model")
+    nobody = "~no-such-user-medsynth/sdxl.safetensors"
+    record = RunRecord(config={"pretrained_model_name_or_path": nobody})
+    with pytest.raises(UserError, match=r"^the run's base model ~no-such-user"):
+        resolve_base_model(None, record, sd_dir)
+    with pytest.raises(UserError, match=r"^--base-model ~no-such-user"):
+        resolve_base_model(nobody, None, sd_dir)
+
+
 def test_metadata_names_a_local_base_model_without_its_folders(tmp_path: Path) -> None:
     sd_dir = tmp_path / "sd-scripts"
     (sd_dir / "diffusers" / "sdxl").mkdir(parents=True)
