@@ -102,6 +102,19 @@ def test_set_parses_values_and_refuses_what_sample_decides() -> None:
             parse_overrides([item])
 
 
+@pytest.mark.parametrize(("item", "said"), [
+    ("clip_skip", "--set 'clip_skip' must look like key=value, e.g. --set network_mul=0.8"),
+    ("seed=3", "--set seed is decided by sample; use --seed"),
+    ("n_iter=2", "--set n_iter is decided by sample (it numbers and names the images)"),
+    ("network_module=", "--set network_module= would generate without the LoRA "
+                        "(sdxl_gen_img.py applies it only with network_module and "
+                        "network_mul); give a value, e.g. --set network_mul=0.8")])
+def test_a_set_refusal_says_why_and_what_to_give_instead(item: str, said: str) -> None:
+    with pytest.raises(UserError) as refused:
+        parse_overrides([item])
+    assert str(refused.value) == said
+
+
 def test_vae_files_given_from_home_are_written_out_for_sd_scripts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """sdxl_gen_img.py runs in the sd-scripts folder and expands no `~`: the training run's
