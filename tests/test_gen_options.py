@@ -183,6 +183,7 @@ def test_preflight_passes_on_what_generation_uses_and_warns_of_the_cpu(
 
     def diagnose(**kwargs: Any) -> doctor.Report:
         asked.append(list(kwargs["needs"]))
+        assert kwargs["python"] == "python3"  # the Python that runs the generator is checked
         return doctor.Report((
             doctor.Check("bitsandbytes", doctor.WARN, "missing", "pip install bitsandbytes"),
             doctor.Check("accelerate config", doctor.WARN, "none", "accelerate config"),
