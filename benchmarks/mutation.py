@@ -155,7 +155,6 @@ AREAS = (
     Area("hub access", "medsynth_kohya/hub/timeouts.py"),
     Area("isic download", "medsynth_kohya/data/fetch.py"),
     Area("isic download", "medsynth_kohya/data/duplicates.py"),
-    Area("generator processes", "medsynth_kohya/sampling/generator.py"),
     Area("generator processes", "medsynth_kohya/sampling/generator.py", sample=SAMPLE),
     Area("generator processes", "medsynth_kohya/sampling/shards.py"),
     Area("generator processes", "medsynth_kohya/sampling/grid.py"),
