@@ -414,9 +414,9 @@ def test_other_answers_name_the_status_and_the_option(server: _Server) -> None:
         "--push and run the same command again")
     answer(server, 404, {})
     exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
-    assert hub_error(exc, REPO, url, option="--push") == (
+    assert hub_error(exc, REPO, url, option="--push") == (  # reproduce: no --endpoint
         f"{REPO} was not found at {url} (404): check --push's namespace (your user name or an "
-        "organisation you belong to) and --endpoint / HF_ENDPOINT")
+        "organisation you belong to) and HF_ENDPOINT")
     answer(server, 403, {})
     exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
     assert str(hub_error(exc, REPO, url, option="--push")).endswith(

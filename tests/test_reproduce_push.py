@@ -141,3 +141,25 @@ def test_a_repo_that_cannot_be_read_before_training_is_checked_at_the_push(
     assert "README.md" in last and "--force-push" in last
     assert (tmp_path / "work" / "synthetic").is_dir()  # the stages ran
     assert repo.files["README.md"] == CARD
+
+
+def test_a_hub_that_cannot_be_reached_names_the_setting_reproduce_has(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """reproduce has no --endpoint, yet its refusals said "check --endpoint / HF_ENDPOINT":
+    they name HF_ENDPOINT alone, as a web page in place of the Hub does; push keeps both."""
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    for endpoint, said in ((closed, "and the network"), (fake_hub.url, "did not answer as")):
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        fake_hub.fail("GET", r"/api/", "html")
+        code, stdout, stderr = _run(runner, isic2020, tmp_path / "work", fake)
+        line = " ".join(stderr.split())
+        assert code == 1 and len(stderr.strip().splitlines()) == 1, stdout + stderr
+        assert "check HF_ENDPOINT" in line and "--endpoint" not in line, line
+        assert said in line and not (tmp_path / "work").exists()
+

@@ -77,7 +77,7 @@ def writer(api: HfApi, repo_id: str, *, option: str = "--repo-id",
         kind = UserError if http_status(exc) in (401, 403) else Unanswered
         raise kind(scrub(message.encode(), secrets).decode()) from None
     if not isinstance(info, Mapping):  # JSON, but not the account the Hub describes
-        raise Unanswered(answered_otherwise(api.endpoint, CHECKING))
+        raise Unanswered(answered_otherwise(api.endpoint, CHECKING, option))
     problem = refusal(info, repo_id, api.endpoint, option)
     if problem is not None:
         raise UserError(problem)

@@ -107,12 +107,18 @@ def answered_instead(endpoint: str, setting: str) -> str:
             "network's sign-in page or a filtering proxy: sign in to the network or use another")
 
 
-def answered_otherwise(endpoint: str, during: str) -> str:
+def endpoint_setting(option: str) -> str:
+    """What sets the Hub's address for the command that names its repository by `option`:
+    push (--repo-id) has --endpoint; reproduce (--push) reads HF_ENDPOINT alone."""
+    return "--endpoint / HF_ENDPOINT" if option == "--repo-id" else "HF_ENDPOINT"
+
+
+def answered_otherwise(endpoint: str, during: str, option: str = "--repo-id") -> str:
     """The line for an answer the Hub never gives (a web page, JSON of another shape) to a
-    request made during `during`."""
+    request made during `during` (`option`: as for `hub_error`)."""
     return (f"{endpoint} did not answer as the Hugging Face Hub does during {during} (it sent a "
             "web page or other text where the Hub sends its JSON answer): "
-            f"{answered_instead(endpoint, '--endpoint / HF_ENDPOINT')}, then run the same "
+            f"{answered_instead(endpoint, endpoint_setting(option))}, then run the same "
             "command again")
 
 
@@ -157,6 +163,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
     names what failed when it is not the push itself (a dry run's read of the repository, the
     check of the token); `option` is the one the user named the repository by."""
     unfinished = "the push did not finish: " if during == PUSHING else ""
+    setting = endpoint_setting(option)
     from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 
     name = repo_id.split("/")[1]
@@ -178,7 +185,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                     f"valid token with write access, or run {login(endpoint)}")
         if status == 404 and "/api/whoami" in url:  # asks for no repository: not the Hub's API
             return (f"{endpoint} answered 404 during {during}, which any Hugging Face Hub "
-                    f"answers: {answered_instead(endpoint, '--endpoint / HF_ENDPOINT')}, then "
+                    f"answers: {answered_instead(endpoint, setting)}, then "
                     "run the same command again")
         if status == 403:
             return (f"no write access to {repo_id} (403): it belongs to another user or "
@@ -186,8 +193,7 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                     f"({option} YOUR-NAME/{name}) with a write token")
         if status == 404:
             return (f"{repo_id} was not found at {endpoint} (404): check {option}'s "
-                    "namespace (your user name or an organisation you belong to) and "
-                    "--endpoint / HF_ENDPOINT")
+                    f"namespace (your user name or an organisation you belong to) and {setting}")
         if status == 429:
             return (f"the Hub at {endpoint} is rate-limiting this token (429); wait a few "
                     "minutes and run the same command again")
@@ -210,18 +216,17 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                 f"({reason[:200] or 'no reason given'}); {unfinished}check the repository's "
                 "storage on the Hub, then run the same command again")
     if not_the_hub(exc):
-        return answered_otherwise(endpoint, during)
+        return answered_otherwise(endpoint, during, option)
     network = network_errors()
     for link in chain(exc):
         if isinstance(link, ConnectionRefusedError) or type(link).__name__ == "ConnectError":
             return (f"could not connect to {endpoint} during {during} ({type(link).__name__}):"
-                    " check --endpoint / HF_ENDPOINT and the network, then run the same "
-                    "command again")
+                    f" check {setting} and the network, then run the same command again")
     late = timed_out(exc)
     if late is not None:
         return (f"{endpoint} did not answer in time during {during} ({type(late).__name__}); "
-                f"{unfinished}check the network and --endpoint / HF_ENDPOINT, then run the same "
-                f"command again; {wait_advice(late)}")
+                f"{unfinished}check the network and {setting}, then run the same command "
+                f"again; {wait_advice(late)}")
     for link in chain(exc):
         if isinstance(link, network):
             return (f"lost the connection to {endpoint} during {during} "
