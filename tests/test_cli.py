@@ -136,7 +136,8 @@ def test_progress_bars_leave_no_blank_lines_off_a_terminal(runner: CliRunner,
     code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
     assert code == 0 and "checking images" in stderr and "drawing photos" in stderr, stderr
     assert all(line.strip() for line in stderr.splitlines()), stderr
-    code, _, stderr = invoke(runner, "train", out / "prepared", "--dry-run")
+    code, _, stderr = invoke(runner, "train", out / "prepared", "--run-dir", tmp_path / "run",
+                                "--dry-run")
     assert code == 0 and "Warning:" in stderr, stderr
     assert all(line.strip() for line in stderr.splitlines()), stderr
 
