@@ -1072,9 +1072,15 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
     hint = ""
     if counts.index[0] == NO_FILE:
         folders = ", ".join(map(str, source.image_dirs)) or "no folder"
-        archives = sorted({path for folder in (*source.image_dirs, source.metadata.parent)
-                           for path in folder.glob("*.zip")})
-        if not found and archives:  # the download, not yet extracted
+        near = (*source.image_dirs, source.metadata.parent)
+        archives = sorted({path for folder in near for path in folder.glob("*.zip")})
+        packed = sorted({path for folder in near for path in folder.glob("*.hdf5")})
+        if not found and packed:  # ISIC 2024's Kaggle download packs them this way too
+            hint = (f"; no .jpg/.jpeg/.png files in {folders}, but {packed[0].name} is there: "
+                    "prepare does not read images packed in HDF5: take the download's "
+                    "train-image/ folder of JPEG files (or write each HDF5 entry out as "
+                    "ISIC_….jpg) and pass --images DIR")
+        elif not found and archives:  # the download, not yet extracted
             hint = (f"; no .jpg/.jpeg/.png files in {folders}, but {archives[0].name} is there: "
                     f"extract it (unzip {shlex.quote(str(archives[0]))} -d "
                     f"{shlex.quote(str(archives[0].parent))}) and run this again")

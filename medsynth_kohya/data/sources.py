@@ -59,11 +59,16 @@ CHALLENGE_METADATA = "train.csv"
 ARCHIVE_METADATA = "metadata.csv"
 """The metadata file of an ISIC 2020 challenge download and of an ISIC Archive export (not a
 synthetic set's metadata.csv, which sampling/synthset.py owns)."""
+SLICE3D_METADATA = "train-metadata.csv"
+"""ISIC 2024's (SLICE-3D, Kaggle's isic-2024-challenge) training metadata: the Archive's column
+names, but its diagnosis levels named `iddx_1..5` (SLICE3D_LEVELS)."""
+SLICE3D_LEVELS = {f"diagnosis_{level}": f"iddx_{level}" for level in range(1, 6)}
+"""The Archive's diagnosis level -> ISIC 2024's name for it (the same hierarchy's terms)."""
 DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
 """The ISIC 2020 challenge's list of images it holds twice (`image_name_1, image_name_2`)."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
                       "ISIC_2019_*GroundTruth*.csv", "HAM10000_metadata*.csv",
-                      ARCHIVE_METADATA, "ISIC_2019_*Metadata*.csv",
+                      ARCHIVE_METADATA, SLICE3D_METADATA, "ISIC_2019_*Metadata*.csv",
                       "ISIC2018_Task3_Training_GroundTruth*.csv",
                       "ISIC2018_Task3_*GroundTruth*.csv")
 """Metadata file names searched for, in this order (within one, the last in sorted order first:
@@ -95,7 +100,7 @@ _IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
                   "ISIC_2019_Training_Input/ISIC_2019_Training_Input", "HAM10000_images",
                   "HAM10000_images_part_1", "HAM10000_images_part_2",
                   "ISIC2018_Task3_Training_Input", "ISIC2018_Task3_Validation_Input",
-                  "ISIC2018_Task3_Test_Input")
+                  "ISIC2018_Task3_Test_Input", "train-image")
 """Where each layout keeps its images, below its metadata's folder (or SOURCE)."""
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
 PANDAS_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -222,8 +227,8 @@ def _find_metadata(root: Path) -> Path:
                    f" ({packed[0]} is an archive: extract it here)")
     raise UserError(f"no ISIC metadata found in {root}{passed}: expected train.csv, "
                     "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv, "
-                    "HAM10000_metadata.csv, ISIC2018_Task3_Training_GroundTruth.csv or "
-                    "metadata.csv; pass --metadata CSV --images DIR")
+                    "HAM10000_metadata.csv, ISIC2018_Task3_Training_GroundTruth.csv, "
+                    "train-metadata.csv or metadata.csv; pass --metadata CSV --images DIR")
 
 
 def _other_metadata(chosen: Path, partner: Path | None) -> list[Path]:
@@ -773,6 +778,8 @@ def read_metadata(source: Source) -> pd.DataFrame:
     frame = frame.assign(**{name: flags for name in frame.columns if name not in text
                             and (flags := _true_false(frame[name])) is not None})
     aliases = {name: _match(name, header) for name in _KNOWN if name not in header}
+    if not any(aliases.get(name, name) in header for name in SLICE3D_LEVELS):
+        aliases.update({name: _match(level, header) for name, level in SLICE3D_LEVELS.items()})
     read: pd.DataFrame = frame.assign(**{name: frame[column]
                                          for name, column in aliases.items() if column})
     return read
