@@ -436,6 +436,7 @@ def test_the_duration_is_the_recorded_start_to_end(start: str | None, end: str |
      "1 x NVIDIA L4 (22 GiB); trained with 1 process"),
     ([GpuRecord("NVIDIA L4", 23034)], ["--num_processes", "0"], "1 x NVIDIA L4 (22 GiB)"),
     ([GpuRecord("T4", 15360), GpuRecord("T4", 15360)], None, "2 x T4 (15 GiB)"),
+    ([GpuRecord("NVIDIA GH200 480GB")], None, "1 x NVIDIA GH200 480GB (memory unknown)"),
     ([], ["--num_processes", "2"], "CPU"),
 ])
 def test_the_hardware_is_the_gpus_found_and_the_processes_started(

@@ -156,6 +156,21 @@ def test_gpu_errors_name_each_problem() -> None:
         "2 training processes need 2 GPUs; 1 found: use --gpus 1"]
 
 
+def test_a_gpu_whose_capability_or_memory_is_unknown_is_refused_for_neither() -> None:
+    """nvidia-smi prints [N/A] for a unified-memory board's memory (and may for its compute
+    capability): unknown is not "no bf16" nor "0 GiB", so nothing is refused on it."""
+    unknown = Gpu("NVIDIA GH200 480GB", None, None)
+    assert checks.gpu_errors({"mixed_precision": "bf16"}, [unknown], 1, 40.0) == []
+    assert checks.gpu_errors({"full_bf16": True}, [Gpu("GB10", None, (12, 1))], 1, 40.0) == []
+    assert checks.gpu_errors({"mixed_precision": "bf16"}, [Gpu("old", None, (7, 5))], 1,
+                             40.0) == ["old (compute capability 7.5) has no bf16: --set "
+                                       "mixed_precision=fp16 --set save_precision=fp16, or the "
+                                       "t4-16gb preset"]
+    assert checks.gpu_errors({}, [Gpu("small", 8192, None)], 1, 40.0) == [
+        "small has 8 GiB; this preset needs 40 GiB: choose the t4-16gb preset or lower "
+        "train_batch_size"]
+
+
 def test_only_the_gpus_that_train_are_checked() -> None:
     assert checks.gpu_errors({"full_bf16": True}, [A100, T4], 1, 16.0) == []
     assert len(checks.gpu_errors({"full_bf16": True}, [A100, T4], 2, 15.0)) == 1

@@ -122,6 +122,17 @@ def test_torch_without_cuda_fails(tmp_path: Path, nvidia_smi: InstallGpus) -> No
     assert torch.status == FAIL and "without CUDA" in torch.detail
 
 
+def test_a_gpu_whose_capability_and_memory_nvidia_smi_does_not_know_says_so(
+        tmp_path: Path, nvidia_smi: InstallGpus) -> None:
+    """[N/A] (a unified-memory board's memory) is shown as unknown, not as 0 GiB or no bf16."""
+    nvidia_smi("NVIDIA GH200 480GB, [N/A], [N/A]")
+    report = diagnose(sd_scripts=_checkout(tmp_path), python=_environment(tmp_path, torch=True),
+                      workdir=tmp_path)
+    assert _row(report.checks, "GPU 0") == Check(
+        "GPU 0", OK, "NVIDIA GH200 480GB, memory unknown, compute capability unknown, bf16 "
+        "unknown")
+
+
 def test_a_t4_passes_without_bf16(tmp_path: Path, nvidia_smi: InstallGpus) -> None:
     nvidia_smi("Tesla T4, 15360 MiB, 7.5")
     report = diagnose(sd_scripts=_checkout(tmp_path), python=_environment(tmp_path, torch=True),

@@ -222,7 +222,7 @@ def test_gpus_and_versions_are_typed_and_keep_what_they_do_not_know(tmp_path: Pa
                                              {"torch": "2.5.1", "accelerate": "1.6.0"})
     assert record.gpus == [GpuRecord("NVIDIA A100", 81920, [8, 0], {"uuid": "GPU-1"}),
                            GpuRecord("NVIDIA T4")]
-    assert [gpu.memory_gib for gpu in record.gpus] == [80, 0] and record.processes == 2
+    assert [gpu.memory_gib for gpu in record.gpus] == [80, None] and record.processes == 2
     assert RunRecord().processes is None and RunRecord(command=["x", "--num_processes"]
                                                        ).processes is None
     folder = RunFolder(tmp_path)
@@ -237,7 +237,7 @@ def test_a_gpu_entry_is_the_gpu_a_machine_is_checked_against() -> None:
     assert entry.gpu() == Gpu("NVIDIA A100", 81920, (8, 0)) and entry.extra == {"uuid": "GPU-1"}
     assert GpuRecord.of(entry.gpu()).to_dict() == {"name": "NVIDIA A100", "memory_mib": 81920,
                                                    "compute_capability": [8, 0]}
-    assert GpuRecord.from_dict({"memory_mib": "lots"}).gpu() == Gpu("GPU", 0, (0, 0))
+    assert GpuRecord.from_dict({"memory_mib": "lots"}).gpu() == Gpu("GPU", None, None)
     with pytest.raises(NotARecord):
         GpuRecord.from_dict("A100")
 

@@ -440,17 +440,17 @@ def test_parse_nvidia_smi() -> None:
     assert two == [Gpu("NVIDIA A100-SXM4-80GB", 81920, (8, 0))] * 2
     assert all(gpu.bf16 for gpu in two)
     assert not parse_nvidia_smi("Tesla T4, 15360 MiB, 7.5")[0].bf16
-    assert parse_nvidia_smi("NVIDIA H100 80GB HBM3, [N/A], [N/A]") == [
-        Gpu("NVIDIA H100 80GB HBM3", 0, (0, 0))]
+    unknown = parse_nvidia_smi("NVIDIA GH200 480GB, [N/A], [N/A]")
+    assert unknown == [Gpu("NVIDIA GH200 480GB", None, None)] and unknown[0].bf16 is None
     assert parse_nvidia_smi("Tesla T4, 15360, 7.5") == [Gpu("Tesla T4", 15360, (7, 5))]
     assert parse_nvidia_smi("No devices were found\n") == []
 
 
 @pytest.mark.parametrize(("memory", "mib"), [
     ("80 GiB", 81920), ("1048576 KiB", 1024), ("15360.7 MiB", 15360), ("16 gib", 16384),
-    ("80 GB", 0), ("MiB", 0)])
-def test_memory_is_read_in_the_unit_nvidia_smi_prints(memory: str, mib: int) -> None:
-    """A GPU's memory in MiB whatever unit it is printed in; an unknown one reads as [N/A]."""
+    ("80 GB", None), ("MiB", None), ("[N/A]", None)])
+def test_memory_is_read_in_the_unit_nvidia_smi_prints(memory: str, mib: int | None) -> None:
+    """A GPU's memory in MiB whatever unit it is printed in; an unknown one reads as unknown."""
     assert parse_nvidia_smi(f"Some GPU, {memory}, 8.6") == [Gpu("Some GPU", mib, (8, 6))]
 
 

@@ -189,14 +189,18 @@ def test_a_gpu_as_recorded_and_as_checked() -> None:
                                                                         [9, 0])
     assert [GpuRecord(memory_mib=m).memory_gib for m in (0, 1023, 1024, 2047, 24576)] == [
         0, 0, 1, 1, 24]
-    assert GpuRecord(memory_mib=None).memory_gib == 0
-    capabilities: tuple[tuple[Any, tuple[int, int]], ...] = (
-        ([8, 6], (8, 6)), ([8, 6, 1], (8, 6)), ([8], (0, 0)), ([], (0, 0)), (None, (0, 0)),
+    assert GpuRecord(memory_mib=None).memory_gib is None
+    capabilities: tuple[tuple[Any, tuple[int, int] | None], ...] = (
+        ([8, 6], (8, 6)), ([8, 6, 1], (8, 6)), ([8], None), ([], None), (None, None),
         (["8", 6, 1], (6, 1)), ([8, None, 0], (8, 0)))
     for capability, expected in capabilities:
         assert GpuRecord("L4", 23034, capability).gpu() == Gpu("L4", 23034, expected), capability
-    assert GpuRecord().gpu() == Gpu("GPU", 0, (0, 0))
-    assert GpuRecord(name="", memory_mib=1.5).gpu() == Gpu("GPU", 0, (0, 0))  # type: ignore[arg-type]
+    assert GpuRecord().gpu() == Gpu("GPU", None, None)
+    assert GpuRecord(name="", memory_mib=1.5).gpu() == Gpu("GPU", None, None)  # type: ignore[arg-type]
+    # nvidia-smi's [N/A] is recorded as not known, and read back as not known
+    unknown = Gpu("NVIDIA GH200 480GB", None, None)
+    assert GpuRecord.of(unknown) == GpuRecord("NVIDIA GH200 480GB", None, None)
+    assert GpuRecord.from_dict(GpuRecord.of(unknown).to_dict()).gpu() == unknown
     with pytest.raises(NotARecord, match=r"^a gpus entry is not a JSON object$"):
         GpuRecord.from_dict(["L4"])
 

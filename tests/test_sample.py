@@ -974,3 +974,21 @@ def test_a_bf16_run_sampled_on_a_gpu_without_bf16_is_warned_with_the_fp16_fix(
     assert code == 0 and "has no bf16" not in stdout + stderr, stdout + stderr
     args = fake_gen.calls()[-1]["args"]
     assert args.get("fp16") and args.get("no_half_vae") and "bf16" not in args
+
+
+def test_a_bf16_run_sampled_on_a_gpu_of_unknown_capability_is_not_warned(
+        runner: CliRunner, prepared: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvidia-smi prints [N/A] for the compute capability and memory of some boards (unified
+    memory): unknown is not "no bf16", so generation is not warned of it."""
+    install_gpus(fake_gen, tmp_path, monkeypatch, 1)
+    (tmp_path / "gpu-bin" / "nvidia-smi").write_text(
+        "#!/bin/sh\necho 'NVIDIA GH200 480GB, [N/A], [N/A]'\n", encoding="utf-8")
+    run = tmp_path / "bf16"
+    run.mkdir()
+    write_run(run, prepared, tmp_path / "base.safetensors", mixed_precision="bf16")
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out",
+                                   tmp_path / "gh200", *SMALL)
+    said = " ".join((stdout + stderr).split())
+    assert code == 0 and "has no bf16" not in said and "capability" not in said, said
+    assert fake_gen.calls()[-1]["args"].get("bf16")

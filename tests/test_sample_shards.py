@@ -224,6 +224,20 @@ def test_an_array_job_is_planned_whatever_gpus_this_shell_shows(
         assert "#SBATCH --gpus=4" in stdout.splitlines()
 
 
+def test_an_array_job_of_a_bf16_run_is_not_warned_of_gpus_it_cannot_see(
+        runner: CliRunner, prepared: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """The job's GPUs are SLURM's, unknown where the job is planned: a run trained in bf16 is
+    not warned that they have no bf16."""
+    trained = tmp_path / "bf16"
+    write_run(trained, prepared, tmp_path / "base.safetensors", mixed_precision="bf16")
+    code, stdout, stderr = invoke(runner, "sample", "--lora", trained, "--n", N, *SMALL,
+                                  "--sd-scripts", fake_gen.sd_scripts, "--python",
+                                  sys.executable, "--out", tmp_path / "shared", "--slurm", 2,
+                                  "--dry-run")
+    assert code == 0, stderr
+    assert "has no bf16" not in stderr and "capability" not in stdout + stderr, stdout + stderr
+
+
 def test_a_task_planned_from_python_takes_the_gpus_it_is_given(
         prepared: Path, fake_gen: FakeGen, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import toml
 from typer.testing import CliRunner
 
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import Gpu
+from medsynth_kohya.machine.gpus import Gpu, parse_nvidia_smi
 from medsynth_kohya.sdscripts import checkout
 from medsynth_kohya.sdscripts.launch import Machines, StepProgress
 from medsynth_kohya.training.train import Cluster, train
@@ -238,6 +238,17 @@ def test_check_before_preparing_judges_the_gpus_it_is_given(fake_sd: FakeSd,
     assert [line.split(":")[0] for line in problems] == ["torch"]  # the stand-in's, no CUDA
     assert [line.split(":")[0] for line in warnings] == ["sd-scripts"]  # at no known commit
     assert not (tmp_path / "run").exists() and not fake_sd.record.exists()
+
+
+def test_a_gpu_whose_memory_and_capability_nvidia_smi_does_not_know_is_not_refused(
+        fake_sd: FakeSd, tmp_path: Path) -> None:
+    """A unified-memory board's nvidia-smi prints [N/A] for its memory (some for its compute
+    capability too): unknown is not 0 GiB nor "no bf16", so a bf16 preset is not refused."""
+    unknown = parse_nvidia_smi("NVIDIA GH200 480GB, [N/A], [N/A]")
+    problems, _ = train_check("h100-80gb", [], tmp_path / "run", detect=lambda: unknown,
+                              class_name="melanoma", target_steps=None, images=10, repeats=2,
+                              sd_scripts=fake_sd.sd_scripts, python=sys.executable)
+    assert [line.split(":")[0] for line in problems] == ["torch"]  # the stand-in's, no CUDA
 
 
 def test_the_dataset_config_follows_the_run_s_options(prepared: Path, fake_sd: FakeSd,

@@ -534,7 +534,9 @@ def _settings(record: RunRecord) -> str:
 def _hardware(record: RunRecord) -> str:
     if not record.gpus:
         return "CPU"
-    names = Counter(f"{gpu.name or 'GPU'} ({gpu.memory_gib} GiB)" for gpu in record.gpus)
+    names = Counter(f"{gpu.name or 'GPU'} ("
+                    f"{'memory unknown' if gpu.memory_gib is None else f'{gpu.memory_gib} GiB'})"
+                    for gpu in record.gpus)
     found = ", ".join(f"{count} x {name}" for name, count in names.items())
     processes = record.processes
     if not processes:

@@ -130,10 +130,11 @@ def _gpu_checks(gpus: Sequence[Gpu], device: str) -> list[Check]:
         return [Check("GPU", FAIL, none_seen(hidden), fix)]
     checks = []
     for index, gpu in enumerate(gpus):
-        major, minor = gpu.compute_capability
-        bf16 = "bf16" if gpu.bf16 else "no bf16 (fp16 only)"
-        checks.append(Check(f"GPU {index}", OK, f"{gpu.name}, {gpu.memory_mib / 1024:.0f} GiB, "
-                            f"compute capability {major}.{minor}, {bf16}"))
+        bf16 = {True: "bf16", False: "no bf16 (fp16 only)", None: "bf16 unknown"}[gpu.bf16]
+        memory = ("memory unknown" if gpu.memory_mib is None else
+                  f"{gpu.memory_mib / 1024:.0f} GiB")
+        checks.append(Check(f"GPU {index}", OK, f"{gpu.name}, {memory}, "
+                            f"compute capability {gpu.capability}, {bf16}"))
     return checks
 
 

@@ -25,32 +25,42 @@ it and lists every GPU of the machine."""
 
 @dataclass(frozen=True)
 class Gpu:
-    """One GPU; 0 MiB and capability (0, 0) stand for values nvidia-smi reported as [N/A]."""
+    """One GPU; None stands for a value nvidia-smi reported as [N/A] (unknown, not zero: a
+    unified-memory board has no memory of its own to report)."""
 
     name: str
-    memory_mib: int
-    compute_capability: tuple[int, int]
+    memory_mib: int | None
+    compute_capability: tuple[int, int] | None
     ids: tuple[str, ...] = field(default=(), compare=False)
     """Its UUID and its MIG instances' (`nvidia-smi -L`), read only where CUDA_VISIBLE_DEVICES
     names GPUs by them; never written into a record."""
 
     @property
-    def bf16(self) -> bool:
-        """Whether it computes in bfloat16 (Ampere, compute capability 8.0, and later)."""
-        return self.compute_capability >= (8, 0)
+    def bf16(self) -> bool | None:
+        """Whether it computes in bfloat16 (Ampere, compute capability 8.0, and later); None
+        where its capability is unknown, so that no check refuses or warns on a guess."""
+        return None if self.compute_capability is None else self.compute_capability >= (8, 0)
+
+    @property
+    def capability(self) -> str:
+        """Its compute capability as nvidia-smi prints it (`8.6`), or `unknown`."""
+        if self.compute_capability is None:
+            return "unknown"
+        major, minor = self.compute_capability
+        return f"{major}.{minor}"
 
 
-def _memory_mib(field: str) -> int:
+def _memory_mib(field: str) -> int | None:
     match = _MEMORY.match(field)
     if not match:
-        return 0
+        return None
     unit = (match.group(2) or "MiB").lower()
     return int(float(match.group(1)) * _MIB_PER_UNIT[unit])
 
 
-def _capability(field: str) -> tuple[int, int]:
+def _capability(field: str) -> tuple[int, int] | None:
     match = _CAPABILITY.match(field)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def parse_nvidia_smi(text: str) -> list[Gpu]:

@@ -154,11 +154,10 @@ def preflight(location: checkout.Location, python: str, out: Path, gpus: Sequenc
                 if c.status == doctor.WARN and c.name not in unrelated]
     if not gpus:
         warnings.append(f"{none_seen()}: generating on the CPU (minutes per image)")
-    older = next((gpu for gpu in gpus if not gpu.bf16), None)
+    older = next((gpu for gpu in gpus if gpu.bf16 is False), None)  # not one unknown
     if gen.get("bf16") and older is not None:
-        major, minor = older.compute_capability
         warnings.append(f"the run trained in bf16, which generation repeats, and {older.name} "
-                        f"(compute capability {major}.{minor}) has no bf16: it may run slowly "
+                        f"(compute capability {older.capability}) has no bf16: it may run slowly "
                         "or fail; --set bf16= --set fp16=true --set no_half_vae=true generates "
                         "in fp16 with the VAE in full precision")
     return problems, warnings

@@ -81,8 +81,9 @@ class MachineShard:
 
 def slurm_task_gpus(count: int) -> list[Gpu]:
     """The `count` GPUs SLURM gives a task of a `--slurm` job, planned where it does not run
-    (the task sees them in its own CUDA_VISIBLE_DEVICES, not this shell's)."""
-    return [Gpu("a GPU of the job", 0, (0, 0))] * count
+    (the task sees them in its own CUDA_VISIBLE_DEVICES, not this shell's): their memory and
+    capability are unknown here."""
+    return [Gpu("a GPU of the job", None, None)] * count
 
 
 def running(out: Path) -> list[str]:

@@ -419,18 +419,18 @@ def missing_gpus(processes: int, gpus: Sequence[Gpu]) -> list[str]:
 def gpu_errors(options: Mapping[str, Any], gpus: Sequence[Gpu], processes: int,
                min_memory_gib: float, found: str | None = None) -> list[str]:
     """What the GPUs that are present cannot run: precision, memory, process count (`found`
-    says how many there are, when not simply found)."""
+    says how many there are, when not simply found); a GPU's unknown precision or memory is
+    not held against it."""
     errors = []
     if processes > len(gpus):
         errors.append(_too_few_gpus(processes, found or f"{len(gpus)} found",
                                     f"use --gpus {len(gpus)}"))
-    for gpu in gpus[:processes]:
-        major, minor = gpu.compute_capability
-        if uses_bf16(options) and not gpu.bf16:
-            errors.append(f"{gpu.name} (compute capability {major}.{minor}) has no bf16: "
+    for gpu in gpus[:processes]:  # a value nvidia-smi does not know refuses nothing
+        if uses_bf16(options) and gpu.bf16 is False:
+            errors.append(f"{gpu.name} (compute capability {gpu.capability}) has no bf16: "
                           '--set mixed_precision=fp16 --set save_precision=fp16, or the '
                           "t4-16gb preset")
-        if gpu.memory_mib / 1024 < min_memory_gib:
+        if gpu.memory_mib is not None and gpu.memory_mib / 1024 < min_memory_gib:
             errors.append(f"{gpu.name} has {gpu.memory_mib / 1024:.0f} GiB; this preset needs "
                           f"{min_memory_gib:g} GiB: choose the t4-16gb preset or lower "
                           "train_batch_size")

@@ -67,7 +67,8 @@ class GpuRecord:
     @classmethod
     def of(cls, gpu: Gpu) -> GpuRecord:
         """How a run notes a GPU that nvidia-smi found."""
-        return cls(gpu.name, gpu.memory_mib, list(gpu.compute_capability))
+        capability = gpu.compute_capability
+        return cls(gpu.name, gpu.memory_mib, None if capability is None else list(capability))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, as `gpus` and a machine's report hold it."""
@@ -79,19 +80,19 @@ class GpuRecord:
         return _part(cls, data, "a gpus entry")
 
     @property
-    def memory_gib(self) -> int:
-        """Whole GiB of memory (0 when not recorded)."""
-        return self.memory_mib // 1024 if isinstance(self.memory_mib, int) else 0
+    def memory_gib(self) -> int | None:
+        """Whole GiB of memory (None when not recorded)."""
+        return self.memory_mib // 1024 if isinstance(self.memory_mib, int) else None
 
     def gpu(self) -> Gpu:
-        """The GPU to check a run against; 0 MiB and capability (0, 0) where not recorded, as
-        for values nvidia-smi reports as [N/A]."""
+        """The GPU to check a run against; its memory and capability None (unknown) where not
+        recorded, as for values nvidia-smi reports as [N/A]."""
         from medsynth_kohya.machine.gpus import Gpu
 
         capability = [c for c in self.compute_capability or [] if isinstance(c, int)]
-        major, minor = capability[:2] if len(capability) >= 2 else (0, 0)
-        memory = self.memory_mib if isinstance(self.memory_mib, int) else 0
-        return Gpu(str(self.name or "GPU"), memory, (major, minor))
+        memory = self.memory_mib if isinstance(self.memory_mib, int) else None
+        return Gpu(str(self.name or "GPU"), memory,
+                   (capability[0], capability[1]) if len(capability) >= 2 else None)
 
 
 @dataclass(frozen=True)
