@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pandas as pd
 import pytest
 import toml
@@ -23,6 +24,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.plan import DEFAULT_PREFIX, Plan
 from medsynth_kohya.sampling.sample import SampleOptions, sample
+from medsynth_kohya.sampling.shards import generated_name, harvest
 from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
@@ -217,6 +219,33 @@ def test_a_crashed_shard_is_reported_and_a_rerun_makes_only_the_missing(
     code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 5, "--out", out,
                                    *SMALL)
     assert code == 1 and "--n 8" in stderr
+
+
+def _shard(out: Path, name: str, spec: str, made: int) -> Path:
+    """A shard folder as a killed run leaves it: its shard.json (`spec`, as written) and
+    `made` finished images, not yet harvested."""
+    folder = out / ".medsynth" / "shards" / name
+    (folder / "out").mkdir(parents=True)
+    (folder / "shard.json").write_text(spec, encoding="utf-8")
+    for position in range(1, made + 1):
+        cv2.imwrite(str(folder / "out" / generated_name(position, False)),
+                    np.full((4, 4, 3), position, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("spec", [
+    "{}", "[]", "null", '"ids"', '{"ids": 5}', '{"ids": "SYN_0000000"}', '{"ids": [7]}',
+    '{"ids": ["SYN_0000000", null]}', '{"ids": {"SYN_0000000": 1}}', "{not json", ""])
+def test_a_shard_whose_shard_json_is_broken_is_left_unharvested(tmp_path: Path,
+                                                                 spec: str) -> None:
+    """A shard.json edited by hand or cut short names no image surely: its images are not
+    harvested (the same seeds make them again), and the shards beside it still are."""
+    out = tmp_path / "synth"
+    _shard(out, "0", spec, 2)
+    good = _shard(out, "1", json.dumps({"ids": ["SYN_0000002", "SYN_0000003"]}), 2)
+    assert harvest(out) == 2
+    assert _images(out) == {"SYN_0000002", "SYN_0000003"}
+    assert list((good / "out").iterdir()) == []
 
 
 def test_a_run_whose_prepared_folder_is_gone_or_lost_its_manifest_says_which(

@@ -119,19 +119,33 @@ def folders(out: Path, tag: str | None = None) -> list[Path]:
                   if p.is_dir() and (tag is None or p.name.startswith(tag)))
 
 
+def _spec(folder: Path) -> tuple[list[str], bool] | None:
+    """A shard's image ids, in prompt order, and whether it generates with highres fix; None
+    where its shard.json cannot be read or is not one `write_shard_files` writes."""
+    try:
+        spec = json.loads((folder / "shard.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ids = spec.get("ids") if isinstance(spec, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(image_id, str) for image_id in ids):
+        return None
+    return ids, bool(spec.get("highres"))
+
+
 def harvest(out: Path, tag: str | None = None) -> int:
     """Move every finished image of earlier or current shards (those of `tag`, when given)
-    to images/<id>.png."""
+    to images/<id>.png; a shard whose shard.json is broken is left (its images are made
+    again)."""
     images = out / IMAGES
     images.mkdir(parents=True, exist_ok=True)
     moved = 0
     for folder in folders(out, tag):
-        try:
-            spec = json.loads((folder / "shard.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        spec = _spec(folder)
+        if spec is None:
             continue
-        for position, image_id in enumerate(spec["ids"], 1):
-            made = folder / "out" / generated_name(position, bool(spec.get("highres")))
+        ids, highres = spec
+        for position, image_id in enumerate(ids, 1):
+            made = folder / "out" / generated_name(position, highres)
             target = images / f"{image_id}.png"
             if made.is_file() and not target.exists() and complete_png(made):
                 made.replace(target)
