@@ -156,9 +156,9 @@ AREAS = (
     Area("isic download", "medsynth_kohya/data/fetch.py"),
     Area("isic download", "medsynth_kohya/data/duplicates.py"),
     Area("generator processes", "medsynth_kohya/sampling/generator.py", sample=SAMPLE),
-    Area("generator processes", "medsynth_kohya/sampling/shards.py"),
-    Area("generator processes", "medsynth_kohya/sampling/grid.py"),
-    Area("generator processes", "medsynth_kohya/machine/gpus.py"),
+    Area("generator processes", "medsynth_kohya/sampling/shards.py", sample=SAMPLE),
+    Area("generator processes", "medsynth_kohya/sampling/grid.py", sample=SAMPLE),
+    Area("generator processes", "medsynth_kohya/machine/gpus.py", sample=SAMPLE),
 )
 
 
