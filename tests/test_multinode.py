@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import Gpu, visible
+from medsynth_kohya.machine.gpus import Gpu, devices, visible
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.launch import Machines
 from medsynth_kohya.training import nodes
@@ -148,6 +148,34 @@ def test_the_gpus_seen_are_those_cuda_reads_from_cuda_visible_devices(
     if given is not None:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
     assert visible(box) == [box[k] for k in seen]
+
+
+@pytest.mark.parametrize(("given", "count", "chosen"), [
+    (None, 1, ["0"]), (None, 3, ["0", "1", "2"]), ("", 1, [""]), (" , ", 1, [""]),
+    ("3,1", 1, ["3"]), ("3,1", 2, ["3", "1"]), ("GPU-a,MIG-b", 2, ["GPU-a", "MIG-b"])])
+def test_the_devices_of_processes_are_the_visible_entries_and_hidden_stays_hidden(
+        monkeypatch: pytest.MonkeyPatch, given: str | None, count: int,
+        chosen: list[str]) -> None:
+    """Each process's CUDA_VISIBLE_DEVICES: the entries the variable lists, else 0..N-1; set
+    but empty (every GPU hidden), one process gets "" and so stays hidden, as the user asked."""
+    if given is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+    assert devices(count, "--num-gpus N") == chosen
+
+
+@pytest.mark.parametrize(("given", "count", "refusal"), [
+    ("", 2, "--num-gpus 2: CUDA_VISIBLE_DEVICES is set but empty, which hides every GPU; unset "
+            "it or list the GPUs to use"),
+    ("1", 2, "--num-gpus 2: CUDA_VISIBLE_DEVICES=1 shows fewer GPUs; ask for 1 or list more "
+             "there"),
+    ("1,1", 2, "--num-gpus 2: CUDA_VISIBLE_DEVICES=1,1 names a GPU twice, which would run two "
+               "processes on it; list each once")])
+def test_devices_that_cannot_be_one_gpu_each_are_refused_in_one_line(
+        monkeypatch: pytest.MonkeyPatch, given: str, count: int, refusal: str) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+    with pytest.raises(UserError) as refused:
+        devices(count, f"--num-gpus {count}")
+    assert str(refused.value) == refusal
 
 
 LISTED = """GPU 0: Tesla T4 (UUID: GPU-0a1b2c3d-1111-2222-3333-444455556666)

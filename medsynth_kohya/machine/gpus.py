@@ -174,13 +174,17 @@ def describe_visible(count: int) -> str:
 def devices(count: int, asked: str) -> list[str]:
     """The device ids of `count` processes of one GPU each: the first `count` entries of
     CUDA_VISIBLE_DEVICES when it is set (a launcher that sets the variable itself, as
-    `accelerate launch --gpu_ids` does, must name those), else 0..count-1. `asked` (what
-    asked for `count`, e.g. `--num-gpus 4`) begins the refusal of too few or a repeated one."""
+    `accelerate launch --gpu_ids` does, must name those), else 0..count-1; [""] for one
+    process where it is set but empty, so that the process too sees no GPU, as the user asked.
+    `asked` (what asked for `count`, e.g. `--num-gpus 4`) begins the refusal of too few, of
+    several where every GPU is hidden, or of a repeated one."""
     given = os.environ.get(VISIBLE)
     entries = visible_devices()
-    if count > 1 and given is not None and not entries:
+    if entries == [] and count > 1:
         raise UserError(f"{asked}: {VISIBLE} is set but empty, which hides every GPU; unset "
                         "it or list the GPUs to use")
+    if entries == []:
+        return [""]
     if count > 1 and entries and len(entries) < count:
         raise UserError(f"{asked}: {VISIBLE}={given} shows fewer GPUs; ask for "
                         f"{len(entries)} or list more there")

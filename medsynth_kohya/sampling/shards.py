@@ -55,18 +55,16 @@ class Shard:
 
 
 def shard_devices(num_gpus: int, gpus: Sequence[Gpu], own: bool = True) -> list[str]:
-    """CUDA_VISIBLE_DEVICES of each shard: the entries already visible (a GPU's index, UUID
-    or MIG instance, each once; MIG instances may outnumber the GPUs listed), else 0..N-1
-    ("" for one, where the variable is set but empty and so hides every GPU);
-    always 0..N-1 for GPUs not `own` (another machine's, whose variable is not this one's)."""
+    """CUDA_VISIBLE_DEVICES of each shard, as `devices` chooses them: the entries already
+    visible (a GPU's index, UUID or MIG instance, each once; MIG instances may outnumber the
+    GPUs listed), else 0..N-1 ("" for one where the variable hides every GPU); always 0..N-1
+    for GPUs not `own` (another machine's, whose variable is not this one's)."""
     if not own:
         return [str(k) for k in range(num_gpus)]
     asked = f"--num-gpus {num_gpus}"
     if num_gpus > 1 and not gpus:
         fix = f"; {UNHIDE}" if hides_gpus() else ""
         raise UserError(f"{asked}: {none_seen()}{fix}")
-    if num_gpus == 1 and visible_devices() == []:  # set but empty: the generator, hidden too
-        return [""]
     chosen = devices(num_gpus, asked)
     if num_gpus > 1 and len(gpus) < num_gpus and not any(d.startswith("MIG-") for d in chosen):
         shown, given = files.counted(len(gpus), "GPU"), visible_devices()
