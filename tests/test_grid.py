@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medsynth_kohya.sampling import prompts
-from medsynth_kohya.sampling.grid import GRID_IMAGES, _wrap, shown_ids, write_grid
+from medsynth_kohya.sampling.grid import GRID_IMAGES, _wrap, caption, shown_ids, write_grid
 from medsynth_kohya.sampling.plan import Plan
 from medsynth_kohya.sampling.prompts import Drawn
 
@@ -98,3 +98,53 @@ def test_the_ids_a_sheet_shows_are_the_first_by_index() -> None:
     assert shown_ids(ids) == ["SYN_2", "SYN_9", "SYN_10", "SYN_11", "SYN_100"]
     many = [f"SYN_{i:03d}" for i in range(40, 0, -1)]
     assert shown_ids(many) == sorted(many)[:GRID_IMAGES]
+
+
+def test_no_image_and_no_older_sheet_is_no_error(tmp_path: Path) -> None:
+    assert write_grid(_plan(2), tmp_path, [], tmp_path / "grid.jpg") is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def _short(line: str) -> bool:
+    """A stand-in for the font's width: up to 8 letters fit."""
+    return len(line) <= 8
+
+
+def test_a_caption_is_the_id_then_the_wrapped_prompt() -> None:
+    assert caption("SYN_1", "aa bb cc dd", _short) == ["SYN_1", "aa bb cc", "dd"]
+    assert caption("SYN_1", "aa bb cc dd", _short, text_lines=3) == ["SYN_1", "aa bb cc", "dd"]
+
+
+@pytest.mark.parametrize(("prompt", "last"), [
+    ("one two three four five six seven", "fou..."),  # the fifth line is cut to fit "..."
+    ("aaaaaa bbbbbb cccccc x yyyyyy", "x..."), ("a b c d e f g h i j k l m n o p", "j k...")])
+def test_a_caption_longer_than_its_lines_ends_in_dots_on_its_last_line(prompt: str,
+                                                                       last: str) -> None:
+    lines = caption("SYN_1", prompt, lambda line: len(line) <= 6 if line != "SYN_1" else True)
+    assert len(lines) == 5 and lines[-1] == last
+    assert lines[:4] == ["SYN_1", *_wrap(prompt, lambda line: len(line) <= 6)[:3]]
+
+
+def test_a_caption_s_letters_outside_ascii_are_question_marks() -> None:
+    assert caption("SYN_2", "naevus café-au-lait, ±3 mm", lambda line: True) == [
+        "SYN_2", "naevus caf?-au-lait, ?3 mm"]
+
+
+def test_captions_are_drawn_under_their_image_within_its_tile(tmp_path: Path) -> None:
+    """Each image's id and prompt are drawn in the band under it, 4 pixels in from either
+    side, never over the image or the next tile."""
+    tile = 128
+    plan = _plan(2, "dermoscopic photo of a lesion, melanoma, on the upper back of an adult "
+                 "woman, hairy skin, light skin tone, seen from above")
+    _images(tmp_path / "images", plan, [0, 1])
+    sheet = _read(write_grid(plan, tmp_path / "images", [0, 1], tmp_path / "grid.jpg",
+                             tile=tile)).astype(int)
+    band = sheet[tile:]
+    for slot in range(2):
+        image = sheet[:tile - 8, slot * tile:(slot + 1) * tile]  # JPEG blurs the edge
+        assert np.abs(image - _colour(slot)).max() <= 20, "the caption runs over the image"
+        ink = np.argwhere(band[:, slot * tile:(slot + 1) * tile].max(axis=2) < 100)
+        assert len(ink), "no caption drawn"
+        assert ink[:, 1].min() >= 3 and ink[:, 1].max() <= tile - 4, (ink[:, 1].min(),
+                                                                       ink[:, 1].max())
+        assert ink[:, 0].max() > 4 * 14, "the caption fills its five lines"

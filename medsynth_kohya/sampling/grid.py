@@ -29,6 +29,21 @@ def _wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
     return lines
 
 
+def caption(image_id: str, prompt: str, fits: Callable[[str], bool],
+            text_lines: int = 5) -> list[str]:
+    """The lines under an image: its id, then its prompt (in ASCII, OpenCV's font has no other
+    letters: `?` for the rest) wrapped to lines that `fits`; one past `text_lines` lines is cut
+    at the last line, which ends in `...`."""
+    text = prompt.encode("ascii", "replace").decode("ascii")
+    lines = [image_id, *_wrap(text, fits)]
+    if len(lines) <= text_lines:
+        return lines
+    last = lines[text_lines - 1]
+    while last and not fits(last + "..."):
+        last = last[:-1]
+    return [*lines[:text_lines - 1], last + "..."]
+
+
 def shown_ids(ids: Iterable[str]) -> list[str]:
     """The ids of the images a grid shows, given a set's ids: the first GRID_IMAGES in id
     order (same-width ids, so shorter is smaller), as `write_grid` picks them by index."""
@@ -62,13 +77,7 @@ def write_grid(plan: Plan, images: Path, present: Sequence[int], path: Path,
             image = np.full((tile, tile, 3), 200, dtype=np.uint8)
         sheet[top:top + tile, left:left + tile] = cv2.resize(image, (tile, tile),
                                                              interpolation=cv2.INTER_AREA)
-        caption = plan.drawn.prompts[index].encode("ascii", "replace").decode("ascii")
-        lines = [plan.image_id(index), *_wrap(caption, fits)]
-        if len(lines) > text_lines:
-            last = lines[text_lines - 1]
-            while last and not fits(last + "..."):
-                last = last[:-1]
-            lines = [*lines[:text_lines - 1], last + "..."]
+        lines = caption(plan.image_id(index), plan.drawn.prompts[index], fits, text_lines)
         for number, line in enumerate(lines):
             cv2.putText(sheet, line, (left + 4, top + tile + 12 + number * line_height), font,
                         size, (0, 0, 0), 1, cv2.LINE_AA)
