@@ -443,6 +443,9 @@ def test_parse_nvidia_smi() -> None:
     unknown = parse_nvidia_smi("NVIDIA GH200 480GB, [N/A], [N/A]")
     assert unknown == [Gpu("NVIDIA GH200 480GB", None, None)] and unknown[0].bf16 is None
     assert parse_nvidia_smi("Tesla T4, 15360, 7.5") == [Gpu("Tesla T4", 15360, (7, 5))]
+    # the name is all before the last two fields; a line that is no GPU is passed over
+    assert parse_nvidia_smi("Lab board, rev 2, 1024 MiB, 8.6\nWarning: x\n\nT4, 15360, 7.5") == [
+        Gpu("Lab board, rev 2", 1024, (8, 6)), Gpu("T4", 15360, (7, 5))]
     assert parse_nvidia_smi("No devices were found\n") == []
 
 
@@ -471,3 +474,17 @@ def test_detect_gpus_runs_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyP
     program.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin")
     assert detect_gpus() == expected
+
+
+def test_an_nvidia_smi_that_hangs_is_given_up_on(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver that is unwell can leave nvidia-smi waiting: past TIMEOUT no GPU is found."""
+    from medsynth_kohya.machine import gpus
+
+    program = tmp_path / "nvidia-smi"
+    program.write_text("#!/bin/sh\nsleep 3\necho 'Tesla T4, 15360 MiB, 7.5'\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setattr(gpus, "TIMEOUT", 0.5)
+    started = time.monotonic()
+    assert detect_gpus() == [] and time.monotonic() - started < 2.5

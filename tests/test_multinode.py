@@ -206,6 +206,8 @@ echo 'NVIDIA A100-SXM4-80GB, 81920 MiB, 8.0'
     ("GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff,GPU-0a1b", ["NVIDIA A100-SXM4-80GB", "Tesla T4"]),
     ("MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f", ["NVIDIA A100-SXM4-80GB"]),
     ("MIG-GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff/2/0", ["NVIDIA A100-SXM4-80GB"]),
+    # old drivers' form names its GPU by UUID, listed by -L or not
+    ("MIG-GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff/1/0", ["NVIDIA A100-SXM4-80GB"]),
     ("GPU-0a1b,GPU-99999999,1", ["Tesla T4"]), ("1,GPU-0a1b", ["NVIDIA A100-SXM4-80GB",
                                                               "Tesla T4"])])
 def test_a_uuid_or_mig_id_picks_the_gpu_it_names(

@@ -18,6 +18,8 @@ _CAPABILITY = re.compile(r"^(\d+)\.(\d+)$")
 _LISTED = re.compile(r"^\s*(GPU|MIG)\b.*\(UUID:\s*((?:GPU|MIG)-[^)\s]+)\)")
 """A line of `nvidia-smi -L`: a GPU, or a MIG instance of the GPU listed above it."""
 _MIB_PER_UNIT = {"kib": 1 / 1024, "mib": 1.0, "gib": 1024.0}
+TIMEOUT = 30
+"""Seconds `nvidia-smi` may take before it is taken for absent (an unwell driver hangs it)."""
 VISIBLE = "CUDA_VISIBLE_DEVICES"
 """Which GPUs a CUDA program sees (indices, `GPU-…` UUIDs or `MIG-…` ids); nvidia-smi ignores
 it and lists every GPU of the machine."""
@@ -93,7 +95,7 @@ def _ask(program: str, arguments: list[str]) -> str:
     """What `nvidia-smi ARGUMENTS` prints; "" when it fails or hangs."""
     try:
         result = subprocess.run([program, *arguments], capture_output=True, text=True,
-                                timeout=30, check=False)
+                                timeout=TIMEOUT, check=False)
     except (OSError, subprocess.SubprocessError):
         return ""
     return result.stdout if result.returncode == 0 else ""
