@@ -927,9 +927,25 @@ def test_visible_entries_naming_no_gpu_here_are_refused_not_run_on(
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
     gpus = visible([Gpu("A100", 81920, (8, 0))] * listed)
-    with pytest.raises(UserError, match=f"^--num-gpus 2: CUDA_VISIBLE_DEVICES={given} shows "
-                                        f"only {len(gpus)} GPU"):
+    with pytest.raises(UserError) as refused:
         shard_devices(2, gpus)
+    assert str(refused.value) == (
+        f"--num-gpus 2: CUDA_VISIBLE_DEVICES={given} shows only {len(gpus)} GPU of this machine "
+        "(CUDA reads its entries up to the first naming no GPU nvidia-smi lists); list GPUs "
+        "this machine has")
+
+
+@pytest.mark.parametrize("given", [None, "", "5", "GPU-7f8e,GPU-0a1b"])
+def test_the_gpus_of_a_job_planned_here_are_its_own_whatever_this_shell_shows(
+        monkeypatch: pytest.MonkeyPatch, given: str | None) -> None:
+    """A --slurm task's GPUs are SLURM's, numbered 0..N-1 in the task's own variable: this
+    shell's CUDA_VISIBLE_DEVICES and GPUs are not theirs."""
+    from medsynth_kohya.sampling.shards import shard_devices
+
+    if given is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+    assert shard_devices(3, [], own=False) == ["0", "1", "2"]
+    assert shard_devices(1, [], own=False) == ["0"]
 
 
 def test_mig_instances_may_outnumber_the_gpus_nvidia_smi_lists(
