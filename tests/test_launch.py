@@ -476,6 +476,27 @@ def test_detect_gpus_runs_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert detect_gpus() == expected
 
 
+@pytest.mark.parametrize(("listed", "given", "said"), [
+    (False, None, "no NVIDIA GPU found (nvidia-smi)"),
+    (False, "", "no NVIDIA GPU found (nvidia-smi)"),  # nothing there for it to hide
+    (True, "", "no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=)"),
+    (True, "7", "no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=7)")])
+def test_cuda_visible_devices_is_the_reason_for_no_gpu_only_where_there_are_gpus(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: bool, given: str | None,
+        said: str) -> None:
+    from medsynth_kohya.machine.gpus import hides_gpus, none_seen
+
+    program = tmp_path / "nvidia-smi"
+    program.write_text("#!/bin/sh\necho 'Tesla T4, 15360 MiB, 7.5'\n" if listed else
+                       "#!/bin/sh\nexit 9\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    if given is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+    assert hides_gpus() is (given is not None and listed)
+    assert none_seen() == said
+
+
 def test_an_nvidia_smi_that_hangs_is_given_up_on(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver that is unwell can leave nvidia-smi waiting: past TIMEOUT no GPU is found."""
