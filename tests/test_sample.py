@@ -24,7 +24,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.plan import DEFAULT_PREFIX, Plan
 from medsynth_kohya.sampling.sample import SampleOptions, sample
-from medsynth_kohya.sampling.shards import generated_name, harvest
+from medsynth_kohya.sampling.shards import clear_shards, counter, folders, generated_name, harvest
 from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
@@ -221,16 +221,48 @@ def test_a_crashed_shard_is_reported_and_a_rerun_makes_only_the_missing(
     assert code == 1 and "--n 8" in stderr
 
 
-def _shard(out: Path, name: str, spec: str, made: int) -> Path:
+def _shard(out: Path, name: str, spec: str, made: int, highres: bool = False) -> Path:
     """A shard folder as a killed run leaves it: its shard.json (`spec`, as written) and
     `made` finished images, not yet harvested."""
     folder = out / ".medsynth" / "shards" / name
     (folder / "out").mkdir(parents=True)
     (folder / "shard.json").write_text(spec, encoding="utf-8")
     for position in range(1, made + 1):
-        cv2.imwrite(str(folder / "out" / generated_name(position, False)),
+        cv2.imwrite(str(folder / "out" / generated_name(position, highres)),
                     np.full((4, 4, 3), position, np.uint8))
     return folder
+
+
+def test_a_highres_shard_s_images_are_harvested_by_the_names_sd_scripts_gives_them(
+        tmp_path: Path) -> None:
+    """Under highres fix sdxl_gen_img.py puts a 1 before the number: im_1000001.png."""
+    assert generated_name(3, True) == "im_1000003.png"
+    assert generated_name(12, False) == "im_000012.png"
+    out = tmp_path / "synth"
+    _shard(out, "0", json.dumps({"ids": ["SYN_0000000", "SYN_0000001"], "highres": True}), 2,
+           highres=True)
+    assert harvest(out) == 2 and _images(out) == {"SYN_0000000", "SYN_0000001"}
+
+
+def test_the_shards_of_one_machine_are_cleared_and_counted_alone(tmp_path: Path) -> None:
+    """Machines sharing OUT each clear and count their own shard folders (those of its tag),
+    never another's still at work, nor a stray file among them."""
+    out = tmp_path / "synth"
+    mine = _shard(out, "2-of-2-0", json.dumps({"ids": ["SYN_0000004"]}), 1)
+    theirs = _shard(out, "1-of-2-0", json.dumps({"ids": ["SYN_0000000", "SYN_0000001"]}), 2)
+    (out / ".medsynth" / "shards" / "notes.txt").write_text("a stray file", encoding="utf-8")
+    assert folders(out) == [theirs, mine] and folders(out, "2-of-2") == [mine]
+    seen: list[tuple[int, int]] = []
+    count = counter(out, 3, lambda made, wanted: seen.append((made, wanted)), "2-of-2")
+    assert count is not None and seen == [(0, 3)]
+    count(0, "a line")
+    assert seen[-1] == (1, 3)  # its one image, not the other machine's two
+    _shard(out, "2-of-2-1", json.dumps({"ids": ["SYN_0000005"]}), 1)
+    count(0, "at once")  # within half a second: files are not counted again
+    assert seen[-1] == (1, 3) and len(seen) == 2
+    clear_shards(out, "2-of-2")
+    assert folders(out) == [theirs] and len(list((theirs / "out").iterdir())) == 2
+    assert counter(out, 3, None) is None
 
 
 @pytest.mark.parametrize("spec", [
