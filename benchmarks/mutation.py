@@ -159,6 +159,7 @@ AREAS = (
     Area("generator processes", "medsynth_kohya/sampling/shards.py", sample=SAMPLE),
     Area("generator processes", "medsynth_kohya/sampling/grid.py", sample=SAMPLE),
     Area("generator processes", "medsynth_kohya/machine/gpus.py", sample=SAMPLE),
+    Area("argument checks", "medsynth_kohya/arguments.py", sample=SAMPLE),
 )
 
 
