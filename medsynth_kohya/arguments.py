@@ -11,6 +11,7 @@ import functools
 import inspect
 import numbers
 import os
+import sys
 import types
 import typing
 from enum import Enum
@@ -145,8 +146,9 @@ _WORDS: dict[object, str] = {str: "strings", int: "whole numbers", float: "numbe
 def conform(value: object, hint: object, name: str) -> Any:
     """`value` as parameter `name` of type `hint` takes it: checked (no bool for an int, no str
     for a bool or a number, no bare str for a list), a path expanded (`path`), an enum from
-    its value (`choice`), an int as a float, a list as a tuple; a one-line UserError naming
-    `name` and the kind it takes otherwise. A hint it does not know passes the value as is."""
+    its value (`choice`), an int as a float, numpy's bool as a bool, a list as a tuple; a
+    one-line UserError naming `name` and the kind it takes otherwise. A hint it does not know
+    passes the value as is."""
     arms = _arms(hint)
     if arms is not None:
         if value is None and type(None) in arms:
@@ -177,20 +179,33 @@ def conform(value: object, hint: object, name: str) -> Any:
         if callable(value):
             return value
     elif hint is bool:
-        if isinstance(value, bool):
-            return value
+        import numpy
+
+        if isinstance(value, bool | numpy.bool_):  # numpy's, as a numpy integer for an int
+            return bool(value)
     elif hint is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
     elif hint is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
+            return _float(value, name)
     elif isinstance(hint, type):
         if isinstance(value, hint):
             return value
     else:
         return value
     raise _Wrong(name, hint, _shown(value))
+
+
+def _float(value: numbers.Real, name: str) -> float:
+    """`value` as a float; a whole number too large for one is a UserError, not an
+    OverflowError's traceback."""
+    try:
+        return float(value)
+    except OverflowError:
+        top = sys.float_info.max
+        raise UserError(f"{name} must be a number from {-top:.1e} to {top:.1e} (a float), not "
+                        f"{_shown(value)}") from None
 
 
 def _item(value: object, hint: object, whole: object, name: str) -> Any:
