@@ -173,6 +173,7 @@ def test_a_value_of_the_right_kind_is_taken_as_that_kind(home: Path) -> None:
     assert arguments.conform([1, 2.5], tuple[float, ...], "mixes") == (1.0, 2.5)
     mapping = arguments.conform(types.MappingProxyType({"site": "x"}), Mapping[str, str], "c")
     assert mapping == {"site": "x"} and type(mapping) is dict
+    assert arguments.conform({"a": 2}, Mapping[str, int], "counts") == {"a": 2}
     cluster = mk.Cluster()
     assert arguments.conform(cluster, mk.Cluster, "cluster") is cluster
     assert arguments.conform(print, Callable[[str], None], "on_wait") is print
@@ -212,8 +213,11 @@ def test_a_path_parameters_value_is_left_to_the_functions_own_path_check() -> No
     ("x", int | float, "n must be a whole number (int) or a number (int or float), not 'x'"),
     ({3: "a"}, Mapping[str, str], 'n must be a dict of strings to strings (e.g. {"key": '
                                   '"value"}), not one holding 3'),
+    ({"a": 3}, Mapping[str, str], 'n must be a dict of strings to strings (e.g. {"key": '
+                                  '"value"}), not one holding 3'),
     ({"a": 3}, Mapping[str, str] | None, 'n must be a dict of strings to strings (e.g. '
                                          '{"key": "value"}) or None, not one holding 3'),
+    (3, Path, "n must be a path (a str or pathlib.Path), not 3"),
     (["site=a"], Mapping[str, str], 'n must be a dict of strings to strings (e.g. {"key": '
                                     '"value"}), not list'),
     ("x" * 38, int, f"n must be a whole number (int), not '{'x' * 38}'"),
@@ -226,9 +230,12 @@ def test_a_value_of_another_kind_is_one_line_naming_the_parameter_and_its_kind(
     assert _said(lambda: arguments.conform(value, hint, "n")) == said
 
 
-def test_an_enum_value_not_among_its_members_says_which_are() -> None:
+def test_an_enum_or_path_refused_inside_an_optional_still_names_the_parameter() -> None:
     assert _said(lambda: arguments.conform("green", Colour | None, "colour")) == (
         "colour 'green' is not one of: 'red', 'blue'")
+    assert _said(lambda: arguments.conform("~no-such-user-medsynth", Path | None, "like")) == (
+        "like ~no-such-user-medsynth: cannot expand its ~ (no such user or no home "
+        "directory); give the path in full")
 
 
 def test_an_option_class_checks_and_converts_each_field_by_its_annotation(home: Path) -> None:
