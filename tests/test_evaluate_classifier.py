@@ -392,7 +392,10 @@ def test_real_data_without_patient_ids_is_said_to_be_split_by_image(
     section = json.loads((tmp_path / "r" / "report.json").read_text("utf-8"))["sections"][
         "utility"]
     assert section["method"].startswith("Image-level split (30% of images held out)")
-    assert "Patient-level" not in section["method"]
+    assert "Patient-level" not in section["method"] and "patient-level" not in section["method"]
+    assert section["figures"]["bootstrap"] == "image"
+    assert ("95% intervals by an image-level bootstrap: resamples of the held-out images, no "
+            "patient being known (20 resamples") in section["method"]
     assert any("no patient ids" in note for note in section["figures"]["notes"])
     assert "images are split one by one" in " ".join(stderr.split())
     page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")

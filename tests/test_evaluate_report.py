@@ -74,6 +74,11 @@ def test_the_report_names_its_inputs_pairs_and_figures(
     section = document["sections"]["utility"]
     assert section["classifier"] == "logistic" and "of 12 real photos" in section["method"]
     assert "logistic regression on frozen" in section["method"]
+    assert section["figures"]["bootstrap"] == "patient"
+    assert ("95% intervals by a patient-level (cluster) bootstrap: resamples of the held-out "
+            "patients, each with all its photos (20 resamples pooled over splits; one holding a "
+            "single class is drawn again).") in section["method"]
+    assert html.escape(section["method"]) in result.page.read_text(encoding="utf-8")
     last = {stage: (done, total) for stage, done, total in seen}
     assert last["training photos"] == (8, 8) and last["synthetic images"] == (6, 6)
     assert last["labelled photos"][0] == last["labelled photos"][1] > 0

@@ -107,6 +107,7 @@ def test_the_report_arrives_byte_for_byte_and_its_figures_are_the_model_index(
         assert entry.metric_value == pytest.approx(mix["auc"]["value"])
         assert entry.metric_args["ci95"] == pytest.approx([mix["auc"]["low"],
                                                            mix["auc"]["high"]])
+        assert entry.metric_args["bootstrap"] == "patient"
     assert len(by_type["balanced_accuracy"]) == 2
     text = card.text
     assert "## Evaluation" in text and "(evaluation/report.html)" in text

@@ -482,16 +482,19 @@ def _scored(usable: Any, real: Any, synthetic: Any, options: EvaluateOptions, mo
 
     patients = usable["patient_id"].tolist()
     unit = utility.split_unit(patients)
-    method = (f"{unit.capitalize()}-level split ({int(utility.TEST_SHARE * 100)}% of {unit}s "
-              f"held out) of {len(usable)} real photos (melanoma vs other); {model}, trained on "
-              "real + mix x (real training melanomas) synthetic melanomas; "
-              f"{options.repeats} splits; 95% bootstrap intervals ({utility.BOOTSTRAP} "
-              "resamples of the held-out images, pooled over splits).")
     try:
         result = utility.utility(real, usable["label"].tolist(), patients, synthetic,
                                  options.mixes, options.repeats, options.seed, classifier)
     except utility.TooFewError as exc:
         return {"skipped": str(exc)}
+    drawn = ("a patient-level (cluster) bootstrap: resamples of the held-out patients, each "
+             "with all its photos" if result.bootstrap == "patient" else
+             "an image-level bootstrap: resamples of the held-out images, no patient being known")
+    method = (f"{unit.capitalize()}-level split ({int(utility.TEST_SHARE * 100)}% of {unit}s "
+              f"held out) of {len(usable)} real photos (melanoma vs other); {model}, trained on "
+              "real + mix x (real training melanomas) synthetic melanomas; "
+              f"{options.repeats} splits; 95% intervals by {drawn} ({utility.BOOTSTRAP} "
+              "resamples pooled over splits; one holding a single class is drawn again).")
     return {"method": method, "classifier": options.classifier, "figures": asdict(result)}
 
 

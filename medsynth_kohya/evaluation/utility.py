@@ -3,14 +3,16 @@
 Real images (melanoma and not) are split by patient (no patient on both sides, scikit-learn's
 GroupShuffleSplit); a classifier is trained on the real training side plus `mix` x (its
 melanoma count) synthetic melanomas, for each `mix`, and scored on the held-out real patients:
-ROC-AUC and balanced accuracy, with 95 % bootstrap intervals pooled over `repeats` splits. The
-classifier is a logistic regression on frozen features (standardised, class-balanced) or any
-other `Classifier`, such as the fine-tuned network of `finetune`, on the same splits.
+ROC-AUC and balanced accuracy, with 95 % bootstrap intervals pooled over `repeats` splits: a
+cluster bootstrap that draws held-out patients with all their photos (one patient's photos are
+not independent cases), by image where no photo records a patient. The classifier is a
+logistic regression on frozen features (standardised, class-balanced) or any other
+`Classifier`, such as the fine-tuned network of `finetune`, on the same splits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +101,9 @@ class Utility:
 
     mixes: list[MixResult]
     repeats: int
+    bootstrap: str
+    """What each resample draws: "patient" (held-out patients, each with all its photos) or
+    "image" (no photo records a patient)."""
     n_train: int
     n_test: int
     n_test_melanoma: int
@@ -146,6 +151,33 @@ def missing_patients(patients: Sequence[str]) -> str | None:
                 "patient's photos may fall on both sides")
     return (f"{blank} of {len(patients)} real photos have no patient id: each is split as a "
             "patient of its own")
+
+
+def resamples(truth: NDArray[np.int64], groups: NDArray[np.str_], count: int,
+              rng: np.random.Generator) -> Iterator[NDArray[np.int64]]:
+    """`count` bootstrap resamples (positions) of held-out rows: as many groups as are held out,
+    drawn with replacement, each with all its rows (with one row a group, the image bootstrap's
+    own draws); one holding one class only is drawn again, as ROC-AUC needs both."""
+    import numpy as np
+
+    if len(np.unique(truth)) < 2:
+        raise ValueError("the held-out rows hold one class only: no resample can hold both")
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))  # groups numbered by their first row
+    cluster = rank[inverse.ravel()]
+    members = np.argsort(cluster, kind="stable")
+    sizes = np.bincount(cluster)
+    starts = np.cumsum(sizes) - sizes
+    made = 0
+    while made < count:
+        drawn = rng.integers(0, len(sizes), len(sizes))
+        lengths = sizes[drawn]
+        shift = np.repeat(starts[drawn] - (np.cumsum(lengths) - lengths), lengths)
+        sample = members[np.arange(len(shift)) + shift]
+        if len(np.unique(truth[sample])) == 2:
+            made += 1
+            yield sample
 
 
 def _interval(points: list[float], boots: list[float]) -> Interval:
@@ -198,10 +230,8 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
             entry = scores[mix]
             entry["auc"].append(float(roc_auc_score(truth, probability)))
             entry["ba"].append(float(balanced_accuracy_score(truth, probability >= 0.5)))
-            for _ in range(BOOTSTRAP // repeats + (repeat < BOOTSTRAP % repeats)):
-                sample = rng.integers(0, len(truth), len(truth))
-                if len(np.unique(truth[sample])) < 2:
-                    continue
+            for sample in resamples(truth, groups[test],
+                                    BOOTSTRAP // repeats + (repeat < BOOTSTRAP % repeats), rng):
                 entry["bauc"].append(float(roc_auc_score(truth[sample], probability[sample])))
                 entry["bba"].append(float(balanced_accuracy_score(
                     truth[sample], probability[sample] >= 0.5)))
@@ -216,5 +246,5 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
         results.append(MixResult(mix, used[mix], _interval(entry["auc"], entry["bauc"]),
                                  _interval(entry["ba"], entry["bba"]),
                                  [float(v) for v in fpr], [float(v) for v in tpr]))
-    return Utility(results, repeats, sizes[0], sizes[1], sizes[2], len(np.unique(groups)),
+    return Utility(results, repeats, unit, sizes[0], sizes[1], sizes[2], len(np.unique(groups)),
                    notes)

@@ -123,6 +123,8 @@ def _classification(document: Mapping[str, Any]) -> list[EvalResult]:
                 metric_config=f"mix-{mix['mix']:g}",
                 metric_name=f"{words}, {mix['mix']:g} synthetic per real melanoma",
                 metric_args={"ci95": [interval["low"], interval["high"]],
+                             # reports written before it was recorded resampled images
+                             "bootstrap": figures.get("bootstrap", "image"),
                              "repeats": figures["repeats"],
                              "synthetic_used": mix["synthetic_used"],
                              "classifier": section.get("classifier", "logistic")}))
