@@ -225,3 +225,25 @@ def test_the_page_shows_every_figure_of_the_report(
         real_share = adherence["real"]["skin_tone"].get(tone, 0) / adherence["real"]["n"]
         assert shares.groups() == (f"{real_share:.0%}"[:-1],
                                    f"{count / adherence['synthetic']['n']:.0%}"[:-1])
+
+
+def test_a_kid_too_few_images_have_no_spread_for_is_said_so_not_shown_as_certain(
+        tmp_path: Path, sets: tuple[Path, Path, list[str]]) -> None:
+    """Three synthetic images leave no KID subsets below the set sizes: one estimate, whose
+    std is recorded as unmeasured (null) and shown as such, never as ± 0."""
+    real, synthetic, ids = sets
+    for identifier in ids[3:]:
+        (synthetic / "images" / f"{identifier}.png").unlink()
+    result, document, _ = _run(real, synthetic, tmp_path / "report", classifier="none")
+    section = document["sections"]["fidelity"]
+    f = section["figures"]
+    assert (f["n_synthetic"], f["kid_std"], f["kid_subset_size"]) == (3, None, 3)
+    assert ("KID: mean and std over 100 random subsets of each set, of 1000 images or half the "
+            "smaller set if less, so that subsets differ; with fewer than 4 images on a side, "
+            "one estimate and no std)") in section["method"]
+    page = _Page(result.page.read_text(encoding="utf-8"))
+    assert _table(page, ["measure", "value"])[1] == [
+        "KID", f"{f['kid_mean']:.5f} (one estimate on 3 images a side: too few for subsets, no "
+               "spread measured)"]
+    row = next(r for r in result.verdict if r["check"] == "fidelity (FID/KID)")
+    assert f"KID {f['kid_mean']:.4f}, precision" in row["detail"] and "±" not in row["detail"]

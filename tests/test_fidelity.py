@@ -1,6 +1,6 @@
 """evaluation.fidelity's figures on feature sets whose answers follow from their construction:
 precision and recall (Kynkäänniemi et al.: a ball's edge is inside it), FID of a shifted copy,
-and KID's subsets on sets of unequal size."""
+and KID's subsets: half the smaller set, so that its spread is measured."""
 
 from __future__ import annotations
 
@@ -61,13 +61,45 @@ def test_fid_of_a_shifted_copy_is_the_squared_shift_and_kid_grows_with_it() -> N
     assert abs(again.kid_mean) < 0.01 * shifted.kid_mean
 
 
-def test_kid_subsets_fit_the_smaller_set() -> None:
+@pytest.mark.parametrize(("sizes", "subset"), [((9, 5), 2), ((30, 30), 15), ((41, 60), 20)])
+def test_kid_subsets_are_half_the_smaller_set_so_its_spread_is_measured(
+        sizes: tuple[int, int], subset: int) -> None:
+    """Subsets as large as the smaller set were that whole set every time (with equal sets,
+    every subset was both sets whole and the std 0, read as certainty): half of it, either
+    way round, leaves every subset a draw from both sets, and a spread above 0."""
     from medsynth_kohya.evaluation.fidelity import fidelity
 
     rng = np.random.default_rng(4)
-    real, synthetic = rng.normal(size=(9, 2)), rng.normal(size=(5, 2))
-    assert fidelity(real.astype(np.float32), synthetic.astype(np.float32)).kid_subset_size == 5
-    assert fidelity(synthetic.astype(np.float32), real.astype(np.float32)).kid_subset_size == 5
+    one, other = (rng.normal(size=(n, 2)).astype(np.float32) for n in sizes)
+    for real, synthetic in ((one, other), (other, one)):
+        result = fidelity(real, synthetic)
+        assert result.kid_subset_size == subset and result.kid_std is not None
+        assert result.kid_std > 0
+
+
+def test_sets_too_small_for_subsets_give_one_kid_on_the_whole_sets_and_no_spread() -> None:
+    """Three images a side leave no subsets of two or more below the sets: KID is the unbiased
+    MMD^2 of the cubic kernel (x.y / d + 1)^3 on the sets whole, and its std is not measured
+    (None, not 0)."""
+    from medsynth_kohya.evaluation.fidelity import fidelity
+
+    rng = np.random.default_rng(7)
+    real = rng.normal(size=(3, 4)).astype(np.float32)
+    synthetic = (rng.normal(size=(3, 4)) + 0.5).astype(np.float32)
+    a, b = real.astype(np.float64), synthetic.astype(np.float64)
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        value: np.ndarray = (x @ y.T / x.shape[1] + 1) ** 3
+        return value
+
+    within = sum((kernel(x, x).sum() - np.trace(kernel(x, x))) / 6 for x in (a, b))
+    result = fidelity(real, synthetic)
+    assert result.kid_mean == pytest.approx(within - 2 * kernel(a, b).mean(), rel=1e-6)
+    assert (result.kid_std, result.kid_subset_size) == (None, 3)
+    assert fidelity(real[:2], synthetic).kid_std is None
+    assert fidelity(np.concatenate([real, real + 1]), synthetic).kid_std is None
+    assert fidelity(np.concatenate([real, real + 1]), np.concatenate([synthetic, real])
+                    ).kid_std is not None
 
 
 def test_fewer_than_two_images_on_a_side_is_refused() -> None:
@@ -93,8 +125,8 @@ def test_precision_and_recall_take_a_block_of_distances_at_a_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With room for 500 distances, 300 synthetic images against 40 real ones: every pair is
     measured once and no block holds more (memory stays flat as sets grow); the figures are
-    the brute-force shares at the paper's k = 3 by default; KID's subsets are as large as the
-    real set, drawn by the seed."""
+    the brute-force shares at the paper's k = 3 by default; KID's subsets are half the real
+    set, drawn by the seed."""
     import torch
 
     from medsynth_kohya.evaluation import fidelity
@@ -115,8 +147,9 @@ def test_precision_and_recall_take_a_block_of_distances_at_a_time(
     assert max(sizes) <= 500 and sum(sizes) == (len(real) + len(synthetic)) ** 2
     assert result.precision == pytest.approx(_coverage(real, synthetic, 3))
     assert result.recall == pytest.approx(_coverage(synthetic, real, 3))
-    assert (result.neighbours, result.kid_subset_size) == (3, len(real))
-    assert result == fidelity.fidelity(real, synthetic, seed=0) and result.kid_std > 0
+    assert (result.neighbours, result.kid_subset_size) == (3, len(real) // 2)
+    assert result == fidelity.fidelity(real, synthetic, seed=0)
+    assert result.kid_std is not None and result.kid_std > 0
     assert fidelity.fidelity(real, synthetic, seed=1).kid_mean != result.kid_mean
 
 
@@ -143,16 +176,15 @@ def test_kid_subsets_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(fidelity, "KID_SUBSET_SIZE", 5)
     rng = np.random.default_rng(9)
-    real, synthetic = rng.normal(size=(9, 2)), rng.normal(size=(7, 2))
+    real, synthetic = rng.normal(size=(14, 2)), rng.normal(size=(12, 2))
     result = fidelity.fidelity(real.astype(np.float32), synthetic.astype(np.float32))
-    assert result.kid_subset_size == 5 and result.kid_std > 0
+    assert result.kid_subset_size == 5 and result.kid_std is not None and result.kid_std > 0
 
 
-def test_fid_and_kid_are_the_formulas_on_the_two_sets() -> None:
+def test_fid_is_the_formula_on_the_two_sets() -> None:
     """Two random sets of different means and covariances: FID is |mu1 - mu2|^2 +
     Tr(S1 + S2 - 2 (S1 S2)^1/2) with sample covariances (the trace of the root: the sum of the
-    roots of S1 S2's eigenvalues); KID, with subsets as large as both sets, is the unbiased
-    MMD^2 of the cubic kernel (x.y / d + 1)^3 on every subset alike."""
+    roots of S1 S2's eigenvalues)."""
     from medsynth_kohya.evaluation.fidelity import fidelity
 
     rng = np.random.default_rng(8)
@@ -164,14 +196,4 @@ def test_fid_and_kid_are_the_formulas_on_the_two_sets() -> None:
     root = np.sqrt(np.linalg.eigvals(covariances[0] @ covariances[1]).real).sum()
     fid = ((a.mean(axis=0) - b.mean(axis=0)) ** 2).sum() + np.trace(
         covariances[0] + covariances[1]) - 2 * root
-
-    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        value: np.ndarray = (x @ y.T / x.shape[1] + 1) ** 3
-        return value
-
-    n = len(a)
-    within = sum((kernel(x, x).sum() - np.trace(kernel(x, x))) / (n * (n - 1)) for x in (a, b))
-    kid = within - 2 * kernel(a, b).mean()
-    result = fidelity(real, synthetic)
-    assert result.fid == pytest.approx(fid, rel=1e-4)
-    assert (result.kid_mean, result.kid_std) == pytest.approx((kid, 0), rel=1e-6, abs=1e-9)
+    assert fidelity(real, synthetic).fid == pytest.approx(fid, rel=1e-4)

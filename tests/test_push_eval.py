@@ -117,6 +117,24 @@ def test_the_report_arrives_byte_for_byte_and_its_figures_are_the_model_index(
     assert not fake_hub.unknown
 
 
+def test_an_older_report_s_figures_still_reach_the_card_saying_how_they_were_made(
+        evaluated: Path) -> None:
+    """A report from before the bootstrap was recorded resampled images, and says so on the
+    card; a KID with no spread measured (too few images for subsets) carries no std, not 0."""
+    from medsynth_kohya.hub.eval_card import card_evaluation
+
+    report = evaluated / "report"
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    del document["sections"]["utility"]["figures"]["bootstrap"]
+    document["sections"]["fidelity"]["figures"]["kid_std"] = None
+    files.write_json(report / "report.json", document)
+    results = card_evaluation(report).results
+    assert {(r.metric_args or {}).get("bootstrap") for r in results
+            if r.metric_type == "roc_auc"} == {"image"}
+    [kid] = [r.metric_args or {} for r in results if r.metric_type == "kid"]
+    assert "std" not in kid and kid["subset_size"] > 0
+
+
 def _embedded(page: str, alt: str) -> list[str]:
     """The base64 payloads of the page's images with this alt text."""
     return re.findall(rf"<img src='data:image/jpeg;base64,([^']+)' alt='{alt}'>", page)

@@ -397,9 +397,13 @@ def _with_features(extractor: Extractor, features: _Features, real_set: sets.Rea
     copies_section["deep"] = deep
     fidelity_method = (f"{options.features} features of the {len(training_ids)} training photos "
                        f"and {files.counted(len(synthetic_ids), 'synthetic image')}; "
-                       "FID and KID by torchmetrics "
-                       "(KID: mean and std over 100 random subsets), precision and recall after "
-                       "Kynkäänniemi et al. 2019 (k-nearest-neighbour balls).")
+                       "FID and KID by torchmetrics (KID: mean and std over "
+                       f"{fidelity.KID_SUBSETS} random subsets of each set, of "
+                       f"{fidelity.KID_SUBSET_SIZE} images or half the smaller set if less, so "
+                       "that subsets differ; with fewer than "
+                       f"{2 * fidelity.KID_MIN_SUBSET} images on a side, one estimate and no "
+                       "std), precision and recall after Kynkäänniemi et al. 2019 "
+                       "(k-nearest-neighbour balls).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -527,8 +531,9 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
     else:
         f = fidelity_section["figures"]
         rows.append({"check": "fidelity (FID/KID)", "status": "info",
-                     "detail": f"FID {f['fid']:.2f}, KID {f['kid_mean']:.4f} ± {f['kid_std']:.4f}"
-                               f", precision {f['precision']:.2f}, recall {f['recall']:.2f} "
+                     "detail": f"FID {f['fid']:.2f}, KID {f['kid_mean']:.4f}"
+                               + ("" if f["kid_std"] is None else f" ± {f['kid_std']:.4f}")
+                               + f", precision {f['precision']:.2f}, recall {f['recall']:.2f} "
                                f"(n = {f['n_real']} real, {f['n_synthetic']} synthetic)"})
     utility_section = sections["utility"]
     rows.append(_skipped_row("classifier utility", utility_section)

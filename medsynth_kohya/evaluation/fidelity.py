@@ -3,7 +3,9 @@
 FID and KID come from torchmetrics (`FrechetInceptionDistance`, `KernelInceptionDistance`),
 fed the features computed once by `features.Extractor`; precision and recall are Kynkäänniemi
 et al. (2019): the share of synthetic samples inside the real samples' k-nearest-neighbour
-balls, and the other way round. FID is biased at small n; KID is not, so its std is reported.
+balls, and the other way round. FID is biased at small n; KID is not, so its std is reported:
+over subsets of at most half the smaller set, so that every subset is a draw from both sets (as
+large as a set, a subset is that set whole every time, and the std shrinks to 0).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ NEIGHBOURS = 3
 """k of the precision/recall balls (the paper's default)."""
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
+"""The subsets' size where both sets hold twice as many; else half the smaller set."""
+KID_MIN_SUBSET = 2
+"""The smallest subset KID's unbiased estimate takes: with fewer than twice as many images on
+a side, KID is one estimate on the smaller set whole and its std is not measured."""
 BLOCK = 1 << 22
 """Distances held at once (32 MiB of doubles): the memory of precision and recall stays flat
 as the sets grow (all pairs of 100 000 synthetic images would take 80 GB)."""
@@ -33,7 +39,8 @@ class Fidelity:
 
     fid: float
     kid_mean: float
-    kid_std: float
+    kid_std: float | None
+    """None: too few images for subsets below the set sizes, so no spread is measured."""
     kid_subset_size: int
     precision: float
     recall: float
@@ -81,7 +88,8 @@ def _coverage(anchors: NDArray[np.float32], probes: NDArray[np.float32], k: int)
 
 def fidelity(real: NDArray[np.float32], synthetic: NDArray[np.float32],
              k: int = NEIGHBOURS, seed: int = 0) -> Fidelity:
-    """FID, KID (mean and std over subsets) and precision/recall of two feature sets."""
+    """FID, KID (mean and std over subsets of at most half the smaller set) and
+    precision/recall of two feature sets."""
     import torch
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
@@ -91,14 +99,19 @@ def fidelity(real: NDArray[np.float32], synthetic: NDArray[np.float32],
     torch.manual_seed(seed)
     width = real.shape[1]
     fid = FrechetInceptionDistance(feature=_passthrough(width))
-    subset = min(KID_SUBSET_SIZE, len(real), len(synthetic))
-    kid = KernelInceptionDistance(feature=_passthrough(width), subsets=KID_SUBSETS,
-                                  subset_size=subset)
+    smaller = min(len(real), len(synthetic))
+    subset = min(KID_SUBSET_SIZE, smaller // 2)
+    spread = subset >= KID_MIN_SUBSET
+    if not spread:
+        subset = smaller
+    kid = KernelInceptionDistance(feature=_passthrough(width),
+                                  subsets=KID_SUBSETS if spread else 1, subset_size=subset)
     for metric in (fid, kid):
         metric.update(torch.from_numpy(real).double(), real=True)
         metric.update(torch.from_numpy(synthetic).double(), real=False)
     kid_mean, kid_std = kid.compute()
     neighbours = min(k, len(real) - 1, len(synthetic) - 1)
-    return Fidelity(float(fid.compute()), float(kid_mean), float(kid_std), subset,
+    return Fidelity(float(fid.compute()), float(kid_mean), float(kid_std) if spread else None,
+                    subset,
                     _coverage(real, synthetic, neighbours), _coverage(synthetic, real, neighbours),
                     neighbours, len(real), len(synthetic))

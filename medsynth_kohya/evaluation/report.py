@@ -200,9 +200,12 @@ def _adherence(section: Mapping[str, Any]) -> str:
 
 def _fidelity(section: Mapping[str, Any]) -> str:
     figures = section["figures"]
+    kid = (f"{figures['kid_mean']:.5f} (one estimate on {figures['kid_subset_size']} images a "
+           "side: too few for subsets, no spread measured)" if figures["kid_std"] is None else
+           f"{figures['kid_mean']:.5f} ± {figures['kid_std']:.5f} "
+           f"(subsets of {figures['kid_subset_size']})")
     rows = [["FID", f"{figures['fid']:.3f}"],
-            ["KID", f"{figures['kid_mean']:.5f} ± {figures['kid_std']:.5f} "
-                    f"(subsets of {figures['kid_subset_size']})"],
+            ["KID", kid],
             ["precision (k={})".format(figures["neighbours"]), f"{figures['precision']:.3f}"],
             ["recall (k={})".format(figures["neighbours"]), f"{figures['recall']:.3f}"],
             ["images", f"{figures['n_real']} real, {figures['n_synthetic']} synthetic"]]

@@ -91,7 +91,8 @@ def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
         sizes = {"n_real": f["n_real"], "n_synthetic": f["n_synthetic"],
                  "features": inputs.get("features")}
         found += [result("fid", f["fid"], f"FID ({sizes['features']} features)", **sizes),
-                  result("kid", f["kid_mean"], "KID (mean over subsets)", std=f["kid_std"],
+                  result("kid", f["kid_mean"], "KID (mean over subsets)",
+                         **({} if f["kid_std"] is None else {"std": f["kid_std"]}),
                          subset_size=f["kid_subset_size"], **sizes),
                   result("precision", f["precision"], "Precision (Kynkaanniemi et al. 2019, "
                          f"k={f['neighbours']})", **sizes),
