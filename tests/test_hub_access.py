@@ -315,6 +315,83 @@ def test_a_token_that_cannot_be_read_names_the_library_s_first_line_or_its_kind(
     assert read_token() == "hf_stored"
 
 
+# --- a refusal by something between this machine and the Hub -------------------------------------
+
+PAGE = b"<!DOCTYPE html><html><body><h1>Access denied by policy</h1></body></html>"
+
+
+def refuse_as_a_proxy(server: _Server, body: bytes = PAGE, content_type: str = "text/html",
+                      **headers: str) -> None:
+    """Make `server` answer 403 as a proxy or firewall does: its own page, no Hub error."""
+    server.status, server.body = 403, body
+    server.headers = {"Content-Type": content_type, **headers}
+
+
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_a_403_from_a_proxy_names_the_proxy_not_the_token(
+        runner: CliRunner, server: _Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy that will not pass requests to the Hub's host answers whoami 403 with its own
+    page: the line said the token had no write access, and a dry run stopped on it."""
+    no_proxies(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", url_of(server))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    refuse_as_a_proxy(server, Via="1.1 proxy.example.org (squid/6.10)")
+    endpoint = "http://hub.example.org"
+    run = make_run(tmp_path)
+    code, _, said = one_line(runner, "push", run, "--repo-id", REPO, "--endpoint", endpoint)
+    assert code == 1 and said == (
+        f"Error: the proxy HTTP_PROXY names refused the request to {endpoint} during the check "
+        "of the token (403 with a web page, not the Hub's error): ask whoever runs that proxy to "
+        "allow hub.example.org, or add hub.example.org to NO_PROXY if it is reached without "
+        "one, then run the same command again")
+    assert server.seen[0][1] == f"{endpoint}/api/whoami-v2"  # asked through the proxy
+    code, stdout, said = one_line(runner, "push", run, "--repo-id", REPO, "--endpoint",
+                                  endpoint, "--dry-run")
+    assert code == 0 and f"Would push to {endpoint}/{REPO}" in stdout  # no verdict on the token
+    assert "the proxy HTTP_PROXY names refused the request" in said
+
+
+@pytest.mark.parametrize(("body", "content_type", "what"), [
+    (PAGE, "text/html; charset=utf-8", "a web page"),
+    (b"{}", "application/json", "an answer without the Hub's error"),
+    (b"Forbidden", "text/plain", "an answer without the Hub's error")])
+def test_a_403_that_is_not_the_hubs_is_refused_between_here_and_the_endpoint(
+        server: _Server, monkeypatch: pytest.MonkeyPatch, body: bytes, content_type: str,
+        what: str) -> None:
+    """The Hub's 403 carries its error (X-Error-Message, a JSON `error`); one without it, with
+    no proxy set, came from a firewall or filtering proxy on the way."""
+    no_proxies(monkeypatch)
+    refuse_as_a_proxy(server, body, content_type)
+    url = url_of(server)
+    with pytest.raises(Unanswered) as raised:
+        writer(hub_api(url, TOKEN), REPO, option="--push")
+    assert str(raised.value) == (
+        f"something between this machine and {url} refused the request during the check of "
+        f"the token (403 with {what}, not the Hub's error), such as a firewall or a filtering "
+        "proxy: check HF_ENDPOINT and ask the network's administrator to allow 127.0.0.1, then "
+        "run the same command again")
+
+
+@pytest.mark.parametrize("hub_says", [{"X-Error-Message": "Forbidden"}, {}])
+def test_the_hubs_own_403_still_blames_the_token_behind_its_cdn(
+        server: _Server, monkeypatch: pytest.MonkeyPatch, hub_says: dict[str, str]) -> None:
+    """The Hub's answers pass a CDN that adds `Via` (huggingface_hub reads CloudFront's
+    X-Amz-Cf-Id from them): a 403 with the Hub's JSON error is the Hub's, Via or not."""
+    no_proxies(monkeypatch)
+    refuse_as_a_proxy(server, json.dumps({"error": "Forbidden"}).encode(), "application/json",
+                      Via="1.1 abc.cloudfront.net (CloudFront)", **hub_says)
+    with pytest.raises(UserError) as raised:
+        writer(hub_api(url_of(server), TOKEN), REPO)
+    assert not isinstance(raised.value, Unanswered)
+    assert str(raised.value).startswith(f"no write access to {REPO} (403)")
+
+
 # --- whoami's answers through the CLI -------------------------------------------------------------
 
 @pytest.mark.parametrize(("status", "line"), [
@@ -421,7 +498,7 @@ def test_other_answers_name_the_status_and_the_option(server: _Server) -> None:
     assert hub_error(exc, REPO, url, option="--push") == (  # reproduce: no --endpoint
         f"{REPO} was not found at {url} (404): check --push's namespace (your user name or an "
         "organisation you belong to) and HF_ENDPOINT")
-    answer(server, 403, {})
+    answer(server, 403, {"error": "Forbidden"})  # the Hub's 403 carries its error
     exc = caught(lambda: HfApi(endpoint=url, token=TOKEN).model_info(REPO))
     assert str(hub_error(exc, REPO, url, option="--push")).endswith(
         f"push to your own namespace (--push YOUR-NAME/{REPO.split('/')[1]}) with a write token")

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from medsynth_kohya import __version__
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub.contents import scrub
-from medsynth_kohya.hub.failures import answered_otherwise, http_status, hub_error, login
+from medsynth_kohya.hub.failures import (
+    answered_otherwise,
+    http_status,
+    hub_error,
+    login,
+    refused_on_the_way,
+)
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -74,7 +80,8 @@ def writer(api: HfApi, repo_id: str, *, option: str = "--repo-id",
         message = hub_error(exc, repo_id, api.endpoint, during=CHECKING, option=option)
         if message is None:
             raise
-        kind = UserError if http_status(exc) in (401, 403) else Unanswered
+        refused = http_status(exc) in (401, 403) and refused_on_the_way(exc) is None
+        kind = UserError if refused else Unanswered
         raise kind(scrub(message.encode(), secrets).decode()) from None
     if not isinstance(info, Mapping):  # JSON, but not the account the Hub describes
         raise Unanswered(answered_otherwise(api.endpoint, CHECKING, option))

@@ -86,20 +86,27 @@ def not_the_hub(exc: BaseException) -> bool:
     return any(isinstance(link, json.JSONDecodeError) for link in chain(exc))
 
 
+def proxies_for(endpoint: str) -> list[str]:
+    """The variables naming the proxy a request to `endpoint` goes through (its scheme's, then
+    ALL_PROXY, in either case), none where NO_PROXY names its host."""
+    from urllib.parse import urlsplit
+    from urllib.request import proxy_bypass
+
+    scheme, _, rest = endpoint.partition("://")
+    if proxy_bypass(urlsplit(endpoint).netloc or rest):
+        return []
+    return [name for name in (f"{scheme.upper()}_PROXY", "ALL_PROXY")
+            if os.environ.get(name) or os.environ.get(name.lower())]
+
+
 def answered_instead(endpoint: str, setting: str) -> str:
     """What to check when `endpoint` answered with a web page: `setting` (what chose it) for
     another Hub; for the public Hub, which no setting chose, what answers in its place: the
     proxy the environment names for its scheme (unless NO_PROXY names the Hub's host), else
     a network's sign-in page."""
-    from urllib.parse import urlsplit
-    from urllib.request import proxy_bypass
-
     if endpoint != DEFAULT_ENDPOINT:
         return f"check {setting} (the public Hub is {DEFAULT_ENDPOINT})"
-    scheme, _, rest = endpoint.partition("://")
-    bypassed = bool(proxy_bypass(urlsplit(endpoint).netloc or rest))
-    proxies = [name for name in (f"{scheme.upper()}_PROXY", "ALL_PROXY")
-               if not bypassed and (os.environ.get(name) or os.environ.get(name.lower()))]
+    proxies = proxies_for(endpoint)
     if proxies:
         return (f"the proxy {' / '.join(proxies)} names answered in its place: check that "
                 "proxy (and sign in to it if it asks)")
@@ -152,6 +159,50 @@ def _status(link: BaseException | None) -> int | None:
     return int(found[1]) if found else None
 
 
+def _hub_error_in(response: object) -> bool:
+    """Whether `response` carries an error as the Hub words one (its X-Error-Message or
+    X-Error-Code header, or a JSON object with `error`). Not `Via`: the Hub's own answers pass
+    a CDN that sets it (huggingface_hub reads CloudFront's X-Amz-Cf-Id from them)."""
+    headers = getattr(response, "headers", {})
+    if headers.get("X-Error-Message") or headers.get("X-Error-Code"):
+        return True
+    try:
+        body = response.json()  # type: ignore[attr-defined]
+    except (ValueError, RuntimeError):  # not JSON; a streamed body not read (httpx)
+        return False
+    return isinstance(body, dict) and "error" in body
+
+
+def refused_on_the_way(exc: BaseException) -> str | None:
+    """What answered a 403 in `exc`'s chain where the Hub did not (a proxy's or firewall's
+    page, an answer without the Hub's error): "a web page" or "an answer without the Hub's
+    error"; None for the Hub's own 403, another status, or no answer to judge (hf_xet's)."""
+    answer = _answer(exc)
+    response = getattr(answer, "response", None)
+    if _status(answer) != 403 or response is None or _hub_error_in(response):
+        return None
+    kind = str(getattr(response, "headers", {}).get("Content-Type", "")).lower()
+    return "a web page" if "html" in kind else "an answer without the Hub's error"
+
+
+def refused_between(endpoint: str, during: str, what: str, setting: str) -> str:
+    """The line for a 403 that `refused_on_the_way` found `what` in: the proxy the environment
+    names for `endpoint` refused it, else something else between this machine and it."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(endpoint).hostname or endpoint
+    proxies = proxies_for(endpoint)
+    if proxies:
+        return (f"the proxy {' / '.join(proxies)} names refused the request to {endpoint} "
+                f"during {during} (403 with {what}, not the Hub's error): ask whoever runs "
+                f"that proxy to allow {host}, or add {host} to NO_PROXY if it is reached "
+                "without one, then run the same command again")
+    return (f"something between this machine and {endpoint} refused the request during "
+            f"{during} (403 with {what}, not the Hub's error), such as a firewall or a "
+            f"filtering proxy: check {setting} and ask the network's administrator to allow "
+            f"{host}, then run the same command again")
+
+
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status the Hub answered with (None: no answer, e.g. a lost connection)."""
     return _status(_answer(exc))
@@ -187,6 +238,9 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
             return (f"{endpoint} answered 404 during {during}, which any Hugging Face Hub "
                     f"answers: {answered_instead(endpoint, setting)}, then "
                     "run the same command again")
+        on_the_way = refused_on_the_way(exc)
+        if on_the_way is not None:
+            return refused_between(endpoint, during, on_the_way, setting)
         if status == 403:
             return (f"no write access to {repo_id} (403): it belongs to another user or "
                     "organisation, or the token is read-only; push to your own namespace "
