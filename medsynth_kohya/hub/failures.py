@@ -51,6 +51,37 @@ def network_errors() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+MISMATCH = (62, 64)
+"""OpenSSL's verify codes for a certificate issued for another host name or IP address."""
+
+
+def trust_variable() -> str:
+    """The variable that names a CA bundle to the installed huggingface_hub's client: httpx
+    (>= 1) reads SSL_CERT_FILE, requests (0.x) REQUESTS_CA_BUNDLE."""
+    import huggingface_hub
+
+    return ("SSL_CERT_FILE" if hasattr(huggingface_hub, "set_client_factory")
+            else "REQUESTS_CA_BUNDLE")
+
+
+def untrusted(exc: BaseException, setting: str) -> tuple[str, str] | None:
+    """Why the endpoint's TLS certificate was not accepted (OpenSSL's reason, as in
+    "certificate verify failed: self-signed certificate") and what fixes it: the host name it
+    was issued for in `setting`, or a CA bundle that holds its issuer; None for other failures."""
+    import ssl
+
+    refused = next((link for link in chain(exc)
+                    if isinstance(link, ssl.SSLCertVerificationError)), None)
+    if refused is None:
+        return None
+    said = str(refused.verify_message or refused.reason or "no reason given").rstrip(".")
+    reason = f"certificate verify failed: {said}"
+    if refused.verify_code in MISMATCH:
+        return reason, f"give {setting} with the host name the certificate was issued for"
+    return reason, (f"set {trust_variable()} to a file holding the certificate of the authority "
+                    f"that signed it (a company proxy's, a private Hub's), or check {setting}")
+
+
 def timed_out(exc: BaseException) -> BaseException | None:
     """The link of `exc`'s chain that says the Hub did not answer in time (timeouts.py), if
     any: httpx's TimeoutException (huggingface_hub >= 1), requests' Timeout, or urllib3's
@@ -269,6 +300,11 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
         return (f"the Hub at {endpoint} would not store a file during {during} "
                 f"({reason[:200] or 'no reason given'}); {unfinished}check the repository's "
                 "storage on the Hub, then run the same command again")
+    certificate = untrusted(exc, setting)
+    if certificate is not None:
+        reason, fix = certificate
+        return (f"the TLS certificate of {endpoint} was not accepted during {during} "
+                f"({reason}): {fix}, then run the same command again")
     if not_the_hub(exc):
         return answered_otherwise(endpoint, during, option)
     network = network_errors()

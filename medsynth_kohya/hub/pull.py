@@ -26,6 +26,7 @@ from medsynth_kohya.hub.failures import (
     network_errors,
     not_the_hub,
     timed_out,
+    untrusted,
     wait_advice,
 )
 from medsynth_kohya.hub.push import hub_client, resolve_endpoint
@@ -145,6 +146,10 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None,
         if late is not None:
             raise _Unreachable(f"{endpoint} did not answer in time ({type(late).__name__}: "
                                f"{wait_advice(late)})") from None
+        certificate = untrusted(exc, setting)
+        if certificate is not None:
+            raise _Unreachable(f"the TLS certificate of {endpoint} was not accepted "
+                               f"({'; '.join(certificate)})") from None
         if any(isinstance(link, network_errors()) for link in links):
             raise _Unreachable(f"cannot reach {endpoint}") from None
         if not_the_hub(exc):
