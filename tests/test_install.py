@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.doctor import FAIL, OK, Check, diagnose
 from medsynth_kohya.sdscripts import checkout
 from medsynth_kohya.sdscripts.install import install
@@ -445,3 +446,98 @@ def test_a_partial_clone_left_under_this_process_id_is_cleared(upstream: str,
     (stale / "half.pack").write_text("x", encoding="utf-8")
     assert install(tmp_path / "sd").action == "cloned"
     assert not stale.exists() and checkout.commit(tmp_path / "sd") == checkout.PINNED_COMMIT
+
+
+_KILLED_INSTALL = """
+import sys
+from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts.install import install
+checkout.PINNED_COMMIT, checkout.PINNED_RELEASE = sys.argv[1], sys.argv[2]
+install(sys.argv[3], url=sys.argv[4])
+"""
+
+
+def test_a_clone_left_half_moved_to_the_pin_by_a_killed_install_is_never_used(
+        upstream: str, tmp_path: Path) -> None:
+    """An install killed (SIGKILL) in the middle of moving a clone to the pin leaves it with
+    files of both commits and git's index locked: the re-run tripped over git's lock (`git
+    checkout failed: fatal: Unable to create ...index.lock`), and with the lock gone over the
+    half-written files ("Your local changes ..."). It names the folder and how to clear it,
+    and once cleared the clone is taken as at the pin."""
+    import os
+    import shutil
+
+    clone = tmp_path / "sd"
+    install(clone)
+    (clone / "sdxl_train_network.py").write_text("print('v2')\n", encoding="utf-8")
+    _git(clone, "commit", "-qam", "a later version")
+    real = shutil.which("git")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(
+        "#!/bin/sh\n"
+        'if [ "$3" = checkout ]; then  # as checkout leaves it when killed: half written\n'
+        '  echo "print(\'half\')" > "$2/sdxl_train_network.py"; : > "$2/.git/index.lock"\n'
+        "  kill -9 $PPID; kill -9 $$\n"
+        "fi\n"
+        f'exec {real} "$@"\n', encoding="utf-8")
+    (bin_dir / "git").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(REPO))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_INSTALL, checkout.PINNED_COMMIT,
+                             checkout.PINNED_RELEASE, str(clone), upstream],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    lock = clone / ".git" / "index.lock"
+    fix = (f"rm -f {lock} && git -C {clone} checkout --force --detach {checkout.PINNED_COMMIT}")
+    for _ in range(2):
+        with pytest.raises(UserError) as refused:
+            install(clone)
+        assert str(refused.value) == (
+            f"{clone} was left half-moved to the pin by an install-sd-scripts that was stopped, "
+            "so its files may mix two commits: remove the folder and re-run, or, to keep it, "
+            f"run `{fix}` (it discards changes made in the folder), then re-run")
+        lock.unlink(missing_ok=True)  # nor does a lock removed by hand make it complete
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--force", "--detach",
+                    checkout.PINNED_COMMIT], check=True)
+    assert install(clone).action == "already at the pin"
+    assert install(clone).action == "already at the pin"
+
+
+def test_partial_clones_of_killed_installs_are_cleared_and_a_running_ones_refused(
+        upstream: str, tmp_path: Path) -> None:
+    """A clone goes into `.NAME.partial-PID` and is renamed into place: one whose install was
+    killed stayed beside the folder for good, however often install was re-run."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = tmp_path / f".sd.partial-{ended.pid}"
+    (stale / ".git").mkdir(parents=True)
+    (stale / ".git" / "half.pack").write_text("x", encoding="utf-8")
+    (tmp_path / ".other.partial-1").mkdir()  # another folder's: not this install's business
+    assert install(tmp_path / "sd").action == "cloned"
+    assert not stale.exists() and (tmp_path / ".other.partial-1").is_dir()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        try:
+            busy = tmp_path / f".sd2.partial-{running.pid}"
+            busy.mkdir()
+            with pytest.raises(UserError) as refused:
+                install(tmp_path / "sd2")
+            assert str(refused.value) == (
+                f"another install-sd-scripts (process {running.pid}) is cloning into "
+                f"{tmp_path / 'sd2'}: wait for it to end and re-run (if no such install is "
+                f"running, remove {busy} first)")
+            assert busy.is_dir() and not (tmp_path / "sd2").exists()
+        finally:
+            running.kill()
+
+
+def test_a_move_to_the_pin_killed_before_git_wrote_a_file_is_resumed(
+        upstream: str, tmp_path: Path) -> None:
+    """Killed while fetching: the clone is whole at its old commit, so the re-run moves it."""
+    clone = tmp_path / "sd"
+    install(clone)
+    _git(clone, "commit", "-q", "--allow-empty", "-m", "local")
+    mark = clone / ".git" / "medsynth-install-unfinished"
+    mark.write_text("12345\n", encoding="utf-8")
+    assert install(clone).action == "moved to the pin"
+    assert checkout.commit(clone) == checkout.PINNED_COMMIT and not mark.exists()

@@ -5,6 +5,11 @@ line for its requirements. Safe to re-run: a clone already at the pin is left as
 another commit is moved to the pin (fetched from --url, else $MEDSYNTH_SD_SCRIPTS_URL, else its
 origin), and a non-empty folder that is not an sd-scripts clone is refused. A --dir that links
 to an empty folder is cloned into that folder.
+
+Safe to kill: a clone is made in `.NAME.partial-PID` beside the folder and renamed into place,
+and a re-run removes those of installs no longer running. A clone moved to the pin in place is
+marked (`UNFINISHED` in its git folder) until git is done with it: a re-run finds the mark of a
+killed move and refuses the half-moved clone in one line saying how to clear it.
 """
 
 from __future__ import annotations
@@ -15,13 +20,20 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth_kohya import arguments, files
+from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import checkout
 from medsynth_kohya.sdscripts.launch import Command
 
 GIT_TIMEOUT_S = 1800
 """A clone over a slow link may take minutes; a hung one must still end."""
+UNFINISHED = "medsynth-install-unfinished"
+"""In a clone's git folder while install moves it to the pin: git may have written part of it."""
+
+
+class GitFailed(UserError):
+    """git ended on its own with an error: it left the work tree as it was and took its locks
+    away (unlike a git that was killed, on a timeout or with install)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ def _git(*args: str) -> str:
         lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
         reason = next((line for line in lines if line.startswith(("fatal:", "error:"))),
                       lines[0])
-        raise UserError(f"git {command} failed: {reason}")
+        raise GitFailed(f"git {command} failed: {reason}")
     return result.stdout.strip()
 
 
@@ -73,11 +85,23 @@ def _is_clone(folder: Path) -> bool:
     return Path(top).resolve() == folder.resolve()
 
 
+def _clear_partials(folder: Path) -> None:
+    """Remove the `.NAME.partial-PID` clones of `folder` whose install is no longer running
+    (killed before its rename); one whose install still runs is a one-line UserError."""
+    for partial in folder.parent.glob(f".{folder.name}.partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and locks.alive(int(pid)):
+            raise UserError(f"another install-sd-scripts (process {pid}) is cloning into "
+                            f"{folder}: wait for it to end and re-run (if no such install is "
+                            f"running, remove {partial} first)")
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _clone(url: str, folder: Path) -> None:
     """Clone the pinned release next to `folder`, then move it into place in one rename."""
     files.make_folder(folder.parent)
+    _clear_partials(folder)
     partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
     try:
         _git("clone", "--quiet", "--depth", "1", "--branch", checkout.PINNED_RELEASE,
              url, str(partial))
@@ -92,11 +116,42 @@ def _clone(url: str, folder: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def _mark(folder: Path) -> Path:
+    """Where the UNFINISHED mark of the clone `folder` goes: its git folder."""
+    return Path(_git("-C", str(folder), "rev-parse", "--absolute-git-dir")) / UNFINISHED
+
+
+def _check_finished(folder: Path) -> None:
+    """Refuse, in one line saying how to clear it, a clone a killed install left half-moved to
+    the pin; clear the mark where its files are all of one commit (git unlocked, nothing
+    changed from its HEAD: the move ended, or never began to write), so the run goes on."""
+    mark = _mark(folder)
+    if not mark.exists():
+        return
+    lock = mark.with_name("index.lock")
+    changed = _git("-C", str(folder), "status", "--porcelain", "--untracked-files=no")
+    if not changed and not lock.exists():
+        mark.unlink()
+        return
+    fix = f"rm -f {lock} && git -C {folder} checkout --force --detach {checkout.PINNED_COMMIT}"
+    raise UserError(f"{folder} was left half-moved to the pin by an install-sd-scripts that "
+                    "was stopped, so its files may mix two commits: remove the folder and "
+                    f"re-run, or, to keep it, run `{fix}` (it discards changes made in the "
+                    "folder), then re-run")
+
+
 def _move_to_pin(folder: Path, remote: str) -> None:
     """Fetch the pinned release from `remote` (a URL, or the clone's "origin") into an existing
-    clone and check it out."""
-    _git("-C", str(folder), "fetch", "--quiet", remote, "tag", checkout.PINNED_RELEASE)
-    _git("-C", str(folder), "checkout", "--quiet", "--detach", checkout.PINNED_COMMIT)
+    clone and check it out, marked UNFINISHED until git is done or has refused on its own."""
+    mark = _mark(folder)
+    files.write_text(mark, f"{os.getpid()}\n")
+    try:
+        _git("-C", str(folder), "fetch", "--quiet", remote, "tag", checkout.PINNED_RELEASE)
+        _git("-C", str(folder), "checkout", "--quiet", "--detach", checkout.PINNED_COMMIT)
+    except GitFailed:
+        mark.unlink()
+        raise
+    mark.unlink()
 
 
 @arguments.checked
@@ -115,6 +170,7 @@ def install(folder: arguments.PathArg | None = None, *, url: str | None = None,
         if not _is_clone(target):
             raise UserError(f"{target} is not empty and is not an sd-scripts clone; empty it "
                             "or choose another --dir")
+        _check_finished(target)
         if checkout.commit(target) == checkout.PINNED_COMMIT:
             action = "already at the pin"
         else:
