@@ -22,12 +22,13 @@ huggingface_hub's own client (0.34 on requests, 1.x/2.x on httpx2) talks to it t
 Reads of a public repo need no token; everything else does.
 
 Anything else answers 404 and is listed in `unknown`. `fail(method, path_regex, status, "drop",
-"html", "short", "hang" or "slow")` makes matching requests answer that status, close the
-connection without an answer, answer 200 with a web page (a server that is not the Hub: a
+"html", "short", "hang", "slow" or "trickle")` makes matching requests answer that status, close
+the connection without an answer, answer 200 with a web page (a server that is not the Hub: a
 proxy's login page, a mirror's site), close it partway through a 200 answer's body (a download
 cut short), never answer (until the server stops, or for `HANG` seconds: a client without
-a timeout then sees the connection closed), or answer as usual with a pause of `SLOW`
-seconds before each piece written (its headers, its body).
+a timeout then sees the connection closed), answer as usual with a pause of `SLOW`
+seconds before each piece written (its headers, its body), or answer 200 with a body of a MiB
+sent one byte every `TRICKLE` seconds (until the server stops, or for `HANG` seconds).
 `Repo.edit` changes files as a user on the Hub's web editor would; `interleave` lands such a
 commit just before a commit request is answered, as another push between a client's read and
 its commit.
@@ -230,6 +231,8 @@ SLOW = 0.7
 """Seconds a "slow" answer pauses before each piece it writes."""
 HANG = 30.0
 """Seconds a "hang" fault keeps the connection without answering (at most)."""
+TRICKLE = 0.1
+"""Seconds between the bytes of a "trickle" answer: well under any per-read limit."""
 
 
 class _Slow:
@@ -299,6 +302,22 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(page)
 
+    def _trickle(self) -> None:
+        """200 with a MiB body sent a byte at a time, never in time to finish: a download that
+        keeps moving, each read well within its limit, until the server stops."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(2**20))
+        self.end_headers()
+        self.close_connection = True
+        ends = time.monotonic() + HANG
+        try:
+            while not self.hub.stopping.wait(TRICKLE) and time.monotonic() < ends:
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+        except OSError:  # the client gave up
+            return
+
     def _error(self, status: int, message: str, code: str | None = None) -> None:
         headers = {"X-Error-Message": message}
         if code:
@@ -341,6 +360,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.action == "html":
                 self._page()
+                return
+            if fault.action == "trickle":
+                self._trickle()
                 return
             if fault.action == "short":
                 self.send_response(200)

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.hub import timeouts
 from medsynth_kohya.hub.pull import pull_lora
 
 from .conftest import invoke
@@ -166,3 +167,46 @@ def test_a_connection_not_made_in_time_gives_advice_that_lengthens_that_wait(
     else:
         assert "MEDSYNTH_HUB_TIMEOUT to more than" not in line
         assert f"{CONNECT:g} s" in line
+
+
+def test_a_download_that_trickles_forever_ends_at_its_deadline_in_one_line(
+        hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte every TRICKLE seconds never runs into the limit on each read, and the client
+    resumes a download that stalls: `sample --lora` kept downloading until Ctrl-C. The whole
+    download now has a deadline, named in the line."""
+    repo = hub.add_repo(REPO, "alice")
+    repo.edit({"melanoma.safetensors": b"x" * 64})
+    hub.fail("GET", r"/resolve/", "trickle")
+    monkeypatch.setenv(timeouts.DEADLINE_ENV, "2")
+    said: list[BaseException] = []
+
+    def download() -> None:
+        try:
+            pull_lora(REPO)
+        except Exception as exc:
+            said.append(exc)
+
+    started = time.monotonic()
+    pulling = threading.Thread(target=download, daemon=True)
+    pulling.start()
+    pulling.join(QUICK)
+    assert not pulling.is_alive(), "the download is still running"
+    assert 2 <= time.monotonic() - started < QUICK
+    assert [str(exc) for exc in said] == [
+        f"the download of {REPO} from {hub.url} took over 2 s and was stopped: set "
+        f"{timeouts.DEADLINE_ENV} to more seconds (now 2) if the network is this slow, then "
+        "run the same command again"]
+    assert isinstance(said[0], UserError)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "nan"])
+def test_a_deadline_that_is_no_number_of_seconds_is_one_line_before_any_request(
+        hub: FakeHub, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(timeouts.DEADLINE_ENV, value)
+    with pytest.raises(UserError) as caught:
+        pull_lora(REPO)
+    assert str(caught.value) == (
+        f"{timeouts.DEADLINE_ENV} {value!r} is not a number of seconds above 0: set it to how "
+        f"long a download from the Hub may take in all (default {timeouts.DEADLINE:g}), or "
+        "unset it")
+    assert hub.requests == []

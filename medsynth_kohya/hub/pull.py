@@ -30,6 +30,7 @@ from medsynth_kohya.hub.failures import (
     wait_advice,
 )
 from medsynth_kohya.hub.push import hub_client, resolve_endpoint
+from medsynth_kohya.hub.timeouts import DEADLINE_ENV, DeadlinePassed, deadline, within
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import PUBLISHED_RECORD, RunRecord
 
@@ -140,12 +141,18 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None,
         raise
     except Exception as exc:
         links = list(chain(exc))
+        late = next((link for link in links if isinstance(link, DeadlinePassed)), None)
+        if late is not None:
+            raise UserError(f"the download of {repo_id} from {endpoint} took over "
+                            f"{late.seconds:g} s and was stopped: set {DEADLINE_ENV} to more "
+                            f"seconds (now {late.seconds:g}) if the network is this slow, then "
+                            "run the same command again") from None
         if any(isinstance(link, OfflineModeIsEnabled) for link in links):
             raise _Unreachable("HF_HUB_OFFLINE is set") from None
-        late = timed_out(exc)
-        if late is not None:
-            raise _Unreachable(f"{endpoint} did not answer in time ({type(late).__name__}: "
-                               f"{wait_advice(late)})") from None
+        waited = timed_out(exc)
+        if waited is not None:
+            raise _Unreachable(f"{endpoint} did not answer in time ({type(waited).__name__}: "
+                               f"{wait_advice(waited)})") from None
         certificate = untrusted(exc, setting)
         if certificate is not None:
             raise _Unreachable(f"the TLS certificate of {endpoint} was not accepted "
@@ -286,8 +293,10 @@ def pull_lora(spec: str, *, revision: str | None = None,
             raise _Unreachable("HF_HUB_OFFLINE is set")
         setting = "HF_ENDPOINT" if endpoint is None else "the endpoint given"
         token = read_token()  # one line where the library cannot read it, not its traceback
+        seconds = deadline()
         with hub_client(), _download_errors(repo_id, url, revision, setting):
-            origin, file, record_file = _download(repo_id, wanted, revision, url, token)
+            origin, file, record_file = within(
+                seconds, lambda: _download(repo_id, wanted, revision, url, token))
         note = (f"LoRA {repo_id}:{origin.path} at {origin.commit[:12]}, from the Hugging Face "
                 f"cache ({file})")
     except _Unreachable as reason:

@@ -10,16 +10,22 @@ limits are given through huggingface_hub's own hook for its HTTP client (0.x:
 `configure_http_backend`, a requests Session per thread; 1.x and 2.x: `set_client_factory`, one
 httpx client), and its previous factory is put back after, for code that uses the library in
 the same process. Xet transfers (hf_xet) keep their own limits.
+
+A download (`sample --lora`) is bounded in all as well, by `within`: a server that sends a byte
+now and then never runs into the limit on each read, and the client resumes a download that
+stalls, so without it `sample` could run until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from medsynth_kohya.errors import UserError
 
@@ -28,6 +34,13 @@ CONNECT = 10.0
 """Seconds to wait for a connection (the most; less when MEDSYNTH_HUB_TIMEOUT is less)."""
 READ = 60.0
 """Seconds to wait for each read or write when MEDSYNTH_HUB_TIMEOUT is unset."""
+DEADLINE_ENV = "MEDSYNTH_HUB_DOWNLOAD_DEADLINE"
+DEADLINE = 1800.0
+"""Seconds a download from the Hub may take in all when MEDSYNTH_HUB_DOWNLOAD_DEADLINE is unset:
+minutes for a LoRA of a few hundred MB over a slow link."""
+_T = TypeVar("_T")
+_running = threading.local()
+"""The call `within` runs in this thread: its `seconds`, and the monotonic time it `ends`."""
 
 
 @dataclass(frozen=True)
@@ -38,20 +51,72 @@ class Limits:
     read: float
 
 
-def limits() -> Limits:
-    """The limits MEDSYNTH_HUB_TIMEOUT (read now) sets, else the defaults; a UserError for a
-    value that is not a number of seconds above 0."""
-    raw = os.environ.get(ENV, "").strip()
+def _seconds(name: str, default: float, what: str) -> float:
+    """The seconds the variable `name` (read now) gives, else `default`; a UserError saying
+    `what` it sets for a value that is not a number of seconds above 0."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return Limits(CONNECT, READ)
+        return default
     try:
         seconds = float(raw)
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise UserError(f"{ENV} {raw!r} is not a number of seconds above 0: set it to how long "
-                        f"to wait for each answer of the Hub (default {READ:g}), or unset it")
+        raise UserError(f"{name} {raw!r} is not a number of seconds above 0: set it to {what} "
+                        f"(default {default:g}), or unset it")
+    return seconds
+
+
+def limits() -> Limits:
+    """The limits MEDSYNTH_HUB_TIMEOUT (read now) sets, else the defaults; a UserError for a
+    value that is not a number of seconds above 0."""
+    seconds = _seconds(ENV, READ, "how long to wait for each answer of the Hub")
     return Limits(min(CONNECT, seconds), seconds)
+
+
+def deadline() -> float:
+    """The seconds a download may take in all: MEDSYNTH_HUB_DOWNLOAD_DEADLINE (read now), else
+    DEADLINE; a UserError for a value that is not a number of seconds above 0."""
+    return _seconds(DEADLINE_ENV, DEADLINE, "how long a download from the Hub may take in all")
+
+
+class DeadlinePassed(Exception):
+    """A call `within` bounds ran past its `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"took over {seconds:g} s")
+        self.seconds = seconds
+
+
+def within(seconds: float, call: Callable[[], _T]) -> _T:
+    """What `call()` returns or raises, or DeadlinePassed once it has run `seconds`. It runs in
+    a daemon thread, left behind at the deadline (a thread cannot be stopped): each request it
+    would send after is refused by `bounded`'s hooks, and the process may end without it."""
+    done: list[_T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        _running.seconds, _running.ends = seconds, time.monotonic() + seconds
+        try:
+            done.append(call())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="medsynth-hub-download", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise DeadlinePassed(seconds)
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def _check_deadline() -> None:
+    """Refuse a request of a call `within` runs in this thread once its deadline is past."""
+    ends = getattr(_running, "ends", None)
+    if ends is not None and time.monotonic() > ends:
+        raise DeadlinePassed(_running.seconds)
 
 
 def advice(connecting: bool = False) -> str:
@@ -99,6 +164,7 @@ def _hooked(client: Any, chosen: Limits) -> Any:
     (huggingface_hub passes `timeout=None` for most API calls, which overrides the client's)."""
 
     def fill(request: Any) -> None:
+        _check_deadline()
         given = dict(request.extensions.get("timeout") or {})
         for name, seconds in (("connect", chosen.connect), ("read", chosen.read),
                               ("write", chosen.read)):
@@ -120,6 +186,7 @@ class _BoundedAdapter:
         self.chosen = chosen
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_deadline()
         timeout = kwargs.get("timeout")
         if timeout is None:
             timeout = (self.chosen.connect, self.chosen.read)
