@@ -372,10 +372,32 @@ def test_a_403_that_is_not_the_hubs_is_refused_between_here_and_the_endpoint(
     with pytest.raises(Unanswered) as raised:
         writer(hub_api(url, TOKEN), REPO, option="--push")
     assert str(raised.value) == (
-        f"something between this machine and {url} refused the request during the check of "
-        f"the token (403 with {what}, not the Hub's error), such as a firewall or a filtering "
-        "proxy: check HF_ENDPOINT and ask the network's administrator to allow 127.0.0.1, then "
-        "run the same command again")
+        f"something between this machine and {url} (a firewall or a filtering proxy) refused "
+        f"the request during the check of the token (403 with {what}, not the Hub's error): "
+        "check HF_ENDPOINT and ask the network's administrator to allow 127.0.0.1, then run the "
+        "same command again")
+
+
+def test_a_403_from_a_proxy_to_sample_lora_names_the_proxy_not_the_token(
+        server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sample --lora` through a proxy that refuses the Hub's host: the line said to set
+    HF_TOKEN to a token that may read the repository."""
+    import huggingface_hub.constants
+
+    from medsynth_kohya.hub.pull import pull_lora
+
+    no_proxies(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", url_of(server))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    refuse_as_a_proxy(server)
+    endpoint = "http://hub.example.org"
+    with pytest.raises(UserError) as raised:
+        pull_lora(REPO, endpoint=endpoint)
+    assert str(raised.value).startswith(
+        f"the proxy HTTP_PROXY names refused the request to {endpoint} (403 with a web page, not "
+        "the Hub's error; ask whoever runs that proxy to allow hub.example.org, or add "
+        "hub.example.org to NO_PROXY if it is reached without one), and the Hugging Face cache")
 
 
 @pytest.mark.parametrize("hub_says", [{"X-Error-Message": "Forbidden"}, {}])

@@ -216,22 +216,21 @@ def refused_on_the_way(exc: BaseException) -> str | None:
     return "a web page" if "html" in kind else "an answer without the Hub's error"
 
 
-def refused_between(endpoint: str, during: str, what: str, setting: str) -> str:
-    """The line for a 403 that `refused_on_the_way` found `what` in: the proxy the environment
-    names for `endpoint` refused it, else something else between this machine and it."""
+def in_the_way(endpoint: str, setting: str) -> tuple[str, str]:
+    """Who refused a request to `endpoint` with a 403 that is not the Hub's, and what to do:
+    the proxy the environment names for it, else something else between this machine and it
+    (`setting`: what chose the endpoint)."""
     from urllib.parse import urlsplit
 
     host = urlsplit(endpoint).hostname or endpoint
     proxies = proxies_for(endpoint)
     if proxies:
-        return (f"the proxy {' / '.join(proxies)} names refused the request to {endpoint} "
-                f"during {during} (403 with {what}, not the Hub's error): ask whoever runs "
-                f"that proxy to allow {host}, or add {host} to NO_PROXY if it is reached "
-                "without one, then run the same command again")
-    return (f"something between this machine and {endpoint} refused the request during "
-            f"{during} (403 with {what}, not the Hub's error), such as a firewall or a "
-            f"filtering proxy: check {setting} and ask the network's administrator to allow "
-            f"{host}, then run the same command again")
+        return (f"the proxy {' / '.join(proxies)} names refused the request to {endpoint}",
+                f"ask whoever runs that proxy to allow {host}, or add {host} to NO_PROXY if it "
+                "is reached without one")
+    return (f"something between this machine and {endpoint} (a firewall or a filtering proxy) "
+            "refused the request",
+            f"check {setting} and ask the network's administrator to allow {host}")
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -271,7 +270,9 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
                     "run the same command again")
         on_the_way = refused_on_the_way(exc)
         if on_the_way is not None:
-            return refused_between(endpoint, during, on_the_way, setting)
+            who, fix = in_the_way(endpoint, setting)
+            return (f"{who} during {during} (403 with {on_the_way}, not the Hub's error): "
+                    f"{fix}, then run the same command again")
         if status == 403:
             return (f"no write access to {repo_id} (403): it belongs to another user or "
                     "organisation, or the token is read-only; push to your own namespace "

@@ -23,8 +23,10 @@ from medsynth_kohya.hub.contents import check_repo_id
 from medsynth_kohya.hub.failures import (
     answered_instead,
     chain,
+    in_the_way,
     network_errors,
     not_the_hub,
+    refused_on_the_way,
     timed_out,
     untrusted,
     wait_advice,
@@ -162,6 +164,11 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None,
         if not_the_hub(exc):
             raise _Unreachable(f"{endpoint} did not answer as the Hugging Face Hub does "
                                f"({answered_instead(endpoint, setting)})") from None
+        on_the_way = refused_on_the_way(exc)
+        if on_the_way is not None:
+            who, fix = in_the_way(endpoint, setting)
+            raise _Unreachable(f"{who} (403 with {on_the_way}, not the Hub's error; {fix})"
+                               ) from None
         for link in links:
             if isinstance(link, LocalEntryNotFoundError):  # the client found no cached copy
                 continue
