@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,8 +38,6 @@ DEADLINE = 1800.0
 """Seconds a download from the Hub may take in all when MEDSYNTH_HUB_DOWNLOAD_DEADLINE is unset:
 minutes for a LoRA of a few hundred MB over a slow link."""
 _T = TypeVar("_T")
-_running = threading.local()
-"""The call `within` runs in this thread: its `seconds`, and the monotonic time it `ends`."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +71,21 @@ def limits() -> Limits:
     return Limits(min(CONNECT, seconds), seconds)
 
 
+def advice(connecting: bool = False) -> str:
+    """How to wait longer than the limit now in force: the read limit, or, for a connection
+    not made in time, the connect limit, which the variable lengthens up to CONNECT only."""
+    try:
+        chosen = limits()
+    except UserError:
+        chosen = Limits(CONNECT, READ)
+    if not connecting:
+        return f"set {ENV} to more than {chosen.read:g} (seconds) to wait longer for each answer"
+    if chosen.connect < CONNECT:
+        return (f"set {ENV} to more than {chosen.connect:g} (seconds) to wait longer for the "
+                "connection")
+    return f"a connection is given at most {CONNECT:g} s whatever {ENV} says"
+
+
 def deadline() -> float:
     """The seconds a download may take in all: MEDSYNTH_HUB_DOWNLOAD_DEADLINE (read now), else
     DEADLINE; a UserError for a value that is not a number of seconds above 0."""
@@ -90,13 +102,13 @@ class DeadlinePassed(Exception):
 
 def within(seconds: float, call: Callable[[], _T]) -> _T:
     """What `call()` returns or raises, or DeadlinePassed once it has run `seconds`. It runs in
-    a daemon thread, left behind at the deadline (a thread cannot be stopped): each request it
-    would send after is refused by `bounded`'s hooks, and the process may end without it."""
+    a daemon thread, left behind at the deadline (a thread cannot be stopped) for the process
+    to end without it. Leaving `bounded` then ends its transfer with huggingface_hub >= 1,
+    which closes the bounded client; with 0.x it runs until its transfer ends."""
     done: list[_T] = []
     failed: list[BaseException] = []
 
     def run() -> None:
-        _running.seconds, _running.ends = seconds, time.monotonic() + seconds
         try:
             done.append(call())
         except BaseException as exc:  # handed to the caller's thread
@@ -110,28 +122,6 @@ def within(seconds: float, call: Callable[[], _T]) -> _T:
     if failed:
         raise failed[0]
     return done[0]
-
-
-def _check_deadline() -> None:
-    """Refuse a request of a call `within` runs in this thread once its deadline is past."""
-    ends = getattr(_running, "ends", None)
-    if ends is not None and time.monotonic() > ends:
-        raise DeadlinePassed(_running.seconds)
-
-
-def advice(connecting: bool = False) -> str:
-    """How to wait longer than the limit now in force: the read limit, or, for a connection
-    not made in time, the connect limit, which the variable lengthens up to CONNECT only."""
-    try:
-        chosen = limits()
-    except UserError:
-        chosen = Limits(CONNECT, READ)
-    if not connecting:
-        return f"set {ENV} to more than {chosen.read:g} (seconds) to wait longer for each answer"
-    if chosen.connect < CONNECT:
-        return (f"set {ENV} to more than {chosen.connect:g} (seconds) to wait longer for the "
-                "connection")
-    return f"a connection is given at most {CONNECT:g} s whatever {ENV} says"
 
 
 @contextmanager
@@ -164,7 +154,6 @@ def _hooked(client: Any, chosen: Limits) -> Any:
     (huggingface_hub passes `timeout=None` for most API calls, which overrides the client's)."""
 
     def fill(request: Any) -> None:
-        _check_deadline()
         given = dict(request.extensions.get("timeout") or {})
         for name, seconds in (("connect", chosen.connect), ("read", chosen.read),
                               ("write", chosen.read)):
@@ -186,7 +175,6 @@ class _BoundedAdapter:
         self.chosen = chosen
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_deadline()
         timeout = kwargs.get("timeout")
         if timeout is None:
             timeout = (self.chosen.connect, self.chosen.read)
