@@ -160,6 +160,8 @@ AREAS = (
     Area("generator processes", "medsynth_kohya/sampling/grid.py", sample=SAMPLE),
     Area("generator processes", "medsynth_kohya/machine/gpus.py", sample=SAMPLE),
     Area("argument checks", "medsynth_kohya/arguments.py", sample=SAMPLE),
+    Area("presets and evaluation card", "medsynth_kohya/sdscripts/presets.py"),
+    Area("presets and evaluation card", "medsynth_kohya/hub/eval_card.py"),
 )
 
 
