@@ -139,7 +139,7 @@ def test_the_figures_are_the_classifiers_scores_on_each_held_out_side(
     assert (result.n_train, result.n_test, result.n_test_melanoma, result.repeats) == (
         len(last_train), len(last_test), sum(labels[i] for i in last_test), 2)
     blank = patients.count("")
-    assert result.n_patients == len(set(patients) - {""}) + blank
+    assert result.n_patients == len(set(patients) - {""}) + blank and result.unit == "patient"
     assert result.notes == [
         f"{blank} of 60 real photos have no patient id: each is split as a patient of its own",
         f"mix 9 wants {9 * max(melanomas)} synthetic images, the set has 20: all were used"]
@@ -396,6 +396,8 @@ def test_real_data_without_patient_ids_is_said_to_be_split_by_image(
     assert section["figures"]["bootstrap"] == "image"
     assert ("95% intervals by an image-level bootstrap: resamples of the held-out images, no "
             "patient being known (20 resamples") in section["method"]
+    assert section["figures"]["unit"] == "image"
+    assert "Patient-level" not in section["method"]
     assert any("no patient ids" in note for note in section["figures"]["notes"])
     assert "images are split one by one" in " ".join(stderr.split())
     page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")

@@ -20,7 +20,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck, features, sets
 from medsynth_kohya.evaluation import report as report_files
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
-from medsynth_kohya.hub import contents
+from medsynth_kohya.hub import contents, eval_card
 from medsynth_kohya.hub import push as hubmod
 from medsynth_kohya.training.record import RunFolder
 
@@ -109,6 +109,12 @@ def test_the_report_arrives_byte_for_byte_and_its_figures_are_the_model_index(
                                                            mix["auc"]["high"]])
         assert entry.metric_args["bootstrap"] == "patient"
     assert len(by_type["balanced_accuracy"]) == 2
+    figures = document["sections"]["utility"]["figures"]
+    for entry in by_type["roc_auc"] + by_type["balanced_accuracy"]:
+        assert entry.task_name == "Melanoma vs other lesions on held-out patients"
+        assert entry.dataset_name == (
+            f"isic: {figures['n_test']} images ({figures['n_test_melanoma']} melanomas) of "
+            f"held-out patients, {figures['n_patients']} patients in all")
     text = card.text
     assert "## Evaluation" in text and "(evaluation/report.html)" in text
     for row in document["verdict"]:
@@ -133,6 +139,38 @@ def test_an_older_report_s_figures_still_reach_the_card_saying_how_they_were_mad
             if r.metric_type == "roc_auc"} == {"image"}
     [kid] = [r.metric_args or {} for r in results if r.metric_type == "kid"]
     assert "std" not in kid and kid["subset_size"] > 0
+def test_a_split_by_image_is_not_said_to_hold_out_patients(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real data that records no patient ids is split image by image: the card's classifier
+    figures are on held-out images, and each photo counted as a patient of its own is no
+    patient count."""
+    import pandas as pd
+
+    from medsynth_kohya.evaluation import utility
+
+    monkeypatch.setattr(utility, "BOOTSTRAP", 20)
+    isic_source(tmp_path / "isic", 8, 8, seed=7)
+    table = pd.read_csv(tmp_path / "isic" / "train.csv").assign(patient_id="")
+    table.to_csv(tmp_path / "isic" / "train.csv", index=False)
+    synthetic_set(tmp_path / "syn", [photo(6300 + i, size=(320, 240)) for i in range(3)])
+    evaluate(tmp_path / "isic", tmp_path / "syn", tmp_path / "report",
+             EvaluateOptions(features=TINY, mixes=(0.0, 1.0), repeats=1))
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    figures = document["sections"]["utility"]["figures"]
+    assert figures["unit"] == "image"
+    for recorded in (True, False):  # a report written before `unit`: from its method
+        if not recorded:
+            del figures["unit"]
+            (tmp_path / "report" / "report.json").write_text(json.dumps(document),
+                                                             encoding="utf-8")
+        found = [entry for entry in eval_card.card_evaluation(tmp_path / "report").results
+                 if entry.task_type == "image-classification"]
+        assert len(found) == 4
+        for entry in found:
+            assert entry.task_name == "Melanoma vs other lesions on held-out images"
+            assert entry.dataset_name == (
+                f"isic: {figures['n_test']} held-out images ({figures['n_test_melanoma']} "
+                "melanomas); no patient ids recorded, so split image by image")
 
 
 def _embedded(page: str, alt: str) -> list[str]:

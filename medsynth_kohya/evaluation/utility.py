@@ -108,7 +108,11 @@ class Utility:
     n_test: int
     n_test_melanoma: int
     n_patients: int
+    """Groups split whole: patients, with a photo lacking a patient id counted as one."""
     notes: list[str]
+    unit: str = "patient"
+    """What the splits kept whole (`split_unit`): "patient", or "image" where no photo records
+    a patient id."""
 
 
 def _split(labels: NDArray[np.int64], groups: NDArray[np.str_], seed: int,
@@ -247,4 +251,4 @@ def utility(real: Any, labels: Sequence[int], patients: Sequence[str], synthetic
                                  _interval(entry["ba"], entry["bba"]),
                                  [float(v) for v in fpr], [float(v) for v in tpr]))
     return Utility(results, repeats, unit, sizes[0], sizes[1], sizes[2], len(np.unique(groups)),
-                   notes)
+                   notes, unit)

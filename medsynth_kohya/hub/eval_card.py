@@ -6,8 +6,8 @@ last scan as every other file) and turns the report's figures into huggingface_h
 `EvalResult`s, which ModelCardData writes as the card's
 `model-index`: the synthetic set's checks (near-copies, prompt adherence, FID, KID, precision,
 recall) as a text-to-image task, the classifier's ROC-AUC and balanced accuracy at each mix as
-an image-classification task on the held-out real patients (95 % intervals in the metric's
-args). Data only: `card` renders it.
+an image-classification task on the held-out real patients, or images where the real data
+records no patient id (95 % intervals in the metric's args). Data only: `card` renders it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ FOLDER = "evaluation"
 """Where the report goes in the repo."""
 DATASET_TYPE = "isic"
 _GENERATION = ("text-to-image", "Synthetic dermoscopy images")
-_CLASSIFICATION = ("image-classification", "Melanoma vs other lesions on held-out patients")
+_CLASSIFICATION = "image-classification", "Melanoma vs other lesions on held-out {unit}s"
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,13 @@ def _classification(document: Mapping[str, Any]) -> list[EvalResult]:
     if "figures" not in section:
         return []
     figures = section["figures"]
-    dataset = (f"{document['inputs']['real']}: {figures['n_test']} held-out images "
-               f"({figures['n_test_melanoma']} melanomas) of {figures['n_patients']} patients")
+    unit = figures.get("unit") or _unit(str(section.get("method", "")))
+    real, held_out = document["inputs"]["real"], figures["n_test"]
+    melanomas = f"({figures['n_test_melanoma']} melanomas)"
+    dataset = (f"{real}: {held_out} images {melanomas} of held-out patients, "
+               f"{figures['n_patients']} patients in all" if unit == "patient" else
+               f"{real}: {held_out} held-out images {melanomas}; no patient ids recorded, so "
+               "split image by image")
     found = []
     for mix in figures["mixes"]:
         for kind, key, words in (("roc_auc", "auc", "ROC-AUC"),
@@ -118,7 +123,7 @@ def _classification(document: Mapping[str, Any]) -> list[EvalResult]:
                                   "Balanced accuracy")):
             interval = mix[key]
             found.append(EvalResult(
-                task_type=_CLASSIFICATION[0], task_name=_CLASSIFICATION[1],
+                task_type=_CLASSIFICATION[0], task_name=_CLASSIFICATION[1].format(unit=unit),
                 dataset_type=DATASET_TYPE, dataset_name=dataset, dataset_split="test",
                 metric_type=kind, metric_value=interval["value"],
                 metric_config=f"mix-{mix['mix']:g}",
@@ -130,6 +135,12 @@ def _classification(document: Mapping[str, Any]) -> list[EvalResult]:
                              "synthetic_used": mix["synthetic_used"],
                              "classifier": section.get("classifier", "logistic")}))
     return found
+
+
+def _unit(method: str) -> str:
+    """What an older report's classifier splits kept whole, from its method's first words (a
+    report records `unit` since the card read it)."""
+    return "image" if method.startswith("Image-level") else "patient"
 
 
 def card_evaluation(folder: Path) -> CardEvaluation:
