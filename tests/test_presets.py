@@ -252,3 +252,40 @@ def test_a_preset_resolution_is_read_as_set_reads_it(
     assert presets.flatten(toml.load(run / "config.toml"))["resolution"] == written
     size = [int(side) for side in written.split(",")] * (2 if "," not in written else 1)
     assert toml.load(run / "dataset.toml")["datasets"][0]["resolution"] == size
+
+
+# what a preset's values become
+
+
+def test_a_preset_value_from_the_home_folder_is_written_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts expands no `~`: a preset's `~/models/base.safetensors` (or `~` alone) reaches
+    it as the home folder's path; a `~` further in is part of the value. The preset file
+    itself may be named from the home folder too."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    document = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
+    document["settings"].update(pretrained_model_name_or_path="~/models/base.safetensors",
+                                vae="~", log_prefix="runs~/a", network_dim=4)
+    (home / "presets").mkdir(parents=True)
+    (home / "presets" / "mine.toml").write_text(toml.dumps(document), encoding="utf-8")
+    mine = presets.load("~/presets/mine.toml")
+    assert (mine.name, mine.path) == ("mine", home / "presets" / "mine.toml")
+    assert mine.options["pretrained_model_name_or_path"] == str(
+        home / "models" / "base.safetensors")
+    assert (mine.options["vae"], mine.options["log_prefix"]) == (str(home), "runs~/a")
+    assert mine.options["network_dim"] == 4
+
+
+def test_an_option_set_in_two_tables_is_refused_naming_both(tmp_path: Path) -> None:
+    """sd-scripts reads a preset's tables as one and the last value of an option wins: a
+    learning rate written twice would train on whichever table comes last, silently."""
+    document = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
+    document["optimizer"] = {"learning_rate": 5e-5}
+    mine = tmp_path / "mine.toml"
+    mine.write_text(toml.dumps(document), encoding="utf-8")
+    with pytest.raises(UserError) as refused:
+        presets.load(str(mine))
+    assert str(refused.value) == (
+        f"preset {mine}: learning_rate is set in [settings] and again in [optimizer], and "
+        "sd-scripts would take the last one; keep it in one table")

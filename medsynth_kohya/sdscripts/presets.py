@@ -78,6 +78,7 @@ def load(name: str) -> Preset:
     if stray:
         raise UserError(f"preset {path}: put {', '.join(stray)} inside a table such as [settings]")
     _check_run_owned(document, path)
+    _check_repeated(document, path)
     tables = {name: {key: _home(as_written(key, value)) for key, value in table.items()}
               for name, table in document.items()}
     return Preset(name=path.stem, path=path, tables=tables, **_own_settings(own, path))
@@ -96,6 +97,19 @@ def _check_run_owned(tables: Mapping[str, Mapping[str, Any]], path: Path) -> Non
             raise UserError(f"preset {path}: [{name}] sets {owned[0]}, which the run decides "
                             "(its run folder); remove it from the preset and choose the "
                             "folder with --run-dir")
+
+
+def _check_repeated(tables: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Refuse an option set in two tables: sd-scripts reads them as one, the last value
+    winning, so the value the user edited may not be the one trained with."""
+    seen: dict[str, str] = {}
+    for name, table in tables.items():
+        for key in table:
+            if key in seen:
+                raise UserError(f"preset {path}: {key} is set in [{seen[key]}] and again in "
+                                f"[{name}], and sd-scripts would take the last one; keep it in "
+                                "one table")
+            seen[key] = name
 
 
 def _locate(name: str) -> Path:
