@@ -161,7 +161,7 @@ AREAS = (
     Area("generator processes", "medsynth_kohya/machine/gpus.py", sample=SAMPLE),
     Area("argument checks", "medsynth_kohya/arguments.py", sample=SAMPLE),
     Area("presets and evaluation card", "medsynth_kohya/sdscripts/presets.py"),
-    Area("presets and evaluation card", "medsynth_kohya/hub/eval_card.py"),
+    Area("presets and evaluation card", "medsynth_kohya/hub/eval_card.py", sample=SAMPLE),
 )
 
 

@@ -97,7 +97,10 @@ def test_the_report_arrives_byte_for_byte_and_its_figures_are_the_model_index(
         assert entry.metric_args["n_synthetic"] == fidelity["n_synthetic"] == 6
     assert by_type["kid"][0].metric_args["std"] == pytest.approx(fidelity["kid_std"])
     [copies] = by_type["near_copies"]
-    assert copies.metric_value == 1 and copies.metric_args["n_synthetic"] == 6
+    assert copies.metric_value == 1 and copies.metric_args == {
+        "n_synthetic": 6, "threshold": document["sections"]["copies"]["threshold"]}
+    assert copies.metric_name == ("Near-copies of training photos (hash distance <= "
+                                  f"{document['sections']['copies']['threshold']:g})")
     assert by_type["prompt_adherence_hair"][0].metric_args["n_prompted"] == 5
     mixes = document["sections"]["utility"]["figures"]["mixes"]
     auc = sorted(by_type["roc_auc"], key=lambda e: e.metric_config)
@@ -266,6 +269,30 @@ def test_the_report_alone_flags_samples_and_an_unchecked_set_is_a_warning(
     synthetic_set(clean, [photo(8200 + i) for i in range(3)])
     planned = contents.plan(run, REPO, samples=clean)
     assert any("not checked for near-copies" in w for w in planned.warnings)
+
+
+def test_images_flagged_by_their_features_are_not_counted_as_hash_matches(
+        evaluated: Path) -> None:
+    """With --deep-threshold, evaluate also flags images whose features are as close as a
+    training photo's: the card's near-copy count says both rules it counts by."""
+    path = evaluated / "report" / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    copies = document["sections"]["copies"]
+    [hashed] = copies["flagged"]
+    other = next(n["synthetic_id"] for n in copies["nearest"]
+                 if n["synthetic_id"] != hashed["synthetic_id"])
+    copies["deep"]["threshold"] = 0.875
+    copies["flagged"].append({"synthetic_id": other, "training_id": hashed["training_id"],
+                              "similarity": 0.9})
+    path.write_text(json.dumps(document), encoding="utf-8")
+    [found] = [entry for entry in eval_card.card_evaluation(evaluated / "report").results
+               if entry.metric_type == "near_copies"]
+    assert found.metric_value == 2
+    assert found.metric_name == (
+        f"Near-copies of training photos (hash distance <= {copies['threshold']:g}, or "
+        "feature similarity >= 0.875)")
+    assert found.metric_args == {"n_synthetic": 6, "threshold": copies["threshold"],
+                                 "deep_threshold": 0.875}
 
 
 def test_the_report_vouches_only_for_the_images_it_checked_not_for_their_ids(

@@ -76,9 +76,13 @@ def _generation(document: Mapping[str, Any]) -> list[EvalResult]:
                           metric_value=value, metric_name=name, metric_args=args or None)
 
     copies = sections["copies"]
+    deep = copies.get("deep", {}).get("threshold")
+    rules = f"hash distance <= {copies['threshold']:g}" + (
+        "" if deep is None else f", or feature similarity >= {deep:g}")
     found = [result("near_copies", len(copies["flagged"]),
-                    f"Near-copies of training photos (hash distance <= {copies['threshold']:g})",
-                    n_synthetic=copies["n_synthetic"], threshold=copies["threshold"])]
+                    f"Near-copies of training photos ({rules})",
+                    n_synthetic=copies["n_synthetic"], threshold=copies["threshold"],
+                    **({} if deep is None else {"deep_threshold": deep}))]
     for key, words in (("hair", "hair"), ("skin_tone", "skin tone")):
         figures = sections["adherence"][key]
         if figures["agreement"] is not None:
