@@ -289,3 +289,43 @@ def test_an_option_set_in_two_tables_is_refused_naming_both(tmp_path: Path) -> N
     assert str(refused.value) == (
         f"preset {mine}: learning_rate is set in [settings] and again in [optimizer], and "
         "sd-scripts would take the last one; keep it in one table")
+
+
+@pytest.mark.parametrize(("own", "needle"), [
+    ({"num_processes": True}, "num_processes = True must be a whole number, 0 or more (0: one "
+                              "process per GPU found)"),
+    ({"min_gpu_memory_gib": -0.5}, "min_gpu_memory_gib = -0.5 must be a number of GiB, 0 or "
+                                   "more"),
+    ({"min_gpu_memory_gib": float("inf")}, "min_gpu_memory_gib = inf must be a number of GiB, "
+                                           "0 or more"),
+    ({"min_gpu_memory_gib": True}, "min_gpu_memory_gib = True must be a number of GiB, 0 or "
+                                   "more"),
+    ({"description": 5}, "description = 5 must be text"),
+])
+def test_a_setting_of_another_kind_than_it_reads_as_is_refused(
+        tmp_path: Path, own: dict[str, Any], needle: str) -> None:
+    """A true/false, a negative or an infinite figure would each read as a number Python
+    takes (True is 1): the preset is refused, not trained with a value nobody wrote."""
+    mine = _preset(tmp_path, own=own)
+    with pytest.raises(UserError) as refused:
+        presets.load(str(mine))
+    assert str(refused.value) == f"preset {mine}: [medsynth] {needle}", refused.value
+
+
+def test_a_preset_without_the_tools_table_takes_its_defaults(tmp_path: Path) -> None:
+    document = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
+    del document["medsynth"]
+    mine = tmp_path / "plain.toml"
+    mine.write_text(toml.dumps(document), encoding="utf-8")
+    plain = presets.load(str(mine))
+    assert (plain.name, plain.description, plain.num_processes, plain.min_gpu_memory_gib,
+            plain.device) == ("plain", "", 1, 0.0, "cuda")
+    assert plain.tables == {"settings": document["settings"]}
+    mine.write_text("medsynth = 2\n" + toml.dumps(document), encoding="utf-8")
+    with pytest.raises(UserError, match=r"\[medsynth\] must be a table \(description, "
+                                        r"num_processes, min_gpu_memory_gib, device\)$"):
+        presets.load(str(mine))
+    mine.write_text('seed = 3\nlearning_rate = 1e-4\n' + toml.dumps(document), encoding="utf-8")
+    with pytest.raises(UserError, match=r": put seed, learning_rate inside a table such as "
+                                        r"\[settings\]$"):
+        presets.load(str(mine))
