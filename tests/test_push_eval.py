@@ -142,6 +142,64 @@ def test_an_older_report_s_figures_still_reach_the_card_saying_how_they_were_mad
             if r.metric_type == "roc_auc"} == {"image"}
     [kid] = [r.metric_args or {} for r in results if r.metric_type == "kid"]
     assert "std" not in kid and kid["subset_size"] > 0
+def test_every_card_figure_is_the_report_s_in_its_own_words(evaluated: Path) -> None:
+    """Each model-index entry names the figure, the data it was measured on and its sizes as
+    the report gives them; the summary's files, verdict and provenance are the report's."""
+    report = evaluated / "report"
+    document = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    inputs, sections = document["inputs"], document["sections"]
+    attached = eval_card.card_evaluation(report)
+    assert attached.files == (("evaluation/report.html", report / "report-public.html"),
+                              ("evaluation/report.json", report / "report.json"))
+    assert attached.verdict == tuple((v["check"], v["status"], v["detail"])
+                                     for v in document["verdict"])
+    assert (attached.n_synthetic, attached.version, attached.real) == (
+        6, document["version"], "isic")
+    assert (attached.lora_sha256, attached.manifest_sha256, attached.source_sha256) == (
+        inputs["lora_sha256"], None, inputs["source_sha256"])
+    assert attached.source_sha256 and len(attached.checked) == 6
+    by_type = {entry.metric_type: entry for entry in attached.results}
+    generation = "isic: 8 training photos vs 6 synthetic images"
+    fidelity = sections["fidelity"]["figures"]
+    sizes = {"n_real": 8, "n_synthetic": 6, "features": TINY}
+    k = fidelity["neighbours"]
+    expected = {
+        "prompt_adherence_hair": ("Prompt adherence: hair found as prompted",
+                                  sections["adherence"]["hair"]["agreement"],
+                                  {"n_prompted": 5}),
+        "fid": (f"FID ({TINY} features)", fidelity["fid"], sizes),
+        "kid": ("KID (mean over subsets)", fidelity["kid_mean"],
+                {"std": fidelity["kid_std"], "subset_size": fidelity["kid_subset_size"],
+                 **sizes}),
+        "precision": (f"Precision (Kynkaanniemi et al. 2019, k={k})", fidelity["precision"],
+                      sizes),
+        "recall": (f"Recall (Kynkaanniemi et al. 2019, k={k})", fidelity["recall"], sizes)}
+    assert "prompt_adherence_skin_tone" not in by_type  # no prompt named a skin tone
+    for kind, (name, value, args) in expected.items():
+        entry = by_type[kind]
+        assert (entry.task_type, entry.task_name, entry.dataset_type, entry.dataset_name) == (
+            "text-to-image", "Synthetic dermoscopy images", "isic", generation), kind
+        assert (entry.metric_name, entry.metric_value, entry.metric_args) == (
+            name, value, args), kind
+    figures = sections["utility"]["figures"]
+    classified = [entry for entry in attached.results
+                  if entry.task_type == "image-classification"]
+    assert [(e.metric_type, e.metric_config, e.metric_name) for e in classified] == [
+        ("roc_auc", "mix-0", "ROC-AUC, 0 synthetic per real melanoma"),
+        ("balanced_accuracy", "mix-0", "Balanced accuracy, 0 synthetic per real melanoma"),
+        ("roc_auc", "mix-1", "ROC-AUC, 1 synthetic per real melanoma"),
+        ("balanced_accuracy", "mix-1", "Balanced accuracy, 1 synthetic per real melanoma")]
+    for entry, (mix, key) in zip(classified, [(m, key) for m in figures["mixes"]
+                                              for key in ("auc", "balanced_accuracy")],
+                                 strict=True):
+        interval = mix[key]
+        assert (entry.dataset_type, entry.dataset_split, entry.metric_value) == (
+            "isic", "test", interval["value"])
+        assert entry.metric_args == {"ci95": [interval["low"], interval["high"]],
+                                     "repeats": 1, "synthetic_used": mix["synthetic_used"],
+                                     "classifier": "logistic"}
+
+
 def test_a_split_by_image_is_not_said_to_hold_out_patients(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real data that records no patient ids is split image by image: the card's classifier
