@@ -107,7 +107,14 @@ def test_a_deep_threshold_flags_and_the_public_page_withholds_what_it_flags(
     assert result.flagged == flagged
     assert f"flagged at or above {threshold:g}" in document["sections"]["copies"]["deep"]["method"]
     row = next(r for r in result.verdict if r["check"] == "near-copies of training photos")
-    assert row["status"] == "fail" and row["detail"].startswith(f"{len(flagged)} of 6 ")
+    assert row["status"] == "fail" and row["detail"] == (
+        f"{len(flagged)} of 6 synthetic images within "
+        f"{document['sections']['copies']['threshold']:g} of a training photo, or at a "
+        f"feature similarity of {threshold:g} or more")
+    first = next(r for r in shown["verdict"] if r["check"] == "near-copies of training photos")
+    assert first["detail"] == (f"1 of 6 synthetic images within "
+                               f"{shown['sections']['copies']['threshold']:g} of a training "
+                               "photo")
     public = result.public_page.read_text(encoding="utf-8")
     assert _alts(public) == ["synthetic"] * (len(ids) - len(flagged))
     assert public.count("near-copy withheld</span>") == len(flagged)

@@ -511,10 +511,13 @@ def _verdict(sections: dict[str, Any], options: EvaluateOptions) -> list[dict[st
     rows = []
     flagged = sections["copies"]["flagged"]
     total = sections["copies"]["n_synthetic"]
+    deep = sections["copies"].get("deep", {}).get("threshold")  # None: features not compared
     rows.append({"check": "near-copies of training photos",
                  "status": "fail" if flagged else "pass",
                  "detail": f"{len(flagged)} of {files.counted(total, 'synthetic image')} within "
-                           f"{options.threshold:g} of a training photo"})
+                           f"{options.threshold:g} of a training photo"
+                           + ("" if deep is None else
+                              f", or at a feature similarity of {deep:g} or more")})
     for attribute, words in (("hair", "hair"), ("skin_tone", "skin tone")):
         figures = sections["adherence"][attribute]
         agreement = figures["agreement"]
