@@ -329,3 +329,11 @@ def test_a_preset_without_the_tools_table_takes_its_defaults(tmp_path: Path) -> 
     with pytest.raises(UserError, match=r": put seed, learning_rate inside a table such as "
                                         r"\[settings\]$"):
         presets.load(str(mine))
+
+
+def test_a_preset_in_the_home_of_no_such_user_is_named_as_the_preset() -> None:
+    with pytest.raises(UserError) as refused:
+        presets.load("~no-such-user-of-medsynth/mine.toml")
+    assert str(refused.value) == ("--preset ~no-such-user-of-medsynth/mine.toml: cannot expand "
+                                  "its ~ (no such user or no home directory); give the path in "
+                                  "full")
