@@ -142,6 +142,8 @@ def test_an_older_report_s_figures_still_reach_the_card_saying_how_they_were_mad
             if r.metric_type == "roc_auc"} == {"image"}
     [kid] = [r.metric_args or {} for r in results if r.metric_type == "kid"]
     assert "std" not in kid and kid["subset_size"] > 0
+
+
 def test_every_card_figure_is_the_report_s_in_its_own_words(evaluated: Path) -> None:
     """Each model-index entry names the figure, the data it was measured on and its sizes as
     the report gives them; the summary's files, verdict and provenance are the report's."""
@@ -201,7 +203,8 @@ def test_every_card_figure_is_the_report_s_in_its_own_words(evaluated: Path) -> 
             "isic", "test", interval["value"])
         assert entry.metric_args == {"ci95": [interval["low"], interval["high"]],
                                      "repeats": 1, "synthetic_used": mix["synthetic_used"],
-                                     "classifier": "logistic"}
+                                     "classifier": "logistic",
+                                     "bootstrap": sections["utility"]["figures"]["bootstrap"]}
 
 
 def test_a_split_by_image_is_not_said_to_hold_out_patients(
