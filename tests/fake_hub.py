@@ -231,6 +231,9 @@ SLOW = 0.7
 """Seconds a "slow" answer pauses before each piece it writes."""
 HANG = 30.0
 """Seconds a "hang" fault keeps the connection without answering (at most)."""
+OTHER_JSON: dict[str, Any] = {"json-object": {"status": "ok", "data": {}},
+                              "json-list": [], "json-text": "ok"}
+"""Faults answering 200 with JSON the Hub never sends (another API's answer at HF_ENDPOINT)."""
 TRICKLE = 0.1
 """Seconds between the bytes of a "trickle" answer: well under any per-read limit."""
 
@@ -360,6 +363,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.action == "html":
                 self._page()
+                return
+            if fault.action in OTHER_JSON:  # JSON, but not the shape the Hub answers with
+                self._send(200, OTHER_JSON[str(fault.action)])
                 return
             if fault.action == "trickle":
                 self._trickle()

@@ -75,6 +75,34 @@ def test_a_lora_from_a_server_that_is_not_the_hub_is_one_line(
         pull_lora(REPO, endpoint=fake_hub.url)
 
 
+@pytest.mark.parametrize("shape", ["json-object", "json-list", "json-text"])
+def test_a_repository_read_answered_with_json_of_another_shape_is_one_line(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path, shape: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server at the endpoint answers the repository's read with JSON that is not the Hub's
+    (another API's answer): the dry run warns, the push and `sample --lora` refuse, each in
+    one line naming the endpoint, never huggingface_hub's KeyError or TypeError."""
+    import huggingface_hub.constants
+
+    run = make_run(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    fake_hub.add_repo(REPO, "alice")
+    fake_hub.fail("GET", r"/api/models/", shape)
+    said = f"{fake_hub.url} did not answer as the Hugging Face Hub does"
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run")
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert said in " ".join(stderr.split()) and f"Would push to {fake_hub.url}/{REPO}" in stdout
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO)
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert said in stderr and TOKEN not in stderr
+    with pytest.raises(UserError) as caught:
+        pull_lora(REPO)
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize(("proxy", "bypassed"), [(None, False), ("HTTP_PROXY", False),
                                                 ("all_proxy", False), ("HTTP_PROXY", True)])
 def test_a_web_page_in_place_of_the_public_hub_names_what_answered(

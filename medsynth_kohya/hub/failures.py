@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -111,10 +112,25 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, IndexError)
+"""What huggingface_hub raises where an answer is JSON but not of the Hub's shape (ModelInfo
+reads `data["id"]`): from its own code, as no error of a call made to it is."""
+
+
+def _raised_in_client(link: BaseException) -> bool:
+    """Whether `link` was raised by huggingface_hub's own code (its innermost frame is the
+    library's), not by a call into it."""
+    frames = traceback.extract_tb(link.__traceback__)
+    return bool(frames) and f"{os.sep}huggingface_hub{os.sep}" in frames[-1].filename
+
+
 def not_the_hub(exc: BaseException) -> bool:
     """Whether `exc` comes of an answer that is not the Hub's JSON (a proxy's login page, a web
-    site at HF_ENDPOINT): huggingface_hub lets the parser's error through."""
-    return any(isinstance(link, json.JSONDecodeError) for link in chain(exc))
+    site at HF_ENDPOINT, another API's JSON): huggingface_hub lets the parser's error, or the
+    one of reading a field the answer lacks, through."""
+    return any(isinstance(link, json.JSONDecodeError)
+               or (isinstance(link, _SHAPE_ERRORS) and _raised_in_client(link))
+               for link in chain(exc))
 
 
 def proxies_for(endpoint: str) -> list[str]:
