@@ -171,11 +171,9 @@ def test_a_mix_counts_the_synthetic_images_of_every_split_not_only_one(
                              "were used"] if wanted > size else [])
 
 
-@pytest.mark.parametrize(("bootstrap", "repeats"), [(10, 3), (2, 3), (9, 3), (4, 1)])
-def test_the_intervals_draw_every_resample_the_method_says_whatever_the_repeats(
-        bootstrap: int, repeats: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each split drew BOOTSTRAP // repeats resamples: 999 of the 1000 the report names at 3
-    repeats, and none at all past 1000 repeats, so the intervals collapsed to their means."""
+def count_scores(monkeypatch: pytest.MonkeyPatch, bootstrap: int) -> list[int]:
+    """With BOOTSTRAP at `bootstrap`, a one-item list counting the ROC-AUCs utility computes
+    from now on (one per split, then one per resample)."""
     import sklearn.metrics
 
     from medsynth_kohya.evaluation import utility
@@ -189,6 +187,17 @@ def test_the_intervals_draw_every_resample_the_method_says_whatever_the_repeats(
         return roc_auc(*args, **kwargs)
 
     monkeypatch.setattr(sklearn.metrics, "roc_auc_score", counted)
+    return scored
+
+
+@pytest.mark.parametrize(("bootstrap", "repeats"), [(10, 3), (2, 3), (9, 3), (4, 1)])
+def test_the_intervals_draw_every_resample_the_method_says_whatever_the_repeats(
+        bootstrap: int, repeats: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each split drew BOOTSTRAP // repeats resamples: 999 of the 1000 the report names at 3
+    repeats, and none at all past 1000 repeats, so the intervals collapsed to their means."""
+    from medsynth_kohya.evaluation import utility
+
+    scored = count_scores(monkeypatch, bootstrap)
     labels = [int(i % 2 == 0) for i in range(120)]
     utility.utility(np.random.default_rng(1).normal(size=(120, 3)), labels,
                     [f"P{i % 60}" for i in range(120)], np.zeros((10, 3)), [0.0],

@@ -8,6 +8,7 @@ import itertools
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,9 @@ class _Server(ThreadingHTTPServer):
         self.status, self.body, self.headers = 200, b"{}", dict[str, str]()
 
 
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    """A loopback server that answers 200 `{}` until told otherwise (`answer`)."""
-    served = _Server()
+@contextmanager
+def serving(served: _Server) -> Iterator[_Server]:
+    """`served` answering on a thread of its own until the block ends."""
     thread = threading.Thread(target=served.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
@@ -87,6 +87,13 @@ def server() -> Iterator[_Server]:
         served.stopping.set()
         served.shutdown()
         served.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    """A loopback server that answers 200 `{}` until told otherwise (`answer`)."""
+    with serving(_Server()) as served:
+        yield served
 
 
 def answer(server: _Server, status: int, payload: Any, message: str | None = None) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from medsynth_kohya.hub.push import hub_client
 
 from .fake_hub import TOKEN
 from .test_hub import REPO, make_run
-from .test_hub_access import _Server, answer, one_line
+from .test_hub_access import _Server, answer, one_line, serving
 
 CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -53,15 +52,8 @@ def tls_server(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
     context.load_cert_chain(*certificate)
     served.socket = context.wrap_socket(served.socket, server_side=True)
     answer(served, 200, {"type": "user", "name": "alice", "orgs": []})
-    thread = threading.Thread(target=served.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(served):
         yield served
-    finally:
-        served.stopping.set()
-        served.shutdown()
-        served.server_close()
 
 
 def _trust_variable() -> str:

@@ -1025,20 +1025,28 @@ def test_gpus_cuda_visible_devices_hides_are_not_generated_on(
         "CUDA_VISIBLE_DEVICES or list the GPUs to use in it")
 
 
-def test_a_bf16_run_sampled_on_a_gpu_without_bf16_is_warned_with_the_fp16_fix(
-        runner: CliRunner, prepared: Path, fake_gen: FakeGen, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A LoRA trained in bf16 on an A100 and sampled on a free Colab T4: generation repeats
-    the run's bf16, which a T4 does not compute; the warning's fix is taken as written."""
+def _bf16_run_sampled_on(runner: CliRunner, prepared: Path, fake_gen: FakeGen, tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch, gpu: str) -> tuple[Path, int, str]:
+    """A run trained in bf16, sampled (one image, into tmp_path/out) on a GPU that nvidia-smi
+    lists as the line `gpu`: the run, the exit code and what was said, on one line."""
     install_gpus(fake_gen, tmp_path, monkeypatch, 1)
-    (tmp_path / "gpu-bin" / "nvidia-smi").write_text("#!/bin/sh\necho 'Tesla T4, 15360 MiB, 7.5'\n",
+    (tmp_path / "gpu-bin" / "nvidia-smi").write_text(f"#!/bin/sh\necho '{gpu}'\n",
                                                      encoding="utf-8")
     run = tmp_path / "bf16"
     run.mkdir()
     write_run(run, prepared, tmp_path / "base.safetensors", mixed_precision="bf16")
     code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out",
-                                   tmp_path / "t4", *SMALL)
-    said = " ".join((stdout + stderr).split())
+                                   tmp_path / "out", *SMALL)
+    return run, code, " ".join((stdout + stderr).split())
+
+
+def test_a_bf16_run_sampled_on_a_gpu_without_bf16_is_warned_with_the_fp16_fix(
+        runner: CliRunner, prepared: Path, fake_gen: FakeGen, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LoRA trained in bf16 on an A100 and sampled on a free Colab T4: generation repeats
+    the run's bf16, which a T4 does not compute; the warning's fix is taken as written."""
+    run, code, said = _bf16_run_sampled_on(runner, prepared, fake_gen, tmp_path, monkeypatch,
+                                           "Tesla T4, 15360 MiB, 7.5")
     assert code == 0, said
     assert fake_gen.calls()[-1]["args"].get("bf16")
     assert ("the run trained in bf16, which generation repeats, and Tesla T4 (compute "
@@ -1058,14 +1066,7 @@ def test_a_bf16_run_sampled_on_a_gpu_of_unknown_capability_is_not_warned(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """nvidia-smi prints [N/A] for the compute capability and memory of some boards (unified
     memory): unknown is not "no bf16", so generation is not warned of it."""
-    install_gpus(fake_gen, tmp_path, monkeypatch, 1)
-    (tmp_path / "gpu-bin" / "nvidia-smi").write_text(
-        "#!/bin/sh\necho 'NVIDIA GH200 480GB, [N/A], [N/A]'\n", encoding="utf-8")
-    run = tmp_path / "bf16"
-    run.mkdir()
-    write_run(run, prepared, tmp_path / "base.safetensors", mixed_precision="bf16")
-    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 1, "--out",
-                                   tmp_path / "gh200", *SMALL)
-    said = " ".join((stdout + stderr).split())
+    _, code, said = _bf16_run_sampled_on(runner, prepared, fake_gen, tmp_path, monkeypatch,
+                                         "NVIDIA GH200 480GB, [N/A], [N/A]")
     assert code == 0 and "has no bf16" not in said and "capability" not in said, said
     assert fake_gen.calls()[-1]["args"].get("bf16")

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from .test_evaluate_classifier import count_scores
+
 pytest.importorskip("sklearn")
 
 
@@ -85,19 +87,9 @@ def test_a_resample_holding_one_class_is_drawn_again_so_every_interval_has_its_c
     """Fourteen one-photo patients leave four or five held out, so about one resample in eight
     holds one class (no ROC-AUC): it is drawn again, not dropped, and each split scores the
     resamples the method sentence names."""
-    import sklearn.metrics
-
     from medsynth_kohya.evaluation import utility
 
-    monkeypatch.setattr(utility, "BOOTSTRAP", 60)
-    scored = [0]
-    roc_auc = sklearn.metrics.roc_auc_score
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        scored[0] += 1
-        return roc_auc(*args, **kwargs)
-
-    monkeypatch.setattr(sklearn.metrics, "roc_auc_score", counted)
+    scored = count_scores(monkeypatch, 60)
     labels = [i % 2 for i in range(14)]
     rows = np.random.default_rng(seed).normal(size=(14, 2))
     utility.utility(rows, labels, [f"P{i}" for i in range(14)], rows[:2], [0.0], repeats=2,
