@@ -59,7 +59,7 @@ class _Answers(BaseHTTPRequestHandler):
         self.wfile.write(self.server.body)
         self.close_connection = self.server.short
 
-    do_GET = do_POST = _answer
+    do_GET = do_POST = do_CONNECT = _answer  # CONNECT: a proxy's answer to an HTTPS tunnel
 
 
 class _Server(ThreadingHTTPServer):
@@ -843,3 +843,35 @@ def test_a_connection_dropped_or_cut_short_through_requests_is_a_lost_connection
     assert hub_error(exc, REPO, OTHER, during="a read of the repository") == (
         f"lost the connection to {OTHER} during a read of the repository "
         "(ChunkedEncodingError); check the network and run the same command again")
+
+
+@pytest.mark.parametrize(("endpoint", "variable"), [("http://hub.example.org", "HTTP_PROXY"),
+                                                    ("https://hub.example.org", "HTTPS_PROXY")])
+def test_a_proxy_that_asks_for_a_login_says_where_to_give_it(
+        runner: CliRunner, server: _Server, tmp_path: Path, endpoint: str, variable: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy that wants a login answers 407 (to the request itself, or to the tunnel an
+    HTTPS request asks for first): push and `sample --lora` name the proxy's variable and how
+    a login is written into it, not the Hub, the token or --repo-id."""
+    import huggingface_hub.constants
+
+    from medsynth_kohya.hub.pull import pull_lora
+
+    no_proxies(monkeypatch)
+    monkeypatch.setenv(variable, url_of(server))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    server.status, server.body = 407, PAGE
+    server.headers = {"Content-Type": "text/html", "Proxy-Authenticate": 'Basic realm="proxy"'}
+    wanted = (f"the proxy {variable} names asks for a login (407) on the way to {endpoint} "
+              f"during the check of the token: write its user name and password into "
+              f"{variable} (http://USER:PASSWORD@HOST:PORT), then run the same command again")
+    code, _, said = one_line(runner, "push", make_run(tmp_path), "--repo-id", REPO,
+                             "--endpoint", endpoint)
+    assert code == 1 and said == f"Error: {wanted}"
+    assert server.seen[0][1] in (f"{endpoint}/api/whoami-v2", "hub.example.org:443")
+    with pytest.raises(UserError) as raised:
+        pull_lora(REPO, endpoint=endpoint)
+    assert f"the proxy {variable} names asks for a login (407)" in str(raised.value)
+    assert f"{variable} (http://USER:PASSWORD@HOST:PORT)" in str(raised.value)

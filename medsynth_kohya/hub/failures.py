@@ -249,6 +249,20 @@ def in_the_way(endpoint: str, setting: str) -> tuple[str, str]:
             f"check {setting} and ask the network's administrator to allow {host}")
 
 
+def proxy_login(exc: BaseException, endpoint: str) -> tuple[str, str] | None:
+    """Who asks for a login (407) on the way to `endpoint`, and where to give it: the proxy's
+    answer, or (through an HTTPS tunnel) the client's ProxyError naming it; None otherwise."""
+    if not any(_status(link) == 407 or "407 Proxy Authentication" in str(link)
+               for link in chain(exc)):
+        return None
+    names = proxies_for(endpoint)
+    variable = names[0] if names else f"{endpoint.partition(':')[0].upper()}_PROXY"
+    who = f"the proxy {' / '.join(names)} names" if names else "a proxy on the way"
+    return (f"{who} asks for a login (407) on the way to {endpoint}",
+            f"write its user name and password into {variable} "
+            "(http://USER:PASSWORD@HOST:PORT)")
+
+
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status the Hub answered with (None: no answer, e.g. a lost connection)."""
     return _status(_answer(exc))
@@ -269,6 +283,9 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, *, during: str = 
     if any(isinstance(link, OfflineModeIsEnabled) for link in chain(exc)):
         return (f"HF_HUB_OFFLINE is set, so huggingface_hub sends nothing to {endpoint}: unset "
                 "it (it is for `sample` from the Hub cache) and run the same command again")
+    asked = proxy_login(exc, endpoint)
+    if asked is not None:
+        return f"{asked[0]} during {during}: {asked[1]}, then run the same command again"
     answer = _answer(exc)
     if answer is not None:
         status = _status(answer)

@@ -26,6 +26,7 @@ from medsynth_kohya.hub.failures import (
     in_the_way,
     network_errors,
     not_the_hub,
+    proxy_login,
     refused_on_the_way,
     timed_out,
     untrusted,
@@ -155,6 +156,9 @@ def _download_errors(repo_id: str, endpoint: str, revision: str | None,
         if waited is not None:
             raise _Unreachable(f"{endpoint} did not answer in time ({type(waited).__name__}: "
                                f"{wait_advice(waited)})") from None
+        asked = proxy_login(exc, endpoint)
+        if asked is not None:
+            raise _Unreachable(f"{asked[0]}: {asked[1]}") from None
         certificate = untrusted(exc, setting)
         if certificate is not None:
             raise _Unreachable(f"the TLS certificate of {endpoint} was not accepted "
