@@ -337,3 +337,12 @@ def test_a_preset_in_the_home_of_no_such_user_is_named_as_the_preset() -> None:
     assert str(refused.value) == ("--preset ~no-such-user-of-medsynth/mine.toml: cannot expand "
                                   "its ~ (no such user or no home directory); give the path in "
                                   "full")
+
+
+def test_a_preset_saved_with_a_byte_order_mark_reads_as_without_it(tmp_path: Path) -> None:
+    """Windows editors (Notepad's 'UTF-8 with BOM') start a file with U+FEFF, which TOML
+    does not allow: the mark is no part of the preset, so it reads as the same file without."""
+    plain = _preset(tmp_path)
+    marked = tmp_path / "marked.toml"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert presets.load(str(marked)).tables == presets.load(str(plain)).tables

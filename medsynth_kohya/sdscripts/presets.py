@@ -70,7 +70,7 @@ def load(name: str) -> Preset:
 
     path = _locate(name)
     try:
-        document = toml.loads(path.read_text(encoding="utf-8"))
+        document = toml.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is no part of it
     except (toml.TomlDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"preset {path} is not valid TOML: {exc}") from None
     own = document.pop(OWN_TABLE, {})
