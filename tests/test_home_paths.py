@@ -48,7 +48,7 @@ def test_every_stage_takes_paths_written_from_the_home_folder(
     (home / "models").mkdir()
     (home / "models" / "base.safetensors").write_bytes(b"base")
     preset = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
-    preset.setdefault("model", {})["pretrained_model_name_or_path"] = "~/models/base.safetensors"
+    preset["settings"]["pretrained_model_name_or_path"] = "~/models/base.safetensors"
     (home / "presets").mkdir()
     (home / "presets" / "mine.toml").write_text(toml.dumps(preset), encoding="utf-8")
 
