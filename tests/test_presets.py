@@ -277,6 +277,28 @@ def test_a_preset_value_from_the_home_folder_is_written_out(
     assert mine.options["network_dim"] == 4
 
 
+
+def test_a_preset_value_from_a_named_users_home_folder_is_written_out(
+        tmp_path: Path) -> None:
+    """`~name/…` is that user's home folder, as a shell reads it; a `~name` of no user on this
+    machine, or a `~` that does not start a path, reaches sd-scripts as written."""
+    import getpass
+    import pwd
+
+    user = getpass.getuser()
+    document = toml.loads((data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8"))
+    document["settings"].update(pretrained_model_name_or_path=f"~{user}/models/b.safetensors",
+                                vae="~no-such-user-here/v.safetensors", log_prefix="~ a/b",
+                                network_weights=f"~{user}")
+    mine = tmp_path / "mine.toml"
+    mine.write_text(toml.dumps(document), encoding="utf-8")
+    options = presets.load(str(mine)).options
+    assert options["pretrained_model_name_or_path"] == str(
+        Path(pwd.getpwnam(user).pw_dir) / "models" / "b.safetensors")
+    assert options["network_weights"] == pwd.getpwnam(user).pw_dir
+    assert (options["vae"], options["log_prefix"]) == ("~no-such-user-here/v.safetensors",
+                                                       "~ a/b")
+
 def test_an_option_set_in_two_tables_is_refused_naming_both(tmp_path: Path) -> None:
     """sd-scripts reads a preset's tables as one and the last value of an option wins: a
     learning rate written twice would train on whichever table comes last, silently."""

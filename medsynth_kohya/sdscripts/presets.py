@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +59,9 @@ def flatten(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     later tables winning."""
     return {key: value for table in tables.values() for key, value in table.items()}
 
+
+_HOME_PATH = re.compile(r"~[A-Za-z0-9._-]*(/|$)")
+"""A value that starts with a home folder: `~`, `~/…`, `~user` or `~user/…`."""
 
 def available() -> list[str]:
     """Names of the shipped presets."""
@@ -177,8 +181,12 @@ def as_written(key: str, value: Any) -> Any:
 
 
 def _home(value: Any) -> Any:
-    """A preset value naming a file under the home folder (`~/models/x.safetensors`) with the
-    home folder written out: sd-scripts expands no `~`."""
-    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+    """A preset value naming a file under a home folder (`~/models/x.safetensors`, or a user's
+    `~ana/models/…`) with that folder written out: sd-scripts expands no `~`. A `~name` of no
+    user on this machine is left as written (as a shell leaves it)."""
+    if not isinstance(value, str) or not _HOME_PATH.match(value):
+        return value
+    try:
         return str(Path(value).expanduser())
-    return value
+    except RuntimeError:  # `~name` of no such user
+        return value
