@@ -24,7 +24,14 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.plan import DEFAULT_PREFIX, Plan
 from medsynth_kohya.sampling.sample import SampleOptions, sample
-from medsynth_kohya.sampling.shards import clear_shards, counter, folders, generated_name, harvest
+from medsynth_kohya.sampling.shards import (
+    clear_shards,
+    counter,
+    folders,
+    generated_name,
+    harvest,
+    write_shard_files,
+)
 from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
@@ -278,6 +285,40 @@ def test_a_shard_whose_shard_json_is_broken_is_left_unharvested(tmp_path: Path,
     assert harvest(out) == 2
     assert _images(out) == {"SYN_0000002", "SYN_0000003"}
     assert list((good / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("image_id", [
+    "../escape", "../../escape", "sub/../../escape", "sub/name", "..\\escape", ".", "..", "",
+    ".hidden", "nul\0byte", "{outside}"])
+def test_a_shard_json_whose_id_is_no_plain_file_name_is_left_unharvested(
+        tmp_path: Path, image_id: str) -> None:
+    """Ids become images/<id>.png: one naming another folder (or an absolute path, a hidden
+    or empty name) would move a file out of images/, so its shard is left as a broken one."""
+    out = tmp_path / "sets" / "synth"
+    image_id = image_id.replace("{outside}", str(tmp_path / "outside"))
+    shard = _shard(out, "0", json.dumps({"ids": ["SYN_0000000", image_id]}), 2)
+    (out / "images").mkdir()
+    before = checksums(tmp_path)
+    assert harvest(out) == 0
+    assert checksums(tmp_path) == before and entries(out / "images") == []
+    assert sorted(p.name for p in (shard / "out").iterdir()) == [generated_name(1, False),
+                                                                generated_name(2, False)]
+
+
+@pytest.mark.parametrize("prefix", [DEFAULT_PREFIX, "a", "9", "ISIC_", "x-y_z9"])
+def test_the_ids_write_shard_files_writes_are_harvested(tmp_path: Path, prefix: str) -> None:
+    """Every --id-prefix sample takes gives ids (prefix + number) that are plain file names."""
+    frame = pd.DataFrame({"sex": ["male", "female"], "age": [40, 70],
+                          "site": ["torso", None], "hairy": [True, False]})
+    plan = Plan(n=12, seed=9, id_prefix=prefix,
+                drawn=prompts.draw(frame, 12, 1, DEFAULT_TEMPLATE, DEFAULT_TRIGGER),
+                settings=prompts.original_settings(), lora=tmp_path / "a.safetensors",
+                lora_sha256="ab" * 32, base_model="stabilityai/stable-diffusion-xl-base-1.0")
+    written = tmp_path / "written"
+    write_shard_files(plan, written, [0, 11], highres=False)
+    out = tmp_path / "synth"
+    _shard(out, "0", (written / "shard.json").read_text(encoding="utf-8"), 2)
+    assert harvest(out) == 2 and _images(out) == {plan.image_id(0), plan.image_id(11)}
 
 
 def test_a_run_whose_prepared_folder_is_gone_or_lost_its_manifest_says_which(

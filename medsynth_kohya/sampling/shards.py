@@ -117,15 +117,23 @@ def folders(out: Path, tag: str | None = None) -> list[Path]:
                   if p.is_dir() and (tag is None or p.name.startswith(tag)))
 
 
+def _plain(image_id: object) -> bool:
+    """Whether `image_id` is a plain file name (as every plan's id is), so that
+    images/<id>.png stays inside images/: no folder, no hidden, empty or NUL-holding name."""
+    return (isinstance(image_id, str) and image_id != "" and not image_id.startswith(".")
+            and not any(char in image_id for char in "/\\\0"))
+
+
 def _spec(folder: Path) -> tuple[list[str], bool] | None:
     """A shard's image ids, in prompt order, and whether it generates with highres fix; None
-    where its shard.json cannot be read or is not one `write_shard_files` writes."""
+    where its shard.json cannot be read or is not one `write_shard_files` writes (an id that
+    is no plain file name would move an image out of images/)."""
     try:
         spec = json.loads((folder / "shard.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     ids = spec.get("ids") if isinstance(spec, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(image_id, str) for image_id in ids):
+    if not isinstance(ids, list) or not all(map(_plain, ids)):
         return None
     return ids, bool(spec.get("highres"))
 
