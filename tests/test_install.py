@@ -531,6 +531,140 @@ def test_partial_clones_of_killed_installs_are_cleared_and_a_running_ones_refuse
             running.kill()
 
 
+_INSTALL_ON = "import socket, sys\nsocket.gethostname = lambda: sys.argv[5]\n" + _KILLED_INSTALL
+"""_KILLED_INSTALL on the machine named by its fifth argument."""
+
+
+def _cloning(tmp_path: Path, upstream: str, folder: Path, host: str,
+             end: str) -> subprocess.Popen[bytes]:
+    """An install on machine `host` that has begun its clone (its partial holds a .git) and is
+    then killed (`end` "kill") or goes on cloning (`end` "hang") until the test ends it."""
+    import os
+    import shutil
+    import time
+
+    real = shutil.which("git")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "git").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = clone ]; then\n'
+        '  for dest; do :; done; mkdir -p "$dest/.git"\n'
+        f'  {"kill -9 $PPID; kill -9 $$" if end == "kill" else "exec sleep 60"}\n'
+        "fi\n"
+        f'exec {real} "$@"\n', encoding="utf-8")
+    (bin_dir / "git").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(REPO))
+    started = subprocess.Popen([sys.executable, "-c", _INSTALL_ON, checkout.PINNED_COMMIT,
+                                checkout.PINNED_RELEASE, str(folder), upstream, host],
+                               env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    try:
+        while not list(folder.parent.glob(f".{folder.name}.partial-*/.git")):
+            assert started.poll() in (None, -9) and time.monotonic() < deadline
+            time.sleep(0.05)
+        if end == "kill":
+            assert started.wait(timeout=60) == -9
+    except BaseException:
+        _end(started)
+        raise
+    return started
+
+
+def _end(started: subprocess.Popen[bytes]) -> None:
+    """Kill an install `_cloning` started, with the git it waits on (its process group)."""
+    import contextlib
+    import os
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(started.pid, signal.SIGKILL)
+    started.wait()
+
+
+def _partial(folder: Path) -> Path:
+    """The one partial clone beside `folder`, a single name in its parent folder."""
+    found = list(folder.parent.glob(f".{folder.name}.partial-*"))
+    assert len(found) == 1 and found[0].is_dir()
+    return found[0]
+
+
+def test_a_partial_clone_of_another_machine_is_left_until_it_is_stale(
+        upstream: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a folder several machines share (a home on NFS), another machine's clone in progress
+    has a pid that means nothing here: it is refused, naming that machine, while it changes;
+    unchanged for locks.STALE_S (its install was surely stopped), it is cleared."""
+    import os
+    import socket
+    import time
+
+    from medsynth_kohya import locks
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "login-1.cluster")
+    folder = tmp_path / "sd"
+    killed = _cloning(tmp_path, upstream, folder, "gpu-7.cluster", "kill")
+    partial = _partial(folder)
+    pack = partial / ".git" / "objects" / "pack"
+    pack.mkdir(parents=True)
+    (pack / "tmp_pack_1").write_bytes(b"a pack on its way")
+    old = time.time() - locks.STALE_S - 60
+    # a clone writes in the folder, its .git, and the pack it receives: each keeps it in use
+    for fresh in (None, pack / "tmp_pack_1", pack, partial / ".git", partial):
+        for path in (partial, *partial.rglob("*")):
+            os.utime(path, None if path == fresh or fresh is None else (old, old))
+        with pytest.raises(UserError) as refused:
+            install(folder)
+        assert str(refused.value) == (
+            f"another install-sd-scripts (process {killed.pid} on gpu-7.cluster) is cloning "
+            f"into {folder}: wait for it to end and re-run (if nothing runs there, remove "
+            f"{partial} first)")
+        assert (pack / "tmp_pack_1").is_file() and not folder.exists()
+    for path in (partial, *partial.rglob("*")):
+        os.utime(path, (old, old))
+    assert install(folder).action == "cloned"
+    assert not partial.exists() and checkout.commit(folder) == checkout.PINNED_COMMIT
+
+
+def test_a_partial_clone_of_this_machine_is_judged_by_its_process(
+        upstream: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's partial (its name a single path component, whatever the host name holds)
+    is refused while its install runs and cleared once it was killed, fresh as it is."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "lab/node 7")
+    folder = tmp_path / "sd"
+    running = _cloning(tmp_path, upstream, folder, "lab/node 7", "hang")
+    try:
+        partial = _partial(folder)
+        with pytest.raises(UserError) as refused:
+            install(folder)
+        assert str(refused.value) == (
+            f"another install-sd-scripts (process {running.pid}) is cloning into {folder}: "
+            f"wait for it to end and re-run (if no such install is running, remove {partial} "
+            "first)")
+    finally:
+        _end(running)
+    assert (partial / ".git").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["bin", "upstream", partial.name])
+    assert install(folder).action == "cloned"
+    assert not partial.exists() and checkout.commit(folder) == checkout.PINNED_COMMIT
+
+
+def test_the_partials_of_a_folder_named_like_a_pattern_are_its_own_only(
+        upstream: str, tmp_path: Path) -> None:
+    """A folder `sd[1]` clears its own partials, never those of `sd1` that its name, read as a
+    glob pattern, would match."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    others = tmp_path / f".sd1.partial-{ended.pid}"
+    mine = tmp_path / f".sd[1].partial-{ended.pid}"
+    others.mkdir()
+    mine.mkdir()
+    assert install(tmp_path / "sd[1]").action == "cloned"
+    assert others.is_dir() and not mine.exists()
+
+
 def test_a_move_to_the_pin_killed_before_git_wrote_a_file_is_resumed(
         upstream: str, tmp_path: Path) -> None:
     """Killed while fetching: the clone is whole at its old commit, so the re-run moves it."""

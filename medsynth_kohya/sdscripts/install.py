@@ -6,17 +6,22 @@ another commit is moved to the pin (fetched from --url, else $MEDSYNTH_SD_SCRIPT
 origin), and a non-empty folder that is not an sd-scripts clone is refused. A --dir that links
 to an empty folder is cloned into that folder.
 
-Safe to kill: a clone is made in `.NAME.partial-PID` beside the folder and renamed into place,
-and a re-run removes those of installs no longer running. A clone moved to the pin in place is
-marked (`UNFINISHED` in its git folder) until git is done with it: a re-run finds the mark of a
-killed move and refuses the half-moved clone in one line saying how to clear it.
+Safe to kill: a clone is made in `.NAME.partial-HOST-PID` beside the folder and renamed into
+place, and a re-run removes those of installs no longer running: on this host by their process,
+on another (a folder shared over NFS) once unchanged for locks.STALE_S. A clone moved to the pin
+in place is marked (`UNFINISHED` in its git folder) until git is done with it: a re-run finds
+the mark of a killed move and refuses the half-moved clone in one line saying how to clear it.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
+import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,15 +90,46 @@ def _is_clone(folder: Path) -> bool:
     return Path(top).resolve() == folder.resolve()
 
 
+def _host() -> str:
+    """This machine's name as a partial clone's name holds it: one safe path component."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "_"
+
+
+def _changed(partial: Path) -> float:
+    """When a partial clone last changed (POSIX seconds): the newest mtime of the folder, its
+    .git and the packs git is receiving, the places a clone in progress writes; 0 when gone."""
+    pack = partial / ".git" / "objects" / "pack"
+    try:
+        packs = list(pack.iterdir())
+    except OSError:
+        packs = []
+    times = []
+    for path in (partial, partial / ".git", pack, *packs):
+        try:
+            times.append(path.lstat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=0.0)
+
+
 def _clear_partials(folder: Path) -> None:
-    """Remove the `.NAME.partial-PID` clones of `folder` whose install is no longer running
-    (killed before its rename); one whose install still runs is a one-line UserError."""
-    for partial in folder.parent.glob(f".{folder.name}.partial-*"):
-        pid = partial.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and locks.alive(int(pid)):
-            raise UserError(f"another install-sd-scripts (process {pid}) is cloning into "
-                            f"{folder}: wait for it to end and re-run (if no such install is "
-                            f"running, remove {partial} first)")
+    """Remove the `.NAME.partial-HOST-PID` clones of `folder` whose install is no longer
+    running (killed before its rename): this host's (and old `.NAME.partial-PID` ones) when
+    their process is gone, another host's once unchanged for locks.STALE_S. One whose install
+    may still run is a one-line UserError."""
+    prefix = f".{folder.name}.partial-"
+    for partial in folder.parent.glob(f"{glob.escape(prefix)}*"):
+        owner = partial.name.removeprefix(prefix)
+        host, _, pid = owner.rpartition("-")
+        if host in ("", _host()) or not pid.isdigit():
+            if pid.isdigit() and int(pid) != os.getpid() and locks.alive(int(pid)):
+                raise UserError(f"another install-sd-scripts (process {pid}) is cloning into "
+                                f"{folder}: wait for it to end and re-run (if no such install "
+                                f"is running, remove {partial} first)")
+        elif time.time() - _changed(partial) <= locks.STALE_S:
+            raise UserError(f"another install-sd-scripts (process {pid} on {host}) is cloning "
+                            f"into {folder}: wait for it to end and re-run (if nothing runs "
+                            f"there, remove {partial} first)")
         shutil.rmtree(partial, ignore_errors=True)
 
 
@@ -101,7 +137,7 @@ def _clone(url: str, folder: Path) -> None:
     """Clone the pinned release next to `folder`, then move it into place in one rename."""
     files.make_folder(folder.parent)
     _clear_partials(folder)
-    partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+    partial = folder.parent / f".{folder.name}.partial-{_host()}-{os.getpid()}"
     try:
         _git("clone", "--quiet", "--depth", "1", "--branch", checkout.PINNED_RELEASE,
              url, str(partial))
