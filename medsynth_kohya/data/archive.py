@@ -102,6 +102,10 @@ ONE_HOT: Mapping[str, str] = {**{name: name for name in CLASSES_2019}, "AKIEC": 
 """The one-hot ground truths' columns (ISIC 2019's; ISIC 2018 Task 3's, the same but AKIEC,
 actinic keratosis and intraepithelial carcinoma) -> the CLASSES_2019 class each is read as
 (AKIEC as AK, like HAM10000's `akiec`)."""
+PART3: Mapping[str, str] = {"melanoma": "Malignant melanocytic proliferations (Melanoma)",
+                            "seborrheic_keratosis": "Seborrheic keratosis"}
+"""The columns of ISIC 2017's Part 3 ground truth (1 marks a row's class; a row with neither is a
+nevus) and of ISIC 2016's (melanoma alone, read so) -> the Archive node each means."""
 HAM_SITES: Mapping[str, str] = {
     "back": "posterior torso", "chest": "anterior torso", "abdomen": "anterior torso",
     "trunk": "torso", "face": "head/neck", "scalp": "head/neck", "ear": "head/neck",
@@ -367,13 +371,32 @@ def dx_diagnosis(dx: pd.Series) -> pd.Series:
 def one_hot_diagnosis(frame: pd.DataFrame) -> pd.Series:
     """The Archive path of each row of a one-hot ground truth (ISIC 2019, ISIC 2018 Task 3): its
     class column's node (ONE_HOT), blank for UNK or no class."""
+    return _marked(frame, {column: class_path(name) for column, name in ONE_HOT.items()})
+
+
+def part3_diagnosis(frame: pd.DataFrame) -> pd.Series:
+    """The Archive path of each row of ISIC 2017's or 2016's Part 3 ground truth: its class
+    column's node (PART3), else, where its labels are given, 2017's third class (nevus) or
+    2016's benign, which says no more; blank where a label is missing."""
+    import pandas as pd
+
+    present = [column for column in PART3 if column in frame]
+    found = _marked(frame, {column: diagnosis_path(name) for column, name in PART3.items()})
+    labelled = pd.concat([pd.to_numeric(frame[column], errors="coerce") for column in present],
+                         axis=1).notna().all(axis=1)
+    other = diagnosis_path("Nevus" if len(present) == len(PART3) else "Benign")
+    return found.mask(found.isna() & labelled, other)
+
+
+def _marked(frame: pd.DataFrame, paths: Mapping[str, str | None]) -> pd.Series:
+    """The path of the first of `paths`' columns whose value is 1 in each row, else blank."""
     import pandas as pd
 
     found: pd.Series = pd.Series(pd.NA, index=frame.index, dtype="string")
-    for column, name in ONE_HOT.items():
+    for column, path in paths.items():
         if column in frame:
             marked = pd.to_numeric(frame[column], errors="coerce").eq(1)
-            found = found.mask(marked & found.isna(), class_path(name))
+            found = found.mask(marked & found.isna(), path)
     return found
 
 

@@ -52,8 +52,10 @@ from medsynth_kohya.data.sources import (
     generated_rows,
     images_below,
     index_images,
+    lacked_by,
     locate,
     normalise,
+    pair_challenge,
     queried,
     read_metadata,
     require,
@@ -779,8 +781,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         warnings.append(f"{files.counted(len(unmatched), 'selected id')} of "
                         f"{located.metadata.name} {files.agreeing(len(unmatched), 'has')} no "
                         f"row in {located.partner.name} (first: {unmatched[0]}), so no sex, "
-                        "age or site for their captions: use the two CSVs of one ISIC 2019 "
-                        "download")
+                        f"age or site for their captions: use the two CSVs of one "
+                        f"{pair_challenge(located)} download")
     warnings += _several_classes(raw.loc[chosen.index], chosen["id"])
 
     state = out / STATE_DIR
@@ -896,6 +898,11 @@ def _no_patient(table: pd.DataFrame, options: PrepareOptions, source: Source) ->
     blank = int(table["patient_id"].isna().sum())
     if options.val_frac <= 0 or not blank:
         return []
+    layout = lacked_by(source, "patient_id")
+    if layout is not None:
+        return [f"{layout} names no patient: --val-frac splits its images one by one, so one "
+                "patient's images may fall on both sides; map a column of patient ids with "
+                "--column patient_id=COLUMN if you have one"]
     column = source.columns["patient_id"]
     return [f"{blank} of {files.counted(len(table), 'image')} have no patient id (column "
             f"{column} is blank): "
@@ -978,11 +985,12 @@ def _odd_targets(raw: pd.DataFrame, source: Source, options: PrepareOptions) -> 
 
 
 def _several_classes(raw: pd.DataFrame, ids: pd.Series) -> list[str]:
-    """A warning for the selected rows of a one-hot ground truth (ISIC 2019, 2018) that mark
-    more than one class (MEL and NV): each is read as its first class, perhaps the wrong one."""
+    """A warning for the selected rows of a one-hot ground truth (ISIC 2019, 2018, 2017) that
+    mark more than one class (MEL and NV): each is read as its first class, perhaps the wrong
+    one."""
     import pandas as pd
 
-    columns = [name for name in archive.ONE_HOT if name in raw.columns]
+    columns = [name for name in (*archive.ONE_HOT, *archive.PART3) if name in raw.columns]
     marked = pd.DataFrame({name: pd.to_numeric(raw[name], errors="coerce").eq(1)
                            for name in columns}, index=raw.index)
     several = marked[marked.sum(axis=1) > 1] if columns else marked
@@ -1200,7 +1208,11 @@ def _mostly_blank(chosen: pd.DataFrame, used: list[str], source: Source) -> list
     warnings = []
     for name in used:
         blank = int(chosen[name].isna().sum())
-        if 2 * blank > len(chosen):
+        layout = lacked_by(source, name)
+        if layout is not None:
+            warnings.append(f"{layout} has no {name}, so the captions go without it (drop "
+                            f"{{{name}}} from --caption-template to say so)")
+        elif 2 * blank > len(chosen):
             column = source.columns[name]
             warnings.append(f"{name} is blank in {blank} of {len(chosen)} selected rows, so "
                             f"their captions go without it: check column {column} of "

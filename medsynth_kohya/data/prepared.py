@@ -60,8 +60,8 @@ class PreparedState:
     source_images: tuple[Path, ...] = ()
     hair_agreement: dict[str, Any] | None = None
     source_kind: str | None = None
-    """The metadata's layout (sources.ISIC2020, ISIC2019, ISIC2018, ARCHIVE or HAM10000); None
-    when not recorded."""
+    """The metadata's layout (sources.ISIC2020, ISIC2019, ISIC2018, ISIC2017, ISIC2016, ARCHIVE
+    or HAM10000); None when not recorded."""
     licence_columns: tuple[str, ...] | None = None
     """The sources.LICENCE_COLUMNS the metadata has (None: not recorded, an older prepare)."""
     written_sha256: dict[str, str] = field(default_factory=dict)

@@ -1,6 +1,6 @@
-"""Find and read ISIC metadata: the ISIC 2020 challenge CSV, the ISIC 2019 challenge's pair of
-CSVs (ground truth and metadata, merged on the image id), an ISIC Archive export or HAM10000's
-metadata CSV.
+"""Find and read ISIC metadata: the ISIC 2020 challenge CSV, the ISIC 2019 and ISIC 2017
+challenges' pairs of CSVs (ground truth and metadata, merged on the image id), ISIC 2016's
+headerless ground truth, an ISIC Archive export or HAM10000's metadata CSV.
 
 Each is normalised to one frame in the ISIC Archive's terms (`id, patient_id, sex, age, site,
 diagnosis, fitzpatrick_skin_type, metadata_hairy, marker_pen`; see `archive`) next to the raw
@@ -39,6 +39,12 @@ ISIC2020 = "isic2020"
 ISIC2019 = "isic2019"
 ISIC2018 = "isic2018"
 """ISIC 2018 Task 3's ground truth: HAM10000's images, one-hot like ISIC 2019 (AKIEC for AK)."""
+ISIC2017 = "isic2017"
+"""ISIC 2017's Part 3 ground truth (`image_id, melanoma, seborrheic_keratosis`), merged with its
+data folder's metadata CSV (`image_id, age_approximate, sex`)."""
+ISIC2016 = "isic2016"
+"""ISIC 2016's Part 3 ground truth: no header row, each image's id and benign/malignant (its
+test set's: 0.0/1.0), read as columns `image_id, melanoma`."""
 HAM10000_PAGE = "https://doi.org/10.7910/DVN/DBW86T"
 """Where HAM10000 (its images and HAM10000_metadata.csv) is published."""
 ARCHIVE = "isic-archive"
@@ -70,10 +76,14 @@ _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
                       "ISIC_2019_*GroundTruth*.csv", "HAM10000_metadata*.csv",
                       ARCHIVE_METADATA, SLICE3D_METADATA, "ISIC_2019_*Metadata*.csv",
                       "ISIC2018_Task3_Training_GroundTruth*.csv",
-                      "ISIC2018_Task3_*GroundTruth*.csv")
+                      "ISIC2018_Task3_*GroundTruth*.csv",
+                      "ISIC-2017_Training_Part3_GroundTruth*.csv",
+                      "ISIC-2017_*_Part3_GroundTruth*.csv", "ISIC-2017_*_Data_metadata*.csv",
+                      "ISBI2016_ISIC_Part3_Training_GroundTruth*.csv",
+                      "ISBI2016_ISIC_Part3_*_GroundTruth*.csv")
 """Metadata file names searched for, in this order (within one, the last in sorted order first:
-a _v2 before its first version); ISIC 2018's training ground truth before its validation and
-test ones."""
+a _v2 before its first version); ISIC 2018's, 2017's and 2016's training ground truth before
+their validation and test ones."""
 _ONE_HOT_COLUMNS = {"id": "image", "patient_id": "lesion_id", "sex": "sex", "age": "age_approx",
                     "site": "anatom_site_general"}
 """ISIC 2019's column of each field (its ground truth and metadata merged); ISIC 2018's too."""
@@ -86,21 +96,42 @@ _COLUMNS = {
     ISIC2018: _ONE_HOT_COLUMNS,
     HAM10000: {"id": "image_id", "patient_id": "lesion_id", "sex": "sex", "age": "age",
                "site": "localization"},
+    ISIC2017: {"id": "image_id", "patient_id": "patient_id", "sex": "sex",
+               "age": "age_approximate", "site": "anatom_site_general"},
+    ISIC2016: {"id": "image_id", "patient_id": "patient_id", "sex": "sex", "age": "age_approx",
+               "site": "anatom_site_general"},
 }
 """Each layout's column of each field. ISIC 2019 and HAM10000 name no patient: their lesion
 groups the split. ISIC 2018 Task 3's ground truth has the id column alone: its sex, age, site
-and lesion are HAM10000's metadata."""
+and lesion are HAM10000's metadata. ISIC 2017 and 2016 lack some fields (_LACKS): theirs are the
+Archive's names, read should the user add such a column."""
+_LACKS = {ISIC2017: ("ISIC 2017", ("patient_id", "site")),
+          ISIC2016: ("ISIC 2016", ("patient_id", "sex", "age", "site"))}
+"""The layouts whose download holds no column for some fields anywhere, by their name: a caption
+goes without such a field, and --val-frac splits image by image, rather than being refused."""
+PART3_2016_COLUMNS = ("image_id", "melanoma")
+"""The names ISIC 2016's headerless ground truth is read with (its label as 2017's: 1.0 for a
+melanoma, so --query 'melanoma == 1' reads both)."""
+_ISIC_ID = re.compile(r"ISIC_\d+(\.jpe?g|\.png)?", re.IGNORECASE)
+_PART3_LABELS = {"malignant": 1.0, "benign": 0.0}
+"""ISIC 2016's training labels, read as its test set's 1.0 and 0.0."""
+_COMPANIONS = re.compile(r"_superpixels$", re.IGNORECASE)
+"""File stems of the per-image maps ISIC 2017 puts among its photos (`ISIC_0000000_superpixels
+.png`): no photos, never taken for one nor named as an image without a row."""
 FIELDS = ("id", "patient_id", "sex", "age", "site")
 """Fields read from the metadata; `--column FIELD=COLUMN` maps any of them to another column."""
 CAPTION_FIELDS = ("sex", "age", "site")
 """The fields a caption template may use; their columns are required when it does."""
 _SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis"),
-                      ISIC2019: ("MEL", "NV"), ISIC2018: ("MEL", "NV"), HAM10000: ("dx",)}
+                      ISIC2019: ("MEL", "NV"), ISIC2018: ("MEL", "NV"), HAM10000: ("dx",),
+                      ISIC2017: ("melanoma", "seborrheic_keratosis"), ISIC2016: ("melanoma",)}
 _IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
                   "ISIC_2019_Training_Input/ISIC_2019_Training_Input", "HAM10000_images",
                   "HAM10000_images_part_1", "HAM10000_images_part_2",
                   "ISIC2018_Task3_Training_Input", "ISIC2018_Task3_Validation_Input",
-                  "ISIC2018_Task3_Test_Input", "train-image")
+                  "ISIC2018_Task3_Test_Input", "train-image", "ISIC-2017_Training_Data",
+                  "ISIC-2017_Validation_Data", "ISIC-2017_Test_v2_Data",
+                  "ISBI2016_ISIC_Part3_Training_Data", "ISBI2016_ISIC_Part3_Test_Data")
 """Where each layout keeps its images, below its metadata's folder (or SOURCE)."""
 _MISSING_TEXT = frozenset({"", "nan", "none", "null", "na", "n/a", "unknown", "?"})
 PANDAS_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -165,39 +196,89 @@ class Source:
     images: Path | None = None
     """The --images folder, when one was given."""
     partner: Path | None = None
-    """ISIC 2019's other CSV (metadata beside ground truth), merged with `metadata` on the id."""
+    """ISIC 2019's or 2017's other CSV (metadata for ground truth), merged with `metadata` on
+    the id."""
     searched: bool = False
     """Whether `metadata` was found in a SOURCE folder (not named by --metadata or SOURCE), so
     another file put beside it is found in its place."""
+    headerless: bool = False
+    """Whether the metadata file's first line is a row (ISIC 2016's ground truth): `header` holds
+    the names it is read with."""
+    lacking: tuple[str, ...] = ()
+    """Fields the layout holds no column for anywhere (`_LACKS`), left blank, not refused."""
 
 
-_HOLDS_2019 = {"GroundTruth": "the diagnoses, one-hot MEL, NV, …",
-               "Metadata": "age_approx, anatom_site_general, lesion_id and sex"}
-"""What each of ISIC 2019's two CSVs holds, by the word that names it."""
+@dataclass(frozen=True)
+class _Pair:
+    """A challenge whose metadata comes in two CSVs named alike, its ground truth and its
+    metadata, merged on the image id."""
+
+    challenge: str
+    prefix: str
+    truth: str
+    """The part of the ground truth's name that the metadata CSV's name holds in its place."""
+    metadata: str
+    truth_holds: str
+    metadata_holds: str
+    in_images: bool
+    """Whether the metadata CSV lies in the images' folder (its own name less `_metadata`), not
+    beside the ground truth."""
 
 
-def _partner_path(metadata: Path) -> Path | None:
-    """Where the ISIC 2019 CSV that completes `metadata` (its ground truth or its metadata,
-    named alike) belongs beside it, or None when `metadata` is neither."""
-    name = metadata.name
-    pairs = (("GroundTruth", "Metadata"), ("Metadata", "GroundTruth"))
-    found = [metadata.with_name(name.replace(mine, theirs)) for mine, theirs in pairs
-             if name.startswith("ISIC_2019_") and mine in name]
-    return found[0] if found else None
+_PAIRS = (_Pair("ISIC 2019", "ISIC_2019_", "GroundTruth", "Metadata",
+                "the diagnoses, one-hot MEL, NV, …",
+                "age_approx, anatom_site_general, lesion_id and sex", in_images=False),
+          _Pair("ISIC 2017", "ISIC-2017_", "_Part3_GroundTruth", "_Data_metadata",
+                "the diagnoses, melanoma and seborrheic_keratosis", "age_approximate and sex",
+                in_images=True))
+
+
+def _half(metadata: Path) -> tuple[_Pair, bool] | None:
+    """The pair `metadata` is one CSV of, and whether it is the metadata CSV; None if neither."""
+    for pair in _PAIRS:
+        for word, is_metadata in ((pair.truth, False), (pair.metadata, True)):
+            if metadata.name.startswith(pair.prefix) and word in metadata.name:
+                return pair, is_metadata
+    return None
+
+
+def _partner_paths(metadata: Path) -> tuple[Path, ...]:
+    """Where the CSV that completes `metadata` (the other of its pair, named alike) may be, the
+    folder it is downloaded into first; none when `metadata` is of no pair."""
+    found = _half(metadata)
+    if found is None:
+        return ()
+    pair, is_metadata = found
+    mine, theirs = (pair.metadata, pair.truth) if is_metadata else (pair.truth, pair.metadata)
+    other = metadata.name.replace(mine, theirs)
+    beside = metadata.with_name(other)
+    if not pair.in_images:
+        return (beside,)
+    if is_metadata:
+        return metadata.parent.parent / other, beside
+    return metadata.parent / other.rsplit("_metadata", 1)[0] / other, beside
 
 
 def _partner(metadata: Path) -> Path | None:
-    """`_partner_path` when that file is there, else None."""
-    path = _partner_path(metadata)
-    return path if path is not None and path.is_file() else None
+    """The first of `_partner_paths` that is there, else None."""
+    return next((path for path in _partner_paths(metadata) if path.is_file()), None)
+
+
+def pair_challenge(source: Source) -> str:
+    """The challenge whose two CSVs `source` reads (ISIC 2019, ISIC 2017); '' when it reads
+    one."""
+    found = _half(source.metadata) if source.partner is not None else None
+    return found[0].challenge if found else ""
 
 
 def _lone_half(metadata: Path) -> UserError:
-    """The error for one of ISIC 2019's two CSVs found without the other: download it."""
-    other = cast("Path", _partner_path(metadata))
-    holds = next(text for word, text in _HOLDS_2019.items() if word in other.name)
-    return UserError(f"{other.name} is missing beside {metadata} (ISIC 2019's metadata comes in "
-                     f"two CSVs; that one holds {holds}): download it into {metadata.parent}")
+    """The error for one CSV of a pair found without the other: download it."""
+    pair, is_metadata = cast("tuple[_Pair, bool]", _half(metadata))
+    other = _partner_paths(metadata)[0]
+    holds = pair.truth_holds if is_metadata else pair.metadata_holds
+    return UserError(f"{other.name} is missing beside {metadata} ({pair.challenge}'s metadata "
+                     f"comes in two CSVs; that one holds {holds}): download it into "
+                     f"{other.parent}")
 
 
 def _find_metadata(root: Path) -> Path:
@@ -228,12 +309,14 @@ def _find_metadata(root: Path) -> Path:
     raise UserError(f"no ISIC metadata found in {root}{passed}: expected train.csv, "
                     "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv, "
                     "HAM10000_metadata.csv, ISIC2018_Task3_Training_GroundTruth.csv, "
-                    "train-metadata.csv or metadata.csv; pass --metadata CSV --images DIR")
+                    "ISIC-2017_Training_Part3_GroundTruth.csv, "
+                    "ISBI2016_ISIC_Part3_Training_GroundTruth.csv, train-metadata.csv or "
+                    "metadata.csv; pass --metadata CSV --images DIR")
 
 
 def _other_metadata(chosen: Path, partner: Path | None) -> list[Path]:
-    """The other files beside `chosen` that _find_metadata could have taken (an ISIC 2019
-    ground truth's metadata partner aside): a user may have meant one of them."""
+    """The other files beside `chosen` that _find_metadata could have taken (the other CSV of
+    its pair aside): a user may have meant one of them."""
     return sorted({path for pattern in _METADATA_PATTERNS
                    for path in chosen.parent.glob(pattern)
                    if path.is_file() and path not in (chosen, partner)
@@ -525,11 +608,13 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
 
 def _kind(metadata: Path, header: Sequence[str], columns: Mapping[str, str],
           naming: Callable[[], str | None]) -> str:
-    """ISIC 2020, 2019 (2018 where AKIEC stands for AK), Archive or HAM10000, by the id column;
-    with --column id=…, by the layout's other names. Without either, the error offers
-    `naming()`'s column for the ids."""
+    """ISIC 2020, 2019 (2018 where AKIEC stands for AK), 2017 (2016 without seborrheic
+    keratosis), Archive or HAM10000, by the id column; with --column id=…, by the layout's
+    other names. Without either, the error offers `naming()`'s column for the ids."""
     if _match("image", header) and _match("MEL", header):
         return ISIC2018 if _match("AKIEC", header) else ISIC2019
+    if _match("image_id", header) and _match("melanoma", header):
+        return ISIC2017 if _match("seborrheic_keratosis", header) else ISIC2016
     if _match("image_id", header) and _match("dx", header):
         return HAM10000
     if _match("image_name", header):
@@ -580,8 +665,9 @@ def require(source: Source, fields: Iterable[str], why: str,
                         "which to read is unclear: rename or remove the copies")
     missing = {name: (source.columns[name],) for name in fields
                if source.columns[name] not in source.header}
-    if missing and source.kind == ISIC2019 and source.partner is None \
-            and _partner_path(source.metadata) is not None:
+    missing = {name: columns for name, columns in missing.items() if name not in source.lacking}
+    if missing and source.kind in (ISIC2019, ISIC2017) and source.partner is None \
+            and _partner_paths(source.metadata):
         raise _lone_half(source.metadata)
     said = advice(list(missing)) if callable(advice) else advice
     if missing and source.kind == ISIC2018:
@@ -634,8 +720,11 @@ def locate(source: Path | None, metadata: Path | None = None,
     header = tuple(_header(metadata, text))
     if _generated(metadata, text, header):
         raise UserError(_GENERATED.format(metadata))
+    headerless = _headerless(header)
+    if headerless:
+        header = PART3_2016_COLUMNS
     partner = _partner(metadata)
-    if partner is None and _partner_path(metadata) is not None and "Metadata" in metadata.name:
+    if partner is None and (_half(metadata) or (None, False))[1]:
         raise _lone_half(metadata)
     if partner is not None:
         header += tuple(c for c in _header(partner, _csv_format(partner)) if c not in header)
@@ -651,8 +740,11 @@ def locate(source: Path | None, metadata: Path | None = None,
         notes += (f"{metadata.name} is read as the metadata; also in {metadata.parent} and not "
                   f"read: {', '.join(path.name for path in others)} (give another with "
                   "--metadata FILE)",)
-    located = Source(kind, metadata, (), named, header, text, _repeated(metadata, text), notes,
-                     partner=partner, searched=searched)
+    lacking = tuple(name for name in _LACKS.get(kind, ("", ()))[1]
+                    if name not in columns and named[name] not in header)
+    located = Source(kind, metadata, (), named, header, text,
+                     () if headerless else _repeated(metadata, text), notes, partner=partner,
+                     searched=searched, headerless=headerless, lacking=lacking)
     require(located, columns, "named by --column")
     require(located, ["id"], "which holds the image ids")
     if images is not None:
@@ -678,6 +770,19 @@ def locate(source: Path | None, metadata: Path | None = None,
     return replace(located, image_dirs=tuple(dirs))
 
 
+def _headerless(header: Sequence[str]) -> bool:
+    """Whether a CSV's first line, read as its header, is a row of ISIC 2016's ground truth (an
+    image id and its label), which has no header."""
+    return len(header) == 2 and bool(_ISIC_ID.fullmatch(header[0])) \
+        and header[1].strip().lower() in {*_PART3_LABELS, "0", "1", "0.0", "1.0"}
+
+
+def lacked_by(source: Source, name: str) -> str | None:
+    """The name of `source`'s layout when it holds no column for field `name` anywhere (ISIC
+    2017's site), else None."""
+    return _LACKS[source.kind][0] if name in source.lacking else None
+
+
 def _same_file(one: Path, other: Path) -> bool:
     """Whether both paths name one existing file."""
     try:
@@ -687,7 +792,7 @@ def _same_file(one: Path, other: Path) -> bool:
 
 
 def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame:
-    """`frame` with the columns of `partner` (ISIC 2019's other CSV) on the rows of the same
+    """`frame` with the columns of `partner` (its pair's other CSV) on the rows of the same
     image id (read as written, like the metadata's: a stem may be `NA`); ids that only
     `partner` has are left out."""
     text = _csv_format(partner)
@@ -695,7 +800,7 @@ def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame
     column = _match(identifier, header)
     if column is None:
         raise UserError(f"{partner} has no column {identifier} to match the rows of its ground "
-                        "truth by; it must be ISIC 2019's own metadata CSV")
+                        "truth by; it must be the challenge's own CSV of that name")
     ids = (column, _match("lesion_id", header))
     other = _read(partner, text, dtype=str, low_memory=False, keep_default_na=False,
                   na_values={name: list(PANDAS_MISSING) for name in header if name not in ids})
@@ -709,7 +814,7 @@ def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame
 
 
 def unpartnered(source: Source, ids: Iterable[str]) -> list[str]:
-    """Those of `ids` that ISIC 2019's other CSV (`source.partner`) has no row for, sorted:
+    """Those of `ids` that the pair's other CSV (`source.partner`) has no row for, sorted:
     read with the metadata's blank sex, age and site."""
     if source.partner is None:
         return []
@@ -727,8 +832,8 @@ def _duplicates_list(source: Source) -> Path | None:
 
 
 def read_files(source: Source) -> tuple[Path, ...]:
-    """Every file besides the images that reading `source` takes in: the metadata, ISIC 2019's
-    other CSV and ISIC 2020's duplicates list, when there (what a change to the source is)."""
+    """Every file besides the images that reading `source` takes in: the metadata, the other CSV
+    of its pair and ISIC 2020's duplicates list, when there (what a change to the source is)."""
     return tuple(path for path in (source.metadata, source.partner, _duplicates_list(source))
                  if path is not None)
 
@@ -764,14 +869,20 @@ def read_metadata(source: Source) -> pd.DataFrame:
     header = list(source.header)
     text = {name: str for name in (source.columns["id"], source.columns["patient_id"],
                                    _match("lesion_id", header)) if name}
+    unnamed = {"header": None, "names": header} if source.headerless else {}
     frame = _read(source.metadata, source.text, dtype=text, low_memory=False,
                   decimal="," if source.text.separator == ";" else ".", keep_default_na=False,
-                  na_values={name: list(PANDAS_MISSING) for name in header if name not in text})
+                  na_values={name: list(PANDAS_MISSING) for name in header if name not in text},
+                  **unnamed)
     frame.columns = [str(c).strip() for c in frame.columns]
+    if source.headerless:
+        frame = frame.assign(**{header[1]: _part3_label(frame[header[1]])})
     if source.partner is not None:
         frame = _merged(frame, source.partner, source.columns["id"])
     if source.kind in (ISIC2019, ISIC2018) and "diagnosis" not in frame:
         frame["diagnosis"] = archive.one_hot_diagnosis(frame)
+    if source.kind in (ISIC2017, ISIC2016) and "diagnosis" not in frame:
+        frame["diagnosis"] = archive.part3_diagnosis(frame)
     dx = _match("dx", list(frame.columns))
     if dx and not {"diagnosis", *(f"diagnosis_{i}" for i in range(1, 6))} & set(frame.columns):
         frame["diagnosis"] = archive.dx_diagnosis(frame[dx])
@@ -783,6 +894,18 @@ def read_metadata(source: Source) -> pd.DataFrame:
     read: pd.DataFrame = frame.assign(**{name: frame[column]
                                          for name, column in aliases.items() if column})
     return read
+
+
+def _part3_label(label: pd.Series) -> pd.Series:
+    """ISIC 2016's label as numbers: `malignant` 1.0 and `benign` 0.0 (its training set's words),
+    as its test set writes them; another word is blank."""
+    import pandas as pd
+
+    words = label.astype("string").str.strip().str.lower()
+    numbers: pd.Series = pd.to_numeric(words.map(lambda word: _PART3_LABELS.get(word, word)
+                                                 if isinstance(word, str) else word),
+                                       errors="coerce")
+    return numbers
 
 
 def _true_false(column: pd.Series) -> pd.Series | None:
@@ -988,7 +1111,8 @@ def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
                 seen.add(real)
                 kept.append(name)
         names[:] = kept
-        if here != root and any(Path(n).suffix.lower() in IMAGE_SUFFIXES for n in filenames):
+        if here != root and any(Path(n).suffix.lower() in IMAGE_SUFFIXES
+                                and not _COMPANIONS.search(Path(n).stem) for n in filenames):
             found.append(here)
     return tuple(found)
 
@@ -1039,7 +1163,7 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
     for folder in dirs:
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and not _hidden(path.name) \
-                    and path.is_file():
+                    and not _COMPANIONS.search(path.stem) and path.is_file():
                 stem = unicodedata.normalize("NFC", path.stem)
                 first = found.setdefault(stem, path)
                 if first != path and not first.samefile(path):
