@@ -264,3 +264,19 @@ def test_part3_labels_read_as_archive_diagnoses() -> None:
         vocab.MELANOMA, keratosis, nevus, "", ""]
     year_2016 = pd.DataFrame({"melanoma": [1.0, 0.0, None]})
     assert list(vocab.part3_diagnosis(year_2016).fillna("")) == [vocab.MELANOMA, "Benign", ""]
+
+
+def test_isic_2017_metadata_beside_the_ground_truth_is_read(archive: SyntheticSet,
+                                                            tmp_path: Path) -> None:
+    """Unpacked beside the ground truth rather than in the data folder, the metadata CSV is
+    merged just the same."""
+    root = tmp_path / "isic2017"
+    table = _isic2017(archive, root, "Test_v2")
+    name = "ISIC-2017_Test_v2_Data_metadata.csv"
+    (root / "ISIC-2017_Test_v2_Data" / name).rename(root / name)
+    result = prepare(root, tmp_path / "out", workers=1)
+    assert result.source.partner == root / name
+    prepared = result.manifest.set_index("id")
+    assert set(prepared.index) == set(table.index[table["melanoma"] == 1])
+    known = table.loc[prepared.index, "sex"] != "unknown"
+    assert (prepared.loc[known[known].index, "sex"] == table.loc[known[known].index, "sex"]).all()
