@@ -187,8 +187,10 @@ def _user_errors(interrupted: str = RESUMABLE) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in files.REFUSED:
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        fix = ("free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        named = files.failed_file(exc)
+        where = f"{named}: " if named else ""
+        there = "there" if named else "on the disk of the folder this command writes to"
+        fix = (f"free space {there}" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                else "choose a shorter path" if exc.errno == errno.ENAMETOOLONG
                else "check its permissions or choose another folder")
         ui.error(f"{where}{exc.strerror}; {fix}, then run this again")

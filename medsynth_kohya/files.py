@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from medsynth_kohya.errors import UserError
@@ -89,6 +89,21 @@ def ensure_folder(path: Path, fix: str, option: str = "") -> None:
     what = "is a file, not a folder" if path.exists() else "does not exist"
     raise UserError(f"{option} {path} {what}: {fix}".lstrip())
 
+
+def failed_file(exc: OSError) -> str | None:
+    """The file a refused write was writing: the one the error names, else the path whose
+    method (`Path.write_bytes`, `Path.open`, …) raised it, as a write to an open file does not
+    name its file; None when neither is known."""
+    if exc.filename is not None:
+        return str(exc.filename)
+    named = None
+    trace = exc.__traceback__
+    while trace is not None:
+        owner = trace.tb_frame.f_locals.get("self")
+        if isinstance(owner, PurePath):
+            named = str(owner)
+        trace = trace.tb_next
+    return named
 
 def make_folder(folder: Path) -> None:
     """Create `folder` with its parents; one that cannot be made (a file on its path, no

@@ -104,6 +104,32 @@ def test_a_folder_it_may_not_write_in_is_one_line(runner: CliRunner, isic2020: S
     assert not out.exists()  # the folder it made is removed again
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_names_the_file_a_write_was_writing(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write to an open file fails with no file named in the error (the disk filled while
+    writing it): the line names the file all the same, or, where no path wrote it, the disk
+    of the folder the command writes to; never "free space there" with no there."""
+    from medsynth_kohya.data import prepare
+
+    def fill(*_: object, **__: object) -> None:
+        Path("/dev/full").write_bytes(b"photo")  # ENOSPC from write(), as a full disk gives
+
+    monkeypatch.setattr(prepare, "prepare", fill)
+    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    assert line.endswith("/dev/full: No space left on device; free space there, then run this "
+                         "again")
+
+    def fill_open_file(*_: object, **__: object) -> None:
+        with open("/dev/full", "wb", buffering=0) as stream:  # noqa: PTH123 - no Path here
+            stream.write(b"photo")
+
+    monkeypatch.setattr(prepare, "prepare", fill_open_file)
+    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    assert line.endswith("No space left on device; free space on the disk of the folder this "
+                         "command writes to, then run this again")
+
 def test_a_full_disk_is_one_line_and_other_os_errors_stay_visible(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
