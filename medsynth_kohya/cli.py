@@ -55,6 +55,10 @@ def _home(value: object) -> object:
     return value
 
 
+_VALIDATOR_PREFIX = "Value error, "
+"""How pydantic (Typer converts option values with it) starts its reason for refusing one."""
+
+
 class _PlainUsage(TyperCommand):
     """A command whose usage line names its arguments as `PREPARED`, not `{PREPARED}`, and
     whose path arguments may start with `~` although no shell expanded it (`--out=~/runs`, a
@@ -71,7 +75,11 @@ class _PlainUsage(TyperCommand):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         _refuse_empty_paths(self, ctx, args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as exc:  # Typer's pydantic checks start theirs "Value error, "
+            exc.message = exc.message.removeprefix(_VALIDATOR_PREFIX)
+            raise
 
 
 def _refuse_empty_paths(command: TyperCommand, ctx: Any, args: list[str]) -> None:

@@ -169,6 +169,20 @@ def test_bad_options_are_one_line_errors(runner: CliRunner, isic2020: SyntheticS
         _assert_one_line_error(code, stdout, stderr, needle)
 
 
+def test_a_choice_option_given_another_word_names_the_choices_plainly(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """Typer checks choices through pydantic, whose reason starts "Value error, ": the line
+    says what was given and what may be, nothing of the validator's wording."""
+    for option, word, choices in (("--hair", "bogus", ("auto", "seed", "off", "metadata")),
+                                  ("--link", "sym", ("copy", "hard"))):
+        code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out",
+                                      tmp_path / "o", option, word)
+        line = (stdout + stderr).strip().splitlines()[-1]
+        assert code == 2 and line.startswith(f"Error: Invalid value for '{option}': '{word}' ")
+        assert all(choice in line for choice in choices) and "Value error" not in line
+        assert not (tmp_path / "o").exists()
+
+
 def test_foreign_out_is_refused_without_force(runner: CliRunner, isic2020: SyntheticSet,
                                               tmp_path: Path) -> None:
     out = tmp_path / "o"
