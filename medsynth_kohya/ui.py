@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,7 +22,16 @@ def console(stderr: bool = False) -> Console:
     """A rich console; tables go to stdout, messages and progress to stderr."""
     from rich.console import Console
 
+    _tolerant(sys.stderr if stderr else sys.stdout)
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _tolerant(stream: TextIO) -> None:
+    """Make `stream` write a character its encoding lacks as an escape (`\\xfc`), not fail: a
+    terminal or pipe in ASCII or Latin-1 must not stop a command at its summary of a path
+    named `ü`."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="backslashreplace")
 
 
 def _counting_bar() -> RichProgress:
