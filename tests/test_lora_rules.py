@@ -149,11 +149,12 @@ def test_an_unfinished_runs_lora_says_which_file_and_how_to_finish(tmp_path: Pat
     resume = launch.resume_command(str(prepared), run)
     assert lora_source(run, None).notes == (
         f"run {run} did not finish (status failed): sampling with its latest save, "
-        f"melanoma-000003.safetensors, not a final LoRA; `{resume.line()}` finishes it",)
+        "melanoma-000003.safetensors, not a final LoRA; it saved no training state to resume "
+        f"from: fix what failed and start over with `{resume.line()} --force` (same settings)",)
     lonely = _run(tmp_path / "lonely", status="interrupted")
     write_lora(lonely / "output" / "melanoma-000001.safetensors")
     (note,) = lora_source(lonely, None).notes
-    assert f"`{launch.resume_command(None, lonely).line()}` finishes it" in note
+    assert f"start over with `{launch.resume_command(None, lonely).line()} --force`" in note
     done = _run(tmp_path / "done", status="succeeded")
     write_lora(done / "output" / "melanoma-000001.safetensors")
     source = lora_source(done, None)

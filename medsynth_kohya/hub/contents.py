@@ -55,6 +55,7 @@ from medsynth_kohya.training.record import (
     RunFolder,
     RunRecord,
 )
+from medsynth_kohya.training.train import finish_advice
 
 MAX_SAMPLE_IMAGES = 8
 """Sample images uploaded (besides the grid); the first WIDGETS become card widgets."""
@@ -184,10 +185,11 @@ def _retrain(record: RunRecord, run_dir: Path) -> str:
     stopped, but only reports a succeeded one as finished (--resume --force trains it again)."""
     if record.status == "dry-run":
         return "it was a dry run: run `medsynth-kohya train` without --dry-run"
-    train = launch.resume_command(record.dataset.prepared if record.dataset else None, run_dir)
     if record.status == "succeeded":
+        train = launch.resume_command(record.dataset.prepared if record.dataset else None,
+                                      run_dir)
         return f"the run succeeded: train it again from step 0 with `{train.line()} --force`"
-    return f"the run is {record.status or 'unknown'}: finish it with `{train.line()}`"
+    return f"the run is {record.status or 'unknown'}: {finish_advice(record, run_dir)}"
 
 
 def _check_safetensors(path: Path, record: RunRecord, run_dir: Path) -> None:

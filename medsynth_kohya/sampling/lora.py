@@ -17,6 +17,7 @@ from medsynth_kohya.data.prepared import PreparedFolder, PreparedState
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.training.record import RECORD_FILE, DatasetRecord, RunFolder, RunRecord
+from medsynth_kohya.training.train import finish_advice
 
 if TYPE_CHECKING:
     from medsynth_kohya.hub.pull import PulledLora
@@ -105,9 +106,8 @@ def _unfinished(given: Path, file: Path, record: RunRecord | None) -> tuple[str,
         return (f"run {given} wrote its final LoRA {file.name}, but its status is "
                 f"{record.status} (see {RunFolder(given).log}): check why before trusting the "
                 "images",)
-    resume = launch.resume_command(record.dataset.prepared if record.dataset else None, given)
     return (f"run {given} did not finish (status {record.status}): sampling with its latest "
-            f"save, {file.name}, not a final LoRA; `{resume.line()}` finishes it",)
+            f"save, {file.name}, not a final LoRA; {finish_advice(record, given)}",)
 
 
 def local_or_hub(given: Path | str) -> Path:

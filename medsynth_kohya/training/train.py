@@ -444,12 +444,32 @@ def next_step(status: str, final: Path, state: Path | None, steps: int | None = 
         return ""
     if final.is_file():
         return f"check {final} (written before sd-scripts stopped), or {over}"
-    if state is not None and _at_end(state, steps):
-        return f"its newest state, {state.name}, {_at_end(state, steps)}: {over}"
-    if state is not None:
-        again = ", or fix what failed and start over with --force" if fix else ""
-        return f"continue from {state.name} with --resume{again}"
-    return f"it saved no training state to resume from: {over}"
+    if state is None or _unresumable(state, steps):
+        return f"{_unresumable(state, steps)}: {over}"
+    again = ", or fix what failed and start over with --force" if fix else ""
+    return f"continue from {state.name} with --resume{again}"
+
+
+def finish_advice(record: RunRecord, run_dir: Path) -> str:
+    """How to finish a run that did not succeed, as train's own failure words it: `--resume`
+    from its newest saved state, else over again with `--resume --force` (--resume refuses)."""
+    resume = launch.resume_command(record.dataset.prepared if record.dataset else None, run_dir)
+    name = record.output_name
+    state = launch.latest_state(RunFolder(run_dir).output.resolve(), name) if name else None
+    why = _unresumable(state, record.expected_steps)
+    if not why:
+        return f"finish it with `{resume.line()}`"
+    fix = "fix what failed and " if record.status == "failed" else ""
+    return f"{why}: {fix}start over with `{resume.line()} --force` (same settings)"
+
+
+def _unresumable(state: Path | None, steps: int | None) -> str:
+    """Why `--resume` cannot go on from `state`, a run's newest saved state of `steps`: none
+    was saved, or it is at the last step; "" when it can."""
+    if state is None:
+        return "it saved no training state to resume from"
+    at_end = _at_end(state, steps)
+    return f"its newest state, {state.name}, {at_end}" if at_end else ""
 
 
 def _at_end(state: Path, steps: int | None) -> str:
