@@ -124,6 +124,23 @@ def test_a_folder_of_data_is_to_be_prepared_beside_it(tmp_path: Path) -> None:
         f"{shlex.quote(str(target))}` first and give that folder")
 
 
+def test_a_folder_a_prepare_put_no_image_in_is_not_taken_for_a_source(tmp_path: Path) -> None:
+    """prepare refuses a source of which no image could be prepared, leaving its skipped.csv
+    and .medsynth/ in OUT: train and sample on OUT say that, not to prepare OUT as a source."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "train.csv").write_text(("image_name,patient_id,sex,age_approx,"
+                                        "anatom_site_general_challenge,diagnosis,"
+                                        "benign_malignant,target\n"), encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, said = invoke(CliRunner(), "prepare", source, "--out", out)
+    assert code == 1 and "no images were prepared" in said
+    with pytest.raises(UserError) as caught:
+        PreparedFolder(out).state()
+    assert str(caught.value) == (f"prepare into {out} prepared no image (see "
+                                 f"{out / 'skipped.csv'}); fix the source and run prepare again")
+
+
 def test_an_interrupted_prepare_is_refused_before_its_state_is_read(tmp_path: Path) -> None:
     folder = PreparedFolder(tmp_path)
     folder.state_dir.mkdir()

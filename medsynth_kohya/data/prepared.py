@@ -197,6 +197,9 @@ class PreparedFolder:
         interrupted or its state file is damaged."""
         files.ensure_folder(self.path, "give the --out folder of `medsynth-kohya prepare`")
         self.ensure_finished()
+        if not self.is_prepared() and self.state_dir.is_dir() and self.skipped.is_file():
+            raise UserError(f"prepare into {self.path} prepared no image (see {self.skipped}); "
+                            "fix the source and run prepare again")
         if not self.is_prepared():
             data = any(self.path.iterdir())  # an ISIC download, say: prepare it elsewhere
             target = self.path.with_name(f"{self.path.name}-prepared") if data else self.path
