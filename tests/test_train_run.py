@@ -323,11 +323,17 @@ def test_resume_without_run_dir_passes_over_dry_runs(
     trained, so with only dry runs under runs/ there is nothing to resume."""
     monkeypatch.chdir(tmp_path)
     tools: dict[str, Any] = {"sd_scripts": fake_sd.sd_scripts, "python": sys.executable}
-    train(prepared, "cpu-smoke", run_dir=Path("runs") / "looked", dry_run=True, **tools)
+    (tmp_path / "runs").mkdir()
     with pytest.raises(UserError) as refused:
         train(prepared, resume=True, **tools)
     assert str(refused.value) == (f"--resume found no earlier run of {prepared} in runs/; pass "
                                   "--run-dir with the run to continue")
+    train(prepared, "cpu-smoke", run_dir=Path("runs") / "looked", dry_run=True, **tools)
+    with pytest.raises(UserError) as refused:
+        train(prepared, resume=True, **tools)
+    assert str(refused.value) == (f"runs/ holds only dry runs of {prepared}, nothing to resume: "
+                                  "train without --dry-run (and without --resume) to start the "
+                                  "run")
     assert not fake_sd.record.exists()
 
 

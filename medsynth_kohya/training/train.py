@@ -697,14 +697,21 @@ def newest_run(prepared: Path, root: Path) -> Path:
     """The run folder under `root` that last started training on `prepared` (dry runs aside)."""
     wanted = str(prepared.resolve())
     found: list[tuple[str, float, Path]] = []
+    dry = False
     for folder in (RunFolder(p) for p in root.glob("*") if p.is_dir()):
         try:
             record = folder.load()
         except (OSError, ValueError):
             continue
-        if record.status != "dry-run" and record.dataset and record.dataset.prepared == wanted:
+        if not (record.dataset and record.dataset.prepared == wanted):
+            continue
+        dry = dry or record.status == "dry-run"
+        if record.status != "dry-run":
             found.append((str(record.start or ""), folder.record_file.stat().st_mtime,
                           folder.path))
+    if not found and dry:
+        raise UserError(f"{root}/ holds only dry runs of {prepared}, nothing to resume: train "
+                        "without --dry-run (and without --resume) to start the run")
     if not found:
         raise UserError(f"--resume found no earlier run of {prepared} in {root}/; pass "
                         "--run-dir with the run to continue")
