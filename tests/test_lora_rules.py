@@ -364,6 +364,25 @@ def test_offline_at_most_three_cached_commits_are_named(
         f"{', '.join(sorted(commits)[:3])}: --revision COMMIT uses one); {ONLINE}")
 
 
+def test_a_value_that_may_be_a_local_folder_says_none_is_here_beside_the_hubs_answer(
+        hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """USER/REPO is also a relative path: run from the wrong folder, the user sees both."""
+    import huggingface_hub.constants
+
+    monkeypatch.chdir(tmp_path)
+    _offline(monkeypatch)
+    cache = huggingface_hub.constants.HF_HUB_CACHE
+    hubs = (f"HF_HUB_OFFLINE is set, and the Hugging Face cache ({cache}) has no alice/run at "
+            f"main; {ONLINE}")
+    with pytest.raises(UserError) as refused:
+        lora_source(Path("alice/run"), None)
+    assert str(refused.value) == (f"no local folder alice/run exists in {tmp_path}, and as a "
+                                  f"Hub LoRA: {hubs}")
+    with pytest.raises(UserError) as refused:
+        lora_source(Path("alice/run:x.safetensors"), None)  # a Hub file only
+    assert str(refused.value).startswith("HF_HUB_OFFLINE is set, and the Hugging Face cache")
+
+
 def test_a_file_the_repo_does_not_hold_is_named_with_the_loras_it_does(
         hub: FakeHub, tmp_path: Path) -> None:
     _publish(hub, "carol/pair", tmp_path, ["y.safetensors", "x.safetensors"],

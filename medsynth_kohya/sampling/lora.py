@@ -149,7 +149,13 @@ def lora_source(lora: Path, revision: str | None) -> LoraSource:
             raise UserError("--revision is for a LoRA on the Hub (--lora USER/REPO)")
         file, record = resolve_lora(lora)
         return LoraSource(file, record, _unfinished(lora, file, record))
-    pulled = pull.pull_lora(str(lora), revision=revision)
+    try:
+        pulled = pull.pull_lora(str(lora), revision=revision)
+    except UserError as exc:
+        if ":" in str(lora):  # USER/REPO:FILE names a Hub file, no local path
+            raise
+        raise UserError(f"no local folder {lora} exists in {Path.cwd()}, and as a Hub LoRA: "
+                        f"{exc}") from None
     return LoraSource(pulled.file, pulled.record, pulled.notes, pulled)
 
 
