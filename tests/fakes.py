@@ -282,6 +282,8 @@ with open(os.environ["FAKE_ISIC_RECORD"], "w") as file:
 time.sleep(float(os.environ.get("FAKE_ISIC_HANG", "0")))  # no network: isic-cli just waits
 out = Path(sys.argv[-1])
 out.mkdir(parents=True, exist_ok=True)
+if os.environ.get("FAKE_ISIC_NOTHING"):  # finished without a file: a search matching none
+    sys.exit(0)
 with tempfile.TemporaryDirectory() as folder:
     made = make_dataset(Path(folder), 6, seed=5, layout="archive", melanoma_fraction=1.0,
                         sizes=((640, 480),))

@@ -204,9 +204,20 @@ def test_a_timeout_that_never_gives_up_is_refused(runner: CliRunner, tmp_path: P
 def test_a_download_that_exits_0_without_its_metadata_is_a_failure(
         runner: CliRunner, tmp_path: Path, fake_isic: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    check = ("check its messages above (a search that matched no image, an isic-cli that "
+             "writes elsewhere: pip install -U 'medsynth-kohya[fetch]'), then run the same "
+             "command again")
     monkeypatch.setenv("FAKE_ISIC_NO_METADATA", "1")
     code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic")
-    assert code == 1 and "isic image download failed (exit 0)" in stderr
+    assert code == 1 and " ".join(stderr.split()).endswith(
+        f"Error: isic-cli finished but wrote no metadata.csv (only 6 images) into "
+        f"{tmp_path / 'isic'}; {check}"), stderr
+    monkeypatch.delenv("FAKE_ISIC_NO_METADATA")
+    monkeypatch.setenv("FAKE_ISIC_NOTHING", "1")
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "empty")
+    assert code == 1 and " ".join(stderr.split()).endswith(
+        f"Error: isic-cli finished but wrote no metadata.csv or images into "
+        f"{tmp_path / 'empty'}; {check}"), stderr
 
 
 @pytest.mark.parametrize(("args", "said"), [

@@ -86,11 +86,17 @@ def _fetch(out: Path, limit: int, search: str, collections: tuple[int, ...], dry
         raise UserError(f"isic-cli wrote nothing to {out} for {timeout:g} s: check that this "
                         f"machine reaches {ISIC_API} (network, proxy), then run the same "
                         "command again (--timeout to wait longer)")
-    metadata = out / ARCHIVE_METADATA
-    if code != 0 or not metadata.is_file():
+    if code != 0:
         raise UserError(f"isic image download failed (exit {code}); check the messages above "
                         "and run the same command again")
     images = sum(1 for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not (out / ARCHIVE_METADATA).is_file():
+        wrote = (f"no {ARCHIVE_METADATA} (only {files.counted(images, 'image')})" if images
+                 else f"no {ARCHIVE_METADATA} or images")
+        raise UserError(f"isic-cli finished but wrote {wrote} into {out}; check its messages "
+                        "above (a search that matched no image, an isic-cli that writes "
+                        "elsewhere: pip install -U 'medsynth-kohya[fetch]'), then run the same "
+                        "command again")
     return FetchResult(out, command, images, ran=True,
                        warnings=tuple(note for note in (lock.note, *notes) if note))
 
