@@ -403,8 +403,9 @@ def test_a_run_without_a_lora_file_is_refused(runner: CliRunner, fake_hub: FakeH
     assert "not a safetensors file" in message and message.endswith(again)
     (run / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
     message = _refused(runner, run, "--repo-id", REPO, "--endpoint", fake_hub.url)
-    assert message.endswith(f"the run is interrupted: finish it with `medsynth-kohya train "
-                            f"{record['dataset']['prepared']} --run-dir {run} --resume`")
+    resume = f"medsynth-kohya train {record['dataset']['prepared']} --run-dir {run} --resume"
+    assert message.endswith("the run is interrupted: it saved no training state to resume "
+                            f"from: start over with `{resume} --force` (same settings)")
     message = _refused(runner, run.parent, "--repo-id", REPO, "--endpoint", fake_hub.url)
     assert "no run.json" in message
 
