@@ -223,7 +223,8 @@ def prepare(
              "they are not in train/, jpeg/train/ or beside the CSV.")
     ] = None,
     query: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="pandas expression over the metadata columns selecting the rows, instead of "
+        help="Comparison of the metadata columns (== < in, and/or/not; no calls) selecting "
+        "the rows, instead of "
         "melanomas, e.g. `diagnosis == \"nevus\"`; it may name the image measurements "
         "(hair_score, hairy, ita, skin_tone, vignette, ruler, bubbles, width, height), e.g. "
         "`target == 1 and not ruler`; terms on measurements alone narrow the melanomas.")] = None,
@@ -681,7 +682,7 @@ def sample(
     prompts: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="A file of prompts, one per line (# comments), used in turn.")] = None,
     query: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="pandas expression choosing the --like rows to draw from, e.g. "
+        help="Comparison of the --like columns choosing the rows to draw from, e.g. "
         "`sex == \"female\"`.")] = None,
     seed: Annotated[int, typer.Option(
         help="Seed of the set: image i gets its prompt from it and the seed S + i (all 0 to "

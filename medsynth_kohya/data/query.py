@@ -1,4 +1,5 @@
-"""`--query`: a pandas expression over the metadata columns and the image measurements.
+"""`--query`: a comparison of the metadata columns and the image measurements, checked
+against an allow-list before pandas evaluates it (pandas' Python engine would run any code).
 
 Metadata is known before any image is read, measurements only after: a query is split at its
 top-level `and`s, the terms that name only metadata choose the images to scan, and the whole
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Literal
 from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
+    import ast
+
     import pandas as pd
 
 _PROBE: dict[str, tuple[Literal["Int64", "Float64", "boolean", "string"], float | str]] = {
@@ -40,21 +43,126 @@ def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
     """One True/False per row of `frame` (blank counts as False); a bad query is a UserError."""
     import pandas as pd
 
+    _refuse_unsafe(query, frame.columns)
     _refuse_quoted_numbers(query)
     try:
         evaluated = frame.eval(query, engine="python")
     except NameError as exc:  # pandas' UndefinedVariableError: a bare word
-        raise UserError(_unknown_name(query, str(exc), frame.columns)) from None
+        found = re.search(r"'(.+)' is not defined", str(exc))
+        raise UserError(_unknown_name(query, found.group(1) if found else str(exc),
+                                      frame.columns)) from None
     except Exception as exc:  # pandas raises many types for a bad user expression
         said = _text_ordered(frame, query) if isinstance(exc, TypeError) else None
         raise UserError(said or f"--query {query!r} failed: {type(exc).__name__}: {exc}"
                         ) from None
-    if isinstance(evaluated, pd.DataFrame):  # `name = value` assigns a column
-        raise UserError(f"--query {query!r} assigns instead of comparing: write == for equals")
     if not isinstance(evaluated, pd.Series) or evaluated.dtype.kind != "b":
         raise UserError(f"--query {query!r} must give one True/False per row")
     picked: pd.Series = evaluated.fillna(False).astype(bool)
     return picked
+
+
+EXAMPLE = "--query 'target == 1 and age_approx > 50'"
+"""A query to show beside a refusal."""
+_ALLOWED = ("a query compares columns: column names (`in backticks` if they hold spaces), "
+            "numbers, quoted text, lists of them, == != < <= > >= in, not in, and, or, not, "
+            "& | ~, + - * /, column.isna(), .notna(), .astype(...) and column.str.contains/"
+            "startswith/endswith/match/fullmatch/lower/upper/strip/len(...)")
+"""What a query may be made of, for the refusal of anything else."""
+_METHODS = {"isna", "notna", "astype"}
+"""The methods a query may call on a column itself."""
+_STR_METHODS = {"contains", "startswith", "endswith", "match", "fullmatch", "lower", "upper",
+                "strip", "len"}
+"""The methods a query may call on a column's `.str`."""
+_BACKTICKED = re.compile(r"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(`[^`]*`)""")
+"""A quoted string (left as it is) or a backtick-quoted column name."""
+
+
+def _refuse_unsafe(query: str, columns: Collection[object]) -> None:
+    """Refuse all but comparisons of columns, before pandas sees `query`: its Python engine
+    would otherwise run calls, attributes and `@` variables (any Python code)."""
+    import ast
+
+    if not query.strip():
+        raise UserError(f"--query is empty: give a condition on the metadata columns, e.g. "
+                        f"{EXAMPLE}")
+    shown: dict[str, str] = {}
+
+    def placeholder(found: re.Match[str]) -> str:
+        if found.group(2) is None:
+            return found.group(1)
+        shown[f"_column{len(shown)}_"] = found.group(2)
+        return f"_column{len(shown) - 1}_"
+
+    plain = _BACKTICKED.sub(placeholder, query)
+    _refuse_variables(query, plain, columns)
+    try:
+        tree = ast.parse(plain.strip(), mode="exec")
+    except SyntaxError as exc:
+        raise UserError(f"--query {query!r} is not a valid expression ({exc.msg}): compare "
+                        f"columns, e.g. {EXAMPLE}") from None
+    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assign | ast.AugAssign):
+        raise UserError(f"--query {query!r} assigns instead of comparing: write == for equals")
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        raise UserError(f"--query {query!r} is not one expression: compare columns, e.g. "
+                        f"{EXAMPLE}")
+    refused = _refused(tree.body[0].value)
+    if refused is not None:
+        part = ast.get_source_segment(plain.strip(), refused) or type(refused).__name__
+        for name, original in shown.items():
+            part = part.replace(name, original)
+        raise UserError(f"--query {query!r}: {part} is not allowed; {_ALLOWED}")
+
+
+def _refuse_variables(query: str, plain: str, columns: Collection[object]) -> None:
+    """Refuse an `@name` (pandas' Python variables), naming the column meant where it is
+    one; `plain` is `query` with its backtick-quoted names replaced."""
+    tokens = _operators_and_operands(plain)
+    for at, token in enumerate(tokens):
+        if token.string != "@":
+            continue
+        name = tokens[at + 1] if at + 1 < len(tokens) else None
+        after = tokens[at + 2].string if at + 2 < len(tokens) else ""
+        if name is None or name.type != tokenize.NAME or after in (".", "(", "["):
+            raise UserError(f"--query {query!r}: @ (a Python variable) is not allowed; "
+                            f"{_ALLOWED}")
+        raise UserError(_unknown_name(query, name.string, columns, variable=True))
+
+
+def _refused(node: ast.AST) -> ast.AST | None:
+    """The first part of a query's syntax tree that is no comparison of columns (a call only
+    where it is an allowed method on a column with constant arguments), else None."""
+    import ast
+
+    plain = (ast.Name, ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Compare, ast.BoolOp,
+             ast.UnaryOp, ast.BinOp, ast.Load, ast.And, ast.Or, ast.Not, ast.Invert, ast.USub,
+             ast.UAdd, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
+             ast.BitAnd, ast.BitOr, ast.Add, ast.Sub, ast.Mult, ast.Div)
+    if isinstance(node, ast.Call):
+        arguments = [*node.args, *(keyword.value for keyword in node.keywords)]
+        allowed = (_method(node.func) and all(keyword.arg for keyword in node.keywords)
+                   and all(isinstance(argument, ast.Constant) for argument in arguments))
+        return None if allowed else node
+    if isinstance(node, ast.JoinedStr):  # an f-string is text if nothing in it is run
+        return None if all(isinstance(part, ast.Constant) for part in node.values) else node
+    if not isinstance(node, plain):
+        return node
+    operators = (ast.operator, ast.cmpop, ast.unaryop, ast.boolop)  # shown with their operands
+    found = next((found for child in ast.iter_child_nodes(node)
+                  if (found := _refused(child)) is not None), None)
+    return node if isinstance(found, operators) else found
+
+
+def _method(node: ast.AST) -> bool:
+    """Whether `node` is an allowed method of a column: `column.isna`, `column.str.len`."""
+    import ast
+
+    if not isinstance(node, ast.Attribute):
+        return False
+    if isinstance(node.value, ast.Name):
+        return node.attr in _METHODS
+    inner = node.value
+    return (isinstance(inner, ast.Attribute) and isinstance(inner.value, ast.Name)
+            and inner.attr == "str" and node.attr in _STR_METHODS)
 
 
 def _ordered(query: str) -> list[tuple[str, tokenize.TokenInfo]]:
@@ -136,14 +244,12 @@ def names(query: str) -> set[str]:
     return {token.string for token in _tokens(query) if token.type == tokenize.NAME}
 
 
-def _unknown_name(query: str, error: str, columns: Collection[object]) -> str:
-    """The message for a word in `query` that is neither a column nor a measurement: most
-    often an unquoted text value, else a misspelt column."""
-    found = re.search(r"'(.+)' is not defined", error)
-    name = found.group(1) if found else error
+def _unknown_name(query: str, name: str, columns: Collection[object], *,
+                  variable: bool = False) -> str:
+    """The message for a word in `query` that is neither a column nor a measurement (written
+    `@name` where `variable`): most often an unquoted text value, else a misspelt column."""
     known = [str(column) for column in columns] + [m for m in measured(columns)
                                                     if m not in columns]
-    variable = error.startswith("local variable")  # `@name`: pandas' Python variables
     replacement = name if variable and name in known else f'"{name}"'
     quoted = query
     for token in reversed(_tokens(query) if "\n" not in query else []):
@@ -209,6 +315,7 @@ def check(metadata: pd.DataFrame, query: str) -> None:
 
     import pandas as pd
 
+    _refuse_unsafe(query, metadata.columns)
     if metadata.empty:
         return
     categories = {name: values for name, values in _categories().items()
