@@ -523,14 +523,30 @@ def _read(path: Path, text: CsvFormat, **options: Any) -> pd.DataFrame:
         try:
             frame = cast("pd.DataFrame", pd.read_csv(stream, sep=text.separator,
                                                      encoding=text.encoding, **options))
+        except pd.errors.EmptyDataError:
+            raise UserError(f"metadata {path} is empty (not even a header line): give the "
+                            "metadata CSV as downloaded, its first line naming the columns"
+                            ) from None
         except _read_errors() as exc:
-            raise UserError(f"cannot read metadata {path}: {_reason(exc)}") from None
+            raise UserError(_unreadable(path, text, exc)) from None
     if not text.encoding.startswith("utf") and len(frame.columns):  # a UTF-8 file, but for a
         mark = codecs.BOM_UTF8.decode(text.encoding)  # stray Western byte: its BOM, as read
         first = frame.columns[0]
         if isinstance(first, str) and first.startswith(mark):
             frame = frame.rename(columns={first: first.removeprefix(mark)})
     return frame
+
+
+def _unreadable(path: Path, text: CsvFormat, exc: Exception) -> str:
+    """Why `path` cannot be read as CSV, in one line; a row with more fields than the header
+    names its line and the fix."""
+    extra = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    if extra is None:
+        return f"cannot read metadata {path}: {_reason(exc)}"
+    expected, line, saw = extra.groups()
+    return (f"cannot read metadata {path}: line {line} has {saw} fields where the lines before "
+            f"it have {expected}: put quotes around a value that holds {text.separator!r}, or "
+            "remove the extra fields")
 
 
 def _read_errors() -> tuple[type[Exception], ...]:
