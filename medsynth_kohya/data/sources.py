@@ -164,6 +164,9 @@ _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
                (b"\x28\xb5\x2f\xfd", "zstd"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"))
 """Magic numbers of the compressions pandas reads a one-file CSV from."""
 _ARCHIVES = ((b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"), (b"Rar!\x1a\x07", "a RAR archive"))
+_COMPRESSED_ENDS = (".gz", ".bz2", ".xz", ".zst")
+"""The endings of a compressed metadata CSV searched for in a SOURCE folder, after the plain
+name (its compression is told by its first bytes, as for one given directly)."""
 _TAR_SUFFIXES = (".tar", ".tgz", ".tbz2", ".txz", ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst")
 
 
@@ -285,16 +288,24 @@ def _find_metadata(root: Path) -> Path:
     """The metadata CSV under `root` (or one folder below it), by the names ISIC uses; never
     one this tool wrote (a synthetic set, or any file in another of its output folders)."""
     generated: list[Path] = []
+    misnamed: list[Path] = []
     folders = [p for p in sorted(root.iterdir()) if p.is_dir()]
     ours = [p for p in folders if tool_output(p)]
     for folder in (root, *(p for p in folders if p not in ours)):
-        for pattern in _METADATA_PATTERNS:
-            for path in sorted(folder.glob(pattern), reverse=True):
-                if not _generated_file(path):
+        for name in (variant for pattern in _METADATA_PATTERNS
+                     for variant in (pattern, *(pattern + end for end in _COMPRESSED_ENDS))):
+            for path in sorted(folder.glob(name), reverse=True):
+                if path.is_dir():
+                    misnamed.append(path)
+                elif not _generated_file(path):
                     return path
-                generated.append(path)
+                else:
+                    generated.append(path)
     if generated:
         raise UserError(_GENERATED.format(generated[0]))
+    if misnamed:
+        raise UserError(f"{misnamed[0]} is a folder, not a metadata CSV: put the CSV itself "
+                        "there, or pass --metadata CSV")
     if tool_output(root):
         raise UserError(f"{root} is a folder medsynth-kohya wrote (prepared data, a synthetic "
                         "set, a run or a report), not an ISIC download: give the ISIC "
