@@ -212,8 +212,13 @@ def _user_errors(interrupted: str = RESUMABLE) -> Iterator[None]:
 def prepare(
     source: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 (Typer needs Optional)
         metavar="SOURCE",
-        help="ISIC download: a folder holding train.csv / ISIC_2020_Training_GroundTruth*.csv "
-        "(ISIC 2020) or metadata.csv (ISIC Archive), or the CSV itself.")] = None,
+        help="ISIC download: a folder holding its metadata CSV, or the CSV itself (also "
+        "compressed): train.csv or ISIC_2020_Training_GroundTruth*.csv (ISIC 2020), "
+        "ISIC_2019_Training_GroundTruth.csv (ISIC 2019), "
+        "ISIC2018_Task3_Training_GroundTruth.csv (ISIC 2018 task 3), HAM10000_metadata.csv "
+        "(HAM10000), train-metadata.csv (ISIC 2024), ISIC-2017_Training_Part3_GroundTruth.csv "
+        "(ISIC 2017), ISBI2016_ISIC_Part3_Training_GroundTruth.csv (ISIC 2016) or "
+        "metadata.csv (an ISIC Archive export).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the layout to.")] = Path(
         "prepared"),
     metadata: Annotated[Optional[Path], typer.Option(  # noqa: UP045

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya import __version__
 
-from .conftest import invoke
+from .conftest import invoke, squeezed
 
 
 def test_version(runner: CliRunner) -> None:
@@ -28,6 +28,20 @@ def test_help_lists_commands_and_teaches(runner: CliRunner) -> None:
     assert code == 0
     for option in ("--out", "--hair", "--target-steps", "--val-frac", "--force", "train.csv"):
         assert option in stdout
+
+
+def test_prepare_help_names_every_layout_it_detects(runner: CliRunner) -> None:
+    """SOURCE's help lists each download prepare reads, by the CSV it looks for."""
+    code, stdout, _ = invoke(runner, "prepare", "--help")
+    assert code == 0
+    for name in ("train.csv", "ISIC_2020_Training_GroundTruth", "(ISIC2020)",
+                 "ISIC_2019_Training_GroundTruth.csv", "(ISIC2019)",
+                 "ISIC2018_Task3_Training_GroundTruth.csv", "(ISIC2018task3)",
+                 "HAM10000_metadata.csv", "train-metadata.csv", "(ISIC2024)",
+                 "ISIC-2017_Training_Part3_GroundTruth.csv", "(ISIC2017)",
+                 "ISBI2016_ISIC_Part3_Training_GroundTruth.csv", "(ISIC2016)",
+                 "metadata.csv(anISICArchiveexport)"):
+        assert name in squeezed(stdout), name
 
 
 def test_help_imports_no_heavy_module() -> None:
