@@ -228,8 +228,8 @@ def prepare(
              "they are not in train/, jpeg/train/ or beside the CSV.")
     ] = None,
     query: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Comparison of the metadata columns (== < in, and/or/not; no calls) selecting "
-        "the rows, instead of "
+        help="Comparison of the metadata columns (== < in, and/or/not, .isna(), "
+        ".str.contains(...); no other code) selecting the rows, instead of "
         "melanomas, e.g. `diagnosis == \"nevus\"`; it may name the image measurements "
         "(hair_score, hairy, ita, skin_tone, vignette, ruler, bubbles, width, height), e.g. "
         "`target == 1 and not ruler`; terms on measurements alone narrow the melanomas.")] = None,

@@ -81,7 +81,8 @@ def _frame() -> pd.DataFrame:
     ("[x for x in age] == 1", "[x for x in age]"), ("age ** 2 > 1", "age ** 2"),
     ("age is None", "age is None"), ("f'{age}' == 'x'", "f'{age}'"),
     ("sex.str.contains(sex)", "sex.str.contains(sex)"),
-    ("sex.str.lower().str.len() > 4", "sex.str.lower().str.len()"),
+    ("sex.str.lower().to_csv('x') > 1", "sex.str.lower().to_csv('x')"),
+    ("sex.str.lower().str.cat(sex) == 'x'", "sex.str.lower().str.cat(sex)"),
     ("sex.str.contains('a', **{'na': 1})", "sex.str.contains('a', **{'na': 1})"),
     ("`clin size`.to_csv('x') > 1", "`clin size`.to_csv('x')")])
 def test_anything_but_a_comparison_is_refused_naming_it(text: str, part: str) -> None:
@@ -98,7 +99,9 @@ def test_anything_but_a_comparison_is_refused_naming_it(text: str, part: str) ->
     ("sex not in ('male',)", [False, True, True]), ("`clin size` >= 2.5", [False, True, True]),
     ("sex.str.contains('ale', na=False)", [True, True, False]), ("sex.isna()",
                                                                 [False, False, True]),
-    ("age.notna() and sex.str.startswith('m')", [True, False, False])])
+    ("age.notna() and sex.str.startswith('m')", [True, False, False]),
+    ("sex.str.lower().str.len() > 4", [False, True, False]),
+    ("sex.str.strip().str.upper() == 'MALE'", [True, False, False])])
 def test_comparisons_of_columns_still_work(text: str, picked: list[bool]) -> None:
     assert query.evaluate(_frame(), text).tolist() == picked
 

@@ -153,16 +153,24 @@ def _refused(node: ast.AST) -> ast.AST | None:
 
 
 def _method(node: ast.AST) -> bool:
-    """Whether `node` is an allowed method of a column: `column.isna`, `column.str.len`."""
+    """Whether `node` is an allowed method of a column: `column.isna`, `column.str.len`, also
+    on what an allowed method gave (`column.str.strip().str.lower`)."""
     import ast
 
     if not isinstance(node, ast.Attribute):
         return False
-    if isinstance(node.value, ast.Name):
+    if _column(node.value):
         return node.attr in _METHODS
     inner = node.value
-    return (isinstance(inner, ast.Attribute) and isinstance(inner.value, ast.Name)
-            and inner.attr == "str" and node.attr in _STR_METHODS)
+    return (isinstance(inner, ast.Attribute) and _column(inner.value) and inner.attr == "str"
+            and node.attr in _STR_METHODS)
+
+
+def _column(node: ast.AST) -> bool:
+    """Whether `node` stands for a column's values: its name, or an allowed method of one."""
+    import ast
+
+    return isinstance(node, ast.Name) or (isinstance(node, ast.Call) and _refused(node) is None)
 
 
 def _ordered(query: str) -> list[tuple[str, tokenize.TokenInfo]]:
