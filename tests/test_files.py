@@ -258,6 +258,20 @@ def test_folder_refusals_name_what_stands_in_the_way(tmp_path: Path) -> None:
     assert str(bare) == f"cannot create {tmp_path}: no reason given; choose another folder"
 
 
+def test_a_folder_that_cannot_be_made_is_told_without_making_anything(tmp_path: Path) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("x", encoding="utf-8")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    for folder in (file / "a" / "b", link / "sub", link):
+        with pytest.raises(files.FolderError) as made:
+            files.make_folder(folder)
+        assert str(files.unmakeable(folder)) == str(made.value)
+    assert files.unmakeable(tmp_path / "new" / "deeper") is None
+    assert files.unmakeable(tmp_path) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "notes.txt"]
+
+
 def test_a_folder_the_system_refuses_is_one_line_with_its_reason(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(self: Path, *args: object, **kwargs: object) -> None:

@@ -289,3 +289,37 @@ def test_a_damaged_set_record_stops_the_dry_run_unless_a_new_lora_sets_it_aside(
         said = " ".join((stdout + stderr).split())
         assert code == 0, said
         assert (f"would stop at: sample: {record} is damaged" in said) is stops, (extra, said)
+
+
+def _blocked_workdir(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A --workdir that cannot be made or used, and the part of it that stands in the way."""
+    tmp_path.mkdir()
+    if kind == "under a file":
+        _mine(tmp_path / "notes.txt", "a file")
+        return tmp_path / "notes.txt" / "work", f"{tmp_path / 'notes.txt'} is a file"
+    if kind == "symlink loop":
+        (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+        (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+        return tmp_path / "loop-a", f"{tmp_path / 'loop-a'} is a symlink to"
+    if kind == "dangling symlink":
+        (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+        return tmp_path / "gone", "which does not exist"
+    _mine(tmp_path / "work" / "reproduce.json", '{"stages": {}}')
+    _mine(tmp_path / "work" / kind, "a file")
+    return tmp_path / "work", f"{tmp_path / 'work' / kind} is a file"
+
+
+@pytest.mark.parametrize("kind", ["under a file", "symlink loop", "dangling symlink",
+                                  "synthetic", "run"])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_workdir_that_cannot_be_made_is_refused_in_one_line_by_the_dry_run_too(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen, kind: str,
+        dry_run: bool) -> None:
+    workdir, why = _blocked_workdir(tmp_path / "place", kind)
+    listing = entries(tmp_path / "place")
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake,
+                                      *(["--dry-run"] if dry_run else []))
+    assert code == 1, stdout + stderr
+    assert stderr.startswith("Error: cannot create ") and why in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert entries(tmp_path / "place") == listing

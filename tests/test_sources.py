@@ -579,3 +579,17 @@ def test_a_target_that_is_not_0_or_1_is_named_with_the_query_that_takes_it(
         query='target == "yes"'))
     assert len(chosen.manifest) == odd and not [
         w for w in chosen.warnings if "neither 0 nor 1" in w]
+
+
+def test_a_symlink_loop_as_the_folder_to_leave_out_is_passed_over(isic2020: SyntheticSet,
+                                                                   tmp_path: Path) -> None:
+    from medsynth_kohya.data.sources import locate
+
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    found = locate(isic2020.root, exclude=tmp_path / "loop-a" / "prepared")
+    assert found.image_dirs == locate(isic2020.root).image_dirs
+    assert any(folder.iterdir() for folder in found.image_dirs)
+    images = locate(None, isic2020.root / "train.csv", isic2020.root / "train",
+                    exclude=tmp_path / "loop-b")
+    assert images.image_dirs == (isic2020.root.resolve() / "train",)

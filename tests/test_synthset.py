@@ -261,3 +261,12 @@ def test_a_machine_shard_s_logs_are_recorded_as_it_names_them() -> None:
     plan = _plan(1)
     assert synthset.outputs(plan, 2, "1-of-3.")[:4] == [
         "metadata.csv", "grid.jpg", "logs/shard-1-of-3.0.log", "logs/shard-1-of-3.1.log"]
+
+
+def test_a_set_folder_under_a_file_has_no_record_and_an_unreadable_one_is_one_line(
+        tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file", encoding="utf-8")
+    assert synthset.read_state(tmp_path / "notes.txt" / "synthetic") is None
+    (tmp_path / "set" / synthset.STATE_DIR / synthset.STATE_FILE).mkdir(parents=True)
+    with pytest.raises(UserError, match=r"^cannot read .*sample\.json \(.+\): restore it"):
+        synthset.read_state(tmp_path / "set")

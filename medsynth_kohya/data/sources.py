@@ -775,7 +775,7 @@ def locate(source: Path | None, metadata: Path | None = None,
     require(located, columns, "named by --column")
     require(located, ["id"], "which holds the image ids")
     if images is not None:
-        out = exclude.resolve() if exclude is not None else None
+        out = _real(exclude) if exclude is not None else None
         ours = next((folder for folder in (images.resolve(), *images.resolve().parents)
                      if folder in _layout(out) or (folder != out and tool_output(folder))),
                     None)
@@ -1120,12 +1120,21 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == _MACOS_EXTRAS
 
 
+def _real(path: Path) -> Path:
+    """`path` resolved; a symlink loop on it (so no folder is there to search or skip) kept as
+    its absolute path, as the search passes over other links that lead nowhere."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python before 3.13 on a symlink loop
+        return path.absolute()
+
+
 def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
     """`root`, then each folder below it that holds an image file, in sorted order; symlinked
     folders are followed (each real folder once), hidden ones (`_hidden`), `exclude` (and its
     layout, should `root` be `exclude` itself) and this tool's outputs (`tool_output`) are
     not."""
-    skip = exclude.resolve() if exclude is not None else None
+    skip = _real(exclude) if exclude is not None else None
     found = [root]
     seen = {root.resolve(), *_layout(skip)}
     for folder, names, filenames in os.walk(root, followlinks=True):

@@ -179,6 +179,15 @@ def _claim(workdir: Path) -> None:
                         "or new --workdir")
 
 
+def _makeable(workdir: Path) -> None:
+    """Refuse, making nothing, a WORKDIR or stage folder that locks.hold could not make (a
+    file or a broken symlink on its path), in make_folder's words: a dry run says what the
+    run would, and the run says it before the first stage rather than at the stage."""
+    for folder in (workdir, *(workdir / name for name in STAGE_FOLDERS)):
+        if (blocked := files.unmakeable(folder)) is not None:
+            raise blocked
+
+
 def _hub_ready(repo_id: str, dry_run: bool) -> tuple[str, list[str], str | None]:
     """The URL the push stage writes, once the Hub has been asked about the token: refuse a
     push that could only fail after hours of training (a malformed repo id, no Hub token, a
@@ -479,6 +488,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
 
     check_sample_options(sample.SampleOptions(n=n))  # the sample stage's, before any stage
     _claim(workdir)
+    _makeable(workdir)
     state = _State(workdir, write=not dry_run)
     prepared, run, synthetic = (workdir / name for name in STAGE_FOLDERS)
     preset = presets.load(preset_name)

@@ -101,13 +101,16 @@ _STOPPED = {"interrupted": "was interrupted", "failed": "failed",
 
 def read_state(out: Path) -> dict[str, Any] | None:
     """OUT's sample.json, the set's record (its settings in "identity", n, status); None when
-    OUT has none. One that cannot be read is a UserError: nothing can then tell what the set
-    is, nor whether it is finished."""
+    OUT has none (nor a folder to hold one). One that cannot be read is a UserError: nothing
+    can then tell what the set is, nor whether it is finished."""
     path = out / STATE_DIR / STATE_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc}): restore it, or make the "
+                        "set again in another --out") from None
     except ValueError:
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
