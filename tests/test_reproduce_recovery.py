@@ -17,7 +17,9 @@ from medsynth_kohya.pipeline.reproduce import reproduce
 from medsynth_kohya.sampling import sample
 
 from .conftest import invoke
+from .disk import checksums
 from .fake_gen import PYTHON, FakeGen, make_original_gen
+from .fakes import interrupt_after
 
 QUICK = ("max_train_steps=12", "save_every_n_steps=3")
 
@@ -135,3 +137,35 @@ def test_a_prepare_interrupted_in_the_prepared_folder_is_prepared_again(
     files.write_json(PreparedFolder(workdir / "prepared").unfinished_file, {})
     planned = reproduce(isic2020.root, workdir, dry_run=True, **_options(fake))
     assert [planned.stages[0].action, planned.stages[1].action] == ["run", "run"]
+
+
+@pytest.mark.parametrize("earlier", ["interrupted", "lora deleted"])
+def test_an_unreadable_run_record_is_refused_not_trained_over(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        monkeypatch: pytest.MonkeyPatch, earlier: str) -> None:
+    workdir = tmp_path / "work"
+    if earlier == "interrupted":
+        monkeypatch.setenv("FAKE_SD_MODE", "slow")
+        with pytest.raises(KeyboardInterrupt):
+            reproduce(isic2020.root, workdir, on_progress=interrupt_after(4), **_options(fake))
+        monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    else:
+        lora = reproduce(isic2020.root, workdir, **_options(fake)).lora
+        assert lora is not None
+        lora.unlink()
+    record = workdir / "run" / "run.json"
+    record.write_text("{damaged", encoding="utf-8")
+    before = checksums(workdir / "run")
+    command = ("reproduce", isic2020.root, "--workdir", workdir, "--n", "3",
+               *(part for o in QUICK for part in ("--set", o)),
+               "--sd-scripts", fake.sd_scripts, "--python", PYTHON)
+    refusal = (f"train: cannot read {record} (Expecting property name enclosed in double "
+               "quotes: line 1 column 2 (char 1)); reproduce needs it to continue or set "
+               f"aside the earlier training: mend it, or move {workdir / 'run'} elsewhere to "
+               "train again from step 0")
+    code, stdout, stderr = invoke(runner, *command, "--dry-run")
+    assert code == 0, stdout + stderr
+    assert f"a real run would stop at: {refusal}" in " ".join(stderr.split()), stderr
+    code, stdout, stderr = invoke(runner, *command)
+    assert code == 1 and stderr == f"Error: {refusal}\n", stdout + stderr
+    assert checksums(workdir / "run") == before

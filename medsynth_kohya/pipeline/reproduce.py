@@ -291,10 +291,28 @@ def _train_action(run: Path, digest: str, state: _State, name: str) -> tuple[str
         return "run", (f"the finished training's LoRA {folder.final_lora(name)} is gone: "
                        "training again")
     if folder.exists() and state.data["stages"].get("train", {}).get("digest") == digest:
-        status = folder.load().status
+        try:
+            status = folder.load().status
+        except (OSError, ValueError):  # _record_refusal says so before any stage runs
+            status = None
         if status != "succeeded" and launch.latest_state(folder.output, name) is not None:
             return "resume", ""
     return "run", ""
+
+
+def _record_refusal(run: Path) -> str | None:
+    """Why the train stage would refuse `run`, known before any stage runs: a run record
+    there that cannot be read, which train --resume refuses too (nothing then says what the
+    earlier training was, so it is neither continued nor set aside over it)."""
+    folder = RunFolder(run)
+    if not folder.exists():
+        return None
+    try:
+        folder.readable(f"reproduce needs it to continue or set aside the earlier training: "
+                        f"mend it, or move {run} elsewhere to train again from step 0")
+    except UserError as exc:
+        return f"train: {exc}"
+    return None
 
 
 def _complete_set(synthetic: Path, n: int) -> bool:
@@ -595,6 +613,10 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                                lora=lora, url=url, warnings=tuple(dict.fromkeys(said)))
 
     first = plan()
+    if first.stages["train"].action != skip and (refused_run := _record_refusal(run)):
+        if not dry_run:
+            raise UserError(refused_run)
+        problems.append(refused_run)
     if first.stages["sample"].action == "run":
         refusal = _sample_refusal(state, synthetic, n, digest(first.lora) if first.lora else None)
         if refusal is not None and not dry_run:

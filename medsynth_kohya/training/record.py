@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from medsynth_kohya import files
+from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
     from medsynth_kohya.machine.gpus import Gpu
@@ -314,6 +315,17 @@ class RunFolder:
     def load(self) -> RunRecord:
         """The record; OSError or ValueError when it is missing or unreadable."""
         return RunRecord.from_dict(json.loads(self.record_file.read_text(encoding="utf-8")))
+
+    def readable(self, advice: str) -> RunRecord:
+        """The record; a UserError naming the file and giving `advice` when it cannot be read:
+        with no record to say what the run was, no check on resuming or replacing it can be
+        made."""
+        try:
+            return self.load()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UserError(f"cannot read {self.record_file} ({why.splitlines()[0]}); "
+                            f"{advice}") from None
 
     def save(self, record: RunRecord) -> None:
         """Write the record atomically."""

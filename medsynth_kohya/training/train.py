@@ -356,8 +356,8 @@ def _claim_run_dir(run_dir: Path, force: bool, resume: bool, dry_run: bool) -> R
                         f"{RECORD_FILE}); choose an empty or new folder")
     previous = RunRecord()
     if folder.exists() and not (force and not resume):
-        previous = _readable(folder, f"so what {run_dir} holds is unknown: mend it, choose "
-                             "another --run-dir, or pass --force to start over")
+        previous = folder.readable(f"so what {run_dir} holds is unknown: mend it, choose "
+                                   "another --run-dir, or pass --force to start over")
     if resume:
         if not folder.exists():
             raise UserError(f"--resume needs an earlier run in {run_dir} (no {RECORD_FILE} "
@@ -390,18 +390,6 @@ def _a_run(status: str | None) -> str:
     if status is None:
         return "a run"
     return f"{'an' if status[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {status} run"
-
-
-def _readable(folder: RunFolder, advice: str) -> RunRecord:
-    """The run's record; a UserError naming the file and giving `advice` when it cannot be
-    read: with no record to say what the run was, no check on resuming or replacing it can be
-    made."""
-    try:
-        return folder.load()
-    except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UserError(f"cannot read {folder.record_file} ({why.splitlines()[0]}); "
-                        f"{advice}") from None
 
 
 @contextmanager
@@ -655,8 +643,8 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
     folder = RunFolder(run_dir)
     if not folder.exists():
         return preset_name, overrides  # _claim_run_dir says what is missing
-    previous = _readable(folder, "--resume needs it to continue the run: mend it, or start "
-                         "over with --force (without --resume) or in another --run-dir")
+    previous = folder.readable("--resume needs it to continue the run: mend it, or start "
+                               "over with --force (without --resume) or in another --run-dir")
     if previous.config is None:  # stopped before its files were rendered: nothing to keep
         return previous.preset if preset_name is None else preset_name, overrides
     started = [f"--preset {previous.preset}"] + [f"--set {o}" for o in previous.overrides or []]
