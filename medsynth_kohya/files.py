@@ -70,11 +70,11 @@ class FolderError(UserError):
 def folder_error(folder: Path, exc: OSError, verb: str = "create") -> FolderError:
     """The one-line refusal of `folder`: what stood in the way (a file on its path, a symlink
     to nothing, or the system's reason) and the fix."""
-    reason = _blocker(folder) or exc.strerror or str(exc)
+    reason = blocked_by(folder) or exc.strerror or str(exc)
     return FolderError(f"cannot {verb} {folder}: {reason}; choose another folder")
 
 
-def _blocker(folder: Path) -> str | None:
+def blocked_by(folder: Path) -> str | None:
     """What on `folder`'s path stands in the way of making it (its nearest existing part a
     file, or a symlink to nothing or to itself); None when that part is a folder."""
     blocker = next((path for path in (folder, *folder.parents)
@@ -89,7 +89,7 @@ def _blocker(folder: Path) -> str | None:
 def unmakeable(folder: Path) -> FolderError | None:
     """The FolderError make_folder would raise for `folder` because of a file or a broken
     symlink on its path, found without making anything (a dry run's refusal, doctor's row)."""
-    return None if _blocker(folder) is None else folder_error(folder, OSError())
+    return None if blocked_by(folder) is None else folder_error(folder, OSError())
 
 
 def ensure_folder(path: Path, fix: str, option: str = "") -> None:

@@ -4,6 +4,7 @@ a wrong sd-scripts commit."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -291,6 +292,26 @@ def test_the_disk_row_judges_the_nearest_existing_folder(
     if status != OK:
         assert row.detail.endswith("; about 10 GiB needed")
         assert row.fix == "free space or choose another work folder"
+
+
+def test_the_disk_row_fails_a_work_folder_that_cannot_be_made(tmp_path: Path) -> None:
+    """A file on its path, or a symlink to nothing or to itself: train and prepare refuse
+    such a folder, so doctor does not call it ok."""
+    from medsynth_kohya import files
+    from medsynth_kohya.machine import doctor
+
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for workdir, why in ((tmp_path / "notes.txt" / "runs", f"{tmp_path / 'notes.txt'} is a file"),
+                         (tmp_path / "gone", "which does not exist"),
+                         (tmp_path / "loop" / "runs", f"{tmp_path / 'loop'} is a symlink to")):
+        row = doctor._disk(workdir)
+        assert (row.name, row.status) == ("disk", FAIL), row
+        assert row.detail.startswith(f"cannot create {workdir}: ") and why in row.detail
+        with pytest.raises(files.FolderError, match=re.escape(row.detail)):
+            files.make_folder(workdir)
+        assert row.fix == "choose a folder to work in (a new one is made)"
 
 
 def test_the_disk_row_names_a_relative_work_folder_in_full(

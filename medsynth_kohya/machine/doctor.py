@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import arguments
+from medsynth_kohya import arguments, files
 from medsynth_kohya.machine.gpus import (
     UNHIDE,
     VISIBLE,
@@ -251,9 +251,11 @@ def _disk(workdir: Path) -> Check:
     existing parent, whose free space is the one that counts (and is said to be). The folder
     is named in full: the default, the current folder, read as a bare "."."""
     workdir = workdir.absolute()
+    fix = "choose a folder to work in (a new one is made)"
     if workdir.exists() and not workdir.is_dir():
-        return Check("disk", FAIL, f"{workdir} is a file, not a folder",
-                     "choose a folder to work in (a new one is made)")
+        return Check("disk", FAIL, f"{workdir} is a file, not a folder", fix)
+    if (blocked := files.blocked_by(workdir)) is not None:  # what train and prepare refuse
+        return Check("disk", FAIL, f"cannot create {workdir}: {blocked}", fix)
     folder = next(path for path in (workdir, *workdir.parents) if path.exists())
     new = "" if folder == workdir else f" ({workdir} does not exist yet: it is made there)"
     free = shutil.disk_usage(folder).free / 2**30
