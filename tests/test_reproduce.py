@@ -258,6 +258,17 @@ def test_the_machine_is_checked_before_anything_runs(runner: CliRunner, isic2020
     assert "no NVIDIA GPU" in stderr and not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize(("preset", "training"), [
+    ("t4-16gb", "the training of --preset t4-16gb"), ("medsynthx-2023", "the original training")])
+def test_a_machine_that_cannot_train_names_the_preset_it_was_asked_for(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, preset: str, training: str) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    code, _, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", tmp_path / "w",
+                             "--preset", preset, "--sd-scripts", tmp_path / "missing")
+    assert code == 1 and stderr.startswith(f"Error: this machine cannot run {training}:\n")
+
+
 def test_another_preset_goes_through_the_same_stages(isic2020: SyntheticSet, tmp_path: Path,
                                                      fake: FakeGen) -> None:
     workdir = tmp_path / "work"

@@ -531,7 +531,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         problems.append(f"sample: {sd_dir} has no {launch.GEN_SCRIPT} to generate the "
                         f"synthetic set with: {checkout.missing_fix(location)}")
     if problems and not dry_run:
-        raise UserError("this machine cannot run the original training:\n" + "\n".join(problems))
+        training = ("the original training" if preset_name == PRESET
+                    else f"the training of --preset {preset_name}")
+        raise UserError(f"this machine cannot run {training}:\n" + "\n".join(problems))
     push_url, refused, token = (("", [], None) if push_repo is None
                                 else _hub_ready(push_repo, dry_run))
     problems += refused
