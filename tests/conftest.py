@@ -106,6 +106,13 @@ def invoke(runner: CliRunner, *args: object) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def one_line_error(code: int, stdout: str, stderr: str) -> str:
+    """The one line a refused command printed (after a non-zero exit and no traceback)."""
+    assert code != 0 and "Traceback" not in stdout + stderr, stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
 def this_python_at(path: Path) -> Path:
     """An executable at `path` that runs this Python, as a user's venv/bin/python would. Not a
     link to it: a link outside a virtual environment's folder runs the base interpreter, without

@@ -14,7 +14,7 @@ from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 
-from .conftest import invoke
+from .conftest import invoke, one_line_error
 from .fake_gen import PYTHON, FakeGen
 
 ALLOWED = "a query compares columns: "
@@ -28,13 +28,6 @@ def _exploits(target: Path) -> list[str]:
             f"target.to_csv({str(target)!r}) is None",
             "target == 1 and target.str.__class__.__init__.__globals__ is None",
             "@pd.read_csv('/etc/passwd')"]
-
-
-def _one_line(code: int, stdout: str, stderr: str) -> str:
-    assert code != 0 and "Traceback" not in stdout + stderr, stdout + stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def test_an_exploit_is_refused_by_prepare_and_writes_nothing(isic2020: SyntheticSet,
@@ -52,7 +45,7 @@ def test_an_exploit_is_refused_by_the_cli_in_one_line(runner: CliRunner, isic202
                                                       tmp_path: Path) -> None:
     target = tmp_path / "pwned.csv"
     for text in _exploits(target):
-        line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+        line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
                                  "--workers", 1, "--query", text))
         assert "is not allowed" in line and ALLOWED in line, line
         assert not target.exists()
@@ -62,7 +55,7 @@ def test_an_exploit_is_refused_by_a_sample_dry_run(runner: CliRunner, trained: P
                                                    fake_gen: FakeGen, tmp_path: Path) -> None:
     target = tmp_path / "pwned.csv"
     text = f"@pd.DataFrame([1]).to_csv({str(target)!r}) is None"
-    line = _one_line(*invoke(runner, "sample", "--lora", trained, "--out", tmp_path / "synth",
+    line = one_line_error(*invoke(runner, "sample", "--lora", trained, "--out", tmp_path / "synth",
                              "--n", 2, "--query", text, "--dry-run", "--sd-scripts",
                              fake_gen.sd_scripts, "--python", PYTHON))
     assert "@ (a Python variable) is not allowed" in line and not target.exists()
@@ -119,6 +112,6 @@ def test_an_empty_or_broken_query_is_refused_with_an_example(runner: CliRunner,
                                                               isic2020: SyntheticSet,
                                                               tmp_path: Path, text: str,
                                                               message: str) -> None:
-    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+    line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
                              "--workers", 1, "--query", text))
     assert line == f"Error: {message}"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.data.synth import SyntheticSet
 
-from .conftest import invoke
+from .conftest import invoke, one_line_error
 
 COMMANDS = {
     "prepare": ["prepare", "{source}", "--out", "{out}"],
@@ -30,18 +30,11 @@ def _invoke(runner: CliRunner, command: str, out: Path, source: Path, prepared: 
     return invoke(runner, *words)
 
 
-def _one_line(code: int, stdout: str, stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code != 0 and "Traceback" not in stdout + stderr
-    assert len(lines) == 1, stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_an_out_below_a_file_is_one_line(runner: CliRunner, isic2020: SyntheticSet,
                                          prepared: Path, trained: Path, command: str) -> None:
     out = isic2020.metadata / "sub"
-    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    line = one_line_error(*_invoke(runner, command, out, isic2020.root, prepared, trained))
     assert f"cannot create {out}" in line
     assert f"{isic2020.metadata} is a file; choose another folder" in line
 
@@ -55,7 +48,7 @@ def test_an_out_that_is_a_symlink_to_nothing_is_one_line(
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "gone" / "folder")
     out = link / "sub" if below else link
-    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    line = one_line_error(*_invoke(runner, command, out, isic2020.root, prepared, trained))
     said = " ".join(line.split())
     assert f"cannot create {out}" in said  # demo names the first folder it makes in it
     assert (f": {link} is a symlink to {tmp_path / 'gone' / 'folder'}, which does not exist; "
@@ -70,7 +63,7 @@ def test_an_out_the_system_refuses_is_one_line(runner: CliRunner, isic2020: Synt
     if not Path(system, "self").exists() and not Path(system, "kernel").is_dir():
         pytest.skip(f"no Linux {system} here")
     out = Path(system, "medsynth-test")
-    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    line = one_line_error(*_invoke(runner, command, out, isic2020.root, prepared, trained))
     assert line.startswith(f"Error: cannot create {out}: ")
     assert line.endswith("; choose another folder")
 
@@ -84,7 +77,7 @@ def test_an_out_whose_name_is_too_long_is_one_line(runner: CliRunner, isic2020: 
     outs = tmp_path / "outs"
     outs.mkdir()
     out = outs / ("x" * 300) / "out"
-    line = _one_line(*_invoke(runner, command, out, isic2020.root, prepared, trained))
+    line = one_line_error(*_invoke(runner, command, out, isic2020.root, prepared, trained))
     assert line.endswith("File name too long; choose a shorter path, then run this again")
     assert not list(outs.iterdir())
 
@@ -99,7 +92,7 @@ def test_a_folder_it_may_not_write_in_is_one_line(runner: CliRunner, isic2020: S
 
     monkeypatch.setattr(locks, "_acquire", refuse)
     out = tmp_path / "out"
-    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", out))
+    line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", out))
     assert f"cannot write in {out}: Permission denied; choose another folder" in line
     assert not out.exists()  # the folder it made is removed again
 
@@ -117,7 +110,7 @@ def test_a_full_disk_names_the_file_a_write_was_writing(
         Path("/dev/full").write_bytes(b"photo")  # ENOSPC from write(), as a full disk gives
 
     monkeypatch.setattr(prepare, "prepare", fill)
-    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
     assert line.endswith("/dev/full: No space left on device; free space there, then run this "
                          "again")
 
@@ -126,7 +119,7 @@ def test_a_full_disk_names_the_file_a_write_was_writing(
             stream.write(b"photo")
 
     monkeypatch.setattr(prepare, "prepare", fill_open_file)
-    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
     assert line.endswith("No space left on device; free space on the disk of the folder this "
                          "command writes to, then run this again")
 
@@ -141,11 +134,11 @@ def test_a_full_disk_is_one_line_and_other_os_errors_stay_visible(
         raise failure
 
     monkeypatch.setattr(prepare, "prepare", fail)
-    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
     assert line.endswith(f"{tmp_path / 'o/x'}: No space left on device; free space there, then "
                          "run this again")
     failure = PermissionError(errno.EACCES, "Permission denied", "photo.jpg")
-    line = _one_line(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
+    line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "o"))
     assert line.endswith("photo.jpg: Permission denied; check its permissions or choose another "
                          "folder, then run this again")
     failure = FileNotFoundError(errno.ENOENT, "No such file or directory", "gone")
