@@ -254,6 +254,24 @@ def test_a_set_whose_record_is_gone_is_set_aside_when_a_new_lora_replaces_it(
 
 
 
+def test_a_failed_training_with_a_saved_state_is_said_to_resume_on_a_rerun(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the training saved a state before it failed, the same command goes on from it
+    (and says so); where it saved none, the line says the re-run trains over (above)."""
+    workdir = tmp_path / "work"
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake,
+                                      "--set", "save_every_n_steps=2")
+    said = " ".join(stderr.split())
+    assert code == 1 and "training failed" in said, stdout + stderr
+    assert "run the same reproduce command again to resume (log:" in said, said
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake,
+                                      "--set", "save_every_n_steps=2")
+    assert code == 0 and "resumed from its last saved state" in " ".join(stdout.split()), (
+        stdout + stderr)
+
 def test_files_put_in_the_synthetic_folder_before_sampling_are_refused_before_training(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,7 +280,9 @@ def test_files_put_in_the_synthetic_folder_before_sampling_are_refused_before_tr
     workdir = tmp_path / "work"
     monkeypatch.setenv("FAKE_SD_MODE", "crash")
     code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
-    assert code == 1 and "training failed" in stderr, stdout + stderr
+    said = " ".join(stderr.split())
+    assert code == 1 and "training failed" in said, stdout + stderr
+    assert "reproduce command again to train over (no state was saved to resume from)" in said
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
     _mine(workdir / "synthetic" / "my-notes.txt", "mine")
     before, listing = checksums(workdir), entries(workdir)

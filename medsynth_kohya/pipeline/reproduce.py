@@ -672,8 +672,11 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                 raise KeyboardInterrupt  # the CLI says: re-run the same command
         if trained.status != "succeeded":
             state.record("train", train_digest, trained.status)
+            saved = launch.latest_state(RunFolder(run).output, name)
+            again = ("to resume" if saved is not None
+                     else "to train over (no state was saved to resume from)")
             raise UserError(f"training {trained.status}: {trained.message}; run the same "
-                            f"reproduce command again to resume (log: {trained.log})")
+                            f"reproduce command again {again} (log: {trained.log})")
         state.record("train", train_digest, "done")
         warnings += trained.warnings
         resumed = now.stages["train"].action == "resume"
