@@ -84,6 +84,10 @@ def test_a_run_without_its_output_folder_finds_the_recorded_one_then_the_listed_
                                          "output_dir": str(elsewhere)})
     assert resolve_lora(run)[0] == saved
     assert not untrained_run(run)
+    assert lora_source(run, None).notes == (
+        f"run {run} holds no LoRA of its own ({run / 'output'} has none): sampling with "
+        f"{saved}, which its record names outside it; give --lora {saved} to use it on "
+        "purpose, or copy the whole run folder",)
     listed = write_lora(tmp_path / "kept" / "lora.safetensors")
     unnamed = _run(tmp_path / "unnamed", config={},
                    lora_files=[str(tmp_path / "gone.safetensors"), str(listed)])

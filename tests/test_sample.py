@@ -537,7 +537,7 @@ def test_bad_lora_and_manifest_fail_in_one_line(runner: CliRunner, run: Path, fa
         (("--lora", run, "--like", prepared / "manifest.csv", "--query", "age + 1"),
          "must give one True/False per row"),
         (("--lora", run, "--like", prepared / "manifest.csv", "--query", "age >"),
-         "--query 'age >' failed"),
+         "--query 'age >' is not a valid expression"),
         (("--lora", run, "--prompt", "x", "--like", prepared / "manifest.csv"), "one of"),
     ]
     for args, message in cases:
@@ -823,14 +823,16 @@ def test_a_run_that_did_not_finish_is_sampled_with_a_warning(run: Path, fake_gen
     (warning,) = [w for w in result.warnings if "did not finish" in w]
     assert "status failed" in warning and "melanoma-step00000002.safetensors" in warning
     resume = ["medsynth-kohya", "train", record["dataset"]["prepared"], "--run-dir", str(run),
-              "--resume"]  # what the README's resume example passes, quoted to paste
-    assert f"`{shlex.join(resume)}` finishes it" in warning
+              "--resume", "--force"]  # no state was saved: over again, quoted to paste
+    assert ("it saved no training state to resume from: fix what failed and start over with "
+            f"`{shlex.join(resume)}` (same settings)") in warning
     record["dataset"]["prepared"] = None  # not recorded: train still needs PREPARED first
     (run / "run.json").write_text(json.dumps({**record, "status": "failed"}), encoding="utf-8")
     result = sample(run, tmp_path / "c", SampleOptions(n=1, prompt="me1anoma"),
                     sd_scripts=fake_gen.sd_scripts, python=PYTHON, dry_run=True)
     (warning,) = [w for w in result.warnings if "did not finish" in w]
-    assert f"`medsynth-kohya train PREPARED --run-dir {shlex.quote(str(run))} --resume`" in warning
+    assert (f"`medsynth-kohya train PREPARED --run-dir {shlex.quote(str(run))} --resume "
+            "--force`") in warning
 
 
 def test_a_copied_run_that_did_not_finish_is_sampled_with_its_latest_save(

@@ -97,6 +97,15 @@ def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
     return given, None
 
 
+def _outside(given: Path, file: Path) -> tuple[str, ...]:
+    """A note when run folder `given` holds no LoRA of its own and its record named one outside
+    it (a run.json copied without output/): that file is used, and said so, never silently."""
+    if not given.is_dir() or file.resolve().is_relative_to(given.resolve()):
+        return ()
+    return (f"run {given} holds no LoRA of its own ({RunFolder(given).output} has none): "
+            f"sampling with {file}, which its record names outside it; give --lora {file} to "
+            "use it on purpose, or copy the whole run folder",)
+
 def _unfinished(given: Path, file: Path, record: RunRecord | None) -> tuple[str, ...]:
     """A note when a run folder's LoRA comes from a run that did not succeed (interrupted,
     failed, killed): a save from before its end, or its final file written before it failed."""
@@ -148,7 +157,7 @@ def lora_source(lora: Path, revision: str | None) -> LoraSource:
         if revision:
             raise UserError("--revision is for a LoRA on the Hub (--lora USER/REPO)")
         file, record = resolve_lora(lora)
-        return LoraSource(file, record, _unfinished(lora, file, record))
+        return LoraSource(file, record, (*_outside(lora, file), *_unfinished(lora, file, record)))
     try:
         pulled = pull.pull_lora(str(lora), revision=revision)
     except UserError as exc:
