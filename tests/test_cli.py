@@ -250,6 +250,44 @@ def test_a_demo_stopped_before_its_first_save_trains_over_when_run_again(
     assert demo.run_demo(out, n=8, workers=1).training.status == "succeeded"
 
 
+def test_a_demo_of_other_photos_is_refused_where_its_run_trained_for_real(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--seed 7 redrew the photos a trained run was made on, then stopped on train's '--run-dir
+    … --force', options demo lacks; the run could no longer be evaluated. It now refuses first,
+    naming the run's options; the same options go on, and a dry run's demo redraws."""
+    from medsynth_kohya.errors import UserError
+    from medsynth_kohya.pipeline import demo
+
+    from .conftest import one_line_error
+    from .disk import checksums
+    from .fake_gen import PYTHON, install_gpus, make_fake_gen
+
+    planned = tmp_path / "planned"
+    demo.run_demo(planned, n=8, workers=1)
+    assert demo.run_demo(planned, n=9, seed=7, workers=1).source.frame["image_name"].iloc[0] \
+        == "SYN_00700000"
+    fake = make_fake_gen(tmp_path / "fake", monkeypatch)
+    install_gpus(fake, tmp_path / "fake", monkeypatch, 1)
+    monkeypatch.setenv("MEDSYNTH_SD_SCRIPTS", str(fake.sd_scripts))
+    monkeypatch.setenv("MEDSYNTH_SD_PYTHON", PYTHON)
+    monkeypatch.setattr(demo, "base_model_cached", lambda *_: True)
+    out = tmp_path / "demo"
+    assert demo.run_demo(out, n=8, seed=3, workers=1).training.status == "succeeded"
+    before = checksums(out)
+    said = (f"{out / 'run'} trained on the photos of another demo (--n 8 --seed 3), which "
+            "--n {n} --seed {seed} would redraw; run demo with --n 8 --seed 3 to go on from "
+            "that training, or choose another --out")
+    for n, seed in ((8, 7), (9, 3)):
+        with pytest.raises(UserError) as refused:
+            demo.run_demo(out, n=n, seed=seed, workers=1)
+        assert str(refused.value) == said.format(n=n, seed=seed)
+        assert checksums(out) == before
+    line = one_line_error(*invoke(runner, "demo", "--out", out, "--n", 8, "--seed", 7))
+    assert line == "Error: " + said.format(n=8, seed=7)
+    assert checksums(out) == before
+    assert demo.run_demo(out, n=8, seed=3, workers=1).training.status == "succeeded"
+
+
 def test_a_demo_run_again_reuses_its_scans_and_drops_photos_of_another_n(
         tmp_path: Path) -> None:
     """Each run rewrote every photo, byte for byte, with a new time, so prepare scanned them all

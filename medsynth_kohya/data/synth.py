@@ -148,6 +148,17 @@ def _metadata(n: int, seed: int, melanoma_fraction: float, archive: bool) -> pd.
     return export
 
 
+def dataset_frame(n: int, *, seed: int, archive: bool = False, hair_fraction: float = 0.4,
+                  melanoma_fraction: float = 0.75) -> pd.DataFrame:
+    """The metadata `make_dataset` writes for these options, without drawing a photo: it
+    decides every photo, so a caller can tell what a set of other options would redraw."""
+    import numpy as np
+
+    frame = _metadata(n, seed, melanoma_fraction, archive)
+    frame["synthetic_hair"] = np.random.default_rng(seed + 1).random(n) < hair_fraction
+    return frame
+
+
 def make_dataset(root: Path, n: int = 24, *, seed: int = 0, layout: str = "isic2020",
                  sizes: Sequence[tuple[int, int]] = ((640, 480),), hair_fraction: float = 0.4,
                  melanoma_fraction: float = 0.75,
@@ -159,16 +170,13 @@ def make_dataset(root: Path, n: int = 24, *, seed: int = 0, layout: str = "isic2
     photo already there with the same bytes is left as it is (a re-run's prepare then reuses
     its scan); `on_progress` gets (photos drawn, n).
     """
-    import numpy as np
-
     archive = layout == "archive"
-    frame = _metadata(n, seed, melanoma_fraction, archive)
+    frame = dataset_frame(n, seed=seed, archive=archive, hair_fraction=hair_fraction,
+                          melanoma_fraction=melanoma_fraction)
+    hairy = frame["synthetic_hair"].to_numpy()
     images = root if archive else root / "train"
     files.make_folder(images)
     (root / NOTE_FILE).write_text(NOTE, encoding="utf-8")  # first: an interrupted set is ours
-    rng = np.random.default_rng(seed + 1)
-    hairy = rng.random(n) < hair_fraction
-    frame["synthetic_hair"] = hairy
     for index, identifier in enumerate(frame.iloc[:, 0]):
         width, height = sizes[index % len(sizes)]
         photo = lesion_image(width, height, hairy=bool(hairy[index]), seed=seed * 100_003 + index)

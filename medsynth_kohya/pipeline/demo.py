@@ -10,10 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medsynth_kohya import arguments, locks
 from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult, Progress, prepare
-from medsynth_kohya.data.synth import SyntheticSet, is_synthetic_set, make_dataset
+from medsynth_kohya.data.sources import CHALLENGE_METADATA
+from medsynth_kohya.data.synth import (
+    SyntheticSet,
+    dataset_frame,
+    is_synthetic_set,
+    make_dataset,
+)
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, detect_gpus
 from medsynth_kohya.sdscripts import checkout, launch
@@ -21,6 +28,9 @@ from medsynth_kohya.sdscripts.launch import StepProgress
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import RunFolder
 from medsynth_kohya.training.train import TrainResult, train
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRESET = "t4-16gb"
 MIN_PHOTOS = 8
@@ -56,6 +66,31 @@ def _claim(out: Path) -> None:
                         "choose a new or empty folder")
 
 
+def _keep_trained(out: Path, n: int, seed: int) -> None:
+    """Refuse, before writing anything, an --n or --seed that would redraw the photos a run in
+    OUT/run trained on for real: the run could no longer go on nor be evaluated."""
+    try:
+        status = RunFolder(out / "run").load().status
+        drawn = (out / "source" / CHALLENGE_METADATA).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return
+    if status in (None, "dry-run") or _csv(dataset_frame(n, seed=seed)) == drawn:
+        return
+    rows = drawn.splitlines()[1:]
+    named = f"--n {len(rows):,} and the --seed it was made with"
+    mark = rows[0][len("SYN_"):len("SYN_000")] if rows else ""
+    if mark.isdigit() and _csv(dataset_frame(len(rows), seed=int(mark))) == drawn:
+        named = f"--n {len(rows):,} --seed {int(mark)}"
+    raise UserError(f"{out / 'run'} trained on the photos of another demo ({named}), which "
+                    f"--n {n:,} --seed {seed} would redraw; run demo with {named} to go on "
+                    "from that training, or choose another --out")
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    """The text `make_dataset` writes for a metadata frame."""
+    return str(frame.to_csv(index=False))
+
+
 @arguments.checked
 def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int | None = None,
              on_progress: Progress | None = None,
@@ -70,6 +105,7 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
     arguments.check_seed(seed)
     _claim(out)
     with locks.hold(out, "demo", has_force=False):  # one demo per folder, from its first photo on
+        _keep_trained(out, n, seed)
         synthetic = make_dataset(out / "source", n, seed=seed,
                                  sizes=((640, 480), (1024, 768), (1600, 1067)),
                                  on_progress=on_draw)
