@@ -193,6 +193,26 @@ def test_push_uploads_every_file_byte_for_byte(fake_hub: FakeHub, run: Path,
                    "`sdxl_vae.safetensors` (local file)", "6 melanoma images", "h100-80gb"):
         assert needle in text, needle
     assert "/data/isic" not in text and "{{" not in text
+    said = " ".join(text.split())
+    rendered = sorted(path for path in repo.files if path.endswith(".toml"))
+    assert (f"The rendered sd-scripts files ({', '.join(f'`{p}`' for p in rendered)}) and the "
+            "run record (`training/run.json`) are in this repository.") in said
+
+
+def test_the_card_names_only_the_training_files_it_publishes(fake_hub: FakeHub, run: Path,
+                                                             tmp_path: Path) -> None:
+    """A run folder that lost its rendered TOML files pushes without them: the card must not
+    say they are in the repository."""
+    for name in ("config.toml", "dataset.toml", "sample_prompts.toml"):
+        (run / name).unlink()
+    hubmod.push(run, REPO, private=True, endpoint=fake_hub.url, token=TOKEN)
+    repo = fake_hub.repos[REPO]
+    assert not [path for path in repo.files if path.startswith("training/")
+                and path.endswith(".toml")]
+    said = " ".join(_card(repo.files["README.md"].decode(), tmp_path).text.split())
+    assert ("The run record (`training/run.json`) is in this repository; the run folder held "
+            "none of the rendered sd-scripts files (`training/*.toml`) to publish.") in said
+    assert "The rendered sd-scripts files (" not in said
 
 
 def test_secrets_are_redacted_and_the_token_never_written(fake_hub: FakeHub, run: Path,

@@ -610,6 +610,18 @@ def _evaluation(evaluation: CardEvaluation | None) -> str:
         "| check | verdict | detail |", "|---|---|---|", *rows])
 
 
+def _training_files(uploaded: Sequence[str]) -> str:
+    """The card's sentence on the run's files in training/: those this push uploads, so a run
+    folder that lost its rendered TOML files is not said to have them here."""
+    rendered = [path for path in uploaded if path.startswith("training/")
+                and path.endswith(".toml")]
+    if not rendered:
+        return ("The run record (`training/run.json`) is in this repository; the run folder "
+                "held none of the rendered sd-scripts files (`training/*.toml`) to publish.")
+    names = ", ".join(f"`{path}`" for path in rendered)
+    return (f"The rendered sd-scripts files ({names}) and the run record (`training/run.json`) "
+            "are in this repository.")
+
 def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: str,
                 license: str, prompts: Mapping[str, Any], samples: Sequence[Sample],
                 sample_paths: Mapping[Path, str], grid: str | None, spread: str,
@@ -672,6 +684,7 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
         "tool_version": str(record.version or __version__),
         "data_warning": data_warning,
         "files": "\n".join(file_lines),
+        "training_files": _training_files([path for path, _ in files]),
         "train_images": "?" if dataset.train_images is None else str(dataset.train_images),
         "repeats": _times(dataset.repeats),
         "manifest_sha256": str(dataset.manifest_sha256 or "not recorded"),
