@@ -261,6 +261,24 @@ def test_a_task_planned_from_python_takes_the_gpus_it_is_given(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("k", "count", "dry_run"), [(0, 2, False), (3, 2, False),
+                                                     (1, 0, True)])
+def test_a_shard_outside_1_to_n_from_python_is_refused_before_anything_is_written(
+        prepared: Path, fake_gen: FakeGen, tmp_path: Path, k: int, count: int,
+        dry_run: bool) -> None:
+    """`MachineShard` is checked as --shard K/N is: no images named from a negative index,
+    no IndexError or ZeroDivisionError, and OUT left as it was (absent)."""
+    trained = tmp_path / "trained"
+    write_run(trained, prepared, tmp_path / "base.safetensors")
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as caught:
+        sample(trained, out, SampleOptions(n=4, seed=40, width=64, height=64, steps=2),
+               sd_scripts=fake_gen.sd_scripts, python=sys.executable, dry_run=dry_run,
+               shard=MachineShard(k, count))
+    assert str(caught.value) == f"--shard {k}/{count}: K counts from 1 to N (got {k} of {count})"
+    assert not out.exists()
+
+
 def test_the_array_job_is_made_from_python_and_says_the_first_task_s_warnings(
         prepared: Path, fake_gen: FakeGen, tmp_path: Path, runner: CliRunner) -> None:
     """`sample_job`: the script is shown (dry run) or written into OUT, its tasks run the

@@ -45,7 +45,11 @@ class MachineShard:
     count: int
 
     def __post_init__(self) -> None:
+        """Refuse, as --shard does, a K outside 1..N before `sample` reads or writes."""
         arguments.check_fields(self)
+        if self.count < 1 or not 1 <= self.k <= self.count:
+            raise UserError(f"--shard {self.k}/{self.count}: K counts from 1 to N (got "
+                            f"{self.k} of {self.count})")
 
     @classmethod
     def parse(cls, text: str) -> MachineShard:
@@ -54,10 +58,7 @@ class MachineShard:
         if not match:
             raise UserError(f"--shard {text!r} must look like K/N, e.g. --shard 2/4 (shard 2 "
                             "of 4)")
-        k, count = int(match.group(1)), int(match.group(2))
-        if count < 1 or not 1 <= k <= count:
-            raise UserError(f"--shard {text}: K counts from 1 to N (got {k} of {count})")
-        return cls(k, count)
+        return cls(int(match.group(1)), int(match.group(2)))
 
     @property
     def name(self) -> str:
