@@ -675,6 +675,22 @@ def test_a_grid_showing_a_deleted_image_is_refused(run: Path, tmp_path: Path) ->
                for w in planned.warnings)
 
 
+def test_an_emptied_set_is_refused_not_pushed_with_its_old_grid(
+        runner: CliRunner, fake_hub: FakeHub, run: Path, tmp_path: Path) -> None:
+    """metadata.csv down to its header and images/ empty: the grid left there shows images
+    the set no longer has, so `push --samples --dry-run` is refused in one line."""
+    synth = tmp_path / "emptied"
+    (synth / "images").mkdir(parents=True)
+    (synth / "metadata.csv").write_text("isic_id,prompt\n", encoding="utf-8")
+    (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid\xff\xd9")
+    said = _refused(runner, run, "--repo-id", REPO, "--samples", synth, "--dry-run",
+                    "--endpoint", fake_hub.url)
+    assert said == (f"Error: --samples {synth}: its metadata.csv lists no image, so grid.jpg "
+                    "shows none of this set; run `medsynth-kohya sample` into it again, or "
+                    "leave out --samples")
+    assert fake_hub.requests == []
+
+
 def test_an_image_sample_did_not_make_is_never_published(run: Path, tmp_path: Path) -> None:
     synth = tmp_path / "synth"
     (synth / "images").mkdir(parents=True)

@@ -303,6 +303,10 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
                         f"{strays[0].name}), so not made by `medsynth-kohya sample`; move "
                         f"{files.agreeing(len(strays), 'it')} out of {folder / IMAGES} and "
                         "push again")
+    if not rows:  # emptied since sample drew the grid: it shows images the set no longer has
+        raise UserError(f"--samples {folder}: its {METADATA} lists no image, so {GRID} shows "
+                        "none of this set; run `medsynth-kohya sample` into it again, or leave "
+                        "out --samples")
     broken = [path for path in images if not complete_png(path)]
     if broken:  # emptied or cut short since sample made it: a blank widget on the card
         raise UserError(f"--samples {folder}: {files.counted(len(broken), 'image')} in {IMAGES}/ "
