@@ -20,7 +20,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, features, sets
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 
-from .conftest import SEED, invoke, png_chunk, png_header_only
+from .conftest import SEED, invoke, one_line_error, png_chunk, png_header_only
 from .eval_data import isic_source, photo, synthetic_set
 
 TINY = "tests.eval_data:build"
@@ -373,6 +373,22 @@ def test_bad_input_is_one_clear_line(runner: CliRunner, tmp_path: Path,
                              tmp_path / "syn", "--out", tmp_path / "foreign")
     assert code == 1 and "evaluate did not write" in stderr
     assert (tmp_path / "foreign" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_real_folder_without_isic_metadata_says_what_evaluate_takes(
+        runner: CliRunner, tmp_path: Path) -> None:
+    """evaluate has no --metadata/--images (prepare's way round it): its hint names what
+    --real takes instead."""
+    synthetic_set(tmp_path / "syn", [photo(9300)])
+    (tmp_path / "photos").mkdir()
+    assert cv2.imwrite(str(tmp_path / "photos" / "ISIC_0000001.jpg"), photo(9301))
+    code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "photos",
+                                  "--synthetic", tmp_path / "syn", "--out", tmp_path / "r")
+    line = one_line_error(code, stdout, stderr)
+    assert line.startswith(f"Error: no ISIC metadata found in {tmp_path / 'photos'}: expected ")
+    assert line.endswith("metadata.csv; give a folder holding one of those CSVs, or a folder "
+                         "made by `medsynth-kohya prepare`")
+    assert "--metadata" not in line and not (tmp_path / "r").exists()
 
 
 def test_a_report_is_replaced_only_with_force(tmp_path: Path, source: dict[str, Path],

@@ -284,9 +284,10 @@ def _lone_half(metadata: Path) -> UserError:
                      f"{other.parent}")
 
 
-def _find_metadata(root: Path) -> Path:
+def _find_metadata(root: Path, fix: str) -> Path:
     """The metadata CSV under `root` (or one folder below it), by the names ISIC uses; never
-    one this tool wrote (a synthetic set, or any file in another of its output folders)."""
+    one this tool wrote (a synthetic set, or any file in another of its output folders).
+    `fix` ends the message when there is none: the calling command's way to give one."""
     generated: list[Path] = []
     misnamed: list[Path] = []
     folders = [p for p in sorted(root.iterdir()) if p.is_dir()]
@@ -322,7 +323,7 @@ def _find_metadata(root: Path) -> Path:
                     "HAM10000_metadata.csv, ISIC2018_Task3_Training_GroundTruth.csv, "
                     "ISIC-2017_Training_Part3_GroundTruth.csv, "
                     "ISBI2016_ISIC_Part3_Training_GroundTruth.csv, train-metadata.csv or "
-                    "metadata.csv; pass --metadata CSV --images DIR")
+                    f"metadata.csv; {fix}")
 
 
 def _other_metadata(chosen: Path, partner: Path | None) -> list[Path]:
@@ -712,14 +713,16 @@ def require(source: Source, fields: Iterable[str], why: str,
 
 def locate(source: Path | None, metadata: Path | None = None,
            images: Path | None = None, columns: Mapping[str, str] | None = None,
-           exclude: Path | None = None) -> Source:
+           exclude: Path | None = None,
+           no_metadata_fix: str = "pass --metadata CSV --images DIR") -> Source:
     """Resolve SOURCE (a folder or a CSV) or --metadata/--images into a `Source`.
 
     `columns` maps fields to other column names (`--column`); each one named must exist.
     `--images`, like a layout's own image folder (`train/`, `images/`…), is searched with its
     subfolders, except hidden ones, `exclude` (the folder being written, whose hard links must
     never be taken for sources) and this tool's other outputs; the metadata's own folder is
-    searched alone. Generated data (a synthetic set) is refused.
+    searched alone. Generated data (a synthetic set) is refused. `no_metadata_fix` is the
+    caller's advice when a SOURCE folder holds no metadata CSV (prepare's options by default).
     """
     columns = dict(columns or {})
     searched = False
@@ -732,7 +735,7 @@ def locate(source: Path | None, metadata: Path | None = None,
         if not source.exists():
             raise UserError(f"source {source} does not exist")
         searched = not source.is_file()  # the metadata is the one _find_metadata chose
-        metadata = source if source.is_file() else _find_metadata(source)
+        metadata = source if source.is_file() else _find_metadata(source, no_metadata_fix)
     elif metadata.is_dir():
         raise UserError(f"--metadata {metadata} is a folder: give its metadata CSV file, or "
                         "the folder as SOURCE")
