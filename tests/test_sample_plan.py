@@ -258,7 +258,7 @@ def test_a_manifest_that_cannot_be_drawn_from_is_refused(tmp_path: Path) -> None
         f"--query \"age > 90 and site == 'torso'\" matches no rows of {like}; its age values: "
         "40 to 42; its site values: torso")
     assert _refused(SampleOptions(like=like, query="sex =="), 2).startswith(
-        "--query 'sex ==' failed: ")
+        "--query 'sex ==' is not a valid expression (invalid syntax): compare columns, e.g. ")
 
 
 @pytest.mark.parametrize("key", ["network_module", "network_mul"])
