@@ -288,6 +288,36 @@ def test_a_demo_of_other_photos_is_refused_where_its_run_trained_for_real(
     assert demo.run_demo(out, n=8, seed=3, workers=1).training.status == "succeeded"
 
 
+@pytest.mark.parametrize("status", ["succeeded", "failed"])
+def test_a_demo_that_cannot_train_leaves_a_run_trained_for_real_alone(
+        runner: CliRunner, tmp_path: Path, status: str) -> None:
+    """After `train OUT/prepared --run-dir OUT/run` on a GPU machine, the same demo on one that
+    cannot train stopped on train's 'already holds a succeeded run … --force', an option demo
+    lacks. It now refuses before writing anything, saying the run is kept and what to do."""
+    from dataclasses import replace
+
+    from medsynth_kohya.training.record import RunFolder
+
+    from .conftest import one_line_error
+    from .disk import checksums
+
+    out = tmp_path / "demo"
+    code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
+    assert code == 0, stderr
+    run = RunFolder(out / "run")
+    run.save(replace(run.load(), status=status))  # as a real training records its end
+    before = checksums(out)
+    line = one_line_error(*invoke(runner, "demo", "--out", out, "--n", 8))
+    what = ("run this demo again on a machine that can train, to go on from it"
+            if status != "succeeded" else
+            f"sample it (`medsynth-kohya sample --lora {out / 'run'}`), push it "
+            f"(`medsynth-kohya push {out / 'run'} --repo-id USER/REPO`)")
+    assert line == (f"Error: {out / 'run'} holds a real training ({status}), which demo keeps: "
+                    "this machine cannot train (no CUDA GPU) and would only render a dry run "
+                    f"over it; {what}, or choose another --out"), line
+    assert checksums(out) == before
+
+
 def test_a_demo_run_again_reuses_its_scans_and_drops_photos_of_another_n(
         tmp_path: Path) -> None:
     """Each run rewrote every photo, byte for byte, with a new time, so prepare scanned them all

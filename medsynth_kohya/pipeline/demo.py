@@ -66,15 +66,26 @@ def _claim(out: Path) -> None:
                         "choose a new or empty folder")
 
 
+def _trained(out: Path) -> str | None:
+    """How OUT/run's real training stands ("running" also when its process died); None where
+    OUT/run holds no record, an unreadable one, or a dry run's."""
+    try:
+        status = RunFolder(out / "run").load().status
+    except (OSError, ValueError):
+        return None
+    return None if status == "dry-run" else status
+
+
 def _keep_trained(out: Path, n: int, seed: int) -> None:
     """Refuse, before writing anything, an --n or --seed that would redraw the photos a run in
     OUT/run trained on for real: the run could no longer go on nor be evaluated."""
+    if _trained(out) is None:
+        return
     try:
-        status = RunFolder(out / "run").load().status
         drawn = (out / "source" / CHALLENGE_METADATA).read_text(encoding="utf-8")
     except (OSError, ValueError):
         return
-    if status in (None, "dry-run") or _csv(dataset_frame(n, seed=seed)) == drawn:
+    if _csv(dataset_frame(n, seed=seed)) == drawn:
         return
     rows = drawn.splitlines()[1:]
     named = f"--n {len(rows):,} and the --seed it was made with"
@@ -84,6 +95,22 @@ def _keep_trained(out: Path, n: int, seed: int) -> None:
     raise UserError(f"{out / 'run'} trained on the photos of another demo ({named}), which "
                     f"--n {n:,} --seed {seed} would redraw; run demo with {named} to go on "
                     "from that training, or choose another --out")
+
+
+def _leave_trained(out: Path, missing: str) -> None:
+    """Refuse, before writing anything, a demo that cannot train here (`missing`) where OUT/run
+    trained for real: its dry run would replace the run's record, which only train's --force
+    may do."""
+    status = _trained(out)
+    if status is None:
+        return
+    run = out / "run"
+    what = (f"sample it (`medsynth-kohya sample --lora {run}`), push it (`medsynth-kohya push "
+            f"{run} --repo-id USER/REPO`)" if status == "succeeded" else
+            "run this demo again on a machine that can train, to go on from it")
+    raise UserError(f"{run} holds a real training ({status}), which demo keeps: this machine "
+                    f"cannot train ({missing}) and would only render a dry run over it; {what}, "
+                    "or choose another --out")
 
 
 def _csv(frame: pd.DataFrame) -> str:
@@ -106,6 +133,11 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
     _claim(out)
     with locks.hold(out, "demo", has_force=False):  # one demo per folder, from its first photo on
         _keep_trained(out, n, seed)
+        gpus = detect()
+        missing = _missing_for_training(gpus)
+        real = not missing
+        if not real:
+            _leave_trained(out, missing)
         synthetic = make_dataset(out / "source", n, seed=seed,
                                  sizes=((640, 480), (1024, 768), (1600, 1067)),
                                  on_progress=on_draw)
@@ -113,9 +145,6 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
         prepared = prepare(synthetic.root, out / "prepared",
                            options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
                            workers=workers, on_progress=on_progress)
-        gpus = detect()
-        missing = _missing_for_training(gpus)
-        real = not missing
         earlier = _earlier(out, str(prepared.options.class_name)) if real else AFRESH
         going_on = earlier == RESUME
         training = train(prepared.out, None if going_on else PRESET, run_dir=out / "run",
@@ -161,13 +190,10 @@ def _earlier(out: Path, name: str) -> str:
     """How to train after what an earlier demo left in OUT/run: a run that trained for real
     goes on (or, when it finished, says so) instead of refusing the folder; one stopped before
     its first save (the demo's run saves once, at its end) starts over."""
-    folder = RunFolder(out / "run")
-    try:
-        status = folder.load().status
-    except (OSError, ValueError):
+    status = _trained(out)
+    if status is None:
         return AFRESH
-    if status in (None, "dry-run"):
-        return AFRESH
-    if status in ("succeeded", "running") or launch.latest_state(folder.output, name):
+    if status in ("succeeded", "running") or launch.latest_state(RunFolder(out / "run").output,
+                                                                 name):
         return RESUME  # "running": left by a process that died; train says so and goes on
     return OVER
