@@ -264,9 +264,20 @@ def test_a_machine_that_cannot_train_names_the_preset_it_was_asked_for(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, preset: str, training: str) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    code, _, stderr = invoke(runner, "reproduce", isic2020.root, "--workdir", tmp_path / "w",
-                             "--preset", preset, "--sd-scripts", tmp_path / "missing")
-    assert code == 1 and stderr.startswith(f"Error: this machine cannot run {training}:\n")
+    """Its problems were printed one a line after the error's; now they are one line, each
+    with its fix, as every other refusal is."""
+    from .conftest import one_line_error
+
+    line = one_line_error(*invoke(runner, "reproduce", isic2020.root, "--workdir",
+                                  tmp_path / "w", "--preset", preset, "--sd-scripts",
+                                  tmp_path / "missing"))
+    assert line.startswith(f"Error: this machine cannot run {training} ("), line
+    problems = line.split(" problems): ", 1)[1].split(" | ")
+    assert line.split(" problems): ")[0].endswith(f"({len(problems)}"), line
+    assert len(problems) > 1 and any(problem.startswith("GPU: no NVIDIA GPU found (nvidia-smi)"
+                                                        "; ") for problem in problems), line
+    assert line.endswith("; fix each as it says, or run reproduce on a machine that can "
+                         "(--dry-run plans it here)"), line
 
 
 def test_another_preset_goes_through_the_same_stages(isic2020: SyntheticSet, tmp_path: Path,
