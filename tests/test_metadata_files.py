@@ -91,3 +91,60 @@ def test_the_plain_csv_is_read_before_a_compressed_one(runner: CliRunner,
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
                              "--workers", 1)
     assert code == 0, stderr
+
+
+def test_evaluate_is_told_its_own_option_for_a_folder_named_as_the_csv(tmp_path: Path) -> None:
+    """evaluate has no --metadata: its --real takes the CSV itself."""
+    from medsynth_kohya.errors import UserError
+    from medsynth_kohya.evaluation.sets import load_real
+
+    (tmp_path / "d" / "train.csv").mkdir(parents=True)
+    with pytest.raises(UserError) as refused:
+        load_real(tmp_path / "d")
+    assert str(refused.value) == (f"{tmp_path / 'd' / 'train.csv'} is a folder, not a metadata "
+                                  "CSV: put the CSV itself there, or give --real the CSV file")
+
+
+@pytest.mark.parametrize("end", [".gz", ".bz2", ".xz", ".zst"])
+def test_a_compressed_csv_beside_the_one_read_is_named(isic2020: SyntheticSet, end: str) -> None:
+    """The files named as not read were only the plain ones, though the search takes a
+    compressed CSV too (the file is only looked at, so any bytes do)."""
+    from medsynth_kohya.data.sources import locate
+
+    beside = isic2020.root / f"ISIC_2020_Training_GroundTruth.csv{end}"
+    beside.write_bytes(gzip.compress(isic2020.metadata.read_bytes()))
+    assert (f"train.csv is read as the metadata; also in {isic2020.root} and not read: "
+            f"{beside.name} (give another with --metadata FILE)") in locate(
+                isic2020.root).warnings
+
+
+@pytest.mark.parametrize(("truth_end", "metadata_end"), [
+    (".gz", ""), ("", ".bz2"), (".xz", ".gz"), (".gz", ".gz")])
+def test_the_isic_2019_pair_is_found_whatever_each_csv_s_compression(
+        archive: SyntheticSet, tmp_path: Path, truth_end: str, metadata_end: str) -> None:
+    """The other CSV of the pair was looked for with the first one's ending only: a gzipped
+    ground truth beside a plain metadata CSV was refused as a lone half."""
+    from medsynth_kohya.data.sources import locate
+
+    from .test_sources import _isic2019
+
+    root = tmp_path / "isic2019"
+    _isic2019(archive, root)
+    for name, end in (("ISIC_2019_Training_GroundTruth.csv", truth_end),
+                      ("ISIC_2019_Training_Metadata.csv", metadata_end)):
+        if end:
+            plain = root / name
+            (root / (name + end)).write_bytes(_PACKS[end](plain.read_bytes()))
+            plain.unlink()
+    truth = root / f"ISIC_2019_Training_GroundTruth.csv{truth_end}"
+    metadata = root / f"ISIC_2019_Training_Metadata.csv{metadata_end}"
+    for given, partner in ((root, metadata), (truth, metadata), (metadata, truth)):
+        located = locate(given)
+        assert (located.metadata, located.partner) == (truth if given == root else given,
+                                                       partner), given
+        assert "lesion_id" in located.header and "MEL" in located.header
+        assert not [w for w in located.warnings if "not read" in w], located.warnings
+
+
+_PACKS: dict[str, Callable[[bytes], bytes]] = {".gz": gzip.compress, ".bz2": bz2.compress,
+                                               ".xz": lzma.compress}

@@ -246,20 +246,24 @@ def _half(metadata: Path) -> tuple[_Pair, bool] | None:
 
 
 def _partner_paths(metadata: Path) -> tuple[Path, ...]:
-    """Where the CSV that completes `metadata` (the other of its pair, named alike) may be, the
-    folder it is downloaded into first; none when `metadata` is of no pair."""
+    """Where the CSV that completes `metadata` (the other of its pair, named alike, plain or
+    compressed whatever `metadata` is) may be: the folder it is downloaded into first, and in
+    each folder `metadata`'s own ending first; none when `metadata` is of no pair."""
     found = _half(metadata)
     if found is None:
         return ()
     pair, is_metadata = found
     mine, theirs = (pair.metadata, pair.truth) if is_metadata else (pair.truth, pair.metadata)
-    other = metadata.name.replace(mine, theirs)
-    beside = metadata.with_name(other)
+    ending = next((end for end in _COMPRESSED_ENDS if metadata.name.endswith(end)), "")
+    other = metadata.name.removesuffix(ending).replace(mine, theirs)
     if not pair.in_images:
-        return (beside,)
-    if is_metadata:
-        return metadata.parent.parent / other, beside
-    return metadata.parent / other.rsplit("_metadata", 1)[0] / other, beside
+        folders: tuple[Path, ...] = (metadata.parent,)
+    elif is_metadata:
+        folders = (metadata.parent.parent, metadata.parent)
+    else:
+        folders = (metadata.parent / other.rsplit("_metadata", 1)[0], metadata.parent)
+    endings = (ending, *(end for end in ("", *_COMPRESSED_ENDS) if end != ending))
+    return tuple(folder / (other + end) for folder in folders for end in endings)
 
 
 def _partner(metadata: Path) -> Path | None:
@@ -284,17 +288,25 @@ def _lone_half(metadata: Path) -> UserError:
                      f"{other.parent}")
 
 
-def _find_metadata(root: Path, fix: str) -> Path:
+def _metadata_names() -> Iterator[str]:
+    """The file names (glob patterns) of a metadata CSV searched for, in order: each of
+    _METADATA_PATTERNS plain, then compressed."""
+    for pattern in _METADATA_PATTERNS:
+        yield pattern
+        yield from (pattern + end for end in _COMPRESSED_ENDS)
+
+
+def _find_metadata(root: Path, fix: str, csv_fix: str) -> Path:
     """The metadata CSV under `root` (or one folder below it), by the names ISIC uses; never
     one this tool wrote (a synthetic set, or any file in another of its output folders).
-    `fix` ends the message when there is none: the calling command's way to give one."""
+    `fix` ends the message when there is none, `csv_fix` the one for a folder by a CSV's name:
+    the calling command's ways to give one."""
     generated: list[Path] = []
     misnamed: list[Path] = []
     folders = [p for p in sorted(root.iterdir()) if p.is_dir()]
     ours = [p for p in folders if tool_output(p)]
     for folder in (root, *(p for p in folders if p not in ours)):
-        for name in (variant for pattern in _METADATA_PATTERNS
-                     for variant in (pattern, *(pattern + end for end in _COMPRESSED_ENDS))):
+        for name in _metadata_names():
             for path in sorted(folder.glob(name), reverse=True):
                 if path.is_dir():
                     misnamed.append(path)
@@ -306,7 +318,7 @@ def _find_metadata(root: Path, fix: str) -> Path:
         raise UserError(_GENERATED.format(generated[0]))
     if misnamed:
         raise UserError(f"{misnamed[0]} is a folder, not a metadata CSV: put the CSV itself "
-                        "there, or pass --metadata CSV")
+                        f"there, or {csv_fix}")
     if tool_output(root):
         raise UserError(f"{root} is a folder medsynth-kohya wrote (prepared data, a synthetic "
                         "set, a run or a report), not an ISIC download: give the ISIC "
@@ -329,8 +341,8 @@ def _find_metadata(root: Path, fix: str) -> Path:
 def _other_metadata(chosen: Path, partner: Path | None) -> list[Path]:
     """The other files beside `chosen` that _find_metadata could have taken (the other CSV of
     its pair aside): a user may have meant one of them."""
-    return sorted({path for pattern in _METADATA_PATTERNS
-                   for path in chosen.parent.glob(pattern)
+    return sorted({path for name in _metadata_names()
+                   for path in chosen.parent.glob(name)
                    if path.is_file() and path not in (chosen, partner)
                    and not _generated_file(path)})
 
@@ -714,7 +726,8 @@ def require(source: Source, fields: Iterable[str], why: str,
 def locate(source: Path | None, metadata: Path | None = None,
            images: Path | None = None, columns: Mapping[str, str] | None = None,
            exclude: Path | None = None,
-           no_metadata_fix: str = "pass --metadata CSV --images DIR") -> Source:
+           no_metadata_fix: str = "pass --metadata CSV --images DIR",
+           csv_fix: str = "pass --metadata CSV") -> Source:
     """Resolve SOURCE (a folder or a CSV) or --metadata/--images into a `Source`.
 
     `columns` maps fields to other column names (`--column`); each one named must exist.
@@ -722,7 +735,8 @@ def locate(source: Path | None, metadata: Path | None = None,
     subfolders, except hidden ones, `exclude` (the folder being written, whose hard links must
     never be taken for sources) and this tool's other outputs; the metadata's own folder is
     searched alone. Generated data (a synthetic set) is refused. `no_metadata_fix` is the
-    caller's advice when a SOURCE folder holds no metadata CSV (prepare's options by default).
+    caller's advice when a SOURCE folder holds no metadata CSV (prepare's options by default),
+    `csv_fix` its way to name the CSV itself, for one that holds a folder by a CSV's name.
     """
     columns = dict(columns or {})
     searched = False
@@ -735,7 +749,8 @@ def locate(source: Path | None, metadata: Path | None = None,
         if not source.exists():
             raise UserError(f"source {source} does not exist")
         searched = not source.is_file()  # the metadata is the one _find_metadata chose
-        metadata = source if source.is_file() else _find_metadata(source, no_metadata_fix)
+        metadata = source if source.is_file() else _find_metadata(source, no_metadata_fix,
+                                                                     csv_fix)
     elif metadata.is_dir():
         raise UserError(f"--metadata {metadata} is a folder: give its metadata CSV file, or "
                         "the folder as SOURCE")

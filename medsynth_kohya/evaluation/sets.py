@@ -289,7 +289,8 @@ def load_real(path: Path) -> RealSet:
         real = _prepared(path)
     else:
         located = sources.locate(path, no_metadata_fix="give a folder holding one of those "
-                                 "CSVs, or a folder made by `medsynth-kohya prepare`")
+                                 "CSVs, or a folder made by `medsynth-kohya prepare`",
+                                 csv_fix="give --real the CSV file")
         training, labelled, notes, skipped = _from_source(located, None)
         real = RealSet(str(path), training, labelled, notes,
                        source_sha256=files.sha256(located.metadata), skipped=skipped)
