@@ -71,7 +71,13 @@ def folder_error(folder: Path, exc: OSError, verb: str = "create") -> FolderErro
     """The one-line refusal of `folder`: what stood in the way (a file on its path, a symlink
     to nothing, or the system's reason) and the fix."""
     reason = blocked_by(folder) or exc.strerror or str(exc)
-    return FolderError(f"cannot {verb} {folder}: {reason}; choose another folder")
+    return FolderError(f"{folder_problem(folder, reason, verb)}; choose another folder")
+
+
+def folder_problem(folder: Path, reason: str, verb: str = "create") -> str:
+    """What every refusal of `folder` says is wrong, before its fix: "cannot create X: reason"
+    (doctor's disk row gives it with a fix of its own)."""
+    return f"cannot {verb} {folder}: {reason}"
 
 
 def blocked_by(folder: Path) -> str | None:

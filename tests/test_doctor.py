@@ -309,6 +309,8 @@ def test_the_disk_row_fails_a_work_folder_that_cannot_be_made(tmp_path: Path) ->
         row = doctor._disk(workdir)
         assert (row.name, row.status) == ("disk", FAIL), row
         assert row.detail.startswith(f"cannot create {workdir}: ") and why in row.detail
+        # the refusal's wording is files' alone: the row is it, less the fix it gives itself
+        assert row.detail == files.folder_problem(workdir, files.blocked_by(workdir) or "")
         with pytest.raises(files.FolderError, match=re.escape(row.detail)):
             files.make_folder(workdir)
         assert row.fix == "choose a folder to work in (a new one is made)"

@@ -256,6 +256,8 @@ def test_folder_refusals_name_what_stands_in_the_way(tmp_path: Path) -> None:
                             "another folder")
     bare = files.folder_error(tmp_path, OSError("no reason given"))
     assert str(bare) == f"cannot create {tmp_path}: no reason given; choose another folder"
+    assert files.folder_problem(tmp_path / "new", "Permission denied", "write in") == (
+        f"cannot write in {tmp_path / 'new'}: Permission denied")  # the refusal less its fix
 
 
 def test_a_folder_that_cannot_be_made_is_told_without_making_anything(tmp_path: Path) -> None:

@@ -255,7 +255,7 @@ def _disk(workdir: Path) -> Check:
     if workdir.exists() and not workdir.is_dir():
         return Check("disk", FAIL, f"{workdir} is a file, not a folder", fix)
     if (blocked := files.blocked_by(workdir)) is not None:  # what train and prepare refuse
-        return Check("disk", FAIL, f"cannot create {workdir}: {blocked}", fix)
+        return Check("disk", FAIL, files.folder_problem(workdir, blocked), fix)
     folder = next(path for path in (workdir, *workdir.parents) if path.exists())
     new = "" if folder == workdir else f" ({workdir} does not exist yet: it is made there)"
     free = shutil.disk_usage(folder).free / 2**30
