@@ -581,8 +581,9 @@ def push(
     all_checkpoints: Annotated[bool, typer.Option(
         help="Also upload the epoch/step saves under checkpoints/.")] = False,
     samples: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Folder written by `medsynth-kohya sample` (images/, metadata.csv, grid.jpg); "
-        "default the last training-time samples in RUN/output/sample.")] = None,
+        help="Folder written by `medsynth-kohya sample` (images/, metadata.csv, grid.jpg): "
+        "its first 8 images (metadata.csv order) and grid.jpg are published; default the last "
+        "training-time samples in RUN/output/sample.")] = None,
     endpoint: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Hub URL; default $HF_ENDPOINT, else https://huggingface.co.")] = None,
     dry_run: Annotated[bool, typer.Option(

@@ -24,7 +24,7 @@ from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
 from medsynth_kohya.sdscripts import render
 
-from .conftest import invoke
+from .conftest import invoke, squeezed
 from .fake_hub import TOKEN, FakeHub
 
 CONFIG_SECRET = "hf_ConfigSecretN0tForTheHub1234"
@@ -260,16 +260,21 @@ def test_second_push_changes_nothing_and_a_newer_run_is_one_commit(fake_hub: Fak
         f"samples/{n}" for n in OLD_SAMPLES}
 
 
-def test_all_checkpoints_and_a_sample_folder(fake_hub: FakeHub, run: Path, tmp_path: Path,
-                                             ) -> None:
-    synth = tmp_path / "synth"
+def _sample_set(synth: Path, count: int) -> Path:
+    """A `sample` folder of `count` images with a grid, metadata.csv listing them last first."""
     (synth / "images").mkdir(parents=True)
-    for i in range(12):
+    for i in range(count):
         (synth / "images" / f"SYN_{i:07d}.png").write_bytes(_png(100 + i))
     (synth / "grid.jpg").write_bytes(b"\xff\xd8\xff\xe0grid\xff\xd9")
     rows = ["isic_id,sex,prompt,negative_prompt,seed"] + [
-        f"SYN_{i:07d},female,synthetic prompt {i},blurry,{i}" for i in reversed(range(12))]
+        f"SYN_{i:07d},female,synthetic prompt {i},blurry,{i}" for i in reversed(range(count))]
     (synth / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return synth
+
+
+def test_all_checkpoints_and_a_sample_folder(fake_hub: FakeHub, run: Path, tmp_path: Path,
+                                             ) -> None:
+    synth = _sample_set(tmp_path / "synth", 12)
 
     result = hubmod.push(run, REPO, all_checkpoints=True, samples=synth, endpoint=fake_hub.url,
                          token=TOKEN)
@@ -354,6 +359,19 @@ def test_push_help_lists_its_options(runner: CliRunner) -> None:
     for option in ("--repo-id", "--private", "--public", "--license", "--all-checkpoints",
                    "--samples", "--endpoint", "--dry-run", "HF_TOKEN"):
         assert option in stdout, option
+
+
+def test_push_help_and_the_readme_say_which_sample_images_are_published(
+        runner: CliRunner) -> None:
+    """push publishes only the first MAX_SAMPLE_IMAGES of a --samples set plus its grid: the
+    --samples help and the README's push section say so, with that number."""
+    first = f"first{contents.MAX_SAMPLE_IMAGES}images"
+    _, stdout, _ = invoke(runner, "push", "--help")
+    assert f"itsfirst{contents.MAX_SAMPLE_IMAGES}images" in squeezed(stdout)
+    assert "grid.jpg" in stdout
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = squeezed(readme.split("sample images under `samples/`", 1)[1][:300])
+    assert first in section and "grid" in section
 
 
 # --- bad input and failures --------------------------------------------------------------------
@@ -644,6 +662,17 @@ def test_samples_flagged_as_copies_are_refused_unless_allowed(run: Path, tmp_pat
                        "(--allow-copies)")
     assert unchecked.startswith("1 published sample image was not checked for near-copies")
     assert not any(u.path_in_repo.startswith("checkpoints/") for u in planned.uploads)
+
+
+def test_the_unchecked_warning_counts_the_image_files_and_the_grid_apart(
+        run: Path, tmp_path: Path) -> None:
+    """Of a 12-image set push publishes the first 8 images and the grid (showing all 12): the
+    warning counts the 8 files it lists and the 4 seen only in the grid, not 12 files."""
+    planned = contents.plan(run, REPO, samples=_sample_set(tmp_path / "synth", 12))
+    published = [u for u in planned.uploads if u.path_in_repo.startswith("samples/SYN_")]
+    assert len(published) == contents.MAX_SAMPLE_IMAGES == 8
+    assert ("8 published sample images, and 4 more shown only in the grid (samples/grid.jpg), "
+            "were not checked for near-copies" in " ".join(planned.warnings)), planned.warnings
 
 
 def test_a_grid_showing_a_deleted_image_is_refused(run: Path, tmp_path: Path) -> None:

@@ -477,11 +477,26 @@ def _copies_gate(folder: Path, chosen: Sequence[Sample], in_grid: Sequence[str],
         copycheck.unchanged(folder, sorted(vouched.keys() & published), dict(vouched)))
     unchecked = published - checked
     if unchecked:
-        warnings.append(f"{files.counted(len(unchecked), 'published sample image')} "
-                        f"{files.agreeing(len(unchecked), 'was')} not checked for "
-                        "near-copies of training photos (`sample --check-copies`, or "
-                        "`evaluate` and `push --eval`)")
+        warnings.append(f"{_unchecked_count(unchecked, chosen)} not checked for near-copies of "
+                        "training photos (`sample --check-copies`, or `evaluate` and `push "
+                        "--eval`)")
     return warnings
+
+
+def _unchecked_count(unchecked: set[str], chosen: Sequence[Sample]) -> str:
+    """"8 published sample images, and 4 more shown only in the grid (…), were": the unchecked
+    images published as files (the samples/ list shows them) apart from those only the grid
+    shows, so the count matches the files a push lists."""
+    own = len(unchecked & {s.path.stem for s in chosen})
+    grid_only = len(unchecked) - own
+    where = f"shown only in the grid ({_sample_path(GRID)})"
+    verb = files.agreeing(len(unchecked), "was")
+    if not grid_only:
+        return f"{files.counted(own, 'published sample image')} {verb}"
+    if not own:
+        return f"{files.counted(grid_only, 'sample image')} {where} {verb}"
+    return (f"{files.counted(own, 'published sample image')}, and {grid_only} more {where}, "
+            f"{verb}")
 
 
 def _same_lora(final: Path, samples: Path | None, report: Path | None,
