@@ -27,8 +27,18 @@ def test_each_gpu_gets_its_own_familys_rate(name: str, family: str) -> None:
     """A GPU's name holds another family's as a prefix (A100 holds A10, L40S holds L4): the
     estimate is for the family named, not the first key found inside the name."""
     rate = SECONDS_PER_STEP[family]
-    assert estimate(7200, [_gpu(name)]) == (
-        f"about {7200 * rate / 3600:.1f} h on {name} ({rate:g} s/step, rough)")
+    assert estimate(36000, [_gpu(name)]) == (
+        f"about {36000 * rate / 3600:.1f} h on {name} ({rate:g} s/step, rough)")
+
+
+def test_a_run_under_an_hour_is_estimated_in_minutes() -> None:
+    """"about 0.0 h" says nothing: below an hour the estimate is in minutes, below one
+    minute it says so."""
+    t4 = [_gpu("Tesla T4")]  # 3 s/step
+    assert estimate(60, t4) == "about 3 min on Tesla T4 (3 s/step, rough)"
+    assert estimate(1100, t4) == "about 55 min on Tesla T4 (3 s/step, rough)"
+    assert estimate(12, t4) == "under a minute on Tesla T4 (3 s/step, rough)"
+    assert estimate(1200, t4) == "about 1.0 h on Tesla T4 (3 s/step, rough)"
 
 
 @pytest.mark.parametrize("name", ["NVIDIA L40S", "NVIDIA A40", "NVIDIA GH200 480GB",

@@ -140,7 +140,8 @@ def hair_choice() -> str:
 
 def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
     """A rough duration of the training on the first of `gpus` (those it may run on), from
-    SECONDS_PER_STEP: the family its name holds as a whole model (an A100 is no A10)."""
+    SECONDS_PER_STEP: the family its name holds as a whole model (an A100 is no A10); in
+    minutes below an hour, so a short run does not read "about 0.0 h"."""
     if not steps:
         return "unknown"
     if not gpus:
@@ -150,8 +151,10 @@ def estimate(steps: int | None, gpus: Sequence[Gpu]) -> str:
                 None)
     if rate is None:
         return f"{files.counted(steps, 'step')}; no estimate for {gpus[0].name}"
-    hours = steps * rate / 3600
-    return f"about {hours:.1f} h on {gpus[0].name} ({rate:g} s/step, rough)"
+    seconds = steps * rate
+    length = ("under a minute" if seconds < 60 else f"about {round(seconds / 60)} min"
+              if seconds < 3600 else f"about {seconds / 3600:.1f} h")
+    return f"{length} on {gpus[0].name} ({rate:g} s/step, rough)"
 
 
 def _claim(workdir: Path) -> None:
