@@ -171,7 +171,7 @@ def test_a_following_machine_s_dry_run_shows_its_own_launch(
     result = _follower(prepared, fake_sd, run, preset, dry_run=True)
     assert result.status == "dry-run"
     assert result.warnings == (f"machine 1 waits for machine 0's go in {run / 'nodes'}, then "
-                               "runs:",)
+                               "runs the training command this dry run prints",)
     argv = result.command.argv
     assert argv[argv.index("--mixed_precision") + 1] == precision
     assert "--resume" not in argv and not fake_sd.record.exists()

@@ -955,7 +955,7 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             machines=machines)
         notes = tuple(note for note in [lock.note] if note) + (
             (f"machine {machines.rank} waits for machine 0's go in {run_dir / nodes.FOLDER}, "
-             "then runs:",) if dry_run else ())
+             "then runs the training command this dry run prints",) if dry_run else ())
         result = TrainResult(run_dir, "dry-run", command, config, dataset,
                              folder.sample_prompts, None, warnings=notes)
         if dry_run:
