@@ -142,6 +142,26 @@ def test_a_failure_says_why_and_how_to_go_on(runner: CliRunner, prepared: Path,
     assert Path(argv[argv.index("--resume") + 1]).name == "melanoma-step00000002-state"
 
 
+def test_the_summary_lists_the_last_saves_and_counts_the_earlier_ones(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    """A long run saves dozens of times: its closing table (and --resume's on the finished run)
+    shows the last few saves and one row counting the earlier ones, not a row for each."""
+    run = tmp_path / "run"
+    tools = ("--run-dir", run, "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "max_train_steps=14", "--set", "save_every_n_steps=2", *tools)
+    assert code == 0, stdout + stderr
+    saves = [Path(p) for p in _record(run)["lora_files"]][:-1]  # type: ignore[attr-defined]
+    assert len(saves) > training.SHOWN_SAVES + 1, saves
+    hidden = len(saves) - training.SHOWN_SAVES
+    for shown in (stdout, invoke(runner, "train", prepared, "--resume", *tools)[1]):
+        rows = [[cell.strip() for cell in line.split("│")[1:3]]
+                for line in shown.splitlines() if line.count("│") == 3]
+        listed = [value for key, value in rows if key == "save"]
+        assert listed == [f"… {hidden} earlier saves in {saves[0].parent}",
+                          *map(str, saves[-training.SHOWN_SAVES:])], rows
+
+
 def test_a_failure_before_any_save_says_to_start_over(runner: CliRunner, prepared: Path,
                                                       fake_sd: FakeSd, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,6 +53,10 @@ DEFAULT_PRESET = "t4-16gb"
 """The preset of a new run when none is given (a resumed run keeps its own)."""
 
 
+SHOWN_SAVES = 3
+"""The saves a run's closing table lists by name (the last ones); one row counts the rest."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What `train` wrote, what it ran (or would run) and how that ended."""
@@ -82,10 +86,15 @@ class TrainResult:
     """With --slurm: the batch script that trains on the cluster's machines."""
 
     def outcome_rows(self) -> list[tuple[str, str]]:
-        """The status, each save, and the final LoRA: named as the run's result only when the
-        run succeeded."""
-        rows = [("status", self.status)] + [("save", str(path)) for path in self.lora_files
-                                             if path != self.lora]
+        """The status, the last SHOWN_SAVES saves (a row counts the earlier ones: a long run
+        saves dozens of times), and the final LoRA: named as the run's result only when the run
+        succeeded."""
+        saves = [path for path in self.lora_files if path != self.lora]
+        earlier = saves[:-SHOWN_SAVES]
+        counted = [("save", f"… {files.counted(len(earlier), 'earlier save')} in "
+                    f"{earlier[0].parent}")] if earlier else []
+        rows = [("status", self.status), *counted,
+                *(("save", str(path)) for path in saves[-SHOWN_SAVES:])]
         if self.status == "succeeded":
             return [*rows, ("LoRA", str(self.lora))]
         return [*rows, ("LoRA", "none: the run did not finish" if self.lora is None else
