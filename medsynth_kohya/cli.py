@@ -678,7 +678,8 @@ def sample(
         "synthetic"),
     n: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Number of images (ids 0..n-1), at most 10,000,000 (ids have 7 digits, and the "
-        "plan holds every image's prompt in memory); default: one per line of --prompts.")
+        "plan holds every image's prompt in memory); required, except with --prompts (default: "
+        "one per line) or --prompt (default: 1).")
     ] = None,
     like: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Draw sex, age, site and hair from this prepare manifest.csv (or the folder "

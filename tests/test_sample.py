@@ -35,7 +35,7 @@ from medsynth_kohya.sampling.shards import (
 from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
-from .conftest import invoke, prepare_set
+from .conftest import invoke, prepare_set, squeezed
 from .disk import checksums, entries
 from .fake_gen import PYTHON, FakeGen, install_gpus, interrupt_at_third_image, write_lora, write_run
 
@@ -732,6 +732,12 @@ def test_help_teaches_the_command(runner: CliRunner) -> None:
     for option in ("--lora", "--n", "--like", "--prompts", "--seed", "--num-gpus", "--set",
                    "--dry-run", "metadata.csv"):
         assert option in stdout
+
+
+def test_help_says_when_n_is_required(runner: CliRunner) -> None:
+    """--n has a default only with --prompts or --prompt: the help says it is needed otherwise."""
+    _, stdout, _ = invoke(runner, "sample", "--help")
+    assert "required,exceptwith--prompts" in squeezed(stdout), stdout
 
 
 def test_prompt_length_follows_the_training_run(runner: CliRunner, prepared: Path,

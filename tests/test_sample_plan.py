@@ -225,7 +225,8 @@ def test_prompts_drawn_like_the_run_s_own_data(tmp_path: Path) -> None:
     assert count == 2 and set(source.drawn.sex) == {"male"}
     assert source.identity["manifest_sha256"] == files.sha256(like)
     assert _refused(SampleOptions(), None, record) == (
-        "give --n, the number of images to generate")
+        "give --n N, the number of images to generate (or --prompts FILE for one image per "
+        "line of it)")
     for orphan in (None, RunRecord()):
         assert _refused(SampleOptions(), 2, orphan) == (
             "give --like OUT/manifest.csv (or --prompt / --prompts): the LoRA has no train "

@@ -360,7 +360,8 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
         if not like.is_file():
             raise UserError(_unknown_prepared(prepared))
     if n is None:
-        raise UserError("give --n, the number of images to generate")
+        raise UserError("give --n N, the number of images to generate (or --prompts FILE for "
+                        "one image per line of it)")
     table, digest, warnings = _read_manifest(like, options.query, break_lock, record)
     drawn = prompts.draw(table, n, options.seed, names.template, names.trigger)
     identity = {"kind": "like", "manifest_sha256": digest,
