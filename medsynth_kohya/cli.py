@@ -939,11 +939,8 @@ def reproduce(
                      on_count=lambda stage, done, total: bars[stage](done, total))
     show(result, "reproduce")
     if result.dry_run:
-        for stage in result.stages:
-            for path in stage.outputs:
-                ui.say(f"{stage.name} writes {path}")
-            for command in stage.commands:
-                ui.say(f"{stage.name} runs: {command}")
+        for line in result.listing():
+            ui.say(line)
         return
     ui.say(f"LoRA: {result.lora}" + (f"; published at {result.url}" if result.url else ""))
 

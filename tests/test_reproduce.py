@@ -383,6 +383,30 @@ def test_the_closing_table_says_what_each_stage_did(runner: CliRunner, isic2020:
     assert "already done (inputs unchanged): 2 images in" in closing
 
 
+def test_a_dry_run_lists_files_and_commands_only_of_the_stages_that_would_run(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """On a finished WORKDIR every stage is skipped: the dry run says nothing would run
+    instead of listing what the skipped stages would write; with one image of the set gone,
+    only the sample stage's files and command are listed."""
+    workdir = tmp_path / "work"
+    reproduce(isic2020.root, workdir, n=2, overrides=QUICK, sd_scripts=fake.sd_scripts,
+              python=PYTHON)
+    args = ("reproduce", isic2020.root, "--workdir", workdir, "--n", 2, "--set", QUICK[0],
+            "--set", QUICK[1], "--sd-scripts", fake.sd_scripts, "--python", PYTHON, "--dry-run")
+    code, stdout, stderr = invoke(runner, *args)
+    assert code == 0, stderr
+    assert stdout.count("skip (inputs unchanged)") == 3, stdout
+    assert " writes " not in stdout and " runs: " not in stdout, stdout
+    assert "nothing would run: every stage's inputs are unchanged since it last ran" in stdout
+
+    next(iter(sorted((workdir / "synthetic" / "images").glob("*.png")))).unlink()
+    code, stdout, stderr = invoke(runner, *args)
+    assert code == 0, stderr
+    listed = [line for line in stdout.splitlines() if " writes " in line or " runs: " in line]
+    assert listed and all(line.startswith("sample ") for line in listed), listed
+    assert "nothing would run" not in stdout
+
+
 def test_reproduce_passes_on_prepare_warnings(isic2020: SyntheticSet, tmp_path: Path,
                                               fake: FakeGen,
                                               monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,6 +82,16 @@ class ReproduceResult:
     url: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
+    def listing(self) -> list[str]:
+        """What a dry run prints under its plan: the files each stage that will run writes and
+        the commands it runs, or one line when none will (a skipped stage writes nothing)."""
+        running = [stage for stage in self.stages if stage.action in ("run", "resume")]
+        if not running:
+            return ["nothing would run: every stage's inputs are unchanged since it last ran"]
+        return [f"{stage.name} {line}" for stage in running for line in (
+            *(f"writes {path}" for path in stage.outputs),
+            *(f"runs: {command}" for command in stage.commands))]
+
 
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
