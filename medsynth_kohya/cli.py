@@ -43,6 +43,11 @@ ColumnOption = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
     help="Read a field (id, patient_id, sex, age, site) from another metadata column: "
     "--column site=anatom_site_general_challenge. Repeatable.")]
 
+
+def _examples(*lines: str) -> str:
+    """A command's --help epilog: example command lines, shown as written (click's \\b)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  medsynth-kohya {line}" for line in lines)
+
 def _home(value: object) -> object:
     """A path argument with a leading `~` expanded (also in lists)."""
     if isinstance(value, Path):
@@ -208,7 +213,9 @@ def _user_errors(interrupted: str = RESUMABLE) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "prepare isic2020 --out prepared",
+    "prepare ~/isic2020 --out data/melanoma --target-steps 7200 --epochs 50"))
 def prepare(
     source: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 (Typer needs Optional)
         metavar="SOURCE",
@@ -311,7 +318,7 @@ def prepare(
            f"{result.dataset_config}")
 
 
-@app.command()
+@app.command(epilog=_examples("demo", "demo --out medsynth-demo --n 24 --seed 0"))
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo run.")] = Path(
         "medsynth-demo"),
@@ -355,7 +362,10 @@ def demo(
         raise typer.Exit(130 if training.status == "interrupted" else 1)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "train data/melanoma --preset t4-16gb --dry-run",
+    "train data/melanoma --preset t4-16gb --run-dir runs/t4",
+    "train data/melanoma --run-dir runs/t4 --resume"))
 def train(
     prepared: Annotated[Path, typer.Argument(metavar="PREPARED",
         help="Folder written by `medsynth-kohya prepare`.")],
@@ -476,7 +486,7 @@ def _show_job(job: Job) -> None:
         ui.say(f"Wrote {job.path}; submit it with: {shlex.join(['sbatch', str(job.path)])}")
 
 
-@app.command()
+@app.command(epilog=_examples("doctor", "doctor --workdir medsynthx-2023"))
 def doctor(
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
@@ -500,7 +510,8 @@ def doctor(
         raise typer.Exit(1)
 
 
-@app.command("install-sd-scripts")
+@app.command("install-sd-scripts", epilog=_examples(
+    "install-sd-scripts", "install-sd-scripts --pip"))
 def install_sd_scripts(
     dir_: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--dir", help="Folder to clone into; default the per-user folder "
@@ -534,7 +545,8 @@ def install_sd_scripts(
         ui.say(result.pip.shell())
 
 
-@app.command("fetch-isic")
+@app.command("fetch-isic", epilog=_examples(
+    "fetch-isic --out isic2020", "fetch-isic --out isic2020 --limit 20 --dry-run"))
 def fetch_isic(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to download into.")] = Path(
         "isic2020"),
@@ -565,7 +577,10 @@ def fetch_isic(
            f"next: {result.next_step}")
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "push runs/t4 --repo-id YOUR_NAME/medsynth-melanoma-lora --dry-run",
+    "push medsynthx-2023/run --repo-id YOUR_NAME/medsynth-melanoma-lora "
+    "--samples medsynthx-2023/synthetic"))
 def push(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR",
         help="Run folder written by `medsynth-kohya train`.")],
@@ -665,7 +680,9 @@ def push(
     ui.say(result.url)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "sample --lora runs/t4 --n 500 --out synthetic",
+    "sample --lora runs/t4 --n 100 --query 'sex == \"female\"' --out women"))
 def sample(
     ctx: typer.Context,
     lora: Annotated[str, typer.Option(  # the text as typed: ./runs/x is no Hub id
@@ -869,7 +886,9 @@ def _words(ctx: typer.Context, leave_out: set[str]) -> list[str]:
     return words
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "reproduce isic2020 --workdir medsynthx-2023 --set vae=stabilityai/sdxl-vae --dry-run",
+    "reproduce isic2020 --workdir medsynthx-2023 --set vae=stabilityai/sdxl-vae"))
 def reproduce(
     source: Annotated[Path, typer.Argument(
         metavar="SOURCE",
@@ -946,7 +965,9 @@ def reproduce(
 
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "evaluate --real ~/isic2020 --synthetic synthetic --out report",
+    "evaluate --lora medsynthx-2023/run --synthetic medsynthx-2023/synthetic --out report"))
 def evaluate(
     synthetic: Annotated[Path, typer.Option(
         help="Synthetic set: the --out folder of `sample` (metadata.csv + images/).")],
