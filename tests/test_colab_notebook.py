@@ -30,8 +30,9 @@ from traitlets.config import Config
 
 from medsynth_kohya import locks
 from medsynth_kohya.pipeline.reproduce import PRESET, reproduce
-from medsynth_kohya.sdscripts import checkout, presets
+from medsynth_kohya.sdscripts import checkout
 
+from .command_lines import PROGRAM, parse
 from .conftest import REPO
 from .fake_gen import PYTHON, FakeGen, install_gpus, make_fake_gen
 from .fake_hub import TOKEN, FakeHub
@@ -66,10 +67,57 @@ def test_valid_with_empty_outputs_and_original_defaults() -> None:
               for m in _PARAM.finditer(c.source)}
     assert set(params) == {"REPO_ID", "PRESET", "N_IMAGES", "STEPS"}
     assert params["PRESET"] == PRESET
-    assert params["STEPS"] == presets.load(PRESET).options["max_train_steps"]
+    assert params["STEPS"] == ""  # the preset's own: none forced on another preset
     assert params["N_IMAGES"] == inspect.signature(reproduce).parameters["n"].default
     text = "\n".join(c.source for c in code)
     assert "hf_" not in text and 'userdata.get("HF_TOKEN")' in text
+
+
+def _settings(**fields: Any) -> dict[str, Any]:
+    """The first cell's form fields and what it builds from them (REPRODUCE), with `fields`
+    changed as a user changes them in Colab's form."""
+    source = _with_fields(_code_cells(), **fields)[0]
+    block = source[_PARAM.search(source).start():].split("\n\n", 1)[0]  # type: ignore[union-attr]
+    names: dict[str, Any] = {}
+    exec(block, names)  # the notebook's own assignments
+    return names
+
+
+def _command_lines(cells: slice = slice(None), **fields: Any) -> list[str]:
+    """Every medsynth-kohya command line of the notebook's `cells`, its {NAME}s filled in."""
+    names = _settings(**fields)
+    text = "\n".join(_code_cells()[cells]).replace("\\\n", " ")
+    lines = [line[1:] for line in text.splitlines() if line.startswith("!")]
+    parts = [part.strip() for line in lines for part in re.split(r";|&&|\bthen\b|\belse\b", line)]
+    filled = [re.sub(r"\{([A-Z_]+)\}", lambda m: str(names[m[1]]), part) for part in parts]
+    return [part for part in filled if part.startswith(PROGRAM + " ")]
+
+
+@pytest.mark.parametrize("preset", ["medsynthx-2023", "t4-16gb"])
+def test_the_notebook_s_command_lines_parse_and_keep_the_preset_s_steps(preset: str) -> None:
+    lines = _command_lines(PRESET=preset)
+    assert [parse(line)[0] for line in lines] == [
+        "install-sd-scripts", "reproduce", "doctor", "fetch-isic", "reproduce", "reproduce",
+        "push"]
+    assert not any("max_train_steps" in line for line in lines)
+    chosen = _command_lines(PRESET=preset, STEPS="24")
+    assert all(line.count("--set max_train_steps=24") == 1 for line in chosen
+               if parse(line) == ("reproduce",))
+
+
+def test_the_notebook_runs_the_readme_walkthrough_and_pushes_reproduce_s_set() -> None:
+    """One synthetic set: the one reproduce writes in its workdir, which both push."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8").split("<!-- walkthrough:", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", readme, re.DOTALL)
+    assert block is not None
+    walkthrough = [line for line in block[1].splitlines() if line.startswith(PROGRAM + " ")]
+    notebook = _command_lines(slice(1, None))  # the first cell installs and looks back
+    assert [parse(line) for line in notebook] == [parse(line) for line in walkthrough]
+    for lines in (walkthrough, notebook):
+        workdir = re.search(r"reproduce \S+ --workdir (\S+)", "\n".join(lines))
+        assert workdir is not None
+        push = [line for line in lines if parse(line) == ("push",)]
+        assert len(push) == 1 and f"--samples {workdir[1]}/synthetic" in push[0]
 
 
 @dataclass
@@ -240,7 +288,7 @@ def _notebook(fake_hub: FakeHub) -> tuple[list[str], int]:
     """The cells with short form values (24 steps, 3 images, the loopback Hub's repo), and
     the index of the training cell."""
     cells = _with_fields(_code_cells(), REPO_ID=f"{fake_hub.user}/medsynth-melanoma-lora",
-                         N_IMAGES=3, STEPS=24)
+                         N_IMAGES=3, STEPS="24")
     return cells, next(i for i, c in enumerate(cells) if c.endswith("{REPRODUCE}"))
 
 
@@ -298,7 +346,7 @@ def test_runs_top_to_bottom_and_survives_a_disconnect_in_training(
     assert "melanoma.safetensors" in published.files and "README.md" in published.files
     assert [c[0] for c in _medsynth(second)] == [
         "install-sd-scripts", "reproduce", "doctor", "fetch-isic", "reproduce", "reproduce",
-        "sample", "push"]
+        "push"]
     clone = tmp_path / "vm" / "second" / ".local" / "share" / "medsynth-kohya" / "sd-scripts"
     assert "cloned" in next(r.output for r in second.shell.ran if "install-sd" in r.command)
     trained_in = json.loads(Path(os.environ["FAKE_SD_RECORD"]).read_text())["cwd"]
