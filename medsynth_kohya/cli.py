@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from medsynth_kohya import __version__
 from medsynth_kohya.data.archive import MetadataStyle
@@ -119,6 +119,19 @@ def _refuse_empty_paths(command: TyperCommand, ctx: Any, args: list[str]) -> Non
                                      "for the current folder", ctx=ctx, param=param)
 
 
+PIPELINE = ("demo", "doctor", "install-sd-scripts", "fetch-isic", "prepare", "train", "sample",
+            "evaluate", "push", "reproduce")
+"""The order --help lists the commands in: a first run, then the pipeline's own."""
+
+
+class _PipelineOrder(TyperGroup):
+    """A group whose --help lists its commands in PIPELINE order, any other after them."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: (*PIPELINE, name).index(name))
+
+
 class _App(typer.Typer):
     """Typer whose commands use the plain usage line."""
 
@@ -131,8 +144,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 app = _App(
     name="medsynth-kohya",
     help="ISIC dermoscopy data to an SDXL melanoma LoRA and a synthetic image set, "
-    "through kohya-ss sd-scripts.\n\nStart with `medsynth-kohya demo`, then "
-    "`medsynth-kohya prepare SOURCE --out DATA` on your ISIC download.",
+    "through kohya-ss sd-scripts.\n\nStart with `medsynth-kohya demo` (no download, no "
+    "GPU). Then `medsynth-kohya reproduce SOURCE` runs the original 2023 experiment on your "
+    "ISIC download in one command, or step by step: `medsynth-kohya prepare SOURCE --out "
+    "DATA`, then train, sample, evaluate and push.",
+    cls=_PipelineOrder,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -987,8 +1003,10 @@ def evaluate(
     repeats: Annotated[int, typer.Option(help="Patient splits the classifier is scored on.")
                        ] = 3,
     classifier: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Section 4's classifier: `logistic` (on frozen features, the default), `finetune` "
-        "(the feature network fine-tuned; GPU when present) or `none`.")] = None,
+        help="Classifier of the report's section \"4. Downstream utility\" (a melanoma "
+        "classifier trained on real photos plus synthetic ones): `logistic` (on frozen "
+        "features, the default), `finetune` (the feature network fine-tuned; GPU when "
+        "present) or `none`.")] = None,
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Same as --classifier none.")] = False,
     epochs: Annotated[int, typer.Option(help="Epochs of each fine-tuning (--classifier "
