@@ -393,15 +393,16 @@ def train(
         help="Override an sd-scripts option: --set learning_rate=1e-4 (TOML value; "
         "empty removes the key). Repeatable.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Run folder; default runs/<preset>-<time> (-2, -3, … for runs started in the "
-        "same second).")] = None,
+        "--run-dir", "-o", help="Run folder; default runs/<preset>-<time> (-2, -3, … for runs "
+        "started in the same second).")] = None,
     dry_run: Annotated[bool, typer.Option(
         help="Write and check the files, print the exact command, launch nothing.")] = False,
     resume: Annotated[bool, typer.Option(
         help="Continue the run in --run-dir (default: the newest run of PREPARED under "
         "runs/) from its last saved state.")] = False,
     gpus: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Number of GPUs (one process each); default from the preset.")] = None,
+        "--gpus", "--num-gpus", help="Number of GPUs (one process each); default from the "
+        "preset. --num-gpus, as sample spells it, is the same.")] = None,
     sd_scripts: SdScriptsOption = None,
     python: PythonOption = None,
     force: Annotated[bool, typer.Option(
@@ -746,7 +747,8 @@ def sample(
         help="Any other sdxl_gen_img.py option: --set network_mul=0.8 (TOML value; "
         "empty removes an option taken from the run). Repeatable.")] = None,
     num_gpus: Annotated[int, typer.Option(
-        help="Processes, one GPU each (CUDA_VISIBLE_DEVICES), sharing the images.")] = 1,
+        "--num-gpus", "--gpus", help="Processes, one GPU each (CUDA_VISIBLE_DEVICES), sharing "
+        "the images. --gpus, as train spells it, is the same.")] = 1,
     id_prefix: Annotated[str, typer.Option(help="Prefix of the image ids.")] = "SYN_",
     metadata_style: Annotated[MetadataStyle, typer.Option(
         help="metadata.csv schema: archive (ISIC Archive fields, each row a valid Archive "
@@ -909,8 +911,8 @@ def reproduce(
     source: Annotated[Path, typer.Argument(
         metavar="SOURCE",
         help="ISIC download, as prepare reads it (ISIC 2020's is the original run's).")],
-    workdir: Annotated[Path, typer.Option(help="Folder for every stage's output.")] = Path(
-        "medsynthx-2023"),
+    workdir: Annotated[Path, typer.Option(
+        "--workdir", "-o", help="Folder for every stage's output.")] = Path("medsynthx-2023"),
     push: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--push", help="Also publish to this Hub repo (namespace/name).")] = None,
     n: Annotated[int, typer.Option(
@@ -987,8 +989,9 @@ def reproduce(
 def evaluate(
     synthetic: Annotated[Path, typer.Option(
         help="Synthetic set: the --out folder of `sample` (metadata.csv + images/).")],
-    out: Annotated[Path, typer.Option(help="Report folder: report.html, report-public.html "
-                                      "(without training photos) and report.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.html, "
+                                      "report-public.html (without training photos) and "
+                                      "report.json.")],
     real: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Real data: an ISIC download (melanomas and the rest) or a prepared folder "
         "(its training images; the classifier reads the source it was prepared from).")

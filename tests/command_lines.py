@@ -26,17 +26,21 @@ def commands(group: Any = None, path: tuple[str, ...] = (),
             yield (*path, name), command
 
 
-def parse(line: str) -> tuple[str, ...]:
+def context(line: str) -> Any:
     """Parse a `medsynth-kohya …` line (a trailing `# comment` dropped) as the CLI would,
-    without running it; returns the command's words. Raises click's error for an unknown
-    command or option, a missing argument or a value of the wrong type (Typer's click
-    UsageError), or AssertionError for no command at all."""
+    without running it; returns the command's click context (`.params`, `.command_path`).
+    Raises click's error for an unknown command or option, a missing argument or a value of
+    the wrong type (Typer's click UsageError), or AssertionError for no command at all."""
     words = shlex.split(line, comments=True)
     assert words[:1] == [PROGRAM], line
     known = dict(commands())
     for size in range(len(words) - 1, 0, -1):
         path = tuple(words[1:1 + size])
         if path in known:
-            known[path].make_context(" ".join((PROGRAM, *path)), words[1 + size:])
-            return path
+            return known[path].make_context(" ".join((PROGRAM, *path)), words[1 + size:])
     raise AssertionError(f"no such command in {line!r}")
+
+
+def parse(line: str) -> tuple[str, ...]:
+    """The command words of a `medsynth-kohya …` line, once `context` has parsed it."""
+    return tuple(context(line).command_path.split()[1:])

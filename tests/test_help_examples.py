@@ -3,9 +3,13 @@ an example cannot name an option the command no longer has."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
-from .command_lines import PROGRAM, commands, parse
+from .command_lines import PROGRAM, commands, context, parse
 from .conftest import invoke
 
 
@@ -38,3 +42,31 @@ def test_evaluate_s_classifier_help_names_the_report_section(runner: CliRunner) 
     code, stdout, _ = invoke(runner, "evaluate", "--help")
     assert code == 0
     assert "4. Downstream utility" in " ".join(stdout.split())
+
+
+def test_every_output_folder_option_takes_o(runner: CliRunner) -> None:
+    """-o names the folder a command writes, in every command that writes one."""
+    outputs = {path: param for path, command in commands() for param in command.params
+               if param.name in ("out", "workdir", "run_dir") and path != ("doctor",)
+               and param.param_type_name == "option"}
+    assert {path[0] for path in outputs} >= {"prepare", "evaluate", "sample", "train",
+                                             "reproduce"}
+    for path, param in outputs.items():
+        assert "-o" in param.opts, f"{' '.join(path)} {param.opts[0]} has no -o"
+        code, stdout, _ = invoke(runner, *path, "--help")
+        assert code == 0 and re.search(rf"-o, {param.opts[0]}\b|{param.opts[0]}, -o\b", stdout)
+
+
+@pytest.mark.parametrize(("line", "name"), [
+    ("medsynth-kohya train prepared --num-gpus 2", "gpus"),
+    ("medsynth-kohya train prepared --gpus 2", "gpus"),
+    ("medsynth-kohya sample --lora runs/t4 --gpus 2", "num_gpus"),
+    ("medsynth-kohya sample --lora runs/t4 --num-gpus 2", "num_gpus"),
+])
+def test_train_and_sample_take_both_spellings_of_the_gpu_count(line: str, name: str) -> None:
+    assert context(line).params[name] == 2
+
+
+def test_evaluate_o_is_its_report_folder() -> None:
+    assert context("medsynth-kohya evaluate --synthetic s -o report").params["out"] == Path(
+        "report")
