@@ -18,7 +18,7 @@ def commands(group: Any = None, path: tuple[str, ...] = (),
              ) -> Iterator[tuple[tuple[str, ...], Any]]:
     """Every command the app registers, subcommands of groups included, with its words
     (Typer's own click commands: a group is one with `commands`)."""
-    root = group or typer.main.get_command(app)
+    root: Any = group or typer.main.get_command(app)
     for name, command in root.commands.items():
         if hasattr(command, "commands"):
             yield from commands(command, (*path, name))
