@@ -35,7 +35,7 @@ from medsynth_kohya.sampling.shards import (
 from medsynth_kohya.sampling.synthset import COLUMNS, write_metadata
 from medsynth_kohya.training.train import train
 
-from .conftest import invoke, prepare_set, squeezed
+from .conftest import invoke, one_line_error, prepare_set, squeezed
 from .disk import checksums, entries
 from .fake_gen import PYTHON, FakeGen, install_gpus, interrupt_at_third_image, write_lora, write_run
 
@@ -629,6 +629,26 @@ def test_other_settings_in_the_same_out_are_refused(runner: CliRunner, run: Path
     (other / "keep.txt").write_text("mine")
     code, _, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", other, *SMALL)
     assert code == 1 and "--force" in stderr
+
+
+def test_other_settings_are_named_by_their_options_with_both_values(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """The refusal of a set made otherwise says, for each option, what it is now and what the
+    set was made with, and how to go on: the options the set's values take."""
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", out,
+                                   *SMALL, "--query", 'sex == "female"')
+    assert code == 0, stdout + stderr
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out", out,
+                                   "--width", 128, "--height", 64, "--steps", 2, "--seed", 5,
+                                   "--set", "network_mul=0.5")
+    assert one_line_error(code, stdout, stderr) == (
+        f"Error: {out} holds 2 images made with other settings (--query: none here, "
+        "'sex == \"female\"' in that set; --seed 5 here, 0 in that set; --width 128 here, 64 "
+        "in that set; --set network_mul=0.5 here, 1.0 in that set): use another --out, or "
+        "give that set's values (--query 'sex == \"female\"' --seed 0 --width 64 --set "
+        "network_mul=1.0), or delete it")
+    assert len(fake_gen.calls()) == 1  # the refused run generated nothing
 
 
 def test_rows_depend_on_seed_and_index_only() -> None:

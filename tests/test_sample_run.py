@@ -87,8 +87,10 @@ def test_the_set_continues_with_the_same_lora_moved_and_refuses_other_generator_
     assert again.generated == 1 and len(fake_gen.calls()) == 2
     with pytest.raises(UserError) as refused:
         _sample(moved, out, fake_gen, n=3, overrides=("network_mul=0.5",))
-    assert str(refused.value) == (f"{out} holds 3 images made with other settings (generator "
-                                  "differ); use another --out, or delete it")
+    assert str(refused.value) == (f"{out} holds 3 images made with other settings (--set "
+                                  "network_mul=0.5 here, 1.0 in that set): use another --out, "
+                                  "or give that set's values (--set network_mul=1.0), or "
+                                  "delete it")
 
 
 def test_prompts_from_a_bare_manifest_are_said_to_use_prepares_defaults(
@@ -160,8 +162,11 @@ def test_a_shards_dry_run_shows_its_own_images_and_refuses_other_settings(
     planned = _sample(trained, out, fake_gen, n=5, shard=second, dry_run=True)
     assert [s.images for s in planned.shards] == [tuple(second.indices(5))]
     assert planned.present == 0 and planned.machine_shard == second
-    with pytest.raises(UserError, match=r"other settings \(seed differ\)"):
+    with pytest.raises(UserError) as refused:
         _sample(trained, out, fake_gen, n=5, seed=1, shard=second, dry_run=True)
+    assert str(refused.value) == (f"{out} holds 3 images made with other settings (--seed 1 "
+                                  "here, 0 in that set): use another --out, or give that set's "
+                                  "values (--seed 0), or delete it")
     with pytest.raises(UserError, match="is a set of 5 images made by shards: give every "
                                         "shard --n 5"):
         _sample(trained, out, fake_gen, n=4, shard=second, dry_run=True)
@@ -267,7 +272,9 @@ def test_shards_keep_the_sets_metadata_style_and_a_record_without_one_takes_any(
     assert _state(out)["metadata_style"] == "2020"
     own = json.loads((out / ".medsynth" / "machines" / "1-of-2.json").read_text("utf-8"))
     assert own["status"] == "succeeded" and own["present"] == 2
-    with pytest.raises(UserError, match=r"other settings \(metadata_style differ\)"):
+    with pytest.raises(UserError, match="other settings \\(--metadata-style archive here, "
+                                        "2020 in that set\\): give every shard the same "
+                                        "options \\(that set's: --metadata-style 2020\\)"):
         _sample(trained, out, fake_gen, n=4, shard=MachineShard(2, 2), dry_run=True)
     state = _state(out)
     del state["metadata_style"]  # a record written before sample kept the style

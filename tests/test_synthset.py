@@ -164,8 +164,10 @@ def test_claim_refuses_a_set_of_other_settings_or_more_images(tmp_path: Path) ->
     _images(tmp_path, 0, 1)
     with pytest.raises(UserError) as caught:
         synthset.claim(tmp_path, {**IDENTITY, "seed": 41}, plan, names, force=True)
-    assert str(caught.value) == (f"{tmp_path} holds 2 images made with other settings (seed, "
-                                 "steps differ); use another --out, or delete it")
+    assert str(caught.value) == (f"{tmp_path} holds 2 images made with other settings (--seed "
+                                 "41 here, 40 in that set; --steps: none here, 30 in that set): "
+                                 "use another --out, or give that set's values (--seed 40 "
+                                 "--steps 30), or delete it")
     _sample_json(tmp_path, identity=IDENTITY)
     assert synthset.claim(tmp_path, IDENTITY, plan, names, force=False) is True
     _images(tmp_path, 3, 5)
@@ -176,6 +178,29 @@ def test_claim_refuses_a_set_of_other_settings_or_more_images(tmp_path: Path) ->
                                  "another --out")
     assert synthset.claim(tmp_path, IDENTITY, _plan(6), synthset.outputs(_plan(6), 1),
                           force=False) is True
+
+
+def test_a_generator_option_sample_sets_itself_is_named_by_samples_option_alone(
+        tmp_path: Path) -> None:
+    """--width changes the generator's W too: the refusal names --width, not the generator;
+    a difference in sdxl_gen_img.py's options that no option names is still said."""
+    plan = _plan(2)
+    made = {**IDENTITY, "width": 64, "generator": {"W": 64, "network_mul": [1.0]}}
+    _sample_json(tmp_path, identity=made)
+    _images(tmp_path, 0)
+    with pytest.raises(UserError) as caught:
+        synthset.claim(tmp_path, {**made, "width": 128, "generator": {"W": 128,
+                                                                     "network_mul": [1.0]}},
+                       plan, synthset.outputs(plan, 1), force=False)
+    assert str(caught.value) == (f"{tmp_path} holds 1 image made with other settings (--width "
+                                 "128 here, 64 in that set): use another --out, or give that "
+                                 "set's values (--width 64), or delete it")
+    with pytest.raises(UserError) as caught:
+        synthset.claim(tmp_path, {**made, "generator": {"W": 128, "network_mul": [1.0]}},
+                       plan, synthset.outputs(plan, 1), force=False)
+    assert str(caught.value) == (f"{tmp_path} holds 1 image made with other settings "
+                                 "(sdxl_gen_img.py's options differ from that set's): use "
+                                 "another --out, or delete it")
 
 
 def test_claim_counts_the_images_of_the_recorded_prefix(tmp_path: Path) -> None:
@@ -229,9 +254,12 @@ def test_a_set_whose_record_has_other_settings_is_refused(tmp_path: Path) -> Non
     plan = _plan(2)
     _sample_json(tmp_path, status="succeeded", n=2, identity={})
     _images(tmp_path, 0)
-    with pytest.raises(UserError, match=r"holds 1 image made with other settings \(id_prefix, "
-                                        r"lora_sha256, seed differ\)"):
+    with pytest.raises(UserError) as caught:
         synthset.claim(tmp_path, IDENTITY, plan, synthset.outputs(plan, 1), force=False)
+    assert str(caught.value) == (f"{tmp_path} holds 1 image made with other settings (--lora: "
+                                 f"a LoRA of sha256 {'ab' * 6}… here, none recorded in that "
+                                 "set; --seed: 40 here, none in that set; --id-prefix: SYN_ "
+                                 "here, none in that set): use another --out, or delete it")
 
 
 def test_unreadable_metadata_names_the_reason(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ harvest), `synthset` (the output folder and metadata.csv), `grid` (the contact s
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -77,6 +76,7 @@ from medsynth_kohya.sampling.synthset import (
     STATE_FILE,
     claim,
     damaged,
+    other_settings,
     outputs,
     present_images,
     read_state,
@@ -381,13 +381,13 @@ def _same_settings(placed: Mapping[str, Any], identity: Mapping[str, Any], out: 
     """Refuse a shard whose settings differ from those the set in `out` was started with: its
     options, its metadata style, or an --n smaller than the set's (a larger one extends it;
     a smaller one would call the set complete short of its images)."""
-    mine = json.loads(json.dumps(identity, default=str))
-    theirs = placed.get("identity", {})
-    changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    changed += ["metadata_style"] if placed.get("metadata_style", style) != style else []
+    changed, fix = other_settings(
+        {**placed.get("identity", {}), "metadata_style": placed.get("metadata_style", style)},
+        {**identity, "metadata_style": style})
     if changed:
-        raise UserError(f"{out} is being made with other settings ({', '.join(changed)} "
-                        "differ); give every shard the same options, or use another --out")
+        values = f" (that set's: {fix})" if fix else ""
+        raise UserError(f"{out} is being made with other settings ({'; '.join(changed)}): "
+                        f"give every shard the same options{values}, or use another --out")
     size = recorded_n(placed)
     if placed.get("status") in ("sharded", "succeeded") and size > n:
         raise UserError(f"{out} is a set of {size} images made by shards: give every shard "

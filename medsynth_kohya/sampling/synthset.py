@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ from medsynth_kohya.data import archive
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.files import replacing
+from medsynth_kohya.sampling.generator import OWNED
 from medsynth_kohya.sampling.plan import ID_DIGITS, Plan
+from medsynth_kohya.sdscripts import render
 
 STATE_DIR = marks.STATE_DIR
 STATE_FILE = "sample.json"
@@ -174,11 +177,12 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
     if record is not None:
         before = record["identity"]
         existing = present_images(out / IMAGES, str(before.get("id_prefix", plan.id_prefix)))
-        changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+        changed, fix = other_settings(before, identity)
         if changed and existing:
+            values = f"or give that set's values ({fix}), " if fix else ""
             raise UserError(f"{out} holds {files.counted(len(existing), 'image')} made with "
-                            "other settings "
-                            f"({', '.join(changed)} differ); use another --out, or delete it")
+                            f"other settings ({'; '.join(changed)}): use another --out, "
+                            f"{values}or delete it")
         count = held_beyond(existing, plan.n)
         if count and not changed:
             raise UserError(f"{beyond_n(out, count, plan.n)}, or choose another --out")
@@ -195,6 +199,115 @@ def claim(out: Path, identity: Mapping[str, Any], plan: Plan, names: Sequence[st
                         f"overwritten, removed or taken into the set (first: {foreign[0]}); "
                         f"move them out of {out} and run this again (--force keeps them too)")
     return same
+
+
+_FLAGS = {"query": "--query", "seed": "--seed", "width": "--width", "height": "--height",
+          "steps": "--steps", "scale": "--scale", "sampler": "--sampler",
+          "negative_prompt": "--negative-prompt", "base_model": "--base-model",
+          "id_prefix": "--id-prefix", "metadata_style": "--metadata-style"}
+"""The settings of sample.json's identity that one option of `sample` gives, with it."""
+_SOURCES = {"like": "--like", "prompts": "--prompt/--prompts"}
+"""The option each kind of prompt source comes from."""
+_ORDER = ("kind", "lora_sha256", "sha256", "manifest_sha256", "template", "trigger", *_FLAGS,
+          "generator")
+"""The order a refusal names the settings in: where the prompts come from, then as --help."""
+_OF_SOURCE = ("sha256", "manifest_sha256", "query", "template", "trigger")
+"""The settings of one kind of source, left unsaid where the kind itself differs."""
+
+
+def other_settings(before: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[list[str], str]:
+    """How the settings `now` differ from those a set was made with (`before`: sample.json's
+    identity, its metadata style added where a shard compares it), each by the option that
+    gives it with both values; and the options that would give that set's values."""
+    before, now = _plain(before), _plain(now)
+    keys = [k for k in _ORDER if k in before or k in now]
+    keys += sorted((set(before) | set(now)) - set(keys))
+    changed = [k for k in keys if before.get(k) != now.get(k)]
+    if "kind" in changed:
+        changed = [k for k in changed if k not in _OF_SOURCE]
+    said: list[str] = []
+    given: list[str] = []
+    prose: list[str] = []
+    for key in changed:
+        old, new = before.get(key), now.get(key)
+        if key in _FLAGS:
+            flag = _FLAGS[key]
+            said.append(_both(flag, _shown(new) if new is not None else None,
+                              _shown(old) if old is not None else None))
+            if old is not None or key == "query":  # else a record older than the setting
+                given.append(f"{flag} {_shown(old)}" if old is not None else f"without {flag}")
+        elif key == "generator":
+            generator = _generator(old if isinstance(old, dict) else {},
+                                   new if isinstance(new, dict) else {})
+            said += generator[0]
+            given += generator[1]
+        elif key == "kind":
+            said.append(f"{_SOURCES.get(str(new), new)} here, {_SOURCES.get(str(old), old)} "
+                        "in that set")
+            prose.append(f"its {_SOURCES.get(str(old), old)}")
+        elif key == "lora_sha256":
+            said.append(f"--lora: a LoRA of {_digest(new)} here, {_digest(old)} in that set")
+            if old:
+                prose.append(f"the --lora of {_digest(old)}")
+        elif key == "sha256":
+            said.append("--prompt/--prompts: other prompts than that set's")
+            prose.append("its prompts")
+        elif key == "manifest_sha256":
+            said.append("--like: another manifest.csv than that set's (or one changed since)")
+            prose.append("its --like manifest")
+        else:  # the caption template and trigger of the run or --like folder, and any other
+            said.append(f"the {key.replace('_', ' ')} {new!r} here, {old!r} in that set")
+    if changed and not said:  # only those the options of sample set: none named them
+        said.append("sdxl_gen_img.py's options differ from that set's")
+    return said, ", ".join(part for part in (" ".join(given), *prose) if part)
+
+
+def _generator(before: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The sdxl_gen_img.py options (as --set gives them) that differ, but for those `sample`
+    sets from its own options (--width, …), named as those; and the --set giving the set's."""
+    said, given = [], []
+    for key in sorted((set(before) | set(now)) - set(OWNED)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        said.append(_both(f"--set {key}", _toml(new) if key in now else None,
+                          _toml(old) if key in before else None, "="))
+        given.append(shlex.quote(f"{key}={_toml(old) if key in before else ''}"))
+    return said, [f"--set {item}" for item in given]
+
+
+def _both(option: str, new: str | None, old: str | None, joiner: str = " ") -> str:
+    """An option's value here and in the set ("none" where it is not given)."""
+    if new is None or old is None:
+        return f"{option}: {new or 'none'} here, {old or 'none'} in that set"
+    return f"{option}{joiner}{new} here, {old} in that set"
+
+
+def _digest(value: Any) -> str:
+    """A LoRA's recorded sha256 as a refusal shows it."""
+    return f"sha256 {value[:12]}…" if isinstance(value, str) and value else "none recorded"
+
+
+def _shown(value: Any) -> str:
+    """An option's value as typed after it on a command line."""
+    if isinstance(value, float):  # 12.0 as 12, 7.25 as 7.25
+        return str(int(value)) if value.is_integer() else repr(value)
+    return shlex.quote(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _toml(value: Any) -> str:
+    """A --set value as typed after `KEY=` (a one-item list as its item)."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str) and render.value(value) == value:
+        return value
+    return json.dumps(value)
+
+
+def _plain(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """`identity` as sample.json holds it (JSON types), so a record and a run compare."""
+    plain: dict[str, Any] = json.loads(json.dumps(identity, default=str))
+    return plain
 
 
 def held_beyond(existing: Sequence[int], n: int) -> int | None:
