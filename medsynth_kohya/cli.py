@@ -827,7 +827,7 @@ def sample(
                          f"{files.counted(plan.settings.steps, 'step')}, "
                          f"scale {plan.settings.scale:g}, "
                          f"{plan.settings.sampler}, seeds {plan.seed}..{plan.seed + plan.n - 1}")]
-    rows += [(f"shard {s.index} ({s.where})", f"{files.counted(len(s.images), 'image')}: "
+    rows += [(s.label, f"{files.counted(len(s.images), 'image')}: "
               + plan.image_ids(s.images) + ("" if s.returncode is None else f", made {s.made}"))
              for s in result.shards]
     if result.status != "dry-run":
@@ -845,7 +845,7 @@ def sample(
     if result.status != "succeeded":
         for shard in result.shards:
             if shard.failed or shard.interrupted:
-                ui.say(f"--- shard {shard.index} ({shard.where}), last lines of {shard.log}:")
+                ui.say(f"--- {shard.label}, last lines of {shard.log}:")
                 for line in shard.tail[-15:]:
                     ui.say(line)
         rest = "make the rest" if missing else "finish the set (its metadata, grid and checks)"

@@ -202,7 +202,8 @@ def test_a_crashed_shard_is_reported_and_a_rerun_makes_only_the_missing(
     args = ("--lora", run, "--n", 8, "--out", out, "--num-gpus", 2, *SMALL)
     code, stdout, stderr = _sample(runner, fake_gen, *args)
     assert code == 1
-    assert "CUDA out of memory" in stdout and "shard 1" in stderr and "1/4" in stderr
+    assert "CUDA out of memory" in stdout and "--- GPU 1, last lines of" in stdout
+    assert "GPU 1: sdxl_gen_img.py exited with 1 after 1/4 images" in " ".join(stderr.split())
     made = _images(out)
     assert made == {f"SYN_{i:07d}" for i in (0, 1, 2, 3, 4)}
     assert set(_metadata(out)["isic_id"]) == made
@@ -985,6 +986,25 @@ def test_a_set_of_one_is_counted_in_the_singular(runner: CliRunner, run: Path,
     assert "1 images" not in said
 
 
+def test_a_shard_is_named_as_shard_names_it_and_one_without_images_says_so(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """--shard 1/8's row counts from 1 as --shard does; --shard 6/8 of 4 images has none of
+    them: it says so, not that they were "already there"."""
+    out = tmp_path / "synth"
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 4, "--out", out,
+                                   *SMALL, "--shard", "1/8")
+    assert code == 0, stderr
+    assert "shard1/8(GPU0)1image:SYN_0000000,made1" in squeezed(stdout), stdout
+    assert "shard 0" not in stdout
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 4, "--out", out,
+                                   *SMALL, "--shard", "6/8")
+    assert code == 0, stderr
+    said = " ".join(stdout.split())
+    assert (f"shard 6/8 has none of the set's 4 images (more shards than images): nothing to "
+            f"do; the set has 1 of 4 in {out / 'images'}") in said, said
+    assert "already there" not in said and len(fake_gen.calls()) == 1
+
+
 def test_a_rerun_that_fills_gaps_names_exactly_the_images_it_makes(
         runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
     out = tmp_path / "synth"
@@ -1079,14 +1099,13 @@ def test_gpus_cuda_visible_devices_hides_are_not_generated_on(
         assert code == 0, stdout + stderr
         [call] = fake_gen.calls()
         fake_gen.forget()
-        seen[visible] = (call["args"], " ".join((stdout + stderr).split()), call["device"])
+        seen[visible] = (call["args"], squeezed(stdout + stderr), call["device"])
     (on_gpu, said_gpu, _), (on_cpu, said_cpu, device) = seen[None], seen[""]
     assert on_gpu.get("fp16") and "fp16" not in on_cpu
     assert device == "", "the generator must stay hidden from every GPU, as the user asked"
-    assert "shard 0 (no GPU)" in said_cpu and "shard 0 (GPU 0)" in said_gpu
-    assert "generating on the CPU" not in said_gpu
-    assert ("no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES=): generating on the CPU"
-            in said_cpu)
+    assert "noGPU1image:SYN_0000000" in said_cpu and "GPU01image:SYN_0000000" in said_gpu
+    assert "generatingontheCPU" not in said_gpu
+    assert "noNVIDIAGPUvisible(CUDA_VISIBLE_DEVICES=):generatingontheCPU" in said_cpu
     code, _, stderr = _sample(runner, fake_gen, "--lora", run, "--n", 2, "--out",
                               tmp_path / "two", "--num-gpus", 2, *SMALL)
     assert code == 1 and " ".join(stderr.split()) == (

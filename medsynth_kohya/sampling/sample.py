@@ -239,7 +239,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                 **gen, "from_file": str(prompts_path.resolve()),
                 "outdir": str((folder / "out").resolve())}, device=devices[k])
             shards.append(Shard(k, devices[k], tuple(indices), command,
-                                out / "logs" / f"shard-{tag or ''}{k}.log"))
+                                out / "logs" / f"shard-{tag or ''}{k}.log",
+                                machine="" if shard is None else f"{shard.k}/{shard.count}"))
         return shards
 
     if dry_run:  # writes nothing: images finished by a killed run are counted as missing
@@ -314,8 +315,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     elif any(s.failed for s in finished):
         bad = [s for s in finished if s.failed]
         status = "failed"
-        message = "; ".join(f"shard {s.index} (GPU {s.device}) exited with {s.returncode} "
-                            f"after {s.made}/{len(s.images)} images (log: {s.log})" for s in bad)
+        message = "; ".join(f"{s.label}: sdxl_gen_img.py exited with {s.returncode} after "
+                            f"{s.made}/{len(s.images)} images (log: {s.log})" for s in bad)
     else:
         status = "succeeded"
         message = _made(out, shard, made if shards else None, len(wanted), len(in_set), n,
@@ -354,7 +355,10 @@ def _made(out: Path, shard: MachineShard | None, made: int | None, wanted: int, 
     else:
         did = (f"{'the' if wanted == 1 else 'all'} {files.counted(wanted, 'image')} "
                f"{files.agreeing(wanted, 'was')} already there")
-    if shard is not None:
+    if shard is not None and not wanted:  # --shard 6/8 of 4 images
+        did = (f"shard {shard.k}/{shard.count} has none of the set's "
+               f"{files.counted(n, 'image')} (more shards than images): nothing to do")
+    elif shard is not None:
         did = f"shard {shard.k}/{shard.count}: {did}"
     if in_set < n:
         return f"{did}; the set has {in_set} of {n} in {out / IMAGES}"

@@ -42,11 +42,19 @@ class Shard:
     returncode: int | None = None
     interrupted: bool = False
     tail: tuple[str, ...] = ()
+    machine: str = ""
+    """The part of the set its run makes, as --shard gives it (`1/8`); "" for the whole set."""
 
     @property
     def where(self) -> str:
         """Its device as a summary names it: `GPU 0`, or `no GPU` where every GPU is hidden."""
         return f"GPU {self.device}" if self.device else "no GPU"
+
+    @property
+    def label(self) -> str:
+        """How a summary names it: by its device (each process has its own), after the
+        --shard K/N of its run (`shard 1/8 (GPU 0)`); never by its index, which counts from 0."""
+        return f"shard {self.machine} ({self.where})" if self.machine else self.where
 
     @property
     def failed(self) -> bool:
