@@ -57,7 +57,9 @@ def test_a_copy_of_what_was_trained_on_is_flagged_though_the_download_changed(
 
 def test_a_prepared_folder_without_its_download_is_still_compared(
         runner: CliRunner, tmp_path: Path, prepared: Path) -> None:
-    """The Colab case: the download is gone, the prepared folder kept (on Drive)."""
+    """The Colab case: the download is gone, the prepared folder kept (on Drive). The warning
+    names the file that is gone and what the evaluation loses; the report, meant to be
+    shared, names it without its local folders."""
     rows = _training(prepared)
     shutil.move(tmp_path / "isic", tmp_path / "elsewhere")
     copy = cv2.imread(str(rows[0][2]))
@@ -67,10 +69,18 @@ def test_a_prepared_folder_without_its_download_is_still_compared(
                                   tmp_path / "syn", "--out", tmp_path / "report")
     assert code == 1 and "Traceback" not in stdout + stderr
     assert "1of2syntheticimageswithin0.25ofatrainingphoto" in squeezed(stdout)
-    assert "couldnotberead;theclassifiersectionneedsit" in squeezed(stderr)
+    gone = tmp_path / "isic" / "train.csv"
+    said = ("the ISIC download data was prepared from is gone ({} does not exist): the "
+            "classifier section, which needs the download's labelled photos, is skipped (the "
+            "other checks compare with data's own copies of the training photos); put it back "
+            "there, or pass the download as --real")
+    assert squeezed(said.format(gone)) in squeezed(stderr)
     result = evaluate(prepared, tmp_path / "syn", tmp_path / "again")
     assert [f["training_id"] for f in result.flagged] == [rows[0][0]]
-    assert any("could not be read" in warning for warning in result.warnings)
+    assert said.format(gone) in result.warnings
+    document = json.loads((tmp_path / "again" / "report.json").read_text(encoding="utf-8"))
+    assert said.format("isic/train.csv") in document["notes"]
+    assert str(tmp_path) not in json.dumps(document["notes"])
 
 
 def test_training_photos_gone_from_the_folder_are_read_from_the_download_or_said(

@@ -351,7 +351,8 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
     }
     files.write_text(out / MARKER, "written by medsynth-kohya evaluate\n")
     report.write(out, document, pairs)
-    warnings = [*document["notes"], *utility_section.get("figures", {}).get("notes", [])]
+    warnings = [*again, *(real_set.said.get(note, note) for note in real_set.notes),
+                *utility_section.get("figures", {}).get("notes", [])]
     return EvaluateResult(out, verdict, flagged, skipped, warnings)
 
 

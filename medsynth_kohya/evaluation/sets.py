@@ -42,6 +42,9 @@ class RealSet:
     skipped: list[dict[str, str]] = field(default_factory=list)
     """Rows of the source left out as prepare leaves them out (set "real", id, reason): a
     repeated id, a duplicate photo, a generated image."""
+    said: dict[str, str] = field(default_factory=dict)
+    """Notes as the user is told them, naming the local paths the shared report leaves out
+    (note -> what is said); a note not here is said as it is."""
 
 
 @dataclass(frozen=True)
@@ -239,23 +242,45 @@ def _prepared(folder: Path) -> RealSet:
                       ("id", "path", "patient_id"))
     labelled = None
     skipped: list[dict[str, str]] = []
+    said: dict[str, str] = {}
+    metadata = None
     try:
         state = prepared.state()
-        if state.source_metadata is None:
-            raise ValueError("its state names no source")
+        metadata = state.source_metadata
+        if metadata is None:
+            raise ValueError("its prepare record names no download")
         dirs = tuple(folder for folder in state.source_images if folder.is_dir())
-        located = sources.locate(None, metadata=state.source_metadata,  # as prepare read it
+        located = sources.locate(None, metadata=metadata,  # as prepare read it
                                  images=dirs[0] if dirs else None,
                                  columns=state.columns or None)
         # every folder prepare searched (HAM10000's two), not the first one's tree alone
         source = replace(located, image_dirs=dirs or located.image_dirs)
         _, labelled, dropped, skipped = _from_source(source, set(train["id"].astype(str)))
         notes += dropped
-    except (OSError, KeyError, ValueError, UserError):
-        notes.append(f"the ISIC source {folder.name} was prepared from could not be read; the "
-                     "classifier section needs it: pass the ISIC source as --real instead")
+    except (OSError, KeyError, ValueError, UserError) as exc:
+        note, said_note = _source_unread(folder.name, metadata, exc)
+        notes.append(note)
+        said[note] = said_note
     return RealSet(str(folder), training.reset_index(drop=True), labelled, notes, digest,
-                   skipped=skipped)
+                   skipped=skipped, said=said)
+
+
+def _source_unread(name: str, metadata: Path | None, exc: Exception) -> tuple[str, str]:
+    """The note (no local path: the report is shared) and the warning (naming the file, and
+    why) that the ISIC download prepared folder `name` was made from, at `metadata`, cannot
+    give the classifier its labelled photos, and what the evaluation does without them."""
+    meaning = ("the classifier section, which needs the download's labelled photos, is "
+               f"skipped (the other checks compare with {name}'s own copies of the training "
+               "photos)")
+    start = f"the ISIC download {name} was prepared from"
+    if metadata is not None and not metadata.exists():
+        gone = (f"{start} is gone ({{}} does not exist): {meaning}; put it back there, or "
+                "pass the download as --real")
+        return gone.format(f"{metadata.parent.name}/{metadata.name}"), gone.format(metadata)
+    reason = (f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror
+              else str(exc).strip("'\"") or type(exc).__name__)
+    return (f"{start} could not be read: {meaning}; pass the download as --real",
+            f"{start} could not be read ({reason}): {meaning}; pass the download as --real")
 
 
 def training_run(run: Path) -> tuple[Path, RunRecord]:
