@@ -129,19 +129,24 @@ def test_inception_weights_that_cannot_be_had_are_one_line_saying_what_to_do(
 def test_a_synthetic_set_with_no_image_for_its_rows_is_one_line(
         runner: CliRunner, tmp_path: Path, data: tuple[dict[str, Path], list[str]],
         no_network: None, rows: str) -> None:
+    """Rows whose images are gone are said so; a metadata.csv of its header alone is an
+    empty set, which sample fills."""
     syn = tmp_path / "syn"
     if rows == "none":
         header = (syn / "metadata.csv").read_text(encoding="utf-8").splitlines()[0]
         (syn / "metadata.csv").write_text(header + "\n", encoding="utf-8")
+        said = (f"{syn} is an empty set: its metadata.csv has no rows, only its header; fill "
+                f"it with `medsynth-kohya sample --out {syn}` (and the options that made it)")
     else:
         for image in (syn / "images").iterdir():
             image.unlink()
+        said = (f"{syn} has no images for the rows of its metadata.csv (looked in "
+                f"{syn / 'images'})")
     code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
                                   syn, "--out", tmp_path / "report")
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
-    assert (f"{syn} has no images for the rows of its metadata.csv (looked in {syn / 'images'})"
-            in "".join(lines[0].split("\n")))
+    assert lines[0] == f"Error: {said}"
     assert not (tmp_path / "report" / "report.json").exists()
 
 

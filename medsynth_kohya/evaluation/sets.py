@@ -10,6 +10,7 @@ a time.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -87,6 +88,10 @@ def load_synthetic(root: Path) -> SyntheticSet:
             continue
         rows.append({"id": row.id, "path": path, "hairy": row.hairy,
                      "skin_tone": row.skin_tone, "prompt": row.prompt})
+    if not seen:  # its header alone: the images are still to be made
+        raise UserError(f"{root} is an empty set: its {METADATA} has no rows, only its header; "
+                        f"fill it with `medsynth-kohya sample --out {shlex.quote(str(root))}` "
+                        "(and the options that made it)")
     if not rows:
         raise UserError(f"{root} has no images for the rows of its {METADATA} "
                         f"(looked in {folder})")
