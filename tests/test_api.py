@@ -204,6 +204,8 @@ def test_a_path_starting_with_a_tilde_is_under_home_as_on_the_command_line(
      r"^options must be a medsynth_kohya.SampleOptions"),
     (lambda p: mk.evaluate(p, None, p / "report"),  # type: ignore[arg-type]
      "^synthetic must be a path"),
+    (lambda p: mk.doctor(sd_scripts=p / "none", device="tpu"),
+     r"^device 'tpu' is not one of: 'cuda', 'cpu'$"),
 ])
 def test_a_bad_value_is_a_user_error_naming_its_parameter(call: object, said: str,
                                                           tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth_kohya import arguments, files
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import (
     UNHIDE,
     VISIBLE,
@@ -26,6 +27,7 @@ from medsynth_kohya.machine.gpus import (
     visible,
 )
 from medsynth_kohya.sdscripts import checkout, launch
+from medsynth_kohya.sdscripts.presets import DEVICES
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_FREE_GIB = 10.0
@@ -275,9 +277,13 @@ def diagnose(*, sd_scripts: arguments.PathArg | checkout.Location | None = None,
 
     `sd_scripts` is the --sd-scripts option, or a location already found by the caller.
 
-    `device` "cpu" accepts a machine without CUDA; `needs` names optional packages
-    (OPTIONAL_MODULES) whose absence fails; `hub` adds the token check.
+    `device` "cpu" accepts a machine without CUDA (any other than a preset's device is
+    refused); `needs` names optional packages (OPTIONAL_MODULES) whose absence fails; `hub`
+    adds the token check.
     """
+    if device not in DEVICES:
+        raise UserError(f"device {device!r} is not one of: "
+                        f"{', '.join(repr(known) for known in DEVICES)}")
     location = (sd_scripts if isinstance(sd_scripts, checkout.Location)
                 else checkout.find(arguments.optional_path(sd_scripts, "sd_scripts")))
     workdir = arguments.optional_path(workdir, "workdir")
