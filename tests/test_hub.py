@@ -295,6 +295,22 @@ def test_all_checkpoints_and_a_sample_folder(fake_hub: FakeHub, run: Path, tmp_p
             saved.stat().st_size) in result.files
 
 
+def test_all_checkpoints_of_a_run_without_saves_warns_and_pushes_the_final_lora(
+        runner: CliRunner, fake_hub: FakeHub, run: Path) -> None:
+    (run / "output" / "melanoma-000001.safetensors").unlink()  # the run's one epoch save
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
+                                  "--all-checkpoints", "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    said = " ".join(stderr.split())
+    assert (f"Warning: --all-checkpoints: {run / 'output'} holds no epoch or step save of "
+            "melanoma besides the final LoRA (the run saved none, or they were removed): "
+            "checkpoints/ gets nothing; pushing melanoma.safetensors alone") in said, said
+    assert "melanoma.safetensors" in stdout and "checkpoints/" not in stdout
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
+                             "--endpoint", fake_hub.url)
+    assert code == 0 and "--all-checkpoints" not in stderr, stderr
+
+
 def test_endpoint_from_hf_endpoint_and_token_from_the_stored_login(
         fake_hub: FakeHub, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants

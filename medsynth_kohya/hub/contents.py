@@ -218,6 +218,10 @@ def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
     if all_checkpoints:
         for path in saves:
             _check_safetensors(path, record, run_dir)
+        if not saves:
+            warnings.append(f"--all-checkpoints: {output} holds no epoch or step save of {name} "
+                            "besides the final LoRA (the run saved none, or they were "
+                            f"removed): checkpoints/ gets nothing; pushing {final.name} alone")
     return final, saves if all_checkpoints else [], warnings
 
 
