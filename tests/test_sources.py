@@ -559,7 +559,7 @@ def test_other_metadata_files_beside_the_one_read_are_named(isic2020: SyntheticS
 
 def test_a_target_that_is_not_0_or_1_is_named_with_the_query_that_takes_it(
         isic2020: SyntheticSet, tmp_path: Path) -> None:
-    """`yes` or `True` in ISIC 2020's target was neither selected nor named: those melanomas
+    """`yes` or `2` in ISIC 2020's target was neither selected nor named: those melanomas
     were left out silently."""
     frame = isic2020.frame.copy()
     frame["target"] = frame["target"].map({1: "yes", 0: "0"})
@@ -579,6 +579,34 @@ def test_a_target_that_is_not_0_or_1_is_named_with_the_query_that_takes_it(
         query='target == "yes"'))
     assert len(chosen.manifest) == odd and not [
         w for w in chosen.warnings if "neither 0 nor 1" in w]
+
+
+@pytest.mark.parametrize("written", [{1: True, 0: False}, {1: "true", 0: "FALSE"}])
+def test_a_true_false_target_is_1_and_0_with_no_warning(
+        isic2020: SyntheticSet, tmp_path: Path, written: dict[int, object]) -> None:
+    """True/False (a spreadsheet's booleans) was taken as 1/0 by the selection but warned of
+    as neither 0 nor 1, with a --query that matched none."""
+    frame = isic2020.frame.copy()
+    frame["target"] = frame["target"].map(written)
+    frame.to_csv(isic2020.metadata, index=False)
+    result = prepare(isic2020.root, tmp_path / "o", workers=1)
+    assert len(result.manifest) == int((isic2020.frame["target"] == 1).sum())
+    assert not [w for w in result.warnings if "neither 0 nor 1" in w]
+
+
+def test_the_query_a_numeric_odd_target_warning_suggests_selects_those_rows(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """A target of 2 in a numeric column was suggested as --query 'target == "2"', which
+    matches nothing: the suggestion must select the rows it names."""
+    frame = isic2020.frame.copy()
+    frame.loc[frame.index[:3], "target"] = 2
+    frame.to_csv(isic2020.metadata, index=False)
+    result = prepare(isic2020.root, tmp_path / "o", workers=1)
+    [warning] = [w for w in result.warnings if "neither 0 nor 1" in w]
+    query = warning.rsplit("--query '", 1)[1].removesuffix("')")
+    chosen = prepare(isic2020.root, tmp_path / "q", workers=1,
+                     options=PrepareOptions(query=query))
+    assert len(chosen.manifest) == 3
 
 
 def test_a_symlink_loop_as_the_folder_to_leave_out_is_passed_over(isic2020: SyntheticSet,

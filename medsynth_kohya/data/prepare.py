@@ -60,6 +60,7 @@ from medsynth_kohya.data.sources import (
     read_metadata,
     require,
     select,
+    target_numbers,
     unpartnered,
     unusable_files,
 )
@@ -972,16 +973,19 @@ def _odd_targets(raw: pd.DataFrame, source: Source, options: PrepareOptions) -> 
     if source.kind != ISIC2020 or "target" not in raw.columns or options.query \
             or options.diagnosis:
         return []
-    written = raw["target"].astype("string").str.strip()
-    odd = written[~pd.to_numeric(written, errors="coerce").isin([0, 1])
-                  & written.fillna("").ne("")]
+    target = raw["target"]
+    written = target.astype("string").str.strip()
+    odd = written[~target_numbers(target).isin([0, 1]) & written.fillna("").ne("")]
     if odd.empty:
         return []
+    first = target[odd.index[0]]
+    taking = (f"{first:g}" if pd.api.types.is_numeric_dtype(target.dtype)
+              else f'"{first}"')  # as the column holds it, or the query matches none
     return [f"{files.counted(len(odd), 'row')} of {source.metadata.name} "
             f"{files.agreeing(len(odd), 'has')} a target that is neither 0 nor 1 (first: "
             f"{odd.iloc[0]!r}) and "
             f"{files.agreeing(len(odd), 'was')} not selected: write 1 for a melanoma, or "
-            f"choose rows with --query (--query 'target == \"{odd.iloc[0]}\"')"]
+            f"choose rows with --query (--query 'target == {taking}')"]
 
 
 def _several_classes(raw: pd.DataFrame, ids: pd.Series) -> list[str]:

@@ -986,14 +986,23 @@ def generated_rows(frame: pd.DataFrame) -> pd.Series:
     return generated
 
 
-def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -> pd.Series:
-    """Melanomas: `target == 1` in ISIC 2020, else a diagnosis under the Archive's melanoma node."""
+def target_numbers(target: pd.Series) -> pd.Series:
+    """ISIC 2020's target as numbers, True/False (as read_metadata reads true/false text too)
+    as 1/0, anything else blank: what the default selection and its warning both go by."""
     import pandas as pd
 
+    if pd.api.types.is_bool_dtype(target.dtype):
+        return target.astype("Float64").astype(float)
+    numbers: pd.Series = pd.to_numeric(target, errors="coerce")
+    return numbers
+
+
+def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -> pd.Series:
+    """Melanomas: `target == 1` in ISIC 2020, else a diagnosis under the Archive's melanoma node."""
     from medsynth_kohya.data import archive
 
     if source.kind == ISIC2020 and "target" in frame.columns:
-        return pd.to_numeric(frame["target"], errors="coerce").eq(1)
+        return target_numbers(frame["target"]).eq(1)
     if not {"diagnosis", "diagnosis_3", "diagnosis_2"} & set(frame.columns):
         missing = ("column target (or diagnosis)" if source.kind == ISIC2020 else
                    "column diagnosis_2 or diagnosis_3" + (
