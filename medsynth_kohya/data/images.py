@@ -51,6 +51,8 @@ TURNS = {2: "mirrored", 3: "turned 180°", 4: "mirrored upside down",
          5: "mirrored and turned 90° anticlockwise", 6: "turned 90° clockwise",
          7: "mirrored and turned 90° clockwise", 8: "turned 90° anticlockwise"}
 """How a viewer shows a photo of each EXIF orientation other than 1 (as stored)."""
+GREY_SPREAD = 2
+"""How far apart a grey pixel's channels may be: a JPEG's rounding of its colour planes."""
 _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent ends."""
 _CORRUPT = "Corrupt JPEG data"
@@ -84,6 +86,8 @@ class Scan:
     orientation: int = 1
     """The EXIF orientation tag (1: as stored, or none): viewers turn the photo by it, while
     it is measured and sd-scripts trains on it as stored."""
+    colourless: bool = False
+    """No colour in any pixel (a greyscale or 1-bit photo): skin tone cannot be measured."""
 
 
 def sniff(data: bytes) -> str | None:
@@ -246,6 +250,17 @@ def _grey_filled(image: MatLike, longest: int) -> bool:
     return bool((image[-depth:] == _JPEG_FILL).all())
 
 
+def _colourless(image: MatLike) -> bool:
+    """Whether a colour decode (BGR, perhaps reduced) has its three channels within GREY_SPREAD
+    of each other everywhere: a greyscale photo, even one stored as colour."""
+    import numpy as np
+
+    if image.ndim != 3:
+        return True
+    spread = image.max(axis=2).astype(np.int16) - image.min(axis=2)
+    return bool(spread.max() <= GREY_SPREAD)
+
+
 def _filled_in(said: list[str]) -> str | None:
     """The first of the decoder's lines that says it filled in pixels (`_FILLED_IN`)."""
     return next((line for line in said if any(words in line.lower() for words in _FILLED_IN)),
@@ -313,7 +328,8 @@ def scan(path: str, hair: HairMode) -> Scan:
         score = found.hair_score
     return Scan("", kind, width, height, score, found.ita, found.skin_tone,
                 found.vignette, found.ruler, found.bubbles, transparent,
-                next((line for line in said if line.startswith(_CORRUPT)), ""), orientation)
+                next((line for line in said if line.startswith(_CORRUPT)), ""), orientation,
+                _colourless(image))
 
 
 def output_suffix(source: Path) -> str:

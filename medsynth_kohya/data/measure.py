@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     import numpy as np
     from cv2.typing import MatLike
 
-VERSION = 19
+VERSION = 20
 """Changes whenever a measurement would give other figures (or the scan finds more, such as
-a PNG's transparency, what Pillow refuses, what the JPEG decoder fills in, or the EXIF
-orientation), so cached scans are redone."""
+a PNG's transparency, what Pillow refuses, what the JPEG decoder fills in, the EXIF
+orientation, or no colour), so cached scans are redone."""
 TONES = (("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0),
          ("brown", -30.0), ("dark", -math.inf))
 """ITA categories, lightest first, each with the angle (degrees) it lies above."""

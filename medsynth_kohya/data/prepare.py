@@ -830,6 +830,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings += _small(table, options.resolution)
     warnings += _elongated(table, options.resolution)
     warnings += _transparent(good, chosen)
+    warnings += _colourless(good, chosen)
     warnings += _turned(good, chosen)
     warnings += _decoder_warned(good, chosen)
     warnings += _no_validation(table, options)
@@ -1149,6 +1150,19 @@ def _transparent(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> li
             f"colours stored under {them}, which viewers do not show: flatten {them} onto the "
             "background you want (e.g. `magick IN.png -background white -flatten OUT.png`) and "
             "prepare again"]
+
+
+def _colourless(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
+    """A warning for the photos with no colour (greyscale or 1-bit): their skin tone cannot be
+    measured, and a LoRA trained on them draws grey skin."""
+    ids = sorted(str(chosen.at[index, "id"]) for index, _, result in good if result.colourless)
+    if not ids:
+        return []
+    them = files.agreeing(len(ids), "it")
+    return [f"{len(ids)} of {len(good)} images {files.agreeing(len(ids), 'has')} no colour "
+            f"(greyscale, first: {ids[0]}): skin tone cannot be measured, and a LoRA trained "
+            f"on {them} draws grey skin: leave {them} out of the metadata or the images folder "
+            "unless grey photos are what you want"]
 
 
 def _turned(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
