@@ -1081,5 +1081,12 @@ def evaluate(
         raise typer.Exit(1)
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. Ctrl-C before a command's own handling begins (while Typer
+    builds the commands) is the same one line and exit code 130, not a traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        from medsynth_kohya import ui
+
+        ui.error(RESUMABLE)
+        raise SystemExit(130) from None

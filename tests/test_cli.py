@@ -389,3 +389,20 @@ def test_a_demo_on_a_gpu_machine_that_only_plans_says_why(
         f"{BASE_MODEL}`)")
     monkeypatch.setattr(demo, "base_model_cached", lambda *_: True)
     assert demo._missing_for_training(t4) == "" and demo._missing_for_training([])
+
+
+def test_ctrl_c_before_a_command_starts_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while Typer still builds the commands (the first ~0.7 s) printed a 30-line
+    KeyboardInterrupt traceback instead of the one line each command gives."""
+    from medsynth_kohya import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130
+    said = capsys.readouterr()
+    assert squeezed(said.err) == squeezed(f"Error: {cli.RESUMABLE}") and not said.out
