@@ -299,6 +299,17 @@ def test_preparing_into_the_images_folder_never_takes_its_own_links(
     assert "which medsynth-kohya wrote" in line
 
 
+def test_a_folder_prepared_into_the_images_folder_is_not_searched_by_another_prepare(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """prepare --out IMAGES --force, then prepare into another folder, found the first one's
+    layout below the images folder and warned of every id as files in two folders."""
+    prepare(isic2020.root, isic2020.images, workers=1, force=True)
+    again = prepare(isic2020.root, tmp_path / "again", workers=1)
+    assert not [w for w in again.warnings if "two folders" in w]
+    assert {path.parent for path in _sources(tmp_path / "again")} == {
+        isic2020.images.resolve()}
+
+
 def test_symlinked_image_folders_are_followed_once(isic2020: SyntheticSet, tmp_path: Path,
                                                    runner: CliRunner) -> None:
     images = tmp_path / "images"

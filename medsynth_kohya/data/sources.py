@@ -1160,10 +1160,12 @@ def _image_tree(root: Path, exclude: Path | None) -> tuple[Path, ...]:
     """`root`, then each folder below it that holds an image file, in sorted order; symlinked
     folders are followed (each real folder once), hidden ones (`_hidden`), `exclude` (and its
     layout, should `root` be `exclude` itself) and this tool's outputs (`tool_output`) are
-    not."""
+    not; nor is the layout of `root` itself when prepare wrote into it (the images folder used
+    as --out), or its links would be found as second copies of its images."""
     skip = _real(exclude) if exclude is not None else None
     found = [root]
-    seen = {root.resolve(), *_layout(skip)}
+    own = root.resolve() if tool_output(root) else None
+    seen = {root.resolve(), *_layout(skip), *_layout(own)}
     for folder, names, filenames in os.walk(root, followlinks=True):
         here = Path(folder)
         kept = []
