@@ -441,3 +441,16 @@ def test_an_id_whose_file_differs_only_in_letter_case_is_named_once(
     assert Path(table["source"].item()).name == f"{ids[0].lower()}.jpg"
     assert (f"1 selected id has an image file only in another letter case (first: {ids[0]}, "
             f"file {ids[0].lower()}.jpg)") in " ".join(stderr.split())
+
+
+def test_every_file_in_another_letter_case_is_counted_in_the_plural(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """With no image prepared, the refusal said "12 image file named in another letter case"."""
+    ids = sorted(isic2020.frame["image_name"])
+    for identifier in ids:
+        (isic2020.images / f"{identifier}.jpg").rename(
+            isic2020.images / f"{identifier.lower()}.jpg")
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    assert code == 1
+    assert (f"{len(ids)} image files named in another letter case (see source)"
+            in " ".join(stderr.split()))

@@ -1079,7 +1079,7 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
                 "choose rows with --query or --diagnosis")
     orphan = skipped["reason"] == NO_ROW
     counts = skipped.loc[~orphan, "reason"].value_counts()
-    reasons = ", ".join(f"{count} {reason}" for reason, count in counts.head(3).items())
+    reasons = ", ".join(_reason_counted(count, reason) for reason, count in counts.head(3).items())
     if orphan.any():
         reasons += f"; {int(orphan.sum())} image files have no metadata row"
     hint = ""
@@ -1106,6 +1106,15 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
                     f"of column {source.columns['id']}: map another with --column id=COLUMN")
     return (f"no images were prepared from {files.counted(selected, 'selected row')}: "
             f"{reasons} (see {listed}){hint}")
+
+
+def _reason_counted(count: int, reason: str) -> str:
+    """`count` skips of `reason`, its noun in the right number where it begins with one
+    (CASE_SKIP, BELOW_SKIP: "3 image files named in another letter case")."""
+    noun = "image file"
+    if reason.startswith(f"{noun} "):
+        return files.counted(count, noun) + reason.removeprefix(noun)
+    return f"{count} {reason}"
 
 
 def _agreement(frame: pd.DataFrame, detected: pd.Series,
