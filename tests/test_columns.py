@@ -185,3 +185,16 @@ def test_semicolon_or_tab_separated_metadata_is_read(runner: CliRunner, isic2020
     table = pd.read_csv(tmp_path / "o" / "manifest.csv", dtype=str, keep_default_na=False)
     assert list(table["id"]) == list(reference["id"])
     assert list(table["caption"]) == list(reference["caption"])
+
+
+def test_a_file_of_ids_alone_says_it_has_no_other_columns(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """A CSV of image_name alone, with the default caption template, listed "(present: )"
+    for each column it lacked."""
+    isic2020.frame[["image_name"]].to_csv(isic2020.metadata, index=False)
+    line = _error_line(*invoke(runner, "prepare", "--metadata", isic2020.metadata, "--images",
+                               isic2020.images, "--out", tmp_path / "out", "--query",
+                               'image_name != ""'))
+    assert "present: )" not in line
+    assert ("has no column age_approx for age; nor sex for sex; nor "
+            "anatom_site_general_challenge for site (the file has no other columns)") in line

@@ -637,12 +637,18 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
     for name, columns in wanted.items():
         named = naming if name == "id" else None
         closest = [named] if named else _closest([*columns, name], free)
-        shown = (f"its values name the image files: {_shown(named)}" if named else
-                 f"closest: {', '.join(map(_shown, closest))}" if closest else
-                 "present: " + ", ".join(map(_shown, free[:8])) + (", …" if len(free) > 8 else ""))
-        parts.append(f"{' or '.join(columns)} for {name} ({shown})")
+        shown = ""  # no column left to offer: said once, after every part
+        if named:
+            shown = f" (its values name the image files: {_shown(named)})"
+        elif closest:
+            shown = f" (closest: {', '.join(map(_shown, closest))})"
+        elif free:
+            more = ", …" if len(free) > 8 else ""
+            shown = f" (present: {', '.join(map(_shown, free[:8]))}{more})"
+        parts.append(f"{' or '.join(columns)} for {name}{shown}")
         fixes.append(f"--column {name}={closest[0] if closest else 'COLUMN'}")
-    return UserError(f"{metadata} has no column {'; nor '.join(parts)}, {why}; "
+    alone = "" if free else " (the file has no other columns)"
+    return UserError(f"{metadata} has no column {'; nor '.join(parts)}{alone}, {why}; "
                      f"map {files.agreeing(len(fixes), 'it')} with {' '.join(fixes)}{advice}")
 
 
