@@ -198,3 +198,17 @@ def test_a_file_of_ids_alone_says_it_has_no_other_columns(
     assert "present: )" not in line
     assert ("has no column age_approx for age; nor sex for sex; nor "
             "anatom_site_general_challenge for site (the file has no other columns)") in line
+
+
+@pytest.mark.parametrize("first", ["# exported by tool", "# exported by tool, version 2",
+                                   "Melanoma images 2020"])
+def test_a_line_above_the_header_is_named_as_not_the_header(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, first: str) -> None:
+    """A comment line above the header was read as the header: "no column image_name ...
+    (present: # exported by tool) ... map it with --column id=COLUMN"."""
+    isic2020.metadata.write_text(first + "\n" + isic2020.metadata.read_text(encoding="utf-8"),
+                                 encoding="utf-8")
+    line = _error_line(*invoke(runner, "prepare", "--metadata", isic2020.metadata, "--images",
+                               isic2020.images, "--out", tmp_path / "out"))
+    assert "is not its header" in line and "remove that line" in line
+    assert "--column" not in line

@@ -771,6 +771,7 @@ def locate(source: Path | None, metadata: Path | None = None,
     header = tuple(_header(metadata, text))
     if _generated(metadata, text, header):
         raise UserError(_GENERATED.format(metadata))
+    _refuse_preamble(metadata, text, header, columns.get("id"))
     headerless = _headerless(header)
     if headerless:
         header = PART3_2016_COLUMNS
@@ -819,6 +820,24 @@ def locate(source: Path | None, metadata: Path | None = None,
         if folder.resolve() not in dirs:
             dirs.append(folder.resolve())
     return replace(located, image_dirs=tuple(dirs))
+
+
+def _refuse_preamble(metadata: Path, text: CsvFormat, header: Sequence[str],
+                     named: str | None) -> None:
+    """Refuse a first line that is not the header, where no id column is found in it: a
+    comment (`# exported by …`), or one field above lines of several (a title), which would be
+    read as the column names and the real header as a row."""
+    if any(_match(name, header) for name in
+           {named or "", *(layout["id"] for layout in _COLUMNS.values())} - {""}):
+        return
+    comment = header[0].startswith("#")
+    if not comment and (len(header) != 1 or len(_read(metadata, text, skiprows=1,
+                                                           nrows=0).columns) < 2):
+        return
+    raise UserError(f"the first line of {metadata} ({_shown(header[0])}) is not its header "
+                    "(the column names) but "
+                    f"{'a comment' if comment else 'a line above it'}: remove that line, so the "
+                    "header is the first, and run this again")
 
 
 def _headerless(header: Sequence[str]) -> bool:
