@@ -273,3 +273,22 @@ def test_sizes_are_never_rounded_to_nothing() -> None:
     assert [files.size_text(n) for n in (0, 940, 1000, 9_940, 12_345, 999_999, 4_200_000,
                                          12_600_000_000)] == [
         "0 B", "940 B", "1.0 kB", "9.9 kB", "12 kB", "1.0 MB", "4.2 MB", "13 GB"]
+
+
+def test_link_hard_that_cannot_link_says_how_many_images_were_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--link hard where no hard link can be made (another file system) copied every image
+    without a word: the disk the user asked not to spend was spent."""
+    made = _made(tmp_path, 56)
+
+    def refused(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "link", refused)
+    result = prepare(made.root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(link=LinkMode.hard))
+    [warning] = [w for w in result.warnings if "could not be hard-linked" in w]
+    assert warning.startswith(f"{len(result.manifest)} images were copied")
+    again = prepare(made.root, tmp_path / "out", workers=1,
+                    options=PrepareOptions(link=LinkMode.hard))
+    assert [w for w in again.warnings if "could not be hard-linked" in w] == [warning]

@@ -35,6 +35,16 @@ class LinkMode(str, Enum):
     """A hard link to the source (no extra disk): an edit of either changes both."""
 
 
+class Placed(Enum):
+    """What `place` did with an image beyond what was asked, which prepare tells the user."""
+
+    as_asked = "as asked"
+    unlinked = "unlinked"
+    """A hard link to the source (an earlier run's) was replaced by a copy."""
+    unlinkable = "unlinkable"
+    """`LinkMode.hard`, but no hard link could be made (another file system): a copy."""
+
+
 @dataclass(frozen=True)
 class Repeats:
     """How often each image is seen per epoch, and how that number was reached."""
@@ -78,30 +88,30 @@ def stamp(path: Path) -> Stamp:
     return found.st_size, found.st_mtime_ns
 
 
-def place(source: Path, target: Path, link: LinkMode = LinkMode.copy) -> bool:
+def place(source: Path, target: Path, link: LinkMode = LinkMode.copy) -> Placed:
     """Put the image `source` names at `target`: a copy of it (a clone where the file system
     can), or with `LinkMode.hard` a hard link (a copy where none can be made). A copy with the
     source's size and time, or the link, is kept. A symlinked source (git-annex, DVC, the HF
     cache) is followed to its file; whatever is at `target` (an earlier run's hard link to the
-    source, a symlink) is replaced, never written through. True when a hard link to the source
-    was replaced by a copy."""
+    source, a symlink) is replaced, never written through."""
     real = source.resolve()
     there = None if target.is_symlink() or not target.exists() else target.stat()
     shared = there is not None and os.path.samestat(there, real.stat())
     if shared and link is LinkMode.hard:
-        return False
+        return Placed.as_asked
     if link is LinkMode.hard:
         try:
             with files.replacing(target, keep_mode=False) as written:
                 os.link(real, written)
-            return False
+            return Placed.as_asked
         except OSError:  # another file system, a read-only one, a file we may not link: copy
             pass
+    copied = Placed.unlinkable if link is LinkMode.hard else Placed.as_asked
     if there is not None and not shared and stamp(target) == stamp(real):
-        return False
+        return copied
     with files.replacing(target, keep_mode=False) as written:
         files.clone(real, written)
-    return shared
+    return Placed.unlinked if shared else copied
 
 
 def write_text(path: Path, text: str) -> None:

@@ -844,8 +844,10 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     repeats = layout.repeats_for(train, repeats=options.repeats,
                                  target_steps=options.target_steps, epochs=options.epochs,
                                  batch_size=options.batch_size)
-    train_dir, unlinked = _write_layout(out, table, repeats.repeats, options, placed, fresh)
-    warnings += _unlinked(out, unlinked)
+    train_dir, done = _write_layout(out, table, repeats.repeats, options, placed, fresh)
+    warnings += _unlinked(out, [image for _, image in done.get(layout.Placed.unlinked, [])])
+    warnings += _unlinkable(out, [source for source, _ in
+                                  done.get(layout.Placed.unlinkable, [])])
     if _relinked(cache, keys, options.hair.detector):  # else the file saved above holds it
         _save_cache(state / CACHE_FILE, cache)
 
@@ -1307,15 +1309,16 @@ def _true(value: Any) -> bool:
 
 
 def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: PrepareOptions,
-                  placed: _Placed, fresh: set[Path]) -> tuple[Path, list[Path]]:
+                  placed: _Placed, fresh: set[Path]
+                  ) -> tuple[Path, dict[layout.Placed, list[tuple[Path, Path]]]]:
     """Place images (`options.link`) and write captions for every manifest row, recording
     each image's stamp as placed (what tells a later hand edit); remove what earlier runs
     `placed` and this one does not. The files about to be written are recorded as unfinished
     first, with the content each gets, so a run killed half-way leaves nothing its re-run would
     take for the user's, while a hand edit of one is still told (`_edited`; `_complete` ends
     that). A copy of a source scanned anew (`fresh`) is made again where it holds other bytes.
-    Returns the training folder and the images that were hard links to their sources and are
-    copies now."""
+    Returns the training folder and the (source, image) pairs `layout.place` did not place
+    as asked, by what it did instead."""
     rows = []
     for row in table.itertuples(index=False):
         folder = layout.class_folder(out, str(row.split), repeats, options.class_name)
@@ -1334,14 +1337,14 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: Prepare
     train_dir = layout.class_folder(out, "train", repeats, options.class_name)
     train_dir.mkdir(parents=True, exist_ok=True)
     stamps: dict[Path, layout.Stamp | None] = {}
-    unlinked = []
+    done: dict[layout.Placed, list[tuple[Path, Path]]] = {}
     for source, image, text, caption, _ in rows:
         image.parent.mkdir(parents=True, exist_ok=True)
         if source in fresh and _stale(image, source):
             image.unlink()
         try:
-            if layout.place(source, image, options.link):
-                unlinked.append(image)
+            done.setdefault(layout.place(source, image, options.link), []).append(
+                (source, image))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -1352,7 +1355,7 @@ def _write_layout(out: Path, table: pd.DataFrame, repeats: int, options: Prepare
         layout.prune(out / root, wanted, removable=lambda path: _ours(path, owned))
     _record_written(out, stamps)  # still unfinished: every file is in both lists
     train_dir.mkdir(parents=True, exist_ok=True)
-    return train_dir, unlinked
+    return train_dir, done
 
 
 def _stale(copy: Path, source: Path) -> bool:
@@ -1373,6 +1376,19 @@ def _unlinked(out: Path, images: list[Path]) -> list[str]:
             f"images and are now copies, so that an edit of one never changes your download "
             f"({size}, less where the file system clones them); pass --link hard to keep "
             "them linked"]
+
+
+def _unlinkable(out: Path, sources: list[Path]) -> list[str]:
+    """A warning when --link hard made copies of `sources` (no hard link could be made): the
+    disk they take, and why, so the user is not left believing they take none."""
+    if not sources:
+        return []
+    size = files.size_text(sum(path.stat().st_size for path in sources))
+    apart = out.stat().st_dev != sources[0].resolve().stat().st_dev
+    return [f"{files.counted(len(sources), 'image')} {files.agreeing(len(sources), 'was')} "
+            f"copied ({size}) although --link hard was given: they could not be hard-linked "
+            + ("(hard links cannot cross file systems): choose an --out on the images' file "
+               "system to link them" if apart else "(the file system refused)")]
 
 
 def _no_space(out: Path, sources: list[Path], link: layout.LinkMode) -> str:
