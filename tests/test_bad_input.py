@@ -450,7 +450,24 @@ def test_every_file_in_another_letter_case_is_counted_in_the_plural(
     for identifier in ids:
         (isic2020.images / f"{identifier}.jpg").rename(
             isic2020.images / f"{identifier.lower()}.jpg")
-    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
     assert code == 1
     assert (f"{len(ids)} image files named in another letter case (see source)"
             in " ".join(stderr.split()))
+
+
+def test_an_id_whose_only_file_is_hidden_names_it(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """`.ISIC_1.jpg` alone was skipped as "no image file", though the id's file is there."""
+    ids = sorted(isic2020.frame["image_name"])
+    (isic2020.images / f"{ids[0]}.jpg").rename(isic2020.images / f".{ids[0]}.jpg")
+    (isic2020.images / f"._{ids[1]}.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS's extras
+    (isic2020.images / f"{ids[1]}.jpg").unlink()
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    table = pd.read_csv(out / "skipped.csv", dtype=str).set_index("id")
+    assert table.at[ids[0], "reason"] == ("only a hidden file (its name begins with a dot): "
+                                          "rename it without the dot")
+    assert Path(table.at[ids[0], "source"]).name == f".{ids[0]}.jpg"
+    assert table.at[ids[1], "reason"] == "no image file"

@@ -1216,23 +1216,32 @@ def images_below(source: Source, exclude: Path | None) -> dict[str, Path]:
     return index_images(below)
 
 
+HIDDEN_SKIP = "only a hidden file (its name begins with a dot): rename it without the dot"
+"""Skip reason of an id whose only image file is hidden, which the search passes over."""
+
+
 def unusable_files(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
     """Files in `dirs` an id may name that prepare and evaluate cannot take, with why and how
     to fix it, by NFC stem, so a skipped id can say what it found: a format they do not take
-    (OTHER_FORMATS), or a symlink whose target is missing (a git-annex or DVC file not
-    fetched)."""
+    (OTHER_FORMATS), a symlink whose target is missing (a git-annex or DVC file not fetched),
+    or a hidden image file (`.ID.jpg`; macOS's `._ID.jpg` extras are no one's image)."""
     found: dict[str, tuple[Path, str]] = {}
     for folder in dirs:
         for path in sorted(folder.iterdir()):
             suffix = path.suffix.lower()
-            if suffix in OTHER_FORMATS:
+            stem = path.stem
+            if suffix in IMAGE_SUFFIXES and stem.startswith(".") \
+                    and not stem.startswith("._") and path.is_file():
+                stem = stem.lstrip(".")
+                reason = HIDDEN_SKIP
+            elif suffix in OTHER_FORMATS:
                 reason = f"only a {path.suffix} file: convert it to .jpg or .png"
             elif suffix in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
                 reason = ("symlink to a missing file: fetch its target (git annex get, dvc "
                           "pull) or remove the link")
             else:
                 continue
-            found.setdefault(unicodedata.normalize("NFC", path.stem), (path, reason))
+            found.setdefault(unicodedata.normalize("NFC", stem), (path, reason))
     return found
 
 
