@@ -17,7 +17,7 @@ import shutil
 import socket
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -217,6 +217,16 @@ def counted(count: int, noun: str = "file") -> str:
     """"1 file", "3 files": a count of `noun` in the right number (every summary says counts
     through this)."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def problems_line(head: str, problems: Sequence[str], instead: str = "", *,
+                  alone: bool = True) -> str:
+    """Refusals as the one line an error is: "HEAD (N problems): P1 | P2; fix each as it
+    says[, or INSTEAD]" (each problem says its own fix), or with `alone` one problem as it is."""
+    if alone and len(problems) == 1:
+        return problems[0]
+    return (f"{head} ({counted(len(problems), 'problem')}): {' | '.join(problems)}; fix each "
+            f"as it says{f', or {instead}' if instead else ''}")
 
 
 _PLURALS = {"is": "are", "was": "were", "has": "have", "it": "them"}

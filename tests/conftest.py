@@ -113,6 +113,17 @@ def one_line_error(code: int, stdout: str, stderr: str) -> str:
     assert len(lines) == 1, stderr
     return lines[0]
 
+
+def counted_problems(line: str, head: str) -> list[str]:
+    """The problems a one-line error counts after `head` ("Error: HEAD (N problems): p1 | p2;
+    ..."), checked to be as many as it says and more than one."""
+    assert line.startswith(f"Error: {head} ("), line
+    count, rest = line[len(f"Error: {head} ("):].split(" problems): ", 1)
+    problems = rest.split(" | ")
+    assert int(count) == len(problems) > 1, line
+    return problems
+
+
 def this_python_at(path: Path) -> Path:
     """An executable at `path` that runs this Python, as a user's venv/bin/python would. Not a
     link to it: a link outside a virtual environment's folder runs the base interpreter, without

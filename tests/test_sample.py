@@ -1158,3 +1158,36 @@ def test_a_bf16_run_sampled_on_a_gpu_of_unknown_capability_is_not_warned(
                                          "NVIDIA GH200 480GB, [N/A], [N/A]")
     assert code == 0 and "has no bf16" not in said and "capability" not in said, said
     assert fake_gen.calls()[-1]["args"].get("bf16")
+
+
+def test_a_machine_that_cannot_generate_says_every_problem_on_one_line(
+        runner: CliRunner, run: Path, tmp_path: Path) -> None:
+    """Its problems were printed one a line; now they are counted on one line, each with its
+    fix, as reproduce's are."""
+    from .conftest import counted_problems, one_line_error
+
+    out = tmp_path / "out"
+    line = one_line_error(*invoke(runner, "sample", "--lora", run, "--out", out, "--n", 2,
+                                  "--base-model", tmp_path / "gone.safetensors",
+                                  "--sd-scripts", tmp_path / "missing"))
+    problems = counted_problems(line, "this machine cannot run the generation")
+    assert any(p.startswith(f"base model {tmp_path / 'gone.safetensors'} is not a file")
+               for p in problems), line
+    assert any(p.startswith(f"sd-scripts not found at {tmp_path / 'missing'}")
+               for p in problems), line
+    assert line.endswith("; fix each as it says, or sample on a machine that can (--dry-run "
+                         "plans it here)"), line
+    assert not out.exists()
+
+
+def test_settings_the_generation_cannot_take_are_named_on_one_line(
+        runner: CliRunner, run: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    from .conftest import counted_problems, one_line_error
+
+    line = one_line_error(*_sample(runner, fake_gen, "--lora", run, "--out", tmp_path / "out",
+                                   "--n", 2, "--set", "no_such_option=1", "--set",
+                                   "other_unknown=2"))
+    problems = counted_problems(line, "the generation cannot run with these settings")
+    assert any("no_such_option" in p for p in problems), line
+    assert any("other_unknown" in p for p in problems), line
+    assert line.endswith("; fix each as it says"), line

@@ -115,7 +115,8 @@ def test_processes_on_a_machine_without_gpus_would_stop_a_real_launch(
     assert f"a real run would stop at: {line}" in result.warnings, result.warnings
     with pytest.raises(UserError) as refused:
         train(prepared, "t4-16gb", run_dir=tmp_path / "real", **options)
-    assert str(refused.value).splitlines()[-1] == line
+    assert str(refused.value).endswith(f" | {line}; fix each as it says, or train on a machine "
+                                       "that can (--dry-run plans it here)"), refused.value
     assert not fake_sd.record.exists()
 
 
@@ -346,3 +347,37 @@ def test_several_machines_without_machine_zero_s_address_are_one_line(
     assert " ".join(stderr.split()) == ("Error: 2 machines need --main-process-ip, the address "
                                         "of the machine of rank 0 that every machine can reach")
     assert not (tmp_path / "run").exists() and not fake_sd.record.exists()
+
+
+def test_a_machine_that_cannot_train_says_every_problem_on_one_line(
+        runner: CliRunner, prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its problems were printed one a line; now they are counted on one line, each with its
+    fix, as reproduce's are."""
+    from .conftest import counted_problems, one_line_error
+
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    line = one_line_error(*invoke(runner, "train", prepared, "--preset", "t4-16gb", "--run-dir",
+                                  tmp_path / "run", "--sd-scripts", tmp_path / "missing"))
+    problems = counted_problems(line, "this machine cannot run the training of --preset t4-16gb")
+    assert any(p.startswith("GPU: no NVIDIA GPU found (nvidia-smi); ") for p in problems), line
+    assert any(p.startswith(f"sd-scripts: sd-scripts not found at {tmp_path / 'missing'}")
+               for p in problems), line
+    assert line.endswith("; fix each as it says, or train on a machine that can (--dry-run "
+                         "plans it here)"), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_settings_the_training_cannot_take_are_named_on_one_line(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path) -> None:
+    from .conftest import counted_problems, one_line_error
+
+    line = one_line_error(*invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "no_such_option=1", "--set", "max_train_steps=-3",
+                                  "--run-dir", tmp_path / "run", "--sd-scripts",
+                                  fake_sd.sd_scripts, "--python", sys.executable))
+    problems = counted_problems(line, "the training of --preset cpu-smoke cannot run with these "
+                               "settings")
+    assert any("no_such_option" in p for p in problems), line
+    assert any("max_train_steps" in p for p in problems), line
+    assert line.endswith("; fix each as it says"), line

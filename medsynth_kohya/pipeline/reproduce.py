@@ -546,10 +546,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     if problems and not dry_run:
         training = ("the original training" if preset_name == PRESET
                     else f"the training of --preset {preset_name}")
-        raise UserError(f"this machine cannot run {training} "
-                        f"({files.counted(len(problems), 'problem')}): {' | '.join(problems)}; "
-                        "fix each as it says, or run reproduce on a machine that can "
-                        "(--dry-run plans it here)")
+        raise UserError(files.problems_line(
+            f"this machine cannot run {training}", problems,
+            "run reproduce on a machine that can (--dry-run plans it here)", alone=False))
     push_url, refused, token = (("", [], None) if push_repo is None
                                 else _hub_ready(push_repo, dry_run))
     problems += refused

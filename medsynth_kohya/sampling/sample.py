@@ -196,7 +196,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     gen = gen_options(record, base_model, lora_file, settings, overrides, sd_dir, bool(gpus))
     errors = sdopts.check(SCRIPT, gen)
     if errors:
-        raise UserError("\n".join(errors))
+        raise UserError(files.problems_line("the generation cannot run with these settings",
+                                            errors))
     runner = checkout.python(python)
 
     digest = files.sha256(lora_file)
@@ -220,7 +221,9 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
         warnings.append(f"no train run or prepared folder found: prompts use prepare's default "
                         f"template and trigger {names.trigger!r}")
     if problems and not dry_run:
-        raise UserError("\n".join(problems))
+        raise UserError(files.problems_line(
+            "this machine cannot run the generation", problems,
+            "sample on a machine that can (--dry-run plans it here)"))
 
     state_path = out / STATE_DIR / STATE_FILE
     wanted = set(range(n) if shard is None else shard.indices(n))

@@ -261,7 +261,8 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
         errors += checks.gpu_errors(options, found_gpus, processes, preset.min_gpu_memory_gib,
                                     found=describe_visible(len(found_gpus)))
     if errors:
-        raise UserError("\n".join(errors))
+        raise UserError(files.problems_line(
+            f"the training of --preset {preset.name} cannot run with these settings", errors))
     return _Config(document, options, _steps_source(options, changes, chosen), found_gpus,
                    processes)
 
@@ -843,7 +844,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                                                       nodes.problems(options, others, processes,
                                                                      preset.min_gpu_memory_gib))
         if unfit:  # like this machine's GPUs, refused even under --dry-run
-            raise UserError("\n".join(unfit))
+            raise UserError(files.problems_line(
+                f"the other machines cannot run the training of --preset {preset.name}", unfit))
         record = replace(record, machines={
             "count": machines.count, "main_process_ip": machines.main_ip,
             "main_process_port": machines.main_port, "processes_per_machine": processes},
@@ -851,7 +853,9 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     result = TrainResult(run_dir, "dry-run", command, config_path, dataset_path, prompts_path,
                          steps, warnings=(*warnings, *errors.would_stop(problems)), plan=run)
     if problems and not dry_run:
-        raise UserError("\n".join(problems))
+        raise UserError(files.problems_line(
+            f"this machine cannot run the training of --preset {preset.name}", problems,
+            "train on a machine that can (--dry-run plans it here)"))
     if dry_run and (resume or (force and cluster.slurm is not None and folder.exists())):
         return result  # the run's files and record stay as they are (--slurm's job replaces them)
     # every check has passed: only now do the earlier outputs move and the files change
