@@ -331,6 +331,30 @@ def test_a_machine_without_bf16_refuses_a_bf16_run_on_all(prepared: Path,
                     "t4-16gb preset")
 
 
+def test_machines_that_cannot_run_the_training_are_all_named_on_one_line(
+        prepared: Path, tmp_path: Path) -> None:
+    """Each machine's refusal came on a line of its own; now they are counted on one line,
+    each naming its machine and its fix."""
+    from .conftest import counted_problems
+
+    run = tmp_path / "run"
+    with (locks.hold(run, "train", part=nodes.part(1)),
+          locks.hold(run, "train", part=nodes.part(2))):
+        nodes.write_report(run, 1, [RTX8000], status="waiting")
+        nodes.write_report(run, 2, [], status="waiting")
+        with pytest.raises(UserError) as refused:
+            train(prepared, "a100-80gb", run_dir=run, dry_run=True, detect=lambda: [A100],
+                  cluster=Cluster(Machines(3, 0, "127.0.0.1")))
+    line = f"Error: {refused.value}"
+    host = socket.gethostname()
+    problems = counted_problems(line, "the other machines cannot run the training of --preset "
+                                      "a100-80gb")
+    assert "\n" not in line and problems[0].startswith(
+        f"machine 1 ({host}): Quadro RTX 8000 (compute capability 7.5) has no bf16: "), line
+    assert problems[1] == (f"machine 2 ({host}) reports no NVIDIA GPU (nvidia-smi found none); "
+                           "fix each as it says"), line
+
+
 def test_the_dry_run_records_every_machine_that_reported(prepared: Path,
                                                          tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -175,7 +175,8 @@ def test_more_gpus_than_a_machine_without_gpus_has_refuse_a_real_launch_only(
     assert f"a real run would stop at: {line}" in planned.warnings
     with pytest.raises(UserError) as refused:
         train(prepared, "t4-16gb", run_dir=tmp_path / "run", gpus=3, detect=lambda: [], **tools)
-    assert line in str(refused.value).splitlines()
+    said = str(refused.value)
+    assert f" | {line}" in said and "\n" not in said, said
     assert not fake_sd.record.exists()
     one = train(prepared, "t4-16gb", run_dir=tmp_path / "one", dry_run=True, detect=lambda: [],
                 **tools)
