@@ -61,3 +61,19 @@ def test_the_dry_run_estimates_an_a100_as_an_a100(runner: CliRunner, isic2020: S
     assert code == 0, stderr
     assert f"({SECONDS_PER_STEP['A100']:g} s/step, rough)" in stdout
 
+
+
+def test_the_prepare_line_counts_each_skip_reason_in_the_right_number(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """reproduce's closing line for prepare counts skip reasons as prepare's own refusal does:
+    "3 image files named in another letter case", not "3 image file named ..."."""
+    from medsynth_kohya.data.prepare import NO_FILE, prepare
+    from medsynth_kohya.pipeline.reproduce import _prepared
+
+    photos = sorted(isic2020.images.glob("*.jpg"))
+    photos[0].unlink()
+    for photo in photos[1:4]:
+        photo.rename(photo.with_name(photo.name.lower()))
+    line = _prepared(prepare(isic2020.root, tmp_path / "prepared", workers=1))
+    assert "3 image files named in another letter case" in line, line
+    assert f"1 {NO_FILE}" in line, line

@@ -1081,7 +1081,7 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
                 "choose rows with --query or --diagnosis")
     orphan = skipped["reason"] == NO_ROW
     counts = skipped.loc[~orphan, "reason"].value_counts()
-    reasons = ", ".join(_reason_counted(count, reason) for reason, count in counts.head(3).items())
+    reasons = ", ".join(reason_counted(count, reason) for reason, count in counts.head(3).items())
     if orphan.any():
         reasons += f"; {int(orphan.sum())} image files have no metadata row"
     hint = ""
@@ -1110,7 +1110,7 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
             f"{reasons} (see {listed}){hint}")
 
 
-def _reason_counted(count: int, reason: str) -> str:
+def reason_counted(count: int, reason: str) -> str:
     """`count` skips of `reason`, its noun in the right number where it begins with one
     (CASE_SKIP, BELOW_SKIP: "3 image files named in another letter case")."""
     noun = "image file"
