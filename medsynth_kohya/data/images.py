@@ -252,12 +252,15 @@ def _grey_filled(image: MatLike, longest: int) -> bool:
 
 def _colourless(image: MatLike) -> bool:
     """Whether a colour decode (BGR, perhaps reduced) has its three channels within GREY_SPREAD
-    of each other everywhere: a greyscale photo, even one stored as colour."""
-    import numpy as np
+    of each other everywhere: a greyscale photo, even one stored as colour. By OpenCV's
+    per-channel operations: numpy's max over the channel axis took about as long as the whole
+    measurement of a 1024 x 768 photo."""
+    import cv2
 
     if image.ndim != 3:
         return True
-    spread = image.max(axis=2).astype(np.int16) - image.min(axis=2)
+    blue, green, red = cv2.split(image)
+    spread = cv2.subtract(cv2.max(cv2.max(blue, green), red), cv2.min(cv2.min(blue, green), red))
     return bool(spread.max() <= GREY_SPREAD)
 
 
