@@ -48,6 +48,7 @@ def _examples(*lines: str) -> str:
     """A command's --help epilog: example command lines, shown as written (click's \\b)."""
     return "Examples:\n\n\b\n" + "\n".join(f"  medsynth-kohya {line}" for line in lines)
 
+
 def _home(value: object) -> object:
     """A path argument with a leading `~` expanded (also in lists)."""
     if isinstance(value, Path):

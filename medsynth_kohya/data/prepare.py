@@ -1149,10 +1149,16 @@ def _small(table: pd.DataFrame, resolution: int) -> list[str]:
             f"'width * height >= {least}' or prepare with a lower --resolution"]
 
 
+def _flagged(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame,
+             flag: Callable[[Scan], bool]) -> list[str]:
+    """The ids, sorted, of the scanned images whose scan `flag` holds for."""
+    return sorted(str(chosen.at[index, "id"]) for index, _, result in good if flag(result))
+
+
 def _transparent(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
     """A warning for the images with transparent pixels: sd-scripts drops the alpha channel and
     trains on the colours stored under them, which a viewer does not show."""
-    ids = sorted(str(chosen.at[index, "id"]) for index, _, result in good if result.transparent)
+    ids = _flagged(good, chosen, lambda result: result.transparent)
     if not ids:
         return []
     them = files.agreeing(len(ids), "it")
@@ -1166,7 +1172,7 @@ def _transparent(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> li
 def _colourless(good: list[tuple[Any, Path, Scan]], chosen: pd.DataFrame) -> list[str]:
     """A warning for the photos with no colour (greyscale or 1-bit): their skin tone cannot be
     measured, and a LoRA trained on them draws grey skin."""
-    ids = sorted(str(chosen.at[index, "id"]) for index, _, result in good if result.colourless)
+    ids = _flagged(good, chosen, lambda result: result.colourless)
     if not ids:
         return []
     them = files.agreeing(len(ids), "it")
