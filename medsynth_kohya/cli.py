@@ -986,7 +986,9 @@ def reproduce(
 
 @app.command(epilog=_examples(
     "evaluate --real ~/isic2020 --synthetic synthetic --out report",
-    "evaluate --lora medsynthx-2023/run --synthetic medsynthx-2023/synthetic --out report"))
+    "evaluate --lora medsynthx-2023/run --synthetic medsynthx-2023/synthetic --out report",
+    "evaluate --real ~/isic2020 --synthetic synthetic --out report --classifier finetune "
+    "--dry-run"))
 def evaluate(
     synthetic: Annotated[Path, typer.Option(
         help="Synthetic set: the --out folder of `sample` (metadata.csv + images/).")],
@@ -1031,6 +1033,9 @@ def evaluate(
     force: Annotated[bool, typer.Option(
         help="Replace an earlier report in --out; with --lora, also compare with its prepared "
         "folder when it was prepared again since the run trained on it.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Print what would be read and computed (image counts, sections, classifier fits "
+        "and the device) without decoding an image or writing the report.")] = False,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Evaluate a synthetic set: near-copies, prompt adherence, FID/KID, classifier utility.
@@ -1043,7 +1048,7 @@ def evaluate(
     """
     from medsynth_kohya import files, ui
     from medsynth_kohya.errors import UserError
-    from medsynth_kohya.evaluation.evaluate import LOGISTIC, NO_CLASSIFIER, EvaluateOptions
+    from medsynth_kohya.evaluation.evaluate import LOGISTIC, NO_CLASSIFIER, EvaluateOptions, plan
     from medsynth_kohya.evaluation.evaluate import evaluate as run
 
     with _user_errors("interrupted; no report was written: run the command again to start the "
@@ -1061,6 +1066,12 @@ def evaluate(
                                   epochs=epochs, threshold=threshold,
                                   deep_threshold=deep_threshold, features=features,
                                   batch_size=batch_size, seed=seed, force=force)
+        if dry_run:
+            planned = plan(real, synthetic, out, options, lora=lora, break_lock=break_lock)
+            for warning in planned.warnings:
+                ui.warn(warning)
+            ui.table(f"evaluate --dry-run: {planned.out} (nothing written)", planned.rows)
+            return
         with ui.stage_bars() as progress:
             result = run(real, synthetic, out, options, lora=lora, break_lock=break_lock,
                          on_progress=progress)

@@ -174,6 +174,86 @@ def evaluate(real: arguments.PathArg | None, synthetic: arguments.PathArg,
             return _evaluate(source, synthetic, out, options, on_progress, trained)
 
 
+@dataclass(frozen=True)
+class EvaluatePlan:
+    """What `evaluate` would read, compute and write (--dry-run): rows of (what, how)."""
+
+    out: Path
+    rows: list[tuple[str, str]]
+    warnings: list[str] = field(default_factory=list)
+
+
+@arguments.checked
+def plan(real: arguments.PathArg | None, synthetic: arguments.PathArg,
+         out: arguments.PathArg, options: EvaluateOptions | None = None, *,
+         lora: arguments.PathArg | None = None, break_lock: bool = False) -> EvaluatePlan:
+    """What `evaluate` with the same arguments would do, refused where it would be refused,
+    from the sets' metadata alone: no image is decoded, no network loaded, nothing written."""
+    real, lora = arguments.optional_path(real, "real"), arguments.optional_path(lora, "lora")
+    synthetic, out = arguments.path(synthetic, "synthetic"), arguments.path(out, "out")
+    options = _checked(arguments.options(options, EvaluateOptions))
+    if out.exists():
+        files.ensure_folder(out, "give a new or empty folder", "--out")
+        locks.ensure_idle(out, "evaluate", writers=("evaluate",), break_lock=break_lock)
+        _claim(out, options.force)
+    if lora is not None:
+        locks.ensure_idle(lora, "evaluate", break_lock=break_lock)
+    source, trained = _real_source(real, lora)
+    ensure_made(synthetic, "evaluate", "--synthetic", break_lock=break_lock)
+    locks.ensure_idle(source, "evaluate", writers=("prepare", "fetch-isic"),
+                      break_lock=break_lock)
+    real_set = sets.load_real(source)
+    again = _prepared_again(trained, real_set, options.force)
+    synthetic_set = sets.load_synthetic(synthetic)
+    images = files.counted(len(synthetic_set.frame), "synthetic image")
+    missing = (f" ({files.counted(len(synthetic_set.missing), 'row')} of metadata.csv without "
+               "an image file left out)" if synthetic_set.missing else "")
+    rows = [("real data", f"{source}: {files.counted(len(real_set.training), 'training photo')}"),
+            ("synthetic set", f"{synthetic}: {images}{missing}"),
+            ("near-copies", f"every synthetic image against every training photo, hash "
+                            f"distance at most {options.threshold:g}"),
+            ("prompt adherence", "hair and skin tone measured on every image"),
+            *_network_rows(real_set, options)]
+    rows.append(("writes", f"{out / report.HTML_NAME}, {report.PUBLIC_HTML_NAME} and "
+                           f"{report.JSON_NAME}"))
+    return EvaluatePlan(out, rows, [*again, *(real_set.said.get(note, note)
+                                              for note in real_set.notes)])
+
+
+def _network_rows(real_set: sets.RealSet, options: EvaluateOptions) -> list[tuple[str, str]]:
+    """The plan's rows for sections 3 and 4, which need the `eval` extra: what each would run
+    on (the device the feature network would use), or why it would be skipped."""
+    from medsynth_kohya.evaluation import features as feature_module
+
+    absent = feature_module.missing(options.features, options.classifier != NO_CLASSIFIER)
+    if absent:
+        reason = f"skipped: needs {', '.join(absent)}: {INSTALL}"
+        return [("fidelity (FID/KID)", reason),
+                ("classifier utility", f"skipped: {NOT_ASKED}"
+                 if options.classifier == NO_CLASSIFIER else reason)]
+    import torch
+
+    if options.features != INCEPTION:
+        feature_module.factory_of(options.features)
+    device = "a CUDA GPU" if torch.cuda.is_available() else "the CPU (no CUDA GPU)"
+    rows = [("fidelity (FID/KID)", f"{options.features} features of both sets on {device}")]
+    labelled = real_set.labelled
+    if options.classifier == NO_CLASSIFIER:
+        return [*rows, ("classifier utility", f"skipped: {NOT_ASKED}")]
+    if labelled is None:
+        return [*rows, ("classifier utility", "skipped: no labelled real data")]
+    labelled = _limit(labelled, options.max_labelled, options.seed)
+    melanomas = int((labelled["label"] == 1).sum())
+    fits = len(options.mixes) * options.repeats
+    how = (f"{fits} fine-tunings of the {options.features} network, {options.epochs} epochs "
+           f"each, on {device}" if options.classifier == FINETUNE else
+           f"{fits} logistic regressions on frozen {options.features} features")
+    photos = files.counted(len(labelled), "real photo")
+    return [*rows, ("classifier utility",
+                    f"{how}: mixes {', '.join(f'{m:g}' for m in options.mixes)} x "
+                    f"{options.repeats} patient splits, on {photos} ({melanomas} melanomas)")]
+
+
 def _checked(options: EvaluateOptions) -> EvaluateOptions:
     """`options` once checked, with the real-only mix 0 added (the baseline every other mix is
     compared with) and each mix once, in increasing order."""

@@ -44,6 +44,18 @@ def missing(spec: str = INCEPTION, classifier: bool = True) -> list[str]:
     return absent
 
 
+def factory_of(spec: str) -> Any:
+    """What a MODULE:FACTORY `spec` names, imported but not called (so --dry-run can check
+    it); one that names nothing is a one-line UserError."""
+    module_name, _, factory_name = spec.partition(":")
+    if not factory_name:
+        raise UserError(f"--features {spec!r}: give 'inception' or MODULE:FACTORY")
+    try:
+        return getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"--features {spec!r} cannot be loaded: {exc}") from None
+
+
 def load_network(spec: str) -> Any:
     """The torch module named by `spec` (`inception` or `module:factory`), in eval mode."""
     import torch
@@ -64,13 +76,8 @@ def load_network(spec: str) -> Any:
                             f"or remove a broken download from {cache}; or give --features "
                             "MODULE:FACTORY") from None
         return network.eval()
-    module_name, _, factory_name = spec.partition(":")
-    if not factory_name:
-        raise UserError(f"--features {spec!r}: give 'inception' or MODULE:FACTORY")
-    try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"--features {spec!r} cannot be loaded: {exc}") from None
+    factory = factory_of(spec)
+    factory_name = spec.partition(":")[2]
     try:
         network = factory() if callable(factory) else None
     except Exception as exc:  # the user's own code: whatever it raises is theirs to fix
