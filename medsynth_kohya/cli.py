@@ -532,7 +532,7 @@ def doctor(
     "install-sd-scripts", "install-sd-scripts --pip"))
 def install_sd_scripts(
     dir_: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        "--dir", help="Folder to clone into; default the per-user folder "
+        "--dir", "-o", help="Folder to clone into; default the per-user folder "
         "(~/.local/share/medsynth-kohya/sd-scripts on Linux), found without options.")] = None,
     pip: Annotated[bool, typer.Option(
         "--pip", help="Also run the pip install line for sd-scripts' requirements.")] = False,

@@ -47,10 +47,10 @@ def test_evaluate_s_classifier_help_names_the_report_section(runner: CliRunner) 
 def test_every_output_folder_option_takes_o(runner: CliRunner) -> None:
     """-o names the folder a command writes, in every command that writes one."""
     outputs = {path: param for path, command in commands() for param in command.params
-               if param.name in ("out", "workdir", "run_dir") and path != ("doctor",)
+               if param.name in ("out", "workdir", "run_dir", "dir_") and path != ("doctor",)
                and param.param_type_name == "option"}
     assert {path[0] for path in outputs} >= {"prepare", "evaluate", "sample", "train",
-                                             "reproduce"}
+                                             "reproduce", "install-sd-scripts"}
     for path, param in outputs.items():
         assert "-o" in param.opts, f"{' '.join(path)} {param.opts[0]} has no -o"
         code, stdout, _ = invoke(runner, *path, "--help")
