@@ -142,7 +142,8 @@ def test_the_plan_as_rows() -> None:
     assert run.rows() == [
         ("steps", "25 (said)"), ("epochs", "3 of 10 steps"), ("saves", "3"),
         ("sample rounds", "2"),
-        ("one save", f"{plan.size(run.lora_bytes)} + state ≈ {plan.size(run.state_bytes)}"),
+        ("one save", f"{plan.size(run.lora_bytes)} LoRA, with a training state of "
+                     f"≈ {plan.size(run.state_bytes)}"),
         ("disk for saves", f"{plan.size(run.disk_bytes)} of 1 TB free")]
     plain = _plan({"network_dim": 32, "network_train_unet_only": True, "save_precision": "fp16"})
     assert dict(plain.rows())["one save"] == plan.size(plain.lora_bytes or 0)
@@ -210,6 +211,9 @@ def test_step_and_epoch_saves_together() -> None:
 def test_a_state_only_at_the_end() -> None:
     run = _plan({"max_train_epochs": 4, "save_every_n_epochs": 1, "save_state_on_train_end": True})
     assert run.state_bytes and (run.saves, _disk(run)) == (4, (4, 1))
+    assert dict(run.rows())["one save"] == (
+        f"{plan.size(run.lora_bytes or 0)} LoRA; the final one with a training state of "
+        f"≈ {plan.size(run.state_bytes)}")
 
 
 @pytest.mark.parametrize(("options", "prunes"), [

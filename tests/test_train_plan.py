@@ -114,12 +114,14 @@ def test_saves_that_cannot_fit_are_refused_before_launch(
                  if line.count("│") == 3)
     table = {k.strip(): v.strip() for k, v in cells.items()}
     assert table["epochs"] == "600 of 12 steps" and table["saves"] == "300"
-    assert table["sample rounds"] == "300" and table["one save"].startswith("681 MB + state")
+    assert table["sample rounds"] == "300" and table["one save"] == (
+        "681 MB LoRA, with a training state of ≈ 2.04 GB")
     assert table["disk for saves"].endswith("free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(10**12, 0, 50 * 10**9))
     code, _, stderr = invoke(runner, "train", small, "--preset", "medsynthx-2023",
                              "--run-dir", tmp_path / "run")
     assert code == 1 and "disk: the saves need" in stderr and "50 GB is free" in stderr
+    assert "(300 saves of 681 MB LoRA, with a training state of ≈ 2.04 GB)" in stderr
     assert "save_every_n_epochs=N" in stderr and not (tmp_path / "run" / "output").exists()
 
 

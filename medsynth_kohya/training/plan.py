@@ -167,6 +167,8 @@ class RunPlan:
     steps_per_epoch: int
     saves: int
     """LoRA files written, the final one included."""
+    state_saves: int
+    """Training states written: one per save with save_state, else the final one's (or none)."""
     sample_rounds: int
     lora_bytes: int | None
     """One saved LoRA file; None when the network is not one this can size."""
@@ -183,9 +185,14 @@ class RunPlan:
 
     def rows(self) -> list[tuple[str, str]]:
         """The plan as (label, value) rows for the dry-run and launch tables."""
-        one = "unknown (not a plain networks.lora)" if self.lora_bytes is None else (
-            f"{size(self.lora_bytes)}" + (f" + state ≈ {size(self.state_bytes)}"
-                                           if self.state_bytes else ""))
+        if self.lora_bytes is None:
+            one = "unknown (not a plain networks.lora)"
+        elif not self.state_bytes:
+            one = size(self.lora_bytes)
+        else:
+            which = ", with" if self.state_saves == self.saves else "; the final one with"
+            one = (f"{size(self.lora_bytes)} LoRA{which} a training state of "
+                   f"≈ {size(self.state_bytes)}")
         disk = "unknown" if self.disk_bytes is None else size(self.disk_bytes)
         return [("steps", f"{self.steps} ({self.steps_source})"),
                 ("epochs", f"{self.epochs} of {files.counted(self.steps_per_epoch, 'step')}"),
@@ -239,5 +246,5 @@ def plan(options: Mapping[str, Any], *, images: int, repeats: int, processes: in
         states = (min(saves.peak_states, PRUNED_PEAK_STATES) if prunes_states(options)
                   else saves.peak_states)
         disk = saves.peak_loras * lora + states * state
-    return RunPlan(steps, steps_source, epochs, per_epoch, saves.loras, rounds, lora,
-                   state if saves.states else None, disk, free_bytes)
+    return RunPlan(steps, steps_source, epochs, per_epoch, saves.loras, saves.states, rounds,
+                   lora, state if saves.states else None, disk, free_bytes)
