@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from .command_lines import PROGRAM, commands, context, parse
-from .conftest import invoke
+from .conftest import REPO, invoke
 
 
 def test_every_command_s_help_shows_examples_the_command_parses(runner: CliRunner) -> None:
@@ -65,6 +65,19 @@ def test_every_output_folder_option_takes_o(runner: CliRunner) -> None:
 ])
 def test_train_and_sample_take_both_spellings_of_the_gpu_count(line: str, name: str) -> None:
     assert context(line).params[name] == 2
+
+
+@pytest.mark.parametrize(("command", "heading"), [
+    ("train", "## Train the LoRA"), ("sample", "## Generate a synthetic set")])
+def test_readme_names_both_spellings_of_the_gpu_count(command: str, heading: str) -> None:
+    """Each section says the GPU count takes either spelling, as the command's --help does."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split(f"\n{heading}", 1)[1].split("\n## ", 1)[0]
+    (spellings,) = [param.opts for param in dict(commands())[(command,)].params
+                    if param.name in ("gpus", "num_gpus")]
+    assert sorted(spellings) == ["--gpus", "--num-gpus"]
+    for spelling in spellings:
+        assert f"`{spelling}" in section, f"README's {command} section never names {spelling}"
 
 
 def test_evaluate_o_is_its_report_folder() -> None:
