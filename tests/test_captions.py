@@ -130,6 +130,12 @@ def test_a_bad_template_is_one_line_saying_how_to_fix_it(
     ("{trigger}; site: {site}; tone: {tone}", {"site": "torso"}, "me1anoma; site: torso"),
     ("{trigger}; site: {site}; tone: {tone}", {"tone": "tan"}, "me1anoma; tone: tan"),
     ("{trigger}; {sex}, {age}", {"age": "35"}, "me1anoma, 35"),
+    ("{trigger} (at age {age})", {}, "me1anoma"),
+    ("{trigger} (age {age}, {sex})", {"sex": "male"}, "me1anoma (male)"),
+    ("{trigger} (on {site}, at age {age})", {"age": "35"}, "me1anoma (at age 35)"),
+    ("{trigger} [on {site}] at age {age}", {"age": "35"}, "me1anoma at age 35"),
+    ("{trigger} (tone: {tone})", {}, "me1anoma"),
+    ("{trigger} (tone: {tone}) on {site}", {"site": "torso"}, "me1anoma on torso"),
 ])
 def test_a_missing_value_inside_a_clause_leaves_no_dangling_words(
         template: str, values: dict[str, str], caption: str) -> None:

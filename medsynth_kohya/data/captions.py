@@ -27,10 +27,14 @@ _LINKING_WORDS = frozenset(
     ["on", "at", "age", "aged", "of", "in", "from", "with", "by", "the", "a", "an", "for", "to"]
 )
 _LINKS = "|".join(sorted(_LINKING_WORDS))
-_TRAILING_LINKS = re.compile(r"(?:(?:^|\s+)[^\s:]+:)?(?:(?:^|\s+)(?:" + _LINKS + r"))*\s*$",
-                             re.IGNORECASE)
+_WORD_START = r"(?:^|\s+|(?<=[(\[]))"
+"""Where a linking word or label starts: the text's start, whitespace or an opening bracket."""
+_TRAILING_LINKS = re.compile(
+    r"(?:" + _WORD_START + r"[^\s:()\[\]]+:)?(?:" + _WORD_START + r"(?:" + _LINKS + r"))*\s*$",
+    re.IGNORECASE)
 """A label (`tone:`), linking words and whitespace (spaces, tabs, newlines) that end a piece of
-literal text: they go with a missing value after them."""
+literal text, an opening bracket before them kept ("(at age {age}"): they go with a missing
+value after them."""
 _LEADING_LINK = re.compile(r"^(?:\s+(?:" + _LINKS + r")\b|\s*[,;)\]])", re.IGNORECASE)
 """Literal text after a value that starts another linking phrase or closes it: the value's own
 linking words before it are then no one else's."""
