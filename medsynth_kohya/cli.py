@@ -423,8 +423,10 @@ def train(
         help="An `accelerate config` file, passed to accelerate untouched (instead of the "
         "four options above).")] = None,
     slurm: Annotated[bool, typer.Option(
-        help="Check the run here and write RUN/train.sbatch: one task per machine "
-        "(--num-machines), each starting `accelerate launch` with its rank from SLURM.")
+        help="A flag: check the run here and write RUN/train.sbatch, one SLURM job whose "
+        "--num-machines tasks train this one LoRA together, each starting `accelerate launch` "
+        "with its rank from SLURM (sample's --slurm N instead splits a set into N independent "
+        "tasks).")
     ] = False,
     submit: Annotated[bool, typer.Option(help="With --slurm: submit it with sbatch.")] = False,
     sbatch: SbatchOption = None,
@@ -774,8 +776,9 @@ def sample(
         help="Generate nothing: write metadata.csv and grid.jpg for the images in --out.")
     ] = False,
     slurm: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        metavar="N", help="Write OUT/.medsynth/sample.sbatch, a SLURM array job of N tasks, "
-        "task K running this command with --shard K/N.")] = None,
+        metavar="N", help="Write OUT/.medsynth/sample.sbatch, a SLURM array job of N "
+        "independent tasks, task K running this command with --shard K/N (train's --slurm is "
+        "a flag: one job of --num-machines tasks training one LoRA together).")] = None,
     submit: Annotated[bool, typer.Option(help="With --slurm: submit it with sbatch.")] = False,
     sbatch: SbatchOption = None,
 ) -> None:

@@ -80,6 +80,21 @@ def test_readme_names_both_spellings_of_the_gpu_count(command: str, heading: str
         assert f"`{spelling}" in section, f"README's {command} section never names {spelling}"
 
 
+def test_train_and_sample_helps_say_how_their_slurm_options_differ(runner: CliRunner) -> None:
+    """train's --slurm is a flag (one job whose machines train one LoRA), sample's takes N (an
+    array of N independent parts): each --help says what its own does and names the other's."""
+    said = {}
+    for command in ("train", "sample"):
+        code, stdout, _ = invoke(runner, command, "--help")
+        assert code == 0
+        said[command] = " ".join(stdout.replace("│", " ").split())
+    assert "--no-slurm A flag: check the run here and write RUN/train.sbatch" in said["train"]
+    assert "(sample's --slurm N instead splits a set into N independent tasks)" in said["train"]
+    assert "array job of N independent tasks, task K running this command" in said["sample"]
+    assert ("(train's --slurm is a flag: one job of --num-machines tasks training one LoRA "
+            "together)") in said["sample"]
+
+
 def test_evaluate_o_is_its_report_folder() -> None:
     assert context("medsynth-kohya evaluate --synthetic s -o report").params["out"] == Path(
         "report")
