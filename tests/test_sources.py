@@ -245,6 +245,30 @@ def test_of_two_files_of_one_id_the_one_whose_content_fits_its_extension_is_used
     assert f"{photos[1].stem}: {photos[1]}, not {first / photos[1].stem}.png" in two
 
 
+@pytest.mark.parametrize("extra", ["a-extra", "zz-extra"])
+def test_of_two_copies_of_one_id_a_good_one_wins_over_a_truncated_one(
+        isic2020: SyntheticSet, tmp_path: Path, extra: str) -> None:
+    """An id with a truncated copy in the folder searched first and a good one in the other
+    (extra/ before or after train/) is trained on from the good copy, with a warning naming
+    both; only the broken copy's other copy is scanned besides the ids' first copies."""
+    photos = sorted(isic2020.images.glob("*.jpg"))
+    photo = photos[0]
+    folder = isic2020.root / extra
+    folder.mkdir()
+    copy = folder / photo.name
+    shutil.copy(photo, copy)
+    broken, good = (copy, photo) if extra < isic2020.images.name else (photo, copy)
+    broken.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    result = prepare(None, tmp_path / "out", metadata=isic2020.metadata,
+                     images=isic2020.root, workers=1)
+    assert result.skipped.empty
+    assert Path(result.manifest.set_index("id").at[photo.stem, "source"]) == good.absolute()
+    assert result.scanned == len(photos) + 1
+    (warning,) = [w for w in result.warnings if photo.stem in w]
+    assert f"{photo.stem}: {good}, not {broken} (truncated)" in warning
+    assert not [w for w in result.warnings if "two folders" in w]
+
+
 def test_images_in_subfolders_of_the_layouts_image_folder_are_found(
         isic2020: SyntheticSet) -> None:
     """train/batch2/X.jpg of an ISIC 2020 download is found from SOURCE as --images finds it;

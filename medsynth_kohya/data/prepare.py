@@ -47,6 +47,7 @@ from medsynth_kohya.data.sources import (
     Source,
     allowed_terms,
     blank_effects,
+    clash_warnings,
     described,
     find_images,
     generated_rows,
@@ -576,6 +577,46 @@ def _scan_all(keys: list[CacheKey], hair: HairMode, cache: dict[CacheKey, Scan],
     return [cache[key] for key in keys], {Path(key[0]) for key in todo}
 
 
+def _good_copies(ids: list[str], keys: list[CacheKey], scans: list[Scan],
+                 found: dict[str, Path], others: Mapping[str, Sequence[Path]], hair: HairMode,
+                 cache: dict[CacheKey, Scan], workers: int, journal: Path
+                 ) -> tuple[dict[str, tuple[Path, str]], set[Path]]:
+    """Where the file of `ids` scanned (`keys`, `scans`) is broken and another file of the id
+    (`others`) reads, use that one in its place in `found`, `keys` and `scans`: only the other
+    files of the broken ones are scanned. Returns the broken files replaced, by id, with their
+    skip reason, and the files scanned anew."""
+    broken = {identifier: at for at, (identifier, result) in enumerate(zip(ids, scans,
+                                                                          strict=True))
+              if result.reason and identifier in others}
+    if not broken:
+        return {}, set()
+    copies = [path.absolute() for identifier in broken for path in others[identifier]]
+    copy_keys = _keys(copies, hair)
+    copy_scans, fresh = _scan_all(copy_keys, hair, cache, workers, None, journal)
+    scanned = dict(zip(copies, zip(copy_keys, copy_scans, strict=True), strict=True))
+    replaced: dict[str, tuple[Path, str]] = {}
+    for identifier, at in broken.items():
+        good = next((path for path in others[identifier]
+                     if not scanned[path.absolute()][1].reason), None)
+        if good is not None:
+            replaced[identifier] = (Path(keys[at][0]), scans[at].reason)
+            found[identifier] = good
+            keys[at], scans[at] = scanned[good.absolute()]
+    return replaced, fresh
+
+
+def _replaced_warning(found: Mapping[str, Path],
+                      replaced: Mapping[str, tuple[Path, str]]) -> list[str]:
+    """The ids whose first file is broken while another reads, which is used."""
+    if not replaced:
+        return []
+    identifier, (broken, reason) = next(iter(sorted(replaced.items())))
+    return [f"{files.counted(len(replaced), 'image id')} "
+            f"{files.agreeing(len(replaced), 'has')} a file that cannot be used and another "
+            f"that can, which is used (e.g. {identifier}: {found[identifier].absolute()}, not "
+            f"{broken} ({reason})): remove the broken file"]
+
+
 def _tracker_deaf_to_hangups() -> None:
     """Start multiprocessing's resource tracker with SIGHUP ignored (it ignores SIGINT and
     SIGTERM itself): a closed terminal hangs up the whole process group, and a tracker killed
@@ -733,8 +774,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     warnings = [*located.warnings, *archive.rejections(rejected, allowed_terms(located), blanked)]
     warnings += _mostly_blank(chosen, _caption_fields(options), located)
     warnings += foreign_warnings
-    found, clashes = find_images(located.image_dirs)
-    warnings += clashes
+    found, others = find_images(located.image_dirs)
 
     for identifier in sorted(set(found) - set(rows["id"])):
         _skip(skipped, identifier, found[identifier], NO_ROW)
@@ -795,11 +835,19 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     paths = [found[i].absolute() for i in chosen["id"]]
     keys = _keys(paths, options.hair.detector)
     try:
-        scans, fresh = _scan_all(keys, options.hair.detector, cache,
-                                 workers or default_workers(), on_progress,
+        workers = workers or default_workers()
+        scans, fresh = _scan_all(keys, options.hair.detector, cache, workers, on_progress,
                                  state / JOURNAL_FILE)
+        replaced, also = _good_copies(list(chosen["id"]), keys, scans, found, others,
+                                      options.hair.detector, cache, workers,
+                                      state / JOURNAL_FILE)
     finally:  # an interrupted run keeps what it scanned
         _save_cache(state / CACHE_FILE, cache)
+    fresh |= also
+    paths = [Path(key[0]) for key in keys]
+    warnings += clash_warnings(found, {stem: copies for stem, copies in others.items()
+                                       if stem not in replaced})
+    warnings += _replaced_warning(found, replaced)
     good = []
     for (index, identifier), path, result in zip(chosen["id"].items(), paths, scans,
                                                  strict=True):
@@ -865,7 +913,7 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
         out=out, source=located, manifest=table, skipped=skipped_frame, repeats=repeats,
         steps_per_epoch=layout.steps_per_epoch(train, repeats.repeats, options.batch_size),
         train_dir=train_dir, dataset_config=folder.dataset_config, options=options,
-        scanned=len(fresh), reused=len(paths) - len(fresh), warnings=tuple(warnings),
+        scanned=len(fresh), reused=len(set(paths) - fresh), warnings=tuple(warnings),
         hair_agreement=agreement, diagnosis=diagnosis, dropped=scanned - len(good),
         image_types=image_types)
 

@@ -1251,14 +1251,15 @@ def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:
     return find_images(dirs)[0]
 
 
-def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
-    """`index_images`, and warnings naming the ids found as different files: two in one folder
-    (X.jpg and X.png: the first by name is used) or in two folders (the first folder's is),
-    unless only a later file's content is the format its extension says (`content_fits`)."""
+def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """`index_images`, and the other files of the ids found as different files, in the order
+    found: two in one folder (X.jpg and X.png: the first by name is used) or in two folders
+    (the first folder's is), unless only a later file's content is the format its extension
+    says (`content_fits`)."""
     from medsynth_kohya.data.images import content_fits
 
     found: dict[str, Path] = {}
-    clashes: list[tuple[str, Path]] = []
+    others: dict[str, list[Path]] = {}
     for folder in dirs:
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and not _hidden(path.name) \
@@ -1268,7 +1269,15 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
                 if first != path and not first.samefile(path):
                     if not content_fits(first) and content_fits(path):
                         found[stem], path = path, first
-                    clashes.append((stem, path))
+                    others.setdefault(stem, []).append(path)
+    return found, others
+
+
+def clash_warnings(found: Mapping[str, Path], others: Mapping[str, Sequence[Path]]
+                   ) -> list[str]:
+    """Warnings naming the ids of `found` with other files (`find_images`), the file used and
+    how to choose another: one for those in one folder, one for those in two."""
+    clashes = [(stem, path) for stem, paths in others.items() for path in paths]
     beside = [(stem, path) for stem, path in clashes if found[stem].parent == path.parent]
     apart = [clash for clash in clashes if clash not in beside]
     warnings = []
@@ -1287,4 +1296,4 @@ def find_images(dirs: tuple[Path, ...]) -> tuple[dict[str, Path], list[str]]:
                         "folder's whose content fits its extension is used (e.g. "
                         f"{stem}: {found[stem]}, not {other}): remove the copies or pass "
                         "--images the one folder to use")
-    return found, warnings
+    return warnings
