@@ -187,6 +187,29 @@ def test_semicolon_or_tab_separated_metadata_is_read(runner: CliRunner, isic2020
     assert list(table["caption"]) == list(reference["caption"])
 
 
+@pytest.mark.parametrize(("separator", "first"), [(",", "# exported by tool; version 2"),
+                                                  (";", "# exported by tool, version 2")])
+def test_a_comment_holding_the_other_separator_is_named_whole_as_not_the_header(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, separator: str,
+        first: str) -> None:
+    """A comment above the header whose only separator is the other one (";" above a
+    comma-separated file, "," above a ";"-separated one) is named whole as the line to remove,
+    and without it the file is read by its own separator."""
+    isic2020.frame.to_csv(isic2020.metadata, sep=separator, index=False)
+    table = isic2020.metadata.read_text(encoding="utf-8")
+    isic2020.metadata.write_text(f"{first}\n{table}", encoding="utf-8")
+    line = _error_line(*invoke(runner, "prepare", "--metadata", isic2020.metadata, "--images",
+                               isic2020.images, "--out", tmp_path / "out"))
+    assert "is not its header" in line and "remove that line" in line
+    with pytest.raises(UserError) as refused:
+        prepare(None, tmp_path / "out", metadata=isic2020.metadata, images=isic2020.images)
+    assert f"the first line of {isic2020.metadata} ({first}) is not" in str(refused.value)
+    isic2020.metadata.write_text(table, encoding="utf-8")
+    result = prepare(None, tmp_path / "out", metadata=isic2020.metadata,
+                     images=isic2020.images, workers=1)
+    assert sorted(result.manifest["id"]) == sorted(isic2020.frame["image_name"])
+
+
 def test_a_file_of_ids_alone_says_it_has_no_other_columns(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
     """A CSV of image_name alone, with the default caption template, listed "(present: )"

@@ -427,8 +427,8 @@ def _format_of(path: Path, size: int, modified: int) -> CsvFormat:
                         "metadata CSV")
     else:
         encoding = _encoding(path, compression)
-    line = head.decode(encoding, errors="replace").lstrip("\ufeff").splitlines()[:1]
-    return CsvFormat(compression, encoding, _separator(line[0] if line else ""))
+    lines = head.decode(encoding, errors="replace").lstrip("\ufeff").splitlines()
+    return CsvFormat(compression, encoding, _separator(lines))
 
 
 def _binary(head: bytes) -> bool:
@@ -513,10 +513,11 @@ def _encoding(path: Path, compression: str | None) -> str:
     return "latin-1"
 
 
-def _separator(line: str) -> str:
-    """The CSV's field separator: "," unless its header line has none and has ";" (Excel's
-    export where the decimal mark is a comma, read with that mark), a tab or "|" (a database's
-    export)."""
+def _separator(lines: Sequence[str]) -> str:
+    """The CSV's field separator: "," unless its header line (the first of `lines` that is no
+    `#` comment, which may hold another mark) has none and has ";" (Excel's export where the
+    decimal mark is a comma, read with that mark), a tab or "|" (a database's export)."""
+    line = next((line for line in lines if not line.startswith("#")), "")
     return next((mark for mark in (";", "\t", "|") if "," not in line and mark in line), ",")
 
 
