@@ -4,10 +4,11 @@
     OUT/metadata.csv             one row per image file: ISIC Archive fields, then settings
                                  (`write_metadata` writes it, `read_metadata` reads it)
     OUT/grid.jpg                 contact sheet of the first images with their prompts
-    OUT/logs/shard-<k>.log       sdxl_gen_img.py's output, appended on every run
+    OUT/logs/shard-<k>.log       sdxl_gen_img.py's output of GPU process k (from 0), appended
+                                 on every run; shard-K-of-N.<k>.log for --shard K/N (K from 1)
     OUT/.medsynth/sample.json    the settings, checked on a re-run, and the last run's record
     OUT/.medsynth/written.json   every file above that sample wrote (or is writing)
-    OUT/.medsynth/shards/<k>/    the prompt file and output folder of shard k
+    OUT/.medsynth/shards/<k>/    the prompt file and output folder of GPU process k (K-of-N.<k>)
 """
 
 from __future__ import annotations
