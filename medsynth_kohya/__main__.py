@@ -1,5 +1,5 @@
 """Allow ``python -m medsynth_kohya``."""
 
-from medsynth_kohya.cli import main
+from medsynth_kohya.entry import main
 
 main()

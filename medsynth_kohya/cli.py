@@ -19,6 +19,7 @@ from medsynth_kohya import __version__
 from medsynth_kohya.data.archive import MetadataStyle
 from medsynth_kohya.data.hair import HairMode
 from medsynth_kohya.data.layout import LinkMode
+from medsynth_kohya.entry import RESUMABLE
 
 if TYPE_CHECKING:
     from medsynth_kohya.machine.slurm import Job
@@ -169,10 +170,6 @@ def _main(
                                           help="Show the version and exit.")] = False,
 ) -> None:
     """ISIC dermoscopy data to an SDXL melanoma LoRA, through kohya-ss sd-scripts."""
-
-
-RESUMABLE = "interrupted; re-run the same command to continue where it stopped"
-"""What Ctrl-C says by default: most commands pick up where they stopped."""
 
 
 @contextmanager
@@ -1094,14 +1091,3 @@ def evaluate(
                  f"{'is a near-copy' if flagged == 1 else 'are near-copies'} of training photos; "
                  "see the report before publishing them")
         raise typer.Exit(1)
-
-def main() -> None:
-    """Console-script entry point. Ctrl-C before a command's own handling begins (while Typer
-    builds the commands) is the same one line and exit code 130, not a traceback."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        from medsynth_kohya import ui
-
-        ui.error(RESUMABLE)
-        raise SystemExit(130) from None

@@ -391,18 +391,55 @@ def test_a_demo_on_a_gpu_machine_that_only_plans_says_why(
     assert demo._missing_for_training(t4) == "" and demo._missing_for_training([])
 
 
+def _console_script() -> list[str]:
+    """The arguments that make Python run what pyproject's `medsynth-kohya` script runs."""
+    import toml
+
+    from .conftest import REPO
+
+    target = toml.load(REPO / "pyproject.toml")["project"]["scripts"]["medsynth-kohya"]
+    module, function = target.split(":")
+    return ["-c", f"import sys; from {module} import {function}; sys.exit({function}())"]
+
+
+@pytest.mark.parametrize("start", [["-m", "medsynth_kohya"], _console_script()],
+                         ids=["python -m", "console script"])
+def test_ctrl_c_while_the_command_line_is_imported_is_one_line(start: list[str]) -> None:
+    """Ctrl-C in the first ~0.7 s, while the command line's modules are still imported, printed
+    a KeyboardInterrupt traceback. The interrupt is sent once Typer's first module is imported
+    (`-X importtime` says when, on stderr), so it lands in the import of the command line."""
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-X", "importtime", *start, "--version"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    said = []
+    for line in process.stderr:
+        said.append(line)
+        if "typer" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=60)
+    lines = [line for line in "".join(said).splitlines() + err.splitlines()
+             if not line.startswith("import time:")]
+    assert (process.returncode, out) == (130, ""), lines
+    from medsynth_kohya.entry import RESUMABLE
+
+    assert lines == [f"Error: {RESUMABLE}"]
+
+
 def test_ctrl_c_before_a_command_starts_is_one_line(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """Ctrl-C while Typer still builds the commands (the first ~0.7 s) printed a 30-line
     KeyboardInterrupt traceback instead of the one line each command gives."""
-    from medsynth_kohya import cli
+    from medsynth_kohya import cli, entry
 
     def interrupted() -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "app", interrupted)
     with pytest.raises(SystemExit) as stopped:
-        cli.main()
+        entry.main()
     assert stopped.value.code == 130
     said = capsys.readouterr()
-    assert squeezed(said.err) == squeezed(f"Error: {cli.RESUMABLE}") and not said.out
+    assert squeezed(said.err) == squeezed(f"Error: {entry.RESUMABLE}") and not said.out
