@@ -221,12 +221,13 @@ def counted(count: int, noun: str = "file") -> str:
 
 def problems_line(head: str, problems: Sequence[str], instead: str = "", *,
                   alone: bool = True) -> str:
-    """Refusals as the one line an error is: "HEAD (N problems): P1 | P2; fix each as it
-    says[, or INSTEAD]" (each problem says its own fix), or with `alone` one problem as it is."""
+    """Refusals as the one line an error is: "HEAD (N problems): P1 | P2; fix each[, or
+    INSTEAD]" ("fix it" after one), or with `alone` one problem as it is. It claims no fix of
+    its own: some problems name none (an unknown option with no similar name, no GPU)."""
     if alone and len(problems) == 1:
         return problems[0]
-    return (f"{head} ({counted(len(problems), 'problem')}): {' | '.join(problems)}; fix each "
-            f"as it says{f', or {instead}' if instead else ''}")
+    return (f"{head} ({counted(len(problems), 'problem')}): {' | '.join(problems)}; fix "
+            f"{'it' if len(problems) == 1 else 'each'}{f', or {instead}' if instead else ''}")
 
 
 _PLURALS = {"is": "are", "was": "were", "has": "have", "it": "them"}

@@ -317,3 +317,15 @@ def test_a_folder_argument_that_is_no_folder_is_one_line(tmp_path: Path) -> None
     ("/", "<local>"), ("", "<local>"), ("C:\\", "<local>")])
 def test_a_local_path_is_shared_by_its_last_name_alone(path: str, shared: str) -> None:
     assert outputs.local_name(path) == shared
+
+
+def test_a_problems_line_counts_its_problems_and_claims_no_fix_they_do_not_name() -> None:
+    """It closed with "fix each as it says" after problems that name no fix (an unknown option
+    with no similar name, a machine with no GPU), and "fix each" after reproduce's one."""
+    unknown = "unknown sd-scripts option 'x'; no option has a similar name"
+    gpu = "machine 2 reports no NVIDIA GPU (nvidia-smi found none)"
+    assert files.problems_line("it cannot run", [unknown], "run it elsewhere", alone=False) == (
+        f"it cannot run (1 problem): {unknown}; fix it, or run it elsewhere")
+    assert files.problems_line("it cannot run", [unknown, gpu]) == (
+        f"it cannot run (2 problems): {unknown} | {gpu}; fix each")
+    assert files.problems_line("it cannot run", [gpu]) == gpu

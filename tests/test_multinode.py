@@ -352,7 +352,7 @@ def test_machines_that_cannot_run_the_training_are_all_named_on_one_line(
     assert "\n" not in line and problems[0].startswith(
         f"machine 1 ({host}): Quadro RTX 8000 (compute capability 7.5) has no bf16: "), line
     assert problems[1] == (f"machine 2 ({host}) reports no NVIDIA GPU (nvidia-smi found none); "
-                           "fix each as it says"), line
+                           "fix each"), line
 
 
 def test_the_dry_run_records_every_machine_that_reported(prepared: Path,

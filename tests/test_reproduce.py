@@ -276,7 +276,7 @@ def test_a_machine_that_cannot_train_names_the_preset_it_was_asked_for(
     assert line.split(" problems): ")[0].endswith(f"({len(problems)}"), line
     assert len(problems) > 1 and any(problem.startswith("GPU: no NVIDIA GPU found (nvidia-smi)"
                                                         "; ") for problem in problems), line
-    assert line.endswith("; fix each as it says, or run reproduce on a machine that can "
+    assert line.endswith("; fix each, or run reproduce on a machine that can "
                          "(--dry-run plans it here)"), line
 
 

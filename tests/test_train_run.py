@@ -115,7 +115,7 @@ def test_processes_on_a_machine_without_gpus_would_stop_a_real_launch(
     assert f"a real run would stop at: {line}" in result.warnings, result.warnings
     with pytest.raises(UserError) as refused:
         train(prepared, "t4-16gb", run_dir=tmp_path / "real", **options)
-    assert str(refused.value).endswith(f" | {line}; fix each as it says, or train on a machine "
+    assert str(refused.value).endswith(f" | {line}; fix each, or train on a machine "
                                        "that can (--dry-run plans it here)"), refused.value
     assert not fake_sd.record.exists()
 
@@ -363,7 +363,7 @@ def test_a_machine_that_cannot_train_says_every_problem_on_one_line(
     assert any(p.startswith("GPU: no NVIDIA GPU found (nvidia-smi); ") for p in problems), line
     assert any(p.startswith(f"sd-scripts: sd-scripts not found at {tmp_path / 'missing'}")
                for p in problems), line
-    assert line.endswith("; fix each as it says, or train on a machine that can (--dry-run "
+    assert line.endswith("; fix each, or train on a machine that can (--dry-run "
                          "plans it here)"), line
     assert not (tmp_path / "run").exists()
 
@@ -380,4 +380,4 @@ def test_settings_the_training_cannot_take_are_named_on_one_line(
                                "settings")
     assert any("no_such_option" in p for p in problems), line
     assert any("max_train_steps" in p for p in problems), line
-    assert line.endswith("; fix each as it says"), line
+    assert line.endswith("; fix each"), line
