@@ -425,6 +425,22 @@ def test_a_control_character_in_the_trigger_or_class_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_files_named_in_another_letter_case_are_counted_with_a_fix_in_the_plural(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """Skips counted in the plural said "3 image files named in another letter case ...:
+    correct the id or rename the file"."""
+    from medsynth_kohya.data.prepare import CASE_SKIP, reason_counted
+
+    for path in isic2020.images.iterdir():
+        path.rename(path.with_name(path.name.lower()))
+    count = len(isic2020.frame)
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert (f"{count} image files named in another letter case (see source): correct the ids "
+            "or rename the files") in " ".join(stderr.split()), stderr
+    assert reason_counted(1, CASE_SKIP) == f"1 {CASE_SKIP}"
+
+
 def test_an_id_whose_file_differs_only_in_letter_case_is_named_once(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
     """`isic_1` in the metadata and `ISIC_1.jpg` on disk were two skips ("no image file" and

@@ -99,6 +99,9 @@ BELOW_SKIP = "image file only in a subfolder (see source): pass --images to sear
 CASE_SKIP = ("image file named in another letter case (see source): correct the id or rename "
              "the file")
 """Skip reason of an id whose only file differs from it in letter case (isic_1 / ISIC_1.jpg)."""
+_PLURAL_FIXES = {CASE_SKIP: "correct the ids or rename the files"}
+"""The fix after a skip reason's last ": " where it names one id or file, for the reason
+counted in the plural (reason_counted)."""
 NO_ROW = "no metadata row"
 """Skip reason of an image file whose name no metadata row has as its id."""
 MEASURED_SKIP = "left out by --query on measurements"
@@ -1160,8 +1163,11 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
 
 def reason_counted(count: int, reason: str) -> str:
     """`count` skips of `reason`, its noun in the right number where it begins with one
-    (CASE_SKIP, BELOW_SKIP: "3 image files named in another letter case")."""
+    (CASE_SKIP, BELOW_SKIP: "3 image files named in another letter case"), and so is its fix
+    where that names one file (_PLURAL_FIXES: "correct the ids or rename the files")."""
     noun = "image file"
+    if count != 1 and reason in _PLURAL_FIXES:
+        reason = f"{reason.rpartition(': ')[0]}: {_PLURAL_FIXES[reason]}"
     if reason.startswith(f"{noun} "):
         return files.counted(count, noun) + reason.removeprefix(noun)
     return f"{count} {reason}"
