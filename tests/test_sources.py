@@ -218,9 +218,20 @@ def test_two_files_of_one_id_in_one_folder_are_named_with_how_to_choose(
     (warning,) = [w for w in result.warnings if photo.stem in w]
     assert warning.startswith("1 image id has two files in one folder")
     assert f"{photo.stem}: {photo.name}, not {other.name} in {other.parent}" in warning
-    assert "remove or rename" in warning and "--images" not in warning
+    assert "remove or rename the file not to train on" in warning and "--images" not in warning
     source = result.manifest.set_index("id").loc[photo.stem, "source"]
     assert Path(source).name == photo.name
+
+
+def test_two_files_of_several_ids_in_one_folder_are_to_be_renamed_in_the_plural(
+        isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """Three ids with two files each were told to "remove or rename the file"."""
+    for photo in sorted(isic2020.images.glob("*.jpg"))[:3]:
+        shutil.copy(photo, photo.with_suffix(".jpeg"))
+    result = prepare(isic2020.root, tmp_path / "out", workers=1)
+    (warning,) = [w for w in result.warnings if "two files in one folder" in w]
+    assert warning.startswith("3 image ids have two files in one folder"), warning
+    assert warning.endswith(": remove or rename the files not to train on"), warning
 
 
 def test_of_two_files_of_one_id_the_one_whose_content_fits_its_extension_is_used(

@@ -1289,7 +1289,8 @@ def clash_warnings(found: Mapping[str, Path], others: Mapping[str, Sequence[Path
                         "first by "
                         "name whose content fits its extension is used (e.g. "
                         f"{stem}: {found[stem].name}, not {other.name} in {other.parent}): "
-                        "remove or rename the file not to train on")
+                        f"remove or rename the {'file' if len(beside) == 1 else 'files'} not "
+                        "to train on")
     if apart:
         stem, other = apart[0]
         warnings.append(f"{files.counted(len(apart), 'image id')} "
