@@ -340,13 +340,16 @@ def demo(
         help="Number of synthetic photos to generate, 8 to 10,000 (each takes about 0.2 s to "
         "draw, more to prepare: the demo only shows the pipeline).")] = 24,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data, 0 to 2**32 - 1.")] = 0,
+    dry_run: Annotated[bool, typer.Option(
+        help="Generate, prepare, render and check the training run as always, but launch "
+        "nothing, even on a machine that could train.")] = False,
 ) -> None:
     """Run the pipeline on built-in synthetic ISIC-like data (no download needed).
 
     Generates `OUT/source` (photos and ISIC 2020 metadata, all marked synthetic), prepares
     it into `OUT/prepared`, then renders and checks a t4-16gb training run in `OUT/run` and
     prints the exact command a GPU machine would run. With a CUDA GPU, sd-scripts and the
-    SDXL base model in the Hugging Face cache, it trains for real.
+    SDXL base model in the Hugging Face cache, it trains for real (not with --dry-run).
     """
     from medsynth_kohya import ui
     from medsynth_kohya.data.prepare import summary
@@ -355,16 +358,17 @@ def demo(
     with (_user_errors(), ui.progress_bar("drawing photos") as drawing,
           ui.progress_bar("checking images") as progress, ui.training_bar() as step):
         result = run_demo(out, n=n, seed=seed, on_progress=progress, on_step=step,
-                          on_draw=drawing)
+                          on_draw=drawing, dry_run=dry_run)
     ui.say(f"Generated {len(result.source.frame)} synthetic photos in {result.source.root}")
     ui.table(f"prepare: {result.prepared.out}", summary(result.prepared))
     training = result.training
     for warning in training.warnings:
         ui.warn(warning)
     if training.status == "dry-run":
+        where = ("--dry-run launched nothing. Without --dry-run, this machine runs"
+                 if result.can_train else "On a GPU machine it runs")
         ui.say(f"Training run rendered and checked in {training.run_dir} "
-               f"({training.expected_steps} steps). On a GPU machine it runs (in "
-               f"{training.command.cwd}):")
+               f"({training.expected_steps} steps). {where} (in {training.command.cwd}):")
         ui.say(training.command.shell())
     elif training.status == "succeeded":
         ui.say(f"Training {training.status}: {training.message}")

@@ -200,17 +200,17 @@ def test_a_demo_whose_training_did_not_finish_exits_non_zero_saying_so(
 
 def test_a_demo_that_trained_for_real_goes_on_from_its_run(tmp_path: Path) -> None:
     """A re-run resumed nothing: train refused 'already holds a succeeded run … --force',
-    options demo does not have. A run that trained (finished or not) is resumed; a dry run's
-    record, or none, starts afresh."""
+    options demo does not have. A run that trained is resumed (one that finished, only reported);
+    a dry run's record, or none, starts afresh."""
     import json
 
-    from medsynth_kohya.pipeline.demo import AFRESH, OVER, RESUME, _earlier
+    from medsynth_kohya.pipeline.demo import AFRESH, FINISHED, OVER, RESUME, _earlier
     from medsynth_kohya.sdscripts import launch
 
     run = tmp_path / "run"
     assert _earlier(tmp_path, "melanoma") == AFRESH
     run.mkdir()
-    for status, how in (("dry-run", AFRESH), ("succeeded", RESUME), ("running", RESUME),
+    for status, how in (("dry-run", AFRESH), ("succeeded", FINISHED), ("running", RESUME),
                         ("interrupted", OVER), ("failed", OVER)):
         (run / "run.json").write_text(json.dumps({"status": status}), encoding="utf-8")
         assert _earlier(tmp_path, "melanoma") == how, status

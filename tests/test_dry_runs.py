@@ -2,8 +2,10 @@
 created, changed or removed (paths and sha256 before and after), on fresh folders and on
 folders an earlier real run wrote (issue 9: nothing of the user's is lost or changed).
 
-`train --dry-run` is the one documented writer ("write and check the files"): it renders a new
-run folder and nothing else, and leaves an existing run as it was."""
+`train --dry-run` is one documented writer ("write and check the files"): it renders a new
+run folder and nothing else, and leaves an existing run as it was. `demo --dry-run` is the other:
+it generates, prepares and renders into its --out as demo does, launching nothing
+(tests/test_demo.py)."""
 
 from __future__ import annotations
 

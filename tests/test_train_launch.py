@@ -222,7 +222,7 @@ def test_resuming_a_finished_run_launches_nothing_unless_forced(
         said = " ".join(stdout.split())
         assert code == 0, stdout + stderr
         assert (f"{run} already finished, nothing to resume: its LoRA is {final} (--resume "
-                "--force trains it again from step 0 with the same settings)") in said, said
+                "--force trains it again from step 0 with its own settings)") in said, said
         assert not fake_sd.record.exists() and checksums(run) == before
 
     code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",

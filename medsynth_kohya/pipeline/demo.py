@@ -2,7 +2,7 @@
 
 It generates an ISIC 2020-like set (marked synthetic), prepares it, then renders and checks
 the training run and shows the exact command a GPU machine would run; where a CUDA GPU,
-sd-scripts and the SDXL base model are present, it trains for real.
+sd-scripts and the SDXL base model are present, it trains for real (unless `dry_run`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from medsynth_kohya.sdscripts import checkout, launch
 from medsynth_kohya.sdscripts.launch import StepProgress
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import RunFolder
-from medsynth_kohya.training.train import TrainResult, train
+from medsynth_kohya.training.train import TrainResult, finished, train
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,15 +38,21 @@ MIN_PHOTOS = 8
 MAX_PHOTOS = 10_000
 """More only makes the demo slower: each photo takes about 0.2 s to draw and more to prepare,
 so 10,000 already take about an hour."""
+OPTIONS = PrepareOptions(val_frac=0.15, target_steps=200, epochs=10)
+"""How the demo prepares its photos: about 200 steps, to see a training through quickly."""
+NAME = OPTIONS.class_name
+"""The class the demo trains, which names its run's LoRA and saved states."""
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The generated source set, the prepared training folder and the training run."""
+    """The generated source set, the prepared training folder and the training run;
+    `can_train`: whether this machine has what real training needs (--dry-run aside)."""
 
     source: SyntheticSet
     prepared: PrepareResult
     training: TrainResult
+    can_train: bool = False
 
 
 def base_model_cached(repo_id: str = BASE_MODEL) -> bool:
@@ -113,6 +119,14 @@ def _leave_trained(out: Path, missing: str) -> None:
                     "or choose another --out")
 
 
+def _refuse_over(out: Path) -> None:
+    """Refuse a dry run where OUT/run's real training stopped before its first save: a demo
+    would train it over, and a dry run can show that only by replacing the run's record."""
+    raise UserError(f"{out / 'run'} holds a real training that stopped before it saved a state "
+                    "to go on from, whose record --dry-run would replace; run demo without "
+                    "--dry-run to train it over, or choose another --out")
+
+
 def _csv(frame: pd.DataFrame) -> str:
     """The text `make_dataset` writes for a metadata frame."""
     return str(frame.to_csv(index=False))
@@ -123,9 +137,9 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
              on_progress: Progress | None = None,
              on_step: Callable[[StepProgress], None] | None = None,
              detect: Callable[[], list[Gpu]] = detect_gpus,
-             on_draw: Progress | None = None) -> DemoResult:
+             on_draw: Progress | None = None, dry_run: bool = False) -> DemoResult:
     """Generate `out/source` (`on_draw` gets each photo drawn), prepare `out/prepared`, and
-    plan (or run) training in `out/run`."""
+    plan (or run, where this machine can and not `dry_run`) training in `out/run`."""
     out = arguments.path(out, "out")
     if not MIN_PHOTOS <= n <= MAX_PHOTOS:
         raise UserError(f"--n must be {MIN_PHOTOS} to {MAX_PHOTOS:,} (got {n:,})")
@@ -135,21 +149,26 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
         _keep_trained(out, n, seed)
         gpus = detect()
         missing = _missing_for_training(gpus)
-        real = not missing
-        if not real:
+        if missing:
             _leave_trained(out, missing)
+        earlier = _earlier(out, NAME) if not missing else AFRESH
+        if dry_run and earlier == OVER:
+            _refuse_over(out)
+        # a finished run is only reported, and refused before anything is written if its
+        # LoRA is gone
+        done = finished(out / "run", NAME, AGAIN.format(run=out / "run")) if (
+            earlier == FINISHED) else None
         synthetic = make_dataset(out / "source", n, seed=seed,
                                  sizes=((640, 480), (1024, 768), (1600, 1067)),
                                  on_progress=on_draw)
         _drop_stale_photos(synthetic)
-        prepared = prepare(synthetic.root, out / "prepared",
-                           options=PrepareOptions(val_frac=0.15, target_steps=200, epochs=10),
-                           workers=workers, on_progress=on_progress)
-        earlier = _earlier(out, str(prepared.options.class_name)) if real else AFRESH
+        prepared = prepare(synthetic.root, out / "prepared", options=OPTIONS, workers=workers,
+                           on_progress=on_progress)
         going_on = earlier == RESUME
-        training = train(prepared.out, None if going_on else PRESET, run_dir=out / "run",
-                         dry_run=not real, resume=going_on, force=earlier == OVER,
-                         detect=lambda: gpus, on_progress=on_step)
+        training = done if done is not None else train(
+            prepared.out, None if going_on else PRESET, run_dir=out / "run",
+            dry_run=dry_run or bool(missing), resume=going_on, force=earlier == OVER,
+            detect=lambda: gpus, on_progress=on_step)
     if gpus and missing:  # a GPU machine that only plans: say why
         training = replace(training, warnings=(
             *training.warnings, f"not training on this GPU machine: {missing}"))
@@ -157,7 +176,7 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
         training = replace(training, warnings=(
             f"the earlier training in {out / 'run'} stopped before it saved a state to go on "
             "from: it started over", *training.warnings))
-    return DemoResult(synthetic, prepared, training)
+    return DemoResult(synthetic, prepared, training, can_train=not missing)
 
 
 def _missing_for_training(gpus: list[Gpu]) -> str:
@@ -181,9 +200,12 @@ def _drop_stale_photos(synthetic: SyntheticSet) -> None:
             photo.unlink()
 
 
-AFRESH, RESUME, OVER = "afresh", "resume", "over"
+AFRESH, RESUME, OVER, FINISHED = "afresh", "resume", "over", "finished"
 """How a demo trains after an earlier one: as a new run (none trained for real), going on
-from it, or over again in its place (it stopped before saving a state)."""
+from it, over again in its place (it stopped before saving a state), or not at all (it
+succeeded: the demo only says so)."""
+AGAIN = "to train it again from step 0, choose another --out or delete {run}"
+"""How a demo's user trains a finished run again: demo has no --force."""
 
 
 def _earlier(out: Path, name: str) -> str:
@@ -193,7 +215,8 @@ def _earlier(out: Path, name: str) -> str:
     status = _trained(out)
     if status is None:
         return AFRESH
-    if status in ("succeeded", "running") or launch.latest_state(RunFolder(out / "run").output,
-                                                                 name):
+    if status == "succeeded":
+        return FINISHED
+    if status == "running" or launch.latest_state(RunFolder(out / "run").output, name):
         return RESUME  # "running": left by a process that died; train says so and goes on
     return OVER

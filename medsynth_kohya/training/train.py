@@ -729,7 +729,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     folder = RunFolder(run_dir)
     name = str(state.class_name)
     if resume and not force and previous.status == "succeeded":
-        result = _finished(run_dir, name)
+        result = finished(run_dir, name)
         if cluster.machines.count > 1 and not dry_run:  # the other machines stop waiting
             nodes.decide(run_dir, status="refused", message=result.message)
         return result
@@ -911,22 +911,25 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                    log=log, tail=tuple(outcome.tail))
 
 
-def _finished(run_dir: Path, name: str) -> TrainResult:
-    """--resume on a run that already succeeded: nothing to launch (sd-scripts refuses to go
-    on from a run's final state), only a note saying so."""
+RESUME_FORCE = "--resume --force trains it again from step 0 with its own settings"
+"""How train's user trains a finished run again."""
+
+
+def finished(run_dir: Path, name: str, again: str = RESUME_FORCE) -> TrainResult:
+    """A run that already succeeded, resumed: nothing to launch (sd-scripts refuses to go on
+    from a run's final state), only a note saying so and how to train it again (`again`)."""
     folder = RunFolder(run_dir)
     final = folder.final_lora(name)
     if not final.is_file():
-        raise UserError(f"{run_dir} finished, but its LoRA {final} is gone; --resume --force "
-                        "trains it again from step 0 with its own settings")
+        raise UserError(f"{run_dir} finished, but its LoRA {final} is gone; {again}")
     record = folder.load()
     return TrainResult(
         run_dir, "succeeded", launch.Command(list(record.command or []),
                                              Path(record.cwd or run_dir)),
         folder.config, folder.dataset_config, folder.sample_prompts, record.expected_steps,
         lora_files=tuple(launch.lora_files(folder.output, name)), lora=final,
-        message=f"{run_dir} already finished, nothing to resume: its LoRA is {final} (--resume "
-                "--force trains it again from step 0 with the same settings)")
+        message=f"{run_dir} already finished, nothing to resume: its LoRA is {final} "
+                f"({again})")
 
 
 def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
