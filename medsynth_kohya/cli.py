@@ -368,7 +368,7 @@ def demo(
         where = ("--dry-run launched nothing. Without --dry-run, this machine runs"
                  if result.can_train else "On a GPU machine it runs")
         ui.say(f"Training run rendered and checked in {training.run_dir} "
-               f"({training.expected_steps} steps). {where} (in {training.command.cwd}):")
+               f"({training.expected_steps} steps). {where} ({training.command.where()}):")
         ui.say(training.command.shell())
     elif training.status == "succeeded":
         ui.say(f"Training {training.status}: {training.message}")
@@ -477,7 +477,7 @@ def train(
     else:
         ui.table(f"train: {result.run_dir.name}", result.outcome_rows())
     if result.status == "dry-run":
-        ui.say(f"Command (run in {result.command.cwd}):")
+        ui.say(f"Command (run {result.command.where()}):")
         ui.say(result.command.shell())
         return
     if result.status != "succeeded":

@@ -52,12 +52,25 @@ def test_a_demo_dry_run_on_a_machine_that_could_train_launches_nothing_and_says_
 
 
 def test_a_demo_dry_run_on_a_machine_that_cannot_train_says_where_it_would_run(
-        runner: CliRunner, tmp_path: Path) -> None:
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without sd-scripts, the command shown installs it first: its `cd` named a folder that
+    did not exist."""
+    import shlex
+
+    from medsynth_kohya.sdscripts import checkout
+
+    monkeypatch.setattr(checkout, "checkout_root", lambda: None)  # as from a wheel
+    monkeypatch.delenv(checkout.ENV_DIR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home" / "data"))
     code, stdout, stderr = invoke(runner, "demo", "--out", tmp_path / "demo", "--n", 8,
                                   "--dry-run")
-    said = " ".join(stdout.split())
     assert code == 0, stdout + stderr
-    assert "steps). On a GPU machine it runs (in " in said and "launched nothing" not in said
+    heading, line = stdout.splitlines()[-2:]
+    assert heading.endswith(f"steps). On a GPU machine it runs (in {checkout.user_dir()}, "
+                            "which `medsynth-kohya install-sd-scripts` makes first):"), heading
+    assert line.startswith("medsynth-kohya install-sd-scripts && cd "
+                           f"{shlex.quote(str(checkout.user_dir()))} && "), line
 
 
 def test_a_demo_over_its_finished_run_gives_advice_demo_can_follow(

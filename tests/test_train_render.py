@@ -151,6 +151,45 @@ def test_dry_run_prints_the_exact_command(runner: CliRunner, prepared: Path,
     assert "sd-scripts not found" in stderr
 
 
+def test_a_dry_run_without_sd_scripts_shows_a_command_that_installs_it_first(
+        runner: CliRunner, prepared: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It printed `cd ~/.local/share/medsynth-kohya/sd-scripts && …` for a folder that did not
+    exist (as the warning before it said), so the line failed at once when pasted. Where the
+    checkout is missing the line now installs it there first, and its heading says so; a
+    folder install-sd-scripts would refuse, or a checkout that is there, gets no such step."""
+    import shlex
+
+    from medsynth_kohya.sdscripts import checkout
+
+    monkeypatch.setattr(checkout, "checkout_root", lambda: None)  # as from a wheel
+    monkeypatch.delenv(checkout.ENV_DIR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home" / "data"))
+    user, given = checkout.user_dir(), tmp_path / "my sd-scripts"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    there = tmp_path / "sd"
+    (there / "networks").mkdir(parents=True)
+    for script in (checkout.TRAIN_SCRIPT, "networks/lora.py"):
+        (there / script).write_text("", encoding="utf-8")
+    for n, (extra, folder, step) in enumerate((
+            ((), user, "medsynth-kohya install-sd-scripts"),
+            (("--sd-scripts", given), given,
+             f"medsynth-kohya install-sd-scripts --dir {shlex.quote(str(given))}"),
+            (("--sd-scripts", other), other, ""), (("--sd-scripts", there), there, ""))):
+        code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                      "--run-dir", tmp_path / f"run{n}", "--dry-run", *extra)
+        assert code == 0, stderr
+        heading, line = stdout.splitlines()[-2:]
+        made = f", which `{step}` makes first" if step else ""
+        assert heading == f"Command (run in {folder}{made}):", heading
+        cd = f"cd {shlex.quote(str(folder))} && "
+        assert line.startswith(f"{step} && {cd}" if step else cd), line
+        assert not user.exists() and not given.exists()
+
+
 @pytest.mark.parametrize(("setting", "needle"), [
     ("learning_rat=1e-4", "learning_rate"),
     ('mixed_precision="bf17"', "fp16"),

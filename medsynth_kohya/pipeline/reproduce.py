@@ -560,7 +560,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     command = launch.train_command(checkout.python(python), sd_dir.resolve(),
                                    folder.config.resolve(), folder.dataset_config.resolve(),
                                    accelerate_config=folder.accelerate_config,
-                                   mixed_precision=str(options.get("mixed_precision")))
+                                   mixed_precision=str(options.get("mixed_precision")),
+                                   first=checkout.install_step(location))
 
     # the sample command shown runs with the sd-scripts and Python reproduce was given
     given = [*(["--sd-scripts", str(sd_scripts)] if sd_scripts is not None else []),

@@ -194,6 +194,20 @@ def missing_fix(location: Location) -> str:
     return "medsynth-kohya install-sd-scripts (or --sd-scripts DIR)"
 
 
+def install_step(location: Location) -> str:
+    """The command that installs sd-scripts where `location` finds none ("" where a checkout
+    is there, or where install-sd-scripts would refuse the path: a file, a folder of other
+    files, a link to nothing)."""
+    path = location.path
+    empty = path.is_dir() and not any(path.iterdir())
+    absent = not path.exists() and not path.is_symlink()
+    if present(path) or not (empty or absent):
+        return ""
+    if location.rule == NOT_FOUND:  # its default folder
+        return "medsynth-kohya install-sd-scripts"
+    return f"medsynth-kohya install-sd-scripts --dir {_quoted(path)}"
+
+
 def pin_fix(location: Location, clone: bool = True) -> str:
     """The exact command that puts the checkout at `location` at the pinned release; for a
     copy that is no git `clone` of its own (git can neither read nor move its commit), a new

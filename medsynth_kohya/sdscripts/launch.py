@@ -76,11 +76,19 @@ class Command:
     argv: list[str]
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
+    first: str = ""
+    """A shell step that makes `cwd` before the line goes there (install-sd-scripts, where the
+    checkout is missing); shown, never run."""
 
     def shell(self) -> str:
         """The command as one copy-pasteable shell line (for display; it never runs in a shell)."""
         words = [f"{name}={shlex.quote(value)}" for name, value in self.env.items()]
-        return f"cd {shlex.quote(str(self.cwd))} && {' '.join([*words, self.line()])}"
+        first = f"{self.first} && " if self.first else ""
+        return f"{first}cd {shlex.quote(str(self.cwd))} && {' '.join([*words, self.line()])}"
+
+    def where(self) -> str:
+        """Where the command runs, as its heading names it: "in CWD", and what makes CWD."""
+        return f"in {self.cwd}" + (f", which `{self.first}` makes first" if self.first else "")
 
     def line(self) -> str:
         """The arguments alone as a shell line (no folder, no variables): a step to suggest."""
@@ -238,14 +246,15 @@ def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
                   accelerate_config: Path, given: bool = False, num_processes: int = 1,
                   mixed_precision: str = "no", gpu_ids: Sequence[int | str] | None = None,
                   cpu_threads: int | None = None, resume: Path | None = None,
-                  machines: Machines = Machines()) -> Command:
+                  machines: Machines = Machines(), first: str = "") -> Command:
     """`accelerate launch --config_file ACCELERATE_CONFIG sdxl_train_network.py` with our
     config, dataset and optional state.
 
     `accelerate_config` is the run's own (`write_accelerate_config` of the same values), and
     the flags after it say them again; a user's config (`given`, --accelerate-config) is
     passed alone and untouched. Either way no user's default config is read. Every path is
-    made absolute: the command runs inside `sd_scripts`, where a relative one names nothing."""
+    made absolute: the command runs inside `sd_scripts`, where a relative one names nothing.
+    `first`: the step that installs sd-scripts there, where it is missing (shown only)."""
     launcher = ["--config_file", str(accelerate_config.resolve())]
     if not given:
         threads = cpu_threads or max(1, _cpu_count() // num_processes)
@@ -256,7 +265,7 @@ def train_command(python: str, sd_scripts: Path, config: Path, dataset: Path, *,
             str(dataset.resolve())]
     if resume is not None:
         argv += ["--resume", str(resume.resolve())]
-    return Command(argv, sd_scripts, dict(ENV))
+    return Command(argv, sd_scripts, dict(ENV), first)
 
 
 def own_command(*args: str) -> list[str]:

@@ -819,7 +819,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
         accelerate_config=cluster.accelerate_config or folder.accelerate_config,
         given=cluster.accelerate_config is not None, num_processes=processes,
-        mixed_precision=precision, gpu_ids=gpu_ids, resume=state_dir, machines=machines)
+        mixed_precision=precision, gpu_ids=gpu_ids, resume=state_dir, machines=machines,
+        first=checkout.install_step(location))
     output = folder.output
     steps = run.steps
     record = RunRecord(
@@ -968,7 +969,7 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             mixed_precision=str(decision["mixed_precision"]),
             gpu_ids=_gpu_ids(processes),
             resume=Path(decision["resume"]) if decision["resume"] else None,
-            machines=machines)
+            machines=machines, first=checkout.install_step(location))
         notes = tuple(note for note in [lock.note] if note) + (
             (f"machine {machines.rank} waits for machine 0's go in {run_dir / nodes.FOLDER}, "
              "then runs the training command this dry run prints",) if dry_run else ())
