@@ -4,6 +4,7 @@ column names, the diagnosis levels as `iddx_1..5`, `target` for any malignancy) 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 
-from .conftest import invoke
+from .conftest import invoke, one_line_error
 
 
 def _slice3d(made: SyntheticSet, root: Path, *, images: bool = True) -> pd.DataFrame:
@@ -91,3 +92,49 @@ def test_an_isic_2024_download_of_the_hdf5_alone_is_named(archive: SyntheticSet,
     code, _, stderr = invoke(CliRunner(), "prepare", root, "--out", tmp_path / "cli")
     assert code != 0
     assert "train-image.hdf5" in stderr and "Traceback" not in stderr
+
+
+def _levels_dropped(root: Path, *kept: str) -> pd.DataFrame:
+    """`root`'s train-metadata.csv without its `iddx_1..5` columns but `kept` (Kaggle's file
+    trimmed), as rewritten."""
+    metadata = root / "train-metadata.csv"
+    table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
+    trimmed: pd.DataFrame = table.drop(columns=[
+        name for name in table.columns if re.fullmatch(r"iddx_\d", name) and name not in kept])
+    trimmed.to_csv(metadata, index=False)
+    return trimmed
+
+
+def test_isic_2024_without_its_levels_reads_them_from_iddx_full(archive: SyntheticSet,
+                                                                tmp_path: Path) -> None:
+    root = tmp_path / "isic-2024-challenge"
+    table = _slice3d(archive, root).set_index("isic_id")
+    _levels_dropped(root)
+    melanomas = set(table.index[table["iddx_3"].astype("string").str.startswith("Melanoma",
+                                                                                 na=False)])
+    by_default = prepare(root, tmp_path / "out", workers=1, options=PrepareOptions(seed=1))
+    assert set(by_default.manifest["id"]) == melanomas
+    assert vocab.under(by_default.manifest["diagnosis"], vocab.MELANOMA).all()
+    malignant = prepare(root, tmp_path / "malignant", workers=1,
+                        options=PrepareOptions(diagnosis="Malignant", seed=1))
+    assert set(malignant.manifest["id"]) == set(table.index[table["iddx_1"] == "Malignant"])
+    nevi = prepare(root, tmp_path / "nevi", workers=1,
+                   options=PrepareOptions(query='iddx_full.str.contains("Nevus")', seed=1))
+    assert set(nevi.manifest["id"]) == set(table.index[table["iddx_3"] == "Nevus"])
+    assert nevi.manifest["diagnosis"].str.endswith(":Nevus").all()
+    assert any(" prepared images are not Malignant melanocytic proliferations (Melanoma) but "
+               "Nevus " in warning for warning in nevi.warnings), nevi.warnings
+
+
+@pytest.mark.parametrize(("kept", "said"), [((), "iddx_full, iddx_2 or iddx_3 "),
+                                            (("iddx_1",), "(iddx_1 says only benign or")])
+def test_isic_2024_without_a_diagnosis_names_its_own_columns(archive: SyntheticSet,
+                                                             tmp_path: Path, kept: tuple[str],
+                                                             said: str) -> None:
+    root = tmp_path / "isic-2024-challenge"
+    _slice3d(archive, root)
+    _levels_dropped(root, *kept).drop(columns=["iddx_full"]).to_csv(
+        root / "train-metadata.csv", index=False)
+    code, _, stderr = invoke(CliRunner(), "prepare", root, "--out", tmp_path / "out")
+    line = one_line_error(code, _, stderr)
+    assert said in line and "diagnosis_2" not in line and "diagnosis_3" not in line

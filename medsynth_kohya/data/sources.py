@@ -70,6 +70,9 @@ SLICE3D_METADATA = "train-metadata.csv"
 names, but its diagnosis levels named `iddx_1..5` (SLICE3D_LEVELS)."""
 SLICE3D_LEVELS = {f"diagnosis_{level}": f"iddx_{level}" for level in range(1, 6)}
 """The Archive's diagnosis level -> ISIC 2024's name for it (the same hierarchy's terms)."""
+SLICE3D_FULL = "iddx_full"
+"""ISIC 2024's whole diagnosis path, its levels joined by `::`: read as `diagnosis_1..5` where
+the file holds no `iddx_1..5` (a trimmed copy of Kaggle's)."""
 DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
 """The ISIC 2020 challenge's list of images it holds twice (`image_name_1, image_name_2`)."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
@@ -964,7 +967,26 @@ def read_metadata(source: Source) -> pd.DataFrame:
         aliases.update({name: _match(level, header) for name, level in SLICE3D_LEVELS.items()})
     read: pd.DataFrame = frame.assign(**{name: frame[column]
                                          for name, column in aliases.items() if column})
+    full = _match(SLICE3D_FULL, header)
+    if full and not {"diagnosis", *SLICE3D_LEVELS} & set(read.columns):
+        read = read.assign(**_full_levels(read[full]))
     return read
+
+
+def _full_levels(full: pd.Series) -> dict[str, pd.Series]:
+    """ISIC 2024's `iddx_full` paths (`Malignant::…::Melanoma Invasive`) as `diagnosis_1..5`,
+    so the selection, --diagnosis and --query read them as its `iddx_1..5`."""
+    from medsynth_kohya.data import archive
+
+    parts = full.astype("string").str.split(r"\s*:+\s*", regex=True, expand=True)
+    parts = parts.reindex(columns=range(archive.LEVELS)).astype("string")
+    return {f"diagnosis_{level + 1}": parts[level] for level in range(archive.LEVELS)}
+
+
+def _slice3d(source: Source) -> bool:
+    """Whether `source` is ISIC 2024's metadata: a train-metadata.csv, or any `iddx_` column."""
+    return source.metadata.name.lower().startswith(SLICE3D_METADATA.removesuffix(".csv")) \
+        or any(column.lower().startswith("iddx_") for column in source.header)
 
 
 def _part3_label(label: pd.Series) -> pd.Series:
@@ -1030,9 +1052,12 @@ def default_selection(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -
     if source.kind == ISIC2020 and "target" in frame.columns:
         return target_numbers(frame["target"]).eq(1)
     if not {"diagnosis", "diagnosis_3", "diagnosis_2"} & set(frame.columns):
+        slice3d = _slice3d(source)
+        level = SLICE3D_LEVELS if slice3d else {name: name for name in SLICE3D_LEVELS}
         missing = ("column target (or diagnosis)" if source.kind == ISIC2020 else
-                   "column diagnosis_2 or diagnosis_3" + (
-                       " (diagnosis_1 says only benign or malignant)"
+                   f"column {SLICE3D_FULL + ', ' if slice3d else ''}{level['diagnosis_2']} or "
+                   f"{level['diagnosis_3']}" + (
+                       f" ({level['diagnosis_1']} says only benign or malignant)"
                        if "diagnosis_1" in frame.columns else ""))
         raise UserError(f"{source.metadata} is missing {missing} to select melanomas; "
                         "add it or pass --query or --diagnosis")
