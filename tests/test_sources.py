@@ -528,6 +528,29 @@ def test_isic_2019_ids_the_metadata_csv_lacks_are_named(archive: SyntheticSet,
     assert not [w for w in whole.warnings if "no row in" in w]
 
 
+def test_isic_2019_blank_caption_fields_name_the_metadata_csv_that_holds_them(
+        archive: SyntheticSet, tmp_path: Path) -> None:
+    """Sex, age and site blank in most rows were said to be columns of the ground truth CSV,
+    which has none of them."""
+    root = tmp_path / "isic2019"
+    frame = _isic2019(archive, root)
+    metadata = root / "ISIC_2019_Training_Metadata.csv"
+    table = pd.read_csv(metadata, dtype=str)
+    table.loc[:, ["age_approx", "anatom_site_general", "sex"]] = ""
+    table.to_csv(metadata, index=False)
+    melanomas = frame.loc[frame["diagnosis_3"] == "Melanoma Invasive", "isic_id"]
+    for source in (root, root / "ISIC_2019_Training_Metadata.csv"):
+        result = prepare(source, tmp_path / "out" / source.name, workers=1)
+        blank = [w for w in result.warnings if " is blank in " in w]
+        assert len(blank) == 3, result.warnings
+        for name, column in (("sex", "sex"), ("age", "age_approx"),
+                             ("site", "anatom_site_general")):
+            assert (f"{name} is blank in {len(melanomas)} of {len(melanomas)} selected rows, "
+                    f"so their captions go without it: check column {column} of "
+                    f"ISIC_2019_Training_Metadata.csv or map another with --column "
+                    f"{name}=COLUMN") in blank
+
+
 def test_isic_2019_ids_pandas_would_read_as_missing_are_merged_as_written(
         archive: SyntheticSet, tmp_path: Path) -> None:
     root = tmp_path / "isic2019"

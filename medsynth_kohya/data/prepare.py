@@ -51,6 +51,7 @@ from medsynth_kohya.data.sources import (
     described,
     find_images,
     generated_rows,
+    holding,
     images_below,
     index_images,
     lacked_by,
@@ -1305,7 +1306,8 @@ def _mostly_blank(chosen: pd.DataFrame, used: list[str], source: Source) -> list
             column = source.columns[name]
             warnings.append(f"{name} is blank in {blank} of {len(chosen)} selected rows, so "
                             f"their captions go without it: check column {column} of "
-                            f"{source.metadata.name} or map another with --column {name}=COLUMN")
+                            f"{holding(source, column).name} or map another with --column "
+                            f"{name}=COLUMN")
     return warnings
 
 

@@ -887,6 +887,14 @@ def _merged(frame: pd.DataFrame, partner: Path, identifier: str) -> pd.DataFrame
     return merged
 
 
+def holding(source: Source, column: str) -> Path:
+    """The CSV of `source` whose header holds `column`: the pair's other CSV (ISIC 2019's
+    metadata beside its ground truth) where the metadata file's own header lacks it."""
+    if source.partner is None or _match(column, _header(source.metadata, source.text)):
+        return source.metadata
+    return source.partner
+
+
 def unpartnered(source: Source, ids: Iterable[str]) -> list[str]:
     """Those of `ids` that the pair's other CSV (`source.partner`) has no row for, sorted:
     read with the metadata's blank sex, age and site."""
