@@ -86,3 +86,18 @@ def test_files_of_one_size_are_twins_only_with_the_same_bytes(tmp_path: Path) ->
     for name, data in contents.items():
         paths[name].write_bytes(data)
     assert identical_twins(paths) == {"c": ("a", IDENTICAL)}
+
+
+def test_a_duplicates_list_without_its_columns_is_named_as_an_empty_one_is(
+        tmp_path: Path) -> None:
+    """A list whose header is not image_name_1, image_name_2 (columns a, b, c) was read by
+    position and matched nothing without a word, while an empty one warned."""
+    made = make_dataset(tmp_path / "src", 4, seed=6, melanoma_fraction=1.0)
+    ids = sorted(made.frame["image_name"])
+    (made.root / LIST).write_text(f"a,b,c\n{ids[0]},{ids[1]},x\n", encoding="utf-8")
+    result = prepare(made.root, tmp_path / "out", workers=1)
+    assert sorted(result.manifest["id"]) == ids
+    (warning,) = [w for w in result.warnings if LIST in w]
+    assert warning == (f"{made.root / LIST} has no column image_name_1 nor image_name_2 (its "
+                       "columns: a, b, c), where ISIC 2020's list pairs the ids of one image "
+                       "in image_name_1 and image_name_2: its duplicates are not skipped")

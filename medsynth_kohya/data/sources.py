@@ -74,7 +74,9 @@ SLICE3D_FULL = "iddx_full"
 """ISIC 2024's whole diagnosis path, its levels joined by `::`: read as `diagnosis_1..5` where
 the file holds no `iddx_1..5` (a trimmed copy of Kaggle's)."""
 DUPLICATES_PATTERN = "ISIC_2020_Training_Duplicates*.csv"
-"""The ISIC 2020 challenge's list of images it holds twice (`image_name_1, image_name_2`)."""
+"""The ISIC 2020 challenge's list of images it holds twice (DUPLICATES_COLUMNS)."""
+DUPLICATES_COLUMNS = ("image_name_1", "image_name_2")
+"""The columns of ISIC 2020's duplicates list: the two ids of each image held twice."""
 _METADATA_PATTERNS = (CHALLENGE_METADATA, "ISIC_2020_Training_GroundTruth*.csv",
                       "ISIC_2019_*GroundTruth*.csv", "HAM10000_metadata*.csv",
                       ARCHIVE_METADATA, SLICE3D_METADATA, "ISIC_2019_*Metadata*.csv",
@@ -927,10 +929,17 @@ def listed_duplicates(source: Source) -> tuple[list[tuple[str, str]], Path | Non
     if listed is None:
         return [], None
     frame = _read(listed, _csv_format(listed), dtype=str, keep_default_na=False)
-    if frame.shape[1] < 2:
-        raise UserError(f"{listed} has fewer than two columns (image_name_1, image_name_2)")
-    ids = [frame.iloc[:, i].str.strip().str.replace(_ID_SUFFIX, "", regex=True)
-           .str.normalize("NFC") for i in (0, 1)]
+    header = [str(name).strip() for name in frame.columns]
+    columns = [_match(name, header) for name in DUPLICATES_COLUMNS]
+    missing = [name for name, column in zip(DUPLICATES_COLUMNS, columns, strict=True)
+               if column is None]
+    if missing:
+        raise UserError(f"{listed} has no column {' nor '.join(missing)} (its columns: "
+                        f"{', '.join(map(_shown, header))}), where ISIC 2020's list pairs the "
+                        f"ids of one image in {' and '.join(DUPLICATES_COLUMNS)}")
+    frame.columns = header
+    ids = [frame[column].str.strip().str.replace(_ID_SUFFIX, "", regex=True)
+           .str.normalize("NFC") for column in columns]
     return [(a, b) for a, b in zip(*ids, strict=True) if a and b and a != b], listed
 
 
