@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -487,3 +489,33 @@ def test_an_id_whose_only_file_is_hidden_names_it(
                                           "rename it without the dot")
     assert Path(table.at[ids[0], "source"]).name == f".{ids[0]}.jpg"
     assert table.at[ids[1], "reason"] == "no image file"
+
+
+def test_an_id_whose_name_is_a_folder_a_fifo_or_a_hidden_file_says_what_it_found(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """A folder or a named pipe by an id's file name, and `.hidden.jpg` for the id `.hidden`,
+    were skipped as "no image file", saying nothing of what stood in the image's place."""
+    ids = sorted(isic2020.frame["image_name"])
+    images = isic2020.images
+    for identifier in ids[:3]:
+        (images / f"{identifier}.jpg").unlink()
+    (images / f"{ids[0]}.jpg").mkdir()
+    os.mkfifo(images / f"{ids[1]}.jpg")
+    frame = isic2020.frame.copy()
+    frame["image_name"] = frame["image_name"].replace(ids[2], ".hidden")
+    frame.to_csv(isic2020.metadata, index=False)
+    shutil.copy(images / f"{ids[3]}.jpg", images / ".hidden.jpg")
+    out = tmp_path / "out"
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
+    table = pd.read_csv(out / "skipped.csv", dtype=str).set_index("id")
+    assert table.at[ids[0], "reason"] == ("only a folder where its image file should be (see "
+                                          "source): put the image file in its place")
+    assert table.at[ids[1], "reason"] == ("only a named pipe (FIFO) where its image file should "
+                                          "be (see source): put the image file in its place")
+    assert table.at[".hidden", "reason"] == (
+        "only a hidden file (its name begins with a dot), which is never read: remove the dot "
+        "from the file's name and the id")
+    for identifier, name in ((ids[0], f"{ids[0]}.jpg"), (ids[1], f"{ids[1]}.jpg"),
+                             (".hidden", ".hidden.jpg")):
+        assert Path(table.at[identifier, "source"]) == images / name

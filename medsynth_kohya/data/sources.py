@@ -1261,13 +1261,17 @@ def images_below(source: Source, exclude: Path | None) -> dict[str, Path]:
 
 HIDDEN_SKIP = "only a hidden file (its name begins with a dot): rename it without the dot"
 """Skip reason of an id whose only image file is hidden, which the search passes over."""
+HIDDEN_ID_SKIP = ("only a hidden file (its name begins with a dot), which is never read: "
+                  "remove the dot from the file's name and the id")
+"""Skip reason of an id that begins with a dot itself (`.x`, its file `.x.jpg` hidden)."""
 
 
 def unusable_files(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
     """Files in `dirs` an id may name that prepare and evaluate cannot take, with why and how
     to fix it, by NFC stem, so a skipped id can say what it found: a format they do not take
     (OTHER_FORMATS), a symlink whose target is missing (a git-annex or DVC file not fetched),
-    or a hidden image file (`.ID.jpg`; macOS's `._ID.jpg` extras are no one's image)."""
+    a folder or other non-file by an image's name, or a hidden image file (`.ID.jpg`, for
+    ID and for `.ID`; macOS's `._ID.jpg` extras are no one's image)."""
     found: dict[str, tuple[Path, str]] = {}
     for folder in dirs:
         for path in sorted(folder.iterdir()):
@@ -1275,6 +1279,7 @@ def unusable_files(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
             stem = path.stem
             if suffix in IMAGE_SUFFIXES and stem.startswith(".") \
                     and not stem.startswith("._") and path.is_file():
+                found.setdefault(unicodedata.normalize("NFC", stem), (path, HIDDEN_ID_SKIP))
                 stem = stem.lstrip(".")
                 reason = HIDDEN_SKIP
             elif suffix in OTHER_FORMATS:
@@ -1282,10 +1287,21 @@ def unusable_files(dirs: tuple[Path, ...]) -> dict[str, tuple[Path, str]]:
             elif suffix in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
                 reason = ("symlink to a missing file: fetch its target (git annex get, dvc "
                           "pull) or remove the link")
+            elif suffix in IMAGE_SUFFIXES and not _hidden(path.name) and path.exists() \
+                    and not path.is_file():
+                reason = (f"only {_no_file(path)} where its image file should be (see source): "
+                          "put the image file in its place")
             else:
                 continue
             found.setdefault(unicodedata.normalize("NFC", stem), (path, reason))
     return found
+
+
+def _no_file(path: Path) -> str:
+    """What stands at `path` where an image file is wanted: a folder, a FIFO, something else."""
+    if path.is_dir():
+        return "a folder"
+    return "a named pipe (FIFO)" if path.is_fifo() else "a socket or a device"
 
 
 def index_images(dirs: tuple[Path, ...]) -> dict[str, Path]:
