@@ -443,6 +443,18 @@ def test_files_named_in_another_letter_case_are_counted_with_a_fix_in_the_plural
     assert reason_counted(1, CASE_SKIP) == f"1 {CASE_SKIP}"
 
 
+@pytest.mark.parametrize("value", [".", "ÄÖ", "_x", "a/b"])
+def test_a_class_name_the_folder_rule_refuses_is_told_that_rule(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, value: str) -> None:
+    """'.' and 'ÄÖ' were refused as not "letters, digits, spaces, '.', '_' or '-'", which
+    both are: the rule is ASCII only, and a letter or digit first."""
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+                                  "--class-name", value)
+    _assert_one_line_error(code, stdout, stderr, (
+        f"--class-name {value!r} must begin with an ASCII letter or digit and hold only ASCII "
+        "letters, digits, spaces, '.', '_' or '-' (it names a folder)"))
+
+
 def test_an_id_whose_file_differs_only_in_letter_case_is_named_once(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
     """`isic_1` in the metadata and `ISIC_1.jpg` on disk were two skips ("no image file" and

@@ -187,8 +187,9 @@ class HairAgreement:
 def _check(options: PrepareOptions) -> None:
     """Reject option values that cannot produce a trainable layout."""
     if not _CLASS_NAME.fullmatch(options.class_name):
-        raise UserError(f"--class-name {options.class_name!r} must be letters, digits, "
-                        "spaces, '.', '_' or '-' (it names a folder)")
+        raise UserError(f"--class-name {options.class_name!r} must begin with an ASCII letter "
+                        "or digit and hold only ASCII letters, digits, spaces, '.', '_' or '-' "
+                        "(it names a folder)")
     if not options.trigger.strip() or "," in options.trigger:
         raise UserError("--trigger must be a non-empty token without commas")
     if not options.trigger.isprintable():  # a line break would split the caption file
