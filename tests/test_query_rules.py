@@ -18,6 +18,8 @@ from .conftest import invoke
 
 COLUMNS = ("sex", "age", "hairy")
 """Metadata columns of the split tests; `hairy` is also a measurement's name."""
+EXAMPLE = 'sex == "male" and age > 40'
+"""The example a broken query on `_metadata` is shown."""
 
 
 def _metadata() -> pd.DataFrame:
@@ -28,14 +30,15 @@ def _metadata() -> pd.DataFrame:
 
 def _refusal(frame: pd.DataFrame, text: str) -> str:
     with pytest.raises(UserError) as caught:
-        query.evaluate(frame, text)
+        query.evaluate(frame, text, example=EXAMPLE)
     return str(caught.value)
 
 
 def test_a_query_picks_rows_and_a_blank_result_is_false() -> None:
-    picked = query.evaluate(_metadata(), "age > 20")
+    picked = query.evaluate(_metadata(), "age > 20", example=EXAMPLE)
     assert picked.tolist() == [True, False, True] and picked.dtype == bool
-    assert query.evaluate(_metadata(), 'sex.str.len() > 4').tolist() == [False, True, False]
+    longer = query.evaluate(_metadata(), 'sex.str.len() > 4', example=EXAMPLE)
+    assert longer.tolist() == [False, True, False]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -45,7 +48,7 @@ def test_a_query_picks_rows_and_a_blank_result_is_false() -> None:
     ("sex.str.nosuch() == 1", "--query 'sex.str.nosuch() == 1': sex.str.nosuch() is not "
                               "allowed; a query compares columns: "),
     ("age >", "--query 'age >' is not a valid expression (invalid syntax): compare columns, "
-              "e.g. --query 'target == 1 and age_approx > 50'")])
+              "e.g. --query 'sex == \"male\" and age > 40'")])
 def test_a_query_that_is_no_row_filter_is_refused_word_for_word(text: str, message: str) -> None:
     refusal = _refusal(_metadata(), text)
     assert refusal == message if not message.endswith(": ") else refusal.startswith(message)
@@ -59,8 +62,13 @@ def test_a_query_that_is_no_row_filter_is_refused_word_for_word(text: str, messa
                                    "or \"male\" != 'x')"),
     ("sexx == 'male'", "--query \"sexx == 'male'\": sexx is neither a column nor a measurement; "
                        "quote text values (\"sexx\" == 'male'), or name a column (closest: sex)"),
-    ("widht > 3", "--query 'widht > 3': widht is neither a column nor a measurement; quote text "
-                  'values ("widht" > 3), or name a column (closest: width)'),
+    ("widht > 3", "--query 'widht > 3': widht is neither a column nor a measurement; name a "
+                  "column (closest: width)"),
+    ("3 < hieght", "--query '3 < hieght': hieght is neither a column nor a measurement; name a "
+                   "column (closest: height)"),
+    ("zzz > 1", "--query 'zzz > 1': zzz is neither a column nor a measurement; name a column "
+                "(one of: sex, age, width, height, hair_score, hairy, ita, skin_tone, vignette, "
+                "ruler, bubbles)"),
     ("zzz\n", "--query 'zzz\\n': zzz is neither a column nor a measurement; quote text "
                "values")])
 def test_an_unknown_word_is_named_with_the_query_quoted_and_the_closest_column(
@@ -76,7 +84,7 @@ def test_an_unknown_word_is_named_with_the_query_quoted_and_the_closest_column(
     ("sex == @male", "--query 'sex == @male': male is neither a column nor a measurement; drop "
                      'the @ and quote text values (sex == "male")'),
     ("@agex > 3", "--query '@agex > 3': agex is neither a column nor a measurement; drop the @ "
-                  'and quote text values ("agex" > 3), or name a column (closest: age)')])
+                  "and name a column (closest: age)")])
 def test_a_python_variable_is_named_as_such_with_the_query_written_without_it(
         text: str, message: str) -> None:
     assert _refusal(_metadata(), text) == message
@@ -84,14 +92,14 @@ def test_a_python_variable_is_named_as_such_with_the_query_written_without_it(
 
 def test_a_measurement_already_a_column_is_suggested_once() -> None:
     frame = _metadata().assign(width=[1, 2, 3], widths=[1, 2, 3])
-    assert _refusal(frame, "widht > 3").endswith("or name a column (closest: width, widths)")
+    assert _refusal(frame, "widht > 3").endswith("; name a column (closest: width, widths)")
     three = _metadata().assign(agea=1, ageb=2, agec=3)
     closest = _refusal(three, "agex > 3").split("(closest: ")[1].rstrip(")").split(", ")
     assert len(closest) == 3 and set(closest) <= {"agea", "ageb", "agec", "age"}
 
 
 def _checked(text: str, frame: pd.DataFrame | None = None) -> None:
-    query.check(_metadata() if frame is None else frame, text)
+    query.check(_metadata() if frame is None else frame, text, example=EXAMPLE)
 
 
 @pytest.mark.parametrize("text", [
@@ -157,7 +165,8 @@ def test_the_most_complete_row_is_the_one_tried() -> None:
 
 
 def test_no_metadata_means_nothing_to_check() -> None:
-    query.check(pd.DataFrame({"sex": pd.Series([], dtype="string")}), "skin_tone == 'lght'")
+    query.check(pd.DataFrame({"sex": pd.Series([], dtype="string")}), "skin_tone == 'lght'",
+                example=EXAMPLE)
 
 
 @pytest.mark.parametrize(("text", "metadata", "measured", "everything"), [

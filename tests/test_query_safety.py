@@ -3,13 +3,14 @@ would run calls, attributes and `@` variables, i.e. any Python code, even in a d
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.data import query
+from medsynth_kohya.data import manifest, query
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
@@ -80,7 +81,7 @@ def _frame() -> pd.DataFrame:
     ("`clin size`.to_csv('x') > 1", "`clin size`.to_csv('x')")])
 def test_anything_but_a_comparison_is_refused_naming_it(text: str, part: str) -> None:
     with pytest.raises(UserError) as caught:
-        query.evaluate(_frame(), text)
+        query.evaluate(_frame(), text, example="age > 40")
     assert str(caught.value).startswith(f"--query {text!r}: {part} is not allowed; {ALLOWED}")
 
 
@@ -96,7 +97,7 @@ def test_anything_but_a_comparison_is_refused_naming_it(text: str, part: str) ->
     ("sex.str.lower().str.len() > 4", [False, True, False]),
     ("sex.str.strip().str.upper() == 'MALE'", [True, False, False])])
 def test_comparisons_of_columns_still_work(text: str, picked: list[bool]) -> None:
-    assert query.evaluate(_frame(), text).tolist() == picked
+    assert query.evaluate(_frame(), text, example="age > 40").tolist() == picked
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -115,3 +116,48 @@ def test_an_empty_or_broken_query_is_refused_with_an_example(runner: CliRunner,
     line = one_line_error(*invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
                              "--workers", 1, "--query", text))
     assert line == f"Error: {message}"
+
+
+def _example(line: str) -> str:
+    """The query a refusal offers as its example (`e.g. --query '...'`)."""
+    return shlex.split(line.split("e.g. --query ", 1)[1])[0]
+
+
+def test_sample_shows_and_takes_an_example_on_the_manifest_columns(
+        runner: CliRunner, trained: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """sample --query reads the manifest (sex, age), not prepare's source columns (target,
+    age_approx): the example a broken query is shown works when followed."""
+    def sample(text: str) -> tuple[int, str, str]:
+        return invoke(runner, "sample", "--lora", trained, "--out", tmp_path / "synth", "--n", 2,
+                      "--query", text, "--dry-run", "--sd-scripts", fake_gen.sd_scripts,
+                      "--python", PYTHON)
+
+    example = _example(one_line_error(*sample("sex ==")))
+    assert query.names(example) - {"and", "or", "not"} <= set(manifest.COLUMNS), example
+    code, stdout, stderr = sample(example)
+    assert code == 0 or "matches no rows" in stderr, stdout + stderr
+
+
+def test_prepare_shows_an_example_on_its_own_source_columns(
+        runner: CliRunner, archive: SyntheticSet, tmp_path: Path) -> None:
+    """An ISIC Archive export has no `target`: its example names its own columns, and works."""
+    def prepare(text: str) -> tuple[int, str, str]:
+        return invoke(runner, "prepare", archive.root, "--out", tmp_path / "out", "--workers", 1,
+                      "--query", text)
+
+    example = _example(one_line_error(*prepare("sex ==")))
+    header = pd.read_csv(archive.root / "metadata.csv", nrows=0).columns
+    assert query.names(example) - {"and", "or", "not", "notna"} <= set(header), example
+    code, stdout, stderr = prepare(example)
+    assert code == 0, stdout + stderr
+
+
+def test_a_column_of_another_command_is_not_offered_quoted(
+        runner: CliRunner, trained: Path, fake_gen: FakeGen, tmp_path: Path) -> None:
+    """`target == 1` on a manifest: quoting target would compare two constants; the refusal
+    names the manifest's closest column instead."""
+    line = one_line_error(*invoke(runner, "sample", "--lora", trained, "--out", tmp_path / "s",
+                                  "--n", 2, "--query", "target == 1", "--dry-run",
+                                  "--sd-scripts", fake_gen.sd_scripts, "--python", PYTHON))
+    assert "target is neither a column nor a measurement; name a column (closest: age)" in line
+    assert "quote text values" not in line

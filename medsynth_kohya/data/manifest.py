@@ -56,6 +56,8 @@ DTYPES = {"id": "string", "source": "string", "patient_id": "string", "sex": "st
 OPTIONAL = ("diagnosis", "fitzpatrick_skin_type", "metadata_hairy", "marker_pen", "ita",
             "skin_tone", "vignette", "ruler", "bubbles", "image_type")
 """Columns a manifest written before them lacks: read as blank."""
+QUERY_EXAMPLE = 'sex == "female" and age > 50'
+"""A --query on a manifest's columns (sample --like), shown where one is broken."""
 SKIPPED_COLUMNS = ("id", "source", "reason")
 _MISSING = ("", "NA", "N/A", "NaN", "nan", "<NA>", "null", "None")
 """A missing number or flag as a manifest may spell it. A text column is missing only when

@@ -59,6 +59,7 @@ from medsynth_kohya.data.sources import (
     normalise,
     pair_challenge,
     queried,
+    query_example,
     read_metadata,
     require,
     select,
@@ -713,7 +714,8 @@ def _choose(located: Source, options: PrepareOptions) -> tuple[
         raise UserError(f"--query {options.query!r} names {blank[0]}, which --hair off leaves "
                         "blank on every photo: prepare with --hair auto to select by hair")
     if terms.measured:  # judged whole only after the scan: try it on one row first
-        query.check(raw.loc[chosen.index], str(options.query))
+        query.check(raw.loc[chosen.index], str(options.query),
+                    example=query_example(located, list(raw.columns)))
     return raw, rows, rejected, chosen, terms
 
 
@@ -869,7 +871,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     if terms.measured and good:
         picked = query.evaluate(raw.loc[[index for index, _, _ in good]].assign(**{
             name: values for name, values in _measurements(good, options).items()
-            if name in query.measured(raw.columns)}), str(options.query))
+            if name in query.measured(raw.columns)}), str(options.query),
+            example=query_example(located, list(raw.columns)))
         for (index, path, _), kept in zip(good, picked, strict=True):
             if not kept:
                 _skip(skipped, chosen.at[index, "id"], path, MEASURED_SKIP)

@@ -39,11 +39,12 @@ DTYPES = {name: dtype for name, (dtype, _) in _PROBE.items()}
 checked on the types it will run on."""
 
 
-def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
-    """One True/False per row of `frame` (blank counts as False); a bad query is a UserError."""
+def evaluate(frame: pd.DataFrame, query: str, *, example: str) -> pd.Series:
+    """One True/False per row of `frame` (blank counts as False); a bad query is a UserError,
+    a broken one shown `example` (a query on the columns the command's user can name)."""
     import pandas as pd
 
-    _refuse_unsafe(query, frame.columns)
+    _refuse_unsafe(query, frame.columns, example)
     _refuse_quoted_numbers(query)
     try:
         evaluated = frame.eval(query, engine="python")
@@ -61,8 +62,6 @@ def evaluate(frame: pd.DataFrame, query: str) -> pd.Series:
     return picked
 
 
-EXAMPLE = "--query 'target == 1 and age_approx > 50'"
-"""A query to show beside a refusal."""
 _ALLOWED = ("a query compares columns: column names (`in backticks` if they hold spaces), "
             "numbers, quoted text, lists of them, == != < <= > >= in, not in, and, or, not, "
             "& | ~, + - * /, column.isna(), .notna(), .astype(...) and column.str.contains/"
@@ -77,14 +76,15 @@ _BACKTICKED = re.compile(r"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(`[^`]*`)""")
 """A quoted string (left as it is) or a backtick-quoted column name."""
 
 
-def _refuse_unsafe(query: str, columns: Collection[object]) -> None:
+def _refuse_unsafe(query: str, columns: Collection[object], example: str) -> None:
     """Refuse all but comparisons of columns, before pandas sees `query`: its Python engine
-    would otherwise run calls, attributes and `@` variables (any Python code)."""
+    would otherwise run calls, attributes and `@` variables (any Python code); `example` is
+    shown where the query is empty or broken."""
     import ast
 
     if not query.strip():
         raise UserError(f"--query is empty: give a condition on the metadata columns, e.g. "
-                        f"{EXAMPLE}")
+                        f"--query {example!r}")
     shown: dict[str, str] = {}
 
     def placeholder(found: re.Match[str]) -> str:
@@ -99,12 +99,12 @@ def _refuse_unsafe(query: str, columns: Collection[object]) -> None:
         tree = ast.parse(plain.strip(), mode="exec")
     except SyntaxError as exc:
         raise UserError(f"--query {query!r} is not a valid expression ({exc.msg}): compare "
-                        f"columns, e.g. {EXAMPLE}") from None
+                        f"columns, e.g. --query {example!r}") from None
     if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assign | ast.AugAssign):
         raise UserError(f"--query {query!r} assigns instead of comparing: write == for equals")
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
         raise UserError(f"--query {query!r} is not one expression: compare columns, e.g. "
-                        f"{EXAMPLE}")
+                        f"--query {example!r}")
     refused = _refused(tree.body[0].value)
     if refused is not None:
         part = ast.get_source_segment(plain.strip(), refused) or type(refused).__name__
@@ -269,10 +269,33 @@ def _unknown_name(query: str, name: str, columns: Collection[object], *,
         return (f"--query {query!r}: @ marks a Python variable, which a query has none of; "
                 f"name the column without it{example}")
     closest = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    column = f", or name a column (closest: {', '.join(closest)})" if closest else ""
     without = "; drop the @ and" if variable else ";"
-    return (f"--query {query!r}: {name} is neither a column nor a measurement{without} quote "
-            f"text values{example}{column}")
+    said = f"--query {query!r}: {name} is neither a column nor a measurement{without}"
+    if _beside_number(query, name):  # a column meant: quoting it would compare two constants
+        shown = closest or known[:_LISTED]
+        more = ", …" if not closest and len(known) > _LISTED else ""
+        return (f"{said} name a column ({'closest' if closest else 'one of'}: "
+                f"{', '.join(shown)}{more})")
+    column = f", or name a column (closest: {', '.join(closest)})" if closest else ""
+    return f"{said} quote text values{example}{column}"
+
+
+_LISTED = 25
+"""How many column names a refusal lists at most."""
+
+
+def _beside_number(query: str, name: str) -> bool:
+    """Whether `query` compares or computes `name` with a number (`target == 1`, `50 < age`):
+    then it stands for a column, never for a text value."""
+    tokens = _operators_and_operands(query)
+    for at, token in enumerate(tokens):
+        if token.type != tokenize.NAME or token.string != name:
+            continue
+        after = [t.type for t in tokens[at + 1:at + 3]]
+        before = [t.type for t in tokens[max(at - 2, 0):at]]
+        if after == [tokenize.OP, tokenize.NUMBER] or before == [tokenize.NUMBER, tokenize.OP]:
+            return True
+    return False
 
 
 def _category_values(query: str, names: Collection[str]) -> list[tuple[str, str]]:
@@ -314,16 +337,16 @@ def _categories() -> dict[str, tuple[str, ...]]:
     return {"skin_tone": tuple(name for name, _ in TONES)}
 
 
-def check(metadata: pd.DataFrame, query: str) -> None:
+def check(metadata: pd.DataFrame, query: str, *, example: str) -> None:
     """Judge `query` on the most complete row of `metadata` with a typical value of each
     measurement it lacks, so that a mistake on a measurement (an unquoted string, a number
     compared with text, a category no image can have) is a UserError before any image is
-    scanned."""
+    scanned; `example` as for `evaluate`."""
     import ast
 
     import pandas as pd
 
-    _refuse_unsafe(query, metadata.columns)
+    _refuse_unsafe(query, metadata.columns, example)
     if metadata.empty:
         return
     categories = {name: values for name, values in _categories().items()
@@ -339,7 +362,7 @@ def check(metadata: pd.DataFrame, query: str) -> None:
     row = metadata.loc[[metadata.notna().sum(axis=1).idxmax()]]
     evaluate(row.assign(**{name: pd.Series([value], index=row.index, dtype=dtype)
                            for name, (dtype, value) in _PROBE.items()
-                           if name in measured(metadata.columns)}), query)
+                           if name in measured(metadata.columns)}), query, example=example)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,11 @@ CAPTION_FIELDS = ("sex", "age", "site")
 _SELECTION_COLUMNS = {ISIC2020: ("target", "diagnosis"), ARCHIVE: ("diagnosis_3", "diagnosis"),
                       ISIC2019: ("MEL", "NV"), ISIC2018: ("MEL", "NV"), HAM10000: ("dx",),
                       ISIC2017: ("melanoma", "seborrheic_keratosis"), ISIC2016: ("melanoma",)}
+_MELANOMA_TERMS = {ISIC2020: "target == 1", ARCHIVE: 'diagnosis_3 == "Melanoma Invasive"',
+                   ISIC2019: "MEL == 1", ISIC2018: "MEL == 1", HAM10000: 'dx == "mel"',
+                   ISIC2017: "melanoma == 1", ISIC2016: "melanoma == 1"}
+"""Each layout's --query term for (some of) its melanomas, prepare's default choice: the start
+of the example a broken --query is shown."""
 _IMAGE_FOLDERS = ("train", "jpeg/train", "images", "ISIC_2019_Training_Input",
                   "ISIC_2019_Training_Input/ISIC_2019_Training_Input", "HAM10000_images",
                   "HAM10000_images_part_1", "HAM10000_images_part_2",
@@ -1096,9 +1101,21 @@ def select(frame: pd.DataFrame, rows: pd.DataFrame, source: Source, query: str |
     if diagnosis is not None:
         mask &= archive.under(rows["diagnosis"], archive.resolve_selection(diagnosis))
     if query is not None:
-        mask &= evaluate(frame, query)
+        mask &= evaluate(frame, query, example=query_example(source, list(frame.columns)))
     selected: pd.DataFrame = frame.loc[mask.fillna(False).astype(bool)]
     return selected
+
+
+def query_example(source: Source, columns: Sequence[str]) -> str:
+    """A --query on `source`'s metadata that names only its `columns`: its melanomas over 50,
+    as far as it has the columns for them, else its first column's known values."""
+    term = _MELANOMA_TERMS.get(source.kind)
+    terms = [term] if term is not None and term.split()[0] in columns else []
+    age = source.columns.get("age")
+    if age is not None and age in columns:
+        terms.append(f"{age if age.isidentifier() else f'`{age}`'} > 50")
+    first = columns[0] if columns[0].isidentifier() else f"`{columns[0]}`"
+    return " and ".join(terms) or f"{first}.notna()"
 
 
 def queried(frame: pd.DataFrame, rows: pd.DataFrame, source: Source) -> pd.DataFrame:

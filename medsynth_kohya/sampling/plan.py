@@ -217,7 +217,7 @@ def _read_manifest(path: Path, query: str | None, break_lock: bool,
     if table.empty:
         raise UserError(f"--like {path} has no rows")
     if query:
-        chosen = table[data_query.evaluate(table, query)]
+        chosen = table[data_query.evaluate(table, query, example=manifest.QUERY_EXAMPLE)]
         if chosen.empty:
             raise UserError(f"--query {query!r} matches no rows of {path}"
                             f"{_values_named(table, query)}")
