@@ -464,6 +464,26 @@ def test_a_run_without_a_lora_file_is_refused(runner: CliRunner, fake_hub: FakeH
     assert "no run.json" in message
 
 
+def test_a_dry_run_says_how_to_train_it_by_the_command_that_made_it(runner: CliRunner,
+                                                                   run: Path,
+                                                                   tmp_path: Path) -> None:
+    """train --dry-run is undone by train without it; demo renders a run it never trains where
+    it cannot (no CUDA GPU here), and no train --dry-run was ever typed to drop."""
+    (run / "output" / "melanoma.safetensors").unlink()
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": "dry-run"}))
+    assert _refused(runner, run, "--repo-id", REPO, "--dry-run").endswith(
+        "it was a dry run: run `medsynth-kohya train` without --dry-run")
+    out = tmp_path / "my demo"
+    code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
+    assert code == 0, stderr
+    message = _refused(runner, out / "run", "--repo-id", REPO, "--dry-run")
+    assert message.endswith(
+        "`medsynth-kohya demo` only rendered this run, as it does on a machine without a CUDA "
+        f"GPU: on one with a CUDA GPU, run `medsynth-kohya demo --out '{out}'` again or "
+        f"`medsynth-kohya train '{out / 'prepared'}'`"), message
+
+
 def test_sample_metadata_in_the_2020_style_orders_and_a_broken_one_is_refused(
         runner: CliRunner, fake_hub: FakeHub, run: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from medsynth_kohya import files
 from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.data.prepared import PreparedFolder
+from medsynth_kohya.data.synth import is_synthetic_set
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.hub import eval_card, privacy
@@ -183,6 +184,12 @@ def _read_record(folder: RunFolder) -> RunRecord:
 def _retrain(record: RunRecord, run_dir: Path) -> str:
     """How to get the run's LoRA files back, as train takes it: --resume finishes a run that
     stopped, but only reports a succeeded one as finished (--resume --force trains it again)."""
+    demo = _demo_out(record, run_dir)
+    if record.status == "dry-run" and demo is not None:
+        again = launch.tool_command("demo", "--out", str(demo)).line()
+        fresh = launch.tool_command("train", str(record.prepared)).line()
+        return ("`medsynth-kohya demo` only rendered this run, as it does on a machine without "
+                f"a CUDA GPU: on one with a CUDA GPU, run `{again}` again or `{fresh}`")
     if record.status == "dry-run":
         return "it was a dry run: run `medsynth-kohya train` without --dry-run"
     if record.status == "succeeded":
@@ -190,6 +197,20 @@ def _retrain(record: RunRecord, run_dir: Path) -> str:
                                       run_dir)
         return f"the run succeeded: train it again from step 0 with `{train.line()} --force`"
     return f"the run is {record.status or 'unknown'}: {finish_advice(record, run_dir)}"
+
+
+def _demo_out(record: RunRecord, run_dir: Path) -> Path | None:
+    """The --out of the `demo` whose run `run_dir` is (OUT/run, on the photos it drew in
+    OUT/source), else None: its dry run is no `train --dry-run` the user typed."""
+    try:
+        state = PreparedFolder(record.prepared).state_if_any() if record.prepared else None
+    except (OSError, ValueError, UserError):  # gone or unreadable: no telling
+        return None
+    source = state.source_metadata.parent if state and state.source_metadata else None
+    if source is None or not is_synthetic_set(source) \
+            or (source.parent / "run").resolve() != run_dir.resolve():
+        return None
+    return source.parent
 
 
 def _check_safetensors(path: Path, record: RunRecord, run_dir: Path) -> None:
