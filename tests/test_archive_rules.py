@@ -292,16 +292,22 @@ def test_archive_cells_keep_a_challenge_site_in_its_own_column() -> None:
                      None)
 
 
-def test_a_synthetic_row_the_archive_would_refuse_is_a_bug_report() -> None:
-    with pytest.raises(UserError, match=r"^a synthetic row fails the ISIC Archive schema "
-                                        r"\(diagnosis: .*\); report this as a bug$"):
+def test_a_synthetic_row_the_archive_would_refuse_is_a_short_bug_report() -> None:
+    """The field, its value and the first allowed values, not the Archive's whole diagnosis
+    vocabulary (about 39 kB on one line)."""
+    with pytest.raises(UserError) as caught:
         vocab.synthetic_cells(MetadataStyle.archive, "Malignant:Made up", "male", 30, None,
                               None)
+    said = str(caught.value)
+    assert said.startswith("a synthetic row fails the ISIC Archive schema (diagnosis "
+                           "'Malignant:Made up': Input should be 'Benign', 'Indeterminate', "
+                           "'Malignant', ") and said.endswith(", …); report this as a bug")
+    assert len(said) < 250 and "\n" not in said
 
 
 def test_a_synthetic_age_is_checked_as_the_archives_age_field() -> None:
     """`age_approx` is checked under the Archive's field name `age`, so a bad age is caught."""
-    with pytest.raises(UserError, match=r"\(age: Input should be greater than or equal to 0\)"):
+    with pytest.raises(UserError, match=r"\(age -5: Input should be greater than or equal to 0\)"):
         vocab.synthetic_cells(MetadataStyle.archive, NEVUS, "male", -5, None, None)
 
 
@@ -309,8 +315,8 @@ def test_validate_row_names_each_refused_field_and_ignores_blanks() -> None:
     assert vocab.validate_row({"sex": "male", "age": 40, "hairy": "", "diagnosis_1": None}) \
         is None
     problem = vocab.validate_row({"sex": "other", "age": 40})
-    assert problem is not None and problem.startswith("sex: Input should be 'male' or 'female'")
+    assert problem is not None and problem == "sex 'other': Input should be 'male' or 'female'"
     both = vocab.validate_row({"sex": "other", "anatom_site_general": "moon"})
     assert both is not None and both.count("; ") >= 1
-    assert {part.split(":")[0] for part in both.split("; ")} == {"sex",
+    assert {part.split(" ")[0] for part in both.split("; ")} == {"sex",
                                                                   "anatom_site_general"}

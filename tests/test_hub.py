@@ -15,7 +15,7 @@ import toml
 from typer.testing import CliRunner
 
 from medsynth_kohya import files
-from medsynth_kohya.data import manifest
+from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data.prepare import PrepareOptions
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import ISIC2020, Source
@@ -60,7 +60,8 @@ def _manifest(folder: Path) -> Path:
     for i, (sex, age, site) in enumerate(spread):
         rows.append({"id": f"ISIC_{i:07d}", "source": f"/data/isic/ISIC_{i:07d}.jpg",
                      "patient_id": f"IP_{i}", "sex": sex, "age": age, "site": site,
-                     "hairy": i % 3 == 0, "hair_score": 0.5, "caption": PROMPTS[i % 2],
+                     "diagnosis": archive.MELANOMA, "hairy": i % 3 == 0, "hair_score": 0.5,
+                     "caption": PROMPTS[i % 2],
                      "width": 640, "height": 480, "split": "train"})
     rows.append({**rows[0], "id": "ISIC_9999999", "split": "val"})
     path = folder / "manifest.csv"
@@ -69,9 +70,10 @@ def _manifest(folder: Path) -> Path:
     download = folder.parent / "isic"  # prepared from an ISIC 2020 challenge download
     (download / "train").mkdir(parents=True, exist_ok=True)
     (download / "train.csv").write_text("image_name,target\n", encoding="utf-8")
+    table = manifest.read(path)  # prepare records the Archive node its rows share
     PreparedFolder(folder).write_state(Source(ISIC2020, download / "train.csv",
                                               (download / "train",)), PrepareOptions(), None,
-                                       "melanoma")
+                                       archive.common_node(table["diagnosis"]))
     return path
 
 

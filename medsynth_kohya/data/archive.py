@@ -478,13 +478,28 @@ def synthetic_cells(style: MetadataStyle, diagnosis: str | None, sex: str | None
 
 
 def validate_row(row: Mapping[str, object]) -> str | None:
-    """Why the Archive would refuse `row` (its field names, `age` not `age_approx`), or None."""
+    """Why the Archive would refuse `row` (its field names, `age` not `age_approx`), or None:
+    each field refused, its value and the start of what it should be."""
     from isic_metadata.metadata import MetadataRow
     from pydantic import ValidationError
 
     try:  # the constructor, not model_validate: MetadataRow sets up its checks in __init__
         MetadataRow(**{k: v for k, v in row.items() if v not in (None, "")})
     except ValidationError as exc:
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                         for e in exc.errors())
+        return "; ".join(
+            (f"{'.'.join(str(p) for p in e['loc'])} {e['input']!r}" if e["loc"] else "row")
+            + f": {_shortened(e['msg'])}" for e in exc.errors())
     return None
+
+
+_SAID = 120
+"""The characters of a schema error a message keeps: the Archive's diagnosis vocabulary, which
+an error on a diagnosis lists whole, is about 39 kB."""
+
+
+def _shortened(said: str) -> str:
+    """`said` up to its last whole quoted value within _SAID characters, then ', …'."""
+    if len(said) <= _SAID:
+        return said
+    cut = said.rfind("', '", 0, _SAID)
+    return (said[:cut + 1] if cut > 0 else said[:_SAID]) + ", …"
