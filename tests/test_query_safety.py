@@ -87,10 +87,10 @@ def test_anything_but_a_comparison_is_refused_naming_it(text: str, part: str) ->
 
 @pytest.mark.parametrize(("text", "picked"), [
     ("age > 20 and sex == 'male'", [True, False, False]), ("age > 20 & ~(sex == 'male')",
-                                                             [False, False, True]),
+                                                             [False, False, False]),
     ("not age > 40 or sex in ['female', 'x']", [True, True, False]),
     ("-age < -40", [False, False, True]), ("age * 2 + 1 - 1 / 1 > 60", [False, False, True]),
-    ("sex not in ('male',)", [False, True, True]), ("`clin size` >= 2.5", [False, True, True]),
+    ("sex not in ('male',)", [False, True, False]), ("`clin size` >= 2.5", [False, True, True]),
     ("sex.str.contains('ale', na=False)", [True, True, False]), ("sex.isna()",
                                                                 [False, False, True]),
     ("age.notna() and sex.str.startswith('m')", [True, False, False]),

@@ -1,5 +1,6 @@
 """`--query`: a comparison of the metadata columns and the image measurements, checked
-against an allow-list before pandas evaluates it (pandas' Python engine would run any code).
+against an allow-list and evaluated here on pandas columns (pandas' own `eval` would run any
+code, and lets a blank value match `!=`).
 
 Metadata is known before any image is read, measurements only after: a query is split at its
 top-level `and`s, the terms that name only metadata choose the images to scan, and the whole
@@ -9,12 +10,14 @@ query is judged again once each image is measured.
 from __future__ import annotations
 
 import difflib
+import functools
 import io
+import operator
 import re
 import tokenize
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from medsynth_kohya.errors import UserError
 
@@ -42,16 +45,18 @@ checked on the types it will run on."""
 def evaluate(frame: pd.DataFrame, query: str, *, example: str) -> pd.Series:
     """One True/False per row of `frame` (blank counts as False); a bad query is a UserError,
     a broken one shown `example` (a query on the columns the command's user can name)."""
+    import ast
+
     import pandas as pd
 
     _refuse_unsafe(query, frame.columns, example)
     _refuse_quoted_numbers(query)
+    plain, shown = _placeheld(query)
     try:
-        evaluated = frame.eval(query, engine="python")
-    except NameError as exc:  # pandas' UndefinedVariableError: a bare word
-        found = re.search(r"'(.+)' is not defined", str(exc))
-        raise UserError(_unknown_name(query, found.group(1) if found else str(exc),
-                                      frame.columns)) from None
+        evaluated = _Evaluation(frame, shown).value(ast.parse(_booleans(plain).strip(),
+                                                              mode="eval").body)
+    except _Unknown as exc:
+        raise UserError(_unknown_name(query, exc.name, frame.columns)) from None
     except Exception as exc:  # pandas raises many types for a bad user expression
         said = _text_ordered(frame, query) if isinstance(exc, TypeError) else None
         raise UserError(said or f"--query {query!r} failed: {type(exc).__name__}: {exc}"
@@ -60,6 +65,131 @@ def evaluate(frame: pd.DataFrame, query: str, *, example: str) -> pd.Series:
         raise UserError(f"--query {query!r} must give one True/False per row")
     picked: pd.Series = evaluated.fillna(False).astype(bool)
     return picked
+
+
+class _Unknown(Exception):
+    """A name in a query that is no column of the frame."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _Evaluation:
+    """A checked query's syntax tree evaluated on a frame's columns, as pandas' `eval` would,
+    but with a blank value matching no comparison (neither == nor !=, in nor not in): pandas
+    reads `column != "x"` as `not column.isin(["x"])`, which a blank matches."""
+
+    def __init__(self, frame: pd.DataFrame, shown: dict[str, str]) -> None:
+        self.frame, self.shown = frame, shown
+
+    def value(self, node: ast.AST) -> Any:
+        """What `node` gives: a column, a constant, a list, or a computed Series."""
+        import ast
+
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.JoinedStr):  # only constants in it (_refused)
+            return "".join(str(self.value(part)) for part in node.values)
+        if isinstance(node, ast.List | ast.Tuple | ast.Set):
+            return [self.value(element) for element in node.elts]
+        if isinstance(node, ast.Name):
+            name = self.shown.get(node.id, node.id)
+            if name not in self.frame.columns:
+                raise _Unknown(name)
+            return self.frame[name]
+        if isinstance(node, ast.Compare):
+            return self._compare(node)
+        if isinstance(node, ast.BoolOp):
+            join = operator.and_ if isinstance(node.op, ast.And) else operator.or_
+            values = [self.value(operand) for operand in node.values]
+            return functools.reduce(join, values)
+        if isinstance(node, ast.UnaryOp):
+            operand = self.value(node.operand)
+            if isinstance(node.op, ast.Not) and not _is_series(operand):
+                return not operand
+            unary: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+                ast.Not: operator.invert, ast.Invert: operator.invert, ast.USub: operator.neg,
+                ast.UAdd: operator.pos}
+            return unary[type(node.op)](operand)
+        if isinstance(node, ast.BinOp):
+            binary = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                      ast.Div: operator.truediv, ast.BitAnd: operator.and_,
+                      ast.BitOr: operator.or_}
+            return binary[type(node.op)](self.value(node.left), self.value(node.right))
+        if isinstance(node, ast.Call):
+            arguments = [self.value(argument) for argument in node.args]
+            keywords = {str(k.arg): self.value(k.value) for k in node.keywords}
+            return self.value(node.func)(*arguments, **keywords)
+        if isinstance(node, ast.Attribute):  # a method of a column or of its .str (_method)
+            return getattr(self.value(node.value), node.attr)
+        raise TypeError(f"{type(node).__name__} is not allowed")
+
+    def _compare(self, node: ast.Compare) -> Any:
+        """A (chained) comparison, blank (pandas' NA) in each row where an operand is blank."""
+        import ast
+
+        order = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+                 ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+        left, found = self.value(node.left), None
+        for operation, operand in zip(node.ops, node.comparators, strict=True):
+            right = self.value(operand)
+            membership = isinstance(operation, ast.In | ast.NotIn) or (
+                isinstance(operation, ast.Eq | ast.NotEq)
+                and any(isinstance(side, str | list) for side in (left, right)))
+            if membership:
+                result = _member(left, right)
+                result = ~result if isinstance(operation, ast.NotEq | ast.NotIn) else result
+            else:
+                result = order[type(operation)](left, right)
+            result = _unless_blank(result, left, right)
+            found = result if found is None else found & result
+            left = right
+        return found
+
+
+def _is_series(value: object) -> bool:
+    """Whether `value` is a pandas Series (a column, or what was computed from one)."""
+    import pandas as pd
+
+    return isinstance(value, pd.Series)
+
+
+def _member(left: Any, right: Any) -> Any:
+    """`left in right`, as pandas reads it: a column's values in a list (a string is a list of
+    one), or a constant among a column's values."""
+    def listed(value: Any) -> Any:
+        return value if isinstance(value, list) or _is_series(value) else [value]
+
+    if _is_series(left):
+        return left.isin(listed(right))
+    if _is_series(right):
+        return right.isin(listed(left))
+    return left in listed(right)
+
+
+def _unless_blank(result: Any, *operands: Any) -> Any:
+    """`result` of comparing `operands`, blank (pandas' NA) where any of them is blank."""
+    if not _is_series(result):
+        return result
+    blank = functools.reduce(operator.or_, [operand.isna() for operand in operands
+                                            if _is_series(operand)], result.isna())
+    return result.astype("boolean").mask(blank)
+
+
+def _booleans(plain: str) -> str:
+    """`plain` with `&` and `|` read as `and` and `or`, as pandas reads them: `a > 1 & b < 2`
+    is two comparisons, where Python would compare `1 & b`."""
+    starts = [0]
+    for line in plain.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    pieces, last = [], 0
+    for token in _operators_and_operands(plain):
+        if token.string in ("&", "|"):
+            at = starts[token.start[0] - 1] + token.start[1]
+            pieces += [plain[last:at], " and " if token.string == "&" else " or "]
+            last = at + 1
+    return "".join([*pieces, plain[last:]])
 
 
 _ALLOWED = ("a query compares columns: column names (`in backticks` if they hold spaces), "
@@ -85,15 +215,7 @@ def _refuse_unsafe(query: str, columns: Collection[object], example: str) -> Non
     if not query.strip():
         raise UserError(f"--query is empty: give a condition on the metadata columns, e.g. "
                         f"--query {example!r}")
-    shown: dict[str, str] = {}
-
-    def placeholder(found: re.Match[str]) -> str:
-        if found.group(2) is None:
-            return found.group(1)
-        shown[f"_column{len(shown)}_"] = found.group(2)
-        return f"_column{len(shown) - 1}_"
-
-    plain = _BACKTICKED.sub(placeholder, query)
+    plain, shown = _placeheld(query)
     _refuse_variables(query, plain, columns)
     try:
         tree = ast.parse(plain.strip(), mode="exec")
@@ -109,8 +231,22 @@ def _refuse_unsafe(query: str, columns: Collection[object], example: str) -> Non
     if refused is not None:
         part = ast.get_source_segment(plain.strip(), refused) or type(refused).__name__
         for name, original in shown.items():
-            part = part.replace(name, original)
+            part = part.replace(name, f"`{original}`")
         raise UserError(f"--query {query!r}: {part} is not allowed; {_ALLOWED}")
+
+
+def _placeheld(query: str) -> tuple[str, dict[str, str]]:
+    """`query` with each backtick-quoted column name replaced by a Python name, and what each
+    of those stands for (the name within the backticks)."""
+    shown: dict[str, str] = {}
+
+    def placeholder(found: re.Match[str]) -> str:
+        if found.group(2) is None:
+            return found.group(1)
+        shown[f"_column{len(shown)}_"] = found.group(2)[1:-1]
+        return f"_column{len(shown) - 1}_"
+
+    return _BACKTICKED.sub(placeholder, query), shown
 
 
 def _refuse_variables(query: str, plain: str, columns: Collection[object]) -> None:
@@ -179,8 +315,8 @@ def _ordered(query: str) -> list[tuple[str, tokenize.TokenInfo]]:
     tokens = _operators_and_operands(query)
     literal = (tokenize.STRING, tokenize.NUMBER)
     found = []
-    for left, operator, right in zip(tokens, tokens[1:], tokens[2:], strict=False):
-        if operator.string not in ("<", ">", "<=", ">="):
+    for left, sign, right in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if sign.string not in ("<", ">", "<=", ">="):
             continue
         if left.type == tokenize.NAME and right.type in literal:
             found.append((left.string, right))
