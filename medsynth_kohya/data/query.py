@@ -45,16 +45,12 @@ checked on the types it will run on."""
 def evaluate(frame: pd.DataFrame, query: str, *, example: str) -> pd.Series:
     """One True/False per row of `frame` (blank counts as False); a bad query is a UserError,
     a broken one shown `example` (a query on the columns the command's user can name)."""
-    import ast
-
     import pandas as pd
 
-    _refuse_unsafe(query, frame.columns, example)
+    tree, shown = _refuse_unsafe(query, frame.columns, example)
     _refuse_quoted_numbers(query)
-    plain, shown = _placeheld(query)
     try:
-        evaluated = _Evaluation(frame, shown).value(ast.parse(_booleans(plain).strip(),
-                                                              mode="eval").body)
+        evaluated = _Evaluation(frame, shown).value(tree)
     except _Unknown as exc:
         raise UserError(_unknown_name(query, exc.name, frame.columns)) from None
     except Exception as exc:  # pandas raises many types for a bad user expression
@@ -206,10 +202,12 @@ _BACKTICKED = re.compile(r"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(`[^`]*`)""")
 """A quoted string (left as it is) or a backtick-quoted column name."""
 
 
-def _refuse_unsafe(query: str, columns: Collection[object], example: str) -> None:
-    """Refuse all but comparisons of columns, before pandas sees `query`: its Python engine
-    would otherwise run calls, attributes and `@` variables (any Python code); `example` is
-    shown where the query is empty or broken."""
+def _refuse_unsafe(query: str, columns: Collection[object], example: str
+                   ) -> tuple[ast.expr, dict[str, str]]:
+    """Refuse all but comparisons of columns, before `query` is evaluated: pandas' Python
+    engine would run calls, attributes and `@` variables (any Python code); `example` is shown
+    where the query is empty or broken. Its syntax tree (`&` and `|` read as `and` and `or`)
+    and what each placeholder name in it stands for."""
     import ast
 
     if not query.strip():
@@ -217,11 +215,16 @@ def _refuse_unsafe(query: str, columns: Collection[object], example: str) -> Non
                         f"--query {example!r}")
     plain, shown = _placeheld(query)
     _refuse_variables(query, plain, columns)
+    plain = _booleans(plain).strip()
     try:
-        tree = ast.parse(plain.strip(), mode="exec")
+        tree = ast.parse(plain, mode="exec")
     except SyntaxError as exc:
         raise UserError(f"--query {query!r} is not a valid expression ({exc.msg}): compare "
                         f"columns, e.g. --query {example!r}") from None
+    except (RecursionError, MemoryError):  # Python's parser gives up on deep nesting
+        raise UserError(_TOO_DEEP) from None
+    if _depth(tree) > _DEEPEST:
+        raise UserError(_TOO_DEEP)
     if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assign | ast.AugAssign):
         raise UserError(f"--query {query!r} assigns instead of comparing: write == for equals")
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
@@ -229,10 +232,31 @@ def _refuse_unsafe(query: str, columns: Collection[object], example: str) -> Non
                         f"--query {example!r}")
     refused = _refused(tree.body[0].value)
     if refused is not None:
-        part = ast.get_source_segment(plain.strip(), refused) or type(refused).__name__
+        part = ast.get_source_segment(plain, refused) or type(refused).__name__
         for name, original in shown.items():
             part = part.replace(name, f"`{original}`")
         raise UserError(f"--query {query!r}: {part} is not allowed; {_ALLOWED}")
+    return tree.body[0].value, shown
+
+
+_DEEPEST = 200
+"""How deeply a query's parts may nest (`not not ...`, `a + b + ...`): deeper ones would pass
+Python's recursion limit while they are checked and evaluated."""
+_TOO_DEEP = (f"--query is nested too deeply (more than {_DEEPEST} levels of not, ~, - or "
+             "arithmetic): simplify it")
+"""The refusal of a query nested deeper than _DEEPEST."""
+
+
+def _depth(tree: ast.AST) -> int:
+    """How many levels deep `tree`'s nodes nest, counted without recursion."""
+    import ast
+
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending += [(child, depth + 1) for child in ast.iter_child_nodes(node)]
+    return deepest
 
 
 def _placeheld(query: str) -> tuple[str, dict[str, str]]:
