@@ -3,6 +3,7 @@ traceback, a Python warning or pandas' words alone."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,18 @@ def test_a_long_chain_of_ors_selects(runner: CliRunner, isic2020: SyntheticSet, 
                              "--workers", 1, "--query", text)
     assert code == 0, stderr
     assert sorted(manifest.read(tmp_path / "out" / "manifest.csv")["id"]) == wanted
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(SYN)_"])
+def test_pandas_warnings_stay_off_the_terminal(runner: CliRunner, isic2020: SyntheticSet,
+                                               tmp_path: Path, pattern: str) -> None:
+    """pandas warns of a pattern with match groups ("This pattern is interpreted as a regular
+    expression, and has match groups"), with a source line; the query still selects."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escapes fails the command
+        code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out",
+                                      tmp_path / "out", "--workers", 1, "--query",
+                                      f'image_name.str.contains("{pattern}")')
+    said = stdout + stderr
+    assert "Warning" not in said and "match groups" not in said
+    assert code == (0 if pattern == "(SYN)_" else 1), said

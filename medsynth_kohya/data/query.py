@@ -15,6 +15,7 @@ import io
 import operator
 import re
 import tokenize
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,7 +51,9 @@ def evaluate(frame: pd.DataFrame, query: str, *, example: str) -> pd.Series:
     tree, shown = _refuse_unsafe(query, frame.columns, example)
     _refuse_quoted_numbers(query)
     try:
-        evaluated = _Evaluation(frame, shown).value(tree)
+        with warnings.catch_warnings():  # pandas' ("has match groups"), numpy's (x / 0)
+            warnings.simplefilter("ignore")
+            evaluated = _Evaluation(frame, shown).value(tree)
     except _Unknown as exc:
         raise UserError(_unknown_name(query, exc.name, frame.columns)) from None
     except Exception as exc:  # pandas raises many types for a bad user expression
