@@ -6,11 +6,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.data import manifest
+from medsynth_kohya.data import manifest, query
 from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
 
 from .conftest import invoke, one_line_error
 
@@ -57,3 +59,71 @@ def test_pandas_warnings_stay_off_the_terminal(runner: CliRunner, isic2020: Synt
     said = stdout + stderr
     assert "Warning" not in said and "match groups" not in said
     assert code == (0 if pattern == "(SYN)_" else 1), said
+
+
+def _frame() -> pd.DataFrame:
+    frame: pd.DataFrame = pd.DataFrame({"target": [1, 0], "class": ["nevus", "melanoma"],
+                                        "lesion id": [3.0, None]})
+    return frame
+
+
+def _refusal(text: str) -> str:
+    with pytest.raises(UserError) as caught:
+        query.evaluate(_frame(), text, example="age > 50")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "fixed"), [
+    ("class == 'nevus'", "`class` == 'nevus'"),
+    ("target == 1 and class.str.len() > 5", "target == 1 and `class`.str.len() > 5"),
+    ("`lesion id` > 1 or class == 'nevus'", "`lesion id` > 1 or `class` == 'nevus'")])
+def test_a_column_named_like_a_python_word_is_told_to_go_in_backticks(text: str,
+                                                                       fixed: str) -> None:
+    assert _refusal(text) == (f"--query {text!r} is not a valid expression (invalid syntax): "
+                              f"class is a Python word; name the column in backticks "
+                              f"(--query {fixed!r})")
+    query.evaluate(_frame(), fixed, example="age > 50")
+
+
+def test_a_python_word_that_is_no_column_gets_the_plain_refusal() -> None:
+    assert _refusal("if == 1") == ("--query 'if == 1' is not a valid expression (invalid "
+                                   "syntax): compare columns, e.g. --query 'target == 1 and "
+                                   "age_approx > 50'")
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ('target.str.contains("1")', "target holds numbers, not text, so it has no .str: make its "
+     "values text first (--query 'target.astype(\"str\").str.contains(\"1\")')"),
+    ('`lesion id`.str.startswith("3")', "`lesion id` holds numbers, not text, so it has no "
+     ".str: make its values text first (--query '`lesion id`.astype(\"str\").str.startswith"
+     "(\"3\")')"),
+    ('target.isna().str.len() > 1', "target.isna() holds true/false values, not text, so it "
+     "has no .str: make its values text first (--query 'target.isna().astype(\"str\").str.len() "
+     "> 1')")])
+def test_str_on_a_column_that_is_not_text_names_it(text: str, said: str) -> None:
+    refusal = _refusal(text)
+    assert refusal == f"--query {text!r}: {said}" and "AttributeError" not in refusal
+    if "(--query '" in said:  # the query it suggests works
+        query.evaluate(_frame(), said.split("(--query '")[1][:-2], example="age > 50")
+
+
+def test_the_cli_says_a_column_is_not_text_in_one_line(runner: CliRunner,
+                                                       isic2020: SyntheticSet,
+                                                       tmp_path: Path) -> None:
+    line = _refused(runner, isic2020, tmp_path / "out", 'target.str.contains("1")')
+    assert line == ("Error: --query 'target.str.contains(\"1\")': target holds numbers, not "
+                    "text, so it has no .str: make its values text first (--query "
+                    "'target.astype(\"str\").str.contains(\"1\")')")
+
+
+def test_the_cli_tells_a_column_named_class_to_go_in_backticks(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    frame = pd.read_csv(isic2020.metadata, dtype=str, keep_default_na=False)
+    frame["class"] = ["a", "b"] * (len(frame) // 2) + ["a"] * (len(frame) % 2)
+    frame.to_csv(isic2020.metadata, index=False)
+    line = _refused(runner, isic2020, tmp_path / "out", 'class == "a"')
+    assert line.endswith("class is a Python word; name the column in backticks (--query "
+                         "'`class` == \"a\"')")
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+                             "--workers", 1, "--query", '`class` == "a"')
+    assert code == 0, stderr

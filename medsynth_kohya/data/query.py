@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import io
+import keyword
 import operator
 import re
 import tokenize
@@ -56,6 +57,8 @@ def evaluate(frame: pd.DataFrame, query: str, *, example: str) -> pd.Series:
             evaluated = _Evaluation(frame, shown).value(tree)
     except _Unknown as exc:
         raise UserError(_unknown_name(query, exc.name, frame.columns)) from None
+    except _NotText as exc:
+        raise UserError(_not_text(query, exc.part, exc.values)) from None
     except Exception as exc:  # pandas raises many types for a bad user expression
         said = _text_ordered(frame, query) if isinstance(exc, TypeError) else None
         raise UserError(said or f"--query {query!r} failed: {type(exc).__name__}: {exc}"
@@ -72,6 +75,26 @@ class _Unknown(Exception):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name
+
+
+class _NotText(Exception):
+    """`.str` on a part of a query whose values are no text (a column of numbers)."""
+
+    def __init__(self, part: str, values: pd.Series) -> None:
+        super().__init__(part)
+        self.part, self.values = part, values
+
+
+def _not_text(query: str, part: str, values: pd.Series) -> str:
+    """The message for `.str` on `part` of `query`, whose `values` are no text: what they are,
+    and the query that makes them text first."""
+    import pandas as pd
+
+    kind = ("true/false values" if pd.api.types.is_bool_dtype(values) else "numbers"
+            if pd.api.types.is_numeric_dtype(values) else f"{values.dtype} values")
+    fixed = query.replace(f"{part}.str.", f'{part}.astype("str").str.')
+    example = f": make its values text first (--query {fixed!r})" if fixed != query else ""
+    return f"--query {query!r}: {part} holds {kind}, not text, so it has no .str{example}"
 
 
 class _Evaluation:
@@ -121,8 +144,19 @@ class _Evaluation:
             keywords = {str(k.arg): self.value(k.value) for k in node.keywords}
             return self.value(node.func)(*arguments, **keywords)
         if isinstance(node, ast.Attribute):  # a method of a column or of its .str (_method)
-            return getattr(self.value(node.value), node.attr)
+            owner = self.value(node.value)
+            try:
+                return getattr(owner, node.attr)
+            except AttributeError:
+                if node.attr != "str" or not _is_series(owner):
+                    raise
+                raise _NotText(self._shown(ast.unparse(node.value)), owner) from None
         raise TypeError(f"{type(node).__name__} is not allowed")
+
+    def _shown(self, text: str) -> str:
+        """`text` (part of the checked query) with its placeholders as the names in backticks
+        they stand for."""
+        return _restored(text, self.shown)
 
     def _compare(self, node: ast.Compare) -> Any:
         """A (chained) comparison, blank (pandas' NA) in each row where an operand is blank."""
@@ -191,7 +225,8 @@ def _booleans(plain: str) -> str:
     return "".join([*pieces, plain[last:]])
 
 
-_ALLOWED = ("a query compares columns: column names (`in backticks` if they hold spaces), "
+_ALLOWED = ("a query compares columns: column names (`in backticks` if they hold spaces or "
+            "are Python words such as class), "
             "numbers, quoted text, lists of them, == != < <= > >= in, not in, and, or, not, "
             "& | ~, + - * /, column.isna(), .notna(), .astype(...) and column.str.contains/"
             "startswith/endswith/match/fullmatch/lower/upper/strip/len(...)")
@@ -216,14 +251,16 @@ def _refuse_unsafe(query: str, columns: Collection[object], example: str
     if not query.strip():
         raise UserError(f"--query is empty: give a condition on the metadata columns, e.g. "
                         f"--query {example!r}")
-    plain, shown = _placeheld(query)
-    _refuse_variables(query, plain, columns)
-    plain = _booleans(plain).strip()
+    placeheld, shown = _placeheld(query)
+    _refuse_variables(query, placeheld, columns)
+    plain = _booleans(placeheld).strip()
     try:
         tree = ast.parse(plain, mode="exec")
     except SyntaxError as exc:
-        raise UserError(f"--query {query!r} is not a valid expression ({exc.msg}): compare "
-                        f"columns, e.g. --query {example!r}") from None
+        fix = (_python_word(placeheld, shown, columns)
+               or f"compare columns, e.g. --query {example!r}")
+        raise UserError(f"--query {query!r} is not a valid expression ({exc.msg}): {fix}"
+                        ) from None
     except (RecursionError, MemoryError):  # Python's parser gives up on deep nesting
         raise UserError(_TOO_DEEP) from None
     if _depth(tree) > _DEEPEST:
@@ -235,9 +272,8 @@ def _refuse_unsafe(query: str, columns: Collection[object], example: str
                         f"--query {example!r}")
     refused = _refused(tree.body[0].value)
     if refused is not None:
-        part = ast.get_source_segment(plain, refused) or type(refused).__name__
-        for name, original in shown.items():
-            part = part.replace(name, f"`{original}`")
+        part = _restored(ast.get_source_segment(plain, refused) or type(refused).__name__,
+                         shown)
         raise UserError(f"--query {query!r}: {part} is not allowed; {_ALLOWED}")
     return tree.body[0].value, shown
 
@@ -274,6 +310,33 @@ def _placeheld(query: str) -> tuple[str, dict[str, str]]:
         return f"_column{len(shown) - 1}_"
 
     return _BACKTICKED.sub(placeholder, query), shown
+
+
+def _restored(text: str, shown: dict[str, str]) -> str:
+    """`text` with each placeholder name (`_placeheld`) as the name in backticks it stands for."""
+    for name, original in shown.items():
+        text = text.replace(name, f"`{original}`")
+    return text
+
+
+_OPERATOR_WORDS = {"and", "or", "not", "in", "is", "True", "False", "None"}
+"""The Python words a query uses as such: every other one is a column's name, in backticks."""
+
+
+def _python_word(placeheld: str, shown: dict[str, str], columns: Collection[object]
+                 ) -> str | None:
+    """How to name a column that Python reads as one of its words (`class`, `if`): in
+    backticks, with the query so written; None where `placeheld` (`_placeheld`) names none."""
+    words = [token for token in (_tokens(placeheld) if "\n" not in placeheld else [])
+             if token.type == tokenize.NAME and keyword.iskeyword(token.string)
+             and token.string not in _OPERATOR_WORDS and token.string in columns]
+    if not words:
+        return None
+    fixed = placeheld
+    for token in reversed(words):
+        fixed = fixed[:token.start[1]] + f"`{token.string}`" + fixed[token.end[1]:]
+    return (f"{words[0].string} is a Python word; name the column in backticks "
+            f"(--query {_restored(fixed, shown)!r})")
 
 
 def _refuse_variables(query: str, plain: str, columns: Collection[object]) -> None:
