@@ -127,3 +127,33 @@ def test_the_cli_tells_a_column_named_class_to_go_in_backticks(
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
                              "--workers", 1, "--query", '`class` == "a"')
     assert code == 0, stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('target.astype(str) == "1"', [True, False]), ("target.astype(float) > 0.5", [True, False]),
+    ('`lesion id`.astype(int) == 3', [True, False]), ('`lesion id`.astype(str) != "3.0"',
+                                                     [False, False]),
+    ("`lesion id`.astype('int') == 3", [True, False]),
+    ('`lesion id`.astype(str).str.startswith("3")', [True, False])])
+def test_astype_takes_str_int_and_float_bare_and_a_blank_stays_blank(
+        text: str, expected: list[bool]) -> None:
+    assert query.evaluate(_frame(), text).tolist() == expected
+
+
+@pytest.mark.parametrize("text", ["target.astype(list) == 1", "target.astype(target) == 1",
+                                  "target.str.contains(str)", "target.isna(int)"])
+def test_no_other_bare_name_is_an_argument(text: str) -> None:
+    assert " is not allowed; a query compares columns: " in _refusal(text)
+
+
+@pytest.mark.parametrize("asked", ["age_approx.astype(int) == {age}",
+                                   'age_approx.astype(str).str.startswith("{age}")'])
+def test_the_cli_takes_astype_with_a_bare_type(runner: CliRunner, isic2020: SyntheticSet,
+                                               tmp_path: Path, asked: str) -> None:
+    age = int(isic2020.frame["age_approx"].dropna().iloc[0])
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out",
+                             "--workers", 1, "--query", asked.format(age=age))
+    assert code == 0, stderr
+    kept = manifest.read(tmp_path / "out" / "manifest.csv")
+    assert set(kept["age"]) == {age}
+    assert len(kept) == int((isic2020.frame["age_approx"] == age).sum())

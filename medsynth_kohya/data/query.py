@@ -140,8 +140,8 @@ class _Evaluation:
                       ast.BitOr: operator.or_}
             return binary[type(node.op)](self.value(node.left), self.value(node.right))
         if isinstance(node, ast.Call):
-            arguments = [self.value(argument) for argument in node.args]
-            keywords = {str(k.arg): self.value(k.value) for k in node.keywords}
+            arguments = [self._argument(node, argument) for argument in node.args]
+            keywords = {str(k.arg): self._argument(node, k.value) for k in node.keywords}
             return self.value(node.func)(*arguments, **keywords)
         if isinstance(node, ast.Attribute):  # a method of a column or of its .str (_method)
             owner = self.value(node.value)
@@ -152,6 +152,16 @@ class _Evaluation:
                     raise
                 raise _NotText(self._shown(ast.unparse(node.value)), owner) from None
         raise TypeError(f"{type(node).__name__} is not allowed")
+
+    def _argument(self, call: ast.Call, node: ast.expr) -> Any:
+        """An argument of a method `call`: a constant, where astype takes a type named by
+        _TYPES (bare or quoted) as the type it stands for."""
+        import ast
+
+        value = node.id if isinstance(node, ast.Name) and _named_type(call, node) \
+            else self.value(node)
+        astype = isinstance(call.func, ast.Attribute) and call.func.attr == "astype"
+        return _TYPES.get(value, value) if astype and isinstance(value, str) else value
 
     def _shown(self, text: str) -> str:
         """`text` (part of the checked query) with its placeholders as the names in backticks
@@ -226,10 +236,10 @@ def _booleans(plain: str) -> str:
 
 
 _ALLOWED = ("a query compares columns: column names (`in backticks` if they hold spaces or "
-            "are Python words such as class), "
-            "numbers, quoted text, lists of them, == != < <= > >= in, not in, and, or, not, "
-            "& | ~, + - * /, column.isna(), .notna(), .astype(...) and column.str.contains/"
-            "startswith/endswith/match/fullmatch/lower/upper/strip/len(...)")
+            "are Python words such as class), numbers, quoted text, lists of them, "
+            "== != < <= > >= in, not in, and, or, not, & | ~, + - * /, column.isna(), .notna(), "
+            ".astype(str/int/float or a quoted type) and column.str.contains/startswith/"
+            "endswith/match/fullmatch/lower/upper/strip/len(...)")
 """What a query may be made of, for the refusal of anything else."""
 _METHODS = {"isna", "notna", "astype"}
 """The methods a query may call on a column itself."""
@@ -366,7 +376,8 @@ def _refused(node: ast.AST) -> ast.AST | None:
     if isinstance(node, ast.Call):
         arguments = [*node.args, *(keyword.value for keyword in node.keywords)]
         allowed = (_method(node.func) and all(keyword.arg for keyword in node.keywords)
-                   and all(isinstance(argument, ast.Constant) for argument in arguments))
+                   and all(isinstance(argument, ast.Constant) or _named_type(node, argument)
+                           for argument in arguments))
         return None if allowed else node
     if isinstance(node, ast.JoinedStr):  # an f-string is text if nothing in it is run
         return None if all(isinstance(part, ast.Constant) for part in node.values) else node
@@ -376,6 +387,19 @@ def _refused(node: ast.AST) -> ast.AST | None:
     found = next((found for child in ast.iter_child_nodes(node)
                   if (found := _refused(child)) is not None), None)
     return node if isinstance(found, operators) else found
+
+
+_TYPES = {"str": "string", "int": "Int64", "float": "Float64"}
+"""The types astype may be given by name, bare (`age_approx.astype(str)`) or quoted, and the
+pandas types they stand for: ones where a blank stays blank (int refuses a blank)."""
+
+
+def _named_type(call: ast.Call, argument: ast.AST) -> bool:
+    """Whether `argument` of `call` is a bare type name that astype may take (`_TYPES`)."""
+    import ast
+
+    return (isinstance(call.func, ast.Attribute) and call.func.attr == "astype"
+            and isinstance(argument, ast.Name) and argument.id in _TYPES)
 
 
 def _method(node: ast.AST) -> bool:
