@@ -223,9 +223,7 @@ def _unless_blank(result: Any, *operands: Any) -> Any:
 def _booleans(plain: str) -> str:
     """`plain` with `&` and `|` read as `and` and `or`, as pandas reads them: `a > 1 & b < 2`
     is two comparisons, where Python would compare `1 & b`."""
-    starts = [0]
-    for line in plain.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
+    starts = _line_starts(plain)
     pieces, last = [], 0
     for token in _operators_and_operands(plain):
         if token.string in ("&", "|"):
@@ -233,6 +231,15 @@ def _booleans(plain: str) -> str:
             pieces += [plain[last:at], " and " if token.string == "&" else " or "]
             last = at + 1
     return "".join([*pieces, plain[last:]])
+
+
+def _line_starts(text: str) -> list[int]:
+    """Where each line of `text` starts, as an offset: a token's (row, column) is at
+    `starts[row - 1] + column`."""
+    starts = [0]
+    for line in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    return starts
 
 
 _ALLOWED = ("a query compares columns: column names (`in backticks` if they hold spaces or "
@@ -636,9 +643,7 @@ def split(query: str, columns: Collection[str]) -> Split:
         tokens = list(tokenize.generate_tokens(io.StringIO(query).readline))
     except (tokenize.TokenError, SyntaxError):
         return Split(query, False, False)  # not Python-like: pandas says what is wrong
-    starts = [0]
-    for line in query.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
+    starts = _line_starts(query)
     terms: list[tuple[int, int, set[str]]] = []
     depth, begin, names, either = 0, 0, set[str](), False
     for token in tokens:
