@@ -293,7 +293,8 @@ def prepare(
     workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Processes for image checks; default all cores.")] = None,
     force: Annotated[bool, typer.Option(
-        help="Write into a non-empty --out that prepare did not make.")] = False,
+        help="Write into a non-empty --out that prepare did not make, or replace one "
+        "prepared from another source.")] = False,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Build kohya's training layout from ISIC metadata and images.

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.data.synth import SyntheticSet, make_dataset
 
 from .conftest import invoke
 from .disk import checksums, entries
@@ -176,6 +176,22 @@ def test_a_caption_edited_by_hand_is_not_replaced_when_the_source_changes(
             f"since (first: {caption}); preparing again would replace them: copy them "
             f"elsewhere, or delete {workdir / 'prepared'} to prepare it again") in line, line
     assert caption.read_text(encoding="utf-8") == "my own words"
+
+
+def test_another_source_in_the_same_workdir_is_refused_with_reproduce_s_fix(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """prepare refuses to replace a layout prepared from another source unless --force, which
+    reproduce does not have: its refusal offers what reproduce takes."""
+    workdir = tmp_path / "work"
+    code, stdout, stderr = _reproduce(runner, isic2020.root, workdir, fake)
+    assert code == 0, stdout + stderr
+    before = checksums(workdir / "prepared")
+    other = make_dataset(tmp_path / "other", 4, seed=9, melanoma_fraction=1.0)
+    line = " ".join(_reproduce(runner, other.root, workdir, fake)[2].split())
+    assert (f"{workdir / 'prepared'} holds the data reproduce prepared from "
+            f"{isic2020.metadata.resolve()}, not from {other.metadata.resolve()}: give another "
+            f"--workdir, or delete {workdir / 'prepared'} to prepare it again") in line, line
+    assert checksums(workdir / "prepared") == before
 
 
 def test_a_source_without_the_original_captions_fields_names_no_caption_template(

@@ -339,6 +339,26 @@ def _claim(out: Path, force: bool, class_name: str, placed: _Placed) -> list[str
     return []
 
 
+class OtherSource(UserError):
+    """OUT holds a layout prepared from the metadata file `earlier`, not from `given`: a run
+    without --force keeps it."""
+
+    def __init__(self, message: str, earlier: Path, given: Path) -> None:
+        super().__init__(message)
+        self.earlier, self.given = earlier, given
+
+
+def _ensure_same_source(out: Path, metadata: Path) -> None:
+    """Refuse to replace a layout prepared from another source than `metadata` (a re-run of
+    the same one, edited or moved, goes on): the user's other data set is never lost silently."""
+    earlier = PreparedFolder(out).other_source(metadata)
+    if earlier is not None:
+        given = metadata.resolve()
+        raise OtherSource(f"--out {out} holds the data prepared from {earlier}, not from "
+                          f"{given}: give another --out, or pass --force to replace it",
+                          earlier, given)
+
+
 def _edited_message(out: Path, edited: Sequence[Path], outputs: Sequence[Path]) -> str:
     """Why a re-run is refused: the files prepare wrote that were edited since, the prepared
     folder's own files (manifest.csv, dataset.toml) named first, and what --force does."""
@@ -770,6 +790,8 @@ def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path
     if source is not None and source.is_dir():  # isic-cli writes metadata.csv last of all
         locks.ensure_idle(source, "prepare", writers=("fetch-isic",))
     located = locate_source(source, metadata, images, options, out)
+    if not force:
+        _ensure_same_source(out, located.metadata)
     for read in dict.fromkeys((located.metadata.parent, *located.image_dirs)):
         # marked first, then checked: a download still under way would be prepared in part
         marks.enter_context(locks.reading(read, "prepare"))

@@ -208,6 +208,11 @@ class PreparedFolder:
                             f"{STATE_DIR}/{STATE_FILE}); run `medsynth-kohya prepare {source} "
                             f"--out {shlex.quote(str(target))}` first"
                             + (" and give that folder" if data else ""))
+        return self._recorded()
+
+    def _recorded(self) -> PreparedState:
+        """The state file as it is, whether or not a later run was interrupted; DamagedState
+        when it is not JSON or not a state."""
         try:
             return PreparedState.from_dict(json.loads(self.state_file.read_text(
                 encoding="utf-8")))
@@ -215,6 +220,21 @@ class PreparedFolder:
             raise DamagedState(f"{self.state_file} is damaged ({str(exc).splitlines()[0]}): "
                                f"run the prepare command that made {self.path} again to "
                                "rewrite it") from None
+
+    def other_source(self, metadata: Path) -> Path | None:
+        """The metadata file this folder was last prepared from when `metadata` is another
+        source: neither that file (edited or not) nor a copy of its bytes (the same download,
+        moved); None when it is the same, or the folder records none to compare."""
+        if not self.is_prepared():
+            return None
+        try:
+            state = self._recorded()
+        except (OSError, DamagedState):
+            return None
+        recorded = state.source_metadata
+        if recorded is None or recorded == metadata.resolve():
+            return None
+        return None if state.source_metadata_sha256 == files.sha256(metadata) else recorded
 
     def train_folder(self) -> tuple[Path, int]:
         """The `img/<R>_<class>` folder sd-scripts trains on, and its repeats R; a UserError

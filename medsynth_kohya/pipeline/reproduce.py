@@ -662,6 +662,10 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                             f"changed by hand since (first: {edited.edited[0]}); preparing "
                             "again would replace them: copy them elsewhere, or delete "
                             f"{prepared} to prepare it again") from None
+        except prepare.OtherSource as other:
+            raise UserError(f"{prepared} holds the data reproduce prepared from "
+                            f"{other.earlier}, not from {other.given}: give another --workdir, "
+                            f"or delete {prepared} to prepare it again") from None
         state.record("prepare", first.digests["prepare"], "done")
         warnings += made_ready.warnings
         done = [replace(first.stages["prepare"], outcome=_prepared(made_ready))]
