@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya import files
-from medsynth_kohya.data.prepare import PrepareOptions, prepare
+from medsynth_kohya.data.prepare import prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 
@@ -55,4 +55,32 @@ def test_the_same_source_edited_or_moved_re_prepares_without_force(
     shutil.move(isic2020.root, moved)  # the same download, somewhere else: same metadata bytes
     again = prepare(moved, out, workers=1)
     assert len(again.manifest) == len(frame) - 1
+
+
+def test_a_disk_too_full_for_the_captions_is_one_line_naming_the_folder(
+        runner: CliRunner, tmp_path: Path, isic2020: SyntheticSet,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The images fit, the captions do not: the error named a caption's temporary file."""
+    written = Path.write_text
+
+    def full(path: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        if files.writer(path) is not None and path.suffix == ".txt":  # a caption's temporary
+            written(path, data[:1], *args, **kwargs)  # the disk fills half-way through
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return written(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "out"
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    line = stderr.splitlines()[-1]  # after the scan's progress
+    assert line == (f"Error: no space left under {out} for the captions and lists prepare "
+                    "writes there: free space there, or choose another --out; then run this "
+                    "again"), line
+    assert not [path for path in out.rglob("*") if files.writer(path) is not None]
+    with pytest.raises(UserError, match=f"no space left under {re.escape(str(out))}"):
+        prepare(isic2020.root, out, workers=1)
+    monkeypatch.undo()  # space freed: the same command finishes the folder
+    code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
+    assert code == 0, stderr
 

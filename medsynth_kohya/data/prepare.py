@@ -772,8 +772,15 @@ def prepare(source: arguments.PathArg | None, out: arguments.PathArg, *,
                         "per core")
     with locks.hold(out, "prepare", break_lock=break_lock) as lock, ExitStack() as marks:
         notes = locks.ensure_unread(out, "prepare", break_lock=break_lock)
-        result = _prepare(source, out, metadata, images, options, workers, force, on_progress,
-                          marks)
+        try:
+            result = _prepare(source, out, metadata, images, options, workers, force,
+                              on_progress, marks)
+        except OSError as exc:  # the images' copies fit (else _no_space said so), the rest not
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(f"no space left under {out} for the captions and lists prepare "
+                            "writes there: free space there, or choose another --out; then "
+                            "run this again") from None
     notes = [note for note in (lock.note, *notes) if note]
     return replace(result, warnings=(*notes, *result.warnings))
 
