@@ -84,3 +84,22 @@ def test_a_disk_too_full_for_the_captions_is_one_line_naming_the_folder(
     code, _, stderr = invoke(runner, "prepare", isic2020.root, "--out", out)
     assert code == 0, stderr
 
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_out_as_the_images_folder_is_refused_before_anything_is_made(
+        runner: CliRunner, tmp_path: Path, isic2020: SyntheticSet, exists: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--images oi --out oi` made oi, then said it held no images."""
+    monkeypatch.chdir(tmp_path)
+    folder = isic2020.images if exists else Path("oi")
+    before = sorted(tmp_path.rglob("*"))
+    line = one_line_error(*invoke(runner, "prepare", "--metadata", isic2020.metadata,
+                                  "--images", folder, "--out", f"{folder}/"))
+    assert line == (f"Error: --images {folder} and --out {folder} are the same folder: "
+                    "prepare writes its layout beside the images it reads, not among them; "
+                    f"give another --out, such as {folder}-prepared"), line
+    assert sorted(tmp_path.rglob("*")) == before, "nothing made"
+    with pytest.raises(UserError, match="are the same folder"):
+        prepare(isic2020.root, isic2020.root, workers=1)
+    assert sorted(tmp_path.rglob("*")) == before
+
