@@ -249,6 +249,8 @@ def test_photos_without_any_patient_id_are_said_to_be_split_one_by_one() -> None
     note = utility.missing_patients(["", ""])
     assert note is not None and note.startswith("the real data records no patient ids: ")
     assert note.endswith(" may fall on both sides") and utility.missing_patients(["P1"]) is None
+    assert utility.missing_patients(["", "P1", "P2"]) == (
+        "1 of 3 real photos has no patient id: it is split as a patient of its own")
 
 
 def test_the_logistic_regression_does_not_depend_on_the_features_units() -> None:

@@ -376,7 +376,7 @@ def test_a_split_of_images_without_patient_ids_says_it_is_image_by_image(
                     options=PrepareOptions(val_frac=0.3))
     (warning,) = [w for w in split.warnings if "no patient id" in w]
     assert warning.startswith("4 of 10 images have no patient id (column patient_id is blank): "
-                              "--val-frac splits them image by image")
+                              "--val-frac splits such images one by one")
     unsplit = prepare(made.root, tmp_path / "unsplit", workers=1)
     whole = make_dataset(tmp_path / "whole", 10, seed=7, melanoma_fraction=1.0)
     named = prepare(whole.root, tmp_path / "named", workers=1,

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya import files
-from medsynth_kohya.data.prepare import prepare
+from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.errors import UserError
 
@@ -103,3 +103,16 @@ def test_out_as_the_images_folder_is_refused_before_anything_is_made(
         prepare(isic2020.root, isic2020.root, workers=1)
     assert sorted(tmp_path.rglob("*")) == before
 
+
+def test_one_image_without_a_patient_id_is_counted_in_the_singular(tmp_path: Path,
+                                                                     isic2020: SyntheticSet
+                                                                     ) -> None:
+    """"1 of 12 images have no patient id" was the warning."""
+    frame = pd.read_csv(isic2020.metadata)
+    frame.loc[frame.index[:1], "patient_id"] = ""
+    frame.to_csv(isic2020.metadata, index=False)
+    result = prepare(isic2020.root, tmp_path / "out", workers=1,
+                     options=PrepareOptions(val_frac=0.3))
+    (warning,) = [w for w in result.warnings if "no patient id" in w]
+    assert warning.startswith(f"1 of {len(frame)} images has no patient id (column patient_id "
+                              "is blank): --val-frac splits such images one by one"), warning

@@ -1007,9 +1007,9 @@ def _no_patient(table: pd.DataFrame, options: PrepareOptions, source: Source) ->
                 "patient's images may fall on both sides; map a column of patient ids with "
                 "--column patient_id=COLUMN if you have one"]
     column = source.columns["patient_id"]
-    return [f"{blank} of {files.counted(len(table), 'image')} have no patient id (column "
-            f"{column} is blank): "
-            "--val-frac splits them image by image, so one patient's images may fall on both "
+    return [f"{blank} of {files.counted(len(table), 'image')} {files.agreeing(blank, 'has')} "
+            f"no patient id (column {column} is blank): "
+            "--val-frac splits such images one by one, so one patient's images may fall on both "
             f"sides; fill in {column} or map another with --column patient_id=COLUMN"]
 
 

@@ -153,8 +153,9 @@ def missing_patients(patients: Sequence[str]) -> str | None:
     if blank == len(patients):
         return ("the real data records no patient ids: images are split one by one, so one "
                 "patient's photos may fall on both sides")
-    return (f"{blank} of {len(patients)} real photos have no patient id: each is split as a "
-            "patient of its own")
+    return (f"{blank} of {files.counted(len(patients), 'real photo')} "
+            f"{files.agreeing(blank, 'has')} no patient id: {'it' if blank == 1 else 'each'} is "
+            "split as a patient of its own")
 
 
 def resamples(truth: NDArray[np.int64], groups: NDArray[np.str_], count: int,
