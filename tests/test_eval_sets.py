@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import features
 from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
 
-from .conftest import invoke
+from .conftest import invoke, one_line_error
 from .eval_data import isic_source, photo, synthetic_set
 
 TINY = "tests.eval_data:build"
@@ -148,6 +149,39 @@ def test_a_synthetic_set_with_no_image_for_its_rows_is_one_line(
     assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
     assert lines[0] == f"Error: {said}"
     assert not (tmp_path / "report" / "report.json").exists()
+
+
+def _unlisted_set(tmp_path: Path, real: dict[str, Path]) -> Path:
+    """A set of 8 PNGs in images/ whose metadata.csv lists only its first: the last image a
+    near-copy of a training photo."""
+    syn = tmp_path / "eight"
+    ids = synthetic_set(syn, [photo(9400 + i) for i in range(7)])
+    training = cv2.imread(str(real[sorted(real)[0]]))
+    assert training is not None
+    cv2.imwrite(str(syn / "images" / "SYN_0000007.png"), training)
+    lines = (syn / "metadata.csv").read_text(encoding="utf-8").splitlines()[:2]
+    (syn / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert lines[1].startswith(ids[0])
+    return syn
+
+
+def test_images_the_sets_metadata_does_not_list_are_refused_not_left_unchecked(
+        runner: CliRunner, tmp_path: Path, data: tuple[dict[str, Path], list[str]],
+        no_network: None) -> None:
+    """An image metadata.csv does not list would be in no check (a near-copy among them
+    passes unseen): evaluate and its dry run refuse the set, as push does."""
+    syn = _unlisted_set(tmp_path, data[0])
+    said = (f"{syn}: 7 images in images/ are not listed in its metadata.csv (first: "
+            "SYN_0000001.png), so no check would see them; re-run the `medsynth-kohya sample` "
+            f"command that made the set to list them, or move them out of {syn / 'images'}")
+    for dry in ([], ["--dry-run"]):
+        line = one_line_error(*invoke(runner, "evaluate", "--real", tmp_path / "isic",
+                                      "--synthetic", syn, "--out", tmp_path / "report", *dry))
+        assert line == f"Error: {said}"
+    with pytest.raises(UserError) as refused:
+        evaluate(tmp_path / "isic", syn, tmp_path / "report")
+    assert str(refused.value) == said
+    assert not (tmp_path / "report").exists()
 
 
 def test_real_data_without_a_melanoma_photo_is_one_line(

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 from medsynth_kohya import files
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling.synthset import IMAGES, METADATA, SET_FIX, made_with, read_metadata
+from medsynth_kohya.sampling.synthset import (
+    IMAGES,
+    METADATA,
+    SET_FIX,
+    image_files,
+    made_with,
+    read_metadata,
+    unlisted,
+)
 from medsynth_kohya.training.record import RECORD_FILE, RunFolder, RunRecord
 
 if TYPE_CHECKING:
@@ -70,7 +78,8 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame
 
 
 def load_synthetic(root: Path) -> SyntheticSet:
-    """Read a synthetic set made by `sample`; an error when it has no metadata or no images."""
+    """Read a synthetic set made by `sample`; an error when it has no metadata or no images,
+    or holds an image its metadata.csv does not list (push refuses such a set too)."""
     files.ensure_folder(root, SET_FIX, "synthetic set")
     folder = root / IMAGES
     rows: list[dict[str, Any]] = []
@@ -92,6 +101,15 @@ def load_synthetic(root: Path) -> SyntheticSet:
         raise UserError(f"{root} is an empty set: its {METADATA} has no rows, only its header; "
                         f"fill it with `medsynth-kohya sample --out {shlex.quote(str(root))}` "
                         "(and the options that made it)")
+    strays = unlisted(image_files(root), seen)
+    if strays:  # no check would see them: a near-copy among them would pass unseen
+        count = len(strays)
+        raise UserError(f"{root}: {files.counted(count, 'image')} in {IMAGES}/ "
+                        f"{files.agreeing(count, 'is')} not listed in its {METADATA} (first: "
+                        f"{strays[0].name}), so no check would see "
+                        f"{files.agreeing(count, 'it')}; re-run the `medsynth-kohya sample` "
+                        f"command that made the set to list {files.agreeing(count, 'it')}, or "
+                        f"move {files.agreeing(count, 'it')} out of {folder}")
     if not rows:
         raise UserError(f"{root} has no images for the rows of its {METADATA} "
                         f"(looked in {folder})")

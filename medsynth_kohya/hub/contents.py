@@ -44,8 +44,10 @@ from medsynth_kohya.sampling.synthset import (
     SynthRow,
     complete_jpeg,
     complete_png,
+    image_files,
     made_with,
     read_metadata,
+    unlisted,
 )
 from medsynth_kohya.sdscripts import launch, render
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
@@ -313,7 +315,7 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
     grid shows and warnings. A folder without metadata.csv is refused (nothing tells which of
     its images sample made), as is a grid that may show an image gone from images/: it would
     publish what no check can see any more."""
-    images = sorted((folder / IMAGES).glob("*.png")) if (folder / IMAGES).is_dir() else []
+    images = image_files(folder)
     grid = folder / GRID
     if not images and not grid.is_file():
         raise UserError(f"--samples {folder} holds no images/*.png or grid.jpg: pass the --out "
@@ -321,7 +323,7 @@ def _synth_samples(folder: Path) -> tuple[list[Sample], Path | None, list[str], 
     rows: dict[str, SynthRow] = {}
     for row in read_metadata(folder):
         rows.setdefault(row.id, row)
-    strays = [path for path in images if path.stem not in rows]
+    strays = unlisted(images, rows)
     if strays:  # not made by sample: it could be anything, a patient's photo included
         raise UserError(f"--samples {folder}: {files.counted(len(strays))} in {IMAGES}/ "
                         f"{files.agreeing(len(strays), 'is')} not in its {METADATA} (first: "

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,6 +362,19 @@ def present_images(folder: Path, prefix: str) -> list[int]:
             if match:
                 found.append(int(match.group(1)))
     return sorted(found)
+
+
+def image_files(out: Path) -> list[Path]:
+    """OUT/images/*.png, sorted: the images a set holds, each of which its metadata.csv must
+    list (see `unlisted`)."""
+    folder = out / IMAGES
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+def unlisted(images: Sequence[Path], ids: Container[str]) -> list[Path]:
+    """Those of `images` whose id no row of metadata.csv (`ids`) has: sample did not make them,
+    or their rows are lost; push and evaluate refuse a set holding any (no check sees them)."""
+    return [path for path in images if path.stem not in ids]
 
 
 def complete_jpeg(path: Path) -> bool:
