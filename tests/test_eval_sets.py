@@ -141,14 +141,36 @@ def test_a_synthetic_set_with_no_image_for_its_rows_is_one_line(
     else:
         for image in (syn / "images").iterdir():
             image.unlink()
-        said = (f"{syn} has no images for the rows of its metadata.csv (looked in "
-                f"{syn / 'images'})")
+        said = (f"{syn} has no images for the rows of its metadata.csv: looked for "
+                f"images/<id>.png in {syn / 'images'}; give the --out folder of "
+                "`medsynth-kohya sample`, or re-run the command that made the set")
     code, stdout, stderr = invoke(runner, "evaluate", "--real", tmp_path / "isic", "--synthetic",
                                   syn, "--out", tmp_path / "report")
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in stdout + stderr and len(lines) == 1, stderr
     assert lines[0] == f"Error: {said}"
     assert not (tmp_path / "report" / "report.json").exists()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".JPEG"])
+def test_a_set_of_jpegs_is_told_its_images_must_be_png(
+        runner: CliRunner, tmp_path: Path, data: tuple[dict[str, Path], list[str]],
+        no_network: None, suffix: str) -> None:
+    """images/<id>.jpg for every row: evaluate names the file it looks for and why these
+    are not it."""
+    syn = tmp_path / "syn"
+    for index, image in enumerate(sorted((syn / "images").iterdir())):
+        ok, jpeg = cv2.imencode(".jpg", photo(9300 + index))
+        assert ok
+        image.with_suffix(suffix).write_bytes(jpeg.tobytes())
+        image.unlink()
+    said = (f"{syn} has no images for the rows of its metadata.csv: looked for "
+            f"images/<id>.png in {syn / 'images'}, but 3 rows have a JPEG there (first: "
+            f"{data[1][0]}{suffix}); a set's images must be PNG, as `medsynth-kohya sample` "
+            "writes them: convert them to PNG, or re-run the command that made the set")
+    line = one_line_error(*invoke(runner, "evaluate", "--real", tmp_path / "isic",
+                                  "--synthetic", syn, "--out", tmp_path / "report"))
+    assert line == f"Error: {said}"
 
 
 def _unlisted_set(tmp_path: Path, real: dict[str, Path]) -> Path:

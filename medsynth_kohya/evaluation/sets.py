@@ -111,10 +111,27 @@ def load_synthetic(root: Path) -> SyntheticSet:
                         f"command that made the set to list {files.agreeing(count, 'it')}, or "
                         f"move {files.agreeing(count, 'it')} out of {folder}")
     if not rows:
-        raise UserError(f"{root} has no images for the rows of its {METADATA} "
-                        f"(looked in {folder})")
+        raise UserError(_no_images(root, missing))
     return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing,
                         made_with(root), repeated)
+
+
+def _no_images(root: Path, ids: list[str]) -> str:
+    """Why a set none of whose rows (`ids`) has its images/<id>.png is refused: the file
+    looked for, and, where rows have a JPEG instead, that sample's images are PNG."""
+    folder = root / IMAGES
+    said = (f"{root} has no images for the rows of its {METADATA}: looked for "
+            f"{IMAGES}/<id>.png in {folder}")
+    again = "re-run the command that made the set"
+    jpegs = {path.stem: path.name for path in (folder.iterdir() if folder.is_dir() else ())
+             if path.suffix.lower() in {".jpg", ".jpeg"}}
+    found = [jpegs[i] for i in ids if i in jpegs]
+    if not found:
+        return f"{said}; {SET_FIX}, or {again}"
+    return (f"{said}, but {files.counted(len(found), 'row')} {files.agreeing(len(found), 'has')} "
+            f"a JPEG there (first: {found[0]}); a set's images must be PNG, as "
+            f"`medsynth-kohya sample` writes them: convert {files.agreeing(len(found), 'it')} to "
+            f"PNG, or {again}")
 
 
 def _real(identifier: str, reason: str) -> dict[str, str]:
