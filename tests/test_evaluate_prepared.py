@@ -16,8 +16,9 @@ from medsynth_kohya.data import manifest
 from medsynth_kohya.evaluation import copycheck, features
 from medsynth_kohya.evaluation.evaluate import evaluate
 
-from .conftest import invoke, squeezed
+from .conftest import invoke, one_line_error, squeezed
 from .eval_data import isic_source, photo, synthetic_set, write_jpeg
+from .fake_gen import write_run
 
 
 @pytest.fixture
@@ -106,3 +107,21 @@ def test_training_photos_gone_from_the_folder_are_read_from_the_download_or_said
     document = json.loads((tmp_path / "again" / "report.json").read_text(encoding="utf-8"))
     assert document["inputs"]["n_training"] == len(rows) - 1
     assert borrowed in document["notes"] and gone in document["notes"]
+
+
+def test_a_run_whose_training_photos_are_all_gone_is_told_how_to_get_them_back(
+        runner: CliRunner, tmp_path: Path, prepared: Path) -> None:
+    """Every training photo gone from img/ and from the download: nothing to compare with,
+    said with how to have them again."""
+    write_run(tmp_path / "run", prepared, tmp_path / "base.safetensors")
+    rows = _training(prepared)
+    for _, source, copy in rows:
+        source.unlink()
+        copy.unlink()
+    synthetic_set(tmp_path / "syn", [photo(7800)])
+    line = one_line_error(*invoke(runner, "evaluate", "--lora", tmp_path / "run", "--synthetic",
+                                  tmp_path / "syn", "--out", tmp_path / "report"))
+    assert line == (f"Error: {prepared} has no training images to compare with (the {len(rows)} "
+                    "training images of its manifest.csv are gone from its img/ folder and "
+                    "from the ISIC download it was prepared from); prepare it again from the "
+                    "download, or evaluate with the download as --real")

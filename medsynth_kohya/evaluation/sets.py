@@ -280,6 +280,14 @@ def _prepared(folder: Path) -> RealSet:
                         else str(r.patient_id)}
                        for r, path in zip(train.itertuples(), paths, strict=True) if path],
                       ("id", "path", "patient_id"))
+    if training.empty:
+        count = len(train)
+        reason = (f"the {files.counted(count, 'training image')} of its {prepared.manifest.name} "
+                  f"{files.agreeing(count, 'is')} gone from its img/ folder and from the ISIC "
+                  "download it was prepared from" if count
+                  else f"its {prepared.manifest.name} lists none")
+        raise UserError(f"{folder} has no training images to compare with ({reason}); prepare "
+                        "it again from the download, or evaluate with the download as --real")
     labelled = None
     skipped: list[dict[str, str]] = []
     said: dict[str, str] = {}
@@ -361,7 +369,7 @@ def load_real(path: Path) -> RealSet:
                        source_sha256=files.sha256(located.metadata), skipped=skipped)
     if real.training.empty:
         raise UserError(f"{path} has no training images to compare with (no melanoma with an "
-                        "image file)")
+                        "image file); give --real a download holding melanoma photos")
     return real
 
 
