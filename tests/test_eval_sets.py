@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import features
-from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate
+from medsynth_kohya.evaluation.evaluate import EvaluateOptions, evaluate, plan
 
 from .conftest import invoke, one_line_error
 from .eval_data import isic_source, photo, synthetic_set
@@ -204,6 +204,27 @@ def test_images_the_sets_metadata_does_not_list_are_refused_not_left_unchecked(
         evaluate(tmp_path / "isic", syn, tmp_path / "report")
     assert str(refused.value) == said
     assert not (tmp_path / "report").exists()
+
+
+def test_hairy_written_as_any_boolean_word_counts_as_prompted_and_other_words_are_said(
+        tmp_path: Path, data: tuple[dict[str, Path], list[str]], no_network: None) -> None:
+    """A hand-written `hairy` column (1/0, yes/no, any case) is read as sample's true/false;
+    a value that is none of these is not graded, and said (not dropped silently)."""
+    syn = tmp_path / "words"
+    synthetic_set(syn, [photo(9450 + i) for i in range(5)], hairy=[True, False, True, False, True])
+    text = (syn / "metadata.csv").read_text(encoding="utf-8")
+    for written, word in zip(("true", "false", "true", "false", "true"),
+                             ("1", "no", "YES", "0", "maybe"), strict=True):
+        text = text.replace(f",melanoma,{written},", f",melanoma,{word},", 1)
+    (syn / "metadata.csv").write_text(text, encoding="utf-8")
+    said = ("1 row of metadata.csv has a hairy value that is not true or false (first: "
+            "SYN_0000004: 'maybe'), so the hair its prompt asked for is not graded; write true "
+            "or false there (1/0 and yes/no are read too)")
+    result = evaluate(tmp_path / "isic", syn, tmp_path / "report")
+    document = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert document["sections"]["adherence"]["hair"]["n_prompted"] == 4
+    assert said in result.warnings and said in document["notes"]
+    assert said in plan(tmp_path / "isic", syn, tmp_path / "dry").warnings
 
 
 def test_real_data_without_a_melanoma_photo_is_one_line(

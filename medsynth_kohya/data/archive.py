@@ -313,6 +313,12 @@ def flags(series: pd.Series, missing: frozenset[str]) -> tuple[pd.Series, pd.Ser
     return booleans(mapped), rejected
 
 
+def flag(text: str) -> bool | None:
+    """One boolean cell as `flags` reads it (true/false, 1/0, yes/no, t/f, y/n, any case);
+    None when blank or none of those words."""
+    return BOOLEANS.get(_FLAG_WORDS.get(text.strip().lower(), ""))
+
+
 def booleans(words: pd.Series) -> pd.Series:
     """Lower-case BOOLEANS words as pandas' nullable booleans (anything else blank)."""
     found: pd.Series = words.map(BOOLEANS).astype("boolean")

@@ -217,7 +217,8 @@ def plan(real: arguments.PathArg | None, synthetic: arguments.PathArg,
     rows.append(("writes", f"{out / report.HTML_NAME}, {report.PUBLIC_HTML_NAME} and "
                            f"{report.JSON_NAME}"))
     return EvaluatePlan(out, rows, [*again, *(real_set.said.get(note, note)
-                                              for note in real_set.notes)])
+                                              for note in real_set.notes),
+                                    *synthetic_set.notes])
 
 
 def _network_rows(real_set: sets.RealSet, options: EvaluateOptions) -> list[tuple[str, str]]:
@@ -426,13 +427,14 @@ def _evaluate(real: Path, synthetic: Path, out: Path, options: EvaluateOptions,
                    "source_sha256": real_set.source_sha256,
                    "features": None if extractor is None else options.features,
                    "packages": _versions()},
-        "notes": [*again, *real_set.notes], "skipped": skipped, "sections": sections,
+        "notes": [*again, *real_set.notes, *synthetic_set.notes], "skipped": skipped,
+        "sections": sections,
         "verdict": verdict,
     }
     files.write_text(out / MARKER, "written by medsynth-kohya evaluate\n")
     report.write(out, document, pairs)
     warnings = [*again, *(real_set.said.get(note, note) for note in real_set.notes),
-                *utility_section.get("figures", {}).get("notes", [])]
+                *synthetic_set.notes, *utility_section.get("figures", {}).get("notes", [])]
     return EvaluateResult(out, verdict, flagged, skipped, warnings)
 
 

@@ -68,6 +68,8 @@ class SyntheticSet:
     """The LoRA that made the set, as sample recorded it (None: not recorded)."""
     repeated: list[str] = field(default_factory=list)
     """Ids of metadata.csv rows that repeat an earlier row's id (left out)."""
+    notes: list[str] = field(default_factory=list)
+    """What weakens a figure, for the report and the user: rows whose `hairy` is unreadable."""
 
 
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -85,6 +87,7 @@ def load_synthetic(root: Path) -> SyntheticSet:
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
     repeated: list[str] = []
+    unread: list[tuple[str, str]] = []
     seen: set[str] = set()
     for row in read_metadata(root):
         if row.id in seen:
@@ -97,6 +100,8 @@ def load_synthetic(root: Path) -> SyntheticSet:
             continue
         rows.append({"id": row.id, "path": path, "hairy": row.hairy,
                      "skin_tone": row.skin_tone, "prompt": row.prompt})
+        if row.unread_hairy:
+            unread.append((row.id, row.unread_hairy))
     if not seen:  # its header alone: the images are still to be made
         raise UserError(f"{root} is an empty set: its {METADATA} has no rows, only its header; "
                         f"fill it with `medsynth-kohya sample --out {shlex.quote(str(root))}` "
@@ -113,7 +118,19 @@ def load_synthetic(root: Path) -> SyntheticSet:
     if not rows:
         raise UserError(_no_images(root, missing))
     return SyntheticSet(root, _frame(rows, ("id", "path", "hairy", "skin_tone", "prompt")), missing,
-                        made_with(root), repeated)
+                        made_with(root), repeated, _unread_hairy(unread))
+
+
+def _unread_hairy(unread: list[tuple[str, str]]) -> list[str]:
+    """A note counting the rows (id, cell) whose `hairy` is no boolean word: the hair their
+    prompts asked for is not graded."""
+    if not unread:
+        return []
+    count = len(unread)
+    return [f"{files.counted(count, 'row')} of {METADATA} {files.agreeing(count, 'has')} a hairy "
+            f"value that is not true or false (first: {unread[0][0]}: {unread[0][1]!r}), so the "
+            f"hair {'its prompt' if count == 1 else 'their prompts'} asked for is not graded; "
+            "write true or false there (1/0 and yes/no are read too)"]
 
 
 def _no_images(root: Path, ids: list[str]) -> str:

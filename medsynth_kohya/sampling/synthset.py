@@ -62,11 +62,14 @@ class SynthRow:
     prompt: str = ""
     negative_prompt: str = ""
     hairy: bool | None = None
-    """Whether the prompt asked for hair (the `hairy` column); None when blank or absent."""
+    """Whether the prompt asked for hair (the `hairy` column: true/false, 1/0, yes/no); None
+    when blank, absent or none of those (`unread_hairy`)."""
     skin_tone: str = ""
     """The ITA category drawn for the prompt; "" when none was."""
     lora_sha256: str = ""
     """The LoRA that made the image, as sample wrote it; "" when the column is blank or absent."""
+    unread_hairy: str = ""
+    """The `hairy` cell when it is no boolean word (hairy is then None); "" otherwise."""
 
 
 def outputs(plan: Plan, shards: int, tag: str = "") -> list[str]:
@@ -485,9 +488,10 @@ def read_metadata(out: Path) -> list[SynthRow]:
             raise UserError(f"cannot read {path}: line {line} has {len(cells)} fields, the "
                             f"header {len(header)}; {rewrite}")
         row = dict(zip(header, cells, strict=True))
-        hairy = row.get("hairy", "").strip().lower()
+        cell = row.get("hairy", "").strip()
+        hairy = archive.flag(cell)  # a hand-written 1/0 or yes/no too
         rows.append(SynthRow(row[key], row.get("prompt", ""), row.get("negative_prompt", ""),
-                             {"true": True, "false": False}.get(hairy),
-                             row.get("skin_tone", "").strip(),
-                             row.get("lora_sha256", "").strip().lower()))
+                             hairy, row.get("skin_tone", "").strip(),
+                             row.get("lora_sha256", "").strip().lower(),
+                             cell if hairy is None else ""))
     return rows
