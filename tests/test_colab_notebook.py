@@ -43,7 +43,7 @@ DRIVE = "/content/drive"
 _PROGRAM = """#!/bin/sh
 PYTHONPATH="{repo}:$PYTHONPATH" exec "{python}" -c '
 import sys
-from medsynth_kohya.cli import main
+from medsynth_kohya.entry import main
 from medsynth_kohya.sdscripts import checkout
 checkout.PINNED_COMMIT = "{pin}"  # the release commit of the stand-in upstream
 checkout.checkout_root = lambda: None  # installed from a wheel, as in Colab
