@@ -97,7 +97,8 @@ def test_out_as_the_images_folder_is_refused_before_anything_is_made(
                                   "--images", folder, "--out", f"{folder}/"))
     assert line == (f"Error: --images {folder} and --out {folder} are the same folder: "
                     "prepare writes its layout beside the images it reads, not among them; "
-                    f"give another --out, such as {folder}-prepared"), line
+                    f"give another --out, such as {folder}-prepared, or pass --force to "
+                    "write it among them"), line
     assert sorted(tmp_path.rglob("*")) == before, "nothing made"
     with pytest.raises(UserError, match="are the same folder"):
         prepare(isic2020.root, isic2020.root, workers=1)

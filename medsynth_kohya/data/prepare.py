@@ -770,7 +770,8 @@ def prepare(source: arguments.PathArg | None, out: arguments.PathArg, *,
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}); leave it out for one "
                         "per core")
-    _ensure_apart(out, source, images)
+    if not force:
+        _ensure_apart(out, source, images)
     with locks.hold(out, "prepare", break_lock=break_lock) as lock, ExitStack() as marks:
         notes = locks.ensure_unread(out, "prepare", break_lock=break_lock)
         try:
@@ -788,15 +789,16 @@ def prepare(source: arguments.PathArg | None, out: arguments.PathArg, *,
 
 def _ensure_apart(out: Path, source: Path | None, images: Path | None) -> None:
     """Refuse, before anything is made, an --out that is the folder the images are read
-    from: the layout would be written among them and their search, which skips --out, would
-    find none."""
+    from (unless --force): the layout would be written among them, and a folder not made yet
+    holds no images to find."""
     for option, given in (("SOURCE", source), ("--images", images)):
         if given is not None and given.resolve() == out.resolve():
             named = given if given.name else given.resolve()
             such = f", such as {named.with_name(f'{named.name}-prepared')}" if named.name else ""
             raise UserError(f"{option} {given} and --out {out} are the same folder: prepare "
                             "writes its layout beside the images it reads, not among them; "
-                            f"give another --out{such}")
+                            f"give another --out{such}, or pass --force to write it among "
+                            "them")
 
 
 def _prepare(source: Path | None, out: Path, metadata: Path | None, images: Path | None,
