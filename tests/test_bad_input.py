@@ -443,6 +443,42 @@ def test_files_named_in_another_letter_case_are_counted_with_a_fix_in_the_plural
     assert reason_counted(1, CASE_SKIP) == f"1 {CASE_SKIP}"
 
 
+def test_ids_skipped_for_what_they_have_are_counted_as_ids_with_fixes_in_their_number(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path) -> None:
+    """"2 only a hidden file (its name begins with a dot): rename it without the dot" and
+    "2 only a .tif file: convert it": counted without a noun, the fix said of one file."""
+    paths = sorted(isic2020.images.iterdir())
+    for path in paths[:2]:
+        path.rename(path.with_name(f".{path.name}"))
+    for path in paths[2:4]:
+        path.rename(path.with_suffix(".tif"))
+    paths[4].unlink()
+    paths[4].symlink_to(tmp_path / "absent.jpg")
+    isic2020.frame.iloc[:5].to_csv(isic2020.metadata, index=False)
+    code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", tmp_path / "out")
+    said = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert ("2 ids with only a hidden file (its name begins with a dot): rename them without "
+            "the dot") in said, said
+    assert "2 ids with only a .tif file: convert them to .jpg or .png" in said, said
+    assert ("1 symlink to a missing file: fetch its target (git annex get, dvc pull) or "
+            "remove the link") in said, said
+
+
+def test_a_decoders_words_after_a_skip_reason_are_not_put_in_the_plural() -> None:
+    """Only a fix (an imperative after the last ": ") is said of many files, not the words
+    a decoder gave ("premature end of JPEG file")."""
+    from medsynth_kohya.data.prepare import reason_counted
+
+    said = "corrupt JPEG data: premature end of JPEG file"
+    assert reason_counted(3, said) == f"3 {said}"
+    assert reason_counted(4, "no image file") == "4 ids with no image file"
+    assert reason_counted(2, "duplicate id") == "2 duplicate ids"
+    assert reason_counted(2, "symlink to a missing file: fetch its target or remove the "
+                             "link") == ("2 symlinks to a missing file: fetch their targets or "
+                                         "remove the links")
+
+
 @pytest.mark.parametrize("value", [".", "ÄÖ", "_x", "a/b"])
 def test_a_class_name_the_folder_rule_refuses_is_told_that_rule(
         runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, value: str) -> None:

@@ -61,7 +61,8 @@ def test_ids_that_match_no_file_name_the_mismatch(runner: CliRunner, isic2020: S
     frame.to_csv(isic2020.metadata, index=False)
     out = tmp_path / "o"
     line = _error_line(*invoke(runner, "prepare", isic2020.root, "--out", out))
-    assert "from 12 selected rows: 12 no image file; 12 image files have no metadata row" in line
+    assert ("from 12 selected rows: 12 ids with no image file; 12 image files have no metadata "
+            "row") in line
     assert str(out / "skipped.csv") in line and "--column id=" in line
     assert len(pd.read_csv(out / "skipped.csv")) == 24
 
@@ -69,7 +70,8 @@ def test_ids_that_match_no_file_name_the_mismatch(runner: CliRunner, isic2020: S
 def test_no_image_files_at_all_names_the_folders(isic2020: SyntheticSet, tmp_path: Path) -> None:
     for image in isic2020.images.glob("*.jpg"):
         image.unlink()
-    with pytest.raises(UserError, match=r"12 no image file .*no \.jpg/\.jpeg/\.png files in"):
+    with pytest.raises(UserError,
+                       match=r"12 ids with no image file .*no \.jpg/\.jpeg/\.png files in"):
         prepare(isic2020.root, tmp_path / "o", workers=1)
 
 
@@ -79,7 +81,7 @@ def test_only_broken_images_count_their_reasons(isic2020: SyntheticSet, tmp_path
         image.write_bytes(b"")
     for image in images[8:]:
         image.write_bytes(image.read_bytes()[:300])
-    with pytest.raises(UserError, match="from 12 selected rows: 8 empty file, 4 truncated") as err:
+    with pytest.raises(UserError, match="from 12 selected rows: 8 empty files, 4 truncated") as err:
         prepare(isic2020.root, tmp_path / "o", workers=1,
                 options=PrepareOptions(query="target == 1"))
     assert "--column" not in str(err.value)

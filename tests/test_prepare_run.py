@@ -139,7 +139,7 @@ def test_image_files_named_otherwise_than_the_ids_are_said_not_to_match(
     code, _, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out")
     message = " ".join(stderr.split())
     assert code == 1 and "Traceback" not in stderr
-    assert "no images were prepared from 4 selected rows: 4 no image file" in message
+    assert "no images were prepared from 4 selected rows: 4 ids with no image file" in message
     assert re.search(r"file names \(e\.g\. photo_\w+\) do not match the ids \(e\.g\. \w+\) of "
                      r"column image_name: map another with --column id=COLUMN", message)
 

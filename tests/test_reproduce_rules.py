@@ -76,4 +76,4 @@ def test_the_prepare_line_counts_each_skip_reason_in_the_right_number(
         photo.rename(photo.with_name(photo.name.lower()))
     line = _prepared(prepare(isic2020.root, tmp_path / "prepared", workers=1))
     assert "3 image files named in another letter case" in line, line
-    assert f"1 {NO_FILE}" in line, line
+    assert f"1 id with {NO_FILE}" in line, line

@@ -101,9 +101,16 @@ BELOW_SKIP = "image file only in a subfolder (see source): pass --images to sear
 CASE_SKIP = ("image file named in another letter case (see source): correct the id or rename "
              "the file")
 """Skip reason of an id whose only file differs from it in letter case (isic_1 / ISIC_1.jpg)."""
-_PLURAL_FIXES = {CASE_SKIP: "correct the ids or rename the files"}
-"""The fix after a skip reason's last ": " where it names one id or file, for the reason
-counted in the plural (reason_counted)."""
+_FIX_VERBS = frozenset({"convert", "correct", "downsize", "fetch", "pass", "put", "remove",
+                        "rename", "save"})
+"""First words of the fix after a skip reason's last ": " (not a decoder's own words)."""
+_SINGULAR = re.compile(r"(?<![\w'])(it|its|id|file|link|target)(?![\w'])")
+"""Words of a fix that name one id or file, put in the plural for a reason counted so."""
+_PLURALS = {"it": "them", "its": "their", "id": "ids", "file": "files", "link": "links",
+            "target": "targets"}
+_COUNTED_NOUNS = ("image file", "symlink", "duplicate image", "duplicate id", "empty id",
+                  "unsafe id", "generated image", "empty file")
+"""Skip reasons that begin with one of these nouns are counted by it: "3 image files ..."."""
 NO_ROW = "no metadata row"
 """Skip reason of an image file whose name no metadata row has as its id."""
 MEASURED_SKIP = "left out by --query on measurements"
@@ -1211,15 +1218,25 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
             f"{reasons} (see {listed}){hint}")
 
 
+def reason_for(count: int, reason: str) -> str:
+    """`reason` with its fix (after the last ": ") said of `count` ids: "rename them without
+    the dot", "correct the ids or rename the files"."""
+    head, _, fix = reason.rpartition(": ")
+    if count == 1 or fix.split(" ", 1)[0] not in _FIX_VERBS:
+        return reason
+    return f"{head}: {_SINGULAR.sub(lambda word: _PLURALS[word[1]], fix)}"
+
+
 def reason_counted(count: int, reason: str) -> str:
-    """`count` skips of `reason`, its noun in the right number where it begins with one
-    (CASE_SKIP, BELOW_SKIP: "3 image files named in another letter case"), and so is its fix
-    where that names one file (_PLURAL_FIXES: "correct the ids or rename the files")."""
-    noun = "image file"
-    if count != 1 and reason in _PLURAL_FIXES:
-        reason = f"{reason.rpartition(': ')[0]}: {_PLURAL_FIXES[reason]}"
-    if reason.startswith(f"{noun} "):
-        return files.counted(count, noun) + reason.removeprefix(noun)
+    """`count` skips of `reason`, counted by its noun where it begins with one ("3 image files
+    named in another letter case", "2 duplicate ids"), as ids where it says what they have
+    ("2 ids with only a .tif file"), and its fix in the same number (reason_for)."""
+    reason = reason_for(count, reason)
+    for noun in _COUNTED_NOUNS:
+        if reason == noun or reason.startswith(f"{noun} "):
+            return files.counted(count, noun) + reason.removeprefix(noun)
+    if reason.startswith(("only ", "no ")):
+        return f"{files.counted(count, 'id')} with {reason}"
     return f"{count} {reason}"
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from medsynth_kohya import arguments, errors, files, locks
 from medsynth_kohya.data import layout
 from medsynth_kohya.data.hair import HairMode
-from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult, reason_counted
+from medsynth_kohya.data.prepare import PrepareOptions, PrepareResult, reason_counted, reason_for
 from medsynth_kohya.data.prepared import PreparedFolder
 from medsynth_kohya.data.sources import Source
 from medsynth_kohya.errors import UserError
@@ -390,7 +390,7 @@ def _prepared(made: PrepareResult) -> str:
     text = f"done, {files.counted(len(made.manifest), 'image')} prepared"
     if len(made.skipped):
         reasons = made.skipped["reason"].value_counts()
-        why = (str(reasons.index[0]) if len(reasons) == 1 else
+        why = (reason_for(len(made.skipped), str(reasons.index[0])) if len(reasons) == 1 else
                ", ".join(reason_counted(count, str(reason)) for reason, count in reasons.items()))
         text += (f" ({len(made.skipped)} skipped: {why}; see "
                  f"{PreparedFolder(made.out).skipped})")
