@@ -7,7 +7,7 @@ inside the commands so that `--help` stays instant.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
@@ -456,7 +456,11 @@ def train(
                       accelerate_config, tuple(sbatch or ()) if slurm else None,
                       submit and not dry_run)
 
+    shown: set[str] = set()
+
     def plan_table(result: TrainResult) -> None:
+        """The plan, with its warnings first: before hours of training, while they can help."""
+        _warn_once(result.warnings, shown)
         rows = [("run folder", str(result.run_dir)), ("status", result.status),
                 ("config", str(result.config)), ("dataset config", str(result.dataset_config)),
                 ("sample prompts", str(result.sample_prompts))]
@@ -468,8 +472,7 @@ def train(
                      sd_scripts=sd_scripts, python=python, gpus=gpus, dry_run=dry_run,
                      resume=resume, force=force, break_lock=break_lock, cluster=cluster,
                      on_progress=progress, on_launch=plan_table)
-    for warning in result.warnings:
-        ui.warn(warning)
+    _warn_once(result.warnings, shown)
     if result.job is not None:
         _show_job(result.job)
         return
@@ -488,6 +491,17 @@ def train(
                  f"{result.log})")
         raise typer.Exit(130 if result.status == "interrupted" else 1)
     ui.say(result.message)
+
+
+def _warn_once(warnings: Sequence[str], shown: set[str]) -> None:
+    """Print the warnings not in `shown` and add them to it: a command that warns before its
+    long work does not repeat them after."""
+    from medsynth_kohya import ui
+
+    for warning in warnings:
+        if warning not in shown:
+            ui.warn(warning)
+            shown.add(warning)
 
 
 def _show_job(job: Job) -> None:
@@ -813,13 +827,14 @@ def sample(
             dry_run=dry_run, sd_scripts=sd_scripts, python=python, force=force,
             break_lock=break_lock, check_copies=check_copies))
         return
+    shown: set[str] = set()
     with _user_errors(), ui.progress_bar("generating images") as progress:
         result = run(lora, out, options, sd_scripts=sd_scripts, python=python,
                      dry_run=dry_run, force=force, break_lock=break_lock,
                      shard=None if part is None else MachineShard.parse(part),
-                     finalize=finalize, on_progress=progress, check_copies=check_copies)
-    for warning in result.warnings:
-        ui.warn(warning)
+                     finalize=finalize, on_progress=progress, check_copies=check_copies,
+                     on_launch=lambda found: _warn_once(found, shown))
+    _warn_once(result.warnings, shown)
     plan = result.plan
     missing = result.wanted - result.present
     machine = result.machine_shard

@@ -133,7 +133,8 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
            force: bool = False, break_lock: bool = False,
            shard: MachineShard | None = None, finalize: bool = False,
            detect: Callable[[], list[Gpu]] = detect_gpus, job_gpus: int | None = None,
-           on_progress: Progress | None = None, check_copies: bool = False) -> SampleResult:
+           on_progress: Progress | None = None, check_copies: bool = False,
+           on_launch: Callable[[tuple[str, ...]], None] | None = None) -> SampleResult:
     """Generate (or, with `dry_run`, plan and show) the synthetic set in `out`, holding its
     lock (locks.py) throughout and marking the run it reads (`locks.reading`); a run still
     training, or a set an evaluate reads, is refused. With `check_copies`, a finished set is
@@ -142,7 +143,8 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
     `finalize`, nothing is generated: metadata.csv and grid.jpg are written for the images
     there. `lora` is a run folder, a LoRA file or a Hub id (USER/REPO[:FILE.safetensors]); as
     a str, the text as typed (see `local_or_hub`). With `job_gpus`, the run is planned for a
-    task of a `--slurm` job given that many GPUs elsewhere: `detect` is not asked."""
+    task of a `--slurm` job given that many GPUs elsewhere: `detect` is not asked.
+    `on_launch` sees the warnings before any image is generated (they may change the plan)."""
     lora, out = local_or_hub(arguments.fspath(lora, "lora")), arguments.path(out, "out")
     sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
     options = arguments.options(options, SampleOptions)
@@ -162,10 +164,11 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
             locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
         ensure_alone(out, shard)
         notes = [] if dry_run else locks.ensure_unread(out, "sample", break_lock=break_lock)
+        notes = [note for note in (lock.note, *notes) if note]
         result = _sample(lora, out, options, sd_scripts, python, dry_run,
                          force, break_lock, shard, finalize, detect, job_gpus, on_progress,
-                         check_copies)
-    notes = [note for note in (lock.note, *notes) if note]
+                         check_copies, None if on_launch is None
+                         else lambda found: on_launch((*notes, *found)))
     return replace(result, warnings=(*notes, *result.warnings))
 
 
@@ -173,7 +176,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
             python: str | None, dry_run: bool, force: bool, break_lock: bool,
             shard: MachineShard | None, finalize: bool, detect: Callable[[], list[Gpu]],
             job_gpus: int | None, on_progress: Progress | None,
-            check_copies: bool) -> SampleResult:
+            check_copies: bool, on_launch: Callable[[tuple[str, ...]], None] | None,
+            ) -> SampleResult:
     check_options(options)
     options = replace(options, like=like_manifest(options.like))
     settings = generation_settings(options)
@@ -292,6 +296,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
 
     outcomes: list[launch.RunOutcome] = []
     if shards:
+        if on_launch is not None:
+            on_launch(tuple(warnings))
         state.update(status="running", start=_now())
         files.write_json(state_path, state)
         outcomes = launch.run_many([s.command for s in shards], [s.log for s in shards],
