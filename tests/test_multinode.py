@@ -386,6 +386,21 @@ def test_slurm_does_not_judge_the_cluster_by_this_machines_gpus(
     assert "#SBATCH --gpus-per-node=8" in result.job.text
 
 
+@pytest.mark.parametrize("hidden", [False, True])
+def test_slurm_from_a_machine_without_gpus_foretells_no_stop_for_want_of_them(
+        prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hidden: bool) -> None:
+    """A login node with no GPU (or with CUDA_VISIBLE_DEVICES set) warned "a real run would
+    stop at: GPU: no NVIDIA GPU found" and "4 training processes need 4 GPUs": the job's own
+    GPUs are what the run gets, checked on the compute nodes."""
+    if hidden:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = train(prepared, "a100-80gb", run_dir=tmp_path / "run", dry_run=True, gpus=4,
+                   detect=list, cluster=Cluster(Machines(2), slurm=()))
+    assert result.job is not None and "#SBATCH --gpus-per-node=4" in result.job.text
+    assert not [warning for warning in result.warnings if "nvidia-smi" in warning or
+                "no NVIDIA GPU" in warning], result.warnings
+
+
 def test_machine_zero_times_out_naming_the_missing_machines(prepared: Path,
                                                             tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"machines 1, 2 of 3 did not report"):

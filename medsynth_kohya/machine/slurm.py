@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
+from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sdscripts import launch
 
 _SETTING = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -167,3 +168,10 @@ def write(text: str, path: Path, *, submit: bool) -> Job:
     said = launch.run_captured(launch.sbatch_command(path.resolve()), unsure).strip().splitlines()
     found = _JOB_ID.fullmatch(said[-1].strip()) if said else None
     return Job(text, path, found[1] if found else None, submitted=True)
+
+
+def task_gpus(count: int) -> list[Gpu]:
+    """The `count` GPUs SLURM gives a task of a `--slurm` job, planned where it does not run
+    (the task sees them in its own CUDA_VISIBLE_DEVICES, not this shell's): their memory and
+    capability are unknown here."""
+    return [Gpu("a GPU of the job", None, None)] * count

@@ -26,7 +26,6 @@ from typing import Any
 
 from medsynth_kohya import arguments, files, locks
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.machine.gpus import Gpu
 from medsynth_kohya.sampling.synthset import SET_FIX, STATE_DIR, recorded_n, unfinished
 
 FINAL_PART = "final-files"
@@ -78,13 +77,6 @@ class MachineShard:
     def record(self, out: Path, suffix: str) -> Path:
         """Its record (`.json`) or metadata rows (`.csv`) in OUT."""
         return out / STATE_DIR / RECORDS / f"{self.name}{suffix}"
-
-
-def slurm_task_gpus(count: int) -> list[Gpu]:
-    """The `count` GPUs SLURM gives a task of a `--slurm` job, planned where it does not run
-    (the task sees them in its own CUDA_VISIBLE_DEVICES, not this shell's): their memory and
-    capability are unknown here."""
-    return [Gpu("a GPU of the job", None, None)] * count
 
 
 def running(out: Path) -> list[str]:

@@ -47,7 +47,6 @@ from medsynth_kohya.sampling.machines import (
     MachineShard,
     create_state,
     ensure_alone,
-    slurm_task_gpus,
 )
 from medsynth_kohya.sampling.plan import (
     Plan,
@@ -195,7 +194,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     sd_dir = location.path
     base_model, absent = resolve_base_model(options.base_model, record, sd_dir)
     shared = recorded_base_model(base_model, sd_dir)  # metadata.csv is shared: no home folder
-    gpus = visible(detect()) if job_gpus is None else slurm_task_gpus(job_gpus)
+    gpus = visible(detect()) if job_gpus is None else slurm.task_gpus(job_gpus)
     devices = shard_devices(options.num_gpus, gpus, own=job_gpus is None)
     gen = gen_options(record, base_model, lora_file, settings, overrides, sd_dir, bool(gpus))
     errors = sdopts.check(SCRIPT, gen)

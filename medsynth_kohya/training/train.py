@@ -234,7 +234,7 @@ class _Config:
 
 def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path, python: str,
                run_dir: Path, class_name: str, target_steps: Any, gpus: int | None,
-               detect: Callable[[], list[Gpu]]) -> _Config:
+               seen: Callable[[], list[Gpu]]) -> _Config:
     """Preset, overrides and the run's own keys merged; what sd-scripts or the GPUs present
     would reject is refused here, even under --dry-run."""
     changes = {key: checkout.local_path(value, sd_dir, f"--set {key}")
@@ -253,7 +253,7 @@ def _configure(preset: presets.Preset, changes: Mapping[str, Any], sd_dir: Path,
         errors.append("--set dataset_repeats does not reach a prepared folder: its images repeat "
                       "as the class folder's name says (img/<R>_<class>); choose R with "
                       "`medsynth-kohya prepare --repeats R` (or --target-steps)")
-    found_gpus = [] if preset.device == "cpu" else visible(detect())
+    found_gpus = [] if preset.device == "cpu" else seen()
     processes = _processes(preset, gpus, found_gpus)
     if preset.device == "cpu":
         errors += checks.cpu_errors(options)
@@ -338,7 +338,7 @@ def check(preset_name: str, overrides: Sequence[str], run_dir: Path, *, class_na
     location = checkout.find(sd_scripts)
     runner = checkout.python(python)
     config = _configure(preset, parse_overrides(overrides), location.path, runner, run_dir,
-                        class_name, target_steps, None, detect)
+                        class_name, target_steps, None, lambda: visible(detect()))
     problems, warnings, _, _ = _preflight(location, runner, preset, config, run_dir,
                                           images=images, repeats=repeats, resume=False)
     return problems, warnings
@@ -584,11 +584,13 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
             locks.ensure_idle(prepared, "train", writers=("prepare",), break_lock=break_lock)
             # a sample reading the run's LoRA: this would change it (--force moves it aside)
             notes += locks.ensure_unread(run_dir, "train", break_lock=break_lock)
-        try:  # under --slurm this machine's GPUs say nothing of the compute nodes' (rank
-            # 0 checks those when the job starts)
+        try:  # under --slurm this machine's GPUs say nothing of the compute nodes': the
+            # job's, of unknown kind, stand for them (rank 0 checks them when the job starts)
+            job_gpus = gpus or preset.num_processes or 1
             result = _train(prepared, preset, overrides, run_dir, sd_scripts, python, gpus,
                             dry_run or cluster.slurm is not None, resume, force, cluster,
-                            detect if cluster.slurm is None else list, on_progress, on_launch)
+                            (lambda: visible(detect())) if cluster.slurm is None
+                            else lambda: slurm.task_gpus(job_gpus), on_progress, on_launch)
         except UserError as exc:
             if cluster.machines.count > 1 and not dry_run and cluster.slurm is None:
                 nodes.decide(run_dir, status="refused", message=str(exc).splitlines()[0])
@@ -718,7 +720,7 @@ def newest_run(prepared: Path, root: Path) -> Path:
 
 def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
            sd_scripts: Path | None, python: str | None, gpus: int | None, dry_run: bool,
-           resume: bool, force: bool, cluster: Cluster, detect: Callable[[], list[Gpu]],
+           resume: bool, force: bool, cluster: Cluster, seen: Callable[[], list[Gpu]],
            on_progress: Callable[[launch.StepProgress], None] | None,
            on_launch: Callable[[TrainResult], None] | None) -> TrainResult:
     data = PreparedFolder(prepared)
@@ -773,7 +775,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     sd_dir = location.path
     runner = checkout.python(python)
     config = _configure(preset, changes, sd_dir, runner, run_dir, name, state.target_steps, gpus,
-                        detect)
+                        seen)
     document, options = config.document, config.options
     found_gpus, processes = config.gpus, config.processes
 
