@@ -208,6 +208,30 @@ def test_a_preset_that_sets_an_option_the_run_owns_is_refused_before_anything_is
     assert not (tmp_path / "run").exists() and not (tmp_path / "elsewhere").exists()
 
 
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("huggingface_repo_id", '"alice/melanoma"', "upload to the Hub itself"),
+    ("save_state_to_huggingface", "true", "upload to the Hub itself"),
+    ("console_log_file", '"/tmp/x.log"', "RUN/train.log"),
+    ("initial_step", "100", "--resume decides"),
+    ("skip_until_initial_step", "true", "--resume decides")])
+def test_options_that_take_a_step_out_of_the_runs_hands_are_refused(
+        runner: CliRunner, prepared: Path, tmp_path: Path, key: str, value: str,
+        said: str) -> None:
+    """sd-scripts' own Hub upload (past push's privacy and copy checks), its log sent
+    elsewhere (train.log and the reported error lose it), or a start step over the state's
+    were taken from --set and from a preset as any other option."""
+    line = _refused(runner, prepared, "--preset", _preset(tmp_path), "--run-dir",
+                    tmp_path / "run", "--set", f"{key}={value}")
+    assert line.startswith(f"Error: --set {key} ") and said in line, line
+    document = toml.loads(_preset(tmp_path).read_text(encoding="utf-8"))
+    document["settings"][key] = toml.loads(f"v = {value}")["v"]
+    mine = tmp_path / "mine.toml"
+    mine.write_text(toml.dumps(document), encoding="utf-8")
+    line = _refused(runner, prepared, "--preset", mine, "--run-dir", tmp_path / "run")
+    assert f"preset {mine}: [settings] sets {key}, which " in line and said in line, line
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_config_copied_as_a_preset_cannot_write_into_that_run(
         runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
     """A finished run's config.toml names its output folder: as another run's preset it

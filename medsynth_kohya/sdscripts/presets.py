@@ -26,6 +26,21 @@ DEVICES = ("cuda", "cpu")
 RUN_OWNED = ("output_dir", "output_name", "logging_dir", "sample_prompts", "dataset_config",
              "config_file", "train_data_dir", "in_json", "reg_data_dir", "resume")
 """Options the run itself sets (its folders and files): neither a preset nor --set may."""
+_HUB_UPLOAD = ("makes sd-scripts upload to the Hub itself, past push's checks for private "
+               "paths and near-copies: leave it out and publish with `medsynth-kohya push`")
+_START = ("overrides where sd-scripts starts, which --resume decides from the run's saved "
+          "state: leave it out (`train --resume` goes on from the newest state)")
+REFUSED_OPTIONS = {
+    **dict.fromkeys(("huggingface_repo_id", "huggingface_repo_type", "huggingface_path_in_repo",
+                     "huggingface_token", "huggingface_repo_visibility",
+                     "save_state_to_huggingface", "resume_from_huggingface", "async_upload"),
+                    _HUB_UPLOAD),
+    "console_log_file": ("sends sd-scripts' log to that file, so RUN/train.log and the error "
+                         "train reports miss it: leave it out (RUN/train.log keeps the log)"),
+    **dict.fromkeys(("initial_step", "initial_epoch", "skip_until_initial_step"), _START),
+}
+"""sd-scripts options neither a preset nor --set may give, with why and the fix: each would
+take a step of the run out of medsynth-kohya's hands (publishing, the log, resuming)."""
 RUN_TABLE, OVERRIDES_TABLE = "medsynth_run", "overrides"
 """The config file's tables that hold the run's own options and the --set options no preset
 table holds: a preset table of either name would replace them."""
@@ -101,6 +116,10 @@ def _check_run_owned(tables: Mapping[str, Mapping[str, Any]], path: Path) -> Non
             raise UserError(f"preset {path}: [{name}] sets {owned[0]}, which the run decides "
                             "(its run folder); remove it from the preset and choose the "
                             "folder with --run-dir")
+        refused = [key for key in table if key in REFUSED_OPTIONS]
+        if refused:
+            raise UserError(f"preset {path}: [{name}] sets {refused[0]}, which "
+                            f"{REFUSED_OPTIONS[refused[0]]}")
 
 
 def _check_repeated(tables: Mapping[str, Mapping[str, Any]], path: Path) -> None:

@@ -120,6 +120,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not text:
             parsed[key] = None
             continue
+        if key in presets.REFUSED_OPTIONS:
+            raise UserError(f"--set {key} {presets.REFUSED_OPTIONS[key]}")
         parsed[key] = render.value(text)
     return {key: presets.as_written(key, value) for key, value in parsed.items()}
 
