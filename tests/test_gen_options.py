@@ -3,6 +3,7 @@ run, what it sets itself, and what `--set` changes or removes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from medsynth_kohya.sampling.generator import (
     resolve_base_model,
 )
 from medsynth_kohya.training.record import RunRecord
+
+from .fake_gen import write_lora
 
 SETTINGS = prompts.Settings(negative_prompt="blurry", width=896, height=1152, steps=28,
                             scale=6.5, sampler="euler_a")
@@ -206,3 +209,23 @@ def test_preflight_passes_on_what_generation_uses_and_warns_of_the_cpu(
         *(["xformers"] if xformers else []), "disk", "no NVIDIA GPU found (nvidia-smi)"]
     _, on_gpu = preflight(location, "python3", tmp_path, [Gpu("T4", 15360, (7, 5))], gen)
     assert not any("no NVIDIA GPU" in w for w in on_gpu)
+
+
+def test_a_lora_file_without_a_run_record_is_loaded_as_the_network_it_names(
+        tmp_path: Path) -> None:
+    """A LoHa file given alone was loaded as networks.lora, which builds no modules from its
+    keys (sd-scripts loads the weights non-strictly): the bare base model, recorded as made
+    with the LoRA."""
+    lora = write_lora(tmp_path / "run" / "m.safetensors", {
+        "ss_network_module": "lycoris.kohya",
+        "ss_network_args": json.dumps({"algo": "loha", "conv_dim": "4"})})
+    options = _options(tmp_path, None)
+    assert options["network_module"] == ["lycoris.kohya"]
+    assert options["network_args"] == ["algo=loha;conv_dim=4"]
+    assert options["network_weights"] == [str(lora.resolve())]
+    write_lora(lora, {"ss_network_args": "not json"})
+    options = _options(tmp_path, None)
+    assert options["network_module"] == ["networks.lora"] and "network_args" not in options
+    write_lora(lora, {"ss_network_module": "lycoris.kohya"})  # a run record says otherwise
+    assert _options(tmp_path, {"network_module": "networks.lora"})["network_module"] == [
+        "networks.lora"]

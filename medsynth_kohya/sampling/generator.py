@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medsynth_kohya import files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine.gpus import Gpu, none_seen
 from medsynth_kohya.outputs import local_name
@@ -65,6 +66,27 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return parsed
 
 
+def _file_network(lora: Path) -> tuple[str | None, str | None]:
+    """The network module and its "k=v;k=v" arguments a LoRA file's own metadata names
+    (`ss_network_module`, `ss_network_args`), where no run record says: a LoHa or LoKr file
+    loaded as networks.lora builds no modules (sd-scripts loads the weights non-strictly)
+    and generates the bare base model."""
+    import json
+
+    header = files.safetensors_header(lora) or {}
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict):
+        return None, None
+    module = metadata.get("ss_network_module")
+    try:
+        given = json.loads(str(metadata.get("ss_network_args") or "{}"))
+    except ValueError:
+        given = {}
+    arguments = (";".join(f"{key}={value}" for key, value in given.items())
+                 if isinstance(given, dict) else "")
+    return (str(module) if module else None), arguments or None
+
+
 def gen_options(record: RunRecord | None, base_model: str, lora: Path,
                 settings: prompts.Settings, overrides: Mapping[str, Any], sd_dir: Path,
                 on_gpu: bool) -> dict[str, Any]:
@@ -93,8 +115,12 @@ def gen_options(record: RunRecord | None, base_model: str, lora: Path,
         options[precision] = True
     if not options.get("xformers") and not options.get("sdpa"):
         options["sdpa"] = True
-    network = config.get("network_module") or "networks.lora"
-    options.update({"network_module": [str(network)], "network_weights": [str(lora.resolve())],
+    network, network_args = ((config.get("network_module"), None) if record
+                             else _file_network(lora))
+    if network_args and "network_args" not in options:
+        options["network_args"] = [network_args]
+    options.update({"network_module": [str(network or "networks.lora")],
+                    "network_weights": [str(lora.resolve())],
                     "network_mul": [1.0], "sequential_file_name": True,
                     "W": settings.width, "H": settings.height, "steps": settings.steps,
                     "scale": float(settings.scale), "sampler": settings.sampler,
