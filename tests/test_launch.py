@@ -262,12 +262,22 @@ print("torch.distributed.elastic.multiprocessing.errors.ChildFailedError: sdxl_t
 """
 
 
+_WRAPPED_ERROR = "\n".join([  # as sd-scripts' rich log handler wraps a long message
+    "print('2026-12-07 14:19:17 ERROR    No data found. Please verify arguments (train_data_dir "
+    "must be the parent of folders with images) /          train_network.py:577')",
+    "print('                             画像がありません。')",
+    "print('                    INFO     short info                    train_network.py:580')",
+    "print('                             not part of the error')"])
+
+
 @pytest.mark.parametrize(("script", "expected"), [
     (_PRINTS_ERRORS, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB."),
     (_PRINTS_ERRORS.split("print(\"Traceback")[0] + _CHILD_FAILED, "ValueError: first failure"),
     ("print('ERROR    No data found. Please verify arguments    train_util.py:1')",
      "No data found. Please verify arguments"),
     ("import sys; print('INFO     ok'); sys.exit(3)", None),
+    (_WRAPPED_ERROR, "No data found. Please verify arguments (train_data_dir must be the "
+     "parent of folders with images) / 画像がありません。"),
 ])
 def test_the_last_error_printed_is_the_outcomes(tmp_path: Path, script: str,
                                                 expected: str | None) -> None:

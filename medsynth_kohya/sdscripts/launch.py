@@ -351,18 +351,26 @@ class _Errors:
         self.exception: str | None = None
         self.logged: str | None = None
         self._in_traceback = False
+        self._column = 0
+        """Where the message of the ERROR just logged begins (0: none): rich wraps a long
+        one onto lines blank up to there."""
 
     def see(self, line: str) -> None:
         line = _RANK.sub("", line)
+        column, self._column = self._column, 0
         if line.startswith(TRACEBACK):
             self._in_traceback = True
         elif self._in_traceback and line.strip() and not line[0].isspace():
             self._in_traceback = False  # the exception: the first line left unindented
             if not line.startswith(LAUNCHER_ERRORS):
                 self.exception = line.strip()
+        elif column and self.logged and len(line) > column and not line[:column].strip() \
+                and not line[column].isspace():
+            self.logged, self._column = f"{self.logged} {line.strip()}", column
         elif not self._in_traceback:
             logged = _LOGGED_ERROR.search(line)
             self.logged = logged["message"].strip() if logged else self.logged
+            self._column = logged.start("message") if logged else 0
 
     @property
     def last(self) -> str | None:
