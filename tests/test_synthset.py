@@ -298,3 +298,15 @@ def test_a_set_folder_under_a_file_has_no_record_and_an_unreadable_one_is_one_li
     (tmp_path / "set" / synthset.STATE_DIR / synthset.STATE_FILE).mkdir(parents=True)
     with pytest.raises(UserError, match=r"^cannot read .*sample\.json \(.+\): restore it"):
         synthset.read_state(tmp_path / "set")
+
+
+def test_a_changed_manifest_is_not_blamed_on_a_like_never_given() -> None:
+    """Resuming a set drawn from the run's own prepared folder, prepared again since, was
+    refused as "--like: another manifest.csv ... give that set's values (its --like
+    manifest)", though no --like was given."""
+    said, fix = synthset.other_settings(
+        {"kind": "like", "manifest_sha256": "a" * 64, "query": None},
+        {"kind": "like", "manifest_sha256": "b" * 64, "query": None})
+    assert said == ["the manifest.csv the prompts are drawn from (--like, else the run's "
+                    "prepared folder) is not that set's: another one, or prepared again since"]
+    assert fix == "the manifest.csv it was drawn from" and "--like manifest" not in fix

@@ -257,8 +257,10 @@ def other_settings(before: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[l
             said.append("--prompt/--prompts: other prompts than that set's")
             prose.append("its prompts")
         elif key == "manifest_sha256":
-            said.append("--like: another manifest.csv than that set's (or one changed since)")
-            prose.append("its --like manifest")
+            said.append("the manifest.csv the prompts are drawn from (--like, else the run's "
+                        "prepared folder) is not that set's: another one, or prepared again "
+                        "since")
+            prose.append("the manifest.csv it was drawn from")
         else:  # the caption template and trigger of the run or --like folder, and any other
             said.append(f"the {key.replace('_', ' ')} {new!r} here, {old!r} in that set")
     if changed and not said:  # only those the options of sample set: none named them
