@@ -210,7 +210,6 @@ def test_a_preset_that_sets_an_option_the_run_owns_is_refused_before_anything_is
 
 @pytest.mark.parametrize(("key", "value", "said"), [
     ("huggingface_repo_id", '"alice/melanoma"', "upload to the Hub itself"),
-    ("save_state_to_huggingface", "true", "upload to the Hub itself"),
     ("console_log_file", '"/tmp/x.log"', "RUN/train.log"),
     ("initial_step", "100", "--resume decides"),
     ("skip_until_initial_step", "true", "--resume decides")])

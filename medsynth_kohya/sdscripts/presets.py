@@ -31,10 +31,7 @@ _HUB_UPLOAD = ("makes sd-scripts upload to the Hub itself, past push's checks fo
 _START = ("overrides where sd-scripts starts, which --resume decides from the run's saved "
           "state: leave it out (`train --resume` goes on from the newest state)")
 REFUSED_OPTIONS = {
-    **dict.fromkeys(("huggingface_repo_id", "huggingface_repo_type", "huggingface_path_in_repo",
-                     "huggingface_token", "huggingface_repo_visibility",
-                     "save_state_to_huggingface", "resume_from_huggingface", "async_upload"),
-                    _HUB_UPLOAD),
+    "huggingface_repo_id": _HUB_UPLOAD,  # the other huggingface_* options do nothing without it
     "console_log_file": ("sends sd-scripts' log to that file, so RUN/train.log and the error "
                          "train reports miss it: leave it out (RUN/train.log keeps the log)"),
     **dict.fromkeys(("initial_step", "initial_epoch", "skip_until_initial_step"), _START),
