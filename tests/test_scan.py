@@ -139,8 +139,7 @@ def test_the_scan_finds_each_private_thing_and_names_it(tmp_path: Path) -> None:
     }
     for text, finding in cases.items():
         assert policy.findings(text.encode(), "notes.txt") == finding, text
-    clean = (f"see https://huggingface.co/{USER}/melanoma-lora and /nonexistent-top/a/b, "
-             f"head/neck, {USER}x, x{USER}0")
+    clean = f"see https://huggingface.co/{USER}/melanoma-lora and head/neck, {USER}x, x{USER}0"
     assert policy.findings(clean.encode(), "README.md") is None
 
 
@@ -157,7 +156,7 @@ def test_the_text_of_an_image_or_weights_file_is_scanned(tmp_path: Path) -> None
     assert policy.findings(png((b"tEXt", USER.encode() + b"\0x")), "s.png") is not None
     assert policy.findings(png((b"zTXt", b"no separator " + name)), "s.png") is not None
     two = png((b"tEXt", b"Author\0" + USER.encode()), (b"tEXt", b"Software\0x"))
-    assert policy.findings(two, "s.png") == f"the user name {USER!r}"
+    assert policy.findings(two, "s.png") == f"the user name {USER!r} (PNG text chunk Author)"
     assert policy.findings(png((b"IDAT", name)), "s.png") is None
     after_end = png() + struct.pack(">I", len(name)) + b"tEXt" + name + b"\0\0\0\0"
     assert policy.findings(after_end, "s.png") is None
@@ -181,7 +180,8 @@ def test_a_large_file_is_scanned_across_its_blocks(tmp_path: Path,
     assert privacy.scan_file(policy, path, "big.bin") is None
     weights = tmp_path / "l.safetensors"
     weights.write_bytes(_safetensors({"ss_author": USER}, b"\0" * 300))
-    assert privacy.scan_file(policy, weights, "l.safetensors") == f"the user name {USER!r}"
+    assert privacy.scan_file(policy, weights, "l.safetensors") == (
+        f"the user name {USER!r} (metadata ss_author)")
     weights.write_bytes(_safetensors({}, f"made by {USER}".encode() + b"\0" * 300))
     assert privacy.scan_file(policy, weights, "l.safetensors") is None
     notes = tmp_path / "notes.bin"
@@ -270,7 +270,7 @@ def test_a_large_image_has_its_text_chunks_searched(tmp_path: Path,
     image = tmp_path / "s.png"
     image.write_bytes(png((b"IDAT", b"\0" * 200), (b"tEXt", f"parameters\0{USER}".encode())))
     assert privacy.scan_file(_policy(tmp_path), image, "samples/s.png") == (
-        f"the user name {USER!r}")
+        f"the user name {USER!r} (PNG text chunk parameters)")
 
 
 def test_a_large_file_is_scanned_in_bounded_memory(tmp_path: Path,
@@ -287,7 +287,7 @@ def test_a_large_file_is_scanned_in_bounded_memory(tmp_path: Path,
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert found == f"the user name {USER!r}"
+    assert found == f"the user name {USER!r} (metadata ss_author)"
     assert peak < 2**20
 
 
@@ -315,3 +315,36 @@ def test_the_user_names_searched_for(tmp_path: Path, monkeypatch: pytest.MonkeyP
     else:
         monkeypatch.setattr(getpass, "getuser", no_login)
     assert privacy.Policy(tmp_path / "run").users == users
+
+
+def test_a_path_of_another_machine_is_found_and_named_where_it_stands(tmp_path: Path) -> None:
+    """A run trained on a cluster and pushed from a laptop: its paths name no folder here, yet
+    publish the cluster's folders and user; the metadata key or PNG text chunk is named. What
+    sd-scripts writes there itself (its keys, bare folder names, `1/8`, URLs, an architecture id)
+    and an evaluate page's inline images are no path."""
+    policy = _policy(tmp_path)
+    comment = "trained by bob from /scratch/bob/isic on gpu17"
+    assert policy.findings(_safetensors({"ss_training_comment": comment}, b"\0" * 16),
+                           "l.safetensors") == (
+        "the local path /scratch/bob/isic (metadata ss_training_comment)")
+    assert policy.findings(png((b"tEXt", b"parameters\0--ckpt /scratch/bob/sd.safetensors")),
+                           "s.png") == (
+        "the local path /scratch/bob/sd.safetensors (PNG text chunk parameters)")
+    for text, found in (("from ~bob/isic", "~bob/isic"), (r"at D:\U\bob\x", r"D:\U\bob\x"),
+                        ("at E:/U/bob/x", "E:/U/bob/x"), ("--vae=/work/m/v.pt", "/work/m/v.pt")):
+        assert policy.findings(text.encode(), "notes.txt") == f"the local path {found}", text
+    sd_scripts = {"ss_output_name": "melanoma", "ss_dataset_dirs": json.dumps(
+        {"4_melanoma": {"n_repeats": 4, "img_count": 7}}), "ss_sd_model_name":
+        "stabilityai/stable-diffusion-xl-base-1.0", "ss_optimizer":
+        "bitsandbytes.optim.adamw.AdamW8bit(weight_decay=0.01)", "ss_network_module":
+        "networks.lora", "modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+        "ss_tag_frequency": json.dumps({"4_melanoma": {"head/neck": 1, "1/8 hair": 2}}),
+        "modelspec.resolution": "1024x1024", "ss_network_args": json.dumps({"conv_dim": "4"})}
+    assert policy.findings(_safetensors(sd_scripts, b"\0" * 16), "l.safetensors") is None
+    generated = png(*((b"tEXt", key + b"\0" + value) for key, value in (
+        (b"prompt", b"dermoscopy of melanoma, head/neck, ~1/8 hairy"), (b"seed", b"42"),
+        (b"raw-prompt", b"melanoma --n blurry --w 1024 --h 1024 --d 42"))))
+    assert policy.findings(generated, "s.png") is None
+    page = "<img src='data:image/jpeg;base64,/9j/4AAQSk+/ab/cd=='></td> see https://x.org/a/b"
+    assert policy.findings(page.encode(), "report.html") is None

@@ -45,12 +45,18 @@ GENERIC_USERS = frozenset({"root", "user", "users", "ubuntu", "runner", "jovyan"
                            "admin", "nobody", "app", "home", "work", "content"})
 """Account names shared by every machine of a kind (Colab, CI, containers): not identifying."""
 _PART = r"[^\s\"'`<>|,;()\[\]{}*/]"
-_ABSOLUTE = re.compile(rf"(?<![\w.~:/<>\\-])(/{_PART}+(?:/{_PART}*)+)")
-"""An absolute POSIX path of two or more parts inside text (not a URL's or a relative one)."""
-_WINDOWS = re.compile(r"(?<![\w])([A-Za-z]:\\[^\s\"'`<>|,;*]+)")
+_ABSOLUTE = re.compile(rf"(?<![\w.~:/<>\\+-])(/{_PART}+(?:/{_PART}*)+)")
+"""An absolute POSIX path of two or more parts inside text (not a URL's, a relative one's or
+base64's)."""
+_HOME_OF = re.compile(rf"(?<![\w.~:/<>\\+-])(~[A-Za-z_][\w.-]*/{_PART}*(?:/{_PART}*)*)")
+"""A path under a named user's home folder (`~bob/isic`): it names the user."""
+_WINDOWS = re.compile(r"(?<![\w])([A-Za-z]:[\\/][^\s\"'`<>|,;*]+)")
+"""A Windows path from a drive (`C:\\Users\\bob`, `C:/Users/bob`); a URL's scheme is a word."""
+_DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+=-]+)*;base64,[A-Za-z0-9+/=]*")
+"""An inline image (an evaluate page's thumbnails): base64, whose `/` make no path."""
 _ASSIGNMENT = re.compile(r"\s*-{0,2}[A-Za-z_][\w.-]*\s*=")
 """A list item `name=value` or `--name=value` (sd-scripts' optimizer_args, a launch argument)."""
-_BINARY = (".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".webp")
+BINARY = (".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".webp")
 
 
 def is_secret_key(name: object) -> bool:
@@ -145,8 +151,8 @@ class Policy:
         for base in self._bases():
             pattern = re.escape(str(base)) + r"(?:[/\\]([^\s\"'`<>|,;]*))?"
             value = re.sub(pattern, lambda m: m.group(1) or ".", value)
-        value = _ABSOLUTE.sub(lambda m: self.path(m.group(1)), value)
-        value = _WINDOWS.sub(lambda m: self.path(m.group(1)), value)
+        for form in (_ABSOLUTE, _HOME_OF, _WINDOWS):
+            value = form.sub(lambda m: self.path(m.group(1)), value)
         if len(self.home) > 1:
             value = value.replace(self.home, LOCAL)
         return value
@@ -217,8 +223,9 @@ class Policy:
                       named: str | None = None) -> str | None:
         """The user name (outside the public ids that may hold it, and outside `own`: the
         tool's own wording in the file, where it is an ordinary word; in `named` alone when
-        given, the part of the text that is not a template's) or an absolute path of this
-        machine in the text of a file."""
+        given, the part of the text that is not a template's) or an absolute path in the text
+        of a file: of this machine or any other (a run trained on a cluster and pushed from a
+        laptop holds the cluster's paths), inline base64 images aside."""
         named = _without(text if named is None else named, own)
         for allowed in sorted(self.allowed, key=len, reverse=True):
             text = text.replace(allowed, " ") if allowed else text
@@ -227,22 +234,46 @@ class Policy:
             if re.search(rf"(?<![A-Za-z0-9]){re.escape(user)}(?![A-Za-z0-9])", named,
                          re.IGNORECASE):
                 return f"the user name {user!r}"
-        for match in _ABSOLUTE.finditer(text):
-            if Path("/", match.group(1).split("/")[1]).exists():
-                return f"the local path {match.group(1)}"
-        windows = _WINDOWS.search(text)
-        return f"the local path {windows.group(1)}" if windows else None
+        text = _DATA_URI.sub(" ", text)
+        found = next(filter(None, (pattern.search(text) for pattern in (
+            _ABSOLUTE, _HOME_OF, _WINDOWS))), None)
+        return f"the local path {found.group(1)}" if found else None
 
     def findings(self, data: bytes, name: str, own: Sequence[str] = (),
                  named: str | None = None) -> str | None:
         """The first private thing in a file's bytes, or None. Every byte is searched for
         secrets, the home folder and this machine's paths; the text (all of a text file, the
-        metadata of a weights or image file) also for any absolute path and for the user name
-        (outside `own`, the tool's own wording in a file it wrote; in `named` when given)."""
-        part = _text_part(data, name)
-        if named is None and name.lower().endswith(".safetensors"):
-            named = _metadata_values(part)
-        return self.literal_findings(data) or self.text_findings(_text(part), own, named)
+        metadata of a weights file, the text chunks of a PNG, each named where it is found) also
+        for any absolute path and for the user name (outside `own`, the tool's own wording in a
+        file it wrote; in `named` when given)."""
+        found = self.literal_findings(data)
+        lowered = name.lower()
+        if found or lowered.endswith(".safetensors"):
+            return found or self.header_findings(_safetensors_header(io.BytesIO(data)))
+        if lowered.endswith(".png"):
+            return next(filter(None, (self._where(self.text_findings(_text(body), own),
+                                                  f"PNG text chunk {keyword}")
+                                      for keyword, body in png_text(data).items())), None)
+        if lowered.endswith(BINARY):
+            return None
+        return self.text_findings(_text(data), own, named)
+
+    def header_findings(self, header: bytes) -> str | None:
+        """The first private thing in a safetensors header: in a value of its `__metadata__`
+        (the part its writer filled in; named by its key), else an absolute path anywhere in it
+        (the rest is the format's own keys and the tensors' names, such as `data_offsets`)."""
+        metadata = _safetensors_metadata(header)
+        if metadata is None:
+            return self.text_findings(_text(header))
+        return next(filter(None, (self._where(self.text_findings(value), f"metadata {key}")
+                                  for key, value in metadata.items())), None) or (
+            self.text_findings(_text(header), named=""))
+
+    @staticmethod
+    def _where(found: str | None, where: str) -> str | None:
+        """`found` with where in the file it stands (a metadata key, a text chunk), so the
+        refusal says what to take out."""
+        return f"{found} ({where})" if found else None
 
 
 def key_pieces(node: Any) -> tuple[str, ...]:
@@ -327,54 +358,42 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _text_part(data: bytes, name: str) -> bytes:
-    """The part of a file that is text: all of a text file, a safetensors file's JSON header,
-    a PNG's text chunks (where generators write their parameters)."""
-    lowered = name.lower()
-    if lowered.endswith(".safetensors"):
-        return _safetensors_header(io.BytesIO(data))
-    if lowered.endswith(".png"):
-        return _png_text(data)
-    if lowered.endswith(_BINARY):
-        return b""
-    return data
-
-
 def _safetensors_header(file: BinaryIO) -> bytes:
     """The JSON header of a safetensors file read from its start (its length is the first 8
     bytes, little-endian)."""
     return file.read(min(int.from_bytes(file.read(8), "little"), files.MAX_HEADER))
 
 
-def _metadata_values(header: bytes) -> str | None:
-    """The values of a safetensors header's `__metadata__`, one a line: the part its writer
-    filled in (the rest is the format's own keys and the tensors' names, such as
-    `data_offsets` and `text_model`); None when the header is not JSON."""
+def _safetensors_metadata(header: bytes) -> dict[str, str] | None:
+    """A safetensors header's `__metadata__` (its writer's keys and values: sd-scripts' ss_*),
+    empty when it has none; None when the header is not JSON."""
     try:
         metadata = json.loads(_text(header)).get("__metadata__") or {}
     except (ValueError, AttributeError):
         return None
-    return "\n".join(str(value) for value in metadata.values()) if isinstance(
+    return {str(key): str(value) for key, value in metadata.items()} if isinstance(
         metadata, dict) else None
 
 
-def _png_text(data: bytes) -> bytes:
-    """The tEXt, iTXt and zTXt chunks of a PNG, one per line."""
-    parts, at = [], 8
+def png_text(data: bytes) -> dict[str, bytes]:
+    """The tEXt, iTXt and zTXt chunks of a PNG (where generators write their parameters),
+    each whole (its keyword included) under its keyword."""
+    parts: dict[str, bytes] = {}
+    at = 8
     while at + 8 <= len(data):
         length = int.from_bytes(data[at:at + 4], "big")
         kind, body = bytes(data[at + 4:at + 8]), bytes(data[at + 8:at + 8 + length])
-        if kind in (b"tEXt", b"iTXt"):
-            parts.append(body)
-        elif kind == b"zTXt":
-            try:
-                parts.append(zlib.decompress(body.split(b"\0", 1)[-1][1:]))
-            except zlib.error:
-                parts.append(body)
+        if kind == b"zTXt":
+            with contextlib.suppress(zlib.error):
+                body = body.split(b"\0", 1)[0] + b"\0" + zlib.decompress(
+                    body.split(b"\0", 1)[-1][1:])
         elif kind == b"IEND":
             break
+        if kind in (b"tEXt", b"iTXt", b"zTXt"):
+            keyword = _text(body.split(b"\0", 1)[0])
+            parts[keyword] = parts[keyword] + b"\n" + body if keyword in parts else body
         at += 12 + length
-    return b"\n".join(parts)
+    return parts
 
 
 BLOCK = 64 * 2**20
@@ -391,7 +410,7 @@ def scan_file(policy: Policy, path: Path, name: str, own: Sequence[str] = ()) ->
     lowered = name.lower()
     if lowered.endswith(".png"):  # its text holds the prompt file's words, e.g. "text font"
         return policy.findings(path.read_bytes(), name, (*tool_wording(), *own))
-    textual = not lowered.endswith(_BINARY)
+    textual = not lowered.endswith(BINARY)
     overlap = max([len(s.encode()) for s in (*policy.secrets, policy.home)] + [4096])
     tail = b""
     with path.open("rb") as file:
@@ -406,4 +425,4 @@ def scan_file(policy: Policy, path: Path, name: str, own: Sequence[str] = ()) ->
             return None
         file.seek(0)
         header = _safetensors_header(file)
-    return policy.text_findings(_text(header), named=_metadata_values(header))
+    return policy.header_findings(header)
