@@ -642,7 +642,8 @@ def push(
         "token) read the repo to list the files the push would delete; send nothing.")] = False,
     show: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--show", metavar="FILE", help="Print one file (e.g. README.md, the model card) exactly "
-        "as it would be uploaded; send nothing.")] = None,
+        "as it would be uploaded (of a LoRA its metadata, of a PNG its text chunks); send "
+        "nothing.")] = None,
     evaluation: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--eval", metavar="REPORT", help="An `evaluate` --out folder: its figures go into the "
         "card (model-index), its page without training photos and report.json into evaluation/.")

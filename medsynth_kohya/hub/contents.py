@@ -114,6 +114,9 @@ class PushPlan:
     """(path in the repo, what private thing it holds): a push with any is refused."""
     secrets: tuple[str, ...] = ()
     """Values that must not leave the machine, for scrubbing error messages."""
+    options: tuple[str, ...] = ()
+    """The push options that make this plan (--samples, --eval, …), as typed after the repo
+    id: what a suggested `push --show` command needs to find the same files."""
 
 
 def check_repo_id(repo_id: str, option: str = "--repo-id") -> str:
@@ -674,14 +677,28 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
                          filled(card)), *uploads)
     everything += (Upload(PUSHED, pushed_list(everything), named),)
     return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
-                    tuple(policy.secrets))
+                    tuple(policy.secrets), _options(license, all_checkpoints, samples,
+                                                    evaluation, allow_copies))
+
+
+def _options(license: str, all_checkpoints: bool, samples: Path | None,
+             evaluation: Path | None, allow_copies: bool) -> tuple[str, ...]:
+    """The push options, as typed, that plan the same files: those left at their default are
+    left out."""
+    return (*(("--license", license) if license != DEFAULT_LICENSE else ()),
+            *(("--all-checkpoints",) if all_checkpoints else ()),
+            *(("--samples", str(samples)) if samples is not None else ()),
+            *(("--eval", str(evaluation)) if evaluation is not None else ()),
+            *(("--allow-copies",) if allow_copies else ()))
 
 
 def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
          token: str | None = None, evaluation: Path | None = None,
          allow_copies: bool = False) -> tuple[bytes, str | None]:
-    """One file's bytes exactly as a push would upload them, and what the scan found in it."""
+    """One file as a push would upload it, and what the scan found in it: a text file's bytes
+    exactly; of a weights file its metadata (JSON) and of a PNG its text chunks, the parts the
+    scan reads as text (their raw bytes would flood a terminal); any other image is refused."""
     from medsynth_kohya.hub.access import read_token
 
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
@@ -690,21 +707,60 @@ def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAU
     wanted = path_in_repo.strip().lstrip("/")
     for upload in planned.uploads:
         if upload.path_in_repo == wanted:
-            data = (upload.source if isinstance(upload.source, bytes)
-                    else upload.source.read_bytes())
-            return data, dict(planned.findings).get(wanted)
+            return _shown(upload), dict(planned.findings).get(wanted)
     listing = ", ".join(u.path_in_repo for u in planned.uploads)
     raise UserError(f"--show {path_in_repo!r} is not among the files push uploads: {listing}")
 
 
+def _shown(upload: Upload) -> bytes:
+    """What `--show` prints of an upload: see `show`."""
+    source, name = upload.source, upload.path_in_repo
+    if isinstance(source, bytes):
+        return source
+    lowered = name.lower()
+    if lowered.endswith(".safetensors"):
+        header = files.safetensors_header(source) or {}
+        text = json.dumps(header.get("__metadata__") or {}, indent=2, ensure_ascii=False)
+        return (text + "\n").encode()
+    if lowered.endswith(".png"):
+        chunks = privacy.png_text(source.read_bytes())
+        if chunks:
+            return b"".join(keyword.encode() + b": " + body.split(b"\0", 1)[-1] + b"\n"
+                            for keyword, body in chunks.items())
+        raise UserError(f"--show {name}: the image holds no text chunks, only the picture, "
+                        f"which push uploads as it is: open {source} to see it")
+    if lowered.endswith(privacy.BINARY):
+        raise UserError(f"--show {name}: the file holds no text to print, and push uploads it "
+                        f"as it is: open {source} to see it")
+    return source.read_bytes()
+
+
 def refuse_findings(planned: PushPlan, run_dir: Path) -> None:
-    """Refuse a push whose files hold something private, naming the file and the finding and
-    the command that shows it."""
+    """Refuse a push whose files hold something private, naming the file, the finding, the
+    command that shows it (with the options that plan the same files) and how to remove it from
+    that kind of file."""
     if planned.findings:
         path, finding = planned.findings[0]
         others = len(planned.findings) - 1
         more = f" (and {files.counted(others, 'more file')})" if others else ""
+        source = next(u.source for u in planned.uploads if u.path_in_repo == path)
+        command = shlex.join(["medsynth-kohya", "push", str(run_dir), "--repo-id",
+                              planned.repo_id, *planned.options, "--show", path])
         raise UserError(f"push refused: {path} would publish {finding}{more}; see it with "
-                        f"`medsynth-kohya push {shlex.quote(str(run_dir))} --repo-id "
-                        f"{planned.repo_id} --show {shlex.quote(path)}` "
-                        "and remove it from the run's files")
+                        f"`{command}`, then {_remedy(path, source)}")
+
+
+def _remedy(path: str, source: Path | bytes) -> str:
+    """How to take a private thing out of the file that will be `path` in the repo."""
+    lowered = path.lower()
+    if isinstance(source, bytes):  # written by push from the run's files
+        return "remove it from the run's files (its config.toml, run.json or prompts)"
+    if lowered.endswith(".safetensors"):
+        return (f"write the metadata of {shlex.quote(str(source))} without it (sd-scripts "
+                "copies options such as training_comment there) or train again without it")
+    if lowered.endswith(".png"):
+        return (f"save {shlex.quote(str(source))} again without its text chunks (the picture "
+                "stays the same) and push again")
+    if path.startswith("evaluation/"):
+        return "run `medsynth-kohya evaluate` again without it, or push without --eval"
+    return f"remove it from {source}"
