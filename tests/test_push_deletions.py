@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+import toml
 from typer.testing import CliRunner
 
 from medsynth_kohya import __version__, files
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.hub import contents
 from medsynth_kohya.hub import push as hubmod
+from medsynth_kohya.sdscripts import render
 
 from .conftest import invoke
 from .fake_hub import TOKEN, FakeHub, Repo, git_blob_sha1
@@ -199,7 +201,8 @@ def test_removals_keep_what_no_push_listed_or_the_hub_changed() -> None:
     listed |= {"samples/edited.png": frozenset({"sha", "git"}),
                "training/edited.toml": frozenset({"sha", "git"}), "samples/old-list.png": None}
     gone = hubmod.removals(on_hub, listed, {"README.md", "samples/b.png", "training/run.json"})
-    assert gone.delete == ("checkpoints/x.safetensors", "samples/a.png", "samples/old-list.png")
+    assert gone.delete == ("checkpoints/x.safetensors", "old.safetensors", "samples/a.png",
+                           "samples/old-list.png")
     assert gone.kept == ("samples/mine.png",)
     assert gone.edited == ("samples/edited.png", "training/edited.toml")
     warning = str(gone.warning(REPO))
@@ -322,3 +325,43 @@ def test_a_check_before_the_files_exist_finds_what_the_push_would_replace(
     assert not isinstance(unread.value, hubmod.ReplaceRefused)
     assert "500" in str(unread.value) and TOKEN not in str(unread.value)
     assert fake_hub.repos[REPO].head == repo_head
+
+
+def _renamed(run: Path, name: str) -> Path:
+    """`run` as if trained with output_name `name`: its LoRA files and record say so."""
+    output = run / "output"
+    for path in output.glob("melanoma*.safetensors"):
+        path.rename(path.with_name(path.name.replace("melanoma", name)))
+    config = toml.loads((run / "config.toml").read_text(encoding="utf-8"))
+    config["medsynth_run"]["output_name"] = name
+    render.write_toml(config, run / "config.toml")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["config"]["output_name"] = name
+    record["lora_files"] = [p.replace("melanoma", name) for p in record["lora_files"]]
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    return run
+
+
+def test_a_run_with_another_output_name_replaces_the_earlier_pushed_lora(
+        runner: CliRunner, fake_hub: FakeHub, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repo's top-level LoRA is the model the card describes and `sample --lora USER/REPO`
+    loads: the one an earlier push sent goes when a run of another output name is pushed (the
+    dry run says so first), while one the user put there stays, with a warning."""
+    hubmod.push(make_run(tmp_path / "first"), REPO, endpoint=fake_hub.url, token=TOKEN)
+    _put(fake_hub, {"mine.safetensors": b"the user's own LoRA"})
+    newer = _renamed(_newer(tmp_path), "nevus")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    push = ("push", newer, "--repo-id", REPO, "--endpoint", fake_hub.url)
+
+    code, stdout, stderr = invoke(runner, *push, "--dry-run")
+    assert code == 0, stderr
+    [line] = [line for line in stdout.splitlines() if line.startswith("Would delete from")]
+    assert "melanoma.safetensors" in line and "mine.safetensors" not in line
+    code, stdout, stderr = invoke(runner, *push)
+    assert code == 0, stderr
+
+    files = fake_hub.repos[REPO].files
+    assert sorted(p for p in files if p.endswith(".safetensors")) == [
+        "mine.safetensors", "nevus.safetensors"]
+    assert "mine.safetensors" in " ".join(stderr.split()) and "left 1 file" in stderr

@@ -64,7 +64,8 @@ if TYPE_CHECKING:
 
 MANAGED = ("checkpoints/", "samples/", "training/", "evaluation/")
 """Repo folders that `push` owns: a file there that an earlier push uploaded (its PUSHED list),
-unchanged on the Hub since, and this push lacks is deleted; any other file there stays."""
+unchanged on the Hub since, and this push lacks is deleted; any other file there stays. So is a
+top-level .safetensors (the LoRA, named by the run's output_name): see `managed`."""
 SHOWN = 5
 """Kept files of each kind named in the warning (then a count)."""
 TOOL_CARD = re.compile(r"\bby medsynth-kohya \d")
@@ -79,8 +80,8 @@ class Removals:
 
     delete: tuple[str, ...] = ()
     kept: tuple[str, ...] = ()
-    """Files under MANAGED that no earlier push listed (the user's, another tool's, or pushed
-    by a version of medsynth-kohya that kept no list)."""
+    """Files of the kinds push uploads (`managed`) that no earlier push listed (the user's,
+    another tool's, or pushed by a version of medsynth-kohya that kept no list)."""
     edited: tuple[str, ...] = ()
     """Files an earlier push listed whose version on the Hub is not the one it sent (replaced
     by the user on the Hub since)."""
@@ -121,16 +122,24 @@ def _named(paths: Sequence[str]) -> str:
     return ", ".join(paths[:SHOWN]) + more
 
 
+def managed(path: str) -> bool:
+    """Whether a repo path is of a kind `push` uploads and so may delete: under MANAGED, or a
+    top-level LoRA (a run of another output_name left beside the new one would be the model
+    `sample --lora USER/REPO` finds ambiguous, and the card describes only the new one)."""
+    return path.startswith(MANAGED) or ("/" not in path and path.endswith(".safetensors"))
+
+
 def removals(on_hub: Mapping[str, str | None], pushed: Mapping[str, frozenset[str] | None],
              wanted: Collection[str],
              sending: Mapping[str, frozenset[str] | None] | None = None) -> Removals:
-    """Files under MANAGED that this push does not upload: deleted when the repo's PUSHED list
+    """Files of the kinds push uploads (`managed`) that this push does not upload: deleted when
+    the repo's PUSHED list
     (`pushed`: path -> digests it recorded, None in an older list) names them and the Hub's
     digest of the file (`on_hub`: path -> lfs sha256 or git blob id) is one it recorded; kept
     otherwise, so nothing the tool did not upload, or the user replaced, is lost. With
     `sending` (path -> digests of what this push uploads), the files it would replace that
     are not the tool's in that sense."""
-    left = sorted(path for path in on_hub if path.startswith(MANAGED) and path not in wanted)
+    left = sorted(path for path in on_hub if managed(path) and path not in wanted)
     listed = [path for path in left if path in pushed]
     edited = tuple(path for path in listed
                    if (recorded := pushed[path]) is not None and on_hub[path] not in recorded)
