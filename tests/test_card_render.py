@@ -178,8 +178,9 @@ def test_the_skin_tone_note_follows_the_measured_majority() -> None:
         "| very light | 1 | 20.0 % |", "| light | 1 | 20.0 % |", "| intermediate | 0 | 0.0 % |",
         "| tan | 1 | 20.0 % |", "| brown | 0 | 0.0 % |", "| dark | 0 | 0.0 % |",
         "| unmeasured | 2 | 40.0 % |"]
-    assert ("\n\n2 of 5 images (40.0 %) show very light or light skin (ITA above 41 degrees, "
-            "measured on the healthy skin of each photo). Most of them show lighter skin, as in "
+    assert ("\n\n2 of the 3 measured images (66.7 %) show very light or light skin (ITA above "
+            "41 degrees, measured on the healthy skin of each photo); the other 2 of 5 images "
+            "could not be measured. Most of them show lighter skin, as in "
             "dermoscopy archives such as ISIC, which are dominated by lighter skin: expect this "
             "model to render darker skin poorly, and to follow the spread above rather than "
             "that of any patient population.\n\n") in text  # 2 of the 3 measured
@@ -203,6 +204,20 @@ def test_the_skin_tone_note_follows_the_measured_majority() -> None:
                                                 "spread above rather than that of any patient "
                                                 "population.")
 
+
+def test_the_skin_tone_share_and_its_note_count_the_same_images() -> None:
+    """Blank tones (photos with too little healthy skin) are left out of the share the note
+    judges by, and said: 2 of 6 with 4 unmeasured is all of the measured, not a third."""
+    text = " ".join(spread_markdown(_rows(6, skin_tone=["light", "very light", None, None,
+                                                        None, None])).split())
+    assert ("2 of the 2 measured images (100.0 %) show very light or light skin (ITA above 41 "
+            "degrees, measured on the healthy skin of each photo); the other 4 of 6 images "
+            "could not be measured. Most of them show lighter skin") in text
+    assert "33.3 %) show" not in text
+    one = " ".join(spread_markdown(_rows(3, skin_tone=["dark", None, None])).split())
+    assert ("0 of the 1 measured image (0.0 %) show very light or light skin (ITA above 41 "
+            "degrees, measured on the healthy skin of each photo); the other 2 of 3 images "
+            "could not be measured. Unlike dermoscopy archives") in one
 
 def _record(**fields: Any) -> RunRecord:
     return RunRecord(config={"output_name": "melanoma"}, **fields)

@@ -330,7 +330,8 @@ ARCHIVE_SKIN = ("Dermoscopy archives such as ISIC are dominated by lighter skin,
 
 
 def _tone_markdown(rows: pd.DataFrame) -> list[str]:
-    """The skin-tone table (ITA categories measured on each photo) and the artefact counts."""
+    """The skin-tone table (ITA categories measured on each photo), the share of lighter skin
+    among the measured photos (the note's one denominator) and the artefact counts."""
     import pandas as pd
 
     from medsynth_kohya.data.measure import ARTEFACTS, TONES
@@ -345,15 +346,20 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
              "bubbles": "gel bubbles"}
     found = ", ".join(f"{int(rows[name].fillna(False).sum())} with {words[name]}"
                       for name in ARTEFACTS if name in rows)
-    measured = total - tones["unmeasured"]
+    unmeasured = tones["unmeasured"]
+    measured = total - unmeasured
     note = (f"Most of them show lighter skin, as in {ARCHIVES}: expect this model to render "
             f"darker skin poorly, and to {FOLLOW}." if 2 * light > measured else
             f"Unlike {ARCHIVES}, fewer than half of them show lighter skin; expect this model "
             f"to {FOLLOW}.")
+    counted = (files.counted(total, "image") if not unmeasured else
+               f"the {files.counted(measured, 'measured image')}")
+    left_out = (f"; the other {unmeasured} of {files.counted(total, 'image')} could not be "
+                "measured" if unmeasured else "")
     return [_share_table("skin tone (ITA)", tones, order, total),
-            f"{light} of {files.counted(total, 'image')} ({files.percent(light, total)}) show "
-            "very light or light "
-            f"skin (ITA above 41 degrees, measured on the healthy skin of each photo). {note}",
+            f"{light} of {counted} ({files.percent(light, measured)}) show very light or light "
+            f"skin (ITA above 41 degrees, measured on the healthy skin of each photo){left_out}. "
+            f"{note}",
             *([f"Artefacts: {found}."] if found else [])]
 
 
