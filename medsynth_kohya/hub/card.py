@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
     from medsynth_kohya.hub.eval_card import CardEvaluation
 
-TAGS = ("text-to-image", "stable-diffusion-xl", "lora", "medical", "dermatology", "melanoma")
+TAGS = ("text-to-image", "stable-diffusion-xl", "lora", "medical", "dermatology")
+"""The card's own tags; the run's class (its LoRA's name) is tagged after them."""
 DEFAULT_LICENSE = "cc-by-nc-4.0"
 HUB_LICENSES = (
     "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
@@ -587,6 +588,13 @@ def _base_model(record: RunRecord) -> str:
     return BASE_MODEL
 
 
+def _tags(name: str) -> list[str]:
+    """The card's tags: TAGS and the run's class as a Hub tag ("basal-cell-carcinoma"), none
+    when the class is not recorded."""
+    tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return [*TAGS, *([tag] if tag and tag not in TAGS else [])]
+
+
 def _fill(template: str, values: Mapping[str, str]) -> str:
     """Replace each `{{ name }}` once; an unknown name is a programming error."""
     def one(match: re.Match[str]) -> str:
@@ -649,7 +657,8 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
             widget["parameters"] = {"negative_prompt": sample.negative_prompt}
         widget["output"] = {"url": sample_paths[sample.path]}
         widgets.append(widget)
-    card_data = ModelCardData(base_model=base_model, license=license, tags=list(TAGS),
+    card_data = ModelCardData(base_model=base_model, license=license,
+                              tags=_tags(record.output_name),
                               library_name="diffusers", pipeline_tag="text-to-image",
                               instance_prompt=trigger, widget=widgets or None,
                               model_name=repo_id.split("/")[-1] if evaluation else None,
@@ -675,13 +684,14 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
         " whose own licence (CreativeML Open RAIL++-M) applies as well, including its use"
         " restrictions.")
     data_warning = ("\n> **Note:** this LoRA was trained on medsynth-kohya's *generated demo "
-                    "data* (no real images). It tests the pipeline and is not a melanoma "
-                    "model.\n" if data.origin == DEMO else "")
+                    "data* (no real images). It tests the pipeline and is not a model of "
+                    f"{name}.\n" if data.origin == DEMO else "")
     file_lines = ["| file | size |", "|---|---:|"] + [
         f"| `{path}` | {_human(size)} |" for path, size in files]
     values = {
         "card_data": card_data.to_yaml(),
         "class_name": name,
+        "file_stem": _quoted(name),
         "title": f"{name}: SDXL LoRA for synthetic {kind} images ({trigger})",
         "photos": photos,
         "base_model": base_model,
