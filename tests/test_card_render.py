@@ -56,7 +56,8 @@ def _card(record: RunRecord | None = None, *, data: TrainingData | None = None,
           grid: str | None = None, types: Counter[str] | None = None,
           prompts: Mapping[str, Any] = PROMPTS,
           uploads: Sequence[tuple[str, int]] = (("melanoma.safetensors", 1024),)) -> str:
-    record = record or RunRecord(config={"output_name": "melanoma"})
+    record = record or RunRecord(config={"output_name": "melanoma",
+                                         "pretrained_model_name_or_path": BASE_MODEL})
     return render_card(repo_id=REPO, record=record, trigger="mlnm",
                        weight_name="melanoma.safetensors", license=license, prompts=prompts,
                        samples=samples, sample_paths={s.path: f"samples/{s.path.name}"
@@ -220,7 +221,8 @@ def test_the_skin_tone_share_and_its_note_count_the_same_images() -> None:
             "could not be measured. Unlike dermoscopy archives") in one
 
 def _record(**fields: Any) -> RunRecord:
-    return RunRecord(config={"output_name": "melanoma"}, **fields)
+    return RunRecord(config={"output_name": "melanoma", "pretrained_model_name_or_path":
+                             BASE_MODEL}, **fields)
 
 
 def test_the_title_and_first_sentence_name_what_the_lora_generates() -> None:
@@ -419,7 +421,8 @@ def test_the_training_facts_come_from_the_run_record() -> None:
     assert data.startswith("40 melanoma images from the [ISIC 2020")
     assert f"each repeated 10 times per epoch, with captions whose template was not recorded. " \
            f"Manifest sha256: `{'ab' * 32}`." in data
-    assert f"[{BASE_MODEL}](https://huggingface.co/{BASE_MODEL})" in card  # a local base model
+    assert ("A LoRA for the local model `base.safetensors` (its Hub id was not recorded) "
+            "that generates") in " ".join(card.split())  # not SDXL base: another file name
 
     bare = _section(_card(RunRecord()), "Training")
     assert bare.startswith("| sd-scripts option | value |\n|---|---|\n\n- Preset: `?`; "
@@ -460,16 +463,52 @@ def test_the_hardware_is_the_gpus_found_and_the_processes_started(
 
 
 @pytest.mark.parametrize(("base", "shown"), [
-    ("stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/stable-diffusion-xl-base-1.0"),
+    (BASE_MODEL, BASE_MODEL), ("/models/sd_xl_base_1.0.safetensors", BASE_MODEL),
+    ("<local>/sd_xl_base_1.0_0.9vae.safetensors", BASE_MODEL),
     ("someone/sdxl-finetune", "someone/sdxl-finetune"),
-    ("/models/sdxl.safetensors", BASE_MODEL), ("someone/model.ckpt", BASE_MODEL),
-    ("someone/model.pt", BASE_MODEL), ("someone/model.bin", BASE_MODEL),
-    ("someone/a/b", BASE_MODEL), ("", BASE_MODEL), ("models", BASE_MODEL),
+    ("/models/sdxl.safetensors", None), ("someone/model.ckpt", None), ("someone/model.pt", None),
+    ("someone/model.bin", None), ("someone/a/b", None), ("", None), ("models", None),
 ])
-def test_the_base_model_is_a_hub_id_or_sdxl_base(base: str, shown: str) -> None:
+def test_the_base_model_is_named_only_when_its_hub_id_is_known(base: str,
+                                                               shown: str | None) -> None:
+    """A Hub id is the card's base_model; a local file is SDXL base only by SDXL base's own
+    file name, else the card names no base_model rather than a false one."""
     card = _card(RunRecord(config={"pretrained_model_name_or_path": base}))
-    assert metadata(card)["base_model"] == shown
-    assert f'    "{shown}", torch_dtype=torch.float16' in card
+    assert metadata(card).get("base_model") == shown
+    assert (f'    "{shown}", torch_dtype=torch.float16' in card) is (shown is not None)
+    assert (SDXL in card) is (shown == BASE_MODEL)
+
+
+def test_a_local_checkpoint_is_named_by_its_file_with_no_false_base_model() -> None:
+    """A fine-tune trained from a local file: the card names the file, loads it in both
+    snippets and does not claim SDXL base or its licence anywhere."""
+    card = _card(RunRecord(config={"output_name": "melanoma", "pretrained_model_name_or_path":
+                                   "/models/juggernautXL_v9Rundiffusionphoto2.safetensors"}))
+    said = " ".join(card.split())
+    assert "base_model" not in metadata(card)
+    assert ("A LoRA for the local model `juggernautXL_v9Rundiffusionphoto2.safetensors` (its "
+            "Hub id was not recorded) that generates") in said
+    assert ('pipe = StableDiffusionXLPipeline.from_single_file(\n    '
+            '"juggernautXL_v9Rundiffusionphoto2.safetensors", torch_dtype=torch.float16') in card
+    assert "--ckpt juggernautXL_v9Rundiffusionphoto2.safetensors --fp16" in card
+    assert _section(card, "Licence").endswith(
+        "Using the LoRA also means using its base model, the local model "
+        "`juggernautXL_v9Rundiffusionphoto2.safetensors` (its Hub id was not recorded), whose "
+        "own licence applies as well: this card cannot say which it is.")
+    assert "stabilityai" not in card and "SDXL base" not in card
+    assert "sd_xl_base" not in card
+
+
+def test_a_hub_fine_tune_is_named_in_the_snippets_and_licence_too() -> None:
+    card = _card(RunRecord(config={"output_name": "melanoma", "pretrained_model_name_or_path":
+                                   "RunDiffusion/Juggernaut-XL-v9"}))
+    assert metadata(card)["base_model"] == "RunDiffusion/Juggernaut-XL-v9"
+    assert "--ckpt RunDiffusion/Juggernaut-XL-v9 --fp16" in card
+    assert _section(card, "Licence").endswith(
+        "Using the LoRA also means using its base model, [RunDiffusion/Juggernaut-XL-v9]"
+        "(https://huggingface.co/RunDiffusion/Juggernaut-XL-v9), whose own licence applies as "
+        "well: read it on its page.")
+    assert "stabilityai" not in card and "SDXL base" not in card and "sd_xl_base" not in card
 
 
 def test_a_base_model_that_is_a_local_folder_is_not_named(tmp_path: Path,
@@ -477,7 +516,8 @@ def test_a_base_model_that_is_a_local_folder_is_not_named(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "someone" / "sdxl").mkdir(parents=True)
     card = _card(RunRecord(config={"pretrained_model_name_or_path": "someone/sdxl"}))
-    assert metadata(card)["base_model"] == BASE_MODEL
+    assert "base_model" not in metadata(card)
+    assert "A LoRA for the local model `sdxl` (its Hub id was not recorded)" in card
 
 
 def test_option_values_that_are_local_files_are_named_by_their_file_only() -> None:

@@ -371,6 +371,39 @@ def test_cli_dry_run_lists_files_and_prints_the_card_offline(runner: CliRunner,
     assert _snapshot(run) == before
 
 
+def _trained_on(run: Path, base: str) -> None:
+    """Make `run` a run that trained on `base` (its config and record alike)."""
+    config = toml.loads((run / "config.toml").read_text(encoding="utf-8"))
+    config["medsynth_run"]["pretrained_model_name_or_path"] = base
+    render.write_toml(config, run / "config.toml")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["config"]["pretrained_model_name_or_path"] = base
+    (run / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def test_a_run_on_a_local_checkpoint_gets_no_false_base_model(runner: CliRunner,
+                                                               fake_hub: FakeHub,
+                                                               run: Path) -> None:
+    """A fine-tune's local file is not passed off as SDXL base: the card names the file and
+    no base_model, and push warns that the card cannot know its Hub id."""
+    _trained_on(run, "/models/juggernautXL_v9Rundiffusionphoto2.safetensors")
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--show", "README.md")
+    assert code == 0, stderr
+    assert "base_model:" not in stdout and "stabilityai" not in stdout
+    assert ("A LoRA for the local model `juggernautXL_v9Rundiffusionphoto2.safetensors` (its Hub "
+            "id was not recorded)") in " ".join(stdout.split())
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run", "--endpoint",
+                             fake_hub.url)
+    assert code == 0, stderr
+    assert squeezed("the run trained on the local model juggernautXL_v9Rundiffusionphoto2."
+                    "safetensors, whose Hub id the card cannot know") in squeezed(stderr)
+    _trained_on(run, "/models/sd_xl_base_1.0.safetensors")
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
+                                  "--endpoint", fake_hub.url)
+    assert code == 0, stderr
+    assert "base_model: stabilityai/stable-diffusion-xl-base-1.0" in stdout
+    assert "Hubid" not in squeezed(stderr)
+
 def test_push_help_lists_its_options(runner: CliRunner) -> None:
     code, stdout, _ = invoke(runner, "push", "--help")
     assert code == 0

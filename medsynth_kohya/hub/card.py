@@ -580,12 +580,74 @@ def _versions(record: RunRecord) -> str:
     return ", ".join(f"{name} {value}" for name, value in named if value) or "not recorded"
 
 
-def _base_model(record: RunRecord) -> str:
+@dataclass(frozen=True)
+class BaseModel:
+    """The model a LoRA was trained on, as its card can name it: its Hub id (None when not
+    known) and, for a local checkpoint or folder, its name."""
+
+    hub_id: str | None
+    local: str | None = None
+
+    @property
+    def sdxl(self) -> bool:
+        """Whether it is SDXL base 1.0 itself (the card may then say so, and its licence)."""
+        return self.hub_id == BASE_MODEL
+
+
+_SDXL_FILE = re.compile(r"sd_xl_base_1\.0.*\.safetensors")
+"""SDXL base 1.0's own checkpoint files (sd_xl_base_1.0.safetensors, ..._0.9vae...)."""
+
+
+def base_model(record: RunRecord) -> BaseModel:
+    """What the run trained on: a Hub id as recorded; a local file by its name, taken for SDXL
+    base only when it bears SDXL base's file name (a fine-tune's file has no known Hub id)."""
     value = record.base_model
+    if not value:
+        return BaseModel(None)
     local = Path(value).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(value).exists()
     if re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not local:
-        return value
-    return BASE_MODEL
+        return BaseModel(value)
+    name = _quoted(Path(value).name)
+    return BaseModel(BASE_MODEL if _SDXL_FILE.fullmatch(name) else None, name)
+
+
+def base_warnings(record: RunRecord) -> list[str]:
+    """A warning when the card cannot name the run's base model on the Hub (no base_model)."""
+    base = base_model(record)
+    if base.hub_id:
+        return []
+    what = (f"the local model {base.local}" if base.local else
+            "a base model its record does not name")
+    return [f"the run trained on {what}, whose Hub id the card cannot know: the card names no "
+            "base_model; if the model is on the Hub, add `base_model: OWNER/NAME` to README.md "
+            "there"]
+
+
+def _base_values(base: BaseModel) -> dict[str, str]:
+    """The card's words for its base model: the intro's link, the diffusers and sd-scripts
+    snippets' model, and the licence sentence (SDXL base's licence only for SDXL base)."""
+    hub_id, local = base.hub_id, base.local
+    link = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else ""
+    if hub_id:
+        named = link
+    elif local:
+        named = f"the local model `{local}` (its Hub id was not recorded)"
+    else:
+        named = "an SDXL model that the run record does not name"
+    if base.sdxl:
+        licence = (f" Using the LoRA also means using [SDXL base 1.0](https://huggingface.co/"
+                   f"{BASE_MODEL}), whose own licence (CreativeML Open RAIL++-M) applies as well,"
+                   " including its use restrictions.")
+    else:
+        licence = (" Using the LoRA also means using its base model, "
+                   + (f"{link}, whose own licence applies as well: read it on its page." if hub_id
+                      else f"{named}, whose own licence applies as well: this card cannot "
+                      "say which it is."))
+    unnamed = "BASE-MODEL"
+    return {"base_model": named, "licence": licence,
+            "load": "from_pretrained" if hub_id or not local else "from_single_file",
+            "base_source": hub_id or local or unnamed,
+            "ckpt": local or ("sd_xl_base_1.0.safetensors" if base.sdxl else hub_id or unnamed)}
 
 
 def _tags(name: str) -> list[str]:
@@ -647,7 +709,8 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
     image types (spread_section), which its title and first sentence name."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    base_model = _base_model(record)
+    trained_on = base_model(record)
+    base = _base_values(trained_on)
     example = _quoted(next((p for p in prompts["prompts"] if p), "")
                       or f"photo of skin, {trigger} on torso")
     widgets = []
@@ -657,7 +720,7 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
             widget["parameters"] = {"negative_prompt": sample.negative_prompt}
         widget["output"] = {"url": sample_paths[sample.path]}
         widgets.append(widget)
-    card_data = ModelCardData(base_model=base_model, license=license,
+    card_data = ModelCardData(base_model=trained_on.hub_id, license=license,
                               tags=_tags(record.output_name),
                               library_name="diffusers", pipeline_tag="text-to-image",
                               instance_prompt=trigger, widget=widgets or None,
@@ -680,9 +743,7 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
     overrides = record.overrides or []
     license_text = (
         f"The LoRA weights are released under `{license}`." + _data_terms(data, license)
-        + f" Using the LoRA also means using [SDXL base 1.0](https://huggingface.co/{BASE_MODEL}),"
-        " whose own licence (CreativeML Open RAIL++-M) applies as well, including its use"
-        " restrictions.")
+        + base["licence"])
     data_warning = ("\n> **Note:** this LoRA was trained on medsynth-kohya's *generated demo "
                     "data* (no real images). It tests the pipeline and is not a model of "
                     f"{name}.\n" if data.origin == DEMO else "")
@@ -694,7 +755,10 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
         "file_stem": _quoted(name),
         "title": f"{name}: SDXL LoRA for synthetic {kind} images ({trigger})",
         "photos": photos,
-        "base_model": base_model,
+        "base_model": base["base_model"],
+        "load": base["load"],
+        "base_source": base["base_source"],
+        "ckpt": base["ckpt"],
         "trigger": trigger,
         "example_prompt": example,
         "tool_version": str(record.version or __version__),

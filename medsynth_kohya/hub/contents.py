@@ -27,6 +27,7 @@ from medsynth_kohya.hub.card import (
     HUB_LICENSES,
     TAGS,
     Sample,
+    base_warnings,
     filled,
     metadata,
     render_card,
@@ -648,7 +649,7 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     grid_path = _sample_path(grid.name) if grid else None
     spread, spread_warnings, synthetic, types = spread_section(record)
     data, data_warnings = training_data(record, synthetic)
-    warnings += spread_warnings + data_warnings
+    warnings += spread_warnings + data_warnings + base_warnings(record)
     if synthetic:
         warnings.append("the run trained on the synthetic demo data; the card says so")
 
