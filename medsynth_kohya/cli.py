@@ -628,7 +628,7 @@ def push(
     license_: Annotated[str, typer.Option(
         "--license", help="Licence id in the card (default CC-BY-NC 4.0, the ISIC 2020 "
         "images' terms: the most restrictive of the Archive's); give your data's own for "
-        "other data. SDXL's own licence applies as well.")] = "cc-by-nc-4.0",
+        "other data. The base model's own licence applies as well.")] = "cc-by-nc-4.0",
     all_checkpoints: Annotated[bool, typer.Option(
         help="Also upload the epoch/step saves under checkpoints/.")] = False,
     samples: Annotated[Optional[Path], typer.Option(  # noqa: UP045
@@ -655,6 +655,9 @@ def push(
         "--force", help="Replace files the repo holds in another version than medsynth-kohya "
         "pushed (put there by hand or another tool, or edited on the Hub); refused without "
         "it.")] = False,
+    base_model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        metavar="OWNER/NAME", help="Hub id of the local checkpoint the run trained on, for the "
+        "card's base_model (it cannot know it from the file).")] = None,
     break_lock: BreakLockOption = False,
 ) -> None:
     """Publish a run's LoRA to the Hugging Face Hub with a model card, in one commit.
@@ -676,7 +679,8 @@ def push(
         with _user_errors():
             data, finding = one_file(run_dir, repo_id, show, license=license_,
                                      all_checkpoints=all_checkpoints, samples=samples,
-                                     evaluation=evaluation, allow_copies=allow_copies)
+                                     evaluation=evaluation, allow_copies=allow_copies,
+                                     base=base_model)
         if finding:
             ui.warn(f"{show} would publish {finding}: push refuses it as it is")
         typer.echo(data, nl=False)
@@ -685,7 +689,7 @@ def push(
         result = run(run_dir, repo_id, private=private, license=license_,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
                      endpoint=endpoint, break_lock=break_lock, evaluation=evaluation,
-                     allow_copies=allow_copies, force=force)
+                     allow_copies=allow_copies, force=force, base_model=base_model)
     for warning in result.warnings:
         ui.warn(warning)
     total = sum(size for _, size in result.files)

@@ -397,6 +397,29 @@ def test_a_run_on_a_local_checkpoint_gets_no_false_base_model(runner: CliRunner,
     assert code == 0, stderr
     assert squeezed("the run trained on the local model juggernautXL_v9Rundiffusionphoto2."
                     "safetensors, whose Hub id the card cannot know") in squeezed(stderr)
+    assert squeezed("pass --base-model OWNER/NAME") in squeezed(stderr)
+    named = ("--base-model", "RunDiffusion/Juggernaut-XL-v9")
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--show", "README.md",
+                                  *named)
+    assert code == 0, stderr
+    assert "base_model: RunDiffusion/Juggernaut-XL-v9" in stdout and "stabilityai" not in stdout
+    assert ("A LoRA for [RunDiffusion/Juggernaut-XL-v9](https://huggingface.co/RunDiffusion/"
+            "Juggernaut-XL-v9) (as the local file `juggernautXL_v9Rundiffusionphoto2."
+            "safetensors`)") in " ".join(stdout.split())
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run", "--endpoint",
+                             fake_hub.url, *named)
+    assert code == 0 and "Hubid" not in squeezed(stderr), stderr
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
+                             "--base-model", "juggernaut.safetensors")
+    assert code != 0 and "Traceback" not in stderr
+    assert squeezed("--base-model 'juggernaut.safetensors' must be namespace/name") in squeezed(
+        stderr)
+    _trained_on(run, "RunDiffusion/Juggernaut-XL-v9")
+    code, _, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--show", "README.md",
+                             "--base-model", "someone/other")
+    assert code != 0 and len(stderr.strip().splitlines()) == 1, stderr
+    assert squeezed("--base-model someone/other is not RunDiffusion/Juggernaut-XL-v9, the Hub "
+                    "model the run trained on: leave --base-model out") in squeezed(stderr)
     _trained_on(run, "/models/sd_xl_base_1.0.safetensors")
     code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--dry-run",
                                   "--endpoint", fake_hub.url)

@@ -31,6 +31,7 @@ from medsynth_kohya.data.sources import (
     ISIC2020,
     OWN,
 )
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.resources import data_dir
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import DatasetRecord, RunRecord, VersionsRecord
@@ -598,29 +599,31 @@ _SDXL_FILE = re.compile(r"sd_xl_base_1\.0.*\.safetensors")
 """SDXL base 1.0's own checkpoint files (sd_xl_base_1.0.safetensors, ..._0.9vae...)."""
 
 
-def base_model(record: RunRecord) -> BaseModel:
-    """What the run trained on: a Hub id as recorded; a local file by its name, taken for SDXL
-    base only when it bears SDXL base's file name (a fine-tune's file has no known Hub id)."""
+def base_model(record: RunRecord, given: str | None = None) -> BaseModel:
+    """What the run trained on: a Hub id as recorded; a local file by its name, with `given`
+    (push --base-model) as its Hub id, else SDXL base only when it bears SDXL base's file name
+    (a fine-tune's file has no known Hub id)."""
     value = record.base_model
-    if not value:
-        return BaseModel(None)
     local = Path(value).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(value).exists()
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not local:
+    if value and re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not local:
+        if given and given != value:
+            raise UserError(f"--base-model {given} is not {value}, the Hub model the run trained "
+                            "on: leave --base-model out")
         return BaseModel(value)
+    if not value:
+        return BaseModel(given)
     name = _quoted(Path(value).name)
-    return BaseModel(BASE_MODEL if _SDXL_FILE.fullmatch(name) else None, name)
+    return BaseModel(given or (BASE_MODEL if _SDXL_FILE.fullmatch(name) else None), name)
 
 
-def base_warnings(record: RunRecord) -> list[str]:
+def base_warnings(base: BaseModel) -> list[str]:
     """A warning when the card cannot name the run's base model on the Hub (no base_model)."""
-    base = base_model(record)
     if base.hub_id:
         return []
     what = (f"the local model {base.local}" if base.local else
             "a base model its record does not name")
     return [f"the run trained on {what}, whose Hub id the card cannot know: the card names no "
-            "base_model; if the model is on the Hub, add `base_model: OWNER/NAME` to README.md "
-            "there"]
+            "base_model; if the model is on the Hub, pass --base-model OWNER/NAME"]
 
 
 def _base_values(base: BaseModel) -> dict[str, str]:
@@ -629,7 +632,7 @@ def _base_values(base: BaseModel) -> dict[str, str]:
     hub_id, local = base.hub_id, base.local
     link = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else ""
     if hub_id:
-        named = link
+        named = f"{link} (as the local file `{local}`)" if local else link
     elif local:
         named = f"the local model `{local}` (its Hub id was not recorded)"
     else:
@@ -703,14 +706,15 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
                 sample_paths: Mapping[Path, str], grid: str | None, spread: str,
                 data: TrainingData, files: Sequence[tuple[str, int]],
                 evaluation: CardEvaluation | None = None,
-                types: Counter[str] | None = None) -> str:
+                types: Counter[str] | None = None, base: BaseModel | None = None) -> str:
     """The README.md model card: ModelCardData metadata (with an evaluation report's
     figures as `model-index`) and the template's body; `types` are the training images'
-    image types (spread_section), which its title and first sentence name."""
+    image types (spread_section), which its title and first sentence name; `base` what it was
+    trained on (default base_model(record))."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    trained_on = base_model(record)
-    base = _base_values(trained_on)
+    trained_on = base or base_model(record)
+    words = _base_values(trained_on)
     example = _quoted(next((p for p in prompts["prompts"] if p), "")
                       or f"photo of skin, {trigger} on torso")
     widgets = []
@@ -743,7 +747,7 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
     overrides = record.overrides or []
     license_text = (
         f"The LoRA weights are released under `{license}`." + _data_terms(data, license)
-        + base["licence"])
+        + words["licence"])
     data_warning = ("\n> **Note:** this LoRA was trained on medsynth-kohya's *generated demo "
                     "data* (no real images). It tests the pipeline and is not a model of "
                     f"{name}.\n" if data.origin == DEMO else "")
@@ -755,10 +759,10 @@ def render_card(*, repo_id: str, record: RunRecord, trigger: str, weight_name: s
         "file_stem": _quoted(name),
         "title": f"{name}: SDXL LoRA for synthetic {kind} images ({trigger})",
         "photos": photos,
-        "base_model": base["base_model"],
-        "load": base["load"],
-        "base_source": base["base_source"],
-        "ckpt": base["ckpt"],
+        "base_model": words["base_model"],
+        "load": words["load"],
+        "base_source": words["base_source"],
+        "ckpt": words["ckpt"],
         "trigger": trigger,
         "example_prompt": example,
         "tool_version": str(record.version or __version__),

@@ -27,6 +27,7 @@ from medsynth_kohya.hub.card import (
     HUB_LICENSES,
     TAGS,
     Sample,
+    base_model,
     base_warnings,
     filled,
     metadata,
@@ -615,7 +616,8 @@ def paths_before(lora: str, samples: Sequence[str]) -> tuple[str, ...]:
 def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
          token: str | None = None, environ: Mapping[str, str] | None = None,
-         evaluation: Path | None = None, allow_copies: bool = False) -> PushPlan:
+         evaluation: Path | None = None, allow_copies: bool = False,
+         base: str | None = None) -> PushPlan:
     """Every file a push of `run_dir` sends, README.md (the card) first and the PUSHED list
     last, exactly as it leaves the machine, and what the last scan found in them; no network.
 
@@ -623,12 +625,15 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     that name a secret in the configs, --set or the environment) are redacted, local paths are
     made relative to the run folder or shown as `<local>/NAME`. Sample images flagged as
     near-copies are refused unless `allow_copies`; an `evaluation` report goes into
-    `evaluation/` and its figures into the card.
+    `evaluation/` and its figures into the card. `base` (--base-model) is the Hub id of a
+    local checkpoint the run trained on, for the card.
     """
     repo_id = check_repo_id(repo_id)
     license = check_license(license)
+    given = check_repo_id(base, "--base-model") if base is not None else None
     folder = RunFolder(run_dir)
     record = _read_record(folder)
+    trained_on = base_model(record, given)
     final, saves, warnings = _lora_files(folder, record, all_checkpoints)
     name = record.output_name
     trigger = _trigger(folder)
@@ -649,12 +654,13 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     grid_path = _sample_path(grid.name) if grid else None
     spread, spread_warnings, synthetic, types = spread_section(record)
     data, data_warnings = training_data(record, synthetic)
-    warnings += spread_warnings + data_warnings + base_warnings(record)
+    warnings += spread_warnings + data_warnings + base_warnings(trained_on)
     if synthetic:
         warnings.append("the run trained on the synthetic demo data; the card says so")
 
     policy = privacy.Policy.for_run(run_dir, token=token, environ=environ,
-                                    allowed=_public_ids(record, repo_id))
+                                    allowed=[*_public_ids(record, repo_id),
+                                             *([given] if given else [])])
     training, public = _run_files(folder, record, policy)
     uploads = [Upload(final.name, final)]
     uploads += [Upload(f"checkpoints/{path.name}", path) for path in saves]
@@ -668,7 +674,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
                        license=license, prompts=prompts, samples=chosen,
                        sample_paths=sample_paths, grid=grid_path, spread=spread,
-                       data=data, files=files, evaluation=attached, types=types)
+                       data=data, files=files, evaluation=attached, types=types,
+                       base=trained_on)
     card = scrub(card.encode(), policy.secrets).decode()
     named = ("README.md", PUSHED, *(u.path_in_repo for u in uploads if isinstance(
         u.source, bytes)), *(path for path, _ in (attached.files if attached else ())))
@@ -679,24 +686,25 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     everything += (Upload(PUSHED, pushed_list(everything), named),)
     return PushPlan(repo_id, everything, card, tuple(warnings), scan(everything, policy),
                     tuple(policy.secrets), _options(license, all_checkpoints, samples,
-                                                    evaluation, allow_copies))
+                                                    evaluation, allow_copies, base))
 
 
 def _options(license: str, all_checkpoints: bool, samples: Path | None,
-             evaluation: Path | None, allow_copies: bool) -> tuple[str, ...]:
+             evaluation: Path | None, allow_copies: bool, base: str | None) -> tuple[str, ...]:
     """The push options, as typed, that plan the same files: those left at their default are
     left out."""
     return (*(("--license", license) if license != DEFAULT_LICENSE else ()),
             *(("--all-checkpoints",) if all_checkpoints else ()),
             *(("--samples", str(samples)) if samples is not None else ()),
             *(("--eval", str(evaluation)) if evaluation is not None else ()),
-            *(("--allow-copies",) if allow_copies else ()))
+            *(("--allow-copies",) if allow_copies else ()),
+            *(("--base-model", base) if base else ()))
 
 
 def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAULT_LICENSE,
          all_checkpoints: bool = False, samples: Path | None = None,
          token: str | None = None, evaluation: Path | None = None,
-         allow_copies: bool = False) -> tuple[bytes, str | None]:
+         allow_copies: bool = False, base: str | None = None) -> tuple[bytes, str | None]:
     """One file as a push would upload it, and what the scan found in it: a text file's bytes
     exactly; of a weights file its metadata (JSON) and of a PNG its text chunks, the parts the
     scan reads as text (their raw bytes would flood a terminal); any other image is refused."""
@@ -704,7 +712,7 @@ def show(run_dir: Path, repo_id: str, path_in_repo: str, *, license: str = DEFAU
 
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
                    samples=samples, token=token or read_token(), evaluation=evaluation,
-                   allow_copies=allow_copies)
+                   allow_copies=allow_copies, base=base)
     wanted = path_in_repo.strip().lstrip("/")
     for upload in planned.uploads:
         if upload.path_in_repo == wanted:

@@ -279,7 +279,8 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
          samples: arguments.PathArg | None = None, endpoint: str | None = None,
          token: str | None = None, break_lock: bool = False,
          evaluation: arguments.PathArg | None = None, allow_copies: bool = False,
-         option: str = "--repo-id", force: bool = False) -> PushResult:
+         option: str = "--repo-id", force: bool = False,
+         base_model: str | None = None) -> PushResult:
     """Upload a run's LoRA, configs, record, samples and model card to `repo_id` in one commit.
 
     The token is `token`, else HF_TOKEN, else the stored login (`hf auth login`). A dry run
@@ -290,7 +291,8 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
     report folder) adds its figures to the card and its files under evaluation/; sample images
     flagged as near-copies are refused unless `allow_copies`. A file the repo holds in another
     version than an earlier push sent is replaced only with `force`. `option` names `repo_id`
-    in messages (reproduce's is --push).
+    in messages (reproduce's is --push). `base_model` is the Hub id of a local checkpoint the
+    run trained on, which the card names.
     """
     run_dir, samples = arguments.path(run_dir, "run_dir"), arguments.optional_path(samples,
                                                                                    "samples")
@@ -300,7 +302,8 @@ def push(run_dir: arguments.PathArg, repo_id: str, *, private: bool = True,
         return _push(run_dir, repo_id, private=private, license=license,
                      all_checkpoints=all_checkpoints, dry_run=dry_run, samples=samples,
                      endpoint=endpoint, token=token, evaluation=evaluation,
-                     allow_copies=allow_copies, option=option, force=force)
+                     allow_copies=allow_copies, option=option, force=force,
+                     base_model=base_model)
 
     prepared = _prepared_of(run_dir)
     # each folder read is marked before it is checked: a sample or prepare starting in between
@@ -332,7 +335,7 @@ def _prepared_of(run_dir: Path) -> Path | None:
 def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_checkpoints: bool,
           dry_run: bool, samples: Path | None, endpoint: str | None,
           token: str | None, evaluation: Path | None, allow_copies: bool, option: str,
-          force: bool) -> PushResult:
+          force: bool, base_model: str | None) -> PushResult:
     repo_id = check_repo_id(repo_id, option)
     endpoint = resolve_endpoint(endpoint)
     from medsynth_kohya.hub.access import read_token
@@ -340,7 +343,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, license: str, all_check
     token = token or read_token()
     planned = plan(run_dir, repo_id, license=license, all_checkpoints=all_checkpoints,
                    samples=samples, token=token, evaluation=evaluation,
-                   allow_copies=allow_copies)
+                   allow_copies=allow_copies, base=base_model)
     refuse_findings(planned, run_dir)
     secrets = planned.secrets
     url = f"{endpoint}/{repo_id}"
