@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.pipeline.reproduce import reproduce
 from medsynth_kohya.sampling import sample
 
@@ -169,3 +170,60 @@ def test_an_unreadable_run_record_is_refused_not_trained_over(
     code, stdout, stderr = invoke(runner, *command)
     assert code == 1 and stderr == f"Error: {refusal}\n", stdout + stderr
     assert checksums(workdir / "run") == before
+
+
+def test_a_run_whose_final_lora_save_failed_is_trained_over_by_the_same_command(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts saved its final state (step 12 of 12), then failed to save the final LoRA:
+    nothing can go on from that state, so the same command trains again from step 0 (the old
+    output kept aside) instead of resuming, and says so before it starts."""
+    workdir = tmp_path / "work"
+    monkeypatch.setenv("FAKE_SD_MODE", "final-save-fails")
+    with pytest.raises(UserError) as failed:
+        reproduce(isic2020.root, workdir, **_options(fake))
+    assert "command again to train over" in str(failed.value), failed.value
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    planned = reproduce(isic2020.root, workdir, dry_run=True, **_options(fake))
+    assert _actions(planned)["train"] == "run"
+    start_over = ("the earlier training's newest state, melanoma-state, is at step 12 of 12, "
+                  "which sd-scripts cannot go on from, and it left no complete final LoRA: "
+                  "training again from step 0")
+    assert any(start_over in warning for warning in planned.warnings), planned.warnings
+    command = ("reproduce", isic2020.root, "--workdir", workdir, "--n", "3",
+               *(part for o in QUICK for part in ("--set", o)),
+               "--sd-scripts", fake.sd_scripts, "--python", PYTHON)
+    code, stdout, stderr = invoke(runner, *command)
+    assert code == 0, stdout + stderr
+    assert start_over in " ".join(stderr.split()), stderr
+    assert re.search(r"train\s*│ run:", stdout), stdout
+    assert (workdir / "run" / "output" / "melanoma.safetensors").is_file()
+    assert json.loads((workdir / "run" / "run.json").read_text())["status"] == "succeeded"
+    kept = list((workdir / "run").glob("output.replaced-*"))
+    assert len(kept) == 1 and (kept[0] / "melanoma-state").is_dir(), kept
+
+
+def test_a_run_stopped_after_its_final_lora_was_written_goes_on_to_sample(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen) -> None:
+    """A stop that landed after sd-scripts wrote the final state and the complete final LoRA
+    leaves an "interrupted" run: its LoRA is the training's result, so a re-run samples it
+    instead of resuming from a state at the last step (which sd-scripts refuses)."""
+    workdir = tmp_path / "work"
+    done = reproduce(isic2020.root, workdir, **_options(fake))
+    assert done.lora is not None
+    state_file = workdir / "reproduce.json"
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    state["stages"]["train"]["status"] = "interrupted"
+    del state["stages"]["sample"]
+    state_file.write_text(json.dumps(state), encoding="utf-8")
+    record = workdir / "run" / "run.json"
+    record.write_text(record.read_text(encoding="utf-8").replace(
+        '"status": "succeeded"', '"status": "interrupted"'), encoding="utf-8")
+    lora = done.lora.read_bytes()
+    again = reproduce(isic2020.root, workdir, **_options(fake))
+    assert _actions(again)["train"].startswith("skip"), _actions(again)
+    assert again.lora == done.lora and done.lora.read_bytes() == lora
+    assert not list((workdir / "run").glob("output.*")), list((workdir / "run").iterdir())
+    third = reproduce(isic2020.root, workdir, **_options(fake))
+    assert _actions(third)["train"] == "skip (inputs unchanged)"
+

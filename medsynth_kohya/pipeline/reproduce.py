@@ -57,7 +57,7 @@ class Stage:
 
     name: str
     action: str
-    """"run", "resume", "skip (inputs unchanged)", or "off"."""
+    """"run", "resume", "skip (inputs unchanged)", FINISHED (train only) or "off"."""
     inputs: str
     outputs: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
@@ -294,9 +294,17 @@ class _State:
         files.write_json(self.path, self.data)
 
 
-def _train_action(run: Path, digest: str, state: _State, name: str) -> tuple[str, str]:
-    """"skip…" (done with these inputs and its LoRA still there), "resume" (an interrupted run
-    with a saved state) or "run"; and a warning when a finished run's LoRA is gone."""
+FINISHED = "skip (its LoRA was finished before training stopped)"
+"""The train stage's action when a run not recorded as done left its complete final LoRA."""
+
+
+def _train_action(run: Path, digest: str, state: _State, name: str,
+                  steps: int | None) -> tuple[str, str]:
+    """"skip…" (done with these inputs and its LoRA still there, or stopped once its final
+    LoRA of `steps` was whole), "resume" (an interrupted run with a state sd-scripts can go on
+    from) or "run"; and a warning when a finished run's LoRA is gone or training starts over."""
+    from medsynth_kohya.training import train
+
     folder = RunFolder(run)
     if state.done("train", digest):
         if folder.final_lora(name).is_file():
@@ -305,11 +313,21 @@ def _train_action(run: Path, digest: str, state: _State, name: str) -> tuple[str
                        "training again")
     if folder.exists() and state.data["stages"].get("train", {}).get("digest") == digest:
         try:
-            status = folder.load().status
+            record = folder.load()
         except (OSError, ValueError):  # _record_refusal says so before any stage runs
-            status = None
-        if status != "succeeded" and launch.latest_state(folder.output, name) is not None:
+            return "run", ""
+        steps = record.expected_steps or steps
+        if train.finished_lora(folder.final_lora(name), steps):
+            return FINISHED, ""
+        saved = launch.latest_state(folder.output, name)
+        if record.status == "succeeded" or saved is None:
+            return "run", ""
+        end = train.at_end(saved, steps)
+        if not end:
             return "resume", ""
+        return "run", (f"the earlier training's newest state, {saved.name}, {end}, and it left "
+                       "no complete final LoRA: training again from step 0 (its files are kept "
+                       f"in {folder.output}.replaced-…)")
     return "run", ""
 
 
@@ -597,12 +615,13 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         train_digest = _digest(train_input, _layout(prepared_folder.train_root)
                                if prepare_action == skip else None, preset_digest, overridden)
         state.adopt("train", _digest(train_input, preset_digest, list(overrides)), train_digest)
-        train_action, gone = _train_action(run, train_digest, state, name)
+        train_action, gone = _train_action(run, train_digest, state, name,
+                                           steps if isinstance(steps, int) else None)
         stages["train"] = Stage("train", train_action, f"{manifest}, preset {preset.name}",
                                 (str(final), str(folder.record_file)), (command.shell(),),
                                 detail=files.counted(steps, "step") if isinstance(steps, int)
                                 else f"{steps} steps")
-        lora = final if train_action == skip else None
+        lora = final if train_action in (skip, FINISHED) else None
         sample_digest = _digest(digest(lora) if lora else train_digest, n)
         sample_action = (skip if state.done("sample", sample_digest)
                          and _complete_set(synthetic, n) else "run")
@@ -679,6 +698,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
     warnings += now.warnings
     if now.stages["train"].action == skip:
         done.append(_already(now.stages["train"], f"LoRA {final}"))
+    elif now.stages["train"].action == FINISHED:
+        state.record("train", now.digests["train"], "done")
+        done.append(replace(now.stages["train"], outcome=f"done before it stopped, LoRA {final}"))
     else:
         train_digest = now.digests["train"]
         with _recorded(state, "train", train_digest):
@@ -693,8 +715,10 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         if trained.status != "succeeded":
             state.record("train", train_digest, trained.status)
             saved = launch.latest_state(RunFolder(run).output, name)
-            again = ("to resume" if saved is not None
-                     else "to train over (no state was saved to resume from)")
+            end = "" if saved is None else train.at_end(saved, trained.expected_steps)
+            again = ("to resume" if saved is not None and not end
+                     else "to train over (no state was saved to resume from)" if saved is None
+                     else f"to train over (its newest state, {saved.name}, {end})")
             raise UserError(f"training {trained.status}: {trained.message}; run the same "
                             f"reproduce command again {again} (log: {trained.log})")
         state.record("train", train_digest, "done")

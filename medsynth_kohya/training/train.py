@@ -468,11 +468,19 @@ def _unresumable(state: Path | None, steps: int | None) -> str:
     was saved, or it is at the last step; "" when it can."""
     if state is None:
         return "it saved no training state to resume from"
-    at_end = _at_end(state, steps)
-    return f"its newest state, {state.name}, {at_end}" if at_end else ""
+    end = at_end(state, steps)
+    return f"its newest state, {state.name}, {end}" if end else ""
 
 
-def _at_end(state: Path, steps: int | None) -> str:
+def finished_lora(final: Path, steps: int | None) -> bool:
+    """Whether `final`, a run's final LoRA, is whole and was saved at its last step of `steps`
+    (sd-scripts' `ss_steps`): the training's result, even when the run was stopped after."""
+    metadata = (files.safetensors_header(final) or {}).get("__metadata__")
+    return (steps is not None and isinstance(metadata, dict)
+            and metadata.get("ss_steps") == str(steps))
+
+
+def at_end(state: Path, steps: int | None) -> str:
     """Why sd-scripts cannot go on from `state` (it asserts max_train_steps > the state's
     step), or "" when it can or the run's `steps` are unknown."""
     step = launch.state_step(state)
@@ -805,9 +813,9 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     elif continues and state_dir is None:
         raise UserError(f"no saved training state in {folder.output} yet; --resume --force "
                         "starts the run over with its own settings")
-    if state_dir is not None and _at_end(state_dir, run.steps):
+    if state_dir is not None and at_end(state_dir, run.steps):
         raise UserError(f"the newest saved state in {folder.output}, {state_dir.name}, "
-                        f"{_at_end(state_dir, run.steps)}; --resume --force starts the run over "
+                        f"{at_end(state_dir, run.steps)}; --resume --force starts the run over "
                         "with its own settings")
     side = state.resolution
     if side and size != (side, side) and preset.device != "cpu":  # a CPU smoke run is tiny
