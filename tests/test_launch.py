@@ -6,8 +6,10 @@ import io
 import json
 import math
 import os
+import signal
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -314,6 +316,47 @@ def test_a_training_that_ignores_sigint_is_terminated(
     # open, and only the SIGTERM to the group stops it before its 100 steps and final save.
     assert outcome.interrupted and outcome.returncode != 0
     assert outcome.last is not None and 1 <= outcome.last.step < 100
+    assert _gone(fake_sd.recorded()["pid"])
+    assert not (fake_sd.output / "melanoma.safetensors").exists()
+
+
+@pytest.mark.parametrize("where", ["main thread", "other thread"])
+def test_a_stop_reaches_the_training_when_sigint_was_ignored_at_start(
+        fake_sd: FakeSd, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A job a shell started in the background inherits SIGINT ignored, and so would its
+    children: the stop must still end the training at once, not after STOP_GRACE_S."""
+    monkeypatch.setenv("FAKE_SD_MODE", "slow")  # 0.1 s a step: 400 steps take 40 s
+    monkeypatch.setattr(launch, "STOP_GRACE_S", 20.0)
+    fake_sd.write_config(max_train_steps=400, save_every_n_steps=1, save_state=True)
+
+    stopped: list[int] = []
+
+    def stop(progress: StepProgress) -> None:
+        if progress.step >= 2 and not stopped:  # once, as the CLI's SIGTERM handler raises it
+            stopped.append(progress.step)
+            raise KeyboardInterrupt
+
+    outcomes: list[launch.RunOutcome] = []
+
+    def run() -> None:
+        outcomes.append(launch.run(_command(fake_sd), fake_sd.log, on_progress=stop))
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        started = time.monotonic()
+        if where == "main thread":
+            run()
+        else:
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join()
+        took = time.monotonic() - started
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # still ignored here
+    finally:
+        signal.signal(signal.SIGINT, before)
+    outcome, = outcomes
+    assert outcome.interrupted and took < 10, took
+    assert outcome.last is not None and outcome.last.step < 100
     assert _gone(fake_sd.recorded()["pid"])
     assert not (fake_sd.output / "melanoma.safetensors").exists()
 

@@ -227,3 +227,26 @@ def test_a_run_stopped_after_its_final_lora_was_written_goes_on_to_sample(
     third = reproduce(isic2020.root, workdir, **_options(fake))
     assert _actions(third)["train"] == "skip (inputs unchanged)"
 
+
+def test_a_stop_that_came_as_training_finished_stops_before_sampling(
+        isic2020: SyntheticSet, tmp_path: Path, fake: FakeGen,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training that finished before the stop reached it succeeded (it is not trained again),
+    but the stop still ends reproduce there, before sampling."""
+    from medsynth_kohya.training import train
+
+    real = train.train
+
+    def late(*args: Any, **kwargs: Any) -> train.TrainResult:
+        return replace(real(*args, **kwargs), stopped=True)
+
+    monkeypatch.setattr(train, "train", late)
+    workdir = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(isic2020.root, workdir, **_options(fake))
+    stages = json.loads((workdir / "reproduce.json").read_text(encoding="utf-8"))["stages"]
+    assert stages["train"]["status"] == "done" and "sample" not in stages
+    assert not (workdir / "synthetic").exists()
+    monkeypatch.setattr(train, "train", real)
+    again = reproduce(isic2020.root, workdir, **_options(fake))
+    assert _actions(again)["train"] == "skip (inputs unchanged)"

@@ -729,6 +729,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         trained_for = "" if length is None else f", {files.counted(length, 'step')}"
         done.append(replace(now.stages["train"],
                             outcome=f"done{how}{trained_for}, LoRA {trained.lora or final}"))
+        if trained.stopped:  # it finished before the stop reached it: stop before sampling
+            raise KeyboardInterrupt
 
     now = plan()
     lora = now.lora

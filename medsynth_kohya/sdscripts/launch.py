@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -715,10 +715,34 @@ def _pump_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_S
     return True
 
 
-def _stop_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream]) -> None:
-    """SIGINT, then SIGTERM, then SIGKILL to every child still running, each after its grace."""
+def _ignored(_signum: int, _frame: object) -> None:
+    """SIGINT's handler while children start: ignores it, as this process was told to."""
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[bool]:
+    """Start children inside with SIGINT at its default though this process ignores it (a
+    shell starts background jobs so, and exec keeps an ignored signal ignored but resets a
+    handled one): `_ignored` stands in meanwhile. Yields whether the children can take SIGINT
+    (not where it stays ignored: outside the main thread no handler can be set)."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        with contextlib.suppress(ValueError):  # outside the main thread no handler can be set
+            signal.signal(signal.SIGINT, _ignored)
+    standing_in = ignored and signal.getsignal(signal.SIGINT) is _ignored
+    try:
+        yield standing_in or not ignored
+    finally:
+        if standing_in:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream],
+              interruptible: bool = True) -> None:
+    """SIGINT (when the children can take it), then SIGTERM, then SIGKILL to every child still
+    running, each after its grace."""
     stages = ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, TERM_GRACE_S),
-              (signal.SIGKILL, KILL_GRACE_S))
+              (signal.SIGKILL, KILL_GRACE_S))[0 if interruptible else 1:]
     for sig, grace in stages:
         for process in processes:
             _signal(process, sig)  # also when only its group still runs, holding the output
@@ -753,12 +777,15 @@ def run_many(commands: Sequence[Command], logs: Sequence[Path],
             sink.write(f"# {datetime.now().isoformat(timespec='seconds')} $ {command.shell()}\n")
             sink.flush()
             sinks.append(sink)
+        interruptible = True
         try:
-            for index, (command, sink) in enumerate(zip(commands, sinks, strict=True)):
-                processes.append(_start(command))
-                streams.append(_Stream(sink, _tagged(on_progress, index), _tagged(on_line, index)))
+            with _interruptible() as interruptible:
+                for index, (command, sink) in enumerate(zip(commands, sinks, strict=True)):
+                    processes.append(_start(command))
+                    streams.append(_Stream(sink, _tagged(on_progress, index),
+                                           _tagged(on_line, index)))
         except BaseException:
-            _stop_all(processes, streams)
+            _stop_all(processes, streams, interruptible)
             raise
         running: list[bool] = []
         try:
@@ -766,11 +793,11 @@ def run_many(commands: Sequence[Command], logs: Sequence[Path],
         except KeyboardInterrupt:
             running = [not stream.closed or process.poll() is None
                        for process, stream in zip(processes, streams, strict=True)]
-            _stop_all(processes, streams)
+            _stop_all(processes, streams, interruptible)
         except BaseException:
             for stream in streams:
                 stream.on_progress = stream.on_line = None
-            _stop_all(processes, streams)
+            _stop_all(processes, streams, interruptible)
             raise
         finally:
             for process in processes:

@@ -84,6 +84,9 @@ class TrainResult:
     tail: tuple[str, ...] = field(default_factory=tuple)
     job: slurm.Job | None = None
     """With --slurm: the batch script that trains on the cluster's machines."""
+    stopped: bool = False
+    """Whether a stop (Ctrl-C, SIGTERM) came while sd-scripts ran, even one too late to cut
+    it short: a pipeline that goes on after training stops there."""
 
     def outcome_rows(self) -> list[tuple[str, str]]:
         """The status, the last SHOWN_SAVES saves (a row counts the earlier ones: a long run
@@ -421,12 +424,13 @@ def _record_kept_on_refusal(path: Path) -> Iterator[None]:
 
 def verdict(outcome: launch.RunOutcome, final: Path) -> tuple[str, str]:
     """The run's status and what happened: "succeeded" needs exit status 0 *and* the final LoRA
-    file; an interruption is "interrupted" whatever the exit status; a failure says the last
-    error sd-scripts printed."""
+    file (also when a stop came too late to cut it short); any other interruption is
+    "interrupted" whatever the exit status; a failure says the last error sd-scripts printed."""
+    if outcome.returncode == 0 and final.is_file():
+        late = " (training finished before the stop reached it)" if outcome.interrupted else ""
+        return "succeeded", f"LoRA written to {final}{late}"
     if outcome.interrupted:
         return "interrupted", "stopped"
-    if outcome.returncode == 0 and final.is_file():
-        return "succeeded", f"LoRA written to {final}"
     said = f": {outcome.error}" if outcome.error else ""
     if final.is_file():
         return "failed", f"sd-scripts exited with {outcome.returncode}{said}"
@@ -921,7 +925,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         lora_files=[str(p.absolute()) for p in loras]))
     return replace(result, status=status, warnings=tuple(warnings), lora_files=tuple(loras),
                    lora=final if final.is_file() else None, message=message, advice=advice,
-                   log=log, tail=tuple(outcome.tail))
+                   log=log, tail=tuple(outcome.tail), stopped=outcome.interrupted)
 
 
 RESUME_FORCE = "--resume --force trains it again from step 0 with its own settings"
