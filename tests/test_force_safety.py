@@ -3,6 +3,7 @@ and a run folder that is not a run is never written into."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ import pytest
 import toml
 from typer.testing import CliRunner
 
-from .conftest import invoke
+from medsynth_kohya import files
+from medsynth_kohya.data.synth import SyntheticSet
+
+from .conftest import invoke, prepare_set
 from .disk import checksums
 from .fakes import FakeSd
 
@@ -168,3 +172,49 @@ def test_resume_finds_a_preset_file_given_by_a_relative_path_or_asks_for_it(
     code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
                                   *tools)
     assert code == 1 and "does not exist" in stderr and "Traceback" not in stdout + stderr
+
+
+def test_resume_refuses_a_folder_prepared_again_with_other_repeats_or_captions(
+        runner: CliRunner, prepared: Path, isic2020: SyntheticSet, fake_sd: FakeSd,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What sd-scripts trains on beyond the manifest (the class folder's repeats, a caption's
+    text) changed between an interrupt and --resume: the resumed steps would train on other
+    data than the first ones, so --resume refuses, naming what changed; --resume --force
+    starts the run over on the folder as it is now."""
+    run = tmp_path / "run"
+    prepare_set(isic2020, prepared, target_steps=30, epochs=2)
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")  # fails at step 3, after the save at step 2
+    code, stdout, stderr = _train(runner, prepared, run, fake_sd, "--set", "max_train_steps=6",
+                                  "--set", "save_every_n_steps=2")
+    assert code == 1 and "--resume" in stderr, stdout + stderr
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    manifest_sha256 = files.sha256(prepared / "manifest.csv")
+    repeats = json.loads((run / "run.json").read_text(encoding="utf-8"))["dataset"]["repeats"]
+
+    prepare_set(isic2020, prepared, target_steps=90, epochs=2)
+    assert files.sha256(prepared / "manifest.csv") == manifest_sha256
+    again = int(next((prepared / "img").iterdir()).name.split("_")[0])
+    before = checksums(run)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  *tools)
+    said = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert said == (f"Error: {prepared} changed since {run} started (repeats {repeats} → "
+                    f"{again}, target steps 30 → 90), so the resumed steps would train "
+                    "on other data than the first ones: prepare it back as it was, or start "
+                    "the run over on it with --resume --force"), said
+    assert checksums(run) == before
+
+    prepare_set(isic2020, prepared, target_steps=30, epochs=2)
+    caption = next((prepared / "img" / f"{repeats}_melanoma").glob("*.txt"))
+    caption.write_text(caption.read_text(encoding="utf-8") + ", edited", encoding="utf-8")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  *tools)
+    assert code == 1 and "(its captions)" in " ".join(stderr.split()), stdout + stderr
+    assert checksums(run) == before
+
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  "--force", *tools)
+    assert code == 0 and "--resume" not in fake_sd.recorded()["argv"], stdout + stderr
+

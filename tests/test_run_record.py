@@ -55,7 +55,7 @@ def test_every_key_of_a_record_is_read_into_its_field_and_written_back_in_order(
     assert record.gpus == [GpuRecord("NVIDIA L4", 23034, [8, 9])]
     assert record.dataset == DatasetRecord("/data/prepared", "ab" * 32, 40, 10, "mlnm",
                                            "{trigger} on {site}", "melanoma",
-                                           {"source": "isic2020"})
+                                           extra={"source": "isic2020"})
     assert (record.start, record.end, record.exit_status) == (FULL["start"], FULL["end"], 0)
     assert record.lora_files == ["output/melanoma.safetensors"] and record.status == "succeeded"
     assert (record.pid, record.host, record.resumed_from) == (4242, "node1", FULL["resumed_from"])

@@ -13,6 +13,7 @@ reads its state, so `train`, `sample`, the model card, `evaluate` and `reproduce
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import unicodedata
@@ -138,6 +139,14 @@ def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def _size(path: Path) -> int:
+    """A file's size in bytes, -1 when it is not there."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -256,6 +265,18 @@ class PreparedFolder:
         """The images manifest `rows` place in the class folder `folder` that are not there
         (deleted or moved since prepare); one stat each."""
         return [path for path in self.placed_images(rows, folder) if not path.is_file()]
+
+    def trained_digests(self, rows: pd.DataFrame, folder: Path) -> tuple[str, str]:
+        """sha256 of the names and sizes of the images manifest `rows` place in the class folder
+        `folder`, and of their captions' texts: what sd-scripts trains on beyond the manifest,
+        for one stat and one small read per image."""
+        images, captions = hashlib.sha256(), hashlib.sha256()
+        for path in self.placed_images(rows, folder):
+            caption = path.with_suffix(".txt")  # `<id>.txt`, as missing_captions finds it
+            images.update(f"{path.name}\0{_size(path)}\0".encode())
+            captions.update(f"{caption.name}\0{_size(caption)}\0".encode())
+            captions.update(caption.read_bytes() if caption.is_file() else b"")
+        return images.hexdigest(), captions.hexdigest()
 
     def missing_captions(self, rows: pd.DataFrame, folder: Path) -> list[Path]:
         """The captions (`<id>.txt`) of manifest `rows` that are not in the class folder

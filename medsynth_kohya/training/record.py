@@ -51,6 +51,16 @@ class DatasetRecord:
     trigger: str | None = None
     caption_template: str | None = None
     class_name: str | None = None
+    target_steps: int | None = None
+    """prepare --target-steps (the run's max_train_steps unless a --set or the preset's epochs
+    decide)."""
+    dataset_sha256: str | None = None
+    """Of the dataset config sd-scripts got, less its image folder's path (repeats, trigger,
+    resolution, buckets): with the two below, what `--resume` must find unchanged."""
+    images_sha256: str | None = None
+    """Of the training images' names and sizes (`PreparedFolder.trained_digests`)."""
+    captions_sha256: str | None = None
+    """Of the training images' caption texts (`PreparedFolder.trained_digests`)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept as read."""
 

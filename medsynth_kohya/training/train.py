@@ -8,6 +8,8 @@ the exit code alone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -693,6 +696,32 @@ def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
     return _started_preset(run_dir, previous, preset_name), previous.overrides or []
 
 
+def _digest(document: Mapping[str, Any]) -> str:
+    """sha256 of a rendered TOML document, its keys in order."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _ensure_same_data(prepared: Path, run_dir: Path, previous: RunRecord,
+                      now: DatasetRecord) -> None:
+    """Refuse to resume a run on other data than its first steps trained on: what sd-scripts
+    gets beyond the manifest (which _as_started compares) changed since the run started,
+    named as far as the run recorded it (an older run recorded less)."""
+    then = previous.dataset or DatasetRecord()
+    numbers = (("repeats", then.repeats, now.repeats),
+               ("target steps", then.target_steps, now.target_steps))
+    changed = [f"{name} {old} → {new}" for name, old, new in numbers if old not in (None, new)]
+    if then.dataset_sha256 not in (None, now.dataset_sha256) and then.repeats == now.repeats:
+        changed.append("its dataset config")  # the trigger, or a setting of the dataset's
+    changed += [f"its {what}" for what, old, new in (
+        ("training images", then.images_sha256, now.images_sha256),
+        ("captions", then.captions_sha256, now.captions_sha256)) if old not in (None, new)]
+    if changed:
+        raise UserError(f"{prepared} changed since {run_dir} started ({', '.join(changed)}), so "
+                        "the resumed steps would train on other data than the first ones: "
+                        "prepare it back as it was, or start the run over on it with --resume "
+                        "--force")
+
+
 def _started_preset(run_dir: Path, previous: RunRecord, given: str | None) -> str:
     """The preset file a run was started with, or the one given that has its name; a shipped
     preset by name when the package has moved since; a UserError when the file is gone."""
@@ -799,9 +828,20 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         train_rows["height"].astype(int), strict=True))
     if bucketless:
         raise UserError(bucketless)
-    dataset = render.dataset_config(
-        train_dir.resolve(), repeats=repeats, class_tokens=str(state.trigger),
-        resolution=size, batch_size=int(options.get("train_batch_size", 1)), options=options)
+    rendered = partial(render.dataset_config, repeats=repeats, class_tokens=str(state.trigger),
+                       resolution=size, batch_size=int(options.get("train_batch_size", 1)),
+                       options=options)
+    dataset = rendered(train_dir.resolve())
+    images_sha256, captions_sha256 = data.trained_digests(train_rows, train_dir)
+    trained = DatasetRecord(prepared=str(prepared.resolve()),
+                            manifest_sha256=files.sha256(data.manifest),
+                            train_images=len(train_rows), repeats=repeats,
+                            trigger=state.trigger, caption_template=state.caption_template,
+                            class_name=state.class_name, target_steps=state.target_steps,
+                            dataset_sha256=_digest(rendered(Path(train_dir.name))),
+                            images_sha256=images_sha256, captions_sha256=captions_sha256)
+    if continues:
+        _ensure_same_data(prepared, run_dir, previous, trained)
     config_path, dataset_path = folder.config, folder.dataset_config
     prompts_path = folder.sample_prompts
 
@@ -846,13 +886,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         versions=VersionsRecord(__version__, checkout.commit(sd_dir)
                                 if checkout.present(sd_dir) else None, dict(versions)),
         gpus=[GpuRecord.of(gpu) for gpu in found_gpus],
-        dataset=DatasetRecord(prepared=str(prepared.resolve()),
-                              manifest_sha256=files.sha256(data.manifest),
-                              train_images=len(train_rows), repeats=repeats,
-                              trigger=state.trigger,
-                              caption_template=state.caption_template,
-                              class_name=state.class_name),
-        lora_files=[])
+        dataset=trained, lora_files=[])
     if machines.count > 1:  # every machine's GPUs, checked and recorded (training/nodes.py)
         own = nodes.report(0, found_gpus)
         others = (nodes.present(run_dir, machines.count) if dry_run else
