@@ -138,9 +138,10 @@ def test_resume_keeps_the_runs_own_preset_overrides_and_data(
 def test_resume_finds_a_preset_file_given_by_a_relative_path_or_asks_for_it(
         runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run started with `--preset mine.toml` in one folder resumes from any other; when
-    that file is gone, --resume asks for it (never a shipped preset of the same name), and a
-    prepared folder that is gone is named as such."""
+    """A run started with `--preset mine.toml` in one folder resumes from any other, with the
+    copy it keeps even when that file is gone; a run that kept none (an earlier version's)
+    asks for it then (never a shipped preset of the same name), and a prepared folder that is
+    gone is named as such."""
     from medsynth_kohya.resources import data_dir
 
     start, elsewhere, moved = tmp_path / "a", tmp_path / "b", tmp_path / "c"
@@ -161,6 +162,10 @@ def test_resume_finds_a_preset_file_given_by_a_relative_path_or_asks_for_it(
     assert code == 0 and "4 (--set max_train_steps)" in stdout, stdout + stderr
 
     (start / "t4-16gb.toml").rename(moved / "t4-16gb.toml")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  "--dry-run", *tools)
+    assert code == 0 and "4 (--set max_train_steps)" in stdout, stdout + stderr
+    shutil.rmtree(run / "preset")
     code, _, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume", *tools)
     said = " ".join(stderr.split())
     assert code == 1 and "t4-16gb.toml, which is gone; give that preset again" in said, said
@@ -218,3 +223,49 @@ def test_resume_refuses_a_folder_prepared_again_with_other_repeats_or_captions(
                                   "--force", *tools)
     assert code == 0 and "--resume" not in fake_sd.recorded()["argv"], stdout + stderr
 
+
+
+def test_resume_trains_with_the_preset_as_it_started_however_its_file_changed(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preset file edited between an interrupt and --resume (or a shipped preset changed by
+    an upgrade): the run goes on with the preset it started with, kept in its run folder;
+    the edited file given again with --preset is refused, naming it."""
+    from medsynth_kohya.resources import data_dir
+
+    mine = tmp_path / "mine.toml"
+    text = (data_dir("configs") / "cpu-smoke.toml").read_text(encoding="utf-8")
+    mine.write_text(text.replace("max_train_steps = 2", "max_train_steps = 6").replace(
+        "save_every_n_steps = 1", "save_every_n_steps = 2"), encoding="utf-8")
+    run = tmp_path / "run"
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")  # fails at step 3, after the save at step 2
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", mine, "--run-dir", run,
+                                  *tools)
+    assert code == 1 and "--resume" in stderr, stdout + stderr
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    edited = mine.read_text(encoding="utf-8").replace("learning_rate = 1e-4",
+                                                      "learning_rate = 5e-4")
+    mine.write_text(edited.replace("network_dim = 4", "network_dim = 8").replace(
+        "max_train_steps = 6", "max_train_steps = 9"), encoding="utf-8")
+
+    before = checksums(run)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  "--preset", mine, *tools)
+    said = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert said == (f"Error: preset file {mine} changed since {run} started; --resume trains "
+                    f"with the preset as it started (kept in {run / 'preset' / 'mine.toml'}): "
+                    "leave out --preset, or start a new run with it in another --run-dir"), said
+    assert checksums(run) == before
+
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  *tools)
+    assert code == 0 and "--resume" in fake_sd.recorded()["argv"], stdout + stderr
+    tables = toml.loads((run / "config.toml").read_text(encoding="utf-8")).values()
+    config = {key: value for table in tables for key, value in table.items()}
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    for options in (config, record["config"]):
+        assert (options["learning_rate"], options["network_dim"],
+                options["max_train_steps"]) == (1e-4, 4, 6)
+    assert record["preset"] == "mine" and record["expected_steps"] == 6

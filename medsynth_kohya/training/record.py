@@ -7,6 +7,8 @@ their names, so every reader goes through `RunFolder` and `RunRecord`.
     RUN/sample_prompts.toml   the prompts of the sample images made during training
     RUN/accelerate.json       accelerate's --config_file (sdscripts/launch.py writes it), so
                               no user's default accelerate config changes the launch
+    RUN/preset/NAME.toml      a copy of the preset file the run was started with, which
+                              `--resume` trains with however the file changed since
     RUN/output/               sd-scripts' output_dir: NAME.safetensors, saves, states, sample/
     RUN/logs/, RUN/train.log  sd-scripts' logging_dir, and its output
 
@@ -293,6 +295,15 @@ class RunFolder:
         return self.path / "accelerate.json"
 
     @property
+    def preset_folder(self) -> Path:
+        return self.path / "preset"
+
+    def preset_copy(self, name: str) -> Path:
+        """Where the run keeps the preset `name` it was started with: preset/NAME.toml (a
+        preset's name is its file's stem)."""
+        return self.preset_folder / f"{name}.toml"
+
+    @property
     def training_files(self) -> tuple[Path, ...]:
         """The files rendered for sd-scripts: config, dataset config, sample prompts."""
         return self.config, self.dataset_config, self.sample_prompts
@@ -349,7 +360,8 @@ class RunFolder:
         self.output.rename(kept)
         if record is not None:
             (kept / RECORD_FILE).write_bytes(record)
-        for path in (*self.training_files, self.accelerate_config, self.log):
+        for path in (*self.training_files, self.accelerate_config, self.log,
+                     *self.preset_folder.glob("*.toml")):
             if path.is_file():
                 shutil.copy2(path, kept / path.name)
         return kept

@@ -722,9 +722,41 @@ def _ensure_same_data(prepared: Path, run_dir: Path, previous: RunRecord,
                         "--force")
 
 
+def _keep_preset(preset: presets.Preset, folder: RunFolder) -> None:
+    """Copy the preset file into the run folder, alone there, so a resumed run trains with the
+    preset it started with however its file (or a shipped preset, by an upgrade) changes."""
+    kept = folder.preset_copy(preset.name)
+    for other in folder.preset_folder.glob("*.toml"):  # a run started over with another
+        if other != kept:
+            other.unlink()
+    if not kept.is_file() or kept.resolve() != preset.path.resolve():
+        with files.replacing(kept) as temporary:
+            shutil.copyfile(preset.path, temporary)
+
+
+def _preset_file(preset: presets.Preset, folder: RunFolder, previous: RunRecord) -> str:
+    """The preset file a run records: the one it was started with, when it resumes from the
+    copy the run keeps of it."""
+    path = preset.path.resolve()
+    kept = folder.preset_copy(preset.name)
+    return str(previous.preset_file if previous.preset_file and kept.is_file()
+               and path == kept.resolve() else path)
+
+
 def _started_preset(run_dir: Path, previous: RunRecord, given: str | None) -> str:
-    """The preset file a run was started with, or the one given that has its name; a shipped
-    preset by name when the package has moved since; a UserError when the file is gone."""
+    """The preset a run was started with: the copy it keeps (a UserError when the one given
+    differs from it), else (a run of an earlier version) the file it was started with or the
+    one given that has its name; a shipped preset by name when the package has moved since;
+    a UserError when the file is gone."""
+    kept = RunFolder(run_dir).preset_copy(str(previous.preset))
+    if kept.is_file():
+        path = None if given is None else presets.load(given).path
+        if path is not None and path.resolve() != kept.resolve() and (
+                path.read_bytes() != kept.read_bytes()):
+            raise UserError(f"preset file {given} changed since {run_dir} started; --resume "
+                            f"trains with the preset as it started (kept in {kept}): leave out "
+                            "--preset, or start a new run with it in another --run-dir")
+        return str(kept)
     recorded = Path(previous.preset_file or "")
     if given is not None:
         return given
@@ -880,7 +912,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     output = folder.output
     steps = run.steps
     record = RunRecord(
-        tool=TOOL, version=__version__, preset=preset.name, preset_file=str(preset.path.resolve()),
+        tool=TOOL, version=__version__, preset=preset.name,
+        preset_file=_preset_file(preset, folder, previous),
         overrides=list(overrides), config=options, command=command.argv, cwd=str(command.cwd),
         expected_steps=steps, plan=asdict(run),
         versions=VersionsRecord(__version__, checkout.commit(sd_dir)
@@ -916,6 +949,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
                         f"states and record are kept in {kept}")
     run_dir.mkdir(parents=True, exist_ok=True)
     render.write_toml(document, config_path)
+    if not dry_run:  # what a resume trains with: a dry run is never resumed
+        _keep_preset(preset, folder)
     render.write_toml(dataset, dataset_path)
     render.write_toml(prompts.training_document(
         table, str(state.caption_template), str(state.trigger),
