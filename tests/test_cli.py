@@ -244,10 +244,34 @@ def test_a_demo_stopped_before_its_first_save_trains_over_when_run_again(
     again = demo.run_demo(out, n=8, workers=1)
     assert again.training.status == "succeeded", again.training.message
     assert again.training.warnings[0] == (f"the earlier training in {out / 'run'} stopped "
-                                          "before it saved a state to go on from: it started "
-                                          "over")
+                                          "leaving no state to go on from: it started over")
     assert (out / "run" / "output" / "melanoma.safetensors").is_file()
     assert demo.run_demo(out, n=8, workers=1).training.status == "succeeded"
+
+
+def test_a_demo_whose_final_lora_was_lost_after_its_one_save_trains_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's one save is its final state: a run whose final LoRA's save then failed left
+    a state sd-scripts cannot go on from, and every re-run resumed into train's refusal ("at
+    step N of N ... --resume --force", options demo lacks)."""
+    from medsynth_kohya.pipeline import demo
+
+    from .fake_gen import PYTHON, install_gpus, make_fake_gen
+
+    fake = make_fake_gen(tmp_path / "fake", monkeypatch)
+    install_gpus(fake, tmp_path / "fake", monkeypatch, 1)
+    monkeypatch.setenv("MEDSYNTH_SD_SCRIPTS", str(fake.sd_scripts))
+    monkeypatch.setenv("MEDSYNTH_SD_PYTHON", PYTHON)
+    monkeypatch.setattr(demo, "base_model_cached", lambda *_: True)
+    monkeypatch.setenv("FAKE_SD_MODE", "final-save-fails")
+    out = tmp_path / "demo"
+    assert demo.run_demo(out, n=8, workers=1).training.status == "failed"
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    again = demo.run_demo(out, n=8, workers=1)
+    assert again.training.status == "succeeded", again.training.message
+    assert again.training.warnings[0].endswith("stopped leaving no state to go on from: it "
+                                               "started over")
+    assert (out / "run" / "output" / "melanoma.safetensors").is_file()
 
 
 def test_a_demo_of_other_photos_is_refused_where_its_run_trained_for_real(

@@ -27,7 +27,7 @@ from medsynth_kohya.sdscripts import checkout, launch
 from medsynth_kohya.sdscripts.launch import StepProgress
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import RunFolder
-from medsynth_kohya.training.train import TrainResult, finished, train
+from medsynth_kohya.training.train import TrainResult, at_end, finished, train
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,14 +72,16 @@ def _claim(out: Path) -> None:
                         "choose a new or empty folder")
 
 
-def _trained(out: Path) -> str | None:
-    """How OUT/run's real training stands ("running" also when its process died); None where
-    OUT/run holds no record, an unreadable one, or a dry run's."""
+def _trained(out: Path) -> tuple[str, int | None] | None:
+    """How OUT/run's real training stands ("running" also when its process died) and the
+    steps it was to train; None where OUT/run holds no record, an unreadable one, or a dry
+    run's."""
     try:
-        status = RunFolder(out / "run").load().status
+        record = RunFolder(out / "run").load()
     except (OSError, ValueError):
         return None
-    return None if status == "dry-run" else status
+    status = record.status
+    return None if status in (None, "dry-run") else (status, record.expected_steps)
 
 
 def _keep_trained(out: Path, n: int, seed: int) -> None:
@@ -107,10 +109,10 @@ def _leave_trained(out: Path, missing: str) -> None:
     """Refuse, before writing anything, a demo that cannot train here (`missing`) where OUT/run
     trained for real: its dry run would replace the run's record, which only train's --force
     may do."""
-    status = _trained(out)
-    if status is None:
+    trained = _trained(out)
+    if trained is None:
         return
-    run = out / "run"
+    status, run = trained[0], out / "run"
     what = (f"sample it (`medsynth-kohya sample --lora {run}`), push it (`medsynth-kohya push "
             f"{run} --repo-id USER/REPO`)" if status == "succeeded" else
             "run this demo again on a machine that can train, to go on from it")
@@ -174,8 +176,8 @@ def run_demo(out: arguments.PathArg, *, n: int = 24, seed: int = 0, workers: int
             *training.warnings, f"not training on this GPU machine: {missing}"))
     if earlier == OVER:
         training = replace(training, warnings=(
-            f"the earlier training in {out / 'run'} stopped before it saved a state to go on "
-            "from: it started over", *training.warnings))
+            f"the earlier training in {out / 'run'} stopped leaving no state to go on from: it "
+            "started over", *training.warnings))
     return DemoResult(synthetic, prepared, training, can_train=not missing)
 
 
@@ -202,7 +204,7 @@ def _drop_stale_photos(synthetic: SyntheticSet) -> None:
 
 AFRESH, RESUME, OVER, FINISHED = "afresh", "resume", "over", "finished"
 """How a demo trains after an earlier one: as a new run (none trained for real), going on
-from it, over again in its place (it stopped before saving a state), or not at all (it
+from it, over again in its place (it left no state to go on from), or not at all (it
 succeeded: the demo only says so)."""
 AGAIN = "to train it again from step 0, choose another --out or delete {run}"
 """How a demo's user trains a finished run again: demo has no --force."""
@@ -210,13 +212,18 @@ AGAIN = "to train it again from step 0, choose another --out or delete {run}"
 
 def _earlier(out: Path, name: str) -> str:
     """How to train after what an earlier demo left in OUT/run: a run that trained for real
-    goes on (or, when it finished, says so) instead of refusing the folder; one stopped before
-    its first save (the demo's run saves once, at its end) starts over."""
-    status = _trained(out)
-    if status is None:
+    goes on (or, when it finished, says so) instead of refusing the folder; one that left no
+    state to go on from (the demo's run saves once, at its end: stopped before it, or its LoRA
+    lost after it) starts over."""
+    trained = _trained(out)
+    if trained is None:
         return AFRESH
+    status, steps = trained
     if status == "succeeded":
         return FINISHED
-    if status == "running" or launch.latest_state(RunFolder(out / "run").output, name):
+    saved = launch.latest_state(RunFolder(out / "run").output, name)
+    if saved is not None and at_end(saved, steps):  # saved as it ended, its LoRA then lost
+        return OVER
+    if status == "running" or saved:
         return RESUME  # "running": left by a process that died; train says so and goes on
     return OVER
