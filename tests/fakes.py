@@ -4,10 +4,15 @@ The trainer records its argv, cwd and environment, reads the rendered config the
 sd-scripts does (all tables flattened), prints a real tqdm bar and writes LoRA files and
 training states every `save_every_n_steps` and every `save_every_n_epochs` (an epoch being
 the dataset config's images times repeats over the batch size, named as sd-scripts names
-them), the final state before the final LoRA, as sd-scripts saves them. `--resume` goes on
-from the state's step, refused (as sd-scripts asserts) when that is not below
-max_train_steps. FAKE_SD_MODE picks normal, no-data, crash, slow, stubborn or
-final-save-fails (the final LoRA's save fails, after the final state) behaviour.
+them), the final state before the final LoRA, as sd-scripts saves them. `--resume` is
+sd-scripts v0.10.1's (train_network.py): refused when the state's step is not below
+max_train_steps, else training starts at the epoch holding that step with its step count
+back at 0, so the saves and states it writes are named and record steps from the resume,
+and it ends when the epochs run out. FAKE_SD_MODE picks normal, no-data, crash (at the
+launch's step FAKE_SD_CRASH_STEP, 3 unless set), slow, stubborn or final-save-fails (the
+final LoRA's save fails, after the final state) behaviour; FAKE_SD_EXTRA_BATCHES adds batches
+to each epoch, as aspect-ratio buckets can. The record says the epoch the training started
+at (`first_epoch`, 0-based).
 """
 
 from __future__ import annotations
@@ -84,25 +89,29 @@ import argparse, json, os, signal, struct, sys, time
 import toml
 from tqdm import tqdm
 
-def save_lora(path, name, step):
+def save_lora(path, name, step, epoch, batches, accumulation):
+    """With sd-scripts' metadata: the launch's step, the epochs done, its batches per epoch."""
     if json.loads(os.environ["FAKE_ACCELERATE_ARGS"]).get("machine_rank"):
         return  # as in sd-scripts, only the main process (machine 0) saves
-    header = json.dumps({"__metadata__": {"ss_output_name": name, "ss_steps": str(step)}})
+    header = json.dumps({"__metadata__": {
+        "ss_output_name": name, "ss_steps": str(step), "ss_epoch": str(epoch),
+        "ss_num_batches_per_epoch": str(batches),
+        "ss_gradient_accumulation_steps": str(accumulation)}})
     with open(path, "wb") as file:
         file.write(struct.pack("<Q", len(header)) + header.encode())
 
-def save_state(folder, step):
+def save_state(folder, step, epoch):
     """In sd-scripts' and accelerate's order: train_state.json, weights, optimizer, RNG last."""
     if json.loads(os.environ["FAKE_ACCELERATE_ARGS"]).get("machine_rank"):
         return
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "train_state.json"), "w") as file:
-        json.dump({"current_epoch": 1, "current_step": step}, file)
+        json.dump({"current_epoch": epoch, "current_step": step}, file)
     for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
         with open(os.path.join(folder, name), "wb") as file:
             file.write(name.encode() * 64)
 
-def steps_per_epoch(dataset_config):
+def batches_per_epoch(dataset_config):
     """Batches in one epoch of the dataset config, as sd-scripts counts them."""
     data = toml.load(dataset_config)
     steps = 0
@@ -121,6 +130,7 @@ def main():
         parser.add_argument(flag)
     args = parser.parse_args()
     mode = os.environ.get("FAKE_SD_MODE", "normal")
+    crash_at = int(os.environ.get("FAKE_SD_CRASH_STEP", "3"))
     names = ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION", "CUDA_VISIBLE_DEVICES",
              "PYTHONUNBUFFERED", "PYTHONIOENCODING", "COLUMNS")
     record = {"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
@@ -135,9 +145,13 @@ def main():
     for key, value in tables.items():
         config.update(value if isinstance(value, dict) else {key: value})
     out, name = config["output_dir"], config["output_name"]
-    total, every = int(config["max_train_steps"]), config.get("save_every_n_steps")
-    every_epochs = config.get("save_every_n_epochs")
-    per_epoch = steps_per_epoch(args.dataset_config) if every_epochs else 0
+    batches = batches_per_epoch(args.dataset_config) + int(  # as buckets can add
+        os.environ.get("FAKE_SD_EXTRA_BATCHES", "0"))
+    accumulation = int(config.get("gradient_accumulation_steps") or 1)
+    per_epoch = -(-batches // accumulation)
+    total = int(config.get("max_train_epochs") or 0) * per_epoch or int(config["max_train_steps"])
+    epochs = -(-total // per_epoch)
+    every, every_epochs = config.get("save_every_n_steps"), config.get("save_every_n_epochs")
     print("INFO     loading model for process 0/1 \\u2714", flush=True)
     if mode == "no-data":
         print("ERROR    No data found. Please verify arguments (train_data_dir must be the "
@@ -145,36 +159,51 @@ def main():
         return
     if mode == "stubborn":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    start, state = 0, os.path.join(args.resume or "", "train_state.json")
-    if args.resume and os.path.isfile(state):  # as sd-scripts: go on from the state's step,
-        with open(state) as file:  # which must be below max_train_steps
-            start = json.load(file)["current_step"]
-        assert total > start, (f"max_train_steps should be greater than initial step: "
-                               f"{total} vs {start}")
+    first_epoch, state = 0, os.path.join(args.resume or "", "train_state.json")
+    if args.resume and os.path.isfile(state):  # as sd-scripts: the state's step, which must
+        with open(state) as file:  # be below max_train_steps, picks the epoch to start at
+            initial = json.load(file)["current_step"]
+        assert total > initial, (f"max_train_steps should be greater than initial step: "
+                                 f"{total} vs {initial}")
+        first_epoch = initial // per_epoch
+    record["first_epoch"] = first_epoch
+    with open(where, "w") as file:
+        json.dump(record, file)
+    print(f"  num batches per epoch / 1epoch\\u306e\\u30d0\\u30c3\\u30c1\\u6570: {batches}",
+          flush=True)
+    print(f"  gradient accumulation steps / \\u52fe\\u914d\\u3092\\u5408\\u8a08\\u3059\\u308b"
+          f"\\u30b9\\u30c6\\u30c3\\u30d7\\u6570 = {accumulation}", flush=True)
     os.makedirs(out, exist_ok=True)
-    bar = tqdm(range(total - start), smoothing=0, desc="steps", mininterval=0)
-    for step in range(start + 1, total + 1):
-        if mode in ("slow", "stubborn"):
-            time.sleep(0.1)
-        if mode == "crash" and step == 3:
-            raise RuntimeError("fake: CUDA out of memory")
-        bar.update(1)
-        if every and step % every == 0:
-            save_lora(f"{out}/{name}-step{step:08d}.safetensors", name, step)
+    bar = tqdm(range(total), smoothing=0, desc="steps", mininterval=0)
+    step = 0  # sd-scripts' global_step: from 0 on every launch, resumed or not
+    for epoch in range(first_epoch, epochs):
+        for _ in range(per_epoch):
+            if mode in ("slow", "stubborn"):
+                time.sleep(0.1)
+            if mode == "crash" and step + 1 == crash_at:
+                raise RuntimeError("fake: CUDA out of memory")
+            step += 1
+            bar.update(1)
+            if every and step % every == 0:
+                save_lora(f"{out}/{name}-step{step:08d}.safetensors", name, step, epoch,
+                          batches, accumulation)
+                if config.get("save_state"):
+                    save_state(f"{out}/{name}-step{step:08d}-state", step, epoch + 1)
+            bar.set_postfix(avr_loss=0.5 / step)
+            if step >= total:
+                break
+        if every_epochs and (epoch + 1) % every_epochs == 0 and epoch + 1 < epochs:
+            save_lora(f"{out}/{name}-{epoch + 1:06d}.safetensors", name, step, epoch + 1, batches,
+                      accumulation)
             if config.get("save_state"):
-                save_state(f"{out}/{name}-step{step:08d}-state", step)
-        if every_epochs and step < total and step % per_epoch == 0 \\
-                and (step // per_epoch) % every_epochs == 0:
-            save_lora(f"{out}/{name}-{step // per_epoch:06d}.safetensors", name, step)
-            if config.get("save_state"):
-                save_state(f"{out}/{name}-{step // per_epoch:06d}-state", step)
-        bar.set_postfix(avr_loss=0.5 / step)
+                save_state(f"{out}/{name}-{epoch + 1:06d}-state", step, epoch + 1)
     bar.close()
     if config.get("save_state"):  # sd-scripts saves the final state before the final LoRA
-        save_state(f"{out}/{name}-state", total)
+        save_state(f"{out}/{name}-state", step, epochs)
     if mode == "final-save-fails":
         raise OSError(28, "No space left on device")
-    save_lora(f"{out}/{name}.safetensors", name, total)
+    save_lora(f"{out}/{name}.safetensors", name, step, epochs, batches,
+              accumulation)
     print("INFO     model saved.", flush=True)
 
 if __name__ == "__main__":

@@ -562,3 +562,37 @@ def test_an_nvidia_smi_that_hangs_is_given_up_on(tmp_path: Path,
     monkeypatch.setattr(gpus, "TIMEOUT", 0.5)
     started = time.monotonic()
     assert detect_gpus() == [] and time.monotonic() - started < 2.5
+
+
+def test_lora_saves_of_a_resumed_run_order_by_the_epochs_done(tmp_path: Path) -> None:
+    """sd-scripts counts `ss_steps` from 0 again on --resume (at the start of the state's
+    epoch), but `ss_epoch` (the epochs done) goes on: saves order by the run's step they make,
+    here 24 steps an epoch, resumed at epoch 2 (step 48), a step save every 10 steps."""
+    saves = [("melanoma-000001", 24, 1), ("melanoma-step00000040", 40, 1),
+             ("melanoma-000002", 48, 2), ("melanoma-step00000010", 10, 2),
+             ("melanoma-000003", 24, 3), ("melanoma-step00000030", 30, 3)]
+    for index, (name, step, epoch) in enumerate(saves):
+        header = json.dumps({"__metadata__": {
+            "ss_steps": str(step), "ss_epoch": str(epoch), "ss_num_batches_per_epoch": "48",
+            "ss_gradient_accumulation_steps": "2"}}).encode()
+        (tmp_path / f"{name}.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+        os.utime(tmp_path / f"{name}.safetensors", ns=((9 - index) * 10**9,) * 2)
+    assert [p.stem for p in launch.lora_files(tmp_path, "melanoma")] == [
+        "melanoma-000001", "melanoma-step00000040", "melanoma-000002", "melanoma-step00000010",
+        "melanoma-000003", "melanoma-step00000030"]
+
+
+def test_a_resumed_launchs_states_count_from_the_runs_start(tmp_path: Path) -> None:
+    """A resumed sd-scripts (24 steps an epoch, resumed from step 60 so at epoch 3's start,
+    step 48) records steps from 0: its states rank by the run's step even before they are
+    settled (train stopped at once), and the next launch settles them once, for sd-scripts."""
+    resumed = _state(tmp_path / "melanoma-step00000060-state", 60)
+    counting = launch.count_steps(tmp_path, "melanoma", resumed, 1)
+    counting("  num batches per epoch / 1epochのバッチ数: 24")
+    later = _state(tmp_path / "melanoma-step00000020-state", 20)  # step 68 of the run
+    assert launch.state_step(later) == 68 and launch.latest_state(tmp_path, "melanoma") == later
+    assert launch.prune_states(tmp_path, "melanoma") == [resumed]
+    for _ in range(2):  # the next launch (here from 0) settles it, once
+        launch.count_steps(tmp_path, "melanoma", None, 1)
+        assert json.loads((later / "train_state.json").read_text())["current_step"] == 68
+        assert launch.state_step(later) == 68

@@ -346,3 +346,44 @@ def test_a_refused_run_without_run_dir_leaves_no_folder_behind(
                                   "--python", sys.executable)
     assert code == 1 and "network_dim" in stderr, stdout + stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_run_stopped_again_goes_on_from_its_newest_state(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts counts steps from 0 again on --resume (starting at the epoch that holds the
+    state's step), so a resumed run's states record steps from the resume: each later --resume
+    still goes on from the newest state and from where the run got to, never back to the first
+    resume's state or to an earlier epoch."""
+    run = tmp_path / "run"
+    tools = ("--run-dir", run, "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    first = ("--preset", "cpu-smoke", "--set", "save_state=true", "--set",
+             "save_every_n_epochs=1", "--set", "save_every_n_steps=100000")
+    code, stdout, stderr = invoke(runner, "train", prepared, *first, "--set",
+                                  "max_train_steps=1", *tools, "--dry-run")
+    per_epoch = _record(run)["plan"]["steps_per_epoch"]  # type: ignore[index]
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    monkeypatch.setenv("FAKE_SD_CRASH_STEP", str(2 * per_epoch + 1))  # after epoch 2's state
+    code, stdout, stderr = invoke(runner, "train", prepared, *first, "--set",
+                                  f"max_train_steps={6 * per_epoch}", *tools, "--force")
+    assert code == 1 and "continue from melanoma-000002-state" in " ".join(stderr.split())
+    monkeypatch.setenv("FAKE_SD_CRASH_STEP", str(per_epoch + 1))  # after one epoch's state
+    for epoch in (2, 3):
+        code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
+        argv = fake_sd.recorded()["argv"]
+        assert Path(argv[argv.index("--resume") + 1]).name == f"melanoma-{epoch:06d}-state"
+        assert fake_sd.recorded()["first_epoch"] == epoch
+        said = " ".join(stderr.split())
+        assert code == 1 and f"continue from melanoma-{epoch + 1:06d}-state" in said, said
+        assert [p.name for p in (run / "output").glob("*-state")] == [
+            f"melanoma-{epoch + 1:06d}-state"]
+        state = json.loads((run / "output" / f"melanoma-{epoch + 1:06d}-state"
+                            / "train_state.json").read_text())
+        assert state["current_step"] == (epoch + 1) * per_epoch
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
+    assert code == 0, stdout + stderr
+    assert fake_sd.recorded()["first_epoch"] == 4 and _record(run)["status"] == "succeeded"
+    assert [Path(p).stem for p in _record(run)["lora_files"]] == [  # type: ignore[attr-defined]
+        *(f"melanoma-{epoch:06d}" for epoch in range(1, 6)), "melanoma"]
+

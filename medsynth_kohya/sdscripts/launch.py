@@ -465,13 +465,24 @@ def _save_rank(path: Path, output_name: str, suffix: str, step: int) -> tuple[in
 
 
 def _lora_step(path: Path) -> int:
-    """The global step a LoRA save records in its header (sd-scripts' `ss_steps`), else the
-    number in its name (without metadata an epoch's save orders among the epochs only)."""
+    """The run's step a LoRA save was made at, from its header: the epochs done (`ss_epoch`)
+    and the place in the epoch of `ss_steps`, which sd-scripts counts from 0 again on each
+    --resume (at an epoch's start); else `ss_steps`, else the number in its name (without
+    metadata an epoch's save orders among the epochs only)."""
     metadata = (files.safetensors_header(path) or {}).get("__metadata__")
-    steps = metadata.get("ss_steps") if isinstance(metadata, dict) else None
-    if isinstance(steps, str) and steps.isdigit():
-        return int(steps)
-    return int(path.stem.rpartition("-")[2].removeprefix("step"))
+    said = {key: int(value) for key, value in metadata.items()
+            if isinstance(value, str) and value.isdigit()} if isinstance(metadata, dict) else {}
+    if "ss_steps" not in said:
+        return int(path.stem.rpartition("-")[2].removeprefix("step"))
+    steps, epoch = said["ss_steps"], said.get("ss_epoch")
+    batches, accumulation = (said.get(key) for key in ("ss_num_batches_per_epoch",
+                                                       "ss_gradient_accumulation_steps"))
+    if not (steps and epoch is not None and batches and accumulation):
+        return steps
+    per_epoch = -(-batches // accumulation)
+    if path.stem.rpartition("-")[2].startswith("step"):  # made inside epoch `epoch` + 1
+        return epoch * per_epoch + (steps - 1) % per_epoch + 1
+    return epoch * per_epoch  # at the end of epoch `epoch`
 
 
 def lora_files(output_dir: Path, output_name: str) -> list[Path]:
@@ -497,15 +508,82 @@ later, and a folder sd-scripts is still writing (its train_state.json empty for 
 is never taken for one."""
 
 
-def state_step(folder: Path) -> int:
-    """The global step a complete state folder records in its train_state.json; -1 when it is
-    incomplete or unreadable."""
+STEP_OFFSET = ".medsynth-step-offset.json"
+"""In sd-scripts' output folder: the steps the latest launch's own count leaves out. sd-scripts
+(v0.10.1) resumes at the start of the epoch holding the state's step but counts its steps from
+0 again, so the states it then writes record steps from that epoch's start."""
+
+COUNTED_FROM = "medsynth_counted_from"
+"""The key `settle_states` adds to a state's train_state.json once its current_step counts
+from the run's start (the steps it added); sd-scripts reads current_step alone."""
+
+BATCHES_LINE = re.compile(r"num batches per epoch / \S+: (\d+)")
+"""The line in which sd-scripts says its batches per epoch, before it trains (train_network.py)."""
+
+
+def _train_state(folder: Path) -> dict[str, Any] | None:
+    """A complete state folder's train_state.json; None when incomplete or unreadable."""
     try:
         if not (folder / STATE_WRITTEN_LAST).is_file() or (folder / REMOVING).exists():
-            return -1
-        return int(json.loads((folder / "train_state.json").read_text())["current_step"])
-    except (OSError, ValueError, KeyError, TypeError):
+            return None
+        data = json.loads((folder / "train_state.json").read_text())
+        return data if isinstance(data, dict) and type(data.get("current_step")) is int else None
+    except (OSError, ValueError):
+        return None
+
+
+def _step_offset(output_dir: Path) -> int:
+    """The steps the latest launch into `output_dir` did not count (STEP_OFFSET), 0 if none."""
+    try:
+        offset = json.loads((output_dir / STEP_OFFSET).read_text()).get("offset")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return offset if type(offset) is int and offset > 0 else 0
+
+
+def state_step(folder: Path) -> int:
+    """The run's step a complete state folder was saved at: its train_state.json's, plus the
+    steps its launch did not count where `settle_states` has not added them yet; -1 when it is
+    incomplete or unreadable."""
+    data = _train_state(folder)
+    if data is None:
         return -1
+    return int(data["current_step"]) + (0 if COUNTED_FROM in data else
+                                        _step_offset(folder.parent))
+
+
+def settle_states(output_dir: Path, output_name: str) -> None:
+    """Make each complete state's train_state.json count from the run's start (`state_step`),
+    once: what a resumed sd-scripts reads, as a user's own `--resume` of it would too. It
+    writes train_state.json before the rest, so a state complete here is written to no more."""
+    for folder in _state_folders(output_dir, output_name):
+        data = _train_state(folder)
+        if data is not None and COUNTED_FROM not in data:
+            offset = _step_offset(output_dir)
+            with contextlib.suppress(OSError):  # settled next time
+                files.write_json(folder / "train_state.json", {
+                    **data, "current_step": data["current_step"] + offset,
+                    COUNTED_FROM: offset}, indent=None)
+
+
+def count_steps(output_dir: Path, output_name: str, resumed: Path | None,
+                accumulation: int) -> Callable[[str], None]:
+    """Before a launch into `output_dir`: settle the states earlier launches wrote, then note
+    that this one's states count from 0, or (resumed from `resumed`) from the start of its
+    epoch once sd-scripts says its batches per epoch (of `accumulation` steps) in the log line
+    given to the handler returned."""
+    settle_states(output_dir, output_name)
+    step = 0 if resumed is None else state_step(resumed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files.write_json(output_dir / STEP_OFFSET, {"offset": 0})
+
+    def on_line(line: str) -> None:
+        said = BATCHES_LINE.search(line)
+        if step > 0 and said and int(said[1]) > 0:
+            per_epoch = -(-int(said[1]) // accumulation)
+            files.write_json(output_dir / STEP_OFFSET,
+                             {"offset": step // per_epoch * per_epoch})
+    return on_line
 
 
 def _state_folders(output_dir: Path, output_name: str) -> list[Path]:

@@ -975,14 +975,17 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         on_launch(replace(result, status="launching", warnings=tuple(warnings)))
     pruning = planning.prunes_states(options)
     final = folder.final_lora(name)
+    counting = launch.count_steps(folder.output, name, state_dir,
+                                  int(options.get("gradient_accumulation_steps") or 1))
     try:
         outcome = launch.run(command, log, on_progress=_pruning(
-            folder.output, name, on_progress) if pruning else on_progress)
+            folder.output, name, on_progress) if pruning else on_progress, on_line=counting)
     except launch.StartError as exc:  # nothing ran: a failed run, which --force starts over
         advice = next_step("failed", final, state_dir, steps)
         folder.save(replace(record, status="failed", end=_now(), message=f"{exc}; {advice}"))
         return replace(result, status="failed", warnings=tuple(warnings), message=str(exc),
                        advice=advice, log=log)
+    launch.settle_states(folder.output, name)
     if pruning:
         launch.prune_states(folder.output, name)
     loras = launch.lora_files(folder.output, name)
