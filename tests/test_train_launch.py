@@ -387,3 +387,38 @@ def test_a_resumed_run_stopped_again_goes_on_from_its_newest_state(
     assert [Path(p).stem for p in _record(run)["lora_files"]] == [  # type: ignore[attr-defined]
         *(f"melanoma-{epoch:06d}" for epoch in range(1, 6)), "melanoma"]
 
+
+def test_a_run_of_more_steps_than_planned_resumes_until_its_final_state(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under max_train_epochs sd-scripts counts an epoch's steps itself (aspect-ratio buckets
+    can make more than planned): a state past the planned steps is resumed from, and only the
+    one it saves at the end of training is no place to go on from."""
+    run = tmp_path / "run"
+    tools = ("--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    settings = ("--preset", "cpu-smoke", "--set", "save_state=true", "--set",
+                "save_every_n_epochs=1", "--set", "save_every_n_steps=100000", "--set",
+                "max_train_epochs=3")
+    code, stdout, stderr = invoke(runner, "train", prepared, *settings, "--run-dir", run,
+                                  *tools, "--dry-run")
+    per_epoch = _record(run)["plan"]["steps_per_epoch"]  # type: ignore[index]
+    monkeypatch.setenv("FAKE_SD_EXTRA_BATCHES", str(per_epoch))  # twice the planned steps
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    monkeypatch.setenv("FAKE_SD_CRASH_STEP", str(4 * per_epoch + 1))  # after epoch 2's state
+    code, stdout, stderr = invoke(runner, "train", prepared, *settings, "--run-dir", run,
+                                  *tools, "--force")
+    said = " ".join(stderr.split())
+    assert code == 1 and "continue from melanoma-000002-state with --resume" in said, said
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
+                                  *tools)
+    assert code == 0, stdout + stderr
+    assert fake_sd.recorded()["first_epoch"] == 2
+
+    monkeypatch.setenv("FAKE_SD_MODE", "final-save-fails")
+    code, stdout, stderr = invoke(runner, "train", prepared, *settings, "--run-dir",
+                                  tmp_path / "other", *tools)
+    said = " ".join(stderr.split())
+    assert code == 1 and ("its newest state, melanoma-state, was saved at the end of "
+                          "training, which sd-scripts cannot go on from: fix what failed and "
+                          "start over with --resume --force") in said, said

@@ -222,7 +222,7 @@ def _earlier(out: Path, name: str) -> str:
     if status == "succeeded":
         return FINISHED
     saved = launch.latest_state(RunFolder(out / "run").output, name)
-    if saved is not None and at_end(saved, steps):  # saved as it ended, its LoRA then lost
+    if saved is not None and at_end(saved, steps, name):  # saved as it ended, its LoRA lost
         return OVER
     if status == "running" or saved:
         return RESUME  # "running": left by a process that died; train says so and goes on

@@ -322,7 +322,7 @@ def _train_action(run: Path, digest: str, state: _State, name: str,
         saved = launch.latest_state(folder.output, name)
         if record.status == "succeeded" or saved is None:
             return "run", ""
-        end = train.at_end(saved, steps)
+        end = train.at_end(saved, train.record_limit(record, steps), name)
         if not end:
             return "resume", ""
         return "run", (f"the earlier training's newest state, {saved.name}, {end}, and it left "
@@ -715,7 +715,8 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         if trained.status != "succeeded":
             state.record("train", train_digest, trained.status)
             saved = launch.latest_state(RunFolder(run).output, name)
-            end = "" if saved is None else train.at_end(saved, trained.expected_steps)
+            end = "" if saved is None else train.at_end(
+                saved, train.record_limit(RunFolder(run).load()), name)
             again = ("to resume" if saved is not None and not end
                      else "to train over (no state was saved to resume from)" if saved is None
                      else f"to train over (its newest state, {saved.name}, {end})")

@@ -592,6 +592,11 @@ def _state_folders(output_dir: Path, output_name: str) -> list[Path]:
     return [path for path in _saves(output_dir, output_name, "-state") if path.is_dir()]
 
 
+def final_state(folder: Path, output_name: str) -> bool:
+    """Whether `folder` is the state sd-scripts saves only when training ends (`NAME-state`)."""
+    return folder.name == f"{output_name}-state"
+
+
 def latest_state(output_dir: Path, output_name: str) -> Path | None:
     """The most advanced complete state folder, to give `--resume`; by recorded step, then the
     final one (written after a save at the same step), then name. None when none is complete."""

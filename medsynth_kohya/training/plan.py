@@ -91,6 +91,13 @@ def _int(options: Mapping[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def step_limit(options: Mapping[str, Any], steps: int | None) -> int | None:
+    """The max_train_steps sd-scripts stops at: the planned `steps`, unless max_train_epochs
+    is set, which sd-scripts turns into steps by its own count of an epoch (aspect-ratio
+    buckets or a validation split can make it differ from the plan's): None then."""
+    return None if _int(options, "max_train_epochs") else steps
+
+
 KEEP_OPTIONS = ("save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps",
                 "save_last_n_steps_state")
 """sd-scripts' own retention: when any is set, the states are sd-scripts' to remove."""

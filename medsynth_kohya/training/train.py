@@ -441,18 +441,19 @@ def verdict(outcome: launch.RunOutcome, final: Path) -> tuple[str, str]:
                       f"file{said}")
 
 
-def next_step(status: str, final: Path, state: Path | None, steps: int | None = None) -> str:
+def next_step(status: str, final: Path, state: Path | None, limit: int | None = None) -> str:
     """How to go on after a run that did not finish: from its newest saved state with --resume,
-    else over again (--resume --force keeps the run's settings); a state at the run's last
-    step of `steps` (saved just before the final LoRA) is no place to go on from."""
+    else over again (--resume --force keeps the run's settings); the state saved at the end of
+    training (before the final LoRA, `final`) or at the step `limit` is no place to go on from."""
     fix = "fix what failed and " if status == "failed" else ""
     over = (f"{fix}start over with --resume --force (same settings) or --force (new ones)")
     if status == "succeeded":
         return ""
     if final.is_file():
         return f"check {final} (written before sd-scripts stopped), or {over}"
-    if state is None or _unresumable(state, steps):
-        return f"{_unresumable(state, steps)}: {over}"
+    why = _unresumable(state, limit, final.stem)
+    if state is None or why:
+        return f"{why}: {over}"
     again = ", or fix what failed and start over with --force" if fix else ""
     return f"continue from {state.name} with --resume{again}"
 
@@ -463,19 +464,20 @@ def finish_advice(record: RunRecord, run_dir: Path) -> str:
     resume = launch.resume_command(record.dataset.prepared if record.dataset else None, run_dir)
     name = record.output_name
     state = launch.latest_state(RunFolder(run_dir).output.resolve(), name) if name else None
-    why = _unresumable(state, record.expected_steps)
+    why = _unresumable(state, record_limit(record), name)
     if not why:
         return f"finish it with `{resume.line()}`"
     fix = "fix what failed and " if record.status == "failed" else ""
     return f"{why}: {fix}start over with `{resume.line()} --force` (same settings)"
 
 
-def _unresumable(state: Path | None, steps: int | None) -> str:
-    """Why `--resume` cannot go on from `state`, a run's newest saved state of `steps`: none
-    was saved, or it is at the last step; "" when it can."""
+def _unresumable(state: Path | None, limit: int | None, name: str) -> str:
+    """Why `--resume` cannot go on from `state`, the newest saved state of a run of
+    `limit` steps (None: unknown) and output name `name`: none was saved, or it is at the end;
+    "" when it can."""
     if state is None:
         return "it saved no training state to resume from"
-    end = at_end(state, steps)
+    end = at_end(state, limit, name)
     return f"its newest state, {state.name}, {end}" if end else ""
 
 
@@ -487,13 +489,22 @@ def finished_lora(final: Path, steps: int | None) -> bool:
             and metadata.get("ss_steps") == str(steps))
 
 
-def at_end(state: Path, steps: int | None) -> str:
-    """Why sd-scripts cannot go on from `state` (it asserts max_train_steps > the state's
-    step), or "" when it can or the run's `steps` are unknown."""
+def record_limit(record: RunRecord, steps: int | None = None) -> int | None:
+    """The max_train_steps sd-scripts stops a recorded run at (`steps` where the record has
+    none; None when unknown: see plan.step_limit)."""
+    return planning.step_limit(record.config or {}, record.expected_steps or steps)
+
+
+def at_end(state: Path, limit: int | None, name: str) -> str:
+    """Why sd-scripts cannot go on from `state`: its step is not below max_train_steps `limit`
+    (sd-scripts asserts it; None: unknown), or it is the state sd-scripts saves when training
+    ends (output name `name`); "" when it can."""
     step = launch.state_step(state)
-    if steps is None or step < steps:
-        return ""
-    return f"is at step {step} of {steps}, which sd-scripts cannot go on from"
+    if limit is not None and step >= limit:
+        return f"is at step {step} of {limit}, which sd-scripts cannot go on from"
+    if launch.final_state(state, name):
+        return "was saved at the end of training, which sd-scripts cannot go on from"
+    return ""
 
 
 def _now() -> str:
@@ -889,9 +900,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     elif continues and state_dir is None:
         raise UserError(f"no saved training state in {folder.output} yet; --resume --force "
                         "starts the run over with its own settings")
-    if state_dir is not None and at_end(state_dir, run.steps):
+    limit = planning.step_limit(options, run.steps)
+    if state_dir is not None and at_end(state_dir, limit, name):
         raise UserError(f"the newest saved state in {folder.output}, {state_dir.name}, "
-                        f"{at_end(state_dir, run.steps)}; --resume --force starts the run over "
+                        f"{at_end(state_dir, limit, name)}; --resume --force starts the run over "
                         "with its own settings")
     side = state.resolution
     if side and size != (side, side) and preset.device != "cpu":  # a CPU smoke run is tiny
@@ -981,7 +993,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         outcome = launch.run(command, log, on_progress=_pruning(
             folder.output, name, on_progress) if pruning else on_progress, on_line=counting)
     except launch.StartError as exc:  # nothing ran: a failed run, which --force starts over
-        advice = next_step("failed", final, state_dir, steps)
+        advice = next_step("failed", final, state_dir, limit)
         folder.save(replace(record, status="failed", end=_now(), message=f"{exc}; {advice}"))
         return replace(result, status="failed", warnings=tuple(warnings), message=str(exc),
                        advice=advice, log=log)
@@ -990,7 +1002,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         launch.prune_states(folder.output, name)
     loras = launch.lora_files(folder.output, name)
     status, message = verdict(outcome, final)
-    advice = next_step(status, final, launch.latest_state(folder.output.resolve(), name), steps)
+    advice = next_step(status, final, launch.latest_state(folder.output.resolve(), name), limit)
     folder.save(replace(record, status=status, end=_now(), exit_status=outcome.returncode,
                         interrupted=outcome.interrupted,
                         message="; ".join(filter(None, (message, advice))),
