@@ -30,7 +30,7 @@ from traitlets.config import Config
 
 from medsynth_kohya import locks
 from medsynth_kohya.pipeline.reproduce import PRESET, reproduce
-from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts import checkout, launch
 
 from .command_lines import PROGRAM, parse
 from .conftest import REPO
@@ -44,7 +44,7 @@ _PROGRAM = """#!/bin/sh
 PYTHONPATH="{repo}:$PYTHONPATH" exec "{python}" -c '
 import sys
 from medsynth_kohya.entry import main
-from medsynth_kohya.sdscripts import checkout
+from medsynth_kohya.sdscripts import checkout, launch
 checkout.PINNED_COMMIT = "{pin}"  # the release commit of the stand-in upstream
 checkout.checkout_root = lambda: None  # installed from a wheel, as in Colab
 main()' "$@"
@@ -340,8 +340,8 @@ def test_runs_top_to_bottom_and_survives_a_disconnect_in_training(
     assert record["status"] == "succeeded" and record["config"]["max_train_steps"] == 24
     assert len(list((work / PRESET / "synthetic" / "images").glob("*.png"))) == 3
     saved = [p.name for p in (work / PRESET / "run" / "output").iterdir()]
-    assert sorted(saved) == ["melanoma-000002.safetensors", "melanoma-state",  # one state left
-                             "melanoma.safetensors"]
+    assert sorted(saved) == [launch.STEP_OFFSET, "melanoma-000002.safetensors",
+                             "melanoma-state", "melanoma.safetensors"]  # one state left
     published = fake_hub.repos[f"{fake_hub.user}/medsynth-melanoma-lora"]
     assert "melanoma.safetensors" in published.files and "README.md" in published.files
     assert [c[0] for c in _medsynth(second)] == [

@@ -554,8 +554,8 @@ def state_step(folder: Path) -> int:
 
 def settle_states(output_dir: Path, output_name: str) -> None:
     """Make each complete state's train_state.json count from the run's start (`state_step`),
-    once: what a resumed sd-scripts reads, as a user's own `--resume` of it would too. It
-    writes train_state.json before the rest, so a state complete here is written to no more."""
+    once: what a resumed sd-scripts reads, as a user's own `--resume` of it would too.
+    sd-scripts writes train_state.json before the rest of a state, so is done with it here."""
     for folder in _state_folders(output_dir, output_name):
         data = _train_state(folder)
         if data is not None and COUNTED_FROM not in data:
