@@ -223,11 +223,13 @@ def test_a_demo_that_trained_for_real_goes_on_from_its_run(tmp_path: Path) -> No
     assert _earlier(tmp_path, "melanoma") == AFRESH
 
 
-def test_a_demo_stopped_before_its_first_save_trains_over_when_run_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["crash", "final-save-fails"])
+def test_a_demo_that_left_no_state_to_go_on_from_trains_over_when_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """The demo's run saves once, at its end: one stopped or failed before that left nothing
-    to resume, and every re-run was refused ('no saved training state … --resume --force',
-    options demo lacks)."""
+    to resume, and one whose final LoRA's save then failed left a state at its last step,
+    which sd-scripts cannot go on from; every re-run was refused ('no saved training state'
+    or 'at step N of N', each with '--resume --force', options demo lacks)."""
     from medsynth_kohya.pipeline import demo
 
     from .fake_gen import PYTHON, install_gpus, make_fake_gen
@@ -237,7 +239,7 @@ def test_a_demo_stopped_before_its_first_save_trains_over_when_run_again(
     monkeypatch.setenv("MEDSYNTH_SD_SCRIPTS", str(fake.sd_scripts))
     monkeypatch.setenv("MEDSYNTH_SD_PYTHON", PYTHON)
     monkeypatch.setattr(demo, "base_model_cached", lambda *_: True)
-    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    monkeypatch.setenv("FAKE_SD_MODE", mode)
     out = tmp_path / "demo"
     assert demo.run_demo(out, n=8, workers=1).training.status == "failed"
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
@@ -247,31 +249,6 @@ def test_a_demo_stopped_before_its_first_save_trains_over_when_run_again(
                                           "leaving no state to go on from: it started over")
     assert (out / "run" / "output" / "melanoma.safetensors").is_file()
     assert demo.run_demo(out, n=8, workers=1).training.status == "succeeded"
-
-
-def test_a_demo_whose_final_lora_was_lost_after_its_one_save_trains_over(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo's one save is its final state: a run whose final LoRA's save then failed left
-    a state sd-scripts cannot go on from, and every re-run resumed into train's refusal ("at
-    step N of N ... --resume --force", options demo lacks)."""
-    from medsynth_kohya.pipeline import demo
-
-    from .fake_gen import PYTHON, install_gpus, make_fake_gen
-
-    fake = make_fake_gen(tmp_path / "fake", monkeypatch)
-    install_gpus(fake, tmp_path / "fake", monkeypatch, 1)
-    monkeypatch.setenv("MEDSYNTH_SD_SCRIPTS", str(fake.sd_scripts))
-    monkeypatch.setenv("MEDSYNTH_SD_PYTHON", PYTHON)
-    monkeypatch.setattr(demo, "base_model_cached", lambda *_: True)
-    monkeypatch.setenv("FAKE_SD_MODE", "final-save-fails")
-    out = tmp_path / "demo"
-    assert demo.run_demo(out, n=8, workers=1).training.status == "failed"
-    monkeypatch.setenv("FAKE_SD_MODE", "normal")
-    again = demo.run_demo(out, n=8, workers=1)
-    assert again.training.status == "succeeded", again.training.message
-    assert again.training.warnings[0].endswith("stopped leaving no state to go on from: it "
-                                               "started over")
-    assert (out / "run" / "output" / "melanoma.safetensors").is_file()
 
 
 def test_a_demo_of_other_photos_is_refused_where_its_run_trained_for_real(
