@@ -21,7 +21,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -584,6 +584,24 @@ def count_steps(output_dir: Path, output_name: str, resumed: Path | None,
             files.write_json(output_dir / STEP_OFFSET,
                              {"offset": step // per_epoch * per_epoch})
     return on_line
+
+
+def from_run_start(output_dir: Path, on_progress: Callable[[StepProgress], None] | None,
+                   ) -> Callable[[StepProgress], None] | None:
+    """`on_progress` told the run's own step and the time left to its end, where a resumed
+    sd-scripts counts from 0 again (STEP_OFFSET): its bar would stop short of its total."""
+    if on_progress is None:
+        return None
+
+    def shifted(progress: StepProgress) -> None:
+        offset = _step_offset(output_dir)
+        if offset:
+            step = min(progress.step + offset, progress.total)
+            rate = progress.seconds_per_step
+            progress = replace(progress, step=step, eta_seconds=None if rate is None
+                               else (progress.total - step) * rate)
+        on_progress(progress)
+    return shifted
 
 
 def _state_folders(output_dir: Path, output_name: str) -> list[Path]:

@@ -989,9 +989,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     final = folder.final_lora(name)
     counting = launch.count_steps(folder.output, name, state_dir,
                                   int(options.get("gradient_accumulation_steps") or 1))
+    shown = launch.from_run_start(folder.output, on_progress)
     try:
         outcome = launch.run(command, log, on_progress=_pruning(
-            folder.output, name, on_progress) if pruning else on_progress, on_line=counting)
+            folder.output, name, shown) if pruning else shown, on_line=counting)
     except launch.StartError as exc:  # nothing ran: a failed run, which --force starts over
         advice = next_step("failed", final, state_dir, limit)
         folder.save(replace(record, status="failed", end=_now(), message=f"{exc}; {advice}"))
