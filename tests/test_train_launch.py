@@ -392,19 +392,20 @@ def test_a_resumed_runs_progress_counts_from_the_runs_start(
         prepared: Path, fake_sd: FakeSd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A resumed sd-scripts counts its bar from 0 again to the run's whole total: the bar
     said 1/6N after a resume at 2N and stopped at 4N/6N, its time left that of the whole run."""
-    run = tmp_path / "run"
+    run, sd_scripts = tmp_path / "run", fake_sd.sd_scripts
     settings = ["save_state=true", "save_every_n_epochs=1", "save_every_n_steps=100000"]
-    tools = {"sd_scripts": fake_sd.sd_scripts, "python": sys.executable}
-    per_epoch = train(prepared, "cpu-smoke", overrides=[*settings, "max_train_steps=1"],
-                      run_dir=run, dry_run=True, **tools).plan.steps_per_epoch  # type: ignore[union-attr]
+    planned = train(prepared, "cpu-smoke", overrides=[*settings, "max_train_steps=1"],
+                    run_dir=run, dry_run=True, sd_scripts=sd_scripts, python=sys.executable)
+    assert planned.plan is not None
+    per_epoch = planned.plan.steps_per_epoch
     monkeypatch.setenv("FAKE_SD_MODE", "crash")
     monkeypatch.setenv("FAKE_SD_CRASH_STEP", str(2 * per_epoch + 1))  # after epoch 2's state
     train(prepared, "cpu-smoke", overrides=[*settings, f"max_train_steps={6 * per_epoch}"],
-          run_dir=run, force=True, **tools)
+          run_dir=run, force=True, sd_scripts=sd_scripts, python=sys.executable)
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
     seen: list[launch.StepProgress] = []
     assert train(prepared, run_dir=run, resume=True, on_progress=seen.append,
-                 **tools).status == "succeeded"
+                 sd_scripts=sd_scripts, python=sys.executable).status == "succeeded"
     assert seen[0].step == 2 * per_epoch and seen[-1].step == seen[-1].total == 6 * per_epoch
     assert {progress.total for progress in seen} == {6 * per_epoch}
 
