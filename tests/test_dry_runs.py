@@ -171,3 +171,24 @@ def test_the_train_dry_run_renders_a_new_run_folder_and_nothing_else(
     after = _tree(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("runs/")} == before
     assert {Path(k).name for k in after if k.startswith("runs/")} == RENDERED
+
+
+def test_a_sample_dry_run_without_sd_scripts_shows_its_install_first(
+        runner: CliRunner, trained: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its command went `cd` into a sd-scripts folder that did not exist, as train's and
+    demo's did before they showed the install step."""
+    import shlex
+
+    from medsynth_kohya.sdscripts import checkout
+
+    monkeypatch.setattr(checkout, "checkout_root", lambda: None)  # as from a wheel
+    monkeypatch.delenv(checkout.ENV_DIR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home" / "data"))
+    code, stdout, stderr = invoke(runner, "sample", "--lora", trained, "--n", 2, "--out",
+                                  tmp_path / "synth", "--dry-run")
+    assert code == 0, stdout + stderr
+    line = stdout.splitlines()[-1]
+    assert line.startswith("medsynth-kohya install-sd-scripts && cd "
+                           f"{shlex.quote(str(checkout.user_dir()))} && "), line

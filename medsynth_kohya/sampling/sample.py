@@ -243,7 +243,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                             else prompts_file(folder))
             command = launch.gen_command(runner, sd_dir.resolve(), {
                 **gen, "from_file": str(prompts_path.resolve()),
-                "outdir": str((folder / "out").resolve())}, device=devices[k])
+                "outdir": str((folder / "out").resolve())}, device=devices[k],
+                first="" if k else checkout.install_step(location))  # installed once
             shards.append(Shard(k, devices[k], tuple(indices), command,
                                 out / "logs" / f"shard-{tag or ''}{k}.log",
                                 machine="" if shard is None else f"{shard.k}/{shard.count}"))

@@ -766,13 +766,14 @@ def gen_flags(options: Mapping[str, object]) -> list[str]:
 
 
 def gen_command(python: str, sd_scripts: Path, options: Mapping[str, object], *,
-                device: str | None = None) -> Command:
+                device: str | None = None, first: str = "") -> Command:
     """`python sdxl_gen_img.py` with `options`, run in the checkout; `device` becomes
-    CUDA_VISIBLE_DEVICES, so the process sees that one GPU only."""
+    CUDA_VISIBLE_DEVICES, so the process sees that one GPU only. `first`: the step that
+    installs sd-scripts there, where it is missing (shown only)."""
     env = dict(ENV)
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
-    return Command([python, GEN_SCRIPT, *gen_flags(options)], sd_scripts, env)
+    return Command([python, GEN_SCRIPT, *gen_flags(options)], sd_scripts, env, first)
 
 
 def _start(command: Command) -> subprocess.Popen[bytes]:
