@@ -319,10 +319,9 @@ def _train_action(run: Path, digest: str, state: _State, name: str,
         steps = record.expected_steps or steps
         if train.finished_lora(folder.final_lora(name), steps):
             return FINISHED, ""
-        saved = launch.latest_state(folder.output, name)
+        saved, end = train.newest_state(run, record, steps)
         if record.status == "succeeded" or saved is None:
             return "run", ""
-        end = train.at_end(saved, train.record_limit(record, steps), name)
         if not end:
             return "resume", ""
         return "run", (f"the earlier training's newest state, {saved.name}, {end}, and it left "
@@ -714,9 +713,7 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
                 raise KeyboardInterrupt  # the CLI says: re-run the same command
         if trained.status != "succeeded":
             state.record("train", train_digest, trained.status)
-            saved = launch.latest_state(RunFolder(run).output, name)
-            end = "" if saved is None else train.at_end(
-                saved, train.record_limit(RunFolder(run).load()), name)
+            saved, end = train.newest_state(run, RunFolder(run).load())
             again = ("to resume" if saved is not None and not end
                      else "to train over (no state was saved to resume from)" if saved is None
                      else f"to train over (its newest state, {saved.name}, {end})")

@@ -462,13 +462,24 @@ def finish_advice(record: RunRecord, run_dir: Path) -> str:
     """How to finish a run that did not succeed, as train's own failure words it: `--resume`
     from its newest saved state, else over again with `--resume --force` (--resume refuses)."""
     resume = launch.resume_command(record.dataset.prepared if record.dataset else None, run_dir)
-    name = record.output_name
-    state = launch.latest_state(RunFolder(run_dir).output.resolve(), name) if name else None
-    why = _unresumable(state, record_limit(record), name)
+    state, _ = newest_state(run_dir, record)
+    why = _unresumable(state, record_limit(record), record.output_name)
     if not why:
         return f"finish it with `{resume.line()}`"
     fix = "fix what failed and " if record.status == "failed" else ""
     return f"{why}: {fix}start over with `{resume.line()} --force` (same settings)"
+
+
+def newest_state(run_dir: Path, record: RunRecord, steps: int | None = None,
+                 ) -> tuple[Path | None, str]:
+    """A recorded run's newest complete state, and why sd-scripts cannot go on from it ("" when
+    it can, or there is none; `steps` where the record has none): what its advice and
+    reproduce's next action are decided by."""
+    name = record.output_name
+    state = launch.latest_state(RunFolder(run_dir).output.resolve(), name) if name else None
+    if state is None or not name:
+        return state, ""
+    return state, at_end(state, record_limit(record, steps), name)
 
 
 def _unresumable(state: Path | None, limit: int | None, name: str) -> str:
