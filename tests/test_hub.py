@@ -18,9 +18,9 @@ from medsynth_kohya import files
 from medsynth_kohya.data import archive, manifest
 from medsynth_kohya.data.prepare import PrepareOptions
 from medsynth_kohya.data.prepared import PreparedFolder
-from medsynth_kohya.data.sources import ISIC2020, Source
+from medsynth_kohya.data.sources import ARCHIVE, HAM10000, ISIC2020, OWN, Source
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.hub import contents
+from medsynth_kohya.hub import card, contents
 from medsynth_kohya.hub import push as hubmod
 from medsynth_kohya.sdscripts import render
 
@@ -669,6 +669,27 @@ def test_a_licence_the_hub_does_not_know_is_refused_before_anything_is_sent(
                              "--show", "README.md")
     assert code == 0 and "license: mit" in stdout.splitlines()
     assert fake_hub.requests == []
+
+
+def test_a_licence_allowing_commercial_use_of_non_commercial_data_is_warned_of(
+        runner: CliRunner, fake_hub: FakeHub, run: Path) -> None:
+    """ISIC challenge images are CC-BY-NC 4.0: a push under a licence that allows commercial
+    use says so on the command line, not only in the card; a non-commercial one says nothing."""
+    code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--license", "mit",
+                                  "--endpoint", fake_hub.url, "--dry-run")
+    assert code == 0, stdout + stderr
+    assert squeezed("--license mit allows commercial use, but the ISIC 2020 training images "
+                    "are CC-BY-NC 4.0") in squeezed(stderr)
+    for license in ("cc-by-nc-sa-4.0", "fair-noncommercial-research-license"):
+        code, stdout, stderr = invoke(runner, "push", run, "--repo-id", REPO, "--license",
+                                      license, "--endpoint", fake_hub.url, "--dry-run")
+        assert code == 0 and "commercial" not in squeezed(stderr), stdout + stderr
+    assert card.licence_warnings(card.TrainingData(HAM10000), "apache-2.0") == [
+        "--license apache-2.0 allows commercial use, but the HAM10000 training images are for "
+        "non-commercial use: their terms may not let you release derived weights so; use "
+        "--license cc-by-nc-4.0 unless you hold other rights"]
+    for origin in (ARCHIVE, OWN, card.DEMO, None):
+        assert card.licence_warnings(card.TrainingData(origin), "mit") == []
 
 
 def test_a_changed_manifest_is_not_described(fake_hub: FakeHub, run: Path) -> None:

@@ -505,6 +505,23 @@ def _data_terms(data: TrainingData, license: str) -> str:
             "limit what you can do with weights derived from them.")
 
 
+def licence_warnings(data: TrainingData, license: str) -> list[str]:
+    """A warning when `license` allows commercial use of weights trained on images whose terms
+    forbid it (an ISIC challenge set's CC-BY-NC 4.0, HAM10000's): the card says so, the
+    command line should too."""
+    if "-nc" in license or "noncommercial" in license:
+        return []
+    challenge = _CHALLENGES.get(data.origin or "")
+    terms = (f"the {challenge.name} training images are CC-BY-NC 4.0" if challenge else
+             "the HAM10000 training images are for non-commercial use" if
+             data.origin == HAM10000 else None)
+    if terms is None:
+        return []
+    return [f"--license {license} allows commercial use, but {terms}: their terms may not let "
+            f"you release derived weights so; use --license {DEFAULT_LICENSE} unless you hold "
+            "other rights"]
+
+
 def _citation(data: TrainingData) -> str:
     """The card's citation section."""
     challenge = _CHALLENGES.get(data.origin or "")

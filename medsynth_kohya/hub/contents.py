@@ -30,6 +30,7 @@ from medsynth_kohya.hub.card import (
     base_model,
     base_warnings,
     filled,
+    licence_warnings,
     metadata,
     render_card,
     spread_section,
@@ -654,7 +655,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     grid_path = _sample_path(grid.name) if grid else None
     spread, spread_warnings, synthetic, types = spread_section(record)
     data, data_warnings = training_data(record, synthetic)
-    warnings += spread_warnings + data_warnings + base_warnings(trained_on)
+    warnings += (spread_warnings + data_warnings + licence_warnings(data, license)
+                 + base_warnings(trained_on))
     if synthetic:
         warnings.append("the run trained on the synthetic demo data; the card says so")
 
