@@ -146,6 +146,11 @@ def test_an_unfinished_runs_lora_says_which_file_and_how_to_finish(tmp_path: Pat
     assert lora_source(run, None).notes == (
         f"run {run} wrote its final LoRA melanoma.safetensors, but its status is failed (see "
         f"{run / 'train.log'}): check why before trusting the images",)
+    whole = _run(tmp_path / "whole", status="interrupted", expected_steps=40)
+    write_lora(whole / "output" / "melanoma.safetensors", {"ss_steps": "40"})
+    assert lora_source(whole, None).notes == ()  # saved at its last step, stopped after
+    write_lora(whole / "output" / "melanoma.safetensors", {"ss_steps": "39"})
+    assert "but its status is interrupted" in lora_source(whole, None).notes[0]
     chosen = lora_source(final, None)  # a file chosen by name: its run is read, no note
     assert chosen.notes == () and chosen.record is not None and chosen.record.status == "failed"
     final.unlink()

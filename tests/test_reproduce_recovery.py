@@ -223,6 +223,7 @@ def test_a_run_stopped_after_its_final_lora_was_written_goes_on_to_sample(
     again = reproduce(isic2020.root, workdir, **_options(fake))
     assert _actions(again)["train"].startswith("skip"), _actions(again)
     assert again.lora == done.lora and done.lora.read_bytes() == lora
+    assert not [w for w in again.warnings if "interrupted" in w], again.warnings
     assert not list((workdir / "run").glob("output.*")), list((workdir / "run").iterdir())
     third = reproduce(isic2020.root, workdir, **_options(fake))
     assert _actions(third)["train"] == "skip (inputs unchanged)"

@@ -17,7 +17,7 @@ from medsynth_kohya.data.prepared import PreparedFolder, PreparedState
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.training.record import RECORD_FILE, DatasetRecord, RunFolder, RunRecord
-from medsynth_kohya.training.train import finish_advice
+from medsynth_kohya.training.train import finish_advice, finished_lora
 
 if TYPE_CHECKING:
     from medsynth_kohya.hub.pull import PulledLora
@@ -108,10 +108,14 @@ def _outside(given: Path, file: Path) -> tuple[str, ...]:
 
 def _unfinished(given: Path, file: Path, record: RunRecord | None) -> tuple[str, ...]:
     """A note when a run folder's LoRA comes from a run that did not succeed (interrupted,
-    failed, killed): a save from before its end, or its final file written before it failed."""
+    failed, killed): a save from before its end, or its final file written before it failed.
+    None for a final LoRA saved at the run's last step (`train.finished_lora`): the training's
+    result, which `reproduce` goes on from as well."""
     if not given.is_dir() or record is None or record.status in ("succeeded", None):
         return ()
     if file.name == f"{record.output_name}.safetensors":
+        if finished_lora(file, record.expected_steps):
+            return ()
         return (f"run {given} wrote its final LoRA {file.name}, but its status is "
                 f"{record.status} (see {RunFolder(given).log}): check why before trusting the "
                 "images",)
