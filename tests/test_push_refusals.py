@@ -46,7 +46,7 @@ def test_a_cluster_path_in_a_sample_image_is_refused_with_a_show_command_that_wo
 
     line = one_line_error(*invoke(runner, "push", run, "--repo-id", REPO, "--samples", synth,
                                   "--license", "mit", "--endpoint", fake_hub.url))
-    assert ("samples/SYN_0000000.png would publish the local path /scratch/bob/sd.safetensors "
+    assert ("samples/SYN_0000000.png would publish the path /scratch/bob/sd.safetensors "
             "(PNG text chunk parameters)") in line
     assert f"save {shlex.quote(str(image))} again without its text chunks" in line
     assert REPO not in fake_hub.repos
@@ -67,7 +67,7 @@ def test_a_path_in_the_lora_metadata_is_refused_and_shown_as_json(
 
     line = one_line_error(*invoke(runner, "push", run, "--repo-id", REPO, "--all-checkpoints",
                                   "--endpoint", fake_hub.url))
-    assert ("melanoma.safetensors would publish the local path /scratch/bob/isic (metadata "
+    assert ("melanoma.safetensors would publish the path /scratch/bob/isic (metadata "
             "ss_training_comment)") in line
     assert " --all-checkpoints --show melanoma.safetensors`" in line
     assert f"write the metadata of {lora} without it" in line

@@ -132,8 +132,8 @@ def test_the_scan_finds_each_private_thing_and_names_it(tmp_path: Path) -> None:
         f"key {SECRET}": "a secret value (a token, or a value of a key that names a secret)",
         f"cache {home}/x": f"the home folder {home}",
         f"made by {USER.upper()} on a laptop": f"the user name {USER!r}",
-        "weights at /usr/share/models/x.bin": "the local path /usr/share/models/x.bin",
-        r"weights at C:\Users\x\y.bin": r"the local path C:\Users\x\y.bin",
+        "weights at /usr/share/models/x.bin": "the path /usr/share/models/x.bin",
+        r"weights at C:\Users\x\y.bin": r"the path C:\Users\x\y.bin",
         f"prefix {sys.prefix}/lib": f"the local path {sys.prefix}",
         f"working in {Path.cwd()}/x": f"the local path {Path.cwd()}",
     }
@@ -249,7 +249,7 @@ def test_every_block_of_a_large_text_file_is_searched_as_text(
     path = tmp_path / "report.html"
     for at in (0, 58, 64, 150):
         for planted, finding in ((USER, f"the user name {USER!r}"),
-                                 ("/usr/share/x", "the local path /usr/s")):
+                                 ("/usr/share/x", "the path /usr/s")):
             data = bytearray(b" " * 300)
             data[at:at + len(planted)] = planted.encode()
             path.write_bytes(bytes(data))
@@ -326,13 +326,13 @@ def test_a_path_of_another_machine_is_found_and_named_where_it_stands(tmp_path: 
     comment = "trained by bob from /scratch/bob/isic on gpu17"
     assert policy.findings(_safetensors({"ss_training_comment": comment}, b"\0" * 16),
                            "l.safetensors") == (
-        "the local path /scratch/bob/isic (metadata ss_training_comment)")
+        "the path /scratch/bob/isic (metadata ss_training_comment)")
     assert policy.findings(png((b"tEXt", b"parameters\0--ckpt /scratch/bob/sd.safetensors")),
                            "s.png") == (
-        "the local path /scratch/bob/sd.safetensors (PNG text chunk parameters)")
+        "the path /scratch/bob/sd.safetensors (PNG text chunk parameters)")
     for text, found in (("from ~bob/isic", "~bob/isic"), (r"at D:\U\bob\x", r"D:\U\bob\x"),
                         ("at E:/U/bob/x", "E:/U/bob/x"), ("--vae=/work/m/v.pt", "/work/m/v.pt")):
-        assert policy.findings(text.encode(), "notes.txt") == f"the local path {found}", text
+        assert policy.findings(text.encode(), "notes.txt") == f"the path {found}", text
     sd_scripts = {"ss_output_name": "melanoma", "ss_dataset_dirs": json.dumps(
         {"4_melanoma": {"n_repeats": 4, "img_count": 7}}), "ss_sd_model_name":
         "stabilityai/stable-diffusion-xl-base-1.0", "ss_optimizer":

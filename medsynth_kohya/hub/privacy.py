@@ -237,7 +237,7 @@ class Policy:
         text = _DATA_URI.sub(" ", text)
         found = next(filter(None, (pattern.search(text) for pattern in (
             _ABSOLUTE, _HOME_OF, _WINDOWS))), None)
-        return f"the local path {found.group(1)}" if found else None
+        return f"the path {found.group(1)}" if found else None
 
     def findings(self, data: bytes, name: str, own: Sequence[str] = (),
                  named: str | None = None) -> str | None:
