@@ -596,3 +596,20 @@ def test_a_resumed_launchs_states_count_from_the_runs_start(tmp_path: Path) -> N
         launch.count_steps(tmp_path, "melanoma", None, 1)
         assert json.loads((later / "train_state.json").read_text())["current_step"] == 68
         assert launch.state_step(later) == 68
+
+
+def test_a_resumed_runs_final_lora_is_finished_by_the_runs_own_steps(tmp_path: Path) -> None:
+    """A resumed sd-scripts counts ss_steps from the epoch it went on at and trains to that
+    epoch's end: the final LoRA's run steps add the launch's offset, and reach max_train_steps
+    (or pass it) only then."""
+    from medsynth_kohya.training.train import finished_lora
+
+    from .fake_gen import write_lora
+
+    final = write_lora(tmp_path / "melanoma.safetensors", {"ss_steps": "40"})
+    assert launch.final_steps(final) == 40 and not finished_lora(final, 100)
+    (tmp_path / launch.STEP_OFFSET).write_text(json.dumps({"offset": 60}))
+    assert launch.final_steps(final) == 100
+    assert finished_lora(final, 100) and finished_lora(final, 96)
+    assert not finished_lora(final, 101) and not finished_lora(final, None)
+    assert launch.final_steps(write_lora(tmp_path / "bare.safetensors")) is None

@@ -541,6 +541,17 @@ def _step_offset(output_dir: Path) -> int:
     return offset if type(offset) is int and offset > 0 else 0
 
 
+def final_steps(final: Path) -> int | None:
+    """The run's steps a final LoRA was saved after: its `ss_steps`, which a resumed sd-scripts
+    counts from the start of the epoch it went on at, plus the steps that launch left out
+    (STEP_OFFSET beside it); None where its header records no steps."""
+    metadata = (files.safetensors_header(final) or {}).get("__metadata__")
+    steps = metadata.get("ss_steps") if isinstance(metadata, dict) else None
+    if not (isinstance(steps, str) and steps.isdigit()):
+        return None
+    return int(steps) + _step_offset(final.parent)
+
+
 def state_step(folder: Path) -> int:
     """The run's step a complete state folder was saved at: its train_state.json's, plus the
     steps its launch did not count where `settle_states` has not added them yet; -1 when it is

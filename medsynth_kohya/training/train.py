@@ -494,10 +494,10 @@ def _unresumable(state: Path | None, limit: int | None, name: str) -> str:
 
 def finished_lora(final: Path, steps: int | None) -> bool:
     """Whether `final`, a run's final LoRA, is whole and was saved at its last step of `steps`
-    (sd-scripts' `ss_steps`): the training's result, even when the run was stopped after."""
-    metadata = (files.safetensors_header(final) or {}).get("__metadata__")
-    return (steps is not None and isinstance(metadata, dict)
-            and metadata.get("ss_steps") == str(steps))
+    (`launch.final_steps`; a resumed sd-scripts trains on to its last epoch's end, past
+    `steps`): the training's result, even when the run was stopped after."""
+    done = launch.final_steps(final)
+    return steps is not None and done is not None and done >= steps
 
 
 def record_limit(record: RunRecord, steps: int | None = None) -> int | None:
