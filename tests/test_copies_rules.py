@@ -282,8 +282,9 @@ def test_the_training_folder_is_the_one_the_run_trained_on_or_one_line(tmp_path:
     manifest = tmp_path / "prepared" / "manifest.csv"
     manifest.write_text("id\n", "utf-8")
     folder = tmp_path / "prepared"
-    assert copycheck.training_folder(_record(folder, files.sha256(manifest))) == folder
-    assert copycheck.training_folder(_record(folder)) == folder
+    for trained in (_record(folder, files.sha256(manifest)), _record(folder)):
+        with copycheck.training_folder(trained) as found:
+            assert found == folder
     bare = ("--check-copies needs the training images: give --lora a train run folder (its "
             "run.json names the prepared data), not a bare LoRA")
     gone = (f"--check-copies needs the training images, but the prepared folder "
@@ -295,6 +296,6 @@ def test_the_training_folder_is_the_one_the_run_trained_on_or_one_line(tmp_path:
     for record, message in ((None, bare), (RunRecord(), bare),
                             (_record(tmp_path / "gone"), gone),
                             (_record(folder, "0" * 64), again)):
-        with pytest.raises(UserError) as raised:
-            copycheck.training_folder(record)
+        with pytest.raises(UserError) as raised, copycheck.training_folder(record):
+            pass
         assert str(raised.value) == message

@@ -8,13 +8,16 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
+from medsynth_kohya import locks
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepare import prepare
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.evaluation import copycheck
 
-from .conftest import invoke
+from .conftest import invoke, one_line_error
+from .disk import checksums
 from .fake_gen import PYTHON, FakeGen, make_fake_gen, write_lora, write_run
+from .processes import finish, start, wait_for
 
 
 @pytest.fixture
@@ -93,3 +96,34 @@ def test_with_shards_the_shard_that_completes_the_set_checks_it(
     assert "no near-copies: 4 images checked against" in stdout
     recorded = copycheck.read(out)
     assert recorded is not None and len(recorded.checked) == 4
+
+
+def test_a_prepare_of_the_training_folder_is_refused_while_the_set_is_checked(
+        runner: CliRunner, tmp_path: Path, trained: tuple[Path, FakeGen],
+        isic2020: SyntheticSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sample read the training photos only after generating: a prepare started meanwhile
+    changed them, and the check (and push after it) trusted other photos. The prepared folder
+    is marked read for the whole run now, so that prepare is refused."""
+    run, fake = trained
+    prepared = tmp_path / "prepared"
+    before = checksums(prepared)
+    monkeypatch.setenv("FAKE_GEN_SLOW", "0.5")
+    sampling = start("sample", "--lora", run, "--n", 4, "--out", tmp_path / "synth",
+                     "--width", 64, "--height", 64, "--steps", 2, "--check-copies",
+                     "--sd-scripts", fake.sd_scripts, "--python", PYTHON)
+    try:
+        wait_for(lambda: bool(fake.calls()) or sampling.poll() is not None,
+                 what="the generator to start")
+        assert sampling.poll() is None, finish(sampling).stderr
+        code, stdout, stderr = invoke(runner, "prepare", isic2020.root, "--out", prepared,
+                                      "--force", "--query", 'sex == "female"', "--workers", 1)
+    finally:
+        done = finish(sampling)
+    error = one_line_error(code, stdout, stderr)
+    assert f"{prepared} is being read by `medsynth-kohya sample` (pid {sampling.pid}" in error
+    assert checksums(prepared) == before
+    assert done.code == 0, done.stderr
+    training = manifest.read(prepared / "manifest.csv")
+    checked = copycheck.read(tmp_path / "synth")
+    assert checked is not None and checked.n_training == int((training["split"] == "train").sum())
+    assert locks.readers(prepared) == []

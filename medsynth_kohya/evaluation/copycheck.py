@@ -15,14 +15,15 @@ An image changed since its check (a digest that no longer matches) counts as unc
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medsynth_kohya import files
+from medsynth_kohya import files, locks
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copies, sets
 from medsynth_kohya.sampling.synthset import IMAGES
@@ -66,9 +67,11 @@ class CopyCheck:
                 f"training photos of {self.training}: {pairs}{more}")
 
 
-def training_folder(record: RunRecord | None) -> Path:
+@contextlib.contextmanager
+def training_folder(record: RunRecord | None, *, break_lock: bool = False) -> Iterator[Path]:
     """The prepared folder a LoRA's run record names, which must still be on this machine and
-    hold what the run trained on (else the check would look at other photos)."""
+    hold what the run trained on (else the check would look at other photos), marked read by
+    `sample` while the block runs: a prepare into it is refused until the set is checked."""
     folder = record.prepared if record else None
     if folder is None:
         raise UserError("--check-copies needs the training images: give --lora a train run "
@@ -76,12 +79,14 @@ def training_folder(record: RunRecord | None) -> Path:
     if not folder.is_dir():
         raise UserError(f"--check-copies needs the training images, but the prepared folder "
                         f"{folder} the run was trained on is not on this machine")
-    if record is not None and record.prepared_again():
-        raise UserError(f"--check-copies needs the photos the LoRA was trained on, but {folder} "
-                        "was prepared again since the run trained on it (manifest changed): "
-                        "leave out --check-copies and evaluate the set with --real <the ISIC "
-                        "download it was prepared from>, or train again")
-    return folder
+    with locks.reading(folder, "sample"):  # marked, then checked: see locks.ensure_unread
+        locks.ensure_idle(folder, "sample", writers=("prepare",), break_lock=break_lock)
+        if record is not None and record.prepared_again():
+            raise UserError(f"--check-copies needs the photos the LoRA was trained on, but "
+                            f"{folder} was prepared again since the run trained on it (manifest "
+                            "changed): leave out --check-copies and evaluate the set with --real "
+                            "<the ISIC download it was prepared from>, or train again")
+        yield folder
 
 
 def check(synthetic: Path, real: Path, threshold: float = copies.THRESHOLD,

@@ -158,7 +158,7 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
     run_dir = lora_run(lora)
     with (locks.reading(run_dir, "sample") if run_dir else contextlib.nullcontext(),
           locks.hold(out, "sample", part=None if shard is None else shard.part,
-                     break_lock=break_lock) as lock):
+                     break_lock=break_lock) as lock, contextlib.ExitStack() as marks):
         if run_dir:  # after marking it read: a train starting now refuses to change its LoRA
             locks.ensure_idle(run_dir, "sample", break_lock=break_lock)
         ensure_alone(out, shard)
@@ -166,7 +166,7 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
         notes = [note for note in (lock.note, *notes) if note]
         result = _sample(lora, out, options, sd_scripts, python, dry_run,
                          force, break_lock, shard, finalize, detect, job_gpus, on_progress,
-                         check_copies, None if on_launch is None
+                         marks if check_copies else None, None if on_launch is None
                          else lambda found: on_launch((*notes, *found)))
     return replace(result, warnings=(*notes, *result.warnings))
 
@@ -175,8 +175,10 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
             python: str | None, dry_run: bool, force: bool, break_lock: bool,
             shard: MachineShard | None, finalize: bool, detect: Callable[[], list[Gpu]],
             job_gpus: int | None, on_progress: Progress | None,
-            check_copies: bool, on_launch: Callable[[tuple[str, ...]], None] | None,
-            ) -> SampleResult:
+            check_copies: contextlib.ExitStack | None,
+            on_launch: Callable[[tuple[str, ...]], None] | None) -> SampleResult:
+    """The run `sample` holds its locks for; with `check_copies`, the stack that keeps the
+    training photos marked read until the set is checked (`copycheck.training_folder`)."""
     check_options(options)
     options = replace(options, like=like_manifest(options.like))
     settings = generation_settings(options)
@@ -186,7 +188,8 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
     options = replace(options, base_model=options.base_model
                       or (pulled.base_model if pulled else None))
     check_lora(lora_file)
-    training = copycheck.training_folder(record) if check_copies else None
+    training = None if check_copies is None else check_copies.enter_context(
+        copycheck.training_folder(record, break_lock=break_lock))
     names = training_captions(record, options.like)
     source, n = prompt_source(options, options.n, record, names, break_lock=break_lock)
     arguments.check_seed(options.seed, n)
@@ -212,7 +215,7 @@ def _sample(lora: Path, out: Path, options: SampleOptions, sd_scripts: Path | No
                 diagnosis=names.diagnosis, lora_hub=pulled.origin if pulled else None)
     schema_rows(plan, options.metadata_style)  # metadata.csv can hold every row: before any image
     written = [*outputs(plan, len(devices), "" if shard is None else f"{shard.name}."),
-               *([copycheck.NAME] if check_copies else [])]
+               *([copycheck.NAME] if check_copies is not None else [])]
     same = claim(out, identity, plan, written, force)
     problems, warnings = preflight(location, runner, out, gpus, gen)
     problems = [*absent, *problems]
