@@ -1191,3 +1191,20 @@ def test_settings_the_generation_cannot_take_are_named_on_one_line(
     assert any("no_such_option" in p for p in problems), line
     assert any("other_unknown" in p for p in problems), line
     assert line.endswith("; fix each"), line
+
+
+@pytest.mark.parametrize("given", ["{run}", "{run}/.", "{run}/output/../."])
+@pytest.mark.parametrize("lora", ["{run}", "{run}/output/melanoma.safetensors"])
+def test_out_cannot_be_the_run_folder_it_samples_from(runner: CliRunner, run: Path,
+                                                      fake_gen: FakeGen, given: str,
+                                                      lora: str) -> None:
+    """It was refused as "being read by" its own pid, telling the user to wait for itself."""
+    before, listing = checksums(run), entries(run)
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", lora.format(run=run), "--out",
+                                   given.format(run=run), "--n", 2, *SMALL)
+    error = one_line_error(code, stdout, stderr)
+    assert "is being read by" not in error and str(os.getpid()) not in error, error
+    assert f"--out {Path(given.format(run=run))} is the run folder --lora samples from" in error
+    assert "give another --out" in error
+    assert checksums(run) == before and entries(run) == listing
+    assert fake_gen.calls() == []

@@ -381,3 +381,19 @@ def test_settings_the_training_cannot_take_are_named_on_one_line(
     assert any("no_such_option" in p for p in problems), line
     assert any("max_train_steps" in p for p in problems), line
     assert line.endswith("; fix each"), line
+
+
+@pytest.mark.parametrize("extra", [(), ("--dry-run",), ("--resume",)])
+def test_run_dir_cannot_be_the_prepared_folder_it_trains_on(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, extra: tuple[str, ...]) -> None:
+    """It was refused as "being read by" its own pid, telling the user to wait for itself."""
+    before = checksums(prepared)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke",
+                                  "--run-dir", prepared / ".", "--sd-scripts", fake_sd.sd_scripts,
+                                  "--python", sys.executable, *extra)
+    line = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert "is being read by" not in line and str(os.getpid()) not in line, line
+    assert (f"--run-dir {prepared} is the prepared folder train reads: train writes the run "
+            "into a folder of its own; give another --run-dir, or leave it out") in line, line
+    assert checksums(prepared) == before and not fake_sd.record.exists()

@@ -156,6 +156,10 @@ def sample(lora: arguments.PathArg, out: arguments.PathArg,
         raise UserError(f"--finalize: {out} holds no set made by sample yet; run its shards "
                         "first")
     run_dir = lora_run(lora)
+    if run_dir is not None and (resolved := run_dir.resolve()) == out.resolve():
+        raise UserError(f"--out {out} is the run folder --lora samples from: sample writes the "
+                        "set into a folder of its own; give another --out, such as "
+                        f"{resolved.with_name(f'{resolved.name}-samples')}")
     with (locks.reading(run_dir, "sample") if run_dir else contextlib.nullcontext(),
           locks.hold(out, "sample", part=None if shard is None else shard.part,
                      break_lock=break_lock) as lock, contextlib.ExitStack() as marks):

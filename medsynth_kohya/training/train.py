@@ -587,6 +587,10 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
                                                                                 "overrides")
     run_dir = arguments.optional_path(run_dir, "run_dir")
     sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
+    if run_dir is not None and run_dir.resolve() == prepared.resolve():
+        raise UserError(f"--run-dir {run_dir} is the prepared folder train reads: train writes "
+                        "the run into a folder of its own; give another --run-dir, or leave it "
+                        f"out for {RUNS_ROOT}/<preset>-<time>")
     cluster, gpus = _settle(cluster, gpus)
     # a dry run and --resume read PREPARED too: a first prepare still writing it is no "not
     # prepared" (one starting later is refused by the check after `reading` below)
