@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth_kohya.data.fetch import MARK_FILE
+from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts.launch import ISIC_MELANOMA_SEARCH
 
 from .conftest import invoke
@@ -218,6 +219,45 @@ def test_a_download_that_exits_0_without_its_metadata_is_a_failure(
     assert code == 1 and " ".join(stderr.split()).endswith(
         f"Error: isic-cli finished but wrote no metadata.csv or images into "
         f"{tmp_path / 'empty'}; {check}"), stderr
+
+
+def test_an_unfinished_download_given_to_prepare_says_to_finish_it(
+        runner: CliRunner, tmp_path: Path, fake_isic: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch cut short (images, no metadata.csv) was refused as holding no ISIC metadata,
+    with --metadata advice that cannot work: the fix is the same fetch-isic again."""
+    from medsynth_kohya.data.prepare import prepare
+
+    out = tmp_path / "my isic"
+    monkeypatch.setenv("FAKE_ISIC_NO_METADATA", "1")
+    monkeypatch.setenv("FAKE_ISIC_EXIT", "1")
+    assert invoke(runner, "fetch-isic", "--out", out, "--limit", 4)[0] == 1
+    again = shlex.join(["medsynth-kohya", "fetch-isic", "--out", str(out), "--limit", "4"])
+    said = f"{out} is an unfinished fetch-isic download: run `{again}` again to finish it"
+    for args in (("prepare", out, "--out", tmp_path / "data"),
+                 ("reproduce", out, "--workdir", tmp_path / "work", "--dry-run")):
+        code, stdout, stderr = invoke(runner, *args)
+        assert code == 1 and "Traceback" not in stdout + stderr, stderr
+        assert " ".join(stderr.split()) == f"Error: {said}", stderr
+    with pytest.raises(UserError) as raised:
+        prepare(out, tmp_path / "data")
+    assert str(raised.value) == said
+    assert not (tmp_path / "data").exists()
+    monkeypatch.delenv("FAKE_ISIC_NO_METADATA")
+    monkeypatch.delenv("FAKE_ISIC_EXIT")
+    code, _, stderr = invoke(runner, *shlex.split(again)[1:])
+    assert code == 0, stderr
+    assert invoke(runner, "prepare", out, "--out", tmp_path / "data")[0] == 0
+
+
+def test_an_unfinished_download_of_the_whole_set_says_the_plain_command(
+        runner: CliRunner, tmp_path: Path, fake_isic: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_ISIC_NO_METADATA", "1")
+    assert invoke(runner, "fetch-isic", "--out", tmp_path / "isic")[0] == 1
+    code, _, stderr = invoke(runner, "prepare", tmp_path / "isic", "--out", tmp_path / "data")
+    assert code == 1 and " ".join(stderr.split()).endswith(
+        f"run `medsynth-kohya fetch-isic --out {tmp_path / 'isic'}` again to finish it"), stderr
 
 
 @pytest.mark.parametrize(("args", "said"), [

@@ -6,6 +6,7 @@ and writes the layout `prepare` reads: `<isic_id>.jpg` files beside `metadata.cs
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +100,19 @@ def _fetch(out: Path, limit: int, search: str, collections: tuple[int, ...], dry
                         "command again")
     return FetchResult(out, command, images, ran=True,
                        warnings=tuple(note for note in (lock.note, *notes) if note))
+
+
+def again(folder: Path) -> launch.Command | None:
+    """The fetch-isic that continues the download in `folder` (its recorded --limit kept, the
+    only option of isic-cli's it has); None where fetch-isic never started one there."""
+    try:
+        argv = json.loads((folder / MARK_FILE).read_text(encoding="utf-8")).get("argv")
+    except (OSError, ValueError, AttributeError):
+        return None
+    args = ["fetch-isic", "--out", str(folder)]
+    if isinstance(argv, list) and "--limit" in argv[:-1]:
+        args += ["--limit", str(argv[argv.index("--limit") + 1])]
+    return launch.tool_command(*args)
 
 
 def _claim(out: Path) -> None:

@@ -333,6 +333,12 @@ def _find_metadata(root: Path, fix: str, csv_fix: str) -> Path:
         raise UserError(f"{root} is a folder medsynth-kohya wrote (prepared data, a synthetic "
                         "set, a run or a report), not an ISIC download: give the ISIC "
                         "download's folder")
+    from medsynth_kohya.data import fetch  # it imports this module
+
+    unfinished = fetch.again(root)
+    if unfinished is not None:
+        raise UserError(f"{root} is an unfinished fetch-isic download: run "
+                        f"`{unfinished.line()}` again to finish it")
     passed = f" (passed over {ours[0].name}, which medsynth-kohya wrote)" if ours else ""
     packed = [p.name for p in sorted(root.iterdir()) if p.is_file()
               and p.name.lower().endswith((*_SPREADSHEETS, *_TAR_SUFFIXES, ".zip", ".7z", ".rar"))]
