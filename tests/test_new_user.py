@@ -116,3 +116,59 @@ def test_a_long_path_in_a_summary_is_shown_whole_on_an_80_column_terminal(
     assert rows and max(len(line) for line in rows) == 80
     assert "…" not in stdout
     assert squeezed(f"metadata {source / isic2020.metadata.name}") in squeezed(stdout)
+
+
+def _refusal(runner: CliRunner, *args: object) -> str:
+    """The one-line error of a refused command, its whitespace as one space each."""
+    code, stdout, stderr = invoke(runner, *args)
+    assert code == 1 and "Traceback" not in stdout + stderr, stdout + stderr
+    return " ".join(stderr.split())
+
+
+def test_a_folder_inside_the_prepared_one_names_the_folder_to_give(
+        runner: CliRunner, prepared: Path, trained: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kohya users pass train_data_dir (img/) or its class folder: they were told to prepare
+    it as a fresh ISIC download."""
+    from medsynth_kohya.data.prepared import PreparedFolder
+
+    class_folder = next((prepared / "img").iterdir())
+    for given in (prepared / "img", class_folder):
+        said = f"{given} is inside the prepared folder {prepared}: give {prepared}"
+        for args in (("train", given, "--run-dir", tmp_path / "run", "--dry-run"),
+                     ("train", given, "--run-dir", tmp_path / "run"),
+                     ("sample", "--lora", trained, "--like", given, "--n", 2, "--out",
+                      tmp_path / "synth", "--dry-run")):
+            assert _refusal(runner, *args) == f"Error: {said}", args
+        with pytest.raises(UserError) as caught:
+            PreparedFolder(given).state()
+        assert str(caught.value) == said
+    assert not (tmp_path / "run").exists() and not (tmp_path / "synth").exists()
+    monkeypatch.chdir(tmp_path)  # named as given, or from the working folder up
+    assert _refusal(runner, "train", Path("prepared/img"), "--dry-run") == (
+        "Error: prepared/img is inside the prepared folder prepared: give prepared")
+    monkeypatch.chdir(prepared)
+    assert _refusal(runner, "train", "img", "--dry-run") == (
+        f"Error: img is inside the prepared folder {prepared}: give {prepared}")
+    monkeypatch.chdir(class_folder)
+    assert _refusal(runner, "train", "../../img", "--dry-run") == (
+        f"Error: ../../img is inside the prepared folder {prepared}: give {prepared}")
+
+
+def test_a_run_folder_given_for_the_prepared_one_names_what_it_trained_on(
+        runner: CliRunner, prepared: Path, trained: Path, tmp_path: Path) -> None:
+    """`train RUN` (to go on with it) and `sample --like RUN` were told to prepare the run
+    folder as an ISIC download."""
+    head = (f"{trained} is a training run folder, not a prepared folder: give the prepared "
+            f"folder it trained on, {prepared.resolve()}")
+    assert _refusal(runner, "train", trained, "--dry-run") == (
+        f"Error: {head} (with --run-dir {trained} --resume to continue this run)")
+    with pytest.raises(UserError) as caught:
+        train(trained, dry_run=True, detect=lambda: [])
+    assert str(caught.value).startswith(head)
+    assert _refusal(runner, "sample", "--lora", trained, "--like", trained, "--n", 2, "--out",
+                    tmp_path / "synth", "--dry-run") == f"Error: {head}"
+    (trained / "run.json").write_text(json.dumps({"tool": "medsynth-kohya"}), encoding="utf-8")
+    assert _refusal(runner, "train", trained, "--dry-run") == (
+        f"Error: {trained} is a training run folder, not a prepared folder: give the prepared "
+        f"folder it trained on (with --run-dir {trained} --resume to continue this run)")

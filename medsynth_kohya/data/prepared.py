@@ -209,6 +209,9 @@ class PreparedFolder:
         if not self.is_prepared() and self.state_dir.is_dir() and self.skipped.is_file():
             raise UserError(f"prepare into {self.path} prepared no image (see {self.skipped}); "
                             "fix the source and run prepare again")
+        holder = self._holder()
+        if not self.is_prepared() and holder is not None:  # img/ or a class folder, as kohya
+            raise UserError(f"{self.path} is inside the prepared folder {holder}: give {holder}")
         if not self.is_prepared():
             data = any(self.path.iterdir())  # an ISIC download, say: prepare it elsewhere
             target = self.path.with_name(f"{self.path.name}-prepared") if data else self.path
@@ -218,6 +221,20 @@ class PreparedFolder:
                             f"--out {shlex.quote(str(target))}` first"
                             + (" and give that folder" if data else ""))
         return self._recorded()
+
+    def _holder(self) -> Path | None:
+        """The prepared folder this one lies inside (its img/, a class folder), from the
+        working folder as a relative path was given, unless it is that folder or above it;
+        None when there is none."""
+        found = next((folder for folder in self.path.resolve().parents  # "a/../b": not in a
+                      if PreparedFolder(folder).is_prepared()), None)
+        if found is None or self.path.is_absolute():
+            return found
+        try:
+            named = found.relative_to(Path.cwd().resolve())
+        except ValueError:  # above the working folder
+            return found
+        return named if named.parts else found
 
     def _recorded(self) -> PreparedState:
         """The state file as it is, whether or not a later run was interrupted; DamagedState

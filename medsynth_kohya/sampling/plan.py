@@ -25,7 +25,7 @@ from medsynth_kohya.sampling import prompts
 from medsynth_kohya.sampling.generator import SCRIPT
 from medsynth_kohya.sampling.lora import Captions
 from medsynth_kohya.sdscripts import sdopts
-from medsynth_kohya.training.record import RunRecord
+from medsynth_kohya.training.record import RunRecord, run_instead
 
 if TYPE_CHECKING:
 
@@ -210,6 +210,9 @@ def _read_manifest(path: Path, query: str | None, break_lock: bool,
     locks.ensure_idle(path.parent, "sample", writers=("prepare",), break_lock=break_lock)
     if not path.is_file():
         if path == PreparedFolder(path.parent).manifest and path.parent.is_dir():
+            instead = run_instead(path.parent)
+            if instead is not None:
+                raise UserError(instead)
             PreparedFolder(path.parent).state()  # refuses a folder prepare did not write
         raise UserError(f"--like {path} does not exist; give the manifest.csv that "
                         "`medsynth-kohya prepare` wrote")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from medsynth_kohya import files
+from medsynth_kohya import files, outputs
 from medsynth_kohya.errors import UserError
 
 if TYPE_CHECKING:
@@ -370,3 +370,18 @@ class RunFolder:
         """Append a push to the record (atomically; the uploaded copy leaves `pushes` out)."""
         record = self.load()
         self.save(replace(record, pushes=[*(record.pushes or []), entry]))
+
+
+def run_instead(path: Path) -> str | None:
+    """What to say when `path`, given where a prepared folder goes, is a run folder of this
+    tool: that it is one, and the prepared folder it trained on (its record's); None when
+    it is not one."""
+    try:
+        record = RunFolder(path).load()
+    except (OSError, ValueError):
+        return None
+    if record.tool != outputs.TOOL:
+        return None
+    trained = f", {record.prepared}" if record.prepared else ""
+    return (f"{path} is a training run folder, not a prepared folder: give the prepared "
+            f"folder it trained on{trained}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import time
@@ -40,6 +41,7 @@ from medsynth_kohya.training.record import (
     RunFolder,
     RunRecord,
     VersionsRecord,
+    run_instead,
 )
 
 SCRIPT = "sdxl_train_network"
@@ -587,6 +589,10 @@ def train(prepared: arguments.PathArg, preset_name: str | None = None, *,
                                                                                 "overrides")
     run_dir = arguments.optional_path(run_dir, "run_dir")
     sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
+    instead = run_instead(prepared)
+    if instead is not None:
+        raise UserError(f"{instead} (with --run-dir {shlex.quote(str(prepared))} --resume to "
+                        "continue this run)")
     if run_dir is not None and run_dir.resolve() == prepared.resolve():
         raise UserError(f"--run-dir {run_dir} is the prepared folder train reads: train writes "
                         "the run into a folder of its own; give another --run-dir, or leave it "
