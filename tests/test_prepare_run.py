@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from medsynth_kohya.data.layout import LinkMode
 from medsynth_kohya.data.prepare import PrepareOptions, default_workers, prepare
 from medsynth_kohya.data.synth import encode_jpeg, lesion_image, make_dataset
+from medsynth_kohya.errors import UserError
 
 from .conftest import invoke
 from .test_sources import zipped_download
@@ -142,6 +143,28 @@ def test_image_files_named_otherwise_than_the_ids_are_said_not_to_match(
     assert "no images were prepared from 4 selected rows: 4 ids with no image file" in message
     assert re.search(r"file names \(e\.g\. photo_\w+\) do not match the ids \(e\.g\. \w+\) of "
                      r"column image_name: map another with --column id=COLUMN", message)
+
+
+@pytest.mark.parametrize(("width", "like"), [(0, "for file 1"),
+                                             (4, "where the files are named like 0001")])
+def test_ids_a_spreadsheet_wrote_as_decimals_say_so(runner: CliRunner, tmp_path: Path,
+                                                     width: int, like: str) -> None:
+    """Ids 1.0, 2.0 (an integer column with blanks, saved from a spreadsheet or pandas) against
+    files 1.jpg, 2.jpg were told to map another column, which no column fixes."""
+    made = make_dataset(tmp_path / "src", 4, seed=6, melanoma_fraction=1.0)
+    table = pd.read_csv(made.metadata, dtype=str, keep_default_na=False)
+    for number, name in enumerate(table["image_name"], 1):
+        (made.images / f"{name}.jpg").rename(made.images / f"{number:0{width}d}.jpg")
+    table["image_name"] = [f"{number}.0" for number in range(1, len(table) + 1)]
+    table.to_csv(made.metadata, index=False)
+    code, _, stderr = invoke(runner, "prepare", made.root, "--out", tmp_path / "out")
+    assert code == 1 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert " ".join(stderr.split()).endswith(
+        f"; the ids of column image_name look like numbers a spreadsheet reformatted (1.0 "
+        f"{like}): save that column as text, the digits as the file names have them, and run "
+        "this again"), stderr
+    with pytest.raises(UserError, match="look like numbers a spreadsheet reformatted"):
+        prepare(made.root, tmp_path / "out")
 
 
 def test_one_worker_per_cpu_where_no_cpu_affinity_is_known(

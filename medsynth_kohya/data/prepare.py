@@ -1211,11 +1211,25 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
             hint = f"; no .jpg/.jpeg/.png files in {folders}" + (
                 ": pass --images DIR" if source.images is None else " or below it")
         else:
-            ids = skipped.loc[skipped["reason"] == NO_FILE, "id"]
-            hint = (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {ids.iloc[0]}) "
-                    f"of column {source.columns['id']}: map another with --column id=COLUMN")
+            hint = _unmatched_ids(skipped.loc[skipped["reason"] == NO_FILE, "id"],
+                                  source.columns["id"], found)
     return (f"no images were prepared from {files.counted(selected, 'selected row')}: "
             f"{reasons} (see {listed}){hint}")
+
+
+def _unmatched_ids(ids: pd.Series, column: str, found: Mapping[str, Path]) -> str:
+    """Why no id of `column` names a file: ids that are all whole numbers written as decimals
+    (1.0: a spreadsheet's number column) are to be saved as text, which no other column
+    fixes; else the column may be the wrong one."""
+    first = str(ids.iloc[0])
+    if not ids.astype(str).str.fullmatch(r"\d+\.0+").all():
+        return (f"; file names (e.g. {min(found)}) do not match the ids (e.g. {first}) of "
+                f"column {column}: map another with --column id=COLUMN")
+    whole = first.split(".", 1)[0]
+    like = f"for file {whole}" if whole in found else f"where the files are named like {min(found)}"
+    return (f"; the ids of column {column} look like numbers a spreadsheet reformatted ({first} "
+            f"{like}): save that column as text, the digits as the file names have them, and "
+            "run this again")
 
 
 def reason_for(count: int, reason: str) -> str:
