@@ -111,6 +111,32 @@ def test_an_empty_folder_is_to_be_prepared_in_place(tmp_path: Path) -> None:
         f"`medsynth-kohya prepare SOURCE --out {shlex.quote(str(folder))}` first")
 
 
+def test_a_folder_inside_a_prepared_one_names_it(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """img/ (sd-scripts' train_data_dir) or a class folder in it, given where the prepared
+    folder goes, names the prepared folder: as given, or absolute where the working folder is
+    it or below it."""
+    prepared = tmp_path / "prepared"
+    _state(prepared, {"options": {"class_name": "melanoma"}})
+    deep = prepared / "img" / "2_melanoma"
+    deep.mkdir(parents=True)
+    (tmp_path / "data" / "img").mkdir(parents=True)  # a folder above holds none: unchanged
+    for folder, holder in ((prepared / "img", prepared), (deep, prepared),
+                           (tmp_path / "data" / "img", None)):
+        with pytest.raises(UserError) as caught:
+            PreparedFolder(folder).state()
+        assert str(caught.value).startswith(
+            f"{folder} is inside the prepared folder {holder}: give {holder}" if holder
+            else f"{folder} was not made by medsynth-kohya prepare"), caught.value
+    for where, given, named in ((tmp_path, "prepared/img/2_melanoma", "prepared"),
+                                (prepared, "img", str(prepared)),
+                                (deep, "../../img", str(prepared))):
+        monkeypatch.chdir(where)
+        with pytest.raises(UserError) as caught:
+            PreparedFolder(Path(given)).state()
+        assert str(caught.value) == f"{given} is inside the prepared folder {named}: give {named}"
+
+
 def test_a_folder_of_data_is_to_be_prepared_beside_it(tmp_path: Path) -> None:
     folder = tmp_path / "isic download"
     folder.mkdir()

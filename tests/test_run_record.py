@@ -21,6 +21,7 @@ from medsynth_kohya.training.record import (
     RunFolder,
     RunRecord,
     VersionsRecord,
+    run_instead,
 )
 
 FULL: dict[str, Any] = {
@@ -182,6 +183,23 @@ def test_the_prepared_folder_a_run_trained_on(tmp_path: Path) -> None:
     assert not unrecorded.prepared_again("0" * 64)
     nowhere = RunRecord(dataset=DatasetRecord(manifest_sha256=digest))
     assert not nowhere.prepared_again("0" * 64)
+
+
+def test_a_run_folder_given_for_a_prepared_one_is_named_with_what_it_trained_on(
+        tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    assert run_instead(run.path) is None  # no record: no run
+    assert run_instead(tmp_path / "missing") is None
+    head = f"{run.path} is a training run folder, not a prepared folder: give the prepared folder"
+    for record, said in ((RunRecord(tool="medsynth-kohya", dataset=DatasetRecord(
+            prepared="/data/p")), f"{head} it trained on, /data/p"),
+                         (RunRecord(tool="medsynth-kohya"), f"{head} it trained on"),
+                         (RunRecord(tool="another-tool"), None)):
+        run.save(record)
+        assert run_instead(run.path) == said
+    run.record_file.write_text("not json", encoding="utf-8")
+    assert run_instead(run.path) is None
 
 
 def test_a_gpu_as_recorded_and_as_checked() -> None:

@@ -209,10 +209,11 @@ class PreparedFolder:
         if not self.is_prepared() and self.state_dir.is_dir() and self.skipped.is_file():
             raise UserError(f"prepare into {self.path} prepared no image (see {self.skipped}); "
                             "fix the source and run prepare again")
-        holder = self._holder()
-        if not self.is_prepared() and holder is not None:  # img/ or a class folder, as kohya
-            raise UserError(f"{self.path} is inside the prepared folder {holder}: give {holder}")
         if not self.is_prepared():
+            holder = self._holder()  # img/ or a class folder: what kohya users give
+            if holder is not None:
+                raise UserError(f"{self.path} is inside the prepared folder {holder}: give "
+                                f"{holder}")
             data = any(self.path.iterdir())  # an ISIC download, say: prepare it elsewhere
             target = self.path.with_name(f"{self.path.name}-prepared") if data else self.path
             source = shlex.quote(str(self.path)) if data else "SOURCE"

@@ -333,7 +333,7 @@ def _find_metadata(root: Path, fix: str, csv_fix: str) -> Path:
         raise UserError(f"{root} is a folder medsynth-kohya wrote (prepared data, a synthetic "
                         "set, a run or a report), not an ISIC download: give the ISIC "
                         "download's folder")
-    from medsynth_kohya.data import fetch  # it imports this module
+    from medsynth_kohya.data import fetch  # not at the top: fetch imports this module
 
     unfinished = fetch.again(root)
     if unfinished is not None:
