@@ -934,9 +934,10 @@ def _words(ctx: typer.Context, leave_out: set[str]) -> list[str]:
     "reproduce isic2020 --workdir medsynthx-2023 --set vae=stabilityai/sdxl-vae --dry-run",
     "reproduce isic2020 --workdir medsynthx-2023 --set vae=stabilityai/sdxl-vae"))
 def reproduce(
-    source: Annotated[Path, typer.Argument(
+    source: Annotated[Optional[Path], typer.Argument(  # noqa: UP045 (Typer needs Optional)
         metavar="SOURCE",
-        help="ISIC download, as prepare reads it (ISIC 2020's is the original run's).")],
+        help="ISIC download, as prepare reads it (ISIC 2020's is the original run's); "
+        "optional with --metadata.")] = None,
     workdir: Annotated[Path, typer.Option(
         "--workdir", "-o", help="Folder for every stage's output.")] = Path("medsynthx-2023"),
     push: Annotated[Optional[str], typer.Option(  # noqa: UP045

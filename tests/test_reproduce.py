@@ -16,7 +16,7 @@ from medsynth_kohya.data import manifest
 from medsynth_kohya.data.synth import SyntheticSet
 from medsynth_kohya.pipeline.reproduce import reproduce
 
-from .conftest import InstallGpus, invoke
+from .conftest import InstallGpus, invoke, one_line_error
 from .fake_gen import PYTHON, FakeGen, make_original_gen
 from .fakes import interrupt_after
 from .test_sources import _isic2019
@@ -462,6 +462,26 @@ def test_the_cli_takes_metadata_and_images_apart_from_source_as_the_api_does(
                                   isic2020.images, "--dry-run")
     assert code == 0, stdout + stderr
     assert "prepare" in stdout and not (tmp_path / "work").exists()
+
+
+def test_metadata_and_images_stand_in_for_source_as_prepare_takes_them(
+        runner: CliRunner, isic2020: SyntheticSet, tmp_path: Path,
+        nvidia_smi: InstallGpus) -> None:
+    """README says reproduce takes --metadata and --images as prepare does: prepare needs no
+    SOURCE with them, and reproduce refused "Missing argument 'SOURCE'"."""
+    nvidia_smi("Tesla T4, 15360 MiB, 7.5")
+    code, stdout, stderr = invoke(runner, "reproduce", "--metadata", isic2020.metadata,
+                                  "--images", isic2020.images, "--workdir", tmp_path / "work",
+                                  "--dry-run")
+    assert code == 0, stdout + stderr
+    assert f"{len(isic2020.frame)} images to prepare" in stdout, stdout
+    planned = reproduce(None, tmp_path / "work", metadata=str(isic2020.metadata),
+                        images=isic2020.images, dry_run=True)
+    assert planned.stages[0].inputs.startswith(f"{isic2020.metadata} (digest")
+    assert not (tmp_path / "work").exists()
+    line = one_line_error(*invoke(runner, "reproduce", "--workdir", tmp_path / "work",
+                                  "--dry-run"))
+    assert "give a SOURCE folder, or --metadata CSV and --images DIR" in line
 
 
 def test_a_retraining_says_what_happened_not_an_option_the_user_never_gave(

@@ -443,7 +443,7 @@ def _counting(on_count: Callable[[str, int, int], None] | None,
 
 
 @arguments.checked
-def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
+def reproduce(source: arguments.PathArg | None, workdir: arguments.PathArg, *,
               push_repo: str | None = None, n: int = 100, preset_name: str = PRESET,
               metadata: arguments.PathArg | None = None,
               images: arguments.PathArg | None = None, columns: Mapping[str, str] | None = None,
@@ -459,10 +459,12 @@ def reproduce(source: arguments.PathArg, workdir: arguments.PathArg, *,
     holding WORKDIR's lock (locks.py) throughout; a training still running in it is refused.
     `break_lock` reaches the folders inside WORKDIR that the stages lock; `force_push` lets the
     push replace files of the repo that push keeps without --force. `columns` maps
-    metadata fields to other column names, as prepare's `--column` does. `on_plan` gets the
+    metadata fields to other column names, as prepare's `--column` does; `source` may be None
+    when `metadata` names the CSV, as prepare's may. `on_plan` gets the
     plan once the checks pass, before the first stage runs (a stage after one that runs is
     planned to run; the result says what each did)."""
-    source, workdir = arguments.path(source, "source"), arguments.path(workdir, "workdir")
+    source = arguments.optional_path(source, "source")
+    workdir = arguments.path(workdir, "workdir")
     metadata = arguments.optional_path(metadata, "metadata")
     images = arguments.optional_path(images, "images")
     sd_scripts = arguments.optional_path(sd_scripts, "sd_scripts")
@@ -518,7 +520,7 @@ def _replace_refusal(repo_id: str, kept: Sequence[str]) -> str:
             "reproduce command again with --force-push to replace them")
 
 
-def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, preset_name: str,
+def _reproduce(source: Path | None, workdir: Path, push_repo: str | None, n: int, preset_name: str,
                metadata: Path | None, images: Path | None, columns: dict[str, str],
                overrides: Sequence[str],
                sd_scripts: Path | None, python: str | None, dry_run: bool,
@@ -604,8 +606,9 @@ def _reproduce(source: Path, workdir: Path, push_repo: str | None, n: int, prese
         stage remakes runs (its digest cannot match)."""
         prepare_action = (skip if state.done("prepare", source_digest)
                           and _whole(prepared_folder) else "run")
+        read = source or located.metadata
         stages = {"prepare": Stage(
-            "prepare", prepare_action, f"{source} (digest {source_digest[:12]})",
+            "prepare", prepare_action, f"{read} (digest {source_digest[:12]})",
             (str(prepared_folder.train_root), str(manifest), str(prepared_folder.dataset_config)),
             detail=(f"{files.counted(selected, 'image')} to prepare, original captions, "
                     f"{hair_choice()}, repeats 1"))}
