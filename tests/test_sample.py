@@ -428,6 +428,18 @@ def test_prompt_and_prompts_file(runner: CliRunner, run: Path, fake_gen: FakeGen
     assert "trigger" in stderr
 
 
+def test_a_dry_run_counts_the_prompts_that_lack_the_trigger(runner: CliRunner, run: Path,
+                                                           fake_gen: FakeGen,
+                                                           tmp_path: Path) -> None:
+    listing = tmp_path / "prompts.txt"
+    listing.write_text("sks melanoma on the back\na mole\nsks melanoma on the arm\n")
+    code, stdout, stderr = _sample(runner, fake_gen, "--lora", run, "--prompts", listing,
+                                   "--out", tmp_path / "synth", *SMALL, "--dry-run")
+    assert code == 0, stdout + stderr
+    assert squeezed(f"1 of 3 prompts of {listing} do not mention the trigger 'sks melanoma' "
+                    "the LoRA was trained with: prompt 2 'a mole';") in squeezed(stderr), stderr
+
+
 def test_a_lora_file_finds_its_run_or_needs_a_base_model(runner: CliRunner, run: Path,
                                                         fake_gen: FakeGen, prepared: Path,
                                                         tmp_path: Path) -> None:

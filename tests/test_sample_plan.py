@@ -108,7 +108,10 @@ def test_prompts_from_a_file_one_per_line(tmp_path: Path) -> None:
                        encoding="utf-8")
     source, count = prompt_source(SampleOptions(prompts_file=listing), None, None, NAMES)
     texts = ["me1anoma on the back", "mole on the arm"]
-    assert (source.drawn.prompts, count, source.warnings) == (texts, 2, ())
+    assert (source.drawn.prompts, count) == (texts, 2)
+    assert [w.split(": ")[1] for w in source.warnings] == ["prompt 2 'mole on the arm'; write it "
+                                                           "into each prompt that should look "
+                                                           "like the training images"]
     assert source.identity == {"kind": "prompts", "sha256": hashlib.sha256(
         "\n".join(texts).encode()).hexdigest()}
     source, count = prompt_source(SampleOptions(prompts_file=listing), 5, None, NAMES)
@@ -122,6 +125,27 @@ def test_a_prompt_without_the_trigger_is_warned_about(tmp_path: Path) -> None:
         "the prompts do not mention the trigger 'me1anoma' the LoRA was trained with",)
     unknown = Captions(DEFAULT_TEMPLATE, TRIGGER, None, known=False)
     assert prompt_source(SampleOptions(prompt="a mole"), 3, None, unknown)[0].warnings == ()
+
+
+def test_prompts_of_which_some_lack_the_trigger_are_counted_and_named(tmp_path: Path) -> None:
+    """The warning came only when no prompt held the trigger: a file where most prompts
+    forgot it generated them without the LoRA's look, silently."""
+    listing = tmp_path / "prompts.txt"
+    listing.write_text("me1anoma on the back\na mole\n# note\nnevus on the arm\n",
+                       encoding="utf-8")
+    source, _ = prompt_source(SampleOptions(prompts_file=listing), None, None, NAMES)
+    assert source.warnings == (
+        f"2 of 3 prompts of {listing} do not mention the trigger 'me1anoma' the LoRA was "
+        "trained with: prompt 2 'a mole', prompt 3 'nevus on the arm'; write it into each "
+        "prompt that should look like the training images",)
+    many = "\n".join(["me1anoma", *(f"mole {i}" for i in range(5))])
+    listing.write_text(many, encoding="utf-8")
+    source, _ = prompt_source(SampleOptions(prompts_file=listing), None, None, NAMES)
+    assert source.warnings[0].startswith(
+        f"5 of 6 prompts of {listing} do not mention the trigger 'me1anoma' the LoRA was "
+        "trained with: prompt 2 'mole 0', prompt 3 'mole 1', prompt 4 'mole 2' and 2 more;")
+    listing.write_text("me1anoma\nme1anoma on the arm\n", encoding="utf-8")
+    assert prompt_source(SampleOptions(prompts_file=listing), None, None, NAMES)[0].warnings == ()
 
 
 @pytest.mark.parametrize(("text", "prompt", "message"), [

@@ -38,6 +38,8 @@ ID_DIGITS = 7
 MAX_IMAGES = 10**ID_DIGITS
 """The most images a set can have: ids hold 7 digits, and the plan keeps each image's prompt
 and manifest values in memory (about 2 GB at this many; a GPU makes far fewer in a year)."""
+SHOWN_PROMPTS = 3
+"""How many prompts without the trigger its warning quotes."""
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -201,6 +203,23 @@ def _read_prompts_file(path: Path) -> tuple[list[str], tuple[str, ...]]:
     return texts, notes
 
 
+def _without_trigger(texts: list[str], trigger: str, path: Path | None) -> list[str]:
+    """A warning when prompts lack the trigger the LoRA was trained with (its look comes with
+    the trigger): all of them, or how many of a --prompts file's and the first few."""
+    missing = [(number, text) for number, text in enumerate(texts, 1) if trigger not in text]
+    trained = f"the trigger {trigger!r} the LoRA was trained with"
+    if len(missing) == len(texts):
+        return [f"the prompts do not mention {trained}"]
+    if not missing:
+        return []
+    shown = ", ".join(f"prompt {number} {text!r}" for number, text in missing[:SHOWN_PROMPTS])
+    more = (f" and {len(missing) - SHOWN_PROMPTS} more" if len(missing) > SHOWN_PROMPTS
+            else "")
+    return [f"{len(missing)} of {len(texts)} prompts of {path} do not mention {trained}: "
+            f"{shown}{more}; write it into each prompt that should look like the training "
+            "images"]
+
+
 def _read_manifest(path: Path, query: str | None, break_lock: bool,
                    record: RunRecord | None) -> tuple[pd.DataFrame, str, list[str]]:
     """The rows of a --like manifest that --query selects, the sha256 of the file as read, and
@@ -346,9 +365,8 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
             texts, notes = _read_prompts_file(options.prompts_file)
         count = n if n is not None else len(texts)
         warnings = list(notes)
-        if names.known and not any(names.trigger in text for text in texts):
-            warnings.append(f"the prompts do not mention the trigger {names.trigger!r} the "
-                            "LoRA was trained with")
+        if names.known:
+            warnings += _without_trigger(texts, names.trigger, options.prompts_file)
         identity: dict[str, Any] = {"kind": "prompts", "sha256": hashlib.sha256(
             "\n".join(texts).encode("utf-8")).hexdigest()}
         return Source(prompts.repeat(texts, count), identity, tuple(warnings)), count
