@@ -26,11 +26,13 @@ class Finished:
     stderr: str
 
 
-def start(*args: object, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """`python -m medsynth_kohya ARGS` as its own process, output piped."""
+def start(*args: object, cwd: Path | None = None, group: bool = False) -> subprocess.Popen[str]:
+    """`python -m medsynth_kohya ARGS` as its own process, output piped; `group`: in a process
+    group of its own, as a shell starts a command (the terminal's Ctrl-C goes to that group)."""
     return subprocess.Popen([sys.executable, "-m", "medsynth_kohya", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+                            cwd=cwd, env={**os.environ, "COLUMNS": "200"},
+                            start_new_session=group)
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> Finished:
@@ -63,6 +65,15 @@ def living_children(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(stat.parent.name))
     return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not: a container's init may not reap it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1]
+    except (OSError, IndexError):
+        return False
+    return fields.split()[0] != "Z"
 
 
 def race(folder: Path, first: list[object], second: list[object]) -> tuple[Finished, Finished]:

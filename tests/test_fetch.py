@@ -426,3 +426,83 @@ def test_a_fetch_locked_or_read_on_another_host_goes_on_only_with_break_lock(
     for what, command in (("lock", "fetch-isic"), ("reading mark", "evaluate")):
         assert f"broke (--break-lock) the {what} on {out} of `medsynth-kohya {command}` (pid" in (
             said)
+
+
+WRAPPER = """#!/bin/sh
+# isic-cli as a wrapper script starts it: the program that waits is a child of the script
+"{python}" -c 'import os, signal, sys, time
+def stop(*_):
+    open(os.environ["FAKE_ISIC_SIGNALLED"], "w").write("SIGINT")
+    sys.exit(130)
+signal.signal(signal.SIGINT, stop)
+open(os.environ["FAKE_ISIC_PID"], "w").write(str(os.getpid()))
+time.sleep(300)'
+echo "isic ended"
+"""
+
+
+def _install_wrapper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `isic` shell script on PATH whose child waits 300 s; returns where it writes the
+    child's pid (and, beside it, `signalled` once the child gets SIGINT)."""
+    import os
+    import sys
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "isic"
+    program.write_text(WRAPPER.format(python=sys.executable), encoding="utf-8")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ISIC_PID", str(tmp_path / "pid"))
+    monkeypatch.setenv("FAKE_ISIC_SIGNALLED", str(tmp_path / "signalled"))
+    return tmp_path / "pid"
+
+
+def test_the_timeout_stops_the_children_of_a_wrapper_script_too(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the script was terminated: its child went on waiting, orphaned, holding the
+    command's output open (a pipe to it never closed)."""
+    from medsynth_kohya.data.fetch import fetch_isic
+    from medsynth_kohya.errors import UserError
+
+    from .processes import alive, wait_for
+
+    pid_file = _install_wrapper(tmp_path, monkeypatch)
+    code, _, stderr = invoke(runner, "fetch-isic", "--out", tmp_path / "isic", "--timeout", 1)
+    assert code == 1 and "isic-cli wrote nothing to" in stderr, stderr
+    child = int(pid_file.read_text(encoding="utf-8"))
+    wait_for(lambda: not alive(child), timeout=20, what=f"isic's child {child} to end")
+    pid_file.unlink()
+    with pytest.raises(UserError, match="isic-cli wrote nothing to"):
+        fetch_isic(tmp_path / "isic2", timeout=1)
+    child = int(pid_file.read_text(encoding="utf-8"))
+    wait_for(lambda: not alive(child), timeout=20, what=f"isic's child {child} to end")
+
+
+def test_ctrl_c_reaches_isic_and_its_children(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminal's Ctrl-C goes to the command's process group: isic-cli, in a group of
+    its own so the timeout can stop all of it, must still be interrupted (and so get to stop
+    as it does on Ctrl-C), children included, and the command end in one line."""
+    import os
+    import signal
+
+    from .processes import alive, finish, start, wait_for
+
+    pid_file = _install_wrapper(tmp_path, monkeypatch)
+    fetch = start("fetch-isic", "--out", tmp_path / "isic", group=True)
+    try:
+        wait_for(pid_file.is_file, what="isic to start")
+        wait_for(lambda: pid_file.read_text(encoding="utf-8") != "", what="its pid")
+        child = int(pid_file.read_text(encoding="utf-8"))
+        os.killpg(fetch.pid, signal.SIGINT)
+        done = finish(fetch, timeout=60)
+    finally:
+        if fetch.poll() is None:
+            os.killpg(fetch.pid, signal.SIGKILL)
+    assert done.code == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: isic was interrupted; run the same command again to continue (files already "
+        "downloaded are kept)"), done.stderr
+    assert (tmp_path / "signalled").read_text(encoding="utf-8") == "SIGINT"
+    wait_for(lambda: not alive(child), timeout=20, what=f"isic's child {child} to end")

@@ -686,18 +686,6 @@ def isic_download_command(out: Path, *, search: str = ISIC_MELANOMA_SEARCH,
     return Command([*argv, str(out)], Path.cwd())
 
 
-def run_attached(command: Command) -> int:
-    """Run a command on this terminal (its own progress bars and prompts); its exit code."""
-    try:
-        return subprocess.run(command.argv, cwd=command.cwd, env={**os.environ, **command.env},
-                              pass_fds=locks.held_fds(), check=False).returncode
-    except FileNotFoundError:
-        raise UserError(f"{command.argv[0]} is not installed or not on PATH") from None
-    except KeyboardInterrupt:
-        raise UserError(f"{command.argv[0]} was interrupted; run the same command again to "
-                        "continue (files already downloaded are kept)") from None
-
-
 def _footprint(folder: Path) -> tuple[int, int]:
     """Files under `folder` and their total size: changes while a download makes progress."""
     count = size = 0
@@ -711,15 +699,19 @@ def _footprint(folder: Path) -> tuple[int, int]:
 
 def run_watched(command: Command, folder: Path, *, stall_s: float,
                 on_wait: Callable[[float], None] | None = None) -> int | None:
-    """Like run_attached, but stop the command and return None once `folder` has gained no
-    file and no byte for `stall_s` seconds; `on_wait` hears how long it has been idle, about
-    every 30 s (or half of `stall_s`, when shorter)."""
+    """Run a command on this terminal (its own progress bars) and return its exit code, or
+    stop it and return None once `folder` has gained no file and no byte for `stall_s` seconds;
+    `on_wait` hears how long it has been idle, about every 30 s (or half of `stall_s`, when
+    shorter). It runs in a session of its own, so stopping it stops the children of a wrapper
+    script too; the user's Ctrl-C, which reaches only this process then, is passed on."""
     report_every = min(30.0, stall_s / 2)
     try:
-        process = subprocess.Popen(command.argv, cwd=command.cwd,
-                                   env={**os.environ, **command.env}, pass_fds=locks.held_fds())
+        process: subprocess.Popen[bytes] = subprocess.Popen(
+            command.argv, cwd=command.cwd, env={**os.environ, **command.env},
+            start_new_session=True, pass_fds=locks.held_fds())
     except FileNotFoundError:
         raise UserError(f"{command.argv[0]} is not installed or not on PATH") from None
+    interrupted = False
     try:
         seen, since, reported = _footprint(folder), time.monotonic(), 0
         while True:
@@ -736,16 +728,12 @@ def run_watched(command: Command, folder: Path, *, stall_s: float,
                 reported += 1
                 on_wait(idle)
     except KeyboardInterrupt:
+        interrupted = True
         raise UserError(f"{command.argv[0]} was interrupted; run the same command again to "
                         "continue (files already downloaded are kept)") from None
     finally:
         if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=TERM_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop_all([process], [None], interruptible=interrupted)
 
 
 GEN_SCRIPT = "sdxl_gen_img.py"
@@ -798,9 +786,10 @@ def _start(command: Command) -> subprocess.Popen[bytes]:
         raise StartError(f"cannot start {command.argv[0]}: {exc}") from exc
 
 
-def _pump_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream],
-              grace: float | None) -> bool:
-    """Stream every child's output until all close it and exit (True) or `grace` passes."""
+def _pump_all(processes: Sequence[subprocess.Popen[bytes]],
+              streams: Sequence[_Stream | None], grace: float | None) -> bool:
+    """Stream every child's output until all close it and exit (True) or `grace` passes; a
+    child whose stream is None writes to the terminal itself."""
     deadline = None if grace is None else time.monotonic() + grace
 
     def left() -> float | None:
@@ -808,7 +797,7 @@ def _pump_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_S
 
     pending: dict[int, _Stream] = {}
     for process, stream in zip(processes, streams, strict=True):
-        if not stream.closed and process.stdout is not None:
+        if stream is not None and not stream.closed and process.stdout is not None:
             pending[process.stdout.fileno()] = stream
     while pending:
         ready, _, _ = select.select(list(pending), [], [], left())
@@ -850,7 +839,7 @@ def _interruptible() -> Iterator[bool]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _stop_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream],
+def _stop_all(processes: Sequence[subprocess.Popen[bytes]], streams: Sequence[_Stream | None],
               interruptible: bool = True) -> None:
     """SIGINT (when the children can take it), then SIGTERM, then SIGKILL to every child still
     running, each after its grace."""
