@@ -405,6 +405,30 @@ def test_a_failing_git_is_one_line_with_its_reason(
     assert not (tmp_path / "sd").exists() and not list(tmp_path.glob(".sd.partial*"))
 
 
+@pytest.mark.parametrize("reason", [
+    "fatal: unable to access 'https://github.com/kohya-ss/sd-scripts.git/': Could not resolve "
+    "host: github.com",
+    "fatal: unable to access 'https://github.com/kohya-ss/sd-scripts.git/': Failed to connect "
+    "to github.com port 443 after 2 ms: Couldn't connect to server",
+])
+def test_a_clone_without_network_says_how_to_install_anyway(
+        reason: str, runner: CliRunner, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, git's reason alone left the user without a way on: clone it where there is
+    a network and point the commands at it, or clone from a mirror this machine reaches."""
+    _fake_git(tmp_path, monkeypatch, f'echo "{reason}" >&2\nexit 128')
+    fix = (f"{reason}; this machine cannot reach the repository: install sd-scripts where one "
+           "can (medsynth-kohya install-sd-scripts --dir DIR), copy DIR here and give it as "
+           "--sd-scripts DIR or MEDSYNTH_SD_SCRIPTS=DIR, or clone from a mirror this machine "
+           "reaches with --url URL")
+    code, stdout, said = invoke(runner, "install-sd-scripts", "--dir", tmp_path / "sd")
+    assert code == 1 and "Traceback" not in stdout + said
+    assert said.strip() == f"Error: git clone failed: {fix}"
+    with pytest.raises(UserError) as refused:
+        install(tmp_path / "sd2", url="https://github.com/kohya-ss/sd-scripts.git")
+    assert str(refused.value) == f"git clone failed: {fix}"
+
+
 def test_a_hung_git_ends_after_its_time_and_a_missing_git_is_named(
         runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from medsynth_kohya.sdscripts import install as install_module

@@ -32,6 +32,13 @@ from medsynth_kohya.sdscripts.launch import Command
 
 GIT_TIMEOUT_S = 1800
 """A clone over a slow link may take minutes; a hung one must still end."""
+OFFLINE = ("could not resolve host", "failed to connect", "couldn't connect",
+           "connection timed out", "network is unreachable")
+"""git's words (lower case) for a remote it cannot reach: this machine has no network there."""
+OFFLINE_FIX = ("this machine cannot reach the repository: install sd-scripts where one can "
+               "(medsynth-kohya install-sd-scripts --dir DIR), copy DIR here and give it as "
+               f"--sd-scripts DIR or {checkout.ENV_DIR}=DIR, or clone from a mirror this "
+               "machine reaches with --url URL")
 UNFINISHED = "medsynth-install-unfinished"
 """In a clone's git folder while install moves it to the pin: git may have written part of it."""
 
@@ -58,7 +65,8 @@ class InstallResult:
 
 def _git(*args: str) -> str:
     """Run git without prompts; a failure is one line naming the git command (`checkout`, not
-    the `-C` before it) and git's reason (its `fatal:` or `error:` line, else its first)."""
+    the `-C` before it) and git's reason (its `fatal:` or `error:` line, else its first), with
+    the ways on when the reason is a remote out of reach."""
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
     command = next((arg for arg, before in zip(args, ("", *args), strict=False)
                     if not arg.startswith("-") and before != "-C"), args[0])
@@ -75,7 +83,9 @@ def _git(*args: str) -> str:
         lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
         reason = next((line for line in lines if line.startswith(("fatal:", "error:"))),
                       lines[0])
-        raise GitFailed(f"git {command} failed: {reason}")
+        offline = any(words in reason.lower() for words in OFFLINE)
+        raise GitFailed(f"git {command} failed: {reason}" + (f"; {OFFLINE_FIX}" if offline
+                                                              else ""))
     return result.stdout.strip()
 
 
