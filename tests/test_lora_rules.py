@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from medsynth_kohya.data import archive
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE, DEFAULT_TRIGGER
@@ -26,6 +27,7 @@ from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import RunRecord
 
+from .conftest import invoke, one_line_error
 from .fake_gen import write_lora
 from .fake_hub import FakeHub
 
@@ -68,12 +70,40 @@ def test_a_run_folder_gives_its_final_lora_else_its_latest_save(tmp_path: Path) 
     write_lora(run / "output" / "other.safetensors")  # not this run's name
     with pytest.raises(UserError) as refused:
         resolve_lora(run)
-    assert str(refused.value) == (f"run {run} has no LoRA file yet (status succeeded); train "
-                                  "it first")
+    assert str(refused.value) == (
+        f"run {run} has no LoRA file yet (status succeeded); the run succeeded: train it again "
+        f"from step 0 with `medsynth-kohya train PREPARED --run-dir {run} --resume --force`")
     bare = _run(tmp_path / "bare")
     with pytest.raises(UserError) as refused:
         resolve_lora(bare)
-    assert str(refused.value) == f"run {bare} has no LoRA file yet (status unknown); train it first"
+    assert str(refused.value).startswith(f"run {bare} has no LoRA file yet (status unknown); "
+                                         "the run is unknown: ")
+
+
+def test_a_dry_run_run_says_how_to_train_it_as_push_does(runner: CliRunner,
+                                                         tmp_path: Path) -> None:
+    """"train it first" named no command; push says for the same run how to train it, and
+    for a demo's run (rendered only, on a machine without a CUDA GPU) the exact commands."""
+    from medsynth_kohya.hub.push import push
+
+    run = _run(tmp_path / "run", status="dry-run", dataset={"prepared": str(tmp_path / "p")})
+    with pytest.raises(UserError) as refused:
+        resolve_lora(run)
+    with pytest.raises(UserError) as pushed:
+        push(run, "alice/lora", dry_run=True)
+    advice = str(pushed.value).split("; ", 1)[1]
+    assert advice == "it was a dry run: run `medsynth-kohya train` without --dry-run"
+    assert str(refused.value) == f"run {run} has no LoRA file yet (status dry-run); {advice}"
+    out = tmp_path / "demo"
+    code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
+    assert code == 0, stderr
+    line = one_line_error(*invoke(runner, "sample", "--lora", out / "run", "--n", 2, "--out",
+                                  tmp_path / "synth"))
+    assert line == (f"Error: run {out / 'run'} has no LoRA file yet (status dry-run); "
+                    "`medsynth-kohya demo` only rendered this run, as it does on a machine "
+                    "without a CUDA GPU: on one with a CUDA GPU, run `medsynth-kohya demo --out "
+                    f"{out.resolve()}` again or `medsynth-kohya train "
+                    f"{out.resolve() / 'prepared'}`")
 
 
 def test_a_run_without_its_output_folder_finds_the_recorded_one_then_the_listed_files(

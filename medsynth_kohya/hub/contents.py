@@ -18,7 +18,6 @@ from typing import Any
 from medsynth_kohya import files
 from medsynth_kohya.data.captions import DEFAULT_TRIGGER
 from medsynth_kohya.data.prepared import PreparedFolder
-from medsynth_kohya.data.synth import is_synthetic_set
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.evaluation import copycheck
 from medsynth_kohya.hub import eval_card, privacy
@@ -61,7 +60,7 @@ from medsynth_kohya.training.record import (
     RunFolder,
     RunRecord,
 )
-from medsynth_kohya.training.train import finish_advice
+from medsynth_kohya.training.train import retrain_advice
 
 MAX_SAMPLE_IMAGES = 8
 """Sample images uploaded (besides the grid); the first WIDGETS become card widgets."""
@@ -189,43 +188,11 @@ def _read_record(folder: RunFolder) -> RunRecord:
     return record
 
 
-def _retrain(record: RunRecord, run_dir: Path) -> str:
-    """How to get the run's LoRA files back, as train takes it: --resume finishes a run that
-    stopped, but only reports a succeeded one as finished (--resume --force trains it again)."""
-    demo = _demo_out(record, run_dir)
-    if record.status == "dry-run" and demo is not None:
-        again = launch.tool_command("demo", "--out", str(demo)).line()
-        fresh = launch.tool_command("train", str(record.prepared)).line()
-        return ("`medsynth-kohya demo` only rendered this run, as it does on a machine without "
-                f"a CUDA GPU: on one with a CUDA GPU, run `{again}` again or `{fresh}`")
-    if record.status == "dry-run":
-        return "it was a dry run: run `medsynth-kohya train` without --dry-run"
-    if record.status == "succeeded":
-        train = launch.resume_command(record.dataset.prepared if record.dataset else None,
-                                      run_dir)
-        return f"the run succeeded: train it again from step 0 with `{train.line()} --force`"
-    return f"the run is {record.status or 'unknown'}: {finish_advice(record, run_dir)}"
-
-
-def _demo_out(record: RunRecord, run_dir: Path) -> Path | None:
-    """The --out of the `demo` whose run `run_dir` is (OUT/run, on the photos it drew in
-    OUT/source), else None: its dry run is no `train --dry-run` the user typed."""
-    try:
-        state = PreparedFolder(record.prepared).state_if_any() if record.prepared else None
-    except (OSError, ValueError, UserError):  # gone or unreadable: no telling
-        return None
-    source = state.source_metadata.parent if state and state.source_metadata else None
-    if source is None or not is_synthetic_set(source) \
-            or (source.parent / "run").resolve() != run_dir.resolve():
-        return None
-    return source.parent
-
-
 def _check_safetensors(path: Path, record: RunRecord, run_dir: Path) -> None:
     """A safetensors file starts with an 8-byte header length and a JSON object."""
     if files.safetensors_header(path) is None:
         raise UserError(f"{path} is not a safetensors file (empty or damaged); "
-                        f"{_retrain(record, run_dir)}")
+                        f"{retrain_advice(record, run_dir)}")
 
 
 def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
@@ -237,7 +204,7 @@ def _lora_files(folder: RunFolder, record: RunRecord, all_checkpoints: bool,
     final = folder.final_lora(name)
     if not name or not final.is_file():
         raise UserError(f"{run_dir} has no LoRA file ({final.relative_to(run_dir)}); "
-                        f"{_retrain(record, run_dir)}")
+                        f"{retrain_advice(record, run_dir)}")
     _check_safetensors(final, record, run_dir)
     warnings = []
     if status != "succeeded":

@@ -17,7 +17,7 @@ from medsynth_kohya.data.prepared import PreparedFolder, PreparedState
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts import launch
 from medsynth_kohya.training.record import RECORD_FILE, DatasetRecord, RunFolder, RunRecord
-from medsynth_kohya.training.train import finish_advice, finished_lora
+from medsynth_kohya.training.train import finish_advice, finished_lora, retrain_advice
 
 if TYPE_CHECKING:
     from medsynth_kohya.hub.pull import PulledLora
@@ -84,7 +84,7 @@ def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
         files = found or listed
         if not files:
             raise UserError(f"run {given} has no LoRA file yet (status "
-                            f"{record.status or 'unknown'}); train it first")
+                            f"{record.status or 'unknown'}); {retrain_advice(record, given)}")
         return files[-1], record
     home = lora_run(given)
     if home is not None:

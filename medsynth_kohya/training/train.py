@@ -26,6 +26,7 @@ from typing import Any
 from medsynth_kohya import __version__, arguments, errors, files, locks, outputs
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.prepared import PreparedFolder
+from medsynth_kohya.data.synth import is_synthetic_set
 from medsynth_kohya.errors import UserError
 from medsynth_kohya.machine import doctor, slurm
 from medsynth_kohya.machine.doctor import WARN
@@ -458,6 +459,39 @@ def next_step(status: str, final: Path, state: Path | None, limit: int | None = 
         return f"{why}: {over}"
     again = ", or fix what failed and start over with --force" if fix else ""
     return f"continue from {state.name} with --resume{again}"
+
+
+def retrain_advice(record: RunRecord, run_dir: Path) -> str:
+    """How to get a run's LoRA files, which it lacks, as train takes it (push and sample say
+    it): --resume finishes a run that stopped, but only reports a succeeded one as finished
+    (--resume --force trains it again)."""
+    demo = _demo_out(record, run_dir)
+    if record.status == "dry-run" and demo is not None:
+        again = launch.tool_command("demo", "--out", str(demo)).line()
+        fresh = launch.tool_command("train", str(record.prepared)).line()
+        return ("`medsynth-kohya demo` only rendered this run, as it does on a machine without "
+                f"a CUDA GPU: on one with a CUDA GPU, run `{again}` again or `{fresh}`")
+    if record.status == "dry-run":
+        return "it was a dry run: run `medsynth-kohya train` without --dry-run"
+    if record.status == "succeeded":
+        resume = launch.resume_command(record.dataset.prepared if record.dataset else None,
+                                       run_dir)
+        return f"the run succeeded: train it again from step 0 with `{resume.line()} --force`"
+    return f"the run is {record.status or 'unknown'}: {finish_advice(record, run_dir)}"
+
+
+def _demo_out(record: RunRecord, run_dir: Path) -> Path | None:
+    """The --out of the `demo` whose run `run_dir` is (OUT/run, on the photos it drew in
+    OUT/source), else None: its dry run is no `train --dry-run` the user typed."""
+    try:
+        state = PreparedFolder(record.prepared).state_if_any() if record.prepared else None
+    except (OSError, ValueError, UserError):  # gone or unreadable: no telling
+        return None
+    source = state.source_metadata.parent if state and state.source_metadata else None
+    if source is None or not is_synthetic_set(source) \
+            or (source.parent / "run").resolve() != run_dir.resolve():
+        return None
+    return source.parent
 
 
 def finish_advice(record: RunRecord, run_dir: Path) -> str:
