@@ -513,6 +513,8 @@ def test_a_missing_base_model_stops_a_run_and_warns_a_dry_run(runner: CliRunner,
     (("--num-gpus", 2), "no NVIDIA GPU"),
     (("--prompt", "a --n b"), "' --'"),
     (("--prompt", "{a|b} mole"), "dynamic-prompt"),
+    (("--prompt", ""), "--prompt '' is empty: give the text to generate from, or leave "
+     "--prompt out"),
     (("--id-prefix", "A/B"), "--id-prefix"),
     (("--seed", -1), "--seed"),
 ])

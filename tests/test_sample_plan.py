@@ -168,6 +168,14 @@ def test_bad_prompts_are_refused_in_one_line(tmp_path: Path, text: str | None, p
     assert _refused(options) == message.replace("{path}", str(path))
 
 
+@pytest.mark.parametrize("prompt", ["", "  "])
+def test_an_empty_prompt_says_how_to_fix_it(prompt: str) -> None:
+    """"--prompt is empty: ''" said what was wrong but not what to do."""
+    assert _refused(SampleOptions(prompt=prompt)) == (
+        f"--prompt {prompt!r} is empty: give the text to generate from, or leave --prompt out "
+        "to draw the prompts from the run's training captions (with --n N)")
+
+
 def test_a_prompts_file_in_windows_encoding_is_read_with_a_note(tmp_path: Path) -> None:
     """A file saved by a Windows editor (cp1252) is read as prepare reads such a CSV: the
     same prompts as its UTF-8 copy, and a note saying how it was read."""

@@ -358,6 +358,10 @@ def prompt_source(options: SampleOptions, n: int | None, record: RunRecord | Non
     if options.prompt is not None or options.prompts_file is not None:
         notes: tuple[str, ...] = ()
         if options.prompt is not None:
+            if not options.prompt.strip():
+                raise UserError(f"--prompt {options.prompt!r} is empty: give the text to "
+                                "generate from, or leave --prompt out to draw the prompts "
+                                "from the run's training captions (with --n N)")
             prompts.check_prompt(options.prompt, "--prompt")
             texts = [options.prompt]
         else:
