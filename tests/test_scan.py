@@ -348,3 +348,31 @@ def test_a_path_of_another_machine_is_found_and_named_where_it_stands(tmp_path: 
     assert policy.findings(generated, "s.png") is None
     page = "<img src='data:image/jpeg;base64,/9j/4AAQSk+/ab/cd=='></td> see https://x.org/a/b"
     assert policy.findings(page.encode(), "report.html") is None
+
+
+def test_a_patient_id_is_refused_where_it_stands_whole(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manifest's patient id is found in the text of a file (a report's training id, a PNG's
+    text chunk, a LoRA's metadata, a large file's blocks) in any case, but not inside a longer
+    word or number; a short or common one (`p`, `1`, `unknown`) is not searched for."""
+    policy = _policy(tmp_path)
+    policy.add_patients(["IP_1234500", "p", "1", "1234", "unknown", "Patient", "  ", "IP_77777"])
+    found = "the patient id 'IP_1234500' (a patient_id of the run's prepared manifest)"
+    for text in ("SYN_0000000 ~ IP_1234500_Smith_John_019: 0.498", '"training_id": "ip_1234500"',
+                 "photo-IP_1234500.jpg"):
+        assert policy.findings(text.encode(), "evaluation/report.json") == found, text
+    clean = ("XIP_1234500 IP_12345001 IP_1234500a p 1 1234 unknown patient Patient P 12345 "
+             "IP_7777 IP_777770")
+    assert policy.findings(clean.encode(), "evaluation/report.html") is None
+    assert policy.findings(png((b"tEXt", b"parameters\0like IP_77777")), "s.png") == (
+        "the patient id 'IP_77777' (a patient_id of the run's prepared manifest) "
+        "(PNG text chunk parameters)")
+    assert policy.findings(_safetensors({"ss_comment": "IP_1234500"}, b"\0" * 16),
+                           "l.safetensors") == f"{found} (metadata ss_comment)"
+    monkeypatch.setattr(privacy, "BLOCK", 64)
+    path = tmp_path / "report.html"
+    for at in (0, 58, 64, 150):
+        data = bytearray(b" " * 300)
+        data[at:at + 10] = b"IP_1234500"
+        path.write_bytes(bytes(data))
+        assert privacy.scan_file(policy, path, "report.html") == found, at

@@ -3,7 +3,8 @@
 `push` passes every file it publishes through one `Policy`: values of keys that name a secret
 become `<redacted>` (and are scrubbed wherever else they appear), absolute paths become
 relative to the run folder or `<local>/NAME`, and the last scan searches every byte for the
-token, the redacted values, the home folder, the user name and this machine's paths.
+token, the redacted values, the home folder, the user name and this machine's paths, and the
+text for the patient ids of the run's manifest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import sys
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -56,6 +57,12 @@ _DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+=-]+)*;base64,[A-Za-z0-9
 """An inline image (an evaluate page's thumbnails): base64, whose `/` make no path."""
 _ASSIGNMENT = re.compile(r"\s*-{0,2}[A-Za-z_][\w.-]*\s*=")
 """A list item `name=value` or `--name=value` (sd-scripts' optimizer_args, a launch argument)."""
+MIN_PATIENT = 5
+"""Shorter patient ids are not searched for (a `p` or a `12` would match everywhere)."""
+PATIENT = "the patient id"
+"""How a finding of a patient id starts: the refusal says how to take one out."""
+_ALNUM = re.compile(r"[^\W_]+")
+"""A run of letters and digits: a patient id is found only where it starts and ends one."""
 BINARY = (".safetensors", ".ckpt", ".pt", ".bin", ".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -91,6 +98,12 @@ class Policy:
     """Public strings that may contain the user name (the repo id, Hub model ids)."""
     home: str = field(default_factory=lambda: str(Path.home()))
     users: list[str] = field(default_factory=_users)
+    patients: dict[str, str] = field(default_factory=dict)
+    """Patient ids that must never leave (`add_patients`): their spelling by the id in lower
+    case."""
+    starts: dict[str, set[int]] = field(default_factory=dict)
+    """The lengths of the patient ids by their first run of letters and digits (lower-cased):
+    a text is searched in one pass, each of its runs looked up once."""
 
     @classmethod
     def for_run(cls, run_dir: Path, *, token: str | None = None,
@@ -106,6 +119,37 @@ class Policy:
         text = str(value).strip()
         if len(text) >= MIN_SECRET and text != REDACTED and text not in self.secrets:
             self.secrets.append(text)
+
+    def add_patients(self, values: Iterable[object]) -> None:
+        """Patient ids (a manifest's `patient_id` values) the last scan refuses, their
+        punctuation ends dropped; not one shorter than MIN_PATIENT or a word of the tool's
+        own text (`unknown`, `patient`): those would be found where they name no one."""
+        for value in values:
+            text = re.sub(r"^[\W_]+|[\W_]+$", "", str(value))
+            first = _ALNUM.match(text)
+            if first is None or len(text) < MIN_PATIENT or text.lower() in tool_words():
+                continue
+            self.patients.setdefault(text.lower(), text)
+            self.starts.setdefault(first.group().lower(), set()).add(len(text))
+
+    def patient_findings(self, text: str) -> str | None:
+        """The first patient id (`add_patients`) in `text`, in any case, standing whole: no
+        letter or digit just before or after it (`IP_1234500_Smith.jpg` holds `IP_1234500`,
+        `IP_12345001` does not)."""
+        if not self.patients:
+            return None
+        for run in _ALNUM.finditer(text):
+            for length in self.starts.get(run.group().lower(), ()):
+                value = self.patients.get(text[run.start():run.start() + length].lower())
+                if value and not _ALNUM.match(text, run.start() + length):
+                    return f"{PATIENT} {value!r} (a patient_id of the run's prepared manifest)"
+        return None
+
+    def longest(self) -> int:
+        """The length in bytes of the longest value the last scan searches for whole: the
+        overlap of two blocks of a large file."""
+        return max(len(text.encode()) for text in (*self.secrets, self.home,
+                                                   *self.patients.values()))
 
     # --- rewriting --------------------------------------------------------------------------
 
@@ -223,9 +267,9 @@ class Policy:
                       named: str | None = None) -> str | None:
         """The user name (outside the public ids that may hold it, and outside `own`: the
         tool's own wording in the file, where it is an ordinary word; in `named` alone when
-        given, the part of the text that is not a template's) or an absolute path in the text
-        of a file: of this machine or any other (a run trained on a cluster and pushed from a
-        laptop holds the cluster's paths), inline base64 images aside."""
+        given, the part of the text that is not a template's), a patient id or an absolute
+        path in the text of a file: of this machine or any other (a run trained on a cluster
+        and pushed from a laptop holds the cluster's paths), inline base64 images aside."""
         named = _without(text if named is None else named, own)
         for allowed in sorted(self.allowed, key=len, reverse=True):
             text = text.replace(allowed, " ") if allowed else text
@@ -235,6 +279,9 @@ class Policy:
                          re.IGNORECASE):
                 return f"the user name {user!r}"
         text = _DATA_URI.sub(" ", text)
+        patient = self.patient_findings(text)
+        if patient:
+            return patient
         found = next(filter(None, (pattern.search(text) for pattern in (
             _ABSOLUTE, _HOME_OF, _WINDOWS))), None)
         return f"the path {found.group(1)}" if found else None
@@ -244,8 +291,8 @@ class Policy:
         """The first private thing in a file's bytes, or None. Every byte is searched for
         secrets, the home folder and this machine's paths; the text (all of a text file, the
         metadata of a weights file, the text chunks of a PNG, each named where it is found) also
-        for any absolute path and for the user name (outside `own`, the tool's own wording in a
-        file it wrote; in `named` when given)."""
+        for any absolute path, the run's patient ids and the user name (outside `own`, the
+        tool's own wording in a file it wrote; in `named` when given)."""
         found = self.literal_findings(data)
         lowered = name.lower()
         if found or lowered.endswith(".safetensors"):
@@ -304,6 +351,24 @@ def tool_wording() -> tuple[str, ...]:
     of its modules, cut at their placeholders and lines, punctuation at their ends dropped.
     Only pieces of more than one bare word (`third party`, `sdxl_train_network.py`): a
     single word (`train:` is `train`) the user gave in a value stays searched."""
+    pieces = {piece.strip().strip(_EDGES) for text in _tool_texts() for line in text.splitlines()
+              for piece in _PLACEHOLDERS.split(line)}
+    return tuple(sorted(piece for piece in pieces
+                        if any(c.isalpha() for c in piece) and not piece.isalnum()))
+
+
+@cache
+def tool_words() -> frozenset[str]:
+    """Every word of letters alone in the tool's own text, lower-cased (`unknown`,
+    `patient`, `female`): a patient id that is one names no one."""
+    return frozenset(word.lower() for text in _tool_texts()
+                     for word in re.findall(r"[^\W\d_]+", text))
+
+
+@cache
+def _tool_texts() -> tuple[str, ...]:
+    """The text of the tool's templates and presets (their TOML strings too) and the string
+    literals of its modules."""
     import ast
 
     import toml
@@ -323,10 +388,7 @@ def tool_wording() -> tuple[str, ...]:
             if resource.suffix == ".toml":
                 with contextlib.suppress(toml.TomlDecodeError):
                     texts += _strings(toml.loads(text))
-    pieces = {piece.strip().strip(_EDGES) for text in texts for line in text.splitlines()
-              for piece in _PLACEHOLDERS.split(line)}
-    return tuple(sorted(piece for piece in pieces
-                        if any(c.isalpha() for c in piece) and not piece.isalnum()))
+    return tuple(texts)
 
 
 def _strings(node: Any) -> list[str]:
@@ -411,7 +473,7 @@ def scan_file(policy: Policy, path: Path, name: str, own: Sequence[str] = ()) ->
     if lowered.endswith(".png"):  # its text holds the prompt file's words, e.g. "text font"
         return policy.findings(path.read_bytes(), name, (*tool_wording(), *own))
     textual = not lowered.endswith(BINARY)
-    overlap = max([len(s.encode()) for s in (*policy.secrets, policy.home)] + [4096])
+    overlap = max(policy.longest(), 4096)
     tail = b""
     with path.open("rb") as file:
         while block := file.read(BLOCK):
