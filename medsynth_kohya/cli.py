@@ -700,7 +700,7 @@ def push(
         ui.say(result.card)
         ui.say(f"Privacy scan passed: {files.counted(len(result.files))}, {result.scanned} B "
                "searched; "
-               "no token, secret, home folder, user name or local path.")
+               "no token, secret, home folder, user name, patient id or local path.")
         as_user = f" as {result.user}" if result.user else ""
         visibility = "private" if result.private else "public"
         ui.say(f"Would push to {result.url}{as_user} (" + (

@@ -649,28 +649,30 @@ def _prepared(tmp_path: Path, rows: pd.DataFrame, state: dict[str, Any] | None) 
 def test_the_spread_section_reads_the_training_rows_of_the_manifest(tmp_path: Path) -> None:
     rows = _rows(4, split=["train", "train", "val", "train"], sex=["female", "male", "male",
                                                                     "female"],
-                 image_type=["dermoscopic", "tbp", "tbp", "dermoscopic"])
+                 image_type=["dermoscopic", "tbp", "tbp", "dermoscopic"],
+                 patient_id=["IP_2", None, "IP_1", "IP_2"])
     record = _prepared(tmp_path, rows, None)
-    spread, warnings, synthetic, types = spread_section(record)
+    spread, warnings, synthetic, types, patients = spread_section(record)
     assert spread == spread_markdown(rows[rows["split"] == "train"])
     assert "| female | 2 | 66.7 % |" in spread and (warnings, synthetic) == ([], False)
     assert types == Counter({"dermoscopic": 2, "tbp": 1})
+    assert patients == ("IP_1", "IP_2")  # the validation split's too, for the last scan
 
     manifest_file = PreparedFolder(tmp_path / "prepared").manifest
     manifest_file.write_text(manifest_file.read_text(encoding="utf-8") + "\n", encoding="utf-8")
-    spread, warnings, synthetic, types = spread_section(record)
+    spread, warnings, synthetic, types, patients = spread_section(record)
     assert spread == ("The prepared manifest changed after training, so the spread of the "
                       f"training images is not shown. {ARCHIVE_SKIN}")
     assert warnings == [f"{manifest_file} changed since the run (sha256 differs): the card "
                         "omits the spread"]
-    assert (synthetic, types) == (False, Counter())
+    assert (synthetic, types, patients) == (False, Counter(), ("IP_1", "IP_2"))
 
     manifest_file.unlink()
     missing = ("The prepared manifest was not available when this card was written, so the "
                f"spread of the training images is not shown. {ARCHIVE_SKIN}")
     assert spread_section(record) == (missing, [f"{manifest_file} not found: the card cannot "
                                                 "show the data's sex/age/site spread"],
-                                      False, Counter())
+                                      False, Counter(), ())
     assert spread_section(RunRecord())[0] == missing
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,16 @@ def _png(seed: int) -> bytes:
             + b"\x00\x00\x00\x00IEND\xaeB`\x82")
 
 
-def _manifest(folder: Path) -> Path:
+def _manifest(folder: Path, patients: Sequence[str] = ()) -> Path:
+    """The prepared manifest of six training photos and one validation photo; `patients`
+    their patient ids in turn (else `IP_0`, `IP_1`, ...)."""
     rows = []
     spread = [("female", 45, "torso"), ("female", 52, "lower extremity"), ("male", 70, "torso"),
               ("male", 66, "head/neck"), ("female", None, "torso"), (None, 23, None)]
     for i, (sex, age, site) in enumerate(spread):
         rows.append({"id": f"ISIC_{i:07d}", "source": f"/data/isic/ISIC_{i:07d}.jpg",
-                     "patient_id": f"IP_{i}", "sex": sex, "age": age, "site": site,
+                     "patient_id": patients[i % len(patients)] if patients else f"IP_{i}",
+                     "sex": sex, "age": age, "site": site,
                      "diagnosis": archive.MELANOMA, "hairy": i % 3 == 0, "hair_score": 0.5,
                      "caption": PROMPTS[i % 2],
                      "width": 640, "height": 480, "split": "train"})
@@ -78,10 +82,11 @@ def _manifest(folder: Path) -> Path:
 
 
 def make_run(root: Path, *, step: int = 10, samples: tuple[str, ...] = SAMPLE_NAMES,
-             secret: str | None = CONFIG_SECRET) -> Path:
-    """A run folder as `medsynth-kohya train` leaves it after a successful run."""
+             secret: str | None = CONFIG_SECRET, patients: Sequence[str] = ()) -> Path:
+    """A run folder as `medsynth-kohya train` leaves it after a successful run (its manifest's
+    patient ids `patients`, see `_manifest`)."""
     prepared = root / "prepared"
-    manifest_path = _manifest(prepared)
+    manifest_path = _manifest(prepared, patients)
     run = root / "run"
     output = run / "output"
     (output / "sample").mkdir(parents=True)

@@ -24,7 +24,7 @@ from medsynth_kohya.hub import contents, eval_card
 from medsynth_kohya.hub import push as hubmod
 from medsynth_kohya.training.record import RunFolder
 
-from .conftest import invoke
+from .conftest import invoke, one_line_error
 from .eval_data import isic_source, photo, synthetic_set
 from .fake_hub import TOKEN, FakeHub
 from .private import make_home
@@ -410,6 +410,35 @@ def test_a_report_holding_a_local_path_is_refused_by_the_last_scan(
     run = make_run(tmp_path / "first")
     with pytest.raises(UserError, match=r"evaluation/report\.json"):
         hubmod.push(run, REPO, evaluation=report, endpoint=fake_hub.url, token=TOKEN)
+    assert REPO not in fake_hub.repos
+
+
+def test_a_report_naming_a_patient_of_the_run_is_refused_in_one_line(
+        fake_hub: FakeHub, evaluated: Path, tmp_path: Path, runner: CliRunner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Photos named after their patient (own data, `IP_1234500_Smith_John_019.jpg`) put the
+    manifest's patient id in the report's training ids; ISIC-style ids, which hold none, and
+    short or common patient ids (`p`, `1`, `unknown`) stop no push."""
+    report = evaluated / "report"
+    patient = "IP_1234500"
+    run = make_run(tmp_path / "first", patients=[patient, "IP_7654321", "p", "1", "unknown"])
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    push = ["push", run, "--repo-id", REPO, "--eval", report, "--endpoint", fake_hub.url]
+    code, stdout, stderr = invoke(runner, *push, "--dry-run")
+    assert code == 0 and "Privacy scan passed" in stdout, stderr
+    planted = sorted((evaluated / "isic" / "train").glob("*.jpg"))[3].stem
+    for name in ("report-public.html", "report.json"):
+        text = (report / name).read_text(encoding="utf-8")
+        assert planted in text, name
+        (report / name).write_text(text.replace(planted, f"{patient}_Smith_John_019"),
+                                   encoding="utf-8")
+    line = one_line_error(*invoke(runner, *push, "--dry-run"))
+    assert (f"evaluation/report.html would publish the patient id {patient!r}") in line, line
+    assert "rename the photos so their ids hold no patient id and prepare again" in line, line
+    assert line.endswith("or push without --eval"), line
+    code, _, stderr = invoke(runner, *push, "--show", "evaluation/report.json")
+    assert code == 0 and (f"evaluation/report.json would publish the patient id {patient!r}"
+                          in stderr), stderr
     assert REPO not in fake_hub.repos
 
 

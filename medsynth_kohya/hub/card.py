@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from medsynth_kohya import __version__, files
 from medsynth_kohya.data import manifest
@@ -366,24 +366,39 @@ def _tone_markdown(rows: pd.DataFrame) -> list[str]:
 
 
 
-def spread_section(record: RunRecord) -> tuple[str, list[str], bool, Counter[str]]:
-    """The spread section, warnings, whether the data is the synthetic demo set, and the
-    training images' image types (empty when not recorded)."""
+class Spread(NamedTuple):
+    """What a push takes from the run's prepared manifest, read once (`spread_section`)."""
+
+    markdown: str
+    warnings: list[str]
+    synthetic: bool
+    """Whether the data is the synthetic demo set."""
+    types: Counter[str]
+    """The training images' image types (empty when not recorded)."""
+    patients: tuple[str, ...] = ()
+    """Every patient id of the manifest as it stands (validation rows and a manifest prepared
+    again since the run included): the last scan refuses them."""
+
+
+def spread_section(record: RunRecord) -> Spread:
+    """The spread section of the card, warnings, and what else the manifest tells (`Spread`);
+    no patient ids when it is gone."""
     path = PreparedFolder(record.prepared or Path()).manifest
     if record.prepared is None or not path.is_file():
-        return ("The prepared manifest was not available when this card was written, so the "
-                f"spread of the training images is not shown. {ARCHIVE_SKIN}",
-                [f"{path} not found: the card cannot show the data's sex/age/site spread"],
-                False, Counter())
+        return Spread("The prepared manifest was not available when this card was written, so "
+                      f"the spread of the training images is not shown. {ARCHIVE_SKIN}",
+                      [f"{path} not found: the card cannot show the data's sex/age/site spread"],
+                      False, Counter())
     table, digest = manifest.read_hashed(path)
+    patients = tuple(sorted(set(table["patient_id"].dropna())))
     if record.prepared_again(digest):
-        return ("The prepared manifest changed after training, so the spread of the training "
-                f"images is not shown. {ARCHIVE_SKIN}",
-                [f"{path} changed since the run (sha256 differs): the card omits the spread"],
-                False, Counter())
+        return Spread("The prepared manifest changed after training, so the spread of the "
+                      f"training images is not shown. {ARCHIVE_SKIN}",
+                      [f"{path} changed since the run (sha256 differs): the card omits the "
+                       "spread"], False, Counter(), patients)
     rows = table[table["split"] == "train"]
     synthetic = bool(len(rows)) and all(str(i).startswith("SYN_") for i in rows["id"])
-    return spread_markdown(rows), [], synthetic, image_types(rows)
+    return Spread(spread_markdown(rows), [], synthetic, image_types(rows), patients)
 
 
 def training_data(record: RunRecord, synthetic: bool) -> tuple[TrainingData, list[str]]:

@@ -435,7 +435,8 @@ def scrub(data: bytes, secrets: Sequence[str]) -> bytes:
 
 def scan(uploads: Sequence[Upload], policy: privacy.Policy) -> tuple[tuple[str, str], ...]:
     """(path in the repo, what it would publish) for every upload that holds something
-    private: the token, a redacted value, the home folder, the user name or a local path."""
+    private: the token, a redacted value, the home folder, the user name, a patient id or a
+    local path."""
     found = []
     for upload in uploads:
         finding = (policy.findings(upload.source, upload.path_in_repo,
@@ -620,16 +621,17 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
                                    prompts["negative_prompt"])
     sample_paths = {s.path: _sample_path(s.path.name) for s in chosen}
     grid_path = _sample_path(grid.name) if grid else None
-    spread, spread_warnings, synthetic, types = spread_section(record)
-    data, data_warnings = training_data(record, synthetic)
-    warnings += (spread_warnings + data_warnings + licence_warnings(data, license)
+    spread = spread_section(record)
+    data, data_warnings = training_data(record, spread.synthetic)
+    warnings += (spread.warnings + data_warnings + licence_warnings(data, license)
                  + base_warnings(trained_on))
-    if synthetic:
+    if spread.synthetic:
         warnings.append("the run trained on the synthetic demo data; the card says so")
 
     policy = privacy.Policy.for_run(run_dir, token=token, environ=environ,
                                     allowed=[*_public_ids(record, repo_id),
                                              *([given] if given else [])])
+    policy.add_patients(spread.patients)
     training, public = _run_files(folder, record, policy)
     uploads = [Upload(final.name, final)]
     uploads += [Upload(f"checkpoints/{path.name}", path) for path in saves]
@@ -642,8 +644,8 @@ def plan(run_dir: Path, repo_id: str, *, license: str = DEFAULT_LICENSE,
     files = [(u.path_in_repo, u.size) for u in uploads]
     card = render_card(repo_id=repo_id, record=public, trigger=trigger, weight_name=final.name,
                        license=license, prompts=prompts, samples=chosen,
-                       sample_paths=sample_paths, grid=grid_path, spread=spread,
-                       data=data, files=files, evaluation=attached, types=types,
+                       sample_paths=sample_paths, grid=grid_path, spread=spread.markdown,
+                       data=data, files=files, evaluation=attached, types=spread.types,
                        base=trained_on)
     card = scrub(card.encode(), policy.secrets).decode()
     named = ("README.md", PUSHED, *(u.path_in_repo for u in uploads if isinstance(
@@ -725,12 +727,16 @@ def refuse_findings(planned: PushPlan, run_dir: Path) -> None:
         command = shlex.join(["medsynth-kohya", "push", str(run_dir), "--repo-id",
                               planned.repo_id, *planned.options, "--show", path])
         raise UserError(f"push refused: {path} would publish {finding}{more}; see it with "
-                        f"`{command}`, then {_remedy(path, source)}")
+                        f"`{command}`, then {_remedy(path, source, finding)}")
 
 
-def _remedy(path: str, source: Path | bytes) -> str:
-    """How to take a private thing out of the file that will be `path` in the repo."""
+def _remedy(path: str, source: Path | bytes, finding: str) -> str:
+    """How to take a private thing (`finding`) out of the file that will be `path` in the
+    repo."""
     lowered = path.lower()
+    if path.startswith("evaluation/") and finding.startswith(privacy.PATIENT):
+        return ("rename the photos so their ids hold no patient id and prepare again, or push "
+                "without --eval")
     if isinstance(source, bytes):  # written by push from the run's files
         return "remove it from the run's files (its config.toml, run.json or prompts)"
     if lowered.endswith(".safetensors"):
