@@ -331,14 +331,19 @@ sys.exit(int(os.environ.get("FAKE_ISIC_EXIT", "0")))
 '''
 
 
-def install_fake_isic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An `isic` program on PATH; returns the file where it records its arguments."""
+def put_isic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """`script` (a template of `{python}`) as the program `isic`, first on PATH."""
     folder = tmp_path / "bin"
     folder.mkdir()
     program = folder / "isic"
-    program.write_text(_ISIC.format(python=sys.executable), encoding="utf-8")
+    program.write_text(script.format(python=sys.executable), encoding="utf-8")
     program.chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def install_fake_isic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `isic` program on PATH; returns the file where it records its arguments."""
+    put_isic(tmp_path, monkeypatch, _ISIC)
     record = tmp_path / "isic-argv.json"
     monkeypatch.setenv("FAKE_ISIC_RECORD", str(record))
     return record

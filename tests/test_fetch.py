@@ -15,7 +15,7 @@ from medsynth_kohya.errors import UserError
 from medsynth_kohya.sdscripts.launch import ISIC_MELANOMA_SEARCH
 
 from .conftest import invoke
-from .fakes import install_fake_isic
+from .fakes import install_fake_isic, put_isic
 
 
 @pytest.fixture
@@ -444,15 +444,7 @@ echo "isic ended"
 def _install_wrapper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An `isic` shell script on PATH whose child waits 300 s; returns where it writes the
     child's pid (and, beside it, `signalled` once the child gets SIGINT)."""
-    import os
-    import sys
-
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    program = folder / "isic"
-    program.write_text(WRAPPER.format(python=sys.executable), encoding="utf-8")
-    program.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    put_isic(tmp_path, monkeypatch, WRAPPER)
     monkeypatch.setenv("FAKE_ISIC_PID", str(tmp_path / "pid"))
     monkeypatch.setenv("FAKE_ISIC_SIGNALLED", str(tmp_path / "signalled"))
     return tmp_path / "pid"
