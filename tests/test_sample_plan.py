@@ -15,7 +15,7 @@ from medsynth_kohya import files
 from medsynth_kohya.data import manifest
 from medsynth_kohya.data.captions import DEFAULT_TEMPLATE
 from medsynth_kohya.errors import UserError
-from medsynth_kohya.sampling import prompts
+from medsynth_kohya.sampling import plan, prompts
 from medsynth_kohya.sampling.lora import Captions
 from medsynth_kohya.sampling.plan import (
     SampleOptions,
@@ -146,6 +146,8 @@ def test_prompts_of_which_some_lack_the_trigger_are_counted_and_named(tmp_path: 
         "trained with: prompt 2 'mole 0', prompt 3 'mole 1', prompt 4 'mole 2' and 2 more;")
     listing.write_text("me1anoma\nme1anoma on the arm\n", encoding="utf-8")
     assert prompt_source(SampleOptions(prompts_file=listing), None, None, NAMES)[0].warnings == ()
+    assert plan._without_trigger(["me1anoma", "mole"], "me1anoma", None)[0].startswith(
+        "1 of 2 prompts do not mention")  # captions, edited by hand: no file to name
 
 
 @pytest.mark.parametrize(("text", "prompt", "message"), [

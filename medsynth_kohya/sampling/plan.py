@@ -215,7 +215,8 @@ def _without_trigger(texts: list[str], trigger: str, path: Path | None) -> list[
     shown = ", ".join(f"prompt {number} {text!r}" for number, text in missing[:SHOWN_PROMPTS])
     more = (f" and {len(missing) - SHOWN_PROMPTS} more" if len(missing) > SHOWN_PROMPTS
             else "")
-    return [f"{len(missing)} of {len(texts)} prompts of {path} do not mention {trained}: "
+    source = f" of {path}" if path is not None else ""
+    return [f"{len(missing)} of {len(texts)} prompts{source} do not mention {trained}: "
             f"{shown}{more}; write it into each prompt that should look like the training "
             "images"]
 
