@@ -1178,7 +1178,8 @@ def _why_empty(source: Source, options: PrepareOptions, rows: int, selected: int
     """Why no image was prepared: no rows, no selected rows (targets that are neither 0 nor 1
     named), or the commonest skip reasons."""
     if not rows:
-        return f"no images were prepared: {source.metadata} has no rows"
+        return (f"no images were prepared: {source.metadata} holds only a header, no rows; "
+                "give the complete metadata CSV of the download")
     if not selected and odd:
         return f"no images were prepared (the default selection is target 1): {odd[0]}"
     if not selected:

@@ -346,12 +346,36 @@ def _find_metadata(root: Path, fix: str, csv_fix: str) -> Path:
         passed += (f" ({packed[0]} is a spreadsheet: export it as CSV)"
                    if packed[0].lower().endswith(_SPREADSHEETS) else
                    f" ({packed[0]} is an archive: extract it here)")
+    cased = _cased_metadata((root, *(p for p in folders if p not in ours)))
+    if cased is not None:
+        fix = (f"{cased[0]} differs from {cased[1]} in letter case alone: rename it "
+               f"{cased[1]}, or {fix}")
     raise UserError(f"no ISIC metadata found in {root}{passed}: expected train.csv, "
                     "ISIC_2020_Training_GroundTruth*.csv, ISIC_2019_Training_GroundTruth.csv, "
                     "HAM10000_metadata.csv, ISIC2018_Task3_Training_GroundTruth.csv, "
                     "ISIC-2017_Training_Part3_GroundTruth.csv, "
                     "ISBI2016_ISIC_Part3_Training_GroundTruth.csv, train-metadata.csv or "
                     f"metadata.csv; {fix}")
+
+
+def _cased_metadata(folders: Iterable[Path]) -> tuple[Path, str] | None:
+    """The first file in `folders` named as a metadata CSV in another letter case, and that
+    name as ISIC spells it (other files' names, such as a pair's partner, are read by their
+    exact spelling, so such a file is named for renaming, not read as it is)."""
+    for folder in folders:
+        ends = tuple(".csv" + end for end in ("", *_COMPRESSED_ENDS))
+        names = sorted(p.name for p in folder.iterdir()
+                       if p.name.lower().endswith(ends) and p.is_file())
+        for pattern in _metadata_names():
+            parts = pattern.split("*")
+            shape = re.compile("(.*)".join(map(re.escape, parts)), re.IGNORECASE | re.DOTALL)
+            for name in names:
+                found = shape.fullmatch(name)
+                if found:
+                    spelled = parts[0] + "".join(
+                        text + part for text, part in zip(found.groups(), parts[1:], strict=True))
+                    return folder / name, spelled
+    return None
 
 
 def _other_metadata(chosen: Path, partner: Path | None) -> list[Path]:
@@ -624,6 +648,11 @@ def parse_columns(pairs: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
+_SYNONYMS = {"sex": ("gender",), "site": ("localization", "location")}
+"""Other names a field's column goes by in exports other than ISIC's, offered for --column
+when the field's own columns are absent (an age column holds "age" already: age_years, Age)."""
+
+
 def _closest(names: Sequence[str], header: Sequence[str]) -> list[str]:
     """Up to three columns of `header` like any of `names`: containing one, or spelled alike."""
     wanted = [name.lower() for name in names if len(name) >= 3]
@@ -653,7 +682,8 @@ def _absent(metadata: Path, header: Sequence[str], wanted: Mapping[str, Sequence
     parts, fixes = [], []
     for name, columns in wanted.items():
         named = naming if name == "id" else None
-        closest = [named] if named else _closest([*columns, name], free)
+        closest = [named] if named else _closest([*columns, name, *_SYNONYMS.get(name, ())],
+                                                 free)
         shown = ""  # no column left to offer: said once, after every part
         if named:
             shown = f" (its values name the image files: {_shown(named)})"
@@ -770,7 +800,9 @@ def locate(source: Path | None, metadata: Path | None = None,
         if source is None:
             raise UserError("give a SOURCE folder, or --metadata CSV and --images DIR")
         if not source.exists():
-            raise UserError(f"source {source} does not exist")
+            raise UserError(f"source {source} does not exist{_near_name(source)}; give the "
+                            "folder of an ISIC download (`medsynth-kohya fetch-isic --out DIR` "
+                            "downloads one), or --metadata CSV --images DIR")
         searched = not source.is_file()  # the metadata is the one _find_metadata chose
         metadata = source if source.is_file() else _find_metadata(source, no_metadata_fix,
                                                                      csv_fix)
@@ -868,6 +900,16 @@ def lacked_by(source: Source, name: str) -> str | None:
     """The name of `source`'s layout when it holds no column for field `name` anywhere (ISIC
     2017's site), else None."""
     return _LACKS[source.kind][0] if name in source.lacking else None
+
+
+def _near_name(path: Path) -> str:
+    """" (did you mean X?)" for the one file or folder beside `path` named alike in another
+    letter case, else ""."""
+    try:
+        alike = [p for p in path.parent.iterdir() if p.name.casefold() == path.name.casefold()]
+    except OSError:
+        return ""
+    return f" (did you mean {alike[0]}?)" if len(alike) == 1 else ""
 
 
 def _same_file(one: Path, other: Path) -> bool:

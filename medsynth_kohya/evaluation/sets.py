@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from cv2.typing import MatLike
 
+    from medsynth_kohya.data.sources import Source
+
 @dataclass(frozen=True)
 class RealSet:
     """Real images: `training` (id, path, patient_id) and, when known, `labelled` (+ label)."""
@@ -376,18 +378,27 @@ def load_real(path: Path) -> RealSet:
                         "compare with the data it was trained on, or --real with an ISIC "
                         "download or a prepared folder")
     if path.is_dir() and PreparedFolder(path).manifest.is_file():
-        real = _prepared(path)
-    else:
-        located = sources.locate(path, no_metadata_fix="give a folder holding one of those "
-                                 "CSVs, or a folder made by `medsynth-kohya prepare`",
-                                 csv_fix="give --real the CSV file")
-        training, labelled, notes, skipped = _from_source(located, None)
-        real = RealSet(str(path), training, labelled, notes,
-                       source_sha256=files.sha256(located.metadata), skipped=skipped)
-    if real.training.empty:
-        raise UserError(f"{path} has no training images to compare with (no melanoma with an "
-                        "image file); give --real a download holding melanoma photos")
-    return real
+        return _prepared(path)
+    located = sources.locate(path, no_metadata_fix="give a folder holding one of those CSVs, "
+                             "or a folder made by `medsynth-kohya prepare`",
+                             csv_fix="give --real the CSV file")
+    training, labelled, notes, skipped = _from_source(located, None)
+    if training.empty:
+        raise UserError(_no_training(path, located))
+    return RealSet(str(path), training, labelled, notes,
+                   source_sha256=files.sha256(located.metadata), skipped=skipped)
+
+
+def _no_training(path: Path, source: Source) -> str:
+    """Why ISIC download `path` gives no training image to compare with, and what to give:
+    a metadata CSV without rows, or no melanoma with an image file."""
+    from medsynth_kohya.data import sources
+
+    if sources.read_metadata(source).empty:
+        return (f"{path} has no training images to compare with ({source.metadata} holds only "
+                "a header, no rows); give --real a complete ISIC download")
+    return (f"{path} has no training images to compare with (no melanoma with an image file); "
+            "give --real a download holding melanoma photos")
 
 
 @cache
