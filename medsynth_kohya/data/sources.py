@@ -315,7 +315,8 @@ def _find_metadata(root: Path, fix: str, csv_fix: str) -> Path:
     misnamed: list[Path] = []
     folders = [p for p in sorted(root.iterdir()) if p.is_dir()]
     ours = [p for p in folders if tool_output(p)]
-    for folder in (root, *(p for p in folders if p not in ours)):
+    searched = (root, *(p for p in folders if p not in ours))
+    for folder in searched:
         for name in _metadata_names():
             for path in sorted(folder.glob(name), reverse=True):
                 if path.is_dir():
@@ -346,7 +347,7 @@ def _find_metadata(root: Path, fix: str, csv_fix: str) -> Path:
         passed += (f" ({packed[0]} is a spreadsheet: export it as CSV)"
                    if packed[0].lower().endswith(_SPREADSHEETS) else
                    f" ({packed[0]} is an archive: extract it here)")
-    cased = _cased_metadata((root, *(p for p in folders if p not in ours)))
+    cased = _cased_metadata(searched)
     if cased is not None:
         fix = (f"{cased[0]} differs from {cased[1]} in letter case alone: rename it "
                f"{cased[1]}, or {fix}")
@@ -362,10 +363,13 @@ def _cased_metadata(folders: Iterable[Path]) -> tuple[Path, str] | None:
     """The first file in `folders` named as a metadata CSV in another letter case, and that
     name as ISIC spells it (other files' names, such as a pair's partner, are read by their
     exact spelling, so such a file is named for renaming, not read as it is)."""
+    ends = tuple(".csv" + end for end in ("", *_COMPRESSED_ENDS))
     for folder in folders:
-        ends = tuple(".csv" + end for end in ("", *_COMPRESSED_ENDS))
-        names = sorted(p.name for p in folder.iterdir()
-                       if p.name.lower().endswith(ends) and p.is_file())
+        try:
+            names = sorted(p.name for p in folder.iterdir()
+                           if p.name.lower().endswith(ends) and p.is_file())
+        except OSError:  # a subfolder that cannot be listed holds none that can be read
+            continue
         for pattern in _metadata_names():
             parts = pattern.split("*")
             shape = re.compile("(.*)".join(map(re.escape, parts)), re.IGNORECASE | re.DOTALL)
