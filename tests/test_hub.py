@@ -530,13 +530,15 @@ def test_a_run_without_a_lora_file_is_refused(runner: CliRunner, fake_hub: FakeH
 def test_a_dry_run_says_how_to_train_it_by_the_command_that_made_it(runner: CliRunner,
                                                                    run: Path,
                                                                    tmp_path: Path) -> None:
-    """train --dry-run is undone by train without it; demo renders a run it never trains where
-    it cannot (no CUDA GPU here), and no train --dry-run was ever typed to drop."""
+    """A train --dry-run run is trained by train --resume --force (keeping its preset); demo
+    renders a run it never trains where it cannot (no CUDA GPU here), and no train --dry-run
+    was ever typed to drop."""
     (run / "output" / "melanoma.safetensors").unlink()
     record = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**record, "status": "dry-run"}))
     assert _refused(runner, run, "--repo-id", REPO, "--dry-run").endswith(
-        "it was a dry run: run `medsynth-kohya train` without --dry-run")
+        f"it was a dry run: train it with `medsynth-kohya train {record['dataset']['prepared']} "
+        f"--run-dir {run} --resume --force`")
     out = tmp_path / "my demo"
     code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
     assert code == 0, stderr

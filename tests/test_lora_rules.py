@@ -5,7 +5,9 @@ gives, when a run counts as not trained yet, and where the captions and base mod
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,14 @@ from medsynth_kohya.sampling.lora import (
     untrained_run,
 )
 from medsynth_kohya.sdscripts import launch
+from medsynth_kohya.sdscripts.checkout import ENV_DIR, ENV_PYTHON
 from medsynth_kohya.sdscripts.presets import BASE_MODEL
 from medsynth_kohya.training.record import RunRecord
 
 from .conftest import invoke, one_line_error
 from .fake_gen import write_lora
 from .fake_hub import FakeHub
+from .fakes import FakeSd
 
 
 def _run(folder: Path, **record: object) -> Path:
@@ -92,7 +96,8 @@ def test_a_dry_run_run_says_how_to_train_it_as_push_does(runner: CliRunner,
     with pytest.raises(UserError) as pushed:
         push(run, "alice/lora", dry_run=True)
     advice = str(pushed.value).split("; ", 1)[1]
-    assert advice == "it was a dry run: run `medsynth-kohya train` without --dry-run"
+    resume = launch.resume_command(str(tmp_path / "p"), run).line()
+    assert advice == f"it was a dry run: train it with `{resume} --force`"
     assert str(refused.value) == f"run {run} has no LoRA file yet (status dry-run); {advice}"
     out = tmp_path / "demo"
     code, _, stderr = invoke(runner, "demo", "--out", out, "--n", 8)
@@ -491,3 +496,26 @@ def test_pull_names_what_it_refuses_and_asks_the_endpoint_it_is_given(
     assert pulled.record is None and pulled.notes[1] == (
         "erin/bare has no training/run.json: prompts use prepare's default template and "
         "trigger unless --prompt or --like says otherwise")
+
+
+def test_the_dry_run_advice_trains_that_run_for_real_with_its_preset(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command sample and push give for a `train --dry-run` run, pasted as it is, trains
+    that run with the preset and --set it was dry-run with."""
+    monkeypatch.setenv(ENV_DIR, str(fake_sd.sd_scripts))
+    monkeypatch.setenv(ENV_PYTHON, sys.executable)
+    run = tmp_path / "my run"
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "max_train_steps=3", "--run-dir", run, "--dry-run")
+    assert code == 0, stdout + stderr
+    line = one_line_error(*invoke(runner, "sample", "--lora", run, "--n", 2, "--out",
+                                  tmp_path / "syn"))
+    command = line.rsplit("`", 2)[1]
+    assert line.endswith(f"it was a dry run: train it with `{command}`"), line
+    assert shlex.split(command)[:2] == ["medsynth-kohya", "train"], command
+    code, stdout, stderr = invoke(runner, *shlex.split(command)[1:])
+    assert code == 0, stdout + stderr
+    record = RunRecord.from_dict(json.loads((run / "run.json").read_text(encoding="utf-8")))
+    assert (record.status, record.preset, record.overrides) == (
+        "succeeded", "cpu-smoke", ["max_train_steps=3"]), record

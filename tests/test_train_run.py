@@ -332,9 +332,10 @@ def test_resume_without_run_dir_passes_over_dry_runs(
     train(prepared, "cpu-smoke", run_dir=Path("runs") / "looked", dry_run=True, **tools)
     with pytest.raises(UserError) as refused:
         train(prepared, resume=True, **tools)
+    again = f"medsynth-kohya train {prepared} --run-dir runs/looked --resume --force"
     assert str(refused.value) == (f"runs/ holds only dry runs of {prepared}, nothing to resume: "
-                                  "train without --dry-run (and without --resume) to start the "
-                                  "run")
+                                  f"train the newest with `{again}`, or train without "
+                                  "--dry-run and --resume to start a new run")
     assert not fake_sd.record.exists()
 
 

@@ -464,18 +464,18 @@ def next_step(status: str, final: Path, state: Path | None, limit: int | None = 
 def retrain_advice(record: RunRecord, run_dir: Path) -> str:
     """How to get a run's LoRA files, which it lacks, as train takes it (push and sample say
     it): --resume finishes a run that stopped, but only reports a succeeded one as finished
-    (--resume --force trains it again)."""
+    (--resume --force trains it again, and trains a dry run with its preset)."""
     demo = _demo_out(record, run_dir)
     if record.status == "dry-run" and demo is not None:
         again = launch.tool_command("demo", "--out", str(demo)).line()
         fresh = launch.tool_command("train", str(record.prepared)).line()
         return ("`medsynth-kohya demo` only rendered this run, as it does on a machine without "
                 f"a CUDA GPU: on one with a CUDA GPU, run `{again}` again or `{fresh}`")
-    if record.status == "dry-run":
-        return "it was a dry run: run `medsynth-kohya train` without --dry-run"
+    resume = launch.resume_command(record.dataset.prepared if record.dataset else None,
+                                   run_dir)
+    if record.status == "dry-run":  # --resume keeps its preset and --set; --force starts it
+        return f"it was a dry run: train it with `{resume.line()} --force`"
     if record.status == "succeeded":
-        resume = launch.resume_command(record.dataset.prepared if record.dataset else None,
-                                       run_dir)
         return f"the run succeeded: train it again from step 0 with `{resume.line()} --force`"
     return f"the run is {record.status or 'unknown'}: {finish_advice(record, run_dir)}"
 
@@ -838,7 +838,7 @@ def newest_run(prepared: Path, root: Path) -> Path:
     """The run folder under `root` that last started training on `prepared` (dry runs aside)."""
     wanted = str(prepared.resolve())
     found: list[tuple[str, float, Path]] = []
-    dry = False
+    dry: list[tuple[str, float, Path]] = []
     for folder in (RunFolder(p) for p in root.glob("*") if p.is_dir()):
         try:
             record = folder.load()
@@ -846,13 +846,13 @@ def newest_run(prepared: Path, root: Path) -> Path:
             continue
         if not (record.dataset and record.dataset.prepared == wanted):
             continue
-        dry = dry or record.status == "dry-run"
-        if record.status != "dry-run":
-            found.append((str(record.start or ""), folder.record_file.stat().st_mtime,
-                          folder.path))
+        (dry if record.status == "dry-run" else found).append(
+            (str(record.start or ""), folder.record_file.stat().st_mtime, folder.path))
     if not found and dry:
+        again = launch.resume_command(str(prepared), max(dry)[2]).line()
         raise UserError(f"{root}/ holds only dry runs of {prepared}, nothing to resume: train "
-                        "without --dry-run (and without --resume) to start the run")
+                        f"the newest with `{again} --force`, or train without --dry-run and "
+                        "--resume to start a new run")
     if not found:
         raise UserError(f"--resume found no earlier run of {prepared} in {root}/; pass "
                         "--run-dir with the run to continue")
