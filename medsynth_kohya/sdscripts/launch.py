@@ -464,14 +464,19 @@ def _save_rank(path: Path, output_name: str, suffix: str, step: int) -> tuple[in
     return (step, path.name == f"{output_name}{suffix}", path.name)
 
 
+def _counts(path: Path) -> dict[str, int]:
+    """The whole-number values of a LoRA file's metadata (`ss_steps`, `ss_epoch`, ...)."""
+    metadata = (files.safetensors_header(path) or {}).get("__metadata__")
+    return {key: int(value) for key, value in metadata.items()
+            if isinstance(value, str) and value.isdigit()} if isinstance(metadata, dict) else {}
+
+
 def _lora_step(path: Path) -> int:
     """The run's step a LoRA save was made at, from its header: the epochs done (`ss_epoch`)
     and the place in the epoch of `ss_steps`, which sd-scripts counts from 0 again on each
     --resume (at an epoch's start); else `ss_steps`, else the number in its name (without
     metadata an epoch's save orders among the epochs only)."""
-    metadata = (files.safetensors_header(path) or {}).get("__metadata__")
-    said = {key: int(value) for key, value in metadata.items()
-            if isinstance(value, str) and value.isdigit()} if isinstance(metadata, dict) else {}
+    said = _counts(path)
     if "ss_steps" not in said:
         return int(path.stem.rpartition("-")[2].removeprefix("step"))
     steps, epoch = said["ss_steps"], said.get("ss_epoch")
@@ -545,11 +550,8 @@ def final_steps(final: Path) -> int | None:
     """The run's steps a final LoRA was saved after: its `ss_steps`, which a resumed sd-scripts
     counts from the start of the epoch it went on at, plus the steps that launch left out
     (STEP_OFFSET beside it); None where its header records no steps."""
-    metadata = (files.safetensors_header(final) or {}).get("__metadata__")
-    steps = metadata.get("ss_steps") if isinstance(metadata, dict) else None
-    if not (isinstance(steps, str) and steps.isdigit()):
-        return None
-    return int(steps) + _step_offset(final.parent)
+    steps = _counts(final).get("ss_steps")
+    return None if steps is None else steps + _step_offset(final.parent)
 
 
 def state_step(folder: Path) -> int:
