@@ -613,3 +613,28 @@ def test_a_resumed_runs_final_lora_is_finished_by_the_runs_own_steps(tmp_path: P
     assert finished_lora(final, 100) and finished_lora(final, 96)
     assert not finished_lora(final, 101) and not finished_lora(final, None)
     assert launch.final_steps(write_lora(tmp_path / "bare.safetensors")) is None
+
+
+def test_step_saves_leave_a_resumed_launchs_way_and_come_back_by_the_runs_step(
+        tmp_path: Path) -> None:
+    """Before a resumed launch the complete step saves take their run step's out-of-the-way
+    name, a newer save of a step replacing the older, what is unfinished staying for sd-scripts
+    to write again; after it, each takes sd-scripts' name of its run step where that is free."""
+    older = _state(tmp_path / "melanoma-run-step00000030-state", 30)
+    launch.settle_states(tmp_path, "melanoma")
+    (tmp_path / launch.STEP_OFFSET).write_text(json.dumps({"offset": 24}))
+    newer = _state(tmp_path / "melanoma-step00000006-state", 6)  # run step 30 again
+    unfinished = _state(tmp_path / "melanoma-step00000008-state", 8, complete=False)
+    _save(tmp_path / "melanoma-step00000006.safetensors", 10**9, 30)
+    _save(tmp_path / "melanoma-step00000008.safetensors", 10**9)  # cut short: no steps
+    assert launch.name_by_run_step(tmp_path, "melanoma", newer) == older
+    assert launch.state_step(older) == 30 and not newer.exists() and unfinished.is_dir()
+    assert sorted(p.name for p in tmp_path.glob("melanoma*")) == [
+        "melanoma-run-step00000030-state", "melanoma-run-step00000030.safetensors",
+        "melanoma-step00000008-state", "melanoma-step00000008.safetensors"]
+    _save(tmp_path / "melanoma-step00000030.safetensors", 10**9)  # cut short, holds the name
+    launch.name_as_one_run(tmp_path, "melanoma")
+    assert sorted(p.name for p in tmp_path.glob("melanoma*")) == [
+        "melanoma-run-step00000030.safetensors", "melanoma-step00000008-state",
+        "melanoma-step00000008.safetensors", "melanoma-step00000030-state",
+        "melanoma-step00000030.safetensors"]

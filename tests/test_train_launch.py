@@ -139,7 +139,7 @@ def test_a_failure_says_why_and_how_to_go_on(runner: CliRunner, prepared: Path,
     code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
     assert code == 0, stdout + stderr
     argv = fake_sd.recorded()["argv"]
-    assert Path(argv[argv.index("--resume") + 1]).name == "melanoma-step00000002-state"
+    assert Path(argv[argv.index("--resume") + 1]).name == "melanoma-run-step00000002-state"
 
 
 def test_the_summary_lists_the_last_saves_and_counts_the_earlier_ones(
@@ -444,3 +444,43 @@ def test_a_run_of_more_steps_than_planned_resumes_until_its_final_state(
     assert code == 1 and ("its newest state, melanoma-state, was saved at the end of "
                           "training, which sd-scripts cannot go on from: fix what failed and "
                           "start over with --resume --force") in said, said
+
+
+def test_a_resumed_run_writes_over_none_of_its_earlier_step_saves(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed sd-scripts counts its steps from 0 again and names its step saves by that
+    count: while it runs, the run's step saves are named by the run's step (NAME-run-step…),
+    out of its way, so none is written over, least of all the state it resumes from; once it
+    ends every step of the run has one LoRA, named by the run's step as an unbroken run's."""
+    run, output = tmp_path / "run", tmp_path / "run" / "output"
+    tools = ("--run-dir", run, "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    first = ("--preset", "cpu-smoke", "--set", "save_state=true", "--set",
+             "save_every_n_steps=1")
+    invoke(runner, "train", prepared, *first, "--set", "max_train_steps=1", *tools, "--dry-run")
+    per_epoch = _record(run)["plan"]["steps_per_epoch"]  # type: ignore[index]
+    assert per_epoch >= 2
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    monkeypatch.setenv("FAKE_SD_CRASH_STEP", str(per_epoch + 2))  # after step P + 1's state
+    code, stdout, stderr = invoke(runner, "train", prepared, *first, "--set",
+                                  f"max_train_steps={3 * per_epoch}", *tools, "--force")
+    assert code == 1, stdout + stderr
+    earlier = {path.name: path.read_bytes() for path in output.glob("*.safetensors")}
+    assert len(earlier) == per_epoch + 1
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
+    assert code == 0, stdout + stderr
+    argv = fake_sd.recorded()["argv"]
+    assert Path(argv[argv.index("--resume") + 1]).name == (
+        f"melanoma-run-step{per_epoch + 1:08d}-state")
+    assert fake_sd.recorded()["first_epoch"] == 1
+    steps = range(1, 3 * per_epoch + 1)
+    names = [f"melanoma-step{n:08d}.safetensors" for n in steps]
+    saves = launch.lora_files(output, "melanoma")
+    assert [path.name for path in saves] == [*names, "melanoma.safetensors"]
+    assert [launch._lora_step(path) for path in saves[:-1]] == list(steps)
+    for name in names[:per_epoch]:  # the first launch's, before the state resumed from
+        assert (output / name).read_bytes() == earlier[name]
+    recorded = [Path(p).name for p in _record(run)["lora_files"]]  # type: ignore[attr-defined]
+    assert recorded == [path.name for path in saves]
+    assert [path.name for path in output.glob("*-state")] == ["melanoma-state"]

@@ -220,7 +220,7 @@ def test_a_following_machine_says_how_its_launch_ended_and_resumes_with_machine_
                                 f"{run / 'output'}")
     assert seen and set(seen) == {"running"}  # its report while it trains
     argv = json.loads(Path(f"{fake_sd.record}.machine-1").read_text(encoding="utf-8"))["argv"]
-    assert Path(argv[argv.index("--resume") + 1]).name == "melanoma-step00000002-state"
+    assert Path(argv[argv.index("--resume") + 1]).name == "melanoma-run-step00000002-state"
 
 
 def test_check_before_preparing_judges_the_gpus_it_is_given(fake_sd: FakeSd,

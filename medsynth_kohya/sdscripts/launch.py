@@ -447,14 +447,26 @@ def run(command: Command, log: Path, on_progress: Callable[[StepProgress], None]
         on_progress=None if on_progress is None else lambda _, step: on_progress(step))[0]
 
 
+RUN_STEP = "-run"
+"""Between the output name and `-step00000100` in the name a step save has while a resumed
+launch runs (`name_by_run_step`): the run's step, out of that launch's way."""
+
+
 def _saves(output_dir: Path, output_name: str, suffix: str) -> list[Path]:
     """What sd-scripts saved in `output_dir` under names ending in `suffix`: `NAME-000002`
-    (epoch), `NAME-step00000100` (step) and the final `NAME`."""
+    (epoch), `NAME-step00000100` (step; `NAME-run-step00000100` once named by the run's step)
+    and the final `NAME`."""
     if not output_dir.is_dir():
         return []
-    saved = re.compile(rf"^{re.escape(output_name)}(?:-\d{{6,}}|-step\d{{8,}})?"
+    saved = re.compile(rf"^{re.escape(output_name)}(?:-\d{{6,}}|(?:{RUN_STEP})?-step\d{{8,}})?"
                        rf"{re.escape(suffix)}$")
     return [path for path in output_dir.iterdir() if saved.match(path.name)]
+
+
+def _launch_named(path: Path) -> bool:
+    """Whether a save's name holds the step of the launch that saved it (`NAME-step00000100`,
+    as sd-scripts names it), not the run's."""
+    return re.search(rf"(?<!{RUN_STEP})-step\d{{8,}}(?:-state)?(?:\.\w+)?$", path.name) is not None
 
 
 def _save_rank(path: Path, output_name: str, suffix: str, step: int) -> tuple[int, bool, str]:
@@ -579,6 +591,43 @@ def settle_states(output_dir: Path, output_name: str) -> None:
                     COUNTED_FROM: offset}, indent=None)
 
 
+def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None) -> Path | None:
+    """Before a resumed launch: give the step saves named by the step of their launch
+    (`NAME-step00000100`, as sd-scripts names them) the run's step, out of its way
+    (`NAME-run-step00000580`): sd-scripts counts from 0 again and would write over them, the
+    state it resumes from among them. One of a step already so named is the newer save and
+    replaces it; a LoRA file without its steps or a state not yet complete stays, for sd-scripts
+    to write again. Returns where `resumed` is now."""
+    settle_states(output_dir, output_name)
+    for path in _saves(output_dir, output_name, ".safetensors"):
+        if path.is_file() and _launch_named(path) and "ss_steps" in _counts(path):
+            path.replace(path.with_name(
+                f"{output_name}{RUN_STEP}-step{_lora_step(path):08d}.safetensors"))
+    for folder in _state_folders(output_dir, output_name):
+        data = _train_state(folder)
+        if data is None or COUNTED_FROM not in data or not _launch_named(folder):
+            continue
+        named = folder.with_name(f"{output_name}{RUN_STEP}-step{state_step(folder):08d}-state")
+        if named.exists():
+            _remove_state(named)
+        folder.rename(named)
+        resumed = named if resumed in (folder, named) else resumed
+    return resumed
+
+
+def name_as_one_run(output_dir: Path, output_name: str) -> None:
+    """After a resumed launch: its step saves and the earlier ones take sd-scripts' names by
+    the run's step, as a run never stopped would have named them (`name_by_run_step`, then
+    back where the name is free)."""
+    name_by_run_step(output_dir, output_name, None)
+    for path in _saves(output_dir, output_name, ".safetensors") + _state_folders(
+            output_dir, output_name):
+        plain = path.with_name(path.name.replace(f"{output_name}{RUN_STEP}-step",
+                                                 f"{output_name}-step", 1))
+        if plain != path and not plain.exists():
+            path.rename(plain)
+
+
 def count_steps(output_dir: Path, output_name: str, resumed: Path | None,
                 accumulation: int) -> Callable[[str], None]:
     """Before a launch into `output_dir`: settle the states earlier launches wrote, then note
@@ -661,13 +710,19 @@ def prune_states(output_dir: Path, output_name: str) -> list[Path]:
                                        _state_rank(path, output_name) < rank))]
     for folder in replaced:
         with contextlib.suppress(OSError):  # what is left is emptied: removed next time
-            (folder / REMOVING).touch()
-            marker = folder / "train_state.json"
-            for file in [marker, *sorted(folder.rglob("*"))]:  # unresumable from the start
-                if file.is_file() and not file.is_symlink():
-                    os.truncate(file, 0)
-            shutil.rmtree(folder)
+            _remove_state(folder)
     return replaced
+
+
+def _remove_state(folder: Path) -> None:
+    """Empty a state folder's files, then remove it: unresumable from the first change, and
+    nothing left in a synced folder's trash."""
+    (folder / REMOVING).touch()
+    marker = folder / "train_state.json"
+    for file in [marker, *sorted(folder.rglob("*"))]:
+        if file.is_file() and not file.is_symlink():
+            os.truncate(file, 0)
+    shutil.rmtree(folder)
 
 
 ISIC_MELANOMA_SEARCH = 'diagnosis_2:"Malignant melanocytic proliferations (Melanoma)"'

@@ -970,12 +970,15 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     precision = str(options.get("mixed_precision", "no"))
     gpu_ids = None if cluster.slurm is not None else _gpu_ids(processes)  # not the login
     # node's CUDA_VISIBLE_DEVICES: each machine of the job names its own when it launches
-    command = launch.train_command(
-        runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
-        accelerate_config=cluster.accelerate_config or folder.accelerate_config,
-        given=cluster.accelerate_config is not None, num_processes=processes,
-        mixed_precision=precision, gpu_ids=gpu_ids, resume=state_dir, machines=machines,
-        first=checkout.install_step(location))
+
+    def command_for(state: Path | None) -> launch.Command:
+        return launch.train_command(
+            runner, sd_dir.resolve(), config_path.resolve(), dataset_path.resolve(),
+            accelerate_config=cluster.accelerate_config or folder.accelerate_config,
+            given=cluster.accelerate_config is not None, num_processes=processes,
+            mixed_precision=precision, gpu_ids=gpu_ids, resume=state, machines=machines,
+            first=checkout.install_step(location))
+    command = command_for(state_dir)
     output = folder.output
     steps = run.steps
     record = RunRecord(
@@ -1014,6 +1017,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         kept = folder.set_aside(f"{datetime.now():%Y%m%d-%H%M%S}", earlier)
         warnings.insert(0, f"the run started over from step 0; the earlier run's LoRAs, "
                         f"states and record are kept in {kept}")
+    if state_dir is not None:  # the resumed sd-scripts counts from 0: it would write over them
+        state_dir = launch.name_by_run_step(output, name, state_dir)
+        command = command_for(state_dir)
+        result, record = replace(result, command=command), replace(record, command=command.argv)
     run_dir.mkdir(parents=True, exist_ok=True)
     render.write_toml(document, config_path)
     if not dry_run:  # what a resume trains with: a dry run is never resumed
@@ -1053,7 +1060,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         folder.save(replace(record, status="failed", end=_now(), message=f"{exc}; {advice}"))
         return replace(result, status="failed", warnings=tuple(warnings), message=str(exc),
                        advice=advice, log=log)
-    launch.settle_states(folder.output, name)
+    if state_dir is None:
+        launch.settle_states(folder.output, name)
+    else:
+        launch.name_as_one_run(folder.output, name)
     if pruning:
         launch.prune_states(folder.output, name)
     loras = launch.lora_files(folder.output, name)
