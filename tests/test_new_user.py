@@ -155,6 +155,28 @@ def test_a_folder_inside_the_prepared_one_names_the_folder_to_give(
         f"Error: ../../img is inside the prepared folder {prepared}: give {prepared}")
 
 
+def test_a_file_of_the_prepared_folder_or_the_folder_as_a_lora_names_what_to_give(
+        runner: CliRunner, prepared: Path, tmp_path: Path) -> None:
+    """`train PREPARED/manifest.csv` or a training photo is told the folder it lies in;
+    `sample --lora PREPARED`, the command that trains it first."""
+    photo = next(next((prepared / "img").iterdir()).glob("*.jpg"))
+    for given in (prepared / "manifest.csv", photo):
+        assert _refusal(runner, "train", given, "--dry-run") == (
+            f"Error: {given} is a file, not a folder: give the prepared folder it lies in, "
+            f"{prepared}")
+    lone = tmp_path / "notes.txt"
+    lone.write_text("x")
+    assert _refusal(runner, "train", lone, "--dry-run") == (
+        f"Error: {lone} is a file, not a folder: give the --out folder of `medsynth-kohya "
+        "prepare`")
+    assert _refusal(runner, "sample", "--lora", prepared, "--out", tmp_path / "synth",
+                    "--dry-run") == (
+        f"Error: --lora {prepared} is a folder without run.json (it is a prepared folder: "
+        f"train it first, `medsynth-kohya train {prepared}`); give a train run folder or a "
+        ".safetensors file")
+    assert not (tmp_path / "synth").exists()
+
+
 def test_a_run_folder_given_for_the_prepared_one_names_what_it_trained_on(
         runner: CliRunner, prepared: Path, trained: Path, tmp_path: Path) -> None:
     """`train RUN` (to go on with it) and `sample --like RUN` were told to prepare the run

@@ -204,7 +204,9 @@ class PreparedFolder:
     def state(self) -> PreparedState:
         """The state; a UserError when the folder was not prepared, its last prepare run was
         interrupted or its state file is damaged."""
-        files.ensure_folder(self.path, "give the --out folder of `medsynth-kohya prepare`")
+        holder = self._holder() if self.path.is_file() else None
+        files.ensure_folder(self.path, f"give the prepared folder it lies in, {holder}" if holder
+                            else "give the --out folder of `medsynth-kohya prepare`")
         self.ensure_finished()
         if not self.is_prepared() and self.state_dir.is_dir() and self.skipped.is_file():
             raise UserError(f"prepare into {self.path} prepared no image (see {self.skipped}); "

@@ -6,6 +6,7 @@ the LoRA file, its run record, and the caption template, trigger and class it wa
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,11 @@ def resolve_lora(given: Path) -> tuple[Path, RunRecord | None]:
     if given.is_dir():
         folder = RunFolder(given)
         if not folder.exists():
-            raise UserError(f"--lora {given} is a folder without {RECORD_FILE}; give a train "
-                            "run folder or a .safetensors file")
+            trained = (f" (it is a prepared folder: train it first, `medsynth-kohya train "
+                       f"{shlex.quote(str(given))}`)" if PreparedFolder(given).is_prepared()
+                       else "")
+            raise UserError(f"--lora {given} is a folder without {RECORD_FILE}{trained}; give "
+                            "a train run folder or a .safetensors file")
         record = _load_run(folder)
         output = folder.output  # this folder's own LoRA, as push uses, even if it moved
         if not output.is_dir():
