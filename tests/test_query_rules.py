@@ -98,6 +98,13 @@ def test_a_measurement_already_a_column_is_suggested_once() -> None:
     assert len(closest) == 3 and set(closest) <= {"agea", "ageb", "agec", "age"}
 
 
+def test_a_column_that_begins_as_the_word_typed_is_offered_first() -> None:
+    """difflib alone ranks `target` above `age_approx` for `agee`: ISIC 2020's own columns."""
+    frame = pd.DataFrame({"target": [1], "age_approx": [45.0]})
+    assert _refusal(frame, "agee > 50").endswith("; name a column (closest: age_approx, "
+                                                 "target)")
+
+
 def _checked(text: str, frame: pd.DataFrame | None = None) -> None:
     query.check(_metadata() if frame is None else frame, text, example=EXAMPLE)
 

@@ -525,7 +525,7 @@ def _unknown_name(query: str, name: str, columns: Collection[object], *,
     if variable and name in known:
         return (f"--query {query!r}: @ marks a Python variable, which a query has none of; "
                 f"name the column without it{example}")
-    closest = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    closest = _alike(name, known)
     without = "; drop the @ and" if variable else ";"
     said = f"--query {query!r}: {name} is neither a column nor a measurement{without}"
     if _beside_number(query, name):  # a column meant: quoting it would compare two constants
@@ -535,6 +535,15 @@ def _unknown_name(query: str, name: str, columns: Collection[object], *,
                 f"{', '.join(shown)}{more})")
     column = f", or name a column (closest: {', '.join(closest)})" if closest else ""
     return f"{said} quote text values{example}{column}"
+
+
+def _alike(name: str, known: list[str]) -> list[str]:
+    """Up to three of `known` like `name`: those that begin with its first three letters first
+    (`agee`: age_approx, which difflib ranks below target), then those spelled alike."""
+    start = name.lower()[:3]
+    begun = [k for k in known if len(start) == 3 and k.lower().startswith(start)]
+    return list(dict.fromkeys(begun + difflib.get_close_matches(name, known, n=3,
+                                                                cutoff=0.6)))[:3]
 
 
 _LISTED = 25
