@@ -159,6 +159,10 @@ def main():
         return
     if mode == "stubborn":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # accelerate's load_state fails so (on machine 0: the others, unlike accelerate's, do not
+    # wait for it here, and may start once it has finished and renamed its saves)
+    if args.resume and not os.path.isdir(args.resume) and not rank:
+        raise FileNotFoundError(f"fake: no state to resume from at {args.resume}")
     first_epoch, state = 0, os.path.join(args.resume or "", "train_state.json")
     if args.resume and os.path.isfile(state):  # as sd-scripts: the state's step, which must
         with open(state) as file:  # be below max_train_steps, picks the epoch to start at

@@ -95,7 +95,7 @@ def test_resume_keeps_the_runs_own_preset_overrides_and_data(
     code, stdout, stderr = invoke(runner, "train", prepared, "--run-dir", run, "--resume",
                                   "--dry-run", *tools)
     assert code == 0, stdout + stderr
-    assert "6 (--set max_train_steps)" in stdout and "melanoma-step00000002-state" in stdout
+    assert "6 (--set max_train_steps)" in stdout and "melanoma-run-step00000002-state" in stdout
     assert checksums(run) == before
 
     for other in (("--preset", "t4-16gb"), ("--set", "max_train_steps=100"),
@@ -111,7 +111,7 @@ def test_resume_keeps_the_runs_own_preset_overrides_and_data(
     shutil.copytree(prepared, copy)
     code, stdout, stderr = invoke(runner, "train", copy, "--run-dir", run, "--resume",
                                   "--dry-run", *tools)
-    assert code == 0 and "melanoma-step00000002-state" in stdout, stdout + stderr
+    assert code == 0 and "melanoma-run-step00000002-state" in stdout, stdout + stderr
     assert checksums(run) == before
     changed = tmp_path / "changed"  # another prepared folder is not the run's
     shutil.copytree(prepared, changed)

@@ -87,6 +87,7 @@ def test_train_command_and_shell_line(tmp_path: Path) -> None:
 
 def test_run_passes_argv_cwd_and_env_exactly(fake_sd: FakeSd) -> None:
     state = fake_sd.output / "melanoma-step00000002-state"
+    state.mkdir(parents=True)
     command = _command(fake_sd, num_processes=2, mixed_precision="bf16", gpu_ids=[0, 1],
                        cpu_threads=3, resume=state)
     outcome = launch.run(command, fake_sd.log)

@@ -101,7 +101,7 @@ def test_resume_without_run_dir_takes_the_newest_run_of_that_folder(
     code, stdout, stderr = invoke(runner, "train", prepared, "--resume", "--dry-run")
     assert code == 0, stderr
     assert f"resuming {newest}, the newest run of {prepared}" in " ".join(stderr.split())
-    assert "melanoma-step00000002-state" in stdout
+    assert "melanoma-run-step00000002-state" in stdout
 
 
 def test_a_long_path_in_a_summary_is_shown_whole_on_an_80_column_terminal(

@@ -197,7 +197,7 @@ def test_interrupted_run_resumes_from_its_last_state(prepared: Path, fake_sd: Fa
     assert second.status == "succeeded"
     argv = fake_sd.recorded()["argv"]
     resumed = Path(argv[argv.index("--resume") + 1])
-    assert resumed.name.startswith("melanoma-step") and resumed.is_absolute()
+    assert resumed.name.startswith("melanoma-run-step") and resumed.is_absolute()
     assert resumed.parent == (tmp_path / "run" / "output").resolve()  # sd-scripts' cwd is its own
     assert _record(run)["resumed_from"] == str(resumed)
 
@@ -468,6 +468,11 @@ def test_a_resumed_run_writes_over_none_of_its_earlier_step_saves(
     earlier = {path.name: path.read_bytes() for path in output.glob("*.safetensors")}
     assert len(earlier) == per_epoch + 1
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools, "--dry-run")
+    assert code == 0, stdout + stderr  # shows the command as it will run, and moves nothing
+    assert f"--resume {output.resolve()}/melanoma-run-step{per_epoch + 1:08d}-state" in (
+        stdout.replace("\n", "")), stdout
+    assert {path.name: path.read_bytes() for path in output.glob("*.safetensors")} == earlier
     code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
     assert code == 0, stdout + stderr
     argv = fake_sd.recorded()["argv"]

@@ -597,8 +597,9 @@ def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None) -
     (`NAME-run-step00000580`): sd-scripts counts from 0 again and would write over them, the
     state it resumes from among them. One of a step already so named is the newer save and
     replaces it; a LoRA file without its steps or a state not yet complete stays, for sd-scripts
-    to write again. Returns where `resumed` is now."""
+    to write again. Returns where `resumed` is now (resolved, once moved)."""
     settle_states(output_dir, output_name)
+    wanted = None if resumed is None else resumed.resolve()
     for path in _saves(output_dir, output_name, ".safetensors"):
         if path.is_file() and _launch_named(path) and "ss_steps" in _counts(path):
             path.replace(path.with_name(
@@ -607,12 +608,20 @@ def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None) -
         data = _train_state(folder)
         if data is None or COUNTED_FROM not in data or not _launch_named(folder):
             continue
-        named = folder.with_name(f"{output_name}{RUN_STEP}-step{state_step(folder):08d}-state")
+        named = out_of_the_way(folder, output_name)
+        if wanted is not None and wanted in (folder.resolve(), named.resolve()):
+            resumed = named.resolve()
         if named.exists():
             _remove_state(named)
         folder.rename(named)
-        resumed = named if resumed in (folder, named) else resumed
     return resumed
+
+
+def out_of_the_way(state: Path, output_name: str) -> Path:
+    """Where `name_by_run_step` puts a complete state folder: what a resumed launch's command
+    names, its dry run's too."""
+    return state.with_name(f"{output_name}{RUN_STEP}-step{state_step(state):08d}-state"
+                           ) if _launch_named(state) else state
 
 
 def name_as_one_run(output_dir: Path, output_name: str) -> None:

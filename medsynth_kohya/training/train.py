@@ -724,9 +724,11 @@ def _removed_if_empty(folder: Path) -> Iterator[None]:
 
 
 def _resume_state(prepared: Path, run_dir: Path) -> Path | None:
-    """The saved state machine 0 would resume `run_dir` from now: its newest complete one."""
+    """The saved state machine 0 would resume `run_dir` from now: its newest complete one,
+    where it will be once out of the resumed launch's way."""
     name = str(PreparedFolder(prepared).state().class_name)
-    return launch.latest_state(RunFolder(run_dir).output.resolve(), name)
+    state = launch.latest_state(RunFolder(run_dir).output.resolve(), name)
+    return None if state is None else launch.out_of_the_way(state, name)
 
 
 def _as_started(run_dir: Path, prepared: Path, preset_name: str | None,
@@ -978,7 +980,7 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
             given=cluster.accelerate_config is not None, num_processes=processes,
             mixed_precision=precision, gpu_ids=gpu_ids, resume=state, machines=machines,
             first=checkout.install_step(location))
-    command = command_for(state_dir)
+    command = command_for(None if state_dir is None else launch.out_of_the_way(state_dir, name))
     output = folder.output
     steps = run.steps
     record = RunRecord(
