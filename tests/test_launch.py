@@ -639,3 +639,160 @@ def test_step_saves_leave_a_resumed_launchs_way_and_come_back_by_the_runs_step(
         "melanoma-run-step00000030.safetensors", "melanoma-step00000008-state",
         "melanoma-step00000008.safetensors", "melanoma-step00000030-state",
         "melanoma-step00000030.safetensors"]
+
+
+def _lora(path: Path, metadata: dict[str, str] | None) -> Path:
+    """A LoRA save whose header holds `metadata` (no `__metadata__` at all when None)."""
+    header = json.dumps({} if metadata is None else {"__metadata__": metadata}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
+
+
+def test_saves_whose_headers_say_too_little_for_epochs_order_by_their_steps(
+        tmp_path: Path) -> None:
+    """A header without metadata (--no_metadata) orders by the number in the name; one without
+    the epoch, or without the batches per epoch, by its `ss_steps`: none is dropped or fails."""
+    _lora(tmp_path / "melanoma-step00000030.safetensors", None)
+    _lora(tmp_path / "melanoma-step00000005.safetensors", {
+        "ss_steps": "20", "ss_num_batches_per_epoch": "8", "ss_gradient_accumulation_steps": "1"})
+    _lora(tmp_path / "melanoma-step00000007.safetensors", {
+        "ss_steps": "10", "ss_epoch": "3", "ss_gradient_accumulation_steps": "1"})
+    _lora(tmp_path / "melanoma-step00000009.safetensors", {
+        "ss_steps": "25", "ss_epoch": "3", "ss_num_batches_per_epoch": "0",
+        "ss_gradient_accumulation_steps": "1"})
+    assert [p.stem for p in launch.lora_files(tmp_path, "melanoma")] == [
+        "melanoma-step00000007", "melanoma-step00000005", "melanoma-step00000009",
+        "melanoma-step00000030"]
+
+
+@pytest.mark.parametrize("name", ["my-lora", "melanoma"])
+def test_step_saves_of_a_resumed_launch_order_by_the_run_step_whatever_their_names(
+        tmp_path: Path, name: str) -> None:
+    """A step save is told from an epoch save by its last part, also under an output name with
+    a dash and once named by the run's step: here 10 steps an epoch, resumed at epoch 2."""
+    metadata = {"ss_num_batches_per_epoch": "10", "ss_gradient_accumulation_steps": "1"}
+    _lora(tmp_path / f"{name}-000002.safetensors", {**metadata, "ss_steps": "20", "ss_epoch": "2"})
+    _lora(tmp_path / f"{name}-step00000003.safetensors",
+          {**metadata, "ss_steps": "3", "ss_epoch": "2"})  # run step 23
+    _lora(tmp_path / f"{name}-step00000012.safetensors",
+          {**metadata, "ss_steps": "12", "ss_epoch": "1"})
+    _lora(tmp_path / f"{name}-run-step00000017.safetensors",
+          {**metadata, "ss_steps": "17", "ss_epoch": "1"})
+    assert [p.stem for p in launch.lora_files(tmp_path, name)] == [
+        f"{name}-step00000012", f"{name}-run-step00000017", f"{name}-000002",
+        f"{name}-step00000003"]
+
+
+def test_a_state_whose_train_state_json_is_not_a_step_is_never_resumed(tmp_path: Path) -> None:
+    """sd-scripts' train_state.json holds a whole `current_step`: a folder whose file holds
+    something else (a list, no step, a string or a boolean) is not a state to resume from."""
+    good = _state(tmp_path / "melanoma-step00000010-state", 10)
+    for index, text in enumerate(['[{"current_step": 90}]', '{"epoch": 9}',
+                                  '{"current_step": "90"}', '{"current_step": true}']):
+        folder = _state(tmp_path / f"melanoma-step0000009{index}-state", 90)
+        (folder / "train_state.json").write_text(text)
+        assert launch.state_step(folder) < 0
+    assert launch.latest_state(tmp_path, "melanoma") == good
+    assert launch.prune_states(tmp_path, "melanoma") == []
+
+
+@pytest.mark.parametrize(("written", "offset"), [
+    (1, 1), (24, 24), (0, 0), (-5, 0), (2.5, 0), ("24", 0), (None, 0), (True, 0)])
+def test_only_a_whole_positive_step_offset_is_added_to_the_final_steps(
+        tmp_path: Path, written: object, offset: int) -> None:
+    """The offset beside the output is the launch's whole uncounted steps, one included;
+    anything else in the file (a hand edit, a cut-short write) adds nothing."""
+    final = _lora(tmp_path / "melanoma.safetensors", {"ss_steps": "40"})
+    (tmp_path / launch.STEP_OFFSET).write_text(json.dumps({"offset": written}))
+    assert launch.final_steps(final) == 40 + offset
+
+
+def test_a_launch_counts_from_the_start_of_its_resumed_states_epoch_even_one_step_long(
+        tmp_path: Path) -> None:
+    """With one batch an epoch a state at step 1 is resumed at step 1; a launch that resumes
+    nothing counts from 0 whatever sd-scripts says; a line saying no batches changes nothing."""
+    output = tmp_path / "run" / "output"  # a new run folder's
+    first = launch.count_steps(output, "melanoma", None, 1)
+    first("num batches per epoch / 1epochのバッチ数: 1")
+    assert launch.state_step(_state(output / "melanoma-step00000001-state", 1)) == 1
+    resumed = launch.count_steps(output, "melanoma", output / "melanoma-step00000001-state", 1)
+    resumed("num batches per epoch / 1epochのバッチ数: 0")
+    assert json.loads((output / launch.STEP_OFFSET).read_text())["offset"] == 0
+    resumed("num batches per epoch / 1epochのバッチ数: 1")
+    assert launch.state_step(_state(output / "melanoma-step00000002-state", 2)) == 3
+
+
+def test_a_resumed_launchs_time_left_is_that_of_the_runs_steps_left(tmp_path: Path) -> None:
+    """Resumed 60 steps into a run of 100, its bar's step 10 is the run's 70: 30 steps left at
+    2 s each, not the launch's own estimate; a bar without a rate has no time left."""
+    seen: list[StepProgress] = []
+    shown = launch.from_run_start(tmp_path, seen.append)
+    assert shown is not None and launch.from_run_start(tmp_path, None) is None
+    (tmp_path / launch.STEP_OFFSET).write_text(json.dumps({"offset": 60}))
+    shown(StepProgress(step=10, total=100, loss=0.1, seconds_per_step=2.0, eta_seconds=180.0))
+    shown(StepProgress(step=50, total=100, loss=0.1, seconds_per_step=None, eta_seconds=99.0))
+    assert seen == [StepProgress(step=70, total=100, loss=0.1, seconds_per_step=2.0,
+                                 eta_seconds=60.0),
+                    StepProgress(step=100, total=100, loss=0.1, seconds_per_step=None,
+                                 eta_seconds=None)]
+
+
+def test_a_state_removal_cut_short_is_unresumable_and_finished_next_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train_state.json is emptied first, so a removal stopped after one file (here by a
+    failing disk) leaves no state a hand-run `--resume` would take; the next prune ends it."""
+    older = _state(tmp_path / "melanoma-step00000010-state", 10)
+    newest = _state(tmp_path / "melanoma-step00000020-state", 20)
+    truncate = os.truncate
+    done: list[Any] = []
+
+    def fails_after_one(path: Any, length: int) -> None:
+        if done:
+            raise OSError("disk gone")
+        done.append(path)
+        truncate(path, length)
+
+    monkeypatch.setattr(os, "truncate", fails_after_one)
+    assert launch.prune_states(tmp_path, "melanoma") == [older]
+    assert (older / "train_state.json").stat().st_size == 0
+    assert (older / "optimizer.bin").stat().st_size == 1000
+    monkeypatch.setattr(os, "truncate", truncate)
+    assert launch.prune_states(tmp_path, "melanoma") == [older]
+    assert not older.exists() and launch.latest_state(tmp_path, "melanoma") == newest
+
+
+def test_a_replaced_state_with_folders_and_links_is_removed_leaving_what_links_point_to(
+        tmp_path: Path) -> None:
+    """A state's sub-folders are removed, not emptied as files; a link in it is removed, the
+    file it points to outside kept whole."""
+    older = _state(tmp_path / "melanoma-step00000010-state", 10)
+    (older / "custom").mkdir()
+    (older / "custom" / "weights.bin").write_bytes(b"w" * 10)
+    outside = tmp_path / "base-model.safetensors"
+    outside.write_bytes(b"m" * 10)
+    (older / "model.safetensors").symlink_to(outside)
+    _state(tmp_path / "melanoma-step00000020-state", 20)
+    assert launch.prune_states(tmp_path, "melanoma") == [older]
+    assert not older.exists() and outside.read_bytes() == b"m" * 10
+
+
+def test_a_state_that_cannot_be_settled_now_is_settled_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settling a state rewrites its train_state.json: where that fails (a read-only synced
+    folder) the launch goes on and the state still counts its launch's offset."""
+    (tmp_path / launch.STEP_OFFSET).write_text(json.dumps({"offset": 24}))
+    folder = _state(tmp_path / "melanoma-step00000006-state", 6)
+    from medsynth_kohya import files
+
+    write_json = files.write_json
+
+    def refused(path: Path, data: Any, **options: Any) -> None:
+        raise PermissionError(path)
+
+    monkeypatch.setattr(files, "write_json", refused)
+    launch.settle_states(tmp_path, "melanoma")
+    assert launch.state_step(folder) == 30
+    monkeypatch.setattr(files, "write_json", write_json)
+    launch.settle_states(tmp_path, "melanoma")
+    (tmp_path / launch.STEP_OFFSET).unlink()
+    assert launch.state_step(folder) == 30
