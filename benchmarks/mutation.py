@@ -112,7 +112,7 @@ AREAS = (
     Area("saves and states", "medsynth_kohya/sdscripts/launch.py",
          ("_saves", "_launch_named", "_save_rank", "_counts", "_lora_step", "lora_files",
           "_train_state", "_step_offset", "final_steps", "state_step", "settle_states",
-          "name_by_run_step", "name_as_one_run", "count_steps", "from_run_start",
+          "name_by_run_step", "out_of_the_way", "name_as_one_run", "count_steps", "from_run_start",
           "_state_folders", "final_state", "latest_state", "_state_rank", "_emptied",
           "prune_states", "_remove_state")),
     Area("manifest schema", "medsynth_kohya/data/manifest.py"),
