@@ -285,6 +285,14 @@ def test_a_lora_saved_other_than_as_safetensors_is_refused(value: str) -> None:
     assert checks.config_errors({"save_model_as": "safetensors"}) == []
 
 
+def test_a_lora_saved_without_its_metadata_is_refused() -> None:
+    """Without ss_steps a resumed launch's step saves could not be told apart from earlier ones."""
+    assert checks.config_errors({"no_metadata": True}) == [
+        "no_metadata = true: train reads each LoRA's steps from its metadata, to keep its saves "
+        "apart across --resume and tell a finished run; remove the override"]
+    assert checks.config_errors({"no_metadata": False}) == []
+
+
 @pytest.mark.parametrize(("entry", "said"), [
     ("conv_dim = 4", "network_args entry 'conv_dim = 4': sd-scripts keeps the spaces round the "
                      "key, so it is ignored: write conv_dim=4"),

@@ -20,6 +20,7 @@ from medsynth_kohya import locks
 from medsynth_kohya.data.prepare import JOURNAL_FILE, PrepareOptions, prepare
 from medsynth_kohya.data.prepared import STATE_DIR
 from medsynth_kohya.data.synth import SyntheticSet
+from medsynth_kohya.sdscripts import launch
 
 from .fake_gen import make_fake_gen, shard_images, write_run
 from .fakes import make_fake_sd
@@ -101,8 +102,11 @@ def test_train_killed_before_launch_and_while_training(isic2020: SyntheticSet, t
     monkeypatch.setenv("FAKE_SD_MODE", "normal")
     done = finish(start(*args, "--run-dir", reference))
     assert done.code == 0, done.stderr
-    skip = ("train.log", "logs/", "run.json")
+    # superseded/: the killed launch's saves of steps the resumed one trained again, kept
+    skip = ("train.log", "logs/", "run.json", "output/superseded/")
     assert snapshot(run, skip) == snapshot(reference, skip)
+    kept = sorted((run / "output" / launch.SUPERSEDED).glob("*"))
+    assert all(path.name.startswith("melanoma-run-step") and path.is_file() for path in kept)
     assert _kept(run) == _kept(reference)
 
 

@@ -619,10 +619,12 @@ def test_a_resumed_runs_final_lora_is_finished_by_the_runs_own_steps(tmp_path: P
 def test_step_saves_leave_a_resumed_launchs_way_and_come_back_by_the_runs_step(
         tmp_path: Path) -> None:
     """Before a resumed launch the complete step saves take their run step's out-of-the-way
-    name, a newer save of a step replacing the older, what is unfinished staying for sd-scripts
-    to write again; after it, each takes sd-scripts' name of its run step where that is free."""
+    name, an earlier save of that step kept in superseded/, what is unfinished staying for
+    sd-scripts to write again; after it, each takes sd-scripts' name of its run step where
+    that is free."""
     older = _state(tmp_path / "melanoma-run-step00000030-state", 30)
     launch.settle_states(tmp_path, "melanoma")
+    _save(tmp_path / "melanoma-run-step00000030.safetensors", 10**9, 29)  # the first launch's
     (tmp_path / launch.STEP_OFFSET).write_text(json.dumps({"offset": 24}))
     newer = _state(tmp_path / "melanoma-step00000006-state", 6)  # run step 30 again
     unfinished = _state(tmp_path / "melanoma-step00000008-state", 8, complete=False)
@@ -630,6 +632,12 @@ def test_step_saves_leave_a_resumed_launchs_way_and_come_back_by_the_runs_step(
     _save(tmp_path / "melanoma-step00000008.safetensors", 10**9)  # cut short: no steps
     assert launch.name_by_run_step(tmp_path, "melanoma", newer) == older
     assert launch.state_step(older) == 30 and not newer.exists() and unfinished.is_dir()
+    kept = tmp_path / launch.SUPERSEDED
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "melanoma-run-step00000030-state", "melanoma-run-step00000030.safetensors"]
+    assert json.loads((kept / "melanoma-run-step00000030-state" / "train_state.json"
+                       ).read_text())[launch.COUNTED_FROM] == 0
+    assert b'"29"' in (kept / "melanoma-run-step00000030.safetensors").read_bytes()
     assert sorted(p.name for p in tmp_path.glob("melanoma*")) == [
         "melanoma-run-step00000030-state", "melanoma-run-step00000030.safetensors",
         "melanoma-step00000008-state", "melanoma-step00000008.safetensors"]
@@ -639,6 +647,8 @@ def test_step_saves_leave_a_resumed_launchs_way_and_come_back_by_the_runs_step(
         "melanoma-run-step00000030.safetensors", "melanoma-step00000008-state",
         "melanoma-step00000008.safetensors", "melanoma-step00000030-state",
         "melanoma-step00000030.safetensors"]
+    launch.prune_states(tmp_path, "melanoma")  # a superseded state is a replaced one
+    assert [p.name for p in kept.iterdir()] == ["melanoma-run-step00000030.safetensors"]
 
 
 def _lora(path: Path, metadata: dict[str, str] | None) -> Path:
@@ -796,3 +806,12 @@ def test_a_state_that_cannot_be_settled_now_is_settled_later(
     launch.settle_states(tmp_path, "melanoma")
     (tmp_path / launch.STEP_OFFSET).unlink()
     assert launch.state_step(folder) == 30
+
+
+def test_an_output_name_ending_in_run_has_its_step_saves_moved_too(tmp_path: Path) -> None:
+    """`mel-run-step00000006` is the launch-named save of the class `mel-run`."""
+    _save(tmp_path / "mel-run-step00000006.safetensors", 10**9, 6)
+    state = _state(tmp_path / "mel-run-step00000006-state", 6)
+    moved = launch.name_by_run_step(tmp_path, "mel-run", state)
+    assert moved == tmp_path.resolve() / "mel-run-run-step00000006-state" and moved.is_dir()
+    assert (tmp_path / "mel-run-run-step00000006.safetensors").is_file()

@@ -486,6 +486,12 @@ def test_a_resumed_run_writes_over_none_of_its_earlier_step_saves(
     assert [launch._lora_step(path) for path in saves[:-1]] == list(steps)
     for name in names[:per_epoch]:  # the first launch's, before the state resumed from
         assert (output / name).read_bytes() == earlier[name]
+    again = f"melanoma-step{per_epoch + 1:08d}.safetensors"  # saved again from epoch 2's start
+    assert (output / again).read_bytes() != earlier[again]
+    assert [path.name for path in (output / launch.SUPERSEDED).iterdir()] == [
+        f"melanoma-run-step{per_epoch + 1:08d}.safetensors"]
+    assert (output / launch.SUPERSEDED / f"melanoma-run-step{per_epoch + 1:08d}.safetensors"
+            ).read_bytes() == earlier[again]
     recorded = [Path(p).name for p in _record(run)["lora_files"]]  # type: ignore[attr-defined]
     assert recorded == [path.name for path in saves]
     assert [path.name for path in output.glob("*-state")] == ["melanoma-state"]

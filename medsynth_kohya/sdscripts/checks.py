@@ -244,6 +244,10 @@ def _combination_errors(options: Mapping[str, Any]) -> list[str]:
     if options.get("save_model_as", "safetensors") not in ("safetensors", None):
         errors.append(f"save_model_as = {options['save_model_as']!r}: train, sample and push "
                       "take the LoRA only as a .safetensors file; remove the override")
+    if _on(options, "no_metadata"):
+        errors.append("no_metadata = true: train reads each LoRA's steps from its metadata, to "
+                      "keep its saves apart across --resume and tell a finished run; remove the "
+                      "override")
     if isinstance(options.get("resolution"), str):
         size = resolution(options["resolution"])
         if size is None:

@@ -463,10 +463,10 @@ def _saves(output_dir: Path, output_name: str, suffix: str) -> list[Path]:
     return [path for path in output_dir.iterdir() if saved.match(path.name)]
 
 
-def _launch_named(path: Path) -> bool:
+def _launch_named(path: Path, output_name: str) -> bool:
     """Whether a save's name holds the step of the launch that saved it (`NAME-step00000100`,
-    as sd-scripts names it), not the run's."""
-    return re.search(rf"(?<!{RUN_STEP})-step\d{{8,}}(?:-state)?(?:\.\w+)?$", path.name) is not None
+    as sd-scripts names it), not the run's (`NAME-run-step00000100`)."""
+    return path.name.startswith(f"{output_name}-step")
 
 
 def _save_rank(path: Path, output_name: str, suffix: str, step: int) -> tuple[int, bool, str]:
@@ -595,39 +595,56 @@ def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None) -
     """Before a resumed launch: give the step saves named by the step of their launch
     (`NAME-step00000100`, as sd-scripts names them) the run's step, out of its way
     (`NAME-run-step00000580`): sd-scripts counts from 0 again and would write over them, the
-    state it resumes from among them. One of a step already so named is the newer save and
-    replaces it; a LoRA file without its steps or a state not yet complete stays, for sd-scripts
-    to write again. Returns where `resumed` is now (resolved, once moved)."""
+    state it resumes from among them. An earlier save that holds the name already (a resumed
+    launch trains again from the start of its epoch) is kept in SUPERSEDED; a LoRA file without
+    its steps or a state not yet complete stays, for sd-scripts to write again. Returns where
+    `resumed` is now (resolved, once moved)."""
     settle_states(output_dir, output_name)
     wanted = None if resumed is None else resumed.resolve()
     for path in _saves(output_dir, output_name, ".safetensors"):
-        if path.is_file() and _launch_named(path) and "ss_steps" in _counts(path):
-            path.replace(path.with_name(
+        if path.is_file() and _launch_named(path, output_name) and "ss_steps" in _counts(path):
+            _take_name(path, path.with_name(
                 f"{output_name}{RUN_STEP}-step{_lora_step(path):08d}.safetensors"))
     for folder in _state_folders(output_dir, output_name):
         data = _train_state(folder)
-        if data is None or COUNTED_FROM not in data or not _launch_named(folder):
+        if data is None or COUNTED_FROM not in data or not _launch_named(folder, output_name):
             continue
         named = out_of_the_way(folder, output_name)
         if wanted is not None and wanted in (folder.resolve(), named.resolve()):
             resumed = named.resolve()
-        if named.exists():
-            _remove_state(named)
-        folder.rename(named)
+        _take_name(folder, named)
     return resumed
+
+
+SUPERSEDED = "superseded"
+"""The folder beside the saves that keeps an earlier save whose name a later one of the same
+run step took, under its own name (`-2`, `-3`, ... where that is taken too)."""
+
+
+def _take_name(path: Path, named: Path) -> None:
+    """Rename `path` to `named`, first moving what holds that name into SUPERSEDED."""
+    if named.exists():
+        kept = named.parent / SUPERSEDED
+        kept.mkdir(exist_ok=True)
+        target, count = kept / named.name, 1
+        while target.exists():
+            count += 1
+            target = kept / f"{named.stem}-{count}{named.suffix}"
+        named.rename(target)
+    path.rename(named)
 
 
 def out_of_the_way(state: Path, output_name: str) -> Path:
     """Where `name_by_run_step` puts a complete state folder: what a resumed launch's command
     names, its dry run's too."""
     return state.with_name(f"{output_name}{RUN_STEP}-step{state_step(state):08d}-state"
-                           ) if _launch_named(state) else state
+                           ) if _launch_named(state, output_name) else state
 
 
 def name_as_one_run(output_dir: Path, output_name: str) -> None:
     """After a resumed launch: its step saves and the earlier ones take sd-scripts' names by
-    the run's step, as a run never stopped would have named them (`name_by_run_step`, then
-    back where the name is free)."""
+    the run's step (`name_by_run_step`, then back where the name is free), as a run never
+    stopped names them."""
     name_by_run_step(output_dir, output_name, None)
     for path in _saves(output_dir, output_name, ".safetensors") + _state_folders(
             output_dir, output_name):
@@ -708,7 +725,8 @@ def prune_states(output_dir: Path, output_name: str) -> list[Path]:
     """Remove the complete state folders the newest one has replaced (`--resume` needs only
     it), emptying their files first: a synced folder such as Google Drive keeps what is deleted
     in its trash, counted against the quota, and an emptied file costs nothing there. Folders
-    still being written (or cut short, to be written again) are left; returns those removed."""
+    still being written (or cut short, to be written again) are left, those in SUPERSEDED (a
+    later state of their step replaced them) are not; returns those removed."""
     newest = latest_state(output_dir, output_name)
     if newest is None:
         return []
@@ -717,6 +735,8 @@ def prune_states(output_dir: Path, output_name: str) -> list[Path]:
     replaced = [path for path in _state_folders(output_dir, output_name)
                 if path != newest and (_emptied(path) or (state_step(path) >= 0 and
                                        _state_rank(path, output_name) < rank))]
+    kept = output_dir / SUPERSEDED
+    replaced += sorted(path for path in kept.iterdir() if path.is_dir()) if kept.is_dir() else []
     for folder in replaced:
         with contextlib.suppress(OSError):  # what is left is emptied: removed next time
             _remove_state(folder)
