@@ -473,6 +473,9 @@ def test_a_resumed_run_writes_over_none_of_its_earlier_step_saves(
     assert f"--resume {output.resolve()}/melanoma-run-step{per_epoch + 1:08d}-state" in (
         stdout.replace("\n", "")), stdout
     assert {path.name: path.read_bytes() for path in output.glob("*.safetensors")} == earlier
+    assert (f"the launch resumes from melanoma-run-step{per_epoch + 1:08d}-state: train first "
+            f"renames the run's step saves by the run's step (melanoma-step{per_epoch + 1:08d}"
+            "-state among them)") in " ".join(stderr.split()), stderr
     code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
     assert code == 0, stdout + stderr
     argv = fake_sd.recorded()["argv"]

@@ -980,7 +980,12 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
             given=cluster.accelerate_config is not None, num_processes=processes,
             mixed_precision=precision, gpu_ids=gpu_ids, resume=state, machines=machines,
             first=checkout.install_step(location))
-    command = command_for(None if state_dir is None else launch.out_of_the_way(state_dir, name))
+    moved = None if state_dir is None else launch.out_of_the_way(state_dir, name)
+    command = command_for(moved)
+    if dry_run and moved != state_dir and state_dir is not None and moved is not None:
+        warnings.append(f"the launch resumes from {moved.name}: train first renames the run's "
+                        f"step saves by the run's step ({state_dir.name} among them), out of the "
+                        "way of the resumed sd-scripts, which counts its steps from 0 again")
     output = folder.output
     steps = run.steps
     record = RunRecord(
