@@ -85,7 +85,7 @@ if __name__ == "__main__":
 '''
 
 _TRAINER = '''
-import argparse, json, os, signal, struct, sys, time
+import argparse, json, os, shutil, signal, struct, sys, time
 import toml
 from tqdm import tqdm
 
@@ -110,6 +110,21 @@ def save_state(folder, step, epoch):
     for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
         with open(os.path.join(folder, name), "wb") as file:
             file.write(name.encode() * 64)
+
+def remove_older(out, name, step, config):
+    """sd-scripts' save_last_n_steps(_state) at a step save: the one save of its own launch's
+    count that falls out (get_remove_step_no; a state's only above step 0)."""
+    if json.loads(os.environ["FAKE_ACCELERATE_ARGS"]).get("machine_rank"):
+        return
+    every = config["save_every_n_steps"]
+    for n, path, low in ((config.get("save_last_n_steps"), "{}/{}-step{:08d}.safetensors", 0),
+                         (config.get("save_state") and (config.get("save_last_n_steps_state")
+                          or config.get("save_last_n_steps")), "{}/{}-step{:08d}-state", 1)):
+        removed = step - (n or 0) - 1
+        removed -= removed % every
+        if n and removed >= low and os.path.exists(path.format(out, name, removed)):
+            target = path.format(out, name, removed)
+            shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
 
 def batches_per_epoch(dataset_config):
     """Batches in one epoch of the dataset config, as sd-scripts counts them."""
@@ -193,6 +208,7 @@ def main():
                           batches, accumulation)
                 if config.get("save_state"):
                     save_state(f"{out}/{name}-step{step:08d}-state", step, epoch + 1)
+                remove_older(out, name, step, config)
             bar.set_postfix(avr_loss=0.5 / step)
             if step >= total:
                 break

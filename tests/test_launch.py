@@ -815,3 +815,50 @@ def test_an_output_name_ending_in_run_has_its_step_saves_moved_too(tmp_path: Pat
     moved = launch.name_by_run_step(tmp_path, "mel-run", state)
     assert moved == tmp_path.resolve() / "mel-run-run-step00000006-state" and moved.is_dir()
     assert (tmp_path / "mel-run-run-step00000006.safetensors").is_file()
+
+
+def test_a_replaced_state_linked_from_elsewhere_loses_only_its_link(tmp_path: Path) -> None:
+    """A state folder that is a link (to a copy on another disk, say) is unlinked when a newer
+    state replaces it: the folder it points to is the user's, and keeps every byte."""
+    elsewhere = _state(tmp_path / "elsewhere", 10)
+    before = {path.name: path.read_bytes() for path in elsewhere.iterdir()}
+    output = tmp_path / "output"
+    output.mkdir()
+    linked = output / "melanoma-step00000010-state"
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    _state(output / "melanoma-step00000020-state", 20)
+    assert launch.prune_states(output, "melanoma") == [linked]
+    assert not linked.is_symlink() and not linked.exists()
+    assert {path.name: path.read_bytes() for path in elsewhere.iterdir()} == before
+
+
+def test_save_last_n_steps_counts_back_from_the_runs_newest_step_save(tmp_path: Path) -> None:
+    """After a resumed launch: LoRA step saves, superseded ones among them, more than
+    save_last_n_steps behind the newest go; states by save_last_n_steps_state where set;
+    epoch saves, the final LoRA, unfinished states and the user's own files stay."""
+    kept = tmp_path / launch.SUPERSEDED
+    kept.mkdir()
+    for step in (10, 20, 30, 40):
+        _lora(tmp_path / f"melanoma-step{step:08d}.safetensors", {"ss_steps": str(step)})
+        _state(tmp_path / f"melanoma-step{step:08d}-state", step)
+    _lora(tmp_path / f"melanoma{launch.RUN_STEP}-step00000015.safetensors", {"ss_steps": "15"})
+    _lora(kept / "melanoma-step00000030-2.safetensors", None)  # its step from its name
+    _lora(kept / "melanoma-step00000010.safetensors", {"ss_steps": "10"})
+    _state(kept / "melanoma-step00000010-state", 10)
+    stay = [_lora(tmp_path / "melanoma-000001.safetensors", {"ss_steps": "5"}),
+            _lora(tmp_path / "melanoma.safetensors", {"ss_steps": "40"}),
+            _state(tmp_path / "melanoma-step00000005-state", 5, complete=False),
+            _lora(tmp_path / "notes-step00000001.safetensors", None)]
+    removed = launch.keep_last_steps(tmp_path, "melanoma", {"save_last_n_steps": 10,
+                                                            "save_last_n_steps_state": 20})
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in removed) == [
+        "melanoma-run-step00000015.safetensors", "melanoma-step00000010-state",
+        "melanoma-step00000010.safetensors", "melanoma-step00000020.safetensors",
+        "superseded/melanoma-step00000010-state", "superseded/melanoma-step00000010.safetensors"]
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")
+                  if path.parent in (tmp_path, kept)) == sorted(
+        [*(path.name for path in stay), "melanoma-step00000020-state",
+         "melanoma-step00000030-state", "melanoma-step00000030.safetensors",
+         "melanoma-step00000040-state", "melanoma-step00000040.safetensors",
+         "superseded", "superseded/melanoma-step00000030-2.safetensors"])
+    assert launch.keep_last_steps(tmp_path, "melanoma", {}) == []

@@ -498,3 +498,124 @@ def test_a_resumed_run_writes_over_none_of_its_earlier_step_saves(
     recorded = [Path(p).name for p in _record(run)["lora_files"]]  # type: ignore[attr-defined]
     assert recorded == [path.name for path in saves]
     assert [path.name for path in output.glob("*-state")] == ["melanoma-state"]
+
+
+def _crashed_in_epoch_two(runner: CliRunner, prepared: Path, fake_sd: FakeSd, run: Path,
+                          monkeypatch: pytest.MonkeyPatch, *settings: str) -> int:
+    """Train `run` (a step save each step, with `settings`) for three epochs and let it crash
+    one step after epoch 2's first save; returns the steps per epoch."""
+    tools = ("--run-dir", run, "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    first = ("--preset", "cpu-smoke", "--set", "save_every_n_steps=1", *settings)
+    invoke(runner, "train", prepared, *first, "--set", "max_train_steps=1", *tools, "--dry-run")
+    per_epoch = int(_record(run)["plan"]["steps_per_epoch"])  # type: ignore[index]
+    assert per_epoch >= 2
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    monkeypatch.setenv("FAKE_SD_CRASH_STEP", str(per_epoch + 2))
+    code, stdout, stderr = invoke(runner, "train", prepared, *first, "--set",
+                                  f"max_train_steps={3 * per_epoch}", *tools, "--force")
+    assert code == 1, stdout + stderr
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")
+    return per_epoch
+
+
+def _saved(output: Path) -> dict[str, bytes]:
+    """The LoRA files and state folders' train_state.json in `output`, by name."""
+    return {path.name: (path / "train_state.json" if path.is_dir() else path).read_bytes()
+            for path in output.glob("melanoma*")}
+
+
+def test_a_resumed_launch_that_never_starts_leaves_the_step_saves_as_they_were(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step saves out of a resumed launch's way take their names back however it ends:
+    here accelerate cannot be started, and the advice names the state as it is then."""
+    run = tmp_path / "run"
+    _crashed_in_epoch_two(runner, prepared, fake_sd, run, monkeypatch, "--set",
+                          "save_state=true")
+    before = _saved(run / "output")
+
+    def cannot_start(*_: object, **__: object) -> launch.RunOutcome:
+        raise launch.StartError("accelerate: no such file")
+    monkeypatch.setattr(launch, "run", cannot_start)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", "--run-dir", run,
+                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    assert code == 1, stdout + stderr
+    assert _saved(run / "output") == before
+    newest = launch.latest_state(run / "output", "melanoma")
+    assert newest is not None and newest.name in before
+    assert f"continue from {newest.name} with --resume" in " ".join(
+        (stdout + stderr).split()), stdout + stderr
+    assert f"continue from {newest.name} with --resume" in str(_record(run)["message"])
+
+
+def test_an_error_before_a_resumed_launch_gives_the_step_saves_their_names_back(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error after the renames and before sd-scripts starts (here in the caller's own
+    on_launch) leaves no `NAME-run-step` name for push or sample to meet."""
+    run = tmp_path / "run"
+    _crashed_in_epoch_two(runner, prepared, fake_sd, run, monkeypatch, "--set",
+                          "save_state=true")
+    before = _saved(run / "output")
+    moved: list[str] = []
+
+    def stopped(_: training.TrainResult) -> None:
+        moved.extend(path.name for path in (run / "output").glob(f"melanoma{launch.RUN_STEP}*"))
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(prepared, resume=True, run_dir=run, sd_scripts=fake_sd.sd_scripts,
+              python=sys.executable, on_launch=stopped)
+    assert moved  # the launch would have met them out of its way
+    assert _saved(run / "output") == before
+
+
+def test_a_dead_run_without_a_state_starts_over_with_its_saves_set_aside(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run left `running` by a process that died before any state was saved starts again
+    from step 0 on --resume: its step saves, which the new launch would write over one by
+    one, are kept with its record as --force keeps them."""
+    run = tmp_path / "run"
+    _crashed_in_epoch_two(runner, prepared, fake_sd, run, monkeypatch, "--set",
+                          "save_state=false")
+    before = _saved(run / "output")
+    assert before and not list((run / "output").glob("*-state"))
+    record = _record(run)
+    (run / "run.json").write_text(json.dumps({**record, "status": "running", "pid": 1}))
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", "--run-dir", run,
+                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    assert code == 0, stdout + stderr
+    said = " ".join(stderr.split())
+    assert "it saved no training state, so it starts from step 0" in said, said
+    [aside] = run.glob("output.replaced-*")
+    assert aside.name in said, said
+    assert _saved(aside) == before
+    assert json.loads((aside / "run.json").read_text())["status"] == "running"
+    assert _record(run)["status"] == "succeeded"
+
+
+def test_a_resumed_run_keeps_the_step_saves_an_unbroken_one_keeps(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """save_last_n_steps counts back from the run's newest step save across a resume, as in a
+    run never stopped: the resumed sd-scripts removes only names of its own count."""
+    keep = ("--set", "save_state=true", "--set", "save_last_n_steps=2")
+    broken, unbroken = tmp_path / "broken", tmp_path / "unbroken"
+    per_epoch = _crashed_in_epoch_two(runner, prepared, fake_sd, broken, monkeypatch, *keep)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", "--run-dir", broken,
+                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    assert code == 0, stdout + stderr
+    code, stdout, stderr = invoke(runner, "train", prepared, "--preset", "cpu-smoke", "--set",
+                                  "save_every_n_steps=1", *keep, "--set",
+                                  f"max_train_steps={3 * per_epoch}", "--run-dir", unbroken,
+                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    assert code == 0, stdout + stderr
+    last = 3 * per_epoch
+    kept = [f"melanoma-step{step:08d}" for step in range(last - 2, last + 1)]
+    for run in (broken, unbroken):
+        assert sorted(_saved(run / "output")) == sorted(
+            [*(f"{name}.safetensors" for name in kept), *(f"{name}-state" for name in kept),
+             "melanoma.safetensors", "melanoma-state"])
+    assert [path.name for path in launch.lora_files(broken / "output", "melanoma")] == [
+        path.name for path in launch.lora_files(unbroken / "output", "melanoma")]
+    assert not list((broken / "output").glob(f"{launch.SUPERSEDED}/*"))

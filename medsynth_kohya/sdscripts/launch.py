@@ -56,6 +56,7 @@ _PROGRESS = re.compile(
 _RATE = re.compile(r"^(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>s/it|it/s)$")
 _CLOCK = re.compile(r"^(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+)$")
 _LOSS = re.compile(r"(?:^|,)\s*avr_loss=(?P<loss>[^,\s]+)")
+_STEP_NAME = re.compile(r"-step(\d{8,})")
 _RANK = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
 """torch's prefix on each line of a multi-process run's output."""
 _LOGGED_ERROR = re.compile(r"(?:^|\s)ERROR\s+(?P<message>.+?)(?:\s{2,}\S+\.py:\d+)?$")
@@ -489,15 +490,16 @@ def _lora_step(path: Path) -> int:
     --resume (at an epoch's start); else `ss_steps`, else the number in its name (without
     metadata an epoch's save orders among the epochs only)."""
     said = _counts(path)
+    named = _STEP_NAME.search(path.stem)
     if "ss_steps" not in said:
-        return int(path.stem.rpartition("-")[2].removeprefix("step"))
+        return int(named[1] if named else path.stem.rpartition("-")[2])
     steps, epoch = said["ss_steps"], said.get("ss_epoch")
     batches, accumulation = (said.get(key) for key in ("ss_num_batches_per_epoch",
                                                        "ss_gradient_accumulation_steps"))
     if not (steps and epoch is not None and batches and accumulation):
         return steps
     per_epoch = -(-batches // accumulation)
-    if path.stem.rpartition("-")[2].startswith("step"):  # made inside epoch `epoch` + 1
+    if named:  # made inside epoch `epoch` + 1
         return epoch * per_epoch + (steps - 1) % per_epoch + 1
     return epoch * per_epoch  # at the end of epoch `epoch`
 
@@ -654,6 +656,62 @@ def name_as_one_run(output_dir: Path, output_name: str) -> None:
             path.rename(plain)
 
 
+@contextlib.contextmanager
+def run_step_names(output_dir: Path, output_name: str, resumed: Path | None,
+                   ) -> Iterator[Path | None]:
+    """Around a launch resumed from `resumed`: the run's step saves out of its way
+    (`name_by_run_step`; yields where `resumed` is then) until it ends, however it ends,
+    a failed start or an error before it included (`name_as_one_run`). Without a state to
+    resume, the states of the new launch are settled after it."""
+    moved = None if resumed is None else name_by_run_step(output_dir, output_name, resumed)
+    try:
+        yield moved
+    finally:
+        if resumed is None:
+            settle_states(output_dir, output_name)
+        else:
+            name_as_one_run(output_dir, output_name)
+
+
+def _step_saves(output_dir: Path, output_name: str, suffix: str) -> list[Path]:
+    """The step saves under names ending in `suffix` (`NAME-step00000100`,
+    `NAME-run-step00000100`), and those kept in SUPERSEDED."""
+    kept = output_dir / SUPERSEDED
+    return [path for path in _saves(output_dir, output_name, suffix)
+            if path.name.startswith((f"{output_name}-step", f"{output_name}{RUN_STEP}-step"))
+            ] + ([path for path in kept.iterdir() if path.name.endswith(suffix) or
+                  (suffix == "-state" and path.is_dir())] if kept.is_dir() else [])
+
+
+def keep_last_steps(output_dir: Path, output_name: str, options: Mapping[str, Any],
+                    ) -> list[Path]:
+    """After a resumed launch: remove the step saves (LoRA files, states) that
+    `save_last_n_steps` (`save_last_n_steps_state` for states) keeps no longer, counted back
+    from the newest by the run's step, as in a run never stopped; sd-scripts removes only
+    the names of its own launch, which counts from 0 again. Returns those removed."""
+    def last_n(key: str) -> int:
+        value = options.get(key)
+        return value if type(value) is int and value > 0 else 0
+    loras = [path for path in _step_saves(output_dir, output_name, ".safetensors")
+             if path.is_file()]
+    states = [path for path in _step_saves(output_dir, output_name, "-state")
+              if path.is_dir() and state_step(path) >= 0]
+    removed: list[Path] = []
+    for n, saves, step in ((last_n("save_last_n_steps"), loras, _lora_step),
+                           (last_n("save_last_n_steps_state") or last_n("save_last_n_steps"),
+                            states, state_step)):
+        newest = max(map(step, saves), default=0)
+        for path in saves:
+            if n and step(path) < newest - n:
+                with contextlib.suppress(OSError):  # left for the next resume to remove
+                    if path.is_file():
+                        path.unlink()
+                    else:
+                        _remove_state(path)
+                    removed.append(path)
+    return removed
+
+
 def count_steps(output_dir: Path, output_name: str, resumed: Path | None,
                 accumulation: int) -> Callable[[str], None]:
     """Before a launch into `output_dir`: settle the states earlier launches wrote, then note
@@ -745,7 +803,11 @@ def prune_states(output_dir: Path, output_name: str) -> list[Path]:
 
 def _remove_state(folder: Path) -> None:
     """Empty a state folder's files, then remove it: unresumable from the first change, and
-    nothing left in a synced folder's trash."""
+    nothing left in a synced folder's trash. A link to a folder elsewhere is only unlinked:
+    what it points to is the user's."""
+    if folder.is_symlink():
+        folder.unlink()
+        return
     (folder / REMOVING).touch()
     marker = folder / "train_state.json"
     for file in [marker, *sorted(folder.rglob("*"))]:

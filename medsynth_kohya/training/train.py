@@ -881,8 +881,8 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     continues = resume and not force
     """Whether training goes on from the run's saved state; --resume --force starts it over."""
     died, started = _died(previous) if continues else None, _now()
-    earlier = (folder.record_file.read_bytes()  # kept with the outputs --force sets aside
-               if force and not continues and folder.exists() else None)
+    earlier = (folder.record_file.read_bytes()  # kept with the outputs a new start sets aside
+               if (force or died) and folder.exists() else None)
     if not dry_run:  # the record exists from the first moment: status, process, start
         folder.save(replace(previous if resume else RunRecord(), tool=TOOL, version=__version__,
                             preset=preset.name, status="running", pid=os.getpid(),
@@ -1020,14 +1020,10 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if dry_run and (resume or (force and cluster.slurm is not None and folder.exists())):
         return result  # the run's files and record stay as they are (--slurm's job replaces them)
     # every check has passed: only now do the earlier outputs move and the files change
-    if output.is_dir() and not dry_run and not continues:
-        kept = folder.set_aside(f"{datetime.now():%Y%m%d-%H%M%S}", earlier)
+    if output.is_dir() and not dry_run and state_dir is None:  # a new start would write over
+        kept = folder.set_aside(f"{datetime.now():%Y%m%d-%H%M%S}", earlier)  # its step saves
         warnings.insert(0, f"the run started over from step 0; the earlier run's LoRAs, "
                         f"states and record are kept in {kept}")
-    if state_dir is not None:  # the resumed sd-scripts counts from 0: it would write over them
-        state_dir = launch.name_by_run_step(output, name, state_dir)
-        command = command_for(state_dir)
-        result, record = replace(result, command=command), replace(record, command=command.argv)
     run_dir.mkdir(parents=True, exist_ok=True)
     render.write_toml(document, config_path)
     if not dry_run:  # what a resume trains with: a dry run is never resumed
@@ -1045,32 +1041,40 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
         return result
 
     log = folder.log
-    record = replace(record, status="running", start=started, pid=os.getpid(),
-                     host=socket.gethostname(), resumed_from=str(state_dir or "") or None)
-    folder.save(record)
-    if machines.count > 1:
-        nodes.decide(run_dir, status="go", machines=record.nodes or [], processes=processes,
-                     mixed_precision=str(options.get("mixed_precision", "no")),
-                     resume=None if state_dir is None else str(state_dir))
-    if on_launch is not None:
-        on_launch(replace(result, status="launching", warnings=tuple(warnings)))
     pruning = planning.prunes_states(options)
     final = folder.final_lora(name)
-    counting = launch.count_steps(folder.output, name, state_dir,
-                                  int(options.get("gradient_accumulation_steps") or 1))
-    shown = launch.from_run_start(folder.output, on_progress)
-    try:
-        outcome = launch.run(command, log, on_progress=_pruning(
-            folder.output, name, shown) if pruning else shown, on_line=counting)
-    except launch.StartError as exc:  # nothing ran: a failed run, which --force starts over
-        advice = next_step("failed", final, state_dir, limit)
-        folder.save(replace(record, status="failed", end=_now(), message=f"{exc}; {advice}"))
-        return replace(result, status="failed", warnings=tuple(warnings), message=str(exc),
+    # the resumed sd-scripts counts from 0: it would write over the run's step saves
+    with launch.run_step_names(output, name, state_dir) as state_dir:
+        if state_dir is not None:
+            command = command_for(state_dir)
+            result = replace(result, command=command)
+        record = replace(record, status="running", start=started, pid=os.getpid(),
+                         host=socket.gethostname(), command=command.argv,
+                         resumed_from=str(state_dir or "") or None)
+        folder.save(record)
+        if machines.count > 1:
+            nodes.decide(run_dir, status="go", machines=record.nodes or [],
+                         processes=processes,
+                         mixed_precision=str(options.get("mixed_precision", "no")),
+                         resume=None if state_dir is None else str(state_dir))
+        if on_launch is not None:
+            on_launch(replace(result, status="launching", warnings=tuple(warnings)))
+        counting = launch.count_steps(folder.output, name, state_dir,
+                                      int(options.get("gradient_accumulation_steps") or 1))
+        shown = launch.from_run_start(folder.output, on_progress)
+        try:
+            outcome: launch.RunOutcome | launch.StartError = launch.run(
+                command, log, on_progress=_pruning(folder.output, name, shown) if pruning
+                else shown, on_line=counting)
+        except launch.StartError as exc:  # nothing ran: a failed run, which --force starts over
+            outcome = exc
+    if isinstance(outcome, launch.StartError):
+        advice = next_step("failed", final, launch.latest_state(output.resolve(), name), limit)
+        folder.save(replace(record, status="failed", end=_now(), message=f"{outcome}; {advice}"))
+        return replace(result, status="failed", warnings=tuple(warnings), message=str(outcome),
                        advice=advice, log=log)
-    if state_dir is None:
-        launch.settle_states(folder.output, name)
-    else:
-        launch.name_as_one_run(folder.output, name)
+    if state_dir is not None:
+        launch.keep_last_steps(folder.output, name, options)
     if pruning:
         launch.prune_states(folder.output, name)
     loras = launch.lora_files(folder.output, name)
