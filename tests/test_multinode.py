@@ -454,6 +454,21 @@ def test_two_machines_train_one_run(prepared: Path, fake_sd: FakeSd, tmp_path: P
     assert (run / "output" / "melanoma.safetensors").is_file()
 
 
+def _go_at_once(monkeypatch: pytest.MonkeyPatch, resume: str | None) -> None:
+    """Machine 0's go (resuming from `resume`), written the moment a machine reports."""
+    reported = nodes.write_report
+
+    def answered_at_once(run_dir: Path, rank: int, gpus: list[Gpu],
+                         **status: Any) -> dict[str, Any]:
+        written = reported(run_dir, rank, gpus, **status)
+        if status["status"] == "waiting":
+            nodes.decide(run_dir, status="go", machines=[written], processes=1,
+                         mixed_precision="no", resume=resume)
+        return written
+
+    monkeypatch.setattr(nodes, "write_report", answered_at_once)
+
+
 def test_a_go_given_as_soon_as_a_machine_reports_is_not_missed(
         prepared: Path, fake_sd: FakeSd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Machine 0 may answer a report before its writer has looked at the decision file: that
@@ -462,22 +477,28 @@ def test_a_go_given_as_soon_as_a_machine_reports_is_not_missed(
     train(prepared, "cpu-smoke", run_dir=run, dry_run=True,  # machine 0's files
           sd_scripts=fake_sd.sd_scripts, python=sys.executable,
           cluster=Cluster(Machines(2, 0, "127.0.0.1")))
-    reported = nodes.write_report
-
-    def answered_at_once(run_dir: Path, rank: int, gpus: list[Gpu],
-                         **status: Any) -> dict[str, Any]:
-        written = reported(run_dir, rank, gpus, **status)
-        if status["status"] == "waiting":
-            nodes.decide(run_dir, status="go", machines=[written], processes=1,
-                         mixed_precision="no", resume=None)
-        return written
-
-    monkeypatch.setattr(nodes, "write_report", answered_at_once)
+    _go_at_once(monkeypatch, None)
     result = train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
                    python=sys.executable, cluster=Cluster(Machines(2, 1, "127.0.0.1"), wait_s=2))
     assert result.status == "succeeded", result.message
     assert json.loads(Path(f"{fake_sd.record}.machine-1").read_text())["accelerate"][
         "machine_rank"] == 1
+
+
+def test_a_follower_resumes_from_the_state_in_its_own_view_of_the_run_folder(
+        prepared: Path, fake_sd: FakeSd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine 0 names the state it resumes from by its own path to the shared run folder;
+    another machine may mount that folder elsewhere and resumes from the same state there."""
+    run = tmp_path / "run"
+    train(prepared, "cpu-smoke", run_dir=run, dry_run=True, sd_scripts=fake_sd.sd_scripts,
+          python=sys.executable, cluster=Cluster(Machines(2, 0, "127.0.0.1")))
+    state = "melanoma-run-step00000003-state"
+    _go_at_once(monkeypatch, f"/mnt/machine-0/run/output/{state}")
+    result = train(prepared, "cpu-smoke", run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                   python=sys.executable, cluster=Cluster(Machines(2, 1, "127.0.0.1"), wait_s=2))
+    assert result.status == "succeeded", result.message
+    argv = json.loads(Path(f"{fake_sd.record}.machine-1").read_text())["argv"]
+    assert argv[argv.index("--resume") + 1] == str(run.resolve() / "output" / state)
 
 
 def test_a_failed_machine_says_the_trainers_error(prepared: Path, fake_sd: FakeSd,

@@ -1116,8 +1116,9 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             on_progress: Callable[[launch.StepProgress], None] | None,
             state_dir: Path | None) -> TrainResult:
     """A machine of rank > 0: report its GPUs, wait for rank 0's go, run its own `accelerate
-    launch` on rank 0's files (resuming where rank 0 says; a dry run shows `state_dir`). Its
-    log is RUN/train-machine-R.log; rank 0 writes the LoRA."""
+    launch` on rank 0's files (resuming from the state rank 0 names, in this machine's view of
+    the run folder; a dry run shows `state_dir`). Its log is RUN/train-machine-R.log; rank 0
+    writes the LoRA."""
     machines = cluster.machines
     folder = RunFolder(run_dir)
     config, dataset = folder.config, folder.dataset_config
@@ -1145,7 +1146,8 @@ def _follow(preset: presets.Preset, overrides: Sequence[str], run_dir: Path,
             given=cluster.accelerate_config is not None, num_processes=processes,
             mixed_precision=str(decision["mixed_precision"]),
             gpu_ids=_gpu_ids(processes),
-            resume=Path(decision["resume"]) if decision["resume"] else None,
+            resume=folder.output.resolve() / Path(decision["resume"]).name  # as this machine
+            if decision["resume"] else None,  # mounts the run folder, maybe elsewhere
             machines=machines, first=checkout.install_step(location))
         notes = tuple(note for note in [lock.note] if note) + (
             (f"machine {machines.rank} waits for machine 0's go in {run_dir / nodes.FOLDER}, "
