@@ -7,6 +7,7 @@ target, so a crash or Ctrl-C never leaves half a file behind.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import hashlib
 import json
@@ -98,12 +99,35 @@ def unmakeable(folder: Path) -> FolderError | None:
     return None if blocked_by(folder) is None else folder_error(folder, OSError())
 
 
+def near_name(path: Path) -> str:
+    """" (did you mean X?)" where `path` does not exist and X does: its first missing part
+    replaced by the name beside it alike in letter case, else the closest in spelling with
+    the same suffix (a typo in any folder of the path); "" when there is none."""
+    parts = path.parts
+    index = next((i for i in range(len(parts)) if not Path(*parts[:i + 1]).exists()), None)
+    if index is None:
+        return ""
+    try:
+        names = [entry.name for entry in Path(*parts[:index]).iterdir()]
+    except OSError:
+        return ""
+    missing = Path(parts[index])
+    same = [name for name in names if name.casefold() == missing.name.casefold()]
+    kind = {Path(name).stem: name for name in names if Path(name).suffix == missing.suffix}
+    close = same or [kind[stem] for stem in difflib.get_close_matches(missing.stem, list(kind),
+                                                                      n=1, cutoff=0.8)]
+    if len(close) != 1:
+        return ""
+    suggestion = Path(*parts[:index], close[0], *parts[index + 1:])
+    return f" (did you mean {suggestion}?)" if suggestion.exists() else ""
+
+
 def ensure_folder(path: Path, fix: str, option: str = "") -> None:
     """Refuse, in one line, a folder argument that is not a folder: "does not exist" only when
     nothing is there, "is a file" when a file is; `fix` says what to give instead."""
     if path.is_dir():
         return
-    what = "is a file, not a folder" if path.exists() else "does not exist"
+    what = "is a file, not a folder" if path.exists() else f"does not exist{near_name(path)}"
     raise UserError(f"{option} {path} {what}: {fix}".lstrip())
 
 

@@ -329,3 +329,21 @@ def test_a_problems_line_counts_its_problems_and_claims_no_fix_they_do_not_name(
     assert files.problems_line("it cannot run", [unknown, gpu]) == (
         f"it cannot run (2 problems): {unknown} | {gpu}; fix each")
     assert files.problems_line("it cannot run", [gpu]) == gpu
+
+
+def test_a_missing_path_is_offered_the_one_that_exists_with_its_typo_mended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first missing part of the path, in another letter case or misspelt, replaced by
+    the name beside it; nothing offered where that would not exist either, or none is alike."""
+    (tmp_path / "isic-2020" / "train").mkdir(parents=True)
+    (tmp_path / "Lora.safetensors").write_bytes(b"x")
+    for given, meant in ((tmp_path / "isic_2020" / "train", tmp_path / "isic-2020" / "train"),
+                         (tmp_path / "isic-2020" / "trian", tmp_path / "isic-2020" / "train"),
+                         (tmp_path / "lora.safetensors", tmp_path / "Lora.safetensors")):
+        assert files.near_name(given) == f" (did you mean {meant}?)"
+    for given in (tmp_path / "isic_2020" / "val", tmp_path / "elsewhere",
+                  tmp_path / "isic-2020" / "train"):
+        assert files.near_name(given) == ""
+    monkeypatch.chdir(tmp_path)
+    assert files.near_name(Path("ISIC-2020/train")) == (
+        f" (did you mean {Path('isic-2020/train')}?)")

@@ -232,11 +232,12 @@ def test_a_path_is_taken_as_typed_and_only_a_plain_hub_id_is_left_to_the_hub(
         local_or_hub("~no-such-user-here/lora")
     assert str(refused.value) == ("--lora ~no-such-user-here/lora: cannot expand its ~ (no such "
                                   "user or no home directory); give the path in full")
-    for typo in ("./bob/lora", "alice/lora2", "bob/lora.safetensors"):
+    for typo, meant in (("./bob/lora", ""), ("alice/lora2", " (did you mean alice/lora?)"),
+                        ("bob/lora.safetensors", "")):
         with pytest.raises(UserError) as refused:
             local_or_hub(typo)
-        assert str(refused.value) == (f"--lora {typo} does not exist (a local run folder or "
-                                      ".safetensors file; a Hub repo id is owner/name)")
+        assert str(refused.value) == (f"--lora {typo} does not exist{meant} (a local run folder "
+                                      "or .safetensors file; a Hub repo id is owner/name)")
 
 
 def test_captions_come_from_the_record_then_the_like_folder_then_the_defaults(

@@ -194,3 +194,21 @@ def test_a_run_folder_given_for_the_prepared_one_names_what_it_trained_on(
     assert _refusal(runner, "train", trained, "--dry-run") == (
         f"Error: {trained} is a training run folder, not a prepared folder: give the prepared "
         f"folder it trained on (with --run-dir {trained} --resume to continue this run)")
+
+
+def test_a_mistyped_folder_is_offered_the_one_meant(runner: CliRunner, prepared: Path,
+                                                    tmp_path: Path) -> None:
+    """A typo in the prepared folder, the real data or a LoRA's name: the refusal offers the
+    path that exists."""
+    typo = prepared.with_name("prepaerd")
+    assert _refusal(runner, "train", typo, "--dry-run") == (
+        f"Error: {typo} does not exist (did you mean {prepared}?): give the --out folder of "
+        "`medsynth-kohya prepare`")
+    code, _, stderr = invoke(runner, "evaluate", "--real", typo / "img", "--synthetic",
+                             tmp_path, "--out", tmp_path / "eval", "--dry-run")
+    assert code == 1 and f"(did you mean {prepared / 'img'}?)" in " ".join(stderr.split()), stderr
+    lora = tmp_path / "melanoma.safetensors"
+    lora.write_bytes(b"x")
+    code, _, stderr = invoke(runner, "sample", "--lora", tmp_path / "Melanoma.safetensors",
+                             "--out", tmp_path / "synth", "--dry-run")
+    assert code == 1 and f"(did you mean {lora}?)" in " ".join(stderr.split()), stderr

@@ -804,7 +804,7 @@ def locate(source: Path | None, metadata: Path | None = None,
         if source is None:
             raise UserError("give a SOURCE folder, or --metadata CSV and --images DIR")
         if not source.exists():
-            raise UserError(f"source {source} does not exist{_near_name(source)}; give the "
+            raise UserError(f"source {source} does not exist{files.near_name(source)}; give the "
                             "folder of an ISIC download (`medsynth-kohya fetch-isic --out DIR` "
                             "downloads one), or --metadata CSV --images DIR")
         searched = not source.is_file()  # the metadata is the one _find_metadata chose
@@ -904,16 +904,6 @@ def lacked_by(source: Source, name: str) -> str | None:
     """The name of `source`'s layout when it holds no column for field `name` anywhere (ISIC
     2017's site), else None."""
     return _LACKS[source.kind][0] if name in source.lacking else None
-
-
-def _near_name(path: Path) -> str:
-    """" (did you mean X?)" for the one file or folder beside `path` named alike in another
-    letter case, else ""."""
-    try:
-        alike = [p for p in path.parent.iterdir() if p.name.casefold() == path.name.casefold()]
-    except OSError:
-        return ""
-    return f" (did you mean {alike[0]}?)" if len(alike) == 1 else ""
 
 
 def _same_file(one: Path, other: Path) -> bool:

@@ -371,8 +371,8 @@ def load_real(path: Path) -> RealSet:
     from medsynth_kohya.data import sources
 
     if not path.exists():
-        raise UserError(f"real data {path} does not exist; give an ISIC download or a folder "
-                        "made by `medsynth-kohya prepare`")
+        raise UserError(f"real data {path} does not exist{files.near_name(path)}; give an ISIC "
+                        "download or a folder made by `medsynth-kohya prepare`")
     if (path / RECORD_FILE).is_file():
         raise UserError(f"{path} is a training run, not real data: give --lora {path} to "
                         "compare with the data it was trained on, or --real with an ISIC "

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def check_lora(path: Path) -> None:
     """Refuse a LoRA that is missing, empty or not a safetensors file (header length + JSON)."""
     if not path.is_file():
-        raise UserError(f"LoRA file {path} does not exist")
+        raise UserError(f"LoRA file {path} does not exist{files.near_name(path)}")
     if path.stat().st_size == 0:
         raise UserError(f"LoRA file {path} is empty")
     if files.safetensors_header(path) is None:
@@ -140,8 +140,8 @@ def local_or_hub(given: Path | str) -> Path:
         return path
     if (text.startswith("./") or path.parent.is_dir()
             or (text.endswith(".safetensors") and ":" not in text)):
-        raise UserError(f"--lora {text} does not exist (a local run folder or .safetensors "
-                        "file; a Hub repo id is owner/name)")
+        raise UserError(f"--lora {text} does not exist{files.near_name(path)} (a local run "
+                        "folder or .safetensors file; a Hub repo id is owner/name)")
     return path
 
 
