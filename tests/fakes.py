@@ -300,8 +300,9 @@ def make_fake_sd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSd:
 
 
 
-def interrupt_after(step: int) -> Callable[[StepProgress], None]:
-    """A progress callback that sends SIGINT to the main thread once `step` is reached."""
+def interrupt_after(step: int, within: float = 20) -> Callable[[StepProgress], None]:
+    """A progress callback that sends SIGINT to the main thread once `step` is reached (if
+    it is within `within` seconds)."""
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("SIGINT is not Python's default handler here")
     main, reached = threading.get_ident(), threading.Event()
@@ -311,7 +312,7 @@ def interrupt_after(step: int) -> Callable[[StepProgress], None]:
             reached.set()
 
     def interrupt() -> None:
-        if reached.wait(20):
+        if reached.wait(within):
             signal.pthread_kill(main, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()

@@ -28,8 +28,10 @@ from typer.testing import CliRunner
 from medsynth_kohya.data.prepare import PrepareOptions, prepare
 from medsynth_kohya.data.synth import make_dataset
 from medsynth_kohya.sdscripts import launch, smoke_model
+from medsynth_kohya.training.train import train
 
 from .conftest import REPO, invoke
+from .fakes import interrupt_after
 
 pytestmark = pytest.mark.e2e
 
@@ -196,3 +198,42 @@ def test_sample_makes_real_images_with_the_trained_lora(
     grid = cv2.imread(str(out / "grid.jpg"))
     assert grid is not None and grid.shape[1] == 2 * 256
     assert _unwrapped(log), log[:4000]
+
+
+def test_a_run_stopped_in_its_second_epoch_resumes_with_every_step_save_kept(
+        sd_runtime: tuple[Path, str], smoke_model_files: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    """The real sd-scripts, stopped in epoch 2 of 4 (3 steps each), resumes at that epoch's
+    start and counts its steps from 0 again: the run ends with one LoRA per run step, each
+    named and ordered by it, the earlier launch's saves of steps trained again kept in
+    superseded/, and its final LoRA counted as the run's 12 steps."""
+    folder, python = sd_runtime
+    checkpoint, tokenizers = smoke_model_files
+    source = make_dataset(tmp_path / "source", 3, seed=5, melanoma_fraction=1.0,
+                          sizes=((64, 64),))
+    prepared = tmp_path / "prepared"
+    prepare(source.root, prepared, options=PrepareOptions(repeats=1), workers=1)
+    run, output = tmp_path / "run", tmp_path / "run" / "output"
+    first = train(prepared, "cpu-smoke", overrides=[
+        f"pretrained_model_name_or_path={checkpoint}", f"tokenizer_cache_dir={tokenizers}",
+        "max_train_steps=12", "save_state=true"], run_dir=run, sd_scripts=folder,
+        python=python, on_progress=interrupt_after(5, within=1200))
+    assert first.status == "interrupted", first.message
+    state = launch.latest_state(output, "melanoma")
+    assert state is not None and 4 <= launch.state_step(state) < 12
+    stopped = launch.state_step(state)
+    done = train(prepared, resume=True, run_dir=run, sd_scripts=folder, python=python)
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert done.status == "succeeded", f"{done.message}\n{log[-4000:]}"
+    saves = launch.lora_files(output, "melanoma")
+    assert [path.name for path in saves] == [
+        *(f"melanoma-step{step:08d}.safetensors" for step in range(1, 13)),
+        "melanoma.safetensors"]
+    assert [launch._lora_step(path) for path in saves[:-1]] == list(range(1, 13))
+    assert launch.final_steps(saves[-1]) == 12
+    again = range(stopped // 3 * 3 + 1, stopped + 2)  # from its epoch's start
+    superseded = sorted((output / launch.SUPERSEDED).glob("*.safetensors"))
+    assert {launch._lora_step(path) for path in superseded} <= set(again), superseded
+    assert all(path.name.startswith(f"melanoma{launch.RUN_STEP}-step") for path in superseded)
+    assert not list(output.glob(f"melanoma{launch.RUN_STEP}*"))
+    assert [path.name for path in output.glob("*-state")] == ["melanoma-state"]
