@@ -833,32 +833,55 @@ def test_a_replaced_state_linked_from_elsewhere_loses_only_its_link(tmp_path: Pa
 
 
 def test_save_last_n_steps_counts_back_from_the_runs_newest_step_save(tmp_path: Path) -> None:
-    """After a resumed launch: LoRA step saves, superseded ones among them, more than
-    save_last_n_steps behind the newest go; states by save_last_n_steps_state where set;
-    epoch saves, the final LoRA, unfinished states and the user's own files stay."""
+    """After a resumed launch: LoRA step saves more than save_last_n_steps behind the newest
+    go, and the earlier copies in superseded/ (a run never stopped has none); states by
+    save_last_n_steps_state where set; epoch saves, the final LoRA, unfinished states, other
+    names and what the user put in superseded/ stay."""
     kept = tmp_path / launch.SUPERSEDED
     kept.mkdir()
     for step in (10, 20, 30, 40):
         _lora(tmp_path / f"melanoma-step{step:08d}.safetensors", {"ss_steps": str(step)})
         _state(tmp_path / f"melanoma-step{step:08d}-state", step)
     _lora(tmp_path / f"melanoma{launch.RUN_STEP}-step00000015.safetensors", {"ss_steps": "15"})
-    _lora(kept / "melanoma-step00000030-2.safetensors", None)  # its step from its name
-    _lora(kept / "melanoma-step00000010.safetensors", {"ss_steps": "10"})
-    _state(kept / "melanoma-step00000010-state", 10)
+    _lora(kept / "melanoma-step00000030-2.safetensors", None)
+    _state(kept / "melanoma-step00000040-state", 40)
     stay = [_lora(tmp_path / "melanoma-000001.safetensors", {"ss_steps": "5"}),
             _lora(tmp_path / "melanoma.safetensors", {"ss_steps": "40"}),
             _state(tmp_path / "melanoma-step00000005-state", 5, complete=False),
-            _lora(tmp_path / "notes-step00000001.safetensors", None)]
+            _lora(tmp_path / "notes-step00000001.safetensors", None),
+            _lora(kept / "notes.safetensors", None)]
     removed = launch.keep_last_steps(tmp_path, "melanoma", {"save_last_n_steps": 10,
                                                             "save_last_n_steps_state": 20})
     assert sorted(path.relative_to(tmp_path).as_posix() for path in removed) == [
         "melanoma-run-step00000015.safetensors", "melanoma-step00000010-state",
         "melanoma-step00000010.safetensors", "melanoma-step00000020.safetensors",
-        "superseded/melanoma-step00000010-state", "superseded/melanoma-step00000010.safetensors"]
+        "superseded/melanoma-step00000030-2.safetensors",
+        "superseded/melanoma-step00000040-state"]
     assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")
                   if path.parent in (tmp_path, kept)) == sorted(
-        [*(path.name for path in stay), "melanoma-step00000020-state",
-         "melanoma-step00000030-state", "melanoma-step00000030.safetensors",
-         "melanoma-step00000040-state", "melanoma-step00000040.safetensors",
-         "superseded", "superseded/melanoma-step00000030-2.safetensors"])
-    assert launch.keep_last_steps(tmp_path, "melanoma", {}) == []
+        [*(path.relative_to(tmp_path).as_posix() for path in stay),
+         "melanoma-step00000020-state", "melanoma-step00000030-state",
+         "melanoma-step00000030.safetensors", "melanoma-step00000040-state",
+         "melanoma-step00000040.safetensors", "superseded"])
+
+
+def test_without_save_last_n_steps_superseded_loras_stay_and_superseded_states_go(
+        tmp_path: Path) -> None:
+    """Unbounded saves keep every earlier copy of a LoRA; a superseded state is a replaced one
+    whatever the options (never resumed from); save_last_n_steps=0 keeps the newest alone, as
+    in sd-scripts."""
+    kept = tmp_path / launch.SUPERSEDED
+    kept.mkdir()
+    copy = _lora(kept / "melanoma-step00000030-2.safetensors", None)
+    assert launch._lora_step(copy) == 30  # its step from its name, not its copy number
+    _state(kept / "melanoma-step00000030-state", 30)
+    for step in (10, 30):
+        _lora(tmp_path / f"melanoma-step{step:08d}.safetensors", {"ss_steps": str(step)})
+    assert launch.keep_last_steps(tmp_path, "melanoma", {"save_last_n_epochs": 2}) == [
+        kept / "melanoma-step00000030-state"]
+    assert sorted(path.name for path in tmp_path.rglob("*.safetensors")) == [
+        "melanoma-step00000010.safetensors", "melanoma-step00000030-2.safetensors",
+        "melanoma-step00000030.safetensors"]
+    launch.keep_last_steps(tmp_path, "melanoma", {"save_last_n_steps": 0})
+    assert [path.name for path in tmp_path.rglob("*.safetensors")] == [
+        "melanoma-step00000030.safetensors"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from datetime import datetime, tzinfo
@@ -582,8 +583,12 @@ def test_a_dead_run_without_a_state_starts_over_with_its_saves_set_aside(
     assert before and not list((run / "output").glob("*-state"))
     record = _record(run)
     (run / "run.json").write_text(json.dumps({**record, "status": "running", "pid": 1}))
-    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", "--run-dir", run,
-                                  "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    tools = ("--run-dir", run, "--sd-scripts", fake_sd.sd_scripts, "--python", sys.executable)
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools, "--dry-run")
+    assert code == 0 and "train first sets its outputs aside, in output.replaced-<time>" in (
+        " ".join(stderr.split())), stdout + stderr
+    assert _saved(run / "output") == before
+    code, stdout, stderr = invoke(runner, "train", prepared, "--resume", *tools)
     assert code == 0, stdout + stderr
     said = " ".join(stderr.split())
     assert "it saved no training state, so it starts from step 0" in said, said
@@ -619,3 +624,38 @@ def test_a_resumed_run_keeps_the_step_saves_an_unbroken_one_keeps(
     assert [path.name for path in launch.lora_files(broken / "output", "melanoma")] == [
         path.name for path in launch.lora_files(unbroken / "output", "melanoma")]
     assert not list((broken / "output").glob(f"{launch.SUPERSEDED}/*"))
+
+
+def test_a_disk_that_refuses_the_renames_after_a_resumed_launch_still_records_its_end(
+        runner: CliRunner, prepared: Path, fake_sd: FakeSd, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk that stopped a resumed launch (full) may refuse superseded/ too: the names it
+    could not give back wait for the next resume, and the run's end is recorded all the same
+    (not left `running`, as if its process had died)."""
+    run = tmp_path / "run"
+    per_epoch = _crashed_in_epoch_two(runner, prepared, fake_sd, run, monkeypatch, "--set",
+                                      "save_state=true")
+    monkeypatch.setenv("FAKE_SD_MODE", "crash")
+    monkeypatch.setenv("FAKE_SD_CRASH_STEP", "3")  # after saving again 2 steps of epoch 2
+    made = Path.mkdir
+
+    def full(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name == launch.SUPERSEDED:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        made(self, *args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(Path, "mkdir", full)
+    result = train(prepared, resume=True, run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                   python=sys.executable)
+    assert result.status == "failed" and _record(run)["status"] == "failed", result.message
+    output = run / "output"  # the launch's save of run step P + 1 keeps the name of its count
+    assert launch._lora_step(output / "melanoma-step00000001.safetensors") == per_epoch + 1
+    assert (output / f"melanoma{launch.RUN_STEP}-step00000001.safetensors").is_file()
+    monkeypatch.setattr(Path, "mkdir", made)  # space again: the next resume gives every save
+    monkeypatch.setenv("FAKE_SD_MODE", "normal")  # its run step's name
+    assert train(prepared, resume=True, run_dir=run, sd_scripts=fake_sd.sd_scripts,
+                 python=sys.executable).status == "succeeded"
+    saves = launch.lora_files(output, "melanoma")
+    assert [path.name for path in saves] == [
+        *(f"melanoma-step{step:08d}.safetensors" for step in range(1, 3 * per_epoch + 1)),
+        "melanoma.safetensors"]
+    assert [launch._lora_step(path) for path in saves[:-1]] == list(range(1, 3 * per_epoch + 1))

@@ -593,19 +593,25 @@ def settle_states(output_dir: Path, output_name: str) -> None:
                     COUNTED_FROM: offset}, indent=None)
 
 
-def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None) -> Path | None:
+def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None, *,
+                     refused_ok: bool = False) -> Path | None:
     """Before a resumed launch: give the step saves named by the step of their launch
     (`NAME-step00000100`, as sd-scripts names them) the run's step, out of its way
     (`NAME-run-step00000580`): sd-scripts counts from 0 again and would write over them, the
     state it resumes from among them. An earlier save that holds the name already (a resumed
     launch trains again from the start of its epoch) is kept in SUPERSEDED; a LoRA file without
     its steps or a state not yet complete stays, for sd-scripts to write again. Returns where
-    `resumed` is now (resolved, once moved)."""
+    `resumed` is now (resolved, once moved). With `refused_ok`, a rename the disk refuses is
+    left for the next resume to make."""
     settle_states(output_dir, output_name)
     wanted = None if resumed is None else resumed.resolve()
+
+    def take_name(path: Path, named: Path) -> None:
+        with contextlib.suppress(*(OSError,) if refused_ok else ()):
+            _take_name(path, named)
     for path in _saves(output_dir, output_name, ".safetensors"):
         if path.is_file() and _launch_named(path, output_name) and "ss_steps" in _counts(path):
-            _take_name(path, path.with_name(
+            take_name(path, path.with_name(
                 f"{output_name}{RUN_STEP}-step{_lora_step(path):08d}.safetensors"))
     for folder in _state_folders(output_dir, output_name):
         data = _train_state(folder)
@@ -614,7 +620,7 @@ def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None) -
         named = out_of_the_way(folder, output_name)
         if wanted is not None and wanted in (folder.resolve(), named.resolve()):
             resumed = named.resolve()
-        _take_name(folder, named)
+        take_name(folder, named)
     return resumed
 
 
@@ -646,14 +652,16 @@ def out_of_the_way(state: Path, output_name: str) -> Path:
 def name_as_one_run(output_dir: Path, output_name: str) -> None:
     """After a resumed launch: its step saves and the earlier ones take sd-scripts' names by
     the run's step (`name_by_run_step`, then back where the name is free), as a run never
-    stopped names them."""
-    name_by_run_step(output_dir, output_name, None)
+    stopped names them. A rename the disk refuses (full, say) is left for the next resume:
+    the run's end is recorded all the same."""
+    name_by_run_step(output_dir, output_name, None, refused_ok=True)
     for path in _saves(output_dir, output_name, ".safetensors") + _state_folders(
             output_dir, output_name):
         plain = path.with_name(path.name.replace(f"{output_name}{RUN_STEP}-step",
                                                  f"{output_name}-step", 1))
         if plain != path and not plain.exists():
-            path.rename(plain)
+            with contextlib.suppress(OSError):
+                path.rename(plain)
 
 
 @contextlib.contextmanager
@@ -679,30 +687,34 @@ def _step_saves(output_dir: Path, output_name: str, suffix: str) -> list[Path]:
     kept = output_dir / SUPERSEDED
     return [path for path in _saves(output_dir, output_name, suffix)
             if path.name.startswith((f"{output_name}-step", f"{output_name}{RUN_STEP}-step"))
-            ] + ([path for path in kept.iterdir() if path.name.endswith(suffix) or
-                  (suffix == "-state" and path.is_dir())] if kept.is_dir() else [])
+            ] + ([path for path in kept.iterdir() if path.name.startswith(output_name) and
+                  _STEP_NAME.search(path.name) and (path.name.endswith(suffix) or (
+                      suffix == "-state" and path.is_dir()))] if kept.is_dir() else [])
 
 
 def keep_last_steps(output_dir: Path, output_name: str, options: Mapping[str, Any],
                     ) -> list[Path]:
     """After a resumed launch: remove the step saves (LoRA files, states) that
     `save_last_n_steps` (`save_last_n_steps_state` for states) keeps no longer, counted back
-    from the newest by the run's step, as in a run never stopped; sd-scripts removes only
-    the names of its own launch, which counts from 0 again. Returns those removed."""
-    def last_n(key: str) -> int:
-        value = options.get(key)
-        return value if type(value) is int and value > 0 else 0
+    from the newest by the run's step, and the earlier copies in SUPERSEDED, as a run never
+    stopped keeps none (its states are replaced ones, never resumed: always); sd-scripts removes
+    only the names of its own launch, which counts from 0 again. Returns those removed."""
+    def last_n(*keys: str) -> int | None:  # sd-scripts' rule: 0 keeps the newest alone
+        value = next((options[key] for key in keys if options.get(key)), options.get(keys[-1]))
+        return value if type(value) is int and value >= 0 else None
+    kept = output_dir / SUPERSEDED
     loras = [path for path in _step_saves(output_dir, output_name, ".safetensors")
              if path.is_file()]
     states = [path for path in _step_saves(output_dir, output_name, "-state")
               if path.is_dir() and state_step(path) >= 0]
     removed: list[Path] = []
     for n, saves, step in ((last_n("save_last_n_steps"), loras, _lora_step),
-                           (last_n("save_last_n_steps_state") or last_n("save_last_n_steps"),
-                            states, state_step)):
+                           (last_n("save_last_n_steps_state", "save_last_n_steps"), states,
+                            state_step)):
         newest = max(map(step, saves), default=0)
         for path in saves:
-            if n and step(path) < newest - n:
+            if (path.parent == kept and (n is not None or path.is_dir())) or (
+                    n is not None and step(path) < newest - n):
                 with contextlib.suppress(OSError):  # left for the next resume to remove
                     if path.is_file():
                         path.unlink()

@@ -953,7 +953,9 @@ def _train(prepared: Path, preset: presets.Preset, overrides: Sequence[str], run
     if died:
         warnings.insert(0, f"the run in {run_dir} was left running by {died}, which no longer "
                         "runs; " + (f"resuming from {state_dir.name}" if state_dir else
-                                    "it saved no training state, so it starts from step 0"))
+                                    "it saved no training state, so it starts from step 0")
+                        + ("; train first sets its outputs aside, in output.replaced-<time>"
+                           if dry_run and not state_dir and folder.output.is_dir() else ""))
     elif continues and state_dir is None:
         raise UserError(f"no saved training state in {folder.output} yet; --resume --force "
                         "starts the run over with its own settings")
