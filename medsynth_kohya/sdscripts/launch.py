@@ -607,8 +607,11 @@ def name_by_run_step(output_dir: Path, output_name: str, resumed: Path | None, *
     wanted = None if resumed is None else resumed.resolve()
 
     def take_name(path: Path, named: Path) -> None:
-        with contextlib.suppress(*(OSError,) if refused_ok else ()):
+        try:
             _take_name(path, named)
+        except OSError:
+            if not refused_ok:
+                raise
     for path in _saves(output_dir, output_name, ".safetensors"):
         if path.is_file() and _launch_named(path, output_name) and "ss_steps" in _counts(path):
             take_name(path, path.with_name(
@@ -699,8 +702,8 @@ def keep_last_steps(output_dir: Path, output_name: str, options: Mapping[str, An
     from the newest by the run's step, and the earlier copies in SUPERSEDED, as a run never
     stopped keeps none (its states are replaced ones, never resumed: always); sd-scripts removes
     only the names of its own launch, which counts from 0 again. Returns those removed."""
-    def last_n(*keys: str) -> int | None:  # sd-scripts' rule: 0 keeps the newest alone
-        value = next((options[key] for key in keys if options.get(key)), options.get(keys[-1]))
+    def last_n(key: str) -> int | None:  # sd-scripts' rule: 0 keeps the newest alone
+        value = options.get(key)
         return value if type(value) is int and value >= 0 else None
     kept = output_dir / SUPERSEDED
     loras = [path for path in _step_saves(output_dir, output_name, ".safetensors")
@@ -708,9 +711,10 @@ def keep_last_steps(output_dir: Path, output_name: str, options: Mapping[str, An
     states = [path for path in _step_saves(output_dir, output_name, "-state")
               if path.is_dir() and state_step(path) >= 0]
     removed: list[Path] = []
+    # states: save_last_n_steps_state where it is set and not 0 (sd-scripts' `or`)
     for n, saves, step in ((last_n("save_last_n_steps"), loras, _lora_step),
-                           (last_n("save_last_n_steps_state", "save_last_n_steps"), states,
-                            state_step)):
+                           (last_n("save_last_n_steps_state") or last_n("save_last_n_steps"),
+                            states, state_step)):
         newest = max(map(step, saves), default=0)
         for path in saves:
             if (path.parent == kept and (n is not None or path.is_dir())) or (
